@@ -1,0 +1,340 @@
+"""Code memory: EngineCode (canonical, shared, sealed) and StoreCode (what one Store runs).
+
+Address spaces are kept apart by type:
+
+* ``ImageOffset``: a position-independent offset inside a compiled image.  The
+  frame table, patch sites and EngineCode speak only in these.
+* ``StoreCodePC``: an executable address inside one Store's mapping of an
+  image.  Only StoreCode hands these out.
+
+Invariants (asserted where they could break):
+
+* EngineCode is immutable once published: its memfd is sealed (write, grow,
+  shrink, seal) and mapped shared read+execute; the kernel itself refuses any
+  write.  EngineCode never hands out an executable address.
+* With debugging off a StoreCode shares the EngineCode mapping.  With debugging
+  on it is a private copy-on-write mapping (``MAP_PRIVATE``) of the same memfd:
+  O(1) to create; only pages that get patched are ever copied, and only into
+  this Store.
+* A StoreCode with debugging on never executes from EngineCode, so patching it
+  never affects another Store.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import NewType
+
+from . import native
+from .errors import CodeMemoryError
+from .frametable import SITE_DISABLED, SITE_SIZE, FrameTable
+from .native import PROT_EXEC, PROT_READ, PROT_WRITE, ffi, lib
+
+log = logging.getLogger(__name__)
+
+ImageOffset = NewType("ImageOffset", int)
+StoreCodePC = NewType("StoreCodePC", int)
+
+
+class CodeMemory:
+    """One page-aligned mapping of an image memfd.
+
+    States: *published* (read+execute) and *writable*.  ``unpublish()`` makes a
+    private mapping writable for patching: read+write when the code is not
+    running (W^X), or read+write+execute for a *live* edit of code a guest
+    thread may be executing (then patches must be written atomically, see
+    :meth:`write_site_atomic`).  A sealed shared mapping (EngineCode) can never
+    be unpublished: the kernel refuses, and so do we, earlier.
+    """
+
+    def __init__(self, fd: int, base: int, size: int, *, shared: bool, name: str):
+        self.fd = fd
+        self.base = base
+        self.size = size
+        self.shared = shared
+        self.name = name
+        self.published = True
+        self.live_writable = False
+
+    @classmethod
+    def create_sealed(cls, image: bytes, name: str) -> "CodeMemory":
+        """Writes ``image`` to a new memfd, seals it and maps it shared r-x."""
+        size = native.page_round_up(max(len(image), 1))
+        fd = native.check(lib.cm_memfd_create(name.encode(), size), f"memfd_create({name})")
+        try:
+            native.check(lib.cm_pwrite_all(fd, ffi.from_buffer(image), len(image), 0), f"write image {name}")
+            native.check(lib.cm_memfd_seal(fd), f"seal image {name}")
+            base = native.check(lib.cm_map(fd, size, PROT_READ | PROT_EXEC, 1), f"map image {name}")
+        except BaseException:
+            lib.cm_close(fd)
+            raise
+        return cls(fd, base, size, shared=True, name=name)
+
+    def map_private_copy(self, name: str) -> "CodeMemory":
+        """A new copy-on-write mapping of the same memfd, published (r-x)."""
+        base = native.check(lib.cm_map(self.fd, self.size, PROT_READ | PROT_EXEC, 0), f"map private copy {name}")
+        return CodeMemory(self.fd, base, self.size, shared=False, name=name)
+
+    def unpublish(self, *, live: bool = False) -> None:
+        assert not self.shared, f"{self.name}: a shared (EngineCode) mapping is never made writable"
+        assert self.published, f"{self.name}: already writable"
+        prot = PROT_READ | PROT_WRITE | (PROT_EXEC if live else 0)
+        native.check(lib.cm_protect(self.base, self.size, prot), f"unpublish {self.name}")
+        self.published = False
+        self.live_writable = live
+
+    def publish(self) -> None:
+        assert not self.published, f"{self.name}: already published"
+        native.check(lib.cm_protect(self.base, self.size, PROT_READ | PROT_EXEC), f"publish {self.name}")
+        self.published = True
+        self.live_writable = False
+
+    def read(self, offset: int, length: int) -> bytes:
+        assert 0 <= offset and offset + length <= self.size, (offset, length, self.size)
+        return bytes(ffi.buffer(ffi.cast("char *", self.base + offset), length))
+
+    def write(self, offset: int, data: bytes) -> None:
+        assert not self.published, f"{self.name}: write to published code"
+        assert 0 <= offset and offset + len(data) <= self.size, (offset, len(data), self.size)
+        ffi.memmove(ffi.cast("char *", self.base + offset), data, len(data))
+
+    def write_site_atomic(self, offset: int, data: bytes) -> None:
+        """Writes a 5-byte patch with one atomic 8-byte store (see csrc)."""
+        assert not self.published and len(data) == SITE_SIZE
+        native.check(lib.cm_patch5_atomic(self.base + offset, data), f"atomic patch at {self.name}+{offset:#x}")
+
+    def unmap(self) -> None:
+        if self.base:
+            native.check(lib.cm_unmap(self.base, self.size), f"unmap {self.name}")
+            self.base = 0
+
+
+class EngineCode:
+    """The canonical compiled image of one module, shared by every Store of an Engine.
+
+    Image layout (image offsets)::
+
+        [0, code_size)                     functions, veneers, trampoline slots
+        [table_offset, table_offset+len)   the frame table (page aligned, never executed)
+
+    Exposes only position-independent data: the frame table, sizes, names and
+    :meth:`read` of the canonical bytes.  The executable mapping is reachable
+    only through :class:`StoreCode`.
+    """
+
+    def __init__(self, code: bytes, frame_table: bytes, *, name: str = "module", function_names=None):
+        table = FrameTable(frame_table)
+        if table.code_size != len(code):
+            raise CodeMemoryError(f"{name}: frame table says code_size={table.code_size:#x}, code is {len(code):#x} bytes")
+        image = bytearray(code)
+        # The veneers jump through these slots; the trampolines' addresses are
+        # only known in this process, so they are filled here, before sealing.
+        if table.debug or table.header.trap_slot:
+            for slot, address in (
+                (table.header.bp_slot, lib.cm_breakpoint_trampoline_address()),
+                (table.header.trap_slot, lib.cm_trap_trampoline_address()),
+            ):
+                if slot + 8 > len(image):
+                    raise CodeMemoryError(f"{name}: trampoline slot {slot:#x} outside the code")
+                image[slot : slot + 8] = address.to_bytes(8, "little")
+        self.table_offset = native.page_round_up(len(image))
+        image += bytes(self.table_offset - len(image)) + frame_table
+        self.name = name
+        self.code_size = len(code)
+        self.frame_table = table
+        self.function_names = dict(function_names or {})
+        self._memory = CodeMemory.create_sealed(bytes(image), f"engine-code:{name}")
+        self.size = self._memory.size
+
+    def read(self, offset: ImageOffset, length: int) -> bytes:
+        """Canonical bytes of the image (never patched)."""
+        if offset < 0 or offset + length > self.size:
+            raise CodeMemoryError(f"{self.name}: read {offset:#x}+{length:#x} outside the image ({self.size:#x} bytes)")
+        return self._memory.read(offset, length)
+
+    def seals(self) -> int:
+        return native.check(lib.cm_memfd_seals(self._memory.fd), "F_GET_SEALS")
+
+    def _mapping_for_store_code(self) -> CodeMemory:
+        # Package-private: only StoreCode may learn where the canonical copy lives.
+        return self._memory
+
+    def close(self) -> None:
+        self._memory.unmap()
+        lib.cm_close(self._memory.fd)
+
+
+class StoreCode:
+    """What one Store executes for one EngineCode.
+
+    Debug off: the EngineCode mapping itself.  Debug on: a private CoW copy in
+    which patch sites may be enabled (refcounted: user breakpoints and internal
+    uses such as stepping share a site).
+    """
+
+    def __init__(self, engine_code: EngineCode, *, debug: bool, store_name: str = "store"):
+        self.engine_code = engine_code
+        self.debug = debug
+        shared = engine_code._mapping_for_store_code()
+        if debug:
+            self._memory = shared.map_private_copy(f"store-code:{store_name}:{engine_code.name}")
+        else:
+            self._memory = shared
+        self.base = StoreCodePC(self._memory.base)
+        self.size = self._memory.size
+        self.frame_table = engine_code.frame_table
+        self._site_refcount: dict[int, int] = {}
+        self._lock = threading.RLock()
+
+    # -- addresses ----------------------------------------------------------
+
+    @property
+    def end(self) -> StoreCodePC:
+        return StoreCodePC(self.base + self.size)
+
+    @property
+    def code_end(self) -> StoreCodePC:
+        return StoreCodePC(self.base + self.engine_code.code_size)
+
+    @property
+    def shares_engine_mapping(self) -> bool:
+        return self._memory is self.engine_code._mapping_for_store_code()
+
+    def contains(self, pc: int) -> bool:
+        return self.base <= pc < self.base + self.size
+
+    def offset_of(self, pc: int) -> ImageOffset:
+        if not self.contains(pc):
+            raise CodeMemoryError(f"pc {pc:#x} is outside {self.engine_code.name} [{self.base:#x}, {self.end:#x})")
+        return ImageOffset(pc - self.base)
+
+    def pc_of(self, offset: int) -> StoreCodePC:
+        assert 0 <= offset < self.size, (offset, self.size)
+        return StoreCodePC(self.base + offset)
+
+    # -- patch sites ------------------------------------------------------------
+
+    def site_index_at(self, pc: int) -> int:
+        """Index of the patch site at ``pc``; CodeMemoryError if there is none."""
+        offset = self.offset_of(pc)
+        index = self.frame_table.site_index(offset)
+        if index is None:
+            raise CodeMemoryError(f"{pc:#x} ({self.engine_code.name}+{offset:#x}) is not a patch site")
+        return index
+
+    def is_site_enabled(self, pc: int) -> bool:
+        return self._site_refcount.get(self.offset_of(pc), 0) > 0
+
+    def enabled_site_offsets(self) -> list[int]:
+        return sorted(off for off, n in self._site_refcount.items() if n > 0)
+
+    def site_refcount(self, offset: int) -> int:
+        return self._site_refcount.get(offset, 0)
+
+    def _change_site(self, edit: "PatchEdit", offset: int, enable: bool) -> bool:
+        """Adjusts the refcount of the site at ``offset``; writes bytes on 0<->1.
+        Returns whether bytes were written.  Called by PatchEdit only."""
+        index = self.frame_table.site_index(offset)
+        if index is None:
+            raise CodeMemoryError(f"{self.engine_code.name}+{offset:#x} is not a patch site")
+        count = self._site_refcount.get(offset, 0)
+        if enable:
+            self._site_refcount[offset] = count + 1
+            if count:
+                return False
+        else:
+            if count == 0:
+                raise CodeMemoryError(f"{self.engine_code.name}+{offset:#x}: disabling a site that is not enabled")
+            if count > 1:
+                self._site_refcount[offset] = count - 1
+                return False
+            del self._site_refcount[offset]
+        site = self.frame_table.site(index)
+        data = site.enable if enable else site.disable
+        edit._touch(self)
+        if self._memory.live_writable:
+            self._memory.write_site_atomic(offset, data)
+        else:
+            self._memory.write(offset, data)
+        return True
+
+    # -- reading for a debugger --------------------------------------------
+
+    def read_for_debugger(self, pc: int, length: int) -> bytes:
+        """The bytes at [pc, pc+length) with every enabled site shown as its
+        disabled bytes, so a debugger never sees our patches."""
+        offset = self.offset_of(pc)
+        if offset + length > self.size:
+            raise CodeMemoryError(f"read {pc:#x}+{length:#x} runs past the end of {self.engine_code.name}")
+        with self._lock:
+            data = bytearray(self._memory.read(offset, length))
+            for site_offset, count in self._site_refcount.items():
+                if count and site_offset < offset + length and site_offset + SITE_SIZE > offset:
+                    disable = self.frame_table.site(self.frame_table.site_index(site_offset)).disable
+                    for k in range(SITE_SIZE):
+                        at = site_offset + k - offset
+                        if 0 <= at < length:
+                            data[at] = disable[k]
+        return bytes(data)
+
+    def read_raw(self, pc: int, length: int) -> bytes:
+        """The bytes as executed (patches visible); for tests and `inspect`."""
+        offset = self.offset_of(pc)
+        return self._memory.read(offset, length)
+
+    @property
+    def memory(self) -> CodeMemory:
+        return self._memory
+
+    def close(self) -> None:
+        if not self.shares_engine_mapping:
+            self._memory.unmap()
+
+
+class PatchEdit:
+    """A batch of site changes across images.
+
+    Each touched image is unpublished once, on first touch; every touched image
+    is republished when the edit ends, also when it ends by an exception (so
+    no Store is ever left with non-executable code).  ``live=True`` is for code
+    a guest thread may be running: images become r-w-x for the edit and sites
+    are written with one atomic store each.
+    """
+
+    def __init__(self, *, live: bool = False):
+        self.live = live
+        self._touched: list[StoreCode] = []
+        self.changed = 0
+
+    def _touch(self, store_code: StoreCode) -> None:
+        if store_code not in self._touched:
+            assert store_code.debug, "patching a StoreCode with debugging off"
+            store_code.memory.unpublish(live=self.live)
+            self._touched.append(store_code)
+
+    def enable_site(self, store_code: StoreCode, pc: int) -> bool:
+        """Enables the site at ``pc`` (refcounted). True if bytes changed."""
+        with store_code._lock:
+            changed = store_code._change_site(self, store_code.offset_of(pc), True)
+        self.changed += changed
+        return changed
+
+    def disable_site(self, store_code: StoreCode, pc: int) -> bool:
+        with store_code._lock:
+            changed = store_code._change_site(self, store_code.offset_of(pc), False)
+        self.changed += changed
+        return changed
+
+    def __enter__(self) -> "PatchEdit":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        errors = []
+        for store_code in self._touched:
+            try:
+                store_code.memory.publish()
+            except OSError as e:  # keep republishing the others
+                errors.append(e)
+        self._touched.clear()
+        if errors:
+            raise errors[0]

@@ -1,0 +1,510 @@
+"""The frame table: what the compiler knows about every byte it emitted.
+
+Everything debugger-facing (stop pc -> wasm location, backtraces, locals, line
+tables, qWasm* answers) is derived from this table, so it is stored with the
+EngineCode image and all its offsets are image-relative (position independent:
+the same table describes every StoreCode copy).
+
+Binary layout (little-endian; every offset below is relative to the start of
+the frame table unless it says "image"):
+
+    Header (72 bytes)
+    +--------+---------+-------+-----------+-----------+-------------+----------+-----------+
+    | "WFT\1"| version | flags | code_size | bp_veneer | trap_veneer | bp_slot  | trap_slot |
+    |  4     |  u16    |  u16  |  u32      | u32 image | u32 image   | u32 image| u32 image |
+    +--------+---------+-------+-----------+-----------+-------------+----------+-----------+
+    | num_functions, functions_offset, num_sites, sites_offset, num_seqpoints,           |
+    | seqpoints_offset, num_locals, locals_offset, types_size, types_offset  (u32 each)  |
+    +------------------------------------------------------------------------------------+
+    FunctionRecord[num_functions]   40 bytes each, sorted by native_start, disjoint
+    SequencePoint[num_seqpoints]    16 bytes each; a function's points are contiguous
+                                    and sorted by native_offset
+    LocalSlot[num_locals]           8 bytes each; a function's slots are contiguous
+                                    (params first, then declared locals)
+    PatchSite[num_sites]            16 bytes each, sorted by offset
+    types pool                      one ValType byte per operand-stack entry
+
+A patch site's 5 bytes never straddle an 8-byte boundary (``offset % 8 <= 3``)
+so a running guest can be patched with one atomic 8-byte store.
+"""
+from __future__ import annotations
+
+import bisect
+import enum
+import struct
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import construct as cs
+
+from .errors import FrameTableError
+
+MAGIC = b"WFT\x01"
+VERSION = 1
+FLAG_DEBUG = 1
+
+#: The disabled form of every patch site: ``nopl 0x0(%rax,%rax,1)``.
+SITE_DISABLED = bytes.fromhex("0f1f440000")
+SITE_SIZE = 5
+
+
+class SequencePointKind(enum.IntEnum):
+    INSTRUCTION = 0  # before a wasm instruction
+    RETURN_POINT = 1  # right after a call returns
+    ENTRY = 2  # the function's first byte, before the prologue
+
+
+Header = cs.Struct(
+    "magic" / cs.Const(MAGIC),
+    "version" / cs.Int16ul,
+    "flags" / cs.Int16ul,
+    "code_size" / cs.Int32ul,
+    "bp_veneer" / cs.Int32ul,
+    "trap_veneer" / cs.Int32ul,
+    "bp_slot" / cs.Int32ul,
+    "trap_slot" / cs.Int32ul,
+    "num_functions" / cs.Int32ul,
+    "functions_offset" / cs.Int32ul,
+    "num_sites" / cs.Int32ul,
+    "sites_offset" / cs.Int32ul,
+    "num_seqpoints" / cs.Int32ul,
+    "seqpoints_offset" / cs.Int32ul,
+    "num_locals" / cs.Int32ul,
+    "locals_offset" / cs.Int32ul,
+    "types_size" / cs.Int32ul,
+    "types_offset" / cs.Int32ul,
+    "reserved" / cs.Padding(4),
+)
+
+FunctionRecord = cs.Struct(
+    "native_start" / cs.Int32ul,  # image offset of the first byte (an ENTRY site in debug code)
+    "native_size" / cs.Int32ul,
+    "wasm_index" / cs.Int32ul,  # index in the module's function index space
+    "frame_size" / cs.Int32ul,  # bytes below rbp reserved by the prologue
+    "body_wasm_offset" / cs.Int32ul,  # module file offset of the body's first instruction
+    "first_local" / cs.Int32ul,
+    "num_locals" / cs.Int32ul,
+    "first_seqpoint" / cs.Int32ul,
+    "num_seqpoints" / cs.Int32ul,
+    "stack_base" / cs.Int32sl,  # rbp-relative offset of operand-stack slot 0 (slots grow up, 8 bytes)
+)
+
+SequencePointRecord = cs.Struct(
+    "native_offset" / cs.Int32ul,  # image offset
+    "wasm_offset" / cs.Int32ul,  # module file offset of the instruction
+    "kind" / cs.Int8ul,
+    "reserved" / cs.Padding(1),
+    "stack_depth" / cs.Int16ul,
+    "stack_types" / cs.Int32ul,  # offset of stack_depth ValType bytes in the types pool
+)
+
+LocalSlotRecord = cs.Struct(
+    "frame_offset" / cs.Int32sl,  # rbp-relative
+    "valtype" / cs.Int8ul,
+    "reserved" / cs.Padding(3),
+)
+
+PatchSiteRecord = cs.Struct(
+    "offset" / cs.Int32ul,  # image offset
+    "enable" / cs.Bytes(SITE_SIZE),
+    "disable" / cs.Bytes(SITE_SIZE),
+    "reserved" / cs.Padding(2),
+)
+
+HEADER_SIZE = Header.sizeof()
+FUNCTION_SIZE = FunctionRecord.sizeof()
+SEQPOINT_SIZE = SequencePointRecord.sizeof()
+LOCAL_SIZE = LocalSlotRecord.sizeof()
+SITE_RECORD_SIZE = PatchSiteRecord.sizeof()
+assert (HEADER_SIZE, FUNCTION_SIZE, SEQPOINT_SIZE, LOCAL_SIZE, SITE_RECORD_SIZE) == (72, 40, 16, 8, 16)
+
+# construct's compiled parsers are ~10x faster than the interpreted ones; the
+# schemas above stay the single definition of the format.
+_FunctionRecordC = FunctionRecord.compile()
+_SequencePointC = SequencePointRecord.compile()
+_LocalSlotC = LocalSlotRecord.compile()
+_PatchSiteC = PatchSiteRecord.compile()
+_HeaderC = Header.compile()
+
+
+# --------------------------------------------------------------------------
+# Reader
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalSlot:
+    index: int
+    frame_offset: int
+    valtype: int
+
+
+@dataclass(frozen=True)
+class SequencePoint:
+    native_offset: int
+    wasm_offset: int
+    kind: SequencePointKind
+    stack_types: tuple[int, ...]
+
+    @property
+    def stack_depth(self) -> int:
+        return len(self.stack_types)
+
+
+@dataclass(frozen=True)
+class PatchSite:
+    offset: int
+    enable: bytes
+    disable: bytes
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    """One compiled function. ``native_start``/``native_end`` are image offsets."""
+
+    position: int  # index in the table (not the wasm index)
+    native_start: int
+    native_size: int
+    wasm_index: int
+    frame_size: int
+    body_wasm_offset: int
+    stack_base: int
+    first_seqpoint: int
+    num_seqpoints: int
+    first_local: int
+    num_locals: int
+
+    @property
+    def native_end(self) -> int:
+        return self.native_start + self.native_size
+
+    def contains(self, offset: int) -> bool:
+        return self.native_start <= offset < self.native_end
+
+    def operand_slot_offset(self, depth_index: int) -> int:
+        """rbp-relative offset of operand-stack slot ``depth_index`` (0 = bottom)."""
+        return self.stack_base + 8 * depth_index
+
+
+class FrameTable:
+    """Lazy reader over frame-table bytes.
+
+    The header and the bounds of every array are checked at construction; a
+    record is parsed (and checked) when first used.  Every problem raises
+    :class:`FrameTableError` naming the field.
+    """
+
+    def __init__(self, data: bytes):
+        self._data = bytes(data)
+        if len(self._data) < HEADER_SIZE:
+            raise FrameTableError(f"frame table truncated: {len(self._data)} bytes, header needs {HEADER_SIZE}")
+        try:
+            h = _HeaderC.parse(self._data[:HEADER_SIZE])
+        except cs.ConstructError as e:
+            raise FrameTableError(f"frame table header: bad magic or layout ({e.__class__.__name__})") from None
+        if h.version != VERSION:
+            raise FrameTableError(f"frame table version {h.version} is not {VERSION}")
+        self.header = h
+        self.debug = bool(h.flags & FLAG_DEBUG)
+        self.code_size = h.code_size
+        for name in ("bp_veneer", "trap_veneer", "bp_slot", "trap_slot"):
+            value = h[name]
+            if value > h.code_size:
+                raise FrameTableError(f"frame table field {name}={value:#x} is outside the code ({h.code_size:#x} bytes)")
+        self._check_array("functions", h.functions_offset, h.num_functions, FUNCTION_SIZE)
+        self._check_array("sites", h.sites_offset, h.num_sites, SITE_RECORD_SIZE)
+        self._check_array("seqpoints", h.seqpoints_offset, h.num_seqpoints, SEQPOINT_SIZE)
+        self._check_array("locals", h.locals_offset, h.num_locals, LOCAL_SIZE)
+        self._check_array("types", h.types_offset, h.types_size, 1)
+        self._functions: dict[int, FunctionInfo] = {}
+
+    def _check_array(self, name: str, offset: int, count: int, size: int) -> None:
+        end = offset + count * size
+        if offset < HEADER_SIZE and count:
+            raise FrameTableError(f"frame table field {name}_offset={offset:#x} overlaps the header")
+        if end > len(self._data):
+            raise FrameTableError(
+                f"frame table field num_{name}={count} at {name}_offset={offset:#x} runs past the end "
+                f"({end:#x} > {len(self._data):#x})"
+            )
+
+    @property
+    def data(self) -> bytes:
+        return self._data
+
+    # -- functions --------------------------------------------------------
+
+    @property
+    def num_functions(self) -> int:
+        return self.header.num_functions
+
+    def function(self, position: int) -> FunctionInfo:
+        """The ``position``-th function record (table order = native order)."""
+        info = self._functions.get(position)
+        if info is not None:
+            return info
+        if not 0 <= position < self.num_functions:
+            raise IndexError(position)
+        at = self.header.functions_offset + position * FUNCTION_SIZE
+        r = _FunctionRecordC.parse(self._data[at : at + FUNCTION_SIZE])
+        where = f"function record {position}"
+        if r.native_start + r.native_size > self.code_size or r.native_size == 0:
+            raise FrameTableError(f"{where}: native range {r.native_start:#x}+{r.native_size:#x} outside the code")
+        if r.first_seqpoint + r.num_seqpoints > self.header.num_seqpoints:
+            raise FrameTableError(f"{where}: first_seqpoint/num_seqpoints outside the sequence-point array")
+        if r.first_local + r.num_locals > self.header.num_locals:
+            raise FrameTableError(f"{where}: first_local/num_locals outside the local-slot array")
+        info = FunctionInfo(
+            position=position,
+            native_start=r.native_start,
+            native_size=r.native_size,
+            wasm_index=r.wasm_index,
+            frame_size=r.frame_size,
+            body_wasm_offset=r.body_wasm_offset,
+            stack_base=r.stack_base,
+            first_seqpoint=r.first_seqpoint,
+            num_seqpoints=r.num_seqpoints,
+            first_local=r.first_local,
+            num_locals=r.num_locals,
+        )
+        self._functions[position] = info
+        return info
+
+    def functions(self):
+        return [self.function(i) for i in range(self.num_functions)]
+
+    @cached_property
+    def _function_starts(self) -> list[int]:
+        starts = []
+        previous_end = 0
+        for i in range(self.num_functions):
+            f = self.function(i)
+            if f.native_start < previous_end:
+                raise FrameTableError(f"function record {i}: native_start {f.native_start:#x} overlaps the previous function")
+            previous_end = f.native_end
+            starts.append(f.native_start)
+        return starts
+
+    def function_at(self, offset: int) -> FunctionInfo | None:
+        """The function whose native range contains image offset ``offset``, if any."""
+        i = bisect.bisect_right(self._function_starts, offset) - 1
+        if i < 0:
+            return None
+        f = self.function(i)
+        return f if f.contains(offset) else None
+
+    @cached_property
+    def _function_by_wasm_index(self) -> dict[int, FunctionInfo]:
+        return {f.wasm_index: f for f in self.functions()}
+
+    def function_by_wasm_index(self, wasm_index: int) -> FunctionInfo | None:
+        return self._function_by_wasm_index.get(wasm_index)
+
+    # -- locals -----------------------------------------------------------
+
+    def locals(self, func: FunctionInfo) -> list[LocalSlot]:
+        out = []
+        for k in range(func.num_locals):
+            at = self.header.locals_offset + (func.first_local + k) * LOCAL_SIZE
+            r = _LocalSlotC.parse(self._data[at : at + LOCAL_SIZE])
+            out.append(LocalSlot(k, r.frame_offset, r.valtype))
+        return out
+
+    # -- sequence points --------------------------------------------------
+
+    def _types(self, at: int, depth: int) -> tuple[int, ...]:
+        if at + depth > self.header.types_size:
+            raise FrameTableError(f"sequence point stack_types={at:#x}+{depth} outside the types pool")
+        start = self.header.types_offset + at
+        return tuple(self._data[start : start + depth])
+
+    def sequence_point(self, index: int) -> SequencePoint:
+        if not 0 <= index < self.header.num_seqpoints:
+            raise IndexError(index)
+        at = self.header.seqpoints_offset + index * SEQPOINT_SIZE
+        r = _SequencePointC.parse(self._data[at : at + SEQPOINT_SIZE])
+        try:
+            kind = SequencePointKind(r.kind)
+        except ValueError:
+            raise FrameTableError(f"sequence point {index}: unknown kind {r.kind}") from None
+        if r.native_offset >= self.code_size:
+            raise FrameTableError(f"sequence point {index}: native_offset {r.native_offset:#x} outside the code")
+        return SequencePoint(r.native_offset, r.wasm_offset, kind, self._types(r.stack_types, r.stack_depth))
+
+    def sequence_points(self, func: FunctionInfo) -> list[SequencePoint]:
+        return [self.sequence_point(func.first_seqpoint + k) for k in range(func.num_seqpoints)]
+
+    def _seqpoint_offsets(self, func: FunctionInfo) -> list[int]:
+        base = self.header.seqpoints_offset
+        offsets = []
+        for k in range(func.num_seqpoints):
+            at = base + (func.first_seqpoint + k) * SEQPOINT_SIZE
+            offsets.append(struct.unpack_from("<I", self._data, at)[0])
+        return offsets
+
+    def sequence_point_at_or_before(self, offset: int) -> SequencePoint | None:
+        """The last sequence point of the function containing ``offset`` whose
+        native offset is <= ``offset`` (where a trap or return address belongs)."""
+        func = self.function_at(offset)
+        if func is None or func.num_seqpoints == 0:
+            return None
+        offsets = self._seqpoint_offsets(func)
+        k = bisect.bisect_right(offsets, offset) - 1
+        if k < 0:
+            return None
+        return self.sequence_point(func.first_seqpoint + k)
+
+    # -- patch sites ------------------------------------------------------
+
+    @property
+    def num_sites(self) -> int:
+        return self.header.num_sites
+
+    def site(self, index: int) -> PatchSite:
+        if not 0 <= index < self.num_sites:
+            raise IndexError(index)
+        at = self.header.sites_offset + index * SITE_RECORD_SIZE
+        r = _PatchSiteC.parse(self._data[at : at + SITE_RECORD_SIZE])
+        return PatchSite(r.offset, bytes(r.enable), bytes(r.disable))
+
+    @cached_property
+    def site_offsets(self) -> list[int]:
+        """Sorted image offsets of every patch site (checked: sorted, in the
+        code, not straddling an 8-byte boundary)."""
+        base = self.header.sites_offset
+        offsets = [struct.unpack_from("<I", self._data, base + i * SITE_RECORD_SIZE)[0] for i in range(self.num_sites)]
+        previous = -SITE_SIZE
+        for i, off in enumerate(offsets):
+            if off < previous + SITE_SIZE:
+                raise FrameTableError(f"patch site {i}: offset {off:#x} is not after the previous site")
+            if off + SITE_SIZE > self.code_size:
+                raise FrameTableError(f"patch site {i}: offset {off:#x} outside the code")
+            if off % 8 > 8 - SITE_SIZE:
+                raise FrameTableError(f"patch site {i}: offset {off:#x} straddles an 8-byte boundary")
+            previous = off
+        return offsets
+
+    def site_index(self, offset: int) -> int | None:
+        """Index of the patch site at exactly image offset ``offset``, if any."""
+        offsets = self.site_offsets
+        i = bisect.bisect_left(offsets, offset)
+        if i < len(offsets) and offsets[i] == offset:
+            return i
+        return None
+
+
+# --------------------------------------------------------------------------
+# Builder (used by the compiler, and by tests that make tables by hand)
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class FunctionBuild:
+    native_start: int
+    native_size: int
+    wasm_index: int
+    frame_size: int = 0
+    body_wasm_offset: int = 0
+    stack_base: int = 0
+    locals: list[tuple[int, int]] = field(default_factory=list)  # (frame_offset, valtype)
+    seqpoints: list[tuple[int, int, int, tuple[int, ...]]] = field(default_factory=list)
+
+
+class FrameTableBuilder:
+    """Accumulates functions, sequence points and sites; ``build()`` returns bytes.
+
+    Functions must be added in native order; sequence points in native order
+    within their function.  ``build`` asserts these (they are compiler
+    invariants, not input errors).
+    """
+
+    def __init__(self, *, debug: bool = True):
+        self.debug = debug
+        self.functions: list[FunctionBuild] = []
+        self.sites: list[tuple[int, bytes, bytes]] = []
+        self.code_size = 0
+        self.bp_veneer = self.trap_veneer = self.bp_slot = self.trap_slot = 0
+        self._types_pool = bytearray()
+        self._types_index: dict[tuple[int, ...], int] = {}
+
+    def add_function(self, fb: FunctionBuild) -> FunctionBuild:
+        if self.functions:
+            assert fb.native_start >= self.functions[-1].native_start + self.functions[-1].native_size
+        self.functions.append(fb)
+        return fb
+
+    def add_site(self, offset: int, enable: bytes, disable: bytes = SITE_DISABLED) -> None:
+        assert len(enable) == SITE_SIZE and len(disable) == SITE_SIZE
+        assert offset % 8 <= 8 - SITE_SIZE, f"site {offset:#x} straddles an 8-byte boundary"
+        self.sites.append((offset, bytes(enable), bytes(disable)))
+
+    def _intern_types(self, types: tuple[int, ...]) -> int:
+        at = self._types_index.get(types)
+        if at is None:
+            at = len(self._types_pool)
+            self._types_pool += bytes(types)
+            self._types_index[types] = at
+        return at
+
+    def build(self) -> bytes:
+        funcs_blob = bytearray()
+        seq_blob = bytearray()
+        locals_blob = bytearray()
+        n_seq = n_locals = 0
+        for fb in self.functions:
+            funcs_blob += FunctionRecord.build(
+                dict(
+                    native_start=fb.native_start,
+                    native_size=fb.native_size,
+                    wasm_index=fb.wasm_index,
+                    frame_size=fb.frame_size,
+                    body_wasm_offset=fb.body_wasm_offset,
+                    first_local=n_locals,
+                    num_locals=len(fb.locals),
+                    first_seqpoint=n_seq,
+                    num_seqpoints=len(fb.seqpoints),
+                    stack_base=fb.stack_base,
+                )
+            )
+            previous = -1
+            for native_offset, wasm_offset, kind, types in fb.seqpoints:
+                assert native_offset >= previous, "sequence points out of native order"
+                previous = native_offset
+                seq_blob += struct.pack(
+                    "<IIBxHI", native_offset, wasm_offset, int(kind), len(types), self._intern_types(tuple(types))
+                )
+            for frame_offset, valtype in fb.locals:
+                locals_blob += struct.pack("<iB3x", frame_offset, valtype)
+            n_seq += len(fb.seqpoints)
+            n_locals += len(fb.locals)
+        sites = sorted(self.sites)
+        sites_blob = bytearray()
+        for offset, enable, disable in sites:
+            sites_blob += struct.pack("<I5s5s2x", offset, enable, disable)
+        functions_offset = HEADER_SIZE
+        seqpoints_offset = functions_offset + len(funcs_blob)
+        locals_offset = seqpoints_offset + len(seq_blob)
+        sites_offset = locals_offset + len(locals_blob)
+        types_offset = sites_offset + len(sites_blob)
+        header = Header.build(
+            dict(
+                version=VERSION,
+                flags=FLAG_DEBUG if self.debug else 0,
+                code_size=self.code_size,
+                bp_veneer=self.bp_veneer,
+                trap_veneer=self.trap_veneer,
+                bp_slot=self.bp_slot,
+                trap_slot=self.trap_slot,
+                num_functions=len(self.functions),
+                functions_offset=functions_offset,
+                num_sites=len(sites),
+                sites_offset=sites_offset,
+                num_seqpoints=n_seq,
+                seqpoints_offset=seqpoints_offset,
+                num_locals=n_locals,
+                locals_offset=locals_offset,
+                types_size=len(self._types_pool),
+                types_offset=types_offset,
+            )
+        )
+        return bytes(header + funcs_blob + seq_blob + locals_blob + sites_blob + self._types_pool)

@@ -1,0 +1,127 @@
+"""ModuleRegistry: one per Store, from executable address to (module, this Store's code).
+
+Entries are keyed by their StoreCode *start* address; a pc lookup takes the
+last entry whose start is <= pc (bisect) and then checks containment.
+EngineCode -> StoreCode is memoized, so each EngineCode is instantiated once
+per Store however many instances use it.  Inserting asserts no overlap; every
+register is paired with an unregister (refcounted per EngineCode).
+"""
+from __future__ import annotations
+
+import bisect
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .code import EngineCode, PatchEdit, StoreCode
+from .errors import CodeMemoryError
+from .frametable import FunctionInfo
+
+
+@dataclass(frozen=True)
+class ModuleWithCode:
+    """A module's metadata paired with *this Store's* code for it.
+
+    Lookups return this pair so nothing can combine a module with another
+    Store's copy.  ``module`` is whatever the runtime registered (a compiled
+    Module); ``engine_code`` is always ``store_code.engine_code``.
+    """
+
+    module: Any
+    store_code: StoreCode
+
+    @property
+    def engine_code(self) -> EngineCode:
+        return self.store_code.engine_code
+
+    def function_at(self, pc: int) -> FunctionInfo | None:
+        return self.store_code.frame_table.function_at(self.store_code.offset_of(pc))
+
+
+class ModuleRegistry:
+    def __init__(self, *, debug: bool, store_name: str = "store"):
+        self.debug = debug
+        self.store_name = store_name
+        self._starts: list[int] = []
+        self._entries: list[ModuleWithCode] = []
+        self._by_engine_code: dict[int, ModuleWithCode] = {}
+        self._refcounts: dict[int, int] = {}
+        self._lock = threading.RLock()
+
+    def register(self, module: Any, engine_code: EngineCode) -> ModuleWithCode:
+        """This Store's code for ``engine_code``, creating it on first use."""
+        with self._lock:
+            key = id(engine_code)
+            entry = self._by_engine_code.get(key)
+            if entry is not None:
+                self._refcounts[key] += 1
+                return entry
+            store_code = StoreCode(engine_code, debug=self.debug, store_name=self.store_name)
+            entry = ModuleWithCode(module, store_code)
+            self._insert(entry)
+            self._by_engine_code[key] = entry
+            self._refcounts[key] = 1
+            return entry
+
+    def _insert(self, entry: ModuleWithCode) -> None:
+        start, end = entry.store_code.base, entry.store_code.end
+        i = bisect.bisect_left(self._starts, start)
+        if i > 0:
+            previous = self._entries[i - 1].store_code
+            if previous.end > start:
+                raise CodeMemoryError(f"image at {start:#x} overlaps {previous.engine_code.name} [{previous.base:#x}, {previous.end:#x})")
+        if i < len(self._starts) and self._starts[i] < end:
+            following = self._entries[i].store_code
+            raise CodeMemoryError(f"image [{start:#x}, {end:#x}) overlaps {following.engine_code.name} at {following.base:#x}")
+        self._starts.insert(i, start)
+        self._entries.insert(i, entry)
+
+    def unregister(self, engine_code: EngineCode) -> None:
+        with self._lock:
+            key = id(engine_code)
+            if key not in self._refcounts:
+                raise CodeMemoryError(f"{engine_code.name} is not registered in {self.store_name}")
+            self._refcounts[key] -= 1
+            if self._refcounts[key]:
+                return
+            del self._refcounts[key]
+            entry = self._by_engine_code.pop(key)
+            i = self._entries.index(entry)
+            del self._entries[i]
+            del self._starts[i]
+            entry.store_code.close()
+
+    def lookup(self, pc: int) -> ModuleWithCode | None:
+        """The entry whose StoreCode contains ``pc``, or None."""
+        i = bisect.bisect_right(self._starts, pc) - 1
+        if i < 0:
+            return None
+        entry = self._entries[i]
+        return entry if entry.store_code.contains(pc) else None
+
+    def lookup_or_raise(self, pc: int) -> ModuleWithCode:
+        entry = self.lookup(pc)
+        if entry is None:
+            raise CodeMemoryError(f"pc {pc:#x} is outside every registered image of {self.store_name}")
+        return entry
+
+    def store_code_for(self, engine_code: EngineCode) -> StoreCode | None:
+        entry = self._by_engine_code.get(id(engine_code))
+        return entry.store_code if entry else None
+
+    def entries(self) -> list[ModuleWithCode]:
+        return list(self._entries)
+
+    def patch_edit(self, *, live: bool = False) -> PatchEdit:
+        """A batched edit over this Store's images (see :class:`PatchEdit`)."""
+        return PatchEdit(live=live)
+
+    def enable_site(self, pc: int, edit: PatchEdit) -> bool:
+        return edit.enable_site(self.lookup_or_raise(pc).store_code, pc)
+
+    def disable_site(self, pc: int, edit: PatchEdit) -> bool:
+        return edit.disable_site(self.lookup_or_raise(pc).store_code, pc)
+
+    def read_code(self, pc: int, length: int) -> bytes:
+        """Code bytes for a debugger: enabled patches shown as their disabled bytes."""
+        return self.lookup_or_raise(pc).store_code.read_for_debugger(pc, length)

@@ -1,0 +1,427 @@
+/* codemem_rt.c: code-memory syscalls and the guest/host trampolines.
+ *
+ * Guest code ABI (what the compiler in codemem/x64 emits and these
+ * trampolines assume):
+ *   r15  the current context: an instance vmctx or a host function's context;
+ *        its first quadword points at the Store's cm_stack_ctx.  Every guest
+ *        function preserves r15 (callers restore it after cross-context calls).
+ *   rsi  on entry to a function: pointer to its argument array (8 bytes per
+ *        value); the callee writes its results to the same array.
+ *   rbp  frame pointer; frames are rbp-chained.
+ *   Every other register is clobbered by calls.  There is no red zone: the
+ *   trampolines push onto the guest stack.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "codemem_rt.h"
+
+_Static_assert(sizeof(cm_regfile) == 424, "regfile layout is shared with Python");
+_Static_assert(offsetof(cm_regfile, rip) == 128, "rip offset");
+_Static_assert(offsetof(cm_regfile, rflags) == 136, "rflags offset");
+_Static_assert(offsetof(cm_regfile, xmm) == 144, "xmm offset");
+_Static_assert(offsetof(cm_regfile, mxcsr) == 400, "mxcsr offset");
+_Static_assert(offsetof(cm_stack_ctx, host_rsp) == 0, "host_rsp offset");
+_Static_assert(offsetof(cm_stack_ctx, guest_rsp) == 8, "guest_rsp offset");
+_Static_assert(offsetof(cm_stack_ctx, stack_limit) == 16, "stack_limit offset");
+_Static_assert(offsetof(cm_stack_ctx, trap_code) == 32, "trap_code offset");
+_Static_assert(offsetof(cm_stack_ctx, depth) == 40, "depth offset");
+
+/* ------------------------------------------------------------------------ */
+/* Code memory                                                               */
+/* ------------------------------------------------------------------------ */
+
+int64_t cm_memfd_create(const char *name, uint64_t size)
+{
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+/* Once sealed, neither this process nor anyone holding the fd can change the
+ * canonical bytes: writes, shared writable mappings and resizing all fail.
+ * MAP_PRIVATE mappings stay allowed, which is what StoreCode uses. */
+int64_t cm_memfd_seal(int fd)
+{
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) != 0)
+        return -errno;
+    return 0;
+}
+
+int64_t cm_memfd_seals(int fd)
+{
+    int seals = fcntl(fd, F_GET_SEALS);
+    return seals < 0 ? -errno : seals;
+}
+
+int64_t cm_pwrite_all(int fd, const void *data, uint64_t size, uint64_t offset)
+{
+    const char *p = data;
+    while (size) {
+        ssize_t n = pwrite(fd, p, size, (off_t)offset);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        size -= (uint64_t)n;
+        offset += (uint64_t)n;
+    }
+    return 0;
+}
+
+int64_t cm_map(int fd, uint64_t size, int prot, int shared)
+{
+    int flags = shared ? MAP_SHARED : MAP_PRIVATE;
+    if (fd < 0)
+        flags |= MAP_ANONYMOUS;
+    void *p = mmap(NULL, size, prot, flags, fd, 0);
+    return p == MAP_FAILED ? -errno : (int64_t)(uintptr_t)p;
+}
+
+int64_t cm_unmap(uint64_t addr, uint64_t size)
+{
+    return munmap((void *)(uintptr_t)addr, size) == 0 ? 0 : -errno;
+}
+
+int64_t cm_protect(uint64_t addr, uint64_t size, int prot)
+{
+    return mprotect((void *)(uintptr_t)addr, size, prot) == 0 ? 0 : -errno;
+}
+
+int64_t cm_close(int fd)
+{
+    return close(fd) == 0 ? 0 : -errno;
+}
+
+uint64_t cm_page_size(void)
+{
+    return (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+int64_t cm_stack_alloc(uint64_t size, uint64_t guard)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    if (guard && mprotect(p, guard, PROT_NONE) != 0) {
+        int err = errno;
+        munmap(p, size);
+        return -err;
+    }
+    return (int64_t)(uintptr_t)p;
+}
+
+int64_t cm_stack_free(uint64_t base, uint64_t size)
+{
+    return cm_unmap(base, size);
+}
+
+int64_t cm_patch5_atomic(uint64_t site, const uint8_t *bytes5)
+{
+    uint64_t word_addr = site & ~(uint64_t)7;
+    unsigned shift = (unsigned)(site & 7);
+    if (shift > 3)
+        return -EINVAL; /* the 5 bytes would straddle two quadwords */
+    uint64_t *word = (uint64_t *)(uintptr_t)word_addr;
+    uint64_t old = __atomic_load_n(word, __ATOMIC_RELAXED);
+    uint8_t bytes[8];
+    memcpy(bytes, &old, 8);
+    memcpy(bytes + shift, bytes5, 5);
+    uint64_t new_word;
+    memcpy(&new_word, bytes, 8);
+    __atomic_store_n(word, new_word, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Host callbacks                                                            */
+/* ------------------------------------------------------------------------ */
+
+static cm_event_fn event_callback;
+static cm_host_call_fn host_call_callback;
+
+void cm_set_callbacks(cm_event_fn event, cm_host_call_fn host_call)
+{
+    event_callback = event;
+    host_call_callback = host_call;
+}
+
+/* Called by the trampolines on the host stack. */
+__attribute__((visibility("hidden"), used)) void cm_dispatch_event(uint64_t kind, uint64_t code,
+                                                                   cm_regfile *regfile, uint64_t vmctx)
+{
+    if (event_callback)
+        event_callback(kind, code, regfile, vmctx);
+}
+
+__attribute__((visibility("hidden"), used)) uint64_t cm_dispatch_host_call(uint64_t hostctx, uint64_t *args)
+{
+    if (!host_call_callback)
+        return 1; /* no host: trap rather than run garbage */
+    return host_call_callback(hostctx, args);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Trampolines                                                               */
+/* ------------------------------------------------------------------------ */
+/*
+ * cm_enter frame on the host stack (rbp = cm_enter's frame pointer):
+ *
+ *   rbp+8   return address into C
+ *   rbp     saved rbp
+ *   rbp-8   rbx   rbp-16 r12   rbp-24 r13   rbp-32 r14   rbp-40 r15
+ *   rbp-48  sc (the cm_stack_ctx pointer)
+ *   rbp-56  sc->host_rsp of the enclosing cm_enter (nesting)
+ *   rbp-64  sc->guest_rsp of the enclosing host call    <- sc->host_rsp
+ *
+ * A trap anywhere below unwinds by loading rsp = sc->host_rsp and jumping to
+ * cm_enter_restore with the code in eax: no C or Python frame lies between,
+ * because host callbacks return before the guest continues.
+ *
+ * Register-file frame on the guest stack, built by the breakpoint and trap
+ * trampolines (rsp = its base while the host runs):
+ *
+ *   rsp+0    cm_regfile (424 bytes, padded to 432)
+ *   rsp+432  rflags (pushfq)
+ *   rsp+440  return address (site + 5 for a breakpoint)
+ *   rsp+448  the guest's rsp at the patch site
+ */
+#define S(x) #x
+#define XS(x) S(x)
+
+#define SAVE_REGFILE                                   \
+    "pushfq\n"                                         \
+    "sub rsp, 432\n"                                   \
+    "mov [rsp+0], rax\n"                               \
+    "mov [rsp+8], rbx\n"                               \
+    "mov [rsp+16], rcx\n"                              \
+    "mov [rsp+24], rdx\n"                              \
+    "mov [rsp+32], rsi\n"                              \
+    "mov [rsp+40], rdi\n"                              \
+    "mov [rsp+48], rbp\n"                              \
+    "lea rax, [rsp+448]\n"                             \
+    "mov [rsp+56], rax\n"                              \
+    "mov [rsp+64], r8\n"                               \
+    "mov [rsp+72], r9\n"                               \
+    "mov [rsp+80], r10\n"                              \
+    "mov [rsp+88], r11\n"                              \
+    "mov [rsp+96], r12\n"                              \
+    "mov [rsp+104], r13\n"                             \
+    "mov [rsp+112], r14\n"                             \
+    "mov [rsp+120], r15\n"                             \
+    "mov rax, [rsp+432]\n"                             \
+    "mov [rsp+136], rax\n"                             \
+    "movdqu [rsp+144], xmm0\n"                         \
+    "movdqu [rsp+160], xmm1\n"                         \
+    "movdqu [rsp+176], xmm2\n"                         \
+    "movdqu [rsp+192], xmm3\n"                         \
+    "movdqu [rsp+208], xmm4\n"                         \
+    "movdqu [rsp+224], xmm5\n"                         \
+    "movdqu [rsp+240], xmm6\n"                         \
+    "movdqu [rsp+256], xmm7\n"                         \
+    "movdqu [rsp+272], xmm8\n"                         \
+    "movdqu [rsp+288], xmm9\n"                         \
+    "movdqu [rsp+304], xmm10\n"                        \
+    "movdqu [rsp+320], xmm11\n"                        \
+    "movdqu [rsp+336], xmm12\n"                        \
+    "movdqu [rsp+352], xmm13\n"                        \
+    "movdqu [rsp+368], xmm14\n"                        \
+    "movdqu [rsp+384], xmm15\n"                        \
+    "stmxcsr [rsp+400]\n"                              \
+    "mov dword ptr [rsp+404], 0\n"                     \
+    "mov qword ptr [rsp+408], 0\n"                     \
+    "mov qword ptr [rsp+416], 0\n"
+
+/* Calls cm_dispatch_event(kind=edi, code=esi, regfile, vmctx) on the host
+ * stack.  Leaves rbx = regfile, r12 = sc; clobbers the rest (they are all
+ * restored from the regfile afterwards). */
+#define CALL_HOST_EVENT                                \
+    "mov rbx, rsp\n"                                   \
+    "mov r12, [r15]\n"                                 \
+    "mov [r12+8], rsp\n"                               \
+    "mov rdx, rbx\n"                                   \
+    "mov rcx, r15\n"                                   \
+    "mov rsp, [r12]\n"                                 \
+    "and rsp, -16\n"                                   \
+    "cld\n"                                            \
+    "call cm_dispatch_event\n"                         \
+    "mov rsp, rbx\n"
+
+__asm__(
+    ".intel_syntax noprefix\n"
+    ".text\n"
+
+    /* uint64_t cm_enter(code=rdi, vmctx=rsi, args=rdx, sc=rcx, guest_sp=r8) */
+    ".globl cm_enter\n"
+    ".type cm_enter, @function\n"
+    "cm_enter:\n"
+    "  push rbp\n"
+    "  mov rbp, rsp\n"
+    "  push rbx\n"
+    "  push r12\n"
+    "  push r13\n"
+    "  push r14\n"
+    "  push r15\n"
+    "  push rcx\n"
+    "  push qword ptr [rcx]\n"
+    "  push qword ptr [rcx+8]\n"
+    "  mov [rcx], rsp\n"
+    "  inc qword ptr [rcx+40]\n"
+    "  test r8, r8\n"
+    "  jnz 1f\n"
+    /* nested entry: continue below the guest rsp of the enclosing host call,
+     * leaving room for anything the guest had just below it */
+    "  mov r8, [rcx+8]\n"
+    "  sub r8, 256\n"
+    "1:\n"
+    "  mov rsp, r8\n"
+    "  and rsp, -16\n"
+    "  mov r15, rsi\n"
+    "  mov rsi, rdx\n"
+    "  xor ebp, ebp\n" /* terminates the rbp chain for unwinders */
+    "  call rdi\n"
+    "  xor eax, eax\n"
+    "  mov rcx, [r15]\n"
+    "  mov rsp, [rcx]\n"
+    "cm_enter_restore:\n" /* rsp = the cm_enter frame's sc->host_rsp, eax = result */
+    "  mov rcx, [rsp+16]\n"
+    "  mov [rcx+32], rax\n"
+    "  dec qword ptr [rcx+40]\n"
+    "  pop rdx\n"
+    "  mov [rcx+8], rdx\n"
+    "  pop rdx\n"
+    "  mov [rcx], rdx\n"
+    "  add rsp, 8\n"
+    "  pop r15\n"
+    "  pop r14\n"
+    "  pop r13\n"
+    "  pop r12\n"
+    "  pop rbx\n"
+    "  pop rbp\n"
+    "  ret\n"
+    ".size cm_enter, .-cm_enter\n"
+
+    /* Reached by `call veneer` at a patch site (the veneer jumps here), so the
+     * stack top is the return address site+5. */
+    ".globl cm_breakpoint_trampoline\n"
+    ".type cm_breakpoint_trampoline, @function\n"
+    "cm_breakpoint_trampoline:\n"
+    SAVE_REGFILE
+    "  mov rax, [rsp+440]\n"
+    "  sub rax, 5\n"
+    "  mov [rsp+128], rax\n"
+    "  mov edi, 1\n"
+    "  xor esi, esi\n"
+    CALL_HOST_EVENT
+    /* restore, honouring register writes made by the host */
+    "  ldmxcsr [rsp+400]\n"
+    "  movdqu xmm0, [rsp+144]\n"
+    "  movdqu xmm1, [rsp+160]\n"
+    "  movdqu xmm2, [rsp+176]\n"
+    "  movdqu xmm3, [rsp+192]\n"
+    "  movdqu xmm4, [rsp+208]\n"
+    "  movdqu xmm5, [rsp+224]\n"
+    "  movdqu xmm6, [rsp+240]\n"
+    "  movdqu xmm7, [rsp+256]\n"
+    "  movdqu xmm8, [rsp+272]\n"
+    "  movdqu xmm9, [rsp+288]\n"
+    "  movdqu xmm10, [rsp+304]\n"
+    "  movdqu xmm11, [rsp+320]\n"
+    "  movdqu xmm12, [rsp+336]\n"
+    "  movdqu xmm13, [rsp+352]\n"
+    "  movdqu xmm14, [rsp+368]\n"
+    "  movdqu xmm15, [rsp+384]\n"
+    /* resume after the (possibly moved) site: the site itself is a no-op */
+    "  mov rax, [rsp+128]\n"
+    "  add rax, 5\n"
+    "  mov [rsp+440], rax\n"
+    "  mov rax, [rsp+136]\n"
+    "  mov [rsp+432], rax\n"
+    "  mov r8, [rsp+64]\n"
+    "  mov r9, [rsp+72]\n"
+    "  mov r10, [rsp+80]\n"
+    "  mov r11, [rsp+88]\n"
+    "  mov r12, [rsp+96]\n"
+    "  mov r13, [rsp+104]\n"
+    "  mov r14, [rsp+112]\n"
+    "  mov r15, [rsp+120]\n"
+    "  mov rbp, [rsp+48]\n"
+    "  mov rdi, [rsp+40]\n"
+    "  mov rsi, [rsp+32]\n"
+    "  mov rdx, [rsp+24]\n"
+    "  mov rcx, [rsp+16]\n"
+    "  mov rbx, [rsp+8]\n"
+    "  mov rax, [rsp+0]\n"
+    "  add rsp, 432\n"
+    "  popfq\n"
+    "  ret\n"
+    ".size cm_breakpoint_trampoline, .-cm_breakpoint_trampoline\n"
+
+    /* Reached by `mov edi, CODE; call trap_veneer` in guest code.  Reports the
+     * trap to the host (a debugger may inspect the stopped guest), then
+     * unwinds to the innermost cm_enter, which returns CODE. */
+    ".globl cm_trap_trampoline\n"
+    ".type cm_trap_trampoline, @function\n"
+    "cm_trap_trampoline:\n"
+    SAVE_REGFILE
+    "  mov rax, [rsp+440]\n"
+    "  mov [rsp+128], rax\n"
+    "  mov r13d, edi\n"
+    "  mov esi, edi\n"
+    "  mov edi, 2\n"
+    CALL_HOST_EVENT
+    "  mov eax, r13d\n"
+    "  mov rsp, [r12]\n"
+    "  jmp cm_enter_restore\n"
+    ".size cm_trap_trampoline, .-cm_trap_trampoline\n"
+
+    /* Called like a guest function for an import the host implements:
+     * r15 = host function context {sc, ...}, rsi = args. */
+    ".globl cm_host_call_trampoline\n"
+    ".type cm_host_call_trampoline, @function\n"
+    "cm_host_call_trampoline:\n"
+    "  push rbp\n"
+    "  mov rbp, rsp\n"
+    "  push rbx\n"
+    "  push r12\n"
+    "  mov rbx, [r15]\n"
+    "  mov r12, rsp\n"
+    "  mov [rbx+8], rsp\n"
+    "  mov rdi, r15\n"
+    "  mov rsp, [rbx]\n"
+    "  and rsp, -16\n"
+    "  cld\n"
+    "  call cm_dispatch_host_call\n"
+    "  mov rsp, r12\n"
+    "  test rax, rax\n"
+    "  jnz 2f\n"
+    "  pop r12\n"
+    "  pop rbx\n"
+    "  pop rbp\n"
+    "  ret\n"
+    "2:\n"
+    "  mov rsp, [rbx]\n"
+    "  jmp cm_enter_restore\n"
+    ".size cm_host_call_trampoline, .-cm_host_call_trampoline\n"
+
+    ".att_syntax prefix\n");
+
+extern char cm_breakpoint_trampoline[], cm_trap_trampoline[], cm_host_call_trampoline[];
+
+uint64_t cm_breakpoint_trampoline_address(void) { return (uint64_t)(uintptr_t)cm_breakpoint_trampoline; }
+uint64_t cm_trap_trampoline_address(void) { return (uint64_t)(uintptr_t)cm_trap_trampoline; }
+uint64_t cm_host_call_trampoline_address(void) { return (uint64_t)(uintptr_t)cm_host_call_trampoline; }

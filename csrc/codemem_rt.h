@@ -1,0 +1,101 @@
+/* codemem_rt.h: the C runtime of codemem (the only C in the project).
+ *
+ * What must be C: the syscalls behind code memory (memfd, mmap, mprotect,
+ * seals), and the three trampolines that move between the host's C stack and
+ * a guest stack (entry, breakpoint, trap) plus the host-call trampoline for
+ * imports implemented in Python.  Everything else lives in Python.
+ *
+ * This header is also fed to cffi's cdef (see codemem/_native_build.py), so it
+ * holds only declarations cffi can parse: no macros with expressions, no
+ * static asserts (those are in codemem_rt.c).
+ */
+
+/* Register file filled by the breakpoint and trap trampolines, 424 bytes.
+ *
+ *   offset   0  gpr[16]  rax rbx rcx rdx rsi rdi rbp rsp r8 .. r15
+ *                        (gdb's amd64 'g' order, not the hardware order)
+ *   offset 128  rip      the stop pc: for a breakpoint, the patch site
+ *                        (return address - 5); writing it moves the resume pc
+ *   offset 136  rflags
+ *   offset 144  xmm[16][16]
+ *   offset 400  mxcsr, pad
+ *   offset 408  fs_base, gs_base (always 0: guests have no TLS)
+ */
+typedef struct cm_regfile {
+    uint64_t gpr[16];
+    uint64_t rip;
+    uint64_t rflags;
+    uint8_t xmm[16][16];
+    uint32_t mxcsr;
+    uint32_t pad;
+    uint64_t fs_base;
+    uint64_t gs_base;
+} cm_regfile;
+
+/* Per-Store execution context.  Offset 0 of every context a guest runs with
+ * (an instance's vmctx, a host function's context) points at its Store's
+ * cm_stack_ctx, which is how the trampolines find the host stack.
+ *
+ *   offset  0 host_rsp      rsp inside the innermost cm_enter frame; host
+ *                           callbacks run below it, traps unwind to it
+ *   offset  8 guest_rsp     guest rsp while the host runs a callback (a nested
+ *                           cm_enter continues the guest stack below it)
+ *   offset 16 stack_limit   lowest rsp a guest prologue may reach
+ *   offset 24 store_id      for the host's dispatch
+ *   offset 32 trap_code     code of the trap being unwound (for inspection)
+ *   offset 40 depth         cm_enter nesting depth
+ */
+typedef struct cm_stack_ctx {
+    uint64_t host_rsp;
+    uint64_t guest_rsp;
+    uint64_t stack_limit;
+    uint64_t store_id;
+    uint64_t trap_code;
+    uint64_t depth;
+} cm_stack_ctx;
+
+/* ---- code memory syscalls: each returns 0 / a value, or -errno ---- */
+int64_t cm_memfd_create(const char *name, uint64_t size);
+int64_t cm_memfd_seal(int fd);
+int64_t cm_memfd_seals(int fd);
+int64_t cm_pwrite_all(int fd, const void *data, uint64_t size, uint64_t offset);
+/* mmap of fd (or anonymous when fd < 0); shared != 0 for MAP_SHARED. */
+int64_t cm_map(int fd, uint64_t size, int prot, int shared);
+int64_t cm_unmap(uint64_t addr, uint64_t size);
+int64_t cm_protect(uint64_t addr, uint64_t size, int prot);
+int64_t cm_close(int fd);
+uint64_t cm_page_size(void);
+
+/* Guest stacks: [base, base+guard) is PROT_NONE, the rest read+write. */
+int64_t cm_stack_alloc(uint64_t size, uint64_t guard);
+int64_t cm_stack_free(uint64_t base, uint64_t size);
+
+/* Writes a 5-byte patch so that a thread executing the code concurrently sees
+ * either the old or the new instruction, never a torn one: the site must not
+ * cross an 8-byte boundary (the compiler aligns sites so) and the store is a
+ * single atomic 8-byte write.  Returns -EINVAL for a misaligned site. */
+int64_t cm_patch5_atomic(uint64_t site, const uint8_t *bytes5);
+
+/* ---- trampolines ---- */
+
+/* Runs guest code `code` with r15 = vmctx and rsi = args on the guest stack at
+ * guest_sp (0: continue below the guest rsp saved by the enclosing host call).
+ * Returns 0 when the guest returned, or the nonzero code of a trap. */
+uint64_t cm_enter(uint64_t code, uint64_t vmctx, uint64_t args, cm_stack_ctx *sc, uint64_t guest_sp);
+
+/* Addresses of the trampolines a guest image's veneers jump to. */
+uint64_t cm_breakpoint_trampoline_address(void);
+uint64_t cm_trap_trampoline_address(void);
+uint64_t cm_host_call_trampoline_address(void);
+
+/* Event kinds passed to the event callback. */
+enum { CM_EVENT_BREAKPOINT = 1, CM_EVENT_TRAP = 2 };
+
+/* Host callbacks, set once per process.
+ *   event(kind, code, regfile, vmctx): a breakpoint or trap on a guest thread;
+ *     may block; may modify *regfile (restored when it returns).
+ *   host_call(hostctx, args) -> 0 or a trap code: an import implemented by the
+ *     host, reading its params from and writing its results to args[]. */
+typedef void (*cm_event_fn)(uint64_t kind, uint64_t code, cm_regfile *regfile, uint64_t vmctx);
+typedef uint64_t (*cm_host_call_fn)(uint64_t hostctx, uint64_t *args);
+void cm_set_callbacks(cm_event_fn event, cm_host_call_fn host_call);
