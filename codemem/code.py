@@ -231,32 +231,34 @@ class StoreCode:
     def site_refcount(self, offset: int) -> int:
         return self._site_refcount.get(offset, 0)
 
+    def _describe(self, offset: int) -> str:
+        return f"{self.base + offset:#x} ({self.engine_code.name}+{offset:#x})"
+
     def _change_site(self, edit: "PatchEdit", offset: int, enable: bool) -> bool:
         """Adjusts the refcount of the site at ``offset``; writes bytes on 0<->1.
-        Returns whether bytes were written.  Called by PatchEdit only."""
+        Returns whether bytes were written.  Called by PatchEdit only; checks
+        everything before changing anything."""
         index = self.frame_table.site_index(offset)
         if index is None:
-            raise CodeMemoryError(f"{self.engine_code.name}+{offset:#x} is not a patch site")
+            raise CodeMemoryError(f"{self._describe(offset)} is not a patch site")
         count = self._site_refcount.get(offset, 0)
-        if enable:
-            self._site_refcount[offset] = count + 1
-            if count:
-                return False
+        if not enable and count == 0:
+            raise CodeMemoryError(f"{self._describe(offset)}: disabling a site that is not enabled")
+        new_count = count + 1 if enable else count - 1
+        writes = (count == 0) if enable else (new_count == 0)
+        if writes:
+            site = self.frame_table.site(index)
+            data = site.enable if enable else site.disable
+            edit._touch(self)
+            if self._memory.live_writable:
+                self._memory.write_site_atomic(offset, data)
+            else:
+                self._memory.write(offset, data)
+        if new_count:
+            self._site_refcount[offset] = new_count
         else:
-            if count == 0:
-                raise CodeMemoryError(f"{self.engine_code.name}+{offset:#x}: disabling a site that is not enabled")
-            if count > 1:
-                self._site_refcount[offset] = count - 1
-                return False
-            del self._site_refcount[offset]
-        site = self.frame_table.site(index)
-        data = site.enable if enable else site.disable
-        edit._touch(self)
-        if self._memory.live_writable:
-            self._memory.write_site_atomic(offset, data)
-        else:
-            self._memory.write(offset, data)
-        return True
+            self._site_refcount.pop(offset, None)
+        return writes
 
     # -- reading for a debugger --------------------------------------------
 

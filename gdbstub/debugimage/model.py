@@ -1,0 +1,80 @@
+"""Input records of a debug image, and the one error type of this package.
+
+Everything here is plain data: frozen dataclasses a caller fills from the frame
+tables of a StoreCode image. Addresses are absolute runtime addresses; offsets
+inside a :class:`CfiRow` are relative to the start of their :class:`Fde`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class DebugImageError(ValueError):
+    """The inputs cannot describe a valid image: a symbol, FDE or line row outside
+    the code, an unknown register name, an offset the encoding cannot express,
+    a duplicate section name. The message names the offending item."""
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """An ELF symbol. ``kind`` is ``"func"`` (STT_FUNC; must lie inside the code)
+    or ``"object"`` (STT_OBJECT; may lie anywhere, e.g. a linear memory mirror)."""
+
+    name: str
+    address: int
+    size: int
+    kind: str = "func"
+
+
+@dataclass(frozen=True)
+class CfiRow:
+    """One row of a call-frame table, valid from ``offset`` (bytes from the FDE
+    start) until the next row.
+
+    ``cfa_reg``/``cfa_offset``: CFA = value of ``cfa_reg`` + ``cfa_offset``.
+    ``saved``: register name -> CFA-relative offset where the caller's value is
+    saved. Register names are the x86-64 psABI DWARF names (rax..r15, rip).
+
+    Rules for registers a row does not list: ``rip`` keeps the CIE rule (saved at
+    CFA-8, where ``call`` put it); any other register has the "same value" rule
+    (not saved by this frame).
+    """
+
+    offset: int
+    cfa_reg: str
+    cfa_offset: int
+    saved: dict[str, int] = field(default_factory=dict)
+
+    # dict is not hashable; frozen dataclasses hash all fields, so hash by items.
+    def __hash__(self) -> int:
+        return hash((self.offset, self.cfa_reg, self.cfa_offset, tuple(sorted(self.saved.items()))))
+
+
+@dataclass(frozen=True)
+class Fde:
+    """Unwind information for the code ``[start, start + size)`` (absolute
+    addresses). ``rows`` are sorted by offset and the first has offset 0.
+
+    ``undefined_rip=True`` marks the outermost frame (the entry trampoline): the
+    return address is "undefined" (DWARF 5 section 6.4.1) in every row, which both
+    gdb and lldb take as the end of the stack. Any ``rip`` entry in ``rows`` is
+    then ignored.
+    """
+
+    start: int
+    size: int
+    rows: tuple[CfiRow, ...]
+    undefined_rip: bool = False
+
+
+@dataclass(frozen=True)
+class LineRow:
+    """A line-table row: the instruction at ``address`` (absolute) begins source
+    ``line`` (1-based; 0 = no source line) of ``file`` at ``column`` (0 = unknown).
+    ``file`` is a path, absolute or relative to the image's ``comp_dir``."""
+
+    address: int
+    file: str
+    line: int
+    column: int = 0
+    is_stmt: bool = True

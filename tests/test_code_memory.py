@@ -1,0 +1,197 @@
+"""EngineCode / StoreCode invariants, copy-on-write, patch edits and their failure paths."""
+import pytest
+
+from codemem import CodeMemoryError
+from codemem.code import EngineCode, PatchEdit
+from codemem.frametable import SITE_DISABLED
+from codemem.native import PAGE_SIZE
+from imagekit import ADD, SITE, HandStore, build_image
+from procmaps import mapping_perms, smaps_field
+
+F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 1, 2, 4, 8
+
+
+@pytest.fixture(scope="module")
+def engine():
+    built = build_image([ADD, ADD])
+    engine = EngineCode(built.code, built.table, name="two-adds")
+    engine.built = built
+    yield engine
+    engine.close()
+
+
+def new_store(engine, debug=True):
+    s = HandStore(debug=debug)
+    s.code = s.registry.register(None, engine).store_code
+    return s
+
+
+def test_engine_code_is_sealed_and_never_writable(engine):
+    seals = engine.seals()
+    for seal in (F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE):
+        assert seals & seal
+    mapping = engine._mapping_for_store_code()
+    assert mapping_perms(mapping.base) == "r-xs"
+    with pytest.raises(AssertionError):
+        mapping.unpublish()
+    # Even bypassing our assertion, the kernel refuses write access to a sealed shared mapping.
+    from codemem.native import PROT_READ, PROT_WRITE, lib
+
+    assert lib.cm_protect(mapping.base, mapping.size, PROT_READ | PROT_WRITE) < 0
+
+
+def test_engine_code_exposes_no_executable_address(engine):
+    public = [n for n in dir(engine) if not n.startswith("_")]
+    for name in public:
+        value = getattr(engine, name)
+        if isinstance(value, int):
+            assert value < 1 << 32, f"EngineCode.{name} looks like an address"
+
+
+def test_debug_stores_patch_privately(engine):
+    a, b = new_store(engine), new_store(engine)
+    try:
+        assert a.code.base != b.code.base != engine._mapping_for_store_code().base
+        site = engine.built.sites[0][1]
+        with a.registry.patch_edit() as edit:
+            a.registry.enable_site(a.code.pc_of(site), edit)
+        assert a.code.read_raw(a.code.pc_of(site), 5)[0] == 0xE8
+        assert b.code.read_raw(b.code.pc_of(site), 5) == SITE_DISABLED
+        assert engine.read(site, 5) == SITE_DISABLED
+        assert mapping_perms(a.code.base) == "r-xp"
+        # and the patch works only in a
+        assert a.call(a.code.pc_of(engine.built.functions[0]), 1, 2) == (0, 3)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_non_debug_stores_run_the_engine_mapping(engine):
+    a, b = new_store(engine, debug=False), new_store(engine, debug=False)
+    try:
+        shared = engine._mapping_for_store_code().base
+        assert a.code.base == b.code.base == shared
+        assert a.code.shares_engine_mapping and b.code.shares_engine_mapping
+        assert a.call(a.code.pc_of(engine.built.functions[1]), 4, 5) == (0, 9)
+        assert b.call(b.code.pc_of(engine.built.functions[1]), 6, 5) == (0, 11)
+        with pytest.raises(AssertionError):
+            with a.registry.patch_edit() as edit:
+                a.registry.enable_site(a.code.pc_of(engine.built.sites[0][0]), edit)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_copy_on_write_dirties_only_the_patched_page():
+    pages = 16
+    # One function per page, each starting with a site.
+    functions = [[SITE, bytes.fromhex("c3")] for _ in range(pages)]
+    built = build_image(functions, align=PAGE_SIZE)
+    engine = EngineCode(built.code, built.table, name="pages")
+    s = new_store(engine)
+    try:
+        base = s.code.base
+        # smaps counts a shared-memory page mapped by one mapping only as
+        # "Private_Dirty" although nothing was copied, so fault every page in
+        # through the engine's shared mapping too; "Anonymous" counts exactly
+        # the pages the kernel copied on write.
+        engine.read(0, engine.size)
+        s.code.read_for_debugger(base, s.code.size)  # reading does not copy
+        assert smaps_field(base, "Private_Dirty") == 0
+        assert smaps_field(base, "Anonymous") == 0
+        target = built.functions[5]
+        with s.registry.patch_edit() as edit:
+            s.registry.enable_site(s.code.pc_of(target), edit)
+        assert smaps_field(base, "Private_Dirty") == PAGE_SIZE // 1024
+        assert smaps_field(base, "Anonymous") == PAGE_SIZE // 1024
+        assert smaps_field(base, "Size") >= pages * PAGE_SIZE // 1024
+    finally:
+        s.close()
+        engine.close()
+
+
+def test_enable_refcounts_and_debugger_reads_hide_patches(engine):
+    s = new_store(engine)
+    try:
+        site_pc = s.code.pc_of(engine.built.sites[1][1])
+        func_pc = s.code.pc_of(engine.built.functions[1])
+        before = s.code.read_for_debugger(func_pc, 40)
+        with s.registry.patch_edit() as edit:
+            assert s.registry.enable_site(site_pc, edit) is True
+            assert s.registry.enable_site(site_pc, edit) is False  # second owner: no write
+        assert s.code.read_raw(site_pc, 1) == b"\xe8"
+        assert s.code.read_for_debugger(func_pc, 40) == before
+        # Reads that start or end inside the site are hidden too.
+        assert s.code.read_for_debugger(site_pc + 2, 2) == SITE_DISABLED[2:4]
+        with s.registry.patch_edit() as edit:
+            s.registry.disable_site(site_pc, edit)
+        assert s.code.read_raw(site_pc, 1) == b"\xe8", "one owner remains"
+        with s.registry.patch_edit() as edit:
+            s.registry.disable_site(site_pc, edit)
+        assert s.code.read_raw(site_pc, 5) == SITE_DISABLED
+        assert s.code.read_raw(s.code.base, s.code.size) == engine.read(0, engine.size)
+        with pytest.raises(CodeMemoryError, match="not enabled"):
+            with s.registry.patch_edit() as edit:
+                s.registry.disable_site(site_pc, edit)
+    finally:
+        s.close()
+
+
+def test_bad_patch_requests_name_the_address_and_change_nothing(engine):
+    s = new_store(engine)
+    try:
+        snapshot = s.code.read_raw(s.code.base, s.code.size)
+        not_a_site = s.code.pc_of(engine.built.sites[0][1] + 1)
+        with pytest.raises(CodeMemoryError, match=f"{not_a_site:#x}.*not a patch site"):
+            with s.registry.patch_edit() as edit:
+                s.registry.enable_site(not_a_site, edit)
+        outside = s.code.end + 0x1000
+        with pytest.raises(CodeMemoryError, match=f"{outside:#x}"):
+            with s.registry.patch_edit() as edit:
+                s.registry.enable_site(outside, edit)
+        assert s.code.read_raw(s.code.base, s.code.size) == snapshot
+        assert mapping_perms(s.code.base) == "r-xp"
+        assert s.code.enabled_site_offsets() == []
+    finally:
+        s.close()
+
+
+def test_failure_inside_an_edit_republishes_every_touched_image():
+    built_a, built_b = build_image([ADD]), build_image([ADD])
+    ea, eb = EngineCode(built_a.code, built_a.table, name="a"), EngineCode(built_b.code, built_b.table, name="b")
+    s = HandStore(debug=True)
+    try:
+        ca = s.registry.register(None, ea).store_code
+        cb = s.registry.register(None, eb).store_code
+        with pytest.raises(RuntimeError, match="boom"):
+            with s.registry.patch_edit() as edit:
+                s.registry.enable_site(ca.pc_of(built_a.sites[0][0]), edit)
+                s.registry.enable_site(cb.pc_of(built_b.sites[0][0]), edit)
+                assert mapping_perms(ca.base) == "rw-p" and mapping_perms(cb.base) == "rw-p"
+                raise RuntimeError("boom")
+        assert mapping_perms(ca.base) == "r-xp" and mapping_perms(cb.base) == "r-xp"
+        # A live edit uses rwx while it lasts, and also ends published.
+        with s.registry.patch_edit(live=True) as edit:
+            s.registry.disable_site(ca.pc_of(built_a.sites[0][0]), edit)
+            assert mapping_perms(ca.base) == "rwxp"
+        assert mapping_perms(ca.base) == "r-xp"
+        assert s.call(ca.pc_of(built_a.functions[0]), 1, 1) == (0, 2)
+    finally:
+        s.close()
+        ea.close()
+        eb.close()
+
+
+def test_patch_edit_touches_each_image_once(engine, monkeypatch):
+    s = new_store(engine)
+    try:
+        calls = []
+        original = type(s.code.memory).unpublish
+        monkeypatch.setattr(type(s.code.memory), "unpublish", lambda self, **kw: (calls.append(1), original(self, **kw)))
+        with PatchEdit() as edit:
+            for site in engine.built.sites[0] + engine.built.sites[1]:
+                edit.enable_site(s.code, s.code.pc_of(site))
+        assert len(calls) == 1
+        assert len(s.code.enabled_site_offsets()) == 4
+    finally:
+        s.close()

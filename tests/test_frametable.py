@@ -1,0 +1,135 @@
+"""Frame-table format: round trip, and malformed tables that must name their bad field."""
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codemem import FrameTableError
+from codemem.frametable import (
+    FUNCTION_SIZE,
+    HEADER_SIZE,
+    SITE_DISABLED,
+    FrameTable,
+    FrameTableBuilder,
+    FunctionBuild,
+    SequencePointKind,
+)
+
+
+def sample_table() -> bytes:
+    b = FrameTableBuilder(debug=True)
+    b.code_size = 0x200
+    b.bp_veneer, b.trap_veneer, b.bp_slot, b.trap_slot = 0x1E0, 0x1E6, 0x1F0, 0x1F8
+    f0 = FunctionBuild(native_start=0, native_size=0x80, wasm_index=3, frame_size=48, body_wasm_offset=0x40, stack_base=-48)
+    f0.locals = [(-24, 0x7F), (-32, 0x7E)]
+    f0.seqpoints = [
+        (0x0, 0x40, SequencePointKind.ENTRY, ()),
+        (0x10, 0x41, SequencePointKind.INSTRUCTION, (0x7F,)),
+        (0x20, 0x43, SequencePointKind.RETURN_POINT, (0x7F, 0x7C)),
+    ]
+    b.add_function(f0)
+    f1 = FunctionBuild(native_start=0x80, native_size=0x40, wasm_index=4, frame_size=16)
+    f1.seqpoints = [(0x80, 0x60, SequencePointKind.ENTRY, ())]
+    b.add_function(f1)
+    for off in (0x0, 0x10, 0x20, 0x80):
+        b.add_site(off, b"\xe8" + struct.pack("<i", 0x1E0 - off - 5))
+    return b.build()
+
+
+def test_round_trip():
+    t = FrameTable(sample_table())
+    assert t.debug and t.code_size == 0x200 and t.num_functions == 2 and t.num_sites == 4
+    f0 = t.function(0)
+    assert (f0.native_start, f0.native_size, f0.wasm_index, f0.frame_size, f0.stack_base) == (0, 0x80, 3, 48, -48)
+    assert [(l.frame_offset, l.valtype) for l in t.locals(f0)] == [(-24, 0x7F), (-32, 0x7E)]
+    points = t.sequence_points(f0)
+    assert [p.kind for p in points] == [SequencePointKind.ENTRY, SequencePointKind.INSTRUCTION, SequencePointKind.RETURN_POINT]
+    assert points[2].stack_types == (0x7F, 0x7C) and points[1].wasm_offset == 0x41
+    assert t.function_at(0x7F).wasm_index == 3 and t.function_at(0x80).wasm_index == 4
+    assert t.function_at(0xC0) is None
+    assert t.function_by_wasm_index(4).native_start == 0x80
+    assert t.site_offsets == [0, 0x10, 0x20, 0x80]
+    assert t.site_index(0x20) == 2 and t.site_index(0x21) is None
+    site = t.site(1)
+    assert site.disable == SITE_DISABLED and site.enable[0] == 0xE8
+    assert t.sequence_point_at_or_before(0x25).wasm_offset == 0x43
+    assert t.sequence_point_at_or_before(0x0F).kind == SequencePointKind.ENTRY
+
+
+def patched(data: bytes, at: int, fmt: str, value) -> bytes:
+    out = bytearray(data)
+    struct.pack_into(fmt, out, at, value)
+    return bytes(out)
+
+
+def header_field_offset(name: str) -> int:
+    names = ["code_size", "bp_veneer", "trap_veneer", "bp_slot", "trap_slot", "num_functions", "functions_offset",
+             "num_sites", "sites_offset", "num_seqpoints", "seqpoints_offset", "num_locals", "locals_offset",
+             "types_size", "types_offset"]
+    return 8 + 4 * names.index(name)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d[:10], "truncated"),
+        (lambda d: b"XXXX" + d[4:], "bad magic"),
+        (lambda d: patched(d, 4, "<H", 9), "version 9"),
+        (lambda d: patched(d, header_field_offset("num_functions"), "<I", 10**6), "num_functions"),
+        (lambda d: patched(d, header_field_offset("sites_offset"), "<I", 2**31), "num_sites"),
+        (lambda d: patched(d, header_field_offset("bp_slot"), "<I", 0x10000), "bp_slot"),
+        (lambda d: patched(d, header_field_offset("functions_offset"), "<I", 4), "overlaps the header"),
+    ],
+)
+def test_malformed_headers_name_the_field(mutate, message):
+    with pytest.raises(FrameTableError, match=message):
+        FrameTable(mutate(sample_table()))
+
+
+def test_malformed_records_name_the_field():
+    data = sample_table()
+    t = FrameTable(data)
+    sites_at = t.header.sites_offset
+    bad = FrameTable(patched(data, sites_at + 16, "<I", 0x0E))  # 0xe + 5 crosses 0x10
+    with pytest.raises(FrameTableError, match="patch site 1: offset 0xe"):
+        bad.site_offsets
+    bad = FrameTable(patched(data, sites_at + 16, "<I", 0x0))
+    with pytest.raises(FrameTableError, match="not after the previous site"):
+        bad.site_offsets
+    bad = FrameTable(patched(data, HEADER_SIZE + 4, "<I", 0x1000))  # function 0 native_size
+    with pytest.raises(FrameTableError, match="function record 0: native range"):
+        bad.function(0)
+    bad = FrameTable(patched(data, HEADER_SIZE + FUNCTION_SIZE, "<I", 0x10))  # function 1 starts inside 0
+    with pytest.raises(FrameTableError, match="function record 1.*overlaps"):
+        bad.function_at(0x90)
+    bad = FrameTable(patched(data, t.header.seqpoints_offset + 8, "<B", 7))
+    with pytest.raises(FrameTableError, match="sequence point 0: unknown kind 7"):
+        bad.sequence_points(bad.function(0))
+
+
+def read_everything(t: FrameTable) -> None:
+    for i in range(min(t.num_functions, 64)):
+        f = t.function(i)
+        t.locals(f) if f.num_locals < 64 else None
+        t.sequence_points(f) if f.num_seqpoints < 64 else None
+    if t.num_sites < 4096:
+        t.site_offsets
+        for i in range(t.num_sites):
+            t.site(i)
+    t.function_at(0x10)
+
+
+@settings(max_examples=300, deadline=2000)
+@given(st.data())
+def test_mutated_tables_raise_only_frame_table_error(data):
+    table = bytearray(sample_table())
+    for _ in range(data.draw(st.integers(1, 6))):
+        at = data.draw(st.integers(0, len(table) - 1))
+        table[at] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        table = table[: data.draw(st.integers(0, len(table)))]
+    try:
+        read_everything(FrameTable(bytes(table)))
+    except FrameTableError:
+        pass
