@@ -1,0 +1,148 @@
+"""ProtocolConnection: framing + acknowledgments + parsing, still without I/O.
+
+The transport feeds received bytes to :meth:`ProtocolConnection.receive`, gives
+the returned requests to the session, and writes whatever
+:meth:`ProtocolConnection.pending_output` returns. The session answers each
+request with exactly one :meth:`ProtocolConnection.reply` (the empty payload for
+"not supported"), except :class:`~gdbstub.protocol.packets.Interrupt` and resume
+requests, which are answered later by a stop reply.
+
+Acknowledgment rules (GDB manual, "Packet Acknowledgment"):
+
+* Ack mode (the initial mode): every packet received intact is answered with
+  ``+`` at once; a packet with a bad checksum with ``-`` (and is not delivered);
+  a ``-`` from the client queues our last packet again (at most once until the
+  output is taken, so a flood of ``-`` cannot grow memory).
+* No-ack mode: entered by :meth:`enable_no_ack`, which the session calls *after*
+  queueing the ``OK`` reply to QStartNoAckMode (that exchange itself still runs
+  with acknowledgments). From then on nothing is acknowledged and ``+``/``-`` from
+  the client are ignored.
+
+Every complete packet yields exactly one request: the parsed request, or
+``MalformedPacket`` for packets that broke the encoding rules or the size limit
+(those are acknowledged with ``+``: they arrived intact, retransmitting would not
+help, and the client needs an answer). Packet tracing goes to the
+``gdbstub.protocol.trace`` logger at DEBUG level.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from .framing import (
+    DEFAULT_MAX_PACKET_SIZE,
+    AckReceived,
+    BadChecksum,
+    Framer,
+    InterruptReceived,
+    InvalidEncoding,
+    NackReceived,
+    PacketReceived,
+    PacketTooLong,
+)
+from .packets import Interrupt, MalformedPacket, Request, parse_packet
+
+__all__ = ["ProtocolConnection"]
+
+logger = logging.getLogger(__name__)
+trace = logging.getLogger("gdbstub.protocol.trace")
+
+_TRACE_LIMIT = 200
+
+
+def _shorten(data: bytes) -> bytes:
+    return data if len(data) <= _TRACE_LIMIT else data[:_TRACE_LIMIT] + b"..."
+
+
+class ProtocolConnection:
+    """One client connection's protocol state (see module docstring)."""
+
+    def __init__(
+        self,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        parse: Callable[[bytes], Request] = parse_packet,
+    ):
+        self.framer = Framer(max_packet_size)
+        self._parse = parse
+        self._output = bytearray()
+        self._last_packet: bytes | None = None
+        self._retransmit_queued = False
+
+    @property
+    def no_ack(self) -> bool:
+        return self.framer.no_ack
+
+    @property
+    def max_packet_size(self) -> int:
+        return self.framer.max_packet_size
+
+    @property
+    def last_packet(self) -> bytes | None:
+        """The framed bytes of the last reply (what a ``-`` retransmits)."""
+        return self._last_packet
+
+    def enable_no_ack(self) -> None:
+        """Switch to no-ack mode (call after queueing the OK for QStartNoAckMode)."""
+        self.framer.no_ack = True
+
+    def receive(self, data: bytes) -> list[Request]:
+        """Consume received bytes; return the requests they complete, in order.
+        Acknowledgments and retransmissions are queued for :meth:`pending_output`.
+        Never raises on input."""
+        requests: list[Request] = []
+        for event in self.framer.feed(data):
+            if isinstance(event, PacketReceived):
+                self._acknowledge(b"+")
+                trace.debug("<- %r", _shorten(event.payload))
+                requests.append(self._parse(event.payload))
+            elif isinstance(event, InterruptReceived):
+                trace.debug("<- ^C")
+                requests.append(Interrupt())
+            elif isinstance(event, BadChecksum):
+                logger.info(
+                    "bad checksum (expected %s, got %s); asking for retransmission",
+                    event.expected,
+                    event.received,
+                )
+                self._acknowledge(b"-")
+            elif isinstance(event, InvalidEncoding):
+                self._acknowledge(b"+")
+                trace.debug("<- (invalid encoding) %r", _shorten(event.payload))
+                requests.append(MalformedPacket(event.payload, event.reason))
+            elif isinstance(event, PacketTooLong):
+                self._acknowledge(b"+")
+                trace.debug("<- (too long) %r", _shorten(event.prefix))
+                requests.append(MalformedPacket(event.prefix, "packet too long"))
+            elif isinstance(event, NackReceived):
+                self._retransmit()
+            elif isinstance(event, AckReceived):
+                pass
+        return requests
+
+    def reply(self, payload: bytes) -> None:
+        """Queue one reply packet (``payload`` unescaped; framing escapes it)."""
+        packet = Framer.encode(payload)
+        trace.debug("-> %r", _shorten(payload))
+        self._last_packet = packet
+        # The packet is in the output already: a '-' arriving before the output is
+        # taken must not queue a second copy.
+        self._retransmit_queued = True
+        self._output += packet
+
+    def pending_output(self) -> bytes:
+        """Take every byte queued for the client (acks, replies, resends)."""
+        data = bytes(self._output)
+        self._output.clear()
+        self._retransmit_queued = False
+        return data
+
+    def _acknowledge(self, ack: bytes) -> None:
+        if not self.framer.no_ack:
+            self._output += ack
+
+    def _retransmit(self) -> None:
+        if self._last_packet is None or self._retransmit_queued:
+            return
+        logger.info("client sent '-': retransmitting the last packet")
+        self._output += self._last_packet
+        self._retransmit_queued = True
