@@ -1,4 +1,31 @@
-"""codemem: WebAssembly compiled to x86-64, with per-Store code memory and patch sites."""
-from .errors import CodememError, CompileError, FrameTableError, CodeMemoryError, LinkError, Trap
+"""codemem: WebAssembly compiled to x86-64, with per-Store code memory and patch sites.
 
-__all__ = ["CodememError", "CompileError", "FrameTableError", "CodeMemoryError", "LinkError", "Trap"]
+The runtime API mirrors the ``wasmtime`` Python package (see codemem.runtime).
+"""
+from .errors import CodememError, CodeMemoryError, CompileError, FrameTableError, LinkError, Trap
+from .runtime import (
+    Engine,
+    ExportType,
+    FrameInfo,
+    Func,
+    FuncType,
+    Global,
+    GlobalType,
+    ImportType,
+    Instance,
+    Limits,
+    Memory,
+    MemoryType,
+    Module,
+    Store,
+    Table,
+    TableType,
+    Val,
+    ValType,
+)
+
+__all__ = [
+    "CodememError", "CodeMemoryError", "CompileError", "FrameTableError", "LinkError", "Trap",
+    "Engine", "ExportType", "FrameInfo", "Func", "FuncType", "Global", "GlobalType", "ImportType", "Instance",
+    "Limits", "Memory", "MemoryType", "Module", "Store", "Table", "TableType", "Val", "ValType",
+]

@@ -1,0 +1,972 @@
+"""The runtime API, shaped like the ``wasmtime`` Python package.
+
+::
+
+    engine = Engine(debug=True)
+    module = Module(engine, wasm_bytes)            # CompileError
+    store = Store(engine)
+    instance = Instance(store, module, [imports])  # LinkError, Trap (start function)
+    instance.exports["fib"](10)                    # -> 55; Trap on a guest trap
+
+Objects are bound to their Store, so no call takes a store argument.  Values
+cross the boundary as Python ints/floats (i32/i64 as *signed* ints, like
+wasmtime) or as :class:`Val` for exact bit patterns.
+
+Memory layout of everything the compiled code touches is in ``codemem.abi``;
+this module allocates those structures (VMContext, FuncRef, MemoryDefinition,
+TableDefinition, HostContext, global cells) and keeps them alive.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from . import abi, native
+from .abi import Libcall, TrapCode, VMContextLayout
+from .code import EngineCode
+from .errors import CompileError, LinkError, Trap
+from .execution import ExecutionContext
+from .native import PROT_NONE, PROT_READ, PROT_WRITE, ffi, lib
+from .registry import ModuleRegistry
+from .wasm.module import ModuleInfo, SegmentMode
+from .wasm.types import ExternKind, FuncType, GlobalType, Limits, MemoryType, TableType, ValType
+
+log = logging.getLogger(__name__)
+
+WASM_PAGE = 65536
+MAX_PAGES = 65536
+MASK32 = (1 << 32) - 1
+MASK64 = (1 << 64) - 1
+#: Bumped whenever generated code or frame tables change, so cached images of
+#: an older compiler are never loaded.
+COMPILER_VERSION = "1"
+
+__all__ = [
+    "Engine", "Module", "Store", "Instance", "Func", "Memory", "Global", "Table", "Val",
+    "ValType", "FuncType", "MemoryType", "TableType", "GlobalType", "Limits", "ImportType", "ExportType", "FrameInfo",
+]
+
+
+# --------------------------------------------------------------------------
+# Values
+# --------------------------------------------------------------------------
+
+
+def _signed(bits: int, width: int) -> int:
+    bits &= (1 << width) - 1
+    return bits - (1 << width) if bits >> (width - 1) else bits
+
+
+def _f32_bits(x: float) -> int:
+    return struct.unpack("<I", struct.pack("<f", x))[0]
+
+
+def _f64_bits(x: float) -> int:
+    return struct.unpack("<Q", struct.pack("<d", x))[0]
+
+
+def _f32_value(bits: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", bits & MASK32))[0]
+
+
+def _f64_value(bits: int) -> float:
+    return struct.unpack("<d", struct.pack("<Q", bits & MASK64))[0]
+
+
+class Val:
+    """A typed wasm value with its exact representation.
+
+    Numbers keep their raw bits (``bits``); ``value`` is the Python view
+    (signed int, float).  References keep the referenced object (a Func, any
+    host object for externref, or None).
+    """
+
+    __slots__ = ("type", "bits", "ref")
+
+    def __init__(self, type: ValType, bits: int = 0, ref: Any = None):
+        self.type = ValType(type)
+        self.bits = bits
+        self.ref = ref
+
+    @classmethod
+    def i32(cls, x: int) -> "Val":
+        return cls(ValType.I32, int(x) & MASK32)
+
+    @classmethod
+    def i64(cls, x: int) -> "Val":
+        return cls(ValType.I64, int(x) & MASK64)
+
+    @classmethod
+    def f32(cls, x: float) -> "Val":
+        return cls(ValType.F32, _f32_bits(float(x)))
+
+    @classmethod
+    def f64(cls, x: float) -> "Val":
+        return cls(ValType.F64, _f64_bits(float(x)))
+
+    @classmethod
+    def f32_bits(cls, bits: int) -> "Val":
+        return cls(ValType.F32, int(bits) & MASK32)
+
+    @classmethod
+    def f64_bits(cls, bits: int) -> "Val":
+        return cls(ValType.F64, int(bits) & MASK64)
+
+    @classmethod
+    def funcref(cls, func: "Func | None") -> "Val":
+        return cls(ValType.FUNCREF, 0, func)
+
+    @classmethod
+    def externref(cls, obj: Any) -> "Val":
+        return cls(ValType.EXTERNREF, 0, obj)
+
+    @classmethod
+    def from_python(cls, valtype: ValType, x: Any) -> "Val":
+        """Converts a Python value (or a Val, checked) to a Val of ``valtype``."""
+        if isinstance(x, Val):
+            if x.type != valtype:
+                raise TypeError(f"expected a {valtype.wat_name} value, got {x.type.wat_name}")
+            return x
+        if valtype == ValType.I32:
+            return cls.i32(x)
+        if valtype == ValType.I64:
+            return cls.i64(x)
+        if valtype == ValType.F32:
+            return cls.f32(x)
+        if valtype == ValType.F64:
+            return cls.f64(x)
+        if valtype == ValType.FUNCREF:
+            if x is not None and not isinstance(x, Func):
+                raise TypeError(f"expected a Func or None for funcref, got {type(x).__name__}")
+            return cls.funcref(x)
+        return cls.externref(x)
+
+    @property
+    def value(self) -> Any:
+        t = self.type
+        if t == ValType.I32:
+            return _signed(self.bits, 32)
+        if t == ValType.I64:
+            return _signed(self.bits, 64)
+        if t == ValType.F32:
+            return _f32_value(self.bits)
+        if t == ValType.F64:
+            return _f64_value(self.bits)
+        return self.ref
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Val) and (self.type, self.bits, self.ref) == (other.type, other.bits, other.ref)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.bits, id(self.ref)))
+
+    def __repr__(self) -> str:
+        if self.type in (ValType.F32, ValType.F64):
+            return f"Val.{self.type.wat_name}({self.value!r} bits={self.bits:#x})"
+        return f"Val.{self.type.wat_name}({self.value!r})"
+
+
+# Lower-case aliases, as in wasmtime-py (ValType.i32 ...).
+for _name, _member in (("i32", ValType.I32), ("i64", ValType.I64), ("f32", ValType.F32), ("f64", ValType.F64),
+                       ("funcref", ValType.FUNCREF), ("externref", ValType.EXTERNREF)):
+    if not hasattr(ValType, _name):
+        setattr(ValType, _name, _member)
+
+
+# --------------------------------------------------------------------------
+# Engine and Module
+# --------------------------------------------------------------------------
+
+
+class Engine:
+    """Compilation settings shared by Modules and Stores.
+
+    ``debug=True`` compiles patch sites into every sequence point and gives
+    every Store a private copy-on-write copy of the code.  ``cache_dir`` (or
+    the ``WASM_GDBSTUB_CACHE`` environment variable) enables a persistent
+    on-disk cache of compiled images keyed by the module's hash, the compiler
+    version and the debug flag.
+    """
+
+    def __init__(self, debug: bool = False, *, cache_dir: str | os.PathLike | None = None):
+        self.debug = bool(debug)
+        cache = cache_dir if cache_dir is not None else os.environ.get("WASM_GDBSTUB_CACHE")
+        self.cache_dir = Path(cache) if cache else None
+        self._type_ids: dict[FuncType, int] = {}
+        self._lock = threading.Lock()
+
+    def type_id(self, functype: FuncType) -> int:
+        """Canonical signature id (nonzero): equal FuncTypes get equal ids."""
+        with self._lock:
+            tid = self._type_ids.get(functype)
+            if tid is None:
+                tid = self._type_ids[functype] = len(self._type_ids) + 1
+            return tid
+
+
+@dataclass(frozen=True)
+class ImportType:
+    module: str
+    name: str
+    type: Any  # FuncType | MemoryType | TableType | GlobalType
+
+
+@dataclass(frozen=True)
+class ExportType:
+    name: str
+    type: Any
+
+
+_CACHE_MAGIC = b"WGSC\x01"
+
+
+class Module:
+    """A compiled module: decoded, validated, compiled to an EngineCode."""
+
+    def __init__(self, engine: Engine, wasm: bytes | bytearray | memoryview, *, name: str | None = None):
+        from .wasm.decoder import decode_module
+        from .wasm.validator import validate_module
+
+        self.engine = engine
+        self.wasm = bytes(wasm)
+        info = decode_module(self.wasm)
+        validate_module(info)
+        self.info: ModuleInfo = info
+        self.name = name or info.names.module or "module"
+        code, table = self._compiled_image()
+        self.engine_code = EngineCode(code, table, name=self.name, function_names=dict(info.names.functions))
+        self.layout = VMContextLayout.for_module(info)
+
+    @classmethod
+    def from_file(cls, engine: Engine, path: str | os.PathLike) -> "Module":
+        p = Path(path)
+        return cls(engine, p.read_bytes(), name=p.stem)
+
+    @classmethod
+    def validate(cls, engine: Engine, wasm: bytes) -> None:
+        cls(engine, wasm)
+
+    def _cache_path(self) -> Path | None:
+        if self.engine.cache_dir is None:
+            return None
+        key = hashlib.sha256(self.wasm).hexdigest()
+        return self.engine.cache_dir / f"{key}-v{COMPILER_VERSION}-{'debug' if self.engine.debug else 'nodebug'}.img"
+
+    def _compiled_image(self) -> tuple[bytes, bytes]:
+        path = self._cache_path()
+        if path is not None and path.exists():
+            blob = path.read_bytes()
+            if blob.startswith(_CACHE_MAGIC) and len(blob) >= len(_CACHE_MAGIC) + 8:
+                code_len, table_len = struct.unpack_from("<II", blob, len(_CACHE_MAGIC))
+                start = len(_CACHE_MAGIC) + 8
+                if start + code_len + table_len == len(blob):
+                    return blob[start : start + code_len], blob[start + code_len :]
+            log.warning("ignoring a corrupt cache entry %s", path)
+        from .x64.compiler import compile_module
+
+        compiled = compile_module(self.info, debug=self.engine.debug)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(_CACHE_MAGIC + struct.pack("<II", len(compiled.code), len(compiled.frame_table))
+                            + compiled.code + compiled.frame_table)
+            tmp.replace(path)
+        return compiled.code, compiled.frame_table
+
+    @property
+    def imports(self) -> list[ImportType]:
+        out = []
+        for imp in self.info.imports:
+            t = self.info.types[imp.desc] if imp.kind == ExternKind.FUNC else imp.desc
+            out.append(ImportType(imp.module, imp.name, t))
+        return out
+
+    @property
+    def exports(self) -> list[ExportType]:
+        info = self.info
+        getters = {
+            ExternKind.FUNC: info.func_type,
+            ExternKind.TABLE: info.table_type,
+            ExternKind.MEMORY: info.memory_type,
+            ExternKind.GLOBAL: info.global_type,
+        }
+        return [ExportType(e.name, getters[e.kind](e.index)) for e in info.exports]
+
+    def func_name(self, func_index: int) -> str:
+        return self.info.func_name(func_index) or f"wasm-function[{func_index}]"
+
+
+# --------------------------------------------------------------------------
+# Store
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """One wasm frame of a backtrace (innermost first)."""
+
+    func_index: int
+    func_name: str
+    module_name: str
+    module_offset: int  # file offset of the wasm instruction in the module
+    pc: int  # native pc (a StoreCode address)
+
+    def __str__(self) -> str:
+        return f"{self.module_name}!{self.func_name} @ {self.module_offset:#x}"
+
+
+class Store:
+    """Owns everything instances allocate, and runs guest code.
+
+    Guest code runs on the calling thread, on this Store's guest stack (one
+    thread at a time).  ``debug_handler``, when set (by the debugger side), is
+    called on the guest thread for every breakpoint and trap event with
+    ``(kind, code, regfile, vmctx)``; it may block.
+    """
+
+    def __init__(self, engine: Engine, *, stack_size: int = 8 << 20):
+        self.engine = engine
+        self.ctx = ExecutionContext(stack_size=stack_size)
+        self.id = self.ctx.store_id
+        self.registry = ModuleRegistry(debug=engine.debug, store_name=f"store{self.id}")
+        self.debug_handler: Callable | None = None
+        self._host_entries: dict[int, Any] = {}  # host id -> Func (host) or Instance (libcalls)
+        self._funcs_by_funcref: dict[int, Func] = {}
+        self._extern_handles: dict[int, Any] = {}
+        self._extern_ids: dict[int, int] = {}
+        self._keepalive: list[Any] = []
+        self._pending_frames: list[FrameInfo] | None = None
+        self._pending_exception: BaseException | None = None
+        self._modules_by_engine_code: dict[int, Module] = {}
+        self.memories: list[Memory] = []
+        self.instances: list[Instance] = []
+        self._closed = False
+        native.register_event_handler(self.id, self._on_event)
+        native.register_host_call_handler(self.id, self._on_host_call)
+
+    # -- handles -------------------------------------------------------------
+
+    def _new_host_context(self, entry: Any):
+        host_id = len(self._host_entries) + 1
+        self._host_entries[host_id] = entry
+        hostctx = ffi.new("uint64_t[2]", [self.ctx.address, host_id])
+        self._keepalive.append(hostctx)
+        return hostctx
+
+    def _externref_handle(self, obj: Any) -> int:
+        if obj is None:
+            return 0
+        handle = self._extern_ids.get(id(obj))
+        if handle is None:
+            handle = len(self._extern_handles) + 1
+            self._extern_handles[handle] = obj
+            self._extern_ids[id(obj)] = handle
+        return handle
+
+    def _ref_to_bits(self, valtype: ValType, ref: Any) -> int:
+        if valtype == ValType.FUNCREF:
+            if ref is None:
+                return 0
+            if ref.store is not self:
+                raise LinkError("a funcref from another Store")
+            return ref._funcref_address
+        return self._externref_handle(ref)
+
+    def _bits_to_ref(self, valtype: ValType, bits: int) -> Any:
+        if bits == 0:
+            return None
+        if valtype == ValType.FUNCREF:
+            return self._funcs_by_funcref[bits]
+        return self._extern_handles[bits]
+
+    def to_bits(self, valtype: ValType, x: Any) -> int:
+        v = Val.from_python(valtype, x)
+        if valtype in (ValType.FUNCREF, ValType.EXTERNREF):
+            return self._ref_to_bits(valtype, v.ref)
+        return v.bits
+
+    def to_val(self, valtype: ValType, bits: int) -> Val:
+        if valtype == ValType.I32:
+            return Val(valtype, bits & MASK32)
+        if valtype == ValType.F32:
+            return Val(valtype, bits & MASK32)
+        if valtype in (ValType.I64, ValType.F64):
+            return Val(valtype, bits & MASK64)
+        return Val(valtype, 0, self._bits_to_ref(valtype, bits))
+
+    # -- running guest code ------------------------------------------------
+
+    def _enter(self, code_pc: int, vmctx: int, args) -> None:
+        """Runs guest code; raises Trap (or a host function's exception)."""
+        if self.ctx.depth == 0:
+            self._pending_frames = None
+            self._pending_exception = None
+        code = self.ctx.enter(code_pc, vmctx, int(ffi.cast("uintptr_t", args)))
+        if code:
+            frames, self._pending_frames = self._pending_frames or [], None
+            if code == TrapCode.HOST_ERROR and self._pending_exception is not None:
+                exc, self._pending_exception = self._pending_exception, None
+                raise exc
+            try:
+                message = abi.TRAP_MESSAGES[TrapCode(code)]
+            except ValueError:
+                message = f"trap code {code}"
+            raise Trap(message, frames)
+
+    def _on_event(self, kind: int, code: int, regfile, vmctx: int) -> None:
+        if kind == native.EVENT_TRAP:
+            # The guest stack is intact until the trampoline unwinds: take the
+            # backtrace now.  rsi holds the trapping instruction's sequence point.
+            self._pending_frames = self.backtrace(regfile.gpr[4], regfile.gpr[6])
+        if self.debug_handler is not None:
+            self.debug_handler(kind, code, regfile, vmctx)
+
+    def backtrace(self, pc: int, rbp: int, limit: int = 10000) -> list[FrameInfo]:
+        """Wasm frames from ``pc`` (a sequence point or return address) up the rbp chain."""
+        frames = []
+        while len(frames) < limit:
+            entry = self.registry.lookup(pc)
+            if entry is None:
+                break
+            offset = entry.store_code.offset_of(pc)
+            table = entry.store_code.frame_table
+            func = table.function_at(offset)
+            if func is None:
+                break
+            # A return address sits just past its call: look up pc-1 for callers.
+            point = table.sequence_point_at_or_before(offset if not frames else offset - 1)
+            module = entry.module
+            frames.append(FrameInfo(
+                func_index=func.wasm_index,
+                func_name=module.func_name(func.wasm_index),
+                module_name=module.name,
+                module_offset=point.wasm_offset if point else func.body_wasm_offset,
+                pc=pc,
+            ))
+            if not rbp or not self.ctx.stack.contains(rbp):
+                break
+            words = ffi.cast("uint64_t *", rbp)
+            rbp, pc = words[0], words[1]
+        return frames
+
+    def _on_host_call(self, hostctx: int, args) -> int:
+        host_id = ffi.cast("uint64_t *", hostctx)[1]
+        entry = self._host_entries[host_id]
+        try:
+            if isinstance(entry, Instance):
+                entry._libcall(args)
+                return 0
+            return entry._call_from_wasm(args)
+        except Trap as trap:
+            self._pending_exception = trap
+            return TrapCode.HOST_ERROR
+        except BaseException as exc:  # a host function's own exception: re-raised by the caller
+            self._pending_exception = exc
+            return TrapCode.HOST_ERROR
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        native.unregister_event_handler(self.id)
+        native.unregister_host_call_handler(self.id)
+        for entry in self.registry.entries():
+            self.registry.unregister(entry.engine_code)
+        for memory in self.memories:
+            memory._release()
+        self.ctx.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: nothing sensible left to do
+            pass
+
+
+# --------------------------------------------------------------------------
+# Externs
+# --------------------------------------------------------------------------
+
+
+class Func:
+    """A function: a wasm function of an instance, or a host function."""
+
+    def __init__(self, store: Store, functype: FuncType, callable: Callable, *, access_caller: bool = False):
+        self.store = store
+        self.type = functype
+        self._callable = callable
+        self._instance: Instance | None = None
+        self._func_index: int | None = None
+        hostctx = store._new_host_context(self)
+        self._funcref = ffi.new(
+            "uint64_t[3]",
+            [lib.cm_host_call_trampoline_address(), int(ffi.cast("uintptr_t", hostctx)), store.engine.type_id(functype)],
+        )
+        self._register()
+
+    @classmethod
+    def _wasm(cls, instance: "Instance", func_index: int, code_pc: int) -> "Func":
+        self = cls.__new__(cls)
+        self.store = instance.store
+        self.type = instance.module.info.func_type(func_index)
+        self._callable = None
+        self._instance = instance
+        self._func_index = func_index
+        self._funcref = ffi.new("uint64_t[3]", [code_pc, instance.vmctx_address, self.store.engine.type_id(self.type)])
+        self._register()
+        return self
+
+    def _register(self) -> None:
+        self._funcref_address = int(ffi.cast("uintptr_t", self._funcref))
+        self.store._funcs_by_funcref[self._funcref_address] = self
+
+    @property
+    def code_pc(self) -> int:
+        return self._funcref[0]
+
+    @property
+    def name(self) -> str | None:
+        if self._instance is not None:
+            return self._instance.module.func_name(self._func_index)
+        return getattr(self._callable, "__name__", None)
+
+    def call_vals(self, args: Sequence[Any]) -> list[Val]:
+        """Calls with exact values; returns the results as Vals."""
+        params, results = self.type.params, self.type.results
+        if len(args) != len(params):
+            raise TypeError(f"expected {len(params)} arguments, got {len(args)}")
+        store = self.store
+        if self._instance is None:
+            out = self._invoke_host([Val.from_python(t, a) for t, a in zip(params, args)])
+            return out
+        array = ffi.new("uint64_t[]", max(len(params), len(results), 1))
+        for i, (t, a) in enumerate(zip(params, args)):
+            array[i] = store.to_bits(t, a)
+        store._enter(self._funcref[0], self._funcref[1], array)
+        return [store.to_val(t, array[i]) for i, t in enumerate(results)]
+
+    def __call__(self, *args: Any) -> Any:
+        out = [v.value for v in self.call_vals(args)]
+        if not out:
+            return None
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def _invoke_host(self, vals: list[Val]) -> list[Val]:
+        result = self._callable(*[v.value for v in vals])
+        results = self.type.results
+        if len(results) == 0:
+            return []
+        if len(results) == 1:
+            result = (result,)
+        elif not isinstance(result, (tuple, list)) or len(result) != len(results):
+            raise TypeError(f"host function must return {len(results)} values")
+        return [Val.from_python(t, r) for t, r in zip(results, result)]
+
+    def _call_from_wasm(self, args) -> int:
+        store = self.store
+        vals = [store.to_val(t, args[i]) for i, t in enumerate(self.type.params)]
+        for i, v in enumerate(self._invoke_host(vals)):
+            args[i] = store.to_bits(self.type.results[i], v)
+        return 0
+
+
+class Memory:
+    """A linear memory.  The whole maximum is reserved (PROT_NONE) up front, so
+    its base never moves; growing makes more of it read-write."""
+
+    def __init__(self, store: Store, memtype: MemoryType):
+        limits = memtype.limits
+        if limits.min > MAX_PAGES or (limits.max is not None and limits.max > MAX_PAGES):
+            raise ValueError("memory size must be at most 65536 pages (4GiB)")
+        self.store = store
+        self.type = memtype
+        self.max_pages = limits.max if limits.max is not None else MAX_PAGES
+        self._reserved = max(self.max_pages * WASM_PAGE, native.PAGE_SIZE)
+        self.base = native.check(lib.cm_map(-1, self._reserved, PROT_NONE, 0), "reserve linear memory")
+        self.definition = ffi.new("uint64_t[3]", [self.base, 0, self.max_pages])
+        self.definition_address = int(ffi.cast("uintptr_t", self.definition))
+        store.memories.append(self)
+        if limits.min:
+            self._commit(limits.min)
+
+    def _commit(self, pages: int) -> None:
+        new_length = pages * WASM_PAGE
+        native.check(lib.cm_protect(self.base, new_length, PROT_READ | PROT_WRITE), "grow linear memory")
+        self.definition[1] = new_length
+
+    @property
+    def data_len(self) -> int:
+        return self.definition[1]
+
+    @property
+    def size(self) -> int:
+        """Current size in pages."""
+        return self.definition[1] // WASM_PAGE
+
+    def grow(self, delta: int) -> int:
+        """Grows by ``delta`` pages; returns the old size, or -1 if it cannot."""
+        old = self.size
+        if delta < 0 or old + delta > self.max_pages:
+            return -1
+        if delta:
+            self._commit(old + delta)
+        return old
+
+    def _check(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.data_len:
+            raise IndexError(f"memory access {offset:#x}+{length:#x} outside {self.data_len:#x} bytes")
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check(offset, length)
+        return bytes(ffi.buffer(ffi.cast("char *", self.base + offset), length))
+
+    def write(self, offset: int, data: bytes) -> None:
+        self._check(offset, len(data))
+        ffi.memmove(ffi.cast("char *", self.base + offset), bytes(data), len(data))
+
+    def _release(self) -> None:
+        if self.base:
+            lib.cm_unmap(self.base, self._reserved)
+            self.base = 0
+
+
+class Global:
+    def __init__(self, store: Store, globaltype: GlobalType, value: Any):
+        self.store = store
+        self.type = globaltype
+        self.cell = ffi.new("uint64_t[1]")
+        self.cell_address = int(ffi.cast("uintptr_t", self.cell))
+        self.cell[0] = store.to_bits(globaltype.valtype, value)
+
+    @property
+    def value(self) -> Any:
+        return self.store.to_val(self.type.valtype, self.cell[0]).value
+
+    def get(self) -> Val:
+        """The value with its exact bits."""
+        return self.store.to_val(self.type.valtype, self.cell[0])
+
+    def set_value(self, value: Any) -> None:
+        if not self.type.mutable:
+            raise TypeError("global is immutable")
+        self.cell[0] = self.store.to_bits(self.type.valtype, value)
+
+
+class Table:
+    def __init__(self, store: Store, tabletype: TableType, init: Any):
+        self.store = store
+        self.type = tabletype
+        self.max = tabletype.limits.max if tabletype.limits.max is not None else MASK32
+        self.definition = ffi.new("uint64_t[3]", [0, 0, self.max])
+        self.definition_address = int(ffi.cast("uintptr_t", self.definition))
+        self._elements = None
+        self._resize(tabletype.limits.min, store.to_bits(tabletype.elem, init))
+
+    def _resize(self, size: int, fill_bits: int) -> None:
+        old_size = self.definition[1]
+        elements = ffi.new("uint64_t[]", max(size, 1))
+        if self._elements is not None and old_size:
+            ffi.memmove(elements, self._elements, 8 * old_size)
+        for i in range(old_size, size):
+            elements[i] = fill_bits
+        self._elements = elements
+        self.definition[0] = int(ffi.cast("uintptr_t", elements))
+        self.definition[1] = size
+
+    @property
+    def size(self) -> int:
+        return self.definition[1]
+
+    def get(self, index: int) -> Any:
+        if not 0 <= index < self.size:
+            raise IndexError(f"table index {index} out of bounds ({self.size})")
+        return self.store._bits_to_ref(self.type.elem, self._elements[index])
+
+    def set(self, index: int, value: Any) -> None:
+        if not 0 <= index < self.size:
+            raise IndexError(f"table index {index} out of bounds ({self.size})")
+        self._elements[index] = self.store.to_bits(self.type.elem, value)
+
+    def grow(self, delta: int, init: Any) -> int:
+        return self._grow_bits(delta, self.store.to_bits(self.type.elem, init))
+
+    def _grow_bits(self, delta: int, fill_bits: int) -> int:
+        old = self.size
+        if delta < 0 or old + delta > self.max:
+            return -1
+        self._resize(old + delta, fill_bits)
+        return old
+
+
+Extern = Func | Memory | Global | Table
+
+
+# --------------------------------------------------------------------------
+# Instance
+# --------------------------------------------------------------------------
+
+
+def _limits_match(actual, required) -> bool:
+    """Limits subtyping (wasm spec 4.5.1): at least the minimum, at most the maximum."""
+    a, r = actual.limits, required.limits
+    if a.min < r.min:
+        return False
+    if r.max is None:
+        return True
+    return a.max is not None and a.max <= r.max
+
+
+class Instance:
+    """Instantiates ``module`` in ``store`` with ``imports`` in module.imports order."""
+
+    def __init__(self, store: Store, module: Module, imports: Iterable[Extern]):
+        if module.engine is not store.engine:
+            raise LinkError("module and store belong to different engines")
+        self.store = store
+        self.module = module
+        info = module.info
+        imports = list(imports)
+        if len(imports) != len(info.imports):
+            raise LinkError(f"expected {len(info.imports)} imports, got {len(imports)}")
+        self.layout = layout = module.layout
+        self.entry = store.registry.register(module, module.engine_code)
+        self.store_code = self.entry.store_code
+        self.funcs: list[Func] = []
+        self.memories: list[Memory] = []
+        self.tables: list[Table] = []
+        self.globals: list[Global] = []
+        self._dropped_elems: set[int] = set()
+        self._dropped_datas: set[int] = set()
+
+        self.vmctx = ffi.new("uint64_t[]", max(layout.size // 8, 1))
+        self.vmctx_address = int(ffi.cast("uintptr_t", self.vmctx))
+        self._libcall_ctx = store._new_host_context(self)
+
+        # Imports, checked (wasm spec 4.5.4 "Instantiation", external typing).
+        for imp, ext in zip(info.imports, imports):
+            where = f"{imp.module}::{imp.name}"
+            if imp.kind == ExternKind.FUNC:
+                if not isinstance(ext, Func) or ext.type != info.types[imp.desc]:
+                    raise LinkError(f"incompatible import type for {where}")
+                self.funcs.append(ext)
+            elif imp.kind == ExternKind.MEMORY:
+                if not isinstance(ext, Memory) or not _limits_match(ext.type, imp.desc):
+                    raise LinkError(f"incompatible import type for {where}")
+                self.memories.append(ext)
+            elif imp.kind == ExternKind.TABLE:
+                if (not isinstance(ext, Table) or ext.type.elem != imp.desc.elem
+                        or not _limits_match(_CurrentTableLimits(ext), imp.desc)):
+                    raise LinkError(f"incompatible import type for {where}")
+                self.tables.append(ext)
+            else:
+                if not isinstance(ext, Global) or ext.type != imp.desc:
+                    raise LinkError(f"incompatible import type for {where}")
+                self.globals.append(ext)
+            if getattr(ext, "store", store) is not store:
+                raise LinkError(f"import {where} belongs to another Store")
+
+        # Definitions.
+        for memtype in info.memories:
+            self.memories.append(Memory(store, memtype))
+        for g in info.globals:
+            is_ref = g.type.valtype in (ValType.FUNCREF, ValType.EXTERNREF)
+            self.globals.append(Global(store, g.type, None if is_ref else 0))
+        code_base = self.store_code.base
+        table = module.engine_code.frame_table
+        for func_index in range(info.num_imported_funcs, info.num_funcs):
+            record = table.function_by_wasm_index(func_index)
+            assert record is not None, f"function {func_index} has no frame-table record"
+            self.funcs.append(Func._wasm(self, func_index, code_base + record.native_start))
+        # Global initializers may refer to imported globals and to functions.
+        for g, glob in zip(info.globals, self.globals[info.num_imported_globals:]):
+            glob.cell[0] = self._const_bits(g.init, g.type.valtype)
+        for tabletype in info.tables:
+            self.tables.append(Table(store, tabletype, None))
+
+        self._fill_vmctx()
+
+        # Element then data segments, then start (spec 2.0 instantiation order).
+        for index, seg in enumerate(info.elems):
+            if seg.mode == SegmentMode.ACTIVE:
+                offset = self._const_bits(seg.offset, ValType.I32) & MASK32
+                self._table_init(seg.table_index, index, offset, 0, len(seg.items))
+                self._dropped_elems.add(index)
+            elif seg.mode == SegmentMode.DECLARATIVE:
+                self._dropped_elems.add(index)
+        for index, seg in enumerate(info.datas):
+            if seg.mode == SegmentMode.ACTIVE:
+                offset = self._const_bits(seg.offset, ValType.I32) & MASK32
+                self._memory_init(index, offset, 0, len(seg.data))
+                self._dropped_datas.add(index)
+        store.instances.append(self)
+        if info.start is not None:
+            self.funcs[info.start].call_vals([])
+
+    def _fill_vmctx(self) -> None:
+        layout, vm = self.layout, self.vmctx
+        vm[abi.VMCTX_STACK_CTX // 8] = self.store.ctx.address
+        if self.memories:
+            vm[abi.VMCTX_MEMORY_BASE // 8] = self.memories[0].base
+            vm[abi.VMCTX_MEMORY_DEF // 8] = self.memories[0].definition_address
+        vm[abi.VMCTX_LIBCALL_CTX // 8] = int(ffi.cast("uintptr_t", self._libcall_ctx))
+        vm[abi.VMCTX_HOST_TRAMPOLINE // 8] = lib.cm_host_call_trampoline_address()
+        for i in range(layout.num_imported_funcs):
+            f = self.funcs[i]
+            at = layout.imported_func(i) // 8
+            vm[at], vm[at + 1] = f._funcref[0], f._funcref[1]
+        for i, f in enumerate(self.funcs):
+            vm[layout.funcref(i) // 8] = f._funcref_address
+        for i, g in enumerate(self.globals):
+            vm[layout.global_cell(i) // 8] = g.cell_address
+        for i, t in enumerate(self.tables):
+            vm[layout.table(i) // 8] = t.definition_address
+        for i, functype in enumerate(self.module.info.types):
+            vm[layout.type_id(i) // 8] = self.store.engine.type_id(functype)
+
+    # -- constant expressions and segments ------------------------------------
+
+    def _const_bits(self, expr, valtype: ValType) -> int:
+        ins = expr.single
+        if ins is None:
+            raise CompileError("constant expression required", expr.offset)
+        name = ins.name
+        if name in ("i32.const", "i64.const"):
+            return ins.imm & MASK64
+        if name in ("f32.const", "f64.const"):
+            return ins.imm
+        if name == "ref.null":
+            return 0
+        if name == "ref.func":
+            return self.funcs[ins.imm]._funcref_address
+        if name == "global.get":
+            return self.globals[ins.imm].cell[0]
+        raise CompileError("constant expression required", expr.offset)
+
+    def _elem_item_bits(self, seg, item) -> int:
+        if isinstance(item, int):
+            return self.funcs[item]._funcref_address
+        return self._const_bits(item, seg.elem_type)
+
+    def _table_init(self, table_index: int, elem_index: int, dst: int, src: int, n: int) -> None:
+        seg = self.module.info.elems[elem_index]
+        items = () if elem_index in self._dropped_elems else seg.items
+        table = self.tables[table_index]
+        if src + n > len(items) or dst + n > table.size:
+            raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_TABLE])
+        for k in range(n):
+            table._elements[dst + k] = self._elem_item_bits(seg, items[src + k])
+
+    def _memory_init(self, data_index: int, dst: int, src: int, n: int) -> None:
+        data = b"" if data_index in self._dropped_datas else self.module.info.datas[data_index].data
+        memory = self.memories[0] if self.memories else None
+        if memory is None or src + n > len(data) or dst + n > memory.data_len:
+            raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_MEMORY])
+        if n:
+            ffi.memmove(ffi.cast("char *", memory.base + dst), data[src : src + n], n)
+
+    # -- libcalls (abi.Libcall) ---------------------------------------------
+
+    def _libcall(self, area) -> None:
+        op = Libcall(area[0])
+        a = [area[k] for k in range(1, abi.LIBCALL_TRAP_SLOT)]
+        area[abi.LIBCALL_TRAP_SLOT] = 0
+        try:
+            result = self._run_libcall(op, a)
+        except Trap as trap:
+            code = {v: k for k, v in abi.TRAP_MESSAGES.items()}[trap.message]
+            area[abi.LIBCALL_TRAP_SLOT] = int(code)
+            return
+        if result is not None:
+            area[0] = result & MASK64
+
+    def _run_libcall(self, op: Libcall, a: list[int]) -> int | None:
+        u32 = lambda x: x & MASK32  # noqa: E731  (i32 operands arrive with unspecified upper bits)
+        if op == Libcall.MEMORY_GROW:
+            return self.memories[0].grow(u32(a[0])) & MASK32
+        if op == Libcall.MEMORY_INIT:
+            self._memory_init(u32(a[0]), u32(a[1]), u32(a[2]), u32(a[3]))
+            return None
+        if op == Libcall.DATA_DROP:
+            self._dropped_datas.add(u32(a[0]))
+            return None
+        if op == Libcall.MEMORY_COPY:
+            dst, src, n = u32(a[0]), u32(a[1]), u32(a[2])
+            memory = self.memories[0]
+            if dst + n > memory.data_len or src + n > memory.data_len:
+                raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_MEMORY])
+            if n:
+                ffi.memmove(ffi.cast("char *", memory.base + dst), ffi.cast("char *", memory.base + src), n)
+            return None
+        if op == Libcall.MEMORY_FILL:
+            dst, value, n = u32(a[0]), a[1] & 0xFF, u32(a[2])
+            memory = self.memories[0]
+            if dst + n > memory.data_len:
+                raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_MEMORY])
+            if n:
+                ffi.memmove(ffi.cast("char *", memory.base + dst), bytes([value]) * n, n)
+            return None
+        if op == Libcall.TABLE_GROW:
+            return self.tables[u32(a[0])]._grow_bits(u32(a[2]), a[1]) & MASK32
+        if op == Libcall.TABLE_FILL:
+            table, i, ref, n = self.tables[u32(a[0])], u32(a[1]), a[2], u32(a[3])
+            if i + n > table.size:
+                raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_TABLE])
+            for k in range(n):
+                table._elements[i + k] = ref
+            return None
+        if op == Libcall.TABLE_COPY:
+            dst_t, src_t = self.tables[u32(a[0])], self.tables[u32(a[1])]
+            d, s, n = u32(a[2]), u32(a[3]), u32(a[4])
+            if d + n > dst_t.size or s + n > src_t.size:
+                raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_TABLE])
+            values = [src_t._elements[s + k] for k in range(n)]
+            for k, v in enumerate(values):
+                dst_t._elements[d + k] = v
+            return None
+        if op == Libcall.TABLE_INIT:
+            self._table_init(u32(a[0]), u32(a[1]), u32(a[2]), u32(a[3]), u32(a[4]))
+            return None
+        if op == Libcall.ELEM_DROP:
+            self._dropped_elems.add(u32(a[0]))
+            return None
+        if op == Libcall.TABLE_GET:
+            table, i = self.tables[u32(a[0])], u32(a[1])
+            if i >= table.size:
+                raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_TABLE])
+            return table._elements[i]
+        if op == Libcall.TABLE_SET:
+            table, i = self.tables[u32(a[0])], u32(a[1])
+            if i >= table.size:
+                raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_TABLE])
+            table._elements[i] = a[2]
+            return None
+        if op == Libcall.TABLE_SIZE:
+            return self.tables[u32(a[0])].size
+        raise AssertionError(f"unknown libcall {op}")
+
+    # -- exports ----------------------------------------------------------------
+
+    @property
+    def exports(self) -> dict[str, Extern]:
+        spaces = {
+            ExternKind.FUNC: self.funcs,
+            ExternKind.TABLE: self.tables,
+            ExternKind.MEMORY: self.memories,
+            ExternKind.GLOBAL: self.globals,
+        }
+        return {e.name: spaces[e.kind][e.index] for e in self.module.info.exports}
+
+
+class _CurrentTableLimits:
+    """A Table's type for import matching: its *current* size is its minimum
+    (wasm spec 4.5.1 "External Typing": tables are typed by their current size)."""
+
+    def __init__(self, table: Table):
+        self.limits = Limits(table.size, None if table.max == MASK32 else table.max)
