@@ -757,12 +757,12 @@ class Instance:
                     raise LinkError(f"incompatible import type for {where}")
                 self.funcs.append(ext)
             elif imp.kind == ExternKind.MEMORY:
-                if not isinstance(ext, Memory) or not _limits_match(ext.type, imp.desc):
+                if not isinstance(ext, Memory) or not _limits_match(_CurrentLimits(ext.size, ext.type.limits.max), imp.desc):
                     raise LinkError(f"incompatible import type for {where}")
                 self.memories.append(ext)
             elif imp.kind == ExternKind.TABLE:
                 if (not isinstance(ext, Table) or ext.type.elem != imp.desc.elem
-                        or not _limits_match(_CurrentTableLimits(ext), imp.desc)):
+                        or not _limits_match(_CurrentLimits(ext.size, ext.type.limits.max), imp.desc)):
                     raise LinkError(f"incompatible import type for {where}")
                 self.tables.append(ext)
             else:
@@ -964,9 +964,10 @@ class Instance:
         return {e.name: spaces[e.kind][e.index] for e in self.module.info.exports}
 
 
-class _CurrentTableLimits:
-    """A Table's type for import matching: its *current* size is its minimum
-    (wasm spec 4.5.1 "External Typing": tables are typed by their current size)."""
+class _CurrentLimits:
+    """An extern's limits for import matching: its *current* size is its minimum
+    (wasm spec 4.5.1 "External Typing": memories and tables are typed by their
+    current size, so a grown memory satisfies a larger minimum)."""
 
-    def __init__(self, table: Table):
-        self.limits = Limits(table.size, None if table.max == MASK32 else table.max)
+    def __init__(self, size: int, maximum: int | None):
+        self.limits = Limits(size, maximum)

@@ -74,6 +74,12 @@ class FuncType:
     params: tuple[ValType, ...]
     results: tuple[ValType, ...]
 
+    def __post_init__(self) -> None:
+        # Accept any iterable (wasmtime-py users write FuncType([i32], [])):
+        # stored as tuples of ValType so types stay hashable and comparable.
+        object.__setattr__(self, "params", tuple(ValType(t) for t in self.params))
+        object.__setattr__(self, "results", tuple(ValType(t) for t in self.results))
+
     def __str__(self) -> str:
         p = " ".join(t.wat_name for t in self.params)
         r = " ".join(t.wat_name for t in self.results)

@@ -1,0 +1,961 @@
+"""The baseline WebAssembly -> x86-64 compiler: one pass, one patch site per sequence point.
+
+``compile_module(info, debug=...)`` validates a decoded module while compiling it
+and returns the image code (functions, trap stubs, veneers and their slots) with
+its frame table.  The calling convention, frame layout, value representation,
+trap path and libcalls are the contract in ``codemem/abi.py``; this module only
+implements it.
+
+Code shape (a "stack machine in memory", made for exact frame tables rather than
+speed):
+
+* Locals live at fixed rbp-relative slots (``rbp - FRAME_FIXED_SIZE - 8*(i+1)``),
+  the operand stack at ``rsp + 8*i`` (rsp = rbp - frame_size for the whole body,
+  so a slot's address never depends on frame_size, which is known only at the end
+  and patched into the prologue).  Every instruction loads its operands into
+  scratch registers and stores its result back, so at every sequence point every
+  wasm value is in its slot.
+* Below the locals and above the operand stack: save slots for the params of an
+  ``if`` with block parameters (the then-branch may overwrite them before the
+  else-branch needs them).
+* Numeric and most memory/variable instructions are emitted from templates cached
+  per ``(opcode, depth, immediate)``: their bytes depend on nothing else.
+* Traps are ``jcc`` to out-of-line stubs at the end of the function
+  (``lea rsi, [rip + sequence point]; mov edi, CODE; call trap_veneer``).
+* debug=True adds patch sites (5-byte NOPs, never straddling an 8-byte boundary)
+  at the function entry, before every reachable instruction and at every call's
+  return address; everything else is identical between the two modes.
+
+Dead code (after ``br``/``return``/``unreachable``/``br_table`` until the end of
+the enclosing frame) is validated but emits nothing and has no sequence points.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+
+from ..abi import (
+    FRAME_ARGS_PTR,
+    FRAME_FIXED_SIZE,
+    FRAME_LIBCALL_AREA,
+    FRAME_SAVED_CTX,
+    FUNCREF_CODE,
+    FUNCREF_CTX,
+    FUNCREF_TYPE_ID,
+    IMPORTED_FUNC_CODE,
+    IMPORTED_FUNC_CTX,
+    LIBCALL_TRAP_SLOT,
+    MEMDEF_LENGTH,
+    STACK_CHECK_EXTRA,
+    TABLEDEF_ELEMENTS,
+    TABLEDEF_SIZE,
+    VMCTX_HOST_TRAMPOLINE,
+    VMCTX_LIBCALL_CTX,
+    VMCTX_MEMORY_BASE,
+    VMCTX_MEMORY_DEF,
+    VMCTX_STACK_CTX,
+    Libcall,
+    TrapCode,
+    VMContextLayout,
+)
+from ..errors import CompileError
+from ..frametable import SITE_DISABLED, FrameTableBuilder, FunctionBuild, SequencePointKind
+from ..native import STACK_CTX_STACK_LIMIT
+from ..veneer import append_veneers, site_enable_bytes
+from ..wasm.instructions import Instr
+from ..wasm.module import ModuleInfo
+from ..wasm.opcodes import OP_BY_NAME
+from ..wasm.types import ValType
+from ..wasm.validator import LOOP, FuncValidator, validate_module
+from .asm import Assembler, Cond, Label, Mem, Reg
+from .numeric import NUMERIC, TemplateAssembler, build_template, slot
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CompiledModule", "compile_module"]
+
+RAX, RCX, RDX, RSI, RDI, RSP, RBP, R15 = Reg.RAX, Reg.RCX, Reg.RDX, Reg.RSI, Reg.RDI, Reg.RSP, Reg.RBP, Reg.R15
+
+_INSTRUCTION = int(SequencePointKind.INSTRUCTION)
+_RETURN_POINT = int(SequencePointKind.RETURN_POINT)
+_ENTRY = int(SequencePointKind.ENTRY)
+
+_OP_ELSE, _OP_END = 0x05, 0x0B
+_OP_BLOCK, _OP_LOOP, _OP_IF = 0x02, 0x03, 0x04
+
+#: How many declared locals are zeroed by unrolled stores; more use ``rep stosq``.
+_UNROLLED_ZEROING = 8
+
+_LIBCALL_SLOT0 = Mem(RBP, FRAME_LIBCALL_AREA)
+_LIBCALL_TRAP = Mem(RBP, FRAME_LIBCALL_AREA + 8 * LIBCALL_TRAP_SLOT)
+_SAVED_CTX = Mem(RBP, FRAME_SAVED_CTX)
+_ARGS_PTR = Mem(RBP, FRAME_ARGS_PTR)
+
+
+@dataclass
+class CompiledModule:
+    """What the runtime turns into an EngineCode: ``code`` is the whole image
+    (``frame_table``'s code_size bytes), ``layout`` the module's VMContext layout."""
+
+    code: bytes
+    frame_table: bytes
+    layout: VMContextLayout
+
+
+def compile_module(info: ModuleInfo, *, debug: bool) -> CompiledModule:
+    """Validate and compile every defined function of ``info``.
+
+    Raises ``CompileError`` (with the module offset) for a malformed or invalid
+    module; no code is produced then.  Function records are in native order, one
+    per defined function, ``wasm_index`` in the full function index space."""
+    return _ModuleCompiler(info, debug).compile()
+
+
+def local_offset(index: int) -> int:
+    """rbp-relative offset of local ``index`` (params first)."""
+    return -(FRAME_FIXED_SIZE + 8 * (index + 1))
+
+
+class _Ctl:
+    """The compiler's view of one control frame (parallel to the validator's).
+
+    ``height``: operand-stack height below the frame's params; ``arity``: values a
+    branch to the frame's label carries; ``label``: the branch target (loop start,
+    else the end); ``dead``: the frame was entered in dead code (nothing of it is
+    emitted)."""
+
+    __slots__ = ("kind", "height", "arity", "label", "else_label", "else_seen", "end_types",
+                 "nparams", "save_offset", "dead")
+
+    def __init__(self, kind, height, arity, label, end_types, nparams=0, dead=False):
+        self.kind = kind
+        self.height = height
+        self.arity = arity
+        self.label = label
+        self.end_types = end_types
+        self.nparams = nparams
+        self.dead = dead
+        self.else_label = None
+        self.else_seen = False
+        self.save_offset = 0
+
+
+def _align16(n: int) -> int:
+    return (n + 15) & ~15
+
+
+def _fits_simm32(value: int) -> bool:
+    return -0x8000_0000 <= value <= 0x7FFF_FFFF
+
+
+class _ModuleCompiler:
+    def __init__(self, info: ModuleInfo, debug: bool):
+        self.info = info
+        self.debug = debug
+        self.layout = VMContextLayout.for_module(info)
+        self.asm = Assembler()
+        self.builder = FrameTableBuilder(debug=debug)
+        self.num_imported = info.num_imported_funcs
+        self.func_types = info.all_func_types
+        self.templates: dict = {}
+        self.site_offsets: list[int] = []
+        self.trap_call_fields: list[int] = []
+        self.func_labels: list[Label] = []
+        self.jump_tables: list[tuple[Label, list[Label]]] = []
+        # Per-function state (reset by _compile_function).
+        self.seq = 0
+        self.seqpoints: list = []
+        self.trap_fields: list = []
+        self.ctls: list[_Ctl] = []
+        self.nsave = 0
+        self.nlocals = 0
+        self.validator: FuncValidator | None = None
+        self.handlers = self._make_handlers()
+
+    # ------------------------------------------------------------------ module
+
+    def compile(self) -> CompiledModule:
+        info = self.info
+        # Decode every body first: a malformed body is reported before any
+        # validation error, as the reference interpreter does.
+        bodies = [info.read_body(i) for i in range(len(info.codes))]
+        validate_module(info)
+        asm = self.asm
+        self.func_labels = [asm.new_label() for _ in bodies]
+        for index, instrs in enumerate(bodies):
+            self._compile_function(index, instrs)
+        asm.align(4, 0xCC)
+        for table, targets in self.jump_tables:
+            asm.bind(table)
+            for target in targets:
+                asm.dd_label_diff(target, table)
+        asm.finish()
+        code = asm.code
+        veneers = append_veneers(code)
+        for pos in self.trap_call_fields:
+            struct.pack_into("<i", code, pos, veneers.trap_veneer - (pos + 4))
+        builder = self.builder
+        for off in self.site_offsets:
+            builder.add_site(off, site_enable_bytes(off, veneers))
+        builder.code_size = len(code)
+        builder.bp_veneer, builder.trap_veneer = veneers.bp_veneer, veneers.trap_veneer
+        builder.bp_slot, builder.trap_slot = veneers.bp_slot, veneers.trap_slot
+        log.debug("compiled %d functions: %d bytes of code, %d sites, debug=%s",
+                  len(bodies), len(code), len(self.site_offsets), self.debug)
+        return CompiledModule(bytes(code), builder.build(), self.layout)
+
+    # ---------------------------------------------------------------- emission
+
+    def _site(self) -> int:
+        """A disabled patch site, padded so it does not straddle 8 bytes."""
+        code = self.asm.code
+        off = len(code)
+        r = off & 7
+        if r > 3:
+            code += b"\x90" * (8 - r)
+            off += 8 - r
+        code += SITE_DISABLED
+        self.site_offsets.append(off)
+        return off
+
+    def _pad_for_return_site(self, call_length: int) -> None:
+        """Debug only: NOPs before a call so that its return address (where the
+        RETURN_POINT site goes) is a valid site offset."""
+        if self.debug:
+            code = self.asm.code
+            r = (len(code) + call_length) & 7
+            if r > 3:
+                code += b"\x90" * (8 - r)
+
+    def _return_point(self, ins: Instr) -> None:
+        """The RETURN_POINT sequence point (and site) at the current offset, the
+        return address of the call just emitted; the stack types are the ones
+        after the call (results in place)."""
+        off = self._site() if self.debug else len(self.asm.code)
+        self.seqpoints.append((off, ins.offset, _RETURN_POINT, tuple(self.validator.operand_types)))
+
+    def _emit_template(self, template) -> None:
+        code_bytes, traps = template
+        code = self.asm.code
+        base = len(code)
+        code += code_bytes
+        if traps:
+            seq = self.seq
+            for pos, trap_code in traps:
+                self.trap_fields.append((base + pos, seq, trap_code))
+
+    def _template(self, key, build, *args):
+        """The cached template ``key``; ``build(a, *args)`` makes it on a miss."""
+        t = self.templates.get(key)
+        if t is None:
+            a = TemplateAssembler()
+            build(a, *args)
+            t = (a.finish(), tuple(a.traps))
+            self.templates[key] = t
+        return t
+
+    def _emit(self, key, build, *args) -> None:
+        t = self.templates.get(key)
+        if t is None:
+            t = self._template(key, build, *args)
+        self._emit_template(t)
+
+    def _trap_stubs(self) -> None:
+        """Out-of-line trap stubs of the current function, one per (sequence
+        point, trap code), and the jumps to them."""
+        asm = self.asm
+        code = asm.code
+        stubs: dict[tuple[int, int | None], int] = {}
+        for field, seq, trap_code in self.trap_fields:
+            key = (seq, trap_code)
+            stub = stubs.get(key)
+            if stub is None:
+                stub = len(code)
+                stubs[key] = stub
+                # lea rsi, [rip + sequence point]  (abi.py "Traps")
+                code += b"\x48\x8d\x35" + struct.pack("<i", seq - (stub + 7))
+                if trap_code is None:
+                    # mov edi, [rbp + libcall trap slot]: the runtime's code
+                    asm.mov(RDI, _LIBCALL_TRAP, 32)
+                else:
+                    code += b"\xbf" + struct.pack("<I", int(trap_code))
+                # call trap_veneer (patched once the veneers exist)
+                code += b"\xe8\0\0\0\0"
+                self.trap_call_fields.append(len(code) - 4)
+            struct.pack_into("<i", code, field, stub - (field + 4))
+
+    # ---------------------------------------------------------------- function
+
+    def _compile_function(self, index: int, instrs: list[Instr]) -> None:
+        info = self.info
+        debug = self.debug
+        asm = self.asm
+        code = asm.code
+        body = info.codes[index]
+        v = FuncValidator(info, index)
+        self.validator = v
+        ft = v.func_type
+        local_types = v.local_types
+        nparams = len(ft.params)
+        self.nlocals = nlocals = len(local_types)
+        self.nsave = 0
+        self.trap_fields = []
+        seqpoints = self.seqpoints = []
+
+        asm.align(16, 0xCC)
+        start = len(code)
+        asm.bind(self.func_labels[index])
+        if debug:
+            self._site()
+        seqpoints.append((start, body.body_offset, _ENTRY, ()))
+        self.seq = start
+
+        # Prologue (abi.py "Function layout").  The stack check comes before the
+        # frame is allocated, so a huge frame never moves rsp into the guard
+        # page; frame_size is patched in once the body is compiled.
+        asm.push(RBP)
+        asm.mov(RBP, RSP, 64)
+        code += b"\x48\x8d\x84\x24\0\0\0\0"  # lea rax, [rsp - (frame_size + extra)]
+        check_field = len(code) - 4
+        asm.mov(RCX, Mem(R15, VMCTX_STACK_CTX), 64)
+        asm.cmp(RAX, Mem(RCX, STACK_CTX_STACK_LIMIT), 64)
+        code += b"\x0f\x82\0\0\0\0"  # jb <stack exhausted>
+        self.trap_fields.append((len(code) - 4, start, TrapCode.STACK_EXHAUSTED))
+        code += b"\x48\x81\xec\0\0\0\0"  # sub rsp, frame_size
+        frame_field = len(code) - 4
+        asm.mov(_ARGS_PTR, RSI, 64)
+        for k in range(nparams):
+            asm.mov(RAX, Mem(RSI, 8 * k), 64)
+            asm.mov(Mem(RBP, local_offset(k)), RAX, 64)
+        ndeclared = nlocals - nparams
+        if ndeclared:
+            asm.zero(RAX)
+            if ndeclared <= _UNROLLED_ZEROING:
+                for k in range(nparams, nlocals):
+                    asm.mov(Mem(RBP, local_offset(k)), RAX, 64)
+            else:
+                asm.lea(RDI, Mem(RBP, local_offset(nlocals - 1)))
+                asm.mov(RCX, ndeclared, 32)
+                code += b"\xf3\x48\xab"  # rep stosq (DF is clear: SysV ABI, trampolines)
+
+        fn_label = asm.new_label()
+        self.ctls = ctls = [_Ctl("function", 0, len(ft.results), fn_label, ft.results)]
+        handlers = self.handlers
+        step = v.step
+        control = v.control
+        max_depth = 0
+        for ins in instrs:
+            op = ins.op
+            top = ctls[-1]
+            vals = v.operand_types
+            d = len(vals)
+            if top.dead or control[-1].unreachable:
+                self._dead(ins, op, top)
+            elif op == _OP_END:
+                self._end(ins)
+            elif op == _OP_ELSE:
+                self._else(ins, True)
+            else:
+                off = self._site() if debug else len(code)
+                self.seq = off
+                seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(vals)))
+                step(ins)
+                handlers[op](ins, d)
+            nd = len(v.operand_types)
+            if nd > max_depth:
+                max_depth = nd
+        v.finish()
+
+        frame_size = _align16(FRAME_FIXED_SIZE + 8 * (nlocals + self.nsave + max_depth))
+        struct.pack_into("<i", code, check_field, -(frame_size + STACK_CHECK_EXTRA))
+        struct.pack_into("<i", code, frame_field, frame_size)
+        self._trap_stubs()
+        fb = FunctionBuild(
+            native_start=start,
+            native_size=len(code) - start,
+            wasm_index=self.num_imported + index,
+            frame_size=frame_size,
+            body_wasm_offset=body.body_offset,
+            stack_base=-frame_size,
+            locals=[(local_offset(i), int(t)) for i, t in enumerate(local_types)],
+            seqpoints=seqpoints,
+        )
+        self.builder.add_function(fb)
+
+    # ----------------------------------------------------------- control flow
+
+    def _dead(self, ins: Instr, op: int, top: _Ctl) -> None:
+        """An instruction in dead code: validate, keep the control stack parallel."""
+        v = self.validator
+        if op == _OP_BLOCK or op == _OP_LOOP or op == _OP_IF:
+            v.step(ins)
+            self.ctls.append(_Ctl("dead", 0, 0, None, (), dead=True))
+        elif op == _OP_END:
+            if top.dead:
+                v.step(ins)
+                self.ctls.pop()
+            else:
+                self._end(ins)
+        elif op == _OP_ELSE:
+            if top.dead:
+                v.step(ins)
+            else:
+                self._else(ins, False)
+        else:
+            v.step(ins)
+
+    def _copy(self, src: int, dst: int, n: int) -> None:
+        """Move operand slots [src, src+n) to [dst, dst+n) (dst <= src)."""
+        if n and src != dst:
+            self._emit(("copy", src, dst, n), _build_copy, src, dst, n)
+
+    def _branch(self, target: _Ctl, d: int) -> None:
+        """Unconditional branch to ``target``'s label from depth ``d``."""
+        self._copy(d - target.arity, target.height, target.arity)
+        self.asm.jmp(target.label)
+
+    def _h_block(self, ins: Instr, d: int) -> None:
+        frame = self.validator.control[-1]
+        nparams = len(frame.start_types)
+        if ins.op == _OP_LOOP:
+            label = self.asm.new_label()
+            self.asm.bind(label)  # after the loop's site: a branch lands on the next instruction
+            self.ctls.append(_Ctl(LOOP, frame.height, nparams, label, frame.end_types, nparams))
+        else:
+            self.ctls.append(_Ctl("block", frame.height, len(frame.end_types), self.asm.new_label(),
+                                  frame.end_types, nparams))
+
+    def _h_if(self, ins: Instr, d: int) -> None:
+        frame = self.validator.control[-1]
+        nparams = len(frame.start_types)
+        asm = self.asm
+        ctl = _Ctl("if", frame.height, len(frame.end_types), asm.new_label(), frame.end_types, nparams)
+        ctl.else_label = asm.new_label()
+        if nparams:
+            # The then-branch may overwrite the params; the else-branch needs them.
+            ctl.save_offset = local_offset(self.nlocals + self.nsave + nparams - 1)
+            self.nsave += nparams
+            self._emit(("save", frame.height, ctl.save_offset, nparams), _build_save, frame.height,
+                       ctl.save_offset, nparams)
+        self.ctls.append(ctl)
+        asm.cmp(slot(d - 1), 0, 32)
+        asm.jcc(Cond.E, ctl.else_label)
+
+    def _else(self, ins: Instr, reachable: bool) -> None:
+        ctl = self.ctls[-1]
+        v = self.validator
+        asm = self.asm
+        if reachable:
+            off = self._site() if self.debug else len(asm.code)
+            self.seq = off
+            self.seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(v.operand_types)))
+            asm.jmp(ctl.label)
+        v.step(ins)
+        ctl.else_seen = True
+        asm.bind(ctl.else_label)
+        if ctl.nparams:
+            self._emit(("restore", ctl.height, ctl.save_offset, ctl.nparams), _build_restore, ctl.height,
+                       ctl.save_offset, ctl.nparams)
+
+    def _end(self, ins: Instr) -> None:
+        """``end`` of a frame entered in live code: its label(s) are bound before
+        its sequence point, so branches to the frame land on it too."""
+        ctl = self.ctls.pop()
+        v = self.validator
+        asm = self.asm
+        if ctl.kind == "if" and not ctl.else_seen:
+            asm.bind(ctl.else_label)
+        if ctl.kind != LOOP:
+            asm.bind(ctl.label)
+        types = tuple(v.operand_types[: ctl.height]) + tuple(ctl.end_types)
+        off = self._site() if self.debug else len(asm.code)
+        self.seq = off
+        self.seqpoints.append((off, ins.offset, _INSTRUCTION, types))
+        v.step(ins)
+        if ctl.kind == "function":
+            self._emit(("epilogue", ctl.arity), _build_epilogue, ctl.arity)
+
+    def _h_br(self, ins: Instr, d: int) -> None:
+        self._branch(self.ctls[-1 - ins.imm], d)
+
+    def _h_return(self, ins: Instr, d: int) -> None:
+        self._branch(self.ctls[0], d)
+
+    def _h_br_if(self, ins: Instr, d: int) -> None:
+        target = self.ctls[-1 - ins.imm]
+        asm = self.asm
+        n = target.arity
+        src = d - 1 - n
+        asm.cmp(slot(d - 1), 0, 32)
+        if n == 0 or src == target.height:
+            asm.jcc(Cond.NE, target.label)
+        else:
+            skip = asm.new_label()
+            asm.jcc(Cond.E, skip)
+            self._copy(src, target.height, n)
+            asm.jmp(target.label)
+            asm.bind(skip)
+
+    def _h_br_table(self, ins: Instr, d: int) -> None:
+        labels, default = ins.imm
+        asm = self.asm
+        ctls = self.ctls
+        index = d - 1
+
+        def target_label(depth: int) -> Label:
+            target = ctls[-1 - depth]
+            if target.arity == 0 or index - target.arity == target.height:
+                return target.label
+            stub = stubs.get(depth)
+            if stub is None:
+                stub = stubs[depth] = asm.new_label()
+            return stub
+
+        stubs: dict[int, Label] = {}
+        default_label = target_label(default)
+        if labels:
+            # The table itself goes after the last function (outside every
+            # function's range, so function code disassembles linearly).
+            table = asm.new_label()
+            asm.mov(RAX, slot(index), 32)
+            asm.cmp(RAX, len(labels), 32)
+            asm.jcc(Cond.AE, default_label)
+            asm.lea(RCX, Mem.rip(table))
+            asm.movsxd(RAX, Mem(RCX, 0, RAX, 4))
+            asm.add(RAX, RCX, 64)
+            asm.jmp_reg(RAX)
+            self.jump_tables.append((table, [target_label(depth) for depth in labels]))
+        else:
+            asm.jmp(default_label)
+        for depth, stub in stubs.items():
+            asm.bind(stub)
+            self._branch(ctls[-1 - depth], index)
+
+    def _h_unreachable(self, ins: Instr, d: int) -> None:
+        self._emit(("unreachable",), _build_trap, TrapCode.UNREACHABLE)
+
+    def _h_nop(self, ins: Instr, d: int) -> None:
+        pass
+
+    # ------------------------------------------------------------------ calls
+
+    def _h_call(self, ins: Instr, d: int) -> None:
+        index = ins.imm
+        ft = self.func_types[index]
+        base = d - len(ft.params)
+        asm = self.asm
+        if index < self.num_imported:
+            entry = self.layout.imported_func(index)
+            self._emit(("call_import", base, entry), _build_call_import, base, entry)
+            self._pad_for_return_site(2)
+            asm.call_reg(RAX)
+            self._return_point(ins)
+            asm.mov(R15, _SAVED_CTX, 64)
+        else:
+            asm.lea(RSI, slot(base))
+            self._pad_for_return_site(5)
+            asm.call(self.func_labels[index - self.num_imported])
+            self._return_point(ins)
+
+    def _h_call_indirect(self, ins: Instr, d: int) -> None:
+        type_index, table_index = ins.imm
+        ft = self.info.types[type_index]
+        base = d - 1 - len(ft.params)
+        key = ("call_indirect", d, type_index, table_index)
+        self._emit(key, _build_call_indirect, d, base, self.layout.table(table_index),
+                   self.layout.type_id(type_index))
+        self._pad_for_return_site(2)
+        self.asm.call_reg(RAX)
+        self._return_point(ins)
+        self.asm.mov(R15, _SAVED_CTX, 64)
+
+    # -------------------------------------------------------------- variables
+
+    def _h_drop(self, ins: Instr, d: int) -> None:
+        pass
+
+    def _h_select(self, ins: Instr, d: int) -> None:
+        self._emit(("select", d), _build_select, d)
+
+    def _h_local_get(self, ins: Instr, d: int) -> None:
+        self._emit(("local.get", d, ins.imm), _build_local_get, d, ins.imm)
+
+    def _h_local_set(self, ins: Instr, d: int) -> None:
+        # local.tee shares it: both copy the top slot into the local.
+        self._emit(("local.set", d, ins.imm), _build_local_set, d, ins.imm)
+
+    def _h_global_get(self, ins: Instr, d: int) -> None:
+        cell = self.layout.global_cell(ins.imm)
+        self._emit(("global.get", d, cell), _build_global_get, d, cell)
+
+    def _h_global_set(self, ins: Instr, d: int) -> None:
+        cell = self.layout.global_cell(ins.imm)
+        wide = self.info.all_globals[ins.imm].valtype not in (ValType.I32, ValType.F32)
+        self._emit(("global.set", d, cell, wide), _build_global_set, d, cell, wide)
+
+    # -------------------------------------------------------------- constants
+
+    def _h_i32_const(self, ins: Instr, d: int) -> None:
+        self._emit(("const", d, ins.imm & 0xFFFF_FFFF), _build_const, d, ins.imm & 0xFFFF_FFFF)
+
+    def _h_i64_const(self, ins: Instr, d: int) -> None:
+        self._emit(("const", d, ins.imm & 0xFFFF_FFFF_FFFF_FFFF), _build_const, d,
+                   ins.imm & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def _h_float_const(self, ins: Instr, d: int) -> None:
+        self._emit(("const", d, ins.imm), _build_const, d, ins.imm)
+
+    def _h_numeric(self, ins: Instr, d: int) -> None:
+        key = (ins.op, d)
+        t = self.templates.get(key)
+        if t is None:
+            t = self.templates[key] = build_template(ins.op, d)
+        self._emit_template(t)
+
+    # ----------------------------------------------------------------- memory
+
+    def _h_load(self, ins: Instr, d: int) -> None:
+        offset = ins.imm[1]
+        self._emit(("load", ins.op, d, offset), _build_load, ins.op, d, offset)
+
+    def _h_store(self, ins: Instr, d: int) -> None:
+        offset = ins.imm[1]
+        self._emit(("store", ins.op, d, offset), _build_store, ins.op, d, offset)
+
+    def _h_memory_size(self, ins: Instr, d: int) -> None:
+        self._emit(("memory.size", d), _build_memory_size, d)
+
+    def _libcall(self, number: Libcall, operands: tuple, result: int | None) -> None:
+        """Operands: ("imm", value) | ("i32", slot) | ("ref", slot), in wasm order;
+        ``result``: the slot receiving the libcall's result, or None."""
+        self._emit(("libcall", number, operands, result), _build_libcall, number, operands, result)
+
+    def _h_memory_grow(self, ins: Instr, d: int) -> None:
+        self._libcall(Libcall.MEMORY_GROW, (("i32", d - 1),), d - 1)
+
+    def _h_memory_init(self, ins: Instr, d: int) -> None:
+        self._libcall(Libcall.MEMORY_INIT, (("imm", ins.imm), ("i32", d - 3), ("i32", d - 2), ("i32", d - 1)),
+                      None)
+
+    def _h_data_drop(self, ins: Instr, d: int) -> None:
+        self._libcall(Libcall.DATA_DROP, (("imm", ins.imm),), None)
+
+    def _h_memory_copy(self, ins: Instr, d: int) -> None:
+        self._libcall(Libcall.MEMORY_COPY, (("i32", d - 3), ("i32", d - 2), ("i32", d - 1)), None)
+
+    def _h_memory_fill(self, ins: Instr, d: int) -> None:
+        self._libcall(Libcall.MEMORY_FILL, (("i32", d - 3), ("i32", d - 2), ("i32", d - 1)), None)
+
+    # ----------------------------------------------------------------- tables
+
+    def _h_table_get(self, ins: Instr, d: int) -> None:
+        table = self.layout.table(ins.imm)
+        self._emit(("table.get", d, table), _build_table_get, d, table)
+
+    def _h_table_set(self, ins: Instr, d: int) -> None:
+        table = self.layout.table(ins.imm)
+        self._emit(("table.set", d, table), _build_table_set, d, table)
+
+    def _h_table_size(self, ins: Instr, d: int) -> None:
+        table = self.layout.table(ins.imm)
+        self._emit(("table.size", d, table), _build_table_size, d, table)
+
+    def _h_table_grow(self, ins: Instr, d: int) -> None:
+        self._libcall(Libcall.TABLE_GROW, (("imm", ins.imm), ("ref", d - 2), ("i32", d - 1)), d - 2)
+
+    def _h_table_fill(self, ins: Instr, d: int) -> None:
+        self._libcall(Libcall.TABLE_FILL, (("imm", ins.imm), ("i32", d - 3), ("ref", d - 2), ("i32", d - 1)),
+                      None)
+
+    def _h_table_copy(self, ins: Instr, d: int) -> None:
+        dst_table, src_table = ins.imm
+        self._libcall(Libcall.TABLE_COPY, (("imm", dst_table), ("imm", src_table), ("i32", d - 3),
+                                           ("i32", d - 2), ("i32", d - 1)), None)
+
+    def _h_table_init(self, ins: Instr, d: int) -> None:
+        elem_index, table_index = ins.imm  # binary order: segment first
+        self._libcall(Libcall.TABLE_INIT, (("imm", table_index), ("imm", elem_index), ("i32", d - 3),
+                                           ("i32", d - 2), ("i32", d - 1)), None)
+
+    def _h_elem_drop(self, ins: Instr, d: int) -> None:
+        self._libcall(Libcall.ELEM_DROP, (("imm", ins.imm),), None)
+
+    # ------------------------------------------------------------- references
+
+    def _h_ref_null(self, ins: Instr, d: int) -> None:
+        self._emit(("const", d, 0), _build_const, d, 0)
+
+    def _h_ref_is_null(self, ins: Instr, d: int) -> None:
+        self._emit(("ref.is_null", d), _build_ref_is_null, d)
+
+    def _h_ref_func(self, ins: Instr, d: int) -> None:
+        entry = self.layout.funcref(ins.imm)
+        self._emit(("ref.func", d, entry), _build_load_ctx_field, d, entry)
+
+    # --------------------------------------------------------------- dispatch
+
+    def _make_handlers(self) -> dict:
+        h = {}
+        named = {
+            "unreachable": self._h_unreachable, "nop": self._h_nop, "block": self._h_block,
+            "loop": self._h_block, "if": self._h_if, "br": self._h_br, "br_if": self._h_br_if,
+            "br_table": self._h_br_table, "return": self._h_return, "call": self._h_call,
+            "call_indirect": self._h_call_indirect, "drop": self._h_drop,
+            "local.get": self._h_local_get, "local.set": self._h_local_set, "local.tee": self._h_local_set,
+            "global.get": self._h_global_get, "global.set": self._h_global_set,
+            "table.get": self._h_table_get, "table.set": self._h_table_set,
+            "table.size": self._h_table_size, "table.grow": self._h_table_grow,
+            "table.fill": self._h_table_fill, "table.copy": self._h_table_copy,
+            "table.init": self._h_table_init, "elem.drop": self._h_elem_drop,
+            "memory.size": self._h_memory_size, "memory.grow": self._h_memory_grow,
+            "memory.init": self._h_memory_init, "data.drop": self._h_data_drop,
+            "memory.copy": self._h_memory_copy, "memory.fill": self._h_memory_fill,
+            "i32.const": self._h_i32_const, "i64.const": self._h_i64_const,
+            "f32.const": self._h_float_const, "f64.const": self._h_float_const,
+            "ref.null": self._h_ref_null, "ref.is_null": self._h_ref_is_null, "ref.func": self._h_ref_func,
+        }
+        for name, fn in named.items():
+            h[OP_BY_NAME[name]] = fn
+        h[0x1B] = h[0x1C] = self._h_select  # untyped and typed select
+        for op in range(0x28, 0x36):
+            h[op] = self._h_load
+        for op in range(0x36, 0x3F):
+            h[op] = self._h_store
+        for op in NUMERIC:
+            h[op] = self._h_numeric
+        return h
+
+
+# --------------------------------------------------------------------------
+# Template builders (see numeric.py for the conventions)
+# --------------------------------------------------------------------------
+
+
+def _build_copy(a: TemplateAssembler, src: int, dst: int, n: int) -> None:
+    for k in range(n):
+        a.mov(RAX, slot(src + k), 64)
+        a.mov(slot(dst + k), RAX, 64)
+
+
+def _build_save(a: TemplateAssembler, height: int, save_offset: int, n: int) -> None:
+    for k in range(n):
+        a.mov(RAX, slot(height + k), 64)
+        a.mov(Mem(RBP, save_offset + 8 * k), RAX, 64)
+
+
+def _build_restore(a: TemplateAssembler, height: int, save_offset: int, n: int) -> None:
+    for k in range(n):
+        a.mov(RAX, Mem(RBP, save_offset + 8 * k), 64)
+        a.mov(slot(height + k), RAX, 64)
+
+
+def _build_epilogue(a: TemplateAssembler, nresults: int) -> None:
+    a.mov(RSI, _ARGS_PTR, 64)
+    for k in range(nresults):
+        a.mov(RAX, slot(k), 64)
+        a.mov(Mem(RSI, 8 * k), RAX, 64)
+    a.mov(RSP, RBP, 64)
+    a.pop(RBP)
+    a.ret()
+
+
+def _build_trap(a: TemplateAssembler, code: int) -> None:
+    a.trap_always(code)
+
+
+def _build_local_get(a: TemplateAssembler, d: int, index: int) -> None:
+    a.mov(RAX, Mem(RBP, local_offset(index)), 64)
+    a.mov(slot(d), RAX, 64)
+
+
+def _build_local_set(a: TemplateAssembler, d: int, index: int) -> None:
+    a.mov(RAX, slot(d - 1), 64)
+    a.mov(Mem(RBP, local_offset(index)), RAX, 64)
+
+
+def _build_const(a: TemplateAssembler, d: int, bits: int) -> None:
+    """Store a constant given by its unsigned bit pattern (i32/f32 zero-extended)."""
+    if bits <= 0x7FFF_FFFF or bits >= 0xFFFF_FFFF_8000_0000:
+        a.mov(slot(d), bits, 64)  # sign-extended imm32 gives the same 64 bits
+    else:
+        a.mov(RAX, bits, 64)
+        a.mov(slot(d), RAX, 64)
+
+
+def _build_select(a: TemplateAssembler, d: int) -> None:
+    x, y, c = slot(d - 3), slot(d - 2), slot(d - 1)
+    a.mov(RAX, x, 64)
+    a.mov(RCX, c, 32)
+    a.test(RCX, RCX, 32)
+    a.cmovcc(Cond.E, RAX, y, 64)
+    a.mov(x, RAX, 64)
+
+
+def _build_global_get(a: TemplateAssembler, d: int, cell: int) -> None:
+    a.mov(RAX, Mem(R15, cell), 64)
+    a.mov(RAX, Mem(RAX, 0), 64)
+    a.mov(slot(d), RAX, 64)
+
+
+def _build_global_set(a: TemplateAssembler, d: int, cell: int, wide: bool) -> None:
+    # Cells of 32-bit globals are written zero-extended (a cell is a plain value).
+    a.mov(RAX, Mem(R15, cell), 64)
+    a.mov(RCX, slot(d - 1), 64 if wide else 32)
+    a.mov(Mem(RAX, 0), RCX, 64)
+
+
+def _build_load_ctx_field(a: TemplateAssembler, d: int, offset: int) -> None:
+    a.mov(RAX, Mem(R15, offset), 64)
+    a.mov(slot(d), RAX, 64)
+
+
+def _build_ref_is_null(a: TemplateAssembler, d: int) -> None:
+    x = slot(d - 1)
+    a.zero(RAX)
+    a.cmp(x, 0, 64)
+    a.setcc(Cond.E, RAX)
+    a.mov(x, RAX, 64)
+
+
+# Memory accesses: opcode -> access size in bytes, and how to load/store.
+_LOADS = {
+    0x28: (4, "mov32"), 0x29: (8, "mov64"), 0x2A: (4, "mov32"), 0x2B: (8, "mov64"),
+    0x2C: (1, "sx32"), 0x2D: (1, "zx"), 0x2E: (2, "sx32"), 0x2F: (2, "zx"),
+    0x30: (1, "sx64"), 0x31: (1, "zx"), 0x32: (2, "sx64"), 0x33: (2, "zx"),
+    0x34: (4, "sx64"), 0x35: (4, "mov32"),
+}
+_STORES = {0x36: 4, 0x37: 8, 0x38: 4, 0x39: 8, 0x3A: 1, 0x3B: 2, 0x3C: 1, 0x3D: 2, 0x3E: 4}
+
+
+def _bounds_check(a: TemplateAssembler, address_slot: int, offset: int, size: int) -> None:
+    """rdx = zero-extended i32 address + offset + size (33 bits, spec 4.4.7 "ea"),
+    trap unless rdx <= memory length; afterwards the access is at [rcx + rdx - size]
+    with rcx = memory base."""
+    a.mov(RAX, slot(address_slot), 32)
+    a.mov(RCX, Mem(R15, VMCTX_MEMORY_DEF), 64)
+    end = offset + size
+    if _fits_simm32(end):
+        a.lea(RDX, Mem(RAX, end))
+    else:
+        a.mov(RDX, end, 64)
+        a.add(RDX, RAX, 64)
+    a.cmp(RDX, Mem(RCX, MEMDEF_LENGTH), 64)
+    a.trap_if(Cond.A, TrapCode.OUT_OF_BOUNDS_MEMORY)
+    a.mov(RCX, Mem(R15, VMCTX_MEMORY_BASE), 64)
+
+
+def _build_load(a: TemplateAssembler, op: int, d: int, offset: int) -> None:
+    size, how = _LOADS[op]
+    _bounds_check(a, d - 1, offset, size)
+    m = Mem(RCX, -size, RDX)
+    if how == "mov32":
+        a.mov(RAX, m, 32)
+    elif how == "mov64":
+        a.mov(RAX, m, 64)
+    elif how == "zx":
+        a.movzx(RAX, m, 32, size * 8)
+    elif how == "sx32":
+        a.movsx(RAX, m, 32, size * 8)
+    else:
+        a.movsx(RAX, m, 64, size * 8)
+    a.mov(slot(d - 1), RAX, 64)
+
+
+def _build_store(a: TemplateAssembler, op: int, d: int, offset: int) -> None:
+    size = _STORES[op]
+    _bounds_check(a, d - 2, offset, size)
+    a.mov(RAX, slot(d - 1), 64)
+    a.mov(Mem(RCX, -size, RDX), RAX, size * 8)
+
+
+def _build_memory_size(a: TemplateAssembler, d: int) -> None:
+    a.mov(RCX, Mem(R15, VMCTX_MEMORY_DEF), 64)
+    a.mov(RAX, Mem(RCX, MEMDEF_LENGTH), 64)
+    a.shr(RAX, 16, 64)  # bytes -> 64 KiB pages
+    a.mov(slot(d), RAX, 64)
+
+
+def _build_libcall(a: TemplateAssembler, number: int, operands: tuple, result: int | None) -> None:
+    """abi.py "Libcalls": number and operands into the frame's libcall area, the
+    host trampoline with r15 = the libcall HostContext, then the trap slot."""
+    a.mov(_LIBCALL_SLOT0, int(number), 64)
+    for k, (kind, value) in enumerate(operands, 1):
+        area = Mem(RBP, FRAME_LIBCALL_AREA + 8 * k)
+        if kind == "imm":
+            if _fits_simm32(value):
+                a.mov(area, value, 64)
+            else:
+                a.mov(RAX, value, 64)
+                a.mov(area, RAX, 64)
+        else:
+            a.mov(RAX, slot(value), 32 if kind == "i32" else 64)
+            a.mov(area, RAX, 64)
+    a.mov(_LIBCALL_TRAP, 0, 64)
+    a.mov(_SAVED_CTX, R15, 64)
+    a.lea(RSI, _LIBCALL_SLOT0)
+    a.mov(RAX, Mem(R15, VMCTX_HOST_TRAMPOLINE), 64)
+    a.mov(R15, Mem(R15, VMCTX_LIBCALL_CTX), 64)
+    a.call_reg(RAX)
+    a.mov(R15, _SAVED_CTX, 64)
+    a.cmp(_LIBCALL_TRAP, 0, 64)
+    a.trap_if(Cond.NE, None)
+    if result is not None:
+        a.mov(RAX, _LIBCALL_SLOT0, 64)
+        a.mov(slot(result), RAX, 64)
+
+
+def _build_call_import(a: TemplateAssembler, base: int, entry: int) -> None:
+    """Everything of an imported call up to ``call rax``."""
+    a.mov(_SAVED_CTX, R15, 64)
+    a.lea(RSI, slot(base))
+    a.mov(RAX, Mem(R15, entry + IMPORTED_FUNC_CODE), 64)
+    a.mov(R15, Mem(R15, entry + IMPORTED_FUNC_CTX), 64)
+
+
+def _build_call_indirect(a: TemplateAssembler, d: int, base: int, table: int, type_id: int) -> None:
+    """call_indirect up to ``call rax`` (spec 4.4.8): index >= table size ->
+    undefined element, null -> uninitialized element, signature id mismatch ->
+    indirect call type mismatch."""
+    a.mov(RAX, slot(d - 1), 32)
+    a.mov(RCX, Mem(R15, table), 64)
+    a.cmp(RAX, Mem(RCX, TABLEDEF_SIZE), 64)
+    a.trap_if(Cond.AE, TrapCode.UNDEFINED_ELEMENT)
+    a.mov(RCX, Mem(RCX, TABLEDEF_ELEMENTS), 64)
+    a.mov(RCX, Mem(RCX, 0, RAX, 8), 64)
+    a.test(RCX, RCX, 64)
+    a.trap_if(Cond.E, TrapCode.UNINITIALIZED_ELEMENT)
+    a.mov(RAX, Mem(RCX, FUNCREF_TYPE_ID), 64)
+    a.cmp(RAX, Mem(R15, type_id), 64)
+    a.trap_if(Cond.NE, TrapCode.INDIRECT_CALL_TYPE_MISMATCH)
+    a.mov(_SAVED_CTX, R15, 64)
+    a.lea(RSI, slot(base))
+    a.mov(RAX, Mem(RCX, FUNCREF_CODE), 64)
+    a.mov(R15, Mem(RCX, FUNCREF_CTX), 64)
+
+
+def _table_bounds(a: TemplateAssembler, index_slot: int, table: int) -> None:
+    """rax = index, rcx = elements; trap out of bounds table access."""
+    a.mov(RAX, slot(index_slot), 32)
+    a.mov(RCX, Mem(R15, table), 64)
+    a.cmp(RAX, Mem(RCX, TABLEDEF_SIZE), 64)
+    a.trap_if(Cond.AE, TrapCode.OUT_OF_BOUNDS_TABLE)
+    a.mov(RCX, Mem(RCX, TABLEDEF_ELEMENTS), 64)
+
+
+def _build_table_get(a: TemplateAssembler, d: int, table: int) -> None:
+    _table_bounds(a, d - 1, table)
+    a.mov(RAX, Mem(RCX, 0, RAX, 8), 64)
+    a.mov(slot(d - 1), RAX, 64)
+
+
+def _build_table_set(a: TemplateAssembler, d: int, table: int) -> None:
+    _table_bounds(a, d - 2, table)
+    a.mov(RDX, slot(d - 1), 64)
+    a.mov(Mem(RCX, 0, RAX, 8), RDX, 64)
+
+
+def _build_table_size(a: TemplateAssembler, d: int, table: int) -> None:
+    a.mov(RCX, Mem(R15, table), 64)
+    a.mov(RAX, Mem(RCX, TABLEDEF_SIZE), 64)
+    a.mov(slot(d), RAX, 64)

@@ -1,0 +1,619 @@
+"""Machine-code templates of the numeric wasm instructions, for the baseline compiler.
+
+Contract: ``NUMERIC[opcode]`` is a builder ``build(a, d)`` that appends to ``a`` (a
+:class:`TemplateAssembler`) the code of that instruction for an operand stack of
+depth ``d`` *before* the instruction.  Operand-stack slot ``i`` is ``[rsp + 8*i]``
+(rsp is the bottom of the operand stack in the function body, see
+``codemem/abi.py``).  A template:
+
+* reads its operands from, and writes its result to, those slots (the result of an
+  instruction popping ``n`` operands lands in slot ``d - n``);
+* uses only rax, rcx, rdx, xmm0-xmm2 and flags, and no memory but its slots;
+* is position independent: internal jumps only, traps through
+  :meth:`TemplateAssembler.trap_if` (a rel32 field the compiler points at an
+  out-of-line trap stub of the instruction).
+
+So a template depends only on ``(opcode, d)`` and the compiler caches its bytes.
+
+Value representation (abi.py): i32/f32 are the low 32 bits of a slot, upper bits
+unspecified; readers here always use 32-bit loads.  Results of 32-bit integer
+operations are stored zero-extended (a 32-bit register write clears bits 32-63,
+SDM Vol. 1 3.4.1.1), which keeps slots tidy for a debugger at no cost.
+
+Float semantics follow the wasm spec 4.3.3 (IEEE 754-2019 with wasm's NaN rules):
+x86 arithmetic returns a quiet NaN that is either the canonical NaN or a quieted
+input NaN, which is exactly "canonical or arithmetic NaN"; min/max and the
+conversions need explicit code (commented where it is).
+"""
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+from ..abi import TrapCode
+from ..wasm.opcodes import OP_BY_NAME
+from .asm import Assembler, Cond, Mem, Reg, RoundMode, Xmm
+
+RAX, RCX, RDX, RSP = Reg.RAX, Reg.RCX, Reg.RDX, Reg.RSP
+XMM0, XMM1, XMM2 = Xmm.XMM0, Xmm.XMM1, Xmm.XMM2
+
+
+class TemplateAssembler(Assembler):
+    """An Assembler whose code is a cacheable template: it may jump to the trap
+    stub of the instruction being compiled, recorded in :attr:`traps` as
+    ``(offset of the rel32 field, trap code)``.  A trap code of ``None`` means "the
+    code the runtime left in the libcall area's trap slot"."""
+
+    __slots__ = ("traps",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.traps: list[tuple[int, int | None]] = []
+
+    def trap_if(self, cond: Cond, code: int | None) -> None:
+        """``jCC <trap stub>`` (rel32, resolved by the compiler)."""
+        self.code += bytes((0x0F, 0x80 | cond, 0, 0, 0, 0))
+        self.traps.append((len(self.code) - 4, code))
+
+    def trap_always(self, code: int | None) -> None:
+        """``jmp <trap stub>``."""
+        self.code += b"\xe9\0\0\0\0"
+        self.traps.append((len(self.code) - 4, code))
+
+
+def slot(i: int) -> Mem:
+    """Operand-stack slot ``i`` (0 = bottom)."""
+    return Mem(RSP, 8 * i)
+
+
+Builder = Callable[[TemplateAssembler, int], None]
+NUMERIC: dict[int, Builder] = {}
+
+
+def _reg(name: str):
+    def deco(fn):
+        NUMERIC[OP_BY_NAME[name]] = fn
+        return fn
+
+    return deco
+
+
+def _register(name: str, fn: Builder) -> None:
+    NUMERIC[OP_BY_NAME[name]] = fn
+
+
+# --------------------------------------------------------------------------
+# Integer
+# --------------------------------------------------------------------------
+
+
+def _alu(method, size: int) -> Builder:
+    def build(a: TemplateAssembler, d: int) -> None:
+        x, y = slot(d - 2), slot(d - 1)
+        a.mov(RAX, x, size)
+        method(a, RAX, y, size)
+        a.mov(x, RAX, 64)
+
+    return build
+
+
+def _shift(method, size: int) -> Builder:
+    # x86 masks the count to 5/6 bits exactly as wasm does (spec 4.3.2 ishl: k mod N).
+    def build(a: TemplateAssembler, d: int) -> None:
+        x, y = slot(d - 2), slot(d - 1)
+        a.mov(RCX, y, 32)
+        a.mov(RAX, x, size)
+        method(a, RAX, RCX, size)
+        a.mov(x, RAX, 64)
+
+    return build
+
+
+def _compare(cond: Cond, size: int) -> Builder:
+    def build(a: TemplateAssembler, d: int) -> None:
+        x, y = slot(d - 2), slot(d - 1)
+        a.zero(RCX)
+        a.mov(RAX, x, size)
+        a.cmp(RAX, y, size)
+        a.setcc(cond, RCX)
+        a.mov(x, RCX, 64)
+
+    return build
+
+
+def _eqz(size: int) -> Builder:
+    def build(a: TemplateAssembler, d: int) -> None:
+        x = slot(d - 1)
+        a.zero(RAX)
+        a.cmp(x, 0, size)
+        a.setcc(Cond.E, RAX)
+        a.mov(x, RAX, 64)
+
+    return build
+
+
+def _bitcount(method, size: int) -> Builder:
+    def build(a: TemplateAssembler, d: int) -> None:
+        x = slot(d - 1)
+        method(a, RAX, x, size)
+        a.mov(x, RAX, 64)
+
+    return build
+
+
+def _div(size: int, signed: bool, remainder: bool) -> Builder:
+    """Integer division (spec 4.3.2 idiv/irem): divisor 0 traps; for div_s,
+    INT_MIN / -1 traps (the quotient overflows); rem_s by -1 is 0 (x86's idiv
+    would fault on INT_MIN % -1, so that case never reaches it)."""
+
+    def build(a: TemplateAssembler, d: int) -> None:
+        x, y = slot(d - 2), slot(d - 1)
+        a.mov(RAX, x, size)
+        a.mov(RCX, y, size)
+        a.test(RCX, RCX, size)
+        a.trap_if(Cond.E, TrapCode.INTEGER_DIVIDE_BY_ZERO)
+        if not signed:
+            a.zero(RDX)
+            a.div(RCX, size)
+            a.mov(x, RDX if remainder else RAX, 64)
+            return
+        divide = a.new_label()
+        done = a.new_label()
+        a.cmp(RCX, -1, size)
+        a.jcc(Cond.NE, divide, short=True)
+        if remainder:
+            a.zero(RDX)  # x rem_s -1 = 0
+            a.jmp(done, short=True)
+        else:
+            if size == 32:
+                a.cmp(RAX, -0x8000_0000, 32)
+            else:
+                a.mov(RDX, 1 << 63, 64)
+                a.cmp(RAX, RDX, 64)
+            a.trap_if(Cond.E, TrapCode.INTEGER_OVERFLOW)
+        a.bind(divide)
+        if size == 32:
+            a.cdq()
+        else:
+            a.cqo()
+        a.idiv(RCX, size)
+        a.bind(done)
+        a.mov(x, RDX if remainder else RAX, 64)
+
+    return build
+
+
+def _extend(size: int, src_size: int) -> Builder:
+    def build(a: TemplateAssembler, d: int) -> None:
+        x = slot(d - 1)
+        a.movsx(RAX, x, size, src_size)
+        a.mov(x, RAX, 64)
+
+    return build
+
+
+def _zero_extend32(a: TemplateAssembler, d: int) -> None:
+    # i64.extend_i32_u and i32.wrap_i64: the low 32 bits, zero-extended.
+    x = slot(d - 1)
+    a.mov(RAX, x, 32)
+    a.mov(x, RAX, 64)
+
+
+def _nothing(a: TemplateAssembler, d: int) -> None:
+    """reinterpret: the slot's bits already are the result."""
+
+
+for _bits, _t in ((32, "i32"), (64, "i64")):
+    for _name, _m in (("add", Assembler.add), ("sub", Assembler.sub), ("and", Assembler.and_),
+                      ("or", Assembler.or_), ("xor", Assembler.xor), ("mul", Assembler.imul)):
+        _register(f"{_t}.{_name}", _alu(_m, _bits))
+    for _name, _m in (("shl", Assembler.shl), ("shr_s", Assembler.sar), ("shr_u", Assembler.shr),
+                      ("rotl", Assembler.rol), ("rotr", Assembler.ror)):
+        _register(f"{_t}.{_name}", _shift(_m, _bits))
+    for _name, _c in (("eq", Cond.E), ("ne", Cond.NE), ("lt_s", Cond.L), ("lt_u", Cond.B),
+                      ("gt_s", Cond.G), ("gt_u", Cond.A), ("le_s", Cond.LE), ("le_u", Cond.BE),
+                      ("ge_s", Cond.GE), ("ge_u", Cond.AE)):
+        _register(f"{_t}.{_name}", _compare(_c, _bits))
+    _register(f"{_t}.eqz", _eqz(_bits))
+    # lzcnt/tzcnt return the operand width for 0, as wasm's clz/ctz (spec 4.3.2).
+    _register(f"{_t}.clz", _bitcount(Assembler.lzcnt, _bits))
+    _register(f"{_t}.ctz", _bitcount(Assembler.tzcnt, _bits))
+    _register(f"{_t}.popcnt", _bitcount(Assembler.popcnt, _bits))
+    _register(f"{_t}.div_s", _div(_bits, True, False))
+    _register(f"{_t}.div_u", _div(_bits, False, False))
+    _register(f"{_t}.rem_s", _div(_bits, True, True))
+    _register(f"{_t}.rem_u", _div(_bits, False, True))
+    _register(f"{_t}.extend8_s", _extend(_bits, 8))
+    _register(f"{_t}.extend16_s", _extend(_bits, 16))
+_register("i64.extend32_s", _extend(64, 32))
+_register("i64.extend_i32_s", _extend(64, 32))
+_register("i64.extend_i32_u", _zero_extend32)
+_register("i32.wrap_i64", _zero_extend32)
+for _name in ("i32.reinterpret_f32", "i64.reinterpret_f64", "f32.reinterpret_i32", "f64.reinterpret_i64"):
+    _register(_name, _nothing)
+
+
+# --------------------------------------------------------------------------
+# Float
+# --------------------------------------------------------------------------
+
+
+def _fload(a: TemplateAssembler, xmm: Xmm, mem: Mem, size: int) -> None:
+    if size == 32:
+        a.movd(xmm, mem)
+    else:
+        a.movq(xmm, mem)
+
+
+def _fstore(a: TemplateAssembler, mem: Mem, xmm: Xmm, size: int) -> None:
+    if size == 32:
+        a.movd(mem, xmm)
+    else:
+        a.movq(mem, xmm)
+
+
+def _fconst(a: TemplateAssembler, xmm: Xmm, bits: int, size: int) -> None:
+    """Load a float constant by its bits through rcx (no constant pool)."""
+    a.mov(RCX, bits, 64)
+    if size == 32:
+        a.movd(xmm, RCX)
+    else:
+        a.movq(xmm, RCX)
+
+
+def _fbin(op32, op64, size: int) -> Builder:
+    method = op32 if size == 32 else op64
+
+    def build(a: TemplateAssembler, d: int) -> None:
+        x, y = slot(d - 2), slot(d - 1)
+        _fload(a, XMM0, x, size)
+        method(a, XMM0, y)
+        _fstore(a, x, XMM0, size)
+
+    return build
+
+
+def _fminmax(size: int, is_min: bool) -> Builder:
+    """wasm fmin/fmax (spec 4.3.3): NaN if either operand is NaN; -0 < +0.  x86
+    minss/maxss return the second operand for NaNs and for equal zeros, so
+    unordered and equal operands take their own paths: a NaN comes from an
+    addition (which propagates a quiet NaN), equal values are combined bitwise
+    (or: min picks -0, and: max picks +0; identical for other equal values)."""
+    f32 = size == 32
+
+    def build(a: TemplateAssembler, d: int) -> None:
+        x, y = slot(d - 2), slot(d - 1)
+        _fload(a, XMM0, x, size)
+        _fload(a, XMM1, y, size)
+        unordered, different, done = a.new_label(), a.new_label(), a.new_label()
+        (a.ucomiss if f32 else a.ucomisd)(XMM0, XMM1)
+        a.jcc(Cond.P, unordered, short=True)
+        a.jcc(Cond.NE, different, short=True)
+        if is_min:
+            (a.orps if f32 else a.orpd)(XMM0, XMM1)
+        else:
+            (a.andps if f32 else a.andpd)(XMM0, XMM1)
+        a.jmp(done, short=True)
+        a.bind(unordered)
+        (a.addss if f32 else a.addsd)(XMM0, XMM1)
+        a.jmp(done, short=True)
+        a.bind(different)
+        if is_min:
+            (a.minss if f32 else a.minsd)(XMM0, XMM1)
+        else:
+            (a.maxss if f32 else a.maxsd)(XMM0, XMM1)
+        a.bind(done)
+        _fstore(a, x, XMM0, size)
+
+    return build
+
+
+def _fabs(size: int) -> Builder:
+    def build(a: TemplateAssembler, d: int) -> None:
+        x = slot(d - 1)
+        if size == 32:
+            a.and_(x, 0x7FFF_FFFF, 32)
+        else:
+            a.mov(RAX, x, 64)
+            a.shl(RAX, 1, 64)
+            a.shr(RAX, 1, 64)
+            a.mov(x, RAX, 64)
+
+    return build
+
+
+def _fneg(size: int) -> Builder:
+    def build(a: TemplateAssembler, d: int) -> None:
+        x = slot(d - 1)
+        if size == 32:
+            a.xor(x, 0x8000_0000, 32)
+        else:
+            a.mov(RAX, 1 << 63, 64)
+            a.xor(x, RAX, 64)
+
+    return build
+
+
+def _fcopysign(size: int) -> Builder:
+    def build(a: TemplateAssembler, d: int) -> None:
+        x, y = slot(d - 2), slot(d - 1)
+        if size == 32:
+            a.mov(RAX, x, 32)
+            a.and_(RAX, 0x7FFF_FFFF, 32)
+            a.mov(RCX, y, 32)
+            a.and_(RCX, 0x8000_0000, 32)
+        else:
+            a.mov(RAX, x, 64)
+            a.shl(RAX, 1, 64)
+            a.shr(RAX, 1, 64)
+            a.mov(RCX, y, 64)
+            a.shr(RCX, 63, 64)
+            a.shl(RCX, 63, 64)
+        a.or_(RAX, RCX, 64)
+        a.mov(x, RAX, 64)
+
+    return build
+
+
+def _fround(size: int, mode: RoundMode) -> Builder:
+    # SSE4.1 round (ceil/floor/trunc/nearest-even); NaNs come out quiet (arithmetic).
+    def build(a: TemplateAssembler, d: int) -> None:
+        x = slot(d - 1)
+        _fload(a, XMM0, x, size)
+        (a.roundss if size == 32 else a.roundsd)(XMM0, XMM0, mode)
+        _fstore(a, x, XMM0, size)
+
+    return build
+
+
+def _fsqrt(size: int) -> Builder:
+    def build(a: TemplateAssembler, d: int) -> None:
+        x = slot(d - 1)
+        _fload(a, XMM0, x, size)
+        (a.sqrtss if size == 32 else a.sqrtsd)(XMM0, XMM0)
+        _fstore(a, x, XMM0, size)
+
+    return build
+
+
+def _fcompare(size: int, kind: str) -> Builder:
+    """Float comparisons: ucomis sets ZF,PF,CF = 1,1,1 for unordered operands, so
+    every relation is false on NaN except ``ne`` (spec 4.3.3 feq/fne/flt...):
+    lt/le compare swapped operands and use above/above-or-equal (CF=0 excludes
+    unordered); eq needs ZF=1 and PF=0, ne ZF=0 or PF=1."""
+    f32 = size == 32
+
+    def build(a: TemplateAssembler, d: int) -> None:
+        x, y = slot(d - 2), slot(d - 1)
+        ucomi = a.ucomiss if f32 else a.ucomisd
+        a.zero(RAX)
+        if kind in ("lt", "le"):
+            _fload(a, XMM0, y, size)
+            ucomi(XMM0, x)
+            a.setcc(Cond.A if kind == "lt" else Cond.AE, RAX)
+        elif kind in ("gt", "ge"):
+            _fload(a, XMM0, x, size)
+            ucomi(XMM0, y)
+            a.setcc(Cond.A if kind == "gt" else Cond.AE, RAX)
+        else:
+            a.zero(RCX)
+            _fload(a, XMM0, x, size)
+            ucomi(XMM0, y)
+            if kind == "eq":
+                a.setcc(Cond.E, RAX)
+                a.setcc(Cond.NP, RCX)
+                a.and_(RAX, RCX, 32)
+            else:
+                a.setcc(Cond.NE, RAX)
+                a.setcc(Cond.P, RCX)
+                a.or_(RAX, RCX, 32)
+        a.mov(x, RAX, 64)
+
+    return build
+
+
+for _size, _t in ((32, "f32"), (64, "f64")):
+    _register(f"{_t}.add", _fbin(Assembler.addss, Assembler.addsd, _size))
+    _register(f"{_t}.sub", _fbin(Assembler.subss, Assembler.subsd, _size))
+    _register(f"{_t}.mul", _fbin(Assembler.mulss, Assembler.mulsd, _size))
+    _register(f"{_t}.div", _fbin(Assembler.divss, Assembler.divsd, _size))
+    _register(f"{_t}.min", _fminmax(_size, True))
+    _register(f"{_t}.max", _fminmax(_size, False))
+    _register(f"{_t}.abs", _fabs(_size))
+    _register(f"{_t}.neg", _fneg(_size))
+    _register(f"{_t}.copysign", _fcopysign(_size))
+    _register(f"{_t}.ceil", _fround(_size, RoundMode.UP))
+    _register(f"{_t}.floor", _fround(_size, RoundMode.DOWN))
+    _register(f"{_t}.trunc", _fround(_size, RoundMode.TRUNC))
+    _register(f"{_t}.nearest", _fround(_size, RoundMode.NEAREST))
+    _register(f"{_t}.sqrt", _fsqrt(_size))
+    for _kind in ("eq", "ne", "lt", "gt", "le", "ge"):
+        _register(f"{_t}.{_kind}", _fcompare(_size, _kind))
+
+
+# --------------------------------------------------------------------------
+# Conversions
+# --------------------------------------------------------------------------
+
+
+def _f32_bits(value: float) -> int:
+    return struct.unpack("<I", struct.pack("<f", value))[0]
+
+
+def _f64_bits(value: float) -> int:
+    return struct.unpack("<Q", struct.pack("<d", value))[0]
+
+
+def _trunc_bounds(fsize: int, isize: int, signed: bool) -> tuple[int, int]:
+    """``(low, high)`` float bit patterns such that trunc(x) fits the integer type
+    exactly when ``low < x < high`` (spec 4.3.3 trunc: out of range -> trap).
+
+    ``low`` is the largest float whose truncation is below the integer minimum:
+    -1.0 for unsigned; for signed the float at or below -2^(N-1)-1, which is
+    -2^(N-1) minus one ulp of the float type at that magnitude, except that
+    -2^31-1 itself is an f64 (every value in (-2^31-1, -2^31] truncates to
+    -2^31).  ``high`` is 2^N (unsigned) or 2^(N-1) (signed), exact in both types."""
+    bits = _f32_bits if fsize == 32 else _f64_bits
+    mantissa = 24 if fsize == 32 else 53
+    if not signed:
+        low = -1.0
+        high = float(1 << isize)
+    else:
+        magnitude = 1 << (isize - 1)
+        ulp = 1 << max(0, (isize - 1) - (mantissa - 1))
+        low = -float(magnitude + max(ulp, 1))
+        high = float(magnitude)
+    return bits(low), bits(high)
+
+
+#: Largest/smallest results of the saturating conversions, as raw slot values.
+def _int_limits(isize: int, signed: bool) -> tuple[int, int]:
+    if signed:
+        return (1 << (isize - 1)), (1 << (isize - 1)) - 1  # min as its bit pattern
+    return 0, (1 << isize) - 1
+
+
+def _convert_in_range(a: TemplateAssembler, fsize: int, isize: int, signed: bool) -> None:
+    """rax = trunc(xmm0), for xmm0 known to be in range (see _trunc_bounds)."""
+    f32 = fsize == 32
+    cvtt = a.cvttss2si if f32 else a.cvttsd2si
+    if signed:
+        cvtt(RAX, XMM0, isize)
+    elif isize == 32:
+        # [0, 2^32) fits a signed 64-bit conversion.
+        cvtt(RAX, XMM0, 64)
+    else:
+        # [2^63, 2^64): subtract 2^63 (exact), convert, set bit 63 back.
+        big, done = a.new_label(), a.new_label()
+        _fconst(a, XMM1, (_f32_bits if f32 else _f64_bits)(float(1 << 63)), fsize)
+        (a.ucomiss if f32 else a.ucomisd)(XMM0, XMM1)
+        a.jcc(Cond.AE, big, short=True)
+        cvtt(RAX, XMM0, 64)
+        a.jmp(done, short=True)
+        a.bind(big)
+        (a.subss if f32 else a.subsd)(XMM0, XMM1)
+        cvtt(RAX, XMM0, 64)
+        a.mov(RCX, 1 << 63, 64)
+        a.xor(RAX, RCX, 64)
+        a.bind(done)
+
+
+def _trunc(fsize: int, isize: int, signed: bool) -> Builder:
+    """Trapping float->int truncation: NaN -> "invalid conversion to integer",
+    out of range -> "integer overflow" (conversions.wast)."""
+    low, high = _trunc_bounds(fsize, isize, signed)
+    f32 = fsize == 32
+
+    def build(a: TemplateAssembler, d: int) -> None:
+        x = slot(d - 1)
+        ucomi = a.ucomiss if f32 else a.ucomisd
+        _fload(a, XMM0, x, fsize)
+        ucomi(XMM0, XMM0)
+        a.trap_if(Cond.P, TrapCode.INVALID_CONVERSION)
+        _fconst(a, XMM1, low, fsize)
+        ucomi(XMM0, XMM1)
+        a.trap_if(Cond.BE, TrapCode.INTEGER_OVERFLOW)
+        _fconst(a, XMM1, high, fsize)
+        ucomi(XMM0, XMM1)
+        a.trap_if(Cond.AE, TrapCode.INTEGER_OVERFLOW)
+        _convert_in_range(a, fsize, isize, signed)
+        a.mov(x, RAX, 64)
+
+    return build
+
+
+def _trunc_sat(fsize: int, isize: int, signed: bool) -> Builder:
+    """Saturating truncation (spec 4.3.3 trunc_sat): NaN -> 0, below range ->
+    the minimum, above -> the maximum."""
+    low, high = _trunc_bounds(fsize, isize, signed)
+    minimum, maximum = _int_limits(isize, signed)
+    f32 = fsize == 32
+
+    def build(a: TemplateAssembler, d: int) -> None:
+        x = slot(d - 1)
+        ucomi = a.ucomiss if f32 else a.ucomisd
+        done = a.new_label()
+        _fload(a, XMM0, x, fsize)
+        a.zero(RAX)
+        ucomi(XMM0, XMM0)
+        a.jcc(Cond.P, done)
+        a.mov(RAX, minimum, 64)
+        _fconst(a, XMM1, low, fsize)
+        ucomi(XMM0, XMM1)
+        a.jcc(Cond.BE, done)
+        a.mov(RAX, maximum, 64)
+        _fconst(a, XMM1, high, fsize)
+        ucomi(XMM0, XMM1)
+        a.jcc(Cond.AE, done)
+        _convert_in_range(a, fsize, isize, signed)
+        a.bind(done)
+        a.mov(x, RAX, 64)
+
+    return build
+
+
+def _convert(fsize: int, isize: int, signed: bool) -> Builder:
+    """int -> float with one IEEE rounding (round to nearest even)."""
+    f32 = fsize == 32
+    cvt = Assembler.cvtsi2ss if f32 else Assembler.cvtsi2sd
+
+    def build(a: TemplateAssembler, d: int) -> None:
+        x = slot(d - 1)
+        # Break the dependency on xmm0's old contents (cvtsi2s* merges).
+        a.pxor(XMM0, XMM0)
+        if signed:
+            cvt(a, XMM0, x, isize)
+        elif isize == 32:
+            a.mov(RAX, x, 32)  # zero-extended: exact as a signed 64-bit value
+            cvt(a, XMM0, RAX, 64)
+        else:
+            # u64 >= 2^63: halve with the lost bit or-ed in ("round to odd"), so
+            # the single rounding of the conversion stays correct, then double.
+            big, done = a.new_label(), a.new_label()
+            a.mov(RAX, x, 64)
+            a.test(RAX, RAX, 64)
+            a.jcc(Cond.S, big, short=True)
+            cvt(a, XMM0, RAX, 64)
+            a.jmp(done, short=True)
+            a.bind(big)
+            a.mov(RCX, RAX, 64)
+            a.shr(RCX, 1, 64)
+            a.and_(RAX, 1, 32)
+            a.or_(RCX, RAX, 64)
+            cvt(a, XMM0, RCX, 64)
+            (a.addss if f32 else a.addsd)(XMM0, XMM0)
+            a.bind(done)
+        _fstore(a, x, XMM0, fsize)
+
+    return build
+
+
+def _demote(a: TemplateAssembler, d: int) -> None:
+    x = slot(d - 1)
+    a.movq(XMM0, x)
+    a.cvtsd2ss(XMM0, XMM0)
+    a.movd(x, XMM0)
+
+
+def _promote(a: TemplateAssembler, d: int) -> None:
+    x = slot(d - 1)
+    a.movd(XMM0, x)
+    a.cvtss2sd(XMM0, XMM0)
+    a.movq(x, XMM0)
+
+
+for _isize, _it in ((32, "i32"), (64, "i64")):
+    for _fsize, _ft in ((32, "f32"), (64, "f64")):
+        for _signed, _s in ((True, "s"), (False, "u")):
+            _register(f"{_it}.trunc_{_ft}_{_s}", _trunc(_fsize, _isize, _signed))
+            _register(f"{_it}.trunc_sat_{_ft}_{_s}", _trunc_sat(_fsize, _isize, _signed))
+            _register(f"{_ft}.convert_{_it}_{_s}", _convert(_fsize, _isize, _signed))
+_register("f32.demote_f64", _demote)
+_register("f64.promote_f32", _promote)
+
+
+def build_template(op: int, d: int) -> tuple[bytes, tuple[tuple[int, int | None], ...]]:
+    """The template of numeric opcode ``op`` at depth ``d``: (code, trap fields)."""
+    a = TemplateAssembler()
+    NUMERIC[op](a, d)
+    return a.finish(), tuple(a.traps)
