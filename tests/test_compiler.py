@@ -247,15 +247,18 @@ def big_module(target: int, seed: int = 1) -> bytes:
         for _ in range(40):
             c = rnd.randrange(6)
             if c == 0:
-                body.append(f"(local.set 1 (i32.add (local.get 1) (i32.mul (local.get 0) (i32.const {rnd.randrange(1 << 20)}))))")
+                k = rnd.randrange(1 << 20)
+                body.append(f"(local.set 1 (i32.add (local.get 1) (i32.mul (local.get 0) (i32.const {k}))))")
             elif c == 1:
                 body.append(f"(if (i32.lt_u (local.get 1) (i32.const {rnd.randrange(1000)})) "
                             "(then (local.set 2 (f64.add (local.get 2) (f64.const 1.5)))) "
                             "(else (local.set 1 (i32.xor (local.get 1) (i32.const 5)))))")
             elif c == 2:
-                body.append(f"(i32.store offset={rnd.randrange(64)} (i32.and (local.get 1) (i32.const 0xfff)) (local.get 0))")
+                body.append(f"(i32.store offset={rnd.randrange(64)} "
+                            "(i32.and (local.get 1) (i32.const 0xfff)) (local.get 0))")
             elif c == 3:
-                body.append(f"(local.set 0 (i32.load8_u offset={rnd.randrange(64)} (i32.and (local.get 0) (i32.const 0xfff))))")
+                body.append(f"(local.set 0 (i32.load8_u offset={rnd.randrange(64)} "
+                            "(i32.and (local.get 0) (i32.const 0xfff))))")
             elif c == 4:
                 body.append("(block (loop (br_if 1 (i32.eqz (local.get 0))) "
                             "(local.set 0 (i32.shr_u (local.get 0) (i32.const 1))) (br 0)))")

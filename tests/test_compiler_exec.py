@@ -12,7 +12,9 @@ runs with debug on and off.
 """
 from __future__ import annotations
 
+import json
 import struct
+from pathlib import Path
 
 import pytest
 import wasmtime
@@ -119,9 +121,9 @@ class GlobalObj:
 class TableObj:
     """A TableDefinition with its capacity reserved (elements never move here)."""
 
-    def __init__(self, elem, limits, cap: int = 1024):
+    def __init__(self, elem, limits, cap: int = 10_000):
         self.elem = elem
-        self.cap = max(limits.min, min(limits.max if limits.max is not None else limits.min + 16, cap))
+        self.cap = max(limits.min, min(limits.max if limits.max is not None else cap, cap))
         self.elems = ffi.new("uint64_t[]", max(1, self.cap))
         self.tdef = ffi.new("uint64_t[3]", [_addr(self.elems), limits.min, self.cap])
 
@@ -679,7 +681,8 @@ def test_trunc_traps_distinguish_nan_from_overflow():
     try:
         for bits, code in ((0x7FC0_0000, TrapCode.INVALID_CONVERSION), (0xFFA0_0000, TrapCode.INVALID_CONVERSION),
                            (f32(2147483648.0), TrapCode.INTEGER_OVERFLOW),
-                           (f32(-2147483904.0), TrapCode.INTEGER_OVERFLOW), (f32(float("inf")), TrapCode.INTEGER_OVERFLOW)):
+                           (f32(-2147483904.0), TrapCode.INTEGER_OVERFLOW),
+                           (f32(float("inf")), TrapCode.INTEGER_OVERFLOW)):
             with pytest.raises(GuestTrap) as info:
                 inst.call("i32.trunc_f32_s", bits)
             assert info.value.code == code
@@ -883,7 +886,8 @@ def memory_module() -> bytes:
     funcs.append('(func (export "grow") (param i32) (result i32) (memory.grow (local.get 0)))')
     funcs.append('(func (export "fill") (param i32 i32 i32) (memory.fill (local.get 0) (local.get 1) (local.get 2)))')
     funcs.append('(func (export "copy") (param i32 i32 i32) (memory.copy (local.get 0) (local.get 1) (local.get 2)))')
-    funcs.append('(func (export "init") (param i32 i32 i32) (memory.init $p (local.get 0) (local.get 1) (local.get 2)))')
+    funcs.append('(func (export "init") (param i32 i32 i32) '
+                 '(memory.init $p (local.get 0) (local.get 1) (local.get 2)))')
     funcs.append('(func (export "drop") (data.drop $p))')
     return wat('(module (memory 1 3) (data (i32.const 16) "\\01\\82\\83\\f4\\05\\86\\87\\88\\f9\\fa\\8b\\0c")'
                '(data $p "passive-bytes")' + "\n".join(funcs) + ")")
@@ -1076,11 +1080,8 @@ def test_debug_and_nodebug_code_differ_only_by_sites():
 # The C examples (examples/exports.json: calls with natively cross-checked results)
 # ---------------------------------------------------------------------------
 
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-PROGRAMS = json.loads((EXAMPLES / "exports.json").read_text())["programs"] if (EXAMPLES / "exports.json").exists() else []
+PROGRAMS = json.loads((EXAMPLES / "exports.json").read_text())["programs"]
 EXAMPLE_CASES = [(p["program"], opt) for p in PROGRAMS for opt in ("O0", "O2")]
 
 
@@ -1117,5 +1118,91 @@ def test_examples_give_expected_results(program, opt, debug):
             result = inst.call(call["func"], *args)
             got = _from_bits(result[0], sig["results"][0])
             assert got == call["expect"] or (got != got and call["expect"] != call["expect"]), call
+    finally:
+        inst.close()
+
+
+# ---------------------------------------------------------------------------
+# Debug mode: every site enabled, values read through the frame table
+# ---------------------------------------------------------------------------
+
+STEPPED = r"""
+(module
+  (func $g (param i32) (result i32) (i32.add (local.get 0) (i32.const 1)))
+  (func (export "f") (param i32) (result i32) (local i64)
+    local.get 0
+    i32.const 7
+    i32.mul
+    i64.extend_i32_u
+    local.set 1
+    local.get 1
+    i32.wrap_i64
+    call $g
+    i32.const 2
+    i32.sub)
+)
+"""
+
+
+def test_single_step_sees_every_value_in_its_slot():
+    """With every site patched, each stop's pc is a site whose sequence point
+    says what is on the operand stack, and the frame's slots hold exactly those
+    values (abi.py: every value is in its slot at every sequence point)."""
+    inst = SoloInstance(wat(STEPPED), debug=True)
+    store = inst.store
+    table = inst.table
+    stops = []
+
+    def on_event(kind, code, regfile, vmctx):
+        if kind != 1:  # CM_EVENT_BREAKPOINT
+            store.last_trap_rsi = regfile.gpr[4]
+            return
+        offset = inst.store_code.offset_of(regfile.rip)
+        point = table.sequence_point_at_or_before(offset)
+        assert point.native_offset == offset and table.site_index(offset) is not None
+        func = table.function_at(offset)
+        if point.kind == SequencePointKind.ENTRY:
+            stops.append((func.wasm_index, "entry", None, None))
+            return
+        rbp = regfile.gpr[6]
+        words = ffi.cast("uint64_t *", rbp + func.stack_base)
+        stack = [words[i] & (0xFFFF_FFFF if t in (ValType.I32, ValType.F32) else ~0 & 0xFFFF_FFFF_FFFF_FFFF)
+                 for i, t in enumerate(point.stack_types)]
+        local_values = [ffi.cast("uint64_t *", rbp + slot.frame_offset)[0] for slot in table.locals(func)]
+        stops.append((func.wasm_index, point.kind.name, stack, local_values))
+
+    unregister_event_handler(store.ctx.store_id)
+    register_event_handler(store.ctx.store_id, on_event)
+    try:
+        with store.registry.patch_edit() as edit:
+            for off in table.site_offsets:
+                edit.enable_site(inst.store_code, inst.store_code.pc_of(off))
+        assert inst.call("f", 3) == [20]
+        f = [(kind, stack, locals_) for index, kind, stack, locals_ in stops if index == 1]
+        g = [(kind, stack) for index, kind, stack, _ in stops if index == 0]
+        assert f == [
+            ("entry", None, None),
+            ("INSTRUCTION", [], [3, 0]),
+            ("INSTRUCTION", [3], [3, 0]),
+            ("INSTRUCTION", [3, 7], [3, 0]),
+            ("INSTRUCTION", [21], [3, 0]),
+            ("INSTRUCTION", [21], [3, 0]),
+            ("INSTRUCTION", [], [3, 21]),
+            ("INSTRUCTION", [21], [3, 21]),
+            ("INSTRUCTION", [21], [3, 21]),   # call
+            ("RETURN_POINT", [22], [3, 21]),
+            ("INSTRUCTION", [22], [3, 21]),
+            ("INSTRUCTION", [22, 2], [3, 21]),
+            ("INSTRUCTION", [20], [3, 21]),   # end
+        ]
+        assert g == [("entry", None), ("INSTRUCTION", []), ("INSTRUCTION", [21]), ("INSTRUCTION", [21, 1]),
+                     ("INSTRUCTION", [22])]
+        # Disabling every site restores straight-line execution.
+        stops.clear()
+        with store.registry.patch_edit() as edit:
+            for off in table.site_offsets:
+                edit.disable_site(inst.store_code, inst.store_code.pc_of(off))
+        assert inst.call("f", 5) == [34]
+        assert stops == []
     finally:
         inst.close()

@@ -59,7 +59,6 @@ from ..abi import (
     TrapCode,
     VMContextLayout,
 )
-from ..errors import CompileError
 from ..frametable import SITE_DISABLED, FrameTableBuilder, FunctionBuild, SequencePointKind
 from ..native import STACK_CTX_STACK_LIMIT
 from ..veneer import append_veneers, site_enable_bytes
