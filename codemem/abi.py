@@ -44,8 +44,11 @@ Frames (what the frame table describes)
 Function layout (debug)::
 
     f:   0f 1f 44 00 00      ENTRY site (first byte of the function)
-         push rbp; mov rbp, rsp; sub rsp, frame_size
-         stack check: [cm_stack_ctx.stack_limit] vs rsp -> TRAP_STACK_EXHAUSTED
+         push rbp; mov rbp, rsp
+         stack check BEFORE allocating: rsp-(frame_size+STACK_CHECK_EXTRA) vs
+           [cm_stack_ctx.stack_limit] -> TRAP_STACK_EXHAUSTED (a huge frame must
+           not move rsp past the guard margin before the trap trampoline pushes)
+         sub rsp, frame_size
          save rsi; copy params to their local slots; zero the other locals
          ... per instruction: site, code ...
          after every call: a RETURN_POINT site at the return address
