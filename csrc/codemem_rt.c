@@ -265,6 +265,10 @@ __asm__(
     ".intel_syntax noprefix\n"
     ".text\n"
 
+    /* Everything from here to cm_runtime_code_end is runtime code a guest frame
+     * can return into or stop in; the stub describes this range to debuggers. */
+    ".globl cm_runtime_code_start\n"
+    "cm_runtime_code_start:\n"
     /* uint64_t cm_enter(code=rdi, vmctx=rsi, args=rdx, sc=rcx, guest_sp=r8) */
     ".globl cm_enter\n"
     ".type cm_enter, @function\n"
@@ -417,11 +421,17 @@ __asm__(
     "  mov rsp, [rbx]\n"
     "  jmp cm_enter_restore\n"
     ".size cm_host_call_trampoline, .-cm_host_call_trampoline\n"
+    ".globl cm_runtime_code_end\n"
+    "cm_runtime_code_end:\n"
 
     ".att_syntax prefix\n");
 
 extern char cm_breakpoint_trampoline[], cm_trap_trampoline[], cm_host_call_trampoline[];
+extern char cm_runtime_code_start[], cm_runtime_code_end[];
 
 uint64_t cm_breakpoint_trampoline_address(void) { return (uint64_t)(uintptr_t)cm_breakpoint_trampoline; }
 uint64_t cm_trap_trampoline_address(void) { return (uint64_t)(uintptr_t)cm_trap_trampoline; }
 uint64_t cm_host_call_trampoline_address(void) { return (uint64_t)(uintptr_t)cm_host_call_trampoline; }
+uint64_t cm_enter_address(void) { return (uint64_t)(uintptr_t)cm_enter; }
+uint64_t cm_runtime_code_start_address(void) { return (uint64_t)(uintptr_t)cm_runtime_code_start; }
+uint64_t cm_runtime_code_end_address(void) { return (uint64_t)(uintptr_t)cm_runtime_code_end; }

@@ -88,6 +88,13 @@ uint64_t cm_breakpoint_trampoline_address(void);
 uint64_t cm_trap_trampoline_address(void);
 uint64_t cm_host_call_trampoline_address(void);
 
+/* cm_enter's address, and the range [start, end) of all the runtime's assembly
+ * (cm_enter and the three trampolines): what a debugger needs to describe the
+ * frames a guest returns into or stops in. */
+uint64_t cm_enter_address(void);
+uint64_t cm_runtime_code_start_address(void);
+uint64_t cm_runtime_code_end_address(void);
+
 /* Event kinds passed to the event callback. */
 enum { CM_EVENT_BREAKPOINT = 1, CM_EVENT_TRAP = 2 };
 
