@@ -105,6 +105,7 @@ class TrapCode(enum.IntEnum):
     STACK_EXHAUSTED = 9
     OUT_OF_BOUNDS_TABLE = 10  # table.get/set/fill/copy/init
     NULL_REFERENCE = 11
+    KILLED = 0xFFFE  # a debugger killed the guest (csrc CM_TRAP_KILLED)
     HOST_ERROR = 0xFFFF  # a host function raised (codemem.native.TRAP_CODE_HOST_ERROR)
 
 
@@ -121,6 +122,7 @@ TRAP_MESSAGES = {
     TrapCode.STACK_EXHAUSTED: "call stack exhausted",
     TrapCode.OUT_OF_BOUNDS_TABLE: "out of bounds table access",
     TrapCode.NULL_REFERENCE: "null reference",
+    TrapCode.KILLED: "killed by the debugger",
     TrapCode.HOST_ERROR: "host function error",
 }
 
@@ -137,6 +139,7 @@ TRAP_SIGNALS = {
     TrapCode.STACK_EXHAUSTED: 11,
     TrapCode.OUT_OF_BOUNDS_TABLE: 11,
     TrapCode.NULL_REFERENCE: 11,
+    TrapCode.KILLED: 9,  # SIGKILL
     TrapCode.HOST_ERROR: 6,  # SIGABRT
 }
 

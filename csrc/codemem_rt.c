@@ -331,6 +331,14 @@ __asm__(
     "  mov edi, 1\n"
     "  xor esi, esi\n"
     CALL_HOST_EVENT
+    /* rip = 0 from the host: end the guest (a debugger's kill); unwind like a
+     * trap with CM_TRAP_KILLED */
+    "  cmp qword ptr [rsp+128], 0\n"
+    "  jne 3f\n"
+    "  mov eax, 0xfffe\n"
+    "  mov rsp, [r12]\n"
+    "  jmp cm_enter_restore\n"
+    "3:\n"
     /* restore, honouring register writes made by the host */
     "  ldmxcsr [rsp+400]\n"
     "  movdqu xmm0, [rsp+144]\n"

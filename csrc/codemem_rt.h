@@ -95,6 +95,10 @@ uint64_t cm_enter_address(void);
 uint64_t cm_runtime_code_start_address(void);
 uint64_t cm_runtime_code_end_address(void);
 
+/* A breakpoint event callback that sets regfile->rip to 0 ends the guest: the
+ * trampoline unwinds to the innermost cm_enter, which returns this code. */
+enum { CM_TRAP_KILLED = 0xfffe };
+
 /* Event kinds passed to the event callback. */
 enum { CM_EVENT_BREAKPOINT = 1, CM_EVENT_TRAP = 2 };
 

@@ -1,0 +1,248 @@
+"""``wasm-gdbstub``: serve a Store to gdb/lldb, run a module, inspect its code.
+
+    wasm-gdbstub serve [MODULE.wasm] [--invoke FUNC] [ARGS...] [--listen HOST:PORT]
+                       [--once] [--log-packets] [--allow-remote] [--cache-dir DIR]
+    wasm-gdbstub run MODULE.wasm [--invoke FUNC] [ARGS...]
+    wasm-gdbstub inspect MODULE.wasm [--func NAME]
+
+Exit status: the guest's (0, a WASI exit status, or 1 after a trap); 2 for a
+usage error or a module that does not compile or link.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import shlex
+import sys
+from importlib import resources
+from pathlib import Path
+
+import codemem
+from codemem import CompileError, LinkError, Trap
+
+from . import runner
+from .images import DebugImageSet, ImageFileServer
+from .server import StubServer
+from .session import SessionConfig
+from .target import StoreTarget
+from .wasi import WasiContext, WasiExit
+
+log = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+DEMO_MODULE = "demo.wasm"
+DEMO_ENTRY = "run"
+
+
+class UsageError(Exception):
+    """Bad arguments or a module that cannot be served; the message says why."""
+
+
+def bundled_demo_path() -> Path:
+    """The demo module shipped in the package (examples/demo.c at -O0)."""
+    return Path(str(resources.files("gdbstub") / "data" / DEMO_MODULE))
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "wasm-gdbstub" / "debug-images"
+
+
+def parse_listen(text: str, allow_remote: bool) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "127.0.0.1", text
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise UsageError(f"--listen {text!r}: the port must be a number") from None
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--listen {text!r}: port out of range")
+    if not allow_remote and not _is_loopback(host):
+        raise UsageError(f"--listen {text!r}: {host} is not a loopback address; anyone who can reach it "
+                         "could run code in this process. Pass --allow-remote if you mean it.")
+    return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def attach_commands(host: str, port: int, images: list) -> list[str]:
+    """One line per debugger, each pasteable as printed.  lldb-22 loads no
+    image on a bare gdb-remote (../shared/notes/clients.md), so its line first
+    creates the target from the Store's debug image."""
+    address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    lines = [f"gdb: gdb -ex {shlex.quote('target remote ' + address)}"]
+    lldb = ["lldb-22"]
+    if images:
+        lldb += ["-o", shlex.quote(f"target create {images[0].path}")]
+        for image in images[1:]:
+            lldb += ["-o", shlex.quote(f"target modules add {image.path}")]
+    lldb += ["-o", shlex.quote(f"gdb-remote {address}")]
+    lines.append("lldb: " + " ".join(lldb))
+    return lines
+
+
+def _exit_status_of(exc: BaseException) -> int:
+    if isinstance(exc, WasiExit):
+        return exc.status & 0xFF
+    return 1
+
+
+def serve(args: argparse.Namespace) -> int:
+    host, port = parse_listen(args.listen, args.allow_remote)
+    if args.module is None:
+        path = bundled_demo_path()
+        invoke = args.invoke or DEMO_ENTRY
+    else:
+        path = Path(args.module)
+        invoke = args.invoke
+    try:
+        wasm = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
+    engine = codemem.Engine(debug=True)
+    module = codemem.Module(engine, wasm, name=path.stem)
+    store = codemem.Store(engine)
+    wasi = WasiContext(args=[str(path)])
+    instance = runner.instantiate(store, module, wasi=wasi)
+    name = invoke or runner.default_entry(instance)
+    if name is None:
+        raise UsageError(f"{path} has no _start or main export; name one with --invoke FUNC")
+    func = instance.exports.get(name)
+    if not isinstance(func, codemem.Func):
+        raise UsageError(f"{name!r} is not an exported function of {path}")
+    if invoke is None and name == "_start":
+        wasi.args.extend(args.args)
+        values = []
+    else:
+        values = runner.parse_invoke_args(func, args.args)
+
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    images = DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}")
+    store_images = images.for_store(store)
+    config = SessionConfig(images=images, file_server=ImageFileServer(images))
+
+    server: StubServer | None = None
+    target = StoreTarget(store, instance, func, values, notify=lambda: server.notify_from_guest(),
+                         exit_status_of=_exit_status_of)
+
+    def on_listening(bound_host: str, bound_port: int) -> None:
+        print(f"wasm-gdbstub: serving {path.name} ({name}), stopped at its first instruction; "
+              f"listening on {bound_host}:{bound_port}", flush=True)
+        for line in attach_commands(bound_host, bound_port, store_images):
+            print(line, flush=True)
+
+    server = StubServer(target, host=host, port=port, once=args.once, config=config, on_listening=on_listening)
+    target.start(stop_at_entry=True)
+    try:
+        exited = asyncio.run(server.serve())
+    finally:
+        wasi.flush()
+    return _report_exit(exited)
+
+
+def _report_exit(exited) -> int:
+    if exited is None:
+        return 0
+    if exited.error is None:
+        text = runner.format_results(exited.results)
+        if text:
+            print(text, flush=True)
+        return exited.status
+    if isinstance(exited.error, Trap):
+        runner._print_trap(exited.error, sys.stderr)
+        return 1
+    if isinstance(exited.error, WasiExit):
+        return exited.status
+    print(f"Error: {exited.error}", file=sys.stderr)
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wasm-gdbstub", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve a Store to gdb or lldb over TCP")
+    p.add_argument("module", nargs="?", help="the .wasm module (default: the bundled demo)")
+    p.add_argument("--invoke", metavar="FUNC", help="export to run (default: _start, main; run for the demo)")
+    p.add_argument("args", nargs="*", help="arguments of FUNC")
+    p.add_argument("--listen", default="127.0.0.1:1234", metavar="HOST:PORT")
+    p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen address")
+    p.add_argument("--once", action="store_true", help="serve one client, then exit when the guest ends")
+    p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
+    p.add_argument("--cache-dir", metavar="DIR", help="where debug images are written")
+    p.set_defaults(handler=serve)
+
+    p = sub.add_parser("run", help="run a module without a debugger")
+    p.add_argument("module")
+    p.add_argument("--invoke", metavar="FUNC")
+    p.add_argument("args", nargs="*")
+    p.set_defaults(handler=lambda a: runner.run_module(a.module, a.invoke, a.args))
+
+    p = sub.add_parser("inspect", help="compiled code with sequence points and patch sites")
+    p.add_argument("module")
+    p.add_argument("--func", metavar="NAME")
+    p.set_defaults(handler=lambda a: _inspect(a))
+    return parser
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .inspect import inspect_module
+    return inspect_module(args.module, args.func)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Arguments after the module that look like options (negative numbers)
+    # belong to the guest function.
+    if extra:
+        if args.command in ("serve", "run") and all(_looks_numeric(x) for x in extra):
+            args.args = list(args.args) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    level = logging.WARNING - 10 * args.verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(name)s: %(message)s")
+    if getattr(args, "log_packets", False):
+        trace = logging.getLogger("gdbstub.protocol.trace")
+        trace.setLevel(logging.DEBUG)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("packet %(message)s"))
+        trace.addHandler(handler)
+        trace.propagate = False
+    try:
+        return args.handler(args)
+    except (UsageError, CompileError, LinkError, ValueError, TypeError) as e:
+        print(f"wasm-gdbstub: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except Trap as e:  # the start function trapped while instantiating
+        runner._print_trap(e, sys.stderr)
+        return 1
+    except WasiExit as e:
+        return e.status & 0xFF
+    except KeyboardInterrupt:
+        return 130
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return text.lower().lstrip("+-") in ("nan", "inf", "infinity") or text.lower().startswith(("-0x", "0x"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,690 @@
+"""The target adapter: debugger semantics over one codemem Store.
+
+A :class:`StoreTarget` runs one wasm function of one Store on its own guest
+thread and turns the Store's debug events into stops a debugger understands.
+It knows nothing of packets (that is :mod:`gdbstub.session`) and nothing of
+asyncio (that is :mod:`gdbstub.server`); it speaks in addresses, register
+files and stop events.
+
+Threads
+-------
+* The **guest thread** runs the guest.  When it reaches an enabled patch site
+  (or a trap), the C trampoline calls ``Store.debug_handler`` on that thread;
+  :meth:`StoreTarget._on_guest_event` records the stop, hands it to the
+  ``notify`` callback and blocks until the controller resumes it.  It never
+  patches code itself.
+* The **controller thread** (the asyncio loop) does everything else: it turns a
+  raw stop into a :class:`Stop` with :meth:`StoreTarget.take_event`, reads and
+  writes registers and memory while the guest is blocked, inserts breakpoints,
+  and resumes.  All patch edits happen on this thread, so two edits never race;
+  the only edit made while the guest runs is :meth:`interrupt`'s live edit.
+
+Breakpoints, stepping and interrupts share sites by refcount (DESIGN.md,
+"Sequence points and patch sites"): a user breakpoint is one reference, a step
+plan holds one reference on each site it armed, an interrupt one on every site.
+Disarming a plan drops exactly its references, so the user's breakpoints stay.
+
+Errors: every refusal raises :class:`TargetError` carrying the GDB errno-style
+code the session puts in its ``Exx`` reply (one mapping place: here).
+"""
+from __future__ import annotations
+
+import bisect
+import enum
+import logging
+import struct
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from codemem import abi, native
+from codemem.errors import CodeMemoryError, Trap
+from codemem.native import ffi, lib
+from codemem.registry import ModuleWithCode
+
+from . import arch_amd64
+from .protocol.replies import Signal
+
+log = logging.getLogger(__name__)
+
+# Error codes of Exx replies (GDB uses errno values by convention).
+EPERM = 0x01
+ENOENT = 0x02
+EFAULT = 0x0E
+EINVAL = 0x16
+EBUSY = 0x10
+
+
+class TargetError(Exception):
+    """A request the target refuses; ``code`` goes into the ``Exx`` reply."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class StopReason(enum.Enum):
+    ENTRY = "entry"            # stopped before the first instruction of the invoked function
+    BREAKPOINT = "breakpoint"  # a user breakpoint
+    STEP = "step"              # a single step or range step finished
+    INTERRUPT = "interrupt"    # the client's ^C
+    TRAP = "trap"              # a wasm trap, reported before it unwinds
+
+
+@dataclass
+class Stop:
+    """The guest is stopped (blocked on its thread) at ``pc``."""
+
+    reason: StopReason
+    pc: int
+    signal: int
+    trap_code: int | None = None
+    trap_message: str | None = None
+
+
+@dataclass
+class Exited:
+    """The invoked function returned (``results``) or unwound with a trap or a
+    host exception (``error``); ``status`` is the process-style exit status."""
+
+    status: int
+    results: list | None = None
+    error: BaseException | None = None
+    signal: int | None = None  # set when a trap ended it (reported as ``X``)
+
+
+Event = Stop | Exited
+
+
+@dataclass
+class _GuestStop:
+    """What the guest thread hands over while it blocks."""
+
+    kind: int
+    code: int
+    regfile: Any  # cm_regfile * (valid while blocked)
+    resumed: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class MemoryRegion:
+    """A range the client may access.  ``read``/``write`` take absolute
+    addresses inside [start, end)."""
+
+    name: str
+    start: int
+    end: int
+    read: Callable[[int, int], bytes]
+    write: Callable[[int, bytes], None] | None = None
+    executable: bool = False
+
+    def contains(self, address: int) -> bool:
+        return self.start <= address < self.end
+
+
+def _raw_read(address: int, length: int) -> bytes:
+    return bytes(ffi.buffer(ffi.cast("char *", address), length))
+
+
+def _raw_write(address: int, data: bytes) -> None:
+    ffi.memmove(ffi.cast("char *", address), data, len(data))
+
+
+class _StepPlan:
+    """The sites one resume armed, released when the guest stops next."""
+
+    def __init__(self, sites: list[tuple[Any, int]], *, live: bool = False):
+        self.sites = sites  # (StoreCode, pc)
+        self.live = live
+
+
+#: rflags bits a client may change: the arithmetic flags (CF PF AF ZF SF OF).
+#: TF would make the host take SIGTRAP, DF breaks the ABI the runtime relies on.
+_RFLAGS_WRITABLE = 0x8D5
+
+
+class StoreTarget:
+    """Debugger semantics for one Store running ``func(*args)``.
+
+    ``notify(event)`` is called on the guest thread whenever the guest stops or
+    exits; the controller must then call :meth:`take_event` (on its own thread)
+    to learn what happened.  Construct, then :meth:`start`.
+    """
+
+    def __init__(self, store, instance, func, args: list, *, notify: Callable[[], None],
+                 exit_status_of: Callable[[BaseException], int] | None = None):
+        self.store = store
+        self.instance = instance
+        self.func = func
+        self.args = list(args)
+        self._notify = notify
+        self._exit_status_of = exit_status_of or (lambda exc: 1)
+        self._lock = threading.Lock()
+        self._pending: list[Any] = []  # _GuestStop | Exited, in arrival order
+        self._stopped: _GuestStop | None = None
+        self._current: Stop | None = None
+        self.exited: Exited | None = None
+        self.debugging = True  # False after detach: events no longer block
+        self.breakpoints: set[int] = set()
+        self._plan: _StepPlan | None = None
+        self._entry_site: int | None = None
+        self._interrupt_requested = False
+        self._kill_requested = False
+        self._range: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+        self.results: list | None = None
+        store.debug_handler = self._on_guest_event
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def pid(self) -> int:
+        return self.store.id
+
+    @property
+    def tid(self) -> int:
+        return 1
+
+    def start(self, *, stop_at_entry: bool = True) -> None:
+        """Starts the guest thread; with ``stop_at_entry`` the guest stops at
+        the entry site of the invoked function before running any of it."""
+        if stop_at_entry:
+            self._arm_entry(self.func.code_pc)
+        self._thread = threading.Thread(target=self._run_guest, name=f"guest-store{self.pid}", daemon=True)
+        self._thread.start()
+
+    def _run_guest(self) -> None:
+        try:
+            vals = self.func.call_vals(self.args)
+            exited = Exited(status=0, results=[v.value for v in vals])
+        except Trap as trap:
+            exited = Exited(status=1, error=trap, signal=_trap_signal_for_message(trap.message))
+        except BaseException as exc:  # a host function's own exception ends the guest
+            exited = Exited(status=self._exit_status_of(exc), error=exc)
+        with self._lock:
+            self._pending.append(exited)
+        self._notify()
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    # -------------------------------------------------------- guest thread
+
+    def _on_guest_event(self, kind: int, code: int, regfile, vmctx: int) -> None:
+        """Store.debug_handler: runs on the guest thread, may block."""
+        if self._kill_requested and kind == native.EVENT_BREAKPOINT:
+            regfile.rip = 0  # unwind now (see kill)
+            return
+        if not self.debugging:
+            return
+        stop = _GuestStop(kind, code, regfile)
+        if kind == native.EVENT_TRAP:
+            # rsi carries the trapping instruction's sequence point (codemem.abi):
+            # that is where the debugger should see the guest stopped.
+            regfile.rip = regfile.gpr[4]
+        with self._lock:
+            self._pending.append(stop)
+        self._notify()
+        stop.resumed.wait()
+
+    # ----------------------------------------------------- controller side
+
+    @property
+    def is_stopped(self) -> bool:
+        return self._stopped is not None
+
+    @property
+    def is_running(self) -> bool:
+        return self._stopped is None and self.exited is None
+
+    @property
+    def current_stop(self) -> Stop | None:
+        return self._current
+
+    def take_event(self) -> Event | None:
+        """Processes what the guest thread reported.  Returns the event to show
+        the client, or None when nothing is pending or the event was internal
+        (a range step still in range, say: the guest was resumed)."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return None
+                raw = self._pending.pop(0)
+            event = self._process(raw)
+            if event is not None:
+                return event
+
+    def _process(self, raw) -> Event | None:
+        if isinstance(raw, Exited):
+            self._disarm()
+            self._disarm_entry()
+            self.exited = raw
+            self.results = raw.results
+            self._stopped = None
+            self._current = None
+            return raw
+        assert self._stopped is None, "guest stopped twice without a resume"
+        pc = raw.regfile.rip
+        self._stopped = raw
+        if raw.kind == native.EVENT_TRAP:
+            self._disarm()
+            message = _trap_message(raw.code)
+            stop = Stop(StopReason.TRAP, pc, _trap_signal(raw.code), raw.code, message)
+        else:
+            was_stepping = self._plan is not None
+            was_interrupt = self._interrupt_requested
+            self._disarm()
+            if self._entry_site is not None and pc == self._entry_site:
+                self._disarm_entry()
+                stop = Stop(StopReason.ENTRY, pc, Signal.SIGTRAP)
+            elif was_interrupt:
+                stop = Stop(StopReason.INTERRUPT, pc, Signal.SIGINT)
+            elif was_stepping and self._range is not None and self._range[0] <= pc < self._range[1] \
+                    and pc not in self.breakpoints:
+                self._resume_step()  # vCont;r: keep stepping while inside the range
+                return None
+            elif pc in self.breakpoints and not was_stepping:
+                stop = Stop(StopReason.BREAKPOINT, pc, Signal.SIGTRAP)
+            elif was_stepping:
+                stop = Stop(StopReason.STEP, pc, Signal.SIGTRAP)
+            elif pc in self.breakpoints:
+                stop = Stop(StopReason.BREAKPOINT, pc, Signal.SIGTRAP)
+            else:
+                # A site nobody armed any more (a breakpoint removed while the
+                # guest was already on its way to it): not a stop.
+                log.debug("stale stop at %#x ignored", pc)
+                self._release()
+                return None
+        self._range = None
+        self._current = stop
+        return stop
+
+    def _require_stopped(self) -> _GuestStop:
+        if self._stopped is None:
+            raise TargetError(EBUSY if self.exited is None else ENOENT,
+                              "the guest is running" if self.exited is None else "the guest has exited")
+        return self._stopped
+
+    # ---------------------------------------------------------- resuming
+
+    def _release(self) -> None:
+        stopped, self._stopped, self._current = self._stopped, None, None
+        if stopped is not None:
+            stopped.resumed.set()
+
+    def resume(self) -> None:
+        """Continue until a breakpoint, a trap or the end."""
+        self._require_stopped()
+        self._range = None
+        self._release()
+
+    def step(self, range_: tuple[int, int] | None = None) -> None:
+        """Run to the next sequence point reached (in this function, a callee,
+        or the caller after a return).  With ``range_`` (vCont;r), keep going
+        while the pc stays in [start, end)."""
+        stopped = self._require_stopped()
+        if stopped.kind == native.EVENT_TRAP:
+            # A trap is fatal: the next thing that happens is the unwind.
+            self._release()
+            return
+        self._range = range_
+        self._resume_step()
+
+    def _resume_step(self) -> None:
+        stopped = self._stopped
+        assert stopped is not None
+        self._arm(self._step_sites(stopped.regfile))
+        self._release()
+
+    def interrupt(self) -> None:
+        """^C: make the running guest stop at the next sequence point it reaches
+        (every site of every image, patched live)."""
+        if not self.is_running or self._interrupt_requested:
+            return
+        self._interrupt_requested = True
+        sites = [(entry.store_code, entry.store_code.base + off)
+                 for entry in self.store.registry.entries()
+                 for off in entry.store_code.frame_table.site_offsets]
+        self._disarm()
+        self._arm(sites, live=True)
+
+    def detach(self) -> None:
+        """Every site back to its disabled bytes; the guest runs on freely
+        (a stop it already reported or is about to report is released too)."""
+        self.debugging = False
+        self._drop_debug_state()
+        self._release()
+        self._release_pending()
+
+    def kill(self) -> None:
+        """Ends the guest: stopped at a site, it unwinds at once (the
+        trampoline's kill path, csrc CM_TRAP_KILLED); stopped at a trap, the
+        trap unwinds it; running, it is killed at the next sequence point."""
+        self._kill_requested = True
+        self.debugging = False
+        self._drop_debug_state()
+        stopped = self._stopped
+        if stopped is not None and stopped.kind == native.EVENT_BREAKPOINT:
+            stopped.regfile.rip = 0
+        self._release()
+        self._release_pending(kill=True)
+        if self.is_running:
+            self._arm(self._all_sites(), live=True)
+
+    def _drop_debug_state(self) -> None:
+        self._disarm()
+        self._disarm_entry()
+        self.remove_all_breakpoints()
+        self._interrupt_requested = False
+        self._range = None
+
+    def _release_pending(self, *, kill: bool = False) -> None:
+        with self._lock:
+            stops = [raw for raw in self._pending if isinstance(raw, _GuestStop)]
+            self._pending = [raw for raw in self._pending if not isinstance(raw, _GuestStop)]
+        for raw in stops:
+            if kill and raw.kind == native.EVENT_BREAKPOINT:
+                raw.regfile.rip = 0
+            raw.resumed.set()
+
+    # ------------------------------------------------------ site plumbing
+
+    def _site_for(self, pc: int) -> tuple[Any, int]:
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            raise TargetError(EFAULT, f"{pc:#x} is not in any code of this Store")
+        try:
+            entry.store_code.site_index_at(pc)
+        except CodeMemoryError as e:
+            raise TargetError(EINVAL, f"{e}; breakpoints go at sequence points (patch sites)") from None
+        return (entry.store_code, pc)
+
+    def _arm(self, sites: list[tuple[Any, int]], *, live: bool = False) -> None:
+        """Enables ``sites`` as the plan the next stop releases."""
+        assert self._plan is None, "arming over an armed plan"
+        with self.store.registry.patch_edit(live=live) as edit:
+            for store_code, pc in sites:
+                edit.enable_site(store_code, pc)
+        self._plan = _StepPlan(list(sites), live=live)
+
+    def _disarm(self) -> None:
+        plan, self._plan = self._plan, None
+        self._interrupt_requested = False
+        if plan is None or not plan.sites:
+            return
+        # Live while the guest may be executing the image (an interrupt or a
+        # kill racing a step); a stopped guest allows the cheaper edit.
+        with self.store.registry.patch_edit(live=self.is_running) as edit:
+            for store_code, pc in plan.sites:
+                edit.disable_site(store_code, pc)
+
+    def _arm_entry(self, pc: int) -> None:
+        site = self._site_for(pc)
+        with self.store.registry.patch_edit() as edit:
+            edit.enable_site(*site)
+        self._entry_site = pc
+
+    def _disarm_entry(self) -> None:
+        pc, self._entry_site = self._entry_site, None
+        if pc is None:
+            return
+        with self.store.registry.patch_edit(live=self.is_running) as edit:
+            edit.disable_site(*self._site_for(pc))
+
+    def _step_sites(self, regfile) -> list[tuple[Any, int]]:
+        """The sites a step must arm to catch the next sequence point reached:
+        every site of the current function (any branch), every function's entry
+        site (any call, direct, indirect or from a host function), and the
+        caller's return site (a return).  When the caller is not wasm (the
+        outermost frame returns to the host, which may call back into wasm
+        anywhere), every site of every image."""
+        pc = regfile.rip
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            return self._all_sites()
+        code = entry.store_code
+        table = code.frame_table
+        func = table.function_at(code.offset_of(pc))
+        if func is None:
+            return self._all_sites()
+        return_address = self._return_address(regfile, code.base + func.native_start)
+        caller = self.store.registry.lookup(return_address) if return_address else None
+        if caller is None:
+            return self._all_sites()
+        sites: dict[int, Any] = {}
+        offsets = table.site_offsets
+        lo = bisect.bisect_left(offsets, func.native_start)
+        hi = bisect.bisect_left(offsets, func.native_end)
+        for off in offsets[lo:hi]:
+            sites[code.base + off] = code
+        for other in self.store.registry.entries():
+            other_code = other.store_code
+            for f in other_code.frame_table.functions():
+                start = other_code.base + f.native_start
+                if other_code.frame_table.site_index(f.native_start) is not None:
+                    sites[start] = other_code
+        caller_code = caller.store_code
+        if caller_code.frame_table.site_index(caller_code.offset_of(return_address)) is not None:
+            sites[return_address] = caller_code
+        return [(c, p) for p, c in sites.items()]
+
+    def _all_sites(self) -> list[tuple[Any, int]]:
+        return [(entry.store_code, entry.store_code.base + off)
+                for entry in self.store.registry.entries()
+                for off in entry.store_code.frame_table.site_offsets]
+
+    def _return_address(self, regfile, function_start: int) -> int | None:
+        """The current frame's return address: at the entry site (before
+        ``push rbp``) it is at [rsp]; in the body at [rbp+8]."""
+        if regfile.rip == function_start:
+            slot = regfile.gpr[7]
+        else:
+            slot = regfile.gpr[6] + 8
+        if not self.store.ctx.stack.contains(slot) or not self.store.ctx.stack.contains(slot + 7):
+            return None
+        return struct.unpack("<Q", _raw_read(slot, 8))[0]
+
+    # ------------------------------------------------------- breakpoints
+
+    def insert_breakpoint(self, pc: int) -> None:
+        """A user breakpoint at a patch site of this Store (idempotent)."""
+        if pc in self.breakpoints:
+            return
+        site = self._site_for(pc)
+        with self.store.registry.patch_edit(live=self.is_running) as edit:
+            edit.enable_site(*site)
+        self.breakpoints.add(pc)
+
+    def remove_breakpoint(self, pc: int) -> None:
+        """Removes a user breakpoint (removing an absent one is not an error:
+        clients remove what they believe they inserted)."""
+        if pc not in self.breakpoints:
+            self._site_for(pc)  # still name a bad address as such
+            return
+        site = self._site_for(pc)
+        with self.store.registry.patch_edit(live=self.is_running) as edit:
+            edit.disable_site(*site)
+        self.breakpoints.discard(pc)
+
+    def remove_all_breakpoints(self) -> None:
+        for pc in sorted(self.breakpoints):
+            self.remove_breakpoint(pc)
+
+    def enabled_sites(self) -> list[tuple[ModuleWithCode, int]]:
+        """(image, pc) of every enabled site, for `monitor patches`."""
+        return [(entry, entry.store_code.base + off)
+                for entry in self.store.registry.entries()
+                for off in entry.store_code.enabled_site_offsets()]
+
+    # -------------------------------------------------------- registers
+
+    def read_registers(self) -> bytes:
+        """The regfile bytes of the stopped guest (``REGFILE_SIZE``)."""
+        stopped = self._require_stopped()
+        return bytes(ffi.buffer(stopped.regfile, arch_amd64.REGFILE_SIZE))
+
+    def write_registers(self, new_regfile: bytes) -> None:
+        """Writes a whole regfile back, refusing changes the guest cannot
+        survive: rsp, rbp and r15 (the instance context) are the runtime's;
+        rip may only move to a sequence point of the same function; only the
+        arithmetic rflags bits; mxcsr must keep every exception masked."""
+        stopped = self._require_stopped()
+        old = self.read_registers()
+        if len(new_regfile) != len(old):
+            raise TargetError(EINVAL, "register file of the wrong size")
+        old_gpr = struct.unpack_from("<16QQQ", old)
+        new_gpr = struct.unpack_from("<16QQQ", new_regfile)
+        for index, name in ((7, "rsp"), (6, "rbp"), (15, "r15")):
+            if old_gpr[index] != new_gpr[index]:
+                raise TargetError(EPERM, f"{name} is managed by the runtime and cannot be written")
+        old_rip, new_rip = old_gpr[16], new_gpr[16]
+        if old_rip != new_rip:
+            if stopped.kind == native.EVENT_TRAP:
+                raise TargetError(EPERM, "the guest stopped at a trap and cannot resume elsewhere")
+            self._check_new_rip(old_rip, new_rip)
+        if (old_gpr[17] ^ new_gpr[17]) & ~_RFLAGS_WRITABLE:
+            raise TargetError(EPERM, "only the arithmetic flags of rflags can be written")
+        mxcsr = struct.unpack_from("<I", new_regfile, arch_amd64.REGFILE_MXCSR_OFFSET)[0]
+        if mxcsr & 0x1F80 != 0x1F80:
+            raise TargetError(EPERM, "mxcsr must keep every floating-point exception masked")
+        ffi.memmove(stopped.regfile, new_regfile, len(new_regfile))
+        if self._current is not None:
+            self._current.pc = new_rip
+
+    def _check_new_rip(self, old_rip: int, new_rip: int) -> None:
+        entry = self.store.registry.lookup(old_rip)
+        if entry is None or not entry.store_code.contains(new_rip):
+            raise TargetError(EPERM, f"rip {new_rip:#x} is not in the current function")
+        code = entry.store_code
+        table = code.frame_table
+        old_func = table.function_at(code.offset_of(old_rip))
+        new_offset = code.offset_of(new_rip)
+        new_func = table.function_at(new_offset)
+        if old_func is None or new_func is None or old_func.native_start != new_func.native_start:
+            raise TargetError(EPERM, f"rip {new_rip:#x} is not in the current function")
+        point = table.sequence_point_at_or_before(new_offset)
+        if point is None or point.native_offset != new_offset or table.site_index(new_offset) is None:
+            raise TargetError(EPERM, f"rip {new_rip:#x} is not a sequence point")
+
+    # ----------------------------------------------------------- memory
+
+    def memory_regions(self) -> list[MemoryRegion]:
+        """Everything a client may see, sorted by start address."""
+        regions: list[MemoryRegion] = []
+        for entry in self.store.registry.entries():
+            code = entry.store_code
+            regions.append(MemoryRegion(f"code:{entry.engine_code.name}", code.base, code.end,
+                                        code.read_for_debugger, None, executable=True))
+        start, end = lib.cm_runtime_code_start_address(), lib.cm_runtime_code_end_address()
+        regions.append(MemoryRegion("code:runtime", start, end, _raw_read, None, executable=True))
+        stack = self.store.ctx.stack
+        regions.append(MemoryRegion("stack", stack.base + stack.guard, stack.top, _raw_read, self._write_stack))
+        for index, memory in enumerate(self.store.memories):
+            length = memory.data_len
+            if length:
+                regions.append(MemoryRegion(f"memory{index}", memory.base, memory.base + length,
+                                            _raw_read, _raw_write))
+        if self.instance.memories:
+            memory = self.instance.memories[0]
+            length = memory.data_len
+            if length:
+                base = memory.base
+                regions.append(MemoryRegion(
+                    "memory0-mirror", 0, length,
+                    lambda a, n, base=base: _raw_read(base + a, n),
+                    lambda a, d, base=base: _raw_write(base + a, d)))
+        for instance in self.store.instances:
+            size = instance.layout.size
+            regions.append(MemoryRegion(f"vmctx:{instance.module.name}", instance.vmctx_address,
+                                        instance.vmctx_address + size, _raw_read, None))
+        regions.sort(key=lambda r: r.start)
+        return regions
+
+    def region_at(self, address: int) -> MemoryRegion | None:
+        for region in self.memory_regions():
+            if region.contains(address):
+                return region
+        return None
+
+    def read_memory(self, address: int, length: int) -> bytes:
+        """Bytes from [address, address+length), stopping early at the end of
+        a region (a short read, as gdbserver gives); EFAULT if none is readable.
+        Allowed while the guest runs too (gdb reads memory of a running target
+        in non-stop clients; values may be torn, as with any live process)."""
+        if length == 0:
+            return b""
+        out = bytearray()
+        regions = self.memory_regions()
+        while len(out) < length:
+            at = address + len(out)
+            region = next((r for r in regions if r.contains(at)), None)
+            if region is None:
+                break
+            n = min(length - len(out), region.end - at)
+            out += region.read(at, n)
+        if not out:
+            raise TargetError(EFAULT, f"cannot access memory at {address:#x}")
+        return bytes(out)
+
+    def write_memory(self, address: int, data: bytes) -> None:
+        """All or nothing: every byte must lie in one writable region."""
+        if not data:
+            return
+        self._require_stopped()
+        region = self.region_at(address)
+        end = address + len(data)
+        if region is None:
+            raise TargetError(EFAULT, f"cannot access memory at {address:#x}")
+        if region.write is None:
+            raise TargetError(EPERM, f"{region.name} is read-only to the debugger")
+        if end > region.end:
+            raise TargetError(EFAULT, f"write {address:#x}+{len(data):#x} runs past the end of {region.name}")
+        region.write(address, data)
+
+    def _write_stack(self, address: int, data: bytes) -> None:
+        """Stack writes: only the live part of the stack, and never the saved
+        rbp / return address words the runtime unwinds through."""
+        stopped = self._require_stopped()
+        end = address + len(data)
+        if address < stopped.regfile.gpr[7]:
+            raise TargetError(EPERM, "writes below the guest's rsp are refused (the runtime's frames live there)")
+        rbp = stopped.regfile.gpr[6]
+        stack = self.store.ctx.stack
+        while rbp and stack.contains(rbp):
+            if address < rbp + 16 and end > rbp:
+                raise TargetError(EPERM, f"{rbp:#x}: a saved frame pointer / return address cannot be written")
+            rbp = struct.unpack("<Q", _raw_read(rbp, 8))[0]
+        _raw_write(address, data)
+
+    # ------------------------------------------------------- descriptions
+
+    def function_name_at(self, pc: int) -> str | None:
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            return None
+        func = entry.function_at(pc)
+        return None if func is None else entry.module.func_name(func.wasm_index)
+
+
+def _trap_message(code: int) -> str:
+    try:
+        return abi.TRAP_MESSAGES[abi.TrapCode(code)]
+    except ValueError:
+        return f"trap code {code}"
+
+
+def _trap_signal(code: int) -> int:
+    try:
+        return int(abi.TRAP_SIGNALS[abi.TrapCode(code)])
+    except (ValueError, KeyError):
+        return int(Signal.SIGILL)
+
+
+def _trap_signal_for_message(message: str) -> int:
+    for code, text in abi.TRAP_MESSAGES.items():
+        if message == text:
+            return _trap_signal(code)
+    return int(Signal.SIGILL)
