@@ -62,6 +62,7 @@ class GdbSession:
             xfer_features=True,
             xfer_libraries=self.config.images is not None,
             xfer_libraries_svr4=self.config.images is not None,
+            xfer_exec_file=self.config.images is not None,
             swbreak=True,
             vcont=True,
             multiprocess=True,
@@ -230,9 +231,15 @@ class GdbSession:
             document = text.encode()
         elif request.object in ("libraries-svr4", "libraries") and self.config.images is not None:
             from .images import libraries_svr4_xml, libraries_xml
-            images = self.config.images.for_store(self.target.store)
+            # The first image is the "executable" (qXfer:exec-file); the rest
+            # (further modules, the runtime) are its libraries.
+            images = self.config.images.for_store(self.target.store)[1:]
             build = libraries_svr4_xml if request.object == "libraries-svr4" else libraries_xml
             document = build(images).encode()
+        elif request.object == "exec-file" and self.config.images is not None:
+            # gdb loads this as the program (no "No executable" warning, and its
+            # symbols are read at once; library symbols wait for `sharedlibrary`).
+            document = self.config.images.for_store(self.target.store)[0].name.encode()
         if document is None:
             return R.empty()
         return R.qxfer_chunk(document, request.offset, request.length)
