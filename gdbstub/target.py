@@ -344,12 +344,9 @@ class StoreTarget:
         (every site of every image, patched live)."""
         if not self.is_running or self._interrupt_requested:
             return
+        self._disarm()  # a step in flight: the interrupt plan replaces it
+        self._arm(self._all_sites(), live=True)
         self._interrupt_requested = True
-        sites = [(entry.store_code, entry.store_code.base + off)
-                 for entry in self.store.registry.entries()
-                 for off in entry.store_code.frame_table.site_offsets]
-        self._disarm()
-        self._arm(sites, live=True)
 
     def detach(self) -> None:
         """Every site back to its disabled bytes; the guest runs on freely
