@@ -217,6 +217,8 @@ class FrameTable:
         self._check_array("locals", h.locals_offset, h.num_locals, LOCAL_SIZE)
         self._check_array("types", h.types_offset, h.types_size, 1)
         self._functions: dict[int, FunctionInfo] = {}
+        self._sites: dict[int, PatchSite] = {}
+        self._seqpoint_offsets_memo: dict[int, list[int]] = {}
 
     def _check_array(self, name: str, offset: int, count: int, size: int) -> None:
         end = offset + count * size
@@ -334,6 +336,14 @@ class FrameTable:
     def sequence_points(self, func: FunctionInfo) -> list[SequencePoint]:
         return [self.sequence_point(func.first_seqpoint + k) for k in range(func.num_seqpoints)]
 
+    def sequence_point_offsets(self, func: FunctionInfo) -> list[int]:
+        """Native offsets of ``func``'s sequence points, ascending (memoized;
+        cheap enough for every single-step)."""
+        offsets = self._seqpoint_offsets_memo.get(func.first_seqpoint)
+        if offsets is None:
+            offsets = self._seqpoint_offsets_memo[func.first_seqpoint] = self._seqpoint_offsets(func)
+        return offsets
+
     def _seqpoint_offsets(self, func: FunctionInfo) -> list[int]:
         base = self.header.seqpoints_offset
         offsets = []
@@ -348,7 +358,7 @@ class FrameTable:
         func = self.function_at(offset)
         if func is None or func.num_seqpoints == 0:
             return None
-        offsets = self._seqpoint_offsets(func)
+        offsets = self.sequence_point_offsets(func)
         k = bisect.bisect_right(offsets, offset) - 1
         if k < 0:
             return None
@@ -361,11 +371,16 @@ class FrameTable:
         return self.header.num_sites
 
     def site(self, index: int) -> PatchSite:
-        if not 0 <= index < self.num_sites:
-            raise IndexError(index)
-        at = self.header.sites_offset + index * SITE_RECORD_SIZE
-        r = _PatchSiteC.parse(self._data[at : at + SITE_RECORD_SIZE])
-        return PatchSite(r.offset, bytes(r.enable), bytes(r.disable))
+        # Memoized: stepping and interrupts enable and disable the same sites
+        # over and over, and a record never changes.
+        site = self._sites.get(index)
+        if site is None:
+            if not 0 <= index < self.num_sites:
+                raise IndexError(index)
+            at = self.header.sites_offset + index * SITE_RECORD_SIZE
+            r = _PatchSiteC.parse(self._data[at : at + SITE_RECORD_SIZE])
+            site = self._sites[index] = PatchSite(r.offset, bytes(r.enable), bytes(r.disable))
+        return site
 
     @cached_property
     def site_offsets(self) -> list[int]:

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable
 from codemem import abi, native
 from codemem.errors import CodeMemoryError, Trap
 from codemem.native import ffi, lib
+from codemem.frametable import SequencePointKind
 from codemem.registry import ModuleWithCode
 
 from . import arch_amd64
@@ -138,6 +139,12 @@ class _StepPlan:
         self.live = live
 
 
+#: Wasm opcodes after which control may go anywhere but the next instruction
+#: (wasm spec 5.4.1 "Control Instructions"): unreachable, if, else, end, br,
+#: br_if, br_table, return, call, call_indirect, return_call(_indirect).
+#: block (0x02) and loop (0x03) fall into their body, so they are not here.
+_CONTROL_OPCODES = frozenset({0x00, 0x04, 0x05, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x12, 0x13})
+
 #: rflags bits a client may change: the arithmetic flags (CF PF AF ZF SF OF).
 #: TF would make the host take SIGTRAP, DF breaks the ABI the runtime relies on.
 _RFLAGS_WRITABLE = 0x8D5
@@ -170,6 +177,7 @@ class StoreTarget:
         self._entry_site: int | None = None
         self._interrupt_requested = False
         self._kill_requested = False
+        self._entry_sites_memo: tuple[tuple, list] | None = None
         self._range: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
         self.results: list | None = None
@@ -447,6 +455,9 @@ class StoreTarget:
         func = table.function_at(code.offset_of(pc))
         if func is None:
             return self._all_sites()
+        following = self._next_in_straight_line(entry, func, code.offset_of(pc))
+        if following is not None:
+            return [(code, following)]
         return_address = self._return_address(regfile, code.base + func.native_start)
         caller = self.store.registry.lookup(return_address) if return_address else None
         if caller is None:
@@ -457,16 +468,52 @@ class StoreTarget:
         hi = bisect.bisect_left(offsets, func.native_end)
         for off in offsets[lo:hi]:
             sites[code.base + off] = code
-        for other in self.store.registry.entries():
-            other_code = other.store_code
-            for f in other_code.frame_table.functions():
-                start = other_code.base + f.native_start
-                if other_code.frame_table.site_index(f.native_start) is not None:
-                    sites[start] = other_code
+        for start, other_code in self._entry_sites():
+            sites[start] = other_code
         caller_code = caller.store_code
         if caller_code.frame_table.site_index(caller_code.offset_of(return_address)) is not None:
             sites[return_address] = caller_code
         return [(c, p) for p, c in sites.items()]
+
+    def _next_in_straight_line(self, entry: ModuleWithCode, func, offset: int) -> int | None:
+        """When the instruction at sequence point ``offset`` cannot transfer
+        control (not a branch, call, return, trap-only or structured-control
+        instruction; or the function's entry point), the next sequence point
+        reached is simply the next one of the function: return its pc.  The
+        single-pass compiler emits code in wasm order, so "next" is the next
+        native offset.  None when that does not hold: use the general plan."""
+        code = entry.store_code
+        table = code.frame_table
+        point = table.sequence_point_at_or_before(offset)
+        if point is None or point.native_offset != offset:
+            return None
+        if point.kind != SequencePointKind.ENTRY:
+            if point.kind != SequencePointKind.INSTRUCTION:
+                return None
+            wasm = entry.module.wasm
+            if not 0 <= point.wasm_offset < len(wasm) or wasm[point.wasm_offset] in _CONTROL_OPCODES:
+                return None
+        offsets = table.sequence_point_offsets(func)
+        k = bisect.bisect_right(offsets, offset)
+        if k >= len(offsets) or table.site_index(offsets[k]) is None:
+            return None
+        return code.base + offsets[k]
+
+    def _entry_sites(self) -> list[tuple[int, Any]]:
+        """(pc, StoreCode) of every function's entry site, memoized per set of
+        registered images."""
+        entries = self.store.registry.entries()
+        key = tuple(entry.store_code.base for entry in entries)
+        if self._entry_sites_memo is None or self._entry_sites_memo[0] != key:
+            sites = []
+            for entry in entries:
+                code = entry.store_code
+                table = code.frame_table
+                for f in table.functions():
+                    if table.site_index(f.native_start) is not None:
+                        sites.append((code.base + f.native_start, code))
+            self._entry_sites_memo = (key, sites)
+        return self._entry_sites_memo[1]
 
     def _all_sites(self) -> list[tuple[Any, int]]:
         return [(entry.store_code, entry.store_code.base + off)
