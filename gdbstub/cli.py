@@ -234,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         return e.status & 0xFF
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `inspect ... | head`: the reader left; say nothing more (and keep
+        # Python's exit-time flush of stdout from raising again).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _looks_numeric(text: str) -> bool:
