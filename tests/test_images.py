@@ -1,0 +1,657 @@
+"""Tests of gdbstub.images: debug images of real StoreCode and of the C runtime,
+the library-list documents, and the confined vFile server.
+
+The CFI is checked three ways: against the byte counts of the compiler's
+prologue as capstone decodes them, against a capstone simulation of every
+instruction's effect on rsp/rbp, and by real gdb unwinding a real stopped guest
+(registers and stack captured at a patched breakpoint) through a minimal RSP
+stub that serves our library list and our files over vFile.
+"""
+from __future__ import annotations
+
+import io
+import re
+import socket
+import subprocess
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import capstone
+import pytest
+from elftools.dwarf.callframe import FDE as PyelftoolsFDE
+from elftools.dwarf.callframe import RegisterRule
+from elftools.elf.elffile import ELFFile
+
+from codemem import native
+from codemem.frametable import SITE_DISABLED, SITE_SIZE
+from codemem.runtime import Engine, Instance, Module, Store
+from gdbstub import arch_amd64
+from gdbstub.debugimage.dwarf import DWARF_REGISTERS
+from gdbstub.images import (
+    BREAKPOINT_SLOT_SYMBOL, BREAKPOINT_VENEER_SYMBOL, FIRST_FD, JUMP_TABLES_SYMBOL, MAX_OPEN_FILES,
+    RUNTIME_SYMBOLS, TRAP_SLOT_SYMBOL, TRAP_VENEER_SYMBOL, DebugImageSet, FileServerError, ImageFileServer,
+    libraries_svr4_xml, libraries_xml,
+)
+from gdbstub.protocol.encoding import hex_decode
+from gdbstub.protocol.framing import encode_packet
+from gdbstub.protocol.packets import FileIOOpenFlags
+from gdbstub.protocol.replies import FileIOErrno, qxfer_chunk, vfile_data, vfile_result
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "build"
+MODES = pytest.mark.parametrize("debug", [True, False], ids=["debug", "nodebug"])
+RSP, RBP, RIP = DWARF_REGISTERS["rsp"], DWARF_REGISTERS["rbp"], DWARF_REGISTERS["rip"]
+GPR = {name: i for i, name in enumerate(arch_amd64.GPR_NAMES)}
+
+
+@dataclass
+class Loaded:
+    store: Store
+    module: Module
+    instance: Instance
+
+
+def load(path: Path, debug: bool) -> Loaded:
+    store = Store(Engine(debug=debug))
+    module = Module.from_file(store.engine, path)
+    return Loaded(store, module, Instance(store, module, []))
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return {debug: load(EXAMPLES / "demo.O0.wasm", debug) for debug in (True, False)}
+
+
+@pytest.fixture(scope="module")
+def image_set(tmp_path_factory):
+    return DebugImageSet(tmp_path_factory.mktemp("images") / "cache", process_tag="test 1/2")
+
+
+def elf(data: bytes) -> ELFFile:
+    return ELFFile(io.BytesIO(data))
+
+
+def symbols_of(data: bytes) -> dict[str, tuple[int, int, str]]:
+    table = elf(data).get_section_by_name(".symtab")
+    return {s.name: (s["st_value"], s["st_size"], s["st_info"]["type"]) for s in table.iter_symbols() if s.name}
+
+
+def fdes_of(data: bytes) -> dict[int, PyelftoolsFDE]:
+    entries = elf(data).get_dwarf_info().CFI_entries()
+    return {e.header["initial_location"]: e for e in entries if isinstance(e, PyelftoolsFDE)}
+
+
+def rule_table(fde: PyelftoolsFDE) -> list[tuple[int, tuple[int, int], str]]:
+    """(pc, (cfa reg, cfa offset), rbp rule) rows of a decoded FDE."""
+    rows = []
+    for row in fde.get_decoded().table:
+        rbp = row.get(RBP)
+        rbp_rule = f"cfa{rbp.arg:+d}" if rbp is not None and rbp.type == RegisterRule.OFFSET else "same"
+        rows.append((row["pc"], (row["cfa"].reg, row["cfa"].offset), rbp_rule))
+    return rows
+
+
+def rule_at(table, pc: int):
+    current = None
+    for row in table:
+        if row[0] <= pc:
+            current = row
+    return current[1], current[2]
+
+
+# ------------------------------------------------------------ prologue bytes
+@MODES
+def test_prologue_byte_counts_are_what_the_cfi_assumes(demo, debug):
+    """What the brief says about the prologue, checked on compiled code: a 5-byte
+    patch site (debug only), `push rbp` (1 byte), `mov rbp, rsp` (3 bytes)."""
+    loaded = demo[debug]
+    (entry,) = loaded.store.registry.entries()
+    code = entry.store_code
+    disassembler = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    for func in code.frame_table.functions():
+        data = code.read_for_debugger(code.base + func.native_start, 16)
+        first = [(i.address, i.size, i.mnemonic, i.op_str) for i in disassembler.disasm(data, 0)][:3]
+        if debug:
+            assert data[:SITE_SIZE] == SITE_DISABLED
+            assert first == [(0, 5, "nop", "dword ptr [rax + rax]"), (5, 1, "push", "rbp"),
+                             (6, 3, "mov", "rbp, rsp")]
+        else:
+            assert first[:2] == [(0, 1, "push", "rbp"), (1, 3, "mov", "rbp, rsp")]
+
+
+# ------------------------------------------------------------ store images
+@MODES
+def test_every_function_has_a_symbol_and_an_fde(demo, image_set, debug):
+    loaded = demo[debug]
+    images = image_set.for_store(loaded.store)
+    (entry,) = loaded.store.registry.entries()
+    code = entry.store_code
+    image = images[0]
+    assert (image.start, image.end) == (code.base, code.code_end)
+    assert Path(image.name) == image.path and image.path.is_absolute()
+    assert image.path.read_bytes() == image.data
+    assert image.path.parent == image_set.cache_dir
+    parsed = elf(image.data)
+    (load_segment,) = [s for s in parsed.iter_segments() if s["p_type"] == "PT_LOAD"]
+    assert load_segment["p_vaddr"] == code.base  # linked where it runs: no slide
+    text = parsed.get_section_by_name(".text")
+    assert text["sh_addr"] == code.base
+    assert text.data() == code.read_for_debugger(code.base, code.engine_code.code_size)
+    symbols, fdes = symbols_of(image.data), fdes_of(image.data)
+    functions = code.frame_table.functions()
+    assert [f.wasm_index for f in functions] == [0, 1, 2, 3]
+    for func in functions:
+        name = loaded.module.func_name(func.wasm_index)
+        assert symbols[name] == (code.base + func.native_start, func.native_size, "STT_FUNC")
+        fde = fdes[code.base + func.native_start]
+        assert fde.header["address_range"] == func.native_size
+    assert {"square", "sum_of_squares", "fact", "run"} <= set(symbols)
+
+
+@MODES
+def test_veneers_have_symbols_and_call_frame_rules(demo, image_set, debug):
+    loaded = demo[debug]
+    image = image_set.for_store(loaded.store)[0]
+    (entry,) = loaded.store.registry.entries()
+    code = entry.store_code
+    header = code.frame_table.header
+    symbols, fdes = symbols_of(image.data), fdes_of(image.data)
+    for name, offset in ((BREAKPOINT_VENEER_SYMBOL, header.bp_veneer), (TRAP_VENEER_SYMBOL, header.trap_veneer)):
+        assert symbols[name] == (code.base + offset, 6, "STT_FUNC")
+        assert rule_table(fdes[code.base + offset]) == [(code.base + offset, (RSP, 8), "same")]
+        (row,) = fdes[code.base + offset].get_decoded().table
+        assert row[RIP].type == RegisterRule.OFFSET and row[RIP].arg == -8
+    assert symbols[BREAKPOINT_SLOT_SYMBOL] == (code.base + header.bp_slot, 8, "STT_OBJECT")
+    assert symbols[TRAP_SLOT_SYMBOL] == (code.base + header.trap_slot, 8, "STT_OBJECT")
+    assert JUMP_TABLES_SYMBOL not in symbols  # demo.c has no switch
+
+
+def test_jump_tables_symbol_covers_the_br_table_entries(image_set):
+    loaded = load(EXAMPLES / "switch.O0.wasm", True)
+    image = image_set.for_store(loaded.store)[0]
+    (entry,) = loaded.store.registry.entries()
+    code = entry.store_code
+    address, size, kind = symbols_of(image.data)[JUMP_TABLES_SYMBOL]
+    assert kind == "STT_OBJECT" and size % 4 == 0 and size > 0
+    functions = code.frame_table.functions()
+    assert address == code.base + -(-functions[-1].native_end // 4) * 4
+    table = code.read_for_debugger(address, size)
+    targets = set()
+    # Every entry is `target - table start` for one of the tables laid end to
+    # end; each must land inside some function whichever table it belongs to.
+    for k in range(0, size, 4):
+        relative = int.from_bytes(table[k:k + 4], "little", signed=True)
+        assert relative < 0
+        targets.add(relative)
+    assert all(any(f.native_start <= address - code.base + r + t < f.native_end
+                   for f in functions for t in range(0, size, 4)) for r in targets)
+
+
+# ------------------------------------------------------------ CFI, simulated
+def simulate_frame_rules(code: bytes, base: int, start: int, end: int) -> dict[int, tuple[tuple[int, int], str]]:
+    """Per instruction address: (CFA rule, rbp rule) from what each instruction
+    does to rsp/rbp, for the compiler's rbp-chained frames. Code after `ret`
+    is reached by jumps from the body (trap stubs): the body's rule applies."""
+    disassembler = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    state, body_state, rules = ((RSP, 8), "same"), None, {}
+    for address, size, mnemonic, operands in disassembler.disasm_lite(code[start:end], base + start):
+        rules[address] = state
+        (cfa_reg, cfa_offset), rbp_rule = state
+        if mnemonic == "push":
+            assert operands == "rbp" and state == ((RSP, 8), "same")
+            state = ((RSP, 16), "cfa-16")
+        elif (mnemonic, operands) == ("mov", "rbp, rsp"):
+            state = body_state = ((RBP, 16), rbp_rule)
+        elif mnemonic == "pop":
+            assert operands == "rbp" and cfa_reg == RBP
+            state = ((RSP, 8), "same")
+        elif mnemonic == "ret":
+            state = body_state
+        else:
+            # Nothing else may move rsp while the CFA is rsp-based, or touch rbp.
+            assert not operands.startswith("rbp,"), (hex(address), mnemonic, operands)
+            if cfa_reg == RSP:
+                assert not operands.startswith("rsp,"), (hex(address), mnemonic, operands)
+    return rules
+
+
+@pytest.mark.parametrize("name", ["demo.O0", "switch.O0", "recursion.O2", "memory.O2"])
+@MODES
+def test_cfi_equals_capstone_simulation_at_every_instruction(image_set, name, debug):
+    loaded = load(EXAMPLES / f"{name}.wasm", debug)
+    image = image_set.for_store(loaded.store)[0]
+    (entry,) = loaded.store.registry.entries()
+    code = entry.store_code
+    data = code.read_for_debugger(code.base, code.engine_code.code_size)
+    fdes = fdes_of(image.data)
+    for func in code.frame_table.functions():
+        table = rule_table(fdes[code.base + func.native_start])
+        simulated = simulate_frame_rules(data, code.base, func.native_start, func.native_end)
+        for address, expected in simulated.items():
+            assert rule_at(table, address) == expected, (name, hex(address - code.base))
+        prologue = func.native_start + (SITE_SIZE if debug else 0)
+        assert [row[0] - code.base for row in table][:3] == [func.native_start, prologue + 1, prologue + 4]
+
+
+# ------------------------------------------------------------ runtime image
+def test_runtime_image_covers_the_trampolines_and_ends_the_stack(image_set, demo):
+    runtime = image_set.runtime_image()
+    assert image_set.for_store(demo[True].store)[-1] is runtime
+    lib = native.lib
+    assert (runtime.start, runtime.end) == (lib.cm_runtime_code_start_address(), lib.cm_runtime_code_end_address())
+    text = elf(runtime.data).get_section_by_name(".text")
+    assert text.data() == bytes(native.ffi.buffer(native.ffi.cast("char *", runtime.start),
+                                                  runtime.end - runtime.start))
+    symbols = symbols_of(runtime.data)
+    addresses = {"cm_enter": lib.cm_enter_address(),
+                 "cm_breakpoint_trampoline": lib.cm_breakpoint_trampoline_address(),
+                 "cm_trap_trampoline": lib.cm_trap_trampoline_address(),
+                 "cm_host_call_trampoline": lib.cm_host_call_trampoline_address()}
+    assert set(RUNTIME_SYMBOLS) <= set(symbols)
+    for name, address in addresses.items():
+        assert symbols[name][0] == address and symbols[name][1] > 0
+    assert sum(symbols[name][1] for name in RUNTIME_SYMBOLS) == runtime.end - runtime.start
+    (fde,) = fdes_of(runtime.data).values()
+    assert (fde.header["initial_location"], fde.header["address_range"]) == (runtime.start, runtime.end - runtime.start)
+    assert all(row[RIP].type == RegisterRule.UNDEFINED for row in fde.get_decoded().table)
+
+
+# ------------------------------------------------------------ the set
+def test_images_are_memoized_unique_and_forgotten_when_unregistered(image_set, demo):
+    first = image_set.for_store(demo[True].store)
+    assert image_set.for_store(demo[True].store) == first
+    assert all(a is b for a, b in zip(image_set.for_store(demo[True].store), first))
+    other = image_set.for_store(demo[False].store)
+    names = [image.name for image in first[:-1] + other[:-1]]
+    assert len(set(names)) == len(names)
+    assert all(Path(n).name.startswith("test_1_2-store") and "demo.O0" in n for n in names)
+    assert image_set.find(first[0].name) is first[0]
+    assert image_set.find(first[-1].name) is image_set.runtime_image()
+
+    # A Store with one module registered by hand, unregistered, registered again.
+    store = Store(Engine(debug=True))
+    module = Module.from_file(store.engine, EXAMPLES / "demo.O0.wasm")
+    store.registry.register(module, module.engine_code)
+    (image,) = image_set.for_store(store)[:-1]
+    store.registry.unregister(module.engine_code)
+    assert image_set.for_store(store) == [image_set.runtime_image()]
+    assert image_set.find(image.name) is None
+    store.registry.register(module, module.engine_code)
+    (again,) = image_set.for_store(store)[:-1]
+    (entry,) = store.registry.entries()
+    assert again.start == entry.store_code.base and image_set.find(again.name) is again
+    store.registry.unregister(module.engine_code)
+
+
+def test_remove_files_deletes_what_the_set_wrote(tmp_path, demo):
+    images = DebugImageSet(tmp_path / "fresh", process_tag="gone")
+    written = images.for_store(demo[False].store)
+    assert all(image.path.exists() for image in written)
+    images.remove_files()
+    assert not any(image.path.exists() for image in written) and list((tmp_path / "fresh").iterdir()) == []
+    assert images.find(written[0].name) is None
+    assert images.for_store(demo[False].store)[0].path.exists()  # rebuilt on demand
+
+
+# ------------------------------------------------------------ library lists
+def test_svr4_library_list_has_what_gdb_13_requires(image_set, demo):
+    images = image_set.for_store(demo[True].store)
+    root = ET.fromstring(libraries_svr4_xml(images))
+    assert root.tag == "library-list-svr4" and root.get("version") == "1.0"
+    assert int(root.get("main-lm"), 16) == 0
+    libraries = root.findall("library")
+    assert [lib.get("name") for lib in libraries] == [image.name for image in images]
+    for lib, image in zip(libraries, images):
+        assert set(lib.attrib) == {"name", "lm", "l_addr", "l_ld", "lmid"}
+        assert int(lib.get("l_addr"), 16) == 0 and int(lib.get("lmid"), 16) == 0
+        assert int(lib.get("lm"), 16) == image.start
+    assert len({lib.get("lm") for lib in libraries}) == len(libraries)
+
+
+@pytest.mark.parametrize("form", ["segment", "section"])
+def test_library_list_names_each_image_with_its_code_address(image_set, demo, form):
+    images = image_set.for_store(demo[True].store)
+    root = ET.fromstring(libraries_xml(images, form=form) if form == "section" else libraries_xml(images))
+    assert root.tag == "library-list" and root.get("version") == "1.0"
+    for lib, image in zip(root.findall("library"), images, strict=True):
+        (child,) = list(lib)
+        assert lib.get("name") == image.name
+        assert child.tag == form and int(child.get("address"), 16) == image.start
+    with pytest.raises(ValueError):
+        libraries_xml(images, form="sections")
+
+
+def test_library_names_are_xml_escaped():
+    from gdbstub.images import DebugImage
+    odd = DebugImage(name='/tmp/a"b<&>.elf', path=Path('/tmp/a"b<&>.elf'), data=b"", start=0x1000, end=0x2000)
+    for document in (libraries_svr4_xml([odd]), libraries_xml([odd])):
+        assert ET.fromstring(document).find("library").get("name") == '/tmp/a"b<&>.elf'
+
+
+# ------------------------------------------------------------ vFile server
+def test_file_server_serves_only_images_read_only(image_set, demo):
+    image = image_set.for_store(demo[True].store)[0]
+    server = ImageFileServer(image_set)
+    fd = server.open(image.name, 0, 0)
+    assert fd == FIRST_FD
+    assert server.pread(fd, 16, 0) == image.data[:16] and image.data[:4] == b"\x7fELF"
+    assert server.pread(fd, 100, len(image.data) - 10) == image.data[-10:]
+    assert server.pread(fd, 100, len(image.data)) == b"" and server.pread(fd, 100, 1 << 40) == b""
+    stat = server.fstat(fd)
+    assert len(stat) == 64
+    assert int.from_bytes(stat[8:12], "big") == 0o100444  # st_mode: regular, read-only
+    assert int.from_bytes(stat[28:36], "big") == len(image.data)  # st_size
+    with pytest.raises(FileServerError) as error:
+        server.pread(fd, -1, 0)
+    assert error.value.errno == FileIOErrno.EINVAL
+
+    parent = str(Path(image.name).parent)
+    tricks = ["/etc/passwd", f"{parent}/../{Path(parent).name}/{Path(image.name).name}",
+              f"{parent}//{Path(image.name).name}", f"{parent}/./{Path(image.name).name}",
+              Path(image.name).name, image.name + "\0", image.name + "/", parent, "just probing", ""]
+    for path in tricks:
+        with pytest.raises(FileServerError) as error:
+            server.open(path, 0, 0)
+        assert error.value.errno == FileIOErrno.ENOENT, path
+    for flags in (FileIOOpenFlags.O_WRONLY, FileIOOpenFlags.O_RDWR, FileIOOpenFlags.O_CREAT,
+                  FileIOOpenFlags.O_TRUNC, FileIOOpenFlags.O_APPEND | FileIOOpenFlags.O_WRONLY):
+        with pytest.raises(FileServerError) as error:
+            server.open(image.name, int(flags), 0o644)
+        assert error.value.errno == FileIOErrno.EACCES
+    assert server.open(image.name.encode(), 0, 0) == FIRST_FD + 1  # bytes from the packet parser
+
+
+def test_file_server_fds_reuse_limit_and_ebadf(image_set, demo):
+    images = image_set.for_store(demo[True].store)
+    server = ImageFileServer(image_set)
+    fds = [server.open(images[k % len(images)].name, 0, 0) for k in range(MAX_OPEN_FILES)]
+    assert fds == list(range(FIRST_FD, FIRST_FD + MAX_OPEN_FILES))
+    with pytest.raises(FileServerError) as error:
+        server.open(images[0].name, 0, 0)
+    assert error.value.errno == FileIOErrno.EMFILE
+    server.close(FIRST_FD + 5)
+    server.close(FIRST_FD + 2)
+    assert server.open(images[-1].name, 0, 0) == FIRST_FD + 2  # lowest free first
+    assert server.pread(FIRST_FD + 2, 4, 0) == images[-1].data[:4]
+    for call in (lambda: server.pread(FIRST_FD + 5, 1, 0), lambda: server.fstat(FIRST_FD + 5),
+                 lambda: server.close(FIRST_FD + 5), lambda: server.pread(0, 1, 0), lambda: server.close(-1)):
+        with pytest.raises(FileServerError) as error:
+            call()
+        assert error.value.errno == FileIOErrno.EBADF
+
+
+# ------------------------------------------------------------ real gdb, file
+def run_gdb(*commands: str, target: str | None = None) -> str:
+    arguments = ["gdb", "-nx", "-batch"]
+    for command in commands:
+        arguments += ["-ex", command]
+    if target:
+        arguments.append(target)
+    done = subprocess.run(arguments, capture_output=True, text=True, timeout=60)
+    return done.stdout + done.stderr
+
+
+def test_gdb_names_every_function_veneer_and_runtime_symbol(image_set, demo):
+    loaded = demo[True]
+    images = image_set.for_store(loaded.store)
+    (entry,) = loaded.store.registry.entries()
+    code = entry.store_code
+    functions = code.frame_table.functions()
+    commands = [f"info symbol {code.base + f.native_start + 9:#x}" for f in functions]
+    commands.append(f"info symbol {code.base + code.frame_table.header.trap_veneer:#x}")
+    output = run_gdb(*commands, "info functions ^wasm|^square|^run", target=str(images[0].path))
+    for func in functions:
+        assert f"{loaded.module.func_name(func.wasm_index)} + 9 in section .text" in output, output
+    assert f"{TRAP_VENEER_SYMBOL} in section .text" in output
+    runtime = images[-1]
+    lib = native.lib
+    output = run_gdb(f"info symbol {lib.cm_enter_address() + 1:#x}",
+                     f"info symbol {lib.cm_trap_trampoline_address():#x}", target=str(runtime.path))
+    assert "cm_enter + 1 in section .text" in output and "cm_trap_trampoline in section .text" in output, output
+
+
+# ------------------------------------------------------------ real gdb, remote
+@dataclass
+class Stop:
+    regfile: bytes
+    stack_base: int
+    stack: bytes
+    frames: list[str]
+
+
+def stop_in_square(loaded: Loaded, site_index_in_square: int) -> Stop:
+    """Run `run()` with one site of `square` patched; capture the first stop."""
+    (entry,) = loaded.store.registry.entries()
+    code = entry.store_code
+    square = next(f for f in code.frame_table.functions() if loaded.module.func_name(f.wasm_index) == "square")
+    site = code.base + code.frame_table.sequence_points(square)[site_index_in_square].native_offset
+    stops: list[Stop] = []
+
+    def handler(kind, trap_code, regfile, vmctx):
+        if stops:
+            return
+        rsp = regfile.gpr[GPR["rsp"]]
+        top = loaded.store.ctx.stack.top
+        base = rsp - 512
+        stack = bytes(native.ffi.buffer(native.ffi.cast("char *", base), top - base))
+        frames = [f.func_name for f in loaded.store.backtrace(regfile.rip, regfile.gpr[GPR["rbp"]])]
+        stops.append(Stop(bytes(native.ffi.buffer(regfile, arch_amd64.REGFILE_SIZE)), base, stack, frames))
+
+    loaded.store.debug_handler = handler
+    with loaded.store.registry.patch_edit() as edit:
+        loaded.store.registry.enable_site(site, edit)
+    try:
+        assert loaded.instance.exports["run"]() == 505
+    finally:
+        with loaded.store.registry.patch_edit() as edit:
+            loaded.store.registry.disable_site(site, edit)
+        loaded.store.debug_handler = None
+    (stop,) = stops
+    assert int.from_bytes(stop.regfile[128:136], "little") == site
+    return stop
+
+
+class MiniStub:
+    """The least RSP stub that lets gdb/lldb load our images and unwind a stop:
+    registers from a captured regfile, memory from captured regions, library
+    lists from gdbstub.images, files from an ImageFileServer."""
+
+    def __init__(self, regfile: bytes, regions: list[tuple[int, bytes]], *, svr4: str | None = None,
+                 libraries: str | None = None, files: ImageFileServer, osabi: bool = True):
+        self.regfile, self.regions, self.files = regfile, regions, files
+        self.documents = {"libraries-svr4": svr4, "libraries": libraries,
+                          "features": arch_amd64.target_xml() if osabi
+                          else arch_amd64.target_xml().replace("<osabi>GNU/Linux</osabi>", "")}
+        self.packets: list[str] = []
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def supported(self) -> bytes:
+        features = ["PacketSize=4000", "qXfer:features:read+"]
+        features += [f"qXfer:{name}:read+" for name in ("libraries-svr4", "libraries") if self.documents[name]]
+        return ";".join(features).encode()
+
+    def vfile(self, operation: str, arguments: str) -> bytes:
+        try:
+            if operation == "setfs":
+                return vfile_result(0)
+            if operation == "open":
+                path, flags, mode = arguments.split(",")
+                return vfile_result(self.files.open(hex_decode(path.encode()).decode(), int(flags, 16),
+                                                    int(mode, 16)))
+            if operation == "pread":
+                fd, count, offset = (int(x, 16) for x in arguments.split(","))
+                return vfile_data(self.files.pread(fd, min(count, 0x3000), offset))
+            if operation == "fstat":
+                return vfile_data(self.files.fstat(int(arguments, 16)))
+            if operation == "close":
+                self.files.close(int(arguments, 16))
+                return vfile_result(0)
+        except FileServerError as error:
+            return vfile_result(-1, error.errno)
+        return b""
+
+    def answer(self, packet: str) -> bytes:
+        simple = {"?": b"T05thread:1;", "qfThreadInfo": b"m1", "qsThreadInfo": b"l", "qC": b"QC1",
+                  "qAttached": b"1", "qHostInfo": arch_amd64.host_info_reply().encode(),
+                  "qProcessInfo": arch_amd64.process_info_reply(1).encode()}
+        if packet in simple:
+            return simple[packet]
+        if packet.startswith("qSupported"):
+            return self.supported()
+        if packet.startswith(("Hg", "Hc", "D")):
+            return b"OK"
+        if packet == "g":
+            return arch_amd64.regfile_to_g(self.regfile).hex().encode()
+        if (match := re.fullmatch(r"p([0-9a-f]+)(;thread:[0-9a-f]+;)?", packet)):
+            return arch_amd64.read_register(self.regfile, int(match[1], 16)).hex().encode()
+        if (match := re.fullmatch(r"qRegisterInfo([0-9a-f]+)", packet)):
+            reply = arch_amd64.register_info_reply(int(match[1], 16))
+            return reply.encode() if reply else b"E45"
+        if (match := re.fullmatch(r"qXfer:([a-z0-9-]+):read:[^:]*:([0-9a-f]+),([0-9a-f]+)", packet)):
+            document = self.documents.get(match[1])
+            if document is None:
+                return b"E00"
+            return qxfer_chunk(document.encode(), int(match[2], 16), int(match[3], 16))
+        if (match := re.fullmatch(r"m([0-9a-f]+),([0-9a-f]+)", packet)):
+            address, length = int(match[1], 16), int(match[2], 16)
+            for base, data in self.regions:
+                if base <= address and address + length <= base + len(data):
+                    return data[address - base:address - base + length].hex().encode()
+            return b"E01"
+        if (match := re.fullmatch(r"vFile:([a-z]+):(.*)", packet)):
+            return self.vfile(match[1], match[2])
+        return b""
+
+    def serve(self) -> None:
+        connection, _ = self.server.accept()
+        with connection:
+            buffer = b""
+            while True:
+                received = connection.recv(65536)
+                if not received:
+                    return
+                buffer += received
+                while (match := re.search(rb"\$([^#]*)#[0-9a-f]{2}", buffer)):
+                    buffer = buffer[match.end():]
+                    packet = match[1].decode("latin-1")
+                    self.packets.append(packet)
+                    connection.sendall(b"+" + encode_packet(self.answer(packet)))
+                    if packet.startswith(("D", "k")):
+                        return
+
+    def close(self) -> None:
+        self.thread.join(timeout=10)
+        self.server.close()
+
+
+def backtrace_of(output: str) -> list[str]:
+    """Function names of the first `bt` listing in gdb's output (a later
+    `frame N` prints its line again)."""
+    frames: dict[int, str] = {}
+    for number, name in re.findall(r"^#(\d+)\s+(?:0x[0-9a-f]+ in )?(\S+) \(\)", output, re.M):
+        if int(number) != len(frames):
+            break
+        frames[int(number)] = name
+    return list(frames.values())
+
+
+def regions_for(images, stop: Stop) -> list[tuple[int, bytes]]:
+    regions = [(image.start, elf(image.data).get_section_by_name(".text").data()) for image in images]
+    return regions + [(stop.stack_base, stop.stack)]
+
+
+@pytest.mark.parametrize("site_index", [0, 3], ids=["entry-site", "body-site"])
+def test_gdb_fetches_images_by_vfile_and_unwinds_to_cm_enter(image_set, site_index):
+    loaded = load(EXAMPLES / "demo.O0.wasm", True)
+    images = image_set.for_store(loaded.store)
+    stop = stop_in_square(loaded, site_index)
+    if site_index:  # Store.backtrace walks the rbp chain, which skips the caller at an entry site
+        assert stop.frames == ["square", "sum_of_squares", "run"]
+    stub = MiniStub(stop.regfile, regions_for(images, stop), svr4=libraries_svr4_xml(images),
+                    files=ImageFileServer(image_set))
+    try:
+        # Default sysroot "target:": gdb reads each library over vFile.
+        # No exec file: gdb lists the libraries on connect but reads their
+        # symbols only when asked (see test_debugimage), hence `sharedlibrary`.
+        output = run_gdb(f"target remote 127.0.0.1:{stub.port}", "sharedlibrary", "info sharedlibrary", "bt",
+                         "frame 1", "info frame", "detach")
+    finally:
+        stub.close()
+    for image in images:
+        assert f"Reading {image.name} from remote target" in output, output
+        assert re.search(rf"{image.start:#018x}\s+{image.end:#018x}\s+Yes \(\*\)\s+target:{re.escape(image.name)}",
+                         output), output
+    assert backtrace_of(output) == ["square", "sum_of_squares", "run", "cm_enter"], output
+    assert "Backtrace stopped" not in output and "#4" not in output
+    assert "caller of frame at" in output  # `info frame` of frame 1 found its caller through the CFI
+    assert any(p.startswith("vFile:open:") for p in stub.packets)
+    assert not any(p.startswith("vFile:pwrite") for p in stub.packets)
+
+
+def test_gdb_reads_the_segment_form_library_list(image_set):
+    """gdb's solib-target (no GNU/Linux osabi) with qXfer:libraries: each
+    library's <segment> is its PT_LOAD address, so symbols resolve unslid."""
+    loaded = load(EXAMPLES / "demo.O0.wasm", True)
+    images = image_set.for_store(loaded.store)
+    stop = stop_in_square(loaded, 3)
+    stub = MiniStub(stop.regfile, regions_for(images, stop), libraries=libraries_xml(images),
+                    files=ImageFileServer(image_set), osabi=False)
+    (entry,) = loaded.store.registry.entries()
+    fact = next(f for f in entry.store_code.frame_table.functions()
+                if loaded.module.func_name(f.wasm_index) == "fact")
+    try:
+        output = run_gdb("set osabi none", f"target remote 127.0.0.1:{stub.port}", "sharedlibrary",
+                         "info sharedlibrary",
+                         f"info symbol {entry.store_code.base + fact.native_start + 2:#x}", "bt", "detach")
+    finally:
+        stub.close()
+    assert any(p.startswith("qXfer:libraries:read") for p in stub.packets)
+    for image in images:
+        assert re.search(rf"{image.start:#018x}\s+{image.end:#018x}\s+Yes \(\*\)\s+target:{re.escape(image.name)}",
+                         output), output
+    assert "fact + 2 in section .text" in output, output
+    assert backtrace_of(output) == ["square", "sum_of_squares", "run", "cm_enter"], output
+
+
+# ------------------------------------------------------------ real lldb
+def test_lldb_uses_the_images_cfi_to_unwind_a_remote_stop(image_set):
+    """lldb-22 loads no library over a plain gdb-remote without an executable
+    (no dynamic loader takes such a target), so the images are added by hand
+    at slide 0; lldb then picks our .debug_frame as the unwind plan."""
+    loaded = load(EXAMPLES / "demo.O0.wasm", True)
+    images = image_set.for_store(loaded.store)
+    stop = stop_in_square(loaded, 0)  # the entry site: an rbp-chain walk would skip sum_of_squares
+    (entry,) = loaded.store.registry.entries()
+    code = entry.store_code
+    sum_of_squares = next(f for f in code.frame_table.functions()
+                          if loaded.module.func_name(f.wasm_index) == "sum_of_squares")
+    stub = MiniStub(stop.regfile, regions_for(images, stop), svr4=libraries_svr4_xml(images),
+                    files=ImageFileServer(image_set))
+    commands = [f"gdb-remote {stub.port}"]
+    commands += [f"target modules add {image.name}" for image in images]
+    commands += [f"target modules load -f {image.name} -s 0" for image in images]
+    commands += ["bt", f"image show-unwind -a {code.base + sum_of_squares.native_start + 9:#x}",
+                 f"image show-unwind -a {images[-1].start + 1:#x}", "process detach"]
+    arguments = ["lldb-22", "-b", "--no-lldbinit"]
+    for command in commands:
+        arguments += ["-o", command]
+    try:
+        done = subprocess.run(arguments, capture_output=True, text=True, timeout=60)
+    finally:
+        stub.close()
+    output = done.stdout + done.stderr
+    names = re.findall(r"frame #\d+: 0x[0-9a-f]+ \S+`(\w+)", output)
+    assert names[:3] == ["square", "sum_of_squares", "run"], output
+    plans = output.split("UNWIND PLANS for ")
+    function_plan, runtime_plan = plans[1], plans[2]
+    assert "Asynchronous (not restricted to call-sites) UnwindPlan is 'DWARF CFI'" in function_plan
+    debug_frame = function_plan.split("debug_frame UnwindPlan:")[1].split("\n\n")[0]
+    rows = re.findall(r"row\[\d+\]:\s+(\d+): CFA=(\w+) ?\+(\d+) => (.*)", debug_frame)
+    assert [(int(o), r, int(n)) for o, r, n, _ in rows][:3] == [(0, "rsp", 8), (6, "rsp", 16), (9, "rbp", 16)]
+    assert runtime_plan.startswith(f"{Path(images[-1].name).name}`cm_enter"), runtime_plan[:200]
+    runtime_rows = runtime_plan.split("debug_frame UnwindPlan:")[1].split("\n\n")[0]
+    assert re.search(r"row\[0\]:\s+0: CFA=rsp \+8 => rip=\?", runtime_rows), runtime_rows
