@@ -87,7 +87,10 @@ def attach_commands(host: str, port: int, images: list) -> list[str]:
     if images:
         lldb += ["-o", shlex.quote(f"target create {images[0].path}")]
         for image in images[1:]:
-            lldb += ["-o", shlex.quote(f"target modules add {image.path}")]
+            # Added modules are not loaded until told where: at their link
+            # addresses (slide 0), like the target's own image.
+            lldb += ["-o", shlex.quote(f"target modules add {image.path}"),
+                     "-o", shlex.quote(f"target modules load --file {image.path} --slide 0")]
     lldb += ["-o", shlex.quote(f"gdb-remote {address}")]
     lines.append("lldb: " + " ".join(lldb))
     return lines
@@ -149,6 +152,7 @@ def serve(args: argparse.Namespace) -> int:
         exited = asyncio.run(server.serve())
     finally:
         wasi.flush()
+        images.remove_files()  # they describe this process's code only
     return _report_exit(exited)
 
 

@@ -294,7 +294,7 @@ class DebugImageSet:
 
     ``cache_dir`` is created if missing. File names are unique per process
     (``process_tag``), Store, module and code address, plus a CRC-32 of the
-    contents, e.g. ``{tag}-store1-demo.O0-7f51be0b000-1a2b3c4d.elf``, so a
+    contents, e.g. ``{tag}-store1-7f51be0b000-1a2b3c4d/demo.O0.elf``, so a
     debugger's cache keyed by name never pairs a name with other contents.
     Thread-safe.
     """
@@ -339,7 +339,7 @@ class DebugImageSet:
         with self._lock:
             if self._runtime is None:
                 start, code, symbols, fdes = runtime_image_parts()
-                self._runtime = self._write("runtime", start, code, symbols, fdes, stt_file="codemem-runtime")
+                self._runtime = self._write("runtime", "codemem-runtime", start, code, symbols, fdes, stt_file="codemem-runtime")
                 self._by_name[self._runtime.name] = self._runtime
             return self._runtime
 
@@ -363,6 +363,10 @@ class DebugImageSet:
                 images.append(self._runtime)
             for image in images:
                 image.path.unlink(missing_ok=True)
+                try:
+                    image.path.parent.rmdir()  # the image's own directory
+                except OSError:
+                    pass
             self._memo.clear()
             self._by_name.clear()
             self._runtime = None
@@ -371,14 +375,17 @@ class DebugImageSet:
         store_code = entry.store_code
         module_name = getattr(entry.module, "name", None) or store_code.engine_code.name
         code, symbols, fdes = store_code_image_parts(entry.module, store_code)
-        return self._write(f"store{store_id}-{sanitize_name(module_name)}", store_code.base, code,
+        return self._write(f"store{store_id}", sanitize_name(module_name), store_code.base, code,
                            symbols, fdes, stt_file=module_name)
 
-    def _write(self, stem: str, start: int, code: bytes, symbols: list[Symbol], fdes: list[Fde],
-               *, stt_file: str) -> DebugImage:
+    def _write(self, owner: str, file_stem: str, start: int, code: bytes, symbols: list[Symbol],
+               fdes: list[Fde], *, stt_file: str) -> DebugImage:
         data = build_debug_image(name=stt_file, code_address=start, code=code, symbols=symbols, fdes=fdes)
         digest = zlib.crc32(data)
-        path = self.cache_dir / f"{self.process_tag}-{stem}-{start:x}-{digest:08x}.elf"
+        # The unique part is the directory, so the file keeps the module's
+        # name: debuggers show a module by its file name (`demo.elf`square).
+        path = self.cache_dir / f"{self.process_tag}-{owner}-{start:x}-{digest:08x}" / f"{file_stem}.elf"
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not (path.exists() and path.read_bytes() == data):
             temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             temporary.write_bytes(data)
