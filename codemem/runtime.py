@@ -24,6 +24,7 @@ import math
 import os
 import struct
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -224,7 +225,10 @@ class ExportType:
     type: Any
 
 
-_CACHE_MAGIC = b"WGSC\x01"
+#: Cache entry: magic, sha256 of the entry's key (its file name), code length,
+#: frame-table length, CRC-32 of code + frame table; then the code and the table.
+_CACHE_MAGIC = b"WGSC\x02"
+_CACHE_HEADER = struct.Struct("<5s32sIII")
 
 
 class Module:
@@ -254,31 +258,72 @@ class Module:
         cls(engine, wasm)
 
     def _cache_path(self) -> Path | None:
+        """Where this module's image lives in the cache; the file name is the key
+        (module hash, compiler version, debug flag)."""
         if self.engine.cache_dir is None:
             return None
         key = hashlib.sha256(self.wasm).hexdigest()
         return self.engine.cache_dir / f"{key}-v{COMPILER_VERSION}-{'debug' if self.engine.debug else 'nodebug'}.img"
 
     def _compiled_image(self) -> tuple[bytes, bytes]:
+        """(code, frame table): from the cache when it holds an intact entry for
+        this key, else compiled (and stored, best effort: a cache that cannot be
+        written only costs the caching).
+
+        An entry is used only if its header names this key and its CRC-32 matches:
+        a truncated, damaged or misplaced file is ignored and replaced, never
+        executed.  (CRC-32 guards against accidents, not against someone who can
+        write the cache directory: that directory must be trusted like the code.)
+        """
         path = self._cache_path()
-        if path is not None and path.exists():
-            blob = path.read_bytes()
-            if blob.startswith(_CACHE_MAGIC) and len(blob) >= len(_CACHE_MAGIC) + 8:
-                code_len, table_len = struct.unpack_from("<II", blob, len(_CACHE_MAGIC))
-                start = len(_CACHE_MAGIC) + 8
-                if start + code_len + table_len == len(blob):
-                    return blob[start : start + code_len], blob[start + code_len :]
-            log.warning("ignoring a corrupt cache entry %s", path)
+        key_digest = hashlib.sha256(path.name.encode()).digest() if path is not None else b""
+        if path is not None:
+            try:
+                blob = path.read_bytes()
+            except FileNotFoundError:
+                blob = None
+            except OSError as e:
+                log.warning("cannot read cache entry %s: %s", path, e)
+                blob = None
+            if blob is not None:
+                image = self._parse_cache_entry(blob, key_digest)
+                if image is not None:
+                    return image
+                log.warning("ignoring a corrupt cache entry %s", path)
         from .x64.compiler import compile_module
 
         compiled = compile_module(self.info, debug=self.engine.debug)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_bytes(_CACHE_MAGIC + struct.pack("<II", len(compiled.code), len(compiled.frame_table))
-                            + compiled.code + compiled.frame_table)
-            tmp.replace(path)
+            code, table = compiled.code, compiled.frame_table
+            header = _CACHE_HEADER.pack(_CACHE_MAGIC, key_digest, len(code), len(table),
+                                        zlib.crc32(table, zlib.crc32(code)))
+            # A per-thread temporary name, then an atomic rename: readers see a
+            # whole entry or none.
+            tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(header + code + table)
+                tmp.replace(path)
+            except OSError as e:
+                log.warning("cannot write cache entry %s: %s", path, e)
+                try:
+                    tmp.unlink()
+                except OSError:  # never created, or its directory is not there
+                    pass
         return compiled.code, compiled.frame_table
+
+    @staticmethod
+    def _parse_cache_entry(blob: bytes, key_digest: bytes) -> tuple[bytes, bytes] | None:
+        """(code, frame table) of an intact entry for ``key_digest``, else None."""
+        if len(blob) < _CACHE_HEADER.size:
+            return None
+        magic, digest, code_len, table_len, crc = _CACHE_HEADER.unpack_from(blob)
+        start = _CACHE_HEADER.size
+        if magic != _CACHE_MAGIC or digest != key_digest or start + code_len + table_len != len(blob):
+            return None
+        if zlib.crc32(memoryview(blob)[start:]) != crc:
+            return None
+        return blob[start : start + code_len], blob[start + code_len :]
 
     @property
     def imports(self) -> list[ImportType]:
