@@ -24,8 +24,6 @@ from .target import Exited, StoreTarget
 
 log = logging.getLogger(__name__)
 
-_READ_CHUNK = 1 << 16
-
 
 class StubServer:
     """Serves ``target`` on ``host:port`` until the guest has exited and no
@@ -42,7 +40,7 @@ class StubServer:
         self.config = config or SessionConfig()
         self.on_listening = on_listening
         self.session: GdbSession | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
         self._done: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clients_served = 0
@@ -57,7 +55,7 @@ class StubServer:
         """Runs until done; returns how the guest ended (None if it did not)."""
         self._loop = asyncio.get_running_loop()
         self._done = asyncio.Event()
-        server = await asyncio.start_server(self._on_client, self.host, self.port)
+        server = await self._loop.create_server(lambda: _ClientProtocol(self), self.host, self.port)
         sockets = server.sockets or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
@@ -88,62 +86,71 @@ class StubServer:
             self._done.set()
 
     def _flush(self) -> None:
-        if self.session is None or self._writer is None:
+        if self.session is None or self._transport is None:
             return
         data = self.session.take_output()
         if data:
-            self._writer.write(data)
+            self._transport.write(data)
 
     # ------------------------------------------------------------ clients
 
-    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
+    def _connected(self, transport: asyncio.Transport) -> bool:
+        """A client connected; False when it is refused (and closed)."""
+        peer = transport.get_extra_info("peername")
         if self.session is not None or (self.once and self._clients_served):
-            log.info("refusing a second client %s", peer)
+            log.info("refusing a client %s", peer)
             why = "another debugger is attached" if self.session is not None else "this stub served its one client"
-            writer.write(Framer.encode(R.error(0x10, why, True)))
-            await _close(writer)
-            return
+            transport.write(Framer.encode(R.error(0x10, why, True)))
+            transport.close()
+            return False
         log.info("client %s connected", peer)
         self._clients_served += 1
-        session = GdbSession(self.target, self.config)
-        self.session = session
-        self._writer = writer
-        try:
-            # Anything that happened while nobody was attached.
-            session.target_event()
-            while not session.finished:
-                data = await reader.read(_READ_CHUNK)
-                if not data:
-                    break
-                session.receive(data)
-                self._flush()
-                await writer.drain()
-            # Let a last reply (the detach OK) leave before closing.
-            self._flush()
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError) as e:
-            log.info("client %s dropped: %s", peer, e)
-        except Exception:  # the outermost guard of a connection: log, detach, go on serving
-            log.exception("session with %s failed; detaching", peer)
-        finally:
-            self.session = None
-            self._writer = None
-            session.client_gone()
-            await _close(writer)
-            log.info("client %s gone", peer)
-            if self.once:
-                self._wait_guest_then_stop()
-            self._check_done()
+        self.session = GdbSession(self.target, self.config)
+        self._transport = transport
+        # Anything that happened while nobody was attached.
+        self.session.target_event()
+        return True
 
-    def _wait_guest_then_stop(self) -> None:
-        """``once``: no further clients; done when the guest ends."""
+    def _received(self, data: bytes) -> None:
+        session = self.session
+        if session is None:
+            return
+        try:
+            session.receive(data)
+            self._flush()
+        except Exception:  # the outermost guard of a connection: log, detach, go on serving
+            log.exception("session failed; detaching")
+            self._transport.close()
+            return
+        if session.finished:
+            self._transport.close()
+
+    def _disconnected(self, exc: Exception | None) -> None:
+        session, self.session, self._transport = self.session, None, None
+        if session is None:
+            return
+        if exc is not None:
+            log.info("client dropped: %s", exc)
+        session.client_gone()
+        log.info("client gone")
         self._check_done()
 
 
-async def _close(writer: asyncio.StreamWriter) -> None:
-    try:
-        writer.close()
-        await writer.wait_closed()
-    except (ConnectionError, OSError):
-        pass
+class _ClientProtocol(asyncio.Protocol):
+    """Bytes in and out for one connection; all decisions are the server's."""
+
+    def __init__(self, server: StubServer):
+        self.server = server
+        self.accepted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.accepted = self.server._connected(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        if self.accepted:
+            self.server._received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.accepted:
+            self.server._disconnected(exc)
+

@@ -29,8 +29,10 @@ from .target import EINVAL, ENOENT, Exited, Stop, StopReason, StoreTarget, Targe
 
 log = logging.getLogger(__name__)
 
-#: The largest packet we accept, and so the largest ``m`` reply we build.
-PACKET_SIZE = 0x4000
+#: The largest packet we accept (advertised as PacketSize).  gdb sizes its
+#: ``m`` requests from it (PacketSize/2 bytes, hex-encoded to PacketSize), so a
+#: large one means few round trips for big reads.
+PACKET_SIZE = 0x20000
 
 MONITOR_HELP = """\
 monitor commands of wasm-gdbstub:
@@ -344,7 +346,9 @@ class GdbSession:
     # ------------------------------------------------------------ memory
 
     def _read_memory(self, request: P.ReadMemory) -> bytes:
-        length = min(request.length, (PACKET_SIZE - 8) // 2)
+        # The hex payload fills at most PacketSize (framing is not counted,
+        # as in gdbserver), so gdb's PacketSize/2 requests are answered whole.
+        length = min(request.length, PACKET_SIZE // 2)
         return hex_encode(self.target.read_memory(request.addr, length))
 
     def _read_memory_binary(self, request: P.ReadMemoryBinary) -> bytes:
@@ -353,7 +357,7 @@ class GdbSession:
         # to stubs advertising binary-upload, which we do not.
         if request.length == 0:
             return R.ok()
-        length = min(request.length, (PACKET_SIZE - 8) // 2)
+        length = min(request.length, PACKET_SIZE // 2)
         return self.target.read_memory(request.addr, length)
 
     def _write_memory(self, request) -> bytes:

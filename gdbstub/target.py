@@ -178,6 +178,7 @@ class StoreTarget:
         self._interrupt_requested = False
         self._kill_requested = False
         self._entry_sites_memo: tuple[tuple, list] | None = None
+        self._regions_memo: tuple[tuple, list] | None = None
         self._range: tuple[int, int] | None = None
         self._thread: threading.Thread | None = None
         self.results: list | None = None
@@ -616,7 +617,15 @@ class StoreTarget:
     # ----------------------------------------------------------- memory
 
     def memory_regions(self) -> list[MemoryRegion]:
-        """Everything a client may see, sorted by start address."""
+        """Everything a client may see, sorted by start address (memoized until
+        a memory grows or code or instances come and go)."""
+        key = (tuple(memory.data_len for memory in self.store.memories), len(self.store.instances),
+               tuple(entry.store_code.base for entry in self.store.registry.entries()))
+        if self._regions_memo is None or self._regions_memo[0] != key:
+            self._regions_memo = (key, self._build_memory_regions())
+        return self._regions_memo[1]
+
+    def _build_memory_regions(self) -> list[MemoryRegion]:
         regions: list[MemoryRegion] = []
         for entry in self.store.registry.entries():
             code = entry.store_code

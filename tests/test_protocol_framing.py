@@ -56,6 +56,16 @@ def test_checksum_is_mod_256_sum():
     assert checksum(b"\xff\xff") == 0xFE
 
 
+@pytest.mark.parametrize("length", [63, 64, 255, 256, 257, 512, 513, 16384, 70001])
+@pytest.mark.parametrize("fill", [0x00, 0x7F, 0xFF])
+def test_long_checksum_is_exact_at_chunk_edges(length, fill):
+    # The long-packet path sums in Adler-32 chunks: worst case all 0xff.
+    data = bytes([fill]) * length
+    assert checksum(data) == sum(data) & 0xFF
+    mixed = bytes((i * 37 + fill) & 0xFF for i in range(length))
+    assert checksum(mixed) == sum(mixed) & 0xFF
+
+
 def test_encode_known_packets():
     assert encode_packet(b"OK") == b"$OK#9a"
     assert encode_packet(b"") == b"$#00"

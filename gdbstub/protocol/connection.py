@@ -93,7 +93,8 @@ class ProtocolConnection:
         for event in self.framer.feed(data):
             if isinstance(event, PacketReceived):
                 self._acknowledge(b"+")
-                trace.debug("<- %r", _shorten(event.payload))
+                if trace.isEnabledFor(logging.DEBUG):
+                    trace.debug("<- %r", _shorten(event.payload))
                 requests.append(self._parse(event.payload))
             elif isinstance(event, InterruptReceived):
                 trace.debug("<- ^C")
@@ -122,7 +123,8 @@ class ProtocolConnection:
     def reply(self, payload: bytes) -> None:
         """Queue one reply packet (``payload`` unescaped; framing escapes it)."""
         packet = Framer.encode(payload)
-        trace.debug("-> %r", _shorten(payload))
+        if trace.isEnabledFor(logging.DEBUG):
+            trace.debug("-> %r", _shorten(payload))
         self._last_packet = packet
         # The packet is in the output already: a '-' arriving before the output is
         # taken must not queue a second copy.

