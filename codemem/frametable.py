@@ -218,6 +218,7 @@ class FrameTable:
         self._check_array("types", h.types_offset, h.types_size, 1)
         self._functions: dict[int, FunctionInfo] = {}
         self._sites: dict[int, PatchSite] = {}
+        self._seqpoints: dict[int, SequencePoint] = {}
         self._seqpoint_offsets_memo: dict[int, list[int]] = {}
 
     def _check_array(self, name: str, offset: int, count: int, size: int) -> None:
@@ -321,6 +322,12 @@ class FrameTable:
         return tuple(self._data[start : start + depth])
 
     def sequence_point(self, index: int) -> SequencePoint:
+        point = self._seqpoints.get(index)
+        if point is None:
+            point = self._seqpoints[index] = self._parse_sequence_point(index)
+        return point
+
+    def _parse_sequence_point(self, index: int) -> SequencePoint:
         if not 0 <= index < self.header.num_seqpoints:
             raise IndexError(index)
         at = self.header.seqpoints_offset + index * SEQPOINT_SIZE

@@ -89,7 +89,8 @@ def _escape_one(match: re.Match[bytes]) -> bytes:
 def escape_binary(data: bytes) -> bytes:
     """Escape ``# $ } *`` as ``}`` followed by the byte XOR 0x20 (GDB manual,
     "Overview", binary data). Never produces run-length encoding."""
-    if _MUST_ESCAPE.search(data) is None:  # hex and text replies: the common case
+    # Hex and text replies need none: four memchr scans beat one regex search.
+    if b"}" not in data and b"#" not in data and b"$" not in data and b"*" not in data:
         return data
     return _MUST_ESCAPE.sub(_escape_one, data)
 
