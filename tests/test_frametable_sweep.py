@@ -1,0 +1,127 @@
+"""Frame-table sweep over every function of every example, through the real pipeline.
+
+``tests/test_compiler.py`` checks the compiler's output bytes against its frame
+table, using our own wasm decoder for instruction boundaries.  This sweep closes
+the two remaining gaps:
+
+* it reads the *published EngineCode image* (``Module(engine, wasm).engine_code``:
+  after the trampoline slots were filled and the memfd sealed) and a debug
+  Store's copy-on-write StoreCode, not the compiler's return value;
+* it takes wasm instruction boundaries from ``wasm-objdump -d`` (wabt), so a
+  decoder bug cannot agree with itself.
+
+For every function of every ``examples/build/*.wasm``, debug on and off:
+
+* debug: every patch site reads ``0f 1f 44 00 00`` in EngineCode and in the
+  StoreCode, and capstone decodes it as one 5-byte ``nop`` at a boundary of a
+  linear sweep of its function; the function's first byte is a site;
+* every sequence point's wasm offset is an instruction boundary of that
+  function per wasm-objdump;
+* every native ``call`` (except the trap veneer, which never returns, and
+  libcalls into the runtime, which are not wasm calls) is followed by a
+  RETURN_POINT sequence point (and, debug, a patch site) whose wasm offset is a
+  ``call``/``call_indirect`` of that function; every RETURN_POINT is such a
+  return address.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import capstone
+import pytest
+
+import codemem
+from codemem.abi import VMCTX_LIBCALL_CTX
+from codemem.frametable import SITE_DISABLED, SITE_SIZE, SequencePointKind
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "build").glob("*.wasm"))
+DISASSEMBLER = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+LIBCALL_LOAD = f"r15, qword ptr [r15 + {VMCTX_LIBCALL_CTX:#x}]"
+
+_FUNCTION_LINE = re.compile(r"^[0-9a-f]+ func\[(\d+)\]")
+_INSTRUCTION_LINE = re.compile(r"^\s*([0-9a-f]+):\s[0-9a-f ]*\|\s*(\S+)")
+
+
+def objdump_instructions(path: Path) -> dict[int, dict[int, str]]:
+    """function index -> {module offset: mnemonic}, from ``wasm-objdump -d``."""
+    tool = shutil.which("wasm-objdump")
+    assert tool, "wasm-objdump (Debian package wabt) is required"
+    listing = subprocess.run([tool, "-d", str(path)], check=True, capture_output=True, text=True).stdout
+    functions: dict[int, dict[int, str]] = {}
+    current = None
+    for line in listing.splitlines():
+        if m := _FUNCTION_LINE.match(line):
+            current = functions.setdefault(int(m.group(1)), {})
+        elif current is not None and (m := _INSTRUCTION_LINE.match(line)):
+            current[int(m.group(1), 16)] = m.group(2)
+    return functions
+
+
+def test_every_example_is_swept():
+    assert len(EXAMPLES) >= 10
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["debug", "nodebug"])
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_sweep(path: Path, debug: bool):
+    wasm_instructions = objdump_instructions(path)
+    engine = codemem.Engine(debug=debug)
+    module = codemem.Module.from_file(engine, path)
+    engine_code = module.engine_code
+    table = engine_code.frame_table
+    code = engine_code.read(0, engine_code.code_size)
+    sites = table.site_offsets
+    site_set = set(sites)
+    store = codemem.Store(engine)
+    try:
+        store_code = codemem.Instance(store, module, []).store_code
+        assert store_code.shares_engine_mapping is (not debug)
+        if not debug:
+            assert sites == []
+        swept_sites = set()
+        trap_veneer = table.header.trap_veneer
+        assert table.num_functions == len(module.info.codes)
+        for func in table.functions():
+            where = f"{path.name} function {func.wasm_index}"
+            boundaries = wasm_instructions[func.wasm_index]
+            listing = list(DISASSEMBLER.disasm_lite(code[func.native_start:func.native_end], func.native_start))
+            assert sum(size for _, size, _, _ in listing) == func.native_size, f"{where}: capstone stopped early"
+            native_boundaries = {address for address, _, _, _ in listing}
+            points = table.sequence_points(func)
+            for point in points:
+                assert point.wasm_offset in boundaries, \
+                    f"{where}: sequence point at wasm {point.wasm_offset:#x} is not an instruction (wasm-objdump)"
+                assert point.native_offset in native_boundaries or point.native_offset == func.native_end
+            return_points = {p.native_offset: p for p in points if p.kind == SequencePointKind.RETURN_POINT}
+
+            if debug:
+                assert func.native_start in site_set, f"{where}: no site at the function's first byte"
+            previous = None
+            call_returns = set()
+            for address, size, mnemonic, operands in listing:
+                if address in site_set:
+                    assert (size, mnemonic) == (SITE_SIZE, "nop"), f"{where}: site {address:#x} is {mnemonic}"
+                    assert code[address:address + SITE_SIZE] == SITE_DISABLED
+                    assert store_code.read_raw(store_code.pc_of(address), SITE_SIZE) == SITE_DISABLED
+                    swept_sites.add(address)
+                if mnemonic == "call":
+                    libcall = operands == "rax" and previous is not None and previous[2:] == ("mov", LIBCALL_LOAD)
+                    to_trap = operands != "rax" and int(operands, 0) == trap_veneer
+                    if not (libcall or to_trap):
+                        ret = address + size
+                        call_returns.add(ret)
+                        assert ret in return_points, f"{where}: call at {address:#x} has no RETURN_POINT after it"
+                        assert boundaries[return_points[ret].wasm_offset] in ("call", "call_indirect")
+                        if debug:
+                            assert ret in site_set, f"{where}: call at {address:#x} is not followed by a site"
+                previous = (address, size, mnemonic, operands)
+            assert set(return_points) == call_returns, f"{where}: RETURN_POINTs that follow no call"
+        if debug:
+            assert swept_sites == site_set, f"{len(site_set - swept_sites)} sites are not at instruction boundaries"
+            assert len(site_set) >= sum(f.num_seqpoints for f in table.functions()) > 0
+    finally:
+        store.close()
+        engine_code.close()
