@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import NewType
 
 from . import native
@@ -145,6 +146,10 @@ class EngineCode:
         self.function_names = dict(function_names or {})
         self._memory = CodeMemory.create_sealed(bytes(image), f"engine-code:{name}")
         self.size = self._memory.size
+        # Without an explicit close, the memfd and mapping go when the last
+        # reference does: every user of the mapping (StoreCode, instances via
+        # their Module) holds this object, so nothing can still run from it.
+        self._finalizer = weakref.finalize(self, _release_engine_memory, self._memory)
 
     def read(self, offset: ImageOffset, length: int) -> bytes:
         """Canonical bytes of the image (never patched)."""
@@ -160,8 +165,14 @@ class EngineCode:
         return self._memory
 
     def close(self) -> None:
-        self._memory.unmap()
-        lib.cm_close(self._memory.fd)
+        self._finalizer()
+
+
+def _release_engine_memory(memory: "CodeMemory") -> None:
+    memory.unmap()
+    if memory.fd >= 0:
+        lib.cm_close(memory.fd)
+        memory.fd = -1
 
 
 class StoreCode:
