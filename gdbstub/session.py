@@ -446,8 +446,13 @@ class GdbSession:
     def _kill(self, request) -> bytes | None:
         self.killed = True
         self.target.kill()
-        # `k` has no reply (GDB manual, "k"); vKill answers OK.
-        return R.ok() if isinstance(request, P.VKill) else None
+        if isinstance(request, P.VKill):
+            return R.ok()
+        # GDB reads no reply to `k` (GDB manual, "k"); LLDB waits for one and
+        # takes the exit status from it (lldb-server answers X09), else reports
+        # "failed to send k packet".
+        pid = self.target.pid if self._multiprocess else None
+        return R.terminated_reply(R.Signal.SIGKILL, pid)
 
     def _detach(self, request: P.Detach) -> bytes:
         if request.pid is not None and request.pid != self.target.pid:

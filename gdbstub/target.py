@@ -234,10 +234,32 @@ class StoreTarget:
             # rsi carries the trapping instruction's sequence point (codemem.abi):
             # that is where the debugger should see the guest stopped.
             regfile.rip = regfile.gpr[4]
+            self._present_trap_at_entry_site(regfile)
         with self._lock:
             self._pending.append(stop)
         self._notify()
         stop.resumed.wait()
+
+    def _present_trap_at_entry_site(self, regfile) -> None:
+        """The prologue's stack check traps after `push rbp; mov rbp, rsp`
+        (codemem.abi, "Function layout") but the stop is reported at the
+        function's entry site, where the CFI (gdbstub.images, _AT_ENTRY) puts
+        the return address at [rsp].  Show the registers as they were at the
+        entry site so unwinders agree: rsp at the return address, rbp the
+        caller's.  The trap trampoline unwinds from its own saved rsp, never
+        from this regfile."""
+        pc = regfile.rip
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            return
+        code = entry.store_code
+        func = code.frame_table.function_at(code.offset_of(pc))
+        rbp = regfile.gpr[6]
+        if func is None or code.base + func.native_start != pc or regfile.gpr[7] != rbp \
+                or not self.store.ctx.stack.contains(rbp):
+            return
+        regfile.gpr[7] = rbp + 8
+        regfile.gpr[6] = struct.unpack("<Q", _raw_read(rbp, 8))[0]
 
     # ----------------------------------------------------- controller side
 
@@ -268,9 +290,10 @@ class StoreTarget:
 
     def _process(self, raw) -> Event | None:
         if isinstance(raw, Exited):
-            self._disarm()
-            self._disarm_entry()
             self.exited = raw
+            # The process is gone and no client removes breakpoints after a
+            # W/X reply: put the code back to the EngineCode bytes here.
+            self._drop_debug_state()
             self.results = raw.results
             self._stopped = None
             self._current = None

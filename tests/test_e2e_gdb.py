@@ -1,0 +1,305 @@
+"""End-to-end: real gdb 13 (batch mode) against a ``wasm-gdbstub serve`` process.
+
+Issue 4's list, each checked on gdb's OUTPUT: ``break FUNC`` by name and
+``continue`` stop at a patch site; ``bt`` names every wasm frame down to the
+entry; ``info registers``; ``x/5xb $pc`` shows the disabled NOP while the
+breakpoint is inserted; ``stepi``; ``finish``; a breakpoint in a recursive
+function hits at every depth; ``interrupt`` / Ctrl-C stops an infinite loop;
+traps show as SIGILL / SIGFPE / SIGSEGV with a backtrace; ``detach`` lets the
+program print its result; ``kill``.
+
+Patch-site facts come from the stub's own monitor commands (``monitor
+frame-table`` marks sequence points that are sites, ``monitor patches`` lists
+enabled ones); the stub's packet trace (``--log-packets``) shows the stop
+replies.  That the code is back to the EngineCode bytes after a session can
+only be seen from inside the process: tests/test_e2e_inprocess.py.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from stubproc import (INTERRUPT_BY, ClientRun, example, guest_path, monitor_function_ranges, monitor_sites, run_gdb,
+                      stub)  # noqa: F401  (stub is a fixture)
+
+DEMO_RESULT = "505"  # examples/demo.c: run() = sum_of_squares(10) + fact(5)
+ALWAYS_INSERTED = ("set breakpoint always-inserted on",)
+
+
+# ---------------------------------------------------------------- output parsing
+
+def mark(name: str) -> str:
+    """A gdb command printing a marker line, to cut the output into sections."""
+    return f"echo =={name}==\\n"
+
+
+def sections(run: ClientRun) -> dict[str, str]:
+    """Output between markers: {name: text printed after ``mark(name)``}."""
+    parts = re.split(r"^==(\w+)==$", run.output, flags=re.M)
+    found = {"_start": parts[0]}
+    for i in range(1, len(parts) - 1, 2):
+        found[parts[i]] = parts[i + 1]
+    return found
+
+
+def section(run: ClientRun, name: str) -> str:
+    found = sections(run)
+    assert name in found, f"marker {name} missing from gdb's output:\n{run}"
+    return found[name]
+
+
+def frames(text: str) -> list[str]:
+    """Function names of the ``bt`` lines in ``text`` (``??`` when unknown)."""
+    return re.findall(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(\S+) \(", text, re.M)
+
+
+def frame_pcs(text: str) -> list[int]:
+    return [int(pc, 16) for pc in re.findall(r"^#\d+\s+(0x[0-9a-f]+) in ", text, re.M)]
+
+
+def values(text: str) -> list[int]:
+    """The hex values gdb printed as ``$N = 0x...``."""
+    return [int(v, 16) for v in re.findall(r"^\$\d+ = (0x[0-9a-f]+)\s*$", text, re.M)]
+
+
+def one_value(text: str, run: ClientRun) -> int:
+    found = values(text)
+    assert len(found) == 1, f"expected one $N = 0x... in:\n{text}\n---\n{run}"
+    return found[0]
+
+
+def wasm_frames(names: list[str]) -> list[str]:
+    """The frames above the runtime's entry trampoline (cm_enter ends a
+    wasm backtrace: its image's CFI marks the return address undefined)."""
+    return names[:-1] if names and names[-1] == "cm_enter" else names
+
+
+def assert_clean_backtrace(text: str, run: ClientRun) -> None:
+    assert "??" not in frames(text), f"an unnamed frame in the backtrace:\n{text}\n---\n{run}"
+    for complaint in ("Backtrace stopped", "corrupt stack", "previous frame identical", "Cannot access memory"):
+        assert complaint not in text, f"gdb complained ({complaint!r}):\n{text}\n---\n{run}"
+
+
+def stop_replies(stub_process) -> list[str]:
+    """Stop replies the stub sent (``T..``/``S..``/``W..``/``X..``), from its packet trace."""
+    return re.findall(r"^packet -> b'([TSWX][0-9a-f]{2}[^']*)'", stub_process.stderr, re.M)
+
+
+def detail(run: ClientRun, stub_process) -> str:
+    return f"{run}\n---\n{stub_process.describe()}"
+
+
+# ---------------------------------------------------------------- tests
+
+def test_break_by_name_stops_at_the_functions_entry_site(stub):
+    demo = stub()
+    run = run_gdb(demo, ["break square", "continue", mark("stop"), "p/x $pc", "info symbol $pc",
+                         mark("table"), "monitor frame-table square", "detach"])
+    assert not run.timed_out, detail(run, demo)
+    stop = section(run, "stop")
+    assert re.search(r"^Breakpoint 1 at 0x[0-9a-f]+$", section(run, "_start"), re.M), detail(run, demo)
+    assert re.search(r"^Breakpoint 1, 0x[0-9a-f]+ in square \(\)$", run.output, re.M), detail(run, demo)
+    pc = one_value(stop, run)
+    assert re.search(r"^square in section \.text", stop, re.M), detail(run, demo)
+    table = section(run, "table")
+    sites = monitor_sites(table)
+    start, _ = monitor_function_ranges(table)["square"]
+    assert sites.get(pc) == "entry", f"stop pc {pc:#x} is not square's entry site:\n{table}"
+    assert pc == start
+    assert "T05" in " ".join(stop_replies(demo)), demo.describe()
+
+
+def test_backtrace_names_every_wasm_frame_down_to_the_entry(stub):
+    demo = stub()
+    run = run_gdb(demo, ["break square", "continue", mark("bt"), "bt", mark("table"), "monitor frame-table",
+                         "detach"])
+    assert not run.timed_out, detail(run, demo)
+    text = section(run, "bt")
+    assert wasm_frames(frames(text)) == ["square", "sum_of_squares", "run"], detail(run, demo)
+    assert_clean_backtrace(text, run)
+    # Every caller frame's pc is a return address, which is a return-point site.
+    sites = monitor_sites(section(run, "table"))
+    for pc in frame_pcs(text)[1:3]:
+        assert sites.get(pc) == "return_point", f"{pc:#x} is not a return-point site:\n{text}"
+
+
+def test_info_registers_shows_the_stopped_guest(stub):
+    demo = stub()
+    run = run_gdb(demo, ["break sum_of_squares", "continue", mark("regs"), "info registers", mark("pc"),
+                         "p/x $pc", "detach"])
+    assert not run.timed_out, detail(run, demo)
+    regs = section(run, "regs")
+    pc = one_value(section(run, "pc"), run)
+    names = re.findall(r"^(\w+)\s+0x[0-9a-f]+\s", regs, re.M)
+    for name in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", *(f"r{n}" for n in range(8, 16)),
+                 "rip", "eflags"):
+        assert name in names, f"{name} missing from info registers:\n{regs}"
+    rip = re.search(r"^rip\s+(0x[0-9a-f]+)\s+0x[0-9a-f]+ <(\w+)>", regs, re.M)
+    assert rip and int(rip.group(1), 16) == pc and rip.group(2) == "sum_of_squares", regs
+    rsp = int(re.search(r"^rsp\s+(0x[0-9a-f]+)", regs, re.M).group(1), 16)
+    rbp = int(re.search(r"^rbp\s+(0x[0-9a-f]+)", regs, re.M).group(1), 16)
+    # At the entry site nothing is pushed yet: the caller's frame is above rsp.
+    assert rsp < rbp, regs
+
+
+def test_memory_at_an_inserted_breakpoint_reads_as_the_disabled_nop(stub):
+    demo = stub()
+    run = run_gdb(demo, ["break square", "continue", mark("pc"), "p/x $pc", mark("bytes"), "x/5xb $pc",
+                         mark("patches"), "monitor patches", "detach"], before_connect=ALWAYS_INSERTED)
+    assert not run.timed_out, detail(run, demo)
+    pc = one_value(section(run, "pc"), run)
+    # gdb really left the breakpoint in: the site at pc is enabled in the stub.
+    assert re.search(rf"^{pc:#x} demo!square refs=\d+ breakpoint$", section(run, "patches"), re.M), \
+        detail(run, demo)
+    shown = re.search(r"^0x[0-9a-f]+ <square>:((?:\s+0x[0-9a-f]{2}){5})\s*$", section(run, "bytes"), re.M)
+    assert shown, detail(run, demo)
+    assert shown.group(1).split() == ["0x0f", "0x1f", "0x44", "0x00", "0x00"], detail(run, demo)
+
+
+def test_stepi_moves_to_the_next_sequence_point(stub):
+    demo = stub()
+    commands = ["break square", "continue", mark("s0"), "p/x $pc"]
+    for n in range(1, 4):
+        commands += ["stepi", mark(f"s{n}"), "p/x $pc"]
+    commands += [mark("table"), "monitor frame-table square", "detach"]
+    run = run_gdb(demo, commands)
+    assert not run.timed_out, detail(run, demo)
+    sites = monitor_sites(section(run, "table"))
+    pcs = [one_value(section(run, f"s{n}"), run) for n in range(4)]
+    assert len(set(pcs)) == 4, f"stepi did not move: {[hex(p) for p in pcs]}\n{run}"
+    for pc in pcs:
+        assert pc in sites, f"{pc:#x} is not a sequence point of square:\n{run}"
+    assert pcs == sorted(pcs), "square has no branches: each step goes forward"
+    assert not re.search(r"Program (received|terminated)", run.output), detail(run, demo)
+
+
+def test_finish_returns_to_the_caller(stub):
+    demo = stub()
+    run = run_gdb(demo, ["break square", "continue", mark("bt"), "bt", "finish", mark("after"), "p/x $pc",
+                         "bt", mark("table"), "monitor frame-table sum_of_squares", mark("again"), "continue",
+                         "detach"])
+    assert not run.timed_out, detail(run, demo)
+    caller_pc = frame_pcs(section(run, "bt"))[1]
+    after = section(run, "after")
+    pc = one_value(after, run)
+    assert pc == caller_pc, f"finish stopped at {pc:#x}, the return address is {caller_pc:#x}\n{run}"
+    assert wasm_frames(frames(after)) == ["sum_of_squares", "run"], detail(run, demo)
+    assert monitor_sites(section(run, "table")).get(pc) == "return_point", detail(run, demo)
+    # The loop calls square again: the breakpoint still works after finish.
+    assert re.search(r"^Breakpoint 1, 0x[0-9a-f]+ in square \(\)$", section(run, "again"), re.M), \
+        detail(run, demo)
+
+
+def test_breakpoint_in_a_recursive_function_hits_at_every_depth(stub):
+    demo = stub()
+    commands = ["break fact"]
+    for depth in range(1, 6):  # fact(5) -> fact(4) -> ... -> fact(1)
+        commands += [mark(f"d{depth}"), "continue", "bt"]
+    commands += ["delete", mark("end"), "continue"]
+    run = run_gdb(demo, commands)
+    assert not run.timed_out, detail(run, demo)
+    for depth in range(1, 6):
+        text = section(run, f"d{depth}")
+        assert re.search(r"^Breakpoint 1, 0x[0-9a-f]+ in fact \(\)$", text, re.M), detail(run, demo)
+        assert wasm_frames(frames(text)) == ["fact"] * depth + ["run"], detail(run, demo)
+        assert_clean_backtrace(text, run)
+    assert re.search(r"\[Inferior 1 \(process \d+\) exited normally\]", section(run, "end")), detail(run, demo)
+    assert demo.wait() == 0, demo.describe()
+    assert DEMO_RESULT in demo.output_after_banner, demo.describe()
+
+
+def test_detach_lets_the_program_finish_and_print_its_result(stub):
+    demo = stub()
+    run = run_gdb(demo, ["break sum_of_squares", "continue", "stepi", "detach"], before_connect=ALWAYS_INSERTED)
+    assert not run.timed_out, detail(run, demo)
+    assert re.search(r"\[Inferior 1 \(process \d+\) detached\]", run.output), detail(run, demo)
+    assert demo.wait() == 0, demo.describe()
+    assert demo.output_after_banner[:1] == [DEMO_RESULT], demo.describe()
+
+
+def test_kill_ends_the_guest(stub):
+    demo = stub()
+    run = run_gdb(demo, ["break square", "continue", "kill", mark("after"), "info registers rip"])
+    assert not run.timed_out, detail(run, demo)
+    assert re.search(r"\[Inferior 1 \(process \d+\) killed\]", run.output), detail(run, demo)
+    assert "The program has no registers now." in section(run, "after"), detail(run, demo)
+    demo.wait(10)
+    assert DEMO_RESULT not in demo.output_after_banner, "killed before it could finish:\n" + demo.describe()
+
+
+@pytest.mark.parametrize("how", sorted(INTERRUPT_BY))
+def test_interrupt_stops_a_guest_in_an_infinite_loop(stub, tmp_path, how):
+    spinner = stub(guest_path(tmp_path), invoke="spin")
+    run = run_gdb(spinner, [INTERRUPT_BY[how], "continue", mark("stop"), "p/x $pc", "bt",
+                            mark("table"), "monitor frame-table", mark("patches"), "monitor patches", "kill"],
+                  timeout=30)
+    assert not run.timed_out, detail(run, spinner)
+    stop = section(run, "stop")
+    assert re.search(r"^Program received signal SIGINT, Interrupt\.$", run.output, re.M), detail(run, spinner)
+    pc = one_value(stop, run)
+    assert monitor_sites(section(run, "table")).get(pc) is not None, f"{pc:#x} is not a site\n{run}"
+    assert wasm_frames(frames(stop)) == ["spin_forever", "spin"], detail(run, spinner)
+    assert_clean_backtrace(stop, run)
+    # The interrupt patched every site; once stopped they are all disabled again.
+    assert "no patch site is enabled" in section(run, "patches"), detail(run, spinner)
+    assert any(reply.startswith("T02") for reply in stop_replies(spinner)), spinner.describe()
+
+
+# (invoke, args, signal name, gdb's description, the stop reply's signal, wasm frames innermost first)
+TRAPS = {
+    "unreachable": ("trap_unreachable", ["0"], "SIGILL", "Illegal instruction", "04",
+                    ["hit_unreachable", "trap_unreachable"]),
+    "divide-by-zero": ("trap_div", ["7", "0"], "SIGFPE", "Arithmetic exception", "08", ["divide", "trap_div"]),
+    "bad-conversion": ("trap_convert", [], "SIGFPE", "Arithmetic exception", "08", ["to_int", "trap_convert"]),
+    "out-of-bounds": ("trap_oob", ["70000"], "SIGSEGV", "Segmentation fault", "0b", ["load_at", "trap_oob"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAPS))
+def test_trap_shows_as_a_signal_with_a_backtrace(stub, tmp_path, case):
+    invoke, args, signame, description, number, expected_frames = TRAPS[case]
+    guest = stub(guest_path(tmp_path), invoke=invoke, args=args)
+    run = run_gdb(guest, ["continue", mark("stop"), "p/x $pc", "bt", mark("table"), "monitor frame-table",
+                          mark("end"), "continue"])
+    assert not run.timed_out, detail(run, guest)
+    assert re.search(rf"^Program received signal {signame}, {description}\.$", run.output, re.M), detail(run, guest)
+    stop = section(run, "stop")
+    pc = one_value(stop, run)
+    assert monitor_sites(section(run, "table")).get(pc) is not None, f"trap pc {pc:#x} is not a site\n{run}"
+    assert wasm_frames(frames(stop)) == expected_frames, detail(run, guest)
+    assert_clean_backtrace(stop, run)
+    # Continuing a trap unwinds the guest: the process ends with that signal.
+    assert re.search(rf"^Program terminated with signal {signame}, {description}\.$", section(run, "end"), re.M), \
+        detail(run, guest)
+    assert guest.wait() == 1, guest.describe()
+    replies = stop_replies(guest)
+    assert any(r.startswith("T" + number) for r in replies), f"no T{number} stop reply: {replies}"
+    assert any(r.startswith("X" + number) for r in replies), f"no X{number} exit reply: {replies}"
+
+
+def test_trap_in_an_example_program(stub):
+    """examples/loops.c must_be_positive(0) is `__builtin_trap()`: unreachable."""
+    loops = stub(example("loops.O0"), invoke="must_be_positive", args=["0"])
+    run = run_gdb(loops, ["continue", mark("stop"), "bt", "kill"])
+    assert not run.timed_out, detail(run, loops)
+    assert re.search(r"^Program received signal SIGILL, Illegal instruction\.$", run.output, re.M), \
+        detail(run, loops)
+    assert wasm_frames(frames(section(run, "stop"))) == ["must_be_positive"], detail(run, loops)
+
+
+def test_stack_exhaustion_shows_as_sigsegv_with_a_backtrace(stub, tmp_path):
+    """Unbounded recursion: tens of thousands of frames, so only the innermost
+    few are printed (a whole ``bt`` over the wire takes tens of seconds)."""
+    guest = stub(guest_path(tmp_path), invoke="trap_stack")
+    run = run_gdb(guest, ["continue", mark("stop"), "p/x $pc", "bt 4", mark("table"), "monitor frame-table recurse",
+                          "kill"])
+    assert not run.timed_out, detail(run, guest)
+    assert re.search(r"^Program received signal SIGSEGV, Segmentation fault\.$", run.output, re.M), \
+        detail(run, guest)
+    stop = section(run, "stop")
+    pc = one_value(stop, run)
+    assert monitor_sites(section(run, "table")).get(pc) is not None, f"trap pc {pc:#x} is not a site\n{run}"
+    assert frames(stop) == ["recurse"] * 4, detail(run, guest)
+    assert "Backtrace stopped" not in stop, detail(run, guest)
+    assert any(r.startswith("T0b") for r in stop_replies(guest)), guest.describe()
