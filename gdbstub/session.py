@@ -20,6 +20,8 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
+from codemem.wasm.types import ValType
+
 from . import arch_amd64
 from .protocol import packets as P
 from .protocol import replies as R
@@ -312,7 +314,11 @@ class GdbSession:
 
     def _interrupt(self, request) -> None:
         if self.target.is_running:
+            # Also from a client that attached to a guest an earlier one left
+            # running (as in _halt_reason): it resumed nothing, yet wants the stop.
+            self.target.debugging = True
             self.target.interrupt()
+            self.waiting_for_stop = True
         return None
 
     # ------------------------------------------------------------ registers
@@ -523,7 +529,7 @@ class GdbSession:
                              f"{code.base + func.native_start:#x}-{code.base + func.native_end:#x} "
                              f"frame {func.frame_size} bytes")
                 for slot in table.locals(func):
-                    lines.append(f"  local {slot}")
+                    lines.append(f"  local {slot.index}: {_type_name(slot.valtype)} @ [rbp{slot.frame_offset:+d}]")
                 for point in table.sequence_points(func):
                     site = " site" if table.site_index(point.native_offset) is not None else ""
                     lines.append(f"  {code.base + point.native_offset:#x} wasm@{point.wasm_offset:#x} "
@@ -567,6 +573,13 @@ class GdbSession:
             return R.vfile_result(-1, R.FileIOErrno.ENOENT)
         except FileServerError as e:
             return R.vfile_result(-1, e.errno)
+
+
+def _type_name(valtype: int) -> str:
+    try:
+        return ValType(valtype).wat_name
+    except ValueError:
+        return f"type {valtype:#x}"
 
 
 class _NoFiles(Exception):

@@ -224,18 +224,21 @@ class StoreTarget:
 
     def _on_guest_event(self, kind: int, code: int, regfile, vmctx: int) -> None:
         """Store.debug_handler: runs on the guest thread, may block."""
-        if self._kill_requested and kind == native.EVENT_BREAKPOINT:
-            regfile.rip = 0  # unwind now (see kill)
-            return
-        if not self.debugging:
-            return
         stop = _GuestStop(kind, code, regfile)
-        if kind == native.EVENT_TRAP:
-            # rsi carries the trapping instruction's sequence point (codemem.abi):
-            # that is where the debugger should see the guest stopped.
-            regfile.rip = regfile.gpr[4]
-            self._present_trap_at_entry_site(regfile)
+        # Decided under the lock that detach and kill take first, so a stop
+        # can never be queued after they drained the queue (nobody would
+        # release it: the guest would hang).
         with self._lock:
+            if self._kill_requested and kind == native.EVENT_BREAKPOINT:
+                regfile.rip = 0  # unwind now (see kill)
+                return
+            if not self.debugging:
+                return
+            if kind == native.EVENT_TRAP:
+                # rsi carries the trapping instruction's sequence point
+                # (codemem.abi): that is where the debugger should see the stop.
+                regfile.rip = regfile.gpr[4]
+                self._present_trap_at_entry_site(regfile)
             self._pending.append(stop)
         self._notify()
         stop.resumed.wait()
@@ -383,7 +386,8 @@ class StoreTarget:
     def detach(self) -> None:
         """Every site back to its disabled bytes; the guest runs on freely
         (a stop it already reported or is about to report is released too)."""
-        self.debugging = False
+        with self._lock:
+            self.debugging = False
         self._drop_debug_state()
         self._release()
         self._release_pending()
@@ -392,8 +396,9 @@ class StoreTarget:
         """Ends the guest: stopped at a site, it unwinds at once (the
         trampoline's kill path, csrc CM_TRAP_KILLED); stopped at a trap, the
         trap unwinds it; running, it is killed at the next sequence point."""
-        self._kill_requested = True
-        self.debugging = False
+        with self._lock:
+            self._kill_requested = True
+            self.debugging = False
         self._drop_debug_state()
         stopped = self._stopped
         if stopped is not None and stopped.kind == native.EVENT_BREAKPOINT:
@@ -636,6 +641,13 @@ class StoreTarget:
         point = table.sequence_point_at_or_before(new_offset)
         if point is None or point.native_offset != new_offset or table.site_index(new_offset) is None:
             raise TargetError(EPERM, f"rip {new_rip:#x} is not a sequence point")
+        # The entry site is before the prologue, where this function's frame
+        # does not exist yet: moving there would build a second frame over
+        # this one (and return through one of its slots); moving away from it
+        # would run the body on the caller's frame.
+        if new_offset == new_func.native_start or code.offset_of(old_rip) == old_func.native_start:
+            raise TargetError(EPERM, "rip cannot move into or out of a function's entry site "
+                                     "(before its prologue); step once first")
 
     # ----------------------------------------------------------- memory
 

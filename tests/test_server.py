@@ -1,0 +1,445 @@
+"""StubServer over real TCP on 127.0.0.1: clients that vanish, a second client,
+``once``.
+
+The server runs ``asyncio.run(server.serve())`` on a background thread, as
+``wasm-gdbstub serve`` runs it on the main one.  The guest is a small module
+whose ``main`` calls a host function ``gate(n)`` twice; the gate blocks the
+guest thread (the guest is *running* as far as a debugger can tell) until the
+test opens it, so a client can be made to vanish while the guest runs, while
+it is stopped, or in the middle of a packet, deterministically:
+
+    main() = gate(1); acc = square(7); gate(2); return acc + square(2)  -> 53
+
+After a client vanishes the server must have detached: every patch site
+disabled (the Store's code equal to the EngineCode's), the guest going on by
+itself, and the next client accepted.  Every wait has a timeout.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+import time
+
+import pytest
+import wasmtime
+
+import codemem
+from gdbstub.server import StubServer
+from gdbstub.target import StoreTarget
+
+from test_session import DEMO_WASM, GuestHarness, frame, parse_stop, parse_stream, reg_value
+
+TIMEOUT = 10.0
+GATED_WAT = """
+(module
+  (import "env" "gate" (func $gate (param i32)))
+  (func $square (param i32) (result i32)
+    local.get 0
+    local.get 0
+    i32.mul)
+  (func (export "main") (result i32)
+    (local $acc i32)
+    i32.const 1
+    call $gate
+    i32.const 7
+    call $square
+    local.set $acc
+    i32.const 2
+    call $gate
+    local.get $acc
+    i32.const 2
+    call $square
+    i32.add))
+"""
+GATED_RESULT = 7 * 7 + 2 * 2
+
+
+def wait_until(condition, timeout: float = TIMEOUT, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+class Client:
+    """A minimal RSP client over a real socket (ack mode until handshake)."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.buffer = b""
+        self.no_ack = False
+        self.reset = False
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send(self, payload: bytes) -> None:
+        self.send_raw(frame(payload))
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(1 << 16)
+        self.buffer += data
+        return bool(data)
+
+    def packet(self) -> bytes:
+        """The next packet payload (acks skipped)."""
+        while True:
+            self.buffer = self.buffer.lstrip(b"+")
+            end = self.buffer.find(b"#")
+            if self.buffer.startswith(b"$") and end >= 0 and len(self.buffer) >= end + 3:
+                raw, self.buffer = self.buffer[:end + 3], self.buffer[end + 3:]
+                return parse_stream(raw)[0]
+            if not self._fill():
+                raise AssertionError(f"connection closed; unread {self.buffer!r}")
+
+    def ask(self, payload: bytes) -> bytes:
+        self.send(payload)
+        return self.packet()
+
+    def handshake(self) -> None:
+        assert self.ask(b"qSupported:multiprocess+;swbreak+").startswith(b"PacketSize=")
+        assert self.ask(b"QStartNoAckMode") == b"OK"
+        self.no_ack = True
+
+    def closed_by_peer(self) -> bytes:
+        """Reads until EOF; returns everything read."""
+        try:
+            while self._fill():
+                pass
+        except ConnectionResetError:
+            # The server closed with our unread packet in its buffer, so its
+            # kernel answered with RST; what it sent first was delivered.
+            self.reset = True
+        data, self.buffer = self.buffer, b""
+        return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class ServedGuest:
+    """A gated guest, its StoreTarget and a StubServer on an ephemeral port."""
+
+    def __init__(self, *, once: bool = False, open_gates: tuple[int, ...] = ()):
+        engine = codemem.Engine(debug=True)
+        self.module = codemem.Module(engine, wasmtime.wat2wasm(GATED_WAT), name="gated")
+        self.store = codemem.Store(engine)
+        self.gates = {1: threading.Event(), 2: threading.Event()}
+        self.reached = {1: threading.Event(), 2: threading.Event()}
+        for n in open_gates:
+            self.gates[n].set()
+        gate = codemem.Func(self.store, codemem.FuncType([codemem.ValType.I32], []), self._gate)
+        self.instance = codemem.Instance(self.store, self.module, [gate])
+        self.code = self.store.registry.entries()[0].store_code
+        self.server: StubServer | None = None
+        self.target = StoreTarget(self.store, self.instance, self.instance.exports["main"], [],
+                                  notify=lambda: self.server.notify_from_guest())
+        listening = threading.Event()
+        self.server = StubServer(self.target, host="127.0.0.1", port=0, once=once,
+                                 on_listening=lambda host, port: listening.set())
+        self.result = None
+        self.error: BaseException | None = None
+        self.target.start(stop_at_entry=True)
+        self.thread = threading.Thread(target=self._serve, name="stub-server", daemon=True)
+        self.thread.start()
+        assert listening.wait(TIMEOUT), "the server never listened"
+        self.port = self.server.port
+        self.clients: list[Client] = []
+
+    def _gate(self, n: int) -> None:
+        self.reached[n].set()
+        # Bounded, so a failing test cannot leave the guest thread stuck.
+        self.gates[n].wait(TIMEOUT * 3)
+
+    def _serve(self) -> None:
+        try:
+            self.result = asyncio.run(self.server.serve())
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+    def connect(self) -> Client:
+        client = Client(self.port)
+        self.clients.append(client)
+        return client
+
+    def func_pc(self, name: str) -> int:
+        table = self.code.frame_table
+        for func in table.functions():
+            if self.module.func_name(func.wasm_index) == name:
+                return self.code.base + func.native_start
+        raise KeyError(name)
+
+    def is_main_site(self, pc: int) -> bool:
+        table = self.code.frame_table
+        func = table.function_at(self.code.offset_of(pc))
+        return (func is not None and self.module.func_name(func.wasm_index) == "main"
+                and table.site_index(self.code.offset_of(pc)) is not None)
+
+    def pristine(self) -> bool:
+        size = self.code.size
+        return (not self.code.enabled_site_offsets()
+                and self.code.read_raw(self.code.base, size) == self.code.engine_code.read(0, size))
+
+    def wait_detached(self) -> None:
+        """The server noticed the client is gone and detached the target."""
+        wait_until(lambda: (self.server.session is None and not self.target.debugging
+                            and not self.target.breakpoints and self.pristine()),
+                   what="the server to detach")
+
+    def wait_interrupt_armed(self) -> None:
+        """The server has handled the client's interrupt: the guest's sites are
+        armed (it is blocked in a gate, so it cannot have stopped yet)."""
+        wait_until(lambda: len(self.code.enabled_site_offsets()) == self.code.frame_table.num_sites,
+                   what="the interrupt to arm every site")
+
+    def finish(self) -> None:
+        """Opens the gates and expects the server to end on its own with the
+        guest's result."""
+        for gate in self.gates.values():
+            gate.set()
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive(), "the server did not end after the guest did"
+        assert self.error is None, repr(self.error)
+        assert self.result is not None and self.result.results == [GATED_RESULT], self.result
+
+    def shutdown(self) -> None:
+        """Teardown: whatever happened, leave no thread behind."""
+        for gate in self.gates.values():
+            gate.set()
+        for client in self.clients:
+            client.close()
+        self.thread.join(TIMEOUT)
+        if self.thread.is_alive() and self.server._loop is not None and self.server._done is not None:
+            self.server._loop.call_soon_threadsafe(self.server._done.set)
+            self.thread.join(TIMEOUT)
+        self.target.join(TIMEOUT)
+
+
+@pytest.fixture
+def served():
+    made: list[ServedGuest] = []
+
+    def make(**kwargs) -> ServedGuest:
+        made.append(ServedGuest(**kwargs))
+        return made[-1]
+    yield make
+    for guest in made:
+        guest.shutdown()
+
+
+def test_the_guest_runs_to_its_result_under_a_client(served):
+    guest = served(open_gates=(1, 2))
+    client = guest.connect()
+    client.handshake()
+    square = guest.func_pc("square")
+    assert client.ask(b"Z0,%x,1" % square) == b"OK"
+    for _ in range(2):
+        assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square
+    assert client.ask(b"c") == b"W00;process:%x" % guest.target.pid
+    client.close()
+    guest.finish()
+
+
+def test_client_gone_while_the_guest_runs(served):
+    guest = served()
+    first = guest.connect()
+    first.handshake()
+    assert first.ask(b"Z0,%x,1" % guest.func_pc("square")) == b"OK"
+    first.send(b"c")
+    assert guest.reached[1].wait(TIMEOUT)  # running (blocked in the host), breakpoint armed
+    first.close()
+    guest.wait_detached()
+
+    # The next client attaches to the running guest: `?` stops it (an interrupt).
+    second = guest.connect()
+    second.handshake()
+    second.send(b"?")
+    guest.wait_interrupt_armed()
+    guest.gates[1].set()
+    kind, signal, pairs = parse_stop(second.packet())
+    assert (kind, signal) == ("T", 2)  # SIGINT
+    assert guest.is_main_site(reg_value(pairs["10"]))
+    # The breakpoint died with the first client: `c` runs into gate 2.
+    second.send(b"c")
+    assert guest.reached[2].wait(TIMEOUT)
+    second.send_raw(b"\x03")
+    guest.wait_interrupt_armed()
+    guest.gates[2].set()
+    assert parse_stop(second.packet())[:2] == ("T", 2)
+    assert second.ask(b"D") == b"OK"
+    assert second.closed_by_peer() == b""
+    guest.finish()
+
+
+def test_client_gone_while_the_guest_is_stopped(served):
+    guest = served(open_gates=(1,))
+    first = guest.connect()
+    first.handshake()
+    square = guest.func_pc("square")
+    first.ask(b"Z0,%x,1" % square)
+    assert reg_value(parse_stop(first.ask(b"c"))[2]["10"]) == square
+    assert guest.target.is_stopped
+    first.close()
+    guest.wait_detached()
+    assert guest.reached[2].wait(TIMEOUT), "the guest did not go on after its client left"
+
+    second = guest.connect()
+    second.handshake()
+    assert second.ask(b"qC") == b"QCp%x.1" % guest.target.pid
+    second.send(b"?")
+    guest.wait_interrupt_armed()
+    guest.gates[2].set()
+    assert parse_stop(second.packet())[:2] == ("T", 2)
+    assert second.ask(b"c") == b"W00;process:%x" % guest.target.pid
+    second.close()
+    guest.finish()
+
+
+def test_a_new_client_interrupts_a_guest_left_running(served):
+    """A client that attaches to a guest an earlier client left running and
+    sends ^C straight away (no `?` first) gets its stop."""
+    guest = served()
+    first = guest.connect()
+    first.handshake()
+    first.send(b"c")
+    assert guest.reached[1].wait(TIMEOUT)
+    first.close()
+    guest.wait_detached()
+
+    second = guest.connect()
+    second.handshake()
+    second.send_raw(b"\x03")
+    guest.wait_interrupt_armed()
+    guest.gates[1].set()
+    kind, signal, pairs = parse_stop(second.packet())
+    assert (kind, signal) == ("T", 2)
+    assert guest.is_main_site(reg_value(pairs["10"]))
+    assert second.ask(b"D") == b"OK"
+    second.close()
+    guest.finish()
+
+
+@pytest.mark.parametrize("partial", [b"$m1234,", b"$Z0,", b"$qSupported:multipro", b"$g#6", b"$" + b"m" * 40000])
+def test_client_gone_in_the_middle_of_a_packet(served, partial):
+    guest = served()
+    first = guest.connect()
+    first.handshake()
+    assert first.ask(b"Z0,%x,1" % guest.func_pc("square")) == b"OK"
+    first.send_raw(partial)
+    first.close()
+    guest.wait_detached()
+    assert guest.reached[1].wait(TIMEOUT)  # released from its entry stop, running freely
+
+    second = guest.connect()
+    assert second.ask(b"qAttached") == b"1"  # ack mode: the '+' is skipped by the reader
+    assert second.ask(b"D") == b"OK"
+    second.close()
+    guest.finish()
+
+
+def test_once_serves_one_client_and_exits_when_the_guest_ends(served):
+    guest = served(once=True)
+    first = guest.connect()
+    first.handshake()
+    assert first.ask(b"D") == b"OK"
+    assert first.closed_by_peer() == b""
+    assert guest.reached[1].wait(TIMEOUT)
+
+    late = guest.connect()
+    refusal = late.closed_by_peer()
+    match = re.fullmatch(rb"\$(E10;([0-9a-f]*))#[0-9a-f]{2}", refusal)
+    assert match, refusal
+    assert parse_stream(refusal) == [match.group(1)]
+    assert b"one client" in bytes.fromhex(match.group(2).decode())
+    assert guest.thread.is_alive()  # still waiting for the guest
+    guest.finish()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", guest.port), timeout=2).close()
+
+
+def test_once_after_a_client_vanished(served):
+    guest = served(once=True, open_gates=(1, 2))
+    first = guest.connect()
+    first.handshake()
+    first.send(b"g")
+    first.close()
+    guest.finish()
+
+
+def test_a_second_client_is_refused_while_the_first_keeps_working(served):
+    guest = served(open_gates=(1, 2))
+    first = guest.connect()
+    first.handshake()
+    registers = first.ask(b"g")
+
+    second = guest.connect()
+    second.send(b"qSupported")  # what it says does not matter: it is refused
+    refusal = second.closed_by_peer()
+    match = re.fullmatch(rb"\$(E10;([0-9a-f]*))#[0-9a-f]{2}", refusal)
+    assert match, refusal
+    assert b"another debugger is attached" in bytes.fromhex(match.group(2).decode())
+
+    assert first.ask(b"g") == registers
+    square = guest.func_pc("square")
+    assert first.ask(b"Z0,%x,1" % square) == b"OK"
+    assert reg_value(parse_stop(first.ask(b"c"))[2]["10"]) == square
+    assert first.ask(b"z0,%x,1" % square) == b"OK"
+    assert first.ask(b"c").startswith(b"W00")
+    first.close()
+    guest.finish()
+
+
+# ------------------------------------------------------------ a detach race
+
+class _GuestHoldingLock:
+    """Stands in for StoreTarget._lock: the first time the guest thread takes
+    it, it waits until the test says go, so the controller's detach runs
+    entirely inside the window between the guest's ``debugging`` check and its
+    queueing of the stop."""
+
+    def __init__(self, inner, guest_thread_name: str):
+        self.inner = inner
+        self.guest_thread_name = guest_thread_name
+        self.guest_waiting = threading.Event()
+        self.go = threading.Event()
+        self.armed = True
+
+    def __enter__(self):
+        if self.armed and threading.current_thread().name == self.guest_thread_name:
+            self.armed = False
+            self.guest_waiting.set()
+            self.go.wait(TIMEOUT)
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc):
+        return self.inner.__exit__(*exc)
+
+
+def test_a_disconnect_racing_a_breakpoint_hit_releases_the_guest(demo_module):
+    """The client vanishes (the server calls ``client_gone``, which detaches)
+    just as the guest reaches an armed breakpoint: the guest must still run to
+    its end, not stay blocked on a stop nobody will ever release."""
+    guest = GuestHarness(demo_module)
+    try:
+        guest.handshake()
+        assert guest.ask(b"Z0,%x,1" % guest.entry_pc("square")) == b"OK"
+        lock = _GuestHoldingLock(guest.target._lock, f"guest-store{guest.target.pid}")
+        guest.target._lock = lock
+        assert guest.send(b"c") == []
+        assert lock.guest_waiting.wait(TIMEOUT)  # the guest is inside its debug handler
+        guest.session.client_gone()
+        lock.go.set()
+        finished = guest.target.join(5)
+        assert finished, "the guest stayed blocked on a stop queued after the detach"
+    finally:
+        guest.target._lock = getattr(guest.target._lock, "inner", guest.target._lock)
+        guest.close()
+
+
+@pytest.fixture(scope="module")
+def demo_module():
+    engine = codemem.Engine(debug=True)
+    return codemem.Module(engine, DEMO_WASM.read_bytes(), name="demo.O0")

@@ -1,0 +1,700 @@
+"""GdbSession over a real StoreTarget, without sockets: packets in, replies out.
+
+Every test runs ``run()`` of examples/build/demo.O0.wasm (``run`` ->
+``sum_of_squares(10)`` + ``fact(5)`` = 505) on its own Store and guest thread,
+stopped at its entry site, and drives the session the way the transport does
+(:class:`GuestHarness`): feed framed bytes to :meth:`GdbSession.receive`, call
+:meth:`GdbSession.target_event` when the guest thread notifies, send
+:meth:`GdbSession.take_output`.  Replies are parsed by a strict client-side
+reader of our own (:func:`parse_stream`), not by the stub's framer.
+
+The harness is shared with test_session_fuzz.py.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import codemem
+from codemem.frametable import SITE_DISABLED, SequencePointKind
+from gdbstub import arch_amd64, runner
+from gdbstub.images import DebugImageSet, ImageFileServer
+from gdbstub.session import PACKET_SIZE, GdbSession, SessionConfig
+from gdbstub.target import StoreTarget, StopReason
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_WASM = ROOT / "examples" / "build" / "demo.O0.wasm"
+DEMO_RESULT = 505
+EVENT_TIMEOUT = 10.0
+
+# The g packet: gdb's amd64 order, 8 bytes per general register, rip 17th.
+G_RBP, G_RSP, G_RIP = 6 * 8, 7 * 8, 16 * 8
+
+# demo.O0's run(), from `wasm-objdump -d examples/build/demo.O0.wasm`: module
+# file offsets of the instructions around `call $fact`.
+RUN_PUSH_FACT_ARG = 0x243  # local.get 5    (depth 0 -> 1: fact's argument)
+RUN_CALL_FACT = 0x245      # call $fact     (depth 1: the argument)
+RUN_AFTER_FACT = 0x24B     # local.set 6    (depth 1: fact's result)
+
+
+# ---------------------------------------------------------------- client side
+
+def unescape(body: bytes) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(body):
+        if body[i] == 0x7D:  # '}': next byte XOR 0x20 (GDB manual, "Overview")
+            assert i + 1 < len(body), f"escape at the end of {body!r}"
+            out.append(body[i + 1] ^ 0x20)
+            i += 2
+        else:
+            out.append(body[i])
+            i += 1
+    return bytes(out)
+
+
+def parse_stream(data: bytes) -> list:
+    """What a strict client reads from the stub: ``"+"``/``"-"`` acks and
+    packet payloads (bytes, unescaped).  Fails on anything else: garbage
+    between packets, a bad or missing checksum, a run-length marker (the stub
+    promises never to send one) or a truncated packet."""
+    items: list = []
+    i = 0
+    while i < len(data):
+        byte = data[i]
+        if byte in b"+-":
+            items.append(chr(byte))
+            i += 1
+            continue
+        assert byte == 0x24, f"garbage {data[i:i + 16]!r} at {i} of the stub's output"
+        end = data.find(b"#", i + 1)
+        assert end >= 0 and end + 3 <= len(data), f"truncated packet {data[i:i + 40]!r}"
+        body = data[i + 1:end]
+        assert b"$" not in body, f"unescaped '$' in {body[:40]!r}"
+        assert re.fullmatch(rb"[0-9a-f]{2}", data[end + 1:end + 3]), f"checksum {data[end + 1:end + 3]!r}"
+        assert int(data[end + 1:end + 3], 16) == sum(body) % 256, f"wrong checksum on {body[:40]!r}"
+        # '*' is escaped by the stub, so a raw one would be run-length encoding.
+        assert b"*" not in body, f"run-length encoding in {body[:40]!r}"
+        items.append(unescape(body))
+        i = end + 3
+    return items
+
+
+def frame(payload: bytes) -> bytes:
+    return b"$%s#%02x" % (payload, sum(payload) % 256)
+
+
+def hexs(text: str) -> bytes:
+    return text.encode().hex().encode()
+
+
+def le64(value: int) -> bytes:
+    return struct.pack("<Q", value).hex().encode()
+
+
+def parse_stop(payload: bytes) -> tuple[str, int, dict[str, str]]:
+    """``T05thread:p1.1;06:...;`` -> ("T", 5, {"thread": "p1.1", "06": ...})."""
+    match = re.fullmatch(rb"([TSWX])([0-9a-f]{2})(.*)", payload, re.S)
+    assert match, f"not a stop reply: {payload!r}"
+    pairs = {}
+    for item in match.group(3).decode().split(";"):
+        if item:
+            key, _, value = item.partition(":")
+            pairs[key] = value
+    return match.group(1).decode(), int(match.group(2), 16), pairs
+
+
+def reg_value(hex_le: str) -> int:
+    return int.from_bytes(bytes.fromhex(hex_le), "little")
+
+
+ERROR_RE = re.compile(rb"E[0-9a-f]{2}(;([0-9a-f]{2})*)?")
+
+
+# ---------------------------------------------------------------- the harness
+
+class GuestHarness:
+    """One Store running ``export(*args)`` of ``module`` under a GdbSession,
+    stopped at the entry site; the test plays the transport."""
+
+    def __init__(self, module, export: str = "run", args=(), *, config: SessionConfig | None = None):
+        self.module = module
+        self.store = codemem.Store(module.engine)
+        self.instance = runner.instantiate(self.store, module)
+        self.func = self.instance.exports[export]
+        self.news = threading.Event()
+        self.target = StoreTarget(self.store, self.instance, self.func, list(args), notify=self.news.set)
+        self.session = GdbSession(self.target, config)
+        self.entry = self.store.registry.entries()[0]
+        self.code = self.entry.store_code
+        self.table = self.code.frame_table
+        self.target.start(stop_at_entry=True)
+        assert self.news.wait(EVENT_TIMEOUT), "the guest never reached its entry stop"
+        self.pump()
+        assert self.target.current_stop is not None and self.target.current_stop.reason == StopReason.ENTRY
+
+    # -- transport ------------------------------------------------------------
+
+    def pump(self) -> None:
+        """What the server does on the guest thread's notify."""
+        if self.news.is_set():
+            self.news.clear()
+            self.session.target_event()
+
+    def raw(self, data: bytes) -> list:
+        self.session.receive(data)
+        return parse_stream(self.session.take_output())
+
+    def send(self, payload: bytes) -> list[bytes]:
+        """One packet; returns the reply packets it produced at once (acks
+        checked and dropped)."""
+        acknowledged = not self.session.conn.no_ack
+        items = self.raw(frame(payload))
+        if acknowledged:
+            assert items[:1] == ["+"], f"{payload!r} not acknowledged: {items!r}"
+            items = items[1:]
+        assert "+" not in items and "-" not in items, items
+        return items
+
+    def ask(self, payload: bytes) -> bytes:
+        """A packet that must get exactly one reply."""
+        replies = self.send(payload)
+        assert len(replies) == 1, f"{payload!r} -> {replies!r}"
+        return replies[0]
+
+    def wait_reply(self, timeout: float = EVENT_TIMEOUT) -> bytes:
+        """The stop reply a resume is waiting for."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.news.wait(0.02):
+                self.pump()
+                items = parse_stream(self.session.take_output())
+                if items:
+                    assert len(items) == 1, items
+                    return items[0]
+        raise AssertionError(f"no stop reply within {timeout} s")
+
+    def resume(self, payload: bytes) -> bytes:
+        assert self.send(payload) == [], f"{payload!r} answered before the guest stopped"
+        return self.wait_reply()
+
+    def handshake(self, *features: str) -> None:
+        offered = ";".join(features or ("multiprocess+", "swbreak+"))
+        assert self.ask(b"qSupported:" + offered.encode()).startswith(b"PacketSize=")
+        assert self.ask(b"QStartNoAckMode") == b"OK"
+        assert self.session.conn.no_ack
+
+    # -- the guest's code -----------------------------------------------------
+
+    def function(self, name: str):
+        for func in self.table.functions():
+            if self.entry.module.func_name(func.wasm_index) == name:
+                return func
+        raise KeyError(name)
+
+    def points(self, name: str) -> list[tuple[int, object]]:
+        """(pc, SequencePoint) of ``name``, in native order."""
+        return [(self.code.base + p.native_offset, p) for p in self.table.sequence_points(self.function(name))]
+
+    def entry_pc(self, name: str) -> int:
+        return self.code.base + self.function(name).native_start
+
+    def point_pc(self, name: str, wasm_offset: int, kind=SequencePointKind.INSTRUCTION) -> int:
+        pcs = [pc for pc, p in self.points(name) if p.wasm_offset == wasm_offset and p.kind == kind]
+        assert len(pcs) == 1, (name, hex(wasm_offset), kind)
+        return pcs[0]
+
+    def all_site_pcs(self) -> list[int]:
+        return [self.code.base + off for off in self.table.site_offsets]
+
+    def code_is_pristine(self) -> bool:
+        """Every byte of this Store's image equals the EngineCode's, and no
+        site is counted as enabled."""
+        size = self.code.size
+        return (self.code.read_raw(self.code.base, size) == self.code.engine_code.read(0, size)
+                and not self.code.enabled_site_offsets())
+
+    def registers(self) -> bytes:
+        return bytes.fromhex(self.ask(b"g").decode())
+
+    # -- the end --------------------------------------------------------------
+
+    def finish(self, timeout: float = EVENT_TIMEOUT):
+        """Lets the guest run to its end (detaching if a debugger still holds
+        it) and returns its Exited event."""
+        if self.target.exited is None and not self.session.killed:
+            self.target.detach()
+        assert self.target.join(timeout), "the guest thread did not end"
+        while self.target.take_event() is not None:
+            pass
+        return self.target.exited
+
+    def close(self) -> None:
+        try:
+            self.finish()
+        finally:
+            if self.target.join(0):
+                self.store.close()
+
+
+@pytest.fixture(scope="module")
+def demo_module():
+    engine = codemem.Engine(debug=True)
+    return codemem.Module(engine, DEMO_WASM.read_bytes(), name="demo.O0")
+
+
+@pytest.fixture
+def guest(demo_module):
+    harness = GuestHarness(demo_module)
+    yield harness
+    harness.close()
+
+
+# ---------------------------------------------------------------- handshake
+
+def test_qsupported_then_no_ack_mode(guest):
+    items = guest.raw(frame(b"qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386"))
+    assert items[0] == "+" and len(items) == 2
+    features = items[1].split(b";")
+    assert b"PacketSize=%x" % PACKET_SIZE in features
+    for feature in (b"QStartNoAckMode+", b"swbreak+", b"multiprocess+", b"vContSupported+", b"qXfer:features:read+"):
+        assert feature in features
+    # No image set configured: no library list is advertised.
+    assert not any(f.startswith(b"qXfer:libraries") for f in features)
+    # The QStartNoAckMode exchange itself is acknowledged; nothing after it.
+    assert guest.raw(frame(b"QStartNoAckMode")) == ["+", b"OK"]
+    assert guest.raw(frame(b"qC")) == [b"QCp%x.1" % guest.target.pid]
+    # A client's stray '+' after the OK is ignored (GDB manual, "Packet Acknowledgment").
+    assert guest.raw(b"+" + frame(b"qAttached")) == [b"1"]
+
+
+def test_halt_reason_at_entry_expedites_frame_registers(guest):
+    guest.handshake()
+    kind, signal, pairs = parse_stop(guest.ask(b"?"))
+    assert (kind, signal) == ("T", 5)
+    assert pairs["thread"] == "p%x.1" % guest.target.pid
+    regs = guest.registers()
+    assert reg_value(pairs["10"]) == guest.func.code_pc == guest.entry_pc("run")
+    assert pairs["06"] == regs[G_RBP:G_RBP + 8].hex()
+    assert pairs["07"] == regs[G_RSP:G_RSP + 8].hex()
+    assert "swbreak" not in pairs  # the entry stop is not a breakpoint of the client's
+
+
+def test_g_and_p_agree(guest):
+    guest.handshake()
+    regs = guest.registers()
+    assert len(regs) == arch_amd64.G_PACKET_SIZE
+    assert int.from_bytes(regs[G_RIP:G_RIP + 8], "little") == guest.entry_pc("run")
+    for regnum in (0, 6, 7, 15, 16, 17):
+        value = bytes.fromhex(guest.ask(b"p%x" % regnum).decode())
+        offset = sum(r.size for r in arch_amd64.REGISTERS[:regnum])
+        assert value == regs[offset:offset + len(value)], regnum
+    assert guest.ask(b"p%x" % len(arch_amd64.REGISTERS)) == b"E16"  # no such register
+
+
+# ---------------------------------------------------------------- memory
+
+def test_code_reads_show_nops_at_enabled_sites(guest):
+    guest.handshake()
+    fact = guest.entry_pc("fact")
+    before = guest.ask(b"m%x,10" % fact)
+    assert bytes.fromhex(before.decode())[:5] == SITE_DISABLED
+    assert guest.ask(b"Z0,%x,1" % fact) == b"OK"
+    assert guest.code.read_raw(fact, 1) == b"\xe8"  # really patched: call rel32
+    assert guest.ask(b"m%x,10" % fact) == before  # ... but never shown
+    # A read that starts inside the site hides the rest of it as well.
+    assert guest.ask(b"m%x,4" % (fact + 1)) == SITE_DISABLED[1:].hex().encode()
+    assert guest.ask(b"x%x,10" % fact) == bytes.fromhex(before.decode())  # lldb's binary read
+    assert guest.ask(b"z0,%x,1" % fact) == b"OK"
+    assert guest.code.read_raw(fact, 5) == SITE_DISABLED
+
+
+def test_unmapped_memory_is_an_error_reply(guest):
+    guest.handshake()
+    assert guest.ask(b"mffffffffffff0000,4") == b"E0e"  # EFAULT
+    assert guest.ask(b"m%x,4" % (guest.code.end + 0x100000000)) == b"E0e"
+    assert guest.ask(b"xffffffffffff0000,4") == b"E0e"
+    # A read running past the end of a region is short, not an error (gdbserver's behaviour).
+    tail = guest.ask(b"m%x,20" % (guest.code.end - 4))
+    assert len(tail) == 8
+    assert guest.ask(b"QEnableErrorStrings") == b"OK"
+    reply = guest.ask(b"mffffffffffff0000,4")
+    assert ERROR_RE.fullmatch(reply) and reply.startswith(b"E0e;")
+    assert b"cannot access memory" in bytes.fromhex(reply[4:].decode())
+
+
+def test_code_is_read_only(guest):
+    guest.handshake()
+    square = guest.entry_pc("square")
+    assert guest.ask(b"M%x,1:90" % square) == b"E01"  # EPERM
+    assert guest.ask(b"M%x,2:9090" % (square + 7)) == b"E01"
+    assert guest.ask(b"X%x,1:\x90" % square) == b"E01"
+    assert guest.ask(b"Mffffffffffff0000,1:00") == b"E0e"
+    assert guest.code_is_pristine()
+
+
+# ---------------------------------------------------------------- breakpoints
+
+def test_breakpoint_only_at_patch_sites(guest):
+    guest.handshake()
+    square = guest.entry_pc("square")
+    assert guest.ask(b"Z0,%x,1" % (square + 1)) == b"E16"  # inside a site: EINVAL
+    assert guest.ask(b"Z0,%x,1" % (square + 5)) == b"E16"  # after it: an instruction, not a site
+    assert guest.ask(b"Z0,ffffffffffff0000,1") == b"E0e"    # no code there
+    assert guest.ask(b"Z0,10,1") == b"E0e"                  # linear memory (the mirror) is not code
+    assert guest.ask(b"z0,%x,1" % (square + 1)) == b"E16"
+    assert guest.ask(b"z0,%x,1" % square) == b"OK"          # removing an absent breakpoint
+    assert guest.ask(b"Z2,10,4") == b""                     # watchpoints: not supported
+    assert guest.code_is_pristine()
+    assert guest.ask(b"Z1,%x,1" % square) == b"OK"          # hardware: served as a software one
+    assert guest.ask(b"Z0,%x,1" % square) == b"OK"          # idempotent
+    assert guest.code.enabled_site_offsets() == [guest.code.offset_of(square)]
+    assert guest.ask(b"z1,%x,1" % square) == b"OK"
+    assert guest.code_is_pristine()
+
+
+def test_breakpoint_then_continue_stops_with_swbreak(guest):
+    guest.handshake()
+    fact = guest.entry_pc("fact")
+    assert guest.ask(b"Z0,%x,1" % fact) == b"OK"
+    kind, signal, pairs = parse_stop(guest.resume(b"c"))
+    assert (kind, signal) == ("T", 5)
+    assert pairs["thread"] == "p%x.1" % guest.target.pid
+    assert "swbreak" in pairs
+    assert reg_value(pairs["10"]) == fact
+    regs = guest.registers()
+    assert pairs["06"] == regs[G_RBP:G_RBP + 8].hex() and pairs["07"] == regs[G_RSP:G_RSP + 8].hex()
+    # The recursion stops at every level: fact(5) .. fact(1).
+    for _ in range(4):
+        assert reg_value(parse_stop(guest.resume(b"c"))[2]["10"]) == fact
+    assert guest.ask(b"z0,%x,1" % fact) == b"OK"
+    assert parse_stop(guest.resume(b"c"))[:2] == ("W", 0)
+    assert guest.target.results == [DEMO_RESULT]
+    # After the exit: resumes answer the exit again, stop-state requests fail cleanly.
+    assert guest.ask(b"c") == b"W00;process:%x" % guest.target.pid
+    assert guest.ask(b"g") == b"E02"
+    assert guest.ask(b"qfThreadInfo") == b"l"
+
+
+def test_swbreak_only_when_the_client_offered_it(guest):
+    guest.handshake("multiprocess+")
+    square = guest.entry_pc("square")
+    assert guest.ask(b"Z0,%x,1" % square) == b"OK"
+    _, _, pairs = parse_stop(guest.resume(b"c"))
+    assert reg_value(pairs["10"]) == square and "swbreak" not in pairs
+
+
+def test_breakpoints_and_stops_without_multiprocess(guest):
+    guest.handshake("swbreak+")
+    fact = guest.entry_pc("fact")
+    guest.ask(b"Z0,%x,1" % fact)
+    _, _, pairs = parse_stop(guest.resume(b"c"))
+    assert pairs["thread"] == "1"
+    guest.ask(b"z0,%x,1" % fact)
+    assert guest.resume(b"c") == b"W00"
+
+
+# ---------------------------------------------------------------- stepping
+
+def test_step_stops_at_the_next_sequence_point(guest):
+    guest.handshake()
+    run_sites = [pc for pc, p in guest.points("run")]
+    callee = guest.entry_pc("sum_of_squares")
+    pcs = [guest.entry_pc("run")]
+    for _ in range(len(run_sites)):
+        kind, signal, pairs = parse_stop(guest.resume(b"s"))
+        assert (kind, signal) == ("T", 5) and "swbreak" not in pairs
+        pc = reg_value(pairs["10"])
+        # A step leaves no site of its own enabled.
+        assert guest.code.enabled_site_offsets() == []
+        pcs.append(pc)
+        if pc not in run_sites:
+            break
+    # Straight-line code up to the call: each step is the next sequence point in order.
+    assert pcs[-1] == callee
+    body = pcs[:-1]
+    assert body == run_sites[:len(body)]
+    assert guest.table.sequence_point_at_or_before(guest.code.offset_of(body[-1])).kind == SequencePointKind.INSTRUCTION
+
+
+def test_step_out_of_a_callee_stops_at_the_return_point(guest):
+    guest.handshake()
+    square = guest.entry_pc("square")
+    guest.ask(b"Z0,%x,1" % square)
+    guest.resume(b"c")
+    guest.ask(b"z0,%x,1" % square)
+    square_sites = {pc for pc, _ in guest.points("square")}
+    for _ in range(len(square_sites) + 1):
+        pc = reg_value(parse_stop(guest.resume(b"s"))[2]["10"])
+        if pc not in square_sites:
+            break
+    caller_points = {pc: p for pc, p in guest.points("sum_of_squares")}
+    assert pc in caller_points and caller_points[pc].kind == SequencePointKind.RETURN_POINT
+    assert guest.resume(b"c").startswith(b"W00")
+    assert guest.target.results == [DEMO_RESULT]
+
+
+def test_vcont_range_step_runs_until_it_leaves_the_range(guest):
+    guest.handshake()
+    assert guest.ask(b"vCont?") == b"vCont;c;C;s;S;r"
+    run = guest.function("run")
+    start, end = guest.code.base + run.native_start, guest.code.base + run.native_end
+    thread = b"p%x.1" % guest.target.pid
+    # A user breakpoint inside the range ends the range step there.
+    inside = guest.points("run")[4][0]
+    guest.ask(b"Z0,%x,1" % inside)
+    _, _, pairs = parse_stop(guest.resume(b"vCont;r%x,%x:%s" % (start, end, thread)))
+    assert reg_value(pairs["10"]) == inside
+    guest.ask(b"z0,%x,1" % inside)
+    # Otherwise it runs until the pc leaves [start, end): the call into sum_of_squares.
+    _, _, pairs = parse_stop(guest.resume(b"vCont;r%x,%x:%s;c" % (start, end, thread)))
+    assert reg_value(pairs["10"]) == guest.entry_pc("sum_of_squares")
+    assert guest.code.enabled_site_offsets() == []
+    # Leftmost matching action wins; an action for another thread is skipped.
+    assert parse_stop(guest.resume(b"vCont;s:p%x.7;c" % guest.target.pid))[:2] == ("W", 0)
+    assert guest.target.results == [DEMO_RESULT]
+
+
+def test_vcont_for_no_thread_of_ours_is_refused(guest):
+    guest.handshake()
+    assert guest.ask(b"vCont;c:p%x.1" % (guest.target.pid + 1)) == b"E02"
+    assert guest.ask(b"vCont;t") == b"OK"
+    assert guest.target.current_stop is not None
+
+
+# ---------------------------------------------------------------- register writes
+
+def test_register_writes_the_runtime_owns_are_refused(guest):
+    guest.handshake()
+    fact = guest.entry_pc("fact")
+    guest.ask(b"Z0,%x,1" % fact)
+    guest.resume(b"c")
+    guest.ask(b"z0,%x,1" % fact)
+    regs = guest.registers()
+    assert guest.ask(b"P10=" + le64(fact + 1)) == b"E01"                 # not a sequence point
+    assert guest.ask(b"P10=" + le64(fact + 5)) == b"E01"                 # an instruction, not a site
+    assert guest.ask(b"P10=" + le64(guest.entry_pc("square") + 0x40)) == b"E01"  # another function
+    assert guest.ask(b"P10=" + le64(0x1000)) == b"E01"                   # not code at all
+    assert guest.ask(b"P7=" + le64(0x1000)) == b"E01"                    # rsp
+    assert guest.ask(b"P6=" + le64(0x1000)) == b"E01"                    # rbp
+    assert guest.ask(b"Pf=" + le64(0x1000)) == b"E01"                    # r15: the instance context
+    bad_rsp = bytearray(regs)
+    bad_rsp[G_RSP] ^= 0x10
+    assert guest.ask(b"G" + bytes(bad_rsp).hex().encode()) == b"E01"
+    assert guest.ask(b"G" + regs.hex().encode()) == b"OK"                # echoing g back is fine
+    assert guest.ask(b"G00") == b"E16"
+    assert guest.registers() == regs
+    assert guest.resume(b"c").startswith(b"W00")
+    assert guest.target.results == [DEMO_RESULT]
+
+
+def _stop_after_fact_returns(guest) -> int:
+    after = guest.point_pc("run", RUN_AFTER_FACT)
+    guest.ask(b"Z0,%x,1" % after)
+    assert reg_value(parse_stop(guest.resume(b"c"))[2]["10"]) == after
+    guest.ask(b"z0,%x,1" % after)
+    return after
+
+
+def test_rip_write_to_a_sequence_point_replays_the_call(guest):
+    """Back from fact(5) to before its argument is pushed: fact(5) runs again,
+    run() still returns 505."""
+    guest.handshake()
+    _stop_after_fact_returns(guest)
+    fact = guest.entry_pc("fact")
+    guest.ask(b"Z0,%x,1" % fact)
+    back = guest.point_pc("run", RUN_PUSH_FACT_ARG)
+    assert guest.ask(b"P10=" + le64(back)) == b"OK"
+    assert reg_value(parse_stop(guest.ask(b"?"))[2]["10"]) == back
+    assert int.from_bytes(guest.registers()[G_RIP:G_RIP + 8], "little") == back
+    assert reg_value(parse_stop(guest.resume(b"c"))[2]["10"]) == fact  # called again
+    guest.ask(b"z0,%x,1" % fact)
+    assert guest.resume(b"c").startswith(b"W00")
+    assert guest.target.results == [DEMO_RESULT]
+
+
+def test_rip_write_reuses_the_operand_slot_predictably(guest):
+    """Back from fact's return to the `call $fact` itself: operand slot 0 now
+    holds fact(5) = 120, so the call is fact(120), which is 0 in i32 (120! has
+    116 factors of two), and run() returns 385 + 0."""
+    guest.handshake()
+    _stop_after_fact_returns(guest)
+    assert guest.ask(b"P10=" + le64(guest.point_pc("run", RUN_CALL_FACT))) == b"OK"
+    assert guest.resume(b"c").startswith(b"W00")
+    fact120 = 1
+    for n in range(2, 121):
+        fact120 = (fact120 * n) & 0xFFFFFFFF
+    assert guest.target.results == [385 + fact120] == [385]
+
+
+def _entry_rip_scenario(case: str) -> None:
+    """Run in a subprocess (a stub that accepts these writes crashes the
+    host): moving rip into or out of a function's entry site, which lies before
+    the prologue, must be refused; afterwards the guest still returns 505."""
+    engine = codemem.Engine(debug=True)
+    guest = GuestHarness(codemem.Module(engine, DEMO_WASM.read_bytes(), name="demo.O0"))
+    guest.handshake()
+    body = guest.point_pc("run", RUN_PUSH_FACT_ARG)
+    if case == "body-to-entry":
+        guest.ask(b"Z0,%x,1" % body)
+        guest.resume(b"c")
+        guest.ask(b"z0,%x,1" % body)
+        reply = guest.ask(b"P10=" + le64(guest.entry_pc("run")))
+    else:  # "entry-to-body": still at the entry stop, before run's prologue
+        reply = guest.ask(b"P10=" + le64(body))
+    print("reply", reply.decode(), flush=True)
+    print("end", guest.resume(b"c").decode(), guest.target.results, flush=True)
+
+
+@pytest.mark.parametrize("case", ["body-to-entry", "entry-to-body"])
+def test_rip_write_into_or_out_of_a_prologue_is_refused(case):
+    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']; "
+            "import test_session; test_session._entry_rip_scenario(sys.argv[2])")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT), case], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"host died (status {proc.returncode}): {proc.stdout}{proc.stderr[-2000:]}"
+    assert "reply E01" in proc.stdout, proc.stdout
+    assert f"[{DEMO_RESULT}]" in proc.stdout, proc.stdout
+
+
+# ---------------------------------------------------------------- monitor
+
+def monitor(guest, command: str) -> str:
+    replies = guest.send(b"qRcmd," + hexs(command))
+    assert replies[-1] == b"OK" and all(r.startswith(b"O") for r in replies[:-1]), replies
+    return "".join(bytes.fromhex(r[1:].decode()).decode() for r in replies[:-1])
+
+
+def test_monitor_commands(guest):
+    guest.handshake()
+    text = monitor(guest, "help")
+    for command in ("help", "stores", "patches", "frame-table"):
+        assert re.search(rf"^\s+{command}\b", text, re.M), command
+    assert monitor(guest, "") == text
+    stores = monitor(guest, "stores")
+    assert f"store {guest.target.pid}" in stores and "stopped" in stores
+    assert f"{guest.code.base:#x}-{guest.code.end:#x}" in stores
+    assert f"{guest.table.num_sites} patch sites, 0 enabled" in stores
+    assert monitor(guest, "patches") == "no patch site is enabled\n"
+    square = guest.entry_pc("square")
+    guest.ask(b"Z0,%x,1" % square)
+    patches = monitor(guest, "patches")
+    assert patches.strip() == f"{square:#x} demo.O0!square refs=1 breakpoint"
+    table = monitor(guest, "frame-table fact")
+    fact = guest.function("fact")
+    assert table.splitlines()[0].startswith(f"fact (wasm function {fact.wasm_index}): {guest.entry_pc('fact'):#x}-")
+    point_lines = [line for line in table.splitlines() if " wasm@" in line]
+    assert len(point_lines) == len(guest.points("fact"))
+    assert all(line.endswith(" site") for line in point_lines)
+    assert monitor(guest, "frame-table 2") == table  # by wasm index too
+    assert monitor(guest, "frame-table nosuch") == "no function 'nosuch'\n"
+    assert "unknown monitor command 'bogus'" in monitor(guest, "bogus")
+    guest.ask(b"z0,%x,1" % square)
+
+
+# ---------------------------------------------------------------- vFile
+
+@pytest.fixture
+def guest_with_images(demo_module, tmp_path):
+    images = DebugImageSet(tmp_path / "cache", process_tag="h5test")
+    harness = GuestHarness(demo_module, config=SessionConfig(images=images, file_server=ImageFileServer(images)))
+    yield harness
+    harness.close()
+
+
+def vfile_reply(reply: bytes) -> tuple[int, int | None, bytes]:
+    match = re.fullmatch(rb"F(-?[0-9a-f]+)(?:,([0-9a-f]+))?(?:;(.*))?", reply, re.S)
+    assert match, reply
+    errno = int(match.group(2), 16) if match.group(2) else None
+    return int(match.group(1), 16), errno, match.group(3) or b""
+
+
+def test_vfile_serves_only_the_debug_images(guest_with_images, tmp_path):
+    guest = guest_with_images
+    guest.handshake()
+    library_list = guest.ask(b"qXfer:libraries-svr4:read::0,3fff")
+    assert library_list.startswith(b"l<library-list-svr4")
+    names = re.findall(rb'name="([^"]+)"', library_list)
+    assert names and all(Path(n.decode()).is_relative_to(tmp_path / "cache") for n in names)
+    assert guest.ask(b"vFile:setfs:0") == b"F0"
+    fd, errno, _ = vfile_reply(guest.ask(b"vFile:open:%s,0,0" % names[0].hex().encode()))
+    assert fd >= 0 and errno is None
+    count, _, data = vfile_reply(guest.ask(b"vFile:pread:%x,40,0" % fd))
+    assert count == len(data) == 0x40 and data.startswith(b"\x7fELF")
+    assert data == Path(names[0].decode()).read_bytes()[:0x40]
+    size, _, stat = vfile_reply(guest.ask(b"vFile:fstat:%x" % fd))
+    assert size == len(stat) == 64
+    assert guest.ask(b"vFile:pread:%x,ffffffffffff,0" % fd).startswith(b"F")  # clamped to a packet
+    assert guest.ask(b"vFile:close:%x" % fd) == b"F0"
+    assert vfile_reply(guest.ask(b"vFile:close:%x" % fd))[:2] == (-1, 9)  # EBADF
+
+    enoent, eacces = (-1, 2), (-1, 13)
+    real = names[0].decode()
+    for path in ("/etc/passwd", str(ROOT / "pyproject.toml"), real + "/", real.replace("/cache/", "/cache/./"),
+                 real.replace("/cache/", "/cache/../cache/"), os.path.basename(real), ""):
+        assert vfile_reply(guest.ask(b"vFile:open:%s,0,0" % hexs(path)))[:2] == enoent, path
+    for flags in (1, 2, 0x200, 0x400, 0x8):  # O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND
+        assert vfile_reply(guest.ask(b"vFile:open:%s,%x,1ff" % (names[0].hex().encode(), flags)))[:2] == eacces
+    assert vfile_reply(guest.ask(b"vFile:pwrite:3,0,abc"))[:2] == eacces
+    assert vfile_reply(guest.ask(b"vFile:unlink:%s" % names[0].hex().encode()))[:2] == eacces
+    assert Path(real).exists()
+
+
+def test_vfile_without_images_finds_nothing(guest):
+    guest.handshake()
+    assert vfile_reply(guest.ask(b"vFile:open:%s,0,0" % hexs("/etc/passwd")))[:2] == (-1, 2)
+    assert guest.ask(b"qXfer:libraries-svr4:read::0,3fff") == b""
+
+
+# ---------------------------------------------------------------- detach, kill
+
+def test_detach_restores_every_site_and_the_guest_finishes(guest):
+    guest.handshake()
+    for name in ("square", "fact", "sum_of_squares"):
+        assert guest.ask(b"Z0,%x,1" % guest.entry_pc(name)) == b"OK"
+    guest.resume(b"c")            # sum_of_squares
+    guest.resume(b"s")            # a step in flight is also a set of enabled sites ...
+    assert guest.send(b"s") == []  # ... and this one is still pending when we detach
+    assert guest.ask(b"D") == b"OK"
+    assert guest.session.finished
+    assert guest.code_is_pristine()
+    exited = guest.finish()
+    assert exited.results == [DEMO_RESULT]
+    assert guest.code_is_pristine()
+
+
+def test_detach_names_the_process(guest):
+    guest.handshake()
+    assert guest.ask(b"D;%x" % (guest.target.pid + 1)) == b"E02"
+    assert not guest.session.finished
+    assert guest.ask(b"D;%x" % guest.target.pid) == b"OK"
+    assert guest.finish().results == [DEMO_RESULT]
+
+
+def test_kill_ends_the_guest(guest):
+    guest.handshake()
+    fact = guest.entry_pc("fact")
+    guest.ask(b"Z0,%x,1" % fact)
+    guest.resume(b"c")
+    # gdb reads no reply to `k`; lldb waits for one, as lldb-server's X09.
+    assert guest.send(b"k") == [b"X09;process:%x" % guest.target.pid]
+    assert guest.session.finished
+    assert guest.target.join(EVENT_TIMEOUT)
+    exited = guest.finish()
+    assert exited.results is None and isinstance(exited.error, codemem.Trap)
+    assert guest.code_is_pristine()
+
+
+def test_vkill_answers_ok(guest):
+    guest.handshake()
+    assert guest.ask(b"vKill;%x" % guest.target.pid) == b"OK"
+    assert guest.target.join(EVENT_TIMEOUT)
+    assert guest.finish().results is None
