@@ -240,6 +240,11 @@ class Framer:
         length = len(data)
         while index < length:
             state = self._state
+            if state is _State.IDLE and data[index] == _START:
+                end = self._whole_plain_packet(data, index, events)
+                if end:
+                    index = end
+                    continue
             if state is _State.BODY:
                 index = self._feed_body(data, index, events)
                 continue
@@ -263,6 +268,24 @@ class Framer:
                     if self._skip_digits == 2:
                         self._state = _State.IDLE
         return events
+
+    def _whole_plain_packet(self, data: bytes, index: int, events: list[FrameEvent]) -> int:
+        """Fast path for the common case, a whole packet in ``data`` at
+        ``index`` with no escapes, no run-length encoding and a good checksum:
+        appends its event and returns the index after it.  Anything else
+        returns 0 and goes through the state machine, which is the reference."""
+        end = data.find(b"#", index + 1)
+        if end < 0 or end + 3 > len(data) or end - index - 1 > self.max_packet_size:
+            return 0
+        body = data[index + 1 : end]
+        if b"$" in body or b"}" in body or b"*" in body:
+            return 0
+        high = _HEX_VALUES.get(data[end + 1])
+        low = _HEX_VALUES.get(data[end + 2])
+        if high is None or low is None or high * 16 + low != checksum(body):
+            return 0
+        events.append(PacketReceived(bytes(body), True))
+        return end + 3
 
     def _idle_byte(self, byte: int, events: list[FrameEvent]) -> None:
         if byte == _START:
