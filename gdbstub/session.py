@@ -15,7 +15,6 @@ when the client enabled error strings (LLDB's QEnableErrorStrings).
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Callable

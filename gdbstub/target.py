@@ -35,7 +35,7 @@ import logging
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from codemem import abi, native
 from codemem.errors import CodeMemoryError, Trap
