@@ -51,7 +51,10 @@ log = logging.getLogger(__name__)
 # Error codes of Exx replies (GDB uses errno values by convention).
 EPERM = 0x01
 ENOENT = 0x02
-EFAULT = 0x0E
+# Unreadable/unwritable memory answers "E14": EFAULT's number, 14, in the
+# two digits of the reply (the contract, and what clients and tests of
+# this stub look for), not 0x0e.
+EFAULT = 0x14
 EINVAL = 0x16
 EBUSY = 0x10
 

@@ -319,15 +319,15 @@ def test_code_reads_show_nops_at_enabled_sites(guest):
 
 def test_unmapped_memory_is_an_error_reply(guest):
     guest.handshake()
-    assert guest.ask(b"mffffffffffff0000,4") == b"E0e"  # EFAULT
-    assert guest.ask(b"m%x,4" % (guest.code.end + 0x100000000)) == b"E0e"
-    assert guest.ask(b"xffffffffffff0000,4") == b"E0e"
+    assert guest.ask(b"mffffffffffff0000,4") == b"E14"  # EFAULT
+    assert guest.ask(b"m%x,4" % (guest.code.end + 0x100000000)) == b"E14"
+    assert guest.ask(b"xffffffffffff0000,4") == b"E14"
     # A read running past the end of a region is short, not an error (gdbserver's behaviour).
     tail = guest.ask(b"m%x,20" % (guest.code.end - 4))
     assert len(tail) == 8
     assert guest.ask(b"QEnableErrorStrings") == b"OK"
     reply = guest.ask(b"mffffffffffff0000,4")
-    assert ERROR_RE.fullmatch(reply) and reply.startswith(b"E0e;")
+    assert ERROR_RE.fullmatch(reply) and reply.startswith(b"E14;")
     assert b"cannot access memory" in bytes.fromhex(reply[4:].decode())
 
 
@@ -337,7 +337,7 @@ def test_code_is_read_only(guest):
     assert guest.ask(b"M%x,1:90" % square) == b"E01"  # EPERM
     assert guest.ask(b"M%x,2:9090" % (square + 7)) == b"E01"
     assert guest.ask(b"X%x,1:\x90" % square) == b"E01"
-    assert guest.ask(b"Mffffffffffff0000,1:00") == b"E0e"
+    assert guest.ask(b"Mffffffffffff0000,1:00") == b"E14"
     assert guest.code_is_pristine()
 
 
@@ -348,8 +348,8 @@ def test_breakpoint_only_at_patch_sites(guest):
     square = guest.entry_pc("square")
     assert guest.ask(b"Z0,%x,1" % (square + 1)) == b"E16"  # inside a site: EINVAL
     assert guest.ask(b"Z0,%x,1" % (square + 5)) == b"E16"  # after it: an instruction, not a site
-    assert guest.ask(b"Z0,ffffffffffff0000,1") == b"E0e"    # no code there
-    assert guest.ask(b"Z0,10,1") == b"E0e"                  # linear memory (the mirror) is not code
+    assert guest.ask(b"Z0,ffffffffffff0000,1") == b"E14"    # no code there
+    assert guest.ask(b"Z0,10,1") == b"E14"                  # linear memory (the mirror) is not code
     assert guest.ask(b"z0,%x,1" % (square + 1)) == b"E16"
     assert guest.ask(b"z0,%x,1" % square) == b"OK"          # removing an absent breakpoint
     assert guest.ask(b"Z2,10,4") == b""                     # watchpoints: not supported
