@@ -42,9 +42,10 @@ class LinkError(CodememError):
 
 class Trap(CodememError):
     """A guest trap. ``message`` is the spec's text ("integer divide by zero", ...);
-    ``frames`` is the wasm backtrace, innermost first."""
+    ``frames`` is the wasm backtrace, innermost first; ``code`` the trap code."""
 
-    def __init__(self, message: str, frames=()):
+    def __init__(self, message: str, frames=(), *, code: int | None = None):
         self.message = message
         self.frames = list(frames)
+        self.code = code  # the codemem.abi.TrapCode, when the trap came from one
         super().__init__(message)

@@ -353,6 +353,15 @@ class Module:
 # --------------------------------------------------------------------------
 
 
+def trap_for_code(code: int, frames=()) -> Trap:
+    """The Trap for a trap code, with the spec's message for it."""
+    try:
+        message = abi.TRAP_MESSAGES[TrapCode(code)]
+    except ValueError:
+        message = f"trap code {code}"
+    return Trap(message, frames, code=code)
+
+
 @dataclass(frozen=True)
 class FrameInfo:
     """One wasm frame of a backtrace (innermost first)."""
@@ -459,11 +468,7 @@ class Store:
             if code == TrapCode.HOST_ERROR and self._pending_exception is not None:
                 exc, self._pending_exception = self._pending_exception, None
                 raise exc
-            try:
-                message = abi.TRAP_MESSAGES[TrapCode(code)]
-            except ValueError:
-                message = f"trap code {code}"
-            raise Trap(message, frames)
+            raise trap_for_code(code, frames)
 
     def _on_event(self, kind: int, code: int, regfile, vmctx: int) -> None:
         if kind == native.EVENT_TRAP:
@@ -904,7 +909,7 @@ class Instance:
         items = () if elem_index in self._dropped_elems else seg.items
         table = self.tables[table_index]
         if src + n > len(items) or dst + n > table.size:
-            raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_TABLE])
+            raise trap_for_code(TrapCode.OUT_OF_BOUNDS_TABLE)
         for k in range(n):
             table._elements[dst + k] = self._elem_item_bits(seg, items[src + k])
 
@@ -912,7 +917,7 @@ class Instance:
         data = b"" if data_index in self._dropped_datas else self.module.info.datas[data_index].data
         memory = self.memories[0] if self.memories else None
         if memory is None or src + n > len(data) or dst + n > memory.data_len:
-            raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_MEMORY])
+            raise trap_for_code(TrapCode.OUT_OF_BOUNDS_MEMORY)
         if n:
             ffi.memmove(ffi.cast("char *", memory.base + dst), data[src : src + n], n)
 
@@ -945,7 +950,7 @@ class Instance:
             dst, src, n = u32(a[0]), u32(a[1]), u32(a[2])
             memory = self.memories[0]
             if dst + n > memory.data_len or src + n > memory.data_len:
-                raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_MEMORY])
+                raise trap_for_code(TrapCode.OUT_OF_BOUNDS_MEMORY)
             if n:
                 ffi.memmove(ffi.cast("char *", memory.base + dst), ffi.cast("char *", memory.base + src), n)
             return None
@@ -953,7 +958,7 @@ class Instance:
             dst, value, n = u32(a[0]), a[1] & 0xFF, u32(a[2])
             memory = self.memories[0]
             if dst + n > memory.data_len:
-                raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_MEMORY])
+                raise trap_for_code(TrapCode.OUT_OF_BOUNDS_MEMORY)
             if n:
                 ffi.memmove(ffi.cast("char *", memory.base + dst), bytes([value]) * n, n)
             return None
@@ -962,7 +967,7 @@ class Instance:
         if op == Libcall.TABLE_FILL:
             table, i, ref, n = self.tables[u32(a[0])], u32(a[1]), a[2], u32(a[3])
             if i + n > table.size:
-                raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_TABLE])
+                raise trap_for_code(TrapCode.OUT_OF_BOUNDS_TABLE)
             for k in range(n):
                 table._elements[i + k] = ref
             return None
@@ -970,7 +975,7 @@ class Instance:
             dst_t, src_t = self.tables[u32(a[0])], self.tables[u32(a[1])]
             d, s, n = u32(a[2]), u32(a[3]), u32(a[4])
             if d + n > dst_t.size or s + n > src_t.size:
-                raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_TABLE])
+                raise trap_for_code(TrapCode.OUT_OF_BOUNDS_TABLE)
             values = [src_t._elements[s + k] for k in range(n)]
             for k, v in enumerate(values):
                 dst_t._elements[d + k] = v
@@ -984,12 +989,12 @@ class Instance:
         if op == Libcall.TABLE_GET:
             table, i = self.tables[u32(a[0])], u32(a[1])
             if i >= table.size:
-                raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_TABLE])
+                raise trap_for_code(TrapCode.OUT_OF_BOUNDS_TABLE)
             return table._elements[i]
         if op == Libcall.TABLE_SET:
             table, i = self.tables[u32(a[0])], u32(a[1])
             if i >= table.size:
-                raise Trap(abi.TRAP_MESSAGES[TrapCode.OUT_OF_BOUNDS_TABLE])
+                raise trap_for_code(TrapCode.OUT_OF_BOUNDS_TABLE)
             table._elements[i] = a[2]
             return None
         if op == Libcall.TABLE_SIZE:

@@ -22,6 +22,7 @@ from typing import Callable
 from codemem.wasm.types import ValType
 
 from . import arch_amd64
+from .images import FileServerError, libraries_svr4_xml, libraries_xml
 from .protocol import packets as P
 from .protocol import replies as R
 from .protocol.connection import ProtocolConnection
@@ -233,7 +234,6 @@ class GdbSession:
                 raise TargetError(ENOENT, f"no feature document {request.annex!r}")
             document = text.encode()
         elif request.object in ("libraries-svr4", "libraries") and self.config.images is not None:
-            from .images import libraries_svr4_xml, libraries_xml
             # The first image is the "executable" (qXfer:exec-file); the rest
             # (further modules, the runtime) are its libraries.
             images = self.config.images.for_store(self.target.store)[1:]
@@ -301,9 +301,7 @@ class GdbSession:
         if target.current_stop is not None:
             return self._stop_reply(target.current_stop)
         # Attaching to a guest that runs (an earlier client detached): stop it.
-        target.debugging = True
-        target.interrupt()
-        self.waiting_for_stop = True
+        self._stop_running_guest()
         return None
 
     def _thread_stop_info(self, request) -> bytes:
@@ -313,12 +311,16 @@ class GdbSession:
 
     def _interrupt(self, request) -> None:
         if self.target.is_running:
-            # Also from a client that attached to a guest an earlier one left
-            # running (as in _halt_reason): it resumed nothing, yet wants the stop.
-            self.target.debugging = True
-            self.target.interrupt()
-            self.waiting_for_stop = True
+            self._stop_running_guest()
         return None
+
+    def _stop_running_guest(self) -> None:
+        """Stop the running guest and answer with its stop reply.  Also for a
+        client that attached to a guest an earlier one left running undebugged:
+        it resumed nothing, yet wants the stop."""
+        self.target.debugging = True
+        self.target.interrupt()
+        self.waiting_for_stop = True
 
     # ------------------------------------------------------------ registers
 
@@ -565,7 +567,6 @@ class GdbSession:
         return self._vfile(close)
 
     def _vfile(self, operation) -> bytes:
-        from .images import FileServerError
         try:
             return operation(self._file_server())
         except _NoFiles:

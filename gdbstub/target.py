@@ -39,9 +39,10 @@ from typing import Any, Callable
 
 from codemem import abi, native
 from codemem.errors import CodeMemoryError, Trap
-from codemem.native import ffi, lib
 from codemem.frametable import SequencePointKind
+from codemem.native import ffi, lib
 from codemem.registry import ModuleWithCode
+from codemem.runtime import trap_for_code
 
 from . import arch_amd64
 from .protocol.replies import Signal
@@ -150,14 +151,6 @@ def _raw_write(address: int, data: bytes) -> None:
     ffi.memmove(ffi.cast("char *", address), data, len(data))
 
 
-class _StepPlan:
-    """The sites one resume armed, released when the guest stops next."""
-
-    def __init__(self, sites: list[tuple[Any, int]], *, live: bool = False):
-        self.sites = sites  # (StoreCode, pc)
-        self.live = live
-
-
 #: Wasm opcodes after which control may go anywhere but the next instruction
 #: (wasm spec 5.4.1 "Control Instructions"): unreachable, if, else, end, br,
 #: br_if, br_table, return, call, call_indirect, return_call(_indirect).
@@ -192,7 +185,9 @@ class StoreTarget:
         self.exited: Exited | None = None
         self.debugging = True  # False after detach: events no longer block
         self.breakpoints: set[int] = set()
-        self._plan: _StepPlan | None = None
+        # The sites the last resume armed (a step or an interrupt), each held
+        # once; the next stop releases them.
+        self._plan: list[tuple[Any, int]] | None = None
         self._entry_site: int | None = None
         self._interrupt_requested = False
         self._kill_requested = False
@@ -226,7 +221,8 @@ class StoreTarget:
             vals = self.func.call_vals(self.args)
             exited = Exited(status=0, results=[v.value for v in vals])
         except Trap as trap:
-            exited = Exited(status=1, error=trap, signal=_trap_signal_for_message(trap.message))
+            signal = _trap_signal(trap.code) if trap.code is not None else int(Signal.SIGILL)
+            exited = Exited(status=1, error=trap, signal=signal)
         except BaseException as exc:  # a host function's own exception ends the guest
             exited = Exited(status=self._exit_status_of(exc), error=exc)
         with self._lock:
@@ -325,7 +321,7 @@ class StoreTarget:
         self._stopped = raw
         if raw.kind == native.EVENT_TRAP:
             self._disarm()
-            message = _trap_message(raw.code)
+            message = trap_for_code(raw.code).message
             stop = Stop(StopReason.TRAP, pc, _trap_signal(raw.code), raw.code, message)
         else:
             was_stepping = self._plan is not None
@@ -461,17 +457,17 @@ class StoreTarget:
         with self.store.registry.patch_edit(live=live) as edit:
             for store_code, pc in sites:
                 edit.enable_site(store_code, pc)
-        self._plan = _StepPlan(list(sites), live=live)
+        self._plan = list(sites)
 
     def _disarm(self) -> None:
         plan, self._plan = self._plan, None
         self._interrupt_requested = False
-        if plan is None or not plan.sites:
+        if not plan:
             return
         # Live while the guest may be executing the image (an interrupt or a
         # kill racing a step); a stopped guest allows the cheaper edit.
         with self.store.registry.patch_edit(live=self.is_running) as edit:
-            for store_code, pc in plan.sites:
+            for store_code, pc in plan:
                 edit.disable_site(store_code, pc)
 
     def _arm_entry(self, pc: int) -> None:
@@ -776,22 +772,8 @@ class StoreTarget:
         return None if func is None else entry.module.func_name(func.wasm_index)
 
 
-def _trap_message(code: int) -> str:
-    try:
-        return abi.TRAP_MESSAGES[abi.TrapCode(code)]
-    except ValueError:
-        return f"trap code {code}"
-
-
 def _trap_signal(code: int) -> int:
     try:
         return int(abi.TRAP_SIGNALS[abi.TrapCode(code)])
     except (ValueError, KeyError):
         return int(Signal.SIGILL)
-
-
-def _trap_signal_for_message(message: str) -> int:
-    for code, text in abi.TRAP_MESSAGES.items():
-        if message == text:
-            return _trap_signal(code)
-    return int(Signal.SIGILL)
