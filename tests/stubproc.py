@@ -248,12 +248,16 @@ class ClientRun:
         return f"$ {shlex.join(self.argv)}\n[{status}]\n{self.output}"
 
 
-def _run_client(argv: list[str], timeout: float, env: dict | None = None) -> ClientRun:
-    """Runs a client in its own session (so a stray ^C or a hang cannot touch
-    pytest) and kills exactly that process when it overruns."""
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+def start_client(argv: list[str], env: dict | None = None) -> subprocess.Popen:
+    """Starts a client in its own session (so a stray ^C or a hang cannot touch
+    pytest)."""
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace",
                             start_new_session=True, env=env, cwd=ROOT)
+
+
+def finish_client(proc: subprocess.Popen, argv: list[str], timeout: float = 60) -> ClientRun:
+    """Waits for a client; kills exactly that process when it overruns."""
     try:
         output, _ = proc.communicate(timeout=timeout)
         return ClientRun(argv, proc.returncode, output)
@@ -261,6 +265,26 @@ def _run_client(argv: list[str], timeout: float, env: dict | None = None) -> Cli
         proc.kill()
         output, _ = proc.communicate()
         return ClientRun(argv, None, output, timed_out=True)
+
+
+def _run_client(argv: list[str], timeout: float, env: dict | None = None) -> ClientRun:
+    return finish_client(start_client(argv, env), argv, timeout)
+
+
+def sections(run: ClientRun) -> dict[str, str]:
+    """A client's output cut at marker lines ``==name==``: {name: text after
+    it}; what precedes the first marker is ``_start``."""
+    parts = re.split(r"^==(\w+)==$", run.output, flags=re.M)
+    found = {"_start": parts[0]}
+    for i in range(1, len(parts) - 1, 2):
+        found[parts[i]] = parts[i + 1]
+    return found
+
+
+def section(run: ClientRun, name: str) -> str:
+    found = sections(run)
+    assert name in found, f"marker {name} missing from the client's output:\n{run}"
+    return found[name]
 
 
 def gdb_command(stub_process: StubProcess, commands: list[str], *, before_connect: tuple = ()) -> list[str]:

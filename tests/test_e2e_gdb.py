@@ -20,7 +20,7 @@ import re
 
 import pytest
 
-from stubproc import (INTERRUPT_BY, ClientRun, example, guest_path, monitor_function_ranges, monitor_sites, run_gdb,
+from stubproc import (section, INTERRUPT_BY, ClientRun, example, guest_path, monitor_function_ranges, monitor_sites, run_gdb,
                       stub)  # noqa: F401  (stub is a fixture)
 
 DEMO_RESULT = "505"  # examples/demo.c: run() = sum_of_squares(10) + fact(5)
@@ -32,21 +32,6 @@ ALWAYS_INSERTED = ("set breakpoint always-inserted on",)
 def mark(name: str) -> str:
     """A gdb command printing a marker line, to cut the output into sections."""
     return f"echo =={name}==\\n"
-
-
-def sections(run: ClientRun) -> dict[str, str]:
-    """Output between markers: {name: text printed after ``mark(name)``}."""
-    parts = re.split(r"^==(\w+)==$", run.output, flags=re.M)
-    found = {"_start": parts[0]}
-    for i in range(1, len(parts) - 1, 2):
-        found[parts[i]] = parts[i + 1]
-    return found
-
-
-def section(run: ClientRun, name: str) -> str:
-    found = sections(run)
-    assert name in found, f"marker {name} missing from gdb's output:\n{run}"
-    return found[name]
 
 
 def frames(text: str) -> list[str]:

@@ -37,7 +37,8 @@ from gdbstub.server import StubServer
 from gdbstub.session import SessionConfig
 from gdbstub.target import StoreTarget
 from gdbstub.wasi import WasiContext
-from stubproc import INTERRUPT_BY, NOP5, ClientRun, gdb_command, guest_path, kill_pid, run_gdb, run_lldb
+from stubproc import (INTERRUPT_BY, NOP5, ClientRun, finish_client, gdb_command, guest_path, kill_pid, run_gdb, run_lldb,
+                      start_client)
 
 DEMO = Path(__file__).resolve().parents[1] / "gdbstub" / "data" / "demo.wasm"
 DEMO_RESULT = 505
@@ -211,21 +212,6 @@ class Barrier:
 
     def release(self) -> None:
         self.go.touch()
-
-
-def start_client(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, errors="replace", start_new_session=True)
-
-
-def finish_client(proc: subprocess.Popen, argv: list[str], timeout: float = 60) -> ClientRun:
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-        return ClientRun(argv, proc.returncode, output)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        output, _ = proc.communicate()
-        return ClientRun(argv, None, output, timed_out=True)
 
 
 # ---------------------------------------------------------------- tests

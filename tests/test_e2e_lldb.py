@@ -20,7 +20,7 @@ import re
 
 import pytest
 
-from stubproc import (ClientRun, _run_client, example, guest_path, lldb_command, monitor_function_ranges,
+from stubproc import (section, ClientRun, _run_client, example, guest_path, lldb_command, monitor_function_ranges,
                       monitor_sites, run_lldb, stub)  # noqa: F401  (stub is a fixture)
 
 DEMO_RESULT = "505"  # examples/demo.c: run() = sum_of_squares(10) + fact(5)
@@ -36,20 +36,6 @@ def mark(name: str) -> str:
 
 def monitor(command: str) -> str:
     return f"process plugin packet monitor {command}"
-
-
-def sections(run: ClientRun) -> dict[str, str]:
-    parts = re.split(r"^==(\w+)==$", run.output, flags=re.M)
-    found = {"_start": parts[0]}
-    for i in range(1, len(parts) - 1, 2):
-        found[parts[i]] = parts[i + 1]
-    return found
-
-
-def section(run: ClientRun, name: str) -> str:
-    found = sections(run)
-    assert name in found, f"marker {name} missing from lldb's output:\n{run}"
-    return found[name]
 
 
 def frames(text: str) -> list[str]:
