@@ -18,6 +18,7 @@ from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fakestub import serve_one_client
 from gdbstub.debugimage import CfiRow, DebugImageError, Fde, LineRow, Symbol, build_debug_image
 from gdbstub.debugimage.dwarf import DWARF_REGISTERS, sleb128, uleb128
 
@@ -363,21 +364,7 @@ class FakeRemote:
         return ""
 
     def serve(self) -> None:
-        connection, _ = self.server.accept()
-        with connection:
-            buffer = b""
-            while True:
-                received = connection.recv(4096)
-                if not received:
-                    return
-                buffer += received
-                while (match := re.search(rb"\$([^#]*)#[0-9a-f]{2}", buffer)):
-                    buffer = buffer[match.end():]
-                    packet = match[1].decode()
-                    reply = self.answer(packet).encode()
-                    connection.sendall(b"+$" + reply + b"#%02x" % (sum(reply) & 0xFF))
-                    if packet.startswith("D"):
-                        return
+        serve_one_client(self.server, lambda packet: self.answer(packet).encode())
 
     def close(self) -> None:
         self.thread.join(timeout=10)

@@ -25,6 +25,7 @@ from elftools.dwarf.callframe import RegisterRule
 from elftools.elf.elffile import ELFFile
 
 from codemem import native
+from fakestub import serve_one_client
 from codemem.frametable import SITE_DISABLED, SITE_SIZE
 from codemem.runtime import Engine, Instance, Module, Store
 from gdbstub import arch_amd64
@@ -35,7 +36,6 @@ from gdbstub.images import (
     libraries_svr4_xml, libraries_xml,
 )
 from gdbstub.protocol.encoding import hex_decode
-from gdbstub.protocol.framing import encode_packet
 from gdbstub.protocol.packets import FileIOOpenFlags
 from gdbstub.protocol.replies import FileIOErrno, qxfer_chunk, vfile_data, vfile_result
 
@@ -527,21 +527,11 @@ class MiniStub:
         return b""
 
     def serve(self) -> None:
-        connection, _ = self.server.accept()
-        with connection:
-            buffer = b""
-            while True:
-                received = connection.recv(65536)
-                if not received:
-                    return
-                buffer += received
-                while (match := re.search(rb"\$([^#]*)#[0-9a-f]{2}", buffer)):
-                    buffer = buffer[match.end():]
-                    packet = match[1].decode("latin-1")
-                    self.packets.append(packet)
-                    connection.sendall(b"+" + encode_packet(self.answer(packet)))
-                    if packet.startswith(("D", "k")):
-                        return
+        serve_one_client(self.server, self._record_and_answer, last=("D", "k"))
+
+    def _record_and_answer(self, packet: str) -> bytes:
+        self.packets.append(packet)
+        return self.answer(packet)
 
     def close(self) -> None:
         self.thread.join(timeout=10)
