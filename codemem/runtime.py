@@ -45,9 +45,24 @@ WASM_PAGE = 65536
 MAX_PAGES = 65536
 MASK32 = (1 << 32) - 1
 MASK64 = (1 << 64) - 1
-#: Bumped whenever generated code or frame tables change, so cached images of
-#: an older compiler are never loaded.
-COMPILER_VERSION = "1"
+#: The compiler's identity in the image cache key.  It is derived from the
+#: sources of every codemem module (see :func:`_compiler_version`), so a change
+#: to code generation, the frame-table format or the ABI can never load an image
+#: an older compiler made, even if nobody remembers to bump a number.
+COMPILER_VERSION: str | None = None
+
+
+def _compiler_version() -> str:
+    """A short digest of the codemem package's Python sources (computed once)."""
+    global COMPILER_VERSION
+    if COMPILER_VERSION is None:
+        digest = hashlib.sha256()
+        package = Path(__file__).resolve().parent
+        for source in sorted(package.rglob("*.py")):
+            digest.update(source.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(source.read_bytes())
+        COMPILER_VERSION = digest.hexdigest()[:16]
+    return COMPILER_VERSION
 
 __all__ = [
     "Engine", "Module", "Store", "Instance", "Func", "Memory", "Global", "Table", "Val",
@@ -263,7 +278,7 @@ class Module:
         if self.engine.cache_dir is None:
             return None
         key = hashlib.sha256(self.wasm).hexdigest()
-        return self.engine.cache_dir / f"{key}-v{COMPILER_VERSION}-{'debug' if self.engine.debug else 'nodebug'}.img"
+        return self.engine.cache_dir / f"{key}-v{_compiler_version()}-{'debug' if self.engine.debug else 'nodebug'}.img"
 
     def _compiled_image(self) -> tuple[bytes, bytes]:
         """(code, frame table): from the cache when it holds an intact entry for

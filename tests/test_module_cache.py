@@ -7,7 +7,7 @@ Contract:
 * a damaged entry (truncated, empty, garbage, wrong magic, a flipped byte in the
   code or in the frame table, an entry stored under another module's name) is
   ignored: the module is recompiled, runs correctly, and the entry is rewritten;
-* the key changes with the module bytes, the debug flag and COMPILER_VERSION,
+* the key changes with the module bytes, the debug flag and the compiler version (a digest of codemem's sources),
   so one directory serves every combination without mixing them up.
 """
 from __future__ import annotations
@@ -160,7 +160,7 @@ def test_key_changes_with_module_debug_and_compiler_version(tmp_path, monkeypatc
     assert counter.calls == 3 and len(entries(tmp_path)) == 3
     # A new compiler version: nothing old may be loaded, both modes recompile.
     keys_before = {p.name for p in entries(tmp_path)}
-    monkeypatch.setattr(runtime, "COMPILER_VERSION", runtime.COMPILER_VERSION + "-next")
+    monkeypatch.setattr(runtime, "COMPILER_VERSION", runtime._compiler_version() + "-next")
     for debug in (True, False):
         module = codemem.Module(codemem.Engine(debug=debug, cache_dir=tmp_path), WASM)
         assert run(module) == (EXPECTED_F3, 2.5)
