@@ -18,6 +18,11 @@ Invariants (asserted where they could break):
   this Store.
 * A StoreCode with debugging on never executes from EngineCode, so patching it
   never affects another Store.
+* A closed debug StoreCode's mapping may be recycled for the next Store of the
+  same EngineCode (no mmap on the hot path), but only after every private page
+  was discarded (``MADV_DONTNEED``: a private file mapping then reads the sealed
+  memfd again) and the mapping is published; a recycled copy is
+  indistinguishable from a fresh one.  A closed StoreCode refuses every use.
 """
 from __future__ import annotations
 
@@ -56,6 +61,8 @@ class CodeMemory:
         self.name = name
         self.published = True
         self.live_writable = False
+        #: Whether this mapping was ever writable, i.e. may hold private pages.
+        self.ever_unpublished = False
 
     @classmethod
     def create_sealed(cls, image: bytes, name: str) -> "CodeMemory":
@@ -82,6 +89,7 @@ class CodeMemory:
         prot = PROT_READ | PROT_WRITE | (PROT_EXEC if live else 0)
         native.check(lib.cm_protect(self.base, self.size, prot), f"unpublish {self.name}")
         self.published = False
+        self.ever_unpublished = True
         self.live_writable = live
 
     def publish(self) -> None:
@@ -103,6 +111,12 @@ class CodeMemory:
         """Writes a 5-byte patch with one atomic 8-byte store (see csrc)."""
         assert not self.published and len(data) == SITE_SIZE
         native.check(lib.cm_patch5_atomic(self.base + offset, data), f"atomic patch at {self.name}+{offset:#x}")
+
+    def discard_private_pages(self) -> None:
+        """Back to the memfd's bytes: every copied-on-write page is dropped."""
+        assert not self.shared, f"{self.name}: only a private copy has private pages"
+        native.check(lib.cm_discard_private_pages(self.base, self.size), f"discard private pages of {self.name}")
+        self.ever_unpublished = False
 
     def unmap(self) -> None:
         if self.base:
@@ -146,10 +160,14 @@ class EngineCode:
         self.function_names = dict(function_names or {})
         self._memory = CodeMemory.create_sealed(bytes(image), f"engine-code:{name}")
         self.size = self._memory.size
-        # Without an explicit close, the memfd and mapping go when the last
+        # Private copies given back by closed StoreCodes, reset and published,
+        # ready for the next debug Store (see StoreCode.close).
+        self._spare_private_copies: list[CodeMemory] = []
+        self._spare_lock = threading.Lock()
+        # Without an explicit close, the memfd and mappings go when the last
         # reference does: every user of the mapping (StoreCode, instances via
         # their Module) holds this object, so nothing can still run from it.
-        self._finalizer = weakref.finalize(self, _release_engine_memory, self._memory)
+        self._finalizer = weakref.finalize(self, _release_engine_memory, self._memory, self._spare_private_copies)
 
     def read(self, offset: ImageOffset, length: int) -> bytes:
         """Canonical bytes of the image (never patched)."""
@@ -164,11 +182,43 @@ class EngineCode:
         # Package-private: only StoreCode may learn where the canonical copy lives.
         return self._memory
 
+    def _take_private_copy(self, name: str) -> CodeMemory:
+        """A published private copy-on-write mapping with the canonical bytes:
+        a recycled one when a closed Store gave one back, else a new mmap."""
+        with self._spare_lock:
+            if self._spare_private_copies:
+                memory = self._spare_private_copies.pop()
+                memory.name = name
+                return memory
+        return self._memory.map_private_copy(name)
+
+    def _give_back_private_copy(self, memory: CodeMemory) -> None:
+        """Takes back a closed StoreCode's private copy: resets it for the next
+        Store (bounded by SPARE_PRIVATE_COPIES) or unmaps it."""
+        assert not memory.shared and memory.base
+        with self._spare_lock:
+            keep = self._finalizer.alive and memory.published and len(self._spare_private_copies) < SPARE_PRIVATE_COPIES
+            if keep:
+                if memory.ever_unpublished:
+                    # Cost: proportional to the pages that were patched.
+                    memory.discard_private_pages()
+                self._spare_private_copies.append(memory)
+                return
+        memory.unmap()
+
     def close(self) -> None:
         self._finalizer()
 
 
-def _release_engine_memory(memory: "CodeMemory") -> None:
+#: Reset private copies an EngineCode keeps for its next Stores.  Each costs
+#: address space only (its pages were discarded); a Store created and dropped
+#: repeatedly (a request per Store, a test per Store) then needs no mmap.
+SPARE_PRIVATE_COPIES = 4
+
+
+def _release_engine_memory(memory: "CodeMemory", spare_private_copies: list["CodeMemory"]) -> None:
+    while spare_private_copies:
+        spare_private_copies.pop().unmap()
     memory.unmap()
     if memory.fd >= 0:
         lib.cm_close(memory.fd)
@@ -188,7 +238,7 @@ class StoreCode:
         self.debug = debug
         shared = engine_code._mapping_for_store_code()
         if debug:
-            self._memory = shared.map_private_copy(f"store-code:{store_name}:{engine_code.name}")
+            self._memory = engine_code._take_private_copy(f"store-code:{store_name}:{engine_code.name}")
         else:
             self._memory = shared
         self.base = StoreCodePC(self._memory.base)
@@ -209,7 +259,7 @@ class StoreCode:
 
     @property
     def shares_engine_mapping(self) -> bool:
-        return self._memory is self.engine_code._mapping_for_store_code()
+        return self.memory is self.engine_code._mapping_for_store_code()
 
     def contains(self, pc: int) -> bool:
         return self.base <= pc < self.base + self.size
@@ -261,10 +311,11 @@ class StoreCode:
             site = self.frame_table.site(index)
             data = site.enable if enable else site.disable
             edit._touch(self)
-            if self._memory.live_writable:
-                self._memory.write_site_atomic(offset, data)
+            memory = self.memory
+            if memory.live_writable:
+                memory.write_site_atomic(offset, data)
             else:
-                self._memory.write(offset, data)
+                memory.write(offset, data)
         if new_count:
             self._site_refcount[offset] = new_count
         else:
@@ -280,7 +331,7 @@ class StoreCode:
         if offset + length > self.size:
             raise CodeMemoryError(f"read {pc:#x}+{length:#x} runs past the end of {self.engine_code.name}")
         with self._lock:
-            data = bytearray(self._memory.read(offset, length))
+            data = bytearray(self.memory.read(offset, length))
             for site_offset, count in self._site_refcount.items():
                 if count and site_offset < offset + length and site_offset + SITE_SIZE > offset:
                     disable = self.frame_table.site(self.frame_table.site_index(site_offset)).disable
@@ -293,15 +344,28 @@ class StoreCode:
     def read_raw(self, pc: int, length: int) -> bytes:
         """The bytes as executed (patches visible); for tests and `inspect`."""
         offset = self.offset_of(pc)
-        return self._memory.read(offset, length)
+        return self.memory.read(offset, length)
 
     @property
     def memory(self) -> CodeMemory:
-        return self._memory
+        memory = self._memory
+        if memory is None:
+            raise CodeMemoryError(f"the {self.engine_code.name} code of a closed Store")
+        return memory
+
+    @property
+    def closed(self) -> bool:
+        return self._memory is None
 
     def close(self) -> None:
-        if not self.shares_engine_mapping:
-            self._memory.unmap()
+        """Ends this Store's use of the code.  A private copy goes back to the
+        EngineCode (which resets or unmaps it); afterwards every access fails
+        instead of reaching a mapping that may belong to another Store."""
+        with self._lock:
+            memory, self._memory = self._memory, None
+            self._site_refcount.clear()
+        if memory is not None and memory is not self.engine_code._mapping_for_store_code():
+            self.engine_code._give_back_private_copy(memory)
 
 
 class PatchEdit:

@@ -102,6 +102,11 @@ int64_t cm_protect(uint64_t addr, uint64_t size, int prot)
     return mprotect((void *)(uintptr_t)addr, size, prot) == 0 ? 0 : -errno;
 }
 
+int64_t cm_discard_private_pages(uint64_t addr, uint64_t size)
+{
+    return madvise((void *)(uintptr_t)addr, size, MADV_DONTNEED) == 0 ? 0 : -errno;
+}
+
 int64_t cm_close(int fd)
 {
     return close(fd) == 0 ? 0 : -errno;

@@ -63,6 +63,9 @@ int64_t cm_pwrite_all(int fd, const void *data, uint64_t size, uint64_t offset);
 int64_t cm_map(int fd, uint64_t size, int prot, int shared);
 int64_t cm_unmap(uint64_t addr, uint64_t size);
 int64_t cm_protect(uint64_t addr, uint64_t size, int prot);
+/* madvise(MADV_DONTNEED): on a MAP_PRIVATE file mapping this drops every
+   private (copied-on-write) page, so the range reads the file's bytes again. */
+int64_t cm_discard_private_pages(uint64_t addr, uint64_t size);
 int64_t cm_close(int fd);
 uint64_t cm_page_size(void);
 

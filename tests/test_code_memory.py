@@ -195,3 +195,60 @@ def test_patch_edit_touches_each_image_once(engine, monkeypatch):
         assert len(s.code.enabled_site_offsets()) == 4
     finally:
         s.close()
+
+
+def test_a_closed_debug_stores_copy_is_recycled_only_after_a_full_reset():
+    pages = 8
+    functions = [[SITE, bytes.fromhex("c3")] for _ in range(pages)]
+    built = build_image(functions, align=PAGE_SIZE)
+    engine = EngineCode(built.code, built.table, name="recycled")
+    canonical = engine.read(0, engine.size)
+    first = new_store(engine)
+    patched = first.code.pc_of(built.functions[3])
+    with first.registry.patch_edit() as edit:
+        first.registry.enable_site(patched, edit)
+    assert smaps_field(first.code.base, "Anonymous") == PAGE_SIZE // 1024
+    closed_code, base = first.code, first.code.base
+    first.close()
+    # Whatever still holds the closed StoreCode cannot reach the mapping, which
+    # may now be another Store's.
+    assert closed_code.closed
+    with pytest.raises(CodeMemoryError, match="closed Store"):
+        closed_code.read_for_debugger(patched, 5)
+    second = new_store(engine)
+    try:
+        assert second.code.base == base, "the given-back copy is reused"
+        assert second.code.enabled_site_offsets() == []
+        assert second.code.read_raw(second.code.base, engine.size) == canonical
+        assert smaps_field(base, "Anonymous") == 0, "the patched page was discarded, not kept"
+        assert mapping_perms(base) == "r-xp"
+        # And it is a working private copy again.
+        with second.registry.patch_edit() as edit:
+            second.registry.enable_site(second.code.pc_of(built.functions[1]), edit)
+        assert engine.read(built.functions[1], 5) == SITE_DISABLED
+    finally:
+        second.close()
+        engine.close()
+    with pytest.raises(LookupError):
+        mapping_perms(base)  # the engine's close unmapped its spare copies
+
+
+def test_spare_copies_are_bounded():
+    from codemem.code import SPARE_PRIVATE_COPIES
+
+    built = build_image([ADD])
+    engine = EngineCode(built.code, built.table, name="bounded")
+    stores = [new_store(engine) for _ in range(SPARE_PRIVATE_COPIES + 2)]
+    bases = [s.code.base for s in stores]
+    for s in stores:
+        s.close()
+    assert len(engine._spare_private_copies) == SPARE_PRIVATE_COPIES
+    unmapped = 0
+    for base in bases:
+        try:
+            mapping_perms(base)
+        except LookupError:
+            unmapped += 1
+    assert unmapped == 2
+    engine.close()
+    assert engine._spare_private_copies == []
