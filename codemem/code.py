@@ -406,6 +406,11 @@ class PatchEdit:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.finish()
+
+    def finish(self) -> None:
+        """Republishes every touched image (idempotent).  For an edit that
+        spans more than one ``with`` block, the owner calls this itself."""
         errors = []
         for store_code in self._touched:
             try:

@@ -19,6 +19,14 @@ Threads
   and resumes.  All patch edits happen on this thread, so two edits never race;
   the only edit made while the guest runs is :meth:`interrupt`'s live edit.
 
+Patch edits during a stop share one :class:`~codemem.code.PatchEdit`, opened
+by the stop's first change and finished (every touched image republished)
+just before the guest is released: a breakpoint hit that removes the
+breakpoint, arms a step, and after the step disarms it and reinserts the
+breakpoint (what gdb does for every hit) then costs one unpublish and one
+publish per image and stop instead of one pair per change.  The guest is
+blocked while its images are writable, so W^X holds for anything that runs.
+
 Breakpoints, stepping and interrupts share sites by refcount (DESIGN.md,
 "Sequence points and patch sites"): a user breakpoint is one reference, a step
 plan holds one reference on each site it armed, an interrupt one on every site.
@@ -30,6 +38,7 @@ code the session puts in its ``Exx`` reply (one mapping place: here).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import enum
 import logging
 import struct
@@ -38,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from codemem import abi, native
+from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, Trap
 from codemem.frametable import SequencePointKind
 from codemem.native import ffi, lib
@@ -188,6 +198,8 @@ class StoreTarget:
         # The sites the last resume armed (a step or an interrupt), each held
         # once; the next stop releases them.
         self._plan: list[tuple[Any, int]] | None = None
+        # The edit the current stop's changes share (see the module docstring).
+        self._stop_edit: PatchEdit | None = None
         self._entry_site: int | None = None
         self._interrupt_requested = False
         self._kill_requested = False
@@ -361,9 +373,26 @@ class StoreTarget:
     # ---------------------------------------------------------- resuming
 
     def _release(self) -> None:
+        self._finish_stop_edit()
         stopped, self._stopped, self._current = self._stopped, None, None
         if stopped is not None:
             stopped.resume()
+
+    def _finish_stop_edit(self) -> None:
+        """Republishes what the current stop's edit touched; always before the
+        guest may run again."""
+        edit, self._stop_edit = self._stop_edit, None
+        if edit is not None:
+            edit.finish()
+
+    def _patch_edit(self):
+        """The edit a change goes into: the stop's shared one while the guest
+        is stopped, else an edit of its own (live while the guest runs)."""
+        if self._stopped is not None:
+            if self._stop_edit is None:
+                self._stop_edit = self.store.registry.patch_edit()
+            return contextlib.nullcontext(self._stop_edit)
+        return self.store.registry.patch_edit(live=self.is_running)
 
     def resume(self) -> None:
         """Continue until a breakpoint, a trap or the end."""
@@ -395,7 +424,7 @@ class StoreTarget:
         if not self.is_running or self._interrupt_requested:
             return
         self._disarm()  # a step in flight: the interrupt plan replaces it
-        self._arm(self._all_sites(), live=True)
+        self._arm(self._all_sites())
         self._interrupt_requested = True
 
     def detach(self) -> None:
@@ -421,7 +450,7 @@ class StoreTarget:
         self._release()
         self._release_pending(kill=True)
         if self.is_running:
-            self._arm(self._all_sites(), live=True)
+            self._arm(self._all_sites())
 
     def _drop_debug_state(self) -> None:
         self._disarm()
@@ -431,6 +460,7 @@ class StoreTarget:
         self._range = None
 
     def _release_pending(self, *, kill: bool = False) -> None:
+        self._finish_stop_edit()
         with self._lock:
             stops = [raw for raw in self._pending if isinstance(raw, _GuestStop)]
             self._pending = [raw for raw in self._pending if not isinstance(raw, _GuestStop)]
@@ -451,10 +481,11 @@ class StoreTarget:
             raise TargetError(EINVAL, f"{e}; breakpoints go at sequence points (patch sites)") from None
         return (entry.store_code, pc)
 
-    def _arm(self, sites: list[tuple[Any, int]], *, live: bool = False) -> None:
-        """Enables ``sites`` as the plan the next stop releases."""
+    def _arm(self, sites: list[tuple[Any, int]]) -> None:
+        """Enables ``sites`` as the plan the next stop releases (a live edit
+        when the guest is running: an interrupt or a kill)."""
         assert self._plan is None, "arming over an armed plan"
-        with self.store.registry.patch_edit(live=live) as edit:
+        with self._patch_edit() as edit:
             for store_code, pc in sites:
                 edit.enable_site(store_code, pc)
         self._plan = list(sites)
@@ -466,13 +497,13 @@ class StoreTarget:
             return
         # Live while the guest may be executing the image (an interrupt or a
         # kill racing a step); a stopped guest allows the cheaper edit.
-        with self.store.registry.patch_edit(live=self.is_running) as edit:
+        with self._patch_edit() as edit:
             for store_code, pc in plan:
                 edit.disable_site(store_code, pc)
 
     def _arm_entry(self, pc: int) -> None:
         site = self._site_for(pc)
-        with self.store.registry.patch_edit() as edit:
+        with self._patch_edit() as edit:
             edit.enable_site(*site)
         self._entry_site = pc
 
@@ -480,7 +511,7 @@ class StoreTarget:
         pc, self._entry_site = self._entry_site, None
         if pc is None:
             return
-        with self.store.registry.patch_edit(live=self.is_running) as edit:
+        with self._patch_edit() as edit:
             edit.disable_site(*self._site_for(pc))
 
     def _step_sites(self, regfile) -> list[tuple[Any, int]]:
@@ -582,7 +613,7 @@ class StoreTarget:
         if pc in self.breakpoints:
             return
         site = self._site_for(pc)
-        with self.store.registry.patch_edit(live=self.is_running) as edit:
+        with self._patch_edit() as edit:
             edit.enable_site(*site)
         self.breakpoints.add(pc)
 
@@ -593,7 +624,7 @@ class StoreTarget:
             self._site_for(pc)  # still name a bad address as such
             return
         site = self._site_for(pc)
-        with self.store.registry.patch_edit(live=self.is_running) as edit:
+        with self._patch_edit() as edit:
             edit.disable_site(*site)
         self.breakpoints.discard(pc)
 

@@ -384,6 +384,35 @@ def test_breakpoint_then_continue_stops_with_swbreak(guest):
     assert guest.ask(b"qfThreadInfo") == b"l"
 
 
+def test_a_stops_patch_changes_share_one_unpublish_and_publish(guest, monkeypatch):
+    """gdb's dance at every hit (z0, step, Z0, continue): the changes of one
+    stop go into one edit; the image is writable only while the guest is
+    stopped and executable again before it runs."""
+    from codemem.code import CodeMemory
+    from procmaps import mapping_perms
+
+    guest.handshake()
+    fact = guest.entry_pc("fact")
+    assert guest.ask(b"Z0,%x,1" % fact) == b"OK"
+    assert reg_value(parse_stop(guest.resume(b"c"))[2]["10"]) == fact
+    calls = []
+    for name in ("unpublish", "publish"):
+        original = getattr(CodeMemory, name)
+        monkeypatch.setattr(CodeMemory, name, lambda self, *a, _f=original, _n=name, **k: (calls.append(_n), _f(self, *a, **k))[1])
+    assert guest.ask(b"z0,%x,1" % fact) == b"OK"
+    assert mapping_perms(guest.code.base) == "rw-p", "stopped: the edit stays open"
+    kind, _, pairs = parse_stop(guest.resume(b"vCont;s:p%x.1" % guest.target.pid))
+    assert kind == "T" and reg_value(pairs["10"]) != fact
+    # One pair for the z0 and the step's arming; the step's stop opened the
+    # next edit at once, to disarm the step.
+    assert calls == ["unpublish", "publish", "unpublish"]
+    assert guest.ask(b"Z0,%x,1" % fact) == b"OK"
+    assert reg_value(parse_stop(guest.resume(b"c"))[2]["10"]) == fact
+    assert calls == ["unpublish", "publish"] * 2, "the step's disarming and the Z0 shared the second pair"
+    # A stop that changes nothing leaves the code published.
+    assert mapping_perms(guest.code.base) == "r-xp"
+
+
 def test_swbreak_only_when_the_client_offered_it(guest):
     guest.handshake("multiprocess+")
     square = guest.entry_pc("square")
