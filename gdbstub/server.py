@@ -1,11 +1,20 @@
 """The asyncio transport: TCP in, GdbSession, TCP out.  The only module that
 knows about sockets and the event loop.
 
-One client at a time (a second one is told so and closed).  The guest thread
-reports through ``loop.call_soon_threadsafe``; the loop hands the news to the
-session if a client is attached, and otherwise keeps the target moving: a
-stop with nobody to show it to cannot happen (a detached target does not
-stop), an exit without a client ends the server.
+One client at a time (a second one is told so and closed).
+
+Threads: the loop thread handles the client's packets; the guest thread
+reports stops and the exit.  While a client is attached the guest thread
+answers its own event: it takes the session lock (which the loop thread holds
+while it handles packets, so the two never interleave), lets the session make
+the stop reply and writes it to the socket itself.  A breakpoint hit then
+wakes no thread but the client: the loop stays asleep in its poll until the
+client's next packet (the round trip a debugger waits for on every stop; see
+scripts/bench/bp_roundtrip.py).  Without a client, or when the transport still
+has unsent data, the guest thread hands the news to the loop with
+``loop.call_soon_threadsafe``; the loop keeps the target moving: a stop with
+nobody to show it to cannot happen (a detached target does not stop), an exit
+without a client ends the server.
 
 A client that goes away for any reason (detach, kill, dropped connection,
 a protocol error) leaves the Store running with every site disabled; the
@@ -15,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from typing import Callable
 
 from .protocol import replies as R
@@ -44,12 +55,50 @@ class StubServer:
         self._done: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clients_served = 0
+        # Held by whichever thread drives the session (see the module docstring).
+        self._session_lock = threading.Lock()
+        # A dup of the client socket's descriptor, for the guest thread's
+        # writes: ours to close, so it can never name another file.
+        self._guest_write_fd: int | None = None
 
     def notify_from_guest(self) -> None:
         """Target ``notify`` callback: runs on the guest thread."""
         loop = self._loop
-        if loop is not None and not loop.is_closed():
+        if loop is None or loop.is_closed():
+            return
+        if not self._answer_on_guest_thread():
             loop.call_soon_threadsafe(self._on_target_event)
+
+    def _answer_on_guest_thread(self) -> bool:
+        """Hands the event to the attached session and writes the reply from
+        this (the guest) thread; False when the loop must do it instead."""
+        with self._session_lock:
+            session, fd = self.session, self._guest_write_fd
+            if session is None or fd is None or self._transport.get_write_buffer_size():
+                return False
+            session.target_event()
+            data = session.take_output()
+            while data:
+                try:
+                    written = os.write(fd, data)
+                except BlockingIOError:
+                    written = 0
+                except OSError as e:  # the client is gone: the loop sees it too, and cleans up
+                    log.info("stop reply not delivered: %s", e)
+                    return True
+                data = data[written:]
+                if data and written == 0:
+                    # A full socket buffer: the transport queues the rest (and
+                    # nothing of ours is written before it: the client waits
+                    # for this reply before it sends anything).
+                    self._loop.call_soon_threadsafe(self._write_queued, data)
+                    return True
+        return True
+
+    def _write_queued(self, data: bytes) -> None:
+        with self._session_lock:
+            if self._transport is not None:
+                self._transport.write(data)
 
     async def serve(self) -> Exited | None:
         """Runs until done; returns how the guest ended (None if it did not)."""
@@ -70,13 +119,14 @@ class StubServer:
     # ------------------------------------------------------------ events
 
     def _on_target_event(self) -> None:
-        if self.session is not None:
-            self.session.target_event()
-            self._flush()
-        else:
-            # Nobody attached: record the event (an exit) and keep going.
-            while self.target.take_event() is not None:
-                pass
+        with self._session_lock:
+            if self.session is not None:
+                self.session.target_event()
+                self._flush()
+            else:
+                # Nobody attached: record the event (an exit) and keep going.
+                while self.target.take_event() is not None:
+                    pass
         self._check_done()
 
     def _check_done(self) -> None:
@@ -105,33 +155,50 @@ class StubServer:
             return False
         log.info("client %s connected", peer)
         self._clients_served += 1
-        self.session = GdbSession(self.target, self.config)
-        self._transport = transport
-        # Anything that happened while nobody was attached.
-        self.session.target_event()
+        sock = transport.get_extra_info("socket")
+        with self._session_lock:
+            self.session = GdbSession(self.target, self.config)
+            self._transport = transport
+            self._guest_write_fd = os.dup(sock.fileno()) if sock is not None else None
+            # Anything that happened while nobody was attached.
+            self.session.target_event()
         return True
 
     def _received(self, data: bytes) -> None:
-        session = self.session
-        if session is None:
-            return
-        try:
-            session.receive(data)
-            self._flush()
-        except Exception:  # the outermost guard of a connection: log, detach, go on serving
-            log.exception("session failed; detaching")
-            self._transport.close()
-            return
-        if session.finished:
-            self._transport.close()
+        with self._session_lock:
+            session = self.session
+            if session is None:
+                return
+            try:
+                session.receive(data)
+                self._flush()
+            except Exception:  # the outermost guard of a connection: log, detach, go on serving
+                log.exception("session failed; detaching")
+                self._close_transport()
+                return
+            if session.finished:
+                self._close_transport()
+
+    def _close_transport(self) -> None:
+        """Closes the connection; the guest thread's descriptor first, so
+        nothing of ours keeps the socket open.  Called with the session lock."""
+        self._close_guest_write_fd()
+        self._transport.close()
+
+    def _close_guest_write_fd(self) -> None:
+        fd, self._guest_write_fd = self._guest_write_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _disconnected(self, exc: Exception | None) -> None:
-        session, self.session, self._transport = self.session, None, None
-        if session is None:
-            return
-        if exc is not None:
-            log.info("client dropped: %s", exc)
-        session.client_gone()
+        with self._session_lock:
+            session, self.session, self._transport = self.session, None, None
+            self._close_guest_write_fd()
+            if session is None:
+                return
+            if exc is not None:
+                log.info("client dropped: %s", exc)
+            session.client_gone()
         log.info("client gone")
         self._check_done()
 

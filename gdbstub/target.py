@@ -13,11 +13,14 @@ Threads
   :meth:`StoreTarget._on_guest_event` records the stop, hands it to the
   ``notify`` callback and blocks until the controller resumes it.  It never
   patches code itself.
-* The **controller thread** (the asyncio loop) does everything else: it turns a
-  raw stop into a :class:`Stop` with :meth:`StoreTarget.take_event`, reads and
-  writes registers and memory while the guest is blocked, inserts breakpoints,
-  and resumes.  All patch edits happen on this thread, so two edits never race;
-  the only edit made while the guest runs is :meth:`interrupt`'s live edit.
+* The **controller** does everything else: it turns a raw stop into a
+  :class:`Stop` with :meth:`StoreTarget.take_event`, reads and writes
+  registers and memory while the guest is blocked, inserts breakpoints, and
+  resumes.  The controller is whichever thread holds the owner's lock: the
+  server's loop thread handling a packet, or the guest thread itself, inside
+  ``notify``, answering its own stop (gdbstub.server).  One controller at a
+  time, so two edits never race; the only edit made while the guest runs is
+  :meth:`interrupt`'s live edit.
 
 Patch edits during a stop share one :class:`~codemem.code.PatchEdit`, opened
 by the stop's first change and finished (every touched image republished)

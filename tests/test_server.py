@@ -243,6 +243,53 @@ def test_the_guest_runs_to_its_result_under_a_client(served):
     guest.finish()
 
 
+def test_stop_replies_come_from_the_guest_thread_unless_the_transport_is_busy(served, monkeypatch):
+    """A stop's reply is written by the guest thread itself (no loop wake-up);
+    when that path is not open (unsent data in the transport) the loop writes
+    it, in order, and the session sees the same conversation."""
+    guest = served(open_gates=(1, 2))
+    server = guest.server
+    answered = []
+    original = StubServer._answer_on_guest_thread
+
+    def recording(self):
+        result = original(self)
+        answered.append((threading.current_thread().name, result))
+        return result
+
+    monkeypatch.setattr(StubServer, "_answer_on_guest_thread", recording)
+    client = guest.connect()
+    client.handshake()
+    square = guest.func_pc("square")
+    assert client.ask(b"Z0,%x,1" % square) == b"OK"
+    assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square
+    # (The reply may reach us before the recorder has appended.)
+    wait_until(lambda: answered, what="the guest thread's answer")
+    assert answered == [(guest.target._thread.name, True)]
+    # The transport reports unsent data: the guest thread hands over to the loop.
+    monkeypatch.setattr(server, "_transport", _BusyTransport(server._transport))
+    assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square
+    wait_until(lambda: len(answered) == 2, what="the guest thread's hand-over")
+    assert answered[-1] == (guest.target._thread.name, False)
+    monkeypatch.setattr(server, "_transport", server._transport.inner)
+    assert client.ask(b"c") == b"W00;process:%x" % guest.target.pid
+    client.close()
+    guest.finish()
+
+
+class _BusyTransport:
+    """A transport that claims to hold unsent bytes (and writes through)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def get_write_buffer_size(self) -> int:
+        return 1
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
 def test_client_gone_while_the_guest_runs(served):
     guest = served()
     first = guest.connect()
