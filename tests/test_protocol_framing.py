@@ -28,6 +28,7 @@ from gdbstub.protocol.framing import (
     encode_packet,
 )
 from gdbstub.protocol.packets import (
+    parse_packet,
     HaltReason,
     ReadRegisters,
     Interrupt,
@@ -440,3 +441,21 @@ def test_no_ack_truncated_trailer_is_malformed_not_lost():
     assert len(requests) == 2 and isinstance(requests[0], MalformedPacket)
     assert requests[1] == ReadRegisters()
     assert conn.pending_output() == b""
+
+
+def test_repeated_short_packets_are_parsed_once():
+    calls = []
+
+    def counting_parse(payload):
+        calls.append(payload)
+        return parse_packet(payload)
+
+    conn = ProtocolConnection(parse=counting_parse)
+    step = b"vCont;s:p1.1;c:p1.-1"
+    long_write = b"M1000,40:" + b"00" * 0x40
+    stream = Framer.encode(step) + Framer.encode(long_write)
+    first = conn.receive(stream)
+    second = conn.receive(stream)
+    assert first[0] is second[0] and first[0] == parse_packet(step)
+    assert first[1] == second[1] and first[1] is not second[1], "long packets are not kept"
+    assert calls == [step, long_write, long_write]

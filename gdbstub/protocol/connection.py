@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 trace = logging.getLogger("gdbstub.protocol.trace")
 
 _TRACE_LIMIT = 200
+#: Parsed-request memo bounds: short packets only, and not too many of them.
+_MEMO_PAYLOAD_MAX = 64
+_MEMO_ENTRIES_MAX = 256
 
 
 def _shorten(data: bytes) -> bytes:
@@ -63,7 +66,11 @@ class ProtocolConnection:
         parse: Callable[[bytes], Request] = parse_packet,
     ):
         self.framer = Framer(max_packet_size)
-        self._parse = parse
+        self._parse_payload = parse
+        # Debuggers repeat the same short packets on every stop (gdb's z0/Z0 at
+        # one address, vCont;s / vCont;c for one thread): requests are frozen,
+        # so a parsed one can be handed out again.
+        self._parsed: dict[bytes, Request] = {}
         self._output = bytearray()
         self._last_packet: bytes | None = None
         self._retransmit_queued = False
@@ -84,6 +91,14 @@ class ProtocolConnection:
     def enable_no_ack(self) -> None:
         """Switch to no-ack mode (call after queueing the OK for QStartNoAckMode)."""
         self.framer.no_ack = True
+
+    def _parse(self, payload: bytes) -> Request:
+        request = self._parsed.get(payload)
+        if request is None:
+            request = self._parse_payload(payload)
+            if len(payload) <= _MEMO_PAYLOAD_MAX and len(self._parsed) < _MEMO_ENTRIES_MAX:
+                self._parsed[payload] = request
+        return request
 
     def receive(self, data: bytes) -> list[Request]:
         """Consume received bytes; return the requests they complete, in order.
