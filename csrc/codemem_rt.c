@@ -17,7 +17,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "codemem_rt.h"
@@ -165,12 +167,39 @@ void cm_set_callbacks(cm_event_fn event, cm_host_call_fn host_call)
     host_call_callback = host_call;
 }
 
+/* The gate the current event callback deferred its resume to (per guest thread). */
+static __thread uint32_t *deferred_resume_gate;
+
+void cm_defer_resume(uint32_t *gate)
+{
+    deferred_resume_gate = gate;
+}
+
+void cm_gate_open(uint32_t *gate)
+{
+    __atomic_store_n(gate, 0, __ATOMIC_RELEASE);
+    syscall(SYS_futex, gate, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void gate_wait(uint32_t *gate)
+{
+    /* FUTEX_WAIT returns at once if the word is no longer 1 (opened before we
+       slept), and may wake spuriously: the loop re-checks. */
+    while (__atomic_load_n(gate, __ATOMIC_ACQUIRE) != 0)
+        syscall(SYS_futex, gate, FUTEX_WAIT_PRIVATE, 1, NULL, NULL, 0);
+}
+
 /* Called by the trampolines on the host stack. */
 __attribute__((visibility("hidden"), used)) void cm_dispatch_event(uint64_t kind, uint64_t code,
                                                                    cm_regfile *regfile, uint64_t vmctx)
 {
     if (event_callback)
         event_callback(kind, code, regfile, vmctx);
+    uint32_t *gate = deferred_resume_gate;
+    if (gate) {
+        deferred_resume_gate = NULL;
+        gate_wait(gate);
+    }
 }
 
 __attribute__((visibility("hidden"), used)) uint64_t cm_dispatch_host_call(uint64_t hostctx, uint64_t *args)

@@ -113,3 +113,13 @@ enum { CM_EVENT_BREAKPOINT = 1, CM_EVENT_TRAP = 2 };
 typedef void (*cm_event_fn)(uint64_t kind, uint64_t code, cm_regfile *regfile, uint64_t vmctx);
 typedef uint64_t (*cm_host_call_fn)(uint64_t hostctx, uint64_t *args);
 void cm_set_callbacks(cm_event_fn event, cm_host_call_fn host_call);
+
+/* Resume gates: a stopped guest that waits in C, not in the host callback.
+ * An event callback that calls cm_defer_resume(gate) (with *gate nonzero,
+ * "closed") returns at once; the guest thread then waits, after the callback
+ * returned and so without any lock the host's callback machinery holds (for
+ * CPython: the GIL), until another thread calls cm_gate_open(gate).  Only then
+ * are the registers restored from *regfile and the guest resumed.  The gate
+ * word must stay valid until the guest has passed it. */
+void cm_defer_resume(uint32_t *gate);
+void cm_gate_open(uint32_t *gate);

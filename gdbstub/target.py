@@ -46,7 +46,7 @@ import enum
 import logging
 import struct
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from codemem import abi, native
@@ -114,30 +114,28 @@ class Exited:
 Event = Stop | Exited
 
 
-def _held_lock():
-    lock = threading.Lock()
-    lock.acquire()
-    return lock
-
-
 @dataclass
 class _GuestStop:
-    """What the guest thread hands over while it blocks."""
+    """What the guest thread hands over while it waits.
+
+    The guest waits in C, at its target's resume gate (csrc cm_defer_resume):
+    the event handler returns at once, so the waiting guest holds no GIL, and
+    once resumed it runs guest code at once instead of first competing for
+    the GIL with the thread that resumed it.  (A breakpoint hit resumes the
+    guest twice; with the wait in Python each resume cost the two threads a
+    few extra context switches.)"""
 
     kind: int
     code: int
-    regfile: Any  # cm_regfile * (valid while blocked)
-    # A lock held from creation: the guest blocks acquiring it, a resume
-    # releases it.  Cheaper than a threading.Event (no Condition per stop),
-    # and a stop costs two of these hand-offs per breakpoint hit.
-    _gate: Any = field(default_factory=_held_lock)
-
-    def wait_resumed(self) -> None:
-        self._gate.acquire()
+    regfile: Any  # cm_regfile * (valid until resumed)
+    gate: Any  # uint32_t *, the target's resume gate, closed (1) for this stop
+    resumed: bool = False
 
     def resume(self) -> None:
-        if self._gate.locked():
-            self._gate.release()
+        """Opens the gate (once: the next stop closes the same gate again)."""
+        if not self.resumed:
+            self.resumed = True
+            lib.cm_gate_open(self.gate)
 
 
 @dataclass
@@ -209,6 +207,9 @@ class StoreTarget:
         self._entry_sites_memo: tuple[tuple, list] | None = None
         self._regions_memo: tuple[tuple, list] | None = None
         self._range: tuple[int, int] | None = None
+        # The word a stopped guest waits on (see _GuestStop); one per target,
+        # as the target has one guest thread, and alive as long as it is.
+        self._resume_gate = ffi.new("uint32_t *", 0)
         self._thread: threading.Thread | None = None
         self.results: list | None = None
         store.debug_handler = self._on_guest_event
@@ -253,8 +254,10 @@ class StoreTarget:
     # -------------------------------------------------------- guest thread
 
     def _on_guest_event(self, kind: int, code: int, regfile, vmctx: int) -> None:
-        """Store.debug_handler: runs on the guest thread, may block."""
-        stop = _GuestStop(kind, code, regfile)
+        """Store.debug_handler: runs on the guest thread.  A stop returns at
+        once with its resume deferred to the gate (the guest waits in C)."""
+        self._resume_gate[0] = 1  # closed: nothing can open it before the stop is queued
+        stop = _GuestStop(kind, code, regfile, self._resume_gate)
         # Decided under the lock that detach and kill take first, so a stop
         # can never be queued after they drained the queue (nobody would
         # release it: the guest would hang).
@@ -270,8 +273,8 @@ class StoreTarget:
                 regfile.rip = regfile.gpr[4]
                 self._present_trap_at_entry_site(regfile)
             self._pending.append(stop)
+        lib.cm_defer_resume(self._resume_gate)
         self._notify()
-        stop.wait_resumed()
 
     def _present_trap_at_entry_site(self, regfile) -> None:
         """The prologue's stack check traps after `push rbp; mov rbp, rsp`
