@@ -134,6 +134,35 @@ def test_blocking_callback_resumed_from_main_thread(store):
     assert result["r"] == (0, 11)
 
 
+def test_a_deferred_resume_waits_at_the_gate_without_the_gil(store):
+    """cm_defer_resume: the handler returns at once, the guest waits in C (the
+    GIL is free: this thread runs Python meanwhile), a register the opener
+    writes before cm_gate_open is what the guest resumes with."""
+    gate = native.ffi.new("uint32_t *", 1)
+    stopped = threading.Event()
+    saved = {}
+
+    def defer(regfile):
+        saved["regfile"] = regfile
+        native.lib.cm_defer_resume(gate)
+        stopped.set()
+
+    Events(store, defer)
+    site = store.code.pc_of(store.built.sites[0][1])
+    with store.registry.patch_edit() as edit:
+        store.registry.enable_site(site, edit)
+    result = {}
+    guest = threading.Thread(target=lambda: result.update(r=store.call(store.code.pc_of(store.built.functions[0]), 5, 6)))
+    guest.start()
+    assert stopped.wait(10), "the guest never reached the breakpoint"
+    guest.join(0.2)
+    assert guest.is_alive() and "r" not in result, "the guest went on past a closed gate"
+    saved["regfile"].gpr[REG["rax"]] = 100
+    native.lib.cm_gate_open(gate)
+    guest.join(10)
+    assert result["r"] == (0, 106) and gate[0] == 0
+
+
 def test_live_patch_stops_a_running_guest(store):
     """Ctrl-C's mechanism: enable a site while another thread runs the code."""
     stopped = threading.Event()
