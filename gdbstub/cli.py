@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import ipaddress
 import logging
 import os
@@ -147,6 +148,10 @@ def serve(args: argparse.Namespace) -> int:
             print(line, flush=True)
 
     server = StubServer(target, host=host, port=port, once=args.once, config=config, on_listening=on_listening)
+    # Everything made so far (the module, its frame table, the images) lives
+    # as long as the process: keep it out of the collector's scans, which
+    # otherwise walk it again and again while a debugger steps.
+    gc.freeze()
     target.start(stop_at_entry=True)
     try:
         exited = _run_loop(server.serve())

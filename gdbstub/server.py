@@ -60,6 +60,18 @@ class StubServer:
         # A dup of the client socket's descriptor, for the guest thread's
         # writes: ours to close, so it can never name another file.
         self._guest_write_fd: int | None = None
+        self._loop_thread: int | None = None
+        target.schedule_resume = self._schedule_resume
+
+    def _schedule_resume(self, open_gate: Callable[[], None]) -> None:
+        """The target's resume scheduler: on the loop thread, the gate opens
+        once the loop is done with the current callback (call_soon runs it
+        right before the loop polls again); on any other thread, at once."""
+        loop = self._loop
+        if loop is not None and threading.get_ident() == self._loop_thread and not loop.is_closed():
+            loop.call_soon(open_gate)
+        else:
+            open_gate()
 
     def notify_from_guest(self) -> None:
         """Target ``notify`` callback: runs on the guest thread."""
@@ -103,6 +115,7 @@ class StubServer:
     async def serve(self) -> Exited | None:
         """Runs until done; returns how the guest ended (None if it did not)."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._done = asyncio.Event()
         server = await self._loop.create_server(lambda: _ClientProtocol(self), self.host, self.port)
         sockets = server.sockets or []

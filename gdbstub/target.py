@@ -210,6 +210,13 @@ class StoreTarget:
         # The word a stopped guest waits on (see _GuestStop); one per target,
         # as the target has one guest thread, and alive as long as it is.
         self._resume_gate = ffi.new("uint32_t *", 0)
+        #: How a resume is carried out: ``schedule_resume(open_gate)``.  At once
+        #: by default; an owner may postpone it to the end of what its thread
+        #: is doing (gdbstub.server: the loop thread opens the gate just before
+        #: it goes back to sleep, so the resumed guest, which soon needs the GIL
+        #: for its next stop, does not find the loop thread still holding it).
+        #: The target counts the guest as running from the call on.
+        self.schedule_resume: Callable[[Callable[[], None]], None] = lambda open_gate: open_gate()
         self._thread: threading.Thread | None = None
         self.results: list | None = None
         store.debug_handler = self._on_guest_event
@@ -382,7 +389,7 @@ class StoreTarget:
         self._finish_stop_edit()
         stopped, self._stopped, self._current = self._stopped, None, None
         if stopped is not None:
-            stopped.resume()
+            self.schedule_resume(stopped.resume)
 
     def _finish_stop_edit(self) -> None:
         """Republishes what the current stop's edit touched; always before the
@@ -473,7 +480,7 @@ class StoreTarget:
         for raw in stops:
             if kill and raw.kind == native.EVENT_BREAKPOINT:
                 raw.regfile.rip = 0
-            raw.resume()
+            self.schedule_resume(raw.resume)
 
     # ------------------------------------------------------ site plumbing
 

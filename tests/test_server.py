@@ -490,3 +490,30 @@ def test_a_disconnect_racing_a_breakpoint_hit_releases_the_guest(demo_module):
 def demo_module():
     engine = codemem.Engine(debug=True)
     return codemem.Module(engine, DEMO_WASM.read_bytes(), name="demo.O0")
+
+
+def test_resumes_from_the_loop_thread_wait_for_the_end_of_its_callback():
+    """The server's resume scheduler: on the loop thread the gate opens after
+    the current callback (just before the loop polls again); elsewhere at once."""
+
+    class FakeTarget:
+        schedule_resume = None
+
+    target = FakeTarget()
+    server = StubServer(target)  # type: ignore[arg-type]
+    assert target.schedule_resume == server._schedule_resume
+    order: list[str] = []
+
+    async def scenario():
+        server._loop = asyncio.get_running_loop()
+        server._loop_thread = threading.get_ident()
+        target.schedule_resume(lambda: order.append("loop-thread open"))
+        order.append("callback continues")
+        other = threading.Thread(target=lambda: target.schedule_resume(lambda: order.append("other-thread open")))
+        other.start()
+        other.join()
+        order.append("callback ends")
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert order == ["callback continues", "other-thread open", "callback ends", "loop-thread open"]
