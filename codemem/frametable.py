@@ -8,21 +8,44 @@ the same table describes every StoreCode copy).
 Binary layout (little-endian; every offset below is relative to the start of
 the frame table unless it says "image"):
 
-    Header (72 bytes)
+    Header (80 bytes)
     +--------+---------+-------+-----------+-----------+-------------+----------+-----------+
     | "WFT\1"| version | flags | code_size | bp_veneer | trap_veneer | bp_slot  | trap_slot |
     |  4     |  u16    |  u16  |  u32      | u32 image | u32 image   | u32 image| u32 image |
     +--------+---------+-------+-----------+-----------+-------------+----------+-----------+
     | num_functions, functions_offset, num_sites, sites_offset, num_seqpoints,           |
-    | seqpoints_offset, num_locals, locals_offset, types_size, types_offset  (u32 each)  |
+    | seqpoints_offset, num_locals, locals_offset, types_size, types_offset,            |
+    | num_mirrors, mirrors_offset  (u32 each), 4 reserved bytes                          |
     +------------------------------------------------------------------------------------+
     FunctionRecord[num_functions]   40 bytes each, sorted by native_start, disjoint
-    SequencePoint[num_seqpoints]    16 bytes each; a function's points are contiguous
+    SequencePoint[num_seqpoints]    20 bytes each; a function's points are contiguous
                                     and sorted by native_offset
     LocalSlot[num_locals]           8 bytes each; a function's slots are contiguous
                                     (params first, then declared locals)
     PatchSite[num_sites]            16 bytes each, sorted by offset
     types pool                      one ValType byte per operand-stack entry
+    RegisterMirror[num_mirrors]     8 bytes each: the mirror pool (below)
+
+Register mirrors (version 2).  At every sequence point every wasm value is in its
+frame slot.  The code after an INSTRUCTION sequence point may also rely on
+registers that hold a copy of a slot ("mirror" it): a SequencePoint's
+``num_mirrors`` records starting at index ``first_mirror`` of the mirror pool
+say which.  A RegisterMirror is::
+
+    +----------+----------+--------------------+
+    | register | reserved | frame_offset       |
+    |  u8      |  3 bytes |  i32, rbp-relative |
+    +----------+----------+--------------------+
+
+``register`` is a hardware GPR number (``codemem.x64.regs.Reg``: 0 rax, 1 rcx,
+2 rdx, 3 rbx, 6 rsi, 7 rdi, 8..14 r8..r14; never rsp, rbp or r15) and the
+register holds exactly the 64 bits stored at ``[rbp + frame_offset]`` (a local
+or operand-stack slot, 8-aligned, below rbp).  A register appears at most once
+per sequence point; ENTRY and RETURN_POINT points have no mirrors.  Whoever
+resumes the guest from a stop at the point must reload each mirror register
+from its slot (a debugger may have written the slot), and a debugger's write to
+a mirror register must be written through to its slot.  Equal mirror lists are
+stored once (the pool is interned).
 
 A patch site's 5 bytes never straddle an 8-byte boundary (``offset % 8 <= 3``)
 so a running guest can be patched with one atomic 8-byte store.
@@ -40,7 +63,7 @@ import construct as cs
 from .errors import FrameTableError
 
 MAGIC = b"WFT\x01"
-VERSION = 1
+VERSION = 2
 FLAG_DEBUG = 1
 
 #: The disabled form of every patch site: ``nopl 0x0(%rax,%rax,1)``.
@@ -73,6 +96,8 @@ Header = cs.Struct(
     "locals_offset" / cs.Int32ul,
     "types_size" / cs.Int32ul,
     "types_offset" / cs.Int32ul,
+    "num_mirrors" / cs.Int32ul,
+    "mirrors_offset" / cs.Int32ul,
     "reserved" / cs.Padding(4),
 )
 
@@ -93,9 +118,16 @@ SequencePointRecord = cs.Struct(
     "native_offset" / cs.Int32ul,  # image offset
     "wasm_offset" / cs.Int32ul,  # module file offset of the instruction
     "kind" / cs.Int8ul,
-    "reserved" / cs.Padding(1),
+    "num_mirrors" / cs.Int8ul,  # register mirrors valid after this point (INSTRUCTION only)
     "stack_depth" / cs.Int16ul,
     "stack_types" / cs.Int32ul,  # offset of stack_depth ValType bytes in the types pool
+    "first_mirror" / cs.Int32ul,  # index of the first RegisterMirror in the mirror pool
+)
+
+RegisterMirrorRecord = cs.Struct(
+    "register" / cs.Int8ul,  # hardware GPR number (codemem.x64.regs.Reg)
+    "reserved" / cs.Padding(3),
+    "frame_offset" / cs.Int32sl,  # rbp-relative slot the register mirrors
 )
 
 LocalSlotRecord = cs.Struct(
@@ -116,7 +148,15 @@ FUNCTION_SIZE = FunctionRecord.sizeof()
 SEQPOINT_SIZE = SequencePointRecord.sizeof()
 LOCAL_SIZE = LocalSlotRecord.sizeof()
 SITE_RECORD_SIZE = PatchSiteRecord.sizeof()
-assert (HEADER_SIZE, FUNCTION_SIZE, SEQPOINT_SIZE, LOCAL_SIZE, SITE_RECORD_SIZE) == (72, 40, 16, 8, 16)
+MIRROR_SIZE = RegisterMirrorRecord.sizeof()
+assert (HEADER_SIZE, FUNCTION_SIZE, SEQPOINT_SIZE, LOCAL_SIZE, SITE_RECORD_SIZE, MIRROR_SIZE) == (80, 40, 20, 8, 16, 8)
+
+#: Hardware GPR number -> name, as gdbstub/arch_amd64.py (the regfile) names
+#: them; only these may be mirrors (rsp, rbp and r15 never are: frame and context).
+MIRROR_REGISTER_NAMES = {
+    0: "rax", 1: "rcx", 2: "rdx", 3: "rbx", 6: "rsi", 7: "rdi",
+    8: "r8", 9: "r9", 10: "r10", 11: "r11", 12: "r12", 13: "r13", 14: "r14",
+}
 
 # construct's compiled parsers are ~10x faster than the interpreted ones; the
 # schemas above stay the single definition of the format.
@@ -124,6 +164,7 @@ _FunctionRecordC = FunctionRecord.compile()
 _SequencePointC = SequencePointRecord.compile()
 _LocalSlotC = LocalSlotRecord.compile()
 _PatchSiteC = PatchSiteRecord.compile()
+_MirrorC = RegisterMirrorRecord.compile()
 _HeaderC = Header.compile()
 
 
@@ -141,10 +182,15 @@ class LocalSlot:
 
 @dataclass(frozen=True)
 class SequencePoint:
+    """``mirrors``: ``(register name, rbp-relative slot offset)`` pairs, the
+    registers the code after this point relies on holding a copy of a slot
+    (see "Register mirrors" above); empty except at INSTRUCTION points."""
+
     native_offset: int
     wasm_offset: int
     kind: SequencePointKind
     stack_types: tuple[int, ...]
+    mirrors: tuple[tuple[str, int], ...] = ()
 
     @property
     def stack_depth(self) -> int:
@@ -216,6 +262,7 @@ class FrameTable:
         self._check_array("seqpoints", h.seqpoints_offset, h.num_seqpoints, SEQPOINT_SIZE)
         self._check_array("locals", h.locals_offset, h.num_locals, LOCAL_SIZE)
         self._check_array("types", h.types_offset, h.types_size, 1)
+        self._check_array("mirrors", h.mirrors_offset, h.num_mirrors, MIRROR_SIZE)
         self._functions: dict[int, FunctionInfo] = {}
         self._sites: dict[int, PatchSite] = {}
         self._seqpoints: dict[int, SequencePoint] = {}
@@ -338,7 +385,61 @@ class FrameTable:
             raise FrameTableError(f"sequence point {index}: unknown kind {r.kind}") from None
         if r.native_offset >= self.code_size:
             raise FrameTableError(f"sequence point {index}: native_offset {r.native_offset:#x} outside the code")
-        return SequencePoint(r.native_offset, r.wasm_offset, kind, self._types(r.stack_types, r.stack_depth))
+        mirrors = self._mirrors(index, kind, r.first_mirror, r.num_mirrors)
+        return SequencePoint(r.native_offset, r.wasm_offset, kind, self._types(r.stack_types, r.stack_depth),
+                             mirrors)
+
+    def _mirrors(self, index: int, kind: SequencePointKind, first: int, count: int) -> tuple[tuple[str, int], ...]:
+        """Parse and check sequence point ``index``'s register mirrors."""
+        if not count:
+            return ()
+        where = f"sequence point {index}"
+        if kind is not SequencePointKind.INSTRUCTION:
+            raise FrameTableError(f"{where}: a {kind.name} point has {count} register mirrors (only INSTRUCTION may)")
+        if first + count > self.header.num_mirrors:
+            raise FrameTableError(f"{where}: first_mirror/num_mirrors={first}+{count} outside the mirror pool "
+                                  f"({self.header.num_mirrors} records)")
+        out = []
+        seen = set()
+        base = self.header.mirrors_offset
+        for k in range(first, first + count):
+            r = _MirrorC.parse(self._data[base + k * MIRROR_SIZE : base + (k + 1) * MIRROR_SIZE])
+            name = MIRROR_REGISTER_NAMES.get(r.register)
+            if name is None:
+                raise FrameTableError(f"{where}: mirror register number {r.register} is not a mirrorable GPR")
+            if name in seen:
+                raise FrameTableError(f"{where}: register {name} mirrors two slots")
+            if r.frame_offset >= 0 or r.frame_offset % 8:
+                raise FrameTableError(f"{where}: mirror of {name} at rbp{r.frame_offset:+d} is not an 8-aligned "
+                                      f"slot below rbp")
+            seen.add(name)
+            out.append((name, r.frame_offset))
+        return tuple(out)
+
+    def register_mirrors(self, index: int) -> tuple[tuple[str, int], ...]:
+        """The register mirrors of sequence point ``index`` (global index, as
+        ``FunctionInfo.first_seqpoint + k``): ``((register name, rbp-relative
+        slot offset), ...)``, names as in gdbstub/arch_amd64.py.  On resuming
+        from a stop at the point, reload each register with the u64 at
+        ``[rbp + offset]``; write a debugger's write to the register through to
+        the slot.  Raises FrameTableError for a malformed record."""
+        return self.sequence_point(index).mirrors
+
+    def register_mirrors_at(self, native_offset: int) -> tuple[tuple[str, int], ...]:
+        """The register mirrors of the sequence point at exactly image offset
+        ``native_offset`` (a stop pc), or ``()`` when no sequence point is
+        there or it has none.  When an INSTRUCTION point and a RETURN_POINT
+        share an offset, none (a caller's frame may be stopped there)."""
+        func = self.function_at(native_offset)
+        if func is None:
+            return ()
+        offsets = self.sequence_point_offsets(func)
+        lo = bisect.bisect_left(offsets, native_offset)
+        hi = bisect.bisect_right(offsets, native_offset)
+        points = [self.sequence_point(func.first_seqpoint + k) for k in range(lo, hi)]
+        if not points or any(p.kind is not SequencePointKind.INSTRUCTION for p in points):
+            return ()
+        return points[-1].mirrors
 
     def sequence_points(self, func: FunctionInfo) -> list[SequencePoint]:
         return [self.sequence_point(func.first_seqpoint + k) for k in range(func.num_seqpoints)]
@@ -429,7 +530,9 @@ class FunctionBuild:
     body_wasm_offset: int = 0
     stack_base: int = 0
     locals: list[tuple[int, int]] = field(default_factory=list)  # (frame_offset, valtype)
-    seqpoints: list[tuple[int, int, int, tuple[int, ...]]] = field(default_factory=list)
+    #: (native_offset, wasm_offset, kind, stack_types[, mirrors]) where mirrors
+    #: is a tuple of (hardware GPR number, rbp-relative slot offset).
+    seqpoints: list[tuple] = field(default_factory=list)
 
 
 class FrameTableBuilder:
@@ -448,6 +551,8 @@ class FrameTableBuilder:
         self.bp_veneer = self.trap_veneer = self.bp_slot = self.trap_slot = 0
         self._types_pool = bytearray()
         self._types_index: dict[tuple[int, ...], int] = {}
+        self._mirror_pool = bytearray()
+        self._mirror_index: dict[tuple[tuple[int, int], ...], int] = {}
 
     def add_function(self, fb: FunctionBuild) -> FunctionBuild:
         if self.functions:
@@ -466,6 +571,16 @@ class FrameTableBuilder:
             at = len(self._types_pool)
             self._types_pool += bytes(types)
             self._types_index[types] = at
+        return at
+
+    def _intern_mirrors(self, mirrors: tuple[tuple[int, int], ...]) -> int:
+        """Index of the first record of ``mirrors`` in the mirror pool."""
+        at = self._mirror_index.get(mirrors)
+        if at is None:
+            at = len(self._mirror_pool) // MIRROR_SIZE
+            for register, frame_offset in mirrors:
+                self._mirror_pool += struct.pack("<B3xi", register, frame_offset)
+            self._mirror_index[mirrors] = at
         return at
 
     def build(self) -> bytes:
@@ -489,11 +604,15 @@ class FrameTableBuilder:
                 )
             )
             previous = -1
-            for native_offset, wasm_offset, kind, types in fb.seqpoints:
+            for point in fb.seqpoints:
+                native_offset, wasm_offset, kind, types = point[:4]
+                mirrors = tuple(point[4]) if len(point) > 4 else ()
                 assert native_offset >= previous, "sequence points out of native order"
+                assert not mirrors or int(kind) == int(SequencePointKind.INSTRUCTION), "mirrors at a non-instruction point"
                 previous = native_offset
                 seq_blob += struct.pack(
-                    "<IIBxHI", native_offset, wasm_offset, int(kind), len(types), self._intern_types(tuple(types))
+                    "<IIBBHII", native_offset, wasm_offset, int(kind), len(mirrors), len(types),
+                    self._intern_types(tuple(types)), self._intern_mirrors(mirrors) if mirrors else 0,
                 )
             for frame_offset, valtype in fb.locals:
                 locals_blob += struct.pack("<iB3x", frame_offset, valtype)
@@ -508,6 +627,7 @@ class FrameTableBuilder:
         locals_offset = seqpoints_offset + len(seq_blob)
         sites_offset = locals_offset + len(locals_blob)
         types_offset = sites_offset + len(sites_blob)
+        mirrors_offset = types_offset + len(self._types_pool)
         header = Header.build(
             dict(
                 version=VERSION,
@@ -527,6 +647,9 @@ class FrameTableBuilder:
                 locals_offset=locals_offset,
                 types_size=len(self._types_pool),
                 types_offset=types_offset,
+                num_mirrors=len(self._mirror_pool) // MIRROR_SIZE,
+                mirrors_offset=mirrors_offset,
             )
         )
-        return bytes(header + funcs_blob + seq_blob + locals_blob + sites_blob + self._types_pool)
+        return bytes(header + funcs_blob + seq_blob + locals_blob + sites_blob + self._types_pool
+                     + self._mirror_pool)

@@ -3,7 +3,8 @@
 For every function (or one), a header from the frame table (wasm index, names,
 native range, frame size, local slots) and the capstone disassembly of its code
 (Intel syntax), interleaved with the frame table's sequence points (the wasm
-instruction each one stands before, its kind and operand-stack depth) and its
+instruction each one stands before, its kind and operand-stack depth, and the
+registers that mirror frame slots after it) and its
 patch sites (the 5-byte ``nop dword ptr [rax + rax]`` a breakpoint turns into a
 call).  Addresses are image offsets: the module is compiled but never
 instantiated, and EngineCode has no executable address to show (DESIGN.md,
@@ -237,6 +238,7 @@ class _Printer:
             points[point.native_offset].append(point)
         code = self.module.engine_code.read(record.native_start, record.native_size)
         stub_point = None  # the sequence point a trap stub's `lea rsi` just named
+        pending_mirrors = None
         for insn in self.md.disasm(code, record.native_start):
             for point in points.pop(insn.address, ()):
                 if point.kind == SequencePointKind.ENTRY:
@@ -247,6 +249,9 @@ class _Printer:
                 stack = " ".join(_type_name(t) for t in point.stack_types)
                 depth = f"depth {point.stack_depth}" + (f": {stack}" if stack else "")
                 self.line(f"    ; wasm @{point.wasm_offset:#x}  {text}  [{_KIND_TEXT[point.kind]}, {depth}]")
+                if point.mirrors:
+                    mirrors = ", ".join(f"{reg}=[rbp{offset:+d}]" for reg, offset in point.mirrors)
+                    pending_mirrors = f"    ; register mirrors: {mirrors}"
             site = table.site_index(insn.address)
             if site is not None:
                 self.line(f"    ; patch site #{site}")
@@ -254,6 +259,11 @@ class _Printer:
             note, stub_point = self.annotation(insn, stub_point)
             text = f"  {insn.address:#8x}:  {raw:<30} {insn.mnemonic} {insn.op_str}".rstrip()
             self.line(f"{text}  ; {note}" if note else text)
+            if pending_mirrors:
+                # After the point's first instruction (its patch site in debug
+                # code): the registers the code from here on reads as slots.
+                self.line(pending_mirrors)
+                pending_mirrors = None
         for native_offset, left in sorted(points.items()):
             # A sequence point not at an instruction boundary would be a compiler bug.
             self.line(f"    ; (sequence point at {native_offset:#x} is not at an instruction boundary)")

@@ -171,6 +171,7 @@ _CONTROL_OPCODES = frozenset({0x00, 0x04, 0x05, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x
 #: rflags bits a client may change: the arithmetic flags (CF PF AF ZF SF OF).
 #: TF would make the host take SIGTRAP, DF breaks the ABI the runtime relies on.
 _RFLAGS_WRITABLE = 0x8D5
+_GPR_INDEX = {name: index for index, name in enumerate(arch_amd64.GPR_NAMES)}
 
 
 class StoreTarget:
@@ -389,7 +390,29 @@ class StoreTarget:
         self._finish_stop_edit()
         stopped, self._stopped, self._current = self._stopped, None, None
         if stopped is not None:
+            self._reload_register_mirrors(stopped)
             self.schedule_resume(stopped.resume)
+
+    def _register_mirrors(self, pc: int) -> tuple[tuple[str, int], ...]:
+        """The (register, rbp-relative slot) pairs the code after the sequence
+        point at ``pc`` relies on (codemem.frametable, "Register mirrors")."""
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            return ()
+        code = entry.store_code
+        return code.frame_table.register_mirrors_at(code.offset_of(pc))
+
+    def _reload_register_mirrors(self, stopped: _GuestStop) -> None:
+        """The frame slots are the truth a debugger edits (locals, the operand
+        stack): before the guest resumes at a sequence point, every register
+        that mirrors a slot there is reloaded from it.  (A debugger's write to
+        such a register went to the slot too, see write_registers.)"""
+        regfile = stopped.regfile
+        if stopped.kind != native.EVENT_BREAKPOINT or regfile.rip == 0:
+            return  # a trap unwinds; rip 0 is the kill path
+        rbp = regfile.gpr[_GPR_INDEX["rbp"]]
+        for name, offset in self._register_mirrors(regfile.rip):
+            regfile.gpr[_GPR_INDEX[name]] = struct.unpack("<Q", _raw_read(rbp + offset, 8))[0]
 
     def _finish_stop_edit(self) -> None:
         """Republishes what the current stop's edit touched; always before the
@@ -682,6 +705,13 @@ class StoreTarget:
         mxcsr = struct.unpack_from("<I", new_regfile, arch_amd64.REGFILE_MXCSR_OFFSET)[0]
         if mxcsr & 0x1F80 != 0x1F80:
             raise TargetError(EPERM, "mxcsr must keep every floating-point exception masked")
+        # A register that mirrors a frame slot where the guest will resume is
+        # reloaded from that slot on resume: write the new value there too.
+        rbp = old_gpr[_GPR_INDEX["rbp"]]
+        for name, offset in self._register_mirrors(new_rip):
+            index = _GPR_INDEX[name]
+            if new_gpr[index] != old_gpr[index]:
+                self._write_stack(rbp + offset, struct.pack("<Q", new_gpr[index]))
         ffi.memmove(stopped.regfile, new_regfile, len(new_regfile))
         if self._current is not None:
             self._current.pc = new_rip

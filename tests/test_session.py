@@ -596,6 +596,63 @@ def test_rip_write_into_or_out_of_a_prologue_is_refused(case):
 
 # ---------------------------------------------------------------- monitor
 
+# ------------------------------------------------- registers mirroring slots
+
+MIRRORED_WAT = """
+(module
+  (func (export "f") (param $x i32) (result i32) (local $y i32)
+    local.get $x
+    i32.const 1
+    i32.add
+    local.set $y
+    local.get $y      ;; the point the tests stop at: $y is in its slot and in a register
+    local.get $y
+    i32.mul))
+"""
+
+
+@pytest.fixture
+def mirrored():
+    import wasmtime
+
+    module = codemem.Module(codemem.Engine(debug=True), wasmtime.wat2wasm(MIRRORED_WAT), name="mirrored")
+    harness = GuestHarness(module, "f", (4,))
+    yield harness
+    harness.close()
+
+
+def _stop_where_y_is_mirrored(guest):
+    """Runs to the first ``local.get $y``; returns (rbp, y's slot, y's mirror register)."""
+    guest.handshake()
+    func = guest.function("f")
+    points = [(pc, p) for pc, p in guest.points("f") if p.kind == SequencePointKind.INSTRUCTION]
+    pc = points[4][0]  # get x, const 1, add, set y, >get y<
+    assert guest.ask(b"Z0,%x,1" % pc) == b"OK"
+    assert reg_value(parse_stop(guest.resume(b"c"))[2]["10"]) == pc
+    slot = next(local.frame_offset for local in guest.table.locals(func) if local.index == 1)
+    mirrors = dict((offset, name) for name, offset in guest.table.register_mirrors_at(guest.code.offset_of(pc)))
+    assert slot in mirrors, f"$y is not mirrored at the stop: {mirrors}"
+    rbp = struct.unpack_from("<Q", guest.registers(), G_RBP)[0]
+    return rbp, slot, mirrors[slot]
+
+
+def test_a_local_written_by_the_debugger_is_what_the_guest_uses(mirrored):
+    rbp, slot, _ = _stop_where_y_is_mirrored(mirrored)
+    assert mirrored.ask(b"m%x,8" % (rbp + slot)) == le64(5)
+    assert mirrored.ask(b"M%x,8:%s" % (rbp + slot, le64(10))) == b"OK"
+    assert parse_stop(mirrored.resume(b"c"))[:2] == ("W", 0)
+    assert mirrored.target.results == [100], "the guest must use the slot's new value, not its register copy"
+
+
+def test_a_mirror_register_written_by_the_debugger_reaches_its_slot(mirrored):
+    rbp, slot, register = _stop_where_y_is_mirrored(mirrored)
+    regnum = arch_amd64.regnum_by_name(register)
+    assert mirrored.ask(b"P%x=%s" % (regnum, le64(7))) == b"OK"
+    assert mirrored.ask(b"m%x,8" % (rbp + slot)) == le64(7)
+    assert parse_stop(mirrored.resume(b"c"))[:2] == ("W", 0)
+    assert mirrored.target.results == [49]
+
+
 def monitor(guest, command: str) -> str:
     replies = guest.send(b"qRcmd," + hexs(command))
     assert replies[-1] == b"OK" and all(r.startswith(b"O") for r in replies[:-1]), replies

@@ -19,7 +19,15 @@ speed):
   ``if`` with block parameters (the then-branch may overwrite them before the
   else-branch needs them).
 * Numeric and most memory/variable instructions are emitted from templates cached
-  per ``(opcode, depth, immediate)``: their bytes depend on nothing else.
+  per ``(opcode, depth, immediate)`` (plus, for those that use it, the register
+  cache state they read): their bytes depend on nothing else.
+* A write-through register cache (``regcache.py``) keeps recent values in
+  registers that mirror their slots, so the next instruction reads a register
+  instead of reloading a just-stored slot.  Every result is still stored.  The
+  cache's entries at each INSTRUCTION sequence point go into the frame table
+  ("register mirrors"): a debugger stop there reloads them from the slots on
+  resume.  The cache is emptied at every label (control merge), call and
+  libcall, and by any instruction that does not go through it.
 * Traps are ``jcc`` to out-of-line stubs at the end of the function
   (``lea rsi, [rip + sequence point]; mov edi, CODE; call trap_veneer``).
 * debug=True adds patch sites (5-byte NOPs, never straddling an 8-byte boundary)
@@ -68,7 +76,8 @@ from ..wasm.opcodes import OP_BY_NAME
 from ..wasm.types import ValType
 from ..wasm.validator import LOOP, FuncValidator, validate_module
 from .asm import Assembler, Cond, Label, Mem, Reg
-from .numeric import NUMERIC, TemplateAssembler, build_template, slot
+from .numeric import NUMERIC, NUMERIC_ARITY, NUMERIC_OPERANDS, TemplateAssembler, slot
+from .regcache import RegCache, local_location
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +91,7 @@ _ENTRY = int(SequencePointKind.ENTRY)
 
 _OP_ELSE, _OP_END = 0x05, 0x0B
 _OP_BLOCK, _OP_LOOP, _OP_IF = 0x02, 0x03, 0x04
+_OP_LOCAL_TEE = 0x22
 
 #: How many declared locals are zeroed by unrolled stores; more use ``rep stosq``.
 _UNROLLED_ZEROING = 8
@@ -170,7 +180,9 @@ class _ModuleCompiler:
         self.nsave = 0
         self.nlocals = 0
         self.validator: FuncValidator | None = None
+        self.cache = RegCache()
         self.handlers = self._make_handlers()
+        self.cache_aware, self.scratch_only = self._cache_classes()
 
     # ------------------------------------------------------------------ module
 
@@ -341,6 +353,9 @@ class _ModuleCompiler:
         fn_label = asm.new_label()
         self.ctls = ctls = [_Ctl("function", 0, len(ft.results), fn_label, ft.results)]
         handlers = self.handlers
+        cache = self.cache
+        cache.clear()
+        cache_aware, scratch_only = self.cache_aware, self.scratch_only
         step = v.step
         control = v.control
         max_depth = 0
@@ -358,15 +373,29 @@ class _ModuleCompiler:
             else:
                 off = self._site() if debug else len(code)
                 self.seq = off
-                seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(vals)))
+                if cache:
+                    seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(vals), cache.entries()))
+                else:
+                    seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(vals)))
                 step(ins)
                 handlers[op](ins, d)
+                if op not in cache_aware:
+                    if op in scratch_only:
+                        # Wrote at most the result slot with rax/rcx/rdx/xmm.
+                        cache.truncate(len(v.operand_types) - 1)
+                    else:
+                        cache.clear()
             nd = len(v.operand_types)
             if nd > max_depth:
                 max_depth = nd
         v.finish()
 
         frame_size = _align16(FRAME_FIXED_SIZE + 8 * (nlocals + self.nsave + max_depth))
+        # Mirror locations -> rbp-relative slot offsets, now that frame_size is known.
+        for k, point in enumerate(seqpoints):
+            if len(point) > 4:
+                seqpoints[k] = point[:4] + (tuple(
+                    (reg, -frame_size + 8 * loc if loc >= 0 else local_offset(-loc - 1)) for reg, loc in point[4]),)
         struct.pack_into("<i", code, check_field, -(frame_size + STACK_CHECK_EXTRA))
         struct.pack_into("<i", code, frame_field, frame_size)
         self._trap_stubs()
@@ -418,6 +447,7 @@ class _ModuleCompiler:
         frame = self.validator.control[-1]
         nparams = len(frame.start_types)
         if ins.op == _OP_LOOP:
+            self.cache.clear()  # the loop label is a control merge
             label = self.asm.new_label()
             self.asm.bind(label)  # after the loop's site: a branch lands on the next instruction
             self.ctls.append(_Ctl(LOOP, frame.height, nparams, label, frame.end_types, nparams))
@@ -438,13 +468,15 @@ class _ModuleCompiler:
             self._emit(("save", frame.height, ctl.save_offset, nparams), _build_save, frame.height,
                        ctl.save_offset, nparams)
         self.ctls.append(ctl)
-        asm.cmp(slot(d - 1), 0, 32)
+        self._test_condition(d - 1)
         asm.jcc(Cond.E, ctl.else_label)
 
     def _else(self, ins: Instr, reachable: bool) -> None:
         ctl = self.ctls[-1]
         v = self.validator
         asm = self.asm
+        # The jmp below relies on no register; the else label is a merge point.
+        self.cache.clear()
         if reachable:
             off = self._site() if self.debug else len(asm.code)
             self.seq = off
@@ -463,6 +495,7 @@ class _ModuleCompiler:
         ctl = self.ctls.pop()
         v = self.validator
         asm = self.asm
+        self.cache.clear()  # labels bound here are control merges
         if ctl.kind == "if" and not ctl.else_seen:
             asm.bind(ctl.else_label)
         if ctl.kind != LOOP:
@@ -475,6 +508,16 @@ class _ModuleCompiler:
         if ctl.kind == "function":
             self._emit(("epilogue", ctl.arity), _build_epilogue, ctl.arity)
 
+    def _test_condition(self, index: int) -> None:
+        """Flags for an i32 condition in operand slot ``index`` (ZF=1: zero),
+        from its mirror register when there is one; the slot is popped."""
+        reg = self.cache.get(index)
+        if reg is not None:
+            self.asm.test(reg, reg, 32)
+        else:
+            self.asm.cmp(slot(index), 0, 32)
+        self.cache.forget(index)
+
     def _h_br(self, ins: Instr, d: int) -> None:
         self._branch(self.ctls[-1 - ins.imm], d)
 
@@ -486,7 +529,7 @@ class _ModuleCompiler:
         asm = self.asm
         n = target.arity
         src = d - 1 - n
-        asm.cmp(slot(d - 1), 0, 32)
+        self._test_condition(d - 1)
         if n == 0 or src == target.height:
             asm.jcc(Cond.NE, target.label)
         else:
@@ -572,21 +615,51 @@ class _ModuleCompiler:
     # -------------------------------------------------------------- variables
 
     def _h_drop(self, ins: Instr, d: int) -> None:
-        pass
+        self.cache.forget(d - 1)
 
     def _h_select(self, ins: Instr, d: int) -> None:
         self._emit(("select", d), _build_select, d)
 
     def _h_local_get(self, ins: Instr, d: int) -> None:
-        self._emit(("local.get", d, ins.imm), _build_local_get, d, ins.imm)
+        cache = self.cache
+        index = ins.imm
+        loc = local_location(index)
+        mirror = cache.get(loc)
+        if mirror is not None:
+            value = cache.alloc((mirror,))
+            self._emit(("local.get", d, index, mirror, value, False), _build_local_get_reg, d, index, mirror, value, False)
+            cache.bind(value, d)
+            return
+        value = cache.alloc()
+        cache.bind(value, d)
+        # Keep the local mirrored too when a register is free (it is read again
+        # often: loop counters, addresses); a register-to-register mov is cheap.
+        keep = cache.free_register((value,))
+        self._emit(("local.get", d, index, keep, value, True), _build_local_get_reg, d, index, keep, value, True)
+        if keep is not None:
+            cache.bind(keep, loc)
 
     def _h_local_set(self, ins: Instr, d: int) -> None:
-        # local.tee shares it: both copy the top slot into the local.
-        self._emit(("local.set", d, ins.imm), _build_local_set, d, ins.imm)
+        cache = self.cache
+        index = ins.imm
+        loc = local_location(index)
+        value, load = self._use(d - 1)
+        tee = ins.op == _OP_LOCAL_TEE
+        keep = None
+        cache.forget(loc)
+        if tee:
+            keep = cache.free_register((value,))
+        self._emit(("local.set", d, index, value, load, keep), _build_local_set_reg, d, index, value, load, keep)
+        if not tee:
+            cache.bind(value, loc)  # the popped slot's register now mirrors the local
+        elif keep is not None:
+            cache.bind(keep, loc)
 
     def _h_global_get(self, ins: Instr, d: int) -> None:
         cell = self.layout.global_cell(ins.imm)
-        self._emit(("global.get", d, cell), _build_global_get, d, cell)
+        value = self.cache.alloc()
+        self._emit(("global.get", d, cell, value), _build_global_get_reg, d, cell, value)
+        self.cache.bind(value, d)
 
     def _h_global_set(self, ins: Instr, d: int) -> None:
         cell = self.layout.global_cell(ins.imm)
@@ -595,32 +668,61 @@ class _ModuleCompiler:
 
     # -------------------------------------------------------------- constants
 
+    def _const(self, d: int, bits: int) -> None:
+        value = self.cache.alloc()
+        self._emit(("const", d, bits, value), _build_const_reg, d, bits, value)
+        self.cache.bind(value, d)
+
     def _h_i32_const(self, ins: Instr, d: int) -> None:
-        self._emit(("const", d, ins.imm & 0xFFFF_FFFF), _build_const, d, ins.imm & 0xFFFF_FFFF)
+        self._const(d, ins.imm & 0xFFFF_FFFF)
 
     def _h_i64_const(self, ins: Instr, d: int) -> None:
-        self._emit(("const", d, ins.imm & 0xFFFF_FFFF_FFFF_FFFF), _build_const, d,
-                   ins.imm & 0xFFFF_FFFF_FFFF_FFFF)
+        self._const(d, ins.imm & 0xFFFF_FFFF_FFFF_FFFF)
 
     def _h_float_const(self, ins: Instr, d: int) -> None:
-        self._emit(("const", d, ins.imm), _build_const, d, ins.imm)
+        self._const(d, ins.imm)
+
+    def _use(self, loc: int, avoid: tuple = ()) -> tuple[Reg, bool]:
+        """A register holding location ``loc`` for reading: its mirror, or a
+        register to load it into (``True``: the caller's code must load it; the
+        register is bound to ``loc`` already)."""
+        cache = self.cache
+        reg = cache.get(loc)
+        if reg is not None:
+            return reg, False
+        reg = cache.alloc(avoid)
+        cache.bind(reg, loc)
+        return reg, True
 
     def _h_numeric(self, ins: Instr, d: int) -> None:
-        key = (ins.op, d)
-        t = self.templates.get(key)
-        if t is None:
-            t = self.templates[key] = build_template(ins.op, d)
-        self._emit_template(t)
+        # Register form: operands in mirror registers, the result computed in
+        # place in the first operand's register (its slot is the result slot).
+        op = ins.op
+        if NUMERIC_ARITY[op] == 2:
+            x, load_x = self._use(d - 2)
+            y, load_y = self._use(d - 1, (x,))
+            self._emit(("rnum", op, d, x, load_x, y, load_y), _build_numeric_reg, op, d - 2, x, load_x, y, load_y)
+            self.cache.forget(d - 1)
+        else:
+            x, load_x = self._use(d - 1)
+            self._emit(("rnum", op, d, x, load_x), _build_numeric_reg, op, d - 1, x, load_x, None, False)
 
     # ----------------------------------------------------------------- memory
 
     def _h_load(self, ins: Instr, d: int) -> None:
+        # The loaded value replaces the address in its slot and its register.
         offset = ins.imm[1]
-        self._emit(("load", ins.op, d, offset), _build_load, ins.op, d, offset)
+        address, load = self._use(d - 1)
+        self._emit(("load", ins.op, d, offset, address, load), _build_load_reg, ins.op, d, offset, address, load)
 
     def _h_store(self, ins: Instr, d: int) -> None:
         offset = ins.imm[1]
-        self._emit(("store", ins.op, d, offset), _build_store, ins.op, d, offset)
+        address, load_address = self._use(d - 2)
+        value, load_value = self._use(d - 1, (address,))
+        self._emit(("store", ins.op, d, offset, address, load_address, value, load_value), _build_store_reg,
+                   ins.op, d, offset, address, load_address, value, load_value)
+        self.cache.forget(d - 2)
+        self.cache.forget(d - 1)
 
     def _h_memory_size(self, ins: Instr, d: int) -> None:
         self._emit(("memory.size", d), _build_memory_size, d)
@@ -694,6 +796,23 @@ class _ModuleCompiler:
 
     # --------------------------------------------------------------- dispatch
 
+    @staticmethod
+    def _cache_classes() -> tuple[frozenset, frozenset]:
+        """Opcodes whose handlers keep the register cache right themselves, and
+        opcodes whose code uses only rax/rcx/rdx/xmm scratch and writes at most
+        the result slot (the compiler drops that slot's mirror); every other
+        instruction empties the cache."""
+        aware = {OP_BY_NAME[name] for name in (
+            "nop", "block", "loop", "if", "br_if", "drop", "local.get", "local.set", "local.tee",
+            "global.get", "i32.const", "i64.const", "f32.const", "f64.const")}
+        aware.update(range(0x28, 0x3F))  # loads and stores
+        aware.update(NUMERIC)
+        scratch = {OP_BY_NAME[name] for name in (
+            "global.set", "table.get", "table.set", "table.size", "memory.size", "ref.null",
+            "ref.is_null", "ref.func")}
+        scratch.update((0x1B, 0x1C))  # select
+        return frozenset(aware), frozenset(scratch)
+
     def _make_handlers(self) -> dict:
         h = {}
         named = {
@@ -763,16 +882,6 @@ def _build_trap(a: TemplateAssembler, code: int) -> None:
     a.trap_always(code)
 
 
-def _build_local_get(a: TemplateAssembler, d: int, index: int) -> None:
-    a.mov(RAX, Mem(RBP, local_offset(index)), 64)
-    a.mov(slot(d), RAX, 64)
-
-
-def _build_local_set(a: TemplateAssembler, d: int, index: int) -> None:
-    a.mov(RAX, slot(d - 1), 64)
-    a.mov(Mem(RBP, local_offset(index)), RAX, 64)
-
-
 def _build_const(a: TemplateAssembler, d: int, bits: int) -> None:
     """Store a constant given by its unsigned bit pattern (i32/f32 zero-extended)."""
     if bits <= 0x7FFF_FFFF or bits >= 0xFFFF_FFFF_8000_0000:
@@ -791,10 +900,48 @@ def _build_select(a: TemplateAssembler, d: int) -> None:
     a.mov(x, RAX, 64)
 
 
-def _build_global_get(a: TemplateAssembler, d: int, cell: int) -> None:
+def _build_numeric_reg(a: TemplateAssembler, op: int, result: int, x: Reg, load_x: bool, y, load_y: bool) -> None:
+    """A numeric instruction in register form (numeric.py): operands loaded into
+    their cache registers if needed, the result in ``x`` and stored to its slot."""
+    if load_x:
+        a.mov(x, slot(result), 64)
+    if load_y:
+        a.mov(y, slot(result + 1), 64)
+    NUMERIC_OPERANDS[op](a, x, y)
+    a.mov(slot(result), x, 64)
+
+
+def _build_local_get_reg(a: TemplateAssembler, d: int, index: int, local_reg, value: Reg, load: bool) -> None:
+    """local.get into ``value`` (and slot d); ``load``: from the local's slot,
+    then copy to ``local_reg`` (if any) which mirrors the local; else from the
+    local's mirror ``local_reg``."""
+    if load:
+        a.mov(value, Mem(RBP, local_offset(index)), 64)
+        if local_reg is not None:
+            a.mov(local_reg, value, 64)
+    else:
+        a.mov(value, local_reg, 64)
+    a.mov(slot(d), value, 64)
+
+
+def _build_local_set_reg(a: TemplateAssembler, d: int, index: int, value: Reg, load: bool, keep) -> None:
+    if load:
+        a.mov(value, slot(d - 1), 64)
+    a.mov(Mem(RBP, local_offset(index)), value, 64)
+    if keep is not None:
+        a.mov(keep, value, 64)
+
+
+def _build_const_reg(a: TemplateAssembler, d: int, bits: int, value: Reg) -> None:
+    """A constant (its unsigned bit pattern; i32/f32 zero-extended) in ``value`` and slot d."""
+    a.mov(value, bits, 64)
+    a.mov(slot(d), value, 64)
+
+
+def _build_global_get_reg(a: TemplateAssembler, d: int, cell: int, value: Reg) -> None:
     a.mov(RAX, Mem(R15, cell), 64)
-    a.mov(RAX, Mem(RAX, 0), 64)
-    a.mov(slot(d), RAX, 64)
+    a.mov(value, Mem(RAX, 0), 64)
+    a.mov(slot(d), value, 64)
 
 
 def _build_global_set(a: TemplateAssembler, d: int, cell: int, wide: bool) -> None:
@@ -827,11 +974,12 @@ _LOADS = {
 _STORES = {0x36: 4, 0x37: 8, 0x38: 4, 0x39: 8, 0x3A: 1, 0x3B: 2, 0x3C: 1, 0x3D: 2, 0x3E: 4}
 
 
-def _bounds_check(a: TemplateAssembler, address_slot: int, offset: int, size: int) -> None:
+def _bounds_check(a: TemplateAssembler, address, offset: int, size: int) -> None:
     """rdx = zero-extended i32 address + offset + size (33 bits, spec 4.4.7 "ea"),
     trap unless rdx <= memory length; afterwards the access is at [rcx + rdx - size]
-    with rcx = memory base."""
-    a.mov(RAX, slot(address_slot), 32)
+    with rcx = memory base.  ``address``: an operand slot index or a register
+    holding the slot's value."""
+    a.mov(RAX, address if type(address) is Reg else slot(address), 32)
     a.mov(RCX, Mem(R15, VMCTX_MEMORY_DEF), 64)
     end = offset + size
     if _fits_simm32(end):
@@ -844,28 +992,36 @@ def _bounds_check(a: TemplateAssembler, address_slot: int, offset: int, size: in
     a.mov(RCX, Mem(R15, VMCTX_MEMORY_BASE), 64)
 
 
-def _build_load(a: TemplateAssembler, op: int, d: int, offset: int) -> None:
+def _build_load_reg(a: TemplateAssembler, op: int, d: int, offset: int, reg: Reg, load: bool) -> None:
+    """A memory load: address in ``reg`` (loaded from slot d-1 first if
+    ``load``), the value into ``reg`` and slot d-1."""
     size, how = _LOADS[op]
-    _bounds_check(a, d - 1, offset, size)
+    if load:
+        a.mov(reg, slot(d - 1), 64)
+    _bounds_check(a, reg, offset, size)
     m = Mem(RCX, -size, RDX)
     if how == "mov32":
-        a.mov(RAX, m, 32)
+        a.mov(reg, m, 32)
     elif how == "mov64":
-        a.mov(RAX, m, 64)
+        a.mov(reg, m, 64)
     elif how == "zx":
-        a.movzx(RAX, m, 32, size * 8)
+        a.movzx(reg, m, 32, size * 8)
     elif how == "sx32":
-        a.movsx(RAX, m, 32, size * 8)
+        a.movsx(reg, m, 32, size * 8)
     else:
-        a.movsx(RAX, m, 64, size * 8)
-    a.mov(slot(d - 1), RAX, 64)
+        a.movsx(reg, m, 64, size * 8)
+    a.mov(slot(d - 1), reg, 64)
 
 
-def _build_store(a: TemplateAssembler, op: int, d: int, offset: int) -> None:
+def _build_store_reg(a: TemplateAssembler, op: int, d: int, offset: int, address: Reg, load_address: bool,
+                     value: Reg, load_value: bool) -> None:
     size = _STORES[op]
-    _bounds_check(a, d - 2, offset, size)
-    a.mov(RAX, slot(d - 1), 64)
-    a.mov(Mem(RCX, -size, RDX), RAX, size * 8)
+    if load_address:
+        a.mov(address, slot(d - 2), 64)
+    if load_value:
+        a.mov(value, slot(d - 1), 64)
+    _bounds_check(a, address, offset, size)
+    a.mov(Mem(RCX, -size, RDX), value, size * 8)
 
 
 def _build_memory_size(a: TemplateAssembler, d: int) -> None:

@@ -15,6 +15,15 @@ depth ``d`` *before* the instruction.  Operand-stack slot ``i`` is ``[rsp + 8*i]
 
 So a template depends only on ``(opcode, d)`` and the compiler caches its bytes.
 
+Register form (the compiler's register cache, ``codemem/x64/regcache.py``):
+``NUMERIC_OPERANDS[opcode]`` is the same code as a builder ``build(a, x, y)`` over
+operand *locations*: ``x`` the first operand and the result, ``y`` the second
+operand or None (``NUMERIC_ARITY[opcode]`` says which).  A location is a slot
+(:class:`Mem`) or a general-purpose register other than rax/rcx/rdx (then it
+holds the operand's whole 64-bit slot value, and afterwards the result as its
+slot must hold it: 32-bit results zero-extended).  ``NUMERIC[op](a, d)`` is the
+register form applied to slots.  A register ``x`` and ``y`` are distinct.
+
 Value representation (abi.py): i32/f32 are the low 32 bits of a slot, upper bits
 unspecified; readers here always use 32-bit loads.  Results of 32-bit integer
 operations are stored zero-extended (a 32-bit register write clears bits 32-63,
@@ -67,19 +76,36 @@ def slot(i: int) -> Mem:
 
 
 Builder = Callable[[TemplateAssembler, int], None]
+OperandBuilder = Callable[[TemplateAssembler, "Mem | Reg", "Mem | Reg | None"], None]
 NUMERIC: dict[int, Builder] = {}
+NUMERIC_OPERANDS: dict[int, OperandBuilder] = {}
+NUMERIC_ARITY: dict[int, int] = {}
 
 
-def _reg(name: str):
-    def deco(fn):
-        NUMERIC[OP_BY_NAME[name]] = fn
-        return fn
+def _on_slots(fn: OperandBuilder, arity: int) -> Builder:
+    if arity == 2:
+        def build(a: TemplateAssembler, d: int) -> None:
+            fn(a, slot(d - 2), slot(d - 1))
+    else:
+        def build(a: TemplateAssembler, d: int) -> None:
+            fn(a, slot(d - 1), None)
+    return build
 
-    return deco
+
+def _register(name: str, fn: OperandBuilder, arity: int) -> None:
+    op = OP_BY_NAME[name]
+    NUMERIC_OPERANDS[op] = fn
+    NUMERIC_ARITY[op] = arity
+    NUMERIC[op] = _on_slots(fn, arity)
 
 
-def _register(name: str, fn: Builder) -> None:
-    NUMERIC[OP_BY_NAME[name]] = fn
+def _sse_operand(a: TemplateAssembler, y, size: int, scratch: Xmm = XMM1):
+    """An SSE instruction's second operand: ``y`` itself if it is a slot, else
+    ``scratch`` loaded from the register (SSE takes xmm or memory only)."""
+    if type(y) is Reg:
+        _fload(a, scratch, y, size)
+        return scratch
+    return y
 
 
 # --------------------------------------------------------------------------
@@ -88,8 +114,10 @@ def _register(name: str, fn: Builder) -> None:
 
 
 def _alu(method, size: int) -> Builder:
-    def build(a: TemplateAssembler, d: int) -> None:
-        x, y = slot(d - 2), slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
+        if type(x) is Reg:
+            method(a, x, y, size)  # a 32-bit result zero-extends (SDM Vol. 1 3.4.1.1)
+            return
         a.mov(RAX, x, size)
         method(a, RAX, y, size)
         a.mov(x, RAX, 64)
@@ -99,8 +127,7 @@ def _alu(method, size: int) -> Builder:
 
 def _shift(method, size: int) -> Builder:
     # x86 masks the count to 5/6 bits exactly as wasm does (spec 4.3.2 ishl: k mod N).
-    def build(a: TemplateAssembler, d: int) -> None:
-        x, y = slot(d - 2), slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         a.mov(RCX, y, 32)
         a.mov(RAX, x, size)
         method(a, RAX, RCX, size)
@@ -110,8 +137,7 @@ def _shift(method, size: int) -> Builder:
 
 
 def _compare(cond: Cond, size: int) -> Builder:
-    def build(a: TemplateAssembler, d: int) -> None:
-        x, y = slot(d - 2), slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         a.zero(RCX)
         a.mov(RAX, x, size)
         a.cmp(RAX, y, size)
@@ -122,8 +148,7 @@ def _compare(cond: Cond, size: int) -> Builder:
 
 
 def _eqz(size: int) -> Builder:
-    def build(a: TemplateAssembler, d: int) -> None:
-        x = slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         a.zero(RAX)
         a.cmp(x, 0, size)
         a.setcc(Cond.E, RAX)
@@ -133,8 +158,7 @@ def _eqz(size: int) -> Builder:
 
 
 def _bitcount(method, size: int) -> Builder:
-    def build(a: TemplateAssembler, d: int) -> None:
-        x = slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         method(a, RAX, x, size)
         a.mov(x, RAX, 64)
 
@@ -146,8 +170,7 @@ def _div(size: int, signed: bool, remainder: bool) -> Builder:
     INT_MIN / -1 traps (the quotient overflows); rem_s by -1 is 0 (x86's idiv
     would fault on INT_MIN % -1, so that case never reaches it)."""
 
-    def build(a: TemplateAssembler, d: int) -> None:
-        x, y = slot(d - 2), slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         a.mov(RAX, x, size)
         a.mov(RCX, y, size)
         a.test(RCX, RCX, size)
@@ -184,53 +207,51 @@ def _div(size: int, signed: bool, remainder: bool) -> Builder:
 
 
 def _extend(size: int, src_size: int) -> Builder:
-    def build(a: TemplateAssembler, d: int) -> None:
-        x = slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         a.movsx(RAX, x, size, src_size)
         a.mov(x, RAX, 64)
 
     return build
 
 
-def _zero_extend32(a: TemplateAssembler, d: int) -> None:
+def _zero_extend32(a: TemplateAssembler, x, y) -> None:
     # i64.extend_i32_u and i32.wrap_i64: the low 32 bits, zero-extended.
-    x = slot(d - 1)
     a.mov(RAX, x, 32)
     a.mov(x, RAX, 64)
 
 
-def _nothing(a: TemplateAssembler, d: int) -> None:
+def _nothing(a: TemplateAssembler, x, y) -> None:
     """reinterpret: the slot's bits already are the result."""
 
 
 for _bits, _t in ((32, "i32"), (64, "i64")):
     for _name, _m in (("add", Assembler.add), ("sub", Assembler.sub), ("and", Assembler.and_),
                       ("or", Assembler.or_), ("xor", Assembler.xor), ("mul", Assembler.imul)):
-        _register(f"{_t}.{_name}", _alu(_m, _bits))
+        _register(f"{_t}.{_name}", _alu(_m, _bits), 2)
     for _name, _m in (("shl", Assembler.shl), ("shr_s", Assembler.sar), ("shr_u", Assembler.shr),
                       ("rotl", Assembler.rol), ("rotr", Assembler.ror)):
-        _register(f"{_t}.{_name}", _shift(_m, _bits))
+        _register(f"{_t}.{_name}", _shift(_m, _bits), 2)
     for _name, _c in (("eq", Cond.E), ("ne", Cond.NE), ("lt_s", Cond.L), ("lt_u", Cond.B),
                       ("gt_s", Cond.G), ("gt_u", Cond.A), ("le_s", Cond.LE), ("le_u", Cond.BE),
                       ("ge_s", Cond.GE), ("ge_u", Cond.AE)):
-        _register(f"{_t}.{_name}", _compare(_c, _bits))
-    _register(f"{_t}.eqz", _eqz(_bits))
+        _register(f"{_t}.{_name}", _compare(_c, _bits), 2)
+    _register(f"{_t}.eqz", _eqz(_bits), 1)
     # lzcnt/tzcnt return the operand width for 0, as wasm's clz/ctz (spec 4.3.2).
-    _register(f"{_t}.clz", _bitcount(Assembler.lzcnt, _bits))
-    _register(f"{_t}.ctz", _bitcount(Assembler.tzcnt, _bits))
-    _register(f"{_t}.popcnt", _bitcount(Assembler.popcnt, _bits))
-    _register(f"{_t}.div_s", _div(_bits, True, False))
-    _register(f"{_t}.div_u", _div(_bits, False, False))
-    _register(f"{_t}.rem_s", _div(_bits, True, True))
-    _register(f"{_t}.rem_u", _div(_bits, False, True))
-    _register(f"{_t}.extend8_s", _extend(_bits, 8))
-    _register(f"{_t}.extend16_s", _extend(_bits, 16))
-_register("i64.extend32_s", _extend(64, 32))
-_register("i64.extend_i32_s", _extend(64, 32))
-_register("i64.extend_i32_u", _zero_extend32)
-_register("i32.wrap_i64", _zero_extend32)
+    _register(f"{_t}.clz", _bitcount(Assembler.lzcnt, _bits), 1)
+    _register(f"{_t}.ctz", _bitcount(Assembler.tzcnt, _bits), 1)
+    _register(f"{_t}.popcnt", _bitcount(Assembler.popcnt, _bits), 1)
+    _register(f"{_t}.div_s", _div(_bits, True, False), 2)
+    _register(f"{_t}.div_u", _div(_bits, False, False), 2)
+    _register(f"{_t}.rem_s", _div(_bits, True, True), 2)
+    _register(f"{_t}.rem_u", _div(_bits, False, True), 2)
+    _register(f"{_t}.extend8_s", _extend(_bits, 8), 1)
+    _register(f"{_t}.extend16_s", _extend(_bits, 16), 1)
+_register("i64.extend32_s", _extend(64, 32), 1)
+_register("i64.extend_i32_s", _extend(64, 32), 1)
+_register("i64.extend_i32_u", _zero_extend32, 1)
+_register("i32.wrap_i64", _zero_extend32, 1)
 for _name in ("i32.reinterpret_f32", "i64.reinterpret_f64", "f32.reinterpret_i32", "f64.reinterpret_i64"):
-    _register(_name, _nothing)
+    _register(_name, _nothing, 1)
 
 
 # --------------------------------------------------------------------------
@@ -264,10 +285,9 @@ def _fconst(a: TemplateAssembler, xmm: Xmm, bits: int, size: int) -> None:
 def _fbin(op32, op64, size: int) -> Builder:
     method = op32 if size == 32 else op64
 
-    def build(a: TemplateAssembler, d: int) -> None:
-        x, y = slot(d - 2), slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         _fload(a, XMM0, x, size)
-        method(a, XMM0, y)
+        method(a, XMM0, _sse_operand(a, y, size))
         _fstore(a, x, XMM0, size)
 
     return build
@@ -281,8 +301,7 @@ def _fminmax(size: int, is_min: bool) -> Builder:
     (or: min picks -0, and: max picks +0; identical for other equal values)."""
     f32 = size == 32
 
-    def build(a: TemplateAssembler, d: int) -> None:
-        x, y = slot(d - 2), slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         _fload(a, XMM0, x, size)
         _fload(a, XMM1, y, size)
         unordered, different, done = a.new_label(), a.new_label(), a.new_label()
@@ -309,8 +328,7 @@ def _fminmax(size: int, is_min: bool) -> Builder:
 
 
 def _fabs(size: int) -> Builder:
-    def build(a: TemplateAssembler, d: int) -> None:
-        x = slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         if size == 32:
             a.and_(x, 0x7FFF_FFFF, 32)
         else:
@@ -323,8 +341,7 @@ def _fabs(size: int) -> Builder:
 
 
 def _fneg(size: int) -> Builder:
-    def build(a: TemplateAssembler, d: int) -> None:
-        x = slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         if size == 32:
             a.xor(x, 0x8000_0000, 32)
         else:
@@ -335,8 +352,7 @@ def _fneg(size: int) -> Builder:
 
 
 def _fcopysign(size: int) -> Builder:
-    def build(a: TemplateAssembler, d: int) -> None:
-        x, y = slot(d - 2), slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         if size == 32:
             a.mov(RAX, x, 32)
             a.and_(RAX, 0x7FFF_FFFF, 32)
@@ -357,8 +373,7 @@ def _fcopysign(size: int) -> Builder:
 
 def _fround(size: int, mode: RoundMode) -> Builder:
     # SSE4.1 round (ceil/floor/trunc/nearest-even); NaNs come out quiet (arithmetic).
-    def build(a: TemplateAssembler, d: int) -> None:
-        x = slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         _fload(a, XMM0, x, size)
         (a.roundss if size == 32 else a.roundsd)(XMM0, XMM0, mode)
         _fstore(a, x, XMM0, size)
@@ -367,8 +382,7 @@ def _fround(size: int, mode: RoundMode) -> Builder:
 
 
 def _fsqrt(size: int) -> Builder:
-    def build(a: TemplateAssembler, d: int) -> None:
-        x = slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         _fload(a, XMM0, x, size)
         (a.sqrtss if size == 32 else a.sqrtsd)(XMM0, XMM0)
         _fstore(a, x, XMM0, size)
@@ -383,22 +397,21 @@ def _fcompare(size: int, kind: str) -> Builder:
     unordered); eq needs ZF=1 and PF=0, ne ZF=0 or PF=1."""
     f32 = size == 32
 
-    def build(a: TemplateAssembler, d: int) -> None:
-        x, y = slot(d - 2), slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         ucomi = a.ucomiss if f32 else a.ucomisd
         a.zero(RAX)
         if kind in ("lt", "le"):
             _fload(a, XMM0, y, size)
-            ucomi(XMM0, x)
+            ucomi(XMM0, _sse_operand(a, x, size))
             a.setcc(Cond.A if kind == "lt" else Cond.AE, RAX)
         elif kind in ("gt", "ge"):
             _fload(a, XMM0, x, size)
-            ucomi(XMM0, y)
+            ucomi(XMM0, _sse_operand(a, y, size))
             a.setcc(Cond.A if kind == "gt" else Cond.AE, RAX)
         else:
             a.zero(RCX)
             _fload(a, XMM0, x, size)
-            ucomi(XMM0, y)
+            ucomi(XMM0, _sse_operand(a, y, size))
             if kind == "eq":
                 a.setcc(Cond.E, RAX)
                 a.setcc(Cond.NP, RCX)
@@ -413,22 +426,22 @@ def _fcompare(size: int, kind: str) -> Builder:
 
 
 for _size, _t in ((32, "f32"), (64, "f64")):
-    _register(f"{_t}.add", _fbin(Assembler.addss, Assembler.addsd, _size))
-    _register(f"{_t}.sub", _fbin(Assembler.subss, Assembler.subsd, _size))
-    _register(f"{_t}.mul", _fbin(Assembler.mulss, Assembler.mulsd, _size))
-    _register(f"{_t}.div", _fbin(Assembler.divss, Assembler.divsd, _size))
-    _register(f"{_t}.min", _fminmax(_size, True))
-    _register(f"{_t}.max", _fminmax(_size, False))
-    _register(f"{_t}.abs", _fabs(_size))
-    _register(f"{_t}.neg", _fneg(_size))
-    _register(f"{_t}.copysign", _fcopysign(_size))
-    _register(f"{_t}.ceil", _fround(_size, RoundMode.UP))
-    _register(f"{_t}.floor", _fround(_size, RoundMode.DOWN))
-    _register(f"{_t}.trunc", _fround(_size, RoundMode.TRUNC))
-    _register(f"{_t}.nearest", _fround(_size, RoundMode.NEAREST))
-    _register(f"{_t}.sqrt", _fsqrt(_size))
+    _register(f"{_t}.add", _fbin(Assembler.addss, Assembler.addsd, _size), 2)
+    _register(f"{_t}.sub", _fbin(Assembler.subss, Assembler.subsd, _size), 2)
+    _register(f"{_t}.mul", _fbin(Assembler.mulss, Assembler.mulsd, _size), 2)
+    _register(f"{_t}.div", _fbin(Assembler.divss, Assembler.divsd, _size), 2)
+    _register(f"{_t}.min", _fminmax(_size, True), 2)
+    _register(f"{_t}.max", _fminmax(_size, False), 2)
+    _register(f"{_t}.abs", _fabs(_size), 1)
+    _register(f"{_t}.neg", _fneg(_size), 1)
+    _register(f"{_t}.copysign", _fcopysign(_size), 2)
+    _register(f"{_t}.ceil", _fround(_size, RoundMode.UP), 1)
+    _register(f"{_t}.floor", _fround(_size, RoundMode.DOWN), 1)
+    _register(f"{_t}.trunc", _fround(_size, RoundMode.TRUNC), 1)
+    _register(f"{_t}.nearest", _fround(_size, RoundMode.NEAREST), 1)
+    _register(f"{_t}.sqrt", _fsqrt(_size), 1)
     for _kind in ("eq", "ne", "lt", "gt", "le", "ge"):
-        _register(f"{_t}.{_kind}", _fcompare(_size, _kind))
+        _register(f"{_t}.{_kind}", _fcompare(_size, _kind), 2)
 
 
 # --------------------------------------------------------------------------
@@ -504,8 +517,7 @@ def _trunc(fsize: int, isize: int, signed: bool) -> Builder:
     low, high = _trunc_bounds(fsize, isize, signed)
     f32 = fsize == 32
 
-    def build(a: TemplateAssembler, d: int) -> None:
-        x = slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         ucomi = a.ucomiss if f32 else a.ucomisd
         _fload(a, XMM0, x, fsize)
         ucomi(XMM0, XMM0)
@@ -529,8 +541,7 @@ def _trunc_sat(fsize: int, isize: int, signed: bool) -> Builder:
     minimum, maximum = _int_limits(isize, signed)
     f32 = fsize == 32
 
-    def build(a: TemplateAssembler, d: int) -> None:
-        x = slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         ucomi = a.ucomiss if f32 else a.ucomisd
         done = a.new_label()
         _fload(a, XMM0, x, fsize)
@@ -557,8 +568,7 @@ def _convert(fsize: int, isize: int, signed: bool) -> Builder:
     f32 = fsize == 32
     cvt = Assembler.cvtsi2ss if f32 else Assembler.cvtsi2sd
 
-    def build(a: TemplateAssembler, d: int) -> None:
-        x = slot(d - 1)
+    def build(a: TemplateAssembler, x, y) -> None:
         # Break the dependency on xmm0's old contents (cvtsi2s* merges).
         a.pxor(XMM0, XMM0)
         if signed:
@@ -588,15 +598,13 @@ def _convert(fsize: int, isize: int, signed: bool) -> Builder:
     return build
 
 
-def _demote(a: TemplateAssembler, d: int) -> None:
-    x = slot(d - 1)
+def _demote(a: TemplateAssembler, x, y) -> None:
     a.movq(XMM0, x)
     a.cvtsd2ss(XMM0, XMM0)
     a.movd(x, XMM0)
 
 
-def _promote(a: TemplateAssembler, d: int) -> None:
-    x = slot(d - 1)
+def _promote(a: TemplateAssembler, x, y) -> None:
     a.movd(XMM0, x)
     a.cvtss2sd(XMM0, XMM0)
     a.movq(x, XMM0)
@@ -605,11 +613,11 @@ def _promote(a: TemplateAssembler, d: int) -> None:
 for _isize, _it in ((32, "i32"), (64, "i64")):
     for _fsize, _ft in ((32, "f32"), (64, "f64")):
         for _signed, _s in ((True, "s"), (False, "u")):
-            _register(f"{_it}.trunc_{_ft}_{_s}", _trunc(_fsize, _isize, _signed))
-            _register(f"{_it}.trunc_sat_{_ft}_{_s}", _trunc_sat(_fsize, _isize, _signed))
-            _register(f"{_ft}.convert_{_it}_{_s}", _convert(_fsize, _isize, _signed))
-_register("f32.demote_f64", _demote)
-_register("f64.promote_f32", _promote)
+            _register(f"{_it}.trunc_{_ft}_{_s}", _trunc(_fsize, _isize, _signed), 1)
+            _register(f"{_it}.trunc_sat_{_ft}_{_s}", _trunc_sat(_fsize, _isize, _signed), 1)
+            _register(f"{_ft}.convert_{_it}_{_s}", _convert(_fsize, _isize, _signed), 1)
+_register("f32.demote_f64", _demote, 1)
+_register("f64.promote_f32", _promote, 1)
 
 
 def build_template(op: int, d: int) -> tuple[bytes, tuple[tuple[int, int | None], ...]]:

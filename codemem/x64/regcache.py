@@ -1,0 +1,126 @@
+"""The baseline compiler's register cache: registers that mirror frame slots.
+
+The compiled code keeps every wasm value in its frame slot at every sequence
+point (abi.py), so the cache is *write-through*: an instruction still stores its
+result to its slot, but it also leaves the value in a register the next
+instructions read instead of reloading the slot.  That takes the store->load
+round trip (store-forwarding latency, several cycles per dependent instruction)
+out of the dependency chains, and evicting an entry costs nothing (the slot is
+already up to date).
+
+Invariant (whenever code is emitted): for each ``(register, location)`` entry,
+the register's 64 bits equal the 64 bits stored in the location's slot.  A
+register mirrors at most one location and a location is mirrored by at most one
+register.  Locations are ints: operand-stack slot ``i`` is ``i`` (>= 0), local
+``j`` is ``-(j + 1)``.
+
+The compiler records the entries at every INSTRUCTION sequence point in the
+frame table (``codemem/frametable.py`` "Register mirrors"); whoever resumes the
+guest from a stop there reloads each register from its slot, so a debugger's
+writes to slots are honoured.  Entries must be dropped wherever a value can
+change behind the cache: control-flow merges (labels), calls and libcalls (every
+register but r15/rbp/rsp is clobbered), writes to a slot by code that does not
+go through the cache.
+
+Only registers no template or call sequence uses as scratch are in the pool:
+templates use rax, rcx, rdx and xmm0-2 (numeric.py), call sequences rsi and rax
+(but a call drops every entry anyway).
+"""
+from __future__ import annotations
+
+from .regs import Reg
+
+__all__ = ["CACHE_REGISTERS", "RegCache", "local_location"]
+
+#: Allocation order: caller-saved first (cheaper to reason about in a
+#: disassembly), then the SysV callee-saved ones the entry trampoline saves.
+CACHE_REGISTERS: tuple[Reg, ...] = (
+    Reg.RSI, Reg.RDI, Reg.R8, Reg.R9, Reg.R10, Reg.R11, Reg.RBX, Reg.R12, Reg.R13, Reg.R14,
+)
+
+
+def local_location(index: int) -> int:
+    """The cache location of wasm local ``index``."""
+    return -(index + 1)
+
+
+class RegCache:
+    """Compile-time state of which register mirrors which slot (see module docstring)."""
+
+    __slots__ = ("_loc_of", "_reg_of", "_stamp", "_clock")
+
+    def __init__(self) -> None:
+        self._loc_of: dict[Reg, int] = {}
+        self._reg_of: dict[int, Reg] = {}
+        self._stamp: dict[Reg, int] = {}
+        self._clock = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._reg_of)
+
+    def clear(self) -> None:
+        """Forget every entry (a label, a call, anything that may change slots)."""
+        if self._reg_of:
+            self._loc_of.clear()
+            self._reg_of.clear()
+
+    def get(self, loc: int) -> Reg | None:
+        """The register mirroring ``loc``, if any (marks it recently used)."""
+        reg = self._reg_of.get(loc)
+        if reg is not None:
+            self._clock += 1
+            self._stamp[reg] = self._clock
+        return reg
+
+    def bind(self, reg: Reg, loc: int) -> None:
+        """From now on ``reg`` mirrors ``loc`` (and nothing else does)."""
+        self.release(reg)
+        self.forget(loc)
+        self._loc_of[reg] = loc
+        self._reg_of[loc] = reg
+        self._clock += 1
+        self._stamp[reg] = self._clock
+
+    def forget(self, loc: int) -> None:
+        """``loc`` is about to change (or die): drop its mirror."""
+        reg = self._reg_of.pop(loc, None)
+        if reg is not None:
+            del self._loc_of[reg]
+
+    def release(self, reg: Reg) -> None:
+        """``reg`` is about to change: drop what it mirrors."""
+        loc = self._loc_of.pop(reg, None)
+        if loc is not None:
+            del self._reg_of[loc]
+
+    def truncate(self, depth: int) -> None:
+        """Operand-stack slots at and above ``depth`` are dead or rewritten."""
+        if self._reg_of:
+            for loc in [loc for loc in self._reg_of if loc >= depth]:
+                self.forget(loc)
+
+    def alloc(self, avoid: tuple[Reg, ...] = ()) -> Reg:
+        """A register to write: a free one, else the least recently used one
+        not in ``avoid`` (its entry is dropped; the slot keeps the value)."""
+        loc_of = self._loc_of
+        for reg in CACHE_REGISTERS:
+            if reg not in loc_of and reg not in avoid:
+                return reg
+        stamp = self._stamp
+        victim = min((r for r in loc_of if r not in avoid), key=lambda r: stamp.get(r, 0))
+        self.release(victim)
+        return victim
+
+    def free_register(self, avoid: tuple[Reg, ...] = ()) -> Reg | None:
+        """A register mirroring nothing (not in ``avoid``), or None: for
+        optional extra mirrors that are not worth an eviction."""
+        loc_of = self._loc_of
+        for reg in CACHE_REGISTERS:
+            if reg not in loc_of and reg not in avoid:
+                return reg
+        return None
+
+    def entries(self) -> tuple[tuple[int, int], ...]:
+        """``((register number, location), ...)`` sorted by register: what a
+        sequence point records."""
+        return tuple(sorted((int(reg), loc) for reg, loc in self._loc_of.items()))
