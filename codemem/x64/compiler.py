@@ -224,7 +224,9 @@ class _ModuleCompiler:
         off = len(code)
         r = off & 7
         if r > 3:
-            code += b"\x90" * (8 - r)
+            # One multi-byte NOP rather than 8-r one-byte ones: the padding
+            # runs on the hot path, and each NOP instruction takes a decode slot.
+            self.asm.nop(8 - r)
             off += 8 - r
         code += SITE_DISABLED
         self.site_offsets.append(off)
@@ -234,10 +236,9 @@ class _ModuleCompiler:
         """Debug only: NOPs before a call so that its return address (where the
         RETURN_POINT site goes) is a valid site offset."""
         if self.debug:
-            code = self.asm.code
-            r = (len(code) + call_length) & 7
+            r = (len(self.asm.code) + call_length) & 7
             if r > 3:
-                code += b"\x90" * (8 - r)
+                self.asm.nop(8 - r)
 
     def _return_point(self, ins: Instr) -> None:
         """The RETURN_POINT sequence point (and site) at the current offset, the
