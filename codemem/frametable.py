@@ -267,6 +267,7 @@ class FrameTable:
         self._sites: dict[int, PatchSite] = {}
         self._seqpoints: dict[int, SequencePoint] = {}
         self._seqpoint_offsets_memo: dict[int, list[int]] = {}
+        self._mirrors_at_memo: dict[int, tuple[tuple[str, int], ...]] = {}
 
     def _check_array(self, name: str, offset: int, count: int, size: int) -> None:
         end = offset + count * size
@@ -430,6 +431,12 @@ class FrameTable:
         ``native_offset`` (a stop pc), or ``()`` when no sequence point is
         there or it has none.  When an INSTRUCTION point and a RETURN_POINT
         share an offset, none (a caller's frame may be stopped there)."""
+        mirrors = self._mirrors_at_memo.get(native_offset)
+        if mirrors is None:
+            mirrors = self._mirrors_at_memo[native_offset] = self._find_mirrors_at(native_offset)
+        return mirrors
+
+    def _find_mirrors_at(self, native_offset: int) -> tuple[tuple[str, int], ...]:
         func = self.function_at(native_offset)
         if func is None:
             return ()
