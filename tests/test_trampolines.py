@@ -113,14 +113,10 @@ def test_callback_register_writes_are_restored(store):
     assert store.call(store.code.pc_of(store.built.functions[0]), 1, 2) == (0, 1002)
 
 
-def test_blocking_callback_resumed_from_main_thread(store):
-    stopped, resume = threading.Event(), threading.Event()
-
-    def block(regfile):
-        stopped.set()
-        assert resume.wait(10)
-
-    Events(store, block)
+def _run_add_to_its_breakpoint(store, on_event, stopped: threading.Event):
+    """Starts ADD(5, 6) on a guest thread with a breakpoint at its first
+    instruction handled by ``on_event``; returns once ``stopped`` is set."""
+    Events(store, on_event)
     site = store.code.pc_of(store.built.sites[0][1])
     with store.registry.patch_edit() as edit:
         store.registry.enable_site(site, edit)
@@ -128,6 +124,17 @@ def test_blocking_callback_resumed_from_main_thread(store):
     guest = threading.Thread(target=lambda: result.update(r=store.call(store.code.pc_of(store.built.functions[0]), 5, 6)))
     guest.start()
     assert stopped.wait(10), "the guest never reached the breakpoint"
+    return guest, result
+
+
+def test_blocking_callback_resumed_from_main_thread(store):
+    stopped, resume = threading.Event(), threading.Event()
+
+    def block(regfile):
+        stopped.set()
+        assert resume.wait(10)
+
+    guest, result = _run_add_to_its_breakpoint(store, block, stopped)
     assert guest.is_alive() and "r" not in result
     resume.set()
     guest.join(10)
@@ -147,14 +154,7 @@ def test_a_deferred_resume_waits_at_the_gate_without_the_gil(store):
         native.lib.cm_defer_resume(gate)
         stopped.set()
 
-    Events(store, defer)
-    site = store.code.pc_of(store.built.sites[0][1])
-    with store.registry.patch_edit() as edit:
-        store.registry.enable_site(site, edit)
-    result = {}
-    guest = threading.Thread(target=lambda: result.update(r=store.call(store.code.pc_of(store.built.functions[0]), 5, 6)))
-    guest.start()
-    assert stopped.wait(10), "the guest never reached the breakpoint"
+    guest, result = _run_add_to_its_breakpoint(store, defer, stopped)
     guest.join(0.2)
     assert guest.is_alive() and "r" not in result, "the guest went on past a closed gate"
     saved["regfile"].gpr[REG["rax"]] = 100
