@@ -11,8 +11,9 @@ Threads
 * The **guest thread** runs the guest.  When it reaches an enabled patch site
   (or a trap), the C trampoline calls ``Store.debug_handler`` on that thread;
   :meth:`StoreTarget._on_guest_event` records the stop, hands it to the
-  ``notify`` callback and blocks until the controller resumes it.  It never
-  patches code itself.
+  ``notify`` callback and returns; the guest then waits in C, at the target's
+  resume gate, until the controller resumes it.  It never patches code itself
+  (except as the controller, see below).
 * The **controller** does everything else: it turns a raw stop into a
   :class:`Stop` with :meth:`StoreTarget.take_event`, reads and writes
   registers and memory while the guest is blocked, inserts breakpoints, and
