@@ -26,8 +26,14 @@ speed):
   instead of reloading a just-stored slot.  Every result is still stored.  The
   cache's entries at each INSTRUCTION sequence point go into the frame table
   ("register mirrors"): a debugger stop there reloads them from the slots on
-  resume.  The cache is emptied at every label (control merge), call and
-  libcall, and by any instruction that does not go through it.
+  resume.  The cache is emptied at every call and libcall, and by any
+  instruction that does not go through it.  A label keeps the entries all
+  edges reaching it agree on; a loop label keeps the entry state's mirrors of
+  the locals its body reads, and every back edge re-establishes them (register
+  copies, or reloads from the always up-to-date slots).  Memory 0's base and
+  length are cached too (pseudo-locations, never recorded as mirrors).
+* Float instructions reuse the value the previous one left in xmm0 after
+  checking it against the operand's mirror register (numeric.py "xmm0 reuse").
 * Traps are ``jcc`` to out-of-line stubs at the end of the function
   (``lea rsi, [rip + sequence point]; mov edi, CODE; call trap_veneer``).
 * debug=True adds patch sites (5-byte NOPs, never straddling an 8-byte boundary)
@@ -75,15 +81,25 @@ from ..wasm.module import ModuleInfo
 from ..wasm.opcodes import OP_BY_NAME
 from ..wasm.types import ValType
 from ..wasm.validator import LOOP, FuncValidator, validate_module
-from .asm import Assembler, Cond, Label, Mem, Reg
-from .numeric import NUMERIC, NUMERIC_ARITY, NUMERIC_OPERANDS, TemplateAssembler, slot
-from .regcache import RegCache, local_location
+from .asm import Assembler, Cond, Label, Mem, Reg, Xmm
+from .numeric import (
+    NUMERIC,
+    NUMERIC_ARITY,
+    NUMERIC_OPERANDS,
+    XMM0_AFTER,
+    XMM_X_INPUT,
+    XMM_Y_INPUT,
+    TemplateAssembler,
+    slot,
+)
+from .regcache import MEMORY_BASE, MEMORY_LENGTH, RegCache, common_state, local_location
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CompiledModule", "compile_module"]
 
 RAX, RCX, RDX, RSI, RDI, RSP, RBP, R15 = Reg.RAX, Reg.RCX, Reg.RDX, Reg.RSI, Reg.RDI, Reg.RSP, Reg.RBP, Reg.R15
+XMM0 = Xmm.XMM0
 
 _INSTRUCTION = int(SequencePointKind.INSTRUCTION)
 _RETURN_POINT = int(SequencePointKind.RETURN_POINT)
@@ -91,7 +107,8 @@ _ENTRY = int(SequencePointKind.ENTRY)
 
 _OP_ELSE, _OP_END = 0x05, 0x0B
 _OP_BLOCK, _OP_LOOP, _OP_IF = 0x02, 0x03, 0x04
-_OP_LOCAL_TEE = 0x22
+_OP_LOCAL_GET, _OP_LOCAL_TEE = 0x20, 0x22
+_OP_F32_LOAD, _OP_F64_LOAD = 0x2A, 0x2B
 
 #: How many declared locals are zeroed by unrolled stores; more use ``rep stosq``.
 _UNROLLED_ZEROING = 8
@@ -132,10 +149,16 @@ class _Ctl:
     ``height``: operand-stack height below the frame's params; ``arity``: values a
     branch to the frame's label carries; ``label``: the branch target (loop start,
     else the end); ``dead``: the frame was entered in dead code (nothing of it is
-    emitted)."""
+    emitted).
+
+    Register cache across labels: ``states`` are the cache states of the
+    forward edges to the end label so far (the label keeps what they all
+    agree on), ``else_state`` the state of the ``if``'s jump to the else
+    label, ``header`` a loop's assumed state at its label (every back edge
+    establishes it first)."""
 
     __slots__ = ("kind", "height", "arity", "label", "else_label", "else_seen", "end_types",
-                 "nparams", "save_offset", "dead")
+                 "nparams", "save_offset", "dead", "states", "else_state", "header")
 
     def __init__(self, kind, height, arity, label, end_types, nparams=0, dead=False):
         self.kind = kind
@@ -148,6 +171,9 @@ class _Ctl:
         self.else_label = None
         self.else_seen = False
         self.save_offset = 0
+        self.states: list = []
+        self.else_state: dict = {}
+        self.header: dict = {}
 
 
 def _align16(n: int) -> int:
@@ -180,9 +206,15 @@ class _ModuleCompiler:
         self.nsave = 0
         self.nlocals = 0
         self.validator: FuncValidator | None = None
+        self.instrs: list[Instr] = []
+        self.positions: dict | None = None
         self.cache = RegCache()
+        #: Cache locations whose slot holds xmm0's value (numeric.py "xmm0
+        #: reuse"): a guess the float templates verify, so it may be stale.
+        self.xmm0_locs: set[int] = set()
         self.handlers = self._make_handlers()
         self.cache_aware, self.scratch_only = self._cache_classes()
+        self.xmm_result_only, self.xmm_untouched = self._xmm0_classes()
 
     # ------------------------------------------------------------------ module
 
@@ -313,6 +345,8 @@ class _ModuleCompiler:
         self.nlocals = nlocals = len(local_types)
         self.nsave = 0
         self.trap_fields = []
+        self.instrs = instrs
+        self.positions = None
         seqpoints = self.seqpoints = []
 
         asm.align(16, 0xCC)
@@ -357,6 +391,9 @@ class _ModuleCompiler:
         cache = self.cache
         cache.clear()
         cache_aware, scratch_only = self.cache_aware, self.scratch_only
+        xmm0_locs = self.xmm0_locs
+        xmm0_locs.clear()
+        xmm_result_only, xmm_untouched = self.xmm_result_only, self.xmm_untouched
         step = v.step
         control = v.control
         max_depth = 0
@@ -368,7 +405,7 @@ class _ModuleCompiler:
             if top.dead or control[-1].unreachable:
                 self._dead(ins, op, top)
             elif op == _OP_END:
-                self._end(ins)
+                self._end(ins, True)
             elif op == _OP_ELSE:
                 self._else(ins, True)
             else:
@@ -386,17 +423,27 @@ class _ModuleCompiler:
                         cache.truncate(len(v.operand_types) - 1)
                     else:
                         cache.clear()
+                if op in xmm_result_only:
+                    xmm0_locs.discard(len(v.operand_types) - 1)
+                elif op not in xmm_untouched:
+                    xmm0_locs.clear()
             nd = len(v.operand_types)
             if nd > max_depth:
                 max_depth = nd
         v.finish()
 
         frame_size = _align16(FRAME_FIXED_SIZE + 8 * (nlocals + self.nsave + max_depth))
-        # Mirror locations -> rbp-relative slot offsets, now that frame_size is known.
+        # Mirror locations -> rbp-relative slot offsets, now that frame_size is known
+        # (memoized per entries tuple: consecutive points often share one).
+        mapped: dict = {}
         for k, point in enumerate(seqpoints):
             if len(point) > 4:
-                seqpoints[k] = point[:4] + (tuple(
-                    (reg, -frame_size + 8 * loc if loc >= 0 else local_offset(-loc - 1)) for reg, loc in point[4]),)
+                entries = point[4]
+                offsets = mapped.get(entries)
+                if offsets is None:
+                    offsets = mapped[entries] = tuple(
+                        (reg, -frame_size + 8 * loc if loc >= 0 else local_offset(-loc - 1)) for reg, loc in entries)
+                seqpoints[k] = point[:4] + (offsets,)
         struct.pack_into("<i", code, check_field, -(frame_size + STACK_CHECK_EXTRA))
         struct.pack_into("<i", code, frame_field, frame_size)
         self._trap_stubs()
@@ -425,7 +472,7 @@ class _ModuleCompiler:
                 v.step(ins)
                 self.ctls.pop()
             else:
-                self._end(ins)
+                self._end(ins, False)
         elif op == _OP_ELSE:
             if top.dead:
                 v.step(ins)
@@ -442,16 +489,109 @@ class _ModuleCompiler:
     def _branch(self, target: _Ctl, d: int) -> None:
         """Unconditional branch to ``target``'s label from depth ``d``."""
         self._copy(d - target.arity, target.height, target.arity)
+        self._edge_to(target)
         self.asm.jmp(target.label)
+
+    def _edge_to(self, target: _Ctl) -> None:
+        """Just before a jump to ``target``'s label (its values copied): a
+        loop's header state is established, a forward edge's state recorded."""
+        if target.kind == LOOP:
+            self._establish(target.header)
+        else:
+            target.states.append(self.cache.state_below(target.height))
+
+    def _establish(self, header: dict) -> None:
+        """Emit register moves (flags untouched) after which each register of
+        ``header`` (``{location: register}``) mirrors its location, and bind
+        them.  A register already mirroring the location is copied; otherwise
+        (or to break a cycle of copies) it is reloaded: slots are always
+        up to date (write-through)."""
+        cache = self.cache
+        current = cache.snapshot()
+        moves = {reg: (loc, current.get(loc)) for loc, reg in header.items() if current.get(loc) is not reg}
+        if not moves:
+            return
+        asm = self.asm
+        pending = dict(moves)
+        while pending:
+            # A register is the source of at most one move (it mirrors one
+            # location): write first the destinations no pending move reads.
+            sources = {src for _, src in pending.values() if src is not None}
+            dst = next((r for r in pending if r not in sources), None)
+            if dst is None:
+                # Every destination is still read: a cycle; load one reader instead.
+                blocked = next(iter(pending))
+                reader = next(r for r, (_, src) in pending.items() if src is blocked)
+                pending[reader] = (pending[reader][0], None)
+                continue
+            loc, src = pending.pop(dst)
+            if src is not None:
+                asm.mov(dst, src, 64)
+            else:
+                self._load_location(dst, loc)
+        for reg, (loc, _) in moves.items():
+            cache.bind(reg, loc)
+
+    def _load_location(self, reg: Reg, loc: int) -> None:
+        """``reg`` = the value of cache location ``loc`` from where it lives."""
+        asm = self.asm
+        if loc >= 0:
+            asm.mov(reg, slot(loc), 64)
+        elif loc == MEMORY_BASE:
+            asm.mov(reg, Mem(R15, VMCTX_MEMORY_BASE), 64)
+        elif loc == MEMORY_LENGTH:
+            asm.mov(reg, Mem(R15, VMCTX_MEMORY_DEF), 64)
+            asm.mov(reg, Mem(reg, MEMDEF_LENGTH), 64)
+        else:
+            asm.mov(reg, Mem(RBP, local_offset(-loc - 1)), 64)
+
+    def _loop_header(self, ins: Instr) -> dict:
+        """The cache state a loop's label assumes: the current entries of the
+        locals its body reads (and memory's base and length if it accesses
+        memory), so back edges re-establish only what the body may use."""
+        if self.positions is None:
+            self.positions = {id(x): k for k, x in enumerate(self.instrs)}
+        instrs = self.instrs
+        reads: set[int] = set()
+        memory = False
+        depth = 0
+        for k in range(self.positions[id(ins)] + 1, len(instrs)):
+            op = instrs[k].op
+            if op == _OP_LOCAL_GET:
+                reads.add(instrs[k].imm)
+            elif op == _OP_BLOCK or op == _OP_LOOP or op == _OP_IF:
+                depth += 1
+            elif op == _OP_END:
+                if not depth:
+                    break
+                depth -= 1
+            elif 0x28 <= op <= 0x3E:
+                memory = True
+        header = {}
+        for loc, reg in self.cache.snapshot().items():
+            if loc >= 0:
+                continue  # operand-stack slots: rarely live across a loop
+            if loc >= -self.nlocals:
+                if -loc - 1 in reads:
+                    header[loc] = reg
+            elif memory:
+                header[loc] = reg
+        return header
 
     def _h_block(self, ins: Instr, d: int) -> None:
         frame = self.validator.control[-1]
         nparams = len(frame.start_types)
         if ins.op == _OP_LOOP:
-            self.cache.clear()  # the loop label is a control merge
+            # The loop label is a control merge: keep what every back edge
+            # will re-establish (_establish), a subset of the entry state.
+            header = self._loop_header(ins)
+            self.cache.restore(header)
+            self.xmm0_locs.clear()
             label = self.asm.new_label()
             self.asm.bind(label)  # after the loop's site: a branch lands on the next instruction
-            self.ctls.append(_Ctl(LOOP, frame.height, nparams, label, frame.end_types, nparams))
+            ctl = _Ctl(LOOP, frame.height, nparams, label, frame.end_types, nparams)
+            ctl.header = header
+            self.ctls.append(ctl)
         else:
             self.ctls.append(_Ctl("block", frame.height, len(frame.end_types), self.asm.new_label(),
                                   frame.end_types, nparams))
@@ -470,33 +610,53 @@ class _ModuleCompiler:
                        ctl.save_offset, nparams)
         self.ctls.append(ctl)
         self._test_condition(d - 1)
+        ctl.else_state = self.cache.snapshot()
         asm.jcc(Cond.E, ctl.else_label)
 
     def _else(self, ins: Instr, reachable: bool) -> None:
         ctl = self.ctls[-1]
         v = self.validator
         asm = self.asm
-        # The jmp below relies on no register; the else label is a merge point.
-        self.cache.clear()
+        cache = self.cache
         if reachable:
             off = self._site() if self.debug else len(asm.code)
             self.seq = off
-            self.seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(v.operand_types)))
+            if cache:
+                self.seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(v.operand_types), cache.entries()))
+            else:
+                self.seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(v.operand_types)))
             asm.jmp(ctl.label)
+            ctl.states.append(cache.snapshot())  # the then-branch's results are in place
         v.step(ins)
         ctl.else_seen = True
         asm.bind(ctl.else_label)
+        cache.restore(ctl.else_state)
+        self.xmm0_locs.clear()
         if ctl.nparams:
+            cache.truncate(ctl.height)
             self._emit(("restore", ctl.height, ctl.save_offset, ctl.nparams), _build_restore, ctl.height,
                        ctl.save_offset, ctl.nparams)
 
-    def _end(self, ins: Instr) -> None:
+    def _end(self, ins: Instr, fallthrough: bool) -> None:
         """``end`` of a frame entered in live code: its label(s) are bound before
-        its sequence point, so branches to the frame land on it too."""
+        its sequence point, so branches to the frame land on it too.
+        ``fallthrough``: the instruction before it is reachable."""
         ctl = self.ctls.pop()
         v = self.validator
         asm = self.asm
-        self.cache.clear()  # labels bound here are control merges
+        cache = self.cache
+        if ctl.kind == LOOP:
+            if not fallthrough:  # nothing branches to a loop's end
+                cache.clear()
+        else:
+            # The label is a control merge: keep the entries every edge agrees on.
+            states = ctl.states
+            if ctl.kind == "if" and not ctl.else_seen:
+                states.append(ctl.else_state)
+            if fallthrough:
+                states.append(cache.snapshot())
+            cache.restore(common_state(states))
+            self.xmm0_locs.clear()
         if ctl.kind == "if" and not ctl.else_seen:
             asm.bind(ctl.else_label)
         if ctl.kind != LOOP:
@@ -504,7 +664,10 @@ class _ModuleCompiler:
         types = tuple(v.operand_types[: ctl.height]) + tuple(ctl.end_types)
         off = self._site() if self.debug else len(asm.code)
         self.seq = off
-        self.seqpoints.append((off, ins.offset, _INSTRUCTION, types))
+        if cache:
+            self.seqpoints.append((off, ins.offset, _INSTRUCTION, types, cache.entries()))
+        else:
+            self.seqpoints.append((off, ins.offset, _INSTRUCTION, types))
         v.step(ins)
         if ctl.kind == "function":
             self._emit(("epilogue", ctl.arity), _build_epilogue, ctl.arity)
@@ -532,23 +695,32 @@ class _ModuleCompiler:
         src = d - 1 - n
         self._test_condition(d - 1)
         if n == 0 or src == target.height:
+            # _establish only moves registers: the flags survive to the jcc
+            # (and the fallthrough continues with the established state).
+            self._edge_to(target)
             asm.jcc(Cond.NE, target.label)
         else:
             skip = asm.new_label()
             asm.jcc(Cond.E, skip)
-            self._copy(src, target.height, n)
-            asm.jmp(target.label)
+            fallthrough = self.cache.snapshot()
+            self._branch(target, d - 1)
+            self.cache.restore(fallthrough)
             asm.bind(skip)
 
     def _h_br_table(self, ins: Instr, d: int) -> None:
         labels, default = ins.imm
         asm = self.asm
         ctls = self.ctls
+        cache = self.cache
         index = d - 1
+        state = cache.snapshot()
 
         def target_label(depth: int) -> Label:
             target = ctls[-1 - depth]
-            if target.arity == 0 or index - target.arity == target.height:
+            if (target.arity == 0 or index - target.arity == target.height) and not (
+                    target.kind == LOOP and target.header):
+                if target.kind != LOOP:
+                    target.states.append(cache.state_below(target.height))
                 return target.label
             stub = stubs.get(depth)
             if stub is None:
@@ -573,6 +745,7 @@ class _ModuleCompiler:
             asm.jmp(default_label)
         for depth, stub in stubs.items():
             asm.bind(stub)
+            cache.restore(state)
             self._branch(ctls[-1 - depth], index)
 
     def _h_unreachable(self, ins: Instr, d: int) -> None:
@@ -625,6 +798,10 @@ class _ModuleCompiler:
         cache = self.cache
         index = ins.imm
         loc = local_location(index)
+        if loc in self.xmm0_locs:
+            self.xmm0_locs.add(d)
+        else:
+            self.xmm0_locs.discard(d)
         mirror = cache.get(loc)
         if mirror is not None:
             value = cache.alloc((mirror,))
@@ -646,6 +823,10 @@ class _ModuleCompiler:
         loc = local_location(index)
         value, load = self._use(d - 1)
         tee = ins.op == _OP_LOCAL_TEE
+        if d - 1 in self.xmm0_locs:
+            self.xmm0_locs.add(loc)
+        else:
+            self.xmm0_locs.discard(loc)
         keep = None
         cache.forget(loc)
         if tee:
@@ -699,29 +880,62 @@ class _ModuleCompiler:
         # Register form: operands in mirror registers, the result computed in
         # place in the first operand's register (its slot is the result slot).
         op = ins.op
+        xmm0_locs = self.xmm0_locs
         if NUMERIC_ARITY[op] == 2:
-            x, load_x = self._use(d - 2)
+            result = d - 2
+            hint = ("x" if result in xmm0_locs and op in XMM_X_INPUT else
+                    "y" if d - 1 in xmm0_locs and op in XMM_Y_INPUT else None)
+            x, load_x = self._use(result)
             y, load_y = self._use(d - 1, (x,))
-            self._emit(("rnum", op, d, x, load_x, y, load_y), _build_numeric_reg, op, d - 2, x, load_x, y, load_y)
+            self._emit(("rnum", op, d, x, load_x, y, load_y, hint), _build_numeric_reg, op, result, x, load_x,
+                       y, load_y, hint)
             self.cache.forget(d - 1)
         else:
-            x, load_x = self._use(d - 1)
-            self._emit(("rnum", op, d, x, load_x), _build_numeric_reg, op, d - 1, x, load_x, None, False)
+            result = d - 1
+            hint = "x" if result in xmm0_locs and op in XMM_X_INPUT else None
+            x, load_x = self._use(result)
+            self._emit(("rnum", op, d, x, load_x, hint), _build_numeric_reg, op, result, x, load_x, None, False,
+                       hint)
+        after = XMM0_AFTER[op]
+        if after == "result":
+            xmm0_locs.clear()
+            xmm0_locs.add(result)
+        elif after == "x" and result in xmm0_locs:
+            xmm0_locs.discard(result)  # the others still hold the operand's value
+        elif after == "keep":
+            xmm0_locs.discard(result)
+        else:
+            xmm0_locs.clear()
 
     # ----------------------------------------------------------------- memory
+
+    def _memory_registers(self, avoid: tuple) -> tuple:
+        """``(base, load_base, length, load_length)``: registers holding memory
+        0's base and byte length (pseudo-locations of the cache), and whether
+        the access's code must load them first."""
+        base, load_base = self._use(MEMORY_BASE, avoid)
+        length, load_length = self._use(MEMORY_LENGTH, avoid + (base,))
+        return base, load_base, length, load_length
 
     def _h_load(self, ins: Instr, d: int) -> None:
         # The loaded value replaces the address in its slot and its register.
         offset = ins.imm[1]
         address, load = self._use(d - 1)
-        self._emit(("load", ins.op, d, offset, address, load), _build_load_reg, ins.op, d, offset, address, load)
+        mem = self._memory_registers((address,))
+        self._emit(("load", ins.op, d, offset, address, load, mem), _build_load_reg, ins.op, d, offset, address,
+                   load, mem)
+        if ins.op == _OP_F32_LOAD or ins.op == _OP_F64_LOAD:
+            # _build_load_reg loaded the value into xmm0 too.
+            self.xmm0_locs.clear()
+            self.xmm0_locs.add(d - 1)
 
     def _h_store(self, ins: Instr, d: int) -> None:
         offset = ins.imm[1]
         address, load_address = self._use(d - 2)
         value, load_value = self._use(d - 1, (address,))
-        self._emit(("store", ins.op, d, offset, address, load_address, value, load_value), _build_store_reg,
-                   ins.op, d, offset, address, load_address, value, load_value)
+        mem = self._memory_registers((address, value))
+        self._emit(("store", ins.op, d, offset, address, load_address, value, load_value, mem), _build_store_reg,
+                   ins.op, d, offset, address, load_address, value, load_value, mem)
         self.cache.forget(d - 2)
         self.cache.forget(d - 1)
 
@@ -814,6 +1028,27 @@ class _ModuleCompiler:
         scratch.update((0x1B, 0x1C))  # select
         return frozenset(aware), frozenset(scratch)
 
+    @staticmethod
+    def _xmm0_classes() -> tuple[frozenset, frozenset]:
+        """For the xmm0 guess (numeric.py "xmm0 reuse"), besides the handlers
+        that update it themselves (numeric, local.get/set/tee): instructions
+        that write at most their result slot and no xmm register, and
+        instructions that write neither (and bind no label); any other
+        instruction forgets the guess."""
+        result_only = {OP_BY_NAME[name] for name in (
+            "i32.const", "i64.const", "f32.const", "f64.const", "global.get", "table.get", "table.size",
+            "memory.size", "ref.null", "ref.is_null", "ref.func")}
+        result_only.update(range(0x28, 0x36))  # loads
+        result_only -= {_OP_F32_LOAD, _OP_F64_LOAD}  # _h_load sets the guess
+        result_only.update((0x1B, 0x1C))  # select
+        untouched = {OP_BY_NAME[name] for name in (
+            "nop", "block", "if", "br_if", "drop", "global.set", "table.set", "local.get", "local.set",
+            "local.tee")}
+        untouched.update(range(0x36, 0x3F))  # stores
+        untouched.update((_OP_F32_LOAD, _OP_F64_LOAD))
+        untouched.update(NUMERIC)
+        return frozenset(result_only), frozenset(untouched)
+
     def _make_handlers(self) -> dict:
         h = {}
         named = {
@@ -901,9 +1136,12 @@ def _build_select(a: TemplateAssembler, d: int) -> None:
     a.mov(x, RAX, 64)
 
 
-def _build_numeric_reg(a: TemplateAssembler, op: int, result: int, x: Reg, load_x: bool, y, load_y: bool) -> None:
+def _build_numeric_reg(a: TemplateAssembler, op: int, result: int, x: Reg, load_x: bool, y, load_y: bool,
+                       hint: str | None) -> None:
     """A numeric instruction in register form (numeric.py): operands loaded into
-    their cache registers if needed, the result in ``x`` and stored to its slot."""
+    their cache registers if needed, the result in ``x`` and stored to its slot.
+    ``hint``: which operand xmm0 probably holds (numeric.py "xmm0 reuse")."""
+    a.xmm0_holds = hint
     if load_x:
         a.mov(x, slot(result), 64)
     if load_y:
@@ -975,36 +1213,50 @@ _LOADS = {
 _STORES = {0x36: 4, 0x37: 8, 0x38: 4, 0x39: 8, 0x3A: 1, 0x3B: 2, 0x3C: 1, 0x3D: 2, 0x3E: 4}
 
 
-def _bounds_check(a: TemplateAssembler, address, offset: int, size: int) -> None:
-    """rdx = zero-extended i32 address + offset + size (33 bits, spec 4.4.7 "ea"),
-    trap unless rdx <= memory length; afterwards the access is at [rcx + rdx - size]
-    with rcx = memory base.  ``address``: an operand slot index or a register
-    holding the slot's value."""
-    a.mov(RAX, address if type(address) is Reg else slot(address), 32)
-    a.mov(RCX, Mem(R15, VMCTX_MEMORY_DEF), 64)
+def _bounds_check(a: TemplateAssembler, address: Reg, offset: int, size: int, mem: tuple) -> Mem:
+    """Trap unless the zero-extended i32 ``address`` + offset + size (33 bits,
+    spec 4.4.7 "ea") is <= the memory's length; returns the access's operand
+    (rax = the address, rdx = its end).
+    ``mem``: (base register, load it?, length register, load it?) from the
+    register cache (pseudo-locations), loaded here first if asked."""
+    base, load_base, length, load_length = mem
+    if load_length:
+        a.mov(length, Mem(R15, VMCTX_MEMORY_DEF), 64)
+        a.mov(length, Mem(length, MEMDEF_LENGTH), 64)
+    if load_base:
+        a.mov(base, Mem(R15, VMCTX_MEMORY_BASE), 64)
+    a.mov(RAX, address, 32)
     end = offset + size
     if _fits_simm32(end):
         a.lea(RDX, Mem(RAX, end))
     else:
         a.mov(RDX, end, 64)
         a.add(RDX, RAX, 64)
-    a.cmp(RDX, Mem(RCX, MEMDEF_LENGTH), 64)
+    a.cmp(RDX, length, 64)
     a.trap_if(Cond.A, TrapCode.OUT_OF_BOUNDS_MEMORY)
-    a.mov(RCX, Mem(R15, VMCTX_MEMORY_BASE), 64)
+    if _fits_simm32(offset):
+        # Address from rax, not rdx: the access need not wait for the lea.
+        return Mem(base, offset, RAX)
+    return Mem(base, -size, RDX)
 
 
-def _build_load_reg(a: TemplateAssembler, op: int, d: int, offset: int, reg: Reg, load: bool) -> None:
+def _build_load_reg(a: TemplateAssembler, op: int, d: int, offset: int, reg: Reg, load: bool, mem: tuple) -> None:
     """A memory load: address in ``reg`` (loaded from slot d-1 first if
-    ``load``), the value into ``reg`` and slot d-1."""
+    ``load``), the value into ``reg`` and slot d-1; a float's also into xmm0
+    (a second load in parallel: the next float instruction likely uses it,
+    numeric.py "xmm0 reuse")."""
     size, how = _LOADS[op]
     if load:
         a.mov(reg, slot(d - 1), 64)
-    _bounds_check(a, reg, offset, size)
-    m = Mem(RCX, -size, RDX)
+    m = _bounds_check(a, reg, offset, size, mem)
     if how == "mov32":
         a.mov(reg, m, 32)
+        if op == _OP_F32_LOAD:
+            a.movd(XMM0, m)
     elif how == "mov64":
         a.mov(reg, m, 64)
+        if op == _OP_F64_LOAD:
+            a.movq(XMM0, m)
     elif how == "zx":
         a.movzx(reg, m, 32, size * 8)
     elif how == "sx32":
@@ -1015,14 +1267,14 @@ def _build_load_reg(a: TemplateAssembler, op: int, d: int, offset: int, reg: Reg
 
 
 def _build_store_reg(a: TemplateAssembler, op: int, d: int, offset: int, address: Reg, load_address: bool,
-                     value: Reg, load_value: bool) -> None:
+                     value: Reg, load_value: bool, mem: tuple) -> None:
     size = _STORES[op]
     if load_address:
         a.mov(address, slot(d - 2), 64)
     if load_value:
         a.mov(value, slot(d - 1), 64)
-    _bounds_check(a, address, offset, size)
-    a.mov(Mem(RCX, -size, RDX), value, size * 8)
+    m = _bounds_check(a, address, offset, size, mem)
+    a.mov(m, value, size * 8)
 
 
 def _build_memory_size(a: TemplateAssembler, d: int) -> None:

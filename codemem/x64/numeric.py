@@ -24,6 +24,21 @@ holds the operand's whole 64-bit slot value, and afterwards the result as its
 slot must hold it: 32-bit results zero-extended).  ``NUMERIC[op](a, d)`` is the
 register form applied to slots.  A register ``x`` and ``y`` are distinct.
 
+xmm0 reuse: a float instruction's chain through a mirror register costs a
+GPR->xmm and an xmm->GPR move (about 7 cycles) on top of the operation, and
+the next float instruction usually consumes the value the previous one left
+in xmm0.  The compiler tracks which slots hold xmm0's value and, when an
+operand's does, sets ``a.xmm0_holds``; the template then *verifies* the guess
+(compare xmm0's low bits with the operand's register, off the critical path
+when right, the branch predicted) and reloads xmm0 from the register when
+wrong.  So the register stays the only source of truth (a debugger's write
+to the slot, reloaded into the mirror on resume, is honoured) and a wrong
+guess costs speed only.  Scalar SSE operations read and write only the low
+lane, so xmm0's upper bits never matter.  ``XMM_X_INPUT`` / ``XMM_Y_INPUT``:
+opcodes whose template takes the hint for x / y; ``XMM0_AFTER[op]``: what
+xmm0 holds afterwards ("result", "x": the first operand's value, "keep":
+untouched, "clobber": unknown).
+
 Value representation (abi.py): i32/f32 are the low 32 bits of a slot, upper bits
 unspecified; readers here always use 32-bit loads.  Results of 32-bit integer
 operations are stored zero-extended (a 32-bit register write clears bits 32-63,
@@ -53,11 +68,15 @@ class TemplateAssembler(Assembler):
     ``(offset of the rel32 field, trap code)``.  A trap code of ``None`` means "the
     code the runtime left in the libcall area's trap slot"."""
 
-    __slots__ = ("traps",)
+    __slots__ = ("traps", "xmm0_holds")
 
     def __init__(self) -> None:
         super().__init__()
         self.traps: list[tuple[int, int | None]] = []
+        #: The compiler's guess for a register-form float template (see
+        #: "xmm0 reuse" in the module docstring): "x" or "y" if xmm0 probably
+        #: already holds that operand's value, else None.
+        self.xmm0_holds: str | None = None
 
     def trap_if(self, cond: Cond, code: int | None) -> None:
         """``jCC <trap stub>`` (rel32, resolved by the compiler)."""
@@ -99,6 +118,29 @@ def _register(name: str, fn: OperandBuilder, arity: int) -> None:
     NUMERIC[op] = _on_slots(fn, arity)
 
 
+def _verify_xmm0(a: TemplateAssembler, reg: Reg, size: int) -> None:
+    """xmm0 = ``reg``'s low ``size`` bits, assuming it probably already is
+    (module docstring "xmm0 reuse"): compare, and reload only if different."""
+    same = a.new_label()
+    if size == 32:
+        a.movd(RAX, XMM0)
+        a.cmp(RAX, reg, 32)
+    else:
+        a.movq(RAX, XMM0)
+        a.cmp(RAX, reg, 64)
+    a.jcc(Cond.E, same, short=True)
+    _fload(a, XMM0, reg, size)
+    a.bind(same)
+
+
+def _fload_x(a: TemplateAssembler, x, size: int) -> None:
+    """xmm0 = the first operand ``x`` (verified reuse when hinted).  Uses rax."""
+    if a.xmm0_holds == "x" and type(x) is Reg:
+        _verify_xmm0(a, x, size)
+    else:
+        _fload(a, XMM0, x, size)
+
+
 def _sse_operand(a: TemplateAssembler, y, size: int, scratch: Xmm = XMM1):
     """An SSE instruction's second operand: ``y`` itself if it is a slot, else
     ``scratch`` loaded from the register (SSE takes xmm or memory only)."""
@@ -129,6 +171,9 @@ def _shift(method, size: int) -> Builder:
     # x86 masks the count to 5/6 bits exactly as wasm does (spec 4.3.2 ishl: k mod N).
     def build(a: TemplateAssembler, x, y) -> None:
         a.mov(RCX, y, 32)
+        if type(x) is Reg:
+            method(a, x, RCX, size)  # a 32-bit result zero-extends (SDM Vol. 1 3.4.1.1)
+            return
         a.mov(RAX, x, size)
         method(a, RAX, RCX, size)
         a.mov(x, RAX, 64)
@@ -139,8 +184,11 @@ def _shift(method, size: int) -> Builder:
 def _compare(cond: Cond, size: int) -> Builder:
     def build(a: TemplateAssembler, x, y) -> None:
         a.zero(RCX)
-        a.mov(RAX, x, size)
-        a.cmp(RAX, y, size)
+        if type(x) is Reg:
+            a.cmp(x, y, size)
+        else:
+            a.mov(RAX, x, size)
+            a.cmp(RAX, y, size)
         a.setcc(cond, RCX)
         a.mov(x, RCX, 64)
 
@@ -286,8 +334,14 @@ def _fbin(op32, op64, size: int) -> Builder:
     method = op32 if size == 32 else op64
 
     def build(a: TemplateAssembler, x, y) -> None:
-        _fload(a, XMM0, x, size)
-        method(a, XMM0, _sse_operand(a, y, size))
+        if a.xmm0_holds == "y" and type(y) is Reg:
+            _fload(a, XMM1, x, size)
+            _verify_xmm0(a, y, size)
+            method(a, XMM1, XMM0)
+            a.movaps(XMM0, XMM1)  # the result in xmm0 for the next instruction
+        else:
+            _fload_x(a, x, size)
+            method(a, XMM0, _sse_operand(a, y, size))
         _fstore(a, x, XMM0, size)
 
     return build
@@ -302,7 +356,7 @@ def _fminmax(size: int, is_min: bool) -> Builder:
     f32 = size == 32
 
     def build(a: TemplateAssembler, x, y) -> None:
-        _fload(a, XMM0, x, size)
+        _fload_x(a, x, size)
         _fload(a, XMM1, y, size)
         unordered, different, done = a.new_label(), a.new_label(), a.new_label()
         (a.ucomiss if f32 else a.ucomisd)(XMM0, XMM1)
@@ -374,7 +428,7 @@ def _fcopysign(size: int) -> Builder:
 def _fround(size: int, mode: RoundMode) -> Builder:
     # SSE4.1 round (ceil/floor/trunc/nearest-even); NaNs come out quiet (arithmetic).
     def build(a: TemplateAssembler, x, y) -> None:
-        _fload(a, XMM0, x, size)
+        _fload_x(a, x, size)
         (a.roundss if size == 32 else a.roundsd)(XMM0, XMM0, mode)
         _fstore(a, x, XMM0, size)
 
@@ -383,7 +437,7 @@ def _fround(size: int, mode: RoundMode) -> Builder:
 
 def _fsqrt(size: int) -> Builder:
     def build(a: TemplateAssembler, x, y) -> None:
-        _fload(a, XMM0, x, size)
+        _fload_x(a, x, size)
         (a.sqrtss if size == 32 else a.sqrtsd)(XMM0, XMM0)
         _fstore(a, x, XMM0, size)
 
@@ -399,18 +453,21 @@ def _fcompare(size: int, kind: str) -> Builder:
 
     def build(a: TemplateAssembler, x, y) -> None:
         ucomi = a.ucomiss if f32 else a.ucomisd
-        a.zero(RAX)
         if kind in ("lt", "le"):
-            _fload(a, XMM0, y, size)
-            ucomi(XMM0, _sse_operand(a, x, size))
+            # xmm1/xmm2 only: xmm0 keeps its value for a later instruction.
+            a.zero(RAX)
+            _fload(a, XMM1, y, size)
+            ucomi(XMM1, _sse_operand(a, x, size, XMM2))
             a.setcc(Cond.A if kind == "lt" else Cond.AE, RAX)
         elif kind in ("gt", "ge"):
-            _fload(a, XMM0, x, size)
+            _fload_x(a, x, size)
+            a.zero(RAX)
             ucomi(XMM0, _sse_operand(a, y, size))
             a.setcc(Cond.A if kind == "gt" else Cond.AE, RAX)
         else:
+            _fload_x(a, x, size)
+            a.zero(RAX)
             a.zero(RCX)
-            _fload(a, XMM0, x, size)
             ucomi(XMM0, _sse_operand(a, y, size))
             if kind == "eq":
                 a.setcc(Cond.E, RAX)
@@ -519,7 +576,7 @@ def _trunc(fsize: int, isize: int, signed: bool) -> Builder:
 
     def build(a: TemplateAssembler, x, y) -> None:
         ucomi = a.ucomiss if f32 else a.ucomisd
-        _fload(a, XMM0, x, fsize)
+        _fload_x(a, x, fsize)
         ucomi(XMM0, XMM0)
         a.trap_if(Cond.P, TrapCode.INVALID_CONVERSION)
         _fconst(a, XMM1, low, fsize)
@@ -544,7 +601,7 @@ def _trunc_sat(fsize: int, isize: int, signed: bool) -> Builder:
     def build(a: TemplateAssembler, x, y) -> None:
         ucomi = a.ucomiss if f32 else a.ucomisd
         done = a.new_label()
-        _fload(a, XMM0, x, fsize)
+        _fload_x(a, x, fsize)
         a.zero(RAX)
         ucomi(XMM0, XMM0)
         a.jcc(Cond.P, done)
@@ -599,13 +656,13 @@ def _convert(fsize: int, isize: int, signed: bool) -> Builder:
 
 
 def _demote(a: TemplateAssembler, x, y) -> None:
-    a.movq(XMM0, x)
+    _fload_x(a, x, 64)
     a.cvtsd2ss(XMM0, XMM0)
     a.movd(x, XMM0)
 
 
 def _promote(a: TemplateAssembler, x, y) -> None:
-    a.movd(XMM0, x)
+    _fload_x(a, x, 32)
     a.cvtss2sd(XMM0, XMM0)
     a.movq(x, XMM0)
 
@@ -618,6 +675,47 @@ for _isize, _it in ((32, "i32"), (64, "i64")):
             _register(f"{_ft}.convert_{_it}_{_s}", _convert(_fsize, _isize, _signed), 1)
 _register("f32.demote_f64", _demote, 1)
 _register("f64.promote_f32", _promote, 1)
+
+
+# xmm0 reuse metadata (module docstring).
+XMM_X_INPUT: frozenset[int]
+XMM_Y_INPUT: frozenset[int]
+XMM0_AFTER: dict[int, str] = {}
+
+
+def _xmm_tables() -> tuple[frozenset, frozenset]:
+    x_input, y_input = set(), set()
+    for t in ("f32", "f64"):
+        for name in ("add", "sub", "mul", "div"):
+            x_input.add(OP_BY_NAME[f"{t}.{name}"])
+            y_input.add(OP_BY_NAME[f"{t}.{name}"])
+            XMM0_AFTER[OP_BY_NAME[f"{t}.{name}"]] = "result"
+        for name in ("min", "max", "ceil", "floor", "trunc", "nearest", "sqrt"):
+            x_input.add(OP_BY_NAME[f"{t}.{name}"])
+            XMM0_AFTER[OP_BY_NAME[f"{t}.{name}"]] = "result"
+        for name in ("gt", "ge", "eq", "ne"):
+            x_input.add(OP_BY_NAME[f"{t}.{name}"])
+            XMM0_AFTER[OP_BY_NAME[f"{t}.{name}"]] = "x"
+        for name in ("lt", "le", "abs", "neg", "copysign"):
+            XMM0_AFTER[OP_BY_NAME[f"{t}.{name}"]] = "keep"
+        for it in ("i32", "i64"):
+            for sign in ("s", "u"):
+                XMM0_AFTER[OP_BY_NAME[f"{t}.convert_{it}_{sign}"]] = "result"
+                for kind in ("trunc", "trunc_sat"):
+                    op = OP_BY_NAME[f"{it}.{kind}_{t}_{sign}"]
+                    x_input.add(op)
+                    # The u64 path subtracts 2^63 in xmm0.
+                    XMM0_AFTER[op] = "clobber" if (it == "i64" and sign == "u") else "x"
+    for name in ("f32.demote_f64", "f64.promote_f32"):
+        x_input.add(OP_BY_NAME[name])
+        XMM0_AFTER[OP_BY_NAME[name]] = "result"
+    # Integer instructions and reinterpretations use no xmm register.
+    for op in NUMERIC:
+        XMM0_AFTER.setdefault(op, "keep")
+    return frozenset(x_input), frozenset(y_input)
+
+
+XMM_X_INPUT, XMM_Y_INPUT = _xmm_tables()
 
 
 def build_template(op: int, d: int) -> tuple[bytes, tuple[tuple[int, int | None], ...]]:

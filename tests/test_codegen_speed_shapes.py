@@ -1,0 +1,356 @@
+"""Code shapes of the register cache's second round (codemem/x64/compiler.py,
+regcache.py, numeric.py) and the debugger contract they must keep.
+
+* xmm0 reuse: a float instruction whose operand xmm0 probably holds verifies
+  the guess against the operand's mirror register and reloads on mismatch,
+  so a debugger's write to the slot (reloaded into the mirror on resume) wins.
+* Labels keep the cache entries every incoming edge agrees on; loop back edges
+  re-establish the loop header's entries.
+* Memory 0's base and length live in cache registers that are never recorded
+  as mirrors and are reloaded after memory.grow.
+"""
+from __future__ import annotations
+
+import struct
+
+import capstone
+import pytest
+import wasmtime
+
+import codemem
+from codemem.frametable import FrameTable, SequencePointKind
+from codemem.native import ffi
+from codemem.wasm.decoder import decode_module
+from codemem.x64.compiler import compile_module
+
+EVENT_BREAKPOINT = 1
+INSTRUCTION = SequencePointKind.INSTRUCTION
+#: csrc/codemem_rt.h: regfile gpr[] order.
+GPR_INDEX = {name: i for i, name in enumerate(
+    ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp"] + [f"r{k}" for k in range(8, 16)])}
+
+
+def _f32_bits(value: float) -> int:
+    return struct.unpack("<I", struct.pack("<f", value))[0]
+
+
+def _u64(address: int) -> int:
+    return ffi.cast("uint64_t *", address)[0]
+
+
+def _instance(wasm: bytes):
+    engine = codemem.Engine(debug=True)
+    store = codemem.Store(engine)
+    return store, codemem.Instance(store, codemem.Module(engine, wasm), [])
+
+
+def _step_everything(store, instance, on_stop):
+    """Enable every site; ``on_stop(point, regfile, func)`` at each INSTRUCTION stop."""
+    code = instance.store_code
+    table = code.frame_table
+
+    def handler(kind, _code, regfile, _vmctx):
+        if kind != EVENT_BREAKPOINT:
+            return
+        offset = code.offset_of(regfile.rip)
+        point = table.sequence_point_at_or_before(offset)
+        if point is not None and point.native_offset == offset and point.kind == INSTRUCTION:
+            on_stop(point, regfile, table.function_at(offset))
+
+    store.debug_handler = handler
+    with store.registry.patch_edit() as edit:
+        for off in table.site_offsets:
+            edit.enable_site(code, code.pc_of(off))
+
+
+def _write_at_stop(wat: str, opcode: int, nth: int, slot_of, value: int, reload: bool, args=(10,)):
+    """Run f(*args); at the ``nth`` stop before an instruction with ``opcode``
+    write ``value`` to the slot ``slot_of(point, func)`` names, then reload
+    every mirror register from its slot if ``reload`` (what the stub does)."""
+    wasm = wasmtime.wat2wasm(wat)
+    store, instance = _instance(wasm)
+    seen = []
+
+    def on_stop(point, regfile, func):
+        if wasm[point.wasm_offset] != opcode:
+            return
+        seen.append(point)
+        if len(seen) != nth + 1:
+            return
+        rbp = regfile.gpr[GPR_INDEX["rbp"]]
+        ffi.cast("uint64_t *", rbp + slot_of(point, func))[0] = value
+        if reload:
+            for name, offset in point.mirrors:
+                regfile.gpr[GPR_INDEX[name]] = _u64(rbp + offset)
+
+    _step_everything(store, instance, on_stop)
+    result = instance.exports["f"](*args)
+    store.close()
+    assert len(seen) > nth, "never reached the chosen stop"
+    return result
+
+
+def _disassemble(wat: str) -> list[str]:
+    """``mnemonic op_str`` of every instruction of the (only) function, debug mode."""
+    cm = compile_module(decode_module(wasmtime.wat2wasm(wat)), debug=True)
+    func = FrameTable(cm.frame_table).function(0)
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    code = cm.code[func.native_start:func.native_end]
+    return [f"{i.mnemonic} {i.op_str}" for i in md.disasm(code, func.native_start)]
+
+
+FLOAT_CHAIN = """
+(module
+  (func (export "f") (param i32) (result i32)
+    local.get 0
+    f32.convert_i32_s
+    f32.const 2
+    f32.mul
+    i32.trunc_f32_s))
+"""
+_F32_MUL = 0x94
+
+
+def test_a_float_chain_reuses_xmm0_after_checking_it():
+    text = _disassemble(FLOAT_CHAIN)
+    # The mul's first operand is the conversion's result, still in xmm0: it is
+    # compared with its mirror register, not reloaded from it, on the fast path.
+    tail = text[next(i for i, t in enumerate(text) if t.startswith("cvtsi2ss xmm0")):]
+    check = next(i for i, t in enumerate(tail) if t == "movd eax, xmm0")
+    assert tail[check + 1].startswith("cmp eax, ") and tail[check + 2].startswith("je ")
+    assert tail[check + 3].startswith("movd xmm0, ")  # the slow path: reload from the register
+    assert any(t.startswith("mulss xmm0, ") for t in tail[check + 4:])
+    store, instance = _instance(wasmtime.wat2wasm(FLOAT_CHAIN))
+    assert instance.exports["f"](21) == 42 and instance.exports["f"](-3) == -6
+    store.close()
+
+
+def test_a_debugger_write_to_a_float_operand_is_honoured_despite_xmm0_reuse():
+    # Stop before the f32.mul: the stack is [x, 2.0]; overwrite x (its mirror
+    # is reloaded on resume, xmm0 still holds the old x): the check must see it.
+    x_slot = lambda point, func: func.operand_slot_offset(point.stack_depth - 2)  # noqa: E731
+    assert _write_at_stop(FLOAT_CHAIN, _F32_MUL, 0, x_slot, _f32_bits(100.0), reload=True) == 200
+    # Without the reload the mirror is stale too and the guest computes 10*2:
+    # the reload (not the slot) is what the code reads, as for integer mirrors.
+    assert _write_at_stop(FLOAT_CHAIN, _F32_MUL, 0, x_slot, _f32_bits(100.0), reload=False) == 20
+
+
+def test_a_float_loaded_from_memory_is_checked_too():
+    wat = """
+    (module (memory 1)
+      (func (export "f") (param i32) (result i32)
+        i32.const 8
+        local.get 0
+        f32.convert_i32_s
+        f32.store
+        i32.const 8
+        f32.load
+        f32.const 3
+        f32.mul
+        i32.trunc_f32_s))
+    """
+    x_slot = lambda point, func: func.operand_slot_offset(point.stack_depth - 2)  # noqa: E731
+    assert _write_at_stop(wat, _F32_MUL, 0, x_slot, _f32_bits(7.0), reload=True) == 21
+    store, instance = _instance(wasmtime.wat2wasm(wat))
+    assert instance.exports["f"](5) == 15
+    store.close()
+
+
+BLOCKS = """
+(module
+  (func (export "f") (param i32) (result i32) (local i32)
+    local.get 0
+    i32.const 3
+    i32.add
+    local.set 1
+    block
+      nop
+    end
+    block
+      local.get 0
+      br_if 0
+      i32.const 7
+      local.set 1
+    end
+    local.get 1))
+"""
+
+
+def test_a_block_end_only_the_fallthrough_reaches_keeps_the_mirrors():
+    wasm = wasmtime.wat2wasm(BLOCKS)
+    table = codemem.Module(codemem.Engine(debug=True), wasm).engine_code.frame_table
+    func = table.function(0)
+    ends = [p for p in table.sequence_points(func) if p.kind == INSTRUCTION and wasm[p.wasm_offset] == 0x0B]
+    local1 = -(72 + 16)
+    # First end: no branch targets it, the cache (local 1 in a register) survives.
+    assert any(offset == local1 for _, offset in ends[0].mirrors), ends[0]
+    # Second end: the br_if edge has local 1 in one register, the fallthrough
+    # (after local.set 1 = 7) in another: the merge keeps neither.
+    assert not any(offset == local1 for _, offset in ends[1].mirrors), ends[1]
+    store, instance = _instance(wasm)
+    assert instance.exports["f"](0) == 7 and instance.exports["f"](5) == 8
+    store.close()
+
+
+LOOP = """
+(module
+  (func (export "f") (param i32) (result i32) (local i32 i32)
+    i32.const 0
+    local.set 2
+    loop
+      local.get 1
+      local.get 2
+      i32.add
+      local.set 1
+      local.get 2
+      i32.const 1
+      i32.add
+      local.tee 2
+      local.get 0
+      i32.lt_s
+      br_if 0
+    end
+    local.get 1))
+"""
+
+
+def test_a_loop_keeps_locals_in_registers_across_the_back_edge():
+    wasm = wasmtime.wat2wasm(LOOP)
+    table = codemem.Module(codemem.Engine(debug=True), wasm).engine_code.frame_table
+    points = [p for p in table.sequence_points(table.function(0)) if p.kind == INSTRUCTION]
+    first_in_loop = next(p for p in points if wasm[p.wasm_offset] == 0x20)  # local.get 1
+    # The header keeps what the entry had cached and the body reads: local 2
+    # (set just before the loop), so the body's local.get 2 needs no load.
+    assert any(offset == -(72 + 24) for _, offset in first_in_loop.mirrors), first_in_loop
+    store, instance = _instance(wasm)
+    assert instance.exports["f"](10) == 45
+    store.close()
+
+
+def test_a_debugger_write_to_a_local_inside_a_loop_is_used_by_later_iterations():
+    # Four local.get per iteration; stop at iteration 2's `local.get 0` (i is 3
+    # there, sum 0+1+2) and set i to 8: the next iterations add 8 and 9.
+    counter = lambda point, func: -(72 + 24)  # noqa: E731  local 2
+    assert _write_at_stop(LOOP, 0x20, 4 * 2 + 3, counter, 8, reload=True) == 0 + 1 + 2 + 8 + 9
+
+
+def test_every_mirror_holds_its_slot_with_merges_loops_and_br_table():
+    wat = """
+    (module (memory 1)
+      (func (export "f") (param i32) (result i32) (local i32 i32 f32)
+        loop $outer
+          block $b2
+            block $b1
+              block $b0
+                local.get 1
+                i32.const 3
+                i32.rem_u
+                br_table $b0 $b1 $b2
+              end
+              local.get 2
+              i32.const 5
+              i32.add
+              local.set 2
+              br $b2
+            end
+            local.get 2
+            i32.const 2
+            i32.mul
+            local.set 2
+          end
+          local.get 1
+          i32.const 4
+          i32.mul
+          local.get 2
+          i32.store
+          local.get 3
+          local.get 1
+          f32.convert_i32_s
+          f32.add
+          local.set 3
+          local.get 1
+          i32.const 1
+          i32.add
+          local.tee 1
+          local.get 0
+          i32.lt_s
+          if (result i32)
+            local.get 2
+          else
+            local.get 1
+          end
+          drop
+          local.get 1
+          local.get 0
+          i32.lt_s
+          br_if $outer
+        end
+        local.get 2
+        local.get 3
+        i32.trunc_f32_s
+        i32.add))
+    """
+    wasm = wasmtime.wat2wasm(wat)
+    store, instance = _instance(wasm)
+    table = instance.store_code.frame_table
+    checked = []
+
+    def on_stop(point, regfile, func):
+        rbp = regfile.gpr[GPR_INDEX["rbp"]]
+        locals_ = {slot.frame_offset for slot in table.locals(func)}
+        stack = {func.operand_slot_offset(i) for i in range(point.stack_depth)}
+        for name, offset in point.mirrors:
+            assert offset in locals_ or offset in stack, (point, name, offset)
+            assert regfile.gpr[GPR_INDEX[name]] == _u64(rbp + offset), (point, name, offset)
+            checked.append(name)
+
+    _step_everything(store, instance, on_stop)
+    result = instance.exports["f"](12)
+    store.close()
+    reference = wasmtime.Instance(s := wasmtime.Store(), wasmtime.Module(s.engine, wasm), [])
+    assert result == reference.exports(s)["f"](s, 12)
+    assert len(checked) > 50
+
+
+def test_memory_length_is_reloaded_after_memory_grow_in_a_loop():
+    # The store before the loop caches memory's base and length, the loop header
+    # keeps them; each iteration stores at the end of the current memory, then
+    # grows it: a length not re-established on the back edge would trap.
+    wat = """
+    (module (memory 1 8)
+      (func (export "f") (param i32) (result i32) (local i32)
+        i32.const 0
+        i32.const 1
+        i32.store
+        loop
+          memory.size
+          i32.const 65536
+          i32.mul
+          i32.const 4
+          i32.sub
+          local.get 1
+          i32.store
+          i32.const 1
+          memory.grow
+          drop
+          local.get 1
+          i32.const 1
+          i32.add
+          local.tee 1
+          local.get 0
+          i32.lt_u
+          br_if 0
+        end
+        memory.size)
+      (func (export "oob") (result i32)
+        i32.const 393214
+        i32.load))
+    """
+    for debug in (True, False):
+        engine = codemem.Engine(debug=debug)
+        store = codemem.Store(engine)
+        instance = codemem.Instance(store, codemem.Module(engine, wasmtime.wat2wasm(wat)), [])
+        assert instance.exports["f"](5) == 6
+        with pytest.raises(codemem.Trap):
+            instance.exports["oob"]()  # 6 pages: the 4 bytes at 393214 cross the end
+        store.close()
