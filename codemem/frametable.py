@@ -26,26 +26,35 @@ the frame table unless it says "image"):
     types pool                      one ValType byte per operand-stack entry
     RegisterMirror[num_mirrors]     8 bytes each: the mirror pool (below)
 
-Register mirrors (version 2).  At every sequence point every wasm value is in its
+Register mirrors (version 3).  At every sequence point every wasm value is in its
 frame slot.  The code after an INSTRUCTION sequence point may also rely on
-registers that hold a copy of a slot ("mirror" it): a SequencePoint's
-``num_mirrors`` records starting at index ``first_mirror`` of the mirror pool
-say which.  A RegisterMirror is::
+registers that hold a copy of a slot ("mirror" it), or a copy of a field of the
+instance context: a SequencePoint's ``num_mirrors`` records starting at index
+``first_mirror`` of the mirror pool say which.  A RegisterMirror is::
 
-    +----------+----------+--------------------+
-    | register | reserved | frame_offset       |
-    |  u8      |  3 bytes |  i32, rbp-relative |
-    +----------+----------+--------------------+
+    +----------+--------+----------+--------------------+
+    | register | source | reserved | frame_offset       |
+    |  u8      |  u8    |  2 bytes |  i32, rbp-relative |
+    +----------+--------+----------+--------------------+
 
 ``register`` is a hardware GPR number (``codemem.x64.regs.Reg``: 0 rax, 1 rcx,
-2 rdx, 3 rbx, 6 rsi, 7 rdi, 8..14 r8..r14; never rsp, rbp or r15) and the
-register holds exactly the 64 bits stored at ``[rbp + frame_offset]`` (a local
-or operand-stack slot, 8-aligned, below rbp).  A register appears at most once
-per sequence point; ENTRY and RETURN_POINT points have no mirrors.  Whoever
-resumes the guest from a stop at the point must reload each mirror register
-from its slot (a debugger may have written the slot), and a debugger's write to
-a mirror register must be written through to its slot.  Equal mirror lists are
-stored once (the pool is interned).
+2 rdx, 3 rbx, 6 rsi, 7 rdi, 8..14 r8..r14; never rsp, rbp or r15) and appears
+at most once per sequence point; ENTRY and RETURN_POINT points have no mirrors.
+``source`` (:class:`MirrorSource`) says what the register holds:
+
+* SLOT (0): exactly the 64 bits stored at ``[rbp + frame_offset]`` (a local or
+  operand-stack slot, 8-aligned, below rbp).  Whoever resumes the guest from a
+  stop at the point must reload the register from its slot (a debugger may
+  have written the slot), and a debugger's write to the register must be
+  written through to its slot.
+* MEMORY0_BASE (1) / MEMORY0_LENGTH (2): memory 0's base address / current
+  byte length, as the instance context (r15) gives them (``codemem.abi``
+  VMCTX_MEMORY_BASE, VMCTX_MEMORY_DEF -> MEMDEF_LENGTH); ``frame_offset`` is
+  0.  The code's bounds checks trust these registers, so whoever resumes the
+  guest must reload them from the context, and a debugger must not change
+  them.
+
+Equal mirror lists are stored once (the pool is interned).
 
 A patch site's 5 bytes never straddle an 8-byte boundary (``offset % 8 <= 3``)
 so a running guest can be patched with one atomic 8-byte store.
@@ -63,12 +72,20 @@ import construct as cs
 from .errors import FrameTableError
 
 MAGIC = b"WFT\x01"
-VERSION = 2
+VERSION = 3
 FLAG_DEBUG = 1
 
 #: The disabled form of every patch site: ``nopl 0x0(%rax,%rax,1)``.
 SITE_DISABLED = bytes.fromhex("0f1f440000")
 SITE_SIZE = 5
+
+
+class MirrorSource(enum.IntEnum):
+    """What a mirror register holds (see "Register mirrors" above)."""
+
+    SLOT = 0  # the u64 in an rbp-relative frame slot
+    MEMORY0_BASE = 1  # memory 0's base address (instance context)
+    MEMORY0_LENGTH = 2  # memory 0's current byte length (instance context)
 
 
 class SequencePointKind(enum.IntEnum):
@@ -126,8 +143,9 @@ SequencePointRecord = cs.Struct(
 
 RegisterMirrorRecord = cs.Struct(
     "register" / cs.Int8ul,  # hardware GPR number (codemem.x64.regs.Reg)
-    "reserved" / cs.Padding(3),
-    "frame_offset" / cs.Int32sl,  # rbp-relative slot the register mirrors
+    "source" / cs.Int8ul,  # MirrorSource
+    "reserved" / cs.Padding(2),
+    "frame_offset" / cs.Int32sl,  # rbp-relative slot the register mirrors (SLOT only, else 0)
 )
 
 LocalSlotRecord = cs.Struct(
@@ -183,14 +201,17 @@ class LocalSlot:
 @dataclass(frozen=True)
 class SequencePoint:
     """``mirrors``: ``(register name, rbp-relative slot offset)`` pairs, the
-    registers the code after this point relies on holding a copy of a slot
-    (see "Register mirrors" above); empty except at INSTRUCTION points."""
+    registers the code after this point relies on holding a copy of a slot;
+    ``context_mirrors``: ``(register name, MirrorSource)`` pairs, the registers
+    it relies on holding memory 0's base or length (see "Register mirrors"
+    above).  Both are empty except at INSTRUCTION points."""
 
     native_offset: int
     wasm_offset: int
     kind: SequencePointKind
     stack_types: tuple[int, ...]
     mirrors: tuple[tuple[str, int], ...] = ()
+    context_mirrors: tuple[tuple[str, MirrorSource], ...] = ()
 
     @property
     def stack_depth(self) -> int:
@@ -267,7 +288,7 @@ class FrameTable:
         self._sites: dict[int, PatchSite] = {}
         self._seqpoints: dict[int, SequencePoint] = {}
         self._seqpoint_offsets_memo: dict[int, list[int]] = {}
-        self._mirrors_at_memo: dict[int, tuple[tuple[str, int], ...]] = {}
+        self._mirror_point_memo: dict[int, SequencePoint | None] = {}
 
     def _check_array(self, name: str, offset: int, count: int, size: int) -> None:
         end = offset + count * size
@@ -386,21 +407,22 @@ class FrameTable:
             raise FrameTableError(f"sequence point {index}: unknown kind {r.kind}") from None
         if r.native_offset >= self.code_size:
             raise FrameTableError(f"sequence point {index}: native_offset {r.native_offset:#x} outside the code")
-        mirrors = self._mirrors(index, kind, r.first_mirror, r.num_mirrors)
+        mirrors, context_mirrors = self._mirrors(index, kind, r.first_mirror, r.num_mirrors)
         return SequencePoint(r.native_offset, r.wasm_offset, kind, self._types(r.stack_types, r.stack_depth),
-                             mirrors)
+                             mirrors, context_mirrors)
 
-    def _mirrors(self, index: int, kind: SequencePointKind, first: int, count: int) -> tuple[tuple[str, int], ...]:
-        """Parse and check sequence point ``index``'s register mirrors."""
+    def _mirrors(self, index: int, kind: SequencePointKind, first: int, count: int) -> tuple[tuple, tuple]:
+        """Parse and check sequence point ``index``'s register mirrors:
+        (slot mirrors, context mirrors)."""
         if not count:
-            return ()
+            return (), ()
         where = f"sequence point {index}"
         if kind is not SequencePointKind.INSTRUCTION:
             raise FrameTableError(f"{where}: a {kind.name} point has {count} register mirrors (only INSTRUCTION may)")
         if first + count > self.header.num_mirrors:
             raise FrameTableError(f"{where}: first_mirror/num_mirrors={first}+{count} outside the mirror pool "
                                   f"({self.header.num_mirrors} records)")
-        out = []
+        slots, context = [], []
         seen = set()
         base = self.header.mirrors_offset
         for k in range(first, first + count):
@@ -409,13 +431,23 @@ class FrameTable:
             if name is None:
                 raise FrameTableError(f"{where}: mirror register number {r.register} is not a mirrorable GPR")
             if name in seen:
-                raise FrameTableError(f"{where}: register {name} mirrors two slots")
-            if r.frame_offset >= 0 or r.frame_offset % 8:
-                raise FrameTableError(f"{where}: mirror of {name} at rbp{r.frame_offset:+d} is not an 8-aligned "
-                                      f"slot below rbp")
+                raise FrameTableError(f"{where}: register {name} is recorded as two mirrors")
             seen.add(name)
-            out.append((name, r.frame_offset))
-        return tuple(out)
+            try:
+                source = MirrorSource(r.source)
+            except ValueError:
+                raise FrameTableError(f"{where}: mirror of {name} has unknown source {r.source}") from None
+            if source is MirrorSource.SLOT:
+                if r.frame_offset >= 0 or r.frame_offset % 8:
+                    raise FrameTableError(f"{where}: mirror of {name} at rbp{r.frame_offset:+d} is not an "
+                                          f"8-aligned slot below rbp")
+                slots.append((name, r.frame_offset))
+            else:
+                if r.frame_offset:
+                    raise FrameTableError(f"{where}: {source.name} mirror of {name} has frame_offset "
+                                          f"{r.frame_offset} (must be 0)")
+                context.append((name, source))
+        return tuple(slots), tuple(context)
 
     def register_mirrors(self, index: int) -> tuple[tuple[str, int], ...]:
         """The register mirrors of sequence point ``index`` (global index, as
@@ -427,26 +459,41 @@ class FrameTable:
         return self.sequence_point(index).mirrors
 
     def register_mirrors_at(self, native_offset: int) -> tuple[tuple[str, int], ...]:
-        """The register mirrors of the sequence point at exactly image offset
+        """The slot mirrors of the sequence point at exactly image offset
         ``native_offset`` (a stop pc), or ``()`` when no sequence point is
         there or it has none.  When an INSTRUCTION point and a RETURN_POINT
         share an offset, none (a caller's frame may be stopped there)."""
-        mirrors = self._mirrors_at_memo.get(native_offset)
-        if mirrors is None:
-            mirrors = self._mirrors_at_memo[native_offset] = self._find_mirrors_at(native_offset)
-        return mirrors
+        point = self._mirror_point_at(native_offset)
+        return point.mirrors if point is not None else ()
 
-    def _find_mirrors_at(self, native_offset: int) -> tuple[tuple[str, int], ...]:
+    def context_mirrors_at(self, native_offset: int) -> tuple[tuple[str, MirrorSource], ...]:
+        """The context mirrors (memory 0's base and length) of the sequence
+        point at exactly image offset ``native_offset``, as
+        :meth:`register_mirrors_at` finds it: on resuming there, reload each
+        register from the instance context; a debugger must not change them."""
+        point = self._mirror_point_at(native_offset)
+        return point.context_mirrors if point is not None else ()
+
+    def _mirror_point_at(self, native_offset: int) -> SequencePoint | None:
+        """The INSTRUCTION point whose mirrors hold at ``native_offset`` (memoized:
+        asked on every resume)."""
+        memo = self._mirror_point_memo
+        if native_offset in memo:
+            return memo[native_offset]
+        point = memo[native_offset] = self._find_mirror_point(native_offset)
+        return point
+
+    def _find_mirror_point(self, native_offset: int) -> SequencePoint | None:
         func = self.function_at(native_offset)
         if func is None:
-            return ()
+            return None
         offsets = self.sequence_point_offsets(func)
         lo = bisect.bisect_left(offsets, native_offset)
         hi = bisect.bisect_right(offsets, native_offset)
         points = [self.sequence_point(func.first_seqpoint + k) for k in range(lo, hi)]
         if not points or any(p.kind is not SequencePointKind.INSTRUCTION for p in points):
-            return ()
-        return points[-1].mirrors
+            return None
+        return points[-1]
 
     def sequence_points(self, func: FunctionInfo) -> list[SequencePoint]:
         return [self.sequence_point(func.first_seqpoint + k) for k in range(func.num_seqpoints)]
@@ -538,7 +585,8 @@ class FunctionBuild:
     stack_base: int = 0
     locals: list[tuple[int, int]] = field(default_factory=list)  # (frame_offset, valtype)
     #: (native_offset, wasm_offset, kind, stack_types[, mirrors]) where mirrors
-    #: is a tuple of (hardware GPR number, rbp-relative slot offset).
+    #: is a tuple of (hardware GPR number, MirrorSource, rbp-relative slot
+    #: offset or 0).
     seqpoints: list[tuple] = field(default_factory=list)
 
 
@@ -559,7 +607,7 @@ class FrameTableBuilder:
         self._types_pool = bytearray()
         self._types_index: dict[tuple[int, ...], int] = {}
         self._mirror_pool = bytearray()
-        self._mirror_index: dict[tuple[tuple[int, int], ...], int] = {}
+        self._mirror_index: dict[tuple[tuple[int, int, int], ...], int] = {}
 
     def add_function(self, fb: FunctionBuild) -> FunctionBuild:
         if self.functions:
@@ -580,13 +628,14 @@ class FrameTableBuilder:
             self._types_index[types] = at
         return at
 
-    def _intern_mirrors(self, mirrors: tuple[tuple[int, int], ...]) -> int:
+    def _intern_mirrors(self, mirrors: tuple[tuple[int, int, int], ...]) -> int:
         """Index of the first record of ``mirrors`` in the mirror pool."""
         at = self._mirror_index.get(mirrors)
         if at is None:
             at = len(self._mirror_pool) // MIRROR_SIZE
-            for register, frame_offset in mirrors:
-                self._mirror_pool += struct.pack("<B3xi", register, frame_offset)
+            for register, source, frame_offset in mirrors:
+                assert (frame_offset < 0) == (source == MirrorSource.SLOT), "a slot mirror needs a slot"
+                self._mirror_pool += struct.pack("<BB2xi", register, source, frame_offset)
             self._mirror_index[mirrors] = at
         return at
 

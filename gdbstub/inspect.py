@@ -26,7 +26,7 @@ import capstone
 import codemem
 from codemem import CompileError
 from codemem.abi import TRAP_MESSAGES, TrapCode
-from codemem.frametable import SequencePointKind
+from codemem.frametable import MirrorSource, SequencePointKind
 from codemem.wasm.instructions import Instr
 from codemem.wasm.opcodes import OPCODES, Imm
 from codemem.wasm.types import ExternKind, ValType
@@ -42,6 +42,11 @@ _KIND_TEXT = {
     SequencePointKind.INSTRUCTION: "instruction",
     SequencePointKind.RETURN_POINT: "return point",
     SequencePointKind.ENTRY: "entry",
+}
+
+_CONTEXT_MIRROR_TEXT = {
+    MirrorSource.MEMORY0_BASE: "memory0.base",
+    MirrorSource.MEMORY0_LENGTH: "memory0.length",
 }
 
 
@@ -249,9 +254,10 @@ class _Printer:
                 stack = " ".join(_type_name(t) for t in point.stack_types)
                 depth = f"depth {point.stack_depth}" + (f": {stack}" if stack else "")
                 self.line(f"    ; wasm @{point.wasm_offset:#x}  {text}  [{_KIND_TEXT[point.kind]}, {depth}]")
-                if point.mirrors:
-                    mirrors = ", ".join(f"{reg}=[rbp{offset:+d}]" for reg, offset in point.mirrors)
-                    pending_mirrors = f"    ; register mirrors: {mirrors}"
+                if point.mirrors or point.context_mirrors:
+                    mirrors = [f"{reg}=[rbp{offset:+d}]" for reg, offset in point.mirrors]
+                    mirrors += [f"{reg}={_CONTEXT_MIRROR_TEXT[source]}" for reg, source in point.context_mirrors]
+                    pending_mirrors = f"    ; register mirrors: {', '.join(mirrors)}"
             site = table.site_index(insn.address)
             if site is not None:
                 self.line(f"    ; patch site #{site}")

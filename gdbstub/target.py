@@ -53,7 +53,7 @@ from typing import Any, Callable
 from codemem import abi, native
 from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, Trap
-from codemem.frametable import SequencePointKind
+from codemem.frametable import MirrorSource, SequencePointKind
 from codemem.native import ffi, lib
 from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
@@ -153,6 +153,18 @@ class MemoryRegion:
 
     def contains(self, address: int) -> bool:
         return self.start <= address < self.end
+
+
+def _read_u64(address: int) -> int:
+    return ffi.cast("uint64_t *", address)[0]
+
+
+def _context_value(vmctx: int, source: MirrorSource) -> int:
+    """Memory 0's base or byte length as the instance context at ``vmctx``
+    gives them (codemem.abi "VMContext"), the way compiled code loads them."""
+    if source is MirrorSource.MEMORY0_BASE:
+        return _read_u64(vmctx + abi.VMCTX_MEMORY_BASE)
+    return _read_u64(_read_u64(vmctx + abi.VMCTX_MEMORY_DEF) + abi.MEMDEF_LENGTH)
 
 
 def _raw_read(address: int, length: int) -> bytes:
@@ -394,26 +406,37 @@ class StoreTarget:
             self._reload_register_mirrors(stopped)
             self.schedule_resume(stopped.resume)
 
-    def _register_mirrors(self, pc: int) -> tuple[tuple[str, int], ...]:
-        """The (register, rbp-relative slot) pairs the code after the sequence
-        point at ``pc`` relies on (codemem.frametable, "Register mirrors")."""
+    def _register_mirrors(self, pc: int) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, MirrorSource], ...]]:
+        """(slot mirrors, context mirrors): the registers the code after the
+        sequence point at ``pc`` relies on (codemem.frametable, "Register
+        mirrors")."""
         entry = self.store.registry.lookup(pc)
         if entry is None:
-            return ()
+            return (), ()
         code = entry.store_code
-        return code.frame_table.register_mirrors_at(code.offset_of(pc))
+        offset = code.offset_of(pc)
+        table = code.frame_table
+        return table.register_mirrors_at(offset), table.context_mirrors_at(offset)
 
     def _reload_register_mirrors(self, stopped: _GuestStop) -> None:
         """The frame slots are the truth a debugger edits (locals, the operand
         stack): before the guest resumes at a sequence point, every register
         that mirrors a slot there is reloaded from it.  (A debugger's write to
-        such a register went to the slot too, see write_registers.)"""
+        such a register went to the slot too, see write_registers.)  The
+        registers holding memory 0's base and length, which the code's bounds
+        checks trust, are reloaded from the instance context (r15), as the
+        code itself loads them."""
         regfile = stopped.regfile
         if stopped.kind != native.EVENT_BREAKPOINT or regfile.rip == 0:
             return  # a trap unwinds; rip 0 is the kill path
+        slot_mirrors, context_mirrors = self._register_mirrors(regfile.rip)
         rbp = regfile.gpr[_GPR_INDEX["rbp"]]
-        for name, offset in self._register_mirrors(regfile.rip):
-            regfile.gpr[_GPR_INDEX[name]] = struct.unpack("<Q", _raw_read(rbp + offset, 8))[0]
+        for name, offset in slot_mirrors:
+            regfile.gpr[_GPR_INDEX[name]] = _read_u64(rbp + offset)
+        if context_mirrors:
+            vmctx = regfile.gpr[_GPR_INDEX["r15"]]
+            for name, source in context_mirrors:
+                regfile.gpr[_GPR_INDEX[name]] = _context_value(vmctx, source)
 
     def _finish_stop_edit(self) -> None:
         """Republishes what the current stop's edit touched; always before the
@@ -708,8 +731,15 @@ class StoreTarget:
             raise TargetError(EPERM, "mxcsr must keep every floating-point exception masked")
         # A register that mirrors a frame slot where the guest will resume is
         # reloaded from that slot on resume: write the new value there too.
+        # One holding memory 0's base or length is the runtime's.
+        slot_mirrors, context_mirrors = self._register_mirrors(new_rip)
+        for name, source in context_mirrors:
+            if new_gpr[_GPR_INDEX[name]] != old_gpr[_GPR_INDEX[name]]:
+                what = "base address" if source is MirrorSource.MEMORY0_BASE else "length"
+                raise TargetError(EPERM, f"{name} holds memory 0's {what} for the guest's bounds checks "
+                                         f"here and cannot be written")
         rbp = old_gpr[_GPR_INDEX["rbp"]]
-        for name, offset in self._register_mirrors(new_rip):
+        for name, offset in slot_mirrors:
             index = _GPR_INDEX[name]
             if new_gpr[index] != old_gpr[index]:
                 self._write_stack(rbp + offset, struct.pack("<Q", new_gpr[index]))

@@ -6,8 +6,8 @@ regcache.py, numeric.py) and the debugger contract they must keep.
   so a debugger's write to the slot (reloaded into the mirror on resume) wins.
 * Labels keep the cache entries every incoming edge agrees on; loop back edges
   re-establish the loop header's entries.
-* Memory 0's base and length live in cache registers that are never recorded
-  as mirrors and are reloaded after memory.grow.
+* Memory 0's base and length live in cache registers (recorded as context
+  mirrors) and are reloaded after memory.grow.
 """
 from __future__ import annotations
 

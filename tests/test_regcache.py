@@ -24,6 +24,7 @@ from codemem.frametable import (
     FrameTable,
     FrameTableBuilder,
     FunctionBuild,
+    MirrorSource,
     SequencePointKind,
 )
 from codemem.native import ffi
@@ -42,6 +43,8 @@ INSTRUCTION = SequencePointKind.INSTRUCTION
 # ----------------------------------------------------------------- frame table format
 
 def _table_with(mirrors, kind=INSTRUCTION) -> bytes:
+    """``mirrors``: (register, offset) slot mirrors or (register, MirrorSource, offset)."""
+    mirrors = tuple(m if len(m) == 3 else (m[0], MirrorSource.SLOT, m[1]) for m in mirrors)
     b = FrameTableBuilder(debug=True)
     b.code_size = 0x100
     b.add_function(FunctionBuild(native_start=0, native_size=0x40, wasm_index=0, frame_size=96,
@@ -68,6 +71,28 @@ def test_mirrors_round_trip_and_lookup_by_offset():
     assert table.header.num_mirrors == 2
 
 
+def test_context_mirrors_round_trip_apart_from_slot_mirrors():
+    data = _table_with(((int(Reg.RSI), -96), (int(Reg.RBX), MirrorSource.MEMORY0_BASE, 0),
+                        (int(Reg.R12), MirrorSource.MEMORY0_LENGTH, 0)))
+    table = FrameTable(data)
+    assert table.register_mirrors_at(8) == (("rsi", -96),)
+    assert table.context_mirrors_at(8) == (("rbx", MirrorSource.MEMORY0_BASE), ("r12", MirrorSource.MEMORY0_LENGTH))
+    assert table.sequence_point(1).context_mirrors == table.context_mirrors_at(8)
+    assert table.context_mirrors_at(16) == () and table.context_mirrors_at(9) == ()
+
+
+@pytest.mark.parametrize("source, offset, message", [
+    (3, 0, "unknown source 3"),
+    (int(MirrorSource.MEMORY0_BASE), -96, "must be 0"),
+    (int(MirrorSource.MEMORY0_LENGTH), 8, "must be 0"),
+])
+def test_corrupt_context_mirror_records_raise(source, offset, message):
+    data = bytearray(_table_with(((int(Reg.RSI), -96),)))
+    struct.pack_into("<BB2xi", data, _mirror_record_offset(data), int(Reg.RBX), source, offset)
+    with pytest.raises(FrameTableError, match=message):
+        FrameTable(bytes(data)).context_mirrors_at(8)
+
+
 def test_register_names_match_the_debugger_register_file():
     from gdbstub.arch_amd64 import GPR_NAMES
 
@@ -88,7 +113,7 @@ def test_register_names_match_the_debugger_register_file():
 def test_corrupt_mirror_records_raise(register, offset, message):
     data = bytearray(_table_with(((int(Reg.RSI), -96),)))
     at = _mirror_record_offset(data)
-    struct.pack_into("<B3xi", data, at, register, offset)
+    struct.pack_into("<BB2xi", data, at, register, MirrorSource.SLOT, offset)
     table = FrameTable(bytes(data))
     with pytest.raises(FrameTableError, match=message):
         table.register_mirrors(1)
@@ -97,7 +122,7 @@ def test_corrupt_mirror_records_raise(register, offset, message):
 def test_duplicate_register_raises():
     data = bytearray(_table_with(((int(Reg.RSI), -96), (int(Reg.RDI), -80))))
     struct.pack_into("<B", data, _mirror_record_offset(data) + MIRROR_SIZE, int(Reg.RSI))
-    with pytest.raises(FrameTableError, match="mirrors two slots"):
+    with pytest.raises(FrameTableError, match="recorded as two mirrors"):
         FrameTable(bytes(data)).register_mirrors(1)
 
 
@@ -197,7 +222,7 @@ def test_every_mirror_holds_its_slot_at_every_stop(program, calls):
         entry = next(p for p in spec["programs"] if p["program"] == name)
         calls = [(c["func"], c["args"]) for c in entry["calls"] if not c.get("traps")][:3]
     table = instance.store_code.frame_table
-    checked = []
+    checked, context_checked = [], []
 
     def on_stop(point, regfile, func):
         rbp = regfile.gpr[GPR_INDEX["rbp"]]
@@ -207,11 +232,18 @@ def test_every_mirror_holds_its_slot_at_every_stop(program, calls):
             assert offset in locals_ or offset in stack, (point, name, offset)
             assert regfile.gpr[GPR_INDEX[name]] == _u64(rbp + offset), (point, name, offset)
             checked.append(name)
+        for name, source in point.context_mirrors:
+            memory = instance.memories[0]
+            expected = memory.base if source is MirrorSource.MEMORY0_BASE else memory.data_len
+            assert regfile.gpr[GPR_INDEX[name]] == expected, (point, name, source)
+            context_checked.append(name)
 
     _step_everything(store, instance, on_stop)
     for name, args in calls:
         instance.exports[name](*args)
     assert len(checked) > 10
+    if program.startswith(("memory", "structs")):
+        assert context_checked, "memory 0's base and length are never kept in registers"
     store.close()
 
 
@@ -222,7 +254,7 @@ def test_no_mirrors_at_entry_and_return_points():
         for func in table.functions():
             for point in table.sequence_points(func):
                 if point.kind != INSTRUCTION:
-                    assert point.mirrors == (), (path.name, point)
+                    assert point.mirrors == () and point.context_mirrors == (), (path.name, point)
 
 
 WRITE_LOCAL = """

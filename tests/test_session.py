@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import codemem
-from codemem.frametable import SITE_DISABLED, SequencePointKind
+from codemem.frametable import SITE_DISABLED, MirrorSource, SequencePointKind
 from gdbstub import arch_amd64, runner
 from gdbstub.images import DebugImageSet, ImageFileServer
 from gdbstub.session import PACKET_SIZE, GdbSession, SessionConfig
@@ -651,6 +651,71 @@ def test_a_mirror_register_written_by_the_debugger_reaches_its_slot(mirrored):
     assert mirrored.ask(b"m%x,8" % (rbp + slot)) == le64(7)
     assert parse_stop(mirrored.resume(b"c"))[:2] == ("W", 0)
     assert mirrored.target.results == [49]
+
+
+MEMORY_WAT = """
+(module
+  (memory 1)
+  (func (export "f") (param $p i32) (result i32)
+    local.get $p
+    i32.const 7
+    i32.store
+    local.get $p      ;; the point the tests stop at: memory 0's base and length are in registers
+    i32.load))
+"""
+
+
+@pytest.fixture
+def memory_guest():
+    import wasmtime
+
+    module = codemem.Module(codemem.Engine(debug=True), wasmtime.wat2wasm(MEMORY_WAT), name="memory")
+    harness = GuestHarness(module, "f", (16,))
+    yield harness
+    harness.close()
+
+
+def _context_mirror_point(guest) -> tuple[int, str]:
+    """(pc of the ``local.get $p`` before the load, the register holding memory 0's base there)."""
+    points = [pc for pc, p in guest.points("f") if p.kind == SequencePointKind.INSTRUCTION]
+    pc = points[3]  # get p, const 7, store, >get p<
+    context = dict(guest.table.context_mirrors_at(guest.code.offset_of(pc)))
+    base = next((name for name, source in context.items() if source is MirrorSource.MEMORY0_BASE), None)
+    assert base is not None, f"memory 0's base is not in a register at the load: {context}"
+    return pc, base
+
+
+def test_a_register_holding_memory_base_cannot_be_written(memory_guest):
+    memory_guest.handshake()
+    pc, base_register = _context_mirror_point(memory_guest)
+    assert memory_guest.ask(b"Z0,%x,1" % pc) == b"OK"
+    assert reg_value(parse_stop(memory_guest.resume(b"c"))[2]["10"]) == pc
+    regnum = arch_amd64.regnum_by_name(base_register)
+    assert memory_guest.ask(b"P%x=%s" % (regnum, le64(0x10))) == b"E01"
+    regs = bytearray(memory_guest.registers())
+    struct.pack_into("<Q", regs, arch_amd64.register_by_name(base_register).offset, 0x10)
+    assert memory_guest.ask(b"G" + regs.hex().encode()) == b"E01"
+    assert parse_stop(memory_guest.resume(b"c"))[:2] == ("W", 0)
+    assert memory_guest.target.results == [7]
+
+
+def test_moving_rip_to_a_point_that_trusts_memory_registers_reloads_them(memory_guest):
+    # Stop before anything cached memory's base; scribble on the register that
+    # will hold it at the load, then move rip to the load's point, skipping the
+    # code that fills it.  The resume must reload the register from the
+    # instance context (else the load would use 0x10 as memory's base).
+    memory_guest.handshake()
+    pc, base_register = _context_mirror_point(memory_guest)
+    first = memory_guest.points("f")
+    first_pc = next(p for p, point in first if point.kind == SequencePointKind.INSTRUCTION)
+    assert memory_guest.ask(b"Z0,%x,1" % first_pc) == b"OK"
+    assert reg_value(parse_stop(memory_guest.resume(b"c"))[2]["10"]) == first_pc
+    assert dict(memory_guest.table.context_mirrors_at(memory_guest.code.offset_of(first_pc))) == {}
+    assert memory_guest.ask(b"P%x=%s" % (arch_amd64.regnum_by_name(base_register), le64(0x10))) == b"OK"
+    assert memory_guest.ask(b"P%x=%s" % (arch_amd64.regnum_by_name("rip"), le64(pc))) == b"OK"
+    assert memory_guest.ask(b"z0,%x,1" % first_pc) == b"OK"
+    assert parse_stop(memory_guest.resume(b"c"))[:2] == ("W", 0)
+    assert memory_guest.target.results == [0], "the store was skipped: the load reads untouched memory"
 
 
 def monitor(guest, command: str) -> str:

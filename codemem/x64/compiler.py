@@ -31,7 +31,8 @@ speed):
   edges reaching it agree on; a loop label keeps the entry state's mirrors of
   the locals its body reads, and every back edge re-establishes them (register
   copies, or reloads from the always up-to-date slots).  Memory 0's base and
-  length are cached too (pseudo-locations, never recorded as mirrors).
+  length are cached too (pseudo-locations, recorded as context mirrors the
+  target reloads from the instance context on resume).
 * Float instructions reuse the value the previous one left in xmm0 after
   checking it against the operand's mirror register (numeric.py "xmm0 reuse").
 * Traps are ``jcc`` to out-of-line stubs at the end of the function
@@ -73,7 +74,7 @@ from ..abi import (
     TrapCode,
     VMContextLayout,
 )
-from ..frametable import SITE_DISABLED, FrameTableBuilder, FunctionBuild, SequencePointKind
+from ..frametable import SITE_DISABLED, FrameTableBuilder, FunctionBuild, MirrorSource, SequencePointKind
 from ..native import STACK_CTX_STACK_LIMIT
 from ..veneer import append_veneers, site_enable_bytes
 from ..wasm.instructions import Instr
@@ -174,6 +175,18 @@ class _Ctl:
         self.states: list = []
         self.else_state: dict = {}
         self.header: dict = {}
+
+
+def _frame_mirror(reg: int, loc: int, frame_size: int) -> tuple[int, int, int]:
+    """The frame-table mirror record ``(register, MirrorSource, rbp offset)``
+    of register cache entry ``(reg, loc)`` (regcache.py locations)."""
+    if loc >= 0:
+        return reg, MirrorSource.SLOT, -frame_size + 8 * loc
+    if loc == MEMORY_BASE:
+        return reg, MirrorSource.MEMORY0_BASE, 0
+    if loc == MEMORY_LENGTH:
+        return reg, MirrorSource.MEMORY0_LENGTH, 0
+    return reg, MirrorSource.SLOT, local_offset(-loc - 1)
 
 
 def _align16(n: int) -> int:
@@ -433,17 +446,16 @@ class _ModuleCompiler:
         v.finish()
 
         frame_size = _align16(FRAME_FIXED_SIZE + 8 * (nlocals + self.nsave + max_depth))
-        # Mirror locations -> rbp-relative slot offsets, now that frame_size is known
+        # Cache locations -> frame-table mirrors, now that frame_size is known
         # (memoized per entries tuple: consecutive points often share one).
         mapped: dict = {}
         for k, point in enumerate(seqpoints):
             if len(point) > 4:
                 entries = point[4]
-                offsets = mapped.get(entries)
-                if offsets is None:
-                    offsets = mapped[entries] = tuple(
-                        (reg, -frame_size + 8 * loc if loc >= 0 else local_offset(-loc - 1)) for reg, loc in entries)
-                seqpoints[k] = point[:4] + (offsets,)
+                mirrors = mapped.get(entries)
+                if mirrors is None:
+                    mirrors = mapped[entries] = tuple(_frame_mirror(reg, loc, frame_size) for reg, loc in entries)
+                seqpoints[k] = point[:4] + (mirrors,)
         struct.pack_into("<i", code, check_field, -(frame_size + STACK_CHECK_EXTRA))
         struct.pack_into("<i", code, frame_field, frame_size)
         self._trap_stubs()

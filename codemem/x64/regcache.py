@@ -27,12 +27,14 @@ loop label assumes a state its back edges first establish (compiler.py).
 Besides wasm values, the cache holds two *pseudo-locations* that are not
 slots: the base address and the current byte length of memory 0
 (``MEMORY_BASE``, ``MEMORY_LENGTH``), so a memory access's bounds check does
-not reload them through the VMContext each time.  They are never recorded as
-mirrors (a stop's resume restores every register as it was, so they survive
-a stop).  The base never moves (abi.py "MemoryDefinition"); the length only
-changes in memory.grow (a libcall) or in a callee, and both empty the cache.
-A length grown behind the code's back (while the guest is stopped) could only
-be larger than the cached one, so a stale entry is conservative.
+not reload them through the VMContext each time.  The base never moves (abi.py
+"MemoryDefinition"); the length only changes in memory.grow (a libcall) or in
+a callee, and both empty the cache.  Bounds checks trust these registers, so
+sequence points record them too ("context mirrors", MirrorSource.MEMORY0_BASE
+/ MEMORY0_LENGTH): a debugger that moves rip to another sequence point or
+writes registers cannot leave a wrong base or length behind, because the
+target reloads them from the instance context on resume and refuses writes
+to them.
 
 Only registers no template or call sequence uses as scratch are in the pool:
 templates use rax, rcx, rdx and xmm0-2 (numeric.py), call sequences rsi and rax
@@ -54,7 +56,6 @@ CACHE_REGISTERS: tuple[Reg, ...] = (
 #: Pseudo-locations (module docstring): below every local's location.
 MEMORY_BASE = -(1 << 40)
 MEMORY_LENGTH = MEMORY_BASE - 1
-_FIRST_PSEUDO = MEMORY_BASE
 
 
 def local_location(index: int) -> int:
@@ -162,11 +163,11 @@ class RegCache:
 
     def entries(self) -> tuple[tuple[int, int], ...]:
         """``((register number, location), ...)`` sorted by register: what a
-        sequence point records (pseudo-locations left out).  Memoized: equal
-        states at consecutive points share one tuple."""
+        sequence point records.  Memoized: equal states at consecutive points
+        share one tuple."""
         entries = self._entries
         if entries is None:
-            items = [(reg._value_, loc) for reg, loc in self._loc_of.items() if loc > _FIRST_PSEUDO]
+            items = [(reg._value_, loc) for reg, loc in self._loc_of.items()]
             items.sort()
             entries = self._entries = tuple(items)
         return entries
