@@ -80,6 +80,12 @@ _PADDING_WORD = b"\xcc" * 4
 _AT_ENTRY = ("rsp", 8, {})  # return address on top of the stack
 _AFTER_PUSH = ("rsp", 16, {"rbp": -16})
 _FRAME_SET = ("rbp", 16, {"rbp": -16})
+#: What a guest function does not preserve for its caller: every wasm call
+#: clobbers every GPR but rsp, rbp (saved, above) and r15 (the context: a
+#: function keeps it, a caller that switches it restores it itself), and the
+#: register cache (codemem/x64/regcache.py) also uses the SysV callee-saved rbx
+#: and r12-r14, which only the entry trampoline saves for the host.
+GUEST_CLOBBERED = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14")
 
 #: Most files one client may hold open at once (then EMFILE).
 MAX_OPEN_FILES = 64
@@ -250,7 +256,7 @@ def store_code_image_parts(module, store_code) -> tuple[bytes, list[Symbol], lis
         symbols.append(Symbol(_function_name(module, func.wasm_index), address, func.native_size))
         rows = function_cfi_rows(code, table, func)
         if rows is not None:
-            fdes.append(Fde(address, func.native_size, rows))
+            fdes.append(Fde(address, func.native_size, rows, clobbered=GUEST_CLOBBERED))
     veneer_symbols, veneer_fdes = _veneer_parts(code, code_address, table)
     symbols += veneer_symbols
     fdes += veneer_fdes

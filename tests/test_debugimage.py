@@ -88,7 +88,8 @@ def expected_rules(fde: Fde) -> list[tuple[int, tuple[int, int], dict[int, tuple
     {reg: (rule, arg)}), leaving out "same value" rules (the default)."""
     table = []
     for row in fde.rows:
-        rules = {DWARF_REGISTERS[r]: (RegisterRule.OFFSET, off) for r, off in row.saved.items()}
+        rules = {DWARF_REGISTERS[r]: (RegisterRule.UNDEFINED, None) for r in fde.clobbered}
+        rules.update({DWARF_REGISTERS[r]: (RegisterRule.OFFSET, off) for r, off in row.saved.items()})
         if fde.undefined_rip:
             rules[16] = (RegisterRule.UNDEFINED, None)
         else:
@@ -235,13 +236,14 @@ cfi_rows = st.lists(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=cfi_rows, undefined_rip=st.booleans())
-def test_any_cfi_table_round_trips(rows, undefined_rip):
+@given(rows=cfi_rows, undefined_rip=st.booleans(),
+       clobbered=st.lists(st.sampled_from(["rax", "rbx", "rsi", "r12", "r14"]), unique=True, max_size=4))
+def test_any_cfi_table_round_trips(rows, undefined_rip, clobbered):
     offset, table = 0, [CfiRow(0, "rsp", 8, {})]
     for delta, reg, cfa_offset, saved in rows:
         offset += delta
         table.append(CfiRow(offset, reg, cfa_offset, saved))
-    fde = Fde(CODE_ADDRESS, offset + 1, tuple(table), undefined_rip=undefined_rip)
+    fde = Fde(CODE_ADDRESS, offset + 1, tuple(table), undefined_rip=undefined_rip, clobbered=tuple(clobbered))
     elf = elf_of(build_debug_image(name="h", code_address=CODE_ADDRESS, code=bytes(offset + 1),
                                    symbols=[], fdes=[fde]))
     (entry,) = [e for e in elf.get_dwarf_info().CFI_entries() if isinstance(e, PyelftoolsFDE)]

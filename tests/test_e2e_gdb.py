@@ -98,11 +98,16 @@ def test_break_by_name_stops_at_the_functions_entry_site(stub):
 def test_backtrace_names_every_wasm_frame_down_to_the_entry(stub):
     demo = stub()
     run = run_gdb(demo, ["break square", "continue", mark("bt"), "bt", mark("table"), "monitor frame-table",
-                         "detach"])
+                         "frame 1", mark("caller"), "p $rbx", "p $rsi", "p/x $r15", "p/x $rbp", "detach"])
     assert not run.timed_out, detail(run, demo)
     text = section(run, "bt")
     assert wasm_frames(frames(text)) == ["square", "sum_of_squares", "run"], detail(run, demo)
     assert_clean_backtrace(text, run)
+    # The callee may have clobbered the caller's registers (its CFI says so),
+    # except the frame pointer and the instance context.
+    caller = section(run, "caller")
+    assert re.findall(r"^\$\d+ = (.*)$", caller, re.M)[:2] == ["<not saved>", "<not saved>"], detail(run, demo)
+    assert len(values(caller)) == 2, detail(run, demo)
     # Every caller frame's pc is a return address, which is a return-point site.
     sites = monitor_sites(section(run, "table"))
     for pc in frame_pcs(text)[1:3]:

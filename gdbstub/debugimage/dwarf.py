@@ -181,8 +181,8 @@ def _factored_offset(reg: str, offset: int) -> int:
 _Rule = tuple
 
 
-def _row_rules(row: CfiRow, undefined_rip: bool) -> dict[int, _Rule]:
-    rules: dict[int, _Rule] = {}
+def _row_rules(row: CfiRow, undefined_rip: bool, clobbered: tuple[str, ...] = ()) -> dict[int, _Rule]:
+    rules: dict[int, _Rule] = {register_number(name): ("undefined",) for name in clobbered}
     for name, offset in row.saved.items():
         reg = register_number(name)
         if reg == RETURN_ADDRESS_REGISTER and undefined_rip:
@@ -264,7 +264,7 @@ def fde_instructions(fde: Fde) -> bytes:
             else:
                 out += bytes([DW_CFA_def_cfa]) + uleb128(new_cfa[0]) + uleb128(new_cfa[1])
             cfa = new_cfa
-        wanted = _row_rules(row, fde.undefined_rip)
+        wanted = _row_rules(row, fde.undefined_rip, fde.clobbered)
         for reg in sorted(set(current) | set(wanted)):
             rule = wanted.get(reg, ("same",))
             if current.get(reg, ("same",)) != rule:

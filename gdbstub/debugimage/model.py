@@ -59,12 +59,18 @@ class Fde:
     return address is "undefined" (DWARF 5 section 6.4.1) in every row, which both
     gdb and lldb take as the end of the stack. Any ``rip`` entry in ``rows`` is
     then ignored.
+
+    ``clobbered``: registers (psABI DWARF names) whose caller value this code
+    neither keeps nor saves; they get the "undefined" rule in every row that
+    does not list them in ``saved``, so a debugger shows them as unavailable in
+    the caller's frame instead of this frame's values.
     """
 
     start: int
     size: int
     rows: tuple[CfiRow, ...]
     undefined_rip: bool = False
+    clobbered: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
