@@ -18,49 +18,15 @@ import pytest
 import wasmtime
 
 import codemem
-from codemem.frametable import FrameTable, SequencePointKind
+from stepkit import GPR_INDEX, INSTRUCTION, debug_instance, step_everything, u64
+from codemem.frametable import FrameTable
 from codemem.native import ffi
 from codemem.wasm.decoder import decode_module
 from codemem.x64.compiler import compile_module
 
-EVENT_BREAKPOINT = 1
-INSTRUCTION = SequencePointKind.INSTRUCTION
-#: csrc/codemem_rt.h: regfile gpr[] order.
-GPR_INDEX = {name: i for i, name in enumerate(
-    ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp"] + [f"r{k}" for k in range(8, 16)])}
-
 
 def _f32_bits(value: float) -> int:
     return struct.unpack("<I", struct.pack("<f", value))[0]
-
-
-def _u64(address: int) -> int:
-    return ffi.cast("uint64_t *", address)[0]
-
-
-def _instance(wasm: bytes):
-    engine = codemem.Engine(debug=True)
-    store = codemem.Store(engine)
-    return store, codemem.Instance(store, codemem.Module(engine, wasm), [])
-
-
-def _step_everything(store, instance, on_stop):
-    """Enable every site; ``on_stop(point, regfile, func)`` at each INSTRUCTION stop."""
-    code = instance.store_code
-    table = code.frame_table
-
-    def handler(kind, _code, regfile, _vmctx):
-        if kind != EVENT_BREAKPOINT:
-            return
-        offset = code.offset_of(regfile.rip)
-        point = table.sequence_point_at_or_before(offset)
-        if point is not None and point.native_offset == offset and point.kind == INSTRUCTION:
-            on_stop(point, regfile, table.function_at(offset))
-
-    store.debug_handler = handler
-    with store.registry.patch_edit() as edit:
-        for off in table.site_offsets:
-            edit.enable_site(code, code.pc_of(off))
 
 
 def _write_at_stop(wat: str, opcode: int, nth: int, slot_of, value: int, reload: bool, args=(10,)):
@@ -68,7 +34,7 @@ def _write_at_stop(wat: str, opcode: int, nth: int, slot_of, value: int, reload:
     write ``value`` to the slot ``slot_of(point, func)`` names, then reload
     every mirror register from its slot if ``reload`` (what the stub does)."""
     wasm = wasmtime.wat2wasm(wat)
-    store, instance = _instance(wasm)
+    store, instance = debug_instance(wasm)
     seen = []
 
     def on_stop(point, regfile, func):
@@ -81,9 +47,9 @@ def _write_at_stop(wat: str, opcode: int, nth: int, slot_of, value: int, reload:
         ffi.cast("uint64_t *", rbp + slot_of(point, func))[0] = value
         if reload:
             for name, offset in point.mirrors:
-                regfile.gpr[GPR_INDEX[name]] = _u64(rbp + offset)
+                regfile.gpr[GPR_INDEX[name]] = u64(rbp + offset)
 
-    _step_everything(store, instance, on_stop)
+    step_everything(store, instance, on_stop)
     result = instance.exports["f"](*args)
     store.close()
     assert len(seen) > nth, "never reached the chosen stop"
@@ -120,7 +86,7 @@ def test_a_float_chain_reuses_xmm0_after_checking_it():
     assert tail[check + 1].startswith("cmp eax, ") and tail[check + 2].startswith("je ")
     assert tail[check + 3].startswith("movd xmm0, ")  # the slow path: reload from the register
     assert any(t.startswith("mulss xmm0, ") for t in tail[check + 4:])
-    store, instance = _instance(wasmtime.wat2wasm(FLOAT_CHAIN))
+    store, instance = debug_instance(wasmtime.wat2wasm(FLOAT_CHAIN))
     assert instance.exports["f"](21) == 42 and instance.exports["f"](-3) == -6
     store.close()
 
@@ -151,7 +117,7 @@ def test_a_float_loaded_from_memory_is_checked_too():
     """
     x_slot = lambda point, func: func.operand_slot_offset(point.stack_depth - 2)  # noqa: E731
     assert _write_at_stop(wat, _F32_MUL, 0, x_slot, _f32_bits(7.0), reload=True) == 21
-    store, instance = _instance(wasmtime.wat2wasm(wat))
+    store, instance = debug_instance(wasmtime.wat2wasm(wat))
     assert instance.exports["f"](5) == 15
     store.close()
 
@@ -187,7 +153,7 @@ def test_a_block_end_only_the_fallthrough_reaches_keeps_the_mirrors():
     # Second end: the br_if edge has local 1 in one register, the fallthrough
     # (after local.set 1 = 7) in another: the merge keeps neither.
     assert not any(offset == local1 for _, offset in ends[1].mirrors), ends[1]
-    store, instance = _instance(wasm)
+    store, instance = debug_instance(wasm)
     assert instance.exports["f"](0) == 7 and instance.exports["f"](5) == 8
     store.close()
 
@@ -222,7 +188,7 @@ def test_a_loop_keeps_locals_in_registers_across_the_back_edge():
     # The header keeps what the entry had cached and the body reads: local 2
     # (set just before the loop), so the body's local.get 2 needs no load.
     assert any(offset == -(72 + 24) for _, offset in first_in_loop.mirrors), first_in_loop
-    store, instance = _instance(wasm)
+    store, instance = debug_instance(wasm)
     assert instance.exports["f"](10) == 45
     store.close()
 
@@ -291,7 +257,7 @@ def test_every_mirror_holds_its_slot_with_merges_loops_and_br_table():
         i32.add))
     """
     wasm = wasmtime.wat2wasm(wat)
-    store, instance = _instance(wasm)
+    store, instance = debug_instance(wasm)
     table = instance.store_code.frame_table
     checked = []
 
@@ -301,10 +267,10 @@ def test_every_mirror_holds_its_slot_with_merges_loops_and_br_table():
         stack = {func.operand_slot_offset(i) for i in range(point.stack_depth)}
         for name, offset in point.mirrors:
             assert offset in locals_ or offset in stack, (point, name, offset)
-            assert regfile.gpr[GPR_INDEX[name]] == _u64(rbp + offset), (point, name, offset)
+            assert regfile.gpr[GPR_INDEX[name]] == u64(rbp + offset), (point, name, offset)
             checked.append(name)
 
-    _step_everything(store, instance, on_stop)
+    step_everything(store, instance, on_stop)
     result = instance.exports["f"](12)
     store.close()
     reference = wasmtime.Instance(s := wasmtime.Store(), wasmtime.Module(s.engine, wasm), [])

@@ -15,6 +15,7 @@ import pytest
 import wasmtime
 
 import codemem
+from stepkit import GPR_INDEX, INSTRUCTION, debug_instance, step_everything, u64
 from codemem.errors import FrameTableError
 from codemem.frametable import (
     HEADER_SIZE,
@@ -33,11 +34,6 @@ from codemem.x64.regs import Reg
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-EVENT_BREAKPOINT = 1
-#: csrc/codemem_rt.h: regfile gpr[] order.
-GPR_INDEX = {name: i for i, name in enumerate(
-    ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp"] + [f"r{k}" for k in range(8, 16)])}
-INSTRUCTION = SequencePointKind.INSTRUCTION
 
 
 # ----------------------------------------------------------------- frame table format
@@ -172,36 +168,6 @@ def test_cache_is_a_partial_bijection_with_lru_eviction():
 
 # ----------------------------------------------------------------- compiled code
 
-def _instance(wasm: bytes):
-    engine = codemem.Engine(debug=True)
-    store = codemem.Store(engine)
-    instance = codemem.Instance(store, codemem.Module(engine, wasm), [])
-    return store, instance
-
-
-def _step_everything(store, instance, on_stop):
-    """Enable every site of the instance's code; call ``on_stop(point, regfile,
-    func)`` at each INSTRUCTION stop."""
-    code = instance.store_code
-    table = code.frame_table
-
-    def handler(kind, _code, regfile, _vmctx):
-        if kind != EVENT_BREAKPOINT:
-            return
-        offset = code.offset_of(regfile.rip)
-        point = table.sequence_point_at_or_before(offset)
-        if point is not None and point.native_offset == offset and point.kind == INSTRUCTION:
-            on_stop(point, regfile, table.function_at(offset))
-
-    store.debug_handler = handler
-    with store.registry.patch_edit() as edit:
-        for off in table.site_offsets:
-            edit.enable_site(code, code.pc_of(off))
-
-
-def _u64(address: int) -> int:
-    return ffi.cast("uint64_t *", address)[0]
-
 
 @pytest.mark.parametrize("program, calls", [
     ("loops.O2", [("xor_triangle", [9]), ("gcd", [1071, 462]), ("count_primes", [30])]),
@@ -215,7 +181,7 @@ def test_every_mirror_holds_its_slot_at_every_stop(program, calls):
     """Single-step whole example calls: at each INSTRUCTION stop every mirror
     register equals the u64 in its slot, and every mirrored slot is a local or
     a live operand-stack slot of that point."""
-    store, instance = _instance((EXAMPLES / "build" / f"{program}.wasm").read_bytes())
+    store, instance = debug_instance((EXAMPLES / "build" / f"{program}.wasm").read_bytes())
     if calls is None:
         spec = json.loads((EXAMPLES / "exports.json").read_text())
         name = program.split(".")[0]
@@ -230,7 +196,7 @@ def test_every_mirror_holds_its_slot_at_every_stop(program, calls):
         stack = {func.operand_slot_offset(i) for i in range(point.stack_depth)}
         for name, offset in point.mirrors:
             assert offset in locals_ or offset in stack, (point, name, offset)
-            assert regfile.gpr[GPR_INDEX[name]] == _u64(rbp + offset), (point, name, offset)
+            assert regfile.gpr[GPR_INDEX[name]] == u64(rbp + offset), (point, name, offset)
             checked.append(name)
         for name, source in point.context_mirrors:
             memory = instance.memories[0]
@@ -238,7 +204,7 @@ def test_every_mirror_holds_its_slot_at_every_stop(program, calls):
             assert regfile.gpr[GPR_INDEX[name]] == expected, (point, name, source)
             context_checked.append(name)
 
-    _step_everything(store, instance, on_stop)
+    step_everything(store, instance, on_stop)
     for name, args in calls:
         instance.exports[name](*args)
     assert len(checked) > 10
@@ -274,7 +240,7 @@ def _run_with_write(wat: str, wasm_offset_of_stop: int, slot_of, value: int, rel
     """Call f(10), stopping before the instruction at ``wasm_offset_of_stop`` once:
     write ``value`` to the slot ``slot_of(point, func)`` names, reload every
     mirror register from its slot if ``reload`` (what the stub does on resume)."""
-    store, instance = _instance(wasmtime.wat2wasm(wat))
+    store, instance = debug_instance(wasmtime.wat2wasm(wat))
     seen = []
 
     def on_stop(point, regfile, func):
@@ -286,9 +252,9 @@ def _run_with_write(wat: str, wasm_offset_of_stop: int, slot_of, value: int, rel
         seen.append(point.mirrors)
         if reload:
             for name, mirror_offset in point.mirrors:
-                regfile.gpr[GPR_INDEX[name]] = _u64(rbp + mirror_offset)
+                regfile.gpr[GPR_INDEX[name]] = u64(rbp + mirror_offset)
 
-    _step_everything(store, instance, on_stop)
+    step_everything(store, instance, on_stop)
     result = instance.exports["f"](10)
     store.close()
     assert seen, "never stopped at the chosen instruction"
