@@ -611,14 +611,19 @@ MIRRORED_WAT = """
 """
 
 
-@pytest.fixture
-def mirrored():
+def _wat_guest(wat: str, name: str, args: tuple):
+    """A harness running export ``f`` of the module ``wat`` with ``args``."""
     import wasmtime
 
-    module = codemem.Module(codemem.Engine(debug=True), wasmtime.wat2wasm(MIRRORED_WAT), name="mirrored")
-    harness = GuestHarness(module, "f", (4,))
+    module = codemem.Module(codemem.Engine(debug=True), wasmtime.wat2wasm(wat), name=name)
+    harness = GuestHarness(module, "f", args)
     yield harness
     harness.close()
+
+
+@pytest.fixture
+def mirrored():
+    yield from _wat_guest(MIRRORED_WAT, "mirrored", (4,))
 
 
 def _stop_where_y_is_mirrored(guest):
@@ -667,12 +672,7 @@ MEMORY_WAT = """
 
 @pytest.fixture
 def memory_guest():
-    import wasmtime
-
-    module = codemem.Module(codemem.Engine(debug=True), wasmtime.wat2wasm(MEMORY_WAT), name="memory")
-    harness = GuestHarness(module, "f", (16,))
-    yield harness
-    harness.close()
+    yield from _wat_guest(MEMORY_WAT, "memory", (16,))
 
 
 def _context_mirror_point(guest) -> tuple[int, str]:
