@@ -2,6 +2,7 @@
 
     wasm-gdbstub serve [MODULE.wasm] [--invoke FUNC] [ARGS...] [--listen HOST:PORT]
                        [--once] [--log-packets] [--allow-remote] [--cache-dir DIR]
+                       [--dialect native|wasm]
     wasm-gdbstub run MODULE.wasm [--invoke FUNC] [ARGS...]
     wasm-gdbstub inspect MODULE.wasm [--func NAME]
 
@@ -97,6 +98,16 @@ def attach_commands(host: str, port: int, images: list) -> list[str]:
     return lines
 
 
+def wasm_attach_commands(host: str, port: int) -> list[str]:
+    """The banner's attach lines for ``--dialect wasm``: lldb's wasm plugin
+    only (gdb has no wasm32 support); the gdb line says so, so every banner
+    has both lines."""
+    address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    connect = f"process connect --plugin wasm connect://{address}"
+    return ["gdb: none (gdb does not speak the wasm dialect; use lldb)",
+            "lldb: lldb-22 -o " + shlex.quote(connect)]
+
+
 def _exit_status_of(exc: BaseException) -> int:
     if isinstance(exc, WasiExit):
         return exc.status & 0xFF
@@ -132,10 +143,19 @@ def serve(args: argparse.Namespace) -> int:
     else:
         values = runner.parse_invoke_args(func, args.args)
 
-    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
-    images = DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}")
-    store_images = images.for_store(store)
-    config = SessionConfig(images=images, file_server=ImageFileServer(images))
+    wasm_dialect = args.dialect == "wasm"
+    if wasm_dialect:
+        # lldb's wasm plugin reads the module itself (DWARF included) from
+        # the stub's memory: no native debug images are made.
+        from .wasm_dialect import WasmSession
+        images = None
+        store_images = []
+        config = SessionConfig(session_factory=WasmSession)
+    else:
+        cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+        images = DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}")
+        store_images = images.for_store(store)
+        config = SessionConfig(images=images, file_server=ImageFileServer(images))
 
     server: StubServer | None = None
     target = StoreTarget(store, instance, func, values, notify=lambda: server.notify_from_guest(),
@@ -144,7 +164,9 @@ def serve(args: argparse.Namespace) -> int:
     def on_listening(bound_host: str, bound_port: int) -> None:
         print(f"wasm-gdbstub: serving {path.name} ({name}), stopped at its first instruction; "
               f"listening on {bound_host}:{bound_port}", flush=True)
-        for line in attach_commands(bound_host, bound_port, store_images):
+        lines = (wasm_attach_commands(bound_host, bound_port) if wasm_dialect
+                 else attach_commands(bound_host, bound_port, store_images))
+        for line in lines:
             print(line, flush=True)
 
     server = StubServer(target, host=host, port=port, once=args.once, config=config, on_listening=on_listening)
@@ -157,7 +179,8 @@ def serve(args: argparse.Namespace) -> int:
         exited = _run_loop(server.serve())
     finally:
         wasi.flush()
-        images.remove_files()  # they describe this process's code only
+        if images is not None:
+            images.remove_files()  # they describe this process's code only
     return _report_exit(exited)
 
 
@@ -192,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="serve one client, then exit when the guest ends")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
     p.add_argument("--cache-dir", metavar="DIR", help="where debug images are written")
+    p.add_argument("--dialect", choices=("native", "wasm"), default="native",
+                   help="native: an x86-64 target for gdb and lldb (default); "
+                        "wasm: LLDB's WebAssembly dialect (lldb --plugin wasm)")
     p.set_defaults(handler=serve)
 
     p = sub.add_parser("run", help="run a module without a debugger")

@@ -170,7 +170,8 @@ class StubServer:
         self._clients_served += 1
         sock = transport.get_extra_info("socket")
         with self._session_lock:
-            self.session = GdbSession(self.target, self.config)
+            factory = self.config.session_factory or GdbSession
+            self.session = factory(self.target, self.config)
             self._transport = transport
             self._guest_write_fd = os.dup(sock.fileno()) if sock is not None else None
             # Anything that happened while nobody was attached.

@@ -51,6 +51,10 @@ class SessionConfig:
 
     images: object | None = None         # gdbstub.images.DebugImageSet (libraries + vFile)
     file_server: object | None = None    # gdbstub.images.ImageFileServer
+    #: Makes each client's session: ``session_factory(target, config)``;
+    #: None is the native dialect (:class:`GdbSession`).  The wasm dialect
+    #: passes gdbstub.wasm_dialect.WasmSession.
+    session_factory: Callable | None = None
 
 
 class GdbSession:
