@@ -17,6 +17,8 @@ One image per StoreCode, linked at the StoreCode's absolute address (no slide,
   the two veneers and their trampoline slots, and the br_table jump tables;
 * ``.debug_frame``: one FDE per function, from the compiler's fixed prologue and
   epilogue (see :func:`function_cfi_rows`), and one per veneer.
+* source lines (``.debug_line`` and a compile unit) when the module has a DWARF
+  line table (:mod:`gdbstub.guest_lines`).
 
 Plus one *runtime image* for the C runtime's assembly (``cm_enter`` and the
 trampolines): the outermost wasm frame returns into ``cm_enter`` (its ``call
@@ -47,6 +49,7 @@ from codemem.frametable import SITE_SIZE, FrameTable, FunctionInfo
 from codemem.native import ffi, lib
 
 from .debugimage import CfiRow, Fde, Symbol, build_debug_image
+from .guest_lines import ImageLines, image_lines
 from .protocol.packets import FileIOOpenFlags
 from .protocol.replies import FileIOErrno, fileio_stat
 
@@ -302,10 +305,12 @@ class DebugImageSet:
     (``process_tag``), Store, module and code address, plus a CRC-32 of the
     contents, e.g. ``{tag}-store1-7f51be0b000-1a2b3c4d/demo.O0.elf``, so a
     debugger's cache keyed by name never pairs a name with other contents.
-    Thread-safe.
+    ``source_lines``: give StoreCode images the guest's DWARF line table
+    (:mod:`gdbstub.guest_lines`) when its module has one. Thread-safe.
     """
 
-    def __init__(self, cache_dir: os.PathLike, *, process_tag: str):
+    def __init__(self, cache_dir: os.PathLike, *, process_tag: str, source_lines: bool = True):
+        self.source_lines = source_lines
         self.cache_dir = pathlib.Path(cache_dir).resolve()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.process_tag = sanitize_name(process_tag)
@@ -381,12 +386,15 @@ class DebugImageSet:
         store_code = entry.store_code
         module_name = getattr(entry.module, "name", None) or store_code.engine_code.name
         code, symbols, fdes = store_code_image_parts(entry.module, store_code)
+        lines = (image_lines(entry.module, store_code.frame_table, store_code.base)
+                 if self.source_lines else ImageLines([]))
         return self._write(f"store{store_id}", sanitize_name(module_name), store_code.base, code,
-                           symbols, fdes, stt_file=module_name)
+                           symbols, fdes, stt_file=module_name, lines=lines)
 
     def _write(self, owner: str, file_stem: str, start: int, code: bytes, symbols: list[Symbol],
-               fdes: list[Fde], *, stt_file: str) -> DebugImage:
-        data = build_debug_image(name=stt_file, code_address=start, code=code, symbols=symbols, fdes=fdes)
+               fdes: list[Fde], *, stt_file: str, lines: ImageLines = ImageLines([])) -> DebugImage:
+        data = build_debug_image(name=stt_file, code_address=start, code=code, symbols=symbols, fdes=fdes,
+                                 lines=lines.rows, comp_dir=lines.comp_dir, producer=lines.producer)
         digest = zlib.crc32(data)
         # The unique part is the directory, so the file keeps the module's
         # name: debuggers show a module by its file name (`demo.elf`square).

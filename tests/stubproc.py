@@ -227,6 +227,19 @@ def guest_path(tmp_path: Path) -> Path:
     return out
 
 
+#: The source of the bundled demo (gdbstub/data/demo.wasm, examples/build/demo.*.wasm);
+#: its DWARF names it ``examples/demo.c``, relative to the repository root.
+DEMO_SOURCE = ROOT / "examples" / "demo.c"
+
+
+def demo_line(text: str) -> int:
+    """The number of the one line of examples/demo.c that contains ``text``
+    (so tests name source lines by their contents, not by a number)."""
+    found = [n for n, line in enumerate(DEMO_SOURCE.read_text().splitlines(), 1) if text in line]
+    assert len(found) == 1, f"{text!r} is on lines {found} of {DEMO_SOURCE}"
+    return found[0]
+
+
 def example(name: str) -> Path:
     """A committed example build, e.g. ``example("loops.O0")``."""
     return EXAMPLES_BUILD / f"{name}.wasm"

@@ -20,10 +20,17 @@ import re
 
 import pytest
 
-from stubproc import (section, INTERRUPT_BY, ClientRun, example, guest_path, monitor_function_ranges, monitor_sites, run_gdb,
-                      stub)  # noqa: F401  (stub is a fixture)
+from stubproc import (section, INTERRUPT_BY, ClientRun, demo_line, example, guest_path, monitor_function_ranges,
+                      monitor_sites, run_gdb, stub)  # noqa: F401  (stub is a fixture)
 
 DEMO_RESULT = "505"  # examples/demo.c: run() = sum_of_squares(10) + fact(5)
+# Lines of examples/demo.c.  The demo carries DWARF lines, so gdb puts
+# `break FUNC` after FUNC's prologue, on its first body line, and a stop
+# there prints `FUNC () at examples/demo.c:LINE` (no address: a line start).
+SQUARE_DECL = demo_line("int square(int x) {")  # 17: square's entry site carries it
+SQUARE_BODY = demo_line("return x * x;")  # 18
+TOTAL_INIT = demo_line("int total = 0;")  # 22: sum_of_squares's first body line
+FACT_BODY = demo_line("if (n <= 1)")  # 29
 ALWAYS_INSERTED = ("set breakpoint always-inserted on",)
 
 
@@ -39,8 +46,10 @@ def frames(text: str) -> list[str]:
     return re.findall(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(\S+) \(", text, re.M)
 
 
-def frame_pcs(text: str) -> list[int]:
-    return [int(pc, 16) for pc in re.findall(r"^#\d+\s+(0x[0-9a-f]+) in ", text, re.M)]
+def frame_pcs(text: str) -> dict[int, int]:
+    """{frame number: pc} of the ``bt`` lines that show their pc (``#N  0x... in``):
+    every caller frame; frame #0 only when it is not at the start of a line."""
+    return {int(n): int(pc, 16) for n, pc in re.findall(r"^#(\d+)\s+(0x[0-9a-f]+) in ", text, re.M)}
 
 
 def values(text: str) -> list[int]:
@@ -78,21 +87,45 @@ def detail(run: ClientRun, stub_process) -> str:
 # ---------------------------------------------------------------- tests
 
 def test_break_by_name_stops_at_the_functions_entry_site(stub):
+    """``break *square`` (square's address) stops at its entry site, before
+    the prologue; ``break square`` (by name: gdb skips the prologue by the
+    line table) stops in the same call on square's first body line, at a
+    patch site past the prologue, with the frame set up."""
     demo = stub()
-    run = run_gdb(demo, ["break square", "continue", mark("stop"), "p/x $pc", "info symbol $pc",
-                         mark("table"), "monitor frame-table square", "detach"])
+    run = run_gdb(demo, ["break *square", "break square", mark("entry"), "continue", "p/x $pc", "p/x $rsp",
+                         "info symbol $pc", mark("body"), "continue", "p/x $pc", "p/x $rsp", "p/x $rbp",
+                         "info symbol $pc", mark("table"), "monitor frame-table square", "detach"])
     assert not run.timed_out, detail(run, demo)
-    stop = section(run, "stop")
-    assert re.search(r"^Breakpoint 1 at 0x[0-9a-f]+$", section(run, "_start"), re.M), detail(run, demo)
-    assert re.search(r"^Breakpoint 1, 0x[0-9a-f]+ in square \(\)$", run.output, re.M), detail(run, demo)
-    pc = one_value(stop, run)
-    assert re.search(r"^square in section \.text", stop, re.M), detail(run, demo)
+    start_text = section(run, "_start")
+    entry_bp = re.search(rf"^Breakpoint 1 at (0x[0-9a-f]+): file examples/demo\.c, line {SQUARE_DECL}\.$",
+                         start_text, re.M)
+    body_bp = re.search(rf"^Breakpoint 2 at (0x[0-9a-f]+): file examples/demo\.c, line {SQUARE_BODY}\.$",
+                        start_text, re.M)
+    assert entry_bp and body_bp, detail(run, demo)
     table = section(run, "table")
     sites = monitor_sites(table)
-    start, _ = monitor_function_ranges(table)["square"]
-    assert sites.get(pc) == "entry", f"stop pc {pc:#x} is not square's entry site:\n{table}"
-    assert pc == start
-    assert "T05" in " ".join(stop_replies(demo)), demo.describe()
+    start, end = monitor_function_ranges(table)["square"]
+
+    entry = section(run, "entry")
+    assert re.search(rf"^Breakpoint 1, square \(\) at examples/demo\.c:{SQUARE_DECL}$", entry, re.M), \
+        detail(run, demo)
+    entry_pc, entry_rsp = values(entry)
+    assert entry_pc == start == int(entry_bp.group(1), 16), detail(run, demo)
+    assert sites.get(entry_pc) == "entry", f"stop pc {entry_pc:#x} is not square's entry site:\n{table}"
+    assert re.search(r"^square in section \.text", entry, re.M), detail(run, demo)
+
+    body = section(run, "body")
+    assert re.search(rf"^Breakpoint 2, square \(\) at examples/demo\.c:{SQUARE_BODY}$", body, re.M), \
+        detail(run, demo)
+    pc, rsp, rbp = values(body)
+    assert pc == int(body_bp.group(1), 16), detail(run, demo)
+    assert start < pc < end, f"{pc:#x} is not inside square [{start:#x}, {end:#x})\n{run}"
+    assert sites.get(pc) not in (None, "entry"), f"stop pc {pc:#x} is not a body patch site of square:\n{table}"
+    assert re.search(rf"^square \+ {pc - start} in section \.text", body, re.M), detail(run, demo)
+    # Past the prologue: rbp pushed below the return address, the frame reserved below rbp.
+    assert rsp < rbp < entry_rsp, f"rsp {rsp:#x} rbp {rbp:#x} entry rsp {entry_rsp:#x}\n{run}"
+    # Two software-breakpoint stops: the entry site, then the body site.
+    assert sum(r.startswith("T05") and "swbreak:" in r for r in stop_replies(demo)) == 2, demo.describe()
 
 
 def test_backtrace_names_every_wasm_frame_down_to_the_entry(stub):
@@ -110,14 +143,16 @@ def test_backtrace_names_every_wasm_frame_down_to_the_entry(stub):
     assert len(values(caller)) == 2, detail(run, demo)
     # Every caller frame's pc is a return address, which is a return-point site.
     sites = monitor_sites(section(run, "table"))
-    for pc in frame_pcs(text)[1:3]:
+    pcs = frame_pcs(text)
+    assert 1 in pcs and 2 in pcs, detail(run, demo)
+    for pc in (pcs[1], pcs[2]):
         assert sites.get(pc) == "return_point", f"{pc:#x} is not a return-point site:\n{text}"
 
 
 def test_info_registers_shows_the_stopped_guest(stub):
     demo = stub()
     run = run_gdb(demo, ["break sum_of_squares", "continue", mark("regs"), "info registers", mark("pc"),
-                         "p/x $pc", "detach"])
+                         "p/x $pc", mark("table"), "monitor frame-table sum_of_squares", "detach"])
     assert not run.timed_out, detail(run, demo)
     regs = section(run, "regs")
     pc = one_value(section(run, "pc"), run)
@@ -125,24 +160,32 @@ def test_info_registers_shows_the_stopped_guest(stub):
     for name in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", *(f"r{n}" for n in range(8, 16)),
                  "rip", "eflags"):
         assert name in names, f"{name} missing from info registers:\n{regs}"
-    rip = re.search(r"^rip\s+(0x[0-9a-f]+)\s+0x[0-9a-f]+ <(\w+)>", regs, re.M)
+    # `break sum_of_squares` stops past the prologue: rip is sum_of_squares+N.
+    start, _ = monitor_function_ranges(section(run, "table"))["sum_of_squares"]
+    rip = re.search(r"^rip\s+(0x[0-9a-f]+)\s+0x[0-9a-f]+ <(\w+)\+(\d+)>", regs, re.M)
     assert rip and int(rip.group(1), 16) == pc and rip.group(2) == "sum_of_squares", regs
+    assert int(rip.group(3)) == pc - start > 0, f"{regs}\nsum_of_squares starts at {start:#x}"
     rsp = int(re.search(r"^rsp\s+(0x[0-9a-f]+)", regs, re.M).group(1), 16)
     rbp = int(re.search(r"^rbp\s+(0x[0-9a-f]+)", regs, re.M).group(1), 16)
-    # At the entry site nothing is pushed yet: the caller's frame is above rsp.
+    # Past the prologue the frame is set up: its locals region lies below rbp.
     assert rsp < rbp, regs
 
 
 def test_memory_at_an_inserted_breakpoint_reads_as_the_disabled_nop(stub):
     demo = stub()
     run = run_gdb(demo, ["break square", "continue", mark("pc"), "p/x $pc", mark("bytes"), "x/5xb $pc",
-                         mark("patches"), "monitor patches", "detach"], before_connect=ALWAYS_INSERTED)
+                         mark("patches"), "monitor patches", mark("table"), "monitor frame-table square", "detach"],
+                  before_connect=ALWAYS_INSERTED)
     assert not run.timed_out, detail(run, demo)
     pc = one_value(section(run, "pc"), run)
     # gdb really left the breakpoint in: the site at pc is enabled in the stub.
     assert re.search(rf"^{pc:#x} demo!square refs=\d+ breakpoint$", section(run, "patches"), re.M), \
         detail(run, demo)
-    shown = re.search(r"^0x[0-9a-f]+ <square>:((?:\s+0x[0-9a-f]{2}){5})\s*$", section(run, "bytes"), re.M)
+    # The stop is past square's prologue (a body site): gdb shows it as square+N.
+    start, _ = monitor_function_ranges(section(run, "table"))["square"]
+    assert pc > start, detail(run, demo)
+    shown = re.search(rf"^{pc:#x} <square\+{pc - start}>:((?:\s+0x[0-9a-f]{{2}}){{5}})\s*$", section(run, "bytes"),
+                      re.M)
     assert shown, detail(run, demo)
     assert shown.group(1).split() == ["0x0f", "0x1f", "0x44", "0x00", "0x00"], detail(run, demo)
 
@@ -170,15 +213,16 @@ def test_finish_returns_to_the_caller(stub):
                          "bt", mark("table"), "monitor frame-table sum_of_squares", mark("again"), "continue",
                          "detach"])
     assert not run.timed_out, detail(run, demo)
-    caller_pc = frame_pcs(section(run, "bt"))[1]
+    caller_pc = frame_pcs(section(run, "bt")).get(1)
+    assert caller_pc is not None, detail(run, demo)
     after = section(run, "after")
     pc = one_value(after, run)
     assert pc == caller_pc, f"finish stopped at {pc:#x}, the return address is {caller_pc:#x}\n{run}"
     assert wasm_frames(frames(after)) == ["sum_of_squares", "run"], detail(run, demo)
     assert monitor_sites(section(run, "table")).get(pc) == "return_point", detail(run, demo)
     # The loop calls square again: the breakpoint still works after finish.
-    assert re.search(r"^Breakpoint 1, 0x[0-9a-f]+ in square \(\)$", section(run, "again"), re.M), \
-        detail(run, demo)
+    assert re.search(rf"^Breakpoint 1, square \(\) at examples/demo\.c:{SQUARE_BODY}$", section(run, "again"),
+                     re.M), detail(run, demo)
 
 
 def test_breakpoint_in_a_recursive_function_hits_at_every_depth(stub):
@@ -191,7 +235,8 @@ def test_breakpoint_in_a_recursive_function_hits_at_every_depth(stub):
     assert not run.timed_out, detail(run, demo)
     for depth in range(1, 6):
         text = section(run, f"d{depth}")
-        assert re.search(r"^Breakpoint 1, 0x[0-9a-f]+ in fact \(\)$", text, re.M), detail(run, demo)
+        assert re.search(rf"^Breakpoint 1, fact \(\) at examples/demo\.c:{FACT_BODY}$", text, re.M), \
+            detail(run, demo)
         assert wasm_frames(frames(text)) == ["fact"] * depth + ["run"], detail(run, demo)
         assert_clean_backtrace(text, run)
     assert re.search(r"\[Inferior 1 \(process \d+\) exited normally\]", section(run, "end")), detail(run, demo)

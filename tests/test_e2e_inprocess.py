@@ -37,8 +37,8 @@ from gdbstub.server import StubServer
 from gdbstub.session import SessionConfig
 from gdbstub.target import StoreTarget
 from gdbstub.wasi import WasiContext
-from stubproc import (INTERRUPT_BY, NOP5, ClientRun, finish_client, gdb_command, guest_path, kill_pid, run_gdb, run_lldb,
-                      start_client)
+from stubproc import (INTERRUPT_BY, NOP5, ClientRun, demo_line, finish_client, gdb_command, guest_path, kill_pid,
+                      run_gdb, run_lldb, start_client)
 
 DEMO = Path(__file__).resolve().parents[1] / "gdbstub" / "data" / "demo.wasm"
 DEMO_RESULT = 505
@@ -178,6 +178,17 @@ def assert_code_restored(stub: InProcessStub, run: ClientRun) -> None:
     assert not problems, "StoreCode != EngineCode after the session:\n" + "\n".join(problems) + f"\n{run}"
 
 
+def gdb_breakpoint_address(run: ClientRun, number: int, function_line: str) -> int:
+    """Where gdb said it put breakpoint ``number`` (``Breakpoint N at 0x...:
+    file examples/demo.c, line L.``, L the demo line containing
+    ``function_line``): by name, gdb places it after the prologue."""
+    line = demo_line(function_line)
+    found = re.search(rf"^Breakpoint {number} at (0x[0-9a-f]+): file examples/demo\.c, line {line}\.$",
+                      run.output, re.M)
+    assert found, f"gdb did not report breakpoint {number} at line {line}:\n{run}"
+    return int(found.group(1), 16)
+
+
 def function_start(stub: InProcessStub, name: str) -> tuple[object, int]:
     """(StoreCode, absolute address) of the first byte of function ``name``."""
     for entry in stub.store.registry.entries():
@@ -219,7 +230,6 @@ class Barrier:
 def test_gdb_breakpoint_patches_only_this_stores_copy_and_detach_restores_it(inproc, tmp_path):
     stub = inproc()
     code, square = function_start(stub, "square")
-    offset = code.offset_of(square)
     # Another Store of the same module: it must never see this Store's patches.
     other_store = codemem.Store(stub.engine)
     runner.instantiate(other_store, stub.module, wasi=WasiContext(args=["other"]))
@@ -230,23 +240,36 @@ def test_gdb_breakpoint_patches_only_this_stores_copy_and_detach_restores_it(inp
                               "stepi", "finish", "detach"],
                        before_connect=("set breakpoint always-inserted on",))
     proc = start_client(argv)
+    # gdb's output (where it put the breakpoint) is read when it ends, so the
+    # code is captured at the barrier and checked against it afterwards.
     try:
         barrier.wait_ready(proc)
         stop = stub.target.current_stop
-        assert stop is not None and stop.pc == square, f"stopped at {stop}"
-        assert square in stub.target.breakpoints
-        executed = code.read_raw(square, 5)
-        assert executed[0] == CALL_OPCODE, f"site at square not patched: {executed.hex()}"
-        assert code.read_for_debugger(square, 5) == NOP5
-        assert code.engine_code.read(offset, 5) == NOP5
-        assert other_code.read_raw(other_code.base + offset, 5) == NOP5
-        assert not code_differences(other_store)
+        stop_pc = None if stop is None else stop.pc
+        inserted = set(stub.target.breakpoints)
+        if stop_pc is not None:
+            offset = code.offset_of(stop_pc)
+            executed = code.read_raw(stop_pc, 5)
+            for_debugger = code.read_for_debugger(stop_pc, 5)
+            canonical = code.engine_code.read(offset, 5)
+            other = other_code.read_raw(other_code.base + offset, 5)
+        other_problems = code_differences(other_store)
     finally:
         barrier.release()
     run = finish_client(proc, argv)
     assert not run.timed_out, f"{run}\n{stub.describe()}"
+    site = gdb_breakpoint_address(run, 1, "return x * x;")
+    assert square < site, f"break square at {site:#x}: not past square's entry {square:#x}"
+    assert stop_pc == site, f"stopped at {stop}, gdb's breakpoint is at {site:#x}"
+    assert inserted == {site}, [hex(a) for a in inserted]
+    assert executed[0] == CALL_OPCODE, f"site at {site:#x} not patched: {executed.hex()}"
+    assert for_debugger == NOP5
+    assert canonical == NOP5
+    assert other == NOP5
+    assert not other_problems
     # What gdb was shown at the same moment: the disabled NOP.
-    assert re.search(r"<square>:\s+0x0f\s+0x1f\s+0x44\s+0x00\s+0x00", run.output), run
+    assert re.search(rf"^{site:#x} <square\+{site - square}>:\s+0x0f\s+0x1f\s+0x44\s+0x00\s+0x00$", run.output,
+                     re.M), run
     assert re.search(r"\[Inferior 1 \(process \d+\) detached\]", run.output), run
     stub.wait_served()
     assert stub.exited is not None and stub.exited.results == [DEMO_RESULT], stub.exited
@@ -287,11 +310,16 @@ def test_gdb_trap_restores_the_code(inproc, tmp_path):
 
 def test_gdb_exit_with_breakpoints_inserted_restores_the_code(inproc):
     """The guest returns while gdb still has breakpoints in (always-inserted):
-    after the W reply the process is gone and gdb never removes them."""
+    after the W reply the process is gone and gdb never removes them.
+    ``break *run`` is at the pc the guest stopped at (run's entry), so gdb
+    steps over it; the by-name ones are past the prologues and hit."""
     stub = inproc()
-    run = run_gdb(stub, ["break sum_of_squares", "break run", "continue", "continue"],
+    run = run_gdb(stub, ["break sum_of_squares", "break run", "break *run", "continue", "continue", "continue"],
                   before_connect=("set breakpoint always-inserted on",))
     assert not run.timed_out, f"{run}\n{stub.describe()}"
+    hits = re.findall(r"^Breakpoint (\d+), (\w+) \(\) at examples/demo\.c:(\d+)$", run.output, re.M)
+    assert hits == [("2", "run", str(demo_line("int squares = sum_of_squares(10);"))),
+                    ("1", "sum_of_squares", str(demo_line("int total = 0;")))], run
     assert re.search(r"\[Inferior 1 \(process \d+\) exited normally\]", run.output), run
     stub.wait_served()
     assert stub.exited is not None and stub.exited.results == [DEMO_RESULT], stub.exited
@@ -306,12 +334,16 @@ def test_a_client_that_vanishes_mid_session_leaves_the_code_restored(inproc, tmp
     proc = start_client(argv)
     try:
         barrier.wait_ready(proc)
-        code, square = function_start(stub, "square")
-        assert code.read_raw(square, 1)[0] == CALL_OPCODE
+        code, _ = function_start(stub, "square")
+        # The first byte at each address the stub has a breakpoint inserted.
+        patched = {address: code.read_raw(address, 1)[0] for address in stub.target.breakpoints}
         kill_pid(proc.pid)  # gdb dies with two breakpoints inserted
     finally:
         barrier.release()
     run = finish_client(proc, argv)
+    # gdb printed where it put them before it reached the barrier.
+    sites = {gdb_breakpoint_address(run, 1, "return x * x;"), gdb_breakpoint_address(run, 2, "if (n <= 1)")}
+    assert patched == {site: CALL_OPCODE for site in sites}, (patched, [hex(s) for s in sites], str(run))
     stub.wait_served()
     assert stub.exited is not None and stub.exited.results == [DEMO_RESULT], stub.exited
     assert_code_restored(stub, run)

@@ -20,8 +20,8 @@ import re
 
 import pytest
 
-from stubproc import (section, ClientRun, _run_client, example, guest_path, lldb_command, monitor_function_ranges,
-                      monitor_sites, run_lldb, stub)  # noqa: F401  (stub is a fixture)
+from stubproc import (section, ClientRun, _run_client, demo_line, example, guest_path, lldb_command,
+                      monitor_function_ranges, monitor_sites, run_lldb, stub)  # noqa: F401  (stub is a fixture)
 
 DEMO_RESULT = "505"  # examples/demo.c: run() = sum_of_squares(10) + fact(5)
 
@@ -84,18 +84,45 @@ def run_lldb_with_crash_commands(stub_process, commands: list[str], on_crash: li
 # ---------------------------------------------------------------- tests
 
 def test_break_by_name_stops_at_the_functions_entry_site(stub):
+    """``--skip-prologue false`` stops at square's entry site (its first
+    byte); plain ``breakpoint set --name`` (lldb skips the prologue by the
+    demo's line table) stops in the same call on square's first body line, at
+    a patch site past the prologue, with the frame set up."""
+    body_line = demo_line("return x * x;")
     demo = stub()
-    run = run_lldb(demo, ["breakpoint set --name square", mark("stop"), "process continue", "register read pc",
+    run = run_lldb(demo, ["breakpoint set --name square", "breakpoint set --name square --skip-prologue false",
+                          mark("entry"), "process continue", "register read pc rsp",
+                          mark("body"), "process continue", "register read pc rsp rbp",
                           mark("table"), monitor("frame-table square"), "process detach"])
     assert not run.timed_out, detail(run, demo)
-    assert re.search(r"^Breakpoint 1: where = \S+`square, address = 0x[0-9a-f]+$", run.output, re.M), \
-        detail(run, demo)
-    stop = section(run, "stop")
-    assert re.search(r"stop reason = breakpoint 1\.1", stop), detail(run, demo)
-    pc = pc_of(stop, run)
+    body_bp = re.search(rf"^Breakpoint 1: where = \S+`square \+ (\d+) at demo\.c:{body_line}:\d+, "
+                        r"address = (0x[0-9a-f]+)$", run.output, re.M)
+    entry_bp = re.search(r"^Breakpoint 2: where = \S+`square at demo\.c:\d+, address = (0x[0-9a-f]+)$",
+                         run.output, re.M)
+    assert body_bp and entry_bp, detail(run, demo)
     table = section(run, "table")
-    assert monitor_sites(table).get(pc) == "entry", f"stop pc {pc:#x} is not square's entry site\n{run}"
-    assert pc == monitor_function_ranges(table)["square"][0]
+    sites = monitor_sites(table)
+    start, end = monitor_function_ranges(table)["square"]
+
+    entry = section(run, "entry")
+    assert re.search(r"stop reason = breakpoint 2\.1", entry), detail(run, demo)
+    pc = pc_of(entry, run)
+    entry_rsp = int(re.search(r"^\s+rsp = (0x[0-9a-f]+)", entry, re.M).group(1), 16)
+    assert sites.get(pc) == "entry", f"stop pc {pc:#x} is not square's entry site\n{run}"
+    assert pc == start == int(entry_bp.group(1), 16), detail(run, demo)
+
+    body = section(run, "body")
+    assert re.search(r"stop reason = breakpoint 1\.1", body), detail(run, demo)
+    assert re.search(rf"frame #0: 0x[0-9a-f]+ \S+`square at demo\.c:{body_line}:\d+$", body, re.M), \
+        detail(run, demo)
+    pc = pc_of(body, run)
+    assert pc == int(body_bp.group(2), 16) == start + int(body_bp.group(1)), detail(run, demo)
+    assert start < pc < end, f"{pc:#x} is not inside square [{start:#x}, {end:#x})\n{run}"
+    assert sites.get(pc) not in (None, "entry"), f"stop pc {pc:#x} is not a body patch site of square\n{run}"
+    rsp = int(re.search(r"^\s+rsp = (0x[0-9a-f]+)", body, re.M).group(1), 16)
+    rbp = int(re.search(r"^\s+rbp = (0x[0-9a-f]+)", body, re.M).group(1), 16)
+    # Past the prologue: rbp pushed below the return address, the frame reserved below rbp.
+    assert rsp < rbp < entry_rsp, f"rsp {rsp:#x} rbp {rbp:#x} entry rsp {entry_rsp:#x}\n{run}"
 
 
 def test_backtrace_names_every_wasm_frame_down_to_the_entry(stub):

@@ -91,6 +91,7 @@ DW_LNS_advance_line = 0x03
 DW_LNS_set_file = 0x04
 DW_LNS_set_column = 0x05
 DW_LNS_negate_stmt = 0x06
+DW_LNS_set_prologue_end = 0x0A
 DW_LNE_end_sequence = 0x01
 DW_LNE_set_address = 0x02
 DW_LNCT_path = 0x1
@@ -374,6 +375,9 @@ def build_debug_line(lines: list[LineRow], files: LineFiles, end_address: int) -
         if row.is_stmt != state["is_stmt"]:
             out_program += bytes([DW_LNS_negate_stmt])
             state["is_stmt"] = row.is_stmt
+        if row.prologue_end:
+            # Applies to this row only: DW_LNS_copy clears the flag (section 6.2.5.2).
+            out_program.append(DW_LNS_set_prologue_end)
         out_program.append(DW_LNS_copy)
     if state["address"] is None:
         raise DebugImageError("a line program needs at least one row")
@@ -438,14 +442,15 @@ def _cstring(text: str) -> bytes:
 
 
 def build_debug_info(*, cu_name: str, comp_dir: str, low_pc: int, size: int,
-                     functions: list[tuple[str, int, int]]) -> bytes:
+                     functions: list[tuple[str, int, int]], producer: str = PRODUCER) -> bytes:
     """One DWARF 5 compile unit covering ``[low_pc, low_pc + size)`` with its line
     program at ``.debug_line`` offset 0, and one DW_TAG_subprogram per
     ``(name, address, size)`` whose frame base is DW_OP_call_frame_cfa (so the
-    frame base is defined by ``.debug_frame``, section 3.3.5)."""
+    frame base is defined by ``.debug_frame``, section 3.3.5). ``producer`` is
+    the DW_AT_producer string."""
     body = bytearray()
     body += uleb128(_ABBREV_CU)
-    body += _cstring(PRODUCER) + _cstring(cu_name) + _cstring(comp_dir)
+    body += _cstring(producer) + _cstring(cu_name) + _cstring(comp_dir)
     body += Int64ul.build(low_pc) + Int32ul.build(size) + Int32ul.build(0)
     for name, address, length in functions:
         body += uleb128(_ABBREV_SUBPROGRAM) + _cstring(name)

@@ -110,6 +110,7 @@ def _symtab(name: str, symbols: list[Symbol], start: int, end: int, text_index: 
 
 def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: list[Symbol],
                       fdes: list[Fde], lines: list[LineRow] = (), comp_dir: str = "/",
+                      producer: str = dwarf.PRODUCER,
                       extra_sections: dict[str, bytes] | None = None) -> bytes:
     """Return an ELF64 x86-64 ET_DYN file describing ``code`` at ``code_address``.
 
@@ -119,7 +120,8 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
     one CIE and one FDE per ``fdes`` entry (omitted when ``fdes`` is empty);
     when ``lines`` is non-empty, a DWARF 5 ``.debug_line`` plus a compile unit in
     ``.debug_info``/``.debug_abbrev`` named after the first row's file, with
-    ``comp_dir``, the code range, and a DW_TAG_subprogram per func symbol;
+    ``comp_dir``, ``producer`` (DW_AT_producer), the code range, and a
+    DW_TAG_subprogram per func symbol;
     ``extra_sections`` as non-allocated PROGBITS sections in the given order;
     a ``.note.gnu.build-id`` whose SHA-1 covers the whole file (descriptor
     zeroed while hashing), so equal inputs give byte-identical output.
@@ -156,7 +158,7 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
             Section(".debug_abbrev", SHT_PROGBITS, dwarf.build_debug_abbrev()),
             Section(".debug_info", SHT_PROGBITS, dwarf.build_debug_info(
                 cu_name=files.primary, comp_dir=comp_dir, low_pc=start, size=len(code),
-                functions=functions)),
+                functions=functions, producer=producer)),
             Section(".debug_line", SHT_PROGBITS, dwarf.build_debug_line(lines, files, end)),
         ]
     for section_name, data in extra_sections.items():

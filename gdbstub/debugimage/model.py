@@ -77,10 +77,13 @@ class Fde:
 class LineRow:
     """A line-table row: the instruction at ``address`` (absolute) begins source
     ``line`` (1-based; 0 = no source line) of ``file`` at ``column`` (0 = unknown).
-    ``file`` is a path, absolute or relative to the image's ``comp_dir``."""
+    ``file`` is a path, absolute or relative to the image's ``comp_dir``.
+    ``prologue_end``: the address is where a breakpoint on the function should
+    go, after its prologue (DWARF 5 section 6.2.2; gdb 13 honours it)."""
 
     address: int
     file: str
     line: int
     column: int = 0
     is_stmt: bool = True
+    prologue_end: bool = False

@@ -1,0 +1,334 @@
+"""Source lines of a guest module, mapped onto its native code.
+
+A module built with ``clang --target=wasm32 -g`` carries DWARF in custom
+sections (``.debug_line``, ``.debug_info``, ...). Its code addresses are byte
+offsets from the start of the code section's payload (LLVM's wasm convention;
+the WebAssembly tool-conventions "Debugging" page), so a row's module file
+offset is ``ModuleInfo.code_section_offset + address``: the first row of a
+function sits at the function's locals vector (``FunctionBody.locals_offset``),
+later ones at instruction bytes.
+
+The compiler records, per function, sequence points pairing a wasm offset with
+a native offset (codemem.frametable). A row becomes a :class:`LineRow` at the
+INSTRUCTION point whose ``wasm_offset`` equals the row's module offset, or,
+when there is none (the locals vector, an instruction the compiler emits no
+point for), the next INSTRUCTION point of the same function. Plus, per
+function:
+
+* its ENTRY site (first byte, before the native prologue) carries the
+  function's first line, so ``break FUNC`` and a pc stopped at the entry have a
+  line;
+* the guest's ``prologue_end`` flag is kept: gdb 13 places ``break FUNC`` at
+  the first row so flagged (symtab.c ``skip_prologue_using_linetable``), which
+  is after both the native and the wasm-level prologue;
+* a line-0 row ("no source line", DWARF 5 section 6.2.2) at the function's
+  native end, so the code between functions (jump tables, veneers) is never
+  attributed to the last line of the function before it.
+
+Only :func:`image_lines` is meant for callers that must not fail: it turns
+every parse problem into a warning and no lines.
+"""
+from __future__ import annotations
+
+import bisect
+import io
+import logging
+import posixpath
+import struct
+from dataclasses import dataclass
+
+from elftools.common.exceptions import DWARFError, ELFError
+from elftools.construct.core import ConstructError
+from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo, DwarfConfig
+
+from codemem.frametable import FrameTable, SequencePointKind
+
+from .debugimage import LineRow
+from .debugimage.dwarf import PRODUCER as DEFAULT_PRODUCER
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GuestLineRow", "GuestLineTable", "GuestLinesError", "ImageLines", "image_lines", "image_producer",
+           "map_guest_lines", "read_guest_line_table"]
+
+# pyelftools' DWARFInfo takes one descriptor per section it knows; these are
+# the keyword names, each the section name without its leading dot.
+_DWARF_SECTIONS = (
+    "debug_info", "debug_aranges", "debug_abbrev", "debug_frame", "eh_frame", "debug_str",
+    "debug_loc", "debug_ranges", "debug_line", "debug_pubtypes", "debug_pubnames", "debug_addr",
+    "debug_str_offsets", "debug_line_str", "debug_loclists", "debug_rnglists", "debug_sup",
+    "gnu_debugaltlink", "debug_types",
+)
+
+
+# What pyelftools raises on malformed sections. Besides its own types it does
+# not validate what it indexes: fuzzing the examples' sections (truncations,
+# byte flips, random bytes) gave KeyError (unknown form/abbrev codes),
+# AssertionError, TypeError, IndexError, ZeroDivisionError (line_range 0) and
+# struct/construct errors. They are caught only around the parse (``_read``),
+# never around the mapping.
+_PYELFTOOLS_ERRORS = (DWARFError, ELFError, ConstructError, KeyError, IndexError, AssertionError,
+                      TypeError, ValueError, ArithmeticError, struct.error, EOFError)
+
+
+class GuestLinesError(Exception):
+    """The module's DWARF cannot be read as a line table (the message says where)."""
+
+
+@dataclass(frozen=True)
+class GuestLineRow:
+    """One row of the guest's line program. ``module_offset`` is a file offset
+    in the .wasm; ``file`` a path relative to the table's ``comp_dir`` (or
+    absolute)."""
+
+    module_offset: int
+    file: str
+    line: int
+    column: int
+    is_stmt: bool
+    prologue_end: bool
+    end_sequence: bool
+
+
+@dataclass(frozen=True)
+class GuestLineTable:
+    """Every row of every compile unit, in line-program order; ``comp_dir`` is
+    the first unit's compilation directory (``"."`` for the examples),
+    ``producer`` its DW_AT_producer (``""`` if none)."""
+
+    comp_dir: str
+    rows: tuple[GuestLineRow, ...]
+    producer: str = ""
+
+
+@dataclass(frozen=True)
+class ImageLines:
+    """What a debug image needs to describe source lines (see
+    ``gdbstub.debugimage.build_debug_image``): no ``rows`` means no lines."""
+
+    rows: list[LineRow]
+    comp_dir: str = "/"
+    producer: str = DEFAULT_PRODUCER
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str) or "\0" in value:
+        raise GuestLinesError(f"bad DWARF string {value!r}")
+    return value
+
+
+def _join(*parts: str) -> str:
+    """posixpath.join minus empty parts, with a leading ``./`` dropped (gdb
+    resolves a relative name against the compilation directory either way)."""
+    path = posixpath.join(*[p for p in parts if p]) if any(parts) else ""
+    while path.startswith("./"):
+        path = path[2:]
+    return path
+
+
+def _dwarf_info(sections: dict[str, bytes]) -> DWARFInfo:
+    descriptors = {}
+    for name in _DWARF_SECTIONS:
+        data = sections.get("." + name)
+        descriptors[name + "_sec"] = (None if data is None else
+                                      DebugSectionDescriptor(io.BytesIO(data), "." + name, None, len(data), 0))
+    # wasm32 DWARF: little-endian, 4-byte addresses (LLVM's wasm32 target).
+    return DWARFInfo(config=DwarfConfig(little_endian=True, machine_arch="wasm32", default_address_size=4),
+                     **descriptors)
+
+
+def _file_paths(program, comp_dir: str, image_comp_dir: str) -> dict[int, str]:
+    """File number -> path relative to ``image_comp_dir`` (or absolute).
+
+    DWARF 4 (section 6.2.4 items 11-12): files are numbered from 1 and
+    directory 0 is the compilation directory, directories 1.. the
+    include_directories. DWARF 5 (section 6.2.4.1): both tables start at 0 and
+    entry 0 of each repeats the compilation directory / primary file."""
+    header = program.header
+    version = header["version"]
+    directories = [_text(d) for d in header.get("include_directory") or ()]
+    paths = {}
+    for k, entry in enumerate(header.get("file_entry") or ()):
+        name = _text(entry.get("name"))
+        # DWARF 5 file entries have only the fields their format lists.
+        dir_index = entry.get("dir_index", 0)
+        if version >= 5:
+            number = k
+            directory = "" if dir_index == 0 else _lookup(directories, dir_index)
+        else:
+            number = k + 1
+            directory = "" if dir_index == 0 else _lookup(directories, dir_index - 1)
+        path = _join(directory, name)
+        if comp_dir != image_comp_dir and not posixpath.isabs(path):
+            path = _join(comp_dir, path)
+        if not path:
+            raise GuestLinesError(f"line-table file {number} has an empty name")
+        paths[number] = path
+    return paths
+
+
+def _lookup(directories: list[str], index: int) -> str:
+    if not 0 <= index < len(directories):
+        raise GuestLinesError(f"line-table directory index {index} out of range ({len(directories)} entries)")
+    return directories[index]
+
+
+def read_guest_line_table(info) -> GuestLineTable | None:
+    """The line table of a decoded module (``codemem.wasm.module.ModuleInfo``),
+    or None when it has no ``.debug_line``/``.debug_info`` or no code section.
+
+    Raises GuestLinesError when the DWARF is malformed (including what
+    pyelftools reports)."""
+    sections = getattr(info, "dwarf", None) or {}
+    code_offset = getattr(info, "code_section_offset", None)
+    if ".debug_line" not in sections or ".debug_info" not in sections or code_offset is None:
+        return None
+    try:
+        return _read(sections, code_offset)
+    except _PYELFTOOLS_ERRORS as e:
+        raise GuestLinesError(f"malformed DWARF ({type(e).__name__}: {e})") from e
+
+
+def _read(sections: dict[str, bytes], code_offset: int) -> GuestLineTable:
+    dwarf = _dwarf_info(sections)
+    image_comp_dir = None
+    producer = None
+    rows = []
+    for cu in dwarf.iter_CUs():
+        top = cu.get_top_DIE()
+        attribute = top.attributes.get("DW_AT_comp_dir")
+        comp_dir = _text(attribute.value) if attribute is not None else "."
+        if image_comp_dir is None:
+            image_comp_dir = comp_dir
+        if producer is None:
+            attribute = top.attributes.get("DW_AT_producer")
+            producer = _text(attribute.value) if attribute is not None else ""
+        program = dwarf.line_program_for_CU(cu)
+        if program is None:
+            continue
+        paths = _file_paths(program, comp_dir, image_comp_dir)
+        for entry in program.get_entries():
+            state = entry.state
+            if state is None:
+                continue
+            path = paths.get(state.file)
+            if path is None:
+                raise GuestLinesError(f"line-table row at {state.address:#x} names file {state.file}, "
+                                      f"which the header does not list")
+            if state.line < 0 or state.column < 0:
+                # build_debug_image rejects them; a debugger would too.
+                raise GuestLinesError(f"line-table row at {state.address:#x}: line {state.line}, "
+                                      f"column {state.column}")
+            rows.append(GuestLineRow(
+                module_offset=code_offset + state.address, file=path, line=state.line,
+                column=state.column, is_stmt=bool(state.is_stmt), prologue_end=bool(state.prologue_end),
+                end_sequence=bool(state.end_sequence)))
+    return GuestLineTable(image_comp_dir or ".", tuple(rows), producer or "")
+
+
+def map_guest_lines(table: GuestLineTable, info, frame_table: FrameTable, code_address: int) -> list[LineRow]:
+    """LineRows (absolute addresses, ascending) of the native code at
+    ``code_address`` compiled from ``info`` (see the module docstring for the
+    rules). Rows outside every compiled function are dropped."""
+    bodies = {body.body_offset: body for body in info.codes}
+    # (wasm start, wasm end, function, INSTRUCTION points sorted by wasm offset)
+    functions = []
+    for func in frame_table.functions():
+        body = bodies.get(func.body_wasm_offset)
+        if body is None:
+            continue
+        points = sorted((p.wasm_offset, p.native_offset) for p in frame_table.sequence_points(func)
+                        if p.kind is SequencePointKind.INSTRUCTION)
+        functions.append((body.locals_offset, body.end_offset, func, points))
+    functions.sort(key=lambda f: f[0])
+    starts = [f[0] for f in functions]
+
+    placed: dict[int, dict[int, GuestLineRow]] = {}  # function position -> native offset -> row
+    first_rows: dict[int, GuestLineRow] = {}
+    for row in table.rows:
+        if row.end_sequence:
+            continue
+        k = bisect.bisect_right(starts, row.module_offset) - 1
+        if k < 0 or row.module_offset >= functions[k][1]:
+            continue
+        _, _, func, points = functions[k]
+        first = first_rows.get(func.position)
+        if first is None or row.module_offset < first.module_offset:
+            first_rows[func.position] = row
+        at = bisect.bisect_left(points, (row.module_offset, -1))
+        if at == len(points):
+            continue
+        # Several rows can land on one point (no point between them): the last
+        # one in program order is the row whose range holds the point's
+        # instruction, so it wins.
+        placed.setdefault(func.position, {})[points[at][1]] = row
+
+    entries = {f[2].native_start for f in functions if placed.get(f[2].position)}
+    lines = []
+    for _, _, func, _ in sorted(functions, key=lambda f: f[2].native_start):
+        rows = placed.get(func.position)
+        first = first_rows.get(func.position)
+        if not rows or first is None:
+            continue
+        if func.native_start not in rows:
+            lines.append(LineRow(code_address + func.native_start, first.file, first.line, first.column))
+        for native_offset in sorted(rows):
+            row = rows[native_offset]
+            line = LineRow(code_address + native_offset, row.file, row.line, row.column,
+                           is_stmt=row.is_stmt, prologue_end=row.prologue_end)
+            # A row repeating the one before it adds nothing but splits that
+            # line's range in two: gdb's prologue analysis (symtab.c
+            # skip_prologue_using_sal) would then take the split point, in the
+            # middle of the wasm-level prologue, for the end of the prologue.
+            if lines and not line.prologue_end and _same_place(lines[-1], line):
+                continue
+            lines.append(line)
+        if func.native_end not in entries:
+            lines.append(LineRow(code_address + func.native_end, rows[max(rows)].file, 0))
+    code_end = code_address + frame_table.header.code_size
+    return [row for row in lines if row.address < code_end]
+
+
+def _same_place(a: LineRow, b: LineRow) -> bool:
+    return (a.file, a.line, a.column, a.is_stmt) == (b.file, b.line, b.column, b.is_stmt)
+
+
+def image_producer(guest_producer: str) -> str:
+    """DW_AT_producer of an image whose lines come from a guest compiled by
+    ``guest_producer``.
+
+    gdb 13 trusts the line table for the end of a prologue only when the
+    producer starts with ``clang `` (amd64-tdep.c ``amd64_skip_prologue``,
+    utils ``producer_is_llvm``: "LLVM backend always emits a line note before
+    the prologue and another one after"), which is what our rows keep; it
+    otherwise disassembles the native code, sees the ENTRY patch site instead
+    of ``push rbp``, and ``step`` into a function would stop before its
+    prologue. Vendor-prefixed clang strings ("Debian clang version ...") are
+    rewritten to that form, with the original kept in parentheses."""
+    marker = "clang version "
+    at = guest_producer.find(marker)
+    if at < 0:
+        return DEFAULT_PRODUCER
+    version = guest_producer[at + len(marker):].split(" ", 1)[0]
+    return f"clang version {version} ({guest_producer}; native code by {DEFAULT_PRODUCER})"
+
+
+def image_lines(module, frame_table: FrameTable, code_address: int) -> ImageLines:
+    """Source lines for a debug image of ``module`` (a compiled codemem
+    Module; its ``info`` is read) at ``code_address``; no rows when the module
+    has no usable line table. Never raises for bad DWARF: it logs a warning and
+    returns no rows."""
+    info = getattr(module, "info", None)
+    if info is None:
+        return ImageLines([])
+    try:
+        table = read_guest_line_table(info)
+        if table is None:
+            return ImageLines([])
+        rows = map_guest_lines(table, info, frame_table, code_address)
+        return ImageLines(rows, table.comp_dir, image_producer(table.producer))
+    except GuestLinesError as e:
+        log.warning("module %s: no source lines in its debug image: %s", getattr(module, "name", "?"), e)
+        return ImageLines([])
