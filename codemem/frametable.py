@@ -66,6 +66,9 @@ import enum
 import struct
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import repeat
+from operator import itemgetter
+from typing import Iterable, Iterator, NamedTuple
 
 import construct as cs
 
@@ -168,6 +171,19 @@ LOCAL_SIZE = LocalSlotRecord.sizeof()
 SITE_RECORD_SIZE = PatchSiteRecord.sizeof()
 MIRROR_SIZE = RegisterMirrorRecord.sizeof()
 assert (HEADER_SIZE, FUNCTION_SIZE, SEQPOINT_SIZE, LOCAL_SIZE, SITE_RECORD_SIZE, MIRROR_SIZE) == (80, 40, 20, 8, 16, 8)
+
+# The builder's hot records, as struct formats (construct is the schema, and
+# the parser; per record it is far too slow for the ~one record per wasm
+# instruction a build writes).  Same layouts, field for field.
+_FUNCTION_STRUCT = struct.Struct("<IIIIIIIIIi")
+_SEQPOINT_STRUCT = struct.Struct("<IIBBHII")
+_LOCAL_STRUCT = struct.Struct("<iB3x")
+_SITE_STRUCT = struct.Struct("<I5s5s2x")
+_MIRROR_STRUCT = struct.Struct("<BB2xi")
+_CALL_SITE_STRUCT = struct.Struct("<IBi5s2x")  # a PatchSite whose enable bytes are a call rel32
+assert (_FUNCTION_STRUCT.size, _SEQPOINT_STRUCT.size, _LOCAL_STRUCT.size, _SITE_STRUCT.size, _CALL_SITE_STRUCT.size,
+        _MIRROR_STRUCT.size) == (FUNCTION_SIZE, SEQPOINT_SIZE, LOCAL_SIZE, SITE_RECORD_SIZE, SITE_RECORD_SIZE,
+                                 MIRROR_SIZE)
 
 #: Hardware GPR number -> name, as gdbstub/arch_amd64.py (the regfile) names
 #: them; only these may be mirrors (rsp, rbp and r15 never are: frame and context).
@@ -586,8 +602,39 @@ class FunctionBuild:
     locals: list[tuple[int, int]] = field(default_factory=list)  # (frame_offset, valtype)
     #: (native_offset, wasm_offset, kind, stack_types[, mirrors]) where mirrors
     #: is a tuple of (hardware GPR number, MirrorSource, rbp-relative slot
-    #: offset or 0).
+    #: offset or 0), or the MirrorList that FrameTableBuilder.intern_mirrors
+    #: returned for such a list (what the compiler passes: it interns each
+    #: distinct list once, not once per point).
     seqpoints: list[tuple] = field(default_factory=list)
+
+
+class MirrorList(NamedTuple):
+    """A mirror list in a FrameTableBuilder's pool (``intern_mirrors``)."""
+
+    count: int  # records
+    first: int  # index of the first record in the mirror pool (0 when count is 0)
+
+
+_NO_MIRRORS = MirrorList(0, 0)
+
+
+def pack_mirror(register: int, source: int, frame_offset: int) -> bytes:
+    """One RegisterMirror record (see "Register mirrors"); a mirror list's
+    records, joined, are what ``FrameTableBuilder.intern_mirrors`` takes."""
+    assert (frame_offset < 0) == (source == MirrorSource.SLOT), "a slot mirror needs a slot"
+    return _MIRROR_STRUCT.pack(register, source, frame_offset)
+
+
+def _indices_of_none(values: list) -> Iterator[int]:
+    """The indices of the Nones in ``values``, ascending (searched in C: in a
+    build's columns they are the few first occurrences)."""
+    k = -1
+    while True:
+        try:
+            k = values.index(None, k + 1)
+        except ValueError:
+            return
+        yield k
 
 
 class FrameTableBuilder:
@@ -601,13 +648,13 @@ class FrameTableBuilder:
     def __init__(self, *, debug: bool = True):
         self.debug = debug
         self.functions: list[FunctionBuild] = []
-        self.sites: list[tuple[int, bytes, bytes]] = []
+        self.sites: list[tuple[int, bytes]] = []  # (offset, PatchSite record)
         self.code_size = 0
         self.bp_veneer = self.trap_veneer = self.bp_slot = self.trap_slot = 0
         self._types_pool = bytearray()
         self._types_index: dict[tuple[int, ...], int] = {}
         self._mirror_pool = bytearray()
-        self._mirror_index: dict[tuple[tuple[int, int, int], ...], int] = {}
+        self._mirror_index: dict[bytes, MirrorList] = {}  # packed records -> their place in the pool
 
     def add_function(self, fb: FunctionBuild) -> FunctionBuild:
         if self.functions:
@@ -618,7 +665,19 @@ class FrameTableBuilder:
     def add_site(self, offset: int, enable: bytes, disable: bytes = SITE_DISABLED) -> None:
         assert len(enable) == SITE_SIZE and len(disable) == SITE_SIZE
         assert offset % 8 <= 8 - SITE_SIZE, f"site {offset:#x} straddles an 8-byte boundary"
-        self.sites.append((offset, bytes(enable), bytes(disable)))
+        # Kept as (offset, PatchSite record): build() sorts by offset, and an
+        # equal offset compares the records, i.e. enable then disable bytes.
+        self.sites.append((offset, _SITE_STRUCT.pack(offset, enable, disable)))
+
+    def add_call_sites(self, offsets: Iterable[int], target: int) -> None:
+        """``add_site`` for each of ``offsets`` with the enabled form ``call
+        target`` (``e8 rel32``, image offsets: codemem.veneer.site_enable_bytes)
+        and the disabled form SITE_DISABLED, in one call: a debug image has a
+        site per wasm instruction."""
+        pack = _CALL_SITE_STRUCT.pack
+        sites = [(offset, pack(offset, 0xE8, target - (offset + SITE_SIZE), SITE_DISABLED)) for offset in offsets]
+        assert all(offset % 8 <= 8 - SITE_SIZE for offset, _ in sites), "a site straddles an 8-byte boundary"
+        self.sites += sites
 
     def _intern_types(self, types: tuple[int, ...]) -> int:
         at = self._types_index.get(types)
@@ -628,56 +687,80 @@ class FrameTableBuilder:
             self._types_index[types] = at
         return at
 
-    def _intern_mirrors(self, mirrors: tuple[tuple[int, int, int], ...]) -> int:
-        """Index of the first record of ``mirrors`` in the mirror pool."""
-        at = self._mirror_index.get(mirrors)
-        if at is None:
-            at = len(self._mirror_pool) // MIRROR_SIZE
-            for register, source, frame_offset in mirrors:
-                assert (frame_offset < 0) == (source == MirrorSource.SLOT), "a slot mirror needs a slot"
-                self._mirror_pool += struct.pack("<BB2xi", register, source, frame_offset)
-            self._mirror_index[mirrors] = at
-        return at
+    def intern_mirrors(self, mirrors) -> MirrorList:
+        """The place of mirror list ``mirrors`` in the mirror pool, added at
+        its end if no equal list is there yet (the pool is in order of first
+        occurrence).  ``mirrors``: a tuple of (register, MirrorSource, frame
+        offset) records, or the :func:`pack_mirror` records joined."""
+        if type(mirrors) is bytes:
+            packed = mirrors
+            assert len(packed) % MIRROR_SIZE == 0
+        else:
+            packed = b"".join(pack_mirror(register, source, offset) for register, source, offset in mirrors)
+        found = self._mirror_index.get(packed)
+        if found is None:
+            if not packed:
+                return _NO_MIRRORS
+            found = self._mirror_index[packed] = MirrorList(
+                len(packed) // MIRROR_SIZE, len(self._mirror_pool) // MIRROR_SIZE)
+            self._mirror_pool += packed
+        return found
+
+    def _seqpoint_records(self, points: list[tuple]) -> bytes:
+        """The SequencePoint records of one function's ``points``
+        (FunctionBuild.seqpoints), interning their stack types and mirror
+        lists in point order.
+
+        Column-wise, so that the per-point work runs in C (``zip``, ``map``):
+        a build writes one record per wasm instruction."""
+        if not points:
+            return b""
+        lengths = set(map(len, points))
+        assert lengths <= {4, 5}, f"a sequence point is 4 or 5 fields, not {lengths}"
+        columns = list(zip(*points))  # as many as the shortest point has fields
+        offsets, wasm_offsets, kinds, types = columns[:4]
+        assert list(offsets) == sorted(offsets), "sequence points out of native order"
+
+        try:
+            types_at = list(map(self._types_index.get, types))
+        except TypeError:  # a stack given as a list
+            types = [tuple(t) for t in types]
+            types_at = list(map(self._types_index.get, types))
+        for k in _indices_of_none(types_at):
+            types_at[k] = self._intern_types(types[k])
+
+        if 5 in lengths:
+            mirrors = columns[4] if len(columns) == 5 else [point[4] if len(point) == 5 else _NO_MIRRORS
+                                                             for point in points]
+            intern = self.intern_mirrors
+            lists = [m if type(m) is MirrorList else intern(m) for m in mirrors]
+            counts, firsts = zip(*lists)
+            instruction = SequencePointKind.INSTRUCTION
+            assert all(kind == instruction for kind, count in zip(kinds, counts) if count), \
+                "mirrors at a non-instruction point"
+        else:
+            counts = firsts = repeat(0)
+        return b"".join(map(_SEQPOINT_STRUCT.pack, offsets, wasm_offsets, kinds, counts, map(len, types),
+                            types_at, firsts))
 
     def build(self) -> bytes:
         funcs_blob = bytearray()
-        seq_blob = bytearray()
+        seq_records: list[bytes] = []
         locals_blob = bytearray()
         n_seq = n_locals = 0
         for fb in self.functions:
-            funcs_blob += FunctionRecord.build(
-                dict(
-                    native_start=fb.native_start,
-                    native_size=fb.native_size,
-                    wasm_index=fb.wasm_index,
-                    frame_size=fb.frame_size,
-                    body_wasm_offset=fb.body_wasm_offset,
-                    first_local=n_locals,
-                    num_locals=len(fb.locals),
-                    first_seqpoint=n_seq,
-                    num_seqpoints=len(fb.seqpoints),
-                    stack_base=fb.stack_base,
-                )
+            funcs_blob += _FUNCTION_STRUCT.pack(
+                fb.native_start, fb.native_size, fb.wasm_index, fb.frame_size, fb.body_wasm_offset,
+                n_locals, len(fb.locals), n_seq, len(fb.seqpoints), fb.stack_base,
             )
-            previous = -1
-            for point in fb.seqpoints:
-                native_offset, wasm_offset, kind, types = point[:4]
-                mirrors = tuple(point[4]) if len(point) > 4 else ()
-                assert native_offset >= previous, "sequence points out of native order"
-                assert not mirrors or int(kind) == int(SequencePointKind.INSTRUCTION), "mirrors at a non-instruction point"
-                previous = native_offset
-                seq_blob += struct.pack(
-                    "<IIBBHII", native_offset, wasm_offset, int(kind), len(mirrors), len(types),
-                    self._intern_types(tuple(types)), self._intern_mirrors(mirrors) if mirrors else 0,
-                )
+            seq_records.append(self._seqpoint_records(fb.seqpoints))
             for frame_offset, valtype in fb.locals:
-                locals_blob += struct.pack("<iB3x", frame_offset, valtype)
+                locals_blob += _LOCAL_STRUCT.pack(frame_offset, valtype)
             n_seq += len(fb.seqpoints)
             n_locals += len(fb.locals)
+        seq_blob = b"".join(seq_records)
         sites = sorted(self.sites)
-        sites_blob = bytearray()
-        for offset, enable, disable in sites:
-            sites_blob += struct.pack("<I5s5s2x", offset, enable, disable)
+        sites_blob = b"".join(map(itemgetter(1), sites))
         functions_offset = HEADER_SIZE
         seqpoints_offset = functions_offset + len(funcs_blob)
         locals_offset = seqpoints_offset + len(seq_blob)

@@ -46,9 +46,13 @@ the enclosing frame) is validated but emits nothing and has no sequence points.
 """
 from __future__ import annotations
 
+import bisect
+import gc
 import logging
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import attrgetter
 
 from ..abi import (
     FRAME_ARGS_PTR,
@@ -74,9 +78,17 @@ from ..abi import (
     TrapCode,
     VMContextLayout,
 )
-from ..frametable import SITE_DISABLED, FrameTableBuilder, FunctionBuild, MirrorSource, SequencePointKind
+from ..frametable import (
+    SITE_DISABLED,
+    FrameTableBuilder,
+    FunctionBuild,
+    MirrorList,
+    MirrorSource,
+    SequencePointKind,
+    pack_mirror,
+)
 from ..native import STACK_CTX_STACK_LIMIT
-from ..veneer import append_veneers, site_enable_bytes
+from ..veneer import append_veneers
 from ..wasm.instructions import Instr
 from ..wasm.module import ModuleInfo
 from ..wasm.opcodes import OP_BY_NAME
@@ -93,7 +105,7 @@ from .numeric import (
     TemplateAssembler,
     slot,
 )
-from .regcache import MEMORY_BASE, MEMORY_LENGTH, RegCache, common_state, local_location
+from .regcache import CACHE_REGISTERS, MEMORY_BASE, MEMORY_LENGTH, RegCache, common_state, local_location
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +117,15 @@ XMM0 = Xmm.XMM0
 _INSTRUCTION = int(SequencePointKind.INSTRUCTION)
 _RETURN_POINT = int(SequencePointKind.RETURN_POINT)
 _ENTRY = int(SequencePointKind.ENTRY)
+_MIRROR_SLOT = MirrorSource.SLOT
+_MIRROR_MEMORY0_BASE = MirrorSource.MEMORY0_BASE
+_MIRROR_MEMORY0_LENGTH = MirrorSource.MEMORY0_LENGTH
 
 _OP_ELSE, _OP_END = 0x05, 0x0B
 _OP_BLOCK, _OP_LOOP, _OP_IF = 0x02, 0x03, 0x04
 _OP_LOCAL_GET, _OP_LOCAL_TEE = 0x20, 0x22
 _OP_F32_LOAD, _OP_F64_LOAD = 0x2A, 0x2B
+_offset_of = attrgetter("offset")
 
 #: How many declared locals are zeroed by unrolled stores; more use ``rep stosq``.
 _UNROLLED_ZEROING = 8
@@ -136,7 +152,30 @@ def compile_module(info: ModuleInfo, *, debug: bool) -> CompiledModule:
     Raises ``CompileError`` (with the module offset) for a malformed or invalid
     module; no code is produced then.  Function records are in native order, one
     per defined function, ``wasm_index`` in the full function index space."""
-    return _ModuleCompiler(info, debug).compile()
+    with _gc_paused():
+        return _ModuleCompiler(info, debug).compile()
+
+
+@contextmanager
+def _gc_paused():
+    """Suspend the cyclic garbage collector for the duration of a compile.
+
+    A compile allocates millions of small objects that all stay alive until it
+    ends (decoded instructions, sequence points, templates), so each
+    collection the allocation count triggers traverses an ever larger heap
+    and finds nothing: that was about a third of the compile time.  The
+    compiler holds no reference cycles, so its garbage is freed by reference
+    counting all the same and pausing costs no memory.  The collector is
+    enabled again even on a CompileError; one the caller paused stays
+    paused."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def local_offset(index: int) -> int:
@@ -181,12 +220,57 @@ def _frame_mirror(reg: int, loc: int, frame_size: int) -> tuple[int, int, int]:
     """The frame-table mirror record ``(register, MirrorSource, rbp offset)``
     of register cache entry ``(reg, loc)`` (regcache.py locations)."""
     if loc >= 0:
-        return reg, MirrorSource.SLOT, -frame_size + 8 * loc
+        return reg, _MIRROR_SLOT, -frame_size + 8 * loc
     if loc == MEMORY_BASE:
-        return reg, MirrorSource.MEMORY0_BASE, 0
+        return reg, _MIRROR_MEMORY0_BASE, 0
     if loc == MEMORY_LENGTH:
-        return reg, MirrorSource.MEMORY0_LENGTH, 0
-    return reg, MirrorSource.SLOT, local_offset(-loc - 1)
+        return reg, _MIRROR_MEMORY0_LENGTH, 0
+    return reg, _MIRROR_SLOT, local_offset(-loc - 1)
+
+
+def _new_mirror_list(memo: tuple[dict, list], builder: FrameTableBuilder, frame_size: int,
+                     state: tuple) -> MirrorList:
+    """The frame-table mirror list of register cache ``state``
+    (RegCache.state: locations by register number) in a frame of
+    ``frame_size``, its records in register order, interned in ``builder``;
+    remembered in ``memo``.
+
+    ``memo``: ``({state: MirrorList}, records)`` for this frame size, kept
+    module-wide (functions of one shape share most states); ``records[r]`` is
+    ``{location: packed record}`` of register r."""
+    states, records = memo
+    built = []
+    for reg in _CACHE_REGISTER_NUMBERS:
+        loc = state[reg]
+        if loc is not None:
+            by_loc = records[reg]
+            record = by_loc.get(loc)
+            if record is None:
+                record = by_loc[loc] = pack_mirror(*_frame_mirror(reg, loc, frame_size))
+            built.append(record)
+    mirrors = states[state] = builder.intern_mirrors(b"".join(built))
+    return mirrors
+
+
+#: The registers a cache state can name, in register order (mirror records' order).
+_CACHE_REGISTER_NUMBERS = tuple(sorted(int(reg) for reg in CACHE_REGISTERS))
+
+
+def _site_bytes(r: int) -> bytes:
+    """What a patch site at an offset ``r`` (mod 8) takes: the disabled site,
+    after NOP padding when it would straddle an 8-byte boundary (one
+    multi-byte NOP rather than 8-r one-byte ones: the padding runs on the hot
+    path, and each NOP instruction takes a decode slot)."""
+    a = Assembler()
+    if r > 3:
+        a.nop(8 - r)
+    return bytes(a.code) + SITE_DISABLED
+
+
+#: Indexed by the current code offset mod 8: the bytes of a patch site there
+#: (padding included) and the padding's length (the site's offset is after it).
+_SITE_BYTES = tuple(_site_bytes(r) for r in range(8))
+_SITE_PAD = tuple(len(b) - len(SITE_DISABLED) for b in _SITE_BYTES)
 
 
 def _align16(n: int) -> int:
@@ -207,6 +291,8 @@ class _ModuleCompiler:
         self.num_imported = info.num_imported_funcs
         self.func_types = info.all_func_types
         self.templates: dict = {}
+        #: frame size -> _new_mirror_list's memo (see _compile_function)
+        self.mirror_memo: dict[int, tuple[dict, list]] = {}
         self.site_offsets: list[int] = []
         self.trap_call_fields: list[int] = []
         self.func_labels: list[Label] = []
@@ -220,14 +306,13 @@ class _ModuleCompiler:
         self.nlocals = 0
         self.validator: FuncValidator | None = None
         self.instrs: list[Instr] = []
-        self.positions: dict | None = None
         self.cache = RegCache()
         #: Cache locations whose slot holds xmm0's value (numeric.py "xmm0
         #: reuse"): a guess the float templates verify, so it may be stale.
         self.xmm0_locs: set[int] = set()
-        self.handlers = self._make_handlers()
-        self.cache_aware, self.scratch_only = self._cache_classes()
-        self.xmm_result_only, self.xmm_untouched = self._xmm0_classes()
+        self.handlers = _HANDLERS
+        self.cache_aware, self.scratch_only = _CACHE_AWARE, _SCRATCH_ONLY
+        self.xmm_result_only, self.xmm_untouched = _XMM_RESULT_ONLY, _XMM_UNTOUCHED
 
     # ------------------------------------------------------------------ module
 
@@ -252,8 +337,7 @@ class _ModuleCompiler:
         for pos in self.trap_call_fields:
             struct.pack_into("<i", code, pos, veneers.trap_veneer - (pos + 4))
         builder = self.builder
-        for off in self.site_offsets:
-            builder.add_site(off, site_enable_bytes(off, veneers))
+        builder.add_call_sites(self.site_offsets, veneers.bp_veneer)  # site_enable_bytes, in bulk
         builder.code_size = len(code)
         builder.bp_veneer, builder.trap_veneer = veneers.bp_veneer, veneers.trap_veneer
         builder.bp_slot, builder.trap_slot = veneers.bp_slot, veneers.trap_slot
@@ -266,14 +350,9 @@ class _ModuleCompiler:
     def _site(self) -> int:
         """A disabled patch site, padded so it does not straddle 8 bytes."""
         code = self.asm.code
-        off = len(code)
-        r = off & 7
-        if r > 3:
-            # One multi-byte NOP rather than 8-r one-byte ones: the padding
-            # runs on the hot path, and each NOP instruction takes a decode slot.
-            self.asm.nop(8 - r)
-            off += 8 - r
-        code += SITE_DISABLED
+        r = len(code) & 7
+        off = len(code) + _SITE_PAD[r]
+        code += _SITE_BYTES[r]
         self.site_offsets.append(off)
         return off
 
@@ -292,16 +371,6 @@ class _ModuleCompiler:
         off = self._site() if self.debug else len(self.asm.code)
         self.seqpoints.append((off, ins.offset, _RETURN_POINT, tuple(self.validator.operand_types)))
 
-    def _emit_template(self, template) -> None:
-        code_bytes, traps = template
-        code = self.asm.code
-        base = len(code)
-        code += code_bytes
-        if traps:
-            seq = self.seq
-            for pos, trap_code in traps:
-                self.trap_fields.append((base + pos, seq, trap_code))
-
     def _template(self, key, build, *args):
         """The cached template ``key``; ``build(a, *args)`` makes it on a miss."""
         t = self.templates.get(key)
@@ -313,10 +382,19 @@ class _ModuleCompiler:
         return t
 
     def _emit(self, key, build, *args) -> None:
+        """Append the cached template ``key`` (made by ``build(a, *args)`` on a
+        miss) and register its trap fields against the current sequence point."""
         t = self.templates.get(key)
         if t is None:
             t = self._template(key, build, *args)
-        self._emit_template(t)
+        code_bytes, traps = t
+        code = self.asm.code
+        if traps:
+            base = len(code)
+            seq = self.seq
+            for pos, trap_code in traps:
+                self.trap_fields.append((base + pos, seq, trap_code))
+        code += code_bytes
 
     def _trap_stubs(self) -> None:
         """Out-of-line trap stubs of the current function, one per (sequence
@@ -359,7 +437,6 @@ class _ModuleCompiler:
         self.nsave = 0
         self.trap_fields = []
         self.instrs = instrs
-        self.positions = None
         seqpoints = self.seqpoints = []
 
         asm.align(16, 0xCC)
@@ -409,11 +486,15 @@ class _ModuleCompiler:
         xmm_result_only, xmm_untouched = self.xmm_result_only, self.xmm_untouched
         step = v.step
         control = v.control
+        vals = v.operand_types  # the validator mutates this one list in place
+        site_bytes, site_pad = _SITE_BYTES, _SITE_PAD
+        add_site = self.site_offsets.append
+        add_point = seqpoints.append
         max_depth = 0
+        # The hot loop: _site() is inlined, and locals stand for attributes.
         for ins in instrs:
             op = ins.op
             top = ctls[-1]
-            vals = v.operand_types
             d = len(vals)
             if top.dead or control[-1].unreachable:
                 self._dead(ins, op, top)
@@ -422,40 +503,53 @@ class _ModuleCompiler:
             elif op == _OP_ELSE:
                 self._else(ins, True)
             else:
-                off = self._site() if debug else len(code)
+                off = len(code)
+                if debug:
+                    r = off & 7
+                    off += site_pad[r]
+                    code += site_bytes[r]
+                    add_site(off)
                 self.seq = off
-                if cache:
-                    seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(vals), cache.entries()))
+                state = cache.state()
+                if state:
+                    add_point((off, ins.offset, _INSTRUCTION, tuple(vals), state))
                 else:
-                    seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(vals)))
+                    add_point((off, ins.offset, _INSTRUCTION, tuple(vals)))
                 step(ins)
-                handlers[op](ins, d)
+                handlers[op](self, ins, d)
                 if op not in cache_aware:
                     if op in scratch_only:
                         # Wrote at most the result slot with rax/rcx/rdx/xmm.
-                        cache.truncate(len(v.operand_types) - 1)
+                        cache.truncate(len(vals) - 1)
                     else:
                         cache.clear()
                 if op in xmm_result_only:
-                    xmm0_locs.discard(len(v.operand_types) - 1)
+                    xmm0_locs.discard(len(vals) - 1)
                 elif op not in xmm_untouched:
                     xmm0_locs.clear()
-            nd = len(v.operand_types)
-            if nd > max_depth:
-                max_depth = nd
+            if len(vals) > max_depth:
+                max_depth = len(vals)
         v.finish()
 
         frame_size = _align16(FRAME_FIXED_SIZE + 8 * (nlocals + self.nsave + max_depth))
-        # Cache locations -> frame-table mirrors, now that frame_size is known
-        # (memoized per entries tuple: consecutive points often share one).
-        mapped: dict = {}
+        # The points recorded cache states: now that frame_size is known, each
+        # becomes its mirror list, interned in the frame table's pool in order
+        # of first occurrence (consecutive points often share one state).
+        memo = self.mirror_memo.get(frame_size)
+        if memo is None:
+            memo = self.mirror_memo[frame_size] = ({}, [{} for _ in range(len(Reg))])
+        states = memo[0]
+        builder = self.builder
+        last_state = last_mirrors = None
         for k, point in enumerate(seqpoints):
-            if len(point) > 4:
-                entries = point[4]
-                mirrors = mapped.get(entries)
-                if mirrors is None:
-                    mirrors = mapped[entries] = tuple(_frame_mirror(reg, loc, frame_size) for reg, loc in entries)
-                seqpoints[k] = point[:4] + (mirrors,)
+            if len(point) == 5:
+                off, wasm_offset, kind, types, state = point
+                if state is not last_state:
+                    last_state = state
+                    last_mirrors = states.get(state)
+                    if last_mirrors is None:
+                        last_mirrors = _new_mirror_list(memo, builder, frame_size, state)
+                seqpoints[k] = (off, wasm_offset, kind, types, last_mirrors)
         struct.pack_into("<i", code, check_field, -(frame_size + STACK_CHECK_EXTRA))
         struct.pack_into("<i", code, frame_field, frame_size)
         self._trap_stubs()
@@ -561,13 +655,14 @@ class _ModuleCompiler:
         """The cache state a loop's label assumes: the current entries of the
         locals its body reads (and memory's base and length if it accesses
         memory), so back edges re-establish only what the body may use."""
-        if self.positions is None:
-            self.positions = {id(x): k for k, x in enumerate(self.instrs)}
         instrs = self.instrs
+        # Where the loop is in the body: offsets ascend along it.
+        start = bisect.bisect_left(instrs, ins.offset, key=_offset_of)
+        assert instrs[start] is ins
         reads: set[int] = set()
         memory = False
         depth = 0
-        for k in range(self.positions[id(ins)] + 1, len(instrs)):
+        for k in range(start + 1, len(instrs)):
             op = instrs[k].op
             if op == _OP_LOCAL_GET:
                 reads.add(instrs[k].imm)
@@ -633,8 +728,9 @@ class _ModuleCompiler:
         if reachable:
             off = self._site() if self.debug else len(asm.code)
             self.seq = off
-            if cache:
-                self.seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(v.operand_types), cache.entries()))
+            state = cache.state()
+            if state:
+                self.seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(v.operand_types), state))
             else:
                 self.seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(v.operand_types)))
             asm.jmp(ctl.label)
@@ -676,8 +772,9 @@ class _ModuleCompiler:
         types = tuple(v.operand_types[: ctl.height]) + tuple(ctl.end_types)
         off = self._site() if self.debug else len(asm.code)
         self.seq = off
-        if cache:
-            self.seqpoints.append((off, ins.offset, _INSTRUCTION, types, cache.entries()))
+        state = cache.state()
+        if state:
+            self.seqpoints.append((off, ins.offset, _INSTRUCTION, types, state))
         else:
             self.seqpoints.append((off, ins.offset, _INSTRUCTION, types))
         v.step(ins)
@@ -809,7 +906,7 @@ class _ModuleCompiler:
     def _h_local_get(self, ins: Instr, d: int) -> None:
         cache = self.cache
         index = ins.imm
-        loc = local_location(index)
+        loc = -(index + 1)  # local_location(index)
         if loc in self.xmm0_locs:
             self.xmm0_locs.add(d)
         else:
@@ -833,7 +930,7 @@ class _ModuleCompiler:
         cache = self.cache
         index = ins.imm
         loc = local_location(index)
-        value, load = self._use(d - 1)
+        value, load = self.cache.use(d - 1)
         tee = ins.op == _OP_LOCAL_TEE
         if d - 1 in self.xmm0_locs:
             self.xmm0_locs.add(loc)
@@ -863,8 +960,13 @@ class _ModuleCompiler:
     # -------------------------------------------------------------- constants
 
     def _const(self, d: int, bits: int) -> None:
+        """The constant (its unsigned bit pattern; i32/f32 zero-extended) in a
+        cache register and slot d.  Most constants occur once, so a template
+        per constant would cost more to build than it saves: the ``mov reg,
+        imm`` is encoded in place and only the store to the slot is cached."""
         value = self.cache.alloc()
-        self._emit(("const", d, bits, value), _build_const_reg, d, bits, value)
+        self.asm.mov(value, bits, 64)
+        self._emit(("to_slot", d, value), _build_store_slot, d, value)
         self.cache.bind(value, d)
 
     def _h_i32_const(self, ins: Instr, d: int) -> None:
@@ -876,18 +978,6 @@ class _ModuleCompiler:
     def _h_float_const(self, ins: Instr, d: int) -> None:
         self._const(d, ins.imm)
 
-    def _use(self, loc: int, avoid: tuple = ()) -> tuple[Reg, bool]:
-        """A register holding location ``loc`` for reading: its mirror, or a
-        register to load it into (``True``: the caller's code must load it; the
-        register is bound to ``loc`` already)."""
-        cache = self.cache
-        reg = cache.get(loc)
-        if reg is not None:
-            return reg, False
-        reg = cache.alloc(avoid)
-        cache.bind(reg, loc)
-        return reg, True
-
     def _h_numeric(self, ins: Instr, d: int) -> None:
         # Register form: operands in mirror registers, the result computed in
         # place in the first operand's register (its slot is the result slot).
@@ -897,15 +987,16 @@ class _ModuleCompiler:
             result = d - 2
             hint = ("x" if result in xmm0_locs and op in XMM_X_INPUT else
                     "y" if d - 1 in xmm0_locs and op in XMM_Y_INPUT else None)
-            x, load_x = self._use(result)
-            y, load_y = self._use(d - 1, (x,))
+            cache = self.cache
+            x, load_x = cache.use(result)
+            y, load_y = cache.use(d - 1, (x,))
             self._emit(("rnum", op, d, x, load_x, y, load_y, hint), _build_numeric_reg, op, result, x, load_x,
                        y, load_y, hint)
-            self.cache.forget(d - 1)
+            cache.forget(d - 1)
         else:
             result = d - 1
             hint = "x" if result in xmm0_locs and op in XMM_X_INPUT else None
-            x, load_x = self._use(result)
+            x, load_x = self.cache.use(result)
             self._emit(("rnum", op, d, x, load_x, hint), _build_numeric_reg, op, result, x, load_x, None, False,
                        hint)
         after = XMM0_AFTER[op]
@@ -925,14 +1016,14 @@ class _ModuleCompiler:
         """``(base, load_base, length, load_length)``: registers holding memory
         0's base and byte length (pseudo-locations of the cache), and whether
         the access's code must load them first."""
-        base, load_base = self._use(MEMORY_BASE, avoid)
-        length, load_length = self._use(MEMORY_LENGTH, avoid + (base,))
+        base, load_base = self.cache.use(MEMORY_BASE, avoid)
+        length, load_length = self.cache.use(MEMORY_LENGTH, avoid + (base,))
         return base, load_base, length, load_length
 
     def _h_load(self, ins: Instr, d: int) -> None:
         # The loaded value replaces the address in its slot and its register.
         offset = ins.imm[1]
-        address, load = self._use(d - 1)
+        address, load = self.cache.use(d - 1)
         mem = self._memory_registers((address,))
         self._emit(("load", ins.op, d, offset, address, load, mem), _build_load_reg, ins.op, d, offset, address,
                    load, mem)
@@ -943,8 +1034,8 @@ class _ModuleCompiler:
 
     def _h_store(self, ins: Instr, d: int) -> None:
         offset = ins.imm[1]
-        address, load_address = self._use(d - 2)
-        value, load_value = self._use(d - 1, (address,))
+        address, load_address = self.cache.use(d - 2)
+        value, load_value = self.cache.use(d - 1, (address,))
         mem = self._memory_registers((address, value))
         self._emit(("store", ins.op, d, offset, address, load_address, value, load_value, mem), _build_store_reg,
                    ins.op, d, offset, address, load_address, value, load_value, mem)
@@ -1061,36 +1152,45 @@ class _ModuleCompiler:
         untouched.update(NUMERIC)
         return frozenset(result_only), frozenset(untouched)
 
-    def _make_handlers(self) -> dict:
+    @classmethod
+    def _make_handlers(cls) -> dict:
+        """Opcode -> handler, as plain functions ``handler(compiler, ins, d)``
+        (built once: bound methods stored on the compiler would make every
+        compiler a reference cycle that only the garbage collector frees)."""
         h = {}
         named = {
-            "unreachable": self._h_unreachable, "nop": self._h_nop, "block": self._h_block,
-            "loop": self._h_block, "if": self._h_if, "br": self._h_br, "br_if": self._h_br_if,
-            "br_table": self._h_br_table, "return": self._h_return, "call": self._h_call,
-            "call_indirect": self._h_call_indirect, "drop": self._h_drop,
-            "local.get": self._h_local_get, "local.set": self._h_local_set, "local.tee": self._h_local_set,
-            "global.get": self._h_global_get, "global.set": self._h_global_set,
-            "table.get": self._h_table_get, "table.set": self._h_table_set,
-            "table.size": self._h_table_size, "table.grow": self._h_table_grow,
-            "table.fill": self._h_table_fill, "table.copy": self._h_table_copy,
-            "table.init": self._h_table_init, "elem.drop": self._h_elem_drop,
-            "memory.size": self._h_memory_size, "memory.grow": self._h_memory_grow,
-            "memory.init": self._h_memory_init, "data.drop": self._h_data_drop,
-            "memory.copy": self._h_memory_copy, "memory.fill": self._h_memory_fill,
-            "i32.const": self._h_i32_const, "i64.const": self._h_i64_const,
-            "f32.const": self._h_float_const, "f64.const": self._h_float_const,
-            "ref.null": self._h_ref_null, "ref.is_null": self._h_ref_is_null, "ref.func": self._h_ref_func,
+            "unreachable": cls._h_unreachable, "nop": cls._h_nop, "block": cls._h_block,
+            "loop": cls._h_block, "if": cls._h_if, "br": cls._h_br, "br_if": cls._h_br_if,
+            "br_table": cls._h_br_table, "return": cls._h_return, "call": cls._h_call,
+            "call_indirect": cls._h_call_indirect, "drop": cls._h_drop,
+            "local.get": cls._h_local_get, "local.set": cls._h_local_set, "local.tee": cls._h_local_set,
+            "global.get": cls._h_global_get, "global.set": cls._h_global_set,
+            "table.get": cls._h_table_get, "table.set": cls._h_table_set,
+            "table.size": cls._h_table_size, "table.grow": cls._h_table_grow,
+            "table.fill": cls._h_table_fill, "table.copy": cls._h_table_copy,
+            "table.init": cls._h_table_init, "elem.drop": cls._h_elem_drop,
+            "memory.size": cls._h_memory_size, "memory.grow": cls._h_memory_grow,
+            "memory.init": cls._h_memory_init, "data.drop": cls._h_data_drop,
+            "memory.copy": cls._h_memory_copy, "memory.fill": cls._h_memory_fill,
+            "i32.const": cls._h_i32_const, "i64.const": cls._h_i64_const,
+            "f32.const": cls._h_float_const, "f64.const": cls._h_float_const,
+            "ref.null": cls._h_ref_null, "ref.is_null": cls._h_ref_is_null, "ref.func": cls._h_ref_func,
         }
         for name, fn in named.items():
             h[OP_BY_NAME[name]] = fn
-        h[0x1B] = h[0x1C] = self._h_select  # untyped and typed select
+        h[0x1B] = h[0x1C] = cls._h_select  # untyped and typed select
         for op in range(0x28, 0x36):
-            h[op] = self._h_load
+            h[op] = cls._h_load
         for op in range(0x36, 0x3F):
-            h[op] = self._h_store
+            h[op] = cls._h_store
         for op in NUMERIC:
-            h[op] = self._h_numeric
+            h[op] = cls._h_numeric
         return h
+
+
+_HANDLERS = _ModuleCompiler._make_handlers()
+_CACHE_AWARE, _SCRATCH_ONLY = _ModuleCompiler._cache_classes()
+_XMM_RESULT_ONLY, _XMM_UNTOUCHED = _ModuleCompiler._xmm0_classes()
 
 
 # --------------------------------------------------------------------------
@@ -1183,9 +1283,7 @@ def _build_local_set_reg(a: TemplateAssembler, d: int, index: int, value: Reg, l
         a.mov(keep, value, 64)
 
 
-def _build_const_reg(a: TemplateAssembler, d: int, bits: int, value: Reg) -> None:
-    """A constant (its unsigned bit pattern; i32/f32 zero-extended) in ``value`` and slot d."""
-    a.mov(value, bits, 64)
+def _build_store_slot(a: TemplateAssembler, d: int, value: Reg) -> None:
     a.mov(slot(d), value, 64)
 
 

@@ -53,6 +53,9 @@ CACHE_REGISTERS: tuple[Reg, ...] = (
 )
 
 
+_NUM_GPRS = 16  # hardware register numbers 0-15 index RegCache._by_reg
+_NO_ENTRIES = [None] * _NUM_GPRS
+
 #: Pseudo-locations (module docstring): below every local's location.
 MEMORY_BASE = -(1 << 40)
 MEMORY_LENGTH = MEMORY_BASE - 1
@@ -64,16 +67,24 @@ def local_location(index: int) -> int:
 
 
 class RegCache:
-    """Compile-time state of which register mirrors which slot (see module docstring)."""
+    """Compile-time state of which register mirrors which slot (see module docstring).
 
-    __slots__ = ("_loc_of", "_reg_of", "_stamp", "_clock", "_entries")
+    Kept twice, one map per direction: ``_reg_of`` ``{location: register}``,
+    and ``_by_reg``, a list indexed by hardware register number holding the
+    location each register mirrors (or None).  The list makes :meth:`state`,
+    which the compiler takes before nearly every instruction, one cheap copy
+    that is already in register order, hashes fast and is equal for equal
+    states."""
+
+    __slots__ = ("_by_reg", "_reg_of", "_stamp", "_clock", "_entries")
 
     def __init__(self) -> None:
-        self._loc_of: dict[Reg, int] = {}
+        self._by_reg: list[int | None] = [None] * _NUM_GPRS
         self._reg_of: dict[int, Reg] = {}
-        self._stamp: dict[Reg, int] = {}
+        #: LRU stamps by register number: the clock when last bound or read.
+        self._stamp: list[int] = [0] * _NUM_GPRS
         self._clock = 0
-        self._entries: tuple | None = ()  # entries() memo; None: recompute
+        self._entries: tuple | None = ()  # state() memo; None: recompute
 
     def __bool__(self) -> bool:
         return bool(self._reg_of)
@@ -81,7 +92,7 @@ class RegCache:
     def clear(self) -> None:
         """Forget every entry (a label, a call, anything that may change slots)."""
         if self._reg_of:
-            self._loc_of.clear()
+            self._by_reg[:] = _NO_ENTRIES
             self._reg_of.clear()
             self._entries = ()
 
@@ -99,38 +110,63 @@ class RegCache:
         """Make ``state`` (``{location: register}``, a partial bijection) the
         entries: the code is at a point where each of them is known to hold."""
         self._reg_of = dict(state)
-        self._loc_of = {reg: loc for loc, reg in state.items()}
+        by_reg = self._by_reg
+        by_reg[:] = _NO_ENTRIES
+        for loc, reg in state.items():
+            by_reg[reg] = loc
         self._entries = None
 
     def get(self, loc: int) -> Reg | None:
         """The register mirroring ``loc``, if any (marks it recently used)."""
         reg = self._reg_of.get(loc)
         if reg is not None:
-            self._clock += 1
-            self._stamp[reg] = self._clock
+            self._clock = clock = self._clock + 1
+            self._stamp[reg] = clock
         return reg
 
     def bind(self, reg: Reg, loc: int) -> None:
         """From now on ``reg`` mirrors ``loc`` (and nothing else does)."""
-        self.release(reg)
-        self.forget(loc)
-        self._loc_of[reg] = loc
-        self._reg_of[loc] = reg
+        # release(reg) and forget(loc), inlined (this runs for most instructions).
+        by_reg = self._by_reg
+        reg_of = self._reg_of
+        old_loc = by_reg[reg]
+        if old_loc is not None:
+            del reg_of[old_loc]
+        old_reg = reg_of.pop(loc, None)
+        if old_reg is not None:
+            by_reg[old_reg] = None
+        by_reg[reg] = loc
+        reg_of[loc] = reg
         self._entries = None
-        self._clock += 1
-        self._stamp[reg] = self._clock
+        self._clock = clock = self._clock + 1
+        self._stamp[reg] = clock
+
+    def use(self, loc: int, avoid: tuple[Reg, ...] = ()) -> tuple[Reg, bool]:
+        """A register holding location ``loc`` for reading: ``(its mirror,
+        False)``, or ``(a register now bound to loc, True)`` whose value the
+        caller's code must load from the location (:meth:`alloc` avoiding
+        ``avoid``, then :meth:`bind`)."""
+        reg = self._reg_of.get(loc)
+        if reg is not None:
+            self._clock = clock = self._clock + 1
+            self._stamp[reg] = clock
+            return reg, False
+        reg = self.alloc(avoid)
+        self.bind(reg, loc)
+        return reg, True
 
     def forget(self, loc: int) -> None:
         """``loc`` is about to change (or die): drop its mirror."""
         reg = self._reg_of.pop(loc, None)
         if reg is not None:
-            del self._loc_of[reg]
+            self._by_reg[reg] = None
             self._entries = None
 
     def release(self, reg: Reg) -> None:
         """``reg`` is about to change: drop what it mirrors."""
-        loc = self._loc_of.pop(reg, None)
+        loc = self._by_reg[reg]
         if loc is not None:
+            self._by_reg[reg] = None
             del self._reg_of[loc]
             self._entries = None
 
@@ -143,34 +179,40 @@ class RegCache:
     def alloc(self, avoid: tuple[Reg, ...] = ()) -> Reg:
         """A register to write: a free one, else the least recently used one
         not in ``avoid`` (its entry is dropped; the slot keeps the value)."""
-        loc_of = self._loc_of
+        by_reg = self._by_reg
         for reg in CACHE_REGISTERS:
-            if reg not in loc_of and reg not in avoid:
+            if by_reg[reg] is None and reg not in avoid:
                 return reg
+        # Every register not avoided mirrors something, so it was stamped when
+        # bound; stamps are distinct (one clock tick each): the victim is unique.
         stamp = self._stamp
-        victim = min((r for r in loc_of if r not in avoid), key=lambda r: stamp.get(r, 0))
+        victim = min((r for r in CACHE_REGISTERS if r not in avoid), key=stamp.__getitem__)
         self.release(victim)
         return victim
 
     def free_register(self, avoid: tuple[Reg, ...] = ()) -> Reg | None:
         """A register mirroring nothing (not in ``avoid``), or None: for
         optional extra mirrors that are not worth an eviction."""
-        loc_of = self._loc_of
+        by_reg = self._by_reg
         for reg in CACHE_REGISTERS:
-            if reg not in loc_of and reg not in avoid:
+            if by_reg[reg] is None and reg not in avoid:
                 return reg
         return None
 
-    def entries(self) -> tuple[tuple[int, int], ...]:
-        """``((register number, location), ...)`` sorted by register: what a
-        sequence point records.  Memoized: equal states at consecutive points
-        share one tuple."""
+    def state(self) -> tuple:
+        """What the compiler records at a sequence point: ``()`` if there are
+        no entries, else the location each register mirrors (or None), indexed
+        by hardware register number.  Cheap to take (it runs before nearly
+        every instruction), equal for equal states, and the same tuple object
+        until the next change."""
         entries = self._entries
         if entries is None:
-            items = [(reg._value_, loc) for reg, loc in self._loc_of.items()]
-            items.sort()
-            entries = self._entries = tuple(items)
+            entries = self._entries = tuple(self._by_reg) if self._reg_of else ()
         return entries
+
+    def entries(self) -> tuple[tuple[int, int], ...]:
+        """``((register number, location), ...)`` sorted by register."""
+        return tuple((reg, loc) for reg, loc in enumerate(self._by_reg) if loc is not None)
 
 
 def common_state(states: list[dict[int, Reg]]) -> dict[int, Reg]:
