@@ -43,3 +43,27 @@ def step_everything(store, instance, on_stop) -> None:
 def u64(address: int) -> int:
     """The u64 at a host ``address``."""
     return ffi.cast("uint64_t *", address)[0]
+
+
+def check_mirrors(instance, point, regfile, func) -> tuple[list[str], list[str]]:
+    """Asserts the frame-table contract at an INSTRUCTION stop: every slot
+    mirror register equals the u64 in its slot (a local or a live operand-stack
+    slot), every context mirror equals memory 0's base or length.  Returns the
+    names checked: (slot mirrors, context mirrors)."""
+    from codemem.frametable import MirrorSource
+
+    table = instance.store_code.frame_table
+    rbp = regfile.gpr[GPR_INDEX["rbp"]]
+    locals_ = {slot.frame_offset for slot in table.locals(func)}
+    stack = {func.operand_slot_offset(i) for i in range(point.stack_depth)}
+    slots, context = [], []
+    for name, offset in point.mirrors:
+        assert offset in locals_ or offset in stack, (point, name, offset)
+        assert regfile.gpr[GPR_INDEX[name]] == u64(rbp + offset), (point, name, offset)
+        slots.append(name)
+    for name, source in point.context_mirrors:
+        memory = instance.memories[0]
+        expected = memory.base if source is MirrorSource.MEMORY0_BASE else memory.data_len
+        assert regfile.gpr[GPR_INDEX[name]] == expected, (point, name, source)
+        context.append(name)
+    return slots, context

@@ -18,7 +18,7 @@ import pytest
 import wasmtime
 
 import codemem
-from stepkit import GPR_INDEX, INSTRUCTION, debug_instance, step_everything, u64
+from stepkit import GPR_INDEX, INSTRUCTION, check_mirrors, debug_instance, step_everything, u64
 from codemem.frametable import FrameTable
 from codemem.native import ffi
 from codemem.wasm.decoder import decode_module
@@ -258,17 +258,10 @@ def test_every_mirror_holds_its_slot_with_merges_loops_and_br_table():
     """
     wasm = wasmtime.wat2wasm(wat)
     store, instance = debug_instance(wasm)
-    table = instance.store_code.frame_table
     checked = []
 
     def on_stop(point, regfile, func):
-        rbp = regfile.gpr[GPR_INDEX["rbp"]]
-        locals_ = {slot.frame_offset for slot in table.locals(func)}
-        stack = {func.operand_slot_offset(i) for i in range(point.stack_depth)}
-        for name, offset in point.mirrors:
-            assert offset in locals_ or offset in stack, (point, name, offset)
-            assert regfile.gpr[GPR_INDEX[name]] == u64(rbp + offset), (point, name, offset)
-            checked.append(name)
+        checked.extend(check_mirrors(instance, point, regfile, func)[0])
 
     step_everything(store, instance, on_stop)
     result = instance.exports["f"](12)

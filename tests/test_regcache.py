@@ -15,7 +15,7 @@ import pytest
 import wasmtime
 
 import codemem
-from stepkit import GPR_INDEX, INSTRUCTION, debug_instance, step_everything, u64
+from stepkit import GPR_INDEX, INSTRUCTION, check_mirrors, debug_instance, step_everything, u64
 from codemem.errors import FrameTableError
 from codemem.frametable import (
     HEADER_SIZE,
@@ -187,22 +187,12 @@ def test_every_mirror_holds_its_slot_at_every_stop(program, calls):
         name = program.split(".")[0]
         entry = next(p for p in spec["programs"] if p["program"] == name)
         calls = [(c["func"], c["args"]) for c in entry["calls"] if not c.get("traps")][:3]
-    table = instance.store_code.frame_table
     checked, context_checked = [], []
 
     def on_stop(point, regfile, func):
-        rbp = regfile.gpr[GPR_INDEX["rbp"]]
-        locals_ = {slot.frame_offset for slot in table.locals(func)}
-        stack = {func.operand_slot_offset(i) for i in range(point.stack_depth)}
-        for name, offset in point.mirrors:
-            assert offset in locals_ or offset in stack, (point, name, offset)
-            assert regfile.gpr[GPR_INDEX[name]] == u64(rbp + offset), (point, name, offset)
-            checked.append(name)
-        for name, source in point.context_mirrors:
-            memory = instance.memories[0]
-            expected = memory.base if source is MirrorSource.MEMORY0_BASE else memory.data_len
-            assert regfile.gpr[GPR_INDEX[name]] == expected, (point, name, source)
-            context_checked.append(name)
+        slots, context = check_mirrors(instance, point, regfile, func)
+        checked.extend(slots)
+        context_checked.extend(context)
 
     step_everything(store, instance, on_stop)
     for name, args in calls:
