@@ -391,7 +391,8 @@ class StoreTarget:
         self._current = stop
         return stop
 
-    def _require_stopped(self) -> _GuestStop:
+    def require_stopped(self) -> _GuestStop:
+        """The current stop; TargetError (EBUSY running, ENOENT exited) if none."""
         if self._stopped is None:
             raise TargetError(EBUSY if self.exited is None else ENOENT,
                               "the guest is running" if self.exited is None else "the guest has exited")
@@ -456,7 +457,7 @@ class StoreTarget:
 
     def resume(self) -> None:
         """Continue until a breakpoint, a trap or the end."""
-        self._require_stopped()
+        self.require_stopped()
         self._range = None
         self._release()
 
@@ -464,7 +465,7 @@ class StoreTarget:
         """Run to the next sequence point reached (in this function, a callee,
         or the caller after a return).  With ``range_`` (vCont;r), keep going
         while the pc stays in [start, end)."""
-        stopped = self._require_stopped()
+        stopped = self.require_stopped()
         if stopped.kind == native.EVENT_TRAP:
             # A trap is fatal: the next thing that happens is the unwind.
             self._release()
@@ -702,7 +703,7 @@ class StoreTarget:
 
     def read_registers(self) -> bytes:
         """The regfile bytes of the stopped guest (``REGFILE_SIZE``)."""
-        stopped = self._require_stopped()
+        stopped = self.require_stopped()
         return bytes(ffi.buffer(stopped.regfile, arch_amd64.REGFILE_SIZE))
 
     def write_registers(self, new_regfile: bytes) -> None:
@@ -710,7 +711,7 @@ class StoreTarget:
         survive: rsp, rbp and r15 (the instance context) are the runtime's;
         rip may only move to a sequence point of the same function; only the
         arithmetic rflags bits; mxcsr must keep every exception masked."""
-        stopped = self._require_stopped()
+        stopped = self.require_stopped()
         old = self.read_registers()
         if len(new_regfile) != len(old):
             raise TargetError(EINVAL, "register file of the wrong size")
@@ -841,7 +842,7 @@ class StoreTarget:
         """All or nothing: every byte must lie in one writable region."""
         if not data:
             return
-        self._require_stopped()
+        self.require_stopped()
         region = self.region_at(address)
         end = address + len(data)
         if region is None:
@@ -855,7 +856,7 @@ class StoreTarget:
     def _write_stack(self, address: int, data: bytes) -> None:
         """Stack writes: only the live part of the stack, and never the saved
         rbp / return address words the runtime unwinds through."""
-        stopped = self._require_stopped()
+        stopped = self.require_stopped()
         end = address + len(data)
         if address < stopped.regfile.gpr[7]:
             raise TargetError(EPERM, "writes below the guest's rsp are refused (the runtime's frames live there)")

@@ -435,7 +435,7 @@ class WasmSession(GdbSession):
             raise TargetError(EINVAL, f"length {request.length:#x} does not match the {len(request.data)} bytes sent")
         if not request.data:
             return R.ok()
-        self.target._require_stopped()
+        self.target.require_stopped()
         kind, module_id, offset = split_address(request.addr)
         view = self.view(module_id)
         if kind == _TYPE_CODE:

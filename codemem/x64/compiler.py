@@ -364,6 +364,18 @@ class _ModuleCompiler:
             if r > 3:
                 self.asm.nop(8 - r)
 
+    def _instruction_point(self, ins: Instr, types: tuple) -> None:
+        """The INSTRUCTION sequence point (and site) of ``ins`` with operand
+        ``types``, recording the register cache state the code after it relies
+        on.  (The compile loop inlines the same for ordinary instructions.)"""
+        off = self._site() if self.debug else len(self.asm.code)
+        self.seq = off
+        state = self.cache.state()
+        if state:
+            self.seqpoints.append((off, ins.offset, _INSTRUCTION, types, state))
+        else:
+            self.seqpoints.append((off, ins.offset, _INSTRUCTION, types))
+
     def _return_point(self, ins: Instr) -> None:
         """The RETURN_POINT sequence point (and site) at the current offset, the
         return address of the call just emitted; the stack types are the ones
@@ -726,13 +738,7 @@ class _ModuleCompiler:
         asm = self.asm
         cache = self.cache
         if reachable:
-            off = self._site() if self.debug else len(asm.code)
-            self.seq = off
-            state = cache.state()
-            if state:
-                self.seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(v.operand_types), state))
-            else:
-                self.seqpoints.append((off, ins.offset, _INSTRUCTION, tuple(v.operand_types)))
+            self._instruction_point(ins, tuple(v.operand_types))
             asm.jmp(ctl.label)
             ctl.states.append(cache.snapshot())  # the then-branch's results are in place
         v.step(ins)
@@ -769,14 +775,7 @@ class _ModuleCompiler:
             asm.bind(ctl.else_label)
         if ctl.kind != LOOP:
             asm.bind(ctl.label)
-        types = tuple(v.operand_types[: ctl.height]) + tuple(ctl.end_types)
-        off = self._site() if self.debug else len(asm.code)
-        self.seq = off
-        state = cache.state()
-        if state:
-            self.seqpoints.append((off, ins.offset, _INSTRUCTION, types, state))
-        else:
-            self.seqpoints.append((off, ins.offset, _INSTRUCTION, types))
+        self._instruction_point(ins, tuple(v.operand_types[: ctl.height]) + tuple(ctl.end_types))
         v.step(ins)
         if ctl.kind == "function":
             self._emit(("epilogue", ctl.arity), _build_epilogue, ctl.arity)
