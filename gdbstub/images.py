@@ -46,9 +46,11 @@ from xml.sax.saxutils import quoteattr
 import capstone
 
 from codemem.frametable import SITE_SIZE, FrameTable, FunctionInfo
+from codemem.lowmem import ENTRY_THUNK_CODE, entry_thunk_address
 from codemem.native import ffi, lib
 
 from .debugimage import CfiRow, Fde, Symbol, build_debug_image
+from .debugimage.elf import ELF32, ELF64, ElfClass
 from .guest_lines import ImageLines, image_lines
 from .protocol.packets import FileIOOpenFlags
 from .protocol.replies import FileIOErrno, fileio_stat
@@ -111,6 +113,14 @@ def _disassembler() -> capstone.Cs:
         if _capstone is None:
             _capstone = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         return _capstone
+
+
+def uses_x32_images(store) -> bool:
+    """Whether ``store`` is shown through x32 debug images (ELF32, gdb's
+    ``i386:x64-32``: 4-byte C pointers, docs/pointers.md): when its Engine
+    placed everything a debugger dereferences below 4 GiB (codemem.lowmem)."""
+    engine = getattr(store, "engine", None)
+    return bool(getattr(engine, "low_addresses", False))
 
 
 def sanitize_name(text: str, *, limit: int = 64) -> str:
@@ -292,6 +302,20 @@ def runtime_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
     return start, code, symbols, fdes
 
 
+def entry_thunk_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
+    """(start, code bytes, symbols, FDEs) of the low entry thunk
+    (codemem.lowmem.entry_thunk_address): what x32 images have instead of the
+    runtime image, whose code lies above 4 GiB. The outermost guest frame of a
+    low Store returns into the thunk, whose FDE marks the return address
+    undefined: the backtrace ends there, at a frame named ``cm_enter`` (the
+    thunk is the low half of the entry trampoline)."""
+    start = entry_thunk_address()
+    code = bytes(ffi.buffer(ffi.cast("char *", start), len(ENTRY_THUNK_CODE)))
+    symbols = [Symbol("cm_enter", start, len(code))]
+    fdes = [Fde(start, len(code), (CfiRow(0, *_AT_ENTRY),), undefined_rip=True)]
+    return start, code, symbols, fdes
+
+
 @dataclass
 class _Memo:
     store_code: weakref.ref
@@ -318,6 +342,7 @@ class DebugImageSet:
         self._memo: dict[tuple[int, int], _Memo] = {}  # (store id, StoreCode base) -> image
         self._by_name: dict[str, DebugImage] = {}
         self._runtime: DebugImage | None = None
+        self._runtime_x32: DebugImage | None = None
 
     def for_store(self, store) -> list[DebugImage]:
         """One image per entry of ``store.registry`` (address order), then the
@@ -327,6 +352,7 @@ class DebugImageSet:
         returns them)."""
         store_id = store.id
         entries = store.registry.entries()
+        x32 = uses_x32_images(store)
         with self._lock:
             images, live = [], set()
             for entry in entries:
@@ -336,18 +362,26 @@ class DebugImageSet:
                 if memo is None or memo.store_code() is not entry.store_code:
                     if memo is not None:
                         self._by_name.pop(memo.image.name, None)
-                    memo = _Memo(weakref.ref(entry.store_code), self._build_store_image(store_id, entry))
+                    memo = _Memo(weakref.ref(entry.store_code), self._build_store_image(store_id, entry, x32))
                     self._memo[key] = memo
                     self._by_name[memo.image.name] = memo.image
                 images.append(memo.image)
             for key in [k for k in self._memo if k[0] == store_id and k not in live]:
                 self._by_name.pop(self._memo.pop(key).image.name, None)
-            images.append(self.runtime_image())
+            images.append(self.runtime_image(x32=x32))
             return images
 
-    def runtime_image(self) -> DebugImage:
-        """The image of the C runtime's trampolines (built once per set)."""
+    def runtime_image(self, *, x32: bool = False) -> DebugImage:
+        """The image of the C runtime's trampolines (built once per set); for
+        x32 Stores the ELF32 image of the low entry thunk instead."""
         with self._lock:
+            if x32:
+                if self._runtime_x32 is None:
+                    start, code, symbols, fdes = entry_thunk_image_parts()
+                    self._runtime_x32 = self._write("runtime-x32", "codemem-runtime", start, code, symbols, fdes,
+                                                    stt_file="codemem-runtime", elf_class=ELF32)
+                    self._by_name[self._runtime_x32.name] = self._runtime_x32
+                return self._runtime_x32
             if self._runtime is None:
                 start, code, symbols, fdes = runtime_image_parts()
                 self._runtime = self._write("runtime", "codemem-runtime", start, code, symbols, fdes, stt_file="codemem-runtime")
@@ -370,8 +404,7 @@ class DebugImageSet:
         a debugger that still holds one open keeps reading it)."""
         with self._lock:
             images = [memo.image for memo in self._memo.values()]
-            if self._runtime is not None:
-                images.append(self._runtime)
+            images += [image for image in (self._runtime, self._runtime_x32) if image is not None]
             for image in images:
                 image.path.unlink(missing_ok=True)
                 try:
@@ -380,21 +413,23 @@ class DebugImageSet:
                     pass
             self._memo.clear()
             self._by_name.clear()
-            self._runtime = None
+            self._runtime = self._runtime_x32 = None
 
-    def _build_store_image(self, store_id: int, entry) -> DebugImage:
+    def _build_store_image(self, store_id: int, entry, x32: bool = False) -> DebugImage:
         store_code = entry.store_code
         module_name = getattr(entry.module, "name", None) or store_code.engine_code.name
         code, symbols, fdes = store_code_image_parts(entry.module, store_code)
         lines = (image_lines(entry.module, store_code.frame_table, store_code.base)
                  if self.source_lines else ImageLines([]))
         return self._write(f"store{store_id}", sanitize_name(module_name), store_code.base, code,
-                           symbols, fdes, stt_file=module_name, lines=lines)
+                           symbols, fdes, stt_file=module_name, lines=lines, elf_class=ELF32 if x32 else ELF64)
 
     def _write(self, owner: str, file_stem: str, start: int, code: bytes, symbols: list[Symbol],
-               fdes: list[Fde], *, stt_file: str, lines: ImageLines = ImageLines([])) -> DebugImage:
+               fdes: list[Fde], *, stt_file: str, lines: ImageLines = ImageLines([]),
+               elf_class: ElfClass = ELF64) -> DebugImage:
         data = build_debug_image(name=stt_file, code_address=start, code=code, symbols=symbols, fdes=fdes,
-                                 lines=lines.rows, comp_dir=lines.comp_dir, producer=lines.producer)
+                                 lines=lines.rows, comp_dir=lines.comp_dir, producer=lines.producer,
+                                 elf_class=elf_class)
         digest = zlib.crc32(data)
         # The unique part is the directory, so the file keeps the module's
         # name: debuggers show a module by its file name (`demo.elf`square).

@@ -22,7 +22,7 @@ from typing import Callable
 from codemem.wasm.types import ValType
 
 from . import arch_amd64
-from .images import FileServerError, libraries_svr4_xml, libraries_xml
+from .images import FileServerError, libraries_svr4_xml, libraries_xml, uses_x32_images
 from .protocol import packets as P
 from .protocol import replies as R
 from .protocol.connection import ProtocolConnection
@@ -233,7 +233,7 @@ class GdbSession:
     def _xfer(self, request: P.XferRead) -> bytes:
         document: bytes | None = None
         if request.object == "features":
-            text = arch_amd64.feature_document(request.annex)
+            text = arch_amd64.feature_document(request.annex, x32=uses_x32_images(self.target.store))
             if text is None:
                 raise TargetError(ENOENT, f"no feature document {request.annex!r}")
             document = text.encode()
