@@ -48,8 +48,8 @@ from .debugimage.dwarf import PRODUCER as DEFAULT_PRODUCER
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GuestLineRow", "GuestLineTable", "GuestLinesError", "ImageLines", "image_lines", "image_producer",
-           "map_guest_lines", "read_guest_line_table"]
+__all__ = ["GuestLineRow", "GuestLineTable", "GuestLinesError", "ImageLines", "PYELFTOOLS_ERRORS", "cu_line_rows",
+           "guest_dwarf_info", "image_lines", "image_producer", "map_guest_lines", "read_guest_line_table"]
 
 # pyelftools' DWARFInfo takes one descriptor per section it knows; these are
 # the keyword names, each the section name without its leading dot.
@@ -67,7 +67,7 @@ _DWARF_SECTIONS = (
 # AssertionError, TypeError, IndexError, ZeroDivisionError (line_range 0) and
 # struct/construct errors. They are caught only around the parse (``_read``),
 # never around the mapping.
-_PYELFTOOLS_ERRORS = (DWARFError, ELFError, ConstructError, KeyError, IndexError, AssertionError,
+PYELFTOOLS_ERRORS = (DWARFError, ELFError, ConstructError, KeyError, IndexError, AssertionError,
                       TypeError, ValueError, ArithmeticError, struct.error, EOFError)
 
 
@@ -128,7 +128,7 @@ def _join(*parts: str) -> str:
     return path
 
 
-def _dwarf_info(sections: dict[str, bytes]) -> DWARFInfo:
+def guest_dwarf_info(sections: dict[str, bytes]) -> DWARFInfo:
     descriptors = {}
     for name in _DWARF_SECTIONS:
         data = sections.get("." + name)
@@ -187,12 +187,12 @@ def read_guest_line_table(info) -> GuestLineTable | None:
         return None
     try:
         return _read(sections, code_offset)
-    except _PYELFTOOLS_ERRORS as e:
+    except PYELFTOOLS_ERRORS as e:
         raise GuestLinesError(f"malformed DWARF ({type(e).__name__}: {e})") from e
 
 
 def _read(sections: dict[str, bytes], code_offset: int) -> GuestLineTable:
-    dwarf = _dwarf_info(sections)
+    dwarf = guest_dwarf_info(sections)
     image_comp_dir = None
     producer = None
     rows = []
@@ -205,27 +205,41 @@ def _read(sections: dict[str, bytes], code_offset: int) -> GuestLineTable:
         if producer is None:
             attribute = top.attributes.get("DW_AT_producer")
             producer = _text(attribute.value) if attribute is not None else ""
-        program = dwarf.line_program_for_CU(cu)
-        if program is None:
-            continue
-        paths = _file_paths(program, comp_dir, image_comp_dir)
-        for entry in program.get_entries():
-            state = entry.state
-            if state is None:
-                continue
-            path = paths.get(state.file)
-            if path is None:
-                raise GuestLinesError(f"line-table row at {state.address:#x} names file {state.file}, "
-                                      f"which the header does not list")
-            if state.line < 0 or state.column < 0:
-                # build_debug_image rejects them; a debugger would too.
-                raise GuestLinesError(f"line-table row at {state.address:#x}: line {state.line}, "
-                                      f"column {state.column}")
-            rows.append(GuestLineRow(
-                module_offset=code_offset + state.address, file=path, line=state.line,
-                column=state.column, is_stmt=bool(state.is_stmt), prologue_end=bool(state.prologue_end),
-                end_sequence=bool(state.end_sequence)))
+        rows += cu_line_rows(dwarf, cu, code_offset, image_comp_dir)[1]
     return GuestLineTable(image_comp_dir or ".", tuple(rows), producer or "")
+
+
+def cu_line_rows(dwarf: DWARFInfo, cu, code_offset: int, image_comp_dir: str | None = None
+                 ) -> tuple[dict[int, str], list[GuestLineRow]]:
+    """(file number -> path, rows) of one compile unit's line program; paths
+    are relative to ``image_comp_dir`` (default: the unit's own comp_dir) or
+    absolute. No program: ``({}, [])``. Raises GuestLinesError (and what
+    pyelftools raises, for the caller's guard) on malformed input."""
+    top = cu.get_top_DIE()
+    attribute = top.attributes.get("DW_AT_comp_dir")
+    comp_dir = _text(attribute.value) if attribute is not None else "."
+    program = dwarf.line_program_for_CU(cu)
+    if program is None:
+        return {}, []
+    paths = _file_paths(program, comp_dir, image_comp_dir if image_comp_dir is not None else comp_dir)
+    rows = []
+    for entry in program.get_entries():
+        state = entry.state
+        if state is None:
+            continue
+        path = paths.get(state.file)
+        if path is None:
+            raise GuestLinesError(f"line-table row at {state.address:#x} names file {state.file}, "
+                                  f"which the header does not list")
+        if state.line < 0 or state.column < 0:
+            # build_debug_image rejects them; a debugger would too.
+            raise GuestLinesError(f"line-table row at {state.address:#x}: line {state.line}, "
+                                  f"column {state.column}")
+        rows.append(GuestLineRow(
+            module_offset=code_offset + state.address, file=path, line=state.line,
+            column=state.column, is_stmt=bool(state.is_stmt), prologue_end=bool(state.prologue_end),
+            end_sequence=bool(state.end_sequence)))
+    return paths, rows
 
 
 def map_guest_lines(table: GuestLineTable, info, frame_table: FrameTable, code_address: int) -> list[LineRow]:

@@ -51,6 +51,7 @@ from codemem.native import ffi, lib
 
 from .debugimage import CfiRow, Fde, Symbol, build_debug_image
 from .debugimage.elf import ELF32, ELF64, ElfClass
+from .dwarf_translate import GuestDwarfError, TranslatedDwarf, translate_guest_dwarf
 from .guest_lines import ImageLines, image_lines
 from .protocol.packets import FileIOOpenFlags
 from .protocol.replies import FileIOErrno, fileio_stat
@@ -316,6 +317,39 @@ def entry_thunk_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
     return start, code, symbols, fdes
 
 
+_translations: "weakref.WeakKeyDictionary[object, dict[tuple[int, int], TranslatedDwarf | None]]" = \
+    weakref.WeakKeyDictionary()
+_translations_lock = threading.Lock()
+
+
+def guest_debug_sections(module, engine_code, code_address: int, address_size: int) -> TranslatedDwarf | None:
+    """The module's DWARF translated for an image of ``engine_code`` linked at
+    ``code_address`` (gdbstub.dwarf_translate), memoized per EngineCode and
+    address; None when the module has no DWARF or it cannot be translated
+    (logged as a warning: the image then has source lines only, no variables)."""
+    key = (code_address, address_size)
+    with _translations_lock:
+        memo = _translations.setdefault(engine_code, {})
+        if key in memo:
+            return memo[key]
+    info = getattr(module, "info", None)
+    translated = None
+    if info is not None:
+        try:
+            translated = translate_guest_dwarf(info, engine_code.frame_table, code_address=code_address,
+                                               address_size=address_size)
+        except GuestDwarfError as e:
+            log.warning("module %s: its DWARF cannot be translated, so no variables or types: %s",
+                        getattr(module, "name", "?"), e)
+    if translated is not None:
+        log.debug("module %s: %d units, %d subprograms translated, %d locations dropped",
+                  getattr(module, "name", "?"), translated.units, translated.subprograms,
+                  translated.dropped_locations)
+    with _translations_lock:
+        _translations.setdefault(engine_code, {})[key] = translated
+    return translated
+
+
 @dataclass
 class _Memo:
     store_code: weakref.ref
@@ -419,17 +453,29 @@ class DebugImageSet:
         store_code = entry.store_code
         module_name = getattr(entry.module, "name", None) or store_code.engine_code.name
         code, symbols, fdes = store_code_image_parts(entry.module, store_code)
+        elf_class = ELF32 if x32 else ELF64
+        translated = (guest_debug_sections(entry.module, store_code.engine_code, store_code.base,
+                                           elf_class.address_size) if self.source_lines else None)
+        debug_sections = translated.sections if translated is not None else None
+        data_range = None
+        if translated is not None and translated.data_symbols:
+            symbols = symbols + [Symbol(name, address, size, "object")
+                                 for name, address, size in translated.data_symbols]
+            data_range = (min(address for _, address, _ in translated.data_symbols),
+                          max(address + max(size, 1) for _, address, size in translated.data_symbols))
         lines = (image_lines(entry.module, store_code.frame_table, store_code.base)
-                 if self.source_lines else ImageLines([]))
+                 if self.source_lines and debug_sections is None else ImageLines([]))
         return self._write(f"store{store_id}", sanitize_name(module_name), store_code.base, code,
-                           symbols, fdes, stt_file=module_name, lines=lines, elf_class=ELF32 if x32 else ELF64)
+                           symbols, fdes, stt_file=module_name, lines=lines, elf_class=elf_class,
+                           debug_sections=debug_sections, data_range=data_range)
 
     def _write(self, owner: str, file_stem: str, start: int, code: bytes, symbols: list[Symbol],
                fdes: list[Fde], *, stt_file: str, lines: ImageLines = ImageLines([]),
-               elf_class: ElfClass = ELF64) -> DebugImage:
+               elf_class: ElfClass = ELF64, debug_sections: dict[str, bytes] | None = None,
+               data_range: tuple[int, int] | None = None) -> DebugImage:
         data = build_debug_image(name=stt_file, code_address=start, code=code, symbols=symbols, fdes=fdes,
                                  lines=lines.rows, comp_dir=lines.comp_dir, producer=lines.producer,
-                                 elf_class=elf_class)
+                                 elf_class=elf_class, debug_sections=debug_sections, data_range=data_range)
         digest = zlib.crc32(data)
         # The unique part is the directory, so the file keeps the module's
         # name: debuggers show a module by its file name (`demo.elf`square).

@@ -37,6 +37,7 @@ SHT_PROGBITS = 1
 SHT_SYMTAB = 2
 SHT_STRTAB = 3
 SHT_NOTE = 7
+SHT_NOBITS = 8
 SHF_WRITE = 0x1
 SHF_ALLOC = 0x2
 SHF_EXECINSTR = 0x4
@@ -247,8 +248,14 @@ class Section:
     link: str | None = None
     info: int = 0
     entsize: int = 0
+    #: SHT_NOBITS: the size the section occupies in memory (``data`` is empty).
+    nobits_size: int = 0
     #: Set by :func:`layout_elf`.
     offset: int = 0
+
+    @property
+    def memory_size(self) -> int:
+        return self.nobits_size if self.sh_type == SHT_NOBITS else len(self.data)
 
 
 def _align(value: int, alignment: int) -> int:
@@ -312,7 +319,7 @@ def layout_elf(sections: list[Section], *, e_type: int = ET_DYN, elf_class: ElfC
         out[at:at + program_header.sizeof()] = program_header.build(dict(
             p_type=PT_LOAD, p_flags=_segment_flags(section.flags), p_offset=section.offset,
             p_vaddr=section.addr, p_paddr=section.addr, p_filesz=len(section.data),
-            p_memsz=len(section.data), p_align=PAGE_SIZE))
+            p_memsz=section.memory_size, p_align=PAGE_SIZE))
     for section in all_sections:
         out[section.offset:section.offset + len(section.data)] = section.data
 
@@ -320,7 +327,7 @@ def layout_elf(sections: list[Section], *, e_type: int = ET_DYN, elf_class: ElfC
     for section, name_offset in zip(all_sections, name_offsets):
         headers += section_header.build(dict(
             sh_name=name_offset, sh_type=section.sh_type, sh_flags=section.flags,
-            sh_addr=section.addr, sh_offset=section.offset, sh_size=len(section.data),
+            sh_addr=section.addr, sh_offset=section.offset, sh_size=section.memory_size,
             sh_link=index_of[section.link] if section.link else 0, sh_info=section.info,
             sh_addralign=section.addralign, sh_entsize=section.entsize))
     out[shoff:] = headers

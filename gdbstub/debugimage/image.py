@@ -30,7 +30,7 @@ import logging
 
 from . import dwarf
 from .elf import (
-    ELF64, ET_DYN, ElfClass, NT_GNU_BUILD_ID, SHF_ALLOC, SHF_EXECINSTR, SHN_ABS, SHT_NOTE, SHT_PROGBITS,
+    ELF64, ET_DYN, SHF_WRITE, SHT_NOBITS, ElfClass, NT_GNU_BUILD_ID, SHF_ALLOC, SHF_EXECINSTR, SHN_ABS, SHT_NOTE, SHT_PROGBITS,
     SHT_STRTAB, SHT_SYMTAB, STB_GLOBAL, STB_LOCAL, STT_FILE, STT_FUNC, STT_OBJECT, STV_DEFAULT,
     SYMBOL, Section, StringTable, build_note, layout_elf, symbol_info,
 )
@@ -39,7 +39,7 @@ from .model import DebugImageError, Fde, LineRow, Symbol
 log = logging.getLogger(__name__)
 
 BUILD_ID_SIZE = 20  # SHA-1, as `ld --build-id=sha1`
-_GENERATED_SECTIONS = (".note.gnu.build-id", ".text", ".debug_frame", ".debug_abbrev",
+_GENERATED_SECTIONS = (".note.gnu.build-id", ".text", ".wasm_data", ".debug_frame", ".debug_abbrev",
                        ".debug_info", ".debug_line", ".symtab", ".strtab", ".shstrtab")
 _SYMBOL_KINDS = {"func": STT_FUNC, "object": STT_OBJECT}
 
@@ -87,7 +87,7 @@ def _check_lines(lines: list[LineRow], start: int, end: int) -> None:
 
 
 def _symtab(name: str, symbols: list[Symbol], start: int, end: int, text_index: int,
-            symbol_layout=SYMBOL) -> tuple[bytes, bytes, int]:
+            symbol_layout=SYMBOL, data: tuple[int, int, int] | None = None) -> tuple[bytes, bytes, int]:
     """(.symtab, .strtab, index of the first global). gABI: locals come first and
     sh_info of .symtab is the index of the first non-local symbol."""
     strtab = StringTable()
@@ -99,11 +99,12 @@ def _symtab(name: str, symbols: list[Symbol], start: int, end: int, text_index: 
     first_global = len(entries)
     for symbol in symbols:
         inside = start <= symbol.address < end
+        in_data = data is not None and data[0] <= symbol.address < data[1]
         entries.append(symbol_layout.build(dict(
             st_name=strtab.add(symbol.name),
             st_info=symbol_info(STB_GLOBAL, _SYMBOL_KINDS[symbol.kind]), st_other=STV_DEFAULT,
-            # Addresses outside .text (an "object" elsewhere) are absolute values.
-            st_shndx=text_index if inside else SHN_ABS,
+            # Addresses outside .text and the data section are absolute values.
+            st_shndx=text_index if inside else data[2] if in_data else SHN_ABS,
             st_value=symbol.address, st_size=symbol.size)))
     return b"".join(entries), strtab.data(), first_global
 
@@ -113,7 +114,8 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
                       producer: str = dwarf.PRODUCER,
                       extra_sections: dict[str, bytes] | None = None,
                       elf_class: ElfClass = ELF64,
-                      debug_sections: dict[str, bytes] | None = None) -> bytes:
+                      debug_sections: dict[str, bytes] | None = None,
+                      data_range: tuple[int, int] | None = None) -> bytes:
     """Return an ELF x86-64 ET_DYN file describing ``code`` at ``code_address``:
     ELF64, or with ``elf_class=ELF32`` the x32 form (4-byte addresses in the
     file and in its DWARF; every address must then be below 4 GiB).
@@ -130,6 +132,10 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
     translated DWARF, gdbstub.dwarf_translate) that replace the generated
     ``.debug_info``/``.debug_abbrev``/``.debug_line`` (``lines`` is then not
     used for them); their addresses must use the class's address size;
+    ``data_range`` ``(start, end)``: an allocated SHT_NOBITS section
+    ``.wasm_data`` there (the guest's static data in the linear-memory mirror),
+    which "object" symbols inside it belong to, so a debugger names data
+    addresses by them (gdb looks data symbols up by section only);
     ``extra_sections`` as non-allocated PROGBITS sections in the given order;
     a ``.note.gnu.build-id`` whose SHA-1 covers the whole file (descriptor
     zeroed while hashing), so equal inputs give byte-identical output.
@@ -162,6 +168,15 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
                 addralign=_text_alignment(code_address)),
     ]
     text_index = len(sections)  # section index: the null section is 0
+    data_section = None
+    if data_range is not None:
+        data_start, data_end = data_range
+        if not (0 <= data_start < data_end <= elf_class.address_limit) or (data_start < end and start < data_end):
+            raise DebugImageError(f"data range [{data_start:#x}, {data_end:#x}) is empty, out of range or "
+                                  f"overlaps the code")
+        sections.append(Section(".wasm_data", SHT_NOBITS, b"", flags=SHF_ALLOC | SHF_WRITE, addr=data_start,
+                                addralign=1, nobits_size=data_end - data_start))
+        data_section = (data_start, data_end, len(sections))
     if fdes:
         sections.append(Section(".debug_frame", SHT_PROGBITS, dwarf.build_debug_frame(fdes, address_size),
                                 addralign=address_size))
@@ -180,7 +195,7 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
         ]
     for section_name, data in extra_sections.items():
         sections.append(Section(section_name, SHT_PROGBITS, bytes(data)))
-    symtab, strtab, first_global = _symtab(name, symbols, start, end, text_index, elf_class.symbol)
+    symtab, strtab, first_global = _symtab(name, symbols, start, end, text_index, elf_class.symbol, data_section)
     sections += [
         Section(".symtab", SHT_SYMTAB, symtab, addralign=address_size, link=".strtab", info=first_global,
                 entsize=elf_class.symbol.sizeof()),

@@ -1,0 +1,468 @@
+"""The guest's DWARF, rewritten to describe its native code.
+
+Input: a module built with ``clang --target=wasm32 -g`` (DWARF 4 or 5 in
+custom sections, code addresses relative to the code section, locations in
+``DW_OP_WASM_location`` terms), its frame table and the image's address size.
+Output: ``.debug_abbrev``, ``.debug_info``, ``.debug_line`` and, when used,
+``.debug_loc``/``.debug_ranges`` for a debug image
+(:func:`gdbstub.debugimage.build_debug_image`'s ``debug_sections``), written
+as DWARF 4 units with DWARF 5 line programs.
+
+Per unit: every DIE is copied with its attributes re-encoded (strings inline,
+references re-pointed, file numbers unchanged: each unit's new line program
+lists the same files under the same numbers), except:
+
+* code addresses: a subprogram covers its whole native function; lexical
+  blocks, inlined subroutines and location-list entries cover the native code
+  of the guest instructions in their ranges (:class:`~.codemap.CodeMap`);
+* locations and frame bases: rewritten over the frame slots and the instance
+  context (:mod:`.expr`); one that cannot be is dropped (the variable shows as
+  optimized out) and counted in ``TranslatedDwarf.dropped_locations``;
+* the unit's line program: its own rows mapped onto sequence points
+  (:func:`gdbstub.guest_lines.map_guest_lines`), so a function no unit
+  describes (WASI start-up, ``_start.command_export``) has no lines at all;
+* call-site DIEs (``DW_TAG_call_site``, ``DW_TAG_GNU_call_site`` and their
+  parameters) are left out: their return pcs would need the same mapping and
+  gdb only uses them for entry values, which nothing here provides;
+* ``DW_AT_producer`` gets the ``clang version`` prefix gdb checks before it
+  trusts the line table for prologue ends (guest_lines.image_producer).
+
+Addresses are ``code_address`` + image offset; with ``code_address`` 0 the
+output depends only on the module and its frame table, so it can be cached per
+EngineCode and relocated by a debugger's load bias.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from elftools.dwarf.dwarf_expr import DWARFExprParser
+from elftools.dwarf.enums import ENUM_DW_AT, ENUM_DW_TAG
+from elftools.dwarf.locationlists import BaseAddressEntry, LocationEntry, LocationExpr, LocationParser
+from elftools.dwarf.ranges import BaseAddressEntry as RangeBaseAddressEntry
+from elftools.dwarf.ranges import RangeEntry
+
+from codemem.abi import VMContextLayout
+from codemem.frametable import FrameTable
+
+from ..debugimage import dwarf as image_dwarf
+from ..debugimage.dwarf import LineFiles
+from ..debugimage.model import DebugImageError
+from ..guest_lines import (
+    PYELFTOOLS_ERRORS, GuestLinesError, GuestLineTable, cu_line_rows, guest_dwarf_info, image_producer,
+    map_guest_lines,
+)
+from .codemap import CodeMap, merge_ranges
+from .expr import DW_OP_addr, ExprContext, UntranslatableExpression, translate_expression
+from .writer import (
+    DW_FORM_addr, DW_FORM_block, DW_FORM_data1, DW_FORM_data2, DW_FORM_data4, DW_FORM_data8,
+    DW_FORM_exprloc, DW_FORM_flag_present, DW_FORM_ref4, DW_FORM_ref_addr, DW_FORM_sdata, DW_FORM_sec_offset,
+    DW_FORM_string, DW_FORM_udata, Die, DwarfWriter, LocList, RangeList, Ref,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GuestDwarfError", "TranslatedDwarf", "translate_guest_dwarf"]
+
+_AT = ENUM_DW_AT
+_TAG = ENUM_DW_TAG
+
+#: DIEs left out with their children (see the module docstring).
+_DROPPED_TAGS = {"DW_TAG_call_site", "DW_TAG_GNU_call_site", "DW_TAG_call_site_parameter",
+                 "DW_TAG_GNU_call_site_parameter"}
+#: Attributes never copied: layout (sibling), the unit's index bases (their
+#: sections are not copied; every value is re-encoded inline), call-site flags,
+#: and code addresses handled by their DIE (pc ranges, entry pc).
+_SKIPPED_ATTRIBUTES = {
+    "DW_AT_sibling", "DW_AT_str_offsets_base", "DW_AT_addr_base", "DW_AT_rnglists_base", "DW_AT_loclists_base",
+    "DW_AT_GNU_addr_base", "DW_AT_GNU_ranges_base", "DW_AT_GNU_all_call_sites", "DW_AT_GNU_all_tail_call_sites",
+    "DW_AT_call_all_calls", "DW_AT_call_all_tail_calls", "DW_AT_call_all_source_calls", "DW_AT_entry_pc",
+    "DW_AT_low_pc", "DW_AT_high_pc", "DW_AT_ranges", "DW_AT_stmt_list", "DW_AT_dwo_name", "DW_AT_GNU_dwo_name",
+    "DW_AT_GNU_pubnames", "DW_AT_macros", "DW_AT_macro_info", "DW_AT_GNU_macros",
+}
+#: Attributes whose block/exprloc value is a DWARF expression over the frame.
+_LOCATION_ATTRIBUTES = {
+    "DW_AT_location", "DW_AT_frame_base", "DW_AT_data_member_location", "DW_AT_vtable_elem_location",
+    "DW_AT_use_location", "DW_AT_string_length", "DW_AT_count", "DW_AT_upper_bound", "DW_AT_lower_bound",
+    "DW_AT_byte_size", "DW_AT_bit_size", "DW_AT_data_location", "DW_AT_allocated", "DW_AT_associated",
+}
+_STRING_FORMS = {"DW_FORM_string", "DW_FORM_strp", "DW_FORM_line_strp", "DW_FORM_strx", "DW_FORM_strx1",
+                 "DW_FORM_strx2", "DW_FORM_strx3", "DW_FORM_strx4", "DW_FORM_GNU_strp_alt", "DW_FORM_GNU_str_index"}
+_REF_FORMS = {"DW_FORM_ref1", "DW_FORM_ref2", "DW_FORM_ref4", "DW_FORM_ref8", "DW_FORM_ref_udata", "DW_FORM_ref_addr"}
+_DATA_FORMS = {"DW_FORM_data1": DW_FORM_data1, "DW_FORM_data2": DW_FORM_data2, "DW_FORM_data4": DW_FORM_data4,
+               "DW_FORM_data8": DW_FORM_data8, "DW_FORM_sdata": DW_FORM_sdata, "DW_FORM_udata": DW_FORM_udata}
+_BLOCK_FORMS = {"DW_FORM_block", "DW_FORM_block1", "DW_FORM_block2", "DW_FORM_block4", "DW_FORM_exprloc",
+                "DW_FORM_data16"}
+_LOCLIST_FORMS = {"DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_data8", "DW_FORM_loclistx"}
+#: wasm-ld's value for an address in code or data it removed.
+TOMBSTONE = 0xFFFFFFFF
+
+
+class GuestDwarfError(Exception):
+    """The guest's DWARF cannot be read (the message says where)."""
+
+
+@dataclass
+class TranslatedDwarf:
+    sections: dict[str, bytes]
+    units: int = 0
+    subprograms: int = 0
+    #: Location attributes or list entries that could not be rewritten.
+    dropped_locations: int = 0
+    #: (guest subprogram name, image offset range) of every described function.
+    functions: list[tuple[str, int, int]] = field(default_factory=list)
+    #: (name, linear-memory address, size) of every variable with static
+    #: storage, for the image's symbol table: a debugger then names data
+    #: addresses as it does natively (``0x460 <items>``), and gdb 13 stops
+    #: looking for code at them (symtab.c find_pc_sect_compunit_symtab checks
+    #: for a data minimal symbol first; without one, a CU with DW_AT_ranges
+    #: has its variables' addresses in its address map, dwarf2/cooked-index).
+    data_symbols: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+def translate_guest_dwarf(info, frame_table: FrameTable, *, code_address: int = 0,
+                          address_size: int = 4) -> TranslatedDwarf | None:
+    """The translated sections for module ``info`` (a codemem ModuleInfo)
+    compiled to ``frame_table``, addresses ``code_address`` + image offset;
+    None when the module has no ``.debug_info`` (or no code). Raises
+    GuestDwarfError for malformed DWARF."""
+    sections = getattr(info, "dwarf", None) or {}
+    if ".debug_info" not in sections or getattr(info, "code_section_offset", None) is None:
+        return None
+    try:
+        return _Translator(info, frame_table, code_address, address_size).run()
+    except (GuestLinesError, DebugImageError) as e:
+        raise GuestDwarfError(str(e)) from e
+    except PYELFTOOLS_ERRORS as e:
+        raise GuestDwarfError(f"malformed DWARF ({type(e).__name__}: {e})") from e
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        raise GuestDwarfError(f"bad DWARF string {value!r}")
+    return value
+
+
+class _Translator:
+    def __init__(self, info, frame_table: FrameTable, code_address: int, address_size: int):
+        self.info = info
+        self.frame_table = frame_table
+        self.code_address = code_address
+        self.address_size = address_size
+        self.code_end = code_address + frame_table.header.code_size
+        self.dwarf = guest_dwarf_info(info.dwarf)
+        self.codemap = CodeMap(info, frame_table)
+        self.layout = VMContextLayout.for_module(info)
+        self.global_types = [int(g.valtype) for g in info.all_globals]
+        self.writer = DwarfWriter(address_size)
+        self.result = TranslatedDwarf({})
+        self._dies: dict[int, Die] = {}  # input DIE offset -> output DIE
+        self._refs: list[tuple[Die, int, int]] = []  # (DIE, attribute index, target input offset)
+        self._location_parser = LocationParser(self.dwarf.location_lists())
+        self._contexts: dict[int, ExprContext] = {}
+        self._function_names: dict[int, str] = {}
+        self._unit_context = ExprContext(address_size, self._global_cell)
+
+    # -- contexts ------------------------------------------------------------
+
+    def _global_cell(self, index: int):
+        if not 0 <= index < self.layout.num_globals:
+            return None
+        return self.layout.global_cell(index), self.global_types[index]
+
+    def _function_context(self, func) -> ExprContext:
+        context = self._contexts.get(func.position)
+        if context is None:
+            slots = [(slot.frame_offset, slot.valtype) for slot in self.frame_table.locals(func)]
+            context = self._contexts[func.position] = ExprContext(
+                self.address_size, self._global_cell,
+                local_slot=lambda n, slots=slots: slots[n] if 0 <= n < len(slots) else None,
+                operand_slot=func.operand_slot_offset, function=func)
+        return context
+
+    # -- driver ----------------------------------------------------------------
+
+    def run(self) -> TranslatedDwarf:
+        line_sections = bytearray()
+        for cu in self.dwarf.iter_CUs():
+            self._unit(cu, line_sections)
+        for die, index, target in self._refs:
+            attribute, form, ref = die.attributes[index]
+            out = self._dies.get(target)
+            if out is None:  # a DIE left out (a call site): drop the reference
+                die.attributes[index] = None
+            else:
+                ref.target = out
+        for die in self._dies.values():
+            die.attributes = [a for a in die.attributes if a is not None]
+        self.result.sections = self.writer.sections()
+        if line_sections:
+            self.result.sections[".debug_line"] = bytes(line_sections)
+        return self.result
+
+    def _unit(self, cu, line_sections: bytearray) -> None:
+        top = cu.get_top_DIE()
+        self.result.units += 1
+        self._cu = cu
+        self._cu_range = (cu.cu_offset, cu.cu_offset + cu.size)
+        self._parser = DWARFExprParser(cu.structs)
+        self._cu_version = cu["version"]
+        low = top.attributes.get("DW_AT_low_pc")
+        self._cu_base = low.value if low is not None and isinstance(low.value, int) else 0
+        self._unit_functions: list[tuple[int, int]] = []
+
+        root = Die(_TAG["DW_TAG_compile_unit"])
+        self._dies[top.offset] = root
+        comp_dir = "."
+        name = ""
+        for attribute in top.attributes.values():
+            if attribute.name == "DW_AT_producer":
+                root.attributes.append((_AT["DW_AT_producer"], DW_FORM_string,
+                                        image_producer(_text(attribute.value))))
+                continue
+            if attribute.name == "DW_AT_comp_dir":
+                comp_dir = _text(attribute.value)
+            if attribute.name == "DW_AT_name":
+                name = _text(attribute.value)
+            self._copy_attribute(top, attribute, root, self._unit_context)
+        line_offset = self._line_program(cu, comp_dir, name, line_sections)
+        if line_offset is not None:
+            root.attributes.append((_AT["DW_AT_stmt_list"], DW_FORM_sec_offset, line_offset))
+        root.children = self._children(top, self._unit_context)
+        ranges = merge_ranges(self._unit_functions)
+        root.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, 0))
+        if ranges:
+            root.attributes.append((_AT["DW_AT_ranges"], DW_FORM_sec_offset, RangeList(tuple(ranges))))
+        self.writer.add_unit(root)
+
+    def _line_program(self, cu, comp_dir: str, name: str, line_sections: bytearray) -> int | None:
+        paths, guest_rows = cu_line_rows(self.dwarf, cu, self.codemap.code_section_offset)
+        if not guest_rows:
+            return None
+        rows = map_guest_lines(GuestLineTable(comp_dir, tuple(guest_rows)), self.info, self.frame_table,
+                               self.code_address)
+        if not rows:
+            return None
+        numbers = sorted(paths)
+        entries: list[str] = []
+        if numbers and numbers[0] >= 1:  # DWARF 4 numbering: file 0 is the primary source file
+            entries.append(name or paths[numbers[0]])
+        for number in range(numbers[0] if numbers else 0, (numbers[-1] + 1) if numbers else 0):
+            entries.append(paths.get(number, name or "<unknown>"))
+        directories = [comp_dir]
+        files = []
+        index: dict[str, int] = {}
+        for number, path in enumerate(entries):
+            directory, base = path.rsplit("/", 1) if "/" in path else ("", path)
+            if directory:
+                if directory not in directories[1:]:
+                    directories.append(directory)
+                dir_index = directories.index(directory, 1)
+            else:
+                dir_index = 0
+            files.append((base, dir_index))
+            if path not in index or index[path] == 0:
+                index[path] = number
+        line_files = LineFiles(tuple(directories), tuple(files), index)
+        offset = len(line_sections)
+        line_sections += image_dwarf.build_debug_line(rows, line_files, self.code_end, self.address_size)
+        return offset
+
+    # -- DIEs -------------------------------------------------------------------
+
+    def _children(self, die, context: ExprContext) -> list[Die]:
+        out = []
+        for child in die.iter_children():
+            translated = self._die(child, context)
+            if translated is not None:
+                out.append(translated)
+        return out
+
+    def _die(self, die, context: ExprContext) -> Die | None:
+        if die.tag in _DROPPED_TAGS or not isinstance(die.tag, str):
+            return None
+        tag = _TAG.get(die.tag)
+        if tag is None:
+            return None
+        out = Die(tag)
+        self._dies[die.offset] = out
+        if die.tag == "DW_TAG_subprogram":
+            context = self._subprogram_pc(die, out, context)
+        elif die.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine", "DW_TAG_label"):
+            self._scope_pc(die, out, context)
+        for attribute in die.attributes.values():
+            self._copy_attribute(die, attribute, out, context)
+        if die.tag == "DW_TAG_variable":
+            self._data_symbol(die, context)
+        out.children = self._children(die, context)
+        return out
+
+    def _data_symbol(self, die, context: ExprContext) -> None:
+        location = die.attributes.get("DW_AT_location")
+        name = die.attributes.get("DW_AT_name")
+        if location is None or name is None or location.form not in ("DW_FORM_exprloc", "DW_FORM_block1"):
+            return
+        expr = bytes(location.value)
+        if len(expr) != 1 + self._cu["address_size"] or expr[0] != DW_OP_addr:
+            return
+        address = int.from_bytes(expr[1:], "little")
+        if address == TOMBSTONE:
+            return
+        symbol = _text(name.value)
+        if context.function is not None:  # a function's static: named like gcc's local symbols
+            symbol = f"{symbol}.0"
+        self.result.data_symbols.append((symbol, address, self._type_size(die, 0)))
+
+    def _type_size(self, die, depth: int) -> int:
+        """Byte size of the type of ``die`` (a variable or a type), 0 when unknown."""
+        if depth > 64:
+            return 0
+        attributes = die.attributes
+        if "DW_AT_byte_size" in attributes and isinstance(attributes["DW_AT_byte_size"].value, int):
+            return attributes["DW_AT_byte_size"].value
+        if die.tag in ("DW_TAG_pointer_type", "DW_TAG_reference_type", "DW_TAG_rvalue_reference_type"):
+            return self._cu["address_size"]
+        if "DW_AT_type" not in attributes:
+            return 0
+        target = die.get_DIE_from_attribute("DW_AT_type")
+        size = self._type_size(target, depth + 1)
+        if die.tag == "DW_TAG_array_type":
+            for subrange in die.iter_children():
+                sub = subrange.attributes
+                if "DW_AT_count" in sub and isinstance(sub["DW_AT_count"].value, int):
+                    size *= sub["DW_AT_count"].value
+                elif "DW_AT_upper_bound" in sub and isinstance(sub["DW_AT_upper_bound"].value, int):
+                    lower = sub["DW_AT_lower_bound"].value if "DW_AT_lower_bound" in sub else 0
+                    size *= sub["DW_AT_upper_bound"].value - lower + 1
+                else:
+                    return 0
+        return size
+
+    def _guest_ranges(self, die) -> list[tuple[int, int]]:
+        """The DIE's guest code ranges (low/high pc or DW_AT_ranges)."""
+        attributes = die.attributes
+        low = attributes.get("DW_AT_low_pc")
+        if low is not None and isinstance(low.value, int):
+            high = attributes.get("DW_AT_high_pc")
+            if high is None:
+                return [(low.value, low.value + 1)]
+            end = high.value if high.form == "DW_FORM_addr" else low.value + high.value
+            return [(low.value, end)]
+        ranges = attributes.get("DW_AT_ranges")
+        if ranges is None or ranges.form not in ("DW_FORM_sec_offset", "DW_FORM_data4"):
+            return []
+        base = self._cu_base
+        out = []
+        for entry in self.dwarf.range_lists().get_range_list_at_offset(ranges.value, cu=self._cu):
+            if isinstance(entry, RangeBaseAddressEntry):
+                base = entry.base_address
+            elif isinstance(entry, RangeEntry):
+                offset = 0 if entry.is_absolute else base
+                out.append((entry.begin_offset + offset, entry.end_offset + offset))
+        return out
+
+    def _subprogram_pc(self, die, out: Die, context: ExprContext) -> ExprContext:
+        ranges = [r for r in self._guest_ranges(die) if r[0] != TOMBSTONE]
+        func = self.codemap.function_at(ranges[0][0]) if ranges else None
+        if func is None:
+            return context
+        address = self.code_address + func.native_start
+        out.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, address))
+        out.attributes.append((_AT["DW_AT_high_pc"], DW_FORM_data4, func.native_size))
+        self._unit_functions.append((address, address + func.native_size))
+        self.result.subprograms += 1
+        name = die.attributes.get("DW_AT_name")
+        self._function_names[func.position] = _text(name.value) if name is not None else "function"
+        self.result.functions.append((_text(name.value) if name is not None else "", func.native_start,
+                                      func.native_end))
+        return self._function_context(func)
+
+    def _scope_pc(self, die, out: Die, context: ExprContext) -> None:
+        native = []
+        for low, high in self._guest_ranges(die):
+            if low != TOMBSTONE:
+                native += self.codemap.native_ranges(low, high)
+        native = merge_ranges(native)
+        if not native:
+            return
+        base = self.code_address
+        if len(native) == 1:
+            start, end = native[0]
+            out.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, base + start))
+            out.attributes.append((_AT["DW_AT_high_pc"], DW_FORM_data4, end - start))
+        else:
+            out.attributes.append((_AT["DW_AT_ranges"], DW_FORM_sec_offset,
+                                   RangeList(tuple((base + s, base + e) for s, e in native))))
+
+    # -- attributes -----------------------------------------------------------
+
+    def _copy_attribute(self, die, attribute, out: Die, context: ExprContext) -> None:
+        name, form = attribute.name, attribute.form
+        if name in _SKIPPED_ATTRIBUTES or not isinstance(name, str):
+            return
+        number = _AT.get(name)
+        if number is None:
+            return
+        if name in _LOCATION_ATTRIBUTES and (form in _BLOCK_FORMS or
+                                             (form in _LOCLIST_FORMS and name in ("DW_AT_location",
+                                                                                  "DW_AT_frame_base"))):
+            self._location(die, attribute, out, number, context)
+            return
+        if form in _REF_FORMS:
+            target = attribute.value if form == "DW_FORM_ref_addr" else attribute.value + self._cu.cu_offset
+            inside = self._cu_range[0] <= target < self._cu_range[1]
+            out.attributes.append((number, DW_FORM_ref4 if inside else DW_FORM_ref_addr, Ref(None)))
+            self._refs.append((out, len(out.attributes) - 1, target))
+        elif form in _STRING_FORMS:
+            out.attributes.append((number, DW_FORM_string, _text(attribute.value)))
+        elif form in ("DW_FORM_flag", "DW_FORM_flag_present"):
+            if attribute.value:
+                out.attributes.append((number, DW_FORM_flag_present, None))
+        elif form in _DATA_FORMS:
+            out.attributes.append((number, _DATA_FORMS[form], int(attribute.value)))
+        elif form == "DW_FORM_implicit_const":
+            out.attributes.append((number, DW_FORM_sdata, int(attribute.value)))
+        elif form in _BLOCK_FORMS:
+            out.attributes.append((number, DW_FORM_block, bytes(attribute.value)))
+        else:
+            log.debug("DIE at %#x: attribute %s in form %s not copied", die.offset, name, form)
+
+    def _location(self, die, attribute, out: Die, number: int, context: ExprContext) -> None:
+        frame_base = attribute.name == "DW_AT_frame_base"
+        parsed = self._location_parser.parse_from_attribute(attribute, self._cu_version, die=die)
+        if isinstance(parsed, LocationExpr):
+            expr = self._expression(bytes(parsed.loc_expr), context, frame_base)
+            if expr is not None:
+                out.attributes.append((number, DW_FORM_exprloc, expr))
+            return
+        func = context.function
+        entries = []
+        base = self._cu_base
+        for entry in parsed:
+            if isinstance(entry, BaseAddressEntry):
+                base = entry.base_address
+                continue
+            if not isinstance(entry, LocationEntry):
+                continue
+            offset = 0 if entry.is_absolute else base
+            low, high = entry.begin_offset + offset, entry.end_offset + offset
+            if low == TOMBSTONE or base == TOMBSTONE:
+                continue
+            expr = self._expression(bytes(entry.loc_expr), context, frame_base)
+            if expr is None:
+                continue
+            for start, end in self.codemap.native_ranges(low, high, self.codemap.function_at(low) or func):
+                entries.append((self.code_address + start, self.code_address + end, expr))
+        if entries:
+            out.attributes.append((number, DW_FORM_sec_offset, LocList(tuple(sorted(entries)))))
+
+    def _expression(self, expr: bytes, context: ExprContext, frame_base: bool) -> bytes | None:
+        try:
+            return translate_expression(expr, context, self._parser, frame_base=frame_base)
+        except UntranslatableExpression as e:
+            self.result.dropped_locations += 1
+            log.debug("location %s not translated: %s", expr.hex(), e)
+            return None
+
