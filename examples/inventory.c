@@ -7,9 +7,9 @@
  * tests/data/twins/inventory_twin.c runs the same code natively (gcc -g) as
  * the reference a debugger's output is compared with.
  *
- * Exports and sample results:
- *   inventory_run(3) -> 240   (walks 3 items, counts the list, adds the globals)
- *   inventory_run(4) -> 350
+ * Export and sample result (one call per instance: walk counts its calls in a
+ * function static):
+ *   inventory_run(3) -> see examples/exports.json
  */
 
 enum color { RED, GREEN = 5, BLUE };
@@ -101,11 +101,19 @@ __attribute__((noinline)) static void fill(int n) {
     head = &items[0];
 }
 
+__attribute__((noinline)) static int extras(void) {
+    int flavour = small + (int)(ratio * 4) + (int)(big & 0xff) + greeting[1];
+    return flavour;
+}
+
 int inventory_run(int n) {
     struct item **pp = &head;
+    union number probe;
     int result;
     fill(n);
+    probe.f = 1.5f;
     result = walk(head, n);
     result += count_links(pp);
-    return result + counter + grid[2][3] + hidden_total / 100;
+    result += extras();
+    return result + counter + grid[2][3] + hidden_total / 100 + (probe.i >> 20);
 }

@@ -18,6 +18,7 @@ function:
 * its ENTRY site (first byte, before the native prologue) carries the
   function's first line, so ``break FUNC`` and a pc stopped at the entry have a
   line;
+* a row at a ``loop`` instruction goes to the next point (:func:`is_loop_entry`);
 * the guest's ``prologue_end`` flag is kept: gdb 13 places ``break FUNC`` at
   the first row so flagged (symtab.c ``skip_prologue_using_linetable``), which
   is after both the native and the wasm-level prologue;
@@ -254,7 +255,7 @@ def map_guest_lines(table: GuestLineTable, info, frame_table: FrameTable, code_a
         if body is None:
             continue
         points = sorted((p.wasm_offset, p.native_offset) for p in frame_table.sequence_points(func)
-                        if p.kind is SequencePointKind.INSTRUCTION)
+                        if p.kind is SequencePointKind.INSTRUCTION and not is_loop_entry(info, p.wasm_offset))
         functions.append((body.locals_offset, body.end_offset, func, points))
     functions.sort(key=lambda f: f[0])
     starts = [f[0] for f in functions]
@@ -303,6 +304,21 @@ def map_guest_lines(table: GuestLineTable, info, frame_table: FrameTable, code_a
             lines.append(LineRow(code_address + func.native_end, rows[max(rows)].file, 0))
     code_end = code_address + frame_table.header.code_size
     return [row for row in lines if row.address < code_end]
+
+
+#: The ``loop`` opcode (wasm spec 5.4.1).
+LOOP_OPCODE = 0x03
+
+
+def is_loop_entry(info, module_offset: int) -> bool:
+    """Whether the instruction at ``module_offset`` is a ``loop``. Its sequence
+    point runs once, on entry: a branch to the loop continues after it (wasm
+    spec 4.4.8, the loop's label is its start, i.e. its first body
+    instruction), so a row or a range starting at a ``loop`` is placed at the
+    next instruction, which every iteration runs, as a breakpoint on a loop's
+    first line is hit natively."""
+    data = getattr(info, "data", b"")
+    return 0 <= module_offset < len(data) and data[module_offset] == LOOP_OPCODE
 
 
 def _same_place(a: LineRow, b: LineRow) -> bool:

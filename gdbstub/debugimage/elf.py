@@ -276,7 +276,7 @@ def layout_elf(sections: list[Section], *, e_type: int = ET_DYN, elf_class: ElfC
     then the section header table. Section index 0 is the null section, so
     ``sections[i]`` gets index ``i + 1``; ``.shstrtab`` is appended last.
 
-    Each SHF_ALLOC section becomes one PT_LOAD with p_vaddr = ``addr`` and a file
+    Each SHF_ALLOC section but SHT_NOBITS ones becomes one PT_LOAD with p_vaddr = ``addr`` and a file
     offset congruent to it modulo PAGE_SIZE (gABI: "p_vaddr should equal p_offset,
     modulo p_align"); nothing else is loaded (the ELF header is not mapped, which
     no debugger needs). The ``offset`` of each Section is filled in.
@@ -291,12 +291,16 @@ def layout_elf(sections: list[Section], *, e_type: int = ET_DYN, elf_class: ElfC
     name_offsets.append(shstrtab_name)
     index_of = {s.name: i + 1 for i, s in enumerate(all_sections)}
 
-    loaded = [s for s in sections if s.flags & SHF_ALLOC]
+    # SHT_NOBITS sections describe addresses only (the guest's data in the
+    # linear-memory mirror, which the file does not hold): no segment, so a
+    # debugger's library relocation (solib-target maps PT_LOADs in order) sees
+    # the code alone.
+    loaded = [s for s in sections if s.flags & SHF_ALLOC and s.sh_type != SHT_NOBITS]
     header, program_header, section_header = elf_class.header, elf_class.program_header, elf_class.section_header
     phoff = header.sizeof()
     position = phoff + program_header.sizeof() * len(loaded)
     for section in all_sections:
-        if section.flags & SHF_ALLOC:
+        if section.flags & SHF_ALLOC and section.sh_type != SHT_NOBITS:
             position += (section.addr - position) % PAGE_SIZE
         else:
             position = _align(position, max(section.addralign, 1))

@@ -15,7 +15,10 @@ offset, which is what the frame table's sequence points record
   return point, and the pc-1 a debugger looks up in a caller frame, stay in the
   call instruction's range); the last covers up to the function's end. The code
   before the first INSTRUCTION point (the ENTRY site and the prologue, where
-  rbp is not yet this frame's) is in no range.
+  rbp is not yet this frame's) is in no range. A ``loop`` instruction's point
+  does not count (its code joins the point before it): the loop's first body
+  instruction is where every iteration passes, so a range that starts at the
+  ``loop`` starts there (guest_lines.is_loop_entry).
 
 Everything is image-relative and built lazily per function: one debug image
 asks only about the functions its DWARF describes.
@@ -26,6 +29,8 @@ import bisect
 from dataclasses import dataclass
 
 from codemem.frametable import FrameTable, FunctionInfo, SequencePointKind
+
+from ..guest_lines import is_loop_entry
 
 __all__ = ["CodeMap", "merge_ranges"]
 
@@ -51,6 +56,7 @@ class CodeMap:
     """The mapping for one compiled module (``info``: its decoded ModuleInfo)."""
 
     def __init__(self, info, frame_table: FrameTable):
+        self.info = info
         self.frame_table = frame_table
         self.code_section_offset = info.code_section_offset or 0
         by_body = {body.body_offset: body for body in info.codes}
@@ -78,7 +84,10 @@ class CodeMap:
     def _coverage_of(self, func: FunctionInfo) -> _Coverage:
         coverage = self._coverage.get(func.position)
         if coverage is None:
-            points = [p for p in self.frame_table.sequence_points(func) if p.kind is SequencePointKind.INSTRUCTION]
+            # A loop's own point runs only on entry (guest_lines.is_loop_entry):
+            # its code belongs to the instruction before it.
+            points = [p for p in self.frame_table.sequence_points(func) if p.kind is SequencePointKind.INSTRUCTION
+                      and not is_loop_entry(self.info, p.wasm_offset)]
             rows = []
             for k, point in enumerate(points):
                 end = points[k + 1].native_offset if k + 1 < len(points) else func.native_end

@@ -434,8 +434,10 @@ class _Translator:
         parsed = self._location_parser.parse_from_attribute(attribute, self._cu_version, die=die)
         if isinstance(parsed, LocationExpr):
             expr = self._expression(bytes(parsed.loc_expr), context, frame_base)
-            if expr is not None:
-                out.attributes.append((number, DW_FORM_exprloc, expr))
+            # An empty expression says "no location" (DWARF 5 section 2.6.1.1.4:
+            # optimized out); leaving the attribute out would make an external
+            # variable a declaration that gdb looks up as an ELF symbol.
+            out.attributes.append((number, DW_FORM_exprloc, expr if expr is not None else b""))
             return
         func = context.function
         entries = []
@@ -457,6 +459,8 @@ class _Translator:
                 entries.append((self.code_address + start, self.code_address + end, expr))
         if entries:
             out.attributes.append((number, DW_FORM_sec_offset, LocList(tuple(sorted(entries)))))
+        else:
+            out.attributes.append((number, DW_FORM_exprloc, b""))
 
     def _expression(self, expr: bytes, context: ExprContext, frame_base: bool) -> bytes | None:
         try:

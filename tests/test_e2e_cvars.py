@@ -1,0 +1,167 @@
+"""End-to-end: C variables, types and values in real gdb 13 through the native
+dialect, compared with the same program built by gcc -g and run under
+gdbserver (its *native twin*, tests/twinkit.py).
+
+The stub's debug images carry the guest's DWARF translated onto the native
+code (gdbstub/dwarf_translate) and are x32 images (docs/pointers.md), so gdb
+reads wasm32's 4-byte pointers as pointers. One gdb batch session per program
+and level runs every command; the twin gets the same commands.
+
+At -O0 every command prints the same as natively once addresses, source
+paths and offsets from data symbols are normalized (twinkit.normalize), with
+four inherent exceptions checked on their own: ``bt``'s outermost frame (the
+stub's ``cm_enter``, the twin's ``main``), ``info scope`` (the stub's
+locations are DWARF expressions, gcc's DW_OP_addr statics are "static
+storage"), ``p sizeof`` of a struct holding a pointer (28 vs 32 bytes) and
+``x`` of memory holding pointers. At -O2 clang and gcc optimize differently;
+there every value the stub shows must be right (equal to the twin's) and
+inlined frames must appear.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from stubproc import ROOT, StubProcess, example
+from twinkit import (
+    build_twin, command_outputs, frames, normalize, run_gdb_on_stub, run_gdb_on_twin, start_gdbserver,
+)
+
+SOURCES = ROOT / "examples"
+
+
+def line_of(source: str, text: str) -> int:
+    found = [n for n, line in enumerate((SOURCES / source).read_text().splitlines(), 1) if text in line]
+    assert len(found) == 1, (source, text, found)
+    return found[0]
+
+
+WALK_LOOP = line_of("inventory.c", "total += current_scorer(it);")
+DEEP_BOTTOM = line_of("deep.c", "return info.values[3] + squares[7];")
+
+#: Commands whose output must equal the twin's at -O0 (after normalize).
+INVENTORY_COMMANDS = [
+    f"break inventory.c:{WALK_LOOP}", "continue", "info args", "info locals",
+    "p *it", "p it->next->id", "p it->name", "p it->flags", "p it->weight", "p items[1]", "p items",
+    "p ptrs[2]->id", "p *ptrs[1]", "ptype struct item", "ptype it", "whatis it->flags", "whatis items",
+    "ptype union number", "ptype struct flags", "ptype enum color", "ptype scorer_fn", "whatis current_scorer",
+    "p grid", "p grid[1]", "p grid[2][3]", "p counter", "p hidden_total", "p walk::calls", "p/x it->flags.code",
+    "p it->flags.delta", "x/8xw &grid", "p small", "p ratio", "p big", "p greeting", "p limit * 2 + steps",
+    "p items[0].name[1]", "p &items[1]", "p *it->next", "p it->next->next->name", "p it->color == GREEN",
+    "p/d BLUE", "whatis &items[0]", "p sizeof(union number)", "p sizeof(grid)",
+    "up", "info locals", "p **pp", "p (*pp)->next->next->id", "p probe", "p n", "down", "info frame",
+    "set var limit = 2", "set var items[2].id = 30", "set var counter = 100",
+    "display total", "next", "next", "info display", "undisplay 1", "delete",
+    "break score if it->id == 2", "continue", "p it->id", "frame 1", "p steps", "p total", "frame 0",
+    "delete", "continue",
+]
+#: Compared in their own way (see the module docstring).
+INVENTORY_SPECIAL = ["bt", "info scope walk", "p sizeof(void *)", "p sizeof(struct item)", "x/7xw it"]
+
+
+def run_both(tmp_path: Path, program: str, level: str, args: list[str], commands: list[str]):
+    """(stub outputs, twin outputs, stub's printed result, twin's printed result)."""
+    stub = StubProcess.start(tmp_path / "stub", example(f"{program}.{level}"), invoke=f"{program}_run",
+                             args=args)
+    try:
+        ours = run_gdb_on_stub(stub, commands)
+        stub.wait(30)
+    finally:
+        stub.kill()
+    twin = build_twin(program, level, tmp_path)
+    server = start_gdbserver(twin, tuple(args))
+    try:
+        theirs = run_gdb_on_twin(twin, server, commands)
+        twin_output = server.output()
+    finally:
+        server.kill()
+    assert not ours.timed_out and not theirs.timed_out, (ours, theirs)
+    stub_result = [line for line in stub.output_after_banner if line.strip()]
+    twin_result = [line for line in twin_output.splitlines() if re.fullmatch(r"-?\d+", line.strip())]
+    return command_outputs(ours, commands), command_outputs(theirs, commands), stub_result, twin_result, ours
+
+
+def differences(ours, theirs) -> list[str]:
+    out = []
+    for (command, a), (_, b) in zip(ours, theirs):
+        if normalize(a) != normalize(b):
+            out.append(f"--- {command}\nstub: {normalize(a)}\ntwin: {normalize(b)}")
+    return out
+
+
+@pytest.mark.timeout(240)
+def test_every_inventory_command_at_O0_prints_what_the_native_twin_prints(tmp_path):
+    commands = INVENTORY_COMMANDS[:4] + INVENTORY_SPECIAL + INVENTORY_COMMANDS[4:]
+    ours, theirs, stub_result, twin_result, raw = run_both(tmp_path, "inventory", "O0", ["3"], commands)
+    special = {command: (a, b) for (command, a), (_, b) in zip(ours, theirs) if command in INVENTORY_SPECIAL}
+    compared = [(c, a) for c, a in ours if c not in INVENTORY_SPECIAL]
+    reference = [(c, b) for c, b in theirs if c not in INVENTORY_SPECIAL]
+    assert differences(compared, reference) == [], "\n".join(differences(compared, reference)) + f"\n{raw}"
+    # The values really are there (not two empty outputs agreeing).
+    values = dict(compared)
+    assert "it = 0x" in values["info args"] and "<items>" in values["info args"], raw
+    assert re.search(r"\$\d+ = 2$", values["p it->next->id"].strip()), raw
+    assert "next = 0x" in values["p *it"] and "name = \"abcd" in values["p *it"], raw
+    # set var on a local, a struct member in linear memory and a global: the
+    # program computed with the new values, exactly as natively.
+    assert stub_result == twin_result and stub_result, (stub_result, twin_result)
+    assert stub_result != ["1462"], "the writes changed nothing"
+
+    bt_stub, bt_twin = special["bt"]
+    assert frames(bt_stub) == frames(bt_twin) and len(frames(bt_stub)) == 2, (bt_stub, bt_twin)
+    assert "cm_enter ()" in bt_stub
+    scope_stub, scope_twin = special["info scope walk"]
+    names = lambda text: sorted(re.findall(r"Symbol (\w+) is", text))  # noqa: E731
+    assert names(scope_stub) == names(scope_twin) == ["calls", "it", "limit", "steps", "total"], scope_stub
+    # wasm32's layout: 4-byte pointers, so struct item is 28 bytes and its
+    # words are id, color, flags, weight, name[0..3], name[4..7], next.
+    assert normalize(special["p sizeof(void *)"][0]).endswith("= 4")
+    assert normalize(special["p sizeof(struct item)"][0]).endswith("= 28")
+    words = re.findall(r"0x([0-9a-f]{8})", special["x/7xw it"][0].split(":", 1)[1])
+    assert [int(w, 16) for w in words[:2]] == [1, 5] and int(words[3], 16) == 0x41424344, special["x/7xw it"][0]
+    assert int(words[6], 16) == int(re.search(r"next = (0x[0-9a-f]+)", values["p *it"]).group(1), 16)
+
+
+@pytest.mark.timeout(240)
+def test_values_the_stub_shows_at_O2_are_right_and_inlined_frames_appear(tmp_path):
+    commands = [f"break inventory.c:{WALK_LOOP}", "continue", "info args", "info locals", "p limit",
+                "p items[1]", "p ptrs[2]->id", "p *ptrs[1]", "p grid", "p counter", "p walk::calls", "p big",
+                "p ratio", "p greeting", "up", "p n", "info locals", "down",
+                "delete", "break score", "continue", "bt", "info frame", "p it", "up", "p limit", "delete",
+                "continue"]
+    ours, theirs, stub_result, twin_result, raw = run_both(tmp_path, "inventory", "O2", ["3"], commands)
+    assert stub_result == twin_result == ["1462"]
+    shown = 0
+    for (command, a), (_, b) in zip(ours, theirs):
+        if not command.startswith("p ") or "optimized out" in a:
+            continue
+        assert normalize(a).split("=", 1)[-1] == normalize(b).split("=", 1)[-1], f"{command}\n{a}\n{b}\n{raw}"
+        shown += 1
+    assert shown >= 10, raw
+    outputs = dict(ours)
+    assert re.search(r"limit = 3", outputs["info args"]), raw
+    # clang inlines score into walk: gdb shows the inline frame, with walk as
+    # its caller at the same pc (no "0x... in" for an inline frame's caller).
+    backtrace = frames(outputs["bt"])
+    assert backtrace[0].startswith("#0 score (") and backtrace[1].startswith("#1 walk ("), outputs["bt"]
+    assert "inlined into frame 1" in outputs["info frame"], outputs["info frame"]
+
+
+@pytest.mark.timeout(240)
+def test_recursive_frames_show_their_own_values_like_the_native_twin(tmp_path):
+    commands = [f"break deep.c:{DEEP_BOTTOM}", "continue", "bt", "info args", "info locals", "p info",
+                "p squares", "p squares[3] + info.values[2]", "frame 3", "info args", "p info", "p squares[7]",
+                "up", "p depth", "up 2", "p info.depth", "down", "p depth", "frame 5", "info locals", "bt -3",
+                "frame 0", "set var squares[7] = 1000", "delete", "continue"]
+    ours, theirs, stub_result, twin_result, raw = run_both(tmp_path, "deep", "O0", ["5"], commands)
+    plain = [(c, a) for c, a in ours if c not in ("bt", "bt -3")]
+    reference = [(c, b) for c, b in theirs if c not in ("bt", "bt -3")]
+    assert differences(plain, reference) == [], "\n".join(differences(plain, reference)) + f"\n{raw}"
+    outputs, twin_outputs = dict(ours), dict(theirs)
+    assert frames(outputs["bt"]) == frames(twin_outputs["bt"]), (outputs["bt"], twin_outputs["bt"])
+    depths = re.findall(r"descend \(depth=(\d+), limit=5\)", outputs["bt"])
+    assert depths == ["5", "4", "3", "2", "1", "0"], outputs["bt"]
+    assert "p info" in outputs and "depth = 2" in outputs["p info"], raw
+    assert stub_result == twin_result and stub_result, (stub_result, twin_result)
