@@ -391,12 +391,12 @@ class FrameTable:
     # -- locals -----------------------------------------------------------
 
     def locals(self, func: FunctionInfo) -> list[LocalSlot]:
-        out = []
-        for k in range(func.num_locals):
-            at = self.header.locals_offset + (func.first_local + k) * LOCAL_SIZE
-            r = _LocalSlotC.parse(self._data[at : at + LOCAL_SIZE])
-            out.append(LocalSlot(k, r.frame_offset, r.valtype))
-        return out
+        # The records read in place with struct (the LocalSlotRecord layout):
+        # a debug image asks for every described function's slots.
+        base = self.header.locals_offset + func.first_local * LOCAL_SIZE
+        records = memoryview(self._data)[base:base + func.num_locals * LOCAL_SIZE]
+        return [LocalSlot(k, frame_offset, valtype)
+                for k, (frame_offset, valtype) in enumerate(_LOCAL_STRUCT.iter_unpack(records))]
 
     # -- sequence points --------------------------------------------------
 
@@ -513,6 +513,16 @@ class FrameTable:
 
     def sequence_points(self, func: FunctionInfo) -> list[SequencePoint]:
         return [self.sequence_point(func.first_seqpoint + k) for k in range(func.num_seqpoints)]
+
+    def point_offsets(self, func: FunctionInfo) -> list[tuple[int, int, SequencePointKind]]:
+        """(native offset, wasm offset, kind) of each of ``func``'s sequence
+        points, in native order: the three fields read in place from the
+        packed records (no stack types, no mirrors), for callers that sweep
+        whole functions (the debug images' line and range mapping)."""
+        base = self.header.seqpoints_offset + func.first_seqpoint * SEQPOINT_SIZE
+        records = memoryview(self._data)[base:base + func.num_seqpoints * SEQPOINT_SIZE]
+        kinds = tuple(SequencePointKind)
+        return [(native, wasm, kinds[kind]) for native, wasm, kind, _, _, _, _ in _SEQPOINT_STRUCT.iter_unpack(records)]
 
     def sequence_point_offsets(self, func: FunctionInfo) -> list[int]:
         """Native offsets of ``func``'s sequence points, ascending (memoized;

@@ -28,9 +28,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from codemem.frametable import FrameTable, FunctionInfo, SequencePointKind
+from codemem.frametable import FrameTable, FunctionInfo
 
-from ..guest_lines import is_loop_entry
+from ..guest_lines import LineMapper
 
 __all__ = ["CodeMap", "merge_ranges"]
 
@@ -53,21 +53,15 @@ class _Coverage:
 
 
 class CodeMap:
-    """The mapping for one compiled module (``info``: its decoded ModuleInfo)."""
+    """The mapping for one compiled module (``info``: its decoded ModuleInfo);
+    ``lines`` is the LineMapper of the same module (shared: it knows each
+    function's points)."""
 
-    def __init__(self, info, frame_table: FrameTable):
+    def __init__(self, info, frame_table: FrameTable, lines: LineMapper | None = None):
         self.info = info
         self.frame_table = frame_table
+        self.lines = lines or LineMapper(info, frame_table)
         self.code_section_offset = info.code_section_offset or 0
-        by_body = {body.body_offset: body for body in info.codes}
-        bodies = []
-        for func in frame_table.functions():
-            body = by_body.get(func.body_wasm_offset)
-            if body is not None:
-                bodies.append((body.locals_offset, body.end_offset, func))
-        bodies.sort(key=lambda b: b[0])
-        self._starts = [b[0] for b in bodies]
-        self._bodies = bodies
         self._coverage: dict[int, _Coverage] = {}
 
     def module_offset(self, address: int) -> int:
@@ -75,23 +69,19 @@ class CodeMap:
 
     def function_at(self, address: int) -> FunctionInfo | None:
         """The compiled function whose body entry holds guest ``address``."""
-        offset = self.module_offset(address)
-        k = bisect.bisect_right(self._starts, offset) - 1
-        if k < 0 or offset >= self._bodies[k][1]:
-            return None
-        return self._bodies[k][2]
+        found = self.lines.function_at(self.module_offset(address))
+        return found[2] if found is not None else None
 
     def _coverage_of(self, func: FunctionInfo) -> _Coverage:
         coverage = self._coverage.get(func.position)
         if coverage is None:
-            # A loop's own point runs only on entry (guest_lines.is_loop_entry):
-            # its code belongs to the instruction before it.
-            points = [p for p in self.frame_table.sequence_points(func) if p.kind is SequencePointKind.INSTRUCTION
-                      and not is_loop_entry(self.info, p.wasm_offset)]
+            # Points in native order (a loop's own point left out, see the
+            # module docstring); each covers up to the next one.
+            points = sorted((native, wasm) for wasm, native in self.lines.points(func))
             rows = []
-            for k, point in enumerate(points):
-                end = points[k + 1].native_offset if k + 1 < len(points) else func.native_end
-                rows.append((point.wasm_offset, point.native_offset, max(end, point.native_offset)))
+            for k, (native, wasm) in enumerate(points):
+                end = points[k + 1][0] if k + 1 < len(points) else func.native_end
+                rows.append((wasm, native, max(end, native)))
             rows.sort()
             coverage = self._coverage[func.position] = _Coverage([r[0] for r in rows], [(r[1], r[2]) for r in rows])
         return coverage

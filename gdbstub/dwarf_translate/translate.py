@@ -49,8 +49,7 @@ from ..debugimage import dwarf as image_dwarf
 from ..debugimage.dwarf import LineFiles
 from ..debugimage.model import DebugImageError
 from ..guest_lines import (
-    PYELFTOOLS_ERRORS, GuestLinesError, GuestLineTable, cu_line_rows, guest_dwarf_info, image_producer,
-    map_guest_lines,
+    PYELFTOOLS_ERRORS, GuestLinesError, LineMapper, cu_line_rows, guest_dwarf_info, image_producer,
 )
 from .codemap import CodeMap, merge_ranges
 from .expr import DW_OP_addr, ExprContext, UntranslatableExpression, translate_expression
@@ -153,7 +152,8 @@ class _Translator:
         self.address_size = address_size
         self.code_end = code_address + frame_table.header.code_size
         self.dwarf = guest_dwarf_info(info.dwarf)
-        self.codemap = CodeMap(info, frame_table)
+        self.line_mapper = LineMapper(info, frame_table)
+        self.codemap = CodeMap(info, frame_table, self.line_mapper)
         self.layout = VMContextLayout.for_module(info)
         self.global_types = [int(g.valtype) for g in info.all_globals]
         self.writer = DwarfWriter(address_size)
@@ -175,10 +175,15 @@ class _Translator:
     def _function_context(self, func) -> ExprContext:
         context = self._contexts.get(func.position)
         if context is None:
-            slots = [(slot.frame_offset, slot.valtype) for slot in self.frame_table.locals(func)]
+            slots: list[tuple[int, int]] = []
+
+            def local_slot(n: int, func=func, slots=slots):
+                if not slots and func.num_locals:  # read on first use: -O0 code names one local (the frame base)
+                    slots += [(slot.frame_offset, slot.valtype) for slot in self.frame_table.locals(func)]
+                return slots[n] if 0 <= n < len(slots) else None
+
             context = self._contexts[func.position] = ExprContext(
-                self.address_size, self._global_cell,
-                local_slot=lambda n, slots=slots: slots[n] if 0 <= n < len(slots) else None,
+                self.address_size, self._global_cell, local_slot=local_slot,
                 operand_slot=func.operand_slot_offset, function=func)
         return context
 
@@ -241,8 +246,7 @@ class _Translator:
         paths, guest_rows = cu_line_rows(self.dwarf, cu, self.codemap.code_section_offset)
         if not guest_rows:
             return None
-        rows = map_guest_lines(GuestLineTable(comp_dir, tuple(guest_rows)), self.info, self.frame_table,
-                               self.code_address)
+        rows = self.line_mapper.map(guest_rows, self.code_address)
         if not rows:
             return None
         numbers = sorted(paths)
