@@ -51,7 +51,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from elftools.common.exceptions import DWARFError
+from elftools.common.exceptions import DWARFError, ELFParseError
+from elftools.construct.core import ConstructError
 from elftools.dwarf.dwarf_expr import DWARFExprParser
 
 from ..debugimage.dwarf import sleb128, uleb128
@@ -130,7 +131,7 @@ class ExprContext:
 def _parse(expr: bytes, parser: DWARFExprParser):
     try:
         return parser.parse_expr(list(expr))
-    except (DWARFError, KeyError, IndexError, ValueError, TypeError) as e:
+    except (DWARFError, ELFParseError, ConstructError, KeyError, IndexError, ValueError, TypeError) as e:
         raise UntranslatableExpression(f"malformed expression {expr.hex()}: {e}") from e
 
 

@@ -1,0 +1,275 @@
+"""The guest DWARF translator (gdbstub/dwarf_translate): expressions on byte
+literals, the DIE writer read back by pyelftools, the wasm -> native range
+mapping, and an invariant sweep over every example build (every translated
+subprogram covers exactly its native function, every scope and location-list
+entry lies inside it, every slot a location names exists)."""
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import pytest
+from elftools.dwarf.dwarf_expr import DWARFExprParser
+from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo, DwarfConfig
+from elftools.dwarf.locationlists import LocationEntry, LocationExpr, LocationParser
+from elftools.dwarf.structs import DWARFStructs
+
+from codemem import Engine, Module
+from codemem.abi import VMContextLayout
+from gdbstub.dwarf_translate import GuestDwarfError, translate_guest_dwarf
+from gdbstub.dwarf_translate.codemap import CodeMap, merge_ranges
+from gdbstub.dwarf_translate.expr import ExprContext, UntranslatableExpression, translate_expression
+from gdbstub.dwarf_translate.writer import (
+    DW_FORM_addr, DW_FORM_data4, DW_FORM_exprloc, DW_FORM_ref4, DW_FORM_ref_addr, DW_FORM_sec_offset,
+    DW_FORM_string, Die, DwarfWriter, LocList, RangeList, Ref,
+)
+from gdbstub.images import guest_debug_sections
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "build"
+PARSER = DWARFExprParser(DWARFStructs(little_endian=True, dwarf_format=32, address_size=4))
+
+# Frame of a made-up function: locals 0..2 (i32, i64, f64), operand stack at rbp-144.
+SLOTS = {0: (-80, 0x7F), 1: (-88, 0x7E), 2: (-96, 0x7C)}
+STACK_BASE = -144
+CONTEXT = ExprContext(4, global_cell=lambda n: (40 + 8 * n, 0x7F) if n < 2 else None,
+                      local_slot=SLOTS.get, operand_slot=lambda n: STACK_BASE + 8 * n)
+
+CFA = b"\x9c"  # DW_OP_call_frame_cfa
+
+
+def cfa_plus(offset: int) -> bytes:
+    """call_frame_cfa; consts OFFSET-16; plus: rbp + OFFSET, CFA-relative."""
+    from gdbstub.debugimage.dwarf import sleb128
+    return CFA + b"\x11" + sleb128(offset - 16) + b"\x22"
+
+
+def translate(expr: bytes, *, frame_base: bool = False, context: ExprContext = CONTEXT) -> bytes:
+    return translate_expression(expr, context, PARSER, frame_base=frame_base)
+
+
+# ------------------------------------------------------------ expressions
+def test_a_whole_local_value_becomes_the_memory_location_of_its_slot():
+    assert translate(bytes([0xED, 0, 1, 0x9F])) == cfa_plus(-88)
+
+
+def test_an_operand_stack_entry_is_its_slot_counted_from_the_bottom():
+    assert translate(bytes([0xED, 2, 3, 0x9F])) == cfa_plus(STACK_BASE + 24)
+
+
+def test_a_global_is_read_through_the_instance_context_in_r15():
+    # breg15 (40 + 8*1), deref: the cell whose address the context holds.
+    assert translate(bytes([0xED, 3, 1, 0, 0, 0, 0x9F])) == bytes([0x7F, 48, 0x06])
+    assert translate(bytes([0xED, 1, 0, 0x9F])) == bytes([0x7F, 40, 0x06])
+
+
+def test_a_frame_base_is_a_memory_location_at_the_locals_value():
+    # gdb takes a memory location's address as the frame base (dwarf2/expr.c).
+    assert translate(bytes([0xED, 0, 0, 0x9F]), frame_base=True) == cfa_plus(-80) + bytes([0x94, 4])
+    assert translate(bytes([0xED, 3, 0, 0, 0, 0]), frame_base=True) == bytes([0x7F, 40, 0x06, 0x94, 4])
+
+
+def test_a_local_alone_holds_the_address_of_the_variable():
+    # LLVM's TI_LOCAL_INDIRECT: no stack_value, the local's value is an address.
+    assert translate(bytes([0xED, 0, 0])) == cfa_plus(-80) + bytes([0x94, 4])
+
+
+def test_an_i64_local_pushed_into_arithmetic_is_read_at_address_size():
+    assert translate(bytes([0xED, 0, 1, 0x23, 4, 0x9F])) == cfa_plus(-88) + bytes([0x94, 4, 0x23, 4, 0x9F])
+
+
+def test_linear_memory_addresses_are_constants_the_load_bias_cannot_move():
+    assert translate(bytes([0x03, 0x60, 0x04, 0, 0])) == bytes([0x10, 0xE0, 0x08])
+    assert translate(bytes([0x91, 0x0C])) == bytes([0x91, 0x0C])  # fbreg +12 unchanged
+
+
+def test_pieces_of_wasm_values_become_pieces_of_slots():
+    expr = bytes([0xED, 0, 0, 0x9F, 0x93, 4, 0xED, 0, 2, 0x9F, 0x93, 4])
+    assert translate(expr) == cfa_plus(-80) + bytes([0x93, 4]) + cfa_plus(-96) + bytes([0x93, 4])
+
+
+def test_branches_are_retargeted_when_operations_change_length():
+    # lit1; bra +3 (over addr->constu change? no: over a 3-byte wasm location); lit0; ... ; stack_value
+    expr = bytes([0x31, 0x28, 3, 0, 0xED, 0, 0, 0x30, 0x9F])
+    out = translate(expr)
+    assert out[:2] == bytes([0x31, 0x28])
+    skip = int.from_bytes(out[2:4], "little", signed=True)
+    pushed = cfa_plus(-80) + bytes([0x94, 4])
+    assert skip == len(pushed) and out[4:4 + skip] == pushed and out[4 + skip:] == bytes([0x30, 0x9F])
+
+
+@pytest.mark.parametrize("expr, why", [
+    (bytes([0x56]), "register"),  # DW_OP_reg6
+    (bytes([0x76, 0x10]), "register"),  # DW_OP_breg6 16
+    (bytes([0xED, 0, 9, 0x9F]), "local 9"),
+    (bytes([0xED, 1, 5, 0x9F]), "global 5"),
+    (bytes([0x03, 0xFF, 0xFF, 0xFF, 0xFF]), "removed"),
+    (bytes([0xED, 7, 0, 0x9F]), "DW_OP_WASM_location: 7"),
+    (bytes([0xED]), "malformed"),
+])
+def test_what_cannot_be_said_over_the_native_frame_is_refused_with_a_reason(expr, why):
+    with pytest.raises(UntranslatableExpression, match=why):
+        translate(expr)
+
+
+def test_a_frame_base_that_is_not_a_wasm_location_is_refused():
+    with pytest.raises(UntranslatableExpression, match="frame base"):
+        translate(bytes([0x91, 0]), frame_base=True)
+
+
+# ------------------------------------------------------------ the writer
+def _dwarf(sections: dict[str, bytes]) -> DWARFInfo:
+    names = ("debug_info", "debug_aranges", "debug_abbrev", "debug_frame", "eh_frame", "debug_str", "debug_loc",
+             "debug_ranges", "debug_line", "debug_pubtypes", "debug_pubnames", "debug_addr", "debug_str_offsets",
+             "debug_line_str", "debug_loclists", "debug_rnglists", "debug_sup", "gnu_debugaltlink", "debug_types")
+    descriptors = {}
+    for name in names:
+        data = sections.get("." + name)
+        descriptors[name + "_sec"] = (None if data is None else
+                                      DebugSectionDescriptor(io.BytesIO(data), "." + name, None, len(data), 0))
+    return DWARFInfo(config=DwarfConfig(little_endian=True, machine_arch="x86", default_address_size=4),
+                     **descriptors)
+
+
+def test_the_writer_lays_out_units_references_location_and_range_lists():
+    writer = DwarfWriter(4)
+    int_type = Die(0x24, [(0x03, DW_FORM_string, "int")])
+    var = Die(0x34, [(0x03, DW_FORM_string, "x"), (0x49, DW_FORM_ref4, Ref(int_type)),
+                     (0x02, DW_FORM_sec_offset, LocList(((0x1000, 0x1010, bytes([0x91, 4])),)))])
+    block = Die(0x0B, [(0x55, DW_FORM_sec_offset, RangeList(((0x1000, 0x1004), (0x1008, 0x100C))))], [var])
+    sub = Die(0x2E, [(0x03, DW_FORM_string, "f"), (0x11, DW_FORM_addr, 0x1000), (0x12, DW_FORM_data4, 0x20),
+                     (0x40, DW_FORM_exprloc, bytes([0x9C]))], [block])
+    writer.add_unit(Die(0x11, [(0x03, DW_FORM_string, "a.c")], [int_type, sub]))
+    other = Die(0x34, [(0x03, DW_FORM_string, "y"), (0x49, DW_FORM_ref_addr, Ref(int_type))])
+    writer.add_unit(Die(0x11, [(0x03, DW_FORM_string, "b.c")], [other]))
+    dwarf = _dwarf(writer.sections())
+    units = list(dwarf.iter_CUs())
+    assert [u["version"] for u in units] == [4, 4] and units[0]["address_size"] == 4
+    dies = {d.attributes["DW_AT_name"].value: d for u in units for d in u.iter_DIEs()
+            if "DW_AT_name" in d.attributes}
+    assert dies[b"x"].get_DIE_from_attribute("DW_AT_type").offset == dies[b"int"].offset
+    assert dies[b"y"].get_DIE_from_attribute("DW_AT_type").offset == dies[b"int"].offset
+    entries = LocationParser(dwarf.location_lists()).parse_from_attribute(
+        dies[b"x"].attributes["DW_AT_location"], 4, die=dies[b"x"])
+    assert [(e.begin_offset, e.end_offset, e.loc_expr) for e in entries if isinstance(e, LocationEntry)] == \
+        [(0x1000, 0x1010, [0x91, 4])]
+    block_die = next(d for d in units[0].iter_DIEs() if d.tag == "DW_TAG_lexical_block")
+    ranges = dwarf.range_lists().get_range_list_at_offset(block_die.attributes["DW_AT_ranges"].value, cu=units[0])
+    assert [(r.begin_offset, r.end_offset) for r in ranges] == [(0x1000, 0x1004), (0x1008, 0x100C)]
+
+
+def test_merge_ranges_sorts_joins_and_drops_empty_ones():
+    assert merge_ranges([(5, 9), (0, 2), (2, 4), (7, 12), (20, 20)]) == [(0, 4), (5, 12)]
+
+
+# ------------------------------------------------------------ real modules
+def _module(name: str) -> Module:
+    return Module.from_file(Engine(debug=True), EXAMPLES / f"{name}.wasm")
+
+
+@pytest.fixture(scope="module", params=sorted(p.stem for p in EXAMPLES.glob("*.wasm")))
+def translated(request):
+    module = _module(request.param)
+    table = module.engine_code.frame_table
+    result = translate_guest_dwarf(module.info, table, code_address=0, address_size=4)
+    return request.param, module, table, result
+
+
+def _slot_offsets(expr: list[int]) -> list[int]:
+    """The rbp offsets a translated expression names (call_frame_cfa; consts N; plus)."""
+    ops = PARSER.parse_expr(expr)
+    return [ops[k + 1].args[0] + 16 for k in range(len(ops) - 2)
+            if ops[k].op_name == "DW_OP_call_frame_cfa" and ops[k + 1].op_name == "DW_OP_consts"
+            and ops[k + 2].op_name == "DW_OP_plus"]
+
+
+def test_every_translated_scope_and_location_lies_in_its_function_and_names_existing_slots(translated):
+    name, module, table, result = translated
+    assert result is not None and result.units >= 1 and result.subprograms >= 1, name
+    functions = {(f.native_start, f.native_end): f for f in table.functions()}
+    dwarf = _dwarf(result.sections)
+    parser = LocationParser(dwarf.location_lists())
+    checked_locations = 0
+    for unit in dwarf.iter_CUs():
+        for sub in unit.get_top_DIE().iter_children():
+            if sub.tag != "DW_TAG_subprogram" or "DW_AT_low_pc" not in sub.attributes:
+                continue
+            low = sub.attributes["DW_AT_low_pc"].value
+            span = (low, low + sub.attributes["DW_AT_high_pc"].value)
+            func = functions.get(span)
+            assert func is not None, f"{name}: subprogram {sub.attributes['DW_AT_name'].value} {span} is no function"
+            slots = {s.frame_offset for s in table.locals(func)}
+            depth = max((len(p.stack_types) for p in table.sequence_points(func)), default=0)
+            slots |= {func.operand_slot_offset(k) for k in range(depth)}
+            for die in _descendants(sub):
+                for start, end in _ranges(dwarf, unit, die):
+                    assert span[0] <= start < end <= span[1], (name, die.tag, hex(start), hex(end))
+                location = die.attributes.get("DW_AT_location")
+                if location is None:
+                    continue
+                parsed = parser.parse_from_attribute(location, 4, die=die)
+                expressions = [parsed.loc_expr] if isinstance(parsed, LocationExpr) else []
+                for entry in parsed if not isinstance(parsed, LocationExpr) else ():
+                    if isinstance(entry, LocationEntry):
+                        assert span[0] <= entry.begin_offset < entry.end_offset <= span[1], (name, entry)
+                        expressions.append(entry.loc_expr)
+                for expr in expressions:
+                    for offset in _slot_offsets(expr):
+                        assert offset in slots, f"{name}: {die.attributes.get('DW_AT_name')} names rbp{offset}"
+                    checked_locations += 1
+    if name.startswith(("inventory", "deep", "demo", "structs")):
+        assert checked_locations > 0, name
+
+
+def _descendants(die):
+    for child in die.iter_children():
+        yield child
+        yield from _descendants(child)
+
+
+def _ranges(dwarf, unit, die):
+    attributes = die.attributes
+    if "DW_AT_low_pc" in attributes and "DW_AT_high_pc" in attributes:
+        low = attributes["DW_AT_low_pc"].value
+        return [(low, low + attributes["DW_AT_high_pc"].value)]
+    if "DW_AT_ranges" in attributes:
+        return [(r.begin_offset, r.end_offset) for r in
+                dwarf.range_lists().get_range_list_at_offset(attributes["DW_AT_ranges"].value, cu=unit)
+                if hasattr(r, "begin_offset")]
+    return []
+
+
+def test_a_loops_first_line_and_an_inlined_call_in_it_start_at_the_first_body_instruction():
+    module = _module("inventory.O2")
+    table = module.engine_code.frame_table
+    codemap = CodeMap(module.info, table)
+    data = module.info.data
+    for func in table.functions():
+        for native, wasm, kind in table.point_offsets(func):
+            if data[wasm] != 0x03:  # not a loop
+                continue
+            guest = wasm - module.info.code_section_offset
+            ranges = codemap.native_ranges(guest, guest + 4)
+            assert ranges and ranges[0][0] > native, (hex(native), ranges)
+
+
+# ------------------------------------------------------------ failures
+def test_corrupt_dwarf_gives_a_warning_and_no_variables_never_an_error(caplog):
+    module = _module("inventory.O0")
+    dwarf = dict(module.info.dwarf)
+    dwarf[".debug_info"] = dwarf[".debug_info"][:40] + bytes(range(200, 256)) * 4
+    module.info.dwarf = dwarf
+    with pytest.raises(GuestDwarfError):
+        translate_guest_dwarf(module.info, module.engine_code.frame_table, code_address=0, address_size=4)
+    with caplog.at_level(logging.WARNING):
+        assert guest_debug_sections(module, module.engine_code, 0, 4) is None
+    assert any("cannot be translated" in record.getMessage() for record in caplog.records)
+
+
+def test_a_module_without_dwarf_is_not_translated():
+    import wasmtime
+
+    wasm = wasmtime.wat2wasm('(module (func $f (export "f") (result i32) i32.const 1))')
+    module = Module(Engine(debug=True), wasm)
+    assert translate_guest_dwarf(module.info, module.engine_code.frame_table) is None
+    assert VMContextLayout.for_module(module.info).num_funcs == 1
