@@ -261,6 +261,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first `--` is the guest's, whatever it looks like
+    # and wherever the options before it were (argparse alone would take
+    # `serve M.wasm --dir D -- files` as an unrecognized `files`).
+    guest_args: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, guest_args = argv[:split], argv[split + 1:]
     args, extra = parser.parse_known_args(argv)
     # Arguments after the module that look like options (negative numbers)
     # belong to the guest function.
@@ -269,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
             args.args = list(args.args) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if guest_args:
+        if args.command not in ("serve", "run"):
+            parser.error(f"unrecognized arguments: -- {' '.join(guest_args)}")
+        args.args = list(args.args) + guest_args
     level = logging.WARNING - 10 * args.verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(name)s: %(message)s")
     if getattr(args, "log_packets", False):
