@@ -7,8 +7,10 @@
  *   wasi_tour stdin            echo stdin line by line, then count what is left
  *   wasi_tour poll             wait for stdin with poll(), then read it
  *   wasi_tour files DIR        file I/O in DIR (a --dir guest path); DIR/input.txt must exist
- *   wasi_tour escape DIR       paths that try to leave DIR: each must fail
+ *   wasi_tour escape DIR       paths that try to leave DIR (through DIR/link_dir_out -> ..,
+ *                              DIR/link_abs -> /etc, DIR/link_rel_out -> ../outside.txt): each must fail
  *   wasi_tour time             clocks, sleeping, random numbers
+ *   wasi_tour sleep SECONDS    sleep (one host call), then say so
  */
 #include <dirent.h>
 #include <errno.h>
@@ -211,8 +213,8 @@ static int files(const char *dir) {
 
 static int escape(const char *dir) {
     char path[256];
-    const char *attempts[] = {"../outside.txt", "sub/../../outside.txt", "link_out/outside.txt",
-                              "link_abs", "link_file_out", "..", "sub/../..", NULL};
+    const char *attempts[] = {"../outside.txt", "sub/../../outside.txt", "link_dir_out/outside.txt",
+                              "link_abs/passwd", "link_rel_out", "..", "sub/../..", NULL};
     for (int i = 0; attempts[i]; i++) {
         path_in(path, sizeof path, dir, attempts[i]);
         errno = 0;
@@ -266,6 +268,13 @@ static int clocks_and_random(void) {
     return 0;
 }
 
+static int sleep_for(int seconds) {
+    struct timespec nap = {.tv_sec = seconds, .tv_nsec = 0};
+    report("nanosleep", nanosleep(&nap, NULL));
+    printf("awake after %d s\n", seconds);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "args";
     if (strcmp(mode, "args") == 0)
@@ -280,6 +289,8 @@ int main(int argc, char **argv) {
         return escape(argv[2]);
     if (strcmp(mode, "time") == 0)
         return clocks_and_random();
-    fprintf(stderr, "usage: wasi_tour args|stdin|poll|files DIR|escape DIR|time\n");
+    if (strcmp(mode, "sleep") == 0 && argc > 2)
+        return sleep_for(atoi(argv[2]));
+    fprintf(stderr, "usage: wasi_tour args|stdin|poll|files DIR|escape DIR|time|sleep SECONDS\n");
     return 2;
 }

@@ -33,7 +33,7 @@ import codemem
 from gdbstub import wasi
 from gdbstub.runner import instantiate
 from gdbstub.wasi import Errno, Preopen, WasiContext, parse_env, wasi_errno
-from stubproc import run_gdb, stub  # noqa: F401  (stub is a fixture)
+from stubproc import INTERRUPT_BY, run_gdb, stub  # noqa: F401  (stub is a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOUR_SOURCE = ROOT / "examples" / "wasi_tour.c"
@@ -180,14 +180,15 @@ def read_fd(g, fd: int, size: int) -> tuple[int, bytes]:
     return code, g.get(BUF, u32(g, OUT)) if code == 0 else b""
 
 
-@pytest.fixture
-def sandbox(tmp_path):
-    """tmp_path/box (the preopen) with a file, a subdirectory and links, and
-    tmp_path/outside.txt next to it."""
-    box = tmp_path / "box"
+def make_tree(base: Path) -> Path:
+    """base/box, the directory the guest gets (as /sandbox), with files, a
+    subdirectory and links that stay inside or lead out, and base/outside.txt
+    next to it."""
+    box = base / "box"
     (box / "sub").mkdir(parents=True)
     (box / "inside.txt").write_text("inside\n")
-    (tmp_path / "outside.txt").write_text("secret\n")
+    (box / "input.txt").write_text("alpha\nbeta\ngamma\n")
+    (base / "outside.txt").write_text("secret\n")
     os.symlink("/etc", box / "link_abs")
     os.symlink("../outside.txt", box / "link_rel_out")
     os.symlink("..", box / "link_dir_out")
@@ -196,6 +197,11 @@ def sandbox(tmp_path):
     os.symlink("loop_b", box / "loop_a")
     os.symlink("loop_a", box / "loop_b")
     return box
+
+
+@pytest.fixture
+def sandbox(tmp_path) -> Path:
+    return make_tree(tmp_path)
 
 
 # --------------------------------------------------------------------------
@@ -725,18 +731,6 @@ def tour_wasm(tmp_path_factory) -> Path:
     return target
 
 
-def make_tree(base: Path) -> Path:
-    """base/box, the directory the program gets as /sandbox, and things around it."""
-    box = base / "box"
-    (box / "sub").mkdir(parents=True)
-    (box / "input.txt").write_text("alpha\nbeta\ngamma\n")
-    (base / "outside.txt").write_text("secret\n")
-    os.symlink("..", box / "link_out")
-    os.symlink("/etc/passwd", box / "link_abs")
-    os.symlink("../outside.txt", box / "link_file_out")
-    return box
-
-
 def run_both(tmp_path: Path, wasm: Path, mode: list[str], stdin: bytes = b"") -> tuple[tuple, tuple]:
     """(status, stdout) of ``wasm-gdbstub run`` and of ``wasmtime run``, each on
     a fresh copy of the tree, with the same grants, arguments and stdin."""
@@ -867,3 +861,18 @@ def test_served_guest_reads_the_stubs_stdin(stub, tour_wasm):
                                           "line 3: [tail] 4 bytes", "0 more bytes, then end of file"], \
         served.describe()
 
+
+
+def test_an_interrupt_during_a_host_sleep_stops_the_guest_when_the_sleep_returns(stub, tour_wasm):
+    served = stub(tour_wasm, args=["--", "sleep", "3"], log_packets=False)
+    started = time.monotonic()
+    run = run_gdb(served, [INTERRUPT_BY["interrupt-command"], "continue", "bt", "continue"], timeout=60)
+    assert not run.timed_out, run
+    assert re.search(r"^Program received signal SIGINT, Interrupt\.$", run.output, re.M), run
+    # Stopped at the first sequence point after the host call came back, in
+    # the wasm function that made it, below the program's own frames.
+    assert re.search(r"^#0 .* in __wasi_poll_oneoff \(.*\) at .*__wasilibc_real\.c:\d+$", run.output, re.M), run
+    assert re.search(r"^#\d+ .* in sleep_for \(.*\) at examples/wasi_tour\.c:\d+$", run.output, re.M), run
+    assert served.wait() == 0
+    assert time.monotonic() - started >= 3
+    assert served.output_after_banner == ["nanosleep: ok", "awake after 3 s"], served.describe()
