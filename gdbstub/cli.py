@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a Store to gdb or lldb over TCP")
     p.add_argument("module", nargs="?", help="the .wasm module (default: the bundled demo)")
     p.add_argument("--invoke", metavar="FUNC", help="export to run (default: _start, main; run for the demo)")
-    p.add_argument("args", nargs="*", help="arguments of FUNC")
+    p.add_argument("args", nargs="*", help="arguments of FUNC, or argv[1:] of a WASI command (after --)")
     p.add_argument("--listen", default="127.0.0.1:1234", metavar="HOST:PORT")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen address")
     p.add_argument("--once", action="store_true", help="serve one client, then exit when the guest ends")
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if guest_args:
-        if args.command not in ("serve", "run"):
+        if not hasattr(args, "args"):  # a subcommand that runs no guest
             parser.error(f"unrecognized arguments: -- {' '.join(guest_args)}")
         args.args = list(args.args) + guest_args
     level = logging.WARNING - 10 * args.verbose

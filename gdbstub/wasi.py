@@ -143,9 +143,6 @@ class Errno(enum.IntEnum):
     NOTCAPABLE = 76
 
 
-# Short names kept for callers and tests written against the first version.
-ESUCCESS, EBADF, EFAULT, EINVAL, ESPIPE = Errno.SUCCESS, Errno.BADF, Errno.FAULT, Errno.INVAL, Errno.SPIPE
-
 
 def _host_errno_table() -> dict[int, Errno]:
     # The witx names are the POSIX names without the leading E, so the host's
@@ -233,22 +230,18 @@ class Rights(enum.IntFlag):
 # What fd_fdstat_get reports, as wasmtime reports it: a file gets every right
 # but the read/write it was not opened for; a directory the path operations.
 RIGHTS_ALL = (1 << 30) - 1
-DIRECTORY_RIGHTS = (
+DIRECTORY_RIGHTS = int(
     Rights.PATH_CREATE_DIRECTORY | Rights.PATH_CREATE_FILE | Rights.PATH_LINK_SOURCE | Rights.PATH_LINK_TARGET
     | Rights.PATH_OPEN | Rights.FD_READDIR | Rights.PATH_READLINK | Rights.PATH_RENAME_SOURCE
     | Rights.PATH_RENAME_TARGET | Rights.PATH_FILESTAT_GET | Rights.PATH_FILESTAT_SET_TIMES
     | Rights.FD_FILESTAT_GET | Rights.FD_FILESTAT_SET_TIMES | Rights.PATH_SYMLINK
     | Rights.PATH_REMOVE_DIRECTORY | Rights.PATH_UNLINK_FILE)
-DIRECTORY_INHERITING_RIGHTS = (RIGHTS_ALL & ~(Rights.PATH_FILESTAT_SET_SIZE | Rights.SOCK_SHUTDOWN
-                                              | Rights.SOCK_ACCEPT))
+DIRECTORY_INHERITING_RIGHTS = RIGHTS_ALL & ~int(Rights.PATH_FILESTAT_SET_SIZE | Rights.SOCK_SHUTDOWN
+                                                | Rights.SOCK_ACCEPT)
 #: path_open's rights that need a host descriptor open for reading / writing
 #: (as wasmtime decides the access mode).
 _READ_RIGHTS = Rights.FD_READ | Rights.FD_READDIR
 _WRITE_RIGHTS = Rights.FD_DATASYNC | Rights.FD_WRITE | Rights.FD_ALLOCATE | Rights.FD_FILESTAT_SET_SIZE
-
-# Backwards-compatible names used by fd_fdstat_get on stdio.
-RIGHT_FD_READ = int(Rights.FD_READ)
-RIGHT_FD_WRITE = int(Rights.FD_WRITE)
 
 # oflags (u16), fdflags (u16), lookupflags (u32), fstflags (u16), whence (u8), advice (u8).
 OFLAGS_CREAT, OFLAGS_DIRECTORY, OFLAGS_EXCL, OFLAGS_TRUNC = 1, 2, 4, 8
@@ -556,11 +549,11 @@ class WasiContext:
         self.args = list(args)
         self.env = list(env)
         self._fds: dict[int, _Descriptor] = {
-            STDIN: _Descriptor(FILETYPE_CHARACTER_DEVICE, RIGHT_FD_READ, RIGHT_FD_READ,
+            STDIN: _Descriptor(FILETYPE_CHARACTER_DEVICE, int(Rights.FD_READ), int(Rights.FD_READ),
                                source=_InputSource(stdin)),
-            STDOUT: _Descriptor(FILETYPE_CHARACTER_DEVICE, RIGHT_FD_WRITE, RIGHT_FD_WRITE,
+            STDOUT: _Descriptor(FILETYPE_CHARACTER_DEVICE, int(Rights.FD_WRITE), int(Rights.FD_WRITE),
                                 sink=_OutputSink(stdout if stdout is not None else sys.stdout)),
-            STDERR: _Descriptor(FILETYPE_CHARACTER_DEVICE, RIGHT_FD_WRITE, RIGHT_FD_WRITE,
+            STDERR: _Descriptor(FILETYPE_CHARACTER_DEVICE, int(Rights.FD_WRITE), int(Rights.FD_WRITE),
                                 sink=_OutputSink(stderr if stderr is not None else sys.stderr)),
         }
         self._sinks = [self._fds[STDOUT].sink, self._fds[STDERR].sink]
@@ -1140,7 +1133,8 @@ class WasiContext:
             if filetype == FILETYPE_DIRECTORY:
                 base, inheriting = DIRECTORY_RIGHTS, DIRECTORY_INHERITING_RIGHTS
             else:
-                base = RIGHTS_ALL & ~(0 if readable else Rights.FD_READ) & ~(0 if writable else Rights.FD_WRITE)
+                base = RIGHTS_ALL & ~(0 if readable else int(Rights.FD_READ)) \
+                    & ~(0 if writable else int(Rights.FD_WRITE))
                 inheriting = base
             number = self._insert(_Descriptor(filetype, int(base), int(inheriting),
                                               fdflags=fdflags & (FDFLAGS_APPEND | FDFLAGS_NONBLOCK | FDFLAGS_DSYNC
