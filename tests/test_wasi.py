@@ -18,7 +18,6 @@ import errno as host_errno
 import io
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
