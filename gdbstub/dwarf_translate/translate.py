@@ -93,6 +93,8 @@ _DATA_FORMS = {"DW_FORM_data1": DW_FORM_data1, "DW_FORM_data2": DW_FORM_data2, "
 _BLOCK_FORMS = {"DW_FORM_block", "DW_FORM_block1", "DW_FORM_block2", "DW_FORM_block4", "DW_FORM_exprloc",
                 "DW_FORM_data16"}
 _LOCLIST_FORMS = {"DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_data8", "DW_FORM_loclistx"}
+#: DW_LANG_C89, C, C99, C11, C17 (DWARF 5 section 7.12).
+_C_LANGUAGES = {0x0001, 0x0002, 0x000C, 0x001D, 0x002C}
 #: wasm-ld's value for an address in code or data it removed.
 TOMBSTONE = 0xFFFFFFFF
 
@@ -214,6 +216,8 @@ class _Translator:
         self._cu_range = (cu.cu_offset, cu.cu_offset + cu.size)
         self._parser = DWARFExprParser(cu.structs)
         self._cu_version = cu["version"]
+        language = top.attributes.get("DW_AT_language")
+        self._c_unit = language is not None and language.value in _C_LANGUAGES
         low = top.attributes.get("DW_AT_low_pc")
         self._cu_base = low.value if low is not None and isinstance(low.value, int) else 0
         self._unit_functions: list[tuple[int, int]] = []
@@ -405,6 +409,12 @@ class _Translator:
     def _copy_attribute(self, die, attribute, out: Die, context: ExprContext) -> None:
         name, form = attribute.name, attribute.form
         if name in _SKIPPED_ATTRIBUTES or not isinstance(name, str):
+            return
+        if name in ("DW_AT_linkage_name", "DW_AT_MIPS_linkage_name") and self._c_unit:
+            # C has no linkage names, but wasm32 clang gives `main (argc, argv)`
+            # the symbol __main_argc_argv; gdb names a C function by its linkage
+            # name when it has one (dwarf2/read.c dwarf2_physname), so `bt` would
+            # say __main_argc_argv where natively it says main.
             return
         number = _AT.get(name)
         if number is None:
