@@ -273,3 +273,37 @@ def test_a_module_without_dwarf_is_not_translated():
     module = Module(Engine(debug=True), wasm)
     assert translate_guest_dwarf(module.info, module.engine_code.frame_table) is None
     assert VMContextLayout.for_module(module.info).num_funcs == 1
+
+
+def test_functions_a_wasi_program_adds_around_main_borrow_no_lines(tmp_path):
+    """wasi-libc's start-up (`_start`, and the `_start.command_export` wrapper
+    wasm-ld adds) is either described by its own unit or has no lines at all:
+    it never takes the lines of another file (it used to show frexp.c:23)."""
+    import subprocess
+
+    source = tmp_path / "hello.c"
+    source.write_text('#include <stdio.h>\n#include <math.h>\n'
+                      'int main(int argc, char **argv) { int e; double m = frexp(12.0, &e);\n'
+                      '  printf("%d %f %d\\n", e, m, argc); return 0; }\n')
+    wasm = tmp_path / "hello.wasm"
+    subprocess.run(["clang-19", "--target=wasm32-wasi", "-g", "-O0", str(source), "-o", str(wasm)], check=True,
+                   cwd=tmp_path)
+    module = Module.from_file(Engine(debug=True), wasm)
+    table = module.engine_code.frame_table
+    result = translate_guest_dwarf(module.info, table, code_address=0, address_size=4)
+    described = {(start, end) for _, start, end in result.functions}
+    dwarf = _dwarf(result.sections)
+    rows = []
+    for unit in dwarf.iter_CUs():
+        program = dwarf.line_program_for_CU(unit)
+        if program is not None:
+            rows += [entry.state for entry in program.get_entries() if entry.state and entry.state.line]
+    by_name = {module.func_name(f.wasm_index): f for f in table.functions()}
+    wrapper = by_name["_start.command_export"]
+    assert (wrapper.native_start, wrapper.native_end) not in described
+    assert not [r for r in rows if wrapper.native_start <= r.address < wrapper.native_end]
+    for row in rows:
+        assert any(start <= row.address < end for start, end in described), hex(row.address)
+    names = {d.attributes["DW_AT_name"].value for u in dwarf.iter_CUs() for d in u.iter_DIEs()
+             if d.tag == "DW_TAG_subprogram" and "DW_AT_name" in d.attributes}
+    assert b"main" in names and b"__main_argc_argv" not in names

@@ -93,6 +93,7 @@ _DATA_FORMS = {"DW_FORM_data1": DW_FORM_data1, "DW_FORM_data2": DW_FORM_data2, "
 _BLOCK_FORMS = {"DW_FORM_block", "DW_FORM_block1", "DW_FORM_block2", "DW_FORM_block4", "DW_FORM_exprloc",
                 "DW_FORM_data16"}
 _LOCLIST_FORMS = {"DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_data8", "DW_FORM_loclistx"}
+DW_OP_lit0 = 0x30
 #: DW_LANG_C89, C, C99, C11, C17 (DWARF 5 section 7.12).
 _C_LANGUAGES = {0x0001, 0x0002, 0x000C, 0x001D, 0x002C}
 #: wasm-ld's value for an address in code or data it removed.
@@ -446,6 +447,11 @@ class _Translator:
     def _location(self, die, attribute, out: Die, number: int, context: ExprContext) -> None:
         frame_base = attribute.name == "DW_AT_frame_base"
         parsed = self._location_parser.parse_from_attribute(attribute, self._cu_version, die=die)
+        if isinstance(parsed, LocationExpr) and frame_base and context.function is not None:
+            expr = self._expression(bytes(parsed.loc_expr), context, frame_base)
+            if expr is not None:
+                out.attributes.append((number, DW_FORM_sec_offset, self._frame_base_list(context.function, expr)))
+            return
         if isinstance(parsed, LocationExpr):
             expr = self._expression(bytes(parsed.loc_expr), context, frame_base)
             # An empty expression says "no location" (DWARF 5 section 2.6.1.1.4:
@@ -475,6 +481,23 @@ class _Translator:
             out.attributes.append((number, DW_FORM_sec_offset, LocList(tuple(sorted(entries)))))
         else:
             out.attributes.append((number, DW_FORM_exprloc, b""))
+
+    def _frame_base_list(self, func, expr: bytes) -> LocList:
+        """The frame base ``expr`` from the function's first wasm instruction
+        on, and linear-memory address 0 before it: at the ENTRY site (before
+        the native prologue) the frame-base local's slot is still stale stack,
+        and a frame base read from it sent argument reads to arbitrary
+        addresses ("Cannot access memory" in the first frame gdb prints). From
+        0 they read linear memory, as natively arguments read stack garbage
+        before the prologue."""
+        first = min((native for _, native in self.line_mapper.points(func)), default=func.native_end)
+        base = self.code_address
+        entries = []
+        if first > func.native_start:
+            entries.append((base + func.native_start, base + first, bytes([DW_OP_lit0])))
+        if func.native_end > first:
+            entries.append((base + first, base + func.native_end, expr))
+        return LocList(tuple(entries))
 
     def _expression(self, expr: bytes, context: ExprContext, frame_base: bool) -> bytes | None:
         try:
