@@ -98,8 +98,12 @@ def measure(name: str, server, program: Path | None, args, work: Path) -> dict[s
     server.close()
     check(name, run.stdout, args.depth)
     timings = parse_timings(run.stdout)
-    return {label: [t.wall for t in timings[label]] for label in ("bt_full", "info_locals")} | {
-        label + "_server_cpu": [t.server_cpu for t in timings[label]] for label in ("bt_full", "info_locals")}
+    out: dict[str, list[float]] = {}
+    for label in ("bt_full", "info_locals"):
+        out[label] = [t.wall for t in timings[label]]
+        out[label + "_server_cpu"] = [t.server_cpu for t in timings[label]]
+        out[label + "_gdb_cpu"] = [t.gdb_cpu for t in timings[label]]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     figures = {side: {key: median(values) for key, values in found.items()} for side, found in results.items()}
     for side in ("ours", "gdbserver"):
         f = figures[side]
-        print(f"{side:9s}: bt full {1e3 * f['bt_full']:.1f} ms (server CPU {1e3 * f['bt_full_server_cpu']:.1f} ms), "
-              f"info locals {1e3 * f['info_locals']:.2f} ms (server CPU {1e3 * f['info_locals_server_cpu']:.2f} ms)")
+        print(f"{side:9s}: bt full {1e3 * f['bt_full']:.1f} ms (CPU: gdb {1e3 * f['bt_full_gdb_cpu']:.1f} ms, "
+              f"server {1e3 * f['bt_full_server_cpu']:.1f} ms), info locals {1e3 * f['info_locals']:.2f} ms "
+              f"(CPU: gdb {1e3 * f['info_locals_gdb_cpu']:.2f} ms, server {1e3 * f['info_locals_server_cpu']:.2f} ms)")
     bt_ratio = figures["ours"]["bt_full"] / figures["gdbserver"]["bt_full"]
     locals_ratio = figures["ours"]["info_locals"] / figures["gdbserver"]["info_locals"]
     print(f"ours / gdbserver: bt full {bt_ratio:.2f}, info locals {locals_ratio:.2f} (targets <= 1.5)")
