@@ -79,6 +79,10 @@ DW_OP_plus = 0x22
 #: saved rbp and the return address).
 CFA_ABOVE_RBP = 16
 DW_OP_WASM_location = 0xED
+DW_OP_addrx = 0xA1
+DW_OP_constx = 0xA2
+DW_OP_GNU_addr_index = 0xFB
+DW_OP_GNU_const_index = 0xFC
 
 #: Operations that name a machine register or a frame the guest has no notion
 #: of; clang never emits them for wasm32, so seeing one means the input is not
@@ -126,6 +130,9 @@ class ExprContext:
     operand_slot: Callable[[int], int] | None = None
     #: The codemem FunctionInfo these slots belong to (None at unit level).
     function: object = None
+    #: DWARF 5 ``DW_OP_addrx``/``DW_OP_constx`` operand -> the value in the
+    #: unit's ``.debug_addr`` table (None: such operations are refused).
+    indexed_address: Callable[[int], int] | None = None
 
 
 def _parse(expr: bytes, parser: DWARFExprParser):
@@ -228,10 +235,8 @@ def _translate_ops(ops, expr: bytes, context: ExprContext) -> bytes:
                 k += 2
                 continue
             out_ops.append(_push_value(kind, index, context))
-        elif op.op == DW_OP_addr and op.args[0] == TOMBSTONE:
-            raise UntranslatableExpression("DW_OP_addr of data the linker removed")
-        elif op.op == DW_OP_addr:
-            out_ops.append(bytes([DW_OP_constu]) + uleb128(op.args[0]))
+        elif op.op in (DW_OP_addr, DW_OP_addrx, DW_OP_constx, DW_OP_GNU_addr_index, DW_OP_GNU_const_index):
+            out_ops.append(bytes([DW_OP_constu]) + uleb128(_address_operand(op, context)))
         elif op.op in _REGISTER_OPS:
             raise UntranslatableExpression(f"{op.op_name} names a register the guest does not have")
         else:
@@ -239,6 +244,24 @@ def _translate_ops(ops, expr: bytes, context: ExprContext) -> bytes:
         k += 1
     assert len(out_ops) == len(ops)  # one chunk per input op (b"" for a dropped stack_value)
     return _retarget_branches(ops, expr, out_ops)
+
+
+def _address_operand(op, context: ExprContext) -> int:
+    """The linear-memory address (or constant) ``DW_OP_addr`` carries, or
+    that ``DW_OP_addrx`` and friends index in ``.debug_addr`` (DWARF 5 section
+    2.5.1.1)."""
+    if op.op == DW_OP_addr:
+        value = op.args[0]
+    else:
+        if context.indexed_address is None:
+            raise UntranslatableExpression(f"{op.op_name} without a .debug_addr table")
+        try:
+            value = context.indexed_address(op.args[0])
+        except (DWARFError, ELFParseError, ConstructError, KeyError, IndexError, ValueError, TypeError) as e:
+            raise UntranslatableExpression(f"{op.op_name} {op.args[0]}: {e}") from e
+    if value == TOMBSTONE and op.op != DW_OP_constx:
+        raise UntranslatableExpression("an address of data the linker removed")
+    return value
 
 
 def _retarget_branches(ops, expr: bytes, out_ops: list[bytes]) -> bytes:

@@ -52,7 +52,7 @@ from ..guest_lines import (
     PYELFTOOLS_ERRORS, GuestLinesError, LineMapper, cu_line_rows, guest_dwarf_info, image_producer,
 )
 from .codemap import CodeMap, merge_ranges
-from .expr import DW_OP_addr, ExprContext, UntranslatableExpression, translate_expression
+from .expr import ExprContext, UntranslatableExpression, translate_expression
 from .writer import (
     DW_FORM_addr, DW_FORM_block, DW_FORM_data1, DW_FORM_data2, DW_FORM_data4, DW_FORM_data8,
     DW_FORM_exprloc, DW_FORM_flag_present, DW_FORM_ref4, DW_FORM_ref_addr, DW_FORM_sdata, DW_FORM_sec_offset,
@@ -166,9 +166,12 @@ class _Translator:
         self._location_parser = LocationParser(self.dwarf.location_lists())
         self._contexts: dict[int, ExprContext] = {}
         self._function_names: dict[int, str] = {}
-        self._unit_context = ExprContext(address_size, self._global_cell)
+        self._unit_context = ExprContext(address_size, self._global_cell, indexed_address=self._indexed_address)
 
     # -- contexts ------------------------------------------------------------
+
+    def _indexed_address(self, index: int) -> int:
+        return self.dwarf.get_addr(self._cu, index)
 
     def _global_cell(self, index: int):
         if not 0 <= index < self.layout.num_globals:
@@ -187,7 +190,7 @@ class _Translator:
 
             context = self._contexts[func.position] = ExprContext(
                 self.address_size, self._global_cell, local_slot=local_slot,
-                operand_slot=func.operand_slot_offset, function=func)
+                operand_slot=func.operand_slot_offset, function=func, indexed_address=self._indexed_address)
         return context
 
     # -- driver ----------------------------------------------------------------
@@ -313,10 +316,10 @@ class _Translator:
         name = die.attributes.get("DW_AT_name")
         if location is None or name is None or location.form not in ("DW_FORM_exprloc", "DW_FORM_block1"):
             return
-        expr = bytes(location.value)
-        if len(expr) != 1 + self._cu["address_size"] or expr[0] != DW_OP_addr:
+        ops = self._parser.parse_expr(list(location.value))
+        if len(ops) != 1 or ops[0].op_name not in ("DW_OP_addr", "DW_OP_addrx", "DW_OP_GNU_addr_index"):
             return
-        address = int.from_bytes(expr[1:], "little")
+        address = ops[0].args[0] if ops[0].op_name == "DW_OP_addr" else self._indexed_address(ops[0].args[0])
         if address == TOMBSTONE:
             return
         symbol = _text(name.value)
