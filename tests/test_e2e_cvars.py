@@ -165,3 +165,27 @@ def test_recursive_frames_show_their_own_values_like_the_native_twin(tmp_path):
     assert depths == ["5", "4", "3", "2", "1", "0"], outputs["bt"]
     assert "p info" in outputs and "depth = 2" in outputs["p info"], raw
     assert stub_result == twin_result and stub_result, (stub_result, twin_result)
+
+
+@pytest.mark.timeout(180)
+def test_lldb_native_view_shows_frame_variables_and_structs_through_the_same_image(tmp_path):
+    """lldb-22 with the printed attach line (the same x32 image): arguments,
+    locals, statics, a struct through a pointer and a global array read right.
+    lldb has no x32 ABI, so a pointer stored in memory reads as 8 bytes
+    (docs/pointers.md): chains like it->next->id are not checked here."""
+    from stubproc import run_lldb
+
+    stub = StubProcess.start(tmp_path / "stub", example("inventory.O0"), invoke="inventory_run", args=["3"])
+    try:
+        run = run_lldb(stub, [f"breakpoint set --file inventory.c --line {WALK_LOOP}", "process continue",
+                              "frame variable", "p *it", "p it->weight", "frame variable grid",
+                              "p counter", "up", "frame variable probe", "process detach"])
+    finally:
+        stub.kill()
+    output = run.output
+    assert re.search(r"\(int\) limit = 3", output) and re.search(r"\(int\) calls = 1", output), output
+    assert re.search(r"\(item \*\) it = 0x0+480", output), output
+    assert "id = 1" in output and "color = GREEN" in output and 'name = "abcd"' in output, output
+    assert "flags = (active = 0, level = 2, delta = 0, code = 64)" in output, output
+    assert "[2] = ([0] = 20, [1] = 21, [2] = 22, [3] = 23)" in output, output
+    assert re.search(r"\(int\) 7", output) and "f = 1.5" in output, output
