@@ -189,3 +189,47 @@ def test_lldb_native_view_shows_frame_variables_and_structs_through_the_same_ima
     assert "flags = (active = 0, level = 2, delta = 0, code = 64)" in output, output
     assert "[2] = ([0] = 20, [1] = 21, [2] = 22, [3] = 23)" in output, output
     assert re.search(r"\(int\) 7", output) and "f = 1.5" in output, output
+
+
+@pytest.mark.timeout(180)
+def test_every_value_shown_in_every_recursive_frame_at_O2_is_the_programs(tmp_path):
+    """deep.c at -O2: clang keeps depth and limit in wasm locals, info in
+    pieces (locals, constants, an operand-stack entry), squares in linear
+    memory. In every frame each value gdb shows must be what the program
+    computed for that depth (info.values[i] = depth * i, squares[i] = i * i +
+    depth); the rest is <optimized out>, never a wrong number nor gdb's
+    <synthetic pointer> for a short composite."""
+    commands = [f"break deep.c:{DEEP_BOTTOM}", "continue"]
+    for k in range(7):
+        commands += [f"frame {k}", "info args", "info locals"]
+    commands += ["delete", "continue"]
+    stub = StubProcess.start(tmp_path / "stub", example("deep.O2"), invoke="deep_run", args=["5"])
+    try:
+        run = run_gdb_on_stub(stub, commands)
+        stub.wait(30)
+    finally:
+        stub.kill()
+    outputs = command_outputs(run, commands)
+    assert "synthetic pointer" not in run.output, run
+    seen = 0
+    for index in range(7):
+        frame = outputs[2 + 3 * index][1]
+        arguments, locals_ = outputs[3 + 3 * index][1], outputs[4 + 3 * index][1]
+        if "deep_run" in frame:
+            assert re.search(r"limit = 5", arguments), run
+            continue
+        depth = int(re.search(r"^depth = (\d+)$", arguments, re.M).group(1))
+        assert depth == 5 - index and re.search(r"^limit = 5$", arguments, re.M), run
+        info = re.search(r"info = \{depth = (\w+), values = \{(.*)\}\}", locals_)
+        assert info and info.group(1) == str(depth), locals_
+        for i, value in enumerate(v.strip() for v in info.group(2).split(",")):
+            if value != "<optimized out>":
+                assert int(value) == depth * i, (index, i, value, locals_)
+                seen += 1
+        squares = re.search(r"squares = \{(.*)\}", locals_)
+        assert squares, locals_
+        for i, value in enumerate(v.strip() for v in squares.group(1).split(",")):
+            if value != "<optimized out>":
+                assert int(value) == i * i + depth, (index, i, value, locals_)
+                seen += 1
+    assert seen >= 6 * 8, run

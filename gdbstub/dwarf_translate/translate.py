@@ -46,7 +46,7 @@ from codemem.abi import VMContextLayout
 from codemem.frametable import FrameTable
 
 from ..debugimage import dwarf as image_dwarf
-from ..debugimage.dwarf import LineFiles
+from ..debugimage.dwarf import LineFiles, uleb128
 from ..debugimage.model import DebugImageError
 from ..guest_lines import (
     PYELFTOOLS_ERRORS, GuestLinesError, LineMapper, cu_line_rows, guest_dwarf_info, image_producer,
@@ -456,7 +456,7 @@ class _Translator:
                 out.attributes.append((number, DW_FORM_sec_offset, self._frame_base_list(context.function, expr)))
             return
         if isinstance(parsed, LocationExpr):
-            expr = self._expression(bytes(parsed.loc_expr), context, frame_base)
+            expr = self._expression(self._padded(die, bytes(parsed.loc_expr)), context, frame_base)
             # An empty expression says "no location" (DWARF 5 section 2.6.1.1.4:
             # optimized out); leaving the attribute out would make an external
             # variable a declaration that gdb looks up as an ELF symbol.
@@ -475,7 +475,8 @@ class _Translator:
             low, high = entry.begin_offset + offset, entry.end_offset + offset
             if low == TOMBSTONE or base == TOMBSTONE:
                 continue
-            expr = self._expression(bytes(entry.loc_expr), context, frame_base)
+            guest = bytes(entry.loc_expr) if frame_base else self._padded(die, bytes(entry.loc_expr))
+            expr = self._expression(guest, context, frame_base)
             if expr is None:
                 continue
             for start, end in self.codemap.native_ranges(low, high, self.codemap.function_at(low) or func):
@@ -501,6 +502,31 @@ class _Translator:
         if func.native_end > first:
             entries.append((base + first, base + func.native_end, expr))
         return LocList(tuple(entries))
+
+    def _padded(self, die, expr: bytes) -> bytes:
+        """``expr`` with an empty piece for the bytes a composite location
+        (``DW_OP_piece``s) leaves undescribed at the end of the variable.
+
+        clang emits such short composites (a struct of 20 bytes in three
+        4-byte pieces); gdb 13 takes the bytes past the last piece for an
+        implicit pointer (dwarf2/loc.c check_pieced_synthetic_pointer) and
+        prints ``<synthetic pointer>`` for ints, where DWARF means "not
+        available": the explicit empty piece makes it ``<optimized out>``."""
+        try:
+            ops = self._parser.parse_expr(list(expr))
+        except PYELFTOOLS_ERRORS:
+            return expr
+        pieces = [op for op in ops if op.op_name in ("DW_OP_piece", "DW_OP_bit_piece")]
+        if not pieces or ops[-1].op_name not in ("DW_OP_piece", "DW_OP_bit_piece"):
+            return expr
+        described = sum(op.args[0] * 8 if op.op_name == "DW_OP_piece" else op.args[0] for op in pieces)
+        size = self._type_size(die, 0) if "DW_AT_type" in die.attributes else 0
+        missing = size * 8 - described
+        if missing <= 0:
+            return expr
+        if missing % 8:
+            return expr + bytes([0x9D]) + uleb128(missing) + uleb128(0)  # DW_OP_bit_piece SIZE 0
+        return expr + bytes([0x93]) + uleb128(missing // 8)  # DW_OP_piece SIZE
 
     def _expression(self, expr: bytes, context: ExprContext, frame_base: bool) -> bytes | None:
         try:
