@@ -341,6 +341,9 @@ def guest_debug_sections(module, engine_code, code_address: int, address_size: i
         except GuestDwarfError as e:
             log.warning("module %s: its DWARF cannot be translated, so no variables or types: %s",
                         getattr(module, "name", "?"), e)
+        except Exception:  # the outermost guard of an optional description: a bug here must not end a session
+            log.exception("module %s: translating its DWARF failed; the image has source lines only",
+                          getattr(module, "name", "?"))
     if translated is not None:
         log.debug("module %s: %d units, %d subprograms translated, %d locations dropped",
                   getattr(module, "name", "?"), translated.units, translated.subprograms,

@@ -333,3 +333,39 @@ def test_dwarf_5_input_translates_like_dwarf_4(tmp_path, level):
 
 def _module_at(path: Path) -> Module:
     return Module.from_file(Engine(debug=True), path)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", ["inventory.O0", "inventory.O2"])
+def test_damaged_dwarf_is_translated_or_refused_with_guest_dwarf_error_never_anything_else(name):
+    """Byte flips, truncations and random tails in each DWARF section: the
+    translation either succeeds or raises GuestDwarfError (which the image
+    builder turns into a warning); no other exception may escape."""
+    import random
+
+    module = _module(name)
+    pristine = dict(module.info.dwarf)
+    table = module.engine_code.frame_table
+    rng = random.Random(11)
+    outcomes = {"translated": 0, "refused": 0}
+    for section in sorted(pristine):
+        data = pristine[section]
+        for trial in range(25):
+            damaged = bytearray(data)
+            kind = trial % 3
+            if kind == 0:
+                for _ in range(rng.randint(1, 8)):
+                    damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+            elif kind == 1:
+                del damaged[rng.randrange(1, len(damaged)):]
+            else:
+                at = rng.randrange(len(damaged))
+                damaged[at:] = bytes(rng.randrange(256) for _ in range(len(damaged) - at))
+            module.info.dwarf = dict(pristine, **{section: bytes(damaged)})
+            try:
+                translate_guest_dwarf(module.info, table, code_address=0, address_size=4)
+                outcomes["translated"] += 1
+            except GuestDwarfError:
+                outcomes["refused"] += 1
+    module.info.dwarf = pristine
+    assert outcomes["refused"] > 0 and sum(outcomes.values()) == 25 * len(pristine), outcomes

@@ -162,6 +162,7 @@ class _Translator:
         self.writer = DwarfWriter(address_size)
         self.result = TranslatedDwarf({})
         self._dies: dict[int, Die] = {}  # input DIE offset -> output DIE
+        self._all_dies: list[Die] = []
         self._refs: list[tuple[Die, int, int]] = []  # (DIE, attribute index, target input offset)
         self._location_parser = LocationParser(self.dwarf.location_lists())
         self._contexts: dict[int, ExprContext] = {}
@@ -206,7 +207,7 @@ class _Translator:
                 die.attributes[index] = None
             else:
                 ref.target = out
-        for die in self._dies.values():
+        for die in self._all_dies:
             die.attributes = [a for a in die.attributes if a is not None]
         self.result.sections = self.writer.sections()
         if line_sections:
@@ -228,6 +229,7 @@ class _Translator:
 
         root = Die(_TAG["DW_TAG_compile_unit"])
         self._dies[top.offset] = root
+        self._all_dies.append(root)
         comp_dir = "."
         name = ""
         for attribute in top.attributes.values():
@@ -299,7 +301,10 @@ class _Translator:
         if tag is None:
             return None
         out = Die(tag)
+        if die.offset in self._dies:
+            raise GuestDwarfError(f"two DIEs at .debug_info offset {die.offset:#x}")
         self._dies[die.offset] = out
+        self._all_dies.append(out)
         if die.tag == "DW_TAG_subprogram":
             context = self._subprogram_pc(die, out, context)
         elif die.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine", "DW_TAG_label"):

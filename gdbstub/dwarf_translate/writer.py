@@ -160,6 +160,8 @@ class DwarfWriter:
         ``.debug_info``, and ``.debug_loc``/``.debug_ranges`` when used)."""
         for position, form, ref, unit in self._fixups:
             target = ref.target
+            if target is None:
+                raise DebugImageError("a reference that was never resolved")
             if target.offset < 0:
                 raise DebugImageError(f"a reference to a DIE (tag {target.tag:#x}) that was not written")
             if form == DW_FORM_ref4:
