@@ -55,6 +55,7 @@ INVENTORY_COMMANDS = [
     "set var limit = 2", "set var items[2].id = 30", "set var counter = 100",
     "display total", "next", "next", "info display", "undisplay 1", "delete",
     "break score if it->id == 2", "continue", "p it->id", "frame 1", "p steps", "p total", "frame 0",
+    "condition 2 it->id == 30 && it->color == GREEN", "continue", "p *it", "info breakpoints",
     "delete", "continue",
 ]
 #: Compared in their own way (see the module docstring).

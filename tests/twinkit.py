@@ -113,14 +113,15 @@ _NOISE = (
 
 
 def normalize(text: str) -> str:
-    """What must agree between the stub and the twin: addresses become ADDR;
-    noise lines go."""
+    """What must agree between the stub and the twin: addresses become ADDR,
+    runs of blanks one space; noise lines go."""
     lines = []
     for line in text.splitlines():
         if any(p.match(line) for p in _NOISE):
             continue
         line = _SYMBOL_OFFSET.sub(r"<\1+OFF>", _SOURCE_PATH.sub(r"\1", line.rstrip()))
-        lines.append(_ADDRESS.sub("ADDR", line))
+        # Column widths follow the address width (8 hex digits in x32, 16 natively).
+        lines.append(re.sub(r"[ \t]+", " ", _ADDRESS.sub("ADDR", line)))
     return "\n".join(lines).strip()
 
 
