@@ -54,9 +54,8 @@ INVENTORY_COMMANDS = [
     "up", "info locals", "p **pp", "p (*pp)->next->next->id", "p probe", "p n", "down", "info frame",
     "set var limit = 2", "set var items[2].id = 30", "set var counter = 100",
     "display total", "next", "next", "info display", "undisplay 1", "delete",
-    "break score if it->id == 2", "continue", "p it->id", "frame 1", "p steps", "p total", "frame 0",
-    "condition 2 it->id == 30 && it->color == GREEN", "continue", "p *it", "info breakpoints",
-    "delete", "continue",
+    "break score if it->id == 99", "condition 2 it->id == 2 && it->color == BLUE", "info breakpoints",
+    "continue", "p it->id", "frame 1", "p steps", "p total", "frame 0", "delete", "continue",
 ]
 #: Compared in their own way (see the module docstring).
 INVENTORY_SPECIAL = ["bt", "info scope walk", "p sizeof(void *)", "p sizeof(struct item)", "x/7xw it"]
