@@ -119,6 +119,9 @@ def normalize(text: str) -> str:
     for line in text.splitlines():
         if any(p.match(line) for p in _NOISE):
             continue
+        # gdbserver evaluates conditions itself (ConditionalBreakpoints+) when it
+        # can and gdb marks the others "(host evals)"; the stub leaves all to gdb.
+        line = line.replace(" (host evals)", "")
         line = _SYMBOL_OFFSET.sub(r"<\1+OFF>", _SOURCE_PATH.sub(r"\1", line.rstrip()))
         # Column widths follow the address width (8 hex digits in x32, 16 natively).
         lines.append(re.sub(r"[ \t]+", " ", _ADDRESS.sub("ADDR", line)))
