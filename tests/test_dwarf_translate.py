@@ -5,13 +5,12 @@ subprogram covers exactly its native function, every scope and location-list
 entry lies inside it, every slot a location names exists)."""
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 
 import pytest
 from elftools.dwarf.dwarf_expr import DWARFExprParser
-from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo, DwarfConfig
+from elftools.dwarf.dwarfinfo import DWARFInfo
 from elftools.dwarf.locationlists import LocationEntry, LocationExpr, LocationParser
 from elftools.dwarf.structs import DWARFStructs
 
@@ -24,6 +23,7 @@ from gdbstub.dwarf_translate.writer import (
     DW_FORM_addr, DW_FORM_data4, DW_FORM_exprloc, DW_FORM_ref4, DW_FORM_ref_addr, DW_FORM_sec_offset,
     DW_FORM_string, Die, DwarfWriter, LocList, RangeList, Ref,
 )
+from gdbstub.guest_lines import guest_dwarf_info
 from gdbstub.images import guest_debug_sections
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "build"
@@ -119,16 +119,8 @@ def test_a_frame_base_that_is_not_a_wasm_location_is_refused():
 
 # ------------------------------------------------------------ the writer
 def _dwarf(sections: dict[str, bytes]) -> DWARFInfo:
-    names = ("debug_info", "debug_aranges", "debug_abbrev", "debug_frame", "eh_frame", "debug_str", "debug_loc",
-             "debug_ranges", "debug_line", "debug_pubtypes", "debug_pubnames", "debug_addr", "debug_str_offsets",
-             "debug_line_str", "debug_loclists", "debug_rnglists", "debug_sup", "gnu_debugaltlink", "debug_types")
-    descriptors = {}
-    for name in names:
-        data = sections.get("." + name)
-        descriptors[name + "_sec"] = (None if data is None else
-                                      DebugSectionDescriptor(io.BytesIO(data), "." + name, None, len(data), 0))
-    return DWARFInfo(config=DwarfConfig(little_endian=True, machine_arch="x86", default_address_size=4),
-                     **descriptors)
+    """pyelftools over DWARF sections given as bytes (4-byte addresses)."""
+    return guest_dwarf_info(sections)
 
 
 def test_the_writer_lays_out_units_references_location_and_range_lists():

@@ -353,18 +353,40 @@ def line_files(lines: list[LineRow], comp_dir: str) -> LineFiles:
             continue
         if not row.file or "\0" in row.file:
             raise DebugImageError(f"bad file name {row.file!r} in line row at {row.address:#x}")
-        directory, base = posixpath.split(row.file)
-        if directory:
-            if directory not in directories[1:]:
-                directories.append(directory)
-            dir_index = directories.index(directory, 1)
-        else:
-            dir_index = 0
+        entry = _file_entry(row.file, directories)
         if not files:
-            files.append((base, dir_index))  # file 0: the primary source file
-        files.append((base, dir_index))
+            files.append(entry)  # file 0: the primary source file
+        files.append(entry)
         index[row.file] = len(files) - 1
     return LineFiles(tuple(directories), tuple(files), index)
+
+
+def numbered_line_files(paths: list[str], comp_dir: str) -> LineFiles:
+    """A file table whose file ``k`` is ``paths[k]`` (so a unit's existing
+    DW_AT_decl_file numbers stay valid); a path listed twice is indexed by its
+    first number other than 0 (rows then avoid DWARF 5's file 0, which older
+    consumers do not know)."""
+    directories: list[str] = [comp_dir]
+    files: list[tuple[str, int]] = []
+    index: dict[str, int] = {}
+    for number, path in enumerate(paths):
+        if not path or "\0" in path:
+            raise DebugImageError(f"bad file name {path!r} for file {number}")
+        files.append(_file_entry(path, directories))
+        if index.get(path, 0) == 0:
+            index[path] = number
+    return LineFiles(tuple(directories), tuple(files), index)
+
+
+def _file_entry(path: str, directories: list[str]) -> tuple[str, int]:
+    """(base name, directory index) of ``path``, adding its directory to
+    ``directories`` (entry 0 is the compilation directory) when new."""
+    directory, base = posixpath.split(path)
+    if not directory:
+        return base, 0
+    if directory not in directories[1:]:
+        directories.append(directory)
+    return base, directories.index(directory, 1)
 
 
 def build_debug_line(lines: list[LineRow], files: LineFiles, end_address: int,

@@ -46,7 +46,7 @@ from codemem.abi import VMContextLayout
 from codemem.frametable import FrameTable
 
 from ..debugimage import dwarf as image_dwarf
-from ..debugimage.dwarf import LineFiles, uleb128
+from ..debugimage.dwarf import uleb128
 from ..debugimage.model import DebugImageError
 from ..guest_lines import (
     PYELFTOOLS_ERRORS, GuestLinesError, LineMapper, cu_line_rows, guest_dwarf_info, image_producer,
@@ -265,21 +265,7 @@ class _Translator:
             entries.append(name or paths[numbers[0]])
         for number in range(numbers[0] if numbers else 0, (numbers[-1] + 1) if numbers else 0):
             entries.append(paths.get(number, name or "<unknown>"))
-        directories = [comp_dir]
-        files = []
-        index: dict[str, int] = {}
-        for number, path in enumerate(entries):
-            directory, base = path.rsplit("/", 1) if "/" in path else ("", path)
-            if directory:
-                if directory not in directories[1:]:
-                    directories.append(directory)
-                dir_index = directories.index(directory, 1)
-            else:
-                dir_index = 0
-            files.append((base, dir_index))
-            if path not in index or index[path] == 0:
-                index[path] = number
-        line_files = LineFiles(tuple(directories), tuple(files), index)
+        line_files = image_dwarf.numbered_line_files(entries, comp_dir)
         offset = len(line_sections)
         line_sections += image_dwarf.build_debug_line(rows, line_files, self.code_end, self.address_size)
         return offset
