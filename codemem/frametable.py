@@ -524,6 +524,35 @@ class FrameTable:
         kinds = tuple(SequencePointKind)
         return [(native, wasm, kinds[kind]) for native, wasm, kind, _, _, _, _ in _SEQPOINT_STRUCT.iter_unpack(records)]
 
+    def slot_mirror_registers(self, func: FunctionInfo, frame_offset: int) -> list[str | None]:
+        """For each of ``func``'s sequence points (native order), the name of
+        the register that mirrors the slot at ``[rbp + frame_offset]`` there,
+        or None. Records read in place (the debug images ask for one slot of
+        every described function); a malformed mirror record reads as None,
+        :meth:`register_mirrors` is where records are checked."""
+        base = self.header.seqpoints_offset + func.first_seqpoint * SEQPOINT_SIZE
+        records = memoryview(self._data)[base:base + func.num_seqpoints * SEQPOINT_SIZE]
+        pool = self.header.mirrors_offset
+        limit = self.header.num_mirrors
+        cache: dict[tuple[int, int], str | None] = {}
+        out: list[str | None] = []
+        for _, _, _, count, _, _, first in _SEQPOINT_STRUCT.iter_unpack(records):
+            if not count:
+                out.append(None)
+                continue
+            found = cache.get((first, count), 0)
+            if found == 0:
+                found = None
+                if first + count <= limit:
+                    for register, source, offset in _MIRROR_STRUCT.iter_unpack(
+                            self._data[pool + first * MIRROR_SIZE:pool + (first + count) * MIRROR_SIZE]):
+                        if source == MirrorSource.SLOT and offset == frame_offset:
+                            found = MIRROR_REGISTER_NAMES.get(register)
+                            break
+                cache[(first, count)] = found
+            out.append(found)
+        return out
+
     def sequence_point_offsets(self, func: FunctionInfo) -> list[int]:
         """Native offsets of ``func``'s sequence points, ascending (memoized;
         cheap enough for every single-step)."""

@@ -43,7 +43,7 @@ from elftools.dwarf.ranges import BaseAddressEntry as RangeBaseAddressEntry
 from elftools.dwarf.ranges import RangeEntry
 
 from codemem.abi import VMContextLayout
-from codemem.frametable import FrameTable
+from codemem.frametable import FrameTable, SequencePointKind
 
 from ..debugimage import dwarf as image_dwarf
 from ..debugimage.dwarf import uleb128
@@ -94,6 +94,12 @@ _BLOCK_FORMS = {"DW_FORM_block", "DW_FORM_block1", "DW_FORM_block2", "DW_FORM_bl
                 "DW_FORM_data16"}
 _LOCLIST_FORMS = {"DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_data8", "DW_FORM_loclistx"}
 DW_OP_lit0 = 0x30
+
+
+def _register_frame_base(register: str) -> bytes:
+    """A frame base held in ``register``: a memory location at its value
+    (``DW_OP_bregN 0``; the x32 address type keeps its low 32 bits, the i32)."""
+    return bytes([0x70 + image_dwarf.register_number(register), 0])
 #: DW_LANG_C89, C, C99, C11, C17 (DWARF 5 section 7.12).
 _C_LANGUAGES = {0x0001, 0x0002, 0x000C, 0x001D, 0x002C}
 #: wasm-ld's value for an address in code or data it removed.
@@ -444,7 +450,9 @@ class _Translator:
         if isinstance(parsed, LocationExpr) and frame_base and context.function is not None:
             expr = self._expression(bytes(parsed.loc_expr), context, frame_base)
             if expr is not None:
-                out.attributes.append((number, DW_FORM_sec_offset, self._frame_base_list(context.function, expr)))
+                slot = self._frame_base_slot(bytes(parsed.loc_expr), context)
+                out.attributes.append((number, DW_FORM_sec_offset,
+                                       self._frame_base_list(context.function, expr, slot)))
             return
         if isinstance(parsed, LocationExpr):
             expr = self._expression(self._padded(die, bytes(parsed.loc_expr)), context, frame_base)
@@ -477,22 +485,58 @@ class _Translator:
         else:
             out.attributes.append((number, DW_FORM_exprloc, b""))
 
-    def _frame_base_list(self, func, expr: bytes) -> LocList:
-        """The frame base ``expr`` from the function's first wasm instruction
-        on, and linear-memory address 0 before it: at the ENTRY site (before
-        the native prologue) the frame-base local's slot is still stale stack,
-        and a frame base read from it sent argument reads to arbitrary
-        addresses ("Cannot access memory" in the first frame gdb prints). From
-        0 they read linear memory, as natively arguments read stack garbage
-        before the prologue."""
-        first = min((native for _, native in self.line_mapper.points(func)), default=func.native_end)
+    def _frame_base_list(self, func, expr: bytes, slot: int | None) -> LocList:
+        """The frame base of ``func``, range by range.
+
+        * Before the first wasm instruction: linear-memory address 0. At the
+          ENTRY site (before the native prologue) the frame-base local's slot
+          is still stale stack, and a frame base read from it sent argument
+          reads to arbitrary addresses ("Cannot access memory" in the first
+          frame gdb prints); from 0 they read linear memory, as natively
+          arguments read stack garbage before the prologue.
+        * Where the frame-base local (rbp + ``slot``) is mirrored in a
+          register (frame table v3) and the code holds no call: that
+          register. gdb caches a frame's registers but never a memory read
+          inside a DWARF expression (dwarf2/expr.c read_mem), so in the
+          innermost frame (the only one that stops at such a pc: a caller
+          frame's pc is in a call) each variable then costs no extra packet.
+        * Elsewhere ``expr``: the slot's value, which is always right."""
         base = self.code_address
-        entries = []
+        points = self.frame_table.point_offsets(func)
+        registers = (self.frame_table.slot_mirror_registers(func, slot) if slot is not None
+                     else [None] * len(points))
+        instruction = SequencePointKind.INSTRUCTION
+        starts = [k for k, (_, _, kind) in enumerate(points) if kind is instruction]
+        pieces: list[tuple[int, int, bytes]] = []
+        first = points[starts[0]][0] if starts else func.native_end
         if first > func.native_start:
-            entries.append((base + func.native_start, base + first, bytes([DW_OP_lit0])))
-        if func.native_end > first:
-            entries.append((base + first, base + func.native_end, expr))
-        return LocList(tuple(entries))
+            pieces.append((func.native_start, first, bytes([DW_OP_lit0])))
+        for n, k in enumerate(starts):
+            start = points[k][0]
+            end = points[starts[n + 1]][0] if n + 1 < len(starts) else func.native_end
+            if end <= start:
+                continue
+            holds_call = any(kind is SequencePointKind.RETURN_POINT and start < native <= end
+                             for native, _, kind in points[k + 1:starts[n + 1] if n + 1 < len(starts) else None])
+            register = registers[k] if not holds_call else None
+            chosen = expr if register is None else _register_frame_base(register)
+            if pieces and pieces[-1][1] == start and pieces[-1][2] == chosen:
+                pieces[-1] = (pieces[-1][0], end, chosen)
+            else:
+                pieces.append((start, end, chosen))
+        return LocList(tuple((base + s, base + e, x) for s, e, x in pieces))
+
+    def _frame_base_slot(self, expr: bytes, context: ExprContext) -> int | None:
+        """The rbp offset of the local a frame base ``expr`` names, if it is
+        one (``DW_OP_WASM_location 0 N``)."""
+        try:
+            ops = self._parser.parse_expr(list(expr))
+        except PYELFTOOLS_ERRORS:
+            return None
+        if not ops or ops[0].op_name != "DW_OP_WASM_location" or ops[0].args[0] != 0 or context.local_slot is None:
+            return None
+        slot = context.local_slot(ops[0].args[1])
+        return slot[0] if slot is not None else None
 
     def _padded(self, die, expr: bytes) -> bytes:
         """``expr`` with an empty piece for the bytes a composite location
