@@ -33,6 +33,7 @@ EngineCode and relocated by a debugger's load bias.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -96,6 +97,7 @@ _LOCLIST_FORMS = {"DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_data8", "DW_FO
 DW_OP_lit0 = 0x30
 
 
+@functools.lru_cache(maxsize=None)
 def _register_frame_base(register: str) -> bytes:
     """A frame base held in ``register``: a memory location at its value
     (``DW_OP_bregN 0``; the x32 address type keeps its low 32 bits, the i32)."""
@@ -502,28 +504,38 @@ class _Translator:
           frame's pc is in a call) each variable then costs no extra packet.
         * Elsewhere ``expr``: the slot's value, which is always right."""
         base = self.code_address
-        points = self.frame_table.point_offsets(func)
-        registers = (self.frame_table.slot_mirror_registers(func, slot) if slot is not None
-                     else [None] * len(points))
+        if slot is not None:
+            points = self.frame_table.slot_mirror_registers(func, slot)
+        else:
+            points = [(native, kind, None) for native, _, kind in self.frame_table.point_offsets(func)]
         instruction = SequencePointKind.INSTRUCTION
-        starts = [k for k, (_, _, kind) in enumerate(points) if kind is instruction]
-        pieces: list[tuple[int, int, bytes]] = []
-        first = points[starts[0]][0] if starts else func.native_end
-        if first > func.native_start:
-            pieces.append((func.native_start, first, bytes([DW_OP_lit0])))
-        for n, k in enumerate(starts):
-            start = points[k][0]
-            end = points[starts[n + 1]][0] if n + 1 < len(starts) else func.native_end
-            if end <= start:
-                continue
-            holds_call = any(kind is SequencePointKind.RETURN_POINT and start < native <= end
-                             for native, _, kind in points[k + 1:starts[n + 1] if n + 1 < len(starts) else None])
-            register = registers[k] if not holds_call else None
-            chosen = expr if register is None else _register_frame_base(register)
+        return_point = SequencePointKind.RETURN_POINT
+        # One pass: each INSTRUCTION point's range runs to the next one; a
+        # RETURN_POINT inside it means the range holds a call (memory form).
+        pieces: list[list] = []  # [start, end, expression], merged while equal
+        start = register = None
+        holds_call = False
+
+        def close(end: int) -> None:
+            if start is None or end <= start:
+                return
+            chosen = expr if register is None or holds_call else _register_frame_base(register)
             if pieces and pieces[-1][1] == start and pieces[-1][2] == chosen:
-                pieces[-1] = (pieces[-1][0], end, chosen)
+                pieces[-1][1] = end
             else:
-                pieces.append((start, end, chosen))
+                pieces.append([start, end, chosen])
+
+        for native, kind, mirror in points:
+            if kind is instruction:
+                if start is None and native > func.native_start:
+                    pieces.append([func.native_start, native, bytes([DW_OP_lit0])])
+                close(native)
+                start, register, holds_call = native, mirror, False
+            elif kind is return_point:
+                holds_call = True
+        close(func.native_end)
+        if start is None:
+            pieces.append([func.native_start, func.native_end, bytes([DW_OP_lit0])])
         return LocList(tuple((base + s, base + e, x) for s, e, x in pieces))
 
     def _frame_base_slot(self, expr: bytes, context: ExprContext) -> int | None:
