@@ -457,8 +457,10 @@ class DebugImageSet:
         module_name = getattr(entry.module, "name", None) or store_code.engine_code.name
         code, symbols, fdes = store_code_image_parts(entry.module, store_code)
         elf_class = ELF32 if x32 else ELF64
+        # Variables only in x32 images: in an ELF64 image gdb reads every C
+        # pointer as 8 bytes (docs/pointers.md), which would show wrong values.
         translated = (guest_debug_sections(entry.module, store_code.engine_code, store_code.base,
-                                           elf_class.address_size) if self.source_lines else None)
+                                           elf_class.address_size) if self.source_lines and x32 else None)
         debug_sections = translated.sections if translated is not None else None
         data_range = None
         if translated is not None and translated.data_symbols:
