@@ -322,6 +322,13 @@ def test_dwarf_5_input_translates_like_dwarf_4(tmp_path, level):
     forms = {a.form for u in dwarf.iter_CUs() for d in u.iter_DIEs() for a in d.attributes.values()}
     assert not {f for f in forms if "strx" in f or "addrx" in f or "listx" in f}, forms
 
+    def scopes(result):
+        """Each lexical block and inlined call with whether it has a pc range."""
+        return [(d.tag, "DW_AT_ranges" in d.attributes or "DW_AT_low_pc" in d.attributes)
+                for u in _dwarf(result.sections).iter_CUs() for d in u.iter_DIEs()
+                if d.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine")]
+    assert scopes(results[0]) == scopes(results[1]) and all(has for _, has in scopes(results[0]))
+
 
 def _module_at(path: Path) -> Module:
     return Module.from_file(Engine(debug=True), path)

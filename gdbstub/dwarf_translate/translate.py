@@ -362,7 +362,8 @@ class _Translator:
             end = high.value if high.form == "DW_FORM_addr" else low.value + high.value
             return [(low.value, end)]
         ranges = attributes.get("DW_AT_ranges")
-        if ranges is None or ranges.form not in ("DW_FORM_sec_offset", "DW_FORM_data4"):
+        # pyelftools gives a DW_FORM_rnglistx value already as a section offset.
+        if ranges is None or ranges.form not in ("DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_rnglistx"):
             return []
         base = self._cu_base
         out = []
