@@ -233,3 +233,24 @@ def test_every_value_shown_in_every_recursive_frame_at_O2_is_the_programs(tmp_pa
                 assert int(value) == i * i + depth, (index, i, value, locals_)
                 seen += 1
     assert seen >= 6 * 8, run
+
+
+@pytest.mark.timeout(180)
+def test_set_var_on_an_O2_local_in_a_mirrored_register_changes_what_the_program_computes(tmp_path):
+    """At -O2 walk's `limit` is a wasm local whose slot the register cache
+    mirrors; `set var` writes the slot (the translated location) and the
+    target reloads mirrors from slots on resume, so the -O2 build computes
+    what the -O0 build computes after the same write."""
+    results = {}
+    for level in ("O0", "O2"):
+        stub = StubProcess.start(tmp_path / f"stub-{level}", example(f"inventory.{level}"), invoke="inventory_run",
+                                 args=["3"])
+        try:
+            run = run_gdb_on_stub(stub, [f"break inventory.c:{WALK_LOOP}", "continue", "set var limit = 1",
+                                         "p limit", "delete", "continue"])
+            stub.wait(30)
+        finally:
+            stub.kill()
+        assert "$1 = 1" in run.output, run
+        results[level] = [line for line in stub.output_after_banner if line.strip()]
+    assert results["O0"] == results["O2"] and results["O2"] != ["1462"], results
