@@ -400,7 +400,9 @@ class _Translator:
         if not native:
             return
         base = self.code_address
-        if len(native) == 1:
+        if die.tag == "DW_TAG_label":  # a label is one address (DWARF 5 section 3.6)
+            out.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, base + native[0][0]))
+        elif len(native) == 1:
             start, end = native[0]
             out.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, base + start))
             out.attributes.append((_AT["DW_AT_high_pc"], DW_FORM_data4, end - start))
