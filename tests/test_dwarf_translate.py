@@ -83,6 +83,12 @@ def test_linear_memory_addresses_are_constants_the_load_bias_cannot_move():
     assert translate(bytes([0x91, 0x0C])) == bytes([0x91, 0x0C])  # fbreg +12 unchanged
 
 
+def test_thread_local_data_is_at_the_address_pushed_when_there_are_no_threads():
+    # wasi-libc's errno: DW_OP_const4u 0x17e0, DW_OP_GNU_push_tls_address
+    assert translate(bytes([0x0C, 0xE0, 0x17, 0, 0, 0xE0])) == bytes([0x0C, 0xE0, 0x17, 0, 0])
+    assert translate(bytes([0x0C, 0xE0, 0x17, 0, 0, 0x9B])) == bytes([0x0C, 0xE0, 0x17, 0, 0])
+
+
 def test_pieces_of_wasm_values_become_pieces_of_slots():
     expr = bytes([0xED, 0, 0, 0x9F, 0x93, 4, 0xED, 0, 2, 0x9F, 0x93, 4])
     assert translate(expr) == cfa_plus(-80) + bytes([0x93, 4]) + cfa_plus(-96) + bytes([0x93, 4])

@@ -36,6 +36,8 @@ address, and as a frame base)
                                                memory, which the stub mirrors at [0, size),
                                                and must not be moved by the image's load
                                                bias as gdb moves ``DW_OP_addr``
+``form_tls_address`` (thread-local data)        dropped: with no threads, the address pushed
+                                               is the data's linear-memory address
 register operations (``regN``, ``bregN``...)   untranslatable: wasm has no registers
 =============================================  =========================================
 
@@ -79,6 +81,8 @@ DW_OP_plus = 0x22
 #: saved rbp and the return address).
 CFA_ABOVE_RBP = 16
 DW_OP_WASM_location = 0xED
+DW_OP_form_tls_address = 0x9B
+DW_OP_GNU_push_tls_address = 0xE0
 DW_OP_addrx = 0xA1
 DW_OP_constx = 0xA2
 DW_OP_GNU_addr_index = 0xFB
@@ -237,6 +241,12 @@ def _translate_ops(ops, expr: bytes, context: ExprContext) -> bytes:
             out_ops.append(_push_value(kind, index, context))
         elif op.op in (DW_OP_addr, DW_OP_addrx, DW_OP_constx, DW_OP_GNU_addr_index, DW_OP_GNU_const_index):
             out_ops.append(bytes([DW_OP_constu]) + uleb128(_address_operand(op, context)))
+        elif op.op in (DW_OP_form_tls_address, DW_OP_GNU_push_tls_address):
+            # Thread-local storage: codemem runs no threads (no shared memory),
+            # and wasm-ld then lays thread_local data out like any other, at
+            # the linear-memory address the expression already pushed
+            # (wasi-libc's errno: DW_OP_const4u ADDR, DW_OP_GNU_push_tls_address).
+            out_ops.append(b"")
         elif op.op in _REGISTER_OPS:
             raise UntranslatableExpression(f"{op.op_name} names a register the guest does not have")
         else:
