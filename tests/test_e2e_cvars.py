@@ -254,3 +254,31 @@ def test_set_var_on_an_O2_local_in_a_mirrored_register_changes_what_the_program_
         assert "$1 = 1" in run.output, run
         results[level] = [line for line in stub.output_after_banner if line.strip()]
     assert results["O0"] == results["O2"] and results["O2"] != ["1462"], results
+
+
+@pytest.mark.timeout(240)
+def test_a_wasi_programs_strings_arrays_and_errno_read_right(tmp_path):
+    """examples/wasi_tour.c (wasi-libc) in `escape` mode with no preopened
+    directory: mkdir fails with ENOTCAPABLE (76). gdb shows the C strings,
+    the array of string pointers, main's arguments and wasi-libc's errno
+    (thread-local in the DWARF, plain data in a module without threads)."""
+    import subprocess
+
+    wasm = tmp_path / "wasi_tour.wasm"
+    subprocess.run(["clang-19", "--target=wasm32-wasi", "-g", "-O0", "-fdebug-compilation-dir=.",
+                    "examples/wasi_tour.c", "-o", str(wasm)], cwd=ROOT, check=True, capture_output=True, timeout=120)
+    commands = ["break report", "continue", "info args", "p errno", "bt", "up", "p attempts[1]", "p path",
+                "frame 2", "p argv[1]", "p *argv@argc", "detach"]
+    stub = StubProcess.start(tmp_path / "stub", wasm, args=["--", "escape", "/nonexistent"])
+    try:
+        run = run_gdb_on_stub(stub, commands)
+    finally:
+        stub.kill()
+    outputs = [text for _, text in command_outputs(run, commands)]
+    assert re.search(r'what = 0x[0-9a-f]+ "mkdir \.\./created_outside"\nresult = -1', outputs[2]), run
+    assert outputs[3].strip().endswith("= 76"), run
+    assert re.search(r"#2 +0x[0-9a-f]+ in main \(argc=3, argv=0x[0-9a-f]+\)", outputs[4]), run
+    assert '"sub/../../outside.txt"' in outputs[6] and '"/nonexistent/../created_outside' in outputs[7], run
+    assert outputs[9].strip().endswith('"escape"'), run
+    assert re.search(r'\{0x[0-9a-f]+ "[^"]*wasi_tour\.wasm", 0x[0-9a-f]+ "escape", 0x[0-9a-f]+ "/nonexistent"\}',
+                     outputs[10]), run
