@@ -374,3 +374,53 @@ def test_damaged_dwarf_is_translated_or_refused_with_guest_dwarf_error_never_any
                 outcomes["refused"] += 1
     module.info.dwarf = pristine
     assert outcomes["refused"] > 0 and sum(outcomes.values()) == 25 * len(pristine), outcomes
+
+
+def test_every_c_type_of_inventory_c_is_carried_over_intact():
+    """Types are copied DIE for DIE: members and their offsets, bitfields,
+    unions, enums with their values, typedefs, const, two-dimensional arrays,
+    pointers (no byte size: the x32 unit's 4-byte addresses make them 4
+    bytes) and a function-pointer typedef with its parameter."""
+    module = _module("inventory.O0")
+    result = translate_guest_dwarf(module.info, module.engine_code.frame_table, code_address=0, address_size=4)
+    dwarf = _dwarf(result.sections)
+    (unit,) = dwarf.iter_CUs()
+    assert unit["address_size"] == 4
+    named = {}
+    for die in unit.iter_DIEs():
+        if "DW_AT_name" in die.attributes:
+            named.setdefault((die.tag, die.attributes["DW_AT_name"].value.decode()), die)
+
+    def members(tag, name):
+        return [(m.attributes["DW_AT_name"].value.decode(),
+                 m.attributes["DW_AT_data_member_location"].value if "DW_AT_data_member_location" in m.attributes
+                 else (m.attributes["DW_AT_data_bit_offset"].value, m.attributes["DW_AT_bit_size"].value))
+                for m in named[(tag, name)].iter_children()]
+
+    assert members("DW_TAG_structure_type", "item") == [("id", 0), ("color", 4), ("flags", 8), ("weight", 12),
+                                                          ("name", 16), ("next", 24)]
+    assert named[("DW_TAG_structure_type", "item")].attributes["DW_AT_byte_size"].value == 28
+    assert members("DW_TAG_structure_type", "flags") == [("active", (0, 1)), ("level", (1, 3)), ("delta", (4, 4)),
+                                                          ("code", (8, 8))]
+    assert members("DW_TAG_union_type", "number") == [("i", 0), ("f", 0), ("bytes", 0)]
+    color = named[("DW_TAG_enumeration_type", "color")]
+    assert [(e.attributes["DW_AT_name"].value, e.attributes["DW_AT_const_value"].value)
+            for e in color.iter_children()] == [(b"RED", 0), (b"GREEN", 5), (b"BLUE", 6)]
+    grid = named[("DW_TAG_variable", "grid")].get_DIE_from_attribute("DW_AT_type")
+    assert grid.tag == "DW_TAG_array_type" and \
+        [s.attributes["DW_AT_count"].value for s in grid.iter_children()] == [3, 4]
+    nxt = [m for m in named[("DW_TAG_structure_type", "item")].iter_children()
+           if m.attributes["DW_AT_name"].value == b"next"][0].get_DIE_from_attribute("DW_AT_type")
+    assert nxt.tag == "DW_TAG_pointer_type" and "DW_AT_byte_size" not in nxt.attributes
+    assert nxt.get_DIE_from_attribute("DW_AT_type").offset == named[("DW_TAG_structure_type", "item")].offset
+    scorer = named[("DW_TAG_typedef", "scorer_fn")].get_DIE_from_attribute("DW_AT_type")
+    function = scorer.get_DIE_from_attribute("DW_AT_type")
+    assert (scorer.tag, function.tag) == ("DW_TAG_pointer_type", "DW_TAG_subroutine_type")
+    (parameter,) = function.iter_children()
+    const_item = parameter.get_DIE_from_attribute("DW_AT_type").get_DIE_from_attribute("DW_AT_type")
+    assert const_item.tag == "DW_TAG_const_type"
+    assert const_item.get_DIE_from_attribute("DW_AT_type").attributes["DW_AT_name"].value == b"item_t"
+    # Statics and globals name their linear-memory addresses without relocation.
+    counter = named[("DW_TAG_variable", "counter")].attributes["DW_AT_location"].value
+    (address,) = [a for name, a, size in result.data_symbols if name == "counter" and size == 4]
+    assert counter[0] == 0x10 and PARSER.parse_expr(counter)[0].args == [address]  # DW_OP_constu ADDRESS
