@@ -33,6 +33,7 @@ EngineCode and relocated by a debugger's load bias.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 from dataclasses import dataclass, field
@@ -175,6 +176,7 @@ class _Translator:
         self._location_parser = LocationParser(self.dwarf.location_lists())
         self._contexts: dict[int, ExprContext] = {}
         self._function_names: dict[int, str] = {}
+        self._units: list[tuple[Die, list[tuple[int, int]]]] = []  # (unit DIE, its functions' ranges)
         self._unit_context = ExprContext(address_size, self._global_cell, indexed_address=self._indexed_address)
 
     # -- contexts ------------------------------------------------------------
@@ -208,6 +210,10 @@ class _Translator:
         line_sections = bytearray()
         for cu in self.dwarf.iter_CUs():
             self._unit(cu, line_sections)
+        starts = sorted((start, unit) for unit, (_, ranges) in enumerate(self._units) for start, _ in ranges)
+        for unit, (root, ranges) in enumerate(self._units):
+            self._unit_range(root, ranges, unit, starts)
+            self.writer.add_unit(root)
         for die, index, target in self._refs:
             attribute, form, ref = die.attributes[index]
             out = self._dies.get(target)
@@ -254,11 +260,7 @@ class _Translator:
         if line_offset is not None:
             root.attributes.append((_AT["DW_AT_stmt_list"], DW_FORM_sec_offset, line_offset))
         root.children = self._children(top, self._unit_context)
-        ranges = merge_ranges(self._unit_functions)
-        root.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, 0))
-        if ranges:
-            root.attributes.append((_AT["DW_AT_ranges"], DW_FORM_sec_offset, RangeList(tuple(ranges))))
-        self.writer.add_unit(root)
+        self._units.append((root, merge_ranges(self._unit_functions)))
 
     def _line_program(self, cu, comp_dir: str, name: str, line_sections: bytearray) -> int | None:
         paths, guest_rows = cu_line_rows(self.dwarf, cu, self.codemap.code_section_offset)
@@ -277,6 +279,30 @@ class _Translator:
         offset = len(line_sections)
         line_sections += image_dwarf.build_debug_line(rows, line_files, self.code_end, self.address_size)
         return offset
+
+    def _unit_range(self, root: Die, ranges: list[tuple[int, int]], unit: int,
+                    starts: list[tuple[int, int]]) -> None:
+        """The unit's code: one low/high pair spanning its functions when no
+        other unit's function lies in between (wasm-ld keeps each object's
+        functions together, so this is the usual case), else DW_AT_ranges.
+
+        A unit with a low/high pair is what gdb 13's cooked index counts as
+        having addresses (cooked_indexer::check_bounds); for a unit with only
+        DW_AT_ranges it also enters each static variable's address into the
+        unit's address map, and then takes a pointer to that variable for a pc
+        of the unit ("pc 0x460 in read in CU, but not in symtab" whenever it
+        prints one)."""
+        if not ranges:
+            root.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, 0))
+            return
+        low, high = ranges[0][0], ranges[-1][1]
+        inside = starts[bisect.bisect_left(starts, (low, -1)):bisect.bisect_left(starts, (high, -1))]
+        if all(owner == unit for _, owner in inside):
+            root.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, low))
+            root.attributes.append((_AT["DW_AT_high_pc"], DW_FORM_data4, high - low))
+            return
+        root.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, 0))
+        root.attributes.append((_AT["DW_AT_ranges"], DW_FORM_sec_offset, RangeList(tuple(ranges))))
 
     # -- DIEs -------------------------------------------------------------------
 

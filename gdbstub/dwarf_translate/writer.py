@@ -5,8 +5,10 @@ A :class:`Die` tree is laid out into ``.debug_info`` with a shared
 forms). References between DIEs are :class:`Ref` values resolved after
 layout: ``DW_FORM_ref4`` inside a unit, ``DW_FORM_ref_addr`` across units.
 Location lists and range lists go to ``.debug_loc`` / ``.debug_ranges``
-(DWARF 4 sections 2.6.2 and 2.17.3: address pairs of ``address_size`` bytes,
-absolute because every unit's base address is 0, ended by a 0, 0 pair).
+(DWARF 4 sections 2.6.2 and 2.17.3: address pairs of ``address_size`` bytes
+ended by a 0, 0 pair). Every list starts with a base address selection entry
+(the largest address, then 0), so its addresses are absolute whatever the
+unit's DW_AT_low_pc.
 """
 from __future__ import annotations
 
@@ -85,8 +87,12 @@ class DwarfWriter:
             self._abbrev_bytes += b"\0\0"
         return code
 
+    def _base_zero(self) -> bytes:
+        return address_bytes((1 << 8 * self.address_size) - 1, self.address_size) + bytes(self.address_size)
+
     def _loclist(self, loclist: LocList) -> int:
         offset = len(self.loc)
+        self.loc += self._base_zero()
         for start, end, expr in loclist.entries:
             if len(expr) > 0xFFFF:
                 raise DebugImageError("a location expression longer than 65535 bytes")
@@ -97,6 +103,7 @@ class DwarfWriter:
 
     def _rangelist(self, rangelist: RangeList) -> int:
         offset = len(self.ranges)
+        self.ranges += self._base_zero()
         for start, end in rangelist.ranges:
             self.ranges += address_bytes(start, self.address_size) + address_bytes(end, self.address_size)
         self.ranges += bytes(2 * self.address_size)
