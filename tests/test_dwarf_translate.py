@@ -428,3 +428,25 @@ def test_every_c_type_of_inventory_c_is_carried_over_intact():
     counter = named[("DW_TAG_variable", "counter")].attributes["DW_AT_location"].value
     (address,) = [a for name, a, size in result.data_symbols if name == "counter" and size == 4]
     assert counter[0] == 0x10 and PARSER.parse_expr(counter)[0].args == [address]  # DW_OP_constu ADDRESS
+
+
+def test_the_section_builder_translates_at_the_images_link_address_for_x32_engines_only():
+    """gdbstub.dwarf_translate.GuestDwarfSections, the builder a
+    position-independent image takes its DWARF from: addresses are link
+    addresses (image offset + link address), so a load bias places them."""
+    from types import SimpleNamespace
+
+    from gdbstub.dwarf_translate import GuestDwarfSections
+
+    builder = GuestDwarfSections()
+    assert builder.name == "guest-dwarf" and len(builder.digest) == 16
+    module = _module("deep.O0")
+    table = module.engine_code.frame_table
+    sections = builder.sections(SimpleNamespace(module=module, frame_table=table, link_address=0x1000))
+    assert {".debug_info", ".debug_abbrev", ".debug_line"} <= set(sections)
+    (unit,) = _dwarf(sections).iter_CUs()
+    subprograms = [d for d in unit.iter_DIEs() if d.tag == "DW_TAG_subprogram" and "DW_AT_low_pc" in d.attributes]
+    starts = {0x1000 + f.native_start for f in table.functions()}
+    assert subprograms and all(d.attributes["DW_AT_low_pc"].value in starts for d in subprograms)
+    elf64 = Module.from_file(Engine(debug=True, low_addresses=False), EXAMPLES / "deep.O0.wasm")
+    assert builder.sections(SimpleNamespace(module=elf64, frame_table=table, link_address=0)) == {}
