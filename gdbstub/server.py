@@ -163,7 +163,7 @@ class StubServer:
         if self.session is not None or (self.once and self._clients_served):
             log.info("refusing a client %s", peer)
             why = "another debugger is attached" if self.session is not None else "this stub served its one client"
-            transport.write(Framer.encode(R.error(0x10, why, True)))
+            transport.write(Framer.encode(R.error(R.ErrorCode.EBUSY, why, True)))
             transport.close()
             return False
         log.info("client %s connected", peer)

@@ -9,8 +9,8 @@ bytes with :meth:`GdbSession.receive`, tells it the target has news with
 Every request gets exactly one reply, except resumes (``c``, ``s``, ``vCont``,
 ``?`` on a running guest), which are answered by a stop reply when the target
 stops, and ``k``.  Errors map to replies in one place, :meth:`_dispatch`:
-``TargetError`` -> ``Exx`` with its code, register and protocol errors ->
-``E16`` (EINVAL), file-server errors -> ``F-1,errno``; the message goes along
+``TargetError`` -> ``Exx`` with its :class:`~gdbstub.protocol.replies.ErrorCode`,
+bad register or protocol input -> ``E16`` (EINVAL), file-server errors -> ``F-1,errno``; the message goes along
 when the client enabled error strings (LLDB's QEnableErrorStrings).
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ from .protocol import packets as P
 from .protocol import replies as R
 from .protocol.connection import ProtocolConnection
 from .protocol.encoding import ProtocolError, hex_encode
-from .target import EINVAL, ENOENT, Exited, Stop, StopReason, StoreTarget, TargetError
+from .protocol.replies import ErrorCode
+from .target import Exited, Stop, StopReason, StoreTarget, TargetError
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,12 @@ class GdbSession:
         except TargetError as e:
             log.info("%s refused: %s", type(request).__name__, e)
             return R.error(e.code, str(e), self.error_strings)
-        except (arch_amd64.RegisterError, ProtocolError, ValueError) as e:
+        except (arch_amd64.RegisterError, ProtocolError) as e:
+            # Bad input only (a register the client named or sized wrongly, a
+            # field it encoded wrongly): anything else a handler raises is a
+            # bug of ours and goes up to the transport's outermost guard.
             log.info("%s refused: %s", type(request).__name__, e)
-            return R.error(EINVAL, str(e), self.error_strings)
+            return R.error(ErrorCode.EINVAL, str(e), self.error_strings)
 
     def _build_handlers(self) -> dict[type, Callable]:
         simple_ok = lambda request: R.ok()  # noqa: E731
@@ -189,6 +193,19 @@ class GdbSession:
             P.VFilePwrite: lambda r: R.vfile_result(-1, R.FileIOErrno.EACCES),
             P.VFileUnlink: lambda r: R.vfile_result(-1, R.FileIOErrno.EACCES),
             P.VFileReadlink: lambda r: R.vfile_result(-1, R.FileIOErrno.EINVAL),
+            P.SetNonStop: self._set_non_stop,
+            P.VAttach: self._not_extended,
+            P.VRun: self._not_extended,
+            P.ProcessInfoFirst: self._not_extended,
+            P.ProcessInfoNext: self._not_extended,
+            P.GetWorkingDir: self._no_working_dir,
+            # LLDB's WebAssembly queries belong to the wasm dialect; to the
+            # native one they are unsupported (the empty reply).
+            P.WasmCallStack: empty,
+            P.WasmLocal: empty,
+            P.WasmGlobal: empty,
+            P.WasmStackValue: empty,
+            P.WasmMemory: empty,
         }
 
     # ------------------------------------------------------------ handshake
@@ -202,7 +219,7 @@ class GdbSession:
 
     def _malformed(self, request: P.MalformedPacket) -> bytes:
         log.info("malformed packet %r: %s", request.payload[:80], request.reason)
-        return R.error(EINVAL, f"malformed packet: {request.reason}", self.error_strings)
+        return R.error(ErrorCode.EINVAL, f"malformed packet: {request.reason}", self.error_strings)
 
     def _supported(self, request: P.QuerySupported) -> bytes:
         self.negotiated = self.capabilities.negotiate(request.features)
@@ -212,6 +229,20 @@ class GdbSession:
         self.conn.reply(R.ok())
         self.conn.enable_no_ack()
         return None
+
+    def _set_non_stop(self, request: P.SetNonStop) -> bytes:
+        """``QNonStop``: all-stop (0) is what this stub does; non-stop (1) is
+        not offered in qSupported, and refused here with a reason."""
+        if request.enable:
+            raise TargetError(ErrorCode.EINVAL, "non-stop mode is not supported (all-stop only)")
+        return R.ok()
+
+    def _not_extended(self, request) -> bytes:
+        raise TargetError(ErrorCode.EINVAL, f"{type(request).__name__}: this stub serves one Store "
+                                            f"(no process list, attach or run)")
+
+    def _no_working_dir(self, request) -> bytes:
+        raise TargetError(ErrorCode.ENOENT, "a Store has no working directory")
 
     def _enable_error_strings(self, request) -> bytes:
         self.error_strings = True
@@ -227,7 +258,7 @@ class GdbSession:
     def _register_info(self, request: P.RegisterInfo) -> bytes:
         reply = arch_amd64.register_info_reply(request.regnum)
         if reply is None:
-            return R.error(0x45, "no such register", self.error_strings)
+            return R.error(ErrorCode.NO_SUCH_REGISTER, "no such register", self.error_strings)
         return reply.encode()
 
     def _xfer(self, request: P.XferRead) -> bytes:
@@ -235,7 +266,7 @@ class GdbSession:
         if request.object == "features":
             text = arch_amd64.feature_document(request.annex)
             if text is None:
-                raise TargetError(ENOENT, f"no feature document {request.annex!r}")
+                raise TargetError(ErrorCode.ENOENT, f"no feature document {request.annex!r}")
             document = text.encode()
         elif request.object in ("libraries-svr4", "libraries") and self.config.images is not None:
             # The first image is the "executable" (qXfer:exec-file); the rest
@@ -266,13 +297,13 @@ class GdbSession:
 
     def _set_thread(self, request: P.SetThread) -> bytes:
         if not self._known_thread(request.thread):
-            raise TargetError(ENOENT, "no such thread")
+            raise TargetError(ErrorCode.ENOENT, "no such thread")
         return R.ok()
 
     def _thread_alive(self, request: P.ThreadAlive) -> bytes:
         if self.target.exited is None and self._known_thread(request.thread):
             return R.ok()
-        raise TargetError(ENOENT, "no such thread")
+        raise TargetError(ErrorCode.ENOENT, "no such thread")
 
     # ------------------------------------------------------------ stops
 
@@ -310,7 +341,7 @@ class GdbSession:
 
     def _thread_stop_info(self, request) -> bytes:
         if self.target.current_stop is None:
-            raise TargetError(ENOENT, "the thread is not stopped")
+            raise TargetError(ErrorCode.ENOENT, "the thread is not stopped")
         return self._stop_reply(self.target.current_stop)
 
     def _interrupt(self, request) -> None:
@@ -330,7 +361,7 @@ class GdbSession:
 
     def _check_thread(self, thread: P.ThreadId | None) -> None:
         if not self._known_thread(thread):
-            raise TargetError(ENOENT, "no such thread")
+            raise TargetError(ErrorCode.ENOENT, "no such thread")
 
     def _read_registers(self, request: P.ReadRegisters) -> bytes:
         self._check_thread(request.thread)
@@ -373,7 +404,7 @@ class GdbSession:
 
     def _write_memory(self, request) -> bytes:
         if len(request.data) != request.length:
-            raise TargetError(EINVAL, f"length {request.length:#x} does not match the {len(request.data)} bytes sent")
+            raise TargetError(ErrorCode.EINVAL, f"length {request.length:#x} does not match the {len(request.data)} bytes sent")
         self.target.write_memory(request.addr, request.data)
         return R.ok()
 
@@ -417,7 +448,7 @@ class GdbSession:
 
     def _check_resume_address(self, addr: int | None) -> None:
         if addr is not None and self.target.current_stop is not None and addr != self.target.current_stop.pc:
-            raise TargetError(EINVAL, "resuming at another address is not supported; write rip instead")
+            raise TargetError(ErrorCode.EINVAL, "resuming at another address is not supported; write rip instead")
 
     def _continue(self, request) -> bytes | None:
         if self.target.exited is not None:
@@ -440,7 +471,7 @@ class GdbSession:
             return self._event_reply(self.target.exited)
         action = next((a for a in request.actions if self._known_thread(a.thread)), None)
         if action is None:
-            raise TargetError(ENOENT, "vCont names no thread of this target")
+            raise TargetError(ErrorCode.ENOENT, "vCont names no thread of this target")
         kind = action.action
         if kind in ("c", "C"):
             self.target.resume()
@@ -451,7 +482,7 @@ class GdbSession:
         elif kind == "t":
             return R.ok()  # already stopped
         else:
-            raise TargetError(EINVAL, f"vCont action {kind!r} is not supported")
+            raise TargetError(ErrorCode.EINVAL, f"vCont action {kind!r} is not supported")
         return self._resume_reply()
 
     def _kill(self, request) -> bytes | None:
@@ -467,7 +498,7 @@ class GdbSession:
 
     def _detach(self, request: P.Detach) -> bytes:
         if request.pid is not None and request.pid != self.target.pid:
-            raise TargetError(ENOENT, f"no process {request.pid:x}")
+            raise TargetError(ErrorCode.ENOENT, f"no process {request.pid:x}")
         self.detached = True
         self.target.detach()
         return R.ok()

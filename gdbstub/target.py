@@ -59,25 +59,14 @@ from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
 
 from . import arch_amd64
-from .protocol.replies import Signal
+from .protocol.replies import ErrorCode, Signal
 
 log = logging.getLogger(__name__)
-
-# Error codes of Exx replies (GDB uses errno values by convention).
-EPERM = 0x01
-ENOENT = 0x02
-# Unreadable/unwritable memory answers "E14": EFAULT's number, 14, in the
-# two digits of the reply (the issue's contract, and what clients and tests of
-# this stub look for), not 0x0e.
-EFAULT = 0x14
-EINVAL = 0x16
-EBUSY = 0x10
-
 
 class TargetError(Exception):
     """A request the target refuses; ``code`` goes into the ``Exx`` reply."""
 
-    def __init__(self, code: int, message: str):
+    def __init__(self, code: ErrorCode, message: str):
         super().__init__(message)
         self.code = code
 
@@ -394,7 +383,7 @@ class StoreTarget:
     def require_stopped(self) -> _GuestStop:
         """The current stop; TargetError (EBUSY running, ENOENT exited) if none."""
         if self._stopped is None:
-            raise TargetError(EBUSY if self.exited is None else ENOENT,
+            raise TargetError(ErrorCode.EBUSY if self.exited is None else ErrorCode.ENOENT,
                               "the guest is running" if self.exited is None else "the guest has exited")
         return self._stopped
 
@@ -535,11 +524,11 @@ class StoreTarget:
     def _site_for(self, pc: int) -> tuple[Any, int]:
         entry = self.store.registry.lookup(pc)
         if entry is None:
-            raise TargetError(EFAULT, f"{pc:#x} is not in any code of this Store")
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"{pc:#x} is not in any code of this Store")
         try:
             entry.store_code.site_index_at(pc)
         except CodeMemoryError as e:
-            raise TargetError(EINVAL, f"{e}; breakpoints go at sequence points (patch sites)") from None
+            raise TargetError(ErrorCode.EINVAL, f"{e}; breakpoints go at sequence points (patch sites)") from None
         return (entry.store_code, pc)
 
     def _arm(self, sites: list[tuple[Any, int]]) -> None:
@@ -714,22 +703,22 @@ class StoreTarget:
         stopped = self.require_stopped()
         old = self.read_registers()
         if len(new_regfile) != len(old):
-            raise TargetError(EINVAL, "register file of the wrong size")
+            raise TargetError(ErrorCode.EINVAL, "register file of the wrong size")
         old_gpr = struct.unpack_from("<16QQQ", old)
         new_gpr = struct.unpack_from("<16QQQ", new_regfile)
         for index, name in ((7, "rsp"), (6, "rbp"), (15, "r15")):
             if old_gpr[index] != new_gpr[index]:
-                raise TargetError(EPERM, f"{name} is managed by the runtime and cannot be written")
+                raise TargetError(ErrorCode.EPERM, f"{name} is managed by the runtime and cannot be written")
         old_rip, new_rip = old_gpr[16], new_gpr[16]
         if old_rip != new_rip:
             if stopped.kind == native.EVENT_TRAP:
-                raise TargetError(EPERM, "the guest stopped at a trap and cannot resume elsewhere")
+                raise TargetError(ErrorCode.EPERM, "the guest stopped at a trap and cannot resume elsewhere")
             self._check_new_rip(old_rip, new_rip)
         if (old_gpr[17] ^ new_gpr[17]) & ~_RFLAGS_WRITABLE:
-            raise TargetError(EPERM, "only the arithmetic flags of rflags can be written")
+            raise TargetError(ErrorCode.EPERM, "only the arithmetic flags of rflags can be written")
         mxcsr = struct.unpack_from("<I", new_regfile, arch_amd64.REGFILE_MXCSR_OFFSET)[0]
         if mxcsr & 0x1F80 != 0x1F80:
-            raise TargetError(EPERM, "mxcsr must keep every floating-point exception masked")
+            raise TargetError(ErrorCode.EPERM, "mxcsr must keep every floating-point exception masked")
         # A register that mirrors a frame slot where the guest will resume is
         # reloaded from that slot on resume: write the new value there too.
         # One holding memory 0's base or length is the runtime's.
@@ -737,7 +726,7 @@ class StoreTarget:
         for name, source in context_mirrors:
             if new_gpr[_GPR_INDEX[name]] != old_gpr[_GPR_INDEX[name]]:
                 what = "base address" if source is MirrorSource.MEMORY0_BASE else "length"
-                raise TargetError(EPERM, f"{name} holds memory 0's {what} for the guest's bounds checks "
+                raise TargetError(ErrorCode.EPERM, f"{name} holds memory 0's {what} for the guest's bounds checks "
                                          f"here and cannot be written")
         rbp = old_gpr[_GPR_INDEX["rbp"]]
         for name, offset in slot_mirrors:
@@ -751,23 +740,23 @@ class StoreTarget:
     def _check_new_rip(self, old_rip: int, new_rip: int) -> None:
         entry = self.store.registry.lookup(old_rip)
         if entry is None or not entry.store_code.contains(new_rip):
-            raise TargetError(EPERM, f"rip {new_rip:#x} is not in the current function")
+            raise TargetError(ErrorCode.EPERM, f"rip {new_rip:#x} is not in the current function")
         code = entry.store_code
         table = code.frame_table
         old_func = table.function_at(code.offset_of(old_rip))
         new_offset = code.offset_of(new_rip)
         new_func = table.function_at(new_offset)
         if old_func is None or new_func is None or old_func.native_start != new_func.native_start:
-            raise TargetError(EPERM, f"rip {new_rip:#x} is not in the current function")
+            raise TargetError(ErrorCode.EPERM, f"rip {new_rip:#x} is not in the current function")
         point = table.sequence_point_at_or_before(new_offset)
         if point is None or point.native_offset != new_offset or table.site_index(new_offset) is None:
-            raise TargetError(EPERM, f"rip {new_rip:#x} is not a sequence point")
+            raise TargetError(ErrorCode.EPERM, f"rip {new_rip:#x} is not a sequence point")
         # The entry site is before the prologue, where this function's frame
         # does not exist yet: moving there would build a second frame over
         # this one (and return through one of its slots); moving away from it
         # would run the body on the caller's frame.
         if new_offset == new_func.native_start or code.offset_of(old_rip) == old_func.native_start:
-            raise TargetError(EPERM, "rip cannot move into or out of a function's entry site "
+            raise TargetError(ErrorCode.EPERM, "rip cannot move into or out of a function's entry site "
                                      "(before its prologue); step once first")
 
     # ----------------------------------------------------------- memory
@@ -820,7 +809,7 @@ class StoreTarget:
 
     def read_memory(self, address: int, length: int) -> bytes:
         """Bytes from [address, address+length), stopping early at the end of
-        a region (a short read, as gdbserver gives); EFAULT if none is readable.
+        a region (a short read, as gdbserver gives); MEMORY_FAULT if none is readable.
         Allowed while the guest runs too (gdb reads memory of a running target
         in non-stop clients; values may be torn, as with any live process)."""
         if length == 0:
@@ -835,7 +824,7 @@ class StoreTarget:
             n = min(length - len(out), region.end - at)
             out += region.read(at, n)
         if not out:
-            raise TargetError(EFAULT, f"cannot access memory at {address:#x}")
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"cannot access memory at {address:#x}")
         return bytes(out)
 
     def write_memory(self, address: int, data: bytes) -> None:
@@ -846,11 +835,11 @@ class StoreTarget:
         region = self.region_at(address)
         end = address + len(data)
         if region is None:
-            raise TargetError(EFAULT, f"cannot access memory at {address:#x}")
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"cannot access memory at {address:#x}")
         if region.write is None:
-            raise TargetError(EPERM, f"{region.name} is read-only to the debugger")
+            raise TargetError(ErrorCode.EPERM, f"{region.name} is read-only to the debugger")
         if end > region.end:
-            raise TargetError(EFAULT, f"write {address:#x}+{len(data):#x} runs past the end of {region.name}")
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"write {address:#x}+{len(data):#x} runs past the end of {region.name}")
         region.write(address, data)
 
     def _write_stack(self, address: int, data: bytes) -> None:
@@ -859,12 +848,12 @@ class StoreTarget:
         stopped = self.require_stopped()
         end = address + len(data)
         if address < stopped.regfile.gpr[7]:
-            raise TargetError(EPERM, "writes below the guest's rsp are refused (the runtime's frames live there)")
+            raise TargetError(ErrorCode.EPERM, "writes below the guest's rsp are refused (the runtime's frames live there)")
         rbp = stopped.regfile.gpr[6]
         stack = self.store.ctx.stack
         while rbp and stack.contains(rbp):
             if address < rbp + 16 and end > rbp:
-                raise TargetError(EPERM, f"{rbp:#x}: a saved frame pointer / return address cannot be written")
+                raise TargetError(ErrorCode.EPERM, f"{rbp:#x}: a saved frame pointer / return address cannot be written")
             rbp = struct.unpack("<Q", _raw_read(rbp, 8))[0]
         _raw_write(address, data)
 

@@ -49,7 +49,8 @@ from .protocol import packets as P
 from .protocol import replies as R
 from .protocol.encoding import hex_encode
 from .session import PACKET_SIZE, GdbSession, SessionConfig
-from .target import EFAULT, EINVAL, ENOENT, EPERM, Stop, StopReason, StoreTarget, TargetError
+from .protocol.replies import ErrorCode
+from .target import Stop, StopReason, StoreTarget, TargetError
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,10 @@ def code_address(module_id: int, offset: int) -> int:
 
 def split_address(address: int) -> tuple[int, int, int]:
     """``(type, module_id, offset)`` of a wasm address; type 0 is linear
-    memory, 1 code; anything else raises TargetError (EFAULT)."""
+    memory, 1 code; anything else raises TargetError (MEMORY_FAULT)."""
     kind = address >> _TYPE_SHIFT
     if kind not in (_TYPE_MEMORY, _TYPE_CODE):
-        raise TargetError(EFAULT, f"{address:#x} is not a wasm memory or code address")
+        raise TargetError(ErrorCode.MEMORY_FAULT, f"{address:#x} is not a wasm memory or code address")
     return kind, (address >> _MODULE_SHIFT) & _MODULE_MASK, address & _OFFSET_MASK
 
 
@@ -98,7 +99,7 @@ def value_bytes(valtype: int, bits: int) -> bytes:
     try:
         size = _VALUE_SIZE[ValType(valtype)]
     except (ValueError, KeyError):
-        raise TargetError(EINVAL, f"value of unknown type {valtype:#x}") from None
+        raise TargetError(ErrorCode.EINVAL, f"value of unknown type {valtype:#x}") from None
     return (bits & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
 
@@ -144,7 +145,7 @@ class WasmModuleView:
         """The native pc of the patch site of the instruction at ``wasm_offset``."""
         pc = self._instruction_sites().get(wasm_offset)
         if pc is None:
-            raise TargetError(EINVAL, f"no wasm instruction starts at module offset {wasm_offset:#x} of "
+            raise TargetError(ErrorCode.EINVAL, f"no wasm instruction starts at module offset {wasm_offset:#x} of "
                                       f"{self.name} (breakpoints go at instruction boundaries in code)")
         return pc
 
@@ -171,13 +172,13 @@ class WasmModuleView:
 
     def read_code(self, offset: int, length: int) -> bytes:
         if offset >= len(self.wasm):
-            raise TargetError(EFAULT, f"module offset {offset:#x} is past the end of {self.name} "
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"module offset {offset:#x} is past the end of {self.name} "
                                       f"({len(self.wasm):#x} bytes)")
         return self.wasm[offset:offset + length]
 
     def memory(self):
         if not self.instance.memories:
-            raise TargetError(EFAULT, f"{self.name} has no linear memory")
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"{self.name} has no linear memory")
         return self.instance.memories[0]
 
 
@@ -243,7 +244,7 @@ class WasmSession(GdbSession):
     def view(self, module_id: int) -> WasmModuleView:
         views = self.views()
         if not 0 <= module_id < len(views):
-            raise TargetError(ENOENT, f"no wasm module {module_id} (this Store has {len(views)})")
+            raise TargetError(ErrorCode.ENOENT, f"no wasm module {module_id} (this Store has {len(views)})")
         return views[module_id]
 
     def view_at(self, pc: int) -> WasmModuleView | None:
@@ -300,13 +301,13 @@ class WasmSession(GdbSession):
     def frame(self, index: int) -> WasmFrame:
         frames = self.frames()
         if not 0 <= index < len(frames):
-            raise TargetError(EINVAL, f"frame {index} does not exist (the call stack has {len(frames)})")
+            raise TargetError(ErrorCode.EINVAL, f"frame {index} does not exist (the call stack has {len(frames)})")
         return frames[index]
 
     def _current_pc(self) -> int:
         frames = self.frames()
         if not frames:
-            raise TargetError(ENOENT, "the guest is not stopped in wasm code")
+            raise TargetError(ErrorCode.ENOENT, "the guest is not stopped in wasm code")
         return frames[0].pc
 
     # ------------------------------------------------------------ stops
@@ -369,7 +370,7 @@ class WasmSession(GdbSession):
 
     def _register_info(self, request: P.RegisterInfo) -> bytes:
         if request.regnum != 0:
-            return R.error(0x45, "no such register", self.error_strings)
+            return R.error(ErrorCode.NO_SUCH_REGISTER, "no such register", self.error_strings)
         return PC_REGISTER_INFO.encode()
 
     def _xfer(self, request: P.XferRead) -> bytes:
@@ -391,11 +392,11 @@ class WasmSession(GdbSession):
     def _read_register(self, request: P.ReadRegister) -> bytes:
         self._check_thread(request.thread)
         if request.regnum != 0:
-            raise TargetError(EINVAL, f"no register {request.regnum} (the wasm target has only the pc)")
+            raise TargetError(ErrorCode.EINVAL, f"no register {request.regnum} (the wasm target has only the pc)")
         return hex_encode(struct.pack("<Q", self._current_pc()))
 
     def _write_registers(self, request) -> bytes:
-        raise TargetError(EPERM, "the wasm pc cannot be written")
+        raise TargetError(ErrorCode.EPERM, "the wasm pc cannot be written")
 
     _write_register = _write_registers
 
@@ -403,7 +404,7 @@ class WasmSession(GdbSession):
 
     def read_wasm_memory(self, address: int, length: int) -> bytes:
         """Bytes at a wasm address: module file bytes or linear memory; a
-        short read at the end of either, EFAULT when nothing is readable."""
+        short read at the end of either, MEMORY_FAULT when nothing is readable."""
         kind, module_id, offset = split_address(address)
         view = self.view(module_id)
         if kind == _TYPE_CODE:
@@ -414,7 +415,7 @@ class WasmSession(GdbSession):
         memory = view.memory()
         size = memory.data_len
         if offset >= size:
-            raise TargetError(EFAULT, f"linear memory offset {offset:#x} is past its end ({size:#x} bytes)")
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"linear memory offset {offset:#x} is past its end ({size:#x} bytes)")
         return memory.read(offset, min(length, size - offset))
 
     def _read_memory(self, request: P.ReadMemory) -> bytes:
@@ -432,17 +433,17 @@ class WasmSession(GdbSession):
 
     def _write_memory(self, request) -> bytes:
         if len(request.data) != request.length:
-            raise TargetError(EINVAL, f"length {request.length:#x} does not match the {len(request.data)} bytes sent")
+            raise TargetError(ErrorCode.EINVAL, f"length {request.length:#x} does not match the {len(request.data)} bytes sent")
         if not request.data:
             return R.ok()
         self.target.require_stopped()
         kind, module_id, offset = split_address(request.addr)
         view = self.view(module_id)
         if kind == _TYPE_CODE:
-            raise TargetError(EPERM, "wasm code is read-only to the debugger")
+            raise TargetError(ErrorCode.EPERM, "wasm code is read-only to the debugger")
         memory = view.memory()
         if offset + len(request.data) > memory.data_len:
-            raise TargetError(EFAULT, f"write {offset:#x}+{len(request.data):#x} runs past the end of "
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"write {offset:#x}+{len(request.data):#x} runs past the end of "
                                       f"linear memory ({memory.data_len:#x} bytes)")
         memory.write(offset, request.data)
         return R.ok()
@@ -474,7 +475,7 @@ class WasmSession(GdbSession):
     def _native_site(self, address: int) -> int:
         kind, module_id, offset = split_address(address)
         if kind != _TYPE_CODE:
-            raise TargetError(EINVAL, f"{address:#x} is a linear-memory address, not code")
+            raise TargetError(ErrorCode.EINVAL, f"{address:#x} is a linear-memory address, not code")
         return self.view(module_id).native_site(offset)
 
     def _insert_breakpoint(self, request: P.InsertBreakpoint) -> bytes:
@@ -493,25 +494,25 @@ class WasmSession(GdbSession):
 
     def _check_resume_address(self, addr: int | None) -> None:
         if addr is not None and self.target.current_stop is not None and addr != self._current_pc():
-            raise TargetError(EINVAL, "resuming at another address is not supported")
+            raise TargetError(ErrorCode.EINVAL, "resuming at another address is not supported")
 
     def _vcont(self, request: P.VCont) -> bytes | None:
         action = next((a for a in request.actions if self._known_thread(a.thread)), None)
         if action is not None and action.action == "r":
-            raise TargetError(EINVAL, "vCont;r is not supported in the wasm dialect")
+            raise TargetError(ErrorCode.EINVAL, "vCont;r is not supported in the wasm dialect")
         return super()._vcont(request)
 
     # ------------------------------------------------------------ qWasm*
 
     def _wasm_call_stack(self, request: P.WasmCallStack) -> bytes:
         if request.tid is not None and request.tid != self.target.tid:
-            raise TargetError(ENOENT, f"no thread {request.tid:x}")
+            raise TargetError(ErrorCode.ENOENT, f"no thread {request.tid:x}")
         return R.wasm_call_stack_reply(frame.pc for frame in self.frames())
 
     def _frame_with_slots(self, index: int) -> tuple[WasmFrame, int]:
         frame = self.frame(index)
         if frame.rbp is None:
-            raise TargetError(EINVAL, f"frame {index} is at its function's entry, before its prologue: "
+            raise TargetError(ErrorCode.EINVAL, f"frame {index} is at its function's entry, before its prologue: "
                                       f"its values are not in their slots yet; step once")
         return frame, frame.rbp
 
@@ -523,7 +524,7 @@ class WasmSession(GdbSession):
         frame, rbp = self._frame_with_slots(request.frame)
         slots = frame.view.table.locals(frame.func)
         if not 0 <= request.index < len(slots):
-            raise TargetError(EINVAL, f"frame {request.frame} has {len(slots)} locals, not {request.index + 1}")
+            raise TargetError(ErrorCode.EINVAL, f"frame {request.frame} has {len(slots)} locals, not {request.index + 1}")
         slot = slots[request.index]
         return hex_encode(self._slot(rbp, slot.frame_offset, slot.valtype))
 
@@ -531,7 +532,7 @@ class WasmSession(GdbSession):
         frame, rbp = self._frame_with_slots(request.frame)
         types = frame.point.stack_types if frame.point is not None else ()
         if not 0 <= request.index < len(types):
-            raise TargetError(EINVAL, f"frame {request.frame}'s operand stack has {len(types)} values, "
+            raise TargetError(ErrorCode.EINVAL, f"frame {request.frame}'s operand stack has {len(types)} values, "
                                       f"not {request.index + 1}")
         offset = frame.func.operand_slot_offset(request.index)
         return hex_encode(self._slot(rbp, offset, types[request.index]))
@@ -540,6 +541,6 @@ class WasmSession(GdbSession):
         frame = self.frame(request.frame)
         globals_ = frame.view.instance.globals
         if not 0 <= request.index < len(globals_):
-            raise TargetError(EINVAL, f"{frame.view.name} has {len(globals_)} globals, not {request.index + 1}")
+            raise TargetError(ErrorCode.EINVAL, f"{frame.view.name} has {len(globals_)} globals, not {request.index + 1}")
         global_ = globals_[request.index]
         return hex_encode(value_bytes(global_.type.valtype, int(global_.cell[0])))
