@@ -42,6 +42,7 @@ monitor commands of wasm-gdbstub:
   help                 this text
   stores               the Stores served, their modules and code ranges
   patches              every enabled patch site (breakpoints and internal uses)
+  backtrace            the stopped guest's wasm frames (a caller is shown at its call)
   frame-table [FUNC]   functions, sequence points and patch sites of the frame table
 """
 
@@ -519,6 +520,8 @@ class GdbSession:
             text = self._monitor_stores()
         elif command == "patches":
             text = self._monitor_patches()
+        elif command == "backtrace":
+            text = self._monitor_backtrace()
         elif command == "frame-table":
             text = self._monitor_frame_table(args[0] if args else None)
         else:
@@ -551,6 +554,14 @@ class GdbSession:
             user = " breakpoint" if pc in target.breakpoints else ""
             lines.append(f"{pc:#x} {entry.module.name}!{name} refs={refs}{user}")
         return "\n".join(lines) + "\n"
+
+    def _monitor_backtrace(self) -> str:
+        if self.target.current_stop is None:
+            return "the guest is not stopped\n"
+        lines = [f"#{frame.index} {frame.pc:#x} {frame.module_name}!{frame.func_name} wasm@{frame.wasm_offset:#x}"
+                 + (" (entry, before the prologue)" if frame.at_entry else "")
+                 for frame in self.target.frames()]
+        return "\n".join(lines) + "\n" if lines else "no wasm frames\n"
 
     def _monitor_frame_table(self, func_name: str | None) -> str:
         lines = []

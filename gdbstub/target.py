@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from codemem import abi, native
+from codemem import frames as walker
 from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, Trap
 from codemem.frametable import MirrorSource, SequencePointKind
@@ -287,25 +288,13 @@ class StoreTarget:
         self._notify()
 
     def _present_trap_at_entry_site(self, regfile) -> None:
-        """The prologue's stack check traps after `push rbp; mov rbp, rsp`
-        (codemem.abi, "Function layout") but the stop is reported at the
-        function's entry site, where the CFI (gdbstub.images, _AT_ENTRY) puts
-        the return address at [rsp].  Show the registers as they were at the
-        entry site so unwinders agree: rsp at the return address, rbp the
-        caller's.  The trap trampoline unwinds from its own saved rsp, never
-        from this regfile."""
-        pc = regfile.rip
-        entry = self.store.registry.lookup(pc)
-        if entry is None:
-            return
-        code = entry.store_code
-        func = code.frame_table.function_at(code.offset_of(pc))
-        rbp = regfile.gpr[6]
-        if func is None or code.base + func.native_start != pc or regfile.gpr[7] != rbp \
-                or not self.store.ctx.stack.contains(rbp):
-            return
-        regfile.gpr[7] = rbp + 8
-        regfile.gpr[6] = struct.unpack("<Q", _raw_read(rbp, 8))[0]
+        """A trap in a prologue is reported at the function's entry site:
+        show the registers as they were there (codemem.frames,
+        prologue_trap_registers) so unwinders agree with the CFI
+        (gdbstub.images, _AT_ENTRY).  The trap trampoline unwinds from its
+        own saved rsp, never from this regfile."""
+        regfile.gpr[6], regfile.gpr[7] = walker.prologue_trap_registers(
+            self.store.registry, self.store.ctx.stack, regfile.rip, regfile.gpr[6], regfile.gpr[7])
 
     # ----------------------------------------------------- controller side
 
@@ -646,15 +635,14 @@ class StoreTarget:
                 for off in entry.store_code.frame_table.site_offsets]
 
     def _return_address(self, regfile, function_start: int) -> int | None:
-        """The current frame's return address: at the entry site (before
-        ``push rbp``) it is at [rsp]; in the body at [rbp+8]."""
-        if regfile.rip == function_start:
-            slot = regfile.gpr[7]
-        else:
-            slot = regfile.gpr[6] + 8
-        if not self.store.ctx.stack.contains(slot) or not self.store.ctx.stack.contains(slot + 7):
-            return None
-        return struct.unpack("<Q", _raw_read(slot, 8))[0]
+        """The current frame's return address (codemem.frames)."""
+        return walker.return_address(self.store.ctx.stack, at_entry=regfile.rip == function_start,
+                                     rbp=regfile.gpr[6], rsp=regfile.gpr[7])
+
+    def frames(self) -> list[walker.Frame]:
+        """The stopped guest's wasm frames, innermost first (codemem.frames.walk)."""
+        regfile = self.require_stopped().regfile
+        return walker.walk(self.store.registry, self.store.ctx.stack, regfile.rip, regfile.gpr[6], regfile.gpr[7])
 
     # ------------------------------------------------------- breakpoints
 
@@ -849,12 +837,9 @@ class StoreTarget:
         end = address + len(data)
         if address < stopped.regfile.gpr[7]:
             raise TargetError(ErrorCode.EPERM, "writes below the guest's rsp are refused (the runtime's frames live there)")
-        rbp = stopped.regfile.gpr[6]
-        stack = self.store.ctx.stack
-        while rbp and stack.contains(rbp):
+        for rbp in walker.rbp_chain(self.store.ctx.stack, stopped.regfile.gpr[6]):
             if address < rbp + 16 and end > rbp:
                 raise TargetError(ErrorCode.EPERM, f"{rbp:#x}: a saved frame pointer / return address cannot be written")
-            rbp = struct.unpack("<Q", _raw_read(rbp, 8))[0]
         _raw_write(address, data)
 
     # ------------------------------------------------------- descriptions

@@ -75,10 +75,6 @@ PC_REGISTER_INFO = ("name:pc;alt-name:pc;bitsize:64;offset:0;encoding:uint;forma
 _VALUE_SIZE = {ValType.I32: 4, ValType.F32: 4, ValType.I64: 8, ValType.F64: 8,
                ValType.FUNCREF: 8, ValType.EXTERNREF: 8}
 
-#: Most frames a call stack lists (a runaway recursion stops at the guard page
-#: long before, but a corrupt chain must not loop).
-MAX_FRAMES = 100_000
-
 
 def code_address(module_id: int, offset: int) -> int:
     """The wasm code address of byte ``offset`` of module ``module_id``'s file."""
@@ -257,46 +253,16 @@ class WasmSession(GdbSession):
     # ------------------------------------------------------------ frames
 
     def frames(self) -> list[WasmFrame]:
-        """The stopped guest's wasm frames, innermost first (the rbp chain,
-        as the compiler lays frames out: [rbp] the caller's rbp, [rbp+8] the
-        return address; at an ENTRY point the return address is at [rsp])."""
-        regfile = self.target.read_registers()  # raises unless stopped
-        gpr = struct.unpack_from("<16QQ", regfile)
-        pc, rbp, rsp = gpr[16], gpr[6], gpr[7]
+        """The stopped guest's wasm frames, innermost first (codemem.frames.walk).
+        A caller frame's pc is the instruction after its call (the frame's
+        ``resume_wasm_offset``): lldb symbolicates a caller's pc at pc - 1."""
         frames: list[WasmFrame] = []
-        while len(frames) < MAX_FRAMES:
-            view = self.view_at(pc)
-            func = view.function_at(pc) if view is not None else None
-            if func is None:
-                break  # the host's entry trampoline: the end of the wasm stack
-            at_entry = view.code.offset_of(pc) == func.native_start
-            if not frames:
-                point = view.point_at(pc)
-                offset = self._stop_wasm_offset(view, func, pc, point)
-            else:
-                point = view.table.sequence_point_at_or_before(view.code.offset_of(pc) - 1)
-                offset = view.wasm_offset_after_call(func, pc)
-                if offset is None:
-                    offset = point.wasm_offset if point is not None else func.body_wasm_offset
-            frames.append(WasmFrame(view, func, pc, offset, None if at_entry else rbp, point))
-            slot = rsp if at_entry else rbp + 8
-            try:
-                pc = struct.unpack("<Q", self.target.read_memory(slot, 8))[0]
-                if not at_entry:
-                    rbp = struct.unpack("<Q", self.target.read_memory(rbp, 8))[0]
-            except TargetError:
+        for frame in self.target.frames():  # raises unless stopped
+            view = self.view_at(frame.pc)
+            if view is None:
                 break
+            frames.append(WasmFrame(view, frame.func, frame.pc, frame.resume_wasm_offset, frame.rbp, frame.point))
         return frames
-
-    def _stop_wasm_offset(self, view: WasmModuleView, func: FunctionInfo, pc: int,
-                          point: SequencePoint | None) -> int:
-        if point is None:
-            return func.body_wasm_offset
-        if point.kind is SequencePointKind.RETURN_POINT:
-            after = view.wasm_offset_after_call(func, pc)
-            if after is not None:
-                return after
-        return point.wasm_offset
 
     def frame(self, index: int) -> WasmFrame:
         frames = self.frames()
