@@ -147,10 +147,10 @@ def serve(args: argparse.Namespace) -> int:
     if wasm_dialect:
         # lldb's wasm plugin reads the module itself (DWARF included) from
         # the stub's memory: no native debug images are made.
-        from .wasm_dialect import WasmSession
+        from .wasm_dialect import WasmDialect
         images = None
         store_images = []
-        config = SessionConfig(session_factory=WasmSession)
+        config = SessionConfig(dialect_factory=WasmDialect)
     else:
         cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
         images = DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}")

@@ -231,9 +231,12 @@ class StoreTarget:
     def pid(self) -> int:
         return self.store.id
 
+    #: The one thread of every Store target (its guest thread).
+    TID = 1
+
     @property
     def tid(self) -> int:
-        return 1
+        return self.TID
 
     def start(self, *, stop_at_entry: bool = True) -> None:
         """Starts the guest thread; with ``stop_at_entry`` the guest stops at
@@ -648,6 +651,8 @@ class StoreTarget:
 
     def insert_breakpoint(self, pc: int) -> None:
         """A user breakpoint at a patch site of this Store (idempotent)."""
+        if self.exited is not None:
+            raise TargetError(ErrorCode.ENOENT, "the guest has exited")
         if pc in self.breakpoints:
             return
         site = self._site_for(pc)

@@ -38,6 +38,7 @@ __all__ = [
     # connection set-up and queries
     "QuerySupported",
     "MustReplyEmpty",
+    "ExtendedMode",
     "StartNoAckMode",
     "XferRead",
     "QueryAttached",
@@ -226,6 +227,12 @@ class QuerySupported(Request):
 @_request
 class MustReplyEmpty(Request):
     """``vMustReplyEmpty``: must get the empty reply (tests unknown-v handling)."""
+
+
+@_request
+class ExtendedMode(Request):
+    """``!``: the client uses the extended protocol (gdb's ``target
+    extended-remote``: attach, run, detach and kill without disconnecting)."""
 
 
 @_request
@@ -729,6 +736,7 @@ _BARE: dict[bytes, type[Request]] = {
     b"qGetWorkingDir": GetWorkingDir,
     b"qsProcessInfo": ProcessInfoNext,
     b"vCont?": VContQuery,
+    b"!": ExtendedMode,
 }
 
 

@@ -133,6 +133,7 @@ class Capabilities:
     xfer_libraries_svr4: bool = False
     xfer_exec_file: bool = False
     xfer_auxv: bool = False
+    xfer_osdata: bool = False
     swbreak: bool = False
     hwbreak: bool = False
     vcont: bool = False
@@ -152,6 +153,7 @@ class Capabilities:
         ("xfer_libraries_svr4", "qXfer:libraries-svr4:read"),
         ("xfer_exec_file", "qXfer:exec-file:read"),
         ("xfer_auxv", "qXfer:auxv:read"),
+        ("xfer_osdata", "qXfer:osdata:read"),
         ("swbreak", "swbreak"),
         ("hwbreak", "hwbreak"),
         ("vcont", "vContSupported"),
