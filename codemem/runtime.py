@@ -579,6 +579,11 @@ class Func:
         return self._funcref[0]
 
     @property
+    def instance(self) -> "Instance | None":
+        """The instance a wasm function belongs to (None for a host function)."""
+        return self._instance
+
+    @property
     def name(self) -> str | None:
         if self._instance is not None:
             return self._instance.module.func_name(self._func_index)

@@ -3,6 +3,9 @@
     wasm-gdbstub serve [MODULE.wasm] [--invoke FUNC] [ARGS...] [--listen HOST:PORT]
                        [--once] [--log-packets] [--allow-remote] [--cache-dir DIR]
                        [--dialect native|wasm]
+    wasm-gdbstub host MODULE.wasm --invoke FUNC [ARGS...] [--workers N] [--listen HOST:PORT]
+                      [--dialect native|wasm] [--hold] [--runs N]
+    wasm-gdbstub host --http HOST:PORT MODULE.wasm --handler FUNC [--workers N] [--listen HOST:PORT]
     wasm-gdbstub run MODULE.wasm [--invoke FUNC] [ARGS...]
     wasm-gdbstub inspect MODULE.wasm [--func NAME]
 
@@ -220,6 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "wasm: LLDB's WebAssembly dialect (lldb --plugin wasm)")
     p.set_defaults(handler=serve)
 
+    p = sub.add_parser("host", help="run FUNC again and again in fresh Stores (or serve HTTP requests, one "
+                                    "Store each) while debuggers attach to any of them")
+    p.add_argument("module")
+    p.add_argument("--invoke", metavar="FUNC", help="the export each worker runs, again and again")
+    p.add_argument("args", nargs="*", help="arguments of FUNC")
+    p.add_argument("--http", metavar="HOST:PORT", help="serve HTTP instead: each request runs --handler in a fresh Store")
+    p.add_argument("--handler", metavar="FUNC", help="with --http: the export that handles a request")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="worker threads (default 2)")
+    p.add_argument("--listen", default="127.0.0.1:1234", metavar="HOST:PORT", help="where debuggers connect")
+    p.add_argument("--allow-remote", action="store_true", help="allow non-loopback addresses")
+    p.add_argument("--dialect", choices=("native", "wasm"), default="native")
+    p.add_argument("--cache-dir", metavar="DIR", help="where debug images are written")
+    p.add_argument("--hold", action="store_true", help="start with hold-new-stores on")
+    p.add_argument("--runs", type=int, metavar="N", help="stop after N runs in all (default: run until interrupted)")
+    p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
+    p.set_defaults(handler=lambda a: _host(a))
+
     p = sub.add_parser("run", help="run a module without a debugger")
     p.add_argument("module")
     p.add_argument("--invoke", metavar="FUNC")
@@ -233,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _host(args: argparse.Namespace) -> int:
+    from .hosting import host_command
+    return host_command(args)
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from .inspect import inspect_module
     return inspect_module(args.module, args.func)
@@ -244,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     # Arguments after the module that look like options (negative numbers)
     # belong to the guest function.
     if extra:
-        if args.command in ("serve", "run") and all(_looks_numeric(x) for x in extra):
+        if args.command in ("serve", "run", "host") and all(_looks_numeric(x) for x in extra):
             args.args = list(args.args) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

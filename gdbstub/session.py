@@ -790,7 +790,7 @@ class GdbSession:
         if not self.host.extended:
             raise TargetError(ErrorCode.EINVAL, "this stub serves one Store (use `target remote`, no run)")
         args = [arg.decode("utf-8", "replace") for arg in request.args]
-        target = self.host.run(self, request.filename.decode("utf-8", "replace"), args)
+        target = self.host.run_fresh(self, request.filename.decode("utf-8", "replace"), args)
         attached = self._attach(target, created=True)
         self._current_c = target.pid
         return self._report_first_stop(attached, interrupt=False)
@@ -857,6 +857,8 @@ class GdbSession:
         lines = []
         with self.host.lock:
             for target in self.host.targets():
+                if target.exited is not None:
+                    continue  # ended; its worker is about to forget it
                 info = self.host.describe(target)
                 mine = " (this debugger)" if target.pid in self.attached else ""
                 lines.append(f"store {info.pid} (pid {info.pid:#x}): {info.module} {info.entry}, "

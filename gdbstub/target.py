@@ -223,6 +223,7 @@ class StoreTarget:
         self.schedule_resume: Callable[[Callable[[], None]], None] = lambda open_gate: open_gate()
         self._thread: threading.Thread | None = None
         self.results: list | None = None
+        self.closed = False
         store.debug_handler = self._on_guest_event
 
     # ------------------------------------------------------------ lifecycle
@@ -246,7 +247,16 @@ class StoreTarget:
         self._thread = threading.Thread(target=self._run_guest, name=f"guest-store{self.pid}", daemon=True)
         self._thread.start()
 
-    def _run_guest(self) -> None:
+    def run_here(self, *, stop_at_entry: bool = False) -> Exited:
+        """Runs the guest on the calling thread (which becomes the guest
+        thread) and returns how it ended; the Exited event is also queued
+        for the controller, as from :meth:`start`'s thread."""
+        if stop_at_entry:
+            self._arm_entry(self.func.code_pc)
+        self._thread = threading.current_thread()
+        return self._run_guest()
+
+    def _run_guest(self) -> Exited:
         try:
             vals = self.func.call_vals(self.args)
             exited = Exited(status=0, results=[v.value for v in vals])
@@ -258,6 +268,17 @@ class StoreTarget:
         with self._lock:
             self._pending.append(exited)
         self._notify()
+        return exited
+
+    def mark_closed(self) -> None:
+        """The Store is about to be closed (its memory unmapped): from now on
+        every access is refused (ENOENT) instead of touching freed memory.
+        Call with the lock its controller holds, after the guest ended."""
+        self.closed = True
+
+    def require_open(self) -> None:
+        if self.closed:
+            raise TargetError(ErrorCode.ENOENT, f"Store {self.pid} has ended")
 
     def join(self, timeout: float | None = None) -> bool:
         if self._thread is not None:
@@ -374,6 +395,7 @@ class StoreTarget:
 
     def require_stopped(self) -> _GuestStop:
         """The current stop; TargetError (EBUSY running, ENOENT exited) if none."""
+        self.require_open()
         if self._stopped is None:
             raise TargetError(ErrorCode.EBUSY if self.exited is None else ErrorCode.ENOENT,
                               "the guest is running" if self.exited is None else "the guest has exited")
@@ -463,7 +485,7 @@ class StoreTarget:
     def interrupt(self) -> None:
         """^C: make the running guest stop at the next sequence point it reaches
         (every site of every image, patched live)."""
-        if not self.is_running or self._interrupt_requested:
+        if self.closed or not self.is_running or self._interrupt_requested:
             return
         self._disarm()  # a step in flight: the interrupt plan replaces it
         self._arm(self._all_sites())
@@ -474,6 +496,8 @@ class StoreTarget:
         (a stop it already reported or is about to report is released too)."""
         with self._lock:
             self.debugging = False
+        if self.closed:
+            return
         self._drop_debug_state()
         self._release()
         self._release_pending()
@@ -485,6 +509,8 @@ class StoreTarget:
         with self._lock:
             self._kill_requested = True
             self.debugging = False
+        if self.closed:
+            return
         self._drop_debug_state()
         stopped = self._stopped
         if stopped is not None and stopped.kind == native.EVENT_BREAKPOINT:
@@ -651,6 +677,7 @@ class StoreTarget:
 
     def insert_breakpoint(self, pc: int) -> None:
         """A user breakpoint at a patch site of this Store (idempotent)."""
+        self.require_open()
         if self.exited is not None:
             raise TargetError(ErrorCode.ENOENT, "the guest has exited")
         if pc in self.breakpoints:
@@ -663,6 +690,7 @@ class StoreTarget:
     def remove_breakpoint(self, pc: int) -> None:
         """Removes a user breakpoint (removing an absent one is not an error:
         clients remove what they believe they inserted)."""
+        self.require_open()
         if pc not in self.breakpoints:
             self._site_for(pc)  # still name a bad address as such
             return
@@ -677,6 +705,7 @@ class StoreTarget:
 
     def enabled_sites(self) -> list[tuple[ModuleWithCode, int]]:
         """(image, pc) of every enabled site, for `monitor patches`."""
+        self.require_open()
         return [(entry, entry.store_code.base + off)
                 for entry in self.store.registry.entries()
                 for off in entry.store_code.enabled_site_offsets()]
@@ -757,6 +786,7 @@ class StoreTarget:
     def memory_regions(self) -> list[MemoryRegion]:
         """Everything a client may see, sorted by start address (memoized until
         a memory grows or code or instances come and go)."""
+        self.require_open()
         key = (tuple(memory.data_len for memory in self.store.memories), len(self.store.instances),
                tuple(entry.store_code.base for entry in self.store.registry.entries()))
         if self._regions_memo is None or self._regions_memo[0] != key:
@@ -807,6 +837,7 @@ class StoreTarget:
         in non-stop clients; values may be torn, as with any live process)."""
         if length == 0:
             return b""
+        self.require_open()
         out = bytearray()
         regions = self.memory_regions()
         while len(out) < length:

@@ -167,7 +167,7 @@ class TargetHost:
         """Hook: ``target`` has no owner any more."""
 
     # -- starting
-    def run(self, owner: object, filename: str, args: list[str]) -> StoreTarget:
+    def run_fresh(self, owner: object, filename: str, args: list[str]) -> StoreTarget:
         """``vRun``: a fresh Store stopped before its first instruction, given
         to ``owner``.  TargetError when this host cannot start one."""
         raise TargetError(ErrorCode.EINVAL, "this host does not start Stores (no vRun)")
@@ -200,9 +200,9 @@ class SingleStoreHost(TargetHost):
     def initial_targets(self) -> list[StoreTarget]:
         return [self.served] if self.served.exited is None else []
 
-    def run(self, owner: object, filename: str, args: list[str]) -> StoreTarget:
+    def run_fresh(self, owner: object, filename: str, args: list[str]) -> StoreTarget:
         if self._restart is None:
-            return super().run(owner, filename, args)
+            return super().run_fresh(owner, filename, args)
         if args:
             raise TargetError(ErrorCode.EINVAL, "run takes no arguments here: the served function's "
                                                 "arguments were given to `serve`")

@@ -239,6 +239,7 @@ class WasmDialect(Dialect):
 
     def views(self, target: StoreTarget) -> list[WasmModuleView]:
         """One view per instance of the Store, module id = its index."""
+        target.require_open()
         instances = target.store.instances
         views = self._views.get(target.pid)
         if views is None or len(views) != len(instances):
