@@ -33,6 +33,7 @@ from .images import DebugImageSet, ImageFileServer
 from .server import StubServer
 from .session import SessionConfig
 from .target import StoreTarget
+from .targets import SingleStoreHost
 from .wasi import WasiContext, WasiExit
 
 log = logging.getLogger(__name__)
@@ -131,21 +132,27 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
     engine = codemem.Engine(debug=True)
     module = codemem.Module(engine, wasm, name=path.stem)
-    store = codemem.Store(engine)
-    wasi = WasiContext(args=[str(path)])
-    instance = runner.instantiate(store, module, wasi=wasi)
-    name = invoke or runner.default_entry(instance)
-    if name is None:
-        raise UsageError(f"{path} has no _start or main export; name one with --invoke FUNC")
-    func = instance.exports.get(name)
-    if not isinstance(func, codemem.Func):
-        raise UsageError(f"{name!r} is not an exported function of {path}")
-    if invoke is None and name == "_start":
-        wasi.args.extend(args.args)
-        values = []
-    else:
-        values = runner.parse_invoke_args(func, args.args)
+    wasis: list[WasiContext] = []
 
+    def instantiate() -> tuple[codemem.Store, codemem.Instance, codemem.Func, list, str]:
+        store = codemem.Store(engine)
+        wasi = WasiContext(args=[str(path)])
+        wasis.append(wasi)
+        instance = runner.instantiate(store, module, wasi=wasi)
+        name = invoke or runner.default_entry(instance)
+        if name is None:
+            raise UsageError(f"{path} has no _start or main export; name one with --invoke FUNC")
+        func = instance.exports.get(name)
+        if not isinstance(func, codemem.Func):
+            raise UsageError(f"{name!r} is not an exported function of {path}")
+        if invoke is None and name == "_start":
+            wasi.args.extend(args.args)
+            values = []
+        else:
+            values = runner.parse_invoke_args(func, args.args)
+        return store, instance, func, values, name
+
+    store, instance, func, values, name = instantiate()
     wasm_dialect = args.dialect == "wasm"
     if wasm_dialect:
         # lldb's wasm plugin reads the module itself (DWARF included) from
@@ -160,9 +167,31 @@ def serve(args: argparse.Namespace) -> int:
         store_images = images.for_store(store)
         config = SessionConfig(images=images, file_server=ImageFileServer(images))
 
-    server: StubServer | None = None
-    target = StoreTarget(store, instance, func, values, notify=lambda: server.notify_from_guest(),
-                         exit_status_of=_exit_status_of)
+    def new_target(store, instance, func, values) -> StoreTarget:
+        holder: list[StoreTarget] = []
+        target = StoreTarget(store, instance, func, values, notify=lambda: targets.target_news(holder[0]),
+                             exit_status_of=_exit_status_of)
+        holder.append(target)
+        return target
+
+    finished: list[StoreTarget] = []
+
+    def restart() -> StoreTarget:
+        """gdb's `run` (vRun, extended-remote): the served function again in a
+        fresh Store, stopped before its first instruction.  Stores of earlier
+        runs that have ended are closed (under the host lock: no session can
+        be reading them)."""
+        finished.append(targets.served)
+        for old in [t for t in finished if t.join(0)]:
+            finished.remove(old)
+            old.mark_closed()
+            old.store.close()
+        fresh = new_target(*instantiate()[:4])
+        fresh.start(stop_at_entry=True)
+        return fresh
+
+    target = new_target(store, instance, func, values)
+    targets = SingleStoreHost(target, restart=restart)
 
     def on_listening(bound_host: str, bound_port: int) -> None:
         print(f"wasm-gdbstub: serving {path.name} ({name}), stopped at its first instruction; "
@@ -172,7 +201,7 @@ def serve(args: argparse.Namespace) -> int:
         for line in lines:
             print(line, flush=True)
 
-    server = StubServer(target, host=host, port=port, once=args.once, config=config, on_listening=on_listening)
+    server = StubServer(targets, host=host, port=port, once=args.once, config=config, on_listening=on_listening)
     # Everything made so far (the module, its frame table, the images) lives
     # as long as the process: keep it out of the collector's scans, which
     # otherwise walk it again and again while a debugger steps.
@@ -181,7 +210,8 @@ def serve(args: argparse.Namespace) -> int:
     try:
         exited = _run_loop(server.serve())
     finally:
-        wasi.flush()
+        for wasi in wasis:
+            wasi.flush()
         if images is not None:
             images.remove_files()  # they describe this process's code only
     return _report_exit(exited)

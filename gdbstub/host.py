@@ -273,6 +273,21 @@ class DebugHost(TargetHost):
                     target.detach()
             return pids
 
+    def kill(self, pid: int) -> bool:
+        """Ends Store ``pid``'s run (its :meth:`run` raises the "killed" Trap)
+        whether or not a debugger holds it; False if no such run is live."""
+        with self.lock:
+            target = self._targets.get(pid)
+            if target is None or target.exited is not None:
+                return False
+            target.kill()
+            return True
+
+    def kill_all(self) -> int:
+        """:meth:`kill` for every live run; returns how many."""
+        with self.lock:
+            return sum(self.kill(pid) for pid in list(self._targets))
+
     def run_fresh(self, owner: object, filename: str, args: list[str]) -> StoreTarget:
         """vRun: ``fresh_run()`` on a thread of its own, held at its entry and
         given to ``owner``; its Store is closed when the run ends."""

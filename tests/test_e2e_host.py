@@ -1,0 +1,238 @@
+"""Many Stores in one host, debugged with a real gdb 13 over extended-remote.
+
+The host runs in this process (tests/hostkit.py LoopHost: workers running
+examples/bench_loop.O0.wasm ``call_loop`` in fresh Stores), so the tests see
+what gdb cannot: each Store's raw code bytes, each worker's completed runs,
+who holds which Store.  gdb scripts hand control to the test at sync points
+(hostkit.GdbSync) so those checks happen while gdb holds a Store stopped.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from hostkit import NOP5, GdbSync, LoopHost, finish_client, run_gdb, start_gdb
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def loop_host(tmp_path):
+    hosts: list[LoopHost] = []
+
+    def make(**kwargs) -> LoopHost:
+        host = LoopHost(tmp_path / f"host{len(hosts)}", **kwargs)
+        hosts.append(host)
+        return host
+
+    yield make
+    for host in hosts:
+        host.close()
+
+
+def detail(run, host: LoopHost | None = None) -> str:
+    text = str(run)
+    if host is not None:
+        text += "\nworkers: " + ", ".join(f"{w.name}: {w.runs} runs, store {w.store_id}, errors {w.errors!r}"
+                                        for w in host.workers.values())
+    return text
+
+
+def runs_while(host: LoopHost, name: str, seconds: float) -> int:
+    before = host.workers[name].runs
+    time.sleep(seconds)
+    return host.workers[name].runs - before
+
+
+def test_info_os_processes_lists_the_live_stores_and_attach_stops_one_with_symbols(loop_host):
+    host = loop_host()
+    a = host.wait_for("a")
+    run = run_gdb(host.address, ["info os processes", f"attach {a}", "bt", "info inferiors", "monitor stores",
+                                 "detach"])
+    assert re.search(rf"^{a}\s+wasm\s+bench_loop\.O0 call_loop\s+running", run.output, re.M), detail(run, host)
+    assert re.search(r" in (tick|call_loop) \(\) at examples/bench_loop\.c:\d+", run.output), detail(run, host)
+    assert re.search(rf"^\* 1\s+process {a}\s", run.output, re.M), detail(run, host)
+    assert re.search(rf"^store {a} \(pid {a:#x}\): bench_loop\.O0 call_loop, attached, stopped \(this debugger\)",
+                     run.output, re.M), detail(run, host)
+    assert f"[Inferior 1 (process {a}) detached]" in run.output, detail(run, host)
+    # Detached: its code is back to the EngineCode's bytes and it runs on.
+    assert host.pristine(a) is True
+    assert host.host.target(a) is not None and host.host.target(a).is_running
+
+
+def test_a_breakpoint_in_store_a_stops_a_only_while_b_runs_on_from_clean_code(loop_host, tmp_path):
+    """Isolation: the breakpoint is a patched call in A's code; B (the same
+    function, in parallel) never stops, its code at tick reads as the NOP,
+    it keeps completing runs while A sits stopped, and a Store created while A
+    is stopped starts from clean code.  Detaching restores A's bytes."""
+    host = loop_host(short_workers=1)
+    a = host.wait_for("a")
+    tick_a = host.site_pc(a, "tick")
+    sync = GdbSync(tmp_path / "sync")
+    proc, argv = start_gdb(host.address, [
+        f"attach {a}", "set breakpoint always-inserted on", f"break *{tick_a:#x}", "continue", "bt 2",
+        *sync.gdb_commands("a_stopped"), f"x/5xb {tick_a:#x}", "detach"])
+    try:
+        assert sync.reached("a_stopped"), "gdb never reached the breakpoint"
+        assert host.raw_bytes(a, tick_a)[:1] == b"\xe8", "A's tick site is not a patched call"
+        assert host.host.target(a).current_stop is not None
+        b_before = host.workers["b0"].store_id
+        b_runs = runs_while(host, "b0", 1.0)
+        assert b_runs >= 20, f"B completed only {b_runs} runs in a second while A was stopped"
+        assert not host.workers["b0"].errors
+        b_store, tick_b, raw_b = host.fresh_short_store("b0", after=b_before)
+        assert raw_b == NOP5, f"Store {b_store}, created while A was stopped, has {raw_b.hex()} at tick"
+        assert host.host.target(a).current_stop is not None, "A moved"
+    finally:
+        sync.resume("a_stopped")
+    run = finish_client(proc, argv, 60)
+    assert f"Breakpoint 1, {tick_a:#018x} in tick () at examples/bench_loop.c" in run.output \
+        or "Breakpoint 1, tick () at examples/bench_loop.c" in run.output, detail(run, host)
+    assert re.search(rf"{tick_a:#x} <tick(\+0)?>:\s+0x0f\s+0x1f\s+0x44\s+0x00\s+0x00", run.output), detail(run, host)
+    assert f"[Inferior 1 (process {a}) detached]" in run.output, detail(run, host)
+    assert host.pristine(a) is True, "detaching left A's code patched"
+
+
+def test_two_stores_in_two_inferiors_with_breakpoints_patched_per_store(loop_host, tmp_path):
+    """add-inferior / inferior 2 / attach: both Stores debugged at once; the
+    breakpoint of inferior 1 is patched into A's code only, B's reads (in
+    gdb and raw) as the NOP; both are restored by their detaches."""
+    host = loop_host(long_workers=("a", "b"), short_workers=0)
+    a, b = host.wait_for("a"), host.wait_for("b")
+    tick_a, tick_b = host.site_pc(a, "tick"), host.site_pc(b, "tick")
+    sync = GdbSync(tmp_path / "sync")
+    proc, argv = start_gdb(host.address, [
+        f"attach {a}", "set breakpoint always-inserted on", f"break *{tick_a:#x}", "continue",
+        "add-inferior", "inferior 2", f"attach {b}", "info inferiors",
+        "echo ==b_code==\\n", f"x/5xb {tick_b:#x}",
+        *sync.gdb_commands("both_attached"),
+        "inferior 1", "echo ==a_bt==\\n", "bt 1",
+        "inferior 2", "detach", "inferior 1", "detach"])
+    try:
+        assert sync.reached("both_attached"), "gdb never attached both"
+        assert host.host.owner_of(a) is not None and host.host.owner_of(b) is not None
+        assert host.raw_bytes(a, tick_a)[:1] == b"\xe8"
+        assert host.raw_bytes(b, tick_b) == NOP5, "inferior 1's breakpoint reached B's code"
+    finally:
+        sync.resume("both_attached")
+    run = finish_client(proc, argv, 60)
+    out = run.output
+    assert re.search(rf"^\s+1\s+process {a}\s", out, re.M) and re.search(rf"^\*\s+2\s+process {b}\s", out, re.M), \
+        detail(run, host)
+    b_code = out.split("==b_code==", 1)[1]
+    assert re.search(r":\s+0x0f\s+0x1f\s+0x44\s+0x00\s+0x00", b_code), detail(run, host)
+    assert "tick () at examples/bench_loop.c" in out.split("==a_bt==", 1)[1], detail(run, host)
+    assert f"[Inferior 2 (process {b}) detached]" in out and f"[Inferior 1 (process {a}) detached]" in out, \
+        detail(run, host)
+    assert host.pristine(a) is True and host.pristine(b) is True
+
+
+def test_kill_ends_one_stores_run_and_the_host_lives_on(loop_host):
+    host = loop_host(short_workers=1)
+    a = host.wait_for("a")
+    run = run_gdb(host.address, [f"attach {a}", "kill", "info os processes"])
+    assert f"[Inferior 1 (process {a}) killed]" in run.output, detail(run, host)
+    deadline = time.monotonic() + 10
+    while host.workers["a"].store_id == a and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert host.workers["a"].store_id != a, "worker a did not move on to a fresh Store"
+    assert host.host.trapped_runs >= 1
+    assert runs_while(host, "b0", 0.5) > 0
+
+
+def test_hold_new_stores_then_attach_the_next_one_and_see_it_exit(loop_host, tmp_path):
+    """The next-Store workflow: hold new Stores, attach the first held one
+    (stopped before its first instruction), release the rest, continue: gdb
+    reports the Store's exit, and the host serves on."""
+    host = loop_host(long_workers=(), short_workers=2)
+    script = tmp_path / "next.gdb"
+    script.write_text(
+        "monitor hold-new-stores on\n"
+        "shell sleep 1\n"
+        "echo ==listed==\\n\n"
+        "info os processes\n"
+        "python\n"
+        "out = gdb.execute('info os processes', to_string=True)\n"
+        "held = [line.split()[0] for line in out.splitlines()[1:] if ' held ' in line]\n"
+        "gdb.execute('attach ' + held[0])\n"
+        "end\n"
+        "echo ==attached==\\n\n"
+        "bt 1\n"
+        "monitor hold-new-stores off\n"
+        "monitor stores\n"
+        "echo ==continue==\\n\n"
+        "continue\n")
+    run = run_gdb(host.address, [f"source {script}"])
+    out = run.output
+    listed = out.split("==listed==", 1)[1].split("==attached==", 1)[0]
+    assert re.search(r"^\d+\s+wasm\s+bench_loop\.O0 call_loop\s+held\s", listed, re.M), detail(run, host)
+    attached = out.split("==attached==", 1)[1].split("==continue==", 1)[0]
+    assert re.search(r"call_loop \(\) at examples/bench_loop\.c:\d+", attached), detail(run, host)
+    pid = re.search(r"^store (\d+) \(pid 0x[0-9a-f]+\): bench_loop\.O0 call_loop, attached", attached, re.M)
+    assert pid, detail(run, host)
+    assert re.search(rf"\[Inferior 1 \(process {pid.group(1)}\) exited normally\]", out), detail(run, host)
+    assert not host.host.held_pids()
+    assert runs_while(host, "b0", 0.5) > 0, "the host stopped serving after the attached Store ended"
+
+
+def test_attach_to_a_missing_or_ended_store_fails_and_changes_nothing(loop_host):
+    host = loop_host(short_workers=1)
+    a = host.wait_for("a")
+    gone = host.workers["b0"].store_id
+    time.sleep(0.2)  # b0's runs last about a millisecond: that Store has ended
+    run = run_gdb(host.address, ["attach 999999", f"attach {gone}", "info inferiors", f"attach {a}", "detach"])
+    assert "Attaching to process 999999 failed" in run.output, detail(run, host)
+    assert f"Attaching to process {gone} failed" in run.output, detail(run, host)
+    assert f"[Inferior 1 (process {a}) detached]" in run.output, detail(run, host)
+    assert host.pristine(a) is True
+
+
+def test_a_second_client_cannot_attach_a_store_the_first_holds(loop_host, tmp_path):
+    """The second-client policy: each client debugs its own Stores."""
+    host = loop_host(long_workers=("a", "b"), short_workers=0)
+    a, b = host.wait_for("a"), host.wait_for("b")
+    sync = GdbSync(tmp_path / "sync")
+    first, first_argv = start_gdb(host.address, [f"attach {a}", *sync.gdb_commands("holding"), "detach"])
+    try:
+        assert sync.reached("holding")
+        second = run_gdb(host.address, [f"attach {a}", "info os processes", f"attach {b}", "bt 1", "detach"])
+        assert f"Attaching to process {a} failed" in second.output, detail(second, host)
+        assert re.search(rf"^{a}\s+wasm\s+bench_loop\.O0 call_loop\s+attached, stopped", second.output, re.M), \
+            detail(second, host)
+        assert f"[Inferior 1 (process {b}) detached]" in second.output, detail(second, host)
+        assert host.host.target(a).current_stop is not None, "the second client moved the first one's Store"
+    finally:
+        sync.resume("holding")
+    run = finish_client(first, first_argv, 60)
+    assert f"[Inferior 1 (process {a}) detached]" in run.output, detail(run, host)
+
+
+def test_a_client_that_vanishes_while_holding_several_stores_leaves_them_all_running(loop_host, tmp_path):
+    host = loop_host(long_workers=("a", "b"), short_workers=0)
+    a, b = host.wait_for("a"), host.wait_for("b")
+    tick_a = host.site_pc(a, "tick")
+    sync = GdbSync(tmp_path / "sync")
+    proc, argv = start_gdb(host.address, [
+        f"attach {a}", "set breakpoint always-inserted on", f"break *{tick_a:#x}", "continue",
+        "add-inferior", "inferior 2", f"attach {b}", *sync.gdb_commands("holding", timeout=120)])
+    try:
+        assert sync.reached("holding")
+        assert host.raw_bytes(a, tick_a)[:1] == b"\xe8"
+        os.kill(proc.pid, signal.SIGKILL)  # our own child, by its pid
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (host.host.owner_of(a) or host.host.owner_of(b)):
+            time.sleep(0.02)
+        for pid in (a, b):
+            assert host.host.owner_of(pid) is None, f"Store {pid} still held by a vanished client"
+            assert host.host.target(pid).is_running, f"Store {pid} was left stopped"
+            assert host.pristine(pid) is True, f"Store {pid}'s code was left patched"
+    finally:
+        sync.resume("holding")
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
