@@ -205,3 +205,60 @@ def run_gdb(address: str, commands: list[str], *, extended: bool = True, timeout
 
 
 __all__ = ["BENCH_LOOP", "GdbSync", "LoopHost", "NOP5", "run_gdb", "start_gdb", "finish_client"]
+
+
+class HostProcess:
+    """``python -m gdbstub host ARGS --listen 127.0.0.1:0`` as a subprocess;
+    the banner gives the address; stderr (status lines, trap logs) goes to a
+    file.  Killed (our own child, by its pid) by :meth:`stop`."""
+
+    def __init__(self, workdir: Path, args: list[str]):
+        import os
+        import re
+        import sys
+        from stubproc import ROOT
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.stderr_path = workdir / "host.stderr"
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   PYTHONUNBUFFERED="1")
+        command = [sys.executable, "-m", "gdbstub", "host", *args, "--listen", "127.0.0.1:0",
+                   "--cache-dir", str(workdir / "images")]
+        with open(self.stderr_path, "wb") as stderr:
+            self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+        self.banner = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.banner.append(line.rstrip("\n"))
+            if line.startswith("lldb: "):
+                break
+        match = re.search(r"listening on (\S+)$", self.banner[0] if self.banner else "")
+        if not match:
+            self.stop()
+            raise AssertionError(f"no banner from {command}: {self.banner}\n{self.stderr}")
+        self.address = match.group(1)
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def status_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("host: ") and "runs completed" in line]
+
+    def completed_runs(self) -> int:
+        import re
+        lines = self.status_lines()
+        if not lines:
+            return 0
+        return int(re.search(r"(\d+) runs completed", lines[-1]).group(1))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()

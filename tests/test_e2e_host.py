@@ -16,6 +16,7 @@ import time
 import pytest
 
 from hostkit import NOP5, GdbSync, LoopHost, finish_client, run_gdb, start_gdb
+from stubproc import stub  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -236,3 +237,70 @@ def test_a_client_that_vanishes_while_holding_several_stores_leaves_them_all_run
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+# ---------------------------------------------------------------- the CLI
+
+@pytest.fixture
+def host_process(tmp_path):
+    from hostkit import HostProcess
+    started: list[HostProcess] = []
+
+    def start(*args: str) -> HostProcess:
+        process = HostProcess(tmp_path / f"host{len(started)}", list(args))
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def wait_until(predicate, timeout: float = 15.0, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_host_cli_prints_a_status_line_each_second(host_process):
+    from stubproc import example
+    process = host_process(str(example("bench_loop.O0")), "--invoke", "call_loop", "1000", "--workers", "2")
+    assert process.banner[0].startswith("wasm-gdbstub: hosting bench_loop.O0.wasm: call_loop 1000 in 2 workers")
+    assert process.banner[1].startswith("gdb: gdb -ex 'target extended-remote 127.0.0.1:")
+    wait_until(lambda: len(process.status_lines()) >= 2, what="two status lines")
+    first = process.completed_runs()
+    wait_until(lambda: process.completed_runs() > first, what="more completed runs")
+    assert re.fullmatch(r"host: \d+ Stores live, \d+ runs completed, 0 trapped, 0 attached, 0 held",
+                        process.status_lines()[-1])
+
+
+def test_a_store_that_traps_with_no_debugger_is_logged_and_the_host_goes_on(host_process):
+    from stubproc import example
+    process = host_process(str(example("loops.O0")), "--invoke", "must_be_positive", "0", "--workers", "1")
+    wait_until(lambda: process.completed_runs() >= 2, what="runs that trapped")
+    text = process.stderr
+    assert re.search(r"^host: Store \d+ trapped$", text, re.M), text[-2000:]
+    assert "Error: wasm trap: unreachable" in text, text[-2000:]
+    assert re.search(r"wasm backtrace:\n\s+0: loops\.O0!must_be_positive @ 0x[0-9a-f]+", text), text[-2000:]
+    assert re.search(r"host: \d+ Stores live, \d+ runs completed, [1-9]\d* trapped", text), text[-2000:]
+    assert process.proc.poll() is None, "the host died"
+
+
+def test_run_over_extended_remote_restarts_the_served_program_in_a_fresh_store(stub):
+    """gdb's `run` on `serve`: a fresh Store of the served module, stopped
+    before its first instruction; the stub serves on (like gdbserver --multi)."""
+    demo = stub()
+    run = run_gdb(demo.address, ["break square", "continue", "info inferiors", "echo ==run==\\n", "run",
+                                 "info inferiors", "bt 2", "kill"])
+    out = run.output
+    before, after = out.split("==run==", 1)
+    assert "Breakpoint 1, square () at examples/demo.c" in before, f"{run}\n{demo.describe()}"
+    first = re.search(r"^\*\s+1\s+process (\d+)\s", before, re.M)
+    second = re.search(r"^\*\s+1\s+process (\d+)\s", after, re.M)
+    assert first and second and first.group(1) != second.group(1), f"{run}\n{demo.describe()}"
+    assert "Breakpoint 1, square () at examples/demo.c" in after, f"{run}\n{demo.describe()}"
+    assert re.search(r"#1 .* in sum_of_squares \(\) at examples/demo\.c:\d+", after), f"{run}\n{demo.describe()}"
+    assert re.search(r"\[Inferior 1 \(process \d+\) killed\]", after), f"{run}\n{demo.describe()}"
