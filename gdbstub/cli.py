@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invoke", metavar="FUNC", help="the export each worker runs, again and again")
     p.add_argument("args", nargs="*", help="arguments of FUNC")
     p.add_argument("--http", metavar="HOST:PORT", help="serve HTTP instead: each request runs --handler in a fresh Store")
-    p.add_argument("--handler", metavar="FUNC", help="with --http: the export that handles a request")
+    p.add_argument("--handler", dest="handler_export", metavar="FUNC",
+                   help="with --http: the export that handles a request")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="worker threads (default 2)")
     p.add_argument("--listen", default="127.0.0.1:1234", metavar="HOST:PORT", help="where debuggers connect")
     p.add_argument("--allow-remote", action="store_true", help="allow non-loopback addresses")

@@ -87,9 +87,9 @@ def host_command(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
     if args.http:
-        if not args.handler:
+        if not args.handler_export:
             raise UsageError("--http needs --handler FUNC")
-        func_name = args.handler
+        func_name = args.handler_export
     else:
         if not args.invoke:
             raise UsageError("host needs --invoke FUNC (or --http HOST:PORT --handler FUNC)")
