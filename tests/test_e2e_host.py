@@ -304,3 +304,67 @@ def test_run_over_extended_remote_restarts_the_served_program_in_a_fresh_store(s
     assert "Breakpoint 1, square () at examples/demo.c" in after, f"{run}\n{demo.describe()}"
     assert re.search(r"#1 .* in sum_of_squares \(\) at examples/demo\.c:\d+", after), f"{run}\n{demo.describe()}"
     assert re.search(r"\[Inferior 1 \(process \d+\) killed\]", after), f"{run}\n{demo.describe()}"
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, body: bytes, timeout: float = 30) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_http_requests_are_answered_while_gdb_holds_one_in_its_handler(host_process, tmp_path):
+    """host --http with examples/http_handler.c: the next request is held,
+    gdb attaches it and stops in count_words; another request is answered
+    meanwhile; continuing answers the first one."""
+    import threading
+    from stubproc import example
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    process = host_process("--http", f"127.0.0.1:{port}", str(example("http_handler.O0")), "--handler", "handle")
+    assert _post(url, b"hello wasm") == (200, b"2 words, 10 bytes\nHELLO WASM\n")
+    first: dict = {}
+    sync = GdbSync(tmp_path / "sync")
+    script = tmp_path / "http.gdb"
+    script.write_text(
+        "monitor hold-new-stores on\n"
+        f"shell touch {tmp_path / 'holding'}\n"
+        f"shell i=0; while [ ! -e {tmp_path / 'sent'} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n"
+        "shell sleep 0.5\n"
+        "python\n"
+        "out = gdb.execute('info os processes', to_string=True)\n"
+        "held = [line.split()[0] for line in out.splitlines()[1:] if ' held ' in line]\n"
+        "gdb.execute('attach ' + held[0])\n"
+        "end\n"
+        "monitor hold-new-stores off\n"
+        "break count_words\n"
+        "continue\n"
+        "bt 2\n"
+        + "\n".join(sync.gdb_commands("in_handler")) + "\n"
+        "detach\n")
+    proc, argv = start_gdb(process.address, [f"source {script}"])
+    try:
+        wait_until(lambda: (tmp_path / "holding").exists(), what="gdb to turn holding on")
+        sender = threading.Thread(target=lambda: first.update(reply=_post(url, b"debug me please")), daemon=True)
+        sender.start()
+        (tmp_path / "sent").touch()
+        assert sync.reached("in_handler"), "gdb never stopped in the handler"
+        assert "reply" not in first, "the held request was answered while stopped"
+        assert _post(url, b"meanwhile") == (200, b"1 word, 9 bytes\nMEANWHILE\n")
+    finally:
+        sync.resume("in_handler")
+    run = finish_client(proc, argv, 60)
+    assert "Breakpoint 1, count_words () at examples/http_handler.c" in run.output, f"{run}\n{process.stderr[-2000:]}"
+    assert re.search(r"#1 .* in handle \(\) at examples/http_handler\.c:\d+", run.output), str(run)
+    sender.join(20)
+    assert first.get("reply") == (200, b"3 words, 15 bytes\nDEBUG ME PLEASE\n"), first
