@@ -368,3 +368,26 @@ def test_http_requests_are_answered_while_gdb_holds_one_in_its_handler(host_proc
     assert re.search(r"#1 .* in handle \(\) at examples/http_handler\.c:\d+", run.output), str(run)
     sender.join(20)
     assert first.get("reply") == (200, b"3 words, 15 bytes\nDEBUG ME PLEASE\n"), first
+
+
+@pytest.mark.parametrize("schedule_multiple", ["off", "on"])
+def test_continue_with_two_inferiors_follows_gdbs_schedule_multiple(loop_host, schedule_multiple):
+    """All-stop over two attached Stores: with schedule-multiple off gdb
+    resumes inferior 1 only (B stays stopped); with it on, both run, A's
+    breakpoint stops A, and B is stopped with it (gdb sees all-stop)."""
+    host = loop_host(long_workers=("a", "b"), short_workers=0)
+    a, b = host.wait_for("a"), host.wait_for("b")
+    tick_a = host.site_pc(a, "tick")
+    run = run_gdb(host.address, [
+        f"set schedule-multiple {schedule_multiple}",
+        f"attach {a}", "add-inferior", "inferior 2", f"attach {b}", "inferior 1",
+        f"break *{tick_a:#x}", "continue", "echo ==stopped==\\n", "info threads", "monitor stores",
+        "inferior 2", "detach", "inferior 1", "detach"])
+    out = run.output
+    assert "Breakpoint 1, tick () at examples/bench_loop.c" in out, detail(run, host)
+    stopped = out.split("==stopped==", 1)[1]
+    assert re.search(rf"^store {a} .*attached, stopped \(this debugger\)", stopped, re.M), detail(run, host)
+    assert re.search(rf"^store {b} .*attached, stopped \(this debugger\)", stopped, re.M), detail(run, host)
+    assert f"[Inferior 1 (process {a}) detached]" in out and f"[Inferior 2 (process {b}) detached]" in out, \
+        detail(run, host)
+    assert host.pristine(a) is True and host.pristine(b) is True
