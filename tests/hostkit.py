@@ -94,6 +94,20 @@ class LoopHost:
             time.sleep(0.01)
         raise AssertionError(f"worker {name} never started a run")
 
+    def ended_store(self, name: str, timeout: float = 10.0) -> int:
+        """The id of a Store of worker ``name`` whose run has ended."""
+        deadline = time.monotonic() + timeout
+        worker = self.workers[name]
+        while time.monotonic() < deadline:
+            runs, store_id = worker.runs, worker.store_id
+            if runs and store_id is not None:
+                while worker.store_id == store_id and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                if self.host.target(store_id) is None:
+                    return store_id
+            time.sleep(0.005)
+        raise AssertionError(f"worker {name} ended no run")
+
     def _with_store(self, store_id: int, read):
         """``read(store)`` while Store ``store_id`` cannot be closed (its
         worker drops it from ``stores`` under the same lock before closing

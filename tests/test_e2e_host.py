@@ -183,8 +183,7 @@ def test_hold_new_stores_then_attach_the_next_one_and_see_it_exit(loop_host, tmp
 def test_attach_to_a_missing_or_ended_store_fails_and_changes_nothing(loop_host):
     host = loop_host(short_workers=1)
     a = host.wait_for("a")
-    gone = host.workers["b0"].store_id
-    time.sleep(0.2)  # b0's runs last about a millisecond: that Store has ended
+    gone = host.ended_store("b0")
     run = run_gdb(host.address, ["attach 999999", f"attach {gone}", "info inferiors", f"attach {a}", "detach"])
     assert "Attaching to process 999999 failed" in run.output, detail(run, host)
     assert f"Attaching to process {gone} failed" in run.output, detail(run, host)

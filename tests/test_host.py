@@ -89,8 +89,7 @@ def test_vattach_answers_sigstop_tagged_with_the_store_and_d_pid_lets_it_go(host
 
 def test_an_attach_refused_says_why(host):
     a = host.wait_for("a")
-    gone = host.workers["b0"].store_id
-    time.sleep(0.1)
+    gone = host.ended_store("b0")
     first, second = connect(host), connect(host)
     try:
         assert "no Store 999999" in error_text(second.ask(b"vAttach;%x" % 999999))
