@@ -62,6 +62,8 @@ class Dialect(SessionExtension):
 
     #: The ``vCont?`` reply: the actions this dialect can carry out.
     vcont_actions: bytes = b"vCont;c;C;s;S;r"
+    #: The target triple lldb's process list shows for a Store.
+    triple: str = arch_amd64.TARGET_TRIPLE
 
     def forget(self, target: "StoreTarget") -> None:
         """The session no longer debugs ``target``: drop what was cached for it."""
@@ -127,6 +129,10 @@ class Dialect(SessionExtension):
     def check_range_step(self) -> None:
         """Raises TargetError when ``vCont;r`` cannot be honoured."""
 
+    def image_paths(self, target: "StoreTarget") -> list[str]:
+        """Files a client loads to see ``target``'s code (none by default)."""
+        return []
+
 
 class NativeDialect(Dialect):
     """An x86-64 target: amd64 registers (gdbstub.arch_amd64), native
@@ -185,6 +191,13 @@ class NativeDialect(Dialect):
         # runtime) are its libraries.
         build = libraries_svr4_xml if object_name == "libraries-svr4" else libraries_xml
         return build(images[1:]).encode()
+
+    def image_paths(self, target: "StoreTarget") -> list[str]:
+        """The files of ``target``'s debug images (``monitor stores``: lldb's
+        native view loads them with ``target modules add`` / ``load``)."""
+        if self.images is None:
+            return []
+        return [str(image.path) for image in self.images.for_store(target.store)]
 
     # -- stops
     def stop_registers(self, target: "StoreTarget", stop: Stop) -> tuple[dict[int, bytes], int]:

@@ -154,6 +154,7 @@ class StubServer:
         sockets = server.sockets or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
+        self.targets.listening_port = self.port
         if self.on_listening:
             self.on_listening(self.host, self.port)
         # Events that arrived before the loop knew about them (the entry stop).

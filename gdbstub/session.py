@@ -135,6 +135,10 @@ class GdbSession:
         self.negotiated = self.capabilities.negotiate({})
         self.error_strings = False
         self.list_threads_in_stop_reply = False
+        #: The client sent one of LLDB's own set-up packets (QThreadSuffixSupported,
+        #: QListThreadsInStopReply, qHostInfo): where gdb and lldb expect
+        #: different answers (`?` with no process), lldb's are given.
+        self.client_is_lldb = False
         self.waiting_for_stop = False
         self.extended_mode = False
         self.detached = False
@@ -215,10 +219,10 @@ class GdbSession:
             P.TraceStatus: empty,
             P.QueryOffsets: empty,
             P.SymbolLookup: simple_ok,
-            P.HostInfo: lambda r: self.dialect.host_info().encode(),
+            P.HostInfo: self._host_info,
             P.ProcessInfo: lambda r: self.dialect.process_info(self.target).encode(),
             P.RegisterInfo: self._register_info,
-            P.ThreadSuffixSupported: simple_ok,
+            P.ThreadSuffixSupported: self._thread_suffix_supported,
             P.ListThreadsInStopReply: self._list_threads,
             P.EnableErrorStrings: self._enable_error_strings,
             P.StructuredDataPlugins: empty,
@@ -266,6 +270,8 @@ class GdbSession:
             P.ProcessInfoFirst: self._process_info_first,
             P.ProcessInfoNext: self._process_info_next,
             P.GetWorkingDir: self._no_working_dir,
+            P.LaunchGDBServer: self._launch_gdb_server,
+            P.QueryGDBServer: self._query_gdb_server,
             # LLDB's WebAssembly queries belong to the wasm dialect (which
             # replaces these); to the native one they are unsupported.
             P.WasmCallStack: empty,
@@ -368,7 +374,16 @@ class GdbSession:
 
     def _list_threads(self, request) -> bytes:
         self.list_threads_in_stop_reply = True
+        self.client_is_lldb = True
         return R.ok()
+
+    def _thread_suffix_supported(self, request) -> bytes:
+        self.client_is_lldb = True
+        return R.ok()
+
+    def _host_info(self, request) -> bytes:
+        self.client_is_lldb = True
+        return self.dialect.host_info().encode()
 
     def _set_non_stop(self, request: P.SetNonStop) -> bytes:
         """``QNonStop``: all-stop (0) is what this stub does; non-stop (1) is
@@ -449,12 +464,37 @@ class GdbSession:
         return R.key_value_reply([
             ("pid", "%x" % info.pid), ("parent-pid", "0"), ("name", hex_encode(name.encode()).decode()),
             ("uid", "0"), ("gid", "0"), ("euid", "0"), ("egid", "0"),
-            ("triple", hex_encode(arch_amd64.TARGET_TRIPLE.encode()).decode()),
+            ("triple", hex_encode(self.dialect.triple.encode()).decode()),
             ("ostype", "unknown")])
+
+    def _launch_gdb_server(self, request: P.LaunchGDBServer) -> bytes:
+        """LLDB's platform mode (``platform connect``, then ``process attach
+        --pid``) asks for a gdb-remote server to attach through: this very
+        server, whose sessions attach any Store (docs/lldb.md).  lldb-server
+        answers ``pid:PID;port:PORT;`` in decimal; there is no new process."""
+        port = self._extended_port()
+        return f"pid:0;port:{port};".encode()
+
+    def _query_gdb_server(self, request) -> bytes:
+        """The gdb-remote servers already debugging a process, which lldb's
+        ``platform connect`` would connect to at once: none (as lldb-server
+        answers when it has launched none); each ``process attach`` asks
+        qLaunchGDBServer."""
+        raise TargetError(ErrorCode.ENOENT, "no gdb-remote server is debugging a process yet")
+
+    def _extended_port(self) -> int:
+        port = self.host.listening_port
+        if not self.host.extended or port is None:
+            raise TargetError(ErrorCode.EINVAL, "this stub serves one Store (no platform mode)")
+        return port
 
     # ------------------------------------------------------------ threads
 
     def _thread_info_first(self, request) -> bytes:
+        if not self.attached and self.client_is_lldb:
+            # lldb takes an empty list from a stub with no process as one
+            # process (pid 1) it must find a stop for; lldb-server refuses.
+            raise TargetError(ErrorCode.ENOENT, "no process is attached")
         threads = [self._thread_id(a.target) for a in self.attached.values() if a.target.exited is None]
         return R.thread_list_reply(threads, self._multiprocess)
 
@@ -547,8 +587,13 @@ class GdbSession:
 
     def _halt_reason(self, request) -> bytes | None:
         if not self.attached:
-            # Extended mode with nothing attached: "no process" (GDB's remote.c
-            # takes W00 to mean the target is connected but not running).
+            # Nothing attached (extended mode, lldb's platform mode): "no
+            # process".  GDB's remote.c takes W00 to mean connected but not
+            # running; lldb takes W00 as "the process exited" and then crashes
+            # on the attach that follows (lldb 22), so it gets lldb-server's
+            # answer, an error.
+            if self.client_is_lldb:
+                raise TargetError(ErrorCode.ENOENT, "no process is attached")
             return R.exit_reply(0)
         attached = self._current()
         target = attached.target
@@ -724,6 +769,12 @@ class GdbSession:
         LLDB waits for one and takes the exit status from it (lldb-server
         answers X09), else reports "failed to send k packet"."""
         pids = list(self.attached)
+        if not pids:
+            # lldb's platform connection sends `k` before `process attach`:
+            # nothing to end.  lldb-server's platform does not know `k`
+            # (the empty reply); an exit reply would make lldb report a
+            # process 0 that exited, and end its batch mode there.
+            return R.empty()
         for pid in pids:
             self._kill_target(self.attached[pid])
         if not self.extended_mode:
@@ -781,6 +832,9 @@ class GdbSession:
             raise TargetError(ErrorCode.EINVAL, "this stub serves one Store (use `target remote`, no attach)")
         attached = self._attach(self.host.attach(request.pid, self))
         self._current_c = attached.target.pid
+        # An attach stops with SIGSTOP, as gdbserver's and lldb-server's do:
+        # gdb expects it, and lldb's batch mode counts only SIGSTOP and SIGINT
+        # stops as normal after an attach (any other signal ends the batch).
         attached.carried = (StopReason.INTERRUPT, Signal.SIGSTOP)
         return self._report_first_stop(attached, interrupt=True)
 
@@ -864,6 +918,8 @@ class GdbSession:
                 lines.append(f"store {info.pid} (pid {info.pid:#x}): {info.module} {info.entry}, "
                              f"{info.state}{mine}, {info.enabled_sites} sites enabled")
                 if target.pid in self.attached:
+                    for path in self.dialect.image_paths(target):
+                        lines.append(f"  image {path}")
                     for entry in target.store.registry.entries():
                         code = entry.store_code
                         lines.append(f"  {entry.module.name}: code {code.base:#x}-{code.end:#x}, "

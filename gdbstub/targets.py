@@ -57,6 +57,9 @@ class TargetHost:
         #: Set by the server: ``notify_server(target)`` on a guest thread
         #: that has news (gdbstub.server.StubServer.notify_from_guest).
         self.notify_server: Callable[[StoreTarget | None], None] | None = None
+        #: The TCP port the server listens on (lldb's platform mode hands it
+        #: out for ``process attach``); set by the server.
+        self.listening_port: int | None = None
 
     # -- wiring a server in
     @property

@@ -47,10 +47,11 @@ class Worker:
 class LoopHost:
     """A DebugHost with one long-running worker ``a`` and short-run workers."""
 
-    def __init__(self, tmp_path: Path, *, long_workers: tuple[str, ...] = ("a",), short_workers: int = 1):
+    def __init__(self, tmp_path: Path, *, long_workers: tuple[str, ...] = ("a",), short_workers: int = 1,
+                 dialect: str = "native"):
         self.engine = codemem.Engine(debug=True)
         self.module = codemem.Module(self.engine, BENCH_LOOP.read_bytes(), name="bench_loop.O0")
-        self.host = DebugHost(self.engine, listen="127.0.0.1:0", cache_dir=tmp_path / "images")
+        self.host = DebugHost(self.engine, listen="127.0.0.1:0", cache_dir=tmp_path / "images", dialect=dialect)
         self.address = "%s:%d" % self.host.start()
         self.stop = threading.Event()
         self.workers: dict[str, Worker] = {}
