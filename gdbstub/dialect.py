@@ -62,8 +62,6 @@ class Dialect(SessionExtension):
 
     #: The ``vCont?`` reply: the actions this dialect can carry out.
     vcont_actions: bytes = b"vCont;c;C;s;S;r"
-    #: The target triple lldb's process list shows for a Store.
-    triple: str = arch_amd64.TARGET_TRIPLE
 
     def forget(self, target: "StoreTarget") -> None:
         """The session no longer debugs ``target``: drop what was cached for it."""

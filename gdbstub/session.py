@@ -464,7 +464,10 @@ class GdbSession:
         return R.key_value_reply([
             ("pid", "%x" % info.pid), ("parent-pid", "0"), ("name", hex_encode(name.encode()).decode()),
             ("uid", "0"), ("gid", "0"), ("euid", "0"), ("egid", "0"),
-            ("triple", hex_encode(self.dialect.triple.encode()).decode()),
+            # The machine code's triple in both dialects: lldb-22 lists no
+            # process whose triple is wasm32 (its platform filters them out),
+            # and `process attach --plugin wasm` sets the wasm architecture.
+            ("triple", hex_encode(arch_amd64.TARGET_TRIPLE.encode()).decode()),
             ("ostype", "unknown")])
 
     def _launch_gdb_server(self, request: P.LaunchGDBServer) -> bytes:

@@ -214,7 +214,6 @@ class WasmDialect(Dialect):
     every Store a session is attached to."""
 
     vcont_actions = b"vCont;c;C;s;S"
-    triple = WASM_TRIPLE
 
     def __init__(self) -> None:
         self._views: dict[int, list[WasmModuleView]] = {}
