@@ -156,14 +156,16 @@ def host_command(args: argparse.Namespace) -> int:
 
 
 def host_attach_commands(address: str, dialect: str) -> list[str]:
-    """The banner's attach lines (stubproc parses ``gdb:`` and ``lldb:``)."""
+    """The banner's attach lines (stubproc parses ``gdb:`` and ``lldb:``);
+    lldb attaches through its platform mode (docs/lldb.md)."""
+    platform = ["-o", shlex.quote("platform select remote-gdb-server"),
+                "-o", shlex.quote(f"platform connect connect://{address}"),
+                "-o", shlex.quote("platform process list")]
+    attach = "process attach --plugin wasm --pid PID" if dialect == "wasm" else "process attach --pid PID"
+    lldb = "lldb: lldb-22 " + " ".join(platform) + " -o " + shlex.quote(attach)
     if dialect == "wasm":
-        return ["gdb: none (gdb does not speak the wasm dialect; use lldb)",
-                "lldb: lldb-22 -o " + shlex.quote(f"process connect --plugin wasm connect://{address}")
-                + "   # attaches to the next held Store (docs/lldb.md)"]
-    return [f"gdb: gdb -ex {shlex.quote('target extended-remote ' + address)} -ex 'info os processes'",
-            "lldb: lldb-22 -o " + shlex.quote(f"gdb-remote {address}")
-            + " -o 'process attach --pid PID'   # docs/lldb.md"]
+        return ["gdb: none (gdb does not speak the wasm dialect; use lldb)", lldb]
+    return [f"gdb: gdb -ex {shlex.quote('target extended-remote ' + address)} -ex 'info os processes'", lldb]
 
 
 def _worker(host: DebugHost, factory: StoreFactory, values: list, stop: threading.Event, runs: int | None) -> None:
