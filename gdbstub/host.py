@@ -246,6 +246,15 @@ class DebugHost(TargetHost):
         with self.lock:
             return self._targets.get(pid)
 
+    def target_news(self, target: StoreTarget) -> None:
+        """A target's ``notify`` (its guest thread).  Only a debugged Store's
+        news goes to the server; an undebugged run's exit is taken by the
+        thread that ran it (:meth:`_run_ended`) and a held Store's entry stop
+        by whoever attaches or releases it, so a run that nobody debugs
+        wakes no other thread."""
+        if self.owner_of(target.pid) is not None:
+            super().target_news(target)
+
     def is_held(self, target: StoreTarget) -> bool:
         return target.pid in self._held
 
