@@ -461,8 +461,11 @@ class GdbSession:
             raise TargetError(ErrorCode.ENOENT, "no more processes")
         info = self._process_list.pop(0)
         name = f"{info.module}:{info.entry}"
+        # Platform style (lldb-server's CreateProcessInfoResponse): pids in
+        # *decimal*, unlike qProcessInfo's hex; lldb drops an entry whose pid
+        # does not parse (a hex "19d", say).
         return R.key_value_reply([
-            ("pid", "%x" % info.pid), ("parent-pid", "0"), ("name", hex_encode(name.encode()).decode()),
+            ("pid", "%d" % info.pid), ("parent-pid", "0"), ("name", hex_encode(name.encode()).decode()),
             ("uid", "0"), ("gid", "0"), ("euid", "0"), ("egid", "0"),
             # The machine code's triple in both dialects: lldb-22 lists no
             # process whose triple is wasm32 (its platform filters them out),
@@ -1016,9 +1019,9 @@ def _is_hex(text: str) -> bool:
 
 def _matches_criteria(info, criteria: dict[str, str]) -> bool:
     """lldb's qfProcessInfo filters (lldbgdbremote.md): ``name`` with
-    ``name_match`` equals/starts_with/ends_with/contains, ``pid``."""
-    if "pid" in criteria and _is_hex(criteria["pid"]) and int(criteria["pid"], 16) != info.pid:
-        return False
+    ``name_match`` equals/starts_with/ends_with/contains, ``pid`` (decimal)."""
+    if "pid" in criteria and criteria["pid"].isdigit() and int(criteria["pid"]) != info.pid:
+        return False  # decimal, as the pids of the reply
     wanted = criteria.get("name")
     if wanted:
         try:
