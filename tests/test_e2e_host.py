@@ -390,3 +390,34 @@ def test_continue_with_two_inferiors_follows_gdbs_schedule_multiple(loop_host, s
     assert f"[Inferior 1 (process {a}) detached]" in out and f"[Inferior 2 (process {b}) detached]" in out, \
         detail(run, host)
     assert host.pristine(a) is True and host.pristine(b) is True
+
+
+def test_the_embedding_example_runs_and_gdb_attaches_to_one_of_its_stores(tmp_path):
+    """examples/embed_host.py, as a user runs it: gdb lists its Stores,
+    attaches one and detaches while the tenants keep finishing jobs."""
+    import subprocess
+    import sys
+    from stubproc import ROOT
+    proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "embed_host.py"), "--listen", "127.0.0.1:0",
+                             "--seconds", "6"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    try:
+        first = proc.stdout.readline()
+        match = re.search(r"listening on (\S+);", first)
+        assert match, first
+        run = run_gdb(match.group(1), [
+            "info os processes",
+            "python gdb.execute('attach ' + [l.split()[0] for l in gdb.execute('info os processes', "
+            "to_string=True).splitlines()[1:] if l.strip()][0])",
+            "bt 1", "detach"])
+        assert re.search(r"^\d+\s+wasm\s+bench_loop\.O0 call_loop\s+running", run.output, re.M), str(run)
+        assert re.search(r"\[Inferior 1 \(process \d+\) detached\]", run.output), str(run)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, out
+    counts = [line for line in out.splitlines() if line.startswith("jobs done per tenant: ")]
+    assert counts and all(int(n) > 0 for n in counts[-1].split(": ")[1].split(", ")), out
+    assert re.search(r"^\d+ jobs done$", out, re.M), out
