@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import ipaddress
 import logging
 import os
 import shlex
@@ -31,6 +30,7 @@ import codemem
 from codemem import CompileError, LinkError, Trap
 
 from . import runner
+from .host import parse_listen as host_parse_listen
 from .images import DebugImageSet, ImageFileServer
 from .server import StubServer
 from .session import SessionConfig
@@ -60,29 +60,11 @@ def default_cache_dir() -> Path:
 
 
 def parse_listen(text: str, allow_remote: bool) -> tuple[str, int]:
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "127.0.0.1", text
-    host = host.strip("[]") or "127.0.0.1"
+    """``--listen``'s HOST:PORT (gdbstub.host.parse_listen), as a usage error."""
     try:
-        port = int(port_text)
-    except ValueError:
-        raise UsageError(f"--listen {text!r}: the port must be a number") from None
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--listen {text!r}: port out of range")
-    if not allow_remote and not _is_loopback(host):
-        raise UsageError(f"--listen {text!r}: {host} is not a loopback address; anyone who can reach it "
-                         "could run code in this process. Pass --allow-remote if you mean it.")
-    return host, port
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return host_parse_listen(text, allow_remote=allow_remote)
+    except ValueError as e:
+        raise UsageError(f"--listen {e}") from None
 
 
 def attach_commands(host: str, port: int, images: list) -> list[str]:

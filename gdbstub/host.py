@@ -39,6 +39,7 @@ another client holds is refused with a message (docs/sessions.md).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import threading
@@ -62,8 +63,10 @@ HOST_MONITOR_HELP = """\
 """
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``PORT`` (loopback), ``[v6]:PORT``."""
+def parse_listen(text: str, *, allow_remote: bool = False) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT`` or ``PORT`` (loopback) -> (host, port).
+    ValueError naming the problem; a non-loopback host is refused unless
+    ``allow_remote`` (anyone who can reach it could run code in this process)."""
     host, sep, port_text = text.rpartition(":")
     if not sep:
         host, port_text = "127.0.0.1", text
@@ -71,10 +74,22 @@ def parse_listen(text: str) -> tuple[str, int]:
     try:
         port = int(port_text)
     except ValueError:
-        raise ValueError(f"listen address {text!r}: the port must be a number") from None
+        raise ValueError(f"{text!r}: the port must be a number") from None
     if not 0 <= port <= 65535:
-        raise ValueError(f"listen address {text!r}: port out of range")
+        raise ValueError(f"{text!r}: port out of range")
+    if not allow_remote and not _is_loopback(host):
+        raise ValueError(f"{text!r}: {host} is not a loopback address; anyone who can reach it "
+                         "could run code in this process. Pass --allow-remote if you mean it.")
     return host, port
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class DebugHost(TargetHost):
@@ -87,7 +102,8 @@ class DebugHost(TargetHost):
     run that ended with a host exception (a WASI ``proc_exit``, say).
     ``fresh_run()``: a function of a fresh Store and its arguments, which gdb's
     ``run`` (``vRun``) starts on a thread of its own, stopped before its
-    first instruction; without it ``run`` is refused with a message."""
+    first instruction; without it ``run`` is refused with a message.
+    ``allow_remote``: allow a non-loopback ``listen`` address."""
 
     extended = True
     monitor_help = HOST_MONITOR_HELP
@@ -95,13 +111,13 @@ class DebugHost(TargetHost):
     def __init__(self, engine: codemem.Engine, *, listen: str = "127.0.0.1:1234", dialect: str = "native",
                  cache_dir: os.PathLike | str | None = None,
                  exit_status_of: Callable[[BaseException], int] | None = None,
-                 fresh_run: Callable[[], tuple[codemem.Func, list]] | None = None):
+                 fresh_run: Callable[[], tuple[codemem.Func, list]] | None = None, allow_remote: bool = False):
         super().__init__()
         if not engine.debug:
             raise ValueError("DebugHost needs an Engine with debug=True (each Store then runs its own "
                              "copy of the code, where breakpoints go)")
         self.engine = engine
-        self.listen_host, self.listen_port = parse_listen(listen)
+        self.listen_host, self.listen_port = parse_listen(listen, allow_remote=allow_remote)
         self._exit_status_of = exit_status_of
         self._fresh_run = fresh_run
         self._targets: dict[int, StoreTarget] = {}

@@ -108,7 +108,7 @@ def host_command(args: argparse.Namespace) -> int:
         return fresh, list(values)
 
     host = DebugHost(engine, listen=f"[{listen_host}]:{listen_port}" if ":" in listen_host
-                     else f"{listen_host}:{listen_port}",
+                     else f"{listen_host}:{listen_port}", allow_remote=args.allow_remote,
                      dialect=args.dialect, cache_dir=args.cache_dir, exit_status_of=_exit_status_of,
                      fresh_run=None if args.http else fresh_run)
     host.hold_new_stores = args.hold

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import codemem
 
 from . import runner
-from .host import DebugHost
+from .host import DebugHost, parse_listen
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,9 @@ class HttpFront:
     thread of its own and returns ``HOST:PORT``."""
 
     def __init__(self, host: DebugHost, factory, listen: str, *, allow_remote: bool = False, workers: int = 2):
-        from .cli import parse_listen
-
         self.host = host
         self.factory = factory
-        address = parse_listen(listen, allow_remote)
+        address = parse_listen(listen, allow_remote=allow_remote)
         self._slots = threading.BoundedSemaphore(max(1, workers))
         front = self
 

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 import codemem
 from gdbstub import runner
 from gdbstub.host import DebugHost
@@ -170,6 +172,22 @@ class LoopHost:
                 worker.thread.join(0.2)
         alive = [w.name for w in self.workers.values() if w.thread.is_alive()]
         assert not alive, f"workers still running: {alive}"
+
+
+@pytest.fixture
+def loop_host(tmp_path):
+    """A factory of LoopHosts (keyword arguments as LoopHost's); every one is
+    closed at teardown, its long runs killed."""
+    hosts: list[LoopHost] = []
+
+    def make(**kwargs) -> LoopHost:
+        host = LoopHost(tmp_path / f"host{len(hosts)}", **kwargs)
+        hosts.append(host)
+        return host
+
+    yield make
+    for host in hosts:
+        host.close()
 
 
 class GdbSync:

@@ -15,24 +15,10 @@ import time
 
 import pytest
 
-from hostkit import NOP5, GdbSync, LoopHost, finish_client, run_gdb, start_gdb
+from hostkit import NOP5, GdbSync, LoopHost, finish_client, loop_host, run_gdb, start_gdb  # noqa: F401
 from stubproc import stub  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def loop_host(tmp_path):
-    hosts: list[LoopHost] = []
-
-    def make(**kwargs) -> LoopHost:
-        host = LoopHost(tmp_path / f"host{len(hosts)}", **kwargs)
-        hosts.append(host)
-        return host
-
-    yield make
-    for host in hosts:
-        host.close()
 
 
 def detail(run, host: LoopHost | None = None) -> str:

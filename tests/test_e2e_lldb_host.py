@@ -14,24 +14,10 @@ import re
 
 import pytest
 
-from hostkit import LoopHost
+from hostkit import LoopHost, loop_host  # noqa: F401 (fixture)
 from stubproc import LLDB, ClientRun, finish_client, start_client
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def loop_host(tmp_path):
-    hosts: list[LoopHost] = []
-
-    def make(**kwargs) -> LoopHost:
-        host = LoopHost(tmp_path / f"host{len(hosts)}", **kwargs)
-        hosts.append(host)
-        return host
-
-    yield make
-    for host in hosts:
-        host.close()
 
 
 def run_lldb(commands: list[str], timeout: float = 90) -> ClientRun:
