@@ -172,3 +172,47 @@ def test_serve_refuses_extended_mode_packets_with_a_reason(tmp_path):
         assert "no run" in error_text(guest.ask(b"vRun;"))
     finally:
         guest.close()
+
+
+def test_guest_code_runs_without_the_gil(tmp_path):
+    """While one Store's guest code runs (a long call_loop on another thread),
+    this thread keeps running Python: cffi releases the GIL for the call into
+    guest code, so Stores run in parallel with each other and with the host."""
+    host = LoopHost(tmp_path, long_workers=("a",), short_workers=0)
+    try:
+        a = host.wait_for("a")
+        target = host.host.target(a)
+        progress, deadline = 0, time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            progress += 1
+        assert target.is_running and target.exited is None, "A's run ended: the check proves nothing"
+        assert progress > 1000
+    finally:
+        host.close()
+
+
+def test_a_trap_in_an_attached_store_stops_with_its_signal(tmp_path):
+    """With a debugger attached, a trapping Store stops with the trap's
+    signal (SIGILL for unreachable) instead of being logged."""
+    from hostkit import HostProcess, run_gdb
+    from stubproc import example
+    process = HostProcess(tmp_path / "host", [str(example("loops.O0")), "--invoke", "must_be_positive", "0",
+                                              "--workers", "1", "--hold"])
+    try:
+        deadline = time.monotonic() + 20
+        run = None
+        while time.monotonic() < deadline:
+            run = run_gdb(process.address, [
+                "python\n"
+                "out = gdb.execute('info os processes', to_string=True)\n"
+                "held = [l.split()[0] for l in out.splitlines()[1:] if ' held ' in l]\n"
+                "gdb.execute('attach ' + held[0]) if held else print('NOTHING HELD')\n"
+                "end",
+                "continue", "bt 1", "kill"])
+            if "NOTHING HELD" not in run.output:
+                break
+            time.sleep(0.2)
+        assert "Program received signal SIGILL" in run.output, f"{run}\n{process.stderr[-2000:]}"
+        assert re.search(r"must_be_positive \(\) at examples/loops\.c:\d+", run.output), str(run)
+    finally:
+        process.stop()
