@@ -158,7 +158,7 @@ def test_hold_new_stores_then_attach_the_next_one_and_see_it_exit(loop_host, tmp
     listed = out.split("==listed==", 1)[1].split("==attached==", 1)[0]
     assert re.search(r"^\d+\s+wasm\s+bench_loop\.O0 call_loop\s+held\s", listed, re.M), detail(run, host)
     attached = out.split("==attached==", 1)[1].split("==continue==", 1)[0]
-    assert re.search(r"call_loop \(\) at examples/bench_loop\.c:\d+", attached), detail(run, host)
+    assert re.search(r"call_loop \([^)]*\) at examples/bench_loop\.c:\d+", attached), detail(run, host)
     pid = re.search(r"^store (\d+) \(pid 0x[0-9a-f]+\): bench_loop\.O0 call_loop, attached", attached, re.M)
     assert pid, detail(run, host)
     assert re.search(rf"\[Inferior 1 \(process {pid.group(1)}\) exited normally\]", out), detail(run, host)
@@ -287,7 +287,7 @@ def test_run_over_extended_remote_restarts_the_served_program_in_a_fresh_store(s
     second = re.search(r"^\*\s+1\s+process (\d+)\s", after, re.M)
     assert first and second and first.group(1) != second.group(1), f"{run}\n{demo.describe()}"
     assert "Breakpoint 1, square () at examples/demo.c" in after, f"{run}\n{demo.describe()}"
-    assert re.search(r"#1 .* in sum_of_squares \(\) at examples/demo\.c:\d+", after), f"{run}\n{demo.describe()}"
+    assert re.search(r"#1 .* in sum_of_squares \([^)]*\) at examples/demo\.c:\d+", after), f"{run}\n{demo.describe()}"
     assert re.search(r"\[Inferior 1 \(process \d+\) killed\]", after), f"{run}\n{demo.describe()}"
 
 
@@ -350,7 +350,7 @@ def test_http_requests_are_answered_while_gdb_holds_one_in_its_handler(host_proc
         sync.resume("in_handler")
     run = finish_client(proc, argv, 60)
     assert "Breakpoint 1, count_words () at examples/http_handler.c" in run.output, f"{run}\n{process.stderr[-2000:]}"
-    assert re.search(r"#1 .* in handle \(\) at examples/http_handler\.c:\d+", run.output), str(run)
+    assert re.search(r"#1 .* in handle \([^)]*\) at examples/http_handler\.c:\d+", run.output), str(run)
     sender.join(20)
     assert first.get("reply") == (200, b"3 words, 15 bytes\nDEBUG ME PLEASE\n"), first
 
