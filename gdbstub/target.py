@@ -52,6 +52,7 @@ from typing import Any, Callable
 
 from codemem import abi, native
 from codemem import frames as walker
+from codemem import displaced
 from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, Trap
 from codemem.frametable import MirrorSource, SequencePointKind
@@ -201,6 +202,14 @@ class StoreTarget:
         self.exited: Exited | None = None
         self.debugging = True  # False after detach: events no longer block
         self.breakpoints: set[int] = set()
+        #: Breakpoints at instructions that are not sites (codemem.displaced):
+        #: pc -> (StoreCode, carrier site pc), and carrier pc -> those pcs.
+        self._displaced: dict[int, tuple[Any, int]] = {}
+        self._carried: dict[int, set[int]] = {}
+        #: The pc shown for the current stop when it is at such an
+        #: instruction (a displaced block's stop call, see _process).
+        self._displaced_stop: int | None = None
+        self._areas: list[displaced.DisplacedArea] = []
         # The sites the last resume armed (a step or an interrupt), each held
         # once; the next stop releases them.
         self._plan: list[tuple[Any, int]] | None = None
@@ -276,6 +285,9 @@ class StoreTarget:
         every access is refused (ENOENT) instead of touching freed memory.
         Call with the lock its controller holds, after the guest ended."""
         self.closed = True
+        for area in self._areas:
+            area.close()
+        self._areas.clear()
 
     def require_open(self) -> None:
         if self.closed:
@@ -359,8 +371,11 @@ class StoreTarget:
             self._current = None
             return raw
         assert self._stopped is None, "guest stopped twice without a resume"
-        pc = raw.regfile.rip
         self._stopped = raw
+        self._displaced_stop = None
+        if raw.kind != native.EVENT_TRAP:
+            self._show_displaced_stop(raw.regfile)
+        pc = raw.regfile.rip
         if raw.kind == native.EVENT_TRAP:
             self._disarm()
             message = trap_for_code(raw.code).message
@@ -394,6 +409,19 @@ class StoreTarget:
         self._current = stop
         return stop
 
+    def _show_displaced_stop(self, regfile) -> None:
+        """A stop at a displaced block's stop call is shown at the instruction
+        it stands for (codemem.displaced): the registers are those at that
+        instruction, only rip names the copy."""
+        for area in self._areas:
+            if area.contains(regfile.rip):
+                hit = area.stop_call(regfile.rip)
+                if hit is None:
+                    raise AssertionError(f"stop at {regfile.rip:#x} inside displaced code but not at a stop call")
+                regfile.rip = hit[1]
+                self._displaced_stop = hit[1]
+                return
+
     def require_stopped(self) -> _GuestStop:
         """The current stop; TargetError (EBUSY running, ENOENT exited) if none."""
         self.require_open()
@@ -407,9 +435,58 @@ class StoreTarget:
     def _release(self) -> None:
         self._finish_stop_edit()
         stopped, self._stopped, self._current = self._stopped, None, None
+        displaced_pc, self._displaced_stop = self._displaced_stop, None
         if stopped is not None:
-            self._reload_register_mirrors(stopped)
+            if displaced_pc is None or stopped.regfile.rip != displaced_pc:
+                # Registers are the truth between sequence points: nothing
+                # mirrors a slot there.
+                self._reload_register_mirrors(stopped)
+            self._route_resume(stopped, displaced_pc)
             self.schedule_resume(stopped.resume)
+
+    def _route_resume(self, stopped: _GuestStop, displaced_pc: int | None) -> None:
+        """Points the resume at a displaced block when breakpoints at
+        non-site instructions are armed on the way (codemem.displaced).  The
+        trampoline resumes at ``rip + 5``."""
+        regfile = stopped.regfile
+        if stopped.kind != native.EVENT_BREAKPOINT or regfile.rip == 0:
+            return  # a trap unwinds; rip 0 is the kill path
+        rip = regfile.rip
+        if displaced_pc is not None and rip == displaced_pc:
+            # Resume at this instruction: in the block of its carrier while
+            # a later armed instruction needs one, else the real code.
+            entry = self.store.registry.lookup(rip)
+            code = entry.store_code
+            fn, carrier = displaced.check_displaceable(code.engine_code, code.offset_of(rip))
+            block = self._block_for(code, fn, code.base + carrier)
+            resume = block.resume_address(rip) if block is not None else None
+            regfile.rip = (resume if resume is not None else rip) - 5
+            return
+        if rip in self._carried:
+            code, _ = self._displaced[next(iter(self._carried[rip]))]
+            fn = displaced.function_code(code.engine_code, code.frame_table.function_at(code.offset_of(rip)).native_start)
+            block = self._block_for(code, fn, rip)
+            if block is not None:
+                regfile.rip = block.address - 5
+
+    def _block_for(self, code, fn, carrier: int) -> displaced.BlockLayout | None:
+        """The displaced block of ``carrier`` for the breakpoints armed in its
+        code now, or None when none is."""
+        armed = self._carried.get(carrier)
+        if not armed:
+            return None
+        area = displaced.area_for(code)
+        if area not in self._areas:
+            self._areas.append(area)
+        try:
+            return area.block(fn, carrier, sorted(armed))
+        except displaced.DisplacedError:
+            if area.used == 0:
+                raise
+            # Full: no guest is inside any block now (the one guest is
+            # stopped here, outside them), so start over.
+            area.reset()
+            return area.block(fn, carrier, sorted(armed))
 
     def _register_mirrors(self, pc: int) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, MirrorSource], ...]]:
         """(slot mirrors, context mirrors): the registers the code after the
@@ -550,6 +627,26 @@ class StoreTarget:
             raise TargetError(ErrorCode.EINVAL, f"{e}; breakpoints go at sequence points (patch sites)") from None
         return (entry.store_code, pc)
 
+    def _breakpoint_site(self, pc: int) -> tuple[tuple[Any, int], bool]:
+        """((StoreCode, site pc), displaced) for a breakpoint at ``pc``: its
+        own site, or the carrier site of a non-site instruction
+        (codemem.displaced); TargetError naming why it cannot be honoured."""
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"{pc:#x} is not in any code of this Store")
+        code = entry.store_code
+        offset = code.offset_of(pc)
+        if code.frame_table.site_index(offset) is not None:
+            return (code, pc), False
+        if not code.debug:
+            raise TargetError(ErrorCode.EINVAL, f"{pc:#x} is not a patch site and the code is not a debug copy")
+        try:
+            _, carrier = displaced.check_displaceable(code.engine_code, offset)
+        except displaced.DisplacedError as e:
+            raise TargetError(ErrorCode.EINVAL, f"no breakpoint at {pc:#x} ({entry.engine_code.name}+{offset:#x}): "
+                                                f"{e}") from None
+        return (code, code.base + carrier), True
+
     def _arm(self, sites: list[tuple[Any, int]]) -> None:
         """Enables ``sites`` as the plan the next stop releases (a live edit
         when the guest is running: an interrupt or a kill)."""
@@ -599,10 +696,22 @@ class StoreTarget:
         func = table.function_at(code.offset_of(pc))
         if func is None:
             return self._all_sites()
-        following = self._next_in_straight_line(entry, func, code.offset_of(pc))
+        at = code.offset_of(pc)
+        frame_popped = False
+        if self._displaced_stop == pc:
+            # Between sequence points: where control goes next is decided by
+            # the instruction of the carrier site (codemem.displaced).
+            fn, carrier = displaced.check_displaceable(code.engine_code, at)
+            frame_popped = fn.pops_frame(carrier, at)
+            at = carrier
+        following = self._next_in_straight_line(entry, func, at)
         if following is not None:
             return [(code, following)]
-        return_address = self._return_address(regfile, code.base + func.native_start)
+        if frame_popped:
+            # In the epilogue after `pop rbp`: the return address is at rsp.
+            return_address = _read_u64(regfile.gpr[7])
+        else:
+            return_address = self._return_address(regfile, code.base + func.native_start)
         caller = self.store.registry.lookup(return_address) if return_address else None
         if caller is None:
             return self._all_sites()
@@ -683,19 +792,29 @@ class StoreTarget:
             raise TargetError(ErrorCode.ENOENT, "the guest has exited")
         if pc in self.breakpoints:
             return
-        site = self._site_for(pc)
+        site, carried = self._breakpoint_site(pc)
         with self._patch_edit() as edit:
             edit.enable_site(*site)
         self.breakpoints.add(pc)
+        if carried:
+            self._displaced[pc] = site
+            self._carried.setdefault(site[1], set()).add(pc)
 
     def remove_breakpoint(self, pc: int) -> None:
         """Removes a user breakpoint (removing an absent one is not an error:
         clients remove what they believe they inserted)."""
         self.require_open()
         if pc not in self.breakpoints:
-            self._site_for(pc)  # still name a bad address as such
+            self._breakpoint_site(pc)  # still name a bad address as such
             return
-        site = self._site_for(pc)
+        site = self._displaced.pop(pc, None)
+        if site is None:
+            site = self._site_for(pc)
+        else:
+            carried = self._carried[site[1]]
+            carried.discard(pc)
+            if not carried:
+                del self._carried[site[1]]
         with self._patch_edit() as edit:
             edit.disable_site(*site)
         self.breakpoints.discard(pc)
@@ -745,7 +864,16 @@ class StoreTarget:
         # A register that mirrors a frame slot where the guest will resume is
         # reloaded from that slot on resume: write the new value there too.
         # One holding memory 0's base or length is the runtime's.
-        slot_mirrors, context_mirrors = self._register_mirrors(new_rip)
+        if self._displaced_stop is not None and new_rip == old_rip == self._displaced_stop:
+            # Between sequence points the registers are the truth (no slot
+            # mirrors); those holding memory 0's base and length at the
+            # carrier site still are the runtime's.
+            entry = self.store.registry.lookup(old_rip)
+            _, carrier = displaced.check_displaceable(entry.engine_code, entry.store_code.offset_of(old_rip))
+            slot_mirrors = ()
+            context_mirrors = self._register_mirrors(entry.store_code.base + carrier)[1]
+        else:
+            slot_mirrors, context_mirrors = self._register_mirrors(new_rip)
         for name, source in context_mirrors:
             if new_gpr[_GPR_INDEX[name]] != old_gpr[_GPR_INDEX[name]]:
                 what = "base address" if source is MirrorSource.MEMORY0_BASE else "length"
