@@ -680,14 +680,18 @@ class GdbSession:
         if request.type not in (P.BreakpointType.SOFTWARE, P.BreakpointType.HARDWARE):
             return R.empty()  # watchpoints: not supported (the empty reply says so)
         target = self.target
-        target.insert_breakpoint(self.dialect.breakpoint_pc(target, request.addr))
+        pc = self.dialect.breakpoint_pc(target, request.addr)
+        target.insert_breakpoint(pc)
+        self.dialect.breakpoint_inserted(target, request.addr, pc)
         return R.ok()
 
     def _remove_breakpoint(self, request: P.RemoveBreakpoint) -> bytes:
         if request.type not in (P.BreakpointType.SOFTWARE, P.BreakpointType.HARDWARE):
             return R.empty()
         target = self.target
-        target.remove_breakpoint(self.dialect.breakpoint_pc(target, request.addr))
+        pc = self.dialect.breakpoint_pc(target, request.addr)
+        target.remove_breakpoint(pc)
+        self.dialect.breakpoint_removed(target, request.addr, pc)
         return R.ok()
 
     # ------------------------------------------------------------ execution
