@@ -190,7 +190,11 @@ class GdbSession:
         try:
             return handler(request)
         except TargetError as e:
-            log.info("%s refused: %s", type(request).__name__, e)
+            # A refused breakpoint is something the user asked for (gdb
+            # shows only "Cannot insert breakpoint N" whatever the reply
+            # carries): its reason goes to the stub's terminal too.
+            level = logging.WARNING if isinstance(request, P.InsertBreakpoint) else logging.INFO
+            log.log(level, "%s refused: %s", type(request).__name__, e)
             return R.error(e.code, str(e), self.error_strings)
         except (arch_amd64.RegisterError, ProtocolError) as e:
             # Bad input only (a register the client named or sized wrongly, a
