@@ -60,6 +60,10 @@ from .targets import SingleStoreHost, TargetHost
 
 log = logging.getLogger(__name__)
 
+#: Guest output per ``O`` packet: hex doubles it, and it must fit the packet
+#: size the client was told.
+_CONSOLE_CHUNK = 1024
+
 #: The largest packet we accept (advertised as PacketSize).  gdb sizes its
 #: ``m`` requests from it (PacketSize/2 bytes, hex-encoded to PacketSize), so a
 #: large one means few round trips for big reads.
@@ -170,6 +174,18 @@ class GdbSession:
         waiting resume with the stop reply."""
         for attached in list(self.attached.values()):
             self._take_events(attached)
+
+    def forward_output(self, target: StoreTarget, data: bytes) -> bool:
+        """Queues ``data``, which ``target``'s guest wrote to its stdout or
+        stderr, as console output (``O`` packets, GDB manual "Stop Reply
+        Packets") when this session debugs ``target`` and waits for a stop:
+        only then may a stub send ``O`` packets.  True when queued."""
+        attached = self.attached.get(target.pid)
+        if attached is None or not self.waiting_for_stop or not attached.resumed or self.detached:
+            return False
+        for start in range(0, len(data), _CONSOLE_CHUNK):
+            self.conn.reply(R.console_output(data[start:start + _CONSOLE_CHUNK]))
+        return True
 
     @property
     def finished(self) -> bool:

@@ -61,7 +61,7 @@ from codemem.native import ffi, lib
 from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
 
-from . import arch_amd64
+from . import arch_amd64, guest_output
 from .protocol.replies import ErrorCode, Signal
 
 log = logging.getLogger(__name__)
@@ -235,6 +235,11 @@ class StoreTarget:
         self.results: list | None = None
         self.closed = False
         store.debug_handler = self._on_guest_event
+        #: ``output_listener(target, fd, data)`` hears the guest's writes to
+        #: its stdout and stderr, on the guest thread (set by the TargetHost:
+        #: the server forwards them to an attached client).
+        self.output_listener: Callable[["StoreTarget", int, bytes], None] | None = None
+        guest_output.listen(store, self._on_guest_output)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -323,6 +328,11 @@ class StoreTarget:
             self._pending.append(stop)
         lib.cm_defer_resume(self._resume_gate)
         self._notify()
+
+    def _on_guest_output(self, fd: int, data: bytes) -> None:
+        listener = self.output_listener
+        if listener is not None and self.debugging:
+            listener(self, fd, data)
 
     def _present_trap_at_entry_site(self, regfile) -> None:
         """A trap in a prologue is reported at the function's entry site:
