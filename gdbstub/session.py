@@ -968,6 +968,9 @@ class GdbSession:
             name = target.function_name_at(pc) or "?"
             refs = entry.store_code.site_refcount(entry.store_code.offset_of(pc))
             user = " breakpoint" if pc in target.breakpoints else ""
+            carried = target.displaced_breakpoints(pc)
+            if carried:
+                user += " carries " + ", ".join(f"{x:#x}" for x in carried)
             lines.append(f"{pc:#x} {entry.module.name}!{name} refs={refs}{user}")
         return "\n".join(lines) + "\n"
 

@@ -833,6 +833,11 @@ class StoreTarget:
         for pc in sorted(self.breakpoints):
             self.remove_breakpoint(pc)
 
+    def displaced_breakpoints(self, carrier: int) -> list[int]:
+        """The breakpoints at non-site instructions that the site at
+        ``carrier`` carries (codemem.displaced), sorted."""
+        return sorted(self._carried.get(carrier, ()))
+
     def enabled_sites(self) -> list[tuple[ModuleWithCode, int]]:
         """(image, pc) of every enabled site, for `monitor patches`."""
         self.require_open()
