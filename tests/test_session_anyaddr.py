@@ -119,3 +119,33 @@ def test_guest_output_is_not_sent_to_a_client_that_is_not_waiting_for_a_stop(wri
     writer.handshake()
     assert writer.session.forward_output(writer.target, b"early") is False
     assert writer.session.take_output() == b""
+
+
+# ---------------------------------------------------------------- wasm dialect
+
+@pytest.mark.parametrize("name", ["demo.O2", "inventory.O2", "deep.O0"])
+def test_the_wasm_dialect_maps_each_function_s_locals_header_and_nothing_else_to_its_first_instruction(name):
+    from pathlib import Path
+
+    from gdbstub import runner
+    from gdbstub.protocol.replies import ErrorCode
+    from gdbstub.target import TargetError
+    from gdbstub.wasm_dialect import WasmModuleView
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "build" / f"{name}.wasm"
+    module = codemem.Module.from_file(codemem.Engine(debug=True), path)
+    store = codemem.Store(module.engine)
+    try:
+        view = WasmModuleView(0, runner.instantiate(store, module))
+        bodies = {body.body_offset: body for body in module.info.codes}
+        for func in view.table.functions():
+            body = bodies[func.body_wasm_offset]
+            assert view.body_at_locals_header(body.locals_offset) == func
+            assert view.native_site(body.locals_offset) == view.native_site(func.body_wasm_offset)
+            for offset in range(body.size_offset, body.locals_offset):
+                assert view.body_at_locals_header(offset) is None
+            with pytest.raises(TargetError) as refused:
+                view.native_site(body.size_offset)
+            assert refused.value.code == ErrorCode.EINVAL and "locals header" in str(refused.value)
+    finally:
+        store.close()
