@@ -67,33 +67,52 @@ def parse_listen(text: str, allow_remote: bool) -> tuple[str, int]:
         raise UsageError(f"--listen {e}") from None
 
 
-def attach_commands(host: str, port: int, images: list) -> list[str]:
-    """One line per debugger, each pasteable as printed.  lldb-22 loads no
-    image on a bare gdb-remote (../shared/notes/clients.md), so its line first
-    creates the target from the Store's debug image."""
+def lldb_commands(host: str, port: int, images: list) -> list[str]:
+    """The lldb commands that attach to the stub in the native view.  lldb-22
+    loads no image on a bare gdb-remote (../shared/notes/clients.md), so they
+    first create the target from the Store's debug image."""
     address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-    lines = [f"gdb: gdb -ex {shlex.quote('target remote ' + address)}"]
-    lldb = ["lldb-22"]
+    commands = []
     if images:
-        lldb += ["-o", shlex.quote(f"target create {images[0].path}")]
+        commands.append(f"target create {images[0].path}")
         for image in images[1:]:
             # Added modules are not loaded until told where: at their link
             # addresses (slide 0), like the target's own image.
-            lldb += ["-o", shlex.quote(f"target modules add {image.path}"),
-                     "-o", shlex.quote(f"target modules load --file {image.path} --slide 0")]
-    lldb += ["-o", shlex.quote(f"gdb-remote {address}")]
-    lines.append("lldb: " + " ".join(lldb))
-    return lines
+            commands += [f"target modules add {image.path}", f"target modules load --file {image.path} --slide 0"]
+    commands.append(f"gdb-remote {address}")
+    return commands
+
+
+def wasm_lldb_commands(host: str, port: int) -> list[str]:
+    """The lldb command that attaches lldb's wasm plugin (``--dialect wasm``)."""
+    address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    return [f"process connect --plugin wasm connect://{address}"]
+
+
+def attach_commands(host: str, port: int, images: list) -> list[str]:
+    """One line per debugger, each pasteable as printed."""
+    address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    lldb = ["lldb-22"]
+    for command in lldb_commands(host, port, images):
+        lldb += ["-o", shlex.quote(command)]
+    return [f"gdb: gdb -ex {shlex.quote('target remote ' + address)}", "lldb: " + " ".join(lldb)]
 
 
 def wasm_attach_commands(host: str, port: int) -> list[str]:
     """The banner's attach lines for ``--dialect wasm``: lldb's wasm plugin
     only (gdb has no wasm32 support); the gdb line says so, so every banner
     has both lines."""
-    address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-    connect = f"process connect --plugin wasm connect://{address}"
     return ["gdb: none (gdb does not speak the wasm dialect; use lldb)",
-            "lldb: lldb-22 -o " + shlex.quote(connect)]
+            "lldb: lldb-22 -o " + shlex.quote(wasm_lldb_commands(host, port)[0])]
+
+
+def write_lldb_commands(path: Path, commands: list[str]) -> None:
+    """The attach commands, one a line, for lldb's ``command source PATH``
+    (an IDE's attachCommands: README, "An IDE")."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(command + "\n" for command in commands))
+    temporary.replace(path)  # a reader never sees half a file
 
 
 def _exit_status_of(exc: BaseException) -> int:
@@ -182,6 +201,10 @@ def serve(args: argparse.Namespace) -> int:
               f"listening on {bound_host}:{bound_port}", flush=True)
         lines = (wasm_attach_commands(bound_host, bound_port) if wasm_dialect
                  else attach_commands(bound_host, bound_port, store_images))
+        if args.lldb_commands:
+            write_lldb_commands(Path(args.lldb_commands),
+                                wasm_lldb_commands(bound_host, bound_port) if wasm_dialect
+                                else lldb_commands(bound_host, bound_port, store_images))
         for line in lines:
             print(line, flush=True)
 
@@ -249,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="serve one client, then exit when the guest ends")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
     p.add_argument("--cache-dir", metavar="DIR", help="where debug images are written")
+    p.add_argument("--lldb-commands", metavar="FILE",
+                   help="also write the lldb attach commands to FILE, for `command source FILE` "
+                        "(an IDE's attachCommands)")
     p.add_argument("--dialect", choices=("native", "wasm"), default="native",
                    help="native: an x86-64 target for gdb and lldb (default); "
                         "wasm: LLDB's WebAssembly dialect (lldb --plugin wasm)")

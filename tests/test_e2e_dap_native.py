@@ -148,3 +148,30 @@ def test_an_ide_session_through_lldb_dap_breaks_steps_inspects_and_changes_a_c_p
     assert s.wait() == 0, s.describe()
     # The stub's own stdout has the program's output too (docs/clients.md).
     assert "total 136" in s.output_after_banner, s.describe()
+
+
+@pytest.mark.timeout(120)
+def test_an_ide_attaches_with_command_source_of_the_file_serve_writes(stub, dap, program, tmp_path):
+    # README's launch.json: `serve --lldb-commands FILE`, attachCommands
+    # ["command source FILE"] (the file's path does not change between runs).
+    commands = tmp_path / "attach.lldb"
+    s = stub(program, args=["--lldb-commands", str(commands)])
+    assert commands.read_text().splitlines() == s.lldb_attach_commands()
+    printed = source_line('printf("total %d\\n", total);')
+    dap.request("initialize", {"adapterID": "lldb-dap", "clientID": "wasm-gdbstub-tests", "linesStartAt1": True,
+                               "columnsStartAt1": True, "pathFormat": "path"})
+    attach = dap.send_request("attach", {"attachCommands": [f"command source {commands}"], "stopOnEntry": True})
+    dap.wait_event("initialized")
+    dap.request("setBreakpoints", {"source": {"path": str(SOURCE)}, "breakpoints": [{"line": printed}]})
+    dap.request("configurationDone")
+    assert dap.response(attach)["success"], s.describe()
+    thread = dap.wait_event("stopped", reason="entry")["body"]["threadId"]
+    dap.request("continue", {"threadId": thread})
+    dap.wait_event("stopped", reason="breakpoint")
+    frame = top_frame(dap, thread)
+    assert (frame["name"], frame["line"]) == ("main", printed), frame
+    assert locals_of(dap, frame)[0]["total"]["value"] == "61"
+    dap.request("continue", {"threadId": thread})
+    assert dap.wait_event("exited")["body"]["exitCode"] == 0
+    assert stdout_text(dap) == "start first\ntotal 61\n", dap.events_seen
+    dap.request("disconnect", {})
