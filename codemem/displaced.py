@@ -74,8 +74,10 @@ __all__ = ["BlockLayout", "DisplacedArea", "DisplacedError", "FunctionCode", "ch
            "function_code", "area_for"]
 
 PAGE = 4096
-#: Address space of one StoreCode's scratch area (pages are touched on use).
-AREA_SIZE = 1 << 20
+#: Address space of one StoreCode's scratch area (pages are touched on use):
+#: thousands of blocks (a block is the few instructions of one wasm
+#: instruction plus 5 bytes per stop call) before it starts over.
+AREA_SIZE = 256 << 10
 _REL32 = range(-(1 << 31), 1 << 31)
 
 

@@ -194,8 +194,8 @@ def written_registers(code: bytes, address: int) -> set[str]:
 class TraceTarget:
     """A StoreTarget of ``export(*args)`` stopped at its entry."""
 
-    def __init__(self, path: Path, export: str, args: list):
-        self.engine = codemem.Engine(debug=True)
+    def __init__(self, path: Path, export: str, args: list, *, low_addresses: bool = True):
+        self.engine = codemem.Engine(debug=True, low_addresses=low_addresses)
         self.module = codemem.Module.from_file(self.engine, path)
         self.store = codemem.Store(self.engine)
         self.instance = runner.instantiate(self.store, self.module)
@@ -317,3 +317,26 @@ def check_one_instruction(code, armed: set[int], before: dict, after: dict) -> i
         assert after[name] == value, (f"`{ins.mnemonic} {ins.op_str}` at {pc:#x} changed {name}: "
                                       f"{value!r} -> {after[name]!r}")
     return 1
+
+
+@pytest.mark.parametrize("low_addresses", [True, False], ids=["below-4GiB", "anywhere"])
+def test_the_scratch_area_is_within_rel32_reach_of_the_code_wherever_the_store_is_placed(low_addresses):
+    trace = TraceTarget(BUILD / "demo.O0.wasm", "run", [], low_addresses=low_addresses)
+    try:
+        target = trace.target
+        code = trace.store.registry.entries()[0].store_code
+        func = next(f for f in code.frame_table.functions() if trace.module.func_name(f.wasm_index) == "square")
+        fn = displaced.function_code(code.engine_code, func.native_start)
+        imul = next(ins for ins in fn.insns if ins.text.startswith("imul"))
+        target.insert_breakpoint(code.base + imul.offset)
+        target.resume()
+        event = trace.wait()
+        assert event.reason == StopReason.BREAKPOINT and event.pc == code.base + imul.offset
+        area = displaced.area_for(code)
+        assert abs(area.base - code.base) < (1 << 31) and abs(area.base + area.size - code.end) < (1 << 31)
+        assert (area.base < 1 << 32) == low_addresses
+        target.remove_breakpoint(code.base + imul.offset)
+        target.resume()
+        assert trace.wait().results == [505]
+    finally:
+        trace.close()
