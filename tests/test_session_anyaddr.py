@@ -62,7 +62,7 @@ def test_a_breakpoint_between_sites_stops_there_and_shows_its_pc_in_the_stop_rep
     assert reg_value(parse_stop(reply)[2]["10"]) == pc
     assert struct.unpack_from("<Q", guest.registers(), 13 * 8)[0] & 0xFFFFFFFF == 2
     # A step goes on to the next sequence point after the instruction.
-    reply = guest.resume(b"vCont;s:p1.1")
+    reply = guest.resume(b"vCont;s:p%x.1" % guest.target.pid)
     stepped = reg_value(parse_stop(reply)[2]["10"])
     assert stepped > pc and guest.table.site_index(guest.code.offset_of(stepped)) is not None
     assert guest.ask(b"z0,%x,1" % pc) == b"OK"
