@@ -36,6 +36,12 @@ Breakpoints, stepping and interrupts share sites by refcount (DESIGN.md,
 plan holds one reference on each site it armed, an interrupt one on every site.
 Disarming a plan drops exactly its references, so the user's breakpoints stay.
 
+A breakpoint at an instruction that is not a site is carried by the site
+before it (codemem.displaced, docs/breakpoints.md): the carrier holds one
+reference; whenever the guest leaves the carrier while such breakpoints are
+armed, :meth:`_release` points it at a displaced block, whose stop calls
+:meth:`_process` shows as stops at the instructions they stand for.
+
 Errors: every refusal raises :class:`TargetError` carrying the GDB errno-style
 code the session puts in its ``Exx`` reply (one mapping place: here).
 """
