@@ -94,6 +94,19 @@ int64_t cm_map(int fd, uint64_t size, int prot, int shared)
     return p == MAP_FAILED ? -errno : (int64_t)(uintptr_t)p;
 }
 
+int64_t cm_map_at(uint64_t hint, uint64_t size, int prot)
+{
+    void *want = (void *)(uintptr_t)hint;
+    void *p = mmap(want, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    if (p != want) { /* a kernel without MAP_FIXED_NOREPLACE took it as a hint */
+        munmap(p, size);
+        return -EEXIST;
+    }
+    return (int64_t)(uintptr_t)p;
+}
+
 int64_t cm_unmap(uint64_t addr, uint64_t size)
 {
     return munmap((void *)(uintptr_t)addr, size) == 0 ? 0 : -errno;

@@ -67,6 +67,10 @@ int64_t cm_protect(uint64_t addr, uint64_t size, int prot);
    private (copied-on-write) page, so the range reads the file's bytes again. */
 int64_t cm_discard_private_pages(uint64_t addr, uint64_t size);
 int64_t cm_close(int fd);
+/* Anonymous private mapping at exactly `hint` (MAP_FIXED_NOREPLACE): the
+   address, -EEXIST when something is mapped there already.  For the site-hook
+   areas that must lie within rel32 reach of a StoreCode image. */
+int64_t cm_map_at(uint64_t hint, uint64_t size, int prot);
 uint64_t cm_page_size(void);
 
 /* Guest stacks: [base, base+guard) is PROT_NONE, the rest read+write. */

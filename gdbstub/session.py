@@ -21,11 +21,15 @@ from typing import Callable
 
 from codemem.wasm.types import ValType
 
+from codemem import sitehooks
+
 from . import arch_amd64
+from .agent_x64 import register_readable
 from .images import FileServerError, libraries_svr4_xml, libraries_xml
 from .protocol import packets as P
 from .protocol import replies as R
 from .protocol.connection import ProtocolConnection
+from .protocol.agentexpr import parse_agent_expr
 from .protocol.encoding import ProtocolError, hex_encode
 from .target import EINVAL, ENOENT, Exited, Stop, StopReason, StoreTarget, TargetError
 
@@ -75,6 +79,7 @@ class GdbSession:
             vcont=True,
             multiprocess=True,
             qthread_events=True,
+            conditional_breakpoints=True,
         )
         self.negotiated = self.capabilities.negotiate({})
         self.error_strings = False
@@ -104,6 +109,10 @@ class GdbSession:
             return
         if self.waiting_for_stop:
             self.waiting_for_stop = False
+            note = getattr(event, "note", None)
+            if note:
+                # gdb prints console output as it arrives, before the stop.
+                self.conn.reply(R.console_output(f"wasm-gdbstub: {note}\n".encode()))
             self.conn.reply(self._event_reply(event))
 
     @property
@@ -296,6 +305,13 @@ class GdbSession:
         if stop.reason == StopReason.TRAP and stop.trap_message:
             # LLDB shows a stop "description"; gdb ignores keys it does not know.
             extra.append(("description", hex_encode(f"wasm trap: {stop.trap_message}".encode())))
+        if stop.watch is not None:
+            # GDB manual, "Stop Reply Packets": watch/rwatch/awatch:ADDR, the
+            # data address; lldb reads the same keys.
+            reason = None
+            extra.append((stop.watch, "%x" % stop.watch_address))
+        if stop.note:
+            extra.append(("description", hex_encode(stop.note.encode())))
         return R.stop_reply(stop.signal, self._thread_id(), registers, reason, extra, self._multiprocess)
 
     def _halt_reason(self, request) -> bytes | None:
@@ -394,14 +410,23 @@ class GdbSession:
     # ------------------------------------------------------------ breakpoints
 
     def _insert_breakpoint(self, request: P.InsertBreakpoint) -> bytes:
-        if request.type not in (P.BreakpointType.SOFTWARE, P.BreakpointType.HARDWARE):
-            return R.empty()  # watchpoints: not supported (the empty reply says so)
-        self.target.insert_breakpoint(request.addr)
+        kinds = _WATCH_KINDS.get(request.type)
+        if kinds is not None:
+            # Z2/Z3/Z4,ADDR,LENGTH (the kind field is the length in bytes).
+            self.target.insert_watchpoint(kinds, request.addr, request.kind)
+            return R.ok()
+        # Every condition is verified before anything is installed: one bad
+        # bytecode refuses the whole packet (E16 with the parser's message).
+        conditions = tuple(parse_agent_expr(bytecode, register_ok=register_readable)
+                           for bytecode in request.conditions)
+        self.target.insert_breakpoint(request.addr, conditions)
         return R.ok()
 
     def _remove_breakpoint(self, request: P.RemoveBreakpoint) -> bytes:
-        if request.type not in (P.BreakpointType.SOFTWARE, P.BreakpointType.HARDWARE):
-            return R.empty()
+        kinds = _WATCH_KINDS.get(request.type)
+        if kinds is not None:
+            self.target.remove_watchpoint(kinds, request.addr, request.kind)
+            return R.ok()
         self.target.remove_breakpoint(request.addr)
         return R.ok()
 
@@ -577,6 +602,14 @@ class GdbSession:
             return R.vfile_result(-1, R.FileIOErrno.ENOENT)
         except FileServerError as e:
             return R.vfile_result(-1, e.errno)
+
+
+#: Z/z types of watchpoints -> the accesses they watch (codemem.sitehooks).
+_WATCH_KINDS = {
+    P.BreakpointType.WRITE_WATCHPOINT: sitehooks.WATCH_WRITE,
+    P.BreakpointType.READ_WATCHPOINT: sitehooks.WATCH_READ,
+    P.BreakpointType.ACCESS_WATCHPOINT: sitehooks.WATCH_WRITE | sitehooks.WATCH_READ,
+}
 
 
 def _type_name(valtype: int) -> str:

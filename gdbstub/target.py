@@ -50,7 +50,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from codemem import abi, native
+from codemem import abi, native, sitehooks
 from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, Trap
 from codemem.frametable import MirrorSource, SequencePointKind
@@ -59,6 +59,7 @@ from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
 
 from . import arch_amd64
+from .agent import SiteAgent
 from .protocol.replies import Signal
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class StopReason(enum.Enum):
     STEP = "step"              # a single step or range step finished
     INTERRUPT = "interrupt"    # the client's ^C
     TRAP = "trap"              # a wasm trap, reported before it unwinds
+    WATCH = "watch"            # a watchpoint's access, reported after it
 
 
 @dataclass
@@ -99,6 +101,13 @@ class Stop:
     signal: int
     trap_code: int | None = None
     trap_message: str | None = None
+    #: A watchpoint stop: its kind ("watch", "rwatch", "awatch") and the first
+    #: watched address accessed, in the client's view (gdbstub.agent).
+    watch: str | None = None
+    watch_address: int | None = None
+    #: Why a conditional breakpoint stopped when its condition could not be
+    #: evaluated (shown to the client, gdbstub.session).
+    note: str | None = None
 
 
 @dataclass
@@ -233,6 +242,11 @@ class StoreTarget:
         self.schedule_resume: Callable[[Callable[[], None]], None] = lambda open_gate: open_gate()
         self._thread: threading.Thread | None = None
         self.results: list | None = None
+        # Conditions and watchpoints run at the sites (gdbstub.agent); made on
+        # first use.  A watchpoint access seen before it happened waits here
+        # for the stop at the next sequence point, which reports it.
+        self._agent: SiteAgent | None = None
+        self._pending_watch = None
         store.debug_handler = self._on_guest_event
 
     # ------------------------------------------------------------ lifecycle
@@ -358,15 +372,30 @@ class StoreTarget:
         assert self._stopped is None, "guest stopped twice without a resume"
         pc = raw.regfile.rip
         self._stopped = raw
+        hit = self._agent.take_hit(pc) if self._agent is not None else None
         if raw.kind == native.EVENT_TRAP:
             self._disarm()
+            self._pending_watch = None
             message = trap_for_code(raw.code).message
             stop = Stop(StopReason.TRAP, pc, _trap_signal(raw.code), raw.code, message)
         else:
             was_stepping = self._plan is not None
             was_interrupt = self._interrupt_requested
             self._disarm()
-            if self._entry_site is not None and pc == self._entry_site:
+            if hit is not None and hit.kind == sitehooks.HIT_ACCESS and self._pending_watch is None:
+                # Seen before the access: run to the next sequence point, and
+                # report it there, after the write.
+                found = self._agent.watch_for_hit(hit)
+                if found is not None:
+                    self._pending_watch = found
+                    self._range = None
+                    self._resume_step()
+                    return None
+            if self._pending_watch is not None:
+                watch, address = self._pending_watch
+                self._pending_watch = None
+                stop = Stop(StopReason.WATCH, pc, Signal.SIGTRAP, watch=watch.name, watch_address=address)
+            elif self._entry_site is not None and pc == self._entry_site:
                 self._disarm_entry()
                 stop = Stop(StopReason.ENTRY, pc, Signal.SIGTRAP)
             elif was_interrupt:
@@ -387,6 +416,8 @@ class StoreTarget:
                 log.debug("stale stop at %#x ignored", pc)
                 self._release()
                 return None
+        if hit is not None and stop.reason == StopReason.BREAKPOINT:
+            stop.note = hit.condition_note()
         self._range = None
         self._current = stop
         return stop
@@ -457,9 +488,25 @@ class StoreTarget:
 
     def resume(self) -> None:
         """Continue until a breakpoint, a trap or the end."""
-        self.require_stopped()
+        stopped = self.require_stopped()
         self._range = None
+        if self._watch_on_resume(stopped):
+            self._resume_step()
+            return
         self._release()
+
+    def _watch_on_resume(self, stopped: _GuestStop) -> bool:
+        """A guest resumes from a stop at a site after the site's call, so
+        the site's own access check must be made here: True when the access
+        the guest is about to make hits a watchpoint (then it is pending,
+        reported at the next sequence point)."""
+        if self._agent is None or stopped.kind != native.EVENT_BREAKPOINT or self._pending_watch is not None:
+            return False
+        found = self._agent.access_at(stopped.regfile.rip, stopped.regfile)
+        if found is None:
+            return False
+        self._pending_watch = found
+        return True
 
     def step(self, range_: tuple[int, int] | None = None) -> None:
         """Run to the next sequence point reached (in this function, a callee,
@@ -470,7 +517,7 @@ class StoreTarget:
             # A trap is fatal: the next thing that happens is the unwind.
             self._release()
             return
-        self._range = range_
+        self._range = None if self._watch_on_resume(stopped) else range_
         self._resume_step()
 
     def _resume_step(self) -> None:
@@ -517,6 +564,9 @@ class StoreTarget:
         self._disarm()
         self._disarm_entry()
         self.remove_all_breakpoints()
+        if self._agent is not None:
+            self._agent.clear()
+        self._pending_watch = None
         self._interrupt_requested = False
         self._range = None
 
@@ -669,11 +719,38 @@ class StoreTarget:
 
     # ------------------------------------------------------- breakpoints
 
-    def insert_breakpoint(self, pc: int) -> None:
-        """A user breakpoint at a patch site of this Store (idempotent)."""
-        if pc in self.breakpoints:
-            return
+    @property
+    def agent(self) -> SiteAgent:
+        """Conditions and watchpoints at the sites (gdbstub.agent)."""
+        if self._agent is None:
+            self._agent = SiteAgent(self)
+        return self._agent
+
+    def _is_conditional(self, pc: int) -> bool:
+        return self._agent is not None and self._agent.has_conditions(pc)
+
+    def insert_breakpoint(self, pc: int, conditions: tuple = ()) -> None:
+        """A user breakpoint at a patch site of this Store (idempotent).
+        ``conditions`` (verified agent expressions): stop only when one is
+        true, evaluated at the site; a new insert at the same pc replaces
+        them (gdb's ``condition N``), none makes it unconditional."""
         site = self._site_for(pc)
+        if conditions:
+            if pc in self.breakpoints and not self._is_conditional(pc):
+                with self._patch_edit() as edit:
+                    edit.disable_site(*site)
+            try:
+                self.agent.set_conditions(site[0], pc, tuple(conditions))
+            except CodeMemoryError as e:
+                raise TargetError(EBUSY, str(e)) from None
+            self.breakpoints.add(pc)
+            return
+        if pc in self.breakpoints:
+            if self._is_conditional(pc):
+                self.agent.set_conditions(site[0], pc, ())
+                with self._patch_edit() as edit:
+                    edit.enable_site(*site)
+            return
         with self._patch_edit() as edit:
             edit.enable_site(*site)
         self.breakpoints.add(pc)
@@ -685,9 +762,29 @@ class StoreTarget:
             self._site_for(pc)  # still name a bad address as such
             return
         site = self._site_for(pc)
-        with self._patch_edit() as edit:
-            edit.disable_site(*site)
+        if self._is_conditional(pc):
+            self.agent.set_conditions(site[0], pc, ())
+        else:
+            with self._patch_edit() as edit:
+                edit.disable_site(*site)
         self.breakpoints.discard(pc)
+
+    # ------------------------------------------------------- watchpoints
+
+    def insert_watchpoint(self, kinds: int, address: int, length: int) -> None:
+        """A watchpoint on linear memory (gdbstub.agent): ``kinds`` is a set
+        of codemem.sitehooks.WATCH_WRITE / WATCH_READ."""
+        try:
+            self.agent.add_watch(kinds, address, length)
+        except ValueError as e:
+            raise TargetError(EINVAL, str(e)) from None
+        except CodeMemoryError as e:
+            raise TargetError(EBUSY, str(e)) from None
+
+    def remove_watchpoint(self, kinds: int, address: int, length: int) -> None:
+        """Removing one that is not set is not an error."""
+        if self._agent is not None:
+            self._agent.remove_watch(kinds, address, length)
 
     def remove_all_breakpoints(self) -> None:
         for pc in sorted(self.breakpoints):

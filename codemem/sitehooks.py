@@ -1,0 +1,702 @@
+"""Per-site hooks: work done at a patch site, in the Store, without a stop.
+
+A patch site is a 5-byte ``call``.  Normally it calls the image's breakpoint
+veneer (codemem.veneer), which jumps to the C breakpoint trampoline: a stop.
+A *hooked* site calls a veneer of its own instead, generated here, that runs
+checks natively with the guest's registers as they are at the site (a
+condition compiled from gdb's agent bytecode, a watched-range check on a
+store's effective address) and either returns straight to the guest (no
+Python, no lock, no thread switch) or, when the client must see it, records
+why in the hook area's data and tail-jumps to the breakpoint trampoline, which
+then stops exactly as for a plain breakpoint (its return address is still the
+site's, so the stop pc is the site).
+
+A plain reference on the site (a breakpoint without condition, a step, an
+interrupt) wins: the site then calls the breakpoint veneer directly
+(codemem.code.StoreCode._site_bytes), so stepping over a hooked site stops.
+
+Hook area (one per debug StoreCode, private to its Store)::
+
+    +--------------------------- code (r-x, CODE_PAGES pages) ---------------+
+    | bp_slot: dq cm_breakpoint_trampoline                                   |
+    | checked_read helper (see _emit_checked_read)                           |
+    | veneers, bump-allocated; rebuilt when a site's checks change           |
+    +--------------------------- data (rw-, DATA_PAGES pages) ---------------+
+    | hit record (kind, index, address, size, error)     DATA_HIT_*          |
+    | loop budget, host-write pending flag                                   |
+    | region table: count, then {start, end, memdef, kind} x MAX_REGIONS     |
+    | watch table: count, then {lo, hi, kinds} x MAX_WATCHES                 |
+    | trace state variables: 64 x u64                                       |
+    +------------------------------------------------------------------------+
+
+It is mapped right after (or before) the image so every site reaches every
+veneer with a rel32 call.
+
+Veneer frame (what every check may rely on; r10 points at the save area)::
+
+    r10+88   the guest's stack at the site (its rsp there is r10+88)
+    r10+80   return address (site + 5)
+    r10+72   the guest's rflags (pushfq)
+    r10+64   rax   r10+56 rcx   r10+48 rdx   r10+40 rsi   r10+32 rdi
+    r10+24   r8    r10+16 r9    r10+8  r10   r10+0  r11
+
+rbx, rbp, r12-r15 are never written by a veneer: checks read them live.
+Flags: the guest's rflags are restored (popfq) on both ways out, so nothing
+depends on whether the compiler keeps flags live across a site (it does not:
+every sequence point starts a wasm instruction, whose code sets flags before
+it tests them; see tests/test_sitehooks.py).  Stack: a veneer only pushes
+below the guest's rsp (the ABI has no red zone, codemem.abi) and at most
+VENEER_STACK_BYTES; the trampoline it may jump to does not depend on the
+stack's alignment (it aligns the host stack itself, csrc/codemem_rt.c).
+
+Memory access sites (for watchpoints): at every sequence point every wasm
+value is in its frame slot (codemem.abi), so a load or store's address
+operand lives at ``[rbp + FunctionInfo.operand_slot_offset(depth - k)]`` and
+its size and static offset come from the instruction at
+``SequencePoint.wasm_offset``.  :func:`access_sites` derives that once per
+EngineCode (cached on it; nothing is added to the frame table).
+"""
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Callable, Iterable, Protocol
+
+from . import native
+from .errors import CodeMemoryError
+from .frametable import SequencePointKind
+from .native import PROT_EXEC, PROT_READ, PROT_WRITE, ffi, lib
+from .wasm.binary import read_uleb
+from .x64.asm import Assembler, Cond, Label, Mem, Reg
+
+log = logging.getLogger(__name__)
+
+PAGE = 4096
+CODE_PAGES = 2048  # 8 MiB of address space; only pages written cost memory
+DATA_PAGES = 4
+CODE_SIZE = CODE_PAGES * PAGE
+DATA_SIZE = DATA_PAGES * PAGE
+
+# Data area offsets.
+DATA_HIT_KIND = 0
+DATA_HIT_INDEX = 8
+DATA_HIT_ADDRESS = 16
+DATA_HIT_SIZE = 24
+DATA_HIT_ERROR = 32
+DATA_LOOP_BUDGET = 40
+DATA_HOST_WRITE = 48
+DATA_REGIONS = 64
+REGION_ENTRY = 32
+MAX_REGIONS = 64
+DATA_WATCHES = DATA_REGIONS + 8 + REGION_ENTRY * MAX_REGIONS
+WATCH_ENTRY = 24
+MAX_WATCHES = 512
+DATA_TSV = DATA_WATCHES + 8 + WATCH_ENTRY * MAX_WATCHES
+NUM_TSV = 64
+assert DATA_TSV + 8 * NUM_TSV <= DATA_SIZE
+
+#: hit kinds (DATA_HIT_KIND)
+HIT_NONE = 0
+HIT_CONDITION = 1        # condition ``index`` was true
+HIT_CONDITION_ERROR = 2  # condition ``index`` could not be evaluated (error, address)
+HIT_ACCESS = 3           # a watched range was accessed (index = watch, address, size)
+
+#: error codes (DATA_HIT_ERROR) of HIT_CONDITION_ERROR
+ERROR_UNREADABLE = 1
+ERROR_DIVIDE_BY_ZERO = 2
+ERROR_LOOP_BUDGET = 3
+ERROR_MESSAGES = {
+    ERROR_UNREADABLE: "cannot read memory at {address:#x}",
+    ERROR_DIVIDE_BY_ZERO: "division by zero",
+    ERROR_LOOP_BUDGET: "too many backward jumps (a loop?)",
+}
+
+#: region kinds (region table)
+REGION_FIXED = 0    # [start, end) at its own address
+REGION_MEMORY = 1   # a linear memory at its native address: memdef -> {base, length}
+REGION_MIRROR = 2   # the same memory seen at [0, length)
+
+#: watch kinds (bit set)
+WATCH_WRITE = 1
+WATCH_READ = 2
+
+#: Saved registers, in push order (the save area is the reverse of this).
+SAVED = (Reg.RAX, Reg.RCX, Reg.RDX, Reg.RSI, Reg.RDI, Reg.R8, Reg.R9, Reg.R10, Reg.R11)
+SAVE_FLAGS_OFFSET = 8 * len(SAVED)
+SAVE_RETURN_OFFSET = SAVE_FLAGS_OFFSET + 8
+SAVE_GUEST_RSP_OFFSET = SAVE_RETURN_OFFSET + 8
+#: Most bytes a veneer's checks may push below the save area.
+VENEER_STACK_BYTES = 1024
+
+
+def saved_offset(reg: Reg) -> int | None:
+    """Offset of ``reg``'s guest value from r10 in the save area, None for a
+    register the veneer never writes (read it live)."""
+    if reg not in SAVED:
+        return None
+    return 8 * (len(SAVED) - 1 - SAVED.index(reg))
+
+
+class Check(Protocol):
+    """Something a site's veneer runs.  ``emit`` appends code that falls
+    through when nothing needs the client, and otherwise writes the hit
+    record (``emitter.record_hit``) and jumps to ``emitter.stop``.  It may use
+    rax, rcx, rdx, rsi, rdi, r8, r9, r11 and the stack below rsp; it must
+    leave rsp = r10 when it falls through."""
+
+    def emit(self, emitter: "VeneerEmitter") -> None: ...
+
+
+class VeneerEmitter:
+    """What a Check's code generator needs: the assembler, the site's pc,
+    rip-relative operands for the hook area's data, and the ways out."""
+
+    def __init__(self, area: "HookArea", address: int, site_pc: int):
+        self.area = area
+        self.address = address
+        self.site_pc = site_pc
+        self.a = Assembler()
+        self.start = self.a.new_label()
+        self.a.bind(self.start)
+        self.stop = self.a.new_label()
+
+    def data(self, offset: int) -> Mem:
+        """[rip + the data area's byte ``offset``]."""
+        return Mem.rip(self.start, self.area.data_address + offset - self.address)
+
+    def code(self, absolute: int) -> Mem:
+        return Mem.rip(self.start, absolute - self.address)
+
+    def call_absolute(self, target: int) -> None:
+        """``call target`` (rel32: the target is in this hook area)."""
+        at = self.a.offset
+        self.a.emit_bytes(b"\xe8\0\0\0\0")
+        self.a.patch_rel32(at + 1, target - self.address)
+
+    def record_hit(self, kind: int, index: int) -> None:
+        self.a.mov(self.data(DATA_HIT_KIND), kind, 64)
+        self.a.mov(self.data(DATA_HIT_INDEX), index, 64)
+
+    def load_guest_register(self, dst: Reg, reg: Reg) -> None:
+        """``dst`` = the guest's ``reg`` at the site."""
+        if reg == Reg.RSP:
+            self.a.lea(dst, Mem(Reg.R10, SAVE_GUEST_RSP_OFFSET))
+            return
+        offset = saved_offset(reg)
+        if offset is None:
+            if dst != reg:
+                self.a.mov(dst, reg, 64)
+        else:
+            self.a.mov(dst, Mem(Reg.R10, offset), 64)
+
+    def checked_read(self) -> None:
+        """rax = the ``esi``-byte value at address ``rdi`` through the region
+        table; CF set (and rdi kept) when it is not readable.  Clobbers rcx,
+        rdx, r8, r9, r11."""
+        self.call_absolute(self.area.checked_read_address)
+
+
+# --------------------------------------------------------------------------
+# Memory access sites
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccessSite:
+    """A sequence point before an instruction that reads or writes memory 0
+    (or sets a global).  Operand slots are rbp-relative frame offsets.
+
+    * loads/stores: address = u32 [rbp+address_slot] + static_offset, ``size`` bytes;
+    * memory.fill / memory.init: writes [d, d + n) with d at ``address_slot``,
+      n at ``length_slot``;
+    * memory.copy: writes [d, d+n) and reads [s, s+n) (``source_slot``);
+    * global.set: ``global_index``.
+    """
+
+    native_offset: int
+    wasm_offset: int
+    name: str
+    writes: bool
+    reads: bool
+    address_slot: int | None = None
+    static_offset: int = 0
+    size: int = 0
+    length_slot: int | None = None
+    source_slot: int | None = None
+    global_index: int | None = None
+
+    def describe(self) -> str:
+        parts = [self.name]
+        if self.address_slot is not None:
+            parts.append(f"addr=[rbp{self.address_slot:+d}]" + (f"+{self.static_offset:#x}" if self.static_offset else ""))
+        if self.size:
+            parts.append(f"size={self.size}")
+        if self.length_slot is not None:
+            parts.append(f"len=[rbp{self.length_slot:+d}]")
+        if self.source_slot is not None:
+            parts.append(f"src=[rbp{self.source_slot:+d}]")
+        if self.global_index is not None:
+            parts.append(f"global={self.global_index}")
+        return " ".join(parts)
+
+
+_LOAD_SIZES = {0x28: 4, 0x29: 8, 0x2A: 4, 0x2B: 8, 0x2C: 1, 0x2D: 1, 0x2E: 2, 0x2F: 2,
+               0x30: 1, 0x31: 1, 0x32: 2, 0x33: 2, 0x34: 4, 0x35: 4}
+_STORE_SIZES = {0x36: 4, 0x37: 8, 0x38: 4, 0x39: 8, 0x3A: 1, 0x3B: 2, 0x3C: 1, 0x3D: 2, 0x3E: 4}
+_LOAD_NAMES = ("i32.load", "i64.load", "f32.load", "f64.load", "i32.load8_s", "i32.load8_u",
+               "i32.load16_s", "i32.load16_u", "i64.load8_s", "i64.load8_u", "i64.load16_s",
+               "i64.load16_u", "i64.load32_s", "i64.load32_u")
+_STORE_NAMES = ("i32.store", "i64.store", "f32.store", "f64.store", "i32.store8", "i32.store16",
+                "i64.store8", "i64.store16", "i64.store32")
+
+
+def decode_access(wasm: bytes, point, func) -> AccessSite | None:
+    """The access the instruction at ``point`` makes, or None."""
+    if point.kind is not SequencePointKind.INSTRUCTION:
+        return None
+    at = point.wasm_offset
+    if not 0 <= at < len(wasm):
+        return None
+    op = wasm[at]
+    depth = point.stack_depth
+    slot = func.operand_slot_offset
+    limit = len(wasm)
+    try:
+        if op in _LOAD_SIZES or op in _STORE_SIZES:
+            _align, pos = read_uleb(wasm, at + 1, limit, 32)
+            offset, _ = read_uleb(wasm, pos, limit, 64)
+            if op in _LOAD_SIZES:
+                if depth < 1:
+                    return None
+                return AccessSite(point.native_offset, at, _LOAD_NAMES[op - 0x28], False, True,
+                                  address_slot=slot(depth - 1), static_offset=offset, size=_LOAD_SIZES[op])
+            if depth < 2:
+                return None
+            return AccessSite(point.native_offset, at, _STORE_NAMES[op - 0x36], True, False,
+                              address_slot=slot(depth - 2), static_offset=offset, size=_STORE_SIZES[op])
+        if op == 0x24:
+            index, _ = read_uleb(wasm, at + 1, limit, 32)
+            return AccessSite(point.native_offset, at, "global.set", True, False, global_index=index)
+        if op == 0xFC:
+            sub, _ = read_uleb(wasm, at + 1, limit, 32)
+            if sub in (8, 10, 11) and depth >= 3:
+                name = {8: "memory.init", 10: "memory.copy", 11: "memory.fill"}[sub]
+                return AccessSite(point.native_offset, at, name, True, sub == 10,
+                                  address_slot=slot(depth - 3), length_slot=slot(depth - 1),
+                                  source_slot=slot(depth - 2) if sub == 10 else None)
+    except Exception as e:  # noqa: BLE001 - a decode error in validated code is a bug: log, skip the site
+        log.warning("cannot decode the access at wasm offset %#x: %s", at, e)
+    return None
+
+
+def access_sites(engine_code, wasm: bytes) -> dict[int, AccessSite]:
+    """Image offset -> AccessSite for every patch site before a memory access or
+    global.set, derived once per EngineCode and cached on it."""
+    cached = getattr(engine_code, "_access_sites", None)
+    if cached is not None:
+        return cached
+    table = engine_code.frame_table
+    sites: dict[int, AccessSite] = {}
+    for func in table.functions():
+        for point in table.sequence_points(func):
+            if table.site_index(point.native_offset) is None:
+                continue
+            access = decode_access(wasm, point, func)
+            if access is not None:
+                sites[point.native_offset] = access
+    engine_code._access_sites = sites
+    return sites
+
+
+# --------------------------------------------------------------------------
+# The hook area
+# --------------------------------------------------------------------------
+
+
+def _map_near(base: int, end: int, size: int) -> int:
+    """An anonymous mapping of ``size`` bytes within rel32 reach of
+    [base, end): right after it if free, else right before, else further out."""
+    step = 1 << 20
+    candidates = []
+    after = (end + PAGE - 1) & ~(PAGE - 1)
+    before = (base - size) & ~(PAGE - 1)
+    for k in range(0, 1024):
+        candidates.append(after + k * step)
+        if before - k * step > 0:
+            candidates.append(before - k * step)
+    for hint in candidates:
+        if hint + size - base >= (1 << 31) - 16 or end - hint >= (1 << 31) - 16:
+            continue
+        result = lib.cm_map_at(hint, size, PROT_READ | PROT_WRITE)
+        if result >= 0:
+            return result
+    raise CodeMemoryError(f"no free address space within rel32 reach of the code at {base:#x}")
+
+
+class HookArea:
+    """The hook code and data of one debug StoreCode (see the module docstring).
+
+    Veneers are bump-allocated and never rewritten in place while the guest
+    may run them: changing a site's checks writes a new veneer, then points
+    the site at it.  When the arena is full it is compacted, but only while
+    the guest is known to be outside every veneer (``compact_ok``: it is
+    stopped, and a stopped guest is never inside a veneer, which jumps to
+    the trampoline with the site's own return address)."""
+
+    def __init__(self, store_code):
+        self.store_code = store_code
+        self.size = CODE_SIZE + DATA_SIZE
+        self.base = _map_near(store_code.base, store_code.end, self.size)
+        self.data_address = self.base + CODE_SIZE
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, lib.cm_unmap, self.base, self.size)
+        self.veneers: dict[int, tuple[int, int]] = {}  # site pc -> (address, size)
+        self.site_checks: dict[int, list[Check]] = {}
+        # (site pc, checks' cache keys) -> (address, size) of a veneer already
+        # written (a check with a ``cache_key`` generates the same code each
+        # time): re-enabling the same checks costs no assembly.
+        self._cache: dict[tuple, tuple[int, int]] = {}
+        self._writable = True
+        header = Assembler()
+        start = header.new_label()
+        header.bind(start)
+        header.dq(lib.cm_breakpoint_trampoline_address())
+        self.bp_slot_address = self.base
+        self.checked_read_address = self.base + header.offset
+        _emit_checked_read(header, start, self.base, self.data_address)
+        header.align(16, 0xCC)
+        code = header.finish()
+        self._write(self.base, code)
+        self._fresh_arena = self.base + len(code)
+        self._next = self._fresh_arena
+        native.check(lib.cm_protect(self.base, CODE_SIZE, PROT_READ | PROT_EXEC), "publish hook code")
+        self._writable = False
+
+    # -- raw memory ----------------------------------------------------------
+
+    def _write(self, address: int, data: bytes) -> None:
+        assert self.base <= address and address + len(data) <= self.base + self.size
+        ffi.memmove(ffi.cast("char *", address), data, len(data))
+
+    def read_u64(self, offset: int) -> int:
+        return ffi.cast("uint64_t *", self.data_address + offset)[0]
+
+    def write_u64(self, offset: int, value: int) -> None:
+        ffi.cast("uint64_t *", self.data_address + offset)[0] = value & ((1 << 64) - 1)
+
+    def contains(self, address: int) -> bool:
+        return self.base <= address < self.base + self.size
+
+    # -- data tables ---------------------------------------------------------
+
+    def set_regions(self, regions: Iterable[tuple[int, int, int, int]]) -> None:
+        """The region table: (kind, start, end, memdef address) rows."""
+        rows = list(regions)
+        if len(rows) > MAX_REGIONS:
+            raise CodeMemoryError(f"{len(rows)} memory regions; the hook area holds {MAX_REGIONS}")
+        # Count last (0 first) so a veneer running meanwhile sees a consistent prefix.
+        self.write_u64(DATA_REGIONS, 0)
+        for k, (kind, start, end, memdef) in enumerate(rows):
+            at = self.data_address + DATA_REGIONS + 8 + k * REGION_ENTRY
+            ffi.memmove(ffi.cast("char *", at), struct.pack("<QQQQ", start, end, memdef, kind), REGION_ENTRY)
+        self.write_u64(DATA_REGIONS, len(rows))
+
+    def set_watches(self, watches: Iterable[tuple[int, int, int]]) -> None:
+        """The watch table: (lo, hi, kinds) rows over linear-memory offsets [lo, hi)."""
+        rows = list(watches)
+        if len(rows) > MAX_WATCHES:
+            raise CodeMemoryError(f"{len(rows)} watched ranges; at most {MAX_WATCHES}")
+        self.write_u64(DATA_WATCHES, 0)
+        for k, (lo, hi, kinds) in enumerate(rows):
+            at = self.data_address + DATA_WATCHES + 8 + k * WATCH_ENTRY
+            ffi.memmove(ffi.cast("char *", at), struct.pack("<QQQ", lo, hi, kinds), WATCH_ENTRY)
+        self.write_u64(DATA_WATCHES, len(rows))
+
+    def take_hit(self) -> tuple[int, int, int, int, int]:
+        """(kind, index, address, size, error) of the last hit, then clears it."""
+        hit = tuple(self.read_u64(off) for off in
+                    (DATA_HIT_KIND, DATA_HIT_INDEX, DATA_HIT_ADDRESS, DATA_HIT_SIZE, DATA_HIT_ERROR))
+        self.write_u64(DATA_HIT_KIND, HIT_NONE)
+        return hit  # type: ignore[return-value]
+
+    # -- veneers -------------------------------------------------------------
+
+    def build(self, site_pc: int, checks: list[Check], *, compact_ok: bool) -> dict[int, int]:
+        """Writes a veneer running ``checks`` for the site at ``site_pc``.
+        Returns site pc -> veneer address for every veneer that moved: this
+        one, and all the others when the arena had to be compacted.  The
+        sites themselves are not touched: the caller redirects them."""
+        with self._lock:
+            self.site_checks[site_pc] = list(checks)
+            key = (site_pc, tuple(getattr(check, "cache_key", None) for check in checks))
+            cached = self._cache.get(key) if None not in key[1] else None
+            if cached is not None:
+                self.veneers[site_pc] = cached
+                return {site_pc: cached[0]}
+            try:
+                return {site_pc: self._build(site_pc, checks)}
+            except _ArenaFull:
+                if not compact_ok:
+                    raise CodeMemoryError("the hook area is full; retry while the guest is stopped") from None
+            self._next = self._fresh_arena
+            self.veneers.clear()
+            self._cache.clear()
+            moved = {}
+            for pc, site_checks in self.site_checks.items():
+                try:
+                    moved[pc] = self._build(pc, site_checks)
+                except _ArenaFull:
+                    raise CodeMemoryError(f"the hook area ({CODE_SIZE} bytes) cannot hold the checks of "
+                                          f"{len(self.site_checks)} sites") from None
+            return moved
+
+    def forget(self, site_pc: int) -> None:
+        """The site no longer has checks (its veneer becomes garbage)."""
+        with self._lock:
+            self.veneers.pop(site_pc, None)
+            self.site_checks.pop(site_pc, None)
+
+    def _build(self, site_pc: int, checks: list[Check]) -> int:
+        address = self._next
+        emitter = VeneerEmitter(self, address, site_pc)
+        a = emitter.a
+        a.emit_bytes(b"\x9c")  # pushfq
+        for reg in SAVED:
+            a.push(reg)
+        a.mov(Reg.R10, Reg.RSP, 64)
+        for check in checks:
+            check.emit(emitter)
+        done = a.new_label()
+        a.bind(done)
+        for reg in reversed(SAVED):
+            a.pop(reg)
+        a.emit_bytes(b"\x9d")  # popfq
+        a.ret()
+        a.bind(emitter.stop)
+        a.mov(Reg.RSP, Reg.R10, 64)
+        for reg in reversed(SAVED):
+            a.pop(reg)
+        a.emit_bytes(b"\x9d")
+        a.jmp_mem(emitter.code(self.bp_slot_address))
+        a.align(16, 0xCC)
+        code = a.finish()
+        if address + len(code) > self.base + CODE_SIZE:
+            raise _ArenaFull()
+        self._make_writable()
+        try:
+            self._write(address, code)
+        finally:
+            self._publish()
+        self._next = address + len(code)
+        self.veneers[site_pc] = (address, len(code))
+        key = (site_pc, tuple(getattr(check, "cache_key", None) for check in checks))
+        if None not in key[1]:
+            self._cache[key] = (address, len(code))
+        return address
+
+    def _make_writable(self) -> None:
+        # The code pages stay executable while written: a running guest may be
+        # in another veneer (new code goes to fresh bytes only, never over
+        # bytes a site can reach).
+        native.check(lib.cm_protect(self.base, CODE_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC), "unpublish hook code")
+
+    def _publish(self) -> None:
+        native.check(lib.cm_protect(self.base, CODE_SIZE, PROT_READ | PROT_EXEC), "publish hook code")
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+class _ArenaFull(Exception):
+    pass
+
+
+def hook_area_for(store_code) -> HookArea:
+    """The StoreCode's hook area, created on first use."""
+    area = getattr(store_code, "_hook_area", None)
+    if area is None:
+        if not store_code.debug:
+            raise CodeMemoryError("site hooks need a debug StoreCode (a private copy of the code)")
+        area = store_code._hook_area = HookArea(store_code)
+    return area
+
+
+def _emit_checked_read(a: Assembler, start: Label, base: int, data_address: int) -> None:
+    """The shared reader (see VeneerEmitter.checked_read).  Walks the region
+    table; each row gives [start, end) and the bias from a client address to
+    the native one."""
+
+    def data(offset: int) -> Mem:
+        return Mem.rip(start, data_address + offset - base)
+
+    fail, loop, nxt, read = a.new_label(), a.new_label(), a.new_label(), a.new_label()
+    fixed, memory = a.new_label(), a.new_label()
+    a.lea(Reg.R8, Mem(Reg.RDI, 0, Reg.RSI, 1))       # r8 = end
+    a.cmp(Reg.R8, Reg.RDI, 64)
+    a.jcc(Cond.B, fail)                               # wrapped past 2^64
+    a.lea(Reg.RCX, data(DATA_REGIONS + 8))
+    a.mov(Reg.RDX, data(DATA_REGIONS), 64)
+    a.bind(loop)
+    a.test(Reg.RDX, Reg.RDX, 64)
+    a.jcc(Cond.E, fail)
+    a.mov(Reg.R9, Mem(Reg.RCX, 24), 64)              # kind
+    a.test(Reg.R9, Reg.R9, 64)
+    a.jcc(Cond.E, fixed)
+    a.mov(Reg.R11, Mem(Reg.RCX, 16), 64)             # memdef
+    a.cmp(Reg.R9, REGION_MEMORY, 64)
+    a.jcc(Cond.E, memory)
+    # mirror: [0, length), bias = base
+    a.cmp(Reg.R8, Mem(Reg.R11, 8), 64)
+    a.jcc(Cond.A, nxt)
+    a.mov(Reg.R9, Mem(Reg.R11, 0), 64)
+    a.jmp(read)
+    a.bind(memory)                                    # [base, base+length), bias 0
+    a.mov(Reg.R9, Mem(Reg.R11, 0), 64)
+    a.cmp(Reg.RDI, Reg.R9, 64)
+    a.jcc(Cond.B, nxt)
+    a.add(Reg.R9, Mem(Reg.R11, 8), 64)
+    a.cmp(Reg.R8, Reg.R9, 64)
+    a.jcc(Cond.A, nxt)
+    a.zero(Reg.R9)
+    a.jmp(read)
+    a.bind(fixed)
+    a.cmp(Reg.RDI, Mem(Reg.RCX, 0), 64)
+    a.jcc(Cond.B, nxt)
+    a.cmp(Reg.R8, Mem(Reg.RCX, 8), 64)
+    a.jcc(Cond.A, nxt)
+    a.zero(Reg.R9)
+    a.jmp(read)
+    a.bind(nxt)
+    a.add(Reg.RCX, REGION_ENTRY, 64)
+    a.dec(Reg.RDX, 64)
+    a.jmp(loop)
+    a.bind(read)
+    a.lea(Reg.R11, Mem(Reg.RDI, 0, Reg.R9, 1))       # native address (rdi kept for the caller)
+    eight, four, two = a.new_label(), a.new_label(), a.new_label()
+    a.cmp(Reg.RSI, 8, 32)
+    a.jcc(Cond.E, eight)
+    a.cmp(Reg.RSI, 4, 32)
+    a.jcc(Cond.E, four)
+    a.cmp(Reg.RSI, 2, 32)
+    a.jcc(Cond.E, two)
+    a.movzx(Reg.RAX, Mem(Reg.R11, 0), 32, 8)
+    a.emit_bytes(b"\xf8")  # clc
+    a.ret()
+    a.bind(two)
+    a.movzx(Reg.RAX, Mem(Reg.R11, 0), 32, 16)
+    a.emit_bytes(b"\xf8")
+    a.ret()
+    a.bind(four)
+    a.mov(Reg.RAX, Mem(Reg.R11, 0), 32)
+    a.emit_bytes(b"\xf8")
+    a.ret()
+    a.bind(eight)
+    a.mov(Reg.RAX, Mem(Reg.R11, 0), 64)
+    a.emit_bytes(b"\xf8")
+    a.ret()
+    a.bind(fail)
+    a.emit_bytes(b"\xf9")  # stc
+    a.ret()
+
+
+# --------------------------------------------------------------------------
+# Access checks (watchpoints)
+# --------------------------------------------------------------------------
+
+
+class AccessCheck:
+    """Checks the access an AccessSite is about to make against the hook
+    area's watch table; a hit records (HIT_ACCESS, watch index, first watched
+    byte accessed, size) and stops.  ``kinds``: which watches apply here
+    (WATCH_WRITE for a write, WATCH_READ for a read; memory.copy checks its
+    destination as a write and its source as a read)."""
+
+    def __init__(self, access: AccessSite):
+        self.access = access
+        self.cache_key = ("access",)
+
+    def emit(self, e: VeneerEmitter) -> None:
+        access = self.access
+        a = e.a
+        if access.address_slot is None:
+            return  # global.set: a GlobalCheck
+        # rax = first byte, rdx = one past the last
+        if access.length_slot is None:
+            a.mov(Reg.RAX, Mem(Reg.RBP, access.address_slot), 32)
+            if access.static_offset:
+                a.mov(Reg.RCX, access.static_offset, 64)
+                a.add(Reg.RAX, Reg.RCX, 64)
+            a.lea(Reg.RDX, Mem(Reg.RAX, access.size))
+        else:
+            a.mov(Reg.RAX, Mem(Reg.RBP, access.address_slot), 32)
+            a.mov(Reg.RDX, Mem(Reg.RBP, access.length_slot), 32)
+            a.add(Reg.RDX, Reg.RAX, 64)
+        kind = WATCH_WRITE if access.writes else WATCH_READ
+        self._scan(e, kind)
+        if access.source_slot is not None:
+            a.mov(Reg.RAX, Mem(Reg.RBP, access.source_slot), 32)
+            a.mov(Reg.RDX, Mem(Reg.RBP, access.length_slot), 32)
+            a.add(Reg.RDX, Reg.RAX, 64)
+            self._scan(e, WATCH_READ)
+
+    @staticmethod
+    def _scan(e: VeneerEmitter, kind: int) -> None:
+        """Watch rows overlapping [rax, rdx) whose kinds include ``kind`` -> stop."""
+        a = e.a
+        loop, nxt, done, hit = a.new_label(), a.new_label(), a.new_label(), a.new_label()
+        a.cmp(Reg.RAX, Reg.RDX, 64)
+        a.jcc(Cond.AE, done)                          # an empty range touches nothing
+        a.mov(Reg.R8, e.data(DATA_WATCHES), 64)       # count
+        a.lea(Reg.RCX, e.data(DATA_WATCHES + 8))
+        a.bind(loop)
+        a.test(Reg.R8, Reg.R8, 64)
+        a.jcc(Cond.E, done)
+        a.cmp(Reg.RAX, Mem(Reg.RCX, 8), 64)           # first < hi
+        a.jcc(Cond.AE, nxt)
+        a.cmp(Reg.RDX, Mem(Reg.RCX, 0), 64)           # end > lo
+        a.jcc(Cond.BE, nxt)
+        a.test(Mem(Reg.RCX, 16), kind, 32)
+        a.jcc(Cond.NE, hit)
+        a.bind(nxt)
+        a.add(Reg.RCX, WATCH_ENTRY, 64)
+        a.dec(Reg.R8, 64)
+        a.jmp(loop)
+        a.bind(hit)
+        # rcx = the row: address = max(first, lo), size = end - address,
+        # index = (row - table) / WATCH_ENTRY
+        a.mov(Reg.R9, Mem(Reg.RCX, 0), 64)
+        a.cmp(Reg.RAX, Reg.R9, 64)
+        a.cmovcc(Cond.B, Reg.RAX, Reg.R9, 64)
+        a.mov(e.data(DATA_HIT_ADDRESS), Reg.RAX, 64)
+        a.sub(Reg.RDX, Reg.RAX, 64)
+        a.mov(e.data(DATA_HIT_SIZE), Reg.RDX, 64)
+        a.lea(Reg.R9, e.data(DATA_WATCHES + 8))
+        a.sub(Reg.RCX, Reg.R9, 64)
+        a.mov(Reg.RAX, Reg.RCX, 64)
+        a.zero(Reg.RDX)
+        a.mov(Reg.RCX, WATCH_ENTRY, 64)
+        a.div(Reg.RCX, 64)
+        a.mov(e.data(DATA_HIT_INDEX), Reg.RAX, 64)
+        a.mov(e.data(DATA_HIT_KIND), HIT_ACCESS, 64)
+        a.jmp(e.stop)
+        a.bind(done)
+
+
+class PendingHostWriteCheck:
+    """At the return point after a call that may reach a host function: stops
+    if the host wrote into a watched range meanwhile (the host side sets the
+    flag and the hit record)."""
+
+    cache_key = ("host-write",)
+
+    def emit(self, e: VeneerEmitter) -> None:
+        a = e.a
+        skip = a.new_label()
+        a.cmp(e.data(DATA_HOST_WRITE), 0, 64)
+        a.jcc(Cond.E, skip)
+        a.mov(e.data(DATA_HOST_WRITE), 0, 64)
+        a.jmp(e.stop)
+        a.bind(skip)

@@ -1,0 +1,316 @@
+"""Conditions and watchpoints of one Store, run at its patch sites (codemem.sitehooks).
+
+:class:`SiteAgent` is the target adapter's helper for everything that runs in
+the guest without a stop:
+
+* **Conditions** (``Z0,ADDR,KIND;X LEN,BYTES...``): each site with conditions
+  gets a veneer running every condition compiled to x86-64
+  (gdbstub.agent_x64); it stops when any is true (GDB manual, "General Query
+  Packets", ConditionalBreakpoints: "the target evaluates each condition and
+  stops if one of them is true").  A new ``Z0`` at the same address replaces
+  the condition list (that is how gdb sends ``condition N``).
+* **Watchpoints** (``Z2``/``Z3``/``Z4``, any number, any length): linear
+  memory ranges in a table in the hook area's data; while one is set every
+  store site (loads for read/access watchpoints; memory.fill, memory.copy,
+  memory.init) calls a veneer that compares the access with the table.  A hit
+  is detected *before* the access; the target then runs to the next
+  sequence point and reports the stop there, after the write, with
+  ``watch:``/``rwatch:``/``awatch:`` and the address (the hardware's
+  contract: gdb reads the new value and prints Old/New).  No watchpoint: the
+  sites stay NOPs.
+
+Addresses: a watchpoint may name linear memory at its native address or in
+its mirror at [0, size) (gdbstub.target.memory_regions); the stop reports the
+address in the same view.  Anything else is refused (EINVAL).
+
+Everything here runs on the controller thread (gdbstub.target), with the
+guest stopped or running; veneers are never rewritten in place, so a running
+guest is safe (codemem.sitehooks.HookArea).
+"""
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+
+from codemem import sitehooks
+from codemem.native import ffi, lib
+from codemem.sitehooks import AccessCheck, AccessSite, access_sites, hook_area_for
+
+from .agent_x64 import ConditionCheck
+from .protocol.agentexpr import AgentExpr
+
+log = logging.getLogger(__name__)
+
+WATCH_KIND_NAMES = {sitehooks.WATCH_WRITE: "watch", sitehooks.WATCH_READ: "rwatch",
+                    sitehooks.WATCH_WRITE | sitehooks.WATCH_READ: "awatch"}
+
+
+@dataclass(frozen=True)
+class Watch:
+    """One watchpoint: ``kinds`` (sitehooks.WATCH_*), the client's address and
+    length, and the watched linear-memory range [lo, lo+length)."""
+
+    kinds: int
+    address: int
+    length: int
+    lo: int
+
+    @property
+    def name(self) -> str:
+        return WATCH_KIND_NAMES[self.kinds]
+
+    def client_address(self, linear: int) -> int:
+        return self.address + (linear - self.lo)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What a veneer recorded before it stopped the guest."""
+
+    kind: int
+    index: int
+    address: int
+    size: int
+    error: int
+
+    def condition_note(self) -> str | None:
+        if self.kind != sitehooks.HIT_CONDITION_ERROR:
+            return None
+        message = sitehooks.ERROR_MESSAGES.get(self.error, "evaluation error").format(address=self.address)
+        return f"condition {self.index + 1} of the breakpoint could not be evaluated ({message}): stopped"
+
+
+class SiteAgent:
+    def __init__(self, target):
+        self.target = target
+        self.conditions: dict[int, tuple[AgentExpr, ...]] = {}
+        self.watches: list[Watch] = []
+        self._hooked: dict[int, object] = {}  # site pc -> StoreCode of every site with a veneer
+        self._regions_key = None
+
+    # ------------------------------------------------------------ conditions
+
+    def set_conditions(self, store_code, pc: int, exprs: tuple[AgentExpr, ...]) -> None:
+        if exprs:
+            self.conditions[pc] = tuple(exprs)
+        else:
+            self.conditions.pop(pc, None)
+        self._refresh_regions()
+        self._update_site(store_code, pc)
+
+    def has_conditions(self, pc: int) -> bool:
+        return pc in self.conditions
+
+    # ------------------------------------------------------------ watchpoints
+
+    def linear_offset(self, address: int, length: int) -> int:
+        """The linear-memory offset a client address names (native or mirror)."""
+        instance = self.target.instance
+        if not instance.memories:
+            raise ValueError("the module has no linear memory to watch")
+        memory = instance.memories[0]
+        size = memory.data_len
+        if length <= 0:
+            raise ValueError(f"watchpoint length {length} must be positive")
+        if memory.base <= address and address + length <= memory.base + size:
+            return address - memory.base
+        if 0 <= address and address + length <= size:
+            return address
+        raise ValueError(f"{address:#x}+{length:#x} is not inside linear memory "
+                         f"(native {memory.base:#x}-{memory.base + size:#x}, or 0-{size:#x})")
+
+    def add_watch(self, kinds: int, address: int, length: int) -> None:
+        lo = self.linear_offset(address, length)
+        watch = Watch(kinds, address, length, lo)
+        if watch in self.watches:
+            return
+        if len(self.watches) >= sitehooks.MAX_WATCHES:
+            raise ValueError(f"at most {sitehooks.MAX_WATCHES} watchpoints")
+        before = self._directions()
+        self.watches.append(watch)
+        self._write_watch_tables()
+        self._update_access_sites(before)
+
+    def remove_watch(self, kinds: int, address: int, length: int) -> None:
+        """Removing one that is not set is not an error."""
+        matching = [w for w in self.watches if (w.kinds, w.address, w.length) == (kinds, address, length)]
+        if not matching:
+            return
+        before = self._directions()
+        self.watches.remove(matching[0])
+        self._write_watch_tables()
+        self._update_access_sites(before)
+
+    def clear(self) -> None:
+        """Every condition and watchpoint gone, every hooked site back to its bytes."""
+        before = self._directions()
+        self.watches.clear()
+        self.conditions.clear()
+        self._write_watch_tables()
+        self._update_access_sites(before)
+        for pc, code in list(self._hooked.items()):
+            self._update_site(code, pc)
+
+    def _directions(self) -> int:
+        kinds = 0
+        for watch in self.watches:
+            kinds |= watch.kinds
+        return kinds
+
+    def _write_watch_tables(self) -> None:
+        rows = [(w.lo, w.lo + w.length, w.kinds) for w in self.watches]
+        for entry in self.target.store.registry.entries():
+            hook_area_for(entry.store_code).set_watches(rows)
+
+    def _access_sites(self, entry) -> dict[int, AccessSite]:
+        return access_sites(entry.engine_code, entry.module.wasm)
+
+    def _update_access_sites(self, before: int) -> None:
+        after = self._directions()
+        if after == before:
+            return
+        self._refresh_regions()
+        for entry in self.target.store.registry.entries():
+            code = entry.store_code
+            for offset, access in self._access_sites(entry).items():
+                if access.address_slot is None:
+                    continue  # global.set: wasm globals are not in a client-visible region
+                wanted_before = _applies(access, before)
+                wanted_after = _applies(access, after)
+                if wanted_before != wanted_after:
+                    self._update_site(code, code.base + offset)
+
+    # ------------------------------------------------------------ veneers
+
+    def _checks(self, store_code, pc: int) -> list:
+        checks: list = [ConditionCheck(expr, k) for k, expr in enumerate(self.conditions.get(pc, ()))]
+        if self.watches:
+            entry = self.target.store.registry.lookup(pc)
+            access = self._access_sites(entry).get(store_code.offset_of(pc)) if entry else None
+            if access is not None and access.address_slot is not None and _applies(access, self._directions()):
+                checks.append(AccessCheck(access))
+        return checks
+
+    def _update_site(self, store_code, pc: int) -> None:
+        checks = self._checks(store_code, pc)
+        area = hook_area_for(store_code)
+        target = self.target
+        with target._patch_edit() as edit:
+            if not checks:
+                area.forget(pc)
+                edit.redirect_site(store_code, pc, None)
+                self._hooked.pop(pc, None)
+                return
+            moved = area.build(pc, checks, compact_ok=not target.is_running)
+            for site_pc, address in moved.items():
+                edit.redirect_site(store_code, site_pc, address)
+            self._hooked[pc] = store_code
+
+    def hooked_sites(self) -> dict[int, object]:
+        return dict(self._hooked)
+
+    # ------------------------------------------------------------ regions
+
+    def _refresh_regions(self) -> None:
+        """The region table every veneer's reads go through: what the ``m``
+        packet may read (gdbstub.target.memory_regions), with linear memories
+        by their definition so a memory.grow needs no update."""
+        store = self.target.store
+        entries = store.registry.entries()
+        key = (tuple(e.store_code.base for e in entries), len(store.instances), len(store.memories))
+        if key == self._regions_key:
+            return
+        rows = []
+        for entry in entries:
+            code = entry.store_code
+            rows.append((sitehooks.REGION_FIXED, code.base, code.end, 0))
+        rows.append((sitehooks.REGION_FIXED, lib.cm_runtime_code_start_address(), lib.cm_runtime_code_end_address(), 0))
+        stack = store.ctx.stack
+        rows.append((sitehooks.REGION_FIXED, stack.base + stack.guard, stack.top, 0))
+        for memory in store.memories:
+            rows.append((sitehooks.REGION_MEMORY, 0, 0, memory.definition_address))
+        if self.target.instance.memories:
+            rows.append((sitehooks.REGION_MIRROR, 0, 0, self.target.instance.memories[0].definition_address))
+        for instance in store.instances:
+            rows.append((sitehooks.REGION_FIXED, instance.vmctx_address,
+                         instance.vmctx_address + instance.layout.size, 0))
+        for entry in entries:
+            hook_area_for(entry.store_code).set_regions(rows)
+        self._regions_key = key
+
+    # ------------------------------------------------------------ stops
+
+    def take_hit(self, pc: int) -> Hit | None:
+        """The hit record the veneer of the site at ``pc`` left, if any."""
+        if pc not in self._hooked:
+            return None
+        entry = self.target.store.registry.lookup(pc)
+        if entry is None:
+            return None
+        area = getattr(entry.store_code, "_hook_area", None)
+        if area is None:
+            return None
+        kind, index, address, size, error = area.take_hit()
+        if kind == sitehooks.HIT_NONE:
+            return None
+        return Hit(kind, index, address, size, error)
+
+    def watch_for_hit(self, hit: Hit) -> tuple[Watch, int] | None:
+        """(watch, client address) of an access hit."""
+        if not 0 <= hit.index < len(self.watches):
+            return None
+        watch = self.watches[hit.index]
+        return watch, watch.client_address(hit.address)
+
+    def access_at(self, pc: int, regfile) -> tuple[Watch, int] | None:
+        """The same check a site's veneer makes, in Python, for a guest that
+        resumes from a stop at ``pc`` (the trampoline resumes after the site's
+        call, so its veneer does not run): (watch, client address) or None."""
+        if not self.watches:
+            return None
+        entry = self.target.store.registry.lookup(pc)
+        if entry is None:
+            return None
+        access = self._access_sites(entry).get(entry.store_code.offset_of(pc))
+        if access is None or access.address_slot is None:
+            return None
+        rbp = regfile.gpr[6]
+
+        def slot(offset: int) -> int:
+            return struct.unpack("<I", bytes(ffi.buffer(ffi.cast("char *", rbp + offset), 4)))[0]
+
+        ranges = []
+        if access.length_slot is None:
+            first = slot(access.address_slot) + access.static_offset
+            ranges.append((first, first + access.size, sitehooks.WATCH_WRITE if access.writes else sitehooks.WATCH_READ))
+        else:
+            first = slot(access.address_slot)
+            n = slot(access.length_slot)
+            ranges.append((first, first + n, sitehooks.WATCH_WRITE))
+            if access.source_slot is not None:
+                source = slot(access.source_slot)
+                ranges.append((source, source + n, sitehooks.WATCH_READ))
+        for first, end, kind in ranges:
+            if first >= end:
+                continue
+            for watch in self.watches:
+                if watch.kinds & kind and first < watch.lo + watch.length and end > watch.lo:
+                    return watch, watch.client_address(max(first, watch.lo))
+        return None
+
+    def describe_site(self, store_code, pc: int) -> list[str]:
+        """Lines for `monitor patches` / inspect: what the site's veneer runs."""
+        lines = []
+        for k, expr in enumerate(self.conditions.get(pc, ())):
+            lines.append(f"condition {k + 1}: {len(expr.bytecode)} bytes of bytecode")
+        entry = self.target.store.registry.lookup(pc)
+        access = self._access_sites(entry).get(store_code.offset_of(pc)) if entry else None
+        if access is not None and pc in self._hooked and self.watches:
+            lines.append(f"access check: {access.describe()}")
+        return lines
+
+
+def _applies(access: AccessSite, kinds: int) -> bool:
+    return bool((access.writes and kinds & sitehooks.WATCH_WRITE) or (access.reads and kinds & sitehooks.WATCH_READ))
+
