@@ -42,9 +42,8 @@ Veneer frame (what every check may rely on; r10 points at the save area)::
 
 rbx, rbp, r12-r15 are never written by a veneer: checks read them live.
 Flags: the guest's rflags are restored (popfq) on both ways out, so nothing
-depends on whether the compiler keeps flags live across a site (it does not:
-every sequence point starts a wasm instruction, whose code sets flags before
-it tests them; see tests/test_sitehooks.py).  Stack: a veneer only pushes
+depends on whether the compiler keeps flags live across a site (tests/
+test_agentexpr.py checks registers and flags after a veneer ran).  Stack: a veneer only pushes
 below the guest's rsp (the ABI has no red zone, codemem.abi) and at most
 VENEER_STACK_BYTES; the trampoline it may jump to does not depend on the
 stack's alignment (it aligns the host stack itself, csrc/codemem_rt.c).
