@@ -242,8 +242,9 @@ def run_gdb(commands: list[str], work_dir: Path, *, timeout: float = 600.0) -> G
     script = work_dir / "commands.gdb"
     script.write_text("\n".join(commands) + "\n")
     t0 = time.perf_counter()
+    # errors="replace": a `set debug remote 1` log shows binary packets raw.
     result = subprocess.run([GDB, "-nx", "-batch", "-x", str(script)], capture_output=True, text=True,
-                            timeout=timeout, stdin=subprocess.DEVNULL)
+                            errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
     return GdbRun(result.stdout, result.stderr, time.perf_counter() - t0, result.returncode)
 
 
@@ -323,6 +324,17 @@ def remote_packets(debug_log: str) -> tuple[list[str], list[str]]:
     sent = [m.group(1) for m in map(_SENT.search, debug_log.splitlines()) if m]
     received = [m.group(1) for m in map(_RECEIVED.search, debug_log.splitlines()) if m]
     return sent, received
+
+
+def cpu_model() -> str:
+    """The CPU model name (``/proc/cpuinfo``), for the JSON line of every benchmark."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 def median(values: list[float]) -> float:
