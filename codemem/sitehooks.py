@@ -87,6 +87,7 @@ DATA_HIT_SIZE = 24
 DATA_HIT_ERROR = 32
 DATA_LOOP_BUDGET = 40
 DATA_HOST_WRITE = 48
+_WATCH_TABLE_END_POINTER = 56  # absolute address one past the last watch row (set_watches)
 DATA_REGIONS = 64
 REGION_ENTRY = 32
 MAX_REGIONS = 64
@@ -226,6 +227,10 @@ class AccessSite:
     length_slot: int | None = None
     source_slot: int | None = None
     global_index: int | None = None
+    #: Registers the code after the point relies on (its slot and context
+    #: mirrors, codemem.frametable "Register mirrors"); every other register
+    #: but rsp, rbp and r15 is dead there, so a veneer may use it freely.
+    live_registers: tuple[str, ...] = ()
 
     def describe(self) -> str:
         parts = [self.name]
@@ -263,6 +268,7 @@ def decode_access(wasm: bytes, point, func) -> AccessSite | None:
     depth = point.stack_depth
     slot = func.operand_slot_offset
     limit = len(wasm)
+    live = tuple(name for name, _ in point.mirrors) + tuple(name for name, _ in point.context_mirrors)
     try:
         if op in _LOAD_SIZES or op in _STORE_SIZES:
             _align, pos = read_uleb(wasm, at + 1, limit, 32)
@@ -271,11 +277,13 @@ def decode_access(wasm: bytes, point, func) -> AccessSite | None:
                 if depth < 1:
                     return None
                 return AccessSite(point.native_offset, at, _LOAD_NAMES[op - 0x28], False, True,
-                                  address_slot=slot(depth - 1), static_offset=offset, size=_LOAD_SIZES[op])
+                                  address_slot=slot(depth - 1), static_offset=offset, size=_LOAD_SIZES[op],
+                                  live_registers=live)
             if depth < 2:
                 return None
             return AccessSite(point.native_offset, at, _STORE_NAMES[op - 0x36], True, False,
-                              address_slot=slot(depth - 2), static_offset=offset, size=_STORE_SIZES[op])
+                              address_slot=slot(depth - 2), static_offset=offset, size=_STORE_SIZES[op],
+                              live_registers=live)
         if op == 0x24:
             index, _ = read_uleb(wasm, at + 1, limit, 32)
             return AccessSite(point.native_offset, at, "global.set", True, False, global_index=index)
@@ -408,18 +416,24 @@ class HookArea:
         rows = list(watches)
         if len(rows) > MAX_WATCHES:
             raise CodeMemoryError(f"{len(rows)} watched ranges; at most {MAX_WATCHES}")
+        first_row = self.data_address + DATA_WATCHES + 8
         self.write_u64(DATA_WATCHES, 0)
+        self.write_u64(_WATCH_TABLE_END_POINTER, first_row)
         for k, (lo, hi, kinds) in enumerate(rows):
-            at = self.data_address + DATA_WATCHES + 8 + k * WATCH_ENTRY
+            at = first_row + k * WATCH_ENTRY
             ffi.memmove(ffi.cast("char *", at), struct.pack("<QQQ", lo, hi, kinds), WATCH_ENTRY)
         self.write_u64(DATA_WATCHES, len(rows))
+        self.write_u64(_WATCH_TABLE_END_POINTER, first_row + len(rows) * WATCH_ENTRY)
 
     def take_hit(self) -> tuple[int, int, int, int, int]:
         """(kind, index, address, size, error) of the last hit, then clears it."""
-        hit = tuple(self.read_u64(off) for off in
-                    (DATA_HIT_KIND, DATA_HIT_INDEX, DATA_HIT_ADDRESS, DATA_HIT_SIZE, DATA_HIT_ERROR))
+        kind, index, address, size, error = (self.read_u64(off) for off in
+                                             (DATA_HIT_KIND, DATA_HIT_INDEX, DATA_HIT_ADDRESS, DATA_HIT_SIZE,
+                                              DATA_HIT_ERROR))
         self.write_u64(DATA_HIT_KIND, HIT_NONE)
-        return hit  # type: ignore[return-value]
+        if kind == HIT_ACCESS and error == _INDEX_IS_BYTE_OFFSET:
+            index, error = index // WATCH_ENTRY, 0
+        return kind, index, address, size, error
 
     # -- veneers -------------------------------------------------------------
 
@@ -462,6 +476,11 @@ class HookArea:
         address = self._next
         emitter = VeneerEmitter(self, address, site_pc)
         a = emitter.a
+        standalone = getattr(checks[0], "emit_standalone", None) if len(checks) == 1 else None
+        if standalone is not None and standalone(emitter):
+            return self._place(site_pc, checks, address, a.finish())
+        emitter = VeneerEmitter(self, address, site_pc)
+        a = emitter.a
         a.emit_bytes(b"\x9c")  # pushfq
         for reg in SAVED:
             a.push(reg)
@@ -480,8 +499,10 @@ class HookArea:
             a.pop(reg)
         a.emit_bytes(b"\x9d")
         a.jmp_mem(emitter.code(self.bp_slot_address))
-        a.align(16, 0xCC)
-        code = a.finish()
+        return self._place(site_pc, checks, address, a.finish())
+
+    def _place(self, site_pc: int, checks: list[Check], address: int, code: bytes) -> int:
+        code += b"\xcc" * (-len(code) % 16)
         if address + len(code) > self.base + CODE_SIZE:
             raise _ArenaFull()
         self._make_writable()
@@ -641,6 +662,67 @@ class AccessCheck:
             a.add(Reg.RDX, Reg.RAX, 64)
             self._scan(e, WATCH_READ)
 
+    def emit_standalone(self, e: VeneerEmitter) -> bool:
+        """The whole veneer of a site whose only check is a load or store
+        (the hot path of a watchpoint: every store site of the Store runs it).
+        It saves nothing: it uses three registers that are dead at the point
+        (not mirrors, not rsp/rbp/r15) and clobbers the flags, which no
+        compiled code keeps live across a site (tests/test_sitehooks_flags.py
+        checks that on every site of the examples).  False when the access is
+        not a plain load/store or fewer than three registers are free: the
+        generic veneer then saves everything."""
+        access = self.access
+        if access.length_slot is not None or access.address_slot is None:
+            return False
+        live = {_REG_BY_NAME[name] for name in access.live_registers}
+        free = [r for r in _SCRATCH_ORDER if r not in live]
+        if len(free) < 3:
+            return False
+        first, end, row = free[:3]
+        a = e.a
+        kind = WATCH_WRITE if access.writes else WATCH_READ
+        loop, nxt, done, hit = a.new_label(), a.new_label(), a.new_label(), a.new_label()
+        a.mov(first, Mem(Reg.RBP, access.address_slot), 32)    # the i32 address, zero-extended
+        if access.static_offset:
+            if access.static_offset < (1 << 31):
+                a.add(first, access.static_offset, 64)
+            else:
+                a.mov(end, access.static_offset, 64)
+                a.add(first, end, 64)
+        a.lea(end, Mem(first, access.size))
+        a.lea(row, e.data(DATA_WATCHES + 8))
+        a.bind(loop)
+        a.cmp(row, e.data(_WATCH_TABLE_END_POINTER), 64)
+        a.jcc(Cond.AE, done)
+        a.cmp(first, Mem(row, 8), 64)                           # first < hi
+        a.jcc(Cond.AE, nxt)
+        a.cmp(end, Mem(row, 0), 64)                             # end > lo
+        a.jcc(Cond.BE, nxt)
+        a.test(Mem(row, 16), kind, 32)
+        a.jcc(Cond.NE, hit)
+        a.bind(nxt)
+        a.add(row, WATCH_ENTRY, 64)
+        a.jmp(loop)
+        a.bind(done)
+        a.ret()
+        a.bind(hit)
+        # Rare: record (index, first watched byte, size) and stop.
+        a.mov(e.data(DATA_HIT_KIND), HIT_ACCESS, 64)
+        lo = a.new_label()
+        a.cmp(first, Mem(row, 0), 64)
+        a.jcc(Cond.AE, lo)
+        a.mov(first, Mem(row, 0), 64)
+        a.bind(lo)
+        a.mov(e.data(DATA_HIT_ADDRESS), first, 64)
+        a.sub(end, first, 64)
+        a.mov(e.data(DATA_HIT_SIZE), end, 64)
+        a.lea(first, e.data(DATA_WATCHES + 8))
+        a.sub(row, first, 64)
+        a.mov(e.data(DATA_HIT_INDEX), row, 64)                  # a byte offset; take_hit divides
+        a.mov(e.data(DATA_HIT_ERROR), _INDEX_IS_BYTE_OFFSET, 64)
+        a.jmp_mem(e.code(e.area.bp_slot_address))
+        return True
+
     @staticmethod
     def _scan(e: VeneerEmitter, kind: int) -> None:
         """Watch rows overlapping [rax, rdx) whose kinds include ``kind`` -> stop."""
@@ -682,6 +764,16 @@ class AccessCheck:
         a.mov(e.data(DATA_HIT_KIND), HIT_ACCESS, 64)
         a.jmp(e.stop)
         a.bind(done)
+
+
+_REG_BY_NAME = {"rax": Reg.RAX, "rcx": Reg.RCX, "rdx": Reg.RDX, "rbx": Reg.RBX, "rsi": Reg.RSI, "rdi": Reg.RDI,
+                "r8": Reg.R8, "r9": Reg.R9, "r10": Reg.R10, "r11": Reg.R11, "r12": Reg.R12, "r13": Reg.R13,
+                "r14": Reg.R14}
+#: Registers a standalone access veneer may take when they are dead at the point.
+_SCRATCH_ORDER = (Reg.RAX, Reg.RCX, Reg.RDX, Reg.R8, Reg.R9, Reg.R10, Reg.R11, Reg.RDI, Reg.RSI, Reg.RBX,
+                  Reg.R12, Reg.R13, Reg.R14)
+#: DATA_HIT_ERROR of an access hit whose DATA_HIT_INDEX is the row's byte offset.
+_INDEX_IS_BYTE_OFFSET = 1
 
 
 class PendingHostWriteCheck:

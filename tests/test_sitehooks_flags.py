@@ -1,0 +1,123 @@
+"""Invariant sweep: compiled code never keeps the arithmetic flags live across a patch site.
+
+The standalone access veneers of watchpoints (codemem.sitehooks,
+AccessCheck.emit_standalone) clobber the flags instead of saving them with
+pushfq/popfq, which is what keeps a watched Store fast.  That is only sound
+if no code after a site reads a flag it did not set itself.  For every site
+of every example (both optimisation levels) and the e2e guests, this walks
+the code after the site (both ways at each conditional branch, into
+unconditional jumps, up to a bound) and checks that every flag an
+instruction tests was written on that path after the site.
+
+It also checks the register half of the contract: a standalone access
+veneer only uses registers that are not mirrors at its point.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import capstone
+import capstone.x86 as x86
+import pytest
+
+import codemem
+from codemem import sitehooks
+from codemem.sitehooks import AccessCheck, access_sites
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "build"
+FLAGS = ("CF", "PF", "AF", "ZF", "SF", "OF")
+
+
+def _mask(prefix: str, flag: str) -> int:
+    return getattr(x86, f"X86_EFLAGS_{prefix}_{flag}", 0)
+
+
+TESTS = {flag: _mask("TEST", flag) for flag in FLAGS}
+WRITES = {flag: _mask("MODIFY", flag) | _mask("SET", flag) | _mask("RESET", flag) | _mask("UNDEFINED", flag)
+          for flag in FLAGS}
+MAX_PATH = 200
+
+
+def _disassembler():
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    md.detail = True
+    return md
+
+
+def flags_read_before_written(code: bytes, start: int, md) -> list[str]:
+    """Paths from image offset ``start`` on which an instruction tests a flag
+    no instruction after ``start`` wrote; each as 'offset: mnemonic op_str'."""
+    problems = []
+    work = [(start, frozenset(), 0)]
+    seen = set()
+    while work:
+        offset, written, steps = work.pop()
+        if (offset, written) in seen or steps > MAX_PATH or not 0 <= offset < len(code):
+            continue
+        seen.add((offset, written))
+        insn = next(md.disasm(code[offset:offset + 16], offset), None)
+        if insn is None:
+            continue
+        tested = {f for f, m in TESTS.items() if insn.eflags & m}
+        if tested - written:
+            problems.append(f"{insn.address:#x}: {insn.mnemonic} {insn.op_str} reads {sorted(tested - written)}")
+            continue
+        written = written | {f for f, m in WRITES.items() if insn.eflags & m}
+        if written >= set(FLAGS):
+            continue
+        group = set(insn.groups)
+        if capstone.CS_GRP_RET in group or capstone.CS_GRP_CALL in group or insn.mnemonic in ("ud2", "int3"):
+            continue  # calls reach veneers/trampolines/callees: a new context for flags
+        if capstone.CS_GRP_JUMP in group:
+            operand = insn.operands[0] if insn.operands else None
+            if operand is not None and operand.type == x86.X86_OP_IMM:
+                work.append((operand.imm, written, steps + 1))
+            if insn.mnemonic != "jmp":
+                work.append((insn.address + insn.size, written, steps + 1))
+            continue
+        work.append((insn.address + insn.size, written, steps + 1))
+    return problems
+
+
+MODULES = sorted(EXAMPLES.glob("*.wasm"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[p.name for p in MODULES])
+def test_no_flag_is_live_across_any_patch_site(path):
+    engine = codemem.Engine(debug=True)
+    module = codemem.Module(engine, path.read_bytes(), name=path.stem)
+    engine_code = module.engine_code
+    table = engine_code.frame_table
+    code = engine_code.read(0, engine_code.code_size)
+    md = _disassembler()
+    problems = []
+    for site in table.site_offsets:
+        for problem in flags_read_before_written(code, site + 5, md):
+            problems.append(f"site {site:#x}: {problem}")
+    assert not problems, "\n".join(problems[:20])
+
+
+@pytest.mark.parametrize("path", [EXAMPLES / "agent.O0.wasm", EXAMPLES / "memory.O2.wasm"],
+                         ids=["agent.O0", "memory.O2"])
+def test_standalone_access_veneers_use_only_dead_registers(path):
+    engine = codemem.Engine(debug=True)
+    module = codemem.Module(engine, path.read_bytes(), name=path.stem)
+    sites = access_sites(module.engine_code, module.wasm)
+    loads_and_stores = [s for s in sites.values() if s.size]
+    assert loads_and_stores
+    for access in loads_and_stores:
+        live = set(access.live_registers)
+        free = [r for r in sitehooks._SCRATCH_ORDER if r.name.lower() not in live]
+        assert len(free) >= 3, access
+        assert not {r.name.lower() for r in free[:3]} & live
+        assert AccessCheck(access).cache_key
+
+
+def test_the_sweep_finds_a_flag_read_before_it_is_written():
+    # cmp; <site>; jne: the jne reads flags set before the site.
+    code = bytes.fromhex("39c0" "0f1f440000" "7502" "90" "90" "c3")
+    md = _disassembler()
+    assert flags_read_before_written(code, 2 + 5, md)
+    # <site>; test eax, eax; jne: fine.
+    code = bytes.fromhex("0f1f440000" "85c0" "7502" "90" "90" "c3")
+    assert not flags_read_before_written(code, 5, md)
