@@ -18,7 +18,7 @@ interrupt) wins: the site then calls the breakpoint veneer directly
 Hook area (one per debug StoreCode, private to its Store)::
 
     +--------------------------- code (r-x, CODE_PAGES pages) ---------------+
-    | bp_slot: dq cm_breakpoint_trampoline                                   |
+    | bp_slot: dq cm_breakpoint_trampoline; printf_slot: dq cm_agent_printf  |
     | checked_read helper (see _emit_checked_read)                           |
     | veneers, bump-allocated; rebuilt when a site's checks change           |
     +--------------------------- data (rw-, DATA_PAGES pages) ---------------+
@@ -371,7 +371,9 @@ class HookArea:
         start = header.new_label()
         header.bind(start)
         header.dq(lib.cm_breakpoint_trampoline_address())
+        header.dq(lib.cm_agent_printf_address())
         self.bp_slot_address = self.base
+        self.printf_slot_address = self.base + 8
         self.checked_read_address = self.base + header.offset
         _emit_checked_read(header, start, self.base, self.data_address)
         header.align(16, 0xCC)

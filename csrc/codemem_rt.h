@@ -118,6 +118,20 @@ typedef void (*cm_event_fn)(uint64_t kind, uint64_t code, cm_regfile *regfile, u
 typedef uint64_t (*cm_host_call_fn)(uint64_t hostctx, uint64_t *args);
 void cm_set_callbacks(cm_event_fn event, cm_host_call_fn host_call);
 
+/* The agent's printf (gdb's dprintf-style agent, GDB manual "Bytecode
+ * Descriptions", printf): formats `format` with nargs 64-bit argument words
+ * (C conversions %d %i %u %x %X %o %c %s %p %%, flags, width, precision and
+ * the hh h l ll z j t length modifiers) and writes the text to fd 1.  A %s
+ * argument is read only where the region table allows (codemem.sitehooks
+ * layout: u64 count, then {start, end, memdef, kind} rows), else it prints
+ * "<unreadable>".  Called from a site's veneer on the guest stack, aligned. */
+void cm_agent_printf(const char *format, uint64_t nargs, const uint64_t *args, const uint64_t *regions);
+uint64_t cm_agent_printf_address(void);
+/* The same formatting into buf (at most size bytes, NUL-terminated); returns
+ * the length.  For tests. */
+uint64_t cm_agent_format(char *buf, uint64_t size, const char *format, uint64_t nargs, const uint64_t *args,
+                         const uint64_t *regions);
+
 /* Resume gates: a stopped guest that waits in C, not in the host callback.
  * An event callback that calls cm_defer_resume(gate) (with *gate nonzero,
  * "closed") returns at once; the guest thread then waits, after the callback

@@ -37,7 +37,7 @@ from codemem import sitehooks
 from codemem.native import ffi, lib
 from codemem.sitehooks import AccessCheck, AccessSite, access_sites, hook_area_for
 
-from .agent_x64 import ConditionCheck
+from .agent_x64 import CommandsCheck, ConditionCheck
 from .protocol.agentexpr import AgentExpr
 
 log = logging.getLogger(__name__)
@@ -85,22 +85,28 @@ class SiteAgent:
     def __init__(self, target):
         self.target = target
         self.conditions: dict[int, tuple[AgentExpr, ...]] = {}
+        self.commands: dict[int, tuple[AgentExpr, ...]] = {}
         self.watches: list[Watch] = []
         self._hooked: dict[int, object] = {}  # site pc -> StoreCode of every site with a veneer
         self._regions_key = None
 
     # ------------------------------------------------------------ conditions
 
-    def set_conditions(self, store_code, pc: int, exprs: tuple[AgentExpr, ...]) -> None:
-        if exprs:
-            self.conditions[pc] = tuple(exprs)
-        else:
-            self.conditions.pop(pc, None)
+    def set_breakpoint_program(self, store_code, pc: int, conditions: tuple[AgentExpr, ...],
+                               commands: tuple[AgentExpr, ...] = ()) -> None:
+        """The conditions and agent commands of the breakpoint at ``pc``
+        (both empty: none; the site goes back to its bytes)."""
+        for table, exprs in ((self.conditions, conditions), (self.commands, commands)):
+            if exprs:
+                table[pc] = tuple(exprs)
+            else:
+                table.pop(pc, None)
         self._refresh_regions()
         self._update_site(store_code, pc)
 
-    def has_conditions(self, pc: int) -> bool:
-        return pc in self.conditions
+    def has_program(self, pc: int) -> bool:
+        """Whether the breakpoint at ``pc`` runs in a veneer (conditions or commands)."""
+        return pc in self.conditions or pc in self.commands
 
     # ------------------------------------------------------------ watchpoints
 
@@ -147,6 +153,7 @@ class SiteAgent:
         before = self._directions()
         self.watches.clear()
         self.conditions.clear()
+        self.commands.clear()
         self._write_watch_tables()
         self._update_access_sites(before)
         for pc, code in list(self._hooked.items()):
@@ -184,7 +191,10 @@ class SiteAgent:
     # ------------------------------------------------------------ veneers
 
     def _checks(self, store_code, pc: int) -> list:
-        checks: list = [ConditionCheck(expr, k) for k, expr in enumerate(self.conditions.get(pc, ()))]
+        if pc in self.commands:
+            checks: list = [CommandsCheck(self.conditions.get(pc, ()), self.commands[pc])]
+        else:
+            checks = [ConditionCheck(expr, k) for k, expr in enumerate(self.conditions.get(pc, ()))]
         if self.watches:
             entry = self.target.store.registry.lookup(pc)
             access = self._access_sites(entry).get(store_code.offset_of(pc)) if entry else None
@@ -304,6 +314,8 @@ class SiteAgent:
         lines = []
         for k, expr in enumerate(self.conditions.get(pc, ())):
             lines.append(f"condition {k + 1}: {len(expr.bytecode)} bytes of bytecode")
+        for k, expr in enumerate(self.commands.get(pc, ())):
+            lines.append(f"command {k + 1}: {len(expr.bytecode)} bytes of bytecode")
         entry = self.target.store.registry.lookup(pc)
         access = self._access_sites(entry).get(store_code.offset_of(pc)) if entry else None
         if access is not None and pc in self._hooked and self.watches:

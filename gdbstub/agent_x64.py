@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from codemem import sitehooks
 from codemem.sitehooks import VeneerEmitter
-from codemem.x64.asm import Cond, Mem, Reg
+from codemem.x64.asm import Cond, Mem, Reg, Xmm
 
 from . import arch_amd64
 from .protocol.agentexpr import MAX_BACKWARD_JUMPS, AgentExpr, Op
@@ -77,7 +77,36 @@ class ConditionCheck:
         _compile(self.expr, self.index, e)
 
 
-def _compile(expr: AgentExpr, index: int, e: VeneerEmitter) -> None:
+class CommandsCheck:
+    """A breakpoint with agent commands (dprintf, ``set dprintf-style
+    agent``): when it has no conditions, or one of them is true, the commands
+    run and the guest goes on; it never stops (gdbserver's rule: a breakpoint
+    whose commands the target runs is not reported).  An evaluation error in
+    a condition or a command skips the rest of the commands silently."""
+
+    def __init__(self, conditions: tuple[AgentExpr, ...], commands: tuple[AgentExpr, ...]):
+        self.conditions = conditions
+        self.commands = commands
+        self.cache_key = ("commands", tuple(x.bytecode for x in conditions), tuple(x.bytecode for x in commands))
+
+    def emit(self, e: VeneerEmitter) -> None:
+        a = e.a
+        run, skip = a.new_label(), a.new_label()
+        for k, expr in enumerate(self.conditions):
+            _compile(expr, k, e, on_true=run, on_error=skip)
+        if self.conditions:
+            a.jmp(skip)
+        a.bind(run)
+        for k, expr in enumerate(self.commands):
+            _compile(expr, k, e, on_error=skip, command=True)
+        a.bind(skip)
+
+
+def _compile(expr: AgentExpr, index: int, e: VeneerEmitter, *, on_true=None, on_error=None,
+             command: bool = False) -> None:
+    """Code for ``expr`` falling through at its end.  A condition (default)
+    stops when true, or jumps to ``on_true``; a ``command`` ignores its value.
+    Errors stop with HIT_CONDITION_ERROR, or jump to ``on_error``."""
     a = e.a
     labels = {}
     for ins in expr.instructions:
@@ -238,14 +267,22 @@ def _compile(expr: AgentExpr, index: int, e: VeneerEmitter) -> None:
             else:
                 a.jmp(target)
         elif op is Op.PRINTF:
-            raise ValueError("printf in a breakpoint condition is not supported (dprintf sends it as a command)")
+            _emit_printf(e, ins.operand)
         elif op is Op.END:
+            if command:
+                a.mov(Reg.RSP, Reg.R10, 64)
+                a.jmp(after)
+                continue
             if ins.depth:
                 a.pop(Reg.RAX)
             else:
                 a.zero(Reg.RAX)
             a.mov(Reg.RSP, Reg.R10, 64)
             a.test(Reg.RAX, Reg.RAX, 64)
+            if on_true is not None:
+                a.jcc(Cond.NE, on_true)
+                a.jmp(after)
+                continue
             a.jcc(Cond.E, after)
             e.record_hit(sitehooks.HIT_CONDITION, index)
             a.jmp(e.stop)
@@ -253,9 +290,46 @@ def _compile(expr: AgentExpr, index: int, e: VeneerEmitter) -> None:
             raise AssertionError(op)
     a.bind(error)
     a.mov(Reg.RSP, Reg.R10, 64)
-    e.record_hit(sitehooks.HIT_CONDITION_ERROR, index)
-    a.jmp(e.stop)
+    if on_error is not None:
+        a.jmp(on_error)
+    else:
+        e.record_hit(sitehooks.HIT_CONDITION_ERROR, index)
+        a.jmp(e.stop)
     a.bind(after)
+
+
+def _emit_printf(e: VeneerEmitter, operand) -> None:
+    """``printf nargs fmt``: the stack holds, from the top, the function and
+    the channel (gdb's gen_printf pushes them last; this agent prints to its
+    stdout whatever they are), then argument 0, 1, ... (pushed last-first, so
+    they lie in ascending addresses).  Calls cm_agent_printf (csrc) on the
+    guest stack, 16-aligned, with xmm0-15 and r10 saved around it (C may
+    clobber them), then pops the printf's operands."""
+    numargs, fmt = operand
+    a = e.a
+    text = a.new_label()
+    skip = a.new_label()
+    a.lea(Reg.RDX, Mem(Reg.RSP, 16))                       # args
+    a.mov(Reg.RSI, numargs, 32)
+    a.lea(Reg.RDI, Mem.rip(text))
+    a.lea(Reg.RCX, e.data(sitehooks.DATA_REGIONS))
+    a.mov(Reg.RAX, Reg.RSP, 64)
+    a.and_(Reg.RSP, -16, 64)
+    a.sub(Reg.RSP, 16 * 16 + 16, 64)
+    for k in range(16):
+        a.movdqu(Mem(Reg.RSP, 16 * k), Xmm(k))
+    a.mov(Mem(Reg.RSP, 256), Reg.RAX, 64)
+    a.mov(Mem(Reg.RSP, 264), Reg.R10, 64)                 # the save-area anchor: r10 is caller-saved in C
+    a.call_mem(e.code(e.area.printf_slot_address))
+    for k in range(16):
+        a.movdqu(Xmm(k), Mem(Reg.RSP, 16 * k))
+    a.mov(Reg.R10, Mem(Reg.RSP, 264), 64)
+    a.mov(Reg.RSP, Mem(Reg.RSP, 256), 64)
+    a.lea(Reg.RSP, Mem(Reg.RSP, 8 * (numargs + 2)))
+    a.jmp(skip)
+    a.bind(text)
+    a.emit_bytes(bytes(fmt) + b"\0")
+    a.bind(skip)
 
 
 def _load_register(e: VeneerEmitter, regnum: int) -> None:

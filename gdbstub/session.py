@@ -80,6 +80,7 @@ class GdbSession:
             multiprocess=True,
             qthread_events=True,
             conditional_breakpoints=True,
+            breakpoint_commands=True,
         )
         self.negotiated = self.capabilities.negotiate({})
         self.error_strings = False
@@ -419,7 +420,9 @@ class GdbSession:
         # bytecode refuses the whole packet (E16 with the parser's message).
         conditions = tuple(parse_agent_expr(bytecode, register_ok=register_readable)
                            for bytecode in request.conditions)
-        self.target.insert_breakpoint(request.addr, conditions)
+        commands = tuple(parse_agent_expr(bytecode, register_ok=register_readable)
+                         for bytecode in request.commands)
+        self.target.insert_breakpoint(request.addr, conditions, commands)
         return R.ok()
 
     def _remove_breakpoint(self, request: P.RemoveBreakpoint) -> bytes:

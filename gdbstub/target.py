@@ -726,28 +726,30 @@ class StoreTarget:
             self._agent = SiteAgent(self)
         return self._agent
 
-    def _is_conditional(self, pc: int) -> bool:
-        return self._agent is not None and self._agent.has_conditions(pc)
+    def _is_hooked(self, pc: int) -> bool:
+        return self._agent is not None and self._agent.has_program(pc)
 
-    def insert_breakpoint(self, pc: int, conditions: tuple = ()) -> None:
+    def insert_breakpoint(self, pc: int, conditions: tuple = (), commands: tuple = ()) -> None:
         """A user breakpoint at a patch site of this Store (idempotent).
         ``conditions`` (verified agent expressions): stop only when one is
-        true, evaluated at the site; a new insert at the same pc replaces
-        them (gdb's ``condition N``), none makes it unconditional."""
+        true, evaluated at the site; ``commands`` (agent printf, gdb's
+        dprintf-style agent): run at the site instead of stopping.  A new
+        insert at the same pc replaces both (gdb's ``condition N``); none
+        makes it a plain breakpoint."""
         site = self._site_for(pc)
-        if conditions:
-            if pc in self.breakpoints and not self._is_conditional(pc):
+        if conditions or commands:
+            if pc in self.breakpoints and not self._is_hooked(pc):
                 with self._patch_edit() as edit:
                     edit.disable_site(*site)
             try:
-                self.agent.set_conditions(site[0], pc, tuple(conditions))
+                self.agent.set_breakpoint_program(site[0], pc, tuple(conditions), tuple(commands))
             except CodeMemoryError as e:
                 raise TargetError(EBUSY, str(e)) from None
             self.breakpoints.add(pc)
             return
         if pc in self.breakpoints:
-            if self._is_conditional(pc):
-                self.agent.set_conditions(site[0], pc, ())
+            if self._is_hooked(pc):
+                self.agent.set_breakpoint_program(site[0], pc, (), ())
                 with self._patch_edit() as edit:
                     edit.enable_site(*site)
             return
@@ -762,8 +764,8 @@ class StoreTarget:
             self._site_for(pc)  # still name a bad address as such
             return
         site = self._site_for(pc)
-        if self._is_conditional(pc):
-            self.agent.set_conditions(site[0], pc, ())
+        if self._is_hooked(pc):
+            self.agent.set_breakpoint_program(site[0], pc, (), ())
         else:
             with self._patch_edit() as edit:
                 edit.disable_site(*site)

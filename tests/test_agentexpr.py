@@ -462,3 +462,49 @@ def test_the_veneer_preserves_every_register_and_the_flags(rig):
     before, with_veneer = seen
     # rsi (gpr 4) is the host's argument array, new for each call.
     assert before[:32] + before[40:] == with_veneer[:32] + with_veneer[40:]
+
+
+# ------------------------------------------------------------------ dprintf
+
+@pytest.mark.parametrize("fmt, args", [
+    (b"plain text", []),
+    (b"%d|%5d|%-4d|%+d|%05d", [(-3) & MASK64, 42, 7, 9, 12]),
+    (b"%u %x %X %o %#x %#o", [(-1) & 0xFFFFFFFF, 255, 255, 8, 255, 8]),
+    (b"%ld %lld %hhd %hd %lu %llx %zu", [(-1) & MASK64, 1 << 40, 0x1FF, 0x18000, MASK64, MASK64, 5]),
+    (b"%c%c %p %10p", [ord("o"), ord("k"), 0x1000, 0xABC]),
+    (b"100%% %d%%", [50]),
+    (b"%.3d %8.3x", [7, 255]),
+])
+def test_the_c_agent_printf_formats_as_the_reference_does(fmt, args):
+    from codemem.native import lib
+
+    buf = ffi.new("char[4096]")
+    words = ffi.new("uint64_t[]", args or [0])
+    n = lib.cm_agent_format(buf, 4096, fmt, len(args), words, ffi.NULL)
+    assert ffi.string(buf, n) == format_printf(fmt, args)
+
+
+def test_the_c_agent_printf_reads_strings_only_through_the_region_table(rig):
+    from codemem.native import lib
+
+    rig.memory.write(0x300, b"hello\0")
+    table = ffi.cast("uint64_t *", rig.area.data_address + sitehooks.DATA_REGIONS)
+    buf = ffi.new("char[256]")
+    fmt = b"[%s] [%s] [%8s]"
+    words = ffi.new("uint64_t[]", [0x300, 1 << 40, rig.memory.base + 0x300])
+    n = lib.cm_agent_format(buf, 256, fmt, 3, words, table)
+    assert ffi.string(buf, n) == b"[hello] [<unreadable>] [   hello]"
+    reference = format_printf(fmt, [0x300, 1 << 40, rig.memory.base + 0x300],
+                              lambda a: b"hello" if a in (0x300, rig.memory.base + 0x300) else None)
+    assert ffi.string(buf, n) == reference
+
+
+def test_printf_format_escapes_are_expanded_and_bad_ones_refused():
+    fmt = b'a\\tb\\n\\"q\\"\\\\\0'
+    code = bytes.fromhex("2200" "2200") + bytes([0x34, 0]) + len(fmt).to_bytes(2, "big") + fmt + b"\x27"
+    expr = parse_agent_expr(code)
+    assert expr.instructions[2].operand == (0, b'a\tb\n"q"\\')
+    bad = b"\\q\0"
+    code = bytes.fromhex("2200" "2200") + bytes([0x34, 0]) + len(bad).to_bytes(2, "big") + bad + b"\x27"
+    with pytest.raises(AgentExprError, match="unrecognized escape"):
+        parse_agent_expr(code)

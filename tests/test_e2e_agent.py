@@ -161,3 +161,29 @@ def test_a_watchpoint_outside_linear_memory_is_refused(stub):
     assert not run.timed_out, detail(run, demo)
     assert "Could not insert hardware watchpoint" in run.output, detail(run, demo)
     assert re.search(r"packet <- b'Z2,[0-9a-f]+,8'\npacket -> b'E16'", demo.stderr), demo.describe()
+
+
+def test_dprintf_in_the_agent_prints_on_the_stubs_stdout_without_stopping(stub):
+    demo = stub(AGENT, invoke="cond_loop", args=["5"])
+    run = run_gdb(demo, ["set dprintf-style agent", r'dprintf *f,"f(%d) %c\n", *(int *)$rsi, 120',
+                         "info breakpoints", "continue"])
+    assert not run.timed_out, detail(run, demo)
+    assert re.search(r"^1\s+dprintf .*\n\s+agent-printf ", run.output, re.M), detail(run, demo)
+    assert "[Inferior 1 (process 1) exited normally]" in run.output, detail(run, demo)
+    demo.wait()
+    printed = [line for line in demo.output_after_banner if line.startswith("f(")]
+    assert printed == ["f(0) x", "f(1) x", "f(2) x", "f(3) x", "f(4) x"], detail(run, demo)
+    # The commands went with the breakpoint and no hit was reported.
+    assert any(";cmds:" in line for line in demo.packets()), demo.describe()
+    assert not any("swbreak" in r for r in stop_replies(demo)), demo.describe()
+
+
+def test_dprintf_with_a_condition_prints_only_when_it_holds(stub):
+    demo = stub(AGENT, invoke="cond_loop", args=["6"])
+    run = run_gdb(demo, ["set dprintf-style agent", r'dprintf *f,"hit %d\n", *(int *)$rsi',
+                         "condition 1 *(int *)$rsi % 2 == 1", "continue"])
+    assert not run.timed_out, detail(run, demo)
+    assert "[Inferior 1 (process 1) exited normally]" in run.output, detail(run, demo)
+    demo.wait()
+    assert [line for line in demo.output_after_banner if line.startswith("hit")] == ["hit 1", "hit 3", "hit 5"], \
+        detail(run, demo)

@@ -260,7 +260,7 @@ def _decode(bytecode: bytes) -> list[Instruction]:
             text = bytecode[pc + 4 : end]
             if text[-1] != 0:
                 raise AgentExprError(f"printf at offset {pc}: format string is not NUL-terminated")
-            out.append(Instruction(pc, op, (numargs, bytes(text[:-1])), 4 + length))
+            out.append(Instruction(pc, op, (numargs, _unescape_format(bytes(text[:-1]), pc)), 4 + length))
             pc = end
             continue
         if op is Op.PICK:
@@ -278,6 +278,30 @@ def _decode(bytecode: bytes) -> list[Instruction]:
         out.append(Instruction(pc, op, operand, 1 + width))
         pc += 1 + width
     return out
+
+
+#: The backslash escapes of a printf format (gdb sends the format as typed;
+#: gdbserver's agent expands them as gdbsupport's format_pieces does).
+_ESCAPES = {ord("\\"): b"\\", ord("a"): b"\a", ord("b"): b"\b", ord("e"): b"\x1b", ord("f"): b"\f",
+            ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("v"): b"\v", ord('"'): b'"'}
+
+
+def _unescape_format(text: bytes, pc: int) -> bytes:
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        if text[i] == 0x5C:  # backslash
+            if i + 1 >= len(text) or text[i + 1] not in _ESCAPES:
+                what = chr(text[i + 1]) if i + 1 < len(text) else "at the end"
+                raise AgentExprError(f"printf at offset {pc}: unrecognized escape \\{what} in the format")
+            out += _ESCAPES[text[i + 1]]
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    if 0 in out:
+        raise AgentExprError(f"printf at offset {pc}: the format contains a NUL byte")
+    return bytes(out)
 
 
 def parse_agent_expr(bytecode: bytes, *, register_ok: Callable[[int], bool] | None = None) -> AgentExpr:
@@ -539,6 +563,9 @@ def format_printf(fmt: bytes, args: list[int], read_string: Callable[[int], byte
         bits = 64 if length in ("l", "ll", "z", "j", "t", "q", "L") else 16 if length == "h" else 8 if length == "hh" else 32
         if conv in "di":
             text = ("%" + flags_width + "d") % _signed(_sext(value, bits))
+        elif conv == "o" and "#" in flags_width:
+            # C's alternate octal form is a leading 0 (Python's is "0o").
+            text = ("%" + flags_width.replace("#", "") + "s") % ("0%o" % (value & ((1 << bits) - 1)))
         elif conv in "uxXo":
             text = ("%" + flags_width + conv) % (value & ((1 << bits) - 1))
         elif conv == "c":
