@@ -64,7 +64,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol
 
-from . import native
+from . import abi, native
 from .errors import CodeMemoryError
 from .frametable import SequencePointKind
 from .native import PROT_EXEC, PROT_READ, PROT_WRITE, ffi, lib
@@ -96,7 +96,10 @@ WATCH_ENTRY = 24
 MAX_WATCHES = 512
 DATA_TSV = DATA_WATCHES + 8 + WATCH_ENTRY * MAX_WATCHES
 NUM_TSV = 64
-assert DATA_TSV + 8 * NUM_TSV <= DATA_SIZE
+#: The MemoryDefinition the watch table's offsets are in: an access is checked
+#: only when the running instance's memory 0 (r15's VMCTX_MEMORY_DEF) is it.
+DATA_WATCH_MEMDEF = DATA_TSV + 8 * NUM_TSV
+assert DATA_WATCH_MEMDEF + 8 <= DATA_SIZE
 
 #: hit kinds (DATA_HIT_KIND)
 HIT_NONE = 0
@@ -413,9 +416,11 @@ class HookArea:
             ffi.memmove(ffi.cast("char *", at), struct.pack("<QQQQ", start, end, memdef, kind), REGION_ENTRY)
         self.write_u64(DATA_REGIONS, len(rows))
 
-    def set_watches(self, watches: Iterable[tuple[int, int, int]]) -> None:
-        """The watch table: (lo, hi, kinds) rows over linear-memory offsets [lo, hi)."""
+    def set_watches(self, watches: Iterable[tuple[int, int, int]], memdef: int = 0) -> None:
+        """The watch table: (lo, hi, kinds) rows over offsets [lo, hi) of the
+        linear memory whose MemoryDefinition is at ``memdef``."""
         rows = list(watches)
+        self.write_u64(DATA_WATCH_MEMDEF, memdef)
         if len(rows) > MAX_WATCHES:
             raise CodeMemoryError(f"{len(rows)} watched ranges; at most {MAX_WATCHES}")
         first_row = self.data_address + DATA_WATCHES + 8
@@ -645,6 +650,10 @@ class AccessCheck:
         a = e.a
         if access.address_slot is None:
             return  # global.set: a GlobalCheck
+        other = a.new_label()
+        a.mov(Reg.RAX, Mem(Reg.R15, abi.VMCTX_MEMORY_DEF), 64)
+        a.cmp(Reg.RAX, e.data(DATA_WATCH_MEMDEF), 64)
+        a.jcc(Cond.NE, other)
         # rax = first byte, rdx = one past the last
         if access.length_slot is None:
             a.mov(Reg.RAX, Mem(Reg.RBP, access.address_slot), 32)
@@ -663,6 +672,7 @@ class AccessCheck:
             a.mov(Reg.RDX, Mem(Reg.RBP, access.length_slot), 32)
             a.add(Reg.RDX, Reg.RAX, 64)
             self._scan(e, WATCH_READ)
+        a.bind(other)
 
     def emit_standalone(self, e: VeneerEmitter) -> bool:
         """The whole veneer of a site whose only check is a load or store
@@ -684,6 +694,9 @@ class AccessCheck:
         a = e.a
         kind = WATCH_WRITE if access.writes else WATCH_READ
         loop, nxt, done, hit = a.new_label(), a.new_label(), a.new_label(), a.new_label()
+        a.mov(first, Mem(Reg.R15, abi.VMCTX_MEMORY_DEF), 64)    # this instance's memory 0...
+        a.cmp(first, e.data(DATA_WATCH_MEMDEF), 64)             # ...is the one watched?
+        a.jcc(Cond.NE, done)
         a.mov(first, Mem(Reg.RBP, access.address_slot), 32)    # the i32 address, zero-extended
         if access.static_offset:
             if access.static_offset < (1 << 31):

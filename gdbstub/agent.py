@@ -33,7 +33,7 @@ import logging
 import struct
 from dataclasses import dataclass
 
-from codemem import sitehooks
+from codemem import abi, sitehooks
 from codemem.native import ffi, lib
 from codemem.sitehooks import AccessCheck, AccessSite, access_sites, hook_area_for
 
@@ -126,8 +126,8 @@ class SiteAgent:
         raise ValueError(f"{address:#x}+{length:#x} is not inside linear memory "
                          f"(native {memory.base:#x}-{memory.base + size:#x}, or 0-{size:#x})")
 
-    def add_watch(self, kinds: int, address: int, length: int) -> None:
-        lo = self.linear_offset(address, length)
+    def add_watch(self, kinds: int, address: int, length: int, *, linear: int | None = None) -> None:
+        lo = self.linear_offset(address, length) if linear is None else linear
         watch = Watch(kinds, address, length, lo)
         if watch in self.watches:
             return
@@ -167,8 +167,10 @@ class SiteAgent:
 
     def _write_watch_tables(self) -> None:
         rows = [(w.lo, w.lo + w.length, w.kinds) for w in self.watches]
+        memories = self.target.instance.memories
+        memdef = memories[0].definition_address if memories else 0
         for entry in self.target.store.registry.entries():
-            hook_area_for(entry.store_code).set_watches(rows)
+            hook_area_for(entry.store_code).set_watches(rows, memdef)
 
     def _access_sites(self, entry) -> dict[int, AccessSite]:
         return access_sites(entry.engine_code, entry.module.wasm)
@@ -286,6 +288,10 @@ class SiteAgent:
         if access is None or access.address_slot is None:
             return None
         rbp = regfile.gpr[6]
+        memories = self.target.instance.memories
+        vmctx = regfile.gpr[15]
+        if not memories or _read_u64(vmctx + abi.VMCTX_MEMORY_DEF) != memories[0].definition_address:
+            return None  # another instance's memory
 
         def slot(offset: int) -> int:
             return struct.unpack("<I", bytes(ffi.buffer(ffi.cast("char *", rbp + offset), 4)))[0]
@@ -321,6 +327,10 @@ class SiteAgent:
         if access is not None and pc in self._hooked and self.watches:
             lines.append(f"access check: {access.describe()}")
         return lines
+
+
+def _read_u64(address: int) -> int:
+    return ffi.cast("uint64_t *", address)[0]
 
 
 def _applies(access: AccessSite, kinds: int) -> bool:

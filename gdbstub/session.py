@@ -156,6 +156,7 @@ class GdbSession:
             P.SymbolLookup: simple_ok,
             P.HostInfo: lambda r: arch_amd64.host_info_reply().encode(),
             P.ProcessInfo: self._process_info,
+            P.WatchpointSupportInfo: lambda r: b"num:%d;" % sitehooks.MAX_WATCHES,  # decimal (lldb)
             P.RegisterInfo: self._register_info,
             P.ThreadSuffixSupported: simple_ok,
             P.ListThreadsInStopReply: self._list_threads,
@@ -306,14 +307,21 @@ class GdbSession:
         if stop.reason == StopReason.TRAP and stop.trap_message:
             # LLDB shows a stop "description"; gdb ignores keys it does not know.
             extra.append(("description", hex_encode(f"wasm trap: {stop.trap_message}".encode())))
+        extra += self._agent_stop_keys(stop)
+        return R.stop_reply(stop.signal, self._thread_id(), registers, reason, extra, self._multiprocess)
+
+    @staticmethod
+    def _agent_stop_keys(stop: Stop) -> list[tuple[str, object]]:
+        """Stop-reply keys of work done at the sites (gdbstub.agent)."""
+        keys: list[tuple[str, object]] = []
         if stop.watch is not None:
             # GDB manual, "Stop Reply Packets": watch/rwatch/awatch:ADDR, the
-            # data address; lldb reads the same keys.
-            reason = None
-            extra.append((stop.watch, "%x" % stop.watch_address))
+            # data address (in the client's view); lldb reads the same keys.
+            keys.append((stop.watch, "%x" % stop.watch_address))
         if stop.note:
-            extra.append(("description", hex_encode(stop.note.encode())))
-        return R.stop_reply(stop.signal, self._thread_id(), registers, reason, extra, self._multiprocess)
+            # LLDB shows a stop "description"; gdb gets the note as console output.
+            keys.append(("description", hex_encode(stop.note.encode())))
+        return keys
 
     def _halt_reason(self, request) -> bytes | None:
         target = self.target
@@ -411,7 +419,7 @@ class GdbSession:
     # ------------------------------------------------------------ breakpoints
 
     def _insert_breakpoint(self, request: P.InsertBreakpoint) -> bytes:
-        kinds = _WATCH_KINDS.get(request.type)
+        kinds = WATCH_KINDS.get(request.type)
         if kinds is not None:
             # Z2/Z3/Z4,ADDR,LENGTH (the kind field is the length in bytes).
             self.target.insert_watchpoint(kinds, request.addr, request.kind)
@@ -426,7 +434,7 @@ class GdbSession:
         return R.ok()
 
     def _remove_breakpoint(self, request: P.RemoveBreakpoint) -> bytes:
-        kinds = _WATCH_KINDS.get(request.type)
+        kinds = WATCH_KINDS.get(request.type)
         if kinds is not None:
             self.target.remove_watchpoint(kinds, request.addr, request.kind)
             return R.ok()
@@ -608,7 +616,7 @@ class GdbSession:
 
 
 #: Z/z types of watchpoints -> the accesses they watch (codemem.sitehooks).
-_WATCH_KINDS = {
+WATCH_KINDS = {
     P.BreakpointType.WRITE_WATCHPOINT: sitehooks.WATCH_WRITE,
     P.BreakpointType.READ_WATCHPOINT: sitehooks.WATCH_READ,
     P.BreakpointType.ACCESS_WATCHPOINT: sitehooks.WATCH_WRITE | sitehooks.WATCH_READ,

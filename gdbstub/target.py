@@ -773,11 +773,13 @@ class StoreTarget:
 
     # ------------------------------------------------------- watchpoints
 
-    def insert_watchpoint(self, kinds: int, address: int, length: int) -> None:
+    def insert_watchpoint(self, kinds: int, address: int, length: int, *, linear: int | None = None) -> None:
         """A watchpoint on linear memory (gdbstub.agent): ``kinds`` is a set
-        of codemem.sitehooks.WATCH_WRITE / WATCH_READ."""
+        of codemem.sitehooks.WATCH_WRITE / WATCH_READ; ``linear`` the offset
+        in memory 0 when the client's address space is not the native view's
+        (the wasm dialect)."""
         try:
-            self.agent.add_watch(kinds, address, length)
+            self.agent.add_watch(kinds, address, length, linear=linear)
         except ValueError as e:
             raise TargetError(EINVAL, str(e)) from None
         except CodeMemoryError as e:

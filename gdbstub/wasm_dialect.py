@@ -48,7 +48,7 @@ from codemem.wasm.types import ValType
 from .protocol import packets as P
 from .protocol import replies as R
 from .protocol.encoding import hex_encode
-from .session import PACKET_SIZE, GdbSession, SessionConfig
+from .session import PACKET_SIZE, WATCH_KINDS, GdbSession, SessionConfig
 from .target import EFAULT, EINVAL, ENOENT, EPERM, Stop, StopReason, StoreTarget, TargetError
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,8 @@ class WasmSession(GdbSession):
         # where that step ends.
         self._carried: tuple[StopReason, int] | None = None
         self._handlers.update({
-            P.HostInfo: lambda r: f"triple:{_TRIPLE_HEX};endian:little;ptrsize:4;".encode(),
+            P.HostInfo: lambda r: (f"triple:{_TRIPLE_HEX};endian:little;ptrsize:4;"
+                                   "watchpoint_exceptions_received:after;").encode(),
             P.VContQuery: lambda r: b"vCont;c;C;s;S",
             P.WasmCallStack: self._wasm_call_stack,
             P.WasmLocal: self._wasm_local,
@@ -359,6 +360,7 @@ class WasmSession(GdbSession):
             extra.append(("thread-pcs", "%x" % pc))
         if stop.reason == StopReason.TRAP and stop.trap_message:
             extra.append(("description", hex_encode(f"wasm trap: {stop.trap_message}".encode())))
+        extra += self._agent_stop_keys(stop)
         return R.stop_reply(stop.signal, self._thread_id(), {0: struct.pack("<Q", pc)}, reason, extra,
                             self._multiprocess)
 
@@ -478,16 +480,37 @@ class WasmSession(GdbSession):
         return self.view(module_id).native_site(offset)
 
     def _insert_breakpoint(self, request: P.InsertBreakpoint) -> bytes:
-        if request.type not in (P.BreakpointType.SOFTWARE, P.BreakpointType.HARDWARE):
-            return R.empty()
+        kinds = WATCH_KINDS.get(request.type)
+        if kinds is not None:
+            self.target.insert_watchpoint(kinds, request.addr, request.kind,
+                                          linear=self._watched_offset(request.addr, request.kind))
+            return R.ok()
+        # lldb has no agent bytecode: its conditions are evaluated in lldb
+        # (docs/agent.md), so a Z0 here never carries any.
         self.target.insert_breakpoint(self._native_site(request.addr))
         return R.ok()
 
     def _remove_breakpoint(self, request: P.RemoveBreakpoint) -> bytes:
-        if request.type not in (P.BreakpointType.SOFTWARE, P.BreakpointType.HARDWARE):
-            return R.empty()
+        kinds = WATCH_KINDS.get(request.type)
+        if kinds is not None:
+            self.target.remove_watchpoint(kinds, request.addr, request.kind)
+            return R.ok()
         self.target.remove_breakpoint(self._native_site(request.addr))
         return R.ok()
+
+    def _watched_offset(self, address: int, length: int) -> int:
+        """The linear-memory offset of a wasm memory address (``module_id << 32
+        | offset``); watchpoints cover the memory of the instance debugged."""
+        kind, module_id, offset = split_address(address)
+        if kind != _TYPE_MEMORY:
+            raise TargetError(EINVAL, f"{address:#x} is a code address; watchpoints go on linear memory")
+        memory = self.view(module_id).memory()
+        if not self.target.instance.memories or memory is not self.target.instance.memories[0]:
+            raise TargetError(EINVAL, f"module {module_id}'s memory is not the memory of the instance debugged")
+        if length <= 0 or offset + length > memory.data_len:
+            raise TargetError(EINVAL, f"{address:#x}+{length:#x} is not inside linear memory "
+                                      f"({memory.data_len:#x} bytes)")
+        return offset
 
     # ------------------------------------------------------------ execution
 
