@@ -106,6 +106,7 @@ HIT_NONE = 0
 HIT_CONDITION = 1        # condition ``index`` was true
 HIT_CONDITION_ERROR = 2  # condition ``index`` could not be evaluated (error, address)
 HIT_ACCESS = 3           # a watched range was accessed (index = watch, address, size)
+HIT_HOST_WRITE = 4       # a host function wrote a watched range (recorded by the host side)
 
 #: error codes (DATA_HIT_ERROR) of HIT_CONDITION_ERROR
 ERROR_UNREADABLE = 1
@@ -302,6 +303,35 @@ def decode_access(wasm: bytes, point, func) -> AccessSite | None:
     return None
 
 
+def host_return_sites(engine_code, wasm: bytes, num_imported_funcs: int) -> list[int]:
+    """Image offsets of the RETURN_POINT sites after every call that may
+    reach a host function (``call`` of an import, ``call_indirect``,
+    ``return_call_indirect``), cached on the EngineCode: where a host's
+    writes into linear memory are reported (PendingHostWriteCheck)."""
+    cached = getattr(engine_code, "_host_return_sites", None)
+    if cached is not None:
+        return cached
+    table = engine_code.frame_table
+    sites = []
+    for func in table.functions():
+        last_call = False
+        for point in table.sequence_points(func):
+            if point.kind is SequencePointKind.INSTRUCTION:
+                at = point.wasm_offset
+                op = wasm[at] if 0 <= at < len(wasm) else None
+                if op == 0x10:
+                    index, _ = read_uleb(wasm, at + 1, len(wasm), 32)
+                    last_call = index < num_imported_funcs
+                else:
+                    last_call = op in (0x11, 0x13)
+            elif point.kind is SequencePointKind.RETURN_POINT:
+                if last_call and table.site_index(point.native_offset) is not None:
+                    sites.append(point.native_offset)
+                last_call = False
+    engine_code._host_return_sites = sites
+    return sites
+
+
 def access_sites(engine_code, wasm: bytes) -> dict[int, AccessSite]:
     """Image offset -> AccessSite for every patch site before a memory access or
     global.set, derived once per EngineCode and cached on it."""
@@ -431,6 +461,22 @@ class HookArea:
             ffi.memmove(ffi.cast("char *", at), struct.pack("<QQQ", lo, hi, kinds), WATCH_ENTRY)
         self.write_u64(DATA_WATCHES, len(rows))
         self.write_u64(_WATCH_TABLE_END_POINTER, first_row + len(rows) * WATCH_ENTRY)
+
+    def record_host_write(self, index: int, address: int, size: int) -> None:
+        """A host function wrote watched memory: the next PendingHostWriteCheck
+        the guest reaches stops with HIT_HOST_WRITE and this record."""
+        self.write_u64(DATA_HIT_INDEX, index)
+        self.write_u64(DATA_HIT_ADDRESS, address)
+        self.write_u64(DATA_HIT_SIZE, size)
+        self.write_u64(DATA_HIT_ERROR, 0)
+        self.write_u64(DATA_HOST_WRITE, 1)
+
+    def take_host_write(self) -> tuple[int, int, int] | None:
+        """(index, address, size) of a host write not reported yet (cleared)."""
+        if not self.read_u64(DATA_HOST_WRITE):
+            return None
+        self.write_u64(DATA_HOST_WRITE, 0)
+        return self.read_u64(DATA_HIT_INDEX), self.read_u64(DATA_HIT_ADDRESS), self.read_u64(DATA_HIT_SIZE)
 
     def take_hit(self) -> tuple[int, int, int, int, int]:
         """(kind, index, address, size, error) of the last hit, then clears it."""
@@ -803,6 +849,6 @@ class PendingHostWriteCheck:
         skip = a.new_label()
         a.cmp(e.data(DATA_HOST_WRITE), 0, 64)
         a.jcc(Cond.E, skip)
-        a.mov(e.data(DATA_HOST_WRITE), 0, 64)
+        a.mov(e.data(DATA_HIT_KIND), HIT_HOST_WRITE, 64)
         a.jmp(e.stop)
         a.bind(skip)

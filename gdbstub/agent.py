@@ -35,7 +35,8 @@ from dataclasses import dataclass
 
 from codemem import abi, sitehooks
 from codemem.native import ffi, lib
-from codemem.sitehooks import AccessCheck, AccessSite, access_sites, hook_area_for
+from codemem.sitehooks import (AccessCheck, AccessSite, PendingHostWriteCheck, access_sites, hook_area_for,
+                               host_return_sites)
 
 from .agent_x64 import CommandsCheck, ConditionCheck
 from .protocol.agentexpr import AgentExpr
@@ -175,20 +176,56 @@ class SiteAgent:
     def _access_sites(self, entry) -> dict[int, AccessSite]:
         return access_sites(entry.engine_code, entry.module.wasm)
 
+    def _host_return_sites(self, entry) -> list[int]:
+        return host_return_sites(entry.engine_code, entry.module.wasm, entry.module.info.num_imported_funcs)
+
     def _update_access_sites(self, before: int) -> None:
         after = self._directions()
         if after == before:
             return
         self._refresh_regions()
-        for entry in self.target.store.registry.entries():
+        writes_changed = bool(before & sitehooks.WATCH_WRITE) != bool(after & sitehooks.WATCH_WRITE)
+        store = self.target.store
+        store.host_write_hook = self._on_host_write if after & sitehooks.WATCH_WRITE else None
+        for entry in store.registry.entries():
             code = entry.store_code
             for offset, access in self._access_sites(entry).items():
                 if access.address_slot is None:
-                    continue  # global.set: wasm globals are not in a client-visible region
+                    continue  # global.set: no client address space names a wasm global's cell
                 wanted_before = _applies(access, before)
                 wanted_after = _applies(access, after)
                 if wanted_before != wanted_after:
                     self._update_site(code, code.base + offset)
+            if writes_changed:
+                for offset in self._host_return_sites(entry):
+                    self._update_site(code, code.base + offset)
+
+    def _on_host_write(self, memory, offset: int, length: int) -> None:
+        """Store.host_write_hook (guest thread, inside a host function): a
+        write into a watched range is recorded for the return point after
+        the host call (PendingHostWriteCheck), which stops there."""
+        memories = self.target.instance.memories
+        if not memories or memory is not memories[0]:
+            return
+        end = offset + length
+        for index, watch in enumerate(self.watches):
+            if watch.kinds & sitehooks.WATCH_WRITE and offset < watch.lo + watch.length and end > watch.lo:
+                first = max(offset, watch.lo)
+                for entry in self.target.store.registry.entries():
+                    hook_area_for(entry.store_code).record_host_write(index, first, end - first)
+                return
+
+    def take_host_write(self) -> tuple[Watch, int] | None:
+        """A host write into a watched range not reported yet (then cleared
+        everywhere): (watch, client address)."""
+        found = None
+        for entry in self.target.store.registry.entries():
+            area = getattr(entry.store_code, "_hook_area", None)
+            record = area.take_host_write() if area is not None else None
+            if record is not None and found is None and record[0] < len(self.watches):
+                watch = self.watches[record[0]]
+                found = (watch, watch.client_address(record[1]))
+        return found
 
     # ------------------------------------------------------------ veneers
 
@@ -202,6 +239,9 @@ class SiteAgent:
             access = self._access_sites(entry).get(store_code.offset_of(pc)) if entry else None
             if access is not None and access.address_slot is not None and _applies(access, self._directions()):
                 checks.append(AccessCheck(access))
+            if self._directions() & sitehooks.WATCH_WRITE and entry is not None \
+                    and store_code.offset_of(pc) in self._host_return_sites(entry):
+                checks.append(PendingHostWriteCheck())
         return checks
 
     def _update_site(self, store_code, pc: int) -> None:
@@ -267,6 +307,12 @@ class SiteAgent:
         if kind == sitehooks.HIT_NONE:
             return None
         return Hit(kind, index, address, size, error)
+
+    def watch_at_host_write(self, hit: Hit) -> tuple[Watch, int] | None:
+        """(watch, client address) of a HIT_HOST_WRITE stop (its record is
+        then cleared in every hook area)."""
+        self.take_host_write()
+        return self.watch_for_hit(hit)
 
     def watch_for_hit(self, hit: Hit) -> tuple[Watch, int] | None:
         """(watch, client address) of an access hit."""

@@ -382,6 +382,14 @@ class StoreTarget:
             was_stepping = self._plan is not None
             was_interrupt = self._interrupt_requested
             self._disarm()
+            if hit is not None and hit.kind == sitehooks.HIT_HOST_WRITE:
+                # A host function (e.g. WASI fd_read) wrote a watched range:
+                # this is the return point after its call, after the write.
+                self._pending_watch = self._agent.watch_at_host_write(hit)
+            elif self._agent is not None and self._pending_watch is None:
+                # A host write whose return point had a plain stop (a step, a
+                # breakpoint) that ran no veneer: report it here.
+                self._pending_watch = self._agent.take_host_write()
             if hit is not None and hit.kind == sitehooks.HIT_ACCESS and self._pending_watch is None:
                 # Seen before the access: run to the next sequence point, and
                 # report it there, after the write.

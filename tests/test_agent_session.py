@@ -1,0 +1,184 @@
+"""Conditions, agent commands and watchpoints through GdbSession, in-process
+(packets in, replies out; tests/test_session.py's harness): the bad-input
+rules and what only the inside of the process can see."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import wasmtime
+
+import codemem
+from codemem import sitehooks
+from test_session import GuestHarness, parse_stop, parse_stream
+
+WAT = """(module
+  (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func $f (param $i i32) (result i32)
+    (i32.store (i32.add (i32.const 0x100) (i32.shl (i32.and (local.get $i) (i32.const 7)) (i32.const 2)))
+               (local.get $i))
+    (local.get $i))
+  (func (export "run") (param $n i32) (result i32)
+    (local $k i32) (local $sum i32)
+    (block $done (loop $top
+       (br_if $done (i32.ge_u (local.get $k) (local.get $n)))
+       (local.set $sum (i32.add (local.get $sum) (call $f (local.get $k))))
+       (local.set $k (i32.add (local.get $k) (i32.const 1)))
+       (br $top)))
+    (drop (call $random (i32.const 0x2bc) (i32.const 32)))
+    (i32.store (i32.const 0x200) (local.get $sum))
+    (local.get $sum)))"""
+
+
+@pytest.fixture(scope="module")
+def module():
+    engine = codemem.Engine(debug=True)
+    return codemem.Module(engine, bytes(wasmtime.wat2wasm(WAT)), name="agent_session")
+
+
+@pytest.fixture
+def guest(module):
+    harness = GuestHarness(module, "run", [8])
+    harness.handshake()
+    assert harness.ask(b"QEnableErrorStrings") == b"OK"
+    yield harness
+    harness.close()
+
+
+def condition_packet(pc: int, *bytecodes: bytes) -> bytes:
+    return b"Z0,%x,1" % pc + b"".join(b";X%x,%s" % (len(b), b.hex().encode()) for b in bytecodes)
+
+
+ARG_IS = lambda value: bytes([0x26, 0, 4, 0x19, 0x22, value, 0x13, 0x27])  # noqa: E731  *(int *)$rsi == value
+
+
+def error_text(reply: bytes) -> str:
+    assert reply.startswith(b"E"), reply
+    return bytes.fromhex(reply.split(b";", 1)[1].decode()).decode()
+
+
+def test_the_stub_advertises_conditions_and_commands(module):
+    harness = GuestHarness(module, "run", [1])
+    try:
+        reply = harness.ask(b"qSupported:multiprocess+;swbreak+")
+        assert b"ConditionalBreakpoints+" in reply and b"BreakpointCommands+" in reply
+        assert harness.ask(b"qWatchpointSupportInfo:") == b"num:%d;" % sitehooks.MAX_WATCHES
+    finally:
+        harness.close()
+
+
+@pytest.mark.parametrize("bytecode, message", [
+    (bytes([0xFF, 0x27]), "unknown opcode 0xff"),
+    (bytes([0x02, 0x27]), "stack underflow"),
+    (bytes([0x21, 0x00, 0x40]), "outside the expression"),
+    (b"\x22\x01" * 101 + b"\x27", "stack overflow"),
+    (b"\x22\x01\x29" * 1400 + b"\x27", "too long"),
+])
+def test_a_malformed_condition_is_refused_with_a_message_and_nothing_is_installed(guest, bytecode, message):
+    pc = guest.entry_pc("f")
+    reply = guest.ask(condition_packet(pc, ARG_IS(3), bytecode))
+    assert message in error_text(reply)
+    assert pc not in guest.target.breakpoints
+    assert guest.code_is_pristine() and not guest.code.redirected_site_offsets()
+
+
+def test_conditions_change_with_each_z0_and_any_true_one_stops(guest):
+    pc = guest.entry_pc("f")
+    assert guest.ask(condition_packet(pc, ARG_IS(2), ARG_IS(5))) == b"OK"
+    # The site calls its own veneer, not the breakpoint veneer; reads hide it.
+    offset = guest.code.offset_of(pc)
+    assert offset in guest.code.redirected_site_offsets()
+    assert guest.ask(b"m%x,5" % pc) == b"0f1f440000"
+    seen = []
+    for _ in range(2):
+        reply = guest.resume(b"c")
+        assert parse_stop(reply)[2].get("swbreak") == ""
+        seen.append(int.from_bytes(bytes.fromhex(guest.ask(b"m%x,4" % int.from_bytes(
+            bytes.fromhex(guest.ask(b"p4").decode()), "little")).decode()), "little"))
+        if len(seen) == 1:
+            assert guest.ask(condition_packet(pc, ARG_IS(6))) == b"OK"  # `condition N` arrives as a new Z0
+    assert seen == [2, 6]
+    assert guest.ask(b"z0,%x,1" % pc) == b"OK"
+    assert not guest.code.redirected_site_offsets()
+    assert parse_stop(guest.resume(b"c"))[0] == "W"
+
+
+def test_an_unreadable_address_in_a_condition_stops_and_the_stop_says_why(guest):
+    pc = guest.entry_pc("f")
+    bad = bytes([0x25]) + (1 << 44).to_bytes(8, "big") + bytes([0x19, 0x27])  # *(int *)(1 << 44)
+    assert guest.ask(condition_packet(pc, bad)) == b"OK"
+    assert guest.send(b"c") == []
+    items = []
+    deadline = time.monotonic() + 10
+    while not any(i.startswith(b"T") for i in items) and time.monotonic() < deadline:
+        if guest.news.wait(0.02):
+            guest.pump()
+            items += parse_stream(guest.session.take_output())
+    console = b"".join(bytes.fromhex(i[1:].decode()) for i in items if i.startswith(b"O"))
+    assert b"cannot read memory at 0x100000000000" in console
+    description = parse_stop(items[-1])[2]["description"]
+    assert "could not be evaluated" in bytes.fromhex(description).decode()
+
+
+def test_removing_a_watchpoint_that_is_not_set_is_ok_and_outside_memory_is_an_error(guest):
+    assert guest.ask(b"z2,100,4") == b"OK"
+    assert "not inside linear memory" in error_text(guest.ask(b"Z2,%x,4" % (1 << 40)))
+    assert "not inside linear memory" in error_text(guest.ask(b"Z2,fffe,4"))
+    assert "length 0" in error_text(guest.ask(b"Z2,100,0"))
+    assert guest.code_is_pristine()
+
+
+def test_watchpoints_hook_only_while_set_and_report_after_the_write(guest):
+    assert guest.ask(b"Z2,10c,4") == b"OK"  # the slot f writes for i = 3
+    hooked = set(guest.code.redirected_site_offsets())
+    assert hooked, "store sites call their veneers while a watchpoint is set"
+    reply = guest.resume(b"c")
+    kind, signal, keys = parse_stop(reply)
+    assert (kind, signal, keys.get("watch")) == ("T", 5, "10c")
+    assert guest.ask(b"m10c,4") == b"03000000"  # after the write
+    assert guest.ask(b"z2,10c,4") == b"OK"
+    assert not guest.code.redirected_site_offsets() and guest.code_is_pristine()
+
+
+def test_a_host_functions_write_into_a_watched_range_stops_after_the_call(guest):
+    # random_get writes 32 bytes at 0x2bc; watch 4 of them (by their native address too).
+    base = guest.instance.memories[0].base
+    assert guest.ask(b"Z2,%x,4" % (base + 0x2c0)) == b"OK"
+    reply = guest.resume(b"c")
+    keys = parse_stop(reply)[2]
+    assert keys.get("watch") == "%x" % (base + 0x2c0)
+    pc = int.from_bytes(bytes.fromhex(keys["10"]), "little")
+    point = guest.table.sequence_point_at_or_before(guest.code.offset_of(pc))
+    assert point.native_offset == guest.code.offset_of(pc)
+    assert point.kind.name == "RETURN_POINT"  # right after the call that wrote
+    assert guest.ask(b"z2,%x,4" % (base + 0x2c0)) == b"OK"
+    assert parse_stop(guest.resume(b"c"))[0] == "W"
+
+
+def test_a_watchpoint_hit_at_a_site_the_guest_resumes_from_is_still_seen(guest):
+    """A plain breakpoint on a store site stops before its veneer; resuming
+    runs the store without the veneer, so the target makes the check itself."""
+    store_pcs = [guest.code.base + off for off, access in
+                 sitehooks.access_sites(guest.code.engine_code, guest.entry.module.wasm).items()
+                 if access.writes and access.size and guest.table.function_at(off).wasm_index == 1]
+    assert len(store_pcs) == 1
+    assert guest.ask(b"Z0,%x,1" % store_pcs[0]) == b"OK"
+    assert guest.ask(b"Z2,100,4") == b"OK"  # i = 0 writes 0x100
+    kind, _, keys = parse_stop(guest.resume(b"c"))
+    assert "swbreak" in keys and "watch" not in keys
+    kind, _, keys = parse_stop(guest.resume(b"c"))
+    assert keys.get("watch") == "100"
+    assert guest.ask(b"z0,%x,1" % store_pcs[0]) == b"OK"
+    assert guest.ask(b"z2,100,4") == b"OK"
+
+
+def test_agent_commands_print_and_never_stop(guest, capfd):
+    pc = guest.entry_pc("f")
+    fmt = b"i=%d\\n\0"
+    command = (bytes([0x26, 0, 4, 0x19, 0x22, 0, 0x22, 0, 0x34, 1]) + len(fmt).to_bytes(2, "big") + fmt + b"\x27")
+    assert guest.ask(b"Z0,%x,1;cmds:0,X%x,%s" % (pc, len(command), command.hex().encode())) == b"OK"
+    assert parse_stop(guest.resume(b"c"))[0] == "W"
+    out = capfd.readouterr().out
+    assert re.findall(r"^i=(\d)$", out, re.M) == [str(k) for k in range(8)]
