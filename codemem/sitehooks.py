@@ -725,7 +725,7 @@ class AccessCheck:
         (the hot path of a watchpoint: every store site of the Store runs it).
         It saves nothing: it uses three registers that are dead at the point
         (not mirrors, not rsp/rbp/r15) and clobbers the flags, which no
-        compiled code keeps live across a site (tests/test_sitehooks_flags.py
+        compiled code keeps live across a site (tests/test_sitehooks.py
         checks that on every site of the examples).  False when the access is
         not a plain load/store or fewer than three registers are free: the
         generic veneer then saves everything."""

@@ -259,8 +259,16 @@ class SiteAgent:
                 edit.redirect_site(store_code, site_pc, address)
             self._hooked[pc] = store_code
 
-    def hooked_sites(self) -> dict[int, object]:
-        return dict(self._hooked)
+    def hooked_sites(self) -> dict[int, tuple[object, int, list[str]]]:
+        """pc -> (image, veneer address, description) of every hooked site."""
+        found = {}
+        registry = self.target.store.registry
+        for pc, code in self._hooked.items():
+            entry = registry.lookup(pc)
+            veneer = code.redirected_site_offsets().get(code.offset_of(pc))
+            if entry is not None and veneer is not None:
+                found[pc] = (entry, veneer, self.describe_site(code, pc))
+        return found
 
     # ------------------------------------------------------------ regions
 
@@ -371,7 +379,9 @@ class SiteAgent:
         entry = self.target.store.registry.lookup(pc)
         access = self._access_sites(entry).get(store_code.offset_of(pc)) if entry else None
         if access is not None and pc in self._hooked and self.watches:
-            lines.append(f"access check: {access.describe()}")
+            lines.append(f"watch check: {access.describe()}")
+        if self.watches and entry is not None and store_code.offset_of(pc) in self._host_return_sites(entry):
+            lines.append("host write check")
         return lines
 
 

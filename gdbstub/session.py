@@ -547,7 +547,8 @@ class GdbSession:
     def _monitor_patches(self) -> str:
         target = self.target
         sites = target.enabled_sites()
-        if not sites:
+        hooked = target.hooked_sites()
+        if not sites and not hooked:
             return "no patch site is enabled\n"
         lines = []
         for entry, pc in sites:
@@ -555,6 +556,13 @@ class GdbSession:
             refs = entry.store_code.site_refcount(entry.store_code.offset_of(pc))
             user = " breakpoint" if pc in target.breakpoints else ""
             lines.append(f"{pc:#x} {entry.module.name}!{name} refs={refs}{user}")
+        if hooked:
+            # Sites that call a veneer of their own (gdbstub.agent): conditions,
+            # agent commands, watchpoint checks.
+            lines.append(f"{len(hooked)} sites call their own veneer:")
+            for pc, (entry, veneer, what) in sorted(hooked.items())[:200]:
+                name = target.function_name_at(pc) or "?"
+                lines.append(f"{pc:#x} {entry.module.name}!{name} -> veneer {veneer:#x}: {'; '.join(what)}")
         return "\n".join(lines) + "\n"
 
     def _monitor_frame_table(self, func_name: str | None) -> str:

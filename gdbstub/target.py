@@ -802,6 +802,11 @@ class StoreTarget:
         for pc in sorted(self.breakpoints):
             self.remove_breakpoint(pc)
 
+    def hooked_sites(self) -> dict[int, tuple[ModuleWithCode, int, list[str]]]:
+        """pc -> (image, veneer address, what it runs) of every site calling a
+        veneer of its own (gdbstub.agent), for `monitor patches`."""
+        return {} if self._agent is None else self._agent.hooked_sites()
+
     def enabled_sites(self) -> list[tuple[ModuleWithCode, int]]:
         """(image, pc) of every enabled site, for `monitor patches`."""
         return [(entry, entry.store_code.base + off)

@@ -182,3 +182,15 @@ def test_agent_commands_print_and_never_stop(guest, capfd):
     assert parse_stop(guest.resume(b"c"))[0] == "W"
     out = capfd.readouterr().out
     assert re.findall(r"^i=(\d)$", out, re.M) == [str(k) for k in range(8)]
+
+
+def test_monitor_patches_lists_the_hooked_sites(guest):
+    pc = guest.entry_pc("f")
+    assert guest.ask(condition_packet(pc, ARG_IS(3))) == b"OK"
+    assert guest.ask(b"Z2,104,4") == b"OK"
+    replies = guest.send(b"qRcmd," + b"monitor patches"[len("monitor "):].hex().encode())
+    text = b"".join(bytes.fromhex(r[1:].decode()) for r in replies if r.startswith(b"O") and r != b"OK").decode()
+    assert replies[-1] == b"OK"
+    assert re.search(rf"^{pc:#x} agent_session!f -> veneer 0x[0-9a-f]+: condition 1: 8 bytes of bytecode$", text, re.M)
+    assert re.search(r"-> veneer 0x[0-9a-f]+: watch check: i32\.store addr=\[rbp-\d+\] size=4$", text, re.M), text
+    assert re.search(r"-> veneer 0x[0-9a-f]+: host write check$", text, re.M), text

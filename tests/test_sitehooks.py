@@ -14,6 +14,7 @@ veneer only uses registers that are not mirrors at its point.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import capstone
@@ -121,3 +122,63 @@ def test_the_sweep_finds_a_flag_read_before_it_is_written():
     # <site>; test eax, eax; jne: fine.
     code = bytes.fromhex("0f1f440000" "85c0" "7502" "90" "90" "c3")
     assert not flags_read_before_written(code, 5, md)
+
+
+ACCESS_WAT = """(module
+  (memory 1)
+  (data "abc")
+  (global $g (mut i32) (i32.const 0))
+  (func (export "f") (param $p i32)
+    (i32.store offset=8 (local.get $p) (i32.const 1))
+    (i64.store32 (local.get $p) (i64.const 2))
+    (i32.store8 (local.get $p) (i32.const 3))
+    (drop (i64.load16_s offset=4 (local.get $p)))
+    (memory.fill (local.get $p) (i32.const 0) (i32.const 16))
+    (memory.copy (i32.const 32) (local.get $p) (i32.const 8))
+    (memory.init 0 (i32.const 64) (i32.const 0) (i32.const 3))
+    (global.set $g (local.get $p))))"""
+
+
+def test_access_sites_name_every_access_with_its_operand_slots_and_size():
+    import wasmtime
+
+    engine = codemem.Engine(debug=True)
+    module = codemem.Module(engine, bytes(wasmtime.wat2wasm(ACCESS_WAT)), name="access")
+    sites = access_sites(module.engine_code, module.wasm)
+    table = module.engine_code.frame_table
+    func = next(iter(table.functions()))
+    slot = func.operand_slot_offset
+    found = sorted(sites.values(), key=lambda s: s.native_offset)
+    described = [(s.name, s.writes, s.reads, s.address_slot, s.static_offset, s.size, s.length_slot,
+                  s.source_slot, s.global_index) for s in found]
+    assert described == [
+        ("i32.store", True, False, slot(0), 8, 4, None, None, None),
+        ("i64.store32", True, False, slot(0), 0, 4, None, None, None),
+        ("i32.store8", True, False, slot(0), 0, 1, None, None, None),
+        ("i64.load16_s", False, True, slot(0), 4, 2, None, None, None),
+        ("memory.fill", True, False, slot(0), 0, 0, slot(2), None, None),
+        ("memory.copy", True, True, slot(0), 0, 0, slot(2), slot(1), None),
+        ("memory.init", True, False, slot(0), 0, 0, slot(2), None, None),
+        ("global.set", True, False, None, 0, 0, None, None, 0),
+    ]
+    # Every one is a patch site, and cached on the EngineCode.
+    assert all(table.site_index(s.native_offset) is not None for s in found)
+    assert access_sites(module.engine_code, module.wasm) is sites
+
+
+def test_inspect_shows_what_a_watch_check_reads_at_each_access_site(tmp_path):
+    import io
+
+    import wasmtime
+
+    from gdbstub.inspect import inspect_module
+
+    path = tmp_path / "access.wasm"
+    path.write_bytes(wasmtime.wat2wasm(ACCESS_WAT))
+    out = io.StringIO()
+    assert inspect_module(str(path), "f", out=out, err=io.StringIO()) == 0
+    checks = [line.split("watch check: ", 1)[1] for line in out.getvalue().splitlines() if "watch check:" in line]
+    assert len(checks) == 8
+    assert re.fullmatch(r"i32\.store addr=\[rbp-\d+\]\+0x8 size=4", checks[0]), checks
+    assert re.fullmatch(r"memory\.copy addr=\[rbp-\d+\] len=\[rbp-\d+\] src=\[rbp-\d+\]", checks[5]), checks
+    assert checks[7] == "global.set global=0"
