@@ -44,9 +44,10 @@ rbx, rbp, r12-r15 are never written by a veneer: checks read them live.
 Flags: the guest's rflags are restored (popfq) on both ways out, so nothing
 depends on whether the compiler keeps flags live across a site (tests/
 test_agentexpr.py checks registers and flags after a veneer ran).  Stack: a veneer only pushes
-below the guest's rsp (the ABI has no red zone, codemem.abi) and at most
-VENEER_STACK_BYTES; the trampoline it may jump to does not depend on the
-stack's alignment (it aligns the host stack itself, csrc/codemem_rt.c).
+below the guest's rsp (the ABI has no red zone, codemem.abi), at most
+VENEER_STACK_BYTES (plus a dprintf's C call, which it aligns to 16 first);
+the trampoline it may jump to does not depend on the stack's alignment (it
+aligns the host stack itself, csrc/codemem_rt.c).
 
 Memory access sites (for watchpoints): at every sequence point every wasm
 value is in its frame slot (codemem.abi), so a load or store's address
@@ -62,7 +63,7 @@ import struct
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Iterable, Protocol
 
 from . import abi, native
 from .errors import CodeMemoryError
@@ -132,7 +133,10 @@ SAVED = (Reg.RAX, Reg.RCX, Reg.RDX, Reg.RSI, Reg.RDI, Reg.R8, Reg.R9, Reg.R10, R
 SAVE_FLAGS_OFFSET = 8 * len(SAVED)
 SAVE_RETURN_OFFSET = SAVE_FLAGS_OFFSET + 8
 SAVE_GUEST_RSP_OFFSET = SAVE_RETURN_OFFSET + 8
-#: Most bytes a veneer's checks may push below the save area.
+#: Most bytes a veneer's checks may push below the save area (an agent
+#: expression's stack: at most 100 values), not counting a dprintf's C call
+#: (cm_agent_printf: about 8 KiB).  The runtime keeps 64 KiB between any
+#: guest rsp and the guard page (codemem.execution.LIMIT_MARGIN).
 VENEER_STACK_BYTES = 1024
 
 

@@ -102,7 +102,7 @@ class SiteAgent:
                 table[pc] = tuple(exprs)
             else:
                 table.pop(pc, None)
-        self._refresh_regions()
+        self.refresh_regions()
         self._update_site(store_code, pc)
 
     def has_program(self, pc: int) -> bool:
@@ -183,7 +183,7 @@ class SiteAgent:
         after = self._directions()
         if after == before:
             return
-        self._refresh_regions()
+        self.refresh_regions()
         writes_changed = bool(before & sitehooks.WATCH_WRITE) != bool(after & sitehooks.WATCH_WRITE)
         store = self.target.store
         store.host_write_hook = self._on_host_write if after & sitehooks.WATCH_WRITE else None
@@ -272,8 +272,9 @@ class SiteAgent:
 
     # ------------------------------------------------------------ regions
 
-    def _refresh_regions(self) -> None:
-        """The region table every veneer's reads go through: what the ``m``
+    def refresh_regions(self) -> None:
+        """Cheap when nothing changed (a key over images, instances and
+        memories).  The region table every veneer's reads go through: what the ``m``
         packet may read (gdbstub.target.memory_regions), with linear memories
         by their definition so a memory.grow needs no update."""
         store = self.target.store

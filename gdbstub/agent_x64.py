@@ -5,8 +5,7 @@ A :class:`ConditionCheck` is one breakpoint condition (a verified
 site's veneer with r10 pointing at the saved guest registers
 (codemem.sitehooks, "Veneer frame") and keeps the expression's stack on the
 machine stack (one 8-byte push per value; the verifier bounds the depth by
-agentexpr.MAX_STACK, well inside sitehooks.VENEER_STACK_BYTES... 100 x 8 =
-800 bytes).  At ``end`` it pops the result, puts rsp back at r10 and, when the
+agentexpr.MAX_STACK: 800 bytes, inside sitehooks.VENEER_STACK_BYTES).  At ``end`` it pops the result, puts rsp back at r10 and, when the
 result is nonzero, records ``(HIT_CONDITION, index)`` and leaves through the
 stop.  Evaluation errors (an unreadable address: checked_read, the same
 region table as the ``m`` packet's confinement; a division by zero; the loop
@@ -29,7 +28,9 @@ from codemem.sitehooks import VeneerEmitter
 from codemem.x64.asm import Cond, Mem, Reg, Xmm
 
 from . import arch_amd64
-from .protocol.agentexpr import MAX_BACKWARD_JUMPS, AgentExpr, Op
+from .protocol.agentexpr import MAX_BACKWARD_JUMPS, MAX_STACK, AgentExpr, Op
+
+assert 8 * MAX_STACK <= sitehooks.VENEER_STACK_BYTES
 
 #: gdb general-register order (arch_amd64.GPR_NAMES) -> hardware register.
 _GPR = {

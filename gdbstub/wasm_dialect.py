@@ -220,7 +220,7 @@ class WasmSession(GdbSession):
         # The reason and signal of a stop the stub stepped on from a
         # non-INSTRUCTION point (see the module docstring), shown on the stop
         # where that step ends.
-        self._carried: tuple[StopReason, int] | None = None
+        self._carried: tuple | None = None
         self._handlers.update({
             P.HostInfo: lambda r: (f"triple:{_TRIPLE_HEX};endian:little;ptrsize:4;"
                                    "watchpoint_exceptions_received:after;").encode(),
@@ -323,7 +323,9 @@ class WasmSession(GdbSession):
 
     def _step_on(self, stop: Stop) -> None:
         if self._carried is None and stop.reason is not StopReason.STEP:
-            self._carried = (stop.reason, stop.signal)
+            # (a watchpoint's report too: a host write stops at the call's
+            # RETURN_POINT, after the write)
+            self._carried = (stop.reason, stop.signal, stop.watch, stop.watch_address, stop.note)
         self.target.step()
         self.waiting_for_stop = True
 
@@ -338,7 +340,7 @@ class WasmSession(GdbSession):
                 self._step_on(event)
             return
         if isinstance(event, Stop) and self._carried is not None:
-            event.reason, event.signal = self._carried
+            event.reason, event.signal, event.watch, event.watch_address, event.note = self._carried
         self._carried = None
         if self.waiting_for_stop:
             self.waiting_for_stop = False

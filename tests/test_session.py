@@ -352,7 +352,8 @@ def test_breakpoint_only_at_patch_sites(guest):
     assert guest.ask(b"Z0,10,1") == b"E14"                  # linear memory (the mirror) is not code
     assert guest.ask(b"z0,%x,1" % (square + 1)) == b"E16"
     assert guest.ask(b"z0,%x,1" % square) == b"OK"          # removing an absent breakpoint
-    assert guest.ask(b"Z2,10,4") == b""                     # watchpoints: not supported
+    assert guest.ask(b"Z2,10,4") == b"OK"                   # a watchpoint on linear memory (tests/test_agent_session.py)
+    assert guest.ask(b"z2,10,4") == b"OK"
     assert guest.code_is_pristine()
     assert guest.ask(b"Z1,%x,1" % square) == b"OK"          # hardware: served as a software one
     assert guest.ask(b"Z0,%x,1" % square) == b"OK"          # idempotent

@@ -42,8 +42,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    EXAMPLES, SRC, BenchError, build_native, cpu_model, median, parse_timings, remote_packets, run_gdb,
-    start_gdbserver, start_stub, timed, timing_prelude, work_directory,
+    EXAMPLES, SRC, BenchError, build_native, check_ran_to_end, connect_prelude, cpu_model, median, parse_timings,
+    remote_packets, run_gdb, start_gdbserver, start_stub, timed, work_directory,
 )
 
 WASM = EXAMPLES / "build" / "agent.O0.wasm"
@@ -54,12 +54,7 @@ BY_REGISTER = "break *f if *(int *)$rsi == -1"
 
 def gdb_commands(port: int, *, program: Path | None, server_pids: list[int], with_breakpoint: bool,
                  log_packets: bool = False) -> list[str]:
-    lines = ["set pagination off", "set confirm off", *timing_prelude(server_pids)]
-    if program is not None:
-        lines.append(f"file {program}")
-    lines.append(f"target remote 127.0.0.1:{port}")
-    if program is None:
-        lines.append("sharedlibrary")
+    lines = connect_prelude(port, program=program, server_pids=server_pids)
     if with_breakpoint:
         if program is None:
             lines += ["python",
@@ -86,9 +81,7 @@ def session(name: str, server, program: Path | None, work: Path, *, with_breakpo
     run = run_gdb(gdb_commands(server.port, program=program, server_pids=pids, with_breakpoint=with_breakpoint,
                                log_packets=log_packets), work)
     server.close()
-    if "exited normally" not in run.stdout + run.stderr:
-        raise BenchError(f"{name}: the program did not run to its end\n--- stdout\n{run.stdout[-3000:]}\n"
-                         f"--- stderr\n{run.stderr[-3000:]}\n--- server\n{server.output[-2000:]}")
+    check_ran_to_end(name, run, server)
     if log_packets:
         # The verification session (VERIFY_CALLS calls): gdb sent the
         # condition as bytecode and the false hits did not stop (gdbserver

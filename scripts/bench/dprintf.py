@@ -36,8 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    EXAMPLES, SRC, BenchError, build_native, cpu_model, median, parse_timings, run_gdb, start_gdbserver,
-    start_stub, timed, timing_prelude, work_directory,
+    EXAMPLES, SRC, BenchError, build_native, check_ran_to_end, connect_prelude, cpu_model, median, parse_timings,
+    run_gdb, start_gdbserver, start_stub, timed, work_directory,
 )
 
 WASM = EXAMPLES / "build" / "agent.O0.wasm"
@@ -48,20 +48,13 @@ _LINE = re.compile(r"^dprintf-i=(\d+)$", re.M)
 
 def session(name: str, server, program: Path | None, work: Path, *, dprintf: str | None, calls: int) -> float:
     pids = [server.pid] + ([server.inferior_pid] if server.inferior_pid else [])
-    lines = ["set pagination off", "set confirm off", *timing_prelude(pids)]
-    if program is not None:
-        lines.append(f"file {program}")
-    lines.append(f"target remote 127.0.0.1:{server.port}")
-    if program is None:
-        lines.append("sharedlibrary")
+    lines = connect_prelude(server.port, program=program, server_pids=pids)
     if dprintf is not None:
         lines += ["set dprintf-style agent", dprintf]
     lines += timed("run", "continue")
     run = run_gdb(lines, work)
     server.close()
-    if "exited normally" not in run.stdout + run.stderr:
-        raise BenchError(f"{name}: the program did not run to its end\n--- stdout\n{run.stdout[-3000:]}\n"
-                         f"--- stderr\n{run.stderr[-3000:]}\n--- server\n{server.output[-2000:]}")
+    check_ran_to_end(name, run, server)
     printed = [int(v) for v in _LINE.findall(server.output)]
     expected = list(range(calls)) if dprintf is not None else []
     if printed != expected:

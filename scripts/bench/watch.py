@@ -34,8 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    EXAMPLES, ROOT, SRC, BenchError, build_native, cpu_model, median, parse_timings, run_gdb, start_gdbserver,
-    start_stub, timed, timing_prelude, work_directory,
+    EXAMPLES, ROOT, SRC, BenchError, build_native, check_ran_to_end, connect_prelude, cpu_model, median,
+    parse_timings, run_gdb, start_gdbserver, start_stub, timed, work_directory,
 )
 
 WASM = EXAMPLES / "build" / "agent.O0.wasm"
@@ -58,12 +58,7 @@ def watched_address() -> int:
 
 def session(name: str, server, program: Path | None, work: Path, *, watch: str | None, n: int) -> float:
     pids = [server.pid] + ([server.inferior_pid] if server.inferior_pid else [])
-    lines = ["set pagination off", "set confirm off", *timing_prelude(pids)]
-    if program is not None:
-        lines.append(f"file {program}")
-    lines.append(f"target remote 127.0.0.1:{server.port}")
-    if program is None:
-        lines.append("sharedlibrary")
+    lines = connect_prelude(server.port, program=program, server_pids=pids)
     if watch is not None:
         lines.append(watch)
     lines += timed("run", "continue")
@@ -71,10 +66,7 @@ def session(name: str, server, program: Path | None, work: Path, *, watch: str |
         lines += ["delete", "continue"]
     run = run_gdb(lines, work)
     server.close()
-    text = run.stdout + run.stderr
-    if "exited normally" not in text:
-        raise BenchError(f"{name}: the program did not run to its end\n--- stdout\n{run.stdout[-3000:]}\n"
-                         f"--- stderr\n{run.stderr[-3000:]}\n--- server\n{server.output[-2000:]}")
+    check_ran_to_end(name, run, server)
     if watch is not None:
         if not re.search(r"^Hardware watchpoint 1: ", run.stdout, re.M):
             raise BenchError(f"{name}: not a hardware watchpoint:\n{run.stdout[-2000:]}")
