@@ -17,6 +17,7 @@ the line after the access; a watchpoint outside linear memory is refused.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -187,3 +188,31 @@ def test_dprintf_with_a_condition_prints_only_when_it_holds(stub):
     demo.wait()
     assert [line for line in demo.output_after_banner if line.startswith("hit")] == ["hit 1", "hit 3", "hit 5"], \
         detail(run, demo)
+
+
+@pytest.fixture(scope="module")
+def watch_stdin_wasm(tmp_path_factory):
+    """tests/data/watch_stdin.c built with clang-19 and wasi-libc."""
+    import subprocess
+
+    target = tmp_path_factory.mktemp("watch_stdin") / "watch_stdin.wasm"
+    source = Path(__file__).resolve().parent / "data" / "watch_stdin.c"
+    subprocess.run(["clang-19", "--target=wasm32-wasi", "-g", "-O0", str(source), "-o", str(target)],
+                   check=True, capture_output=True)
+    return target
+
+
+def test_watch_sees_a_host_functions_write_wasi_fd_read(stub, watch_stdin_wasm):
+    engine = codemem.Engine()
+    store = codemem.Store(engine)
+    inbuf = runner.instantiate(store, codemem.Module(engine, watch_stdin_wasm.read_bytes())) \
+        .exports["inbuf_address"]()
+    store.close()
+    demo = stub(watch_stdin_wasm, log_packets=True, stdin_text="typed\n")
+    run = run_gdb(demo, [f"watch *(char *){inbuf + 1}", "continue", "bt 2", "delete", "continue"])
+    assert not run.timed_out, detail(run, demo)
+    assert re.search(r"^Old value = 0 '\\000'\nNew value = 121 'y'$", run.output, re.M), detail(run, demo)
+    assert "[Inferior 1 (process 1) exited normally]" in run.output, detail(run, demo)
+    assert any(f"watch:{inbuf + 1:x}" in r for r in stop_replies(demo)), demo.describe()
+    demo.wait()
+    assert "read 6 bytes: typed" in demo.output_after_banner, demo.describe()
