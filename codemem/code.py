@@ -310,12 +310,10 @@ class StoreCode:
         """What the site executes: the breakpoint call while any reference
         holds it (a plain stop wins over a hook), else the call to its hook,
         else the disabled NOP."""
-        site = self.frame_table.site(index)
-        if count:
-            return site.enable
-        if redirect is not None:
+        if redirect is not None and not count:
             return _call_bytes(self.base + offset, redirect)
-        return site.disable
+        site = self.frame_table.site(index)
+        return site.enable if count else site.disable
 
     def _write_site(self, edit: "PatchEdit", offset: int, data: bytes) -> None:
         edit._touch(self)

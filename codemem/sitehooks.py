@@ -58,6 +58,7 @@ EngineCode (cached on it; nothing is added to the frame table).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 import threading
@@ -66,8 +67,8 @@ from dataclasses import dataclass
 from typing import Iterable, Protocol
 
 from . import abi, native
-from .errors import CodeMemoryError
-from .frametable import SequencePointKind
+from .errors import CodeMemoryError, CompileError
+from .frametable import MIRROR_REGISTER_NAMES, SequencePointKind
 from .native import PROT_EXEC, PROT_READ, PROT_WRITE, ffi, lib
 from .wasm.binary import read_uleb
 from .x64.asm import Assembler, Cond, Label, Mem, Reg
@@ -265,18 +266,18 @@ _STORE_NAMES = ("i32.store", "i64.store", "f32.store", "f64.store", "i32.store8"
                 "i64.store8", "i64.store16", "i64.store32")
 
 
-def decode_access(wasm: bytes, point, func) -> AccessSite | None:
-    """The access the instruction at ``point`` makes, or None."""
-    if point.kind is not SequencePointKind.INSTRUCTION:
-        return None
-    at = point.wasm_offset
+def decode_access(wasm: bytes, native_offset: int, wasm_offset: int, depth: int, func,
+                  live_registers: tuple[str, ...] = ()) -> AccessSite | None:
+    """The access the instruction at module offset ``wasm_offset`` makes (its
+    INSTRUCTION sequence point at image offset ``native_offset`` with
+    operand-stack depth ``depth`` in ``func``), or None."""
+    at = wasm_offset
     if not 0 <= at < len(wasm):
         return None
     op = wasm[at]
-    depth = point.stack_depth
     slot = func.operand_slot_offset
     limit = len(wasm)
-    live = tuple(name for name, _ in point.mirrors) + tuple(name for name, _ in point.context_mirrors)
+    live = live_registers
     try:
         if op in _LOAD_SIZES or op in _STORE_SIZES:
             _align, pos = read_uleb(wasm, at + 1, limit, 32)
@@ -284,30 +285,58 @@ def decode_access(wasm: bytes, point, func) -> AccessSite | None:
             if op in _LOAD_SIZES:
                 if depth < 1:
                     return None
-                return AccessSite(point.native_offset, at, _LOAD_NAMES[op - 0x28], False, True,
+                return AccessSite(native_offset, at, _LOAD_NAMES[op - 0x28], False, True,
                                   address_slot=slot(depth - 1), static_offset=offset, size=_LOAD_SIZES[op],
                                   live_registers=live)
             if depth < 2:
                 return None
-            return AccessSite(point.native_offset, at, _STORE_NAMES[op - 0x36], True, False,
+            return AccessSite(native_offset, at, _STORE_NAMES[op - 0x36], True, False,
                               address_slot=slot(depth - 2), static_offset=offset, size=_STORE_SIZES[op],
                               live_registers=live)
         if op == 0x24:
             index, _ = read_uleb(wasm, at + 1, limit, 32)
-            return AccessSite(point.native_offset, at, "global.set", True, False, global_index=index)
+            return AccessSite(native_offset, at, "global.set", True, False, global_index=index)
         if op == 0xFC:
             sub, _ = read_uleb(wasm, at + 1, limit, 32)
             if sub in (8, 10, 11) and depth >= 3:
                 name = {8: "memory.init", 10: "memory.copy", 11: "memory.fill"}[sub]
-                return AccessSite(point.native_offset, at, name, True, sub == 10,
+                return AccessSite(native_offset, at, name, True, sub == 10,
                                   address_slot=slot(depth - 3), length_slot=slot(depth - 1),
-                                  source_slot=slot(depth - 2) if sub == 10 else None)
-    except Exception as e:  # noqa: BLE001 - a decode error in validated code is a bug: log, skip the site
+                                  source_slot=slot(depth - 2) if sub == 10 else None, live_registers=live)
+    except CompileError as e:  # validated code decodes: a bug; skip the site rather than fail the watchpoint
         log.warning("cannot decode the access at wasm offset %#x: %s", at, e)
     return None
 
 
-def host_return_sites(engine_code, wasm: bytes, num_imported_funcs: int) -> list[int]:
+#: Opcodes that may access memory 0 or a global (the first byte).
+_ACCESS_OPCODES = frozenset(_LOAD_SIZES) | frozenset(_STORE_SIZES) | {0x24, 0xFC}
+_SEQPOINT_RECORD = struct.Struct("<IIBBHII")   # frametable.SequencePointRecord, field for field
+_MIRROR_RECORD = struct.Struct("<BB2xi")       # frametable.RegisterMirrorRecord
+_INSTRUCTION = int(SequencePointKind.INSTRUCTION)
+_RETURN_POINT = int(SequencePointKind.RETURN_POINT)
+
+
+def _raw_points(table, func):
+    """(native_offset, wasm_offset, kind, num_mirrors, depth, first_mirror) of
+    ``func``'s sequence points, straight from the packed records (building
+    SequencePoint objects for a whole module would take minutes: DESIGN.md
+    "Read in place, never in full"; this runs once per EngineCode)."""
+    start = table.header.seqpoints_offset + func.first_seqpoint * _SEQPOINT_RECORD.size
+    data = table.data[start:start + func.num_seqpoints * _SEQPOINT_RECORD.size]
+    for native, wasm_offset, kind, num_mirrors, depth, _types, first_mirror in _SEQPOINT_RECORD.iter_unpack(data):
+        yield native, wasm_offset, kind, num_mirrors, depth, first_mirror
+
+
+def _live_registers(table, first: int, count: int) -> tuple[str, ...]:
+    if not count:
+        return ()
+    start = table.header.mirrors_offset + first * _MIRROR_RECORD.size
+    data = table.data[start:start + count * _MIRROR_RECORD.size]
+    return tuple(MIRROR_REGISTER_NAMES.get(register, f"r{register}")
+                 for register, _source, _offset in _MIRROR_RECORD.iter_unpack(data))
+
+
+def host_return_sites(engine_code, wasm: bytes, num_imported_funcs: int) -> frozenset[int]:
     """Image offsets of the RETURN_POINT sites after every call that may
     reach a host function (``call`` of an import, ``call_indirect``,
     ``return_call_indirect``), cached on the EngineCode: where a host's
@@ -316,41 +345,43 @@ def host_return_sites(engine_code, wasm: bytes, num_imported_funcs: int) -> list
     if cached is not None:
         return cached
     table = engine_code.frame_table
-    sites = []
+    site_set = set(table.site_offsets)
+    sites = set()
     for func in table.functions():
         last_call = False
-        for point in table.sequence_points(func):
-            if point.kind is SequencePointKind.INSTRUCTION:
-                at = point.wasm_offset
+        for native, at, kind, _n, _depth, _first in _raw_points(table, func):
+            if kind == _INSTRUCTION:
                 op = wasm[at] if 0 <= at < len(wasm) else None
                 if op == 0x10:
                     index, _ = read_uleb(wasm, at + 1, len(wasm), 32)
                     last_call = index < num_imported_funcs
                 else:
                     last_call = op in (0x11, 0x13)
-            elif point.kind is SequencePointKind.RETURN_POINT:
-                if last_call and table.site_index(point.native_offset) is not None:
-                    sites.append(point.native_offset)
+            elif kind == _RETURN_POINT:
+                if last_call and native in site_set:
+                    sites.add(native)
                 last_call = False
-    engine_code._host_return_sites = sites
-    return sites
+    engine_code._host_return_sites = frozenset(sites)
+    return engine_code._host_return_sites
 
 
 def access_sites(engine_code, wasm: bytes) -> dict[int, AccessSite]:
-    """Image offset -> AccessSite for every patch site before a memory access or
-    global.set, derived once per EngineCode and cached on it."""
+    """Image offsets -> AccessSite for every patch site before a memory access
+    or global.set, derived once per EngineCode and cached on it."""
     cached = getattr(engine_code, "_access_sites", None)
     if cached is not None:
         return cached
     table = engine_code.frame_table
+    site_set = set(table.site_offsets)
     sites: dict[int, AccessSite] = {}
     for func in table.functions():
-        for point in table.sequence_points(func):
-            if table.site_index(point.native_offset) is None:
+        for native, at, kind, num_mirrors, depth, first_mirror in _raw_points(table, func):
+            if kind != _INSTRUCTION or not 0 <= at < len(wasm) or wasm[at] not in _ACCESS_OPCODES \
+                    or native not in site_set:
                 continue
-            access = decode_access(wasm, point, func)
+            access = decode_access(wasm, native, at, depth, func, _live_registers(table, first_mirror, num_mirrors))
             if access is not None:
-                sites[point.native_offset] = access
+                sites[native] = access
     engine_code._access_sites = sites
     return sites
 
@@ -398,6 +429,7 @@ class HookArea:
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, lib.cm_unmap, self.base, self.size)
         self.veneers: dict[int, tuple[int, int]] = {}  # site pc -> (address, size)
+        self._edit_depth = 0
         self.site_checks: dict[int, list[Check]] = {}
         # (site pc, checks' cache keys) -> (address, size) of a veneer already
         # written (a check with a ``cache_key`` generates the same code each
@@ -413,6 +445,13 @@ class HookArea:
         self.printf_slot_address = self.base + 8
         self.checked_read_address = self.base + header.offset
         _emit_checked_read(header, start, self.base, self.data_address)
+        # The shared access checks the watchpoint stubs call (AccessCheck.stub).
+        self.access_routines: dict[tuple[tuple[Reg, Reg, Reg], int], int] = {}
+        for triple in ACCESS_ROUTINE_REGISTERS:
+            for kind in (WATCH_WRITE, WATCH_READ):
+                header.align(16, 0xCC)
+                self.access_routines[(triple, kind)] = self.base + header.offset
+                _emit_access_routine(header, start, self.base, self.data_address, triple, kind)
         header.align(16, 0xCC)
         code = header.finish()
         self._write(self.base, code)
@@ -533,6 +572,10 @@ class HookArea:
         address = self._next
         emitter = VeneerEmitter(self, address, site_pc)
         a = emitter.a
+        stub = getattr(checks[0], "stub", None) if len(checks) == 1 else None
+        data = stub(self, address) if stub is not None else None
+        if data is not None:
+            return self._place(site_pc, checks, address, data)
         standalone = getattr(checks[0], "emit_standalone", None) if len(checks) == 1 else None
         if standalone is not None and standalone(emitter):
             return self._place(site_pc, checks, address, a.finish())
@@ -559,7 +602,7 @@ class HookArea:
         return self._place(site_pc, checks, address, a.finish())
 
     def _place(self, site_pc: int, checks: list[Check], address: int, code: bytes) -> int:
-        code += b"\xcc" * (-len(code) % 16)
+        code += b"\xcc" * (-len(code) % 8)
         if address + len(code) > self.base + CODE_SIZE:
             raise _ArenaFull()
         self._make_writable()
@@ -578,10 +621,25 @@ class HookArea:
         # The code pages stay executable while written: a running guest may be
         # in another veneer (new code goes to fresh bytes only, never over
         # bytes a site can reach).
-        native.check(lib.cm_protect(self.base, CODE_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC), "unpublish hook code")
+        self._edit_depth += 1
+        if self._edit_depth == 1:
+            native.check(lib.cm_protect(self.base, CODE_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC),
+                         "unpublish hook code")
 
     def _publish(self) -> None:
-        native.check(lib.cm_protect(self.base, CODE_SIZE, PROT_READ | PROT_EXEC), "publish hook code")
+        self._edit_depth -= 1
+        if self._edit_depth == 0:
+            native.check(lib.cm_protect(self.base, CODE_SIZE, PROT_READ | PROT_EXEC), "publish hook code")
+
+    @contextlib.contextmanager
+    def editing(self):
+        """Many builds, one unprotect/protect pair (a watchpoint hooks every
+        store site of the image at once)."""
+        self._make_writable()
+        try:
+            yield self
+        finally:
+            self._publish()
 
     def close(self) -> None:
         self._finalizer()
@@ -724,6 +782,25 @@ class AccessCheck:
             self._scan(e, WATCH_READ)
         a.bind(other)
 
+    def stub(self, area: "HookArea", address: int) -> bytes | None:
+        """The veneer of a site whose only check is a load or store, as an
+        18-byte stub: ``call ROUTINE`` then the access's operands (i32 slot,
+        u64 static offset, u8 size) for a routine shared by every such site
+        (_emit_access_routine).  Built with struct.pack, not the assembler:
+        a watchpoint hooks every store site of a module at once (a real-size
+        module has 100,000 of them).  None when no routine's three scratch
+        registers are all dead at this point (then emit_standalone)."""
+        access = self.access
+        if access.length_slot is not None or access.address_slot is None:
+            return None
+        live = set(access.live_registers)
+        triple = next((t for t in ACCESS_ROUTINE_REGISTERS if not any(r.name.lower() in live for r in t)), None)
+        if triple is None:
+            return None
+        routine = area.access_routines[(triple, WATCH_WRITE if access.writes else WATCH_READ)]
+        return (b"\xe8" + (routine - (address + 5)).to_bytes(4, "little", signed=True)
+                + _STUB_OPERANDS.pack(access.address_slot, access.static_offset, access.size))
+
     def emit_standalone(self, e: VeneerEmitter) -> bool:
         """The whole veneer of a site whose only check is a load or store
         (the hot path of a watchpoint: every store site of the Store runs it).
@@ -839,6 +916,69 @@ _SCRATCH_ORDER = (Reg.RAX, Reg.RCX, Reg.RDX, Reg.R8, Reg.R9, Reg.R10, Reg.R11, R
                   Reg.R12, Reg.R13, Reg.R14)
 #: DATA_HIT_ERROR of an access hit whose DATA_HIT_INDEX is the row's byte offset.
 _INDEX_IS_BYTE_OFFSET = 1
+
+
+#: Scratch register triples of the shared access routines, in order of preference.
+ACCESS_ROUTINE_REGISTERS = (
+    (Reg.RAX, Reg.RCX, Reg.RDX), (Reg.R8, Reg.R9, Reg.R10), (Reg.R11, Reg.RDI, Reg.RSI),
+    (Reg.RBX, Reg.R12, Reg.R13), (Reg.RAX, Reg.R14, Reg.R11), (Reg.RCX, Reg.RDX, Reg.R14),
+)
+#: What follows a stub's call: i32 slot, u64 static offset, u8 size.
+_STUB_OPERANDS = struct.Struct("<iQB")
+
+
+def _emit_access_routine(a: Assembler, start: Label, base: int, data_address: int,
+                         registers: tuple[Reg, Reg, Reg], kind: int) -> None:
+    """A load/store check shared by every stub that names it.  On entry
+    [rsp] is the stub's return address, i.e. its operands, and [rsp+8] the
+    site's return address; it pops the first, so its ``ret`` returns to the
+    guest and a hit's jump to the breakpoint trampoline stops at the site.
+    Uses only ``registers`` (dead at every point whose stub calls it) and
+    the flags (never live across a site)."""
+    A, B, C = registers
+
+    def data(offset: int) -> Mem:
+        return Mem.rip(start, data_address + offset - base)
+
+    loop, nxt, done, hit, lo = a.new_label(), a.new_label(), a.new_label(), a.new_label(), a.new_label()
+    a.pop(A)                                        # the stub's operands
+    a.mov(B, Mem(Reg.R15, abi.VMCTX_MEMORY_DEF), 64)
+    a.cmp(B, data(DATA_WATCH_MEMDEF), 64)
+    a.jcc(Cond.NE, done)                            # another instance's memory
+    a.movsxd(B, Mem(A, 0))                          # the address operand's slot (rbp-relative)
+    a.mov(B, Mem(Reg.RBP, 0, B, 1), 32)             # the i32 address, zero-extended
+    a.add(B, Mem(A, 4), 64)                         # + the static offset: first byte
+    a.movzx(C, Mem(A, 12), 32, 8)
+    a.add(C, B, 64)                                 # one past the last byte
+    a.lea(A, data(DATA_WATCHES + 8))
+    a.bind(loop)
+    a.cmp(A, data(_WATCH_TABLE_END_POINTER), 64)
+    a.jcc(Cond.AE, done)
+    a.cmp(B, Mem(A, 8), 64)                         # first < hi
+    a.jcc(Cond.AE, nxt)
+    a.cmp(C, Mem(A, 0), 64)                         # end > lo
+    a.jcc(Cond.BE, nxt)
+    a.test(Mem(A, 16), kind, 32)
+    a.jcc(Cond.NE, hit)
+    a.bind(nxt)
+    a.add(A, WATCH_ENTRY, 64)
+    a.jmp(loop)
+    a.bind(done)
+    a.ret()
+    a.bind(hit)
+    a.mov(data(DATA_HIT_KIND), HIT_ACCESS, 64)
+    a.cmp(B, Mem(A, 0), 64)
+    a.jcc(Cond.AE, lo)
+    a.mov(B, Mem(A, 0), 64)
+    a.bind(lo)
+    a.mov(data(DATA_HIT_ADDRESS), B, 64)
+    a.sub(C, B, 64)
+    a.mov(data(DATA_HIT_SIZE), C, 64)
+    a.lea(B, data(DATA_WATCHES + 8))
+    a.sub(A, B, 64)
+    a.mov(data(DATA_HIT_INDEX), A, 64)              # a byte offset; take_hit divides
+    a.mov(data(DATA_HIT_ERROR), _INDEX_IS_BYTE_OFFSET, 64)
+    a.jmp_mem(Mem.rip(start, 0))                    # bp_slot is the area's first quadword
 
 
 class PendingHostWriteCheck:

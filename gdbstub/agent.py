@@ -189,16 +189,15 @@ class SiteAgent:
         store.host_write_hook = self._on_host_write if after & sitehooks.WATCH_WRITE else None
         for entry in store.registry.entries():
             code = entry.store_code
-            for offset, access in self._access_sites(entry).items():
-                if access.address_slot is None:
-                    continue  # global.set: no client address space names a wasm global's cell
-                wanted_before = _applies(access, before)
-                wanted_after = _applies(access, after)
-                if wanted_before != wanted_after:
-                    self._update_site(code, code.base + offset)
-            if writes_changed:
-                for offset in self._host_return_sites(entry):
-                    self._update_site(code, code.base + offset)
+            with hook_area_for(code).editing(), self.target._patch_edit() as edit:
+                for offset, access in self._access_sites(entry).items():
+                    if access.address_slot is None:
+                        continue  # global.set: no client address space names a wasm global's cell
+                    if _applies(access, before) != _applies(access, after):
+                        self._update_site(code, code.base + offset, edit, entry, after)
+                if writes_changed:
+                    for offset in self._host_return_sites(entry):
+                        self._update_site(code, code.base + offset, edit, entry, after)
 
     def _on_host_write(self, memory, offset: int, length: int) -> None:
         """Store.host_write_hook (guest thread, inside a host function): a
@@ -229,35 +228,44 @@ class SiteAgent:
 
     # ------------------------------------------------------------ veneers
 
-    def _checks(self, store_code, pc: int) -> list:
+    def _checks(self, store_code, pc: int, entry=None, directions: int | None = None) -> list:
+        """What the veneer of the site at ``pc`` runs: its breakpoint's
+        conditions or commands, then a watch check when watchpoints apply."""
         if pc in self.commands:
             checks: list = [CommandsCheck(self.conditions.get(pc, ()), self.commands[pc])]
         else:
             checks = [ConditionCheck(expr, k) for k, expr in enumerate(self.conditions.get(pc, ()))]
         if self.watches:
-            entry = self.target.store.registry.lookup(pc)
-            access = self._access_sites(entry).get(store_code.offset_of(pc)) if entry else None
-            if access is not None and access.address_slot is not None and _applies(access, self._directions()):
+            if entry is None:
+                entry = self.target.store.registry.lookup(pc)
+            if directions is None:
+                directions = self._directions()
+            offset = store_code.offset_of(pc)
+            access = self._access_sites(entry).get(offset) if entry else None
+            if access is not None and access.address_slot is not None and _applies(access, directions):
                 checks.append(AccessCheck(access))
-            if self._directions() & sitehooks.WATCH_WRITE and entry is not None \
-                    and store_code.offset_of(pc) in self._host_return_sites(entry):
+            if directions & sitehooks.WATCH_WRITE and entry is not None and offset in self._host_return_sites(entry):
                 checks.append(PendingHostWriteCheck())
         return checks
 
-    def _update_site(self, store_code, pc: int) -> None:
-        checks = self._checks(store_code, pc)
+    def _update_site(self, store_code, pc: int, edit=None, entry=None, directions: int | None = None) -> None:
+        """Rebuilds the veneer of the site at ``pc`` from its checks (none: the
+        site goes back to its bytes), in ``edit`` or an edit of the target's."""
+        if edit is None:
+            with self.target._patch_edit() as own_edit:
+                self._update_site(store_code, pc, own_edit)
+            return
+        checks = self._checks(store_code, pc, entry, directions)
         area = hook_area_for(store_code)
-        target = self.target
-        with target._patch_edit() as edit:
-            if not checks:
-                area.forget(pc)
-                edit.redirect_site(store_code, pc, None)
-                self._hooked.pop(pc, None)
-                return
-            moved = area.build(pc, checks, compact_ok=not target.is_running)
-            for site_pc, address in moved.items():
-                edit.redirect_site(store_code, site_pc, address)
-            self._hooked[pc] = store_code
+        if not checks:
+            area.forget(pc)
+            edit.redirect_site(store_code, pc, None)
+            self._hooked.pop(pc, None)
+            return
+        moved = area.build(pc, checks, compact_ok=not self.target.is_running)
+        for site_pc, address in moved.items():
+            edit.redirect_site(store_code, site_pc, address)
+        self._hooked[pc] = store_code
 
     def hooked_sites(self) -> dict[int, tuple[object, int, list[str]]]:
         """pc -> (image, veneer address, description) of every hooked site."""

@@ -106,7 +106,8 @@ def test_value_bytes_are_sized_by_type():
 
 def test_host_process_and_register_info_describe_wasm32(guest):
     triple = b"wasm32-unknown-unknown-wasm".hex().encode()
-    assert guest.ask(b"qHostInfo") == b"triple:%s;endian:little;ptrsize:4;" % triple
+    assert guest.ask(b"qHostInfo") == (b"triple:%s;endian:little;ptrsize:4;watchpoint_exceptions_received:after;"
+                                       % triple)
     assert guest.ask(b"qProcessInfo") == b"pid:%x;triple:%s;endian:little;ptrsize:4;" % (guest.target.pid, triple)
     info = guest.ask(b"qRegisterInfo0")
     assert info.startswith(b"name:pc;") and b"bitsize:64;" in info and b"generic:pc;" in info
