@@ -68,7 +68,7 @@ from typing import Iterable, Protocol
 
 from . import abi, native
 from .errors import CodeMemoryError, CompileError
-from .frametable import MIRROR_REGISTER_NAMES, SequencePointKind
+from .frametable import SequencePointKind
 from .native import PROT_EXEC, PROT_READ, PROT_WRITE, ffi, lib
 from .wasm.binary import read_uleb
 from .x64.asm import Assembler, Cond, Label, Mem, Reg
@@ -237,9 +237,13 @@ class AccessSite:
     source_slot: int | None = None
     global_index: int | None = None
     #: Registers the code after the point relies on (its slot and context
-    #: mirrors, codemem.frametable "Register mirrors"); every other register
-    #: but rsp, rbp and r15 is dead there, so a veneer may use it freely.
-    live_registers: tuple[str, ...] = ()
+    #: mirrors, codemem.frametable "Register mirrors"), a bit per hardware
+    #: register number; every other register but rsp, rbp and r15 is dead
+    #: there, so a veneer may use it freely.
+    live_mask: int = 0
+
+    def is_live(self, reg: Reg) -> bool:
+        return bool(self.live_mask >> reg & 1)
 
     def describe(self) -> str:
         parts = [self.name]
@@ -267,7 +271,7 @@ _STORE_NAMES = ("i32.store", "i64.store", "f32.store", "f64.store", "i32.store8"
 
 
 def decode_access(wasm: bytes, native_offset: int, wasm_offset: int, depth: int, func,
-                  live_registers: tuple[str, ...] = ()) -> AccessSite | None:
+                  live_mask: int = 0) -> AccessSite | None:
     """The access the instruction at module offset ``wasm_offset`` makes (its
     INSTRUCTION sequence point at image offset ``native_offset`` with
     operand-stack depth ``depth`` in ``func``), or None."""
@@ -277,7 +281,7 @@ def decode_access(wasm: bytes, native_offset: int, wasm_offset: int, depth: int,
     op = wasm[at]
     slot = func.operand_slot_offset
     limit = len(wasm)
-    live = live_registers
+    live = live_mask
     try:
         if op in _LOAD_SIZES or op in _STORE_SIZES:
             _align, pos = read_uleb(wasm, at + 1, limit, 32)
@@ -287,12 +291,12 @@ def decode_access(wasm: bytes, native_offset: int, wasm_offset: int, depth: int,
                     return None
                 return AccessSite(native_offset, at, _LOAD_NAMES[op - 0x28], False, True,
                                   address_slot=slot(depth - 1), static_offset=offset, size=_LOAD_SIZES[op],
-                                  live_registers=live)
+                                  live_mask=live)
             if depth < 2:
                 return None
             return AccessSite(native_offset, at, _STORE_NAMES[op - 0x36], True, False,
                               address_slot=slot(depth - 2), static_offset=offset, size=_STORE_SIZES[op],
-                              live_registers=live)
+                              live_mask=live)
         if op == 0x24:
             index, _ = read_uleb(wasm, at + 1, limit, 32)
             return AccessSite(native_offset, at, "global.set", True, False, global_index=index)
@@ -302,7 +306,7 @@ def decode_access(wasm: bytes, native_offset: int, wasm_offset: int, depth: int,
                 name = {8: "memory.init", 10: "memory.copy", 11: "memory.fill"}[sub]
                 return AccessSite(native_offset, at, name, True, sub == 10,
                                   address_slot=slot(depth - 3), length_slot=slot(depth - 1),
-                                  source_slot=slot(depth - 2) if sub == 10 else None, live_registers=live)
+                                  source_slot=slot(depth - 2) if sub == 10 else None, live_mask=live)
     except CompileError as e:  # validated code decodes: a bug; skip the site rather than fail the watchpoint
         log.warning("cannot decode the access at wasm offset %#x: %s", at, e)
     return None
@@ -327,13 +331,16 @@ def _raw_points(table, func):
         yield native, wasm_offset, kind, num_mirrors, depth, first_mirror
 
 
-def _live_registers(table, first: int, count: int) -> tuple[str, ...]:
+def _live_mask(table, first: int, count: int) -> int:
+    """The registers of a point's mirror records, a bit per register number
+    (each record's first byte, frametable.RegisterMirrorRecord)."""
     if not count:
-        return ()
+        return 0
     start = table.header.mirrors_offset + first * _MIRROR_RECORD.size
-    data = table.data[start:start + count * _MIRROR_RECORD.size]
-    return tuple(MIRROR_REGISTER_NAMES.get(register, f"r{register}")
-                 for register, _source, _offset in _MIRROR_RECORD.iter_unpack(data))
+    mask = 0
+    for register in table.data[start:start + count * _MIRROR_RECORD.size:_MIRROR_RECORD.size]:
+        mask |= 1 << register
+    return mask
 
 
 def host_return_sites(engine_code, wasm: bytes, num_imported_funcs: int) -> frozenset[int]:
@@ -379,7 +386,7 @@ def access_sites(engine_code, wasm: bytes) -> dict[int, AccessSite]:
             if kind != _INSTRUCTION or not 0 <= at < len(wasm) or wasm[at] not in _ACCESS_OPCODES \
                     or native not in site_set:
                 continue
-            access = decode_access(wasm, native, at, depth, func, _live_registers(table, first_mirror, num_mirrors))
+            access = decode_access(wasm, native, at, depth, func, _live_mask(table, first_mirror, num_mirrors))
             if access is not None:
                 sites[native] = access
     engine_code._access_sites = sites
@@ -793,8 +800,7 @@ class AccessCheck:
         access = self.access
         if access.length_slot is not None or access.address_slot is None:
             return None
-        live = set(access.live_registers)
-        triple = next((t for t in ACCESS_ROUTINE_REGISTERS if not any(r.name.lower() in live for r in t)), None)
+        triple = next((t for t in ACCESS_ROUTINE_REGISTERS if not any(access.is_live(r) for r in t)), None)
         if triple is None:
             return None
         routine = area.access_routines[(triple, WATCH_WRITE if access.writes else WATCH_READ)]
@@ -813,8 +819,7 @@ class AccessCheck:
         access = self.access
         if access.length_slot is not None or access.address_slot is None:
             return False
-        live = {_REG_BY_NAME[name] for name in access.live_registers}
-        free = [r for r in _SCRATCH_ORDER if r not in live]
+        free = [r for r in _SCRATCH_ORDER if not access.is_live(r)]
         if len(free) < 3:
             return False
         first, end, row = free[:3]
@@ -908,15 +913,12 @@ class AccessCheck:
         a.bind(done)
 
 
-_REG_BY_NAME = {"rax": Reg.RAX, "rcx": Reg.RCX, "rdx": Reg.RDX, "rbx": Reg.RBX, "rsi": Reg.RSI, "rdi": Reg.RDI,
-                "r8": Reg.R8, "r9": Reg.R9, "r10": Reg.R10, "r11": Reg.R11, "r12": Reg.R12, "r13": Reg.R13,
-                "r14": Reg.R14}
+
 #: Registers a standalone access veneer may take when they are dead at the point.
 _SCRATCH_ORDER = (Reg.RAX, Reg.RCX, Reg.RDX, Reg.R8, Reg.R9, Reg.R10, Reg.R11, Reg.RDI, Reg.RSI, Reg.RBX,
                   Reg.R12, Reg.R13, Reg.R14)
 #: DATA_HIT_ERROR of an access hit whose DATA_HIT_INDEX is the row's byte offset.
 _INDEX_IS_BYTE_OFFSET = 1
-
 
 #: Scratch register triples of the shared access routines, in order of preference.
 ACCESS_ROUTINE_REGISTERS = (

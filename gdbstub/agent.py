@@ -89,6 +89,8 @@ class SiteAgent:
         self.commands: dict[int, tuple[AgentExpr, ...]] = {}
         self.watches: list[Watch] = []
         self._hooked: dict[int, object] = {}  # site pc -> StoreCode of every site with a veneer
+        # The watch directions the access sites are hooked for (sync_sites).
+        self._hooked_directions = 0
         self._regions_key = None
 
     # ------------------------------------------------------------ conditions
@@ -134,29 +136,26 @@ class SiteAgent:
             return
         if len(self.watches) >= sitehooks.MAX_WATCHES:
             raise ValueError(f"at most {sitehooks.MAX_WATCHES} watchpoints")
-        before = self._directions()
         self.watches.append(watch)
         self._write_watch_tables()
-        self._update_access_sites(before)
+        self._sync_unless_stopped()
 
     def remove_watch(self, kinds: int, address: int, length: int) -> None:
         """Removing one that is not set is not an error."""
         matching = [w for w in self.watches if (w.kinds, w.address, w.length) == (kinds, address, length)]
         if not matching:
             return
-        before = self._directions()
         self.watches.remove(matching[0])
         self._write_watch_tables()
-        self._update_access_sites(before)
+        self._sync_unless_stopped()
 
     def clear(self) -> None:
         """Every condition and watchpoint gone, every hooked site back to its bytes."""
-        before = self._directions()
         self.watches.clear()
         self.conditions.clear()
         self.commands.clear()
         self._write_watch_tables()
-        self._update_access_sites(before)
+        self.sync_sites()
         for pc, code in list(self._hooked.items()):
             self._update_site(code, pc)
 
@@ -179,8 +178,28 @@ class SiteAgent:
     def _host_return_sites(self, entry) -> list[int]:
         return host_return_sites(entry.engine_code, entry.module.wasm, entry.module.info.num_imported_funcs)
 
-    def _update_access_sites(self, before: int) -> None:
-        after = self._directions()
+    def _sync_unless_stopped(self) -> None:
+        # While the guest is stopped the access sites follow at the resume
+        # (before_resume): gdb removes every watchpoint at each stop and
+        # inserts it again before it resumes (breakpoint always-inserted
+        # off), which must not rewrite every store site of the Store twice
+        # per stop.  Meanwhile the hooked sites check the table as it is.
+        if not self.target.is_stopped:
+            self.sync_sites()
+
+    def before_resume(self) -> None:
+        """Called by the target just before the guest runs again."""
+        self.refresh_regions()
+        self.sync_sites()
+
+    def sync_sites(self) -> None:
+        """Hooks (or unhooks) the access sites for the directions the
+        watchpoints now need; sites stay NOPs while no watchpoint is set."""
+        before, after = self._hooked_directions, self._directions()
+        self._hooked_directions = after
+        self._update_access_sites(before, after)
+
+    def _update_access_sites(self, before: int, after: int) -> None:
         if after == before:
             return
         self.refresh_regions()
@@ -230,16 +249,17 @@ class SiteAgent:
 
     def _checks(self, store_code, pc: int, entry=None, directions: int | None = None) -> list:
         """What the veneer of the site at ``pc`` runs: its breakpoint's
-        conditions or commands, then a watch check when watchpoints apply."""
+        conditions or commands, then a watch check when the access sites are
+        hooked for its direction."""
         if pc in self.commands:
             checks: list = [CommandsCheck(self.conditions.get(pc, ()), self.commands[pc])]
         else:
             checks = [ConditionCheck(expr, k) for k, expr in enumerate(self.conditions.get(pc, ()))]
-        if self.watches:
+        if self._hooked_directions or directions:
             if entry is None:
                 entry = self.target.store.registry.lookup(pc)
             if directions is None:
-                directions = self._directions()
+                directions = self._hooked_directions
             offset = store_code.offset_of(pc)
             access = self._access_sites(entry).get(offset) if entry else None
             if access is not None and access.address_slot is not None and _applies(access, directions):

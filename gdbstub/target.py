@@ -441,7 +441,7 @@ class StoreTarget:
 
     def _release(self) -> None:
         if self._agent is not None:
-            self._agent.refresh_regions()  # instances may have come and gone while stopped
+            self._agent.before_resume()  # regions (instances come and go), access sites
         self._finish_stop_edit()
         stopped, self._stopped, self._current = self._stopped, None, None
         if stopped is not None:

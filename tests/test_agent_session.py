@@ -132,13 +132,24 @@ def test_removing_a_watchpoint_that_is_not_set_is_ok_and_outside_memory_is_an_er
 
 def test_watchpoints_hook_only_while_set_and_report_after_the_write(guest):
     assert guest.ask(b"Z2,10c,4") == b"OK"  # the slot f writes for i = 3
+    assert not guest.code.redirected_site_offsets(), "stopped: the sites follow at the resume"
+    reply = guest.resume(b"c")
     hooked = set(guest.code.redirected_site_offsets())
     assert hooked, "store sites call their veneers while a watchpoint is set"
-    reply = guest.resume(b"c")
+    # A plain store's veneer is an 18-byte stub (padded to 24) calling a shared routine.
+    area = sitehooks.hook_area_for(guest.code)
+    stores = [guest.code.base + off for off, access in
+              sitehooks.access_sites(guest.code.engine_code, guest.entry.module.wasm).items() if access.size]
+    assert stores and all(area.veneers[pc][1] == 24 for pc in stores)
     kind, signal, keys = parse_stop(reply)
     assert (kind, signal, keys.get("watch")) == ("T", 5, "10c")
     assert guest.ask(b"m10c,4") == b"03000000"  # after the write
     assert guest.ask(b"z2,10c,4") == b"OK"
+    # gdb removes and reinserts watchpoints around every stop: the sites follow
+    # only when the guest resumes (their veneers check the now empty table).
+    assert set(guest.code.redirected_site_offsets()) == hooked
+    assert guest.ask(b"Z2,10c,4") == b"OK" and guest.ask(b"z2,10c,4") == b"OK"
+    assert parse_stop(guest.resume(b"s"))[0] == "T"
     assert not guest.code.redirected_site_offsets() and guest.code_is_pristine()
 
 
@@ -188,6 +199,7 @@ def test_monitor_patches_lists_the_hooked_sites(guest):
     pc = guest.entry_pc("f")
     assert guest.ask(condition_packet(pc, ARG_IS(3))) == b"OK"
     assert guest.ask(b"Z2,104,4") == b"OK"
+    assert parse_stop(guest.resume(b"s"))[0] == "T"  # the access sites are hooked when the guest resumes
     replies = guest.send(b"qRcmd," + b"monitor patches"[len("monitor "):].hex().encode())
     text = b"".join(bytes.fromhex(r[1:].decode()) for r in replies if r.startswith(b"O") and r != b"OK").decode()
     assert replies[-1] == b"OK"
