@@ -101,7 +101,10 @@ NUM_TSV = 64
 #: The MemoryDefinition the watch table's offsets are in: an access is checked
 #: only when the running instance's memory 0 (r15's VMCTX_MEMORY_DEF) is it.
 DATA_WATCH_MEMDEF = DATA_TSV + 8 * NUM_TSV
-assert DATA_WATCH_MEMDEF + 8 <= DATA_SIZE
+#: Watched wasm global cells: count, then cell addresses (GlobalCheck).
+DATA_GLOBAL_WATCHES = DATA_WATCH_MEMDEF + 8
+MAX_GLOBAL_WATCHES = 16
+assert DATA_GLOBAL_WATCHES + 8 * (1 + MAX_GLOBAL_WATCHES) <= DATA_SIZE
 
 #: hit kinds (DATA_HIT_KIND)
 HIT_NONE = 0
@@ -109,6 +112,7 @@ HIT_CONDITION = 1        # condition ``index`` was true
 HIT_CONDITION_ERROR = 2  # condition ``index`` could not be evaluated (error, address)
 HIT_ACCESS = 3           # a watched range was accessed (index = watch, address, size)
 HIT_HOST_WRITE = 4       # a host function wrote a watched range (recorded by the host side)
+HIT_GLOBAL = 5           # a global.set to a watched global (address = its cell)
 
 #: error codes (DATA_HIT_ERROR) of HIT_CONDITION_ERROR
 ERROR_UNREADABLE = 1
@@ -527,6 +531,16 @@ class HookArea:
             return None
         self.write_u64(DATA_HOST_WRITE, 0)
         return self.read_u64(DATA_HIT_INDEX), self.read_u64(DATA_HIT_ADDRESS), self.read_u64(DATA_HIT_SIZE)
+
+    def set_global_watches(self, cells: Iterable[int]) -> None:
+        """The watched global cells (their addresses, as VMContexts point at them)."""
+        cells = list(cells)
+        if len(cells) > MAX_GLOBAL_WATCHES:
+            raise CodeMemoryError(f"{len(cells)} watched globals; at most {MAX_GLOBAL_WATCHES}")
+        self.write_u64(DATA_GLOBAL_WATCHES, 0)
+        for k, cell in enumerate(cells):
+            self.write_u64(DATA_GLOBAL_WATCHES + 8 * (k + 1), cell)
+        self.write_u64(DATA_GLOBAL_WATCHES, len(cells))
 
     def take_hit(self) -> tuple[int, int, int, int, int]:
         """(kind, index, address, size, error) of the last hit, then clears it."""
@@ -981,6 +995,40 @@ def _emit_access_routine(a: Assembler, start: Label, base: int, data_address: in
     a.mov(data(DATA_HIT_INDEX), A, 64)              # a byte offset; take_hit divides
     a.mov(data(DATA_HIT_ERROR), _INDEX_IS_BYTE_OFFSET, 64)
     a.jmp_mem(Mem.rip(start, 0))                    # bp_slot is the area's first quadword
+
+
+class GlobalCheck:
+    """At a ``global.set``: stops when the cell the instance context points
+    at for that global (``[r15 + VMContextLayout.global_cell(index)]``, so an
+    imported global shared by several instances is one cell) is in the
+    watched-globals table; the hit's address is the cell.  Reported after
+    the set, like a store."""
+
+    def __init__(self, vmctx_offset: int):
+        self.vmctx_offset = vmctx_offset
+        self.cache_key = ("global", vmctx_offset)
+
+    def emit(self, e: VeneerEmitter) -> None:
+        a = e.a
+        loop, done, hit = a.new_label(), a.new_label(), a.new_label()
+        a.mov(Reg.RAX, Mem(Reg.R15, self.vmctx_offset), 64)
+        a.mov(Reg.RCX, e.data(DATA_GLOBAL_WATCHES), 64)
+        a.lea(Reg.RDX, e.data(DATA_GLOBAL_WATCHES + 8))
+        a.bind(loop)
+        a.test(Reg.RCX, Reg.RCX, 64)
+        a.jcc(Cond.E, done)
+        a.cmp(Reg.RAX, Mem(Reg.RDX, 0), 64)
+        a.jcc(Cond.E, hit)
+        a.add(Reg.RDX, 8, 64)
+        a.dec(Reg.RCX, 64)
+        a.jmp(loop)
+        a.bind(hit)
+        a.mov(e.data(DATA_HIT_ADDRESS), Reg.RAX, 64)
+        a.mov(e.data(DATA_HIT_SIZE), 8, 64)
+        a.mov(e.data(DATA_HIT_INDEX), 0, 64)
+        a.mov(e.data(DATA_HIT_KIND), HIT_GLOBAL, 64)
+        a.jmp(e.stop)
+        a.bind(done)
 
 
 class PendingHostWriteCheck:

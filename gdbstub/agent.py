@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 from codemem import abi, sitehooks
 from codemem.native import ffi, lib
-from codemem.sitehooks import (AccessCheck, AccessSite, PendingHostWriteCheck, access_sites, hook_area_for,
-                               host_return_sites)
+from codemem.sitehooks import (AccessCheck, AccessSite, GlobalCheck, PendingHostWriteCheck, access_sites,
+                               hook_area_for, host_return_sites)
 
 from .agent_x64 import CommandsCheck, ConditionCheck
 from .protocol.agentexpr import AgentExpr
@@ -47,21 +47,29 @@ WATCH_KIND_NAMES = {sitehooks.WATCH_WRITE: "watch", sitehooks.WATCH_READ: "rwatc
                     sitehooks.WATCH_WRITE | sitehooks.WATCH_READ: "awatch"}
 
 
+#: Direction bit of watchpoints on wasm globals (beside sitehooks.WATCH_*).
+WATCH_GLOBAL = 4
+
+
 @dataclass(frozen=True)
 class Watch:
     """One watchpoint: ``kinds`` (sitehooks.WATCH_*), the client's address and
-    length, and the watched linear-memory range [lo, lo+length)."""
+    length, and the watched linear-memory range [lo, lo+length); or, for a
+    wasm global, the address of its cell (``cell``; ``lo`` unused)."""
 
     kinds: int
     address: int
     length: int
     lo: int
+    cell: int | None = None
 
     @property
     def name(self) -> str:
         return WATCH_KIND_NAMES[self.kinds]
 
     def client_address(self, linear: int) -> int:
+        if self.cell is not None:
+            return self.address
         return self.address + (linear - self.lo)
 
 
@@ -129,12 +137,29 @@ class SiteAgent:
         raise ValueError(f"{address:#x}+{length:#x} is not inside linear memory "
                          f"(native {memory.base:#x}-{memory.base + size:#x}, or 0-{size:#x})")
 
+    def global_cell(self, address: int, length: int) -> int | None:
+        """The cell of the wasm global of this Store at [address, address+length), if any."""
+        for instance in self.target.store.instances:
+            for glob in instance.globals:
+                if glob.cell_address <= address and address + length <= glob.cell_address + 8:
+                    return glob.cell_address
+        return None
+
     def add_watch(self, kinds: int, address: int, length: int, *, linear: int | None = None) -> None:
-        lo = self.linear_offset(address, length) if linear is None else linear
-        watch = Watch(kinds, address, length, lo)
+        cell = self.global_cell(address, length) if linear is None and length > 0 else None
+        if cell is not None:
+            if kinds != sitehooks.WATCH_WRITE:
+                raise ValueError("watchpoints on wasm globals see writes only (global.set); "
+                                 "read and access watchpoints are not supported there")
+            if len([w for w in self.watches if w.cell is not None]) >= sitehooks.MAX_GLOBAL_WATCHES:
+                raise ValueError(f"at most {sitehooks.MAX_GLOBAL_WATCHES} watchpoints on globals")
+            watch = Watch(kinds, address, length, 0, cell)
+        else:
+            lo = self.linear_offset(address, length) if linear is None else linear
+            watch = Watch(kinds, address, length, lo)
         if watch in self.watches:
             return
-        if len(self.watches) >= sitehooks.MAX_WATCHES:
+        if watch.cell is None and len([w for w in self.watches if w.cell is None]) >= sitehooks.MAX_WATCHES:
             raise ValueError(f"at most {sitehooks.MAX_WATCHES} watchpoints")
         self.watches.append(watch)
         self._write_watch_tables()
@@ -162,15 +187,22 @@ class SiteAgent:
     def _directions(self) -> int:
         kinds = 0
         for watch in self.watches:
-            kinds |= watch.kinds
+            kinds |= WATCH_GLOBAL if watch.cell is not None else watch.kinds
         return kinds
 
+    def _linear_watches(self) -> list[Watch]:
+        """The watches on linear memory, in watch-table order (a hit's index)."""
+        return [w for w in self.watches if w.cell is None]
+
     def _write_watch_tables(self) -> None:
-        rows = [(w.lo, w.lo + w.length, w.kinds) for w in self.watches]
+        rows = [(w.lo, w.lo + w.length, w.kinds) for w in self._linear_watches()]
+        cells = sorted({w.cell for w in self.watches if w.cell is not None})
         memories = self.target.instance.memories
         memdef = memories[0].definition_address if memories else 0
         for entry in self.target.store.registry.entries():
-            hook_area_for(entry.store_code).set_watches(rows, memdef)
+            area = hook_area_for(entry.store_code)
+            area.set_watches(rows, memdef)
+            area.set_global_watches(cells)
 
     def _access_sites(self, entry) -> dict[int, AccessSite]:
         return access_sites(entry.engine_code, entry.module.wasm)
@@ -210,8 +242,6 @@ class SiteAgent:
             code = entry.store_code
             with hook_area_for(code).editing(), self.target._patch_edit() as edit:
                 for offset, access in self._access_sites(entry).items():
-                    if access.address_slot is None:
-                        continue  # global.set: no client address space names a wasm global's cell
                     if _applies(access, before) != _applies(access, after):
                         self._update_site(code, code.base + offset, edit, entry, after)
                 if writes_changed:
@@ -226,7 +256,7 @@ class SiteAgent:
         if not memories or memory is not memories[0]:
             return
         end = offset + length
-        for index, watch in enumerate(self.watches):
+        for index, watch in enumerate(self._linear_watches()):
             if watch.kinds & sitehooks.WATCH_WRITE and offset < watch.lo + watch.length and end > watch.lo:
                 first = max(offset, watch.lo)
                 for entry in self.target.store.registry.entries():
@@ -240,8 +270,9 @@ class SiteAgent:
         for entry in self.target.store.registry.entries():
             area = getattr(entry.store_code, "_hook_area", None)
             record = area.take_host_write() if area is not None else None
-            if record is not None and found is None and record[0] < len(self.watches):
-                watch = self.watches[record[0]]
+            linear = self._linear_watches()
+            if record is not None and found is None and record[0] < len(linear):
+                watch = linear[record[0]]
                 found = (watch, watch.client_address(record[1]))
         return found
 
@@ -262,8 +293,11 @@ class SiteAgent:
                 directions = self._hooked_directions
             offset = store_code.offset_of(pc)
             access = self._access_sites(entry).get(offset) if entry else None
-            if access is not None and access.address_slot is not None and _applies(access, directions):
-                checks.append(AccessCheck(access))
+            if access is not None and _applies(access, directions):
+                if access.global_index is not None:
+                    checks.append(GlobalCheck(entry.module.layout.global_cell(access.global_index)))
+                else:
+                    checks.append(AccessCheck(access))
             if directions & sitehooks.WATCH_WRITE and entry is not None and offset in self._host_return_sites(entry):
                 checks.append(PendingHostWriteCheck())
         return checks
@@ -352,10 +386,14 @@ class SiteAgent:
         return self.watch_for_hit(hit)
 
     def watch_for_hit(self, hit: Hit) -> tuple[Watch, int] | None:
-        """(watch, client address) of an access hit."""
-        if not 0 <= hit.index < len(self.watches):
+        """(watch, client address) of an access or global hit."""
+        if hit.kind == sitehooks.HIT_GLOBAL:
+            watch = next((w for w in self.watches if w.cell == hit.address), None)
+            return None if watch is None else (watch, watch.address)
+        linear = self._linear_watches()
+        if not 0 <= hit.index < len(linear):
             return None
-        watch = self.watches[hit.index]
+        watch = linear[hit.index]
         return watch, watch.client_address(hit.address)
 
     def access_at(self, pc: int, regfile) -> tuple[Watch, int] | None:
@@ -368,11 +406,15 @@ class SiteAgent:
         if entry is None:
             return None
         access = self._access_sites(entry).get(entry.store_code.offset_of(pc))
-        if access is None or access.address_slot is None:
+        if access is None:
             return None
+        vmctx = regfile.gpr[15]
+        if access.global_index is not None:
+            cell = _read_u64(vmctx + entry.module.layout.global_cell(access.global_index))
+            watch = next((w for w in self.watches if w.cell == cell), None)
+            return None if watch is None else (watch, watch.address)
         rbp = regfile.gpr[6]
         memories = self.target.instance.memories
-        vmctx = regfile.gpr[15]
         if not memories or _read_u64(vmctx + abi.VMCTX_MEMORY_DEF) != memories[0].definition_address:
             return None  # another instance's memory
 
@@ -393,7 +435,7 @@ class SiteAgent:
         for first, end, kind in ranges:
             if first >= end:
                 continue
-            for watch in self.watches:
+            for watch in self._linear_watches():
                 if watch.kinds & kind and first < watch.lo + watch.length and end > watch.lo:
                     return watch, watch.client_address(max(first, watch.lo))
         return None
@@ -407,7 +449,7 @@ class SiteAgent:
             lines.append(f"command {k + 1}: {len(expr.bytecode)} bytes of bytecode")
         entry = self.target.store.registry.lookup(pc)
         access = self._access_sites(entry).get(store_code.offset_of(pc)) if entry else None
-        if access is not None and pc in self._hooked and self.watches:
+        if access is not None and pc in self._hooked and _applies(access, self._hooked_directions):
             lines.append(f"watch check: {access.describe()}")
         if self.watches and entry is not None and store_code.offset_of(pc) in self._host_return_sites(entry):
             lines.append("host write check")
@@ -419,5 +461,7 @@ def _read_u64(address: int) -> int:
 
 
 def _applies(access: AccessSite, kinds: int) -> bool:
+    if access.global_index is not None:
+        return bool(kinds & WATCH_GLOBAL)
     return bool((access.writes and kinds & sitehooks.WATCH_WRITE) or (access.reads and kinds & sitehooks.WATCH_READ))
 

@@ -46,6 +46,8 @@ monitor commands of wasm-gdbstub:
   stores               the Stores served, their modules and code ranges
   patches              every enabled patch site (breakpoints and internal uses)
   frame-table [FUNC]   functions, sequence points and patch sites of the frame table
+  globals              the wasm globals of each instance and the address of their cells
+                       (what `watch *(long *)ADDR` names for a watchpoint on a global)
 """
 
 
@@ -526,6 +528,8 @@ class GdbSession:
             text = self._monitor_patches()
         elif command == "frame-table":
             text = self._monitor_frame_table(args[0] if args else None)
+        elif command == "globals":
+            text = self._monitor_globals()
         else:
             text = f"unknown monitor command {command!r}; try 'monitor help'\n"
         # Output as console packets, then the final OK (GDB manual, "qRcmd").
@@ -564,6 +568,16 @@ class GdbSession:
                 name = target.function_name_at(pc) or "?"
                 lines.append(f"{pc:#x} {entry.module.name}!{name} -> veneer {veneer:#x}: {'; '.join(what)}")
         return "\n".join(lines) + "\n"
+
+    def _monitor_globals(self) -> str:
+        lines = []
+        for instance in self.target.store.instances:
+            module = instance.module
+            for index, glob in enumerate(instance.globals):
+                kind = "mut " if glob.type.mutable else ""
+                lines.append(f"{module.name} global {index}: {kind}{_type_name(glob.type.valtype)} = "
+                             f"{glob.get().value!r} @ {glob.cell_address:#x}")
+        return ("\n".join(lines) or "no globals") + "\n"
 
     def _monitor_frame_table(self, func_name: str | None) -> str:
         lines = []

@@ -390,7 +390,8 @@ class StoreTarget:
                 # A host write whose return point had a plain stop (a step, a
                 # breakpoint) that ran no veneer: report it here.
                 self._pending_watch = self._agent.take_host_write()
-            if hit is not None and hit.kind == sitehooks.HIT_ACCESS and self._pending_watch is None:
+            if hit is not None and hit.kind in (sitehooks.HIT_ACCESS, sitehooks.HIT_GLOBAL) \
+                    and self._pending_watch is None:
                 # Seen before the access: run to the next sequence point, and
                 # report it there, after the write.
                 found = self._agent.watch_for_hit(hit)
@@ -925,6 +926,12 @@ class StoreTarget:
             size = instance.layout.size
             regions.append(MemoryRegion(f"vmctx:{instance.module.name}", instance.vmctx_address,
                                         instance.vmctx_address + size, _raw_read, None))
+            for index, glob in enumerate(instance.globals):
+                # A wasm global's 8-byte cell (what a watchpoint on it names,
+                # gdbstub.agent); `monitor globals` lists them.
+                regions.append(MemoryRegion(f"global{index}:{instance.module.name}", glob.cell_address,
+                                            glob.cell_address + 8, _raw_read,
+                                            _raw_write if glob.type.mutable else None))
         regions.sort(key=lambda r: r.start)
         return regions
 

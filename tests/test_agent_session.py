@@ -206,3 +206,41 @@ def test_monitor_patches_lists_the_hooked_sites(guest):
     assert re.search(rf"^{pc:#x} agent_session!f -> veneer 0x[0-9a-f]+: condition 1: 8 bytes of bytecode$", text, re.M)
     assert re.search(r"-> veneer 0x[0-9a-f]+: watch check: i32\.store addr=\[rbp-\d+\] size=4$", text, re.M), text
     assert re.search(r"-> veneer 0x[0-9a-f]+: host write check$", text, re.M), text
+
+
+GLOBAL_WAT = """(module
+  (global $counter (mut i32) (i32.const 0))
+  (global $other (mut i64) (i64.const 7))
+  (func (export "run") (param $n i32) (result i32)
+    (local $k i32)
+    (block $done (loop $top
+       (br_if $done (i32.ge_u (local.get $k) (local.get $n)))
+       (global.set $other (i64.const 9))
+       (global.set $counter (i32.add (global.get $counter) (i32.const 10)))
+       (local.set $k (i32.add (local.get $k) (i32.const 1)))
+       (br $top)))
+    (global.get $counter)))"""
+
+
+def test_a_watchpoint_on_a_wasm_global_stops_after_each_global_set(module):
+    engine = codemem.Engine(debug=True)
+    harness = GuestHarness(codemem.Module(engine, bytes(wasmtime.wat2wasm(GLOBAL_WAT)), name="globals"), "run", [3])
+    try:
+        harness.handshake()
+        assert harness.ask(b"QEnableErrorStrings") == b"OK"
+        cell = harness.instance.globals[0].cell_address
+        replies = harness.send(b"qRcmd," + b"globals".hex().encode())
+        text = b"".join(bytes.fromhex(r[1:].decode()) for r in replies if r.startswith(b"O") and r != b"OK")
+        assert f"globals global 0: mut i32 = 0 @ {cell:#x}".encode() in text
+        assert "see writes only" in error_text(harness.ask(b"Z3,%x,4" % cell))
+        assert harness.ask(b"Z2,%x,4" % cell) == b"OK"
+        values = []
+        for _ in range(3):
+            keys = parse_stop(harness.resume(b"c"))[2]
+            assert keys.get("watch") == "%x" % cell
+            values.append(int.from_bytes(bytes.fromhex(harness.ask(b"m%x,4" % cell).decode()), "little"))
+        assert values == [10, 20, 30]  # each stop after its global.set; $other's sets never stop
+        assert harness.ask(b"z2,%x,4" % cell) == b"OK"
+        assert parse_stop(harness.resume(b"c"))[0] == "W"
+    finally:
+        harness.close()
