@@ -1,4 +1,4 @@
-"""Conditions and watchpoints of one Store, run at its patch sites (codemem.sitehooks).
+"""Conditions, agent commands and watchpoints of one Store, run at its patch sites (codemem.sitehooks).
 
 :class:`SiteAgent` is the target adapter's helper for everything that runs in
 the guest without a stop:
@@ -9,6 +9,8 @@ the guest without a stop:
   Packets", ConditionalBreakpoints: "the target evaluates each condition and
   stops if one of them is true").  A new ``Z0`` at the same address replaces
   the condition list (that is how gdb sends ``condition N``).
+* **Agent commands** (``;cmds:``, gdb's ``dprintf-style agent``): run in the
+  veneer when the conditions hold (or there are none); never a stop.
 * **Watchpoints** (``Z2``/``Z3``/``Z4``, any number, any length): linear
   memory ranges in a table in the hook area's data; while one is set every
   store site (loads for read/access watchpoints; memory.fill, memory.copy,
@@ -17,7 +19,12 @@ the guest without a stop:
   sequence point and reports the stop there, after the write, with
   ``watch:``/``rwatch:``/``awatch:`` and the address (the hardware's
   contract: gdb reads the new value and prints Old/New).  No watchpoint: the
-  sites stay NOPs.
+  sites stay NOPs.  While the guest is stopped, inserting and removing
+  watchpoints only changes the table; the sites follow at the resume
+  (:meth:`SiteAgent.before_resume`), as gdb removes and reinserts every
+  watchpoint around each stop.  A host function's writes (Store.host_write_hook)
+  are reported at the return point after its call; a wasm global's watchpoint
+  names its cell and is checked at every ``global.set``.
 
 Addresses: a watchpoint may name linear memory at its native address or in
 its mirror at [0, size) (gdbstub.target.memory_regions); the stop reports the
@@ -91,6 +98,9 @@ class Hit:
 
 
 class SiteAgent:
+    """The conditions, commands and watchpoints of ``target``'s Store, and
+    which sites call which veneer.  Used by gdbstub.target only."""
+
     def __init__(self, target):
         self.target = target
         self.conditions: dict[int, tuple[AgentExpr, ...]] = {}
@@ -365,9 +375,9 @@ class SiteAgent:
     # ------------------------------------------------------------ stops
 
     def take_hit(self, pc: int) -> Hit | None:
-        """The hit record the veneer of the site at ``pc`` left, if any."""
-        if pc not in self._hooked:
-            return None
+        """The hit record the veneer of the site at ``pc`` left, if any (read
+        and cleared on every stop, so a record left by a veneer whose site was
+        unhooked meanwhile is never taken for a later one's)."""
         entry = self.target.store.registry.lookup(pc)
         if entry is None:
             return None
