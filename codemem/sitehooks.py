@@ -158,7 +158,12 @@ class Check(Protocol):
     through when nothing needs the client, and otherwise writes the hit
     record (``emitter.record_hit``) and jumps to ``emitter.stop``.  It may use
     rax, rcx, rdx, rsi, rdi, r8, r9, r11 and the stack below rsp; it must
-    leave rsp = r10 when it falls through."""
+    leave rsp = r10 when it falls through.  ``cache_key`` (optional): equal
+    keys at one site mean equal code, so HookArea reuses the veneer.
+
+    A site whose only check offers ``stub(area, address) -> bytes | None``
+    or ``emit_standalone(emitter) -> bool`` gets that instead of the generic
+    veneer (AccessCheck: the watchpoint hot path, see HookArea._build)."""
 
     def emit(self, emitter: "VeneerEmitter") -> None: ...
 
@@ -766,9 +771,15 @@ def _emit_checked_read(a: Assembler, start: Label, base: int, data_address: int)
 class AccessCheck:
     """Checks the access an AccessSite is about to make against the hook
     area's watch table; a hit records (HIT_ACCESS, watch index, first watched
-    byte accessed, size) and stops.  ``kinds``: which watches apply here
-    (WATCH_WRITE for a write, WATCH_READ for a read; memory.copy checks its
-    destination as a write and its source as a read)."""
+    byte accessed, size) and stops.  A write is checked against WATCH_WRITE
+    rows, a read against WATCH_READ rows (memory.copy: its destination as a
+    write, its source as a read).
+
+    Three forms, cheapest first: :meth:`stub` (a load or store: 18 bytes
+    calling a shared routine), :meth:`emit_standalone` (a load or store whose
+    point leaves no shared routine's registers free: its own code, still no
+    saves), :meth:`emit` (inside the generic veneer: memory.fill/copy/init,
+    or a site that also has a condition)."""
 
     def __init__(self, access: AccessSite):
         self.access = access

@@ -23,6 +23,7 @@ import pytest
 
 import codemem
 from codemem import sitehooks
+from codemem.native import ffi
 from codemem.sitehooks import access_sites
 from codemem.x64.regs import Reg
 
@@ -190,3 +191,57 @@ def test_inspect_shows_what_a_watch_check_reads_at_each_access_site(tmp_path):
     assert re.fullmatch(r"i32\.store addr=\[rbp-\d+\]\+0x8 size=4", checks[0]), checks
     assert re.fullmatch(r"memory\.copy addr=\[rbp-\d+\] len=\[rbp-\d+\] src=\[rbp-\d+\]", checks[5]), checks
     assert checks[7] == "global.set global=0"
+
+
+STORE_WAT = """(module (memory (export "memory") 1)
+  (func (export "f") (param $p i32) (param $v i32) (result i32)
+    (i32.store offset=4 (local.get $p) (local.get $v))
+    (i32.add (i32.load offset=4 (local.get $p)) (local.get $v))))"""
+
+
+@pytest.mark.parametrize("form", ["stub", "standalone", "generic"])
+def test_every_form_of_an_access_check_sees_a_hit_and_leaves_the_guest_intact(form):
+    """The stub, the standalone veneer (when no shared routine's registers are
+    free: forced here by marking one register of each routine live) and the
+    generic veneer, at a real store site, with the watch table in front."""
+    import dataclasses
+
+    import wasmtime
+
+    from codemem.sitehooks import AccessCheck, hook_area_for
+
+    engine = codemem.Engine(debug=True)
+    store = codemem.Store(engine)
+    instance = codemem.Instance(store, codemem.Module(engine, bytes(wasmtime.wat2wasm(STORE_WAT))), [])
+    code = instance.store_code
+    access = next(a for a in access_sites(code.engine_code, instance.module.wasm).values() if a.writes)
+    if form == "standalone":
+        blocked = access.live_mask
+        for triple in sitehooks.ACCESS_ROUTINE_REGISTERS:
+            if not any(blocked >> r & 1 for r in triple):
+                blocked |= 1 << next(r for r in triple if r not in (Reg.RDX, Reg.R9, Reg.R10))
+        access = dataclasses.replace(access, live_mask=blocked)
+    check = AccessCheck(access)
+    if form == "generic":
+        check.stub = None  # the instance attribute hides the method: neither a stub...
+        check.emit_standalone = lambda e: False  # ...nor the standalone veneer
+    area = hook_area_for(code)
+    area.set_watches([(0x104, 0x108, sitehooks.WATCH_WRITE)], instance.memories[0].definition_address)
+    site = code.base + access.native_offset
+    stops = []
+    store.debug_handler = lambda kind, c, regfile, vmctx: stops.append(area.take_hit())
+    moved = area.build(site, [check], compact_ok=True)
+    address, size = area.veneers[site]
+    first = bytes(ffi.buffer(ffi.cast("char *", address), 1))
+    assert (size == 24) == (form == "stub"), size
+    assert (first == b"\x9c") == (form == "generic"), first  # only the generic veneer saves (pushfq first)
+    with store.registry.patch_edit() as edit:
+        for pc, address in moved.items():
+            edit.redirect_site(code, pc, address)
+    f = instance.exports["f"]
+    assert f(0x200, 5) == 10 and not stops          # outside the watched range
+    assert f(0x100, 7) == 14                         # writes [0x104, 0x108)
+    assert stops == [(sitehooks.HIT_ACCESS, 0, 0x104, 4, 0)]
+    assert f(0x101, 1) == 2 and len(stops) == 2      # [0x105, 0x109) overlaps
+    assert stops[1][:4] == (sitehooks.HIT_ACCESS, 0, 0x105, 4)
+    store.close()
