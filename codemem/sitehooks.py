@@ -775,8 +775,8 @@ class AccessCheck:
     rows, a read against WATCH_READ rows (memory.copy: its destination as a
     write, its source as a read).
 
-    Three forms, cheapest first: :meth:`stub` (a load or store: 18 bytes
-    calling a shared routine), :meth:`emit_standalone` (a load or store whose
+    Three forms, cheapest first: :meth:`stub` (a load or store: 25 bytes
+    jumping to a shared routine), :meth:`emit_standalone` (a load or store whose
     point leaves no shared routine's registers free: its own code, still no
     saves), :meth:`emit` (inside the generic veneer: memory.fill/copy/init,
     or a site that also has a condition)."""
@@ -815,13 +815,18 @@ class AccessCheck:
         a.bind(other)
 
     def stub(self, area: "HookArea", address: int) -> bytes | None:
-        """The veneer of a site whose only check is a load or store, as an
-        18-byte stub: ``call ROUTINE`` then the access's operands (i32 slot,
-        u64 static offset, u8 size) for a routine shared by every such site
-        (_emit_access_routine).  Built with struct.pack, not the assembler:
-        a watchpoint hooks every store site of a module at once (a real-size
-        module has 100,000 of them).  None when no routine's three scratch
-        registers are all dead at this point (then emit_standalone)."""
+        """The veneer of a site whose only check is a load or store, as a
+        25-byte stub::
+
+            lea A, [rip + operands]     ; A: the routine's first scratch register
+            jmp ROUTINE                 ; shared by every such site (_emit_access_routine)
+            operands: i32 slot, u64 static offset, u8 size
+
+        A jump, not a call, so the routine's ``ret`` returns to the site as
+        the return-stack predictor expects.  Built with struct.pack, not the
+        assembler: a watchpoint hooks every store site of a module at once (a
+        real-size module has 100,000 of them).  None when no routine's three
+        scratch registers are all dead at this point (then emit_standalone)."""
         access = self.access
         if access.length_slot is not None or access.address_slot is None:
             return None
@@ -829,8 +834,11 @@ class AccessCheck:
         if triple is None:
             return None
         routine = area.access_routines[(triple, WATCH_WRITE if access.writes else WATCH_READ)]
-        return (b"\xe8" + (routine - (address + 5)).to_bytes(4, "little", signed=True)
-                + _STUB_OPERANDS.pack(access.address_slot, access.static_offset, access.size))
+        first = triple[0]
+        # lea r64, [rip + 5]: REX.W (+REX.R for r8-r15), 8D, ModRM mod=00 reg=r rm=101, disp32
+        lea = bytes((0x48 | (0x04 if first >= 8 else 0), 0x8D, 0x05 | (first & 7) << 3)) + (5).to_bytes(4, "little")
+        jmp = b"\xe9" + (routine - (address + len(lea) + 5)).to_bytes(4, "little", signed=True)
+        return lea + jmp + _STUB_OPERANDS.pack(access.address_slot, access.static_offset, access.size)
 
     def emit_standalone(self, e: VeneerEmitter) -> bool:
         """The whole veneer of a site whose only check is a load or store
@@ -950,25 +958,24 @@ ACCESS_ROUTINE_REGISTERS = (
     (Reg.RAX, Reg.RCX, Reg.RDX), (Reg.R8, Reg.R9, Reg.R10), (Reg.R11, Reg.RDI, Reg.RSI),
     (Reg.RBX, Reg.R12, Reg.R13), (Reg.RAX, Reg.R14, Reg.R11), (Reg.RCX, Reg.RDX, Reg.R14),
 )
-#: What follows a stub's call: i32 slot, u64 static offset, u8 size.
+#: The operands after a stub's jump: i32 slot, u64 static offset, u8 size.
 _STUB_OPERANDS = struct.Struct("<iQB")
 
 
 def _emit_access_routine(a: Assembler, start: Label, base: int, data_address: int,
                          registers: tuple[Reg, Reg, Reg], kind: int) -> None:
-    """A load/store check shared by every stub that names it.  On entry
-    [rsp] is the stub's return address, i.e. its operands, and [rsp+8] the
-    site's return address; it pops the first, so its ``ret`` returns to the
-    guest and a hit's jump to the breakpoint trampoline stops at the site.
-    Uses only ``registers`` (dead at every point whose stub calls it) and
-    the flags (never live across a site)."""
+    """A load/store check shared by every stub that names it.  On entry the
+    first register points at the stub's operands and [rsp] is the site's
+    return address, so its ``ret`` returns to the guest and a hit's jump to
+    the breakpoint trampoline stops at the site.  Uses only ``registers``
+    (dead at every point whose stub jumps here) and the flags (never live
+    across a site)."""
     A, B, C = registers
 
     def data(offset: int) -> Mem:
         return Mem.rip(start, data_address + offset - base)
 
     loop, nxt, done, hit, lo = a.new_label(), a.new_label(), a.new_label(), a.new_label(), a.new_label()
-    a.pop(A)                                        # the stub's operands
     a.mov(B, Mem(Reg.R15, abi.VMCTX_MEMORY_DEF), 64)
     a.cmp(B, data(DATA_WATCH_MEMDEF), 64)
     a.jcc(Cond.NE, done)                            # another instance's memory

@@ -136,11 +136,11 @@ def test_watchpoints_hook_only_while_set_and_report_after_the_write(guest):
     reply = guest.resume(b"c")
     hooked = set(guest.code.redirected_site_offsets())
     assert hooked, "store sites call their veneers while a watchpoint is set"
-    # A plain store's veneer is an 18-byte stub (padded to 24) calling a shared routine.
+    # A plain store's veneer is a 25-byte stub (padded to 32) jumping to a shared routine.
     area = sitehooks.hook_area_for(guest.code)
     stores = [guest.code.base + off for off, access in
               sitehooks.access_sites(guest.code.engine_code, guest.entry.module.wasm).items() if access.size]
-    assert stores and all(area.veneers[pc][1] == 24 for pc in stores)
+    assert stores and all(area.veneers[pc][1] == 32 for pc in stores)
     kind, signal, keys = parse_stop(reply)
     assert (kind, signal, keys.get("watch")) == ("T", 5, "10c")
     assert guest.ask(b"m10c,4") == b"03000000"  # after the write

@@ -131,16 +131,29 @@ def test_watch_on_a_struct_member(stub, addresses):
     assert re.search(r"^#0\s+.*restock \(\)", run.output, re.M), detail(run, demo)
 
 
-def test_rwatch_and_awatch_report_reads(stub, addresses):
+def test_rwatch_reports_each_read(stub, addresses):
     demo = stub(AGENT, invoke="read_twice", args=["21"])
     counter = addresses["counter"]
-    run = run_gdb(demo, [f"rwatch *(int *){counter}", "continue", "continue", "delete",
-                         f"awatch *(int *){counter}", "continue", "delete", "continue"])
+    run = run_gdb(demo, [f"rwatch *(int *){counter}", "continue", "continue", "continue"])
     assert not run.timed_out, detail(run, demo)
+    # `counter = n` writes (no stop), `return counter + counter` reads twice.
     assert run.output.count(f"Hardware read watchpoint 1: *(int *){counter}\n\nValue = 21") == 2, detail(run, demo)
     assert "[Inferior 1 (process 1) exited normally]" in run.output, detail(run, demo)
-    kinds = [r for r in stop_replies(demo) if "watch:" in r]
-    assert sum("rwatch:" in r for r in kinds) == 2, demo.describe()
+    assert [r for r in stop_replies(demo) if "watch:" in r] == \
+        [r for r in stop_replies(demo) if f"rwatch:{counter:x};" in r + ";"] and \
+        sum("rwatch:" in r for r in stop_replies(demo)) == 2, demo.describe()
+
+
+def test_awatch_reports_the_write_then_the_reads(stub, addresses):
+    demo = stub(AGENT, invoke="read_twice", args=["21"])
+    counter = addresses["counter"]
+    run = run_gdb(demo, [f"awatch *(int *){counter}", "continue", "continue", "continue", "continue"])
+    assert not run.timed_out, detail(run, demo)
+    prefix = f"Hardware access (read/write) watchpoint 1: *(int *){counter}\n\n"
+    assert prefix + "Old value = 0\nNew value = 21" in run.output, detail(run, demo)
+    assert run.output.count(prefix + "Value = 21") == 2, detail(run, demo)
+    assert "[Inferior 1 (process 1) exited normally]" in run.output, detail(run, demo)
+    assert sum("awatch:" in r for r in stop_replies(demo)) == 3, demo.describe()
 
 
 def test_watch_sees_memory_fill_and_memory_copy(stub, addresses):

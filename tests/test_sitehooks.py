@@ -233,7 +233,7 @@ def test_every_form_of_an_access_check_sees_a_hit_and_leaves_the_guest_intact(fo
     moved = area.build(site, [check], compact_ok=True)
     address, size = area.veneers[site]
     first = bytes(ffi.buffer(ffi.cast("char *", address), 1))
-    assert (size == 24) == (form == "stub"), size
+    assert (size == 32) == (form == "stub"), size
     assert (first == b"\x9c") == (form == "generic"), first  # only the generic veneer saves (pushfq first)
     with store.registry.patch_edit() as edit:
         for pc, address in moved.items():
