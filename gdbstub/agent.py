@@ -101,8 +101,11 @@ class SiteAgent:
     """The conditions, commands and watchpoints of ``target``'s Store, and
     which sites call which veneer.  Used by gdbstub.target only."""
 
-    def __init__(self, target):
+    def __init__(self, target, patch_edit):
         self.target = target
+        #: The target's edit for site changes (its stop's shared edit while
+        #: the guest is stopped, a live one while it runs).
+        self._patch_edit = patch_edit
         self.conditions: dict[int, tuple[AgentExpr, ...]] = {}
         self.commands: dict[int, tuple[AgentExpr, ...]] = {}
         self.watches: list[Watch] = []
@@ -250,7 +253,7 @@ class SiteAgent:
         store.host_write_hook = self._on_host_write if after & sitehooks.WATCH_WRITE else None
         for entry in store.registry.entries():
             code = entry.store_code
-            with hook_area_for(code).editing(), self.target._patch_edit() as edit:
+            with hook_area_for(code).editing(), self._patch_edit() as edit:
                 for offset, access in self._access_sites(entry).items():
                     if _applies(access, before) != _applies(access, after):
                         self._update_site(code, code.base + offset, edit, entry, after)
@@ -316,7 +319,7 @@ class SiteAgent:
         """Rebuilds the veneer of the site at ``pc`` from its checks (none: the
         site goes back to its bytes), in ``edit`` or an edit of the target's."""
         if edit is None:
-            with self.target._patch_edit() as own_edit:
+            with self._patch_edit() as own_edit:
                 self._update_site(store_code, pc, own_edit)
             return
         checks = self._checks(store_code, pc, entry, directions)

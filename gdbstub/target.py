@@ -734,7 +734,7 @@ class StoreTarget:
     def agent(self) -> SiteAgent:
         """Conditions and watchpoints at the sites (gdbstub.agent)."""
         if self._agent is None:
-            self._agent = SiteAgent(self)
+            self._agent = SiteAgent(self, self._patch_edit)
         return self._agent
 
     def _is_hooked(self, pc: int) -> bool:

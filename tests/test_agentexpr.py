@@ -14,6 +14,7 @@ import codemem
 from codemem import sitehooks
 from codemem.native import ffi
 from gdbstub.agent_x64 import ConditionCheck, register_readable
+from gdbstub.protocol.packets import parse_packet
 from gdbstub.protocol.agentexpr import (
     MAX_BACKWARD_JUMPS,
     MAX_LENGTH,
@@ -191,7 +192,7 @@ def test_malformed_conditions_in_a_z0_packet_are_refused_and_nothing_is_installe
 
     session = GdbSession(NoTarget())
     for payload in (b"Z0,1000,1;X3,ff2727", b"Z0,1000,1;X2,2227;X1,02"):
-        reply = session._dispatch(__import__("gdbstub.protocol.packets", fromlist=["x"]).parse_packet(payload))
+        reply = session._dispatch(parse_packet(payload))
         assert reply.startswith(b"E16"), reply
 
 
