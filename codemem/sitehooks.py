@@ -77,7 +77,7 @@ log = logging.getLogger(__name__)
 
 PAGE = 4096
 CODE_PAGES = 2048  # 8 MiB of address space; only pages written cost memory
-DATA_PAGES = 4
+DATA_PAGES = 8
 CODE_SIZE = CODE_PAGES * PAGE
 DATA_SIZE = DATA_PAGES * PAGE
 
@@ -92,7 +92,7 @@ DATA_HOST_WRITE = 48
 _WATCH_TABLE_END_POINTER = 56  # absolute address one past the last watch row (set_watches)
 DATA_REGIONS = 64
 REGION_ENTRY = 32
-MAX_REGIONS = 64
+MAX_REGIONS = 256
 DATA_WATCHES = DATA_REGIONS + 8 + REGION_ENTRY * MAX_REGIONS
 WATCH_ENTRY = 24
 MAX_WATCHES = 512

@@ -350,8 +350,10 @@ class SiteAgent:
     def refresh_regions(self) -> None:
         """Cheap when nothing changed (a key over images, instances and
         memories).  The region table every veneer's reads go through: what the ``m``
-        packet may read (gdbstub.target.memory_regions), with linear memories
-        by their definition so a memory.grow needs no update."""
+        packet may read (gdbstub.target.memory_regions: images, runtime code,
+        guest stack, linear memories and the mirror, instance contexts, global
+        cells), with linear memories by their definition so a memory.grow needs
+        no update."""
         store = self.target.store
         entries = store.registry.entries()
         key = (tuple(e.store_code.base for e in entries), len(store.instances), len(store.memories))
@@ -371,6 +373,8 @@ class SiteAgent:
         for instance in store.instances:
             rows.append((sitehooks.REGION_FIXED, instance.vmctx_address,
                          instance.vmctx_address + instance.layout.size, 0))
+            for glob in instance.globals:
+                rows.append((sitehooks.REGION_FIXED, glob.cell_address, glob.cell_address + 8, 0))
         for entry in entries:
             hook_area_for(entry.store_code).set_regions(rows)
         self._regions_key = key

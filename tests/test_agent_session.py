@@ -244,3 +244,24 @@ def test_a_watchpoint_on_a_wasm_global_stops_after_each_global_set(module):
         assert parse_stop(harness.resume(b"c"))[0] == "W"
     finally:
         harness.close()
+
+
+def test_a_condition_reads_a_wasm_globals_cell():
+    engine = codemem.Engine(debug=True)
+    harness = GuestHarness(codemem.Module(engine, bytes(wasmtime.wat2wasm(GLOBAL_WAT)), name="globals"), "run", [5])
+    try:
+        harness.handshake()
+        cell = harness.instance.globals[0].cell_address
+        # the site before `global.set $counter`: stop when the counter already is 20
+        sets = [harness.code.base + off for off, access in
+                sitehooks.access_sites(harness.code.engine_code, harness.entry.module.wasm).items()
+                if access.global_index == 0]
+        assert len(sets) == 1
+        condition = bytes([0x25]) + cell.to_bytes(8, "big") + bytes([0x19, 0x22, 20, 0x13, 0x27])
+        assert harness.ask(condition_packet(sets[0], condition)) == b"OK"
+        assert parse_stop(harness.resume(b"c"))[2].get("swbreak") == ""
+        assert harness.ask(b"m%x,4" % cell) == b"14000000"
+        assert harness.ask(b"z0,%x,1" % sets[0]) == b"OK"
+        assert parse_stop(harness.resume(b"c"))[0] == "W"
+    finally:
+        harness.close()
