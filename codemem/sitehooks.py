@@ -451,7 +451,6 @@ class HookArea:
         # written (a check with a ``cache_key`` generates the same code each
         # time): re-enabling the same checks costs no assembly.
         self._cache: dict[tuple, tuple[int, int]] = {}
-        self._writable = True
         header = Assembler()
         start = header.new_label()
         header.bind(start)
@@ -474,7 +473,6 @@ class HookArea:
         self._fresh_arena = self.base + len(code)
         self._next = self._fresh_arena
         native.check(lib.cm_protect(self.base, CODE_SIZE, PROT_READ | PROT_EXEC), "publish hook code")
-        self._writable = False
 
     # -- raw memory ----------------------------------------------------------
 
@@ -487,9 +485,6 @@ class HookArea:
 
     def write_u64(self, offset: int, value: int) -> None:
         ffi.cast("uint64_t *", self.data_address + offset)[0] = value & ((1 << 64) - 1)
-
-    def contains(self, address: int) -> bool:
-        return self.base <= address < self.base + self.size
 
     # -- data tables ---------------------------------------------------------
 
