@@ -245,3 +245,54 @@ def test_every_form_of_an_access_check_sees_a_hit_and_leaves_the_guest_intact(fo
     assert f(0x101, 1) == 2 and len(stops) == 2      # [0x105, 0x109) overlaps
     assert stops[1][:4] == (sitehooks.HIT_ACCESS, 0, 0x105, 4)
     store.close()
+
+
+def test_a_full_hook_arena_is_compacted_while_the_guest_is_stopped(monkeypatch):
+    """New veneers go to fresh bytes; when the arena is full, a build that is
+    allowed to compact (the guest is stopped) rebuilds every live veneer from
+    the start and says where each moved; one that is not refuses."""
+    import wasmtime
+
+    from codemem.errors import CodeMemoryError
+    from codemem.sitehooks import hook_area_for
+    from gdbstub.agent_x64 import ConditionCheck
+    from gdbstub.protocol.agentexpr import parse_agent_expr
+
+    monkeypatch.setattr(sitehooks, "CODE_SIZE", 64 * 1024)
+    engine = codemem.Engine(debug=True)
+    store = codemem.Store(engine)
+    instance = codemem.Instance(store, codemem.Module(engine, bytes(wasmtime.wat2wasm(STORE_WAT))), [])
+    code = instance.store_code
+    area = hook_area_for(code)
+    sites = [code.base + off for off in code.frame_table.site_offsets[:2]]
+    stops = []
+    store.debug_handler = lambda kind, c, regfile, vmctx: stops.append(area.take_hit()[0])
+
+    def condition(value: int):  # `value == 7`: distinct bytecode each time, so no veneer is reused
+        return ConditionCheck(parse_agent_expr(bytes([0x24]) + value.to_bytes(4, "big") + b"\x22\x07\x13\x27"), 0)
+
+    def install(site, check, compact_ok=True):
+        moved = area.build(site, [check], compact_ok=compact_ok)
+        with store.registry.patch_edit() as edit:
+            for pc, address in moved.items():
+                edit.redirect_site(code, pc, address)
+        return moved
+
+    install(sites[1], condition(7))      # always true: stops at every call
+    value = 100
+    while True:
+        value += 1
+        moved = install(sites[0], condition(value))
+        if len(moved) > 1:
+            break  # compacted: both sites' veneers were rebuilt
+    assert set(moved) == set(sites) and min(moved.values()) < area.base + 4096
+    assert instance.exports["f"](0x200, 5) == 10 and stops == [sitehooks.HIT_CONDITION]
+    # Running guests are never compacted under: the build refuses instead.
+    while True:
+        value += 1
+        try:
+            install(sites[0], condition(value), compact_ok=False)
+        except CodeMemoryError as e:
+            assert "full" in str(e)
+            break
+    store.close()
