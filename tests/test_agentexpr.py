@@ -509,3 +509,27 @@ def test_printf_format_escapes_are_expanded_and_bad_ones_refused():
     code = bytes.fromhex("2200" "2200") + bytes([0x34, 0]) + len(bad).to_bytes(2, "big") + bad + b"\x27"
     with pytest.raises(AgentExprError, match="unrecognized escape"):
         parse_agent_expr(code)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(st.binary(min_size=1, max_size=64) | st.lists(st.sampled_from(list(Op)), min_size=1, max_size=40).map(
+    lambda ops: bytes(b for op in ops for b in ([op] + [1] * (8 if op is Op.CONST64 else 2)))))
+def test_any_bytecode_is_refused_with_a_message_or_compiles(bytecode):
+    """Whatever arrives in a Z0: an AgentExprError naming the problem, or a
+    verified expression that compiles into a veneer (never another exception)."""
+    try:
+        expr = parse_agent_expr(bytecode, register_ok=register_readable)
+    except AgentExprError as e:
+        assert str(e)
+        return
+    area = _shared_rig().area
+    area.build(_shared_rig().site, [ConditionCheck(expr, 0)], compact_ok=True)
+
+
+_RIG = []
+
+
+def _shared_rig() -> "VeneerRig":
+    if not _RIG:
+        _RIG.append(VeneerRig())
+    return _RIG[0]
