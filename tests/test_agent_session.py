@@ -265,3 +265,35 @@ def test_a_condition_reads_a_wasm_globals_cell():
         assert parse_stop(harness.resume(b"c"))[0] == "W"
     finally:
         harness.close()
+
+
+BULK_WAT = """(module
+  (memory (export "memory") 1)
+  (func (export "run") (param $n i32) (result i32)
+    (memory.fill (i32.const 0x10) (i32.const 7) (i32.const 8))
+    (memory.copy (i32.const 0x100) (i32.const 0x10) (local.get $n))
+    (i32.load (i32.const 0x104))))"""
+
+
+@pytest.mark.parametrize("packet, key, expected_pc_after", [
+    (b"Z3,14,4", "rwatch", "memory.copy"),   # the copy reads its source
+    (b"Z2,104,4", "watch", "memory.copy"),   # and writes its destination
+    (b"Z4,14,1", "awatch", "memory.fill"),   # the fill writes the source first
+])
+def test_bulk_memory_is_checked_as_a_read_of_its_source_and_a_write_of_its_destination(packet, key, expected_pc_after):
+    engine = codemem.Engine(debug=True)
+    harness = GuestHarness(codemem.Module(engine, bytes(wasmtime.wat2wasm(BULK_WAT)), name="bulk"), "run", [8])
+    try:
+        harness.handshake()
+        assert harness.ask(packet) == b"OK"
+        keys = parse_stop(harness.resume(b"c"))[2]
+        assert key in keys, keys
+        # Reported after the access: at the point after the instruction that made it.
+        pc = int.from_bytes(bytes.fromhex(keys["10"]), "little")
+        point = harness.table.sequence_point_at_or_before(harness.code.offset_of(pc))
+        before = [p for p in harness.table.sequence_points(harness.table.function_at(point.native_offset))
+                  if p.native_offset < point.native_offset][-1]
+        name = {0x0B: "memory.fill", 0x0A: "memory.copy"}.get(harness.entry.module.wasm[before.wasm_offset + 1])
+        assert harness.entry.module.wasm[before.wasm_offset] == 0xFC and name == expected_pc_after
+    finally:
+        harness.close()
