@@ -334,15 +334,18 @@ class SiteAgent:
             edit.redirect_site(store_code, site_pc, address)
         self._hooked[pc] = store_code
 
-    def hooked_sites(self) -> dict[int, tuple[object, int, list[str]]]:
-        """pc -> (image, veneer address, description) of every hooked site."""
+    def hooked_sites(self) -> dict[int, tuple[object, int]]:
+        """pc -> (image, veneer address) of every hooked site."""
         found = {}
         registry = self.target.store.registry
+        redirects = {}
         for pc, code in self._hooked.items():
+            if code not in redirects:
+                redirects[code] = code.redirected_site_offsets()
             entry = registry.lookup(pc)
-            veneer = code.redirected_site_offsets().get(code.offset_of(pc))
+            veneer = redirects[code].get(code.offset_of(pc))
             if entry is not None and veneer is not None:
-                found[pc] = (entry, veneer, self.describe_site(code, pc))
+                found[pc] = (entry, veneer)
         return found
 
     # ------------------------------------------------------------ regions

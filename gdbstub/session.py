@@ -19,9 +19,8 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from codemem.wasm.types import ValType
-
 from codemem import sitehooks
+from codemem.wasm.types import ValType
 
 from . import arch_amd64
 from .agent_x64 import register_readable
@@ -34,6 +33,9 @@ from .protocol.encoding import ProtocolError, hex_encode
 from .target import EINVAL, ENOENT, Exited, Stop, StopReason, StoreTarget, TargetError
 
 log = logging.getLogger(__name__)
+
+#: Hooked sites `monitor patches` lists at most.
+MONITOR_HOOKED_SITES = 200
 
 #: The largest packet we accept (advertised as PacketSize).  gdb sizes its
 #: ``m`` requests from it (PacketSize/2 bytes, hex-encoded to PacketSize), so a
@@ -112,10 +114,9 @@ class GdbSession:
             return
         if self.waiting_for_stop:
             self.waiting_for_stop = False
-            note = getattr(event, "note", None)
-            if note:
+            if isinstance(event, Stop) and event.note:
                 # gdb prints console output as it arrives, before the stop.
-                self.conn.reply(R.console_output(f"wasm-gdbstub: {note}\n".encode()))
+                self.conn.reply(R.console_output(f"wasm-gdbstub: {event.note}\n".encode()))
             self.conn.reply(self._event_reply(event))
 
     @property
@@ -562,11 +563,15 @@ class GdbSession:
             lines.append(f"{pc:#x} {entry.module.name}!{name} refs={refs}{user}")
         if hooked:
             # Sites that call a veneer of their own (gdbstub.agent): conditions,
-            # agent commands, watchpoint checks.
-            lines.append(f"{len(hooked)} sites call their own veneer:")
-            for pc, (entry, veneer, what) in sorted(hooked.items())[:200]:
+            # agent commands, watchpoint checks (a watchpoint hooks every store
+            # site: the first MONITOR_HOOKED_SITES are listed).
+            shown = sorted(hooked.items())[:MONITOR_HOOKED_SITES]
+            lines.append(f"{len(hooked)} sites call their own veneer"
+                         + (f" (the first {len(shown)}):" if len(shown) < len(hooked) else ":"))
+            for pc, (entry, veneer) in shown:
                 name = target.function_name_at(pc) or "?"
-                lines.append(f"{pc:#x} {entry.module.name}!{name} -> veneer {veneer:#x}: {'; '.join(what)}")
+                what = "; ".join(target.describe_hooked_site(pc))
+                lines.append(f"{pc:#x} {entry.module.name}!{name} -> veneer {veneer:#x}: {what}")
         return "\n".join(lines) + "\n"
 
     def _monitor_globals(self) -> str:

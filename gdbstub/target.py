@@ -805,10 +805,17 @@ class StoreTarget:
         for pc in sorted(self.breakpoints):
             self.remove_breakpoint(pc)
 
-    def hooked_sites(self) -> dict[int, tuple[ModuleWithCode, int, list[str]]]:
-        """pc -> (image, veneer address, what it runs) of every site calling a
-        veneer of its own (gdbstub.agent), for `monitor patches`."""
+    def hooked_sites(self) -> dict[int, tuple[ModuleWithCode, int]]:
+        """pc -> (image, veneer address) of every site calling a veneer of its
+        own (gdbstub.agent), for `monitor patches`."""
         return {} if self._agent is None else self._agent.hooked_sites()
+
+    def describe_hooked_site(self, pc: int) -> list[str]:
+        """What the veneer of the hooked site at ``pc`` runs, one line per check."""
+        entry = self.store.registry.lookup(pc)
+        if self._agent is None or entry is None:
+            return []
+        return self._agent.describe_site(entry.store_code, pc)
 
     def enabled_sites(self) -> list[tuple[ModuleWithCode, int]]:
         """(image, pc) of every enabled site, for `monitor patches`."""
