@@ -35,6 +35,10 @@ Breakpoints, stepping and interrupts share sites by refcount (DESIGN.md,
 "Sequence points and patch sites"): a user breakpoint is one reference, a step
 plan holds one reference on each site it armed, an interrupt one on every site.
 Disarming a plan drops exactly its references, so the user's breakpoints stay.
+Conditions, agent commands and watchpoints make sites call veneers of their
+own (gdbstub.agent, codemem.sitehooks); a plain reference on such a site wins
+(it stops), and a veneer that wants a stop jumps to the same trampoline, so
+:meth:`StoreTarget._process` reads the hit record to tell why.
 
 Errors: every refusal raises :class:`TargetError` carrying the GDB errno-style
 code the session puts in its ``Exx`` reply (one mapping place: here).
