@@ -26,9 +26,15 @@ the guest without a stop:
   are reported at the return point after its call; a wasm global's watchpoint
   names its cell and is checked at every ``global.set``.
 
-Addresses: a watchpoint may name linear memory at its native address or in
-its mirror at [0, size) (gdbstub.target.memory_regions); the stop reports the
-address in the same view.  Anything else is refused (EINVAL).
+Addresses: the session's dialect maps the client's address to a
+:class:`WatchPlace` (gdbstub.dialect.Dialect.watch_place): the native view
+takes linear memory at its native address or in its mirror at [0, size)
+(gdbstub.target.memory_regions) and a global's cell; the wasm view takes a
+wasm memory address.  The stop reports the address in the client's view.
+
+State: one :class:`SiteAgent` per StoreTarget (its ``agent``), so a
+condition or watchpoint patches that Store's code only, with veneers in the
+hook area of that Store's own StoreCode (codemem.sitehooks.hook_area_for).
 
 Everything here runs on the controller thread (gdbstub.target), with the
 guest stopped or running; veneers are never rewritten in place, so a running
@@ -78,6 +84,21 @@ class Watch:
         if self.cell is not None:
             return self.address
         return self.address + (linear - self.lo)
+
+
+@dataclass(frozen=True)
+class WatchPlace:
+    """What a watchpoint's client address names in the Store: an offset in
+    the linear memory (memory 0) of the instance debugged, or the native
+    address of a wasm global's 8-byte cell.  The session's dialect maps the
+    client's address to one (gdbstub.dialect.Dialect.watch_place)."""
+
+    linear: int | None = None
+    cell: int | None = None
+
+    def __post_init__(self):
+        if (self.linear is None) == (self.cell is None):
+            raise ValueError("a watch place is linear memory or a global's cell, exactly one")
 
 
 @dataclass(frozen=True)
@@ -134,42 +155,19 @@ class SiteAgent:
 
     # ------------------------------------------------------------ watchpoints
 
-    def linear_offset(self, address: int, length: int) -> int:
-        """The linear-memory offset a client address names (native or mirror)."""
-        instance = self.target.instance
-        if not instance.memories:
-            raise ValueError("the module has no linear memory to watch")
-        memory = instance.memories[0]
-        size = memory.data_len
-        if length <= 0:
-            raise ValueError(f"watchpoint length {length} must be positive")
-        if memory.base <= address and address + length <= memory.base + size:
-            return address - memory.base
-        if 0 <= address and address + length <= size:
-            return address
-        raise ValueError(f"{address:#x}+{length:#x} is not inside linear memory "
-                         f"(native {memory.base:#x}-{memory.base + size:#x}, or 0-{size:#x})")
-
-    def global_cell(self, address: int, length: int) -> int | None:
-        """The cell of the wasm global of this Store at [address, address+length), if any."""
-        for instance in self.target.store.instances:
-            for glob in instance.globals:
-                if glob.cell_address <= address and address + length <= glob.cell_address + 8:
-                    return glob.cell_address
-        return None
-
-    def add_watch(self, kinds: int, address: int, length: int, *, linear: int | None = None) -> None:
-        cell = self.global_cell(address, length) if linear is None and length > 0 else None
-        if cell is not None:
+    def add_watch(self, kinds: int, address: int, length: int, place: WatchPlace) -> None:
+        """Watch [address, address+length) of the client's view, which names
+        ``place`` in this Store.  ValueError: more than the tables hold, or
+        a global watched for reads."""
+        if place.cell is not None:
             if kinds != sitehooks.WATCH_WRITE:
                 raise ValueError("watchpoints on wasm globals see writes only (global.set); "
                                  "read and access watchpoints are not supported there")
             if len([w for w in self.watches if w.cell is not None]) >= sitehooks.MAX_GLOBAL_WATCHES:
                 raise ValueError(f"at most {sitehooks.MAX_GLOBAL_WATCHES} watchpoints on globals")
-            watch = Watch(kinds, address, length, 0, cell)
+            watch = Watch(kinds, address, length, 0, place.cell)
         else:
-            lo = self.linear_offset(address, length) if linear is None else linear
-            watch = Watch(kinds, address, length, lo)
+            watch = Watch(kinds, address, length, place.linear)
         if watch in self.watches:
             return
         if watch.cell is None and len([w for w in self.watches if w.cell is None]) >= sitehooks.MAX_WATCHES:

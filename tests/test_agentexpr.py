@@ -186,6 +186,7 @@ def test_malformed_conditions_in_a_z0_packet_are_refused_and_nothing_is_installe
     class NoTarget:
         pid = 1
         tid = 1
+        exited = None
 
         def insert_breakpoint(self, *args):
             raise AssertionError("a bad condition must not reach the target")

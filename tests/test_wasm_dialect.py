@@ -222,6 +222,14 @@ def test_breakpoints_only_at_instruction_boundaries_in_code(guest):
     assert not guest.target.breakpoints
 
 
+def test_breakpoint_conditions_are_refused_in_the_wasm_dialect(guest):
+    # Agent bytecode names x86-64 registers (gdbstub.agent_session): lldb
+    # evaluates its conditions itself and never sends any.
+    assert guest.ask(b"Z0,%x,1;X3,220127" % wasm_pc(SQUARE_BODY)).startswith(b"E16")
+    assert not guest.target.breakpoints
+    assert guest.ask(b"Z2,%x,4" % (CODE_SPACE | SQUARE_BODY)).startswith(b"E16")  # code is not watchable
+
+
 def test_step_into_a_call_skips_the_entry_point(guest):
     guest.run_to(RUN_CALL_SUM)
     reply = guest.resume(b"vCont;s:p%x.1" % guest.target.pid)

@@ -348,14 +348,15 @@ def remote_packets(debug_log: str) -> tuple[list[str], list[str]]:
 
 
 def cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo``), for the JSON line of every benchmark."""
+    """The CPU's model name (/proc/cpuinfo), for the benchmarks' JSON lines."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return "unknown"
+    import platform
+    return platform.processor() or "unknown"
 
 
 def median(values: list[float]) -> float:
