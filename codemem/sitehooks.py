@@ -421,7 +421,7 @@ def _map_near(base: int, end: int, size: int) -> int:
     for hint in candidates:
         if hint + size - base >= (1 << 31) - 16 or end - hint >= (1 << 31) - 16:
             continue
-        result = lib.cm_map_at(hint, size, PROT_READ | PROT_WRITE)
+        result = lib.cm_map_at(-1, size, PROT_READ | PROT_WRITE, 0, hint)
         if result >= 0:
             return result
     raise CodeMemoryError(f"no free address space within rel32 reach of the code at {base:#x}")

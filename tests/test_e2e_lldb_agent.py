@@ -45,7 +45,7 @@ def test_native_watchpoint_set_expression_reports_old_and_new_value(stub, addres
     run = run_lldb(s, [f"watchpoint set expression -w write -s 4 -- {addresses['watched']}", "continue", "continue"])
     assert not run.timed_out, detail(run, s)
     assert re.search(r"Watchpoint 1 hit:\nold value: 0\nnew value: 1000", run.output), detail(run, s)
-    assert re.search(rf"stop reason = watchpoint 1\n.*fill_loop at {RETURN_LINE}", run.output), detail(run, s)
+    assert re.search(rf"stop reason = watchpoint 1\n.*fill_loop\(n=1000\) at {RETURN_LINE}", run.output), detail(run, s)
     assert "exited with status = 0" in run.output, detail(run, s)
     assert "packet <- b'qWatchpointSupportInfo" in s.stderr, s.describe()
 
