@@ -234,6 +234,14 @@ class EngineCode:
 SPARE_PRIVATE_COPIES = 4
 
 
+def _call_bytes(site_pc: int, target: int) -> bytes:
+    """``call target`` at absolute ``site_pc`` (5 bytes, rel32)."""
+    rel = target - (site_pc + SITE_SIZE)
+    if not -(1 << 31) <= rel < (1 << 31):
+        raise CodeMemoryError(f"hook {target:#x} is out of rel32 reach of the site at {site_pc:#x}")
+    return b"\xe8" + rel.to_bytes(4, "little", signed=True)
+
+
 def _release_engine_memory(memory: "CodeMemory", spare_private_copies: list["CodeMemory"]) -> None:
     while spare_private_copies:
         spare_private_copies.pop().unmap()
@@ -263,6 +271,9 @@ class StoreCode:
         self.size = self._memory.size
         self.frame_table = engine_code.frame_table
         self._site_refcount: dict[int, int] = {}
+        # Sites whose call goes to a per-site hook (codemem.sitehooks) instead
+        # of the breakpoint veneer: image offset -> absolute target address.
+        self._site_redirect: dict[int, int] = {}
         self._lock = threading.RLock()
 
     # -- addresses ----------------------------------------------------------
@@ -313,6 +324,23 @@ class StoreCode:
     def _describe(self, offset: int) -> str:
         return f"{self.base + offset:#x} ({self.engine_code.name}+{offset:#x})"
 
+    def _site_bytes(self, offset: int, index: int, count: int, redirect: int | None) -> bytes:
+        """What the site executes: the breakpoint call while any reference
+        holds it (a plain stop wins over a hook), else the call to its hook,
+        else the disabled NOP."""
+        if redirect is not None and not count:
+            return _call_bytes(self.base + offset, redirect)
+        site = self.frame_table.site(index)
+        return site.enable if count else site.disable
+
+    def _write_site(self, edit: "PatchEdit", offset: int, data: bytes) -> None:
+        edit._touch(self)
+        memory = self.memory
+        if memory.live_writable:
+            memory.write_site_atomic(offset, data)
+        else:
+            memory.write(offset, data)
+
     def _change_site(self, edit: "PatchEdit", offset: int, enable: bool) -> bool:
         """Adjusts the refcount of the site at ``offset``; writes bytes on 0<->1.
         Returns whether bytes were written.  Called by PatchEdit only; checks
@@ -326,19 +354,38 @@ class StoreCode:
         new_count = count + 1 if enable else count - 1
         writes = (count == 0) if enable else (new_count == 0)
         if writes:
-            site = self.frame_table.site(index)
-            data = site.enable if enable else site.disable
-            edit._touch(self)
-            memory = self.memory
-            if memory.live_writable:
-                memory.write_site_atomic(offset, data)
-            else:
-                memory.write(offset, data)
+            redirect = self._site_redirect.get(offset)
+            self._write_site(edit, offset, self._site_bytes(offset, index, new_count, redirect))
         if new_count:
             self._site_refcount[offset] = new_count
         else:
             self._site_refcount.pop(offset, None)
         return writes
+
+    def _redirect_site(self, edit: "PatchEdit", offset: int, target: int | None) -> bool:
+        """Points the site's call at ``target`` (None: back to no hook).  The
+        bytes change only while no plain reference holds the site."""
+        index = self.frame_table.site_index(offset)
+        if index is None:
+            raise CodeMemoryError(f"{self._describe(offset)} is not a patch site")
+        if target is not None:
+            _call_bytes(self.base + offset, target)  # checks the reach first
+        old = self._site_redirect.get(offset)
+        if old == target:
+            return False
+        if target is None:
+            self._site_redirect.pop(offset, None)
+        else:
+            self._site_redirect[offset] = target
+        count = self._site_refcount.get(offset, 0)
+        if count:
+            return False
+        self._write_site(edit, offset, self._site_bytes(offset, index, 0, target))
+        return True
+
+    def redirected_site_offsets(self) -> dict[int, int]:
+        """Image offset -> hook address of every site with a hook."""
+        return dict(self._site_redirect)
 
     # -- reading for a debugger --------------------------------------------
 
@@ -350,8 +397,9 @@ class StoreCode:
             raise CodeMemoryError(f"read {pc:#x}+{length:#x} runs past the end of {self.engine_code.name}")
         with self._lock:
             data = bytearray(self.memory.read(offset, length))
-            for site_offset, count in self._site_refcount.items():
-                if count and site_offset < offset + length and site_offset + SITE_SIZE > offset:
+            patched = set(self._site_refcount) | set(self._site_redirect)
+            for site_offset in patched:
+                if site_offset < offset + length and site_offset + SITE_SIZE > offset:
                     disable = self.frame_table.site(self.frame_table.site_index(site_offset)).disable
                     for k in range(SITE_SIZE):
                         at = site_offset + k - offset
@@ -382,6 +430,7 @@ class StoreCode:
         with self._lock:
             memory, self._memory = self._memory, None
             self._site_refcount.clear()
+            self._site_redirect.clear()
         if memory is not None and memory is not self.engine_code._mapping_for_store_code():
             self.engine_code._give_back_private_copy(memory)
 
@@ -417,6 +466,15 @@ class PatchEdit:
     def disable_site(self, store_code: StoreCode, pc: int) -> bool:
         with store_code._lock:
             changed = store_code._change_site(self, store_code.offset_of(pc), False)
+        self.changed += changed
+        return changed
+
+    def redirect_site(self, store_code: StoreCode, pc: int, target: int | None) -> bool:
+        """Makes the site at ``pc`` call ``target`` (a per-site hook,
+        codemem.sitehooks) whenever no plain reference enables it; None
+        removes the hook.  True if bytes changed."""
+        with store_code._lock:
+            changed = store_code._redirect_site(self, store_code.offset_of(pc), target)
         self.changed += changed
         return changed
 

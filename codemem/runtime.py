@@ -421,6 +421,13 @@ class Store:
         self.id = self.ctx.store_id
         self.registry = ModuleRegistry(debug=engine.debug, store_name=f"store{self.id}")
         self.debug_handler: Callable | None = None
+        #: Called as ``host_write_hook(memory, offset, length)`` after a host
+        #: function (an import implemented in Python, e.g. WASI fd_read) wrote
+        #: linear memory through :meth:`Memory.write`; the debugger side's
+        #: watchpoints use it.  Not called for libcalls (memory.fill & co.,
+        #: whose sites are checked in the code) nor for a debugger's writes.
+        self.host_write_hook: Callable | None = None
+        self._in_host_function = 0
         self._host_entries: dict[int, Any] = {}  # host id -> Func (host) or Instance (libcalls)
         self._funcs_by_funcref: dict[int, Func] = {}
         self._extern_handles: dict[int, Any] = {}
@@ -524,7 +531,11 @@ class Store:
             if isinstance(entry, Instance):
                 entry._libcall(args)
                 return 0
-            return entry._call_from_wasm(args)
+            self._in_host_function += 1
+            try:
+                return entry._call_from_wasm(args)
+            finally:
+                self._in_host_function -= 1
         except Trap as trap:
             self._pending_exception = trap
             return TrapCode.HOST_ERROR
@@ -706,6 +717,9 @@ class Memory:
     def write(self, offset: int, data: bytes) -> None:
         self._check(offset, len(data))
         ffi.memmove(ffi.cast("char *", self.base + offset), bytes(data), len(data))
+        store = self.store
+        if store.host_write_hook is not None and store._in_host_function and data:
+            store.host_write_hook(self, offset, len(data))
 
     def _release(self) -> None:
         if self.base:

@@ -63,7 +63,8 @@ int64_t cm_pwrite_all(int fd, const void *data, uint64_t size, uint64_t offset);
 int64_t cm_map(int fd, uint64_t size, int prot, int shared);
 /* cm_map at exactly ADDR, never replacing a mapping: -EEXIST when anything
  * overlaps [ADDR, ADDR+SIZE) (codemem/lowmem.py places debug Stores' memory
- * below 4 GiB with it).  fd < 0: anonymous memory. */
+ * below 4 GiB with it; codemem/sitehooks.py puts a StoreCode's hook area
+ * within rel32 reach of its image).  fd < 0: anonymous memory. */
 int64_t cm_map_at(int fd, uint64_t size, int prot, int shared, uint64_t addr);
 int64_t cm_unmap(uint64_t addr, uint64_t size);
 int64_t cm_protect(uint64_t addr, uint64_t size, int prot);
@@ -122,6 +123,20 @@ enum { CM_EVENT_BREAKPOINT = 1, CM_EVENT_TRAP = 2 };
 typedef void (*cm_event_fn)(uint64_t kind, uint64_t code, cm_regfile *regfile, uint64_t vmctx);
 typedef uint64_t (*cm_host_call_fn)(uint64_t hostctx, uint64_t *args);
 void cm_set_callbacks(cm_event_fn event, cm_host_call_fn host_call);
+
+/* The agent's printf (gdb's dprintf-style agent, GDB manual "Bytecode
+ * Descriptions", printf): formats `format` with nargs 64-bit argument words
+ * (C conversions %d %i %u %x %X %o %c %s %p %%, flags, width, precision and
+ * the hh h l ll z j t length modifiers) and writes the text to fd 1.  A %s
+ * argument is read only where the region table allows (codemem.sitehooks
+ * layout: u64 count, then {start, end, memdef, kind} rows), else it prints
+ * "<unreadable>".  Called from a site's veneer on the guest stack, aligned. */
+void cm_agent_printf(const char *format, uint64_t nargs, const uint64_t *args, const uint64_t *regions);
+uint64_t cm_agent_printf_address(void);
+/* The same formatting into buf (at most size bytes, NUL-terminated); returns
+ * the length.  For tests. */
+uint64_t cm_agent_format(char *buf, uint64_t size, const char *format, uint64_t nargs, const uint64_t *args,
+                         const uint64_t *regions);
 
 /* Resume gates: a stopped guest that waits in C, not in the host callback.
  * An event callback that calls cm_defer_resume(gate) (with *gate nonzero,

@@ -35,6 +35,10 @@ Breakpoints, stepping and interrupts share sites by refcount (DESIGN.md,
 "Sequence points and patch sites"): a user breakpoint is one reference, a step
 plan holds one reference on each site it armed, an interrupt one on every site.
 Disarming a plan drops exactly its references, so the user's breakpoints stay.
+Conditions, agent commands and watchpoints make sites call veneers of their
+own (gdbstub.agent, codemem.sitehooks); a plain reference on such a site wins
+(it stops), and a veneer that wants a stop jumps to the same trampoline, so
+:meth:`StoreTarget._process` reads the hit record to tell why.
 
 Errors: every refusal raises :class:`TargetError` carrying the GDB errno-style
 code the session puts in its ``Exx`` reply (one mapping place: here).
@@ -50,7 +54,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from codemem import abi, native
+from codemem import abi, native, sitehooks
 from codemem import frames as walker
 from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, Trap
@@ -61,6 +65,7 @@ from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
 
 from . import arch_amd64
+from .agent import SiteAgent, WatchPlace
 from .protocol.replies import ErrorCode, Signal
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,7 @@ class StopReason(enum.Enum):
     STEP = "step"              # a single step or range step finished
     INTERRUPT = "interrupt"    # the client's ^C
     TRAP = "trap"              # a wasm trap, reported before it unwinds
+    WATCH = "watch"            # a watchpoint's access, reported after it
 
 
 @dataclass
@@ -90,6 +96,35 @@ class Stop:
     signal: int
     trap_code: int | None = None
     trap_message: str | None = None
+    #: A watchpoint stop: its kind ("watch", "rwatch", "awatch") and the first
+    #: watched address accessed, in the client's view (gdbstub.agent).
+    watch: str | None = None
+    watch_address: int | None = None
+    #: Why a conditional breakpoint stopped when its condition could not be
+    #: evaluated (shown to the client, gdbstub.session).
+    note: str | None = None
+
+    def report(self) -> "StopReport":
+        """What this stop tells the client, apart from where it is."""
+        return StopReport(self.reason, self.signal, self.watch, self.watch_address, self.note)
+
+    def show_as(self, report: "StopReport") -> None:
+        """Report ``report`` at this stop's place: the session steps on from a
+        stop its dialect cannot show (carrying that stop's report, a
+        watchpoint's included) and shows an attach's stop as SIGSTOP."""
+        self.reason, self.signal = report.reason, report.signal
+        self.watch, self.watch_address, self.note = report.watch, report.watch_address, report.note
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """The reason, signal and details of a stop (see :meth:`Stop.show_as`)."""
+
+    reason: StopReason
+    signal: int
+    watch: str | None = None
+    watch_address: int | None = None
+    note: str | None = None
 
 
 @dataclass
@@ -225,6 +260,11 @@ class StoreTarget:
         self._thread: threading.Thread | None = None
         self.results: list | None = None
         self.closed = False
+        # Conditions and watchpoints run at the sites (gdbstub.agent); made on
+        # first use.  A watchpoint access seen before it happened waits here
+        # for the stop at the next sequence point, which reports it.
+        self._agent: SiteAgent | None = None
+        self._pending_watch = None
         store.debug_handler = self._on_guest_event
 
     # ------------------------------------------------------------ lifecycle
@@ -361,15 +401,39 @@ class StoreTarget:
         assert self._stopped is None, "guest stopped twice without a resume"
         pc = raw.regfile.rip
         self._stopped = raw
+        hit = self._agent.take_hit(pc) if self._agent is not None else None
         if raw.kind == native.EVENT_TRAP:
             self._disarm()
+            self._pending_watch = None
             message = trap_for_code(raw.code).message
             stop = Stop(StopReason.TRAP, pc, _trap_signal(raw.code), raw.code, message)
         else:
             was_stepping = self._plan is not None
             was_interrupt = self._interrupt_requested
             self._disarm()
-            if self._entry_site is not None and pc == self._entry_site:
+            if hit is not None and hit.kind == sitehooks.HIT_HOST_WRITE:
+                # A host function (e.g. WASI fd_read) wrote a watched range:
+                # this is the return point after its call, after the write.
+                self._pending_watch = self._agent.watch_at_host_write(hit)
+            elif self._agent is not None and self._pending_watch is None:
+                # A host write whose return point had a plain stop (a step, a
+                # breakpoint) that ran no veneer: report it here.
+                self._pending_watch = self._agent.take_host_write()
+            if hit is not None and hit.kind in (sitehooks.HIT_ACCESS, sitehooks.HIT_GLOBAL) \
+                    and self._pending_watch is None:
+                # Seen before the access: run to the next sequence point, and
+                # report it there, after the write.
+                found = self._agent.watch_for_hit(hit)
+                if found is not None:
+                    self._pending_watch = found
+                    self._range = None
+                    self._resume_step()
+                    return None
+            if self._pending_watch is not None:
+                watch, address = self._pending_watch
+                self._pending_watch = None
+                stop = Stop(StopReason.WATCH, pc, Signal.SIGTRAP, watch=watch.name, watch_address=address)
+            elif self._entry_site is not None and pc == self._entry_site:
                 self._disarm_entry()
                 stop = Stop(StopReason.ENTRY, pc, Signal.SIGTRAP)
             elif was_interrupt:
@@ -390,6 +454,8 @@ class StoreTarget:
                 log.debug("stale stop at %#x ignored", pc)
                 self._release()
                 return None
+        if hit is not None and stop.reason == StopReason.BREAKPOINT:
+            stop.note = hit.condition_note()
         self._range = None
         self._current = stop
         return stop
@@ -405,6 +471,8 @@ class StoreTarget:
     # ---------------------------------------------------------- resuming
 
     def _release(self) -> None:
+        if self._agent is not None:
+            self._agent.before_resume()  # regions (instances come and go), access sites
         self._finish_stop_edit()
         stopped, self._stopped, self._current = self._stopped, None, None
         if stopped is not None:
@@ -461,9 +529,25 @@ class StoreTarget:
 
     def resume(self) -> None:
         """Continue until a breakpoint, a trap or the end."""
-        self.require_stopped()
+        stopped = self.require_stopped()
         self._range = None
+        if self._watch_on_resume(stopped):
+            self._resume_step()
+            return
         self._release()
+
+    def _watch_on_resume(self, stopped: _GuestStop) -> bool:
+        """A guest resumes from a stop at a site after the site's call, so
+        the site's own access check must be made here: True when the access
+        the guest is about to make hits a watchpoint (then it is pending,
+        reported at the next sequence point)."""
+        if self._agent is None or stopped.kind != native.EVENT_BREAKPOINT or self._pending_watch is not None:
+            return False
+        found = self._agent.access_at(stopped.regfile.rip, stopped.regfile)
+        if found is None:
+            return False
+        self._pending_watch = found
+        return True
 
     def step(self, range_: tuple[int, int] | None = None) -> None:
         """Run to the next sequence point reached (in this function, a callee,
@@ -474,7 +558,7 @@ class StoreTarget:
             # A trap is fatal: the next thing that happens is the unwind.
             self._release()
             return
-        self._range = range_
+        self._range = None if self._watch_on_resume(stopped) else range_
         self._resume_step()
 
     def _resume_step(self) -> None:
@@ -525,6 +609,9 @@ class StoreTarget:
         self._disarm()
         self._disarm_entry()
         self.remove_all_breakpoints()
+        if self._agent is not None:
+            self._agent.clear()
+        self._pending_watch = None
         self._interrupt_requested = False
         self._range = None
 
@@ -676,14 +763,46 @@ class StoreTarget:
 
     # ------------------------------------------------------- breakpoints
 
-    def insert_breakpoint(self, pc: int) -> None:
-        """A user breakpoint at a patch site of this Store (idempotent)."""
+    @property
+    def agent(self) -> SiteAgent:
+        """Conditions and watchpoints at the sites of this Store (gdbstub.agent)."""
+        if self._agent is None:
+            self._agent = SiteAgent(self, self._patch_edit)
+        return self._agent
+
+    def _is_hooked(self, pc: int) -> bool:
+        return self._agent is not None and self._agent.has_program(pc)
+
+    def _require_live(self) -> None:
         self.require_open()
         if self.exited is not None:
             raise TargetError(ErrorCode.ENOENT, "the guest has exited")
-        if pc in self.breakpoints:
-            return
+
+    def insert_breakpoint(self, pc: int, conditions: tuple = (), commands: tuple = ()) -> None:
+        """A user breakpoint at a patch site of this Store (idempotent).
+        ``conditions`` (verified agent expressions): stop only when one is
+        true, evaluated at the site; ``commands`` (agent printf, gdb's
+        dprintf-style agent): run at the site instead of stopping.  A new
+        insert at the same pc replaces both (gdb's ``condition N``); none
+        makes it a plain breakpoint."""
+        self._require_live()
         site = self._site_for(pc)
+        if conditions or commands:
+            if pc in self.breakpoints and not self._is_hooked(pc):
+                with self._patch_edit() as edit:
+                    edit.disable_site(*site)
+            try:
+                self.agent.set_breakpoint_program(site[0], pc, tuple(conditions), tuple(commands))
+            except CodeMemoryError as e:
+                raise TargetError(ErrorCode.EBUSY, str(e)) from None
+            self.breakpoints.add(pc)
+            return
+        if pc in self.breakpoints:
+            if self._is_hooked(pc):
+                self.agent.set_breakpoint_program(site[0], pc, (), ())
+                with self._patch_edit() as edit:
+                    edit.enable_site(*site)
+            return
         with self._patch_edit() as edit:
             edit.enable_site(*site)
         self.breakpoints.add(pc)
@@ -696,13 +815,49 @@ class StoreTarget:
             self._site_for(pc)  # still name a bad address as such
             return
         site = self._site_for(pc)
-        with self._patch_edit() as edit:
-            edit.disable_site(*site)
+        if self._is_hooked(pc):
+            self.agent.set_breakpoint_program(site[0], pc, (), ())
+        else:
+            with self._patch_edit() as edit:
+                edit.disable_site(*site)
         self.breakpoints.discard(pc)
+
+    # ------------------------------------------------------- watchpoints
+
+    def insert_watchpoint(self, kinds: int, address: int, length: int, place: WatchPlace) -> None:
+        """A watchpoint of this Store (gdbstub.agent): ``kinds`` is a set of
+        codemem.sitehooks.WATCH_WRITE / WATCH_READ, ``address`` and
+        ``length`` the client's (reported back in its stop), ``place`` what
+        they name in this Store (the session's dialect decides:
+        gdbstub.dialect.Dialect.watch_place)."""
+        self._require_live()
+        try:
+            self.agent.add_watch(kinds, address, length, place)
+        except ValueError as e:
+            raise TargetError(ErrorCode.EINVAL, str(e)) from None
+        except CodeMemoryError as e:
+            raise TargetError(ErrorCode.EBUSY, str(e)) from None
+
+    def remove_watchpoint(self, kinds: int, address: int, length: int) -> None:
+        """Removing one that is not set is not an error."""
+        if self._agent is not None:
+            self._agent.remove_watch(kinds, address, length)
 
     def remove_all_breakpoints(self) -> None:
         for pc in sorted(self.breakpoints):
             self.remove_breakpoint(pc)
+
+    def hooked_sites(self) -> dict[int, tuple[ModuleWithCode, int]]:
+        """pc -> (image, veneer address) of every site calling a veneer of its
+        own (gdbstub.agent), for `monitor patches`."""
+        return {} if self._agent is None else self._agent.hooked_sites()
+
+    def describe_hooked_site(self, pc: int) -> list[str]:
+        """What the veneer of the hooked site at ``pc`` runs, one line per check."""
+        entry = self.store.registry.lookup(pc)
+        if self._agent is None or entry is None:
+            return []
+        return self._agent.describe_site(entry.store_code, pc)
 
     def enabled_sites(self) -> list[tuple[ModuleWithCode, int]]:
         """(image, pc) of every enabled site, for `monitor patches`."""
@@ -832,7 +987,8 @@ class StoreTarget:
                                         instance.vmctx_address + size, _raw_read, None))
             # The cells of the instance's globals (vmctx points at them): the
             # translated DWARF reads __stack_pointer there, and `set var` on a
-            # wasm global writes there.
+            # wasm global writes there; a watchpoint on a global names its
+            # cell (gdbstub.agent), and `monitor globals` lists them.
             for index, glob in enumerate(instance.globals):
                 if glob.store is self.store:
                     regions.append(MemoryRegion(f"global{index}:{instance.module.name}", glob.cell_address,

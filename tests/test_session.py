@@ -276,6 +276,22 @@ def test_qsupported_then_no_ack_mode(guest):
     assert guest.raw(b"+" + frame(b"qAttached")) == [b"1"]
 
 
+def test_the_site_agent_is_a_default_extension_and_without_it_no_feature_of_it_is_advertised(demo_module):
+    with_agent = GuestHarness(demo_module)
+    without = GuestHarness(demo_module, config=SessionConfig(extension_factories=[]))
+    try:
+        features = with_agent.ask(b"qSupported:multiprocess+").split(b";")
+        assert b"ConditionalBreakpoints+" in features and b"BreakpointCommands+" in features
+        features = without.ask(b"qSupported:multiprocess+").split(b";")
+        assert b"ConditionalBreakpoints+" not in features and b"BreakpointCommands+" not in features
+        assert without.ask(b"Z2,10,4") == b""                 # watchpoints: not supported
+        assert without.ask(b"qWatchpointSupportInfo:") == b""
+        assert with_agent.ask(b"qWatchpointSupportInfo:").startswith(b"num:")
+    finally:
+        with_agent.close()
+        without.close()
+
+
 def test_halt_reason_at_entry_expedites_frame_registers(guest):
     guest.handshake()
     kind, signal, pairs = parse_stop(guest.ask(b"?"))
@@ -352,7 +368,8 @@ def test_breakpoint_only_at_patch_sites(guest):
     assert guest.ask(b"Z0,10,1") == b"E14"                  # linear memory (the mirror) is not code
     assert guest.ask(b"z0,%x,1" % (square + 1)) == b"E16"
     assert guest.ask(b"z0,%x,1" % square) == b"OK"          # removing an absent breakpoint
-    assert guest.ask(b"Z2,10,4") == b""                     # watchpoints: not supported
+    assert guest.ask(b"Z2,10,4") == b"OK"                   # a watchpoint on linear memory (tests/test_agent_session.py)
+    assert guest.ask(b"z2,10,4") == b"OK"
     assert guest.code_is_pristine()
     assert guest.ask(b"Z1,%x,1" % square) == b"OK"          # hardware: served as a software one
     assert guest.ask(b"Z0,%x,1" % square) == b"OK"          # idempotent
