@@ -184,7 +184,8 @@ _SEQPOINT_STRUCT = struct.Struct("<IIBBHII")
 _LOCAL_STRUCT = struct.Struct("<iB3x")
 _SITE_STRUCT = struct.Struct("<I5s5s2x")
 _MIRROR_STRUCT = struct.Struct("<BB2xi")
-_CALL_SITE_STRUCT = struct.Struct("<IBi5s2x")  # a PatchSite whose enable bytes are a call rel32
+_CALL_SITE_STRUCT = struct.Struct("<IBi5s2x")
+_POINT_PREFIX = struct.Struct("<IIB11x")  # a SequencePoint's native_offset, wasm_offset, kind  # a PatchSite whose enable bytes are a call rel32
 assert (_FUNCTION_STRUCT.size, _SEQPOINT_STRUCT.size, _LOCAL_STRUCT.size, _SITE_STRUCT.size, _CALL_SITE_STRUCT.size,
         _MIRROR_STRUCT.size) == (FUNCTION_SIZE, SEQPOINT_SIZE, LOCAL_SIZE, SITE_RECORD_SIZE, SITE_RECORD_SIZE,
                                  MIRROR_SIZE)
@@ -345,6 +346,7 @@ class FrameTable:
         self._seqpoints: dict[int, SequencePoint] = {}
         self._seqpoint_offsets_memo: dict[int, list[int]] = {}
         self._mirror_point_memo: dict[int, SequencePoint | None] = {}
+        self._mirror_lists: dict[tuple[int, int], tuple[tuple, tuple]] = {}
 
     def _check_array(self, name: str, offset: int, count: int, size: int) -> None:
         end = offset + count * size
@@ -505,6 +507,14 @@ class FrameTable:
         where = f"sequence point {index}"
         if kind is not SequencePointKind.INSTRUCTION:
             raise FrameTableError(f"{where}: a {kind.name} point has {count} register mirrors (only INSTRUCTION may)")
+        # Equal mirror lists are stored once (interned), so a list is parsed and
+        # checked once however many points share it.
+        parsed = self._mirror_lists.get((first, count))
+        if parsed is None:
+            parsed = self._mirror_lists[first, count] = self._parse_mirrors(where, first, count)
+        return parsed
+
+    def _parse_mirrors(self, where: str, first: int, count: int) -> tuple[tuple, tuple]:
         if first + count > self.header.num_mirrors:
             raise FrameTableError(f"{where}: first_mirror/num_mirrors={first}+{count} outside the mirror pool "
                                   f"({self.header.num_mirrors} records)")
@@ -593,13 +603,21 @@ class FrameTable:
         return offsets
 
     def _seqpoint_offsets(self, func: FunctionInfo) -> list[int]:
-        return list(self._seqpoint_column(func, 0))
+        return list(self.sequence_point_column(func, 0))
 
-    def _seqpoint_column(self, func: FunctionInfo, field_offset: int, fmt: str = "<I") -> RecordColumn:
+    def sequence_point_column(self, func: FunctionInfo, field_offset: int, fmt: str = "<I") -> RecordColumn:
         """A field of ``func``'s sequence points, in place (0: native_offset,
         4: wasm_offset, 8: kind as "<B")."""
         return RecordColumn(self._data, self.header.seqpoints_offset + func.first_seqpoint * SEQPOINT_SIZE,
                             SEQPOINT_SIZE, func.num_seqpoints, field_offset, fmt)
+
+    def point_records(self, func: FunctionInfo) -> list[tuple[int, int, int]]:
+        """``(native_offset, wasm_offset, kind number)`` of each of ``func``'s
+        sequence points, in native order: the bulk read for whoever derives
+        something from every point once (a debug image's line table), without
+        the per-point parse and checks of :meth:`sequence_point`."""
+        start = self.header.seqpoints_offset + func.first_seqpoint * SEQPOINT_SIZE
+        return list(_POINT_PREFIX.iter_unpack(self._data[start : start + func.num_seqpoints * SEQPOINT_SIZE]))
 
     def instruction_site_at_wasm_offset(self, wasm_offset: int) -> int | None:
         """Image offset of the patch site of the INSTRUCTION sequence point
@@ -615,9 +633,9 @@ class FrameTable:
         func = self.function_at_wasm_offset(wasm_offset)
         if func is None or not func.num_seqpoints:
             return None
-        wasm_offsets = self._seqpoint_column(func, 4)
-        kinds = self._seqpoint_column(func, 8, "<B")
-        native_offsets = self._seqpoint_column(func, 0)
+        wasm_offsets = self.sequence_point_column(func, 4)
+        kinds = self.sequence_point_column(func, 8, "<B")
+        native_offsets = self.sequence_point_column(func, 0)
         k = bisect.bisect_left(wasm_offsets, wasm_offset)
         found_by_bisect = k < len(wasm_offsets) and wasm_offsets[k] == wasm_offset
         # The run of equal offsets from k; else (maybe not in wasm order) every point.

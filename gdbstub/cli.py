@@ -19,8 +19,10 @@ import logging
 import os
 import shlex
 import sys
+import threading
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 import codemem
 from codemem import CompileError, LinkError, Trap
@@ -49,8 +51,10 @@ def bundled_demo_path() -> Path:
 
 
 def default_cache_dir() -> Path:
+    """Where serve caches compiled images and debug images unless told
+    (``--cache-dir``, or ``WASM_GDBSTUB_CACHE`` for the compiled images)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "wasm-gdbstub" / "debug-images"
+    return Path(base) / "wasm-gdbstub"
 
 
 def parse_listen(text: str, allow_remote: bool) -> tuple[str, int]:
@@ -79,21 +83,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def attach_commands(host: str, port: int, images: list) -> list[str]:
-    """One line per debugger, each pasteable as printed.  lldb-22 loads no
-    image on a bare gdb-remote (../shared/notes/clients.md), so its line first
-    creates the target from the Store's debug image."""
+def attach_commands(host: str, port: int, libraries: list, executable=None) -> list[str]:
+    """One line per debugger, each pasteable as printed (``libraries`` and
+    ``executable``: gdbstub.images.LoadedImage).  lldb-22 loads no image on a
+    bare gdb-remote (../shared/notes/clients.md), so its line creates the
+    target from the runtime image (linked where it runs), adds each module's
+    image and places it at its load bias (``--slide``) after connecting: lldb
+    places a target's modules at their link addresses when it connects
+    (docs/debug-images.md)."""
     address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     lines = [f"gdb: gdb -ex {shlex.quote('target remote ' + address)}"]
     lldb = ["lldb-22"]
-    if images:
-        lldb += ["-o", shlex.quote(f"target create {images[0].path}")]
-        for image in images[1:]:
-            # Added modules are not loaded until told where: at their link
-            # addresses (slide 0), like the target's own image.
-            lldb += ["-o", shlex.quote(f"target modules add {image.path}"),
-                     "-o", shlex.quote(f"target modules load --file {image.path} --slide 0")]
+    if executable is not None:
+        lldb += ["-o", shlex.quote(f"target create {executable.path}")]
+    for image in libraries:
+        lldb += ["-o", shlex.quote(f"target modules add {image.path}")]
     lldb += ["-o", shlex.quote(f"gdb-remote {address}")]
+    for image in libraries:
+        lldb += ["-o", shlex.quote(f"target modules load --file {image.path} --slide {image.load_bias:#x}")]
     lines.append("lldb: " + " ".join(lldb))
     return lines
 
@@ -126,7 +133,10 @@ def serve(args: argparse.Namespace) -> int:
         wasm = path.read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
-    engine = codemem.Engine(debug=True)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    # Compiled images: --cache-dir, else WASM_GDBSTUB_CACHE, else the default.
+    engine_cache = args.cache_dir or os.environ.get("WASM_GDBSTUB_CACHE") or cache_dir
+    engine = codemem.Engine(debug=True, cache_dir=engine_cache)
     module = codemem.Module(engine, wasm, name=path.stem)
     store = codemem.Store(engine)
     wasi = WasiContext(args=[str(path)])
@@ -149,12 +159,9 @@ def serve(args: argparse.Namespace) -> int:
         # the stub's memory: no native debug images are made.
         from .wasm_dialect import WasmSession
         images = None
-        store_images = []
         config = SessionConfig(session_factory=WasmSession)
     else:
-        cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
         images = DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}")
-        store_images = images.for_store(store)
         config = SessionConfig(images=images, file_server=ImageFileServer(images))
 
     server: StubServer | None = None
@@ -164,10 +171,16 @@ def serve(args: argparse.Namespace) -> int:
     def on_listening(bound_host: str, bound_port: int) -> None:
         print(f"wasm-gdbstub: serving {path.name} ({name}), stopped at its first instruction; "
               f"listening on {bound_host}:{bound_port}", flush=True)
-        lines = (wasm_attach_commands(bound_host, bound_port) if wasm_dialect
-                 else attach_commands(bound_host, bound_port, store_images))
-        for line in lines:
-            print(line, flush=True)
+        if wasm_dialect:
+            for line in wasm_attach_commands(bound_host, bound_port):
+                print(line, flush=True)
+            return
+        gdb_line, lldb_line = attach_commands(bound_host, bound_port, images.libraries(store),
+                                              images.executable(store))
+        print(gdb_line, flush=True)
+        # gdb reads the images over vFile (waiting for them if need be); lldb
+        # opens them from disk, so its line comes once they are there.
+        _prepare_images(images, store, then=lambda: print(lldb_line, flush=True))
 
     server = StubServer(target, host=host, port=port, once=args.once, config=config, on_listening=on_listening)
     # Everything made so far (the module, its frame table, the images) lives
@@ -182,6 +195,22 @@ def serve(args: argparse.Namespace) -> int:
         if images is not None:
             images.remove_files()  # they describe this process's code only
     return _report_exit(exited)
+
+
+def _prepare_images(images: DebugImageSet, store, then: Callable[[], None]) -> None:
+    """Reads (or, the first time, builds) the Store's debug images on a thread
+    of their own once the stub listens, then calls ``then``: a debugger that
+    connects meanwhile waits only for what is left (gdb: its first vFile read
+    of an image)."""
+    def prepare() -> None:
+        for image in images.libraries(store):
+            try:
+                image.data
+            except Exception:  # the outermost guard of this thread: the client's read reports it again
+                log.exception("debug image %s could not be made", image.name)
+        then()
+
+    threading.Thread(target=prepare, name="debug-images", daemon=True).start()
 
 
 def _report_exit(exited) -> int:

@@ -239,8 +239,9 @@ def map_guest_lines(table: GuestLineTable, info, frame_table: FrameTable, code_a
         body = bodies.get(func.body_wasm_offset)
         if body is None:
             continue
-        points = sorted((p.wasm_offset, p.native_offset) for p in frame_table.sequence_points(func)
-                        if p.kind is SequencePointKind.INSTRUCTION)
+        instruction = SequencePointKind.INSTRUCTION
+        points = sorted((wasm_offset, native_offset) for native_offset, wasm_offset, kind
+                        in frame_table.point_records(func) if kind == instruction)
         functions.append((body.locals_offset, body.end_offset, func, points))
     functions.sort(key=lambda f: f[0])
     starts = [f[0] for f in functions]

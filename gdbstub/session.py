@@ -238,15 +238,14 @@ class GdbSession:
                 raise TargetError(ENOENT, f"no feature document {request.annex!r}")
             document = text.encode()
         elif request.object in ("libraries-svr4", "libraries") and self.config.images is not None:
-            # The first image is the "executable" (qXfer:exec-file); the rest
-            # (further modules, the runtime) are its libraries.
-            images = self.config.images.for_store(self.target.store)[1:]
+            # The Store's modules, each at its load bias (gdbstub.images); the
+            # runtime is the "executable" (qXfer:exec-file).
+            images = self.config.images.libraries(self.target.store)
             build = libraries_svr4_xml if request.object == "libraries-svr4" else libraries_xml
             document = build(images).encode()
         elif request.object == "exec-file" and self.config.images is not None:
-            # gdb loads this as the program (no "No executable" warning, and its
-            # symbols are read at once; library symbols wait for `sharedlibrary`).
-            document = self.config.images.for_store(self.target.store)[0].name.encode()
+            # gdb loads this as the program (no "No executable" warning).
+            document = self.config.images.executable(self.target.store).name.encode()
         if document is None:
             return R.empty()
         return R.qxfer_chunk(document, request.offset, request.length)

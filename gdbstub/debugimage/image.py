@@ -29,8 +29,10 @@ import hashlib
 import logging
 
 from . import dwarf
+from construct import ConstructError
+
 from .elf import (
-    ET_DYN, NT_GNU_BUILD_ID, SHF_ALLOC, SHF_EXECINSTR, SHN_ABS, SHT_NOTE, SHT_PROGBITS,
+    ELF_HEADER, SECTION_HEADER, ET_DYN, NT_GNU_BUILD_ID, SHF_ALLOC, SHF_EXECINSTR, SHN_ABS, SHT_NOTE, SHT_PROGBITS,
     SHT_STRTAB, SHT_SYMTAB, STB_GLOBAL, STB_LOCAL, STT_FILE, STT_FUNC, STT_OBJECT, STV_DEFAULT,
     SYMBOL, Section, StringTable, build_note, layout_elf, symbol_info,
 )
@@ -42,6 +44,9 @@ BUILD_ID_SIZE = 20  # SHA-1, as `ld --build-id=sha1`
 _GENERATED_SECTIONS = (".note.gnu.build-id", ".text", ".debug_frame", ".debug_abbrev",
                        ".debug_info", ".debug_line", ".symtab", ".strtab", ".shstrtab")
 _SYMBOL_KINDS = {"func": STT_FUNC, "object": STT_OBJECT}
+#: Generated sections an extra section may replace (both or neither): the
+#: minimal compile unit, for a caller that writes a full one (guest variables).
+_REPLACEABLE_SECTIONS = frozenset({".debug_info", ".debug_abbrev"})
 
 
 def _text_alignment(address: int) -> int:
@@ -122,7 +127,9 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
     ``.debug_info``/``.debug_abbrev`` named after the first row's file, with
     ``comp_dir``, ``producer`` (DW_AT_producer), the code range, and a
     DW_TAG_subprogram per func symbol;
-    ``extra_sections`` as non-allocated PROGBITS sections in the given order;
+    ``extra_sections`` as non-allocated PROGBITS sections in the given order
+    (``.debug_info`` and ``.debug_abbrev`` given together replace the
+    generated compile unit);
     a ``.note.gnu.build-id`` whose SHA-1 covers the whole file (descriptor
     zeroed while hashing), so equal inputs give byte-identical output.
 
@@ -136,8 +143,12 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
     symbols, fdes, lines = list(symbols), list(fdes), list(lines)
     extra_sections = dict(extra_sections or {})
     for section_name in extra_sections:
-        if section_name in _GENERATED_SECTIONS or not section_name:
+        if (section_name in _GENERATED_SECTIONS and section_name not in _REPLACEABLE_SECTIONS) or not section_name:
             raise DebugImageError(f"extra section name {section_name!r} is reserved or empty")
+    replaced = _REPLACEABLE_SECTIONS & set(extra_sections)
+    if replaced and replaced != _REPLACEABLE_SECTIONS:
+        raise DebugImageError(f"{sorted(_REPLACEABLE_SECTIONS)} replace the generated compile unit together, "
+                              f"not {sorted(replaced)} alone")
     _check_symbols(symbols, start, end)
     _check_fdes(fdes, start, end)
     _check_lines(lines, start, end)
@@ -154,13 +165,14 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
     if lines:
         files = dwarf.line_files(lines, comp_dir)
         functions = [(s.name, s.address, s.size) for s in symbols if s.kind == "func"]
-        sections += [
-            Section(".debug_abbrev", SHT_PROGBITS, dwarf.build_debug_abbrev()),
-            Section(".debug_info", SHT_PROGBITS, dwarf.build_debug_info(
-                cu_name=files.primary, comp_dir=comp_dir, low_pc=start, size=len(code),
-                functions=functions, producer=producer)),
-            Section(".debug_line", SHT_PROGBITS, dwarf.build_debug_line(lines, files, end)),
-        ]
+        if not replaced:
+            sections += [
+                Section(".debug_abbrev", SHT_PROGBITS, dwarf.build_debug_abbrev()),
+                Section(".debug_info", SHT_PROGBITS, dwarf.build_debug_info(
+                    cu_name=files.primary, comp_dir=comp_dir, low_pc=start, size=len(code),
+                    functions=functions, producer=producer)),
+            ]
+        sections.append(Section(".debug_line", SHT_PROGBITS, dwarf.build_debug_line(lines, files, end)))
     for section_name, data in extra_sections.items():
         sections.append(Section(section_name, SHT_PROGBITS, bytes(data)))
     symtab, strtab, first_global = _symtab(name, symbols, start, end, text_index)
@@ -177,3 +189,26 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
     log.debug("debug image %s: %#x+%#x, %d symbols, %d FDEs, %d line rows, %d bytes",
               name, code_address, len(code), len(symbols), len(fdes), len(lines), len(image))
     return bytes(image)
+
+
+def build_id_is_intact(data: bytes) -> bool:
+    """Whether ``data`` is an ELF file whose ``.note.gnu.build-id``, as
+    :func:`build_debug_image` writes it (the first section, a SHA-1 over the
+    whole file with the descriptor zeroed), matches its contents: how a cached
+    image is told from a damaged or truncated one."""
+    if len(data) < ELF_HEADER.sizeof() or data[:4] != b"\x7fELF":
+        return False
+    try:
+        header = ELF_HEADER.parse(data)
+        if header.e_shnum < 2 or header.e_shoff + (header.e_shnum * SECTION_HEADER.sizeof()) > len(data):
+            return False
+        note = SECTION_HEADER.parse(data[header.e_shoff + SECTION_HEADER.sizeof():])
+    except ConstructError:
+        return False
+    end = note.sh_offset + note.sh_size
+    if note.sh_type != SHT_NOTE or end > len(data) or note.sh_size < BUILD_ID_SIZE:
+        return False
+    image = bytearray(data)
+    found = bytes(image[end - BUILD_ID_SIZE:end])
+    image[end - BUILD_ID_SIZE:end] = bytes(BUILD_ID_SIZE)
+    return hashlib.sha1(image).digest() == found
