@@ -244,7 +244,11 @@ class StoreCode:
         self.base = StoreCodePC(self._memory.base)
         self.size = self._memory.size
         self.frame_table = engine_code.frame_table
-        self._site_refcount: dict[int, int] = {}
+        # One reference count per patch site (made on the first edit), read and
+        # written by C (cm_sites_update) so that enabling every site of a
+        # real-size module (an interrupt: hundreds of thousands) is one call.
+        self._refcounts = None
+        self._enabled = 0  # sites whose count is > 0
         self._lock = threading.RLock()
 
     # -- addresses ----------------------------------------------------------
@@ -284,43 +288,59 @@ class StoreCode:
         return index
 
     def is_site_enabled(self, pc: int) -> bool:
-        return self._site_refcount.get(self.offset_of(pc), 0) > 0
+        return self.site_refcount(self.offset_of(pc)) > 0
 
     def enabled_site_offsets(self) -> list[int]:
-        return sorted(off for off, n in self._site_refcount.items() if n > 0)
+        if not self._enabled:
+            return []
+        column = self.frame_table.site_offset_column
+        return [column[i] for i, count in enumerate(self._refcounts) if count]
 
     def site_refcount(self, offset: int) -> int:
-        return self._site_refcount.get(offset, 0)
+        index = self.frame_table.site_index(offset)
+        if index is None or self._refcounts is None:
+            return 0
+        return self._refcounts[index]
 
     def _describe(self, offset: int) -> str:
         return f"{self.base + offset:#x} ({self.engine_code.name}+{offset:#x})"
 
-    def _change_site(self, edit: "PatchEdit", offset: int, enable: bool) -> bool:
-        """Adjusts the refcount of the site at ``offset``; writes bytes on 0<->1.
-        Returns whether bytes were written.  Called by PatchEdit only; checks
-        everything before changing anything."""
-        index = self.frame_table.site_index(offset)
-        if index is None:
-            raise CodeMemoryError(f"{self._describe(offset)} is not a patch site")
-        count = self._site_refcount.get(offset, 0)
-        if not enable and count == 0:
-            raise CodeMemoryError(f"{self._describe(offset)}: disabling a site that is not enabled")
-        new_count = count + 1 if enable else count - 1
-        writes = (count == 0) if enable else (new_count == 0)
-        if writes:
-            site = self.frame_table.site(index)
-            data = site.enable if enable else site.disable
-            edit._touch(self)
-            memory = self.memory
-            if memory.live_writable:
-                memory.write_site_atomic(offset, data)
-            else:
-                memory.write(offset, data)
-        if new_count:
-            self._site_refcount[offset] = new_count
+    def _change_sites(self, edit: "PatchEdit", indexes, enable: bool) -> int:
+        """Adjusts the refcounts of the sites ``indexes`` (a range, or a
+        sequence of site indexes) by one; a site's bytes are written when its
+        count goes 0 -> 1 (enable) or 1 -> 0 (disable).  Returns how many
+        sites were written.  Called by PatchEdit only, with the lock held;
+        checks everything before changing anything (CodeMemoryError names the
+        first bad site)."""
+        count = len(indexes)
+        if not count:
+            return 0
+        table = self.frame_table
+        if self._refcounts is None:
+            self._refcounts = ffi.new("uint32_t[]", max(table.num_sites, 1))
+        if isinstance(indexes, range) and indexes.step == 1:
+            index_array, first = ffi.NULL, indexes.start
         else:
-            self._site_refcount.pop(offset, None)
-        return writes
+            index_array, first = ffi.new("uint32_t[]", [i if 0 <= i < 1 << 32 else table.num_sites
+                                                       for i in indexes]), 0
+        edit._touch(self)
+        memory = self.memory
+        engine = self.engine_code
+        records = engine._mapping_for_store_code().base + engine.table_offset + table.header.sites_offset
+        written = lib.cm_sites_update(ffi.cast("uint8_t *", memory.base), engine.code_size,
+                                      ffi.cast("uint8_t *", records), table.num_sites, self._refcounts,
+                                      index_array, first, count, 1 if enable else -1,
+                                      1 if memory.live_writable else 0)
+        if written < 0:
+            bad = indexes[-written - 1]
+            if not 0 <= bad < table.num_sites:
+                raise CodeMemoryError(f"{self.engine_code.name}: no patch site {bad}")
+            offset = table.site_offset_column[bad]
+            if not enable:
+                raise CodeMemoryError(f"{self._describe(offset)}: disabling a site that is not enabled")
+            raise CodeMemoryError(f"{self._describe(offset)}: malformed patch site record {bad}")
+        self._enabled += written if enable else -written
+        return written
 
     # -- reading for a debugger --------------------------------------------
 
@@ -332,13 +352,16 @@ class StoreCode:
             raise CodeMemoryError(f"read {pc:#x}+{length:#x} runs past the end of {self.engine_code.name}")
         with self._lock:
             data = bytearray(self.memory.read(offset, length))
-            for site_offset, count in self._site_refcount.items():
-                if count and site_offset < offset + length and site_offset + SITE_SIZE > offset:
-                    disable = self.frame_table.site(self.frame_table.site_index(site_offset)).disable
+            if self._enabled:
+                table = self.frame_table
+                for index in table.site_indexes_in(offset - SITE_SIZE + 1, offset + length):
+                    if not self._refcounts[index]:
+                        continue
+                    site = table.site(index)
                     for k in range(SITE_SIZE):
-                        at = site_offset + k - offset
+                        at = site.offset + k - offset
                         if 0 <= at < length:
-                            data[at] = disable[k]
+                            data[at] = site.disable[k]
         return bytes(data)
 
     def read_raw(self, pc: int, length: int) -> bytes:
@@ -363,7 +386,7 @@ class StoreCode:
         instead of reaching a mapping that may belong to another Store."""
         with self._lock:
             memory, self._memory = self._memory, None
-            self._site_refcount.clear()
+            self._refcounts, self._enabled = None, 0
         if memory is not None and memory is not self.engine_code._mapping_for_store_code():
             self.engine_code._give_back_private_copy(memory)
 
@@ -391,14 +414,27 @@ class PatchEdit:
 
     def enable_site(self, store_code: StoreCode, pc: int) -> bool:
         """Enables the site at ``pc`` (refcounted). True if bytes changed."""
+        return self.enable_sites(store_code, [store_code.site_index_at(pc)]) > 0
+
+    def disable_site(self, store_code: StoreCode, pc: int) -> bool:
+        return self.disable_sites(store_code, [store_code.site_index_at(pc)]) > 0
+
+    def enable_sites(self, store_code: StoreCode, indexes) -> int:
+        """Enables the sites ``indexes`` of ``store_code`` (site indexes of its
+        frame table: a ``range`` or a sequence; a site listed twice gets two
+        references), all in one C call.  Returns the number of sites whose
+        bytes changed.  All or nothing: CodeMemoryError names the first bad
+        site and nothing changes."""
         with store_code._lock:
-            changed = store_code._change_site(self, store_code.offset_of(pc), True)
+            changed = store_code._change_sites(self, indexes, True)
         self.changed += changed
         return changed
 
-    def disable_site(self, store_code: StoreCode, pc: int) -> bool:
+    def disable_sites(self, store_code: StoreCode, indexes) -> int:
+        """Drops one reference of each of the sites ``indexes`` (see
+        :meth:`enable_sites`); a site that is not enabled is an error."""
         with store_code._lock:
-            changed = store_code._change_site(self, store_code.offset_of(pc), False)
+            changed = store_code._change_sites(self, indexes, False)
         self.changed += changed
         return changed
 

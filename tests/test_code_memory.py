@@ -252,3 +252,64 @@ def test_spare_copies_are_bounded():
     assert unmapped == 2
     engine.close()
     assert engine._spare_private_copies == []
+
+
+# ------------------------------------------------------------ bulk edits (C)
+def site_bytes(s, engine) -> list[bytes]:
+    table = engine.frame_table
+    return [s.code.read_raw(s.code.pc_of(table.site(i).offset), 5) for i in range(table.num_sites)]
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["stopped", "live"])
+def test_bulk_enable_and_disable_keep_the_refcounts_of_single_edits(engine, live):
+    """enable_sites over every site (what an interrupt arms) writes each
+    site's enable bytes once, shares sites with a single owner by refcount,
+    and disable_sites restores exactly the state before; in live mode too."""
+    s = new_store(engine)
+    table = engine.frame_table
+    everything = range(table.num_sites)
+    try:
+        one = s.code.pc_of(table.site(1).offset)
+        with s.registry.patch_edit() as edit:
+            s.registry.enable_site(one, edit)  # a user's breakpoint
+        with PatchEdit(live=live) as edit:
+            assert edit.enable_sites(s.code, everything) == table.num_sites - 1  # site 1 was already written
+        assert site_bytes(s, engine) == [table.site(i).enable for i in everything]
+        assert s.code.site_refcount(table.site(1).offset) == 2
+        assert s.code.enabled_site_offsets() == list(table.site_offsets)
+        assert s.code.read_for_debugger(s.code.base, engine.code_size) == engine.read(0, engine.code_size)
+        with PatchEdit(live=live) as edit:
+            assert edit.disable_sites(s.code, everything) == table.num_sites - 1
+        assert s.code.enabled_site_offsets() == [table.site(1).offset]  # the user's stays
+        with s.registry.patch_edit() as edit:
+            s.registry.disable_site(one, edit)
+        assert s.code.read_raw(s.code.base, s.code.size) == engine.read(0, engine.size)
+    finally:
+        s.close()
+
+
+def test_a_bad_bulk_edit_names_the_site_and_changes_nothing(engine):
+    s = new_store(engine)
+    table = engine.frame_table
+    try:
+        with s.registry.patch_edit() as edit:
+            edit.enable_sites(s.code, [0, 2])
+        snapshot = s.code.read_raw(s.code.base, s.code.size)
+        with pytest.raises(CodeMemoryError, match="not enabled"):
+            with s.registry.patch_edit() as edit:
+                edit.disable_sites(s.code, [0, 1, 2])  # 1 is not enabled
+        # Listed twice but enabled once: the first disable is undone again.
+        with pytest.raises(CodeMemoryError, match="not enabled"):
+            with s.registry.patch_edit() as edit:
+                edit.disable_sites(s.code, [2, 0, 2])
+        with pytest.raises(CodeMemoryError, match=f"no patch site {table.num_sites}"):
+            with s.registry.patch_edit() as edit:
+                edit.enable_sites(s.code, [1, table.num_sites])
+        assert s.code.read_raw(s.code.base, s.code.size) == snapshot
+        assert [s.code.site_refcount(table.site(i).offset) for i in range(3)] == [1, 0, 1]
+        assert mapping_perms(s.code.base) == "r-xp"
+        with s.registry.patch_edit() as edit:
+            edit.disable_sites(s.code, range(0, 3, 2))
+        assert s.code.read_raw(s.code.base, s.code.size) == engine.read(0, engine.size)
+    finally:
+        s.close()
