@@ -46,10 +46,11 @@ def loaded_module_image(run, stub_process) -> tuple[int, Path]:
     return int(found[0][0], 16), Path(found[0][1])
 
 
-def elf_symbol(image: Path, name: str) -> int:
+def elf_symbol(image: Path, name: str) -> tuple[int, int]:
+    """(link address, size) of symbol ``name`` of ``image``."""
     with open(image, "rb") as handle:
         (symbol,) = ELFFile(handle).get_section_by_name(".symtab").get_symbol_by_name(name)
-        return symbol["st_value"]
+        return symbol["st_value"], symbol["st_size"]
 
 
 def test_gdb_places_the_position_independent_image_at_the_stores_base(stub):
@@ -69,7 +70,7 @@ def test_gdb_places_the_position_independent_image_at_the_stores_base(stub):
         assert elf.get_section_by_name(".text")["sh_addr"] == IMAGE_LINK_ADDRESS
     bias = base - IMAGE_LINK_ADDRESS
     assert bias > 0
-    square = bias + elf_symbol(image, "square")
+    square = bias + elf_symbol(image, "square")[0]
     assert f'Symbol "square" is a function at address {square:#x}.' in section(run, "address"), detail(run, demo)
     # gdb's line table, breakpoints, unwinding and `finish` at the Store's addresses.
     line = re.search(rf'Line {CALL_SQUARE} of "examples/demo\.c" starts at address (0x[0-9a-f]+) '
@@ -83,7 +84,8 @@ def test_gdb_places_the_position_independent_image_at_the_stores_base(stub):
     assert re.search(rf"^0x[0-9a-f]+ in sum_of_squares \(\) at examples/demo\.c:{CALL_SQUARE}$",
                      section(run, "finish"), re.M), detail(run, demo)
     pc = int(re.search(r"= (0x[0-9a-f]+)", section(run, "after")).group(1), 16)
-    assert bias + elf_symbol(image, "sum_of_squares") < pc < square
+    caller, size = elf_symbol(image, "sum_of_squares")
+    assert bias + caller < pc < bias + caller + size
 
     # Another run (another process, another address): the same file.
     again = stub()
