@@ -87,9 +87,12 @@ def test_gdb_places_the_position_independent_image_at_the_stores_base(stub):
     caller, size = elf_symbol(image, "sum_of_squares")
     assert bias + caller < pc < bias + caller + size
 
-    # Another run (another process, another address): the same file.
-    again = stub()
-    rerun = run_gdb(again, ["info sharedlibrary", "detach"])
+    # Another run with the same cache (another process, another address): the same file.
+    again = StubProcess.start(demo.cache_dir.parent)
+    try:
+        rerun = run_gdb(again, ["info sharedlibrary", "detach"])
+    finally:
+        again.kill()
     assert not rerun.timed_out, detail(rerun, again)
     other_base, other_image = loaded_module_image(rerun, again)
     assert other_image == image and other_base != base
