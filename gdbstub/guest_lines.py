@@ -38,9 +38,6 @@ import posixpath
 import struct
 from dataclasses import dataclass
 
-from elftools.common.exceptions import DWARFError, ELFError
-from elftools.construct.core import ConstructError
-from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo, DwarfConfig
 
 from codemem.frametable import FrameTable, SequencePointKind
 
@@ -68,8 +65,13 @@ _DWARF_SECTIONS = (
 # AssertionError, TypeError, IndexError, ZeroDivisionError (line_range 0) and
 # struct/construct errors. They are caught only around the parse (``_read``),
 # never around the mapping.
-_PYELFTOOLS_ERRORS = (DWARFError, ELFError, ConstructError, KeyError, IndexError, AssertionError,
-                      TypeError, ValueError, ArithmeticError, struct.error, EOFError)
+def _pyelftools_errors() -> tuple[type[BaseException], ...]:
+    # pyelftools is imported when a line table is read (a debug image built),
+    # not when the stub starts: a warm start reads the cached image.
+    from elftools.common.exceptions import DWARFError, ELFError
+    from elftools.construct.core import ConstructError
+    return (DWARFError, ELFError, ConstructError, KeyError, IndexError, AssertionError, TypeError, ValueError,
+            ArithmeticError, struct.error, EOFError)
 
 
 class GuestLinesError(Exception):
@@ -130,7 +132,9 @@ def _join(*parts: str) -> str:
     return path
 
 
-def _dwarf_info(sections: dict[str, bytes]) -> DWARFInfo:
+def _dwarf_info(sections: dict[str, bytes]):
+    """pyelftools' DWARFInfo over the module's DWARF sections."""
+    from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo, DwarfConfig
     descriptors = {}
     for name in _DWARF_SECTIONS:
         data = sections.get("." + name)
@@ -303,7 +307,7 @@ def read_guest_line_table(info) -> GuestLineTable | None:
         return None
     try:
         return _read(sections, code_offset)
-    except _PYELFTOOLS_ERRORS as e:
+    except _pyelftools_errors() as e:
         raise GuestLinesError(f"malformed DWARF ({type(e).__name__}: {e})") from e
 
 
