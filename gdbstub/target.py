@@ -186,6 +186,8 @@ _CONTROL_OPCODES = frozenset({0x00, 0x04, 0x05, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x
 #: return_call, return_call_indirect.
 _LEAVING_OPCODES = frozenset({0x0C, 0x0D, 0x0E, 0x0F, 0x12, 0x13})
 _CALL = 0x10
+#: Entries of a target's per-range memo before it starts over.
+_MEMO_LIMIT = 4096
 #: call_indirect, return_call, return_call_indirect: any function may be next
 #: (return_call's callee is known, but it is reached without a return point).
 _INDIRECT_CALLS = frozenset({0x11, 0x12, 0x13})
@@ -242,6 +244,9 @@ class StoreTarget:
         self._interrupt_requested = False
         self._kill_requested = False
         self._entry_sites_memo: tuple[tuple, list] | None = None
+        # (EngineCode, function, range) -> what its instructions may do: a
+        # loop's `next`s ask the same few again and again.
+        self._calls_and_exits_memo: dict[tuple, tuple[list | None, bool]] = {}
         self._regions_memo: tuple[tuple, list] | None = None
         self._range: tuple[int, int] | None = None
         # The word a stopped guest waits on (see _GuestStop); one per target,
@@ -670,6 +675,16 @@ class StoreTarget:
         may enter any function: an indirect call, a call of an import; whether
         one may leave the function: a return, a branch (conservatively: it may
         target the function's own label), its final ``end``, a tail call)."""
+        key = (entry.store_code.engine_code, func.position, lo, hi)  # held: no id reuse
+        found = self._calls_and_exits_memo.get(key)
+        if found is None:
+            if len(self._calls_and_exits_memo) >= _MEMO_LIMIT:
+                self._calls_and_exits_memo.clear()
+            found = self._calls_and_exits_memo[key] = self._scan_calls_and_exits(entry, func, lo, hi)
+        return found
+
+    @staticmethod
+    def _scan_calls_and_exits(entry: ModuleWithCode, func, lo: int, hi: int) -> tuple[list | None, bool]:
         table = entry.store_code.frame_table
         wasm = entry.module.wasm
         records = table.point_records(func)
