@@ -37,6 +37,7 @@ import logging
 import posixpath
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 from codemem.frametable import FrameTable, SequencePointKind
@@ -78,11 +79,10 @@ class GuestLinesError(Exception):
     """The module's DWARF cannot be read as a line table (the message says where)."""
 
 
-@dataclass(frozen=True)
-class GuestLineRow:
+class GuestLineRow(NamedTuple):
     """One row of the guest's line program. ``module_offset`` is a file offset
     in the .wasm; ``file`` a path relative to the table's ``comp_dir`` (or
-    absolute)."""
+    absolute).  (A tuple: a real-size module has a hundred thousand rows.)"""
 
     module_offset: int
     file: str
@@ -338,9 +338,8 @@ def _read(sections: dict[str, bytes], code_offset: int) -> GuestLineTable:
             if line < 0 or column < 0:
                 # build_debug_image rejects them; a debugger would too.
                 raise GuestLinesError(f"line-table row at {address:#x}: line {line}, column {column}")
-            rows.append(GuestLineRow(
-                module_offset=code_offset + address, file=path, line=line, column=column, is_stmt=is_stmt,
-                prologue_end=prologue_end, end_sequence=end_sequence, epilogue_begin=epilogue_begin))
+            rows.append(GuestLineRow(code_offset + address, path, line, column, is_stmt, prologue_end,
+                                     end_sequence, epilogue_begin))
     return GuestLineTable(image_comp_dir or ".", tuple(rows), producer or "")
 
 
@@ -358,8 +357,9 @@ def map_guest_lines(table: GuestLineTable, info, frame_table: FrameTable, code_a
         body = bodies.get(func.body_wasm_offset)
         if body is None:
             continue
-        points = sorted((wasm_offset, native_offset) for native_offset, wasm_offset, kind
-                        in frame_table.point_records(func) if kind == instruction)
+        points = [(wasm_offset, native_offset) for native_offset, wasm_offset, kind
+                  in frame_table.point_records(func) if kind == instruction]
+        points.sort()
         functions.append((body.locals_offset, body.end_offset, func, points))
     functions.sort(key=lambda f: f[0])
     starts = [f[0] for f in functions]
@@ -410,12 +410,16 @@ def map_guest_lines(table: GuestLineTable, info, frame_table: FrameTable, code_a
             if function_lines and not line.prologue_end and _same_line(function_lines[-1], line):
                 continue
             function_lines.append(line)
-        _mark_epilogue(function_lines, code_address + max(native for _, native in points))
+        _mark_epilogue(function_lines, code_address + max(points, key=_native)[1])
         lines += function_lines
         if func.native_end not in entries:
             lines.append(LineRow(code_address + func.native_end, rows[max(rows)].file, 0))
     code_end = code_address + frame_table.header.code_size
     return [row for row in lines if row.address < code_end]
+
+
+def _native(point: tuple[int, int]) -> int:
+    return point[1]
 
 
 def _same_line(a: LineRow, b: LineRow) -> bool:
