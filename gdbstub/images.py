@@ -66,7 +66,7 @@ from xml.sax.saxutils import quoteattr
 from codemem.frametable import SITE_SIZE, FrameTable, FunctionInfo
 from codemem.native import ffi, lib
 
-from .debugimage import CfiRow, Fde, LineRow, Symbol, build_debug_image
+from .debugimage import CfiRow, Fde, Symbol, build_debug_image
 from .debugimage.image import build_id_is_intact
 from .guest_lines import ImageLines, image_lines
 from .protocol.packets import FileIOOpenFlags

@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bigmodule  # noqa: E402
 from _common import (  # noqa: E402
-    GDB, GDBSERVER, ROOT, BenchError, cpu_model, free_port, median, python_executable, wasmtime_cli,
-    work_directory,
+    GDB, GDBSERVER, ROOT, BenchError, cpu_model, free_port, median, python_executable, wait_listening,
+    wasmtime_cli, work_directory,
 )
 
 LLDB = "lldb-22"
@@ -54,7 +54,7 @@ CONNECT_TIMEOUT = 120.0
 HIT = re.compile(r"Breakpoint 1, f_last|stop reason = breakpoint 1\.1")
 
 
-def _wait_listening(process: subprocess.Popen, port: int, started: float) -> float:
+def _wait_connectable(process: subprocess.Popen, port: int, started: float) -> float:
     """Seconds from ``started`` until a TCP connect to ``port`` succeeds."""
     deadline = started + CONNECT_TIMEOUT
     while time.perf_counter() < deadline:
@@ -92,7 +92,7 @@ def time_stub_listening(wasm: Path, cache: Path, dialect: str) -> float:
     process = subprocess.Popen(stub_argv(wasm, port, cache, dialect), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, cwd=ROOT, env=_environment())
     try:
-        return _wait_listening(process, port, started)
+        return _wait_connectable(process, port, started)
     finally:
         _stop(process)
 
@@ -108,7 +108,7 @@ def time_wasmtime_listening(cli: str, wasm: Path, config: Path | None) -> float:
     process = subprocess.Popen(wasmtime_argv(cli, wasm, port, config), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
-        return _wait_listening(process, port, started)
+        return _wait_connectable(process, port, started)
     finally:
         _stop(process)
 
@@ -174,21 +174,6 @@ def _listening_server(argv: list[str], *, cwd: Path | None = None, env: dict | N
     raise BenchError(f"{argv[0]} did not start listening:\n{''.join(seen)}")
 
 
-def _wait_bound(process: subprocess.Popen, port: int) -> None:
-    """Waits until ``port`` is in the LISTEN state (/proc/net/tcp), without
-    connecting: Wasmtime's stub serves one connection."""
-    deadline = time.monotonic() + CONNECT_TIMEOUT
-    wanted = f":{port:04X}"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"wasmtime exited with {process.returncode} before it listened")
-        with open("/proc/net/tcp") as table:
-            if any(line.split()[1].endswith(wanted) and line.split()[3] == "0A" for line in table.readlines()[1:]):
-                return
-        time.sleep(0.002)
-    raise BenchError(f"wasmtime did not listen on {port}")
-
-
 def first_hits(wasm: Path, native: Path, cache: Path, cli: str, wasmtime_config: Path, reps: int
                ) -> dict[str, float]:
     """Median seconds from debugger launch to the first hit, per pair,
@@ -217,7 +202,7 @@ def first_hits(wasm: Path, native: Path, cache: Path, cli: str, wasmtime_config:
         process = subprocess.Popen(wasmtime_argv(cli, wasm, port, wasmtime_config), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
         try:
-            _wait_bound(process, port)
+            wait_listening(process, port)
             samples["lldb_wasmtime"].append(lldb_first_hit(port, cwd))
         finally:
             _stop(process)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     EXAMPLES, ROOT, SRC, BenchError, build_native, cpu_model, free_port, median, parse_timings, remote_packets,
-    run_gdb, start_gdbserver, start_stub, timed, timing_prelude, wasmtime_cli, work_directory,
+    run_gdb, start_gdbserver, start_stub, timed, timing_prelude, wait_listening, wasmtime_cli, work_directory,
 )
 
 WASM = EXAMPLES / "build" / "bench_loop.O0.wasm"
@@ -121,8 +121,7 @@ def run_lldb_side(work: Path, *, ours: bool, n1: int, n2: int, reps: int) -> dic
         port = free_port()
         process = subprocess.Popen([cli, "run", "-g", f"127.0.0.1:{port}", "--invoke", FUNCTION, str(WASM),
                                     str(ITERATIONS)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        _wait_bound(process, port)
+        wait_listening(process, port)
     try:
         argv = [LLDB, "--no-lldbinit", "--batch"]
         for command in lldb_commands(port, n1, n2, reps):
@@ -141,20 +140,6 @@ def run_lldb_side(work: Path, *, ours: bool, n1: int, n2: int, reps: int) -> dic
         raise BenchError(f"lldb + {name}: the steps left the loop (lines {lines})\n{output[-2000:]}")
     per_next = [(b.wall - a.wall) / (n2 - n1) for a, b in zip(timings["n1"], timings["n2"])]
     return {"s_per_next": median(per_next), "each": per_next}
-
-
-def _wait_bound(process: subprocess.Popen, port: int, timeout: float = 60.0) -> None:
-    """Until ``port`` is in the LISTEN state (/proc/net/tcp), without connecting."""
-    deadline = time.monotonic() + timeout
-    wanted = f":{port:04X}"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"wasmtime exited with {process.returncode} before it listened")
-        with open("/proc/net/tcp") as table:
-            if any(line.split()[1].endswith(wanted) and line.split()[3] == "0A" for line in table.readlines()[1:]):
-                return
-        time.sleep(0.005)
-    raise BenchError(f"wasmtime did not listen on {port}")
 
 
 def main(argv: list[str] | None = None) -> int:
