@@ -66,7 +66,7 @@ from xml.sax.saxutils import quoteattr
 from codemem.frametable import SITE_SIZE, FrameTable, FunctionInfo
 from codemem.native import ffi, lib
 
-from .debugimage import CfiRow, Fde, Symbol, build_debug_image
+from .debugimage import CfiRow, DebugImageError, Fde, Symbol, build_debug_image
 from .debugimage.image import build_id_is_intact
 from .guest_lines import ImageLines, image_lines
 from .protocol.packets import FileIOOpenFlags
@@ -759,17 +759,29 @@ class ImageFileServer:
         image = self._image(fd)
         if count < 0 or offset < 0:
             raise FileServerError(FileIOErrno.EINVAL, f"pread count {count}, offset {offset}")
-        return image.data[offset:offset + count]
+        return self._contents(image)[offset:offset + count]
 
     def fstat(self, fd: int) -> bytes:
         """The 64-byte File-I/O ``struct stat`` of an open image."""
         image = self._image(fd)
-        return fileio_stat(mode=SERVED_FILE_MODE, size=image.size, ino=zlib.crc32(image.name.encode()),
+        size = len(self._contents(image))
+        return fileio_stat(mode=SERVED_FILE_MODE, size=size, ino=zlib.crc32(image.name.encode()),
                            atime=image.mtime, mtime=image.mtime, ctime=image.mtime)
 
     def close(self, fd: int) -> None:
         self._image(fd)
         del self._open[fd]
+
+    @staticmethod
+    def _contents(image: DebugImage) -> bytes:
+        """The image's bytes (made on first use); an image that cannot be made
+        is a File-I/O error for the client (EUNKNOWN: the protocol has no EIO),
+        logged here, never an exception out of the session."""
+        try:
+            return image.data
+        except (DebugImageError, OSError) as e:
+            log.error("debug image %s could not be made: %s", image.name, e)
+            raise FileServerError(FileIOErrno.EUNKNOWN, f"{image.name}: {e}") from None
 
     @property
     def open_fds(self) -> list[int]:

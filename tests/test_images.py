@@ -691,3 +691,69 @@ def test_lldb_uses_the_images_cfi_to_unwind_a_remote_stop(image_set):
     assert runtime_plan.startswith(f"{Path(images[-1].name).name}`cm_enter"), runtime_plan[:200]
     runtime_rows = runtime_plan.split("debug_frame UnwindPlan:")[1].split("\n\n")[0]
     assert re.search(r"row\[0\]:\s+0: CFA=rsp \+8 => rip=\?", runtime_rows), runtime_rows
+
+
+# ------------------------------------------------------------ the extension point
+@dataclass
+class AddSections:
+    """An ImageSectionBuilder returning fixed sections, recording its context."""
+
+    name: str
+    digest: str
+    result: dict
+    seen: list = None
+
+    def sections(self, context):
+        if self.seen is not None:
+            self.seen.append(context)
+        return dict(self.result)
+
+
+def test_section_builders_add_sections_to_the_cached_image_and_its_key(tmp_path, demo):
+    seen = []
+    builder = AddSections("guest-vars", "v1", {".debug_str": b"x\0y\0", ".debug_loclists": b"\1\2"}, seen)
+    images = DebugImageSet(tmp_path, process_tag="ext", section_builders=(builder,))
+    image = images.for_store(demo[True].store)[0]
+    parsed = elf(image.data)
+    assert parsed.get_section_by_name(".debug_str").data() == b"x\0y\0"
+    assert parsed.get_section_by_name(".debug_loclists").data() == b"\1\2"
+    assert parsed.get_section_by_name(".debug_line") is not None  # the image's own sections stay
+    (context,) = seen
+    assert context.link_address == LINK and context.address_of(0x10) == LINK + 0x10
+    assert context.lines.rows and {s.name for s in context.symbols} >= {"square", "run"}
+    (entry,) = demo[True].store.registry.entries()
+    point = next(p for p in entry.store_code.frame_table.sequence_points(
+        entry.store_code.frame_table.function(0)) if p.kind.name == "INSTRUCTION")
+    assert context.native_offset_of_wasm(point.wasm_offset) == point.native_offset
+    # The builder's digest is part of the content address.
+    other = DebugImageSet(tmp_path, process_tag="ext2", section_builders=(AddSections("guest-vars", "v2", {}),))
+    plain = DebugImageSet(tmp_path, process_tag="ext3")
+    names = {image.name, other.for_store(demo[True].store)[0].name, plain.for_store(demo[True].store)[0].name}
+    assert len(names) == 3
+
+
+def test_a_builder_replaces_the_compile_unit_only_whole(tmp_path, demo):
+    from gdbstub.debugimage import DebugImageError
+    from gdbstub.debugimage.dwarf import build_debug_abbrev
+    abbrev = build_debug_abbrev()
+    replaced = DebugImageSet(tmp_path, process_tag="cu", section_builders=(
+        AddSections("cu", "1", {".debug_info": b"\0" * 12, ".debug_abbrev": abbrev}),))
+    parsed = elf(replaced.for_store(demo[True].store)[0].data)
+    assert parsed.get_section_by_name(".debug_info").data() == b"\0" * 12
+    for sections, message in (({".debug_info": b"\0"}, "together"), ({".text": b"\x90"}, "reserved"),
+                              ({".symtab": b""}, "reserved")):
+        images = DebugImageSet(tmp_path, process_tag="bad", section_builders=(AddSections("bad", "1", sections),))
+        with pytest.raises(DebugImageError, match=message):
+            images.for_store(demo[True].store)[0].data
+
+
+def test_an_image_that_cannot_be_made_is_a_file_io_error_not_a_crash(tmp_path, demo):
+    images = DebugImageSet(tmp_path, process_tag="broken", section_builders=(
+        AddSections("bad", "1", {".text": b"\x90"}),))
+    image = images.for_store(demo[True].store)[0]
+    server = ImageFileServer(images)
+    fd = server.open(image.name, 0, 0)  # known by name before it is made
+    for call in (lambda: server.pread(fd, 16, 0), lambda: server.fstat(fd)):
+        with pytest.raises(FileServerError) as error:
+            call()
+        assert error.value.errno == FileIOErrno.EUNKNOWN and "reserved" in str(error.value)

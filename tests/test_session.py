@@ -492,6 +492,31 @@ def test_vcont_range_step_runs_until_it_leaves_the_range(guest):
     assert guest.target.results == [DEMO_RESULT]
 
 
+def test_a_range_step_runs_the_range_at_full_speed_and_stops_once_where_it_leaves(guest, monkeypatch):
+    """No site inside the range is armed (issue 13): sum_of_squares' loop runs
+    through many sequence points of the range, and the guest stops once, at
+    the first place outside it (square's entry: a call in the range), not at
+    every point as a stepped range would."""
+    guest.handshake()
+    thread = b"p%x.1" % guest.target.pid
+    caller = guest.function("sum_of_squares")
+    guest.ask(b"Z0,%x,1" % guest.entry_pc("sum_of_squares"))
+    guest.resume(b"c")
+    guest.ask(b"z0,%x,1" % guest.entry_pc("sum_of_squares"))
+    body = [pc for pc, p in guest.points("sum_of_squares") if p.kind == SequencePointKind.INSTRUCTION]
+    start, end = body[0], guest.code.base + caller.native_end
+    guest.ask(b"Z0,%x,1" % body[0])
+    assert reg_value(parse_stop(guest.resume(b"c"))[2]["10"]) == body[0]
+    guest.ask(b"z0,%x,1" % body[0])
+    steps = []
+    original = guest.target._resume_step
+    monkeypatch.setattr(guest.target, "_resume_step", lambda: (steps.append(1), original())[1])
+    _, _, pairs = parse_stop(guest.resume(b"vCont;r%x,%x:%s" % (start, end, thread)))
+    assert reg_value(pairs["10"]) == guest.entry_pc("square")
+    assert len(steps) == 1, f"{len(steps)} stops inside the range"
+    assert guest.code.enabled_site_offsets() == []
+
+
 def test_vcont_for_no_thread_of_ours_is_refused(guest):
     guest.handshake()
     assert guest.ask(b"vCont;c:p%x.1" % (guest.target.pid + 1)) == b"E02"
