@@ -319,6 +319,9 @@ class StoreCode:
         if self._refcounts is None:
             self._refcounts = ffi.new("uint32_t[]", max(table.num_sites, 1))
         if isinstance(indexes, range) and indexes.step == 1:
+            if indexes.start < 0 or indexes.stop > table.num_sites:
+                raise CodeMemoryError(f"{self.engine_code.name}: sites {indexes.start}..{indexes.stop - 1} are not "
+                                      f"all among its {table.num_sites} patch sites")
             index_array, first = ffi.NULL, indexes.start
         else:
             index_array, first = ffi.new("uint32_t[]", [i if 0 <= i < 1 << 32 else table.num_sites

@@ -305,6 +305,10 @@ def test_a_bad_bulk_edit_names_the_site_and_changes_nothing(engine):
         with pytest.raises(CodeMemoryError, match=f"no patch site {table.num_sites}"):
             with s.registry.patch_edit() as edit:
                 edit.enable_sites(s.code, [1, table.num_sites])
+        for bad in (range(-1, 2), range(1, table.num_sites + 1)):
+            with pytest.raises(CodeMemoryError, match="not all among its"):
+                with s.registry.patch_edit() as edit:
+                    edit.enable_sites(s.code, bad)
         assert s.code.read_raw(s.code.base, s.code.size) == snapshot
         assert [s.code.site_refcount(table.site(i).offset) for i in range(3)] == [1, 0, 1]
         assert mapping_perms(s.code.base) == "r-xp"
