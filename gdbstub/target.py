@@ -619,13 +619,16 @@ class StoreTarget:
           a call of an import (a host function may call any export);
         * where the function returns to: the caller's return site, or every
           function's entry site when the caller is the host (it may call any
-          export next), when the range may leave the function.
+          export next), when the range may leave the function; when the host
+          was itself called by wasm (a nested entry), every site: the host
+          returns into an outer wasm frame.
 
         Inside the range nothing is armed, so a range step (``vCont;r``) runs
         the whole range at full speed and stops once, where it leaves it, as
         gdbserver's range stepping does.  Cost: proportional to the current
-        function, never to the module (every site of every image only when the
-        pc is in no function, which a stop at a sequence point never is)."""
+        function, never to the module (every site of every image only for a
+        nested entry's return, or when the pc is in no function, which a stop
+        at a sequence point never is)."""
         pc = regfile.rip
         entry = self.store.registry.lookup(pc)
         if entry is None:
@@ -659,6 +662,10 @@ class StoreTarget:
             return_address = self._return_address(regfile, code.base + func.native_start)
             caller = self.store.registry.lookup(return_address) if return_address else None
             if caller is None:
+                if self.store.ctx.depth > 1:
+                    # Entered from a host function that wasm called: returning
+                    # through it resumes an outer wasm frame after its call.
+                    return self._all_sites()
                 if callees is not None:
                     plan += self._entry_sites()
             else:

@@ -874,3 +874,67 @@ def test_vkill_answers_ok(guest):
     assert guest.ask(b"vKill;%x" % guest.target.pid) == b"OK"
     assert guest.target.join(EVENT_TIMEOUT)
     assert guest.finish().results is None
+
+
+NESTED_WAT = """
+(module
+  (import "env" "host" (func $host (param i32) (result i32)))
+  (func $inner (export "inner") (param i32) (result i32)
+    local.get 0
+    i32.const 1
+    i32.add)
+  (func $outer (export "outer") (param i32) (result i32)
+    local.get 0
+    call $host
+    i32.const 2
+    i32.add))
+"""
+
+
+def test_stepping_out_of_a_function_the_host_called_from_wasm_stops_in_the_outer_wasm_frame():
+    """outer (wasm) -> host (Python) -> inner (wasm): a step off inner's last
+    instruction returns through the host into outer, after its call; the step
+    must stop there (it arms every site for this nested return), not run on."""
+    import wasmtime
+
+    module = codemem.Module(codemem.Engine(debug=True), wasmtime.wat2wasm(NESTED_WAT), name="nested")
+    store = codemem.Store(module.engine)
+    instance_box = []
+    host = codemem.Func(store, codemem.FuncType([codemem.ValType.i32], [codemem.ValType.i32]),
+                        lambda x: instance_box[0].exports["inner"](x))
+    instance = codemem.Instance(store, module, [host])
+    instance_box.append(instance)
+    news = threading.Event()
+    target = StoreTarget(store, instance, instance.exports["outer"], [5], notify=news.set)
+    code = store.registry.entries()[0].store_code
+    table = code.frame_table
+    inner, outer = (table.function_by_wasm_index(i) for i in (1, 2))
+
+    def next_event():
+        assert news.wait(EVENT_TIMEOUT), "no event"
+        news.clear()
+        event = target.take_event()
+        assert event is not None
+        return event
+
+    target.start(stop_at_entry=True)
+    assert next_event().reason == StopReason.ENTRY
+    target.insert_breakpoint(code.base + inner.native_start)
+    target.resume()
+    assert next_event().pc == code.base + inner.native_start
+    target.remove_breakpoint(code.base + inner.native_start)
+    for _ in range(table.function(1).num_seqpoints + 2):
+        target.step()
+        event = next_event()
+        assert getattr(event, "pc", None) is not None, f"the step ran on to {event}"
+        if outer.contains(code.offset_of(event.pc)):
+            break
+    else:
+        raise AssertionError("the steps never came back to outer")
+    # Outer's point right after `call $host`: its RETURN_POINT.
+    point = table.sequence_point_at_or_before(code.offset_of(event.pc))
+    assert point.kind == SequencePointKind.RETURN_POINT
+    target.resume()
+    exited = next_event()
+    assert exited.results == [8]
+    assert not code.enabled_site_offsets()
