@@ -51,6 +51,12 @@ class CodeMemory:
     thread may be executing (then patches must be written atomically, see
     :meth:`write_site_atomic`).  A sealed shared mapping (EngineCode) can never
     be unpublished: the kernel refuses, and so do we, earlier.
+
+    Only the pages an edit writes change protection: ``unpublish(start=,
+    end=)`` and :meth:`extend_writable` take image offsets, rounded out to
+    pages, and :meth:`publish` restores just those spans.  (An mprotect of a
+    real-size module's whole mapping, tens of MiB, costs milliseconds; a step
+    touches a few pages.)
     """
 
     def __init__(self, fd: int, base: int, size: int, *, shared: bool, name: str):
@@ -59,10 +65,15 @@ class CodeMemory:
         self.size = size
         self.shared = shared
         self.name = name
-        self.published = True
         self.live_writable = False
         #: Whether this mapping was ever writable, i.e. may hold private pages.
         self.ever_unpublished = False
+        #: Page-aligned image-offset spans made writable since the last publish.
+        self._writable: list[tuple[int, int]] = []
+
+    @property
+    def published(self) -> bool:
+        return not self._writable
 
     @classmethod
     def create_sealed(cls, image: bytes, name: str) -> "CodeMemory":
@@ -83,33 +94,52 @@ class CodeMemory:
         base = native.check(lib.cm_map(self.fd, self.size, PROT_READ | PROT_EXEC, 0), f"map private copy {name}")
         return CodeMemory(self.fd, base, self.size, shared=False, name=name)
 
-    def unpublish(self, *, live: bool = False) -> None:
+    def unpublish(self, *, live: bool = False, start: int = 0, end: int | None = None) -> None:
+        """Makes the pages of image offsets [start, end) (default: all)
+        writable; the mapping is unpublished until :meth:`publish`."""
         assert not self.shared, f"{self.name}: a shared (EngineCode) mapping is never made writable"
         assert self.published, f"{self.name}: already writable"
-        prot = PROT_READ | PROT_WRITE | (PROT_EXEC if live else 0)
-        native.check(lib.cm_protect(self.base, self.size, prot), f"unpublish {self.name}")
-        self.published = False
-        self.ever_unpublished = True
         self.live_writable = live
+        self._protect_writable(start, self.size if end is None else end)
+        self.ever_unpublished = True
+
+    def extend_writable(self, start: int, end: int) -> None:
+        """Makes the pages of [start, end) writable too, in the mode of the
+        current :meth:`unpublish` (a later change of the same edit)."""
+        assert not self.published, f"{self.name}: extending the writable part of published code"
+        if not any(s <= start and end <= e for s, e in self._writable):
+            self._protect_writable(start, end)
+
+    def _protect_writable(self, start: int, end: int) -> None:
+        start = start - start % native.PAGE_SIZE
+        end = min(native.page_round_up(max(end, start + 1)), self.size)
+        prot = PROT_READ | PROT_WRITE | (PROT_EXEC if self.live_writable else 0)
+        native.check(lib.cm_protect(self.base + start, end - start, prot), f"unpublish {self.name}")
+        self._writable.append((start, end))
 
     def publish(self) -> None:
         assert not self.published, f"{self.name}: already published"
-        native.check(lib.cm_protect(self.base, self.size, PROT_READ | PROT_EXEC), f"publish {self.name}")
-        self.published = True
+        for start, end in self._writable:
+            native.check(lib.cm_protect(self.base + start, end - start, PROT_READ | PROT_EXEC),
+                         f"publish {self.name}")
+        self._writable.clear()
         self.live_writable = False
+
+    def _is_writable(self, offset: int, length: int) -> bool:
+        return any(s <= offset and offset + length <= e for s, e in self._writable)
 
     def read(self, offset: int, length: int) -> bytes:
         assert 0 <= offset and offset + length <= self.size, (offset, length, self.size)
         return bytes(ffi.buffer(ffi.cast("char *", self.base + offset), length))
 
     def write(self, offset: int, data: bytes) -> None:
-        assert not self.published, f"{self.name}: write to published code"
+        assert self._is_writable(offset, len(data)), f"{self.name}: write to published code at {offset:#x}"
         assert 0 <= offset and offset + len(data) <= self.size, (offset, len(data), self.size)
         ffi.memmove(ffi.cast("char *", self.base + offset), data, len(data))
 
     def write_site_atomic(self, offset: int, data: bytes) -> None:
         """Writes a 5-byte patch with one atomic 8-byte store (see csrc)."""
-        assert not self.published and len(data) == SITE_SIZE
+        assert self._is_writable(offset, SITE_SIZE) and len(data) == SITE_SIZE
         native.check(lib.cm_patch5_atomic(self.base + offset, data), f"atomic patch at {self.name}+{offset:#x}")
 
     def discard_private_pages(self) -> None:
@@ -326,7 +356,13 @@ class StoreCode:
         else:
             index_array, first = ffi.new("uint32_t[]", [i if 0 <= i < 1 << 32 else table.num_sites
                                                        for i in indexes]), 0
-        edit._touch(self)
+        columns = table.site_offset_column
+        if index_array == ffi.NULL:
+            span = (columns[first], columns[first + count - 1] + SITE_SIZE)
+        else:
+            valid = [columns[i] for i in indexes if 0 <= i < table.num_sites]
+            span = (min(valid), max(valid) + SITE_SIZE) if valid else (0, SITE_SIZE)
+        edit._touch(self, *span)
         memory = self.memory
         engine = self.engine_code
         records = engine._mapping_for_store_code().base + engine.table_offset + table.header.sites_offset
@@ -409,11 +445,17 @@ class PatchEdit:
         self._touched: list[StoreCode] = []
         self.changed = 0
 
-    def _touch(self, store_code: StoreCode) -> None:
+    def _touch(self, store_code: StoreCode, start: int, end: int) -> None:
+        """Makes the pages of image offsets [start, end) of ``store_code``
+        writable for this edit: the first touch of an image unpublishes it,
+        later ones extend its writable part."""
+        memory = store_code.memory
         if store_code not in self._touched:
             assert store_code.debug, "patching a StoreCode with debugging off"
-            store_code.memory.unpublish(live=self.live)
+            memory.unpublish(live=self.live, start=start, end=end)
             self._touched.append(store_code)
+        else:
+            memory.extend_writable(start, end)
 
     def enable_site(self, store_code: StoreCode, pc: int) -> bool:
         """Enables the site at ``pc`` (refcounted). True if bytes changed."""

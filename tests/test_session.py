@@ -400,7 +400,7 @@ def test_a_stops_patch_changes_share_one_unpublish_and_publish(guest, monkeypatc
         original = getattr(CodeMemory, name)
         monkeypatch.setattr(CodeMemory, name, lambda self, *a, _f=original, _n=name, **k: (calls.append(_n), _f(self, *a, **k))[1])
     assert guest.ask(b"z0,%x,1" % fact) == b"OK"
-    assert mapping_perms(guest.code.base) == "rw-p", "stopped: the edit stays open"
+    assert mapping_perms(fact) == "rw-p", "stopped: the edit stays open"
     kind, _, pairs = parse_stop(guest.resume(b"vCont;s:p%x.1" % guest.target.pid))
     assert kind == "T" and reg_value(pairs["10"]) != fact
     # One pair for the z0 and the step's arming; the step's stop opened the
@@ -410,7 +410,7 @@ def test_a_stops_patch_changes_share_one_unpublish_and_publish(guest, monkeypatc
     assert reg_value(parse_stop(guest.resume(b"c"))[2]["10"]) == fact
     assert calls == ["unpublish", "publish"] * 2, "the step's disarming and the Z0 shared the second pair"
     # A stop that changes nothing leaves the code published.
-    assert mapping_perms(guest.code.base) == "r-xp"
+    assert mapping_perms(fact) == mapping_perms(guest.code.base) == "r-xp"
 
 
 def test_swbreak_only_when_the_client_offered_it(guest):
