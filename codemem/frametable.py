@@ -344,7 +344,6 @@ class FrameTable:
         self.site_offset_column = RecordColumn(data, h.sites_offset, SITE_RECORD_SIZE, h.num_sites, 0)
         self._sites: dict[int, PatchSite] = {}
         self._seqpoints: dict[int, SequencePoint] = {}
-        self._seqpoint_offsets_memo: dict[int, list[int]] = {}
         self._mirror_point_memo: dict[int, SequencePoint | None] = {}
         self._mirror_lists: dict[tuple[int, int], tuple[tuple, tuple]] = {}
 
@@ -594,16 +593,12 @@ class FrameTable:
     def sequence_points(self, func: FunctionInfo) -> list[SequencePoint]:
         return [self.sequence_point(func.first_seqpoint + k) for k in range(func.num_seqpoints)]
 
-    def sequence_point_offsets(self, func: FunctionInfo) -> list[int]:
-        """Native offsets of ``func``'s sequence points, ascending (memoized;
-        cheap enough for every single-step)."""
-        offsets = self._seqpoint_offsets_memo.get(func.first_seqpoint)
-        if offsets is None:
-            offsets = self._seqpoint_offsets_memo[func.first_seqpoint] = self._seqpoint_offsets(func)
-        return offsets
-
-    def _seqpoint_offsets(self, func: FunctionInfo) -> list[int]:
-        return list(self.sequence_point_column(func, 0))
+    def sequence_point_offsets(self, func: FunctionInfo) -> "RecordColumn":
+        """Native offsets of ``func``'s sequence points, ascending: a read-only
+        sequence over the records in place (index it, bisect it; ``list()`` it
+        for a copy), so a stop in a function of tens of thousands of points
+        parses none of the others."""
+        return self.sequence_point_column(func, 0)
 
     def sequence_point_column(self, func: FunctionInfo, field_offset: int, fmt: str = "<I") -> RecordColumn:
         """A field of ``func``'s sequence points, in place (0: native_offset,

@@ -692,18 +692,25 @@ class StoreTarget:
 
     @staticmethod
     def _scan_calls_and_exits(entry: ModuleWithCode, func, lo: int, hi: int) -> tuple[list | None, bool]:
+        """:meth:`_calls_and_exits` read from the frame table: only the points
+        in [lo, hi) (bisected), and the function's final ``end`` (its last
+        INSTRUCTION point), so a line of a huge function costs what the line
+        has, not what the function has."""
         table = entry.store_code.frame_table
         wasm = entry.module.wasm
-        records = table.point_records(func)
-        final_end = max((native for native, _, kind in records if kind == SequencePointKind.INSTRUCTION),
-                        default=None)
+        offsets = table.sequence_point_column(func, 0)
+        kinds = table.sequence_point_column(func, 8, "<B")
+        wasm_offsets = table.sequence_point_column(func, 4)
+        instruction = SequencePointKind.INSTRUCTION
+        final_end = next((offsets[k] for k in range(len(offsets) - 1, -1, -1) if kinds[k] == instruction), None)
         callees: list | None = []
         leaves = False
-        for native, wasm_offset, kind in records:
-            if not lo <= native < hi or kind != SequencePointKind.INSTRUCTION or not 0 <= wasm_offset < len(wasm):
+        for k in range(bisect.bisect_left(offsets, lo), bisect.bisect_left(offsets, hi)):
+            wasm_offset = wasm_offsets[k]
+            if kinds[k] != instruction or not 0 <= wasm_offset < len(wasm):
                 continue
             opcode = wasm[wasm_offset]
-            if native == final_end or opcode in _LEAVING_OPCODES:
+            if offsets[k] == final_end or opcode in _LEAVING_OPCODES:
                 leaves = True
             if opcode == _CALL:
                 callee = table.function_by_wasm_index(_read_uleb(wasm, wasm_offset + 1))
