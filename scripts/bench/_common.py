@@ -326,15 +326,15 @@ def remote_packets(debug_log: str) -> tuple[list[str], list[str]]:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), for each benchmark's JSON."""
+    """The CPU's model name (/proc/cpuinfo), for the benchmarks' JSON lines."""
     try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return "unknown"
+    import platform
+    return platform.processor() or "unknown"
 
 
 def wasmtime_cli() -> tuple[str | None, str]:
