@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen address")
     p.add_argument("--once", action="store_true", help="serve one client, then exit when the guest ends")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
-    p.add_argument("--cache-dir", metavar="DIR", help="where debug images are written")
+    p.add_argument("--cache-dir", metavar="DIR", help="cache of compiled and debug images (default ~/.cache/wasm-gdbstub)")
     p.add_argument("--dialect", choices=("native", "wasm"), default="native",
                    help="native: an x86-64 target for gdb and lldb (default); "
                         "wasm: LLDB's WebAssembly dialect (lldb --plugin wasm)")
@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:1234", metavar="HOST:PORT", help="where debuggers connect")
     p.add_argument("--allow-remote", action="store_true", help="allow non-loopback addresses")
     p.add_argument("--dialect", choices=("native", "wasm"), default="native")
-    p.add_argument("--cache-dir", metavar="DIR", help="where debug images are written")
+    p.add_argument("--cache-dir", metavar="DIR", help="cache of debug images (default ~/.cache/wasm-gdbstub)")
     p.add_argument("--hold", action="store_true", help="start with hold-new-stores on")
     p.add_argument("--runs", type=int, metavar="N", help="stop after N runs in all (default: run until interrupted)")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
