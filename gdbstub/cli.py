@@ -23,16 +23,15 @@ import logging
 import os
 import shlex
 import sys
-import threading
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import codemem
 from codemem import CompileError, LinkError, Trap
 
 from . import runner
 from .host import parse_listen as host_parse_listen
+from .debugimage import DebugImageError
 from .images import DebugImageSet, ImageFileServer
 from .server import StubServer
 from .session import SessionConfig
@@ -191,13 +190,20 @@ def serve(args: argparse.Namespace) -> int:
             for line in wasm_attach_commands(bound_host, bound_port):
                 print(line, flush=True)
             return
-        gdb_line, lldb_line = attach_commands(bound_host, bound_port, images.libraries(store),
-                                              images.executable(store))
-        print(gdb_line, flush=True)
-        # gdb reads the images over vFile (waiting for them if need be); lldb
-        # opens them from disk, so its line comes once they are there.
-        _prepare_images(images, store, then=lambda: print(lldb_line, flush=True))
+        for line in attach_commands(bound_host, bound_port, images.libraries(store), images.executable(store)):
+            print(line, flush=True)
 
+    if images is not None:
+        # The Store's debug images, read from the cache or (the first time)
+        # built, before the stub listens: gdb reads them over vFile and would
+        # give up on a reply that took longer than its remote timeout (2 s);
+        # lldb opens them from disk.
+        for image in images.libraries(store):
+            try:
+                image.data
+            except DebugImageError as e:
+                log.error("debug image %s could not be made: %s", image.name, e)
+        images.executable(store)
     server = StubServer(targets, host=host, port=port, once=args.once, config=config, on_listening=on_listening)
     # Everything made so far (the module, its frame table, the images) lives
     # as long as the process: keep it out of the collector's scans, which
@@ -213,22 +219,6 @@ def serve(args: argparse.Namespace) -> int:
         if images is not None:
             images.remove_files()  # they describe this process's code only
     return _report_exit(exited)
-
-
-def _prepare_images(images: DebugImageSet, store, then: Callable[[], None]) -> None:
-    """Reads (or, the first time, builds) the Store's debug images on a thread
-    of their own once the stub listens, then calls ``then``: a debugger that
-    connects meanwhile waits only for what is left (gdb: its first vFile read
-    of an image)."""
-    def prepare() -> None:
-        for image in images.libraries(store):
-            try:
-                image.data
-            except Exception:  # the outermost guard of this thread: the client's read reports it again
-                log.exception("debug image %s could not be made", image.name)
-        then()
-
-    threading.Thread(target=prepare, name="debug-images", daemon=True).start()
 
 
 def _report_exit(exited) -> int:

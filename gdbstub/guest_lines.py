@@ -9,18 +9,24 @@ function sits at the function's locals vector (``FunctionBody.locals_offset``),
 later ones at instruction bytes.
 
 The compiler records, per function, sequence points pairing a wasm offset with
-a native offset (codemem.frametable). A row becomes a :class:`LineRow` at the
-INSTRUCTION point whose ``wasm_offset`` equals the row's module offset, or,
-when there is none (the locals vector, an instruction the compiler emits no
-point for), the next INSTRUCTION point of the same function. Plus, per
-function:
+a native offset (codemem.frametable). A statement row (``is_stmt``) becomes a
+:class:`LineRow` at the INSTRUCTION point whose ``wasm_offset`` equals the
+row's module offset, or, when there is none (the locals vector, an instruction
+the compiler emits no point for), the next INSTRUCTION point of the same
+function; the table is shaped like a native compiler's (docs/debug-images.md):
+rows that are not statement starts add none, and a row of the same line as the
+one before it is merged into it (every row boundary ends a debugger's step
+range). Plus, per function:
 
 * its ENTRY site (first byte, before the native prologue) carries the
   function's first line, so ``break FUNC`` and a pc stopped at the entry have a
   line;
+* a row at a ``loop`` instruction goes to the next point (:func:`is_loop_entry`);
 * the guest's ``prologue_end`` flag is kept: gdb 13 places ``break FUNC`` at
   the first row so flagged (symtab.c ``skip_prologue_using_linetable``), which
   is after both the native and the wasm-level prologue;
+* ``epilogue_begin`` at the function's final ``end`` (the native epilogue
+  follows it), on a row that is not a statement start;
 * a line-0 row ("no source line", DWARF 5 section 6.2.2) at the function's
   native end, so the code between functions (jump tables, veneers) is never
   attributed to the last line of the function before it.
@@ -39,6 +45,9 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from elftools.common.exceptions import DWARFError, ELFError
+from elftools.construct.core import ConstructError
+from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo, DwarfConfig
 
 from codemem.frametable import FrameTable, SequencePointKind
 
@@ -47,8 +56,8 @@ from .debugimage.dwarf import PRODUCER as DEFAULT_PRODUCER
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GuestLineRow", "GuestLineTable", "GuestLinesError", "ImageLines", "image_lines", "image_producer",
-           "map_guest_lines", "read_guest_line_table"]
+__all__ = ["GuestLineRow", "GuestLineTable", "GuestLinesError", "ImageLines", "LineMapper", "PYELFTOOLS_ERRORS", "cu_line_rows",
+           "guest_dwarf_info", "image_lines", "image_producer", "map_guest_lines", "read_guest_line_table"]
 
 # pyelftools' DWARFInfo takes one descriptor per section it knows; these are
 # the keyword names, each the section name without its leading dot.
@@ -66,13 +75,8 @@ _DWARF_SECTIONS = (
 # AssertionError, TypeError, IndexError, ZeroDivisionError (line_range 0) and
 # struct/construct errors. They are caught only around the parse (``_read``),
 # never around the mapping.
-def _pyelftools_errors() -> tuple[type[BaseException], ...]:
-    # pyelftools is imported when a line table is read (a debug image built),
-    # not when the stub starts: a warm start reads the cached image.
-    from elftools.common.exceptions import DWARFError, ELFError
-    from elftools.construct.core import ConstructError
-    return (DWARFError, ELFError, ConstructError, KeyError, IndexError, AssertionError, TypeError, ValueError,
-            ArithmeticError, struct.error, EOFError)
+PYELFTOOLS_ERRORS = (DWARFError, ELFError, ConstructError, KeyError, IndexError, AssertionError,
+                      TypeError, ValueError, ArithmeticError, struct.error, EOFError)
 
 
 class GuestLinesError(Exception):
@@ -132,9 +136,7 @@ def _join(*parts: str) -> str:
     return path
 
 
-def _dwarf_info(sections: dict[str, bytes]):
-    """pyelftools' DWARFInfo over the module's DWARF sections."""
-    from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo, DwarfConfig
+def guest_dwarf_info(sections: dict[str, bytes]) -> DWARFInfo:
     descriptors = {}
     for name in _DWARF_SECTIONS:
         data = sections.get("." + name)
@@ -307,12 +309,12 @@ def read_guest_line_table(info) -> GuestLineTable | None:
         return None
     try:
         return _read(sections, code_offset)
-    except _pyelftools_errors() as e:
+    except PYELFTOOLS_ERRORS as e:
         raise GuestLinesError(f"malformed DWARF ({type(e).__name__}: {e})") from e
 
 
 def _read(sections: dict[str, bytes], code_offset: int) -> GuestLineTable:
-    dwarf = _dwarf_info(sections)
+    dwarf = guest_dwarf_info(sections)
     image_comp_dir = None
     producer = None
     rows = []
@@ -325,101 +327,169 @@ def _read(sections: dict[str, bytes], code_offset: int) -> GuestLineTable:
         if producer is None:
             attribute = top.attributes.get("DW_AT_producer")
             producer = _text(attribute.value) if attribute is not None else ""
-        program = dwarf.line_program_for_CU(cu)
-        if program is None:
-            continue
-        paths = _file_paths(program, comp_dir, image_comp_dir)
-        for (address, file, line, column, is_stmt, prologue_end, epilogue_begin,
-             end_sequence) in decode_line_program(sections[".debug_line"], program):
-            path = paths.get(file)
-            if path is None:
-                raise GuestLinesError(f"line-table row at {address:#x} names file {file}, "
-                                      f"which the header does not list")
-            if line < 0 or column < 0:
-                # build_debug_image rejects them; a debugger would too.
-                raise GuestLinesError(f"line-table row at {address:#x}: line {line}, column {column}")
-            rows.append(GuestLineRow(code_offset + address, path, line, column, is_stmt, prologue_end,
-                                     end_sequence, epilogue_begin))
+        rows += cu_line_rows(dwarf, cu, code_offset, image_comp_dir)[1]
     return GuestLineTable(image_comp_dir or ".", tuple(rows), producer or "")
 
 
+def cu_line_rows(dwarf: DWARFInfo, cu, code_offset: int, image_comp_dir: str | None = None
+                 ) -> tuple[dict[int, str], list[GuestLineRow]]:
+    """(file number -> path, rows) of one compile unit's line program; paths
+    are relative to ``image_comp_dir`` (default: the unit's own comp_dir) or
+    absolute. No program: ``({}, [])``. Raises GuestLinesError (and what
+    pyelftools raises, for the caller's guard) on malformed input."""
+    top = cu.get_top_DIE()
+    attribute = top.attributes.get("DW_AT_comp_dir")
+    comp_dir = _text(attribute.value) if attribute is not None else "."
+    program = dwarf.line_program_for_CU(cu)
+    if program is None:
+        return {}, []
+    paths = _file_paths(program, comp_dir, image_comp_dir if image_comp_dir is not None else comp_dir)
+    rows = []
+    section = program.stream.getbuffer()  # the .debug_line bytes, not copied
+    for (address, file, line, column, is_stmt, prologue_end, epilogue_begin,
+         end_sequence) in decode_line_program(section, program):
+        path = paths.get(file)
+        if path is None:
+            raise GuestLinesError(f"line-table row at {address:#x} names file {file}, "
+                                  f"which the header does not list")
+        if line < 0 or column < 0:
+            # build_debug_image rejects them; a debugger would too.
+            raise GuestLinesError(f"line-table row at {address:#x}: line {line}, column {column}")
+        rows.append(GuestLineRow(code_offset + address, path, line, column, is_stmt, prologue_end,
+                                 end_sequence, epilogue_begin))
+    return paths, rows
+
+
 def map_guest_lines(table: GuestLineTable, info, frame_table: FrameTable, code_address: int) -> list[LineRow]:
-    """LineRows (addresses ``code_address`` + image offset, ascending) of the
-    native code compiled from ``info``, shaped like a native compiler's table
-    (see the module docstring): a row per statement start, adjacent rows of one
-    line merged, ``prologue_end`` kept, ``epilogue_begin`` where the native
-    epilogue starts. Rows outside every compiled function are dropped."""
-    bodies = {body.body_offset: body for body in info.codes}
-    # (wasm start, wasm end, function, INSTRUCTION points sorted by wasm offset)
-    functions = []
-    instruction = SequencePointKind.INSTRUCTION
-    for func in frame_table.functions():
-        body = bodies.get(func.body_wasm_offset)
-        if body is None:
-            continue
-        points = [(wasm_offset, native_offset) for native_offset, wasm_offset, kind
-                  in frame_table.point_records(func) if kind == instruction]
-        points.sort()
-        functions.append((body.locals_offset, body.end_offset, func, points))
-    functions.sort(key=lambda f: f[0])
-    starts = [f[0] for f in functions]
+    """LineRows (absolute addresses, ascending) of the native code at
+    ``code_address`` compiled from ``info`` (see the module docstring for the
+    rules). Rows outside every compiled function are dropped."""
+    return LineMapper(info, frame_table).map(table.rows, code_address)
 
-    placed: dict[int, dict[int, GuestLineRow]] = {}  # function position -> native offset -> row
-    first_rows: dict[int, GuestLineRow] = {}
-    for row in table.rows:
-        # A row that is not a statement start (clang marks the later pieces of
-        # an expression so) begins no range a debugger stops at: its code stays
-        # with the statement before it, as in a native compiler's table.
-        if row.end_sequence or not row.is_stmt:
-            continue
-        k = bisect.bisect_right(starts, row.module_offset) - 1
-        if k < 0 or row.module_offset >= functions[k][1]:
-            continue
-        _, _, func, points = functions[k]
-        first = first_rows.get(func.position)
-        if first is None or row.module_offset < first.module_offset:
-            first_rows[func.position] = row
-        at = bisect.bisect_left(points, (row.module_offset, -1))
-        if at == len(points):
-            continue
-        # Several rows can land on one point (no point between them): the last
-        # one in program order is the row whose range holds the point's
-        # instruction, so it wins.
-        placed.setdefault(func.position, {})[points[at][1]] = row
 
-    entries = {f[2].native_start for f in functions if placed.get(f[2].position)}
-    lines: list[LineRow] = []
-    for _, _, func, points in sorted(functions, key=lambda f: f[2].native_start):
-        rows = placed.get(func.position)
-        first = first_rows.get(func.position)
-        if not rows or first is None:
-            continue
-        function_lines: list[LineRow] = []
-        if func.native_start not in rows:
-            function_lines.append(LineRow(code_address + func.native_start, first.file, first.line, first.column))
-        for native_offset in sorted(rows):
-            row = rows[native_offset]
-            line = LineRow(code_address + native_offset, row.file, row.line, row.column,
-                           prologue_end=row.prologue_end)
-            # A row of the line before it adds nothing but splits that line's
-            # range in two, and every range boundary costs a debugger's `next`
-            # one more range step (gdb: a vCont;r per range); gdb's prologue
-            # analysis (symtab.c skip_prologue_using_sal) would also take the
-            # split point for the end of the prologue.  The prologue_end row
-            # stays: it is where `break FUNC` goes.
-            if function_lines and not line.prologue_end and _same_line(function_lines[-1], line):
+class LineMapper:
+    """The mapping of guest code offsets onto one module's sequence points,
+    built once and used for many row sets (one per compile unit): functions
+    are found by bisection and a function's points are read only when a row
+    lands in it."""
+
+    def __init__(self, info, frame_table: FrameTable):
+        self.info = info
+        self.frame_table = frame_table
+        bodies = {body.body_offset: body for body in info.codes}
+        functions = []
+        for func in frame_table.functions():
+            body = bodies.get(func.body_wasm_offset)
+            if body is not None:
+                functions.append((body.locals_offset, body.end_offset, func))
+        functions.sort(key=lambda f: f[0])
+        self.functions = functions
+        self.starts = [f[0] for f in functions]
+        self._points: dict[int, list[tuple[int, int]]] = {}
+
+    def function_at(self, module_offset: int):
+        """(wasm start, wasm end, FunctionInfo) of the body holding ``module_offset``, or None."""
+        k = bisect.bisect_right(self.starts, module_offset) - 1
+        if k < 0 or module_offset >= self.functions[k][1]:
+            return None
+        return self.functions[k]
+
+    def points(self, func) -> list[tuple[int, int]]:
+        """(wasm offset, native offset) of ``func``'s INSTRUCTION points but
+        loop entries (:func:`is_loop_entry`), sorted by wasm offset."""
+        points = self._points.get(func.position)
+        if points is None:
+            instruction = SequencePointKind.INSTRUCTION
+            points = self._points[func.position] = sorted(
+                (wasm, native) for native, wasm, kind in self.frame_table.point_offsets(func)
+                if kind is instruction and not is_loop_entry(self.info, wasm))
+        return points
+
+    def map(self, guest_rows, code_address: int) -> list[LineRow]:
+        """LineRows of ``guest_rows`` at ``code_address`` + image offsets,
+        shaped like a native compiler's table (module docstring): a row per
+        statement start, adjacent rows of one line merged, ``prologue_end``
+        kept, ``epilogue_begin`` where the native epilogue starts."""
+        placed: dict[int, dict[int, GuestLineRow]] = {}  # function position -> native offset -> row
+        first_rows: dict[int, GuestLineRow] = {}
+        funcs = {}
+        for row in guest_rows:
+            # A row that is not a statement start (clang marks the later pieces
+            # of an expression so) begins no range a debugger stops at: its code
+            # stays with the statement before it, as in a native compiler's table.
+            if row.end_sequence or not row.is_stmt:
                 continue
-            function_lines.append(line)
-        _mark_epilogue(function_lines, code_address + max(points, key=_native)[1])
-        lines += function_lines
-        if func.native_end not in entries:
-            lines.append(LineRow(code_address + func.native_end, rows[max(rows)].file, 0))
-    code_end = code_address + frame_table.header.code_size
-    return [row for row in lines if row.address < code_end]
+            found = self.function_at(row.module_offset)
+            if found is None:
+                continue
+            func = found[2]
+            funcs[func.position] = func
+            first = first_rows.get(func.position)
+            if first is None or row.module_offset < first.module_offset:
+                first_rows[func.position] = row
+            points = self.points(func)
+            at = bisect.bisect_left(points, (row.module_offset, -1))
+            if at == len(points):
+                continue
+            # Several rows can land on one point (no point between them): the last
+            # one in program order is the row whose range holds the point's
+            # instruction, so it wins.
+            placed.setdefault(func.position, {})[points[at][1]] = row
+
+        entries = {funcs[position].native_start for position, rows in placed.items() if rows}
+        lines: list[LineRow] = []
+        for position in sorted(placed, key=lambda k: funcs[k].native_start):
+            func = funcs[position]
+            rows = placed[position]
+            first = first_rows.get(position)
+            if not rows or first is None:
+                continue
+            function_lines: list[LineRow] = []
+            if func.native_start not in rows:
+                function_lines.append(LineRow(code_address + func.native_start, first.file, first.line,
+                                              first.column))
+            for native_offset in sorted(rows):
+                row = rows[native_offset]
+                line = LineRow(code_address + native_offset, row.file, row.line, row.column,
+                               prologue_end=row.prologue_end)
+                # A row of the line before it adds nothing but splits that line's
+                # range in two, and every range boundary costs a debugger's `next`
+                # one more range step (gdb: a vCont;r per range); gdb's prologue
+                # analysis (symtab.c skip_prologue_using_sal) would also take the
+                # split point for the end of the prologue.  The prologue_end row
+                # stays: it is where `break FUNC` goes.
+                if function_lines and not line.prologue_end and _same_line(function_lines[-1], line):
+                    continue
+                function_lines.append(line)
+            _mark_epilogue(function_lines, code_address + self.final_end(func))
+            lines += function_lines
+            if func.native_end not in entries:
+                lines.append(LineRow(code_address + func.native_end, rows[max(rows)].file, 0))
+        code_end = code_address + self.frame_table.header.code_size
+        return [row for row in lines if row.address < code_end]
+
+    def final_end(self, func) -> int:
+        """Image offset of ``func``'s last INSTRUCTION point: its final ``end``,
+        which the native epilogue follows."""
+        offsets = self.frame_table.sequence_point_column(func, 0)
+        kinds = self.frame_table.sequence_point_column(func, 8, "<B")
+        return next((offsets[k] for k in range(len(offsets) - 1, -1, -1)
+                     if kinds[k] == SequencePointKind.INSTRUCTION), func.native_start)
 
 
-def _native(point: tuple[int, int]) -> int:
-    return point[1]
+#: The ``loop`` opcode (wasm spec 5.4.1).
+LOOP_OPCODE = 0x03
+
+
+def is_loop_entry(info, module_offset: int) -> bool:
+    """Whether the instruction at ``module_offset`` is a ``loop``. Its sequence
+    point runs once, on entry: a branch to the loop continues after it (wasm
+    spec 4.4.8, the loop's label is its start, i.e. its first body
+    instruction), so a row or a range starting at a ``loop`` is placed at the
+    next instruction, which every iteration runs, as a breakpoint on a loop's
+    first line is hit natively."""
+    data = getattr(info, "data", b"")
+    return 0 <= module_offset < len(data) and data[module_offset] == LOOP_OPCODE
 
 
 def _same_line(a: LineRow, b: LineRow) -> bool:

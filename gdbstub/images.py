@@ -51,10 +51,12 @@ The library-list documents follow the GDB manual, "Library List Format" and
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import pathlib
 import re
+import struct
 import threading
 import time
 import weakref
@@ -64,10 +66,13 @@ from typing import Callable, Protocol
 from xml.sax.saxutils import quoteattr
 
 from codemem.frametable import SITE_SIZE, FrameTable, FunctionInfo
+from codemem.lowmem import ENTRY_THUNK_CODE, entry_thunk_address
 from codemem.native import ffi, lib
 
 from .debugimage import CfiRow, DebugImageError, Fde, Symbol, build_debug_image
+from .debugimage.elf import ELF32, ELF64
 from .debugimage.image import build_id_is_intact
+from .dwarf_translate import GuestDwarfError, TranslatedDwarf, translate_guest_dwarf
 from .guest_lines import ImageLines, image_lines
 from .protocol.packets import FileIOOpenFlags
 from .protocol.replies import FileIOErrno, fileio_stat
@@ -134,7 +139,15 @@ _WRITE_FLAGS = (FileIOOpenFlags.O_WRONLY | FileIOOpenFlags.O_RDWR | FileIOOpenFl
 #: The sources whose code decides an engine image's bytes (the builder's
 #: part of the cache key), relative to the gdbstub package.
 _BUILDER_SOURCES = ("images.py", "guest_lines.py", "debugimage/__init__.py", "debugimage/dwarf.py",
-                    "debugimage/elf.py", "debugimage/image.py", "debugimage/model.py")
+                    "debugimage/elf.py", "debugimage/image.py", "debugimage/model.py",
+                    *(f"dwarf_translate/{name}" for name in ("__init__.py", "builder.py", "codemap.py", "expr.py",
+                                                             "translate.py", "writer.py")))
+#: A section of our own in x32 engine images: the translation's static data
+#: symbols (linear-memory addresses, which a load bias must not move), records
+#: of u32 address, u32 size, NUL-terminated name.  The Store's executable image
+#: (absolute, load bias 0) gives them to the debugger (DebugImageSet.executable).
+DATA_SYMBOLS_SECTION = ".wasm_gdbstub.data_symbols"
+_DATA_SYMBOL = struct.Struct("<II")
 
 
 def sanitize_name(text: str, *, limit: int = 64) -> str:
@@ -142,6 +155,15 @@ def sanitize_name(text: str, *, limit: int = 64) -> str:
     leading dot, at most ``limit`` characters, never empty."""
     cleaned = re.sub(r"[^A-Za-z0-9._+-]", "_", text).lstrip(".")[:limit]
     return cleaned or "_"
+
+
+def uses_x32_images(store_or_module) -> bool:
+    """Whether Stores of ``store_or_module``'s Engine are shown through x32
+    debug images (ELF32, gdb's ``i386:x64-32``: 4-byte C pointers,
+    docs/pointers.md): when the Engine places everything a debugger
+    dereferences below 4 GiB (codemem.lowmem)."""
+    engine = getattr(store_or_module, "engine", None)
+    return bool(getattr(engine, "low_addresses", False))
 
 
 def source_digest(package_dir: pathlib.Path, sources: tuple[str, ...]) -> str:
@@ -424,15 +446,31 @@ def engine_image_parts(module, table: FrameTable, code: bytes, link_address: int
 
 def build_engine_image(module, engine_code, *, source_lines: bool = True,
                        section_builders: tuple[ImageSectionBuilder, ...] = (),
-                       link_address: int = IMAGE_LINK_ADDRESS) -> bytes:
+                       link_address: int = IMAGE_LINK_ADDRESS, x32: bool | None = None) -> bytes:
     """The ELF bytes of ``engine_code``'s debug image (``module`` is the
     codemem Module it was compiled from: names, DWARF), linked at
-    ``link_address``.  Deterministic: equal inputs give equal bytes."""
+    ``link_address``.  Deterministic: equal inputs give equal bytes.
+
+    ``x32`` (default: the module's Engine places Stores low,
+    :func:`uses_x32_images`): an ELF32 image with the guest's DWARF translated
+    (variables, types: gdbstub.dwarf_translate, at link addresses; its static
+    data symbols in :data:`DATA_SYMBOLS_SECTION`); else an ELF64 image with
+    source lines only (gdb would read C pointers as 8 bytes, docs/cvars.md)."""
+    x32 = uses_x32_images(module) if x32 is None else x32
     table = engine_code.frame_table
     code = image_code(engine_code)
     symbols, fdes = engine_image_parts(module, table, code, link_address)
-    lines = image_lines(module, table, link_address) if source_lines else ImageLines([])
     extra: dict[str, bytes] = {}
+    debug_sections = None
+    if x32 and source_lines:
+        translated = guest_debug_sections(module, engine_code, link_address, ELF32.address_size)
+        if translated is not None:
+            debug_sections = translated.sections
+            extra[DATA_SYMBOLS_SECTION] = b"".join(
+                _DATA_SYMBOL.pack(address, size) + name.encode() + b"\0"
+                for name, address, size in translated.data_symbols)
+    lines = image_lines(module, table, link_address) if source_lines and debug_sections is None \
+        else ImageLines([])
     if section_builders:
         context = ImageBuildContext(module, table, link_address, len(code), tuple(symbols), lines)
         for builder in section_builders:
@@ -443,7 +481,24 @@ def build_engine_image(module, engine_code, *, source_lines: bool = True,
     name = getattr(module, "name", None) or engine_code.name
     return build_debug_image(name=name, code_address=link_address, code=code, symbols=symbols, fdes=fdes,
                              lines=lines.rows, comp_dir=lines.comp_dir, producer=lines.producer,
-                             extra_sections=extra)
+                             extra_sections=extra, elf_class=ELF32 if x32 else ELF64,
+                             debug_sections=debug_sections)
+
+
+def data_symbols_of(image_data: bytes) -> list[tuple[str, int, int]]:
+    """The static data symbols an x32 engine image carries
+    (:data:`DATA_SYMBOLS_SECTION`): ``(name, linear-memory address, size)``."""
+    from elftools.elf.elffile import ELFFile  # only for x32 images with data
+    section = ELFFile(io.BytesIO(image_data)).get_section_by_name(DATA_SYMBOLS_SECTION)
+    if section is None:
+        return []
+    data, out, at = section.data(), [], 0
+    while at + _DATA_SYMBOL.size <= len(data):
+        address, size = _DATA_SYMBOL.unpack_from(data, at)
+        end = data.index(b"\0", at + _DATA_SYMBOL.size)
+        out.append((data[at + _DATA_SYMBOL.size:end].decode("utf-8", "replace"), address, size))
+        at = end + 1
+    return out
 
 
 def runtime_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
@@ -467,6 +522,56 @@ def runtime_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
     # a backtrace, rather than unwinding on into the host's C frames.
     fdes = [Fde(start, end - start, (CfiRow(0, *_AT_ENTRY),), undefined_rip=True)]
     return start, code, symbols, fdes
+
+
+def entry_thunk_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
+    """(start, code bytes, symbols, FDEs) of the low entry thunk
+    (codemem.lowmem.entry_thunk_address): what x32 images have instead of the
+    runtime image, whose code lies above 4 GiB. The outermost guest frame of a
+    low Store returns into the thunk, whose FDE marks the return address
+    undefined: the backtrace ends there, at a frame named ``cm_enter`` (the
+    thunk is the low half of the entry trampoline)."""
+    start = entry_thunk_address()
+    code = bytes(ffi.buffer(ffi.cast("char *", start), len(ENTRY_THUNK_CODE)))
+    symbols = [Symbol("cm_enter", start, len(code))]
+    fdes = [Fde(start, len(code), (CfiRow(0, *_AT_ENTRY),), undefined_rip=True)]
+    return start, code, symbols, fdes
+
+
+_translations: "weakref.WeakKeyDictionary[object, dict[tuple[int, int], TranslatedDwarf | None]]" = \
+    weakref.WeakKeyDictionary()
+_translations_lock = threading.Lock()
+
+
+def guest_debug_sections(module, engine_code, code_address: int, address_size: int) -> TranslatedDwarf | None:
+    """The module's DWARF translated for an image of ``engine_code`` linked at
+    ``code_address`` (gdbstub.dwarf_translate), memoized per EngineCode and
+    address; None when the module has no DWARF or it cannot be translated
+    (logged as a warning: the image then has source lines only, no variables)."""
+    key = (code_address, address_size)
+    with _translations_lock:
+        memo = _translations.setdefault(engine_code, {})
+        if key in memo:
+            return memo[key]
+    info = getattr(module, "info", None)
+    translated = None
+    if info is not None:
+        try:
+            translated = translate_guest_dwarf(info, engine_code.frame_table, code_address=code_address,
+                                               address_size=address_size)
+        except GuestDwarfError as e:
+            log.warning("module %s: its DWARF cannot be translated, so no variables or types: %s",
+                        getattr(module, "name", "?"), e)
+        except Exception:  # the outermost guard of an optional description: a bug here must not end a session
+            log.exception("module %s: translating its DWARF failed; the image has source lines only",
+                          getattr(module, "name", "?"))
+    if translated is not None:
+        log.debug("module %s: %d units, %d subprograms translated, %d locations dropped",
+                  getattr(module, "name", "?"), translated.units, translated.subprograms,
+                  translated.dropped_locations)
+    with _translations_lock:
+        _translations.setdefault(engine_code, {})[key] = translated
+    return translated
 
 
 def _read_cached(path: pathlib.Path) -> bytes | None:
@@ -530,12 +635,16 @@ class DebugImageSet:
         self._placed: dict[tuple[int, int], _Placed] = {}  # (store id, StoreCode base) -> placement
         self._by_name: dict[str, DebugImage] = {}
         self._runtime: LoadedImage | None = None
+        # x32 Stores' executables: the low entry thunk plus their modules'
+        # static data symbols, by the set of module images.
+        self._runtimes_x32: dict[tuple[str, ...], LoadedImage] = {}
 
     # ------------------------------------------------------------ engine images
     def image_key(self, module) -> str:
         """The content address of ``module``'s image (see the module docstring)."""
         parts = [module.cache_key, getattr(module, "name", ""), builder_digest(),
-                 f"lines={int(self.source_lines)}", f"link={IMAGE_LINK_ADDRESS:#x}"]
+                 f"lines={int(self.source_lines)}", f"link={IMAGE_LINK_ADDRESS:#x}",
+                 f"x32={int(uses_x32_images(module))}"]
         parts += [f"{builder.name}={builder.digest}" for builder in self.section_builders]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
@@ -575,8 +684,15 @@ class DebugImageSet:
     # ------------------------------------------------------------ per Store
     def for_store(self, store) -> list[LoadedImage]:
         """One placed image per entry of ``store.registry`` (address order),
-        then the runtime image; placements of StoreCodes no longer registered
-        are forgotten.  Images are not built here (see :meth:`DebugImage.data`)."""
+        then the executable (:meth:`executable`); placements of StoreCodes no
+        longer registered are forgotten.  Module images are not made here (see
+        :meth:`DebugImage.data`), but an x32 Store's executable needs them."""
+        libraries = self.libraries(store)
+        return libraries + [self.executable(store, libraries=libraries)]
+
+    def libraries(self, store) -> list[LoadedImage]:
+        """The library list of ``store``: its modules' images, placed at its
+        code (made on first use of their data)."""
         store_id = store.id
         entries = store.registry.entries()
         with self._lock:
@@ -592,17 +708,44 @@ class DebugImageSet:
                 placed.append(memo.loaded)
             for key in [k for k in self._placed if k[0] == store_id and k not in live]:
                 del self._placed[key]
-            placed.append(self.runtime_image())
             return placed
 
-    def executable(self, store) -> LoadedImage:
+    def executable(self, store, *, libraries: list[LoadedImage] | None = None) -> LoadedImage:
         """The image a debugger loads as the program (``qXfer:exec-file``): the
-        runtime's, the host process's own code."""
-        return self.runtime_image()
+        host process's own code, linked where it runs (load bias 0).  For an
+        x32 Store (:func:`uses_x32_images`) the low entry thunk, with its
+        modules' static data symbols at their linear-memory addresses (which no
+        load bias may move: a library's would), so the debugger names data
+        addresses as natively (``0x460 <items>``); it needs the modules'
+        images made."""
+        if not uses_x32_images(store):
+            return self.runtime_image()
+        if libraries is None:
+            libraries = self.libraries(store)
+        key = tuple(image.name for image in libraries)
+        with self._lock:
+            found = self._runtimes_x32.get(key)
+            if found is None:
+                data_symbols = sorted({symbol for image in libraries for symbol in data_symbols_of(image.data)},
+                                      key=lambda symbol: (symbol[1], symbol[0]))
+                found = self._runtimes_x32[key] = self._runtime_x32(data_symbols)
+                self._by_name[found.name] = found.image
+            return found
 
-    def libraries(self, store) -> list[LoadedImage]:
-        """The library list of ``store``: its modules' images, placed."""
-        return self.for_store(store)[:-1]
+    def _runtime_x32(self, data_symbols: list[tuple[str, int, int]]) -> LoadedImage:
+        start, code, symbols, fdes = entry_thunk_image_parts()
+        symbols += [Symbol(name, address, size, "object") for name, address, size in data_symbols]
+        data_range = None
+        if data_symbols:
+            data_range = (min(address for _, address, _ in data_symbols),
+                          max(address + max(size, 1) for _, address, size in data_symbols))
+        data = build_debug_image(name="codemem-runtime", code_address=start, code=code, symbols=symbols,
+                                 fdes=fdes, elf_class=ELF32, data_range=data_range)
+        directory = f"{self.process_tag}-runtime-x32-{start:x}-{zlib.crc32(data):08x}"
+        path = self.cache_dir / IMAGES_SUBDIRECTORY / directory / "codemem-runtime.elf"
+        if _read_cached(path) != data:
+            _write_atomically(path, data)
+        return LoadedImage(DebugImage(path, start, len(code), data=data), start)
 
     def runtime_image(self) -> LoadedImage:
         """The image of the C runtime's trampolines (built once per set)."""
@@ -632,18 +775,20 @@ class DebugImageSet:
             return list(self._by_name.values())
 
     def remove_files(self) -> None:
-        """Delete this process's runtime image (at shutdown; engine images stay
+        """Delete this process's runtime images (at shutdown; engine images stay
         in the cache for the next run) and forget every placement."""
         with self._lock:
-            if self._runtime is not None:
-                path = self._runtime.path
+            runtimes = list(self._runtimes_x32.values()) + ([self._runtime] if self._runtime is not None else [])
+            for runtime in runtimes:
+                path = runtime.path
                 path.unlink(missing_ok=True)
                 try:
                     path.parent.rmdir()  # the image's own directory
                 except OSError:
                     pass
-                self._by_name.pop(self._runtime.name, None)
-                self._runtime = None
+                self._by_name.pop(runtime.name, None)
+            self._runtime = None
+            self._runtimes_x32.clear()
             self._placed.clear()
 
 

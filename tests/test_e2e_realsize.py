@@ -76,26 +76,28 @@ def test_gdb_places_the_position_independent_image_at_the_stores_base(stub):
     line = re.search(rf'Line {CALL_SQUARE} of "examples/demo\.c" starts at address (0x[0-9a-f]+) '
                      r"<sum_of_squares\+\d+>", section(run, "infoline"))
     assert line and int(line.group(1), 16) > base, detail(run, demo)
-    assert f"Breakpoint 1, sum_of_squares () at examples/demo.c:{CALL_SQUARE}" in section(run, "go")
+    assert f"Breakpoint 1, sum_of_squares (n=10) at examples/demo.c:{CALL_SQUARE}" in section(run, "go")
     bt = section(run, "bt")
     assert re.findall(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(\w+) \(", bt, re.M) == ["square", "sum_of_squares", "run",
                                                                                "cm_enter"], detail(run, demo)
     assert_clean_backtrace(bt, run)
-    assert re.search(rf"^0x[0-9a-f]+ in sum_of_squares \(\) at examples/demo\.c:{CALL_SQUARE}$",
+    assert re.search(rf"^0x[0-9a-f]+ in sum_of_squares \(n=10\) at examples/demo\.c:{CALL_SQUARE}$",
                      section(run, "finish"), re.M), detail(run, demo)
     pc = int(re.search(r"= (0x[0-9a-f]+)", section(run, "after")).group(1), 16)
     caller, size = elf_symbol(image, "sum_of_squares")
     assert bias + caller < pc < bias + caller + size
 
-    # Another run with the same cache (another process, another address): the same file.
+    # Another run with the same cache (another process): the same file.  (Its
+    # code may well get the same low address: codemem.lowmem places Stores
+    # below 4 GiB deterministically.)
     again = StubProcess.start(demo.cache_dir.parent)
     try:
         rerun = run_gdb(again, ["info sharedlibrary", "detach"])
     finally:
         again.kill()
     assert not rerun.timed_out, detail(rerun, again)
-    other_base, other_image = loaded_module_image(rerun, again)
-    assert other_image == image and other_base != base
+    _, other_image = loaded_module_image(rerun, again)
+    assert other_image == image
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +142,7 @@ def test_gdb_and_lldb_break_in_the_real_size_module_through_its_cached_image(
         s.kill()
     out = detail(run, s)
     assert not run.timed_out, out
-    assert re.search(r"^Breakpoint 1, f_last \(\) at \S*bigmodule\.c:\d+$", run.output, re.M), out
+    assert re.search(r"^Breakpoint 1, f_last \(seed=2000, depth=0\) at \S*bigmodule\.c:\d+$", run.output, re.M), out
     bt = section(run, "bt")
     assert re.findall(r"^#\d+\s+(?:0x[0-9a-f]+ in )?(\w+) \(", bt, re.M) == ["f_last", "run", "cm_enter"], out
     # The second stub of the same module reads its image from the cache, and
@@ -152,5 +154,6 @@ def test_gdb_and_lldb_break_in_the_real_size_module_through_its_cached_image(
         s.kill()
     out = f"{run}\n---\n{s.describe()}"
     assert "stop reason = breakpoint 1.1" in run.output, out
-    assert re.search(r"frame #0: 0x[0-9a-f]+ \S+\.elf`f_last at bigmodule\.c:\d+", run.output), out
-    assert re.search(r"frame #1: 0x[0-9a-f]+ \S+\.elf`run at bigmodule\.c:\d+", run.output), out
+    assert re.search(r"frame #0: 0x[0-9a-f]+ \S+\.elf`f_last(\(seed=2000, depth=0\))? at bigmodule\.c:\d+",
+                     run.output), out
+    assert re.search(r"frame #1: 0x[0-9a-f]+ \S+\.elf`run(\(n=1\))? at bigmodule\.c:\d+", run.output), out

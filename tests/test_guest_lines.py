@@ -205,7 +205,7 @@ def test_store_images_carry_the_lines_unless_disabled(tmp_path, source_lines):
 # ------------------------------------------------------------ the decoder, the shape
 def pyelftools_rows(info) -> list[tuple]:
     """Every row of every unit as pyelftools' own state machine decodes it."""
-    from gdbstub.guest_lines import _dwarf_info
+    from gdbstub.guest_lines import guest_dwarf_info as _dwarf_info
     dwarf = _dwarf_info(info.dwarf)
     rows = []
     for cu in dwarf.iter_CUs():
@@ -219,7 +219,7 @@ def pyelftools_rows(info) -> list[tuple]:
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.wasm")), ids=lambda p: p.name)
 def test_the_line_program_decoder_agrees_with_pyelftools_on_every_example(path):
-    from gdbstub.guest_lines import _dwarf_info, decode_line_program
+    from gdbstub.guest_lines import decode_line_program, guest_dwarf_info as _dwarf_info
     module = Module(Engine(debug=True), path.read_bytes(), name=path.stem)
     if ".debug_line" not in module.info.dwarf:
         pytest.skip(f"{path.name} has no line table")
@@ -236,7 +236,7 @@ def test_the_line_program_decoder_agrees_with_pyelftools_on_every_example(path):
 
 
 def test_a_truncated_line_program_is_a_guest_lines_error(demo):
-    from gdbstub.guest_lines import _dwarf_info, decode_line_program
+    from gdbstub.guest_lines import decode_line_program, guest_dwarf_info as _dwarf_info
     section = demo.info.dwarf[".debug_line"]
     program = next(_dwarf_info(demo.info.dwarf).line_program_for_CU(cu)
                    for cu in _dwarf_info(demo.info.dwarf).iter_CUs())
