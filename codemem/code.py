@@ -207,7 +207,11 @@ class EngineCode:
         # Private copies given back by closed StoreCodes, reset and published,
         # ready for the next debug Store (see StoreCode.close).
         self._spare_private_copies: list[CodeMemory] = []
-        self._spare_lock = threading.Lock()
+        # Reentrant: a Store dropped by the garbage collector (Store.__del__
+        # closes its StoreCodes, which give their copies back here) may be
+        # collected on this very thread while it holds the lock (an allocation
+        # inside it); a plain Lock then deadlocks the thread on itself.
+        self._spare_lock = threading.RLock()
         # Without an explicit close, the memfd and mappings go when the last
         # reference does: every user of the mapping (StoreCode, instances via
         # their Module) holds this object, so nothing can still run from it.
