@@ -284,13 +284,24 @@ class Module:
     def validate(cls, engine: Engine, wasm: bytes) -> None:
         cls(engine, wasm)
 
+    @property
+    def cache_key(self) -> str:
+        """The compiled image's identity: module hash, compiler version and
+        debug flag (the stem of its cache file).  Whatever is derived from the
+        image alone (a debug image, say) may be cached under this key."""
+        key = self.__dict__.get("_cache_key")
+        if key is None:
+            digest = hashlib.sha256(self.wasm).hexdigest()
+            key = self.__dict__["_cache_key"] = (
+                f"{digest}-v{_compiler_version()}-{'debug' if self.engine.debug else 'nodebug'}")
+        return key
+
     def _cache_path(self) -> Path | None:
         """Where this module's image lives in the cache; the file name is the key
-        (module hash, compiler version, debug flag)."""
+        (:attr:`cache_key`)."""
         if self.engine.cache_dir is None:
             return None
-        key = hashlib.sha256(self.wasm).hexdigest()
-        return self.engine.cache_dir / f"{key}-v{_compiler_version()}-{'debug' if self.engine.debug else 'nodebug'}.img"
+        return self.engine.cache_dir / f"{self.cache_key}.img"
 
     def _compiled_image(self) -> tuple[bytes, bytes]:
         """(code, frame table): from the cache when it holds an intact entry for

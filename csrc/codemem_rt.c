@@ -172,6 +172,83 @@ int64_t cm_patch5_atomic(uint64_t site, const uint8_t *bytes5)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Bulk patch-site edits                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* A PatchSite record of the frame table (codemem/frametable.py):
+ *
+ *   +-------------------+-------------+--------------+----------+
+ *   | offset (u32, LE)  | enable[5]   | disable[5]   | reserved |
+ *   +-------------------+-------------+--------------+----------+
+ *   0                   4             9              14         16
+ */
+#define SITE_RECORD_SIZE 16
+#define SITE_BYTES 5
+
+static uint32_t site_offset(const uint8_t *record)
+{
+    uint32_t offset;
+    memcpy(&offset, record, 4);
+    return offset;
+}
+
+static void write_site(uint8_t *code, const uint8_t *record, int enable, int live)
+{
+    uint32_t offset = site_offset(record);
+    const uint8_t *bytes = record + 4 + (enable ? 0 : SITE_BYTES);
+    if (live)
+        cm_patch5_atomic((uint64_t)(uintptr_t)(code + offset), bytes);
+    else
+        memcpy(code + offset, bytes, SITE_BYTES);
+}
+
+/* Counts one reference more (delta +1) or less (-1) on a site; its bytes
+   change on 0 -> 1 (enable) and 1 -> 0 (disable).  Returns whether they did. */
+static int change_site(uint8_t *code, const uint8_t *records, uint32_t *refcounts, uint32_t index,
+                       int32_t delta, int live)
+{
+    uint32_t count = refcounts[index];
+    refcounts[index] = delta > 0 ? count + 1 : count - 1;
+    if ((delta > 0 && count == 0) || (delta < 0 && count == 1)) {
+        write_site(code, records + (size_t)index * SITE_RECORD_SIZE, delta > 0, live);
+        return 1;
+    }
+    return 0;
+}
+
+int64_t cm_sites_update(uint8_t *code, uint64_t code_size, const uint8_t *records, uint32_t num_records,
+                        uint32_t *refcounts, const uint32_t *indexes, uint32_t first, uint32_t count,
+                        int32_t delta, int32_t live)
+{
+    if (delta != 1 && delta != -1)
+        return -(int64_t)count - 1;
+    /* Everything is checked before anything changes. */
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t index = indexes ? indexes[i] : first + i;
+        if (index >= num_records)
+            return -(int64_t)i - 1;
+        uint32_t offset = site_offset(records + (size_t)index * SITE_RECORD_SIZE);
+        if ((uint64_t)offset + SITE_BYTES > code_size || (offset & 7) > 8 - SITE_BYTES)
+            return -(int64_t)i - 1;
+        if (delta < 0 && refcounts[index] == 0)
+            return -(int64_t)i - 1;
+    }
+    int64_t written = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t index = indexes ? indexes[i] : first + i;
+        if (delta < 0 && refcounts[index] == 0) {
+            /* The same site listed more often than it is enabled: undo, in
+               reverse, what this call did, and refuse. */
+            for (uint32_t j = i; j-- > 0;)
+                change_site(code, records, refcounts, indexes ? indexes[j] : first + j, -delta, live);
+            return -(int64_t)i - 1;
+        }
+        written += change_site(code, records, refcounts, index, delta, live);
+    }
+    return written;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Host callbacks                                                            */
 /* ------------------------------------------------------------------------ */
 

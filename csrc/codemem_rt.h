@@ -84,6 +84,20 @@ int64_t cm_stack_free(uint64_t base, uint64_t size);
  * single atomic 8-byte write.  Returns -EINVAL for a misaligned site. */
 int64_t cm_patch5_atomic(uint64_t site, const uint8_t *bytes5);
 
+/* Enables (delta +1) or disables (delta -1) many patch sites of one StoreCode
+ * mapping at once: the sites ``indexes[0..count)``, or ``[first, first+count)``
+ * when ``indexes`` is NULL, of the frame table's PatchSite ``records``
+ * (``num_records``, 16 bytes each), with one reference count per site in
+ * ``refcounts``: bytes are written on 0 -> 1 (enable bytes) and 1 -> 0
+ * (disable bytes), with one atomic 8-byte store each when ``live`` (a guest
+ * may be running the code).  ``code`` is the mapping's base, writable;
+ * ``code_size`` bounds every site.  Returns the number of sites written, or
+ * -(i + 1) when the i-th requested site is out of range, malformed or (for a
+ * disable) not enabled: then nothing has changed. */
+int64_t cm_sites_update(uint8_t *code, uint64_t code_size, const uint8_t *records, uint32_t num_records,
+                        uint32_t *refcounts, const uint32_t *indexes, uint32_t first, uint32_t count,
+                        int32_t delta, int32_t live);
+
 /* ---- trampolines ---- */
 
 /* Runs guest code `code` with r15 = vmctx and rsi = args on the guest stack at

@@ -220,22 +220,25 @@ class NativeDialect(Dialect):
             return text.encode()
         if self.images is None or object_name not in ("libraries-svr4", "libraries", "exec-file"):
             return None
-        images = self.images.for_store(target.store)
         if object_name == "exec-file":
-            # gdb loads this as the program (no "No executable" warning, and its
-            # symbols are read at once; library symbols wait for `sharedlibrary`).
-            return images[0].name.encode()
-        # The first image is the "executable"; the rest (further modules, the
-        # runtime) are its libraries.
+            # gdb loads this as the program (no "No executable" warning): the
+            # runtime's image, the host process's own code (gdbstub.images).
+            return self.images.executable(target.store).name.encode()
+        # The Store's modules, each at its load bias (l_addr, gdbstub.images).
         build = libraries_svr4_xml if object_name == "libraries-svr4" else libraries_xml
-        return build(images[1:]).encode()
+        return build(self.images.libraries(target.store)).encode()
 
     def image_paths(self, target: "StoreTarget") -> list[str]:
-        """The files of ``target``'s debug images (``monitor stores``: lldb's
-        native view loads them with ``target modules add`` / ``load``)."""
+        """The files of ``target``'s debug images, each with the slide lldb's
+        native view loads it at (``monitor stores``: ``target modules add`` /
+        ``target modules load --slide``; the load bias, gdbstub.images)."""
         if self.images is None:
             return []
-        return [str(image.path) for image in self.images.for_store(target.store)]
+        lines = []
+        for image in self.images.for_store(target.store):
+            image.data  # on disk before a client is told to load it (made on first use)
+            lines.append(f"{image.path} (target modules load --slide {image.load_bias:#x})")
+        return lines
 
     # -- stops
     def stop_registers(self, target: "StoreTarget", stop: Stop) -> tuple[dict[int, bytes], int]:

@@ -207,6 +207,31 @@ def _raw_write(address: int, data: bytes) -> None:
 #: block (0x02) and loop (0x03) fall into their body, so they are not here.
 _CONTROL_OPCODES = frozenset({0x00, 0x04, 0x05, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x12, 0x13})
 
+#: Opcodes after which the next instruction may be outside the function (wasm
+#: spec 5.4.1): br, br_if, br_table (their label may be the function's), return,
+#: return_call, return_call_indirect.
+_LEAVING_OPCODES = frozenset({0x0C, 0x0D, 0x0E, 0x0F, 0x12, 0x13})
+_CALL = 0x10
+#: Entries of a target's per-range memo before it starts over.
+_MEMO_LIMIT = 4096
+#: call_indirect, return_call, return_call_indirect: any function may be next
+#: (return_call's callee is known, but it is reached without a return point).
+_INDIRECT_CALLS = frozenset({0x11, 0x12, 0x13})
+
+
+def _read_uleb(data: bytes, at: int) -> int:
+    """An unsigned LEB128 (wasm spec 5.2.2) at ``data[at]`` (a call's function index)."""
+    result = shift = 0
+    while at < len(data):
+        byte = data[at]
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+        at += 1
+        shift += 7
+    return result
+
+
 #: rflags bits a client may change: the arithmetic flags (CF PF AF ZF SF OF).
 #: TF would make the host take SIGTRAP, DF breaks the ABI the runtime relies on.
 _RFLAGS_WRITABLE = 0x8D5
@@ -238,13 +263,16 @@ class StoreTarget:
         self.breakpoints: set[int] = set()
         # The sites the last resume armed (a step or an interrupt), each held
         # once; the next stop releases them.
-        self._plan: list[tuple[Any, int]] | None = None
+        self._plan: list[tuple[Any, Any]] | None = None  # (StoreCode, site indexes), see _arm
         # The edit the current stop's changes share (see the module docstring).
         self._stop_edit: PatchEdit | None = None
         self._entry_site: int | None = None
         self._interrupt_requested = False
         self._kill_requested = False
         self._entry_sites_memo: tuple[tuple, list] | None = None
+        # (EngineCode, function, range) -> what its instructions may do: a
+        # loop's `next`s ask the same few again and again.
+        self._calls_and_exits_memo: dict[tuple, tuple[list | None, bool]] = {}
         self._regions_memo: tuple[tuple, list] | None = None
         self._range: tuple[int, int] | None = None
         # The word a stopped guest waits on (see _GuestStop); one per target,
@@ -637,14 +665,18 @@ class StoreTarget:
             raise TargetError(ErrorCode.EINVAL, f"{e}; breakpoints go at sequence points (patch sites)") from None
         return (entry.store_code, pc)
 
-    def _arm(self, sites: list[tuple[Any, int]]) -> None:
-        """Enables ``sites`` as the plan the next stop releases (a live edit
-        when the guest is running: an interrupt or a kill)."""
+    def _arm(self, plan: list[tuple[Any, Any]]) -> None:
+        """Enables ``plan``, ``(StoreCode, site indexes)`` pairs (a range or a
+        list of the code's frame-table site indexes), as the plan the next
+        stop releases (a live edit when the guest is running: an interrupt or
+        a kill).  Each pair is one bulk edit (codemem PatchEdit.enable_sites):
+        arming every site of a real-size module is one C call."""
         assert self._plan is None, "arming over an armed plan"
+        plan = [(store_code, indexes) for store_code, indexes in plan if len(indexes)]
         with self._patch_edit() as edit:
-            for store_code, pc in sites:
-                edit.enable_site(store_code, pc)
-        self._plan = list(sites)
+            for store_code, indexes in plan:
+                edit.enable_sites(store_code, indexes)
+        self._plan = plan
 
     def _disarm(self) -> None:
         plan, self._plan = self._plan, None
@@ -654,8 +686,8 @@ class StoreTarget:
         # Live while the guest may be executing the image (an interrupt or a
         # kill racing a step); a stopped guest allows the cheaper edit.
         with self._patch_edit() as edit:
-            for store_code, pc in plan:
-                edit.disable_site(store_code, pc)
+            for store_code, indexes in plan:
+                edit.disable_sites(store_code, indexes)
 
     def _arm_entry(self, pc: int) -> None:
         site = self._site_for(pc)
@@ -670,41 +702,120 @@ class StoreTarget:
         with self._patch_edit() as edit:
             edit.disable_site(*self._site_for(pc))
 
-    def _step_sites(self, regfile) -> list[tuple[Any, int]]:
-        """The sites a step must arm to catch the next sequence point reached:
-        every site of the current function (any branch), every function's entry
-        site (any call, direct, indirect or from a host function), and the
-        caller's return site (a return).  When the caller is not wasm (the
-        outermost frame returns to the host, which may call back into wasm
-        anywhere), every site of every image."""
+    def _step_sites(self, regfile) -> list[tuple[Any, Any]]:
+        """The sites a step must arm (a plan for :meth:`_arm`) to catch the next
+        sequence point reached outside the step's range (``self._range``; with
+        none, the next one at all):
+
+        * the current function's sites outside the range (any branch; a plain
+          step arms them all: a loop may come back to the same point);
+        * the entry site of each function a call in the range may enter: the
+          callee of a direct ``call``, every function's for an indirect call or
+          a call of an import (a host function may call any export);
+        * where the function returns to: the caller's return site, or every
+          function's entry site when the caller is the host (it may call any
+          export next), when the range may leave the function; when the host
+          was itself called by wasm (a nested entry), every site: the host
+          returns into an outer wasm frame.
+
+        Inside the range nothing is armed, so a range step (``vCont;r``) runs
+        the whole range at full speed and stops once, where it leaves it, as
+        gdbserver's range stepping does.  Cost: proportional to the current
+        function, never to the module (every site of every image only for a
+        nested entry's return, or when the pc is in no function, which a stop
+        at a sequence point never is)."""
         pc = regfile.rip
         entry = self.store.registry.lookup(pc)
         if entry is None:
             return self._all_sites()
         code = entry.store_code
         table = code.frame_table
-        func = table.function_at(code.offset_of(pc))
+        offset = code.offset_of(pc)
+        func = table.function_at(offset)
         if func is None:
             return self._all_sites()
-        following = self._next_in_straight_line(entry, func, code.offset_of(pc))
-        if following is not None:
-            return [(code, following)]
-        return_address = self._return_address(regfile, code.base + func.native_start)
-        caller = self.store.registry.lookup(return_address) if return_address else None
-        if caller is None:
-            return self._all_sites()
-        sites: dict[int, Any] = {}
-        offsets = table.site_offsets
-        lo = bisect.bisect_left(offsets, func.native_start)
-        hi = bisect.bisect_left(offsets, func.native_end)
-        for off in offsets[lo:hi]:
-            sites[code.base + off] = code
-        for start, other_code in self._entry_sites():
-            sites[start] = other_code
-        caller_code = caller.store_code
-        if caller_code.frame_table.site_index(caller_code.offset_of(return_address)) is not None:
-            sites[return_address] = caller_code
-        return [(c, p) for p, c in sites.items()]
+        if self._range is None or not self._range[0] <= pc < self._range[1]:
+            following = self._next_in_straight_line(entry, func, offset)
+            if following is not None:
+                return [(code, [table.site_index(code.offset_of(following))])]
+            lo, hi = offset, offset + 1  # the instruction at pc
+            plan: list[tuple[Any, Any]] = [(code, table.site_indexes_in(func.native_start, func.native_end))]
+        else:
+            lo = max(func.native_start, self._range[0] - code.base)
+            hi = min(func.native_end, self._range[1] - code.base)
+            plan = [(code, table.site_indexes_in(func.native_start, lo)),
+                    (code, table.site_indexes_in(hi, func.native_end))]
+        callees, leaves = self._calls_and_exits(entry, func, lo, hi)
+        if callees is None:
+            plan += self._entry_sites()
+        else:
+            for callee in callees:
+                index = table.site_index(callee.native_start)
+                if index is not None:
+                    plan.append((code, [index]))
+        if leaves:
+            return_address = self._return_address(regfile, code.base + func.native_start)
+            caller = self.store.registry.lookup(return_address) if return_address else None
+            if caller is None:
+                if self.store.ctx.depth > 1:
+                    # Entered from a host function that wasm called: returning
+                    # through it resumes an outer wasm frame after its call.
+                    return self._all_sites()
+                if callees is not None:
+                    plan += self._entry_sites()
+            else:
+                caller_code = caller.store_code
+                index = caller_code.frame_table.site_index(caller_code.offset_of(return_address))
+                if index is not None:
+                    plan.append((caller_code, [index]))
+        return plan
+
+    def _calls_and_exits(self, entry: ModuleWithCode, func, lo: int, hi: int) -> tuple[list | None, bool]:
+        """What the wasm instructions at the sequence points in image offsets
+        [lo, hi) of ``func`` may do besides falling through or branching inside
+        the function: (the functions their direct calls enter, or None when one
+        may enter any function: an indirect call, a call of an import; whether
+        one may leave the function: a return, a branch (conservatively: it may
+        target the function's own label), its final ``end``, a tail call)."""
+        key = (entry.store_code.engine_code, func.position, lo, hi)  # held: no id reuse
+        found = self._calls_and_exits_memo.get(key)
+        if found is None:
+            if len(self._calls_and_exits_memo) >= _MEMO_LIMIT:
+                self._calls_and_exits_memo.clear()
+            found = self._calls_and_exits_memo[key] = self._scan_calls_and_exits(entry, func, lo, hi)
+        return found
+
+    @staticmethod
+    def _scan_calls_and_exits(entry: ModuleWithCode, func, lo: int, hi: int) -> tuple[list | None, bool]:
+        """:meth:`_calls_and_exits` read from the frame table: only the points
+        in [lo, hi) (bisected), and the function's final ``end`` (its last
+        INSTRUCTION point), so a line of a huge function costs what the line
+        has, not what the function has."""
+        table = entry.store_code.frame_table
+        wasm = entry.module.wasm
+        offsets = table.sequence_point_column(func, 0)
+        kinds = table.sequence_point_column(func, 8, "<B")
+        wasm_offsets = table.sequence_point_column(func, 4)
+        instruction = SequencePointKind.INSTRUCTION
+        final_end = next((offsets[k] for k in range(len(offsets) - 1, -1, -1) if kinds[k] == instruction), None)
+        callees: list | None = []
+        leaves = False
+        for k in range(bisect.bisect_left(offsets, lo), bisect.bisect_left(offsets, hi)):
+            wasm_offset = wasm_offsets[k]
+            if kinds[k] != instruction or not 0 <= wasm_offset < len(wasm):
+                continue
+            opcode = wasm[wasm_offset]
+            if offsets[k] == final_end or opcode in _LEAVING_OPCODES:
+                leaves = True
+            if opcode == _CALL:
+                callee = table.function_by_wasm_index(_read_uleb(wasm, wasm_offset + 1))
+                if callee is None:  # an import: the host may call back into any export
+                    callees = None
+                elif callees is not None:
+                    callees.append(callee)
+            elif opcode in _INDIRECT_CALLS:
+                callees = None
+        return callees, leaves
 
     def _next_in_straight_line(self, entry: ModuleWithCode, func, offset: int) -> int | None:
         """When the instruction at sequence point ``offset`` cannot transfer
@@ -730,26 +841,24 @@ class StoreTarget:
             return None
         return code.base + offsets[k]
 
-    def _entry_sites(self) -> list[tuple[int, Any]]:
-        """(pc, StoreCode) of every function's entry site, memoized per set of
-        registered images."""
+    def _entry_sites(self) -> list[tuple[Any, list[int]]]:
+        """(StoreCode, site indexes) of every function's entry site, per
+        registered image (memoized per set of registered images)."""
         entries = self.store.registry.entries()
         key = tuple(entry.store_code.base for entry in entries)
         if self._entry_sites_memo is None or self._entry_sites_memo[0] != key:
-            sites = []
+            plan = []
             for entry in entries:
-                code = entry.store_code
-                table = code.frame_table
-                for f in table.functions():
-                    if table.site_index(f.native_start) is not None:
-                        sites.append((code.base + f.native_start, code))
-            self._entry_sites_memo = (key, sites)
+                table = entry.store_code.frame_table
+                indexes = [table.site_index(start) for start in table.function_starts]
+                plan.append((entry.store_code, [index for index in indexes if index is not None]))
+            self._entry_sites_memo = (key, plan)
         return self._entry_sites_memo[1]
 
-    def _all_sites(self) -> list[tuple[Any, int]]:
-        return [(entry.store_code, entry.store_code.base + off)
-                for entry in self.store.registry.entries()
-                for off in entry.store_code.frame_table.site_offsets]
+    def _all_sites(self) -> list[tuple[Any, range]]:
+        """Every site of every image: what an interrupt (or a kill) arms."""
+        return [(entry.store_code, range(entry.store_code.frame_table.num_sites))
+                for entry in self.store.registry.entries()]
 
     def _return_address(self, regfile, function_start: int) -> int | None:
         """The current frame's return address (codemem.frames)."""

@@ -119,7 +119,6 @@ class WasmModuleView:
         self.wasm: bytes = bytes(instance.module.wasm)
         self.code = instance.store_code
         self.table = self.code.frame_table
-        self._sites: dict[int, int] | None = None
 
     @property
     def name(self) -> str:
@@ -131,27 +130,15 @@ class WasmModuleView:
     def base_address(self) -> int:
         return code_address(self.module_id, 0)
 
-    def _instruction_sites(self) -> dict[int, int]:
-        """wasm offset -> native pc of the INSTRUCTION point compiled for it
-        (the first, should two share an offset), only points with a site."""
-        if self._sites is None:
-            sites: dict[int, int] = {}
-            table = self.table
-            for func in table.functions():
-                for point in table.sequence_points(func):
-                    if point.kind is SequencePointKind.INSTRUCTION and point.wasm_offset not in sites \
-                            and table.site_index(point.native_offset) is not None:
-                        sites[point.wasm_offset] = self.code.base + point.native_offset
-            self._sites = sites
-        return self._sites
-
     def native_site(self, wasm_offset: int) -> int:
-        """The native pc of the patch site of the instruction at ``wasm_offset``."""
-        pc = self._instruction_sites().get(wasm_offset)
-        if pc is None:
+        """The native pc of the patch site of the instruction at ``wasm_offset``
+        (looked up in the frame table in place: lldb's first ``Z0`` on a module
+        of any size costs a few bisects)."""
+        offset = self.table.instruction_site_at_wasm_offset(wasm_offset)
+        if offset is None:
             raise TargetError(ErrorCode.EINVAL, f"no wasm instruction starts at module offset {wasm_offset:#x} of "
                                       f"{self.name} (breakpoints go at instruction boundaries in code)")
-        return pc
+        return self.code.base + offset
 
     def function_at(self, pc: int) -> FunctionInfo | None:
         return self.table.function_at(self.code.offset_of(pc))

