@@ -67,13 +67,13 @@ from . import native
 from .errors import CodeMemoryError
 from .frametable import SITE_SIZE
 from .native import PROT_EXEC, PROT_READ, PROT_WRITE, lib
+from .sitehooks import map_near
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BlockLayout", "DisplacedArea", "DisplacedError", "FunctionCode", "check_displaceable",
            "function_code", "area_for"]
 
-PAGE = 4096
 #: Address space of one StoreCode's scratch area (pages are touched on use):
 #: thousands of blocks (a block is the few instructions of one wasm
 #: instruction plus 5 bytes per stop call) before it starts over.
@@ -402,43 +402,26 @@ def build_block(fn: FunctionCode, base: int, carrier: int, armed: list[int], add
 # --------------------------------------------------------------------------
 
 
-def _map_near(base: int, end: int, size: int) -> int:
-    """Anonymous read+write memory of ``size`` bytes whose every byte is within
-    rel32 reach of [base, end): right after it if free, else right before,
-    else further out."""
-    step = 1 << 20
-    after = native.page_round_up(end)
-    before = (base - size) & ~(PAGE - 1)
-    for k in range(1024):
-        for hint in (after + k * step, before - k * step):
-            if hint <= 0 or hint + size - base >= (1 << 31) - 16 or end - hint >= (1 << 31) - 16:
-                continue
-            result = lib.cm_map_at(-1, size, PROT_READ | PROT_WRITE, 0, hint)
-            if result >= 0:
-                return result
-    raise DisplacedError(f"no free address space within rel32 reach of the code at {base:#x}")
-
-
 class DisplacedArea:
     """The scratch code of one debug StoreCode's displaced blocks.
 
-    Placed below 4 GiB next to the other low objects when the StoreCode is
-    low (codemem.lowmem: the whole low window is within rel32 reach), else
-    right next to the image.  Blocks are bump-allocated and cached by
-    (carrier, armed set); they are never rewritten while they may run: a new
-    set gets a new block.  :meth:`reset` forgets every block; call it only
-    when no guest can be inside one (see gdbstub.target)."""
+    Placed as the StoreCode's hook area is (codemem.sitehooks.map_near: next
+    to the image, within rel32 reach), but a mapping of its own: hook
+    veneers live as long as their site's checks and are compacted by
+    rebuilding them, blocks as long as an armed set, so the two allocators
+    stay independent.  Blocks are bump-allocated and cached by (carrier,
+    armed set); they are never rewritten while they may run: a new set gets
+    a new block.  :meth:`reset` forgets every block; call it only when no
+    guest can be inside one (see gdbstub.target)."""
 
     def __init__(self, store_code, size: int = AREA_SIZE):
         self.store_code = store_code
         self.size = size
-        low_space = store_code.memory.low_space
-        if low_space is not None:
-            self.base = low_space.map_anonymous(size, what="displaced breakpoint code")
-            self._finalizer = weakref.finalize(self, low_space.unmap, self.base, size)
-        else:
-            self.base = _map_near(store_code.base, store_code.end, size)
-            self._finalizer = weakref.finalize(self, lib.cm_unmap, self.base, size)
+        try:
+            self.base = map_near(store_code.base, store_code.end, size)
+        except CodeMemoryError as e:
+            raise DisplacedError(str(e)) from None
+        self._finalizer = weakref.finalize(self, lib.cm_unmap, self.base, size)
         self._next = self.base
         self._blocks: dict[tuple[int, tuple[int, ...]], BlockLayout] = {}
         self._by_stop_call: dict[int, BlockLayout] = {}

@@ -31,6 +31,7 @@ from codemem import CompileError, LinkError, Trap
 
 from . import runner
 from .host import parse_listen as host_parse_listen
+from .debugimage import DebugImageError
 from .images import DebugImageSet, ImageFileServer
 from .server import StubServer
 from .session import SessionConfig
@@ -55,8 +56,10 @@ def bundled_demo_path() -> Path:
 
 
 def default_cache_dir() -> Path:
+    """Where serve caches compiled images and debug images unless told
+    (``--cache-dir``, or ``WASM_GDBSTUB_CACHE`` for the compiled images)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "wasm-gdbstub" / "debug-images"
+    return Path(base) / "wasm-gdbstub"
 
 
 def parse_listen(text: str, allow_remote: bool) -> tuple[str, int]:
@@ -67,19 +70,21 @@ def parse_listen(text: str, allow_remote: bool) -> tuple[str, int]:
         raise UsageError(f"--listen {e}") from None
 
 
-def lldb_commands(host: str, port: int, images: list) -> list[str]:
-    """The lldb commands that attach to the stub in the native view.  lldb-22
+def lldb_commands(host: str, port: int, libraries: list, executable=None) -> list[str]:
+    """The lldb commands that attach to the stub in the native view
+    (``libraries`` and ``executable``: gdbstub.images.LoadedImage).  lldb-22
     loads no image on a bare gdb-remote (../shared/notes/clients.md), so they
-    first create the target from the Store's debug image."""
+    create the target from the runtime image (linked where it runs), add each
+    module's image and place it at its load bias (``--slide``) after
+    connecting: lldb places a target's modules at their link addresses when
+    it connects (docs/debug-images.md)."""
     address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     commands = []
-    if images:
-        commands.append(f"target create {images[0].path}")
-        for image in images[1:]:
-            # Added modules are not loaded until told where: at their link
-            # addresses (slide 0), like the target's own image.
-            commands += [f"target modules add {image.path}", f"target modules load --file {image.path} --slide 0"]
+    if executable is not None:
+        commands.append(f"target create {executable.path}")
+    commands += [f"target modules add {image.path}" for image in libraries]
     commands.append(f"gdb-remote {address}")
+    commands += [f"target modules load --file {image.path} --slide {image.load_bias:#x}" for image in libraries]
     return commands
 
 
@@ -89,11 +94,11 @@ def wasm_lldb_commands(host: str, port: int) -> list[str]:
     return [f"process connect --plugin wasm connect://{address}"]
 
 
-def attach_commands(host: str, port: int, images: list) -> list[str]:
+def attach_commands(host: str, port: int, libraries: list, executable=None) -> list[str]:
     """One line per debugger, each pasteable as printed."""
     address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     lldb = ["lldb-22"]
-    for command in lldb_commands(host, port, images):
+    for command in lldb_commands(host, port, libraries, executable):
         lldb += ["-o", shlex.quote(command)]
     return [f"gdb: gdb -ex {shlex.quote('target remote ' + address)}", "lldb: " + " ".join(lldb)]
 
@@ -133,7 +138,10 @@ def serve(args: argparse.Namespace) -> int:
         wasm = path.read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
-    engine = codemem.Engine(debug=True)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    # Compiled images: --cache-dir, else WASM_GDBSTUB_CACHE, else the default.
+    engine_cache = args.cache_dir or os.environ.get("WASM_GDBSTUB_CACHE") or cache_dir
+    engine = codemem.Engine(debug=True, cache_dir=engine_cache)
     module = codemem.Module(engine, wasm, name=path.stem)
     wasis: list[WasiContext] = []
 
@@ -162,12 +170,9 @@ def serve(args: argparse.Namespace) -> int:
         # the stub's memory: no native debug images are made.
         from .wasm_dialect import WasmDialect
         images = None
-        store_images = []
         config = SessionConfig(dialect_factory=WasmDialect)
     else:
-        cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
         images = DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}")
-        store_images = images.for_store(store)
         config = SessionConfig(images=images, file_server=ImageFileServer(images))
 
     def new_target(store, instance, func, values) -> StoreTarget:
@@ -199,15 +204,29 @@ def serve(args: argparse.Namespace) -> int:
     def on_listening(bound_host: str, bound_port: int) -> None:
         print(f"wasm-gdbstub: serving {path.name} ({name}), stopped at its first instruction; "
               f"listening on {bound_host}:{bound_port}", flush=True)
-        lines = (wasm_attach_commands(bound_host, bound_port) if wasm_dialect
-                 else attach_commands(bound_host, bound_port, store_images))
         if args.lldb_commands:
             write_lldb_commands(Path(args.lldb_commands),
                                 wasm_lldb_commands(bound_host, bound_port) if wasm_dialect
-                                else lldb_commands(bound_host, bound_port, store_images))
-        for line in lines:
+                                else lldb_commands(bound_host, bound_port, images.libraries(store),
+                                                   images.executable(store)))
+        if wasm_dialect:
+            for line in wasm_attach_commands(bound_host, bound_port):
+                print(line, flush=True)
+            return
+        for line in attach_commands(bound_host, bound_port, images.libraries(store), images.executable(store)):
             print(line, flush=True)
 
+    if images is not None:
+        # The Store's debug images, read from the cache or (the first time)
+        # built, before the stub listens: gdb reads them over vFile and would
+        # give up on a reply that took longer than its remote timeout (2 s);
+        # lldb opens them from disk.
+        for image in images.libraries(store):
+            try:
+                image.data
+            except DebugImageError as e:
+                log.error("debug image %s could not be made: %s", image.name, e)
+        images.executable(store)
     server = StubServer(targets, host=host, port=port, once=args.once, config=config, on_listening=on_listening)
     # Everything made so far (the module, its frame table, the images) lives
     # as long as the process: keep it out of the collector's scans, which
@@ -271,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen address")
     p.add_argument("--once", action="store_true", help="serve one client, then exit when the guest ends")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
-    p.add_argument("--cache-dir", metavar="DIR", help="where debug images are written")
+    p.add_argument("--cache-dir", metavar="DIR", help="cache of compiled and debug images (default ~/.cache/wasm-gdbstub)")
     p.add_argument("--lldb-commands", metavar="FILE",
                    help="also write the lldb attach commands to FILE, for `command source FILE` "
                         "(an IDE's attachCommands)")
@@ -293,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:1234", metavar="HOST:PORT", help="where debuggers connect")
     p.add_argument("--allow-remote", action="store_true", help="allow non-loopback addresses")
     p.add_argument("--dialect", choices=("native", "wasm"), default="native")
-    p.add_argument("--cache-dir", metavar="DIR", help="where debug images are written")
+    p.add_argument("--cache-dir", metavar="DIR", help="cache of debug images (default ~/.cache/wasm-gdbstub)")
     p.add_argument("--hold", action="store_true", help="start with hold-new-stores on")
     p.add_argument("--runs", type=int, metavar="N", help="stop after N runs in all (default: run until interrupted)")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
