@@ -339,3 +339,31 @@ def test_the_scratch_area_is_within_rel32_reach_of_the_code_wherever_the_store_i
         assert trace.wait().results == [505]
     finally:
         trace.close()
+
+
+def test_conditions_are_refused_between_sites_and_at_a_site_that_carries_breakpoints():
+    from gdbstub.protocol.agentexpr import parse_agent_expr
+
+    always = parse_agent_expr(bytes([0x22, 0x01, 0x27]))  # const8 1; end
+    trace = TraceTarget(BUILD / "demo.O0.wasm", "run", [])
+    try:
+        target = trace.target
+        code = trace.store.registry.entries()[0].store_code
+        func = next(f for f in code.frame_table.functions() if trace.module.func_name(f.wasm_index) == "square")
+        fn = displaced.function_code(code.engine_code, func.native_start)
+        imul = next(ins for ins in fn.insns if ins.text.startswith("imul"))
+        pc, carrier = code.base + imul.offset, code.base + fn.check(imul.offset)
+        with pytest.raises(TargetError, match="between sequence points, where conditions and commands are not"):
+            target.insert_breakpoint(pc, (always,))
+        target.insert_breakpoint(pc)
+        with pytest.raises(TargetError, match=f"{carrier:#x} carries breakpoints at instructions after it"):
+            target.insert_breakpoint(carrier, (always,))
+        target.remove_breakpoint(pc)
+        target.insert_breakpoint(carrier, (always,))
+        with pytest.raises(TargetError, match=f"the one before it, {carrier:#x}, has a conditional breakpoint"):
+            target.insert_breakpoint(pc)
+        target.remove_breakpoint(carrier)
+        target.resume()
+        assert trace.wait().results == [505]
+    finally:
+        trace.close()
