@@ -19,7 +19,7 @@ and ``debug_over_wasmtime_guest_debug`` is our debug time over it; otherwise the
 reason is printed and the key is null.  In-process Wasmtime (the ``wasmtime``
 PyPI package, Cranelift, no debugging) is timed as context.
 
-Prints the figures; the last line is one JSON object.
+Prints the figures; the last line is one JSON object (with ``cpu``, the CPU model).
 """
 from __future__ import annotations
 
@@ -32,8 +32,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import codemem  # noqa: E402
+from _common import cpu_model  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "build" / "bench_loop.O2.wasm"
 EXAMPLE_O0 = ROOT / "examples" / "build" / "bench_loop.O0.wasm"
@@ -155,6 +157,7 @@ def main() -> None:
     for store in (keep1, keep2, keep3, keep4):
         store.close()
     result = {
+        "cpu": cpu_model(),
         "example": EXAMPLE.name,
         "export": EXPORT,
         "passes": PASSES,
