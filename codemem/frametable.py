@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import mmap
 import struct
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -275,10 +276,13 @@ class FrameTable:
     The header and the bounds of every array are checked at construction; a
     record is parsed (and checked) when first used.  Every problem raises
     :class:`FrameTableError` naming the field.
+
+    ``data`` is bytes, or an ``mmap.mmap`` of exactly the table (a warm load
+    maps it from the compile cache): read in place, never copied whole.
     """
 
-    def __init__(self, data: bytes):
-        self._data = bytes(data)
+    def __init__(self, data: bytes | mmap.mmap):
+        self._data = data if isinstance(data, (bytes, mmap.mmap)) else bytes(data)
         if len(self._data) < HEADER_SIZE:
             raise FrameTableError(f"frame table truncated: {len(self._data)} bytes, header needs {HEADER_SIZE}")
         try:
@@ -318,7 +322,8 @@ class FrameTable:
 
     @property
     def data(self) -> bytes:
-        return self._data
+        """The table's bytes (a copy when the table is mapped)."""
+        return self._data if isinstance(self._data, bytes) else self._data[:]
 
     # -- functions --------------------------------------------------------
 
