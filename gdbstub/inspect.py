@@ -30,6 +30,7 @@ from codemem.frametable import MirrorSource, SequencePointKind
 from codemem.wasm.instructions import Instr
 from codemem.wasm.opcodes import OPCODES, Imm
 from codemem.wasm.types import ExternKind, ValType
+from codemem.x64.compiler import site_in_instruction
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,10 @@ class _Printer:
         stub_point = None  # the sequence point a trap stub's `lea rsi` just named
         pending_mirrors = None
         for insn in self.md.disasm(code, record.native_start):
-            for point in points.pop(insn.address, ()):
+            # A padded site is one instruction whose prefixes come before the
+            # site (and its sequence point): compiler._site_bytes.
+            anchor = insn.address + (site_in_instruction(bytes(insn.bytes)) or 0)
+            for point in points.pop(anchor, ()):
                 if point.kind == SequencePointKind.ENTRY:
                     text = "(function entry)"
                 else:
@@ -258,7 +262,7 @@ class _Printer:
                     mirrors = [f"{reg}=[rbp{offset:+d}]" for reg, offset in point.mirrors]
                     mirrors += [f"{reg}={_CONTEXT_MIRROR_TEXT[source]}" for reg, source in point.context_mirrors]
                     pending_mirrors = f"    ; register mirrors: {', '.join(mirrors)}"
-            site = table.site_index(insn.address)
+            site = table.site_index(anchor)
             if site is not None:
                 self.line(f"    ; patch site #{site}")
             raw = insn.bytes.hex(" ")

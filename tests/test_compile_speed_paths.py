@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import random
 
+import capstone
 import pytest
 import wasmtime
 from hypothesis import given, settings
@@ -177,16 +178,18 @@ def test_call_sites_are_the_veneer_call_bytes():
 
 # ------------------------------------------------------------------ compiler bits
 
-def test_site_bytes_pad_like_the_assembler_and_never_straddle():
+def test_site_bytes_pad_with_ds_prefixes_of_the_site_itself_and_never_straddle():
+    """One instruction per site whatever the alignment: ``8 - r`` DS prefixes
+    then the disabled site, which capstone decodes as a single nop."""
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     for r in range(8):
-        a = Assembler()
-        a.code += bytes(r)
-        if r > 3:
-            a.nop(8 - r)
-        expected = bytes(a.code[r:]) + SITE_DISABLED
-        assert compiler._SITE_BYTES[r] == expected
+        pad = 8 - r if r > 3 else 0
+        assert compiler._SITE_BYTES[r] == b"\x3e" * pad + SITE_DISABLED
+        assert compiler._SITE_PAD[r] == pad
         site = r + compiler._SITE_PAD[r]
-        assert site % 8 <= 3 and len(expected) == compiler._SITE_PAD[r] + 5
+        assert site % 8 <= 3
+        (insn,) = md.disasm(compiler._SITE_BYTES[r], 0)
+        assert insn.mnemonic == "nop" and insn.size == pad + 5
 
 
 def test_register_cache_state_is_canonical_and_memoized():

@@ -256,15 +256,36 @@ def _new_mirror_list(memo: tuple[dict, list], builder: FrameTableBuilder, frame_
 _CACHE_REGISTER_NUMBERS = tuple(sorted(int(reg) for reg in CACHE_REGISTERS))
 
 
+#: The prefix that pads a patch site: a DS segment override, which changes
+#: nothing for ``nopl`` (its operand is never accessed) nor for ``call rel32``.
+SITE_PAD_PREFIX = 0x3E
+
+
 def _site_bytes(r: int) -> bytes:
     """What a patch site at an offset ``r`` (mod 8) takes: the disabled site,
-    after NOP padding when it would straddle an 8-byte boundary (one
-    multi-byte NOP rather than 8-r one-byte ones: the padding runs on the hot
-    path, and each NOP instruction takes a decode slot)."""
-    a = Assembler()
-    if r > 3:
-        a.nop(8 - r)
-    return bytes(a.code) + SITE_DISABLED
+    after padding when it would straddle an 8-byte boundary.
+
+    The padding is ``8 - r`` (1 to 4) DS prefixes of the site's own
+    instruction, not a NOP before it: disabled, ``3e .. 0f 1f 44 00 00`` is
+    one ``nopl``; enabled, ``3e .. e8 rel32`` is one ``call`` (the prefixes are
+    never patched, and the site's return address is still site + 5).  A padding
+    NOP was a second instruction on the hot path, and each takes a decode and
+    dispatch slot: on an AMD Zen 3 the -O2 kernel of bench_loop ran 1.27x
+    slower with debugging on, 1.15x with the prefixes.  (GNU as pads with
+    segment prefixes the same way for -malign-branch-prefix-size, up to 5 per
+    instruction.)  A linear disassembly therefore sees ``ds nopl`` starting
+    before the site offset; the 5 site bytes are SITE_DISABLED as always."""
+    return bytes([SITE_PAD_PREFIX] * (8 - r if r > 3 else 0)) + SITE_DISABLED
+
+
+def site_in_instruction(raw: bytes) -> int | None:
+    """Where the patch site is in the disabled site instruction ``raw`` (the
+    bytes of one disassembled instruction): after its padding prefixes; None
+    if ``raw`` is not a site instruction."""
+    pad = len(raw) - len(SITE_DISABLED)
+    if 0 <= pad <= 4 and raw.endswith(SITE_DISABLED) and raw[:pad] == bytes([SITE_PAD_PREFIX]) * pad:
+        return pad
+    return None
 
 
 #: Indexed by the current code offset mod 8: the bytes of a patch site there
@@ -281,12 +302,20 @@ def _fits_simm32(value: int) -> bool:
     return -0x8000_0000 <= value <= 0x7FFF_FFFF
 
 
+#: Branches stay within 32-byte blocks (Assembler.pad_for_branch), and
+#: functions start on one, so a function's code does not depend on where the
+#: previous one ended.
+_BRANCH_BOUNDARY = 32
+_LOOP_ALIGN = 32
+
+
 class _ModuleCompiler:
     def __init__(self, info: ModuleInfo, debug: bool):
         self.info = info
         self.debug = debug
         self.layout = VMContextLayout.for_module(info)
         self.asm = Assembler()
+        self.asm.branch_boundary = _BRANCH_BOUNDARY
         self.builder = FrameTableBuilder(debug=debug)
         self.num_imported = info.num_imported_funcs
         self.func_types = info.all_func_types
@@ -326,11 +355,6 @@ class _ModuleCompiler:
         self.func_labels = [asm.new_label() for _ in bodies]
         for index, instrs in enumerate(bodies):
             self._compile_function(index, instrs)
-        asm.align(4, 0xCC)
-        for table, targets in self.jump_tables:
-            asm.bind(table)
-            for target in targets:
-                asm.dd_label_diff(target, table)
         asm.finish()
         code = asm.code
         veneers = append_veneers(code)
@@ -358,11 +382,14 @@ class _ModuleCompiler:
 
     def _pad_for_return_site(self, call_length: int) -> None:
         """Debug only: NOPs before a call so that its return address (where the
-        RETURN_POINT site goes) is a valid site offset."""
+        RETURN_POINT site goes) is a valid site offset, and the call stays off
+        32-byte boundaries (Assembler.pad_for_branch; it then adds nothing)."""
         if self.debug:
-            r = (len(self.asm.code) + call_length) & 7
-            if r > 3:
-                self.asm.nop(8 - r)
+            here = len(self.asm.code)
+            pad = 0
+            while ((here + pad + call_length) & 7) > 3 or ((here + pad) & 31) + call_length >= 32:
+                pad += 1
+            self.asm.nop(pad)
 
     def _instruction_point(self, ins: Instr, types: tuple) -> None:
         """The INSTRUCTION sequence point (and site) of ``ins`` with operand
@@ -384,25 +411,38 @@ class _ModuleCompiler:
         self.seqpoints.append((off, ins.offset, _RETURN_POINT, tuple(self.validator.operand_types)))
 
     def _template(self, key, build, *args):
-        """The cached template ``key``; ``build(a, *args)`` makes it on a miss."""
+        """The cached template ``key``; ``build(a, *args)`` makes it on a miss,
+        for the current code offset (its branches are placed for it:
+        Assembler.pad_for_branch).  A template is ``(code, trap fields,
+        branch units)``, positions relative to its start."""
         t = self.templates.get(key)
         if t is None:
             a = TemplateAssembler()
+            a.branch_boundary = _BRANCH_BOUNDARY
+            a.origin = len(self.asm.code) & (_BRANCH_BOUNDARY - 1)
+            a.branch_units = []
             build(a, *args)
-            t = (a.finish(), tuple(a.traps))
+            t = (a.finish(), tuple(a.traps), tuple(a.branch_units))
             self.templates[key] = t
         return t
 
     def _emit(self, key, build, *args) -> None:
         """Append the cached template ``key`` (made by ``build(a, *args)`` on a
-        miss) and register its trap fields against the current sequence point."""
+        miss) and register its trap fields against the current sequence point.
+        A template whose branches would cross or end at a 32-byte boundary
+        here is replaced by its variant made for this offset."""
         t = self.templates.get(key)
         if t is None:
             t = self._template(key, build, *args)
-        code_bytes, traps = t
+        code_bytes, traps, units = t
         code = self.asm.code
+        base = len(code)
+        for start, end in units:
+            if ((base + start) & 31) + (end - start) >= 32:
+                t = self._template((key, base & 31), build, *args)
+                code_bytes, traps, units = t
+                break
         if traps:
-            base = len(code)
             seq = self.seq
             for pos, trap_code in traps:
                 self.trap_fields.append((base + pos, seq, trap_code))
@@ -428,6 +468,7 @@ class _ModuleCompiler:
                 else:
                     code += b"\xbf" + struct.pack("<I", int(trap_code))
                 # call trap_veneer (patched once the veneers exist)
+                asm.pad_for_branch(5)
                 code += b"\xe8\0\0\0\0"
                 self.trap_call_fields.append(len(code) - 4)
             struct.pack_into("<i", code, field, stub - (field + 4))
@@ -451,7 +492,7 @@ class _ModuleCompiler:
         self.instrs = instrs
         seqpoints = self.seqpoints = []
 
-        asm.align(16, 0xCC)
+        asm.align(_BRANCH_BOUNDARY, 0xCC)
         start = len(code)
         asm.bind(self.func_labels[index])
         if debug:
@@ -468,6 +509,7 @@ class _ModuleCompiler:
         check_field = len(code) - 4
         asm.mov(RCX, Mem(R15, VMCTX_STACK_CTX), 64)
         asm.cmp(RAX, Mem(RCX, STACK_CTX_STACK_LIMIT), 64)
+        asm.pad_for_branch(6, True)
         code += b"\x0f\x82\0\0\0\0"  # jb <stack exhausted>
         self.trap_fields.append((len(code) - 4, start, TrapCode.STACK_EXHAUSTED))
         code += b"\x48\x81\xec\0\0\0\0"  # sub rsp, frame_size
@@ -576,6 +618,16 @@ class _ModuleCompiler:
             seqpoints=seqpoints,
         )
         self.builder.add_function(fb)
+        if self.jump_tables:
+            # br_table's jump tables follow the function, outside its native
+            # range (its code disassembles linearly), so each function's bytes
+            # depend on nothing after it.
+            asm.align(4, 0xCC)
+            for table, targets in self.jump_tables:
+                asm.bind(table)
+                for target in targets:
+                    asm.dd_label_diff(target, table)
+            self.jump_tables = []
 
     # ----------------------------------------------------------- control flow
 
@@ -707,6 +759,7 @@ class _ModuleCompiler:
             self.cache.restore(header)
             self.xmm0_locs.clear()
             label = self.asm.new_label()
+            self.asm.align(_LOOP_ALIGN)  # NOPs run once per entry; every back edge lands aligned
             self.asm.bind(label)  # after the loop's site: a branch lands on the next instruction
             ctl = _Ctl(LOOP, frame.height, nparams, label, frame.end_types, nparams)
             ctl.header = header
@@ -838,8 +891,8 @@ class _ModuleCompiler:
         stubs: dict[int, Label] = {}
         default_label = target_label(default)
         if labels:
-            # The table itself goes after the last function (outside every
-            # function's range, so function code disassembles linearly).
+            # The table itself goes after the function (outside its range, so
+            # function code disassembles linearly).
             table = asm.new_label()
             asm.mov(RAX, slot(index), 32)
             asm.cmp(RAX, len(labels), 32)
@@ -1220,6 +1273,9 @@ def _build_epilogue(a: TemplateAssembler, nresults: int) -> None:
     for k in range(nresults):
         a.mov(RAX, slot(k), 64)
         a.mov(Mem(RSI, 8 * k), RAX, 64)
+    # Any branch padding goes before `mov rsp, rbp; pop rbp; ret` (5 bytes),
+    # which stay together: gdbstub/images.py finds the epilogue by them.
+    a.pad_for_branch(5)
     a.mov(RSP, RBP, 64)
     a.pop(RBP)
     a.ret()

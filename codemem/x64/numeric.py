@@ -80,11 +80,13 @@ class TemplateAssembler(Assembler):
 
     def trap_if(self, cond: Cond, code: int | None) -> None:
         """``jCC <trap stub>`` (rel32, resolved by the compiler)."""
+        self.pad_for_branch(6, True)
         self.code += bytes((0x0F, 0x80 | cond, 0, 0, 0, 0))
         self.traps.append((len(self.code) - 4, code))
 
     def trap_always(self, code: int | None) -> None:
         """``jmp <trap stub>``."""
+        self.pad_for_branch(5)
         self.code += b"\xe9\0\0\0\0"
         self.traps.append((len(self.code) - 4, code))
 

@@ -19,6 +19,9 @@ and ``debug_over_wasmtime_guest_debug`` is our debug time over it; otherwise the
 reason is printed and the key is null.  In-process Wasmtime (the ``wasmtime``
 PyPI package, Cranelift, no debugging) is timed as context.
 
+It also counts the branch units on 32-byte boundaries in the kernel's hot
+loop, debug and nodebug (branch_alignment.py: Intel's JCC erratum).
+
 Prints the figures; the last line is one JSON object (with ``cpu``, the CPU model).
 """
 from __future__ import annotations
@@ -36,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import codemem  # noqa: E402
 from _common import cpu_model  # noqa: E402
+from branch_alignment import analyse as branch_alignment  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "build" / "bench_loop.O2.wasm"
 EXAMPLE_O0 = ROOT / "examples" / "build" / "bench_loop.O0.wasm"
@@ -156,6 +160,12 @@ def main() -> None:
         print(f"  wasmtime guest-debug comparison skipped: {why}")
     for store in (keep1, keep2, keep3, keep4):
         store.close()
+    # Branch units on 32-byte boundaries in the kernel's hot loop (Intel's JCC
+    # erratum, branch_alignment.py): static, the same on every machine.
+    alignment = {debug: branch_alignment(EXAMPLE.read_bytes(), EXPORT, debug) for debug in (False, True)}
+    print(f"  hot loop: {alignment[False]['loop_instructions']} instructions nodebug, "
+          f"{alignment[True]['loop_instructions']} debug; branch units on a 32-byte boundary: "
+          f"{len(alignment[False]['loop_hazards'])} nodebug, {len(alignment[True]['loop_hazards'])} debug")
     result = {
         "cpu": cpu_model(),
         "example": EXAMPLE.name,
@@ -168,6 +178,8 @@ def main() -> None:
         "debug_over_nodebug_O0": round(ratio0, 4),
         "nodebug_over_wasmtime_py": round(best["nodebug"] / wasmtime_py, 3) if wasmtime_py else None,
         "debug_over_wasmtime_guest_debug": round(over_guest_debug, 4) if over_guest_debug else None,
+        "hot_loop_branch_hazards_nodebug": len(alignment[False]["loop_hazards"]),
+        "hot_loop_branch_hazards_debug": len(alignment[True]["loop_hazards"]),
     }
     print(json.dumps(result))
 
