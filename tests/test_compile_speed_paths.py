@@ -237,13 +237,13 @@ def test_eviction_takes_the_least_recently_used_register():
 def test_compile_pauses_the_collector_and_restores_it():
     info = decode_module(wasmtime.wat2wasm("(module (func (result i32) i32.const 1))"))
     seen = []
-    original = compiler._ModuleCompiler.compile
+    original = compiler._ModuleCompiler.compile_chunk
 
-    def spy(self):
+    def spy(self, bodies=None):
         seen.append(gc.isenabled())
-        return original(self)
+        return original(self, bodies)
 
-    compiler._ModuleCompiler.compile = spy
+    compiler._ModuleCompiler.compile_chunk = spy
     try:
         assert gc.isenabled()
         compiler.compile_module(info, debug=True)
@@ -259,7 +259,7 @@ def test_compile_pauses_the_collector_and_restores_it():
         finally:
             gc.enable()
     finally:
-        compiler._ModuleCompiler.compile = original
+        compiler._ModuleCompiler.compile_chunk = original
 
 
 def _invalid_module() -> bytes:

@@ -337,8 +337,9 @@ class Assembler:
         #: 0 (the default): emit branches where they fall.
         self.branch_boundary = 0
         #: The address of ``code[0]`` modulo ``branch_boundary`` (a template is
-        #: built for where it will be copied).
-        self.origin = 0
+        #: built for where it will be copied); None: not known, so branch units
+        #: are only recorded (``branch_units``), never padded.
+        self.origin: int | None = 0
         #: When a list: ``(start, end)`` of every branch unit emitted, appended
         #: by :meth:`pad_for_branch` (a template's, to check it at another origin).
         self.branch_units: list[tuple[int, int]] | None = None
@@ -447,8 +448,9 @@ class Assembler:
         code = self.code
         end = len(code)
         start = self._fusible_at if conditional and self._fusible_end == end else end
-        at = (self.origin + start) & (boundary - 1)
-        pad = 0 if at + (end - start) + length < boundary else boundary - at
+        origin = self.origin
+        at = (start if origin is None else origin + start) & (boundary - 1)
+        pad = 0 if origin is None or at + (end - start) + length < boundary else boundary - at
         if pad:
             # Only the fusible instruction (never a label target, never a
             # label reference: see _note_fusible) follows ``start``.

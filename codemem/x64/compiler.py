@@ -49,6 +49,8 @@ from __future__ import annotations
 import bisect
 import gc
 import logging
+import os
+import pickle
 import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,6 +83,7 @@ from ..abi import (
 from ..frametable import (
     SITE_DISABLED,
     FrameTableBuilder,
+    PackedFunctions,
     FunctionBuild,
     MirrorList,
     MirrorSource,
@@ -146,14 +149,168 @@ class CompiledModule:
     layout: VMContextLayout
 
 
-def compile_module(info: ModuleInfo, *, debug: bool) -> CompiledModule:
+def compile_module(info: ModuleInfo, *, debug: bool, jobs: int | None = None) -> CompiledModule:
     """Validate and compile every defined function of ``info``.
 
     Raises ``CompileError`` (with the module offset) for a malformed or invalid
     module; no code is produced then.  Function records are in native order, one
-    per defined function, ``wasm_index`` in the full function index space."""
+    per defined function, ``wasm_index`` in the full function index space.
+
+    ``jobs``: how many processes compile (None: :func:`compile_jobs` for this
+    module).  With more than one, contiguous runs of functions are compiled
+    in forked children while this process compiles the first run, and the
+    parts are linked here; the image is byte for byte the one a single
+    process makes (each function's code depends only on the function: it
+    starts on 32 bytes, and calls between functions are linked last).  Any
+    CompileError, or a child that fails, falls back to the one-process
+    compile, which reports errors in the spec's order."""
     with _gc_paused():
-        return _ModuleCompiler(info, debug).compile()
+        n = len(info.codes)
+        jobs = compile_jobs(info) if jobs is None else max(1, min(jobs, n))
+        if jobs > 1:
+            chunks = _compile_in_processes(info, debug, _split(info, jobs))
+            if chunks is not None:
+                return _link(info, debug, chunks)
+        # Decode every body first: a malformed body is reported before any
+        # validation error, as the reference interpreter does.
+        bodies = [info.read_body(i) for i in range(n)]
+        validate_module(info)
+        return _link(info, debug, [_ModuleCompiler(info, debug, 0, n).compile_chunk(bodies)])
+
+
+#: Code sections smaller than this are compiled in one process (a fork, and
+#: moving a part's image and frame table back, cost more than they save).
+PARALLEL_MIN_CODE_BYTES = 256 * 1024
+#: The environment variable that sets how many processes compile a module (1: no fork).
+JOBS_ENV = "WASM_GDBSTUB_COMPILE_JOBS"
+
+
+def compile_jobs(info: ModuleInfo) -> int:
+    """Processes that compile ``info`` by default: one per CPU this process
+    may run on (at most 4), or ``$WASM_GDBSTUB_COMPILE_JOBS``; one for a
+    small code section."""
+    setting = os.environ.get(JOBS_ENV, "")
+    if setting:
+        try:
+            return max(1, int(setting))
+        except ValueError:
+            log.warning("ignoring %s=%r (not a number)", JOBS_ENV, setting)
+    if (info.code_section_end or 0) - (info.code_section_offset or 0) < PARALLEL_MIN_CODE_BYTES:
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+def _split(info: ModuleInfo, jobs: int) -> list[tuple[int, int]]:
+    """``jobs`` contiguous runs ``(first, last)`` of defined functions with
+    about the same number of body bytes each."""
+    sizes = [body.end_offset - body.body_offset for body in info.codes]
+    total = sum(sizes)
+    runs, first, done = [], 0, 0
+    for k in range(1, jobs):
+        goal = total * k // jobs
+        last = first
+        while last < len(sizes) and done + sizes[last] <= goal:
+            done += sizes[last]
+            last += 1
+        if last > first:
+            runs.append((first, last))
+            first = last
+    runs.append((first, len(sizes)))
+    return [run for run in runs if run[1] > run[0]]
+
+
+@dataclass
+class _Chunk:
+    """The compiled code of a run of functions, as if the image started at the
+    first one: what a compile process hands to :func:`_link`.
+
+    ``starts``: each function's offset; ``calls``: ``(rel32 field, defined
+    function index)`` of calls to functions outside the run; ``trap_calls``:
+    the rel32 fields of calls to the trap veneer; ``sites``: patch sites;
+    ``frame``: the run's frame table records."""
+
+    code: bytes
+    starts: list[int]
+    calls: list[tuple[int, int]]
+    trap_calls: list[int]
+    sites: list[int]
+    frame: PackedFunctions
+
+
+def _link(info: ModuleInfo, debug: bool, chunks: list[_Chunk]) -> CompiledModule:
+    """The image and frame table of ``chunks`` (runs in function order):
+    their code one after the other (each on 32 bytes, as a function starts),
+    calls between runs resolved, then the veneers."""
+    code = bytearray()
+    builder = FrameTableBuilder(debug=debug)
+    bases, starts, sites, trap_calls = [], [], [], []
+    for chunk in chunks:
+        code += b"\xcc" * (-len(code) & (_BRANCH_BOUNDARY - 1))
+        base = len(code)
+        bases.append(base)
+        code += chunk.code
+        starts += map(base.__add__, chunk.starts)
+        sites += map(base.__add__, chunk.sites)
+        trap_calls += map(base.__add__, chunk.trap_calls)
+        builder.add_packed(chunk.frame, base)
+    for chunk, base in zip(chunks, bases):
+        for field, callee in chunk.calls:
+            struct.pack_into("<i", code, base + field, starts[callee] - (base + field + 4))
+    veneers = append_veneers(code)
+    for pos in trap_calls:
+        struct.pack_into("<i", code, pos, veneers.trap_veneer - (pos + 4))
+    builder.add_call_sites(sites, veneers.bp_veneer)  # site_enable_bytes, in bulk
+    builder.code_size = len(code)
+    builder.bp_veneer, builder.trap_veneer = veneers.bp_veneer, veneers.trap_veneer
+    builder.bp_slot, builder.trap_slot = veneers.bp_slot, veneers.trap_slot
+    log.debug("compiled %d functions in %d part(s): %d bytes of code, %d sites, debug=%s",
+              len(starts), len(chunks), len(code), len(sites), debug)
+    return CompiledModule(bytes(code), builder.build(), VMContextLayout.for_module(info))
+
+
+def _compile_in_processes(info: ModuleInfo, debug: bool, runs: list[tuple[int, int]]) -> list[_Chunk] | None:
+    """Each run of ``runs`` but the first compiled in a forked child (the
+    first here, meanwhile); None if any part failed (a CompileError, or a
+    child that died: the caller compiles in one process)."""
+    children = []
+    try:
+        for first, last in runs[1:]:
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: compile, send the part, leave without cleanup
+                status = 1
+                try:
+                    os.close(read_end)
+                    try:
+                        chunk = _ModuleCompiler(info, debug, first, last).compile_chunk()
+                    except CompileError:
+                        chunk = None
+                    with os.fdopen(write_end, "wb") as out:
+                        pickle.dump(chunk, out, protocol=pickle.HIGHEST_PROTOCOL)
+                    status = 0
+                finally:
+                    os._exit(status)  # noqa: the parent's atexit handlers and buffers are not the child's
+            os.close(write_end)
+            children.append((pid, read_end))
+        try:
+            chunks = [_ModuleCompiler(info, debug, *runs[0]).compile_chunk()]
+        except CompileError:
+            chunks = None
+        for pid, read_end in children:
+            with os.fdopen(read_end, "rb") as incoming:
+                data = incoming.read()
+            _, status = os.waitpid(pid, 0)
+            chunk = pickle.loads(data) if status == 0 and data else None
+            if chunk is None or chunks is None:
+                chunks = None
+                continue
+            chunks.append(chunk)
+        children = []
+        return chunks
+    finally:
+        for pid, read_end in children:  # an exception here: reap what was started
+            os.close(read_end)
+            os.waitpid(pid, 0)
 
 
 @contextmanager
@@ -310,8 +467,12 @@ _LOOP_ALIGN = 32
 
 
 class _ModuleCompiler:
-    def __init__(self, info: ModuleInfo, debug: bool):
+    """Compiles the defined functions ``first`` .. ``last - 1`` of a module
+    (all of them, or one process's run) into a :class:`_Chunk`."""
+
+    def __init__(self, info: ModuleInfo, debug: bool, first: int, last: int):
         self.info = info
+        self.first, self.last = first, last
         self.debug = debug
         self.layout = VMContextLayout.for_module(info)
         self.asm = Assembler()
@@ -324,7 +485,9 @@ class _ModuleCompiler:
         self.mirror_memo: dict[int, tuple[dict, list]] = {}
         self.site_offsets: list[int] = []
         self.trap_call_fields: list[int] = []
-        self.func_labels: list[Label] = []
+        self.func_labels: dict[int, Label] = {}
+        #: (rel32 field, defined function index) of calls to functions of other runs
+        self.calls: list[tuple[int, int]] = []
         self.jump_tables: list[tuple[Label, list[Label]]] = []
         # Per-function state (reset by _compile_function).
         self.seq = 0
@@ -345,29 +508,20 @@ class _ModuleCompiler:
 
     # ------------------------------------------------------------------ module
 
-    def compile(self) -> CompiledModule:
-        info = self.info
-        # Decode every body first: a malformed body is reported before any
-        # validation error, as the reference interpreter does.
-        bodies = [info.read_body(i) for i in range(len(info.codes))]
-        validate_module(info)
+    def compile_chunk(self, bodies: list[list[Instr]] | None = None) -> _Chunk:
+        """Compile the run (``bodies``: its decoded bodies, else decoded here)."""
+        info, first, last = self.info, self.first, self.last
+        if bodies is None:
+            bodies = [info.read_body(i) for i in range(first, last)]
         asm = self.asm
-        self.func_labels = [asm.new_label() for _ in bodies]
-        for index, instrs in enumerate(bodies):
+        self.func_labels = {index: asm.new_label() for index in range(first, last)}
+        for index, instrs in zip(range(first, last), bodies):
             self._compile_function(index, instrs)
         asm.finish()
-        code = asm.code
-        veneers = append_veneers(code)
-        for pos in self.trap_call_fields:
-            struct.pack_into("<i", code, pos, veneers.trap_veneer - (pos + 4))
-        builder = self.builder
-        builder.add_call_sites(self.site_offsets, veneers.bp_veneer)  # site_enable_bytes, in bulk
-        builder.code_size = len(code)
-        builder.bp_veneer, builder.trap_veneer = veneers.bp_veneer, veneers.trap_veneer
-        builder.bp_slot, builder.trap_slot = veneers.bp_slot, veneers.trap_slot
-        log.debug("compiled %d functions: %d bytes of code, %d sites, debug=%s",
-                  len(bodies), len(code), len(self.site_offsets), self.debug)
-        return CompiledModule(bytes(code), builder.build(), self.layout)
+        starts = [asm.label_offset(self.func_labels[index])
+                  for index in range(first, last)]
+        return _Chunk(bytes(asm.code), starts, self.calls, self.trap_call_fields, self.site_offsets,
+                      self.builder.pack())
 
     # ---------------------------------------------------------------- emission
 
@@ -410,16 +564,17 @@ class _ModuleCompiler:
         off = self._site() if self.debug else len(self.asm.code)
         self.seqpoints.append((off, ins.offset, _RETURN_POINT, tuple(self.validator.operand_types)))
 
-    def _template(self, key, build, *args):
-        """The cached template ``key``; ``build(a, *args)`` makes it on a miss,
-        for the current code offset (its branches are placed for it:
-        Assembler.pad_for_branch).  A template is ``(code, trap fields,
-        branch units)``, positions relative to its start."""
+    def _template(self, key, build, *args, origin: int | None = None):
+        """The cached template ``key``; ``build(a, *args)`` makes it on a miss.
+        A template is ``(code, trap fields, branch units)``, positions
+        relative to its start.  ``origin``: the code offset (mod 32) it is
+        made for, its branches padded off 32-byte boundaries there
+        (Assembler.pad_for_branch); None: not padded, units only recorded."""
         t = self.templates.get(key)
         if t is None:
             a = TemplateAssembler()
             a.branch_boundary = _BRANCH_BOUNDARY
-            a.origin = len(self.asm.code) & (_BRANCH_BOUNDARY - 1)
+            a.origin = origin
             a.branch_units = []
             build(a, *args)
             t = (a.finish(), tuple(a.traps), tuple(a.branch_units))
@@ -429,19 +584,22 @@ class _ModuleCompiler:
     def _emit(self, key, build, *args) -> None:
         """Append the cached template ``key`` (made by ``build(a, *args)`` on a
         miss) and register its trap fields against the current sequence point.
-        A template whose branches would cross or end at a 32-byte boundary
-        here is replaced by its variant made for this offset."""
+        Where the unpadded template would have a branch unit across or at the
+        end of a 32-byte block, its variant padded for this offset is used
+        instead: the bytes depend only on the key and the offset mod 32, never
+        on what was compiled before (a module compiled in parts is the same)."""
         t = self.templates.get(key)
         if t is None:
             t = self._template(key, build, *args)
         code_bytes, traps, units = t
         code = self.asm.code
         base = len(code)
-        for start, end in units:
-            if ((base + start) & 31) + (end - start) >= 32:
-                t = self._template((key, base & 31), build, *args)
-                code_bytes, traps, units = t
-                break
+        if units:
+            for start, end in units:
+                if ((base + start) & 31) + (end - start) >= 32:
+                    at = base & (_BRANCH_BOUNDARY - 1)
+                    code_bytes, traps, units = self._template((key, at), build, *args, origin=at)
+                    break
         if traps:
             seq = self.seq
             for pos, trap_code in traps:
@@ -932,7 +1090,14 @@ class _ModuleCompiler:
         else:
             asm.lea(RSI, slot(base))
             self._pad_for_return_site(5)
-            asm.call(self.func_labels[index - self.num_imported])
+            callee = index - self.num_imported
+            label = self.func_labels.get(callee)
+            if label is not None:
+                asm.call(label)
+            else:  # in another process's run: linked by _link
+                asm.pad_for_branch(5)
+                asm.code += b"\xe8\0\0\0\0"
+                self.calls.append((len(asm.code) - 4, callee))
             self._return_point(ins)
 
     def _h_call_indirect(self, ins: Instr, d: int) -> None:
