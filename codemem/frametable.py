@@ -69,7 +69,7 @@ from array import array
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import repeat
-from operator import itemgetter, lshift, mul, or_
+from operator import and_, itemgetter, lshift, lt, mul, or_, sub
 from typing import Iterable, Iterator, NamedTuple
 
 import construct as cs
@@ -678,6 +678,8 @@ class FrameTableBuilder:
         self.debug = debug
         self.functions: list[FunctionBuild] = []
         self.sites: list[tuple[int, bytes]] = []  # (offset, PatchSite record)
+        #: add_call_sites' ascending offsets: (first offset, last offset, their records)
+        self._site_runs: list[tuple[int, int, bytes]] = []
         self.code_size = 0
         self.bp_veneer = self.trap_veneer = self.bp_slot = self.trap_slot = 0
         self._types_pool = bytearray()
@@ -709,10 +711,19 @@ class FrameTableBuilder:
         target`` (``e8 rel32``, image offsets: codemem.veneer.site_enable_bytes)
         and the disabled form SITE_DISABLED, in one call: a debug image has a
         site per wasm instruction."""
-        pack = _CALL_SITE_STRUCT.pack
-        sites = [(offset, pack(offset, 0xE8, target - (offset + SITE_SIZE), SITE_DISABLED)) for offset in offsets]
-        assert all(offset % 8 <= 8 - SITE_SIZE for offset, _ in sites), "a site straddles an 8-byte boundary"
-        self.sites += sites
+        offsets = list(offsets)
+        n = len(offsets)
+        if not n:
+            return
+        # In C (map over struct.pack): a real-size module has half a million.
+        assert max(map(and_, offsets, repeat(7, n))) <= 8 - SITE_SIZE, "a site straddles an 8-byte boundary"
+        records = b"".join(map(_CALL_SITE_STRUCT.pack, offsets, repeat(0xE8, n),
+                               map(sub, repeat(target - SITE_SIZE, n), offsets), repeat(SITE_DISABLED, n)))
+        if all(map(lt, offsets, offsets[1:])):
+            self._site_runs.append((offsets[0], offsets[-1], records))  # ascending: stays one blob
+        else:
+            self.sites += zip(offsets, (records[k : k + SITE_RECORD_SIZE] for k in range(0, len(records),
+                                                                                        SITE_RECORD_SIZE)))
 
     def _intern_types(self, types: tuple[int, ...]) -> int:
         at = self._types_index.get(types)
@@ -862,8 +873,16 @@ class FrameTableBuilder:
             seq_blob = b"".join(self._packed_seqpoints)
             locals_blob = b"".join(self._packed_locals)
             num_functions, n_seq, n_locals = self._packed_counts
-        sites = sorted(self.sites)
-        sites_blob = b"".join(map(itemgetter(1), sites))
+        runs = sorted(self._site_runs)
+        if not self.sites and all(a[1] < b[0] for a, b in zip(runs, runs[1:])):
+            sites_blob = b"".join(run[2] for run in runs)  # add_call_sites' ascending runs, in order
+        else:
+            sites = list(self.sites)
+            for _, _, records in runs:
+                sites += ((struct.unpack_from("<I", records, k)[0], records[k : k + SITE_RECORD_SIZE])
+                          for k in range(0, len(records), SITE_RECORD_SIZE))
+            sites_blob = b"".join(record for _, record in sorted(sites))
+        num_sites = len(sites_blob) // SITE_RECORD_SIZE
         functions_offset = HEADER_SIZE
         seqpoints_offset = functions_offset + len(funcs_blob)
         locals_offset = seqpoints_offset + len(seq_blob)
@@ -881,7 +900,7 @@ class FrameTableBuilder:
                 trap_slot=self.trap_slot,
                 num_functions=num_functions,
                 functions_offset=functions_offset,
-                num_sites=len(sites),
+                num_sites=num_sites,
                 sites_offset=sites_offset,
                 num_seqpoints=n_seq,
                 seqpoints_offset=seqpoints_offset,
@@ -893,5 +912,4 @@ class FrameTableBuilder:
                 mirrors_offset=mirrors_offset,
             )
         )
-        return bytes(header + funcs_blob + seq_blob + locals_blob + sites_blob + self._types_pool
-                     + self._mirror_pool)
+        return b"".join((header, funcs_blob, seq_blob, locals_blob, sites_blob, self._types_pool, self._mirror_pool))

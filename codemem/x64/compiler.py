@@ -186,9 +186,11 @@ JOBS_ENV = "WASM_GDBSTUB_COMPILE_JOBS"
 
 
 def compile_jobs(info: ModuleInfo) -> int:
-    """Processes that compile ``info`` by default: one per CPU this process
-    may run on (at most 4), or ``$WASM_GDBSTUB_COMPILE_JOBS``; one for a
-    small code section."""
+    """Processes that compile ``info`` by default: ``$WASM_GDBSTUB_COMPILE_JOBS``
+    if set; else one for a small code section; else one per CPU this process
+    may run on that the 1-minute load average leaves idle, counting this one
+    (at most 4): on a busy machine a second process only competes with the
+    first, and the fork and the linking are then pure cost."""
     setting = os.environ.get(JOBS_ENV, "")
     if setting:
         try:
@@ -197,7 +199,8 @@ def compile_jobs(info: ModuleInfo) -> int:
             log.warning("ignoring %s=%r (not a number)", JOBS_ENV, setting)
     if (info.code_section_end or 0) - (info.code_section_offset or 0) < PARALLEL_MIN_CODE_BYTES:
         return 1
-    return max(1, min(len(os.sched_getaffinity(0)), 4))
+    cpus = len(os.sched_getaffinity(0))
+    return max(1, min(cpus, 4, int(cpus - os.getloadavg()[0] + 1)))
 
 
 def _split(info: ModuleInfo, jobs: int) -> list[tuple[int, int]]:
