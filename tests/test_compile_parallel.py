@@ -114,3 +114,14 @@ def test_a_child_that_dies_is_replaced_by_the_one_process_compile(monkeypatch):
 
     monkeypatch.setattr(compiler._ModuleCompiler, "compile_chunk", dies_in_a_child)
     assert image(wasm, True, 2) == expected
+
+
+def test_a_large_module_gets_one_process_per_idle_cpu(monkeypatch):
+    from types import SimpleNamespace
+
+    large = SimpleNamespace(code_section_offset=100, code_section_end=100 + compiler.PARALLEL_MIN_CODE_BYTES)
+    monkeypatch.delenv(compiler.JOBS_ENV, raising=False)
+    monkeypatch.setattr(compiler.os, "sched_getaffinity", lambda pid: set(range(8)))
+    for load, jobs in ((0.1, 4), (5.5, 3), (7.2, 1), (30.0, 1)):
+        monkeypatch.setattr(compiler.os, "getloadavg", lambda load=load: (load, load, load))
+        assert compiler.compile_jobs(large) == jobs, load
