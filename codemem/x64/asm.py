@@ -244,10 +244,10 @@ class RipLabel(Mem):
 # Operand-size prefix and REX.W per width (SDM Vol. 2A 2.2.1.2 / Table 2-4).
 _OPSIZE = {8: (b"", 0), 16: (b"\x66", 0), 32: (b"", 0), 64: (b"", 8)}
 
-# Recommended multi-byte NOP forms, lengths 1..9 (SDM Vol. 2B, NOP, Table 4-12).
 #: ALU group digits (``_alu``) whose instruction can macro-fuse with a following jcc.
 _FUSIBLE_ALU = frozenset((0, 4, 5, 7))  # add, and, sub, cmp
 
+# Recommended multi-byte NOP forms, lengths 1..9 (SDM Vol. 2B, NOP, Table 4-12).
 _NOPS = (
     b"",
     b"\x90",
@@ -431,9 +431,9 @@ class Assembler:
         """Called just before a branch of ``length`` bytes is appended (jcc, jmp,
         call, ret, their indirect forms): with ``branch_boundary`` set, NOP
         padding so that the branch unit neither crosses nor ends at a 32-byte
-        boundary.  The unit is the branch, or the cmp/test/add/sub/and/inc/dec
-        just before it and the branch when they are adjacent (a macro-fused
-        pair): the padding then goes before that instruction.
+        boundary.  The unit is the branch or, for a ``conditional`` one (jcc),
+        the cmp/test/add/sub/and/inc/dec right before it and the jcc (a
+        macro-fused pair): the padding then goes before that instruction.
 
         Why: on Intel's Skylake-derived cores the microcode fix for the "JCC
         erratum" keeps any 32-byte chunk holding such a unit out of the decoded
