@@ -303,19 +303,15 @@ class Module:
 
     def _cache_path(self) -> Path | None:
         """Where this module's image lives in the cache; the file name is the key
-        (module hash, compiler version, debug flag)."""
+        (module hash, compiler version, debug flag).  Computed once."""
         if self.engine.cache_dir is None:
             return None
-        key = hashlib.sha256(self.wasm).hexdigest()
-        return self.engine.cache_dir / f"{key}-v{_compiler_version()}-{'debug' if self.engine.debug else 'nodebug'}.img"
-
-    def _compiled_image(self):
-        """(code, frame table) of this module: from the cache when it holds an
-        intact entry for this key (see :meth:`_cached_image`), else compiled."""
-        cached = self._cached_image()
-        if cached is not None:
-            return cached
-        return self._compile()
+        path = self.__dict__.get("_cache_path_memo")
+        if path is None:
+            key = hashlib.sha256(self.wasm).hexdigest()
+            kind = "debug" if self.engine.debug else "nodebug"
+            path = self._cache_path_memo = self.engine.cache_dir / f"{key}-v{_compiler_version()}-{kind}.img"
+        return path
 
     def _cached_image(self) -> tuple[memoryview, mmap.mmap] | None:
         """(code, frame table) of an intact cache entry for this key, mapped

@@ -1,4 +1,4 @@
-"""The on-disk cache of compiled images (``Engine(cache_dir=...)``, ``Module._compiled_image``).
+"""The on-disk cache of compiled images (``Engine(cache_dir=...)``, ``Module._cached_image``).
 
 Contract:
 
