@@ -1,9 +1,11 @@
 """``wasm-gdbstub``: serve a Store to gdb/lldb, run a module, inspect its code.
 
-    wasm-gdbstub serve [MODULE.wasm] [--invoke FUNC] [ARGS...] [--listen HOST:PORT]
+    wasm-gdbstub serve [MODULE.wasm] [--invoke FUNC] [--listen HOST:PORT]
                        [--once] [--log-packets] [--allow-remote] [--cache-dir DIR]
-                       [--dialect native|wasm]
-    wasm-gdbstub run MODULE.wasm [--invoke FUNC] [ARGS...]
+                       [--dialect native|wasm] [--dir HOST_DIR[::GUEST_DIR]]... [--env NAME[=VAL]]...
+                       [--] [ARGS...]
+    wasm-gdbstub run MODULE.wasm [--invoke FUNC] [--dir HOST_DIR[::GUEST_DIR]]... [--env NAME[=VAL]]...
+                     [--] [ARGS...]
     wasm-gdbstub inspect MODULE.wasm [--func NAME]
 
 Exit status: the guest's (0, a WASI exit status, or 1 after a trap); 2 for a
@@ -30,7 +32,7 @@ from .images import DebugImageSet, ImageFileServer
 from .server import StubServer
 from .session import SessionConfig
 from .target import StoreTarget
-from .wasi import WasiContext, WasiExit
+from .wasi import Preopen, WasiExit, WasiOptions, parse_env
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +131,7 @@ def serve(args: argparse.Namespace) -> int:
     engine = codemem.Engine(debug=True)
     module = codemem.Module(engine, wasm, name=path.stem)
     store = codemem.Store(engine)
-    wasi = WasiContext(args=[str(path)])
+    wasi = wasi_options(args).context([str(path)])
     instance = runner.instantiate(store, module, wasi=wasi)
     name = invoke or runner.default_entry(instance)
     if name is None:
@@ -179,6 +181,7 @@ def serve(args: argparse.Namespace) -> int:
         exited = _run_loop(server.serve())
     finally:
         wasi.flush()
+        wasi.close()
         if images is not None:
             images.remove_files()  # they describe this process's code only
     return _report_exit(exited)
@@ -201,6 +204,22 @@ def _report_exit(exited) -> int:
     return 1
 
 
+def add_wasi_arguments(parser: argparse.ArgumentParser) -> None:
+    """The WASI grants, with ``wasmtime run``'s flag names and meanings (every
+    subcommand that runs a guest takes them; :func:`wasi_options` reads them)."""
+    parser.add_argument("--dir", action="append", default=[], metavar="HOST_DIR[::GUEST_DIR]",
+                        help="grant the guest a host directory, as GUEST_DIR (default: the same name)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME[=VAL]",
+                        help="set a guest environment variable (NAME alone: the host's value)")
+
+
+def wasi_options(args: argparse.Namespace) -> WasiOptions:
+    """What the guest gets: the ``--dir`` and ``--env`` grants of
+    :func:`add_wasi_arguments`, and this process's stdin as its stdin."""
+    return WasiOptions(preopens=tuple(Preopen.parse(d) for d in args.dir), env=tuple(parse_env(args.env)),
+                       stdin=sys.stdin)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wasm-gdbstub", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
@@ -209,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a Store to gdb or lldb over TCP")
     p.add_argument("module", nargs="?", help="the .wasm module (default: the bundled demo)")
     p.add_argument("--invoke", metavar="FUNC", help="export to run (default: _start, main; run for the demo)")
-    p.add_argument("args", nargs="*", help="arguments of FUNC")
+    p.add_argument("args", nargs="*", help="arguments of FUNC, or argv[1:] of a WASI command (after --)")
     p.add_argument("--listen", default="127.0.0.1:1234", metavar="HOST:PORT")
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen address")
     p.add_argument("--once", action="store_true", help="serve one client, then exit when the guest ends")
@@ -218,13 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dialect", choices=("native", "wasm"), default="native",
                    help="native: an x86-64 target for gdb and lldb (default); "
                         "wasm: LLDB's WebAssembly dialect (lldb --plugin wasm)")
+    add_wasi_arguments(p)
     p.set_defaults(handler=serve)
 
     p = sub.add_parser("run", help="run a module without a debugger")
     p.add_argument("module")
     p.add_argument("--invoke", metavar="FUNC")
-    p.add_argument("args", nargs="*")
-    p.set_defaults(handler=lambda a: runner.run_module(a.module, a.invoke, a.args))
+    p.add_argument("args", nargs="*", help="arguments of FUNC, or argv[1:] of a WASI command (after --)")
+    add_wasi_arguments(p)
+    p.set_defaults(handler=lambda a: runner.run_module(a.module, a.invoke, a.args, wasi_options=wasi_options(a)))
 
     p = sub.add_parser("inspect", help="compiled code with sequence points and patch sites")
     p.add_argument("module")
@@ -240,6 +261,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first `--` is the guest's, whatever it looks like
+    # and wherever the options before it were (argparse alone would take
+    # `serve M.wasm --dir D -- files` as an unrecognized `files`).
+    guest_args: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, guest_args = argv[:split], argv[split + 1:]
     args, extra = parser.parse_known_args(argv)
     # Arguments after the module that look like options (negative numbers)
     # belong to the guest function.
@@ -248,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
             args.args = list(args.args) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if guest_args:
+        if not hasattr(args, "args"):  # a subcommand that runs no guest
+            parser.error(f"unrecognized arguments: -- {' '.join(guest_args)}")
+        args.args = list(args.args) + guest_args
     level = logging.WARNING - 10 * args.verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(name)s: %(message)s")
     if getattr(args, "log_packets", False):

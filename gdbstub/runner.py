@@ -31,7 +31,7 @@ import codemem
 from codemem import CompileError, LinkError, Trap, Val, ValType
 
 from .wasi import MODULE as WASI_MODULE
-from .wasi import WasiContext, WasiExit
+from .wasi import WasiContext, WasiExit, WasiOptions
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,8 @@ def _usage_error(err: TextIO, message: str) -> int:
 
 
 def run_module(path: str, invoke: str | None, args: Sequence[str], *,
-               out: TextIO | None = None, err: TextIO | None = None) -> int:
+               out: TextIO | None = None, err: TextIO | None = None,
+               wasi_options: WasiOptions | None = None) -> int:
     """Runs ``path`` (a .wasm file) and returns the exit code (see the module doc).
 
     ``invoke`` names the export to call with ``args`` parsed to its parameter
@@ -312,6 +313,8 @@ def run_module(path: str, invoke: str | None, args: Sequence[str], *,
     ``argv[1:]``).  Results go to ``out``, one per line; the guest's WASI stdout
     and stderr go to ``out`` and ``err``; errors go to ``err``.  ``out``/``err``
     default to ``sys.stdout``/``sys.stderr`` as they are at call time.
+    ``wasi_options`` grants preopened directories, environment and stdin
+    (default: none of them; stdin at end of file).
     """
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
@@ -323,8 +326,11 @@ def run_module(path: str, invoke: str | None, args: Sequence[str], *,
         module = codemem.Module(codemem.Engine(debug=False), wasm, name=Path(path).stem)
     except CompileError as e:
         return _usage_error(err, f"failed to compile {path}: {e}")
+    try:
+        wasi = (wasi_options or WasiOptions()).context([str(path)], stdout=out, stderr=err)
+    except ValueError as e:  # a --dir that cannot be opened
+        return _usage_error(err, str(e))
     store = codemem.Store(module.engine)
-    wasi = WasiContext(args=[str(path)], stdout=out, stderr=err)
     try:
         try:
             try:
@@ -359,5 +365,6 @@ def run_module(path: str, invoke: str | None, args: Sequence[str], *,
             wasi.flush()
     finally:
         store.close()
+        wasi.close()
     out.write(format_results(results))
     return 0

@@ -76,11 +76,13 @@ class StubProcess:
 
     @classmethod
     def start(cls, workdir: Path, module: Path | str | None = None, *, invoke: str | None = None,
-              args: list[str] | tuple = (), log_packets: bool = True) -> "StubProcess":
+              args: list[str] | tuple = (), log_packets: bool = True,
+              stdin_text: str | None = None) -> "StubProcess":
         """Starts the stub on an ephemeral loopback port and waits for its
         banner; raises StubStartError (with its stderr) if it never comes.
         ``log_packets`` traces every packet to the stderr file, which failing
-        tests print (see :meth:`describe`)."""
+        tests print (see :meth:`describe`).  ``stdin_text`` is the stub's stdin
+        (the guest's WASI stdin), then end of file; default: /dev/null."""
         workdir.mkdir(parents=True, exist_ok=True)
         cache_dir = workdir / "images"
         command = [sys.executable, "-m", "gdbstub", "serve"]
@@ -97,9 +99,14 @@ class StubProcess:
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
         with open(stderr_path, "wb") as stderr:
-            proc = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(command, cwd=ROOT, env=env,
+                                    stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=stderr, text=True,
                                     start_new_session=True)
+        if stdin_text is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin_text)  # small: fits the pipe, so this does not block
+            proc.stdin.close()
         stub = cls(proc=proc, stderr_path=stderr_path, cache_dir=cache_dir)
         stub._reader = threading.Thread(target=stub._read_stdout, daemon=True, name="stub-stdout")
         stub._reader.start()
@@ -203,9 +210,9 @@ def stub(tmp_path):
     every stub started is killed at teardown."""
     started: list[StubProcess] = []
 
-    def start(module=None, *, invoke=None, args=(), log_packets=True) -> StubProcess:
+    def start(module=None, *, invoke=None, args=(), log_packets=True, stdin_text=None) -> StubProcess:
         process = StubProcess.start(tmp_path / f"stub{len(started)}", module, invoke=invoke, args=args,
-                                    log_packets=log_packets)
+                                    log_packets=log_packets, stdin_text=stdin_text)
         started.append(process)
         return process
 
