@@ -125,3 +125,14 @@ def test_a_large_module_gets_one_process_per_idle_cpu(monkeypatch):
     for load, jobs in ((0.1, 4), (5.5, 3), (7.2, 1), (30.0, 1)):
         monkeypatch.setattr(compiler.os, "getloadavg", lambda load=load: (load, load, load))
         assert compiler.compile_jobs(large) == jobs, load
+
+
+def test_no_fork_means_one_process(monkeypatch):
+    wasm = wasmtime.wat2wasm(CROSS_CALLS)
+    expected = image(wasm, False, 1)
+
+    def no_fork():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(compiler.os, "fork", no_fork)
+    assert image(wasm, False, 3) == expected

@@ -273,47 +273,62 @@ def _link(info: ModuleInfo, debug: bool, chunks: list[_Chunk]) -> CompiledModule
 
 def _compile_in_processes(info: ModuleInfo, debug: bool, runs: list[tuple[int, int]]) -> list[_Chunk] | None:
     """Each run of ``runs`` but the first compiled in a forked child (the
-    first here, meanwhile); None if any part failed (a CompileError, or a
-    child that died: the caller compiles in one process)."""
-    children = []
+    first here, meanwhile); None if any part failed (a CompileError, a child
+    that died, no fork: the caller compiles in one process).  Every child is
+    reaped, whatever happens here."""
+    pending: dict[int, int] = {}  # child pid -> read end of its pipe, until reaped
     try:
         for first, last in runs[1:]:
             read_end, write_end = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the child: compile, send the part, leave without cleanup
-                status = 1
-                try:
-                    os.close(read_end)
-                    try:
-                        chunk = _ModuleCompiler(info, debug, first, last).compile_chunk()
-                    except CompileError:
-                        chunk = None
-                    with os.fdopen(write_end, "wb") as out:
-                        pickle.dump(chunk, out, protocol=pickle.HIGHEST_PROTOCOL)
-                    status = 0
-                finally:
-                    os._exit(status)  # noqa: the parent's atexit handlers and buffers are not the child's
+            try:
+                pid = os.fork()
+            except OSError as e:
+                os.close(read_end)
+                os.close(write_end)
+                log.info("cannot fork a compile process (%s): compiling in one", e)
+                return None
+            if pid == 0:
+                _compile_child(info, debug, first, last, read_end, write_end)  # never returns
             os.close(write_end)
-            children.append((pid, read_end))
+            pending[pid] = read_end
         try:
             chunks = [_ModuleCompiler(info, debug, *runs[0]).compile_chunk()]
         except CompileError:
             chunks = None
-        for pid, read_end in children:
-            with os.fdopen(read_end, "rb") as incoming:
-                data = incoming.read()
-            _, status = os.waitpid(pid, 0)
+        for pid in list(pending):
+            with os.fdopen(pending.pop(pid), "rb") as incoming:
+                try:
+                    data = incoming.read()
+                finally:
+                    _, status = os.waitpid(pid, 0)
             chunk = pickle.loads(data) if status == 0 and data else None
             if chunk is None or chunks is None:
                 chunks = None
-                continue
-            chunks.append(chunk)
-        children = []
+            else:
+                chunks.append(chunk)
         return chunks
     finally:
-        for pid, read_end in children:  # an exception here: reap what was started
-            os.close(read_end)
+        for pid, read_end in pending.items():  # left by an exception: a child blocked
+            os.close(read_end)  # writing gets EPIPE and leaves
             os.waitpid(pid, 0)
+
+
+def _compile_child(info: ModuleInfo, debug: bool, first: int, last: int, read_end: int, write_end: int):
+    """In a forked child: compile a run, send it (or None for a CompileError)
+    down the pipe, and leave with ``os._exit`` (the parent's atexit handlers,
+    buffers and threads are not the child's)."""
+    status = 1
+    try:
+        os.close(read_end)
+        try:
+            chunk = _ModuleCompiler(info, debug, first, last).compile_chunk()
+        except CompileError:
+            chunk = None
+        with os.fdopen(write_end, "wb") as out:
+            pickle.dump(chunk, out, protocol=pickle.HIGHEST_PROTOCOL)
+        status = 0
+    finally:
+        os._exit(status)
 
 
 @contextmanager
