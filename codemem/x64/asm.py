@@ -317,6 +317,14 @@ def _need_xmm_or_mem(r, what: str = "operand"):
     return r
 
 
+def nop_bytes(length: int) -> bytes:
+    """``length`` bytes of NOPs in as few instructions as the manual's forms allow."""
+    out = bytearray()
+    while len(out) < length:
+        out += _NOPS[min(length - len(out), 9)]
+    return bytes(out)
+
+
 class Assembler:
     """Appends encoded x86-64 instructions to :attr:`code`.
 
@@ -454,10 +462,7 @@ class Assembler:
         if pad:
             # Only the fusible instruction (never a label target, never a
             # label reference: see _note_fusible) follows ``start``.
-            filler = bytearray()
-            while len(filler) < pad:
-                filler += _NOPS[min(pad - len(filler), 9)]
-            code[start:start] = filler
+            code[start:start] = nop_bytes(pad)
             start += pad
         self._fusible_end = -1
         if self.branch_units is not None:

@@ -97,7 +97,7 @@ from ..wasm.module import ModuleInfo
 from ..wasm.opcodes import OP_BY_NAME
 from ..wasm.types import ValType
 from ..wasm.validator import LOOP, FuncValidator, validate_module
-from .asm import Assembler, Cond, Label, Mem, Reg, Xmm
+from .asm import Assembler, Cond, Label, Mem, Reg, Xmm, nop_bytes
 from .numeric import (
     NUMERIC,
     NUMERIC_ARITY,
@@ -469,6 +469,51 @@ _SITE_BYTES = tuple(_site_bytes(r) for r in range(8))
 _SITE_PAD = tuple(len(b) - len(SITE_DISABLED) for b in _SITE_BYTES)
 
 
+def _padded_template(t: tuple, origin: int) -> tuple | None:
+    """Template ``t`` (made unpadded) as building it for code offset
+    ``origin`` (mod 32) would make it: NOP padding before each branch unit
+    that would cross or end at a 32-byte boundary (Assembler.pad_for_branch's
+    rule, unit by unit), its label references, trap fields and units moved;
+    None if a short jump no longer reaches.  Cheaper than building again.
+
+    Padding inserted at ``p`` moves the bytes from ``p`` on, but a label bound
+    at ``p`` stays (it was bound before the unit's first instruction), and so
+    does an anchor there (the end of an instruction before ``p``)."""
+    code, traps, units, relocations = t
+    inserts: list[tuple[int, int]] = []
+    moved_units = []
+    shift = 0
+    for start, end in units:
+        at = (origin + start + shift) & (_BRANCH_BOUNDARY - 1)
+        if at + (end - start) >= _BRANCH_BOUNDARY:
+            inserts.append((start, _BRANCH_BOUNDARY - at))
+            shift += _BRANCH_BOUNDARY - at
+        moved_units.append((start + shift, end + shift))
+    if not inserts:
+        return t
+
+    def moved(x: int) -> int:
+        return x + sum(pad for at, pad in inserts if x > at)
+
+    out = bytearray()
+    done = 0
+    for at, pad in inserts:
+        out += code[done:at]
+        out += nop_bytes(pad)
+        done = at
+    out += code[done:]
+    moved_relocations = []
+    for pos, nbytes, target, anchor in relocations:
+        pos, target, anchor = moved(pos), moved(target), moved(anchor)
+        value = target - anchor
+        if not -(1 << (8 * nbytes - 1)) <= value < 1 << (8 * nbytes - 1):
+            return None
+        out[pos : pos + nbytes] = value.to_bytes(nbytes, "little", signed=True)
+        moved_relocations.append((pos, nbytes, target, anchor))
+    return (bytes(out), tuple((moved(pos), code) for pos, code in traps), tuple(moved_units),
+            tuple(moved_relocations))
+
+
 def _align16(n: int) -> int:
     return (n + 15) & ~15
 
@@ -584,9 +629,9 @@ class _ModuleCompiler:
 
     def _template(self, key, build, *args, origin: int | None = None):
         """The cached template ``key``; ``build(a, *args)`` makes it on a miss.
-        A template is ``(code, trap fields, branch units)``, positions
-        relative to its start.  ``origin``: the code offset (mod 32) it is
-        made for, its branches padded off 32-byte boundaries there
+        A template is ``(code, trap fields, branch units, relocations)``,
+        positions relative to its start.  ``origin``: the code offset (mod 32)
+        it is made for, its branches padded off 32-byte boundaries there
         (Assembler.pad_for_branch); None: not padded, units only recorded."""
         t = self.templates.get(key)
         if t is None:
@@ -595,7 +640,7 @@ class _ModuleCompiler:
             a.origin = origin
             a.branch_units = []
             build(a, *args)
-            t = (a.finish(), tuple(a.traps), tuple(a.branch_units))
+            t = (a.finish(), tuple(a.traps), tuple(a.branch_units), a.relocations())
             self.templates[key] = t
         return t
 
@@ -609,14 +654,20 @@ class _ModuleCompiler:
         t = self.templates.get(key)
         if t is None:
             t = self._template(key, build, *args)
-        code_bytes, traps, units = t
+        code_bytes, traps, units, _ = t
         code = self.asm.code
         base = len(code)
         if units:
             for start, end in units:
                 if ((base + start) & 31) + (end - start) >= 32:
                     at = base & (_BRANCH_BOUNDARY - 1)
-                    code_bytes, traps, units = self._template((key, at), build, *args, origin=at)
+                    variant = self.templates.get((key, at))
+                    if variant is None:
+                        variant = _padded_template(t, at)
+                        if variant is None:  # a short jump out of range: build it padded
+                            variant = self._template((key, at), build, *args, origin=at)
+                        self.templates[(key, at)] = variant
+                    code_bytes, traps, units, _ = variant
                     break
         if traps:
             seq = self.seq
