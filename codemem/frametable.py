@@ -725,6 +725,15 @@ class FrameTableBuilder:
             self.sites += zip(offsets, (records[k : k + SITE_RECORD_SIZE] for k in range(0, len(records),
                                                                                         SITE_RECORD_SIZE)))
 
+    def site_records(self) -> list[tuple[int, bytes]]:
+        """``(offset, PatchSite record)`` of every site added so far, in the
+        order added (bulk runs included)."""
+        records = list(self.sites)
+        for _, _, run in self._site_runs:
+            records += ((struct.unpack_from("<I", run, k)[0], run[k : k + SITE_RECORD_SIZE])
+                        for k in range(0, len(run), SITE_RECORD_SIZE))
+        return records
+
     def _intern_types(self, types: tuple[int, ...]) -> int:
         at = self._types_index.get(types)
         if at is None:
@@ -877,11 +886,7 @@ class FrameTableBuilder:
         if not self.sites and all(a[1] < b[0] for a, b in zip(runs, runs[1:])):
             sites_blob = b"".join(run[2] for run in runs)  # add_call_sites' ascending runs, in order
         else:
-            sites = list(self.sites)
-            for _, _, records in runs:
-                sites += ((struct.unpack_from("<I", records, k)[0], records[k : k + SITE_RECORD_SIZE])
-                          for k in range(0, len(records), SITE_RECORD_SIZE))
-            sites_blob = b"".join(record for _, record in sorted(sites))
+            sites_blob = b"".join(record for _, record in sorted(self.site_records()))
         num_sites = len(sites_blob) // SITE_RECORD_SIZE
         functions_offset = HEADER_SIZE
         seqpoints_offset = functions_offset + len(funcs_blob)
