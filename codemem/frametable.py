@@ -692,6 +692,8 @@ class FrameTableBuilder:
         self._packed_seqpoints: list[bytes] = []
         self._packed_locals: list[bytes] = []
         self._packed_counts = [0, 0, 0]  # functions, sequence points, locals
+        #: The first part's mirror lists, pooled but not yet in _mirror_index.
+        self._unindexed_mirrors: list[bytes] | None = None
 
     def add_function(self, fb: FunctionBuild) -> FunctionBuild:
         if self.functions:
@@ -742,6 +744,14 @@ class FrameTableBuilder:
             self._types_index[types] = at
         return at
 
+    def _index_mirrors(self) -> None:
+        """Index the mirror lists a first add_packed took over as they were."""
+        first = 0
+        for packed in self._unindexed_mirrors:
+            self._mirror_index[packed] = MirrorList(len(packed) // MIRROR_SIZE, first)
+            first += len(packed) // MIRROR_SIZE
+        self._unindexed_mirrors = None
+
     def intern_mirrors(self, mirrors) -> MirrorList:
         """The place of mirror list ``mirrors`` in the mirror pool, added at
         its end if no equal list is there yet (the pool is in order of first
@@ -752,6 +762,8 @@ class FrameTableBuilder:
             assert len(packed) % MIRROR_SIZE == 0
         else:
             packed = b"".join(pack_mirror(register, source, offset) for register, source, offset in mirrors)
+        if self._unindexed_mirrors is not None:
+            self._index_mirrors()
         found = self._mirror_index.get(packed)
         if found is None:
             if not packed:
@@ -832,16 +844,15 @@ class FrameTableBuilder:
         assert not self.functions, "add_packed after add_function"
         functions, seqpoints, locals_ = self._packed_counts
         n = len(part.seqpoints) // SEQPOINT_SIZE
+        if self._unindexed_mirrors is not None:
+            self._index_mirrors()
         if not (functions or self._types_index or self._mirror_index or code_base):
             # The first part at offset 0 (a compile in one process): its pools
             # become this builder's, its records stay as they are.
             for types in part.types:
                 self._intern_types(types)
             self._mirror_pool = bytearray(b"".join(part.mirrors))
-            first = 0
-            for packed in part.mirrors:
-                self._mirror_index[packed] = MirrorList(len(packed) // MIRROR_SIZE, first)
-                first += len(packed) // MIRROR_SIZE
+            self._unindexed_mirrors = part.mirrors  # indexed if another part comes
             self._packed_seqpoints.append(part.seqpoints)
         else:
             # Types pool: an entry is found by (offset, depth): an empty stack

@@ -640,7 +640,8 @@ class _ModuleCompiler:
             a.origin = origin
             a.branch_units = []
             build(a, *args)
-            t = (a.finish(), tuple(a.traps), tuple(a.branch_units), a.relocations())
+            units = tuple(a.branch_units)
+            t = (a.finish(), tuple(a.traps), units, a.relocations() if units else ())
             self.templates[key] = t
         return t
 
