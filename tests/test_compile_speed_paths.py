@@ -283,3 +283,41 @@ def test_compiled_module_leaves_no_cyclic_garbage():
         assert gc.collect() < 10
     finally:
         gc.enable()
+
+
+def test_hazard_mask_marks_exactly_the_offsets_where_a_branch_unit_meets_a_32_byte_boundary():
+    rnd = random.Random(13)
+    for _ in range(500):
+        units = []
+        for _ in range(rnd.randrange(1, 4)):
+            start = rnd.randrange(0, 200)
+            units.append((start, start + rnd.randrange(1, 16)))
+        expected = sum(1 << at for at in range(32)
+                       if any(((at + start) & 31) + (end - start) >= 32 for start, end in units))
+        assert compiler._hazard_mask(tuple(units)) == expected, units
+
+
+def test_a_template_padded_by_splicing_is_the_template_built_for_that_offset():
+    """compiler._padded_template (NOPs spliced into the unpadded template,
+    references and trap fields moved) against building it at each offset:
+    bounds checks (fused cmp+ja), a float op reusing xmm0 (an internal short
+    jump over a reload) and signed division (several traps)."""
+    from codemem.x64.regs import Reg
+
+    info = decode_module(wasmtime.wat2wasm("(module (memory 1) (func))"))
+    mc = compiler._ModuleCompiler(info, True, 0, 1)
+    mem = (Reg.RBX, True, Reg.R8, True)
+    cases = [
+        ("load", compiler._build_load_reg, 0x2A, 3, 16, Reg.RSI, True, mem),  # f32.load
+        ("store", compiler._build_store_reg, 0x36, 4, 8, Reg.RSI, True, Reg.RDI, False, mem),
+        ("f32.add", compiler._build_numeric_reg, 0x92, 1, Reg.RSI, False, Reg.RDI, True, "x"),
+        ("i32.div_s", compiler._build_numeric_reg, 0x6D, 2, Reg.RSI, True, Reg.RDI, False, None),
+    ]
+    for name, build, *args in cases:
+        unpadded = mc._template((name,), build, *args)
+        for at in range(32):
+            built = mc._template((name, "built", at), build, *args, origin=at)
+            spliced = compiler._padded_template(unpadded, at)
+            assert spliced is not None
+            assert spliced == built, (name, at)
+        assert any(compiler._padded_template(unpadded, at)[0] != unpadded[0] for at in range(32)), name

@@ -732,11 +732,6 @@ class Assembler:
     def _alu(self, digit: int, dst, src, size: int) -> None:
         """The classic ALU group: opcodes digit*8 + {0,1,2,3} and 80/81/83 /digit."""
         start = len(self.code)
-        self._alu_encode(digit, dst, src, size)
-        if digit in _FUSIBLE_ALU:
-            self._note_fusible(start, src if isinstance(src, Mem) else dst)
-
-    def _alu_encode(self, digit: int, dst, src, size: int) -> None:
         prefix, w = _opsize(size)
         ts = type(src)
         if ts is Reg:
@@ -761,6 +756,8 @@ class Assembler:
                 self._imm(value, nbytes)
         else:
             raise EncodingError(f"source must be a Reg, Mem or int, not {src!r}")
+        if self.branch_boundary and digit in _FUSIBLE_ALU:
+            self._note_fusible(start, src if ts is not Reg and ts is not int else dst)
 
     def add(self, dst, src, size: int) -> None:
         self._alu(0, dst, src, size)

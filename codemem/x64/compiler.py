@@ -469,6 +469,19 @@ _SITE_BYTES = tuple(_site_bytes(r) for r in range(8))
 _SITE_PAD = tuple(len(b) - len(SITE_DISABLED) for b in _SITE_BYTES)
 
 
+def _hazard_mask(units: tuple[tuple[int, int], ...]) -> int:
+    """Bit k set: at a code offset of k mod 32, one of the branch ``units``
+    (``(start, end)`` in a template) would cross or end at a 32-byte boundary."""
+    mask = 0
+    for start, end in units:
+        # Hazard where (at + start) mod 32 is one of the last end - start
+        # values of a block: those bits, rotated right by start.
+        last = ((1 << (end - start)) - 1) << (_BRANCH_BOUNDARY - (end - start))
+        r = start & (_BRANCH_BOUNDARY - 1)
+        mask |= (last >> r | last << (_BRANCH_BOUNDARY - r)) & ((1 << _BRANCH_BOUNDARY) - 1)
+    return mask
+
+
 def _padded_template(t: tuple, origin: int) -> tuple | None:
     """Template ``t`` (made unpadded) as building it for code offset
     ``origin`` (mod 32) would make it: NOP padding before each branch unit
@@ -479,7 +492,7 @@ def _padded_template(t: tuple, origin: int) -> tuple | None:
     Padding inserted at ``p`` moves the bytes from ``p`` on, but a label bound
     at ``p`` stays (it was bound before the unit's first instruction), and so
     does an anchor there (the end of an instruction before ``p``)."""
-    code, traps, units, relocations = t
+    code, traps, _, relocations, units = t
     inserts: list[tuple[int, int]] = []
     moved_units = []
     shift = 0
@@ -510,8 +523,9 @@ def _padded_template(t: tuple, origin: int) -> tuple | None:
             return None
         out[pos : pos + nbytes] = value.to_bytes(nbytes, "little", signed=True)
         moved_relocations.append((pos, nbytes, target, anchor))
-    return (bytes(out), tuple((moved(pos), code) for pos, code in traps), tuple(moved_units),
-            tuple(moved_relocations))
+    moved_units = tuple(moved_units)
+    return (bytes(out), tuple((moved(pos), code) for pos, code in traps), _hazard_mask(moved_units),
+            tuple(moved_relocations), moved_units)
 
 
 def _align16(n: int) -> int:
@@ -629,8 +643,8 @@ class _ModuleCompiler:
 
     def _template(self, key, build, *args, origin: int | None = None):
         """The cached template ``key``; ``build(a, *args)`` makes it on a miss.
-        A template is ``(code, trap fields, branch units, relocations)``,
-        positions relative to its start.  ``origin``: the code offset (mod 32)
+        A template is ``(code, trap fields, hazard mask (_hazard_mask),
+        relocations, branch units)``, positions relative to its start.  ``origin``: the code offset (mod 32)
         it is made for, its branches padded off 32-byte boundaries there
         (Assembler.pad_for_branch); None: not padded, units only recorded."""
         t = self.templates.get(key)
@@ -641,7 +655,7 @@ class _ModuleCompiler:
             a.branch_units = []
             build(a, *args)
             units = tuple(a.branch_units)
-            t = (a.finish(), tuple(a.traps), units, a.relocations() if units else ())
+            t = (a.finish(), tuple(a.traps), _hazard_mask(units), a.relocations() if units else (), units)
             self.templates[key] = t
         return t
 
@@ -655,21 +669,18 @@ class _ModuleCompiler:
         t = self.templates.get(key)
         if t is None:
             t = self._template(key, build, *args)
-        code_bytes, traps, units, _ = t
+        code_bytes, traps, hazards = t[0], t[1], t[2]
         code = self.asm.code
         base = len(code)
-        if units:
-            for start, end in units:
-                if ((base + start) & 31) + (end - start) >= 32:
-                    at = base & (_BRANCH_BOUNDARY - 1)
-                    variant = self.templates.get((key, at))
-                    if variant is None:
-                        variant = _padded_template(t, at)
-                        if variant is None:  # a short jump out of range: build it padded
-                            variant = self._template((key, at), build, *args, origin=at)
-                        self.templates[(key, at)] = variant
-                    code_bytes, traps, units, _ = variant
-                    break
+        if hazards >> (base & (_BRANCH_BOUNDARY - 1)) & 1:
+            at = base & (_BRANCH_BOUNDARY - 1)
+            variant = self.templates.get((key, at))
+            if variant is None:
+                variant = _padded_template(t, at)
+                if variant is None:  # a short jump out of range: build it padded
+                    variant = self._template((key, at), build, *args, origin=at)
+                self.templates[(key, at)] = variant
+            code_bytes, traps = variant[0], variant[1]
         if traps:
             seq = self.seq
             for pos, trap_code in traps:
