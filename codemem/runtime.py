@@ -35,6 +35,7 @@ from .abi import Libcall, TrapCode, VMContextLayout
 from .code import EngineCode
 from .errors import CompileError, LinkError, Trap
 from .execution import ExecutionContext
+from .frames import prologue_trap_registers, walk
 from .native import PROT_NONE, PROT_READ, PROT_WRITE, ffi, lib
 from .registry import ModuleRegistry
 from .wasm.module import ModuleInfo, SegmentMode
@@ -550,37 +551,18 @@ class Store:
         if kind == native.EVENT_TRAP:
             # The guest stack is intact until the trampoline unwinds: take the
             # backtrace now.  rsi holds the trapping instruction's sequence point.
-            self._pending_frames = self.backtrace(regfile.gpr[4], regfile.gpr[6])
+            self._pending_frames = self.backtrace(regfile.gpr[4], regfile.gpr[6], regfile.gpr[7])
         if self.debug_handler is not None:
             self.debug_handler(kind, code, regfile, vmctx)
 
-    def backtrace(self, pc: int, rbp: int, limit: int = 10000) -> list[FrameInfo]:
-        """Wasm frames from ``pc`` (a sequence point or return address) up the rbp chain."""
-        frames = []
-        while len(frames) < limit:
-            entry = self.registry.lookup(pc)
-            if entry is None:
-                break
-            offset = entry.store_code.offset_of(pc)
-            table = entry.store_code.frame_table
-            func = table.function_at(offset)
-            if func is None:
-                break
-            # A return address sits just past its call: look up pc-1 for callers.
-            point = table.sequence_point_at_or_before(offset if not frames else offset - 1)
-            module = entry.module
-            frames.append(FrameInfo(
-                func_index=func.wasm_index,
-                func_name=module.func_name(func.wasm_index),
-                module_name=module.name,
-                module_offset=point.wasm_offset if point else func.body_wasm_offset,
-                pc=pc,
-            ))
-            if not rbp or not self.ctx.stack.contains(rbp):
-                break
-            words = ffi.cast("uint64_t *", rbp)
-            rbp, pc = words[0], words[1]
-        return frames
+    def backtrace(self, pc: int, rbp: int, rsp: int, limit: int = 10000) -> list[FrameInfo]:
+        """Wasm frames of this Store's guest stopped at ``pc`` (a sequence
+        point) with ``rbp``/``rsp``, innermost first (codemem.frames.walk; a
+        caller frame is at its call instruction)."""
+        rbp, rsp = prologue_trap_registers(self.registry, self.ctx.stack, pc, rbp, rsp)
+        return [FrameInfo(func_index=frame.func.wasm_index, func_name=frame.func_name,
+                          module_name=frame.module_name, module_offset=frame.wasm_offset, pc=frame.pc)
+                for frame in walk(self.registry, self.ctx.stack, pc, rbp, rsp, limit)]
 
     def _on_host_call(self, hostctx: int, args) -> int:
         host_id = ffi.cast("uint64_t *", hostctx)[1]
@@ -656,6 +638,11 @@ class Func:
     @property
     def code_pc(self) -> int:
         return self._funcref[0]
+
+    @property
+    def instance(self) -> "Instance | None":
+        """The instance a wasm function belongs to (None for a host function)."""
+        return self._instance
 
     @property
     def name(self) -> str | None:

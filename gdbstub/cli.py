@@ -4,6 +4,9 @@
                        [--once] [--log-packets] [--allow-remote] [--cache-dir DIR]
                        [--dialect native|wasm] [--dir HOST_DIR[::GUEST_DIR]]... [--env NAME[=VAL]]...
                        [--] [ARGS...]
+    wasm-gdbstub host MODULE.wasm --invoke FUNC [ARGS...] [--workers N] [--listen HOST:PORT]
+                      [--dialect native|wasm] [--hold] [--runs N]
+    wasm-gdbstub host --http HOST:PORT MODULE.wasm --handler FUNC [--workers N] [--listen HOST:PORT]
     wasm-gdbstub run MODULE.wasm [--invoke FUNC] [--dir HOST_DIR[::GUEST_DIR]]... [--env NAME[=VAL]]...
                      [--] [ARGS...]
     wasm-gdbstub inspect MODULE.wasm [--func NAME]
@@ -16,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import ipaddress
 import logging
 import os
 import shlex
@@ -28,11 +30,13 @@ import codemem
 from codemem import CompileError, LinkError, Trap
 
 from . import runner
+from .host import parse_listen as host_parse_listen
 from .images import DebugImageSet, ImageFileServer
 from .server import StubServer
 from .session import SessionConfig
 from .target import StoreTarget
-from .wasi import Preopen, WasiExit, WasiOptions, parse_env
+from .targets import SingleStoreHost
+from .wasi import Preopen, WasiContext, WasiExit, WasiOptions, parse_env
 
 log = logging.getLogger(__name__)
 
@@ -56,29 +60,11 @@ def default_cache_dir() -> Path:
 
 
 def parse_listen(text: str, allow_remote: bool) -> tuple[str, int]:
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "127.0.0.1", text
-    host = host.strip("[]") or "127.0.0.1"
+    """``--listen``'s HOST:PORT (gdbstub.host.parse_listen), as a usage error."""
     try:
-        port = int(port_text)
-    except ValueError:
-        raise UsageError(f"--listen {text!r}: the port must be a number") from None
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--listen {text!r}: port out of range")
-    if not allow_remote and not _is_loopback(host):
-        raise UsageError(f"--listen {text!r}: {host} is not a loopback address; anyone who can reach it "
-                         "could run code in this process. Pass --allow-remote if you mean it.")
-    return host, port
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return host_parse_listen(text, allow_remote=allow_remote)
+    except ValueError as e:
+        raise UsageError(f"--listen {e}") from None
 
 
 def attach_commands(host: str, port: int, images: list) -> list[str]:
@@ -130,38 +116,66 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
     engine = codemem.Engine(debug=True)
     module = codemem.Module(engine, wasm, name=path.stem)
-    store = codemem.Store(engine)
-    wasi = wasi_options(args).context([str(path)])
-    instance = runner.instantiate(store, module, wasi=wasi)
-    name = invoke or runner.default_entry(instance)
-    if name is None:
-        raise UsageError(f"{path} has no _start or main export; name one with --invoke FUNC")
-    func = instance.exports.get(name)
-    if not isinstance(func, codemem.Func):
-        raise UsageError(f"{name!r} is not an exported function of {path}")
-    if invoke is None and name == "_start":
-        wasi.args.extend(args.args)
-        values = []
-    else:
-        values = runner.parse_invoke_args(func, args.args)
+    wasis: list[WasiContext] = []
 
+    def instantiate() -> tuple[codemem.Store, codemem.Instance, codemem.Func, list, str]:
+        store = codemem.Store(engine)
+        wasi = wasi_options(args).context([str(path)])
+        wasis.append(wasi)
+        instance = runner.instantiate(store, module, wasi=wasi)
+        name = invoke or runner.default_entry(instance)
+        if name is None:
+            raise UsageError(f"{path} has no _start or main export; name one with --invoke FUNC")
+        func = instance.exports.get(name)
+        if not isinstance(func, codemem.Func):
+            raise UsageError(f"{name!r} is not an exported function of {path}")
+        if invoke is None and name == "_start":
+            wasi.args.extend(args.args)
+            values = []
+        else:
+            values = runner.parse_invoke_args(func, args.args)
+        return store, instance, func, values, name
+
+    store, instance, func, values, name = instantiate()
     wasm_dialect = args.dialect == "wasm"
     if wasm_dialect:
         # lldb's wasm plugin reads the module itself (DWARF included) from
         # the stub's memory: no native debug images are made.
-        from .wasm_dialect import WasmSession
+        from .wasm_dialect import WasmDialect
         images = None
         store_images = []
-        config = SessionConfig(session_factory=WasmSession)
+        config = SessionConfig(dialect_factory=WasmDialect)
     else:
         cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
         images = DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}")
         store_images = images.for_store(store)
         config = SessionConfig(images=images, file_server=ImageFileServer(images))
 
-    server: StubServer | None = None
-    target = StoreTarget(store, instance, func, values, notify=lambda: server.notify_from_guest(),
-                         exit_status_of=_exit_status_of)
+    def new_target(store, instance, func, values) -> StoreTarget:
+        holder: list[StoreTarget] = []
+        target = StoreTarget(store, instance, func, values, notify=lambda: targets.target_news(holder[0]),
+                             exit_status_of=_exit_status_of)
+        holder.append(target)
+        return target
+
+    finished: list[StoreTarget] = []
+
+    def restart() -> StoreTarget:
+        """gdb's `run` (vRun, extended-remote): the served function again in a
+        fresh Store, stopped before its first instruction.  Stores of earlier
+        runs that have ended are closed (under the host lock: no session can
+        be reading them)."""
+        finished.append(targets.served)
+        for old in [t for t in finished if t.join(0)]:
+            finished.remove(old)
+            old.mark_closed()
+            old.store.close()
+        fresh = new_target(*instantiate()[:4])
+        fresh.start(stop_at_entry=True)
+        return fresh
+
+    target = new_target(store, instance, func, values)
+    targets = SingleStoreHost(target, restart=restart)
 
     def on_listening(bound_host: str, bound_port: int) -> None:
         print(f"wasm-gdbstub: serving {path.name} ({name}), stopped at its first instruction; "
@@ -171,7 +185,7 @@ def serve(args: argparse.Namespace) -> int:
         for line in lines:
             print(line, flush=True)
 
-    server = StubServer(target, host=host, port=port, once=args.once, config=config, on_listening=on_listening)
+    server = StubServer(targets, host=host, port=port, once=args.once, config=config, on_listening=on_listening)
     # Everything made so far (the module, its frame table, the images) lives
     # as long as the process: keep it out of the collector's scans, which
     # otherwise walk it again and again while a debugger steps.
@@ -180,8 +194,9 @@ def serve(args: argparse.Namespace) -> int:
     try:
         exited = _run_loop(server.serve())
     finally:
-        wasi.flush()
-        wasi.close()
+        for wasi in wasis:
+            wasi.flush()
+            wasi.close()
         if images is not None:
             images.remove_files()  # they describe this process's code only
     return _report_exit(exited)
@@ -240,6 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_wasi_arguments(p)
     p.set_defaults(handler=serve)
 
+    p = sub.add_parser("host", help="run FUNC again and again in fresh Stores (or serve HTTP requests, one "
+                                    "Store each) while debuggers attach to any of them")
+    p.add_argument("module")
+    p.add_argument("--invoke", metavar="FUNC", help="the export each worker runs, again and again")
+    p.add_argument("args", nargs="*", help="arguments of FUNC")
+    p.add_argument("--http", metavar="HOST:PORT", help="serve HTTP instead: each request runs --handler in a fresh Store")
+    p.add_argument("--handler", dest="handler_export", metavar="FUNC",
+                   help="with --http: the export that handles a request")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="worker threads (default 2)")
+    p.add_argument("--listen", default="127.0.0.1:1234", metavar="HOST:PORT", help="where debuggers connect")
+    p.add_argument("--allow-remote", action="store_true", help="allow non-loopback addresses")
+    p.add_argument("--dialect", choices=("native", "wasm"), default="native")
+    p.add_argument("--cache-dir", metavar="DIR", help="where debug images are written")
+    p.add_argument("--hold", action="store_true", help="start with hold-new-stores on")
+    p.add_argument("--runs", type=int, metavar="N", help="stop after N runs in all (default: run until interrupted)")
+    p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
+    p.set_defaults(handler=lambda a: _host(a))
+
     p = sub.add_parser("run", help="run a module without a debugger")
     p.add_argument("module")
     p.add_argument("--invoke", metavar="FUNC")
@@ -252,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--func", metavar="NAME")
     p.set_defaults(handler=lambda a: _inspect(a))
     return parser
+
+
+def _host(args: argparse.Namespace) -> int:
+    from .hosting import host_command
+    return host_command(args)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -273,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     # Arguments after the module that look like options (negative numbers)
     # belong to the guest function.
     if extra:
-        if args.command in ("serve", "run") and all(_looks_numeric(x) for x in extra):
+        if args.command in ("serve", "run", "host") and all(_looks_numeric(x) for x in extra):
             args.args = list(args.args) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

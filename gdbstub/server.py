@@ -1,24 +1,29 @@
 """The asyncio transport: TCP in, GdbSession, TCP out.  The only module that
 knows about sockets and the event loop.
 
-One client at a time (a second one is told so and closed).
+A server serves the Store targets of one :class:`~gdbstub.targets.TargetHost`:
+``serve``'s one Store (:class:`~gdbstub.targets.SingleStoreHost`: one client
+at a time, a second one is told so and closed) or a many-Store host
+(gdbstub.host.DebugHost: any number of clients, each debugging its own
+Stores; attaching a Store another client holds is refused with a message).
 
-Threads: the loop thread handles the client's packets; the guest thread
-reports stops and the exit.  While a client is attached the guest thread
-answers its own event: it takes the session lock (which the loop thread holds
-while it handles packets, so the two never interleave), lets the session make
-the stop reply and writes it to the socket itself.  A breakpoint hit then
-wakes no thread but the client: the loop stays asleep in its poll until the
-client's next packet (the round trip a debugger waits for on every stop; see
-scripts/bench/bp_roundtrip.py).  Without a client, or when the transport still
-has unsent data, the guest thread hands the news to the loop with
-``loop.call_soon_threadsafe``; the loop keeps the target moving: a stop with
-nobody to show it to cannot happen (a detached target does not stop), an exit
-without a client ends the server.
+Threads: the loop thread handles the clients' packets; guest threads report
+stops and exits.  Everything that drives sessions and targets runs under the
+host's lock.  While a client is attached to a Store, that Store's guest
+thread answers its own event: it takes the lock, lets the owning session
+make the stop reply and writes it to that client's socket itself.  A
+breakpoint hit then wakes no thread but the client: the loop stays asleep in
+its poll until the client's next packet (the round trip a debugger waits for
+on every stop; see scripts/bench/bp_roundtrip.py).  Without an owning client,
+or when its transport still has unsent data, the guest thread hands the news
+to the loop with ``loop.call_soon_threadsafe``; the loop keeps the targets
+moving: events of Stores nobody debugs are taken (and an ended Store
+forgotten) by the host.
 
-A client that goes away for any reason (detach, kill, dropped connection,
-a protocol error) leaves the Store running with every site disabled; the
-server then waits for the next client, or with ``once`` for the guest to end.
+A client that goes away for any reason (detach, kill, dropped connection, a
+protocol error) leaves every Store it debugged running with every site
+disabled; ``serve``'s server then waits for the next client, or with
+``once`` for the guest to end.
 """
 from __future__ import annotations
 
@@ -26,45 +31,63 @@ import asyncio
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from typing import Callable
 
 from .protocol import replies as R
 from .protocol.framing import Framer
 from .session import GdbSession, SessionConfig
 from .target import Exited, StoreTarget
+from .targets import SingleStoreHost, TargetHost
 
 log = logging.getLogger(__name__)
 
 
-class StubServer:
-    """Serves ``target`` on ``host:port`` until the guest has exited and no
-    client is attached (or, with ``once``, after the first client left and the
-    guest ended)."""
+@dataclass
+class _Client:
+    """One connection: its session, its transport, and a dup of its socket's
+    descriptor for guest threads' writes (ours to close, so it can never name
+    another file)."""
 
-    def __init__(self, target: StoreTarget, *, host: str = "127.0.0.1", port: int = 1234,
+    session: GdbSession
+    transport: asyncio.Transport
+    guest_write_fd: int | None
+
+
+class StubServer:
+    """Serves ``targets`` (a TargetHost, or one StoreTarget as ``serve``
+    does) on ``host:port``.  A single-Store server runs until the guest has
+    exited and no client is attached (or, with ``once``, after the first
+    client left and the guest ended); a many-Store server until
+    :meth:`close`."""
+
+    def __init__(self, targets: TargetHost | StoreTarget, *, host: str = "127.0.0.1", port: int = 1234,
                  once: bool = False, config: SessionConfig | None = None,
                  on_listening: Callable[[str, int], None] | None = None):
-        self.target = target
+        self.targets: TargetHost = targets if isinstance(targets, TargetHost) else SingleStoreHost(targets)
         self.host = host
         self.port = port
         self.once = once
         self.config = config or SessionConfig()
         self.on_listening = on_listening
-        self.session: GdbSession | None = None
-        self._transport: asyncio.Transport | None = None
+        #: One client at a time for ``serve``; any number for a many-Store host.
+        self.single_client = isinstance(self.targets, SingleStoreHost)
+        self.clients: list[_Client] = []
         self._done: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clients_served = 0
-        # Held by whichever thread drives the session (see the module docstring).
-        self._session_lock = threading.Lock()
-        # A dup of the client socket's descriptor, for the guest thread's
-        # writes: ours to close, so it can never name another file.
-        self._guest_write_fd: int | None = None
+        self._lock = self.targets.lock
         self._loop_thread: int | None = None
-        target.schedule_resume = self._schedule_resume
+        self.targets.schedule_resume = self._schedule_resume
+        self.targets.notify_server = self.notify_from_guest
+
+    @property
+    def session(self) -> GdbSession | None:
+        """The (first) connected client's session."""
+        return self.clients[0].session if self.clients else None
 
     def _schedule_resume(self, open_gate: Callable[[], None]) -> None:
-        """The target's resume scheduler: on the loop thread, the gate opens
+        """The targets' resume scheduler: on the loop thread, the gate opens
         once the loop is done with the current callback (call_soon runs it
         right before the loop polls again); on any other thread, at once."""
         loop = self._loop
@@ -73,23 +96,32 @@ class StubServer:
         else:
             open_gate()
 
-    def notify_from_guest(self) -> None:
-        """Target ``notify`` callback: runs on the guest thread."""
+    def notify_from_guest(self, target: StoreTarget | None = None) -> None:
+        """A target's ``notify`` callback: runs on its guest thread.  ``target``
+        None means any target of the host (``serve``'s one)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        if not self._answer_on_guest_thread():
+        client = self._client_for(target)
+        if client is None or not self._answer_on_guest_thread(client):
             loop.call_soon_threadsafe(self._on_target_event)
 
-    def _answer_on_guest_thread(self) -> bool:
-        """Hands the event to the attached session and writes the reply from
+    def _client_for(self, target: StoreTarget | None) -> _Client | None:
+        with self._lock:
+            if target is None:
+                return self.clients[0] if len(self.clients) == 1 else None
+            owner = self.targets.owner_of(target.pid)
+            return next((c for c in self.clients if c.session is owner), None)
+
+    def _answer_on_guest_thread(self, client: _Client) -> bool:
+        """Hands the event to the client's session and writes the reply from
         this (the guest) thread; False when the loop must do it instead."""
-        with self._session_lock:
-            session, fd = self.session, self._guest_write_fd
-            if session is None or fd is None or self._transport.get_write_buffer_size():
+        with self._lock:
+            fd = client.guest_write_fd
+            if client not in self.clients or fd is None or client.transport.get_write_buffer_size():
                 return False
-            session.target_event()
-            data = session.take_output()
+            client.session.target_event()
+            data = client.session.take_output()
             while data:
                 try:
                     written = os.write(fd, data)
@@ -103,17 +135,18 @@ class StubServer:
                     # A full socket buffer: the transport queues the rest (and
                     # nothing of ours is written before it: the client waits
                     # for this reply before it sends anything).
-                    self._loop.call_soon_threadsafe(self._write_queued, data)
+                    self._loop.call_soon_threadsafe(self._write_queued, client, data)
                     return True
         return True
 
-    def _write_queued(self, data: bytes) -> None:
-        with self._session_lock:
-            if self._transport is not None:
-                self._transport.write(data)
+    def _write_queued(self, client: _Client, data: bytes) -> None:
+        with self._lock:
+            if client in self.clients:
+                client.transport.write(data)
 
     async def serve(self) -> Exited | None:
-        """Runs until done; returns how the guest ended (None if it did not)."""
+        """Runs until done; returns how ``serve``'s guest ended (None if it
+        did not, or for a many-Store host)."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._done = asyncio.Event()
@@ -121,98 +154,114 @@ class StubServer:
         sockets = server.sockets or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
+        self.targets.listening_port = self.port
         if self.on_listening:
             self.on_listening(self.host, self.port)
         # Events that arrived before the loop knew about them (the entry stop).
         self._on_target_event()
         async with server:
             await self._done.wait()
-        return self.target.exited
+        if isinstance(self.targets, SingleStoreHost):
+            return self.targets.served.exited
+        return None
+
+    def close(self) -> None:
+        """Ends :meth:`serve` (thread-safe); clients are disconnected, which
+        detaches them."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._shut_down)
+
+    def _shut_down(self) -> None:
+        with self._lock:
+            clients = list(self.clients)
+        for client in clients:
+            client.transport.abort()
+        if self._done is not None:
+            self._done.set()
 
     # ------------------------------------------------------------ events
 
     def _on_target_event(self) -> None:
-        with self._session_lock:
-            if self.session is not None:
-                self.session.target_event()
-                self._flush()
-            else:
-                # Nobody attached: record the event (an exit) and keep going.
-                while self.target.take_event() is not None:
-                    pass
+        with self._lock:
+            for client in list(self.clients):
+                client.session.target_event()
+                self._flush(client)
+            # Nobody debugs the rest: the host records their events (an exit).
+            self.targets.take_unowned_events()
         self._check_done()
 
     def _check_done(self) -> None:
-        if self._done is None or self.session is not None:
+        if self._done is None or self.clients:
             return
-        if self.target.exited is not None:
+        if isinstance(self.targets, SingleStoreHost) and self.targets.served.exited is not None:
             self._done.set()
 
-    def _flush(self) -> None:
-        if self.session is None or self._transport is None:
-            return
-        data = self.session.take_output()
+    def _flush(self, client: _Client) -> None:
+        data = client.session.take_output()
         if data:
-            self._transport.write(data)
+            client.transport.write(data)
 
     # ------------------------------------------------------------ clients
 
-    def _connected(self, transport: asyncio.Transport) -> bool:
-        """A client connected; False when it is refused (and closed)."""
+    def _connected(self, transport: asyncio.Transport) -> _Client | None:
+        """A client connected; None when it is refused (and closed)."""
         peer = transport.get_extra_info("peername")
-        if self.session is not None or (self.once and self._clients_served):
+        busy = self.single_client and self.clients
+        if busy or (self.once and self._clients_served):
             log.info("refusing a client %s", peer)
-            why = "another debugger is attached" if self.session is not None else "this stub served its one client"
-            transport.write(Framer.encode(R.error(0x10, why, True)))
+            why = ("another debugger is attached (this stub serves one client at a time)" if busy
+                   else "this stub served its one client")
+            transport.write(Framer.encode(R.error(R.ErrorCode.EBUSY, why, True)))
             transport.close()
-            return False
+            return None
         log.info("client %s connected", peer)
         self._clients_served += 1
         sock = transport.get_extra_info("socket")
-        with self._session_lock:
-            factory = self.config.session_factory or GdbSession
-            self.session = factory(self.target, self.config)
-            self._transport = transport
-            self._guest_write_fd = os.dup(sock.fileno()) if sock is not None else None
+        with self._lock:
+            session = GdbSession(self.targets, self.config)
+            client = _Client(session, transport, os.dup(sock.fileno()) if sock is not None else None)
+            self.clients.append(client)
             # Anything that happened while nobody was attached.
-            self.session.target_event()
-        return True
+            session.target_event()
+        return client
 
-    def _received(self, data: bytes) -> None:
-        with self._session_lock:
-            session = self.session
-            if session is None:
+    def _received(self, client: _Client, data: bytes) -> None:
+        with self._lock:
+            if client not in self.clients:
                 return
             try:
-                session.receive(data)
-                self._flush()
+                client.session.receive(data)
+                self._flush(client)
             except Exception:  # the outermost guard of a connection: log, detach, go on serving
                 log.exception("session failed; detaching")
-                self._close_transport()
+                self._close_transport(client)
                 return
-            if session.finished:
-                self._close_transport()
+            if client.session.finished:
+                self._close_transport(client)
 
-    def _close_transport(self) -> None:
-        """Closes the connection; the guest thread's descriptor first, so
-        nothing of ours keeps the socket open.  Called with the session lock."""
-        self._close_guest_write_fd()
-        self._transport.close()
+    def _close_transport(self, client: _Client) -> None:
+        """Closes the connection; the guest threads' descriptor first, so
+        nothing of ours keeps the socket open.  Called with the lock."""
+        self._close_guest_write_fd(client)
+        client.transport.close()
 
-    def _close_guest_write_fd(self) -> None:
-        fd, self._guest_write_fd = self._guest_write_fd, None
+    @staticmethod
+    def _close_guest_write_fd(client: _Client) -> None:
+        fd, client.guest_write_fd = client.guest_write_fd, None
         if fd is not None:
             os.close(fd)
 
-    def _disconnected(self, exc: Exception | None) -> None:
-        with self._session_lock:
-            session, self.session, self._transport = self.session, None, None
-            self._close_guest_write_fd()
-            if session is None:
+    def _disconnected(self, client: _Client, exc: Exception | None) -> None:
+        with self._lock:
+            if client not in self.clients:
                 return
+            self.clients.remove(client)
+            self._close_guest_write_fd(client)
             if exc is not None:
                 log.info("client dropped: %s", exc)
-            session.client_gone()
+            client.session.client_gone()
+            self.targets.take_unowned_events()
         log.info("client gone")
         self._check_done()
 
@@ -222,16 +271,15 @@ class _ClientProtocol(asyncio.Protocol):
 
     def __init__(self, server: StubServer):
         self.server = server
-        self.accepted = False
+        self.client: _Client | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.accepted = self.server._connected(transport)  # type: ignore[arg-type]
+        self.client = self.server._connected(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
-        if self.accepted:
-            self.server._received(data)
+        if self.client is not None:
+            self.server._received(self.client, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.accepted:
-            self.server._disconnected(exc)
-
+        if self.client is not None:
+            self.server._disconnected(self.client, exc)

@@ -1,33 +1,62 @@
 """The debugger session: RSP requests -> target operations -> replies.
 
 This is rr's ``GdbServer`` half (debugger semantics) over the pure protocol
-layer (``ProtocolConnection``: framing, acks, parsing) and a
-:class:`~gdbstub.target.StoreTarget`.  It does no I/O: the transport feeds it
-bytes with :meth:`GdbSession.receive`, tells it the target has news with
-:meth:`GdbSession.target_event`, and sends :meth:`GdbSession.take_output`.
+layer (``ProtocolConnection``: framing, acks, parsing).  It does no I/O: the
+transport feeds it bytes with :meth:`GdbSession.receive`, tells it targets
+have news with :meth:`GdbSession.target_event`, and sends
+:meth:`GdbSession.take_output`.
 
-Every request gets exactly one reply, except resumes (``c``, ``s``, ``vCont``,
-``?`` on a running guest), which are answered by a stop reply when the target
-stops, and ``k``.  Errors map to replies in one place, :meth:`_dispatch`:
-``TargetError`` -> ``Exx`` with its code, register and protocol errors ->
-``E16`` (EINVAL), file-server errors -> ``F-1,errno``; the message goes along
-when the client enabled error strings (LLDB's QEnableErrorStrings).
+Many Stores, one session
+------------------------
+A session debugs the Store targets it is *attached* to, out of those its
+:class:`~gdbstub.targets.TargetHost` has (every Store is a process, pid =
+Store id, with one thread, tid 1).  ``target remote`` to ``serve`` attaches
+the served Store on connect; ``target extended-remote`` adds ``vAttach``,
+``vRun``, ``D;pid``, ``vKill;pid`` and ``qXfer:osdata:read:processes``.
+Each request is resolved to one target before its handler runs
+(:meth:`GdbSession.target_for`): an explicit ``thread:`` suffix or pid, else
+the thread ``Hg`` (registers, memory) or ``Hc`` (resumes) selected.
+
+All-stop (GDB manual, "All-Stop Mode"): a resume names the targets it moves
+(``vCont`` actions per ``pPID.TID``); the first stop or exit among them is
+reported, stop replies tagged ``thread:pPID.1`` (exits ``;process:PID``),
+and every other attached target still running is then stopped too, quietly.
+A stop that happened meanwhile in another target is kept and reported by the
+next resume that includes it, without resuming anything (as gdbserver does).
+
+Every request gets exactly one reply, except resumes (``c``, ``s``,
+``vCont``, ``vAttach`` of a running Store, ``?`` on a running guest), which
+are answered by a stop reply when the target stops, and ``k``.  Errors map to
+replies in one place, :meth:`_dispatch`: ``TargetError`` -> ``Exx`` with its
+:class:`~gdbstub.protocol.replies.ErrorCode`, bad register or protocol input
+-> ``E16`` (EINVAL), file-server errors -> ``F-1,errno``; the message goes
+along when the client enabled error strings (LLDB's QEnableErrorStrings).
+
+Dialects and extensions: what depends on how the client sees a Store
+(registers, addresses, libraries) is the session's :class:`~gdbstub.dialect.Dialect`;
+optional packet groups are :class:`~gdbstub.dialect.SessionExtension` objects
+that add handlers and the qSupported features they need (docs/sessions.md,
+"Adding a packet").
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
+from xml.sax.saxutils import escape
 
 from codemem.wasm.types import ValType
 
 from . import arch_amd64
-from .images import FileServerError, libraries_svr4_xml, libraries_xml
+from .dialect import Dialect, NativeDialect, SessionExtension
+from .images import FileServerError
 from .protocol import packets as P
 from .protocol import replies as R
 from .protocol.connection import ProtocolConnection
 from .protocol.encoding import ProtocolError, hex_encode
-from .target import EINVAL, ENOENT, Exited, Stop, StopReason, StoreTarget, TargetError
+from .protocol.replies import ErrorCode, Signal
+from .target import Exited, Stop, StopReason, StoreTarget, TargetError
+from .targets import SingleStoreHost, TargetHost
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +68,9 @@ PACKET_SIZE = 0x20000
 MONITOR_HELP = """\
 monitor commands of wasm-gdbstub:
   help                 this text
-  stores               the Stores served, their modules and code ranges
-  patches              every enabled patch site (breakpoints and internal uses)
+  stores               every live Store: pid, module, entry, state, enabled sites
+  patches              every enabled patch site of this Store (breakpoints and internal uses)
+  backtrace            the stopped guest's wasm frames (a caller is shown at its call)
   frame-table [FUNC]   functions, sequence points and patch sites of the frame table
 """
 
@@ -51,38 +81,77 @@ class SessionConfig:
 
     images: object | None = None         # gdbstub.images.DebugImageSet (libraries + vFile)
     file_server: object | None = None    # gdbstub.images.ImageFileServer
-    #: Makes each client's session: ``session_factory(target, config)``;
-    #: None is the native dialect (:class:`GdbSession`).  The wasm dialect
-    #: passes gdbstub.wasm_dialect.WasmSession.
-    session_factory: Callable | None = None
+    #: Makes each session's dialect (it keeps per-Store state, so one per
+    #: session); None is the native dialect over ``images``.
+    dialect_factory: Callable[[], Dialect] | None = None
+    #: Makes each session's optional extensions (gdbstub.dialect.SessionExtension).
+    extension_factories: list[Callable[[], SessionExtension]] = field(default_factory=list)
+
+    def make_dialect(self) -> Dialect:
+        if self.dialect_factory is not None:
+            return self.dialect_factory()
+        return NativeDialect(self.images)
+
+
+@dataclass
+class Attached:
+    """A target this session debugs, and its all-stop bookkeeping."""
+
+    target: StoreTarget
+    #: Interrupted because another target's stop was reported: its stop is
+    #: not reported (gdb already believes it stopped).
+    quiet: bool = False
+    #: A stop (or exit) not yet reported: the next resume including this
+    #: target reports it instead of resuming.
+    unreported: Stop | Exited | None = None
+    #: Reason and signal to show on the next stop (a stop the dialect hid and
+    #: stepped on from, or an attach, which gdb expects as SIGSTOP).
+    carried: tuple[StopReason, int] | None = None
+    #: Started by this session's vRun (qAttached answers 0: gdb kills it on quit).
+    created: bool = False
+    #: Moved by the client's last resume and not yet seen to stop.
+    resumed: bool = False
 
 
 class GdbSession:
-    """One connected client, native x86-64 dialect."""
+    """One connected client.
 
-    def __init__(self, target: StoreTarget, config: SessionConfig | None = None):
-        self.target = target
+    ``targets`` is a :class:`~gdbstub.targets.TargetHost`, or one
+    :class:`~gdbstub.target.StoreTarget` (then served as ``serve`` does:
+    attached from the start)."""
+
+    def __init__(self, targets: TargetHost | StoreTarget, config: SessionConfig | None = None):
+        self.host: TargetHost = targets if isinstance(targets, TargetHost) else SingleStoreHost(targets)
         self.config = config or SessionConfig()
+        self.dialect: Dialect = self.config.make_dialect()
+        self.extensions: list[SessionExtension] = [self.dialect] + [
+            make() for make in self.config.extension_factories]
         self.conn = ProtocolConnection(max_packet_size=PACKET_SIZE)
-        self.capabilities = R.Capabilities(
-            packet_size=PACKET_SIZE,
-            no_ack_mode=True,
-            xfer_features=True,
-            xfer_libraries=self.config.images is not None,
-            xfer_libraries_svr4=self.config.images is not None,
-            xfer_exec_file=self.config.images is not None,
-            swbreak=True,
-            vcont=True,
-            multiprocess=True,
-            qthread_events=True,
-        )
+        capabilities = R.Capabilities(packet_size=PACKET_SIZE, no_ack_mode=True, swbreak=True, vcont=True,
+                                      multiprocess=True, qthread_events=True, xfer_osdata=self.host.extended)
+        for extension in self.extensions:
+            capabilities = extension.capabilities(capabilities)
+        self.capabilities = capabilities
         self.negotiated = self.capabilities.negotiate({})
         self.error_strings = False
         self.list_threads_in_stop_reply = False
+        #: The client sent one of LLDB's own set-up packets (QThreadSuffixSupported,
+        #: QListThreadsInStopReply, qHostInfo): where gdb and lldb expect
+        #: different answers (`?` with no process), lldb's are given.
+        self.client_is_lldb = False
         self.waiting_for_stop = False
+        self.extended_mode = False
         self.detached = False
         self.killed = False
+        self.attached: dict[int, Attached] = {}
+        self._current_g: int | None = None
+        self._current_c: int | None = None  # None: every attached target
+        self._process_list: list = []  # lldb's qfProcessInfo answers still to give
         self._handlers: dict[type, Callable] = self._build_handlers()
+        for extension in self.extensions:
+            self._handlers.update(extension.handlers(self))
+        for target in self.host.initial_targets():
+            self._attach(self.host.attach(target.pid, self))
 
     # ------------------------------------------------------------ transport API
 
@@ -97,19 +166,20 @@ class GdbSession:
         return self.conn.pending_output()
 
     def target_event(self) -> None:
-        """The target has something pending: take it, and answer a waiting
-        resume with the stop reply."""
-        event = self.target.take_event()
-        if event is None:
-            return
-        if self.waiting_for_stop:
-            self.waiting_for_stop = False
-            self.conn.reply(self._event_reply(event))
+        """Attached targets have something pending: take it, and answer a
+        waiting resume with the stop reply."""
+        for attached in list(self.attached.values()):
+            self._take_events(attached)
 
     @property
     def finished(self) -> bool:
         """The client detached or killed: the transport may close."""
         return self.detached or self.killed
+
+    @property
+    def target(self) -> StoreTarget:
+        """The target of the thread ``Hg`` selected (registers, memory)."""
+        return self._current().target
 
     # ------------------------------------------------------------ dispatch
 
@@ -122,9 +192,12 @@ class GdbSession:
         except TargetError as e:
             log.info("%s refused: %s", type(request).__name__, e)
             return R.error(e.code, str(e), self.error_strings)
-        except (arch_amd64.RegisterError, ProtocolError, ValueError) as e:
+        except (arch_amd64.RegisterError, ProtocolError) as e:
+            # Bad input only (a register the client named or sized wrongly, a
+            # field it encoded wrongly): anything else a handler raises is a
+            # bug of ours and goes up to the transport's outermost guard.
             log.info("%s refused: %s", type(request).__name__, e)
-            return R.error(EINVAL, str(e), self.error_strings)
+            return R.error(ErrorCode.EINVAL, str(e), self.error_strings)
 
     def _build_handlers(self) -> dict[type, Callable]:
         simple_ok = lambda request: R.ok()  # noqa: E731
@@ -133,27 +206,29 @@ class GdbSession:
             P.Interrupt: self._interrupt,
             P.MalformedPacket: self._malformed,
             P.UnknownPacket: empty,
+            P.ExtendedMode: self._extended_mode,
             P.QuerySupported: self._supported,
             P.MustReplyEmpty: empty,
             P.StartNoAckMode: self._start_no_ack,
             P.XferRead: self._xfer,
-            P.QueryAttached: lambda r: b"1",
-            P.QueryCurrentThread: lambda r: R.current_thread_reply(self._thread_id(), self._multiprocess),
+            P.QueryAttached: self._query_attached,
+            P.QueryCurrentThread: lambda r: R.current_thread_reply(self._thread_id(self.target),
+                                                                   self._multiprocess),
             P.ThreadInfoFirst: self._thread_info_first,
             P.ThreadInfoNext: lambda r: b"l",
             P.TraceStatus: empty,
             P.QueryOffsets: empty,
             P.SymbolLookup: simple_ok,
-            P.HostInfo: lambda r: arch_amd64.host_info_reply().encode(),
-            P.ProcessInfo: self._process_info,
+            P.HostInfo: self._host_info,
+            P.ProcessInfo: lambda r: self.dialect.process_info(self.target).encode(),
             P.RegisterInfo: self._register_info,
-            P.ThreadSuffixSupported: simple_ok,
+            P.ThreadSuffixSupported: self._thread_suffix_supported,
             P.ListThreadsInStopReply: self._list_threads,
             P.EnableErrorStrings: self._enable_error_strings,
             P.StructuredDataPlugins: empty,
             P.ShlibInfoAddr: empty,
             P.VAttachOrWaitSupported: empty,
-            P.MemoryRegionInfo: self._memory_region_info,
+            P.MemoryRegionInfo: lambda r: R.key_value_reply(self.dialect.memory_region_info(self.target, r.addr)),
             P.ThreadsInfoJson: empty,
             P.ThreadExtendedInfoJson: empty,
             P.MonitorCommand: self._monitor,
@@ -162,9 +237,9 @@ class GdbSession:
             P.ThreadAlive: self._thread_alive,
             P.ThreadStopInfo: self._thread_stop_info,
             P.HaltReason: self._halt_reason,
-            P.ReadRegisters: self._read_registers,
+            P.ReadRegisters: lambda r: hex_encode(self.dialect.read_registers(self.target_for(r.thread))),
             P.WriteRegisters: self._write_registers,
-            P.ReadRegister: self._read_register,
+            P.ReadRegister: lambda r: hex_encode(self.dialect.read_register(self.target_for(r.thread), r.regnum)),
             P.WriteRegister: self._write_register,
             P.ReadMemory: self._read_memory,
             P.ReadMemoryBinary: self._read_memory_binary,
@@ -176,12 +251,14 @@ class GdbSession:
             P.ContinueWithSignal: self._continue,
             P.Step: self._step,
             P.StepWithSignal: self._step,
-            P.VContQuery: lambda r: b"vCont;c;C;s;S;r",
+            P.VContQuery: lambda r: self.dialect.vcont_actions,
             P.VCont: self._vcont,
             P.Kill: self._kill,
-            P.VKill: self._kill,
+            P.VKill: self._vkill,
             P.Detach: self._detach,
-            P.VFileSetFs: self._vfile_setfs,
+            P.VAttach: self._vattach,
+            P.VRun: self._vrun,
+            P.VFileSetFs: lambda r: R.vfile_result(0),
             P.VFileOpen: self._vfile_open,
             P.VFilePread: self._vfile_pread,
             P.VFileClose: self._vfile_close,
@@ -189,7 +266,80 @@ class GdbSession:
             P.VFilePwrite: lambda r: R.vfile_result(-1, R.FileIOErrno.EACCES),
             P.VFileUnlink: lambda r: R.vfile_result(-1, R.FileIOErrno.EACCES),
             P.VFileReadlink: lambda r: R.vfile_result(-1, R.FileIOErrno.EINVAL),
+            P.SetNonStop: self._set_non_stop,
+            P.ProcessInfoFirst: self._process_info_first,
+            P.ProcessInfoNext: self._process_info_next,
+            P.GetWorkingDir: self._no_working_dir,
+            P.LaunchGDBServer: self._launch_gdb_server,
+            P.QueryGDBServer: self._query_gdb_server,
+            # LLDB's WebAssembly queries belong to the wasm dialect (which
+            # replaces these); to the native one they are unsupported.
+            P.WasmCallStack: empty,
+            P.WasmLocal: empty,
+            P.WasmGlobal: empty,
+            P.WasmStackValue: empty,
+            P.WasmMemory: empty,
         }
+
+    # ------------------------------------------------------------ targets
+
+    def _attach(self, target: StoreTarget, *, created: bool = False) -> Attached:
+        for gone in [a for a in self.attached.values() if a.target.exited is not None]:
+            self._forget(gone)
+        attached = self.attached.get(target.pid)
+        if attached is None:
+            attached = self.attached[target.pid] = Attached(target, created=created)
+        self._current_g = target.pid
+        return attached
+
+    def _forget(self, attached: Attached) -> None:
+        """The session no longer debugs this target (detached, killed, ended)."""
+        pid = attached.target.pid
+        if self.attached.pop(pid, None) is None:
+            return
+        self.dialect.forget(attached.target)
+        self.host.release(attached.target, self)
+        if self._current_g == pid:
+            self._current_g = next(iter(self.attached), None)
+        if self._current_c == pid:
+            self._current_c = None
+
+    def _current(self) -> Attached:
+        attached = self.attached.get(self._current_g) if self._current_g is not None else None
+        if attached is None and self.attached:
+            attached = next(iter(self.attached.values()))
+            self._current_g = attached.target.pid
+        if attached is None:
+            raise TargetError(ErrorCode.ENOENT, "no process is attached"
+                              + (" (attach one: `info os processes`, `attach PID`)" if self.host.extended else ""))
+        return attached
+
+    def _by_pid(self, pid: int) -> Attached:
+        attached = self.attached.get(pid)
+        if attached is None:
+            raise TargetError(ErrorCode.ENOENT, f"process {pid:x} is not attached")
+        return attached
+
+    def target_for(self, thread: P.ThreadId | None) -> StoreTarget:
+        """The target a request names: its ``thread:`` suffix, else ``Hg``'s."""
+        if thread is None or thread.pid in (None, P.ThreadId.ALL, P.ThreadId.ANY):
+            if thread is not None and not (thread.is_all or thread.is_any or thread.tid == StoreTarget.TID):
+                raise TargetError(ErrorCode.ENOENT, "no such thread")
+            return self.target
+        attached = self._by_pid(thread.pid)
+        if not (thread.is_all or thread.is_any or thread.tid == attached.target.tid):
+            raise TargetError(ErrorCode.ENOENT, "no such thread")
+        return attached.target
+
+    def _matches(self, thread: P.ThreadId | None, target: StoreTarget) -> bool:
+        """Whether a thread-id (of a vCont action, say) names ``target``'s thread."""
+        if thread is None:
+            return True
+        pid_ok = thread.pid in (None, P.ThreadId.ALL, P.ThreadId.ANY, target.pid)
+        return pid_ok and (thread.is_all or thread.is_any or thread.tid == target.tid)
+
+    def _thread_id(self, target: StoreTarget) -> P.ThreadId:
+        return P.ThreadId(target.pid, target.tid)
 
     # ------------------------------------------------------------ handshake
 
@@ -197,16 +347,21 @@ class GdbSession:
     def _multiprocess(self) -> bool:
         return self.negotiated.multiprocess
 
-    def _thread_id(self) -> P.ThreadId:
-        return P.ThreadId(self.target.pid, self.target.tid)
-
     def _malformed(self, request: P.MalformedPacket) -> bytes:
         log.info("malformed packet %r: %s", request.payload[:80], request.reason)
-        return R.error(EINVAL, f"malformed packet: {request.reason}", self.error_strings)
+        return R.error(ErrorCode.EINVAL, f"malformed packet: {request.reason}", self.error_strings)
 
     def _supported(self, request: P.QuerySupported) -> bytes:
         self.negotiated = self.capabilities.negotiate(request.features)
         return self.capabilities.supported_reply()
+
+    def _extended_mode(self, request) -> bytes:
+        """``!``: gdb's ``target extended-remote``.  Refused by a host that
+        cannot attach or run (gdb then still works, as with ``target remote``)."""
+        if not self.host.extended:
+            raise TargetError(ErrorCode.EINVAL, "this stub serves one Store; use `target remote`")
+        self.extended_mode = True
+        return R.ok()
 
     def _start_no_ack(self, request) -> None:
         self.conn.reply(R.ok())
@@ -219,139 +374,280 @@ class GdbSession:
 
     def _list_threads(self, request) -> bytes:
         self.list_threads_in_stop_reply = True
+        self.client_is_lldb = True
         return R.ok()
 
-    def _process_info(self, request) -> bytes:
-        return arch_amd64.process_info_reply(self.target.pid).encode()
+    def _thread_suffix_supported(self, request) -> bytes:
+        self.client_is_lldb = True
+        return R.ok()
+
+    def _host_info(self, request) -> bytes:
+        self.client_is_lldb = True
+        return self.dialect.host_info().encode()
+
+    def _set_non_stop(self, request: P.SetNonStop) -> bytes:
+        """``QNonStop``: all-stop (0) is what this stub does; non-stop (1) is
+        not offered in qSupported, and refused here with a reason."""
+        if request.enable:
+            raise TargetError(ErrorCode.EINVAL, "non-stop mode is not supported (all-stop only)")
+        return R.ok()
+
+    def _no_working_dir(self, request) -> bytes:
+        raise TargetError(ErrorCode.ENOENT, "a Store has no working directory")
 
     def _register_info(self, request: P.RegisterInfo) -> bytes:
-        reply = arch_amd64.register_info_reply(request.regnum)
+        reply = self.dialect.register_info(request.regnum)
         if reply is None:
-            return R.error(0x45, "no such register", self.error_strings)
+            return R.error(ErrorCode.NO_SUCH_REGISTER, "no such register", self.error_strings)
         return reply.encode()
 
+    def _query_attached(self, request: P.QueryAttached) -> bytes:
+        """1: attached to an existing process (gdb detaches on quit); 0: one
+        this session started with vRun (gdb kills it on quit)."""
+        attached = self._by_pid(request.pid) if request.pid is not None else self.attached.get(self._current_g)
+        return b"0" if attached is not None and attached.created else b"1"
+
     def _xfer(self, request: P.XferRead) -> bytes:
-        document: bytes | None = None
-        if request.object == "features":
-            text = arch_amd64.feature_document(request.annex)
-            if text is None:
-                raise TargetError(ENOENT, f"no feature document {request.annex!r}")
-            document = text.encode()
-        elif request.object in ("libraries-svr4", "libraries") and self.config.images is not None:
-            # The first image is the "executable" (qXfer:exec-file); the rest
-            # (further modules, the runtime) are its libraries.
-            images = self.config.images.for_store(self.target.store)[1:]
-            build = libraries_svr4_xml if request.object == "libraries-svr4" else libraries_xml
-            document = build(images).encode()
-        elif request.object == "exec-file" and self.config.images is not None:
-            # gdb loads this as the program (no "No executable" warning, and its
-            # symbols are read at once; library symbols wait for `sharedlibrary`).
-            document = self.config.images.for_store(self.target.store)[0].name.encode()
+        if request.object == "osdata":
+            document = self._osdata(request.annex)
+        else:
+            target = self.target
+            if request.object == "exec-file" and request.annex:
+                target = self._by_pid(int(request.annex, 16)).target if _is_hex(request.annex) else target
+            document = self.dialect.xfer(target, request.object, request.annex)
         if document is None:
             return R.empty()
         return R.qxfer_chunk(document, request.offset, request.length)
 
+    def _osdata(self, annex: str) -> bytes | None:
+        """``qXfer:osdata:read:processes`` (GDB manual, "Process list"): the
+        host's live Stores.  gdb's ``info os processes`` shows the columns."""
+        if annex == "":
+            return (b'<?xml version="1.0"?>\n<osdata type="types">'
+                    b'<item><column name="Type">processes</column>'
+                    b'<column name="Description">Listing of all Stores</column>'
+                    b'<column name="Title">Stores</column></item></osdata>')
+        if annex != "processes":
+            raise TargetError(ErrorCode.ENOENT, f"no osdata {annex!r} (only 'processes')")
+        items = []
+        for info in self._store_infos():
+            items.append(
+                "<item>"
+                f'<column name="pid">{info.pid}</column>'
+                f'<column name="user">wasm</column>'
+                f'<column name="command">{escape(info.module)} {escape(info.entry)}</column>'
+                f'<column name="state">{escape(info.state)}</column>'
+                f'<column name="sites">{info.enabled_sites}</column>'
+                "</item>")
+        return ('<?xml version="1.0"?>\n<!DOCTYPE target SYSTEM "osdata.dtd">\n<osdata type="processes">'
+                + "".join(items) + "</osdata>").encode()
+
+    def _store_infos(self):
+        with self.host.lock:
+            return [self.host.describe(target) for target in self.host.targets() if target.exited is None]
+
+    # ------------------------------------------------------------ lldb's process list
+
+    def _process_info_first(self, request: P.ProcessInfoFirst) -> bytes:
+        """lldb's ``qfProcessInfo``: the first matching Store (lldb then asks
+        ``qsProcessInfo`` until an error reply ends the list)."""
+        if not self.host.extended:
+            raise TargetError(ErrorCode.EINVAL, "this stub serves one Store (no process list)")
+        self._process_list = [info for info in self._store_infos() if _matches_criteria(info, request.criteria)]
+        return self._process_info_next(request)
+
+    def _process_info_next(self, request) -> bytes:
+        if not self._process_list:
+            raise TargetError(ErrorCode.ENOENT, "no more processes")
+        info = self._process_list.pop(0)
+        name = f"{info.module}:{info.entry}"
+        # Platform style (lldb-server's CreateProcessInfoResponse): pids in
+        # *decimal*, unlike qProcessInfo's hex; lldb drops an entry whose pid
+        # does not parse (a hex "19d", say).
+        return R.key_value_reply([
+            ("pid", "%d" % info.pid), ("parent-pid", "0"), ("name", hex_encode(name.encode()).decode()),
+            ("uid", "0"), ("gid", "0"), ("euid", "0"), ("egid", "0"),
+            # The machine code's triple in both dialects: lldb-22 lists no
+            # process whose triple is wasm32 (its platform filters them out),
+            # and `process attach --plugin wasm` sets the wasm architecture.
+            ("triple", hex_encode(arch_amd64.TARGET_TRIPLE.encode()).decode()),
+            ("ostype", "unknown")])
+
+    def _launch_gdb_server(self, request: P.LaunchGDBServer) -> bytes:
+        """LLDB's platform mode (``platform connect``, then ``process attach
+        --pid``) asks for a gdb-remote server to attach through: this very
+        server, whose sessions attach any Store (docs/lldb.md).  lldb-server
+        answers ``pid:PID;port:PORT;`` in decimal; there is no new process."""
+        port = self._extended_port()
+        return f"pid:0;port:{port};".encode()
+
+    def _query_gdb_server(self, request) -> bytes:
+        """The gdb-remote servers already debugging a process, which lldb's
+        ``platform connect`` would connect to at once: none (as lldb-server
+        answers when it has launched none); each ``process attach`` asks
+        qLaunchGDBServer."""
+        raise TargetError(ErrorCode.ENOENT, "no gdb-remote server is debugging a process yet")
+
+    def _extended_port(self) -> int:
+        port = self.host.listening_port
+        if not self.host.extended or port is None:
+            raise TargetError(ErrorCode.EINVAL, "this stub serves one Store (no platform mode)")
+        return port
+
     # ------------------------------------------------------------ threads
 
     def _thread_info_first(self, request) -> bytes:
-        if self.target.exited is not None:
-            return b"l"
-        return R.thread_list_reply([self._thread_id()], self._multiprocess)
-
-    def _known_thread(self, thread: P.ThreadId | None) -> bool:
-        if thread is None or thread.is_all or thread.is_any:
-            return True
-        pid_ok = thread.pid in (None, P.ThreadId.ALL, P.ThreadId.ANY, self.target.pid)
-        return pid_ok and thread.tid == self.target.tid
+        if not self.attached and self.client_is_lldb:
+            # lldb takes an empty list from a stub with no process as one
+            # process (pid 1) it must find a stop for; lldb-server refuses.
+            raise TargetError(ErrorCode.ENOENT, "no process is attached")
+        threads = [self._thread_id(a.target) for a in self.attached.values() if a.target.exited is None]
+        return R.thread_list_reply(threads, self._multiprocess)
 
     def _set_thread(self, request: P.SetThread) -> bytes:
-        if not self._known_thread(request.thread):
-            raise TargetError(ENOENT, "no such thread")
+        thread = request.thread
+        if thread.pid in (None, P.ThreadId.ALL, P.ThreadId.ANY):
+            if not (thread.is_all or thread.is_any or thread.tid == StoreTarget.TID):
+                raise TargetError(ErrorCode.ENOENT, "no such thread")
+            if request.op == "c" and (thread.is_all or thread.pid == P.ThreadId.ALL):
+                self._current_c = None  # Hc-1: resumes move every attached target
+            return R.ok()
+        target = self.target_for(thread)
+        if request.op == "c":
+            self._current_c = target.pid
+        else:
+            self._current_g = target.pid
         return R.ok()
 
     def _thread_alive(self, request: P.ThreadAlive) -> bytes:
-        if self.target.exited is None and self._known_thread(request.thread):
-            return R.ok()
-        raise TargetError(ENOENT, "no such thread")
+        for attached in self.attached.values():
+            if attached.target.exited is None and self._matches(request.thread, attached.target):
+                return R.ok()
+        raise TargetError(ErrorCode.ENOENT, "no such thread")
 
-    # ------------------------------------------------------------ stops
+    # ------------------------------------------------------------ events and stops
 
-    def _event_reply(self, event) -> bytes:
+    def _on_event(self, attached: Attached, event: Stop | Exited) -> None:
+        target = attached.target
         if isinstance(event, Exited):
-            pid = self.target.pid if self._multiprocess else None
-            if event.signal is not None:
-                return R.terminated_reply(event.signal, pid)
-            return R.exit_reply(event.status & 0xFF, pid)
-        return self._stop_reply(event)
+            # The Store is gone: the host may forget it.  The session keeps it
+            # as its (exited) process until the client attaches another, so
+            # `?`, a resume or `D` still get the answers gdb and lldb expect.
+            self.host.release(target, self)
+            if self.waiting_for_stop:
+                self.waiting_for_stop = False
+                self.conn.reply(self._exit_reply(target, event))
+                self._stop_others(None)
+            return
+        if self.dialect.hides_stop(target, event):
+            # Stepped on only when a client waits for this stop; otherwise
+            # `?` does it when the client asks (see _halt_reason).
+            if self.waiting_for_stop:
+                self._step_on(attached, event)
+            return
+        if attached.carried is not None:
+            event.reason, event.signal = attached.carried
+            attached.carried = None
+        resumed, attached.resumed = attached.resumed, False
+        if attached.quiet:
+            attached.quiet = False
+            if event.reason is StopReason.INTERRUPT:
+                return  # stopped for all-stop; gdb believes it already stopped
+        if self.waiting_for_stop:
+            self.waiting_for_stop = False
+            self._current_g = self._current_c = target.pid
+            self.conn.reply(self._stop_reply(target, event))
+            self._stop_others(attached)
+        elif resumed:
+            # Another target's stop was reported first: keep this one for the
+            # next resume that includes this target.
+            attached.unreported = event
 
-    def _stop_reply(self, stop: Stop) -> bytes:
-        regfile = self.target.read_registers()
-        registers = {regnum: arch_amd64.read_register(regfile, regnum)
-                     for regnum in (arch_amd64.RBP_REGNUM, arch_amd64.RSP_REGNUM, arch_amd64.RIP_REGNUM)}
+    def _stop_others(self, reported: Attached | None) -> None:
+        """All-stop: once a stop is reported, no other attached target runs."""
+        for attached in self.attached.values():
+            if attached is not reported and attached.target.is_running:
+                attached.quiet = True
+                attached.target.interrupt()
+
+    def _step_on(self, attached: Attached, stop: Stop) -> None:
+        if attached.carried is None and stop.reason is not StopReason.STEP:
+            attached.carried = (stop.reason, stop.signal)
+        attached.target.step()
+        self.waiting_for_stop = True
+
+    def _exit_reply(self, target: StoreTarget, event: Exited) -> bytes:
+        return self._exit_reply_for(target.pid, event)
+
+    def _stop_reply(self, target: StoreTarget, stop: Stop) -> bytes:
+        registers, pc = self.dialect.stop_registers(target, stop)
         reason = "swbreak" if stop.reason == StopReason.BREAKPOINT and self.negotiated.swbreak else None
         extra: list[tuple[str, object]] = []
         if self.list_threads_in_stop_reply:
-            extra.append(("threads", "%x" % self.target.tid))
-            extra.append(("thread-pcs", "%x" % stop.pc))
+            extra.append(("threads", "%x" % target.tid))
+            extra.append(("thread-pcs", "%x" % pc))
         if stop.reason == StopReason.TRAP and stop.trap_message:
             # LLDB shows a stop "description"; gdb ignores keys it does not know.
             extra.append(("description", hex_encode(f"wasm trap: {stop.trap_message}".encode())))
-        return R.stop_reply(stop.signal, self._thread_id(), registers, reason, extra, self._multiprocess)
+        return R.stop_reply(stop.signal, self._thread_id(target), registers, reason, extra, self._multiprocess)
 
     def _halt_reason(self, request) -> bytes | None:
-        target = self.target
+        if not self.attached:
+            # Nothing attached (extended mode, lldb's platform mode): "no
+            # process".  GDB's remote.c takes W00 to mean connected but not
+            # running; lldb takes W00 as "the process exited" and then crashes
+            # on the attach that follows (lldb 22), so it gets lldb-server's
+            # answer, an error.
+            if self.client_is_lldb:
+                raise TargetError(ErrorCode.ENOENT, "no process is attached")
+            return R.exit_reply(0)
+        attached = self._current()
+        target = attached.target
+        if attached.unreported is not None:
+            event, attached.unreported = attached.unreported, None
+            return self._stop_reply(target, event) if isinstance(event, Stop) else self._exit_reply(target, event)
         if target.exited is not None:
-            return self._event_reply(target.exited)
-        if target.current_stop is not None:
-            return self._stop_reply(target.current_stop)
+            return self._exit_reply(target, target.exited)
+        stop = target.current_stop
+        if stop is not None and self.dialect.hides_stop(target, stop):
+            self._step_on(attached, stop)  # the entry stop: on to one the client can be shown
+            return None
+        if stop is not None:
+            return self._stop_reply(target, stop)
         # Attaching to a guest that runs (an earlier client detached): stop it.
-        self._stop_running_guest()
+        self._stop_running(attached, Signal.SIGINT)
         return None
 
-    def _thread_stop_info(self, request) -> bytes:
-        if self.target.current_stop is None:
-            raise TargetError(ENOENT, "the thread is not stopped")
-        return self._stop_reply(self.target.current_stop)
+    def _thread_stop_info(self, request: P.ThreadStopInfo) -> bytes:
+        target = self.target
+        if request.tid != target.tid or target.current_stop is None:
+            raise TargetError(ErrorCode.ENOENT, "the thread is not stopped")
+        return self._stop_reply(target, target.current_stop)
 
     def _interrupt(self, request) -> None:
-        if self.target.is_running:
-            self._stop_running_guest()
+        running = [a for a in self.attached.values() if a.target.is_running]
+        for attached in running:
+            self._stop_running(attached, Signal.SIGINT)
         return None
 
-    def _stop_running_guest(self) -> None:
-        """Stop the running guest and answer with its stop reply.  Also for a
+    def _stop_running(self, attached: Attached, signal: int) -> None:
+        """Stop a running guest and answer with its stop reply.  Also for a
         client that attached to a guest an earlier one left running undebugged:
         it resumed nothing, yet wants the stop."""
-        self.target.debugging = True
-        self.target.interrupt()
+        if signal != Signal.SIGINT:
+            attached.carried = (StopReason.INTERRUPT, signal)
+        attached.target.debugging = True
+        attached.target.interrupt()
         self.waiting_for_stop = True
 
     # ------------------------------------------------------------ registers
 
-    def _check_thread(self, thread: P.ThreadId | None) -> None:
-        if not self._known_thread(thread):
-            raise TargetError(ENOENT, "no such thread")
-
-    def _read_registers(self, request: P.ReadRegisters) -> bytes:
-        self._check_thread(request.thread)
-        return hex_encode(arch_amd64.regfile_to_g(self.target.read_registers()))
-
     def _write_registers(self, request: P.WriteRegisters) -> bytes:
-        self._check_thread(request.thread)
-        regfile = bytearray(self.target.read_registers())
-        arch_amd64.g_to_regfile(request.data, regfile)
-        self.target.write_registers(bytes(regfile))
+        self.dialect.write_registers(self.target_for(request.thread), request.data)
         return R.ok()
 
-    def _read_register(self, request: P.ReadRegister) -> bytes:
-        self._check_thread(request.thread)
-        return hex_encode(arch_amd64.read_register(self.target.read_registers(), request.regnum))
-
     def _write_register(self, request: P.WriteRegister) -> bytes:
-        self._check_thread(request.thread)
-        regfile = bytearray(self.target.read_registers())
-        arch_amd64.write_register(regfile, request.regnum, request.value)
-        self.target.write_registers(bytes(regfile))
+        self.dialect.write_register(self.target_for(request.thread), request.regnum, request.value)
         return R.ok()
 
     # ------------------------------------------------------------ memory
@@ -360,7 +656,7 @@ class GdbSession:
         # The hex payload fills at most PacketSize (framing is not counted,
         # as in gdbserver), so gdb's PacketSize/2 requests are answered whole.
         length = min(request.length, PACKET_SIZE // 2)
-        return hex_encode(self.target.read_memory(request.addr, length))
+        return hex_encode(self.dialect.read_memory(self.target, request.addr, length)) if length else b""
 
     def _read_memory_binary(self, request: P.ReadMemoryBinary) -> bytes:
         # LLDB's convention (lldb-server): the reply is the bytes alone, and a
@@ -368,126 +664,247 @@ class GdbSession:
         # to stubs advertising binary-upload, which we do not.
         if request.length == 0:
             return R.ok()
-        length = min(request.length, PACKET_SIZE // 2)
-        return self.target.read_memory(request.addr, length)
+        return self.dialect.read_memory(self.target, request.addr, min(request.length, PACKET_SIZE // 2))
 
     def _write_memory(self, request) -> bytes:
         if len(request.data) != request.length:
-            raise TargetError(EINVAL, f"length {request.length:#x} does not match the {len(request.data)} bytes sent")
-        self.target.write_memory(request.addr, request.data)
+            raise TargetError(ErrorCode.EINVAL, f"length {request.length:#x} does not match the "
+                                                f"{len(request.data)} bytes sent")
+        if request.data:
+            self.dialect.write_memory(self.target, request.addr, request.data)
         return R.ok()
-
-    def _memory_region_info(self, request: P.MemoryRegionInfo) -> bytes:
-        """LLDB's qMemoryRegionInfo: the region holding addr, or the unmapped
-        gap up to the next region (no permissions)."""
-        regions = self.target.memory_regions()
-        for region in regions:
-            if region.contains(request.addr):
-                perms = "r" + ("w" if region.write else "") + ("x" if region.executable else "")
-                return R.key_value_reply([
-                    ("start", "%x" % region.start), ("size", "%x" % (region.end - region.start)),
-                    ("permissions", perms), ("name", hex_encode(region.name.encode()).decode())])
-        following = [r.start for r in regions if r.start > request.addr]
-        end = min(following) if following else 1 << 64
-        return R.key_value_reply([("start", "%x" % request.addr), ("size", "%x" % (end - request.addr))])
 
     # ------------------------------------------------------------ breakpoints
 
     def _insert_breakpoint(self, request: P.InsertBreakpoint) -> bytes:
         if request.type not in (P.BreakpointType.SOFTWARE, P.BreakpointType.HARDWARE):
             return R.empty()  # watchpoints: not supported (the empty reply says so)
-        self.target.insert_breakpoint(request.addr)
+        target = self.target
+        target.insert_breakpoint(self.dialect.breakpoint_pc(target, request.addr))
         return R.ok()
 
     def _remove_breakpoint(self, request: P.RemoveBreakpoint) -> bytes:
         if request.type not in (P.BreakpointType.SOFTWARE, P.BreakpointType.HARDWARE):
             return R.empty()
-        self.target.remove_breakpoint(request.addr)
+        target = self.target
+        target.remove_breakpoint(self.dialect.breakpoint_pc(target, request.addr))
         return R.ok()
 
     # ------------------------------------------------------------ execution
 
-    def _resume_reply(self) -> bytes | None:
-        """After a resume: wait for the stop, or answer at once if the guest
-        already exited."""
-        if self.target.exited is not None:
-            return self._event_reply(self.target.exited)
+    def _resume(self, plan: list[tuple[Attached, Callable[[StoreTarget], None]]]) -> bytes | None:
+        """Carries out ``plan`` (each target with what to do to it) after
+        the checks that may answer at once: a stop or an exit not yet
+        reported, or a target that already exited."""
+        for attached, _ in plan:
+            if attached.unreported is not None:
+                event, attached.unreported = attached.unreported, None
+                self._current_g = self._current_c = attached.target.pid
+                if isinstance(event, Exited):
+                    return self._exit_reply(attached.target, event)
+                return self._stop_reply(attached.target, event)
+        for attached, _ in plan:
+            if attached.target.exited is not None:
+                return self._exit_reply(attached.target, attached.target.exited)
+        for attached, action in plan:
+            attached.resumed = True
+            action(attached.target)
         self.waiting_for_stop = True
         return None
 
-    def _check_resume_address(self, addr: int | None) -> None:
-        if addr is not None and self.target.current_stop is not None and addr != self.target.current_stop.pc:
-            raise TargetError(EINVAL, "resuming at another address is not supported; write rip instead")
+    def _check_resume_address(self, target: StoreTarget, addr: int | None) -> None:
+        if addr is not None and target.current_stop is not None and addr != self.dialect.current_pc(target):
+            raise TargetError(ErrorCode.EINVAL, "resuming at another address is not supported; write the pc instead")
+
+    def _stopped_targets(self, only: int | None) -> list[Attached]:
+        chosen = [self._by_pid(only)] if only is not None else list(self.attached.values())
+        chosen = [a for a in chosen if not a.target.is_running]
+        if not chosen:
+            raise TargetError(ErrorCode.ENOENT, "no stopped process to resume")
+        return chosen
 
     def _continue(self, request) -> bytes | None:
-        if self.target.exited is not None:
-            return self._event_reply(self.target.exited)
-        self._check_resume_address(request.addr)
-        self.target.resume()
-        return self._resume_reply()
+        targets = self._stopped_targets(self._current_c)
+        for attached in targets:
+            self._check_resume_address(attached.target, request.addr)
+        return self._resume([(a, lambda t: t.resume()) for a in targets])
 
     def _step(self, request) -> bytes | None:
-        if self.target.exited is not None:
-            return self._event_reply(self.target.exited)
-        self._check_resume_address(request.addr)
-        self.target.step()
-        return self._resume_reply()
+        attached = self.attached.get(self._current_c) if self._current_c is not None else None
+        attached = attached or self._current()
+        self._check_resume_address(attached.target, request.addr)
+        return self._resume([(attached, lambda t: t.step())])
+
+    def _exit_reply_for(self, pid: int, exited: Exited) -> bytes:
+        pid_field = pid if self._multiprocess else None
+        if exited.signal is not None:
+            return R.terminated_reply(exited.signal, pid_field)
+        return R.exit_reply(exited.status & 0xFF, pid_field)
 
     def _vcont(self, request: P.VCont) -> bytes | None:
-        """One thread: the first action that applies to it decides (GDB manual,
-        "vCont": the leftmost action matching a thread wins)."""
-        if self.target.exited is not None:
-            return self._event_reply(self.target.exited)
-        action = next((a for a in request.actions if self._known_thread(a.thread)), None)
-        if action is None:
-            raise TargetError(ENOENT, "vCont names no thread of this target")
-        kind = action.action
-        if kind in ("c", "C"):
-            self.target.resume()
-        elif kind in ("s", "S"):
-            self.target.step()
-        elif kind == "r":
-            self.target.step((action.start, action.end))
-        elif kind == "t":
-            return R.ok()  # already stopped
-        else:
-            raise TargetError(EINVAL, f"vCont action {kind!r} is not supported")
-        return self._resume_reply()
+        """Each attached target gets the first action that names its thread
+        (GDB manual, "vCont": the leftmost action matching a thread wins);
+        targets no action names stay stopped."""
+        if not self.attached:
+            raise TargetError(ErrorCode.ENOENT, "no process is attached")
+        plan: list[tuple[Attached, Callable[[StoreTarget], None]]] = []
+        for attached in self.attached.values():
+            action = next((a for a in request.actions if self._matches(a.thread, attached.target)), None)
+            if action is None or attached.target.is_running:
+                continue
+            kind = action.action
+            if kind in ("c", "C"):
+                plan.append((attached, lambda t: t.resume()))
+            elif kind in ("s", "S"):
+                plan.append((attached, lambda t: t.step()))
+            elif kind == "r":
+                self.dialect.check_range_step()
+                plan.append((attached, lambda t, a=action: t.step((a.start, a.end))))
+            elif kind == "t":
+                continue  # already stopped
+            else:
+                raise TargetError(ErrorCode.EINVAL, f"vCont action {kind!r} is not supported")
+        if not plan:
+            if any(a.action == "t" for a in request.actions):
+                return R.ok()
+            raise TargetError(ErrorCode.ENOENT, "vCont names no stopped thread of an attached process")
+        return self._resume(plan)
 
     def _kill(self, request) -> bytes | None:
-        self.killed = True
-        self.target.kill()
-        if isinstance(request, P.VKill):
-            return R.ok()
-        # GDB reads no reply to `k` (GDB manual, "k"); LLDB waits for one and
-        # takes the exit status from it (lldb-server answers X09), else reports
-        # "failed to send k packet".
-        pid = self.target.pid if self._multiprocess else None
+        """``k``: every attached target.  GDB reads no reply (GDB manual, "k");
+        LLDB waits for one and takes the exit status from it (lldb-server
+        answers X09), else reports "failed to send k packet"."""
+        pids = list(self.attached)
+        if not pids:
+            # lldb's platform connection sends `k` before `process attach`:
+            # nothing to end.  lldb-server's platform does not know `k`
+            # (the empty reply); an exit reply would make lldb report a
+            # process 0 that exited, and end its batch mode there.
+            return R.empty()
+        for pid in pids:
+            self._kill_target(self.attached[pid])
+        if not self.extended_mode:
+            self.killed = True
+        pid = pids[0] if pids and self._multiprocess else None
         return R.terminated_reply(R.Signal.SIGKILL, pid)
 
-    def _detach(self, request: P.Detach) -> bytes:
-        if request.pid is not None and request.pid != self.target.pid:
-            raise TargetError(ENOENT, f"no process {request.pid:x}")
-        self.detached = True
-        self.target.detach()
+    def _vkill(self, request: P.VKill) -> bytes:
+        attached = self.attached.get(request.pid)
+        if attached is None:
+            raise TargetError(ErrorCode.ENOENT, f"process {request.pid:x} is not attached")
+        self._kill_target(attached)
+        if not self.attached and not self.extended_mode:
+            self.killed = True
         return R.ok()
 
+    def _kill_target(self, attached: Attached) -> None:
+        target = attached.target
+        self._forget(attached)
+        if target.exited is None:
+            target.kill()
+
+    def _detach(self, request: P.Detach) -> bytes:
+        if request.pid is not None:
+            attached = self.attached.get(request.pid)
+            if attached is None:
+                raise TargetError(ErrorCode.ENOENT, f"no process {request.pid:x}")
+            victims = [attached]
+        else:
+            victims = list(self.attached.values())
+        for attached in victims:
+            self._detach_target(attached)
+        if not self.attached and not self.extended_mode:
+            self.detached = True
+        return R.ok()
+
+    def _detach_target(self, attached: Attached) -> None:
+        target = attached.target
+        self._forget(attached)
+        target.detach()  # of an exited one too: whatever a late request patched goes
+
+    def _take_events(self, attached: Attached) -> None:
+        while attached.target.pid in self.attached:
+            event = attached.target.take_event()
+            if event is None:
+                return
+            self._on_event(attached, event)
+
+    def _vattach(self, request: P.VAttach) -> bytes | None:
+        """``vAttach;PID`` (extended mode): stop that Store at its next sequence
+        point (every site enabled live) and answer with the stop: SIGSTOP, as
+        gdbserver's attach.  A Store already stopped (held before its first
+        instruction) answers at once."""
+        if not self.host.extended:
+            raise TargetError(ErrorCode.EINVAL, "this stub serves one Store (use `target remote`, no attach)")
+        attached = self._attach(self.host.attach(request.pid, self))
+        self._current_c = attached.target.pid
+        # An attach stops with SIGSTOP, as gdbserver's and lldb-server's do:
+        # gdb expects it, and lldb's batch mode counts only SIGSTOP and SIGINT
+        # stops as normal after an attach (any other signal ends the batch).
+        attached.carried = (StopReason.INTERRUPT, Signal.SIGSTOP)
+        return self._report_first_stop(attached, interrupt=True)
+
+    def _vrun(self, request: P.VRun) -> bytes | None:
+        """``vRun`` (extended mode): a fresh Store stopped before its first
+        instruction; the reply is that stop (SIGTRAP, as after an exec)."""
+        if not self.host.extended:
+            raise TargetError(ErrorCode.EINVAL, "this stub serves one Store (use `target remote`, no run)")
+        args = [arg.decode("utf-8", "replace") for arg in request.args]
+        target = self.host.run_fresh(self, request.filename.decode("utf-8", "replace"), args)
+        attached = self._attach(target, created=True)
+        self._current_c = target.pid
+        return self._report_first_stop(attached, interrupt=False)
+
+    def _report_first_stop(self, attached: Attached, *, interrupt: bool) -> bytes | None:
+        """The stop a newly attached target answers vAttach/vRun with: one
+        pending (queued by the reply here), the one it is already in, or
+        (``interrupt``) one made now by stopping it."""
+        target = attached.target
+        self.waiting_for_stop = True
+        self._take_events(attached)
+        if not self.waiting_for_stop:
+            return None  # the pending stop was just answered
+        stop = target.current_stop
+        if stop is not None:
+            self.waiting_for_stop = False
+            if self.dialect.hides_stop(target, stop):
+                self._step_on(attached, stop)
+                return None
+            if attached.carried is not None:
+                stop.reason, stop.signal = attached.carried
+                attached.carried = None
+            return self._stop_reply(target, stop)
+        if target.exited is not None:
+            self.waiting_for_stop = False
+            exited = target.exited
+            self._forget(attached)
+            return self._exit_reply(target, exited)
+        if interrupt:
+            target.debugging = True
+            target.interrupt()
+        return None
+
     def client_gone(self) -> None:
-        """The connection dropped: leave the Store running, undebugged."""
-        if self.target.exited is None and not self.killed:
-            self.target.detach()
+        """The connection dropped: every attached Store runs on, undebugged."""
+        for attached in list(self.attached.values()):
+            self._detach_target(attached)
 
     # ------------------------------------------------------------ monitor
 
     def _monitor(self, request: P.MonitorCommand) -> bytes:
         words = request.text.split()
         command, args = (words[0], words[1:]) if words else ("help", [])
-        if command == "help":
-            text = MONITOR_HELP
+        text = self.host.monitor(command, args)
+        if text is not None:
+            pass
+        elif command == "help":
+            text = MONITOR_HELP + self.host.monitor_help
         elif command == "stores":
             text = self._monitor_stores()
         elif command == "patches":
             text = self._monitor_patches()
+        elif command == "backtrace":
+            text = self._monitor_backtrace()
         elif command == "frame-table":
             text = self._monitor_frame_table(args[0] if args else None)
         else:
@@ -497,16 +914,25 @@ class GdbSession:
         return R.ok()
 
     def _monitor_stores(self) -> str:
-        target = self.target
-        state = ("exited" if target.exited is not None else
-                 "stopped" if target.current_stop is not None else "running")
-        lines = [f"store {target.pid} (pid {target.pid:#x}), guest {state}"]
-        for entry in target.store.registry.entries():
-            code = entry.store_code
-            lines.append(f"  {entry.module.name}: code {code.base:#x}-{code.end:#x}, "
-                         f"{code.frame_table.num_functions} functions, {code.frame_table.num_sites} patch sites, "
-                         f"{len(code.enabled_site_offsets())} enabled")
-        return "\n".join(lines) + "\n"
+        lines = []
+        with self.host.lock:
+            for target in self.host.targets():
+                if target.exited is not None:
+                    continue  # ended; its worker is about to forget it
+                info = self.host.describe(target)
+                mine = " (this debugger)" if target.pid in self.attached else ""
+                lines.append(f"store {info.pid} (pid {info.pid:#x}): {info.module} {info.entry}, "
+                             f"{info.state}{mine}, {info.enabled_sites} sites enabled")
+                if target.pid in self.attached:
+                    for path in self.dialect.image_paths(target):
+                        lines.append(f"  image {path}")
+                    for entry in target.store.registry.entries():
+                        code = entry.store_code
+                        lines.append(f"  {entry.module.name}: code {code.base:#x}-{code.end:#x}, "
+                                     f"{code.frame_table.num_functions} functions, "
+                                     f"{code.frame_table.num_sites} patch sites, "
+                                     f"{len(code.enabled_site_offsets())} enabled")
+        return "\n".join(lines) + "\n" if lines else "no Store is live\n"
 
     def _monitor_patches(self) -> str:
         target = self.target
@@ -520,6 +946,15 @@ class GdbSession:
             user = " breakpoint" if pc in target.breakpoints else ""
             lines.append(f"{pc:#x} {entry.module.name}!{name} refs={refs}{user}")
         return "\n".join(lines) + "\n"
+
+    def _monitor_backtrace(self) -> str:
+        target = self.target
+        if target.current_stop is None:
+            return "the guest is not stopped\n"
+        lines = [f"#{frame.index} {frame.pc:#x} {frame.module_name}!{frame.func_name} wasm@{frame.wasm_offset:#x}"
+                 + (" (entry, before the prologue)" if frame.at_entry else "")
+                 for frame in target.frames()]
+        return "\n".join(lines) + "\n" if lines else "no wasm frames\n"
 
     def _monitor_frame_table(self, func_name: str | None) -> str:
         lines = []
@@ -545,14 +980,6 @@ class GdbSession:
 
     # ------------------------------------------------------------ vFile
 
-    def _file_server(self):
-        if self.config.file_server is None:
-            raise _NoFiles()
-        return self.config.file_server
-
-    def _vfile_setfs(self, request: P.VFileSetFs) -> bytes:
-        return R.vfile_result(0)
-
     def _vfile_open(self, request: P.VFileOpen) -> bytes:
         return self._vfile(lambda fs: R.vfile_result(
             fs.open(request.path.decode("utf-8", "replace"), request.flags, request.mode)))
@@ -571,10 +998,10 @@ class GdbSession:
         return self._vfile(close)
 
     def _vfile(self, operation) -> bytes:
+        if self.config.file_server is None:
+            return R.vfile_result(-1, R.FileIOErrno.ENOENT)  # no file server: every path is ENOENT
         try:
-            return operation(self._file_server())
-        except _NoFiles:
-            return R.vfile_result(-1, R.FileIOErrno.ENOENT)
+            return operation(self.config.file_server)
         except FileServerError as e:
             return R.vfile_result(-1, e.errno)
 
@@ -586,5 +1013,25 @@ def _type_name(valtype: int) -> str:
         return f"type {valtype:#x}"
 
 
-class _NoFiles(Exception):
-    """No file server configured: every path is ENOENT."""
+def _is_hex(text: str) -> bool:
+    return bool(text) and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _matches_criteria(info, criteria: dict[str, str]) -> bool:
+    """lldb's qfProcessInfo filters (lldbgdbremote.md): ``name`` with
+    ``name_match`` equals/starts_with/ends_with/contains, ``pid`` (decimal)."""
+    if "pid" in criteria and criteria["pid"].isdigit() and int(criteria["pid"]) != info.pid:
+        return False  # decimal, as the pids of the reply
+    wanted = criteria.get("name")
+    if wanted:
+        try:
+            wanted = bytes.fromhex(wanted).decode("utf-8", "replace")
+        except ValueError:
+            pass
+        name = f"{info.module}:{info.entry}"
+        how = criteria.get("name_match", "equals")
+        checks = {"equals": name == wanted, "starts_with": name.startswith(wanted),
+                  "ends_with": name.endswith(wanted), "contains": wanted in name}
+        if not checks.get(how, name == wanted):
+            return False
+    return True

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from codemem import abi, native
+from codemem import frames as walker
 from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, Trap
 from codemem.frametable import MirrorSource, SequencePointKind
@@ -59,25 +60,14 @@ from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
 
 from . import arch_amd64
-from .protocol.replies import Signal
+from .protocol.replies import ErrorCode, Signal
 
 log = logging.getLogger(__name__)
-
-# Error codes of Exx replies (GDB uses errno values by convention).
-EPERM = 0x01
-ENOENT = 0x02
-# Unreadable/unwritable memory answers "E14": EFAULT's number, 14, in the
-# two digits of the reply (the issue's contract, and what clients and tests of
-# this stub look for), not 0x0e.
-EFAULT = 0x14
-EINVAL = 0x16
-EBUSY = 0x10
-
 
 class TargetError(Exception):
     """A request the target refuses; ``code`` goes into the ``Exx`` reply."""
 
-    def __init__(self, code: int, message: str):
+    def __init__(self, code: ErrorCode, message: str):
         super().__init__(message)
         self.code = code
 
@@ -233,6 +223,7 @@ class StoreTarget:
         self.schedule_resume: Callable[[Callable[[], None]], None] = lambda open_gate: open_gate()
         self._thread: threading.Thread | None = None
         self.results: list | None = None
+        self.closed = False
         store.debug_handler = self._on_guest_event
 
     # ------------------------------------------------------------ lifecycle
@@ -241,9 +232,12 @@ class StoreTarget:
     def pid(self) -> int:
         return self.store.id
 
+    #: The one thread of every Store target (its guest thread).
+    TID = 1
+
     @property
     def tid(self) -> int:
-        return 1
+        return self.TID
 
     def start(self, *, stop_at_entry: bool = True) -> None:
         """Starts the guest thread; with ``stop_at_entry`` the guest stops at
@@ -253,7 +247,16 @@ class StoreTarget:
         self._thread = threading.Thread(target=self._run_guest, name=f"guest-store{self.pid}", daemon=True)
         self._thread.start()
 
-    def _run_guest(self) -> None:
+    def run_here(self, *, stop_at_entry: bool = False) -> Exited:
+        """Runs the guest on the calling thread (which becomes the guest
+        thread) and returns how it ended; the Exited event is also queued
+        for the controller, as from :meth:`start`'s thread."""
+        if stop_at_entry:
+            self._arm_entry(self.func.code_pc)
+        self._thread = threading.current_thread()
+        return self._run_guest()
+
+    def _run_guest(self) -> Exited:
         try:
             vals = self.func.call_vals(self.args)
             exited = Exited(status=0, results=[v.value for v in vals])
@@ -265,6 +268,17 @@ class StoreTarget:
         with self._lock:
             self._pending.append(exited)
         self._notify()
+        return exited
+
+    def mark_closed(self) -> None:
+        """The Store is about to be closed (its memory unmapped): from now on
+        every access is refused (ENOENT) instead of touching freed memory.
+        Call with the lock its controller holds, after the guest ended."""
+        self.closed = True
+
+    def require_open(self) -> None:
+        if self.closed:
+            raise TargetError(ErrorCode.ENOENT, f"Store {self.pid} has ended")
 
     def join(self, timeout: float | None = None) -> bool:
         if self._thread is not None:
@@ -298,25 +312,13 @@ class StoreTarget:
         self._notify()
 
     def _present_trap_at_entry_site(self, regfile) -> None:
-        """The prologue's stack check traps after `push rbp; mov rbp, rsp`
-        (codemem.abi, "Function layout") but the stop is reported at the
-        function's entry site, where the CFI (gdbstub.images, _AT_ENTRY) puts
-        the return address at [rsp].  Show the registers as they were at the
-        entry site so unwinders agree: rsp at the return address, rbp the
-        caller's.  The trap trampoline unwinds from its own saved rsp, never
-        from this regfile."""
-        pc = regfile.rip
-        entry = self.store.registry.lookup(pc)
-        if entry is None:
-            return
-        code = entry.store_code
-        func = code.frame_table.function_at(code.offset_of(pc))
-        rbp = regfile.gpr[6]
-        if func is None or code.base + func.native_start != pc or regfile.gpr[7] != rbp \
-                or not self.store.ctx.stack.contains(rbp):
-            return
-        regfile.gpr[7] = rbp + 8
-        regfile.gpr[6] = struct.unpack("<Q", _raw_read(rbp, 8))[0]
+        """A trap in a prologue is reported at the function's entry site:
+        show the registers as they were there (codemem.frames,
+        prologue_trap_registers) so unwinders agree with the CFI
+        (gdbstub.images, _AT_ENTRY).  The trap trampoline unwinds from its
+        own saved rsp, never from this regfile."""
+        regfile.gpr[6], regfile.gpr[7] = walker.prologue_trap_registers(
+            self.store.registry, self.store.ctx.stack, regfile.rip, regfile.gpr[6], regfile.gpr[7])
 
     # ----------------------------------------------------- controller side
 
@@ -393,8 +395,9 @@ class StoreTarget:
 
     def require_stopped(self) -> _GuestStop:
         """The current stop; TargetError (EBUSY running, ENOENT exited) if none."""
+        self.require_open()
         if self._stopped is None:
-            raise TargetError(EBUSY if self.exited is None else ENOENT,
+            raise TargetError(ErrorCode.EBUSY if self.exited is None else ErrorCode.ENOENT,
                               "the guest is running" if self.exited is None else "the guest has exited")
         return self._stopped
 
@@ -482,7 +485,7 @@ class StoreTarget:
     def interrupt(self) -> None:
         """^C: make the running guest stop at the next sequence point it reaches
         (every site of every image, patched live)."""
-        if not self.is_running or self._interrupt_requested:
+        if self.closed or not self.is_running or self._interrupt_requested:
             return
         self._disarm()  # a step in flight: the interrupt plan replaces it
         self._arm(self._all_sites())
@@ -493,6 +496,8 @@ class StoreTarget:
         (a stop it already reported or is about to report is released too)."""
         with self._lock:
             self.debugging = False
+        if self.closed:
+            return
         self._drop_debug_state()
         self._release()
         self._release_pending()
@@ -504,6 +509,8 @@ class StoreTarget:
         with self._lock:
             self._kill_requested = True
             self.debugging = False
+        if self.closed:
+            return
         self._drop_debug_state()
         stopped = self._stopped
         if stopped is not None and stopped.kind == native.EVENT_BREAKPOINT:
@@ -535,11 +542,11 @@ class StoreTarget:
     def _site_for(self, pc: int) -> tuple[Any, int]:
         entry = self.store.registry.lookup(pc)
         if entry is None:
-            raise TargetError(EFAULT, f"{pc:#x} is not in any code of this Store")
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"{pc:#x} is not in any code of this Store")
         try:
             entry.store_code.site_index_at(pc)
         except CodeMemoryError as e:
-            raise TargetError(EINVAL, f"{e}; breakpoints go at sequence points (patch sites)") from None
+            raise TargetError(ErrorCode.EINVAL, f"{e}; breakpoints go at sequence points (patch sites)") from None
         return (entry.store_code, pc)
 
     def _arm(self, sites: list[tuple[Any, int]]) -> None:
@@ -657,20 +664,22 @@ class StoreTarget:
                 for off in entry.store_code.frame_table.site_offsets]
 
     def _return_address(self, regfile, function_start: int) -> int | None:
-        """The current frame's return address: at the entry site (before
-        ``push rbp``) it is at [rsp]; in the body at [rbp+8]."""
-        if regfile.rip == function_start:
-            slot = regfile.gpr[7]
-        else:
-            slot = regfile.gpr[6] + 8
-        if not self.store.ctx.stack.contains(slot) or not self.store.ctx.stack.contains(slot + 7):
-            return None
-        return struct.unpack("<Q", _raw_read(slot, 8))[0]
+        """The current frame's return address (codemem.frames)."""
+        return walker.return_address(self.store.ctx.stack, at_entry=regfile.rip == function_start,
+                                     rbp=regfile.gpr[6], rsp=regfile.gpr[7])
+
+    def frames(self) -> list[walker.Frame]:
+        """The stopped guest's wasm frames, innermost first (codemem.frames.walk)."""
+        regfile = self.require_stopped().regfile
+        return walker.walk(self.store.registry, self.store.ctx.stack, regfile.rip, regfile.gpr[6], regfile.gpr[7])
 
     # ------------------------------------------------------- breakpoints
 
     def insert_breakpoint(self, pc: int) -> None:
         """A user breakpoint at a patch site of this Store (idempotent)."""
+        self.require_open()
+        if self.exited is not None:
+            raise TargetError(ErrorCode.ENOENT, "the guest has exited")
         if pc in self.breakpoints:
             return
         site = self._site_for(pc)
@@ -681,6 +690,7 @@ class StoreTarget:
     def remove_breakpoint(self, pc: int) -> None:
         """Removes a user breakpoint (removing an absent one is not an error:
         clients remove what they believe they inserted)."""
+        self.require_open()
         if pc not in self.breakpoints:
             self._site_for(pc)  # still name a bad address as such
             return
@@ -695,6 +705,7 @@ class StoreTarget:
 
     def enabled_sites(self) -> list[tuple[ModuleWithCode, int]]:
         """(image, pc) of every enabled site, for `monitor patches`."""
+        self.require_open()
         return [(entry, entry.store_code.base + off)
                 for entry in self.store.registry.entries()
                 for off in entry.store_code.enabled_site_offsets()]
@@ -714,22 +725,22 @@ class StoreTarget:
         stopped = self.require_stopped()
         old = self.read_registers()
         if len(new_regfile) != len(old):
-            raise TargetError(EINVAL, "register file of the wrong size")
+            raise TargetError(ErrorCode.EINVAL, "register file of the wrong size")
         old_gpr = struct.unpack_from("<16QQQ", old)
         new_gpr = struct.unpack_from("<16QQQ", new_regfile)
         for index, name in ((7, "rsp"), (6, "rbp"), (15, "r15")):
             if old_gpr[index] != new_gpr[index]:
-                raise TargetError(EPERM, f"{name} is managed by the runtime and cannot be written")
+                raise TargetError(ErrorCode.EPERM, f"{name} is managed by the runtime and cannot be written")
         old_rip, new_rip = old_gpr[16], new_gpr[16]
         if old_rip != new_rip:
             if stopped.kind == native.EVENT_TRAP:
-                raise TargetError(EPERM, "the guest stopped at a trap and cannot resume elsewhere")
+                raise TargetError(ErrorCode.EPERM, "the guest stopped at a trap and cannot resume elsewhere")
             self._check_new_rip(old_rip, new_rip)
         if (old_gpr[17] ^ new_gpr[17]) & ~_RFLAGS_WRITABLE:
-            raise TargetError(EPERM, "only the arithmetic flags of rflags can be written")
+            raise TargetError(ErrorCode.EPERM, "only the arithmetic flags of rflags can be written")
         mxcsr = struct.unpack_from("<I", new_regfile, arch_amd64.REGFILE_MXCSR_OFFSET)[0]
         if mxcsr & 0x1F80 != 0x1F80:
-            raise TargetError(EPERM, "mxcsr must keep every floating-point exception masked")
+            raise TargetError(ErrorCode.EPERM, "mxcsr must keep every floating-point exception masked")
         # A register that mirrors a frame slot where the guest will resume is
         # reloaded from that slot on resume: write the new value there too.
         # One holding memory 0's base or length is the runtime's.
@@ -737,7 +748,7 @@ class StoreTarget:
         for name, source in context_mirrors:
             if new_gpr[_GPR_INDEX[name]] != old_gpr[_GPR_INDEX[name]]:
                 what = "base address" if source is MirrorSource.MEMORY0_BASE else "length"
-                raise TargetError(EPERM, f"{name} holds memory 0's {what} for the guest's bounds checks "
+                raise TargetError(ErrorCode.EPERM, f"{name} holds memory 0's {what} for the guest's bounds checks "
                                          f"here and cannot be written")
         rbp = old_gpr[_GPR_INDEX["rbp"]]
         for name, offset in slot_mirrors:
@@ -751,23 +762,23 @@ class StoreTarget:
     def _check_new_rip(self, old_rip: int, new_rip: int) -> None:
         entry = self.store.registry.lookup(old_rip)
         if entry is None or not entry.store_code.contains(new_rip):
-            raise TargetError(EPERM, f"rip {new_rip:#x} is not in the current function")
+            raise TargetError(ErrorCode.EPERM, f"rip {new_rip:#x} is not in the current function")
         code = entry.store_code
         table = code.frame_table
         old_func = table.function_at(code.offset_of(old_rip))
         new_offset = code.offset_of(new_rip)
         new_func = table.function_at(new_offset)
         if old_func is None or new_func is None or old_func.native_start != new_func.native_start:
-            raise TargetError(EPERM, f"rip {new_rip:#x} is not in the current function")
+            raise TargetError(ErrorCode.EPERM, f"rip {new_rip:#x} is not in the current function")
         point = table.sequence_point_at_or_before(new_offset)
         if point is None or point.native_offset != new_offset or table.site_index(new_offset) is None:
-            raise TargetError(EPERM, f"rip {new_rip:#x} is not a sequence point")
+            raise TargetError(ErrorCode.EPERM, f"rip {new_rip:#x} is not a sequence point")
         # The entry site is before the prologue, where this function's frame
         # does not exist yet: moving there would build a second frame over
         # this one (and return through one of its slots); moving away from it
         # would run the body on the caller's frame.
         if new_offset == new_func.native_start or code.offset_of(old_rip) == old_func.native_start:
-            raise TargetError(EPERM, "rip cannot move into or out of a function's entry site "
+            raise TargetError(ErrorCode.EPERM, "rip cannot move into or out of a function's entry site "
                                      "(before its prologue); step once first")
 
     # ----------------------------------------------------------- memory
@@ -775,6 +786,7 @@ class StoreTarget:
     def memory_regions(self) -> list[MemoryRegion]:
         """Everything a client may see, sorted by start address (memoized until
         a memory grows or code or instances come and go)."""
+        self.require_open()
         key = (tuple(memory.data_len for memory in self.store.memories), len(self.store.instances),
                tuple(entry.store_code.base for entry in self.store.registry.entries()))
         if self._regions_memo is None or self._regions_memo[0] != key:
@@ -820,11 +832,12 @@ class StoreTarget:
 
     def read_memory(self, address: int, length: int) -> bytes:
         """Bytes from [address, address+length), stopping early at the end of
-        a region (a short read, as gdbserver gives); EFAULT if none is readable.
+        a region (a short read, as gdbserver gives); MEMORY_FAULT if none is readable.
         Allowed while the guest runs too (gdb reads memory of a running target
         in non-stop clients; values may be torn, as with any live process)."""
         if length == 0:
             return b""
+        self.require_open()
         out = bytearray()
         regions = self.memory_regions()
         while len(out) < length:
@@ -835,7 +848,7 @@ class StoreTarget:
             n = min(length - len(out), region.end - at)
             out += region.read(at, n)
         if not out:
-            raise TargetError(EFAULT, f"cannot access memory at {address:#x}")
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"cannot access memory at {address:#x}")
         return bytes(out)
 
     def write_memory(self, address: int, data: bytes) -> None:
@@ -846,11 +859,11 @@ class StoreTarget:
         region = self.region_at(address)
         end = address + len(data)
         if region is None:
-            raise TargetError(EFAULT, f"cannot access memory at {address:#x}")
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"cannot access memory at {address:#x}")
         if region.write is None:
-            raise TargetError(EPERM, f"{region.name} is read-only to the debugger")
+            raise TargetError(ErrorCode.EPERM, f"{region.name} is read-only to the debugger")
         if end > region.end:
-            raise TargetError(EFAULT, f"write {address:#x}+{len(data):#x} runs past the end of {region.name}")
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"write {address:#x}+{len(data):#x} runs past the end of {region.name}")
         region.write(address, data)
 
     def _write_stack(self, address: int, data: bytes) -> None:
@@ -859,13 +872,10 @@ class StoreTarget:
         stopped = self.require_stopped()
         end = address + len(data)
         if address < stopped.regfile.gpr[7]:
-            raise TargetError(EPERM, "writes below the guest's rsp are refused (the runtime's frames live there)")
-        rbp = stopped.regfile.gpr[6]
-        stack = self.store.ctx.stack
-        while rbp and stack.contains(rbp):
+            raise TargetError(ErrorCode.EPERM, "writes below the guest's rsp are refused (the runtime's frames live there)")
+        for rbp in walker.rbp_chain(self.store.ctx.stack, stopped.regfile.gpr[6]):
             if address < rbp + 16 and end > rbp:
-                raise TargetError(EPERM, f"{rbp:#x}: a saved frame pointer / return address cannot be written")
-            rbp = struct.unpack("<Q", _raw_read(rbp, 8))[0]
+                raise TargetError(ErrorCode.EPERM, f"{rbp:#x}: a saved frame pointer / return address cannot be written")
         _raw_write(address, data)
 
     # ------------------------------------------------------- descriptions

@@ -31,8 +31,11 @@ stepped on, inside the stub, to the next INSTRUCTION point.  So every wasm PC
 lldb sees has one native place, every frame it sees has its slots, and a
 single step always moves the wasm PC.
 
-Errors are :class:`~gdbstub.target.TargetError` like the native dialect's,
-so they become ``Exx`` replies in :meth:`GdbSession._dispatch`.
+The dialect is a :class:`~gdbstub.dialect.Dialect` of the one session
+(gdbstub.session): it answers what depends on the wasm view and adds the
+qWasm* handlers; the session keeps framing, threads, execution control and
+the many-Store bookkeeping.  Errors are :class:`~gdbstub.target.TargetError`
+like the native dialect's, so they become ``Exx`` replies in one place.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ import bisect
 import logging
 import struct
 from dataclasses import dataclass, replace
+from typing import Callable
 from xml.sax.saxutils import quoteattr
 
 from codemem.frametable import FunctionInfo, SequencePoint, SequencePointKind
@@ -48,8 +52,10 @@ from codemem.wasm.types import ValType
 from .protocol import packets as P
 from .protocol import replies as R
 from .protocol.encoding import hex_encode
+from .dialect import Dialect
 from .session import PACKET_SIZE, GdbSession, SessionConfig
-from .target import EFAULT, EINVAL, ENOENT, EPERM, Stop, StopReason, StoreTarget, TargetError
+from .protocol.replies import ErrorCode
+from .target import Stop, StopReason, StoreTarget, TargetError
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +80,6 @@ PC_REGISTER_INFO = ("name:pc;alt-name:pc;bitsize:64;offset:0;encoding:uint;forma
 _VALUE_SIZE = {ValType.I32: 4, ValType.F32: 4, ValType.I64: 8, ValType.F64: 8,
                ValType.FUNCREF: 8, ValType.EXTERNREF: 8}
 
-#: Most frames a call stack lists (a runaway recursion stops at the guard page
-#: long before, but a corrupt chain must not loop).
-MAX_FRAMES = 100_000
-
 
 def code_address(module_id: int, offset: int) -> int:
     """The wasm code address of byte ``offset`` of module ``module_id``'s file."""
@@ -86,10 +88,10 @@ def code_address(module_id: int, offset: int) -> int:
 
 def split_address(address: int) -> tuple[int, int, int]:
     """``(type, module_id, offset)`` of a wasm address; type 0 is linear
-    memory, 1 code; anything else raises TargetError (EFAULT)."""
+    memory, 1 code; anything else raises TargetError (MEMORY_FAULT)."""
     kind = address >> _TYPE_SHIFT
     if kind not in (_TYPE_MEMORY, _TYPE_CODE):
-        raise TargetError(EFAULT, f"{address:#x} is not a wasm memory or code address")
+        raise TargetError(ErrorCode.MEMORY_FAULT, f"{address:#x} is not a wasm memory or code address")
     return kind, (address >> _MODULE_SHIFT) & _MODULE_MASK, address & _OFFSET_MASK
 
 
@@ -98,7 +100,7 @@ def value_bytes(valtype: int, bits: int) -> bytes:
     try:
         size = _VALUE_SIZE[ValType(valtype)]
     except (ValueError, KeyError):
-        raise TargetError(EINVAL, f"value of unknown type {valtype:#x}") from None
+        raise TargetError(ErrorCode.EINVAL, f"value of unknown type {valtype:#x}") from None
     return (bits & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
 
@@ -144,7 +146,7 @@ class WasmModuleView:
         """The native pc of the patch site of the instruction at ``wasm_offset``."""
         pc = self._instruction_sites().get(wasm_offset)
         if pc is None:
-            raise TargetError(EINVAL, f"no wasm instruction starts at module offset {wasm_offset:#x} of "
+            raise TargetError(ErrorCode.EINVAL, f"no wasm instruction starts at module offset {wasm_offset:#x} of "
                                       f"{self.name} (breakpoints go at instruction boundaries in code)")
         return pc
 
@@ -171,13 +173,13 @@ class WasmModuleView:
 
     def read_code(self, offset: int, length: int) -> bytes:
         if offset >= len(self.wasm):
-            raise TargetError(EFAULT, f"module offset {offset:#x} is past the end of {self.name} "
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"module offset {offset:#x} is past the end of {self.name} "
                                       f"({len(self.wasm):#x} bytes)")
         return self.wasm[offset:offset + length]
 
     def memory(self):
         if not self.instance.memories:
-            raise TargetError(EFAULT, f"{self.name} has no linear memory")
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"{self.name} has no linear memory")
         return self.instance.memories[0]
 
 
@@ -202,344 +204,254 @@ class WasmFrame:
         return code_address(self.view.module_id, self.wasm_offset)
 
 
-class WasmSession(GdbSession):
-    """One lldb client speaking the wasm dialect over a StoreTarget.
+class WasmDialect(Dialect):
+    """LLDB's WebAssembly dialect as the session's dialect: the register file
+    (the PC only), the address space (wasm code and memory spaces), the
+    library list, host/process info, which stops can be shown, and the
+    qWasm* queries as packet handlers.  Everything else (framing, threads,
+    execution control, attach, detach, kill) is the one session's.  Per-Store
+    state (the module views) is keyed by pid, so one dialect object serves
+    every Store a session is attached to."""
 
-    Reuses the native session's framing, threads, execution control, detach
-    and kill; replaces what depends on the architecture: registers (the PC),
-    addresses (wasm code and memory spaces), breakpoints, the library list,
-    host/process info, and adds the qWasm* queries."""
+    vcont_actions = b"vCont;c;C;s;S"
 
-    def __init__(self, target: StoreTarget, config: SessionConfig | None = None):
-        super().__init__(target, config)
+    def __init__(self) -> None:
+        self._views: dict[int, list[WasmModuleView]] = {}
+
+    def capabilities(self, capabilities: R.Capabilities) -> R.Capabilities:
         # No target.xml (lldb then asks qRegisterInfo), no ELF images, no svr4.
-        self.capabilities = replace(self.capabilities, xfer_features=False, xfer_libraries=True,
-                                    xfer_libraries_svr4=False, xfer_exec_file=False)
-        self.negotiated = self.capabilities.negotiate({})
-        self._views: list[WasmModuleView] | None = None
-        # The reason and signal of a stop the stub stepped on from a
-        # non-INSTRUCTION point (see the module docstring), shown on the stop
-        # where that step ends.
-        self._carried: tuple[StopReason, int] | None = None
-        self._handlers.update({
-            P.HostInfo: lambda r: f"triple:{_TRIPLE_HEX};endian:little;ptrsize:4;".encode(),
-            P.VContQuery: lambda r: b"vCont;c;C;s;S",
-            P.WasmCallStack: self._wasm_call_stack,
-            P.WasmLocal: self._wasm_local,
-            P.WasmGlobal: self._wasm_global,
-            P.WasmStackValue: self._wasm_stack_value,
-            P.WasmMemory: self._wasm_memory,
-        })
+        return replace(capabilities, xfer_features=False, xfer_libraries=True,
+                       xfer_libraries_svr4=False, xfer_exec_file=False)
+
+    def handlers(self, session) -> dict[type, Callable]:
+        return {
+            P.WasmCallStack: lambda r: self._wasm_call_stack(session.target, r),
+            P.WasmLocal: lambda r: self._wasm_local(session.target, r),
+            P.WasmGlobal: lambda r: self._wasm_global(session.target, r),
+            P.WasmStackValue: lambda r: self._wasm_stack_value(session.target, r),
+            P.WasmMemory: lambda r: self._wasm_memory(session.target, r),
+        }
+
+    def forget(self, target: StoreTarget) -> None:
+        self._views.pop(target.pid, None)
 
     # ------------------------------------------------------------ modules
 
-    def views(self) -> list[WasmModuleView]:
+    def views(self, target: StoreTarget) -> list[WasmModuleView]:
         """One view per instance of the Store, module id = its index."""
-        instances = self.target.store.instances
-        if self._views is None or len(self._views) != len(instances):
-            self._views = [WasmModuleView(i, instance) for i, instance in enumerate(instances)]
-        return self._views
+        target.require_open()
+        instances = target.store.instances
+        views = self._views.get(target.pid)
+        if views is None or len(views) != len(instances):
+            views = self._views[target.pid] = [WasmModuleView(i, instance) for i, instance in enumerate(instances)]
+        return views
 
-    def view(self, module_id: int) -> WasmModuleView:
-        views = self.views()
+    def view(self, target: StoreTarget, module_id: int) -> WasmModuleView:
+        views = self.views(target)
         if not 0 <= module_id < len(views):
-            raise TargetError(ENOENT, f"no wasm module {module_id} (this Store has {len(views)})")
+            raise TargetError(ErrorCode.ENOENT, f"no wasm module {module_id} (this Store has {len(views)})")
         return views[module_id]
 
-    def view_at(self, pc: int) -> WasmModuleView | None:
+    def view_at(self, target: StoreTarget, pc: int) -> WasmModuleView | None:
         """The view whose native code contains ``pc``."""
-        for view in self.views():
+        for view in self.views(target):
             if view.code.contains(pc):
                 return view
         return None
 
     # ------------------------------------------------------------ frames
 
-    def frames(self) -> list[WasmFrame]:
-        """The stopped guest's wasm frames, innermost first (the rbp chain,
-        as the compiler lays frames out: [rbp] the caller's rbp, [rbp+8] the
-        return address; at an ENTRY point the return address is at [rsp])."""
-        regfile = self.target.read_registers()  # raises unless stopped
-        gpr = struct.unpack_from("<16QQ", regfile)
-        pc, rbp, rsp = gpr[16], gpr[6], gpr[7]
+    def frames(self, target: StoreTarget) -> list[WasmFrame]:
+        """The stopped guest's wasm frames, innermost first (codemem.frames.walk).
+        A caller frame's pc is the instruction after its call (the frame's
+        ``resume_wasm_offset``): lldb symbolicates a caller's pc at pc - 1."""
         frames: list[WasmFrame] = []
-        while len(frames) < MAX_FRAMES:
-            view = self.view_at(pc)
-            func = view.function_at(pc) if view is not None else None
-            if func is None:
-                break  # the host's entry trampoline: the end of the wasm stack
-            at_entry = view.code.offset_of(pc) == func.native_start
-            if not frames:
-                point = view.point_at(pc)
-                offset = self._stop_wasm_offset(view, func, pc, point)
-            else:
-                point = view.table.sequence_point_at_or_before(view.code.offset_of(pc) - 1)
-                offset = view.wasm_offset_after_call(func, pc)
-                if offset is None:
-                    offset = point.wasm_offset if point is not None else func.body_wasm_offset
-            frames.append(WasmFrame(view, func, pc, offset, None if at_entry else rbp, point))
-            slot = rsp if at_entry else rbp + 8
-            try:
-                pc = struct.unpack("<Q", self.target.read_memory(slot, 8))[0]
-                if not at_entry:
-                    rbp = struct.unpack("<Q", self.target.read_memory(rbp, 8))[0]
-            except TargetError:
+        for frame in target.frames():  # raises unless stopped
+            view = self.view_at(target, frame.pc)
+            if view is None:
                 break
+            frames.append(WasmFrame(view, frame.func, frame.pc, frame.resume_wasm_offset, frame.rbp, frame.point))
         return frames
 
-    def _stop_wasm_offset(self, view: WasmModuleView, func: FunctionInfo, pc: int,
-                          point: SequencePoint | None) -> int:
-        if point is None:
-            return func.body_wasm_offset
-        if point.kind is SequencePointKind.RETURN_POINT:
-            after = view.wasm_offset_after_call(func, pc)
-            if after is not None:
-                return after
-        return point.wasm_offset
-
-    def frame(self, index: int) -> WasmFrame:
-        frames = self.frames()
+    def frame(self, target: StoreTarget, index: int) -> WasmFrame:
+        frames = self.frames(target)
         if not 0 <= index < len(frames):
-            raise TargetError(EINVAL, f"frame {index} does not exist (the call stack has {len(frames)})")
+            raise TargetError(ErrorCode.EINVAL, f"frame {index} does not exist (the call stack has {len(frames)})")
         return frames[index]
 
-    def _current_pc(self) -> int:
-        frames = self.frames()
+    def current_pc(self, target: StoreTarget) -> int:
+        frames = self.frames(target)
         if not frames:
-            raise TargetError(ENOENT, "the guest is not stopped in wasm code")
+            raise TargetError(ErrorCode.ENOENT, "the guest is not stopped in wasm code")
         return frames[0].pc
 
     # ------------------------------------------------------------ stops
 
-    def _needs_step_on(self, stop: Stop) -> bool:
+    def hides_stop(self, target: StoreTarget, stop: Stop) -> bool:
         """True for a stop at an ENTRY or RETURN_POINT sequence point (see the
         module docstring); a trap is never stepped on (it unwinds)."""
         if stop.reason is StopReason.TRAP:
             return False
-        view = self.view_at(stop.pc)
+        view = self.view_at(target, stop.pc)
         point = view.point_at(stop.pc) if view is not None else None
         return point is not None and point.kind is not SequencePointKind.INSTRUCTION
 
-    def _step_on(self, stop: Stop) -> None:
-        if self._carried is None and stop.reason is not StopReason.STEP:
-            self._carried = (stop.reason, stop.signal)
-        self.target.step()
-        self.waiting_for_stop = True
-
-    def target_event(self) -> None:
-        event = self.target.take_event()
-        if event is None:
-            return
-        if isinstance(event, Stop) and self._needs_step_on(event):
-            # Stepped on only when a client waits for this stop; otherwise
-            # `?` does it when the client asks (see _halt_reason).
-            if self.waiting_for_stop:
-                self._step_on(event)
-            return
-        if isinstance(event, Stop) and self._carried is not None:
-            event.reason, event.signal = self._carried
-        self._carried = None
-        if self.waiting_for_stop:
-            self.waiting_for_stop = False
-            self.conn.reply(self._event_reply(event))
-
-    def _halt_reason(self, request) -> bytes | None:
-        stop = self.target.current_stop
-        if self.target.exited is None and stop is not None and self._needs_step_on(stop):
-            self._step_on(stop)  # the entry stop: on to the function's first instruction
-            return None
-        return super()._halt_reason(request)
-
-    def _stop_reply(self, stop: Stop) -> bytes:
-        pc = self._current_pc()
-        reason = "swbreak" if stop.reason == StopReason.BREAKPOINT and self.negotiated.swbreak else None
-        extra: list[tuple[str, object]] = []
-        if self.list_threads_in_stop_reply:
-            extra.append(("threads", "%x" % self.target.tid))
-            extra.append(("thread-pcs", "%x" % pc))
-        if stop.reason == StopReason.TRAP and stop.trap_message:
-            extra.append(("description", hex_encode(f"wasm trap: {stop.trap_message}".encode())))
-        return R.stop_reply(stop.signal, self._thread_id(), {0: struct.pack("<Q", pc)}, reason, extra,
-                            self._multiprocess)
+    def stop_registers(self, target: StoreTarget, stop: Stop) -> tuple[dict[int, bytes], int]:
+        pc = self.current_pc(target)
+        return {0: struct.pack("<Q", pc)}, pc
 
     # ------------------------------------------------------------ info
 
-    def _process_info(self, request) -> bytes:
-        return f"pid:{self.target.pid:x};triple:{_TRIPLE_HEX};endian:little;ptrsize:4;".encode()
+    def host_info(self) -> str:
+        return f"triple:{_TRIPLE_HEX};endian:little;ptrsize:4;"
 
-    def _register_info(self, request: P.RegisterInfo) -> bytes:
-        if request.regnum != 0:
-            return R.error(0x45, "no such register", self.error_strings)
-        return PC_REGISTER_INFO.encode()
+    def process_info(self, target: StoreTarget) -> str:
+        return f"pid:{target.pid:x};triple:{_TRIPLE_HEX};endian:little;ptrsize:4;"
 
-    def _xfer(self, request: P.XferRead) -> bytes:
-        if request.object != "libraries" or request.annex:
-            return R.empty()
+    def register_info(self, regnum: int) -> str | None:
+        return PC_REGISTER_INFO if regnum == 0 else None
+
+    def xfer(self, target: StoreTarget, object_name: str, annex: str) -> bytes | None:
+        if object_name != "libraries" or annex:
+            return None
         # lldb's DynamicLoaderWasmDYLD takes each library's section address
         # (decimal, as Wasmtime sends it) as where to read the module from.
         items = "".join(f"<library name={quoteattr(view.name)}><section address=\"{view.base_address}\"/>"
-                        f"</library>" for view in self.views())
-        document = f"<library-list>{items}</library-list>".encode()
-        return R.qxfer_chunk(document, request.offset, request.length)
+                        f"</library>" for view in self.views(target))
+        return f"<library-list>{items}</library-list>".encode()
 
     # ------------------------------------------------------------ registers
 
-    def _read_registers(self, request: P.ReadRegisters) -> bytes:
-        self._check_thread(request.thread)
-        return hex_encode(struct.pack("<Q", self._current_pc()))
+    def read_registers(self, target: StoreTarget) -> bytes:
+        return struct.pack("<Q", self.current_pc(target))
 
-    def _read_register(self, request: P.ReadRegister) -> bytes:
-        self._check_thread(request.thread)
-        if request.regnum != 0:
-            raise TargetError(EINVAL, f"no register {request.regnum} (the wasm target has only the pc)")
-        return hex_encode(struct.pack("<Q", self._current_pc()))
+    def read_register(self, target: StoreTarget, regnum: int) -> bytes:
+        if regnum != 0:
+            raise TargetError(ErrorCode.EINVAL, f"no register {regnum} (the wasm target has only the pc)")
+        return struct.pack("<Q", self.current_pc(target))
 
-    def _write_registers(self, request) -> bytes:
-        raise TargetError(EPERM, "the wasm pc cannot be written")
+    def write_registers(self, target: StoreTarget, data: bytes) -> None:
+        raise TargetError(ErrorCode.EPERM, "the wasm pc cannot be written")
 
-    _write_register = _write_registers
+    def write_register(self, target: StoreTarget, regnum: int, value: bytes) -> None:
+        raise TargetError(ErrorCode.EPERM, "the wasm pc cannot be written")
 
     # ------------------------------------------------------------ memory
 
-    def read_wasm_memory(self, address: int, length: int) -> bytes:
+    def read_memory(self, target: StoreTarget, address: int, length: int) -> bytes:
         """Bytes at a wasm address: module file bytes or linear memory; a
-        short read at the end of either, EFAULT when nothing is readable."""
+        short read at the end of either, MEMORY_FAULT when nothing is readable."""
         kind, module_id, offset = split_address(address)
-        view = self.view(module_id)
+        view = self.view(target, module_id)
         if kind == _TYPE_CODE:
             return view.read_code(offset, length)
         return self._read_linear(view, offset, length)
 
-    def _read_linear(self, view: WasmModuleView, offset: int, length: int) -> bytes:
+    @staticmethod
+    def _read_linear(view: WasmModuleView, offset: int, length: int) -> bytes:
         memory = view.memory()
         size = memory.data_len
         if offset >= size:
-            raise TargetError(EFAULT, f"linear memory offset {offset:#x} is past its end ({size:#x} bytes)")
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"linear memory offset {offset:#x} is past its end "
+                                                      f"({size:#x} bytes)")
         return memory.read(offset, min(length, size - offset))
 
-    def _read_memory(self, request: P.ReadMemory) -> bytes:
-        length = min(request.length, self._max_read())
-        return hex_encode(self.read_wasm_memory(request.addr, length)) if length else b""
-
-    def _read_memory_binary(self, request: P.ReadMemoryBinary) -> bytes:
-        if request.length == 0:
-            return R.ok()
-        return self.read_wasm_memory(request.addr, min(request.length, self._max_read()))
-
-    @staticmethod
-    def _max_read() -> int:
-        return PACKET_SIZE // 2
-
-    def _write_memory(self, request) -> bytes:
-        if len(request.data) != request.length:
-            raise TargetError(EINVAL, f"length {request.length:#x} does not match the {len(request.data)} bytes sent")
-        if not request.data:
-            return R.ok()
-        self.target.require_stopped()
-        kind, module_id, offset = split_address(request.addr)
-        view = self.view(module_id)
+    def write_memory(self, target: StoreTarget, address: int, data: bytes) -> None:
+        target.require_stopped()
+        kind, module_id, offset = split_address(address)
+        view = self.view(target, module_id)
         if kind == _TYPE_CODE:
-            raise TargetError(EPERM, "wasm code is read-only to the debugger")
+            raise TargetError(ErrorCode.EPERM, "wasm code is read-only to the debugger")
         memory = view.memory()
-        if offset + len(request.data) > memory.data_len:
-            raise TargetError(EFAULT, f"write {offset:#x}+{len(request.data):#x} runs past the end of "
-                                      f"linear memory ({memory.data_len:#x} bytes)")
-        memory.write(offset, request.data)
-        return R.ok()
+        if offset + len(data) > memory.data_len:
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"write {offset:#x}+{len(data):#x} runs past the end of "
+                                                      f"linear memory ({memory.data_len:#x} bytes)")
+        memory.write(offset, data)
 
-    def _memory_region_info(self, request: P.MemoryRegionInfo) -> bytes:
+    def memory_region_info(self, target: StoreTarget, address: int) -> list[tuple[str, str]]:
         """The module bytes (r-x) or the linear memory (rw-) holding the
         address, else the unmapped gap up to the next region."""
-        address = request.addr
         regions = []
-        for view in self.views():
+        for view in self.views(target):
             regions.append((view.base_address, len(view.wasm), "rx", view.name))
             if view.instance.memories and view.instance.memories[0].data_len:
                 regions.append((view.module_id << _MODULE_SHIFT, view.instance.memories[0].data_len, "rw",
                                 f"{view.name} memory"))
         for start, size, perms, name in regions:
             if start <= address < start + size:
-                return R.key_value_reply([("start", "%x" % start), ("size", "%x" % size),
-                                          ("permissions", perms), ("name", hex_encode(name.encode()).decode())])
+                return [("start", "%x" % start), ("size", "%x" % size),
+                        ("permissions", perms), ("name", hex_encode(name.encode()).decode())]
         following = [start for start, _, _, _ in regions if start > address]
         end = min(following) if following else 1 << 64
-        return R.key_value_reply([("start", "%x" % address), ("size", "%x" % (end - address))])
+        return [("start", "%x" % address), ("size", "%x" % (end - address))]
 
-    def _wasm_memory(self, request: P.WasmMemory) -> bytes:
-        length = min(request.length, self._max_read())
-        return hex_encode(self._read_linear(self.view(request.module_id), request.addr, length))
+    # ------------------------------------------------------------ breakpoints, execution
 
-    # ------------------------------------------------------------ breakpoints
-
-    def _native_site(self, address: int) -> int:
+    def breakpoint_pc(self, target: StoreTarget, address: int) -> int:
         kind, module_id, offset = split_address(address)
         if kind != _TYPE_CODE:
-            raise TargetError(EINVAL, f"{address:#x} is a linear-memory address, not code")
-        return self.view(module_id).native_site(offset)
+            raise TargetError(ErrorCode.EINVAL, f"{address:#x} is a linear-memory address, not code")
+        return self.view(target, module_id).native_site(offset)
 
-    def _insert_breakpoint(self, request: P.InsertBreakpoint) -> bytes:
-        if request.type not in (P.BreakpointType.SOFTWARE, P.BreakpointType.HARDWARE):
-            return R.empty()
-        self.target.insert_breakpoint(self._native_site(request.addr))
-        return R.ok()
-
-    def _remove_breakpoint(self, request: P.RemoveBreakpoint) -> bytes:
-        if request.type not in (P.BreakpointType.SOFTWARE, P.BreakpointType.HARDWARE):
-            return R.empty()
-        self.target.remove_breakpoint(self._native_site(request.addr))
-        return R.ok()
-
-    # ------------------------------------------------------------ execution
-
-    def _check_resume_address(self, addr: int | None) -> None:
-        if addr is not None and self.target.current_stop is not None and addr != self._current_pc():
-            raise TargetError(EINVAL, "resuming at another address is not supported")
-
-    def _vcont(self, request: P.VCont) -> bytes | None:
-        action = next((a for a in request.actions if self._known_thread(a.thread)), None)
-        if action is not None and action.action == "r":
-            raise TargetError(EINVAL, "vCont;r is not supported in the wasm dialect")
-        return super()._vcont(request)
+    def check_range_step(self) -> None:
+        raise TargetError(ErrorCode.EINVAL, "vCont;r is not supported in the wasm dialect")
 
     # ------------------------------------------------------------ qWasm*
 
-    def _wasm_call_stack(self, request: P.WasmCallStack) -> bytes:
-        if request.tid is not None and request.tid != self.target.tid:
-            raise TargetError(ENOENT, f"no thread {request.tid:x}")
-        return R.wasm_call_stack_reply(frame.pc for frame in self.frames())
+    def _wasm_call_stack(self, target: StoreTarget, request: P.WasmCallStack) -> bytes:
+        if request.tid is not None and request.tid != target.tid:
+            raise TargetError(ErrorCode.ENOENT, f"no thread {request.tid:x}")
+        return R.wasm_call_stack_reply(frame.pc for frame in self.frames(target))
 
-    def _frame_with_slots(self, index: int) -> tuple[WasmFrame, int]:
-        frame = self.frame(index)
+    def _frame_with_slots(self, target: StoreTarget, index: int) -> tuple[WasmFrame, int]:
+        frame = self.frame(target, index)
         if frame.rbp is None:
-            raise TargetError(EINVAL, f"frame {index} is at its function's entry, before its prologue: "
-                                      f"its values are not in their slots yet; step once")
+            raise TargetError(ErrorCode.EINVAL, f"frame {index} is at its function's entry, before its prologue: "
+                                                f"its values are not in their slots yet; step once")
         return frame, frame.rbp
 
-    def _slot(self, rbp: int, frame_offset: int, valtype: int) -> bytes:
-        bits = struct.unpack("<Q", self.target.read_memory(rbp + frame_offset, 8))[0]
+    @staticmethod
+    def _slot(target: StoreTarget, rbp: int, frame_offset: int, valtype: int) -> bytes:
+        bits = struct.unpack("<Q", target.read_memory(rbp + frame_offset, 8))[0]
         return value_bytes(valtype, bits)
 
-    def _wasm_local(self, request: P.WasmLocal) -> bytes:
-        frame, rbp = self._frame_with_slots(request.frame)
+    def _wasm_local(self, target: StoreTarget, request: P.WasmLocal) -> bytes:
+        frame, rbp = self._frame_with_slots(target, request.frame)
         slots = frame.view.table.locals(frame.func)
         if not 0 <= request.index < len(slots):
-            raise TargetError(EINVAL, f"frame {request.frame} has {len(slots)} locals, not {request.index + 1}")
+            raise TargetError(ErrorCode.EINVAL, f"frame {request.frame} has {len(slots)} locals, "
+                                                f"not {request.index + 1}")
         slot = slots[request.index]
-        return hex_encode(self._slot(rbp, slot.frame_offset, slot.valtype))
+        return hex_encode(self._slot(target, rbp, slot.frame_offset, slot.valtype))
 
-    def _wasm_stack_value(self, request: P.WasmStackValue) -> bytes:
-        frame, rbp = self._frame_with_slots(request.frame)
+    def _wasm_stack_value(self, target: StoreTarget, request: P.WasmStackValue) -> bytes:
+        frame, rbp = self._frame_with_slots(target, request.frame)
         types = frame.point.stack_types if frame.point is not None else ()
         if not 0 <= request.index < len(types):
-            raise TargetError(EINVAL, f"frame {request.frame}'s operand stack has {len(types)} values, "
-                                      f"not {request.index + 1}")
+            raise TargetError(ErrorCode.EINVAL, f"frame {request.frame}'s operand stack has {len(types)} values, "
+                                                f"not {request.index + 1}")
         offset = frame.func.operand_slot_offset(request.index)
-        return hex_encode(self._slot(rbp, offset, types[request.index]))
+        return hex_encode(self._slot(target, rbp, offset, types[request.index]))
 
-    def _wasm_global(self, request: P.WasmGlobal) -> bytes:
-        frame = self.frame(request.frame)
+    def _wasm_global(self, target: StoreTarget, request: P.WasmGlobal) -> bytes:
+        frame = self.frame(target, request.frame)
         globals_ = frame.view.instance.globals
         if not 0 <= request.index < len(globals_):
-            raise TargetError(EINVAL, f"{frame.view.name} has {len(globals_)} globals, not {request.index + 1}")
+            raise TargetError(ErrorCode.EINVAL, f"{frame.view.name} has {len(globals_)} globals, "
+                                                f"not {request.index + 1}")
         global_ = globals_[request.index]
         return hex_encode(value_bytes(global_.type.valtype, int(global_.cell[0])))
+
+    def _wasm_memory(self, target: StoreTarget, request: P.WasmMemory) -> bytes:
+        length = min(request.length, PACKET_SIZE // 2)
+        return hex_encode(self._read_linear(self.view(target, request.module_id), request.addr, length))
+
+
+class WasmSession(GdbSession):
+    """A session speaking the wasm dialect: :class:`GdbSession` with a
+    :class:`WasmDialect` (a convenience for code that makes one session by
+    hand; servers pass ``SessionConfig(dialect_factory=WasmDialect)``)."""
+
+    def __init__(self, targets, config: SessionConfig | None = None):
+        config = replace(config or SessionConfig(), dialect_factory=WasmDialect)
+        super().__init__(targets, config)

@@ -435,7 +435,7 @@ def stop_in_square(loaded: Loaded, site_index_in_square: int) -> Stop:
         top = loaded.store.ctx.stack.top
         base = rsp - 512
         stack = bytes(native.ffi.buffer(native.ffi.cast("char *", base), top - base))
-        frames = [f.func_name for f in loaded.store.backtrace(regfile.rip, regfile.gpr[GPR["rbp"]])]
+        frames = [f.func_name for f in loaded.store.backtrace(regfile.rip, regfile.gpr[GPR["rbp"]], rsp)]
         stops.append(Stop(bytes(native.ffi.buffer(regfile, arch_amd64.REGFILE_SIZE)), base, stack, frames))
 
     loaded.store.debug_handler = handler

@@ -7,6 +7,7 @@ import pytest
 
 from gdbstub.protocol.encoding import hex_encode
 from gdbstub.protocol.packets import (
+    ExtendedMode,
     BreakpointType,
     Continue,
     ContinueWithSignal,
@@ -155,6 +156,7 @@ GOOD = [
     ),
     (b"qSupported", QuerySupported({})),
     (b"vMustReplyEmpty", MustReplyEmpty()),
+    (b"!", ExtendedMode()),
     (b"QStartNoAckMode", StartNoAckMode()),
     (b"qXfer:features:read:target.xml:0,1000", XferRead("features", "target.xml", 0, 0x1000)),
     (b"qXfer:features:read:target.xml:0,3fff", XferRead("features", "target.xml", 0, 0x3FFF)),
@@ -404,7 +406,7 @@ def test_malformed_packets(payload):
 
 UNKNOWN = [
     b"",
-    b"!",
+    b"!!",
     b"qCRC:0,10",
     b"qC1",
     b"qTfV",

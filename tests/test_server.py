@@ -252,8 +252,8 @@ def test_stop_replies_come_from_the_guest_thread_unless_the_transport_is_busy(se
     answered = []
     original = StubServer._answer_on_guest_thread
 
-    def recording(self):
-        result = original(self)
+    def recording(self, client):
+        result = original(self, client)
         answered.append((threading.current_thread().name, result))
         return result
 
@@ -267,11 +267,12 @@ def test_stop_replies_come_from_the_guest_thread_unless_the_transport_is_busy(se
     wait_until(lambda: answered, what="the guest thread's answer")
     assert answered == [(guest.target._thread.name, True)]
     # The transport reports unsent data: the guest thread hands over to the loop.
-    monkeypatch.setattr(server, "_transport", _BusyTransport(server._transport))
+    connection = server.clients[0]
+    monkeypatch.setattr(connection, "transport", _BusyTransport(connection.transport))
     assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square
     wait_until(lambda: len(answered) == 2, what="the guest thread's hand-over")
     assert answered[-1] == (guest.target._thread.name, False)
-    monkeypatch.setattr(server, "_transport", server._transport.inner)
+    monkeypatch.setattr(connection, "transport", connection.transport.inner)
     assert client.ask(b"c") == b"W00;process:%x" % guest.target.pid
     client.close()
     guest.finish()

@@ -849,3 +849,37 @@ def test_vkill_answers_ok(guest):
     assert guest.ask(b"vKill;%x" % guest.target.pid) == b"OK"
     assert guest.target.join(EVENT_TIMEOUT)
     assert guest.finish().results is None
+
+
+# ---------------------------------------------------------------- dispatch contract
+
+def test_every_parsed_packet_kind_has_a_handler(guest):
+    """A packet the parser knows is answered on purpose, never by falling
+    through to the empty "unsupported" reply by accident."""
+    from gdbstub.protocol import packets as P
+    kinds = [getattr(P, name) for name in P.__all__]
+    requests = [k for k in kinds if isinstance(k, type) and issubclass(k, P.Request) and k is not P.Request]
+    missing = [k.__name__ for k in requests if type(k) is type and k not in guest.session._handlers]
+    assert missing == []
+
+
+def test_packets_without_support_are_refused_with_a_reason(guest):
+    guest.handshake()
+    assert guest.ask(b"QNonStop:0") == b"OK"
+    assert guest.ask(b"QEnableErrorStrings") == b"OK"
+    reply = guest.ask(b"QNonStop:1")
+    assert reply.startswith(b"E16;") and b"non-stop".hex().encode() in reply
+    assert guest.ask(b"qGetWorkingDir").startswith(b"E02;")
+
+
+def test_a_handler_bug_is_not_reported_as_bad_input(guest, monkeypatch):
+    """Only bad input becomes an error reply: a ValueError from inside a
+    handler is a bug of the stub and reaches the transport's guard."""
+    from gdbstub.protocol import packets as P
+
+    def broken(request):
+        raise ValueError("a bug in the handler")
+
+    monkeypatch.setitem(guest.session._handlers, P.QueryCurrentThread, broken)
+    with pytest.raises(ValueError, match="a bug in the handler"):
+        guest.send(b"qC")

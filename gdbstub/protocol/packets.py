@@ -38,6 +38,7 @@ __all__ = [
     # connection set-up and queries
     "QuerySupported",
     "MustReplyEmpty",
+    "ExtendedMode",
     "StartNoAckMode",
     "XferRead",
     "QueryAttached",
@@ -62,6 +63,8 @@ __all__ = [
     "MonitorCommand",
     "ThreadEvents",
     "GetWorkingDir",
+    "LaunchGDBServer",
+    "QueryGDBServer",
     "ProcessInfoFirst",
     "ProcessInfoNext",
     "ThreadStopInfo",
@@ -229,6 +232,12 @@ class MustReplyEmpty(Request):
 
 
 @_request
+class ExtendedMode(Request):
+    """``!``: the client uses the extended protocol (gdb's ``target
+    extended-remote``: attach, run, detach and kill without disconnecting)."""
+
+
+@_request
 class StartNoAckMode(Request):
     """``QStartNoAckMode``."""
 
@@ -371,6 +380,19 @@ class ThreadEvents(Request):
 @_request
 class GetWorkingDir(Request):
     """``qGetWorkingDir``."""
+
+
+@_request
+class LaunchGDBServer(Request):
+    """``qLaunchGDBServer[;key:value;...]`` (LLDB's platform mode): start a
+    gdb-remote server for ``process attach``; ``args`` as raw text pairs."""
+
+    args: dict[str, str] = field(default_factory=dict)
+
+
+@_request
+class QueryGDBServer(Request):
+    """``qQueryGDBServer`` (LLDB's platform mode): the gdb-remote servers running."""
 
 
 @_request
@@ -728,7 +750,9 @@ _BARE: dict[bytes, type[Request]] = {
     b"jThreadsInfo": ThreadsInfoJson,
     b"qGetWorkingDir": GetWorkingDir,
     b"qsProcessInfo": ProcessInfoNext,
+    b"qQueryGDBServer": QueryGDBServer,
     b"vCont?": VContQuery,
+    b"!": ExtendedMode,
 }
 
 
@@ -1028,6 +1052,19 @@ def _parse_process_info_first(payload: bytes) -> Request:
     return ProcessInfoFirst(criteria)
 
 
+def _parse_launch_gdb_server(payload: bytes) -> Request:
+    if payload == b"qLaunchGDBServer":
+        return LaunchGDBServer({})
+    if not payload.startswith(b"qLaunchGDBServer;"):
+        raise _Unknown
+    args: dict[str, str] = {}
+    for item in payload[len(b"qLaunchGDBServer;") :].split(b";"):
+        if item:
+            key, _, value = item.partition(b":")
+            args[_text(key)] = _text(value)
+    return LaunchGDBServer(args)
+
+
 def _two_decimals(body: bytes, what: str) -> tuple[int, int]:
     first, second = _split_exact(body, b";", 2, what)
     return parse_dec_int(first, "frame index"), parse_dec_int(second, "index")
@@ -1077,6 +1114,7 @@ _Q_LOWER: list[tuple[bytes, object]] = [
     (b"qMemoryRegionInfo:", _prefixed(b"qMemoryRegionInfo:", MemoryRegionInfo)),
     (b"qRcmd,", _parse_rcmd),
     (b"qfProcessInfo", _parse_process_info_first),
+    (b"qLaunchGDBServer", _parse_launch_gdb_server),
     (b"qThreadStopInfo", _prefixed(b"qThreadStopInfo", ThreadStopInfo)),
     (b"qWasm", _parse_wasm),
 ]

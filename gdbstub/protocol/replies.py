@@ -22,6 +22,7 @@ from .framing import DEFAULT_MAX_PACKET_SIZE
 from .packets import ThreadId
 
 __all__ = [
+    "ErrorCode",
     "Signal",
     "FileIOErrno",
     "Capabilities",
@@ -67,6 +68,28 @@ class Signal(enum.IntEnum):
     SIGSTOP = 17
 
 
+class ErrorCode(enum.IntEnum):
+    """The two hex digits of an ``Exx`` error reply: the stub's one list of them.
+
+    The GDB manual ("Standard Replies") leaves the digits unspecified; gdb shows
+    them only as text, lldb maps a few.  By the convention gdbserver follows,
+    most are errno numbers written in hex (EINVAL, 22, is ``E16``).  One is not:
+    a memory fault answers ``E14``, which reads like EFAULT's *decimal* number
+    14 but is 0x14 on the wire (errno 20).  That reply is this stub's contract
+    for a fault (clients and tests look for it), so it keeps its digits under a
+    name that says what it means rather than pretending to be an errno."""
+
+    EPERM = 0x01    # errno 1: refused (read-only code, runtime-managed registers)
+    ENOENT = 0x02   # errno 2: no such process, thread, module, document
+    EBUSY = 0x10    # errno 16: the guest is running
+    EINVAL = 0x16   # errno 22: a request this target cannot carry out as asked
+    #: Memory that no region of the target covers, or a read/write past one.
+    MEMORY_FAULT = 0x14
+    #: lldb-server's reply to ``qRegisterInfo`` past the last register, which
+    #: lldb takes as the end of the register list (lldbgdbremote.md).
+    NO_SUCH_REGISTER = 0x45
+
+
 class FileIOErrno(enum.IntEnum):
     """errno values of the File-I/O protocol (vFile replies), not the host's."""
 
@@ -110,6 +133,7 @@ class Capabilities:
     xfer_libraries_svr4: bool = False
     xfer_exec_file: bool = False
     xfer_auxv: bool = False
+    xfer_osdata: bool = False
     swbreak: bool = False
     hwbreak: bool = False
     vcont: bool = False
@@ -129,6 +153,7 @@ class Capabilities:
         ("xfer_libraries_svr4", "qXfer:libraries-svr4:read"),
         ("xfer_exec_file", "qXfer:exec-file:read"),
         ("xfer_auxv", "qXfer:auxv:read"),
+        ("xfer_osdata", "qXfer:osdata:read"),
         ("swbreak", "swbreak"),
         ("hwbreak", "hwbreak"),
         ("vcont", "vContSupported"),

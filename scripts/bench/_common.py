@@ -340,6 +340,18 @@ def remote_packets(debug_log: str) -> tuple[list[str], list[str]]:
     return sent, received
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), for the benchmarks' JSON lines."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown"
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2

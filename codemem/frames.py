@@ -1,0 +1,219 @@
+"""The one frame walker: a stopped guest's wasm frames from its pc, rbp and rsp.
+
+Everything that needs a stopped Store's call stack asks here: trap backtraces
+(:meth:`codemem.runtime.Store.backtrace`), the debugger's step planning and
+stack-write guard (gdbstub.target), the wasm dialect's ``qWasmCallStack`` and
+per-frame values (gdbstub.wasm_dialect), and ``monitor backtrace``.  The frame
+layout is written down once, here and in codemem.abi ("Function layout")::
+
+        higher addresses
+        +--------------------------+
+        | caller's frame ...       |
+        +--------------------------+
+        | return address           |  <- [rbp+8]  (at an ENTRY point: [rsp])
+        +--------------------------+
+        | caller's rbp             |  <- [rbp]
+        +--------------------------+  <- rbp of this frame
+        | locals, operand slots    |     rbp-relative slots (frame table)
+        +--------------------------+  <- rsp (rbp - frame_size)
+
+A frame stopped at its function's ENTRY point (the first byte, before
+``push rbp; mov rbp, rsp``) has no frame of its own yet: its return address is
+at [rsp] and rbp is still the caller's.
+
+Where a caller frame is
+-----------------------
+A caller frame is suspended in a call.  It has two wasm positions, and the two
+users that disagreed before this module each needed a different one:
+
+* :attr:`Frame.wasm_offset`, the **call instruction** the frame is executing.
+  Trap backtraces and ``monitor backtrace`` show this (as Wasmtime's trap
+  backtraces do): "where is this frame" is the call.
+* :attr:`Frame.resume_wasm_offset`, the **instruction after the call**, where
+  the frame continues when the callee returns: the wasm image of the native
+  return address.  The wasm dialect reports this as the frame's pc, because
+  lldb treats every caller frame's pc as a return address and symbolicates it
+  at pc - 1 (inside the call), as it does for native frames.
+
+For the innermost frame both are the stop's own position.  The native pc of a
+caller frame (:attr:`Frame.pc`) is always the return address itself, which is
+what gdb's and lldb's native unwinders show too.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Iterator
+
+from .frametable import FunctionInfo, SequencePoint, SequencePointKind
+from .native import ffi
+
+#: Most frames a walk returns (a runaway recursion stops at the guard page
+#: long before; a corrupt chain must not loop).
+MAX_FRAMES = 100_000
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One wasm frame of a stopped guest, innermost first.
+
+    ``entry`` is the module with this Store's code (registry.ModuleWithCode);
+    ``pc`` the native pc (the stop pc for frame 0, the return address for a
+    caller); ``rbp`` the frame's own rbp, or None at an ENTRY point (its
+    locals have no slots yet); ``point`` the sequence point whose operand
+    stack describes the frame (the stop's point for frame 0, the call's
+    INSTRUCTION point for a caller)."""
+
+    index: int
+    entry: object
+    func: FunctionInfo
+    pc: int
+    rbp: int | None
+    point: SequencePoint | None
+    wasm_offset: int
+    resume_wasm_offset: int
+
+    @property
+    def at_entry(self) -> bool:
+        return self.rbp is None
+
+    @property
+    def func_name(self) -> str:
+        return self.entry.module.func_name(self.func.wasm_index)
+
+    @property
+    def module_name(self) -> str:
+        return self.entry.module.name
+
+
+class StackReader:
+    """8-byte reads of one guest stack, refused outside it (None)."""
+
+    def __init__(self, stack):
+        self.stack = stack
+
+    def contains(self, address: int, size: int = 8) -> bool:
+        return self.stack.contains(address) and self.stack.contains(address + size - 1)
+
+    def u64(self, address: int) -> int | None:
+        if not self.contains(address):
+            return None
+        return ffi.cast("uint64_t *", address)[0]
+
+
+def rbp_chain(stack, rbp: int, limit: int = MAX_FRAMES) -> Iterator[int]:
+    """The rbp values of the frames from ``rbp`` outward (each frame's saved
+    rbp at [rbp]), while they lie on ``stack``: the guest frames and the
+    entry trampoline's frames below them."""
+    reader = StackReader(stack)
+    for _ in range(limit):
+        if not rbp or not reader.contains(rbp, 16):
+            return
+        yield rbp
+        rbp = reader.u64(rbp)
+
+
+def return_address(stack, *, at_entry: bool, rbp: int, rsp: int) -> int | None:
+    """A frame's return address: [rsp] at an ENTRY point, else [rbp+8];
+    None when that slot is not on the stack."""
+    return StackReader(stack).u64(rsp if at_entry else rbp + 8)
+
+
+def prologue_trap_registers(registry, stack, pc: int, rbp: int, rsp: int) -> tuple[int, int]:
+    """(rbp, rsp) to show for a trap reported at a function's ENTRY point.
+
+    The prologue's stack check traps after ``push rbp; mov rbp, rsp``
+    (codemem.abi "Function layout") but the trap names the function's entry
+    sequence point, where the frame does not exist yet.  Undo the two
+    instructions so every unwinder sees the ENTRY layout: rsp at the return
+    address, rbp the caller's.  Anything else is returned unchanged."""
+    entry = registry.lookup(pc)
+    if entry is None:
+        return rbp, rsp
+    code = entry.store_code
+    func = code.frame_table.function_at(code.offset_of(pc))
+    if func is None or code.base + func.native_start != pc or rsp != rbp:
+        return rbp, rsp
+    saved = StackReader(stack).u64(rbp)
+    if saved is None:
+        return rbp, rsp
+    return saved, rbp + 8
+
+
+def _point_at(table, offset: int) -> SequencePoint | None:
+    point = table.sequence_point_at_or_before(offset)
+    return point if point is not None and point.native_offset == offset else None
+
+
+def _next_instruction_offset(table, func: FunctionInfo, native_offset: int) -> int | None:
+    """The wasm offset of the first INSTRUCTION point at or after ``native_offset``."""
+    offsets = table.sequence_point_offsets(func)
+    for index in range(bisect.bisect_left(offsets, native_offset), len(offsets)):
+        point = table.sequence_point(func.first_seqpoint + index)
+        if point.kind is SequencePointKind.INSTRUCTION:
+            return point.wasm_offset
+    return None
+
+
+def _innermost(entry, func: FunctionInfo, pc: int, index: int, rbp: int | None) -> Frame:
+    code = entry.store_code
+    table = code.frame_table
+    point = _point_at(table, code.offset_of(pc))
+    if point is None:
+        point = table.sequence_point_at_or_before(code.offset_of(pc))
+        if point is not None and not func.contains(point.native_offset):
+            point = None
+    offset = point.wasm_offset if point is not None else func.body_wasm_offset
+    if point is not None and point.kind is SequencePointKind.RETURN_POINT:
+        # Stopped on a call's return: the frame is at the instruction after it.
+        after = _next_instruction_offset(table, func, point.native_offset)
+        offset = after if after is not None else offset
+    return Frame(index, entry, func, pc, rbp, point, offset, offset)
+
+
+def _caller(entry, func: FunctionInfo, return_pc: int, index: int, rbp: int) -> Frame:
+    code = entry.store_code
+    table = code.frame_table
+    # The return address sits just past the call: the point before it is the
+    # call instruction's.
+    call_point = table.sequence_point_at_or_before(code.offset_of(return_pc) - 1)
+    if call_point is not None and not func.contains(call_point.native_offset):
+        call_point = None
+    call_offset = call_point.wasm_offset if call_point is not None else func.body_wasm_offset
+    resume = _next_instruction_offset(table, func, code.offset_of(return_pc))
+    return Frame(index, entry, func, return_pc, rbp, call_point, call_offset,
+                 resume if resume is not None else call_offset)
+
+
+def walk(registry, stack, pc: int, rbp: int, rsp: int, limit: int = MAX_FRAMES) -> list[Frame]:
+    """The wasm frames of a guest stopped at ``pc`` with ``rbp``/``rsp``,
+    innermost first, up to the first pc that is not wasm code of this Store
+    (the host's entry trampoline) or the first slot off the stack."""
+    reader = StackReader(stack)
+    frames: list[Frame] = []
+    while len(frames) < limit:
+        entry = registry.lookup(pc)
+        if entry is None:
+            break
+        code = entry.store_code
+        func = code.frame_table.function_at(code.offset_of(pc))
+        if func is None:
+            break
+        at_entry = code.offset_of(pc) == func.native_start
+        frame_rbp = None if at_entry else rbp
+        if not frames:
+            frames.append(_innermost(entry, func, pc, 0, frame_rbp))
+        else:
+            frames.append(_caller(entry, func, pc, len(frames), frame_rbp))
+        next_pc = reader.u64(rsp if at_entry else rbp + 8)
+        if next_pc is None:
+            break
+        if not at_entry:
+            caller_rbp = reader.u64(rbp)
+            if caller_rbp is None:
+                break
+            rsp, rbp = rbp + 16, caller_rbp
+        else:
+            rsp += 8
+        pc = next_pc
+    return frames

@@ -1,0 +1,234 @@
+"""What a session consults for everything that depends on how the client sees
+a Store: session extensions and dialects.
+
+A :class:`SessionExtension` is one optional part of a session: the packet
+handlers it adds (or replaces) and the qSupported features they need.  The
+session (gdbstub.session) builds its handler table and its
+:class:`~gdbstub.protocol.replies.Capabilities` from its base set plus each
+extension, so a feature is advertised exactly when its handler is there (the
+Rust gdbstub crate's model: optional features as methods that are absent by
+default, qSupported derived from them).  To add a packet:
+
+1. a request dataclass and its parser in gdbstub/protocol/packets.py;
+2. a handler ``def handle(request) -> bytes | None`` in an extension's
+   :meth:`SessionExtension.handlers` (or the session's base table);
+3. if clients must be told, a field of ``Capabilities`` set in
+   :meth:`SessionExtension.capabilities`.
+
+A :class:`Dialect` is the extension every session has exactly one of: the
+architecture the client sees (register file, address space, libraries, how a
+stop is shown).  :class:`NativeDialect` is x86-64 (gdb, lldb ``gdb-remote``);
+gdbstub.wasm_dialect.WasmDialect is LLDB's WebAssembly dialect.  Every method
+takes the :class:`~gdbstub.target.StoreTarget` the request resolved to, so one
+dialect object serves every Store a session is attached to; per-Store caches
+are keyed by pid and dropped in :meth:`Dialect.forget`.
+
+Errors: methods raise :class:`~gdbstub.target.TargetError` (or
+``arch_amd64.RegisterError`` for bad register input); the session maps them.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from . import arch_amd64
+from .images import libraries_svr4_xml, libraries_xml
+from .protocol import replies as R
+from .protocol.encoding import hex_encode
+from .protocol.replies import ErrorCode
+from .target import Stop, TargetError
+
+if TYPE_CHECKING:
+    from .session import GdbSession
+    from .target import StoreTarget
+
+Handler = Callable[[object], "bytes | None"]
+
+
+class SessionExtension:
+    """An optional part of a session (see the module docstring)."""
+
+    def capabilities(self, capabilities: R.Capabilities) -> R.Capabilities:
+        """The capabilities with this extension's features set."""
+        return capabilities
+
+    def handlers(self, session: "GdbSession") -> dict[type, Handler]:
+        """Request type -> handler; these replace the session's own."""
+        return {}
+
+
+class Dialect(SessionExtension):
+    """How the client sees a Store (see the module docstring).  Subclasses
+    implement every method that raises NotImplementedError here."""
+
+    #: The ``vCont?`` reply: the actions this dialect can carry out.
+    vcont_actions: bytes = b"vCont;c;C;s;S;r"
+
+    def forget(self, target: "StoreTarget") -> None:
+        """The session no longer debugs ``target``: drop what was cached for it."""
+
+    # -- registers
+    def read_registers(self, target: "StoreTarget") -> bytes:
+        raise NotImplementedError
+
+    def write_registers(self, target: "StoreTarget", data: bytes) -> None:
+        raise NotImplementedError
+
+    def read_register(self, target: "StoreTarget", regnum: int) -> bytes:
+        raise NotImplementedError
+
+    def write_register(self, target: "StoreTarget", regnum: int, value: bytes) -> None:
+        raise NotImplementedError
+
+    def register_info(self, regnum: int) -> str | None:
+        """lldb's ``qRegisterInfo`` answer, None past the last register."""
+        raise NotImplementedError
+
+    # -- descriptions
+    def host_info(self) -> str:
+        raise NotImplementedError
+
+    def process_info(self, target: "StoreTarget") -> str:
+        raise NotImplementedError
+
+    def xfer(self, target: "StoreTarget", object_name: str, annex: str) -> bytes | None:
+        """The document of ``qXfer:OBJECT:read:ANNEX`` for ``target``; None
+        when this dialect has none (the empty "unsupported" reply)."""
+        return None
+
+    # -- stops
+    def stop_registers(self, target: "StoreTarget", stop: Stop) -> tuple[dict[int, bytes], int]:
+        """(registers to expedite in the stop reply, the pc to show)."""
+        raise NotImplementedError
+
+    def hides_stop(self, target: "StoreTarget", stop: Stop) -> bool:
+        """True for a stop the client cannot be shown where it is; the
+        session then steps on to the next one it can (see WasmDialect)."""
+        return False
+
+    def current_pc(self, target: "StoreTarget") -> int:
+        """The stopped guest's pc as the client knows it."""
+        raise NotImplementedError
+
+    # -- memory and breakpoints
+    def read_memory(self, target: "StoreTarget", address: int, length: int) -> bytes:
+        raise NotImplementedError
+
+    def write_memory(self, target: "StoreTarget", address: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    def memory_region_info(self, target: "StoreTarget", address: int) -> list[tuple[str, str]]:
+        """lldb's ``qMemoryRegionInfo`` pairs for ``address``."""
+        raise NotImplementedError
+
+    def breakpoint_pc(self, target: "StoreTarget", address: int) -> int:
+        """The native patch-site pc of a breakpoint the client places at ``address``."""
+        raise NotImplementedError
+
+    def check_range_step(self) -> None:
+        """Raises TargetError when ``vCont;r`` cannot be honoured."""
+
+    def image_paths(self, target: "StoreTarget") -> list[str]:
+        """Files a client loads to see ``target``'s code (none by default)."""
+        return []
+
+
+class NativeDialect(Dialect):
+    """An x86-64 target: amd64 registers (gdbstub.arch_amd64), native
+    addresses, each Store's code as ELF debug images (gdbstub.images)."""
+
+    def __init__(self, images=None):
+        self.images = images  # gdbstub.images.DebugImageSet, or None (no libraries)
+
+    def capabilities(self, capabilities: R.Capabilities) -> R.Capabilities:
+        from dataclasses import replace
+        with_images = self.images is not None
+        return replace(capabilities, xfer_features=True, xfer_libraries=with_images,
+                       xfer_libraries_svr4=with_images, xfer_exec_file=with_images)
+
+    # -- registers
+    def read_registers(self, target: "StoreTarget") -> bytes:
+        return arch_amd64.regfile_to_g(target.read_registers())
+
+    def write_registers(self, target: "StoreTarget", data: bytes) -> None:
+        regfile = bytearray(target.read_registers())
+        arch_amd64.g_to_regfile(data, regfile)
+        target.write_registers(bytes(regfile))
+
+    def read_register(self, target: "StoreTarget", regnum: int) -> bytes:
+        return arch_amd64.read_register(target.read_registers(), regnum)
+
+    def write_register(self, target: "StoreTarget", regnum: int, value: bytes) -> None:
+        regfile = bytearray(target.read_registers())
+        arch_amd64.write_register(regfile, regnum, value)
+        target.write_registers(bytes(regfile))
+
+    def register_info(self, regnum: int) -> str | None:
+        return arch_amd64.register_info_reply(regnum)
+
+    # -- descriptions
+    def host_info(self) -> str:
+        return arch_amd64.host_info_reply()
+
+    def process_info(self, target: "StoreTarget") -> str:
+        return arch_amd64.process_info_reply(target.pid)
+
+    def xfer(self, target: "StoreTarget", object_name: str, annex: str) -> bytes | None:
+        if object_name == "features":
+            text = arch_amd64.feature_document(annex)
+            if text is None:
+                raise TargetError(ErrorCode.ENOENT, f"no feature document {annex!r}")
+            return text.encode()
+        if self.images is None or object_name not in ("libraries-svr4", "libraries", "exec-file"):
+            return None
+        images = self.images.for_store(target.store)
+        if object_name == "exec-file":
+            # gdb loads this as the program (no "No executable" warning, and its
+            # symbols are read at once; library symbols wait for `sharedlibrary`).
+            return images[0].name.encode()
+        # The first image is the "executable"; the rest (further modules, the
+        # runtime) are its libraries.
+        build = libraries_svr4_xml if object_name == "libraries-svr4" else libraries_xml
+        return build(images[1:]).encode()
+
+    def image_paths(self, target: "StoreTarget") -> list[str]:
+        """The files of ``target``'s debug images (``monitor stores``: lldb's
+        native view loads them with ``target modules add`` / ``load``)."""
+        if self.images is None:
+            return []
+        return [str(image.path) for image in self.images.for_store(target.store)]
+
+    # -- stops
+    def stop_registers(self, target: "StoreTarget", stop: Stop) -> tuple[dict[int, bytes], int]:
+        regfile = target.read_registers()
+        registers = {regnum: arch_amd64.read_register(regfile, regnum)
+                     for regnum in (arch_amd64.RBP_REGNUM, arch_amd64.RSP_REGNUM, arch_amd64.RIP_REGNUM)}
+        return registers, stop.pc
+
+    def current_pc(self, target: "StoreTarget") -> int:
+        stop = target.current_stop
+        if stop is None:
+            raise TargetError(ErrorCode.EBUSY, "the guest is running")
+        return stop.pc
+
+    # -- memory and breakpoints
+    def read_memory(self, target: "StoreTarget", address: int, length: int) -> bytes:
+        return target.read_memory(address, length)
+
+    def write_memory(self, target: "StoreTarget", address: int, data: bytes) -> None:
+        target.write_memory(address, data)
+
+    def memory_region_info(self, target: "StoreTarget", address: int) -> list[tuple[str, str]]:
+        """The region holding ``address``, or the unmapped gap up to the next
+        region (no permissions)."""
+        regions = target.memory_regions()
+        for region in regions:
+            if region.contains(address):
+                perms = "r" + ("w" if region.write else "") + ("x" if region.executable else "")
+                return [("start", "%x" % region.start), ("size", "%x" % (region.end - region.start)),
+                        ("permissions", perms), ("name", hex_encode(region.name.encode()).decode())]
+        following = [r.start for r in regions if r.start > address]
+        end = min(following) if following else 1 << 64
+        return [("start", "%x" % address), ("size", "%x" % (end - address))]
+
+    def breakpoint_pc(self, target: "StoreTarget", address: int) -> int:
+        return address
