@@ -5,7 +5,6 @@ Both sides are driven by the same stock ``gdb`` in batch mode; timings are taken
 command), so process start-up, connection set-up and symbol loading never enter a
 figure.  What this module offers:
 
-* :func:`cpu_model`: the CPU model for each benchmark's ``cpu`` key.
 * :func:`free_port`, :func:`start_stub`, :func:`start_gdbserver`: a server process
   listening on a loopback port (:class:`Server`, a context manager that stops only
   the process it started).
@@ -64,20 +63,6 @@ class BenchError(Exception):
 def python_executable() -> str:
     """The project venv's interpreter when it exists, else the running one."""
     return str(PYTHON) if PYTHON.exists() else sys.executable
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), for the ``cpu`` key of every
-    benchmark's JSON: the same code can cost differently on another
-    micro-architecture (issue 13, item 6)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError as e:
-        return f"unknown ({e})"
-    return "unknown (no model name in /proc/cpuinfo)"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
