@@ -53,12 +53,14 @@ class CodeMemory:
     be unpublished: the kernel refuses, and so do we, earlier.
     """
 
-    def __init__(self, fd: int, base: int, size: int, *, shared: bool, name: str):
+    def __init__(self, fd: int, base: int, size: int, *, shared: bool, name: str, low_space=None):
         self.fd = fd
         self.base = base
         self.size = size
         self.shared = shared
         self.name = name
+        #: The codemem.lowmem.LowAddressSpace this mapping was placed in, if any.
+        self.low_space = low_space
         self.published = True
         self.live_writable = False
         #: Whether this mapping was ever writable, i.e. may hold private pages.
@@ -82,10 +84,15 @@ class CodeMemory:
             raise
         return cls(fd, base, size, shared=True, name=name)
 
-    def map_private_copy(self, name: str) -> "CodeMemory":
-        """A new copy-on-write mapping of the same memfd, published (r-x)."""
-        base = native.check(lib.cm_map(self.fd, self.size, PROT_READ | PROT_EXEC, 0), f"map private copy {name}")
-        return CodeMemory(self.fd, base, self.size, shared=False, name=name)
+    def map_private_copy(self, name: str, *, low_space=None) -> "CodeMemory":
+        """A new copy-on-write mapping of the same memfd, published (r-x);
+        placed by ``low_space`` (a codemem.lowmem.LowAddressSpace: below 4 GiB)
+        when given."""
+        if low_space is not None:
+            base = low_space.map(self.fd, self.size, PROT_READ | PROT_EXEC, what=f"private copy {name}")
+        else:
+            base = native.check(lib.cm_map(self.fd, self.size, PROT_READ | PROT_EXEC, 0), f"map private copy {name}")
+        return CodeMemory(self.fd, base, self.size, shared=False, name=name, low_space=low_space)
 
     def unpublish(self, *, live: bool = False) -> None:
         assert not self.shared, f"{self.name}: a shared (EngineCode) mapping is never made writable"
@@ -124,7 +131,10 @@ class CodeMemory:
 
     def unmap(self) -> None:
         if self.base:
-            native.check(lib.cm_unmap(self.base, self.size), f"unmap {self.name}")
+            if self.low_space is not None:
+                self.low_space.unmap(self.base, self.size)
+            else:
+                native.check(lib.cm_unmap(self.base, self.size), f"unmap {self.name}")
             self.base = 0
 
 
@@ -145,7 +155,8 @@ class EngineCode:
     only through :class:`StoreCode`.
     """
 
-    def __init__(self, code, frame_table, *, name: str = "module", function_names=None):
+    def __init__(self, code, frame_table, *, name: str = "module", function_names=None,
+                 low_private_copies: bool = False):
         """``code``: the image's code (any buffer); ``frame_table``: its frame
         table (bytes, or a buffer :class:`FrameTable` reads in place).  Neither
         is copied in Python: a warm load hands in the mapped cache entry."""
@@ -168,6 +179,9 @@ class EngineCode:
         self.code_size = len(code)
         self.frame_table = table
         self.function_names = dict(function_names or {})
+        #: Debug Stores' private copies go below 4 GiB (codemem.lowmem), for
+        #: debuggers that see the guest through an x32 image.
+        self.low_private_copies = bool(low_private_copies)
         self._memory = CodeMemory.create_sealed(code, f"engine-code:{name}", tuple(patches))
         self.size = self._memory.size
         # Private copies given back by closed StoreCodes, reset and published,
@@ -200,6 +214,10 @@ class EngineCode:
                 memory = self._spare_private_copies.pop()
                 memory.name = name
                 return memory
+        if self.low_private_copies:
+            from .lowmem import low_address_space
+
+            return self._memory.map_private_copy(name, low_space=low_address_space())
         return self._memory.map_private_copy(name)
 
     def _give_back_private_copy(self, memory: CodeMemory) -> None:

@@ -29,12 +29,19 @@ def new_store_id() -> int:
 
 
 class GuestStack:
-    def __init__(self, size: int = DEFAULT_STACK_SIZE, guard: int = GUARD_SIZE):
+    """``low_space``: a codemem.lowmem.LowAddressSpace to place the stack in
+    (below 4 GiB, for debug Stores), else anywhere."""
+
+    def __init__(self, size: int = DEFAULT_STACK_SIZE, guard: int = GUARD_SIZE, *, low_space=None):
         size = native.page_round_up(size)
         assert size > guard + LIMIT_MARGIN
         self.size = size
         self.guard = guard
-        self.base = native.check(lib.cm_stack_alloc(size, guard), "allocate guest stack")
+        self.low_space = low_space
+        if low_space is not None:
+            self.base = low_space.map_stack(size, guard)
+        else:
+            self.base = native.check(lib.cm_stack_alloc(size, guard), "allocate guest stack")
 
     @property
     def top(self) -> int:
@@ -49,7 +56,10 @@ class GuestStack:
 
     def close(self) -> None:
         if self.base:
-            native.check(lib.cm_stack_free(self.base, self.size), "free guest stack")
+            if self.low_space is not None:
+                self.low_space.unmap(self.base, self.size)
+            else:
+                native.check(lib.cm_stack_free(self.base, self.size), "free guest stack")
             self.base = 0
 
 
@@ -60,9 +70,16 @@ class ExecutionContext:
     function context) must start with: the address of this stack context.
     """
 
-    def __init__(self, store_id: int | None = None, stack_size: int = DEFAULT_STACK_SIZE):
+    def __init__(self, store_id: int | None = None, stack_size: int = DEFAULT_STACK_SIZE, *, low_space=None):
         self.store_id = new_store_id() if store_id is None else store_id
-        self.stack = GuestStack(stack_size)
+        self.stack = GuestStack(stack_size, low_space=low_space)
+        #: Where the outermost guest frame returns: a low thunk for low Stores
+        #: (codemem.lowmem.entry_thunk_address), else cm_enter itself (0).
+        self.entry_thunk = 0
+        if low_space is not None:
+            from .lowmem import entry_thunk_address
+
+            self.entry_thunk = entry_thunk_address()
         self.sc = ffi.new("cm_stack_ctx *")
         self.sc.store_id = self.store_id
         self.sc.stack_limit = self.stack.limit
@@ -80,7 +97,7 @@ class ExecutionContext:
         stack (continuing below the current guest frame when nested inside a
         host call).  Returns 0, or the trap code.  Releases the GIL (cffi)."""
         guest_sp = self.stack.top if self.sc.depth == 0 else 0
-        return lib.cm_enter(code_pc, vmctx, args, self.sc, guest_sp)
+        return lib.cm_enter(code_pc, vmctx, args, self.sc, guest_sp, self.entry_thunk)
 
     def close(self) -> None:
         assert self.sc.depth == 0, "closing an execution context with guest code running"

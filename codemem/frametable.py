@@ -183,6 +183,9 @@ _LOCAL_STRUCT = struct.Struct("<iB3x")
 _SITE_STRUCT = struct.Struct("<I5s5s2x")
 _MIRROR_STRUCT = struct.Struct("<BB2xi")
 _CALL_SITE_STRUCT = struct.Struct("<IBi5s2x")  # a PatchSite whose enable bytes are a call rel32
+#: A SequencePoint record's native_offset, kind, num_mirrors and first_mirror only.
+_SEQPOINT_MIRRORS_STRUCT = struct.Struct("<I4xBB6xI")
+assert _SEQPOINT_MIRRORS_STRUCT.size == SEQPOINT_SIZE
 assert (_FUNCTION_STRUCT.size, _SEQPOINT_STRUCT.size, _LOCAL_STRUCT.size, _SITE_STRUCT.size, _CALL_SITE_STRUCT.size,
         _MIRROR_STRUCT.size) == (FUNCTION_SIZE, SEQPOINT_SIZE, LOCAL_SIZE, SITE_RECORD_SIZE, SITE_RECORD_SIZE,
                                  MIRROR_SIZE)
@@ -397,12 +400,12 @@ class FrameTable:
     # -- locals -----------------------------------------------------------
 
     def locals(self, func: FunctionInfo) -> list[LocalSlot]:
-        out = []
-        for k in range(func.num_locals):
-            at = self.header.locals_offset + (func.first_local + k) * LOCAL_SIZE
-            r = _LocalSlotC.parse(self._data[at : at + LOCAL_SIZE])
-            out.append(LocalSlot(k, r.frame_offset, r.valtype))
-        return out
+        # The records read in place with struct (the LocalSlotRecord layout):
+        # a debug image asks for every described function's slots.
+        base = self.header.locals_offset + func.first_local * LOCAL_SIZE
+        records = memoryview(self._data)[base:base + func.num_locals * LOCAL_SIZE]
+        return [LocalSlot(k, frame_offset, valtype)
+                for k, (frame_offset, valtype) in enumerate(_LOCAL_STRUCT.iter_unpack(records))]
 
     # -- sequence points --------------------------------------------------
 
@@ -519,6 +522,49 @@ class FrameTable:
 
     def sequence_points(self, func: FunctionInfo) -> list[SequencePoint]:
         return [self.sequence_point(func.first_seqpoint + k) for k in range(func.num_seqpoints)]
+
+    def point_offsets(self, func: FunctionInfo) -> list[tuple[int, int, SequencePointKind]]:
+        """(native offset, wasm offset, kind) of each of ``func``'s sequence
+        points, in native order: the three fields read in place from the
+        packed records (no stack types, no mirrors), for callers that sweep
+        whole functions (the debug images' line and range mapping)."""
+        base = self.header.seqpoints_offset + func.first_seqpoint * SEQPOINT_SIZE
+        records = memoryview(self._data)[base:base + func.num_seqpoints * SEQPOINT_SIZE]
+        kinds = tuple(SequencePointKind)
+        return [(native, wasm, kinds[kind]) for native, wasm, kind, _, _, _, _ in _SEQPOINT_STRUCT.iter_unpack(records)]
+
+    def slot_mirror_registers(self, func: FunctionInfo, frame_offset: int
+                              ) -> list[tuple[int, SequencePointKind, str | None]]:
+        """(native offset, kind, register) of each of ``func``'s sequence
+        points in native order, where register names the GPR that mirrors the
+        slot at ``[rbp + frame_offset]`` there, or is None. Records read in
+        place (the debug images ask this for one slot of every described
+        function); a malformed mirror record reads as None,
+        :meth:`register_mirrors` is where records are checked."""
+        base = self.header.seqpoints_offset + func.first_seqpoint * SEQPOINT_SIZE
+        records = memoryview(self._data)[base:base + func.num_seqpoints * SEQPOINT_SIZE]
+        pool, limit, data = self.header.mirrors_offset, self.header.num_mirrors, self._data
+        kinds = tuple(SequencePointKind)
+        # Mirror lists are interned: ``first`` names one list (count 0: none).
+        registers: dict[int, str | None] = {}
+        out = []
+        append = out.append
+        for native, kind, count, first in _SEQPOINT_MIRRORS_STRUCT.iter_unpack(records):
+            if not count:
+                append((native, kinds[kind], None))
+                continue
+            register = registers.get(first, 0)
+            if register == 0:
+                register = None
+                if first + count <= limit:
+                    for number, source, offset in _MIRROR_STRUCT.iter_unpack(
+                            data[pool + first * MIRROR_SIZE:pool + (first + count) * MIRROR_SIZE]):
+                        if source == MirrorSource.SLOT and offset == frame_offset:
+                            register = MIRROR_REGISTER_NAMES.get(number)
+                            break
+                registers[first] = register
+            append((native, kinds[kind], register))
+        return out
 
     def sequence_point_offsets(self, func: FunctionInfo) -> list[int]:
         """Native offsets of ``func``'s sequence points, ascending (memoized;

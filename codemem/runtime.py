@@ -35,6 +35,7 @@ from .abi import Libcall, TrapCode, VMContextLayout
 from .code import EngineCode
 from .errors import CompileError, LinkError, Trap
 from .execution import ExecutionContext
+from .lowmem import LowHeap, low_address_space
 from .frames import prologue_trap_registers, walk
 from .native import PROT_NONE, PROT_READ, PROT_WRITE, ffi, lib
 from .registry import ModuleRegistry
@@ -211,10 +212,19 @@ class Engine:
     the ``WASM_GDBSTUB_CACHE`` environment variable) enables a persistent
     on-disk cache of compiled images keyed by the module's hash, the compiler
     version and the debug flag.
+
+    ``low_addresses`` (default: ``debug``): place each Store's code copy, guest
+    stack, instance contexts and global cells below 4 GiB (codemem.lowmem), so
+    a debugger can show the guest through an x32 image (docs/pointers.md).
+    Only a debug Engine may ask for it.
     """
 
-    def __init__(self, debug: bool = False, *, cache_dir: str | os.PathLike | None = None):
+    def __init__(self, debug: bool = False, *, cache_dir: str | os.PathLike | None = None,
+                 low_addresses: bool | None = None):
         self.debug = bool(debug)
+        self.low_addresses = self.debug if low_addresses is None else bool(low_addresses)
+        if self.low_addresses and not self.debug:
+            raise ValueError("low_addresses is for debug Engines only")
         cache = cache_dir if cache_dir is not None else os.environ.get("WASM_GDBSTUB_CACHE")
         self.cache_dir = Path(cache) if cache else None
         self._type_ids: dict[FuncType, int] = {}
@@ -287,7 +297,8 @@ class Module:
         if cached is None:
             code, table = self._compile()
         try:
-            self.engine_code = EngineCode(code, table, name=self.name, function_names=dict(info.names.functions))
+            self.engine_code = EngineCode(code, table, name=self.name, function_names=dict(info.names.functions),
+                                          low_private_copies=engine.low_addresses)
         finally:
             if isinstance(code, memoryview):
                 code.release()  # the mapped cache entry: unmapped once nothing else uses it
@@ -464,7 +475,10 @@ class Store:
 
     def __init__(self, engine: Engine, *, stack_size: int = 8 << 20):
         self.engine = engine
-        self.ctx = ExecutionContext(stack_size=stack_size)
+        #: Instance contexts and global cells below 4 GiB (Engine.low_addresses), else None.
+        self.low_heap = LowHeap() if engine.low_addresses else None
+        self.ctx = ExecutionContext(stack_size=stack_size,
+                                    low_space=low_address_space() if engine.low_addresses else None)
         self.id = self.ctx.store_id
         self.registry = ModuleRegistry(debug=engine.debug, store_name=f"store{self.id}")
         self.debug_handler: Callable | None = None
@@ -590,6 +604,16 @@ class Store:
         for memory in self.memories:
             memory._release()
         self.ctx.close()
+        if self.low_heap is not None:
+            self.low_heap.close()
+
+    def _new_cells(self, count: int, what: str):
+        """``count`` zeroed 8-byte cells (a ``uint64_t *``-indexable cdata) and
+        their address: below 4 GiB for a low-address Engine."""
+        if self.low_heap is not None:
+            return self.low_heap.alloc(8 * count, what=what)
+        cells = ffi.new("uint64_t[]", max(count, 1))
+        return cells, int(ffi.cast("uintptr_t", cells))
 
     def __del__(self):
         try:
@@ -754,8 +778,7 @@ class Global:
     def __init__(self, store: Store, globaltype: GlobalType, value: Any):
         self.store = store
         self.type = globaltype
-        self.cell = ffi.new("uint64_t[1]")
-        self.cell_address = int(ffi.cast("uintptr_t", self.cell))
+        self.cell, self.cell_address = store._new_cells(1, "global cell")
         self.cell[0] = store.to_bits(globaltype.valtype, value)
 
     @property
@@ -858,8 +881,7 @@ class Instance:
         self._dropped_elems: set[int] = set()
         self._dropped_datas: set[int] = set()
 
-        self.vmctx = ffi.new("uint64_t[]", max(layout.size // 8, 1))
-        self.vmctx_address = int(ffi.cast("uintptr_t", self.vmctx))
+        self.vmctx, self.vmctx_address = store._new_cells(max(layout.size // 8, 1), "instance context")
         self._libcall_ctx = store._new_host_context(self)
 
         # Imports, checked (wasm spec 4.5.4 "Instantiation", external typing).

@@ -94,6 +94,22 @@ int64_t cm_map(int fd, uint64_t size, int prot, int shared)
     return p == MAP_FAILED ? -errno : (int64_t)(uintptr_t)p;
 }
 
+int64_t cm_map_at(int fd, uint64_t size, int prot, int shared, uint64_t addr)
+{
+    int flags = (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE;
+    if (fd < 0)
+        flags |= MAP_ANONYMOUS;
+    void *p = mmap((void *)(uintptr_t)addr, size, prot, flags, fd, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    if ((uint64_t)(uintptr_t)p != addr) {
+        /* a kernel older than 4.17 takes MAP_FIXED_NOREPLACE for a hint */
+        munmap(p, size);
+        return -EEXIST;
+    }
+    return (int64_t)(uintptr_t)p;
+}
+
 int64_t cm_unmap(uint64_t addr, uint64_t size)
 {
     return munmap((void *)(uintptr_t)addr, size) == 0 ? 0 : -errno;
@@ -303,7 +319,7 @@ __asm__(
      * can return into or stop in; the stub describes this range to debuggers. */
     ".globl cm_runtime_code_start\n"
     "cm_runtime_code_start:\n"
-    /* uint64_t cm_enter(code=rdi, vmctx=rsi, args=rdx, sc=rcx, guest_sp=r8) */
+    /* uint64_t cm_enter(code=rdi, vmctx=rsi, args=rdx, sc=rcx, guest_sp=r8, entry_thunk=r9) */
     ".globl cm_enter\n"
     ".type cm_enter, @function\n"
     "cm_enter:\n"
@@ -331,7 +347,13 @@ __asm__(
     "  mov r15, rsi\n"
     "  mov rsi, rdx\n"
     "  xor ebp, ebp\n" /* terminates the rbp chain for unwinders */
+    "  test r9, r9\n"
+    "  jz 2f\n"
+    "  call r9\n" /* the thunk's `call rdi` calls the guest */
+    "  jmp 3f\n"
+    "2:\n"
     "  call rdi\n"
+    "3:\n"
     "  xor eax, eax\n"
     "  mov rcx, [r15]\n"
     "  mov rsp, [rcx]\n"

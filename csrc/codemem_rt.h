@@ -61,6 +61,10 @@ int64_t cm_memfd_seals(int fd);
 int64_t cm_pwrite_all(int fd, const void *data, uint64_t size, uint64_t offset);
 /* mmap of fd (or anonymous when fd < 0); shared != 0 for MAP_SHARED. */
 int64_t cm_map(int fd, uint64_t size, int prot, int shared);
+/* cm_map at exactly ADDR, never replacing a mapping: -EEXIST when anything
+ * overlaps [ADDR, ADDR+SIZE) (codemem/lowmem.py places debug Stores' memory
+ * below 4 GiB with it).  fd < 0: anonymous memory. */
+int64_t cm_map_at(int fd, uint64_t size, int prot, int shared, uint64_t addr);
 int64_t cm_unmap(uint64_t addr, uint64_t size);
 int64_t cm_protect(uint64_t addr, uint64_t size, int prot);
 /* madvise(MADV_DONTNEED): on a MAP_PRIVATE file mapping this drops every
@@ -83,8 +87,13 @@ int64_t cm_patch5_atomic(uint64_t site, const uint8_t *bytes5);
 
 /* Runs guest code `code` with r15 = vmctx and rsi = args on the guest stack at
  * guest_sp (0: continue below the guest rsp saved by the enclosing host call).
- * Returns 0 when the guest returned, or the nonzero code of a trap. */
-uint64_t cm_enter(uint64_t code, uint64_t vmctx, uint64_t args, cm_stack_ctx *sc, uint64_t guest_sp);
+ * Returns 0 when the guest returned, or the nonzero code of a trap.
+ * entry_thunk: 0, or the address of code that does `call rdi; ret` (bytes
+ * ff d7 c3), through which the guest is then called, so that the outermost
+ * guest frame returns into the thunk rather than into cm_enter.  Debug Stores
+ * place one below 4 GiB (codemem/lowmem.py), where an x32 debugger can see it. */
+uint64_t cm_enter(uint64_t code, uint64_t vmctx, uint64_t args, cm_stack_ctx *sc, uint64_t guest_sp,
+                  uint64_t entry_thunk);
 
 /* Addresses of the trampolines a guest image's veneers jump to. */
 uint64_t cm_breakpoint_trampoline_address(void);

@@ -40,6 +40,8 @@ whose message names the register or the size that was wrong.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import struct
 from dataclasses import dataclass
@@ -312,11 +314,17 @@ def _reg_xml(reg: Register) -> str:
     return "    <reg " + " ".join(f"{k}={quoteattr(v)}" for k, v in attrs) + "/>"
 
 
-def _build_target_xml() -> str:
+#: gdb's x32 core feature (features/i386/x32-core.xml) types rbp, rsp and rip
+#: as plain 64-bit integers: its data_ptr and code_ptr are 4 bytes wide there.
+_X32_TYPES = {"rbp": "int64", "rsp": "int64", "rip": "uint64"}
+
+
+def _build_target_xml(x32: bool = False) -> str:
+    architecture = "i386:x64-32" if x32 else "i386:x86-64"
     lines = ['<?xml version="1.0"?>',
              '<!DOCTYPE target SYSTEM "gdb-target.dtd">',
              '<target version="1.0">',
-             "  <architecture>i386:x86-64</architecture>",
+             f"  <architecture>{architecture}</architecture>",
              "  <osabi>GNU/Linux</osabi>",
              # lldb extension: names for the group_id attributes. gdb skips
              # elements it does not know.
@@ -336,25 +344,30 @@ def _build_target_xml() -> str:
             lines.append('      <field name="uint128" type="uint128"/>')
             lines.append("    </union>")
             lines += ["  " + s for s in _flags_xml("i386_mxcsr", _MXCSR_FIELDS)]
-        lines += [_reg_xml(r) for r in REGISTERS if r.feature == feature]
+        registers = [r for r in REGISTERS if r.feature == feature]
+        if x32:
+            registers = [dataclasses.replace(r, gdb_type=_X32_TYPES.get(r.name, r.gdb_type)) for r in registers]
+        lines += [_reg_xml(r) for r in registers]
         lines.append("  </feature>")
     lines.append("</target>")
     return "\n".join(lines) + "\n"
 
 
 _TARGET_XML = _build_target_xml()
+_TARGET_XML_X32 = _build_target_xml(x32=True)
 
 
-def target_xml() -> str:
+def target_xml(x32: bool = False) -> str:
     """The whole target description (all features inline), for
-    ``qXfer:features:read:target.xml``."""
-    return _TARGET_XML
+    ``qXfer:features:read:target.xml``. ``x32``: gdb's ``i386:x64-32``
+    architecture (the same registers, 4-byte pointers; docs/pointers.md)."""
+    return _TARGET_XML_X32 if x32 else _TARGET_XML
 
 
-def feature_document(annex: str) -> str | None:
+def feature_document(annex: str, x32: bool = False) -> str | None:
     """The document for a ``qXfer:features:read:ANNEX`` request, or None when
     there is no such annex (the session then replies E00). Only target.xml exists."""
-    return _TARGET_XML if annex == "target.xml" else None
+    return target_xml(x32) if annex == "target.xml" else None
 
 
 # ---------------------------------------------------------------------------

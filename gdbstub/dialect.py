@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from . import arch_amd64
-from .images import libraries_svr4_xml, libraries_xml
+from .images import libraries_svr4_xml, libraries_xml, uses_x32_images
 from .protocol import replies as R
 from .protocol.encoding import hex_encode
 from .protocol.replies import ErrorCode
@@ -174,7 +174,7 @@ class NativeDialect(Dialect):
 
     def xfer(self, target: "StoreTarget", object_name: str, annex: str) -> bytes | None:
         if object_name == "features":
-            text = arch_amd64.feature_document(annex)
+            text = arch_amd64.feature_document(annex, x32=uses_x32_images(target.store))
             if text is None:
                 raise TargetError(ErrorCode.ENOENT, f"no feature document {annex!r}")
             return text.encode()

@@ -18,6 +18,7 @@ function:
 * its ENTRY site (first byte, before the native prologue) carries the
   function's first line, so ``break FUNC`` and a pc stopped at the entry have a
   line;
+* a row at a ``loop`` instruction goes to the next point (:func:`is_loop_entry`);
 * the guest's ``prologue_end`` flag is kept: gdb 13 places ``break FUNC`` at
   the first row so flagged (symtab.c ``skip_prologue_using_linetable``), which
   is after both the native and the wasm-level prologue;
@@ -48,8 +49,8 @@ from .debugimage.dwarf import PRODUCER as DEFAULT_PRODUCER
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GuestLineRow", "GuestLineTable", "GuestLinesError", "ImageLines", "image_lines", "image_producer",
-           "map_guest_lines", "read_guest_line_table"]
+__all__ = ["GuestLineRow", "GuestLineTable", "GuestLinesError", "ImageLines", "LineMapper", "PYELFTOOLS_ERRORS", "cu_line_rows",
+           "guest_dwarf_info", "image_lines", "image_producer", "map_guest_lines", "read_guest_line_table"]
 
 # pyelftools' DWARFInfo takes one descriptor per section it knows; these are
 # the keyword names, each the section name without its leading dot.
@@ -67,7 +68,7 @@ _DWARF_SECTIONS = (
 # AssertionError, TypeError, IndexError, ZeroDivisionError (line_range 0) and
 # struct/construct errors. They are caught only around the parse (``_read``),
 # never around the mapping.
-_PYELFTOOLS_ERRORS = (DWARFError, ELFError, ConstructError, KeyError, IndexError, AssertionError,
+PYELFTOOLS_ERRORS = (DWARFError, ELFError, ConstructError, KeyError, IndexError, AssertionError,
                       TypeError, ValueError, ArithmeticError, struct.error, EOFError)
 
 
@@ -128,7 +129,7 @@ def _join(*parts: str) -> str:
     return path
 
 
-def _dwarf_info(sections: dict[str, bytes]) -> DWARFInfo:
+def guest_dwarf_info(sections: dict[str, bytes]) -> DWARFInfo:
     descriptors = {}
     for name in _DWARF_SECTIONS:
         data = sections.get("." + name)
@@ -187,12 +188,12 @@ def read_guest_line_table(info) -> GuestLineTable | None:
         return None
     try:
         return _read(sections, code_offset)
-    except _PYELFTOOLS_ERRORS as e:
+    except PYELFTOOLS_ERRORS as e:
         raise GuestLinesError(f"malformed DWARF ({type(e).__name__}: {e})") from e
 
 
 def _read(sections: dict[str, bytes], code_offset: int) -> GuestLineTable:
-    dwarf = _dwarf_info(sections)
+    dwarf = guest_dwarf_info(sections)
     image_comp_dir = None
     producer = None
     rows = []
@@ -205,90 +206,152 @@ def _read(sections: dict[str, bytes], code_offset: int) -> GuestLineTable:
         if producer is None:
             attribute = top.attributes.get("DW_AT_producer")
             producer = _text(attribute.value) if attribute is not None else ""
-        program = dwarf.line_program_for_CU(cu)
-        if program is None:
-            continue
-        paths = _file_paths(program, comp_dir, image_comp_dir)
-        for entry in program.get_entries():
-            state = entry.state
-            if state is None:
-                continue
-            path = paths.get(state.file)
-            if path is None:
-                raise GuestLinesError(f"line-table row at {state.address:#x} names file {state.file}, "
-                                      f"which the header does not list")
-            if state.line < 0 or state.column < 0:
-                # build_debug_image rejects them; a debugger would too.
-                raise GuestLinesError(f"line-table row at {state.address:#x}: line {state.line}, "
-                                      f"column {state.column}")
-            rows.append(GuestLineRow(
-                module_offset=code_offset + state.address, file=path, line=state.line,
-                column=state.column, is_stmt=bool(state.is_stmt), prologue_end=bool(state.prologue_end),
-                end_sequence=bool(state.end_sequence)))
+        rows += cu_line_rows(dwarf, cu, code_offset, image_comp_dir)[1]
     return GuestLineTable(image_comp_dir or ".", tuple(rows), producer or "")
+
+
+def cu_line_rows(dwarf: DWARFInfo, cu, code_offset: int, image_comp_dir: str | None = None
+                 ) -> tuple[dict[int, str], list[GuestLineRow]]:
+    """(file number -> path, rows) of one compile unit's line program; paths
+    are relative to ``image_comp_dir`` (default: the unit's own comp_dir) or
+    absolute. No program: ``({}, [])``. Raises GuestLinesError (and what
+    pyelftools raises, for the caller's guard) on malformed input."""
+    top = cu.get_top_DIE()
+    attribute = top.attributes.get("DW_AT_comp_dir")
+    comp_dir = _text(attribute.value) if attribute is not None else "."
+    program = dwarf.line_program_for_CU(cu)
+    if program is None:
+        return {}, []
+    paths = _file_paths(program, comp_dir, image_comp_dir if image_comp_dir is not None else comp_dir)
+    rows = []
+    for entry in program.get_entries():
+        state = entry.state
+        if state is None:
+            continue
+        path = paths.get(state.file)
+        if path is None:
+            raise GuestLinesError(f"line-table row at {state.address:#x} names file {state.file}, "
+                                  f"which the header does not list")
+        if state.line < 0 or state.column < 0:
+            # build_debug_image rejects them; a debugger would too.
+            raise GuestLinesError(f"line-table row at {state.address:#x}: line {state.line}, "
+                                  f"column {state.column}")
+        rows.append(GuestLineRow(
+            module_offset=code_offset + state.address, file=path, line=state.line,
+            column=state.column, is_stmt=bool(state.is_stmt), prologue_end=bool(state.prologue_end),
+            end_sequence=bool(state.end_sequence)))
+    return paths, rows
 
 
 def map_guest_lines(table: GuestLineTable, info, frame_table: FrameTable, code_address: int) -> list[LineRow]:
     """LineRows (absolute addresses, ascending) of the native code at
     ``code_address`` compiled from ``info`` (see the module docstring for the
     rules). Rows outside every compiled function are dropped."""
-    bodies = {body.body_offset: body for body in info.codes}
-    # (wasm start, wasm end, function, INSTRUCTION points sorted by wasm offset)
-    functions = []
-    for func in frame_table.functions():
-        body = bodies.get(func.body_wasm_offset)
-        if body is None:
-            continue
-        points = sorted((p.wasm_offset, p.native_offset) for p in frame_table.sequence_points(func)
-                        if p.kind is SequencePointKind.INSTRUCTION)
-        functions.append((body.locals_offset, body.end_offset, func, points))
-    functions.sort(key=lambda f: f[0])
-    starts = [f[0] for f in functions]
+    return LineMapper(info, frame_table).map(table.rows, code_address)
 
-    placed: dict[int, dict[int, GuestLineRow]] = {}  # function position -> native offset -> row
-    first_rows: dict[int, GuestLineRow] = {}
-    for row in table.rows:
-        if row.end_sequence:
-            continue
-        k = bisect.bisect_right(starts, row.module_offset) - 1
-        if k < 0 or row.module_offset >= functions[k][1]:
-            continue
-        _, _, func, points = functions[k]
-        first = first_rows.get(func.position)
-        if first is None or row.module_offset < first.module_offset:
-            first_rows[func.position] = row
-        at = bisect.bisect_left(points, (row.module_offset, -1))
-        if at == len(points):
-            continue
-        # Several rows can land on one point (no point between them): the last
-        # one in program order is the row whose range holds the point's
-        # instruction, so it wins.
-        placed.setdefault(func.position, {})[points[at][1]] = row
 
-    entries = {f[2].native_start for f in functions if placed.get(f[2].position)}
-    lines = []
-    for _, _, func, _ in sorted(functions, key=lambda f: f[2].native_start):
-        rows = placed.get(func.position)
-        first = first_rows.get(func.position)
-        if not rows or first is None:
-            continue
-        if func.native_start not in rows:
-            lines.append(LineRow(code_address + func.native_start, first.file, first.line, first.column))
-        for native_offset in sorted(rows):
-            row = rows[native_offset]
-            line = LineRow(code_address + native_offset, row.file, row.line, row.column,
-                           is_stmt=row.is_stmt, prologue_end=row.prologue_end)
-            # A row repeating the one before it adds nothing but splits that
-            # line's range in two: gdb's prologue analysis (symtab.c
-            # skip_prologue_using_sal) would then take the split point, in the
-            # middle of the wasm-level prologue, for the end of the prologue.
-            if lines and not line.prologue_end and _same_place(lines[-1], line):
+class LineMapper:
+    """The mapping of guest code offsets onto one module's sequence points,
+    built once and used for many row sets (one per compile unit): functions
+    are found by bisection and a function's points are read only when a row
+    lands in it."""
+
+    def __init__(self, info, frame_table: FrameTable):
+        self.info = info
+        self.frame_table = frame_table
+        bodies = {body.body_offset: body for body in info.codes}
+        functions = []
+        for func in frame_table.functions():
+            body = bodies.get(func.body_wasm_offset)
+            if body is not None:
+                functions.append((body.locals_offset, body.end_offset, func))
+        functions.sort(key=lambda f: f[0])
+        self.functions = functions
+        self.starts = [f[0] for f in functions]
+        self._points: dict[int, list[tuple[int, int]]] = {}
+
+    def function_at(self, module_offset: int):
+        """(wasm start, wasm end, FunctionInfo) of the body holding ``module_offset``, or None."""
+        k = bisect.bisect_right(self.starts, module_offset) - 1
+        if k < 0 or module_offset >= self.functions[k][1]:
+            return None
+        return self.functions[k]
+
+    def points(self, func) -> list[tuple[int, int]]:
+        """(wasm offset, native offset) of ``func``'s INSTRUCTION points but
+        loop entries (:func:`is_loop_entry`), sorted by wasm offset."""
+        points = self._points.get(func.position)
+        if points is None:
+            instruction = SequencePointKind.INSTRUCTION
+            points = self._points[func.position] = sorted(
+                (wasm, native) for native, wasm, kind in self.frame_table.point_offsets(func)
+                if kind is instruction and not is_loop_entry(self.info, wasm))
+        return points
+
+    def map(self, guest_rows, code_address: int) -> list[LineRow]:
+        placed: dict[int, dict[int, GuestLineRow]] = {}  # function position -> native offset -> row
+        first_rows: dict[int, GuestLineRow] = {}
+        funcs = {}
+        for row in guest_rows:
+            if row.end_sequence:
                 continue
-            lines.append(line)
-        if func.native_end not in entries:
-            lines.append(LineRow(code_address + func.native_end, rows[max(rows)].file, 0))
-    code_end = code_address + frame_table.header.code_size
-    return [row for row in lines if row.address < code_end]
+            found = self.function_at(row.module_offset)
+            if found is None:
+                continue
+            func = found[2]
+            funcs[func.position] = func
+            first = first_rows.get(func.position)
+            if first is None or row.module_offset < first.module_offset:
+                first_rows[func.position] = row
+            points = self.points(func)
+            at = bisect.bisect_left(points, (row.module_offset, -1))
+            if at == len(points):
+                continue
+            # Several rows can land on one point (no point between them): the last
+            # one in program order is the row whose range holds the point's
+            # instruction, so it wins.
+            placed.setdefault(func.position, {})[points[at][1]] = row
+
+        entries = {funcs[position].native_start for position, rows in placed.items() if rows}
+        lines = []
+        for position in sorted(placed, key=lambda k: funcs[k].native_start):
+            func = funcs[position]
+            rows = placed[position]
+            first = first_rows.get(position)
+            if not rows or first is None:
+                continue
+            if func.native_start not in rows:
+                lines.append(LineRow(code_address + func.native_start, first.file, first.line, first.column))
+            for native_offset in sorted(rows):
+                row = rows[native_offset]
+                line = LineRow(code_address + native_offset, row.file, row.line, row.column,
+                               is_stmt=row.is_stmt, prologue_end=row.prologue_end)
+                # A row repeating the one before it adds nothing but splits that
+                # line's range in two: gdb's prologue analysis (symtab.c
+                # skip_prologue_using_sal) would then take the split point, in the
+                # middle of the wasm-level prologue, for the end of the prologue.
+                if lines and not line.prologue_end and _same_place(lines[-1], line):
+                    continue
+                lines.append(line)
+            if func.native_end not in entries:
+                lines.append(LineRow(code_address + func.native_end, rows[max(rows)].file, 0))
+        code_end = code_address + self.frame_table.header.code_size
+        return [row for row in lines if row.address < code_end]
+
+
+#: The ``loop`` opcode (wasm spec 5.4.1).
+LOOP_OPCODE = 0x03
+
+
+def is_loop_entry(info, module_offset: int) -> bool:
+    """Whether the instruction at ``module_offset`` is a ``loop``. Its sequence
+    point runs once, on entry: a branch to the loop continues after it (wasm
+    spec 4.4.8, the loop's label is its start, i.e. its first body
+    instruction), so a row or a range starting at a ``loop`` is placed at the
+    next instruction, which every iteration runs, as a breakpoint on a loop's
+    first line is hit natively."""
+    data = getattr(info, "data", b"")
+    return 0 <= module_offset < len(data) and data[module_offset] == LOOP_OPCODE
 
 
 def _same_place(a: LineRow, b: LineRow) -> bool:

@@ -46,9 +46,12 @@ from xml.sax.saxutils import quoteattr
 import capstone
 
 from codemem.frametable import SITE_SIZE, FrameTable, FunctionInfo
+from codemem.lowmem import ENTRY_THUNK_CODE, entry_thunk_address
 from codemem.native import ffi, lib
 
 from .debugimage import CfiRow, Fde, Symbol, build_debug_image
+from .debugimage.elf import ELF32, ELF64, ElfClass
+from .dwarf_translate import GuestDwarfError, TranslatedDwarf, translate_guest_dwarf
 from .guest_lines import ImageLines, image_lines
 from .protocol.packets import FileIOOpenFlags
 from .protocol.replies import FileIOErrno, fileio_stat
@@ -111,6 +114,14 @@ def _disassembler() -> capstone.Cs:
         if _capstone is None:
             _capstone = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         return _capstone
+
+
+def uses_x32_images(store) -> bool:
+    """Whether ``store`` is shown through x32 debug images (ELF32, gdb's
+    ``i386:x64-32``: 4-byte C pointers, docs/pointers.md): when its Engine
+    placed everything a debugger dereferences below 4 GiB (codemem.lowmem)."""
+    engine = getattr(store, "engine", None)
+    return bool(getattr(engine, "low_addresses", False))
 
 
 def sanitize_name(text: str, *, limit: int = 64) -> str:
@@ -292,6 +303,56 @@ def runtime_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
     return start, code, symbols, fdes
 
 
+def entry_thunk_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
+    """(start, code bytes, symbols, FDEs) of the low entry thunk
+    (codemem.lowmem.entry_thunk_address): what x32 images have instead of the
+    runtime image, whose code lies above 4 GiB. The outermost guest frame of a
+    low Store returns into the thunk, whose FDE marks the return address
+    undefined: the backtrace ends there, at a frame named ``cm_enter`` (the
+    thunk is the low half of the entry trampoline)."""
+    start = entry_thunk_address()
+    code = bytes(ffi.buffer(ffi.cast("char *", start), len(ENTRY_THUNK_CODE)))
+    symbols = [Symbol("cm_enter", start, len(code))]
+    fdes = [Fde(start, len(code), (CfiRow(0, *_AT_ENTRY),), undefined_rip=True)]
+    return start, code, symbols, fdes
+
+
+_translations: "weakref.WeakKeyDictionary[object, dict[tuple[int, int], TranslatedDwarf | None]]" = \
+    weakref.WeakKeyDictionary()
+_translations_lock = threading.Lock()
+
+
+def guest_debug_sections(module, engine_code, code_address: int, address_size: int) -> TranslatedDwarf | None:
+    """The module's DWARF translated for an image of ``engine_code`` linked at
+    ``code_address`` (gdbstub.dwarf_translate), memoized per EngineCode and
+    address; None when the module has no DWARF or it cannot be translated
+    (logged as a warning: the image then has source lines only, no variables)."""
+    key = (code_address, address_size)
+    with _translations_lock:
+        memo = _translations.setdefault(engine_code, {})
+        if key in memo:
+            return memo[key]
+    info = getattr(module, "info", None)
+    translated = None
+    if info is not None:
+        try:
+            translated = translate_guest_dwarf(info, engine_code.frame_table, code_address=code_address,
+                                               address_size=address_size)
+        except GuestDwarfError as e:
+            log.warning("module %s: its DWARF cannot be translated, so no variables or types: %s",
+                        getattr(module, "name", "?"), e)
+        except Exception:  # the outermost guard of an optional description: a bug here must not end a session
+            log.exception("module %s: translating its DWARF failed; the image has source lines only",
+                          getattr(module, "name", "?"))
+    if translated is not None:
+        log.debug("module %s: %d units, %d subprograms translated, %d locations dropped",
+                  getattr(module, "name", "?"), translated.units, translated.subprograms,
+                  translated.dropped_locations)
+    with _translations_lock:
+        _translations.setdefault(engine_code, {})[key] = translated
+    return translated
+
+
 @dataclass
 class _Memo:
     store_code: weakref.ref
@@ -318,6 +379,7 @@ class DebugImageSet:
         self._memo: dict[tuple[int, int], _Memo] = {}  # (store id, StoreCode base) -> image
         self._by_name: dict[str, DebugImage] = {}
         self._runtime: DebugImage | None = None
+        self._runtime_x32: DebugImage | None = None
 
     def for_store(self, store) -> list[DebugImage]:
         """One image per entry of ``store.registry`` (address order), then the
@@ -327,6 +389,7 @@ class DebugImageSet:
         returns them)."""
         store_id = store.id
         entries = store.registry.entries()
+        x32 = uses_x32_images(store)
         with self._lock:
             images, live = [], set()
             for entry in entries:
@@ -336,18 +399,26 @@ class DebugImageSet:
                 if memo is None or memo.store_code() is not entry.store_code:
                     if memo is not None:
                         self._by_name.pop(memo.image.name, None)
-                    memo = _Memo(weakref.ref(entry.store_code), self._build_store_image(store_id, entry))
+                    memo = _Memo(weakref.ref(entry.store_code), self._build_store_image(store_id, entry, x32))
                     self._memo[key] = memo
                     self._by_name[memo.image.name] = memo.image
                 images.append(memo.image)
             for key in [k for k in self._memo if k[0] == store_id and k not in live]:
                 self._by_name.pop(self._memo.pop(key).image.name, None)
-            images.append(self.runtime_image())
+            images.append(self.runtime_image(x32=x32))
             return images
 
-    def runtime_image(self) -> DebugImage:
-        """The image of the C runtime's trampolines (built once per set)."""
+    def runtime_image(self, *, x32: bool = False) -> DebugImage:
+        """The image of the C runtime's trampolines (built once per set); for
+        x32 Stores the ELF32 image of the low entry thunk instead."""
         with self._lock:
+            if x32:
+                if self._runtime_x32 is None:
+                    start, code, symbols, fdes = entry_thunk_image_parts()
+                    self._runtime_x32 = self._write("runtime-x32", "codemem-runtime", start, code, symbols, fdes,
+                                                    stt_file="codemem-runtime", elf_class=ELF32)
+                    self._by_name[self._runtime_x32.name] = self._runtime_x32
+                return self._runtime_x32
             if self._runtime is None:
                 start, code, symbols, fdes = runtime_image_parts()
                 self._runtime = self._write("runtime", "codemem-runtime", start, code, symbols, fdes, stt_file="codemem-runtime")
@@ -370,8 +441,7 @@ class DebugImageSet:
         a debugger that still holds one open keeps reading it)."""
         with self._lock:
             images = [memo.image for memo in self._memo.values()]
-            if self._runtime is not None:
-                images.append(self._runtime)
+            images += [image for image in (self._runtime, self._runtime_x32) if image is not None]
             for image in images:
                 image.path.unlink(missing_ok=True)
                 try:
@@ -380,21 +450,37 @@ class DebugImageSet:
                     pass
             self._memo.clear()
             self._by_name.clear()
-            self._runtime = None
+            self._runtime = self._runtime_x32 = None
 
-    def _build_store_image(self, store_id: int, entry) -> DebugImage:
+    def _build_store_image(self, store_id: int, entry, x32: bool = False) -> DebugImage:
         store_code = entry.store_code
         module_name = getattr(entry.module, "name", None) or store_code.engine_code.name
         code, symbols, fdes = store_code_image_parts(entry.module, store_code)
+        elf_class = ELF32 if x32 else ELF64
+        # Variables only in x32 images: in an ELF64 image gdb reads every C
+        # pointer as 8 bytes (docs/pointers.md), which would show wrong values.
+        translated = (guest_debug_sections(entry.module, store_code.engine_code, store_code.base,
+                                           elf_class.address_size) if self.source_lines and x32 else None)
+        debug_sections = translated.sections if translated is not None else None
+        data_range = None
+        if translated is not None and translated.data_symbols:
+            symbols = symbols + [Symbol(name, address, size, "object")
+                                 for name, address, size in translated.data_symbols]
+            data_range = (min(address for _, address, _ in translated.data_symbols),
+                          max(address + max(size, 1) for _, address, size in translated.data_symbols))
         lines = (image_lines(entry.module, store_code.frame_table, store_code.base)
-                 if self.source_lines else ImageLines([]))
+                 if self.source_lines and debug_sections is None else ImageLines([]))
         return self._write(f"store{store_id}", sanitize_name(module_name), store_code.base, code,
-                           symbols, fdes, stt_file=module_name, lines=lines)
+                           symbols, fdes, stt_file=module_name, lines=lines, elf_class=elf_class,
+                           debug_sections=debug_sections, data_range=data_range)
 
     def _write(self, owner: str, file_stem: str, start: int, code: bytes, symbols: list[Symbol],
-               fdes: list[Fde], *, stt_file: str, lines: ImageLines = ImageLines([])) -> DebugImage:
+               fdes: list[Fde], *, stt_file: str, lines: ImageLines = ImageLines([]),
+               elf_class: ElfClass = ELF64, debug_sections: dict[str, bytes] | None = None,
+               data_range: tuple[int, int] | None = None) -> DebugImage:
         data = build_debug_image(name=stt_file, code_address=start, code=code, symbols=symbols, fdes=fdes,
-                                 lines=lines.rows, comp_dir=lines.comp_dir, producer=lines.producer)
+                                 lines=lines.rows, comp_dir=lines.comp_dir, producer=lines.producer,
+                                 elf_class=elf_class, debug_sections=debug_sections, data_range=data_range)
         digest = zlib.crc32(data)
         # The unique part is the directory, so the file keeps the module's
         # name: debuggers show a module by its file name (`demo.elf`square).

@@ -55,6 +55,7 @@ from codemem import frames as walker
 from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, Trap
 from codemem.frametable import MirrorSource, SequencePointKind
+from codemem.lowmem import ENTRY_THUNK_CODE, LOW_FLOOR
 from codemem.native import ffi, lib
 from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
@@ -801,6 +802,10 @@ class StoreTarget:
                                         code.read_for_debugger, None, executable=True))
         start, end = lib.cm_runtime_code_start_address(), lib.cm_runtime_code_end_address()
         regions.append(MemoryRegion("code:runtime", start, end, _raw_read, None, executable=True))
+        thunk = self.store.ctx.entry_thunk
+        if thunk:
+            regions.append(MemoryRegion("code:entry-thunk", thunk, thunk + len(ENTRY_THUNK_CODE), _raw_read, None,
+                                        executable=True))
         stack = self.store.ctx.stack
         regions.append(MemoryRegion("stack", stack.base + stack.guard, stack.top, _raw_read, self._write_stack))
         for index, memory in enumerate(self.store.memories):
@@ -811,6 +816,10 @@ class StoreTarget:
         if self.instance.memories:
             memory = self.instance.memories[0]
             length = memory.data_len
+            if self.store.low_heap is not None:
+                # Our low objects start at LOW_FLOOR (codemem.lowmem): a
+                # larger memory is mirrored up to there only.
+                length = min(length, LOW_FLOOR)
             if length:
                 base = memory.base
                 regions.append(MemoryRegion(
@@ -821,6 +830,13 @@ class StoreTarget:
             size = instance.layout.size
             regions.append(MemoryRegion(f"vmctx:{instance.module.name}", instance.vmctx_address,
                                         instance.vmctx_address + size, _raw_read, None))
+            # The cells of the instance's globals (vmctx points at them): the
+            # translated DWARF reads __stack_pointer there, and `set var` on a
+            # wasm global writes there.
+            for index, glob in enumerate(instance.globals):
+                if glob.store is self.store:
+                    regions.append(MemoryRegion(f"global{index}:{instance.module.name}", glob.cell_address,
+                                                glob.cell_address + 8, _raw_read, _raw_write))
         regions.sort(key=lambda r: r.start)
         return regions
 

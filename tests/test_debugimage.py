@@ -421,3 +421,63 @@ def test_lldb_reads_symbols_and_lines(image_path):
     assert f"{CODE_ADDRESS + MAIN_OFFSET:#018x}: /src/inc/y.h:10" in output
     assert f"where = sample.so`main + 4 at x.c:8, address = {main.address + 4:#018x}" in output
     assert re.search(rf"\[{CODE_ADDRESS + 1:#x}\] <\+1>:\s+movq\s+%rsp, %rbp", output), output
+
+
+# ------------------------------------------------------------------ x32 images
+X32_ADDRESS = 0x80810010
+
+
+def x32_image(**overrides) -> bytes:
+    from gdbstub.debugimage.elf import ELF32
+
+    shift = X32_ADDRESS - CODE_ADDRESS
+    arguments = dict(
+        name="x32.wasm", code_address=X32_ADDRESS, code=CODE,
+        symbols=[Symbol(s.name, s.address + shift, s.size) for s in SYMBOLS] + [Symbol("counter", 0x400, 4, "object")],
+        fdes=[Fde(f.start + shift, f.size, f.rows, undefined_rip=f.undefined_rip) for f in FDES],
+        lines=[LineRow(r.address + shift, r.file, r.line, r.column, r.is_stmt) for r in LINES],
+        comp_dir="/work/src", elf_class=ELF32, data_range=(0x400, 0x440))
+    arguments.update(overrides)
+    return build_debug_image(**arguments)
+
+
+def test_an_x32_image_is_elf32_x86_64_with_4_byte_dwarf_addresses_and_a_data_section():
+    elf = ELFFile(io.BytesIO(x32_image()))
+    assert (elf.elfclass, elf["e_machine"], elf["e_type"]) == (32, "EM_X86_64", "ET_DYN")
+    text, data = elf.get_section_by_name(".text"), elf.get_section_by_name(".wasm_data")
+    assert text["sh_addr"] == X32_ADDRESS and text.data() == CODE
+    assert (data["sh_type"], data["sh_addr"], data["sh_size"]) == ("SHT_NOBITS", 0x400, 0x40)
+    # The data section has no segment: only the code is loaded.
+    assert [(s["p_type"], s["p_vaddr"]) for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"] == \
+        [("PT_LOAD", X32_ADDRESS)]
+    symbols = {s.name: s for s in elf.get_section_by_name(".symtab").iter_symbols()}
+    assert symbols["add"]["st_value"] == X32_ADDRESS and symbols["counter"]["st_value"] == 0x400
+    assert symbols["counter"]["st_shndx"] == elf.get_section_index(".wasm_data")
+    dwarf = elf.get_dwarf_info()
+    (unit,) = dwarf.iter_CUs()
+    assert unit["address_size"] == 4 and unit.get_top_DIE().attributes["DW_AT_low_pc"].value == X32_ADDRESS
+    fdes = [e for e in dwarf.CFI_entries() if isinstance(e, PyelftoolsFDE)]
+    assert sorted(f.header["initial_location"] for f in fdes) == [X32_ADDRESS, X32_ADDRESS + MAIN_OFFSET]
+    rows = [e.state.address for e in dwarf.line_program_for_CU(unit).get_entries() if e.state]
+    assert rows[0] == X32_ADDRESS
+
+
+def test_an_x32_image_refuses_addresses_above_4_gib():
+    from gdbstub.debugimage.elf import ELF32
+
+    with pytest.raises(DebugImageError, match="ELF32 address space"):
+        build_debug_image(name="x", code_address=(1 << 32) - 4, code=CODE, symbols=[], fdes=[], elf_class=ELF32)
+    with pytest.raises(DebugImageError, match="overlaps the code"):
+        x32_image(data_range=(X32_ADDRESS, X32_ADDRESS + 8))
+
+
+def test_gdb_reads_an_x32_image_as_i386_x64_32_with_4_byte_pointers(tmp_path):
+    path = tmp_path / "x32.elf"
+    path.write_bytes(x32_image())
+    done = subprocess.run(["gdb", "-nx", "-batch", "-ex", "show architecture", "-ex", "p sizeof(void *)",
+                           "-ex", "info symbol 0x402", "-ex", f"info line *{X32_ADDRESS + 4:#x}", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    output = done.stdout + done.stderr
+    assert "i386:x64-32" in output and "$1 = 4" in output, output
+    assert "counter + 2 in section .wasm_data" in output, output
+    assert 'Line 3 of "x.c"' in output, output

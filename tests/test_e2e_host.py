@@ -41,7 +41,7 @@ def test_info_os_processes_lists_the_live_stores_and_attach_stops_one_with_symbo
     run = run_gdb(host.address, ["info os processes", f"attach {a}", "bt", "info inferiors", "monitor stores",
                                  "detach"])
     assert re.search(rf"^{a}\s+wasm\s+bench_loop\.O0 call_loop\s+running", run.output, re.M), detail(run, host)
-    assert re.search(r" in (tick|call_loop) \(\) at examples/bench_loop\.c:\d+", run.output), detail(run, host)
+    assert re.search(r" in (tick|call_loop) \([^)]*\) at examples/bench_loop\.c:\d+", run.output), detail(run, host)
     assert re.search(rf"^\* 1\s+process {a}\s", run.output, re.M), detail(run, host)
     assert re.search(rf"^store {a} \(pid {a:#x}\): bench_loop\.O0 call_loop, attached, stopped \(this debugger\)",
                      run.output, re.M), detail(run, host)
@@ -77,8 +77,8 @@ def test_a_breakpoint_in_store_a_stops_a_only_while_b_runs_on_from_clean_code(lo
     finally:
         sync.resume("a_stopped")
     run = finish_client(proc, argv, 60)
-    assert f"Breakpoint 1, {tick_a:#018x} in tick () at examples/bench_loop.c" in run.output \
-        or "Breakpoint 1, tick () at examples/bench_loop.c" in run.output, detail(run, host)
+    assert re.search(r"Breakpoint 1, (0x[0-9a-f]+ in )?tick \([^)]*\) at examples/bench_loop\.c", run.output), \
+        detail(run, host)
     assert re.search(rf"{tick_a:#x} <tick(\+0)?>:\s+0x0f\s+0x1f\s+0x44\s+0x00\s+0x00", run.output), detail(run, host)
     assert f"[Inferior 1 (process {a}) detached]" in run.output, detail(run, host)
     assert host.pristine(a) is True, "detaching left A's code patched"
@@ -112,7 +112,7 @@ def test_two_stores_in_two_inferiors_with_breakpoints_patched_per_store(loop_hos
         detail(run, host)
     b_code = out.split("==b_code==", 1)[1]
     assert re.search(r":\s+0x0f\s+0x1f\s+0x44\s+0x00\s+0x00", b_code), detail(run, host)
-    assert "tick () at examples/bench_loop.c" in out.split("==a_bt==", 1)[1], detail(run, host)
+    assert re.search(r"tick \([^)]*\) at examples/bench_loop\.c", out.split("==a_bt==", 1)[1]), detail(run, host)
     assert f"[Inferior 2 (process {b}) detached]" in out and f"[Inferior 1 (process {a}) detached]" in out, \
         detail(run, host)
     assert host.pristine(a) is True and host.pristine(b) is True
@@ -158,7 +158,7 @@ def test_hold_new_stores_then_attach_the_next_one_and_see_it_exit(loop_host, tmp
     listed = out.split("==listed==", 1)[1].split("==attached==", 1)[0]
     assert re.search(r"^\d+\s+wasm\s+bench_loop\.O0 call_loop\s+held\s", listed, re.M), detail(run, host)
     attached = out.split("==attached==", 1)[1].split("==continue==", 1)[0]
-    assert re.search(r"call_loop \(\) at examples/bench_loop\.c:\d+", attached), detail(run, host)
+    assert re.search(r"call_loop \([^)]*\) at examples/bench_loop\.c:\d+", attached), detail(run, host)
     pid = re.search(r"^store (\d+) \(pid 0x[0-9a-f]+\): bench_loop\.O0 call_loop, attached", attached, re.M)
     assert pid, detail(run, host)
     assert re.search(rf"\[Inferior 1 \(process {pid.group(1)}\) exited normally\]", out), detail(run, host)
@@ -282,12 +282,12 @@ def test_run_over_extended_remote_restarts_the_served_program_in_a_fresh_store(s
                                  "info inferiors", "bt 2", "kill"])
     out = run.output
     before, after = out.split("==run==", 1)
-    assert "Breakpoint 1, square () at examples/demo.c" in before, f"{run}\n{demo.describe()}"
+    assert re.search(r"Breakpoint 1, square \([^)]*\) at examples/demo\.c", before), f"{run}\n{demo.describe()}"
     first = re.search(r"^\*\s+1\s+process (\d+)\s", before, re.M)
     second = re.search(r"^\*\s+1\s+process (\d+)\s", after, re.M)
     assert first and second and first.group(1) != second.group(1), f"{run}\n{demo.describe()}"
-    assert "Breakpoint 1, square () at examples/demo.c" in after, f"{run}\n{demo.describe()}"
-    assert re.search(r"#1 .* in sum_of_squares \(\) at examples/demo\.c:\d+", after), f"{run}\n{demo.describe()}"
+    assert re.search(r"Breakpoint 1, square \([^)]*\) at examples/demo\.c", after), f"{run}\n{demo.describe()}"
+    assert re.search(r"#1 .* in sum_of_squares \([^)]*\) at examples/demo\.c:\d+", after), f"{run}\n{demo.describe()}"
     assert re.search(r"\[Inferior 1 \(process \d+\) killed\]", after), f"{run}\n{demo.describe()}"
 
 
@@ -349,8 +349,8 @@ def test_http_requests_are_answered_while_gdb_holds_one_in_its_handler(host_proc
     finally:
         sync.resume("in_handler")
     run = finish_client(proc, argv, 60)
-    assert "Breakpoint 1, count_words () at examples/http_handler.c" in run.output, f"{run}\n{process.stderr[-2000:]}"
-    assert re.search(r"#1 .* in handle \(\) at examples/http_handler\.c:\d+", run.output), str(run)
+    assert re.search(r"Breakpoint 1, count_words \([^)]*\) at examples/http_handler\.c", run.output), f"{run}\n{process.stderr[-2000:]}"
+    assert re.search(r"#1 .* in handle \([^)]*\) at examples/http_handler\.c:\d+", run.output), str(run)
     sender.join(20)
     assert first.get("reply") == (200, b"3 words, 15 bytes\nDEBUG ME PLEASE\n"), first
 
@@ -369,7 +369,7 @@ def test_continue_with_two_inferiors_follows_gdbs_schedule_multiple(loop_host, s
         f"break *{tick_a:#x}", "continue", "echo ==stopped==\\n", "info threads", "monitor stores",
         "inferior 2", "detach", "inferior 1", "detach"])
     out = run.output
-    assert "Breakpoint 1, tick () at examples/bench_loop.c" in out, detail(run, host)
+    assert re.search(r"Breakpoint 1, tick \([^)]*\) at examples/bench_loop\.c", out), detail(run, host)
     stopped = out.split("==stopped==", 1)[1]
     assert re.search(rf"^store {a} .*attached, stopped \(this debugger\)", stopped, re.M), detail(run, host)
     assert re.search(rf"^store {b} .*attached, stopped \(this debugger\)", stopped, re.M), detail(run, host)

@@ -317,7 +317,7 @@ def test_gdb_exit_with_breakpoints_inserted_restores_the_code(inproc):
     run = run_gdb(stub, ["break sum_of_squares", "break run", "break *run", "continue", "continue", "continue"],
                   before_connect=("set breakpoint always-inserted on",))
     assert not run.timed_out, f"{run}\n{stub.describe()}"
-    hits = re.findall(r"^Breakpoint (\d+), (\w+) \(\) at examples/demo\.c:(\d+)$", run.output, re.M)
+    hits = re.findall(r"^Breakpoint (\d+), (\w+) \(.*\) at examples/demo\.c:(\d+)$", run.output, re.M)
     assert hits == [("2", "run", str(demo_line("int squares = sum_of_squares(10);"))),
                     ("1", "sum_of_squares", str(demo_line("int total = 0;")))], run
     assert re.search(r"\[Inferior 1 \(process \d+\) exited normally\]", run.output), run

@@ -213,6 +213,6 @@ def test_a_trap_in_an_attached_store_stops_with_its_signal(tmp_path):
                 break
             time.sleep(0.2)
         assert "Program received signal SIGILL" in run.output, f"{run}\n{process.stderr[-2000:]}"
-        assert re.search(r"must_be_positive \(\) at examples/loops\.c:\d+", run.output), str(run)
+        assert re.search(r"must_be_positive \(x=0\) at examples/loops\.c:\d+", run.output), str(run)
     finally:
         process.stop()

@@ -501,6 +501,22 @@ def test_labels_forward_and_backward(steps, short):
     a = Assembler()
     labels = [a.new_label() for _ in range(8)]
     expected = []  # (instruction offset, mnemonic, label)
+    try:
+        code = _assemble_steps(a, labels, steps, short, expected)
+    except EncodingError:
+        # Only a short branch that really does not reach may fail: a backward
+        # one when it is emitted (its label is bound), a forward one at finish.
+        assert short and len(a.code) > 127
+        return
+    targets = _targets(code)
+    assert len(targets) == len(expected)
+    for at, mnem, lab in expected:
+        assert targets[at] == (mnem, a.label_offset(lab))
+
+
+def _assemble_steps(a, labels, steps, short, expected):
+    """Emits ``steps`` (bind/pad/jmp/jcc/call) into ``a``, recording each
+    branch in ``expected``; binds every label left unbound; returns the code."""
     for kind, n, cond, pad in steps:
         lab = labels[n]
         at = a.offset
@@ -521,16 +537,7 @@ def test_labels_forward_and_backward(steps, short):
     for lab in labels:
         if not lab.bound:
             a.bind(lab)
-    try:
-        code = a.finish()
-    except EncodingError:
-        # Only a short branch that really does not reach may fail.
-        assert short and len(a.code) > 127
-        return
-    targets = _targets(code)
-    assert len(targets) == len(expected)
-    for at, mnem, lab in expected:
-        assert targets[at] == (mnem, a.label_offset(lab))
+    return a.finish()
 
 
 def test_jump_sizes_and_returned_field_offsets():

@@ -3,7 +3,8 @@
 
 Fixed-layout headers are construct schemas; the variable parts (LEB128 numbers,
 call-frame and line-number programs, DIE attribute values) are appended by small
-explicit builders. All output is 32-bit DWARF, little-endian, 8-byte addresses.
+explicit builders. All output is 32-bit DWARF, little-endian, with 8-byte addresses (ELF64) or
+4-byte ones (the x32 ELF32 images), the ``address_size`` argument.
 
 Spec references are to DWARF 5 (dwarfstd.org, 2017) unless noted; the register
 numbers are the x86-64 psABI's (System V AMD64 ABI, "DWARF Register Number
@@ -136,6 +137,21 @@ FDE_HEADER = Struct(
     "initial_location" / Int64ul,
     "address_range" / Int64ul,
 )
+#: The same with 4-byte addresses (x32 images).
+FDE_HEADER32 = Struct(
+    "length" / Int32ul,
+    "cie_pointer" / Int32ul,
+    "initial_location" / Int32ul,
+    "address_range" / Int32ul,
+)
+
+
+def address_bytes(value: int, address_size: int = ADDRESS_SIZE) -> bytes:
+    """A target address as ``address_size`` little-endian bytes (DW_FORM_addr,
+    DW_LNE_set_address, DW_OP_addr); DebugImageError if it does not fit."""
+    if not 0 <= value < 1 << (8 * address_size):
+        raise DebugImageError(f"address {value:#x} does not fit in {address_size} bytes")
+    return value.to_bytes(address_size, "little")
 #: DWARF 5 line-program header fixed part (section 6.2.4, fields 1-12).
 LINE_HEADER = Struct(
     "unit_length" / Int32ul,
@@ -274,7 +290,7 @@ def fde_instructions(fde: Fde) -> bytes:
     return bytes(out)
 
 
-def build_debug_frame(fdes: list[Fde]) -> bytes:
+def build_debug_frame(fdes: list[Fde], address_size: int = ADDRESS_SIZE) -> bytes:
     """``.debug_frame``: one CIE at offset 0, then one FDE per ``fdes`` entry in
     the given order. Entries are padded with DW_CFA_nop to the address size
     (section 6.4.1: "length ... must be an integral multiple of the address size")."""
@@ -283,16 +299,18 @@ def build_debug_frame(fdes: list[Fde]) -> bytes:
         CIE_HEADER.build(dict(length=0, version=CIE_VERSION, augmentation=""))[4:])
     body += uleb128(CODE_ALIGNMENT) + sleb128(DATA_ALIGNMENT) + bytes([RETURN_ADDRESS_REGISTER])
     body += _cie_initial_instructions()
-    while (len(body) + 4) % ADDRESS_SIZE:
+    while (len(body) + 4) % address_size:
         body.append(DW_CFA_nop)
+    fde_header = FDE_HEADER if address_size == 8 else FDE_HEADER32
     out += Int32ul.build(len(body)) + body
     cie_offset = 0
     for fde in fdes:
         program = bytearray(fde_instructions(fde))
-        header_len = FDE_HEADER.sizeof()
-        while (header_len + len(program)) % ADDRESS_SIZE:
+        header_len = fde_header.sizeof()
+        while (header_len + len(program)) % address_size:
             program.append(DW_CFA_nop)
-        out += FDE_HEADER.build(dict(
+        address_bytes(fde.start + fde.size - 1, address_size)  # checks that the range fits
+        out += fde_header.build(dict(
             length=header_len - 4 + len(program), cie_pointer=cie_offset,
             initial_location=fde.start, address_range=fde.size))
         out += program
@@ -335,21 +353,44 @@ def line_files(lines: list[LineRow], comp_dir: str) -> LineFiles:
             continue
         if not row.file or "\0" in row.file:
             raise DebugImageError(f"bad file name {row.file!r} in line row at {row.address:#x}")
-        directory, base = posixpath.split(row.file)
-        if directory:
-            if directory not in directories[1:]:
-                directories.append(directory)
-            dir_index = directories.index(directory, 1)
-        else:
-            dir_index = 0
+        entry = _file_entry(row.file, directories)
         if not files:
-            files.append((base, dir_index))  # file 0: the primary source file
-        files.append((base, dir_index))
+            files.append(entry)  # file 0: the primary source file
+        files.append(entry)
         index[row.file] = len(files) - 1
     return LineFiles(tuple(directories), tuple(files), index)
 
 
-def build_debug_line(lines: list[LineRow], files: LineFiles, end_address: int) -> bytes:
+def numbered_line_files(paths: list[str], comp_dir: str) -> LineFiles:
+    """A file table whose file ``k`` is ``paths[k]`` (so a unit's existing
+    DW_AT_decl_file numbers stay valid); a path listed twice is indexed by its
+    first number other than 0 (rows then avoid DWARF 5's file 0, which older
+    consumers do not know)."""
+    directories: list[str] = [comp_dir]
+    files: list[tuple[str, int]] = []
+    index: dict[str, int] = {}
+    for number, path in enumerate(paths):
+        if not path or "\0" in path:
+            raise DebugImageError(f"bad file name {path!r} for file {number}")
+        files.append(_file_entry(path, directories))
+        if index.get(path, 0) == 0:
+            index[path] = number
+    return LineFiles(tuple(directories), tuple(files), index)
+
+
+def _file_entry(path: str, directories: list[str]) -> tuple[str, int]:
+    """(base name, directory index) of ``path``, adding its directory to
+    ``directories`` (entry 0 is the compilation directory) when new."""
+    directory, base = posixpath.split(path)
+    if not directory:
+        return base, 0
+    if directory not in directories[1:]:
+        directories.append(directory)
+    return base, directories.index(directory, 1)
+
+
+def build_debug_line(lines: list[LineRow], files: LineFiles, end_address: int,
+                     address_size: int = ADDRESS_SIZE) -> bytes:
     """A DWARF 5 line program with one sequence: the rows in order, then an
     end_sequence at ``end_address`` (one past the last code byte). Rows must be
     sorted by address (equal addresses allowed)."""
@@ -357,8 +398,8 @@ def build_debug_line(lines: list[LineRow], files: LineFiles, end_address: int) -
     state = dict(address=None, file=1, line=1, column=0, is_stmt=True)
     for row in lines:
         if state["address"] is None:
-            out_program += bytes([0]) + uleb128(1 + ADDRESS_SIZE) + bytes([DW_LNE_set_address])
-            out_program += Int64ul.build(row.address)
+            out_program += bytes([0]) + uleb128(1 + address_size) + bytes([DW_LNE_set_address])
+            out_program += address_bytes(row.address, address_size)
         elif row.address != state["address"]:
             out_program += bytes([DW_LNS_advance_pc]) + uleb128(row.address - state["address"])
         state["address"] = row.address
@@ -400,7 +441,7 @@ def build_debug_line(lines: list[LineRow], files: LineFiles, end_address: int) -
     fixed_size = LINE_HEADER.sizeof()
     fixed = LINE_HEADER.build(dict(
         unit_length=fixed_size - 4 + len(tables) + len(out_program), version=5,
-        address_size=ADDRESS_SIZE, segment_selector_size=0,
+        address_size=address_size, segment_selector_size=0,
         header_length=fixed_size - _LINE_HEADER_LENGTH_END + len(tables),
         minimum_instruction_length=1, maximum_operations_per_instruction=1,
         default_is_stmt=1, line_base=LINE_BASE, line_range=LINE_RANGE, opcode_base=OPCODE_BASE,
@@ -442,7 +483,8 @@ def _cstring(text: str) -> bytes:
 
 
 def build_debug_info(*, cu_name: str, comp_dir: str, low_pc: int, size: int,
-                     functions: list[tuple[str, int, int]], producer: str = PRODUCER) -> bytes:
+                     functions: list[tuple[str, int, int]], producer: str = PRODUCER,
+                     address_size: int = ADDRESS_SIZE) -> bytes:
     """One DWARF 5 compile unit covering ``[low_pc, low_pc + size)`` with its line
     program at ``.debug_line`` offset 0, and one DW_TAG_subprogram per
     ``(name, address, size)`` whose frame base is DW_OP_call_frame_cfa (so the
@@ -451,13 +493,13 @@ def build_debug_info(*, cu_name: str, comp_dir: str, low_pc: int, size: int,
     body = bytearray()
     body += uleb128(_ABBREV_CU)
     body += _cstring(producer) + _cstring(cu_name) + _cstring(comp_dir)
-    body += Int64ul.build(low_pc) + Int32ul.build(size) + Int32ul.build(0)
+    body += address_bytes(low_pc, address_size) + Int32ul.build(size) + Int32ul.build(0)
     for name, address, length in functions:
         body += uleb128(_ABBREV_SUBPROGRAM) + _cstring(name)
-        body += Int64ul.build(address) + Int32ul.build(length)
+        body += address_bytes(address, address_size) + Int32ul.build(length)
         body += uleb128(1) + bytes([DW_OP_call_frame_cfa])
     body += b"\0"  # end of the CU's children
     header = CU_HEADER.build(dict(
         unit_length=CU_HEADER.sizeof() - 4 + len(body), version=5, unit_type=DW_UT_compile,
-        address_size=ADDRESS_SIZE, debug_abbrev_offset=0))
+        address_size=address_size, debug_abbrev_offset=0))
     return header + bytes(body)

@@ -1,4 +1,8 @@
-"""ELF64 little-endian structures (construct schemas) and a small file layouter.
+"""ELF64 and ELF32 little-endian structures (construct schemas) and a small file layouter.
+
+ELF32 with EM_X86_64 is the x32 form (x86-64 psABI, "ILP32"): the same machine
+and registers, 4-byte addresses and pointers. gdb reads such a file as the
+``i386:x64-32`` architecture (docs/pointers.md says why the stub uses it).
 
 References: System V gABI "Object Files" chapter (ELF header, sections, program
 headers, symbol table, notes) and the x86-64 psABI supplement (EM_X86_64).
@@ -8,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Struct
+from construct import Bytes, Const, Construct, Int8ul, Int16ul, Int32ul, Int64ul, Struct
 
 from .model import DebugImageError
 
@@ -20,6 +24,7 @@ ET_EXEC = 2
 ET_DYN = 3
 EM_X86_64 = 62
 EV_CURRENT = 1
+ELFCLASS32 = 1
 ELFCLASS64 = 2
 ELFDATA2LSB = 1
 ELFOSABI_NONE = 0
@@ -32,6 +37,7 @@ SHT_PROGBITS = 1
 SHT_SYMTAB = 2
 SHT_STRTAB = 3
 SHT_NOTE = 7
+SHT_NOBITS = 8
 SHF_WRITE = 0x1
 SHF_ALLOC = 0x2
 SHF_EXECINSTR = 0x4
@@ -120,6 +126,91 @@ NOTE_HEADER = Struct(
 )
 
 
+#: Elf32_Ehdr: the ELF64 header with 4-byte e_entry, e_phoff, e_shoff.
+ELF32_HEADER = Struct(
+    "e_ident" / Struct(
+        "magic" / Const(b"\x7fELF"),
+        "ei_class" / Const(ELFCLASS32, Int8ul),
+        "ei_data" / Const(ELFDATA2LSB, Int8ul),
+        "ei_version" / Const(EV_CURRENT, Int8ul),
+        "ei_osabi" / Int8ul,
+        "ei_abiversion" / Int8ul,
+        "padding" / Const(bytes(7)),
+    ),
+    "e_type" / Int16ul,
+    "e_machine" / Int16ul,
+    "e_version" / Int32ul,
+    "e_entry" / Int32ul,
+    "e_phoff" / Int32ul,
+    "e_shoff" / Int32ul,
+    "e_flags" / Int32ul,
+    "e_ehsize" / Int16ul,
+    "e_phentsize" / Int16ul,
+    "e_phnum" / Int16ul,
+    "e_shentsize" / Int16ul,
+    "e_shnum" / Int16ul,
+    "e_shstrndx" / Int16ul,
+)
+
+#: Elf32_Phdr: note p_flags moves after p_memsz (gABI).
+PROGRAM_HEADER32 = Struct(
+    "p_type" / Int32ul,
+    "p_offset" / Int32ul,
+    "p_vaddr" / Int32ul,
+    "p_paddr" / Int32ul,
+    "p_filesz" / Int32ul,
+    "p_memsz" / Int32ul,
+    "p_flags" / Int32ul,
+    "p_align" / Int32ul,
+)
+
+#: Elf32_Shdr.
+SECTION_HEADER32 = Struct(
+    "sh_name" / Int32ul,
+    "sh_type" / Int32ul,
+    "sh_flags" / Int32ul,
+    "sh_addr" / Int32ul,
+    "sh_offset" / Int32ul,
+    "sh_size" / Int32ul,
+    "sh_link" / Int32ul,
+    "sh_info" / Int32ul,
+    "sh_addralign" / Int32ul,
+    "sh_entsize" / Int32ul,
+)
+
+#: Elf32_Sym: value and size come before info/other/shndx (gABI).
+SYMBOL32 = Struct(
+    "st_name" / Int32ul,
+    "st_value" / Int32ul,
+    "st_size" / Int32ul,
+    "st_info" / Int8ul,
+    "st_other" / Int8ul,
+    "st_shndx" / Int16ul,
+)
+
+
+@dataclass(frozen=True)
+class ElfClass:
+    """The layouts of one ELF class. ``address_size`` is also the DWARF address
+    size of the file's debug sections (DWARF 5 section 7.5.1.1)."""
+
+    name: str
+    address_size: int
+    header: Construct
+    program_header: Construct
+    section_header: Construct
+    symbol: Construct
+
+    @property
+    def address_limit(self) -> int:
+        return 1 << (8 * self.address_size)
+
+
+ELF64 = ElfClass("ELF64", 8, ELF_HEADER, PROGRAM_HEADER, SECTION_HEADER, SYMBOL)
+#: x86-64 ILP32 (x32): EM_X86_64 in an ELFCLASS32 file.
+ELF32 = ElfClass("ELF32", 4, ELF32_HEADER, PROGRAM_HEADER32, SECTION_HEADER32, SYMBOL32)
+
+
 class StringTable:
     """An ELF string table: offset 0 is the empty string; equal strings share
     one entry; insertion order is kept so the output is deterministic."""
@@ -157,8 +248,14 @@ class Section:
     link: str | None = None
     info: int = 0
     entsize: int = 0
+    #: SHT_NOBITS: the size the section occupies in memory (``data`` is empty).
+    nobits_size: int = 0
     #: Set by :func:`layout_elf`.
     offset: int = 0
+
+    @property
+    def memory_size(self) -> int:
+        return self.nobits_size if self.sh_type == SHT_NOBITS else len(self.data)
 
 
 def _align(value: int, alignment: int) -> int:
@@ -174,12 +271,12 @@ def _segment_flags(section_flags: int) -> int:
     return flags
 
 
-def layout_elf(sections: list[Section], *, e_type: int = ET_DYN) -> bytes:
-    """Lay out an ELF64 file: header, program headers, the sections in order,
+def layout_elf(sections: list[Section], *, e_type: int = ET_DYN, elf_class: ElfClass = ELF64) -> bytes:
+    """Lay out an ELF file of ``elf_class`` (ELF64 or the x32 ELF32): header, program headers, the sections in order,
     then the section header table. Section index 0 is the null section, so
     ``sections[i]`` gets index ``i + 1``; ``.shstrtab`` is appended last.
 
-    Each SHF_ALLOC section becomes one PT_LOAD with p_vaddr = ``addr`` and a file
+    Each SHF_ALLOC section but SHT_NOBITS ones becomes one PT_LOAD with p_vaddr = ``addr`` and a file
     offset congruent to it modulo PAGE_SIZE (gABI: "p_vaddr should equal p_offset,
     modulo p_align"); nothing else is loaded (the ELF header is not mapped, which
     no debugger needs). The ``offset`` of each Section is filled in.
@@ -194,11 +291,16 @@ def layout_elf(sections: list[Section], *, e_type: int = ET_DYN) -> bytes:
     name_offsets.append(shstrtab_name)
     index_of = {s.name: i + 1 for i, s in enumerate(all_sections)}
 
-    loaded = [s for s in sections if s.flags & SHF_ALLOC]
-    phoff = ELF_HEADER.sizeof()
-    position = phoff + PROGRAM_HEADER.sizeof() * len(loaded)
+    # SHT_NOBITS sections describe addresses only (the guest's data in the
+    # linear-memory mirror, which the file does not hold): no segment, so a
+    # debugger's library relocation (solib-target maps PT_LOADs in order) sees
+    # the code alone.
+    loaded = [s for s in sections if s.flags & SHF_ALLOC and s.sh_type != SHT_NOBITS]
+    header, program_header, section_header = elf_class.header, elf_class.program_header, elf_class.section_header
+    phoff = header.sizeof()
+    position = phoff + program_header.sizeof() * len(loaded)
     for section in all_sections:
-        if section.flags & SHF_ALLOC:
+        if section.flags & SHF_ALLOC and section.sh_type != SHT_NOBITS:
             position += (section.addr - position) % PAGE_SIZE
         else:
             position = _align(position, max(section.addralign, 1))
@@ -206,28 +308,30 @@ def layout_elf(sections: list[Section], *, e_type: int = ET_DYN) -> bytes:
         position += len(section.data)
     shoff = _align(position, 8)
 
-    out = bytearray(shoff + SECTION_HEADER.sizeof() * (len(all_sections) + 1))
-    out[0:phoff] = ELF_HEADER.build(dict(
+    if shoff + section_header.sizeof() * (len(all_sections) + 1) > elf_class.address_limit:
+        raise DebugImageError(f"{elf_class.name} file would be {shoff:#x} bytes, more than its offsets can hold")
+    out = bytearray(shoff + section_header.sizeof() * (len(all_sections) + 1))
+    out[0:phoff] = header.build(dict(
         e_ident=dict(ei_osabi=ELFOSABI_NONE, ei_abiversion=0),
         e_type=e_type, e_machine=EM_X86_64, e_version=EV_CURRENT, e_entry=0,
         e_phoff=phoff if loaded else 0, e_shoff=shoff, e_flags=0,
-        e_ehsize=ELF_HEADER.sizeof(), e_phentsize=PROGRAM_HEADER.sizeof(), e_phnum=len(loaded),
-        e_shentsize=SECTION_HEADER.sizeof(), e_shnum=len(all_sections) + 1,
+        e_ehsize=header.sizeof(), e_phentsize=program_header.sizeof(), e_phnum=len(loaded),
+        e_shentsize=section_header.sizeof(), e_shnum=len(all_sections) + 1,
         e_shstrndx=index_of[".shstrtab"]))
     for i, section in enumerate(loaded):
-        at = phoff + i * PROGRAM_HEADER.sizeof()
-        out[at:at + PROGRAM_HEADER.sizeof()] = PROGRAM_HEADER.build(dict(
+        at = phoff + i * program_header.sizeof()
+        out[at:at + program_header.sizeof()] = program_header.build(dict(
             p_type=PT_LOAD, p_flags=_segment_flags(section.flags), p_offset=section.offset,
             p_vaddr=section.addr, p_paddr=section.addr, p_filesz=len(section.data),
-            p_memsz=len(section.data), p_align=PAGE_SIZE))
+            p_memsz=section.memory_size, p_align=PAGE_SIZE))
     for section in all_sections:
         out[section.offset:section.offset + len(section.data)] = section.data
 
-    headers = bytearray(SECTION_HEADER.sizeof())  # index 0: SHT_NULL, all zero
+    headers = bytearray(section_header.sizeof())  # index 0: SHT_NULL, all zero
     for section, name_offset in zip(all_sections, name_offsets):
-        headers += SECTION_HEADER.build(dict(
+        headers += section_header.build(dict(
             sh_name=name_offset, sh_type=section.sh_type, sh_flags=section.flags,
-            sh_addr=section.addr, sh_offset=section.offset, sh_size=len(section.data),
+            sh_addr=section.addr, sh_offset=section.offset, sh_size=section.memory_size,
             sh_link=index_of[section.link] if section.link else 0, sh_info=section.info,
             sh_addralign=section.addralign, sh_entsize=section.entsize))
     out[shoff:] = headers

@@ -30,7 +30,7 @@ import logging
 
 from . import dwarf
 from .elf import (
-    ET_DYN, NT_GNU_BUILD_ID, SHF_ALLOC, SHF_EXECINSTR, SHN_ABS, SHT_NOTE, SHT_PROGBITS,
+    ELF64, ET_DYN, SHF_WRITE, SHT_NOBITS, ElfClass, NT_GNU_BUILD_ID, SHF_ALLOC, SHF_EXECINSTR, SHN_ABS, SHT_NOTE, SHT_PROGBITS,
     SHT_STRTAB, SHT_SYMTAB, STB_GLOBAL, STB_LOCAL, STT_FILE, STT_FUNC, STT_OBJECT, STV_DEFAULT,
     SYMBOL, Section, StringTable, build_note, layout_elf, symbol_info,
 )
@@ -39,7 +39,7 @@ from .model import DebugImageError, Fde, LineRow, Symbol
 log = logging.getLogger(__name__)
 
 BUILD_ID_SIZE = 20  # SHA-1, as `ld --build-id=sha1`
-_GENERATED_SECTIONS = (".note.gnu.build-id", ".text", ".debug_frame", ".debug_abbrev",
+_GENERATED_SECTIONS = (".note.gnu.build-id", ".text", ".wasm_data", ".debug_frame", ".debug_abbrev",
                        ".debug_info", ".debug_line", ".symtab", ".strtab", ".shstrtab")
 _SYMBOL_KINDS = {"func": STT_FUNC, "object": STT_OBJECT}
 
@@ -86,24 +86,25 @@ def _check_lines(lines: list[LineRow], start: int, end: int) -> None:
         previous = row.address
 
 
-def _symtab(name: str, symbols: list[Symbol], start: int, end: int, text_index: int
-            ) -> tuple[bytes, bytes, int]:
+def _symtab(name: str, symbols: list[Symbol], start: int, end: int, text_index: int,
+            symbol_layout=SYMBOL, data: tuple[int, int, int] | None = None) -> tuple[bytes, bytes, int]:
     """(.symtab, .strtab, index of the first global). gABI: locals come first and
     sh_info of .symtab is the index of the first non-local symbol."""
     strtab = StringTable()
-    entries = [SYMBOL.build(dict(st_name=0, st_info=0, st_other=0, st_shndx=0, st_value=0, st_size=0))]
+    entries = [symbol_layout.build(dict(st_name=0, st_info=0, st_other=0, st_shndx=0, st_value=0, st_size=0))]
     # STT_FILE names the image, so symbol dumps say where the functions came from.
-    entries.append(SYMBOL.build(dict(
+    entries.append(symbol_layout.build(dict(
         st_name=strtab.add(name), st_info=symbol_info(STB_LOCAL, STT_FILE), st_other=STV_DEFAULT,
         st_shndx=SHN_ABS, st_value=0, st_size=0)))
     first_global = len(entries)
     for symbol in symbols:
         inside = start <= symbol.address < end
-        entries.append(SYMBOL.build(dict(
+        in_data = data is not None and data[0] <= symbol.address < data[1]
+        entries.append(symbol_layout.build(dict(
             st_name=strtab.add(symbol.name),
             st_info=symbol_info(STB_GLOBAL, _SYMBOL_KINDS[symbol.kind]), st_other=STV_DEFAULT,
-            # Addresses outside .text (an "object" elsewhere) are absolute values.
-            st_shndx=text_index if inside else SHN_ABS,
+            # Addresses outside .text and the data section are absolute values.
+            st_shndx=text_index if inside else data[2] if in_data else SHN_ABS,
             st_value=symbol.address, st_size=symbol.size)))
     return b"".join(entries), strtab.data(), first_global
 
@@ -111,8 +112,13 @@ def _symtab(name: str, symbols: list[Symbol], start: int, end: int, text_index: 
 def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: list[Symbol],
                       fdes: list[Fde], lines: list[LineRow] = (), comp_dir: str = "/",
                       producer: str = dwarf.PRODUCER,
-                      extra_sections: dict[str, bytes] | None = None) -> bytes:
-    """Return an ELF64 x86-64 ET_DYN file describing ``code`` at ``code_address``.
+                      extra_sections: dict[str, bytes] | None = None,
+                      elf_class: ElfClass = ELF64,
+                      debug_sections: dict[str, bytes] | None = None,
+                      data_range: tuple[int, int] | None = None) -> bytes:
+    """Return an ELF x86-64 ET_DYN file describing ``code`` at ``code_address``:
+    ELF64, or with ``elf_class=ELF32`` the x32 form (4-byte addresses in the
+    file and in its DWARF; every address must then be below 4 GiB).
 
     Contents: one PT_LOAD (R+X) mapping ``.text`` (the ``code`` bytes) at
     ``code_address``; ``.symtab``/``.strtab`` with a local STT_FILE ``name`` and
@@ -122,6 +128,14 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
     ``.debug_info``/``.debug_abbrev`` named after the first row's file, with
     ``comp_dir``, ``producer`` (DW_AT_producer), the code range, and a
     DW_TAG_subprogram per func symbol;
+    ``debug_sections``: complete DWARF sections made elsewhere (the guest's
+    translated DWARF, gdbstub.dwarf_translate) that replace the generated
+    ``.debug_info``/``.debug_abbrev``/``.debug_line`` (``lines`` is then not
+    used for them); their addresses must use the class's address size;
+    ``data_range`` ``(start, end)``: an allocated SHT_NOBITS section
+    ``.wasm_data`` there (the guest's static data in the linear-memory mirror),
+    which "object" symbols inside it belong to, so a debugger names data
+    addresses by them (gdb looks data symbols up by section only);
     ``extra_sections`` as non-allocated PROGBITS sections in the given order;
     a ``.note.gnu.build-id`` whose SHA-1 covers the whole file (descriptor
     zeroed while hashing), so equal inputs give byte-identical output.
@@ -131,12 +145,17 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
     if not code:
         raise DebugImageError("an image needs at least one code byte")
     start, end = code_address, code_address + len(code)
-    if start < 0 or end > 1 << 64:
-        raise DebugImageError(f"code [{start:#x}, {end:#x}) is outside the 64-bit address space")
+    if start < 0 or end > elf_class.address_limit:
+        raise DebugImageError(f"code [{start:#x}, {end:#x}) is outside the {elf_class.name} address space")
+    address_size = elf_class.address_size
+    debug_sections = dict(debug_sections or {})
     symbols, fdes, lines = list(symbols), list(fdes), list(lines)
     extra_sections = dict(extra_sections or {})
+    for section_name in debug_sections:
+        if not section_name.startswith(".debug_") or section_name == ".debug_frame":
+            raise DebugImageError(f"debug section name {section_name!r} is not a DWARF section the image takes")
     for section_name in extra_sections:
-        if section_name in _GENERATED_SECTIONS or not section_name:
+        if section_name in _GENERATED_SECTIONS or section_name in debug_sections or not section_name:
             raise DebugImageError(f"extra section name {section_name!r} is reserved or empty")
     _check_symbols(symbols, start, end)
     _check_fdes(fdes, start, end)
@@ -149,28 +168,41 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
                 addralign=_text_alignment(code_address)),
     ]
     text_index = len(sections)  # section index: the null section is 0
+    data_section = None
+    if data_range is not None:
+        data_start, data_end = data_range
+        if not (0 <= data_start < data_end <= elf_class.address_limit) or (data_start < end and start < data_end):
+            raise DebugImageError(f"data range [{data_start:#x}, {data_end:#x}) is empty, out of range or "
+                                  f"overlaps the code")
+        sections.append(Section(".wasm_data", SHT_NOBITS, b"", flags=SHF_ALLOC | SHF_WRITE, addr=data_start,
+                                addralign=1, nobits_size=data_end - data_start))
+        data_section = (data_start, data_end, len(sections))
     if fdes:
-        sections.append(Section(".debug_frame", SHT_PROGBITS, dwarf.build_debug_frame(fdes), addralign=8))
-    if lines:
+        sections.append(Section(".debug_frame", SHT_PROGBITS, dwarf.build_debug_frame(fdes, address_size),
+                                addralign=address_size))
+    if debug_sections:
+        for section_name, data in debug_sections.items():
+            sections.append(Section(section_name, SHT_PROGBITS, bytes(data)))
+    elif lines:
         files = dwarf.line_files(lines, comp_dir)
         functions = [(s.name, s.address, s.size) for s in symbols if s.kind == "func"]
         sections += [
             Section(".debug_abbrev", SHT_PROGBITS, dwarf.build_debug_abbrev()),
             Section(".debug_info", SHT_PROGBITS, dwarf.build_debug_info(
                 cu_name=files.primary, comp_dir=comp_dir, low_pc=start, size=len(code),
-                functions=functions, producer=producer)),
-            Section(".debug_line", SHT_PROGBITS, dwarf.build_debug_line(lines, files, end)),
+                functions=functions, producer=producer, address_size=address_size)),
+            Section(".debug_line", SHT_PROGBITS, dwarf.build_debug_line(lines, files, end, address_size)),
         ]
     for section_name, data in extra_sections.items():
         sections.append(Section(section_name, SHT_PROGBITS, bytes(data)))
-    symtab, strtab, first_global = _symtab(name, symbols, start, end, text_index)
+    symtab, strtab, first_global = _symtab(name, symbols, start, end, text_index, elf_class.symbol, data_section)
     sections += [
-        Section(".symtab", SHT_SYMTAB, symtab, addralign=8, link=".strtab", info=first_global,
-                entsize=SYMBOL.sizeof()),
+        Section(".symtab", SHT_SYMTAB, symtab, addralign=address_size, link=".strtab", info=first_global,
+                entsize=elf_class.symbol.sizeof()),
         Section(".strtab", SHT_STRTAB, strtab),
     ]
 
-    image = bytearray(layout_elf(sections, e_type=ET_DYN))
+    image = bytearray(layout_elf(sections, e_type=ET_DYN, elf_class=elf_class))
     note = sections[0]
     desc_at = note.offset + len(note.data) - BUILD_ID_SIZE
     image[desc_at:desc_at + BUILD_ID_SIZE] = hashlib.sha1(image).digest()

@@ -1,0 +1,614 @@
+"""The guest's DWARF, rewritten to describe its native code.
+
+Input: a module built with ``clang --target=wasm32 -g`` (DWARF 4 or 5 in
+custom sections, code addresses relative to the code section, locations in
+``DW_OP_WASM_location`` terms), its frame table and the image's address size.
+Output: ``.debug_abbrev``, ``.debug_info``, ``.debug_line`` and, when used,
+``.debug_loc``/``.debug_ranges`` for a debug image
+(:func:`gdbstub.debugimage.build_debug_image`'s ``debug_sections``), written
+as DWARF 4 units with DWARF 5 line programs.
+
+Per unit: every DIE is copied with its attributes re-encoded (strings inline,
+references re-pointed, file numbers unchanged: each unit's new line program
+lists the same files under the same numbers), except:
+
+* code addresses: a subprogram covers its whole native function; lexical
+  blocks, inlined subroutines and location-list entries cover the native code
+  of the guest instructions in their ranges (:class:`~.codemap.CodeMap`);
+* locations and frame bases: rewritten over the frame slots and the instance
+  context (:mod:`.expr`); one that cannot be is dropped (the variable shows as
+  optimized out) and counted in ``TranslatedDwarf.dropped_locations``;
+* the unit's line program: its own rows mapped onto sequence points
+  (:func:`gdbstub.guest_lines.map_guest_lines`), so a function no unit
+  describes (WASI start-up, ``_start.command_export``) has no lines at all;
+* call-site DIEs (``DW_TAG_call_site``, ``DW_TAG_GNU_call_site`` and their
+  parameters) are left out: their return pcs would need the same mapping and
+  gdb only uses them for entry values, which nothing here provides;
+* ``DW_AT_producer`` gets the ``clang version`` prefix gdb checks before it
+  trusts the line table for prologue ends (guest_lines.image_producer).
+
+Addresses are ``code_address`` + image offset; with ``code_address`` 0 the
+output depends only on the module and its frame table, so it can be cached per
+EngineCode and relocated by a debugger's load bias.
+"""
+from __future__ import annotations
+
+import bisect
+import functools
+import logging
+from dataclasses import dataclass, field
+
+from elftools.dwarf.dwarf_expr import DWARFExprParser
+from elftools.dwarf.enums import ENUM_DW_AT, ENUM_DW_TAG
+from elftools.dwarf.locationlists import BaseAddressEntry, LocationEntry, LocationExpr, LocationParser
+from elftools.dwarf.ranges import BaseAddressEntry as RangeBaseAddressEntry
+from elftools.dwarf.ranges import RangeEntry
+
+from codemem.abi import VMContextLayout
+from codemem.frametable import FrameTable, SequencePointKind
+
+from ..debugimage import dwarf as image_dwarf
+from ..debugimage.dwarf import uleb128
+from ..debugimage.model import DebugImageError
+from ..guest_lines import (
+    PYELFTOOLS_ERRORS, GuestLinesError, LineMapper, cu_line_rows, guest_dwarf_info, image_producer,
+)
+from .codemap import CodeMap, merge_ranges
+from .expr import ExprContext, UntranslatableExpression, translate_expression
+from .writer import (
+    DW_FORM_addr, DW_FORM_block, DW_FORM_data1, DW_FORM_data2, DW_FORM_data4, DW_FORM_data8,
+    DW_FORM_exprloc, DW_FORM_flag_present, DW_FORM_ref4, DW_FORM_ref_addr, DW_FORM_sdata, DW_FORM_sec_offset,
+    DW_FORM_string, DW_FORM_udata, Die, DwarfWriter, LocList, RangeList, Ref,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GuestDwarfError", "TranslatedDwarf", "translate_guest_dwarf"]
+
+_AT = ENUM_DW_AT
+_TAG = ENUM_DW_TAG
+
+#: DIEs left out with their children (see the module docstring).
+_DROPPED_TAGS = {"DW_TAG_call_site", "DW_TAG_GNU_call_site", "DW_TAG_call_site_parameter",
+                 "DW_TAG_GNU_call_site_parameter"}
+#: Attributes never copied: layout (sibling), the unit's index bases (their
+#: sections are not copied; every value is re-encoded inline), call-site flags,
+#: and code addresses handled by their DIE (pc ranges, entry pc).
+_SKIPPED_ATTRIBUTES = {
+    "DW_AT_sibling", "DW_AT_str_offsets_base", "DW_AT_addr_base", "DW_AT_rnglists_base", "DW_AT_loclists_base",
+    "DW_AT_GNU_addr_base", "DW_AT_GNU_ranges_base", "DW_AT_GNU_all_call_sites", "DW_AT_GNU_all_tail_call_sites",
+    "DW_AT_call_all_calls", "DW_AT_call_all_tail_calls", "DW_AT_call_all_source_calls", "DW_AT_entry_pc",
+    "DW_AT_low_pc", "DW_AT_high_pc", "DW_AT_ranges", "DW_AT_stmt_list", "DW_AT_dwo_name", "DW_AT_GNU_dwo_name",
+    "DW_AT_GNU_pubnames", "DW_AT_macros", "DW_AT_macro_info", "DW_AT_GNU_macros",
+}
+#: Attributes whose block/exprloc value is a DWARF expression over the frame.
+_LOCATION_ATTRIBUTES = {
+    "DW_AT_location", "DW_AT_frame_base", "DW_AT_data_member_location", "DW_AT_vtable_elem_location",
+    "DW_AT_use_location", "DW_AT_string_length", "DW_AT_count", "DW_AT_upper_bound", "DW_AT_lower_bound",
+    "DW_AT_byte_size", "DW_AT_bit_size", "DW_AT_data_location", "DW_AT_allocated", "DW_AT_associated",
+}
+_STRING_FORMS = {"DW_FORM_string", "DW_FORM_strp", "DW_FORM_line_strp", "DW_FORM_strx", "DW_FORM_strx1",
+                 "DW_FORM_strx2", "DW_FORM_strx3", "DW_FORM_strx4", "DW_FORM_GNU_strp_alt", "DW_FORM_GNU_str_index"}
+_REF_FORMS = {"DW_FORM_ref1", "DW_FORM_ref2", "DW_FORM_ref4", "DW_FORM_ref8", "DW_FORM_ref_udata", "DW_FORM_ref_addr"}
+_DATA_FORMS = {"DW_FORM_data1": DW_FORM_data1, "DW_FORM_data2": DW_FORM_data2, "DW_FORM_data4": DW_FORM_data4,
+               "DW_FORM_data8": DW_FORM_data8, "DW_FORM_sdata": DW_FORM_sdata, "DW_FORM_udata": DW_FORM_udata}
+_BLOCK_FORMS = {"DW_FORM_block", "DW_FORM_block1", "DW_FORM_block2", "DW_FORM_block4", "DW_FORM_exprloc",
+                "DW_FORM_data16"}
+_LOCLIST_FORMS = {"DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_data8", "DW_FORM_loclistx"}
+DW_OP_lit0 = 0x30
+
+
+@functools.lru_cache(maxsize=None)
+def _register_frame_base(register: str) -> bytes:
+    """A frame base held in ``register``: a memory location at its value
+    (``DW_OP_bregN 0``; the x32 address type keeps its low 32 bits, the i32)."""
+    return bytes([0x70 + image_dwarf.register_number(register), 0])
+#: DW_LANG_C89, C, C99, C11, C17 (DWARF 5 section 7.12).
+_C_LANGUAGES = {0x0001, 0x0002, 0x000C, 0x001D, 0x002C}
+#: wasm-ld's value for an address in code or data it removed.
+TOMBSTONE = 0xFFFFFFFF
+
+
+class GuestDwarfError(Exception):
+    """The guest's DWARF cannot be read (the message says where)."""
+
+
+@dataclass
+class TranslatedDwarf:
+    sections: dict[str, bytes]
+    units: int = 0
+    subprograms: int = 0
+    #: Location attributes or list entries that could not be rewritten.
+    dropped_locations: int = 0
+    #: (guest subprogram name, image offset range) of every described function.
+    functions: list[tuple[str, int, int]] = field(default_factory=list)
+    #: (name, linear-memory address, size) of every variable with static
+    #: storage, for the image's symbol table: a debugger then names data
+    #: addresses as it does natively (``0x460 <items>``), and gdb 13 stops
+    #: looking for code at them (symtab.c find_pc_sect_compunit_symtab checks
+    #: for a data minimal symbol first; without one, a CU with DW_AT_ranges
+    #: has its variables' addresses in its address map, dwarf2/cooked-index).
+    data_symbols: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+def translate_guest_dwarf(info, frame_table: FrameTable, *, code_address: int = 0,
+                          address_size: int = 4) -> TranslatedDwarf | None:
+    """The translated sections for module ``info`` (a codemem ModuleInfo)
+    compiled to ``frame_table``, addresses ``code_address`` + image offset;
+    None when the module has no ``.debug_info`` (or no code). Raises
+    GuestDwarfError for malformed DWARF."""
+    sections = getattr(info, "dwarf", None) or {}
+    if ".debug_info" not in sections or getattr(info, "code_section_offset", None) is None:
+        return None
+    try:
+        return _Translator(info, frame_table, code_address, address_size).run()
+    except (GuestLinesError, DebugImageError) as e:
+        raise GuestDwarfError(str(e)) from e
+    except PYELFTOOLS_ERRORS as e:
+        raise GuestDwarfError(f"malformed DWARF ({type(e).__name__}: {e})") from e
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        raise GuestDwarfError(f"bad DWARF string {value!r}")
+    return value
+
+
+class _Translator:
+    def __init__(self, info, frame_table: FrameTable, code_address: int, address_size: int):
+        self.info = info
+        self.frame_table = frame_table
+        self.code_address = code_address
+        self.address_size = address_size
+        self.code_end = code_address + frame_table.header.code_size
+        self.dwarf = guest_dwarf_info(info.dwarf)
+        self.line_mapper = LineMapper(info, frame_table)
+        self.codemap = CodeMap(info, frame_table, self.line_mapper)
+        self.layout = VMContextLayout.for_module(info)
+        self.global_types = [int(g.valtype) for g in info.all_globals]
+        self.writer = DwarfWriter(address_size)
+        self.result = TranslatedDwarf({})
+        self._dies: dict[int, Die] = {}  # input DIE offset -> output DIE
+        self._all_dies: list[Die] = []
+        self._refs: list[tuple[Die, int, int]] = []  # (DIE, attribute index, target input offset)
+        self._location_parser = LocationParser(self.dwarf.location_lists())
+        self._contexts: dict[int, ExprContext] = {}
+        self._function_names: dict[int, str] = {}
+        self._units: list[tuple[Die, list[tuple[int, int]]]] = []  # (unit DIE, its functions' ranges)
+        self._unit_context = ExprContext(address_size, self._global_cell, indexed_address=self._indexed_address)
+
+    # -- contexts ------------------------------------------------------------
+
+    def _indexed_address(self, index: int) -> int:
+        return self.dwarf.get_addr(self._cu, index)
+
+    def _global_cell(self, index: int):
+        if not 0 <= index < self.layout.num_globals:
+            return None
+        return self.layout.global_cell(index), self.global_types[index]
+
+    def _function_context(self, func) -> ExprContext:
+        context = self._contexts.get(func.position)
+        if context is None:
+            slots: list[tuple[int, int]] = []
+
+            def local_slot(n: int, func=func, slots=slots):
+                if not slots and func.num_locals:  # read on first use: -O0 code names one local (the frame base)
+                    slots += [(slot.frame_offset, slot.valtype) for slot in self.frame_table.locals(func)]
+                return slots[n] if 0 <= n < len(slots) else None
+
+            context = self._contexts[func.position] = ExprContext(
+                self.address_size, self._global_cell, local_slot=local_slot,
+                operand_slot=func.operand_slot_offset, function=func, indexed_address=self._indexed_address)
+        return context
+
+    # -- driver ----------------------------------------------------------------
+
+    def run(self) -> TranslatedDwarf:
+        line_sections = bytearray()
+        for cu in self.dwarf.iter_CUs():
+            self._unit(cu, line_sections)
+        starts = sorted((start, unit) for unit, (_, ranges) in enumerate(self._units) for start, _ in ranges)
+        for unit, (root, ranges) in enumerate(self._units):
+            self._unit_range(root, ranges, unit, starts)
+            self.writer.add_unit(root)
+        for die, index, target in self._refs:
+            attribute, form, ref = die.attributes[index]
+            out = self._dies.get(target)
+            if out is None:  # a DIE left out (a call site): drop the reference
+                die.attributes[index] = None
+            else:
+                ref.target = out
+        for die in self._all_dies:
+            die.attributes = [a for a in die.attributes if a is not None]
+        self.result.sections = self.writer.sections()
+        if line_sections:
+            self.result.sections[".debug_line"] = bytes(line_sections)
+        return self.result
+
+    def _unit(self, cu, line_sections: bytearray) -> None:
+        top = cu.get_top_DIE()
+        self.result.units += 1
+        self._cu = cu
+        self._cu_range = (cu.cu_offset, cu.cu_offset + cu.size)
+        self._parser = DWARFExprParser(cu.structs)
+        self._cu_version = cu["version"]
+        language = top.attributes.get("DW_AT_language")
+        self._c_unit = language is not None and language.value in _C_LANGUAGES
+        low = top.attributes.get("DW_AT_low_pc")
+        self._cu_base = low.value if low is not None and isinstance(low.value, int) else 0
+        self._unit_functions: list[tuple[int, int]] = []
+
+        root = Die(_TAG["DW_TAG_compile_unit"])
+        self._dies[top.offset] = root
+        self._all_dies.append(root)
+        comp_dir = "."
+        name = ""
+        for attribute in top.attributes.values():
+            if attribute.name == "DW_AT_producer":
+                root.attributes.append((_AT["DW_AT_producer"], DW_FORM_string,
+                                        image_producer(_text(attribute.value))))
+                continue
+            if attribute.name == "DW_AT_comp_dir":
+                comp_dir = _text(attribute.value)
+            if attribute.name == "DW_AT_name":
+                name = _text(attribute.value)
+            self._copy_attribute(top, attribute, root, self._unit_context)
+        line_offset = self._line_program(cu, comp_dir, name, line_sections)
+        if line_offset is not None:
+            root.attributes.append((_AT["DW_AT_stmt_list"], DW_FORM_sec_offset, line_offset))
+        root.children = self._children(top, self._unit_context)
+        self._units.append((root, merge_ranges(self._unit_functions)))
+
+    def _line_program(self, cu, comp_dir: str, name: str, line_sections: bytearray) -> int | None:
+        paths, guest_rows = cu_line_rows(self.dwarf, cu, self.codemap.code_section_offset)
+        if not guest_rows:
+            return None
+        rows = self.line_mapper.map(guest_rows, self.code_address)
+        if not rows:
+            return None
+        numbers = sorted(paths)
+        entries: list[str] = []
+        if numbers and numbers[0] >= 1:  # DWARF 4 numbering: file 0 is the primary source file
+            entries.append(name or paths[numbers[0]])
+        for number in range(numbers[0] if numbers else 0, (numbers[-1] + 1) if numbers else 0):
+            entries.append(paths.get(number, name or "<unknown>"))
+        line_files = image_dwarf.numbered_line_files(entries, comp_dir)
+        offset = len(line_sections)
+        line_sections += image_dwarf.build_debug_line(rows, line_files, self.code_end, self.address_size)
+        return offset
+
+    def _unit_range(self, root: Die, ranges: list[tuple[int, int]], unit: int,
+                    starts: list[tuple[int, int]]) -> None:
+        """The unit's code: one low/high pair spanning its functions when no
+        other unit's function lies in between (wasm-ld keeps each object's
+        functions together, so this is the usual case), else DW_AT_ranges.
+
+        A unit with a low/high pair is what gdb 13's cooked index counts as
+        having addresses (cooked_indexer::check_bounds); for a unit with only
+        DW_AT_ranges it also enters each static variable's address into the
+        unit's address map, and then takes a pointer to that variable for a pc
+        of the unit ("pc 0x460 in read in CU, but not in symtab" whenever it
+        prints one)."""
+        if not ranges:
+            root.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, 0))
+            return
+        low, high = ranges[0][0], ranges[-1][1]
+        inside = starts[bisect.bisect_left(starts, (low, -1)):bisect.bisect_left(starts, (high, -1))]
+        if all(owner == unit for _, owner in inside):
+            root.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, low))
+            root.attributes.append((_AT["DW_AT_high_pc"], DW_FORM_data4, high - low))
+            return
+        root.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, 0))
+        root.attributes.append((_AT["DW_AT_ranges"], DW_FORM_sec_offset, RangeList(tuple(ranges))))
+
+    # -- DIEs -------------------------------------------------------------------
+
+    def _children(self, die, context: ExprContext) -> list[Die]:
+        out = []
+        for child in die.iter_children():
+            translated = self._die(child, context)
+            if translated is not None:
+                out.append(translated)
+        return out
+
+    def _die(self, die, context: ExprContext) -> Die | None:
+        if die.tag in _DROPPED_TAGS or not isinstance(die.tag, str):
+            return None
+        tag = _TAG.get(die.tag)
+        if tag is None:
+            return None
+        out = Die(tag)
+        if die.offset in self._dies:
+            raise GuestDwarfError(f"two DIEs at .debug_info offset {die.offset:#x}")
+        self._dies[die.offset] = out
+        self._all_dies.append(out)
+        if die.tag == "DW_TAG_subprogram":
+            context = self._subprogram_pc(die, out, context)
+        elif die.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine", "DW_TAG_label"):
+            self._scope_pc(die, out, context)
+        for attribute in die.attributes.values():
+            self._copy_attribute(die, attribute, out, context)
+        if die.tag == "DW_TAG_variable":
+            self._data_symbol(die, context)
+        out.children = self._children(die, context)
+        return out
+
+    def _data_symbol(self, die, context: ExprContext) -> None:
+        location = die.attributes.get("DW_AT_location")
+        name = die.attributes.get("DW_AT_name")
+        if location is None or name is None or location.form not in ("DW_FORM_exprloc", "DW_FORM_block1"):
+            return
+        ops = self._parser.parse_expr(list(location.value))
+        if len(ops) != 1 or ops[0].op_name not in ("DW_OP_addr", "DW_OP_addrx", "DW_OP_GNU_addr_index"):
+            return
+        address = ops[0].args[0] if ops[0].op_name == "DW_OP_addr" else self._indexed_address(ops[0].args[0])
+        if address == TOMBSTONE:
+            return
+        symbol = _text(name.value)
+        if context.function is not None:  # a function's static: named like gcc's local symbols
+            symbol = f"{symbol}.0"
+        self.result.data_symbols.append((symbol, address, self._type_size(die, 0)))
+
+    def _type_size(self, die, depth: int) -> int:
+        """Byte size of the type of ``die`` (a variable or a type), 0 when unknown."""
+        if depth > 64:
+            return 0
+        attributes = die.attributes
+        if "DW_AT_byte_size" in attributes and isinstance(attributes["DW_AT_byte_size"].value, int):
+            return attributes["DW_AT_byte_size"].value
+        if die.tag in ("DW_TAG_pointer_type", "DW_TAG_reference_type", "DW_TAG_rvalue_reference_type"):
+            return self._cu["address_size"]
+        if "DW_AT_type" not in attributes:
+            return 0
+        target = die.get_DIE_from_attribute("DW_AT_type")
+        size = self._type_size(target, depth + 1)
+        if die.tag == "DW_TAG_array_type":
+            for subrange in die.iter_children():
+                sub = subrange.attributes
+                if "DW_AT_count" in sub and isinstance(sub["DW_AT_count"].value, int):
+                    size *= sub["DW_AT_count"].value
+                elif "DW_AT_upper_bound" in sub and isinstance(sub["DW_AT_upper_bound"].value, int):
+                    lower = sub["DW_AT_lower_bound"].value if "DW_AT_lower_bound" in sub else 0
+                    size *= sub["DW_AT_upper_bound"].value - lower + 1
+                else:
+                    return 0
+        return size
+
+    def _guest_ranges(self, die) -> list[tuple[int, int]]:
+        """The DIE's guest code ranges (low/high pc or DW_AT_ranges)."""
+        attributes = die.attributes
+        low = attributes.get("DW_AT_low_pc")
+        if low is not None and isinstance(low.value, int):
+            high = attributes.get("DW_AT_high_pc")
+            if high is None:
+                return [(low.value, low.value + 1)]
+            end = high.value if high.form == "DW_FORM_addr" else low.value + high.value
+            return [(low.value, end)]
+        ranges = attributes.get("DW_AT_ranges")
+        # pyelftools gives a DW_FORM_rnglistx value already as a section offset.
+        if ranges is None or ranges.form not in ("DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_rnglistx"):
+            return []
+        base = self._cu_base
+        out = []
+        for entry in self.dwarf.range_lists().get_range_list_at_offset(ranges.value, cu=self._cu):
+            if isinstance(entry, RangeBaseAddressEntry):
+                base = entry.base_address
+            elif isinstance(entry, RangeEntry):
+                offset = 0 if entry.is_absolute else base
+                out.append((entry.begin_offset + offset, entry.end_offset + offset))
+        return out
+
+    def _subprogram_pc(self, die, out: Die, context: ExprContext) -> ExprContext:
+        ranges = [r for r in self._guest_ranges(die) if r[0] != TOMBSTONE]
+        func = self.codemap.function_at(ranges[0][0]) if ranges else None
+        if func is None:
+            return context
+        address = self.code_address + func.native_start
+        out.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, address))
+        out.attributes.append((_AT["DW_AT_high_pc"], DW_FORM_data4, func.native_size))
+        self._unit_functions.append((address, address + func.native_size))
+        self.result.subprograms += 1
+        name = die.attributes.get("DW_AT_name")
+        self._function_names[func.position] = _text(name.value) if name is not None else "function"
+        self.result.functions.append((_text(name.value) if name is not None else "", func.native_start,
+                                      func.native_end))
+        return self._function_context(func)
+
+    def _scope_pc(self, die, out: Die, context: ExprContext) -> None:
+        native = []
+        for low, high in self._guest_ranges(die):
+            if low != TOMBSTONE:
+                native += self.codemap.native_ranges(low, high)
+        native = merge_ranges(native)
+        if not native:
+            return
+        base = self.code_address
+        if die.tag == "DW_TAG_label":  # a label is one address (DWARF 5 section 3.6)
+            out.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, base + native[0][0]))
+        elif len(native) == 1:
+            start, end = native[0]
+            out.attributes.append((_AT["DW_AT_low_pc"], DW_FORM_addr, base + start))
+            out.attributes.append((_AT["DW_AT_high_pc"], DW_FORM_data4, end - start))
+        else:
+            out.attributes.append((_AT["DW_AT_ranges"], DW_FORM_sec_offset,
+                                   RangeList(tuple((base + s, base + e) for s, e in native))))
+
+    # -- attributes -----------------------------------------------------------
+
+    def _copy_attribute(self, die, attribute, out: Die, context: ExprContext) -> None:
+        name, form = attribute.name, attribute.form
+        if name in _SKIPPED_ATTRIBUTES or not isinstance(name, str):
+            return
+        if name in ("DW_AT_linkage_name", "DW_AT_MIPS_linkage_name") and self._c_unit:
+            # C has no linkage names, but wasm32 clang gives `main (argc, argv)`
+            # the symbol __main_argc_argv; gdb names a C function by its linkage
+            # name when it has one (dwarf2/read.c dwarf2_physname), so `bt` would
+            # say __main_argc_argv where natively it says main.
+            return
+        number = _AT.get(name)
+        if number is None:
+            return
+        if name in _LOCATION_ATTRIBUTES and (form in _BLOCK_FORMS or
+                                             (form in _LOCLIST_FORMS and name in ("DW_AT_location",
+                                                                                  "DW_AT_frame_base"))):
+            self._location(die, attribute, out, number, context)
+            return
+        if form in _REF_FORMS:
+            target = attribute.value if form == "DW_FORM_ref_addr" else attribute.value + self._cu.cu_offset
+            inside = self._cu_range[0] <= target < self._cu_range[1]
+            out.attributes.append((number, DW_FORM_ref4 if inside else DW_FORM_ref_addr, Ref(None)))
+            self._refs.append((out, len(out.attributes) - 1, target))
+        elif form in _STRING_FORMS:
+            out.attributes.append((number, DW_FORM_string, _text(attribute.value)))
+        elif form in ("DW_FORM_flag", "DW_FORM_flag_present"):
+            if attribute.value:
+                out.attributes.append((number, DW_FORM_flag_present, None))
+        elif form in _DATA_FORMS:
+            out.attributes.append((number, _DATA_FORMS[form], int(attribute.value)))
+        elif form == "DW_FORM_implicit_const":
+            out.attributes.append((number, DW_FORM_sdata, int(attribute.value)))
+        elif form in _BLOCK_FORMS:
+            out.attributes.append((number, DW_FORM_block, bytes(attribute.value)))
+        else:
+            log.debug("DIE at %#x: attribute %s in form %s not copied", die.offset, name, form)
+
+    def _location(self, die, attribute, out: Die, number: int, context: ExprContext) -> None:
+        frame_base = attribute.name == "DW_AT_frame_base"
+        parsed = self._location_parser.parse_from_attribute(attribute, self._cu_version, die=die)
+        if isinstance(parsed, LocationExpr) and frame_base and context.function is not None:
+            expr = self._expression(bytes(parsed.loc_expr), context, frame_base)
+            if expr is not None:
+                slot = self._frame_base_slot(bytes(parsed.loc_expr), context)
+                out.attributes.append((number, DW_FORM_sec_offset,
+                                       self._frame_base_list(context.function, expr, slot)))
+            return
+        if isinstance(parsed, LocationExpr):
+            expr = self._expression(self._padded(die, bytes(parsed.loc_expr)), context, frame_base)
+            # An empty expression says "no location" (DWARF 5 section 2.6.1.1.4:
+            # optimized out); leaving the attribute out would make an external
+            # variable a declaration that gdb looks up as an ELF symbol.
+            out.attributes.append((number, DW_FORM_exprloc, expr if expr is not None else b""))
+            return
+        func = context.function
+        entries = []
+        base = self._cu_base
+        for entry in parsed:
+            if isinstance(entry, BaseAddressEntry):
+                base = entry.base_address
+                continue
+            if not isinstance(entry, LocationEntry):
+                continue
+            offset = 0 if entry.is_absolute else base
+            low, high = entry.begin_offset + offset, entry.end_offset + offset
+            if low == TOMBSTONE or base == TOMBSTONE:
+                continue
+            guest = bytes(entry.loc_expr) if frame_base else self._padded(die, bytes(entry.loc_expr))
+            expr = self._expression(guest, context, frame_base)
+            if expr is None:
+                continue
+            for start, end in self.codemap.native_ranges(low, high, self.codemap.function_at(low) or func):
+                entries.append((self.code_address + start, self.code_address + end, expr))
+        if entries:
+            out.attributes.append((number, DW_FORM_sec_offset, LocList(tuple(sorted(entries)))))
+        else:
+            out.attributes.append((number, DW_FORM_exprloc, b""))
+
+    def _frame_base_list(self, func, expr: bytes, slot: int | None) -> LocList:
+        """The frame base of ``func``, range by range.
+
+        * Before the first wasm instruction: linear-memory address 0. At the
+          ENTRY site (before the native prologue) the frame-base local's slot
+          is still stale stack, and a frame base read from it sent argument
+          reads to arbitrary addresses ("Cannot access memory" in the first
+          frame gdb prints); from 0 they read linear memory, as natively
+          arguments read stack garbage before the prologue.
+        * Where the frame-base local (rbp + ``slot``) is mirrored in a
+          register (frame table v3) and the code holds no call: that
+          register. gdb caches a frame's registers but never a memory read
+          inside a DWARF expression (dwarf2/expr.c read_mem), so in the
+          innermost frame (the only one that stops at such a pc: a caller
+          frame's pc is in a call) each variable then costs no extra packet.
+        * Elsewhere ``expr``: the slot's value, which is always right."""
+        base = self.code_address
+        if slot is not None:
+            points = self.frame_table.slot_mirror_registers(func, slot)
+        else:
+            points = [(native, kind, None) for native, _, kind in self.frame_table.point_offsets(func)]
+        instruction = SequencePointKind.INSTRUCTION
+        return_point = SequencePointKind.RETURN_POINT
+        # One pass: each INSTRUCTION point's range runs to the next one; a
+        # RETURN_POINT inside it means the range holds a call (memory form).
+        pieces: list[list] = []  # [start, end, expression], merged while equal
+        start = register = None
+        holds_call = False
+
+        def close(end: int) -> None:
+            if start is None or end <= start:
+                return
+            chosen = expr if register is None or holds_call else _register_frame_base(register)
+            if pieces and pieces[-1][1] == start and pieces[-1][2] == chosen:
+                pieces[-1][1] = end
+            else:
+                pieces.append([start, end, chosen])
+
+        for native, kind, mirror in points:
+            if kind is instruction:
+                if start is None and native > func.native_start:
+                    pieces.append([func.native_start, native, bytes([DW_OP_lit0])])
+                close(native)
+                start, register, holds_call = native, mirror, False
+            elif kind is return_point:
+                holds_call = True
+        close(func.native_end)
+        if start is None:
+            pieces.append([func.native_start, func.native_end, bytes([DW_OP_lit0])])
+        return LocList(tuple((base + s, base + e, x) for s, e, x in pieces))
+
+    def _frame_base_slot(self, expr: bytes, context: ExprContext) -> int | None:
+        """The rbp offset of the local a frame base ``expr`` names, if it is
+        one (``DW_OP_WASM_location 0 N``)."""
+        try:
+            ops = self._parser.parse_expr(list(expr))
+        except PYELFTOOLS_ERRORS:
+            return None
+        if not ops or ops[0].op_name != "DW_OP_WASM_location" or ops[0].args[0] != 0 or context.local_slot is None:
+            return None
+        slot = context.local_slot(ops[0].args[1])
+        return slot[0] if slot is not None else None
+
+    def _padded(self, die, expr: bytes) -> bytes:
+        """``expr`` with an empty piece for the bytes a composite location
+        (``DW_OP_piece``s) leaves undescribed at the end of the variable.
+
+        clang emits such short composites (a struct of 20 bytes in three
+        4-byte pieces); gdb 13 takes the bytes past the last piece for an
+        implicit pointer (dwarf2/loc.c check_pieced_synthetic_pointer) and
+        prints ``<synthetic pointer>`` for ints, where DWARF means "not
+        available": the explicit empty piece makes it ``<optimized out>``."""
+        try:
+            ops = self._parser.parse_expr(list(expr))
+        except PYELFTOOLS_ERRORS:
+            return expr
+        pieces = [op for op in ops if op.op_name in ("DW_OP_piece", "DW_OP_bit_piece")]
+        if not pieces or ops[-1].op_name not in ("DW_OP_piece", "DW_OP_bit_piece"):
+            return expr
+        described = sum(op.args[0] * 8 if op.op_name == "DW_OP_piece" else op.args[0] for op in pieces)
+        size = self._type_size(die, 0) if "DW_AT_type" in die.attributes else 0
+        missing = size * 8 - described
+        if missing <= 0:
+            return expr
+        if missing % 8:
+            return expr + bytes([0x9D]) + uleb128(missing) + uleb128(0)  # DW_OP_bit_piece SIZE 0
+        return expr + bytes([0x93]) + uleb128(missing // 8)  # DW_OP_piece SIZE
+
+    def _expression(self, expr: bytes, context: ExprContext, frame_base: bool) -> bytes | None:
+        try:
+            return translate_expression(expr, context, self._parser, frame_base=frame_base)
+        except UntranslatableExpression as e:
+            self.result.dropped_locations += 1
+            log.debug("location %s not translated: %s", expr.hex(), e)
+            return None
+

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Benchmark (issue 11): how long gdb takes to show C variables 100 frames
+deep, this stub vs gdbserver on the native twin.
+
+The same C program (examples/deep.c: ``descend`` recurses with a struct and
+an array local in every frame) stops at a breakpoint on its bottom line,
+``DEPTH`` (default 100) frames deep:
+
+* ours:      examples/build/deep.O0.wasm under ``python -m gdbstub serve``
+             (x32 debug image with the translated DWARF);
+* gdbserver: the same C built with ``gcc -O0 -g`` (scripts/bench/src/deep_main.c).
+
+gdb then times ``bt full`` and ``info locals`` (gdb's own Python clock around
+each command), each preceded by ``maintenance flush register-cache`` so every
+repetition starts cold: gdb forgets frames, registers and cached stack memory
+and reads them again from the target, which is the latency a user sees at a
+new stop. The median over ``--reps`` repetitions and ``--rounds`` sessions per
+side is reported.
+
+Checks, so the figures count what they claim: the ``bt full`` output must list
+DEPTH+1 ``descend`` frames with their ``info`` and ``squares`` locals, and the
+innermost frame's values must be the program's (depth = DEPTH).
+
+Prints the figures; the LAST line is one JSON object with
+``bt_full_over_gdbserver`` and ``info_locals_over_gdbserver`` (targets <= 1.5),
+the seconds of each side, and ``cpu``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    EXAMPLES, SRC, BenchError, build_native, median, parse_timings, print_mark, run_gdb, start_gdbserver,
+    start_stub, timed, timing_prelude, work_directory,
+)
+
+WASM = EXAMPLES / "build" / "deep.O0.wasm"
+SOURCE = EXAMPLES / "deep.c"
+BOTTOM_TEXT = "return info.values[3] + squares[7];"
+
+
+def bottom_line() -> int:
+    lines = [n for n, line in enumerate(SOURCE.read_text().splitlines(), 1) if BOTTOM_TEXT in line]
+    if len(lines) != 1:
+        raise BenchError(f"{SOURCE} no longer has exactly one line with {BOTTOM_TEXT!r}")
+    return lines[0]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def gdb_commands(port: int, *, program: Path | None, server_pids: list[int], reps: int) -> list[str]:
+    lines = ["set pagination off", "set confirm off", "set width 0", *timing_prelude(server_pids)]
+    if program is not None:
+        lines.append(f"file {program}")
+    lines.append(f"target remote 127.0.0.1:{port}")
+    lines += [f"break deep.c:{bottom_line()}", "continue", print_mark("BENCH-AT-BOTTOM")]
+    for k in range(reps):
+        lines += ["maintenance flush register-cache", print_mark(f"BENCH-BT-{k}")]
+        lines += timed("bt_full", "bt full")
+        lines += ["maintenance flush register-cache", print_mark(f"BENCH-LOCALS-{k}")]
+        lines += timed("info_locals", "info locals")
+    lines += [print_mark("BENCH-DONE"), "delete", "continue"]
+    return lines
+
+
+def check(name: str, stdout: str, depth: int) -> None:
+    if "BENCH-DONE" not in stdout:
+        raise BenchError(f"{name}: the gdb session stopped early:\n{stdout[-3000:]}")
+    listing = stdout.split("BENCH-BT-0", 1)[1].split("BENCH-LOCALS-0", 1)[0]
+    frames = re.findall(r"^#\d+\s+(?:0x[0-9a-f]+ in )?descend \(depth=(\d+), limit=(\d+)\)", listing, re.M)
+    if [int(d) for d, _ in frames] != list(range(depth, -1, -1)):
+        raise BenchError(f"{name}: bt full listed descend depths {[d for d, _ in frames][:8]}..., "
+                         f"expected {depth}..0:\n{listing[:2000]}")
+    if listing.count("squares = {") != depth + 1 or listing.count("info = {depth = ") != depth + 1:
+        raise BenchError(f"{name}: bt full did not show every frame's locals:\n{listing[:2000]}")
+    locals_text = stdout.split("BENCH-LOCALS-0", 1)[1]
+    if not re.search(rf"info = {{depth = {depth}, values = {{0, {depth}, {2 * depth}, {3 * depth}}}}}", locals_text):
+        raise BenchError(f"{name}: info locals shows the wrong innermost values:\n{locals_text[:1000]}")
+
+
+def measure(name: str, server, program: Path | None, args, work: Path) -> dict[str, list[float]]:
+    pids = [server.pid] + ([server.inferior_pid] if server.inferior_pid else [])
+    run = run_gdb(gdb_commands(server.port, program=program, server_pids=pids, reps=args.reps), work)
+    server.close()
+    check(name, run.stdout, args.depth)
+    timings = parse_timings(run.stdout)
+    out: dict[str, list[float]] = {}
+    for label in ("bt_full", "info_locals"):
+        out[label] = [t.wall for t in timings[label]]
+        out[label + "_server_cpu"] = [t.server_cpu for t in timings[label]]
+        out[label + "_gdb_cpu"] = [t.gdb_cpu for t in timings[label]]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--depth", type=int, default=100, help="frames below deep_run (default 100)")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per session (default 5)")
+    parser.add_argument("--rounds", type=int, default=2, help="sessions per side, alternating (default 2)")
+    parser.add_argument("--work-dir", type=Path, help="keep builds and logs here (default: a temp dir)")
+    args = parser.parse_args(argv)
+
+    print(f"bt full / info locals at a breakpoint {args.depth} frames deep in descend (examples/deep.c); "
+          f"{args.rounds} rounds of {args.reps} cold repetitions, ours and gdbserver alternating")
+    results: dict[str, dict[str, list[float]]] = {"ours": {}, "gdbserver": {}}
+    with work_directory(args.work_dir) as work:
+        try:
+            program = build_native([SRC / "deep_main.c"], work / "deep", include=[EXAMPLES])
+            for _ in range(args.rounds):
+                with start_stub(WASM, "deep_run", [args.depth], cache_dir=work / "images") as stub:
+                    for key, values in measure("ours", stub, None, args, work).items():
+                        results["ours"].setdefault(key, []).extend(values)
+                with start_gdbserver(program, [args.depth]) as server:
+                    for key, values in measure("gdbserver", server, program, args, work).items():
+                        results["gdbserver"].setdefault(key, []).extend(values)
+        except BenchError as e:
+            print(f"inspect_latency: {e}", file=sys.stderr)
+            return 1
+    figures = {side: {key: median(values) for key, values in found.items()} for side, found in results.items()}
+    for side in ("ours", "gdbserver"):
+        f = figures[side]
+        print(f"{side:9s}: bt full {1e3 * f['bt_full']:.1f} ms (CPU: gdb {1e3 * f['bt_full_gdb_cpu']:.1f} ms, "
+              f"server {1e3 * f['bt_full_server_cpu']:.1f} ms), info locals {1e3 * f['info_locals']:.2f} ms "
+              f"(CPU: gdb {1e3 * f['info_locals_gdb_cpu']:.2f} ms, server {1e3 * f['info_locals_server_cpu']:.2f} ms)")
+    bt_ratio = figures["ours"]["bt_full"] / figures["gdbserver"]["bt_full"]
+    locals_ratio = figures["ours"]["info_locals"] / figures["gdbserver"]["info_locals"]
+    print(f"ours / gdbserver: bt full {bt_ratio:.2f}, info locals {locals_ratio:.2f} (targets <= 1.5)")
+    print(json.dumps({
+        "bt_full_over_gdbserver": bt_ratio,
+        "info_locals_over_gdbserver": locals_ratio,
+        "ours_bt_full_s": figures["ours"]["bt_full"],
+        "gdbserver_bt_full_s": figures["gdbserver"]["bt_full"],
+        "ours_info_locals_s": figures["ours"]["info_locals"],
+        "gdbserver_info_locals_s": figures["gdbserver"]["info_locals"],
+        "depth": args.depth, "reps": args.reps, "rounds": args.rounds,
+        "cpu": cpu_model(),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
