@@ -51,6 +51,12 @@ class CodeMemory:
     thread may be executing (then patches must be written atomically, see
     :meth:`write_site_atomic`).  A sealed shared mapping (EngineCode) can never
     be unpublished: the kernel refuses, and so do we, earlier.
+
+    Only the pages an edit writes change protection: ``unpublish(start=,
+    end=)`` and :meth:`extend_writable` take image offsets, rounded out to
+    pages, and :meth:`publish` restores just those spans.  (An mprotect of a
+    real-size module's whole mapping, tens of MiB, costs milliseconds; a step
+    touches a few pages.)
     """
 
     def __init__(self, fd: int, base: int, size: int, *, shared: bool, name: str, low_space=None):
@@ -61,10 +67,15 @@ class CodeMemory:
         self.name = name
         #: The codemem.lowmem.LowAddressSpace this mapping was placed in, if any.
         self.low_space = low_space
-        self.published = True
         self.live_writable = False
         #: Whether this mapping was ever writable, i.e. may hold private pages.
         self.ever_unpublished = False
+        #: Page-aligned image-offset spans made writable since the last publish.
+        self._writable: list[tuple[int, int]] = []
+
+    @property
+    def published(self) -> bool:
+        return not self._writable
 
     @classmethod
     def create_sealed(cls, image, name: str, patches: tuple[tuple[int, bytes], ...] = ()) -> "CodeMemory":
@@ -94,33 +105,52 @@ class CodeMemory:
             base = native.check(lib.cm_map(self.fd, self.size, PROT_READ | PROT_EXEC, 0), f"map private copy {name}")
         return CodeMemory(self.fd, base, self.size, shared=False, name=name, low_space=low_space)
 
-    def unpublish(self, *, live: bool = False) -> None:
+    def unpublish(self, *, live: bool = False, start: int = 0, end: int | None = None) -> None:
+        """Makes the pages of image offsets [start, end) (default: all)
+        writable; the mapping is unpublished until :meth:`publish`."""
         assert not self.shared, f"{self.name}: a shared (EngineCode) mapping is never made writable"
         assert self.published, f"{self.name}: already writable"
-        prot = PROT_READ | PROT_WRITE | (PROT_EXEC if live else 0)
-        native.check(lib.cm_protect(self.base, self.size, prot), f"unpublish {self.name}")
-        self.published = False
-        self.ever_unpublished = True
         self.live_writable = live
+        self._protect_writable(start, self.size if end is None else end)
+        self.ever_unpublished = True
+
+    def extend_writable(self, start: int, end: int) -> None:
+        """Makes the pages of [start, end) writable too, in the mode of the
+        current :meth:`unpublish` (a later change of the same edit)."""
+        assert not self.published, f"{self.name}: extending the writable part of published code"
+        if not any(s <= start and end <= e for s, e in self._writable):
+            self._protect_writable(start, end)
+
+    def _protect_writable(self, start: int, end: int) -> None:
+        start = start - start % native.PAGE_SIZE
+        end = min(native.page_round_up(max(end, start + 1)), self.size)
+        prot = PROT_READ | PROT_WRITE | (PROT_EXEC if self.live_writable else 0)
+        native.check(lib.cm_protect(self.base + start, end - start, prot), f"unpublish {self.name}")
+        self._writable.append((start, end))
 
     def publish(self) -> None:
         assert not self.published, f"{self.name}: already published"
-        native.check(lib.cm_protect(self.base, self.size, PROT_READ | PROT_EXEC), f"publish {self.name}")
-        self.published = True
+        for start, end in self._writable:
+            native.check(lib.cm_protect(self.base + start, end - start, PROT_READ | PROT_EXEC),
+                         f"publish {self.name}")
+        self._writable.clear()
         self.live_writable = False
+
+    def _is_writable(self, offset: int, length: int) -> bool:
+        return any(s <= offset and offset + length <= e for s, e in self._writable)
 
     def read(self, offset: int, length: int) -> bytes:
         assert 0 <= offset and offset + length <= self.size, (offset, length, self.size)
         return bytes(ffi.buffer(ffi.cast("char *", self.base + offset), length))
 
     def write(self, offset: int, data: bytes) -> None:
-        assert not self.published, f"{self.name}: write to published code"
+        assert self._is_writable(offset, len(data)), f"{self.name}: write to published code at {offset:#x}"
         assert 0 <= offset and offset + len(data) <= self.size, (offset, len(data), self.size)
         ffi.memmove(ffi.cast("char *", self.base + offset), data, len(data))
 
     def write_site_atomic(self, offset: int, data: bytes) -> None:
         """Writes a 5-byte patch with one atomic 8-byte store (see csrc)."""
-        assert not self.published and len(data) == SITE_SIZE
+        assert self._is_writable(offset, SITE_SIZE) and len(data) == SITE_SIZE
         native.check(lib.cm_patch5_atomic(self.base + offset, data), f"atomic patch at {self.name}+{offset:#x}")
 
     def discard_private_pages(self) -> None:
@@ -187,7 +217,11 @@ class EngineCode:
         # Private copies given back by closed StoreCodes, reset and published,
         # ready for the next debug Store (see StoreCode.close).
         self._spare_private_copies: list[CodeMemory] = []
-        self._spare_lock = threading.Lock()
+        # Reentrant: a Store dropped by the garbage collector (Store.__del__
+        # closes its StoreCodes, which give their copies back here) may be
+        # collected on this very thread while it holds the lock (an allocation
+        # inside it); a plain Lock then deadlocks the thread on itself.
+        self._spare_lock = threading.RLock()
         # Without an explicit close, the memfd and mappings go when the last
         # reference does: every user of the mapping (StoreCode, instances via
         # their Module) holds this object, so nothing can still run from it.
@@ -244,6 +278,14 @@ class EngineCode:
 SPARE_PRIVATE_COPIES = 4
 
 
+def _call_bytes(site_pc: int, target: int) -> bytes:
+    """``call target`` at absolute ``site_pc`` (5 bytes, rel32)."""
+    rel = target - (site_pc + SITE_SIZE)
+    if not -(1 << 31) <= rel < (1 << 31):
+        raise CodeMemoryError(f"hook {target:#x} is out of rel32 reach of the site at {site_pc:#x}")
+    return b"\xe8" + rel.to_bytes(4, "little", signed=True)
+
+
 def _release_engine_memory(memory: "CodeMemory", spare_private_copies: list["CodeMemory"]) -> None:
     while spare_private_copies:
         spare_private_copies.pop().unmap()
@@ -272,7 +314,14 @@ class StoreCode:
         self.base = StoreCodePC(self._memory.base)
         self.size = self._memory.size
         self.frame_table = engine_code.frame_table
-        self._site_refcount: dict[int, int] = {}
+        # One reference count per patch site (made on the first edit), read and
+        # written by C (cm_sites_update) so that enabling every site of a
+        # real-size module (an interrupt: hundreds of thousands) is one call.
+        self._refcounts = None
+        self._enabled = 0  # sites whose count is > 0
+        # Sites whose call goes to a per-site hook (codemem.sitehooks) instead
+        # of the breakpoint veneer: image offset -> absolute target address.
+        self._site_redirect: dict[int, int] = {}
         self._lock = threading.RLock()
 
     # -- addresses ----------------------------------------------------------
@@ -312,43 +361,123 @@ class StoreCode:
         return index
 
     def is_site_enabled(self, pc: int) -> bool:
-        return self._site_refcount.get(self.offset_of(pc), 0) > 0
+        return self.site_refcount(self.offset_of(pc)) > 0
 
     def enabled_site_offsets(self) -> list[int]:
-        return sorted(off for off, n in self._site_refcount.items() if n > 0)
+        if not self._enabled:
+            return []
+        column = self.frame_table.site_offset_column
+        return [column[i] for i, count in enumerate(self._refcounts) if count]
 
     def site_refcount(self, offset: int) -> int:
-        return self._site_refcount.get(offset, 0)
+        index = self.frame_table.site_index(offset)
+        if index is None or self._refcounts is None:
+            return 0
+        return self._refcounts[index]
 
     def _describe(self, offset: int) -> str:
         return f"{self.base + offset:#x} ({self.engine_code.name}+{offset:#x})"
 
-    def _change_site(self, edit: "PatchEdit", offset: int, enable: bool) -> bool:
-        """Adjusts the refcount of the site at ``offset``; writes bytes on 0<->1.
-        Returns whether bytes were written.  Called by PatchEdit only; checks
-        everything before changing anything."""
+    def _site_bytes(self, offset: int, index: int, count: int, redirect: int | None) -> bytes:
+        """What the site executes: the breakpoint call while any reference
+        holds it (a plain stop wins over a hook), else the call to its hook,
+        else the disabled NOP."""
+        if redirect is not None and not count:
+            return _call_bytes(self.base + offset, redirect)
+        site = self.frame_table.site(index)
+        return site.enable if count else site.disable
+
+    def _write_site(self, edit: "PatchEdit", offset: int, data: bytes) -> None:
+        edit._touch(self, offset, offset + SITE_SIZE)
+        memory = self.memory
+        if memory.live_writable:
+            memory.write_site_atomic(offset, data)
+        else:
+            memory.write(offset, data)
+
+    def _change_sites(self, edit: "PatchEdit", indexes, enable: bool) -> int:
+        """Adjusts the refcounts of the sites ``indexes`` (a range, or a
+        sequence of site indexes) by one; a site's bytes are written when its
+        count goes 0 -> 1 (enable) or 1 -> 0 (disable).  Returns how many
+        sites were written.  Called by PatchEdit only, with the lock held;
+        checks everything before changing anything (CodeMemoryError names the
+        first bad site)."""
+        count = len(indexes)
+        if not count:
+            return 0
+        table = self.frame_table
+        if self._refcounts is None:
+            self._refcounts = ffi.new("uint32_t[]", max(table.num_sites, 1))
+        if isinstance(indexes, range) and indexes.step == 1:
+            if indexes.start < 0 or indexes.stop > table.num_sites:
+                raise CodeMemoryError(f"{self.engine_code.name}: sites {indexes.start}..{indexes.stop - 1} are not "
+                                      f"all among its {table.num_sites} patch sites")
+            index_array, first = ffi.NULL, indexes.start
+        else:
+            index_array, first = ffi.new("uint32_t[]", [i if 0 <= i < 1 << 32 else table.num_sites
+                                                       for i in indexes]), 0
+        columns = table.site_offset_column
+        if index_array == ffi.NULL:
+            span = (columns[first], columns[first + count - 1] + SITE_SIZE)
+        else:
+            valid = [columns[i] for i in indexes if 0 <= i < table.num_sites]
+            span = (min(valid), max(valid) + SITE_SIZE) if valid else (0, SITE_SIZE)
+        edit._touch(self, *span)
+        memory = self.memory
+        records = ffi.from_buffer("uint8_t[]", table.site_records())  # alive for the call
+        written = lib.cm_sites_update(ffi.cast("uint8_t *", memory.base), self.engine_code.code_size,
+                                      records, table.num_sites, self._refcounts,
+                                      index_array, first, count, 1 if enable else -1,
+                                      1 if memory.live_writable else 0)
+        if written < 0:
+            bad = indexes[-written - 1]
+            if not 0 <= bad < table.num_sites:
+                raise CodeMemoryError(f"{self.engine_code.name}: no patch site {bad}")
+            offset = table.site_offset_column[bad]
+            if not enable:
+                raise CodeMemoryError(f"{self._describe(offset)}: disabling a site that is not enabled")
+            raise CodeMemoryError(f"{self._describe(offset)}: malformed patch site record {bad}")
+        self._enabled += written if enable else -written
+        if not enable and written and self._site_redirect:
+            self._rewrite_hooks(edit, indexes)
+        return written
+
+    def _rewrite_hooks(self, edit: "PatchEdit", indexes) -> None:
+        """After references were dropped: a redirected site whose count reached
+        0 was written back to its NOP by C; it calls its hook again."""
+        table = self.frame_table
+        dropped = indexes if isinstance(indexes, range) else set(indexes)
+        for offset, target in self._site_redirect.items():
+            index = table.site_index(offset)
+            if index in dropped and not self._refcounts[index]:
+                self._write_site(edit, offset, _call_bytes(self.base + offset, target))
+
+    def _count(self, index: int) -> int:
+        return self._refcounts[index] if self._refcounts is not None else 0
+
+    def _redirect_site(self, edit: "PatchEdit", offset: int, target: int | None) -> bool:
+        """Points the site's call at ``target`` (None: back to no hook).  The
+        bytes change only while no plain reference holds the site."""
         index = self.frame_table.site_index(offset)
         if index is None:
             raise CodeMemoryError(f"{self._describe(offset)} is not a patch site")
-        count = self._site_refcount.get(offset, 0)
-        if not enable and count == 0:
-            raise CodeMemoryError(f"{self._describe(offset)}: disabling a site that is not enabled")
-        new_count = count + 1 if enable else count - 1
-        writes = (count == 0) if enable else (new_count == 0)
-        if writes:
-            site = self.frame_table.site(index)
-            data = site.enable if enable else site.disable
-            edit._touch(self)
-            memory = self.memory
-            if memory.live_writable:
-                memory.write_site_atomic(offset, data)
-            else:
-                memory.write(offset, data)
-        if new_count:
-            self._site_refcount[offset] = new_count
+        if target is not None:
+            _call_bytes(self.base + offset, target)  # checks the reach first
+        old = self._site_redirect.get(offset)
+        if old == target:
+            return False
+        if target is None:
+            self._site_redirect.pop(offset, None)
         else:
-            self._site_refcount.pop(offset, None)
-        return writes
+            self._site_redirect[offset] = target
+        if self._count(index):
+            return False
+        self._write_site(edit, offset, self._site_bytes(offset, index, 0, target))
+        return True
+
+    def redirected_site_offsets(self) -> dict[int, int]:
+        """Image offset -> hook address of every site with a hook."""
+        return dict(self._site_redirect)
 
     # -- reading for a debugger --------------------------------------------
 
@@ -360,13 +489,16 @@ class StoreCode:
             raise CodeMemoryError(f"read {pc:#x}+{length:#x} runs past the end of {self.engine_code.name}")
         with self._lock:
             data = bytearray(self.memory.read(offset, length))
-            for site_offset, count in self._site_refcount.items():
-                if count and site_offset < offset + length and site_offset + SITE_SIZE > offset:
-                    disable = self.frame_table.site(self.frame_table.site_index(site_offset)).disable
+            if self._enabled or self._site_redirect:
+                table = self.frame_table
+                for index in table.site_indexes_in(offset - SITE_SIZE + 1, offset + length):
+                    site = table.site(index)
+                    if not self._count(index) and site.offset not in self._site_redirect:
+                        continue
                     for k in range(SITE_SIZE):
-                        at = site_offset + k - offset
+                        at = site.offset + k - offset
                         if 0 <= at < length:
-                            data[at] = disable[k]
+                            data[at] = site.disable[k]
         return bytes(data)
 
     def read_raw(self, pc: int, length: int) -> bytes:
@@ -391,7 +523,8 @@ class StoreCode:
         instead of reaching a mapping that may belong to another Store."""
         with self._lock:
             memory, self._memory = self._memory, None
-            self._site_refcount.clear()
+            self._refcounts, self._enabled = None, 0
+            self._site_redirect.clear()
         if memory is not None and memory is not self.engine_code._mapping_for_store_code():
             self.engine_code._give_back_private_copy(memory)
 
@@ -411,22 +544,50 @@ class PatchEdit:
         self._touched: list[StoreCode] = []
         self.changed = 0
 
-    def _touch(self, store_code: StoreCode) -> None:
+    def _touch(self, store_code: StoreCode, start: int, end: int) -> None:
+        """Makes the pages of image offsets [start, end) of ``store_code``
+        writable for this edit: the first touch of an image unpublishes it,
+        later ones extend its writable part."""
+        memory = store_code.memory
         if store_code not in self._touched:
             assert store_code.debug, "patching a StoreCode with debugging off"
-            store_code.memory.unpublish(live=self.live)
+            memory.unpublish(live=self.live, start=start, end=end)
             self._touched.append(store_code)
+        else:
+            memory.extend_writable(start, end)
 
     def enable_site(self, store_code: StoreCode, pc: int) -> bool:
         """Enables the site at ``pc`` (refcounted). True if bytes changed."""
+        return self.enable_sites(store_code, [store_code.site_index_at(pc)]) > 0
+
+    def disable_site(self, store_code: StoreCode, pc: int) -> bool:
+        return self.disable_sites(store_code, [store_code.site_index_at(pc)]) > 0
+
+    def enable_sites(self, store_code: StoreCode, indexes) -> int:
+        """Enables the sites ``indexes`` of ``store_code`` (site indexes of its
+        frame table: a ``range`` or a sequence; a site listed twice gets two
+        references), all in one C call.  Returns the number of sites whose
+        bytes changed.  All or nothing: CodeMemoryError names the first bad
+        site and nothing changes."""
         with store_code._lock:
-            changed = store_code._change_site(self, store_code.offset_of(pc), True)
+            changed = store_code._change_sites(self, indexes, True)
         self.changed += changed
         return changed
 
-    def disable_site(self, store_code: StoreCode, pc: int) -> bool:
+    def disable_sites(self, store_code: StoreCode, indexes) -> int:
+        """Drops one reference of each of the sites ``indexes`` (see
+        :meth:`enable_sites`); a site that is not enabled is an error."""
         with store_code._lock:
-            changed = store_code._change_site(self, store_code.offset_of(pc), False)
+            changed = store_code._change_sites(self, indexes, False)
+        self.changed += changed
+        return changed
+
+    def redirect_site(self, store_code: StoreCode, pc: int, target: int | None) -> bool:
+        """Makes the site at ``pc`` call ``target`` (a per-site hook,
+        codemem.sitehooks) whenever no plain reference enables it; None
+        removes the hook.  True if bytes changed."""
+        with store_code._lock:
+            changed = store_code._redirect_site(self, store_code.offset_of(pc), target)
         self.changed += changed
         return changed
 

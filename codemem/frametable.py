@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import repeat
 from operator import and_, itemgetter, lshift, lt, mul, or_, sub
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import construct as cs
 
@@ -97,6 +97,10 @@ class SequencePointKind(enum.IntEnum):
     INSTRUCTION = 0  # before a wasm instruction
     RETURN_POINT = 1  # right after a call returns
     ENTRY = 2  # the function's first byte, before the prologue
+
+
+_KINDS = tuple(SequencePointKind)  # kind number -> member, by index
+assert all(kind == number for number, kind in enumerate(_KINDS))
 
 
 Header = cs.Struct(
@@ -183,6 +187,7 @@ _LOCAL_STRUCT = struct.Struct("<iB3x")
 _SITE_STRUCT = struct.Struct("<I5s5s2x")
 _MIRROR_STRUCT = struct.Struct("<BB2xi")
 _CALL_SITE_STRUCT = struct.Struct("<IBi5s2x")  # a PatchSite whose enable bytes are a call rel32
+_POINT_PREFIX = struct.Struct("<IIB11x")  # a SequencePoint's native_offset, wasm_offset, kind
 #: A SequencePoint record's native_offset, kind, num_mirrors and first_mirror only.
 _SEQPOINT_MIRRORS_STRUCT = struct.Struct("<I4xBB6xI")
 assert _SEQPOINT_MIRRORS_STRUCT.size == SEQPOINT_SIZE
@@ -197,19 +202,48 @@ MIRROR_REGISTER_NAMES = {
     8: "r8", 9: "r9", 10: "r10", 11: "r11", 12: "r12", 13: "r13", 14: "r14",
 }
 
-# construct's compiled parsers are ~10x faster than the interpreted ones; the
-# schemas above stay the single definition of the format.
-_FunctionRecordC = FunctionRecord.compile()
-_SequencePointC = SequencePointRecord.compile()
-_LocalSlotC = LocalSlotRecord.compile()
-_PatchSiteC = PatchSiteRecord.compile()
-_MirrorC = RegisterMirrorRecord.compile()
+# construct's compiled parser reads the header; records are read with the
+# struct formats above (asserted to match the schemas, which stay the single
+# definition of the format).
 _HeaderC = Header.compile()
 
 
 # --------------------------------------------------------------------------
 # Reader
 # --------------------------------------------------------------------------
+
+
+class RecordColumn(Sequence):
+    """One fixed-size field of a record array, read in place.
+
+    ``column[i]`` unpacks the field of record ``i`` straight from the table's
+    bytes (``struct.unpack_from``), so ``bisect`` finds a record by a sorted
+    field in O(log n) without parsing the array: the reader answers one
+    question (a ``Z0``, a stop, a backtrace) without touching the rest of a
+    module's hundreds of thousands of records (DESIGN.md, "Read in place,
+    never in full")."""
+
+    __slots__ = ("_data", "_base", "_stride", "_unpack", "_count")
+
+    def __init__(self, data: bytes, base: int, stride: int, count: int, field_offset: int = 0,
+                 fmt: str = "<I"):
+        self._data = data
+        self._base = base + field_offset
+        self._stride = stride
+        self._count = count
+        self._unpack = struct.Struct(fmt).unpack_from
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[k] for k in range(*index.indices(self._count))]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError(index)
+        return self._unpack(self._data, self._base + index * self._stride)[0]
 
 
 @dataclass(frozen=True)
@@ -309,10 +343,17 @@ class FrameTable:
         self._check_array("types", h.types_offset, h.types_size, 1)
         self._check_array("mirrors", h.mirrors_offset, h.num_mirrors, MIRROR_SIZE)
         self._functions: dict[int, FunctionInfo] = {}
+        data = self._data
+        #: Function records' native_start / wasm_index / body_wasm_offset and
+        #: patch sites' offsets, in place (see RecordColumn).
+        self.function_starts = RecordColumn(data, h.functions_offset, FUNCTION_SIZE, h.num_functions, 0)
+        self._function_wasm_indexes = RecordColumn(data, h.functions_offset, FUNCTION_SIZE, h.num_functions, 8)
+        self._function_bodies = RecordColumn(data, h.functions_offset, FUNCTION_SIZE, h.num_functions, 16)
+        self.site_offset_column = RecordColumn(data, h.sites_offset, SITE_RECORD_SIZE, h.num_sites, 0)
         self._sites: dict[int, PatchSite] = {}
         self._seqpoints: dict[int, SequencePoint] = {}
-        self._seqpoint_offsets_memo: dict[int, list[int]] = {}
         self._mirror_point_memo: dict[int, SequencePoint | None] = {}
+        self._mirror_lists: dict[tuple[int, int], tuple[tuple, tuple]] = {}
 
     def _check_array(self, name: str, offset: int, count: int, size: int) -> None:
         end = offset + count * size
@@ -323,6 +364,12 @@ class FrameTable:
                 f"frame table field num_{name}={count} at {name}_offset={offset:#x} runs past the end "
                 f"({end:#x} > {len(self._data):#x})"
             )
+
+    def site_records(self) -> memoryview:
+        """The PatchSite records as stored (``num_sites`` x 16 bytes, in
+        place: no copy), for C code that reads them (cm_sites_update)."""
+        h = self.header
+        return memoryview(self._data)[h.sites_offset:h.sites_offset + h.num_sites * SITE_RECORD_SIZE]
 
     @property
     def data(self) -> bytes:
@@ -343,26 +390,33 @@ class FrameTable:
         if not 0 <= position < self.num_functions:
             raise IndexError(position)
         at = self.header.functions_offset + position * FUNCTION_SIZE
-        r = _FunctionRecordC.parse(self._data[at : at + FUNCTION_SIZE])
+        (native_start, native_size, wasm_index, frame_size, body_wasm_offset, first_local, num_locals,
+         first_seqpoint, num_seqpoints, stack_base) = _FUNCTION_STRUCT.unpack_from(self._data, at)
         where = f"function record {position}"
-        if r.native_start + r.native_size > self.code_size or r.native_size == 0:
-            raise FrameTableError(f"{where}: native range {r.native_start:#x}+{r.native_size:#x} outside the code")
-        if r.first_seqpoint + r.num_seqpoints > self.header.num_seqpoints:
+        if native_start + native_size > self.code_size or native_size == 0:
+            raise FrameTableError(f"{where}: native range {native_start:#x}+{native_size:#x} outside the code")
+        if first_seqpoint + num_seqpoints > self.header.num_seqpoints:
             raise FrameTableError(f"{where}: first_seqpoint/num_seqpoints outside the sequence-point array")
-        if r.first_local + r.num_locals > self.header.num_locals:
+        if first_local + num_locals > self.header.num_locals:
             raise FrameTableError(f"{where}: first_local/num_locals outside the local-slot array")
+        if position:
+            # Sorted and disjoint, checked pairwise as records are read (bisect
+            # over function_starts relies on it).
+            previous_start, previous_size = struct.unpack_from("<II", self._data, at - FUNCTION_SIZE)
+            if native_start < previous_start + previous_size:
+                raise FrameTableError(f"{where}: native_start {native_start:#x} overlaps the previous function")
         info = FunctionInfo(
             position=position,
-            native_start=r.native_start,
-            native_size=r.native_size,
-            wasm_index=r.wasm_index,
-            frame_size=r.frame_size,
-            body_wasm_offset=r.body_wasm_offset,
-            stack_base=r.stack_base,
-            first_seqpoint=r.first_seqpoint,
-            num_seqpoints=r.num_seqpoints,
-            first_local=r.first_local,
-            num_locals=r.num_locals,
+            native_start=native_start,
+            native_size=native_size,
+            wasm_index=wasm_index,
+            frame_size=frame_size,
+            body_wasm_offset=body_wasm_offset,
+            stack_base=stack_base,
+            first_seqpoint=first_seqpoint,
+            num_seqpoints=num_seqpoints,
+            first_local=first_local,
+            num_locals=num_locals,
         )
         self._functions[position] = info
         return info
@@ -370,32 +424,54 @@ class FrameTable:
     def functions(self):
         return [self.function(i) for i in range(self.num_functions)]
 
-    @cached_property
-    def _function_starts(self) -> list[int]:
-        starts = []
-        previous_end = 0
-        for i in range(self.num_functions):
-            f = self.function(i)
-            if f.native_start < previous_end:
-                raise FrameTableError(f"function record {i}: native_start {f.native_start:#x} overlaps the previous function")
-            previous_end = f.native_end
-            starts.append(f.native_start)
-        return starts
-
     def function_at(self, offset: int) -> FunctionInfo | None:
-        """The function whose native range contains image offset ``offset``, if any."""
-        i = bisect.bisect_right(self._function_starts, offset) - 1
+        """The function whose native range contains image offset ``offset``, if
+        any (a bisect over the records in place)."""
+        i = bisect.bisect_right(self.function_starts, offset) - 1
         if i < 0:
             return None
         f = self.function(i)
         return f if f.contains(offset) else None
 
+    def function_by_wasm_index(self, wasm_index: int) -> FunctionInfo | None:
+        """The record of wasm function ``wasm_index`` (None for an import).
+        The compiler writes functions in index order, so this is a bisect;
+        a table written otherwise is indexed once (a dict) instead."""
+        indexes = self._function_wasm_indexes
+        k = bisect.bisect_left(indexes, wasm_index)
+        if k < len(indexes) and indexes[k] == wasm_index:
+            return self.function(k)
+        if not self._wasm_indexes_ascending:
+            return self._function_by_wasm_index.get(wasm_index)
+        return None
+
+    @cached_property
+    def _wasm_indexes_ascending(self) -> bool:
+        indexes = self._function_wasm_indexes
+        return all(indexes[k] < indexes[k + 1] for k in range(len(indexes) - 1))
+
     @cached_property
     def _function_by_wasm_index(self) -> dict[int, FunctionInfo]:
         return {f.wasm_index: f for f in self.functions()}
 
-    def function_by_wasm_index(self, wasm_index: int) -> FunctionInfo | None:
-        return self._function_by_wasm_index.get(wasm_index)
+    def function_at_wasm_offset(self, wasm_offset: int) -> FunctionInfo | None:
+        """The function whose body holds module offset ``wasm_offset``, as far
+        as the records tell (a body's end is not recorded: the last function
+        whose body starts at or before it).  Bisect over body_wasm_offset,
+        ascending in a table the compiler wrote (bodies are compiled in code
+        section order); another table is searched record by record."""
+        bodies = self._function_bodies
+        if self._bodies_ascending:
+            k = bisect.bisect_right(bodies, wasm_offset) - 1
+        else:
+            candidates = [(bodies[i], i) for i in range(len(bodies)) if bodies[i] <= wasm_offset]
+            k = max(candidates)[1] if candidates else -1
+        return self.function(k) if k >= 0 else None
+
+    @cached_property
+    def _bodies_ascending(self) -> bool:
+        bodies = self._function_bodies
+        return all(bodies[k] < bodies[k + 1] for k in range(len(bodies) - 1))
 
     # -- locals -----------------------------------------------------------
 
@@ -425,15 +501,16 @@ class FrameTable:
         if not 0 <= index < self.header.num_seqpoints:
             raise IndexError(index)
         at = self.header.seqpoints_offset + index * SEQPOINT_SIZE
-        r = _SequencePointC.parse(self._data[at : at + SEQPOINT_SIZE])
+        (native_offset, wasm_offset, kind_number, num_mirrors, stack_depth, stack_types,
+         first_mirror) = _SEQPOINT_STRUCT.unpack_from(self._data, at)
         try:
-            kind = SequencePointKind(r.kind)
-        except ValueError:
-            raise FrameTableError(f"sequence point {index}: unknown kind {r.kind}") from None
-        if r.native_offset >= self.code_size:
-            raise FrameTableError(f"sequence point {index}: native_offset {r.native_offset:#x} outside the code")
-        mirrors, context_mirrors = self._mirrors(index, kind, r.first_mirror, r.num_mirrors)
-        return SequencePoint(r.native_offset, r.wasm_offset, kind, self._types(r.stack_types, r.stack_depth),
+            kind = _KINDS[kind_number]
+        except IndexError:
+            raise FrameTableError(f"sequence point {index}: unknown kind {kind_number}") from None
+        if native_offset >= self.code_size:
+            raise FrameTableError(f"sequence point {index}: native_offset {native_offset:#x} outside the code")
+        mirrors, context_mirrors = self._mirrors(index, kind, first_mirror, num_mirrors)
+        return SequencePoint(native_offset, wasm_offset, kind, self._types(stack_types, stack_depth),
                              mirrors, context_mirrors)
 
     def _mirrors(self, index: int, kind: SequencePointKind, first: int, count: int) -> tuple[tuple, tuple]:
@@ -444,33 +521,41 @@ class FrameTable:
         where = f"sequence point {index}"
         if kind is not SequencePointKind.INSTRUCTION:
             raise FrameTableError(f"{where}: a {kind.name} point has {count} register mirrors (only INSTRUCTION may)")
+        # Equal mirror lists are stored once (interned), so a list is parsed and
+        # checked once however many points share it.
+        parsed = self._mirror_lists.get((first, count))
+        if parsed is None:
+            parsed = self._mirror_lists[first, count] = self._parse_mirrors(where, first, count)
+        return parsed
+
+    def _parse_mirrors(self, where: str, first: int, count: int) -> tuple[tuple, tuple]:
         if first + count > self.header.num_mirrors:
             raise FrameTableError(f"{where}: first_mirror/num_mirrors={first}+{count} outside the mirror pool "
                                   f"({self.header.num_mirrors} records)")
         slots, context = [], []
         seen = set()
         base = self.header.mirrors_offset
-        for k in range(first, first + count):
-            r = _MirrorC.parse(self._data[base + k * MIRROR_SIZE : base + (k + 1) * MIRROR_SIZE])
-            name = MIRROR_REGISTER_NAMES.get(r.register)
+        for register, source_number, frame_offset in _MIRROR_STRUCT.iter_unpack(
+                self._data[base + first * MIRROR_SIZE : base + (first + count) * MIRROR_SIZE]):
+            name = MIRROR_REGISTER_NAMES.get(register)
             if name is None:
-                raise FrameTableError(f"{where}: mirror register number {r.register} is not a mirrorable GPR")
+                raise FrameTableError(f"{where}: mirror register number {register} is not a mirrorable GPR")
             if name in seen:
                 raise FrameTableError(f"{where}: register {name} is recorded as two mirrors")
             seen.add(name)
             try:
-                source = MirrorSource(r.source)
+                source = MirrorSource(source_number)
             except ValueError:
-                raise FrameTableError(f"{where}: mirror of {name} has unknown source {r.source}") from None
+                raise FrameTableError(f"{where}: mirror of {name} has unknown source {source_number}") from None
             if source is MirrorSource.SLOT:
-                if r.frame_offset >= 0 or r.frame_offset % 8:
-                    raise FrameTableError(f"{where}: mirror of {name} at rbp{r.frame_offset:+d} is not an "
+                if frame_offset >= 0 or frame_offset % 8:
+                    raise FrameTableError(f"{where}: mirror of {name} at rbp{frame_offset:+d} is not an "
                                           f"8-aligned slot below rbp")
-                slots.append((name, r.frame_offset))
+                slots.append((name, frame_offset))
             else:
-                if r.frame_offset:
+                if frame_offset:
                     raise FrameTableError(f"{where}: {source.name} mirror of {name} has frame_offset "
-                                          f"{r.frame_offset} (must be 0)")
+                                          f"{frame_offset} (must be 0)")
                 context.append((name, source))
         return tuple(slots), tuple(context)
 
@@ -566,21 +651,55 @@ class FrameTable:
             append((native, kinds[kind], register))
         return out
 
-    def sequence_point_offsets(self, func: FunctionInfo) -> list[int]:
-        """Native offsets of ``func``'s sequence points, ascending (memoized;
-        cheap enough for every single-step)."""
-        offsets = self._seqpoint_offsets_memo.get(func.first_seqpoint)
-        if offsets is None:
-            offsets = self._seqpoint_offsets_memo[func.first_seqpoint] = self._seqpoint_offsets(func)
-        return offsets
+    def sequence_point_offsets(self, func: FunctionInfo) -> "RecordColumn":
+        """Native offsets of ``func``'s sequence points, ascending: a read-only
+        sequence over the records in place (index it, bisect it; ``list()`` it
+        for a copy), so a stop in a function of tens of thousands of points
+        parses none of the others."""
+        return self.sequence_point_column(func, 0)
 
-    def _seqpoint_offsets(self, func: FunctionInfo) -> list[int]:
-        base = self.header.seqpoints_offset
-        offsets = []
-        for k in range(func.num_seqpoints):
-            at = base + (func.first_seqpoint + k) * SEQPOINT_SIZE
-            offsets.append(struct.unpack_from("<I", self._data, at)[0])
-        return offsets
+    def sequence_point_column(self, func: FunctionInfo, field_offset: int, fmt: str = "<I") -> RecordColumn:
+        """A field of ``func``'s sequence points, in place (0: native_offset,
+        4: wasm_offset, 8: kind as "<B")."""
+        return RecordColumn(self._data, self.header.seqpoints_offset + func.first_seqpoint * SEQPOINT_SIZE,
+                            SEQPOINT_SIZE, func.num_seqpoints, field_offset, fmt)
+
+    def point_records(self, func: FunctionInfo) -> list[tuple[int, int, int]]:
+        """``(native_offset, wasm_offset, kind number)`` of each of ``func``'s
+        sequence points, in native order: the bulk read for whoever derives
+        something from every point once (a debug image's line table), without
+        the per-point parse and checks of :meth:`sequence_point`."""
+        start = self.header.seqpoints_offset + func.first_seqpoint * SEQPOINT_SIZE
+        return list(_POINT_PREFIX.iter_unpack(self._data[start : start + func.num_seqpoints * SEQPOINT_SIZE]))
+
+    def instruction_site_at_wasm_offset(self, wasm_offset: int) -> int | None:
+        """Image offset of the patch site of the INSTRUCTION sequence point
+        compiled for the wasm instruction at module offset ``wasm_offset`` (the
+        first in native order, should two share it), or None when no
+        instruction with a site starts there.
+
+        Read in place: a bisect to the function (body offsets), then one to the
+        point (a function's points are in wasm order: the single-pass compiler
+        emits code in instruction order), then the site (site offsets); a
+        table whose points are not in wasm order is searched point by point
+        within the one function."""
+        func = self.function_at_wasm_offset(wasm_offset)
+        if func is None or not func.num_seqpoints:
+            return None
+        wasm_offsets = self.sequence_point_column(func, 4)
+        kinds = self.sequence_point_column(func, 8, "<B")
+        native_offsets = self.sequence_point_column(func, 0)
+        k = bisect.bisect_left(wasm_offsets, wasm_offset)
+        found_by_bisect = k < len(wasm_offsets) and wasm_offsets[k] == wasm_offset
+        # The run of equal offsets from k; else (maybe not in wasm order) every point.
+        for k in range(k, len(wasm_offsets)) if found_by_bisect else range(len(wasm_offsets)):
+            if wasm_offsets[k] != wasm_offset:
+                if found_by_bisect:
+                    break  # past the run
+                continue
+            if kinds[k] == SequencePointKind.INSTRUCTION and self.site_index(native_offsets[k]) is not None:
+                return native_offsets[k]
+        return None
 
     def sequence_point_at_or_before(self, offset: int) -> SequencePoint | None:
         """The last sequence point of the function containing ``offset`` whose
@@ -608,8 +727,9 @@ class FrameTable:
             if not 0 <= index < self.num_sites:
                 raise IndexError(index)
             at = self.header.sites_offset + index * SITE_RECORD_SIZE
-            r = _PatchSiteC.parse(self._data[at : at + SITE_RECORD_SIZE])
-            site = self._sites[index] = PatchSite(r.offset, bytes(r.enable), bytes(r.disable))
+            offset, enable, disable = _SITE_STRUCT.unpack_from(self._data, at)
+            self._check_site(index, offset)
+            site = self._sites[index] = PatchSite(offset, enable, disable)
         return site
 
     @cached_property
@@ -629,13 +749,30 @@ class FrameTable:
             previous = off
         return offsets
 
+    def _check_site(self, index: int, offset: int) -> None:
+        """The checks of :attr:`site_offsets` for one site (and its order
+        against the one before), as a lookup finds it."""
+        if offset + SITE_SIZE > self.code_size:
+            raise FrameTableError(f"patch site {index}: offset {offset:#x} outside the code")
+        if offset % 8 > 8 - SITE_SIZE:
+            raise FrameTableError(f"patch site {index}: offset {offset:#x} straddles an 8-byte boundary")
+        if index and self.site_offset_column[index - 1] + SITE_SIZE > offset:
+            raise FrameTableError(f"patch site {index}: offset {offset:#x} is not after the previous site")
+
     def site_index(self, offset: int) -> int | None:
-        """Index of the patch site at exactly image offset ``offset``, if any."""
-        offsets = self.site_offsets
+        """Index of the patch site at exactly image offset ``offset``, if any
+        (a bisect over the site records in place)."""
+        offsets = self.site_offset_column
         i = bisect.bisect_left(offsets, offset)
         if i < len(offsets) and offsets[i] == offset:
+            self._check_site(i, offset)
             return i
         return None
+
+    def site_indexes_in(self, start: int, end: int) -> range:
+        """Indexes of the patch sites at image offsets in [start, end)."""
+        offsets = self.site_offset_column
+        return range(bisect.bisect_left(offsets, start), bisect.bisect_left(offsets, end))
 
 
 # --------------------------------------------------------------------------

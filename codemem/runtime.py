@@ -313,17 +313,24 @@ class Module:
     def validate(cls, engine: Engine, wasm: bytes) -> None:
         cls(engine, wasm)
 
+    @property
+    def cache_key(self) -> str:
+        """The compiled image's identity: module hash, compiler version and
+        debug flag (the stem of its cache file).  Whatever is derived from the
+        image alone (a debug image, say) may be cached under this key."""
+        key = self.__dict__.get("_cache_key")
+        if key is None:
+            digest = hashlib.sha256(self.wasm).hexdigest()
+            key = self.__dict__["_cache_key"] = (
+                f"{digest}-v{_compiler_version()}-{'debug' if self.engine.debug else 'nodebug'}")
+        return key
+
     def _cache_path(self) -> Path | None:
         """Where this module's image lives in the cache; the file name is the key
-        (module hash, compiler version, debug flag).  Computed once."""
+        (:attr:`cache_key`)."""
         if self.engine.cache_dir is None:
             return None
-        path = self.__dict__.get("_cache_path_memo")
-        if path is None:
-            key = hashlib.sha256(self.wasm).hexdigest()
-            kind = "debug" if self.engine.debug else "nodebug"
-            path = self._cache_path_memo = self.engine.cache_dir / f"{key}-v{_compiler_version()}-{kind}.img"
-        return path
+        return self.engine.cache_dir / f"{self.cache_key}.img"
 
     def _cached_image(self) -> tuple[memoryview, mmap.mmap] | None:
         """(code, frame table) of an intact cache entry for this key, mapped
@@ -482,6 +489,13 @@ class Store:
         self.id = self.ctx.store_id
         self.registry = ModuleRegistry(debug=engine.debug, store_name=f"store{self.id}")
         self.debug_handler: Callable | None = None
+        #: Called as ``host_write_hook(memory, offset, length)`` after a host
+        #: function (an import implemented in Python, e.g. WASI fd_read) wrote
+        #: linear memory through :meth:`Memory.write`; the debugger side's
+        #: watchpoints use it.  Not called for libcalls (memory.fill & co.,
+        #: whose sites are checked in the code) nor for a debugger's writes.
+        self.host_write_hook: Callable | None = None
+        self._in_host_function = 0
         self._host_entries: dict[int, Any] = {}  # host id -> Func (host) or Instance (libcalls)
         self._funcs_by_funcref: dict[int, Func] = {}
         self._extern_handles: dict[int, Any] = {}
@@ -585,7 +599,11 @@ class Store:
             if isinstance(entry, Instance):
                 entry._libcall(args)
                 return 0
-            return entry._call_from_wasm(args)
+            self._in_host_function += 1
+            try:
+                return entry._call_from_wasm(args)
+            finally:
+                self._in_host_function -= 1
         except Trap as trap:
             self._pending_exception = trap
             return TrapCode.HOST_ERROR
@@ -767,6 +785,9 @@ class Memory:
     def write(self, offset: int, data: bytes) -> None:
         self._check(offset, len(data))
         ffi.memmove(ffi.cast("char *", self.base + offset), bytes(data), len(data))
+        store = self.store
+        if store.host_write_hook is not None and store._in_host_function and data:
+            store.host_write_hook(self, offset, len(data))
 
     def _release(self) -> None:
         if self.base:

@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -168,6 +169,83 @@ int64_t cm_patch5_atomic(uint64_t site, const uint8_t *bytes5)
     memcpy(&new_word, bytes, 8);
     __atomic_store_n(word, new_word, __ATOMIC_SEQ_CST);
     return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bulk patch-site edits                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* A PatchSite record of the frame table (codemem/frametable.py):
+ *
+ *   +-------------------+-------------+--------------+----------+
+ *   | offset (u32, LE)  | enable[5]   | disable[5]   | reserved |
+ *   +-------------------+-------------+--------------+----------+
+ *   0                   4             9              14         16
+ */
+#define SITE_RECORD_SIZE 16
+#define SITE_BYTES 5
+
+static uint32_t site_offset(const uint8_t *record)
+{
+    uint32_t offset;
+    memcpy(&offset, record, 4);
+    return offset;
+}
+
+static void write_site(uint8_t *code, const uint8_t *record, int enable, int live)
+{
+    uint32_t offset = site_offset(record);
+    const uint8_t *bytes = record + 4 + (enable ? 0 : SITE_BYTES);
+    if (live)
+        cm_patch5_atomic((uint64_t)(uintptr_t)(code + offset), bytes);
+    else
+        memcpy(code + offset, bytes, SITE_BYTES);
+}
+
+/* Counts one reference more (delta +1) or less (-1) on a site; its bytes
+   change on 0 -> 1 (enable) and 1 -> 0 (disable).  Returns whether they did. */
+static int change_site(uint8_t *code, const uint8_t *records, uint32_t *refcounts, uint32_t index,
+                       int32_t delta, int live)
+{
+    uint32_t count = refcounts[index];
+    refcounts[index] = delta > 0 ? count + 1 : count - 1;
+    if ((delta > 0 && count == 0) || (delta < 0 && count == 1)) {
+        write_site(code, records + (size_t)index * SITE_RECORD_SIZE, delta > 0, live);
+        return 1;
+    }
+    return 0;
+}
+
+int64_t cm_sites_update(uint8_t *code, uint64_t code_size, const uint8_t *records, uint32_t num_records,
+                        uint32_t *refcounts, const uint32_t *indexes, uint32_t first, uint32_t count,
+                        int32_t delta, int32_t live)
+{
+    if (delta != 1 && delta != -1)
+        return -(int64_t)count - 1;
+    /* Everything is checked before anything changes. */
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t index = indexes ? indexes[i] : first + i;
+        if (index >= num_records)
+            return -(int64_t)i - 1;
+        uint32_t offset = site_offset(records + (size_t)index * SITE_RECORD_SIZE);
+        if ((uint64_t)offset + SITE_BYTES > code_size || (offset & 7) > 8 - SITE_BYTES)
+            return -(int64_t)i - 1;
+        if (delta < 0 && refcounts[index] == 0)
+            return -(int64_t)i - 1;
+    }
+    int64_t written = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t index = indexes ? indexes[i] : first + i;
+        if (delta < 0 && refcounts[index] == 0) {
+            /* The same site listed more often than it is enabled: undo, in
+               reverse, what this call did, and refuse. */
+            for (uint32_t j = i; j-- > 0;)
+                change_site(code, records, refcounts, indexes ? indexes[j] : first + j, -delta, live);
+            return -(int64_t)i - 1;
+        }
+        written += change_site(code, records, refcounts, index, delta, live);
+    }
+    return written;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -499,3 +577,162 @@ uint64_t cm_host_call_trampoline_address(void) { return (uint64_t)(uintptr_t)cm_
 uint64_t cm_enter_address(void) { return (uint64_t)(uintptr_t)cm_enter; }
 uint64_t cm_runtime_code_start_address(void) { return (uint64_t)(uintptr_t)cm_runtime_code_start; }
 uint64_t cm_runtime_code_end_address(void) { return (uint64_t)(uintptr_t)cm_runtime_code_end; }
+
+/* ------------------------------------------------------------------------ */
+/* The agent's printf (dprintf-style agent)                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Region kinds of the hook area's table (codemem/sitehooks.py). */
+enum { REGION_FIXED = 0, REGION_MEMORY = 1, REGION_MIRROR = 2 };
+
+/* The native address of client address `addr` and how many bytes from it are
+ * readable in its region; 0 when no region holds it. */
+static uint64_t readable_span(const uint64_t *regions, uint64_t addr, uint64_t *native)
+{
+    if (!regions)
+        return 0;
+    uint64_t count = regions[0];
+    const uint64_t *row = regions + 1;
+    for (uint64_t i = 0; i < count; i++, row += 4) {
+        uint64_t start = row[0], end = row[1], bias = 0;
+        const uint64_t *memdef = (const uint64_t *)(uintptr_t)row[2];
+        if (row[3] == REGION_MEMORY) {
+            start = memdef[0];
+            end = memdef[0] + memdef[1];
+        } else if (row[3] == REGION_MIRROR) {
+            start = 0;
+            end = memdef[1];
+            bias = memdef[0];
+        }
+        if (addr >= start && addr < end) {
+            *native = addr + bias;
+            return end - addr;
+        }
+    }
+    return 0;
+}
+
+struct out_buf {
+    char *buf;
+    uint64_t size, len;
+};
+
+static void put(struct out_buf *out, const char *text, uint64_t n)
+{
+    for (uint64_t i = 0; i < n && out->len + 1 < out->size; i++)
+        out->buf[out->len++] = text[i];
+}
+
+uint64_t cm_agent_format(char *buf, uint64_t size, const char *format, uint64_t nargs, const uint64_t *args,
+                         const uint64_t *regions)
+{
+    struct out_buf out = {buf, size, 0};
+    uint64_t k = 0;
+    const char *p = format;
+    if (!size)
+        return 0;
+    while (*p) {
+        if (*p != '%') {
+            put(&out, p++, 1);
+            continue;
+        }
+        const char *spec = p++;
+        while (*p && strchr("-+ #0", *p))
+            p++;
+        while (*p && strchr("0123456789.", *p))
+            p++;
+        const char *length = p;
+        while (*p && strchr("hlzjtqL", *p))
+            p++;
+        int length_len = (int)(p - length);
+        char conv = *p;
+        if (!conv) {
+            put(&out, spec, strlen(spec));
+            break;
+        }
+        p++;
+        if (conv == '%') {
+            put(&out, "%", 1);
+            continue;
+        }
+        uint64_t value = k < nargs ? args[k] : 0;
+        k++;
+        /* flags/width/precision of the spec, then our own length and conversion */
+        char sub[64];
+        int flags_len = (int)(length - spec);
+        if (flags_len > 40)
+            flags_len = 40;
+        memcpy(sub, spec, (size_t)flags_len);
+        int bits = 32;
+        if (length_len == 1 && length[0] == 'h')
+            bits = 16;
+        else if (length_len == 2 && length[0] == 'h')
+            bits = 8;
+        else if (length_len)
+            bits = 64;
+        char piece[512];
+        int n = 0;
+        if (conv == 'd' || conv == 'i') {
+            long long v = bits == 64 ? (long long)value : bits == 16 ? (short)value : bits == 8 ? (signed char)value
+                                                                                    : (int)value;
+            memcpy(sub + flags_len, "lld", 4);
+            n = snprintf(piece, sizeof piece, sub, v);
+        } else if (conv == 'u' || conv == 'x' || conv == 'X' || conv == 'o') {
+            unsigned long long v = bits == 64 ? value : value & ((1ULL << bits) - 1);
+            sub[flags_len] = 'l';
+            sub[flags_len + 1] = 'l';
+            sub[flags_len + 2] = conv;
+            sub[flags_len + 3] = 0;
+            n = snprintf(piece, sizeof piece, sub, v);
+        } else if (conv == 'c') {
+            memcpy(sub + flags_len, "c", 2);
+            n = snprintf(piece, sizeof piece, sub, (int)(unsigned char)value);
+        } else if (conv == 'p') {
+            char hex[24];
+            snprintf(hex, sizeof hex, "%#llx", (unsigned long long)value);
+            memcpy(sub + flags_len, "s", 2);
+            n = snprintf(piece, sizeof piece, sub, hex);
+        } else if (conv == 's') {
+            char text[400];
+            uint64_t native, len = 0;
+            uint64_t span = readable_span(regions, value, &native);
+            if (!span) {
+                memcpy(text, "<unreadable>", 13);
+            } else {
+                const char *src = (const char *)(uintptr_t)native;
+                while (len < span && len + 1 < sizeof text && src[len])
+                    len++;
+                memcpy(text, src, len);
+                text[len] = 0;
+            }
+            memcpy(sub + flags_len, "s", 2);
+            n = snprintf(piece, sizeof piece, sub, text);
+        } else {
+            put(&out, spec, (uint64_t)(p - spec));
+            continue;
+        }
+        if (n > 0)
+            put(&out, piece, (uint64_t)n < sizeof piece ? (uint64_t)n : sizeof piece - 1);
+    }
+    out.buf[out.len] = 0;
+    return out.len;
+}
+
+void cm_agent_printf(const char *format, uint64_t nargs, const uint64_t *args, const uint64_t *regions)
+{
+    char buf[4096];
+    uint64_t len = cm_agent_format(buf, sizeof buf, format, nargs, args, regions);
+    const char *p = buf;
+    while (len) {
+        ssize_t n = write(1, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        p += n;
+        len -= (uint64_t)n;
+    }
+}
+
+uint64_t cm_agent_printf_address(void) { return (uint64_t)(uintptr_t)cm_agent_printf; }

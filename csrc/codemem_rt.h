@@ -63,7 +63,8 @@ int64_t cm_pwrite_all(int fd, const void *data, uint64_t size, uint64_t offset);
 int64_t cm_map(int fd, uint64_t size, int prot, int shared);
 /* cm_map at exactly ADDR, never replacing a mapping: -EEXIST when anything
  * overlaps [ADDR, ADDR+SIZE) (codemem/lowmem.py places debug Stores' memory
- * below 4 GiB with it).  fd < 0: anonymous memory. */
+ * below 4 GiB with it; codemem/sitehooks.py puts a StoreCode's hook area
+ * within rel32 reach of its image).  fd < 0: anonymous memory. */
 int64_t cm_map_at(int fd, uint64_t size, int prot, int shared, uint64_t addr);
 int64_t cm_unmap(uint64_t addr, uint64_t size);
 int64_t cm_protect(uint64_t addr, uint64_t size, int prot);
@@ -82,6 +83,20 @@ int64_t cm_stack_free(uint64_t base, uint64_t size);
  * cross an 8-byte boundary (the compiler aligns sites so) and the store is a
  * single atomic 8-byte write.  Returns -EINVAL for a misaligned site. */
 int64_t cm_patch5_atomic(uint64_t site, const uint8_t *bytes5);
+
+/* Enables (delta +1) or disables (delta -1) many patch sites of one StoreCode
+ * mapping at once: the sites ``indexes[0..count)``, or ``[first, first+count)``
+ * when ``indexes`` is NULL, of the frame table's PatchSite ``records``
+ * (``num_records``, 16 bytes each), with one reference count per site in
+ * ``refcounts``: bytes are written on 0 -> 1 (enable bytes) and 1 -> 0
+ * (disable bytes), with one atomic 8-byte store each when ``live`` (a guest
+ * may be running the code).  ``code`` is the mapping's base, writable;
+ * ``code_size`` bounds every site.  Returns the number of sites written, or
+ * -(i + 1) when the i-th requested site is out of range, malformed or (for a
+ * disable) not enabled: then nothing has changed. */
+int64_t cm_sites_update(uint8_t *code, uint64_t code_size, const uint8_t *records, uint32_t num_records,
+                        uint32_t *refcounts, const uint32_t *indexes, uint32_t first, uint32_t count,
+                        int32_t delta, int32_t live);
 
 /* ---- trampolines ---- */
 
@@ -122,6 +137,20 @@ enum { CM_EVENT_BREAKPOINT = 1, CM_EVENT_TRAP = 2 };
 typedef void (*cm_event_fn)(uint64_t kind, uint64_t code, cm_regfile *regfile, uint64_t vmctx);
 typedef uint64_t (*cm_host_call_fn)(uint64_t hostctx, uint64_t *args);
 void cm_set_callbacks(cm_event_fn event, cm_host_call_fn host_call);
+
+/* The agent's printf (gdb's dprintf-style agent, GDB manual "Bytecode
+ * Descriptions", printf): formats `format` with nargs 64-bit argument words
+ * (C conversions %d %i %u %x %X %o %c %s %p %%, flags, width, precision and
+ * the hh h l ll z j t length modifiers) and writes the text to fd 1.  A %s
+ * argument is read only where the region table allows (codemem.sitehooks
+ * layout: u64 count, then {start, end, memdef, kind} rows), else it prints
+ * "<unreadable>".  Called from a site's veneer on the guest stack, aligned. */
+void cm_agent_printf(const char *format, uint64_t nargs, const uint64_t *args, const uint64_t *regions);
+uint64_t cm_agent_printf_address(void);
+/* The same formatting into buf (at most size bytes, NUL-terminated); returns
+ * the length.  For tests. */
+uint64_t cm_agent_format(char *buf, uint64_t size, const char *format, uint64_t nargs, const uint64_t *args,
+                         const uint64_t *regions);
 
 /* Resume gates: a stopped guest that waits in C, not in the host callback.
  * An event callback that calls cm_defer_resume(gate) (with *gate nonzero,

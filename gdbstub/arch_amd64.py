@@ -409,7 +409,10 @@ def register_info_reply(n: int) -> str | None:
     return "".join(f"{k}:{v};" for k, v in fields)
 
 
-_HOST_INFO = f"triple:{_TRIPLE_HEX};ptrsize:8;endian:little;ostype:unknown;vendor:pc;"
+# watchpoint_exceptions_received:after: a watchpoint stop is reported after
+# the access (gdbstub.agent), as x86 debug registers do (lldbgdbremote.md).
+_HOST_INFO = (f"triple:{_TRIPLE_HEX};ptrsize:8;endian:little;ostype:unknown;vendor:pc;"
+              "watchpoint_exceptions_received:after;")
 
 
 def host_info_reply() -> str:

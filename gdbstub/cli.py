@@ -31,6 +31,7 @@ from codemem import CompileError, LinkError, Trap
 
 from . import runner
 from .host import parse_listen as host_parse_listen
+from .debugimage import DebugImageError
 from .images import DebugImageSet, ImageFileServer
 from .server import StubServer
 from .session import SessionConfig
@@ -55,8 +56,10 @@ def bundled_demo_path() -> Path:
 
 
 def default_cache_dir() -> Path:
+    """Where serve caches compiled images and debug images unless told
+    (``--cache-dir``, or ``WASM_GDBSTUB_CACHE`` for the compiled images)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "wasm-gdbstub" / "debug-images"
+    return Path(base) / "wasm-gdbstub"
 
 
 def parse_listen(text: str, allow_remote: bool) -> tuple[str, int]:
@@ -67,21 +70,24 @@ def parse_listen(text: str, allow_remote: bool) -> tuple[str, int]:
         raise UsageError(f"--listen {e}") from None
 
 
-def attach_commands(host: str, port: int, images: list) -> list[str]:
-    """One line per debugger, each pasteable as printed.  lldb-22 loads no
-    image on a bare gdb-remote (../shared/notes/clients.md), so its line first
-    creates the target from the Store's debug image."""
+def attach_commands(host: str, port: int, libraries: list, executable=None) -> list[str]:
+    """One line per debugger, each pasteable as printed (``libraries`` and
+    ``executable``: gdbstub.images.LoadedImage).  lldb-22 loads no image on a
+    bare gdb-remote (../shared/notes/clients.md), so its line creates the
+    target from the runtime image (linked where it runs), adds each module's
+    image and places it at its load bias (``--slide``) after connecting: lldb
+    places a target's modules at their link addresses when it connects
+    (docs/debug-images.md)."""
     address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     lines = [f"gdb: gdb -ex {shlex.quote('target remote ' + address)}"]
     lldb = ["lldb-22"]
-    if images:
-        lldb += ["-o", shlex.quote(f"target create {images[0].path}")]
-        for image in images[1:]:
-            # Added modules are not loaded until told where: at their link
-            # addresses (slide 0), like the target's own image.
-            lldb += ["-o", shlex.quote(f"target modules add {image.path}"),
-                     "-o", shlex.quote(f"target modules load --file {image.path} --slide 0")]
+    if executable is not None:
+        lldb += ["-o", shlex.quote(f"target create {executable.path}")]
+    for image in libraries:
+        lldb += ["-o", shlex.quote(f"target modules add {image.path}")]
     lldb += ["-o", shlex.quote(f"gdb-remote {address}")]
+    for image in libraries:
+        lldb += ["-o", shlex.quote(f"target modules load --file {image.path} --slide {image.load_bias:#x}")]
     lines.append("lldb: " + " ".join(lldb))
     return lines
 
@@ -114,7 +120,10 @@ def serve(args: argparse.Namespace) -> int:
         wasm = path.read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
-    engine = codemem.Engine(debug=True)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    # Compiled images: --cache-dir, else WASM_GDBSTUB_CACHE, else the default.
+    engine_cache = args.cache_dir or os.environ.get("WASM_GDBSTUB_CACHE") or cache_dir
+    engine = codemem.Engine(debug=True, cache_dir=engine_cache)
     module = codemem.Module(engine, wasm, name=path.stem)
     wasis: list[WasiContext] = []
 
@@ -143,12 +152,9 @@ def serve(args: argparse.Namespace) -> int:
         # the stub's memory: no native debug images are made.
         from .wasm_dialect import WasmDialect
         images = None
-        store_images = []
         config = SessionConfig(dialect_factory=WasmDialect)
     else:
-        cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
         images = DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}")
-        store_images = images.for_store(store)
         config = SessionConfig(images=images, file_server=ImageFileServer(images))
 
     def new_target(store, instance, func, values) -> StoreTarget:
@@ -180,11 +186,24 @@ def serve(args: argparse.Namespace) -> int:
     def on_listening(bound_host: str, bound_port: int) -> None:
         print(f"wasm-gdbstub: serving {path.name} ({name}), stopped at its first instruction; "
               f"listening on {bound_host}:{bound_port}", flush=True)
-        lines = (wasm_attach_commands(bound_host, bound_port) if wasm_dialect
-                 else attach_commands(bound_host, bound_port, store_images))
-        for line in lines:
+        if wasm_dialect:
+            for line in wasm_attach_commands(bound_host, bound_port):
+                print(line, flush=True)
+            return
+        for line in attach_commands(bound_host, bound_port, images.libraries(store), images.executable(store)):
             print(line, flush=True)
 
+    if images is not None:
+        # The Store's debug images, read from the cache or (the first time)
+        # built, before the stub listens: gdb reads them over vFile and would
+        # give up on a reply that took longer than its remote timeout (2 s);
+        # lldb opens them from disk.
+        for image in images.libraries(store):
+            try:
+                image.data
+            except DebugImageError as e:
+                log.error("debug image %s could not be made: %s", image.name, e)
+        images.executable(store)
     server = StubServer(targets, host=host, port=port, once=args.once, config=config, on_listening=on_listening)
     # Everything made so far (the module, its frame table, the images) lives
     # as long as the process: keep it out of the collector's scans, which
@@ -248,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --listen address")
     p.add_argument("--once", action="store_true", help="serve one client, then exit when the guest ends")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
-    p.add_argument("--cache-dir", metavar="DIR", help="where debug images are written")
+    p.add_argument("--cache-dir", metavar="DIR", help="cache of compiled and debug images (default ~/.cache/wasm-gdbstub)")
     p.add_argument("--dialect", choices=("native", "wasm"), default="native",
                    help="native: an x86-64 target for gdb and lldb (default); "
                         "wasm: LLDB's WebAssembly dialect (lldb --plugin wasm)")
@@ -267,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default="127.0.0.1:1234", metavar="HOST:PORT", help="where debuggers connect")
     p.add_argument("--allow-remote", action="store_true", help="allow non-loopback addresses")
     p.add_argument("--dialect", choices=("native", "wasm"), default="native")
-    p.add_argument("--cache-dir", metavar="DIR", help="where debug images are written")
+    p.add_argument("--cache-dir", metavar="DIR", help="cache of debug images (default ~/.cache/wasm-gdbstub)")
     p.add_argument("--hold", action="store_true", help="start with hold-new-stores on")
     p.add_argument("--runs", type=int, metavar="N", help="stop after N runs in all (default: run until interrupted)")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")

@@ -15,6 +15,10 @@ default, qSupported derived from them).  To add a packet:
 3. if clients must be told, a field of ``Capabilities`` set in
    :meth:`SessionExtension.capabilities`.
 
+An extension may also add keys to stop replies, console text before them,
+and ``monitor`` commands.  The default extension besides the dialect is the
+site agent's (gdbstub.agent_session: conditions, dprintf, watchpoints).
+
 A :class:`Dialect` is the extension every session has exactly one of: the
 architecture the client sees (register file, address space, libraries, how a
 stop is shown).  :class:`NativeDialect` is x86-64 (gdb, lldb ``gdb-remote``);
@@ -31,6 +35,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from . import arch_amd64
+from .agent import WatchPlace
 from .images import libraries_svr4_xml, libraries_xml, uses_x32_images
 from .protocol import replies as R
 from .protocol.encoding import hex_encode
@@ -55,6 +60,28 @@ class SessionExtension:
         """Request type -> handler; these replace the session's own."""
         return {}
 
+    def stop_reply_keys(self, target: "StoreTarget", stop: Stop) -> list[tuple[str, object]]:
+        """Keys this extension adds to ``stop``'s stop reply (GDB manual,
+        "Stop Reply Packets": a client ignores keys it does not know)."""
+        return []
+
+    def stop_console_text(self, target: "StoreTarget", stop: Stop) -> str | None:
+        """Console output to send just before ``stop``'s reply (gdb prints
+        ``O`` packets as they arrive, before it shows the stop)."""
+        return None
+
+    #: Lines this extension adds to ``monitor help``.
+    monitor_help: str = ""
+
+    def monitor(self, session: "GdbSession", command: str, args: list[str]) -> str | None:
+        """The output of ``monitor COMMAND ARGS`` when this extension has the
+        command, else None."""
+        return None
+
+    def patch_lines(self, target: "StoreTarget") -> list[str]:
+        """Lines this extension adds to ``monitor patches`` for ``target``."""
+        return []
+
 
 class Dialect(SessionExtension):
     """How the client sees a Store (see the module docstring).  Subclasses
@@ -62,6 +89,10 @@ class Dialect(SessionExtension):
 
     #: The ``vCont?`` reply: the actions this dialect can carry out.
     vcont_actions: bytes = b"vCont;c;C;s;S;r"
+    #: Whether breakpoint conditions and commands (agent bytecode, GDB manual
+    #: "Agent Expressions", compiled by gdbstub.agent_x64) can run in this
+    #: dialect: their register numbers are x86-64 ones.
+    agent_expressions: bool = False
 
     def forget(self, target: "StoreTarget") -> None:
         """The session no longer debugs ``target``: drop what was cached for it."""
@@ -127,6 +158,13 @@ class Dialect(SessionExtension):
     def check_range_step(self) -> None:
         """Raises TargetError when ``vCont;r`` cannot be honoured."""
 
+    def watch_place(self, target: "StoreTarget", address: int, length: int) -> WatchPlace:
+        """What a watchpoint (``Z2``/``Z3``/``Z4``) on [address,
+        address+length) of the client's view names in ``target``'s Store
+        (gdbstub.agent); TargetError (EINVAL) when it names nothing
+        watchable."""
+        raise TargetError(ErrorCode.EINVAL, "watchpoints are not supported in this dialect")
+
     def image_paths(self, target: "StoreTarget") -> list[str]:
         """Files a client loads to see ``target``'s code (none by default)."""
         return []
@@ -135,6 +173,8 @@ class Dialect(SessionExtension):
 class NativeDialect(Dialect):
     """An x86-64 target: amd64 registers (gdbstub.arch_amd64), native
     addresses, each Store's code as ELF debug images (gdbstub.images)."""
+
+    agent_expressions = True
 
     def __init__(self, images=None):
         self.images = images  # gdbstub.images.DebugImageSet, or None (no libraries)
@@ -180,22 +220,25 @@ class NativeDialect(Dialect):
             return text.encode()
         if self.images is None or object_name not in ("libraries-svr4", "libraries", "exec-file"):
             return None
-        images = self.images.for_store(target.store)
         if object_name == "exec-file":
-            # gdb loads this as the program (no "No executable" warning, and its
-            # symbols are read at once; library symbols wait for `sharedlibrary`).
-            return images[0].name.encode()
-        # The first image is the "executable"; the rest (further modules, the
-        # runtime) are its libraries.
+            # gdb loads this as the program (no "No executable" warning): the
+            # runtime's image, the host process's own code (gdbstub.images).
+            return self.images.executable(target.store).name.encode()
+        # The Store's modules, each at its load bias (l_addr, gdbstub.images).
         build = libraries_svr4_xml if object_name == "libraries-svr4" else libraries_xml
-        return build(images[1:]).encode()
+        return build(self.images.libraries(target.store)).encode()
 
     def image_paths(self, target: "StoreTarget") -> list[str]:
-        """The files of ``target``'s debug images (``monitor stores``: lldb's
-        native view loads them with ``target modules add`` / ``load``)."""
+        """The files of ``target``'s debug images, each with the slide lldb's
+        native view loads it at (``monitor stores``: ``target modules add`` /
+        ``target modules load --slide``; the load bias, gdbstub.images)."""
         if self.images is None:
             return []
-        return [str(image.path) for image in self.images.for_store(target.store)]
+        lines = []
+        for image in self.images.for_store(target.store):
+            image.data  # on disk before a client is told to load it (made on first use)
+            lines.append(f"{image.path} (target modules load --slide {image.load_bias:#x})")
+        return lines
 
     # -- stops
     def stop_registers(self, target: "StoreTarget", stop: Stop) -> tuple[dict[int, bytes], int]:
@@ -232,3 +275,26 @@ class NativeDialect(Dialect):
 
     def breakpoint_pc(self, target: "StoreTarget", address: int) -> int:
         return address
+
+    def watch_place(self, target: "StoreTarget", address: int, length: int) -> WatchPlace:
+        """A wasm global's cell (``monitor globals`` lists them; writes only),
+        else linear memory at its native address or in its mirror at
+        [0, size) (what a guest pointer holds, see memory_regions)."""
+        if length <= 0:
+            raise TargetError(ErrorCode.EINVAL, f"watchpoint length {length} must be positive")
+        target.require_open()
+        for instance in target.store.instances:
+            for glob in instance.globals:
+                if glob.cell_address <= address and address + length <= glob.cell_address + 8:
+                    return WatchPlace(cell=glob.cell_address)
+        memories = target.instance.memories
+        if not memories:
+            raise TargetError(ErrorCode.EINVAL, "the module has no linear memory to watch")
+        memory = memories[0]
+        size = memory.data_len
+        if memory.base <= address and address + length <= memory.base + size:
+            return WatchPlace(linear=address - memory.base)
+        if 0 <= address and address + length <= size:
+            return WatchPlace(linear=address)
+        raise TargetError(ErrorCode.EINVAL, f"{address:#x}+{length:#x} is not inside linear memory "
+                                            f"(native {memory.base:#x}-{memory.base + size:#x}, or 0-{size:#x})")

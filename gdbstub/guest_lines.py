@@ -9,11 +9,14 @@ function sits at the function's locals vector (``FunctionBody.locals_offset``),
 later ones at instruction bytes.
 
 The compiler records, per function, sequence points pairing a wasm offset with
-a native offset (codemem.frametable). A row becomes a :class:`LineRow` at the
-INSTRUCTION point whose ``wasm_offset`` equals the row's module offset, or,
-when there is none (the locals vector, an instruction the compiler emits no
-point for), the next INSTRUCTION point of the same function. Plus, per
-function:
+a native offset (codemem.frametable). A statement row (``is_stmt``) becomes a
+:class:`LineRow` at the INSTRUCTION point whose ``wasm_offset`` equals the
+row's module offset, or, when there is none (the locals vector, an instruction
+the compiler emits no point for), the next INSTRUCTION point of the same
+function; the table is shaped like a native compiler's (docs/debug-images.md):
+rows that are not statement starts add none, and a row of the same line as the
+one before it is merged into it (every row boundary ends a debugger's step
+range). Plus, per function:
 
 * its ENTRY site (first byte, before the native prologue) carries the
   function's first line, so ``break FUNC`` and a pc stopped at the entry have a
@@ -22,6 +25,8 @@ function:
 * the guest's ``prologue_end`` flag is kept: gdb 13 places ``break FUNC`` at
   the first row so flagged (symtab.c ``skip_prologue_using_linetable``), which
   is after both the native and the wasm-level prologue;
+* ``epilogue_begin`` at the function's final ``end`` (the native epilogue
+  follows it), on a row that is not a statement start;
 * a line-0 row ("no source line", DWARF 5 section 6.2.2) at the function's
   native end, so the code between functions (jump tables, veneers) is never
   attributed to the last line of the function before it.
@@ -32,11 +37,13 @@ every parse problem into a warning and no lines.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import io
 import logging
 import posixpath
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.construct.core import ConstructError
@@ -76,11 +83,10 @@ class GuestLinesError(Exception):
     """The module's DWARF cannot be read as a line table (the message says where)."""
 
 
-@dataclass(frozen=True)
-class GuestLineRow:
+class GuestLineRow(NamedTuple):
     """One row of the guest's line program. ``module_offset`` is a file offset
     in the .wasm; ``file`` a path relative to the table's ``comp_dir`` (or
-    absolute)."""
+    absolute).  (A tuple: a real-size module has a hundred thousand rows.)"""
 
     module_offset: int
     file: str
@@ -89,6 +95,7 @@ class GuestLineRow:
     is_stmt: bool
     prologue_end: bool
     end_sequence: bool
+    epilogue_begin: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,6 +183,120 @@ def _lookup(directories: list[str], index: int) -> str:
     return directories[index]
 
 
+# Standard and extended opcodes of a line-number program (DWARF 5 sections
+# 6.2.5.2 and 6.2.5.3; the same numbers in DWARF 2-4).
+_DW_LNS_COPY, _DW_LNS_ADVANCE_PC, _DW_LNS_ADVANCE_LINE, _DW_LNS_SET_FILE = 1, 2, 3, 4
+_DW_LNS_SET_COLUMN, _DW_LNS_NEGATE_STMT, _DW_LNS_SET_BASIC_BLOCK, _DW_LNS_CONST_ADD_PC = 5, 6, 7, 8
+_DW_LNS_FIXED_ADVANCE_PC, _DW_LNS_SET_PROLOGUE_END, _DW_LNS_SET_EPILOGUE_BEGIN = 9, 10, 11
+_DW_LNE_END_SEQUENCE, _DW_LNE_SET_ADDRESS = 1, 2
+
+
+def decode_line_program(section: bytes, program) -> list[tuple]:
+    """The rows of one line-number program: ``(address, file, line, column,
+    is_stmt, prologue_end, epilogue_begin, end_sequence)`` tuples, in program
+    order (DWARF 5 section 6.2.5, the state machine of section 6.2.2).
+
+    ``program`` is pyelftools' LineProgram, for its parsed header and the
+    program's byte range in ``section``; the opcodes are decoded here, in one
+    loop, since pyelftools builds several objects per row (seconds for a
+    real-size module).  ``maximum_operations_per_instruction`` is taken as 1
+    (VLIW op indexes: not for wasm or x86).  Raises GuestLinesError for a
+    program that runs past its end or uses a bad opcode length."""
+    header = program.header
+    data = memoryview(section)[:program.program_end_offset]
+    at = program.program_start_offset
+    end = program.program_end_offset
+    min_length = header["minimum_instruction_length"]
+    default_is_stmt = bool(header["default_is_stmt"])
+    line_base, line_range = header["line_base"], header["line_range"]
+    opcode_base = header["opcode_base"]
+    lengths = list(header["standard_opcode_lengths"])
+    if line_range == 0:
+        raise GuestLinesError("line-table header: line_range is 0")
+    rows: list[tuple] = []
+    append = rows.append
+
+    def uleb() -> int:
+        nonlocal at
+        result = shift = 0
+        while True:
+            byte = data[at]
+            at += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result
+            shift += 7
+
+    def sleb() -> int:
+        nonlocal at
+        result = shift = 0
+        while True:
+            byte = data[at]
+            at += 1
+            result |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return result - (1 << shift) if byte & 0x40 else result
+
+    address, file, line, column = 0, 1, 1, 0
+    is_stmt, prologue_end, epilogue_begin = default_is_stmt, False, False
+    try:
+        while at < end:
+            opcode = data[at]
+            at += 1
+            if opcode >= opcode_base:  # special opcode (section 6.2.5.1)
+                adjusted = opcode - opcode_base
+                address += (adjusted // line_range) * min_length
+                line += line_base + adjusted % line_range
+                append((address, file, line, column, is_stmt, prologue_end, epilogue_begin, False))
+                prologue_end = epilogue_begin = False
+            elif opcode == _DW_LNS_COPY:
+                append((address, file, line, column, is_stmt, prologue_end, epilogue_begin, False))
+                prologue_end = epilogue_begin = False
+            elif opcode == _DW_LNS_ADVANCE_PC:
+                address += uleb() * min_length
+            elif opcode == _DW_LNS_ADVANCE_LINE:
+                line += sleb()
+            elif opcode == _DW_LNS_SET_FILE:
+                file = uleb()
+            elif opcode == _DW_LNS_SET_COLUMN:
+                column = uleb()
+            elif opcode == _DW_LNS_NEGATE_STMT:
+                is_stmt = not is_stmt
+            elif opcode == _DW_LNS_CONST_ADD_PC:
+                address += ((255 - opcode_base) // line_range) * min_length
+            elif opcode == _DW_LNS_FIXED_ADVANCE_PC:
+                address += int.from_bytes(data[at:at + 2], "little")
+                at += 2
+            elif opcode == _DW_LNS_SET_PROLOGUE_END:
+                prologue_end = True
+            elif opcode == _DW_LNS_SET_EPILOGUE_BEGIN:
+                epilogue_begin = True
+            elif opcode == 0:  # extended opcode: 0, ULEB length, sub-opcode, operands
+                length = uleb()
+                following = at + length
+                if length == 0 or following > end:
+                    raise GuestLinesError(f"line program: extended opcode of length {length} at {at:#x}")
+                sub = data[at]
+                if sub == _DW_LNE_END_SEQUENCE:
+                    append((address, file, line, column, is_stmt, prologue_end, epilogue_begin, True))
+                    address, file, line, column = 0, 1, 1, 0
+                    is_stmt, prologue_end, epilogue_begin = default_is_stmt, False, False
+                elif sub == _DW_LNE_SET_ADDRESS:
+                    address = int.from_bytes(data[at + 1:following], "little")
+                at = following  # DW_LNE_define_file, vendor extensions: skipped by their length
+            elif opcode == _DW_LNS_SET_BASIC_BLOCK:
+                pass
+            else:  # a standard opcode this decoder does not know: skip its ULEB operands
+                for _ in range(lengths[opcode - 1]):
+                    uleb()
+    except IndexError:
+        raise GuestLinesError(f"line program runs past its end (at {at:#x})") from None
+    if at != end:
+        raise GuestLinesError(f"line program overruns its end ({at:#x} > {end:#x})")
+    return rows
+
+
 def read_guest_line_table(info) -> GuestLineTable | None:
     """The line table of a decoded module (``codemem.wasm.module.ModuleInfo``),
     or None when it has no ``.debug_line``/``.debug_info`` or no code section.
@@ -224,22 +345,18 @@ def cu_line_rows(dwarf: DWARFInfo, cu, code_offset: int, image_comp_dir: str | N
         return {}, []
     paths = _file_paths(program, comp_dir, image_comp_dir if image_comp_dir is not None else comp_dir)
     rows = []
-    for entry in program.get_entries():
-        state = entry.state
-        if state is None:
-            continue
-        path = paths.get(state.file)
+    section = program.stream.getbuffer()  # the .debug_line bytes, not copied
+    for (address, file, line, column, is_stmt, prologue_end, epilogue_begin,
+         end_sequence) in decode_line_program(section, program):
+        path = paths.get(file)
         if path is None:
-            raise GuestLinesError(f"line-table row at {state.address:#x} names file {state.file}, "
+            raise GuestLinesError(f"line-table row at {address:#x} names file {file}, "
                                   f"which the header does not list")
-        if state.line < 0 or state.column < 0:
+        if line < 0 or column < 0:
             # build_debug_image rejects them; a debugger would too.
-            raise GuestLinesError(f"line-table row at {state.address:#x}: line {state.line}, "
-                                  f"column {state.column}")
-        rows.append(GuestLineRow(
-            module_offset=code_offset + state.address, file=path, line=state.line,
-            column=state.column, is_stmt=bool(state.is_stmt), prologue_end=bool(state.prologue_end),
-            end_sequence=bool(state.end_sequence)))
+            raise GuestLinesError(f"line-table row at {address:#x}: line {line}, column {column}")
+        rows.append(GuestLineRow(code_offset + address, path, line, column, is_stmt, prologue_end,
+                                 end_sequence, epilogue_begin))
     return paths, rows
 
 
@@ -289,11 +406,18 @@ class LineMapper:
         return points
 
     def map(self, guest_rows, code_address: int) -> list[LineRow]:
+        """LineRows of ``guest_rows`` at ``code_address`` + image offsets,
+        shaped like a native compiler's table (module docstring): a row per
+        statement start, adjacent rows of one line merged, ``prologue_end``
+        kept, ``epilogue_begin`` where the native epilogue starts."""
         placed: dict[int, dict[int, GuestLineRow]] = {}  # function position -> native offset -> row
         first_rows: dict[int, GuestLineRow] = {}
         funcs = {}
         for row in guest_rows:
-            if row.end_sequence:
+            # A row that is not a statement start (clang marks the later pieces
+            # of an expression so) begins no range a debugger stops at: its code
+            # stays with the statement before it, as in a native compiler's table.
+            if row.end_sequence or not row.is_stmt:
                 continue
             found = self.function_at(row.module_offset)
             if found is None:
@@ -313,30 +437,44 @@ class LineMapper:
             placed.setdefault(func.position, {})[points[at][1]] = row
 
         entries = {funcs[position].native_start for position, rows in placed.items() if rows}
-        lines = []
+        lines: list[LineRow] = []
         for position in sorted(placed, key=lambda k: funcs[k].native_start):
             func = funcs[position]
             rows = placed[position]
             first = first_rows.get(position)
             if not rows or first is None:
                 continue
+            function_lines: list[LineRow] = []
             if func.native_start not in rows:
-                lines.append(LineRow(code_address + func.native_start, first.file, first.line, first.column))
+                function_lines.append(LineRow(code_address + func.native_start, first.file, first.line,
+                                              first.column))
             for native_offset in sorted(rows):
                 row = rows[native_offset]
                 line = LineRow(code_address + native_offset, row.file, row.line, row.column,
-                               is_stmt=row.is_stmt, prologue_end=row.prologue_end)
-                # A row repeating the one before it adds nothing but splits that
-                # line's range in two: gdb's prologue analysis (symtab.c
-                # skip_prologue_using_sal) would then take the split point, in the
-                # middle of the wasm-level prologue, for the end of the prologue.
-                if lines and not line.prologue_end and _same_place(lines[-1], line):
+                               prologue_end=row.prologue_end)
+                # A row of the line before it adds nothing but splits that line's
+                # range in two, and every range boundary costs a debugger's `next`
+                # one more range step (gdb: a vCont;r per range); gdb's prologue
+                # analysis (symtab.c skip_prologue_using_sal) would also take the
+                # split point for the end of the prologue.  The prologue_end row
+                # stays: it is where `break FUNC` goes.
+                if function_lines and not line.prologue_end and _same_line(function_lines[-1], line):
                     continue
-                lines.append(line)
+                function_lines.append(line)
+            _mark_epilogue(function_lines, code_address + self.final_end(func))
+            lines += function_lines
             if func.native_end not in entries:
                 lines.append(LineRow(code_address + func.native_end, rows[max(rows)].file, 0))
         code_end = code_address + self.frame_table.header.code_size
         return [row for row in lines if row.address < code_end]
+
+    def final_end(self, func) -> int:
+        """Image offset of ``func``'s last INSTRUCTION point: its final ``end``,
+        which the native epilogue follows."""
+        offsets = self.frame_table.sequence_point_column(func, 0)
+        kinds = self.frame_table.sequence_point_column(func, 8, "<B")
+        return next((offsets[k] for k in range(len(offsets) - 1, -1, -1)
+                     if kinds[k] == SequencePointKind.INSTRUCTION), func.native_start)
 
 
 #: The ``loop`` opcode (wasm spec 5.4.1).
@@ -354,8 +492,27 @@ def is_loop_entry(info, module_offset: int) -> bool:
     return 0 <= module_offset < len(data) and data[module_offset] == LOOP_OPCODE
 
 
-def _same_place(a: LineRow, b: LineRow) -> bool:
-    return (a.file, a.line, a.column, a.is_stmt) == (b.file, b.line, b.column, b.is_stmt)
+def _same_line(a: LineRow, b: LineRow) -> bool:
+    return (a.file, a.line) == (b.file, b.line)
+
+
+def _mark_epilogue(function_lines: list[LineRow], epilogue: int) -> None:
+    """Flags ``epilogue_begin`` (DWARF 5 section 6.2.2) at ``epilogue``, the
+    function's last INSTRUCTION point (its final ``end``: the native epilogue,
+    results out, frame torn down, ``ret``, follows it).  On a row that starts
+    there; else a row is added there, of the line whose range holds it and not
+    a statement start, so that it ends no line for a debugger's stepping but
+    its own (gdb steps through it to the caller as through the rest of the
+    line)."""
+    k = bisect.bisect_right([row.address for row in function_lines], epilogue) - 1
+    if k < 0:
+        return
+    covering = function_lines[k]
+    if covering.address == epilogue:
+        function_lines[k] = dataclasses.replace(covering, epilogue_begin=True)
+    else:
+        function_lines.insert(k + 1, LineRow(epilogue, covering.file, covering.line, covering.column,
+                                             is_stmt=False, epilogue_begin=True))
 
 
 def image_producer(guest_producer: str) -> str:

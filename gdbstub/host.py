@@ -135,7 +135,7 @@ class DebugHost(TargetHost):
         elif dialect == "native":
             if cache_dir is None:
                 base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-                cache_dir = Path(base) / "wasm-gdbstub" / "debug-images"
+                cache_dir = Path(base) / "wasm-gdbstub"  # images go to DIR/debug-images (gdbstub.images)
             self.images = DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}-host")
             config = SessionConfig(images=self.images, file_server=ImageFileServer(self.images))
         else:

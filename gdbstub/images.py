@@ -3,27 +3,46 @@ them, and a Host I/O (``vFile:``) file server confined to them.
 
 What a debugger sees (DESIGN.md, "What a debugger sees"): each StoreCode image
 is reported as a shared library whose ELF file the stub synthesizes. This module
-builds those files (:class:`DebugImageSet`), writes them to a local cache
-directory (so a debugger on the same host can open them by name) and serves them
-over ``vFile:`` (:class:`ImageFileServer`, what gdb does by default with its
-``target:`` sysroot).
+builds those files, keeps them in the on-disk cache (so a debugger on the same
+host can open them by name, and the next run need not build them again) and
+serves them over ``vFile:`` (:class:`ImageFileServer`, what gdb does by default
+with its ``target:`` sysroot).  The design, the cache and the packets gdb and
+lldb send for it: docs/debug-images.md.
 
-One image per StoreCode, linked at the StoreCode's absolute address (no slide,
-``l_addr`` 0; see :mod:`gdbstub.debugimage.image`):
+One position-independent image per EngineCode
+---------------------------------------------
+Every Store's copy of an EngineCode differs only in where it is mapped, so one
+file describes them all: an ELF ``ET_DYN`` whose addresses are image offsets
+plus :data:`IMAGE_LINK_ADDRESS`, built once per EngineCode and kept under a
+content address (:meth:`DebugImageSet.image_for`): the compiled image's key
+(``Module.cache_key``: module hash, compiler version, debug flag), the
+module's name, and a digest of this builder's sources and of every
+:class:`ImageSectionBuilder` it runs.  A Store's copy is placed by its load
+bias, ``l_addr = StoreCode.base - IMAGE_LINK_ADDRESS``, in the library list
+(:class:`LoadedImage`).  The file holds no address of this process: the
+veneers' trampoline slots are zero in it (their bytes in memory are the only
+difference between the file's ``.text`` and a Store's unpatched code).
 
-* ``.text``: the code as a debugger must see it, read with
-  ``StoreCode.read_for_debugger`` (enabled patch sites shown disabled).
+Contents (all from the frame table, read once, and the module):
+
+* ``.text``: the compiled code (slots zeroed, see above);
 * symbols: every wasm function (name-section name, else ``wasm-function[N]``),
   the two veneers and their trampoline slots, and the br_table jump tables;
 * ``.debug_frame``: one FDE per function, from the compiler's fixed prologue and
-  epilogue (see :func:`function_cfi_rows`), and one per veneer.
+  epilogue (see :func:`function_cfi_rows`), and one per veneer;
 * source lines (``.debug_line`` and a compile unit) when the module has a DWARF
-  line table (:mod:`gdbstub.guest_lines`).
+  line table (:mod:`gdbstub.guest_lines`);
+* whatever the :class:`ImageSectionBuilder` s add (the extension point for
+  guest variables and types: ``.debug_info``, ``.debug_abbrev``, ``.debug_str``,
+  ``.debug_loclists`` ...).
 
-Plus one *runtime image* for the C runtime's assembly (``cm_enter`` and the
-trampolines): the outermost wasm frame returns into ``cm_enter`` (its ``call
-rdi``), and that image's single FDE marks the return address undefined so both
-unwinders stop there cleanly instead of walking into the host's C stack.
+Plus one *runtime image* per process for the C runtime's assembly (``cm_enter``
+and the trampolines), linked where the runtime is loaded (load bias 0): the
+outermost wasm frame returns into ``cm_enter`` (its ``call rdi``), and that
+image's single FDE marks the return address undefined so both unwinders stop
+there cleanly instead of walking into the host's C stack.  It is the
+"executable" of every Store (``qXfer:exec-file``): the host process is the
+program, the wasm modules are its libraries.
 
 The library-list documents follow the GDB manual, "Library List Format" and
 "Library List Format for SVR4 Targets", plus what gdb 13 and lldb-22 parse
@@ -31,26 +50,28 @@ The library-list documents follow the GDB manual, "Library List Format" and
 """
 from __future__ import annotations
 
-import dataclasses
+import hashlib
+import io
 import logging
 import os
 import pathlib
 import re
+import struct
 import threading
 import time
 import weakref
 import zlib
 from dataclasses import dataclass
+from typing import Callable, Protocol
 from xml.sax.saxutils import quoteattr
-
-import capstone
 
 from codemem.frametable import SITE_SIZE, FrameTable, FunctionInfo
 from codemem.lowmem import ENTRY_THUNK_CODE, entry_thunk_address
 from codemem.native import ffi, lib
 
-from .debugimage import CfiRow, Fde, Symbol, build_debug_image
-from .debugimage.elf import ELF32, ELF64, ElfClass
+from .debugimage import CfiRow, DebugImageError, Fde, Symbol, build_debug_image
+from .debugimage.elf import ELF32, ELF64
+from .debugimage.image import build_id_is_intact
 from .dwarf_translate import GuestDwarfError, TranslatedDwarf, translate_guest_dwarf
 from .guest_lines import ImageLines, image_lines
 from .protocol.packets import FileIOOpenFlags
@@ -59,9 +80,17 @@ from .protocol.replies import FileIOErrno, fileio_stat
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "DebugImage", "DebugImageSet", "FileServerError", "ImageFileServer", "MAX_OPEN_FILES",
+    "IMAGE_LINK_ADDRESS", "DebugImage", "DebugImageSet", "FileServerError", "ImageBuildContext",
+    "ImageFileServer", "ImageSectionBuilder", "LoadedImage", "MAX_OPEN_FILES", "build_engine_image",
     "function_cfi_rows", "libraries_svr4_xml", "libraries_xml",
 ]
+
+#: The link address of image offset 0 in an EngineCode's debug image.  Not 0,
+#: where a shared object's ELF header would be: no debugger ever mistakes a
+#: function for "no address" (DW_AT_low_pc 0 is how a linker marks dead code).
+IMAGE_LINK_ADDRESS = 0x1000
+#: Where engine images live in a cache directory: ``debug-images/KEY/NAME.elf``.
+IMAGES_SUBDIRECTORY = "debug-images"
 
 #: Symbol names of the per-image veneers and slots (codemem/veneer.py layout).
 BREAKPOINT_VENEER_SYMBOL = "__breakpoint_veneer"
@@ -78,6 +107,9 @@ _SLOT_SIZE = 8
 _PUSH_RBP = b"\x55"
 # `mov rbp, rsp` has two encodings (MOV r/m64,r64 and MOV r64,r/m64); accept both.
 _MOV_RBP_RSP = (b"\x48\x89\xe5", b"\x48\x8b\xec")
+# The epilogue's last three instructions, `mov rsp, rbp; pop rbp; ret`
+# (x64/compiler.py _build_epilogue), in both encodings of the mov.
+_EPILOGUE_TAILS = (b"\x48\x89\xec\x5d\xc3", b"\x48\x8b\xe5\x5d\xc3")
 _JUMP_TABLE_ALIGN = 4  # compiler: asm.align(4) before the tables, 4-byte entries
 _PADDING_WORD = b"\xcc" * 4
 
@@ -104,24 +136,18 @@ SERVED_FILE_MODE = 0o100444
 _WRITE_FLAGS = (FileIOOpenFlags.O_WRONLY | FileIOOpenFlags.O_RDWR | FileIOOpenFlags.O_APPEND
                 | FileIOOpenFlags.O_CREAT | FileIOOpenFlags.O_TRUNC | FileIOOpenFlags.O_EXCL)
 
-_capstone_lock = threading.Lock()
-_capstone: capstone.Cs | None = None
-
-
-def _disassembler() -> capstone.Cs:
-    global _capstone
-    with _capstone_lock:
-        if _capstone is None:
-            _capstone = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-        return _capstone
-
-
-def uses_x32_images(store) -> bool:
-    """Whether ``store`` is shown through x32 debug images (ELF32, gdb's
-    ``i386:x64-32``: 4-byte C pointers, docs/pointers.md): when its Engine
-    placed everything a debugger dereferences below 4 GiB (codemem.lowmem)."""
-    engine = getattr(store, "engine", None)
-    return bool(getattr(engine, "low_addresses", False))
+#: The sources whose code decides an engine image's bytes (the builder's
+#: part of the cache key), relative to the gdbstub package.
+_BUILDER_SOURCES = ("images.py", "guest_lines.py", "debugimage/__init__.py", "debugimage/dwarf.py",
+                    "debugimage/elf.py", "debugimage/image.py", "debugimage/model.py",
+                    *(f"dwarf_translate/{name}" for name in ("__init__.py", "builder.py", "codemap.py", "expr.py",
+                                                             "translate.py", "writer.py")))
+#: A section of our own in x32 engine images: the translation's static data
+#: symbols (linear-memory addresses, which a load bias must not move), records
+#: of u32 address, u32 size, NUL-terminated name.  The Store's executable image
+#: (absolute, load bias 0) gives them to the debugger (DebugImageSet.executable).
+DATA_SYMBOLS_SECTION = ".wasm_gdbstub.data_symbols"
+_DATA_SYMBOL = struct.Struct("<II")
 
 
 def sanitize_name(text: str, *, limit: int = 64) -> str:
@@ -131,29 +157,156 @@ def sanitize_name(text: str, *, limit: int = 64) -> str:
     return cleaned or "_"
 
 
-# ---------------------------------------------------------------------- images
-@dataclass(frozen=True)
-class DebugImage:
-    """One synthesized ELF file.
+def uses_x32_images(store_or_module) -> bool:
+    """Whether Stores of ``store_or_module``'s Engine are shown through x32
+    debug images (ELF32, gdb's ``i386:x64-32``: 4-byte C pointers,
+    docs/pointers.md): when the Engine places everything a debugger
+    dereferences below 4 GiB (codemem.lowmem)."""
+    engine = getattr(store_or_module, "engine", None)
+    return bool(getattr(engine, "low_addresses", False))
 
-    ``name`` is the library name reported to debuggers and is the absolute path
-    of the cached file (``path``); ``data`` its bytes. ``start``/``end`` is the
-    code range it describes (absolute addresses): for a StoreCode image
-    ``[base, base + code_size)`` (functions, veneers and slots; not the frame
-    table pages that follow in the mapping). ``mtime`` (seconds) is when it was
-    built, reported by ``fstat``.
-    """
+
+def source_digest(package_dir: pathlib.Path, sources: tuple[str, ...]) -> str:
+    """A digest of ``sources`` (paths relative to ``package_dir``): the part of
+    a cache key that changes whenever the code that builds the cached bytes
+    does."""
+    digest = hashlib.sha256()
+    for relative in sources:
+        digest.update(relative.encode() + b"\0" + (package_dir / relative).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+_builder_digest: str | None = None
+
+
+def builder_digest() -> str:
+    global _builder_digest
+    if _builder_digest is None:
+        _builder_digest = source_digest(pathlib.Path(__file__).resolve().parent, _BUILDER_SOURCES)
+    return _builder_digest
+
+
+# ------------------------------------------------------------- extension point
+@dataclass(frozen=True)
+class ImageBuildContext:
+    """What an :class:`ImageSectionBuilder` gets: the module (``codemem.Module``:
+    ``info`` with its DWARF sections, ``wasm``), the frame table, and the
+    image's layout.  Every address an added section writes is a *link address*
+    of the image: image offset + ``link_address`` (use :meth:`address_of`);
+    the debugger adds each Store's load bias.
+
+    ``native_offset_of_wasm(offset)`` maps a module file offset to the image
+    offset of the INSTRUCTION sequence point compiled for it (None when there is
+    none); a wasm location (DW_OP_WASM_location ...) translates to the function's
+    frame: rbp-relative slots, ``frame_table.locals(func)``."""
+
+    module: object
+    frame_table: FrameTable
+    link_address: int
+    code_size: int
+    symbols: tuple[Symbol, ...]
+    lines: ImageLines
+
+    def address_of(self, image_offset: int) -> int:
+        return self.link_address + image_offset
+
+    def native_offset_of_wasm(self, wasm_offset: int) -> int | None:
+        return self.frame_table.instruction_site_at_wasm_offset(wasm_offset)
+
+
+class ImageSectionBuilder(Protocol):
+    """Adds sections to every engine image (the extension point, see
+    docs/debug-images.md).  ``name`` and ``digest`` enter the cache key:
+    ``digest`` must change whenever the builder's output for the same module
+    may (a digest of its sources, :func:`source_digest`).
+
+    ``sections(context)`` returns ``{section name: bytes}``, written as
+    non-allocated PROGBITS sections.  Returning ``.debug_info`` and
+    ``.debug_abbrev`` (together) replaces the image's own minimal compile unit;
+    such a unit must then refer to the image's ``.debug_line`` at offset 0
+    (DW_AT_stmt_list) when the image has lines (``context.lines.rows``), and
+    its addresses are link addresses (:meth:`ImageBuildContext.address_of`)."""
 
     name: str
-    path: pathlib.Path
-    data: bytes = dataclasses.field(repr=False)
-    start: int
-    end: int
-    mtime: int = 0
+    digest: str
+
+    def sections(self, context: ImageBuildContext) -> dict[str, bytes]: ...
+
+
+# ---------------------------------------------------------------------- images
+class DebugImage:
+    """One synthesized ELF file, built (or read from the cache) on first use of
+    :attr:`data`; :attr:`path` and :attr:`name` are known before.
+
+    ``name`` is the library name reported to debuggers and is the absolute path
+    of the cached file (``path``). ``link_start``/``link_end`` is the code range
+    it describes, in its own link addresses. ``mtime`` (seconds) is when its
+    bytes were made or read, reported by ``fstat``. Thread-safe."""
+
+    def __init__(self, path: pathlib.Path, link_start: int, code_size: int, *,
+                 make: Callable[[], bytes] | None = None, data: bytes | None = None):
+        assert (make is None) != (data is None)
+        self.path = path
+        self.name = str(path)
+        self.link_start = link_start
+        self.link_end = link_start + code_size
+        self.mtime = int(time.time()) if data is not None else 0
+        self._make = make
+        self._data = data
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self._data is not None
+
+    @property
+    def data(self) -> bytes:
+        data = self._data
+        if data is None:
+            with self._lock:
+                if self._data is None:
+                    self._data = self._make()
+                    self.mtime = int(time.time())
+                    self._make = None
+                data = self._data
+        return data
 
     @property
     def size(self) -> int:
         return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"DebugImage({self.name!r}, [{self.link_start:#x}, {self.link_end:#x}))"
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A debug image placed in a Store: its code's first byte (link address
+    ``image.link_start``) is at ``start``; the load bias (``l_addr``) is the
+    difference.  ``name``/``path``/``data`` are the image's."""
+
+    image: DebugImage
+    start: int
+
+    @property
+    def name(self) -> str:
+        return self.image.name
+
+    @property
+    def path(self) -> pathlib.Path:
+        return self.image.path
+
+    @property
+    def data(self) -> bytes:
+        return self.image.data
+
+    @property
+    def end(self) -> int:
+        return self.start + (self.image.link_end - self.image.link_start)
+
+    @property
+    def load_bias(self) -> int:
+        return self.start - self.image.link_start
 
 
 def function_cfi_rows(code: bytes, table: FrameTable, func: FunctionInfo) -> tuple[CfiRow, ...] | None:
@@ -161,7 +314,7 @@ def function_cfi_rows(code: bytes, table: FrameTable, func: FunctionInfo) -> tup
     ``code``, or None when its prologue is not the compiler's.
 
     The compiler's frame (codemem/abi.py "Function layout"; x64/compiler.py
-    ``_compile_function`` and ``_build_epilogue``), verified with capstone::
+    ``_compile_function`` and ``_build_epilogue``)::
 
         [start, +5)   ENTRY patch site (debug code only)       CFA = rsp+8
         p             push rbp                   (1 byte)      CFA = rsp+8
@@ -173,10 +326,11 @@ def function_cfi_rows(code: bytes, table: FrameTable, func: FunctionInfo) -> tup
                       from the body, frame still set up)
 
     where ``p`` is ``start + 5`` when the function begins with a patch site and
-    ``start`` otherwise. The epilogue is found by disassembling from the
-    function's last sequence point (the final ``end``, whose site the epilogue
-    follows) to its ``pop rbp; ret``; if there is none, the body rule simply
-    extends to the end (only the ``ret`` itself is then described wrongly).
+    ``start`` otherwise. The epilogue is the first ``mov rsp, rbp; pop rbp; ret``
+    after the function's last sequence point (the final ``end``, whose code the
+    epilogue follows; tests/test_images.py checks this against capstone); if
+    there is none, the body rule simply extends to the end (only the ``ret``
+    itself is then described wrongly).
     """
     start, end = func.native_start, func.native_end
     prologue = start + SITE_SIZE if table.site_index(start) is not None else start
@@ -187,7 +341,7 @@ def function_cfi_rows(code: bytes, table: FrameTable, func: FunctionInfo) -> tup
     rows = [CfiRow(0, *_AT_ENTRY)]
     rows.append(CfiRow(prologue + 1 - start, *_AFTER_PUSH))
     rows.append(CfiRow(prologue + 4 - start, *_FRAME_SET))
-    epilogue = _find_epilogue(code, table, func)
+    epilogue = find_epilogue(code, table, func)
     if epilogue is not None:
         pop_at, ret_at = epilogue
         rows.append(CfiRow(pop_at + 1 - start, *_AT_ENTRY))
@@ -196,20 +350,17 @@ def function_cfi_rows(code: bytes, table: FrameTable, func: FunctionInfo) -> tup
     return tuple(rows)
 
 
-def _find_epilogue(code: bytes, table: FrameTable, func: FunctionInfo) -> tuple[int, int] | None:
-    """Image offsets of the ``pop rbp`` and ``ret`` ending ``func``'s epilogue."""
-    points = table.sequence_points(func)
-    sweep_from = points[-1].native_offset if points else func.native_start
-    previous = None
-    for address, size, mnemonic, operands in _disassembler().disasm_lite(
-            code[sweep_from:func.native_end], sweep_from):
-        if mnemonic == "ret":
-            if previous == ("pop", "rbp"):
-                return address - 1, address
-            break
-        previous = (mnemonic, operands)
-    log.debug("function at image offset %#x: no `pop rbp; ret` after %#x", func.native_start, sweep_from)
-    return None
+def find_epilogue(code: bytes, table: FrameTable, func: FunctionInfo) -> tuple[int, int] | None:
+    """Image offsets of the ``pop rbp`` and ``ret`` ending ``func``'s epilogue:
+    the first ``mov rsp, rbp; pop rbp; ret`` from its last sequence point on
+    (the compiler records no epilogue offset; see docs/debug-images.md)."""
+    sweep_from = (table.sequence_point_column(func, 0)[-1] if func.num_seqpoints else func.native_start)
+    found = [at for at in (code.find(tail, sweep_from, func.native_end) for tail in _EPILOGUE_TAILS) if at >= 0]
+    if not found:
+        log.debug("function at image offset %#x: no `pop rbp; ret` after %#x", func.native_start, sweep_from)
+        return None
+    pop_at = min(found) + 3
+    return pop_at, pop_at + 1
 
 
 def _function_name(module, wasm_index: int) -> str:
@@ -258,26 +409,96 @@ def _jump_tables(code: bytes, code_address: int, table: FrameTable, functions: l
     return Symbol(JUMP_TABLES_SYMBOL, code_address + start, end - start, "object")
 
 
-def store_code_image_parts(module, store_code) -> tuple[bytes, list[Symbol], list[Fde]]:
-    """(code bytes, symbols, FDEs) describing ``store_code`` at its base."""
-    table = store_code.frame_table
-    code_address = store_code.base
-    code = store_code.read_for_debugger(code_address, store_code.engine_code.code_size)
+def image_code(engine_code) -> bytes:
+    """The compiled code as an engine image holds it: the canonical bytes with
+    the veneers' trampoline slots zeroed (codemem.code.EngineCode fills them
+    with this process's trampoline addresses; the file must not depend on
+    them)."""
+    table = engine_code.frame_table
+    code = bytearray(engine_code.read(0, engine_code.code_size))
+    if table.debug or table.header.trap_slot:
+        for slot in (table.header.bp_slot, table.header.trap_slot):
+            if slot + _SLOT_SIZE <= len(code):
+                code[slot:slot + _SLOT_SIZE] = bytes(_SLOT_SIZE)
+    return bytes(code)
+
+
+def engine_image_parts(module, table: FrameTable, code: bytes, link_address: int
+                       ) -> tuple[list[Symbol], list[Fde]]:
+    """(symbols, FDEs) of an engine image whose image offset 0 is linked at
+    ``link_address``."""
     functions = table.functions()
     symbols, fdes = [], []
     for func in functions:
-        address = code_address + func.native_start
+        address = link_address + func.native_start
         symbols.append(Symbol(_function_name(module, func.wasm_index), address, func.native_size))
         rows = function_cfi_rows(code, table, func)
         if rows is not None:
             fdes.append(Fde(address, func.native_size, rows, clobbered=GUEST_CLOBBERED))
-    veneer_symbols, veneer_fdes = _veneer_parts(code, code_address, table)
+    veneer_symbols, veneer_fdes = _veneer_parts(code, link_address, table)
     symbols += veneer_symbols
     fdes += veneer_fdes
-    jump_tables = _jump_tables(code, code_address, table, functions)
+    jump_tables = _jump_tables(code, link_address, table, functions)
     if jump_tables is not None:
         symbols.append(jump_tables)
-    return code, symbols, fdes
+    return symbols, fdes
+
+
+def build_engine_image(module, engine_code, *, source_lines: bool = True,
+                       section_builders: tuple[ImageSectionBuilder, ...] = (),
+                       link_address: int = IMAGE_LINK_ADDRESS, x32: bool | None = None) -> bytes:
+    """The ELF bytes of ``engine_code``'s debug image (``module`` is the
+    codemem Module it was compiled from: names, DWARF), linked at
+    ``link_address``.  Deterministic: equal inputs give equal bytes.
+
+    ``x32`` (default: the module's Engine places Stores low,
+    :func:`uses_x32_images`): an ELF32 image with the guest's DWARF translated
+    (variables, types: gdbstub.dwarf_translate, at link addresses; its static
+    data symbols in :data:`DATA_SYMBOLS_SECTION`); else an ELF64 image with
+    source lines only (gdb would read C pointers as 8 bytes, docs/cvars.md)."""
+    x32 = uses_x32_images(module) if x32 is None else x32
+    table = engine_code.frame_table
+    code = image_code(engine_code)
+    symbols, fdes = engine_image_parts(module, table, code, link_address)
+    extra: dict[str, bytes] = {}
+    debug_sections = None
+    if x32 and source_lines:
+        translated = guest_debug_sections(module, engine_code, link_address, ELF32.address_size)
+        if translated is not None:
+            debug_sections = translated.sections
+            extra[DATA_SYMBOLS_SECTION] = b"".join(
+                _DATA_SYMBOL.pack(address, size) + name.encode() + b"\0"
+                for name, address, size in translated.data_symbols)
+    lines = image_lines(module, table, link_address) if source_lines and debug_sections is None \
+        else ImageLines([])
+    if section_builders:
+        context = ImageBuildContext(module, table, link_address, len(code), tuple(symbols), lines)
+        for builder in section_builders:
+            for name, data in builder.sections(context).items():
+                if name in extra:
+                    raise ValueError(f"image section {name} is added twice (by {builder.name})")
+                extra[name] = data
+    name = getattr(module, "name", None) or engine_code.name
+    return build_debug_image(name=name, code_address=link_address, code=code, symbols=symbols, fdes=fdes,
+                             lines=lines.rows, comp_dir=lines.comp_dir, producer=lines.producer,
+                             extra_sections=extra, elf_class=ELF32 if x32 else ELF64,
+                             debug_sections=debug_sections)
+
+
+def data_symbols_of(image_data: bytes) -> list[tuple[str, int, int]]:
+    """The static data symbols an x32 engine image carries
+    (:data:`DATA_SYMBOLS_SECTION`): ``(name, linear-memory address, size)``."""
+    from elftools.elf.elffile import ELFFile  # only for x32 images with data
+    section = ELFFile(io.BytesIO(image_data)).get_section_by_name(DATA_SYMBOLS_SECTION)
+    if section is None:
+        return []
+    data, out, at = section.data(), [], 0
+    while at + _DATA_SYMBOL.size <= len(data):
+        address, size = _DATA_SYMBOL.unpack_from(data, at)
+        end = data.index(b"\0", at + _DATA_SYMBOL.size)
+        out.append((data[at + _DATA_SYMBOL.size:end].decode("utf-8", "replace"), address, size))
+        at = end + 1
+    return out
 
 
 def runtime_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
@@ -353,80 +574,197 @@ def guest_debug_sections(module, engine_code, code_address: int, address_size: i
     return translated
 
 
+def _read_cached(path: pathlib.Path) -> bytes | None:
+    """The cached file's bytes when it is an intact image (its build id, a
+    SHA-1 over the whole file, matches), else None."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        log.warning("cannot read cached debug image %s: %s", path, e)
+        return None
+    if build_id_is_intact(data):
+        return data
+    log.warning("ignoring a damaged cached debug image %s", path)
+    return None
+
+
+def _write_atomically(path: pathlib.Path, data: bytes) -> None:
+    """Best effort (a cache that cannot be written only costs the caching):
+    a per-thread temporary name, then an atomic rename."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except OSError as e:
+        log.warning("cannot write debug image %s: %s", path, e)
+        temporary.unlink(missing_ok=True)
+
+
 @dataclass
-class _Memo:
+class _Placed:
     store_code: weakref.ref
-    image: DebugImage
+    loaded: LoadedImage
 
 
 class DebugImageSet:
-    """The debug images of one process, built on demand and cached as files.
+    """The debug images of one process: one per EngineCode (content-addressed,
+    cached on disk, shared by every Store and every run) plus the runtime's.
 
-    ``cache_dir`` is created if missing. File names are unique per process
-    (``process_tag``), Store, module and code address, plus a CRC-32 of the
-    contents, e.g. ``{tag}-store1-7f51be0b000-1a2b3c4d/demo.O0.elf``, so a
-    debugger's cache keyed by name never pairs a name with other contents.
-    ``source_lines``: give StoreCode images the guest's DWARF line table
-    (:mod:`gdbstub.guest_lines`) when its module has one. Thread-safe.
-    """
+    ``cache_dir``: where images go for modules whose Engine has no
+    ``cache_dir`` of its own (with one, they go beside its compiled images):
+    ``DIR/debug-images/KEY/NAME.elf``.  The runtime image is this process's:
+    ``DIR/debug-images/{process_tag}-runtime-ADDRESS-CRC/codemem-runtime.elf``,
+    deleted by :meth:`remove_files`.  ``source_lines``: give images the
+    guest's DWARF line table (:mod:`gdbstub.guest_lines`) when the module has
+    one.  ``section_builders``: the extension point (:class:`ImageSectionBuilder`).
+    Thread-safe."""
 
-    def __init__(self, cache_dir: os.PathLike, *, process_tag: str, source_lines: bool = True):
+    def __init__(self, cache_dir: os.PathLike, *, process_tag: str, source_lines: bool = True,
+                 section_builders: tuple[ImageSectionBuilder, ...] = ()):
         self.source_lines = source_lines
+        self.section_builders = tuple(section_builders)
         self.cache_dir = pathlib.Path(cache_dir).resolve()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.process_tag = sanitize_name(process_tag)
         self._lock = threading.RLock()
-        self._memo: dict[tuple[int, int], _Memo] = {}  # (store id, StoreCode base) -> image
+        # id(EngineCode) -> (weak EngineCode, image)
+        self._engine_images: dict[int, tuple[weakref.ref, DebugImage]] = {}
+        self._placed: dict[tuple[int, int], _Placed] = {}  # (store id, StoreCode base) -> placement
         self._by_name: dict[str, DebugImage] = {}
-        self._runtime: DebugImage | None = None
-        self._runtime_x32: DebugImage | None = None
+        self._runtime: LoadedImage | None = None
+        # x32 Stores' executables: the low entry thunk plus their modules'
+        # static data symbols, by the set of module images.
+        self._runtimes_x32: dict[tuple[str, ...], LoadedImage] = {}
 
-    def for_store(self, store) -> list[DebugImage]:
-        """One image per entry of ``store.registry`` (address order), then the
-        runtime image. Built and written on first use, memoized per StoreCode
-        (rebuilt if a new StoreCode takes an old one's address); images of
-        StoreCodes no longer registered are forgotten (``find`` no longer
-        returns them)."""
+    # ------------------------------------------------------------ engine images
+    def image_key(self, module) -> str:
+        """The content address of ``module``'s image (see the module docstring)."""
+        parts = [module.cache_key, getattr(module, "name", ""), builder_digest(),
+                 f"lines={int(self.source_lines)}", f"link={IMAGE_LINK_ADDRESS:#x}",
+                 f"x32={int(uses_x32_images(module))}"]
+        parts += [f"{builder.name}={builder.digest}" for builder in self.section_builders]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+    def image_for(self, module, engine_code=None) -> DebugImage:
+        """The image of ``module``'s EngineCode (``module.engine_code`` unless
+        given), made on first use of its data: read from the cache when an
+        intact file is there, else built and written."""
+        engine_code = engine_code if engine_code is not None else module.engine_code
+        with self._lock:
+            memo = self._engine_images.get(id(engine_code))
+            if memo is not None and memo[0]() is engine_code:
+                return memo[1]
+            root = getattr(getattr(module, "engine", None), "cache_dir", None) or self.cache_dir
+            stem = sanitize_name(getattr(module, "name", None) or engine_code.name)
+            path = pathlib.Path(root).resolve() / IMAGES_SUBDIRECTORY / self.image_key(module) / f"{stem}.elf"
+            image = self._by_name.get(str(path))
+            if image is not None:  # another EngineCode of the same key: the same file
+                self._engine_images[id(engine_code)] = (weakref.ref(engine_code), image)
+                return image
+
+            def make() -> bytes:
+                data = _read_cached(path)
+                if data is None:
+                    started = time.perf_counter()
+                    data = build_engine_image(module, engine_code, source_lines=self.source_lines,
+                                              section_builders=self.section_builders)
+                    _write_atomically(path, data)
+                    log.info("debug image %s built in %.2f s (%d bytes)", path, time.perf_counter() - started,
+                             len(data))
+                return data
+
+            image = DebugImage(path, IMAGE_LINK_ADDRESS, engine_code.code_size, make=make)
+            self._engine_images[id(engine_code)] = (weakref.ref(engine_code), image)
+            self._by_name[image.name] = image
+            return image
+
+    # ------------------------------------------------------------ per Store
+    def for_store(self, store) -> list[LoadedImage]:
+        """One placed image per entry of ``store.registry`` (address order),
+        then the executable (:meth:`executable`); placements of StoreCodes no
+        longer registered are forgotten.  Module images are not made here (see
+        :meth:`DebugImage.data`), but an x32 Store's executable needs them."""
+        libraries = self.libraries(store)
+        return libraries + [self.executable(store, libraries=libraries)]
+
+    def libraries(self, store) -> list[LoadedImage]:
+        """The library list of ``store``: its modules' images, placed at its
+        code (made on first use of their data)."""
         store_id = store.id
         entries = store.registry.entries()
-        x32 = uses_x32_images(store)
         with self._lock:
-            images, live = [], set()
+            placed, live = [], set()
             for entry in entries:
-                key = (store_id, entry.store_code.base)
+                code = entry.store_code
+                key = (store_id, code.base)
                 live.add(key)
-                memo = self._memo.get(key)
-                if memo is None or memo.store_code() is not entry.store_code:
-                    if memo is not None:
-                        self._by_name.pop(memo.image.name, None)
-                    memo = _Memo(weakref.ref(entry.store_code), self._build_store_image(store_id, entry, x32))
-                    self._memo[key] = memo
-                    self._by_name[memo.image.name] = memo.image
-                images.append(memo.image)
-            for key in [k for k in self._memo if k[0] == store_id and k not in live]:
-                self._by_name.pop(self._memo.pop(key).image.name, None)
-            images.append(self.runtime_image(x32=x32))
-            return images
+                memo = self._placed.get(key)
+                if memo is None or memo.store_code() is not code:
+                    image = self.image_for(entry.module, code.engine_code)
+                    memo = self._placed[key] = _Placed(weakref.ref(code), LoadedImage(image, code.base))
+                placed.append(memo.loaded)
+            for key in [k for k in self._placed if k[0] == store_id and k not in live]:
+                del self._placed[key]
+            return placed
 
-    def runtime_image(self, *, x32: bool = False) -> DebugImage:
-        """The image of the C runtime's trampolines (built once per set); for
-        x32 Stores the ELF32 image of the low entry thunk instead."""
+    def executable(self, store, *, libraries: list[LoadedImage] | None = None) -> LoadedImage:
+        """The image a debugger loads as the program (``qXfer:exec-file``): the
+        host process's own code, linked where it runs (load bias 0).  For an
+        x32 Store (:func:`uses_x32_images`) the low entry thunk, with its
+        modules' static data symbols at their linear-memory addresses (which no
+        load bias may move: a library's would), so the debugger names data
+        addresses as natively (``0x460 <items>``); it needs the modules'
+        images made."""
+        if not uses_x32_images(store):
+            return self.runtime_image()
+        if libraries is None:
+            libraries = self.libraries(store)
+        key = tuple(image.name for image in libraries)
         with self._lock:
-            if x32:
-                if self._runtime_x32 is None:
-                    start, code, symbols, fdes = entry_thunk_image_parts()
-                    self._runtime_x32 = self._write("runtime-x32", "codemem-runtime", start, code, symbols, fdes,
-                                                    stt_file="codemem-runtime", elf_class=ELF32)
-                    self._by_name[self._runtime_x32.name] = self._runtime_x32
-                return self._runtime_x32
+            found = self._runtimes_x32.get(key)
+            if found is None:
+                data_symbols = sorted({symbol for image in libraries for symbol in data_symbols_of(image.data)},
+                                      key=lambda symbol: (symbol[1], symbol[0]))
+                found = self._runtimes_x32[key] = self._runtime_x32(data_symbols)
+                self._by_name[found.name] = found.image
+            return found
+
+    def _runtime_x32(self, data_symbols: list[tuple[str, int, int]]) -> LoadedImage:
+        start, code, symbols, fdes = entry_thunk_image_parts()
+        symbols += [Symbol(name, address, size, "object") for name, address, size in data_symbols]
+        data_range = None
+        if data_symbols:
+            data_range = (min(address for _, address, _ in data_symbols),
+                          max(address + max(size, 1) for _, address, size in data_symbols))
+        data = build_debug_image(name="codemem-runtime", code_address=start, code=code, symbols=symbols,
+                                 fdes=fdes, elf_class=ELF32, data_range=data_range)
+        directory = f"{self.process_tag}-runtime-x32-{start:x}-{zlib.crc32(data):08x}"
+        path = self.cache_dir / IMAGES_SUBDIRECTORY / directory / "codemem-runtime.elf"
+        if _read_cached(path) != data:
+            _write_atomically(path, data)
+        return LoadedImage(DebugImage(path, start, len(code), data=data), start)
+
+    def runtime_image(self) -> LoadedImage:
+        """The image of the C runtime's trampolines (built once per set)."""
+        with self._lock:
             if self._runtime is None:
                 start, code, symbols, fdes = runtime_image_parts()
-                self._runtime = self._write("runtime", "codemem-runtime", start, code, symbols, fdes, stt_file="codemem-runtime")
-                self._by_name[self._runtime.name] = self._runtime
+                data = build_debug_image(name="codemem-runtime", code_address=start, code=code,
+                                         symbols=symbols, fdes=fdes)
+                directory = f"{self.process_tag}-runtime-{start:x}-{zlib.crc32(data):08x}"
+                path = self.cache_dir / IMAGES_SUBDIRECTORY / directory / "codemem-runtime.elf"
+                if _read_cached(path) != data:
+                    _write_atomically(path, data)
+                image = DebugImage(path, start, len(code), data=data)
+                self._runtime = LoadedImage(image, start)
+                self._by_name[image.name] = image
             return self._runtime
 
     def find(self, path: str) -> DebugImage | None:
-        """The current image whose reported name is exactly ``path`` (no path
+        """The image whose reported name is exactly ``path`` (no path
         normalization: a confined lookup, not a file-system one)."""
         with self._lock:
             return self._by_name.get(path)
@@ -437,76 +775,35 @@ class DebugImageSet:
             return list(self._by_name.values())
 
     def remove_files(self) -> None:
-        """Delete every file this set wrote and forget all images (at shutdown;
-        a debugger that still holds one open keeps reading it)."""
+        """Delete this process's runtime images (at shutdown; engine images stay
+        in the cache for the next run) and forget every placement."""
         with self._lock:
-            images = [memo.image for memo in self._memo.values()]
-            images += [image for image in (self._runtime, self._runtime_x32) if image is not None]
-            for image in images:
-                image.path.unlink(missing_ok=True)
+            runtimes = list(self._runtimes_x32.values()) + ([self._runtime] if self._runtime is not None else [])
+            for runtime in runtimes:
+                path = runtime.path
+                path.unlink(missing_ok=True)
                 try:
-                    image.path.parent.rmdir()  # the image's own directory
+                    path.parent.rmdir()  # the image's own directory
                 except OSError:
                     pass
-            self._memo.clear()
-            self._by_name.clear()
-            self._runtime = self._runtime_x32 = None
-
-    def _build_store_image(self, store_id: int, entry, x32: bool = False) -> DebugImage:
-        store_code = entry.store_code
-        module_name = getattr(entry.module, "name", None) or store_code.engine_code.name
-        code, symbols, fdes = store_code_image_parts(entry.module, store_code)
-        elf_class = ELF32 if x32 else ELF64
-        # Variables only in x32 images: in an ELF64 image gdb reads every C
-        # pointer as 8 bytes (docs/pointers.md), which would show wrong values.
-        translated = (guest_debug_sections(entry.module, store_code.engine_code, store_code.base,
-                                           elf_class.address_size) if self.source_lines and x32 else None)
-        debug_sections = translated.sections if translated is not None else None
-        data_range = None
-        if translated is not None and translated.data_symbols:
-            symbols = symbols + [Symbol(name, address, size, "object")
-                                 for name, address, size in translated.data_symbols]
-            data_range = (min(address for _, address, _ in translated.data_symbols),
-                          max(address + max(size, 1) for _, address, size in translated.data_symbols))
-        lines = (image_lines(entry.module, store_code.frame_table, store_code.base)
-                 if self.source_lines and debug_sections is None else ImageLines([]))
-        return self._write(f"store{store_id}", sanitize_name(module_name), store_code.base, code,
-                           symbols, fdes, stt_file=module_name, lines=lines, elf_class=elf_class,
-                           debug_sections=debug_sections, data_range=data_range)
-
-    def _write(self, owner: str, file_stem: str, start: int, code: bytes, symbols: list[Symbol],
-               fdes: list[Fde], *, stt_file: str, lines: ImageLines = ImageLines([]),
-               elf_class: ElfClass = ELF64, debug_sections: dict[str, bytes] | None = None,
-               data_range: tuple[int, int] | None = None) -> DebugImage:
-        data = build_debug_image(name=stt_file, code_address=start, code=code, symbols=symbols, fdes=fdes,
-                                 lines=lines.rows, comp_dir=lines.comp_dir, producer=lines.producer,
-                                 elf_class=elf_class, debug_sections=debug_sections, data_range=data_range)
-        digest = zlib.crc32(data)
-        # The unique part is the directory, so the file keeps the module's
-        # name: debuggers show a module by its file name (`demo.elf`square).
-        path = self.cache_dir / f"{self.process_tag}-{owner}-{start:x}-{digest:08x}" / f"{file_stem}.elf"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not (path.exists() and path.read_bytes() == data):
-            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            temporary.write_bytes(data)
-            os.replace(temporary, path)
-        image = DebugImage(name=str(path), path=path, data=data, start=start, end=start + len(code),
-                           mtime=int(time.time()))
-        log.debug("debug image %s: [%#x, %#x), %d symbols, %d FDEs", path, start, image.end,
-                  len(symbols), len(fdes))
-        return image
+                self._by_name.pop(runtime.name, None)
+            self._runtime = None
+            self._runtimes_x32.clear()
+            self._placed.clear()
 
 
 # ------------------------------------------------------------- library lists
-def libraries_svr4_xml(images: list[DebugImage]) -> str:
+def libraries_svr4_xml(images: list[LoadedImage]) -> str:
     """The ``qXfer:libraries-svr4:read`` document (GDB manual, "Library List
     Format for SVR4 Targets").
 
     Every ``<library>`` carries ``name``, ``lm``, ``l_addr``, ``l_ld`` and
     ``lmid``: gdb 13 drops the whole list when one is missing. The values:
 
-    * ``l_addr="0x0"``: the images are linked where they run; gdb and lldb
-      both take ``l_addr`` as the slide.
+    * ``l_addr``: the load bias, Store code base minus the image's link
+      address; gdb (solib-svr4 ``lm_addr_check``: the images have no
+      ``.dynamic`` to recompute it from) and lldb add it to every address of
+      the file.
     * ``lm``: there is no ``struct link_map``; a library's code address is used
       as an opaque key, distinct per library and stable while it is loaded
       (lldb keys loaded modules by it; gdb reads no memory at it when the list
@@ -519,23 +816,23 @@ def libraries_svr4_xml(images: list[DebugImage]) -> str:
     """
     lines = ['<library-list-svr4 version="1.0" main-lm="0x0">']
     for image in images:
-        lines.append(f'  <library name={quoteattr(image.name)} lm="{image.start:#x}" l_addr="0x0" '
-                     f'l_ld="0x0" lmid="0x0"/>')
+        lines.append(f'  <library name={quoteattr(image.name)} lm="{image.start:#x}" '
+                     f'l_addr="{image.load_bias:#x}" l_ld="0x0" lmid="0x0"/>')
     lines.append("</library-list-svr4>")
     return "\n".join(lines) + "\n"
 
 
-def libraries_xml(images: list[DebugImage], *, form: str = "segment") -> str:
+def libraries_xml(images: list[LoadedImage], *, form: str = "segment") -> str:
     """The ``qXfer:libraries:read`` document (GDB manual, "Library List Format").
 
-    ``form="segment"`` (default): ``<segment address=.../>`` per library, the
-    address of its only PT_LOAD, which is its link address, so no slide. This
-    is the manual's form for fully linked files and the one gdb handles: gdb's
-    solib-target maps segment addresses onto the file's segments, whereas it
-    adds ``<section>`` addresses to the section addresses as *offsets* (meant for
-    relocatable objects linked at 0), which would double ours.
+    ``form="segment"`` (default): ``<segment address=.../>`` per library, where
+    the file's first (only) PT_LOAD is in the Store. This is the manual's form
+    for fully linked files and the one gdb handles: gdb's solib-target maps
+    segment addresses onto the file's segments (slide = address - p_vaddr),
+    whereas it adds ``<section>`` addresses to the section addresses as
+    *offsets* (meant for relocatable objects linked at 0).
 
-    ``form="section"``: ``<section address=.../>``, the ``.text`` address, for
+    ``form="section"``: ``<section address=.../>``, where ``.text`` is, for
     lldb-22, whose ProcessGDBRemote::GetLoadedModuleList reads only the first
     ``<section>`` child of a library (never ``<segment>``) and takes it as the
     absolute load address of the file's first PT_LOAD. (In our probes lldb-22
@@ -607,17 +904,29 @@ class ImageFileServer:
         image = self._image(fd)
         if count < 0 or offset < 0:
             raise FileServerError(FileIOErrno.EINVAL, f"pread count {count}, offset {offset}")
-        return image.data[offset:offset + count]
+        return self._contents(image)[offset:offset + count]
 
     def fstat(self, fd: int) -> bytes:
         """The 64-byte File-I/O ``struct stat`` of an open image."""
         image = self._image(fd)
-        return fileio_stat(mode=SERVED_FILE_MODE, size=image.size, ino=zlib.crc32(image.name.encode()),
+        size = len(self._contents(image))
+        return fileio_stat(mode=SERVED_FILE_MODE, size=size, ino=zlib.crc32(image.name.encode()),
                            atime=image.mtime, mtime=image.mtime, ctime=image.mtime)
 
     def close(self, fd: int) -> None:
         self._image(fd)
         del self._open[fd]
+
+    @staticmethod
+    def _contents(image: DebugImage) -> bytes:
+        """The image's bytes (made on first use); an image that cannot be made
+        is a File-I/O error for the client (EUNKNOWN: the protocol has no EIO),
+        logged here, never an exception out of the session."""
+        try:
+            return image.data
+        except (DebugImageError, OSError) as e:
+            log.error("debug image %s could not be made: %s", image.name, e)
+            raise FileServerError(FileIOErrno.EUNKNOWN, f"{image.name}: {e}") from None
 
     @property
     def open_fds(self) -> list[int]:

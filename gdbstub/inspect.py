@@ -6,7 +6,9 @@ native range, frame size, local slots) and the capstone disassembly of its code
 instruction each one stands before, its kind and operand-stack depth, and the
 registers that mirror frame slots after it) and its
 patch sites (the 5-byte ``nop dword ptr [rax + rax]`` a breakpoint turns into a
-call).  Addresses are image offsets: the module is compiled but never
+call), with what a watchpoint's veneer at that site checks (the access the
+instruction makes: where its address operand lives and its size,
+codemem.sitehooks.access_sites).  Addresses are image offsets: the module is compiled but never
 instantiated, and EngineCode has no executable address to show (DESIGN.md,
 "Code memory").
 """
@@ -27,6 +29,7 @@ import codemem
 from codemem import CompileError
 from codemem.abi import TRAP_MESSAGES, TrapCode
 from codemem.frametable import MirrorSource, SequencePointKind
+from codemem.sitehooks import access_sites
 from codemem.wasm.instructions import Instr
 from codemem.wasm.opcodes import OPCODES, Imm
 from codemem.wasm.types import ExternKind, ValType
@@ -200,6 +203,10 @@ class _Printer:
         self.disassembly(func_index, record)
 
     @cached_property
+    def _accesses(self):
+        return access_sites(self.module.engine_code, self.module.wasm)
+
+    @cached_property
     def _targets(self) -> dict[int, str]:
         """Image offsets a call or jump may name, with what is there."""
         h = self.table.header
@@ -263,12 +270,19 @@ class _Printer:
                     mirrors += [f"{reg}={_CONTEXT_MIRROR_TEXT[source]}" for reg, source in point.context_mirrors]
                     pending_mirrors = f"    ; register mirrors: {', '.join(mirrors)}"
             site = table.site_index(anchor)
+            pending_watch = None
             if site is not None:
                 self.line(f"    ; patch site #{site}")
+                access = self._accesses.get(anchor)
+                if access is not None:
+                    pending_watch = f"    ; watch check: {access.describe()}"
             raw = insn.bytes.hex(" ")
             note, stub_point = self.annotation(insn, stub_point)
             text = f"  {insn.address:#8x}:  {raw:<30} {insn.mnemonic} {insn.op_str}".rstrip()
             self.line(f"{text}  ; {note}" if note else text)
+            if pending_watch:
+                # What a watchpoint's veneer at this site reads (codemem.sitehooks).
+                self.line(pending_watch)
             if pending_mirrors:
                 # After the point's first instruction (its patch site in debug
                 # code): the registers the code from here on reads as slots.

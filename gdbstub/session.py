@@ -48,6 +48,7 @@ from xml.sax.saxutils import escape
 from codemem.wasm.types import ValType
 
 from . import arch_amd64
+from .agent_session import AgentExtension
 from .dialect import Dialect, NativeDialect, SessionExtension
 from .images import FileServerError
 from .protocol import packets as P
@@ -55,7 +56,7 @@ from .protocol import replies as R
 from .protocol.connection import ProtocolConnection
 from .protocol.encoding import ProtocolError, hex_encode
 from .protocol.replies import ErrorCode, Signal
-from .target import Exited, Stop, StopReason, StoreTarget, TargetError
+from .target import Exited, Stop, StopReason, StopReport, StoreTarget, TargetError
 from .targets import SingleStoreHost, TargetHost
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ monitor commands of wasm-gdbstub:
   help                 this text
   stores               every live Store: pid, module, entry, state, enabled sites
   patches              every enabled patch site of this Store (breakpoints and internal uses)
+                       and the sites calling veneers (conditions, dprintf, watchpoints)
   backtrace            the stopped guest's wasm frames (a caller is shown at its call)
   frame-table [FUNC]   functions, sequence points and patch sites of the frame table
 """
@@ -84,8 +86,9 @@ class SessionConfig:
     #: Makes each session's dialect (it keeps per-Store state, so one per
     #: session); None is the native dialect over ``images``.
     dialect_factory: Callable[[], Dialect] | None = None
-    #: Makes each session's optional extensions (gdbstub.dialect.SessionExtension).
-    extension_factories: list[Callable[[], SessionExtension]] = field(default_factory=list)
+    #: Makes each session's optional extensions (gdbstub.dialect.SessionExtension);
+    #: by default the site agent's (conditions, dprintf, watchpoints).
+    extension_factories: list[Callable[[], SessionExtension]] = field(default_factory=lambda: [AgentExtension])
 
     def make_dialect(self) -> Dialect:
         if self.dialect_factory is not None:
@@ -104,9 +107,10 @@ class Attached:
     #: A stop (or exit) not yet reported: the next resume including this
     #: target reports it instead of resuming.
     unreported: Stop | Exited | None = None
-    #: Reason and signal to show on the next stop (a stop the dialect hid and
-    #: stepped on from, or an attach, which gdb expects as SIGSTOP).
-    carried: tuple[StopReason, int] | None = None
+    #: What to report at the next stop (a stop the dialect hid and stepped
+    #: on from, a watchpoint's included, or an attach, which gdb expects as
+    #: SIGSTOP).
+    carried: StopReport | None = None
     #: Started by this session's vRun (qAttached answers 0: gdb kills it on quit).
     created: bool = False
     #: Moved by the client's last resume and not yet seen to stop.
@@ -272,6 +276,9 @@ class GdbSession:
             P.GetWorkingDir: self._no_working_dir,
             P.LaunchGDBServer: self._launch_gdb_server,
             P.QueryGDBServer: self._query_gdb_server,
+            # Watchpoints belong to the site agent's extension (gdbstub.agent_session,
+            # which replaces this); without it there are none.
+            P.WatchpointSupportInfo: empty,
             # LLDB's WebAssembly queries belong to the wasm dialect (which
             # replaces these); to the native one they are unsupported.
             P.WasmCallStack: empty,
@@ -546,7 +553,7 @@ class GdbSession:
                 self._step_on(attached, event)
             return
         if attached.carried is not None:
-            event.reason, event.signal = attached.carried
+            event.show_as(attached.carried)
             attached.carried = None
         resumed, attached.resumed = attached.resumed, False
         if attached.quiet:
@@ -556,6 +563,10 @@ class GdbSession:
         if self.waiting_for_stop:
             self.waiting_for_stop = False
             self._current_g = self._current_c = target.pid
+            for extension in self.extensions:
+                text = extension.stop_console_text(target, event)
+                if text:
+                    self.conn.reply(R.console_output(text.encode()))
             self.conn.reply(self._stop_reply(target, event))
             self._stop_others(attached)
         elif resumed:
@@ -572,7 +583,7 @@ class GdbSession:
 
     def _step_on(self, attached: Attached, stop: Stop) -> None:
         if attached.carried is None and stop.reason is not StopReason.STEP:
-            attached.carried = (stop.reason, stop.signal)
+            attached.carried = stop.report()
         attached.target.step()
         self.waiting_for_stop = True
 
@@ -589,6 +600,8 @@ class GdbSession:
         if stop.reason == StopReason.TRAP and stop.trap_message:
             # LLDB shows a stop "description"; gdb ignores keys it does not know.
             extra.append(("description", hex_encode(f"wasm trap: {stop.trap_message}".encode())))
+        for extension in self.extensions:
+            extra += extension.stop_reply_keys(target, stop)
         return R.stop_reply(stop.signal, self._thread_id(target), registers, reason, extra, self._multiprocess)
 
     def _halt_reason(self, request) -> bytes | None:
@@ -635,7 +648,7 @@ class GdbSession:
         client that attached to a guest an earlier one left running undebugged:
         it resumed nothing, yet wants the stop."""
         if signal != Signal.SIGINT:
-            attached.carried = (StopReason.INTERRUPT, signal)
+            attached.carried = StopReport(StopReason.INTERRUPT, signal)
         attached.target.debugging = True
         attached.target.interrupt()
         self.waiting_for_stop = True
@@ -841,7 +854,7 @@ class GdbSession:
         # An attach stops with SIGSTOP, as gdbserver's and lldb-server's do:
         # gdb expects it, and lldb's batch mode counts only SIGSTOP and SIGINT
         # stops as normal after an attach (any other signal ends the batch).
-        attached.carried = (StopReason.INTERRUPT, Signal.SIGSTOP)
+        attached.carried = StopReport(StopReason.INTERRUPT, Signal.SIGSTOP)
         return self._report_first_stop(attached, interrupt=True)
 
     def _vrun(self, request: P.VRun) -> bytes | None:
@@ -871,7 +884,7 @@ class GdbSession:
                 self._step_on(attached, stop)
                 return None
             if attached.carried is not None:
-                stop.reason, stop.signal = attached.carried
+                stop.show_as(attached.carried)
                 attached.carried = None
             return self._stop_reply(target, stop)
         if target.exited is not None:
@@ -895,10 +908,13 @@ class GdbSession:
         words = request.text.split()
         command, args = (words[0], words[1:]) if words else ("help", [])
         text = self.host.monitor(command, args)
+        for extension in self.extensions:
+            if text is None:
+                text = extension.monitor(self, command, args)
         if text is not None:
             pass
         elif command == "help":
-            text = MONITOR_HELP + self.host.monitor_help
+            text = MONITOR_HELP + "".join(e.monitor_help for e in self.extensions) + self.host.monitor_help
         elif command == "stores":
             text = self._monitor_stores()
         elif command == "patches":
@@ -936,15 +952,16 @@ class GdbSession:
 
     def _monitor_patches(self) -> str:
         target = self.target
-        sites = target.enabled_sites()
-        if not sites:
-            return "no patch site is enabled\n"
         lines = []
-        for entry, pc in sites:
+        for entry, pc in target.enabled_sites():
             name = target.function_name_at(pc) or "?"
             refs = entry.store_code.site_refcount(entry.store_code.offset_of(pc))
             user = " breakpoint" if pc in target.breakpoints else ""
             lines.append(f"{pc:#x} {entry.module.name}!{name} refs={refs}{user}")
+        for extension in self.extensions:
+            lines += extension.patch_lines(target)
+        if not lines:
+            return "no patch site is enabled\n"
         return "\n".join(lines) + "\n"
 
     def _monitor_backtrace(self) -> str:

@@ -35,6 +35,10 @@ Breakpoints, stepping and interrupts share sites by refcount (DESIGN.md,
 "Sequence points and patch sites"): a user breakpoint is one reference, a step
 plan holds one reference on each site it armed, an interrupt one on every site.
 Disarming a plan drops exactly its references, so the user's breakpoints stay.
+Conditions, agent commands and watchpoints make sites call veneers of their
+own (gdbstub.agent, codemem.sitehooks); a plain reference on such a site wins
+(it stops), and a veneer that wants a stop jumps to the same trampoline, so
+:meth:`StoreTarget._process` reads the hit record to tell why.
 
 Errors: every refusal raises :class:`TargetError` carrying the GDB errno-style
 code the session puts in its ``Exx`` reply (one mapping place: here).
@@ -50,7 +54,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from codemem import abi, native
+from codemem import abi, native, sitehooks
 from codemem import frames as walker
 from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, Trap
@@ -61,6 +65,7 @@ from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
 
 from . import arch_amd64
+from .agent import SiteAgent, WatchPlace
 from .protocol.replies import ErrorCode, Signal
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,7 @@ class StopReason(enum.Enum):
     STEP = "step"              # a single step or range step finished
     INTERRUPT = "interrupt"    # the client's ^C
     TRAP = "trap"              # a wasm trap, reported before it unwinds
+    WATCH = "watch"            # a watchpoint's access, reported after it
 
 
 @dataclass
@@ -90,6 +96,35 @@ class Stop:
     signal: int
     trap_code: int | None = None
     trap_message: str | None = None
+    #: A watchpoint stop: its kind ("watch", "rwatch", "awatch") and the first
+    #: watched address accessed, in the client's view (gdbstub.agent).
+    watch: str | None = None
+    watch_address: int | None = None
+    #: Why a conditional breakpoint stopped when its condition could not be
+    #: evaluated (shown to the client, gdbstub.session).
+    note: str | None = None
+
+    def report(self) -> "StopReport":
+        """What this stop tells the client, apart from where it is."""
+        return StopReport(self.reason, self.signal, self.watch, self.watch_address, self.note)
+
+    def show_as(self, report: "StopReport") -> None:
+        """Report ``report`` at this stop's place: the session steps on from a
+        stop its dialect cannot show (carrying that stop's report, a
+        watchpoint's included) and shows an attach's stop as SIGSTOP."""
+        self.reason, self.signal = report.reason, report.signal
+        self.watch, self.watch_address, self.note = report.watch, report.watch_address, report.note
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """The reason, signal and details of a stop (see :meth:`Stop.show_as`)."""
+
+    reason: StopReason
+    signal: int
+    watch: str | None = None
+    watch_address: int | None = None
+    note: str | None = None
 
 
 @dataclass
@@ -172,6 +207,31 @@ def _raw_write(address: int, data: bytes) -> None:
 #: block (0x02) and loop (0x03) fall into their body, so they are not here.
 _CONTROL_OPCODES = frozenset({0x00, 0x04, 0x05, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x12, 0x13})
 
+#: Opcodes after which the next instruction may be outside the function (wasm
+#: spec 5.4.1): br, br_if, br_table (their label may be the function's), return,
+#: return_call, return_call_indirect.
+_LEAVING_OPCODES = frozenset({0x0C, 0x0D, 0x0E, 0x0F, 0x12, 0x13})
+_CALL = 0x10
+#: Entries of a target's per-range memo before it starts over.
+_MEMO_LIMIT = 4096
+#: call_indirect, return_call, return_call_indirect: any function may be next
+#: (return_call's callee is known, but it is reached without a return point).
+_INDIRECT_CALLS = frozenset({0x11, 0x12, 0x13})
+
+
+def _read_uleb(data: bytes, at: int) -> int:
+    """An unsigned LEB128 (wasm spec 5.2.2) at ``data[at]`` (a call's function index)."""
+    result = shift = 0
+    while at < len(data):
+        byte = data[at]
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+        at += 1
+        shift += 7
+    return result
+
+
 #: rflags bits a client may change: the arithmetic flags (CF PF AF ZF SF OF).
 #: TF would make the host take SIGTRAP, DF breaks the ABI the runtime relies on.
 _RFLAGS_WRITABLE = 0x8D5
@@ -203,13 +263,16 @@ class StoreTarget:
         self.breakpoints: set[int] = set()
         # The sites the last resume armed (a step or an interrupt), each held
         # once; the next stop releases them.
-        self._plan: list[tuple[Any, int]] | None = None
+        self._plan: list[tuple[Any, Any]] | None = None  # (StoreCode, site indexes), see _arm
         # The edit the current stop's changes share (see the module docstring).
         self._stop_edit: PatchEdit | None = None
         self._entry_site: int | None = None
         self._interrupt_requested = False
         self._kill_requested = False
         self._entry_sites_memo: tuple[tuple, list] | None = None
+        # (EngineCode, function, range) -> what its instructions may do: a
+        # loop's `next`s ask the same few again and again.
+        self._calls_and_exits_memo: dict[tuple, tuple[list | None, bool]] = {}
         self._regions_memo: tuple[tuple, list] | None = None
         self._range: tuple[int, int] | None = None
         # The word a stopped guest waits on (see _GuestStop); one per target,
@@ -225,6 +288,11 @@ class StoreTarget:
         self._thread: threading.Thread | None = None
         self.results: list | None = None
         self.closed = False
+        # Conditions and watchpoints run at the sites (gdbstub.agent); made on
+        # first use.  A watchpoint access seen before it happened waits here
+        # for the stop at the next sequence point, which reports it.
+        self._agent: SiteAgent | None = None
+        self._pending_watch = None
         store.debug_handler = self._on_guest_event
 
     # ------------------------------------------------------------ lifecycle
@@ -361,15 +429,39 @@ class StoreTarget:
         assert self._stopped is None, "guest stopped twice without a resume"
         pc = raw.regfile.rip
         self._stopped = raw
+        hit = self._agent.take_hit(pc) if self._agent is not None else None
         if raw.kind == native.EVENT_TRAP:
             self._disarm()
+            self._pending_watch = None
             message = trap_for_code(raw.code).message
             stop = Stop(StopReason.TRAP, pc, _trap_signal(raw.code), raw.code, message)
         else:
             was_stepping = self._plan is not None
             was_interrupt = self._interrupt_requested
             self._disarm()
-            if self._entry_site is not None and pc == self._entry_site:
+            if hit is not None and hit.kind == sitehooks.HIT_HOST_WRITE:
+                # A host function (e.g. WASI fd_read) wrote a watched range:
+                # this is the return point after its call, after the write.
+                self._pending_watch = self._agent.watch_at_host_write(hit)
+            elif self._agent is not None and self._pending_watch is None:
+                # A host write whose return point had a plain stop (a step, a
+                # breakpoint) that ran no veneer: report it here.
+                self._pending_watch = self._agent.take_host_write()
+            if hit is not None and hit.kind in (sitehooks.HIT_ACCESS, sitehooks.HIT_GLOBAL) \
+                    and self._pending_watch is None:
+                # Seen before the access: run to the next sequence point, and
+                # report it there, after the write.
+                found = self._agent.watch_for_hit(hit)
+                if found is not None:
+                    self._pending_watch = found
+                    self._range = None
+                    self._resume_step()
+                    return None
+            if self._pending_watch is not None:
+                watch, address = self._pending_watch
+                self._pending_watch = None
+                stop = Stop(StopReason.WATCH, pc, Signal.SIGTRAP, watch=watch.name, watch_address=address)
+            elif self._entry_site is not None and pc == self._entry_site:
                 self._disarm_entry()
                 stop = Stop(StopReason.ENTRY, pc, Signal.SIGTRAP)
             elif was_interrupt:
@@ -390,6 +482,8 @@ class StoreTarget:
                 log.debug("stale stop at %#x ignored", pc)
                 self._release()
                 return None
+        if hit is not None and stop.reason == StopReason.BREAKPOINT:
+            stop.note = hit.condition_note()
         self._range = None
         self._current = stop
         return stop
@@ -405,6 +499,8 @@ class StoreTarget:
     # ---------------------------------------------------------- resuming
 
     def _release(self) -> None:
+        if self._agent is not None:
+            self._agent.before_resume()  # regions (instances come and go), access sites
         self._finish_stop_edit()
         stopped, self._stopped, self._current = self._stopped, None, None
         if stopped is not None:
@@ -461,9 +557,25 @@ class StoreTarget:
 
     def resume(self) -> None:
         """Continue until a breakpoint, a trap or the end."""
-        self.require_stopped()
+        stopped = self.require_stopped()
         self._range = None
+        if self._watch_on_resume(stopped):
+            self._resume_step()
+            return
         self._release()
+
+    def _watch_on_resume(self, stopped: _GuestStop) -> bool:
+        """A guest resumes from a stop at a site after the site's call, so
+        the site's own access check must be made here: True when the access
+        the guest is about to make hits a watchpoint (then it is pending,
+        reported at the next sequence point)."""
+        if self._agent is None or stopped.kind != native.EVENT_BREAKPOINT or self._pending_watch is not None:
+            return False
+        found = self._agent.access_at(stopped.regfile.rip, stopped.regfile)
+        if found is None:
+            return False
+        self._pending_watch = found
+        return True
 
     def step(self, range_: tuple[int, int] | None = None) -> None:
         """Run to the next sequence point reached (in this function, a callee,
@@ -474,7 +586,7 @@ class StoreTarget:
             # A trap is fatal: the next thing that happens is the unwind.
             self._release()
             return
-        self._range = range_
+        self._range = None if self._watch_on_resume(stopped) else range_
         self._resume_step()
 
     def _resume_step(self) -> None:
@@ -525,6 +637,9 @@ class StoreTarget:
         self._disarm()
         self._disarm_entry()
         self.remove_all_breakpoints()
+        if self._agent is not None:
+            self._agent.clear()
+        self._pending_watch = None
         self._interrupt_requested = False
         self._range = None
 
@@ -550,14 +665,18 @@ class StoreTarget:
             raise TargetError(ErrorCode.EINVAL, f"{e}; breakpoints go at sequence points (patch sites)") from None
         return (entry.store_code, pc)
 
-    def _arm(self, sites: list[tuple[Any, int]]) -> None:
-        """Enables ``sites`` as the plan the next stop releases (a live edit
-        when the guest is running: an interrupt or a kill)."""
+    def _arm(self, plan: list[tuple[Any, Any]]) -> None:
+        """Enables ``plan``, ``(StoreCode, site indexes)`` pairs (a range or a
+        list of the code's frame-table site indexes), as the plan the next
+        stop releases (a live edit when the guest is running: an interrupt or
+        a kill).  Each pair is one bulk edit (codemem PatchEdit.enable_sites):
+        arming every site of a real-size module is one C call."""
         assert self._plan is None, "arming over an armed plan"
+        plan = [(store_code, indexes) for store_code, indexes in plan if len(indexes)]
         with self._patch_edit() as edit:
-            for store_code, pc in sites:
-                edit.enable_site(store_code, pc)
-        self._plan = list(sites)
+            for store_code, indexes in plan:
+                edit.enable_sites(store_code, indexes)
+        self._plan = plan
 
     def _disarm(self) -> None:
         plan, self._plan = self._plan, None
@@ -567,8 +686,8 @@ class StoreTarget:
         # Live while the guest may be executing the image (an interrupt or a
         # kill racing a step); a stopped guest allows the cheaper edit.
         with self._patch_edit() as edit:
-            for store_code, pc in plan:
-                edit.disable_site(store_code, pc)
+            for store_code, indexes in plan:
+                edit.disable_sites(store_code, indexes)
 
     def _arm_entry(self, pc: int) -> None:
         site = self._site_for(pc)
@@ -583,41 +702,120 @@ class StoreTarget:
         with self._patch_edit() as edit:
             edit.disable_site(*self._site_for(pc))
 
-    def _step_sites(self, regfile) -> list[tuple[Any, int]]:
-        """The sites a step must arm to catch the next sequence point reached:
-        every site of the current function (any branch), every function's entry
-        site (any call, direct, indirect or from a host function), and the
-        caller's return site (a return).  When the caller is not wasm (the
-        outermost frame returns to the host, which may call back into wasm
-        anywhere), every site of every image."""
+    def _step_sites(self, regfile) -> list[tuple[Any, Any]]:
+        """The sites a step must arm (a plan for :meth:`_arm`) to catch the next
+        sequence point reached outside the step's range (``self._range``; with
+        none, the next one at all):
+
+        * the current function's sites outside the range (any branch; a plain
+          step arms them all: a loop may come back to the same point);
+        * the entry site of each function a call in the range may enter: the
+          callee of a direct ``call``, every function's for an indirect call or
+          a call of an import (a host function may call any export);
+        * where the function returns to: the caller's return site, or every
+          function's entry site when the caller is the host (it may call any
+          export next), when the range may leave the function; when the host
+          was itself called by wasm (a nested entry), every site: the host
+          returns into an outer wasm frame.
+
+        Inside the range nothing is armed, so a range step (``vCont;r``) runs
+        the whole range at full speed and stops once, where it leaves it, as
+        gdbserver's range stepping does.  Cost: proportional to the current
+        function, never to the module (every site of every image only for a
+        nested entry's return, or when the pc is in no function, which a stop
+        at a sequence point never is)."""
         pc = regfile.rip
         entry = self.store.registry.lookup(pc)
         if entry is None:
             return self._all_sites()
         code = entry.store_code
         table = code.frame_table
-        func = table.function_at(code.offset_of(pc))
+        offset = code.offset_of(pc)
+        func = table.function_at(offset)
         if func is None:
             return self._all_sites()
-        following = self._next_in_straight_line(entry, func, code.offset_of(pc))
-        if following is not None:
-            return [(code, following)]
-        return_address = self._return_address(regfile, code.base + func.native_start)
-        caller = self.store.registry.lookup(return_address) if return_address else None
-        if caller is None:
-            return self._all_sites()
-        sites: dict[int, Any] = {}
-        offsets = table.site_offsets
-        lo = bisect.bisect_left(offsets, func.native_start)
-        hi = bisect.bisect_left(offsets, func.native_end)
-        for off in offsets[lo:hi]:
-            sites[code.base + off] = code
-        for start, other_code in self._entry_sites():
-            sites[start] = other_code
-        caller_code = caller.store_code
-        if caller_code.frame_table.site_index(caller_code.offset_of(return_address)) is not None:
-            sites[return_address] = caller_code
-        return [(c, p) for p, c in sites.items()]
+        if self._range is None or not self._range[0] <= pc < self._range[1]:
+            following = self._next_in_straight_line(entry, func, offset)
+            if following is not None:
+                return [(code, [table.site_index(code.offset_of(following))])]
+            lo, hi = offset, offset + 1  # the instruction at pc
+            plan: list[tuple[Any, Any]] = [(code, table.site_indexes_in(func.native_start, func.native_end))]
+        else:
+            lo = max(func.native_start, self._range[0] - code.base)
+            hi = min(func.native_end, self._range[1] - code.base)
+            plan = [(code, table.site_indexes_in(func.native_start, lo)),
+                    (code, table.site_indexes_in(hi, func.native_end))]
+        callees, leaves = self._calls_and_exits(entry, func, lo, hi)
+        if callees is None:
+            plan += self._entry_sites()
+        else:
+            for callee in callees:
+                index = table.site_index(callee.native_start)
+                if index is not None:
+                    plan.append((code, [index]))
+        if leaves:
+            return_address = self._return_address(regfile, code.base + func.native_start)
+            caller = self.store.registry.lookup(return_address) if return_address else None
+            if caller is None:
+                if self.store.ctx.depth > 1:
+                    # Entered from a host function that wasm called: returning
+                    # through it resumes an outer wasm frame after its call.
+                    return self._all_sites()
+                if callees is not None:
+                    plan += self._entry_sites()
+            else:
+                caller_code = caller.store_code
+                index = caller_code.frame_table.site_index(caller_code.offset_of(return_address))
+                if index is not None:
+                    plan.append((caller_code, [index]))
+        return plan
+
+    def _calls_and_exits(self, entry: ModuleWithCode, func, lo: int, hi: int) -> tuple[list | None, bool]:
+        """What the wasm instructions at the sequence points in image offsets
+        [lo, hi) of ``func`` may do besides falling through or branching inside
+        the function: (the functions their direct calls enter, or None when one
+        may enter any function: an indirect call, a call of an import; whether
+        one may leave the function: a return, a branch (conservatively: it may
+        target the function's own label), its final ``end``, a tail call)."""
+        key = (entry.store_code.engine_code, func.position, lo, hi)  # held: no id reuse
+        found = self._calls_and_exits_memo.get(key)
+        if found is None:
+            if len(self._calls_and_exits_memo) >= _MEMO_LIMIT:
+                self._calls_and_exits_memo.clear()
+            found = self._calls_and_exits_memo[key] = self._scan_calls_and_exits(entry, func, lo, hi)
+        return found
+
+    @staticmethod
+    def _scan_calls_and_exits(entry: ModuleWithCode, func, lo: int, hi: int) -> tuple[list | None, bool]:
+        """:meth:`_calls_and_exits` read from the frame table: only the points
+        in [lo, hi) (bisected), and the function's final ``end`` (its last
+        INSTRUCTION point), so a line of a huge function costs what the line
+        has, not what the function has."""
+        table = entry.store_code.frame_table
+        wasm = entry.module.wasm
+        offsets = table.sequence_point_column(func, 0)
+        kinds = table.sequence_point_column(func, 8, "<B")
+        wasm_offsets = table.sequence_point_column(func, 4)
+        instruction = SequencePointKind.INSTRUCTION
+        final_end = next((offsets[k] for k in range(len(offsets) - 1, -1, -1) if kinds[k] == instruction), None)
+        callees: list | None = []
+        leaves = False
+        for k in range(bisect.bisect_left(offsets, lo), bisect.bisect_left(offsets, hi)):
+            wasm_offset = wasm_offsets[k]
+            if kinds[k] != instruction or not 0 <= wasm_offset < len(wasm):
+                continue
+            opcode = wasm[wasm_offset]
+            if offsets[k] == final_end or opcode in _LEAVING_OPCODES:
+                leaves = True
+            if opcode == _CALL:
+                callee = table.function_by_wasm_index(_read_uleb(wasm, wasm_offset + 1))
+                if callee is None:  # an import: the host may call back into any export
+                    callees = None
+                elif callees is not None:
+                    callees.append(callee)
+            elif opcode in _INDIRECT_CALLS:
+                callees = None
+        return callees, leaves
 
     def _next_in_straight_line(self, entry: ModuleWithCode, func, offset: int) -> int | None:
         """When the instruction at sequence point ``offset`` cannot transfer
@@ -643,26 +841,24 @@ class StoreTarget:
             return None
         return code.base + offsets[k]
 
-    def _entry_sites(self) -> list[tuple[int, Any]]:
-        """(pc, StoreCode) of every function's entry site, memoized per set of
-        registered images."""
+    def _entry_sites(self) -> list[tuple[Any, list[int]]]:
+        """(StoreCode, site indexes) of every function's entry site, per
+        registered image (memoized per set of registered images)."""
         entries = self.store.registry.entries()
         key = tuple(entry.store_code.base for entry in entries)
         if self._entry_sites_memo is None or self._entry_sites_memo[0] != key:
-            sites = []
+            plan = []
             for entry in entries:
-                code = entry.store_code
-                table = code.frame_table
-                for f in table.functions():
-                    if table.site_index(f.native_start) is not None:
-                        sites.append((code.base + f.native_start, code))
-            self._entry_sites_memo = (key, sites)
+                table = entry.store_code.frame_table
+                indexes = [table.site_index(start) for start in table.function_starts]
+                plan.append((entry.store_code, [index for index in indexes if index is not None]))
+            self._entry_sites_memo = (key, plan)
         return self._entry_sites_memo[1]
 
-    def _all_sites(self) -> list[tuple[Any, int]]:
-        return [(entry.store_code, entry.store_code.base + off)
-                for entry in self.store.registry.entries()
-                for off in entry.store_code.frame_table.site_offsets]
+    def _all_sites(self) -> list[tuple[Any, range]]:
+        """Every site of every image: what an interrupt (or a kill) arms."""
+        return [(entry.store_code, range(entry.store_code.frame_table.num_sites))
+                for entry in self.store.registry.entries()]
 
     def _return_address(self, regfile, function_start: int) -> int | None:
         """The current frame's return address (codemem.frames)."""
@@ -676,14 +872,46 @@ class StoreTarget:
 
     # ------------------------------------------------------- breakpoints
 
-    def insert_breakpoint(self, pc: int) -> None:
-        """A user breakpoint at a patch site of this Store (idempotent)."""
+    @property
+    def agent(self) -> SiteAgent:
+        """Conditions and watchpoints at the sites of this Store (gdbstub.agent)."""
+        if self._agent is None:
+            self._agent = SiteAgent(self, self._patch_edit)
+        return self._agent
+
+    def _is_hooked(self, pc: int) -> bool:
+        return self._agent is not None and self._agent.has_program(pc)
+
+    def _require_live(self) -> None:
         self.require_open()
         if self.exited is not None:
             raise TargetError(ErrorCode.ENOENT, "the guest has exited")
-        if pc in self.breakpoints:
-            return
+
+    def insert_breakpoint(self, pc: int, conditions: tuple = (), commands: tuple = ()) -> None:
+        """A user breakpoint at a patch site of this Store (idempotent).
+        ``conditions`` (verified agent expressions): stop only when one is
+        true, evaluated at the site; ``commands`` (agent printf, gdb's
+        dprintf-style agent): run at the site instead of stopping.  A new
+        insert at the same pc replaces both (gdb's ``condition N``); none
+        makes it a plain breakpoint."""
+        self._require_live()
         site = self._site_for(pc)
+        if conditions or commands:
+            if pc in self.breakpoints and not self._is_hooked(pc):
+                with self._patch_edit() as edit:
+                    edit.disable_site(*site)
+            try:
+                self.agent.set_breakpoint_program(site[0], pc, tuple(conditions), tuple(commands))
+            except CodeMemoryError as e:
+                raise TargetError(ErrorCode.EBUSY, str(e)) from None
+            self.breakpoints.add(pc)
+            return
+        if pc in self.breakpoints:
+            if self._is_hooked(pc):
+                self.agent.set_breakpoint_program(site[0], pc, (), ())
+                with self._patch_edit() as edit:
+                    edit.enable_site(*site)
+            return
         with self._patch_edit() as edit:
             edit.enable_site(*site)
         self.breakpoints.add(pc)
@@ -696,13 +924,49 @@ class StoreTarget:
             self._site_for(pc)  # still name a bad address as such
             return
         site = self._site_for(pc)
-        with self._patch_edit() as edit:
-            edit.disable_site(*site)
+        if self._is_hooked(pc):
+            self.agent.set_breakpoint_program(site[0], pc, (), ())
+        else:
+            with self._patch_edit() as edit:
+                edit.disable_site(*site)
         self.breakpoints.discard(pc)
+
+    # ------------------------------------------------------- watchpoints
+
+    def insert_watchpoint(self, kinds: int, address: int, length: int, place: WatchPlace) -> None:
+        """A watchpoint of this Store (gdbstub.agent): ``kinds`` is a set of
+        codemem.sitehooks.WATCH_WRITE / WATCH_READ, ``address`` and
+        ``length`` the client's (reported back in its stop), ``place`` what
+        they name in this Store (the session's dialect decides:
+        gdbstub.dialect.Dialect.watch_place)."""
+        self._require_live()
+        try:
+            self.agent.add_watch(kinds, address, length, place)
+        except ValueError as e:
+            raise TargetError(ErrorCode.EINVAL, str(e)) from None
+        except CodeMemoryError as e:
+            raise TargetError(ErrorCode.EBUSY, str(e)) from None
+
+    def remove_watchpoint(self, kinds: int, address: int, length: int) -> None:
+        """Removing one that is not set is not an error."""
+        if self._agent is not None:
+            self._agent.remove_watch(kinds, address, length)
 
     def remove_all_breakpoints(self) -> None:
         for pc in sorted(self.breakpoints):
             self.remove_breakpoint(pc)
+
+    def hooked_sites(self) -> dict[int, tuple[ModuleWithCode, int]]:
+        """pc -> (image, veneer address) of every site calling a veneer of its
+        own (gdbstub.agent), for `monitor patches`."""
+        return {} if self._agent is None else self._agent.hooked_sites()
+
+    def describe_hooked_site(self, pc: int) -> list[str]:
+        """What the veneer of the hooked site at ``pc`` runs, one line per check."""
+        entry = self.store.registry.lookup(pc)
+        if self._agent is None or entry is None:
+            return []
+        return self._agent.describe_site(entry.store_code, pc)
 
     def enabled_sites(self) -> list[tuple[ModuleWithCode, int]]:
         """(image, pc) of every enabled site, for `monitor patches`."""
@@ -832,7 +1096,8 @@ class StoreTarget:
                                         instance.vmctx_address + size, _raw_read, None))
             # The cells of the instance's globals (vmctx points at them): the
             # translated DWARF reads __stack_pointer there, and `set var` on a
-            # wasm global writes there.
+            # wasm global writes there; a watchpoint on a global names its
+            # cell (gdbstub.agent), and `monitor globals` lists them.
             for index, glob in enumerate(instance.globals):
                 if glob.store is self.store:
                     regions.append(MemoryRegion(f"global{index}:{instance.module.name}", glob.cell_address,

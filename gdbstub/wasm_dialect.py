@@ -29,7 +29,9 @@ function's ENTRY point (before its prologue: no frame yet) or at a call's
 RETURN_POINT (which shares its wasm position with the next instruction) is
 stepped on, inside the stub, to the next INSTRUCTION point.  So every wasm PC
 lldb sees has one native place, every frame it sees has its slots, and a
-single step always moves the wasm PC.
+single step always moves the wasm PC.  A watchpoint's report (a host
+write stops at the call's RETURN_POINT) is carried to the stop shown.
+Watchpoints name wasm memory addresses (:meth:`WasmDialect.watch_place`).
 
 The dialect is a :class:`~gdbstub.dialect.Dialect` of the one session
 (gdbstub.session): it answers what depends on the wasm view and adds the
@@ -52,6 +54,7 @@ from codemem.wasm.types import ValType
 from .protocol import packets as P
 from .protocol import replies as R
 from .protocol.encoding import hex_encode
+from .agent import WatchPlace
 from .dialect import Dialect
 from .session import PACKET_SIZE, GdbSession, SessionConfig
 from .protocol.replies import ErrorCode
@@ -116,7 +119,6 @@ class WasmModuleView:
         self.wasm: bytes = bytes(instance.module.wasm)
         self.code = instance.store_code
         self.table = self.code.frame_table
-        self._sites: dict[int, int] | None = None
 
     @property
     def name(self) -> str:
@@ -128,27 +130,15 @@ class WasmModuleView:
     def base_address(self) -> int:
         return code_address(self.module_id, 0)
 
-    def _instruction_sites(self) -> dict[int, int]:
-        """wasm offset -> native pc of the INSTRUCTION point compiled for it
-        (the first, should two share an offset), only points with a site."""
-        if self._sites is None:
-            sites: dict[int, int] = {}
-            table = self.table
-            for func in table.functions():
-                for point in table.sequence_points(func):
-                    if point.kind is SequencePointKind.INSTRUCTION and point.wasm_offset not in sites \
-                            and table.site_index(point.native_offset) is not None:
-                        sites[point.wasm_offset] = self.code.base + point.native_offset
-            self._sites = sites
-        return self._sites
-
     def native_site(self, wasm_offset: int) -> int:
-        """The native pc of the patch site of the instruction at ``wasm_offset``."""
-        pc = self._instruction_sites().get(wasm_offset)
-        if pc is None:
+        """The native pc of the patch site of the instruction at ``wasm_offset``
+        (looked up in the frame table in place: lldb's first ``Z0`` on a module
+        of any size costs a few bisects)."""
+        offset = self.table.instruction_site_at_wasm_offset(wasm_offset)
+        if offset is None:
             raise TargetError(ErrorCode.EINVAL, f"no wasm instruction starts at module offset {wasm_offset:#x} of "
                                       f"{self.name} (breakpoints go at instruction boundaries in code)")
-        return pc
+        return self.code.base + offset
 
     def function_at(self, pc: int) -> FunctionInfo | None:
         return self.table.function_at(self.code.offset_of(pc))
@@ -303,7 +293,9 @@ class WasmDialect(Dialect):
     # ------------------------------------------------------------ info
 
     def host_info(self) -> str:
-        return f"triple:{_TRIPLE_HEX};endian:little;ptrsize:4;"
+        # watchpoint_exceptions_received:after: a watchpoint stop comes after
+        # the access (gdbstub.agent), as x86 debug registers do (lldbgdbremote.md).
+        return f"triple:{_TRIPLE_HEX};endian:little;ptrsize:4;watchpoint_exceptions_received:after;"
 
     def process_info(self, target: StoreTarget) -> str:
         return f"pid:{target.pid:x};triple:{_TRIPLE_HEX};endian:little;ptrsize:4;"
@@ -395,6 +387,21 @@ class WasmDialect(Dialect):
 
     def check_range_step(self) -> None:
         raise TargetError(ErrorCode.EINVAL, "vCont;r is not supported in the wasm dialect")
+
+    def watch_place(self, target: StoreTarget, address: int, length: int) -> WatchPlace:
+        """A wasm memory address (``module_id << 32 | offset``) in the linear
+        memory of the instance debugged (watchpoints cover that one memory)."""
+        kind, module_id, offset = split_address(address)
+        if kind != _TYPE_MEMORY:
+            raise TargetError(ErrorCode.EINVAL, f"{address:#x} is a code address; watchpoints go on linear memory")
+        memory = self.view(target, module_id).memory()
+        if not target.instance.memories or memory is not target.instance.memories[0]:
+            raise TargetError(ErrorCode.EINVAL, f"module {module_id}'s memory is not the memory of the "
+                                                f"instance debugged")
+        if length <= 0 or offset + length > memory.data_len:
+            raise TargetError(ErrorCode.EINVAL, f"{address:#x}+{length:#x} is not inside linear memory "
+                                                f"({memory.data_len:#x} bytes)")
+        return WatchPlace(linear=offset)
 
     # ------------------------------------------------------------ qWasm*
 

@@ -6,7 +6,7 @@ from codemem.code import EngineCode, PatchEdit
 from codemem.frametable import SITE_DISABLED
 from codemem.native import PAGE_SIZE
 from imagekit import ADD, SITE, HandStore, build_image
-from procmaps import mapping_perms, smaps_field
+from procmaps import mapping_perms, smaps_total
 
 F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 1, 2, 4, 8
 
@@ -97,14 +97,14 @@ def test_copy_on_write_dirties_only_the_patched_page():
         # the pages the kernel copied on write.
         engine.read(0, engine.size)
         s.code.read_for_debugger(base, s.code.size)  # reading does not copy
-        assert smaps_field(base, "Private_Dirty") == 0
-        assert smaps_field(base, "Anonymous") == 0
+        assert smaps_total(base, base + s.code.size, "Private_Dirty") == 0
+        assert smaps_total(base, base + s.code.size, "Anonymous") == 0
         target = built.functions[5]
         with s.registry.patch_edit() as edit:
             s.registry.enable_site(s.code.pc_of(target), edit)
-        assert smaps_field(base, "Private_Dirty") == PAGE_SIZE // 1024
-        assert smaps_field(base, "Anonymous") == PAGE_SIZE // 1024
-        assert smaps_field(base, "Size") >= pages * PAGE_SIZE // 1024
+        assert smaps_total(base, base + s.code.size, "Private_Dirty") == PAGE_SIZE // 1024
+        assert smaps_total(base, base + s.code.size, "Anonymous") == PAGE_SIZE // 1024
+        assert smaps_total(base, base + s.code.size, "Size") >= pages * PAGE_SIZE // 1024
     finally:
         s.close()
         engine.close()
@@ -207,7 +207,7 @@ def test_a_closed_debug_stores_copy_is_recycled_only_after_a_full_reset():
     patched = first.code.pc_of(built.functions[3])
     with first.registry.patch_edit() as edit:
         first.registry.enable_site(patched, edit)
-    assert smaps_field(first.code.base, "Anonymous") == PAGE_SIZE // 1024
+    assert smaps_total(first.code.base, first.code.base + first.code.size, "Anonymous") == PAGE_SIZE // 1024
     closed_code, base = first.code, first.code.base
     first.close()
     # Whatever still holds the closed StoreCode cannot reach the mapping, which
@@ -220,7 +220,7 @@ def test_a_closed_debug_stores_copy_is_recycled_only_after_a_full_reset():
         assert second.code.base == base, "the given-back copy is reused"
         assert second.code.enabled_site_offsets() == []
         assert second.code.read_raw(second.code.base, engine.size) == canonical
-        assert smaps_field(base, "Anonymous") == 0, "the patched page was discarded, not kept"
+        assert smaps_total(base, base + second.code.size, "Anonymous") == 0, "the patched page was discarded, not kept"
         assert mapping_perms(base) == "r-xp"
         # And it is a working private copy again.
         with second.registry.patch_edit() as edit:
@@ -252,3 +252,98 @@ def test_spare_copies_are_bounded():
     assert unmapped == 2
     engine.close()
     assert engine._spare_private_copies == []
+
+
+# ------------------------------------------------------------ bulk edits (C)
+def site_bytes(s, engine) -> list[bytes]:
+    table = engine.frame_table
+    return [s.code.read_raw(s.code.pc_of(table.site(i).offset), 5) for i in range(table.num_sites)]
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["stopped", "live"])
+def test_bulk_enable_and_disable_keep_the_refcounts_of_single_edits(engine, live):
+    """enable_sites over every site (what an interrupt arms) writes each
+    site's enable bytes once, shares sites with a single owner by refcount,
+    and disable_sites restores exactly the state before; in live mode too."""
+    s = new_store(engine)
+    table = engine.frame_table
+    everything = range(table.num_sites)
+    try:
+        one = s.code.pc_of(table.site(1).offset)
+        with s.registry.patch_edit() as edit:
+            s.registry.enable_site(one, edit)  # a user's breakpoint
+        with PatchEdit(live=live) as edit:
+            assert edit.enable_sites(s.code, everything) == table.num_sites - 1  # site 1 was already written
+        assert site_bytes(s, engine) == [table.site(i).enable for i in everything]
+        assert s.code.site_refcount(table.site(1).offset) == 2
+        assert s.code.enabled_site_offsets() == list(table.site_offsets)
+        assert s.code.read_for_debugger(s.code.base, engine.code_size) == engine.read(0, engine.code_size)
+        with PatchEdit(live=live) as edit:
+            assert edit.disable_sites(s.code, everything) == table.num_sites - 1
+        assert s.code.enabled_site_offsets() == [table.site(1).offset]  # the user's stays
+        with s.registry.patch_edit() as edit:
+            s.registry.disable_site(one, edit)
+        assert s.code.read_raw(s.code.base, s.code.size) == engine.read(0, engine.size)
+    finally:
+        s.close()
+
+
+def test_a_bad_bulk_edit_names_the_site_and_changes_nothing(engine):
+    s = new_store(engine)
+    table = engine.frame_table
+    try:
+        with s.registry.patch_edit() as edit:
+            edit.enable_sites(s.code, [0, 2])
+        snapshot = s.code.read_raw(s.code.base, s.code.size)
+        with pytest.raises(CodeMemoryError, match="not enabled"):
+            with s.registry.patch_edit() as edit:
+                edit.disable_sites(s.code, [0, 1, 2])  # 1 is not enabled
+        # Listed twice but enabled once: the first disable is undone again.
+        with pytest.raises(CodeMemoryError, match="not enabled"):
+            with s.registry.patch_edit() as edit:
+                edit.disable_sites(s.code, [2, 0, 2])
+        with pytest.raises(CodeMemoryError, match=f"no patch site {table.num_sites}"):
+            with s.registry.patch_edit() as edit:
+                edit.enable_sites(s.code, [1, table.num_sites])
+        for bad in (range(-1, 2), range(1, table.num_sites + 1)):
+            with pytest.raises(CodeMemoryError, match="not all among its"):
+                with s.registry.patch_edit() as edit:
+                    edit.enable_sites(s.code, bad)
+        assert s.code.read_raw(s.code.base, s.code.size) == snapshot
+        assert [s.code.site_refcount(table.site(i).offset) for i in range(3)] == [1, 0, 1]
+        assert mapping_perms(s.code.base) == "r-xp"
+        with s.registry.patch_edit() as edit:
+            edit.disable_sites(s.code, range(0, 3, 2))
+        assert s.code.read_raw(s.code.base, s.code.size) == engine.read(0, engine.size)
+    finally:
+        s.close()
+
+
+def test_an_edit_makes_only_the_pages_it_writes_writable():
+    """A step on a real-size module patches a few pages of a mapping of tens
+    of MiB: only those pages change protection (W^X still holds: writable,
+    never executable, while the guest is stopped), and all are executable
+    again when the edit ends."""
+    pages = 8
+    built = build_image([[SITE, bytes.fromhex("c3")] for _ in range(pages)], align=PAGE_SIZE)
+    engine = EngineCode(built.code, built.table, name="paged")
+    s = new_store(engine)
+    try:
+        near, far = (s.code.pc_of(built.functions[k]) for k in (1, 6))
+        edit = s.registry.patch_edit()
+        s.registry.enable_site(near, edit)
+        assert mapping_perms(near) == "rw-p"
+        assert mapping_perms(far) == mapping_perms(s.code.pc_of(built.functions[3])) == "r-xp"
+        s.registry.enable_site(far, edit)  # the same edit extends its writable part
+        assert mapping_perms(far) == "rw-p" and mapping_perms(s.code.pc_of(built.functions[3])) == "r-xp"
+        edit.finish()
+        assert {mapping_perms(s.code.pc_of(f)) for f in built.functions} == {"r-xp"}
+        with PatchEdit(live=True) as live:
+            live.disable_site(s.code, near)
+            assert mapping_perms(near) == "rwxp" and mapping_perms(far) == "r-xp"
+        with s.registry.patch_edit() as edit:
+            s.registry.disable_site(far, edit)
+        assert s.code.read_raw(s.code.base, s.code.size) == engine.read(0, engine.size)
+    finally:
+        s.close()
+        engine.close()

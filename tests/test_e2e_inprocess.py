@@ -68,7 +68,6 @@ class InProcessStub:
         func = self.instance.exports[invoke]
         values = runner.parse_invoke_args(func, list(args))
         self.images = DebugImageSet(workdir / "images", process_tag=f"inproc{os.getpid()}")
-        self.store_images = self.images.for_store(self.store)
         config = SessionConfig(images=self.images, file_server=ImageFileServer(self.images))
         self.target = StoreTarget(self.store, self.instance, func, values,
                                   notify=lambda: self.server.notify_from_guest())
@@ -99,7 +98,10 @@ class InProcessStub:
     # -- the client side ----------------------------------------------------
 
     def _lines(self) -> list[str]:
-        return attach_commands(self.server.host, self.server.port, self.store_images)
+        libraries = self.images.libraries(self.store)
+        for image in libraries:
+            image.data  # lldb reads them from disk: made (as serve does) before the line is used
+        return attach_commands(self.server.host, self.server.port, libraries, self.images.executable(self.store))
 
     def gdb_argv(self) -> list[str]:
         return shlex.split(self._lines()[0][len("gdb: "):])

@@ -35,15 +35,16 @@ def test_lldb_lists_the_stores_and_attaches_one_in_the_native_view(loop_host):
     host = loop_host(long_workers=("a",), short_workers=1)
     a = host.wait_for("a")
     images = host._with_store(a, lambda store: host.host.images.for_store(store))
-    image = images[0].path
+    image, slide = images[0].path, images[0].load_bias  # position independent: placed by its load bias
+    images[0].data  # on disk for lldb
     run = run_lldb([*platform(host.address), "platform process list", f"process attach --pid {a}",
                     "process plugin packet monitor stores",
-                    f"target modules add {image}", f"target modules load --file {image} --slide 0",
+                    f"target modules add {image}", f"target modules load --file {image} --slide {slide:#x}",
                     "thread backtrace", "detach"])
     out = run.output
     assert re.search(rf"^{a}\s+0\s+0\s+x86_64-pc-unknown\s+bench_loop\.O0:call_loop", out, re.M), str(run)
     assert f"Process {a} stopped" in out and "stop reason = signal SIGSTOP" in out, str(run)
-    assert f"image {image}" in out, str(run)
+    assert f"image {image} (target modules load --slide {slide:#x})" in out, str(run)
     assert re.search(r"frame #0: 0x[0-9a-f]+ bench_loop\.O0\.elf`(tick|call_loop)", out), str(run)
     assert f"Process {a} detached" in out, str(run)
     assert run.returncode == 0, str(run)

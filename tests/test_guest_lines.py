@@ -195,6 +195,73 @@ def test_store_images_carry_the_lines_unless_disabled(tmp_path, source_lines):
     states = [e.state for e in program.get_entries() if e.state and not e.state.end_sequence]
     (entry,) = store.registry.entries()
     square = functions_by_name(module)["square"]
-    first = next(s for s in states if s.address == entry.store_code.base + square.native_start)
+    link = image.image.link_start  # the image is linked position-independently
+    first = next(s for s in states if s.address == link + square.native_start)
     assert first.line == DEMO_FUNCTIONS["square"][0]
-    assert all(image.start <= s.address < image.end for s in states)
+    assert all(image.image.link_start <= s.address < image.image.link_end for s in states)
+    assert image.start == entry.store_code.base
+
+
+# ------------------------------------------------------------ the decoder, the shape
+def pyelftools_rows(info) -> list[tuple]:
+    """Every row of every unit as pyelftools' own state machine decodes it."""
+    from gdbstub.guest_lines import guest_dwarf_info as _dwarf_info
+    dwarf = _dwarf_info(info.dwarf)
+    rows = []
+    for cu in dwarf.iter_CUs():
+        for entry in dwarf.line_program_for_CU(cu).get_entries():
+            state = entry.state
+            if state is not None:
+                rows.append((state.address, state.file, state.line, state.column, bool(state.is_stmt),
+                             bool(state.prologue_end), bool(state.epilogue_begin), bool(state.end_sequence)))
+    return rows
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.wasm")), ids=lambda p: p.name)
+def test_the_line_program_decoder_agrees_with_pyelftools_on_every_example(path):
+    from gdbstub.guest_lines import decode_line_program, guest_dwarf_info as _dwarf_info
+    module = Module(Engine(debug=True), path.read_bytes(), name=path.stem)
+    if ".debug_line" not in module.info.dwarf:
+        pytest.skip(f"{path.name} has no line table")
+    dwarf = _dwarf_info(module.info.dwarf)
+    ours = [row for cu in dwarf.iter_CUs()
+            for row in decode_line_program(module.info.dwarf[".debug_line"], dwarf.line_program_for_CU(cu))]
+    theirs = pyelftools_rows(module.info)
+    # pyelftools resets is_stmt before it reports an end_sequence row; the
+    # flag means nothing there (DWARF 5 section 6.2.5.3: the row only ends
+    # the sequence), so it is left out of the comparison.
+    def comparable(rows):
+        return [row[:4] + row[5:] if row[7] else row for row in rows]
+    assert comparable(ours) == comparable(theirs) and ours
+
+
+def test_a_truncated_line_program_is_a_guest_lines_error(demo):
+    from gdbstub.guest_lines import decode_line_program, guest_dwarf_info as _dwarf_info
+    section = demo.info.dwarf[".debug_line"]
+    program = next(_dwarf_info(demo.info.dwarf).line_program_for_CU(cu)
+                   for cu in _dwarf_info(demo.info.dwarf).iter_CUs())
+    assert section[program.program_start_offset] == 0  # DW_LNE_set_address: 0, length, 2, address
+    program.program_end_offset = program.program_start_offset + 3  # inside its operand
+    with pytest.raises(GuestLinesError):
+        decode_line_program(section[:program.program_end_offset], program)
+
+
+def test_mapped_lines_have_one_statement_row_per_line_run_and_an_epilogue_per_function(demo):
+    """The native table's shape (issue 13 item 3): no two adjacent statement
+    rows of one function on the same line (but for the prologue_end row, which
+    `break FUNC` needs), each function's epilogue flagged at its final `end`,
+    and the flagged row not a statement start."""
+    rows = map_guest_lines(read_guest_line_table(demo.info), demo.info, demo.engine_code.frame_table, CODE_ADDRESS)
+    table = demo.engine_code.frame_table
+    for func in table.functions():
+        start, end = CODE_ADDRESS + func.native_start, CODE_ADDRESS + func.native_end
+        own = [row for row in rows if start <= row.address < end]
+        statements = [row for row in own if row.is_stmt]
+        for before, after in zip(statements, statements[1:]):
+            assert (before.file, before.line) != (after.file, after.line) or after.prologue_end, (before, after)
+        final_end = max(p.native_offset for p in table.sequence_points(func)
+                        if p.kind is SequencePointKind.INSTRUCTION)
+        (epilogue,) = [row for row in own if row.epilogue_begin]
+        assert epilogue.address == CODE_ADDRESS + final_end
+        assert not epilogue.is_stmt or epilogue is own[0]
+        assert sum(row.prologue_end for row in own) == 1

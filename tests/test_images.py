@@ -32,8 +32,8 @@ from gdbstub import arch_amd64
 from gdbstub.debugimage.dwarf import DWARF_REGISTERS
 from gdbstub.images import (
     BREAKPOINT_SLOT_SYMBOL, BREAKPOINT_VENEER_SYMBOL, FIRST_FD, JUMP_TABLES_SYMBOL, MAX_OPEN_FILES,
-    RUNTIME_SYMBOLS, TRAP_SLOT_SYMBOL, TRAP_VENEER_SYMBOL, DebugImageSet, FileServerError, ImageFileServer,
-    libraries_svr4_xml, libraries_xml,
+    IMAGE_LINK_ADDRESS, RUNTIME_SYMBOLS, TRAP_SLOT_SYMBOL, TRAP_VENEER_SYMBOL, DebugImage, DebugImageSet,
+    FileServerError, ImageFileServer, LoadedImage, libraries_svr4_xml, libraries_xml,
 )
 from gdbstub.protocol.encoding import hex_decode
 from gdbstub.protocol.packets import FileIOOpenFlags
@@ -44,6 +44,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "build"
 MODES = pytest.mark.parametrize("debug", [True, False], ids=["debug", "nodebug"])
 RSP, RBP, RIP = DWARF_REGISTERS["rsp"], DWARF_REGISTERS["rbp"], DWARF_REGISTERS["rip"]
 GPR = {name: i for i, name in enumerate(arch_amd64.GPR_NAMES)}
+#: Link address of image offset 0 in a module's (position-independent) image.
+LINK = IMAGE_LINK_ADDRESS
 
 
 @dataclass
@@ -133,22 +135,29 @@ def test_every_function_has_a_symbol_and_an_fde(demo, image_set, debug):
     code = entry.store_code
     image = images[0]
     assert (image.start, image.end) == (code.base, code.code_end)
+    assert image.load_bias == code.base - LINK
     assert Path(image.name) == image.path and image.path.is_absolute()
-    assert image.path.read_bytes() == image.data
-    assert image.path.parent.parent == image_set.cache_dir
+    assert image.data == image.path.read_bytes()
+    assert image.path.parent.parent.parent == image_set.cache_dir
     parsed = elf(image.data)
+    assert parsed["e_type"] == "ET_DYN"
     (load_segment,) = [s for s in parsed.iter_segments() if s["p_type"] == "PT_LOAD"]
-    assert load_segment["p_vaddr"] == code.base  # linked where it runs: no slide
+    assert load_segment["p_vaddr"] == LINK  # position independent: each Store's base is its load bias
     text = parsed.get_section_by_name(".text")
-    assert text["sh_addr"] == code.base
-    assert text.data() == code.read_for_debugger(code.base, code.engine_code.code_size)
+    assert text["sh_addr"] == LINK
+    # The Store's code, but for the trampoline slots (this process's addresses: zero in the file).
+    header = code.frame_table.header
+    expected = bytearray(code.read_for_debugger(code.base, code.engine_code.code_size))
+    if debug or header.trap_slot:
+        expected[header.bp_slot:header.bp_slot + 8] = expected[header.trap_slot:header.trap_slot + 8] = bytes(8)
+    assert text.data() == bytes(expected)
     symbols, fdes = symbols_of(image.data), fdes_of(image.data)
     functions = code.frame_table.functions()
     assert [f.wasm_index for f in functions] == [0, 1, 2, 3]
     for func in functions:
         name = loaded.module.func_name(func.wasm_index)
-        assert symbols[name] == (code.base + func.native_start, func.native_size, "STT_FUNC")
-        fde = fdes[code.base + func.native_start]
+        assert symbols[name] == (LINK + func.native_start, func.native_size, "STT_FUNC")
+        fde = fdes[LINK + func.native_start]
         assert fde.header["address_range"] == func.native_size
     assert {"square", "sum_of_squares", "fact", "run"} <= set(symbols)
 
@@ -162,12 +171,12 @@ def test_veneers_have_symbols_and_call_frame_rules(demo, image_set, debug):
     header = code.frame_table.header
     symbols, fdes = symbols_of(image.data), fdes_of(image.data)
     for name, offset in ((BREAKPOINT_VENEER_SYMBOL, header.bp_veneer), (TRAP_VENEER_SYMBOL, header.trap_veneer)):
-        assert symbols[name] == (code.base + offset, 6, "STT_FUNC")
-        assert rule_table(fdes[code.base + offset]) == [(code.base + offset, (RSP, 8), "same")]
-        (row,) = fdes[code.base + offset].get_decoded().table
+        assert symbols[name] == (LINK + offset, 6, "STT_FUNC")
+        assert rule_table(fdes[LINK + offset]) == [(LINK + offset, (RSP, 8), "same")]
+        (row,) = fdes[LINK + offset].get_decoded().table
         assert row[RIP].type == RegisterRule.OFFSET and row[RIP].arg == -8
-    assert symbols[BREAKPOINT_SLOT_SYMBOL] == (code.base + header.bp_slot, 8, "STT_OBJECT")
-    assert symbols[TRAP_SLOT_SYMBOL] == (code.base + header.trap_slot, 8, "STT_OBJECT")
+    assert symbols[BREAKPOINT_SLOT_SYMBOL] == (LINK + header.bp_slot, 8, "STT_OBJECT")
+    assert symbols[TRAP_SLOT_SYMBOL] == (LINK + header.trap_slot, 8, "STT_OBJECT")
     assert JUMP_TABLES_SYMBOL not in symbols  # demo.c has no switch
 
 
@@ -179,7 +188,8 @@ def test_jump_tables_symbol_covers_the_br_table_entries(image_set):
     address, size, kind = symbols_of(image.data)[JUMP_TABLES_SYMBOL]
     assert kind == "STT_OBJECT" and size % 4 == 0 and size > 0
     functions = code.frame_table.functions()
-    assert address == code.base + -(-functions[-1].native_end // 4) * 4
+    assert address == LINK + -(-functions[-1].native_end // 4) * 4
+    address += code.base - LINK
     table = code.read_for_debugger(address, size)
     targets = set()
     # Every entry is `target - table start` for one of the tables laid end to
@@ -230,18 +240,19 @@ def test_cfi_equals_capstone_simulation_at_every_instruction(image_set, name, de
     data = code.read_for_debugger(code.base, code.engine_code.code_size)
     fdes = fdes_of(image.data)
     for func in code.frame_table.functions():
-        table = rule_table(fdes[code.base + func.native_start])
-        simulated = simulate_frame_rules(data, code.base, func.native_start, func.native_end)
+        table = rule_table(fdes[LINK + func.native_start])
+        simulated = simulate_frame_rules(data, LINK, func.native_start, func.native_end)
         for address, expected in simulated.items():
-            assert rule_at(table, address) == expected, (name, hex(address - code.base))
+            assert rule_at(table, address) == expected, (name, hex(address - LINK))
         prologue = func.native_start + (SITE_SIZE if debug else 0)
-        assert [row[0] - code.base for row in table][:3] == [func.native_start, prologue + 1, prologue + 4]
+        assert [row[0] - LINK for row in table][:3] == [func.native_start, prologue + 1, prologue + 4]
 
 
 # ------------------------------------------------------------ runtime image
 def test_runtime_image_covers_the_trampolines_and_ends_the_stack(image_set, demo):
     runtime = image_set.runtime_image()
     assert image_set.for_store(demo[True].store)[-1] is runtime
+    assert runtime.load_bias == 0 and image_set.executable(demo[True].store) is runtime
     lib = native.lib
     assert (runtime.start, runtime.end) == (lib.cm_runtime_code_start_address(), lib.cm_runtime_code_end_address())
     text = elf(runtime.data).get_section_by_name(".text")
@@ -264,20 +275,23 @@ def test_runtime_image_covers_the_trampolines_and_ends_the_stack(image_set, demo
 def test_x32_stores_get_elf32_images_and_the_low_entry_thunk_ends_their_stack(image_set):
     loaded = load(EXAMPLES / "demo.O0.wasm", True, low_addresses=True)
     *store_images, runtime = image_set.for_store(loaded.store)
-    assert runtime is image_set.runtime_image(x32=True) and runtime is not image_set.runtime_image()
+    assert runtime is image_set.executable(loaded.store) and runtime is not image_set.runtime_image()
     for image in store_images + [runtime]:
         assert elf(image.data).elfclass == 32 and elf(image.data)["e_machine"] == "EM_X86_64"
         assert image.end <= 1 << 32
     thunk = loaded.store.ctx.entry_thunk
-    assert (runtime.start, runtime.end) == (thunk, thunk + len(ENTRY_THUNK_CODE))
+    assert (runtime.start, runtime.end, runtime.load_bias) == (thunk, thunk + len(ENTRY_THUNK_CODE), 0)
     assert elf(runtime.data).get_section_by_name(".text").data() == ENTRY_THUNK_CODE
     assert symbols_of(runtime.data)["cm_enter"][:2] == (thunk, len(ENTRY_THUNK_CODE))
     (fde,) = fdes_of(runtime.data).values()
     assert all(row[RIP].type == RegisterRule.UNDEFINED for row in fde.get_decoded().table)
-    # Every function's FDE is there, with 4-byte addresses.
+    # The module's x32 image is position independent too: every function's
+    # FDE, with 4-byte addresses, at its link address; placed by its load bias.
     (entry,) = loaded.store.registry.entries()
-    fdes = fdes_of(store_images[0].data)
-    assert {entry.store_code.base + f.native_start for f in entry.store_code.frame_table.functions()} <= set(fdes)
+    (image,) = store_images
+    assert image.load_bias == entry.store_code.base - LINK
+    fdes = fdes_of(image.data)
+    assert {LINK + f.native_start for f in entry.store_code.frame_table.functions()} <= set(fdes)
 
 
 # ------------------------------------------------------------ the set
@@ -287,34 +301,54 @@ def test_images_are_memoized_unique_and_forgotten_when_unregistered(image_set, d
     assert all(a is b for a, b in zip(image_set.for_store(demo[True].store), first))
     other = image_set.for_store(demo[False].store)
     names = [image.name for image in first[:-1] + other[:-1]]
-    assert len(set(names)) == len(names)
-    assert all(Path(n).parent.name.startswith("test_1_2-store") and Path(n).name == "demo.O0.elf" for n in names)
-    assert image_set.find(first[0].name) is first[0]
-    assert image_set.find(first[-1].name) is image_set.runtime_image()
+    assert len(set(names)) == len(names)  # debug and nodebug code differ
+    assert all(Path(n).name == "demo.O0.elf" for n in names)
+    assert image_set.find(first[0].name) is first[0].image
+    assert image_set.find(first[-1].name) is image_set.runtime_image().image
+    assert Path(first[-1].name).parent.name.startswith("test_1_2-runtime-")
 
     # A Store with one module registered by hand, unregistered, registered again.
     store = Store(Engine(debug=True, low_addresses=False))
     module = Module.from_file(store.engine, EXAMPLES / "demo.O0.wasm")
     store.registry.register(module, module.engine_code)
     (image,) = image_set.for_store(store)[:-1]
+    # Another Store of another Engine, same module bytes: the same file (content-addressed).
+    assert image.name == first[0].name and image.start != first[0].start
     store.registry.unregister(module.engine_code)
     assert image_set.for_store(store) == [image_set.runtime_image()]
-    assert image_set.find(image.name) is None
     store.registry.register(module, module.engine_code)
     (again,) = image_set.for_store(store)[:-1]
     (entry,) = store.registry.entries()
-    assert again.start == entry.store_code.base and image_set.find(again.name) is again
+    assert again.start == entry.store_code.base and image_set.find(again.name) is again.image
     store.registry.unregister(module.engine_code)
 
 
-def test_remove_files_deletes_what_the_set_wrote(tmp_path, demo):
+def test_remove_files_deletes_the_runtime_image_and_keeps_the_cached_module_images(tmp_path, demo):
     images = DebugImageSet(tmp_path / "fresh", process_tag="gone")
     written = images.for_store(demo[False].store)
-    assert all(image.path.exists() for image in written)
+    module_image, runtime = written
+    assert runtime.path.exists() and not module_image.path.exists()  # made on first use of its data
+    data = module_image.data
+    assert module_image.path.read_bytes() == data
     images.remove_files()
-    assert not any(image.path.exists() for image in written) and list((tmp_path / "fresh").iterdir()) == []
-    assert images.find(written[0].name) is None
-    assert images.for_store(demo[False].store)[0].path.exists()  # rebuilt on demand
+    assert not runtime.path.exists() and module_image.path.exists()
+    assert images.find(runtime.name) is None
+    # Another set (another run) reads the cached file instead of building it again.
+    again = DebugImageSet(tmp_path / "fresh", process_tag="again").for_store(demo[False].store)[0]
+    assert again.name == module_image.name and again.data == data
+
+
+def test_a_damaged_cached_image_is_rebuilt(tmp_path, demo):
+    images = DebugImageSet(tmp_path / "cache", process_tag="damage")
+    image = images.for_store(demo[True].store)[0]
+    good = image.data
+    damaged = bytearray(good)
+    damaged[len(damaged) // 2] ^= 0xFF
+    image.path.write_bytes(bytes(damaged))
+    again = DebugImageSet(tmp_path / "cache", process_tag="damage2").for_store(demo[True].store)[0]
+    assert again.data == good and image.path.read_bytes() == good
+    image.path.write_bytes(good[:100])
+    assert DebugImageSet(tmp_path / "cache", process_tag="damage3").for_store(demo[True].store)[0].data == good
 
 
 # ------------------------------------------------------------ library lists
@@ -327,7 +361,7 @@ def test_svr4_library_list_has_what_gdb_13_requires(image_set, demo):
     assert [lib.get("name") for lib in libraries] == [image.name for image in images]
     for lib, image in zip(libraries, images):
         assert set(lib.attrib) == {"name", "lm", "l_addr", "l_ld", "lmid"}
-        assert int(lib.get("l_addr"), 16) == 0 and int(lib.get("lmid"), 16) == 0
+        assert int(lib.get("l_addr"), 16) == image.load_bias and int(lib.get("lmid"), 16) == 0
         assert int(lib.get("lm"), 16) == image.start
     assert len({lib.get("lm") for lib in libraries}) == len(libraries)
 
@@ -346,8 +380,7 @@ def test_library_list_names_each_image_with_its_code_address(image_set, demo, fo
 
 
 def test_library_names_are_xml_escaped():
-    from gdbstub.images import DebugImage
-    odd = DebugImage(name='/tmp/a"b<&>.elf', path=Path('/tmp/a"b<&>.elf'), data=b"", start=0x1000, end=0x2000)
+    odd = LoadedImage(DebugImage(Path('/tmp/a"b<&>.elf'), 0x1000, 0x1000, data=b""), 0x1000)
     for document in (libraries_svr4_xml([odd]), libraries_xml([odd])):
         assert ET.fromstring(document).find("library").get("name") == '/tmp/a"b<&>.elf'
 
@@ -421,9 +454,11 @@ def test_gdb_names_every_function_veneer_and_runtime_symbol(image_set, demo):
     (entry,) = loaded.store.registry.entries()
     code = entry.store_code
     functions = code.frame_table.functions()
-    commands = [f"info symbol {code.base + f.native_start + 9:#x}" for f in functions]
-    commands.append(f"info symbol {code.base + code.frame_table.header.trap_veneer:#x}")
-    output = run_gdb(*commands, "info functions ^wasm|^square|^run", target=str(images[0].path))
+    # gdb FILE loads it at its link addresses.
+    commands = [f"info symbol {LINK + f.native_start + 9:#x}" for f in functions]
+    commands.append(f"info symbol {LINK + code.frame_table.header.trap_veneer:#x}")
+    output = run_gdb(f"set $base = {images[0].load_bias:#x}", *commands, "info functions ^wasm|^square|^run",
+                     target=str(images[0].path))
     for func in functions:
         assert f"{loaded.module.func_name(func.wasm_index)} + 9 in section .text" in output, output
     assert f"{TRAP_VENEER_SYMBOL} in section .text" in output
@@ -584,8 +619,12 @@ def syms_read_column(images, image) -> str:
     return r"Yes" if has_lines else r"Yes \(\*\)"
 
 
-def regions_for(images, stop: Stop) -> list[tuple[int, bytes]]:
-    regions = [(image.start, elf(image.data).get_section_by_name(".text").data()) for image in images]
+def regions_for(loaded: Loaded, images, stop: Stop) -> list[tuple[int, bytes]]:
+    """The code as the Store runs it (slots filled), then the stack."""
+    regions = [(entry.store_code.base, entry.store_code.read_for_debugger(
+        entry.store_code.base, entry.engine_code.code_size)) for entry in loaded.store.registry.entries()]
+    runtime = images[-1]
+    regions.append((runtime.start, elf(runtime.data).get_section_by_name(".text").data()))
     return regions + [(stop.stack_base, stop.stack)]
 
 
@@ -596,7 +635,7 @@ def test_gdb_fetches_images_by_vfile_and_unwinds_to_cm_enter(image_set, site_ind
     stop = stop_in_square(loaded, site_index)
     if site_index:  # Store.backtrace walks the rbp chain, which skips the caller at an entry site
         assert stop.frames == ["square", "sum_of_squares", "run"]
-    stub = MiniStub(stop.regfile, regions_for(images, stop), svr4=libraries_svr4_xml(images),
+    stub = MiniStub(stop.regfile, regions_for(loaded, images, stop), svr4=libraries_svr4_xml(images),
                     files=ImageFileServer(image_set))
     try:
         # Default sysroot "target:": gdb reads each library over vFile.
@@ -623,7 +662,7 @@ def test_gdb_reads_the_segment_form_library_list(image_set):
     loaded = load(EXAMPLES / "demo.O0.wasm", True)
     images = image_set.for_store(loaded.store)
     stop = stop_in_square(loaded, 3)
-    stub = MiniStub(stop.regfile, regions_for(images, stop), libraries=libraries_xml(images),
+    stub = MiniStub(stop.regfile, regions_for(loaded, images, stop), libraries=libraries_xml(images),
                     files=ImageFileServer(image_set), osabi=False)
     (entry,) = loaded.store.registry.entries()
     fact = next(f for f in entry.store_code.frame_table.functions()
@@ -654,11 +693,11 @@ def test_lldb_uses_the_images_cfi_to_unwind_a_remote_stop(image_set):
     code = entry.store_code
     sum_of_squares = next(f for f in code.frame_table.functions()
                           if loaded.module.func_name(f.wasm_index) == "sum_of_squares")
-    stub = MiniStub(stop.regfile, regions_for(images, stop), svr4=libraries_svr4_xml(images),
+    stub = MiniStub(stop.regfile, regions_for(loaded, images, stop), svr4=libraries_svr4_xml(images),
                     files=ImageFileServer(image_set))
     commands = [f"gdb-remote {stub.port}"]
     commands += [f"target modules add {image.name}" for image in images]
-    commands += [f"target modules load -f {image.name} -s 0" for image in images]
+    commands += [f"target modules load -f {image.name} -s {image.load_bias:#x}" for image in images]
     commands += ["bt", f"image show-unwind -a {code.base + sum_of_squares.native_start + 9:#x}",
                  f"image show-unwind -a {images[-1].start + 1:#x}", "process detach"]
     arguments = ["lldb-22", "-b", "--no-lldbinit"]
@@ -680,3 +719,69 @@ def test_lldb_uses_the_images_cfi_to_unwind_a_remote_stop(image_set):
     assert runtime_plan.startswith(f"{Path(images[-1].name).name}`cm_enter"), runtime_plan[:200]
     runtime_rows = runtime_plan.split("debug_frame UnwindPlan:")[1].split("\n\n")[0]
     assert re.search(r"row\[0\]:\s+0: CFA=rsp \+8 => rip=\?", runtime_rows), runtime_rows
+
+
+# ------------------------------------------------------------ the extension point
+@dataclass
+class AddSections:
+    """An ImageSectionBuilder returning fixed sections, recording its context."""
+
+    name: str
+    digest: str
+    result: dict
+    seen: list = None
+
+    def sections(self, context):
+        if self.seen is not None:
+            self.seen.append(context)
+        return dict(self.result)
+
+
+def test_section_builders_add_sections_to_the_cached_image_and_its_key(tmp_path, demo):
+    seen = []
+    builder = AddSections("guest-vars", "v1", {".debug_str": b"x\0y\0", ".debug_loclists": b"\1\2"}, seen)
+    images = DebugImageSet(tmp_path, process_tag="ext", section_builders=(builder,))
+    image = images.for_store(demo[True].store)[0]
+    parsed = elf(image.data)
+    assert parsed.get_section_by_name(".debug_str").data() == b"x\0y\0"
+    assert parsed.get_section_by_name(".debug_loclists").data() == b"\1\2"
+    assert parsed.get_section_by_name(".debug_line") is not None  # the image's own sections stay
+    (context,) = seen
+    assert context.link_address == LINK and context.address_of(0x10) == LINK + 0x10
+    assert context.lines.rows and {s.name for s in context.symbols} >= {"square", "run"}
+    (entry,) = demo[True].store.registry.entries()
+    point = next(p for p in entry.store_code.frame_table.sequence_points(
+        entry.store_code.frame_table.function(0)) if p.kind.name == "INSTRUCTION")
+    assert context.native_offset_of_wasm(point.wasm_offset) == point.native_offset
+    # The builder's digest is part of the content address.
+    other = DebugImageSet(tmp_path, process_tag="ext2", section_builders=(AddSections("guest-vars", "v2", {}),))
+    plain = DebugImageSet(tmp_path, process_tag="ext3")
+    names = {image.name, other.for_store(demo[True].store)[0].name, plain.for_store(demo[True].store)[0].name}
+    assert len(names) == 3
+
+
+def test_a_builder_replaces_the_compile_unit_only_whole(tmp_path, demo):
+    from gdbstub.debugimage import DebugImageError
+    from gdbstub.debugimage.dwarf import build_debug_abbrev
+    abbrev = build_debug_abbrev()
+    replaced = DebugImageSet(tmp_path, process_tag="cu", section_builders=(
+        AddSections("cu", "1", {".debug_info": b"\0" * 12, ".debug_abbrev": abbrev}),))
+    parsed = elf(replaced.for_store(demo[True].store)[0].data)
+    assert parsed.get_section_by_name(".debug_info").data() == b"\0" * 12
+    for sections, message in (({".debug_info": b"\0"}, "together"), ({".text": b"\x90"}, "reserved"),
+                              ({".symtab": b""}, "reserved")):
+        images = DebugImageSet(tmp_path, process_tag="bad", section_builders=(AddSections("bad", "1", sections),))
+        with pytest.raises(DebugImageError, match=message):
+            images.for_store(demo[True].store)[0].data
+
+
+def test_an_image_that_cannot_be_made_is_a_file_io_error_not_a_crash(tmp_path, demo):
+    images = DebugImageSet(tmp_path, process_tag="broken", section_builders=(
+        AddSections("bad", "1", {".text": b"\x90"}),))
+    image = images.for_store(demo[True].store)[0]
+    server = ImageFileServer(images)
+    fd = server.open(image.name, 0, 0)  # known by name before it is made
+    for call in (lambda: server.pread(fd, 16, 0), lambda: server.fstat(fd)):
+        with pytest.raises(FileServerError) as error:
+            call()
+        assert error.value.errno == FileIOErrno.EUNKNOWN and "reserved" in str(error.value)

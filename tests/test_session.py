@@ -276,6 +276,22 @@ def test_qsupported_then_no_ack_mode(guest):
     assert guest.raw(b"+" + frame(b"qAttached")) == [b"1"]
 
 
+def test_the_site_agent_is_a_default_extension_and_without_it_no_feature_of_it_is_advertised(demo_module):
+    with_agent = GuestHarness(demo_module)
+    without = GuestHarness(demo_module, config=SessionConfig(extension_factories=[]))
+    try:
+        features = with_agent.ask(b"qSupported:multiprocess+").split(b";")
+        assert b"ConditionalBreakpoints+" in features and b"BreakpointCommands+" in features
+        features = without.ask(b"qSupported:multiprocess+").split(b";")
+        assert b"ConditionalBreakpoints+" not in features and b"BreakpointCommands+" not in features
+        assert without.ask(b"Z2,10,4") == b""                 # watchpoints: not supported
+        assert without.ask(b"qWatchpointSupportInfo:") == b""
+        assert with_agent.ask(b"qWatchpointSupportInfo:").startswith(b"num:")
+    finally:
+        with_agent.close()
+        without.close()
+
+
 def test_halt_reason_at_entry_expedites_frame_registers(guest):
     guest.handshake()
     kind, signal, pairs = parse_stop(guest.ask(b"?"))
@@ -352,7 +368,8 @@ def test_breakpoint_only_at_patch_sites(guest):
     assert guest.ask(b"Z0,10,1") == b"E14"                  # linear memory (the mirror) is not code
     assert guest.ask(b"z0,%x,1" % (square + 1)) == b"E16"
     assert guest.ask(b"z0,%x,1" % square) == b"OK"          # removing an absent breakpoint
-    assert guest.ask(b"Z2,10,4") == b""                     # watchpoints: not supported
+    assert guest.ask(b"Z2,10,4") == b"OK"                   # a watchpoint on linear memory (tests/test_agent_session.py)
+    assert guest.ask(b"z2,10,4") == b"OK"
     assert guest.code_is_pristine()
     assert guest.ask(b"Z1,%x,1" % square) == b"OK"          # hardware: served as a software one
     assert guest.ask(b"Z0,%x,1" % square) == b"OK"          # idempotent
@@ -400,7 +417,7 @@ def test_a_stops_patch_changes_share_one_unpublish_and_publish(guest, monkeypatc
         original = getattr(CodeMemory, name)
         monkeypatch.setattr(CodeMemory, name, lambda self, *a, _f=original, _n=name, **k: (calls.append(_n), _f(self, *a, **k))[1])
     assert guest.ask(b"z0,%x,1" % fact) == b"OK"
-    assert mapping_perms(guest.code.base) == "rw-p", "stopped: the edit stays open"
+    assert mapping_perms(fact) == "rw-p", "stopped: the edit stays open"
     kind, _, pairs = parse_stop(guest.resume(b"vCont;s:p%x.1" % guest.target.pid))
     assert kind == "T" and reg_value(pairs["10"]) != fact
     # One pair for the z0 and the step's arming; the step's stop opened the
@@ -410,7 +427,7 @@ def test_a_stops_patch_changes_share_one_unpublish_and_publish(guest, monkeypatc
     assert reg_value(parse_stop(guest.resume(b"c"))[2]["10"]) == fact
     assert calls == ["unpublish", "publish"] * 2, "the step's disarming and the Z0 shared the second pair"
     # A stop that changes nothing leaves the code published.
-    assert mapping_perms(guest.code.base) == "r-xp"
+    assert mapping_perms(fact) == mapping_perms(guest.code.base) == "r-xp"
 
 
 def test_swbreak_only_when_the_client_offered_it(guest):
@@ -490,6 +507,31 @@ def test_vcont_range_step_runs_until_it_leaves_the_range(guest):
     # Leftmost matching action wins; an action for another thread is skipped.
     assert parse_stop(guest.resume(b"vCont;s:p%x.7;c" % guest.target.pid))[:2] == ("W", 0)
     assert guest.target.results == [DEMO_RESULT]
+
+
+def test_a_range_step_runs_the_range_at_full_speed_and_stops_once_where_it_leaves(guest, monkeypatch):
+    """No site inside the range is armed (issue 13): sum_of_squares' loop runs
+    through many sequence points of the range, and the guest stops once, at
+    the first place outside it (square's entry: a call in the range), not at
+    every point as a stepped range would."""
+    guest.handshake()
+    thread = b"p%x.1" % guest.target.pid
+    caller = guest.function("sum_of_squares")
+    guest.ask(b"Z0,%x,1" % guest.entry_pc("sum_of_squares"))
+    guest.resume(b"c")
+    guest.ask(b"z0,%x,1" % guest.entry_pc("sum_of_squares"))
+    body = [pc for pc, p in guest.points("sum_of_squares") if p.kind == SequencePointKind.INSTRUCTION]
+    start, end = body[0], guest.code.base + caller.native_end
+    guest.ask(b"Z0,%x,1" % body[0])
+    assert reg_value(parse_stop(guest.resume(b"c"))[2]["10"]) == body[0]
+    guest.ask(b"z0,%x,1" % body[0])
+    steps = []
+    original = guest.target._resume_step
+    monkeypatch.setattr(guest.target, "_resume_step", lambda: (steps.append(1), original())[1])
+    _, _, pairs = parse_stop(guest.resume(b"vCont;r%x,%x:%s" % (start, end, thread)))
+    assert reg_value(pairs["10"]) == guest.entry_pc("square")
+    assert len(steps) == 1, f"{len(steps)} stops inside the range"
+    assert guest.code.enabled_site_offsets() == []
 
 
 def test_vcont_for_no_thread_of_ours_is_refused(guest):
@@ -849,6 +891,70 @@ def test_vkill_answers_ok(guest):
     assert guest.ask(b"vKill;%x" % guest.target.pid) == b"OK"
     assert guest.target.join(EVENT_TIMEOUT)
     assert guest.finish().results is None
+
+
+NESTED_WAT = """
+(module
+  (import "env" "host" (func $host (param i32) (result i32)))
+  (func $inner (export "inner") (param i32) (result i32)
+    local.get 0
+    i32.const 1
+    i32.add)
+  (func $outer (export "outer") (param i32) (result i32)
+    local.get 0
+    call $host
+    i32.const 2
+    i32.add))
+"""
+
+
+def test_stepping_out_of_a_function_the_host_called_from_wasm_stops_in_the_outer_wasm_frame():
+    """outer (wasm) -> host (Python) -> inner (wasm): a step off inner's last
+    instruction returns through the host into outer, after its call; the step
+    must stop there (it arms every site for this nested return), not run on."""
+    import wasmtime
+
+    module = codemem.Module(codemem.Engine(debug=True), wasmtime.wat2wasm(NESTED_WAT), name="nested")
+    store = codemem.Store(module.engine)
+    instance_box = []
+    host = codemem.Func(store, codemem.FuncType([codemem.ValType.i32], [codemem.ValType.i32]),
+                        lambda x: instance_box[0].exports["inner"](x))
+    instance = codemem.Instance(store, module, [host])
+    instance_box.append(instance)
+    news = threading.Event()
+    target = StoreTarget(store, instance, instance.exports["outer"], [5], notify=news.set)
+    code = store.registry.entries()[0].store_code
+    table = code.frame_table
+    inner, outer = (table.function_by_wasm_index(i) for i in (1, 2))
+
+    def next_event():
+        assert news.wait(EVENT_TIMEOUT), "no event"
+        news.clear()
+        event = target.take_event()
+        assert event is not None
+        return event
+
+    target.start(stop_at_entry=True)
+    assert next_event().reason == StopReason.ENTRY
+    target.insert_breakpoint(code.base + inner.native_start)
+    target.resume()
+    assert next_event().pc == code.base + inner.native_start
+    target.remove_breakpoint(code.base + inner.native_start)
+    for _ in range(table.function(1).num_seqpoints + 2):
+        target.step()
+        event = next_event()
+        assert getattr(event, "pc", None) is not None, f"the step ran on to {event}"
+        if outer.contains(code.offset_of(event.pc)):
+            break
+    else:
+        raise AssertionError("the steps never came back to outer")
+    # Outer's point right after `call $host`: its RETURN_POINT.
+    point = table.sequence_point_at_or_before(code.offset_of(event.pc))
+    assert point.kind == SequencePointKind.RETURN_POINT
+    target.resume()
+    exited = next_event()
+    assert exited.results == [8]
+    assert not code.enabled_site_offsets()
 
 
 # ---------------------------------------------------------------- dispatch contract

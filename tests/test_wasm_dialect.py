@@ -106,7 +106,8 @@ def test_value_bytes_are_sized_by_type():
 
 def test_host_process_and_register_info_describe_wasm32(guest):
     triple = b"wasm32-unknown-unknown-wasm".hex().encode()
-    assert guest.ask(b"qHostInfo") == b"triple:%s;endian:little;ptrsize:4;" % triple
+    assert guest.ask(b"qHostInfo") == (b"triple:%s;endian:little;ptrsize:4;watchpoint_exceptions_received:after;"
+                                       % triple)
     assert guest.ask(b"qProcessInfo") == b"pid:%x;triple:%s;endian:little;ptrsize:4;" % (guest.target.pid, triple)
     info = guest.ask(b"qRegisterInfo0")
     assert info.startswith(b"name:pc;") and b"bitsize:64;" in info and b"generic:pc;" in info
@@ -219,6 +220,14 @@ def test_breakpoints_only_at_instruction_boundaries_in_code(guest):
     assert guest.ask(b"Z0,%x,1" % wasm_pc(SQUARE_BODY)) == b"OK"
     assert guest.ask(b"z0,%x,1" % wasm_pc(SQUARE_BODY)) == b"OK"
     assert not guest.target.breakpoints
+
+
+def test_breakpoint_conditions_are_refused_in_the_wasm_dialect(guest):
+    # Agent bytecode names x86-64 registers (gdbstub.agent_session): lldb
+    # evaluates its conditions itself and never sends any.
+    assert guest.ask(b"Z0,%x,1;X3,220127" % wasm_pc(SQUARE_BODY)).startswith(b"E16")
+    assert not guest.target.breakpoints
+    assert guest.ask(b"Z2,%x,4" % (CODE_SPACE | SQUARE_BODY)).startswith(b"E16")  # code is not watchable
 
 
 def test_step_into_a_call_skips_the_entry_point(guest):

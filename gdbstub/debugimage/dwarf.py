@@ -93,6 +93,7 @@ DW_LNS_set_file = 0x04
 DW_LNS_set_column = 0x05
 DW_LNS_negate_stmt = 0x06
 DW_LNS_set_prologue_end = 0x0A
+DW_LNS_set_epilogue_begin = 0x0B
 DW_LNE_end_sequence = 0x01
 DW_LNE_set_address = 0x02
 DW_LNCT_path = 0x1
@@ -304,8 +305,15 @@ def build_debug_frame(fdes: list[Fde], address_size: int = ADDRESS_SIZE) -> byte
     fde_header = FDE_HEADER if address_size == 8 else FDE_HEADER32
     out += Int32ul.build(len(body)) + body
     cie_offset = 0
+    programs: dict[tuple, bytes] = {}  # a module's functions share a handful of frame shapes
     for fde in fdes:
-        program = bytearray(fde_instructions(fde))
+        key = (fde.rows, fde.undefined_rip, fde.clobbered)
+        program = programs.get(key)
+        if program is None:
+            program = programs[key] = fde_instructions(fde)
+        else:
+            _validate_fde(fde)
+        program = bytearray(program)
         header_len = fde_header.sizeof()
         while (header_len + len(program)) % address_size:
             program.append(DW_CFA_nop)
@@ -419,6 +427,8 @@ def build_debug_line(lines: list[LineRow], files: LineFiles, end_address: int,
         if row.prologue_end:
             # Applies to this row only: DW_LNS_copy clears the flag (section 6.2.5.2).
             out_program.append(DW_LNS_set_prologue_end)
+        if row.epilogue_begin:
+            out_program.append(DW_LNS_set_epilogue_begin)  # cleared by DW_LNS_copy too
         out_program.append(DW_LNS_copy)
     if state["address"] is None:
         raise DebugImageError("a line program needs at least one row")

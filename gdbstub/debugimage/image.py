@@ -29,8 +29,11 @@ import hashlib
 import logging
 
 from . import dwarf
+from construct import ConstructError
+
 from .elf import (
-    ELF64, ET_DYN, SHF_WRITE, SHT_NOBITS, ElfClass, NT_GNU_BUILD_ID, SHF_ALLOC, SHF_EXECINSTR, SHN_ABS, SHT_NOTE, SHT_PROGBITS,
+    ELF32, ELF64, ET_DYN, SHF_WRITE, SHT_NOBITS, ElfClass, NT_GNU_BUILD_ID, SHF_ALLOC, SHF_EXECINSTR, SHN_ABS,
+    SHT_NOTE, SHT_PROGBITS,
     SHT_STRTAB, SHT_SYMTAB, STB_GLOBAL, STB_LOCAL, STT_FILE, STT_FUNC, STT_OBJECT, STV_DEFAULT,
     SYMBOL, Section, StringTable, build_note, layout_elf, symbol_info,
 )
@@ -42,6 +45,9 @@ BUILD_ID_SIZE = 20  # SHA-1, as `ld --build-id=sha1`
 _GENERATED_SECTIONS = (".note.gnu.build-id", ".text", ".wasm_data", ".debug_frame", ".debug_abbrev",
                        ".debug_info", ".debug_line", ".symtab", ".strtab", ".shstrtab")
 _SYMBOL_KINDS = {"func": STT_FUNC, "object": STT_OBJECT}
+#: Generated sections an extra section may replace (both or neither): the
+#: minimal compile unit, for a caller that writes a full one (guest variables).
+_REPLACEABLE_SECTIONS = frozenset({".debug_info", ".debug_abbrev"})
 
 
 def _text_alignment(address: int) -> int:
@@ -136,7 +142,9 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
     ``.wasm_data`` there (the guest's static data in the linear-memory mirror),
     which "object" symbols inside it belong to, so a debugger names data
     addresses by them (gdb looks data symbols up by section only);
-    ``extra_sections`` as non-allocated PROGBITS sections in the given order;
+    ``extra_sections`` as non-allocated PROGBITS sections in the given order
+    (``.debug_info`` and ``.debug_abbrev`` given together replace the
+    generated compile unit, and keep the generated ``.debug_line``);
     a ``.note.gnu.build-id`` whose SHA-1 covers the whole file (descriptor
     zeroed while hashing), so equal inputs give byte-identical output.
 
@@ -155,8 +163,13 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
         if not section_name.startswith(".debug_") or section_name == ".debug_frame":
             raise DebugImageError(f"debug section name {section_name!r} is not a DWARF section the image takes")
     for section_name in extra_sections:
-        if section_name in _GENERATED_SECTIONS or section_name in debug_sections or not section_name:
+        if ((section_name in _GENERATED_SECTIONS and section_name not in _REPLACEABLE_SECTIONS)
+                or section_name in debug_sections or not section_name):
             raise DebugImageError(f"extra section name {section_name!r} is reserved or empty")
+    replaced = _REPLACEABLE_SECTIONS & set(extra_sections)
+    if replaced and replaced != _REPLACEABLE_SECTIONS:
+        raise DebugImageError(f"{sorted(_REPLACEABLE_SECTIONS)} replace the generated compile unit together, "
+                              f"not {sorted(replaced)} alone")
     _check_symbols(symbols, start, end)
     _check_fdes(fdes, start, end)
     _check_lines(lines, start, end)
@@ -186,13 +199,14 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
     elif lines:
         files = dwarf.line_files(lines, comp_dir)
         functions = [(s.name, s.address, s.size) for s in symbols if s.kind == "func"]
-        sections += [
-            Section(".debug_abbrev", SHT_PROGBITS, dwarf.build_debug_abbrev()),
-            Section(".debug_info", SHT_PROGBITS, dwarf.build_debug_info(
-                cu_name=files.primary, comp_dir=comp_dir, low_pc=start, size=len(code),
-                functions=functions, producer=producer, address_size=address_size)),
-            Section(".debug_line", SHT_PROGBITS, dwarf.build_debug_line(lines, files, end, address_size)),
-        ]
+        if not replaced:
+            sections += [
+                Section(".debug_abbrev", SHT_PROGBITS, dwarf.build_debug_abbrev()),
+                Section(".debug_info", SHT_PROGBITS, dwarf.build_debug_info(
+                    cu_name=files.primary, comp_dir=comp_dir, low_pc=start, size=len(code),
+                    functions=functions, producer=producer, address_size=address_size)),
+            ]
+        sections.append(Section(".debug_line", SHT_PROGBITS, dwarf.build_debug_line(lines, files, end, address_size)))
     for section_name, data in extra_sections.items():
         sections.append(Section(section_name, SHT_PROGBITS, bytes(data)))
     symtab, strtab, first_global = _symtab(name, symbols, start, end, text_index, elf_class.symbol, data_section)
@@ -209,3 +223,28 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
     log.debug("debug image %s: %#x+%#x, %d symbols, %d FDEs, %d line rows, %d bytes",
               name, code_address, len(code), len(symbols), len(fdes), len(lines), len(image))
     return bytes(image)
+
+
+def build_id_is_intact(data: bytes) -> bool:
+    """Whether ``data`` is an ELF file whose ``.note.gnu.build-id``, as
+    :func:`build_debug_image` writes it (the first section, a SHA-1 over the
+    whole file with the descriptor zeroed), matches its contents: how a cached
+    image is told from a damaged or truncated one."""
+    if len(data) < 5 or data[:4] != b"\x7fELF" or data[4] not in (1, 2):  # EI_CLASS: ELFCLASS32, ELFCLASS64
+        return False
+    elf_class = ELF64 if data[4] == 2 else ELF32
+    section_header = elf_class.section_header
+    try:
+        header = elf_class.header.parse(data)
+        if header.e_shnum < 2 or header.e_shoff + (header.e_shnum * section_header.sizeof()) > len(data):
+            return False
+        note = section_header.parse(data[header.e_shoff + section_header.sizeof():])
+    except ConstructError:
+        return False
+    end = note.sh_offset + note.sh_size
+    if note.sh_type != SHT_NOTE or end > len(data) or note.sh_size < BUILD_ID_SIZE:
+        return False
+    image = bytearray(data)
+    found = bytes(image[end - BUILD_ID_SIZE:end])
+    image[end - BUILD_ID_SIZE:end] = bytes(BUILD_ID_SIZE)
+    return hashlib.sha1(image).digest() == found

