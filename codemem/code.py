@@ -78,12 +78,16 @@ class CodeMemory:
         return not self._writable
 
     @classmethod
-    def create_sealed(cls, image: bytes, name: str) -> "CodeMemory":
-        """Writes ``image`` to a new memfd, seals it and maps it shared r-x."""
+    def create_sealed(cls, image, name: str, patches: tuple[tuple[int, bytes], ...] = ()) -> "CodeMemory":
+        """Writes ``image`` (any buffer: bytes, a memoryview of a mapped cache
+        entry; it is not copied in Python), then each ``(offset, bytes)`` of
+        ``patches`` over it, to a new memfd, seals it and maps it shared r-x."""
         size = native.page_round_up(max(len(image), 1))
         fd = native.check(lib.cm_memfd_create(name.encode(), size), f"memfd_create({name})")
         try:
             native.check(lib.cm_pwrite_all(fd, ffi.from_buffer(image), len(image), 0), f"write image {name}")
+            for offset, data in patches:
+                native.check(lib.cm_pwrite_all(fd, data, len(data), offset), f"patch image {name}")
             native.check(lib.cm_memfd_seal(fd), f"seal image {name}")
             base = native.check(lib.cm_map(fd, size, PROT_READ | PROT_EXEC, 1), f"map image {name}")
         except BaseException:
@@ -169,32 +173,38 @@ class EngineCode:
 
     Image layout (image offsets)::
 
-        [0, code_size)                     functions, veneers, trampoline slots
-        [table_offset, table_offset+len)   the frame table (page aligned, never executed)
+        [0, code_size)     functions, veneers, trampoline slots
+        [code_size, size)  zero padding to the page
+
+    The frame table is not part of the executable image (it is never executed,
+    and a real-size module's table is twice its code): :attr:`frame_table`
+    reads it where the caller keeps it (bytes, or the mapped cache entry).
 
     Exposes only position-independent data: the frame table, sizes, names and
     :meth:`read` of the canonical bytes.  The executable mapping is reachable
     only through :class:`StoreCode`.
     """
 
-    def __init__(self, code: bytes, frame_table: bytes, *, name: str = "module", function_names=None,
+    def __init__(self, code, frame_table, *, name: str = "module", function_names=None,
                  low_private_copies: bool = False):
+        """``code``: the image's code (any buffer); ``frame_table``: its frame
+        table (bytes, or a buffer :class:`FrameTable` reads in place).  Neither
+        is copied in Python: a warm load hands in the mapped cache entry."""
         table = FrameTable(frame_table)
         if table.code_size != len(code):
             raise CodeMemoryError(f"{name}: frame table says code_size={table.code_size:#x}, code is {len(code):#x} bytes")
-        image = bytearray(code)
         # The veneers jump through these slots; the trampolines' addresses are
-        # only known in this process, so they are filled here, before sealing.
+        # only known in this process, so they are written into the memfd, over
+        # the code, before sealing.
+        patches = []
         if table.debug or table.header.trap_slot:
             for slot, address in (
                 (table.header.bp_slot, lib.cm_breakpoint_trampoline_address()),
                 (table.header.trap_slot, lib.cm_trap_trampoline_address()),
             ):
-                if slot + 8 > len(image):
+                if slot + 8 > len(code):
                     raise CodeMemoryError(f"{name}: trampoline slot {slot:#x} outside the code")
-                image[slot : slot + 8] = address.to_bytes(8, "little")
-        self.table_offset = native.page_round_up(len(image))
-        image += bytes(self.table_offset - len(image)) + frame_table
+                patches.append((slot, address.to_bytes(8, "little")))
         self.name = name
         self.code_size = len(code)
         self.frame_table = table
@@ -202,7 +212,7 @@ class EngineCode:
         #: Debug Stores' private copies go below 4 GiB (codemem.lowmem), for
         #: debuggers that see the guest through an x32 image.
         self.low_private_copies = bool(low_private_copies)
-        self._memory = CodeMemory.create_sealed(bytes(image), f"engine-code:{name}")
+        self._memory = CodeMemory.create_sealed(code, f"engine-code:{name}", tuple(patches))
         self.size = self._memory.size
         # Private copies given back by closed StoreCodes, reset and published,
         # ready for the next debug Store (see StoreCode.close).
@@ -414,10 +424,9 @@ class StoreCode:
             span = (min(valid), max(valid) + SITE_SIZE) if valid else (0, SITE_SIZE)
         edit._touch(self, *span)
         memory = self.memory
-        engine = self.engine_code
-        records = engine._mapping_for_store_code().base + engine.table_offset + table.header.sites_offset
-        written = lib.cm_sites_update(ffi.cast("uint8_t *", memory.base), engine.code_size,
-                                      ffi.cast("uint8_t *", records), table.num_sites, self._refcounts,
+        records = ffi.from_buffer("uint8_t[]", table.site_records())  # alive for the call
+        written = lib.cm_sites_update(ffi.cast("uint8_t *", memory.base), self.engine_code.code_size,
+                                      records, table.num_sites, self._refcounts,
                                       index_array, first, count, 1 if enable else -1,
                                       1 if memory.live_writable else 0)
         if written < 0:

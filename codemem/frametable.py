@@ -63,11 +63,13 @@ from __future__ import annotations
 
 import bisect
 import enum
+import mmap
 import struct
+from array import array
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import repeat
-from operator import itemgetter
+from operator import and_, itemgetter, lshift, lt, mul, or_, sub
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import construct as cs
@@ -312,10 +314,13 @@ class FrameTable:
     The header and the bounds of every array are checked at construction; a
     record is parsed (and checked) when first used.  Every problem raises
     :class:`FrameTableError` naming the field.
+
+    ``data`` is bytes, or an ``mmap.mmap`` of exactly the table (a warm load
+    maps it from the compile cache): read in place, never copied whole.
     """
 
-    def __init__(self, data: bytes):
-        self._data = bytes(data)
+    def __init__(self, data: bytes | mmap.mmap):
+        self._data = data if isinstance(data, (bytes, mmap.mmap)) else bytes(data)
         if len(self._data) < HEADER_SIZE:
             raise FrameTableError(f"frame table truncated: {len(self._data)} bytes, header needs {HEADER_SIZE}")
         try:
@@ -360,9 +365,16 @@ class FrameTable:
                 f"({end:#x} > {len(self._data):#x})"
             )
 
+    def site_records(self) -> memoryview:
+        """The PatchSite records as stored (``num_sites`` x 16 bytes, in
+        place: no copy), for C code that reads them (cm_sites_update)."""
+        h = self.header
+        return memoryview(self._data)[h.sites_offset:h.sites_offset + h.num_sites * SITE_RECORD_SIZE]
+
     @property
     def data(self) -> bytes:
-        return self._data
+        """The table's bytes (a copy when the table is mapped)."""
+        return self._data if isinstance(self._data, bytes) else self._data[:]
 
     # -- functions --------------------------------------------------------
 
@@ -814,24 +826,57 @@ def _indices_of_none(values: list) -> Iterator[int]:
         yield k
 
 
+@dataclass
+class PackedFunctions:
+    """Functions packed by one FrameTableBuilder (:meth:`FrameTableBuilder.pack`),
+    to be moved into another builder's table (:meth:`FrameTableBuilder.add_packed`):
+    how a compile split over several processes puts its parts together.
+
+    ``records``: the FunctionRecord fields of each function, with native
+    offsets relative to the part's code and first_local / first_seqpoint
+    relative to ``locals`` / ``seqpoints``; ``seqpoints``: the packed
+    SequencePoint records, native offsets likewise relative, stack_types and
+    first_mirror indexing this part's pools, which are ``types`` (the types
+    pool's entries in pool order) and ``mirrors`` (the mirror lists, packed,
+    in pool order)."""
+
+    records: list[tuple]
+    seqpoints: bytes
+    locals: bytes
+    types: list[tuple[int, ...]]
+    mirrors: list[bytes]
+
+
 class FrameTableBuilder:
     """Accumulates functions, sequence points and sites; ``build()`` returns bytes.
 
     Functions must be added in native order; sequence points in native order
     within their function.  ``build`` asserts these (they are compiler
-    invariants, not input errors).
+    invariants, not input errors).  Functions come either one by one
+    (``add_function``) or already packed by other builders (``add_packed``),
+    not both.
     """
 
     def __init__(self, *, debug: bool = True):
         self.debug = debug
         self.functions: list[FunctionBuild] = []
         self.sites: list[tuple[int, bytes]] = []  # (offset, PatchSite record)
+        #: add_call_sites' ascending offsets: (first offset, last offset, their records)
+        self._site_runs: list[tuple[int, int, bytes]] = []
         self.code_size = 0
         self.bp_veneer = self.trap_veneer = self.bp_slot = self.trap_slot = 0
         self._types_pool = bytearray()
         self._types_index: dict[tuple[int, ...], int] = {}
         self._mirror_pool = bytearray()
         self._mirror_index: dict[bytes, MirrorList] = {}  # packed records -> their place in the pool
+        # What add_packed accumulated: FunctionRecords, SequencePoint and
+        # LocalSlot records, and the counts so far.
+        self._packed_functions = bytearray()
+        self._packed_seqpoints: list[bytes] = []
+        self._packed_locals: list[bytes] = []
+        self._packed_counts = [0, 0, 0]  # functions, sequence points, locals
+        #: The first part's mirror lists, pooled but not yet in _mirror_index.
+        self._unindexed_mirrors: list[bytes] | None = None
 
     def add_function(self, fb: FunctionBuild) -> FunctionBuild:
         if self.functions:
@@ -851,10 +896,28 @@ class FrameTableBuilder:
         target`` (``e8 rel32``, image offsets: codemem.veneer.site_enable_bytes)
         and the disabled form SITE_DISABLED, in one call: a debug image has a
         site per wasm instruction."""
-        pack = _CALL_SITE_STRUCT.pack
-        sites = [(offset, pack(offset, 0xE8, target - (offset + SITE_SIZE), SITE_DISABLED)) for offset in offsets]
-        assert all(offset % 8 <= 8 - SITE_SIZE for offset, _ in sites), "a site straddles an 8-byte boundary"
-        self.sites += sites
+        offsets = list(offsets)
+        n = len(offsets)
+        if not n:
+            return
+        # In C (map over struct.pack): a real-size module has half a million.
+        assert max(map(and_, offsets, repeat(7, n))) <= 8 - SITE_SIZE, "a site straddles an 8-byte boundary"
+        records = b"".join(map(_CALL_SITE_STRUCT.pack, offsets, repeat(0xE8, n),
+                               map(sub, repeat(target - SITE_SIZE, n), offsets), repeat(SITE_DISABLED, n)))
+        if all(map(lt, offsets, offsets[1:])):
+            self._site_runs.append((offsets[0], offsets[-1], records))  # ascending: stays one blob
+        else:
+            self.sites += zip(offsets, (records[k : k + SITE_RECORD_SIZE] for k in range(0, len(records),
+                                                                                        SITE_RECORD_SIZE)))
+
+    def site_records(self) -> list[tuple[int, bytes]]:
+        """``(offset, PatchSite record)`` of every site added so far, in the
+        order added (bulk runs included)."""
+        records = list(self.sites)
+        for _, _, run in self._site_runs:
+            records += ((struct.unpack_from("<I", run, k)[0], run[k : k + SITE_RECORD_SIZE])
+                        for k in range(0, len(run), SITE_RECORD_SIZE))
+        return records
 
     def _intern_types(self, types: tuple[int, ...]) -> int:
         at = self._types_index.get(types)
@@ -863,6 +926,14 @@ class FrameTableBuilder:
             self._types_pool += bytes(types)
             self._types_index[types] = at
         return at
+
+    def _index_mirrors(self) -> None:
+        """Index the mirror lists a first add_packed took over as they were."""
+        first = 0
+        for packed in self._unindexed_mirrors:
+            self._mirror_index[packed] = MirrorList(len(packed) // MIRROR_SIZE, first)
+            first += len(packed) // MIRROR_SIZE
+        self._unindexed_mirrors = None
 
     def intern_mirrors(self, mirrors) -> MirrorList:
         """The place of mirror list ``mirrors`` in the mirror pool, added at
@@ -874,6 +945,8 @@ class FrameTableBuilder:
             assert len(packed) % MIRROR_SIZE == 0
         else:
             packed = b"".join(pack_mirror(register, source, offset) for register, source, offset in mirrors)
+        if self._unindexed_mirrors is not None:
+            self._index_mirrors()
         found = self._mirror_index.get(packed)
         if found is None:
             if not packed:
@@ -920,24 +993,95 @@ class FrameTableBuilder:
         return b"".join(map(_SEQPOINT_STRUCT.pack, offsets, wasm_offsets, kinds, counts, map(len, types),
                             types_at, firsts))
 
-    def build(self) -> bytes:
-        funcs_blob = bytearray()
+    def _pack_functions(self) -> tuple[list[tuple], bytes, bytes]:
+        """(FunctionRecord fields, SequencePoint records, LocalSlot records)
+        of the functions added one by one, interning into this builder's pools."""
+        records = []
         seq_records: list[bytes] = []
         locals_blob = bytearray()
         n_seq = n_locals = 0
         for fb in self.functions:
-            funcs_blob += _FUNCTION_STRUCT.pack(
-                fb.native_start, fb.native_size, fb.wasm_index, fb.frame_size, fb.body_wasm_offset,
-                n_locals, len(fb.locals), n_seq, len(fb.seqpoints), fb.stack_base,
-            )
+            records.append((fb.native_start, fb.native_size, fb.wasm_index, fb.frame_size, fb.body_wasm_offset,
+                            n_locals, len(fb.locals), n_seq, len(fb.seqpoints), fb.stack_base))
             seq_records.append(self._seqpoint_records(fb.seqpoints))
             for frame_offset, valtype in fb.locals:
                 locals_blob += _LOCAL_STRUCT.pack(frame_offset, valtype)
             n_seq += len(fb.seqpoints)
             n_locals += len(fb.locals)
-        seq_blob = b"".join(seq_records)
-        sites = sorted(self.sites)
-        sites_blob = b"".join(map(itemgetter(1), sites))
+        return records, b"".join(seq_records), bytes(locals_blob)
+
+    def pack(self) -> PackedFunctions:
+        """This builder's functions (added one by one), for another builder's
+        ``add_packed``."""
+        records, seqpoints, locals_blob = self._pack_functions()
+        return PackedFunctions(records, seqpoints, locals_blob, list(self._types_index), list(self._mirror_index))
+
+    def add_packed(self, part: PackedFunctions, code_base: int) -> None:
+        """Append the functions of ``part`` (another builder's :meth:`pack`),
+        whose code now starts at image offset ``code_base``: its pools'
+        entries are interned into this builder's in their order, so parts
+        added in native order give the table one builder would have built.
+
+        Column-wise, over the packed records (the per-record work runs in C:
+        ``array`` slices and ``map``)."""
+        assert not self.functions, "add_packed after add_function"
+        functions, seqpoints, locals_ = self._packed_counts
+        n = len(part.seqpoints) // SEQPOINT_SIZE
+        if self._unindexed_mirrors is not None:
+            self._index_mirrors()
+        if not (functions or self._types_index or self._mirror_index or code_base):
+            # The first part at offset 0 (a compile in one process): its pools
+            # become this builder's, its records stay as they are.
+            for types in part.types:
+                self._intern_types(types)
+            self._mirror_pool = bytearray(b"".join(part.mirrors))
+            self._unindexed_mirrors = part.mirrors  # indexed if another part comes
+            self._packed_seqpoints.append(part.seqpoints)
+        else:
+            # Types pool: an entry is found by (offset, depth): an empty stack
+            # shares its offset with the entry after it.
+            types_at: dict[int, int] = {}
+            at = 0
+            for types in part.types:
+                types_at[at << 16 | len(types)] = self._intern_types(types)
+                at += len(types)
+            firsts = [0] * (sum(len(m) for m in part.mirrors) // MIRROR_SIZE or 1)
+            at = 0
+            for packed in part.mirrors:
+                firsts[at] = self.intern_mirrors(packed).first
+                at += len(packed) // MIRROR_SIZE
+            words = array("I", part.seqpoints)  # 5 per record (_SEQPOINT_STRUCT)
+            halves = array("H", part.seqpoints)  # stack_depth is the 6th of 10
+            words[0::5] = array("I", map(code_base.__add__, words[0::5]))
+            words[3::5] = array("I", map(types_at.__getitem__, map(or_, map(lshift, words[3::5], repeat(16, n)),
+                                                                        halves[5::10])))
+            words[4::5] = array("I", map(mul, map(firsts.__getitem__, words[4::5]),
+                                         map(bool, part.seqpoints[9::20])))
+            self._packed_seqpoints.append(words.tobytes())
+        self._packed_locals.append(part.locals)
+        for (start, size, wasm_index, frame_size, body_offset, first_local, num_locals, first_seqpoint,
+             num_seqpoints, stack_base) in part.records:
+            self._packed_functions += _FUNCTION_STRUCT.pack(
+                code_base + start, size, wasm_index, frame_size, body_offset, locals_ + first_local, num_locals,
+                seqpoints + first_seqpoint, num_seqpoints, stack_base)
+        self._packed_counts = [functions + len(part.records), seqpoints + n, locals_ + len(part.locals) // LOCAL_SIZE]
+
+    def build(self) -> bytes:
+        if self.functions:
+            records, seq_blob, locals_blob = self._pack_functions()
+            funcs_blob = b"".join(_FUNCTION_STRUCT.pack(*record) for record in records)
+            num_functions, n_seq, n_locals = len(records), len(seq_blob) // SEQPOINT_SIZE, len(locals_blob) // LOCAL_SIZE
+        else:
+            funcs_blob = self._packed_functions
+            seq_blob = b"".join(self._packed_seqpoints)
+            locals_blob = b"".join(self._packed_locals)
+            num_functions, n_seq, n_locals = self._packed_counts
+        runs = sorted(self._site_runs)
+        if not self.sites and all(a[1] < b[0] for a, b in zip(runs, runs[1:])):
+            sites_blob = b"".join(run[2] for run in runs)  # add_call_sites' ascending runs, in order
+        else:
+            sites_blob = b"".join(record for _, record in sorted(self.site_records()))
+        num_sites = len(sites_blob) // SITE_RECORD_SIZE
         functions_offset = HEADER_SIZE
         seqpoints_offset = functions_offset + len(funcs_blob)
         locals_offset = seqpoints_offset + len(seq_blob)
@@ -953,9 +1097,9 @@ class FrameTableBuilder:
                 trap_veneer=self.trap_veneer,
                 bp_slot=self.bp_slot,
                 trap_slot=self.trap_slot,
-                num_functions=len(self.functions),
+                num_functions=num_functions,
                 functions_offset=functions_offset,
-                num_sites=len(sites),
+                num_sites=num_sites,
                 sites_offset=sites_offset,
                 num_seqpoints=n_seq,
                 seqpoints_offset=seqpoints_offset,
@@ -967,5 +1111,4 @@ class FrameTableBuilder:
                 mirrors_offset=mirrors_offset,
             )
         )
-        return bytes(header + funcs_blob + seq_blob + locals_blob + sites_blob + self._types_pool
-                     + self._mirror_pool)
+        return b"".join((header, funcs_blob, seq_blob, locals_blob, sites_blob, self._types_pool, self._mirror_pool))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import mmap
 import os
 import struct
 import threading
@@ -251,10 +252,26 @@ class ExportType:
     type: Any
 
 
-#: Cache entry: magic, sha256 of the entry's key (its file name), code length,
-#: frame-table length, CRC-32 of code + frame table; then the code and the table.
-_CACHE_MAGIC = b"WGSC\x02"
-_CACHE_HEADER = struct.Struct("<5s32sIII")
+#: Cache entry (format 3), little-endian::
+#:
+#:     +-------+------------+----------+-----------+----------+--------+
+#:     | magic | key digest | code_len | table_len | table_at | crc32  |
+#:     | 5 B   | 32 B       | u64      | u64       | u64      | u32    |
+#:     +-------+------------+----------+-----------+----------+--------+
+#:     code (code_len bytes), zero padding up to the file offset table_at (the
+#:     first page boundary after the code), the frame table (table_len bytes).
+#:
+#: The key digest is the sha256 of the entry's key (its file name); the CRC-32
+#: covers everything after the header.  The table starts on a page so a warm
+#: load maps it by itself and reads it in place (``FrameTable`` over an mmap).
+_CACHE_MAGIC = b"WGSC\x03"
+_CACHE_HEADER = struct.Struct("<5s32sQQQI")
+
+
+def _cache_table_at(code_len: int) -> int:
+    """File offset of the frame table in an entry with ``code_len`` bytes of code."""
+    page = mmap.ALLOCATIONGRANULARITY
+    return (_CACHE_HEADER.size + code_len + page - 1) // page * page
 
 
 class Module:
@@ -266,13 +283,25 @@ class Module:
 
         self.engine = engine
         self.wasm = bytes(wasm)
-        info = decode_module(self.wasm)
-        validate_module(info)
+        cached = self._cached_image()
+        if cached is not None:
+            # Only a module that decoded, validated and compiled is ever cached
+            # (the key is its sha256): its code section need not be read again.
+            info = decode_module(self.wasm, bodies=False)
+            code, table = cached
+        else:
+            info = decode_module(self.wasm)
+            validate_module(info)
         self.info: ModuleInfo = info
         self.name = name or info.names.module or "module"
-        code, table = self._compiled_image()
-        self.engine_code = EngineCode(code, table, name=self.name, function_names=dict(info.names.functions),
-                                      low_private_copies=engine.low_addresses)
+        if cached is None:
+            code, table = self._compile()
+        try:
+            self.engine_code = EngineCode(code, table, name=self.name, function_names=dict(info.names.functions),
+                                          low_private_copies=engine.low_addresses)
+        finally:
+            if isinstance(code, memoryview):
+                code.release()  # the mapped cache entry: unmapped once nothing else uses it
         self.layout = VMContextLayout.for_module(info)
 
     @classmethod
@@ -303,44 +332,85 @@ class Module:
             return None
         return self.engine.cache_dir / f"{self.cache_key}.img"
 
-    def _compiled_image(self) -> tuple[bytes, bytes]:
-        """(code, frame table): from the cache when it holds an intact entry for
-        this key, else compiled (and stored, best effort: a cache that cannot be
-        written only costs the caching).
+    def _cached_image(self) -> tuple[memoryview, mmap.mmap] | None:
+        """(code, frame table) of an intact cache entry for this key, mapped
+        from the file (the code as a memoryview for EngineCode to copy into its
+        memfd, the table as its own mapping), or None.
 
-        An entry is used only if its header names this key and its CRC-32 matches:
-        a truncated, damaged or misplaced file is ignored and replaced, never
-        executed.  (CRC-32 guards against accidents, not against someone who can
-        write the cache directory: that directory must be trusted like the code.)
+        An entry is used only if its header names this key, its lengths match
+        the file's and its CRC-32 matches: a truncated, damaged or misplaced
+        file is ignored (and replaced by the compile), never executed.  (CRC-32
+        guards against accidents, not against someone who can write the cache
+        directory: that directory must be trusted like the code.)  Writers
+        replace entries by rename, never in place, so a mapped entry does not
+        change under its reader.
         """
         path = self._cache_path()
-        key_digest = hashlib.sha256(path.name.encode()).digest() if path is not None else b""
-        if path is not None:
-            try:
-                blob = path.read_bytes()
-            except FileNotFoundError:
-                blob = None
-            except OSError as e:
-                log.warning("cannot read cache entry %s: %s", path, e)
-                blob = None
-            if blob is not None:
-                image = self._parse_cache_entry(blob, key_digest)
-                if image is not None:
-                    return image
-                log.warning("ignoring a corrupt cache entry %s", path)
+        if path is None:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            log.warning("cannot read cache entry %s: %s", path, e)
+            return None
+        try:
+            image = self._map_cache_entry(fd, hashlib.sha256(path.name.encode()).digest())
+        except (OSError, ValueError) as e:  # mmap refuses a file it cannot map
+            log.warning("cannot map cache entry %s: %s", path, e)
+            image = None
+        finally:
+            os.close(fd)
+        if image is None:
+            log.warning("ignoring a corrupt cache entry %s", path)
+        return image
+
+    @staticmethod
+    def _map_cache_entry(fd: int, key_digest: bytes) -> tuple[memoryview, mmap.mmap] | None:
+        """(code, frame table) of the intact entry open as ``fd`` for
+        ``key_digest``, else None."""
+        size = os.fstat(fd).st_size
+        if size < _CACHE_HEADER.size:
+            return None
+        magic, digest, code_len, table_len, table_at, crc = _CACHE_HEADER.unpack(os.pread(fd, _CACHE_HEADER.size, 0))
+        if (magic != _CACHE_MAGIC or digest != key_digest or table_at != _cache_table_at(code_len)
+                or table_len == 0 or table_at + table_len != size):
+            return None
+        # Both mappings are read whole by the CRC at once: populate them.
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        head = mmap.mmap(fd, table_at, flags=flags, prot=mmap.PROT_READ)
+        table = mmap.mmap(fd, table_len, flags=flags, prot=mmap.PROT_READ, offset=table_at)
+        with memoryview(head) as view:
+            intact = zlib.crc32(table, zlib.crc32(view[_CACHE_HEADER.size:])) == crc
+        if not intact:
+            head.close()
+            table.close()
+            return None
+        return memoryview(head)[_CACHE_HEADER.size : _CACHE_HEADER.size + code_len], table
+
+    def _compile(self) -> tuple[bytes, bytes]:
+        """Compiles ``self.info`` (decoded and validated) and stores the image in
+        the cache, best effort: a cache that cannot be written only costs the
+        caching."""
         from .x64.compiler import compile_module
 
         compiled = compile_module(self.info, debug=self.engine.debug)
+        code, table = compiled.code, compiled.frame_table
+        path = self._cache_path()
         if path is not None:
-            code, table = compiled.code, compiled.frame_table
-            header = _CACHE_HEADER.pack(_CACHE_MAGIC, key_digest, len(code), len(table),
-                                        zlib.crc32(table, zlib.crc32(code)))
+            table_at = _cache_table_at(len(code))
+            padding = bytes(table_at - _CACHE_HEADER.size - len(code))
+            crc = zlib.crc32(table, zlib.crc32(padding, zlib.crc32(code)))  # file order
+            header = _CACHE_HEADER.pack(_CACHE_MAGIC, hashlib.sha256(path.name.encode()).digest(), len(code),
+                                        len(table), table_at, crc)
             # A per-thread temporary name, then an atomic rename: readers see a
-            # whole entry or none.
+            # whole entry or none, and a mapped entry is never written.
             tmp = path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp.write_bytes(header + code + table)
+                with open(tmp, "wb") as f:
+                    f.writelines((header, code, padding, table))
                 tmp.replace(path)
             except OSError as e:
                 log.warning("cannot write cache entry %s: %s", path, e)
@@ -348,20 +418,7 @@ class Module:
                     tmp.unlink()
                 except OSError:  # never created, or its directory is not there
                     pass
-        return compiled.code, compiled.frame_table
-
-    @staticmethod
-    def _parse_cache_entry(blob: bytes, key_digest: bytes) -> tuple[bytes, bytes] | None:
-        """(code, frame table) of an intact entry for ``key_digest``, else None."""
-        if len(blob) < _CACHE_HEADER.size:
-            return None
-        magic, digest, code_len, table_len, crc = _CACHE_HEADER.unpack_from(blob)
-        start = _CACHE_HEADER.size
-        if magic != _CACHE_MAGIC or digest != key_digest or start + code_len + table_len != len(blob):
-            return None
-        if zlib.crc32(memoryview(blob)[start:]) != crc:
-            return None
-        return blob[start : start + code_len], blob[start + code_len :]
+        return code, table
 
     @property
     def imports(self) -> list[ImportType]:

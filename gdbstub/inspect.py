@@ -33,6 +33,7 @@ from codemem.sitehooks import access_sites
 from codemem.wasm.instructions import Instr
 from codemem.wasm.opcodes import OPCODES, Imm
 from codemem.wasm.types import ExternKind, ValType
+from codemem.x64.compiler import site_in_instruction
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,10 @@ class _Printer:
         stub_point = None  # the sequence point a trap stub's `lea rsi` just named
         pending_mirrors = None
         for insn in self.md.disasm(code, record.native_start):
-            for point in points.pop(insn.address, ()):
+            # A padded site is one instruction whose prefixes come before the
+            # site (and its sequence point): compiler._site_bytes.
+            anchor = insn.address + (site_in_instruction(bytes(insn.bytes)) or 0)
+            for point in points.pop(anchor, ()):
                 if point.kind == SequencePointKind.ENTRY:
                     text = "(function entry)"
                 else:
@@ -265,11 +269,11 @@ class _Printer:
                     mirrors = [f"{reg}=[rbp{offset:+d}]" for reg, offset in point.mirrors]
                     mirrors += [f"{reg}={_CONTEXT_MIRROR_TEXT[source]}" for reg, source in point.context_mirrors]
                     pending_mirrors = f"    ; register mirrors: {', '.join(mirrors)}"
-            site = table.site_index(insn.address)
+            site = table.site_index(anchor)
             pending_watch = None
             if site is not None:
                 self.line(f"    ; patch site #{site}")
-                access = self._accesses.get(insn.address)
+                access = self._accesses.get(anchor)
                 if access is not None:
                     pending_watch = f"    ; watch check: {access.describe()}"
             raw = insn.bytes.hex(" ")

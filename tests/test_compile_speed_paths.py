@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import random
 
+import capstone
 import pytest
 import wasmtime
 from hypothesis import given, settings
@@ -85,7 +86,7 @@ def reference_build(b: FrameTableBuilder) -> bytes:
     header = Header.build(dict(
         version=3, flags=1 if b.debug else 0, code_size=b.code_size, bp_veneer=b.bp_veneer,
         trap_veneer=b.trap_veneer, bp_slot=b.bp_slot, trap_slot=b.trap_slot,
-        num_functions=len(b.functions), functions_offset=offsets[0], num_sites=len(b.sites),
+        num_functions=len(b.functions), functions_offset=offsets[0], num_sites=len(b.site_records()),
         sites_offset=offsets[3], num_seqpoints=n_seq, seqpoints_offset=offsets[1], num_locals=n_locals,
         locals_offset=offsets[2], types_size=len(types_pool), types_offset=offsets[4],
         num_mirrors=len(mirror_pool) // 8, mirrors_offset=offsets[5]))
@@ -93,7 +94,7 @@ def reference_build(b: FrameTableBuilder) -> bytes:
 
 
 def _reference_sites(b: FrameTableBuilder) -> list[tuple[int, bytes, bytes]]:
-    return [(offset, record[4:9], record[9:14]) for offset, record in b.sites]
+    return [(offset, record[4:9], record[9:14]) for offset, record in b.site_records()]
 
 
 @st.composite
@@ -140,7 +141,9 @@ def test_builder_matches_the_record_by_record_reference(b):
         points = [p if len(p) == 4 else p[:4] + (interned.intern_mirrors(p[4]),) for p in fb.seqpoints]
         interned.add_function(FunctionBuild(fb.native_start, fb.native_size, fb.wasm_index, fb.frame_size,
                                             fb.body_wasm_offset, fb.stack_base, fb.locals, points))
-    interned.sites, interned.code_size = b.sites, b.code_size
+    for offset, enable, disable in _reference_sites(b):
+        interned.add_site(offset, enable, disable)
+    interned.code_size = b.code_size
     assert interned.build() == expected
 
 
@@ -170,23 +173,25 @@ def test_call_sites_are_the_veneer_call_bytes():
     bulk.add_call_sites(offsets, layout.bp_veneer)
     for off in offsets:
         one_by_one.add_site(off, site_enable_bytes(off, layout))
-    assert bulk.sites == one_by_one.sites
+    assert bulk.site_records() == one_by_one.site_records()
     with pytest.raises(AssertionError, match="straddles"):
         bulk.add_call_sites([4], layout.bp_veneer)
 
 
 # ------------------------------------------------------------------ compiler bits
 
-def test_site_bytes_pad_like_the_assembler_and_never_straddle():
+def test_site_bytes_pad_with_ds_prefixes_of_the_site_itself_and_never_straddle():
+    """One instruction per site whatever the alignment: ``8 - r`` DS prefixes
+    then the disabled site, which capstone decodes as a single nop."""
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     for r in range(8):
-        a = Assembler()
-        a.code += bytes(r)
-        if r > 3:
-            a.nop(8 - r)
-        expected = bytes(a.code[r:]) + SITE_DISABLED
-        assert compiler._SITE_BYTES[r] == expected
+        pad = 8 - r if r > 3 else 0
+        assert compiler._SITE_BYTES[r] == b"\x3e" * pad + SITE_DISABLED
+        assert compiler._SITE_PAD[r] == pad
         site = r + compiler._SITE_PAD[r]
-        assert site % 8 <= 3 and len(expected) == compiler._SITE_PAD[r] + 5
+        assert site % 8 <= 3
+        (insn,) = md.disasm(compiler._SITE_BYTES[r], 0)
+        assert insn.mnemonic == "nop" and insn.size == pad + 5
 
 
 def test_register_cache_state_is_canonical_and_memoized():
@@ -234,13 +239,13 @@ def test_eviction_takes_the_least_recently_used_register():
 def test_compile_pauses_the_collector_and_restores_it():
     info = decode_module(wasmtime.wat2wasm("(module (func (result i32) i32.const 1))"))
     seen = []
-    original = compiler._ModuleCompiler.compile
+    original = compiler._ModuleCompiler.compile_chunk
 
-    def spy(self):
+    def spy(self, bodies=None):
         seen.append(gc.isenabled())
-        return original(self)
+        return original(self, bodies)
 
-    compiler._ModuleCompiler.compile = spy
+    compiler._ModuleCompiler.compile_chunk = spy
     try:
         assert gc.isenabled()
         compiler.compile_module(info, debug=True)
@@ -256,7 +261,7 @@ def test_compile_pauses_the_collector_and_restores_it():
         finally:
             gc.enable()
     finally:
-        compiler._ModuleCompiler.compile = original
+        compiler._ModuleCompiler.compile_chunk = original
 
 
 def _invalid_module() -> bytes:
@@ -278,3 +283,41 @@ def test_compiled_module_leaves_no_cyclic_garbage():
         assert gc.collect() < 10
     finally:
         gc.enable()
+
+
+def test_hazard_mask_marks_exactly_the_offsets_where_a_branch_unit_meets_a_32_byte_boundary():
+    rnd = random.Random(13)
+    for _ in range(500):
+        units = []
+        for _ in range(rnd.randrange(1, 4)):
+            start = rnd.randrange(0, 200)
+            units.append((start, start + rnd.randrange(1, 16)))
+        expected = sum(1 << at for at in range(32)
+                       if any(((at + start) & 31) + (end - start) >= 32 for start, end in units))
+        assert compiler._hazard_mask(tuple(units)) == expected, units
+
+
+def test_a_template_padded_by_splicing_is_the_template_built_for_that_offset():
+    """compiler._padded_template (NOPs spliced into the unpadded template,
+    references and trap fields moved) against building it at each offset:
+    bounds checks (fused cmp+ja), a float op reusing xmm0 (an internal short
+    jump over a reload) and signed division (several traps)."""
+    from codemem.x64.regs import Reg
+
+    info = decode_module(wasmtime.wat2wasm("(module (memory 1) (func))"))
+    mc = compiler._ModuleCompiler(info, True, 0, 1)
+    mem = (Reg.RBX, True, Reg.R8, True)
+    cases = [
+        ("load", compiler._build_load_reg, 0x2A, 3, 16, Reg.RSI, True, mem),  # f32.load
+        ("store", compiler._build_store_reg, 0x36, 4, 8, Reg.RSI, True, Reg.RDI, False, mem),
+        ("f32.add", compiler._build_numeric_reg, 0x92, 1, Reg.RSI, False, Reg.RDI, True, "x"),
+        ("i32.div_s", compiler._build_numeric_reg, 0x6D, 2, Reg.RSI, True, Reg.RDI, False, None),
+    ]
+    for name, build, *args in cases:
+        unpadded = mc._template((name,), build, *args)
+        for at in range(32):
+            built = mc._template((name, "built", at), build, *args, origin=at)
+            spliced = compiler._padded_template(unpadded, at)
+            assert spliced is not None
+            assert spliced == built, (name, at)
+        assert any(compiler._padded_template(unpadded, at)[0] != unpadded[0] for at in range(32)), name

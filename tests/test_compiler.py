@@ -16,7 +16,6 @@ C examples under examples/build/) and both modes:
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 
 import capstone
@@ -28,7 +27,7 @@ from codemem.errors import CompileError
 from codemem.frametable import SITE_DISABLED, SITE_SIZE, FrameTable, SequencePointKind
 from codemem.wasm.decoder import decode_module
 from codemem.wasm.types import ValType
-from codemem.x64.compiler import compile_module
+from codemem.x64.compiler import SITE_PAD_PREFIX, compile_module
 from test_compiler_exec import CONTROL, GLOBALS, TABLES, TRAPS, conversion_module, float_module, int_module, \
     memory_module
 
@@ -59,6 +58,11 @@ def all_modules():
 MODULES = list(all_modules())
 
 
+#: Instructions that macro-fuse with a jcc right after them (Intel): such a
+#: pair is one branch unit for the 32-byte rule (Assembler.pad_for_branch).
+FUSIBLE = ("cmp", "test", "add", "sub", "and", "inc", "dec")
+
+
 def sweep(code: bytes, start: int, end: int):
     """Linear disassembly of [start, end); asserts it covers every byte."""
     out = list(MD.disasm_lite(code[start:end], start))
@@ -86,7 +90,7 @@ def check_invariants(wasm: bytes, debug: bool):
     for position, f in enumerate(table.functions()):
         defined = f.wasm_index - info.num_imported_funcs
         assert defined == position
-        assert f.native_start % 16 == 0
+        assert f.native_start % 32 == 0
         body = info.codes[defined]
         boundaries = {ins.offset for ins in info.read_body(defined)}
         assert f.body_wasm_offset == body.body_offset
@@ -116,16 +120,28 @@ def check_invariants(wasm: bytes, debug: bool):
         if debug:
             assert len(set(native)) == len(native)
             assert set(native) == {s for s in sites if f.contains(s)}
-        # Linear sweep: sites at boundaries, calls followed by return points.
+        # Linear sweep: sites at boundaries (after their DS-prefix padding, if
+        # any, which belongs to the site's instruction), calls followed by return
+        # points, no branch on a 32-byte boundary.
         listing = sweep(code, f.native_start, f.native_end)
         boundaries_native = {address for address, _, _, _ in listing}
         call_returns = set()
         previous = None
         for address, size, mnemonic, operands in listing:
-            if address in site_set:
-                assert code[address:address + SITE_SIZE] == SITE_DISABLED
-                assert size == SITE_SIZE and mnemonic == "nop", (hex(address), mnemonic)
-                seen_sites.add(address)
+            site_at = address + size - SITE_SIZE
+            if site_at in site_set:
+                assert code[site_at:site_at + SITE_SIZE] == SITE_DISABLED
+                assert code[address:site_at] == bytes([SITE_PAD_PREFIX]) * (site_at - address)
+                assert site_at - address <= 4 and mnemonic == "nop", (hex(address), mnemonic)
+                boundaries_native.add(site_at)
+                seen_sites.add(site_at)
+            if mnemonic.startswith("j") or mnemonic in ("call", "ret"):
+                unit = address
+                if mnemonic not in ("jmp", "call") and previous is not None and \
+                        previous[2] in FUSIBLE and previous[0] + previous[1] == address:
+                    unit = previous[0]
+                assert unit // 32 == (address + size - 1) // 32 and (address + size) % 32, \
+                    f"{mnemonic} at {address:#x} (unit from {unit:#x}) crosses or ends at a 32-byte boundary"
             if mnemonic == "call":
                 ret = address + size
                 if operands != "rax":
@@ -140,7 +156,8 @@ def check_invariants(wasm: bytes, debug: bool):
                         previous[3] == f"r15, qword ptr [r15 + {VMCTX_LIBCALL_CTX:#x}]"
                     if not libcall:
                         call_returns.add(ret)
-            previous = (address, size, mnemonic, operands)
+            if mnemonic != "nop":  # branch padding may separate a libcall's mov from its call
+                previous = (address, size, mnemonic, operands)
         assert call_returns == returns
         if debug:
             for ret in returns:
@@ -270,16 +287,14 @@ def big_module(target: int, seed: int = 1) -> bytes:
     return wasmtime.wat2wasm("(module (memory 1) " + "\n".join(funcs) + ")")
 
 
-def test_one_mebibyte_module_compiles_quickly():
+def test_a_one_mebibyte_module_compiles_in_both_modes():
+    """Its speed is scripts/bench/compile_speed.py's business; here: it compiles."""
     wasm = big_module(1 << 20)
     assert len(wasm) >= 1 << 20
     info = decode_module(wasm)
     for debug in (False, True):
-        start = time.perf_counter()
         cm = compile_module(info, debug=debug)
-        elapsed = time.perf_counter() - start
         table = FrameTable(cm.frame_table)
         assert table.num_functions == len(info.codes)
-        assert elapsed < 20, f"1 MiB module took {elapsed:.1f}s (debug={debug})"
         if debug:
             assert table.num_sites > len(info.codes)

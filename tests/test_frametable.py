@@ -57,6 +57,24 @@ def test_round_trip():
     assert t.sequence_point_at_or_before(0x0F).kind == SequencePointKind.ENTRY
 
 
+def test_sites_added_one_by_one_and_in_bulk_in_any_order_come_out_sorted():
+    expected = FrameTable(sample_table())
+    b = FrameTableBuilder(debug=True)
+    b.code_size = 0x200
+    b.bp_veneer, b.trap_veneer, b.bp_slot, b.trap_slot = 0x1E0, 0x1E6, 0x1F0, 0x1F8
+    b.add_call_sites([0x80], 0x1E0)
+    b.add_site(0x10, b"\xe8" + struct.pack("<i", 0x1E0 - 0x10 - 5))
+    b.add_call_sites([0x20, 0x0], 0x1E0)  # not ascending
+    table = FrameTable(b.build())
+    assert table.site_offsets == expected.site_offsets == [0, 0x10, 0x20, 0x80]
+    assert [table.site(k) for k in range(4)] == [expected.site(k) for k in range(4)]
+    bulk = FrameTableBuilder(debug=True)
+    bulk.code_size = 0x200
+    bulk.add_call_sites([0x40, 0x48], 0x1E0)
+    bulk.add_call_sites([0x8, 0x10], 0x1E0)  # ascending runs, out of order
+    assert FrameTable(bulk.build()).site_offsets == [0x8, 0x10, 0x40, 0x48]
+
+
 def patched(data: bytes, at: int, fmt: str, value) -> bytes:
     out = bytearray(data)
     struct.pack_into(fmt, out, at, value)

@@ -1,4 +1,4 @@
-"""The on-disk cache of compiled images (``Engine(cache_dir=...)``, ``Module._compiled_image``).
+"""The on-disk cache of compiled images (``Engine(cache_dir=...)``, ``Module._cached_image``).
 
 Contract:
 
@@ -91,11 +91,11 @@ def _flip(offset_from: str):
 
     def corrupt(blob: bytes, code: bytes, table: bytes) -> bytes:
         data = bytearray(blob)
-        payload = len(blob) - len(code) - len(table)  # header size, whatever the format
         if offset_from == "code":
-            at = payload + code.index(struct.pack("<I", 0x1234567))  # the constant's immediate
+            at = blob.index(struct.pack("<I", 0x1234567))  # the constant's immediate
         elif offset_from == "table-header":
-            at = payload + len(code)  # the frame table's magic
+            at = len(blob) - len(table)  # the frame table's magic (the table ends the entry)
+            assert blob[at : at + 4] == b"WFT\x01"
         else:
             at = len(blob) - 1  # the last byte of the frame table
         data[at] ^= 0x01
@@ -112,6 +112,7 @@ CORRUPTIONS = {
     "garbage": lambda blob, code, table: bytes(range(256)) * 8,
     "wrong-magic": lambda blob, code, table: b"XXXX" + blob[4:],
     "code-byte": _flip("code"),
+    "padding-byte": lambda blob, code, table: blob[: len(blob) - len(table) - 1] + b"\x01" + blob[len(blob) - len(table):],
     "table-magic": _flip("table-header"),
     "table-last-byte": _flip("table-end"),
 }
@@ -189,3 +190,23 @@ def test_unwritable_cache_directory_does_not_break_compilation(tmp_path):
     blocker.write_bytes(b"")
     module = codemem.Module(codemem.Engine(cache_dir=blocker / "cache"), WASM)
     assert run(module) == (EXPECTED_F3, 2.5)
+
+
+def test_a_warm_load_leaves_the_code_section_until_asked_and_then_reads_the_same_bodies(tmp_path):
+    cold = codemem.Module(codemem.Engine(debug=True, cache_dir=tmp_path), WASM)
+    warm = codemem.Module(codemem.Engine(debug=True, cache_dir=tmp_path), WASM)
+    assert warm.info._codes is None, "a warm load split the code section it does not compile"
+    assert warm.info.codes == cold.info.codes and len(warm.info.codes) == 3
+    assert [ins.op for ins in warm.info.read_body(0)] == [ins.op for ins in cold.info.read_body(0)]
+
+
+def test_a_warm_load_reads_the_frame_table_in_place_from_the_entry(tmp_path):
+    import mmap
+
+    codemem.Module(codemem.Engine(debug=True, cache_dir=tmp_path), WASM)
+    warm = codemem.Module(codemem.Engine(debug=True, cache_dir=tmp_path), WASM)
+    table = warm.engine_code.frame_table
+    assert isinstance(table._data, mmap.mmap), "the warm table was copied out of the cache entry"
+    (entry,) = entries(tmp_path)
+    assert entry.read_bytes().endswith(table.data)
+    assert table.function(0).num_seqpoints > 0 and table.sequence_point(0).native_offset == table.function(0).native_start

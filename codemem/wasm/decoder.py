@@ -22,7 +22,7 @@ from construct import Bytes, Int32ul, Struct, Switch, this
 from ..errors import CompileError
 from .binary import (
     UNEXPECTED_END, Cursor, FuncTypeSchema, GlobalTypeSchema, MemoryTypeSchema, Name,
-    TableTypeSchema, TaggedByte, VarUInt, Vec, _CursorConstruct, read_u32, read_valtype,
+    TableTypeSchema, TaggedByte, VarUInt, Vec, _CursorConstruct, read_len32, read_name, read_u32, read_valtype,
 )
 from .instructions import read_const_instrs
 from .module import (
@@ -78,15 +78,20 @@ ExportSchema = Struct(
     "index" / VarUInt(32),
 )
 GlobalSchema = Struct("type" / GlobalTypeSchema, "init" / ConstExprCon())
-NameMapSchema = Vec(Struct("index" / VarUInt(32), "name" / Name()))
-IndirectNameMapSchema = Vec(Struct("index" / VarUInt(32), "names" / NameMapSchema))
 
 
-def decode_module(data: bytes) -> ModuleInfo:
+def decode_module(data: bytes, *, bodies: bool = True) -> ModuleInfo:
     """Decode a binary module (``bytes``, ``bytearray`` or ``memoryview``).
 
     Checks everything the binary format requires (spec 5), except the contents
     of function bodies (see the module docstring). Raises ``CompileError``.
+
+    ``bodies=False`` leaves the code section's entries (function sizes and
+    locals) to the first read of ``ModuleInfo.codes``: only for a module known
+    to be well formed (a compile-cache hit: the cache is keyed by the module's
+    sha256 and holds only modules that compiled), whose code the caller does
+    not compile.  Its errors are then raised late, and out of the spec's
+    order, so a module of unknown origin is always decoded whole.
     """
     data = bytes(data)
     info = ModuleInfo(data=data)
@@ -94,6 +99,7 @@ def decode_module(data: bytes) -> ModuleInfo:
     pos = 8
     end = len(data)
     last_rank = 0
+    num_bodies = 0  # entries of the code section
     while pos < end:
         section_id = data[pos]
         if section_id not in SECTION_NAMES:
@@ -138,13 +144,19 @@ def decode_module(data: bytes) -> ModuleInfo:
         elif section_id == 10:
             info.code_section_offset = payload
             info.code_section_end = payload + size
-            info.codes = _decode_codes(cur)
+            if bodies:
+                info.codes = _decode_codes(cur)
+                num_bodies = len(info.codes)
+            else:
+                num_bodies = cur.len32()
+                info._codes = None  # split on first use (ModuleInfo.codes)
+                cur.pos = cur.limit
         elif section_id == 11:
             info.datas = _decode_datas(cur)
         if cur.pos != cur.limit:
             raise CompileError("section size mismatch", cur.pos)
         pos = cur.limit
-    if len(info.func_type_indices) != len(info.codes):
+    if len(info.func_type_indices) != num_bodies:
         raise CompileError("function and code section have inconsistent lengths", end)
     if info.data_count is not None and info.data_count != len(info.datas):
         raise CompileError("data count and data section have inconsistent lengths", end)
@@ -222,10 +234,12 @@ def _decode_name_section(data: bytes, start: int, end: int) -> NameInfo:
             if sub_id == 0:
                 names.module = sub.name()
             elif sub_id == 1:
-                names.functions = {e.index: e.name for e in sub.parse(NameMapSchema)}
+                names.functions = _read_name_map(sub)
             elif sub_id == 2:
-                names.locals = {e.index: {n.index: n.name for n in e.names}
-                                for e in sub.parse(IndirectNameMapSchema)}
+                names.locals = {}
+                for _ in range(sub.len32()):
+                    index = sub.u32()
+                    names.locals[index] = _read_name_map(sub)
             else:
                 sub.pos = sub.limit  # later extensions (labels, types, ...): skip
             if sub.pos != sub.limit:
@@ -235,6 +249,32 @@ def _decode_name_section(data: bytes, start: int, end: int) -> NameInfo:
         log.info("ignoring malformed name section: %s", exc)
         return NameInfo()
     return names
+
+
+def _read_name_map(cur: Cursor) -> dict[int, str]:
+    """A name map (spec 7.4.1 ``namemap``: ``vec(idx name)``) at the cursor.
+
+    Read with the plain LEB128/name readers rather than a construct schema: a
+    real-size module names every function, and a warm load (which reads
+    little else) would spend most of its time in construct's per-entry
+    parsing.  Same checks, same result (a later duplicate index wins)."""
+    data, limit = cur.data, cur.limit
+    count, pos = read_len32(data, cur.pos, limit)
+    names = {}
+    for _ in range(count):
+        index, pos = read_u32(data, pos, limit)
+        names[index], pos = read_name(data, pos, limit)
+    cur.pos = pos
+    return names
+
+
+def decode_code_section(data: bytes, payload: int, end: int) -> list[FunctionBody]:
+    """The entries of the code section whose payload is ``data[payload:end]``."""
+    cur = Cursor(data, payload, end)
+    codes = _decode_codes(cur)
+    if cur.pos != cur.limit:
+        raise CompileError("section size mismatch", cur.pos)
+    return codes
 
 
 def _decode_codes(cur: Cursor) -> list[FunctionBody]:

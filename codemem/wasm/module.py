@@ -174,7 +174,9 @@ class ModuleInfo:
     elems: list[ElemSegment] = field(default_factory=list)
     datas: list[DataSegment] = field(default_factory=list)
     data_count: int | None = None
-    codes: list[FunctionBody] = field(default_factory=list)
+    #: The bodies, or None until ``codes`` is first read when the decoder was
+    #: told to leave them (``decode_module(..., bodies=False)``).
+    _codes: list[FunctionBody] | None = field(default_factory=list, repr=False)
     customs: list[CustomSection] = field(default_factory=list)
     names: NameInfo = field(default_factory=NameInfo)
     dwarf: dict[str, bytes] = field(default_factory=dict)
@@ -186,6 +188,19 @@ class ModuleInfo:
     #: Section id -> file offset of its payload (last one for custom sections);
     #: the location reported for errors in entries that keep no offset.
     section_offsets: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def codes(self) -> list[FunctionBody]:
+        """The function bodies (code section entries), in definition order."""
+        if self._codes is None:
+            from .decoder import decode_code_section  # the decoder imports this module
+
+            self._codes = decode_code_section(self.data, self.code_section_offset, self.code_section_end)
+        return self._codes
+
+    @codes.setter
+    def codes(self, bodies: list[FunctionBody]) -> None:
+        self._codes = bodies
 
     def __repr__(self) -> str:
         return (f"<ModuleInfo {len(self.data)} bytes: {len(self.types)} types, "

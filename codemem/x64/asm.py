@@ -244,6 +244,9 @@ class RipLabel(Mem):
 # Operand-size prefix and REX.W per width (SDM Vol. 2A 2.2.1.2 / Table 2-4).
 _OPSIZE = {8: (b"", 0), 16: (b"\x66", 0), 32: (b"", 0), 64: (b"", 8)}
 
+#: ALU group digits (``_alu``) whose instruction can macro-fuse with a following jcc.
+_FUSIBLE_ALU = frozenset((0, 4, 5, 7))  # add, and, sub, cmp
+
 # Recommended multi-byte NOP forms, lengths 1..9 (SDM Vol. 2B, NOP, Table 4-12).
 _NOPS = (
     b"",
@@ -314,6 +317,14 @@ def _need_xmm_or_mem(r, what: str = "operand"):
     return r
 
 
+def nop_bytes(length: int) -> bytes:
+    """``length`` bytes of NOPs in as few instructions as the manual's forms allow."""
+    out = bytearray()
+    while len(out) < length:
+        out += _NOPS[min(length - len(out), 9)]
+    return bytes(out)
+
+
 class Assembler:
     """Appends encoded x86-64 instructions to :attr:`code`.
 
@@ -321,7 +332,8 @@ class Assembler:
     :meth:`finish`; references to already-bound labels are written immediately.
     """
 
-    __slots__ = ("code", "_fixups", "_labels")
+    __slots__ = ("code", "_fixups", "_labels", "branch_boundary", "origin", "branch_units", "_fusible_at",
+                 "_fusible_end")
 
     def __init__(self) -> None:
         self.code = bytearray()
@@ -329,6 +341,19 @@ class Assembler:
         # anchor, addend); field := label + addend - anchor, anchor an offset or a Label.
         self._fixups: dict[int, tuple[int, Label, int | Label, int]] = {}
         self._labels = 0
+        #: 32: keep every branch unit off 32-byte boundaries (:meth:`pad_for_branch`);
+        #: 0 (the default): emit branches where they fall.
+        self.branch_boundary = 0
+        #: The address of ``code[0]`` modulo ``branch_boundary`` (a template is
+        #: built for where it will be copied); None: not known, so branch units
+        #: are only recorded (``branch_units``), never padded.
+        self.origin: int | None = 0
+        #: When a list: ``(start, end)`` of every branch unit emitted, appended
+        #: by :meth:`pad_for_branch` (a template's, to check it at another origin).
+        self.branch_units: list[tuple[int, int]] | None = None
+        # The last instruction that can macro-fuse with a following jcc
+        # (cmp/test/add/sub/and/inc/dec): its start and end offsets.
+        self._fusible_at = self._fusible_end = -1
 
     # ------------------------------------------------------------------ labels
 
@@ -347,6 +372,7 @@ class Assembler:
         if label._offset >= 0:
             raise EncodingError(f"{label!r} is already bound")
         label._offset = len(self.code)
+        self._fusible_end = -1  # a jump target between a cmp and its jcc: they are no unit
 
     def label_offset(self, label: Label) -> int:
         self._own(label)
@@ -406,6 +432,49 @@ class Assembler:
         if not -0x8000_0000 <= value <= 0x7FFF_FFFF or not 0 <= at_offset <= len(self.code) - 4:
             raise EncodingError(f"cannot patch rel32 at {at_offset:#x} to {target_offset:#x}")
         self.code[at_offset : at_offset + 4] = value.to_bytes(4, "little", signed=True)
+
+    # ------------------------------------------------------ branch alignment
+
+    def pad_for_branch(self, length: int, conditional: bool = False) -> None:
+        """Called just before a branch of ``length`` bytes is appended (jcc, jmp,
+        call, ret, their indirect forms): with ``branch_boundary`` set, NOP
+        padding so that the branch unit neither crosses nor ends at a 32-byte
+        boundary.  The unit is the branch or, for a ``conditional`` one (jcc),
+        the cmp/test/add/sub/and/inc/dec right before it and the jcc (a
+        macro-fused pair): the padding then goes before that instruction.
+
+        Why: on Intel's Skylake-derived cores the microcode fix for the "JCC
+        erratum" keeps any 32-byte chunk holding such a unit out of the decoded
+        uop cache, so a loop that has one runs from the legacy decoders (Intel,
+        "Mitigations for Jump Conditional Code Erratum", 2019; GNU as
+        ``-mbranches-within-32B-boundaries`` pads the same way).  Patch sites
+        move code by a few bytes, so without this the same loop could be fast
+        with debugging off and slow with it on."""
+        boundary = self.branch_boundary
+        if not boundary:
+            return
+        code = self.code
+        end = len(code)
+        start = self._fusible_at if conditional and self._fusible_end == end else end
+        origin = self.origin
+        at = (start if origin is None else origin + start) & (boundary - 1)
+        pad = 0 if origin is None or at + (end - start) + length < boundary else boundary - at
+        if pad:
+            # Only the fusible instruction (never a label target, never a
+            # label reference: see _note_fusible) follows ``start``.
+            code[start:start] = nop_bytes(pad)
+            start += pad
+        self._fusible_end = -1
+        if self.branch_units is not None:
+            self.branch_units.append((start, len(code) + length))
+
+    def _note_fusible(self, start: int, operand) -> None:
+        """The instruction just emitted at ``start`` can fuse with a next jcc
+        (unless it has a rip-relative operand, whose pending reference
+        pad_for_branch must not move)."""
+        if self.branch_boundary and not isinstance(operand, RipLabel):
+            self._fusible_at = start
+            self._fusible_end = len(self.code)
 
     # -------------------------------------------------------------- raw bytes
 
@@ -662,6 +731,7 @@ class Assembler:
 
     def _alu(self, digit: int, dst, src, size: int) -> None:
         """The classic ALU group: opcodes digit*8 + {0,1,2,3} and 80/81/83 /digit."""
+        start = len(self.code)
         prefix, w = _opsize(size)
         ts = type(src)
         if ts is Reg:
@@ -686,6 +756,8 @@ class Assembler:
                 self._imm(value, nbytes)
         else:
             raise EncodingError(f"source must be a Reg, Mem or int, not {src!r}")
+        if self.branch_boundary and digit in _FUSIBLE_ALU:
+            self._note_fusible(start, src if ts is not Reg and ts is not int else dst)
 
     def add(self, dst, src, size: int) -> None:
         self._alu(0, dst, src, size)
@@ -715,6 +787,7 @@ class Assembler:
         """``test a, b``: (reg, reg), (mem, reg), (reg, imm), (mem, imm). (reg, mem) is
         accepted and encoded as (mem, reg), which is the same instruction."""
         prefix, w = _opsize(size)
+        start = len(self.code)
         if isinstance(b, Mem) and type(a) is Reg:
             a, b = b, a
         _need_reg_or_mem(a, "test operand")
@@ -728,6 +801,7 @@ class Assembler:
             self._imm(value, nbytes)
         else:
             raise EncodingError(f"test operand must be a Reg or int, not {b!r}")
+        self._note_fusible(start, a)
 
     def _unary(self, digit: int, op8: bytes, op: bytes, dst, size: int) -> None:
         prefix, w = _opsize(size)
@@ -738,10 +812,14 @@ class Assembler:
             self._rm(prefix, w, op, digit, dst)
 
     def inc(self, dst, size: int) -> None:
+        start = len(self.code)
         self._unary(0, b"\xfe", b"\xff", dst, size)
+        self._note_fusible(start, dst)
 
     def dec(self, dst, size: int) -> None:
+        start = len(self.code)
         self._unary(1, b"\xfe", b"\xff", dst, size)
+        self._note_fusible(start, dst)
 
     def not_(self, dst, size: int) -> None:
         self._unary(2, b"\xf6", b"\xf7", dst, size)
@@ -886,6 +964,7 @@ class Assembler:
     def jmp(self, label: Label, short: bool = False) -> int:
         """``jmp label`` (rel32, or rel8 if ``short``); returns the field's offset.
         A short jump whose target ends up out of range fails in finish()."""
+        self.pad_for_branch(2 if short else 5)
         if short:
             self.code += b"\xeb\x00"
             pos = len(self.code) - 1
@@ -898,6 +977,7 @@ class Assembler:
 
     def jcc(self, cond: Cond, label: Label, short: bool = False) -> int:
         """``jCC label`` (rel32, or rel8 if ``short``); returns the field's offset."""
+        self.pad_for_branch(2 if short else 6, True)
         if short:
             self.code.append(0x70 | cond)
             self.code.append(0)
@@ -914,22 +994,26 @@ class Assembler:
     def call(self, label: Label) -> int:
         """``call rel32`` to ``label``; returns the field's offset (the return
         address is the current offset afterwards)."""
+        self.pad_for_branch(5)
         self.code += b"\xe8\x00\x00\x00\x00"
         pos = len(self.code) - 4
         self._ref(pos, 4, label, pos + 4, 0)
         return pos
 
     def call_reg(self, target: Reg) -> None:
-        self._rm(b"", 0, b"\xff", 2, _need_reg(target, "call target"))
+        self.pad_for_branch(3 if _need_reg(target, "call target") >= 8 else 2)
+        self._rm(b"", 0, b"\xff", 2, target)
 
     def call_mem(self, target: Mem) -> None:
-        """``call qword ptr [target]`` (e.g. ``Mem.rip(slot_label)``)."""
+        """``call qword ptr [target]`` (e.g. ``Mem.rip(slot_label)``); never
+        padded for ``branch_boundary`` (the veneers' form)."""
         if not isinstance(target, Mem):
             raise EncodingError(f"call_mem needs a Mem, not {target!r}")
         self._rm(b"", 0, b"\xff", 2, target)
 
     def jmp_reg(self, target: Reg) -> None:
-        self._rm(b"", 0, b"\xff", 4, _need_reg(target, "jmp target"))
+        self.pad_for_branch(3 if _need_reg(target, "jmp target") >= 8 else 2)
+        self._rm(b"", 0, b"\xff", 4, target)
 
     def jmp_mem(self, target: Mem) -> None:
         if not isinstance(target, Mem):
@@ -937,6 +1021,7 @@ class Assembler:
         self._rm(b"", 0, b"\xff", 4, target)
 
     def ret(self) -> None:
+        self.pad_for_branch(1)
         self.code.append(0xC3)
 
     def ud2(self) -> None:

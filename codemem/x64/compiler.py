@@ -49,6 +49,8 @@ from __future__ import annotations
 import bisect
 import gc
 import logging
+import os
+import pickle
 import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,6 +83,7 @@ from ..abi import (
 from ..frametable import (
     SITE_DISABLED,
     FrameTableBuilder,
+    PackedFunctions,
     FunctionBuild,
     MirrorList,
     MirrorSource,
@@ -94,7 +97,7 @@ from ..wasm.module import ModuleInfo
 from ..wasm.opcodes import OP_BY_NAME
 from ..wasm.types import ValType
 from ..wasm.validator import LOOP, FuncValidator, validate_module
-from .asm import Assembler, Cond, Label, Mem, Reg, Xmm
+from .asm import Assembler, Cond, Label, Mem, Reg, Xmm, nop_bytes
 from .numeric import (
     NUMERIC,
     NUMERIC_ARITY,
@@ -146,14 +149,186 @@ class CompiledModule:
     layout: VMContextLayout
 
 
-def compile_module(info: ModuleInfo, *, debug: bool) -> CompiledModule:
+def compile_module(info: ModuleInfo, *, debug: bool, jobs: int | None = None) -> CompiledModule:
     """Validate and compile every defined function of ``info``.
 
     Raises ``CompileError`` (with the module offset) for a malformed or invalid
     module; no code is produced then.  Function records are in native order, one
-    per defined function, ``wasm_index`` in the full function index space."""
+    per defined function, ``wasm_index`` in the full function index space.
+
+    ``jobs``: how many processes compile (None: :func:`compile_jobs` for this
+    module).  With more than one, contiguous runs of functions are compiled
+    in forked children while this process compiles the first run, and the
+    parts are linked here; the image is byte for byte the one a single
+    process makes (each function's code depends only on the function: it
+    starts on 32 bytes, and calls between functions are linked last).  Any
+    CompileError, or a child that fails, falls back to the one-process
+    compile, which reports errors in the spec's order."""
     with _gc_paused():
-        return _ModuleCompiler(info, debug).compile()
+        n = len(info.codes)
+        jobs = compile_jobs(info) if jobs is None else max(1, min(jobs, n))
+        if jobs > 1:
+            chunks = _compile_in_processes(info, debug, _split(info, jobs))
+            if chunks is not None:
+                return _link(info, debug, chunks)
+        # Decode every body first: a malformed body is reported before any
+        # validation error, as the reference interpreter does.
+        bodies = [info.read_body(i) for i in range(n)]
+        validate_module(info)
+        return _link(info, debug, [_ModuleCompiler(info, debug, 0, n).compile_chunk(bodies)])
+
+
+#: Code sections smaller than this are compiled in one process (a fork, and
+#: moving a part's image and frame table back, cost more than they save).
+PARALLEL_MIN_CODE_BYTES = 256 * 1024
+#: The environment variable that sets how many processes compile a module (1: no fork).
+JOBS_ENV = "WASM_GDBSTUB_COMPILE_JOBS"
+
+
+def compile_jobs(info: ModuleInfo) -> int:
+    """Processes that compile ``info`` by default: ``$WASM_GDBSTUB_COMPILE_JOBS``
+    if set; else one for a small code section; else one per CPU this process
+    may run on that the 1-minute load average leaves idle, counting this one
+    (at most 4): on a busy machine a second process only competes with the
+    first, and the fork and the linking are then pure cost."""
+    setting = os.environ.get(JOBS_ENV, "")
+    if setting:
+        try:
+            return max(1, int(setting))
+        except ValueError:
+            log.warning("ignoring %s=%r (not a number)", JOBS_ENV, setting)
+    if (info.code_section_end or 0) - (info.code_section_offset or 0) < PARALLEL_MIN_CODE_BYTES:
+        return 1
+    cpus = len(os.sched_getaffinity(0))
+    return max(1, min(cpus, 4, int(cpus - os.getloadavg()[0] + 1)))
+
+
+def _split(info: ModuleInfo, jobs: int) -> list[tuple[int, int]]:
+    """``jobs`` contiguous runs ``(first, last)`` of defined functions with
+    about the same number of body bytes each."""
+    sizes = [body.end_offset - body.body_offset for body in info.codes]
+    total = sum(sizes)
+    runs, first, done = [], 0, 0
+    for k in range(1, jobs):
+        goal = total * k // jobs
+        last = first
+        while last < len(sizes) and done + sizes[last] <= goal:
+            done += sizes[last]
+            last += 1
+        if last > first:
+            runs.append((first, last))
+            first = last
+    runs.append((first, len(sizes)))
+    return [run for run in runs if run[1] > run[0]]
+
+
+@dataclass
+class _Chunk:
+    """The compiled code of a run of functions, as if the image started at the
+    first one: what a compile process hands to :func:`_link`.
+
+    ``starts``: each function's offset; ``calls``: ``(rel32 field, defined
+    function index)`` of calls to functions outside the run; ``trap_calls``:
+    the rel32 fields of calls to the trap veneer; ``sites``: patch sites;
+    ``frame``: the run's frame table records."""
+
+    code: bytes
+    starts: list[int]
+    calls: list[tuple[int, int]]
+    trap_calls: list[int]
+    sites: list[int]
+    frame: PackedFunctions
+
+
+def _link(info: ModuleInfo, debug: bool, chunks: list[_Chunk]) -> CompiledModule:
+    """The image and frame table of ``chunks`` (runs in function order):
+    their code one after the other (each on 32 bytes, as a function starts),
+    calls between runs resolved, then the veneers."""
+    code = bytearray()
+    builder = FrameTableBuilder(debug=debug)
+    bases, starts, sites, trap_calls = [], [], [], []
+    for chunk in chunks:
+        code += b"\xcc" * (-len(code) & (_BRANCH_BOUNDARY - 1))
+        base = len(code)
+        bases.append(base)
+        code += chunk.code
+        starts += map(base.__add__, chunk.starts)
+        sites += map(base.__add__, chunk.sites)
+        trap_calls += map(base.__add__, chunk.trap_calls)
+        builder.add_packed(chunk.frame, base)
+    for chunk, base in zip(chunks, bases):
+        for field, callee in chunk.calls:
+            struct.pack_into("<i", code, base + field, starts[callee] - (base + field + 4))
+    veneers = append_veneers(code)
+    for pos in trap_calls:
+        struct.pack_into("<i", code, pos, veneers.trap_veneer - (pos + 4))
+    builder.add_call_sites(sites, veneers.bp_veneer)  # site_enable_bytes, in bulk
+    builder.code_size = len(code)
+    builder.bp_veneer, builder.trap_veneer = veneers.bp_veneer, veneers.trap_veneer
+    builder.bp_slot, builder.trap_slot = veneers.bp_slot, veneers.trap_slot
+    log.debug("compiled %d functions in %d part(s): %d bytes of code, %d sites, debug=%s",
+              len(starts), len(chunks), len(code), len(sites), debug)
+    return CompiledModule(bytes(code), builder.build(), VMContextLayout.for_module(info))
+
+
+def _compile_in_processes(info: ModuleInfo, debug: bool, runs: list[tuple[int, int]]) -> list[_Chunk] | None:
+    """Each run of ``runs`` but the first compiled in a forked child (the
+    first here, meanwhile); None if any part failed (a CompileError, a child
+    that died, no fork: the caller compiles in one process).  Every child is
+    reaped, whatever happens here."""
+    pending: dict[int, int] = {}  # child pid -> read end of its pipe, until reaped
+    try:
+        for first, last in runs[1:]:
+            read_end, write_end = os.pipe()
+            try:
+                pid = os.fork()
+            except OSError as e:
+                os.close(read_end)
+                os.close(write_end)
+                log.info("cannot fork a compile process (%s): compiling in one", e)
+                return None
+            if pid == 0:
+                _compile_child(info, debug, first, last, read_end, write_end)  # never returns
+            os.close(write_end)
+            pending[pid] = read_end
+        try:
+            chunks = [_ModuleCompiler(info, debug, *runs[0]).compile_chunk()]
+        except CompileError:
+            chunks = None
+        for pid in list(pending):
+            with os.fdopen(pending.pop(pid), "rb") as incoming:
+                try:
+                    data = incoming.read()
+                finally:
+                    _, status = os.waitpid(pid, 0)
+            chunk = pickle.loads(data) if status == 0 and data else None
+            if chunk is None or chunks is None:
+                chunks = None
+            else:
+                chunks.append(chunk)
+        return chunks
+    finally:
+        for pid, read_end in pending.items():  # left by an exception: a child blocked
+            os.close(read_end)  # writing gets EPIPE and leaves
+            os.waitpid(pid, 0)
+
+
+def _compile_child(info: ModuleInfo, debug: bool, first: int, last: int, read_end: int, write_end: int):
+    """In a forked child: compile a run, send it (or None for a CompileError)
+    down the pipe, and leave with ``os._exit`` (the parent's atexit handlers,
+    buffers and threads are not the child's)."""
+    status = 1
+    try:
+        os.close(read_end)
+        try:
+            chunk = _ModuleCompiler(info, debug, first, last).compile_chunk()
+        except CompileError:
+            chunk = None
+        with os.fdopen(write_end, "wb") as out:
+            pickle.dump(chunk, out, protocol=pickle.HIGHEST_PROTOCOL)
+        status = 0
+    finally:
+        os._exit(status)
 
 
 @contextmanager
@@ -256,21 +431,101 @@ def _new_mirror_list(memo: tuple[dict, list], builder: FrameTableBuilder, frame_
 _CACHE_REGISTER_NUMBERS = tuple(sorted(int(reg) for reg in CACHE_REGISTERS))
 
 
+#: The prefix that pads a patch site: a DS segment override, which changes
+#: nothing for ``nopl`` (its operand is never accessed) nor for ``call rel32``.
+SITE_PAD_PREFIX = 0x3E
+
+
 def _site_bytes(r: int) -> bytes:
     """What a patch site at an offset ``r`` (mod 8) takes: the disabled site,
-    after NOP padding when it would straddle an 8-byte boundary (one
-    multi-byte NOP rather than 8-r one-byte ones: the padding runs on the hot
-    path, and each NOP instruction takes a decode slot)."""
-    a = Assembler()
-    if r > 3:
-        a.nop(8 - r)
-    return bytes(a.code) + SITE_DISABLED
+    after padding when it would straddle an 8-byte boundary.
+
+    The padding is ``8 - r`` (1 to 4) DS prefixes of the site's own
+    instruction, not a NOP before it: disabled, ``3e .. 0f 1f 44 00 00`` is
+    one ``nopl``; enabled, ``3e .. e8 rel32`` is one ``call`` (the prefixes are
+    never patched, and the site's return address is still site + 5).  A padding
+    NOP was a second instruction on the hot path, and each takes a decode and
+    dispatch slot: on an AMD Zen 3 the -O2 kernel of bench_loop ran 1.27x
+    slower with debugging on, 1.15x with the prefixes.  (GNU as pads with
+    segment prefixes the same way for -malign-branch-prefix-size, up to 5 per
+    instruction.)  A linear disassembly therefore sees ``ds nopl`` starting
+    before the site offset; the 5 site bytes are SITE_DISABLED as always."""
+    return bytes([SITE_PAD_PREFIX] * (8 - r if r > 3 else 0)) + SITE_DISABLED
+
+
+def site_in_instruction(raw: bytes) -> int | None:
+    """Where the patch site is in the disabled site instruction ``raw`` (the
+    bytes of one disassembled instruction): after its padding prefixes; None
+    if ``raw`` is not a site instruction."""
+    pad = len(raw) - len(SITE_DISABLED)
+    if 0 <= pad <= 4 and raw.endswith(SITE_DISABLED) and raw[:pad] == bytes([SITE_PAD_PREFIX]) * pad:
+        return pad
+    return None
 
 
 #: Indexed by the current code offset mod 8: the bytes of a patch site there
 #: (padding included) and the padding's length (the site's offset is after it).
 _SITE_BYTES = tuple(_site_bytes(r) for r in range(8))
 _SITE_PAD = tuple(len(b) - len(SITE_DISABLED) for b in _SITE_BYTES)
+
+
+def _hazard_mask(units: tuple[tuple[int, int], ...]) -> int:
+    """Bit k set: at a code offset of k mod 32, one of the branch ``units``
+    (``(start, end)`` in a template) would cross or end at a 32-byte boundary."""
+    mask = 0
+    for start, end in units:
+        # Hazard where (at + start) mod 32 is one of the last end - start
+        # values of a block: those bits, rotated right by start.
+        last = ((1 << (end - start)) - 1) << (_BRANCH_BOUNDARY - (end - start))
+        r = start & (_BRANCH_BOUNDARY - 1)
+        mask |= (last >> r | last << (_BRANCH_BOUNDARY - r)) & ((1 << _BRANCH_BOUNDARY) - 1)
+    return mask
+
+
+def _padded_template(t: tuple, origin: int) -> tuple | None:
+    """Template ``t`` (made unpadded) as building it for code offset
+    ``origin`` (mod 32) would make it: NOP padding before each branch unit
+    that would cross or end at a 32-byte boundary (Assembler.pad_for_branch's
+    rule, unit by unit), its label references, trap fields and units moved;
+    None if a short jump no longer reaches.  Cheaper than building again.
+
+    Padding inserted at ``p`` moves the bytes from ``p`` on, but a label bound
+    at ``p`` stays (it was bound before the unit's first instruction), and so
+    does an anchor there (the end of an instruction before ``p``)."""
+    code, traps, _, relocations, units = t
+    inserts: list[tuple[int, int]] = []
+    moved_units = []
+    shift = 0
+    for start, end in units:
+        at = (origin + start + shift) & (_BRANCH_BOUNDARY - 1)
+        if at + (end - start) >= _BRANCH_BOUNDARY:
+            inserts.append((start, _BRANCH_BOUNDARY - at))
+            shift += _BRANCH_BOUNDARY - at
+        moved_units.append((start + shift, end + shift))
+    if not inserts:
+        return t
+
+    def moved(x: int) -> int:
+        return x + sum(pad for at, pad in inserts if x > at)
+
+    out = bytearray()
+    done = 0
+    for at, pad in inserts:
+        out += code[done:at]
+        out += nop_bytes(pad)
+        done = at
+    out += code[done:]
+    moved_relocations = []
+    for pos, nbytes, target, anchor in relocations:
+        pos, target, anchor = moved(pos), moved(target), moved(anchor)
+        value = target - anchor
+        if not -(1 << (8 * nbytes - 1)) <= value < 1 << (8 * nbytes - 1):
+            return None
+        out[pos : pos + nbytes] = value.to_bytes(nbytes, "little", signed=True)
+        moved_relocations.append((pos, nbytes, target, anchor))
+    moved_units = tuple(moved_units)
+    return (bytes(out), tuple((moved(pos), code) for pos, code in traps), _hazard_mask(moved_units),
+            tuple(moved_relocations), moved_units)
 
 
 def _align16(n: int) -> int:
@@ -281,12 +536,24 @@ def _fits_simm32(value: int) -> bool:
     return -0x8000_0000 <= value <= 0x7FFF_FFFF
 
 
+#: Branches stay within 32-byte blocks (Assembler.pad_for_branch), and
+#: functions start on one, so a function's code does not depend on where the
+#: previous one ended.
+_BRANCH_BOUNDARY = 32
+_LOOP_ALIGN = 32
+
+
 class _ModuleCompiler:
-    def __init__(self, info: ModuleInfo, debug: bool):
+    """Compiles the defined functions ``first`` .. ``last - 1`` of a module
+    (all of them, or one process's run) into a :class:`_Chunk`."""
+
+    def __init__(self, info: ModuleInfo, debug: bool, first: int, last: int):
         self.info = info
+        self.first, self.last = first, last
         self.debug = debug
         self.layout = VMContextLayout.for_module(info)
         self.asm = Assembler()
+        self.asm.branch_boundary = _BRANCH_BOUNDARY
         self.builder = FrameTableBuilder(debug=debug)
         self.num_imported = info.num_imported_funcs
         self.func_types = info.all_func_types
@@ -295,7 +562,9 @@ class _ModuleCompiler:
         self.mirror_memo: dict[int, tuple[dict, list]] = {}
         self.site_offsets: list[int] = []
         self.trap_call_fields: list[int] = []
-        self.func_labels: list[Label] = []
+        self.func_labels: dict[int, Label] = {}
+        #: (rel32 field, defined function index) of calls to functions of other runs
+        self.calls: list[tuple[int, int]] = []
         self.jump_tables: list[tuple[Label, list[Label]]] = []
         # Per-function state (reset by _compile_function).
         self.seq = 0
@@ -316,34 +585,20 @@ class _ModuleCompiler:
 
     # ------------------------------------------------------------------ module
 
-    def compile(self) -> CompiledModule:
-        info = self.info
-        # Decode every body first: a malformed body is reported before any
-        # validation error, as the reference interpreter does.
-        bodies = [info.read_body(i) for i in range(len(info.codes))]
-        validate_module(info)
+    def compile_chunk(self, bodies: list[list[Instr]] | None = None) -> _Chunk:
+        """Compile the run (``bodies``: its decoded bodies, else decoded here)."""
+        info, first, last = self.info, self.first, self.last
+        if bodies is None:
+            bodies = [info.read_body(i) for i in range(first, last)]
         asm = self.asm
-        self.func_labels = [asm.new_label() for _ in bodies]
-        for index, instrs in enumerate(bodies):
+        self.func_labels = {index: asm.new_label() for index in range(first, last)}
+        for index, instrs in zip(range(first, last), bodies):
             self._compile_function(index, instrs)
-        asm.align(4, 0xCC)
-        for table, targets in self.jump_tables:
-            asm.bind(table)
-            for target in targets:
-                asm.dd_label_diff(target, table)
         asm.finish()
-        code = asm.code
-        veneers = append_veneers(code)
-        for pos in self.trap_call_fields:
-            struct.pack_into("<i", code, pos, veneers.trap_veneer - (pos + 4))
-        builder = self.builder
-        builder.add_call_sites(self.site_offsets, veneers.bp_veneer)  # site_enable_bytes, in bulk
-        builder.code_size = len(code)
-        builder.bp_veneer, builder.trap_veneer = veneers.bp_veneer, veneers.trap_veneer
-        builder.bp_slot, builder.trap_slot = veneers.bp_slot, veneers.trap_slot
-        log.debug("compiled %d functions: %d bytes of code, %d sites, debug=%s",
-                  len(bodies), len(code), len(self.site_offsets), self.debug)
-        return CompiledModule(bytes(code), builder.build(), self.layout)
+        starts = [asm.label_offset(self.func_labels[index])
+                  for index in range(first, last)]
+        return _Chunk(bytes(asm.code), starts, self.calls, self.trap_call_fields, self.site_offsets,
+                      self.builder.pack())
 
     # ---------------------------------------------------------------- emission
 
@@ -358,11 +613,14 @@ class _ModuleCompiler:
 
     def _pad_for_return_site(self, call_length: int) -> None:
         """Debug only: NOPs before a call so that its return address (where the
-        RETURN_POINT site goes) is a valid site offset."""
+        RETURN_POINT site goes) is a valid site offset, and the call stays off
+        32-byte boundaries (Assembler.pad_for_branch; it then adds nothing)."""
         if self.debug:
-            r = (len(self.asm.code) + call_length) & 7
-            if r > 3:
-                self.asm.nop(8 - r)
+            here = len(self.asm.code)
+            pad = 0
+            while ((here + pad + call_length) & 7) > 3 or ((here + pad) & 31) + call_length >= 32:
+                pad += 1
+            self.asm.nop(pad)
 
     def _instruction_point(self, ins: Instr, types: tuple) -> None:
         """The INSTRUCTION sequence point (and site) of ``ins`` with operand
@@ -383,26 +641,47 @@ class _ModuleCompiler:
         off = self._site() if self.debug else len(self.asm.code)
         self.seqpoints.append((off, ins.offset, _RETURN_POINT, tuple(self.validator.operand_types)))
 
-    def _template(self, key, build, *args):
-        """The cached template ``key``; ``build(a, *args)`` makes it on a miss."""
+    def _template(self, key, build, *args, origin: int | None = None):
+        """The cached template ``key``; ``build(a, *args)`` makes it on a miss.
+        A template is ``(code, trap fields, hazard mask (_hazard_mask),
+        relocations, branch units)``, positions relative to its start.  ``origin``: the code offset (mod 32)
+        it is made for, its branches padded off 32-byte boundaries there
+        (Assembler.pad_for_branch); None: not padded, units only recorded."""
         t = self.templates.get(key)
         if t is None:
             a = TemplateAssembler()
+            a.branch_boundary = _BRANCH_BOUNDARY
+            a.origin = origin
+            a.branch_units = []
             build(a, *args)
-            t = (a.finish(), tuple(a.traps))
+            units = tuple(a.branch_units)
+            t = (a.finish(), tuple(a.traps), _hazard_mask(units), a.relocations() if units else (), units)
             self.templates[key] = t
         return t
 
     def _emit(self, key, build, *args) -> None:
         """Append the cached template ``key`` (made by ``build(a, *args)`` on a
-        miss) and register its trap fields against the current sequence point."""
+        miss) and register its trap fields against the current sequence point.
+        Where the unpadded template would have a branch unit across or at the
+        end of a 32-byte block, its variant padded for this offset is used
+        instead: the bytes depend only on the key and the offset mod 32, never
+        on what was compiled before (a module compiled in parts is the same)."""
         t = self.templates.get(key)
         if t is None:
             t = self._template(key, build, *args)
-        code_bytes, traps = t
+        code_bytes, traps, hazards = t[0], t[1], t[2]
         code = self.asm.code
+        base = len(code)
+        if hazards >> (base & (_BRANCH_BOUNDARY - 1)) & 1:
+            at = base & (_BRANCH_BOUNDARY - 1)
+            variant = self.templates.get((key, at))
+            if variant is None:
+                variant = _padded_template(t, at)
+                if variant is None:  # a short jump out of range: build it padded
+                    variant = self._template((key, at), build, *args, origin=at)
+                self.templates[(key, at)] = variant
+            code_bytes, traps = variant[0], variant[1]
         if traps:
-            base = len(code)
             seq = self.seq
             for pos, trap_code in traps:
                 self.trap_fields.append((base + pos, seq, trap_code))
@@ -428,6 +707,7 @@ class _ModuleCompiler:
                 else:
                     code += b"\xbf" + struct.pack("<I", int(trap_code))
                 # call trap_veneer (patched once the veneers exist)
+                asm.pad_for_branch(5)
                 code += b"\xe8\0\0\0\0"
                 self.trap_call_fields.append(len(code) - 4)
             struct.pack_into("<i", code, field, stub - (field + 4))
@@ -451,7 +731,7 @@ class _ModuleCompiler:
         self.instrs = instrs
         seqpoints = self.seqpoints = []
 
-        asm.align(16, 0xCC)
+        asm.align(_BRANCH_BOUNDARY, 0xCC)
         start = len(code)
         asm.bind(self.func_labels[index])
         if debug:
@@ -468,6 +748,7 @@ class _ModuleCompiler:
         check_field = len(code) - 4
         asm.mov(RCX, Mem(R15, VMCTX_STACK_CTX), 64)
         asm.cmp(RAX, Mem(RCX, STACK_CTX_STACK_LIMIT), 64)
+        asm.pad_for_branch(6, True)
         code += b"\x0f\x82\0\0\0\0"  # jb <stack exhausted>
         self.trap_fields.append((len(code) - 4, start, TrapCode.STACK_EXHAUSTED))
         code += b"\x48\x81\xec\0\0\0\0"  # sub rsp, frame_size
@@ -576,6 +857,16 @@ class _ModuleCompiler:
             seqpoints=seqpoints,
         )
         self.builder.add_function(fb)
+        if self.jump_tables:
+            # br_table's jump tables follow the function, outside its native
+            # range (its code disassembles linearly), so each function's bytes
+            # depend on nothing after it.
+            asm.align(4, 0xCC)
+            for table, targets in self.jump_tables:
+                asm.bind(table)
+                for target in targets:
+                    asm.dd_label_diff(target, table)
+            self.jump_tables = []
 
     # ----------------------------------------------------------- control flow
 
@@ -707,6 +998,7 @@ class _ModuleCompiler:
             self.cache.restore(header)
             self.xmm0_locs.clear()
             label = self.asm.new_label()
+            self.asm.align(_LOOP_ALIGN)  # NOPs run once per entry; every back edge lands aligned
             self.asm.bind(label)  # after the loop's site: a branch lands on the next instruction
             ctl = _Ctl(LOOP, frame.height, nparams, label, frame.end_types, nparams)
             ctl.header = header
@@ -838,8 +1130,8 @@ class _ModuleCompiler:
         stubs: dict[int, Label] = {}
         default_label = target_label(default)
         if labels:
-            # The table itself goes after the last function (outside every
-            # function's range, so function code disassembles linearly).
+            # The table itself goes after the function (outside its range, so
+            # function code disassembles linearly).
             table = asm.new_label()
             asm.mov(RAX, slot(index), 32)
             asm.cmp(RAX, len(labels), 32)
@@ -879,7 +1171,14 @@ class _ModuleCompiler:
         else:
             asm.lea(RSI, slot(base))
             self._pad_for_return_site(5)
-            asm.call(self.func_labels[index - self.num_imported])
+            callee = index - self.num_imported
+            label = self.func_labels.get(callee)
+            if label is not None:
+                asm.call(label)
+            else:  # in another process's run: linked by _link
+                asm.pad_for_branch(5)
+                asm.code += b"\xe8\0\0\0\0"
+                self.calls.append((len(asm.code) - 4, callee))
             self._return_point(ins)
 
     def _h_call_indirect(self, ins: Instr, d: int) -> None:
@@ -1220,6 +1519,9 @@ def _build_epilogue(a: TemplateAssembler, nresults: int) -> None:
     for k in range(nresults):
         a.mov(RAX, slot(k), 64)
         a.mov(Mem(RSI, 8 * k), RAX, 64)
+    # Any branch padding goes before `mov rsp, rbp; pop rbp; ret` (5 bytes),
+    # which stay together: gdbstub/images.py finds the epilogue by them.
+    a.pad_for_branch(5)
     a.mov(RSP, RBP, 64)
     a.pop(RBP)
     a.ret()

@@ -68,23 +68,38 @@ class TemplateAssembler(Assembler):
     ``(offset of the rel32 field, trap code)``.  A trap code of ``None`` means "the
     code the runtime left in the libcall area's trap slot"."""
 
-    __slots__ = ("traps", "xmm0_holds")
+    __slots__ = ("traps", "xmm0_holds", "_refs")
 
     def __init__(self) -> None:
         super().__init__()
         self.traps: list[tuple[int, int | None]] = []
+        self._refs: list[tuple] = []
         #: The compiler's guess for a register-form float template (see
         #: "xmm0 reuse" in the module docstring): "x" or "y" if xmm0 probably
         #: already holds that operand's value, else None.
         self.xmm0_holds: str | None = None
 
+    def _ref(self, pos: int, nbytes: int, label, anchor, addend: int) -> None:
+        super()._ref(pos, nbytes, label, anchor, addend)
+        self._refs.append((pos, nbytes, label, anchor, addend))
+
+    def relocations(self) -> tuple[tuple[int, int, int, int], ...]:
+        """After :meth:`finish`: every label reference in the template as
+        ``(field offset, field bytes, target offset, anchor offset)`` (the
+        field holds target - anchor), so the template can be moved apart
+        (compiler._padded_template)."""
+        return tuple((pos, nbytes, label._offset + addend, anchor if type(anchor) is int else anchor._offset)
+                     for pos, nbytes, label, anchor, addend in self._refs)
+
     def trap_if(self, cond: Cond, code: int | None) -> None:
         """``jCC <trap stub>`` (rel32, resolved by the compiler)."""
+        self.pad_for_branch(6, True)
         self.code += bytes((0x0F, 0x80 | cond, 0, 0, 0, 0))
         self.traps.append((len(self.code) - 4, code))
 
     def trap_always(self, code: int | None) -> None:
         """``jmp <trap stub>``."""
+        self.pad_for_branch(5)
         self.code += b"\xe9\0\0\0\0"
         self.traps.append((len(self.code) - 4, code))
 
