@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from . import arch_amd64
+from . import arch_amd64, frame_bases
 from .agent import WatchPlace
 from .images import libraries_svr4_xml, libraries_xml, uses_x32_images
 from .protocol import replies as R
@@ -184,6 +184,10 @@ class NativeDialect(Dialect):
 
     def __init__(self, images=None):
         self.images = images  # gdbstub.images.DebugImageSet, or None (no libraries)
+        # The frame-base window of the last stop read (gdbstub.frame_bases):
+        # ((target, stop, writes), FrameBaseWindow); any write starts over.
+        self._window_memo: tuple[tuple, frame_bases.FrameBaseWindow] | None = None
+        self._writes = 0
 
     def capabilities(self, capabilities: R.Capabilities) -> R.Capabilities:
         from dataclasses import replace
@@ -196,6 +200,7 @@ class NativeDialect(Dialect):
         return arch_amd64.regfile_to_g(target.read_registers())
 
     def write_registers(self, target: "StoreTarget", data: bytes) -> None:
+        self._writes += 1
         regfile = bytearray(target.read_registers())
         arch_amd64.g_to_regfile(data, regfile)
         target.write_registers(bytes(regfile))
@@ -204,6 +209,7 @@ class NativeDialect(Dialect):
         return arch_amd64.read_register(target.read_registers(), regnum)
 
     def write_register(self, target: "StoreTarget", regnum: int, value: bytes) -> None:
+        self._writes += 1
         regfile = bytearray(target.read_registers())
         arch_amd64.write_register(regfile, regnum, value)
         target.write_registers(bytes(regfile))
@@ -261,14 +267,50 @@ class NativeDialect(Dialect):
 
     # -- memory and breakpoints
     def read_memory(self, target: "StoreTarget", address: int, length: int) -> bytes:
+        if frame_bases.in_window(address) and self._has_window(target):
+            data = self._frame_base_window(target).read(address, length)
+            if data is None:
+                raise TargetError(ErrorCode.MEMORY_FAULT, f"frame-base window at {address:#x}: two frames of a guest "
+                                                          f"stack larger than {frame_bases.WINDOW >> 20} MiB share it")
+            if not data:
+                raise TargetError(ErrorCode.MEMORY_FAULT, f"cannot access memory at {address:#x}")
+            return data
         return target.read_memory(address, length)
 
     def write_memory(self, target: "StoreTarget", address: int, data: bytes) -> None:
+        self._writes += 1
         target.write_memory(address, data)
+
+    def _has_window(self, target: "StoreTarget") -> bool:
+        """Whether ``target`` is shown through x32 images, whose guest FDEs
+        read caller frame bases from the frame-base window."""
+        return self.images is not None and uses_x32_images(target.store)
+
+    def _frame_base_window(self, target: "StoreTarget") -> frame_bases.FrameBaseWindow:
+        """The window of ``target``'s current stop, made on its first read
+        after the stop or after any write (a write may change a frame base)."""
+        key = (target, target.current_stop, self._writes)
+        if self._window_memo is not None and self._window_memo[0] == key:
+            return self._window_memo[1]
+        frames = target.frames()  # TargetError while the guest runs
+
+        def frame_base_slot(frame) -> int | None:
+            slots = self.images.frame_base_slots(frame.entry.module, frame.entry.engine_code)
+            return slots.get(frame.func.native_start)
+
+        def read_u32(address: int) -> int:
+            return int.from_bytes(target.read_memory(address, 4), "little")
+
+        window = frame_bases.FrameBaseWindow.of_frames(frames, frame_base_slot, read_u32)
+        self._window_memo = (key, window)
+        return window
 
     def memory_region_info(self, target: "StoreTarget", address: int) -> list[tuple[str, str]]:
         """The region holding ``address``, or the unmapped gap up to the next
         region (no permissions)."""
+        if frame_bases.in_window(address) and self._has_window(target):
+            return [("start", "%x" % frame_bases.WINDOW_START), ("size", "%x" % frame_bases.WINDOW),
+                    ("permissions", "r"), ("name", hex_encode(b"frame-bases").decode())]
         regions = target.memory_regions()
         for region in regions:
             if region.contains(address):

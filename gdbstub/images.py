@@ -69,6 +69,7 @@ from codemem.frametable import SITE_SIZE, FrameTable, FunctionInfo
 from codemem.lowmem import ENTRY_THUNK_CODE, entry_thunk_address
 from codemem.native import ffi, lib
 
+from . import frame_bases
 from .debugimage import CfiRow, DebugImageError, Fde, Symbol, build_debug_image
 from .debugimage.elf import ELF32, ELF64
 from .debugimage.image import build_id_is_intact
@@ -138,7 +139,7 @@ _WRITE_FLAGS = (FileIOOpenFlags.O_WRONLY | FileIOOpenFlags.O_RDWR | FileIOOpenFl
 
 #: The sources whose code decides an engine image's bytes (the builder's
 #: part of the cache key), relative to the gdbstub package.
-_BUILDER_SOURCES = ("images.py", "guest_lines.py", "debugimage/__init__.py", "debugimage/dwarf.py",
+_BUILDER_SOURCES = ("images.py", "guest_lines.py", "frame_bases.py", "debugimage/__init__.py", "debugimage/dwarf.py",
                     "debugimage/elf.py", "debugimage/image.py", "debugimage/model.py",
                     *(f"dwarf_translate/{name}" for name in ("__init__.py", "builder.py", "codemap.py", "expr.py",
                                                              "translate.py", "writer.py")))
@@ -423,18 +424,21 @@ def image_code(engine_code) -> bytes:
     return bytes(code)
 
 
-def engine_image_parts(module, table: FrameTable, code: bytes, link_address: int
+def engine_image_parts(module, table: FrameTable, code: bytes, link_address: int, *, x32: bool = False
                        ) -> tuple[list[Symbol], list[Fde]]:
     """(symbols, FDEs) of an engine image whose image offset 0 is linked at
-    ``link_address``."""
+    ``link_address``. ``x32``: every guest FDE also recovers its caller's C
+    frame base as es from the stub's frame-base window
+    (gdbstub.frame_bases)."""
     functions = table.functions()
     symbols, fdes = [], []
+    saved_at = (frame_bases.CFI_RULE,) if x32 else ()
     for func in functions:
         address = link_address + func.native_start
         symbols.append(Symbol(_function_name(module, func.wasm_index), address, func.native_size))
         rows = function_cfi_rows(code, table, func)
         if rows is not None:
-            fdes.append(Fde(address, func.native_size, rows, clobbered=GUEST_CLOBBERED))
+            fdes.append(Fde(address, func.native_size, rows, clobbered=GUEST_CLOBBERED, saved_at=saved_at))
     veneer_symbols, veneer_fdes = _veneer_parts(code, link_address, table)
     symbols += veneer_symbols
     fdes += veneer_fdes
@@ -459,7 +463,7 @@ def build_engine_image(module, engine_code, *, source_lines: bool = True,
     x32 = uses_x32_images(module) if x32 is None else x32
     table = engine_code.frame_table
     code = image_code(engine_code)
-    symbols, fdes = engine_image_parts(module, table, code, link_address)
+    symbols, fdes = engine_image_parts(module, table, code, link_address, x32=x32)
     extra: dict[str, bytes] = {}
     debug_sections = None
     if x32 and source_lines:
@@ -469,6 +473,8 @@ def build_engine_image(module, engine_code, *, source_lines: bool = True,
             extra[DATA_SYMBOLS_SECTION] = b"".join(
                 _DATA_SYMBOL.pack(address, size) + name.encode() + b"\0"
                 for name, address, size in translated.data_symbols)
+            if translated.frame_base_slots:
+                extra[frame_bases.SECTION] = frame_bases.pack_slots(translated.frame_base_slots)
     lines = image_lines(module, table, link_address) if source_lines and debug_sections is None \
         else ImageLines([])
     if section_builders:
@@ -499,6 +505,14 @@ def data_symbols_of(image_data: bytes) -> list[tuple[str, int, int]]:
         out.append((data[at + _DATA_SYMBOL.size:end].decode("utf-8", "replace"), address, size))
         at = end + 1
     return out
+
+
+def frame_base_slots_of(image_data: bytes) -> dict[int, int]:
+    """``{function image offset: rbp offset of its frame-base slot}`` from an
+    x32 engine image's :data:`gdbstub.frame_bases.SECTION` (empty without)."""
+    from elftools.elf.elffile import ELFFile  # only for x32 images with DWARF
+    section = ELFFile(io.BytesIO(image_data)).get_section_by_name(frame_bases.SECTION)
+    return frame_bases.unpack_slots(section.data()) if section is not None else {}
 
 
 def runtime_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
@@ -638,6 +652,8 @@ class DebugImageSet:
         # x32 Stores' executables: the low entry thunk plus their modules'
         # static data symbols, by the set of module images.
         self._runtimes_x32: dict[tuple[str, ...], LoadedImage] = {}
+        # image name -> frame-base slots of its functions (frame_base_slots_of)
+        self._frame_base_slots: dict[str, dict[int, int]] = {}
 
     # ------------------------------------------------------------ engine images
     def image_key(self, module) -> str:
@@ -680,6 +696,18 @@ class DebugImageSet:
             self._engine_images[id(engine_code)] = (weakref.ref(engine_code), image)
             self._by_name[image.name] = image
             return image
+
+    def frame_base_slots(self, module, engine_code=None) -> dict[int, int]:
+        """``{function image offset: rbp offset of its frame-base slot}`` of
+        ``module``'s image (:func:`frame_base_slots_of`, read once)."""
+        image = self.image_for(module, engine_code)
+        with self._lock:
+            slots = self._frame_base_slots.get(image.name)
+        if slots is None:
+            slots = frame_base_slots_of(image.data)
+            with self._lock:
+                self._frame_base_slots[image.name] = slots
+        return slots
 
     # ------------------------------------------------------------ per Store
     def for_store(self, store) -> list[LoadedImage]:

@@ -50,6 +50,7 @@ from codemem.frametable import FrameTable, SequencePointKind
 from ..debugimage import dwarf as image_dwarf
 from ..debugimage.dwarf import uleb128
 from ..debugimage.model import DebugImageError
+from ..frame_bases import FRAME_BASE_IN_REGISTER
 from ..guest_lines import (
     PYELFTOOLS_ERRORS, GuestLinesError, LineMapper, cu_line_rows, guest_dwarf_info, image_producer,
 )
@@ -109,6 +110,27 @@ _C_LANGUAGES = {0x0001, 0x0002, 0x000C, 0x001D, 0x002C}
 TOMBSTONE = 0xFFFFFFFF
 
 
+def _carve(pieces: list[list], points: list[int], expr: bytes) -> list[list]:
+    """``pieces`` ([start, end, expression], sorted, disjoint) with the byte
+    at each of ``points`` (sorted) described by ``expr`` instead."""
+    out: list[list] = []
+    k = 0
+    for start, end, chosen in pieces:
+        at = start
+        while k < len(points) and points[k] < end:
+            point = points[k]
+            k += 1
+            if point < at:
+                continue
+            if point > at:
+                out.append([at, point, chosen])
+            out.append([point, point + 1, expr])
+            at = point + 1
+        if at < end:
+            out.append([at, end, chosen])
+    return out
+
+
 class GuestDwarfError(Exception):
     """The guest's DWARF cannot be read (the message says where)."""
 
@@ -129,6 +151,10 @@ class TranslatedDwarf:
     #: for a data minimal symbol first; without one, a CU with DW_AT_ranges
     #: has its variables' addresses in its address map, dwarf2/cooked-index).
     data_symbols: list[tuple[str, int, int]] = field(default_factory=list)
+    #: image offset of a function's first byte -> rbp offset of the slot of
+    #: its frame-base local, for every function whose frame base is a local
+    #: (gdbstub.frame_bases: the stub serves caller frames' frame bases).
+    frame_base_slots: dict[int, int] = field(default_factory=dict)
 
 
 def translate_guest_dwarf(info, frame_table: FrameTable, *, code_address: int = 0,
@@ -482,6 +508,8 @@ class _Translator:
             expr = self._expression(bytes(parsed.loc_expr), context, frame_base)
             if expr is not None:
                 slot = self._frame_base_slot(bytes(parsed.loc_expr), context)
+                if slot is not None and self.address_size == 4:
+                    self.result.frame_base_slots[context.function.native_start] = slot
                 out.attributes.append((number, DW_FORM_sec_offset,
                                        self._frame_base_list(context.function, expr, slot)))
             return
@@ -531,6 +559,10 @@ class _Translator:
           inside a DWARF expression (dwarf2/expr.c read_mem), so in the
           innermost frame (the only one that stops at such a pc: a caller
           frame's pc is in a call) each variable then costs no extra packet.
+        * The last byte of each call instruction, which is where a debugger
+          looks up a caller frame (its return address - 1), in x32 images:
+          es, which the callee's CFI recovers from the stub's frame-base
+          window (gdbstub.frame_bases): gdb reads it through its stack cache.
         * Elsewhere ``expr``: the slot's value, which is always right."""
         base = self.code_address
         if slot is not None:
@@ -565,6 +597,10 @@ class _Translator:
         close(func.native_end)
         if start is None:
             pieces.append([func.native_start, func.native_end, bytes([DW_OP_lit0])])
+        if slot is not None and self.address_size == 4:
+            calls = [native - 1 for native, kind, _ in points
+                     if kind is return_point and func.native_start < native <= func.native_end]
+            pieces = _carve(pieces, calls, FRAME_BASE_IN_REGISTER)
         return LocList(tuple((base + s, base + e, x) for s, e, x in pieces))
 
     def _frame_base_slot(self, expr: bytes, context: ExprContext) -> int | None:

@@ -1,0 +1,144 @@
+"""The C frame base of every caller frame, as a register a debugger unwinds.
+
+Why
+---
+Every C variable of a frame is at its frame base plus an offset
+(``DW_OP_fbreg``), and clang's frame base for wasm32 is the value of a wasm
+local, i.e. of a frame slot. Described as a memory read (``...; DW_OP_deref``)
+it costs one ``m`` packet per variable per frame and command: gdb 13 caches a
+frame's registers and the stack memory holding values, but never a read
+inside a DWARF expression (dwarf2/expr.c ``read_mem``). ``bt full`` 100 frames
+deep sent 404 such reads where gdbserver on the native twin sends none.
+
+So, in caller frames, the frame base is a *register*: ``DW_OP_bregx 50 0``,
+es (psABI DWARF 50: a 32-bit segment selector that 64-bit code, guest code
+included, never uses, so it has no other meaning in a guest frame; gdb 13
+maps the selectors but not fs_base/gs_base, amd64-tdep.c amd64_dwarf_regmap,
+and 32 bits hold a wasm32 frame base exactly). A caller's registers come from its callee's CFI, and gdb reads a
+register "saved at" an address through its stack cache, like the saved rbp and
+return address it already reads there. Every guest FDE of an x32 image
+therefore says (DW_CFA_expression, DWARF 5 section 6.4.2.3)::
+
+    caller's es is saved at       WINDOW_START + CFA % WINDOW
+                                  (DW_OP_constu WINDOW-1; DW_OP_and;
+                                   DW_OP_constu WINDOW_START; DW_OP_or)
+
+The *frame-base window* ``[WINDOW_START, 4 GiB)`` holds no memory
+(codemem.lowmem never places anything there); the stub's native view
+synthesizes it at each stop (:class:`FrameBaseWindow`): for every guest frame
+C with a guest caller F, the 8 bytes at ``window_address(CFA of C)`` are F's
+frame base (a debugger reads the first 4, es's size). A callee's CFA is its caller's rsp at the call
+(``rbp - frame_size`` of the caller, codemem/abi.py "Frames"), unique per
+frame, so one stack of up to ``WINDOW`` bytes never maps two frames to one
+word::
+
+    guest stack                                  frame-base window
+    +--------------------+
+    | F: slots, FB local |---- value of F's FB local ----+
+    |    operand stack   |                              |
+    +--------------------+ <- rsp of F = CFA of C        v
+    | C: ret, rbp, ...   |             WINDOW_START + CFA(C) % WINDOW: FB(F)
+    +--------------------+
+
+The translated DWARF uses the register only where a caller frame can be: the
+last byte of each call instruction (a debugger looks a caller frame's
+locations up at its return address - 1); the innermost frame keeps its own
+forms (a register mirror, or the slot). Which local is a function's frame
+base is the translation's knowledge; the image carries it for the stub in its
+own section (:data:`SECTION`).
+"""
+from __future__ import annotations
+
+import struct
+
+from codemem.lowmem import FRAME_BASE_WINDOW, FRAME_BASE_WINDOW_START
+
+from .debugimage.dwarf import uleb128
+
+__all__ = ["CFI_RULE", "FRAME_BASE_IN_REGISTER", "FrameBaseWindow", "SECTION", "WINDOW", "WINDOW_START",
+           "in_window", "pack_slots", "unpack_slots", "window_address"]
+
+WINDOW = FRAME_BASE_WINDOW
+WINDOW_START = FRAME_BASE_WINDOW_START
+#: The register carrying a caller frame's frame base (psABI DWARF number).
+REGISTER = "es"
+REGISTER_DWARF = 50
+
+_DW_OP_constu = 0x10
+_DW_OP_and = 0x1A
+_DW_OP_or = 0x21
+_DW_OP_bregx = 0x92
+
+#: The guest FDEs' rule: (register, DW_CFA_expression body) for debugimage.Fde.saved_at.
+CFI_RULE = (REGISTER, bytes([_DW_OP_constu]) + uleb128(WINDOW - 1) + bytes([_DW_OP_and, _DW_OP_constu])
+            + uleb128(WINDOW_START) + bytes([_DW_OP_or]))
+#: A frame base held in that register (a memory location at its value; the
+#: x32 address type keeps the low 32 bits, the i32).
+FRAME_BASE_IN_REGISTER = bytes([_DW_OP_bregx]) + uleb128(REGISTER_DWARF) + bytes([0])
+
+#: The image section naming each function's frame-base slot: records of
+#: u32 image offset of the function's first byte, i32 rbp offset of the slot,
+#: sorted by offset. Functions whose frame base is not a local have none.
+SECTION = ".wasm_gdbstub.frame_bases"
+_RECORD = struct.Struct("<Ii")
+
+
+def window_address(cfa: int) -> int:
+    """Where a frame whose CFA is ``cfa`` keeps its caller's frame base."""
+    return WINDOW_START | (cfa & (WINDOW - 1))
+
+
+def in_window(address: int) -> bool:
+    return WINDOW_START <= address < WINDOW_START + WINDOW
+
+
+def pack_slots(slots: dict[int, int]) -> bytes:
+    """The :data:`SECTION` bytes of ``{function image offset: slot rbp offset}``."""
+    return b"".join(_RECORD.pack(start, offset) for start, offset in sorted(slots.items()))
+
+
+def unpack_slots(data: bytes) -> dict[int, int]:
+    """Inverse of :func:`pack_slots` (a trailing partial record is ignored)."""
+    usable = len(data) - len(data) % _RECORD.size
+    return dict(_RECORD.iter_unpack(data[:usable]))
+
+
+class FrameBaseWindow:
+    """The window's contents for one stop: ``words`` maps a word address to
+    the 8 bytes there, or None where two frames collide (a stack larger than
+    the window); every other word reads as zeros."""
+
+    def __init__(self, words: dict[int, bytes | None]):
+        self.words = words
+
+    @classmethod
+    def of_frames(cls, frames, frame_base_slot, read_u32) -> "FrameBaseWindow":
+        """From a stopped guest's frames (codemem.frames.walk, innermost
+        first): ``frame_base_slot(frame)`` is the rbp offset of the frame's
+        frame-base slot or None, ``read_u32(address)`` reads the stack."""
+        words: dict[int, bytes | None] = {}
+        for caller in frames[1:]:
+            if caller.rbp is None:
+                continue
+            cfa = caller.rbp - caller.func.frame_size  # the callee's CFA: the caller's rsp at the call
+            address = window_address(cfa)
+            slot = frame_base_slot(caller)
+            value = read_u32(caller.rbp + slot) if slot is not None else 0
+            words[address] = None if address in words else struct.pack("<Q", value)
+        return cls(words)
+
+    def read(self, address: int, length: int) -> bytes | None:
+        """``length`` bytes at ``address`` (clipped to the window's end), or
+        None when they touch a word two frames share."""
+        end = min(address + length, WINDOW_START + WINDOW)
+        out = bytearray(max(0, end - address))
+        first = address & ~7
+        for word in range(first, end, 8):
+            if word not in self.words:
+                continue
+            value = self.words[word]
+            if value is None:
+                return None
+            lo, hi = max(word, address), min(word + 8, end)
+            out[lo - address:hi - address] = value[lo - word:hi - word]
+        return bytes(out)
