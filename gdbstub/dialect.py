@@ -176,6 +176,11 @@ class Dialect(SessionExtension):
         return []
 
 
+def _stack_reader(target: "StoreTarget") -> Callable[[int], int]:
+    """A u32 reader of ``target``'s memory (frame slots)."""
+    return lambda address: int.from_bytes(target.read_memory(address, 4), "little")
+
+
 class NativeDialect(Dialect):
     """An x86-64 target: amd64 registers (gdbstub.arch_amd64), native
     addresses, each Store's code as ELF debug images (gdbstub.images)."""
@@ -187,6 +192,8 @@ class NativeDialect(Dialect):
         # The frame-base window of the last stop read (gdbstub.frame_bases):
         # ((target, stop, writes), FrameBaseWindow); any write starts over.
         self._window_memo: tuple[tuple, frame_bases.FrameBaseWindow] | None = None
+        # The innermost frame's es (_synthesized), memoized the same way.
+        self._innermost_memo: tuple[tuple, arch_amd64.Synthesized] | None = None
         self._writes = 0
 
     def capabilities(self, capabilities: R.Capabilities) -> R.Capabilities:
@@ -197,22 +204,40 @@ class NativeDialect(Dialect):
 
     # -- registers
     def read_registers(self, target: "StoreTarget") -> bytes:
-        return arch_amd64.regfile_to_g(target.read_registers())
+        return arch_amd64.regfile_to_g(target.read_registers(), self._synthesized(target))
 
     def write_registers(self, target: "StoreTarget", data: bytes) -> None:
-        self._writes += 1
         regfile = bytearray(target.read_registers())
-        arch_amd64.g_to_regfile(data, regfile)
+        arch_amd64.g_to_regfile(data, regfile, self._synthesized(target))
+        self._writes += 1
         target.write_registers(bytes(regfile))
 
     def read_register(self, target: "StoreTarget", regnum: int) -> bytes:
-        return arch_amd64.read_register(target.read_registers(), regnum)
+        return arch_amd64.read_register(target.read_registers(), regnum, self._synthesized(target))
 
     def write_register(self, target: "StoreTarget", regnum: int, value: bytes) -> None:
-        self._writes += 1
         regfile = bytearray(target.read_registers())
-        arch_amd64.write_register(regfile, regnum, value)
+        arch_amd64.write_register(regfile, regnum, value, self._synthesized(target))
+        self._writes += 1
         target.write_registers(bytes(regfile))
+
+    def _synthesized(self, target: "StoreTarget") -> arch_amd64.Synthesized | None:
+        """es = the innermost frame's C frame base where the guest is shown
+        through x32 images (gdbstub.frame_bases), else nothing."""
+        if not self._has_window(target):
+            return None
+        key = (target, target.current_stop, self._writes)
+        if self._innermost_memo is None or self._innermost_memo[0] != key:
+            frames = target.frames(limit=1)
+            value = frame_bases.innermost_frame_base(frames[0], self._frame_base_slot, _stack_reader(target)) \
+                if frames else 0
+            self._innermost_memo = (key, {arch_amd64.ES_REGNUM: value.to_bytes(4, "little")})
+        return self._innermost_memo[1]
+
+    def _frame_base_slot(self, frame) -> int | None:
+        """The rbp offset of ``frame``'s frame-base slot (its image's
+        frame-base section), or None when its frame base is no local."""
+        return self.images.frame_base_slots(frame.entry.module, frame.entry.engine_code).get(frame.func.native_start)
 
     def register_info(self, regnum: int) -> str | None:
         return arch_amd64.register_info_reply(regnum)
@@ -293,15 +318,7 @@ class NativeDialect(Dialect):
         if self._window_memo is not None and self._window_memo[0] == key:
             return self._window_memo[1]
         frames = target.frames()  # TargetError while the guest runs
-
-        def frame_base_slot(frame) -> int | None:
-            slots = self.images.frame_base_slots(frame.entry.module, frame.entry.engine_code)
-            return slots.get(frame.func.native_start)
-
-        def read_u32(address: int) -> int:
-            return int.from_bytes(target.read_memory(address, 4), "little")
-
-        window = frame_bases.FrameBaseWindow.of_frames(frames, frame_base_slot, read_u32)
+        window = frame_bases.FrameBaseWindow.of_frames(frames, self._frame_base_slot, _stack_reader(target))
         self._window_memo = (key, window)
         return window
 

@@ -1,4 +1,4 @@
-"""The C frame base of every caller frame, as a register a debugger unwinds.
+"""The C frame base of every frame, as a register a debugger already has.
 
 Why
 ---
@@ -10,27 +10,30 @@ frame's registers and the stack memory holding values, but never a read
 inside a DWARF expression (dwarf2/expr.c ``read_mem``). ``bt full`` 100 frames
 deep sent 404 such reads where gdbserver on the native twin sends none.
 
-So, in caller frames, the frame base is a *register*: ``DW_OP_bregx 50 0``,
-es (psABI DWARF 50: a 32-bit segment selector that 64-bit code, guest code
-included, never uses, so it has no other meaning in a guest frame; gdb 13
-maps the selectors but not fs_base/gs_base, amd64-tdep.c amd64_dwarf_regmap,
-and 32 bits hold a wasm32 frame base exactly). A caller's registers come from its callee's CFI, and gdb reads a
-register "saved at" an address through its stack cache, like the saved rbp and
-return address it already reads there. Every guest FDE of an x32 image
-therefore says (DW_CFA_expression, DWARF 5 section 6.4.2.3)::
+So the translated frame base of a function whose frame base is a local is a
+*register*, ``DW_OP_bregx 50 0``: es (psABI DWARF 50), a 32-bit segment
+selector that 64-bit code, guest code included, never uses, so it has no other
+meaning in a guest frame (gdb 13 maps the selectors but not fs_base/gs_base,
+amd64-tdep.c amd64_dwarf_regmap; 32 bits hold a wasm32 frame base exactly).
 
-    caller's es is saved at       WINDOW_START + CFA % WINDOW
-                                  (DW_OP_constu WINDOW-1; DW_OP_and;
-                                   DW_OP_constu WINDOW_START; DW_OP_or)
+* The innermost frame: the stub reports es as that frame's frame base in
+  ``g``/``p`` (:func:`innermost_frame_base`; gdbstub.dialect.NativeDialect).
+* A caller frame: a caller's registers come from its callee's CFI, and gdb
+  reads a register "saved at" an address through its stack cache, like the
+  saved rbp and return address. Every guest FDE of an x32 image says
+  (DW_CFA_expression, DWARF 5 section 6.4.2.3)::
+
+      caller's es is saved at  WINDOW_START + CFA % WINDOW
+                               (DW_OP_constu WINDOW-1; DW_OP_and;
+                                DW_OP_constu WINDOW_START; DW_OP_or)
 
 The *frame-base window* ``[WINDOW_START, 4 GiB)`` holds no memory
 (codemem.lowmem never places anything there); the stub's native view
 synthesizes it at each stop (:class:`FrameBaseWindow`): for every guest frame
-C with a guest caller F, the 8 bytes at ``window_address(CFA of C)`` are F's
-frame base (a debugger reads the first 4, es's size). A callee's CFA is its caller's rsp at the call
-(``rbp - frame_size`` of the caller, codemem/abi.py "Frames"), unique per
-frame, so one stack of up to ``WINDOW`` bytes never maps two frames to one
-word::
+C with a guest caller F, the bytes at ``window_address(CFA of C)`` are F's
+frame base. A callee's CFA is its caller's rsp at the call (``rbp -
+frame_size`` of the caller, codemem/abi.py "Frames"), unique per frame, so one
+stack of up to ``WINDOW`` bytes never maps two frames to one word::
 
     guest stack                                  frame-base window
     +--------------------+
@@ -40,23 +43,20 @@ word::
     | C: ret, rbp, ...   |             WINDOW_START + CFA(C) % WINDOW: FB(F)
     +--------------------+
 
-The translated DWARF uses the register only where a caller frame can be: the
-last byte of each call instruction (a debugger looks a caller frame's
-locations up at its return address - 1); the innermost frame keeps its own
-forms (a register mirror, or the slot). Which local is a function's frame
-base is the translation's knowledge; the image carries it for the stub in its
-own section (:data:`SECTION`).
+Which local is a function's frame base is the DWARF translation's knowledge;
+the image carries it for the stub in its own section (:data:`SECTION`).
 """
 from __future__ import annotations
 
 import struct
 
+from codemem.frametable import SequencePointKind
 from codemem.lowmem import FRAME_BASE_WINDOW, FRAME_BASE_WINDOW_START
 
 from .debugimage.dwarf import uleb128
 
 __all__ = ["CFI_RULE", "FRAME_BASE_IN_REGISTER", "FrameBaseWindow", "SECTION", "WINDOW", "WINDOW_START",
-           "in_window", "pack_slots", "unpack_slots", "window_address"]
+           "in_window", "innermost_frame_base", "pack_slots", "unpack_slots", "window_address"]
 
 WINDOW = FRAME_BASE_WINDOW
 WINDOW_START = FRAME_BASE_WINDOW_START
@@ -101,6 +101,18 @@ def unpack_slots(data: bytes) -> dict[int, int]:
     """Inverse of :func:`pack_slots` (a trailing partial record is ignored)."""
     usable = len(data) - len(data) % _RECORD.size
     return dict(_RECORD.iter_unpack(data[:usable]))
+
+
+def innermost_frame_base(frame, frame_base_slot, read_u32) -> int:
+    """The innermost frame's frame base, the stub's value of es: its
+    frame-base slot's value, or 0 where the function has none or has not yet
+    run its first wasm instruction (at its ENTRY site and in its prologue the
+    slot is stale stack; 0 makes arguments read linear memory, as natively
+    they read stack garbage there)."""
+    if frame.rbp is None or frame.point is None or frame.point.kind is SequencePointKind.ENTRY:
+        return 0
+    slot = frame_base_slot(frame)
+    return read_u32(frame.rbp + slot) if slot is not None else 0
 
 
 class FrameBaseWindow:

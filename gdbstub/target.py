@@ -997,10 +997,12 @@ class StoreTarget:
         return walker.return_address(self.store.ctx.stack, at_entry=regfile.rip == function_start,
                                      rbp=regfile.gpr[6], rsp=regfile.gpr[7])
 
-    def frames(self) -> list[walker.Frame]:
-        """The stopped guest's wasm frames, innermost first (codemem.frames.walk)."""
+    def frames(self, limit: int = walker.MAX_FRAMES) -> list[walker.Frame]:
+        """The stopped guest's wasm frames, innermost first, at most ``limit``
+        (codemem.frames.walk)."""
         regfile = self.require_stopped().regfile
-        return walker.walk(self.store.registry, self.store.ctx.stack, regfile.rip, regfile.gpr[6], regfile.gpr[7])
+        return walker.walk(self.store.registry, self.store.ctx.stack, regfile.rip, regfile.gpr[6], regfile.gpr[7],
+                           limit)
 
     # ------------------------------------------------------- breakpoints
 

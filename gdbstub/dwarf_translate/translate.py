@@ -34,7 +34,6 @@ EngineCode and relocated by a debugger's load bias.
 from __future__ import annotations
 
 import bisect
-import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -99,36 +98,10 @@ _LOCLIST_FORMS = {"DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_data8", "DW_FO
 DW_OP_lit0 = 0x30
 
 
-@functools.lru_cache(maxsize=None)
-def _register_frame_base(register: str) -> bytes:
-    """A frame base held in ``register``: a memory location at its value
-    (``DW_OP_bregN 0``; the x32 address type keeps its low 32 bits, the i32)."""
-    return bytes([0x70 + image_dwarf.register_number(register), 0])
 #: DW_LANG_C89, C, C99, C11, C17 (DWARF 5 section 7.12).
 _C_LANGUAGES = {0x0001, 0x0002, 0x000C, 0x001D, 0x002C}
 #: wasm-ld's value for an address in code or data it removed.
 TOMBSTONE = 0xFFFFFFFF
-
-
-def _carve(pieces: list[list], points: list[int], expr: bytes) -> list[list]:
-    """``pieces`` ([start, end, expression], sorted, disjoint) with the byte
-    at each of ``points`` (sorted) described by ``expr`` instead."""
-    out: list[list] = []
-    k = 0
-    for start, end, chosen in pieces:
-        at = start
-        while k < len(points) and points[k] < end:
-            point = points[k]
-            k += 1
-            if point < at:
-                continue
-            if point > at:
-                out.append([at, point, chosen])
-            out.append([point, point + 1, expr])
-            at = point + 1
-        if at < end:
-            out.append([at, end, chosen])
-    return out
 
 
 class GuestDwarfError(Exception):
@@ -506,12 +479,18 @@ class _Translator:
         parsed = self._location_parser.parse_from_attribute(attribute, self._cu_version, die=die)
         if isinstance(parsed, LocationExpr) and frame_base and context.function is not None:
             expr = self._expression(bytes(parsed.loc_expr), context, frame_base)
-            if expr is not None:
-                slot = self._frame_base_slot(bytes(parsed.loc_expr), context)
-                if slot is not None and self.address_size == 4:
-                    self.result.frame_base_slots[context.function.native_start] = slot
-                out.attributes.append((number, DW_FORM_sec_offset,
-                                       self._frame_base_list(context.function, expr, slot)))
+            if expr is None:
+                return
+            slot = self._frame_base_slot(bytes(parsed.loc_expr), context)
+            if slot is not None and self.address_size == 4:
+                # A wasm local: es in every frame (gdbstub.frame_bases), which
+                # the stub reports for the innermost frame and the callee's
+                # CFI recovers for a caller; gdb reads neither with a packet
+                # of its own.
+                self.result.frame_base_slots[context.function.native_start] = slot
+                out.attributes.append((number, DW_FORM_exprloc, FRAME_BASE_IN_REGISTER))
+            else:
+                out.attributes.append((number, DW_FORM_sec_offset, self._frame_base_list(context.function, expr)))
             return
         if isinstance(parsed, LocationExpr):
             expr = self._expression(self._padded(die, bytes(parsed.loc_expr)), context, frame_base)
@@ -544,63 +523,23 @@ class _Translator:
         else:
             out.attributes.append((number, DW_FORM_exprloc, b""))
 
-    def _frame_base_list(self, func, expr: bytes, slot: int | None) -> LocList:
-        """The frame base of ``func``, range by range.
-
-        * Before the first wasm instruction: linear-memory address 0. At the
-          ENTRY site (before the native prologue) the frame-base local's slot
-          is still stale stack, and a frame base read from it sent argument
-          reads to arbitrary addresses ("Cannot access memory" in the first
-          frame gdb prints); from 0 they read linear memory, as natively
-          arguments read stack garbage before the prologue.
-        * Where the frame-base local (rbp + ``slot``) is mirrored in a
-          register (frame table v3) and the code holds no call: that
-          register. gdb caches a frame's registers but never a memory read
-          inside a DWARF expression (dwarf2/expr.c read_mem), so in the
-          innermost frame (the only one that stops at such a pc: a caller
-          frame's pc is in a call) each variable then costs no extra packet.
-        * The last byte of each call instruction, which is where a debugger
-          looks up a caller frame (its return address - 1), in x32 images:
-          es, which the callee's CFI recovers from the stub's frame-base
-          window (gdbstub.frame_bases): gdb reads it through its stack cache.
-        * Elsewhere ``expr``: the slot's value, which is always right."""
+    def _frame_base_list(self, func, expr: bytes) -> LocList:
+        """The frame base of ``func`` when it is not es: linear-memory
+        address 0 before the function's first wasm instruction (at the ENTRY
+        site and in the prologue the frame-base local's slot is still stale
+        stack, and a frame base read from it sent argument reads to arbitrary
+        addresses, "Cannot access memory" in the first frame gdb prints; from
+        0 they read linear memory, as natively arguments read stack garbage
+        before the prologue), ``expr`` from there on."""
         base = self.code_address
-        if slot is not None:
-            points = self.frame_table.slot_mirror_registers(func, slot)
-        else:
-            points = [(native, kind, None) for native, _, kind in self.frame_table.point_offsets(func)]
-        instruction = SequencePointKind.INSTRUCTION
-        return_point = SequencePointKind.RETURN_POINT
-        # One pass: each INSTRUCTION point's range runs to the next one; a
-        # RETURN_POINT inside it means the range holds a call (memory form).
-        pieces: list[list] = []  # [start, end, expression], merged while equal
-        start = register = None
-        holds_call = False
-
-        def close(end: int) -> None:
-            if start is None or end <= start:
-                return
-            chosen = expr if register is None or holds_call else _register_frame_base(register)
-            if pieces and pieces[-1][1] == start and pieces[-1][2] == chosen:
-                pieces[-1][1] = end
-            else:
-                pieces.append([start, end, chosen])
-
-        for native, kind, mirror in points:
-            if kind is instruction:
-                if start is None and native > func.native_start:
-                    pieces.append([func.native_start, native, bytes([DW_OP_lit0])])
-                close(native)
-                start, register, holds_call = native, mirror, False
-            elif kind is return_point:
-                holds_call = True
-        close(func.native_end)
-        if start is None:
-            pieces.append([func.native_start, func.native_end, bytes([DW_OP_lit0])])
-        if slot is not None and self.address_size == 4:
-            calls = [native - 1 for native, kind, _ in points
-                     if kind is return_point and func.native_start < native <= func.native_end]
-            pieces = _carve(pieces, calls, FRAME_BASE_IN_REGISTER)
+        kinds = self.frame_table.sequence_point_column(func, 8, "<B")
+        first = next((k for k in range(len(kinds)) if kinds[k] == SequencePointKind.INSTRUCTION), None)
+        if first is None:
+            return LocList(((base + func.native_start, base + func.native_end, bytes([DW_OP_lit0])),))
+        start = self.frame_table.sequence_point_offsets(func)[first]
+        pieces = [(start, func.native_end, expr)]
+        if start > func.native_start:
+            pieces.insert(0, (func.native_start, start, bytes([DW_OP_lit0])))
         return LocList(tuple((base + s, base + e, x) for s, e, x in pieces))
 
     def _frame_base_slot(self, expr: bytes, context: ExprContext) -> int | None:
