@@ -188,9 +188,6 @@ _SITE_STRUCT = struct.Struct("<I5s5s2x")
 _MIRROR_STRUCT = struct.Struct("<BB2xi")
 _CALL_SITE_STRUCT = struct.Struct("<IBi5s2x")  # a PatchSite whose enable bytes are a call rel32
 _POINT_PREFIX = struct.Struct("<IIB11x")  # a SequencePoint's native_offset, wasm_offset, kind
-#: A SequencePoint record's native_offset, kind, num_mirrors and first_mirror only.
-_SEQPOINT_MIRRORS_STRUCT = struct.Struct("<I4xBB6xI")
-assert _SEQPOINT_MIRRORS_STRUCT.size == SEQPOINT_SIZE
 assert (_FUNCTION_STRUCT.size, _SEQPOINT_STRUCT.size, _LOCAL_STRUCT.size, _SITE_STRUCT.size, _CALL_SITE_STRUCT.size,
         _MIRROR_STRUCT.size) == (FUNCTION_SIZE, SEQPOINT_SIZE, LOCAL_SIZE, SITE_RECORD_SIZE, SITE_RECORD_SIZE,
                                  MIRROR_SIZE)
@@ -617,39 +614,6 @@ class FrameTable:
         records = memoryview(self._data)[base:base + func.num_seqpoints * SEQPOINT_SIZE]
         kinds = tuple(SequencePointKind)
         return [(native, wasm, kinds[kind]) for native, wasm, kind, _, _, _, _ in _SEQPOINT_STRUCT.iter_unpack(records)]
-
-    def slot_mirror_registers(self, func: FunctionInfo, frame_offset: int
-                              ) -> list[tuple[int, SequencePointKind, str | None]]:
-        """(native offset, kind, register) of each of ``func``'s sequence
-        points in native order, where register names the GPR that mirrors the
-        slot at ``[rbp + frame_offset]`` there, or is None. Records read in
-        place (the debug images ask this for one slot of every described
-        function); a malformed mirror record reads as None,
-        :meth:`register_mirrors` is where records are checked."""
-        base = self.header.seqpoints_offset + func.first_seqpoint * SEQPOINT_SIZE
-        records = memoryview(self._data)[base:base + func.num_seqpoints * SEQPOINT_SIZE]
-        pool, limit, data = self.header.mirrors_offset, self.header.num_mirrors, self._data
-        kinds = tuple(SequencePointKind)
-        # Mirror lists are interned: ``first`` names one list (count 0: none).
-        registers: dict[int, str | None] = {}
-        out = []
-        append = out.append
-        for native, kind, count, first in _SEQPOINT_MIRRORS_STRUCT.iter_unpack(records):
-            if not count:
-                append((native, kinds[kind], None))
-                continue
-            register = registers.get(first, 0)
-            if register == 0:
-                register = None
-                if first + count <= limit:
-                    for number, source, offset in _MIRROR_STRUCT.iter_unpack(
-                            data[pool + first * MIRROR_SIZE:pool + (first + count) * MIRROR_SIZE]):
-                        if source == MirrorSource.SLOT and offset == frame_offset:
-                            register = MIRROR_REGISTER_NAMES.get(number)
-                            break
-                registers[first] = register
-            append((native, kinds[kind], register))
-        return out
 
     def sequence_point_offsets(self, func: FunctionInfo) -> "RecordColumn":
         """Native offsets of ``func``'s sequence points, ascending: a read-only
