@@ -480,6 +480,16 @@ class FrameTable:
         return [LocalSlot(k, frame_offset, valtype)
                 for k, (frame_offset, valtype) in enumerate(_LOCAL_STRUCT.iter_unpack(records))]
 
+    def local(self, func: FunctionInfo, index: int) -> LocalSlot | None:
+        """Local ``index`` of ``func`` (None if it has no such local), read
+        in place: a function of thousands of locals whose debug info names a
+        few (clang -O0) need not have them all parsed."""
+        if not 0 <= index < func.num_locals:
+            return None
+        frame_offset, valtype = _LOCAL_STRUCT.unpack_from(
+            self._data, self.header.locals_offset + (func.first_local + index) * LOCAL_SIZE)
+        return LocalSlot(index, frame_offset, valtype)
+
     # -- sequence points --------------------------------------------------
 
     def _types(self, at: int, depth: int) -> tuple[int, ...]:

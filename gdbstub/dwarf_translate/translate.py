@@ -104,6 +104,23 @@ _C_LANGUAGES = {0x0001, 0x0002, 0x000C, 0x001D, 0x002C}
 TOMBSTONE = 0xFFFFFFFF
 
 
+class _CachedExprParser:
+    """pyelftools' DWARFExprParser with its results kept by expression bytes:
+    a unit repeats a handful of expressions thousands of times (``DW_OP_fbreg
+    N``, the frame base). The operations come back as a tuple, never changed."""
+
+    def __init__(self, structs):
+        self._parser = DWARFExprParser(structs)
+        self._parsed: dict[bytes, tuple] = {}
+
+    def parse_expr(self, expr) -> tuple:
+        key = bytes(expr)
+        ops = self._parsed.get(key)
+        if ops is None:
+            ops = self._parsed[key] = tuple(self._parser.parse_expr(list(key)))
+        return ops
+
+
 class GuestDwarfError(Exception):
     """The guest's DWARF cannot be read (the message says where)."""
 
@@ -191,12 +208,9 @@ class _Translator:
     def _function_context(self, func) -> ExprContext:
         context = self._contexts.get(func.position)
         if context is None:
-            slots: list[tuple[int, int]] = []
-
-            def local_slot(n: int, func=func, slots=slots):
-                if not slots and func.num_locals:  # read on first use: -O0 code names one local (the frame base)
-                    slots += [(slot.frame_offset, slot.valtype) for slot in self.frame_table.locals(func)]
-                return slots[n] if 0 <= n < len(slots) else None
+            def local_slot(n: int, func=func):
+                slot = self.frame_table.local(func, n)  # -O0 code names few of its locals (the frame base)
+                return (slot.frame_offset, slot.valtype) if slot is not None else None
 
             context = self._contexts[func.position] = ExprContext(
                 self.address_size, self._global_cell, local_slot=local_slot,
@@ -232,7 +246,7 @@ class _Translator:
         self.result.units += 1
         self._cu = cu
         self._cu_range = (cu.cu_offset, cu.cu_offset + cu.size)
-        self._parser = DWARFExprParser(cu.structs)
+        self._parser = _CachedExprParser(cu.structs)
         self._cu_version = cu["version"]
         language = top.attributes.get("DW_AT_language")
         self._c_unit = language is not None and language.value in _C_LANGUAGES
