@@ -38,8 +38,8 @@ from .native import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, ffi, lib
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENTRY_THUNK_CODE", "FRAME_BASE_WINDOW", "FRAME_BASE_WINDOW_START", "LOW_CEILING", "LOW_FLOOR", "LowAddressSpace", "LowHeap", "LowMemoryExhausted",
-           "entry_thunk_address", "low_address_space"]
+__all__ = ["ENTRY_THUNK_CODE", "FRAME_BASE_WINDOW", "FRAME_BASE_WINDOW_START", "LOW_CEILING", "LOW_FLOOR",
+           "LowAddressSpace", "LowHeap", "LowMemoryExhausted", "entry_thunk_address", "low_address_space"]
 
 #: Lowest address of our placements; [0, LOW_FLOOR) is the linear-memory mirror.
 LOW_FLOOR = 2 << 30
