@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+from codemem.frametable import SequencePointKind
+
 from . import arch_amd64, frame_bases
 from .agent import WatchPlace
 from .images import libraries_svr4_xml, libraries_xml, uses_x32_images
@@ -161,6 +163,12 @@ class Dialect(SessionExtension):
     def breakpoint_removed(self, target: "StoreTarget", address: int, pc: int) -> None:
         """The client removed its breakpoint at ``address`` (native ``pc``)."""
 
+    def agent_registers(self, target: "StoreTarget", pc: int) -> dict | None:
+        """What registers this dialect synthesizes hold at ``pc``, for agent
+        expressions evaluated there (gdbstub.agent_x64.SiteRegisters); None:
+        their fixed defaults."""
+        return None
+
     def check_range_step(self) -> None:
         """Raises TargetError when ``vCont;r`` cannot be honoured."""
 
@@ -233,6 +241,22 @@ class NativeDialect(Dialect):
                 if frames else 0
             self._innermost_memo = (key, {arch_amd64.ES_REGNUM: value.to_bytes(4, "little")})
         return self._innermost_memo[1]
+
+    def agent_registers(self, target: "StoreTarget", pc: int) -> dict | None:
+        """es at a breakpoint's site: its function's frame-base slot (0
+        before the function's first instruction), as ``g`` reports it there."""
+        if not self._has_window(target):
+            return None
+        entry = target.store.registry.lookup(pc)
+        func = entry.function_at(pc) if entry is not None else None
+        if func is None:
+            return None
+        table = entry.store_code.frame_table
+        point = table.sequence_point_at_or_before(entry.store_code.offset_of(pc))
+        slot = self.images.frame_base_slots(entry.module, entry.engine_code).get(func.native_start)
+        if slot is None or point is None or point.kind is SequencePointKind.ENTRY:
+            return {arch_amd64.ES_REGNUM: ("const", 0)}
+        return {arch_amd64.ES_REGNUM: ("rbp_u32", slot)}
 
     def _frame_base_slot(self, frame) -> int | None:
         """The rbp offset of ``frame``'s frame-base slot (its image's

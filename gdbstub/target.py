@@ -1021,14 +1021,16 @@ class StoreTarget:
         if self.exited is not None:
             raise TargetError(ErrorCode.ENOENT, "the guest has exited")
 
-    def insert_breakpoint(self, pc: int, conditions: tuple = (), commands: tuple = ()) -> None:
+    def insert_breakpoint(self, pc: int, conditions: tuple = (), commands: tuple = (),
+                          registers: dict | None = None) -> None:
         """A user breakpoint at a patch site of this Store, or at any other
         instruction it can honour exactly (codemem.displaced), idempotent.
         ``conditions`` (verified agent expressions): stop only when one is
         true, evaluated at the site; ``commands`` (agent printf, gdb's
         dprintf-style agent): run at the site instead of stopping.  A new
         insert at the same pc replaces both (gdb's ``condition N``); none
-        makes it a plain breakpoint."""
+        makes it a plain breakpoint. ``registers``: the dialect's values of
+        synthesized registers at ``pc`` (gdbstub.agent_x64.SiteRegisters)."""
         self._require_live()
         site, carried = self._breakpoint_site(pc)
         if carried:
@@ -1043,7 +1045,7 @@ class StoreTarget:
                 with self._patch_edit() as edit:
                     edit.disable_site(*site)
             try:
-                self.agent.set_breakpoint_program(site[0], pc, tuple(conditions), tuple(commands))
+                self.agent.set_breakpoint_program(site[0], pc, tuple(conditions), tuple(commands), registers)
             except CodeMemoryError as e:
                 raise TargetError(ErrorCode.EBUSY, str(e)) from None
             self.breakpoints.add(pc)

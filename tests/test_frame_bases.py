@@ -106,3 +106,25 @@ def test_bt_full_100_frames_deep_reads_every_frames_own_values_and_no_frame_base
     assert es <= info < es + 0x200 and es < 1 << 31, (hex(es), hex(info))
     reads = re.findall(r"Sending packet: \$m([0-9a-f]+),([0-9a-f]+)#", again.split("set debug remote 0")[0])
     assert len(reads) <= 4 and all(length == "1" for _, length in reads), reads
+
+
+@pytest.mark.timeout(180)
+def test_a_condition_on_a_variable_in_linear_memory_is_evaluated_at_the_site_with_the_frames_frame_base(tmp_path):
+    """gdb compiles ``depth == 50`` (a -O0 parameter, at the frame base plus
+    an offset) to an agent expression reading es; the site's veneer reads the
+    function's frame-base slot for it, so the guest stops once, at depth 50,
+    and a dprintf prints every depth's value where it runs."""
+    stub = StubProcess.start(tmp_path / "stub", example("deep.O0"), invoke="deep_run", args=["100"])
+    try:
+        run = run_gdb(stub, ["set breakpoint condition-evaluation target", "break descend if depth == 50",
+                             "continue", "p depth", "p info.depth", "bt 2", "info breakpoints", "delete",
+                             "set dprintf-style agent", f"dprintf deep.c:{DEEP_BOTTOM},\"bottom %d\\n\", depth",
+                             "continue"], timeout=120)
+    finally:
+        stub.kill()
+    output = run.output
+    assert re.search(r"Breakpoint 1, descend \(depth=50, limit=100\)", output), run
+    assert re.search(r"^\$1 = 50$", output, re.M), run
+    assert "breakpoint already hit 1 time" in output, run
+    stub.wait(30)
+    assert "bottom 100" in stub.output_after_banner, (run, stub.describe())
