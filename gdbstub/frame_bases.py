@@ -89,6 +89,7 @@ def window_address(cfa: int) -> int:
 
 
 def in_window(address: int) -> bool:
+    """Whether ``address`` is in the frame-base window."""
     return WINDOW_START <= address < WINDOW_START + WINDOW
 
 
