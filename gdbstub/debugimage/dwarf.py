@@ -314,6 +314,7 @@ def build_debug_frame(fdes: list[Fde], address_size: int = ADDRESS_SIZE) -> byte
     out += Int32ul.build(len(body)) + body
     cie_offset = 0
     programs: dict[tuple, bytes] = {}  # a module's functions share a handful of frame shapes
+    header_len = fde_header.sizeof()  # construct's sizeof walks the struct: once, not per FDE
     for fde in fdes:
         key = (fde.rows, fde.undefined_rip, fde.clobbered, fde.saved_at)
         program = programs.get(key)
@@ -322,7 +323,6 @@ def build_debug_frame(fdes: list[Fde], address_size: int = ADDRESS_SIZE) -> byte
         else:
             _validate_fde(fde)
         program = bytearray(program)
-        header_len = fde_header.sizeof()
         while (header_len + len(program)) % address_size:
             program.append(DW_CFA_nop)
         address_bytes(fde.start + fde.size - 1, address_size)  # checks that the range fits
