@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from codemem import abi, sitehooks
 from codemem.native import ffi, lib
 from codemem.sitehooks import (AccessCheck, AccessSite, GlobalCheck, PendingHostWriteCheck, access_sites,
-                               hook_area_for, host_return_sites)
+                               existing_hook_area, hook_area_for, host_return_sites)
 
 from .agent_x64 import CommandsCheck, ConditionCheck
 from .protocol.agentexpr import AgentExpr
@@ -279,7 +279,7 @@ class SiteAgent:
         everywhere): (watch, client address)."""
         found = None
         for entry in self.target.store.registry.entries():
-            area = getattr(entry.store_code, "_hook_area", None)
+            area = existing_hook_area(entry.store_code)
             record = area.take_host_write() if area is not None else None
             linear = self._linear_watches()
             if record is not None and found is None and record[0] < len(linear):
@@ -389,7 +389,7 @@ class SiteAgent:
         entry = self.target.store.registry.lookup(pc)
         if entry is None:
             return None
-        area = getattr(entry.store_code, "_hook_area", None)
+        area = existing_hook_area(entry.store_code)
         if area is None:
             return None
         kind, index, address, size, error = area.take_hit()

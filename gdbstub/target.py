@@ -367,6 +367,12 @@ class StoreTarget:
         for area in self._areas:
             area.close()
         self._areas.clear()
+        # The hook areas too: a low Store's take room in the [2 GiB, 4 GiB)
+        # window every debug Store shares (codemem.placement).
+        for entry in self.store.registry.entries():
+            hooks = sitehooks.existing_hook_area(entry.store_code)
+            if hooks is not None:
+                hooks.close()
 
     def require_open(self) -> None:
         if self.closed:
