@@ -187,3 +187,58 @@ def test_lldb_wasm_dialect_watches_a_local_by_name_until_its_frame_returns(stub,
     assert _watch_hits(run.output) == [("0", "1"), ("1", "3"), ("3", "6")], detail
     assert re.search(r"Watchpoint 1: addr = 0x[0-9a-f]+ size = 4 state = disabled type = m", run.output), detail
     assert "exited with status = 0" in run.output, detail
+
+
+#: A local of the invoked (outermost) function: its caller is the host here
+#: (cm_enter, through the entry thunk) and main natively.
+OUTERMOST_COMMANDS = ["break scope_caller", "continue", "watch got", "continue", "continue", "info watchpoints",
+                      "continue"]
+
+
+@pytest.mark.timeout(240)
+def test_gdb_deletes_a_watchpoint_on_a_local_of_the_outermost_frame_when_it_returns_to_the_host(
+        tmp_path, scope_wasm):
+    stub_process = StubProcess.start(tmp_path / "stub", scope_wasm, invoke="scope_caller", args=["4"])
+    try:
+        ours = run_gdb_on_stub(stub_process, OUTERMOST_COMMANDS)
+        stub_process.wait(30)
+    finally:
+        stub_process.kill()
+    twin = build_twin("scope", "O0", tmp_path)
+    server = start_gdbserver(twin)
+    try:
+        theirs = run_gdb_on_twin(twin, server, OUTERMOST_COMMANDS)
+    finally:
+        server.kill()
+    assert not ours.timed_out and not theirs.timed_out, (ours, theirs)
+    detail = f"{ours}\n---\n{theirs}\n---\n{stub_process.describe()}"
+    mine = [normalize(text) for _, text in command_outputs(ours, OUTERMOST_COMMANDS)]
+    native = [normalize(text) for _, text in command_outputs(theirs, OUTERMOST_COMMANDS)]
+    deleted = "Watchpoint 2 deleted because the program has left the block in\nwhich its expression is valid."
+    # The same session, but where the frame returns to: the host's entry
+    # thunk (shown as cm_enter, the runtime image's name for it) or main.
+    # (`got` starts as whatever the stack held: 0 here, garbage natively.)
+    assert deleted in mine[4] and deleted in native[4], detail
+    assert mine[4].endswith("ADDR in cm_enter ()") and "in main () at scope_twin.c" in native[4], detail
+    assert "New value = 6" in mine[3] and "New value = 6" in native[3], detail
+    assert mine[5] == native[5] == "No watchpoints.", detail
+    assert "exited normally" in ours.output and "exited normally" in theirs.output, detail
+    # gdb's breakpoint at the thunk's `ret` was accepted and hit.
+    thunk_ret = re.search(r"packet <- b'Z0,([0-9a-f]+),1'\npacket -> b'OK'", stub_process.stderr.split("Z2,", 1)[1])
+    assert thunk_ret is not None, detail
+    assert any(f"10:{_le64(thunk_ret.group(1))};swbreak" in r for r in stop_replies(stub_process)), detail
+    assert not re.search(r"packet <- b'Z0,[0-9a-f]+,1'\npacket -> b'E", stub_process.stderr), detail
+
+
+@pytest.mark.timeout(240)
+def test_lldb_native_view_sets_its_scope_breakpoint_where_the_outermost_frame_returns_to_the_host(stub, scope_wasm):
+    s = stub(scope_wasm, invoke="scope_caller", args=["4"])
+    run = run_lldb(s, ["b scope_caller", "c", "watchpoint set variable got", "c", "c", "watchpoint list"])
+    detail = f"{run}\n---\n{s.describe()}"
+    assert not run.timed_out, detail
+    # Before, lldb warned "failed to set breakpoint site at 0x... for
+    # breakpoint -1.1" (the thunk's `ret` was refused) and never disabled it.
+    assert "failed to set breakpoint site" not in run.output, detail
+    assert re.search(r"Watchpoint 1 hit:\nold value: \d+\nnew value: 6", run.output), detail
+    assert re.search(r"Watchpoint 1: addr = 0x[0-9a-f]+ size = 4 state = disabled type = m", run.output), detail
+    assert "exited with status = 0" in run.output, detail
