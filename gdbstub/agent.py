@@ -68,7 +68,15 @@ WATCH_GLOBAL = 4
 class Watch:
     """One watchpoint: ``kinds`` (sitehooks.WATCH_*), the client's address and
     length, and the watched linear-memory range [lo, lo+length); or, for a
-    wasm global, the address of its cell (``cell``; ``lo`` unused)."""
+    wasm global, the address of its cell (``cell``; ``lo`` unused).
+
+    A stop reports ``address`` (the start of the watched range) whichever of
+    its bytes was accessed, as x86 stubs do: gdbserver and lldb-server report
+    the triggering debug register's address.  lldb-22 relies on it: it splits
+    an unaligned watchpoint into aligned ones (8 bytes at 0x40c: ``Z2,408,8``
+    and ``Z2,410,8``), and an access address inside such a range but not at
+    its start (``watch:40c``) made it show "stop reason = watchpoint -1"
+    without evaluating the watchpoint.  gdb takes any address in the range."""
 
     kinds: int
     address: int
@@ -80,10 +88,6 @@ class Watch:
     def name(self) -> str:
         return WATCH_KIND_NAMES[self.kinds]
 
-    def client_address(self, linear: int) -> int:
-        if self.cell is not None:
-            return self.address
-        return self.address + (linear - self.lo)
 
 
 @dataclass(frozen=True)
@@ -284,7 +288,7 @@ class SiteAgent:
             linear = self._linear_watches()
             if record is not None and found is None and record[0] < len(linear):
                 watch = linear[record[0]]
-                found = (watch, watch.client_address(record[1]))
+                found = (watch, watch.address)
         return found
 
     # ------------------------------------------------------------ veneers
@@ -412,7 +416,7 @@ class SiteAgent:
         if not 0 <= hit.index < len(linear):
             return None
         watch = linear[hit.index]
-        return watch, watch.client_address(hit.address)
+        return watch, watch.address
 
     def access_at(self, pc: int, regfile) -> tuple[Watch, int] | None:
         """The same check a site's veneer makes, in Python, for a guest that
@@ -455,7 +459,7 @@ class SiteAgent:
                 continue
             for watch in self._linear_watches():
                 if watch.kinds & kind and first < watch.lo + watch.length and end > watch.lo:
-                    return watch, watch.client_address(max(first, watch.lo))
+                    return watch, watch.address
         return None
 
     def describe_site(self, store_code, pc: int) -> list[str]:

@@ -104,3 +104,28 @@ def test_wasm_watchpoint_outside_linear_memory_is_refused(stub):
     # The refusal's reason is logged between the packet and its reply.
     assert re.search(r"packet <- b'Z2,7fff0000,4'\n(.*not inside linear memory.*\n)?packet -> b'E16", s.stderr), \
         s.describe()
+
+
+def test_native_watchpoints_on_c_expressions_and_variables_by_name(stub):
+    # lldb-22 sees the translated DWARF in the native view: `&arr[3]` and
+    # `arr[5]` evaluate without the JIT.  An expression watchpoint's default
+    # size is the target's pointer size, 8 on x86-64 (lldb has no x32 ABI),
+    # and lldb splits the unaligned 8 bytes at 0x40c into aligned ranges,
+    # exactly as it does against lldb-server: Z2 at 0x408 and at 0x410.
+    s = stub(AGENT, invoke="fill_loop", args=["200"])
+    run = run_lldb(s, ["b fill_loop", "c", "watchpoint set expression -- &arr[3]", "c", "c", "watchpoint delete 1",
+                       "watchpoint set variable arr[5]", "c", "c", "watchpoint delete 2", "c"])
+    assert not run.timed_out, detail(run, s)
+    assert re.search(r"Watchpoint created: Watchpoint 1: addr = 0x0000040c size = 8", run.output), detail(run, s)
+    assert re.search(r"packet <- b'Z2,408,8'\npacket -> b'OK'\npacket <- b'Z2,410,8'", s.stderr), s.describe()
+    # The write to arr[2] hits the range at 0x408 but leaves the watched
+    # bytes as they were: lldb runs on silently, as natively.
+    assert re.search(r"Watchpoint 1 hit:\nold value: 0x0000000000000000\nnew value: 0x0000000000000003",
+                     run.output), detail(run, s)
+    assert re.search(r"Watchpoint 1 hit:\nold value: 0x0000000000000003\nnew value: 0x0000000400000003",
+                     run.output), detail(run, s)
+    assert re.search(r"Watchpoint 2 hit:\nold value: 0\nnew value: 5\n", run.output), detail(run, s)
+    assert re.search(r"Watchpoint 2 hit:\nold value: 5\nnew value: 69\n", run.output), detail(run, s)
+    assert "watchpoint -1" not in run.output, detail(run, s)
+    assert run.output.count("stop reason = watchpoint 1") == 2, detail(run, s)
+    assert "exited with status = 0" in run.output, detail(run, s)
