@@ -129,3 +129,23 @@ def test_native_watchpoints_on_c_expressions_and_variables_by_name(stub):
     assert "watchpoint -1" not in run.output, detail(run, s)
     assert run.output.count("stop reason = watchpoint 1") == 2, detail(run, s)
     assert "exited with status = 0" in run.output, detail(run, s)
+
+
+def test_native_pointer_variables_read_as_8_bytes_so_watch_through_a_4_byte_read(stub):
+    # lldb-22 has no x32 ABI (its x86-64 address size is 8 whatever the
+    # image's class or DWARF say): the 4-byte pointer `it` is read together
+    # with the 4 bytes after it (`amount`), so once amount is not 0 lldb
+    # cannot resolve `it->qty` at all.  Reading the pointer as 4 bytes works.
+    s = stub(AGENT, invoke="run_items", args=["20"])
+    refused = run_lldb(s, ["b restock", "c", "c", "c", "frame variable it", "watchpoint set variable it->qty"])
+    assert not refused.timed_out, detail(refused, s)
+    assert "(item *) it = 0x0000000200000520" in refused.output, detail(refused, s)
+    assert "error: Watchpoint creation failed" in refused.output, detail(refused, s)
+    s = stub(AGENT, invoke="run_items", args=["20"])
+    run = run_lldb(s, ["b restock", "c", "c", "c", "watchpoint set expression -s 4 -- *(unsigned *)&it + 4",
+                       "breakpoint delete 1", "c", "c", "watchpoint delete 1", "c"])
+    assert not run.timed_out, detail(run, s)
+    # items[2].qty: restock(&items[2], 2) adds 2, restock(&items[2], 10) 10.
+    assert re.search(r"Watchpoint 1 hit:\nold value: 0\nnew value: 2\n", run.output), detail(run, s)
+    assert re.search(r"Watchpoint 1 hit:\nold value: 2\nnew value: 12\n", run.output), detail(run, s)
+    assert "exited with status = 0" in run.output, detail(run, s)
