@@ -6,10 +6,12 @@ Its watchpoints are ``Z2``/``Z3``/``Z4`` like gdb's, after lldb asked
 ``qWatchpointSupportInfo``; a stop reports ``watch:ADDR`` after the write,
 which lldb shows as "Watchpoint N hit: old value / new value".
 
-Native dialect (``gdb-remote``): lldb sees no C variables in our images yet,
-so the watched variable is named by its address (the guest's ``address_of``)
-and conditions use registers.  wasm dialect (``--plugin wasm``): lldb reads
-the module's DWARF, so ``watchpoint set variable`` and C conditions work.
+Native dialect (``gdb-remote``): watched variables are named by address
+(the guest's ``address_of``), by C expression or by name (the x32 images carry
+the translated DWARF), conditions use registers; lldb-22 has no x32 ABI, so
+pointer variables read as 8 bytes there (docs/agent.md, "lldb").  wasm dialect
+(``--plugin wasm``): lldb reads the module's DWARF, so ``watchpoint set
+variable`` and C conditions work.
 """
 from __future__ import annotations
 
