@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from stubproc import LLDB, ROOT, StubProcess, _run_client, run_lldb, stub  # noqa: F401  (stub is a fixture)
-from twinkit import build_twin, command_outputs, normalize, run_gdb_on_stub, run_gdb_on_twin, start_gdbserver
+from twinkit import build_twin, command_outputs, normalize, run_gdb_on_stub_and_twin
 
 SOURCE = ROOT / "tests" / "data" / "scope_watch.c"
 CLANG = shutil.which("clang-19") or "clang-19"
@@ -78,20 +78,10 @@ STUB_ONLY = {"monitor patches"}
 @pytest.mark.timeout(240)
 def test_gdb_deletes_a_watchpoint_whose_local_went_out_of_scope_and_stops_in_the_caller_as_natively(
         tmp_path, scope_wasm):
-    stub_process = StubProcess.start(tmp_path / "stub", scope_wasm, invoke="scope_caller", args=["4"])
-    try:
-        ours = run_gdb_on_stub(stub_process, GDB_COMMANDS)
-        stub_process.wait(30)
-    finally:
-        stub_process.kill()
     twin_commands = [c for c in GDB_COMMANDS if c not in STUB_ONLY]
-    twin = build_twin("scope", "O0", tmp_path)
-    server = start_gdbserver(twin)
-    try:
-        theirs = run_gdb_on_twin(twin, server, twin_commands)
-        twin_output = server.output()
-    finally:
-        server.kill()
+    both = run_gdb_on_stub_and_twin(tmp_path, scope_wasm, "scope_caller", ["4"], ("scope", "O0"), GDB_COMMANDS,
+                                    twin_commands)
+    ours, theirs, stub_process, twin_output = both.ours, both.theirs, both.stub, both.twin_output
     assert not ours.timed_out and not theirs.timed_out, (ours, theirs)
     detail = f"{ours}\n---\n{theirs}\n---\n{stub_process.describe()}"
 
@@ -198,18 +188,9 @@ OUTERMOST_COMMANDS = ["break scope_caller", "continue", "watch got", "continue",
 @pytest.mark.timeout(240)
 def test_gdb_deletes_a_watchpoint_on_a_local_of_the_outermost_frame_when_it_returns_to_the_host(
         tmp_path, scope_wasm):
-    stub_process = StubProcess.start(tmp_path / "stub", scope_wasm, invoke="scope_caller", args=["4"])
-    try:
-        ours = run_gdb_on_stub(stub_process, OUTERMOST_COMMANDS)
-        stub_process.wait(30)
-    finally:
-        stub_process.kill()
-    twin = build_twin("scope", "O0", tmp_path)
-    server = start_gdbserver(twin)
-    try:
-        theirs = run_gdb_on_twin(twin, server, OUTERMOST_COMMANDS)
-    finally:
-        server.kill()
+    both = run_gdb_on_stub_and_twin(tmp_path, scope_wasm, "scope_caller", ["4"], ("scope", "O0"),
+                                    OUTERMOST_COMMANDS)
+    ours, theirs, stub_process = both.ours, both.theirs, both.stub
     assert not ours.timed_out and not theirs.timed_out, (ours, theirs)
     detail = f"{ours}\n---\n{theirs}\n---\n{stub_process.describe()}"
     mine = [normalize(text) for _, text in command_outputs(ours, OUTERMOST_COMMANDS)]
