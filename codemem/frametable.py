@@ -993,6 +993,17 @@ class FrameTableBuilder:
             self._mirror_pool += packed
         return found
 
+    def intern_mirror_firsts(self, lists: list[bytes]) -> list[int]:
+        """``intern_mirrors(packed).first`` for each of ``lists`` (packed,
+        non-empty mirror lists), in order; the lookups run in C (``map``):
+        the C compiler hands over a function's distinct lists at once."""
+        if self._unindexed_mirrors is not None:
+            self._index_mirrors()
+        found = list(map(self._mirror_index.get, lists))
+        for k in _indices_of_none(found):
+            found[k] = self.intern_mirrors(lists[k])
+        return [mirrors.first for mirrors in found]
+
     def _seqpoint_records(self, points: list[tuple]) -> bytes:
         """The SequencePoint records of one function's ``points``
         (FunctionBuild.seqpoints), interning their stack types and mirror

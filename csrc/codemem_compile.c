@@ -265,7 +265,7 @@ struct cm_cc_module {
     VEC(int32_t) state_ids;
     /* interning (per function) */
     uint32_t *ihash;
-    size_t ihash_cap;
+    size_t ihash_cap, ihash_alloc;
     uint32_t fail_op, fail_offset;
     VEC(uint32_t) stub_depth; /* br_table's out-of-line branches */
     VEC(int) stub_label;
@@ -1271,8 +1271,11 @@ static inline int32_t local_offset(int64_t index) { return (int32_t)-(FRAME_FIXE
 
 static void copy_slots(cm_cc_module *m, int64_t src, int64_t dst, int64_t n)
 {
-    if (n && src != dst)
-        EMIT(m, K_COPY, src, dst, n);
+    if (n && src != dst) /* _build_copy */
+        for (int64_t k = 0; k < n; k++) {
+            mov_rm(m, RAX, RSP, (int32_t)slot_disp(src + k), 1);
+            mov_mr(m, RSP, (int32_t)slot_disp(dst + k), RAX);
+        }
 }
 
 static void load_location(cm_cc_module *m, int reg, int64_t loc)
@@ -1788,12 +1791,49 @@ static void h_br_table(cm_cc_module *m, const instr *in, int64_t d)
 #undef stub_label
 }
 
+/* Templates without branches or traps, encoded here (the bytes of
+ * compiler.py's _build_local_get_reg, _build_local_set_reg, _build_store_slot,
+ * _build_global_get_reg, _build_global_set, _build_copy): a Python build per
+ * key cost more than the compile (clang -O0 code has a key per local and depth). */
+static void t_local_get(cm_cc_module *m, int64_t d, int64_t index, int local_reg, int value, int load)
+{
+    if (load) {
+        mov_rm(m, value, RBP, local_offset(index), 1);
+        if (local_reg >= 0)
+            mov_rr(m, local_reg, value);
+    } else {
+        mov_rr(m, value, local_reg);
+    }
+    mov_mr(m, RSP, (int32_t)slot_disp(d), value);
+}
+static void t_local_set(cm_cc_module *m, int64_t d, int64_t index, int value, int load, int keep)
+{
+    if (load)
+        mov_rm(m, value, RSP, (int32_t)slot_disp(d - 1), 1);
+    mov_mr(m, RBP, local_offset(index), value);
+    if (keep >= 0)
+        mov_rr(m, keep, value);
+}
+static void t_global_get(cm_cc_module *m, int64_t d, int32_t cell, int value)
+{
+    mov_rm(m, RAX, R15, cell, 1);
+    mov_rm(m, value, RAX, 0, 1);
+    mov_mr(m, RSP, (int32_t)slot_disp(d), value);
+}
+static void t_global_set(cm_cc_module *m, int64_t d, int32_t cell, int wide)
+{
+    mov_rm(m, RAX, R15, cell, 1);
+    mov_rm(m, RCX, RSP, (int32_t)slot_disp(d - 1), wide);
+    mov_mr(m, RAX, 0, RCX);
+}
+
 static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
 {
     uint32_t op = in->op;
     const opinfo *o = &OPS[op];
     if (o->flags & CM_CC_NUMERIC) {
         int64_t result;
+        int64_t code = op < 0x100 ? (int64_t)op : 0xFC00 | (int64_t)(op - 0x100); /* compiler.py's opcode */
         if (o->arity == 2) {
             result = d - 2;
             int hint = (xmm_has(m, result) && (o->flags & CM_CC_XMM_X_INPUT)) ? 1
@@ -1801,14 +1841,14 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
             int lx, ly;
             int x = cache_use(m, result, 0, &lx);
             int y = cache_use(m, d - 1, 1u << x, &ly);
-            EMIT(m, K_RNUM2, op, d, x, lx, y, ly, hint);
+            EMIT(m, K_RNUM2, code, d, x, lx, y, ly, hint);
             cache_forget(m, d - 1);
         } else {
             result = d - 1;
             int hint = (xmm_has(m, result) && (o->flags & CM_CC_XMM_X_INPUT)) ? 1 : 0;
             int lx;
             int x = cache_use(m, result, 0, &lx);
-            EMIT(m, K_RNUM1, op, d, x, lx, hint);
+            EMIT(m, K_RNUM1, code, d, x, lx, hint);
         }
         switch (o->xmm0_after) {
         case AFTER_RESULT:
@@ -1966,14 +2006,14 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
         int mirror = cache_get(m, loc);
         if (mirror >= 0) {
             int value = cache_alloc(m, 1u << mirror);
-            EMIT(m, K_LOCAL_GET, d, idx, mirror, value, 0);
+            t_local_get(m, d, idx, mirror, value, 0);
             cache_bind(m, value, d);
             return;
         }
         int value = cache_alloc(m, 0);
         cache_bind(m, value, d);
         int keep = cache_free_register(m, 1u << value);
-        EMIT(m, K_LOCAL_GET, d, idx, keep, value, 1);
+        t_local_get(m, d, idx, keep, value, 1);
         if (keep >= 0)
             cache_bind(m, keep, loc);
         return;
@@ -1992,7 +2032,7 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
         cache_forget(m, loc);
         if (tee)
             keep = cache_free_register(m, 1u << value);
-        EMIT(m, K_LOCAL_SET, d, idx, value, load, keep);
+        t_local_set(m, d, idx, value, load, keep);
         if (!tee)
             cache_bind(m, value, loc);
         else if (keep >= 0)
@@ -2002,14 +2042,14 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
     case 0x23: {
         int64_t cell = m->gcells[in->imm];
         int value = cache_alloc(m, 0);
-        EMIT(m, K_GLOBAL_GET, d, cell, value);
+        t_global_get(m, d, (int32_t)cell, value);
         cache_bind(m, value, d);
         return;
     }
     case 0x24: {
         int64_t cell = m->gcells[in->imm];
         uint8_t t = m->gtypes[in->imm];
-        EMIT(m, K_GLOBAL_SET, d, cell, (t != I32_T && t != F32_T));
+        t_global_set(m, d, (int32_t)cell, (t != I32_T && t != F32_T));
         return;
     }
     case 0x3F:
@@ -2021,7 +2061,7 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
             bits &= 0xFFFFFFFFull;
         int value = cache_alloc(m, 0);
         mov_imm64(m, value, bits);
-        EMIT(m, K_TO_SLOT, d, value);
+        mov_mr(m, RSP, (int32_t)slot_disp(d), value); /* _build_store_slot */
         cache_bind(m, value, d);
         return;
     }
@@ -2089,6 +2129,7 @@ static uint32_t intern(cm_cc_module *m, buf *pool, void *ends_vec, const uint8_t
         if (!t)
             longjmp(m->fail, 1);
         memset(t, 0xFF, cap * sizeof(uint32_t));
+        m->ihash_alloc = cap;
         for (size_t k = 0; k < ends->n; k++) {
             uint32_t a = k ? ends->p[k - 1] : 0, b = ends->p[k];
             uint64_t g = 1469598103934665603ull ^ (b - a);
@@ -2121,10 +2162,23 @@ static uint32_t intern(cm_cc_module *m, buf *pool, void *ends_vec, const uint8_t
     return (uint32_t)ends->n - 1;
 }
 
-static void reset_intern(cm_cc_module *m)
+/* An empty intern table for up to `entries` lists (sized per function: a
+ * table sized for the largest function, cleared for each, cost more than the
+ * compile of a small one). */
+static void reset_intern(cm_cc_module *m, size_t entries)
 {
-    if (m->ihash)
-        memset(m->ihash, 0xFF, m->ihash_cap * sizeof(uint32_t));
+    size_t cap = 256;
+    while (cap < 2 * entries + 2)
+        cap *= 2;
+    if (cap > m->ihash_alloc) {
+        uint32_t *t = realloc(m->ihash, cap * sizeof(uint32_t));
+        if (!t)
+            longjmp(m->fail, 1);
+        m->ihash = t;
+        m->ihash_alloc = cap;
+    }
+    m->ihash_cap = cap;
+    memset(m->ihash, 0xFF, cap * sizeof(uint32_t));
 }
 
 static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
@@ -2191,7 +2245,7 @@ static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
     m->seq_out.n = m->types_out.n = m->mirrors_out.n = 0;
     m->types_ends.n = m->mirror_ends.n = 0;
     m->state_ids.n = 0;
-    reset_intern(m);
+    reset_intern(m, m->points.n);
     for (size_t i = 0; i < m->points.n; i++) {
         point *p = &m->points.p[i];
         uint32_t tid = intern(m, &m->types_out, &m->types_ends, m->tpool.p + p->types_at, p->types_len);
@@ -2207,7 +2261,7 @@ static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
         memcpy(r + 12, &tid, 4);
         memset(r + 16, 0, 4);
     }
-    reset_intern(m);
+    reset_intern(m, m->states.n);
     /* mirror lists: a state's records, in register order */
     for (size_t s = 0; s < m->states.n; s++) {
         cstate *st = &m->states.p[s];
@@ -2280,7 +2334,10 @@ int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, ui
 {
     memset(out, 0, sizeof(*out));
     m->fail_op = m->fail_offset = 0;
-    if (setjmp(m->fail)) {
+    int why = setjmp(m->fail);
+    if (why) {
+        if (why != 3) /* not bail(): 1 out of memory, 2 no template, 4 an unbound label */
+            m->fail_op = 0x10000 | (uint32_t)why;
         out->reason_op = m->fail_op;
         out->reason_offset = m->fail_offset;
         return 0;

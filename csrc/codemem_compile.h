@@ -32,7 +32,7 @@ typedef struct {
     const uint32_t *trap_calls;
     uint32_t num_calls;
     const uint32_t *calls;
-    uint32_t reason_op;
+    uint32_t reason_op; /* the opcode (0xFC00 + sub), 0xFFFF malformed or invalid, 0x1000N internal */
     uint32_t reason_offset;
 } cm_cc_result;
 

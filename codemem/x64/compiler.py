@@ -659,8 +659,7 @@ class _ModuleCompiler:
         self.site_offsets += map(start.__add__, fn.sites)
         self.trap_call_fields += map(start.__add__, fn.trap_calls)
         self.c_calls += ((start + field, callee) for field, callee in fn.calls)
-        builder = self.builder
-        mirror_firsts = [builder.intern_mirrors(packed).first for packed in fn.mirrors]
+        mirror_firsts = self.builder.intern_mirror_firsts(fn.mirrors)
         self.builder.add_function(FunctionBuild(
             native_start=start,
             native_size=fn.native_size,
