@@ -842,6 +842,7 @@ class MirrorList(NamedTuple):
 
 
 _NO_MIRRORS = MirrorList(0, 0)
+_FIRST = itemgetter(1)  # MirrorList.first
 
 
 def pack_mirror(register: int, source: int, frame_offset: int) -> bytes:
@@ -999,10 +1000,17 @@ class FrameTableBuilder:
         the C compiler hands over a function's distinct lists at once."""
         if self._unindexed_mirrors is not None:
             self._index_mirrors()
-        found = list(map(self._mirror_index.get, lists))
-        for k in _indices_of_none(found):
-            found[k] = self.intern_mirrors(lists[k])
-        return [mirrors.first for mirrors in found]
+        index = self._mirror_index
+        found = list(map(index.get, lists))
+        pool = self._mirror_pool
+        for k in _indices_of_none(found):  # intern_mirrors, inlined: a module has 100,000s
+            packed = lists[k]
+            mirrors = index.get(packed)  # an earlier one of these lists
+            if mirrors is None:
+                mirrors = index[packed] = MirrorList(len(packed) // MIRROR_SIZE, len(pool) // MIRROR_SIZE)
+                pool += packed
+            found[k] = mirrors
+        return list(map(_FIRST, found))
 
     def _seqpoint_records(self, points: list[tuple]) -> bytes:
         """The SequencePoint records of one function's ``points``

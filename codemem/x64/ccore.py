@@ -178,19 +178,13 @@ class CFunctionCompiler:
             self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
             return None
         self.functions += 1
-        types_pool = ffi.buffer(r.types_pool, r.types_ends[r.num_types - 1])[:] if r.num_types else b""
-        types_list, start = [], 0
-        for k in range(r.num_types):
-            end = r.types_ends[k]
-            types_list.append(tuple(types_pool[start:end]))
-            start = end
-        mirrors, start = [], 0
-        if r.num_mirror_lists:
-            pool = ffi.buffer(r.mirror_pool, r.mirror_ends[r.num_mirror_lists - 1])[:]
-            for k in range(r.num_mirror_lists):
-                end = r.mirror_ends[k]
-                mirrors.append(pool[start:end])
-                start = end
+        # The distinct lists, cut out of their pools column-wise (map, in C).
+        types_ends = _u32s(r.types_ends, r.num_types)
+        types_pool = ffi.buffer(r.types_pool, types_ends[-1])[:] if r.num_types else b""
+        types_list = list(map(tuple, map(types_pool.__getitem__, map(slice, [0, *types_ends[:-1]], types_ends))))
+        mirror_ends = _u32s(r.mirror_ends, r.num_mirror_lists)
+        mirror_pool = ffi.buffer(r.mirror_pool, mirror_ends[-1])[:] if r.num_mirror_lists else b""
+        mirrors = list(map(mirror_pool.__getitem__, map(slice, [0, *mirror_ends[:-1]], mirror_ends)))
         calls = _u32s(r.calls, 2 * r.num_calls)
         return CFunction(
             code=ffi.buffer(r.code, r.code_size)[:],
