@@ -130,8 +130,11 @@ def _u32s(pointer, count: int) -> array:
 
 class CFunctionCompiler:
     """The C core for one module and mode; ``templates`` is the Python
-    compiler (its ``_template_for`` builds what C asks for).  Not thread-safe;
-    one per compile (or compile process)."""
+    compiler (its ``_template_for_c`` builds what C asks for).  Not
+    thread-safe; one per compile (or compile process).  :meth:`close` when
+    done: it frees the C side and drops the references between this object,
+    its cffi handle and the compiler (a cycle only the garbage collector
+    would free otherwise, and compiles run with it paused)."""
 
     def __init__(self, info: ModuleInfo, debug: bool, templates) -> None:
         _load_opcode_tables()
@@ -166,6 +169,13 @@ class CFunctionCompiler:
         if not ok:
             raise MemoryError("the C compiler's module tables")
         self._local_types: dict[int, bytes] = {}
+
+    def close(self) -> None:
+        """Free the C side; compile() may not be called afterwards."""
+        module, self._module = self._module, None
+        if module is not None:
+            ffi.release(module)  # runs the ffi.gc destructor, cm_cc_module_free, now
+        self._handle = self._templates = None
 
     def compile(self, index: int, local_types: tuple) -> CFunction | None:
         """Defined function ``index`` compiled in C, or None (compile it in Python)."""

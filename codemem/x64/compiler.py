@@ -618,10 +618,14 @@ class _ModuleCompiler:
         asm = self.asm
         self.func_labels = {index: asm.new_label() for index in range(first, last)}
         ccore = self.ccore
-        for index in range(first, last):
-            if ccore is not None and self._compile_function_c(index):
-                continue
-            self._compile_function(index, info.read_body(index) if bodies is None else bodies[index - first])
+        try:
+            for index in range(first, last):
+                if ccore is not None and self._compile_function_c(index):
+                    continue
+                self._compile_function(index, info.read_body(index) if bodies is None else bodies[index - first])
+        finally:
+            if ccore is not None:
+                ccore.close()
         asm.finish()
         starts = [asm.label_offset(self.func_labels[index])
                   for index in range(first, last)]
