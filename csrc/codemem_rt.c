@@ -606,18 +606,32 @@ __asm__(
     "  mov rsp, [rbx]\n"
     "  jmp cm_enter_restore\n"
     ".size cm_host_call_trampoline, .-cm_host_call_trampoline\n"
+
+    /* Where a debugger's inferior call returns (gdb pushes the entry point of
+     * the executable image as the called function's return address, GDB
+     * manual "Calling Program Functions"): a permanent breakpoint, so the
+     * guest stops there with the function's result in rax/xmm0 whether or
+     * not the debugger inserted its own.  Resumed without new registers it
+     * stops again. */
+    ".globl cm_call_landing\n"
+    ".type cm_call_landing, @function\n"
+    "cm_call_landing:\n"
+    "  call cm_breakpoint_trampoline\n"
+    "  jmp cm_call_landing\n"
+    ".size cm_call_landing, .-cm_call_landing\n"
     ".globl cm_runtime_code_end\n"
     "cm_runtime_code_end:\n"
 
     ".att_syntax prefix\n");
 
-extern char cm_breakpoint_trampoline[], cm_trap_trampoline[], cm_host_call_trampoline[];
+extern char cm_breakpoint_trampoline[], cm_trap_trampoline[], cm_host_call_trampoline[], cm_call_landing[];
 extern char cm_runtime_code_start[], cm_runtime_code_end[];
 
 uint64_t cm_breakpoint_trampoline_address(void) { return (uint64_t)(uintptr_t)cm_breakpoint_trampoline; }
 uint64_t cm_trap_trampoline_address(void) { return (uint64_t)(uintptr_t)cm_trap_trampoline; }
 uint64_t cm_host_call_trampoline_address(void) { return (uint64_t)(uintptr_t)cm_host_call_trampoline; }
 uint64_t cm_enter_address(void) { return (uint64_t)(uintptr_t)cm_enter; }
+uint64_t cm_call_landing_address(void) { return (uint64_t)(uintptr_t)cm_call_landing; }
 uint64_t cm_runtime_code_start_address(void) { return (uint64_t)(uintptr_t)cm_runtime_code_start; }
 uint64_t cm_runtime_code_end_address(void) { return (uint64_t)(uintptr_t)cm_runtime_code_end; }
 

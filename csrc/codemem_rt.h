@@ -129,6 +129,11 @@ uint64_t cm_host_call_trampoline_address(void);
  * (cm_enter and the three trampolines): what a debugger needs to describe the
  * frames a guest returns into or stops in. */
 uint64_t cm_enter_address(void);
+/* The return address for a debugger's inferior calls in Stores placed
+ * anywhere (a 5-byte call of the breakpoint trampoline, looping): the entry
+ * point of the runtime's debug image.  Low Stores use the entry thunk page's
+ * copy (codemem/lowmem.py). */
+uint64_t cm_call_landing_address(void);
 uint64_t cm_runtime_code_start_address(void);
 uint64_t cm_runtime_code_end_address(void);
 

@@ -66,7 +66,7 @@ from codemem import displaced
 from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, Trap
 from codemem.frametable import MirrorSource, SequencePointKind
-from codemem.lowmem import ENTRY_THUNK_CODE, LOW_FLOOR
+from codemem.lowmem import ENTRY_THUNK_PAGE_CODE_SIZE, LOW_FLOOR, call_landing_address
 from codemem.native import ffi, lib
 from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
@@ -1249,7 +1249,7 @@ class StoreTarget:
         regions.append(MemoryRegion("code:runtime", start, end, _raw_read, None, executable=True))
         thunk = self.store.ctx.entry_thunk
         if thunk:
-            regions.append(MemoryRegion("code:entry-thunk", thunk, thunk + len(ENTRY_THUNK_CODE), _raw_read, None,
+            regions.append(MemoryRegion("code:entry-thunk", thunk, thunk + ENTRY_THUNK_PAGE_CODE_SIZE, _raw_read, None,
                                         executable=True))
         stack = self.store.ctx.stack
         regions.append(MemoryRegion("stack", stack.base + stack.guard, stack.top, _raw_read, self._write_stack))
