@@ -92,6 +92,10 @@ class InferiorCall:
     #: show gdb's address, and the landing's stop is reported there.
     return_address: int = 0
     slot: int = 0
+    #: The C stack pointer's cell (the ``__stack_pointer`` global) and its
+    #: value before the call, restored when the call is done (0: none).
+    stack_pointer_cell: int = 0
+    stack_pointer: int = 0
     #: The whole regfile to resume from should the debugger leave before
     #: the call returns (its argument registers as gdb set them).
     saved_regfile: bytes = b""
@@ -104,6 +108,21 @@ class CallPlan:
     rsp: int  # the new rsp: the landing is written there
     array: int  # the argument array's address (rsi)
     values: tuple[int, ...]  # the array's entries, as 8-byte slot values
+
+
+#: Bytes of linear memory below the C stack pointer a called function must
+#: leave alone: clang's wasm32 leaf functions keep a frame of up to 128 bytes
+#: there without moving ``__stack_pointer`` (WebAssemblyFrameLowering's red
+#: zone), as native leaf functions do below rsp (the System V red zone,
+#: which gdb skips for its dummy frames too).
+LINEAR_RED_ZONE = 128
+
+
+def lowered_stack_pointer(value: int) -> int | None:
+    """The C stack pointer for an inferior call made while it is ``value``
+    (16-byte aligned, below the red zone); None when there is no room."""
+    lowered = (value - LINEAR_RED_ZONE) & ~15
+    return lowered if lowered > 0 else None
 
 
 def sysv_argument_values(params, gpr, xmm_low64, stack_word) -> list[int]:

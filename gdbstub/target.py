@@ -73,7 +73,8 @@ from codemem.runtime import trap_for_code
 
 from . import arch_amd64, guest_output
 from .agent import SiteAgent, WatchPlace
-from .inferior_calls import CallSetupError, InferiorCall, RegisterState, pack_plan, plan_call
+from .inferior_calls import (CallSetupError, InferiorCall, RegisterState, lowered_stack_pointer, pack_plan,
+                             plan_call)
 from .protocol.replies import ErrorCode, Signal
 
 log = logging.getLogger(__name__)
@@ -423,6 +424,7 @@ class StoreTarget:
             regfile.rip = 0
             return
         call = self._calls.pop()
+        self._end_call(call)
         ffi.memmove(regfile, call.saved_regfile, len(call.saved_regfile))
         log.info("inferior call of %s returned after the debugger detached: the guest resumes as before it",
                  call.function)
@@ -1336,6 +1338,7 @@ class StoreTarget:
         origin = stopped.origin
         if self._calls and state == self._calls[-1].saved and state != origin:
             call = self._calls.pop()
+            self._end_call(call)
             log.debug("inferior call of %s done: back at %#x", call.function, state.rip)
             if call.displaced_pc is not None and state.rip == call.displaced_pc:
                 self._displaced_stop = call.displaced_pc
@@ -1354,6 +1357,28 @@ class StoreTarget:
             # the landing, which stops again at once.
             regfile.rip = self.call_landing
         stopped.settled = True
+
+    @staticmethod
+    def _lower_stack_pointer(instance) -> tuple[int, int]:
+        """Moves the instance's C stack pointer below its red zone for an
+        inferior call (gdbstub.inferior_calls, LINEAR_RED_ZONE): (its cell,
+        the value to restore), or (0, 0) when the module has none."""
+        names = instance.module.info.names.globals
+        index = next((k for k, name in names.items() if name == "__stack_pointer"), None)
+        if index is None or index >= len(instance.globals):
+            return 0, 0
+        cell = instance.globals[index].cell_address
+        value = _read_u64(cell) & 0xFFFFFFFF
+        lowered = lowered_stack_pointer(value)
+        if lowered is None:
+            return 0, 0
+        _raw_write(cell, struct.pack("<Q", lowered))
+        return cell, value
+
+    @staticmethod
+    def _end_call(call: InferiorCall) -> None:
+        if call.stack_pointer_cell:
+            _raw_write(call.stack_pointer_cell, struct.pack("<Q", call.stack_pointer))
 
     def _is_unwound_state(self, origin: RegisterState, state: RegisterState) -> bool:
         if state.r15 != origin.r15:
@@ -1409,13 +1434,16 @@ class StoreTarget:
         vmctx = next((i.vmctx_address for i in instances if i.vmctx_address == state.r15),
                      instances[0].vmctx_address)
         assert stack.contains(plan.rsp)
+        instance = next((i for i in instances if i.vmctx_address == vmctx), instances[0])
+        sp_cell, sp_value = self._lower_stack_pointer(instance)
         _raw_write(plan.rsp, pack_plan(plan, self.call_landing))
         saved = bytearray(self.read_registers())
         struct.pack_into("<Q", saved, arch_amd64.REGFILE_RIP_OFFSET, stopped.origin.rip)
         for index, value in ((7, stopped.origin.rsp), (6, stopped.origin.rbp), (15, stopped.origin.r15)):
             struct.pack_into("<Q", saved, 8 * index, value)
         self._calls.append(InferiorCall(stopped.origin, self._displaced_stop, module.func_name(func.wasm_index),
-                                        return_address=return_address, slot=plan.rsp, saved_regfile=bytes(saved)))
+                                        return_address=return_address, slot=plan.rsp, saved_regfile=bytes(saved),
+                                        stack_pointer_cell=sp_cell, stack_pointer=sp_value))
         regfile.gpr[7] = plan.rsp
         regfile.gpr[4] = plan.array
         regfile.gpr[15] = vmctx
