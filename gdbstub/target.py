@@ -292,6 +292,9 @@ class StoreTarget:
         #: and the calls in progress, innermost last.
         self.call_landing = call_landing_address(low=bool(store.ctx.entry_thunk))
         self._calls: list[InferiorCall] = []
+        #: Breakpoints the client inserted on the stack (gdb's dummy
+        #: breakpoints) or at the landing: the return addresses a call may use.
+        self._stack_breakpoints: set[int] = set()
         self._interrupt_requested = False
         self._kill_requested = False
         self._entry_sites_memo: tuple[tuple, list] | None = None
@@ -1075,6 +1078,7 @@ class StoreTarget:
         if pc == self.call_landing or self._on_stack(pc):
             # gdb's dummy breakpoint of an inferior call (on the stack, see
             # gdbstub.inferior_calls): the call's landing stops there.
+            self._stack_breakpoints.add(pc)
             return
         site, carried = self._breakpoint_site(pc)
         if carried:
@@ -1126,6 +1130,7 @@ class StoreTarget:
         clients remove what they believe they inserted)."""
         self.require_open()
         if pc == self.call_landing or self._on_stack(pc):
+            self._stack_breakpoints.discard(pc)
             return
         if pc not in self.breakpoints:
             self._breakpoint_site(pc)  # still name a bad address as such
@@ -1404,7 +1409,7 @@ class StoreTarget:
         if entry is None or not self._on_stack(state.rsp):
             return False
         return_address = _read_u64(state.rsp)
-        if return_address != self.call_landing and not self._on_stack(return_address):
+        if return_address != self.call_landing and return_address not in self._stack_breakpoints:
             return False
         code = entry.store_code
         func = code.frame_table.function_at(code.offset_of(state.rip))
