@@ -66,7 +66,7 @@ from codemem import displaced
 from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, Trap
 from codemem.frametable import MirrorSource, SequencePointKind
-from codemem.lowmem import ENTRY_THUNK_PAGE_CODE_SIZE, LOW_FLOOR, call_landing_address
+from codemem.lowmem import ENTRY_THUNK_CODE, ENTRY_THUNK_PAGE_CODE_SIZE, LOW_FLOOR, call_landing_address
 from codemem.native import ffi, lib
 from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code

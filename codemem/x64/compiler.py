@@ -711,6 +711,8 @@ class _ModuleCompiler:
             return ("restore", *f), _build_restore, tuple(f)
         if kind == _K_EPILOGUE:
             return ("epilogue", *f), _build_epilogue, tuple(f)
+        if kind == _K_TAKE_RESULT:
+            return ("take_result", *f), _build_take_result, tuple(f)
         if kind == _K_UNREACHABLE:
             return ("unreachable",), _build_trap, (TrapCode.UNREACHABLE,)
         if kind == _K_SELECT:
@@ -1351,12 +1353,9 @@ class _ModuleCompiler:
         operand slot (abi.py "Results"), so a debugger that sets that
         register at the return point (gdb's ``return VALUE``) is what the
         caller computes with."""
-        if not ft.results:
-            return
-        if ft.results[0] in _FLOAT_TYPES:
-            self.asm.movq(slot(base), XMM0)
-        else:
-            self.asm.mov(slot(base), RAX, 64)
+        if ft.results:
+            is_float = ft.results[0] in _FLOAT_TYPES
+            self._emit(("take_result", base, is_float), _build_take_result, base, is_float)
 
     def _h_call_indirect(self, ins: Instr, d: int) -> None:
         type_index, table_index = ins.imm
@@ -1667,7 +1666,7 @@ class _ModuleCompiler:
 #: Template kinds of the C core's requests (csrc/codemem_compile.c, enum K_*).
 (_K_COPY, _K_SAVE, _K_RESTORE, _K_EPILOGUE, _K_UNREACHABLE, _K_SELECT, _K_LOCAL_GET, _K_LOCAL_SET, _K_GLOBAL_GET,
  _K_GLOBAL_SET, _K_TO_SLOT, _K_RNUM2, _K_RNUM1, _K_LOAD, _K_STORE, _K_MEMORY_SIZE, _K_CALL_IMPORT,
- _K_CALL_INDIRECT) = range(1, 19)
+ _K_CALL_INDIRECT, _K_TAKE_RESULT) = range(1, 20)
 #: The C core's xmm0 hint numbers -> numeric.py's.
 _C_HINTS = (None, "x", "y")
 
@@ -1703,6 +1702,13 @@ def _build_restore(a: TemplateAssembler, height: int, save_offset: int, n: int) 
     for k in range(n):
         a.mov(RAX, Mem(RBP, save_offset + 8 * k), 64)
         a.mov(slot(height + k), RAX, 64)
+
+
+def _build_take_result(a: TemplateAssembler, base: int, is_float: bool) -> None:
+    if is_float:
+        a.movq(slot(base), XMM0)
+    else:
+        a.mov(slot(base), RAX, 64)
 
 
 def _epilogue_key(ft) -> tuple:
