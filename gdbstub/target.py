@@ -1368,13 +1368,14 @@ class StoreTarget:
         """The lowest rsp the guest may resume with after this stop: the
         trampoline's frame lies below the stop's resume gap
         (csrc/codemem_rt.h, CM_RESUME_GAP_BYTES)."""
-        return stopped.origin.rsp - lib.CM_RESUME_GAP_BYTES + 16
+        rsp = stopped.origin.rsp if stopped.origin is not None else stopped.regfile.gpr[7]
+        return rsp - lib.CM_RESUME_GAP_BYTES + 16
 
     def _check_new_rsp(self, stopped: _GuestStop, rsp: int) -> None:
         if rsp & 7 or not self._on_stack(rsp) or rsp < self._resume_floor(stopped):
             raise TargetError(ErrorCode.EPERM, f"rsp {rsp:#x} is not a place the guest can resume from (8-byte "
                                                f"aligned, at most {lib.CM_RESUME_GAP_BYTES - 16} bytes below the "
-                                               f"stop's rsp {stopped.origin.rsp:#x})")
+                                               f"stop's rsp {self._resume_floor(stopped) + lib.CM_RESUME_GAP_BYTES - 16:#x})")
 
     def _check_possible_rip(self, rip: int) -> None:
         """A pc the guest may resume at in some state: a site of this
@@ -1412,8 +1413,9 @@ class StoreTarget:
           set up in the guest's convention here (gdbstub.inferior_calls);
         * the state before the innermost inferior call in progress (gdb
           restores it when the call is done)."""
-        if stopped.settled or stopped.kind != native.EVENT_BREAKPOINT or stopped.regfile.rip == 0:
-            return
+        if stopped.settled or stopped.kind != native.EVENT_BREAKPOINT or stopped.regfile.rip == 0 \
+                or isinstance(stopped, _HostReturnStop):
+            return  # a trap unwinds, rip 0 is the kill path, the host return runs no guest code
         regfile = stopped.regfile
         state = RegisterState(regfile.rip, regfile.gpr[7], regfile.gpr[6], regfile.gpr[15])
         origin = stopped.origin
