@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stubproc import ROOT, StubProcess, example
+from stubproc import ROOT, StubProcess, example, run_lldb
 from twinkit import build_twin, command_outputs, normalize, run_gdb_on_stub, run_gdb_on_twin, start_gdbserver
 
 SOURCE = ROOT / "examples" / "calls.c"
@@ -122,3 +122,24 @@ def test_inferior_calls_return_each_type_stop_at_breakpoints_inside_and_report_t
             assert frames_a == frames_b and "<function called from gdb>" in a, (a, b)
     assert "Program terminated with signal SIGFPE" in values["continue"] or \
         "Program terminated with signal SIGFPE" in normalize(raw.output), raw
+
+
+@pytest.mark.timeout(120)
+def test_lldb_native_view_finish_stops_in_the_caller_and_shows_the_value_returned(tmp_path):
+    """lldb-22 with default settings (issue 11 Acceptance): ``finish`` out of
+    a function returning an int, a float and a double stops at the return
+    address in the caller and prints the value its x86-64 ABI reads from
+    rax/xmm0."""
+    stub = StubProcess.start(tmp_path / "stub", example("calls.O0"), invoke="calls_run", args=["3"])
+    try:
+        commands = []
+        for function in ("twice", "halve", "scale"):
+            commands += [f"breakpoint set --name {function}", "process continue", "finish"]
+        run = run_lldb(stub, commands + ["process detach"])
+    finally:
+        stub.kill()
+    assert not run.timed_out, run
+    values = re.findall(r"Return value: \((\w+)\) \$\d+ = (\S+)", run.output)
+    assert values == [("int", "6"), ("float", "1.5"), ("double", "4.5")], run
+    callers = re.findall(r"stop reason = step out\n.*\n\s+frame #0: 0x[0-9a-f]+ \S+`(\w+)", run.output)
+    assert callers == ["calls_run"] * 3, run
