@@ -442,6 +442,10 @@ def _check_regfile(regfile: bytes | bytearray) -> None:
 
 #: Values of synthesized registers for one stop, instead of their defaults:
 #: regnum -> raw bytes (the native dialect's frame base in es, gdbstub.frame_bases).
+#: Such a value is a view of the guest's state: writes to it are accepted and
+#: change nothing (gdb writes every register back when it pops a frame for
+#: ``return`` or restores them after an inferior call, with the values it
+#: unwound or saved for another frame).
 Synthesized = dict[int, bytes]
 
 
@@ -474,6 +478,8 @@ def _check_write(regfile: bytes | bytearray, reg: Register, value: bytes,
         raise RegisterError(f"register {reg.name} is {reg.size} bytes, got {len(value)}")
     if reg.writable:
         return True
+    if reg.source is None and synthesized and reg.regnum in synthesized:
+        return False
     if bytes(value) != _current(regfile, reg, synthesized):
         raise RegisterError(f"register {reg.name} is read-only in this target")
     return False
