@@ -197,10 +197,8 @@ class NativeDialect(Dialect):
 
     def __init__(self, images=None):
         self.images = images  # gdbstub.images.DebugImageSet, or None (no libraries)
-        # The frame-base window of the last stop read (gdbstub.frame_bases):
-        # ((target, stop, writes), FrameBaseWindow); any write starts over.
-        self._window_memo: tuple[tuple, frame_bases.FrameBaseWindow] | None = None
-        # The innermost frame's es (_synthesized), memoized the same way.
+        # The innermost frame's es (_synthesized) at the last stop read:
+        # ((target, stop, writes), value); any write starts over.
         self._innermost_memo: tuple[tuple, arch_amd64.Synthesized] | None = None
         self._writes = 0
 
@@ -317,13 +315,12 @@ class NativeDialect(Dialect):
     # -- memory and breakpoints
     def read_memory(self, target: "StoreTarget", address: int, length: int) -> bytes:
         if frame_bases.in_window(address) and self._has_window(target):
-            data = self._frame_base_window(target).read(address, length)
-            if data is None:
-                raise TargetError(ErrorCode.MEMORY_FAULT, f"frame-base window at {address:#x}: two frames of a guest "
-                                                          f"stack larger than {frame_bases.WINDOW >> 20} MiB share it")
-            if not data:
-                raise TargetError(ErrorCode.MEMORY_FAULT, f"cannot access memory at {address:#x}")
-            return data
+            target.require_stopped()
+            stack = target.store.ctx.stack
+            if stack.size > frame_bases.WINDOW:
+                raise TargetError(ErrorCode.MEMORY_FAULT, f"frame-base window at {address:#x}: the guest stack is "
+                                                          f"larger than the window ({frame_bases.WINDOW >> 20} MiB)")
+            return frame_bases.read_window(address, length, lambda word: self._caller_frame_base(target, word))
         return target.read_memory(address, length)
 
     def write_memory(self, target: "StoreTarget", address: int, data: bytes) -> None:
@@ -335,16 +332,29 @@ class NativeDialect(Dialect):
         read caller frame bases from the frame-base window."""
         return self.images is not None and uses_x32_images(target.store)
 
-    def _frame_base_window(self, target: "StoreTarget") -> frame_bases.FrameBaseWindow:
-        """The window of ``target``'s current stop, made on its first read
-        after the stop or after any write (a write may change a frame base)."""
-        key = (target, target.current_stop, self._writes)
-        if self._window_memo is not None and self._window_memo[0] == key:
-            return self._window_memo[1]
-        frames = target.frames()  # TargetError while the guest runs
-        window = frame_bases.FrameBaseWindow.of_frames(frames, self._frame_base_slot, _stack_reader(target))
-        self._window_memo = (key, window)
-        return window
+    def _caller_frame_base(self, target: "StoreTarget", word: int) -> int | None:
+        """The frame base of the guest frame whose callee's CFA the window
+        ``word`` stands for (gdbstub.frame_bases), or None."""
+        stack = target.store.ctx.stack
+        cfa = frame_bases.cfa_of(word, stack.base + stack.guard, stack.top)
+        if cfa is None or cfa - 8 < stack.base + stack.guard:
+            return None
+        return_pc = int.from_bytes(target.read_memory(cfa - 8, 8), "little")
+        entry = target.store.registry.lookup(return_pc)
+        func = entry.function_at(return_pc) if entry is not None else None
+        if func is None:
+            return None
+        offset = entry.store_code.offset_of(return_pc)
+        point = entry.store_code.frame_table.sequence_point_at_or_before(offset)
+        if point is None or point.native_offset != offset or point.kind is not SequencePointKind.RETURN_POINT:
+            return None  # not a call's return address: no frame's CFA
+        slot = self.images.frame_base_slots(entry.module, entry.engine_code).get(func.native_start)
+        if slot is None:
+            return None
+        try:
+            return int.from_bytes(target.read_memory(cfa + func.frame_size + slot, 4), "little")
+        except TargetError:
+            return None
 
     def memory_region_info(self, target: "StoreTarget", address: int) -> list[tuple[str, str]]:
         """The region holding ``address``, or the unmapped gap up to the next

@@ -29,11 +29,13 @@ amd64-tdep.c amd64_dwarf_regmap; 32 bits hold a wasm32 frame base exactly).
 
 The *frame-base window* ``[WINDOW_START, 4 GiB)`` holds no memory
 (codemem.lowmem never places anything there); the stub's native view
-synthesizes it at each stop (:class:`FrameBaseWindow`): for every guest frame
-C with a guest caller F, the bytes at ``window_address(CFA of C)`` are F's
-frame base. A callee's CFA is its caller's rsp at the call (``rbp -
-frame_size`` of the caller, codemem/abi.py "Frames"), unique per frame, so one
-stack of up to ``WINDOW`` bytes never maps two frames to one word::
+synthesizes it (:func:`read_window`): a word stands for the one guest-stack
+address congruent to it modulo the window, a callee C's CFA; the return
+address at CFA - 8 names the caller F (a call's return point in guest code),
+F's rbp is CFA + F's frame size (a callee's CFA is its caller's rsp at the
+call, ``rbp - frame_size``, codemem/abi.py "Frames"), and the word is F's
+frame base, read from F's frame-base slot. One stack of up to ``WINDOW``
+bytes never maps two frames to one word::
 
     guest stack                                  frame-base window
     +--------------------+
@@ -55,8 +57,9 @@ from codemem.lowmem import FRAME_BASE_WINDOW, FRAME_BASE_WINDOW_START
 
 from .debugimage.dwarf import uleb128
 
-__all__ = ["CFI_RULE", "FRAME_BASE_IN_REGISTER", "FrameBaseWindow", "SECTION", "WINDOW", "WINDOW_START",
-           "in_window", "innermost_frame_base", "pack_slots", "unpack_slots", "window_address"]
+__all__ = ["CFI_RULE", "FRAME_BASE_IN_REGISTER", "SECTION", "WINDOW", "WINDOW_START",
+           "cfa_of", "in_window", "innermost_frame_base", "pack_slots", "read_window", "unpack_slots",
+           "window_address"]
 
 WINDOW = FRAME_BASE_WINDOW
 WINDOW_START = FRAME_BASE_WINDOW_START
@@ -116,42 +119,33 @@ def innermost_frame_base(frame, frame_base_slot, read_u32) -> int:
     return read_u32(frame.rbp + slot) if slot is not None else 0
 
 
-class FrameBaseWindow:
-    """The window's contents for one stop: ``words`` maps a word address to
-    the 8 bytes there, or None where two frames collide (a stack larger than
-    the window); every other word reads as zeros."""
+def cfa_of(address: int, stack_start: int, stack_end: int) -> int | None:
+    """The stack address a window ``address`` stands for: the one in
+    ``[stack_start, stack_end)`` congruent to it modulo the window (None when
+    there is none, or when the stack is larger than the window and the
+    address could stand for two)."""
+    if stack_end - stack_start > WINDOW:
+        return None
+    cfa = stack_start + ((address - stack_start) & (WINDOW - 1))
+    return cfa if cfa < stack_end else None
 
-    def __init__(self, words: dict[int, bytes | None]):
-        self.words = words
 
-    @classmethod
-    def of_frames(cls, frames, frame_base_slot, read_u32) -> "FrameBaseWindow":
-        """From a stopped guest's frames (codemem.frames.walk, innermost
-        first): ``frame_base_slot(frame)`` is the rbp offset of the frame's
-        frame-base slot or None, ``read_u32(address)`` reads the stack."""
-        words: dict[int, bytes | None] = {}
-        for caller in frames[1:]:
-            if caller.rbp is None:
-                continue
-            cfa = caller.rbp - caller.func.frame_size  # the callee's CFA: the caller's rsp at the call
-            address = window_address(cfa)
-            slot = frame_base_slot(caller)
-            value = read_u32(caller.rbp + slot) if slot is not None else 0
-            words[address] = None if address in words else struct.pack("<Q", value)
-        return cls(words)
+def read_window(address: int, length: int, caller_frame_base) -> bytes:
+    """``length`` bytes of the window at ``address`` (clipped at its end):
+    each 8-byte word is ``caller_frame_base(word)`` (an int: the frame base of
+    the caller whose callee's CFA the word stands for, or None: zeros).
 
-    def read(self, address: int, length: int) -> bytes | None:
-        """``length`` bytes at ``address`` (clipped to the window's end), or
-        None when they touch a word two frames share."""
-        end = min(address + length, WINDOW_START + WINDOW)
-        out = bytearray(max(0, end - address))
-        first = address & ~7
-        for word in range(first, end, 8):
-            if word not in self.words:
-                continue
-            value = self.words[word]
-            if value is None:
-                return None
-            lo, hi = max(word, address), min(word + 8, end)
-            out[lo - address:hi - address] = value[lo - word:hi - word]
-        return bytes(out)
+    Words are computed from their own address, not from a walk of the
+    current stop's frames, so frames gdb reaches another way read right too:
+    those above the dummy frame of an inferior call (gdbstub.inferior_calls),
+    whose return address is the call landing, where a walk ends."""
+    end = min(address + length, WINDOW_START + WINDOW)
+    out = bytearray(max(0, end - address))
+    for word in range(address & ~7, end, 8):
+        value = caller_frame_base(word)
+        if not value:
+            continue
+        data = struct.pack("<Q", value)
+        lo, hi = max(word, address), min(word + 8, end)
+        out[lo - address:hi - address] = data[lo - word:hi - word]
+    return bytes(out)

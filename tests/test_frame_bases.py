@@ -7,13 +7,11 @@ shows its own values while gdb reads no frame base from memory.
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
-
 import pytest
 
 from codemem.lowmem import FRAME_BASE_WINDOW, FRAME_BASE_WINDOW_START, LOW_CEILING, LowAddressSpace
 from gdbstub import frame_bases
-from gdbstub.frame_bases import FrameBaseWindow, pack_slots, unpack_slots, window_address
+from gdbstub.frame_bases import pack_slots, unpack_slots, window_address
 from stubproc import ROOT, StubProcess, example, run_gdb
 
 DEEP_BOTTOM = next(n for n, line in enumerate((ROOT / "examples" / "deep.c").read_text().splitlines(), 1)
@@ -44,31 +42,25 @@ def test_slot_records_round_trip_sorted_by_function():
     assert unpack_slots(data + b"\x01") == {0x10: -80, 0x200: -96}
 
 
-def _frame(rbp: int | None, frame_size: int, start: int):
-    return SimpleNamespace(rbp=rbp, func=SimpleNamespace(frame_size=frame_size, native_start=start))
+def test_a_window_word_stands_for_the_one_stack_address_congruent_to_it():
+    stack = (0x80100000, 0x80900000)  # 8 MiB
+    assert frame_bases.cfa_of(window_address(0x80800F40), *stack) == 0x80800F40
+    assert frame_bases.cfa_of(window_address(0x80100000), *stack) == 0x80100000
+    assert frame_bases.cfa_of(window_address(0x80900000), *stack) is None  # congruent address above the stack
+    assert frame_bases.cfa_of(window_address(0x80800F40), 0x80000000, 0x80000000 + FRAME_BASE_WINDOW + 0x1000) \
+        is None  # a stack larger than the window: two candidates
 
 
-def test_the_window_holds_each_callers_frame_base_at_its_callees_cfa():
-    stack = {0x80000F00 - 0x58: 0x1234, 0x80000E00 - 0x58: 0xFFFF_FF80}
-    frames = [_frame(0x80000D00, 0x60, 0x40), _frame(0x80000E00, 0xA0, 0x40), _frame(0x80000F00, 0xC0, 0x80)]
-    slots = {0x40: -0x58, 0x80: -0x58}
-    window = FrameBaseWindow.of_frames(frames, lambda f: slots.get(f.func.native_start), stack.__getitem__)
-    # frame 1's callee (frame 0) has CFA = frame 1's rsp at the call = rbp - frame_size
-    assert window.read(window_address(0x80000E00 - 0xA0), 8) == bytes.fromhex("80ffffff00000000")
-    assert window.read(window_address(0x80000F00 - 0xC0), 4) == bytes.fromhex("34120000")
+def test_the_window_holds_each_callers_frame_base_at_its_callees_cfa_and_zeros_elsewhere():
+    bases = {window_address(0x80800F40): 0xFFFF_FF80, window_address(0x80801000): 0x1234}
+    read = lambda address, length: frame_bases.read_window(address, length, bases.get)  # noqa: E731
+    assert read(window_address(0x80800F40), 8) == bytes.fromhex("80ffffff00000000")
+    assert read(window_address(0x80801000), 4) == bytes.fromhex("34120000")
     # a line as gdb's stack cache reads it: the word inside, zeros around it
-    line_start = window_address(0x80000E00 - 0xA0) - 0x20
-    line = window.read(line_start, 64)
+    line = read(window_address(0x80800F40) - 0x20, 64)
     assert line == bytes(0x20) + bytes.fromhex("80ffffff00000000") + bytes(0x18)
-    assert window.read(FRAME_BASE_WINDOW_START + FRAME_BASE_WINDOW - 4, 16) == bytes(4)  # clipped at 4 GiB
-
-
-def test_frames_a_window_apart_share_a_word_and_read_as_an_error():
-    frames = [_frame(0x80000D00, 0x60, 0), _frame(0x80001000, 0x100, 0),
-              _frame(0x80001000 + FRAME_BASE_WINDOW, 0x100, 0)]
-    window = FrameBaseWindow.of_frames(frames, lambda f: -0x58, lambda address: 7)
-    assert window.read(window_address(0x80001000 - 0x100), 8) is None
-    assert window.read(window_address(0x80001000 - 0x100) + 8, 8) == bytes(8)
+    assert read(window_address(0x80800F40) + 2, 4) == bytes.fromhex("ffff0000")  # unaligned
+    assert read(FRAME_BASE_WINDOW_START + FRAME_BASE_WINDOW - 4, 16) == bytes(4)  # clipped at 4 GiB
 
 
 def test_nothing_is_placed_in_the_window():
