@@ -454,6 +454,31 @@ class FrameTable:
     def _function_by_wasm_index(self) -> dict[int, FunctionInfo]:
         return {f.wasm_index: f for f in self.functions()}
 
+    @cached_property
+    def native_start_by_wasm_index(self) -> dict[int, int]:
+        """``{wasm function index: native_start}`` of every record, read once
+        per table with one ``struct.iter_unpack`` (an instance needs every
+        function's code address: one :meth:`function` per function cost a
+        bisect and a record object each, 2,000 of them on every start of a
+        real-size module).  Each record's native range is checked as
+        :meth:`function` checks it (inside the code, not empty, after the
+        previous one); raises FrameTableError otherwise."""
+        h = self.header
+        records = memoryview(self._data)[h.functions_offset:h.functions_offset + h.num_functions * FUNCTION_SIZE]
+        starts: dict[int, int] = {}
+        previous_end = 0
+        for position, (native_start, native_size, wasm_index, *_rest) in enumerate(
+                _FUNCTION_STRUCT.iter_unpack(records)):
+            if native_start + native_size > self.code_size or native_size == 0:
+                raise FrameTableError(f"function record {position}: native range {native_start:#x}"
+                                      f"+{native_size:#x} outside the code")
+            if native_start < previous_end:
+                raise FrameTableError(f"function record {position}: native_start {native_start:#x} overlaps "
+                                      "the previous function")
+            previous_end = native_start + native_size
+            starts[wasm_index] = native_start
+        return starts
+
     def function_at_wasm_offset(self, wasm_offset: int) -> FunctionInfo | None:
         """The function whose body holds module offset ``wasm_offset``, as far
         as the records tell (a body's end is not recorded: the last function

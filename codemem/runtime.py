@@ -935,11 +935,11 @@ class Instance:
             is_ref = g.type.valtype in (ValType.FUNCREF, ValType.EXTERNREF)
             self.globals.append(Global(store, g.type, None if is_ref else 0))
         code_base = self.store_code.base
-        table = module.engine_code.frame_table
+        native_starts = module.engine_code.frame_table.native_start_by_wasm_index
         for func_index in range(info.num_imported_funcs, info.num_funcs):
-            record = table.function_by_wasm_index(func_index)
-            assert record is not None, f"function {func_index} has no frame-table record"
-            self.funcs.append(Func._wasm(self, func_index, code_base + record.native_start))
+            native_start = native_starts.get(func_index)
+            assert native_start is not None, f"function {func_index} has no frame-table record"
+            self.funcs.append(Func._wasm(self, func_index, code_base + native_start))
         # Global initializers may refer to imported globals and to functions.
         for g, glob in zip(info.globals, self.globals[info.num_imported_globals:]):
             glob.cell[0] = self._const_bits(g.init, g.type.valtype)

@@ -17,27 +17,26 @@ usage error or a module that does not compile or link.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import logging
 import os
 import shlex
 import sys
-from importlib import resources
 from pathlib import Path
 
 import codemem
 from codemem import CompileError, LinkError, Trap
 
 from . import runner
-from .host import parse_listen as host_parse_listen
 from .debugimage import DebugImageError
 from .images import DebugImageSet, ImageFileServer
-from .server import StubServer
-from .session import SessionConfig
-from .target import StoreTarget
-from .targets import SingleStoreHost
+from .listen import listening_socket
+from .listen import parse_listen as host_parse_listen
 from .wasi import Preopen, WasiContext, WasiExit, WasiOptions, parse_env
+
+# The server, the session and the protocol (asyncio, the request classes)
+# are imported by `serve` after its socket listens (see serve), and by the
+# other subcommands when they need them.
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,7 @@ class UsageError(Exception):
 
 def bundled_demo_path() -> Path:
     """The demo module shipped in the package (examples/demo.c at -O0)."""
+    from importlib import resources
     return Path(str(resources.files("gdbstub") / "data" / DEMO_MODULE))
 
 
@@ -147,14 +147,54 @@ def serve(args: argparse.Namespace) -> int:
 
     store, instance, func, values, name = instantiate()
     wasm_dialect = args.dialect == "wasm"
+    # lldb's wasm plugin reads the module itself (DWARF included) from the
+    # stub's memory: no native debug images are made for it.
+    images = None if wasm_dialect else DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}")
+
+    def print_banner(bound_host: str, bound_port: int) -> None:
+        print(f"wasm-gdbstub: serving {path.name} ({name}), stopped at its first instruction; "
+              f"listening on {bound_host}:{bound_port}", flush=True)
+        if wasm_dialect:
+            for line in wasm_attach_commands(bound_host, bound_port):
+                print(line, flush=True)
+            return
+        for line in attach_commands(bound_host, bound_port, images.libraries(store), images.executable(store)):
+            print(line, flush=True)
+
+    if images is not None:
+        # The Store's debug images, read from the cache or (the first time)
+        # built, before the stub listens: gdb reads them over vFile and would
+        # give up on a reply that took longer than its remote timeout (2 s);
+        # lldb opens them from disk.
+        for image in images.libraries(store):
+            try:
+                image.data
+            except DebugImageError as e:
+                log.error("debug image %s could not be made: %s", image.name, e)
+        images.executable(store)
+    # Listen, and say so, as soon as the Store and its images are ready: the
+    # transport, the session and the protocol (asyncio, a hundred request
+    # and reply classes: a third of a warm start) are imported after that,
+    # while the user starts the debugger; a client that connects meanwhile
+    # waits in the socket's backlog.  A host name (not an address) is bound
+    # by the server itself, which prints the banner then.
+    try:
+        listener = listening_socket(host, port)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
+    if listener is not None:
+        bound_port = listener.getsockname()[1]
+        print_banner(host, bound_port)
+
+    from .server import StubServer
+    from .session import SessionConfig
+    from .target import StoreTarget
+    from .targets import SingleStoreHost
+
     if wasm_dialect:
-        # lldb's wasm plugin reads the module itself (DWARF included) from
-        # the stub's memory: no native debug images are made.
         from .wasm_dialect import WasmDialect
-        images = None
         config = SessionConfig(dialect_factory=WasmDialect)
     else:
-        images = DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}")
         config = SessionConfig(images=images, file_server=ImageFileServer(images))
 
     def new_target(store, instance, func, values) -> StoreTarget:
@@ -182,29 +222,8 @@ def serve(args: argparse.Namespace) -> int:
 
     target = new_target(store, instance, func, values)
     targets = SingleStoreHost(target, restart=restart)
-
-    def on_listening(bound_host: str, bound_port: int) -> None:
-        print(f"wasm-gdbstub: serving {path.name} ({name}), stopped at its first instruction; "
-              f"listening on {bound_host}:{bound_port}", flush=True)
-        if wasm_dialect:
-            for line in wasm_attach_commands(bound_host, bound_port):
-                print(line, flush=True)
-            return
-        for line in attach_commands(bound_host, bound_port, images.libraries(store), images.executable(store)):
-            print(line, flush=True)
-
-    if images is not None:
-        # The Store's debug images, read from the cache or (the first time)
-        # built, before the stub listens: gdb reads them over vFile and would
-        # give up on a reply that took longer than its remote timeout (2 s);
-        # lldb opens them from disk.
-        for image in images.libraries(store):
-            try:
-                image.data
-            except DebugImageError as e:
-                log.error("debug image %s could not be made: %s", image.name, e)
-        images.executable(store)
-    server = StubServer(targets, host=host, port=port, once=args.once, config=config, on_listening=on_listening)
+    server = StubServer(targets, host=host, port=port, once=args.once, config=config,
+                        on_listening=print_banner if listener is None else None, sock=listener)
     # Everything made so far (the module, its frame table, the images) lives
     # as long as the process: keep it out of the collector's scans, which
     # otherwise walk it again and again while a debugger steps.
@@ -386,5 +405,6 @@ def _run_loop(coro):
     try:
         import uvloop
     except ImportError:
+        import asyncio
         return asyncio.run(coro)
     return uvloop.run(coro)

@@ -39,7 +39,6 @@ another client holds is refused with a message (docs/sessions.md).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import threading
@@ -49,6 +48,7 @@ from typing import Any, Callable
 import codemem
 
 from .images import DebugImageSet, ImageFileServer
+from .listen import parse_listen
 from .protocol.replies import ErrorCode
 from .server import StubServer
 from .session import SessionConfig
@@ -61,35 +61,6 @@ HOST_MONITOR_HELP = """\
   hold-new-stores on|off   hold every new Store before its first instruction until attached or released
   release PID|all          let held Stores run
 """
-
-
-def parse_listen(text: str, *, allow_remote: bool = False) -> tuple[str, int]:
-    """``HOST:PORT``, ``[v6]:PORT`` or ``PORT`` (loopback) -> (host, port).
-    ValueError naming the problem; a non-loopback host is refused unless
-    ``allow_remote`` (anyone who can reach it could run code in this process)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "127.0.0.1", text
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"{text!r}: the port must be a number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{text!r}: port out of range")
-    if not allow_remote and not _is_loopback(host):
-        raise ValueError(f"{text!r}: {host} is not a loopback address; anyone who can reach it "
-                         "could run code in this process. Pass --allow-remote if you mean it.")
-    return host, port
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class DebugHost(TargetHost):

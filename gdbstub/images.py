@@ -51,7 +51,6 @@ The library-list documents follow the GDB manual, "Library List Format" and
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import pathlib
@@ -62,20 +61,21 @@ import time
 import weakref
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Protocol
-from xml.sax.saxutils import quoteattr
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from codemem.frametable import SITE_SIZE, FrameTable, FunctionInfo
 from codemem.lowmem import ENTRY_THUNK_CODE, entry_thunk_address
 from codemem.native import ffi, lib
 
 from .debugimage import CfiRow, DebugImageError, Fde, Symbol, build_debug_image
-from .debugimage.elf import ELF32, ELF64
+from .debugimage.elf import ELF32, ELF64, section_by_name
 from .debugimage.image import build_id_is_intact
-from .dwarf_translate import GuestDwarfError, TranslatedDwarf, translate_guest_dwarf
-from .guest_lines import ImageLines, image_lines
-from .protocol.packets import FileIOOpenFlags
-from .protocol.replies import FileIOErrno, fileio_stat
+from .protocol.replies import FileIOErrno, FileIOOpenFlags, fileio_stat
+from .protocol.xmltext import quoteattr
+
+if TYPE_CHECKING:
+    from .dwarf_translate import TranslatedDwarf
+    from .guest_lines import ImageLines
 
 log = logging.getLogger(__name__)
 
@@ -456,6 +456,10 @@ def build_engine_image(module, engine_code, *, source_lines: bool = True,
     (variables, types: gdbstub.dwarf_translate, at link addresses; its static
     data symbols in :data:`DATA_SYMBOLS_SECTION`); else an ELF64 image with
     source lines only (gdb would read C pointers as 8 bytes, docs/cvars.md)."""
+    # Only a cache miss builds an image: the DWARF translation and the line
+    # mapping (pyelftools) are imported here, not at every start.
+    from .guest_lines import ImageLines, image_lines
+
     x32 = uses_x32_images(module) if x32 is None else x32
     table = engine_code.frame_table
     code = image_code(engine_code)
@@ -488,11 +492,10 @@ def build_engine_image(module, engine_code, *, source_lines: bool = True,
 def data_symbols_of(image_data: bytes) -> list[tuple[str, int, int]]:
     """The static data symbols an x32 engine image carries
     (:data:`DATA_SYMBOLS_SECTION`): ``(name, linear-memory address, size)``."""
-    from elftools.elf.elffile import ELFFile  # only for x32 images with data
-    section = ELFFile(io.BytesIO(image_data)).get_section_by_name(DATA_SYMBOLS_SECTION)
-    if section is None:
+    data = section_by_name(image_data, DATA_SYMBOLS_SECTION)
+    if data is None:
         return []
-    data, out, at = section.data(), [], 0
+    out, at = [], 0
     while at + _DATA_SYMBOL.size <= len(data):
         address, size = _DATA_SYMBOL.unpack_from(data, at)
         end = data.index(b"\0", at + _DATA_SYMBOL.size)
@@ -548,6 +551,8 @@ def guest_debug_sections(module, engine_code, code_address: int, address_size: i
     ``code_address`` (gdbstub.dwarf_translate), memoized per EngineCode and
     address; None when the module has no DWARF or it cannot be translated
     (logged as a warning: the image then has source lines only, no variables)."""
+    from .dwarf_translate import GuestDwarfError, translate_guest_dwarf  # a cache miss only
+
     key = (code_address, address_size)
     with _translations_lock:
         memo = _translations.setdefault(engine_code, {})

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -63,13 +64,16 @@ class StubServer:
 
     def __init__(self, targets: TargetHost | StoreTarget, *, host: str = "127.0.0.1", port: int = 1234,
                  once: bool = False, config: SessionConfig | None = None,
-                 on_listening: Callable[[str, int], None] | None = None):
+                 on_listening: Callable[[str, int], None] | None = None, sock: socket.socket | None = None):
         self.targets: TargetHost = targets if isinstance(targets, TargetHost) else SingleStoreHost(targets)
         self.host = host
         self.port = port
         self.once = once
         self.config = config or SessionConfig()
         self.on_listening = on_listening
+        #: A socket already bound and listening (gdbstub.listen.listening_socket)
+        #: to serve on instead of binding ``host:port``.
+        self._listening_socket = sock
         #: One client at a time for ``serve``; any number for a many-Store host.
         self.single_client = isinstance(self.targets, SingleStoreHost)
         self.clients: list[_Client] = []
@@ -150,7 +154,10 @@ class StubServer:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._done = asyncio.Event()
-        server = await self._loop.create_server(lambda: _ClientProtocol(self), self.host, self.port)
+        if self._listening_socket is not None:
+            server = await self._loop.create_server(lambda: _ClientProtocol(self), sock=self._listening_socket)
+        else:
+            server = await self._loop.create_server(lambda: _ClientProtocol(self), self.host, self.port)
         sockets = server.sockets or []
         if sockets:
             self.port = sockets[0].getsockname()[1]

@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
-from xml.sax.saxutils import escape
+from .protocol.xmltext import escape
 
 from codemem.wasm.types import ValType
 

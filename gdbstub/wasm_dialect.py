@@ -46,7 +46,7 @@ import logging
 import struct
 from dataclasses import dataclass, replace
 from typing import Callable
-from xml.sax.saxutils import quoteattr
+from .protocol.xmltext import quoteattr
 
 from codemem.frametable import FunctionInfo, SequencePoint, SequencePointKind
 from codemem.wasm.types import ValType

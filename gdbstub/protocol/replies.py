@@ -15,11 +15,13 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from .encoding import escape_binary, hex_decode, hex_encode, unescape_binary
 from .framing import DEFAULT_MAX_PACKET_SIZE
-from .packets import ThreadId
+
+if TYPE_CHECKING:
+    from .packets import ThreadId
 
 __all__ = [
     "ErrorCode",
@@ -88,6 +90,18 @@ class ErrorCode(enum.IntEnum):
     #: lldb-server's reply to ``qRegisterInfo`` past the last register, which
     #: lldb takes as the end of the register list (lldbgdbremote.md).
     NO_SUCH_REGISTER = 0x45
+
+
+class FileIOOpenFlags(enum.IntFlag):
+    """vFile:open flag values (GDB manual, File-I/O "Open Flags"; not the host's)."""
+
+    O_RDONLY = 0x0
+    O_WRONLY = 0x1
+    O_RDWR = 0x2
+    O_APPEND = 0x8
+    O_CREAT = 0x200
+    O_TRUNC = 0x400
+    O_EXCL = 0x800
 
 
 class FileIOErrno(enum.IntEnum):
