@@ -407,9 +407,10 @@ def access_sites(engine_code, wasm: bytes) -> dict[int, AccessSite]:
 # --------------------------------------------------------------------------
 
 
-def _map_near(base: int, end: int, size: int) -> int:
-    """An anonymous mapping of ``size`` bytes within rel32 reach of
-    [base, end): right after it if free, else right before, else further out."""
+def map_near(base: int, end: int, size: int) -> int:
+    """An anonymous read+write mapping of ``size`` bytes within rel32 reach of
+    [base, end): right after it if free, else right before, else further out.
+    (Also where codemem.displaced puts its blocks.)"""
     step = 1 << 20
     candidates = []
     after = (end + PAGE - 1) & ~(PAGE - 1)
@@ -440,7 +441,7 @@ class HookArea:
     def __init__(self, store_code):
         self.store_code = store_code
         self.size = CODE_SIZE + DATA_SIZE
-        self.base = _map_near(store_code.base, store_code.end, self.size)
+        self.base = map_near(store_code.base, store_code.end, self.size)
         self.data_address = self.base + CODE_SIZE
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, lib.cm_unmap, self.base, self.size)

@@ -92,6 +92,7 @@ class AgentExtension(SessionExtension):
         conditions = tuple(parse_agent_expr(code, register_ok=register_readable) for code in request.conditions)
         commands = tuple(parse_agent_expr(code, register_ok=register_readable) for code in request.commands)
         target.insert_breakpoint(pc, conditions, commands)
+        dialect.breakpoint_inserted(target, request.addr, pc)
         return R.ok()
 
     @staticmethod
@@ -101,7 +102,9 @@ class AgentExtension(SessionExtension):
         if kinds is not None:
             target.remove_watchpoint(kinds, request.addr, request.kind)
             return R.ok()
-        target.remove_breakpoint(session.dialect.breakpoint_pc(target, request.addr))
+        pc = session.dialect.breakpoint_pc(target, request.addr)
+        target.remove_breakpoint(pc)
+        session.dialect.breakpoint_removed(target, request.addr, pc)
         return R.ok()
 
     # ------------------------------------------------------------ stops

@@ -70,36 +70,54 @@ def parse_listen(text: str, allow_remote: bool) -> tuple[str, int]:
         raise UsageError(f"--listen {e}") from None
 
 
-def attach_commands(host: str, port: int, libraries: list, executable=None) -> list[str]:
-    """One line per debugger, each pasteable as printed (``libraries`` and
-    ``executable``: gdbstub.images.LoadedImage).  lldb-22 loads no image on a
-    bare gdb-remote (../shared/notes/clients.md), so its line creates the
-    target from the runtime image (linked where it runs), adds each module's
-    image and places it at its load bias (``--slide``) after connecting: lldb
-    places a target's modules at their link addresses when it connects
-    (docs/debug-images.md)."""
+def lldb_commands(host: str, port: int, libraries: list, executable=None) -> list[str]:
+    """The lldb commands that attach to the stub in the native view
+    (``libraries`` and ``executable``: gdbstub.images.LoadedImage).  lldb-22
+    loads no image on a bare gdb-remote (../shared/notes/clients.md), so they
+    create the target from the runtime image (linked where it runs), add each
+    module's image and place it at its load bias (``--slide``) after
+    connecting: lldb places a target's modules at their link addresses when
+    it connects (docs/debug-images.md)."""
     address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-    lines = [f"gdb: gdb -ex {shlex.quote('target remote ' + address)}"]
-    lldb = ["lldb-22"]
+    commands = []
     if executable is not None:
-        lldb += ["-o", shlex.quote(f"target create {executable.path}")]
-    for image in libraries:
-        lldb += ["-o", shlex.quote(f"target modules add {image.path}")]
-    lldb += ["-o", shlex.quote(f"gdb-remote {address}")]
-    for image in libraries:
-        lldb += ["-o", shlex.quote(f"target modules load --file {image.path} --slide {image.load_bias:#x}")]
-    lines.append("lldb: " + " ".join(lldb))
-    return lines
+        commands.append(f"target create {executable.path}")
+    commands += [f"target modules add {image.path}" for image in libraries]
+    commands.append(f"gdb-remote {address}")
+    commands += [f"target modules load --file {image.path} --slide {image.load_bias:#x}" for image in libraries]
+    return commands
+
+
+def wasm_lldb_commands(host: str, port: int) -> list[str]:
+    """The lldb command that attaches lldb's wasm plugin (``--dialect wasm``)."""
+    address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    return [f"process connect --plugin wasm connect://{address}"]
+
+
+def attach_commands(host: str, port: int, libraries: list, executable=None) -> list[str]:
+    """One line per debugger, each pasteable as printed."""
+    address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    lldb = ["lldb-22"]
+    for command in lldb_commands(host, port, libraries, executable):
+        lldb += ["-o", shlex.quote(command)]
+    return [f"gdb: gdb -ex {shlex.quote('target remote ' + address)}", "lldb: " + " ".join(lldb)]
 
 
 def wasm_attach_commands(host: str, port: int) -> list[str]:
     """The banner's attach lines for ``--dialect wasm``: lldb's wasm plugin
     only (gdb has no wasm32 support); the gdb line says so, so every banner
     has both lines."""
-    address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-    connect = f"process connect --plugin wasm connect://{address}"
     return ["gdb: none (gdb does not speak the wasm dialect; use lldb)",
-            "lldb: lldb-22 -o " + shlex.quote(connect)]
+            "lldb: lldb-22 -o " + shlex.quote(wasm_lldb_commands(host, port)[0])]
+
+
+def write_lldb_commands(path: Path, commands: list[str]) -> None:
+    """The attach commands, one a line, for lldb's ``command source PATH``
+    (an IDE's attachCommands: README, "An IDE")."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(command + "\n" for command in commands))
+    temporary.replace(path)  # a reader never sees half a file
 
 
 def _exit_status_of(exc: BaseException) -> int:
@@ -154,6 +172,11 @@ def serve(args: argparse.Namespace) -> int:
     def print_banner(bound_host: str, bound_port: int) -> None:
         print(f"wasm-gdbstub: serving {path.name} ({name}), stopped at its first instruction; "
               f"listening on {bound_host}:{bound_port}", flush=True)
+        if args.lldb_commands:
+            write_lldb_commands(Path(args.lldb_commands),
+                                wasm_lldb_commands(bound_host, bound_port) if wasm_dialect
+                                else lldb_commands(bound_host, bound_port, images.libraries(store),
+                                                   images.executable(store)))
         if wasm_dialect:
             for line in wasm_attach_commands(bound_host, bound_port):
                 print(line, flush=True)
@@ -287,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="serve one client, then exit when the guest ends")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
     p.add_argument("--cache-dir", metavar="DIR", help="cache of compiled and debug images (default ~/.cache/wasm-gdbstub)")
+    p.add_argument("--lldb-commands", metavar="FILE",
+                   help="also write the lldb attach commands to FILE, for `command source FILE` "
+                        "(an IDE's attachCommands)")
     p.add_argument("--dialect", choices=("native", "wasm"), default="native",
                    help="native: an x86-64 target for gdb and lldb (default); "
                         "wasm: LLDB's WebAssembly dialect (lldb --plugin wasm)")

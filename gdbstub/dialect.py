@@ -155,6 +155,12 @@ class Dialect(SessionExtension):
         """The native patch-site pc of a breakpoint the client places at ``address``."""
         raise NotImplementedError
 
+    def breakpoint_inserted(self, target: "StoreTarget", address: int, pc: int) -> None:
+        """The client's breakpoint at ``address`` is in, at native ``pc``."""
+
+    def breakpoint_removed(self, target: "StoreTarget", address: int, pc: int) -> None:
+        """The client removed its breakpoint at ``address`` (native ``pc``)."""
+
     def check_range_step(self) -> None:
         """Raises TargetError when ``vCont;r`` cannot be honoured."""
 

@@ -84,6 +84,7 @@ class StubServer:
         self._loop_thread: int | None = None
         self.targets.schedule_resume = self._schedule_resume
         self.targets.notify_server = self.notify_from_guest
+        self.targets.output_server = self.output_from_guest
 
     @property
     def session(self) -> GdbSession | None:
@@ -125,23 +126,49 @@ class StubServer:
             if client not in self.clients or fd is None or client.transport.get_write_buffer_size():
                 return False
             client.session.target_event()
-            data = client.session.take_output()
-            while data:
-                try:
-                    written = os.write(fd, data)
-                except BlockingIOError:
-                    written = 0
-                except OSError as e:  # the client is gone: the loop sees it too, and cleans up
-                    log.info("stop reply not delivered: %s", e)
-                    return True
-                data = data[written:]
-                if data and written == 0:
-                    # A full socket buffer: the transport queues the rest (and
-                    # nothing of ours is written before it: the client waits
-                    # for this reply before it sends anything).
-                    self._loop.call_soon_threadsafe(self._write_queued, client, data)
-                    return True
+            self._write_from_guest(client, fd, client.session.take_output())
         return True
+
+    def output_from_guest(self, target: StoreTarget, fd: int, data: bytes) -> None:
+        """The targets' output server: on ``target``'s guest thread, which
+        wrote ``data`` to stdout or stderr.  The client debugging it gets it
+        as ``O`` packets if it is waiting for a stop (gdbstub.session,
+        forward_output); written before the guest goes on, so it always
+        precedes the stop reply."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        client = self._client_for(target)
+        if client is None:
+            return
+        with self._lock:
+            if client not in self.clients or not client.session.forward_output(target, data):
+                return
+            out = client.session.take_output()
+            fd_out = client.guest_write_fd
+            if fd_out is None or client.transport.get_write_buffer_size():
+                loop.call_soon_threadsafe(self._write_queued, client, out)
+            else:
+                self._write_from_guest(client, fd_out, out)
+
+    def _write_from_guest(self, client: _Client, fd: int, data: bytes) -> None:
+        """Writes ``data`` to the client's socket from a guest thread (under
+        the lock); what does not fit goes to the transport's queue."""
+        while data:
+            try:
+                written = os.write(fd, data)
+            except BlockingIOError:
+                written = 0
+            except OSError as e:  # the client is gone: the loop sees it too, and cleans up
+                log.info("reply not delivered: %s", e)
+                return
+            data = data[written:]
+            if data and written == 0:
+                # A full socket buffer: the transport queues the rest (and
+                # nothing of ours is written before it: the client waits
+                # for this reply before it sends anything).
+                self._loop.call_soon_threadsafe(self._write_queued, client, data)
+                return
 
     def _write_queued(self, client: _Client, data: bytes) -> None:
         with self._lock:

@@ -61,6 +61,10 @@ from .targets import SingleStoreHost, TargetHost
 
 log = logging.getLogger(__name__)
 
+#: Guest output per ``O`` packet: hex doubles it, and it must fit the packet
+#: size the client was told.
+_CONSOLE_CHUNK = 1024
+
 #: The largest packet we accept (advertised as PacketSize).  gdb sizes its
 #: ``m`` requests from it (PacketSize/2 bytes, hex-encoded to PacketSize), so a
 #: large one means few round trips for big reads.
@@ -175,6 +179,18 @@ class GdbSession:
         for attached in list(self.attached.values()):
             self._take_events(attached)
 
+    def forward_output(self, target: StoreTarget, data: bytes) -> bool:
+        """Queues ``data``, which ``target``'s guest wrote to its stdout or
+        stderr, as console output (``O`` packets, GDB manual "Stop Reply
+        Packets") when this session debugs ``target`` and waits for a stop:
+        only then may a stub send ``O`` packets.  True when queued."""
+        attached = self.attached.get(target.pid)
+        if attached is None or not self.waiting_for_stop or not attached.resumed or self.detached:
+            return False
+        for start in range(0, len(data), _CONSOLE_CHUNK):
+            self.conn.reply(R.console_output(data[start:start + _CONSOLE_CHUNK]))
+        return True
+
     @property
     def finished(self) -> bool:
         """The client detached or killed: the transport may close."""
@@ -194,7 +210,11 @@ class GdbSession:
         try:
             return handler(request)
         except TargetError as e:
-            log.info("%s refused: %s", type(request).__name__, e)
+            # A refused breakpoint is something the user asked for (gdb
+            # shows only "Cannot insert breakpoint N" whatever the reply
+            # carries): its reason goes to the stub's terminal too.
+            level = logging.WARNING if isinstance(request, P.InsertBreakpoint) else logging.INFO
+            log.log(level, "%s refused: %s", type(request).__name__, e)
             return R.error(e.code, str(e), self.error_strings)
         except (arch_amd64.RegisterError, ProtocolError) as e:
             # Bad input only (a register the client named or sized wrongly, a
@@ -693,14 +713,18 @@ class GdbSession:
         if request.type not in (P.BreakpointType.SOFTWARE, P.BreakpointType.HARDWARE):
             return R.empty()  # watchpoints: not supported (the empty reply says so)
         target = self.target
-        target.insert_breakpoint(self.dialect.breakpoint_pc(target, request.addr))
+        pc = self.dialect.breakpoint_pc(target, request.addr)
+        target.insert_breakpoint(pc)
+        self.dialect.breakpoint_inserted(target, request.addr, pc)
         return R.ok()
 
     def _remove_breakpoint(self, request: P.RemoveBreakpoint) -> bytes:
         if request.type not in (P.BreakpointType.SOFTWARE, P.BreakpointType.HARDWARE):
             return R.empty()
         target = self.target
-        target.remove_breakpoint(self.dialect.breakpoint_pc(target, request.addr))
+        pc = self.dialect.breakpoint_pc(target, request.addr)
+        target.remove_breakpoint(pc)
+        self.dialect.breakpoint_removed(target, request.addr, pc)
         return R.ok()
 
     # ------------------------------------------------------------ execution
@@ -957,6 +981,9 @@ class GdbSession:
             name = target.function_name_at(pc) or "?"
             refs = entry.store_code.site_refcount(entry.store_code.offset_of(pc))
             user = " breakpoint" if pc in target.breakpoints else ""
+            carried = target.displaced_breakpoints(pc)
+            if carried:
+                user += " carries " + ", ".join(f"{x:#x}" for x in carried)
             lines.append(f"{pc:#x} {entry.module.name}!{name} refs={refs}{user}")
         for extension in self.extensions:
             lines += extension.patch_lines(target)

@@ -40,6 +40,12 @@ own (gdbstub.agent, codemem.sitehooks); a plain reference on such a site wins
 (it stops), and a veneer that wants a stop jumps to the same trampoline, so
 :meth:`StoreTarget._process` reads the hit record to tell why.
 
+A breakpoint at an instruction that is not a site is carried by the site
+before it (codemem.displaced, docs/breakpoints.md): the carrier holds one
+reference; whenever the guest leaves the carrier while such breakpoints are
+armed, :meth:`_release` points it at a displaced block, whose stop calls
+:meth:`_process` shows as stops at the instructions they stand for.
+
 Errors: every refusal raises :class:`TargetError` carrying the GDB errno-style
 code the session puts in its ``Exx`` reply (one mapping place: here).
 """
@@ -56,6 +62,7 @@ from typing import Any, Callable
 
 from codemem import abi, native, sitehooks
 from codemem import frames as walker
+from codemem import displaced
 from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, Trap
 from codemem.frametable import MirrorSource, SequencePointKind
@@ -64,7 +71,7 @@ from codemem.native import ffi, lib
 from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
 
-from . import arch_amd64
+from . import arch_amd64, guest_output
 from .agent import SiteAgent, WatchPlace
 from .protocol.replies import ErrorCode, Signal
 
@@ -261,6 +268,14 @@ class StoreTarget:
         self.exited: Exited | None = None
         self.debugging = True  # False after detach: events no longer block
         self.breakpoints: set[int] = set()
+        #: Breakpoints at instructions that are not sites (codemem.displaced):
+        #: pc -> (StoreCode, carrier site pc), and carrier pc -> those pcs.
+        self._displaced: dict[int, tuple[Any, int]] = {}
+        self._carried: dict[int, set[int]] = {}
+        #: The pc shown for the current stop when it is at such an
+        #: instruction (a displaced block's stop call, see _process).
+        self._displaced_stop: int | None = None
+        self._areas: list[displaced.DisplacedArea] = []
         # The sites the last resume armed (a step or an interrupt), each held
         # once; the next stop releases them.
         self._plan: list[tuple[Any, Any]] | None = None  # (StoreCode, site indexes), see _arm
@@ -294,6 +309,11 @@ class StoreTarget:
         self._agent: SiteAgent | None = None
         self._pending_watch = None
         store.debug_handler = self._on_guest_event
+        #: ``output_listener(target, fd, data)`` hears the guest's writes to
+        #: its stdout and stderr, on the guest thread (set by the TargetHost:
+        #: the server forwards them to an attached client).
+        self.output_listener: Callable[["StoreTarget", int, bytes], None] | None = None
+        guest_output.listen(store, self._on_guest_output)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -344,6 +364,9 @@ class StoreTarget:
         every access is refused (ENOENT) instead of touching freed memory.
         Call with the lock its controller holds, after the guest ended."""
         self.closed = True
+        for area in self._areas:
+            area.close()
+        self._areas.clear()
 
     def require_open(self) -> None:
         if self.closed:
@@ -379,6 +402,11 @@ class StoreTarget:
             self._pending.append(stop)
         lib.cm_defer_resume(self._resume_gate)
         self._notify()
+
+    def _on_guest_output(self, fd: int, data: bytes) -> None:
+        listener = self.output_listener
+        if listener is not None and self.debugging:
+            listener(self, fd, data)
 
     def _present_trap_at_entry_site(self, regfile) -> None:
         """A trap in a prologue is reported at the function's entry site:
@@ -427,8 +455,11 @@ class StoreTarget:
             self._current = None
             return raw
         assert self._stopped is None, "guest stopped twice without a resume"
-        pc = raw.regfile.rip
         self._stopped = raw
+        self._displaced_stop = None
+        if raw.kind != native.EVENT_TRAP:
+            self._show_displaced_stop(raw.regfile)
+        pc = raw.regfile.rip
         hit = self._agent.take_hit(pc) if self._agent is not None else None
         if raw.kind == native.EVENT_TRAP:
             self._disarm()
@@ -477,9 +508,17 @@ class StoreTarget:
             elif pc in self.breakpoints:
                 stop = Stop(StopReason.BREAKPOINT, pc, Signal.SIGTRAP)
             else:
+                if pc in self._carried and self._watch_on_resume(raw):
+                    # A site that only carries breakpoints after it: its own
+                    # reference kept its access check from running, so it is
+                    # made here, as on any resume from a site.
+                    self._resume_step()
+                    return None
                 # A site nobody armed any more (a breakpoint removed while the
-                # guest was already on its way to it): not a stop.
-                log.debug("stale stop at %#x ignored", pc)
+                # guest was already on its way to it), or one that only
+                # carries breakpoints after it (_release routes the guest
+                # through their displaced block): not a stop.
+                log.debug("stop at %#x not reported", pc)
                 self._release()
                 return None
         if hit is not None and stop.reason == StopReason.BREAKPOINT:
@@ -487,6 +526,19 @@ class StoreTarget:
         self._range = None
         self._current = stop
         return stop
+
+    def _show_displaced_stop(self, regfile) -> None:
+        """A stop at a displaced block's stop call is shown at the instruction
+        it stands for (codemem.displaced): the registers are those at that
+        instruction, only rip names the copy."""
+        for area in self._areas:
+            if area.contains(regfile.rip):
+                hit = area.stop_call(regfile.rip)
+                if hit is None:
+                    raise AssertionError(f"stop at {regfile.rip:#x} inside displaced code but not at a stop call")
+                regfile.rip = hit[1]
+                self._displaced_stop = hit[1]
+                return
 
     def require_stopped(self) -> _GuestStop:
         """The current stop; TargetError (EBUSY running, ENOENT exited) if none."""
@@ -503,9 +555,58 @@ class StoreTarget:
             self._agent.before_resume()  # regions (instances come and go), access sites
         self._finish_stop_edit()
         stopped, self._stopped, self._current = self._stopped, None, None
+        displaced_pc, self._displaced_stop = self._displaced_stop, None
         if stopped is not None:
-            self._reload_register_mirrors(stopped)
+            if displaced_pc is None or stopped.regfile.rip != displaced_pc:
+                # Registers are the truth between sequence points: nothing
+                # mirrors a slot there.
+                self._reload_register_mirrors(stopped)
+            self._route_resume(stopped, displaced_pc)
             self.schedule_resume(stopped.resume)
+
+    def _route_resume(self, stopped: _GuestStop, displaced_pc: int | None) -> None:
+        """Points the resume at a displaced block when breakpoints at
+        non-site instructions are armed on the way (codemem.displaced).  The
+        trampoline resumes at ``rip + 5``."""
+        regfile = stopped.regfile
+        if stopped.kind != native.EVENT_BREAKPOINT or regfile.rip == 0:
+            return  # a trap unwinds; rip 0 is the kill path
+        rip = regfile.rip
+        if displaced_pc is not None and rip == displaced_pc:
+            # Resume at this instruction: in the block of its carrier while
+            # a later armed instruction needs one, else the real code.
+            entry = self.store.registry.lookup(rip)
+            code = entry.store_code
+            fn, carrier = displaced.check_displaceable(code.engine_code, code.offset_of(rip))
+            block = self._block_for(code, fn, code.base + carrier)
+            resume = block.resume_address(rip) if block is not None else None
+            regfile.rip = (resume if resume is not None else rip) - 5
+            return
+        if rip in self._carried:
+            code, _ = self._displaced[next(iter(self._carried[rip]))]
+            fn = displaced.function_code(code.engine_code, code.frame_table.function_at(code.offset_of(rip)).native_start)
+            block = self._block_for(code, fn, rip)
+            if block is not None:
+                regfile.rip = block.address - 5
+
+    def _block_for(self, code, fn, carrier: int) -> displaced.BlockLayout | None:
+        """The displaced block of ``carrier`` for the breakpoints armed in its
+        code now, or None when none is."""
+        armed = self._carried.get(carrier)
+        if not armed:
+            return None
+        area = displaced.area_for(code)
+        if area not in self._areas:
+            self._areas.append(area)
+        try:
+            return area.block(fn, carrier, sorted(armed))
+        except displaced.DisplacedError:
+            if area.used == 0:
+                raise
+            # Full: no guest is inside any block now (the one guest is
+            # stopped here, outside them), so start over.
+            area.reset()
+            return area.block(fn, carrier, sorted(armed))
 
     def _register_mirrors(self, pc: int) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, MirrorSource], ...]]:
         """(slot mirrors, context mirrors): the registers the code after the
@@ -665,6 +766,26 @@ class StoreTarget:
             raise TargetError(ErrorCode.EINVAL, f"{e}; breakpoints go at sequence points (patch sites)") from None
         return (entry.store_code, pc)
 
+    def _breakpoint_site(self, pc: int) -> tuple[tuple[Any, int], bool]:
+        """((StoreCode, site pc), displaced) for a breakpoint at ``pc``: its
+        own site, or the carrier site of a non-site instruction
+        (codemem.displaced); TargetError naming why it cannot be honoured."""
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"{pc:#x} is not in any code of this Store")
+        code = entry.store_code
+        offset = code.offset_of(pc)
+        if code.frame_table.site_index(offset) is not None:
+            return (code, pc), False
+        if not code.debug:
+            raise TargetError(ErrorCode.EINVAL, f"{pc:#x} is not a patch site and the code is not a debug copy")
+        try:
+            _, carrier = displaced.check_displaceable(code.engine_code, offset)
+        except displaced.DisplacedError as e:
+            raise TargetError(ErrorCode.EINVAL, f"no breakpoint at {pc:#x} ({entry.engine_code.name}+{offset:#x}): "
+                                                f"{e}") from None
+        return (code, code.base + carrier), True
+
     def _arm(self, plan: list[tuple[Any, Any]]) -> None:
         """Enables ``plan``, ``(StoreCode, site indexes)`` pairs (a range or a
         list of the code's frame-table site indexes), as the plan the next
@@ -734,11 +855,18 @@ class StoreTarget:
         func = table.function_at(offset)
         if func is None:
             return self._all_sites()
+        frame_popped = False
+        if self._displaced_stop == pc:
+            # Between sequence points: where control goes next is decided by
+            # the wasm instruction of the carrier site (codemem.displaced).
+            fn, carrier = displaced.check_displaceable(code.engine_code, offset)
+            frame_popped = fn.pops_frame(carrier, offset)
+            offset = carrier
         if self._range is None or not self._range[0] <= pc < self._range[1]:
             following = self._next_in_straight_line(entry, func, offset)
             if following is not None:
                 return [(code, [table.site_index(code.offset_of(following))])]
-            lo, hi = offset, offset + 1  # the instruction at pc
+            lo, hi = offset, offset + 1  # the instruction at pc (its carrier's)
             plan: list[tuple[Any, Any]] = [(code, table.site_indexes_in(func.native_start, func.native_end))]
         else:
             lo = max(func.native_start, self._range[0] - code.base)
@@ -754,7 +882,11 @@ class StoreTarget:
                 if index is not None:
                     plan.append((code, [index]))
         if leaves:
-            return_address = self._return_address(regfile, code.base + func.native_start)
+            if frame_popped:
+                # In the epilogue after `pop rbp`: the return address is at rsp.
+                return_address = _read_u64(regfile.gpr[7])
+            else:
+                return_address = self._return_address(regfile, code.base + func.native_start)
             caller = self.store.registry.lookup(return_address) if return_address else None
             if caller is None:
                 if self.store.ctx.depth > 1:
@@ -888,15 +1020,23 @@ class StoreTarget:
             raise TargetError(ErrorCode.ENOENT, "the guest has exited")
 
     def insert_breakpoint(self, pc: int, conditions: tuple = (), commands: tuple = ()) -> None:
-        """A user breakpoint at a patch site of this Store (idempotent).
+        """A user breakpoint at a patch site of this Store, or at any other
+        instruction it can honour exactly (codemem.displaced), idempotent.
         ``conditions`` (verified agent expressions): stop only when one is
         true, evaluated at the site; ``commands`` (agent printf, gdb's
         dprintf-style agent): run at the site instead of stopping.  A new
         insert at the same pc replaces both (gdb's ``condition N``); none
         makes it a plain breakpoint."""
         self._require_live()
-        site = self._site_for(pc)
+        site, carried = self._breakpoint_site(pc)
+        if carried:
+            self._insert_displaced(pc, site, bool(conditions or commands))
+            return
         if conditions or commands:
+            if pc in self._carried:
+                raise TargetError(ErrorCode.EBUSY, f"{pc:#x} carries breakpoints at instructions after it "
+                                                   f"({', '.join(f'{x:#x}' for x in sorted(self._carried[pc]))}): "
+                                                   f"its conditions could not be evaluated there")
             if pc in self.breakpoints and not self._is_hooked(pc):
                 with self._patch_edit() as edit:
                     edit.disable_site(*site)
@@ -916,12 +1056,39 @@ class StoreTarget:
             edit.enable_site(*site)
         self.breakpoints.add(pc)
 
+    def _insert_displaced(self, pc: int, site: tuple[Any, int], programmed: bool) -> None:
+        """A breakpoint at a non-site instruction, carried by ``site``."""
+        if programmed:
+            raise TargetError(ErrorCode.EINVAL, f"{pc:#x} is between sequence points, where conditions and "
+                                                f"commands are not evaluated (gdb: set breakpoint "
+                                                f"condition-evaluation host)")
+        if self._is_hooked(site[1]):
+            raise TargetError(ErrorCode.EBUSY, f"{pc:#x} is between sequence points and the one before it, "
+                                               f"{site[1]:#x}, has a conditional breakpoint or commands")
+        if pc in self.breakpoints:
+            return
+        with self._patch_edit() as edit:
+            edit.enable_site(*site)
+        self.breakpoints.add(pc)
+        self._displaced[pc] = site
+        self._carried.setdefault(site[1], set()).add(pc)
+
     def remove_breakpoint(self, pc: int) -> None:
         """Removes a user breakpoint (removing an absent one is not an error:
         clients remove what they believe they inserted)."""
         self.require_open()
         if pc not in self.breakpoints:
-            self._site_for(pc)  # still name a bad address as such
+            self._breakpoint_site(pc)  # still name a bad address as such
+            return
+        site = self._displaced.pop(pc, None)
+        if site is not None:
+            carried = self._carried[site[1]]
+            carried.discard(pc)
+            if not carried:
+                del self._carried[site[1]]
+            with self._patch_edit() as edit:
+                edit.disable_site(*site)
+            self.breakpoints.discard(pc)
             return
         site = self._site_for(pc)
         if self._is_hooked(pc):
@@ -955,6 +1122,11 @@ class StoreTarget:
     def remove_all_breakpoints(self) -> None:
         for pc in sorted(self.breakpoints):
             self.remove_breakpoint(pc)
+
+    def displaced_breakpoints(self, carrier: int) -> list[int]:
+        """The breakpoints at non-site instructions that the site at
+        ``carrier`` carries (codemem.displaced), sorted."""
+        return sorted(self._carried.get(carrier, ()))
 
     def hooked_sites(self) -> dict[int, tuple[ModuleWithCode, int]]:
         """pc -> (image, veneer address) of every site calling a veneer of its
@@ -1009,7 +1181,16 @@ class StoreTarget:
         # A register that mirrors a frame slot where the guest will resume is
         # reloaded from that slot on resume: write the new value there too.
         # One holding memory 0's base or length is the runtime's.
-        slot_mirrors, context_mirrors = self._register_mirrors(new_rip)
+        if self._displaced_stop is not None and new_rip == old_rip == self._displaced_stop:
+            # Between sequence points the registers are the truth (no slot
+            # mirrors); those holding memory 0's base and length at the
+            # carrier site still are the runtime's.
+            entry = self.store.registry.lookup(old_rip)
+            _, carrier = displaced.check_displaceable(entry.engine_code, entry.store_code.offset_of(old_rip))
+            slot_mirrors = ()
+            context_mirrors = self._register_mirrors(entry.store_code.base + carrier)[1]
+        else:
+            slot_mirrors, context_mirrors = self._register_mirrors(new_rip)
         for name, source in context_mirrors:
             if new_gpr[_GPR_INDEX[name]] != old_gpr[_GPR_INDEX[name]]:
                 what = "base address" if source is MirrorSource.MEMORY0_BASE else "length"

@@ -57,6 +57,9 @@ class TargetHost:
         #: Set by the server: ``notify_server(target)`` on a guest thread
         #: that has news (gdbstub.server.StubServer.notify_from_guest).
         self.notify_server: Callable[[StoreTarget | None], None] | None = None
+        #: Set by the server: ``output_server(target, fd, data)`` on a guest
+        #: thread that wrote to its stdout or stderr.
+        self.output_server: Callable[[StoreTarget, int, bytes], None] | None = None
         #: The TCP port the server listens on (lldb's platform mode hands it
         #: out for ``process attach``); set by the server.
         self.listening_port: int | None = None
@@ -77,6 +80,14 @@ class TargetHost:
     def _adopt(self, target: StoreTarget) -> None:
         if self._schedule_resume is not None:
             target.schedule_resume = self._schedule_resume
+        target.output_listener = self.target_output
+
+    def target_output(self, target: StoreTarget, fd: int, data: bytes) -> None:
+        """A target's output listener: on its guest thread, after the guest
+        wrote ``data`` to stdout (1) or stderr (2)."""
+        forward = self.output_server
+        if forward is not None:
+            forward(target, fd, data)
 
     def target_news(self, target: StoreTarget) -> None:
         """A target's ``notify``: on its guest thread, when it stopped or ended."""

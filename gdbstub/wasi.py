@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import codemem
+
+from . import guest_output
 from codemem import FuncType, LinkError, Trap, ValType
 
 log = logging.getLogger(__name__)
@@ -814,6 +816,9 @@ class WasiContext:
         if descriptor.sink is not None:
             descriptor.sink.write(data)
             written = len(data)
+            if self._store is not None:
+                # An attached debugger's console hears it too.
+                guest_output.emit(self._store, STDOUT if descriptor.sink is self._sinks[0] else STDERR, data)
         elif descriptor.source is not None:
             raise WasiError(Errno.BADF, "stdin is not writable")
         else:

@@ -48,7 +48,9 @@ from dataclasses import dataclass, replace
 from typing import Callable
 from .protocol.xmltext import quoteattr
 
+from codemem.errors import CompileError
 from codemem.frametable import FunctionInfo, SequencePoint, SequencePointKind
+from codemem.wasm.binary import read_uleb
 from codemem.wasm.types import ValType
 
 from .protocol import packets as P
@@ -133,12 +135,49 @@ class WasmModuleView:
     def native_site(self, wasm_offset: int) -> int:
         """The native pc of the patch site of the instruction at ``wasm_offset``
         (looked up in the frame table in place: lldb's first ``Z0`` on a module
-        of any size costs a few bisects)."""
+        of any size costs a few bisects); at a function body's locals header,
+        its first instruction's (see :meth:`body_at_locals_header`)."""
         offset = self.table.instruction_site_at_wasm_offset(wasm_offset)
         if offset is None:
+            func = self.body_at_locals_header(wasm_offset)
+            if func is not None:
+                offset = self.table.instruction_site_at_wasm_offset(func.body_wasm_offset)
+        if offset is None:
             raise TargetError(ErrorCode.EINVAL, f"no wasm instruction starts at module offset {wasm_offset:#x} of "
-                                      f"{self.name} (breakpoints go at instruction boundaries in code)")
+                                      f"{self.name} (breakpoints go at instruction boundaries in code, or at a "
+                                      f"function body's locals header)")
         return self.code.base + offset
+
+    def body_at_locals_header(self, wasm_offset: int) -> FunctionInfo | None:
+        """The function whose body's locals declarations start at
+        ``wasm_offset`` (wasm spec 5.5.13: ``code ::= size func``, ``func ::=
+        vec(locals) expr``), else None.  clang's DWARF gives a function's
+        ``DW_AT_low_pc`` there (the body after its size) when the first
+        instruction is not where its code starts, e.g. at -O2; lldb's wasm
+        plugin then asks for a breakpoint at it, meaning the function's
+        first instruction."""
+        # The function after the one whose body holds wasm_offset (bodies are
+        # in code order; the decoding below makes any other table miss, never
+        # answer wrong).
+        table = self.table
+        before = table.function_at_wasm_offset(wasm_offset)
+        position = 0 if before is None else before.position + 1
+        if position >= table.num_functions:
+            return None
+        func = table.function(position)
+        first_instruction = func.body_wasm_offset
+        if first_instruction <= wasm_offset:
+            return None
+        try:
+            count, pos = read_uleb(self.wasm, wasm_offset, first_instruction, 32)
+            for _ in range(count):
+                _, pos = read_uleb(self.wasm, pos, first_instruction, 32)
+                pos += 1  # the value type
+                if pos > first_instruction:
+                    return None
+        except CompileError:  # not a locals vector
+            return None
+        return func if pos == first_instruction else None
 
     def function_at(self, pc: int) -> FunctionInfo | None:
         return self.table.function_at(self.code.offset_of(pc))
@@ -207,6 +246,9 @@ class WasmDialect(Dialect):
 
     def __init__(self) -> None:
         self._views: dict[int, list[WasmModuleView]] = {}
+        #: pid -> {native pc: wasm addresses of breakpoints lldb placed at a
+        #: locals header and that stop there} (see breakpoint_inserted)
+        self._header_breakpoints: dict[int, dict[int, set[int]]] = {}
 
     def capabilities(self, capabilities: R.Capabilities) -> R.Capabilities:
         # No target.xml (lldb then asks qRegisterInfo), no ELF images, no svr4.
@@ -224,6 +266,7 @@ class WasmDialect(Dialect):
 
     def forget(self, target: StoreTarget) -> None:
         self._views.pop(target.pid, None)
+        self._header_breakpoints.pop(target.pid, None)
 
     # ------------------------------------------------------------ modules
 
@@ -261,6 +304,15 @@ class WasmDialect(Dialect):
             if view is None:
                 break
             frames.append(WasmFrame(view, frame.func, frame.pc, frame.resume_wasm_offset, frame.rbp, frame.point))
+        headers = self._header_breakpoints.get(target.pid)
+        stop = target.current_stop
+        if frames and headers and stop is not None and stop.reason is StopReason.BREAKPOINT:
+            addresses = headers.get(frames[0].native_pc)
+            if addresses:
+                # lldb recognises its breakpoint only at the address it
+                # asked for: show the header it named.
+                _, _, offset = split_address(min(addresses))
+                frames[0] = replace(frames[0], wasm_offset=offset)
         return frames
 
     def frame(self, target: StoreTarget, index: int) -> WasmFrame:
@@ -384,6 +436,25 @@ class WasmDialect(Dialect):
         if kind != _TYPE_CODE:
             raise TargetError(ErrorCode.EINVAL, f"{address:#x} is a linear-memory address, not code")
         return self.view(target, module_id).native_site(offset)
+
+    def breakpoint_inserted(self, target: StoreTarget, address: int, pc: int) -> None:
+        """A breakpoint at a function's locals header (lldb at -O2: clang's
+        ``DW_AT_low_pc``) is set at the first instruction; a stop there is
+        then shown at the header, where lldb placed it: lldb-22 treats a
+        SIGTRAP stop anywhere else as a signal, not as its breakpoint, and
+        its batch mode stops running commands."""
+        _, module_id, offset = split_address(address)
+        view = self.view(target, module_id)
+        if view.table.instruction_site_at_wasm_offset(offset) is None:
+            self._header_breakpoints.setdefault(target.pid, {}).setdefault(pc, set()).add(address)
+
+    def breakpoint_removed(self, target: StoreTarget, address: int, pc: int) -> None:
+        headers = self._header_breakpoints.get(target.pid, {})
+        addresses = headers.get(pc)
+        if addresses is not None:
+            addresses.discard(address)
+            if not addresses:
+                del headers[pc]
 
     def check_range_step(self) -> None:
         raise TargetError(ErrorCode.EINVAL, "vCont;r is not supported in the wasm dialect")

@@ -359,11 +359,17 @@ def test_code_is_read_only(guest):
 
 # ---------------------------------------------------------------- breakpoints
 
-def test_breakpoint_only_at_patch_sites(guest):
+def test_breakpoint_at_patch_sites_and_instructions_between_them(guest):
     guest.handshake()
     square = guest.entry_pc("square")
     assert guest.ask(b"Z0,%x,1" % (square + 1)) == b"E16"  # inside a site: EINVAL
-    assert guest.ask(b"Z0,%x,1" % (square + 5)) == b"E16"  # after it: an instruction, not a site
+    # After it: an instruction, not a site; honoured through its carrier site
+    # (codemem.displaced), which is the one patched.
+    assert guest.ask(b"Z0,%x,1" % (square + 5)) == b"OK"
+    assert guest.code.enabled_site_offsets() == [guest.code.offset_of(square)]
+    assert guest.ask(b"z0,%x,1" % (square + 5)) == b"OK"
+    assert guest.code_is_pristine()
+    assert guest.ask(b"Z0,%x,1" % (square + 7)) == b"E16"  # inside `mov rbp, rsp`: not an instruction boundary
     assert guest.ask(b"Z0,ffffffffffff0000,1") == b"E14"    # no code there
     assert guest.ask(b"Z0,10,1") == b"E14"                  # linear memory (the mirror) is not code
     assert guest.ask(b"z0,%x,1" % (square + 1)) == b"E16"

@@ -1,7 +1,6 @@
 """Decoder and instruction-reader tests on byte literals and wat2wasm modules."""
 from __future__ import annotations
 
-import time
 
 import pytest
 import wasmtime
@@ -393,31 +392,6 @@ def test_opcode_table_is_consistent():
     assert OPCODES[0x6A].params == (ValType.I32, ValType.I32) and OPCODES[0x6A].results == (ValType.I32,)
     assert all(info.imm in Imm for info in OPCODES.values())
     assert Instr(3, 0x6A, "i32.add") == Instr(3, 0x6A, "i32.add")
-
-
-def test_reader_speed():
-    """The compiler reads every body through read_instructions: > 1 MiB/s."""
-    funcs = []
-    for i in range(400):
-        funcs.append(f"""(func (param i32 i64) (result i64) (local i32 f64)
-          (block (loop
-            (local.set 2 (i32.add (local.get 2) (i32.const {i})))
-            (i64.store offset=8 (local.get 0) (i64.add (local.get 1) (i64.const 123456789)))
-            (f64.store (local.get 2) (f64.mul (local.get 3) (f64.const 1.5)))
-            (br_if 1 (i32.eqz (local.get 0)))
-            (br_if 0 (i32.lt_u (local.get 2) (i32.load offset=4 (local.get 0))))))
-          (i64.extend_i32_u (local.get 2)))""")
-    data = wasmtime.wat2wasm("(module (memory 1) " + "\n".join(funcs) + ")")
-    info = decode_module(data)
-    total = sum(c.end_offset - c.body_offset for c in info.codes)
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for i in range(len(info.codes)):
-            info.read_body(i)
-        best = min(best, time.perf_counter() - t0)
-    assert total / best > 1 << 20, f"{total / best / 2**20:.2f} MiB/s"
-
 
 def test_example_builds_validate_with_dwarf_and_names():
     from pathlib import Path

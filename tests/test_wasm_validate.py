@@ -2,7 +2,6 @@
 single-pass compiler reads from FuncValidator between steps."""
 from __future__ import annotations
 
-import time
 
 import pytest
 import wasmtime
@@ -10,7 +9,7 @@ import wasmtime
 from codemem.errors import CompileError
 from codemem.wasm.decoder import decode_module
 from codemem.wasm.validator import (
-    BLOCK, ELSE, FUNCTION, IF, LOOP, FuncValidator, validate, validate_function, validate_module,
+    BLOCK, ELSE, FUNCTION, IF, LOOP, FuncValidator, validate, validate_module,
 )
 from codemem.wasm.types import UNKNOWN, ValType
 
@@ -250,21 +249,3 @@ def test_finish_requires_the_final_end():
     with pytest.raises(CompileError):
         v.finish()
 
-
-def test_validate_function_speed():
-    funcs = "\n".join(f"""(func (param i32 i64) (result i64) (local i32 f64)
-          (block (loop
-            (local.set 2 (i32.add (local.get 2) (i32.const {i})))
-            (i64.store offset=8 (local.get 0) (i64.add (local.get 1) (i64.const 1)))
-            (f64.store (local.get 2) (f64.mul (local.get 3) (f64.const 1.5)))
-            (br_if 1 (i32.eqz (local.get 0)))
-            (br_if 0 (i32.lt_u (local.get 2) (i32.load offset=4 (local.get 0))))))
-          (i64.extend_i32_u (local.get 2)))""" for i in range(300))
-    info = decode_module(wasm(f"(module (memory 1) {funcs})"))
-    bodies = [info.read_body(i) for i in range(len(info.codes))]
-    total = sum(c.end_offset - c.body_offset for c in info.codes)
-    t0 = time.perf_counter()
-    for i, instrs in enumerate(bodies):
-        validate_function(info, i, instrs)
-    rate = total / (time.perf_counter() - t0)
-    assert rate > 1 << 20, f"{rate / 2**20:.2f} MiB/s"

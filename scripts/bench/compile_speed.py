@@ -47,6 +47,7 @@ import codemem  # noqa: E402
 from codemem.code import EngineCode  # noqa: E402
 from codemem.runtime import Module  # noqa: E402
 from codemem.wasm.decoder import decode_module  # noqa: E402
+from codemem.wasm.validator import validate_function  # noqa: E402
 from codemem.x64.compiler import JOBS_ENV, compile_jobs  # noqa: E402
 from _common import cpu_model  # noqa: E402
 
@@ -230,6 +231,24 @@ def compile_times(wasm: bytes, debug: bool, rounds: int = 1, jobs: int | None = 
     return best, best_cpu
 
 
+def front_end_rates(wasm: bytes, rounds: int = 3) -> tuple[float, float]:
+    """(decode, validate) throughput in MiB of function bodies per second,
+    best of ``rounds``: reading every body into instructions, then validating
+    every function (the compiler's front end, without code generation)."""
+    info = decode_module(wasm)
+    total = sum(c.end_offset - c.body_offset for c in info.codes)
+    decode_s = validate_s = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        bodies = [info.read_body(i) for i in range(len(info.codes))]
+        decode_s = min(decode_s, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for i, instrs in enumerate(bodies):
+            validate_function(info, i, instrs)
+        validate_s = min(validate_s, time.perf_counter() - t0)
+    return total / decode_s / (1 << 20), total / validate_s / (1 << 20)
+
+
 def warm_loads(wasm: bytes, cache_dir: Path, rounds: int) -> tuple[float, list[float]]:
     """Cold compile into the cache, then ``rounds`` loads by fresh Engines."""
     engine = codemem.Engine(debug=True, cache_dir=cache_dir)
@@ -305,6 +324,7 @@ def main() -> None:
     jobs = compile_jobs(decode_module(big))
     t_big = {debug: compile_seconds(big, debug, rounds=2) for debug in (True, False)}
     t_big_one, cpu_big_one = compile_times(big, True, rounds=2, jobs=1)
+    decode_mib_s, validate_mib_s = front_end_rates(big)
 
     c_path, _native = bigmodule.build(BIGMODULE_DIR)
     c_wasm = c_path.read_bytes()
@@ -326,6 +346,7 @@ def main() -> None:
     print(f"  (default compile processes here: {jobs}, load average {os.getloadavg()[0]:.1f}; "
           f"debug in one process: {t_big_one:.2f} s -> {big_kib / t_big_one:.1f} KiB/s, "
           f"{cpu_big_one:.2f} s of CPU -> {big_kib / cpu_big_one:.1f} KiB per CPU second)")
+    print(f"  front end: decode {decode_mib_s:.2f} MiB/s, validate {validate_mib_s:.2f} MiB/s of function bodies")
     print(f"C module {c_path.name}: {len(c_wasm) / 1024:.0f} KiB, code section {c_kib:.0f} KiB")
     print(f"  Module() debug, best of 2:   {t_c[True]:6.2f} s  -> {c_kib / t_c[True]:7.1f} KiB/s")
     print(f"  Module() nodebug, best of 2: {t_c[False]:6.2f} s  -> {c_kib / t_c[False]:7.1f} KiB/s")
@@ -345,6 +366,8 @@ def main() -> None:
         "kib_per_cpu_s_one_process": round(big_kib / cpu_big_one, 1),
         "load_average": round(os.getloadavg()[0], 2),
         "compile_jobs": jobs,
+        "decode_mib_per_s": round(decode_mib_s, 2),
+        "validate_mib_per_s": round(validate_mib_s, 2),
         "bigmodule_code_kib": round(c_kib, 1),
         "bigmodule_kib_per_s": round(c_kib / t_c[True], 1),
         "bigmodule_kib_per_s_nodebug": round(c_kib / t_c[False], 1),
