@@ -202,10 +202,39 @@ MIRROR_REGISTER_NAMES = {
     8: "r8", 9: "r9", 10: "r10", 11: "r11", 12: "r12", 13: "r13", 14: "r14",
 }
 
-# construct's compiled parser reads the header; records are read with the
-# struct formats above (asserted to match the schemas, which stay the single
-# definition of the format).
-_HeaderC = Header.compile()
+
+
+class FrameTableHeader(NamedTuple):
+    """The parsed :data:`Header` (its fields but the magic and the padding)."""
+
+    version: int
+    flags: int
+    code_size: int
+    bp_veneer: int
+    trap_veneer: int
+    bp_slot: int
+    trap_slot: int
+    num_functions: int
+    functions_offset: int
+    num_sites: int
+    sites_offset: int
+    num_seqpoints: int
+    seqpoints_offset: int
+    num_locals: int
+    locals_offset: int
+    types_size: int
+    types_offset: int
+    num_mirrors: int
+    mirrors_offset: int
+
+
+# The header is read with this struct format, field for field the schema's
+# (tests/test_frametable.py checks both read the same values): compiling the
+# schema with construct's ``compile()`` cost about 10 ms of every start of
+# the process, a tenth of a warm ``serve``; building with the schema is a
+# builder's business.
+_HEADER_STRUCT = struct.Struct("<4sHH17I4x")
+assert _HEADER_STRUCT.size == HEADER_SIZE
 
 
 # --------------------------------------------------------------------------
@@ -323,17 +352,17 @@ class FrameTable:
         self._data = data if isinstance(data, (bytes, mmap.mmap)) else bytes(data)
         if len(self._data) < HEADER_SIZE:
             raise FrameTableError(f"frame table truncated: {len(self._data)} bytes, header needs {HEADER_SIZE}")
-        try:
-            h = _HeaderC.parse(self._data[:HEADER_SIZE])
-        except cs.ConstructError as e:
-            raise FrameTableError(f"frame table header: bad magic or layout ({e.__class__.__name__})") from None
+        magic, *fields = _HEADER_STRUCT.unpack_from(self._data, 0)
+        if magic != MAGIC:
+            raise FrameTableError(f"frame table header: bad magic {magic!r} (expected {MAGIC!r})")
+        h = FrameTableHeader(*fields)
         if h.version != VERSION:
             raise FrameTableError(f"frame table version {h.version} is not {VERSION}")
         self.header = h
         self.debug = bool(h.flags & FLAG_DEBUG)
         self.code_size = h.code_size
         for name in ("bp_veneer", "trap_veneer", "bp_slot", "trap_slot"):
-            value = h[name]
+            value = getattr(h, name)
             if value > h.code_size:
                 raise FrameTableError(f"frame table field {name}={value:#x} is outside the code ({h.code_size:#x} bytes)")
         self._check_array("functions", h.functions_offset, h.num_functions, FUNCTION_SIZE)
