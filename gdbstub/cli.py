@@ -185,11 +185,14 @@ def serve(args: argparse.Namespace) -> int:
             print(line, flush=True)
 
     if images is not None:
-        # The Store's debug images, read from the cache or (the first time)
-        # built, before the stub listens: gdb reads them over vFile and would
-        # give up on a reply that took longer than its remote timeout (2 s);
-        # lldb opens them from disk.
+        # The Store's debug images are built (the first time) before the stub
+        # listens: gdb reads them over vFile and would give up on a reply
+        # that took longer than its remote timeout (2 s); lldb opens them
+        # from disk.  A cached one is only read when a client asks for it
+        # (a file read: tens of ms for a real-size module's 10 MiB).
         for image in images.libraries(store):
+            if image.image.on_disk:
+                continue
             try:
                 image.data
             except DebugImageError as e:

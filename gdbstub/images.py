@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import pathlib
 import re
@@ -260,6 +261,14 @@ class DebugImage:
         return self._data is not None
 
     @property
+    def on_disk(self) -> bool:
+        """True when the image's file is there to read as it is: loaded
+        already, or a cached file this cache wrote or checked
+        (:func:`cached_image_is_trusted`).  Reading such an image later is
+        a file read, never a build."""
+        return self._data is not None or cached_image_is_trusted(self.path)
+
+    @property
     def data(self) -> bytes:
         data = self._data
         if data is None:
@@ -274,6 +283,22 @@ class DebugImage:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    def cached_section(self, name: str) -> bytes | None:
+        """The contents of section ``name`` (None when the image has none),
+        read from the cached file in place (mapped, its section headers and
+        that section only) while the image's bytes are not loaded and the
+        file is one this process trusts (:func:`cached_image_is_trusted`);
+        else from :attr:`data`.  A warm ``serve`` needs one small section of
+        each image before it listens (an x32 executable's data symbols), not
+        the whole file."""
+        if self._data is None and self._make is not None and cached_image_is_trusted(self.path):
+            try:
+                with open(self.path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                    return section_by_name(view, name)
+            except (OSError, ValueError, DebugImageError) as e:  # gone or damaged since the check: read it whole
+                log.info("reading %s of %s in place failed (%s); loading the image", name, self.path, e)
+        return section_by_name(self.data, name)
 
     def __repr__(self) -> str:
         return f"DebugImage({self.name!r}, [{self.link_start:#x}, {self.link_end:#x}))"
@@ -492,7 +517,11 @@ def build_engine_image(module, engine_code, *, source_lines: bool = True,
 def data_symbols_of(image_data: bytes) -> list[tuple[str, int, int]]:
     """The static data symbols an x32 engine image carries
     (:data:`DATA_SYMBOLS_SECTION`): ``(name, linear-memory address, size)``."""
-    data = section_by_name(image_data, DATA_SYMBOLS_SECTION)
+    return _parse_data_symbols(section_by_name(image_data, DATA_SYMBOLS_SECTION))
+
+
+def _parse_data_symbols(data: bytes | None) -> list[tuple[str, int, int]]:
+    """The records of a :data:`DATA_SYMBOLS_SECTION` (none for None)."""
     if data is None:
         return []
     out, at = [], 0
@@ -579,9 +608,51 @@ def guest_debug_sections(module, engine_code, code_address: int, address_size: i
     return translated
 
 
+def _stamp_path(path: pathlib.Path) -> pathlib.Path:
+    return path.with_name(path.name + ".stamp")
+
+
+def _file_stamp(path: pathlib.Path) -> str:
+    """What identifies one written version of a file: size, modification
+    time (ns) and inode.  Raises OSError when it cannot be stat'ed."""
+    st = os.stat(path)
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}\n"
+
+
+def cached_image_is_trusted(path: pathlib.Path) -> bool:
+    """True when the cached image at ``path`` is the very file this cache
+    wrote or checked before: its stamp file (``NAME.elf.stamp``, written
+    after the image was written whole or its build id was checked) names
+    its current size, mtime and inode.  Files are only ever replaced by an
+    atomic rename (a new inode), so a torn write cannot match; what the
+    stamp does not catch is a change that keeps all three (a bit flip on
+    disk), as ``make`` would not either.  Checking the build id instead (a
+    SHA-1 over the 10 MiB image of a real-size module) cost 15-25 ms of
+    every warm ``serve`` (docs/debug-images.md, "Warm start")."""
+    try:
+        return _stamp_path(path).read_text() == _file_stamp(path)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _write_stamp(path: pathlib.Path) -> None:
+    """Best effort, as the cache itself: no stamp only costs a check."""
+    stamp = _stamp_path(path)
+    temporary = stamp.with_name(f".{stamp.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        temporary.write_text(_file_stamp(path))
+        os.replace(temporary, stamp)
+    except OSError as e:
+        log.info("cannot stamp cached debug image %s: %s", path, e)
+        temporary.unlink(missing_ok=True)
+
+
 def _read_cached(path: pathlib.Path) -> bytes | None:
-    """The cached file's bytes when it is an intact image (its build id, a
-    SHA-1 over the whole file, matches), else None."""
+    """The cached file's bytes when it is an intact image, else None: a file
+    with a matching stamp (:func:`cached_image_is_trusted`) is taken as it
+    is; any other must have a build id (a SHA-1 over the whole file) that
+    matches, and is stamped then."""
+    trusted = cached_image_is_trusted(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -589,7 +660,10 @@ def _read_cached(path: pathlib.Path) -> bytes | None:
     except OSError as e:
         log.warning("cannot read cached debug image %s: %s", path, e)
         return None
+    if trusted and cached_image_is_trusted(path):  # still the same file after the read
+        return data
     if build_id_is_intact(data):
+        _write_stamp(path)
         return data
     log.warning("ignoring a damaged cached debug image %s", path)
     return None
@@ -597,7 +671,7 @@ def _read_cached(path: pathlib.Path) -> bytes | None:
 
 def _write_atomically(path: pathlib.Path, data: bytes) -> None:
     """Best effort (a cache that cannot be written only costs the caching):
-    a per-thread temporary name, then an atomic rename."""
+    a per-thread temporary name, then an atomic rename, then its stamp."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -606,6 +680,8 @@ def _write_atomically(path: pathlib.Path, data: bytes) -> None:
     except OSError as e:
         log.warning("cannot write debug image %s: %s", path, e)
         temporary.unlink(missing_ok=True)
+        return
+    _write_stamp(path)
 
 
 @dataclass
@@ -731,7 +807,9 @@ class DebugImageSet:
         with self._lock:
             found = self._runtimes_x32.get(key)
             if found is None:
-                data_symbols = sorted({symbol for image in libraries for symbol in data_symbols_of(image.data)},
+                data_symbols = sorted({symbol for image in libraries
+                                       for symbol in _parse_data_symbols(image.image.cached_section(
+                                           DATA_SYMBOLS_SECTION))},
                                       key=lambda symbol: (symbol[1], symbol[0]))
                 found = self._runtimes_x32[key] = self._runtime_x32(data_symbols)
                 self._by_name[found.name] = found.image

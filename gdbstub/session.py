@@ -136,7 +136,8 @@ class GdbSession:
             make() for make in self.config.extension_factories]
         self.conn = ProtocolConnection(max_packet_size=PACKET_SIZE)
         capabilities = R.Capabilities(packet_size=PACKET_SIZE, no_ack_mode=True, swbreak=True, vcont=True,
-                                      multiprocess=True, qthread_events=True, xfer_osdata=self.host.extended)
+                                      multiprocess=True, qthread_events=True, xfer_osdata=self.host.extended,
+                                      xfer_threads=True)
         for extension in self.extensions:
             capabilities = extension.capabilities(capabilities)
         self.capabilities = capabilities
@@ -437,6 +438,10 @@ class GdbSession:
     def _xfer(self, request: P.XferRead) -> bytes:
         if request.object == "osdata":
             document = self._osdata(request.annex)
+        elif request.object == "threads":
+            if request.annex:
+                raise TargetError(ErrorCode.ENOENT, f"no threads document {request.annex!r} (its annex is empty)")
+            document = R.threads_document(self._live_threads(), self._multiprocess)
         else:
             target = self.target
             if request.object == "exec-file" and request.annex:
@@ -528,8 +533,11 @@ class GdbSession:
             # lldb takes an empty list from a stub with no process as one
             # process (pid 1) it must find a stop for; lldb-server refuses.
             raise TargetError(ErrorCode.ENOENT, "no process is attached")
-        threads = [self._thread_id(a.target) for a in self.attached.values() if a.target.exited is None]
-        return R.thread_list_reply(threads, self._multiprocess)
+        return R.thread_list_reply(self._live_threads(), self._multiprocess)
+
+    def _live_threads(self) -> list[P.ThreadId]:
+        """The guest thread of every attached Store that has not exited."""
+        return [self._thread_id(a.target) for a in self.attached.values() if a.target.exited is None]
 
     def _set_thread(self, request: P.SetThread) -> bytes:
         thread = request.thread

@@ -265,7 +265,8 @@ def test_qsupported_then_no_ack_mode(guest):
     assert items[0] == "+" and len(items) == 2
     features = items[1].split(b";")
     assert b"PacketSize=%x" % PACKET_SIZE in features
-    for feature in (b"QStartNoAckMode+", b"swbreak+", b"multiprocess+", b"vContSupported+", b"qXfer:features:read+"):
+    for feature in (b"QStartNoAckMode+", b"swbreak+", b"multiprocess+", b"vContSupported+", b"qXfer:features:read+",
+                    b"qXfer:threads:read+"):
         assert feature in features
     # No image set configured: no library list is advertised.
     assert not any(f.startswith(b"qXfer:libraries") for f in features)
@@ -405,6 +406,20 @@ def test_breakpoint_then_continue_stops_with_swbreak(guest):
     assert guest.ask(b"c") == b"W00;process:%x" % guest.target.pid
     assert guest.ask(b"g") == b"E02"
     assert guest.ask(b"qfThreadInfo") == b"l"
+
+
+def test_the_threads_document_lists_the_guest_thread_as_qfthreadinfo_does_and_nothing_after_the_exit(guest):
+    guest.handshake()
+    pid = guest.target.pid
+    assert guest.ask(b"qfThreadInfo") == b"mp%x.1" % pid
+    assert guest.ask(b"qXfer:threads:read::0,1000") == (
+        b'l<?xml version="1.0"?>\n<threads><thread id="p%x.1"/></threads>\n' % pid)
+    # Read in pieces as gdb does with a small packet size: m while more follows.
+    first = guest.ask(b"qXfer:threads:read::0,10")
+    assert first.startswith(b"m") and len(first) == 1 + 0x10
+    assert guest.ask(b"qXfer:threads:read:main:0,1000").startswith(b"E")
+    assert parse_stop(guest.resume(b"c"))[:2] == ("W", 0)
+    assert guest.ask(b"qXfer:threads:read::0,1000") == b'l<?xml version="1.0"?>\n<threads></threads>\n'
 
 
 def test_a_stops_patch_changes_share_one_unpublish_and_publish(guest, monkeypatch):

@@ -361,7 +361,7 @@ def section_by_name(image: bytes, name: str) -> bytes | None:
     header = ELF32_HEADER if image[4:5] == bytes([ELFCLASS32]) else ELF_HEADER
     section_header = SECTION_HEADER32 if header is ELF32_HEADER else SECTION_HEADER
     try:
-        ehdr = header.parse(image)
+        ehdr = header.parse(image[:header.sizeof()])  # a slice: ``image`` may be a whole mmap'd file
         size = section_header.sizeof()
         headers = [section_header.parse(image[ehdr.e_shoff + k * size:ehdr.e_shoff + (k + 1) * size])
                    for k in range(ehdr.e_shnum)]

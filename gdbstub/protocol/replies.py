@@ -148,6 +148,7 @@ class Capabilities:
     xfer_exec_file: bool = False
     xfer_auxv: bool = False
     xfer_osdata: bool = False
+    xfer_threads: bool = False
     swbreak: bool = False
     hwbreak: bool = False
     vcont: bool = False
@@ -168,6 +169,7 @@ class Capabilities:
         ("xfer_exec_file", "qXfer:exec-file:read"),
         ("xfer_auxv", "qXfer:auxv:read"),
         ("xfer_osdata", "qXfer:osdata:read"),
+        ("xfer_threads", "qXfer:threads:read"),
         ("swbreak", "swbreak"),
         ("hwbreak", "hwbreak"),
         ("vcont", "vContSupported"),
@@ -315,6 +317,16 @@ def thread_list_reply(threads: Iterable[ThreadId], multiprocess: bool = True) ->
     """qfThreadInfo/qsThreadInfo: ``m<id>,<id>...``, or ``l`` for an empty list."""
     ids = [thread.encode(multiprocess) for thread in threads]
     return b"m" + b",".join(ids) if ids else b"l"
+
+
+def threads_document(threads: Iterable[ThreadId], multiprocess: bool = True) -> bytes:
+    """The ``qXfer:threads:read`` document (GDB manual, "Thread List
+    Format"): one ``<thread id="..."/>`` per thread, ids as in
+    ``qfThreadInfo``.  gdb reads it in one packet where ``qfThreadInfo`` and
+    ``qsThreadInfo`` take two, at every stop of a ``next`` (it refreshes its
+    thread list after each range step)."""
+    items = b"".join(b'<thread id="%s"/>' % thread.encode(multiprocess) for thread in threads)
+    return b'<?xml version="1.0"?>\n<threads>' + items + b"</threads>\n"
 
 
 def current_thread_reply(thread: ThreadId, multiprocess: bool = True) -> bytes:
