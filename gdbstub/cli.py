@@ -28,8 +28,7 @@ import codemem
 from codemem import CompileError, LinkError, Trap
 
 from . import runner
-from .debugimage import DebugImageError
-from .images import DebugImageSet, ImageFileServer
+from .images import IMAGE_TRANSFERS, DebugImageSet, ImageFileServer
 from .listen import listening_socket
 from .listen import parse_listen as host_parse_listen
 from .wasi import Preopen, WasiContext, WasiExit, WasiOptions, parse_env
@@ -190,13 +189,7 @@ def serve(args: argparse.Namespace) -> int:
         # that took longer than its remote timeout (2 s); lldb opens them
         # from disk.  A cached one is only read when a client asks for it
         # (a file read: tens of ms for a real-size module's 10 MiB).
-        for image in images.libraries(store):
-            if image.image.on_disk:
-                continue
-            try:
-                image.data
-            except DebugImageError as e:
-                log.error("debug image %s could not be made: %s", image.name, e)
+        images.write_files(images.libraries(store))
         images.executable(store)
     # Listen, and say so, as soon as the Store and its images are ready: the
     # transport, the session and the protocol (asyncio, a hundred request
@@ -221,7 +214,7 @@ def serve(args: argparse.Namespace) -> int:
         from .wasm_dialect import WasmDialect
         config = SessionConfig(dialect_factory=WasmDialect)
     else:
-        config = SessionConfig(images=images, file_server=ImageFileServer(images))
+        config = SessionConfig(images=images, file_server=ImageFileServer(images), image_transfer=args.image_transfer)
 
     def new_target(store, instance, func, values) -> StoreTarget:
         holder: list[StoreTarget] = []
@@ -313,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="serve one client, then exit when the guest ends")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
     p.add_argument("--cache-dir", metavar="DIR", help="cache of compiled and debug images (default ~/.cache/wasm-gdbstub)")
+    p.add_argument("--image-transfer", choices=IMAGE_TRANSFERS, default="auto",
+                   help="how gdb gets the debug images: 'vfile' serves them over the connection, 'local' lets gdb "
+                        "read them from this machine's files, 'auto' (default) is 'local' for a client connected "
+                        "from a loopback address (gdb then warns that the target does not support file transfer)")
     p.add_argument("--lldb-commands", metavar="FILE",
                    help="also write the lldb attach commands to FILE, for `command source FILE` "
                         "(an IDE's attachCommands)")

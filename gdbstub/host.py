@@ -74,7 +74,8 @@ class DebugHost(TargetHost):
     ``fresh_run()``: a function of a fresh Store and its arguments, which gdb's
     ``run`` (``vRun``) starts on a thread of its own, stopped before its
     first instruction; without it ``run`` is refused with a message.
-    ``allow_remote``: allow a non-loopback ``listen`` address."""
+    ``allow_remote``: allow a non-loopback ``listen`` address.  ``image_transfer``: how
+    clients get the debug images (gdbstub.session.SessionConfig: "auto", "vfile", "local")."""
 
     extended = True
     monitor_help = HOST_MONITOR_HELP
@@ -82,7 +83,8 @@ class DebugHost(TargetHost):
     def __init__(self, engine: codemem.Engine, *, listen: str = "127.0.0.1:1234", dialect: str = "native",
                  cache_dir: os.PathLike | str | None = None,
                  exit_status_of: Callable[[BaseException], int] | None = None,
-                 fresh_run: Callable[[], tuple[codemem.Func, list]] | None = None, allow_remote: bool = False):
+                 fresh_run: Callable[[], tuple[codemem.Func, list]] | None = None, allow_remote: bool = False,
+                 image_transfer: str = "auto"):
         super().__init__()
         if not engine.debug:
             raise ValueError("DebugHost needs an Engine with debug=True (each Store then runs its own "
@@ -108,7 +110,8 @@ class DebugHost(TargetHost):
                 base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
                 cache_dir = Path(base) / "wasm-gdbstub"  # images go to DIR/debug-images (gdbstub.images)
             self.images = DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}-host")
-            config = SessionConfig(images=self.images, file_server=ImageFileServer(self.images))
+            config = SessionConfig(images=self.images, file_server=ImageFileServer(self.images),
+                                   image_transfer=image_transfer)
         else:
             raise ValueError(f"dialect must be 'native' or 'wasm', not {dialect!r}")
         self.server = StubServer(self, host=self.listen_host, port=self.listen_port, config=config)

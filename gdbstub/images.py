@@ -608,6 +608,12 @@ def guest_debug_sections(module, engine_code, code_address: int, address_size: i
     return translated
 
 
+#: How a client may get the images' files (gdbstub.session.SessionConfig
+#: ``image_transfer``): over the connection, from this file system, or
+#: decided by where the client connects from.
+IMAGE_TRANSFERS = ("auto", "vfile", "local")
+
+
 def _stamp_path(path: pathlib.Path) -> pathlib.Path:
     return path.with_name(path.name + ".stamp")
 
@@ -790,6 +796,20 @@ class DebugImageSet:
             for key in [k for k in self._placed if k[0] == store_id and k not in live]:
                 del self._placed[key]
             return placed
+
+    @staticmethod
+    def write_files(images: list[LoadedImage]) -> None:
+        """Makes sure each image's file is on disk, whole and checked
+        (:attr:`DebugImage.on_disk`): built or checked now if it is not.  An
+        image that cannot be made is logged, not raised: the client then
+        finds no file (gdb warns and goes on without its symbols)."""
+        for image in images:
+            if image.image.on_disk:
+                continue
+            try:
+                image.data
+            except DebugImageError as e:
+                log.error("debug image %s could not be made: %s", image.name, e)
 
     def executable(self, store, *, libraries: list[LoadedImage] | None = None) -> LoadedImage:
         """The image a debugger loads as the program (``qXfer:exec-file``): the

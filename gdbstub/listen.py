@@ -24,19 +24,23 @@ def parse_listen(text: str, *, allow_remote: bool = False) -> tuple[str, int]:
         raise ValueError(f"{text!r}: the port must be a number") from None
     if not 0 <= port <= 65535:
         raise ValueError(f"{text!r}: port out of range")
-    if not allow_remote and not _is_loopback(host):
+    if not allow_remote and not is_loopback(host):
         raise ValueError(f"{text!r}: {host} is not a loopback address; anyone who can reach it "
                          "could run code in this process. Pass --allow-remote if you mean it.")
     return host, port
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127/8, ::1, and
+    IPv4-mapped ones, as an IPv6 listener sees IPv4 clients)."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def listening_socket(host: str, port: int) -> socket.socket | None:

@@ -35,6 +35,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from .listen import is_loopback
 from .protocol import replies as R
 from .protocol.framing import Framer
 from .session import GdbSession, SessionConfig
@@ -253,7 +254,7 @@ class StubServer:
         self._clients_served += 1
         sock = transport.get_extra_info("socket")
         with self._lock:
-            session = GdbSession(self.targets, self.config)
+            session = GdbSession(self.targets, self.config.for_client(_peer_is_local(peer)))
             client = _Client(session, transport, os.dup(sock.fileno()) if sock is not None else None)
             self.clients.append(client)
             # Anything that happened while nobody was attached.
@@ -298,6 +299,14 @@ class StubServer:
             self.targets.take_unowned_events()
         log.info("client gone")
         self._check_done()
+
+
+def _peer_is_local(peer) -> bool:
+    """True for a client on this machine: a loopback TCP peer, or a Unix
+    socket's (whose peer name is a string or empty)."""
+    if isinstance(peer, tuple) and peer:
+        return is_loopback(str(peer[0]))
+    return isinstance(peer, (str, bytes))
 
 
 class _ClientProtocol(asyncio.Protocol):

@@ -41,7 +41,7 @@ that add handlers and the qSupported features they need (docs/sessions.md,
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 from .protocol.xmltext import escape
 
@@ -50,7 +50,7 @@ from codemem.wasm.types import ValType
 from . import arch_amd64
 from .agent_session import AgentExtension
 from .dialect import Dialect, NativeDialect, SessionExtension
-from .images import FileServerError
+from .images import IMAGE_TRANSFERS, FileServerError
 from .protocol import packets as P
 from .protocol import replies as R
 from .protocol.connection import ProtocolConnection
@@ -87,12 +87,35 @@ class SessionConfig:
 
     images: object | None = None         # gdbstub.images.DebugImageSet (libraries + vFile)
     file_server: object | None = None    # gdbstub.images.ImageFileServer
+    #: How a client gets the debug images' files: "vfile" serves them with
+    #: vFile (Host I/O); "local" answers vFile as unsupported, so gdb reads
+    #: the files by their paths from its own file system (gdb's
+    #: remote_target::filesystem_is_local: with sysroot "target:" and no
+    #: vFile:open, "attempting to access files from local filesystem");
+    #: "auto" is "local" for a client connected from a loopback address,
+    #: else "vfile".  The transport decides per connection
+    #: (:attr:`files_are_local`).  docs/debug-images.md, "Local files".
+    image_transfer: str = "auto"
+    #: Set by the transport for one connection: this client reads the
+    #: images from the stub's file system (every vFile packet gets the
+    #: empty, unsupported, reply).
+    files_are_local: bool = False
     #: Makes each session's dialect (it keeps per-Store state, so one per
     #: session); None is the native dialect over ``images``.
     dialect_factory: Callable[[], Dialect] | None = None
     #: Makes each session's optional extensions (gdbstub.dialect.SessionExtension);
     #: by default the site agent's (conditions, dprintf, watchpoints).
     extension_factories: list[Callable[[], SessionExtension]] = field(default_factory=lambda: [AgentExtension])
+
+    def __post_init__(self):
+        if self.image_transfer not in IMAGE_TRANSFERS:
+            raise ValueError(f"image_transfer {self.image_transfer!r} is not one of {', '.join(IMAGE_TRANSFERS)}")
+
+    def for_client(self, client_is_local: bool) -> "SessionConfig":
+        """This configuration for one client, with :attr:`files_are_local`
+        decided by :attr:`image_transfer` and where the client is."""
+        local = self.image_transfer == "local" or (self.image_transfer == "auto" and client_is_local)
+        return self if local == self.files_are_local else replace(self, files_are_local=local)
 
     def make_dialect(self) -> Dialect:
         if self.dialect_factory is not None:
@@ -283,14 +306,14 @@ class GdbSession:
             P.Detach: self._detach,
             P.VAttach: self._vattach,
             P.VRun: self._vrun,
-            P.VFileSetFs: lambda r: R.vfile_result(0),
-            P.VFileOpen: self._vfile_open,
-            P.VFilePread: self._vfile_pread,
-            P.VFileClose: self._vfile_close,
-            P.VFileFstat: self._vfile_fstat,
-            P.VFilePwrite: lambda r: R.vfile_result(-1, R.FileIOErrno.EACCES),
-            P.VFileUnlink: lambda r: R.vfile_result(-1, R.FileIOErrno.EACCES),
-            P.VFileReadlink: lambda r: R.vfile_result(-1, R.FileIOErrno.EINVAL),
+            P.VFileSetFs: self._local_files_or(lambda r: R.vfile_result(0)),
+            P.VFileOpen: self._local_files_or(self._vfile_open),
+            P.VFilePread: self._local_files_or(self._vfile_pread),
+            P.VFileClose: self._local_files_or(self._vfile_close),
+            P.VFileFstat: self._local_files_or(self._vfile_fstat),
+            P.VFilePwrite: self._local_files_or(lambda r: R.vfile_result(-1, R.FileIOErrno.EACCES)),
+            P.VFileUnlink: self._local_files_or(lambda r: R.vfile_result(-1, R.FileIOErrno.EACCES)),
+            P.VFileReadlink: self._local_files_or(lambda r: R.vfile_result(-1, R.FileIOErrno.EINVAL)),
             P.SetNonStop: self._set_non_stop,
             P.ProcessInfoFirst: self._process_info_first,
             P.ProcessInfoNext: self._process_info_next,
@@ -1031,6 +1054,17 @@ class GdbSession:
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------ vFile
+
+    def _local_files_or(self, handler: Callable) -> Callable:
+        """``handler``, or for a client that reads the images from this file
+        system (SessionConfig.files_are_local) the empty reply: Host I/O not
+        supported, so gdb opens the library paths itself (GDB manual,
+        "Host I/O Packets"; gdb's remote_target::filesystem_is_local).  A
+        real-size module's image is megabytes of DWARF that gdb reads again
+        after every ``run``: over vFile that was most of a restart."""
+        if self.config.files_are_local:
+            return lambda request: R.empty()
+        return handler
 
     def _vfile_open(self, request: P.VFileOpen) -> bytes:
         return self._vfile(lambda fs: R.vfile_result(
