@@ -65,6 +65,7 @@ import bisect
 import enum
 import mmap
 import struct
+import sys
 from array import array
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -252,7 +253,7 @@ class RecordColumn(Sequence):
     module's hundreds of thousands of records (DESIGN.md, "Read in place,
     never in full")."""
 
-    __slots__ = ("_data", "_base", "_stride", "_unpack", "_count")
+    __slots__ = ("_data", "_base", "_stride", "_unpack", "_count", "searchable")
 
     def __init__(self, data: bytes, base: int, stride: int, count: int, field_offset: int = 0,
                  fmt: str = "<I"):
@@ -261,6 +262,12 @@ class RecordColumn(Sequence):
         self._stride = stride
         self._count = count
         self._unpack = struct.Struct(fmt).unpack_from
+        #: The column as a sequence ``bisect`` indexes in C: a strided
+        #: ``memoryview`` over the records (no copy) where the host's byte
+        #: order and the field allow, else the column itself.  A bisect
+        #: through :meth:`__getitem__` costs a Python call per probe, ~20 of
+        #: them per lookup in a real-size table, several lookups per step.
+        self.searchable: Sequence[int] = _strided_view(data, self._base, stride, count, fmt) or self
 
     def __len__(self) -> int:
         return self._count
@@ -273,6 +280,28 @@ class RecordColumn(Sequence):
         if not 0 <= index < self._count:
             raise IndexError(index)
         return self._unpack(self._data, self._base + index * self._stride)[0]
+
+
+#: struct formats a strided memoryview can stand for on a little-endian host.
+_VIEW_CODES = {"<I": "I", "<i": "i", "<B": "B"}
+
+
+def _strided_view(data, start: int, stride: int, count: int, fmt: str) -> memoryview | None:
+    """The field at ``start``, ``start + stride``, ... (``count`` of them) as
+    a read-only memoryview of ints, or None when one cannot be made (a
+    big-endian host, a stride that is not a multiple of the field's size)."""
+    code = _VIEW_CODES.get(fmt)
+    if code is None or sys.byteorder != "little":
+        return None
+    size = struct.calcsize(code)
+    if stride % size or count < 0:
+        return None
+    if count == 0:
+        return memoryview(b"").cast(code)
+    end = start + (count - 1) * stride + size
+    if start < 0 or end > len(data):
+        return None
+    return memoryview(data)[start:end].toreadonly().cast(code)[::stride // size]
 
 
 @dataclass(frozen=True)
@@ -456,7 +485,7 @@ class FrameTable:
     def function_at(self, offset: int) -> FunctionInfo | None:
         """The function whose native range contains image offset ``offset``, if
         any (a bisect over the records in place)."""
-        i = bisect.bisect_right(self.function_starts, offset) - 1
+        i = bisect.bisect_right(self.function_starts.searchable, offset) - 1
         if i < 0:
             return None
         f = self.function(i)
@@ -651,7 +680,7 @@ class FrameTable:
         func = self.function_at(native_offset)
         if func is None:
             return None
-        offsets = self.sequence_point_offsets(func)
+        offsets = self.sequence_point_offsets(func).searchable
         lo = bisect.bisect_left(offsets, native_offset)
         hi = bisect.bisect_right(offsets, native_offset)
         points = [self.sequence_point(func.first_seqpoint + k) for k in range(lo, hi)]
@@ -761,7 +790,7 @@ class FrameTable:
         func = self.function_at(offset)
         if func is None or func.num_seqpoints == 0:
             return None
-        offsets = self.sequence_point_offsets(func)
+        offsets = self.sequence_point_offsets(func).searchable
         k = bisect.bisect_right(offsets, offset) - 1
         if k < 0:
             return None
@@ -816,7 +845,7 @@ class FrameTable:
     def site_index(self, offset: int) -> int | None:
         """Index of the patch site at exactly image offset ``offset``, if any
         (a bisect over the site records in place)."""
-        offsets = self.site_offset_column
+        offsets = self.site_offset_column.searchable
         i = bisect.bisect_left(offsets, offset)
         if i < len(offsets) and offsets[i] == offset:
             self._check_site(i, offset)
@@ -825,7 +854,7 @@ class FrameTable:
 
     def site_indexes_in(self, start: int, end: int) -> range:
         """Indexes of the patch sites at image offsets in [start, end)."""
-        offsets = self.site_offset_column
+        offsets = self.site_offset_column.searchable
         return range(bisect.bisect_left(offsets, start), bisect.bisect_left(offsets, end))
 
 
