@@ -253,7 +253,7 @@ class RecordColumn(Sequence):
     module's hundreds of thousands of records (DESIGN.md, "Read in place,
     never in full")."""
 
-    __slots__ = ("_data", "_base", "_stride", "_unpack", "_count", "searchable")
+    __slots__ = ("_data", "_base", "_stride", "_unpack", "_count", "_fmt", "_searchable")
 
     def __init__(self, data: bytes, base: int, stride: int, count: int, field_offset: int = 0,
                  fmt: str = "<I"):
@@ -262,12 +262,21 @@ class RecordColumn(Sequence):
         self._stride = stride
         self._count = count
         self._unpack = struct.Struct(fmt).unpack_from
-        #: The column as a sequence ``bisect`` indexes in C: a strided
-        #: ``memoryview`` over the records (no copy) where the host's byte
-        #: order and the field allow, else the column itself.  A bisect
-        #: through :meth:`__getitem__` costs a Python call per probe, ~20 of
-        #: them per lookup in a real-size table, several lookups per step.
-        self.searchable: Sequence[int] = _strided_view(data, self._base, stride, count, fmt) or self
+        self._fmt = fmt
+        self._searchable = None
+
+    @property
+    def searchable(self) -> Sequence[int]:
+        """The column as a sequence ``bisect`` indexes in C: a strided
+        ``memoryview`` over the records (no copy) where the host's byte order
+        and the field allow, else the column itself.  A bisect through
+        :meth:`__getitem__` costs a Python call per probe, ~20 of them per
+        lookup in a real-size table, several lookups per step."""
+        view = self._searchable
+        if view is None:
+            view = self._searchable = _strided_view(self._data, self._base, self._stride, self._count,
+                                                    self._fmt) or self
+        return view
 
     def __len__(self) -> int:
         return self._count
@@ -839,7 +848,7 @@ class FrameTable:
             raise FrameTableError(f"patch site {index}: offset {offset:#x} outside the code")
         if offset % 8 > 8 - SITE_SIZE:
             raise FrameTableError(f"patch site {index}: offset {offset:#x} straddles an 8-byte boundary")
-        if index and self.site_offset_column[index - 1] + SITE_SIZE > offset:
+        if index and self.site_offset_column.searchable[index - 1] + SITE_SIZE > offset:
             raise FrameTableError(f"patch site {index}: offset {offset:#x} is not after the previous site")
 
     def site_index(self, offset: int) -> int | None:

@@ -925,9 +925,9 @@ class StoreTarget:
         has, not what the function has."""
         table = entry.store_code.frame_table
         wasm = entry.module.wasm
-        offsets = table.sequence_point_column(func, 0)
-        kinds = table.sequence_point_column(func, 8, "<B")
-        wasm_offsets = table.sequence_point_column(func, 4)
+        offsets = table.sequence_point_column(func, 0).searchable
+        kinds = table.sequence_point_column(func, 8, "<B").searchable
+        wasm_offsets = table.sequence_point_column(func, 4).searchable
         instruction = SequencePointKind.INSTRUCTION
         final_end = next((offsets[k] for k in range(len(offsets) - 1, -1, -1) if kinds[k] == instruction), None)
         callees: list | None = []
@@ -967,7 +967,7 @@ class StoreTarget:
             wasm = entry.module.wasm
             if not 0 <= point.wasm_offset < len(wasm) or wasm[point.wasm_offset] in _CONTROL_OPCODES:
                 return None
-        offsets = table.sequence_point_offsets(func)
+        offsets = table.sequence_point_offsets(func).searchable
         k = bisect.bisect_right(offsets, offset)
         if k >= len(offsets) or table.site_index(offsets[k]) is None:
             return None
