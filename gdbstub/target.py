@@ -731,7 +731,11 @@ class StoreTarget:
             stopped.regfile.rip = 0
         self._release()
         self._release_pending(kill=True)
-        if self.is_running:
+        if stopped is None and self.is_running:
+            # Running: killed at the next sequence point it reaches.  A guest
+            # released from a stop unwinds at once (above) and needs none of
+            # this: arming every site of a real-size module cost gdb's `run`
+            # (vKill, then vRun) 50 ms.
             self._arm(self._all_sites())
 
     def _drop_debug_state(self) -> None:

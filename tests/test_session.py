@@ -907,6 +907,17 @@ def test_kill_ends_the_guest(guest):
     assert guest.code_is_pristine()
 
 
+def test_killing_a_stopped_guest_unwinds_it_without_arming_every_site(guest, monkeypatch):
+    """Only a running guest needs every site armed to be caught; a stopped
+    one unwinds from its stop (gdb's `run` kills the previous run first)."""
+    guest.handshake()
+    monkeypatch.setattr(type(guest.target), "_all_sites", lambda self: pytest.fail("armed every site"))
+    assert guest.ask(b"vKill;%x" % guest.target.pid) == b"OK"
+    assert guest.target.join(EVENT_TIMEOUT)
+    assert guest.finish().results is None
+    assert guest.code_is_pristine()
+
+
 def test_vkill_answers_ok(guest):
     guest.handshake()
     assert guest.ask(b"vKill;%x" % guest.target.pid) == b"OK"
