@@ -48,6 +48,15 @@ class UsageError(Exception):
     """Bad arguments or a module that cannot be served; the message says why."""
 
 
+def add_image_transfer_argument(parser: argparse.ArgumentParser) -> None:
+    """``--image-transfer``: how gdb gets the debug images (SessionConfig.image_transfer)."""
+    parser.add_argument("--image-transfer", choices=IMAGE_TRANSFERS, default="auto",
+                        help="how gdb gets the debug images: 'vfile' serves them over the connection, 'local' lets "
+                             "gdb read them from this machine's files, 'auto' (default) is 'local' for a client "
+                             "connected from a loopback address (gdb then warns that the target does not support "
+                             "file transfer)")
+
+
 def bundled_demo_path() -> Path:
     """The demo module shipped in the package (examples/demo.c at -O0)."""
     from importlib import resources
@@ -306,10 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="serve one client, then exit when the guest ends")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
     p.add_argument("--cache-dir", metavar="DIR", help="cache of compiled and debug images (default ~/.cache/wasm-gdbstub)")
-    p.add_argument("--image-transfer", choices=IMAGE_TRANSFERS, default="auto",
-                   help="how gdb gets the debug images: 'vfile' serves them over the connection, 'local' lets gdb "
-                        "read them from this machine's files, 'auto' (default) is 'local' for a client connected "
-                        "from a loopback address (gdb then warns that the target does not support file transfer)")
+    add_image_transfer_argument(p)
     p.add_argument("--lldb-commands", metavar="FILE",
                    help="also write the lldb attach commands to FILE, for `command source FILE` "
                         "(an IDE's attachCommands)")
@@ -332,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-remote", action="store_true", help="allow non-loopback addresses")
     p.add_argument("--dialect", choices=("native", "wasm"), default="native")
     p.add_argument("--cache-dir", metavar="DIR", help="cache of debug images (default ~/.cache/wasm-gdbstub)")
+    add_image_transfer_argument(p)
     p.add_argument("--hold", action="store_true", help="start with hold-new-stores on")
     p.add_argument("--runs", type=int, metavar="N", help="stop after N runs in all (default: run until interrupted)")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
