@@ -28,7 +28,7 @@ import codemem
 from codemem import CompileError, LinkError, Trap
 
 from . import runner
-from .images import IMAGE_TRANSFERS, DebugImageSet, ImageFileServer
+from .images import IMAGE_TRANSFERS, DebugImageSet
 from .listen import listening_socket
 from .listen import parse_listen as host_parse_listen
 from .wasi import Preopen, WasiContext, WasiExit, WasiOptions, parse_env
@@ -214,6 +214,7 @@ def serve(args: argparse.Namespace) -> int:
         bound_port = listener.getsockname()[1]
         print_banner(host, bound_port)
 
+    from .image_files import ImageFileServer
     from .server import StubServer
     from .session import SessionConfig
     from .target import StoreTarget

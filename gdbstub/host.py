@@ -47,7 +47,8 @@ from typing import Any, Callable
 
 import codemem
 
-from .images import DebugImageSet, ImageFileServer
+from .image_files import ImageFileServer
+from .images import DebugImageSet
 from .listen import parse_listen
 from .protocol.replies import ErrorCode
 from .server import StubServer

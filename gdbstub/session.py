@@ -50,7 +50,8 @@ from codemem.wasm.types import ValType
 from . import arch_amd64
 from .agent_session import AgentExtension
 from .dialect import Dialect, NativeDialect, SessionExtension
-from .images import IMAGE_TRANSFERS, FileServerError
+from .image_files import FileServerError
+from .images import IMAGE_TRANSFERS
 from .protocol import packets as P
 from .protocol import replies as R
 from .protocol.connection import ProtocolConnection

@@ -31,10 +31,11 @@ from codemem.frametable import SITE_DISABLED, SITE_SIZE
 from codemem.runtime import Engine, Instance, Module, Store
 from gdbstub import arch_amd64
 from gdbstub.debugimage.dwarf import DWARF_REGISTERS
+from gdbstub.image_files import FIRST_FD, MAX_OPEN_FILES, FileServerError, ImageFileServer
 from gdbstub.images import (
-    BREAKPOINT_SLOT_SYMBOL, BREAKPOINT_VENEER_SYMBOL, FIRST_FD, JUMP_TABLES_SYMBOL, MAX_OPEN_FILES,
+    BREAKPOINT_SLOT_SYMBOL, BREAKPOINT_VENEER_SYMBOL, JUMP_TABLES_SYMBOL,
     IMAGE_LINK_ADDRESS, RUNTIME_SYMBOLS, TRAP_SLOT_SYMBOL, TRAP_VENEER_SYMBOL, DebugImage, DebugImageSet,
-    FileServerError, ImageFileServer, LoadedImage, libraries_svr4_xml, libraries_xml,
+    LoadedImage, libraries_svr4_xml, libraries_xml,
 )
 from gdbstub.protocol.encoding import hex_decode
 from gdbstub.protocol.packets import FileIOOpenFlags

@@ -26,7 +26,8 @@ import pytest
 import codemem
 from codemem.frametable import SITE_DISABLED, MirrorSource, SequencePointKind
 from gdbstub import arch_amd64, runner
-from gdbstub.images import DebugImageSet, ImageFileServer
+from gdbstub.image_files import ImageFileServer
+from gdbstub.images import DebugImageSet
 from gdbstub.session import PACKET_SIZE, GdbSession, SessionConfig
 from gdbstub.target import StoreTarget, StopReason
 
