@@ -46,6 +46,7 @@ import logging
 import struct
 from dataclasses import dataclass
 from typing import Iterable
+
 from .protocol.xmltext import quoteattr
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Callable
-from .protocol.xmltext import escape
 
 from codemem.wasm.types import ValType
 
@@ -57,6 +56,7 @@ from .protocol import replies as R
 from .protocol.connection import ProtocolConnection
 from .protocol.encoding import ProtocolError, hex_encode
 from .protocol.replies import ErrorCode, Signal
+from .protocol.xmltext import escape
 from .target import Exited, Stop, StopReason, StopReport, StoreTarget, TargetError
 from .targets import SingleStoreHost, TargetHost
 
@@ -87,7 +87,7 @@ class SessionConfig:
     """What the transport knows and the session needs."""
 
     images: object | None = None         # gdbstub.images.DebugImageSet (libraries + vFile)
-    file_server: object | None = None    # gdbstub.images.ImageFileServer
+    file_server: object | None = None    # gdbstub.image_files.ImageFileServer
     #: How a client gets the debug images' files: "vfile" serves them with
     #: vFile (Host I/O); "local" answers vFile as unsupported, so gdb reads
     #: the files by their paths from its own file system (gdb's
