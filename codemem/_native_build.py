@@ -12,18 +12,21 @@ CSRC = ROOT / "csrc"
 
 ffibuilder = FFI()
 ffibuilder.cdef((CSRC / "codemem_rt.h").read_text())
-# The two host callbacks are Python functions (codemem/native.py defines them
-# with @ffi.def_extern); cffi generates the C entry points.
+ffibuilder.cdef((CSRC / "codemem_compile.h").read_text())
+# The two host callbacks (codemem/native.py) and the C compiler's template
+# request (codemem/x64/ccore.py) are Python functions defined with
+# @ffi.def_extern; cffi generates the C entry points.
 ffibuilder.cdef(
     """
     extern "Python" void cm_py_event(uint64_t, uint64_t, cm_regfile *, uint64_t);
     extern "Python" uint64_t cm_py_host_call(uint64_t, uint64_t *);
+    extern "Python+C" int cm_py_template(void *, const int64_t *, uint32_t, int32_t);
     """
 )
 ffibuilder.set_source(
     "codemem._native",
-    '#include <stdint.h>\n#include "codemem_rt.h"\n',
-    sources=[str((CSRC / "codemem_rt.c").relative_to(ROOT))],
+    '#include <stdint.h>\n#include "codemem_rt.h"\n#include "codemem_compile.h"\n',
+    sources=[str((CSRC / name).relative_to(ROOT)) for name in ("codemem_rt.c", "codemem_compile.c")],
     include_dirs=[str(CSRC.relative_to(ROOT))],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )

@@ -331,6 +331,14 @@ class StoreCode:
         return StoreCodePC(self.base + self.size)
 
     @property
+    def low_space(self):
+        """The codemem.lowmem.LowAddressSpace this StoreCode's private copy
+        was placed in (below 4 GiB), or None; helper mappings that must reach
+        the code go there too (codemem.placement)."""
+        memory = self._memory
+        return memory.low_space if memory is not None and not memory.shared else None
+
+    @property
     def code_end(self) -> StoreCodePC:
         return StoreCodePC(self.base + self.engine_code.code_size)
 

@@ -67,7 +67,7 @@ from . import native
 from .errors import CodeMemoryError
 from .frametable import SITE_SIZE
 from .native import PROT_EXEC, PROT_READ, PROT_WRITE, lib
-from .sitehooks import map_near
+from .placement import map_near_code
 
 log = logging.getLogger(__name__)
 
@@ -405,8 +405,8 @@ def build_block(fn: FunctionCode, base: int, carrier: int, armed: list[int], add
 class DisplacedArea:
     """The scratch code of one debug StoreCode's displaced blocks.
 
-    Placed as the StoreCode's hook area is (codemem.sitehooks.map_near: next
-    to the image, within rel32 reach), but a mapping of its own: hook
+    Placed as the StoreCode's hook area is (codemem.placement: within rel32
+    reach of the image, inside a low Store's window), but a mapping of its own: hook
     veneers live as long as their site's checks and are compacted by
     rebuilding them, blocks as long as an armed set, so the two allocators
     stay independent.  Blocks are bump-allocated and cached by (carrier,
@@ -418,10 +418,10 @@ class DisplacedArea:
         self.store_code = store_code
         self.size = size
         try:
-            self.base = map_near(store_code.base, store_code.end, size)
+            self._mapping = map_near_code(store_code, size, what="displaced-breakpoint scratch")
         except CodeMemoryError as e:
             raise DisplacedError(str(e)) from None
-        self._finalizer = weakref.finalize(self, lib.cm_unmap, self.base, size)
+        self.base = self._mapping.base
         self._next = self.base
         self._blocks: dict[tuple[int, tuple[int, ...]], BlockLayout] = {}
         self._by_stop_call: dict[int, BlockLayout] = {}
@@ -429,7 +429,7 @@ class DisplacedArea:
 
     @property
     def closed(self) -> bool:
-        return not self._finalizer.alive
+        return self._mapping.closed
 
     def contains(self, pc: int) -> bool:
         return self.base <= pc < self.base + self.size
@@ -477,7 +477,7 @@ class DisplacedArea:
         self._next = self.base
 
     def close(self) -> None:
-        self._finalizer()
+        self._mapping.close()
 
 
 def area_for(store_code) -> DisplacedArea:

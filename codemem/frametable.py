@@ -887,6 +887,43 @@ class FunctionBuild:
     #: returned for such a list (what the compiler passes: it interns each
     #: distinct list once, not once per point).
     seqpoints: list[tuple] = field(default_factory=list)
+    #: Instead of ``seqpoints``: the records already packed (the C compiler's,
+    #: codemem/x64/ccore.py), their stack types still to be interned.
+    packed_seqpoints: "PackedPoints | None" = None
+
+    @property
+    def num_seqpoints(self) -> int:
+        packed = self.packed_seqpoints
+        return len(self.seqpoints) if packed is None else len(packed.records) // SEQPOINT_SIZE
+
+
+@dataclass
+class PackedPoints:
+    """A function's SequencePoint records, packed, with native offsets and
+    mirror lists final but each stack_types field an index into ``types``
+    (the function's distinct stacks in order of first occurrence):
+    FrameTableBuilder interns them into its types pool when it packs the
+    function, in function order like every other function's."""
+
+    records: bytes
+    types: list[tuple[int, ...]]
+
+    @classmethod
+    def rebased(cls, records: bytes, code_base: int, types: list[tuple[int, ...]],
+                mirror_firsts: list[int]) -> "PackedPoints":
+        """``records`` made relative to their function (native offsets from
+        its start, first_mirror fields indexes into the function's mirror
+        lists, whose places in the builder's pool are ``mirror_firsts``)
+        moved to ``code_base`` and pointed at the pool.  Column-wise (the
+        per-record work runs in C)."""
+        n = len(records) // SEQPOINT_SIZE
+        words = array("I", records)  # 5 per record (_SEQPOINT_STRUCT)
+        words[0::5] = array("I", map(code_base.__add__, words[0::5]))
+        if mirror_firsts:
+            words[4::5] = array("I", map(mul, map(mirror_firsts.__getitem__, words[4::5]),
+                                         map(bool, records[9::SEQPOINT_SIZE])))
+        assert len(words) == 5 * n
+        return cls(words.tobytes(), types)
 
 
 class MirrorList(NamedTuple):
@@ -897,6 +934,7 @@ class MirrorList(NamedTuple):
 
 
 _NO_MIRRORS = MirrorList(0, 0)
+_FIRST = itemgetter(1)  # MirrorList.first
 
 
 def pack_mirror(register: int, source: int, frame_offset: int) -> bytes:
@@ -1048,6 +1086,24 @@ class FrameTableBuilder:
             self._mirror_pool += packed
         return found
 
+    def intern_mirror_firsts(self, lists: list[bytes]) -> list[int]:
+        """``intern_mirrors(packed).first`` for each of ``lists`` (packed,
+        non-empty mirror lists), in order; the lookups run in C (``map``):
+        the C compiler hands over a function's distinct lists at once."""
+        if self._unindexed_mirrors is not None:
+            self._index_mirrors()
+        index = self._mirror_index
+        found = list(map(index.get, lists))
+        pool = self._mirror_pool
+        for k in _indices_of_none(found):  # intern_mirrors, inlined: a module has 100,000s
+            packed = lists[k]
+            mirrors = index.get(packed)  # an earlier one of these lists
+            if mirrors is None:
+                mirrors = index[packed] = MirrorList(len(packed) // MIRROR_SIZE, len(pool) // MIRROR_SIZE)
+                pool += packed
+            found[k] = mirrors
+        return list(map(_FIRST, found))
+
     def _seqpoint_records(self, points: list[tuple]) -> bytes:
         """The SequencePoint records of one function's ``points``
         (FunctionBuild.seqpoints), interning their stack types and mirror
@@ -1085,6 +1141,15 @@ class FrameTableBuilder:
         return b"".join(map(_SEQPOINT_STRUCT.pack, offsets, wasm_offsets, kinds, counts, map(len, types),
                             types_at, firsts))
 
+    def _intern_packed_types(self, points: PackedPoints) -> bytes:
+        """``points``' records with their stack types interned (in order)."""
+        at = [self._intern_types(types) for types in points.types]
+        if not at:
+            return points.records
+        words = array("I", points.records)
+        words[3::5] = array("I", map(at.__getitem__, words[3::5]))
+        return words.tobytes()
+
     def _pack_functions(self) -> tuple[list[tuple], bytes, bytes]:
         """(FunctionRecord fields, SequencePoint records, LocalSlot records)
         of the functions added one by one, interning into this builder's pools."""
@@ -1093,12 +1158,16 @@ class FrameTableBuilder:
         locals_blob = bytearray()
         n_seq = n_locals = 0
         for fb in self.functions:
+            num_seqpoints = fb.num_seqpoints
             records.append((fb.native_start, fb.native_size, fb.wasm_index, fb.frame_size, fb.body_wasm_offset,
-                            n_locals, len(fb.locals), n_seq, len(fb.seqpoints), fb.stack_base))
-            seq_records.append(self._seqpoint_records(fb.seqpoints))
+                            n_locals, len(fb.locals), n_seq, num_seqpoints, fb.stack_base))
+            if fb.packed_seqpoints is None:
+                seq_records.append(self._seqpoint_records(fb.seqpoints))
+            else:
+                seq_records.append(self._intern_packed_types(fb.packed_seqpoints))
             for frame_offset, valtype in fb.locals:
                 locals_blob += _LOCAL_STRUCT.pack(frame_offset, valtype)
-            n_seq += len(fb.seqpoints)
+            n_seq += num_seqpoints
             n_locals += len(fb.locals)
         return records, b"".join(seq_records), bytes(locals_blob)
 

@@ -76,6 +76,7 @@ class LowAddressSpace:
         self._starts: list[int] = []  # sorted starts of the ranges in use (ours and foreign ones)
         self._ends: dict[int, int] = {}  # start -> end
         self._ours: dict[int, int] = {}  # start -> end of ranges we mapped
+        self._released: list[int] = []  # starts unmapped by unmap_deferred, still in the bookkeeping
 
     # -- bookkeeping ------------------------------------------------------------
 
@@ -107,6 +108,7 @@ class LowAddressSpace:
     @property
     def bytes_in_use(self) -> int:
         with self._lock:
+            self._forget_released()
             return sum(end - start for start, end in self._ours.items())
 
     # -- mapping ----------------------------------------------------------------
@@ -118,6 +120,7 @@ class LowAddressSpace:
         size = native.page_round_up(size)
         span = _round_up(size, GRANULE)
         with self._lock:
+            self._forget_released()
             after, learned = self.floor, False
             while True:
                 at = self._first_fit(span, after)
@@ -165,10 +168,26 @@ class LowAddressSpace:
     def unmap(self, address: int, size: int) -> None:
         """Unmaps a range :meth:`map` returned and makes it free again."""
         with self._lock:
+            self._forget_released()
             end = self._ours.pop(address, None)
             assert end is not None, f"{address:#x} was not mapped by this LowAddressSpace"
             native.check(lib.cm_unmap(address, native.page_round_up(size)), f"unmap {address:#x}")
             self._remove(address)
+
+    def unmap_deferred(self, address: int, size: int) -> None:
+        """:meth:`unmap` for finalizers: unmaps at once without the lock (a
+        finalizer may run inside the garbage collector on a thread that holds
+        it), and the range stays taken in the bookkeeping (so nothing is placed
+        there meanwhile) until the next :meth:`map` or :meth:`unmap` frees it."""
+        assert address in self._ours, f"{address:#x} was not mapped by this LowAddressSpace"
+        lib.cm_unmap(address, native.page_round_up(size))
+        self._released.append(address)  # list.append is atomic: no lock needed
+
+    def _forget_released(self) -> None:
+        while self._released:
+            address = self._released.pop()
+            if self._ours.pop(address, None) is not None:
+                self._remove(address)
 
 
 _process_space: LowAddressSpace | None = None

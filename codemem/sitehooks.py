@@ -29,8 +29,10 @@ Hook area (one per debug StoreCode, private to its Store)::
     | trace state variables: 64 x u64                                       |
     +------------------------------------------------------------------------+
 
-It is mapped right after (or before) the image so every site reaches every
-veneer with a rel32 call.
+It is placed by codemem.placement (the policy every mapping that must reach
+the code follows): within rel32 reach of the whole image, so every site
+reaches every veneer with a rel32 call, and for a Store placed below 4 GiB
+inside that Store's [2 GiB, 4 GiB) window.
 
 Veneer frame (what every check may rely on; r10 points at the save area)::
 
@@ -62,13 +64,13 @@ import contextlib
 import logging
 import struct
 import threading
-import weakref
 from dataclasses import dataclass
 from typing import Iterable, Protocol
 
 from . import abi, native
 from .errors import CodeMemoryError, CompileError
 from .frametable import SequencePointKind
+from .placement import map_near_code
 from .native import PROT_EXEC, PROT_READ, PROT_WRITE, ffi, lib
 from .wasm.binary import read_uleb
 from .x64.asm import Assembler, Cond, Label, Mem, Reg
@@ -407,27 +409,6 @@ def access_sites(engine_code, wasm: bytes) -> dict[int, AccessSite]:
 # --------------------------------------------------------------------------
 
 
-def map_near(base: int, end: int, size: int) -> int:
-    """An anonymous read+write mapping of ``size`` bytes within rel32 reach of
-    [base, end): right after it if free, else right before, else further out.
-    (Also where codemem.displaced puts its blocks.)"""
-    step = 1 << 20
-    candidates = []
-    after = (end + PAGE - 1) & ~(PAGE - 1)
-    before = (base - size) & ~(PAGE - 1)
-    for k in range(0, 1024):
-        candidates.append(after + k * step)
-        if before - k * step > 0:
-            candidates.append(before - k * step)
-    for hint in candidates:
-        if hint + size - base >= (1 << 31) - 16 or end - hint >= (1 << 31) - 16:
-            continue
-        result = lib.cm_map_at(-1, size, PROT_READ | PROT_WRITE, 0, hint)
-        if result >= 0:
-            return result
-    raise CodeMemoryError(f"no free address space within rel32 reach of the code at {base:#x}")
-
-
 class HookArea:
     """The hook code and data of one debug StoreCode (see the module docstring).
 
@@ -441,10 +422,12 @@ class HookArea:
     def __init__(self, store_code):
         self.store_code = store_code
         self.size = CODE_SIZE + DATA_SIZE
-        self.base = map_near(store_code.base, store_code.end, self.size)
+        # Within rel32 reach of every site, and for a low Store inside its
+        # [2 GiB, 4 GiB) window (codemem.placement).
+        self._mapping = map_near_code(store_code, self.size, what="hook area")
+        self.base = self._mapping.base
         self.data_address = self.base + CODE_SIZE
         self._lock = threading.Lock()
-        self._finalizer = weakref.finalize(self, lib.cm_unmap, self.base, self.size)
         self.veneers: dict[int, tuple[int, int]] = {}  # site pc -> (address, size)
         self._edit_depth = 0
         self.site_checks: dict[int, list[Check]] = {}
@@ -663,18 +646,31 @@ class HookArea:
         finally:
             self._publish()
 
+    @property
+    def closed(self) -> bool:
+        return self._mapping.closed
+
     def close(self) -> None:
-        self._finalizer()
+        self._mapping.close()
 
 
 class _ArenaFull(Exception):
     pass
 
 
-def hook_area_for(store_code) -> HookArea:
-    """The StoreCode's hook area, created on first use."""
+def existing_hook_area(store_code) -> HookArea | None:
+    """The StoreCode's open hook area, or None when it has none (yet)."""
     area = getattr(store_code, "_hook_area", None)
-    if area is None:
+    return None if area is None or area.closed else area
+
+
+def hook_area_for(store_code) -> HookArea:
+    """The StoreCode's hook area, created on first use (again after
+    :meth:`HookArea.close`, when the Store's target ended)."""
+    area = getattr(store_code, "_hook_area", None)
+    if area is None or area.closed:
+        if store_code.closed:
+            raise CodeMemoryError("the Store's code was closed")
         if not store_code.debug:
             raise CodeMemoryError("site hooks need a debug StoreCode (a private copy of the code)")
         area = store_code._hook_area = HookArea(store_code)

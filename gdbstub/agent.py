@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from codemem import abi, sitehooks
 from codemem.native import ffi, lib
 from codemem.sitehooks import (AccessCheck, AccessSite, GlobalCheck, PendingHostWriteCheck, access_sites,
-                               hook_area_for, host_return_sites)
+                               existing_hook_area, hook_area_for, host_return_sites)
 
 from .agent_x64 import CommandsCheck, ConditionCheck
 from .protocol.agentexpr import AgentExpr
@@ -68,7 +68,15 @@ WATCH_GLOBAL = 4
 class Watch:
     """One watchpoint: ``kinds`` (sitehooks.WATCH_*), the client's address and
     length, and the watched linear-memory range [lo, lo+length); or, for a
-    wasm global, the address of its cell (``cell``; ``lo`` unused)."""
+    wasm global, the address of its cell (``cell``; ``lo`` unused).
+
+    A stop reports ``address`` (the start of the watched range) whichever of
+    its bytes was accessed, as x86 stubs do: gdbserver and lldb-server report
+    the triggering debug register's address.  lldb-22 relies on it: it splits
+    an unaligned watchpoint into aligned ones (8 bytes at 0x40c: ``Z2,408,8``
+    and ``Z2,410,8``), and an access address inside such a range but not at
+    its start (``watch:40c``) made it show "stop reason = watchpoint -1"
+    without evaluating the watchpoint.  gdb takes any address in the range."""
 
     kinds: int
     address: int
@@ -80,10 +88,6 @@ class Watch:
     def name(self) -> str:
         return WATCH_KIND_NAMES[self.kinds]
 
-    def client_address(self, linear: int) -> int:
-        if self.cell is not None:
-            return self.address
-        return self.address + (linear - self.lo)
 
 
 @dataclass(frozen=True)
@@ -279,12 +283,12 @@ class SiteAgent:
         everywhere): (watch, client address)."""
         found = None
         for entry in self.target.store.registry.entries():
-            area = getattr(entry.store_code, "_hook_area", None)
+            area = existing_hook_area(entry.store_code)
             record = area.take_host_write() if area is not None else None
             linear = self._linear_watches()
             if record is not None and found is None and record[0] < len(linear):
                 watch = linear[record[0]]
-                found = (watch, watch.client_address(record[1]))
+                found = (watch, watch.address)
         return found
 
     # ------------------------------------------------------------ veneers
@@ -389,7 +393,7 @@ class SiteAgent:
         entry = self.target.store.registry.lookup(pc)
         if entry is None:
             return None
-        area = getattr(entry.store_code, "_hook_area", None)
+        area = existing_hook_area(entry.store_code)
         if area is None:
             return None
         kind, index, address, size, error = area.take_hit()
@@ -412,7 +416,7 @@ class SiteAgent:
         if not 0 <= hit.index < len(linear):
             return None
         watch = linear[hit.index]
-        return watch, watch.client_address(hit.address)
+        return watch, watch.address
 
     def access_at(self, pc: int, regfile) -> tuple[Watch, int] | None:
         """The same check a site's veneer makes, in Python, for a guest that
@@ -455,7 +459,7 @@ class SiteAgent:
                 continue
             for watch in self._linear_watches():
                 if watch.kinds & kind and first < watch.lo + watch.length and end > watch.lo:
-                    return watch, watch.client_address(max(first, watch.lo))
+                    return watch, watch.address
         return None
 
     def describe_site(self, store_code, pc: int) -> list[str]:

@@ -172,6 +172,26 @@ class _GuestStop:
             lib.cm_gate_open(self.gate)
 
 
+class _HostReturnStop(_GuestStop):
+    """The invoked function returned to the host while a breakpoint is set
+    where it returns (:attr:`StoreTarget.host_return_pc`).  The guest thread
+    has left guest code, so there is no trampoline frame and no gate: it waits
+    in Python (it holds no guest state, so the GIL does not matter) and the
+    registers are those at the entry thunk's ``ret``, rebuilt
+    (:meth:`StoreTarget._stop_at_host_return`)."""
+
+    def __init__(self, regfile):
+        super().__init__(native.EVENT_BREAKPOINT, 0, regfile, None)
+        self._released = threading.Event()
+
+    def resume(self) -> None:
+        self.resumed = True
+        self._released.set()
+
+    def wait(self) -> None:
+        self._released.wait()
+
+
 @dataclass
 class MemoryRegion:
     """A range the client may access.  ``read``/``write`` take absolute
@@ -348,6 +368,7 @@ class StoreTarget:
     def _run_guest(self) -> Exited:
         try:
             vals = self.func.call_vals(self.args)
+            self._stop_at_host_return()
             exited = Exited(status=0, results=[v.value for v in vals])
         except Trap as trap:
             signal = _trap_signal(trap.code) if trap.code is not None else int(Signal.SIGILL)
@@ -359,6 +380,39 @@ class StoreTarget:
         self._notify()
         return exited
 
+    @property
+    def host_return_pc(self) -> int | None:
+        """Where the invoked function returns to the host: the ``ret`` after
+        the low entry thunk's ``call rdi`` (codemem.lowmem), which a debugger
+        sees as the return address of the outermost frame; None for a Store
+        placed anywhere (its outermost frame returns into cm_enter)."""
+        thunk = self.store.ctx.entry_thunk
+        return thunk + ENTRY_THUNK_CODE.index(0xC3) if thunk else None
+
+    def _stop_at_host_return(self) -> None:
+        """On the guest thread, after the invoked function returned normally:
+        with a breakpoint at :attr:`host_return_pc` (gdb puts one there to
+        watch a local of the outermost frame go out of scope, lldb-22 for any
+        variable watchpoint set there), stop as if at the thunk's ``ret``
+        and wait for the controller.  The registers are what the guest left
+        there (csrc cm_enter: rsp 16-aligned below the stack top, minus the
+        return address ``call r9`` pushed; rbp 0, which ends the rbp chain;
+        r15 the instance context); the rest is zero."""
+        pc = self.host_return_pc
+        with self._lock:
+            if pc is None or pc not in self.breakpoints or not self.debugging or self._kill_requested:
+                return
+            regfile = ffi.new("cm_regfile *")
+            regfile.rip = pc
+            regfile.gpr[_GPR_INDEX["rsp"]] = (self.store.ctx.stack.top & ~15) - 8
+            regfile.gpr[_GPR_INDEX["r15"]] = self.instance.vmctx_address
+            regfile.rflags = 0x202  # IF, and bit 1 (always set)
+            regfile.mxcsr = 0x1F80  # the default (all exceptions masked)
+            stop = _HostReturnStop(regfile)
+            self._pending.append(stop)
+        self._notify()
+        stop.wait()
+
     def mark_closed(self) -> None:
         """The Store is about to be closed (its memory unmapped): from now on
         every access is refused (ENOENT) instead of touching freed memory.
@@ -367,6 +421,12 @@ class StoreTarget:
         for area in self._areas:
             area.close()
         self._areas.clear()
+        # The hook areas too: a low Store's take room in the [2 GiB, 4 GiB)
+        # window every debug Store shares (codemem.placement).
+        for entry in self.store.registry.entries():
+            hooks = sitehooks.existing_hook_area(entry.store_code)
+            if hooks is not None:
+                hooks.close()
 
     def require_open(self) -> None:
         if self.closed:
@@ -457,6 +517,11 @@ class StoreTarget:
         assert self._stopped is None, "guest stopped twice without a resume"
         self._stopped = raw
         self._displaced_stop = None
+        if isinstance(raw, _HostReturnStop):
+            self._disarm()  # a step that left the outermost frame ends here
+            self._range = None
+            self._current = Stop(StopReason.BREAKPOINT, raw.regfile.rip, Signal.SIGTRAP)
+            return self._current
         if raw.kind != native.EVENT_TRAP:
             self._show_displaced_stop(raw.regfile)
         pc = raw.regfile.rip
@@ -683,8 +748,9 @@ class StoreTarget:
         or the caller after a return).  With ``range_`` (vCont;r), keep going
         while the pc stays in [start, end)."""
         stopped = self.require_stopped()
-        if stopped.kind == native.EVENT_TRAP:
+        if stopped.kind == native.EVENT_TRAP or isinstance(stopped, _HostReturnStop):
             # A trap is fatal: the next thing that happens is the unwind.
+            # Back in the host, the next thing is the end of the invocation.
             self._release()
             return
         self._range = None if self._watch_on_resume(stopped) else range_
@@ -1032,6 +1098,12 @@ class StoreTarget:
         insert at the same pc replaces both (gdb's ``condition N``); none
         makes it a plain breakpoint."""
         self._require_live()
+        if pc is not None and pc == self.host_return_pc:
+            if conditions or commands:
+                raise TargetError(ErrorCode.EINVAL, f"{pc:#x} is where the invoked function returns to the host: "
+                                                    f"conditions and commands are not evaluated there")
+            self.breakpoints.add(pc)  # see _stop_at_host_return
+            return
         site, carried = self._breakpoint_site(pc)
         if carried:
             self._insert_displaced(pc, site, bool(conditions or commands))
@@ -1082,7 +1154,11 @@ class StoreTarget:
         clients remove what they believe they inserted)."""
         self.require_open()
         if pc not in self.breakpoints:
-            self._breakpoint_site(pc)  # still name a bad address as such
+            if pc != self.host_return_pc:
+                self._breakpoint_site(pc)  # still name a bad address as such
+            return
+        if pc == self.host_return_pc:
+            self.breakpoints.discard(pc)
             return
         site = self._displaced.pop(pc, None)
         if site is not None:

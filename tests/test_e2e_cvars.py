@@ -25,9 +25,7 @@ from pathlib import Path
 import pytest
 
 from stubproc import ROOT, StubProcess, example
-from twinkit import (
-    build_twin, command_outputs, frames, normalize, run_gdb_on_stub, run_gdb_on_twin, start_gdbserver,
-)
+from twinkit import command_outputs, frames, normalize, run_gdb_on_stub, run_gdb_on_stub_and_twin
 
 SOURCES = ROOT / "examples"
 
@@ -63,20 +61,9 @@ INVENTORY_SPECIAL = ["bt", "info scope walk", "p sizeof(void *)", "p sizeof(stru
 
 def run_both(tmp_path: Path, program: str, level: str, args: list[str], commands: list[str]):
     """(stub outputs, twin outputs, stub's printed result, twin's printed result)."""
-    stub = StubProcess.start(tmp_path / "stub", example(f"{program}.{level}"), invoke=f"{program}_run",
-                             args=args)
-    try:
-        ours = run_gdb_on_stub(stub, commands)
-        stub.wait(30)
-    finally:
-        stub.kill()
-    twin = build_twin(program, level, tmp_path)
-    server = start_gdbserver(twin, tuple(args))
-    try:
-        theirs = run_gdb_on_twin(twin, server, commands)
-        twin_output = server.output()
-    finally:
-        server.kill()
+    both = run_gdb_on_stub_and_twin(tmp_path, example(f"{program}.{level}"), f"{program}_run", args,
+                                    (program, level), commands)
+    ours, theirs, stub, twin_output = both.ours, both.theirs, both.stub, both.twin_output
     assert not ours.timed_out and not theirs.timed_out, (ours, theirs)
     stub_result = [line for line in stub.output_after_banner if line.strip()]
     twin_result = [line for line in twin_output.splitlines() if re.fullmatch(r"-?\d+", line.strip())]

@@ -6,10 +6,12 @@ Its watchpoints are ``Z2``/``Z3``/``Z4`` like gdb's, after lldb asked
 ``qWatchpointSupportInfo``; a stop reports ``watch:ADDR`` after the write,
 which lldb shows as "Watchpoint N hit: old value / new value".
 
-Native dialect (``gdb-remote``): lldb sees no C variables in our images yet,
-so the watched variable is named by its address (the guest's ``address_of``)
-and conditions use registers.  wasm dialect (``--plugin wasm``): lldb reads
-the module's DWARF, so ``watchpoint set variable`` and C conditions work.
+Native dialect (``gdb-remote``): watched variables are named by address
+(the guest's ``address_of``), by C expression or by name (the x32 images carry
+the translated DWARF), conditions use registers; lldb-22 has no x32 ABI, so
+pointer variables read as 8 bytes there (docs/agent.md, "lldb").  wasm dialect
+(``--plugin wasm``): lldb reads the module's DWARF, so ``watchpoint set
+variable`` and C conditions work.
 """
 from __future__ import annotations
 
@@ -102,5 +104,50 @@ def test_wasm_watchpoint_outside_linear_memory_is_refused(stub):
     assert not run.timed_out, detail(run, s)
     assert "Watchpoint creation failed (addr=0x7fff0000, size=4)" in run.output, detail(run, s)
     # The refusal's reason is logged between the packet and its reply.
-    assert re.search(r"packet <- b'Z2,7fff0000,4'\n(.*not inside linear memory.*\n)?packet -> b'E16",
-                     s.stderr), s.describe()
+    assert re.search(r"packet <- b'Z2,7fff0000,4'\n(.*not inside linear memory.*\n)?packet -> b'E16", s.stderr), \
+        s.describe()
+
+
+def test_native_watchpoints_on_c_expressions_and_variables_by_name(stub):
+    # lldb-22 sees the translated DWARF in the native view: `&arr[3]` and
+    # `arr[5]` evaluate without the JIT.  An expression watchpoint's default
+    # size is the target's pointer size, 8 on x86-64 (lldb has no x32 ABI),
+    # and lldb splits the unaligned 8 bytes at 0x40c into aligned ranges,
+    # exactly as it does against lldb-server: Z2 at 0x408 and at 0x410.
+    s = stub(AGENT, invoke="fill_loop", args=["200"])
+    run = run_lldb(s, ["b fill_loop", "c", "watchpoint set expression -- &arr[3]", "c", "c", "watchpoint delete 1",
+                       "watchpoint set variable arr[5]", "c", "c", "watchpoint delete 2", "c"])
+    assert not run.timed_out, detail(run, s)
+    assert re.search(r"Watchpoint created: Watchpoint 1: addr = 0x0000040c size = 8", run.output), detail(run, s)
+    assert re.search(r"packet <- b'Z2,408,8'\npacket -> b'OK'\npacket <- b'Z2,410,8'", s.stderr), s.describe()
+    # The write to arr[2] hits the range at 0x408 but leaves the watched
+    # bytes as they were: lldb runs on silently, as natively.
+    assert re.search(r"Watchpoint 1 hit:\nold value: 0x0000000000000000\nnew value: 0x0000000000000003",
+                     run.output), detail(run, s)
+    assert re.search(r"Watchpoint 1 hit:\nold value: 0x0000000000000003\nnew value: 0x0000000400000003",
+                     run.output), detail(run, s)
+    assert re.search(r"Watchpoint 2 hit:\nold value: 0\nnew value: 5\n", run.output), detail(run, s)
+    assert re.search(r"Watchpoint 2 hit:\nold value: 5\nnew value: 69\n", run.output), detail(run, s)
+    assert "watchpoint -1" not in run.output, detail(run, s)
+    assert run.output.count("stop reason = watchpoint 1") == 2, detail(run, s)
+    assert "exited with status = 0" in run.output, detail(run, s)
+
+
+def test_native_pointer_variables_read_as_8_bytes_so_watch_through_a_4_byte_read(stub):
+    # lldb-22 has no x32 ABI (its x86-64 address size is 8 whatever the
+    # image's class or DWARF say): the 4-byte pointer `it` is read together
+    # with the 4 bytes after it (`amount`), so once amount is not 0 lldb
+    # cannot resolve `it->qty` at all.  Reading the pointer as 4 bytes works.
+    s = stub(AGENT, invoke="run_items", args=["20"])
+    refused = run_lldb(s, ["b restock", "c", "c", "c", "frame variable it", "watchpoint set variable it->qty"])
+    assert not refused.timed_out, detail(refused, s)
+    assert "(item *) it = 0x0000000200000520" in refused.output, detail(refused, s)
+    assert "error: Watchpoint creation failed" in refused.output, detail(refused, s)
+    s = stub(AGENT, invoke="run_items", args=["20"])
+    run = run_lldb(s, ["b restock", "c", "c", "c", "watchpoint set expression -s 4 -- *(unsigned *)&it + 4",
+                       "breakpoint delete 1", "c", "c", "watchpoint delete 1", "c"])
+    assert not run.timed_out, detail(run, s)
+    # items[2].qty: restock(&items[2], 2) adds 2, restock(&items[2], 10) 10.
+    assert re.search(r"Watchpoint 1 hit:\nold value: 0\nnew value: 2\n", run.output), detail(run, s)
+    assert re.search(r"Watchpoint 1 hit:\nold value: 2\nnew value: 12\n", run.output), detail(run, s)
+    assert "exited with status = 0" in run.output, detail(run, s)

@@ -139,3 +139,34 @@ def frames(text: str) -> list[str]:
             break
         out.append(re.sub(r"^#(\d+)\s+(ADDR in )?", r"#\1 ", line))
     return out
+
+
+@dataclass
+class TwinSessions:
+    """One gdb batch session against the stub and one against the native twin."""
+
+    ours: ClientRun
+    theirs: ClientRun
+    stub: StubProcess  # ended: its packets, stderr and the guest's output stay readable
+    twin_output: str  # the twin's stdout and gdbserver's messages
+
+
+def run_gdb_on_stub_and_twin(workdir: Path, module: Path, invoke: str, args: list[str], twin: tuple[str, str],
+                             commands: list[str], twin_commands: list[str] | None = None) -> TwinSessions:
+    """``commands`` in gdb against ``serve MODULE --invoke INVOKE ARGS`` and
+    ``twin_commands`` (default: the same) against the twin ``(name, level)``
+    (:func:`build_twin`) run with the same ``args`` under gdbserver."""
+    stub = StubProcess.start(workdir / "stub", module, invoke=invoke, args=args)
+    try:
+        ours = run_gdb_on_stub(stub, commands)
+        stub.wait(30)
+    finally:
+        stub.kill()
+    program = build_twin(*twin, workdir)
+    server = start_gdbserver(program, tuple(args))
+    try:
+        theirs = run_gdb_on_twin(program, server, commands if twin_commands is None else twin_commands)
+        twin_output = server.output()
+    finally:
+        server.kill()
+    return TwinSessions(ours, theirs, stub, twin_output)

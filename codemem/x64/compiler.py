@@ -80,10 +80,12 @@ from ..abi import (
     TrapCode,
     VMContextLayout,
 )
+from ..errors import CompileError
 from ..frametable import (
     SITE_DISABLED,
     FrameTableBuilder,
     PackedFunctions,
+    PackedPoints,
     FunctionBuild,
     MirrorList,
     MirrorSource,
@@ -98,6 +100,7 @@ from ..wasm.opcodes import OP_BY_NAME
 from ..wasm.types import ValType
 from ..wasm.validator import LOOP, FuncValidator, validate_module
 from .asm import Assembler, Cond, Label, Mem, Reg, Xmm, nop_bytes
+from .ccore import CFunctionCompiler, c_compiler_enabled
 from .numeric import (
     NUMERIC,
     NUMERIC_ARITY,
@@ -142,11 +145,15 @@ _ARGS_PTR = Mem(RBP, FRAME_ARGS_PTR)
 @dataclass
 class CompiledModule:
     """What the runtime turns into an EngineCode: ``code`` is the whole image
-    (``frame_table``'s code_size bytes), ``layout`` the module's VMContext layout."""
+    (``frame_table``'s code_size bytes), ``layout`` the module's VMContext layout;
+    ``c_functions`` / ``c_body_bytes``: how many defined functions (and bytes
+    of their bodies) the C core compiled (ccore.py; the rest: Python)."""
 
     code: bytes
     frame_table: bytes
     layout: VMContextLayout
+    c_functions: int = 0
+    c_body_bytes: int = 0
 
 
 def compile_module(info: ModuleInfo, *, debug: bool, jobs: int | None = None) -> CompiledModule:
@@ -171,11 +178,19 @@ def compile_module(info: ModuleInfo, *, debug: bool, jobs: int | None = None) ->
             chunks = _compile_in_processes(info, debug, _split(info, jobs))
             if chunks is not None:
                 return _link(info, debug, chunks)
+        if c_compiler_enabled():
+            # Bodies are decoded as they are compiled (most of them in C);
+            # any error is reported by the ordered compile below instead.
+            try:
+                validate_module(info)
+                return _link(info, debug, [_ModuleCompiler(info, debug, 0, n).compile_chunk()])
+            except CompileError:
+                log.debug("compile failed; compiling again in Python for the error in the spec's order")
         # Decode every body first: a malformed body is reported before any
         # validation error, as the reference interpreter does.
         bodies = [info.read_body(i) for i in range(n)]
         validate_module(info)
-        return _link(info, debug, [_ModuleCompiler(info, debug, 0, n).compile_chunk(bodies)])
+        return _link(info, debug, [_ModuleCompiler(info, debug, 0, n, use_c=False).compile_chunk(bodies)])
 
 
 #: Code sections smaller than this are compiled in one process (a fork, and
@@ -238,6 +253,8 @@ class _Chunk:
     trap_calls: list[int]
     sites: list[int]
     frame: PackedFunctions
+    c_functions: int = 0
+    c_body_bytes: int = 0
 
 
 def _link(info: ModuleInfo, debug: bool, chunks: list[_Chunk]) -> CompiledModule:
@@ -266,9 +283,12 @@ def _link(info: ModuleInfo, debug: bool, chunks: list[_Chunk]) -> CompiledModule
     builder.code_size = len(code)
     builder.bp_veneer, builder.trap_veneer = veneers.bp_veneer, veneers.trap_veneer
     builder.bp_slot, builder.trap_slot = veneers.bp_slot, veneers.trap_slot
-    log.debug("compiled %d functions in %d part(s): %d bytes of code, %d sites, debug=%s",
-              len(starts), len(chunks), len(code), len(sites), debug)
-    return CompiledModule(bytes(code), builder.build(), VMContextLayout.for_module(info))
+    c_functions = sum(chunk.c_functions for chunk in chunks)
+    c_body_bytes = sum(chunk.c_body_bytes for chunk in chunks)
+    log.debug("compiled %d functions in %d part(s) (%d in C): %d bytes of code, %d sites, debug=%s",
+              len(starts), len(chunks), c_functions, len(code), len(sites), debug)
+    return CompiledModule(bytes(code), builder.build(), VMContextLayout.for_module(info), c_functions,
+                          c_body_bytes)
 
 
 def _compile_in_processes(info: ModuleInfo, debug: bool, runs: list[tuple[int, int]]) -> list[_Chunk] | None:
@@ -547,7 +567,7 @@ class _ModuleCompiler:
     """Compiles the defined functions ``first`` .. ``last - 1`` of a module
     (all of them, or one process's run) into a :class:`_Chunk`."""
 
-    def __init__(self, info: ModuleInfo, debug: bool, first: int, last: int):
+    def __init__(self, info: ModuleInfo, debug: bool, first: int, last: int, *, use_c: bool | None = None):
         self.info = info
         self.first, self.last = first, last
         self.debug = debug
@@ -582,23 +602,164 @@ class _ModuleCompiler:
         self.handlers = _HANDLERS
         self.cache_aware, self.scratch_only = _CACHE_AWARE, _SCRATCH_ONLY
         self.xmm_result_only, self.xmm_untouched = _XMM_RESULT_ONLY, _XMM_UNTOUCHED
+        #: The C core (ccore.py), tried first for each function; None: Python only.
+        self.ccore = (CFunctionCompiler(info, debug, self)
+                      if (c_compiler_enabled() if use_c is None else use_c) else None)
+        #: (rel32 field, defined function index) of the C core's direct calls,
+        #: resolved by compile_chunk once every function of the run has a place.
+        self.c_calls: list[tuple[int, int]] = []
+        self.c_functions = self.c_body_bytes = 0
 
     # ------------------------------------------------------------------ module
 
     def compile_chunk(self, bodies: list[list[Instr]] | None = None) -> _Chunk:
         """Compile the run (``bodies``: its decoded bodies, else decoded here)."""
         info, first, last = self.info, self.first, self.last
-        if bodies is None:
-            bodies = [info.read_body(i) for i in range(first, last)]
         asm = self.asm
         self.func_labels = {index: asm.new_label() for index in range(first, last)}
-        for index, instrs in zip(range(first, last), bodies):
-            self._compile_function(index, instrs)
+        ccore = self.ccore
+        try:
+            for index in range(first, last):
+                if ccore is not None and self._compile_function_c(index):
+                    continue
+                self._compile_function(index, info.read_body(index) if bodies is None else bodies[index - first])
+        finally:
+            if ccore is not None:
+                ccore.close()
         asm.finish()
         starts = [asm.label_offset(self.func_labels[index])
                   for index in range(first, last)]
+        for field, callee in self.c_calls:
+            if first <= callee < last:
+                struct.pack_into("<i", asm.code, field, starts[callee - first] - (field + 4))
+            else:  # in another process's run: linked by _link
+                self.calls.append((field, callee))
+        if ccore is not None:
+            log.debug("C core: %d of %d functions (%d body bytes); Python for opcodes %s",
+                      self.c_functions, last - first, self.c_body_bytes,
+                      {f"{op:#x}": count for op, count in ccore.fallbacks.items()})
         return _Chunk(bytes(asm.code), starts, self.calls, self.trap_call_fields, self.site_offsets,
-                      self.builder.pack())
+                      self.builder.pack(), self.c_functions, self.c_body_bytes)
+
+    def _compile_function_c(self, index: int) -> bool:
+        """Compile defined function ``index`` with the C core; False if it
+        does not handle the body (then nothing was emitted)."""
+        info = self.info
+        type_index = info.func_type_indices[index]
+        if type_index >= len(info.types):
+            return False  # the Python compiler reports it
+        body = info.codes[index]
+        ft = info.types[type_index]
+        local_types = ft.params + body.locals
+        fn = self.ccore.compile(index, local_types)
+        if fn is None:
+            return False
+        asm = self.asm
+        asm.align(_BRANCH_BOUNDARY, 0xCC)
+        code = asm.code
+        start = len(code)
+        asm.bind(self.func_labels[index])
+        code += fn.code
+        self.site_offsets += map(start.__add__, fn.sites)
+        self.trap_call_fields += map(start.__add__, fn.trap_calls)
+        self.c_calls += ((start + field, callee) for field, callee in fn.calls)
+        mirror_firsts = self.builder.intern_mirror_firsts(fn.mirrors)
+        self.builder.add_function(FunctionBuild(
+            native_start=start,
+            native_size=fn.native_size,
+            wasm_index=self.num_imported + index,
+            frame_size=fn.frame_size,
+            body_wasm_offset=body.body_offset,
+            stack_base=-fn.frame_size,
+            locals=[(local_offset(i), int(t)) for i, t in enumerate(local_types)],
+            packed_seqpoints=PackedPoints.rebased(fn.seqpoints, start, fn.types, mirror_firsts),
+        ))
+        self.c_functions += 1
+        self.c_body_bytes += body.end_offset - body.body_offset
+        return True
+
+    def _template_for_c(self, fields: list[int], at: int) -> tuple[bytes, tuple, int]:
+        """``(code, traps, hazard mask)`` of the template the C core asks for
+        (ccore.py): ``fields`` its kind (csrc/codemem_compile.c K_*) and
+        numbers, ``at`` -1 for the template as made, else the code offset mod
+        32 it is padded for (``_emit``'s variant).  The keys, builders and
+        cache are ``_emit``'s, so both compilers share them."""
+        key, build, args = self._c_template_key(fields)
+        t = self.templates.get(key)
+        if t is None:
+            t = self._template(key, build, *args)
+        if at >= 0:
+            variant = self.templates.get((key, at))
+            if variant is None:
+                variant = _padded_template(t, at)
+                if variant is None:  # a short jump out of range: build it padded
+                    variant = self._template((key, at), build, *args, origin=at)
+                self.templates[(key, at)] = variant
+            t = variant
+        return t[0], t[1], t[2]
+
+    def _c_template_key(self, fields: list[int]) -> tuple[tuple, object, tuple]:
+        """``_emit``'s (key, builder, builder arguments) for a C template request."""
+        kind, *f = fields
+        reg = _c_reg
+        if kind == _K_COPY:
+            return ("copy", *f), _build_copy, tuple(f)
+        if kind == _K_SAVE:
+            return ("save", *f), _build_save, tuple(f)
+        if kind == _K_RESTORE:
+            return ("restore", *f), _build_restore, tuple(f)
+        if kind == _K_EPILOGUE:
+            return ("epilogue", *f), _build_epilogue, tuple(f)
+        if kind == _K_UNREACHABLE:
+            return ("unreachable",), _build_trap, (TrapCode.UNREACHABLE,)
+        if kind == _K_SELECT:
+            return ("select", *f), _build_select, tuple(f)
+        if kind == _K_LOCAL_GET:
+            d, index, local_reg, value, load = f
+            args = (d, index, reg(local_reg), reg(value), bool(load))
+            return ("local.get", *args), _build_local_get_reg, args
+        if kind == _K_LOCAL_SET:
+            d, index, value, load, keep = f
+            args = (d, index, reg(value), bool(load), reg(keep))
+            return ("local.set", *args), _build_local_set_reg, args
+        if kind == _K_GLOBAL_GET:
+            d, cell, value = f
+            return ("global.get", d, cell, reg(value)), _build_global_get_reg, (d, cell, reg(value))
+        if kind == _K_GLOBAL_SET:
+            d, cell, wide = f
+            return ("global.set", d, cell, bool(wide)), _build_global_set, (d, cell, bool(wide))
+        if kind == _K_TO_SLOT:
+            d, value = f
+            return ("to_slot", d, reg(value)), _build_store_slot, (d, reg(value))
+        if kind == _K_RNUM2:
+            op, d, x, load_x, y, load_y, hint = f
+            x, load_x, y, load_y, hint = reg(x), bool(load_x), reg(y), bool(load_y), _C_HINTS[hint]
+            return (("rnum", op, d, x, load_x, y, load_y, hint), _build_numeric_reg,
+                    (op, d - 2, x, load_x, y, load_y, hint))
+        if kind == _K_RNUM1:
+            op, d, x, load_x, hint = f
+            x, load_x, hint = reg(x), bool(load_x), _C_HINTS[hint]
+            return ("rnum", op, d, x, load_x, hint), _build_numeric_reg, (op, d - 1, x, load_x, None, False, hint)
+        if kind == _K_LOAD:
+            op, d, offset, address, load, base, load_base, length, load_length = f
+            args = (op, d, offset, reg(address), bool(load),
+                    (reg(base), bool(load_base), reg(length), bool(load_length)))
+            return ("load", *args), _build_load_reg, args
+        if kind == _K_STORE:
+            op, d, offset, address, load_address, value, load_value, base, load_base, length, load_length = f
+            args = (op, d, offset, reg(address), bool(load_address), reg(value), bool(load_value),
+                    (reg(base), bool(load_base), reg(length), bool(load_length)))
+            return ("store", *args), _build_store_reg, args
+        if kind == _K_MEMORY_SIZE:
+            return ("memory.size", *f), _build_memory_size, tuple(f)
+        if kind == _K_CALL_IMPORT:
+            return ("call_import", *f), _build_call_import, tuple(f)
+        if kind == _K_CALL_INDIRECT:
+            d, type_index, table_index = f
+            base = d - 1 - len(self.info.types[type_index].params)
+            return (("call_indirect", d, type_index, table_index), _build_call_indirect,
+                    (d, base, self.layout.table(table_index), self.layout.type_id(type_index)))
+        raise ValueError(f"unknown template kind {kind} from the C compiler")
 
     # ---------------------------------------------------------------- emission
 
@@ -1484,6 +1645,19 @@ class _ModuleCompiler:
         for op in NUMERIC:
             h[op] = cls._h_numeric
         return h
+
+
+#: Template kinds of the C core's requests (csrc/codemem_compile.c, enum K_*).
+(_K_COPY, _K_SAVE, _K_RESTORE, _K_EPILOGUE, _K_UNREACHABLE, _K_SELECT, _K_LOCAL_GET, _K_LOCAL_SET, _K_GLOBAL_GET,
+ _K_GLOBAL_SET, _K_TO_SLOT, _K_RNUM2, _K_RNUM1, _K_LOAD, _K_STORE, _K_MEMORY_SIZE, _K_CALL_IMPORT,
+ _K_CALL_INDIRECT) = range(1, 19)
+#: The C core's xmm0 hint numbers -> numeric.py's.
+_C_HINTS = (None, "x", "y")
+
+
+def _c_reg(number: int) -> Reg | None:
+    """A register number from the C core (-1: none)."""
+    return None if number < 0 else Reg(number)
 
 
 _HANDLERS = _ModuleCompiler._make_handlers()

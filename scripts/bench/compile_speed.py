@@ -15,6 +15,11 @@
    the 1 MiB module's figure with one (``kib_per_cpu_s_one_process``: per
    second of this process's CPU time, what a core to itself would give on a
    machine shared with other jobs; ``load_average`` says how shared).
+   ``c_core_kib_per_s_one_process`` / ``python_only_kib_per_s_one_process``:
+   the 1 MiB module in one process with the compiler's C core on and off
+   ($WASM_GDBSTUB_C_COMPILER), interleaved in this run, and
+   ``c_core_bytes_fraction`` the share of body bytes the C core compiled; the
+   ``bigmodule_`` keys the same for the C module.
 2. Warm load: a generated module of about 10 MiB compiled once into
    ``Engine(cache_dir=tmp)``, then loaded by fresh Engines on the same
    directory; ``warm_load_s`` is the median of those loads, from ``Module()``
@@ -48,7 +53,8 @@ from codemem.code import EngineCode  # noqa: E402
 from codemem.runtime import Module  # noqa: E402
 from codemem.wasm.decoder import decode_module  # noqa: E402
 from codemem.wasm.validator import validate_function  # noqa: E402
-from codemem.x64.compiler import JOBS_ENV, compile_jobs  # noqa: E402
+from codemem.x64.ccore import C_COMPILER_ENV  # noqa: E402
+from codemem.x64.compiler import JOBS_ENV, compile_jobs, compile_module  # noqa: E402
 from _common import cpu_model  # noqa: E402
 
 TARGET_BYTES = 1 << 20
@@ -231,6 +237,30 @@ def compile_times(wasm: bytes, debug: bool, rounds: int = 1, jobs: int | None = 
     return best, best_cpu
 
 
+def c_compile_figures(wasm: bytes) -> dict:
+    """One-process debug compiles of ``wasm`` with the compiler's C core on
+    and off, side by side (interleaved, best of 2 each), and how much of the
+    module the C core compiled."""
+    best = {"1": float("inf"), "0": float("inf")}
+    saved = os.environ.get(C_COMPILER_ENV)
+    try:
+        for _ in range(2):
+            for setting in ("1", "0"):
+                os.environ[C_COMPILER_ENV] = setting
+                best[setting] = min(best[setting], compile_times(wasm, True, rounds=1, jobs=1)[0])
+        os.environ[C_COMPILER_ENV] = "1"
+        info = decode_module(wasm)
+        compiled = compile_module(info, debug=True, jobs=1)
+    finally:
+        if saved is None:
+            os.environ.pop(C_COMPILER_ENV, None)
+        else:
+            os.environ[C_COMPILER_ENV] = saved
+    total = sum(body.end_offset - body.body_offset for body in info.codes)
+    return {"c_s": best["1"], "python_s": best["0"], "c_functions": compiled.c_functions,
+            "functions": len(info.codes), "c_bytes_fraction": compiled.c_body_bytes / total}
+
+
 def front_end_rates(wasm: bytes, rounds: int = 3) -> tuple[float, float]:
     """(decode, validate) throughput in MiB of function bodies per second,
     best of ``rounds``: reading every body into instructions, then validating
@@ -330,6 +360,7 @@ def main() -> None:
     c_wasm = c_path.read_bytes()
     c_kib = code_section_size(c_wasm) / 1024
     t_c = {debug: compile_seconds(c_wasm, debug, rounds=2) for debug in (True, False)}
+    core_big, core_c = c_compile_figures(big), c_compile_figures(c_wasm)
 
     warm_1mib = warm_figures(big)
     huge = generated_module(WARM_BYTES)
@@ -350,6 +381,11 @@ def main() -> None:
     print(f"C module {c_path.name}: {len(c_wasm) / 1024:.0f} KiB, code section {c_kib:.0f} KiB")
     print(f"  Module() debug, best of 2:   {t_c[True]:6.2f} s  -> {c_kib / t_c[True]:7.1f} KiB/s")
     print(f"  Module() nodebug, best of 2: {t_c[False]:6.2f} s  -> {c_kib / t_c[False]:7.1f} KiB/s")
+    for name, kib, core in (("generated module", big_kib, core_big), ("C module", c_kib, core_c)):
+        print(f"{name}, one process, debug: C core {kib / core['c_s']:.1f} KiB/s, Python only "
+              f"{kib / core['python_s']:.1f} KiB/s ({core['python_s'] / core['c_s']:.2f}x); the C core compiled "
+              f"{core['c_functions']} of {core['functions']} functions, {100 * core['c_bytes_fraction']:.1f}% "
+              "of the body bytes")
     print_warm("warm load, generated 1 MiB module", big, warm_1mib)
     print_warm("warm load, generated 10 MiB module", huge, warm)
     result = {
@@ -371,6 +407,12 @@ def main() -> None:
         "bigmodule_code_kib": round(c_kib, 1),
         "bigmodule_kib_per_s": round(c_kib / t_c[True], 1),
         "bigmodule_kib_per_s_nodebug": round(c_kib / t_c[False], 1),
+        "c_core_kib_per_s_one_process": round(big_kib / core_big["c_s"], 1),
+        "python_only_kib_per_s_one_process": round(big_kib / core_big["python_s"], 1),
+        "c_core_bytes_fraction": round(core_big["c_bytes_fraction"], 4),
+        "bigmodule_c_core_kib_per_s_one_process": round(c_kib / core_c["c_s"], 1),
+        "bigmodule_python_only_kib_per_s_one_process": round(c_kib / core_c["python_s"], 1),
+        "bigmodule_c_core_bytes_fraction": round(core_c["c_bytes_fraction"], 4),
         "warm_module_mib": round(len(huge) / (1 << 20), 2),
         "cold_compile_s": round(warm["cold_s"], 3),
         "cache_entry_mib": round(warm["entry_mib"], 2),

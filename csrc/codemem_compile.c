@@ -1,0 +1,2464 @@
+/* codemem_compile.c: the baseline compiler's per-function loop, in C.
+ *
+ * A byte-for-byte port of codemem/x64/compiler.py `_compile_function` (with
+ * regcache.py, the validator's body algorithm, and the instruction reader)
+ * for the instructions C compiled from clang uses most.  It must produce the
+ * very bytes, sequence points, sites and mirror lists the Python compiler
+ * makes; golden_hash.py and tests/test_compile_c.py hold it to that.
+ *
+ * Machine-code templates (numeric.py, compiler.py `_build_*`) stay in Python:
+ * the C side keys them exactly as compiler.py does and asks Python
+ * (cm_py_template, once per key and code offset mod 32) for the bytes, then
+ * copies them from its own cache.  What is encoded here directly is the
+ * handful of instructions compiler.py emits through its Assembler: prologue,
+ * jumps, compares, register moves, calls, trap stubs, jump tables.
+ *
+ * Anything it does not handle (an opcode, a malformed or invalid body, a
+ * template Python could not build) makes cm_cc_compile return 0 and the
+ * function is compiled by Python, which reports errors in the spec's order.
+ */
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codemem_compile.h"
+
+/* The Python callback (cffi extern "Python", codemem/ccompile.py). */
+extern int cm_py_template(void *userdata, const int64_t *key, uint32_t nkey, int32_t at);
+
+/* ---- constants mirrored from codemem/abi.py, numeric.py, frametable.py ---- */
+enum { FRAME_ARGS_PTR = -8, FRAME_FIXED_SIZE = 72, FRAME_SAVED_CTX = -16, STACK_CHECK_EXTRA = 256,
+       VMCTX_MEMORY_BASE = 8, VMCTX_MEMORY_DEF = 16, VMCTX_STACK_CTX = 0, MEMDEF_LENGTH = 8,
+       STACK_CTX_STACK_LIMIT = 16, TRAP_STACK_EXHAUSTED = 9, TRAP_UNREACHABLE = 1 };
+enum { RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSP = 4, RBP = 5, RSI = 6, RDI = 7, R15 = 15 };
+enum { KIND_INSTRUCTION = 0, KIND_RETURN_POINT = 1, KIND_ENTRY = 2 };
+enum { MIRROR_SLOT = 0, MIRROR_MEMORY0_BASE = 1, MIRROR_MEMORY0_LENGTH = 2 };
+enum { COND_AE = 3, COND_E = 4, COND_NE = 5, COND_B = 2 };
+#define BOUNDARY 32
+#define MEMORY_BASE (-((int64_t)1 << 40))
+#define MEMORY_LENGTH (MEMORY_BASE - 1)
+#define NO_LOC INT64_MIN
+#define UNKNOWN_T 0x00
+#define I32_T 0x7F
+#define I64_T 0x7E
+#define F32_T 0x7D
+#define F64_T 0x7C
+#define FUNCREF_T 0x70
+
+/* Opcode flags (set by cm_cc_set_opcode from compiler.py's classes). */
+#define CM_CC_SUPPORTED 1u    /* this file compiles it */
+#define CM_CC_SIMPLE 2u       /* validator._SIMPLE: fixed signature */
+#define CM_CC_NUMERIC 4u      /* numeric.NUMERIC */
+#define CM_CC_CACHE_AWARE 8u
+#define CM_CC_SCRATCH_ONLY 16u
+#define CM_CC_XMM_RESULT_ONLY 32u
+#define CM_CC_XMM_UNTOUCHED 64u
+#define CM_CC_XMM_X_INPUT 128u
+#define CM_CC_XMM_Y_INPUT 256u
+#define CM_CC_MEMARG 512u
+
+/* Template kinds: the key's first element (codemem/ccompile.py maps each to
+ * compiler.py's key and builder). */
+enum { K_COPY = 1, K_SAVE, K_RESTORE, K_EPILOGUE, K_UNREACHABLE, K_SELECT, K_LOCAL_GET, K_LOCAL_SET,
+       K_GLOBAL_GET, K_GLOBAL_SET, K_TO_SLOT, K_RNUM2, K_RNUM1, K_LOAD, K_STORE, K_MEMSIZE, K_CALL_IMPORT,
+       K_CALL_INDIRECT };
+enum { AFTER_CLOBBER = 0, AFTER_RESULT = 1, AFTER_X = 2, AFTER_KEEP = 3 };
+
+#define NOPS_MAX 9
+static const uint8_t NOPS[10][9] = {
+    {0}, {0x90}, {0x66, 0x90}, {0x0f, 0x1f, 0x00}, {0x0f, 0x1f, 0x40, 0x00}, {0x0f, 0x1f, 0x44, 0x00, 0x00},
+    {0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00}, {0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00},
+    {0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00}, {0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},
+};
+static const uint8_t SITE_DISABLED[5] = {0x0f, 0x1f, 0x44, 0x00, 0x00};
+static const int CACHE_REGS[10] = {RSI, RDI, 8, 9, 10, 11, RBX, 12, 13, 14};
+static const int MIRROR_ORDER[10] = {RBX, RSI, RDI, 8, 9, 10, 11, 12, 13, 14};
+
+typedef struct {
+    uint32_t flags;
+    uint8_t params[3], results[1];
+    uint8_t nparams, nresults, natural_align, arity, xmm0_after;
+} opinfo;
+static opinfo OPS[0x120];
+/* ONE_TYPE[t] == t: the result list of a block of value type t. */
+static uint8_t ONE_TYPE[256];
+
+void cm_cc_set_opcode(uint32_t op, uint32_t flags, const uint8_t *params, uint32_t nparams,
+                      const uint8_t *results, uint32_t nresults, uint32_t natural_align, uint32_t arity,
+                      uint32_t xmm0_after)
+{
+    if (op >= 0x120 || nparams > 3 || nresults > 1)
+        return;
+    opinfo *o = &OPS[op];
+    for (int t = 0; t < 256; t++)
+        ONE_TYPE[t] = (uint8_t)t;
+    o->flags = flags;
+    o->nparams = (uint8_t)nparams;
+    o->nresults = (uint8_t)nresults;
+    memcpy(o->params, params, nparams);
+    memcpy(o->results, results, nresults);
+    o->natural_align = (uint8_t)natural_align;
+    o->arity = (uint8_t)arity;
+    o->xmm0_after = (uint8_t)xmm0_after;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Growable buffers                                                          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    uint8_t *p;
+    size_t n, cap;
+} buf;
+
+static void buf_reserve(buf *b, size_t extra, jmp_buf *fail)
+{
+    if (b->n + extra <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->n + extra)
+        cap *= 2;
+    uint8_t *p = realloc(b->p, cap);
+    if (!p)
+        longjmp(*fail, 1);
+    b->p = p;
+    b->cap = cap;
+}
+
+#define VEC(T) struct { T *p; size_t n, cap; }
+#define VEC_PUSH(v, x, fail)                                                          \
+    do {                                                                              \
+        if ((v).n == (v).cap) {                                                       \
+            size_t _c = (v).cap ? (v).cap * 2 : 64;                                   \
+            void *_p = realloc((v).p, _c * sizeof(*(v).p));                           \
+            if (!_p)                                                                  \
+                longjmp(*(fail), 1);                                                  \
+            (v).p = _p;                                                               \
+            (v).cap = _c;                                                             \
+        }                                                                             \
+        (v).p[(v).n++] = (x);                                                         \
+    } while (0)
+
+/* ------------------------------------------------------------------------ */
+/* Module                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    uint8_t *params, *results;
+    uint32_t nparams, nresults;
+} functype;
+
+#define MAXK 12
+typedef struct {
+    int64_t key[MAXK];
+    uint32_t nkey;
+    int32_t at;
+    uint64_t hash;
+    uint8_t *code;
+    uint32_t code_size, ntraps, hazards;
+    uint32_t *trap_pos;
+    int32_t *trap_codes;
+} template_t;
+
+/* The register cache (regcache.py): an ordered list of (location, register)
+ * entries (dict insertion order matters: _establish and _loop_header walk it),
+ * plus the by-register view. */
+typedef struct {
+    int64_t loc[16];
+    int8_t reg[16];
+    int n;
+} cstate;
+
+typedef struct {
+    uint32_t offset;
+    uint32_t op;
+    int64_t imm;  /* index, constant bits, memarg offset, blocktype, br_table first label */
+    uint32_t imm2; /* memarg align, call_indirect table, br_table count, blocktype kind */
+} instr;
+
+enum { BT_EMPTY = 0, BT_VAL = 1, BT_INDEX = 2 };
+enum { V_BLOCK, V_LOOP, V_IF, V_ELSE, V_FUNCTION };
+enum { C_FUNCTION, C_BLOCK, C_LOOP, C_IF, C_DEAD };
+
+typedef struct {
+    /* validator frame */
+    int vkind;
+    const uint8_t *start_types, *end_types;
+    uint32_t nstart, nend;
+    uint8_t inline_type;
+    uint32_t vheight;
+    int unreachable;
+    /* compiler frame (_Ctl) */
+    int ckind;
+    uint32_t height, arity, nparams;
+    int label, else_label, else_seen;
+    int32_t save_offset;
+    int nstates;       /* forward edges so far; common holds what they agree on */
+    cstate common;
+    cstate else_state;
+    cstate header;
+} frame;
+
+typedef struct { uint32_t pos; int label; int anchor_label; } fixup;
+typedef struct { uint32_t pos; uint32_t seq; int32_t code; } trapfield;
+typedef struct { int table; uint32_t first, count; } jtable;
+typedef struct { uint32_t seq; int32_t code; uint32_t stub; } stubkey;
+typedef struct {
+    uint32_t off, wasm_offset;
+    uint8_t kind;
+    uint32_t types_at, types_len; /* in tpool */
+    int32_t state;                /* index into states, -1: none */
+} point;
+
+struct cm_cc_module {
+    int debug;
+    void *userdata;
+    functype *types;
+    uint32_t ntypes;
+    uint32_t *func_types;
+    uint32_t nfuncs, num_imported;
+    int32_t *import_entries;
+    uint8_t *gtypes, *gmut;
+    int32_t *gcells;
+    uint32_t nglobals;
+    uint8_t *telems;
+    uint32_t ntables, nmemories;
+    template_t *tmpl;
+    size_t tmpl_cap, tmpl_n;
+    uint64_t clock;
+    uint64_t stamp[16];
+
+    /* per-function state */
+    jmp_buf fail;
+    const uint8_t *local_types;
+    uint32_t nlocals, nsave;
+    buf code;
+    int fusible_at, fusible_end;
+    VEC(int64_t) labels;
+    VEC(fixup) fixups;
+    VEC(trapfield) traps;
+    VEC(jtable) jtables;
+    VEC(int) jlabels;
+    VEC(instr) ins;
+    VEC(uint32_t) brlabels;
+    VEC(frame) frames;
+    buf vals;
+    uint32_t seq;
+    /* cache */
+    cstate cache;
+    int64_t by_reg[16];
+    uint32_t cache_version, recorded_version;
+    int32_t recorded_state;
+    VEC(cstate) states;
+    VEC(int64_t) xmm0;
+    /* points */
+    VEC(point) points;
+    buf tpool;
+    /* outputs */
+    buf seq_out, types_out, mirrors_out;
+    VEC(uint32_t) types_ends;
+    VEC(uint32_t) mirror_ends;
+    VEC(uint32_t) sites;
+    VEC(uint32_t) trap_calls;
+    VEC(uint32_t) calls;
+    VEC(int32_t) state_ids;
+    /* interning (per function) */
+    uint32_t *ihash;
+    size_t ihash_cap, ihash_alloc;
+    uint32_t fail_op, fail_offset;
+    VEC(uint32_t) stub_depth; /* br_table's out-of-line branches */
+    VEC(int) stub_label;
+    VEC(stubkey) stubs;       /* trap stubs */
+};
+
+cm_cc_module *cm_cc_module_new(int debug, void *userdata)
+{
+    cm_cc_module *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    m->debug = debug;
+    m->userdata = userdata;
+    return m;
+}
+
+#define FREE_VEC(v) free((v).p)
+void cm_cc_module_free(cm_cc_module *m)
+{
+    if (!m)
+        return;
+    for (uint32_t i = 0; i < m->ntypes; i++) {
+        free(m->types[i].params);
+        free(m->types[i].results);
+    }
+    free(m->types);
+    free(m->func_types);
+    free(m->import_entries);
+    free(m->gtypes);
+    free(m->gmut);
+    free(m->gcells);
+    free(m->telems);
+    for (size_t i = 0; i < m->tmpl_cap; i++)
+        if (m->tmpl[i].code) {
+            free(m->tmpl[i].code);
+            free(m->tmpl[i].trap_pos);
+            free(m->tmpl[i].trap_codes);
+        }
+    free(m->tmpl);
+    free(m->code.p);
+    FREE_VEC(m->labels);
+    FREE_VEC(m->fixups);
+    FREE_VEC(m->traps);
+    FREE_VEC(m->jtables);
+    FREE_VEC(m->jlabels);
+    FREE_VEC(m->ins);
+    FREE_VEC(m->brlabels);
+    FREE_VEC(m->frames);
+    free(m->vals.p);
+    FREE_VEC(m->states);
+    FREE_VEC(m->xmm0);
+    FREE_VEC(m->points);
+    free(m->tpool.p);
+    free(m->seq_out.p);
+    free(m->types_out.p);
+    free(m->mirrors_out.p);
+    FREE_VEC(m->types_ends);
+    FREE_VEC(m->mirror_ends);
+    FREE_VEC(m->sites);
+    FREE_VEC(m->trap_calls);
+    FREE_VEC(m->calls);
+    FREE_VEC(m->state_ids);
+    FREE_VEC(m->stub_depth);
+    FREE_VEC(m->stub_label);
+    FREE_VEC(m->stubs);
+    free(m->ihash);
+    free(m);
+}
+
+static void *dup(const void *p, size_t n)
+{
+    void *q = malloc(n ? n : 1);
+    if (q && n)
+        memcpy(q, p, n);
+    return q;
+}
+
+int cm_cc_add_type(cm_cc_module *m, const uint8_t *params, uint32_t nparams, const uint8_t *results,
+                   uint32_t nresults)
+{
+    functype *t = realloc(m->types, (m->ntypes + 1) * sizeof(*t));
+    if (!t)
+        return 0;
+    m->types = t;
+    t[m->ntypes].params = dup(params, nparams);
+    t[m->ntypes].results = dup(results, nresults);
+    t[m->ntypes].nparams = nparams;
+    t[m->ntypes].nresults = nresults;
+    m->ntypes++;
+    return 1;
+}
+
+int cm_cc_set_funcs(cm_cc_module *m, const uint32_t *type_indices, uint32_t nfuncs, uint32_t num_imported,
+                    const int32_t *import_entries)
+{
+    m->func_types = dup(type_indices, nfuncs * sizeof(uint32_t));
+    m->import_entries = dup(import_entries, num_imported * sizeof(int32_t));
+    m->nfuncs = nfuncs;
+    m->num_imported = num_imported;
+    for (uint32_t i = 0; i < nfuncs; i++)
+        if (type_indices[i] >= m->ntypes)
+            return 0;
+    return m->func_types && m->import_entries;
+}
+
+int cm_cc_set_globals(cm_cc_module *m, const uint8_t *valtypes, const uint8_t *mutables, const int32_t *cells,
+                      uint32_t nglobals)
+{
+    m->gtypes = dup(valtypes, nglobals);
+    m->gmut = dup(mutables, nglobals);
+    m->gcells = dup(cells, nglobals * sizeof(int32_t));
+    m->nglobals = nglobals;
+    return m->gtypes && m->gmut && m->gcells;
+}
+
+int cm_cc_set_tables(cm_cc_module *m, const uint8_t *elem_types, uint32_t ntables, uint32_t nmemories)
+{
+    m->telems = dup(elem_types, ntables);
+    m->ntables = ntables;
+    m->nmemories = nmemories;
+    return m->telems != NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Template cache                                                            */
+/* ------------------------------------------------------------------------ */
+
+static uint64_t key_hash(const int64_t *key, uint32_t nkey, int32_t at)
+{
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)(at + 7);
+    for (uint32_t i = 0; i < nkey; i++) {
+        h ^= (uint64_t)key[i];
+        h *= 1099511628211ull;
+        h ^= h >> 29;
+    }
+    return h | 1; /* 0 marks an empty slot */
+}
+
+static template_t *tmpl_find(cm_cc_module *m, const int64_t *key, uint32_t nkey, int32_t at, uint64_t h)
+{
+    if (!m->tmpl_cap)
+        return NULL;
+    size_t mask = m->tmpl_cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        template_t *t = &m->tmpl[i];
+        if (!t->hash)
+            return NULL;
+        if (t->hash == h && t->nkey == nkey && t->at == at && !memcmp(t->key, key, nkey * sizeof(int64_t)))
+            return t;
+    }
+}
+
+static int tmpl_grow(cm_cc_module *m)
+{
+    size_t cap = m->tmpl_cap ? m->tmpl_cap * 2 : 1024;
+    template_t *t = calloc(cap, sizeof(*t));
+    if (!t)
+        return 0;
+    for (size_t i = 0; i < m->tmpl_cap; i++) {
+        template_t *o = &m->tmpl[i];
+        if (!o->hash)
+            continue;
+        size_t j = o->hash & (cap - 1);
+        while (t[j].hash)
+            j = (j + 1) & (cap - 1);
+        t[j] = *o;
+    }
+    free(m->tmpl);
+    m->tmpl = t;
+    m->tmpl_cap = cap;
+    return 1;
+}
+
+int cm_cc_store_template(cm_cc_module *m, const int64_t *key, uint32_t nkey, int32_t at, const uint8_t *code,
+                         uint32_t code_size, const uint32_t *trap_pos, const int32_t *trap_codes,
+                         uint32_t ntraps, uint32_t hazards)
+{
+    if (nkey > MAXK)
+        return 0;
+    uint64_t h = key_hash(key, nkey, at);
+    if (tmpl_find(m, key, nkey, at, h))
+        return 1;
+    if ((m->tmpl_n + 1) * 2 > m->tmpl_cap && !tmpl_grow(m))
+        return 0;
+    size_t mask = m->tmpl_cap - 1;
+    size_t i = h & mask;
+    while (m->tmpl[i].hash)
+        i = (i + 1) & mask;
+    template_t *t = &m->tmpl[i];
+    memset(t, 0, sizeof(*t));
+    memcpy(t->key, key, nkey * sizeof(int64_t));
+    t->nkey = nkey;
+    t->at = at;
+    t->code = dup(code, code_size);
+    t->trap_pos = dup(trap_pos, ntraps * sizeof(uint32_t));
+    t->trap_codes = dup(trap_codes, ntraps * sizeof(int32_t));
+    if (!t->code || !t->trap_pos || !t->trap_codes)
+        return 0;
+    t->code_size = code_size;
+    t->ntraps = ntraps;
+    t->hazards = hazards;
+    t->hash = h;
+    m->tmpl_n++;
+    return 1;
+}
+
+static template_t *get_template(cm_cc_module *m, const int64_t *key, uint32_t nkey, int32_t at)
+{
+    uint64_t h = key_hash(key, nkey, at);
+    template_t *t = tmpl_find(m, key, nkey, at, h);
+    if (t)
+        return t;
+    if (!cm_py_template(m->userdata, key, nkey, at))
+        longjmp(m->fail, 2);
+    t = tmpl_find(m, key, nkey, at, h);
+    if (!t)
+        longjmp(m->fail, 2);
+    return t;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Assembler (asm.py, the parts compiler.py uses directly)                   */
+/* ------------------------------------------------------------------------ */
+
+static inline void put(cm_cc_module *m, const void *p, size_t n)
+{
+    buf_reserve(&m->code, n, &m->fail);
+    memcpy(m->code.p + m->code.n, p, n);
+    m->code.n += n;
+}
+static inline void put1(cm_cc_module *m, uint8_t b)
+{
+    buf_reserve(&m->code, 1, &m->fail);
+    m->code.p[m->code.n++] = b;
+}
+static inline void put32(cm_cc_module *m, int32_t v)
+{
+    uint32_t u = (uint32_t)v;
+    uint8_t b[4] = {(uint8_t)u, (uint8_t)(u >> 8), (uint8_t)(u >> 16), (uint8_t)(u >> 24)};
+    put(m, b, 4);
+}
+static inline void store32(cm_cc_module *m, size_t pos, int32_t v)
+{
+    uint32_t u = (uint32_t)v;
+    m->code.p[pos] = (uint8_t)u;
+    m->code.p[pos + 1] = (uint8_t)(u >> 8);
+    m->code.p[pos + 2] = (uint8_t)(u >> 16);
+    m->code.p[pos + 3] = (uint8_t)(u >> 24);
+}
+#define HERE(m) ((uint32_t)(m)->code.n)
+
+static void nops(cm_cc_module *m, int length)
+{
+    while (length > 0) {
+        int chunk = length < NOPS_MAX ? length : NOPS_MAX;
+        put(m, NOPS[chunk], (size_t)chunk);
+        length -= chunk;
+    }
+}
+
+/* Assembler.pad_for_branch with branch_boundary 32 and origin 0. */
+static void pad_for_branch(cm_cc_module *m, int length, int conditional)
+{
+    int end = (int)m->code.n;
+    int start = conditional && m->fusible_end == end ? m->fusible_at : end;
+    int at = start & (BOUNDARY - 1);
+    int pad = at + (end - start) + length < BOUNDARY ? 0 : BOUNDARY - at;
+    if (pad) {
+        buf_reserve(&m->code, (size_t)pad, &m->fail);
+        memmove(m->code.p + start + pad, m->code.p + start, (size_t)(end - start));
+        m->code.n = (size_t)start;
+        nops(m, pad);
+        m->code.n = (size_t)(end + pad);
+    }
+    m->fusible_end = -1;
+}
+
+/* _rm with a register or a [base + disp] operand (no index). */
+static void enc_rm(cm_cc_module *m, int w, const uint8_t *opcode, int nop, int reg, int is_mem, int base,
+                   int32_t disp, int force_rex)
+{
+    uint8_t b[16];
+    int n = 0;
+    if (is_mem) {
+        int rex = w | ((reg & 8) >> 1) | (base >> 3);
+        if (rex || force_rex)
+            b[n++] = (uint8_t)(0x40 | rex);
+        for (int i = 0; i < nop; i++)
+            b[n++] = opcode[i];
+        int low = base & 7, mod, dn;
+        if (disp == 0 && low != 5) {
+            mod = 0x00;
+            dn = 0;
+        } else if (disp >= -128 && disp <= 127) {
+            mod = 0x40;
+            dn = 1;
+        } else {
+            mod = 0x80;
+            dn = 4;
+        }
+        if (low != 4) {
+            b[n++] = (uint8_t)(mod | low | ((reg & 7) << 3));
+        } else {
+            b[n++] = (uint8_t)(mod | 0x04 | ((reg & 7) << 3));
+            b[n++] = (uint8_t)(0x20 | low);
+        }
+        uint32_t u = (uint32_t)disp;
+        for (int i = 0; i < dn; i++)
+            b[n++] = (uint8_t)(u >> (8 * i));
+    } else {
+        int rm = base;
+        int rex = w | ((reg & 8) >> 1) | (rm >> 3);
+        if (rex || force_rex)
+            b[n++] = (uint8_t)(0x40 | rex);
+        for (int i = 0; i < nop; i++)
+            b[n++] = opcode[i];
+        b[n++] = (uint8_t)(0xC0 | ((reg & 7) << 3) | (rm & 7));
+    }
+    put(m, b, (size_t)n);
+}
+
+static const uint8_t OP_MOV_STORE[1] = {0x89}, OP_MOV_LOAD[1] = {0x8B}, OP_LEA[1] = {0x8D},
+                     OP_TEST[1] = {0x85}, OP_83[1] = {0x83}, OP_81[1] = {0x81}, OP_XOR[1] = {0x31},
+                     OP_CMP_LOAD[1] = {0x3B}, OP_ADD_STORE[1] = {0x01}, OP_MOVSXD[1] = {0x63};
+
+static void mov_rr(cm_cc_module *m, int dst, int src) { enc_rm(m, 8, OP_MOV_STORE, 1, src, 0, dst, 0, 0); }
+static void mov_rm(cm_cc_module *m, int dst, int base, int32_t disp, int size64)
+{
+    enc_rm(m, size64 ? 8 : 0, OP_MOV_LOAD, 1, dst, 1, base, disp, 0);
+}
+static void mov_mr(cm_cc_module *m, int base, int32_t disp, int src)
+{
+    enc_rm(m, 8, OP_MOV_STORE, 1, src, 1, base, disp, 0);
+}
+static void lea(cm_cc_module *m, int dst, int base, int32_t disp) { enc_rm(m, 8, OP_LEA, 1, dst, 1, base, disp, 0); }
+
+static void note_fusible(cm_cc_module *m, int start)
+{
+    m->fusible_at = start;
+    m->fusible_end = (int)m->code.n;
+}
+
+/* _mov_reg_imm(dst, imm, 64) */
+static void mov_imm64(cm_cc_module *m, int dst, uint64_t bits)
+{
+    int64_t value = (int64_t)bits;
+    int low = dst & 7, rex_b = dst >> 3;
+    if (value >= 0 && value <= 0xFFFFFFFFll) {
+        if (rex_b)
+            put1(m, 0x41);
+        put1(m, (uint8_t)(0xB8 | low));
+        put32(m, (int32_t)(uint32_t)value);
+    } else if (value >= -0x80000000ll && value < 0) {
+        put1(m, (uint8_t)(0x48 | rex_b));
+        put1(m, 0xC7);
+        put1(m, (uint8_t)(0xC0 | low));
+        put32(m, (int32_t)value);
+    } else {
+        put1(m, (uint8_t)(0x48 | rex_b));
+        put1(m, (uint8_t)(0xB8 | low));
+        uint8_t b[8];
+        for (int i = 0; i < 8; i++)
+            b[i] = (uint8_t)(bits >> (8 * i));
+        put(m, b, 8);
+    }
+}
+
+static int new_label(cm_cc_module *m)
+{
+    VEC_PUSH(m->labels, -1, &m->fail);
+    return (int)m->labels.n - 1;
+}
+static void bind(cm_cc_module *m, int label)
+{
+    m->labels.p[label] = (int64_t)m->code.n;
+    m->fusible_end = -1;
+}
+static void ref32(cm_cc_module *m, uint32_t pos, int label, int anchor_label)
+{
+    fixup f = {pos, label, anchor_label};
+    VEC_PUSH(m->fixups, f, &m->fail);
+}
+static void jmp(cm_cc_module *m, int label)
+{
+    pad_for_branch(m, 5, 0);
+    put1(m, 0xE9);
+    put32(m, 0);
+    ref32(m, HERE(m) - 4, label, -1);
+}
+static void jcc(cm_cc_module *m, int cond, int label)
+{
+    pad_for_branch(m, 6, 1);
+    put1(m, 0x0F);
+    put1(m, (uint8_t)(0x80 | cond));
+    put32(m, 0);
+    ref32(m, HERE(m) - 4, label, -1);
+}
+static void call_rax(cm_cc_module *m)
+{
+    pad_for_branch(m, 2, 0);
+    put1(m, 0xFF);
+    put1(m, 0xD0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Register cache (regcache.py)                                              */
+/* ------------------------------------------------------------------------ */
+
+static int cs_find(const cstate *s, int64_t loc)
+{
+    for (int i = 0; i < s->n; i++)
+        if (s->loc[i] == loc)
+            return i;
+    return -1;
+}
+static void cs_remove(cstate *s, int i)
+{
+    for (int k = i + 1; k < s->n; k++) {
+        s->loc[k - 1] = s->loc[k];
+        s->reg[k - 1] = s->reg[k];
+    }
+    s->n--;
+}
+static inline void changed(cm_cc_module *m) { m->cache_version++; }
+
+static void cache_clear(cm_cc_module *m)
+{
+    if (m->cache.n) {
+        for (int r = 0; r < 16; r++)
+            m->by_reg[r] = NO_LOC;
+        m->cache.n = 0;
+        changed(m);
+    }
+}
+static void cache_restore(cm_cc_module *m, const cstate *s)
+{
+    m->cache = *s;
+    for (int r = 0; r < 16; r++)
+        m->by_reg[r] = NO_LOC;
+    for (int i = 0; i < s->n; i++)
+        m->by_reg[s->reg[i]] = s->loc[i];
+    changed(m);
+}
+static int cache_get(cm_cc_module *m, int64_t loc)
+{
+    int i = cs_find(&m->cache, loc);
+    if (i < 0)
+        return -1;
+    int reg = m->cache.reg[i];
+    m->stamp[reg] = ++m->clock;
+    return reg;
+}
+static int cache_peek(cm_cc_module *m, int64_t loc)
+{
+    int i = cs_find(&m->cache, loc);
+    return i < 0 ? -1 : m->cache.reg[i];
+}
+static void cache_bind(cm_cc_module *m, int reg, int64_t loc)
+{
+    int64_t old_loc = m->by_reg[reg];
+    if (old_loc != NO_LOC)
+        cs_remove(&m->cache, cs_find(&m->cache, old_loc));
+    int i = cs_find(&m->cache, loc);
+    if (i >= 0) {
+        m->by_reg[m->cache.reg[i]] = NO_LOC;
+        cs_remove(&m->cache, i);
+    }
+    m->by_reg[reg] = loc;
+    m->cache.loc[m->cache.n] = loc;
+    m->cache.reg[m->cache.n] = (int8_t)reg;
+    m->cache.n++;
+    changed(m);
+    m->stamp[reg] = ++m->clock;
+}
+static void cache_forget(cm_cc_module *m, int64_t loc)
+{
+    int i = cs_find(&m->cache, loc);
+    if (i >= 0) {
+        m->by_reg[m->cache.reg[i]] = NO_LOC;
+        cs_remove(&m->cache, i);
+        changed(m);
+    }
+}
+static void cache_release(cm_cc_module *m, int reg)
+{
+    int64_t loc = m->by_reg[reg];
+    if (loc != NO_LOC) {
+        m->by_reg[reg] = NO_LOC;
+        cs_remove(&m->cache, cs_find(&m->cache, loc));
+        changed(m);
+    }
+}
+static void cache_truncate(cm_cc_module *m, int64_t depth)
+{
+    for (int i = 0; i < m->cache.n;) {
+        if (m->cache.loc[i] >= depth) {
+            m->by_reg[m->cache.reg[i]] = NO_LOC;
+            cs_remove(&m->cache, i);
+            changed(m);
+        } else {
+            i++;
+        }
+    }
+}
+static int cache_alloc(cm_cc_module *m, unsigned avoid)
+{
+    for (int k = 0; k < 10; k++) {
+        int r = CACHE_REGS[k];
+        if (m->by_reg[r] == NO_LOC && !(avoid >> r & 1))
+            return r;
+    }
+    int victim = -1;
+    for (int k = 0; k < 10; k++) {
+        int r = CACHE_REGS[k];
+        if (avoid >> r & 1)
+            continue;
+        if (victim < 0 || m->stamp[r] < m->stamp[victim])
+            victim = r;
+    }
+    cache_release(m, victim);
+    return victim;
+}
+static int cache_free_register(cm_cc_module *m, unsigned avoid)
+{
+    for (int k = 0; k < 10; k++) {
+        int r = CACHE_REGS[k];
+        if (m->by_reg[r] == NO_LOC && !(avoid >> r & 1))
+            return r;
+    }
+    return -1;
+}
+static int cache_use(cm_cc_module *m, int64_t loc, unsigned avoid, int *load)
+{
+    int i = cs_find(&m->cache, loc);
+    if (i >= 0) {
+        int reg = m->cache.reg[i];
+        m->stamp[reg] = ++m->clock;
+        *load = 0;
+        return reg;
+    }
+    int reg = cache_alloc(m, avoid);
+    cache_bind(m, reg, loc);
+    *load = 1;
+    return reg;
+}
+static void state_below(const cstate *s, int64_t height, cstate *out)
+{
+    out->n = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->loc[i] < height) {
+            out->loc[out->n] = s->loc[i];
+            out->reg[out->n] = s->reg[i];
+            out->n++;
+        }
+}
+/* A forward edge to frame f's label (common_state, accumulated). */
+static void add_edge_state(frame *f, const cstate *s)
+{
+    if (!f->nstates++) {
+        f->common = *s;
+        return;
+    }
+    cstate *c = &f->common;
+    for (int i = 0; i < c->n;) {
+        int j = cs_find(s, c->loc[i]);
+        if (j < 0 || s->reg[j] != c->reg[i])
+            cs_remove(c, i);
+        else
+            i++;
+    }
+}
+
+/* xmm0 guess (a set of locations) */
+static int xmm_has(cm_cc_module *m, int64_t loc)
+{
+    for (size_t i = 0; i < m->xmm0.n; i++)
+        if (m->xmm0.p[i] == loc)
+            return 1;
+    return 0;
+}
+static void xmm_add(cm_cc_module *m, int64_t loc)
+{
+    if (!xmm_has(m, loc))
+        VEC_PUSH(m->xmm0, loc, &m->fail);
+}
+static void xmm_discard(cm_cc_module *m, int64_t loc)
+{
+    for (size_t i = 0; i < m->xmm0.n; i++)
+        if (m->xmm0.p[i] == loc) {
+            m->xmm0.p[i] = m->xmm0.p[--m->xmm0.n];
+            return;
+        }
+}
+#define xmm_clear(m) ((m)->xmm0.n = 0)
+
+/* ------------------------------------------------------------------------ */
+/* Templates                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static void emit(cm_cc_module *m, const int64_t *key, uint32_t nkey)
+{
+    template_t *t = get_template(m, key, nkey, -1);
+    uint32_t base = HERE(m);
+    uint32_t at = base & (BOUNDARY - 1);
+    if (t->hazards >> at & 1)
+        t = get_template(m, key, nkey, (int32_t)at);
+    for (uint32_t i = 0; i < t->ntraps; i++) {
+        trapfield f = {base + t->trap_pos[i], m->seq, t->trap_codes[i]};
+        VEC_PUSH(m->traps, f, &m->fail);
+    }
+    put(m, t->code, t->code_size);
+}
+#define EMIT(m, ...)                                                       \
+    do {                                                                   \
+        const int64_t _k[] = {__VA_ARGS__};                                \
+        emit((m), _k, (uint32_t)(sizeof(_k) / sizeof(_k[0])));             \
+    } while (0)
+
+/* ------------------------------------------------------------------------ */
+/* Decoding (instructions.py), strict: anything unusual -> Python            */
+/* ------------------------------------------------------------------------ */
+
+typedef struct {
+    const uint8_t *d;
+    uint32_t pos, limit;
+} reader;
+
+static void bail(cm_cc_module *m, uint32_t op, uint32_t offset)
+{
+    m->fail_op = op;
+    m->fail_offset = offset;
+    longjmp(m->fail, 3);
+}
+
+static uint32_t rd_u32(cm_cc_module *m, reader *r)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 5; i++) {
+        if (r->pos >= r->limit)
+            bail(m, 0xFFFF, r->pos);
+        uint8_t b = r->d[r->pos++];
+        if (i == 4 && (b & 0xF0))
+            bail(m, 0xFFFF, r->pos);
+        v |= (uint64_t)(b & 0x7F) << (7 * i);
+        if (!(b & 0x80))
+            return (uint32_t)v;
+    }
+    bail(m, 0xFFFF, r->pos);
+    return 0;
+}
+
+/* Signed LEB128 of `bits` bits (32, 33 or 64), the spec's rules on the last byte. */
+static int64_t rd_sleb(cm_cc_module *m, reader *r, int bits)
+{
+    uint64_t v = 0;
+    int shift = 0;
+    int maxbytes = (bits + 6) / 7;
+    for (int i = 0; i < maxbytes; i++) {
+        if (r->pos >= r->limit)
+            bail(m, 0xFFFF, r->pos);
+        uint8_t b = r->d[r->pos++];
+        if (i == maxbytes - 1) {
+            /* the bits beyond `bits` must be the sign extension, no continuation */
+            int used = bits - 7 * i; /* value bits in this byte */
+            if (b & 0x80)
+                bail(m, 0xFFFF, r->pos);
+            int sign = (b >> (used - 1)) & 1;
+            uint8_t rest = (uint8_t)((b & 0x7F) >> used);
+            uint8_t want = sign ? (uint8_t)(0x7F >> used) : 0;
+            if (rest != want)
+                bail(m, 0xFFFF, r->pos);
+        }
+        v |= (uint64_t)(b & 0x7F) << shift;
+        shift += 7;
+        if (!(b & 0x80)) {
+            if (shift < 64 && (b & 0x40))
+                v |= ~(uint64_t)0 << shift;
+            return (int64_t)v;
+        }
+    }
+    bail(m, 0xFFFF, r->pos);
+    return 0;
+}
+
+static void decode_body(cm_cc_module *m, const uint8_t *data, uint32_t start, uint32_t end)
+{
+    reader r = {data, start, end};
+    int depth = 0;
+    uint8_t kinds[1024]; /* if frames for else (deeper nesting -> Python) */
+    m->ins.n = 0;
+    m->brlabels.n = 0;
+    for (;;) {
+        if (r.pos >= r.limit)
+            bail(m, 0xFFFF, r.pos);
+        instr in = {r.pos, data[r.pos], 0, 0};
+        r.pos++;
+        uint32_t op = in.op;
+        if (op == 0xFC) {
+            uint32_t sub = rd_u32(m, &r);
+            if (sub > 7)
+                bail(m, 0xFC00 | sub, in.offset);
+            in.op = 0x100 + sub;
+        } else if (!(OPS[op].flags & CM_CC_SUPPORTED)) {
+            bail(m, op, in.offset);
+        }
+        switch (op) {
+        case 0x02: case 0x03: case 0x04: {
+            if (r.pos >= r.limit)
+                bail(m, 0xFFFF, r.pos);
+            uint8_t b = data[r.pos];
+            if (b == 0x40) {
+                in.imm2 = BT_EMPTY;
+                r.pos++;
+            } else if (b == I32_T || b == I64_T || b == F32_T || b == F64_T || b == FUNCREF_T || b == 0x6F) {
+                in.imm2 = BT_VAL;
+                in.imm = b;
+                r.pos++;
+            } else if ((b & 0xC0) == 0x40) {
+                bail(m, op, in.offset); /* a malformed value type */
+            } else {
+                int64_t idx = rd_sleb(m, &r, 33);
+                if (idx < 0)
+                    bail(m, op, in.offset);
+                in.imm2 = BT_INDEX;
+                in.imm = idx;
+            }
+            if (depth >= (int)sizeof(kinds))
+                bail(m, op, in.offset);
+            kinds[depth++] = op == 0x04 ? 1 : 0;
+            break;
+        }
+        case 0x05:
+            if (!depth || kinds[depth - 1] != 1)
+                bail(m, op, in.offset);
+            kinds[depth - 1] = 2;
+            break;
+        case 0x0B:
+            VEC_PUSH(m->ins, in, &m->fail);
+            if (!depth) {
+                if (r.pos != end)
+                    bail(m, op, r.pos);
+                return;
+            }
+            depth--;
+            continue;
+        case 0x0C: case 0x0D: case 0x10: case 0x20: case 0x21: case 0x22: case 0x23: case 0x24:
+            in.imm = rd_u32(m, &r);
+            break;
+        case 0x0E: {
+            uint32_t count_pos = r.pos;
+            uint32_t n = rd_u32(m, &r);
+            if (n > end - count_pos)
+                bail(m, op, in.offset);
+            in.imm = (int64_t)m->brlabels.n;
+            in.imm2 = n;
+            for (uint32_t k = 0; k <= n; k++) { /* the labels, then the default */
+                uint32_t l = rd_u32(m, &r);
+                VEC_PUSH(m->brlabels, l, &m->fail);
+            }
+            break;
+        }
+        case 0x11:
+            in.imm = rd_u32(m, &r);
+            in.imm2 = rd_u32(m, &r);
+            break;
+        case 0x3F:
+            if (r.pos >= r.limit || data[r.pos] != 0)
+                bail(m, op, in.offset);
+            r.pos++;
+            break;
+        case 0x41:
+            in.imm = rd_sleb(m, &r, 32);
+            break;
+        case 0x42:
+            in.imm = rd_sleb(m, &r, 64);
+            break;
+        case 0x43:
+            if (r.pos + 4 > r.limit)
+                bail(m, op, in.offset);
+            in.imm = (int64_t)((uint32_t)data[r.pos] | (uint32_t)data[r.pos + 1] << 8 |
+                               (uint32_t)data[r.pos + 2] << 16 | (uint32_t)data[r.pos + 3] << 24);
+            r.pos += 4;
+            break;
+        case 0x44: {
+            if (r.pos + 8 > r.limit)
+                bail(m, op, in.offset);
+            uint64_t v = 0;
+            for (int i = 7; i >= 0; i--)
+                v = v << 8 | data[r.pos + i];
+            in.imm = (int64_t)v;
+            r.pos += 8;
+            break;
+        }
+        default:
+            if (OPS[in.op].flags & CM_CC_MEMARG) {
+                in.imm2 = rd_u32(m, &r);
+                in.imm = rd_u32(m, &r);
+            }
+            break;
+        }
+        VEC_PUSH(m->ins, in, &m->fail);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Validation (validator.py FuncValidator); a failure -> Python              */
+/* ------------------------------------------------------------------------ */
+
+#define VALS(m) ((m)->vals.p)
+#define NVALS(m) ((uint32_t)(m)->vals.n)
+#define TOPF(m) (&(m)->frames.p[(m)->frames.n - 1])
+
+static void push_val(cm_cc_module *m, uint8_t t)
+{
+    buf_reserve(&m->vals, 1, &m->fail);
+    m->vals.p[m->vals.n++] = t;
+}
+static void push_vals(cm_cc_module *m, const uint8_t *t, uint32_t n)
+{
+    buf_reserve(&m->vals, n, &m->fail);
+    memcpy(m->vals.p + m->vals.n, t, n);
+    m->vals.n += n;
+}
+static uint8_t pop_val(cm_cc_module *m, uint8_t expect, const instr *in)
+{
+    frame *f = TOPF(m);
+    if (NVALS(m) == f->vheight) {
+        if (f->unreachable)
+            return UNKNOWN_T;
+        bail(m, in->op, in->offset);
+    }
+    uint8_t actual = m->vals.p[--m->vals.n];
+    if (expect && actual != expect && actual != UNKNOWN_T)
+        bail(m, in->op, in->offset);
+    return actual;
+}
+/* _pop_vals; popped values (for br_table) go to out if given. */
+static void pop_vals(cm_cc_module *m, const uint8_t *types, uint32_t n, const instr *in, uint8_t *out)
+{
+    frame *f = TOPF(m);
+    if (NVALS(m) >= n && NVALS(m) - n >= f->vheight) {
+        uint8_t *p = m->vals.p + m->vals.n - n;
+        for (uint32_t i = 0; i < n; i++)
+            if (p[i] != types[i] && p[i] != UNKNOWN_T)
+                bail(m, in->op, in->offset);
+        if (out)
+            memcpy(out, p, n);
+        m->vals.n -= n;
+        return;
+    }
+    for (uint32_t i = n; i-- > 0;) {
+        uint8_t t = pop_val(m, types[i], in);
+        if (out)
+            out[i] = t;
+    }
+}
+static void set_unreachable(cm_cc_module *m)
+{
+    frame *f = TOPF(m);
+    m->vals.n = f->vheight;
+    f->unreachable = 1;
+}
+static const uint8_t *label_types(frame *f, uint32_t *n)
+{
+    if (f->vkind == V_LOOP) {
+        *n = f->nstart;
+        return f->start_types;
+    }
+    *n = f->nend;
+    return f->end_types;
+}
+static frame *label_frame(cm_cc_module *m, uint32_t depth, const instr *in)
+{
+    if (depth >= m->frames.n)
+        bail(m, in->op, in->offset);
+    return &m->frames.p[m->frames.n - 1 - depth];
+}
+
+static frame *push_frame(cm_cc_module *m)
+{
+    frame f;
+    memset(&f, 0, sizeof(f));
+    f.label = f.else_label = -1;
+    VEC_PUSH(m->frames, f, &m->fail);
+    return TOPF(m);
+}
+
+/* Validator push_ctrl into the frame just pushed. */
+static void v_push_ctrl(cm_cc_module *m, frame *f, int vkind, const uint8_t *start, uint32_t nstart,
+                        const uint8_t *endt, uint32_t nend)
+{
+    f->vkind = vkind;
+    f->start_types = start;
+    f->nstart = nstart;
+    f->end_types = endt;
+    f->nend = nend;
+    f->vheight = NVALS(m);
+    f->unreachable = 0;
+    push_vals(m, start, nstart);
+}
+
+static void block_type(cm_cc_module *m, const instr *in, const uint8_t **params, uint32_t *np,
+                       const uint8_t **results, uint32_t *nr, uint8_t *inline_slot)
+{
+    if (in->imm2 == BT_EMPTY) {
+        *np = *nr = 0;
+        *params = *results = NULL;
+    } else if (in->imm2 == BT_VAL) {
+        *inline_slot = (uint8_t)in->imm;
+        *np = 0;
+        *params = NULL;
+        *results = inline_slot;
+        *nr = 1;
+    } else {
+        if ((uint64_t)in->imm >= m->ntypes)
+            bail(m, in->op, in->offset);
+        functype *t = &m->types[in->imm];
+        *params = t->params;
+        *np = t->nparams;
+        *results = t->results;
+        *nr = t->nresults;
+    }
+}
+
+/* The validator's pop_ctrl of the top frame (checks, then pops it). */
+static void v_pop_ctrl_check(cm_cc_module *m, const instr *in)
+{
+    frame *f = TOPF(m);
+    pop_vals(m, f->end_types, f->nend, in, NULL);
+    if (NVALS(m) != f->vheight)
+        bail(m, in->op, in->offset);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sequence points                                                           */
+/* ------------------------------------------------------------------------ */
+
+static uint32_t site(cm_cc_module *m)
+{
+    uint32_t here = HERE(m);
+    uint32_t r = here & 7;
+    uint32_t pad = r > 3 ? 8 - r : 0;
+    for (uint32_t i = 0; i < pad; i++)
+        put1(m, 0x3E);
+    put(m, SITE_DISABLED, 5);
+    uint32_t off = here + pad;
+    VEC_PUSH(m->sites, off, &m->fail);
+    return off;
+}
+
+static int32_t current_state(cm_cc_module *m)
+{
+    if (!m->cache.n)
+        return -1;
+    if (m->recorded_version == m->cache_version && m->recorded_state >= 0)
+        return m->recorded_state;
+    VEC_PUSH(m->states, m->cache, &m->fail);
+    m->recorded_version = m->cache_version;
+    m->recorded_state = (int32_t)m->states.n - 1;
+    return m->recorded_state;
+}
+
+static void add_point(cm_cc_module *m, uint32_t off, uint32_t wasm_offset, int kind, const uint8_t *types,
+                      uint32_t ntypes, int with_state)
+{
+    point p = {off, wasm_offset, (uint8_t)kind, (uint32_t)m->tpool.n, ntypes, with_state ? current_state(m) : -1};
+    buf_reserve(&m->tpool, ntypes, &m->fail);
+    memcpy(m->tpool.p + m->tpool.n, types, ntypes);
+    m->tpool.n += ntypes;
+    VEC_PUSH(m->points, p, &m->fail);
+}
+
+/* _instruction_point */
+static void instruction_point(cm_cc_module *m, const instr *in, const uint8_t *types, uint32_t ntypes)
+{
+    uint32_t off = m->debug ? site(m) : HERE(m);
+    m->seq = off;
+    add_point(m, off, in->offset, KIND_INSTRUCTION, types, ntypes, 1);
+}
+
+static void return_point(cm_cc_module *m, const instr *in)
+{
+    uint32_t off = m->debug ? site(m) : HERE(m);
+    add_point(m, off, in->offset, KIND_RETURN_POINT, VALS(m), NVALS(m), 0);
+}
+
+static void pad_for_return_site(cm_cc_module *m, uint32_t call_length)
+{
+    if (m->debug) {
+        uint32_t here = HERE(m), pad = 0;
+        while (((here + pad + call_length) & 7) > 3 || ((here + pad) & 31) + call_length >= 32)
+            pad++;
+        nops(m, (int)pad);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Control flow (compiler.py)                                                */
+/* ------------------------------------------------------------------------ */
+
+static inline int64_t slot_disp(int64_t i) { return 8 * i; }
+static inline int32_t local_offset(int64_t index) { return (int32_t)-(FRAME_FIXED_SIZE + 8 * (index + 1)); }
+
+static void copy_slots(cm_cc_module *m, int64_t src, int64_t dst, int64_t n)
+{
+    if (n && src != dst) /* _build_copy */
+        for (int64_t k = 0; k < n; k++) {
+            mov_rm(m, RAX, RSP, (int32_t)slot_disp(src + k), 1);
+            mov_mr(m, RSP, (int32_t)slot_disp(dst + k), RAX);
+        }
+}
+
+static void load_location(cm_cc_module *m, int reg, int64_t loc)
+{
+    if (loc >= 0) {
+        mov_rm(m, reg, RSP, (int32_t)slot_disp(loc), 1);
+    } else if (loc == MEMORY_BASE) {
+        mov_rm(m, reg, R15, VMCTX_MEMORY_BASE, 1);
+    } else if (loc == MEMORY_LENGTH) {
+        mov_rm(m, reg, R15, VMCTX_MEMORY_DEF, 1);
+        mov_rm(m, reg, reg, MEMDEF_LENGTH, 1);
+    } else {
+        mov_rm(m, reg, RBP, local_offset(-loc - 1), 1);
+    }
+}
+
+static void establish(cm_cc_module *m, const cstate *header)
+{
+    /* moves: reg -> (loc, src or -1), in header order */
+    int dst_reg[16], src_reg[16], nmoves = 0;
+    int64_t mloc[16];
+    for (int i = 0; i < header->n; i++) {
+        int cur = cache_peek(m, header->loc[i]);
+        if (cur != header->reg[i]) {
+            dst_reg[nmoves] = header->reg[i];
+            mloc[nmoves] = header->loc[i];
+            src_reg[nmoves] = cur;
+            nmoves++;
+        }
+    }
+    if (!nmoves)
+        return;
+    int pending[16], psrc[16], np = nmoves; /* indexes into the moves, in dict order */
+    for (int i = 0; i < nmoves; i++) {
+        pending[i] = i;
+        psrc[i] = src_reg[i];
+    }
+    while (np) {
+        int pick = -1;
+        for (int i = 0; i < np && pick < 0; i++) {
+            int r = dst_reg[pending[i]], used = 0;
+            for (int j = 0; j < np; j++)
+                if (psrc[pending[j]] == r) {
+                    used = 1;
+                    break;
+                }
+            if (!used)
+                pick = i;
+        }
+        if (pick < 0) {
+            int blocked = dst_reg[pending[0]];
+            for (int j = 0; j < np; j++)
+                if (psrc[pending[j]] == blocked) {
+                    psrc[pending[j]] = -1;
+                    break;
+                }
+            continue;
+        }
+        int k = pending[pick];
+        for (int i = pick + 1; i < np; i++)
+            pending[i - 1] = pending[i];
+        np--;
+        if (psrc[k] >= 0)
+            mov_rr(m, dst_reg[k], psrc[k]);
+        else
+            load_location(m, dst_reg[k], mloc[k]);
+    }
+    for (int i = 0; i < nmoves; i++)
+        cache_bind(m, dst_reg[i], mloc[i]);
+}
+
+static void edge_to(cm_cc_module *m, frame *target)
+{
+    if (target->ckind == C_LOOP) {
+        cstate h = target->header;
+        establish(m, &h);
+    } else {
+        cstate s;
+        state_below(&m->cache, (int64_t)target->height, &s);
+        add_edge_state(target, &s);
+    }
+}
+
+static void branch(cm_cc_module *m, frame *target, int64_t d)
+{
+    copy_slots(m, d - target->arity, target->height, target->arity);
+    edge_to(m, target);
+    jmp(m, target->label);
+}
+
+static void test_condition(cm_cc_module *m, int64_t index)
+{
+    int reg = cache_get(m, index);
+    int start = (int)m->code.n;
+    if (reg >= 0)
+        enc_rm(m, 0, OP_TEST, 1, reg, 0, reg, 0, 0);
+    else {
+        enc_rm(m, 0, OP_83, 1, 7, 1, RSP, (int32_t)slot_disp(index), 0);
+        put1(m, 0);
+    }
+    note_fusible(m, start);
+    cache_forget(m, index);
+}
+
+static void loop_header(cm_cc_module *m, size_t at, cstate *out)
+{
+    /* locals read (bitmap over nlocals) and memory use up to the loop's end */
+    size_t words = (m->nlocals + 63) / 64 + 1;
+    uint64_t small[64];
+    uint64_t *reads = words <= 64 ? small : calloc(words, 8);
+    if (!reads)
+        longjmp(m->fail, 1);
+    memset(reads, 0, words * 8);
+    int memory = 0, depth = 0;
+    for (size_t k = at + 1; k < m->ins.n; k++) {
+        uint32_t op = m->ins.p[k].op;
+        if (op == 0x20) {
+            uint64_t i = (uint64_t)m->ins.p[k].imm;
+            if (i < m->nlocals)
+                reads[i / 64] |= 1ull << (i % 64);
+        } else if (op == 0x02 || op == 0x03 || op == 0x04) {
+            depth++;
+        } else if (op == 0x0B) {
+            if (!depth)
+                break;
+            depth--;
+        } else if (op >= 0x28 && op <= 0x3E) {
+            memory = 1;
+        }
+    }
+    out->n = 0;
+    for (int i = 0; i < m->cache.n; i++) {
+        int64_t loc = m->cache.loc[i];
+        int keep;
+        if (loc >= 0)
+            keep = 0;
+        else if (loc >= -(int64_t)m->nlocals) {
+            uint64_t idx = (uint64_t)(-loc - 1);
+            keep = (int)(reads[idx / 64] >> (idx % 64) & 1);
+        } else
+            keep = memory;
+        if (keep) {
+            out->loc[out->n] = loc;
+            out->reg[out->n] = m->cache.reg[i];
+            out->n++;
+        }
+    }
+    if (reads != small)
+        free(reads);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The function                                                              */
+/* ------------------------------------------------------------------------ */
+
+static void do_end(cm_cc_module *m, const instr *in, int fallthrough)
+{
+    frame *f = TOPF(m);
+    if (f->ckind == C_LOOP) {
+        if (!fallthrough)
+            cache_clear(m);
+    } else {
+        if (f->ckind == C_IF && !f->else_seen) {
+            cstate s = f->else_state;
+            add_edge_state(f, &s);
+        }
+        if (fallthrough) {
+            cstate s = m->cache;
+            add_edge_state(f, &s);
+        }
+        if (f->nstates) {
+            cstate s = f->common;
+            cache_restore(m, &s);
+        } else {
+            cstate empty;
+            empty.n = 0;
+            cache_restore(m, &empty);
+        }
+        xmm_clear(m);
+    }
+    if (f->ckind == C_IF && !f->else_seen)
+        bind(m, f->else_label);
+    if (f->ckind != C_LOOP)
+        bind(m, f->label);
+    /* stack types: vals[:height] + end_types */
+    uint32_t h = f->height;
+    if (h > NVALS(m))
+        bail(m, in->op, in->offset);
+    {
+        uint32_t n = h + f->nend;
+        uint8_t stackbuf[256];
+        uint8_t *types = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
+        if (!types)
+            longjmp(m->fail, 1);
+        memcpy(types, VALS(m), h);
+        memcpy(types + h, f->end_types, f->nend);
+        instruction_point(m, in, types, n);
+        if (types != stackbuf)
+            free(types);
+    }
+    /* validator step: end */
+    int ckind = f->ckind;
+    uint32_t arity = f->arity;
+    v_pop_ctrl_check(m, in);
+    f = TOPF(m);
+    if (f->vkind == V_IF) {
+        /* implicit else: its params must be its results */
+        const uint8_t *st = f->start_types, *et = f->end_types;
+        uint32_t ns = f->nstart, ne = f->nend;
+        /* push_ctrl(ELSE, start, end) at the same height, then pop_ctrl */
+        uint32_t height = NVALS(m);
+        push_vals(m, st, ns);
+        /* pop_vals(end) against frame with vheight = height, not unreachable */
+        uint32_t saved_h = f->vheight;
+        int saved_u = f->unreachable;
+        f->vheight = height;
+        f->unreachable = 0;
+        pop_vals(m, et, ne, in, NULL);
+        if (NVALS(m) != height)
+            bail(m, in->op, in->offset);
+        f->vheight = saved_h;
+        f->unreachable = saved_u;
+    }
+    const uint8_t *et = f->end_types;
+    uint32_t ne = f->nend;
+    m->frames.n--;
+    push_vals(m, et, ne);
+    if (ckind == C_FUNCTION)
+        EMIT(m, K_EPILOGUE, arity);
+}
+
+static void do_else(cm_cc_module *m, const instr *in, int reachable)
+{
+    frame *f = TOPF(m);
+    if (reachable) {
+        instruction_point(m, in, VALS(m), NVALS(m));
+        jmp(m, f->label);
+        cstate s = m->cache;
+        add_edge_state(f, &s);
+    }
+    /* validator: else */
+    if (f->vkind != V_IF)
+        bail(m, in->op, in->offset);
+    v_pop_ctrl_check(m, in);
+    /* push_ctrl(ELSE, start, end): same frame, reset */
+    f->vkind = V_ELSE;
+    f->vheight = NVALS(m);
+    f->unreachable = 0;
+    push_vals(m, f->start_types, f->nstart);
+    f->else_seen = 1;
+    bind(m, f->else_label);
+    cstate s = f->else_state;
+    cache_restore(m, &s);
+    xmm_clear(m);
+    if (f->nparams) {
+        cache_truncate(m, f->height);
+        EMIT(m, K_RESTORE, f->height, f->save_offset, f->nparams);
+    }
+}
+
+/* Validator step for an ordinary instruction (not end/else). */
+static void v_step(cm_cc_module *m, const instr *in, size_t index)
+{
+    uint32_t op = in->op;
+    const opinfo *o = &OPS[op];
+    if (o->flags & CM_CC_SIMPLE) {
+        pop_vals(m, o->params, o->nparams, in, NULL);
+        if (o->nresults)
+            push_val(m, o->results[0]);
+        return;
+    }
+    switch (op) {
+    case 0x00:
+        set_unreachable(m);
+        return;
+    case 0x02: case 0x03: case 0x04: {
+        const uint8_t *params, *results;
+        uint32_t np, nr;
+        uint8_t inl;
+        block_type(m, in, &params, &np, &results, &nr, &inl);
+        if (op == 0x04)
+            pop_val(m, I32_T, in);
+        pop_vals(m, params, np, in, NULL);
+        frame *f = push_frame(m);
+        if (in->imm2 == BT_VAL)
+            results = &ONE_TYPE[inl]; /* frames move when the stack grows */
+        v_push_ctrl(m, f, op == 0x02 ? V_BLOCK : op == 0x03 ? V_LOOP : V_IF, params, np, results, nr);
+        return;
+    }
+    case 0x0C: {
+        uint32_t n;
+        const uint8_t *t = label_types(label_frame(m, (uint32_t)in->imm, in), &n);
+        pop_vals(m, t, n, in, NULL);
+        set_unreachable(m);
+        return;
+    }
+    case 0x0D: {
+        pop_val(m, I32_T, in);
+        uint32_t n;
+        const uint8_t *t = label_types(label_frame(m, (uint32_t)in->imm, in), &n);
+        pop_vals(m, t, n, in, NULL);
+        push_vals(m, t, n);
+        return;
+    }
+    case 0x0E: {
+        uint32_t count = in->imm2;
+        const uint32_t *labels = &m->brlabels.p[in->imm];
+        pop_val(m, I32_T, in);
+        uint32_t arity;
+        const uint8_t *dt = label_types(label_frame(m, labels[count], in), &arity);
+        for (uint32_t k = 0; k < count; k++) {
+            uint32_t n;
+            const uint8_t *t = label_types(label_frame(m, labels[k], in), &n);
+            if (n != arity)
+                bail(m, op, in->offset);
+            uint8_t popped[256];
+            if (n > sizeof(popped))
+                bail(m, op, in->offset);
+            pop_vals(m, t, n, in, popped);
+            push_vals(m, popped, n);
+        }
+        pop_vals(m, dt, arity, in, NULL);
+        set_unreachable(m);
+        return;
+    }
+    case 0x0F: {
+        frame *f0 = &m->frames.p[0];
+        pop_vals(m, f0->end_types, f0->nend, in, NULL);
+        set_unreachable(m);
+        return;
+    }
+    case 0x10: {
+        if ((uint64_t)in->imm >= m->nfuncs)
+            bail(m, op, in->offset);
+        functype *t = &m->types[m->func_types[in->imm]];
+        pop_vals(m, t->params, t->nparams, in, NULL);
+        push_vals(m, t->results, t->nresults);
+        return;
+    }
+    case 0x11: {
+        uint32_t ti = (uint32_t)in->imm, tab = in->imm2;
+        if (tab >= m->ntables || ti >= m->ntypes || m->telems[tab] != FUNCREF_T)
+            bail(m, op, in->offset);
+        functype *t = &m->types[ti];
+        pop_val(m, I32_T, in);
+        pop_vals(m, t->params, t->nparams, in, NULL);
+        push_vals(m, t->results, t->nresults);
+        return;
+    }
+    case 0x1A:
+        pop_val(m, 0, in);
+        return;
+    case 0x1B: {
+        pop_val(m, I32_T, in);
+        uint8_t t1 = pop_val(m, 0, in), t2 = pop_val(m, 0, in);
+        int num1 = t1 == I32_T || t1 == I64_T || t1 == F32_T || t1 == F64_T || t1 == UNKNOWN_T;
+        int num2 = t2 == I32_T || t2 == I64_T || t2 == F32_T || t2 == F64_T || t2 == UNKNOWN_T;
+        if (!num1 || !num2 || (t1 != t2 && t1 != UNKNOWN_T && t2 != UNKNOWN_T))
+            bail(m, op, in->offset);
+        push_val(m, t1 == UNKNOWN_T ? t2 : t1);
+        return;
+    }
+    case 0x20: case 0x21: case 0x22: {
+        if ((uint64_t)in->imm >= m->nlocals)
+            bail(m, op, in->offset);
+        uint8_t t = m->local_types[in->imm];
+        if (op == 0x20)
+            push_val(m, t);
+        else {
+            pop_val(m, t, in);
+            if (op == 0x22)
+                push_val(m, t);
+        }
+        return;
+    }
+    case 0x23:
+        if ((uint64_t)in->imm >= m->nglobals)
+            bail(m, op, in->offset);
+        push_val(m, m->gtypes[in->imm]);
+        return;
+    case 0x24:
+        if ((uint64_t)in->imm >= m->nglobals || !m->gmut[in->imm])
+            bail(m, op, in->offset);
+        pop_val(m, m->gtypes[in->imm], in);
+        return;
+    case 0x3F:
+        if (!m->nmemories)
+            bail(m, op, in->offset);
+        push_val(m, I32_T);
+        return;
+    default:
+        if (o->flags & CM_CC_MEMARG) {
+            if (!m->nmemories || in->imm2 > o->natural_align)
+                bail(m, op, in->offset);
+            pop_vals(m, o->params, o->nparams, in, NULL);
+            if (o->nresults)
+                push_val(m, o->results[0]);
+            return;
+        }
+        bail(m, op, in->offset);
+    }
+    (void)index;
+}
+
+static void h_call(cm_cc_module *m, const instr *in, int64_t d)
+{
+    uint32_t index = (uint32_t)in->imm;
+    functype *ft = &m->types[m->func_types[index]];
+    int64_t base = d - ft->nparams;
+    if (index < m->num_imported) {
+        int64_t entry = m->import_entries[index];
+        EMIT(m, K_CALL_IMPORT, base, entry);
+        pad_for_return_site(m, 2);
+        call_rax(m);
+        return_point(m, in);
+        mov_rm(m, R15, RBP, FRAME_SAVED_CTX, 1);
+    } else {
+        lea(m, RSI, RSP, (int32_t)slot_disp(base));
+        pad_for_return_site(m, 5);
+        pad_for_branch(m, 5, 0);
+        put1(m, 0xE8);
+        put32(m, 0);
+        VEC_PUSH(m->calls, HERE(m) - 4, &m->fail);
+        VEC_PUSH(m->calls, index - m->num_imported, &m->fail);
+        return_point(m, in);
+    }
+}
+
+static void h_br_table(cm_cc_module *m, const instr *in, int64_t d)
+{
+    uint32_t count = in->imm2;
+    const uint32_t first = (uint32_t)in->imm;
+    int64_t index = d - 1;
+    cstate state = m->cache;
+    /* stubs: depth -> label, in first-use order */
+    m->stub_depth.n = m->stub_label.n = 0;
+#define stub_depth (m->stub_depth)
+#define stub_label (m->stub_label)
+    size_t nframes = m->frames.n;
+#define TARGET_LABEL(depth_, out_)                                                                  \
+    do {                                                                                            \
+        frame *t_ = &m->frames.p[nframes - 1 - (depth_)];                                          \
+        if ((t_->arity == 0 || index - (int64_t)t_->arity == (int64_t)t_->height) &&                \
+            !(t_->ckind == C_LOOP && t_->header.n)) {                                              \
+            if (t_->ckind != C_LOOP) {                                                              \
+                cstate s_;                                                                          \
+                state_below(&m->cache, (int64_t)t_->height, &s_);                                  \
+                add_edge_state(t_, &s_);                                                            \
+            }                                                                                       \
+            (out_) = t_->label;                                                                     \
+        } else {                                                                                    \
+            size_t k_;                                                                              \
+            for (k_ = 0; k_ < stub_depth.n && stub_depth.p[k_] != (depth_); k_++)                   \
+                ;                                                                                   \
+            if (k_ == stub_depth.n) {                                                               \
+                VEC_PUSH(stub_depth, (depth_), &m->fail);                                           \
+                VEC_PUSH(stub_label, new_label(m), &m->fail);                                       \
+            }                                                                                       \
+            (out_) = stub_label.p[k_];                                                              \
+        }                                                                                           \
+    } while (0)
+    int default_label;
+    /* The default label's depth comes last in the immediate. */
+    uint32_t default_depth = m->brlabels.p[first + count];
+    TARGET_LABEL(default_depth, default_label);
+    if (count) {
+        int table = new_label(m);
+        mov_rm(m, RAX, RSP, (int32_t)slot_disp(index), 0);
+        int start = (int)m->code.n;
+        if (count <= 127) {
+            enc_rm(m, 0, OP_83, 1, 7, 0, RAX, 0, 0);
+            put1(m, (uint8_t)count);
+        } else {
+            enc_rm(m, 0, OP_81, 1, 7, 0, RAX, 0, 0);
+            put32(m, (int32_t)count);
+        }
+        note_fusible(m, start);
+        jcc(m, COND_AE, default_label);
+        /* lea rcx, [rip + table] */
+        put1(m, 0x48);
+        put1(m, 0x8D);
+        put1(m, 0x0D);
+        put32(m, 0);
+        ref32(m, HERE(m) - 4, table, -1);
+        /* movsxd rax, [rcx + rax*4] */
+        put1(m, 0x48);
+        put1(m, OP_MOVSXD[0]);
+        put1(m, 0x04);
+        put1(m, 0x81);
+        start = (int)m->code.n;
+        enc_rm(m, 8, OP_ADD_STORE, 1, RCX, 0, RAX, 0, 0);
+        note_fusible(m, start);
+        pad_for_branch(m, 2, 0);
+        put1(m, 0xFF);
+        put1(m, 0xE0);
+        jtable jt = {table, (uint32_t)m->jlabels.n, count};
+        for (uint32_t k = 0; k < count; k++) {
+            int l;
+            TARGET_LABEL(m->brlabels.p[first + k], l);
+            VEC_PUSH(m->jlabels, l, &m->fail);
+        }
+        VEC_PUSH(m->jtables, jt, &m->fail);
+    } else {
+        jmp(m, default_label);
+    }
+    for (size_t k = 0; k < stub_depth.n; k++) {
+        bind(m, stub_label.p[k]);
+        cache_restore(m, &state);
+        branch(m, &m->frames.p[nframes - 1 - stub_depth.p[k]], index);
+    }
+#undef TARGET_LABEL
+#undef stub_depth
+#undef stub_label
+}
+
+/* Templates without branches or traps, encoded here (the bytes of
+ * compiler.py's _build_local_get_reg, _build_local_set_reg, _build_store_slot,
+ * _build_global_get_reg, _build_global_set, _build_copy): a Python build per
+ * key cost more than the compile (clang -O0 code has a key per local and depth). */
+static void t_local_get(cm_cc_module *m, int64_t d, int64_t index, int local_reg, int value, int load)
+{
+    if (load) {
+        mov_rm(m, value, RBP, local_offset(index), 1);
+        if (local_reg >= 0)
+            mov_rr(m, local_reg, value);
+    } else {
+        mov_rr(m, value, local_reg);
+    }
+    mov_mr(m, RSP, (int32_t)slot_disp(d), value);
+}
+static void t_local_set(cm_cc_module *m, int64_t d, int64_t index, int value, int load, int keep)
+{
+    if (load)
+        mov_rm(m, value, RSP, (int32_t)slot_disp(d - 1), 1);
+    mov_mr(m, RBP, local_offset(index), value);
+    if (keep >= 0)
+        mov_rr(m, keep, value);
+}
+static void t_global_get(cm_cc_module *m, int64_t d, int32_t cell, int value)
+{
+    mov_rm(m, RAX, R15, cell, 1);
+    mov_rm(m, value, RAX, 0, 1);
+    mov_mr(m, RSP, (int32_t)slot_disp(d), value);
+}
+static void t_global_set(cm_cc_module *m, int64_t d, int32_t cell, int wide)
+{
+    mov_rm(m, RAX, R15, cell, 1);
+    mov_rm(m, RCX, RSP, (int32_t)slot_disp(d - 1), wide);
+    mov_mr(m, RAX, 0, RCX);
+}
+
+static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
+{
+    uint32_t op = in->op;
+    const opinfo *o = &OPS[op];
+    if (o->flags & CM_CC_NUMERIC) {
+        int64_t result;
+        int64_t code = op < 0x100 ? (int64_t)op : 0xFC00 | (int64_t)(op - 0x100); /* compiler.py's opcode */
+        if (o->arity == 2) {
+            result = d - 2;
+            int hint = (xmm_has(m, result) && (o->flags & CM_CC_XMM_X_INPUT)) ? 1
+                       : (xmm_has(m, d - 1) && (o->flags & CM_CC_XMM_Y_INPUT)) ? 2 : 0;
+            int lx, ly;
+            int x = cache_use(m, result, 0, &lx);
+            int y = cache_use(m, d - 1, 1u << x, &ly);
+            EMIT(m, K_RNUM2, code, d, x, lx, y, ly, hint);
+            cache_forget(m, d - 1);
+        } else {
+            result = d - 1;
+            int hint = (xmm_has(m, result) && (o->flags & CM_CC_XMM_X_INPUT)) ? 1 : 0;
+            int lx;
+            int x = cache_use(m, result, 0, &lx);
+            EMIT(m, K_RNUM1, code, d, x, lx, hint);
+        }
+        switch (o->xmm0_after) {
+        case AFTER_RESULT:
+            xmm_clear(m);
+            xmm_add(m, result);
+            break;
+        case AFTER_X:
+            if (xmm_has(m, result))
+                xmm_discard(m, result);
+            else
+                xmm_clear(m);
+            break;
+        case AFTER_KEEP:
+            xmm_discard(m, result);
+            break;
+        default:
+            xmm_clear(m);
+        }
+        return;
+    }
+    if (o->flags & CM_CC_MEMARG) {
+        int64_t offset = in->imm;
+        if (op <= 0x35) {
+            int load;
+            int address = cache_use(m, d - 1, 0, &load);
+            int lb, ll;
+            int base = cache_use(m, MEMORY_BASE, 1u << address, &lb);
+            int length = cache_use(m, MEMORY_LENGTH, (1u << address) | (1u << base), &ll);
+            EMIT(m, K_LOAD, op, d, offset, address, load, base, lb, length, ll);
+            if (op == 0x2A || op == 0x2B) {
+                xmm_clear(m);
+                xmm_add(m, d - 1);
+            }
+        } else {
+            int la, lv;
+            int address = cache_use(m, d - 2, 0, &la);
+            int value = cache_use(m, d - 1, 1u << address, &lv);
+            int lb, ll;
+            unsigned avoid = (1u << address) | (1u << value);
+            int base = cache_use(m, MEMORY_BASE, avoid, &lb);
+            int length = cache_use(m, MEMORY_LENGTH, avoid | (1u << base), &ll);
+            EMIT(m, K_STORE, op, d, offset, address, la, value, lv, base, lb, length, ll);
+            cache_forget(m, d - 2);
+            cache_forget(m, d - 1);
+        }
+        return;
+    }
+    switch (op) {
+    case 0x00:
+        EMIT(m, K_UNREACHABLE);
+        return;
+    case 0x01:
+        return;
+    case 0x02: case 0x03: {
+        frame *f = TOPF(m); /* pushed by the validator step */
+        uint32_t nparams = f->nstart;
+        if (op == 0x03) {
+            cstate header;
+            loop_header(m, index, &header);
+            cache_restore(m, &header);
+            xmm_clear(m);
+            int label = new_label(m);
+            int pad = -(int)m->code.n & 31;
+            nops(m, pad);
+            bind(m, label);
+            f->ckind = C_LOOP;
+            f->height = f->vheight;
+            f->arity = nparams;
+            f->label = label;
+            f->nparams = nparams;
+            f->header = header;
+        } else {
+            f->ckind = C_BLOCK;
+            f->height = f->vheight;
+            f->arity = f->nend;
+            f->label = new_label(m);
+            f->nparams = nparams;
+        }
+        return;
+    }
+    case 0x04: {
+        frame *f = TOPF(m);
+        uint32_t nparams = f->nstart;
+        f->ckind = C_IF;
+        f->height = f->vheight;
+        f->arity = f->nend;
+        f->label = new_label(m);
+        f->nparams = nparams;
+        f->else_label = new_label(m);
+        if (nparams) {
+            f->save_offset = local_offset((int64_t)m->nlocals + m->nsave + nparams - 1);
+            m->nsave += nparams;
+            EMIT(m, K_SAVE, f->height, f->save_offset, nparams);
+        }
+        test_condition(m, d - 1);
+        f = TOPF(m);
+        f->else_state = m->cache;
+        jcc(m, COND_E, f->else_label);
+        return;
+    }
+    case 0x0C:
+        branch(m, &m->frames.p[m->frames.n - 1 - in->imm], d);
+        return;
+    case 0x0D: {
+        frame *target = &m->frames.p[m->frames.n - 1 - in->imm];
+        int64_t n = target->arity;
+        int64_t src = d - 1 - n;
+        test_condition(m, d - 1);
+        if (n == 0 || src == (int64_t)target->height) {
+            edge_to(m, target);
+            jcc(m, COND_NE, target->label);
+        } else {
+            int skip = new_label(m);
+            jcc(m, COND_E, skip);
+            cstate fallthrough = m->cache;
+            branch(m, target, d - 1);
+            cache_restore(m, &fallthrough);
+            bind(m, skip);
+        }
+        return;
+    }
+    case 0x0E:
+        h_br_table(m, in, d);
+        return;
+    case 0x0F:
+        branch(m, &m->frames.p[0], d);
+        return;
+    case 0x10:
+        h_call(m, in, d);
+        return;
+    case 0x11: {
+        functype *ft = &m->types[in->imm];
+        int64_t base = d - 1 - ft->nparams;
+        (void)base;
+        EMIT(m, K_CALL_INDIRECT, d, in->imm, in->imm2);
+        pad_for_return_site(m, 2);
+        call_rax(m);
+        return_point(m, in);
+        mov_rm(m, R15, RBP, FRAME_SAVED_CTX, 1);
+        return;
+    }
+    case 0x1A:
+        cache_forget(m, d - 1);
+        return;
+    case 0x1B:
+        EMIT(m, K_SELECT, d);
+        return;
+    case 0x20: {
+        int64_t idx = in->imm;
+        int64_t loc = -(idx + 1);
+        if (xmm_has(m, loc))
+            xmm_add(m, d);
+        else
+            xmm_discard(m, d);
+        int mirror = cache_get(m, loc);
+        if (mirror >= 0) {
+            int value = cache_alloc(m, 1u << mirror);
+            t_local_get(m, d, idx, mirror, value, 0);
+            cache_bind(m, value, d);
+            return;
+        }
+        int value = cache_alloc(m, 0);
+        cache_bind(m, value, d);
+        int keep = cache_free_register(m, 1u << value);
+        t_local_get(m, d, idx, keep, value, 1);
+        if (keep >= 0)
+            cache_bind(m, keep, loc);
+        return;
+    }
+    case 0x21: case 0x22: {
+        int64_t idx = in->imm;
+        int64_t loc = -(idx + 1);
+        int load;
+        int value = cache_use(m, d - 1, 0, &load);
+        int tee = op == 0x22;
+        if (xmm_has(m, d - 1))
+            xmm_add(m, loc);
+        else
+            xmm_discard(m, loc);
+        int keep = -1;
+        cache_forget(m, loc);
+        if (tee)
+            keep = cache_free_register(m, 1u << value);
+        t_local_set(m, d, idx, value, load, keep);
+        if (!tee)
+            cache_bind(m, value, loc);
+        else if (keep >= 0)
+            cache_bind(m, keep, loc);
+        return;
+    }
+    case 0x23: {
+        int64_t cell = m->gcells[in->imm];
+        int value = cache_alloc(m, 0);
+        t_global_get(m, d, (int32_t)cell, value);
+        cache_bind(m, value, d);
+        return;
+    }
+    case 0x24: {
+        int64_t cell = m->gcells[in->imm];
+        uint8_t t = m->gtypes[in->imm];
+        t_global_set(m, d, (int32_t)cell, (t != I32_T && t != F32_T));
+        return;
+    }
+    case 0x3F:
+        EMIT(m, K_MEMSIZE, d);
+        return;
+    case 0x41: case 0x42: case 0x43: case 0x44: {
+        uint64_t bits = (uint64_t)in->imm;
+        if (op == 0x41)
+            bits &= 0xFFFFFFFFull;
+        int value = cache_alloc(m, 0);
+        mov_imm64(m, value, bits);
+        mov_mr(m, RSP, (int32_t)slot_disp(d), value); /* _build_store_slot */
+        cache_bind(m, value, d);
+        return;
+    }
+    }
+    bail(m, op, in->offset);
+}
+
+static void prologue(cm_cc_module *m, uint32_t body_offset, uint32_t nparams)
+{
+    if (m->debug)
+        site(m);
+    add_point(m, 0, body_offset, KIND_ENTRY, NULL, 0, 0);
+    m->seq = 0;
+    put1(m, 0x55);           /* push rbp */
+    mov_rr(m, RBP, RSP);     /* mov rbp, rsp */
+    static const uint8_t lea_rax[4] = {0x48, 0x8d, 0x84, 0x24};
+    put(m, lea_rax, 4);
+    put32(m, 0);
+    mov_rm(m, RCX, R15, VMCTX_STACK_CTX, 1);
+    int start = (int)m->code.n;
+    enc_rm(m, 8, OP_CMP_LOAD, 1, RAX, 1, RCX, STACK_CTX_STACK_LIMIT, 0);
+    note_fusible(m, start);
+    pad_for_branch(m, 6, 1);
+    put1(m, 0x0F);
+    put1(m, 0x82);
+    put32(m, 0);
+    trapfield tf = {HERE(m) - 4, 0, TRAP_STACK_EXHAUSTED};
+    VEC_PUSH(m->traps, tf, &m->fail);
+    static const uint8_t sub_rsp[3] = {0x48, 0x81, 0xec};
+    put(m, sub_rsp, 3);
+    put32(m, 0);
+    mov_mr(m, RBP, FRAME_ARGS_PTR, RSI);
+    for (uint32_t k = 0; k < nparams; k++) {
+        mov_rm(m, RAX, RSI, (int32_t)(8 * k), 1);
+        mov_mr(m, RBP, local_offset(k), RAX);
+    }
+    uint32_t ndeclared = m->nlocals - nparams;
+    if (ndeclared) {
+        enc_rm(m, 0, OP_XOR, 1, RAX, 0, RAX, 0, 0);
+        if (ndeclared <= 8) {
+            for (uint32_t k = nparams; k < m->nlocals; k++)
+                mov_mr(m, RBP, local_offset(k), RAX);
+        } else {
+            lea(m, RDI, RBP, local_offset((int64_t)m->nlocals - 1));
+            put1(m, 0xB9); /* mov ecx, imm32 */
+            put32(m, (int32_t)ndeclared);
+            static const uint8_t rep_stosq[3] = {0xf3, 0x48, 0xab};
+            put(m, rep_stosq, 3);
+        }
+    }
+}
+
+/* Intern byte strings (per function) into pool/ends; returns the index. */
+static uint32_t intern(cm_cc_module *m, buf *pool, void *ends_vec, const uint8_t *p, uint32_t n)
+{
+    VEC(uint32_t) *ends = ends_vec;
+    uint64_t h = 1469598103934665603ull ^ n;
+    for (uint32_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    if ((ends->n + 1) * 2 > m->ihash_cap) {
+        size_t cap = m->ihash_cap ? m->ihash_cap * 2 : 256;
+        uint32_t *t = malloc(cap * sizeof(uint32_t));
+        if (!t)
+            longjmp(m->fail, 1);
+        memset(t, 0xFF, cap * sizeof(uint32_t));
+        m->ihash_alloc = cap;
+        for (size_t k = 0; k < ends->n; k++) {
+            uint32_t a = k ? ends->p[k - 1] : 0, b = ends->p[k];
+            uint64_t g = 1469598103934665603ull ^ (b - a);
+            for (uint32_t i = a; i < b; i++) {
+                g ^= pool->p[i];
+                g *= 1099511628211ull;
+            }
+            size_t j = g & (cap - 1);
+            while (t[j] != UINT32_MAX)
+                j = (j + 1) & (cap - 1);
+            t[j] = (uint32_t)k;
+        }
+        free(m->ihash);
+        m->ihash = t;
+        m->ihash_cap = cap;
+    }
+    size_t mask = m->ihash_cap - 1;
+    size_t j = h & mask;
+    for (; m->ihash[j] != UINT32_MAX; j = (j + 1) & mask) {
+        uint32_t k = m->ihash[j];
+        uint32_t a = k ? ends->p[k - 1] : 0, b = ends->p[k];
+        if (b - a == n && !memcmp(pool->p + a, p, n))
+            return k;
+    }
+    buf_reserve(pool, n, &m->fail);
+    memcpy(pool->p + pool->n, p, n);
+    pool->n += n;
+    VEC_PUSH(*ends, (uint32_t)pool->n, &m->fail);
+    m->ihash[j] = (uint32_t)ends->n - 1;
+    return (uint32_t)ends->n - 1;
+}
+
+/* An empty intern table for up to `entries` lists (sized per function: a
+ * table sized for the largest function, cleared for each, cost more than the
+ * compile of a small one). */
+static void reset_intern(cm_cc_module *m, size_t entries)
+{
+    size_t cap = 256;
+    while (cap < 2 * entries + 2)
+        cap *= 2;
+    if (cap > m->ihash_alloc) {
+        uint32_t *t = realloc(m->ihash, cap * sizeof(uint32_t));
+        if (!t)
+            longjmp(m->fail, 1);
+        m->ihash = t;
+        m->ihash_alloc = cap;
+    }
+    m->ihash_cap = cap;
+    memset(m->ihash, 0xFF, cap * sizeof(uint32_t));
+}
+
+static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
+{
+    /* frame size into the prologue: lea at 1+3+4 .. ; positions are fixed */
+    uint32_t prologue_at = m->debug ? 5 : 0; /* the entry site at offset 0 is never padded */
+    store32(m, prologue_at + 1 + 3 + 4, -(int32_t)(frame_size + STACK_CHECK_EXTRA));
+    /* sub rsp's imm: after lea(8) mov rcx(3) cmp(4) [pad] jb(6): find by the recorded trap field */
+    store32(m, m->traps.p[0].pos + 4 + 3, (int32_t)frame_size);
+
+    /* native size and trap stubs */
+    m->stubs.n = 0;
+#define stubs (m->stubs)
+    for (size_t i = 0; i < m->traps.n; i++) {
+        trapfield *f = &m->traps.p[i];
+        uint32_t stub = UINT32_MAX;
+        for (size_t k = stubs.n; k-- > 0;)
+            if (stubs.p[k].seq == f->seq && stubs.p[k].code == f->code) {
+                stub = stubs.p[k].stub;
+                break;
+            }
+        if (stub == UINT32_MAX) {
+            stub = HERE(m);
+            stubkey sk = {f->seq, f->code, stub};
+            VEC_PUSH(stubs, sk, &m->fail);
+            put1(m, 0x48);
+            put1(m, 0x8d);
+            put1(m, 0x35);
+            put32(m, (int32_t)(f->seq - (stub + 7)));
+            put1(m, 0xBF);
+            put32(m, f->code);
+            pad_for_branch(m, 5, 0);
+            put1(m, 0xE8);
+            put32(m, 0);
+            VEC_PUSH(m->trap_calls, HERE(m) - 4, &m->fail);
+        }
+        store32(m, f->pos, (int32_t)(stub - (f->pos + 4)));
+    }
+#undef stubs
+    out->native_size = HERE(m);
+    if (m->jtables.n) {
+        while (m->code.n & 3)
+            put1(m, 0xCC);
+        for (size_t t = 0; t < m->jtables.n; t++) {
+            jtable *jt = &m->jtables.p[t];
+            bind(m, jt->table);
+            for (uint32_t k = 0; k < jt->count; k++) {
+                put32(m, 0);
+                ref32(m, HERE(m) - 4, m->jlabels.p[jt->first + k], jt->table);
+            }
+        }
+    }
+    /* label fixups */
+    for (size_t i = 0; i < m->fixups.n; i++) {
+        fixup *f = &m->fixups.p[i];
+        int64_t target = m->labels.p[f->label];
+        int64_t anchor = f->anchor_label >= 0 ? m->labels.p[f->anchor_label] : (int64_t)f->pos + 4;
+        if (target < 0 || anchor < 0)
+            longjmp(m->fail, 4);
+        store32(m, f->pos, (int32_t)(target - anchor));
+    }
+
+    /* sequence points: types and mirror lists interned per function */
+    m->seq_out.n = m->types_out.n = m->mirrors_out.n = 0;
+    m->types_ends.n = m->mirror_ends.n = 0;
+    m->state_ids.n = 0;
+    reset_intern(m, m->points.n);
+    for (size_t i = 0; i < m->points.n; i++) {
+        point *p = &m->points.p[i];
+        uint32_t tid = intern(m, &m->types_out, &m->types_ends, m->tpool.p + p->types_at, p->types_len);
+        buf_reserve(&m->seq_out, 20, &m->fail);
+        uint8_t *r = m->seq_out.p + m->seq_out.n;
+        m->seq_out.n += 20;
+        memcpy(r, &p->off, 4);
+        memcpy(r + 4, &p->wasm_offset, 4);
+        r[8] = p->kind;
+        r[9] = 0;
+        uint16_t depth = (uint16_t)p->types_len;
+        memcpy(r + 10, &depth, 2);
+        memcpy(r + 12, &tid, 4);
+        memset(r + 16, 0, 4);
+    }
+    reset_intern(m, m->states.n);
+    /* mirror lists: a state's records, in register order */
+    for (size_t s = 0; s < m->states.n; s++) {
+        cstate *st = &m->states.p[s];
+        uint8_t rec[10 * 8];
+        uint32_t n = 0;
+        for (int k = 0; k < 10; k++) {
+            int reg = MIRROR_ORDER[k];
+            int i;
+            for (i = 0; i < st->n && st->reg[i] != reg; i++)
+                ;
+            if (i == st->n)
+                continue;
+            int64_t loc = st->loc[i];
+            int32_t frame_offset;
+            uint8_t source;
+            if (loc >= 0) {
+                source = MIRROR_SLOT;
+                frame_offset = (int32_t)(-(int64_t)frame_size + 8 * loc);
+            } else if (loc == MEMORY_BASE) {
+                source = MIRROR_MEMORY0_BASE;
+                frame_offset = 0;
+            } else if (loc == MEMORY_LENGTH) {
+                source = MIRROR_MEMORY0_LENGTH;
+                frame_offset = 0;
+            } else {
+                source = MIRROR_SLOT;
+                frame_offset = local_offset(-loc - 1);
+            }
+            uint8_t *r = rec + 8 * n++;
+            r[0] = (uint8_t)reg;
+            r[1] = source;
+            r[2] = r[3] = 0;
+            memcpy(r + 4, &frame_offset, 4);
+        }
+        uint32_t id = intern(m, &m->mirrors_out, &m->mirror_ends, rec, 8 * n);
+        VEC_PUSH(m->state_ids, (int32_t)id, &m->fail);
+    }
+    for (size_t i = 0; i < m->points.n; i++) {
+        point *p = &m->points.p[i];
+        if (p->state < 0)
+            continue;
+        uint32_t id = (uint32_t)m->state_ids.p[p->state];
+        uint32_t a = id ? m->mirror_ends.p[id - 1] : 0;
+        uint8_t *r = m->seq_out.p + 20 * i;
+        r[9] = (uint8_t)((m->mirror_ends.p[id] - a) / 8);
+        memcpy(r + 16, &id, 4);
+    }
+
+    out->code = m->code.p;
+    out->code_size = HERE(m);
+    out->frame_size = frame_size;
+    out->num_seqpoints = (uint32_t)m->points.n;
+    out->seqpoints = m->seq_out.p;
+    out->num_types = (uint32_t)m->types_ends.n;
+    out->types_pool = m->types_out.p;
+    out->types_ends = m->types_ends.p;
+    out->num_mirror_lists = (uint32_t)m->mirror_ends.n;
+    out->mirror_pool = m->mirrors_out.p;
+    out->mirror_ends = m->mirror_ends.p;
+    out->num_sites = (uint32_t)m->sites.n;
+    out->sites = m->sites.p;
+    out->num_trap_calls = (uint32_t)m->trap_calls.n;
+    out->trap_calls = m->trap_calls.p;
+    out->num_calls = (uint32_t)m->calls.n / 2;
+    out->calls = m->calls.p;
+}
+
+int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, uint32_t end_offset,
+                  uint32_t defined_index, const uint8_t *local_types, uint32_t nlocals, cm_cc_result *out)
+{
+    memset(out, 0, sizeof(*out));
+    m->fail_op = m->fail_offset = 0;
+    int why = setjmp(m->fail);
+    if (why) {
+        if (why != 3) /* not bail(): 1 out of memory, 2 no template, 4 an unbound label */
+            m->fail_op = 0x10000 | (uint32_t)why;
+        out->reason_op = m->fail_op;
+        out->reason_offset = m->fail_offset;
+        return 0;
+    }
+    uint32_t func_index = m->num_imported + defined_index;
+    if (func_index >= m->nfuncs)
+        bail(m, 0xFFFF, body_offset);
+    functype *ft = &m->types[m->func_types[func_index]];
+    if (nlocals < ft->nparams)
+        bail(m, 0xFFFF, body_offset);
+    m->local_types = local_types;
+    m->nlocals = nlocals;
+    m->nsave = 0;
+    m->code.n = 0;
+    m->fusible_at = m->fusible_end = -1;
+    m->labels.n = m->fixups.n = m->traps.n = m->jtables.n = m->jlabels.n = 0;
+    m->frames.n = 0;
+    m->vals.n = 0;
+    m->states.n = 0;
+    m->points.n = 0;
+    m->tpool.n = 0;
+    m->sites.n = m->trap_calls.n = m->calls.n = 0;
+    m->recorded_state = -1;
+    m->cache_version++;
+
+    decode_body(m, data, body_offset, end_offset);
+
+    prologue(m, body_offset, ft->nparams);
+    frame *f = push_frame(m);
+    f->vkind = V_FUNCTION;
+    f->end_types = ft->results;
+    f->nend = ft->nresults;
+    f->ckind = C_FUNCTION;
+    f->height = 0;
+    f->arity = ft->nresults;
+    f->label = new_label(m);
+    m->cache.n = 1; /* force: cache.clear() */
+    cache_clear(m);
+    for (int r = 0; r < 16; r++)
+        m->by_reg[r] = NO_LOC;
+    xmm_clear(m);
+
+    uint32_t max_depth = 0;
+    for (size_t i = 0; i < m->ins.n; i++) {
+        const instr *in = &m->ins.p[i];
+        uint32_t op = in->op;
+        if (!m->frames.n)
+            bail(m, op, in->offset); /* an instruction after the function's end */
+        frame *top = TOPF(m);
+        int64_t d = NVALS(m);
+        if (top->ckind == C_DEAD || top->unreachable) {
+            if (op == 0x02 || op == 0x03 || op == 0x04) {
+                v_step(m, in, i);
+                frame *nf = TOPF(m);
+                nf->ckind = C_DEAD;
+            } else if (op == 0x0B) {
+                if (top->ckind == C_DEAD) {
+                    /* validator end only */
+                    v_pop_ctrl_check(m, in);
+                    frame *vf = TOPF(m);
+                    if (vf->vkind == V_IF) {
+                        uint32_t height = NVALS(m);
+                        push_vals(m, vf->start_types, vf->nstart);
+                        vf->vheight = height;
+                        vf->unreachable = 0;
+                        pop_vals(m, vf->end_types, vf->nend, in, NULL);
+                        if (NVALS(m) != height)
+                            bail(m, op, in->offset);
+                    }
+                    const uint8_t *et = vf->end_types;
+                    uint32_t ne = vf->nend;
+                    m->frames.n--;
+                    push_vals(m, et, ne);
+                } else {
+                    do_end(m, in, 0);
+                }
+            } else if (op == 0x05) {
+                if (top->ckind == C_DEAD) {
+                    if (top->vkind != V_IF)
+                        bail(m, op, in->offset);
+                    v_pop_ctrl_check(m, in);
+                    top->vkind = V_ELSE;
+                    top->vheight = NVALS(m);
+                    top->unreachable = 0;
+                    push_vals(m, top->start_types, top->nstart);
+                } else {
+                    do_else(m, in, 0);
+                }
+            } else {
+                v_step(m, in, i);
+            }
+        } else if (op == 0x0B) {
+            do_end(m, in, 1);
+        } else if (op == 0x05) {
+            do_else(m, in, 1);
+        } else {
+            uint32_t off = HERE(m);
+            if (m->debug)
+                off = site(m);
+            m->seq = off;
+            add_point(m, off, in->offset, KIND_INSTRUCTION, VALS(m), NVALS(m), 1);
+            v_step(m, in, i);
+            handle(m, in, i, d);
+            uint32_t flags = OPS[op].flags;
+            if (!(flags & CM_CC_CACHE_AWARE)) {
+                if (flags & CM_CC_SCRATCH_ONLY)
+                    cache_truncate(m, (int64_t)NVALS(m) - 1);
+                else
+                    cache_clear(m);
+            }
+            if (flags & CM_CC_XMM_RESULT_ONLY)
+                xmm_discard(m, (int64_t)NVALS(m) - 1);
+            else if (!(flags & CM_CC_XMM_UNTOUCHED))
+                xmm_clear(m);
+        }
+        if (NVALS(m) > max_depth)
+            max_depth = NVALS(m);
+    }
+    if (m->frames.n)
+        bail(m, 0x0B, end_offset);
+    uint32_t frame_size = (FRAME_FIXED_SIZE + 8 * (m->nlocals + m->nsave + max_depth) + 15) & ~15u;
+    finish(m, frame_size, out);
+    return 1;
+}

@@ -1,0 +1,68 @@
+/* codemem_compile.h: the C function compiler (see csrc/codemem_compile.c).
+ *
+ * Plain declarations only: this text is also given to cffi's cdef
+ * (codemem/_native_build.py), so no macros, no includes. */
+
+typedef struct cm_cc_module cm_cc_module;
+
+/* What one compiled function is, valid until the next cm_cc_compile on the
+ * same module.  Offsets are relative to the function's first byte (which the
+ * caller places on 32 bytes).  seqpoints: num_seqpoints 20-byte frame-table
+ * SequencePoint records whose stack_types field is an index into the
+ * function's distinct type lists and whose first_mirror field an index into
+ * its distinct mirror lists (the caller interns both, in index order);
+ * types_ends / mirror_ends: where each list ends in its pool. calls: pairs
+ * (rel32 field, callee's defined-function index). */
+typedef struct {
+    const uint8_t *code;
+    uint32_t code_size;
+    uint32_t native_size;
+    uint32_t frame_size;
+    uint32_t num_seqpoints;
+    const uint8_t *seqpoints;
+    uint32_t num_types;
+    const uint8_t *types_pool;
+    const uint32_t *types_ends;
+    uint32_t num_mirror_lists;
+    const uint8_t *mirror_pool;
+    const uint32_t *mirror_ends;
+    uint32_t num_sites;
+    const uint32_t *sites;
+    uint32_t num_trap_calls;
+    const uint32_t *trap_calls;
+    uint32_t num_calls;
+    const uint32_t *calls;
+    uint32_t reason_op; /* the opcode (0xFC00 + sub), 0xFFFF malformed or invalid, 0x1000N internal */
+    uint32_t reason_offset;
+} cm_cc_result;
+
+/* Opcode tables, once per process: for opcode index op (a byte, or 0x100 +
+ * the sub-opcode of 0xFC), flags (CM_CC_* bits in codemem_compile.c), the
+ * fixed signature of table-driven instructions, and numeric.py's xmm0 facts. */
+void cm_cc_set_opcode(uint32_t op, uint32_t flags, const uint8_t *params, uint32_t nparams,
+                      const uint8_t *results, uint32_t nresults, uint32_t natural_align,
+                      uint32_t arity, uint32_t xmm0_after);
+
+cm_cc_module *cm_cc_module_new(int debug, void *userdata);
+void cm_cc_module_free(cm_cc_module *m);
+int cm_cc_add_type(cm_cc_module *m, const uint8_t *params, uint32_t nparams, const uint8_t *results,
+                   uint32_t nresults);
+int cm_cc_set_funcs(cm_cc_module *m, const uint32_t *type_indices, uint32_t nfuncs, uint32_t num_imported,
+                    const int32_t *import_entries);
+int cm_cc_set_globals(cm_cc_module *m, const uint8_t *valtypes, const uint8_t *mutables,
+                      const int32_t *cells, uint32_t nglobals);
+int cm_cc_set_tables(cm_cc_module *m, const uint8_t *elem_types, uint32_t ntables, uint32_t nmemories);
+
+/* A template the caller built for cm_py_template's request. */
+int cm_cc_store_template(cm_cc_module *m, const int64_t *key, uint32_t nkey, int32_t at, const uint8_t *code,
+                         uint32_t code_size, const uint32_t *trap_pos, const int32_t *trap_codes,
+                         uint32_t ntraps, uint32_t hazards);
+
+/* Compile defined function `defined_index`, whose body (instructions, final
+ * end included) is data[body_offset:end_offset], locals (params first) the
+ * value type bytes local_types.  Returns 1 and fills *out, or 0: the C
+ * compiler does not handle this body (an opcode it lacks, or anything it
+ * finds malformed or invalid); the caller compiles it in Python then, which
+ * reports errors.  out->reason_op / reason_offset say why. */
+int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, uint32_t end_offset,
+                  uint32_t defined_index, const uint8_t *local_types, uint32_t nlocals, cm_cc_result *out);

@@ -1,0 +1,203 @@
+"""The compiler's C core (csrc/codemem_compile.c, codemem/x64/ccore.py) is byte for byte the Python compiler.
+
+Every module is compiled twice, ``$WASM_GDBSTUB_C_COMPILER=0`` (Python only)
+and ``=1`` (the C core first, Python for what it does not handle), and the
+images and frame tables must be equal: every example in both modes, the seed
+modules of tests/test_compile_fuzz.py and a sample of their mutants (errors
+must then be the same CompileError, message and offset), and bodies that
+exercise the C core's fallbacks.  The C core must also really be used: the
+examples are mostly compiled by it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import wasmtime
+from hypothesis import HealthCheck, given, settings
+
+from codemem.errors import CompileError
+from codemem.wasm.decoder import decode_module
+from codemem.x64 import compiler
+from codemem.x64.ccore import C_COMPILER_ENV
+from test_compile_fuzz import SEEDS, mutated_modules
+from test_compile_parallel import CROSS_CALLS
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "build").glob("*.wasm"))
+
+
+def compile_both(monkeypatch, wasm: bytes, debug: bool, jobs: int = 1):
+    """``(python, c)``: each a CompiledModule or the CompileError it raised."""
+    results = []
+    for setting in ("0", "1"):
+        monkeypatch.setenv(C_COMPILER_ENV, setting)
+        try:
+            info = decode_module(wasm)
+            results.append(compiler.compile_module(info, debug=debug, jobs=jobs))
+        except CompileError as e:
+            results.append(e)
+    return results
+
+
+def assert_same(python, c) -> None:
+    if isinstance(python, CompileError):
+        assert isinstance(c, CompileError), "the C core accepted a module Python rejects"
+        assert (str(c), c.offset) == (str(python), python.offset)
+        return
+    assert not isinstance(c, CompileError), f"the C core rejected a valid module: {c}"
+    assert c.code == python.code
+    assert c.frame_table == python.frame_table
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["debug", "nodebug"])
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_compiles_to_the_same_bytes_with_the_c_core(monkeypatch, path, debug):
+    python, c = compile_both(monkeypatch, path.read_bytes(), debug)
+    assert_same(python, c)
+    assert python.c_functions == 0
+    assert c.c_functions > 0  # the rest use a libcall (memory.grow, bulk memory) the C core leaves to Python
+
+
+def test_the_c_core_compiles_most_example_code(monkeypatch):
+    monkeypatch.setenv(C_COMPILER_ENV, "1")
+    total = in_c = 0
+    for path in EXAMPLES:
+        info = decode_module(path.read_bytes())
+        compiled = compiler.compile_module(info, debug=True, jobs=1)
+        total += sum(body.end_offset - body.body_offset for body in info.codes)
+        in_c += compiled.c_body_bytes
+    assert in_c >= 0.9 * total, (in_c, total)
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["debug", "nodebug"])
+@pytest.mark.parametrize("index", range(len(SEEDS)), ids=lambda i: f"seed{i}")
+def test_every_fuzz_seed_compiles_to_the_same_bytes_with_the_c_core(monkeypatch, index, debug):
+    assert_same(*compile_both(monkeypatch, SEEDS[index], debug))
+
+
+def test_mutated_modules_compile_to_the_same_bytes_or_error_with_the_c_core(monkeypatch):
+    outcomes = {"same image": 0, "same error": 0}
+
+    @settings(max_examples=250, deadline=5000, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                     HealthCheck.function_scoped_fixture])
+    @given(data=mutated_modules())
+    def same_either_way(data):
+        for debug in (True, False):
+            try:
+                decode_module(data)
+            except CompileError:
+                return  # not a module the compiler sees
+            python, c = compile_both(monkeypatch, data, debug)
+            assert_same(python, c)
+            outcomes["same error" if isinstance(python, CompileError) else "same image"] += 1
+
+    same_either_way()
+    assert outcomes["same image"] >= 50, outcomes
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["debug", "nodebug"])
+def test_a_module_compiled_in_two_processes_with_the_c_core_is_byte_identical(monkeypatch, debug):
+    wasm = wasmtime.wat2wasm(CROSS_CALLS)
+    python, c = compile_both(monkeypatch, wasm, debug, jobs=2)
+    assert_same(python, c)
+    assert c.c_functions == 5
+
+
+#: Functions the C core hands to Python (memory.grow: a libcall; typed
+#: select; table.get) between functions it compiles, calling each other.
+FALLBACKS = """(module
+  (memory 1) (table 2 funcref) (global $g (mut i64) (i64.const 7))
+  (func $grow (param i32) (result i32) (memory.grow (local.get 0)))
+  (func $plain (param i32 i64) (result i64)
+    (global.set $g (i64.add (global.get $g) (local.get 1)))
+    (if (result i64) (local.get 0) (then (global.get $g)) (else (i64.const -1))))
+  (func $typed (param i32) (result f64)
+    (select (result f64) (f64.const 1.5) (f64.const -2.5) (local.get 0)))
+  (func $tab (param i32) (result i32) (ref.is_null (table.get (local.get 0))))
+  (func (export "run") (param i32) (result i32)
+    (drop (call $plain (local.get 0) (i64.const 3)))
+    (drop (call $typed (local.get 0)))
+    (i32.add (call $grow (local.get 0)) (call $tab (local.get 0)))))"""
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["debug", "nodebug"])
+def test_functions_the_c_core_does_not_handle_are_compiled_by_python_in_place(monkeypatch, debug):
+    python, c = compile_both(monkeypatch, wasmtime.wat2wasm(FALLBACKS), debug)
+    assert_same(python, c)
+    assert c.c_functions == 2  # $plain and run
+
+
+#: Valid bodies the C core handles, through its less common paths: block
+#: parameters (if with params, saved and restored), loop headers re-established
+#: over back edges, br_if with values, br_table stubs, unreachable code.
+EDGES = """(module
+  (memory 1)
+  (type $ii (func (param i32) (result i32)))
+  (func $params (param i32 i32) (result i32)
+    (local.get 0) (local.get 1)
+    (if (type $ii) (param i32) (result i32) (then (i32.add (i32.const 1))) (else (i32.mul (i32.const 3)))))
+  (func $loop (param i32) (result i32) (local i32 i32)
+    (loop $l (local.set 1 (i32.add (local.get 1) (i32.load (local.get 2))))
+      (local.set 2 (i32.add (local.get 2) (i32.const 4)))
+      (br_if $l (local.tee 0 (i32.sub (local.get 0) (i32.const 1)))))
+    (local.get 1))
+  (func $values (param i32) (result i32)
+    (block $b (result i32) (i32.const 5) (local.get 0) (br_if $b) (drop) (i32.const 6)))
+  (func $table (param i32) (result i64)
+    (block $c (result i64) (block $b (result i64) (block $a (result i64)
+      (i64.const 1) (local.get 0) (br_table $a $b $c $a))
+      (i64.add (i64.const 10))) (i64.mul (i64.const 3))))
+  (func $dead (param i32) (result i32)
+    (block $b (result i32) (br $b (i32.const 1)) (i32.add) (unreachable) (if (then)) (drop)))
+  (func (export "run") (param i32) (result i32)
+    (i32.add (call $params (local.get 0) (i32.const 2)) (call $loop (local.get 0)))))"""
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["debug", "nodebug"])
+def test_block_parameters_loop_headers_and_dead_code_are_the_same_in_c(monkeypatch, debug):
+    python, c = compile_both(monkeypatch, wasmtime.wat2wasm(EDGES), debug)
+    assert_same(python, c)
+    assert c.c_functions == 6
+
+
+def module_with_body(body: bytes) -> bytes:
+    """A module of one function ``() -> i32`` with code ``body`` (no locals)
+    and one immutable i32 global, hand-assembled (wat2wasm refuses invalid code)."""
+    func = b"\x00" + body
+    return (b"\0asm\1\0\0\0" + b"\x01\x05\x01\x60\x00\x01\x7f" + b"\x03\x02\x01\x00"
+            + b"\x06\x06\x01\x7f\x00\x41\x00\x0b"
+            + b"\x0a" + bytes([len(func) + 2, 1, len(func)]) + func)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("41 01 42 02 6a 1a 41 00 0b", "type mismatch"),
+    ("20 09 1a 41 00 0b", "unknown local 9"),
+    ("0c 03 41 00 0b", "unknown label 3"),
+    ("41 01 24 00 41 00 0b", "global is immutable"),
+    ("41 00 04 40 05 0b 0b", "type mismatch"),  # the function's result missing after if/else
+], ids=["type", "local", "label", "immutable", "result"])
+def test_an_invalid_body_reports_the_python_error_with_the_c_core(monkeypatch, body, message):
+    python, c = compile_both(monkeypatch, module_with_body(bytes.fromhex(body)), True)
+    assert isinstance(python, CompileError) and message in str(python), python
+    assert_same(python, c)
+
+
+@pytest.mark.parametrize("body", [
+    "41 80 80 80 80 80 01 0b",  # an i32.const LEB128 of 6 bytes
+    "41 80 80 80 80 70 0b",  # a 5-byte i32 whose unused bits are not the sign
+    "41 00 0b 0b",  # bytes after the final end
+    "41 00 05 0b",  # else outside an if
+], ids=["long-leb", "leb-bits", "after-end", "else"])
+def test_a_malformed_body_reports_the_python_error_with_the_c_core(monkeypatch, body):
+    python, c = compile_both(monkeypatch, module_with_body(bytes.fromhex(body)), False)
+    assert isinstance(python, CompileError), python
+    assert_same(python, c)
+
+
+def test_padded_leb128_immediates_compile_in_c(monkeypatch):
+    # wasm-ld writes relocatable indices as 5-byte LEB128s: valid, and common.
+    body = bytes.fromhex("41 85 80 80 80 00 42 ff ff ff ff ff ff ff ff ff 7f 1a 0b")
+    python, c = compile_both(monkeypatch, module_with_body(body), True)
+    assert_same(python, c)
+    assert c.c_functions == 1
