@@ -46,7 +46,8 @@ import logging
 import struct
 from dataclasses import dataclass
 from typing import Iterable
-from xml.sax.saxutils import quoteattr
+
+from .protocol.xmltext import quoteattr
 
 log = logging.getLogger(__name__)
 

@@ -283,9 +283,13 @@ class NativeDialect(Dialect):
             # gdb loads this as the program (no "No executable" warning): the
             # runtime's image, the host process's own code (gdbstub.images).
             return self.images.executable(target.store).name.encode()
-        # The Store's modules, each at its load bias (l_addr, gdbstub.images).
+        # The Store's modules, each at its load bias (l_addr, gdbstub.images),
+        # their files written first: a client that reads them from this file
+        # system (SessionConfig.files_are_local) opens them next.
         build = libraries_svr4_xml if object_name == "libraries-svr4" else libraries_xml
-        return build(self.images.libraries(target.store)).encode()
+        libraries = self.images.libraries(target.store)
+        self.images.write_files(libraries)
+        return build(libraries).encode()
 
     def image_paths(self, target: "StoreTarget") -> list[str]:
         """The files of ``target``'s debug images, each with the slide lldb's

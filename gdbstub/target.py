@@ -842,7 +842,11 @@ class StoreTarget:
             stopped.regfile.rip = 0
         self._release()
         self._release_pending(kill=True)
-        if self.is_running:
+        if stopped is None and self.is_running:
+            # Running: killed at the next sequence point it reaches.  A guest
+            # released from a stop unwinds at once (above) and needs none of
+            # this: arming every site of a real-size module cost gdb's `run`
+            # (vKill, then vRun) 50 ms.
             self._arm(self._all_sites())
 
     def _drop_debug_state(self) -> None:
@@ -1036,9 +1040,9 @@ class StoreTarget:
         has, not what the function has."""
         table = entry.store_code.frame_table
         wasm = entry.module.wasm
-        offsets = table.sequence_point_column(func, 0)
-        kinds = table.sequence_point_column(func, 8, "<B")
-        wasm_offsets = table.sequence_point_column(func, 4)
+        offsets = table.sequence_point_column(func, 0).searchable
+        kinds = table.sequence_point_column(func, 8, "<B").searchable
+        wasm_offsets = table.sequence_point_column(func, 4).searchable
         instruction = SequencePointKind.INSTRUCTION
         final_end = next((offsets[k] for k in range(len(offsets) - 1, -1, -1) if kinds[k] == instruction), None)
         callees: list | None = []
@@ -1078,7 +1082,7 @@ class StoreTarget:
             wasm = entry.module.wasm
             if not 0 <= point.wasm_offset < len(wasm) or wasm[point.wasm_offset] in _CONTROL_OPCODES:
                 return None
-        offsets = table.sequence_point_offsets(func)
+        offsets = table.sequence_point_offsets(func).searchable
         k = bisect.bisect_right(offsets, offset)
         if k >= len(offsets) or table.site_index(offsets[k]) is None:
             return None
