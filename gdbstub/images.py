@@ -532,9 +532,8 @@ def _parse_data_symbols(data: bytes | None) -> list[tuple[str, int, int]]:
 def frame_base_slots_of(image_data: bytes) -> dict[int, int]:
     """``{function image offset: rbp offset of its frame-base slot}`` from an
     x32 engine image's :data:`gdbstub.frame_bases.SECTION` (empty without)."""
-    from elftools.elf.elffile import ELFFile  # only for x32 images with DWARF
-    section = ELFFile(io.BytesIO(image_data)).get_section_by_name(frame_bases.SECTION)
-    return frame_bases.unpack_slots(section.data()) if section is not None else {}
+    section = section_by_name(image_data, frame_bases.SECTION)
+    return frame_bases.unpack_slots(section) if section is not None else {}
 
 
 def runtime_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
@@ -783,7 +782,8 @@ class DebugImageSet:
         with self._lock:
             slots = self._frame_base_slots.get(image.name)
         if slots is None:
-            slots = frame_base_slots_of(image.data)
+            section = image.cached_section(frame_bases.SECTION)  # in place: not the whole image
+            slots = frame_bases.unpack_slots(section) if section is not None else {}
             with self._lock:
                 self._frame_base_slots[image.name] = slots
         return slots
