@@ -84,6 +84,24 @@ static opinfo OPS[0x120];
 /* ONE_TYPE[t] == t: the result list of a block of value type t. */
 static uint8_t ONE_TYPE[256];
 
+/* abi.py's vmctx/MemoryDefinition offsets and trap codes the encoded templates
+ * use, given once per process by ccore.py (one source of truth). */
+static int32_t VMCTX_MEMORY_BASE_, VMCTX_MEMORY_DEF_, MEMDEF_LENGTH_;
+static int32_t TRAP_OUT_OF_BOUNDS_MEMORY, TRAP_DIVIDE_BY_ZERO, TRAP_INTEGER_OVERFLOW;
+static int abi_set;
+
+void cm_cc_set_abi(int32_t vmctx_memory_base, int32_t vmctx_memory_def, int32_t memdef_length,
+                   int32_t trap_out_of_bounds_memory, int32_t trap_divide_by_zero, int32_t trap_integer_overflow)
+{
+    VMCTX_MEMORY_BASE_ = vmctx_memory_base;
+    VMCTX_MEMORY_DEF_ = vmctx_memory_def;
+    MEMDEF_LENGTH_ = memdef_length;
+    TRAP_OUT_OF_BOUNDS_MEMORY = trap_out_of_bounds_memory;
+    TRAP_DIVIDE_BY_ZERO = trap_divide_by_zero;
+    TRAP_INTEGER_OVERFLOW = trap_integer_overflow;
+    abi_set = 1;
+}
+
 void cm_cc_set_opcode(uint32_t op, uint32_t flags, const uint8_t *params, uint32_t nparams,
                       const uint8_t *results, uint32_t nresults, uint32_t natural_align, uint32_t arity,
                       uint32_t xmm0_after)
@@ -1827,6 +1845,185 @@ static void t_global_set(cm_cc_module *m, int64_t d, int32_t cell, int wide)
     mov_mr(m, RAX, 0, RCX);
 }
 
+/* ---- Templates encoded here: memory accesses (compiler.py _build_load_reg,
+ * _build_store_reg, _bounds_check).  Emitted straight into the function's
+ * code: their branch padding (pad_for_branch at the real offset) is what the
+ * Python template padded for that offset mod 32 has (_emit's variant), and
+ * each trap field is registered against the current sequence point as
+ * emit() does.  Encodings: asm.py Assembler._rm and Mem. ---- */
+
+/* A register or a [base + index + disp] operand (scale 1; index -1: none). */
+typedef struct {
+    int is_mem, base, index;
+    int32_t disp;
+} opnd;
+#define NO_INDEX (-1)
+static inline opnd R(int reg) { opnd o = {0, reg, NO_INDEX, 0}; return o; }
+static inline opnd M(int base, int32_t disp) { opnd o = {1, base, NO_INDEX, disp}; return o; }
+static inline opnd MX(int base, int32_t disp, int index) { opnd o = {1, base, index, disp}; return o; }
+static inline opnd SLOT(int64_t i) { return M(RSP, (int32_t)(8 * i)); }
+
+/* Assembler._rm: prefix [REX] opcode ModRM [SIB] [disp]. */
+static void enc(cm_cc_module *m, uint8_t prefix, int w, const char *opcode, int nop, int reg, opnd rm,
+                int force_rex)
+{
+    uint8_t b[16];
+    int n = 0;
+    if (prefix)
+        b[n++] = prefix;
+    if (rm.is_mem) {
+        int rex = w | ((reg & 8) >> 1) | (rm.base >> 3) | (rm.index >= 0 ? (rm.index & 8) >> 2 : 0);
+        if (rex || force_rex)
+            b[n++] = (uint8_t)(0x40 | rex);
+        for (int i = 0; i < nop; i++)
+            b[n++] = (uint8_t)opcode[i];
+        int low = rm.base & 7, mod, dn;
+        if (rm.disp == 0 && low != 5) {
+            mod = 0x00;
+            dn = 0;
+        } else if (rm.disp >= -128 && rm.disp <= 127) {
+            mod = 0x40;
+            dn = 1;
+        } else {
+            mod = 0x80;
+            dn = 4;
+        }
+        if (rm.index < 0 && low != 4) {
+            b[n++] = (uint8_t)(mod | low | ((reg & 7) << 3));
+        } else {
+            b[n++] = (uint8_t)(mod | 0x04 | ((reg & 7) << 3));
+            b[n++] = (uint8_t)((rm.index < 0 ? 0x20 : (rm.index & 7) << 3) | low);
+        }
+        uint32_t u = (uint32_t)rm.disp;
+        for (int i = 0; i < dn; i++)
+            b[n++] = (uint8_t)(u >> (8 * i));
+    } else {
+        int rex = w | ((reg & 8) >> 1) | (rm.base >> 3);
+        if (rex || force_rex)
+            b[n++] = (uint8_t)(0x40 | rex);
+        for (int i = 0; i < nop; i++)
+            b[n++] = (uint8_t)opcode[i];
+        b[n++] = (uint8_t)(0xC0 | ((reg & 7) << 3) | (rm.base & 7));
+    }
+    put(m, b, (size_t)n);
+}
+/* ENC: with a string literal opcode (its length from sizeof). */
+#define ENC(m, prefix, w, opcode, reg, rm, force) enc((m), (prefix), (w), (opcode), (int)sizeof(opcode) - 1, (reg), (rm), (force))
+#define BYTE_REX(r) ((r) >= 4 && (r) <= 7) /* spl..dil need a REX (asm.py _is_byte_rex_reg) */
+
+/* mov reg, r/m (size 32 or 64) and mov r/m, reg (size 8..64). */
+static void mov_load(cm_cc_module *m, int dst, opnd src, int size)
+{
+    ENC(m, 0, size == 64 ? 8 : 0, "\x8b", dst, src, 0);
+}
+static void mov_store(cm_cc_module *m, opnd dst, int src, int size)
+{
+    if (size == 8)
+        ENC(m, 0, 0, "\x88", src, dst, BYTE_REX(src) || (!dst.is_mem && BYTE_REX(dst.base)));
+    else
+        ENC(m, size == 16 ? 0x66 : 0, size == 64 ? 8 : 0, "\x89", src, dst, 0);
+}
+/* The ALU group with a register source (asm.py _alu): add (0), and (4), sub (5),
+ * cmp (7) can fuse with a following jcc. */
+static void alu_rr(cm_cc_module *m, int digit, opnd dst, int src, int size)
+{
+    int start = (int)m->code.n;
+    char opcode = (char)(digit * 8 + 1);
+    enc(m, 0, size == 64 ? 8 : 0, &opcode, 1, src, dst, 0);
+    if (digit == 0 || digit == 4 || digit == 5 || digit == 7)
+        note_fusible(m, start);
+}
+/* TemplateAssembler.trap_if: jcc rel32 to the instruction's trap stub. */
+static void trap_if(cm_cc_module *m, int cond, int32_t code)
+{
+    pad_for_branch(m, 6, 1);
+    put1(m, 0x0F);
+    put1(m, (uint8_t)(0x80 | cond));
+    put32(m, 0);
+    trapfield f = {HERE(m) - 4, m->seq, code};
+    VEC_PUSH(m->traps, f, &m->fail);
+}
+static inline int fits_simm32(int64_t v) { return v >= -0x80000000ll && v <= 0x7FFFFFFFll; }
+
+/* _bounds_check: trap unless the zero-extended address + offset + size <= the
+ * memory's length (spec 4.4.7); returns the access's operand (rax = the
+ * address, rdx = its end). */
+static opnd bounds_check(cm_cc_module *m, int address, int64_t offset, int size, int base, int load_base,
+                         int length, int load_length)
+{
+    if (load_length) {
+        mov_load(m, length, M(R15, VMCTX_MEMORY_DEF_), 64);
+        mov_load(m, length, M(length, MEMDEF_LENGTH_), 64);
+    }
+    if (load_base)
+        mov_load(m, base, M(R15, VMCTX_MEMORY_BASE_), 64);
+    mov_store(m, R(RAX), address, 32);
+    int64_t end = offset + size;
+    if (fits_simm32(end)) {
+        ENC(m, 0, 8, "\x8d", RDX, M(RAX, (int32_t)end), 0);
+    } else {
+        mov_imm64(m, RDX, (uint64_t)end);
+        alu_rr(m, 0, R(RDX), RAX, 64);
+    }
+    alu_rr(m, 7, R(RDX), length, 64);
+    trap_if(m, 7 /* A */, TRAP_OUT_OF_BOUNDS_MEMORY);
+    if (fits_simm32(offset))
+        return MX(base, (int32_t)offset, RAX);
+    return MX(base, -size, RDX);
+}
+
+/* _LOADS: access size, and how: 0 mov32, 1 mov64, 2 zx, 3 sx32, 4 sx64. */
+static const uint8_t LOAD_SIZE[14] = {4, 8, 4, 8, 1, 1, 2, 2, 1, 1, 2, 2, 4, 4};
+static const uint8_t LOAD_HOW[14] = {0, 1, 0, 1, 3, 2, 3, 2, 4, 2, 4, 2, 4, 0};
+static const uint8_t STORE_SIZE[9] = {4, 8, 4, 8, 1, 2, 1, 2, 4};
+
+static void t_load(cm_cc_module *m, uint32_t op, int64_t d, int64_t offset, int reg, int load, int base,
+                   int load_base, int length, int load_length)
+{
+    int size = LOAD_SIZE[op - 0x28];
+    if (load)
+        mov_load(m, reg, SLOT(d - 1), 64);
+    opnd a = bounds_check(m, reg, offset, size, base, load_base, length, load_length);
+    switch (LOAD_HOW[op - 0x28]) {
+    case 0:
+        mov_load(m, reg, a, 32);
+        if (op == 0x2A)
+            ENC(m, 0x66, 0, "\x0f\x6e", 0, a, 0); /* movd xmm0, m32 */
+        break;
+    case 1:
+        mov_load(m, reg, a, 64);
+        if (op == 0x2B)
+            ENC(m, 0xF3, 0, "\x0f\x7e", 0, a, 0); /* movq xmm0, m64 */
+        break;
+    case 2:
+        enc(m, 0, 0, size == 1 ? "\x0f\xb6" : "\x0f\xb7", 2, reg, a, 0);
+        break;
+    case 3:
+        enc(m, 0, 0, size == 1 ? "\x0f\xbe" : "\x0f\xbf", 2, reg, a, 0);
+        break;
+    default:
+        if (size == 4)
+            ENC(m, 0, 8, "\x63", reg, a, 0);
+        else
+            enc(m, 0, 8, size == 1 ? "\x0f\xbe" : "\x0f\xbf", 2, reg, a, 0);
+    }
+    mov_store(m, SLOT(d - 1), reg, 64);
+    m->fusible_end = -1; /* a template is bytes to the code around it */
+}
+
+static void t_store(cm_cc_module *m, uint32_t op, int64_t d, int64_t offset, int address, int load_address,
+                    int value, int load_value, int base, int load_base, int length, int load_length)
+{
+    int size = STORE_SIZE[op - 0x36];
+    if (load_address)
+        mov_load(m, address, SLOT(d - 2), 64);
+    if (load_value)
+        mov_load(m, value, SLOT(d - 1), 64);
+    opnd a = bounds_check(m, address, offset, size, base, load_base, length, load_length);
+    mov_store(m, a, value, 8 * size);
+    m->fusible_end = -1;
+}
+
 static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
 {
     uint32_t op = in->op;
@@ -1877,7 +2074,7 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
             int lb, ll;
             int base = cache_use(m, MEMORY_BASE, 1u << address, &lb);
             int length = cache_use(m, MEMORY_LENGTH, (1u << address) | (1u << base), &ll);
-            EMIT(m, K_LOAD, op, d, offset, address, load, base, lb, length, ll);
+            t_load(m, op, d, offset, address, load, base, lb, length, ll);
             if (op == 0x2A || op == 0x2B) {
                 xmm_clear(m);
                 xmm_add(m, d - 1);
@@ -1890,7 +2087,7 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
             unsigned avoid = (1u << address) | (1u << value);
             int base = cache_use(m, MEMORY_BASE, avoid, &lb);
             int length = cache_use(m, MEMORY_LENGTH, avoid | (1u << base), &ll);
-            EMIT(m, K_STORE, op, d, offset, address, la, value, lv, base, lb, length, ll);
+            t_store(m, op, d, offset, address, la, value, lv, base, lb, length, ll);
             cache_forget(m, d - 2);
             cache_forget(m, d - 1);
         }
@@ -2336,12 +2533,15 @@ int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, ui
     m->fail_op = m->fail_offset = 0;
     int why = setjmp(m->fail);
     if (why) {
-        if (why != 3) /* not bail(): 1 out of memory, 2 no template, 4 an unbound label */
+        if (why != 3) /* not bail(): 1 out of memory, 2 no template, 4 an unbound label,
+                     * 5 cm_cc_set_abi not called, 6 a short jump out of range */
             m->fail_op = 0x10000 | (uint32_t)why;
         out->reason_op = m->fail_op;
         out->reason_offset = m->fail_offset;
         return 0;
     }
+    if (!abi_set)
+        longjmp(m->fail, 5);
     uint32_t func_index = m->num_imported + defined_index;
     if (func_index >= m->nfuncs)
         bail(m, 0xFFFF, body_offset);

@@ -43,6 +43,10 @@ void cm_cc_set_opcode(uint32_t op, uint32_t flags, const uint8_t *params, uint32
                       const uint8_t *results, uint32_t nresults, uint32_t natural_align,
                       uint32_t arity, uint32_t xmm0_after);
 
+/* abi.py's offsets and trap codes used by the templates encoded in C (once per process). */
+void cm_cc_set_abi(int32_t vmctx_memory_base, int32_t vmctx_memory_def, int32_t memdef_length,
+                   int32_t trap_out_of_bounds_memory, int32_t trap_divide_by_zero, int32_t trap_integer_overflow);
+
 cm_cc_module *cm_cc_module_new(int debug, void *userdata);
 void cm_cc_module_free(cm_cc_module *m);
 int cm_cc_add_type(cm_cc_module *m, const uint8_t *params, uint32_t nparams, const uint8_t *results,

@@ -28,7 +28,7 @@ from array import array
 from dataclasses import dataclass
 
 from .._native import ffi, lib
-from ..abi import VMContextLayout
+from ..abi import MEMDEF_LENGTH, VMCTX_MEMORY_BASE, VMCTX_MEMORY_DEF, TrapCode, VMContextLayout
 from ..wasm.module import ModuleInfo
 from ..wasm.opcodes import OP_BY_NAME, OPCODES, Imm
 from ..wasm.validator import _SIMPLE
@@ -96,6 +96,8 @@ def _load_opcode_tables() -> None:
         lib.cm_cc_set_opcode(_op_index(op), flags, params, len(params), results, len(results),
                              getattr(info, "natural_align", 0) or 0, NUMERIC_ARITY.get(op, 0),
                              _AFTER[XMM0_AFTER.get(op, "clobber")])
+    lib.cm_cc_set_abi(VMCTX_MEMORY_BASE, VMCTX_MEMORY_DEF, MEMDEF_LENGTH, int(TrapCode.OUT_OF_BOUNDS_MEMORY),
+                      int(TrapCode.INTEGER_DIVIDE_BY_ZERO), int(TrapCode.INTEGER_OVERFLOW))
     _tables_loaded = True
 
 
