@@ -2024,6 +2024,188 @@ static void t_store(cm_cc_module *m, uint32_t op, int64_t d, int64_t offset, int
     m->fusible_end = -1;
 }
 
+/* ---- Integer numeric templates encoded here (numeric.py, register form:
+ * compiler.py _build_numeric_reg with x and y cache registers): the result in
+ * x, then stored to its slot. ---- */
+
+/* A short forward jump's rel8 field, patched when its label is bound. */
+static void bind_short(cm_cc_module *m, uint32_t field)
+{
+    int64_t value = (int64_t)HERE(m) - (int64_t)(field + 1);
+    if (value < -128 || value > 127)
+        longjmp(m->fail, 6);
+    m->code.p[field] = (uint8_t)(int8_t)value;
+    m->fusible_end = -1; /* Assembler.bind: a jump target ends a fusible pair */
+}
+static uint32_t jcc_short(cm_cc_module *m, int cond)
+{
+    pad_for_branch(m, 2, 1);
+    put1(m, (uint8_t)(0x70 | cond));
+    put1(m, 0);
+    return HERE(m) - 1;
+}
+static uint32_t jmp_short(cm_cc_module *m)
+{
+    pad_for_branch(m, 2, 0);
+    put1(m, 0xEB);
+    put1(m, 0);
+    return HERE(m) - 1;
+}
+/* zero(r): xor r32, r32 */
+static void zero_reg(cm_cc_module *m, int r) { ENC(m, 0, 0, "\x31", r, R(r), 0); }
+/* The ALU group with an imm8/imm32 (asm.py _alu with an int source). */
+static void alu_ri(cm_cc_module *m, int digit, int dst, int32_t imm, int size)
+{
+    int start = (int)m->code.n;
+    int w = size == 64 ? 8 : 0;
+    if (imm >= -128 && imm <= 127) {
+        ENC(m, 0, w, "\x83", digit, R(dst), 0);
+        put1(m, (uint8_t)(int8_t)imm);
+    } else {
+        ENC(m, 0, w, "\x81", digit, R(dst), 0);
+        put32(m, imm);
+    }
+    if (digit == 0 || digit == 4 || digit == 5 || digit == 7)
+        note_fusible(m, start);
+}
+
+/* numeric.py _div: divisor 0 traps; div_s INT_MIN / -1 traps; rem_s by -1 is 0. */
+static void n_div(cm_cc_module *m, int x, int y, int size, int is_signed, int remainder)
+{
+    int w = size == 64 ? 8 : 0;
+    mov_store(m, R(RAX), x, size);
+    mov_store(m, R(RCX), y, size);
+    int start = (int)m->code.n;
+    ENC(m, 0, w, "\x85", RCX, R(RCX), 0); /* test rcx, rcx */
+    note_fusible(m, start);
+    trap_if(m, COND_E, TRAP_DIVIDE_BY_ZERO);
+    if (!is_signed) {
+        zero_reg(m, RDX);
+        ENC(m, 0, w, "\xf7", 6, R(RCX), 0); /* div rcx */
+        mov_store(m, R(x), remainder ? RDX : RAX, 64);
+        return;
+    }
+    alu_ri(m, 7, RCX, -1, size);
+    uint32_t to_divide = jcc_short(m, COND_NE), to_done = 0;
+    if (remainder) {
+        zero_reg(m, RDX);
+        to_done = jmp_short(m);
+    } else {
+        if (size == 32) {
+            alu_ri(m, 7, RAX, INT32_MIN, 32);
+        } else {
+            mov_imm64(m, RDX, (uint64_t)1 << 63);
+            alu_rr(m, 7, R(RAX), RDX, 64);
+        }
+        trap_if(m, COND_E, TRAP_INTEGER_OVERFLOW);
+    }
+    bind_short(m, to_divide);
+    if (size == 64)
+        put1(m, 0x48); /* cqo */
+    put1(m, 0x99);     /* cdq */
+    ENC(m, 0, w, "\xf7", 7, R(RCX), 0); /* idiv rcx */
+    if (remainder)
+        bind_short(m, to_done);
+    mov_store(m, R(x), remainder ? RDX : RAX, 64);
+}
+
+/* wasm comparison opcodes (i32 0x46.., i64 0x51..) -> condition codes (eq ne lt_s lt_u gt_s gt_u le_s le_u ge_s ge_u). */
+static const uint8_t COMPARE_COND[10] = {4, 5, 12, 2, 15, 7, 14, 6, 13, 3};
+/* ALU digits of add, sub, and, or, xor, by opcode - 0x6A (mul and the divisions are not ALU ops). */
+static const int8_t ALU_DIGIT[10] = {0, 5, -1, -1, -1, -1, -1, 4, 1, 6};
+
+/* The integer operation of numeric opcode `op` on x (and y): 1 if encoded
+ * here, 0 if it is not one of these (its template is built in Python). */
+static int n_integer(cm_cc_module *m, uint32_t op, int x, int y)
+{
+    int size = 32;
+    uint32_t k;
+    if ((op >= 0x46 && op <= 0x4F) || (op >= 0x51 && op <= 0x5A)) { /* _compare */
+        size = op >= 0x51 ? 64 : 32;
+        int cond = COMPARE_COND[op - (size == 64 ? 0x51 : 0x46)];
+        zero_reg(m, RCX);
+        alu_rr(m, 7, R(x), y, size);
+        const char setcc[2] = {0x0F, (char)(0x90 | cond)};
+        enc(m, 0, 0, setcc, 2, 0, R(RCX), 0); /* setcc cl */
+        mov_store(m, R(x), RCX, 64);
+        return 1;
+    }
+    if (op == 0x45 || op == 0x50) { /* _eqz */
+        zero_reg(m, RAX);
+        alu_ri(m, 7, x, 0, op == 0x50 ? 64 : 32);
+        ENC(m, 0, 0, "\x0f\x94", 0, R(RAX), 0); /* sete al */
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    }
+    if (op >= 0x67 && op <= 0x8A) {
+        if (op >= 0x79) {
+            size = 64;
+            k = op - 0x79 + 0x67;
+        } else {
+            k = op;
+        }
+        int w = size == 64 ? 8 : 0;
+        if (k <= 0x69) { /* _bitcount: lzcnt, tzcnt, popcnt rax, x */
+            static const char *const BITSCAN[3] = {"\x0f\xbd", "\x0f\xbc", "\x0f\xb8"};
+            put1(m, 0xF3);
+            enc(m, 0, w, BITSCAN[k - 0x67], 2, RAX, R(x), 0);
+            mov_store(m, R(x), RAX, 64);
+            return 1;
+        }
+        if (k >= 0x6D && k <= 0x70) { /* div_s div_u rem_s rem_u */
+            n_div(m, x, y, size, k == 0x6D || k == 0x6F, k >= 0x6F);
+            return 1;
+        }
+        if (k >= 0x74) { /* _shift: shl shr_s shr_u rotl rotr by cl */
+            static const uint8_t SHIFT_DIGIT[5] = {4, 7, 5, 0, 1};
+            mov_store(m, R(RCX), y, 32);
+            ENC(m, 0, w, "\xd3", SHIFT_DIGIT[k - 0x74], R(x), 0);
+            return 1;
+        }
+        if (k == 0x6C) { /* imul x, y */
+            ENC(m, 0, w, "\x0f\xaf", x, R(y), 0);
+            return 1;
+        }
+        alu_rr(m, ALU_DIGIT[k - 0x6A], R(x), y, size); /* add sub and or xor */
+        return 1;
+    }
+    switch (op) {
+    case 0xA7: case 0xAD: /* i32.wrap_i64, i64.extend_i32_u: the low 32 bits, zero-extended */
+        mov_store(m, R(RAX), x, 32);
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    case 0xAC: case 0xC4: /* i64.extend_i32_s, i64.extend32_s */
+        ENC(m, 0, 8, "\x63", RAX, R(x), 0);
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    case 0xC0: case 0xC1: case 0xC2: case 0xC3: { /* extend8_s / extend16_s */
+        int byte = op == 0xC0 || op == 0xC2;
+        enc(m, 0, op >= 0xC2 ? 8 : 0, byte ? "\x0f\xbe" : "\x0f\xbf", 2, RAX, R(x), byte && BYTE_REX(x));
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    }
+    case 0xBC: case 0xBD: case 0xBE: case 0xBF: /* reinterpret: the slot's bits already are the result */
+        return 1;
+    }
+    return 0;
+}
+
+/* _build_numeric_reg for the integer operations; 0: not one of them. */
+static int t_numeric_int(cm_cc_module *m, uint32_t op, int64_t result, int x, int load_x, int y, int load_y)
+{
+    if (!((op >= 0x45 && op <= 0x5A) || (op >= 0x67 && op <= 0x8A) || op == 0xA7 || op == 0xAC || op == 0xAD
+          || (op >= 0xBC && op <= 0xC4)))
+        return 0;
+    if (load_x)
+        mov_load(m, x, SLOT(result), 64);
+    if (load_y)
+        mov_load(m, y, SLOT(result + 1), 64);
+    n_integer(m, op, x, y);
+    mov_store(m, SLOT(result), x, 64);
+    m->fusible_end = -1;
+    return 1;
+}
+
 static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
 {
     uint32_t op = in->op;
@@ -2038,14 +2220,16 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
             int lx, ly;
             int x = cache_use(m, result, 0, &lx);
             int y = cache_use(m, d - 1, 1u << x, &ly);
-            EMIT(m, K_RNUM2, code, d, x, lx, y, ly, hint);
+            if (!t_numeric_int(m, op, result, x, lx, y, ly))
+                EMIT(m, K_RNUM2, code, d, x, lx, y, ly, hint);
             cache_forget(m, d - 1);
         } else {
             result = d - 1;
             int hint = (xmm_has(m, result) && (o->flags & CM_CC_XMM_X_INPUT)) ? 1 : 0;
             int lx;
             int x = cache_use(m, result, 0, &lx);
-            EMIT(m, K_RNUM1, code, d, x, lx, hint);
+            if (!t_numeric_int(m, op, result, x, lx, -1, 0))
+                EMIT(m, K_RNUM1, code, d, x, lx, hint);
         }
         switch (o->xmm0_after) {
         case AFTER_RESULT:

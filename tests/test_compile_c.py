@@ -201,3 +201,90 @@ def test_padded_leb128_immediates_compile_in_c(monkeypatch):
     python, c = compile_both(monkeypatch, module_with_body(body), True)
     assert_same(python, c)
     assert c.c_functions == 1
+
+
+_I_BINARY = ("add", "sub", "mul", "and", "or", "xor", "shl", "shr_s", "shr_u", "rotl", "rotr",
+             "div_s", "div_u", "rem_s", "rem_u", "eq", "ne", "lt_s", "lt_u", "gt_s", "gt_u",
+             "le_s", "le_u", "ge_s", "ge_u")
+_I_COMPARE = frozenset(_I_BINARY[15:])
+_I_UNARY = {"i32": ("eqz", "clz", "ctz", "popcnt", "extend8_s", "extend16_s"),
+            "i64": ("eqz", "clz", "ctz", "popcnt", "extend8_s", "extend16_s", "extend32_s")}
+_LOADS = {"i32": ("load", "load8_s", "load8_u", "load16_s", "load16_u"),
+          "i64": ("load", "load8_s", "load8_u", "load16_s", "load16_u", "load32_s", "load32_u")}
+#: memarg offsets: small, disp8/disp32 boundaries, and past 2**31 (the bounds
+#: check's end no longer fits an imm32; the access then goes through rdx).
+_OFFSETS = (0, 3, 127, 128, 0x7FFF_FFF0, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF)
+
+
+def _integer_function(rnd, index: int) -> str:
+    """A function whose expressions use every integer operation, load and
+    store the C core encodes, at many stack depths and register choices (a
+    deep operand stack spills past the cache's registers; local.gets of the
+    same local share a mirror), from a random offset mod 32."""
+
+    def expr(t: str, depth: int) -> str:
+        r = rnd.randrange(7 if depth < 5 else 2)
+        other = "i64" if t == "i32" else "i32"
+        if r == 0:
+            return f"({t}.const {rnd.randrange(-(1 << 31), 1 << 31)})"
+        if r == 1:
+            return f"(local.get {rnd.choice((0, 2)) if t == 'i32' else rnd.choice((1, 3))})"
+        if r == 2:
+            op = rnd.choice(_I_BINARY)
+            if op not in _I_COMPARE:
+                return f"({t}.{op} {expr(t, depth + 1)} {expr(t, depth + 1)})"
+            u = rnd.choice(("i32", "i64"))  # the operands' type; a comparison's result is an i32
+            inner = f"({u}.{op} {expr(u, depth + 1)} {expr(u, depth + 1)})"
+            return inner if t == "i32" else f"(i64.extend_i32_u {inner})"
+        if r == 3:
+            op = rnd.choice(_I_UNARY[t])
+            result = "i32" if op == "eqz" else t
+            inner = f"({t}.{op} {expr(t, depth + 1)})"
+            return inner if result == t else f"(i64.extend_i32_u {inner})"
+        if r == 4:
+            load = rnd.choice(_LOADS[t])
+            return f"({t}.{load} offset={rnd.choice(_OFFSETS)} {expr('i32', depth + 1)})"
+        if r == 5:
+            convert = "i32.wrap_i64" if t == "i32" else rnd.choice(("i64.extend_i32_s", "i64.extend_i32_u"))
+            return f"({convert} {expr(other, depth + 1)})"
+        return f"({t}.eqz {expr(t, depth + 1)})" if t == "i32" else f"(i64.extend_i32_s {expr('i32', depth + 1)})"
+
+    statements = []
+    for _ in range(rnd.randrange(1, 32)):  # shifts what follows by a few bytes: every offset mod 32
+        statements.append("(nop)" if rnd.random() < 0.5 else "(drop (i32.const 1))")
+    for _ in range(12):
+        t = rnd.choice(("i32", "i64"))
+        store = rnd.choice({"i32": ("store", "store8", "store16"), "i64": ("store", "store8", "store16", "store32")}[t])
+        choice = rnd.randrange(3)
+        if choice == 0:
+            statements.append(f"({t}.{store} offset={rnd.choice(_OFFSETS)} {expr('i32', 0)} {expr(t, 0)})")
+        elif choice == 1:
+            statements.append(f"(local.set {2 if t == 'i32' else 3} {expr(t, 0)})")
+        else:
+            statements.append(f"(drop {expr(t, 0)})")
+    return (f"(func $f{index} (param i32 i64) (result i64) (local i32 i64) {' '.join(statements)} "
+            "(i64.add (local.get 3) (i64.extend_i32_u (local.get 2))))")
+
+
+def test_integer_operations_loads_and_stores_are_encoded_in_c_as_python_builds_them(monkeypatch):
+    """The templates the C core encodes itself (no Python build per key): every
+    integer operation, load and store, byte for byte the Python templates,
+    padded for every code offset mod 32 as _emit pads them."""
+    import random
+
+    rnd = random.Random(1313)
+    wasm = wasmtime.wat2wasm("(module (memory 1) " + "\n".join(_integer_function(rnd, k) for k in range(80)) + ")")
+    asked: list[int] = []
+    template_for_c = compiler._ModuleCompiler._template_for_c
+
+    def recording(self, fields, at):
+        asked.append(fields[0])
+        return template_for_c(self, fields, at)
+
+    monkeypatch.setattr(compiler._ModuleCompiler, "_template_for_c", recording)
+    for debug in (True, False):
+        python, c = compile_both(monkeypatch, wasm, debug)
+        assert_same(python, c)
+        assert c.c_functions == 80
+    kinds = set(asked)
+    assert not kinds & {compiler._K_LOAD, compiler._K_STORE, compiler._K_RNUM1, compiler._K_RNUM2}, kinds
