@@ -895,8 +895,14 @@ class FrameTableBuilder:
     not both.
     """
 
-    def __init__(self, *, debug: bool = True):
+    def __init__(self, *, debug: bool = True, pools=None):
+        """``pools``: where the stack-types and mirror pools are kept instead
+        of here (the C compiler's, codemem.x64.ccore.CPools: it interns its
+        functions' lists itself and gives their records final); such a
+        builder interns everything as functions are added, in order, and is
+        only ever packed (:meth:`pack`), never built."""
         self.debug = debug
+        self._pools = pools
         self.functions: list[FunctionBuild] = []
         self.sites: list[tuple[int, bytes]] = []  # (offset, PatchSite record)
         #: add_call_sites' ascending offsets: (first offset, last offset, their records)
@@ -919,6 +925,11 @@ class FrameTableBuilder:
     def add_function(self, fb: FunctionBuild) -> FunctionBuild:
         if self.functions:
             assert fb.native_start >= self.functions[-1].native_start + self.functions[-1].native_size
+        if self._pools is not None and fb.seqpoints:
+            # Interned now, not when packed: the C compiler's functions
+            # intern theirs as they are compiled, and the pool is in order.
+            for types in map(itemgetter(3), fb.seqpoints):
+                self._intern_types(tuple(types))
         self.functions.append(fb)
         return fb
 
@@ -958,6 +969,8 @@ class FrameTableBuilder:
         return records
 
     def _intern_types(self, types: tuple[int, ...]) -> int:
+        if self._pools is not None:
+            return self._pools.intern_types(types)
         at = self._types_index.get(types)
         if at is None:
             at = len(self._types_pool)
@@ -983,6 +996,8 @@ class FrameTableBuilder:
             assert len(packed) % MIRROR_SIZE == 0
         else:
             packed = b"".join(pack_mirror(register, source, offset) for register, source, offset in mirrors)
+        if self._pools is not None:
+            return MirrorList(*self._pools.intern_mirrors(packed)) if packed else _NO_MIRRORS
         if self._unindexed_mirrors is not None:
             self._index_mirrors()
         found = self._mirror_index.get(packed)
@@ -1027,13 +1042,16 @@ class FrameTableBuilder:
         offsets, wasm_offsets, kinds, types = columns[:4]
         assert list(offsets) == sorted(offsets), "sequence points out of native order"
 
-        try:
-            types_at = list(map(self._types_index.get, types))
-        except TypeError:  # a stack given as a list
-            types = [tuple(t) for t in types]
-            types_at = list(map(self._types_index.get, types))
-        for k in _indices_of_none(types_at):
-            types_at[k] = self._intern_types(types[k])
+        if self._pools is not None:
+            types_at = [self._intern_types(tuple(t)) for t in types]
+        else:
+            try:
+                types_at = list(map(self._types_index.get, types))
+            except TypeError:  # a stack given as a list
+                types = [tuple(t) for t in types]
+                types_at = list(map(self._types_index.get, types))
+            for k in _indices_of_none(types_at):
+                types_at[k] = self._intern_types(types[k])
 
         if 5 in lengths:
             mirrors = columns[4] if len(columns) == 5 else [point[4] if len(point) == 5 else _NO_MIRRORS
@@ -1083,6 +1101,9 @@ class FrameTableBuilder:
         """This builder's functions (added one by one), for another builder's
         ``add_packed``."""
         records, seqpoints, locals_blob = self._pack_functions()
+        if self._pools is not None:
+            return PackedFunctions(records, seqpoints, locals_blob, self._pools.types_entries(),
+                                   self._pools.mirror_lists())
         return PackedFunctions(records, seqpoints, locals_blob, list(self._types_index), list(self._mirror_index))
 
     def add_packed(self, part: PackedFunctions, code_base: int) -> None:
@@ -1136,6 +1157,7 @@ class FrameTableBuilder:
         self._packed_counts = [functions + len(part.records), seqpoints + n, locals_ + len(part.locals) // LOCAL_SIZE]
 
     def build(self) -> bytes:
+        assert self._pools is None, "a builder with external pools is packed, not built"
         if self.functions:
             records, seq_blob, locals_blob = self._pack_functions()
             funcs_blob = b"".join(_FUNCTION_STRUCT.pack(*record) for record in records)

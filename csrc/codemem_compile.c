@@ -229,6 +229,12 @@ typedef struct {
     int32_t state;                /* index into states, -1: none */
 } point;
 
+/* An open-addressing index over the entries of a pool (intern()). */
+typedef struct {
+    uint32_t *hash;
+    size_t cap, alloc;
+} itable;
+
 struct cm_cc_module {
     int debug;
     void *userdata;
@@ -282,8 +288,16 @@ struct cm_cc_module {
     VEC(uint32_t) calls;
     VEC(int32_t) state_ids;
     /* interning (per function) */
-    uint32_t *ihash;
-    size_t ihash_cap, ihash_alloc;
+    itable ifn; /* per function */
+    /* Module-wide pools (FrameTableBuilder's, in first-occurrence order over
+     * the functions compiled here and the ones Python compiled in between:
+     * cm_cc_intern): the stack-types pool and the mirror-record pool, each
+     * entry ending at ends[k]. */
+    buf gtypes_pool, gmirror_pool;
+    VEC(uint32_t) gtypes_ends;
+    VEC(uint32_t) gmirror_ends;
+    itable igtypes, igmirrors;
+    VEC(uint32_t) gmap; /* a function's list index -> its module-wide entry */
     uint32_t fail_op, fail_offset;
     VEC(uint32_t) stub_depth; /* br_table's out-of-line branches */
     VEC(int) stub_label;
@@ -349,7 +363,14 @@ void cm_cc_module_free(cm_cc_module *m)
     FREE_VEC(m->stub_depth);
     FREE_VEC(m->stub_label);
     FREE_VEC(m->stubs);
-    free(m->ihash);
+    free(m->ifn.hash);
+    free(m->igtypes.hash);
+    free(m->igmirrors.hash);
+    free(m->gtypes_pool.p);
+    free(m->gmirror_pool.p);
+    FREE_VEC(m->gtypes_ends);
+    FREE_VEC(m->gmirror_ends);
+    FREE_VEC(m->gmap);
     free(m);
 }
 
@@ -2496,7 +2517,7 @@ static void prologue(cm_cc_module *m, uint32_t body_offset, uint32_t nparams)
 }
 
 /* Intern byte strings (per function) into pool/ends; returns the index. */
-static uint32_t intern(cm_cc_module *m, buf *pool, void *ends_vec, const uint8_t *p, uint32_t n)
+static uint32_t intern(cm_cc_module *m, itable *it, buf *pool, void *ends_vec, const uint8_t *p, uint32_t n)
 {
     VEC(uint32_t) *ends = ends_vec;
     uint64_t h = 1469598103934665603ull ^ n;
@@ -2504,13 +2525,13 @@ static uint32_t intern(cm_cc_module *m, buf *pool, void *ends_vec, const uint8_t
         h ^= p[i];
         h *= 1099511628211ull;
     }
-    if ((ends->n + 1) * 2 > m->ihash_cap) {
-        size_t cap = m->ihash_cap ? m->ihash_cap * 2 : 256;
+    if ((ends->n + 1) * 2 > it->cap) {
+        size_t cap = it->cap ? it->cap * 2 : 256;
         uint32_t *t = malloc(cap * sizeof(uint32_t));
         if (!t)
             longjmp(m->fail, 1);
         memset(t, 0xFF, cap * sizeof(uint32_t));
-        m->ihash_alloc = cap;
+        it->alloc = cap;
         for (size_t k = 0; k < ends->n; k++) {
             uint32_t a = k ? ends->p[k - 1] : 0, b = ends->p[k];
             uint64_t g = 1469598103934665603ull ^ (b - a);
@@ -2523,14 +2544,14 @@ static uint32_t intern(cm_cc_module *m, buf *pool, void *ends_vec, const uint8_t
                 j = (j + 1) & (cap - 1);
             t[j] = (uint32_t)k;
         }
-        free(m->ihash);
-        m->ihash = t;
-        m->ihash_cap = cap;
+        free(it->hash);
+        it->hash = t;
+        it->cap = cap;
     }
-    size_t mask = m->ihash_cap - 1;
+    size_t mask = it->cap - 1;
     size_t j = h & mask;
-    for (; m->ihash[j] != UINT32_MAX; j = (j + 1) & mask) {
-        uint32_t k = m->ihash[j];
+    for (; it->hash[j] != UINT32_MAX; j = (j + 1) & mask) {
+        uint32_t k = it->hash[j];
         uint32_t a = k ? ends->p[k - 1] : 0, b = ends->p[k];
         if (b - a == n && !memcmp(pool->p + a, p, n))
             return k;
@@ -2539,7 +2560,7 @@ static uint32_t intern(cm_cc_module *m, buf *pool, void *ends_vec, const uint8_t
     memcpy(pool->p + pool->n, p, n);
     pool->n += n;
     VEC_PUSH(*ends, (uint32_t)pool->n, &m->fail);
-    m->ihash[j] = (uint32_t)ends->n - 1;
+    it->hash[j] = (uint32_t)ends->n - 1;
     return (uint32_t)ends->n - 1;
 }
 
@@ -2551,18 +2572,18 @@ static void reset_intern(cm_cc_module *m, size_t entries)
     size_t cap = 256;
     while (cap < 2 * entries + 2)
         cap *= 2;
-    if (cap > m->ihash_alloc) {
-        uint32_t *t = realloc(m->ihash, cap * sizeof(uint32_t));
+    if (cap > m->ifn.alloc) {
+        uint32_t *t = realloc(m->ifn.hash, cap * sizeof(uint32_t));
         if (!t)
             longjmp(m->fail, 1);
-        m->ihash = t;
-        m->ihash_alloc = cap;
+        m->ifn.hash = t;
+        m->ifn.alloc = cap;
     }
-    m->ihash_cap = cap;
-    memset(m->ihash, 0xFF, cap * sizeof(uint32_t));
+    m->ifn.cap = cap;
+    memset(m->ifn.hash, 0xFF, cap * sizeof(uint32_t));
 }
 
-static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
+static void finish(cm_cc_module *m, uint32_t frame_size, uint32_t code_base, cm_cc_result *out)
 {
     /* frame size into the prologue: lea at 1+3+4 .. ; positions are fixed */
     uint32_t prologue_at = m->debug ? 5 : 0; /* the entry site at offset 0 is never padded */
@@ -2629,7 +2650,7 @@ static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
     reset_intern(m, m->points.n);
     for (size_t i = 0; i < m->points.n; i++) {
         point *p = &m->points.p[i];
-        uint32_t tid = intern(m, &m->types_out, &m->types_ends, m->tpool.p + p->types_at, p->types_len);
+        uint32_t tid = intern(m, &m->ifn, &m->types_out, &m->types_ends, m->tpool.p + p->types_at, p->types_len);
         buf_reserve(&m->seq_out, 20, &m->fail);
         uint8_t *r = m->seq_out.p + m->seq_out.n;
         m->seq_out.n += 20;
@@ -2677,7 +2698,7 @@ static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
             r[2] = r[3] = 0;
             memcpy(r + 4, &frame_offset, 4);
         }
-        uint32_t id = intern(m, &m->mirrors_out, &m->mirror_ends, rec, 8 * n);
+        uint32_t id = intern(m, &m->ifn, &m->mirrors_out, &m->mirror_ends, rec, 8 * n);
         VEC_PUSH(m->state_ids, (int32_t)id, &m->fail);
     }
     for (size_t i = 0; i < m->points.n; i++) {
@@ -2689,6 +2710,36 @@ static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
         uint8_t *r = m->seq_out.p + 20 * i;
         r[9] = (uint8_t)((m->mirror_ends.p[id] - a) / 8);
         memcpy(r + 16, &id, 4);
+    }
+
+    /* Module-wide: each distinct list of the function interned into the
+     * module's pools (in order of first occurrence, as FrameTableBuilder
+     * interns them), and the records made final: native offsets moved to
+     * code_base, stack_types the types pool offset, first_mirror the mirror
+     * pool index (0 without mirrors). */
+    m->gmap.n = 0;
+    for (size_t k = 0; k < m->types_ends.n; k++) {
+        uint32_t a = k ? m->types_ends.p[k - 1] : 0, b = m->types_ends.p[k];
+        uint32_t g = intern(m, &m->igtypes, &m->gtypes_pool, &m->gtypes_ends, m->types_out.p + a, b - a);
+        VEC_PUSH(m->gmap, g ? m->gtypes_ends.p[g - 1] : 0, &m->fail);
+    }
+    size_t ntypes = m->gmap.n;
+    for (size_t k = 0; k < m->mirror_ends.n; k++) {
+        uint32_t a = k ? m->mirror_ends.p[k - 1] : 0, b = m->mirror_ends.p[k];
+        uint32_t g = intern(m, &m->igmirrors, &m->gmirror_pool, &m->gmirror_ends, m->mirrors_out.p + a, b - a);
+        VEC_PUSH(m->gmap, (g ? m->gmirror_ends.p[g - 1] : 0) / 8, &m->fail);
+    }
+    for (size_t i = 0; i < m->points.n; i++) {
+        uint8_t *r = m->seq_out.p + 20 * i;
+        uint32_t v;
+        memcpy(&v, r, 4);
+        v += code_base;
+        memcpy(r, &v, 4);
+        memcpy(&v, r + 12, 4);
+        memcpy(r + 12, &m->gmap.p[v], 4);
+        memcpy(&v, r + 16, 4);
+        v = r[9] ? m->gmap.p[ntypes + v] : 0;
+        memcpy(r + 16, &v, 4);
     }
 
     out->code = m->code.p;
@@ -2711,7 +2762,8 @@ static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
 }
 
 int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, uint32_t end_offset,
-                  uint32_t defined_index, const uint8_t *local_types, uint32_t nlocals, cm_cc_result *out)
+                  uint32_t defined_index, const uint8_t *local_types, uint32_t nlocals, uint32_t code_base,
+                  cm_cc_result *out)
 {
     memset(out, 0, sizeof(*out));
     m->fail_op = m->fail_offset = 0;
@@ -2843,6 +2895,32 @@ int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, ui
     if (m->frames.n)
         bail(m, 0x0B, end_offset);
     uint32_t frame_size = (FRAME_FIXED_SIZE + 8 * (m->nlocals + m->nsave + max_depth) + 15) & ~15u;
-    finish(m, frame_size, out);
+    finish(m, frame_size, code_base, out);
     return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The module-wide pools, for the functions Python compiles and the builder  */
+/* ------------------------------------------------------------------------ */
+
+int cm_cc_intern(cm_cc_module *m, int which, const uint8_t *p, uint32_t n, uint32_t *start)
+{
+    if (setjmp(m->fail))
+        return 0;
+    buf *pool = which ? &m->gmirror_pool : &m->gtypes_pool;
+    uint32_t g = which ? intern(m, &m->igmirrors, pool, &m->gmirror_ends, p, n)
+                       : intern(m, &m->igtypes, pool, &m->gtypes_ends, p, n);
+    uint32_t *ends = which ? m->gmirror_ends.p : m->gtypes_ends.p;
+    *start = g ? ends[g - 1] : 0;
+    return 1;
+}
+
+void cm_cc_pools(cm_cc_module *m, int which, const uint8_t **pool, uint32_t *size, const uint32_t **ends,
+                 uint32_t *count)
+{
+    buf *b = which ? &m->gmirror_pool : &m->gtypes_pool;
+    *pool = b->p;
+    *size = (uint32_t)b->n;
+    *ends = which ? m->gmirror_ends.p : m->gtypes_ends.p;
+    *count = (uint32_t)(which ? m->gmirror_ends.n : m->gtypes_ends.n);
 }

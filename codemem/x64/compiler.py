@@ -574,7 +574,6 @@ class _ModuleCompiler:
         self.layout = VMContextLayout.for_module(info)
         self.asm = Assembler()
         self.asm.branch_boundary = _BRANCH_BOUNDARY
-        self.builder = FrameTableBuilder(debug=debug)
         self.num_imported = info.num_imported_funcs
         self.func_types = info.all_func_types
         self.templates: dict = {}
@@ -605,6 +604,9 @@ class _ModuleCompiler:
         #: The C core (ccore.py), tried first for each function; None: Python only.
         self.ccore = (CFunctionCompiler(info, debug, self)
                       if (c_compiler_enabled() if use_c is None else use_c) else None)
+        #: With the C core, the frame table's pools are kept in C (it interns
+        #: its functions' lists there; Python's go through ccore.pools).
+        self.builder = FrameTableBuilder(debug=debug, pools=None if self.ccore is None else self.ccore.pools)
         #: (rel32 field, defined function index) of the C core's direct calls,
         #: resolved by compile_chunk once every function of the run has a place.
         self.c_calls: list[tuple[int, int]] = []
@@ -651,19 +653,19 @@ class _ModuleCompiler:
         body = info.codes[index]
         ft = info.types[type_index]
         local_types = ft.params + body.locals
-        fn = self.ccore.compile(index, local_types)
+        asm = self.asm
+        code = asm.code
+        start = (len(code) + _BRANCH_BOUNDARY - 1) & -_BRANCH_BOUNDARY  # where align() puts the function
+        fn = self.ccore.compile(index, local_types, start)
         if fn is None:
             return False
-        asm = self.asm
         asm.align(_BRANCH_BOUNDARY, 0xCC)
-        code = asm.code
-        start = len(code)
+        assert len(code) == start
         asm.bind(self.func_labels[index])
         code += fn.code
         self.site_offsets += map(start.__add__, fn.sites)
         self.trap_call_fields += map(start.__add__, fn.trap_calls)
         self.c_calls += ((start + field, callee) for field, callee in fn.calls)
-        mirror_firsts = self.builder.intern_mirror_firsts(fn.mirrors)
         self.builder.add_function(FunctionBuild(
             native_start=start,
             native_size=fn.native_size,
@@ -672,7 +674,7 @@ class _ModuleCompiler:
             body_wasm_offset=body.body_offset,
             stack_base=-fn.frame_size,
             locals=[(local_offset(i), int(t)) for i, t in enumerate(local_types)],
-            packed_seqpoints=PackedPoints.rebased(fn.seqpoints, start, fn.types, mirror_firsts),
+            packed_seqpoints=PackedPoints(fn.seqpoints, []),
         ))
         self.c_functions += 1
         self.c_body_bytes += body.end_offset - body.body_offset
