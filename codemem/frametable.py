@@ -69,11 +69,12 @@ from array import array
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import repeat
-from operator import and_, itemgetter, lshift, lt, mul, or_, sub
+from operator import itemgetter, lshift, mul, or_
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import construct as cs
 
+from ._native import ffi, lib
 from .errors import FrameTableError
 
 MAGIC = b"WFT\x01"
@@ -945,15 +946,16 @@ class FrameTableBuilder:
         target`` (``e8 rel32``, image offsets: codemem.veneer.site_enable_bytes)
         and the disabled form SITE_DISABLED, in one call: a debug image has a
         site per wasm instruction."""
-        offsets = list(offsets)
+        offsets = array("I", offsets)
         n = len(offsets)
         if not n:
             return
-        # In C (map over struct.pack): a real-size module has half a million.
-        assert max(map(and_, offsets, repeat(7, n))) <= 8 - SITE_SIZE, "a site straddles an 8-byte boundary"
-        records = b"".join(map(_CALL_SITE_STRUCT.pack, offsets, repeat(0xE8, n),
-                               map(sub, repeat(target - SITE_SIZE, n), offsets), repeat(SITE_DISABLED, n)))
-        if all(map(lt, offsets, offsets[1:])):
+        # In C (csrc/codemem_compile.c): a real-size module has half a million.
+        out = bytearray(n * SITE_RECORD_SIZE)
+        ascending = lib.cm_call_site_records(ffi.from_buffer("uint32_t[]", offsets), n, target, ffi.from_buffer(out))
+        assert ascending >= 0, "a site straddles an 8-byte boundary"
+        records = bytes(out)
+        if ascending:
             self._site_runs.append((offsets[0], offsets[-1], records))  # ascending: stays one blob
         else:
             self.sites += zip(offsets, (records[k : k + SITE_RECORD_SIZE] for k in range(0, len(records),

@@ -2924,3 +2924,28 @@ void cm_cc_pools(cm_cc_module *m, int which, const uint8_t **pool, uint32_t *siz
     *ends = which ? m->gmirror_ends.p : m->gtypes_ends.p;
     *count = (uint32_t)(which ? m->gmirror_ends.n : m->gtypes_ends.n);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Patch-site records of the call sites (frametable.py add_call_sites)       */
+/* ------------------------------------------------------------------------ */
+
+int cm_call_site_records(const uint32_t *offsets, size_t n, uint32_t target, uint8_t *out)
+{
+    int ascending = 1;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t off = offsets[i];
+        if ((off & 7) > 8 - sizeof(SITE_DISABLED))
+            return -1;
+        if (i && offsets[i - 1] >= off)
+            ascending = 0;
+        /* PatchSite: u32 offset, enable[5] = e8 rel32, disable[5], 2 bytes of padding */
+        uint8_t *r = out + 16 * i;
+        int32_t rel = (int32_t)(target - sizeof(SITE_DISABLED) - off);
+        memcpy(r, &off, 4);
+        r[4] = 0xE8;
+        memcpy(r + 5, &rel, 4);
+        memcpy(r + 9, SITE_DISABLED, sizeof(SITE_DISABLED));
+        r[14] = r[15] = 0;
+    }
+    return ascending;
+}

@@ -82,3 +82,9 @@ int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, ui
 int cm_cc_intern(cm_cc_module *m, int which, const uint8_t *p, uint32_t n, uint32_t *start);
 void cm_cc_pools(cm_cc_module *m, int which, const uint8_t **pool, uint32_t *size, const uint32_t **ends,
                  uint32_t *count);
+
+/* The frame table's PatchSite records (16 bytes each, into out) of n sites
+ * whose enabled form is `call target` (e8 rel32, image offsets) and whose
+ * disabled form is the 5-byte NOP: 1 if the offsets ascend, 0 if not, -1 if
+ * a site straddles an 8-byte boundary (out then partly written). */
+int cm_call_site_records(const uint32_t *offsets, size_t n, uint32_t target, uint8_t *out);
