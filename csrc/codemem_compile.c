@@ -2002,6 +2002,7 @@ static void t_load(cm_cc_module *m, uint32_t op, int64_t d, int64_t offset, int 
                    int load_base, int length, int load_length)
 {
     int size = LOAD_SIZE[op - 0x28];
+    m->fusible_end = -1; /* a template starts with nothing to fuse with */
     if (load)
         mov_load(m, reg, SLOT(d - 1), 64);
     opnd a = bounds_check(m, reg, offset, size, base, load_base, length, load_length);
@@ -2036,6 +2037,7 @@ static void t_store(cm_cc_module *m, uint32_t op, int64_t d, int64_t offset, int
                     int value, int load_value, int base, int load_base, int length, int load_length)
 {
     int size = STORE_SIZE[op - 0x36];
+    m->fusible_end = -1;
     if (load_address)
         mov_load(m, address, SLOT(d - 2), 64);
     if (load_value)
@@ -2211,17 +2213,274 @@ static int n_integer(cm_cc_module *m, uint32_t op, int x, int y)
     return 0;
 }
 
-/* _build_numeric_reg for the integer operations; 0: not one of them. */
-static int t_numeric_int(cm_cc_module *m, uint32_t op, int64_t result, int x, int load_x, int y, int load_y)
+/* ---- Float templates encoded here (numeric.py): xmm0 reuse as numeric.py
+ * describes it ("x"/"y" hints verified against the register), scalar SSE. ---- */
+enum { HINT_NONE = 0, HINT_X = 1, HINT_Y = 2 };
+enum { COND_P = 10, COND_NP = 11, COND_A = 7, COND_BE = 6 };
+
+/* op xmm, xmm (asm.py _sse: prefix, 0F opcode, no REX for xmm0-2) */
+static void sse(cm_cc_module *m, uint8_t prefix, uint8_t opcode, int dst, int src)
 {
-    if (!((op >= 0x45 && op <= 0x5A) || (op >= 0x67 && op <= 0x8A) || op == 0xA7 || op == 0xAC || op == 0xAD
-          || (op >= 0xBC && op <= 0xC4)))
+    const char op[2] = {0x0F, (char)opcode};
+    enc(m, prefix, 0, op, 2, dst, R(src), 0);
+}
+/* _fload: movd/movq xmm, reg */
+static void fload(cm_cc_module *m, int xmm, int reg, int size)
+{
+    enc(m, 0x66, size == 64 ? 8 : 0, "\x0f\x6e", 2, xmm, R(reg), 0);
+}
+/* _fstore: movd/movq reg, xmm */
+static void fstore(cm_cc_module *m, int reg, int xmm, int size)
+{
+    enc(m, 0x66, size == 64 ? 8 : 0, "\x0f\x7e", 2, xmm, R(reg), 0);
+}
+/* _verify_xmm0: xmm0 = reg's low bits, reloaded only if it does not hold them */
+static void verify_xmm0(cm_cc_module *m, int reg, int size)
+{
+    fstore(m, RAX, 0, size);
+    alu_rr(m, 7, R(RAX), reg, size);
+    uint32_t same = jcc_short(m, COND_E);
+    fload(m, 0, reg, size);
+    bind_short(m, same);
+}
+static void fload_x(cm_cc_module *m, int x, int size, int hint)
+{
+    if (hint == HINT_X)
+        verify_xmm0(m, x, size);
+    else
+        fload(m, 0, x, size);
+}
+/* A rel32 jump to a label of this template, patched by bind_near. */
+static uint32_t jcc_near(cm_cc_module *m, int cond)
+{
+    pad_for_branch(m, 6, 1);
+    put1(m, 0x0F);
+    put1(m, (uint8_t)(0x80 | cond));
+    put32(m, 0);
+    return HERE(m) - 4;
+}
+static void bind_near(cm_cc_module *m, uint32_t field)
+{
+    store32(m, field, (int32_t)(HERE(m) - (field + 4)));
+    m->fusible_end = -1;
+}
+static void setcc_reg(cm_cc_module *m, int cond, int reg)
+{
+    const char op[2] = {0x0F, (char)(0x90 | cond)};
+    enc(m, 0, 0, op, 2, 0, R(reg), 0);
+}
+
+/* numeric.py _trunc_bounds: float bit patterns (low, high) with trunc(x) in
+ * range exactly when low < x < high. */
+static void trunc_bounds(int fsize, int isize, int is_signed, uint64_t *low, uint64_t *high)
+{
+    double lo, hi;
+    if (!is_signed) {
+        lo = -1.0;
+        hi = (double)((uint64_t)1 << (isize - 1)) * 2.0;
+    } else {
+        int mantissa = fsize == 32 ? 24 : 53;
+        int shift = (isize - 1) - (mantissa - 1);
+        double ulp = (double)((uint64_t)1 << (shift > 0 ? shift : 0));
+        double magnitude = (double)((uint64_t)1 << (isize - 1));
+        lo = -(magnitude + (ulp > 1.0 ? ulp : 1.0));
+        hi = magnitude;
+    }
+    if (fsize == 32) {
+        float l = (float)lo, h = (float)hi;
+        uint32_t a, b;
+        memcpy(&a, &l, 4);
+        memcpy(&b, &h, 4);
+        *low = a;
+        *high = b;
+    } else {
+        memcpy(low, &lo, 8);
+        memcpy(high, &hi, 8);
+    }
+}
+
+/* The float operation of numeric opcode `op`: 1 if encoded here. */
+static int n_float(cm_cc_module *m, uint32_t op, int x, int y, int hint)
+{
+    if ((op >= 0x92 && op <= 0x95) || (op >= 0xA0 && op <= 0xA3)) { /* _fbin: add sub mul div */
+        static const uint8_t FBIN[4] = {0x58, 0x5C, 0x59, 0x5E};
+        int size = op >= 0xA0 ? 64 : 32;
+        uint8_t prefix = size == 64 ? 0xF2 : 0xF3, opcode = FBIN[op - (size == 64 ? 0xA0 : 0x92)];
+        if (hint == HINT_Y) {
+            fload(m, 1, x, size);
+            verify_xmm0(m, y, size);
+            sse(m, prefix, opcode, 1, 0);
+            enc(m, 0, 0, "\x0f\x28", 2, 0, R(1), 0); /* movaps xmm0, xmm1 */
+        } else {
+            fload_x(m, x, size, hint);
+            fload(m, 1, y, size);
+            sse(m, prefix, opcode, 0, 1);
+        }
+        fstore(m, x, 0, size);
+        return 1;
+    }
+    if (op == 0x96 || op == 0x97 || op == 0xA4 || op == 0xA5) { /* _fminmax */
+        int size = op >= 0xA4 ? 64 : 32, is_min = op == 0x96 || op == 0xA4;
+        uint8_t prefix = size == 64 ? 0xF2 : 0xF3, packed = size == 64 ? 0x66 : 0;
+        fload_x(m, x, size, hint);
+        fload(m, 1, y, size);
+        sse(m, packed, 0x2E, 0, 1); /* ucomis */
+        uint32_t unordered = jcc_short(m, COND_P), different = jcc_short(m, COND_NE);
+        sse(m, packed, is_min ? 0x56 : 0x54, 0, 1); /* orps / andps: -0 and +0 */
+        uint32_t done1 = jmp_short(m);
+        bind_short(m, unordered);
+        sse(m, prefix, 0x58, 0, 1); /* add: a quiet NaN */
+        uint32_t done2 = jmp_short(m);
+        bind_short(m, different);
+        sse(m, prefix, is_min ? 0x5D : 0x5F, 0, 1);
+        bind_short(m, done1);
+        bind_short(m, done2);
+        fstore(m, x, 0, size);
+        return 1;
+    }
+    if ((op >= 0x5B && op <= 0x60) || (op >= 0x61 && op <= 0x66)) { /* _fcompare: eq ne lt gt le ge */
+        int size = op >= 0x61 ? 64 : 32, kind = (int)op - (size == 64 ? 0x61 : 0x5B);
+        uint8_t packed = size == 64 ? 0x66 : 0;
+        if (kind == 2 || kind == 4) { /* lt, le: swapped, xmm1/xmm2 only */
+            zero_reg(m, RAX);
+            fload(m, 1, y, size);
+            fload(m, 2, x, size);
+            sse(m, packed, 0x2E, 1, 2);
+            setcc_reg(m, kind == 2 ? COND_A : COND_AE, RAX);
+        } else if (kind == 3 || kind == 5) { /* gt, ge */
+            fload_x(m, x, size, hint);
+            zero_reg(m, RAX);
+            fload(m, 1, y, size);
+            sse(m, packed, 0x2E, 0, 1);
+            setcc_reg(m, kind == 3 ? COND_A : COND_AE, RAX);
+        } else {
+            fload_x(m, x, size, hint);
+            zero_reg(m, RAX);
+            zero_reg(m, RCX);
+            fload(m, 1, y, size);
+            sse(m, packed, 0x2E, 0, 1);
+            setcc_reg(m, kind == 0 ? COND_E : COND_NE, RAX);
+            setcc_reg(m, kind == 0 ? COND_NP : COND_P, RCX);
+            alu_rr(m, kind == 0 ? 4 : 1, R(RAX), RCX, 32);
+        }
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    }
+    switch (op) {
+    case 0x91: case 0x9F: { /* _fsqrt */
+        int size = op == 0x9F ? 64 : 32;
+        fload_x(m, x, size, hint);
+        sse(m, size == 64 ? 0xF2 : 0xF3, 0x51, 0, 0);
+        fstore(m, x, 0, size);
+        return 1;
+    }
+    case 0xB6: /* f32.demote_f64 */
+        fload_x(m, x, 64, hint);
+        sse(m, 0xF2, 0x5A, 0, 0);
+        fstore(m, x, 0, 32);
+        return 1;
+    case 0xBB: /* f64.promote_f32 */
+        fload_x(m, x, 32, hint);
+        sse(m, 0xF3, 0x5A, 0, 0);
+        fstore(m, x, 0, 64);
+        return 1;
+    case 0x8B: /* f32.abs */
+        alu_ri(m, 4, x, 0x7FFFFFFF, 32);
+        return 1;
+    case 0x8C: /* f32.neg */
+        alu_ri(m, 6, x, INT32_MIN, 32);
+        return 1;
+    case 0x99: /* f64.abs: shift the sign out */
+        mov_store(m, R(RAX), x, 64);
+        ENC(m, 0, 8, "\xd1", 4, R(RAX), 0);
+        ENC(m, 0, 8, "\xd1", 5, R(RAX), 0);
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    case 0x9A: /* f64.neg */
+        mov_imm64(m, RAX, (uint64_t)1 << 63);
+        alu_rr(m, 6, R(x), RAX, 64);
+        return 1;
+    case 0xB2: case 0xB4: case 0xB7: case 0xB9: case 0xB3: case 0xB8: { /* _convert, not from u64 */
+        int fsize = op >= 0xB7 ? 64 : 32, isize = (op == 0xB4 || op == 0xB9) ? 64 : 32;
+        const char cvt[2] = {0x0F, 0x2A};
+        sse(m, 0x66, 0xEF, 0, 0); /* pxor xmm0, xmm0 */
+        if (op == 0xB3 || op == 0xB8) {
+            mov_store(m, R(RAX), x, 32);
+            enc(m, fsize == 64 ? 0xF2 : 0xF3, 8, cvt, 2, 0, R(RAX), 0);
+        } else {
+            enc(m, fsize == 64 ? 0xF2 : 0xF3, isize == 64 ? 8 : 0, cvt, 2, 0, R(x), 0);
+        }
+        fstore(m, x, 0, fsize);
+        return 1;
+    }
+    }
+    if (op >= 0x100 && op <= 0x107 && op != 0x105 && op != 0x107) { /* _trunc_sat, not to u64 */
+        uint32_t k = op - 0x100;
+        int isize = k >= 4 ? 64 : 32, fsize = (k & 2) ? 64 : 32, is_signed = !(k & 1);
+        uint64_t low, high, minimum, maximum;
+        trunc_bounds(fsize, isize, is_signed, &low, &high);
+        if (is_signed) {
+            minimum = (uint64_t)1 << (isize - 1);
+            maximum = minimum - 1;
+        } else {
+            minimum = 0;
+            maximum = ((uint64_t)1 << (isize - 1) << 1) - 1;
+        }
+        uint8_t packed = fsize == 64 ? 0x66 : 0;
+        fload_x(m, x, fsize, hint);
+        zero_reg(m, RAX);
+        sse(m, packed, 0x2E, 0, 0);
+        uint32_t nan = jcc_near(m, COND_P);
+        mov_imm64(m, RAX, minimum);
+        mov_imm64(m, RCX, low);
+        fload(m, 1, RCX, fsize);
+        sse(m, packed, 0x2E, 0, 1);
+        uint32_t below = jcc_near(m, COND_BE);
+        mov_imm64(m, RAX, maximum);
+        mov_imm64(m, RCX, high);
+        fload(m, 1, RCX, fsize);
+        sse(m, packed, 0x2E, 0, 1);
+        uint32_t above = jcc_near(m, COND_AE);
+        const char cvtt[2] = {0x0F, 0x2C};
+        enc(m, fsize == 64 ? 0xF2 : 0xF3, (is_signed && isize == 32) ? 0 : 8, cvtt, 2, RAX, R(0), 0);
+        bind_near(m, nan);
+        bind_near(m, below);
+        bind_near(m, above);
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    }
+    return 0;
+}
+
+/* _build_numeric_reg for the integer operations; 0: not one of them. */
+static int t_numeric(cm_cc_module *m, uint32_t op, int64_t result, int x, int load_x, int y, int load_y, int hint)
+{
+    static uint8_t encoded[0x120]; /* 1: integer, 2: float encoded here; filled on first use */
+    static int ready;
+    if (!ready) {
+        for (uint32_t k = 0; k < 0x120; k++) {
+            if ((k >= 0x45 && k <= 0x5A) || (k >= 0x67 && k <= 0x8A) || k == 0xA7 || k == 0xAC || k == 0xAD
+                || (k >= 0xBC && k <= 0xC4))
+                encoded[k] = 1;
+            else if ((k >= 0x5B && k <= 0x66) || (k >= 0x92 && k <= 0x97) || (k >= 0xA0 && k <= 0xA5)
+                     || k == 0x91 || k == 0x9F || k == 0xB6 || k == 0xBB || k == 0x8B || k == 0x8C || k == 0x99
+                     || k == 0x9A || (k >= 0xB2 && k <= 0xB4) || (k >= 0xB7 && k <= 0xB9)
+                     || (k >= 0x100 && k <= 0x106 && k != 0x105))
+                encoded[k] = 2;
+        }
+        ready = 1;
+    }
+    if (op >= 0x120 || !encoded[op])
         return 0;
+    m->fusible_end = -1; /* a template starts with nothing to fuse with */
     if (load_x)
         mov_load(m, x, SLOT(result), 64);
     if (load_y)
         mov_load(m, y, SLOT(result + 1), 64);
-    n_integer(m, op, x, y);
+    if (encoded[op] == 1)
+        n_integer(m, op, x, y);
+    else
+        n_float(m, op, x, y, hint);
     mov_store(m, SLOT(result), x, 64);
     m->fusible_end = -1;
     return 1;
@@ -2241,7 +2500,7 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
             int lx, ly;
             int x = cache_use(m, result, 0, &lx);
             int y = cache_use(m, d - 1, 1u << x, &ly);
-            if (!t_numeric_int(m, op, result, x, lx, y, ly))
+            if (!t_numeric(m, op, result, x, lx, y, ly, hint))
                 EMIT(m, K_RNUM2, code, d, x, lx, y, ly, hint);
             cache_forget(m, d - 1);
         } else {
@@ -2249,7 +2508,7 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
             int hint = (xmm_has(m, result) && (o->flags & CM_CC_XMM_X_INPUT)) ? 1 : 0;
             int lx;
             int x = cache_use(m, result, 0, &lx);
-            if (!t_numeric_int(m, op, result, x, lx, -1, 0))
+            if (!t_numeric(m, op, result, x, lx, -1, 0, hint))
                 EMIT(m, K_RNUM1, code, d, x, lx, hint);
         }
         switch (o->xmm0_after) {

@@ -288,3 +288,85 @@ def test_integer_operations_loads_and_stores_are_encoded_in_c_as_python_builds_t
         assert c.c_functions == 80
     kinds = set(asked)
     assert not kinds & {compiler._K_LOAD, compiler._K_STORE, compiler._K_RNUM1, compiler._K_RNUM2}, kinds
+
+
+#: Float operations whose templates are still built in Python (asked for by the C core).
+_FLOAT_IN_PYTHON = ("copysign", "ceil", "floor", "trunc", "nearest")
+
+
+def _float_function(rnd, index: int) -> str:
+    """A function of float expressions: every float operation, comparison
+    and conversion, chained so that xmm0 reuse guesses right and wrong
+    ("x" and "y" hints), from a random offset mod 32."""
+    binary = ("add", "sub", "mul", "div", "min", "max", "copysign")
+    unary = ("abs", "neg", "sqrt", "ceil", "floor", "trunc", "nearest")
+    compare = ("eq", "ne", "lt", "gt", "le", "ge")
+
+    def expr(t: str, depth: int) -> str:  # t: f32, f64, i32 or i64
+        r = rnd.randrange(6 if depth < 4 else 2)
+        if t in ("i32", "i64"):
+            if r == 0:
+                return f"({t}.const {rnd.randrange(-(1 << 31), 1 << 31)})"
+            if r == 1:
+                return f"(local.get {0 if t == 'i32' else 1})"
+            if r in (2, 3):
+                f = rnd.choice(("f32", "f64"))
+                sat = rnd.choice(("trunc_sat_", "trunc_sat_", "trunc_"))
+                return f"({t}.{sat}{f}_{rnd.choice('su')} {expr(f, depth + 1)})"
+            inner = f"({rnd.choice(('f32', 'f64'))}.{rnd.choice(compare)} {{0}} {{1}})"
+            u = inner[1:4]
+            inner = inner.format(expr(u, depth + 1), expr(u, depth + 1))
+            return inner if t == "i32" else f"(i64.extend_i32_u {inner})"
+        if r == 0:
+            return f"({t}.const {rnd.uniform(-1e3, 1e3):.3f})"
+        if r == 1:
+            return f"(local.get {2 if t == 'f32' else 3})"
+        if r == 2:
+            return f"({t}.{rnd.choice(binary)} {expr(t, depth + 1)} {expr(t, depth + 1)})"
+        if r == 3:
+            return f"({t}.{rnd.choice(unary)} {expr(t, depth + 1)})"
+        if r == 4:
+            i = rnd.choice(("i32", "i64"))
+            return f"({t}.convert_{i}_{rnd.choice('su')} {expr(i, depth + 1)})"
+        if t == "f32":
+            return f"(f32.demote_f64 {expr('f64', depth + 1)})"
+        return f"(f64.promote_f32 {expr('f32', depth + 1)})"
+
+    statements = ["(nop)"] * rnd.randrange(1, 32)
+    for _ in range(10):
+        t = rnd.choice(("f32", "f64", "i32", "i64"))
+        statements.append(f"(local.set {('i32', 'i64', 'f32', 'f64').index(t)} {expr(t, 0)})")
+    return (f"(func $g{index} (param i32 i64 f32 f64) (result f64) {' '.join(statements)} "
+            "(f64.add (local.get 3) (f64.promote_f32 (local.get 2))))")
+
+
+def test_float_operations_and_conversions_are_encoded_in_c_as_python_builds_them(monkeypatch):
+    """Float arithmetic, min/max, comparisons, sqrt, demote/promote and the
+    conversions (but from/to u64) encoded by the C core, byte for byte the
+    Python templates with their xmm0 reuse guesses; only the rounding and
+    copysign templates (and u64 conversions) are still asked of Python."""
+    import random
+
+    from codemem.wasm.opcodes import OPCODES
+
+    rnd = random.Random(2424)
+    # A trapping trunc may trap at run time; here only the code matters.
+    wasm = wasmtime.wat2wasm("(module " + "\n".join(_float_function(rnd, k) for k in range(60)) + ")")
+    asked: list[list[int]] = []
+    template_for_c = compiler._ModuleCompiler._template_for_c
+
+    def recording(self, fields, at):
+        asked.append(list(fields))
+        return template_for_c(self, fields, at)
+
+    monkeypatch.setattr(compiler._ModuleCompiler, "_template_for_c", recording)
+    for debug in (True, False):
+        python, c = compile_both(monkeypatch, wasm, debug)
+        assert_same(python, c)
+        assert c.c_functions == 60
+    in_python = {OPCODES[fields[1]].name for fields in asked if fields[0] in (compiler._K_RNUM1, compiler._K_RNUM2)}
+    allowed = {f"{t}.{name}" for t in ("f32", "f64") for name in _FLOAT_IN_PYTHON}
+    allowed |= {f"{i}.trunc_{f}_{s}" for i in ("i32", "i64") for f in ("f32", "f64") for s in "su"}  # trapping
+    allowed |= {"i64.trunc_sat_f32_u", "i64.trunc_sat_f64_u", "f32.convert_i64_u", "f64.convert_i64_u"}
+    assert in_python <= allowed, in_python - allowed
+    assert in_python, "the sample has operations still built in Python"
