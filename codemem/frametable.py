@@ -799,6 +799,8 @@ class FunctionBuild:
     #: Instead of ``seqpoints``: the records already packed (the C compiler's,
     #: codemem/x64/ccore.py), their stack types still to be interned.
     packed_seqpoints: "PackedPoints | None" = None
+    #: Instead of ``locals``: their LocalSlot records, packed (the C compiler's).
+    packed_locals: bytes | None = None
 
     @property
     def num_seqpoints(self) -> int:
@@ -1087,16 +1089,21 @@ class FrameTableBuilder:
         n_seq = n_locals = 0
         for fb in self.functions:
             num_seqpoints = fb.num_seqpoints
+            if fb.packed_locals is None:
+                num_locals = len(fb.locals)
+                for frame_offset, valtype in fb.locals:
+                    locals_blob += _LOCAL_STRUCT.pack(frame_offset, valtype)
+            else:
+                num_locals = len(fb.packed_locals) // LOCAL_SIZE
+                locals_blob += fb.packed_locals
             records.append((fb.native_start, fb.native_size, fb.wasm_index, fb.frame_size, fb.body_wasm_offset,
-                            n_locals, len(fb.locals), n_seq, num_seqpoints, fb.stack_base))
+                            n_locals, num_locals, n_seq, num_seqpoints, fb.stack_base))
             if fb.packed_seqpoints is None:
                 seq_records.append(self._seqpoint_records(fb.seqpoints))
             else:
                 seq_records.append(self._intern_packed_types(fb.packed_seqpoints))
-            for frame_offset, valtype in fb.locals:
-                locals_blob += _LOCAL_STRUCT.pack(frame_offset, valtype)
             n_seq += num_seqpoints
-            n_locals += len(fb.locals)
+            n_locals += num_locals
         return records, b"".join(seq_records), bytes(locals_blob)
 
     def pack(self) -> PackedFunctions:

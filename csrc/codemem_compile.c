@@ -280,7 +280,7 @@ struct cm_cc_module {
     VEC(point) points;
     buf tpool;
     /* outputs */
-    buf seq_out, types_out, mirrors_out;
+    buf seq_out, types_out, mirrors_out, locals_out;
     VEC(uint32_t) types_ends;
     VEC(uint32_t) mirror_ends;
     VEC(uint32_t) sites;
@@ -354,6 +354,7 @@ void cm_cc_module_free(cm_cc_module *m)
     free(m->seq_out.p);
     free(m->types_out.p);
     free(m->mirrors_out.p);
+    free(m->locals_out.p);
     FREE_VEC(m->types_ends);
     FREE_VEC(m->mirror_ends);
     FREE_VEC(m->sites);
@@ -3012,6 +3013,23 @@ static void finish(cm_cc_module *m, uint32_t frame_size, uint32_t code_base, cm_
     out->num_mirror_lists = (uint32_t)m->mirror_ends.n;
     out->mirror_pool = m->mirrors_out.p;
     out->mirror_ends = m->mirror_ends.p;
+    /* sites, trap calls and the local slots for the image (code_base on) */
+    for (size_t i = 0; i < m->sites.n; i++)
+        m->sites.p[i] += code_base;
+    for (size_t i = 0; i < m->trap_calls.n; i++)
+        m->trap_calls.p[i] += code_base;
+    m->locals_out.n = 0;
+    buf_reserve(&m->locals_out, 8 * (size_t)m->nlocals, &m->fail);
+    for (uint32_t i = 0; i < m->nlocals; i++) { /* LocalSlot: i32 frame offset, u8 value type, 3 bytes 0 */
+        uint8_t *r = m->locals_out.p + 8 * i;
+        int32_t offset = local_offset(i);
+        memcpy(r, &offset, 4);
+        r[4] = m->local_types[i];
+        r[5] = r[6] = r[7] = 0;
+    }
+    m->locals_out.n = 8 * (size_t)m->nlocals;
+    out->locals = m->locals_out.p;
+    out->num_locals = m->nlocals;
     out->num_sites = (uint32_t)m->sites.n;
     out->sites = m->sites.p;
     out->num_trap_calls = (uint32_t)m->trap_calls.n;

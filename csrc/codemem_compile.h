@@ -10,9 +10,10 @@ typedef struct cm_cc_module cm_cc_module;
  * caller places on 32 bytes, at code_base).  seqpoints: num_seqpoints 20-byte
  * frame-table SequencePoint records, final: native offsets from code_base on,
  * stack_types and first_mirror pointing into the module-wide pools
- * (cm_cc_pools).  types_* / mirror_*: the function's distinct lists (what
- * it interned), where each ends in its pool.  calls: pairs (rel32 field,
- * callee's defined-function index). */
+ * (cm_cc_pools).  sites, trap_calls: image offsets too (code_base on).
+ * types_* / mirror_*: the function's distinct lists (what it interned),
+ * where each ends in its pool.  calls: pairs (rel32 field relative to the
+ * function, callee's defined-function index). */
 typedef struct {
     const uint8_t *code;
     uint32_t code_size;
@@ -26,6 +27,8 @@ typedef struct {
     uint32_t num_mirror_lists;
     const uint8_t *mirror_pool;
     const uint32_t *mirror_ends;
+    uint32_t num_locals;
+    const uint8_t *locals; /* the frame table's LocalSlot records (8 bytes each) */
     uint32_t num_sites;
     const uint32_t *sites;
     uint32_t num_trap_calls;

@@ -107,7 +107,7 @@ def _load_opcode_tables() -> None:
 @dataclass
 class CFunction:
     """One function compiled by the C core (offsets relative to its start,
-    except in ``seqpoints``).
+    except in ``seqpoints``, ``sites`` and ``trap_calls``: image offsets).
 
     ``seqpoints``: its SequencePoint records, final: native offsets in the
     image code (from the ``code_base`` given to compile), stack types and
@@ -118,7 +118,8 @@ class CFunction:
     native_size: int
     frame_size: int
     seqpoints: bytes
-    sites: array
+    locals: bytes  # LocalSlot records
+    sites: array  # image offsets, like trap_calls
     trap_calls: array
     calls: list[tuple[int, int]]
 
@@ -257,6 +258,7 @@ class CFunctionCompiler:
             native_size=r.native_size,
             frame_size=r.frame_size,
             seqpoints=ffi.buffer(r.seqpoints, 20 * r.num_seqpoints)[:],
+            locals=ffi.buffer(r.locals, 8 * r.num_locals)[:],
             sites=_u32s(r.sites, r.num_sites),
             trap_calls=_u32s(r.trap_calls, r.num_trap_calls),
             calls=list(zip(calls[0::2], calls[1::2])),

@@ -52,6 +52,7 @@ import logging
 import os
 import pickle
 import struct
+from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import attrgetter
@@ -250,8 +251,8 @@ class _Chunk:
     code: bytes
     starts: list[int]
     calls: list[tuple[int, int]]
-    trap_calls: list[int]
-    sites: list[int]
+    trap_calls: array  # uint32
+    sites: array  # uint32
     frame: PackedFunctions
     c_functions: int = 0
     c_body_bytes: int = 0
@@ -263,15 +264,15 @@ def _link(info: ModuleInfo, debug: bool, chunks: list[_Chunk]) -> CompiledModule
     calls between runs resolved, then the veneers."""
     code = bytearray()
     builder = FrameTableBuilder(debug=debug)
-    bases, starts, sites, trap_calls = [], [], [], []
+    bases, starts, sites, trap_calls = [], [], array("I"), array("I")
     for chunk in chunks:
         code += b"\xcc" * (-len(code) & (_BRANCH_BOUNDARY - 1))
         base = len(code)
         bases.append(base)
         code += chunk.code
         starts += map(base.__add__, chunk.starts)
-        sites += map(base.__add__, chunk.sites)
-        trap_calls += map(base.__add__, chunk.trap_calls)
+        sites += array("I", map(base.__add__, chunk.sites)) if base else chunk.sites
+        trap_calls += array("I", map(base.__add__, chunk.trap_calls)) if base else chunk.trap_calls
         builder.add_packed(chunk.frame, base)
     for chunk, base in zip(chunks, bases):
         for field, callee in chunk.calls:
@@ -579,8 +580,8 @@ class _ModuleCompiler:
         self.templates: dict = {}
         #: frame size -> _new_mirror_list's memo (see _compile_function)
         self.mirror_memo: dict[int, tuple[dict, list]] = {}
-        self.site_offsets: list[int] = []
-        self.trap_call_fields: list[int] = []
+        self.site_offsets = array("I")  # image offsets of the patch sites
+        self.trap_call_fields = array("I")
         self.func_labels: dict[int, Label] = {}
         #: (rel32 field, defined function index) of calls to functions of other runs
         self.calls: list[tuple[int, int]] = []
@@ -663,8 +664,8 @@ class _ModuleCompiler:
         assert len(code) == start
         asm.bind(self.func_labels[index])
         code += fn.code
-        self.site_offsets += map(start.__add__, fn.sites)
-        self.trap_call_fields += map(start.__add__, fn.trap_calls)
+        self.site_offsets += fn.sites
+        self.trap_call_fields += fn.trap_calls
         self.c_calls += ((start + field, callee) for field, callee in fn.calls)
         self.builder.add_function(FunctionBuild(
             native_start=start,
@@ -673,7 +674,7 @@ class _ModuleCompiler:
             frame_size=fn.frame_size,
             body_wasm_offset=body.body_offset,
             stack_base=-fn.frame_size,
-            locals=[(local_offset(i), int(t)) for i, t in enumerate(local_types)],
+            packed_locals=fn.locals,
             packed_seqpoints=PackedPoints(fn.seqpoints, []),
         ))
         self.c_functions += 1
