@@ -166,13 +166,24 @@ class LowAddressSpace:
         return base
 
     def unmap(self, address: int, size: int) -> None:
-        """Unmaps a range :meth:`map` returned and makes it free again."""
-        with self._lock:
+        """Unmaps a range :meth:`map` returned and makes it free again.
+
+        Never waits for the lock: a finalizer that the garbage collector runs
+        inside :meth:`map` on the same thread (a dropped EngineCode while a
+        Store is being placed) would wait for itself. When the lock is taken,
+        the range is unmapped at once and freed in the bookkeeping later, as
+        :meth:`unmap_deferred` does."""
+        if not self._lock.acquire(blocking=False):
+            self.unmap_deferred(address, size)
+            return
+        try:
             self._forget_released()
             end = self._ours.pop(address, None)
             assert end is not None, f"{address:#x} was not mapped by this LowAddressSpace"
             native.check(lib.cm_unmap(address, native.page_round_up(size)), f"unmap {address:#x}")
             self._remove(address)
+        finally:
+            self._lock.release()
 
     def unmap_deferred(self, address: int, size: int) -> None:
         """:meth:`unmap` for finalizers: unmaps at once without the lock (a

@@ -36,6 +36,21 @@ def test_ranges_are_placed_first_fit_inside_the_window_and_reused_after_unmap():
     assert space.bytes_in_use == 0
 
 
+@pytest.mark.timeout(20)
+def test_an_unmap_while_the_same_thread_holds_the_lock_does_not_wait_for_itself():
+    # What the garbage collector does when it finalizes a dropped EngineCode
+    # inside map() on the thread that is placing a Store.
+    space = LowAddressSpace(*WINDOW)
+    a = space.map_anonymous(4096)
+    with space._lock:
+        space.unmap(a, 4096)  # must return: unmapped now, freed in the bookkeeping later
+    assert lib.cm_map_at(-1, 4096, PROT_READ | PROT_WRITE, 0, a) == a  # nothing mapped there any more
+    lib.cm_unmap(a, 4096)
+    assert space.bytes_in_use == 0
+    assert space.map_anonymous(100) == a  # the range is free again
+    space.unmap(a, 100)
+
+
 def test_memory_someone_else_mapped_in_the_window_is_stepped_over():
     space = LowAddressSpace(*WINDOW)
     foreign = lib.cm_map_at(-1, GRANULE, PROT_READ | PROT_WRITE, 0, WINDOW[0])
