@@ -6,12 +6,19 @@
  * very bytes, sequence points, sites and mirror lists the Python compiler
  * makes; golden_hash.py and tests/test_compile_c.py hold it to that.
  *
- * Machine-code templates (numeric.py, compiler.py `_build_*`) stay in Python:
- * the C side keys them exactly as compiler.py does and asks Python
- * (cm_py_template, once per key and code offset mod 32) for the bytes, then
- * copies them from its own cache.  What is encoded here directly is the
- * handful of instructions compiler.py emits through its Assembler: prologue,
- * jumps, compares, register moves, calls, trap stubs, jump tables.
+ * Machine-code templates: the ones of nearly every instruction are encoded
+ * here, byte for byte what compiler.py's `_build_*` and numeric.py build
+ * (register moves, loads and stores with their bounds checks, integer and
+ * float operations and conversions), with the branch padding `_emit`'s
+ * variant for that offset mod 32 has.  The rest (rounding, copysign,
+ * trapping truncations, u64 conversions, select, calls, epilogues ...) stay
+ * in Python: the C side keys them exactly as compiler.py does and asks
+ * Python (cm_py_template, once per key and code offset mod 32) for the
+ * bytes, then copies them from its own cache.
+ *
+ * Frame table: the stack-types and mirror pools are kept here, module-wide,
+ * in the order FrameTableBuilder would make them (cm_cc_intern for what
+ * Python compiles in between); the records come out final.
  *
  * Anything it does not handle (an opcode, a malformed or invalid body, a
  * template Python could not build) makes cm_cc_compile return 0 and the
@@ -62,7 +69,7 @@ enum { COND_AE = 3, COND_E = 4, COND_NE = 5, COND_B = 2 };
  * compiler.py's key and builder). */
 enum { K_COPY = 1, K_SAVE, K_RESTORE, K_EPILOGUE, K_UNREACHABLE, K_SELECT, K_LOCAL_GET, K_LOCAL_SET,
        K_GLOBAL_GET, K_GLOBAL_SET, K_TO_SLOT, K_RNUM2, K_RNUM1, K_LOAD, K_STORE, K_MEMSIZE, K_CALL_IMPORT,
-       K_CALL_INDIRECT };
+       K_CALL_INDIRECT, K_MEMORY_GROW };
 enum { AFTER_CLOBBER = 0, AFTER_RESULT = 1, AFTER_X = 2, AFTER_KEEP = 3 };
 
 #define NOPS_MAX 9
@@ -88,11 +95,14 @@ static uint8_t ONE_TYPE[256];
  * use, given once per process by ccore.py (one source of truth). */
 static int32_t VMCTX_MEMORY_BASE_, VMCTX_MEMORY_DEF_, MEMDEF_LENGTH_;
 static int32_t TRAP_OUT_OF_BOUNDS_MEMORY, TRAP_DIVIDE_BY_ZERO, TRAP_INTEGER_OVERFLOW;
+static int32_t LIBCALL_TRAP_DISP; /* rbp-relative: the code a libcall left (compiler.py _LIBCALL_TRAP) */
 static int abi_set;
 
 void cm_cc_set_abi(int32_t vmctx_memory_base, int32_t vmctx_memory_def, int32_t memdef_length,
-                   int32_t trap_out_of_bounds_memory, int32_t trap_divide_by_zero, int32_t trap_integer_overflow)
+                   int32_t trap_out_of_bounds_memory, int32_t trap_divide_by_zero, int32_t trap_integer_overflow,
+                   int32_t libcall_trap_disp)
 {
+    LIBCALL_TRAP_DISP = libcall_trap_disp;
     VMCTX_MEMORY_BASE_ = vmctx_memory_base;
     VMCTX_MEMORY_DEF_ = vmctx_memory_def;
     MEMDEF_LENGTH_ = memdef_length;
@@ -1071,10 +1081,17 @@ static void decode_body(cm_cc_module *m, const uint8_t *data, uint32_t start, ui
             in.imm = rd_u32(m, &r);
             in.imm2 = rd_u32(m, &r);
             break;
-        case 0x3F:
+        case 0x3F: case 0x40:
             if (r.pos >= r.limit || data[r.pos] != 0)
                 bail(m, op, in.offset);
             r.pos++;
+            break;
+        case 0x1C: /* typed select: one numeric value type (anything else: Python says what is wrong) */
+            if (rd_u32(m, &r) != 1 || r.pos >= r.limit)
+                bail(m, op, in.offset);
+            in.imm = data[r.pos++];
+            if (in.imm != I32_T && in.imm != I64_T && in.imm != F32_T && in.imm != F64_T)
+                bail(m, op, in.offset);
             break;
         case 0x41:
             in.imm = rd_sleb(m, &r, 32);
@@ -1706,6 +1723,20 @@ static void v_step(cm_cc_module *m, const instr *in, size_t index)
             bail(m, op, in->offset);
         push_val(m, I32_T);
         return;
+    case 0x40:
+        if (!m->nmemories)
+            bail(m, op, in->offset);
+        pop_val(m, I32_T, in);
+        push_val(m, I32_T);
+        return;
+    case 0x1C: {
+        uint8_t t = (uint8_t)in->imm;
+        pop_val(m, I32_T, in);
+        pop_val(m, t, in);
+        pop_val(m, t, in);
+        push_val(m, t);
+        return;
+    }
     default:
         if (o->flags & CM_CC_MEMARG) {
             if (!m->nmemories || in->imm2 > o->natural_align)
@@ -2655,8 +2686,11 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
     case 0x1A:
         cache_forget(m, d - 1);
         return;
-    case 0x1B:
+    case 0x1B: case 0x1C: /* untyped and typed select: the same code */
         EMIT(m, K_SELECT, d);
+        return;
+    case 0x40: /* memory.grow: a libcall (compiler.py _build_libcall) */
+        EMIT(m, K_MEMORY_GROW, d);
         return;
     case 0x20: {
         int64_t idx = in->imm;
@@ -2870,8 +2904,12 @@ static void finish(cm_cc_module *m, uint32_t frame_size, uint32_t code_base, cm_
             put1(m, 0x8d);
             put1(m, 0x35);
             put32(m, (int32_t)(f->seq - (stub + 7)));
-            put1(m, 0xBF);
-            put32(m, f->code);
+            if (f->code < 0) { /* a libcall's: mov edi, [rbp + trap slot] */
+                enc(m, 0, 0, "\x8b", 1, RDI, M(RBP, LIBCALL_TRAP_DISP), 0);
+            } else {
+                put1(m, 0xBF);
+                put32(m, f->code);
+            }
             pad_for_branch(m, 5, 0);
             put1(m, 0xE8);
             put32(m, 0);

@@ -48,7 +48,8 @@ void cm_cc_set_opcode(uint32_t op, uint32_t flags, const uint8_t *params, uint32
 
 /* abi.py's offsets and trap codes used by the templates encoded in C (once per process). */
 void cm_cc_set_abi(int32_t vmctx_memory_base, int32_t vmctx_memory_def, int32_t memdef_length,
-                   int32_t trap_out_of_bounds_memory, int32_t trap_divide_by_zero, int32_t trap_integer_overflow);
+                   int32_t trap_out_of_bounds_memory, int32_t trap_divide_by_zero, int32_t trap_integer_overflow,
+                   int32_t libcall_trap_disp);
 
 cm_cc_module *cm_cc_module_new(int debug, void *userdata);
 void cm_cc_module_free(cm_cc_module *m);

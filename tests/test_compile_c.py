@@ -104,11 +104,13 @@ def test_a_module_compiled_in_two_processes_with_the_c_core_is_byte_identical(mo
     assert c.c_functions == 5
 
 
-#: Functions the C core hands to Python (memory.grow: a libcall; typed
-#: select; table.get) between functions it compiles, calling each other.
+#: Functions the C core hands to Python (table.get; memory.fill: a libcall
+#: other than memory.grow) between functions it compiles (memory.grow, whose
+#: libcall's trap stub loads the runtime's code; typed select), calling each other.
 FALLBACKS = """(module
   (memory 1) (table 2 funcref) (global $g (mut i64) (i64.const 7))
   (func $grow (param i32) (result i32) (memory.grow (local.get 0)))
+  (func $fill (param i32) (memory.fill (local.get 0) (i32.const 0) (i32.const 16)))
   (func $plain (param i32 i64) (result i64)
     (global.set $g (i64.add (global.get $g) (local.get 1)))
     (if (result i64) (local.get 0) (then (global.get $g)) (else (i64.const -1))))
@@ -118,6 +120,7 @@ FALLBACKS = """(module
   (func (export "run") (param i32) (result i32)
     (drop (call $plain (local.get 0) (i64.const 3)))
     (drop (call $typed (local.get 0)))
+    (call $fill (local.get 0))
     (i32.add (call $grow (local.get 0)) (call $tab (local.get 0)))))"""
 
 
@@ -125,7 +128,7 @@ FALLBACKS = """(module
 def test_functions_the_c_core_does_not_handle_are_compiled_by_python_in_place(monkeypatch, debug):
     python, c = compile_both(monkeypatch, wasmtime.wat2wasm(FALLBACKS), debug)
     assert_same(python, c)
-    assert c.c_functions == 2  # $plain and run
+    assert c.c_functions == 4  # $grow, $plain, $typed and run; $fill and $tab in Python
 
 
 #: Valid bodies the C core handles, through its less common paths: block

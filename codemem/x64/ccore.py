@@ -6,19 +6,24 @@ implement yet, or anything malformed or invalid: the Python compiler then
 reports the error in the spec's order) the function is compiled in Python as
 before.  The C side is a byte-for-byte port of ``_compile_function``: it
 makes the same code, sequence points, patch sites, trap stubs and mirror
-lists.  Machine-code templates stay in Python: C asks for one the first time
-it needs a key (and code offset mod 32, for branch padding) through
-``cm_py_template`` and keeps the bytes.
+lists.  Most machine-code templates are encoded in C (register moves, loads,
+stores, integer and float operations and conversions); for the others C asks
+Python the first time it needs a key (and code offset mod 32, for branch
+padding) through ``cm_py_template`` and keeps the bytes.  The frame table's
+stack-types and mirror pools are kept in C for the whole compile
+(:class:`CPools`, the chunk's ``FrameTableBuilder(pools=...)``), so the
+records C returns are final.
 
 ``$WASM_GDBSTUB_C_COMPILER=0`` turns the C core off (everything compiled in
 Python); tests compare the two byte for byte.
 
 What C compiles (``C_OPCODES``): control flow (block, loop, if/else, br,
 br_if, br_table, return, unreachable, nop), direct and indirect calls, drop,
-untyped select, locals, globals, loads and stores, memory.size, constants and
-every numeric instruction (the 0xFC saturating truncations included).  Not yet:
-memory.grow and the other libcalls, tables, references, bulk memory, typed
-select.
+select (untyped, and typed with a numeric type), locals, globals, loads and
+stores, memory.size, memory.grow, constants and every numeric instruction (the
+0xFC saturating truncations included).  Not yet: the other libcalls (bulk
+memory, table.grow/fill/copy/init, elem.drop, data.drop), table.get/set/size,
+ref.null/is_null/func (and so typed select of a reference type).
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from .._native import ffi, lib
-from ..abi import MEMDEF_LENGTH, VMCTX_MEMORY_BASE, VMCTX_MEMORY_DEF, TrapCode, VMContextLayout
+from ..abi import (FRAME_LIBCALL_AREA, LIBCALL_TRAP_SLOT, MEMDEF_LENGTH, VMCTX_MEMORY_BASE, VMCTX_MEMORY_DEF,
+                   TrapCode, VMContextLayout)
 from ..frametable import MIRROR_SIZE as _MIRROR_SIZE
 from ..wasm.module import ModuleInfo
 from ..wasm.opcodes import OP_BY_NAME, OPCODES, Imm
@@ -59,8 +65,8 @@ C_OPCODES = frozenset(
     {OP_BY_NAME[name] for name in (
         "unreachable", "nop", "block", "loop", "if", "else", "end", "br", "br_if", "br_table", "return", "call",
         "call_indirect", "drop", "local.get", "local.set", "local.tee", "global.get", "global.set",
-        "memory.size", "i32.const", "i64.const", "f32.const", "f64.const")}
-    | {0x1B}  # untyped select
+        "memory.size", "memory.grow", "i32.const", "i64.const", "f32.const", "f64.const")}
+    | {0x1B, 0x1C}  # untyped and typed select
     | set(range(0x28, 0x3F))  # loads and stores
     | set(NUMERIC))
 
@@ -99,7 +105,8 @@ def _load_opcode_tables() -> None:
                              getattr(info, "natural_align", 0) or 0, NUMERIC_ARITY.get(op, 0),
                              _AFTER[XMM0_AFTER.get(op, "clobber")])
     lib.cm_cc_set_abi(VMCTX_MEMORY_BASE, VMCTX_MEMORY_DEF, MEMDEF_LENGTH, int(TrapCode.OUT_OF_BOUNDS_MEMORY),
-                      int(TrapCode.INTEGER_DIVIDE_BY_ZERO), int(TrapCode.INTEGER_OVERFLOW))
+                      int(TrapCode.INTEGER_DIVIDE_BY_ZERO), int(TrapCode.INTEGER_OVERFLOW),
+                      FRAME_LIBCALL_AREA + 8 * LIBCALL_TRAP_SLOT)
     _tables_loaded = True
 
 

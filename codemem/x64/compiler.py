@@ -762,6 +762,10 @@ class _ModuleCompiler:
             base = d - 1 - len(self.info.types[type_index].params)
             return (("call_indirect", d, type_index, table_index), _build_call_indirect,
                     (d, base, self.layout.table(table_index), self.layout.type_id(type_index)))
+        if kind == _K_MEMORY_GROW:
+            (d,) = f
+            args = (Libcall.MEMORY_GROW, (("i32", d - 1),), d - 1)  # _h_memory_grow's
+            return ("libcall", *args), _build_libcall, args
         raise ValueError(f"unknown template kind {kind} from the C compiler")
 
     # ---------------------------------------------------------------- emission
@@ -1653,7 +1657,7 @@ class _ModuleCompiler:
 #: Template kinds of the C core's requests (csrc/codemem_compile.c, enum K_*).
 (_K_COPY, _K_SAVE, _K_RESTORE, _K_EPILOGUE, _K_UNREACHABLE, _K_SELECT, _K_LOCAL_GET, _K_LOCAL_SET, _K_GLOBAL_GET,
  _K_GLOBAL_SET, _K_TO_SLOT, _K_RNUM2, _K_RNUM1, _K_LOAD, _K_STORE, _K_MEMORY_SIZE, _K_CALL_IMPORT,
- _K_CALL_INDIRECT) = range(1, 19)
+ _K_CALL_INDIRECT, _K_MEMORY_GROW) = range(1, 20)
 #: The C core's xmm0 hint numbers -> numeric.py's.
 _C_HINTS = (None, "x", "y")
 
