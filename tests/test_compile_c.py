@@ -10,6 +10,7 @@ examples are mostly compiled by it.
 """
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 
 from codemem.errors import CompileError
 from codemem.wasm.decoder import decode_module
+from codemem.wasm.opcodes import OPCODES
 from codemem.x64 import compiler
 from codemem.x64.ccore import C_COMPILER_ENV
 from test_compile_fuzz import SEEDS, mutated_modules
@@ -219,6 +221,25 @@ _LOADS = {"i32": ("load", "load8_s", "load8_u", "load16_s", "load16_u"),
 _OFFSETS = (0, 3, 127, 128, 0x7FFF_FFF0, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF)
 
 
+def compile_both_recording_template_requests(monkeypatch, wasm: bytes, functions: int) -> list[list[int]]:
+    """Compile ``wasm`` both ways, debug and nodebug, check the images are
+    the same and that the C core compiled all ``functions``; return the
+    template requests the C core made of Python (their key fields)."""
+    asked: list[list[int]] = []
+    template_for_c = compiler._ModuleCompiler._template_for_c
+
+    def recording(self, fields, at):
+        asked.append(list(fields))
+        return template_for_c(self, fields, at)
+
+    monkeypatch.setattr(compiler._ModuleCompiler, "_template_for_c", recording)
+    for debug in (True, False):
+        python, c = compile_both(monkeypatch, wasm, debug)
+        assert_same(python, c)
+        assert c.c_functions == functions
+    return asked
+
+
 def _integer_function(rnd, index: int) -> str:
     """A function whose expressions use every integer operation, load and
     store the C core encodes, at many stack depths and register choices (a
@@ -273,23 +294,10 @@ def test_integer_operations_loads_and_stores_are_encoded_in_c_as_python_builds_t
     """The templates the C core encodes itself (no Python build per key): every
     integer operation, load and store, byte for byte the Python templates,
     padded for every code offset mod 32 as _emit pads them."""
-    import random
-
     rnd = random.Random(1313)
     wasm = wasmtime.wat2wasm("(module (memory 1) " + "\n".join(_integer_function(rnd, k) for k in range(80)) + ")")
-    asked: list[int] = []
-    template_for_c = compiler._ModuleCompiler._template_for_c
-
-    def recording(self, fields, at):
-        asked.append(fields[0])
-        return template_for_c(self, fields, at)
-
-    monkeypatch.setattr(compiler._ModuleCompiler, "_template_for_c", recording)
-    for debug in (True, False):
-        python, c = compile_both(monkeypatch, wasm, debug)
-        assert_same(python, c)
-        assert c.c_functions == 80
-    kinds = set(asked)
+    asked = compile_both_recording_template_requests(monkeypatch, wasm, 80)
+    kinds = {fields[0] for fields in asked}
     assert not kinds & {compiler._K_LOAD, compiler._K_STORE, compiler._K_RNUM1, compiler._K_RNUM2}, kinds
 
 
@@ -348,25 +356,10 @@ def test_float_operations_and_conversions_are_encoded_in_c_as_python_builds_them
     conversions (but from/to u64) encoded by the C core, byte for byte the
     Python templates with their xmm0 reuse guesses; only the rounding and
     copysign templates (and u64 conversions) are still asked of Python."""
-    import random
-
-    from codemem.wasm.opcodes import OPCODES
-
     rnd = random.Random(2424)
     # A trapping trunc may trap at run time; here only the code matters.
     wasm = wasmtime.wat2wasm("(module " + "\n".join(_float_function(rnd, k) for k in range(60)) + ")")
-    asked: list[list[int]] = []
-    template_for_c = compiler._ModuleCompiler._template_for_c
-
-    def recording(self, fields, at):
-        asked.append(list(fields))
-        return template_for_c(self, fields, at)
-
-    monkeypatch.setattr(compiler._ModuleCompiler, "_template_for_c", recording)
-    for debug in (True, False):
-        python, c = compile_both(monkeypatch, wasm, debug)
-        assert_same(python, c)
-        assert c.c_functions == 60
+    asked = compile_both_recording_template_requests(monkeypatch, wasm, 60)
     in_python = {OPCODES[fields[1]].name for fields in asked if fields[0] in (compiler._K_RNUM1, compiler._K_RNUM2)}
     allowed = {f"{t}.{name}" for t in ("f32", "f64") for name in _FLOAT_IN_PYTHON}
     allowed |= {f"{i}.trunc_{f}_{s}" for i in ("i32", "i64") for f in ("f32", "f64") for s in "su"}  # trapping
