@@ -1961,7 +1961,8 @@ static void enc(cm_cc_module *m, uint8_t prefix, int w, const char *opcode, int 
     put(m, b, (size_t)n);
 }
 /* ENC: with a string literal opcode (its length from sizeof). */
-#define ENC(m, prefix, w, opcode, reg, rm, force) enc((m), (prefix), (w), (opcode), (int)sizeof(opcode) - 1, (reg), (rm), (force))
+#define ENC(m, prefix, w, opcode, reg, rm, force) \
+    enc((m), (prefix), (w), (opcode), (int)sizeof(opcode) - 1, (reg), (rm), (force))
 #define BYTE_REX(r) ((r) >= 4 && (r) <= 7) /* spl..dil need a REX (asm.py _is_byte_rex_reg) */
 
 /* mov reg, r/m (size 32 or 64) and mov r/m, reg (size 8..64). */
@@ -2164,7 +2165,8 @@ static void n_div(cm_cc_module *m, int x, int y, int size, int is_signed, int re
     mov_store(m, R(x), remainder ? RDX : RAX, 64);
 }
 
-/* wasm comparison opcodes (i32 0x46.., i64 0x51..) -> condition codes (eq ne lt_s lt_u gt_s gt_u le_s le_u ge_s ge_u). */
+/* wasm comparison opcodes (i32 0x46.., i64 0x51..) -> condition codes
+ * (eq ne lt_s lt_u gt_s gt_u le_s le_u ge_s ge_u). */
 static const uint8_t COMPARE_COND[10] = {4, 5, 12, 2, 15, 7, 14, 6, 13, 3};
 /* ALU digits of add, sub, and, or, xor, by opcode - 0x6A (mul and the divisions are not ALU ops). */
 static const int8_t ALU_DIGIT[10] = {0, 5, -1, -1, -1, -1, -1, 4, 1, 6};

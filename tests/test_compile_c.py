@@ -278,7 +278,7 @@ def _integer_function(rnd, index: int) -> str:
         statements.append("(nop)" if rnd.random() < 0.5 else "(drop (i32.const 1))")
     for _ in range(12):
         t = rnd.choice(("i32", "i64"))
-        store = rnd.choice({"i32": ("store", "store8", "store16"), "i64": ("store", "store8", "store16", "store32")}[t])
+        store = rnd.choice(("store", "store8", "store16") + (("store32",) if t == "i64" else ()))
         choice = rnd.randrange(3)
         if choice == 0:
             statements.append(f"({t}.{store} offset={rnd.choice(_OFFSETS)} {expr('i32', 0)} {expr(t, 0)})")
