@@ -15,6 +15,16 @@ Registers
   the array has max(params, results) entries.  For a wasm->wasm call the array
   is the caller's operand-stack slots holding the arguments, so results land
   exactly where the operand stack wants them.
+* Results (System V's registers too, for debuggers: gdb's ``finish`` reads a
+  function's value from rax or xmm0 at the return address, and its ``return
+  VALUE`` and inferior calls write/read them there, amd64-tdep.c
+  ``amd64_return_value``): every callee also leaves result 0 in ``rax`` (i32,
+  i64, references) or ``xmm0`` (f32, f64; the host-call trampoline sets
+  both), and a wasm caller takes result 0 from that register into its operand
+  slot after the RETURN_POINT site.  A callee with no result leaves its first
+  argument (8 bytes) in ``rax``: clang's wasm32 C ABI passes the address of a
+  struct returned in memory as the first parameter, and System V returns it in
+  rax.  The array stays the contract for ``cm_enter``'s callers.
 * ``rbp``: frame pointer, frames are rbp-chained; the chain ends at 0 (the
   entry trampoline clears rbp).  No red zone.  Every other register, GPR or
   XMM, is clobbered by a call.

@@ -217,3 +217,26 @@ def walk(registry, stack, pc: int, rbp: int, rsp: int, limit: int = MAX_FRAMES) 
             rsp += 8
         pc = next_pc
     return frames
+
+
+def unwound_states(registry, stack, pc: int, rbp: int, rsp: int, limit: int = MAX_FRAMES) -> list[tuple[int, int, int]]:
+    """(pc, rsp, rbp) of every frame a debugger's unwinder finds above the
+    innermost one of a guest stopped at ``pc``/``rbp``/``rsp``: what popping
+    frames (gdb's ``return``) writes.  Each is the return address, the CFA
+    of the frame below (its rbp + 16, or its rsp + 8 at an ENTRY point) and
+    the rbp saved there.  The last is where the outermost guest frame
+    returns to (the entry thunk, or a debugger's inferior-call landing)."""
+    reader = StackReader(stack)
+    states = []
+    for frame in walk(registry, stack, pc, rbp, rsp, limit):
+        if frame.at_entry:
+            return_pc, rsp = reader.u64(rsp), rsp + 8
+        else:
+            return_pc, saved_rbp = reader.u64(rbp + 8), reader.u64(rbp)
+            if saved_rbp is None:
+                break
+            rsp, rbp = rbp + 16, saved_rbp
+        if return_pc is None:
+            break
+        states.append((return_pc, rsp, rbp))
+    return states

@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import errno
 import logging
+import struct
 import threading
 
 from . import native
@@ -34,7 +35,7 @@ from .native import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, ffi, lib
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENTRY_THUNK_CODE", "LOW_CEILING", "LOW_FLOOR", "LowAddressSpace", "LowHeap", "LowMemoryExhausted",
+__all__ = ["CALL_LANDING_OFFSET", "call_landing_address", "ENTRY_THUNK_CODE", "ENTRY_THUNK_PAGE_CODE_SIZE", "LOW_CEILING", "LOW_FLOOR", "LowAddressSpace", "LowHeap", "LowMemoryExhausted",
            "entry_thunk_address", "low_address_space"]
 
 #: Lowest address of our placements; [0, LOW_FLOOR) is the linear-memory mirror.
@@ -220,6 +221,37 @@ def low_address_space() -> LowAddressSpace:
 #: the backtrace there, as the runtime image's does for cm_enter).
 ENTRY_THUNK_CODE = b"\xff\xd7\xc3"
 
+#: Offset in the thunk page of the inferior-call landing (csrc
+#: cm_call_landing_address has the same for Stores placed anywhere): the
+#: return address a debugger pushes for an inferior call, a permanent
+#: breakpoint.  Layout of the page's code::
+#:
+#:     0   ff d7 c3               call rdi; ret            (the entry thunk)
+#:     3   cc x5
+#:     8   e8 <rel32 to 16>       call veneer              (the landing: a
+#:    13   eb f9                  jmp 8                     5-byte call, so the
+#:    15   cc                                               trampoline's stop pc
+#:    16   ff 25 02 00 00 00      jmp [rip + slot]          is 8)
+#:    22   cc cc
+#:    24   dq cm_breakpoint_trampoline
+CALL_LANDING_OFFSET = 8
+ENTRY_THUNK_PAGE_CODE_SIZE = 32
+
+
+def entry_thunk_page_code(breakpoint_trampoline: int) -> bytes:
+    """The thunk page's code (layout above) for a breakpoint trampoline at
+    ``breakpoint_trampoline``."""
+    code = bytearray(ENTRY_THUNK_CODE.ljust(CALL_LANDING_OFFSET, b"\xcc"))
+    code += b"\xe8" + struct.pack("<i", 16 - (CALL_LANDING_OFFSET + 5))
+    code += b"\xeb" + struct.pack("<b", CALL_LANDING_OFFSET - (len(code) + 2))
+    code = code.ljust(16, b"\xcc")
+    code += b"\xff\x25" + struct.pack("<i", 24 - 22)
+    code = code.ljust(24, b"\xcc")
+    code += struct.pack("<Q", breakpoint_trampoline)
+    assert len(code) == ENTRY_THUNK_PAGE_CODE_SIZE
+    return bytes(code)
+
+
 _entry_thunk = 0
 
 
@@ -232,7 +264,8 @@ def entry_thunk_address() -> int:
             return _entry_thunk
     space = low_address_space()
     address = space.map_anonymous(native.page_round_up(1), what="entry thunk")
-    ffi.memmove(ffi.cast("char *", address), ENTRY_THUNK_CODE, len(ENTRY_THUNK_CODE))
+    code = entry_thunk_page_code(lib.cm_breakpoint_trampoline_address())
+    ffi.memmove(ffi.cast("char *", address), code, len(code))
     native.check(lib.cm_protect(address, native.page_round_up(1), PROT_READ | PROT_EXEC), "publish the entry thunk")
     with _process_space_lock:
         if _entry_thunk:  # another thread won the race: keep its thunk
@@ -240,6 +273,15 @@ def entry_thunk_address() -> int:
         else:
             _entry_thunk = address
         return _entry_thunk
+
+
+def call_landing_address(low: bool) -> int:
+    """Where a debugger's inferior calls return (a permanent breakpoint): in
+    the low thunk page for Stores placed below 4 GiB (an x32 debugger sees
+    only 32-bit addresses), else in the C runtime."""
+    if low:
+        return entry_thunk_address() + CALL_LANDING_OFFSET
+    return lib.cm_call_landing_address()
 
 
 class LowHeap:

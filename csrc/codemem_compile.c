@@ -51,6 +51,7 @@ enum { COND_AE = 3, COND_E = 4, COND_NE = 5, COND_B = 2 };
 #define I64_T 0x7E
 #define F32_T 0x7D
 #define F64_T 0x7C
+static inline int is_float_type(uint8_t t) { return t == F32_T || t == F64_T; }
 #define FUNCREF_T 0x70
 
 /* Opcode flags (set by cm_cc_set_opcode from compiler.py's classes). */
@@ -69,7 +70,7 @@ enum { COND_AE = 3, COND_E = 4, COND_NE = 5, COND_B = 2 };
  * compiler.py's key and builder). */
 enum { K_COPY = 1, K_SAVE, K_RESTORE, K_EPILOGUE, K_UNREACHABLE, K_SELECT, K_LOCAL_GET, K_LOCAL_SET,
        K_GLOBAL_GET, K_GLOBAL_SET, K_TO_SLOT, K_RNUM2, K_RNUM1, K_LOAD, K_STORE, K_MEMSIZE, K_CALL_IMPORT,
-       K_CALL_INDIRECT, K_MEMORY_GROW };
+       K_CALL_INDIRECT, K_TAKE_RESULT, K_MEMORY_GROW };
 enum { AFTER_CLOBBER = 0, AFTER_RESULT = 1, AFTER_X = 2, AFTER_KEEP = 3 };
 
 #define NOPS_MAX 9
@@ -266,6 +267,7 @@ struct cm_cc_module {
     /* per-function state */
     jmp_buf fail;
     const uint8_t *local_types;
+    const functype *fn_type; /* the function being compiled */
     uint32_t nlocals, nsave;
     buf code;
     int fusible_at, fusible_end;
@@ -1560,8 +1562,9 @@ static void do_end(cm_cc_module *m, const instr *in, int fallthrough)
     uint32_t ne = f->nend;
     m->frames.n--;
     push_vals(m, et, ne);
-    if (ckind == C_FUNCTION)
-        EMIT(m, K_EPILOGUE, arity);
+    if (ckind == C_FUNCTION) /* compiler.py _epilogue_key */
+        EMIT(m, K_EPILOGUE, arity, m->fn_type->nresults && is_float_type(m->fn_type->results[0]),
+             m->fn_type->nresults == 0 && m->fn_type->nparams > 0);
 }
 
 static void do_else(cm_cc_module *m, const instr *in, int reachable)
@@ -1751,6 +1754,20 @@ static void v_step(cm_cc_module *m, const instr *in, size_t index)
     (void)index;
 }
 
+/* compiler.py _take_result: result 0 from rax/xmm0 into its slot after a
+ * call (_build_take_result's bytes, encoded here: no branch, no trap). */
+static void take_result(cm_cc_module *m, const functype *ft, int64_t base)
+{
+    if (!ft->nresults)
+        return;
+    int32_t disp = (int32_t)slot_disp(base);
+    if (is_float_type(ft->results[0])) { /* movq [rsp + disp], xmm0: 66 [REX] 0F D6 /r */
+        put1(m, 0x66);
+        enc_rm(m, 0, (const uint8_t *)"\x0f\xd6", 2, 0, 1, RSP, disp, 0);
+    } else
+        mov_mr(m, RSP, disp, RAX);
+}
+
 static void h_call(cm_cc_module *m, const instr *in, int64_t d)
 {
     uint32_t index = (uint32_t)in->imm;
@@ -1763,6 +1780,7 @@ static void h_call(cm_cc_module *m, const instr *in, int64_t d)
         call_rax(m);
         return_point(m, in);
         mov_rm(m, R15, RBP, FRAME_SAVED_CTX, 1);
+        take_result(m, ft, base);
     } else {
         lea(m, RSI, RSP, (int32_t)slot_disp(base));
         pad_for_return_site(m, 5);
@@ -1772,6 +1790,7 @@ static void h_call(cm_cc_module *m, const instr *in, int64_t d)
         VEC_PUSH(m->calls, HERE(m) - 4, &m->fail);
         VEC_PUSH(m->calls, index - m->num_imported, &m->fail);
         return_point(m, in);
+        take_result(m, ft, base);
     }
 }
 
@@ -2677,12 +2696,12 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
     case 0x11: {
         functype *ft = &m->types[in->imm];
         int64_t base = d - 1 - ft->nparams;
-        (void)base;
         EMIT(m, K_CALL_INDIRECT, d, in->imm, in->imm2);
         pad_for_return_site(m, 2);
         call_rax(m);
         return_point(m, in);
         mov_rm(m, R15, RBP, FRAME_SAVED_CTX, 1);
+        take_result(m, ft, base);
         return;
     }
     case 0x1A:
@@ -3102,6 +3121,7 @@ int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, ui
     if (nlocals < ft->nparams)
         bail(m, 0xFFFF, body_offset);
     m->local_types = local_types;
+    m->fn_type = ft;
     m->nlocals = nlocals;
     m->nsave = 0;
     m->code.n = 0;

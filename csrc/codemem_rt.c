@@ -321,17 +321,34 @@ __attribute__((visibility("hidden"), used)) uint64_t cm_dispatch_host_call(uint6
  * because host callbacks return before the guest continues.
  *
  * Register-file frame on the guest stack, built by the breakpoint and trap
- * trampolines (rsp = its base while the host runs):
+ * trampolines (rsp = its base while the host runs), CM_RESUME_GAP bytes below
+ * the guest's rsp:
  *
- *   rsp+0    cm_regfile (424 bytes, padded to 432)
- *   rsp+432  rflags (pushfq)
- *   rsp+440  return address (site + 5 for a breakpoint)
- *   rsp+448  the guest's rsp at the patch site
+ *   rsp+0        cm_regfile (424 bytes, padded to 432)
+ *   rsp+432      rflags (pushfq)
+ *   rsp+440      the gap: CM_RESUME_GAP bytes the trampolines never touch
+ *   rsp+440+GAP  return address (site + 5 for a breakpoint)
+ *   rsp+448+GAP  the guest's rsp at the patch site
+ *
+ * The gap is what a debugger may use below the stopped guest's rsp while the
+ * regfile is live: gdb's inferior calls write a return address (and
+ * arguments) below rsp and move rsp there (gdbstub/target.py checks that the
+ * new rsp keeps clear of this frame).
+ *
+ * Resuming (RESUME_REGFILE) honours every register of the regfile, rsp too:
+ * rflags and rip+5 (rip is a patch site, a no-op) are written just below the
+ * regfile's rsp, then `popfq; ret` lands there.  With rsp unchanged those are
+ * the call's own return-address slot and the dead word below it.
  */
 #define S(x) #x
 #define XS(x) S(x)
+#define CM_RESUME_GAP 4096
+#define GAP XS(CM_RESUME_GAP)
+_Static_assert(CM_RESUME_GAP == CM_RESUME_GAP_BYTES, "the header's gap is the trampolines' gap");
+_Static_assert(offsetof(cm_regfile, control) == 404, "control offset");
 
 #define SAVE_REGFILE                                   \
+    "lea rsp, [rsp-" GAP "]\n"                         \
     "pushfq\n"                                         \
     "sub rsp, 432\n"                                   \
     "mov [rsp+0], rax\n"                               \
@@ -341,7 +358,7 @@ __attribute__((visibility("hidden"), used)) uint64_t cm_dispatch_host_call(uint6
     "mov [rsp+32], rsi\n"                              \
     "mov [rsp+40], rdi\n"                              \
     "mov [rsp+48], rbp\n"                              \
-    "lea rax, [rsp+448]\n"                             \
+    "lea rax, [rsp+448+" GAP "]\n"                     \
     "mov [rsp+56], rax\n"                              \
     "mov [rsp+64], r8\n"                               \
     "mov [rsp+72], r9\n"                               \
@@ -370,7 +387,7 @@ __attribute__((visibility("hidden"), used)) uint64_t cm_dispatch_host_call(uint6
     "movdqu [rsp+368], xmm14\n"                        \
     "movdqu [rsp+384], xmm15\n"                        \
     "stmxcsr [rsp+400]\n"                              \
-    "mov dword ptr [rsp+404], 0\n"                     \
+    "mov dword ptr [rsp+404], 0\n" /* control */        \
     "mov qword ptr [rsp+408], 0\n"                     \
     "mov qword ptr [rsp+416], 0\n"
 
@@ -459,21 +476,26 @@ __asm__(
     ".type cm_breakpoint_trampoline, @function\n"
     "cm_breakpoint_trampoline:\n"
     SAVE_REGFILE
-    "  mov rax, [rsp+440]\n"
+    "  mov rax, [rsp+440+" GAP "]\n"
     "  sub rax, 5\n"
     "  mov [rsp+128], rax\n"
     "  mov edi, 1\n"
     "  xor esi, esi\n"
     CALL_HOST_EVENT
     /* rip = 0 from the host: end the guest (a debugger's kill); unwind like a
-     * trap with CM_TRAP_KILLED */
+     * trap with the code in control, CM_TRAP_KILLED when that is 0 */
     "  cmp qword ptr [rsp+128], 0\n"
-    "  jne 3f\n"
+    "  jne cm_resume_regfile\n"
+    "  mov eax, [rsp+404]\n"
+    "  test eax, eax\n"
+    "  jnz 4f\n"
     "  mov eax, 0xfffe\n"
+    "4:\n"
     "  mov rsp, [r12]\n"
     "  jmp cm_enter_restore\n"
-    "3:\n"
-    /* restore, honouring register writes made by the host */
+    /* rsp = a regfile frame: restore every register from it, rsp included,
+     * and continue after the (possibly moved) site rip (the site is a no-op) */
+    "cm_resume_regfile:\n"
     "  ldmxcsr [rsp+400]\n"
     "  movdqu xmm0, [rsp+144]\n"
     "  movdqu xmm1, [rsp+160]\n"
@@ -491,12 +513,16 @@ __asm__(
     "  movdqu xmm13, [rsp+352]\n"
     "  movdqu xmm14, [rsp+368]\n"
     "  movdqu xmm15, [rsp+384]\n"
-    /* resume after the (possibly moved) site: the site itself is a no-op */
-    "  mov rax, [rsp+128]\n"
-    "  add rax, 5\n"
-    "  mov [rsp+440], rax\n"
-    "  mov rax, [rsp+136]\n"
-    "  mov [rsp+432], rax\n"
+    /* [new rsp - 16] = rflags, [new rsp - 8] = rip + 5: both at or above
+     * this frame's gap (the host checked the new rsp) */
+    "  mov rax, [rsp+56]\n"
+    "  sub rax, 16\n"
+    "  mov rcx, [rsp+136]\n"
+    "  mov [rax], rcx\n"
+    "  mov rcx, [rsp+128]\n"
+    "  add rcx, 5\n"
+    "  mov [rax+8], rcx\n"
+    "  mov [rsp+56], rax\n"
     "  mov r8, [rsp+64]\n"
     "  mov r9, [rsp+72]\n"
     "  mov r10, [rsp+80]\n"
@@ -512,7 +538,7 @@ __asm__(
     "  mov rcx, [rsp+16]\n"
     "  mov rbx, [rsp+8]\n"
     "  mov rax, [rsp+0]\n"
-    "  add rsp, 432\n"
+    "  mov rsp, [rsp+56]\n"
     "  popfq\n"
     "  ret\n"
     ".size cm_breakpoint_trampoline, .-cm_breakpoint_trampoline\n"
@@ -524,13 +550,23 @@ __asm__(
     ".type cm_trap_trampoline, @function\n"
     "cm_trap_trampoline:\n"
     SAVE_REGFILE
-    "  mov rax, [rsp+440]\n"
+    "  mov rax, [rsp+440+" GAP "]\n"
     "  mov [rsp+128], rax\n"
     "  mov r13d, edi\n"
     "  mov esi, edi\n"
     "  mov edi, 2\n"
     CALL_HOST_EVENT
+    /* control CM_CONTROL_RESUME: the host moved the guest to a state it can
+     * continue from (the one before a debugger's inferior call that trapped) */
+    "  cmp dword ptr [rsp+404], 0x7fffffff\n"
+    "  je cm_resume_regfile\n"
     "  mov eax, r13d\n"
+    "  cmp qword ptr [rsp+128], 0\n"
+    "  jne 5f\n"
+    "  mov ecx, [rsp+404]\n"
+    "  test ecx, ecx\n"
+    "  cmovnz eax, ecx\n"
+    "5:\n"
     "  mov rsp, [r12]\n"
     "  jmp cm_enter_restore\n"
     ".size cm_trap_trampoline, .-cm_trap_trampoline\n"
@@ -544,6 +580,8 @@ __asm__(
     "  mov rbp, rsp\n"
     "  push rbx\n"
     "  push r12\n"
+    "  push r13\n"
+    "  mov r13, rsi\n"
     "  mov rbx, [r15]\n"
     "  mov r12, rsp\n"
     "  mov [rbx+8], rsp\n"
@@ -555,6 +593,11 @@ __asm__(
     "  mov rsp, r12\n"
     "  test rax, rax\n"
     "  jnz 2f\n"
+    /* result 0 also in rax and xmm0, as a compiled callee leaves it
+     * (codemem/abi.py "Results"): the caller takes it from there */
+    "  mov rax, [r13]\n"
+    "  movq xmm0, rax\n"
+    "  pop r13\n"
     "  pop r12\n"
     "  pop rbx\n"
     "  pop rbp\n"
@@ -563,18 +606,32 @@ __asm__(
     "  mov rsp, [rbx]\n"
     "  jmp cm_enter_restore\n"
     ".size cm_host_call_trampoline, .-cm_host_call_trampoline\n"
+
+    /* Where a debugger's inferior call returns (gdb pushes the entry point of
+     * the executable image as the called function's return address, GDB
+     * manual "Calling Program Functions"): a permanent breakpoint, so the
+     * guest stops there with the function's result in rax/xmm0 whether or
+     * not the debugger inserted its own.  Resumed without new registers it
+     * stops again. */
+    ".globl cm_call_landing\n"
+    ".type cm_call_landing, @function\n"
+    "cm_call_landing:\n"
+    "  call cm_breakpoint_trampoline\n"
+    "  jmp cm_call_landing\n"
+    ".size cm_call_landing, .-cm_call_landing\n"
     ".globl cm_runtime_code_end\n"
     "cm_runtime_code_end:\n"
 
     ".att_syntax prefix\n");
 
-extern char cm_breakpoint_trampoline[], cm_trap_trampoline[], cm_host_call_trampoline[];
+extern char cm_breakpoint_trampoline[], cm_trap_trampoline[], cm_host_call_trampoline[], cm_call_landing[];
 extern char cm_runtime_code_start[], cm_runtime_code_end[];
 
 uint64_t cm_breakpoint_trampoline_address(void) { return (uint64_t)(uintptr_t)cm_breakpoint_trampoline; }
 uint64_t cm_trap_trampoline_address(void) { return (uint64_t)(uintptr_t)cm_trap_trampoline; }
 uint64_t cm_host_call_trampoline_address(void) { return (uint64_t)(uintptr_t)cm_host_call_trampoline; }
 uint64_t cm_enter_address(void) { return (uint64_t)(uintptr_t)cm_enter; }
+uint64_t cm_call_landing_address(void) { return (uint64_t)(uintptr_t)cm_call_landing; }
 uint64_t cm_runtime_code_start_address(void) { return (uint64_t)(uintptr_t)cm_runtime_code_start; }
 uint64_t cm_runtime_code_end_address(void) { return (uint64_t)(uintptr_t)cm_runtime_code_end; }
 

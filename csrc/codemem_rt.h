@@ -18,8 +18,18 @@
  *                        (return address - 5); writing it moves the resume pc
  *   offset 136  rflags
  *   offset 144  xmm[16][16]
- *   offset 400  mxcsr, pad
+ *   offset 400  mxcsr
+ *   offset 404  control     0 when the trampoline calls the host; the host
+ *                           may set it (see CM_CONTROL_RESUME and the kill
+ *                           path below)
  *   offset 408  fs_base, gs_base (always 0: guests have no TLS)
+ *
+ * Resuming restores every register from the regfile, rsp included: the guest
+ * continues at rip + 5 (rip is a patch site) with the regfile's rsp.  A host
+ * that changes rsp must keep it at or above the lowest address of the stop's
+ * resume gap (the guest's rsp at the stop - CM_RESUME_GAP_BYTES + 16): the
+ * trampoline writes two words just below the new rsp while its own frame,
+ * below the gap, is still being read.
  */
 typedef struct cm_regfile {
     uint64_t gpr[16];
@@ -27,7 +37,7 @@ typedef struct cm_regfile {
     uint64_t rflags;
     uint8_t xmm[16][16];
     uint32_t mxcsr;
-    uint32_t pad;
+    uint32_t control;
     uint64_t fs_base;
     uint64_t gs_base;
 } cm_regfile;
@@ -119,12 +129,28 @@ uint64_t cm_host_call_trampoline_address(void);
  * (cm_enter and the three trampolines): what a debugger needs to describe the
  * frames a guest returns into or stops in. */
 uint64_t cm_enter_address(void);
+/* The return address for a debugger's inferior calls in Stores placed
+ * anywhere (a 5-byte call of the breakpoint trampoline, looping): the entry
+ * point of the runtime's debug image.  Low Stores use the entry thunk page's
+ * copy (codemem/lowmem.py). */
+uint64_t cm_call_landing_address(void);
 uint64_t cm_runtime_code_start_address(void);
 uint64_t cm_runtime_code_end_address(void);
 
 /* A breakpoint event callback that sets regfile->rip to 0 ends the guest: the
- * trampoline unwinds to the innermost cm_enter, which returns this code. */
+ * trampoline unwinds to the innermost cm_enter, which returns regfile->control
+ * when that is nonzero, else this code.  (A trap callback that sets rip to 0
+ * makes a nonzero control the code returned instead of the trap's.) */
 enum { CM_TRAP_KILLED = 0xfffe };
+
+/* A trap event callback that sets regfile->control to this resumes the guest
+ * from the regfile (as after a breakpoint) instead of unwinding: for a state
+ * the host checked the guest can continue from. */
+enum { CM_CONTROL_RESUME = 0x7fffffff };
+
+/* Bytes below a stopped guest's rsp that the trampolines leave untouched
+ * while the guest is stopped (see the regfile's resume rule above). */
+enum { CM_RESUME_GAP_BYTES = 4096 };
 
 /* Event kinds passed to the event callback. */
 enum { CM_EVENT_BREAKPOINT = 1, CM_EVENT_TRAP = 2 };

@@ -66,7 +66,8 @@ from typing import Callable, Protocol
 from xml.sax.saxutils import quoteattr
 
 from codemem.frametable import SITE_SIZE, FrameTable, FunctionInfo
-from codemem.lowmem import ENTRY_THUNK_CODE, entry_thunk_address
+from codemem.lowmem import (CALL_LANDING_OFFSET, ENTRY_THUNK_CODE, ENTRY_THUNK_PAGE_CODE_SIZE, call_landing_address,
+                             entry_thunk_address)
 from codemem.native import ffi, lib
 
 from .debugimage import CfiRow, DebugImageError, Fde, Symbol, build_debug_image
@@ -99,7 +100,8 @@ BREAKPOINT_SLOT_SYMBOL = "__breakpoint_slot"
 TRAP_SLOT_SYMBOL = "__trap_slot"
 JUMP_TABLES_SYMBOL = "__jump_tables"
 #: Runtime symbols, in the order the runtime's assembly defines them.
-RUNTIME_SYMBOLS = ("cm_enter", "cm_breakpoint_trampoline", "cm_trap_trampoline", "cm_host_call_trampoline")
+RUNTIME_SYMBOLS = ("cm_enter", "cm_breakpoint_trampoline", "cm_trap_trampoline", "cm_host_call_trampoline",
+                   "cm_call_landing")
 
 _VENEER_SIZE = 6  # ff 25 rel32: jmp qword ptr [rip + slot]
 _VENEER_OPCODE = b"\xff\x25"
@@ -511,6 +513,7 @@ def runtime_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
         "cm_breakpoint_trampoline": lib.cm_breakpoint_trampoline_address(),
         "cm_trap_trampoline": lib.cm_trap_trampoline_address(),
         "cm_host_call_trampoline": lib.cm_host_call_trampoline_address(),
+        "cm_call_landing": lib.cm_call_landing_address(),
     }
     ordered = sorted(addresses.items(), key=lambda item: item[1])
     symbols = []
@@ -532,8 +535,9 @@ def entry_thunk_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
     undefined: the backtrace ends there, at a frame named ``cm_enter`` (the
     thunk is the low half of the entry trampoline)."""
     start = entry_thunk_address()
-    code = bytes(ffi.buffer(ffi.cast("char *", start), len(ENTRY_THUNK_CODE)))
-    symbols = [Symbol("cm_enter", start, len(code))]
+    code = bytes(ffi.buffer(ffi.cast("char *", start), ENTRY_THUNK_PAGE_CODE_SIZE))
+    symbols = [Symbol("cm_enter", start, len(ENTRY_THUNK_CODE)),
+               Symbol("cm_call_landing", start + CALL_LANDING_OFFSET, 8)]
     fdes = [Fde(start, len(code), (CfiRow(0, *_AT_ENTRY),), undefined_rip=True)]
     return start, code, symbols, fdes
 
@@ -740,7 +744,8 @@ class DebugImageSet:
             data_range = (min(address for _, address, _ in data_symbols),
                           max(address + max(size, 1) for _, address, size in data_symbols))
         data = build_debug_image(name="codemem-runtime", code_address=start, code=code, symbols=symbols,
-                                 fdes=fdes, elf_class=ELF32, data_range=data_range)
+                                 fdes=fdes, elf_class=ELF32, data_range=data_range,
+                                 entry=call_landing_address(low=True))
         directory = f"{self.process_tag}-runtime-x32-{start:x}-{zlib.crc32(data):08x}"
         path = self.cache_dir / IMAGES_SUBDIRECTORY / directory / "codemem-runtime.elf"
         if _read_cached(path) != data:
@@ -753,7 +758,7 @@ class DebugImageSet:
             if self._runtime is None:
                 start, code, symbols, fdes = runtime_image_parts()
                 data = build_debug_image(name="codemem-runtime", code_address=start, code=code,
-                                         symbols=symbols, fdes=fdes)
+                                         symbols=symbols, fdes=fdes, entry=call_landing_address(low=False))
                 directory = f"{self.process_tag}-runtime-{start:x}-{zlib.crc32(data):08x}"
                 path = self.cache_dir / IMAGES_SUBDIRECTORY / directory / "codemem-runtime.elf"
                 if _read_cached(path) != data:

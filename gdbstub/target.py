@@ -66,13 +66,15 @@ from codemem import displaced
 from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, Trap
 from codemem.frametable import MirrorSource, SequencePointKind
-from codemem.lowmem import ENTRY_THUNK_CODE, LOW_FLOOR
+from codemem.lowmem import ENTRY_THUNK_CODE, ENTRY_THUNK_PAGE_CODE_SIZE, LOW_FLOOR, call_landing_address
 from codemem.native import ffi, lib
 from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
 
 from . import arch_amd64, guest_output
 from .agent import SiteAgent, WatchPlace
+from .inferior_calls import (CallSetupError, InferiorCall, RegisterState, lowered_stack_pointer, pack_plan,
+                             plan_call)
 from .protocol.replies import ErrorCode, Signal
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,10 @@ class _GuestStop:
     regfile: Any  # cm_regfile * (valid until resumed)
     gate: Any  # uint32_t *, the target's resume gate, closed (1) for this stop
     resumed: bool = False
+    #: rip, rsp, rbp, r15 as the guest stopped (before a debugger's writes)
+    origin: RegisterState | None = None
+    #: The registers were checked for the resume (see StoreTarget._settle_registers)
+    settled: bool = False
 
     def resume(self) -> None:
         """Opens the gate (once: the next stop closes the same gate again)."""
@@ -302,6 +308,13 @@ class StoreTarget:
         # The edit the current stop's changes share (see the module docstring).
         self._stop_edit: PatchEdit | None = None
         self._entry_site: int | None = None
+        #: Where a debugger's inferior calls return (gdbstub.inferior_calls),
+        #: and the calls in progress, innermost last.
+        self.call_landing = call_landing_address(low=bool(store.ctx.entry_thunk))
+        self._calls: list[InferiorCall] = []
+        #: Breakpoints the client inserted on the stack (gdb's dummy
+        #: breakpoints) or at the landing: the return addresses a call may use.
+        self._stack_breakpoints: set[int] = set()
         self._interrupt_requested = False
         self._kill_requested = False
         self._entry_sites_memo: tuple[tuple, list] | None = None
@@ -453,6 +466,8 @@ class StoreTarget:
                 regfile.rip = 0  # unwind now (see kill)
                 return
             if not self.debugging:
+                if kind == native.EVENT_BREAKPOINT and regfile.rip == self.call_landing:
+                    self._abandon_call(regfile)
                 return
             if kind == native.EVENT_TRAP:
                 # rsi carries the trapping instruction's sequence point
@@ -462,6 +477,20 @@ class StoreTarget:
             self._pending.append(stop)
         lib.cm_defer_resume(self._resume_gate)
         self._notify()
+
+    def _abandon_call(self, regfile) -> None:
+        """An inferior call returned after the debugger left (under the
+        lock, on the guest thread): back to the registers before the call,
+        or, with none in progress, end the guest (the landing has nowhere to
+        return to)."""
+        if not self._calls:
+            regfile.rip = 0
+            return
+        call = self._calls.pop()
+        self._end_call(call)
+        ffi.memmove(regfile, call.saved_regfile, len(call.saved_regfile))
+        log.info("inferior call of %s returned after the debugger detached: the guest resumes as before it",
+                 call.function)
 
     def _on_guest_output(self, fd: int, data: bytes) -> None:
         listener = self.output_listener
@@ -525,6 +554,7 @@ class StoreTarget:
         if raw.kind != native.EVENT_TRAP:
             self._show_displaced_stop(raw.regfile)
         pc = raw.regfile.rip
+        raw.origin = RegisterState(pc, raw.regfile.gpr[7], raw.regfile.gpr[6], raw.regfile.gpr[15])
         hit = self._agent.take_hit(pc) if self._agent is not None else None
         if raw.kind == native.EVENT_TRAP:
             self._disarm()
@@ -553,7 +583,14 @@ class StoreTarget:
                     self._range = None
                     self._resume_step()
                     return None
-            if self._pending_watch is not None:
+            if pc == self.call_landing:
+                # An inferior call returned: always a stop (the landing is a
+                # permanent breakpoint), shown where gdb's dummy breakpoint is.
+                if self._calls:
+                    pc = raw.regfile.rip = self._calls[-1].return_address
+                    raw.origin = RegisterState(pc, raw.origin.rsp, raw.origin.rbp, raw.origin.r15)
+                stop = Stop(StopReason.BREAKPOINT, pc, Signal.SIGTRAP)
+            elif self._pending_watch is not None:
                 watch, address = self._pending_watch
                 self._pending_watch = None
                 stop = Stop(StopReason.WATCH, pc, Signal.SIGTRAP, watch=watch.name, watch_address=address)
@@ -619,6 +656,12 @@ class StoreTarget:
         if self._agent is not None:
             self._agent.before_resume()  # regions (instances come and go), access sites
         self._finish_stop_edit()
+        if self._stopped is not None:
+            try:
+                self._settle_registers(self._stopped)
+            except TargetError as e:
+                log.warning("the guest resumes as it stopped: %s", e)
+                self._restore_origin(self._stopped)
         stopped, self._stopped, self._current = self._stopped, None, None
         displaced_pc, self._displaced_stop = self._displaced_stop, None
         if stopped is not None:
@@ -724,6 +767,7 @@ class StoreTarget:
     def resume(self) -> None:
         """Continue until a breakpoint, a trap or the end."""
         stopped = self.require_stopped()
+        self._settle_registers(stopped)
         self._range = None
         if self._watch_on_resume(stopped):
             self._resume_step()
@@ -753,6 +797,7 @@ class StoreTarget:
             # Back in the host, the next thing is the end of the invocation.
             self._release()
             return
+        self._settle_registers(stopped)
         self._range = None if self._watch_on_resume(stopped) else range_
         self._resume_step()
 
@@ -1092,13 +1137,20 @@ class StoreTarget:
         true, evaluated at the site; ``commands`` (agent printf, gdb's
         dprintf-style agent): run at the site instead of stopping.  A new
         insert at the same pc replaces both (gdb's ``condition N``); none
-        makes it a plain breakpoint."""
+        makes it a plain breakpoint.  At the call landing (the image's
+        entry point) or on the stack (where gdb puts the breakpoint that ends
+        an inferior call) it is accepted as it is: the landing always stops."""
         self._require_live()
         if pc is not None and pc == self.host_return_pc:
             if conditions or commands:
                 raise TargetError(ErrorCode.EINVAL, f"{pc:#x} is where the invoked function returns to the host: "
                                                     f"conditions and commands are not evaluated there")
             self.breakpoints.add(pc)  # see _stop_at_host_return
+            return
+        if pc == self.call_landing or self._on_stack(pc):
+            # gdb's dummy breakpoint of an inferior call (on the stack, see
+            # gdbstub.inferior_calls): the call's landing stops there.
+            self._stack_breakpoints.add(pc)
             return
         site, carried = self._breakpoint_site(pc)
         if carried:
@@ -1149,6 +1201,9 @@ class StoreTarget:
         """Removes a user breakpoint (removing an absent one is not an error:
         clients remove what they believe they inserted)."""
         self.require_open()
+        if pc == self.call_landing or self._on_stack(pc):
+            self._stack_breakpoints.discard(pc)
+            return
         if pc not in self.breakpoints:
             if pc != self.host_return_pc:
                 self._breakpoint_site(pc)  # still name a bad address as such
@@ -1231,24 +1286,42 @@ class StoreTarget:
         return bytes(ffi.buffer(stopped.regfile, arch_amd64.REGFILE_SIZE))
 
     def write_registers(self, new_regfile: bytes) -> None:
-        """Writes a whole regfile back, refusing changes the guest cannot
-        survive: rsp, rbp and r15 (the instance context) are the runtime's;
-        rip may only move to a sequence point of the same function; only the
-        arithmetic rflags bits; mxcsr must keep every exception masked."""
+        """Writes a whole regfile back, refusing values the guest can never
+        run with: rsp outside the stack part a resume may use, rbp off the
+        stack, r15 not an instance context of this Store, rip not a site of
+        this Store's code (nor the current non-site stop pc, nor the call
+        landing); only the arithmetic rflags bits; mxcsr must keep every
+        exception masked.  After a trap only rip may not change.
+
+        Debuggers write a new state one register at a time (gdb's ``return``
+        pops a frame by writing rip, rsp and rbp; its inferior calls write
+        rsp, rbp and rip), so whether the registers *together* are a state
+        the guest can continue from is checked when it resumes
+        (:meth:`_settle_registers`)."""
         stopped = self.require_stopped()
         old = self.read_registers()
         if len(new_regfile) != len(old):
             raise TargetError(ErrorCode.EINVAL, "register file of the wrong size")
         old_gpr = struct.unpack_from("<16QQQ", old)
         new_gpr = struct.unpack_from("<16QQQ", new_regfile)
-        for index, name in ((7, "rsp"), (6, "rbp"), (15, "r15")):
-            if old_gpr[index] != new_gpr[index]:
-                raise TargetError(ErrorCode.EPERM, f"{name} is managed by the runtime and cannot be written")
         old_rip, new_rip = old_gpr[16], new_gpr[16]
-        if old_rip != new_rip:
-            if stopped.kind == native.EVENT_TRAP:
+        if stopped.kind == native.EVENT_TRAP:
+            if old_rip != new_rip:
                 raise TargetError(ErrorCode.EPERM, "the guest stopped at a trap and cannot resume elsewhere")
-            self._check_new_rip(old_rip, new_rip)
+            for index, name in ((7, "rsp"), (6, "rbp"), (15, "r15")):
+                if old_gpr[index] != new_gpr[index]:
+                    raise TargetError(ErrorCode.EPERM, f"{name} is managed by the runtime and cannot be written "
+                                                       f"after a trap")
+        if new_gpr[7] != old_gpr[7]:
+            self._check_new_rsp(stopped, new_gpr[7])
+        if new_gpr[6] != old_gpr[6] and not self._on_stack(new_gpr[6]):
+            raise TargetError(ErrorCode.EPERM, f"rbp {new_gpr[6]:#x} is not on the guest's stack")
+        if new_gpr[15] != old_gpr[15] and not any(
+                instance.vmctx_address == new_gpr[15] for instance in self.store.instances):
+            raise TargetError(ErrorCode.EPERM, f"r15 {new_gpr[15]:#x} is not an instance context of this Store "
+                                               f"(the runtime's register)")
+        if old_rip != new_rip:
+            self._check_possible_rip(new_rip)
         if (old_gpr[17] ^ new_gpr[17]) & ~_RFLAGS_WRITABLE:
             raise TargetError(ErrorCode.EPERM, "only the arithmetic flags of rflags can be written")
         mxcsr = struct.unpack_from("<I", new_regfile, arch_amd64.REGFILE_MXCSR_OFFSET)[0]
@@ -1256,8 +1329,13 @@ class StoreTarget:
             raise TargetError(ErrorCode.EPERM, "mxcsr must keep every floating-point exception masked")
         # A register that mirrors a frame slot where the guest will resume is
         # reloaded from that slot on resume: write the new value there too.
-        # One holding memory 0's base or length is the runtime's.
-        if self._displaced_stop is not None and new_rip == old_rip == self._displaced_stop:
+        # One holding memory 0's base or length is the runtime's.  (Only in
+        # the same frame: a state that moves frames has no mirrors at its
+        # pc, a return point or an entry site.)
+        same_frame = new_gpr[6] == old_gpr[6] and new_gpr[7] == old_gpr[7]
+        if not same_frame:
+            slot_mirrors, context_mirrors = (), ()
+        elif self._displaced_stop is not None and new_rip == old_rip == self._displaced_stop:
             # Between sequence points the registers are the truth (no slot
             # mirrors); those holding memory 0's base and length at the
             # carrier site still are the runtime's.
@@ -1278,8 +1356,183 @@ class StoreTarget:
             if new_gpr[index] != old_gpr[index]:
                 self._write_stack(rbp + offset, struct.pack("<Q", new_gpr[index]))
         ffi.memmove(stopped.regfile, new_regfile, len(new_regfile))
+        stopped.settled = False
         if self._current is not None:
             self._current.pc = new_rip
+
+    def _on_stack(self, address: int) -> bool:
+        stack = self.store.ctx.stack
+        return stack.base + stack.guard <= address < stack.top
+
+    def _resume_floor(self, stopped: _GuestStop) -> int:
+        """The lowest rsp the guest may resume with after this stop: the
+        trampoline's frame lies below the stop's resume gap
+        (csrc/codemem_rt.h, CM_RESUME_GAP_BYTES)."""
+        rsp = stopped.origin.rsp if stopped.origin is not None else stopped.regfile.gpr[7]
+        return rsp - lib.CM_RESUME_GAP_BYTES + 16
+
+    def _check_new_rsp(self, stopped: _GuestStop, rsp: int) -> None:
+        if rsp & 7 or not self._on_stack(rsp) or rsp < self._resume_floor(stopped):
+            raise TargetError(ErrorCode.EPERM, f"rsp {rsp:#x} is not a place the guest can resume from (8-byte "
+                                               f"aligned, at most {lib.CM_RESUME_GAP_BYTES - 16} bytes below the "
+                                               f"stop's rsp {self._resume_floor(stopped) + lib.CM_RESUME_GAP_BYTES - 16:#x})")
+
+    def _check_possible_rip(self, rip: int) -> None:
+        """A pc the guest may resume at in some state: a site of this
+        Store's code, the current stop's non-site pc, or the call landing."""
+        if rip in (self.call_landing, self._displaced_stop) or any(call.return_address == rip for call in self._calls):
+            return
+        entry = self.store.registry.lookup(rip)
+        if entry is None:
+            raise TargetError(ErrorCode.EPERM, f"rip {rip:#x} is not in this Store's code")
+        code = entry.store_code
+        offset = code.offset_of(rip)
+        point = code.frame_table.sequence_point_at_or_before(offset)
+        if point is None or point.native_offset != offset or code.frame_table.site_index(offset) is None:
+            raise TargetError(ErrorCode.EPERM, f"rip {rip:#x} is not a sequence point")
+
+    def _restore_origin(self, stopped: _GuestStop) -> None:
+        origin = stopped.origin
+        regfile = stopped.regfile
+        regfile.rip, regfile.gpr[7], regfile.gpr[6], regfile.gpr[15] = origin.rip, origin.rsp, origin.rbp, origin.r15
+        stopped.settled = True
+
+    def _settle_registers(self, stopped: _GuestStop) -> None:
+        """Before a resume: the registers a debugger wrote must together be a
+        state the guest can continue from (TargetError EPERM otherwise, and
+        nothing changes).  One of:
+
+        * the stop's own frame: rsp, rbp and r15 as they stopped, rip a
+          sequence point of the same function (not into or out of its entry
+          site), or the stop's own pc;
+        * a frame above it (gdb's ``return`` pops frames): rip, rsp and rbp
+          what the unwinder finds for a caller frame (codemem.frames,
+          unwound_states), r15 as it stopped;
+        * an inferior call (gdb's ``call``): rip a function's entry site
+          with the call landing as its return address at [rsp]; the call is
+          set up in the guest's convention here (gdbstub.inferior_calls);
+        * the state before the innermost inferior call in progress (gdb
+          restores it when the call is done)."""
+        if stopped.settled or stopped.kind != native.EVENT_BREAKPOINT or stopped.regfile.rip == 0 \
+                or isinstance(stopped, _HostReturnStop):
+            return  # a trap unwinds, rip 0 is the kill path, the host return runs no guest code
+        regfile = stopped.regfile
+        state = RegisterState(regfile.rip, regfile.gpr[7], regfile.gpr[6], regfile.gpr[15])
+        origin = stopped.origin
+        if self._calls and state == self._calls[-1].saved and state != origin:
+            call = self._calls.pop()
+            self._end_call(call)
+            log.debug("inferior call of %s done: back at %#x", call.function, state.rip)
+            if call.displaced_pc is not None and state.rip == call.displaced_pc:
+                self._displaced_stop = call.displaced_pc
+        elif (state.rsp, state.rbp, state.r15) == (origin.rsp, origin.rbp, origin.r15):
+            if state.rip not in (origin.rip, self._displaced_stop):
+                if origin.rip == self.call_landing:
+                    raise TargetError(ErrorCode.EPERM, "the guest is at an inferior call's landing: only the "
+                                                       "registers before the call can be restored")
+                self._check_new_rip(origin.rip, state.rip)
+        elif not self._start_call(stopped, state) and not self._is_unwound_state(origin, state):
+            raise TargetError(ErrorCode.EPERM, f"the registers (rip {state.rip:#x}, rsp {state.rsp:#x}, rbp "
+                                               f"{state.rbp:#x}, r15 {state.r15:#x}) are neither this frame, a "
+                                               f"frame above it, an inferior call nor the state before one")
+        if any(call.return_address == regfile.rip for call in self._calls):
+            # At gdb's dummy breakpoint (on the stack): the guest waits at
+            # the landing, which stops again at once.
+            regfile.rip = self.call_landing
+        stopped.settled = True
+
+    @staticmethod
+    def _lower_stack_pointer(instance) -> tuple[int, int]:
+        """Moves the instance's C stack pointer below its red zone for an
+        inferior call (gdbstub.inferior_calls, LINEAR_RED_ZONE): (its cell,
+        the value to restore), or (0, 0) when the module has none."""
+        names = instance.module.info.names.globals
+        index = next((k for k, name in names.items() if name == "__stack_pointer"), None)
+        if index is None or index >= len(instance.globals):
+            return 0, 0
+        cell = instance.globals[index].cell_address
+        value = _read_u64(cell) & 0xFFFFFFFF
+        lowered = lowered_stack_pointer(value)
+        if lowered is None:
+            return 0, 0
+        _raw_write(cell, struct.pack("<Q", lowered))
+        return cell, value
+
+    @staticmethod
+    def _end_call(call: InferiorCall) -> None:
+        if call.stack_pointer_cell:
+            _raw_write(call.stack_pointer_cell, struct.pack("<Q", call.stack_pointer))
+
+    def _is_unwound_state(self, origin: RegisterState, state: RegisterState) -> bool:
+        if state.r15 != origin.r15:
+            return False
+        unwound = walker.unwound_states(self.store.registry, self.store.ctx.stack, origin.rip, origin.rbp,
+                                        origin.rsp)
+        shown = {call.slot: call.return_address for call in self._calls}
+        for k, (pc, rsp, rbp) in enumerate(unwound):
+            if pc == self.call_landing:
+                pc = shown.get(rsp - 8, pc)  # the debugger sees its own return address there
+            if (pc, rsp, rbp) != (state.rip, state.rsp, state.rbp):
+                continue
+            # A return point of a guest frame, or the landing the outermost
+            # frame returns to (gdb's `return` out of a called function).
+            if pc in shown.values() or pc == self.call_landing or self.store.registry.lookup(pc) is not None:
+                return True
+        return False
+
+    def _start_call(self, stopped: _GuestStop, state: RegisterState) -> bool:
+        """Sets up the inferior call the registers describe; False when they
+        describe none (gdbstub.inferior_calls)."""
+        entry = self.store.registry.lookup(state.rip)
+        if entry is None or not self._on_stack(state.rsp):
+            return False
+        return_address = _read_u64(state.rsp)
+        if return_address != self.call_landing and return_address not in self._stack_breakpoints:
+            return False
+        code = entry.store_code
+        func = code.frame_table.function_at(code.offset_of(state.rip))
+        if func is None or code.base + func.native_start != state.rip:
+            return False
+        module = entry.module
+        func_type = module.info.all_func_types[func.wasm_index]
+        regfile = stopped.regfile
+        stack = self.store.ctx.stack
+
+        def stack_word(k: int) -> int:
+            address = state.rsp + 8 + 8 * k
+            if not self._on_stack(address):
+                raise TargetError(ErrorCode.EPERM, f"argument {k} on the stack at {address:#x} is off the stack")
+            return _read_u64(address)
+
+        try:
+            plan = plan_call(func_type, state.rsp, self._resume_floor(stopped), list(regfile.gpr),
+                             lambda k: struct.unpack_from("<Q", bytes(regfile.xmm[k]))[0], stack_word)
+        except CallSetupError as e:
+            raise TargetError(ErrorCode.EPERM, str(e)) from None
+        instances = [i for i in self.store.instances if i.entry.store_code is code]
+        if not instances:
+            raise TargetError(ErrorCode.EPERM, f"no instance of {module.name} runs the code at {state.rip:#x}")
+        # gdb leaves r15 as it was in the selected frame: right when the call
+        # is into the same instance; the function's own instance otherwise.
+        vmctx = next((i.vmctx_address for i in instances if i.vmctx_address == state.r15),
+                     instances[0].vmctx_address)
+        assert stack.contains(plan.rsp)
+        instance = next((i for i in instances if i.vmctx_address == vmctx), instances[0])
+        sp_cell, sp_value = self._lower_stack_pointer(instance)
+        _raw_write(plan.rsp, pack_plan(plan, self.call_landing))
+        saved = bytearray(self.read_registers())
+        struct.pack_into("<Q", saved, arch_amd64.REGFILE_RIP_OFFSET, stopped.origin.rip)
+        for index, value in ((7, stopped.origin.rsp), (6, stopped.origin.rbp), (15, stopped.origin.r15)):
+            struct.pack_into("<Q", saved, 8 * index, value)
+        self._calls.append(InferiorCall(stopped.origin, self._displaced_stop, module.func_name(func.wasm_index),
+                                        return_address=return_address, slot=plan.rsp, saved_regfile=bytes(saved),
+                                        stack_pointer_cell=sp_cell, stack_pointer=sp_value))
+        regfile.gpr[7] = plan.rsp
+        regfile.gpr[4] = plan.array
+        regfile.gpr[15] = vmctx
+        log.debug("inferior call of %s: %d arguments at %#x", self._calls[-1].function, len(plan.values),
+                  plan.array)
+        return True
 
     def _check_new_rip(self, old_rip: int, new_rip: int) -> None:
         entry = self.store.registry.lookup(old_rip)
@@ -1325,10 +1578,10 @@ class StoreTarget:
         regions.append(MemoryRegion("code:runtime", start, end, _raw_read, None, executable=True))
         thunk = self.store.ctx.entry_thunk
         if thunk:
-            regions.append(MemoryRegion("code:entry-thunk", thunk, thunk + len(ENTRY_THUNK_CODE), _raw_read, None,
+            regions.append(MemoryRegion("code:entry-thunk", thunk, thunk + ENTRY_THUNK_PAGE_CODE_SIZE, _raw_read, None,
                                         executable=True))
         stack = self.store.ctx.stack
-        regions.append(MemoryRegion("stack", stack.base + stack.guard, stack.top, _raw_read, self._write_stack))
+        regions.append(MemoryRegion("stack", stack.base + stack.guard, stack.top, self._read_stack, self._write_stack))
         for index, memory in enumerate(self.store.memories):
             length = memory.data_len
             if length:
@@ -1404,13 +1657,32 @@ class StoreTarget:
             raise TargetError(ErrorCode.MEMORY_FAULT, f"write {address:#x}+{len(data):#x} runs past the end of {region.name}")
         region.write(address, data)
 
+    def _read_stack(self, address: int, length: int) -> bytes:
+        """Stack bytes as the debugger left them: the return-address slot of
+        an inferior call in progress shows gdb's own return address, not the
+        landing the stub put there (gdbstub.inferior_calls)."""
+        data = _raw_read(address, length)
+        for call in self._calls:
+            if address < call.slot + 8 and call.slot < address + length:
+                shown = bytearray(data)
+                word = struct.pack("<Q", call.return_address)
+                for k in range(8):
+                    if address <= call.slot + k < address + length:
+                        shown[call.slot + k - address] = word[k]
+                data = bytes(shown)
+        return data
+
     def _write_stack(self, address: int, data: bytes) -> None:
         """Stack writes: only the live part of the stack, and never the saved
         rbp / return address words the runtime unwinds through."""
         stopped = self.require_stopped()
         end = address + len(data)
-        if address < stopped.regfile.gpr[7]:
-            raise TargetError(ErrorCode.EPERM, "writes below the guest's rsp are refused (the runtime's frames live there)")
+        # Below the stop's rsp lies its resume gap (free stack: gdb writes an
+        # inferior call's return address and arguments there before it moves
+        # rsp), then the trampoline's frame.
+        if address < min(stopped.regfile.gpr[7], self._resume_floor(stopped)):
+            raise TargetError(ErrorCode.EPERM, "writes below the guest's rsp and its resume gap are refused "
+                                               "(the runtime's frames live there)")
         for rbp in walker.rbp_chain(self.store.ctx.stack, stopped.regfile.gpr[6]):
             if address < rbp + 16 and end > rbp:
                 raise TargetError(ErrorCode.EPERM, f"{rbp:#x}: a saved frame pointer / return address cannot be written")

@@ -38,7 +38,7 @@ from gdbstub.images import (
 from gdbstub.protocol.encoding import hex_decode
 from gdbstub.protocol.packets import FileIOOpenFlags
 from gdbstub.protocol.replies import FileIOErrno, qxfer_chunk, vfile_data, vfile_result
-from codemem.lowmem import ENTRY_THUNK_CODE
+from codemem.lowmem import CALL_LANDING_OFFSET, ENTRY_THUNK_CODE, ENTRY_THUNK_PAGE_CODE_SIZE
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "build"
 MODES = pytest.mark.parametrize("debug", [True, False], ids=["debug", "nodebug"])
@@ -262,7 +262,9 @@ def test_runtime_image_covers_the_trampolines_and_ends_the_stack(image_set, demo
     addresses = {"cm_enter": lib.cm_enter_address(),
                  "cm_breakpoint_trampoline": lib.cm_breakpoint_trampoline_address(),
                  "cm_trap_trampoline": lib.cm_trap_trampoline_address(),
-                 "cm_host_call_trampoline": lib.cm_host_call_trampoline_address()}
+                 "cm_host_call_trampoline": lib.cm_host_call_trampoline_address(),
+                 "cm_call_landing": lib.cm_call_landing_address()}
+    assert elf(runtime.data)["e_entry"] == lib.cm_call_landing_address()
     assert set(RUNTIME_SYMBOLS) <= set(symbols)
     for name, address in addresses.items():
         assert symbols[name][0] == address and symbols[name][1] > 0
@@ -280,9 +282,12 @@ def test_x32_stores_get_elf32_images_and_the_low_entry_thunk_ends_their_stack(im
         assert elf(image.data).elfclass == 32 and elf(image.data)["e_machine"] == "EM_X86_64"
         assert image.end <= 1 << 32
     thunk = loaded.store.ctx.entry_thunk
-    assert (runtime.start, runtime.end, runtime.load_bias) == (thunk, thunk + len(ENTRY_THUNK_CODE), 0)
-    assert elf(runtime.data).get_section_by_name(".text").data() == ENTRY_THUNK_CODE
+    assert (runtime.start, runtime.end, runtime.load_bias) == (thunk, thunk + ENTRY_THUNK_PAGE_CODE_SIZE, 0)
+    assert elf(runtime.data).get_section_by_name(".text").data().startswith(ENTRY_THUNK_CODE)
     assert symbols_of(runtime.data)["cm_enter"][:2] == (thunk, len(ENTRY_THUNK_CODE))
+    # Its entry point is the inferior-call landing, a permanent breakpoint.
+    assert elf(runtime.data)["e_entry"] == thunk + CALL_LANDING_OFFSET
+    assert symbols_of(runtime.data)["cm_call_landing"][0] == thunk + CALL_LANDING_OFFSET
     (fde,) = fdes_of(runtime.data).values()
     assert all(row[RIP].type == RegisterRule.UNDEFINED for row in fde.get_decoded().table)
     # The module's x32 image is position independent too: every function's

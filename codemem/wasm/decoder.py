@@ -240,6 +240,8 @@ def _decode_name_section(data: bytes, start: int, end: int) -> NameInfo:
                 for _ in range(sub.len32()):
                     index = sub.u32()
                     names.locals[index] = _read_name_map(sub)
+            elif sub_id == 7:  # global names (extended name section proposal)
+                names.globals = _read_name_map(sub)
             else:
                 sub.pos = sub.limit  # later extensions (labels, types, ...): skip
             if sub.pos != sub.limit:

@@ -156,6 +156,9 @@ class NameInfo:
     module: str | None = None
     functions: dict[int, str] = field(default_factory=dict)
     locals: dict[int, dict[int, str]] = field(default_factory=dict)
+    #: Global names (the extended name section's subsection 7, which
+    #: wasm-ld writes: ``__stack_pointer``, the C stack pointer).
+    globals: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -140,6 +140,7 @@ _UNROLLED_ZEROING = 8
 _LIBCALL_SLOT0 = Mem(RBP, FRAME_LIBCALL_AREA)
 _LIBCALL_TRAP = Mem(RBP, FRAME_LIBCALL_AREA + 8 * LIBCALL_TRAP_SLOT)
 _SAVED_CTX = Mem(RBP, FRAME_SAVED_CTX)
+_FLOAT_TYPES = frozenset((ValType.F32, ValType.F64))
 _ARGS_PTR = Mem(RBP, FRAME_ARGS_PTR)
 
 
@@ -713,6 +714,8 @@ class _ModuleCompiler:
             return ("restore", *f), _build_restore, tuple(f)
         if kind == _K_EPILOGUE:
             return ("epilogue", *f), _build_epilogue, tuple(f)
+        if kind == _K_TAKE_RESULT:
+            return ("take_result", *f), _build_take_result, tuple(f)
         if kind == _K_UNREACHABLE:
             return ("unreachable",), _build_trap, (TrapCode.UNREACHABLE,)
         if kind == _K_SELECT:
@@ -1238,7 +1241,8 @@ class _ModuleCompiler:
         self._instruction_point(ins, tuple(v.operand_types[: ctl.height]) + tuple(ctl.end_types))
         v.step(ins)
         if ctl.kind == "function":
-            self._emit(("epilogue", ctl.arity), _build_epilogue, ctl.arity)
+            key = _epilogue_key(self.validator.func_type)
+            self._emit(key, _build_epilogue, *key[1:])
 
     def _test_condition(self, index: int) -> None:
         """Flags for an i32 condition in operand slot ``index`` (ZF=1: zero),
@@ -1336,6 +1340,7 @@ class _ModuleCompiler:
             asm.call_reg(RAX)
             self._return_point(ins)
             asm.mov(R15, _SAVED_CTX, 64)
+            self._take_result(ft, base)
         else:
             asm.lea(RSI, slot(base))
             self._pad_for_return_site(5)
@@ -1348,6 +1353,16 @@ class _ModuleCompiler:
                 asm.code += b"\xe8\0\0\0\0"
                 self.calls.append((len(asm.code) - 4, callee))
             self._return_point(ins)
+            self._take_result(ft, base)
+
+    def _take_result(self, ft, base: int) -> None:
+        """After a call's RETURN_POINT: result 0 from rax or xmm0 into its
+        operand slot (abi.py "Results"), so a debugger that sets that
+        register at the return point (gdb's ``return VALUE``) is what the
+        caller computes with."""
+        if ft.results:
+            is_float = ft.results[0] in _FLOAT_TYPES
+            self._emit(("take_result", base, is_float), _build_take_result, base, is_float)
 
     def _h_call_indirect(self, ins: Instr, d: int) -> None:
         type_index, table_index = ins.imm
@@ -1360,6 +1375,7 @@ class _ModuleCompiler:
         self.asm.call_reg(RAX)
         self._return_point(ins)
         self.asm.mov(R15, _SAVED_CTX, 64)
+        self._take_result(ft, base)
 
     # -------------------------------------------------------------- variables
 
@@ -1657,7 +1673,7 @@ class _ModuleCompiler:
 #: Template kinds of the C core's requests (csrc/codemem_compile.c, enum K_*).
 (_K_COPY, _K_SAVE, _K_RESTORE, _K_EPILOGUE, _K_UNREACHABLE, _K_SELECT, _K_LOCAL_GET, _K_LOCAL_SET, _K_GLOBAL_GET,
  _K_GLOBAL_SET, _K_TO_SLOT, _K_RNUM2, _K_RNUM1, _K_LOAD, _K_STORE, _K_MEMORY_SIZE, _K_CALL_IMPORT,
- _K_CALL_INDIRECT, _K_MEMORY_GROW) = range(1, 20)
+ _K_CALL_INDIRECT, _K_TAKE_RESULT, _K_MEMORY_GROW) = range(1, 21)
 #: The C core's xmm0 hint numbers -> numeric.py's.
 _C_HINTS = (None, "x", "y")
 
@@ -1695,11 +1711,36 @@ def _build_restore(a: TemplateAssembler, height: int, save_offset: int, n: int) 
         a.mov(slot(height + k), RAX, 64)
 
 
-def _build_epilogue(a: TemplateAssembler, nresults: int) -> None:
+def _build_take_result(a: TemplateAssembler, base: int, is_float: bool) -> None:
+    if is_float:
+        a.movq(slot(base), XMM0)
+    else:
+        a.mov(slot(base), RAX, 64)
+
+
+def _epilogue_key(ft) -> tuple:
+    """The epilogue template key of a function of type ``ft``: ("epilogue",
+    number of results, result 0 is a float, the function has no result but a
+    parameter)."""
+    results = ft.results
+    float_result = bool(results) and results[0] in _FLOAT_TYPES
+    return ("epilogue", len(results), float_result, not results and bool(ft.params))
+
+
+def _build_epilogue(a: TemplateAssembler, nresults: int, float_result: bool, param0_to_rax: bool) -> None:
+    """Results into the argument array, and result 0 also where the System V
+    ABI returns a scalar (abi.py "Results"): rax for i32/i64, xmm0 for
+    f32/f64.  A function with no result leaves its first argument in rax
+    (for clang's wasm32 C ABI, the pointer to a struct returned in memory:
+    System V returns that pointer in rax, where gdb's ``finish`` looks)."""
     a.mov(RSI, _ARGS_PTR, 64)
-    for k in range(nresults):
+    for k in reversed(range(nresults)):  # result 0 last: it stays in rax
         a.mov(RAX, slot(k), 64)
         a.mov(Mem(RSI, 8 * k), RAX, 64)
+    if float_result:
+        a.movq(XMM0, RAX)
+    if param0_to_rax:
+        a.mov(RAX, Mem(RSI, 0), 64)
     # Any branch padding goes before `mov rsp, rbp; pop rbp; ret` (5 bytes),
     # which stay together: gdbstub/images.py finds the epilogue by them.
     a.pad_for_branch(5)

@@ -271,7 +271,8 @@ def _segment_flags(section_flags: int) -> int:
     return flags
 
 
-def layout_elf(sections: list[Section], *, e_type: int = ET_DYN, elf_class: ElfClass = ELF64) -> bytes:
+def layout_elf(sections: list[Section], *, e_type: int = ET_DYN, elf_class: ElfClass = ELF64,
+               entry: int = 0) -> bytes:
     """Lay out an ELF file of ``elf_class`` (ELF64 or the x32 ELF32): header, program headers, the sections in order,
     then the section header table. Section index 0 is the null section, so
     ``sections[i]`` gets index ``i + 1``; ``.shstrtab`` is appended last.
@@ -313,7 +314,7 @@ def layout_elf(sections: list[Section], *, e_type: int = ET_DYN, elf_class: ElfC
     out = bytearray(shoff + section_header.sizeof() * (len(all_sections) + 1))
     out[0:phoff] = header.build(dict(
         e_ident=dict(ei_osabi=ELFOSABI_NONE, ei_abiversion=0),
-        e_type=e_type, e_machine=EM_X86_64, e_version=EV_CURRENT, e_entry=0,
+        e_type=e_type, e_machine=EM_X86_64, e_version=EV_CURRENT, e_entry=entry,
         e_phoff=phoff if loaded else 0, e_shoff=shoff, e_flags=0,
         e_ehsize=header.sizeof(), e_phentsize=program_header.sizeof(), e_phnum=len(loaded),
         e_shentsize=section_header.sizeof(), e_shnum=len(all_sections) + 1,

@@ -121,7 +121,7 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
                       extra_sections: dict[str, bytes] | None = None,
                       elf_class: ElfClass = ELF64,
                       debug_sections: dict[str, bytes] | None = None,
-                      data_range: tuple[int, int] | None = None) -> bytes:
+                      data_range: tuple[int, int] | None = None, entry: int = 0) -> bytes:
     """Return an ELF x86-64 ET_DYN file describing ``code`` at ``code_address``:
     ELF64, or with ``elf_class=ELF32`` the x32 form (4-byte addresses in the
     file and in its DWARF; every address must then be below 4 GiB).
@@ -216,7 +216,10 @@ def build_debug_image(*, name: str, code_address: int, code: bytes, symbols: lis
         Section(".strtab", SHT_STRTAB, strtab),
     ]
 
-    image = bytearray(layout_elf(sections, e_type=ET_DYN, elf_class=elf_class))
+    # e_entry: where a debugger's inferior calls return (gdb's default
+    # `set dummy-location at-entry-point`, GDB manual "Calling Program
+    # Functions"); 0 when the image has none.
+    image = bytearray(layout_elf(sections, e_type=ET_DYN, elf_class=elf_class, entry=entry))
     note = sections[0]
     desc_at = note.offset + len(note.data) - BUILD_ID_SIZE
     image[desc_at:desc_at + BUILD_ID_SIZE] = hashlib.sha1(image).digest()
