@@ -70,11 +70,12 @@ from array import array
 from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import repeat
-from operator import and_, itemgetter, lshift, lt, mul, or_, sub
+from operator import itemgetter, lshift, mul, or_
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import construct as cs
 
+from ._native import ffi, lib
 from .errors import FrameTableError
 
 MAGIC = b"WFT\x01"
@@ -864,6 +865,8 @@ class FunctionBuild:
     #: Instead of ``seqpoints``: the records already packed (the C compiler's,
     #: codemem/x64/ccore.py), their stack types still to be interned.
     packed_seqpoints: "PackedPoints | None" = None
+    #: Instead of ``locals``: their LocalSlot records, packed (the C compiler's).
+    packed_locals: bytes | None = None
 
     @property
     def num_seqpoints(self) -> int:
@@ -961,8 +964,14 @@ class FrameTableBuilder:
     not both.
     """
 
-    def __init__(self, *, debug: bool = True):
+    def __init__(self, *, debug: bool = True, pools=None):
+        """``pools``: where the stack-types and mirror pools are kept instead
+        of here (the C compiler's, codemem.x64.ccore.CPools: it interns its
+        functions' lists itself and gives their records final); such a
+        builder interns everything as functions are added, in order, and is
+        only ever packed (:meth:`pack`), never built."""
         self.debug = debug
+        self._pools = pools
         self.functions: list[FunctionBuild] = []
         self.sites: list[tuple[int, bytes]] = []  # (offset, PatchSite record)
         #: add_call_sites' ascending offsets: (first offset, last offset, their records)
@@ -985,6 +994,11 @@ class FrameTableBuilder:
     def add_function(self, fb: FunctionBuild) -> FunctionBuild:
         if self.functions:
             assert fb.native_start >= self.functions[-1].native_start + self.functions[-1].native_size
+        if self._pools is not None and fb.seqpoints:
+            # Interned now, not when packed: the C compiler's functions
+            # intern theirs as they are compiled, and the pool is in order.
+            for types in map(itemgetter(3), fb.seqpoints):
+                self._intern_types(tuple(types))
         self.functions.append(fb)
         return fb
 
@@ -1000,15 +1014,16 @@ class FrameTableBuilder:
         target`` (``e8 rel32``, image offsets: codemem.veneer.site_enable_bytes)
         and the disabled form SITE_DISABLED, in one call: a debug image has a
         site per wasm instruction."""
-        offsets = list(offsets)
+        offsets = array("I", offsets)
         n = len(offsets)
         if not n:
             return
-        # In C (map over struct.pack): a real-size module has half a million.
-        assert max(map(and_, offsets, repeat(7, n))) <= 8 - SITE_SIZE, "a site straddles an 8-byte boundary"
-        records = b"".join(map(_CALL_SITE_STRUCT.pack, offsets, repeat(0xE8, n),
-                               map(sub, repeat(target - SITE_SIZE, n), offsets), repeat(SITE_DISABLED, n)))
-        if all(map(lt, offsets, offsets[1:])):
+        # In C (csrc/codemem_compile.c): a real-size module has half a million.
+        out = bytearray(n * SITE_RECORD_SIZE)
+        ascending = lib.cm_call_site_records(ffi.from_buffer("uint32_t[]", offsets), n, target, ffi.from_buffer(out))
+        assert ascending >= 0, "a site straddles an 8-byte boundary"
+        records = bytes(out)
+        if ascending:
             self._site_runs.append((offsets[0], offsets[-1], records))  # ascending: stays one blob
         else:
             self.sites += zip(offsets, (records[k : k + SITE_RECORD_SIZE] for k in range(0, len(records),
@@ -1024,6 +1039,8 @@ class FrameTableBuilder:
         return records
 
     def _intern_types(self, types: tuple[int, ...]) -> int:
+        if self._pools is not None:
+            return self._pools.intern_types(types)
         at = self._types_index.get(types)
         if at is None:
             at = len(self._types_pool)
@@ -1049,6 +1066,8 @@ class FrameTableBuilder:
             assert len(packed) % MIRROR_SIZE == 0
         else:
             packed = b"".join(pack_mirror(register, source, offset) for register, source, offset in mirrors)
+        if self._pools is not None:
+            return MirrorList(*self._pools.intern_mirrors(packed)) if packed else _NO_MIRRORS
         if self._unindexed_mirrors is not None:
             self._index_mirrors()
         found = self._mirror_index.get(packed)
@@ -1093,13 +1112,16 @@ class FrameTableBuilder:
         offsets, wasm_offsets, kinds, types = columns[:4]
         assert list(offsets) == sorted(offsets), "sequence points out of native order"
 
-        try:
-            types_at = list(map(self._types_index.get, types))
-        except TypeError:  # a stack given as a list
-            types = [tuple(t) for t in types]
-            types_at = list(map(self._types_index.get, types))
-        for k in _indices_of_none(types_at):
-            types_at[k] = self._intern_types(types[k])
+        if self._pools is not None:
+            types_at = [self._intern_types(tuple(t)) for t in types]
+        else:
+            try:
+                types_at = list(map(self._types_index.get, types))
+            except TypeError:  # a stack given as a list
+                types = [tuple(t) for t in types]
+                types_at = list(map(self._types_index.get, types))
+            for k in _indices_of_none(types_at):
+                types_at[k] = self._intern_types(types[k])
 
         if 5 in lengths:
             mirrors = columns[4] if len(columns) == 5 else [point[4] if len(point) == 5 else _NO_MIRRORS
@@ -1133,22 +1155,30 @@ class FrameTableBuilder:
         n_seq = n_locals = 0
         for fb in self.functions:
             num_seqpoints = fb.num_seqpoints
+            if fb.packed_locals is None:
+                num_locals = len(fb.locals)
+                for frame_offset, valtype in fb.locals:
+                    locals_blob += _LOCAL_STRUCT.pack(frame_offset, valtype)
+            else:
+                num_locals = len(fb.packed_locals) // LOCAL_SIZE
+                locals_blob += fb.packed_locals
             records.append((fb.native_start, fb.native_size, fb.wasm_index, fb.frame_size, fb.body_wasm_offset,
-                            n_locals, len(fb.locals), n_seq, num_seqpoints, fb.stack_base))
+                            n_locals, num_locals, n_seq, num_seqpoints, fb.stack_base))
             if fb.packed_seqpoints is None:
                 seq_records.append(self._seqpoint_records(fb.seqpoints))
             else:
                 seq_records.append(self._intern_packed_types(fb.packed_seqpoints))
-            for frame_offset, valtype in fb.locals:
-                locals_blob += _LOCAL_STRUCT.pack(frame_offset, valtype)
             n_seq += num_seqpoints
-            n_locals += len(fb.locals)
+            n_locals += num_locals
         return records, b"".join(seq_records), bytes(locals_blob)
 
     def pack(self) -> PackedFunctions:
         """This builder's functions (added one by one), for another builder's
         ``add_packed``."""
         records, seqpoints, locals_blob = self._pack_functions()
+        if self._pools is not None:
+            return PackedFunctions(records, seqpoints, locals_blob, self._pools.types_entries(),
+                                   self._pools.mirror_lists())
         return PackedFunctions(records, seqpoints, locals_blob, list(self._types_index), list(self._mirror_index))
 
     def add_packed(self, part: PackedFunctions, code_base: int) -> None:
@@ -1202,6 +1232,7 @@ class FrameTableBuilder:
         self._packed_counts = [functions + len(part.records), seqpoints + n, locals_ + len(part.locals) // LOCAL_SIZE]
 
     def build(self) -> bytes:
+        assert self._pools is None, "a builder with external pools is packed, not built"
         if self.functions:
             records, seq_blob, locals_blob = self._pack_functions()
             funcs_blob = b"".join(_FUNCTION_STRUCT.pack(*record) for record in records)

@@ -6,12 +6,19 @@
  * very bytes, sequence points, sites and mirror lists the Python compiler
  * makes; golden_hash.py and tests/test_compile_c.py hold it to that.
  *
- * Machine-code templates (numeric.py, compiler.py `_build_*`) stay in Python:
- * the C side keys them exactly as compiler.py does and asks Python
- * (cm_py_template, once per key and code offset mod 32) for the bytes, then
- * copies them from its own cache.  What is encoded here directly is the
- * handful of instructions compiler.py emits through its Assembler: prologue,
- * jumps, compares, register moves, calls, trap stubs, jump tables.
+ * Machine-code templates: the ones of nearly every instruction are encoded
+ * here, byte for byte what compiler.py's `_build_*` and numeric.py build
+ * (register moves, loads and stores with their bounds checks, integer and
+ * float operations and conversions), with the branch padding `_emit`'s
+ * variant for that offset mod 32 has.  The rest (rounding, copysign,
+ * trapping truncations, u64 conversions, select, calls, epilogues ...) stay
+ * in Python: the C side keys them exactly as compiler.py does and asks
+ * Python (cm_py_template, once per key and code offset mod 32) for the
+ * bytes, then copies them from its own cache.
+ *
+ * Frame table: the stack-types and mirror pools are kept here, module-wide,
+ * in the order FrameTableBuilder would make them (cm_cc_intern for what
+ * Python compiles in between); the records come out final.
  *
  * Anything it does not handle (an opcode, a malformed or invalid body, a
  * template Python could not build) makes cm_cc_compile return 0 and the
@@ -63,7 +70,7 @@ static inline int is_float_type(uint8_t t) { return t == F32_T || t == F64_T; }
  * compiler.py's key and builder). */
 enum { K_COPY = 1, K_SAVE, K_RESTORE, K_EPILOGUE, K_UNREACHABLE, K_SELECT, K_LOCAL_GET, K_LOCAL_SET,
        K_GLOBAL_GET, K_GLOBAL_SET, K_TO_SLOT, K_RNUM2, K_RNUM1, K_LOAD, K_STORE, K_MEMSIZE, K_CALL_IMPORT,
-       K_CALL_INDIRECT, K_TAKE_RESULT };
+       K_CALL_INDIRECT, K_TAKE_RESULT, K_MEMORY_GROW };
 enum { AFTER_CLOBBER = 0, AFTER_RESULT = 1, AFTER_X = 2, AFTER_KEEP = 3 };
 
 #define NOPS_MAX 9
@@ -84,6 +91,27 @@ typedef struct {
 static opinfo OPS[0x120];
 /* ONE_TYPE[t] == t: the result list of a block of value type t. */
 static uint8_t ONE_TYPE[256];
+
+/* abi.py's vmctx/MemoryDefinition offsets and trap codes the encoded templates
+ * use, given once per process by ccore.py (one source of truth). */
+static int32_t VMCTX_MEMORY_BASE_, VMCTX_MEMORY_DEF_, MEMDEF_LENGTH_;
+static int32_t TRAP_OUT_OF_BOUNDS_MEMORY, TRAP_DIVIDE_BY_ZERO, TRAP_INTEGER_OVERFLOW;
+static int32_t LIBCALL_TRAP_DISP; /* rbp-relative: the code a libcall left (compiler.py _LIBCALL_TRAP) */
+static int abi_set;
+
+void cm_cc_set_abi(int32_t vmctx_memory_base, int32_t vmctx_memory_def, int32_t memdef_length,
+                   int32_t trap_out_of_bounds_memory, int32_t trap_divide_by_zero, int32_t trap_integer_overflow,
+                   int32_t libcall_trap_disp)
+{
+    LIBCALL_TRAP_DISP = libcall_trap_disp;
+    VMCTX_MEMORY_BASE_ = vmctx_memory_base;
+    VMCTX_MEMORY_DEF_ = vmctx_memory_def;
+    MEMDEF_LENGTH_ = memdef_length;
+    TRAP_OUT_OF_BOUNDS_MEMORY = trap_out_of_bounds_memory;
+    TRAP_DIVIDE_BY_ZERO = trap_divide_by_zero;
+    TRAP_INTEGER_OVERFLOW = trap_integer_overflow;
+    abi_set = 1;
+}
 
 void cm_cc_set_opcode(uint32_t op, uint32_t flags, const uint8_t *params, uint32_t nparams,
                       const uint8_t *results, uint32_t nresults, uint32_t natural_align, uint32_t arity,
@@ -212,6 +240,12 @@ typedef struct {
     int32_t state;                /* index into states, -1: none */
 } point;
 
+/* An open-addressing index over the entries of a pool (intern()). */
+typedef struct {
+    uint32_t *hash;
+    size_t cap, alloc;
+} itable;
+
 struct cm_cc_module {
     int debug;
     void *userdata;
@@ -258,7 +292,7 @@ struct cm_cc_module {
     VEC(point) points;
     buf tpool;
     /* outputs */
-    buf seq_out, types_out, mirrors_out;
+    buf seq_out, types_out, mirrors_out, locals_out;
     VEC(uint32_t) types_ends;
     VEC(uint32_t) mirror_ends;
     VEC(uint32_t) sites;
@@ -266,8 +300,16 @@ struct cm_cc_module {
     VEC(uint32_t) calls;
     VEC(int32_t) state_ids;
     /* interning (per function) */
-    uint32_t *ihash;
-    size_t ihash_cap, ihash_alloc;
+    itable ifn; /* per function */
+    /* Module-wide pools (FrameTableBuilder's, in first-occurrence order over
+     * the functions compiled here and the ones Python compiled in between:
+     * cm_cc_intern): the stack-types pool and the mirror-record pool, each
+     * entry ending at ends[k]. */
+    buf gtypes_pool, gmirror_pool;
+    VEC(uint32_t) gtypes_ends;
+    VEC(uint32_t) gmirror_ends;
+    itable igtypes, igmirrors;
+    VEC(uint32_t) gmap; /* a function's list index -> its module-wide entry */
     uint32_t fail_op, fail_offset;
     VEC(uint32_t) stub_depth; /* br_table's out-of-line branches */
     VEC(int) stub_label;
@@ -324,6 +366,7 @@ void cm_cc_module_free(cm_cc_module *m)
     free(m->seq_out.p);
     free(m->types_out.p);
     free(m->mirrors_out.p);
+    free(m->locals_out.p);
     FREE_VEC(m->types_ends);
     FREE_VEC(m->mirror_ends);
     FREE_VEC(m->sites);
@@ -333,7 +376,14 @@ void cm_cc_module_free(cm_cc_module *m)
     FREE_VEC(m->stub_depth);
     FREE_VEC(m->stub_label);
     FREE_VEC(m->stubs);
-    free(m->ihash);
+    free(m->ifn.hash);
+    free(m->igtypes.hash);
+    free(m->igmirrors.hash);
+    free(m->gtypes_pool.p);
+    free(m->gmirror_pool.p);
+    FREE_VEC(m->gtypes_ends);
+    FREE_VEC(m->gmirror_ends);
+    FREE_VEC(m->gmap);
     free(m);
 }
 
@@ -1033,10 +1083,17 @@ static void decode_body(cm_cc_module *m, const uint8_t *data, uint32_t start, ui
             in.imm = rd_u32(m, &r);
             in.imm2 = rd_u32(m, &r);
             break;
-        case 0x3F:
+        case 0x3F: case 0x40:
             if (r.pos >= r.limit || data[r.pos] != 0)
                 bail(m, op, in.offset);
             r.pos++;
+            break;
+        case 0x1C: /* typed select: one numeric value type (anything else: Python says what is wrong) */
+            if (rd_u32(m, &r) != 1 || r.pos >= r.limit)
+                bail(m, op, in.offset);
+            in.imm = data[r.pos++];
+            if (in.imm != I32_T && in.imm != I64_T && in.imm != F32_T && in.imm != F64_T)
+                bail(m, op, in.offset);
             break;
         case 0x41:
             in.imm = rd_sleb(m, &r, 32);
@@ -1669,6 +1726,20 @@ static void v_step(cm_cc_module *m, const instr *in, size_t index)
             bail(m, op, in->offset);
         push_val(m, I32_T);
         return;
+    case 0x40:
+        if (!m->nmemories)
+            bail(m, op, in->offset);
+        pop_val(m, I32_T, in);
+        push_val(m, I32_T);
+        return;
+    case 0x1C: {
+        uint8_t t = (uint8_t)in->imm;
+        pop_val(m, I32_T, in);
+        pop_val(m, t, in);
+        pop_val(m, t, in);
+        push_val(m, t);
+        return;
+    }
     default:
         if (o->flags & CM_CC_MEMARG) {
             if (!m->nmemories || in->imm2 > o->natural_align)
@@ -1683,11 +1754,18 @@ static void v_step(cm_cc_module *m, const instr *in, size_t index)
     (void)index;
 }
 
-/* compiler.py _take_result: result 0 from rax/xmm0 into its slot after a call */
+/* compiler.py _take_result: result 0 from rax/xmm0 into its slot after a
+ * call (_build_take_result's bytes, encoded here: no branch, no trap). */
 static void take_result(cm_cc_module *m, const functype *ft, int64_t base)
 {
-    if (ft->nresults)
-        EMIT(m, K_TAKE_RESULT, base, is_float_type(ft->results[0]));
+    if (!ft->nresults)
+        return;
+    int32_t disp = (int32_t)slot_disp(base);
+    if (is_float_type(ft->results[0])) { /* movq [rsp + disp], xmm0: 66 [REX] 0F D6 /r */
+        put1(m, 0x66);
+        enc_rm(m, 0, (const uint8_t *)"\x0f\xd6", 2, 0, 1, RSP, disp, 0);
+    } else
+        mov_mr(m, RSP, disp, RAX);
 }
 
 static void h_call(cm_cc_module *m, const instr *in, int64_t d)
@@ -1839,6 +1917,628 @@ static void t_global_set(cm_cc_module *m, int64_t d, int32_t cell, int wide)
     mov_mr(m, RAX, 0, RCX);
 }
 
+/* ---- Templates encoded here: memory accesses (compiler.py _build_load_reg,
+ * _build_store_reg, _bounds_check).  Emitted straight into the function's
+ * code: their branch padding (pad_for_branch at the real offset) is what the
+ * Python template padded for that offset mod 32 has (_emit's variant), and
+ * each trap field is registered against the current sequence point as
+ * emit() does.  Encodings: asm.py Assembler._rm and Mem. ---- */
+
+/* A register or a [base + index + disp] operand (scale 1; index -1: none). */
+typedef struct {
+    int is_mem, base, index;
+    int32_t disp;
+} opnd;
+#define NO_INDEX (-1)
+static inline opnd R(int reg) { opnd o = {0, reg, NO_INDEX, 0}; return o; }
+static inline opnd M(int base, int32_t disp) { opnd o = {1, base, NO_INDEX, disp}; return o; }
+static inline opnd MX(int base, int32_t disp, int index) { opnd o = {1, base, index, disp}; return o; }
+static inline opnd SLOT(int64_t i) { return M(RSP, (int32_t)(8 * i)); }
+
+/* Assembler._rm: prefix [REX] opcode ModRM [SIB] [disp]. */
+static void enc(cm_cc_module *m, uint8_t prefix, int w, const char *opcode, int nop, int reg, opnd rm,
+                int force_rex)
+{
+    uint8_t b[16];
+    int n = 0;
+    if (prefix)
+        b[n++] = prefix;
+    if (rm.is_mem) {
+        int rex = w | ((reg & 8) >> 1) | (rm.base >> 3) | (rm.index >= 0 ? (rm.index & 8) >> 2 : 0);
+        if (rex || force_rex)
+            b[n++] = (uint8_t)(0x40 | rex);
+        for (int i = 0; i < nop; i++)
+            b[n++] = (uint8_t)opcode[i];
+        int low = rm.base & 7, mod, dn;
+        if (rm.disp == 0 && low != 5) {
+            mod = 0x00;
+            dn = 0;
+        } else if (rm.disp >= -128 && rm.disp <= 127) {
+            mod = 0x40;
+            dn = 1;
+        } else {
+            mod = 0x80;
+            dn = 4;
+        }
+        if (rm.index < 0 && low != 4) {
+            b[n++] = (uint8_t)(mod | low | ((reg & 7) << 3));
+        } else {
+            b[n++] = (uint8_t)(mod | 0x04 | ((reg & 7) << 3));
+            b[n++] = (uint8_t)((rm.index < 0 ? 0x20 : (rm.index & 7) << 3) | low);
+        }
+        uint32_t u = (uint32_t)rm.disp;
+        for (int i = 0; i < dn; i++)
+            b[n++] = (uint8_t)(u >> (8 * i));
+    } else {
+        int rex = w | ((reg & 8) >> 1) | (rm.base >> 3);
+        if (rex || force_rex)
+            b[n++] = (uint8_t)(0x40 | rex);
+        for (int i = 0; i < nop; i++)
+            b[n++] = (uint8_t)opcode[i];
+        b[n++] = (uint8_t)(0xC0 | ((reg & 7) << 3) | (rm.base & 7));
+    }
+    put(m, b, (size_t)n);
+}
+/* ENC: with a string literal opcode (its length from sizeof). */
+#define ENC(m, prefix, w, opcode, reg, rm, force) \
+    enc((m), (prefix), (w), (opcode), (int)sizeof(opcode) - 1, (reg), (rm), (force))
+#define BYTE_REX(r) ((r) >= 4 && (r) <= 7) /* spl..dil need a REX (asm.py _is_byte_rex_reg) */
+
+/* mov reg, r/m (size 32 or 64) and mov r/m, reg (size 8..64). */
+static void mov_load(cm_cc_module *m, int dst, opnd src, int size)
+{
+    ENC(m, 0, size == 64 ? 8 : 0, "\x8b", dst, src, 0);
+}
+static void mov_store(cm_cc_module *m, opnd dst, int src, int size)
+{
+    if (size == 8)
+        ENC(m, 0, 0, "\x88", src, dst, BYTE_REX(src) || (!dst.is_mem && BYTE_REX(dst.base)));
+    else
+        ENC(m, size == 16 ? 0x66 : 0, size == 64 ? 8 : 0, "\x89", src, dst, 0);
+}
+/* The ALU group with a register source (asm.py _alu): add (0), and (4), sub (5),
+ * cmp (7) can fuse with a following jcc. */
+static void alu_rr(cm_cc_module *m, int digit, opnd dst, int src, int size)
+{
+    int start = (int)m->code.n;
+    char opcode = (char)(digit * 8 + 1);
+    enc(m, 0, size == 64 ? 8 : 0, &opcode, 1, src, dst, 0);
+    if (digit == 0 || digit == 4 || digit == 5 || digit == 7)
+        note_fusible(m, start);
+}
+/* TemplateAssembler.trap_if: jcc rel32 to the instruction's trap stub. */
+static void trap_if(cm_cc_module *m, int cond, int32_t code)
+{
+    pad_for_branch(m, 6, 1);
+    put1(m, 0x0F);
+    put1(m, (uint8_t)(0x80 | cond));
+    put32(m, 0);
+    trapfield f = {HERE(m) - 4, m->seq, code};
+    VEC_PUSH(m->traps, f, &m->fail);
+}
+static inline int fits_simm32(int64_t v) { return v >= -0x80000000ll && v <= 0x7FFFFFFFll; }
+
+/* _bounds_check: trap unless the zero-extended address + offset + size <= the
+ * memory's length (spec 4.4.7); returns the access's operand (rax = the
+ * address, rdx = its end). */
+static opnd bounds_check(cm_cc_module *m, int address, int64_t offset, int size, int base, int load_base,
+                         int length, int load_length)
+{
+    if (load_length) {
+        mov_load(m, length, M(R15, VMCTX_MEMORY_DEF_), 64);
+        mov_load(m, length, M(length, MEMDEF_LENGTH_), 64);
+    }
+    if (load_base)
+        mov_load(m, base, M(R15, VMCTX_MEMORY_BASE_), 64);
+    mov_store(m, R(RAX), address, 32);
+    int64_t end = offset + size;
+    if (fits_simm32(end)) {
+        ENC(m, 0, 8, "\x8d", RDX, M(RAX, (int32_t)end), 0);
+    } else {
+        mov_imm64(m, RDX, (uint64_t)end);
+        alu_rr(m, 0, R(RDX), RAX, 64);
+    }
+    alu_rr(m, 7, R(RDX), length, 64);
+    trap_if(m, 7 /* A */, TRAP_OUT_OF_BOUNDS_MEMORY);
+    if (fits_simm32(offset))
+        return MX(base, (int32_t)offset, RAX);
+    return MX(base, -size, RDX);
+}
+
+/* _LOADS: access size, and how: 0 mov32, 1 mov64, 2 zx, 3 sx32, 4 sx64. */
+static const uint8_t LOAD_SIZE[14] = {4, 8, 4, 8, 1, 1, 2, 2, 1, 1, 2, 2, 4, 4};
+static const uint8_t LOAD_HOW[14] = {0, 1, 0, 1, 3, 2, 3, 2, 4, 2, 4, 2, 4, 0};
+static const uint8_t STORE_SIZE[9] = {4, 8, 4, 8, 1, 2, 1, 2, 4};
+
+static void t_load(cm_cc_module *m, uint32_t op, int64_t d, int64_t offset, int reg, int load, int base,
+                   int load_base, int length, int load_length)
+{
+    int size = LOAD_SIZE[op - 0x28];
+    m->fusible_end = -1; /* a template starts with nothing to fuse with */
+    if (load)
+        mov_load(m, reg, SLOT(d - 1), 64);
+    opnd a = bounds_check(m, reg, offset, size, base, load_base, length, load_length);
+    switch (LOAD_HOW[op - 0x28]) {
+    case 0:
+        mov_load(m, reg, a, 32);
+        if (op == 0x2A)
+            ENC(m, 0x66, 0, "\x0f\x6e", 0, a, 0); /* movd xmm0, m32 */
+        break;
+    case 1:
+        mov_load(m, reg, a, 64);
+        if (op == 0x2B)
+            ENC(m, 0xF3, 0, "\x0f\x7e", 0, a, 0); /* movq xmm0, m64 */
+        break;
+    case 2:
+        enc(m, 0, 0, size == 1 ? "\x0f\xb6" : "\x0f\xb7", 2, reg, a, 0);
+        break;
+    case 3:
+        enc(m, 0, 0, size == 1 ? "\x0f\xbe" : "\x0f\xbf", 2, reg, a, 0);
+        break;
+    default:
+        if (size == 4)
+            ENC(m, 0, 8, "\x63", reg, a, 0);
+        else
+            enc(m, 0, 8, size == 1 ? "\x0f\xbe" : "\x0f\xbf", 2, reg, a, 0);
+    }
+    mov_store(m, SLOT(d - 1), reg, 64);
+    m->fusible_end = -1; /* a template is bytes to the code around it */
+}
+
+static void t_store(cm_cc_module *m, uint32_t op, int64_t d, int64_t offset, int address, int load_address,
+                    int value, int load_value, int base, int load_base, int length, int load_length)
+{
+    int size = STORE_SIZE[op - 0x36];
+    m->fusible_end = -1;
+    if (load_address)
+        mov_load(m, address, SLOT(d - 2), 64);
+    if (load_value)
+        mov_load(m, value, SLOT(d - 1), 64);
+    opnd a = bounds_check(m, address, offset, size, base, load_base, length, load_length);
+    mov_store(m, a, value, 8 * size);
+    m->fusible_end = -1;
+}
+
+/* ---- Integer numeric templates encoded here (numeric.py, register form:
+ * compiler.py _build_numeric_reg with x and y cache registers): the result in
+ * x, then stored to its slot. ---- */
+
+/* A short forward jump's rel8 field, patched when its label is bound. */
+static void bind_short(cm_cc_module *m, uint32_t field)
+{
+    int64_t value = (int64_t)HERE(m) - (int64_t)(field + 1);
+    if (value < -128 || value > 127)
+        longjmp(m->fail, 6);
+    m->code.p[field] = (uint8_t)(int8_t)value;
+    m->fusible_end = -1; /* Assembler.bind: a jump target ends a fusible pair */
+}
+static uint32_t jcc_short(cm_cc_module *m, int cond)
+{
+    pad_for_branch(m, 2, 1);
+    put1(m, (uint8_t)(0x70 | cond));
+    put1(m, 0);
+    return HERE(m) - 1;
+}
+static uint32_t jmp_short(cm_cc_module *m)
+{
+    pad_for_branch(m, 2, 0);
+    put1(m, 0xEB);
+    put1(m, 0);
+    return HERE(m) - 1;
+}
+/* zero(r): xor r32, r32 */
+static void zero_reg(cm_cc_module *m, int r) { ENC(m, 0, 0, "\x31", r, R(r), 0); }
+/* The ALU group with an imm8/imm32 (asm.py _alu with an int source). */
+static void alu_ri(cm_cc_module *m, int digit, int dst, int32_t imm, int size)
+{
+    int start = (int)m->code.n;
+    int w = size == 64 ? 8 : 0;
+    if (imm >= -128 && imm <= 127) {
+        ENC(m, 0, w, "\x83", digit, R(dst), 0);
+        put1(m, (uint8_t)(int8_t)imm);
+    } else {
+        ENC(m, 0, w, "\x81", digit, R(dst), 0);
+        put32(m, imm);
+    }
+    if (digit == 0 || digit == 4 || digit == 5 || digit == 7)
+        note_fusible(m, start);
+}
+
+/* numeric.py _div: divisor 0 traps; div_s INT_MIN / -1 traps; rem_s by -1 is 0. */
+static void n_div(cm_cc_module *m, int x, int y, int size, int is_signed, int remainder)
+{
+    int w = size == 64 ? 8 : 0;
+    mov_store(m, R(RAX), x, size);
+    mov_store(m, R(RCX), y, size);
+    int start = (int)m->code.n;
+    ENC(m, 0, w, "\x85", RCX, R(RCX), 0); /* test rcx, rcx */
+    note_fusible(m, start);
+    trap_if(m, COND_E, TRAP_DIVIDE_BY_ZERO);
+    if (!is_signed) {
+        zero_reg(m, RDX);
+        ENC(m, 0, w, "\xf7", 6, R(RCX), 0); /* div rcx */
+        mov_store(m, R(x), remainder ? RDX : RAX, 64);
+        return;
+    }
+    alu_ri(m, 7, RCX, -1, size);
+    uint32_t to_divide = jcc_short(m, COND_NE), to_done = 0;
+    if (remainder) {
+        zero_reg(m, RDX);
+        to_done = jmp_short(m);
+    } else {
+        if (size == 32) {
+            alu_ri(m, 7, RAX, INT32_MIN, 32);
+        } else {
+            mov_imm64(m, RDX, (uint64_t)1 << 63);
+            alu_rr(m, 7, R(RAX), RDX, 64);
+        }
+        trap_if(m, COND_E, TRAP_INTEGER_OVERFLOW);
+    }
+    bind_short(m, to_divide);
+    if (size == 64)
+        put1(m, 0x48); /* cqo */
+    put1(m, 0x99);     /* cdq */
+    ENC(m, 0, w, "\xf7", 7, R(RCX), 0); /* idiv rcx */
+    if (remainder)
+        bind_short(m, to_done);
+    mov_store(m, R(x), remainder ? RDX : RAX, 64);
+}
+
+/* wasm comparison opcodes (i32 0x46.., i64 0x51..) -> condition codes
+ * (eq ne lt_s lt_u gt_s gt_u le_s le_u ge_s ge_u). */
+static const uint8_t COMPARE_COND[10] = {4, 5, 12, 2, 15, 7, 14, 6, 13, 3};
+/* ALU digits of add, sub, and, or, xor, by opcode - 0x6A (mul and the divisions are not ALU ops). */
+static const int8_t ALU_DIGIT[10] = {0, 5, -1, -1, -1, -1, -1, 4, 1, 6};
+
+/* The integer operation of numeric opcode `op` on x (and y): 1 if encoded
+ * here, 0 if it is not one of these (its template is built in Python). */
+static int n_integer(cm_cc_module *m, uint32_t op, int x, int y)
+{
+    int size = 32;
+    uint32_t k;
+    if ((op >= 0x46 && op <= 0x4F) || (op >= 0x51 && op <= 0x5A)) { /* _compare */
+        size = op >= 0x51 ? 64 : 32;
+        int cond = COMPARE_COND[op - (size == 64 ? 0x51 : 0x46)];
+        zero_reg(m, RCX);
+        alu_rr(m, 7, R(x), y, size);
+        const char setcc[2] = {0x0F, (char)(0x90 | cond)};
+        enc(m, 0, 0, setcc, 2, 0, R(RCX), 0); /* setcc cl */
+        mov_store(m, R(x), RCX, 64);
+        return 1;
+    }
+    if (op == 0x45 || op == 0x50) { /* _eqz */
+        zero_reg(m, RAX);
+        alu_ri(m, 7, x, 0, op == 0x50 ? 64 : 32);
+        ENC(m, 0, 0, "\x0f\x94", 0, R(RAX), 0); /* sete al */
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    }
+    if (op >= 0x67 && op <= 0x8A) {
+        if (op >= 0x79) {
+            size = 64;
+            k = op - 0x79 + 0x67;
+        } else {
+            k = op;
+        }
+        int w = size == 64 ? 8 : 0;
+        if (k <= 0x69) { /* _bitcount: lzcnt, tzcnt, popcnt rax, x */
+            static const char *const BITSCAN[3] = {"\x0f\xbd", "\x0f\xbc", "\x0f\xb8"};
+            put1(m, 0xF3);
+            enc(m, 0, w, BITSCAN[k - 0x67], 2, RAX, R(x), 0);
+            mov_store(m, R(x), RAX, 64);
+            return 1;
+        }
+        if (k >= 0x6D && k <= 0x70) { /* div_s div_u rem_s rem_u */
+            n_div(m, x, y, size, k == 0x6D || k == 0x6F, k >= 0x6F);
+            return 1;
+        }
+        if (k >= 0x74) { /* _shift: shl shr_s shr_u rotl rotr by cl */
+            static const uint8_t SHIFT_DIGIT[5] = {4, 7, 5, 0, 1};
+            mov_store(m, R(RCX), y, 32);
+            ENC(m, 0, w, "\xd3", SHIFT_DIGIT[k - 0x74], R(x), 0);
+            return 1;
+        }
+        if (k == 0x6C) { /* imul x, y */
+            ENC(m, 0, w, "\x0f\xaf", x, R(y), 0);
+            return 1;
+        }
+        alu_rr(m, ALU_DIGIT[k - 0x6A], R(x), y, size); /* add sub and or xor */
+        return 1;
+    }
+    switch (op) {
+    case 0xA7: case 0xAD: /* i32.wrap_i64, i64.extend_i32_u: the low 32 bits, zero-extended */
+        mov_store(m, R(RAX), x, 32);
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    case 0xAC: case 0xC4: /* i64.extend_i32_s, i64.extend32_s */
+        ENC(m, 0, 8, "\x63", RAX, R(x), 0);
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    case 0xC0: case 0xC1: case 0xC2: case 0xC3: { /* extend8_s / extend16_s */
+        int byte = op == 0xC0 || op == 0xC2;
+        enc(m, 0, op >= 0xC2 ? 8 : 0, byte ? "\x0f\xbe" : "\x0f\xbf", 2, RAX, R(x), byte && BYTE_REX(x));
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    }
+    case 0xBC: case 0xBD: case 0xBE: case 0xBF: /* reinterpret: the slot's bits already are the result */
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- Float templates encoded here (numeric.py): xmm0 reuse as numeric.py
+ * describes it ("x"/"y" hints verified against the register), scalar SSE. ---- */
+enum { HINT_NONE = 0, HINT_X = 1, HINT_Y = 2 };
+enum { COND_P = 10, COND_NP = 11, COND_A = 7, COND_BE = 6 };
+
+/* op xmm, xmm (asm.py _sse: prefix, 0F opcode, no REX for xmm0-2) */
+static void sse(cm_cc_module *m, uint8_t prefix, uint8_t opcode, int dst, int src)
+{
+    const char op[2] = {0x0F, (char)opcode};
+    enc(m, prefix, 0, op, 2, dst, R(src), 0);
+}
+/* _fload: movd/movq xmm, reg */
+static void fload(cm_cc_module *m, int xmm, int reg, int size)
+{
+    enc(m, 0x66, size == 64 ? 8 : 0, "\x0f\x6e", 2, xmm, R(reg), 0);
+}
+/* _fstore: movd/movq reg, xmm */
+static void fstore(cm_cc_module *m, int reg, int xmm, int size)
+{
+    enc(m, 0x66, size == 64 ? 8 : 0, "\x0f\x7e", 2, xmm, R(reg), 0);
+}
+/* _verify_xmm0: xmm0 = reg's low bits, reloaded only if it does not hold them */
+static void verify_xmm0(cm_cc_module *m, int reg, int size)
+{
+    fstore(m, RAX, 0, size);
+    alu_rr(m, 7, R(RAX), reg, size);
+    uint32_t same = jcc_short(m, COND_E);
+    fload(m, 0, reg, size);
+    bind_short(m, same);
+}
+static void fload_x(cm_cc_module *m, int x, int size, int hint)
+{
+    if (hint == HINT_X)
+        verify_xmm0(m, x, size);
+    else
+        fload(m, 0, x, size);
+}
+/* A rel32 jump to a label of this template, patched by bind_near. */
+static uint32_t jcc_near(cm_cc_module *m, int cond)
+{
+    pad_for_branch(m, 6, 1);
+    put1(m, 0x0F);
+    put1(m, (uint8_t)(0x80 | cond));
+    put32(m, 0);
+    return HERE(m) - 4;
+}
+static void bind_near(cm_cc_module *m, uint32_t field)
+{
+    store32(m, field, (int32_t)(HERE(m) - (field + 4)));
+    m->fusible_end = -1;
+}
+static void setcc_reg(cm_cc_module *m, int cond, int reg)
+{
+    const char op[2] = {0x0F, (char)(0x90 | cond)};
+    enc(m, 0, 0, op, 2, 0, R(reg), 0);
+}
+
+/* numeric.py _trunc_bounds: float bit patterns (low, high) with trunc(x) in
+ * range exactly when low < x < high. */
+static void trunc_bounds(int fsize, int isize, int is_signed, uint64_t *low, uint64_t *high)
+{
+    double lo, hi;
+    if (!is_signed) {
+        lo = -1.0;
+        hi = (double)((uint64_t)1 << (isize - 1)) * 2.0;
+    } else {
+        int mantissa = fsize == 32 ? 24 : 53;
+        int shift = (isize - 1) - (mantissa - 1);
+        double ulp = (double)((uint64_t)1 << (shift > 0 ? shift : 0));
+        double magnitude = (double)((uint64_t)1 << (isize - 1));
+        lo = -(magnitude + (ulp > 1.0 ? ulp : 1.0));
+        hi = magnitude;
+    }
+    if (fsize == 32) {
+        float l = (float)lo, h = (float)hi;
+        uint32_t a, b;
+        memcpy(&a, &l, 4);
+        memcpy(&b, &h, 4);
+        *low = a;
+        *high = b;
+    } else {
+        memcpy(low, &lo, 8);
+        memcpy(high, &hi, 8);
+    }
+}
+
+/* The float operation of numeric opcode `op`: 1 if encoded here. */
+static int n_float(cm_cc_module *m, uint32_t op, int x, int y, int hint)
+{
+    if ((op >= 0x92 && op <= 0x95) || (op >= 0xA0 && op <= 0xA3)) { /* _fbin: add sub mul div */
+        static const uint8_t FBIN[4] = {0x58, 0x5C, 0x59, 0x5E};
+        int size = op >= 0xA0 ? 64 : 32;
+        uint8_t prefix = size == 64 ? 0xF2 : 0xF3, opcode = FBIN[op - (size == 64 ? 0xA0 : 0x92)];
+        if (hint == HINT_Y) {
+            fload(m, 1, x, size);
+            verify_xmm0(m, y, size);
+            sse(m, prefix, opcode, 1, 0);
+            enc(m, 0, 0, "\x0f\x28", 2, 0, R(1), 0); /* movaps xmm0, xmm1 */
+        } else {
+            fload_x(m, x, size, hint);
+            fload(m, 1, y, size);
+            sse(m, prefix, opcode, 0, 1);
+        }
+        fstore(m, x, 0, size);
+        return 1;
+    }
+    if (op == 0x96 || op == 0x97 || op == 0xA4 || op == 0xA5) { /* _fminmax */
+        int size = op >= 0xA4 ? 64 : 32, is_min = op == 0x96 || op == 0xA4;
+        uint8_t prefix = size == 64 ? 0xF2 : 0xF3, packed = size == 64 ? 0x66 : 0;
+        fload_x(m, x, size, hint);
+        fload(m, 1, y, size);
+        sse(m, packed, 0x2E, 0, 1); /* ucomis */
+        uint32_t unordered = jcc_short(m, COND_P), different = jcc_short(m, COND_NE);
+        sse(m, packed, is_min ? 0x56 : 0x54, 0, 1); /* orps / andps: -0 and +0 */
+        uint32_t done1 = jmp_short(m);
+        bind_short(m, unordered);
+        sse(m, prefix, 0x58, 0, 1); /* add: a quiet NaN */
+        uint32_t done2 = jmp_short(m);
+        bind_short(m, different);
+        sse(m, prefix, is_min ? 0x5D : 0x5F, 0, 1);
+        bind_short(m, done1);
+        bind_short(m, done2);
+        fstore(m, x, 0, size);
+        return 1;
+    }
+    if ((op >= 0x5B && op <= 0x60) || (op >= 0x61 && op <= 0x66)) { /* _fcompare: eq ne lt gt le ge */
+        int size = op >= 0x61 ? 64 : 32, kind = (int)op - (size == 64 ? 0x61 : 0x5B);
+        uint8_t packed = size == 64 ? 0x66 : 0;
+        if (kind == 2 || kind == 4) { /* lt, le: swapped, xmm1/xmm2 only */
+            zero_reg(m, RAX);
+            fload(m, 1, y, size);
+            fload(m, 2, x, size);
+            sse(m, packed, 0x2E, 1, 2);
+            setcc_reg(m, kind == 2 ? COND_A : COND_AE, RAX);
+        } else if (kind == 3 || kind == 5) { /* gt, ge */
+            fload_x(m, x, size, hint);
+            zero_reg(m, RAX);
+            fload(m, 1, y, size);
+            sse(m, packed, 0x2E, 0, 1);
+            setcc_reg(m, kind == 3 ? COND_A : COND_AE, RAX);
+        } else {
+            fload_x(m, x, size, hint);
+            zero_reg(m, RAX);
+            zero_reg(m, RCX);
+            fload(m, 1, y, size);
+            sse(m, packed, 0x2E, 0, 1);
+            setcc_reg(m, kind == 0 ? COND_E : COND_NE, RAX);
+            setcc_reg(m, kind == 0 ? COND_NP : COND_P, RCX);
+            alu_rr(m, kind == 0 ? 4 : 1, R(RAX), RCX, 32);
+        }
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    }
+    switch (op) {
+    case 0x91: case 0x9F: { /* _fsqrt */
+        int size = op == 0x9F ? 64 : 32;
+        fload_x(m, x, size, hint);
+        sse(m, size == 64 ? 0xF2 : 0xF3, 0x51, 0, 0);
+        fstore(m, x, 0, size);
+        return 1;
+    }
+    case 0xB6: /* f32.demote_f64 */
+        fload_x(m, x, 64, hint);
+        sse(m, 0xF2, 0x5A, 0, 0);
+        fstore(m, x, 0, 32);
+        return 1;
+    case 0xBB: /* f64.promote_f32 */
+        fload_x(m, x, 32, hint);
+        sse(m, 0xF3, 0x5A, 0, 0);
+        fstore(m, x, 0, 64);
+        return 1;
+    case 0x8B: /* f32.abs */
+        alu_ri(m, 4, x, 0x7FFFFFFF, 32);
+        return 1;
+    case 0x8C: /* f32.neg */
+        alu_ri(m, 6, x, INT32_MIN, 32);
+        return 1;
+    case 0x99: /* f64.abs: shift the sign out */
+        mov_store(m, R(RAX), x, 64);
+        ENC(m, 0, 8, "\xd1", 4, R(RAX), 0);
+        ENC(m, 0, 8, "\xd1", 5, R(RAX), 0);
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    case 0x9A: /* f64.neg */
+        mov_imm64(m, RAX, (uint64_t)1 << 63);
+        alu_rr(m, 6, R(x), RAX, 64);
+        return 1;
+    case 0xB2: case 0xB4: case 0xB7: case 0xB9: case 0xB3: case 0xB8: { /* _convert, not from u64 */
+        int fsize = op >= 0xB7 ? 64 : 32, isize = (op == 0xB4 || op == 0xB9) ? 64 : 32;
+        const char cvt[2] = {0x0F, 0x2A};
+        sse(m, 0x66, 0xEF, 0, 0); /* pxor xmm0, xmm0 */
+        if (op == 0xB3 || op == 0xB8) {
+            mov_store(m, R(RAX), x, 32);
+            enc(m, fsize == 64 ? 0xF2 : 0xF3, 8, cvt, 2, 0, R(RAX), 0);
+        } else {
+            enc(m, fsize == 64 ? 0xF2 : 0xF3, isize == 64 ? 8 : 0, cvt, 2, 0, R(x), 0);
+        }
+        fstore(m, x, 0, fsize);
+        return 1;
+    }
+    }
+    if (op >= 0x100 && op <= 0x107 && op != 0x105 && op != 0x107) { /* _trunc_sat, not to u64 */
+        uint32_t k = op - 0x100;
+        int isize = k >= 4 ? 64 : 32, fsize = (k & 2) ? 64 : 32, is_signed = !(k & 1);
+        uint64_t low, high, minimum, maximum;
+        trunc_bounds(fsize, isize, is_signed, &low, &high);
+        if (is_signed) {
+            minimum = (uint64_t)1 << (isize - 1);
+            maximum = minimum - 1;
+        } else {
+            minimum = 0;
+            maximum = ((uint64_t)1 << (isize - 1) << 1) - 1;
+        }
+        uint8_t packed = fsize == 64 ? 0x66 : 0;
+        fload_x(m, x, fsize, hint);
+        zero_reg(m, RAX);
+        sse(m, packed, 0x2E, 0, 0);
+        uint32_t nan = jcc_near(m, COND_P);
+        mov_imm64(m, RAX, minimum);
+        mov_imm64(m, RCX, low);
+        fload(m, 1, RCX, fsize);
+        sse(m, packed, 0x2E, 0, 1);
+        uint32_t below = jcc_near(m, COND_BE);
+        mov_imm64(m, RAX, maximum);
+        mov_imm64(m, RCX, high);
+        fload(m, 1, RCX, fsize);
+        sse(m, packed, 0x2E, 0, 1);
+        uint32_t above = jcc_near(m, COND_AE);
+        const char cvtt[2] = {0x0F, 0x2C};
+        enc(m, fsize == 64 ? 0xF2 : 0xF3, (is_signed && isize == 32) ? 0 : 8, cvtt, 2, RAX, R(0), 0);
+        bind_near(m, nan);
+        bind_near(m, below);
+        bind_near(m, above);
+        mov_store(m, R(x), RAX, 64);
+        return 1;
+    }
+    return 0;
+}
+
+/* _build_numeric_reg for the integer operations; 0: not one of them. */
+static int t_numeric(cm_cc_module *m, uint32_t op, int64_t result, int x, int load_x, int y, int load_y, int hint)
+{
+    static uint8_t encoded[0x120]; /* 1: integer, 2: float encoded here; filled on first use */
+    static int ready;
+    if (!ready) {
+        for (uint32_t k = 0; k < 0x120; k++) {
+            if ((k >= 0x45 && k <= 0x5A) || (k >= 0x67 && k <= 0x8A) || k == 0xA7 || k == 0xAC || k == 0xAD
+                || (k >= 0xBC && k <= 0xC4))
+                encoded[k] = 1;
+            else if ((k >= 0x5B && k <= 0x66) || (k >= 0x92 && k <= 0x97) || (k >= 0xA0 && k <= 0xA5)
+                     || k == 0x91 || k == 0x9F || k == 0xB6 || k == 0xBB || k == 0x8B || k == 0x8C || k == 0x99
+                     || k == 0x9A || (k >= 0xB2 && k <= 0xB4) || (k >= 0xB7 && k <= 0xB9)
+                     || (k >= 0x100 && k <= 0x106 && k != 0x105))
+                encoded[k] = 2;
+        }
+        ready = 1;
+    }
+    if (op >= 0x120 || !encoded[op])
+        return 0;
+    m->fusible_end = -1; /* a template starts with nothing to fuse with */
+    if (load_x)
+        mov_load(m, x, SLOT(result), 64);
+    if (load_y)
+        mov_load(m, y, SLOT(result + 1), 64);
+    if (encoded[op] == 1)
+        n_integer(m, op, x, y);
+    else
+        n_float(m, op, x, y, hint);
+    mov_store(m, SLOT(result), x, 64);
+    m->fusible_end = -1;
+    return 1;
+}
+
 static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
 {
     uint32_t op = in->op;
@@ -1853,14 +2553,16 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
             int lx, ly;
             int x = cache_use(m, result, 0, &lx);
             int y = cache_use(m, d - 1, 1u << x, &ly);
-            EMIT(m, K_RNUM2, code, d, x, lx, y, ly, hint);
+            if (!t_numeric(m, op, result, x, lx, y, ly, hint))
+                EMIT(m, K_RNUM2, code, d, x, lx, y, ly, hint);
             cache_forget(m, d - 1);
         } else {
             result = d - 1;
             int hint = (xmm_has(m, result) && (o->flags & CM_CC_XMM_X_INPUT)) ? 1 : 0;
             int lx;
             int x = cache_use(m, result, 0, &lx);
-            EMIT(m, K_RNUM1, code, d, x, lx, hint);
+            if (!t_numeric(m, op, result, x, lx, -1, 0, hint))
+                EMIT(m, K_RNUM1, code, d, x, lx, hint);
         }
         switch (o->xmm0_after) {
         case AFTER_RESULT:
@@ -1889,7 +2591,7 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
             int lb, ll;
             int base = cache_use(m, MEMORY_BASE, 1u << address, &lb);
             int length = cache_use(m, MEMORY_LENGTH, (1u << address) | (1u << base), &ll);
-            EMIT(m, K_LOAD, op, d, offset, address, load, base, lb, length, ll);
+            t_load(m, op, d, offset, address, load, base, lb, length, ll);
             if (op == 0x2A || op == 0x2B) {
                 xmm_clear(m);
                 xmm_add(m, d - 1);
@@ -1902,7 +2604,7 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
             unsigned avoid = (1u << address) | (1u << value);
             int base = cache_use(m, MEMORY_BASE, avoid, &lb);
             int length = cache_use(m, MEMORY_LENGTH, avoid | (1u << base), &ll);
-            EMIT(m, K_STORE, op, d, offset, address, la, value, lv, base, lb, length, ll);
+            t_store(m, op, d, offset, address, la, value, lv, base, lb, length, ll);
             cache_forget(m, d - 2);
             cache_forget(m, d - 1);
         }
@@ -2005,8 +2707,11 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
     case 0x1A:
         cache_forget(m, d - 1);
         return;
-    case 0x1B:
+    case 0x1B: case 0x1C: /* untyped and typed select: the same code */
         EMIT(m, K_SELECT, d);
+        return;
+    case 0x40: /* memory.grow: a libcall (compiler.py _build_libcall) */
+        EMIT(m, K_MEMORY_GROW, d);
         return;
     case 0x20: {
         int64_t idx = in->imm;
@@ -2127,7 +2832,7 @@ static void prologue(cm_cc_module *m, uint32_t body_offset, uint32_t nparams)
 }
 
 /* Intern byte strings (per function) into pool/ends; returns the index. */
-static uint32_t intern(cm_cc_module *m, buf *pool, void *ends_vec, const uint8_t *p, uint32_t n)
+static uint32_t intern(cm_cc_module *m, itable *it, buf *pool, void *ends_vec, const uint8_t *p, uint32_t n)
 {
     VEC(uint32_t) *ends = ends_vec;
     uint64_t h = 1469598103934665603ull ^ n;
@@ -2135,13 +2840,13 @@ static uint32_t intern(cm_cc_module *m, buf *pool, void *ends_vec, const uint8_t
         h ^= p[i];
         h *= 1099511628211ull;
     }
-    if ((ends->n + 1) * 2 > m->ihash_cap) {
-        size_t cap = m->ihash_cap ? m->ihash_cap * 2 : 256;
+    if ((ends->n + 1) * 2 > it->cap) {
+        size_t cap = it->cap ? it->cap * 2 : 256;
         uint32_t *t = malloc(cap * sizeof(uint32_t));
         if (!t)
             longjmp(m->fail, 1);
         memset(t, 0xFF, cap * sizeof(uint32_t));
-        m->ihash_alloc = cap;
+        it->alloc = cap;
         for (size_t k = 0; k < ends->n; k++) {
             uint32_t a = k ? ends->p[k - 1] : 0, b = ends->p[k];
             uint64_t g = 1469598103934665603ull ^ (b - a);
@@ -2154,14 +2859,14 @@ static uint32_t intern(cm_cc_module *m, buf *pool, void *ends_vec, const uint8_t
                 j = (j + 1) & (cap - 1);
             t[j] = (uint32_t)k;
         }
-        free(m->ihash);
-        m->ihash = t;
-        m->ihash_cap = cap;
+        free(it->hash);
+        it->hash = t;
+        it->cap = cap;
     }
-    size_t mask = m->ihash_cap - 1;
+    size_t mask = it->cap - 1;
     size_t j = h & mask;
-    for (; m->ihash[j] != UINT32_MAX; j = (j + 1) & mask) {
-        uint32_t k = m->ihash[j];
+    for (; it->hash[j] != UINT32_MAX; j = (j + 1) & mask) {
+        uint32_t k = it->hash[j];
         uint32_t a = k ? ends->p[k - 1] : 0, b = ends->p[k];
         if (b - a == n && !memcmp(pool->p + a, p, n))
             return k;
@@ -2170,7 +2875,7 @@ static uint32_t intern(cm_cc_module *m, buf *pool, void *ends_vec, const uint8_t
     memcpy(pool->p + pool->n, p, n);
     pool->n += n;
     VEC_PUSH(*ends, (uint32_t)pool->n, &m->fail);
-    m->ihash[j] = (uint32_t)ends->n - 1;
+    it->hash[j] = (uint32_t)ends->n - 1;
     return (uint32_t)ends->n - 1;
 }
 
@@ -2182,18 +2887,18 @@ static void reset_intern(cm_cc_module *m, size_t entries)
     size_t cap = 256;
     while (cap < 2 * entries + 2)
         cap *= 2;
-    if (cap > m->ihash_alloc) {
-        uint32_t *t = realloc(m->ihash, cap * sizeof(uint32_t));
+    if (cap > m->ifn.alloc) {
+        uint32_t *t = realloc(m->ifn.hash, cap * sizeof(uint32_t));
         if (!t)
             longjmp(m->fail, 1);
-        m->ihash = t;
-        m->ihash_alloc = cap;
+        m->ifn.hash = t;
+        m->ifn.alloc = cap;
     }
-    m->ihash_cap = cap;
-    memset(m->ihash, 0xFF, cap * sizeof(uint32_t));
+    m->ifn.cap = cap;
+    memset(m->ifn.hash, 0xFF, cap * sizeof(uint32_t));
 }
 
-static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
+static void finish(cm_cc_module *m, uint32_t frame_size, uint32_t code_base, cm_cc_result *out)
 {
     /* frame size into the prologue: lea at 1+3+4 .. ; positions are fixed */
     uint32_t prologue_at = m->debug ? 5 : 0; /* the entry site at offset 0 is never padded */
@@ -2220,8 +2925,12 @@ static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
             put1(m, 0x8d);
             put1(m, 0x35);
             put32(m, (int32_t)(f->seq - (stub + 7)));
-            put1(m, 0xBF);
-            put32(m, f->code);
+            if (f->code < 0) { /* a libcall's: mov edi, [rbp + trap slot] */
+                enc(m, 0, 0, "\x8b", 1, RDI, M(RBP, LIBCALL_TRAP_DISP), 0);
+            } else {
+                put1(m, 0xBF);
+                put32(m, f->code);
+            }
             pad_for_branch(m, 5, 0);
             put1(m, 0xE8);
             put32(m, 0);
@@ -2260,7 +2969,7 @@ static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
     reset_intern(m, m->points.n);
     for (size_t i = 0; i < m->points.n; i++) {
         point *p = &m->points.p[i];
-        uint32_t tid = intern(m, &m->types_out, &m->types_ends, m->tpool.p + p->types_at, p->types_len);
+        uint32_t tid = intern(m, &m->ifn, &m->types_out, &m->types_ends, m->tpool.p + p->types_at, p->types_len);
         buf_reserve(&m->seq_out, 20, &m->fail);
         uint8_t *r = m->seq_out.p + m->seq_out.n;
         m->seq_out.n += 20;
@@ -2308,7 +3017,7 @@ static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
             r[2] = r[3] = 0;
             memcpy(r + 4, &frame_offset, 4);
         }
-        uint32_t id = intern(m, &m->mirrors_out, &m->mirror_ends, rec, 8 * n);
+        uint32_t id = intern(m, &m->ifn, &m->mirrors_out, &m->mirror_ends, rec, 8 * n);
         VEC_PUSH(m->state_ids, (int32_t)id, &m->fail);
     }
     for (size_t i = 0; i < m->points.n; i++) {
@@ -2322,6 +3031,36 @@ static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
         memcpy(r + 16, &id, 4);
     }
 
+    /* Module-wide: each distinct list of the function interned into the
+     * module's pools (in order of first occurrence, as FrameTableBuilder
+     * interns them), and the records made final: native offsets moved to
+     * code_base, stack_types the types pool offset, first_mirror the mirror
+     * pool index (0 without mirrors). */
+    m->gmap.n = 0;
+    for (size_t k = 0; k < m->types_ends.n; k++) {
+        uint32_t a = k ? m->types_ends.p[k - 1] : 0, b = m->types_ends.p[k];
+        uint32_t g = intern(m, &m->igtypes, &m->gtypes_pool, &m->gtypes_ends, m->types_out.p + a, b - a);
+        VEC_PUSH(m->gmap, g ? m->gtypes_ends.p[g - 1] : 0, &m->fail);
+    }
+    size_t ntypes = m->gmap.n;
+    for (size_t k = 0; k < m->mirror_ends.n; k++) {
+        uint32_t a = k ? m->mirror_ends.p[k - 1] : 0, b = m->mirror_ends.p[k];
+        uint32_t g = intern(m, &m->igmirrors, &m->gmirror_pool, &m->gmirror_ends, m->mirrors_out.p + a, b - a);
+        VEC_PUSH(m->gmap, (g ? m->gmirror_ends.p[g - 1] : 0) / 8, &m->fail);
+    }
+    for (size_t i = 0; i < m->points.n; i++) {
+        uint8_t *r = m->seq_out.p + 20 * i;
+        uint32_t v;
+        memcpy(&v, r, 4);
+        v += code_base;
+        memcpy(r, &v, 4);
+        memcpy(&v, r + 12, 4);
+        memcpy(r + 12, &m->gmap.p[v], 4);
+        memcpy(&v, r + 16, 4);
+        v = r[9] ? m->gmap.p[ntypes + v] : 0;
+        memcpy(r + 16, &v, 4);
+    }
+
     out->code = m->code.p;
     out->code_size = HERE(m);
     out->frame_size = frame_size;
@@ -2333,6 +3072,23 @@ static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
     out->num_mirror_lists = (uint32_t)m->mirror_ends.n;
     out->mirror_pool = m->mirrors_out.p;
     out->mirror_ends = m->mirror_ends.p;
+    /* sites, trap calls and the local slots for the image (code_base on) */
+    for (size_t i = 0; i < m->sites.n; i++)
+        m->sites.p[i] += code_base;
+    for (size_t i = 0; i < m->trap_calls.n; i++)
+        m->trap_calls.p[i] += code_base;
+    m->locals_out.n = 0;
+    buf_reserve(&m->locals_out, 8 * (size_t)m->nlocals, &m->fail);
+    for (uint32_t i = 0; i < m->nlocals; i++) { /* LocalSlot: i32 frame offset, u8 value type, 3 bytes 0 */
+        uint8_t *r = m->locals_out.p + 8 * i;
+        int32_t offset = local_offset(i);
+        memcpy(r, &offset, 4);
+        r[4] = m->local_types[i];
+        r[5] = r[6] = r[7] = 0;
+    }
+    m->locals_out.n = 8 * (size_t)m->nlocals;
+    out->locals = m->locals_out.p;
+    out->num_locals = m->nlocals;
     out->num_sites = (uint32_t)m->sites.n;
     out->sites = m->sites.p;
     out->num_trap_calls = (uint32_t)m->trap_calls.n;
@@ -2342,18 +3098,22 @@ static void finish(cm_cc_module *m, uint32_t frame_size, cm_cc_result *out)
 }
 
 int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, uint32_t end_offset,
-                  uint32_t defined_index, const uint8_t *local_types, uint32_t nlocals, cm_cc_result *out)
+                  uint32_t defined_index, const uint8_t *local_types, uint32_t nlocals, uint32_t code_base,
+                  cm_cc_result *out)
 {
     memset(out, 0, sizeof(*out));
     m->fail_op = m->fail_offset = 0;
     int why = setjmp(m->fail);
     if (why) {
-        if (why != 3) /* not bail(): 1 out of memory, 2 no template, 4 an unbound label */
+        if (why != 3) /* not bail(): 1 out of memory, 2 no template, 4 an unbound label,
+                     * 5 cm_cc_set_abi not called, 6 a short jump out of range */
             m->fail_op = 0x10000 | (uint32_t)why;
         out->reason_op = m->fail_op;
         out->reason_offset = m->fail_offset;
         return 0;
     }
+    if (!abi_set)
+        longjmp(m->fail, 5);
     uint32_t func_index = m->num_imported + defined_index;
     if (func_index >= m->nfuncs)
         bail(m, 0xFFFF, body_offset);
@@ -2472,6 +3232,57 @@ int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, ui
     if (m->frames.n)
         bail(m, 0x0B, end_offset);
     uint32_t frame_size = (FRAME_FIXED_SIZE + 8 * (m->nlocals + m->nsave + max_depth) + 15) & ~15u;
-    finish(m, frame_size, out);
+    finish(m, frame_size, code_base, out);
     return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The module-wide pools, for the functions Python compiles and the builder  */
+/* ------------------------------------------------------------------------ */
+
+int cm_cc_intern(cm_cc_module *m, int which, const uint8_t *p, uint32_t n, uint32_t *start)
+{
+    if (setjmp(m->fail))
+        return 0;
+    buf *pool = which ? &m->gmirror_pool : &m->gtypes_pool;
+    uint32_t g = which ? intern(m, &m->igmirrors, pool, &m->gmirror_ends, p, n)
+                       : intern(m, &m->igtypes, pool, &m->gtypes_ends, p, n);
+    uint32_t *ends = which ? m->gmirror_ends.p : m->gtypes_ends.p;
+    *start = g ? ends[g - 1] : 0;
+    return 1;
+}
+
+void cm_cc_pools(cm_cc_module *m, int which, const uint8_t **pool, uint32_t *size, const uint32_t **ends,
+                 uint32_t *count)
+{
+    buf *b = which ? &m->gmirror_pool : &m->gtypes_pool;
+    *pool = b->p;
+    *size = (uint32_t)b->n;
+    *ends = which ? m->gmirror_ends.p : m->gtypes_ends.p;
+    *count = (uint32_t)(which ? m->gmirror_ends.n : m->gtypes_ends.n);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Patch-site records of the call sites (frametable.py add_call_sites)       */
+/* ------------------------------------------------------------------------ */
+
+int cm_call_site_records(const uint32_t *offsets, size_t n, uint32_t target, uint8_t *out)
+{
+    int ascending = 1;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t off = offsets[i];
+        if ((off & 7) > 8 - sizeof(SITE_DISABLED))
+            return -1;
+        if (i && offsets[i - 1] >= off)
+            ascending = 0;
+        /* PatchSite: u32 offset, enable[5] = e8 rel32, disable[5], 2 bytes of padding */
+        uint8_t *r = out + 16 * i;
+        int32_t rel = (int32_t)(target - sizeof(SITE_DISABLED) - off);
+        memcpy(r, &off, 4);
+        r[4] = 0xE8;
+        memcpy(r + 5, &rel, 4);
+        memcpy(r + 9, SITE_DISABLED, sizeof(SITE_DISABLED));
+        r[14] = r[15] = 0;
+    }
+    return ascending;
 }

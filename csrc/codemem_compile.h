@@ -7,12 +7,13 @@ typedef struct cm_cc_module cm_cc_module;
 
 /* What one compiled function is, valid until the next cm_cc_compile on the
  * same module.  Offsets are relative to the function's first byte (which the
- * caller places on 32 bytes).  seqpoints: num_seqpoints 20-byte frame-table
- * SequencePoint records whose stack_types field is an index into the
- * function's distinct type lists and whose first_mirror field an index into
- * its distinct mirror lists (the caller interns both, in index order);
- * types_ends / mirror_ends: where each list ends in its pool. calls: pairs
- * (rel32 field, callee's defined-function index). */
+ * caller places on 32 bytes, at code_base).  seqpoints: num_seqpoints 20-byte
+ * frame-table SequencePoint records, final: native offsets from code_base on,
+ * stack_types and first_mirror pointing into the module-wide pools
+ * (cm_cc_pools).  sites, trap_calls: image offsets too (code_base on).
+ * types_* / mirror_*: the function's distinct lists (what it interned),
+ * where each ends in its pool.  calls: pairs (rel32 field relative to the
+ * function, callee's defined-function index). */
 typedef struct {
     const uint8_t *code;
     uint32_t code_size;
@@ -26,6 +27,8 @@ typedef struct {
     uint32_t num_mirror_lists;
     const uint8_t *mirror_pool;
     const uint32_t *mirror_ends;
+    uint32_t num_locals;
+    const uint8_t *locals; /* the frame table's LocalSlot records (8 bytes each) */
     uint32_t num_sites;
     const uint32_t *sites;
     uint32_t num_trap_calls;
@@ -42,6 +45,11 @@ typedef struct {
 void cm_cc_set_opcode(uint32_t op, uint32_t flags, const uint8_t *params, uint32_t nparams,
                       const uint8_t *results, uint32_t nresults, uint32_t natural_align,
                       uint32_t arity, uint32_t xmm0_after);
+
+/* abi.py's offsets and trap codes used by the templates encoded in C (once per process). */
+void cm_cc_set_abi(int32_t vmctx_memory_base, int32_t vmctx_memory_def, int32_t memdef_length,
+                   int32_t trap_out_of_bounds_memory, int32_t trap_divide_by_zero, int32_t trap_integer_overflow,
+                   int32_t libcall_trap_disp);
 
 cm_cc_module *cm_cc_module_new(int debug, void *userdata);
 void cm_cc_module_free(cm_cc_module *m);
@@ -65,4 +73,22 @@ int cm_cc_store_template(cm_cc_module *m, const int64_t *key, uint32_t nkey, int
  * finds malformed or invalid); the caller compiles it in Python then, which
  * reports errors.  out->reason_op / reason_offset say why. */
 int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, uint32_t end_offset,
-                  uint32_t defined_index, const uint8_t *local_types, uint32_t nlocals, cm_cc_result *out);
+                  uint32_t defined_index, const uint8_t *local_types, uint32_t nlocals, uint32_t code_base,
+                  cm_cc_result *out);
+
+/* The module-wide pools the frame table's records point into (the
+ * FrameTableBuilder's, kept here): which 0 the stack-types pool (entries
+ * are value type bytes), 1 the mirror pool (entries are packed
+ * RegisterMirror records).  cm_cc_intern adds entry p[0:n] unless an equal
+ * one is there and sets *start to its byte offset in the pool (0: out of
+ * memory); cm_cc_pools gives the pool, its size and where each entry ends,
+ * in order of first occurrence. */
+int cm_cc_intern(cm_cc_module *m, int which, const uint8_t *p, uint32_t n, uint32_t *start);
+void cm_cc_pools(cm_cc_module *m, int which, const uint8_t **pool, uint32_t *size, const uint32_t **ends,
+                 uint32_t *count);
+
+/* The frame table's PatchSite records (16 bytes each, into out) of n sites
+ * whose enabled form is `call target` (e8 rel32, image offsets) and whose
+ * disabled form is the 5-byte NOP: 1 if the offsets ascend, 0 if not, -1 if
+ * a site straddles an 8-byte boundary (out then partly written). */
+int cm_call_site_records(const uint32_t *offsets, size_t n, uint32_t target, uint8_t *out);

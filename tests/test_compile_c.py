@@ -10,6 +10,7 @@ examples are mostly compiled by it.
 """
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 
 from codemem.errors import CompileError
 from codemem.wasm.decoder import decode_module
+from codemem.wasm.opcodes import OPCODES
 from codemem.x64 import compiler
 from codemem.x64.ccore import C_COMPILER_ENV
 from test_compile_fuzz import SEEDS, mutated_modules
@@ -104,11 +106,13 @@ def test_a_module_compiled_in_two_processes_with_the_c_core_is_byte_identical(mo
     assert c.c_functions == 5
 
 
-#: Functions the C core hands to Python (memory.grow: a libcall; typed
-#: select; table.get) between functions it compiles, calling each other.
+#: Functions the C core hands to Python (table.get; memory.fill: a libcall
+#: other than memory.grow) between functions it compiles (memory.grow, whose
+#: libcall's trap stub loads the runtime's code; typed select), calling each other.
 FALLBACKS = """(module
   (memory 1) (table 2 funcref) (global $g (mut i64) (i64.const 7))
   (func $grow (param i32) (result i32) (memory.grow (local.get 0)))
+  (func $fill (param i32) (memory.fill (local.get 0) (i32.const 0) (i32.const 16)))
   (func $plain (param i32 i64) (result i64)
     (global.set $g (i64.add (global.get $g) (local.get 1)))
     (if (result i64) (local.get 0) (then (global.get $g)) (else (i64.const -1))))
@@ -118,6 +122,7 @@ FALLBACKS = """(module
   (func (export "run") (param i32) (result i32)
     (drop (call $plain (local.get 0) (i64.const 3)))
     (drop (call $typed (local.get 0)))
+    (call $fill (local.get 0))
     (i32.add (call $grow (local.get 0)) (call $tab (local.get 0)))))"""
 
 
@@ -125,7 +130,7 @@ FALLBACKS = """(module
 def test_functions_the_c_core_does_not_handle_are_compiled_by_python_in_place(monkeypatch, debug):
     python, c = compile_both(monkeypatch, wasmtime.wat2wasm(FALLBACKS), debug)
     assert_same(python, c)
-    assert c.c_functions == 2  # $plain and run
+    assert c.c_functions == 4  # $grow, $plain, $typed and run; $fill and $tab in Python
 
 
 #: Valid bodies the C core handles, through its less common paths: block
@@ -201,3 +206,163 @@ def test_padded_leb128_immediates_compile_in_c(monkeypatch):
     python, c = compile_both(monkeypatch, module_with_body(body), True)
     assert_same(python, c)
     assert c.c_functions == 1
+
+
+_I_BINARY = ("add", "sub", "mul", "and", "or", "xor", "shl", "shr_s", "shr_u", "rotl", "rotr",
+             "div_s", "div_u", "rem_s", "rem_u", "eq", "ne", "lt_s", "lt_u", "gt_s", "gt_u",
+             "le_s", "le_u", "ge_s", "ge_u")
+_I_COMPARE = frozenset(_I_BINARY[15:])
+_I_UNARY = {"i32": ("eqz", "clz", "ctz", "popcnt", "extend8_s", "extend16_s"),
+            "i64": ("eqz", "clz", "ctz", "popcnt", "extend8_s", "extend16_s", "extend32_s")}
+_LOADS = {"i32": ("load", "load8_s", "load8_u", "load16_s", "load16_u"),
+          "i64": ("load", "load8_s", "load8_u", "load16_s", "load16_u", "load32_s", "load32_u")}
+#: memarg offsets: small, disp8/disp32 boundaries, and past 2**31 (the bounds
+#: check's end no longer fits an imm32; the access then goes through rdx).
+_OFFSETS = (0, 3, 127, 128, 0x7FFF_FFF0, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFF)
+
+
+def compile_both_recording_template_requests(monkeypatch, wasm: bytes, functions: int) -> list[list[int]]:
+    """Compile ``wasm`` both ways, debug and nodebug, check the images are
+    the same and that the C core compiled all ``functions``; return the
+    template requests the C core made of Python (their key fields)."""
+    asked: list[list[int]] = []
+    template_for_c = compiler._ModuleCompiler._template_for_c
+
+    def recording(self, fields, at):
+        asked.append(list(fields))
+        return template_for_c(self, fields, at)
+
+    monkeypatch.setattr(compiler._ModuleCompiler, "_template_for_c", recording)
+    for debug in (True, False):
+        python, c = compile_both(monkeypatch, wasm, debug)
+        assert_same(python, c)
+        assert c.c_functions == functions
+    return asked
+
+
+def _integer_function(rnd, index: int) -> str:
+    """A function whose expressions use every integer operation, load and
+    store the C core encodes, at many stack depths and register choices (a
+    deep operand stack spills past the cache's registers; local.gets of the
+    same local share a mirror), from a random offset mod 32."""
+
+    def expr(t: str, depth: int) -> str:
+        r = rnd.randrange(7 if depth < 5 else 2)
+        other = "i64" if t == "i32" else "i32"
+        if r == 0:
+            return f"({t}.const {rnd.randrange(-(1 << 31), 1 << 31)})"
+        if r == 1:
+            return f"(local.get {rnd.choice((0, 2)) if t == 'i32' else rnd.choice((1, 3))})"
+        if r == 2:
+            op = rnd.choice(_I_BINARY)
+            if op not in _I_COMPARE:
+                return f"({t}.{op} {expr(t, depth + 1)} {expr(t, depth + 1)})"
+            u = rnd.choice(("i32", "i64"))  # the operands' type; a comparison's result is an i32
+            inner = f"({u}.{op} {expr(u, depth + 1)} {expr(u, depth + 1)})"
+            return inner if t == "i32" else f"(i64.extend_i32_u {inner})"
+        if r == 3:
+            op = rnd.choice(_I_UNARY[t])
+            result = "i32" if op == "eqz" else t
+            inner = f"({t}.{op} {expr(t, depth + 1)})"
+            return inner if result == t else f"(i64.extend_i32_u {inner})"
+        if r == 4:
+            load = rnd.choice(_LOADS[t])
+            return f"({t}.{load} offset={rnd.choice(_OFFSETS)} {expr('i32', depth + 1)})"
+        if r == 5:
+            convert = "i32.wrap_i64" if t == "i32" else rnd.choice(("i64.extend_i32_s", "i64.extend_i32_u"))
+            return f"({convert} {expr(other, depth + 1)})"
+        return f"({t}.eqz {expr(t, depth + 1)})" if t == "i32" else f"(i64.extend_i32_s {expr('i32', depth + 1)})"
+
+    statements = []
+    for _ in range(rnd.randrange(1, 32)):  # shifts what follows by a few bytes: every offset mod 32
+        statements.append("(nop)" if rnd.random() < 0.5 else "(drop (i32.const 1))")
+    for _ in range(12):
+        t = rnd.choice(("i32", "i64"))
+        store = rnd.choice(("store", "store8", "store16") + (("store32",) if t == "i64" else ()))
+        choice = rnd.randrange(3)
+        if choice == 0:
+            statements.append(f"({t}.{store} offset={rnd.choice(_OFFSETS)} {expr('i32', 0)} {expr(t, 0)})")
+        elif choice == 1:
+            statements.append(f"(local.set {2 if t == 'i32' else 3} {expr(t, 0)})")
+        else:
+            statements.append(f"(drop {expr(t, 0)})")
+    return (f"(func $f{index} (param i32 i64) (result i64) (local i32 i64) {' '.join(statements)} "
+            "(i64.add (local.get 3) (i64.extend_i32_u (local.get 2))))")
+
+
+def test_integer_operations_loads_and_stores_are_encoded_in_c_as_python_builds_them(monkeypatch):
+    """The templates the C core encodes itself (no Python build per key): every
+    integer operation, load and store, byte for byte the Python templates,
+    padded for every code offset mod 32 as _emit pads them."""
+    rnd = random.Random(1313)
+    wasm = wasmtime.wat2wasm("(module (memory 1) " + "\n".join(_integer_function(rnd, k) for k in range(80)) + ")")
+    asked = compile_both_recording_template_requests(monkeypatch, wasm, 80)
+    kinds = {fields[0] for fields in asked}
+    assert not kinds & {compiler._K_LOAD, compiler._K_STORE, compiler._K_RNUM1, compiler._K_RNUM2}, kinds
+
+
+#: Float operations whose templates are still built in Python (asked for by the C core).
+_FLOAT_IN_PYTHON = ("copysign", "ceil", "floor", "trunc", "nearest")
+
+
+def _float_function(rnd, index: int) -> str:
+    """A function of float expressions: every float operation, comparison
+    and conversion, chained so that xmm0 reuse guesses right and wrong
+    ("x" and "y" hints), from a random offset mod 32."""
+    binary = ("add", "sub", "mul", "div", "min", "max", "copysign")
+    unary = ("abs", "neg", "sqrt", "ceil", "floor", "trunc", "nearest")
+    compare = ("eq", "ne", "lt", "gt", "le", "ge")
+
+    def expr(t: str, depth: int) -> str:  # t: f32, f64, i32 or i64
+        r = rnd.randrange(6 if depth < 4 else 2)
+        if t in ("i32", "i64"):
+            if r == 0:
+                return f"({t}.const {rnd.randrange(-(1 << 31), 1 << 31)})"
+            if r == 1:
+                return f"(local.get {0 if t == 'i32' else 1})"
+            if r in (2, 3):
+                f = rnd.choice(("f32", "f64"))
+                sat = rnd.choice(("trunc_sat_", "trunc_sat_", "trunc_"))
+                return f"({t}.{sat}{f}_{rnd.choice('su')} {expr(f, depth + 1)})"
+            inner = f"({rnd.choice(('f32', 'f64'))}.{rnd.choice(compare)} {{0}} {{1}})"
+            u = inner[1:4]
+            inner = inner.format(expr(u, depth + 1), expr(u, depth + 1))
+            return inner if t == "i32" else f"(i64.extend_i32_u {inner})"
+        if r == 0:
+            return f"({t}.const {rnd.uniform(-1e3, 1e3):.3f})"
+        if r == 1:
+            return f"(local.get {2 if t == 'f32' else 3})"
+        if r == 2:
+            return f"({t}.{rnd.choice(binary)} {expr(t, depth + 1)} {expr(t, depth + 1)})"
+        if r == 3:
+            return f"({t}.{rnd.choice(unary)} {expr(t, depth + 1)})"
+        if r == 4:
+            i = rnd.choice(("i32", "i64"))
+            return f"({t}.convert_{i}_{rnd.choice('su')} {expr(i, depth + 1)})"
+        if t == "f32":
+            return f"(f32.demote_f64 {expr('f64', depth + 1)})"
+        return f"(f64.promote_f32 {expr('f32', depth + 1)})"
+
+    statements = ["(nop)"] * rnd.randrange(1, 32)
+    for _ in range(10):
+        t = rnd.choice(("f32", "f64", "i32", "i64"))
+        statements.append(f"(local.set {('i32', 'i64', 'f32', 'f64').index(t)} {expr(t, 0)})")
+    return (f"(func $g{index} (param i32 i64 f32 f64) (result f64) {' '.join(statements)} "
+            "(f64.add (local.get 3) (f64.promote_f32 (local.get 2))))")
+
+
+def test_float_operations_and_conversions_are_encoded_in_c_as_python_builds_them(monkeypatch):
+    """Float arithmetic, min/max, comparisons, sqrt, demote/promote and the
+    conversions (but from/to u64) encoded by the C core, byte for byte the
+    Python templates with their xmm0 reuse guesses; only the rounding and
+    copysign templates (and u64 conversions) are still asked of Python."""
+    rnd = random.Random(2424)
+    # A trapping trunc may trap at run time; here only the code matters.
+    wasm = wasmtime.wat2wasm("(module " + "\n".join(_float_function(rnd, k) for k in range(60)) + ")")
+    asked = compile_both_recording_template_requests(monkeypatch, wasm, 60)
+    in_python = {OPCODES[fields[1]].name for fields in asked if fields[0] in (compiler._K_RNUM1, compiler._K_RNUM2)}
+    allowed = {f"{t}.{name}" for t in ("f32", "f64") for name in _FLOAT_IN_PYTHON}
+    allowed |= {f"{i}.trunc_{f}_{s}" for i in ("i32", "i64") for f in ("f32", "f64") for s in "su"}  # trapping
+    allowed |= {"i64.trunc_sat_f32_u", "i64.trunc_sat_f64_u", "f32.convert_i64_u", "f64.convert_i64_u"}
+    assert in_python <= allowed, in_python - allowed
+    assert in_python, "the sample has operations still built in Python"

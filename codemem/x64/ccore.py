@@ -6,19 +6,24 @@ implement yet, or anything malformed or invalid: the Python compiler then
 reports the error in the spec's order) the function is compiled in Python as
 before.  The C side is a byte-for-byte port of ``_compile_function``: it
 makes the same code, sequence points, patch sites, trap stubs and mirror
-lists.  Machine-code templates stay in Python: C asks for one the first time
-it needs a key (and code offset mod 32, for branch padding) through
-``cm_py_template`` and keeps the bytes.
+lists.  Most machine-code templates are encoded in C (register moves, loads,
+stores, integer and float operations and conversions); for the others C asks
+Python the first time it needs a key (and code offset mod 32, for branch
+padding) through ``cm_py_template`` and keeps the bytes.  The frame table's
+stack-types and mirror pools are kept in C for the whole compile
+(:class:`CPools`, the chunk's ``FrameTableBuilder(pools=...)``), so the
+records C returns are final.
 
 ``$WASM_GDBSTUB_C_COMPILER=0`` turns the C core off (everything compiled in
 Python); tests compare the two byte for byte.
 
 What C compiles (``C_OPCODES``): control flow (block, loop, if/else, br,
 br_if, br_table, return, unreachable, nop), direct and indirect calls, drop,
-untyped select, locals, globals, loads and stores, memory.size, constants and
-every numeric instruction (the 0xFC saturating truncations included).  Not yet:
-memory.grow and the other libcalls, tables, references, bulk memory, typed
-select.
+select (untyped, and typed with a numeric type), locals, globals, loads and
+stores, memory.size, memory.grow, constants and every numeric instruction (the
+0xFC saturating truncations included).  Not yet: the other libcalls (bulk
+memory, table.grow/fill/copy/init, elem.drop, data.drop), table.get/set/size,
+ref.null/is_null/func (and so typed select of a reference type).
 """
 from __future__ import annotations
 
@@ -26,9 +31,12 @@ import logging
 import os
 from array import array
 from dataclasses import dataclass
+from itertools import accumulate
 
 from .._native import ffi, lib
-from ..abi import VMContextLayout
+from ..abi import (FRAME_LIBCALL_AREA, LIBCALL_TRAP_SLOT, MEMDEF_LENGTH, VMCTX_MEMORY_BASE, VMCTX_MEMORY_DEF,
+                   TrapCode, VMContextLayout)
+from ..frametable import MIRROR_SIZE as _MIRROR_SIZE
 from ..wasm.module import ModuleInfo
 from ..wasm.opcodes import OP_BY_NAME, OPCODES, Imm
 from ..wasm.validator import _SIMPLE
@@ -57,8 +65,8 @@ C_OPCODES = frozenset(
     {OP_BY_NAME[name] for name in (
         "unreachable", "nop", "block", "loop", "if", "else", "end", "br", "br_if", "br_table", "return", "call",
         "call_indirect", "drop", "local.get", "local.set", "local.tee", "global.get", "global.set",
-        "memory.size", "i32.const", "i64.const", "f32.const", "f64.const")}
-    | {0x1B}  # untyped select
+        "memory.size", "memory.grow", "i32.const", "i64.const", "f32.const", "f64.const")}
+    | {0x1B, 0x1C}  # untyped and typed select
     | set(range(0x28, 0x3F))  # loads and stores
     | set(NUMERIC))
 
@@ -96,28 +104,88 @@ def _load_opcode_tables() -> None:
         lib.cm_cc_set_opcode(_op_index(op), flags, params, len(params), results, len(results),
                              getattr(info, "natural_align", 0) or 0, NUMERIC_ARITY.get(op, 0),
                              _AFTER[XMM0_AFTER.get(op, "clobber")])
+    lib.cm_cc_set_abi(VMCTX_MEMORY_BASE, VMCTX_MEMORY_DEF, MEMDEF_LENGTH, int(TrapCode.OUT_OF_BOUNDS_MEMORY),
+                      int(TrapCode.INTEGER_DIVIDE_BY_ZERO), int(TrapCode.INTEGER_OVERFLOW),
+                      FRAME_LIBCALL_AREA + 8 * LIBCALL_TRAP_SLOT)
     _tables_loaded = True
 
 
 
 @dataclass
 class CFunction:
-    """One function compiled by the C core (offsets relative to its start).
+    """One function compiled by the C core (offsets relative to its start,
+    except in ``seqpoints``, ``sites`` and ``trap_calls``: image offsets).
 
-    ``seqpoints``: packed SequencePoint records whose stack_types field is an
-    index into ``types`` and whose first_mirror field an index into
-    ``mirrors`` (both: the function's distinct lists, in order of first
-    occurrence); ``calls``: ``(rel32 field, callee defined index)``."""
+    ``seqpoints``: its SequencePoint records, final: native offsets in the
+    image code (from the ``code_base`` given to compile), stack types and
+    mirror lists interned into the module-wide pools (:class:`CPools`);
+    ``calls``: ``(rel32 field, callee defined index)``."""
 
     code: bytes
     native_size: int
     frame_size: int
     seqpoints: bytes
-    types: list[tuple[int, ...]]
-    mirrors: list[bytes]
-    sites: array
+    locals: bytes  # LocalSlot records
+    sites: array  # image offsets, like trap_calls
     trap_calls: array
     calls: list[tuple[int, int]]
+
+
+class CPools:
+    """The frame table's stack-types and mirror pools of one compile, kept by
+    the C core (``FrameTableBuilder(pools=...)``): the functions C compiles
+    intern into them in C, the ones Python compiles through these methods,
+    so the pools are in order of first occurrence over the functions in
+    order, as a builder alone makes them.  :meth:`freeze` (at the C core's
+    close) keeps their final contents in Python."""
+
+    def __init__(self, module) -> None:
+        self._module = module
+        self._start = ffi.new("uint32_t *")
+        self._frozen: tuple[list, list] | None = None
+
+    def intern_types(self, types: tuple[int, ...]) -> int:
+        """The types pool offset of the stack ``types`` (added if new; once
+        frozen, only found: FrameTableBuilder interned every function's as it
+        was added and looks them up again when it packs)."""
+        if self._frozen is not None:
+            return self._frozen_types_at[types]
+        packed = bytes(types)
+        if not lib.cm_cc_intern(self._module, 0, packed, len(packed), self._start):
+            raise MemoryError("the C compiler's types pool")
+        return self._start[0]
+
+    def intern_mirrors(self, packed: bytes) -> tuple[int, int]:
+        """``(records, first record)`` of the packed mirror list (added if new)."""
+        if not lib.cm_cc_intern(self._module, 1, packed, len(packed), self._start):
+            raise MemoryError("the C compiler's mirror pool")
+        return len(packed) // _MIRROR_SIZE, self._start[0] // _MIRROR_SIZE
+
+    def _entries(self, which: int) -> tuple[bytes, list[int]]:
+        pool, size, ends, count = (ffi.new("const uint8_t **"), ffi.new("uint32_t *"),
+                                   ffi.new("const uint32_t **"), ffi.new("uint32_t *"))
+        lib.cm_cc_pools(self._module, which, pool, size, ends, count)
+        data = ffi.buffer(pool[0], size[0])[:] if size[0] else b""
+        stops = _u32s(ends[0], count[0])
+        return data, list(map(data.__getitem__, map(slice, [0, *stops[:-1]], stops)))
+
+    def freeze(self) -> None:
+        """Copy the pools into Python (the C side is freed next)."""
+        if self._frozen is None:
+            types = list(map(tuple, self._entries(0)[1]))
+            self._frozen = (types, self._entries(1)[1])
+            self._frozen_types_at = dict(zip(types, accumulate(map(len, types), initial=0)))  # entry -> offset
+            self._module = None
+
+    def types_entries(self) -> list[tuple[int, ...]]:
+        """The types pool's entries, in pool order."""
+        self.freeze()
+        return self._frozen[0]
+
+    def mirror_lists(self) -> list[bytes]:
+        """The mirror pool's lists (packed records), in pool order."""
+        self.freeze()
+        return self._frozen[1]
 
 
 def _u32s(pointer, count: int) -> array:
@@ -168,41 +236,36 @@ class CFunctionCompiler:
                                         len(info.all_memories)))
         if not ok:
             raise MemoryError("the C compiler's module tables")
-        self._local_types: dict[int, bytes] = {}
+        #: The module-wide frame-table pools (FrameTableBuilder's ``pools``).
+        self.pools = CPools(module)
 
     def close(self) -> None:
-        """Free the C side; compile() may not be called afterwards."""
+        """Free the C side (the pools are kept); compile() may not be called afterwards."""
         module, self._module = self._module, None
         if module is not None:
+            self.pools.freeze()
             ffi.release(module)  # runs the ffi.gc destructor, cm_cc_module_free, now
         self._handle = self._templates = None
 
-    def compile(self, index: int, local_types: tuple) -> CFunction | None:
-        """Defined function ``index`` compiled in C, or None (compile it in Python)."""
+    def compile(self, index: int, local_types: tuple, code_base: int) -> CFunction | None:
+        """Defined function ``index`` compiled in C to go at image offset
+        ``code_base``, or None (compile it in Python)."""
         body = self._info.codes[index]
         types = bytes(local_types)
         r = self._result
         if not lib.cm_cc_compile(self._module, self._data, body.body_offset, body.end_offset, index, types,
-                                 len(types), r):
+                                 len(types), code_base, r):
             reason = r.reason_op
             self.fallbacks[reason] = self.fallbacks.get(reason, 0) + 1
             return None
         self.functions += 1
-        # The distinct lists, cut out of their pools column-wise (map, in C).
-        types_ends = _u32s(r.types_ends, r.num_types)
-        types_pool = ffi.buffer(r.types_pool, types_ends[-1])[:] if r.num_types else b""
-        types_list = list(map(tuple, map(types_pool.__getitem__, map(slice, [0, *types_ends[:-1]], types_ends))))
-        mirror_ends = _u32s(r.mirror_ends, r.num_mirror_lists)
-        mirror_pool = ffi.buffer(r.mirror_pool, mirror_ends[-1])[:] if r.num_mirror_lists else b""
-        mirrors = list(map(mirror_pool.__getitem__, map(slice, [0, *mirror_ends[:-1]], mirror_ends)))
         calls = _u32s(r.calls, 2 * r.num_calls)
         return CFunction(
             code=ffi.buffer(r.code, r.code_size)[:],
             native_size=r.native_size,
             frame_size=r.frame_size,
             seqpoints=ffi.buffer(r.seqpoints, 20 * r.num_seqpoints)[:],
-            types=types_list,
-            mirrors=mirrors,
+            locals=ffi.buffer(r.locals, 8 * r.num_locals)[:],
             sites=_u32s(r.sites, r.num_sites),
             trap_calls=_u32s(r.trap_calls, r.num_trap_calls),
             calls=list(zip(calls[0::2], calls[1::2])),

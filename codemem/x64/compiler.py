@@ -52,6 +52,7 @@ import logging
 import os
 import pickle
 import struct
+from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import attrgetter
@@ -251,8 +252,8 @@ class _Chunk:
     code: bytes
     starts: list[int]
     calls: list[tuple[int, int]]
-    trap_calls: list[int]
-    sites: list[int]
+    trap_calls: array  # uint32
+    sites: array  # uint32
     frame: PackedFunctions
     c_functions: int = 0
     c_body_bytes: int = 0
@@ -264,15 +265,15 @@ def _link(info: ModuleInfo, debug: bool, chunks: list[_Chunk]) -> CompiledModule
     calls between runs resolved, then the veneers."""
     code = bytearray()
     builder = FrameTableBuilder(debug=debug)
-    bases, starts, sites, trap_calls = [], [], [], []
+    bases, starts, sites, trap_calls = [], [], array("I"), array("I")
     for chunk in chunks:
         code += b"\xcc" * (-len(code) & (_BRANCH_BOUNDARY - 1))
         base = len(code)
         bases.append(base)
         code += chunk.code
         starts += map(base.__add__, chunk.starts)
-        sites += map(base.__add__, chunk.sites)
-        trap_calls += map(base.__add__, chunk.trap_calls)
+        sites += array("I", map(base.__add__, chunk.sites)) if base else chunk.sites
+        trap_calls += array("I", map(base.__add__, chunk.trap_calls)) if base else chunk.trap_calls
         builder.add_packed(chunk.frame, base)
     for chunk, base in zip(chunks, bases):
         for field, callee in chunk.calls:
@@ -575,14 +576,13 @@ class _ModuleCompiler:
         self.layout = VMContextLayout.for_module(info)
         self.asm = Assembler()
         self.asm.branch_boundary = _BRANCH_BOUNDARY
-        self.builder = FrameTableBuilder(debug=debug)
         self.num_imported = info.num_imported_funcs
         self.func_types = info.all_func_types
         self.templates: dict = {}
         #: frame size -> _new_mirror_list's memo (see _compile_function)
         self.mirror_memo: dict[int, tuple[dict, list]] = {}
-        self.site_offsets: list[int] = []
-        self.trap_call_fields: list[int] = []
+        self.site_offsets = array("I")  # image offsets of the patch sites
+        self.trap_call_fields = array("I")
         self.func_labels: dict[int, Label] = {}
         #: (rel32 field, defined function index) of calls to functions of other runs
         self.calls: list[tuple[int, int]] = []
@@ -606,6 +606,9 @@ class _ModuleCompiler:
         #: The C core (ccore.py), tried first for each function; None: Python only.
         self.ccore = (CFunctionCompiler(info, debug, self)
                       if (c_compiler_enabled() if use_c is None else use_c) else None)
+        #: With the C core, the frame table's pools are kept in C (it interns
+        #: its functions' lists there; Python's go through ccore.pools).
+        self.builder = FrameTableBuilder(debug=debug, pools=None if self.ccore is None else self.ccore.pools)
         #: (rel32 field, defined function index) of the C core's direct calls,
         #: resolved by compile_chunk once every function of the run has a place.
         self.c_calls: list[tuple[int, int]] = []
@@ -652,19 +655,19 @@ class _ModuleCompiler:
         body = info.codes[index]
         ft = info.types[type_index]
         local_types = ft.params + body.locals
-        fn = self.ccore.compile(index, local_types)
+        asm = self.asm
+        code = asm.code
+        start = (len(code) + _BRANCH_BOUNDARY - 1) & -_BRANCH_BOUNDARY  # where align() puts the function
+        fn = self.ccore.compile(index, local_types, start)
         if fn is None:
             return False
-        asm = self.asm
         asm.align(_BRANCH_BOUNDARY, 0xCC)
-        code = asm.code
-        start = len(code)
+        assert len(code) == start
         asm.bind(self.func_labels[index])
         code += fn.code
-        self.site_offsets += map(start.__add__, fn.sites)
-        self.trap_call_fields += map(start.__add__, fn.trap_calls)
+        self.site_offsets += fn.sites
+        self.trap_call_fields += fn.trap_calls
         self.c_calls += ((start + field, callee) for field, callee in fn.calls)
-        mirror_firsts = self.builder.intern_mirror_firsts(fn.mirrors)
         self.builder.add_function(FunctionBuild(
             native_start=start,
             native_size=fn.native_size,
@@ -672,8 +675,8 @@ class _ModuleCompiler:
             frame_size=fn.frame_size,
             body_wasm_offset=body.body_offset,
             stack_base=-fn.frame_size,
-            locals=[(local_offset(i), int(t)) for i, t in enumerate(local_types)],
-            packed_seqpoints=PackedPoints.rebased(fn.seqpoints, start, fn.types, mirror_firsts),
+            packed_locals=fn.locals,
+            packed_seqpoints=PackedPoints(fn.seqpoints, []),
         ))
         self.c_functions += 1
         self.c_body_bytes += body.end_offset - body.body_offset
@@ -762,6 +765,10 @@ class _ModuleCompiler:
             base = d - 1 - len(self.info.types[type_index].params)
             return (("call_indirect", d, type_index, table_index), _build_call_indirect,
                     (d, base, self.layout.table(table_index), self.layout.type_id(type_index)))
+        if kind == _K_MEMORY_GROW:
+            (d,) = f
+            args = (Libcall.MEMORY_GROW, (("i32", d - 1),), d - 1)  # _h_memory_grow's
+            return ("libcall", *args), _build_libcall, args
         raise ValueError(f"unknown template kind {kind} from the C compiler")
 
     # ---------------------------------------------------------------- emission
@@ -1666,7 +1673,7 @@ class _ModuleCompiler:
 #: Template kinds of the C core's requests (csrc/codemem_compile.c, enum K_*).
 (_K_COPY, _K_SAVE, _K_RESTORE, _K_EPILOGUE, _K_UNREACHABLE, _K_SELECT, _K_LOCAL_GET, _K_LOCAL_SET, _K_GLOBAL_GET,
  _K_GLOBAL_SET, _K_TO_SLOT, _K_RNUM2, _K_RNUM1, _K_LOAD, _K_STORE, _K_MEMORY_SIZE, _K_CALL_IMPORT,
- _K_CALL_INDIRECT, _K_TAKE_RESULT) = range(1, 20)
+ _K_CALL_INDIRECT, _K_TAKE_RESULT, _K_MEMORY_GROW) = range(1, 21)
 #: The C core's xmm0 hint numbers -> numeric.py's.
 _C_HINTS = (None, "x", "y")
 
