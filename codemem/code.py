@@ -424,7 +424,7 @@ class StoreCode:
         else:
             index_array, first = ffi.new("uint32_t[]", [i if 0 <= i < 1 << 32 else table.num_sites
                                                        for i in indexes]), 0
-        columns = table.site_offset_column
+        columns = table.site_offset_column.searchable
         if index_array == ffi.NULL:
             span = (columns[first], columns[first + count - 1] + SITE_SIZE)
         else:

@@ -65,6 +65,7 @@ import bisect
 import enum
 import mmap
 import struct
+import sys
 from array import array
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -189,9 +190,6 @@ _SITE_STRUCT = struct.Struct("<I5s5s2x")
 _MIRROR_STRUCT = struct.Struct("<BB2xi")
 _CALL_SITE_STRUCT = struct.Struct("<IBi5s2x")  # a PatchSite whose enable bytes are a call rel32
 _POINT_PREFIX = struct.Struct("<IIB11x")  # a SequencePoint's native_offset, wasm_offset, kind
-#: A SequencePoint record's native_offset, kind, num_mirrors and first_mirror only.
-_SEQPOINT_MIRRORS_STRUCT = struct.Struct("<I4xBB6xI")
-assert _SEQPOINT_MIRRORS_STRUCT.size == SEQPOINT_SIZE
 assert (_FUNCTION_STRUCT.size, _SEQPOINT_STRUCT.size, _LOCAL_STRUCT.size, _SITE_STRUCT.size, _CALL_SITE_STRUCT.size,
         _MIRROR_STRUCT.size) == (FUNCTION_SIZE, SEQPOINT_SIZE, LOCAL_SIZE, SITE_RECORD_SIZE, SITE_RECORD_SIZE,
                                  MIRROR_SIZE)
@@ -203,10 +201,39 @@ MIRROR_REGISTER_NAMES = {
     8: "r8", 9: "r9", 10: "r10", 11: "r11", 12: "r12", 13: "r13", 14: "r14",
 }
 
-# construct's compiled parser reads the header; records are read with the
-# struct formats above (asserted to match the schemas, which stay the single
-# definition of the format).
-_HeaderC = Header.compile()
+
+
+class FrameTableHeader(NamedTuple):
+    """The parsed :data:`Header` (its fields but the magic and the padding)."""
+
+    version: int
+    flags: int
+    code_size: int
+    bp_veneer: int
+    trap_veneer: int
+    bp_slot: int
+    trap_slot: int
+    num_functions: int
+    functions_offset: int
+    num_sites: int
+    sites_offset: int
+    num_seqpoints: int
+    seqpoints_offset: int
+    num_locals: int
+    locals_offset: int
+    types_size: int
+    types_offset: int
+    num_mirrors: int
+    mirrors_offset: int
+
+
+# The header is read with this struct format, field for field the schema's
+# (tests/test_frametable.py checks both read the same values): compiling the
+# schema with construct's ``compile()`` cost about 10 ms of every start of
+# the process, a tenth of a warm ``serve``; building with the schema is a
+# builder's business.
+_HEADER_STRUCT = struct.Struct("<4sHH17I4x")
+assert _HEADER_STRUCT.size == HEADER_SIZE
 
 
 # --------------------------------------------------------------------------
@@ -224,7 +251,7 @@ class RecordColumn(Sequence):
     module's hundreds of thousands of records (DESIGN.md, "Read in place,
     never in full")."""
 
-    __slots__ = ("_data", "_base", "_stride", "_unpack", "_count")
+    __slots__ = ("_data", "_base", "_stride", "_unpack", "_count", "_fmt", "_searchable")
 
     def __init__(self, data: bytes, base: int, stride: int, count: int, field_offset: int = 0,
                  fmt: str = "<I"):
@@ -233,6 +260,21 @@ class RecordColumn(Sequence):
         self._stride = stride
         self._count = count
         self._unpack = struct.Struct(fmt).unpack_from
+        self._fmt = fmt
+        self._searchable = None
+
+    @property
+    def searchable(self) -> Sequence[int]:
+        """The column as a sequence ``bisect`` indexes in C: a strided
+        ``memoryview`` over the records (no copy) where the host's byte order
+        and the field allow, else the column itself.  A bisect through
+        :meth:`__getitem__` costs a Python call per probe, ~20 of them per
+        lookup in a real-size table, several lookups per step."""
+        view = self._searchable
+        if view is None:
+            view = self._searchable = _strided_view(self._data, self._base, self._stride, self._count,
+                                                    self._fmt) or self
+        return view
 
     def __len__(self) -> int:
         return self._count
@@ -245,6 +287,28 @@ class RecordColumn(Sequence):
         if not 0 <= index < self._count:
             raise IndexError(index)
         return self._unpack(self._data, self._base + index * self._stride)[0]
+
+
+#: struct formats a strided memoryview can stand for on a little-endian host.
+_VIEW_CODES = {"<I": "I", "<i": "i", "<B": "B"}
+
+
+def _strided_view(data, start: int, stride: int, count: int, fmt: str) -> memoryview | None:
+    """The field at ``start``, ``start + stride``, ... (``count`` of them) as
+    a read-only memoryview of ints, or None when one cannot be made (a
+    big-endian host, a stride that is not a multiple of the field's size)."""
+    code = _VIEW_CODES.get(fmt)
+    if code is None or sys.byteorder != "little":
+        return None
+    size = struct.calcsize(code)
+    if stride % size or count < 0:
+        return None
+    if count == 0:
+        return memoryview(b"").cast(code)
+    end = start + (count - 1) * stride + size
+    if start < 0 or end > len(data):
+        return None
+    return memoryview(data)[start:end].toreadonly().cast(code)[::stride // size]
 
 
 @dataclass(frozen=True)
@@ -324,17 +388,17 @@ class FrameTable:
         self._data = data if isinstance(data, (bytes, mmap.mmap)) else bytes(data)
         if len(self._data) < HEADER_SIZE:
             raise FrameTableError(f"frame table truncated: {len(self._data)} bytes, header needs {HEADER_SIZE}")
-        try:
-            h = _HeaderC.parse(self._data[:HEADER_SIZE])
-        except cs.ConstructError as e:
-            raise FrameTableError(f"frame table header: bad magic or layout ({e.__class__.__name__})") from None
+        magic, *fields = _HEADER_STRUCT.unpack_from(self._data, 0)
+        if magic != MAGIC:
+            raise FrameTableError(f"frame table header: bad magic {magic!r} (expected {MAGIC!r})")
+        h = FrameTableHeader(*fields)
         if h.version != VERSION:
             raise FrameTableError(f"frame table version {h.version} is not {VERSION}")
         self.header = h
         self.debug = bool(h.flags & FLAG_DEBUG)
         self.code_size = h.code_size
         for name in ("bp_veneer", "trap_veneer", "bp_slot", "trap_slot"):
-            value = h[name]
+            value = getattr(h, name)
             if value > h.code_size:
                 raise FrameTableError(f"frame table field {name}={value:#x} is outside the code ({h.code_size:#x} bytes)")
         self._check_array("functions", h.functions_offset, h.num_functions, FUNCTION_SIZE)
@@ -428,7 +492,7 @@ class FrameTable:
     def function_at(self, offset: int) -> FunctionInfo | None:
         """The function whose native range contains image offset ``offset``, if
         any (a bisect over the records in place)."""
-        i = bisect.bisect_right(self.function_starts, offset) - 1
+        i = bisect.bisect_right(self.function_starts.searchable, offset) - 1
         if i < 0:
             return None
         f = self.function(i)
@@ -454,6 +518,31 @@ class FrameTable:
     @cached_property
     def _function_by_wasm_index(self) -> dict[int, FunctionInfo]:
         return {f.wasm_index: f for f in self.functions()}
+
+    @cached_property
+    def native_start_by_wasm_index(self) -> dict[int, int]:
+        """``{wasm function index: native_start}`` of every record, read once
+        per table with one ``struct.iter_unpack`` (an instance needs every
+        function's code address: one :meth:`function` per function cost a
+        bisect and a record object each, 2,000 of them on every start of a
+        real-size module).  Each record's native range is checked as
+        :meth:`function` checks it (inside the code, not empty, after the
+        previous one); raises FrameTableError otherwise."""
+        h = self.header
+        records = memoryview(self._data)[h.functions_offset:h.functions_offset + h.num_functions * FUNCTION_SIZE]
+        starts: dict[int, int] = {}
+        previous_end = 0
+        for position, (native_start, native_size, wasm_index, *_rest) in enumerate(
+                _FUNCTION_STRUCT.iter_unpack(records)):
+            if native_start + native_size > self.code_size or native_size == 0:
+                raise FrameTableError(f"function record {position}: native range {native_start:#x}"
+                                      f"+{native_size:#x} outside the code")
+            if native_start < previous_end:
+                raise FrameTableError(f"function record {position}: native_start {native_start:#x} overlaps "
+                                      "the previous function")
+            previous_end = native_start + native_size
+            starts[wasm_index] = native_start
+        return starts
 
     def function_at_wasm_offset(self, wasm_offset: int) -> FunctionInfo | None:
         """The function whose body holds module offset ``wasm_offset``, as far
@@ -483,6 +572,16 @@ class FrameTable:
         records = memoryview(self._data)[base:base + func.num_locals * LOCAL_SIZE]
         return [LocalSlot(k, frame_offset, valtype)
                 for k, (frame_offset, valtype) in enumerate(_LOCAL_STRUCT.iter_unpack(records))]
+
+    def local(self, func: FunctionInfo, index: int) -> LocalSlot | None:
+        """Local ``index`` of ``func`` (None if it has no such local), read
+        in place: a function of thousands of locals whose debug info names a
+        few (clang -O0) need not have them all parsed."""
+        if not 0 <= index < func.num_locals:
+            return None
+        frame_offset, valtype = _LOCAL_STRUCT.unpack_from(
+            self._data, self.header.locals_offset + (func.first_local + index) * LOCAL_SIZE)
+        return LocalSlot(index, frame_offset, valtype)
 
     # -- sequence points --------------------------------------------------
 
@@ -598,7 +697,7 @@ class FrameTable:
         func = self.function_at(native_offset)
         if func is None:
             return None
-        offsets = self.sequence_point_offsets(func)
+        offsets = self.sequence_point_offsets(func).searchable
         lo = bisect.bisect_left(offsets, native_offset)
         hi = bisect.bisect_right(offsets, native_offset)
         points = [self.sequence_point(func.first_seqpoint + k) for k in range(lo, hi)]
@@ -618,39 +717,6 @@ class FrameTable:
         records = memoryview(self._data)[base:base + func.num_seqpoints * SEQPOINT_SIZE]
         kinds = tuple(SequencePointKind)
         return [(native, wasm, kinds[kind]) for native, wasm, kind, _, _, _, _ in _SEQPOINT_STRUCT.iter_unpack(records)]
-
-    def slot_mirror_registers(self, func: FunctionInfo, frame_offset: int
-                              ) -> list[tuple[int, SequencePointKind, str | None]]:
-        """(native offset, kind, register) of each of ``func``'s sequence
-        points in native order, where register names the GPR that mirrors the
-        slot at ``[rbp + frame_offset]`` there, or is None. Records read in
-        place (the debug images ask this for one slot of every described
-        function); a malformed mirror record reads as None,
-        :meth:`register_mirrors` is where records are checked."""
-        base = self.header.seqpoints_offset + func.first_seqpoint * SEQPOINT_SIZE
-        records = memoryview(self._data)[base:base + func.num_seqpoints * SEQPOINT_SIZE]
-        pool, limit, data = self.header.mirrors_offset, self.header.num_mirrors, self._data
-        kinds = tuple(SequencePointKind)
-        # Mirror lists are interned: ``first`` names one list (count 0: none).
-        registers: dict[int, str | None] = {}
-        out = []
-        append = out.append
-        for native, kind, count, first in _SEQPOINT_MIRRORS_STRUCT.iter_unpack(records):
-            if not count:
-                append((native, kinds[kind], None))
-                continue
-            register = registers.get(first, 0)
-            if register == 0:
-                register = None
-                if first + count <= limit:
-                    for number, source, offset in _MIRROR_STRUCT.iter_unpack(
-                            data[pool + first * MIRROR_SIZE:pool + (first + count) * MIRROR_SIZE]):
-                        if source == MirrorSource.SLOT and offset == frame_offset:
-                            register = MIRROR_REGISTER_NAMES.get(number)
-                            break
-                registers[first] = register
-            append((native, kinds[kind], register))
-        return out
 
     def sequence_point_offsets(self, func: FunctionInfo) -> "RecordColumn":
         """Native offsets of ``func``'s sequence points, ascending: a read-only
@@ -708,7 +774,7 @@ class FrameTable:
         func = self.function_at(offset)
         if func is None or func.num_seqpoints == 0:
             return None
-        offsets = self.sequence_point_offsets(func)
+        offsets = self.sequence_point_offsets(func).searchable
         k = bisect.bisect_right(offsets, offset) - 1
         if k < 0:
             return None
@@ -757,13 +823,13 @@ class FrameTable:
             raise FrameTableError(f"patch site {index}: offset {offset:#x} outside the code")
         if offset % 8 > 8 - SITE_SIZE:
             raise FrameTableError(f"patch site {index}: offset {offset:#x} straddles an 8-byte boundary")
-        if index and self.site_offset_column[index - 1] + SITE_SIZE > offset:
+        if index and self.site_offset_column.searchable[index - 1] + SITE_SIZE > offset:
             raise FrameTableError(f"patch site {index}: offset {offset:#x} is not after the previous site")
 
     def site_index(self, offset: int) -> int | None:
         """Index of the patch site at exactly image offset ``offset``, if any
         (a bisect over the site records in place)."""
-        offsets = self.site_offset_column
+        offsets = self.site_offset_column.searchable
         i = bisect.bisect_left(offsets, offset)
         if i < len(offsets) and offsets[i] == offset:
             self._check_site(i, offset)
@@ -772,7 +838,7 @@ class FrameTable:
 
     def site_indexes_in(self, start: int, end: int) -> range:
         """Indexes of the patch sites at image offsets in [start, end)."""
-        offsets = self.site_offset_column
+        offsets = self.site_offset_column.searchable
         return range(bisect.bisect_left(offsets, start), bisect.bisect_left(offsets, end))
 
 

@@ -7,12 +7,16 @@ so everything it must dereference has to live below 4 GiB: the Store's code
 (its private StoreCode copy), its guest stack, and the instance contexts and
 global cells that variable locations read through r15.
 
-Where: in ``[LOW_FLOOR, LOW_CEILING)`` = [2 GiB, 4 GiB). The range below
+Where: in ``[LOW_FLOOR, FRAME_BASE_WINDOW_START)`` = [2 GiB, 4 GiB - 64 MiB). The range below
 ``LOW_FLOOR`` is left to the linear-memory mirror, which a debugger sees at
 ``[0, memory size)`` (gdbstub/target.py): a C pointer is an offset into linear
 memory and must dereference there, so nothing of ours may sit in that range.
 Linear memory itself stays wherever it was reserved (high); only the mirror
 is low. A memory larger than ``LOW_FLOOR`` is mirrored up to ``LOW_FLOOR`` only.
+The top ``FRAME_BASE_WINDOW`` bytes below 4 GiB are never placed either: a
+debugger's view synthesizes the frame-base window there (the C frame base of
+every caller frame, read through each guest FDE's rule for ``es``;
+gdbstub/dialect.py, docs/cvars.md "Latency"), so nothing real may sit there.
 
 How: :class:`LowAddressSpace` (one per process) hands out page ranges first
 fit, maps each with ``MAP_FIXED_NOREPLACE`` (``cm_map_at``), and learns
@@ -35,13 +39,22 @@ from .native import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, ffi, lib
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CALL_LANDING_OFFSET", "call_landing_address", "ENTRY_THUNK_CODE", "ENTRY_THUNK_PAGE_CODE_SIZE", "LOW_CEILING", "LOW_FLOOR", "LowAddressSpace", "LowHeap", "LowMemoryExhausted",
-           "entry_thunk_address", "low_address_space"]
+__all__ = ["CALL_LANDING_OFFSET", "ENTRY_THUNK_CODE", "ENTRY_THUNK_PAGE_CODE_SIZE", "FRAME_BASE_WINDOW",
+           "FRAME_BASE_WINDOW_START", "LOW_CEILING", "LOW_FLOOR", "LowAddressSpace", "LowHeap", "LowMemoryExhausted",
+           "call_landing_address", "entry_thunk_address", "low_address_space"]
 
 #: Lowest address of our placements; [0, LOW_FLOOR) is the linear-memory mirror.
 LOW_FLOOR = 2 << 30
 #: One past the highest address an x32 debugger can reach.
 LOW_CEILING = 4 << 30
+#: Size of the frame-base window, a power of two: a guest frame whose CFA is
+#: ``cfa`` has its caller's C frame base at ``FRAME_BASE_WINDOW_START + cfa %
+#: FRAME_BASE_WINDOW`` in a debugger's view (no memory is mapped there), so the
+#: frames of one guest stack of up to this size never share a word.
+FRAME_BASE_WINDOW = 64 << 20
+#: Start of the frame-base window, the top of the x32-reachable range; it is
+#: aligned to its size, so the address is also ``cfa % W | START``.
+FRAME_BASE_WINDOW_START = LOW_CEILING - FRAME_BASE_WINDOW
 #: Placement granularity (and alignment) of every range.
 GRANULE = 64 << 10
 
@@ -70,7 +83,7 @@ def _foreign_ranges(floor: int, ceiling: int) -> list[tuple[int, int]]:
 class LowAddressSpace:
     """First-fit placement of page ranges in ``[floor, ceiling)``. Thread-safe."""
 
-    def __init__(self, floor: int = LOW_FLOOR, ceiling: int = LOW_CEILING):
+    def __init__(self, floor: int = LOW_FLOOR, ceiling: int = FRAME_BASE_WINDOW_START):
         assert floor % GRANULE == 0 and ceiling % GRANULE == 0 and floor < ceiling
         self.floor, self.ceiling = floor, ceiling
         self._lock = threading.Lock()

@@ -542,7 +542,10 @@ class Store:
         if bits == 0:
             return None
         if valtype == ValType.FUNCREF:
-            return self._funcs_by_funcref[bits]
+            func = self._funcs_by_funcref.get(bits)
+            if func is None:  # a wasm function no one has asked for as a Func yet
+                func = next(f for f in (i.funcs.func_at_funcref(bits) for i in self.instances) if f is not None)
+            return func
         return self._extern_handles[bits]
 
     def to_bits(self, valtype: ValType, x: Any) -> int:
@@ -662,15 +665,19 @@ class Func:
         self._register()
 
     @classmethod
-    def _wasm(cls, instance: "Instance", func_index: int, code_pc: int) -> "Func":
+    def _wasm_in(cls, instance: "Instance", func_index: int, funcref, funcref_address: int) -> "Func":
+        """Wasm function ``func_index`` of ``instance`` over its funcref record
+        at ``funcref_address`` (``funcref``: a ``uint64_t *`` there), one of
+        the instance's shared records (:class:`_InstanceFuncs`)."""
         self = cls.__new__(cls)
         self.store = instance.store
         self.type = instance.module.info.func_type(func_index)
         self._callable = None
         self._instance = instance
         self._func_index = func_index
-        self._funcref = ffi.new("uint64_t[3]", [code_pc, instance.vmctx_address, self.store.engine.type_id(self.type)])
-        self._register()
+        self._funcref = funcref
+        self._funcref_address = funcref_address
+        self.store._funcs_by_funcref[funcref_address] = self
         return self
 
     def _register(self) -> None:
@@ -895,7 +902,7 @@ class Instance:
         self.layout = layout = module.layout
         self.entry = store.registry.register(module, module.engine_code)
         self.store_code = self.entry.store_code
-        self.funcs: list[Func] = []
+        imported_funcs: list[Func] = []
         self.memories: list[Memory] = []
         self.tables: list[Table] = []
         self.globals: list[Global] = []
@@ -911,7 +918,7 @@ class Instance:
             if imp.kind == ExternKind.FUNC:
                 if not isinstance(ext, Func) or ext.type != info.types[imp.desc]:
                     raise LinkError(f"incompatible import type for {where}")
-                self.funcs.append(ext)
+                imported_funcs.append(ext)
             elif imp.kind == ExternKind.MEMORY:
                 if not isinstance(ext, Memory) or not _limits_match(_CurrentLimits(ext.size, ext.type.limits.max), imp.desc):
                     raise LinkError(f"incompatible import type for {where}")
@@ -934,12 +941,9 @@ class Instance:
         for g in info.globals:
             is_ref = g.type.valtype in (ValType.FUNCREF, ValType.EXTERNREF)
             self.globals.append(Global(store, g.type, None if is_ref else 0))
-        code_base = self.store_code.base
-        table = module.engine_code.frame_table
-        for func_index in range(info.num_imported_funcs, info.num_funcs):
-            record = table.function_by_wasm_index(func_index)
-            assert record is not None, f"function {func_index} has no frame-table record"
-            self.funcs.append(Func._wasm(self, func_index, code_base + record.native_start))
+        #: The function index space (imports first); wasm functions' Func
+        #: objects are made on first use (:class:`_InstanceFuncs`).
+        self.funcs: Sequence[Func] = _InstanceFuncs(self, imported_funcs)
         # Global initializers may refer to imported globals and to functions.
         for g, glob in zip(info.globals, self.globals[info.num_imported_globals:]):
             glob.cell[0] = self._const_bits(g.init, g.type.valtype)
@@ -973,12 +977,13 @@ class Instance:
             vm[abi.VMCTX_MEMORY_DEF // 8] = self.memories[0].definition_address
         vm[abi.VMCTX_LIBCALL_CTX // 8] = int(ffi.cast("uintptr_t", self._libcall_ctx))
         vm[abi.VMCTX_HOST_TRAMPOLINE // 8] = lib.cm_host_call_trampoline_address()
+        funcs = self.funcs
         for i in range(layout.num_imported_funcs):
-            f = self.funcs[i]
+            f = funcs[i]
             at = layout.imported_func(i) // 8
             vm[at], vm[at + 1] = f._funcref[0], f._funcref[1]
-        for i, f in enumerate(self.funcs):
-            vm[layout.funcref(i) // 8] = f._funcref_address
+        for i in range(len(funcs)):
+            vm[layout.funcref(i) // 8] = funcs.funcref_address(i)
         for i, g in enumerate(self.globals):
             vm[layout.global_cell(i) // 8] = g.cell_address
         for i, t in enumerate(self.tables):
@@ -1000,14 +1005,14 @@ class Instance:
         if name == "ref.null":
             return 0
         if name == "ref.func":
-            return self.funcs[ins.imm]._funcref_address
+            return self.funcs.funcref_address(ins.imm)
         if name == "global.get":
             return self.globals[ins.imm].cell[0]
         raise CompileError("constant expression required", expr.offset)
 
     def _elem_item_bits(self, seg, item) -> int:
         if isinstance(item, int):
-            return self.funcs[item]._funcref_address
+            return self.funcs.funcref_address(item)
         return self._const_bits(item, seg.elem_type)
 
     def _table_init(self, table_index: int, elem_index: int, dst: int, src: int, n: int) -> None:
@@ -1118,6 +1123,75 @@ class Instance:
             ExternKind.GLOBAL: self.globals,
         }
         return {e.name: spaces[e.kind][e.index] for e in self.module.info.exports}
+
+
+class _InstanceFuncs(Sequence):
+    """``Instance.funcs``: the function index space, imports first.  The
+    defined functions' funcref records (code address, instance context,
+    signature id: three quadwords, codemem.abi) are one array made at
+    instantiation, and their :class:`Func` objects are made on first use: a
+    real-size module's 2,000 functions cost every instantiation (every
+    ``serve`` start, every gdb ``run``) 2,000 objects and allocations when
+    made up front, of which a run uses a handful (its exports)."""
+
+    def __init__(self, instance: "Instance", imported: list[Func]):
+        module = instance.module
+        info = module.info
+        self._instance = instance
+        self._imported = list(imported)
+        first = info.num_imported_funcs
+        self._first = first
+        count = info.num_funcs - first
+        self._count = count
+        engine = instance.store.engine
+        type_ids = [engine.type_id(t) for t in info.types]
+        type_of = info.all_func_type_indices
+        starts = module.engine_code.frame_table.native_start_by_wasm_index
+        code_base, vmctx = instance.store_code.base, instance.vmctx_address
+        records: list[int] = []
+        for func_index in range(first, info.num_funcs):
+            native_start = starts.get(func_index)
+            assert native_start is not None, f"function {func_index} has no frame-table record"
+            records += (code_base + native_start, vmctx, type_ids[type_of[func_index]])
+        self._records = ffi.new("uint64_t[]", records or [0])
+        self._records_address = int(ffi.cast("uintptr_t", self._records))
+        self._made: dict[int, Func] = {}
+
+    def __len__(self) -> int:
+        return len(self._imported) + self._count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if index < 0 or index >= len(self):
+            raise IndexError(index)
+        if index < self._first:
+            return self._imported[index]
+        func = self._made.get(index)
+        if func is None:
+            address = self.funcref_address(index)
+            pointer = ffi.cast("uint64_t *", address)
+            func = self._made[index] = Func._wasm_in(self._instance, index, pointer, address)
+        return func
+
+    def funcref_address(self, index: int) -> int:
+        """Where function ``index``'s funcref record is, without making its
+        Func (IndexError outside the index space)."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        if index < self._first:
+            return self._imported[index]._funcref_address
+        return self._records_address + 24 * (index - self._first)
+
+    def func_at_funcref(self, address: int) -> Func | None:
+        """The defined function whose funcref record is at ``address``, if
+        it is one of this instance's."""
+        offset = address - self._records_address
+        if 0 <= offset < 24 * self._count and offset % 24 == 0:
+            return self[self._first + offset // 24]
+        return None
 
 
 class _CurrentLimits:

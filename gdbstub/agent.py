@@ -133,6 +133,9 @@ class SiteAgent:
         self._patch_edit = patch_edit
         self.conditions: dict[int, tuple[AgentExpr, ...]] = {}
         self.commands: dict[int, tuple[AgentExpr, ...]] = {}
+        #: Per breakpoint pc, the dialect's values of synthesized registers
+        #: there (agent_x64.SiteRegisters: es, the C frame base).
+        self.registers: dict[int, dict] = {}
         self.watches: list[Watch] = []
         self._hooked: dict[int, object] = {}  # site pc -> StoreCode of every site with a veneer
         # The watch directions the access sites are hooked for (sync_sites).
@@ -142,14 +145,19 @@ class SiteAgent:
     # ------------------------------------------------------------ conditions
 
     def set_breakpoint_program(self, store_code, pc: int, conditions: tuple[AgentExpr, ...],
-                               commands: tuple[AgentExpr, ...] = ()) -> None:
+                               commands: tuple[AgentExpr, ...] = (), registers: dict | None = None) -> None:
         """The conditions and agent commands of the breakpoint at ``pc``
-        (both empty: none; the site goes back to its bytes)."""
+        (both empty: none; the site goes back to its bytes); ``registers``:
+        what synthesized registers they read hold there (agent_x64.SiteRegisters)."""
         for table, exprs in ((self.conditions, conditions), (self.commands, commands)):
             if exprs:
                 table[pc] = tuple(exprs)
             else:
                 table.pop(pc, None)
+        if (conditions or commands) and registers:
+            self.registers[pc] = dict(registers)
+        else:
+            self.registers.pop(pc, None)
         self.refresh_regions()
         self._update_site(store_code, pc)
 
@@ -297,10 +305,11 @@ class SiteAgent:
         """What the veneer of the site at ``pc`` runs: its breakpoint's
         conditions or commands, then a watch check when the access sites are
         hooked for its direction."""
+        registers = self.registers.get(pc)
         if pc in self.commands:
-            checks: list = [CommandsCheck(self.conditions.get(pc, ()), self.commands[pc])]
+            checks: list = [CommandsCheck(self.conditions.get(pc, ()), self.commands[pc], registers)]
         else:
-            checks = [ConditionCheck(expr, k) for k, expr in enumerate(self.conditions.get(pc, ()))]
+            checks = [ConditionCheck(expr, k, registers) for k, expr in enumerate(self.conditions.get(pc, ()))]
         if self._hooked_directions or directions:
             if entry is None:
                 entry = self.target.store.registry.lookup(pc)

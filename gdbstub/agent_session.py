@@ -91,7 +91,8 @@ class AgentExtension(SessionExtension):
         # bytecode refuses the whole packet (E16 with the parser's message).
         conditions = tuple(parse_agent_expr(code, register_ok=register_readable) for code in request.conditions)
         commands = tuple(parse_agent_expr(code, register_ok=register_readable) for code in request.commands)
-        target.insert_breakpoint(pc, conditions, commands)
+        registers = dialect.agent_registers(target, pc) if conditions or commands else None
+        target.insert_breakpoint(pc, conditions, commands, registers)
         dialect.breakpoint_inserted(target, request.addr, pc)
         return R.ok()
 

@@ -17,7 +17,10 @@ gdbstub/arch_amd64.py): the general registers come from the save area or
 live, ``rsp`` is the guest's rsp at the site, ``rip`` the site itself (the
 stop pc a client sees), ``eflags`` the saved flags; registers the regfile
 shows as constants (segments, fs_base/gs_base, orig_rax, the x87 control
-words) give those constants; ``mxcsr`` is read live.  st0-7 and xmm0-15 are
+words) give those constants, except where the dialect gives a site's value of
+one (:data:`SiteRegisters`: es, the C frame base in the native dialect's x32
+view, gdbstub/frame_bases.py, is the function's frame-base slot); ``mxcsr`` is
+read live.  st0-7 and xmm0-15 are
 refused when the expression is parsed (gdb does not use them in integer
 conditions).
 """
@@ -40,11 +43,19 @@ _GPR = {
 }
 
 
-def _register_source(regnum: int):
+#: What a synthesized register holds at one site, by gdb register number:
+#: ``("const", value)`` or ``("rbp_u32", offset)`` (the 4 bytes at the guest's
+#: rbp + offset, zero-extended: a frame slot).
+SiteRegisters = dict[int, tuple[str, int]]
+
+
+def _register_source(regnum: int, site_registers: SiteRegisters | None = None):
     """('gpr', Reg) | ('rip', None) | ('eflags', None) | ('mxcsr', None) |
-    ('const', value) | None (not readable in the target)."""
+    ('const', value) | ('rbp_u32', offset) | None (not readable in the target)."""
     if not 0 <= regnum < len(arch_amd64.REGISTERS):
         return None
+    if site_registers and regnum in site_registers:
+        return site_registers[regnum]
     reg = arch_amd64.REGISTERS[regnum]
     if reg.name in _GPR:
         return ("gpr", _GPR[reg.name])
@@ -69,13 +80,14 @@ def register_readable(regnum: int) -> bool:
 class ConditionCheck:
     """One compiled condition of a site (see the module docstring)."""
 
-    def __init__(self, expr: AgentExpr, index: int):
+    def __init__(self, expr: AgentExpr, index: int, registers: SiteRegisters | None = None):
         self.expr = expr
         self.index = index
-        self.cache_key = ("condition", index, expr.bytecode)
+        self.registers = dict(registers or {})
+        self.cache_key = ("condition", index, expr.bytecode, tuple(sorted(self.registers.items())))
 
     def emit(self, e: VeneerEmitter) -> None:
-        _compile(self.expr, self.index, e)
+        _compile(self.expr, self.index, e, registers=self.registers)
 
 
 class CommandsCheck:
@@ -85,26 +97,29 @@ class CommandsCheck:
     whose commands the target runs is not reported).  An evaluation error in
     a condition or a command skips the rest of the commands silently."""
 
-    def __init__(self, conditions: tuple[AgentExpr, ...], commands: tuple[AgentExpr, ...]):
+    def __init__(self, conditions: tuple[AgentExpr, ...], commands: tuple[AgentExpr, ...],
+                 registers: SiteRegisters | None = None):
         self.conditions = conditions
         self.commands = commands
-        self.cache_key = ("commands", tuple(x.bytecode for x in conditions), tuple(x.bytecode for x in commands))
+        self.registers = dict(registers or {})
+        self.cache_key = ("commands", tuple(x.bytecode for x in conditions), tuple(x.bytecode for x in commands),
+                          tuple(sorted(self.registers.items())))
 
     def emit(self, e: VeneerEmitter) -> None:
         a = e.a
         run, skip = a.new_label(), a.new_label()
         for k, expr in enumerate(self.conditions):
-            _compile(expr, k, e, on_true=run, on_error=skip)
+            _compile(expr, k, e, on_true=run, on_error=skip, registers=self.registers)
         if self.conditions:
             a.jmp(skip)
         a.bind(run)
         for k, expr in enumerate(self.commands):
-            _compile(expr, k, e, on_error=skip, command=True)
+            _compile(expr, k, e, on_error=skip, command=True, registers=self.registers)
         a.bind(skip)
 
 
 def _compile(expr: AgentExpr, index: int, e: VeneerEmitter, *, on_true=None, on_error=None,
-             command: bool = False) -> None:
+             command: bool = False, registers: SiteRegisters | None = None) -> None:
     """Code for ``expr`` falling through at its end.  A condition (default)
     stops when true, or jumps to ``on_true``; a ``command`` ignores its value.
     Errors stop with HIT_CONDITION_ERROR, or jump to ``on_error``."""
@@ -133,7 +148,7 @@ def _compile(expr: AgentExpr, index: int, e: VeneerEmitter, *, on_true=None, on_
             a.mov(Reg.RAX, ins.operand, 64)
             a.push(Reg.RAX)
         elif op is Op.REG:
-            _load_register(e, ins.operand)
+            _load_register(e, ins.operand, registers)
             a.push(Reg.RAX)
         elif op in (Op.REF8, Op.REF16, Op.REF32, Op.REF64):
             size = {Op.REF8: 1, Op.REF16: 2, Op.REF32: 4, Op.REF64: 8}[op]
@@ -333,9 +348,9 @@ def _emit_printf(e: VeneerEmitter, operand) -> None:
     a.bind(skip)
 
 
-def _load_register(e: VeneerEmitter, regnum: int) -> None:
+def _load_register(e: VeneerEmitter, regnum: int, registers: SiteRegisters | None = None) -> None:
     a = e.a
-    source = _register_source(regnum)
+    source = _register_source(regnum, registers)
     if source is None:  # pragma: no cover - the parser refused it
         raise ValueError(f"register {regnum} cannot be read in the target")
     kind, value = source
@@ -349,5 +364,8 @@ def _load_register(e: VeneerEmitter, regnum: int) -> None:
         a.push(0)
         a.emit_bytes(b"\x0f\xae\x1c\x24")  # stmxcsr [rsp]
         a.pop(Reg.RAX)
+    elif kind == "rbp_u32":
+        e.load_guest_register(Reg.RAX, Reg.RBP)
+        a.mov(Reg.RAX, Mem(Reg.RAX, value), 32)  # a frame slot of the site's frame (zero-extends)
     else:
         a.mov(Reg.RAX, value, 64)

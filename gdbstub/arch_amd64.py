@@ -46,13 +46,14 @@ import logging
 import struct
 from dataclasses import dataclass
 from typing import Iterable
-from xml.sax.saxutils import quoteattr
+
+from .protocol.xmltext import quoteattr
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "REGFILE_SIZE", "G_PACKET_SIZE", "REGISTERS", "Register", "RegisterError",
-    "RIP_REGNUM", "RSP_REGNUM", "RBP_REGNUM", "EFLAGS_REGNUM",
+    "RIP_REGNUM", "RSP_REGNUM", "RBP_REGNUM", "EFLAGS_REGNUM", "ES_REGNUM", "Synthesized",
     "TARGET_TRIPLE", "LLDB_SET_GPR", "LLDB_SET_FPR",
     "register_by_name", "regnum_by_name", "make_regfile",
     "target_xml", "feature_document", "register_info_reply", "host_info_reply",
@@ -243,6 +244,7 @@ _ALIASES = {"pc": "rip", "sp": "rsp", "fp": "rbp", "rflags": "eflags",
 RIP_REGNUM = _BY_NAME["rip"].regnum
 RSP_REGNUM = _BY_NAME["rsp"].regnum
 RBP_REGNUM = _BY_NAME["rbp"].regnum
+ES_REGNUM = _BY_NAME["es"].regnum
 EFLAGS_REGNUM = _BY_NAME["eflags"].regnum
 
 
@@ -439,38 +441,52 @@ def _check_regfile(regfile: bytes | bytearray) -> None:
         raise RegisterError(f"regfile is {len(regfile)} bytes, expected {REGFILE_SIZE}")
 
 
-def _current(regfile: bytes | bytearray, reg: Register) -> bytes:
+#: Values of synthesized registers for one stop, instead of their defaults:
+#: regnum -> raw bytes (the native dialect's frame base in es, gdbstub.frame_bases).
+#: Such a value is a view of the guest's state: writes to it are accepted and
+#: change nothing (gdb writes every register back when it pops a frame for
+#: ``return`` or restores them after an inferior call, with the values it
+#: unwound or saved for another frame).
+Synthesized = dict[int, bytes]
+
+
+def _current(regfile: bytes | bytearray, reg: Register, synthesized: Synthesized | None = None) -> bytes:
     if reg.source is None:
+        if synthesized and reg.regnum in synthesized:
+            return synthesized[reg.regnum]
         return reg.default
     return bytes(regfile[reg.source:reg.source + reg.size])
 
 
-def read_register(regfile: bytes | bytearray, regnum: int) -> bytes:
+def read_register(regfile: bytes | bytearray, regnum: int, synthesized: Synthesized | None = None) -> bytes:
     """The raw little-endian bytes of register ``regnum`` (``p`` reply payload
     before hex encoding)."""
     _check_regfile(regfile)
-    return _current(regfile, _register(regnum))
+    return _current(regfile, _register(regnum), synthesized)
 
 
-def regfile_to_g(regfile: bytes | bytearray) -> bytes:
+def regfile_to_g(regfile: bytes | bytearray, synthesized: Synthesized | None = None) -> bytes:
     """The ``g`` reply payload (before hex encoding): every register in
     target.xml order at its ``offset``, ``G_PACKET_SIZE`` bytes."""
     _check_regfile(regfile)
-    return b"".join(_current(regfile, reg) for reg in REGISTERS)
+    return b"".join(_current(regfile, reg, synthesized) for reg in REGISTERS)
 
 
-def _check_write(regfile: bytes | bytearray, reg: Register, value: bytes) -> bool:
+def _check_write(regfile: bytes | bytearray, reg: Register, value: bytes,
+                 synthesized: Synthesized | None = None) -> bool:
     """Validate a write; True if it changes the regfile."""
     if len(value) != reg.size:
         raise RegisterError(f"register {reg.name} is {reg.size} bytes, got {len(value)}")
     if reg.writable:
         return True
-    if bytes(value) != _current(regfile, reg):
+    if reg.source is None and synthesized and reg.regnum in synthesized:
+        return False
+    if bytes(value) != _current(regfile, reg, synthesized):
         raise RegisterError(f"register {reg.name} is read-only in this target")
     return False
 
 
-def write_register(regfile: bytearray, regnum: int, value: bytes) -> None:
+def write_register(regfile: bytearray, regnum: int, value: bytes, synthesized: Synthesized | None = None) -> None:
     """Apply a ``P`` write of ``value`` (raw little-endian bytes) to ``regfile``.
 
     Raises RegisterError naming the register when it is read-only and ``value``
@@ -478,11 +494,11 @@ def write_register(regfile: bytearray, regnum: int, value: bytes) -> None:
     """
     _check_regfile(regfile)
     reg = _register(regnum)
-    if _check_write(regfile, reg, value):
+    if _check_write(regfile, reg, value, synthesized):
         regfile[reg.source:reg.source + reg.size] = value
 
 
-def g_to_regfile(g: bytes, regfile: bytearray) -> None:
+def g_to_regfile(g: bytes, regfile: bytearray, synthesized: Synthesized | None = None) -> None:
     """Apply a whole ``G`` payload (raw bytes, ``G_PACKET_SIZE`` long) to ``regfile``.
 
     All or nothing: every register is checked before any byte changes, and a
@@ -494,7 +510,7 @@ def g_to_regfile(g: bytes, regfile: bytearray) -> None:
     writes = []
     for reg in REGISTERS:
         value = bytes(g[reg.offset:reg.offset + reg.size])
-        if _check_write(regfile, reg, value):
+        if _check_write(regfile, reg, value, synthesized):
             writes.append((reg, value))
     for reg, value in writes:
         regfile[reg.source:reg.source + reg.size] = value

@@ -17,27 +17,25 @@ usage error or a module that does not compile or link.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import logging
 import os
 import shlex
 import sys
-from importlib import resources
 from pathlib import Path
 
 import codemem
 from codemem import CompileError, LinkError, Trap
 
 from . import runner
-from .host import parse_listen as host_parse_listen
-from .debugimage import DebugImageError
-from .images import DebugImageSet, ImageFileServer
-from .server import StubServer
-from .session import SessionConfig
-from .target import StoreTarget
-from .targets import SingleStoreHost
+from .images import IMAGE_TRANSFERS, DebugImageSet
+from .listen import listening_socket
+from .listen import parse_listen as host_parse_listen
 from .wasi import Preopen, WasiContext, WasiExit, WasiOptions, parse_env
+
+# The server, the session and the protocol (asyncio, the request classes)
+# are imported by `serve` after its socket listens (see serve), and by the
+# other subcommands when they need them.
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +48,18 @@ class UsageError(Exception):
     """Bad arguments or a module that cannot be served; the message says why."""
 
 
+def add_image_transfer_argument(parser: argparse.ArgumentParser) -> None:
+    """``--image-transfer``: how gdb gets the debug images (SessionConfig.image_transfer)."""
+    parser.add_argument("--image-transfer", choices=IMAGE_TRANSFERS, default="auto",
+                        help="how gdb gets the debug images: 'vfile' serves them over the connection, 'local' lets "
+                             "gdb read them from this machine's files, 'auto' (default) is 'local' for a client "
+                             "connected from a loopback address (gdb then warns that the target does not support "
+                             "file transfer)")
+
+
 def bundled_demo_path() -> Path:
     """The demo module shipped in the package (examples/demo.c at -O0)."""
+    from importlib import resources
     return Path(str(resources.files("gdbstub") / "data" / DEMO_MODULE))
 
 
@@ -165,15 +173,58 @@ def serve(args: argparse.Namespace) -> int:
 
     store, instance, func, values, name = instantiate()
     wasm_dialect = args.dialect == "wasm"
+    # lldb's wasm plugin reads the module itself (DWARF included) from the
+    # stub's memory: no native debug images are made for it.
+    images = None if wasm_dialect else DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}")
+
+    def print_banner(bound_host: str, bound_port: int) -> None:
+        print(f"wasm-gdbstub: serving {path.name} ({name}), stopped at its first instruction; "
+              f"listening on {bound_host}:{bound_port}", flush=True)
+        if args.lldb_commands:
+            write_lldb_commands(Path(args.lldb_commands),
+                                wasm_lldb_commands(bound_host, bound_port) if wasm_dialect
+                                else lldb_commands(bound_host, bound_port, images.libraries(store),
+                                                   images.executable(store)))
+        if wasm_dialect:
+            for line in wasm_attach_commands(bound_host, bound_port):
+                print(line, flush=True)
+            return
+        for line in attach_commands(bound_host, bound_port, images.libraries(store), images.executable(store)):
+            print(line, flush=True)
+
+    if images is not None:
+        # The Store's debug images are built (the first time) before the stub
+        # listens: gdb reads them over vFile and would give up on a reply
+        # that took longer than its remote timeout (2 s); lldb opens them
+        # from disk.  A cached one is only read when a client asks for it
+        # (a file read: tens of ms for a real-size module's 10 MiB).
+        images.write_files(images.libraries(store))
+        images.executable(store)
+    # Listen, and say so, as soon as the Store and its images are ready: the
+    # transport, the session and the protocol (asyncio, a hundred request
+    # and reply classes: a third of a warm start) are imported after that,
+    # while the user starts the debugger; a client that connects meanwhile
+    # waits in the socket's backlog.  A host name (not an address) is bound
+    # by the server itself, which prints the banner then.
+    try:
+        listener = listening_socket(host, port)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {args.listen}: {e.strerror or e}") from None
+    if listener is not None:
+        bound_port = listener.getsockname()[1]
+        print_banner(host, bound_port)
+
+    from .image_files import ImageFileServer
+    from .server import StubServer
+    from .session import SessionConfig
+    from .target import StoreTarget
+    from .targets import SingleStoreHost
+
     if wasm_dialect:
-        # lldb's wasm plugin reads the module itself (DWARF included) from
-        # the stub's memory: no native debug images are made.
         from .wasm_dialect import WasmDialect
-        images = None
         config = SessionConfig(dialect_factory=WasmDialect)
     else:
-        images = DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}")
-        config = SessionConfig(images=images, file_server=ImageFileServer(images))
+        config = SessionConfig(images=images, file_server=ImageFileServer(images), image_transfer=args.image_transfer)
 
     def new_target(store, instance, func, values) -> StoreTarget:
         holder: list[StoreTarget] = []
@@ -200,34 +251,8 @@ def serve(args: argparse.Namespace) -> int:
 
     target = new_target(store, instance, func, values)
     targets = SingleStoreHost(target, restart=restart)
-
-    def on_listening(bound_host: str, bound_port: int) -> None:
-        print(f"wasm-gdbstub: serving {path.name} ({name}), stopped at its first instruction; "
-              f"listening on {bound_host}:{bound_port}", flush=True)
-        if args.lldb_commands:
-            write_lldb_commands(Path(args.lldb_commands),
-                                wasm_lldb_commands(bound_host, bound_port) if wasm_dialect
-                                else lldb_commands(bound_host, bound_port, images.libraries(store),
-                                                   images.executable(store)))
-        if wasm_dialect:
-            for line in wasm_attach_commands(bound_host, bound_port):
-                print(line, flush=True)
-            return
-        for line in attach_commands(bound_host, bound_port, images.libraries(store), images.executable(store)):
-            print(line, flush=True)
-
-    if images is not None:
-        # The Store's debug images, read from the cache or (the first time)
-        # built, before the stub listens: gdb reads them over vFile and would
-        # give up on a reply that took longer than its remote timeout (2 s);
-        # lldb opens them from disk.
-        for image in images.libraries(store):
-            try:
-                image.data
-            except DebugImageError as e:
-                log.error("debug image %s could not be made: %s", image.name, e)
-        images.executable(store)
-    server = StubServer(targets, host=host, port=port, once=args.once, config=config, on_listening=on_listening)
+    server = StubServer(targets, host=host, port=port, once=args.once, config=config,
+                        on_listening=print_banner if listener is None else None, sock=listener)
     # Everything made so far (the module, its frame table, the images) lives
     # as long as the process: keep it out of the collector's scans, which
     # otherwise walk it again and again while a debugger steps.
@@ -291,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="serve one client, then exit when the guest ends")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
     p.add_argument("--cache-dir", metavar="DIR", help="cache of compiled and debug images (default ~/.cache/wasm-gdbstub)")
+    add_image_transfer_argument(p)
     p.add_argument("--lldb-commands", metavar="FILE",
                    help="also write the lldb attach commands to FILE, for `command source FILE` "
                         "(an IDE's attachCommands)")
@@ -313,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-remote", action="store_true", help="allow non-loopback addresses")
     p.add_argument("--dialect", choices=("native", "wasm"), default="native")
     p.add_argument("--cache-dir", metavar="DIR", help="cache of debug images (default ~/.cache/wasm-gdbstub)")
+    add_image_transfer_argument(p)
     p.add_argument("--hold", action="store_true", help="start with hold-new-stores on")
     p.add_argument("--runs", type=int, metavar="N", help="stop after N runs in all (default: run until interrupted)")
     p.add_argument("--log-packets", action="store_true", help="trace every packet both ways on stderr")
@@ -412,5 +439,6 @@ def _run_loop(coro):
     try:
         import uvloop
     except ImportError:
+        import asyncio
         return asyncio.run(coro)
     return uvloop.run(coro)

@@ -34,7 +34,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from . import arch_amd64
+from codemem.frametable import SequencePointKind
+
+from . import arch_amd64, frame_bases
 from .agent import WatchPlace
 from .images import libraries_svr4_xml, libraries_xml, uses_x32_images
 from .protocol import replies as R
@@ -161,6 +163,12 @@ class Dialect(SessionExtension):
     def breakpoint_removed(self, target: "StoreTarget", address: int, pc: int) -> None:
         """The client removed its breakpoint at ``address`` (native ``pc``)."""
 
+    def agent_registers(self, target: "StoreTarget", pc: int) -> dict | None:
+        """What registers this dialect synthesizes hold at ``pc``, for agent
+        expressions evaluated there (gdbstub.agent_x64.SiteRegisters); None:
+        their fixed defaults."""
+        return None
+
     def check_range_step(self) -> None:
         """Raises TargetError when ``vCont;r`` cannot be honoured."""
 
@@ -176,6 +184,11 @@ class Dialect(SessionExtension):
         return []
 
 
+def _stack_reader(target: "StoreTarget") -> Callable[[int], int]:
+    """A u32 reader of ``target``'s memory (frame slots)."""
+    return lambda address: int.from_bytes(target.read_memory(address, 4), "little")
+
+
 class NativeDialect(Dialect):
     """An x86-64 target: amd64 registers (gdbstub.arch_amd64), native
     addresses, each Store's code as ELF debug images (gdbstub.images)."""
@@ -184,6 +197,10 @@ class NativeDialect(Dialect):
 
     def __init__(self, images=None):
         self.images = images  # gdbstub.images.DebugImageSet, or None (no libraries)
+        # The innermost frame's es (_synthesized) at the last stop read:
+        # ((target, stop, writes), value); any write starts over.
+        self._innermost_memo: tuple[tuple, arch_amd64.Synthesized] | None = None
+        self._writes = 0
 
     def capabilities(self, capabilities: R.Capabilities) -> R.Capabilities:
         from dataclasses import replace
@@ -193,20 +210,56 @@ class NativeDialect(Dialect):
 
     # -- registers
     def read_registers(self, target: "StoreTarget") -> bytes:
-        return arch_amd64.regfile_to_g(target.read_registers())
+        return arch_amd64.regfile_to_g(target.read_registers(), self._synthesized(target))
 
     def write_registers(self, target: "StoreTarget", data: bytes) -> None:
         regfile = bytearray(target.read_registers())
-        arch_amd64.g_to_regfile(data, regfile)
+        arch_amd64.g_to_regfile(data, regfile, self._synthesized(target))
+        self._writes += 1
         target.write_registers(bytes(regfile))
 
     def read_register(self, target: "StoreTarget", regnum: int) -> bytes:
-        return arch_amd64.read_register(target.read_registers(), regnum)
+        return arch_amd64.read_register(target.read_registers(), regnum, self._synthesized(target))
 
     def write_register(self, target: "StoreTarget", regnum: int, value: bytes) -> None:
         regfile = bytearray(target.read_registers())
-        arch_amd64.write_register(regfile, regnum, value)
+        arch_amd64.write_register(regfile, regnum, value, self._synthesized(target))
+        self._writes += 1
         target.write_registers(bytes(regfile))
+
+    def _synthesized(self, target: "StoreTarget") -> arch_amd64.Synthesized | None:
+        """es = the innermost frame's C frame base where the guest is shown
+        through x32 images (gdbstub.frame_bases), else nothing."""
+        if not self._has_window(target):
+            return None
+        key = (target, target.current_stop, self._writes)
+        if self._innermost_memo is None or self._innermost_memo[0] != key:
+            frames = target.frames(limit=1)
+            value = frame_bases.innermost_frame_base(frames[0], self._frame_base_slot, _stack_reader(target)) \
+                if frames else 0
+            self._innermost_memo = (key, {arch_amd64.ES_REGNUM: value.to_bytes(4, "little")})
+        return self._innermost_memo[1]
+
+    def agent_registers(self, target: "StoreTarget", pc: int) -> dict | None:
+        """es at a breakpoint's site: its function's frame-base slot (0
+        before the function's first instruction), as ``g`` reports it there."""
+        if not self._has_window(target):
+            return None
+        entry = target.store.registry.lookup(pc)
+        func = entry.function_at(pc) if entry is not None else None
+        if func is None:
+            return None
+        table = entry.store_code.frame_table
+        point = table.sequence_point_at_or_before(entry.store_code.offset_of(pc))
+        slot = self.images.frame_base_slots(entry.module, entry.engine_code).get(func.native_start)
+        if slot is None or point is None or point.kind is SequencePointKind.ENTRY:
+            return {arch_amd64.ES_REGNUM: ("const", 0)}
+        return {arch_amd64.ES_REGNUM: ("rbp_u32", slot)}
+
+    def _frame_base_slot(self, frame) -> int | None:
+        """The rbp offset of ``frame``'s frame-base slot (its image's
+        frame-base section), or None when its frame base is no local."""
+        return self.images.frame_base_slots(frame.entry.module, frame.entry.engine_code).get(frame.func.native_start)
 
     def register_info(self, regnum: int) -> str | None:
         return arch_amd64.register_info_reply(regnum)
@@ -230,9 +283,13 @@ class NativeDialect(Dialect):
             # gdb loads this as the program (no "No executable" warning): the
             # runtime's image, the host process's own code (gdbstub.images).
             return self.images.executable(target.store).name.encode()
-        # The Store's modules, each at its load bias (l_addr, gdbstub.images).
+        # The Store's modules, each at its load bias (l_addr, gdbstub.images),
+        # their files written first: a client that reads them from this file
+        # system (SessionConfig.files_are_local) opens them next.
         build = libraries_svr4_xml if object_name == "libraries-svr4" else libraries_xml
-        return build(self.images.libraries(target.store)).encode()
+        libraries = self.images.libraries(target.store)
+        self.images.write_files(libraries)
+        return build(libraries).encode()
 
     def image_paths(self, target: "StoreTarget") -> list[str]:
         """The files of ``target``'s debug images, each with the slide lldb's
@@ -261,14 +318,54 @@ class NativeDialect(Dialect):
 
     # -- memory and breakpoints
     def read_memory(self, target: "StoreTarget", address: int, length: int) -> bytes:
+        if frame_bases.in_window(address) and self._has_window(target):
+            target.require_stopped()
+            stack = target.store.ctx.stack
+            if stack.size > frame_bases.WINDOW:
+                raise TargetError(ErrorCode.MEMORY_FAULT, f"frame-base window at {address:#x}: the guest stack is "
+                                                          f"larger than the window ({frame_bases.WINDOW >> 20} MiB)")
+            return frame_bases.read_window(address, length, lambda word: self._caller_frame_base(target, word))
         return target.read_memory(address, length)
 
     def write_memory(self, target: "StoreTarget", address: int, data: bytes) -> None:
+        self._writes += 1
         target.write_memory(address, data)
+
+    def _has_window(self, target: "StoreTarget") -> bool:
+        """Whether ``target`` is shown through x32 images, whose guest FDEs
+        read caller frame bases from the frame-base window."""
+        return self.images is not None and uses_x32_images(target.store)
+
+    def _caller_frame_base(self, target: "StoreTarget", word: int) -> int | None:
+        """The frame base of the guest frame whose callee's CFA the window
+        ``word`` stands for (gdbstub.frame_bases), or None."""
+        stack = target.store.ctx.stack
+        cfa = frame_bases.cfa_of(word, stack.base + stack.guard, stack.top)
+        if cfa is None or cfa - 8 < stack.base + stack.guard:
+            return None
+        return_pc = int.from_bytes(target.read_memory(cfa - 8, 8), "little")
+        entry = target.store.registry.lookup(return_pc)
+        func = entry.function_at(return_pc) if entry is not None else None
+        if func is None:
+            return None
+        offset = entry.store_code.offset_of(return_pc)
+        point = entry.store_code.frame_table.sequence_point_at_or_before(offset)
+        if point is None or point.native_offset != offset or point.kind is not SequencePointKind.RETURN_POINT:
+            return None  # not a call's return address: no frame's CFA
+        slot = self.images.frame_base_slots(entry.module, entry.engine_code).get(func.native_start)
+        if slot is None:
+            return None
+        try:
+            return int.from_bytes(target.read_memory(cfa + func.frame_size + slot, 4), "little")
+        except TargetError:
+            return None
 
     def memory_region_info(self, target: "StoreTarget", address: int) -> list[tuple[str, str]]:
         """The region holding ``address``, or the unmapped gap up to the next
         region (no permissions)."""
+        if frame_bases.in_window(address) and self._has_window(target):
+            return [("start", "%x" % frame_bases.WINDOW_START), ("size", "%x" % frame_bases.WINDOW),
+                    ("permissions", "r"), ("name", hex_encode(b"frame-bases").decode())]
         regions = target.memory_regions()
         for region in regions:
             if region.contains(address):

@@ -39,7 +39,6 @@ another client holds is refused with a message (docs/sessions.md).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import threading
@@ -48,7 +47,9 @@ from typing import Any, Callable
 
 import codemem
 
-from .images import DebugImageSet, ImageFileServer
+from .image_files import ImageFileServer
+from .images import DebugImageSet
+from .listen import parse_listen
 from .protocol.replies import ErrorCode
 from .server import StubServer
 from .session import SessionConfig
@@ -63,35 +64,6 @@ HOST_MONITOR_HELP = """\
 """
 
 
-def parse_listen(text: str, *, allow_remote: bool = False) -> tuple[str, int]:
-    """``HOST:PORT``, ``[v6]:PORT`` or ``PORT`` (loopback) -> (host, port).
-    ValueError naming the problem; a non-loopback host is refused unless
-    ``allow_remote`` (anyone who can reach it could run code in this process)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "127.0.0.1", text
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"{text!r}: the port must be a number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{text!r}: port out of range")
-    if not allow_remote and not _is_loopback(host):
-        raise ValueError(f"{text!r}: {host} is not a loopback address; anyone who can reach it "
-                         "could run code in this process. Pass --allow-remote if you mean it.")
-    return host, port
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class DebugHost(TargetHost):
     """Many Stores of ``engine`` served to gdb and lldb (see the module docstring).
 
@@ -103,7 +75,8 @@ class DebugHost(TargetHost):
     ``fresh_run()``: a function of a fresh Store and its arguments, which gdb's
     ``run`` (``vRun``) starts on a thread of its own, stopped before its
     first instruction; without it ``run`` is refused with a message.
-    ``allow_remote``: allow a non-loopback ``listen`` address."""
+    ``allow_remote``: allow a non-loopback ``listen`` address.  ``image_transfer``: how
+    clients get the debug images (gdbstub.session.SessionConfig: "auto", "vfile", "local")."""
 
     extended = True
     monitor_help = HOST_MONITOR_HELP
@@ -111,7 +84,8 @@ class DebugHost(TargetHost):
     def __init__(self, engine: codemem.Engine, *, listen: str = "127.0.0.1:1234", dialect: str = "native",
                  cache_dir: os.PathLike | str | None = None,
                  exit_status_of: Callable[[BaseException], int] | None = None,
-                 fresh_run: Callable[[], tuple[codemem.Func, list]] | None = None, allow_remote: bool = False):
+                 fresh_run: Callable[[], tuple[codemem.Func, list]] | None = None, allow_remote: bool = False,
+                 image_transfer: str = "auto"):
         super().__init__()
         if not engine.debug:
             raise ValueError("DebugHost needs an Engine with debug=True (each Store then runs its own "
@@ -137,7 +111,8 @@ class DebugHost(TargetHost):
                 base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
                 cache_dir = Path(base) / "wasm-gdbstub"  # images go to DIR/debug-images (gdbstub.images)
             self.images = DebugImageSet(cache_dir, process_tag=f"pid{os.getpid()}-host")
-            config = SessionConfig(images=self.images, file_server=ImageFileServer(self.images))
+            config = SessionConfig(images=self.images, file_server=ImageFileServer(self.images),
+                                   image_transfer=image_transfer)
         else:
             raise ValueError(f"dialect must be 'native' or 'wasm', not {dialect!r}")
         self.server = StubServer(self, host=self.listen_host, port=self.listen_port, config=config)

@@ -110,7 +110,7 @@ def host_command(args: argparse.Namespace) -> int:
     host = DebugHost(engine, listen=f"[{listen_host}]:{listen_port}" if ":" in listen_host
                      else f"{listen_host}:{listen_port}", allow_remote=args.allow_remote,
                      dialect=args.dialect, cache_dir=args.cache_dir, exit_status_of=_exit_status_of,
-                     fresh_run=None if args.http else fresh_run)
+                     fresh_run=None if args.http else fresh_run, image_transfer=args.image_transfer)
     host.hold_new_stores = args.hold
     stop = threading.Event()
     bound_host, bound_port = host.start()

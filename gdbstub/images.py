@@ -51,8 +51,8 @@ The library-list documents follow the GDB manual, "Library List Format" and
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
+import mmap
 import os
 import pathlib
 import re
@@ -62,27 +62,28 @@ import time
 import weakref
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Protocol
-from xml.sax.saxutils import quoteattr
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from codemem.frametable import SITE_SIZE, FrameTable, FunctionInfo
 from codemem.lowmem import (CALL_LANDING_OFFSET, ENTRY_THUNK_CODE, ENTRY_THUNK_PAGE_CODE_SIZE, call_landing_address,
                              entry_thunk_address)
 from codemem.native import ffi, lib
 
+from . import frame_bases
 from .debugimage import CfiRow, DebugImageError, Fde, Symbol, build_debug_image
-from .debugimage.elf import ELF32, ELF64
+from .debugimage.elf import ELF32, ELF64, section_by_name
 from .debugimage.image import build_id_is_intact
-from .dwarf_translate import GuestDwarfError, TranslatedDwarf, translate_guest_dwarf
-from .guest_lines import ImageLines, image_lines
-from .protocol.packets import FileIOOpenFlags
-from .protocol.replies import FileIOErrno, fileio_stat
+from .protocol.xmltext import quoteattr
+
+if TYPE_CHECKING:
+    from .dwarf_translate import TranslatedDwarf
+    from .guest_lines import ImageLines
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "IMAGE_LINK_ADDRESS", "DebugImage", "DebugImageSet", "FileServerError", "ImageBuildContext",
-    "ImageFileServer", "ImageSectionBuilder", "LoadedImage", "MAX_OPEN_FILES", "build_engine_image",
+    "IMAGE_LINK_ADDRESS", "DebugImage", "DebugImageSet", "ImageBuildContext",
+    "ImageSectionBuilder", "LoadedImage", "build_engine_image",
     "function_cfi_rows", "libraries_svr4_xml", "libraries_xml",
 ]
 
@@ -127,20 +128,9 @@ _FRAME_SET = ("rbp", 16, {"rbp": -16})
 #: and r12-r14, which only the entry trampoline saves for the host.
 GUEST_CLOBBERED = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14")
 
-#: Most files one client may hold open at once (then EMFILE).
-MAX_OPEN_FILES = 64
-#: First fd handed out, as a POSIX process would after stdin/stdout/stderr.
-FIRST_FD = 3
-#: File-I/O mode of every served file: a regular file, read-only for everyone
-#: (GDB manual, File-I/O "mode_t Values": S_IFREG 0100000, S_IRUSR|S_IRGRP|S_IROTH).
-SERVED_FILE_MODE = 0o100444
-
-_WRITE_FLAGS = (FileIOOpenFlags.O_WRONLY | FileIOOpenFlags.O_RDWR | FileIOOpenFlags.O_APPEND
-                | FileIOOpenFlags.O_CREAT | FileIOOpenFlags.O_TRUNC | FileIOOpenFlags.O_EXCL)
-
 #: The sources whose code decides an engine image's bytes (the builder's
 #: part of the cache key), relative to the gdbstub package.
-_BUILDER_SOURCES = ("images.py", "guest_lines.py", "debugimage/__init__.py", "debugimage/dwarf.py",
+_BUILDER_SOURCES = ("images.py", "guest_lines.py", "frame_bases.py", "debugimage/__init__.py", "debugimage/dwarf.py",
                     "debugimage/elf.py", "debugimage/image.py", "debugimage/model.py",
                     *(f"dwarf_translate/{name}" for name in ("__init__.py", "builder.py", "codemap.py", "expr.py",
                                                              "translate.py", "writer.py")))
@@ -262,6 +252,14 @@ class DebugImage:
         return self._data is not None
 
     @property
+    def on_disk(self) -> bool:
+        """True when the image's file is there to read as it is: loaded
+        already, or a cached file this cache wrote or checked
+        (:func:`cached_image_is_trusted`).  Reading such an image later is
+        a file read, never a build."""
+        return self._data is not None or cached_image_is_trusted(self.path)
+
+    @property
     def data(self) -> bytes:
         data = self._data
         if data is None:
@@ -276,6 +274,22 @@ class DebugImage:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    def cached_section(self, name: str) -> bytes | None:
+        """The contents of section ``name`` (None when the image has none),
+        read from the cached file in place (mapped, its section headers and
+        that section only) while the image's bytes are not loaded and the
+        file is one this process trusts (:func:`cached_image_is_trusted`);
+        else from :attr:`data`.  A warm ``serve`` needs one small section of
+        each image before it listens (an x32 executable's data symbols), not
+        the whole file."""
+        if self._data is None and self._make is not None and cached_image_is_trusted(self.path):
+            try:
+                with open(self.path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                    return section_by_name(view, name)
+            except (OSError, ValueError, DebugImageError) as e:  # gone or damaged since the check: read it whole
+                log.info("reading %s of %s in place failed (%s); loading the image", name, self.path, e)
+        return section_by_name(self.data, name)
 
     def __repr__(self) -> str:
         return f"DebugImage({self.name!r}, [{self.link_start:#x}, {self.link_end:#x}))"
@@ -425,18 +439,21 @@ def image_code(engine_code) -> bytes:
     return bytes(code)
 
 
-def engine_image_parts(module, table: FrameTable, code: bytes, link_address: int
+def engine_image_parts(module, table: FrameTable, code: bytes, link_address: int, *, x32: bool = False
                        ) -> tuple[list[Symbol], list[Fde]]:
     """(symbols, FDEs) of an engine image whose image offset 0 is linked at
-    ``link_address``."""
+    ``link_address``. ``x32``: every guest FDE also recovers its caller's C
+    frame base as es from the stub's frame-base window
+    (gdbstub.frame_bases)."""
     functions = table.functions()
     symbols, fdes = [], []
+    saved_at = (frame_bases.CFI_RULE,) if x32 else ()
     for func in functions:
         address = link_address + func.native_start
         symbols.append(Symbol(_function_name(module, func.wasm_index), address, func.native_size))
         rows = function_cfi_rows(code, table, func)
         if rows is not None:
-            fdes.append(Fde(address, func.native_size, rows, clobbered=GUEST_CLOBBERED))
+            fdes.append(Fde(address, func.native_size, rows, clobbered=GUEST_CLOBBERED, saved_at=saved_at))
     veneer_symbols, veneer_fdes = _veneer_parts(code, link_address, table)
     symbols += veneer_symbols
     fdes += veneer_fdes
@@ -458,10 +475,14 @@ def build_engine_image(module, engine_code, *, source_lines: bool = True,
     (variables, types: gdbstub.dwarf_translate, at link addresses; its static
     data symbols in :data:`DATA_SYMBOLS_SECTION`); else an ELF64 image with
     source lines only (gdb would read C pointers as 8 bytes, docs/cvars.md)."""
+    # Only a cache miss builds an image: the DWARF translation and the line
+    # mapping (pyelftools) are imported here, not at every start.
+    from .guest_lines import ImageLines, image_lines
+
     x32 = uses_x32_images(module) if x32 is None else x32
     table = engine_code.frame_table
     code = image_code(engine_code)
-    symbols, fdes = engine_image_parts(module, table, code, link_address)
+    symbols, fdes = engine_image_parts(module, table, code, link_address, x32=x32)
     extra: dict[str, bytes] = {}
     debug_sections = None
     if x32 and source_lines:
@@ -471,6 +492,8 @@ def build_engine_image(module, engine_code, *, source_lines: bool = True,
             extra[DATA_SYMBOLS_SECTION] = b"".join(
                 _DATA_SYMBOL.pack(address, size) + name.encode() + b"\0"
                 for name, address, size in translated.data_symbols)
+            if translated.frame_base_slots:
+                extra[frame_bases.SECTION] = frame_bases.pack_slots(translated.frame_base_slots)
     lines = image_lines(module, table, link_address) if source_lines and debug_sections is None \
         else ImageLines([])
     if section_builders:
@@ -490,17 +513,27 @@ def build_engine_image(module, engine_code, *, source_lines: bool = True,
 def data_symbols_of(image_data: bytes) -> list[tuple[str, int, int]]:
     """The static data symbols an x32 engine image carries
     (:data:`DATA_SYMBOLS_SECTION`): ``(name, linear-memory address, size)``."""
-    from elftools.elf.elffile import ELFFile  # only for x32 images with data
-    section = ELFFile(io.BytesIO(image_data)).get_section_by_name(DATA_SYMBOLS_SECTION)
-    if section is None:
+    return _parse_data_symbols(section_by_name(image_data, DATA_SYMBOLS_SECTION))
+
+
+def _parse_data_symbols(data: bytes | None) -> list[tuple[str, int, int]]:
+    """The records of a :data:`DATA_SYMBOLS_SECTION` (none for None)."""
+    if data is None:
         return []
-    data, out, at = section.data(), [], 0
+    out, at = [], 0
     while at + _DATA_SYMBOL.size <= len(data):
         address, size = _DATA_SYMBOL.unpack_from(data, at)
         end = data.index(b"\0", at + _DATA_SYMBOL.size)
         out.append((data[at + _DATA_SYMBOL.size:end].decode("utf-8", "replace"), address, size))
         at = end + 1
     return out
+
+
+def frame_base_slots_of(image_data: bytes) -> dict[int, int]:
+    """``{function image offset: rbp offset of its frame-base slot}`` from an
+    x32 engine image's :data:`gdbstub.frame_bases.SECTION` (empty without)."""
+    section = section_by_name(image_data, frame_bases.SECTION)
+    return frame_bases.unpack_slots(section) if section is not None else {}
 
 
 def runtime_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
@@ -552,6 +585,8 @@ def guest_debug_sections(module, engine_code, code_address: int, address_size: i
     ``code_address`` (gdbstub.dwarf_translate), memoized per EngineCode and
     address; None when the module has no DWARF or it cannot be translated
     (logged as a warning: the image then has source lines only, no variables)."""
+    from .dwarf_translate import GuestDwarfError, translate_guest_dwarf  # a cache miss only
+
     key = (code_address, address_size)
     with _translations_lock:
         memo = _translations.setdefault(engine_code, {})
@@ -578,9 +613,57 @@ def guest_debug_sections(module, engine_code, code_address: int, address_size: i
     return translated
 
 
+#: How a client may get the images' files (gdbstub.session.SessionConfig
+#: ``image_transfer``): over the connection, from this file system, or
+#: decided by where the client connects from.
+IMAGE_TRANSFERS = ("auto", "vfile", "local")
+
+
+def _stamp_path(path: pathlib.Path) -> pathlib.Path:
+    return path.with_name(path.name + ".stamp")
+
+
+def _file_stamp(path: pathlib.Path) -> str:
+    """What identifies one written version of a file: size, modification
+    time (ns) and inode.  Raises OSError when it cannot be stat'ed."""
+    st = os.stat(path)
+    return f"{st.st_size} {st.st_mtime_ns} {st.st_ino}\n"
+
+
+def cached_image_is_trusted(path: pathlib.Path) -> bool:
+    """True when the cached image at ``path`` is the very file this cache
+    wrote or checked before: its stamp file (``NAME.elf.stamp``, written
+    after the image was written whole or its build id was checked) names
+    its current size, mtime and inode.  Files are only ever replaced by an
+    atomic rename (a new inode), so a torn write cannot match; what the
+    stamp does not catch is a change that keeps all three (a bit flip on
+    disk), as ``make`` would not either.  Checking the build id instead (a
+    SHA-1 over the 10 MiB image of a real-size module) cost 15-25 ms of
+    every warm ``serve`` (docs/debug-images.md, "Warm start")."""
+    try:
+        return _stamp_path(path).read_text() == _file_stamp(path)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _write_stamp(path: pathlib.Path) -> None:
+    """Best effort, as the cache itself: no stamp only costs a check."""
+    stamp = _stamp_path(path)
+    temporary = stamp.with_name(f".{stamp.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        temporary.write_text(_file_stamp(path))
+        os.replace(temporary, stamp)
+    except OSError as e:
+        log.info("cannot stamp cached debug image %s: %s", path, e)
+        temporary.unlink(missing_ok=True)
+
+
 def _read_cached(path: pathlib.Path) -> bytes | None:
-    """The cached file's bytes when it is an intact image (its build id, a
-    SHA-1 over the whole file, matches), else None."""
+    """The cached file's bytes when it is an intact image, else None: a file
+    with a matching stamp (:func:`cached_image_is_trusted`) is taken as it
+    is; any other must have a build id (a SHA-1 over the whole file) that
+    matches, and is stamped then."""
+    trusted = cached_image_is_trusted(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -588,7 +671,10 @@ def _read_cached(path: pathlib.Path) -> bytes | None:
     except OSError as e:
         log.warning("cannot read cached debug image %s: %s", path, e)
         return None
+    if trusted and cached_image_is_trusted(path):  # still the same file after the read
+        return data
     if build_id_is_intact(data):
+        _write_stamp(path)
         return data
     log.warning("ignoring a damaged cached debug image %s", path)
     return None
@@ -596,7 +682,7 @@ def _read_cached(path: pathlib.Path) -> bytes | None:
 
 def _write_atomically(path: pathlib.Path, data: bytes) -> None:
     """Best effort (a cache that cannot be written only costs the caching):
-    a per-thread temporary name, then an atomic rename."""
+    a per-thread temporary name, then an atomic rename, then its stamp."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -605,6 +691,8 @@ def _write_atomically(path: pathlib.Path, data: bytes) -> None:
     except OSError as e:
         log.warning("cannot write debug image %s: %s", path, e)
         temporary.unlink(missing_ok=True)
+        return
+    _write_stamp(path)
 
 
 @dataclass
@@ -642,6 +730,8 @@ class DebugImageSet:
         # x32 Stores' executables: the low entry thunk plus their modules'
         # static data symbols, by the set of module images.
         self._runtimes_x32: dict[tuple[str, ...], LoadedImage] = {}
+        # image name -> frame-base slots of its functions (frame_base_slots_of)
+        self._frame_base_slots: dict[str, dict[int, int]] = {}
 
     # ------------------------------------------------------------ engine images
     def image_key(self, module) -> str:
@@ -685,6 +775,19 @@ class DebugImageSet:
             self._by_name[image.name] = image
             return image
 
+    def frame_base_slots(self, module, engine_code=None) -> dict[int, int]:
+        """``{function image offset: rbp offset of its frame-base slot}`` of
+        ``module``'s image (:func:`frame_base_slots_of`, read once)."""
+        image = self.image_for(module, engine_code)
+        with self._lock:
+            slots = self._frame_base_slots.get(image.name)
+        if slots is None:
+            section = image.cached_section(frame_bases.SECTION)  # in place: not the whole image
+            slots = frame_bases.unpack_slots(section) if section is not None else {}
+            with self._lock:
+                self._frame_base_slots[image.name] = slots
+        return slots
+
     # ------------------------------------------------------------ per Store
     def for_store(self, store) -> list[LoadedImage]:
         """One placed image per entry of ``store.registry`` (address order),
@@ -714,6 +817,20 @@ class DebugImageSet:
                 del self._placed[key]
             return placed
 
+    @staticmethod
+    def write_files(images: list[LoadedImage]) -> None:
+        """Makes sure each image's file is on disk, whole and checked
+        (:attr:`DebugImage.on_disk`): built or checked now if it is not.  An
+        image that cannot be made is logged, not raised: the client then
+        finds no file (gdb warns and goes on without its symbols)."""
+        for image in images:
+            if image.image.on_disk:
+                continue
+            try:
+                image.data
+            except DebugImageError as e:
+                log.error("debug image %s could not be made: %s", image.name, e)
+
     def executable(self, store, *, libraries: list[LoadedImage] | None = None) -> LoadedImage:
         """The image a debugger loads as the program (``qXfer:exec-file``): the
         host process's own code, linked where it runs (load bias 0).  For an
@@ -730,7 +847,9 @@ class DebugImageSet:
         with self._lock:
             found = self._runtimes_x32.get(key)
             if found is None:
-                data_symbols = sorted({symbol for image in libraries for symbol in data_symbols_of(image.data)},
+                data_symbols = sorted({symbol for image in libraries
+                                       for symbol in _parse_data_symbols(image.image.cached_section(
+                                           DATA_SYMBOLS_SECTION))},
                                       key=lambda symbol: (symbol[1], symbol[0]))
                 found = self._runtimes_x32[key] = self._runtime_x32(data_symbols)
                 self._by_name[found.name] = found.image
@@ -852,87 +971,3 @@ def libraries_xml(images: list[LoadedImage], *, form: str = "segment") -> str:
         lines.append(f'  <library name={quoteattr(image.name)}><{form} address="{image.start:#x}"/></library>')
     lines.append("</library-list>")
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------- file server
-class FileServerError(Exception):
-    """A vFile request failed; ``errno`` is a File-I/O errno (FileIOErrno)."""
-
-    def __init__(self, errno: FileIOErrno, message: str = ""):
-        super().__init__(message or errno.name)
-        self.errno = FileIOErrno(errno)
-
-
-class ImageFileServer:
-    """Host I/O (``vFile:open/pread/fstat/close``) semantics over the images of
-    one :class:`DebugImageSet`, with no file-system access at all: the only
-    files that exist are the set's current images, named exactly as reported
-    (any other path, including ``..`` spellings of a real one, is ENOENT), and
-    they are read-only (EACCES for any write, create or truncate flag).
-
-    An open fd keeps serving the image it opened even if the set forgets it
-    (like an unlinked file). Fds are the lowest free numbers from
-    :data:`FIRST_FD`; at most :data:`MAX_OPEN_FILES` are open (then EMFILE).
-    Sans-I/O: the session turns results and :class:`FileServerError` into
-    ``F`` replies. Not thread-safe (one per client connection).
-    """
-
-    def __init__(self, images: DebugImageSet):
-        self._images = images
-        self._open: dict[int, DebugImage] = {}
-
-    def open(self, path: str | bytes, flags: int, mode: int) -> int:
-        if isinstance(path, bytes):
-            path = path.decode("utf-8", "surrogateescape")
-        if flags & _WRITE_FLAGS:
-            raise FileServerError(FileIOErrno.EACCES, f"{path}: debug images are read-only")
-        image = self._images.find(path)
-        if image is None:
-            raise FileServerError(FileIOErrno.ENOENT, f"{path}: not a debug image")
-        if len(self._open) >= MAX_OPEN_FILES:
-            raise FileServerError(FileIOErrno.EMFILE, f"{MAX_OPEN_FILES} files already open")
-        fd = FIRST_FD
-        while fd in self._open:
-            fd += 1
-        self._open[fd] = image
-        return fd
-
-    def _image(self, fd: int) -> DebugImage:
-        image = self._open.get(fd)
-        if image is None:
-            raise FileServerError(FileIOErrno.EBADF, f"fd {fd} is not open")
-        return image
-
-    def pread(self, fd: int, count: int, offset: int) -> bytes:
-        """Up to ``count`` bytes at ``offset``; ``b""`` at or past the end. The
-        caller bounds ``count`` by what fits in a reply packet."""
-        image = self._image(fd)
-        if count < 0 or offset < 0:
-            raise FileServerError(FileIOErrno.EINVAL, f"pread count {count}, offset {offset}")
-        return self._contents(image)[offset:offset + count]
-
-    def fstat(self, fd: int) -> bytes:
-        """The 64-byte File-I/O ``struct stat`` of an open image."""
-        image = self._image(fd)
-        size = len(self._contents(image))
-        return fileio_stat(mode=SERVED_FILE_MODE, size=size, ino=zlib.crc32(image.name.encode()),
-                           atime=image.mtime, mtime=image.mtime, ctime=image.mtime)
-
-    def close(self, fd: int) -> None:
-        self._image(fd)
-        del self._open[fd]
-
-    @staticmethod
-    def _contents(image: DebugImage) -> bytes:
-        """The image's bytes (made on first use); an image that cannot be made
-        is a File-I/O error for the client (EUNKNOWN: the protocol has no EIO),
-        logged here, never an exception out of the session."""
-        try:
-            return image.data
-        except (DebugImageError, OSError) as e:
-            log.error("debug image %s could not be made: %s", image.name, e)
-            raise FileServerError(FileIOErrno.EUNKNOWN, f"{image.name}: {e}") from None
-
-    @property
-    def open_fds(self) -> list[int]:
-        return sorted(self._open)

@@ -22,16 +22,17 @@ import math
 import re
 import struct
 import sys
-from decimal import Decimal
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Sequence, TextIO
 
 import codemem
 from codemem import CompileError, LinkError, Trap, Val, ValType
 
 from .wasi import MODULE as WASI_MODULE
 from .wasi import WasiContext, WasiExit, WasiOptions
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ def _f32_bits_exact(q: Fraction) -> int:
     """The f32 nearest to the rational ``q`` (IEEE 754 round to nearest, ties to
     even), as bits.  Rounding the decimal straight to f32 avoids the double
     rounding of going through f64 first."""
+    from fractions import Fraction  # f32 arguments and results only: not every start pays its import
+
     sign = 0x8000_0000 if q < 0 else 0
     q = abs(q)
     if q == 0:
@@ -101,6 +104,8 @@ def _parse_float_bits(text: str, valtype: ValType) -> int:
         return (0x8000_0000 if negative else 0) | 0x7FC0_0000
     if word in ("inf", "infinity"):
         return (0x8000_0000 if negative else 0) | 0x7F80_0000
+    from fractions import Fraction
+
     bits = _f32_bits_exact(Fraction(text))
     if bits & 0x7FFF_FFFF == 0 and negative:
         bits |= 0x8000_0000  # "-0" is negative zero
@@ -146,6 +151,8 @@ def parse_invoke_args(func: codemem.Func, args: Sequence[str]) -> list[Val]:
 def _shortest_f32_digits(bits: int) -> str:
     """The shortest decimal that reads back as the f32 ``bits`` (like Rust's
     float formatting, which prints the shortest round-tripping digits)."""
+    from fractions import Fraction
+
     magnitude = bits & 0x7FFF_FFFF
     value = struct.unpack("<f", struct.pack("<I", magnitude))[0]
     for precision in range(1, 10):
@@ -160,6 +167,8 @@ def _shortest_f32_digits(bits: int) -> str:
 def _rust_display(digits: str, negative: bool) -> str:
     """Positional notation without exponent and without a trailing ``.0``, as
     Rust's ``Display`` for floats prints (``1``, ``0.1``, ``1e20`` in full)."""
+    from decimal import Decimal
+
     text = format(abs(Decimal(digits)), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")

@@ -30,10 +30,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from .listen import is_loopback
 from .protocol import replies as R
 from .protocol.framing import Framer
 from .session import GdbSession, SessionConfig
@@ -63,13 +65,16 @@ class StubServer:
 
     def __init__(self, targets: TargetHost | StoreTarget, *, host: str = "127.0.0.1", port: int = 1234,
                  once: bool = False, config: SessionConfig | None = None,
-                 on_listening: Callable[[str, int], None] | None = None):
+                 on_listening: Callable[[str, int], None] | None = None, sock: socket.socket | None = None):
         self.targets: TargetHost = targets if isinstance(targets, TargetHost) else SingleStoreHost(targets)
         self.host = host
         self.port = port
         self.once = once
         self.config = config or SessionConfig()
         self.on_listening = on_listening
+        #: A socket already bound and listening (gdbstub.listen.listening_socket)
+        #: to serve on instead of binding ``host:port``.
+        self._listening_socket = sock
         #: One client at a time for ``serve``; any number for a many-Store host.
         self.single_client = isinstance(self.targets, SingleStoreHost)
         self.clients: list[_Client] = []
@@ -177,7 +182,10 @@ class StubServer:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._done = asyncio.Event()
-        server = await self._loop.create_server(lambda: _ClientProtocol(self), self.host, self.port)
+        if self._listening_socket is not None:
+            server = await self._loop.create_server(lambda: _ClientProtocol(self), sock=self._listening_socket)
+        else:
+            server = await self._loop.create_server(lambda: _ClientProtocol(self), self.host, self.port)
         sockets = server.sockets or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
@@ -246,7 +254,7 @@ class StubServer:
         self._clients_served += 1
         sock = transport.get_extra_info("socket")
         with self._lock:
-            session = GdbSession(self.targets, self.config)
+            session = GdbSession(self.targets, self.config.for_client(_peer_is_local(peer)))
             client = _Client(session, transport, os.dup(sock.fileno()) if sock is not None else None)
             self.clients.append(client)
             # Anything that happened while nobody was attached.
@@ -291,6 +299,14 @@ class StubServer:
             self.targets.take_unowned_events()
         log.info("client gone")
         self._check_done()
+
+
+def _peer_is_local(peer) -> bool:
+    """True for a client on this machine: a loopback TCP peer, or a Unix
+    socket's (whose peer name is a string or empty)."""
+    if isinstance(peer, tuple) and peer:
+        return is_loopback(str(peer[0]))
+    return isinstance(peer, (str, bytes))
 
 
 class _ClientProtocol(asyncio.Protocol):

@@ -41,21 +41,22 @@ that add handlers and the qSupported features they need (docs/sessions.md,
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
-from xml.sax.saxutils import escape
 
 from codemem.wasm.types import ValType
 
 from . import arch_amd64
 from .agent_session import AgentExtension
 from .dialect import Dialect, NativeDialect, SessionExtension
-from .images import FileServerError
+from .image_files import FileServerError
+from .images import IMAGE_TRANSFERS
 from .protocol import packets as P
 from .protocol import replies as R
 from .protocol.connection import ProtocolConnection
 from .protocol.encoding import ProtocolError, hex_encode
 from .protocol.replies import ErrorCode, Signal
+from .protocol.xmltext import escape
 from .target import Exited, Stop, StopReason, StopReport, StoreTarget, TargetError
 from .targets import SingleStoreHost, TargetHost
 
@@ -86,13 +87,36 @@ class SessionConfig:
     """What the transport knows and the session needs."""
 
     images: object | None = None         # gdbstub.images.DebugImageSet (libraries + vFile)
-    file_server: object | None = None    # gdbstub.images.ImageFileServer
+    file_server: object | None = None    # gdbstub.image_files.ImageFileServer
+    #: How a client gets the debug images' files: "vfile" serves them with
+    #: vFile (Host I/O); "local" answers vFile as unsupported, so gdb reads
+    #: the files by their paths from its own file system (gdb's
+    #: remote_target::filesystem_is_local: with sysroot "target:" and no
+    #: vFile:open, "attempting to access files from local filesystem");
+    #: "auto" is "local" for a client connected from a loopback address,
+    #: else "vfile".  The transport decides per connection
+    #: (:attr:`files_are_local`).  docs/debug-images.md, "Local files".
+    image_transfer: str = "auto"
+    #: Set by the transport for one connection: this client reads the
+    #: images from the stub's file system (every vFile packet gets the
+    #: empty, unsupported, reply).
+    files_are_local: bool = False
     #: Makes each session's dialect (it keeps per-Store state, so one per
     #: session); None is the native dialect over ``images``.
     dialect_factory: Callable[[], Dialect] | None = None
     #: Makes each session's optional extensions (gdbstub.dialect.SessionExtension);
     #: by default the site agent's (conditions, dprintf, watchpoints).
     extension_factories: list[Callable[[], SessionExtension]] = field(default_factory=lambda: [AgentExtension])
+
+    def __post_init__(self):
+        if self.image_transfer not in IMAGE_TRANSFERS:
+            raise ValueError(f"image_transfer {self.image_transfer!r} is not one of {', '.join(IMAGE_TRANSFERS)}")
+
+    def for_client(self, client_is_local: bool) -> "SessionConfig":
+        """This configuration for one client, with :attr:`files_are_local`
+        decided by :attr:`image_transfer` and where the client is."""
+        local = self.image_transfer == "local" or (self.image_transfer == "auto" and client_is_local)
+        return self if local == self.files_are_local else replace(self, files_are_local=local)
 
     def make_dialect(self) -> Dialect:
         if self.dialect_factory is not None:
@@ -136,7 +160,8 @@ class GdbSession:
             make() for make in self.config.extension_factories]
         self.conn = ProtocolConnection(max_packet_size=PACKET_SIZE)
         capabilities = R.Capabilities(packet_size=PACKET_SIZE, no_ack_mode=True, swbreak=True, vcont=True,
-                                      multiprocess=True, qthread_events=True, xfer_osdata=self.host.extended)
+                                      multiprocess=True, qthread_events=True, xfer_osdata=self.host.extended,
+                                      xfer_threads=True)
         for extension in self.extensions:
             capabilities = extension.capabilities(capabilities)
         self.capabilities = capabilities
@@ -282,14 +307,14 @@ class GdbSession:
             P.Detach: self._detach,
             P.VAttach: self._vattach,
             P.VRun: self._vrun,
-            P.VFileSetFs: lambda r: R.vfile_result(0),
-            P.VFileOpen: self._vfile_open,
-            P.VFilePread: self._vfile_pread,
-            P.VFileClose: self._vfile_close,
-            P.VFileFstat: self._vfile_fstat,
-            P.VFilePwrite: lambda r: R.vfile_result(-1, R.FileIOErrno.EACCES),
-            P.VFileUnlink: lambda r: R.vfile_result(-1, R.FileIOErrno.EACCES),
-            P.VFileReadlink: lambda r: R.vfile_result(-1, R.FileIOErrno.EINVAL),
+            P.VFileSetFs: self._local_files_or(lambda r: R.vfile_result(0)),
+            P.VFileOpen: self._local_files_or(self._vfile_open),
+            P.VFilePread: self._local_files_or(self._vfile_pread),
+            P.VFileClose: self._local_files_or(self._vfile_close),
+            P.VFileFstat: self._local_files_or(self._vfile_fstat),
+            P.VFilePwrite: self._local_files_or(lambda r: R.vfile_result(-1, R.FileIOErrno.EACCES)),
+            P.VFileUnlink: self._local_files_or(lambda r: R.vfile_result(-1, R.FileIOErrno.EACCES)),
+            P.VFileReadlink: self._local_files_or(lambda r: R.vfile_result(-1, R.FileIOErrno.EINVAL)),
             P.SetNonStop: self._set_non_stop,
             P.ProcessInfoFirst: self._process_info_first,
             P.ProcessInfoNext: self._process_info_next,
@@ -437,6 +462,10 @@ class GdbSession:
     def _xfer(self, request: P.XferRead) -> bytes:
         if request.object == "osdata":
             document = self._osdata(request.annex)
+        elif request.object == "threads":
+            if request.annex:
+                raise TargetError(ErrorCode.ENOENT, f"no threads document {request.annex!r} (its annex is empty)")
+            document = R.threads_document(self._live_threads(), self._multiprocess)
         else:
             target = self.target
             if request.object == "exec-file" and request.annex:
@@ -528,8 +557,11 @@ class GdbSession:
             # lldb takes an empty list from a stub with no process as one
             # process (pid 1) it must find a stop for; lldb-server refuses.
             raise TargetError(ErrorCode.ENOENT, "no process is attached")
-        threads = [self._thread_id(a.target) for a in self.attached.values() if a.target.exited is None]
-        return R.thread_list_reply(threads, self._multiprocess)
+        return R.thread_list_reply(self._live_threads(), self._multiprocess)
+
+    def _live_threads(self) -> list[P.ThreadId]:
+        """The guest thread of every attached Store that has not exited."""
+        return [self._thread_id(a.target) for a in self.attached.values() if a.target.exited is None]
 
     def _set_thread(self, request: P.SetThread) -> bytes:
         thread = request.thread
@@ -1023,6 +1055,17 @@ class GdbSession:
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------ vFile
+
+    def _local_files_or(self, handler: Callable) -> Callable:
+        """``handler``, or for a client that reads the images from this file
+        system (SessionConfig.files_are_local) the empty reply: Host I/O not
+        supported, so gdb opens the library paths itself (GDB manual,
+        "Host I/O Packets"; gdb's remote_target::filesystem_is_local).  A
+        real-size module's image is megabytes of DWARF that gdb reads again
+        after every ``run``: over vFile that was most of a restart."""
+        if self.config.files_are_local:
+            return lambda request: R.empty()
+        return handler
 
     def _vfile_open(self, request: P.VFileOpen) -> bytes:
         return self._vfile(lambda fs: R.vfile_result(

@@ -842,7 +842,11 @@ class StoreTarget:
             stopped.regfile.rip = 0
         self._release()
         self._release_pending(kill=True)
-        if self.is_running:
+        if stopped is None and self.is_running:
+            # Running: killed at the next sequence point it reaches.  A guest
+            # released from a stop unwinds at once (above) and needs none of
+            # this: arming every site of a real-size module cost gdb's `run`
+            # (vKill, then vRun) 50 ms.
             self._arm(self._all_sites())
 
     def _drop_debug_state(self) -> None:
@@ -1036,9 +1040,9 @@ class StoreTarget:
         has, not what the function has."""
         table = entry.store_code.frame_table
         wasm = entry.module.wasm
-        offsets = table.sequence_point_column(func, 0)
-        kinds = table.sequence_point_column(func, 8, "<B")
-        wasm_offsets = table.sequence_point_column(func, 4)
+        offsets = table.sequence_point_column(func, 0).searchable
+        kinds = table.sequence_point_column(func, 8, "<B").searchable
+        wasm_offsets = table.sequence_point_column(func, 4).searchable
         instruction = SequencePointKind.INSTRUCTION
         final_end = next((offsets[k] for k in range(len(offsets) - 1, -1, -1) if kinds[k] == instruction), None)
         callees: list | None = []
@@ -1078,7 +1082,7 @@ class StoreTarget:
             wasm = entry.module.wasm
             if not 0 <= point.wasm_offset < len(wasm) or wasm[point.wasm_offset] in _CONTROL_OPCODES:
                 return None
-        offsets = table.sequence_point_offsets(func)
+        offsets = table.sequence_point_offsets(func).searchable
         k = bisect.bisect_right(offsets, offset)
         if k >= len(offsets) or table.site_index(offsets[k]) is None:
             return None
@@ -1108,10 +1112,12 @@ class StoreTarget:
         return walker.return_address(self.store.ctx.stack, at_entry=regfile.rip == function_start,
                                      rbp=regfile.gpr[6], rsp=regfile.gpr[7])
 
-    def frames(self) -> list[walker.Frame]:
-        """The stopped guest's wasm frames, innermost first (codemem.frames.walk)."""
+    def frames(self, limit: int = walker.MAX_FRAMES) -> list[walker.Frame]:
+        """The stopped guest's wasm frames, innermost first, at most ``limit``
+        (codemem.frames.walk)."""
         regfile = self.require_stopped().regfile
-        return walker.walk(self.store.registry, self.store.ctx.stack, regfile.rip, regfile.gpr[6], regfile.gpr[7])
+        return walker.walk(self.store.registry, self.store.ctx.stack, regfile.rip, regfile.gpr[6], regfile.gpr[7],
+                           limit)
 
     # ------------------------------------------------------- breakpoints
 
@@ -1130,7 +1136,8 @@ class StoreTarget:
         if self.exited is not None:
             raise TargetError(ErrorCode.ENOENT, "the guest has exited")
 
-    def insert_breakpoint(self, pc: int, conditions: tuple = (), commands: tuple = ()) -> None:
+    def insert_breakpoint(self, pc: int, conditions: tuple = (), commands: tuple = (),
+                          registers: dict | None = None) -> None:
         """A user breakpoint at a patch site of this Store, or at any other
         instruction it can honour exactly (codemem.displaced), idempotent.
         ``conditions`` (verified agent expressions): stop only when one is
@@ -1139,7 +1146,9 @@ class StoreTarget:
         insert at the same pc replaces both (gdb's ``condition N``); none
         makes it a plain breakpoint.  At the call landing (the image's
         entry point) or on the stack (where gdb puts the breakpoint that ends
-        an inferior call) it is accepted as it is: the landing always stops."""
+        an inferior call) it is accepted as it is: the landing always stops.
+        ``registers``: the dialect's values of synthesized registers at ``pc``
+        (gdbstub.agent_x64.SiteRegisters)."""
         self._require_live()
         if pc is not None and pc == self.host_return_pc:
             if conditions or commands:
@@ -1165,7 +1174,7 @@ class StoreTarget:
                 with self._patch_edit() as edit:
                     edit.disable_site(*site)
             try:
-                self.agent.set_breakpoint_program(site[0], pc, tuple(conditions), tuple(commands))
+                self.agent.set_breakpoint_program(site[0], pc, tuple(conditions), tuple(commands), registers)
             except CodeMemoryError as e:
                 raise TargetError(ErrorCode.EBUSY, str(e)) from None
             self.breakpoints.add(pc)

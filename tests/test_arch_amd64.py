@@ -455,3 +455,22 @@ def test_lldb_reads_registers_from_qregisterinfo(stub_factory):
     assert "xmm1 = {" + " ".join(f"0x{b:02x}" for b in XMM[1]) + "}" in out
     generic = _lldb_blocks(out)["register read pc sp fp"]
     assert f"rsp = {RSP:#018x}" in generic and f"rbp = {RBP:#018x}" in generic
+
+
+def test_a_synthesized_register_with_a_value_for_this_stop_reads_it_and_takes_any_write_unchanged():
+    from gdbstub.arch_amd64 import ES_REGNUM, G_PACKET_SIZE, g_to_regfile, make_regfile, read_register, \
+        regfile_to_g, register_by_name, write_register, RegisterError
+    regfile = bytearray(make_regfile())
+    synthesized = {ES_REGNUM: bytes.fromhex("a0ff0000")}
+    es = register_by_name("es")
+    assert read_register(regfile, ES_REGNUM, synthesized) == bytes.fromhex("a0ff0000")
+    assert read_register(regfile, ES_REGNUM) == bytes(4)
+    g = bytearray(regfile_to_g(regfile, synthesized))
+    assert len(g) == G_PACKET_SIZE and g[es.offset:es.offset + 4] == bytes.fromhex("a0ff0000")
+    before = bytes(regfile)
+    write_register(regfile, ES_REGNUM, bytes.fromhex("10000000"), synthesized)
+    g[es.offset:es.offset + 4] = bytes.fromhex("20000000")
+    g_to_regfile(bytes(g), regfile, synthesized)
+    assert bytes(regfile) == before
+    with pytest.raises(RegisterError, match="es"):
+        write_register(regfile, ES_REGNUM, bytes.fromhex("10000000"))

@@ -142,6 +142,18 @@ def test_elf_header_segment_and_sections():
     assert segment.section_in_segment(text)
 
 
+def test_section_by_name_reads_a_section_in_place_as_pyelftools_does():
+    from gdbstub.debugimage.elf import section_by_name
+    image = sample_image()
+    elf = elf_of(image)
+    for name in (".text", ".debug_line", ".symtab", ".shstrtab"):
+        assert section_by_name(image, name) == elf.get_section_by_name(name).data(), name
+    assert section_by_name(image, ".nope") is None
+    assert section_by_name(image, ".text"[:-1]) is None  # a prefix of a name is not the name
+    with pytest.raises(DebugImageError, match="bad ELF section headers"):
+        section_by_name(image[:elf.header.e_shoff + 8], ".text")
+
+
 def test_symbols_have_values_sizes_and_types():
     elf = elf_of(sample_image(symbols=SYMBOLS + [Symbol("memory", 0x10000, 0x20000, "object")]))
     symtab = elf.get_section_by_name(".symtab")

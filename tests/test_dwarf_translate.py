@@ -5,6 +5,7 @@ subprogram covers exactly its native function, every scope and location-list
 entry lies inside it, every slot a location names exists)."""
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from elftools.dwarf.structs import DWARFStructs
 
 from codemem import Engine, Module
 from codemem.abi import VMContextLayout
+from codemem.frametable import SequencePointKind
 from gdbstub.dwarf_translate import GuestDwarfError, translate_guest_dwarf
 from gdbstub.dwarf_translate.codemap import CodeMap, merge_ranges
+from gdbstub.frame_bases import FRAME_BASE_IN_REGISTER
 from gdbstub.dwarf_translate.expr import ExprContext, UntranslatableExpression, translate_expression
 from gdbstub.dwarf_translate.writer import (
     DW_FORM_addr, DW_FORM_data4, DW_FORM_exprloc, DW_FORM_ref4, DW_FORM_ref_addr, DW_FORM_sec_offset,
@@ -450,3 +453,61 @@ def test_the_section_builder_translates_at_the_images_link_address_for_x32_engin
     assert subprograms and all(d.attributes["DW_AT_low_pc"].value in starts for d in subprograms)
     elf64 = Module.from_file(Engine(debug=True, low_addresses=False), EXAMPLES / "deep.O0.wasm")
     assert builder.sections(SimpleNamespace(module=elf64, frame_table=table, link_address=0)) == {}
+
+
+# ------------------------------------------------------------ caller frame bases
+def test_a_frame_base_that_is_a_local_is_es_in_every_frame_and_the_image_says_which_slot(translated):
+    """es holds a frame's C frame base: the stub reports the innermost
+    frame's, the callee's CFI recovers a caller's (gdbstub/frame_bases.py), so
+    gdb reads no frame base with a packet of its own. Other frame bases (the
+    __stack_pointer global) are 0 before the first instruction, then read."""
+    name, module, table, result = translated
+    dwarf = _dwarf(result.sections)
+    parser = LocationParser(dwarf.location_lists())
+    functions = {f.native_start: f for f in table.functions()}
+    in_es = 0
+    for unit in dwarf.iter_CUs():
+        for sub in unit.get_top_DIE().iter_children():
+            if sub.tag != "DW_TAG_subprogram" or "DW_AT_frame_base" not in sub.attributes:
+                continue
+            func = functions[sub.attributes["DW_AT_low_pc"].value]
+            parsed = parser.parse_from_attribute(sub.attributes["DW_AT_frame_base"], 4, die=sub)
+            if func.native_start in result.frame_base_slots:
+                assert isinstance(parsed, LocationExpr) and bytes(parsed.loc_expr) == FRAME_BASE_IN_REGISTER, name
+                assert result.frame_base_slots[func.native_start] in {s.frame_offset for s in table.locals(func)}
+                in_es += 1
+                continue
+            entries = [e for e in parsed if isinstance(e, LocationEntry)]
+            assert entries[0].begin_offset == func.native_start and entries[-1].end_offset == func.native_end
+            assert all(a.end_offset == b.begin_offset for a, b in zip(entries, entries[1:])), name
+            first = next(native for native, _, kind in table.point_offsets(func)
+                         if kind is SequencePointKind.INSTRUCTION)
+            assert [e.begin_offset for e in entries] == sorted({func.native_start, first}), name
+            assert bytes(entries[0].loc_expr) == bytes([0x30]) or first == func.native_start  # DW_OP_lit0
+    if name in ("inventory.O0", "deep.O0"):  # at -O2 clang's frame bases are mostly __stack_pointer
+        assert in_es > 0, name
+
+
+def test_an_x32_image_carries_the_frame_base_slots_and_every_guest_fde_recovers_es(tmp_path):
+    from elftools.dwarf.callframe import FDE as PyelftoolsFDE
+    from elftools.elf.elffile import ELFFile
+    from gdbstub import frame_bases
+    from gdbstub.images import build_engine_image, frame_base_slots_of
+
+    module = _module("deep.O0")
+    data = build_engine_image(module, module.engine_code, x32=True)
+    slots = frame_base_slots_of(data)
+    translated = translate_guest_dwarf(module.info, module.engine_code.frame_table, code_address=0x1000,
+                                       address_size=4)
+    assert slots == translated.frame_base_slots and slots
+    elf = ELFFile(io.BytesIO(data))
+    fdes = [entry for entry in elf.get_dwarf_info().CFI_entries() if isinstance(entry, PyelftoolsFDE)]
+    starts = {f.native_start + 0x1000 for f in module.engine_code.frame_table.functions()}
+    guest = [fde for fde in fdes if fde.header["initial_location"] in starts]
+    assert len(guest) == len(starts)
+    for fde in guest:
+        rows = fde.get_decoded().table
+        for row in rows:
+            rule = row[frame_bases.REGISTER_DWARF]
+            assert rule.type == "EXPRESSION" and bytes(rule.arg) == frame_bases.CFI_RULE[1], fde
+    assert frame_base_slots_of(build_engine_image(module, module.engine_code, x32=False)) == {}

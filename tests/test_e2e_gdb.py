@@ -340,3 +340,26 @@ def test_stack_exhaustion_shows_as_sigsegv_with_a_backtrace(stub, tmp_path):
     assert frames(stop) == ["recurse"] * 4, detail(run, guest)
     assert "Backtrace stopped" not in stop, detail(run, guest)
     assert any(r.startswith("T0b") for r in stop_replies(guest)), guest.describe()
+
+
+@pytest.mark.parametrize("transfer", ["auto", "vfile"])
+def test_gdb_gets_the_debug_images_from_this_file_system_or_over_vfile(stub, transfer):
+    """On loopback (``auto``) the stub answers Host I/O as unsupported and
+    gdb opens the images by their paths (it says so once); ``vfile`` serves
+    them over the connection.  Either way gdb has the module's symbols and
+    lines, and unwinds through them."""
+    demo = stub(args=["--image-transfer", transfer])
+    run = run_gdb(demo, ["break square", "continue", mark("bt"), "bt", mark("libs"), "info sharedlibrary", "detach"])
+    assert not run.timed_out, detail(run, demo)
+    assert re.search(rf"^Breakpoint 1, square \(.*\) at examples/demo\.c:{SQUARE_BODY}$", run.output, re.M), \
+        detail(run, demo)
+    assert_clean_backtrace(section(run, "bt"), run)
+    assert wasm_frames(frames(section(run, "bt"))) == ["square", "sum_of_squares", "run"], detail(run, demo)
+    assert re.search(r"^0x[0-9a-f]+\s+0x[0-9a-f]+\s+Yes\s+\S+/demo[^/]*\.elf$", section(run, "libs"), re.M), \
+        detail(run, demo)
+    preads = re.findall(r"^packet <- b'vFile:pread", demo.stderr, re.M)
+    local_warning = "attempting to access files from local filesystem" in run.output
+    if transfer == "vfile":
+        assert preads and not local_warning, detail(run, demo)
+    else:
+        assert not preads and local_warning, detail(run, demo)

@@ -32,7 +32,8 @@ import pytest
 import codemem
 from gdbstub import runner
 from gdbstub.cli import attach_commands
-from gdbstub.images import DebugImageSet, ImageFileServer
+from gdbstub.image_files import ImageFileServer
+from gdbstub.images import DebugImageSet
 from gdbstub.server import StubServer
 from gdbstub.session import SessionConfig
 from gdbstub.target import StoreTarget

@@ -13,6 +13,7 @@ from codemem.frametable import (
     FrameTable,
     FrameTableBuilder,
     FunctionBuild,
+    Header,
     SequencePointKind,
 )
 
@@ -103,6 +104,14 @@ def header_field_offset(name: str) -> int:
 def test_malformed_headers_name_the_field(mutate, message):
     with pytest.raises(FrameTableError, match=message):
         FrameTable(mutate(sample_table()))
+
+
+def test_the_header_struct_reads_every_field_as_the_construct_schema_does():
+    data = sample_table()
+    schema = Header.parse(data)
+    header = FrameTable(data).header
+    assert header._asdict() == {name: schema[name] for name in header._fields}
+    assert set(header._fields) == {name for name in schema if not name.startswith("_")} - {"magic", "reserved"}
 
 
 def test_malformed_records_name_the_field():

@@ -10,6 +10,7 @@ stub that serves our library list and our files over vFile.
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
 import subprocess
@@ -30,10 +31,11 @@ from codemem.frametable import SITE_DISABLED, SITE_SIZE
 from codemem.runtime import Engine, Instance, Module, Store
 from gdbstub import arch_amd64
 from gdbstub.debugimage.dwarf import DWARF_REGISTERS
+from gdbstub.image_files import FIRST_FD, MAX_OPEN_FILES, FileServerError, ImageFileServer
 from gdbstub.images import (
-    BREAKPOINT_SLOT_SYMBOL, BREAKPOINT_VENEER_SYMBOL, FIRST_FD, JUMP_TABLES_SYMBOL, MAX_OPEN_FILES,
+    BREAKPOINT_SLOT_SYMBOL, BREAKPOINT_VENEER_SYMBOL, JUMP_TABLES_SYMBOL,
     IMAGE_LINK_ADDRESS, RUNTIME_SYMBOLS, TRAP_SLOT_SYMBOL, TRAP_VENEER_SYMBOL, DebugImage, DebugImageSet,
-    FileServerError, ImageFileServer, LoadedImage, libraries_svr4_xml, libraries_xml,
+    LoadedImage, libraries_svr4_xml, libraries_xml,
 )
 from gdbstub.protocol.encoding import hex_decode
 from gdbstub.protocol.packets import FileIOOpenFlags
@@ -343,17 +345,58 @@ def test_remove_files_deletes_the_runtime_image_and_keeps_the_cached_module_imag
     assert again.name == module_image.name and again.data == data
 
 
+def _rewrite_in_place(path: Path, data: bytes) -> None:
+    """Overwrites ``path`` (same inode) and moves its mtime on, as any later
+    write would (the file system's clock is coarser than a test is fast)."""
+    before = path.stat().st_mtime_ns
+    path.write_bytes(data)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
 def test_a_damaged_cached_image_is_rebuilt(tmp_path, demo):
     images = DebugImageSet(tmp_path / "cache", process_tag="damage")
     image = images.for_store(demo[True].store)[0]
     good = image.data
     damaged = bytearray(good)
     damaged[len(damaged) // 2] ^= 0xFF
-    image.path.write_bytes(bytes(damaged))
+    _rewrite_in_place(image.path, bytes(damaged))
     again = DebugImageSet(tmp_path / "cache", process_tag="damage2").for_store(demo[True].store)[0]
+    assert not again.image.on_disk  # its stamp no longer matches: checked (and rebuilt) on use
     assert again.data == good and image.path.read_bytes() == good
-    image.path.write_bytes(good[:100])
+    _rewrite_in_place(image.path, good[:100])
     assert DebugImageSet(tmp_path / "cache", process_tag="damage3").for_store(demo[True].store)[0].data == good
+
+
+def test_a_stamped_cached_image_is_read_without_hashing_and_an_unstamped_one_is_checked_once(
+        tmp_path, demo, monkeypatch):
+    import gdbstub.images as images_module
+    written = DebugImageSet(tmp_path / "cache", process_tag="w").for_store(demo[True].store)[0]
+    good = written.data
+    assert written.image.on_disk and Path(str(written.path) + ".stamp").is_file()
+    hashed = []
+    real_check = images_module.build_id_is_intact
+    monkeypatch.setattr(images_module, "build_id_is_intact", lambda data: hashed.append(1) or real_check(data))
+    assert DebugImageSet(tmp_path / "cache", process_tag="r1").for_store(demo[True].store)[0].data == good
+    assert hashed == []
+    # A cache filled by a version without stamps: the first read checks the
+    # build id and stamps the file; the next one trusts the stamp.
+    Path(str(written.path) + ".stamp").unlink()
+    assert DebugImageSet(tmp_path / "cache", process_tag="r2").for_store(demo[True].store)[0].data == good
+    assert hashed == [1]
+    assert DebugImageSet(tmp_path / "cache", process_tag="r3").for_store(demo[True].store)[0].data == good
+    assert hashed == [1]
+
+
+def test_an_x32_executable_takes_its_data_symbols_from_the_cached_images_without_loading_them(tmp_path):
+    loaded = load(EXAMPLES / "inventory.O0.wasm", True, low_addresses=True)
+    first = DebugImageSet(tmp_path / "cache", process_tag="first")
+    expected = first.executable(loaded.store).data  # builds the module image
+    assert {"greeting", "hidden_total"} <= set(symbols_of(expected))
+    fresh = DebugImageSet(tmp_path / "cache", process_tag="first")
+    (module_image,) = fresh.libraries(loaded.store)
+    assert module_image.image.on_disk and not module_image.image.ready
+    assert fresh.executable(loaded.store).data == expected
+    assert not module_image.image.ready  # one section read in place, not the 10 MiB a real module has
 
 
 # ------------------------------------------------------------ library lists

@@ -558,6 +558,7 @@ def test_capabilities_default_and_full():
         xfer_libraries_svr4=True,
         xfer_exec_file=True,
         xfer_auxv=True,
+        xfer_threads=True,
         swbreak=True,
         hwbreak=True,
         vcont=True,
@@ -570,7 +571,7 @@ def test_capabilities_default_and_full():
     )
     assert full.supported_reply() == (
         b"PacketSize=1000;QStartNoAckMode+;qXfer:features:read+;qXfer:libraries:read+;"
-        b"qXfer:libraries-svr4:read+;qXfer:exec-file:read+;qXfer:auxv:read+;swbreak+;hwbreak+;"
+        b"qXfer:libraries-svr4:read+;qXfer:exec-file:read+;qXfer:auxv:read+;qXfer:threads:read+;swbreak+;hwbreak+;"
         b"vContSupported+;multiprocess+;QThreadEvents+;QNonStop+;ConditionalBreakpoints+;"
         b"BreakpointCommands+"
     )

@@ -27,6 +27,7 @@ import wasmtime
 
 import codemem
 from gdbstub.server import StubServer
+from gdbstub.session import SessionConfig
 from gdbstub.target import StoreTarget
 
 from test_session import DEMO_WASM, GuestHarness, frame, parse_stop, parse_stream, reg_value
@@ -123,7 +124,7 @@ class Client:
 class ServedGuest:
     """A gated guest, its StoreTarget and a StubServer on an ephemeral port."""
 
-    def __init__(self, *, once: bool = False, open_gates: tuple[int, ...] = ()):
+    def __init__(self, *, once: bool = False, open_gates: tuple[int, ...] = (), config: SessionConfig | None = None):
         engine = codemem.Engine(debug=True)
         self.module = codemem.Module(engine, wasmtime.wat2wasm(GATED_WAT), name="gated")
         self.store = codemem.Store(engine)
@@ -138,7 +139,7 @@ class ServedGuest:
         self.target = StoreTarget(self.store, self.instance, self.instance.exports["main"], [],
                                   notify=lambda: self.server.notify_from_guest())
         listening = threading.Event()
-        self.server = StubServer(self.target, host="127.0.0.1", port=0, once=once,
+        self.server = StubServer(self.target, host="127.0.0.1", port=0, once=once, config=config,
                                  on_listening=lambda host, port: listening.set())
         self.result = None
         self.error: BaseException | None = None
@@ -228,6 +229,41 @@ def served():
     yield make
     for guest in made:
         guest.shutdown()
+
+
+PROBE = b"vFile:open:%s,0,1c0" % b"just probing".hex().encode()  # gdb's probe of Host I/O support
+
+
+@pytest.mark.parametrize("transfer, local", [("auto", True), ("local", True), ("vfile", False)])
+def test_a_loopback_client_reads_the_images_from_this_file_system_unless_vfile_is_asked_for(
+        served, transfer, local):
+    guest = served(open_gates=(1, 2), config=SessionConfig(image_transfer=transfer))
+    client = guest.connect()
+    client.handshake()
+    # Local: Host I/O is "not supported" (the empty reply), so gdb opens the
+    # library paths itself; else the probe is answered as a failed open.
+    assert client.ask(b"vFile:setfs:0") == (b"" if local else b"F0")
+    assert client.ask(PROBE) == (b"" if local else b"F-1,2")
+    client.close()
+    guest.finish()
+
+
+def test_an_image_transfer_mode_is_decided_per_client():
+    assert SessionConfig().for_client(True).files_are_local
+    assert not SessionConfig().for_client(False).files_are_local
+    assert SessionConfig(image_transfer="local").for_client(False).files_are_local
+    assert not SessionConfig(image_transfer="vfile").for_client(True).files_are_local
+    with pytest.raises(ValueError, match="image_transfer 'ftp'"):
+        SessionConfig(image_transfer="ftp")
+
+
+@pytest.mark.parametrize("peer, local", [
+    (("127.0.0.1", 5), True), (("127.9.9.9", 5), True), (("::1", 5, 0, 0), True),
+    (("::ffff:127.0.0.1", 5, 0, 0), True), (("10.0.0.2", 5), False), (("fe80::1", 5, 0, 2), False),
+    ("", True), (None, False)])
+def test_a_client_is_local_when_it_connects_from_loopback_or_a_unix_socket(peer, local):
+    from gdbstub.server import _peer_is_local
+    assert _peer_is_local(peer) is local
 
 
 def test_the_guest_runs_to_its_result_under_a_client(served):

@@ -26,7 +26,8 @@ import pytest
 import codemem
 from codemem.frametable import SITE_DISABLED, MirrorSource, SequencePointKind
 from gdbstub import arch_amd64, runner
-from gdbstub.images import DebugImageSet, ImageFileServer
+from gdbstub.image_files import ImageFileServer
+from gdbstub.images import DebugImageSet
 from gdbstub.session import PACKET_SIZE, GdbSession, SessionConfig
 from gdbstub.target import StoreTarget, StopReason
 
@@ -265,7 +266,8 @@ def test_qsupported_then_no_ack_mode(guest):
     assert items[0] == "+" and len(items) == 2
     features = items[1].split(b";")
     assert b"PacketSize=%x" % PACKET_SIZE in features
-    for feature in (b"QStartNoAckMode+", b"swbreak+", b"multiprocess+", b"vContSupported+", b"qXfer:features:read+"):
+    for feature in (b"QStartNoAckMode+", b"swbreak+", b"multiprocess+", b"vContSupported+", b"qXfer:features:read+",
+                    b"qXfer:threads:read+"):
         assert feature in features
     # No image set configured: no library list is advertised.
     assert not any(f.startswith(b"qXfer:libraries") for f in features)
@@ -405,6 +407,20 @@ def test_breakpoint_then_continue_stops_with_swbreak(guest):
     assert guest.ask(b"c") == b"W00;process:%x" % guest.target.pid
     assert guest.ask(b"g") == b"E02"
     assert guest.ask(b"qfThreadInfo") == b"l"
+
+
+def test_the_threads_document_lists_the_guest_thread_as_qfthreadinfo_does_and_nothing_after_the_exit(guest):
+    guest.handshake()
+    pid = guest.target.pid
+    assert guest.ask(b"qfThreadInfo") == b"mp%x.1" % pid
+    assert guest.ask(b"qXfer:threads:read::0,1000") == (
+        b'l<?xml version="1.0"?>\n<threads><thread id="p%x.1"/></threads>\n' % pid)
+    # Read in pieces as gdb does with a small packet size: m while more follows.
+    first = guest.ask(b"qXfer:threads:read::0,10")
+    assert first.startswith(b"m") and len(first) == 1 + 0x10
+    assert guest.ask(b"qXfer:threads:read:main:0,1000").startswith(b"E")
+    assert parse_stop(guest.resume(b"c"))[:2] == ("W", 0)
+    assert guest.ask(b"qXfer:threads:read::0,1000") == b'l<?xml version="1.0"?>\n<threads></threads>\n'
 
 
 def test_a_stops_patch_changes_share_one_unpublish_and_publish(guest, monkeypatch):
@@ -902,6 +918,17 @@ def test_kill_ends_the_guest(guest):
     assert guest.target.join(EVENT_TIMEOUT)
     exited = guest.finish()
     assert exited.results is None and isinstance(exited.error, codemem.Trap)
+    assert guest.code_is_pristine()
+
+
+def test_killing_a_stopped_guest_unwinds_it_without_arming_every_site(guest, monkeypatch):
+    """Only a running guest needs every site armed to be caught; a stopped
+    one unwinds from its stop (gdb's `run` kills the previous run first)."""
+    guest.handshake()
+    monkeypatch.setattr(type(guest.target), "_all_sites", lambda self: pytest.fail("armed every site"))
+    assert guest.ask(b"vKill;%x" % guest.target.pid) == b"OK"
+    assert guest.target.join(EVENT_TIMEOUT)
+    assert guest.finish().results is None
     assert guest.code_is_pristine()
 
 

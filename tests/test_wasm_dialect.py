@@ -137,6 +137,19 @@ def test_entry_stop_is_shown_at_the_first_instruction(guest):
     assert guest.ask(b"?") == reply  # asked again: the same stop, no more stepping
 
 
+def test_stop_replies_carry_the_head_of_the_stopped_module_as_expedited_memory(guest):
+    """lldb reads the module's first 0x200 bytes after every stop of a step;
+    the stop reply carries them (``memory:0xADDR=HEX``, lldb's memory cache)."""
+    assert guest.send(b"?") == []
+    _, _, pairs = parse_stop(guest.wait_reply())
+    address, _, data = pairs["memory"].partition("=")
+    wasm = guest.entry.module.wasm
+    assert int(address, 16) == CODE_SPACE and address.startswith("0x")
+    assert bytes.fromhex(data) == wasm[:0x200]
+    _, _, pairs = parse_stop(guest.resume(b"vCont;s:p%x.1" % guest.target.pid))
+    assert pairs["memory"] == f"{CODE_SPACE:#x}={wasm[:0x200].hex()}"
+
+
 # ---------------------------------------------------------------- memory
 
 def test_code_space_reads_the_module_file(guest):

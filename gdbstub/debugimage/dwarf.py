@@ -29,6 +29,8 @@ DWARF_REGISTERS: dict[str, int] = {
     "rax": 0, "rdx": 1, "rcx": 2, "rbx": 3, "rsi": 4, "rdi": 5, "rbp": 6, "rsp": 7,
     **{f"r{n}": n for n in range(8, 16)},
     "rip": 16,
+    # Segment registers (psABI table 3.36, "DWARF Register Number Mapping").
+    "es": 50, "cs": 51, "ss": 52, "ds": 53, "fs": 54, "gs": 55,
 }
 RETURN_ADDRESS_REGISTER = DWARF_REGISTERS["rip"]
 
@@ -85,6 +87,7 @@ DW_CFA_def_cfa = 0x0C
 DW_CFA_def_cfa_register = 0x0D
 DW_CFA_def_cfa_offset = 0x0E
 DW_CFA_offset_extended_sf = 0x11
+DW_CFA_expression = 0x10
 
 DW_LNS_copy = 0x01
 DW_LNS_advance_pc = 0x02
@@ -195,12 +198,15 @@ def _factored_offset(reg: str, offset: int) -> int:
     return offset // DATA_ALIGNMENT
 
 
-# A register rule while encoding: ("offset", n) | ("same",) | ("undefined",).
+# A register rule while encoding: ("offset", n) | ("same",) | ("undefined",)
+# | ("expression", bytes).
 _Rule = tuple
 
 
-def _row_rules(row: CfiRow, undefined_rip: bool, clobbered: tuple[str, ...] = ()) -> dict[int, _Rule]:
+def _row_rules(row: CfiRow, undefined_rip: bool, clobbered: tuple[str, ...] = (),
+               saved_at: tuple[tuple[str, bytes], ...] = ()) -> dict[int, _Rule]:
     rules: dict[int, _Rule] = {register_number(name): ("undefined",) for name in clobbered}
+    rules.update((register_number(name), ("expression", bytes(expr))) for name, expr in saved_at)
     for name, offset in row.saved.items():
         reg = register_number(name)
         if reg == RETURN_ADDRESS_REGISTER and undefined_rip:
@@ -230,6 +236,8 @@ def _rule_instruction(reg: int, name: str, rule: _Rule) -> bytes:
         return bytes([DW_CFA_undefined]) + uleb128(reg)
     if kind == "same":
         return bytes([DW_CFA_same_value]) + uleb128(reg)
+    if kind == "expression":
+        return bytes([DW_CFA_expression]) + uleb128(reg) + uleb128(len(rule[1])) + rule[1]
     factored = _factored_offset(name, rule[1])
     if factored >= 0 and reg < 0x40:
         return bytes([DW_CFA_offset | reg]) + uleb128(factored)
@@ -282,7 +290,7 @@ def fde_instructions(fde: Fde) -> bytes:
             else:
                 out += bytes([DW_CFA_def_cfa]) + uleb128(new_cfa[0]) + uleb128(new_cfa[1])
             cfa = new_cfa
-        wanted = _row_rules(row, fde.undefined_rip, fde.clobbered)
+        wanted = _row_rules(row, fde.undefined_rip, fde.clobbered, fde.saved_at)
         for reg in sorted(set(current) | set(wanted)):
             rule = wanted.get(reg, ("same",))
             if current.get(reg, ("same",)) != rule:
@@ -306,15 +314,15 @@ def build_debug_frame(fdes: list[Fde], address_size: int = ADDRESS_SIZE) -> byte
     out += Int32ul.build(len(body)) + body
     cie_offset = 0
     programs: dict[tuple, bytes] = {}  # a module's functions share a handful of frame shapes
+    header_len = fde_header.sizeof()  # construct's sizeof walks the struct: once, not per FDE
     for fde in fdes:
-        key = (fde.rows, fde.undefined_rip, fde.clobbered)
+        key = (fde.rows, fde.undefined_rip, fde.clobbered, fde.saved_at)
         program = programs.get(key)
         if program is None:
             program = programs[key] = fde_instructions(fde)
         else:
             _validate_fde(fde)
         program = bytearray(program)
-        header_len = fde_header.sizeof()
         while (header_len + len(program)) % address_size:
             program.append(DW_CFA_nop)
         address_bytes(fde.start + fde.size - 1, address_size)  # checks that the range fits

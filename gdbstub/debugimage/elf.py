@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from construct import Bytes, Const, Construct, Int8ul, Int16ul, Int32ul, Int64ul, Struct
+from construct import Bytes, Const, Construct, ConstructError, Int8ul, Int16ul, Int32ul, Int64ul, Struct
 
 from .model import DebugImageError
 
@@ -351,3 +351,29 @@ def build_note(name: str, note_type: int, desc: bytes) -> bytes:
     padded_name = name_bytes + bytes(-len(name_bytes) % 4)
     return NOTE_HEADER.build(dict(n_namesz=len(name_bytes), n_descsz=len(desc), n_type=note_type,
                                   name=padded_name)) + desc + bytes(-len(desc) % 4)
+
+
+def section_by_name(image: bytes, name: str) -> bytes | None:
+    """The contents of the section called ``name`` in a little-endian ELF32 or
+    ELF64 file laid out by :func:`layout_elf` (or any well-formed one), or
+    None when it has none.  Reads the section header table in place (gABI
+    "Sections": ``e_shoff``, ``e_shentsize``, ``e_shnum``, ``e_shstrndx``);
+    raises DebugImageError on a file whose headers point outside it."""
+    header = ELF32_HEADER if image[4:5] == bytes([ELFCLASS32]) else ELF_HEADER
+    section_header = SECTION_HEADER32 if header is ELF32_HEADER else SECTION_HEADER
+    try:
+        ehdr = header.parse(image[:header.sizeof()])  # a slice: ``image`` may be a whole mmap'd file
+        size = section_header.sizeof()
+        headers = [section_header.parse(image[ehdr.e_shoff + k * size:ehdr.e_shoff + (k + 1) * size])
+                   for k in range(ehdr.e_shnum)]
+        names = headers[ehdr.e_shstrndx]
+    except (ConstructError, IndexError) as e:  # a truncated table, or e_shstrndx past its end
+        raise DebugImageError(f"bad ELF section headers: {e}") from None
+    wanted = name.encode() + b"\0"
+    for shdr in headers:
+        at = names.sh_offset + shdr.sh_name
+        if image[at:at + len(wanted)] == wanted:
+            if shdr.sh_offset + shdr.sh_size > len(image):
+                raise DebugImageError(f"section {name} lies outside the file")
+            return bytes(image[shdr.sh_offset:shdr.sh_offset + shdr.sh_size])
+    return None

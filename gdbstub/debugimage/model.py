@@ -64,6 +64,12 @@ class Fde:
     neither keeps nor saves; they get the "undefined" rule in every row that
     does not list them in ``saved``, so a debugger shows them as unavailable in
     the caller's frame instead of this frame's values.
+
+    ``saved_at``: (register name, DWARF expression) pairs: in every row the
+    caller's value of that register is saved at the address the expression
+    computes from the CFA, which the debugger pushes first (DW_CFA_expression,
+    DWARF 5 section 6.4.2.3). A debugger reads it like any saved register,
+    through its stack cache.
     """
 
     start: int
@@ -71,6 +77,7 @@ class Fde:
     rows: tuple[CfiRow, ...]
     undefined_rip: bool = False
     clobbered: tuple[str, ...] = ()
+    saved_at: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ EngineCode and relocated by a debugger's load bias.
 from __future__ import annotations
 
 import bisect
-import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -50,6 +49,7 @@ from codemem.frametable import FrameTable, SequencePointKind
 from ..debugimage import dwarf as image_dwarf
 from ..debugimage.dwarf import uleb128
 from ..debugimage.model import DebugImageError
+from ..frame_bases import FRAME_BASE_IN_REGISTER
 from ..guest_lines import (
     PYELFTOOLS_ERRORS, GuestLinesError, LineMapper, cu_line_rows, guest_dwarf_info, image_producer,
 )
@@ -98,15 +98,27 @@ _LOCLIST_FORMS = {"DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_data8", "DW_FO
 DW_OP_lit0 = 0x30
 
 
-@functools.lru_cache(maxsize=None)
-def _register_frame_base(register: str) -> bytes:
-    """A frame base held in ``register``: a memory location at its value
-    (``DW_OP_bregN 0``; the x32 address type keeps its low 32 bits, the i32)."""
-    return bytes([0x70 + image_dwarf.register_number(register), 0])
 #: DW_LANG_C89, C, C99, C11, C17 (DWARF 5 section 7.12).
 _C_LANGUAGES = {0x0001, 0x0002, 0x000C, 0x001D, 0x002C}
 #: wasm-ld's value for an address in code or data it removed.
 TOMBSTONE = 0xFFFFFFFF
+
+
+class _CachedExprParser:
+    """pyelftools' DWARFExprParser with its results kept by expression bytes:
+    a unit repeats a handful of expressions thousands of times (``DW_OP_fbreg
+    N``, the frame base). The operations come back as a tuple, never changed."""
+
+    def __init__(self, structs):
+        self._parser = DWARFExprParser(structs)
+        self._parsed: dict[bytes, tuple] = {}
+
+    def parse_expr(self, expr) -> tuple:
+        key = bytes(expr)
+        ops = self._parsed.get(key)
+        if ops is None:
+            ops = self._parsed[key] = tuple(self._parser.parse_expr(list(key)))
+        return ops
 
 
 class GuestDwarfError(Exception):
@@ -129,6 +141,10 @@ class TranslatedDwarf:
     #: for a data minimal symbol first; without one, a CU with DW_AT_ranges
     #: has its variables' addresses in its address map, dwarf2/cooked-index).
     data_symbols: list[tuple[str, int, int]] = field(default_factory=list)
+    #: image offset of a function's first byte -> rbp offset of the slot of
+    #: its frame-base local, for every function whose frame base is a local
+    #: (gdbstub.frame_bases: the stub serves caller frames' frame bases).
+    frame_base_slots: dict[int, int] = field(default_factory=dict)
 
 
 def translate_guest_dwarf(info, frame_table: FrameTable, *, code_address: int = 0,
@@ -192,12 +208,9 @@ class _Translator:
     def _function_context(self, func) -> ExprContext:
         context = self._contexts.get(func.position)
         if context is None:
-            slots: list[tuple[int, int]] = []
-
-            def local_slot(n: int, func=func, slots=slots):
-                if not slots and func.num_locals:  # read on first use: -O0 code names one local (the frame base)
-                    slots += [(slot.frame_offset, slot.valtype) for slot in self.frame_table.locals(func)]
-                return slots[n] if 0 <= n < len(slots) else None
+            def local_slot(n: int, func=func):
+                slot = self.frame_table.local(func, n)  # -O0 code names few of its locals (the frame base)
+                return (slot.frame_offset, slot.valtype) if slot is not None else None
 
             context = self._contexts[func.position] = ExprContext(
                 self.address_size, self._global_cell, local_slot=local_slot,
@@ -233,7 +246,7 @@ class _Translator:
         self.result.units += 1
         self._cu = cu
         self._cu_range = (cu.cu_offset, cu.cu_offset + cu.size)
-        self._parser = DWARFExprParser(cu.structs)
+        self._parser = _CachedExprParser(cu.structs)
         self._cu_version = cu["version"]
         language = top.attributes.get("DW_AT_language")
         self._c_unit = language is not None and language.value in _C_LANGUAGES
@@ -480,10 +493,18 @@ class _Translator:
         parsed = self._location_parser.parse_from_attribute(attribute, self._cu_version, die=die)
         if isinstance(parsed, LocationExpr) and frame_base and context.function is not None:
             expr = self._expression(bytes(parsed.loc_expr), context, frame_base)
-            if expr is not None:
-                slot = self._frame_base_slot(bytes(parsed.loc_expr), context)
-                out.attributes.append((number, DW_FORM_sec_offset,
-                                       self._frame_base_list(context.function, expr, slot)))
+            if expr is None:
+                return
+            slot = self._frame_base_slot(bytes(parsed.loc_expr), context)
+            if slot is not None and self.address_size == 4:
+                # A wasm local: es in every frame (gdbstub.frame_bases), which
+                # the stub reports for the innermost frame and the callee's
+                # CFI recovers for a caller; gdb reads neither with a packet
+                # of its own.
+                self.result.frame_base_slots[context.function.native_start] = slot
+                out.attributes.append((number, DW_FORM_exprloc, FRAME_BASE_IN_REGISTER))
+            else:
+                out.attributes.append((number, DW_FORM_sec_offset, self._frame_base_list(context.function, expr)))
             return
         if isinstance(parsed, LocationExpr):
             expr = self._expression(self._padded(die, bytes(parsed.loc_expr)), context, frame_base)
@@ -516,55 +537,23 @@ class _Translator:
         else:
             out.attributes.append((number, DW_FORM_exprloc, b""))
 
-    def _frame_base_list(self, func, expr: bytes, slot: int | None) -> LocList:
-        """The frame base of ``func``, range by range.
-
-        * Before the first wasm instruction: linear-memory address 0. At the
-          ENTRY site (before the native prologue) the frame-base local's slot
-          is still stale stack, and a frame base read from it sent argument
-          reads to arbitrary addresses ("Cannot access memory" in the first
-          frame gdb prints); from 0 they read linear memory, as natively
-          arguments read stack garbage before the prologue.
-        * Where the frame-base local (rbp + ``slot``) is mirrored in a
-          register (frame table v3) and the code holds no call: that
-          register. gdb caches a frame's registers but never a memory read
-          inside a DWARF expression (dwarf2/expr.c read_mem), so in the
-          innermost frame (the only one that stops at such a pc: a caller
-          frame's pc is in a call) each variable then costs no extra packet.
-        * Elsewhere ``expr``: the slot's value, which is always right."""
+    def _frame_base_list(self, func, expr: bytes) -> LocList:
+        """The frame base of ``func`` when it is not es: linear-memory
+        address 0 before the function's first wasm instruction (at the ENTRY
+        site and in the prologue the frame-base local's slot is still stale
+        stack, and a frame base read from it sent argument reads to arbitrary
+        addresses, "Cannot access memory" in the first frame gdb prints; from
+        0 they read linear memory, as natively arguments read stack garbage
+        before the prologue), ``expr`` from there on."""
         base = self.code_address
-        if slot is not None:
-            points = self.frame_table.slot_mirror_registers(func, slot)
-        else:
-            points = [(native, kind, None) for native, _, kind in self.frame_table.point_offsets(func)]
-        instruction = SequencePointKind.INSTRUCTION
-        return_point = SequencePointKind.RETURN_POINT
-        # One pass: each INSTRUCTION point's range runs to the next one; a
-        # RETURN_POINT inside it means the range holds a call (memory form).
-        pieces: list[list] = []  # [start, end, expression], merged while equal
-        start = register = None
-        holds_call = False
-
-        def close(end: int) -> None:
-            if start is None or end <= start:
-                return
-            chosen = expr if register is None or holds_call else _register_frame_base(register)
-            if pieces and pieces[-1][1] == start and pieces[-1][2] == chosen:
-                pieces[-1][1] = end
-            else:
-                pieces.append([start, end, chosen])
-
-        for native, kind, mirror in points:
-            if kind is instruction:
-                if start is None and native > func.native_start:
-                    pieces.append([func.native_start, native, bytes([DW_OP_lit0])])
-                close(native)
-                start, register, holds_call = native, mirror, False
-            elif kind is return_point:
-                holds_call = True
-        close(func.native_end)
-        if start is None:
-            pieces.append([func.native_start, func.native_end, bytes([DW_OP_lit0])])
+        kinds = self.frame_table.sequence_point_column(func, 8, "<B")
+        first = next((k for k in range(len(kinds)) if kinds[k] == SequencePointKind.INSTRUCTION), None)
+        if first is None:
+            return LocList(((base + func.native_start, base + func.native_end, bytes([DW_OP_lit0])),))
+        start = self.frame_table.sequence_point_offsets(func)[first]
+        pieces = [(start, func.native_end, expr)]
+        if start > func.native_start:
+            pieces.insert(0, (func.native_start, start, bytes([DW_OP_lit0])))
         return LocList(tuple((base + s, base + e, x) for s, e, x in pieces))
 
     def _frame_base_slot(self, expr: bytes, context: ExprContext) -> int | None:

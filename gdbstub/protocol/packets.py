@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .encoding import ProtocolError, hex_decode, parse_dec_int, parse_hex_int
+from .replies import FileIOOpenFlags  # noqa: F401  (re-exported: vFile:open's flags)
 
 __all__ = [
     "ThreadId",
@@ -178,18 +179,6 @@ class BreakpointType(enum.IntEnum):
     WRITE_WATCHPOINT = 2
     READ_WATCHPOINT = 3
     ACCESS_WATCHPOINT = 4
-
-
-class FileIOOpenFlags(enum.IntFlag):
-    """vFile:open flag values (GDB manual, File-I/O "Open Flags"; not the host's)."""
-
-    O_RDONLY = 0x0
-    O_WRONLY = 0x1
-    O_RDWR = 0x2
-    O_APPEND = 0x8
-    O_CREAT = 0x200
-    O_TRUNC = 0x400
-    O_EXCL = 0x800
 
 
 # ----------------------------------------------------------------------- requests

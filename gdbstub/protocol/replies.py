@@ -15,11 +15,13 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from .encoding import escape_binary, hex_decode, hex_encode, unescape_binary
 from .framing import DEFAULT_MAX_PACKET_SIZE
-from .packets import ThreadId
+
+if TYPE_CHECKING:
+    from .packets import ThreadId
 
 __all__ = [
     "ErrorCode",
@@ -90,6 +92,18 @@ class ErrorCode(enum.IntEnum):
     NO_SUCH_REGISTER = 0x45
 
 
+class FileIOOpenFlags(enum.IntFlag):
+    """vFile:open flag values (GDB manual, File-I/O "Open Flags"; not the host's)."""
+
+    O_RDONLY = 0x0
+    O_WRONLY = 0x1
+    O_RDWR = 0x2
+    O_APPEND = 0x8
+    O_CREAT = 0x200
+    O_TRUNC = 0x400
+    O_EXCL = 0x800
+
+
 class FileIOErrno(enum.IntEnum):
     """errno values of the File-I/O protocol (vFile replies), not the host's."""
 
@@ -134,6 +148,7 @@ class Capabilities:
     xfer_exec_file: bool = False
     xfer_auxv: bool = False
     xfer_osdata: bool = False
+    xfer_threads: bool = False
     swbreak: bool = False
     hwbreak: bool = False
     vcont: bool = False
@@ -154,6 +169,7 @@ class Capabilities:
         ("xfer_exec_file", "qXfer:exec-file:read"),
         ("xfer_auxv", "qXfer:auxv:read"),
         ("xfer_osdata", "qXfer:osdata:read"),
+        ("xfer_threads", "qXfer:threads:read"),
         ("swbreak", "swbreak"),
         ("hwbreak", "hwbreak"),
         ("vcont", "vContSupported"),
@@ -301,6 +317,16 @@ def thread_list_reply(threads: Iterable[ThreadId], multiprocess: bool = True) ->
     """qfThreadInfo/qsThreadInfo: ``m<id>,<id>...``, or ``l`` for an empty list."""
     ids = [thread.encode(multiprocess) for thread in threads]
     return b"m" + b",".join(ids) if ids else b"l"
+
+
+def threads_document(threads: Iterable[ThreadId], multiprocess: bool = True) -> bytes:
+    """The ``qXfer:threads:read`` document (GDB manual, "Thread List
+    Format"): one ``<thread id="..."/>`` per thread, ids as in
+    ``qfThreadInfo``.  gdb reads it in one packet where ``qfThreadInfo`` and
+    ``qsThreadInfo`` take two, at every stop of a ``next`` (it refreshes its
+    thread list after each range step)."""
+    items = b"".join(b'<thread id="%s"/>' % thread.encode(multiprocess) for thread in threads)
+    return b'<?xml version="1.0"?>\n<threads>' + items + b"</threads>\n"
 
 
 def current_thread_reply(thread: ThreadId, multiprocess: bool = True) -> bytes:

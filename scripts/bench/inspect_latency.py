@@ -21,23 +21,35 @@ Checks, so the figures count what they claim: the ``bt full`` output must list
 DEPTH+1 ``descend`` frames with their ``info`` and ``squares`` locals, and the
 innermost frame's values must be the program's (depth = DEPTH).
 
+Also (issue 11: "the translation of DWARF ... adds at most 20 % to a cold
+start of the 1.5 MiB module"): on scripts/bench/bigmodule.py's module, in two
+fresh processes with empty caches, a cold start = compile + the debug image,
+once with the image an x32 session gets (translated DWARF: variables, types,
+lines) and once with the line-only image (ELF64, source lines only, what the
+translation replaces). ``dwarf_translate_cold_share`` = (translated image -
+line-only image) / (compile + line-only image); ``--skip-cold-share`` leaves it
+out.
+
 Prints the figures; the LAST line is one JSON object with
 ``bt_full_over_gdbserver`` and ``info_locals_over_gdbserver`` (targets <= 1.5),
-the seconds of each side, and ``cpu``.
+``dwarf_translate_cold_share`` (target <= 0.2), the seconds of each side, and
+``cpu``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bigmodule  # noqa: E402
 from _common import (  # noqa: E402
-    EXAMPLES, SRC, BenchError, build_native, median, parse_timings, print_mark, run_gdb, start_gdbserver,
-    start_stub, timed, timing_prelude, work_directory,
+    EXAMPLES, ROOT, SRC, BenchError, build_native, cpu_model, median, parse_timings, print_mark, python_executable,
+    run_gdb, start_gdbserver, start_stub, timed, timing_prelude, work_directory,
 )
 
 WASM = EXAMPLES / "build" / "deep.O0.wasm"
@@ -50,16 +62,6 @@ def bottom_line() -> int:
     if len(lines) != 1:
         raise BenchError(f"{SOURCE} no longer has exactly one line with {BOTTOM_TEXT!r}")
     return lines[0]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def gdb_commands(port: int, *, program: Path | None, server_pids: list[int], reps: int) -> list[str]:
@@ -106,12 +108,46 @@ def measure(name: str, server, program: Path | None, args, work: Path) -> dict[s
     return out
 
 
+#: Run in a fresh interpreter: compile the module with an empty cache, then
+#: build its debug image (x32 with translated DWARF, or ELF64 lines only);
+#: prints "COLD compile_s image_s translate_s".
+_COLD_START = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from codemem import Engine, Module
+from gdbstub.images import build_engine_image, guest_debug_sections
+x32 = sys.argv[3] == "x32"
+t0 = time.perf_counter()
+module = Module.from_file(Engine(debug=True, low_addresses=x32), sys.argv[2])
+t1 = time.perf_counter()
+translated = guest_debug_sections(module, module.engine_code, 0x1000, 4) if x32 else None
+t2 = time.perf_counter()
+build_engine_image(module, module.engine_code, x32=x32)
+t3 = time.perf_counter()
+assert (translated is not None) == x32 and (not x32 or translated.subprograms > 1000)
+print("COLD", t1 - t0, t3 - t1, t2 - t1)
+"""
+
+
+def cold_start(wasm: Path, kind: str) -> tuple[float, float, float]:
+    """(compile, debug image, translation alone) seconds of one cold start."""
+    env = {"PATH": "/usr/bin:/bin", "WASM_GDBSTUB_CACHE": ""}
+    result = subprocess.run([python_executable(), "-c", _COLD_START, str(ROOT), str(wasm), kind],
+                            capture_output=True, text=True, env=env, timeout=900)
+    match = re.search(r"^COLD (\S+) (\S+) (\S+)$", result.stdout, re.M)
+    if result.returncode != 0 or match is None:
+        raise BenchError(f"cold start ({kind}) failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return float(match.group(1)), float(match.group(2)), float(match.group(3))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--depth", type=int, default=100, help="frames below deep_run (default 100)")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per session (default 5)")
     parser.add_argument("--rounds", type=int, default=2, help="sessions per side, alternating (default 2)")
     parser.add_argument("--work-dir", type=Path, help="keep builds and logs here (default: a temp dir)")
+    parser.add_argument("--skip-cold-share", action="store_true",
+                        help="do not measure the DWARF translation's share of a cold start (about a minute)")
     args = parser.parse_args(argv)
 
     print(f"bt full / info locals at a breakpoint {args.depth} frames deep in descend (examples/deep.c); "
@@ -127,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
                 with start_gdbserver(program, [args.depth]) as server:
                     for key, values in measure("gdbserver", server, program, args, work).items():
                         results["gdbserver"].setdefault(key, []).extend(values)
+            cold = None
+            if not args.skip_cold_share:
+                wasm, _ = bigmodule.build(work / "bigmodule")
+                wasm_mib = wasm.stat().st_size / 2**20
+                cold = {kind: cold_start(wasm, kind) for kind in ("lines", "x32")}
         except BenchError as e:
             print(f"inspect_latency: {e}", file=sys.stderr)
             return 1
@@ -139,6 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     bt_ratio = figures["ours"]["bt_full"] / figures["gdbserver"]["bt_full"]
     locals_ratio = figures["ours"]["info_locals"] / figures["gdbserver"]["info_locals"]
     print(f"ours / gdbserver: bt full {bt_ratio:.2f}, info locals {locals_ratio:.2f} (targets <= 1.5)")
+    cold_figures = {}
+    if cold is not None:
+        (lines_compile, lines_image, _), (x32_compile, x32_image, translate) = cold["lines"], cold["x32"]
+        share = (x32_image - lines_image) / (lines_compile + lines_image)
+        print(f"cold start of the {wasm_mib:.2f} MiB bigmodule: compile {lines_compile:.2f} s / "
+              f"{x32_compile:.2f} s, line-only image {lines_image:.2f} s, translated x32 image {x32_image:.2f} s "
+              f"(translation alone {translate:.2f} s): the translation adds {100 * share:.1f} % (target <= 20 %)")
+        cold_figures = {"dwarf_translate_cold_share": share, "cold_compile_s": lines_compile,
+                        "cold_lines_image_s": lines_image, "cold_x32_image_s": x32_image,
+                        "cold_translate_s": translate}
     print(json.dumps({
         "bt_full_over_gdbserver": bt_ratio,
         "info_locals_over_gdbserver": locals_ratio,
@@ -146,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "gdbserver_bt_full_s": figures["gdbserver"]["bt_full"],
         "ours_info_locals_s": figures["ours"]["info_locals"],
         "gdbserver_info_locals_s": figures["gdbserver"]["info_locals"],
+        **cold_figures,
         "depth": args.depth, "reps": args.reps, "rounds": args.rounds,
         "cpu": cpu_model(),
     }))

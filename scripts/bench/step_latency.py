@@ -9,9 +9,10 @@ alternates between the two lines for as long as the loop runs.
   gdbserver running the same C built natively (scripts/bench/src/
   bench_loop_main.c, ``gcc -O0 -g``).  Timed inside gdb (its Python clock
   around ``next`` N times); seconds per next = (t(N2) - t(N1)) / (N2 - N1),
-  which cancels a command's fixed cost; the median over ``--reps`` pairs.  A
-  last phase with ``set debug remote 1`` counts packets and range steps
-  (``vCont;r``) per ``next``.
+  which cancels a command's fixed cost; the median over ``--reps`` sessions
+  per side, the sides alternating session by session (the load of a shared
+  machine moves within seconds).  A last phase with ``set debug remote 1``
+  counts packets and range steps (``vCont;r``) per ``next``.
 * lldb-22 (wasm dialect, default settings): this stub against Wasmtime
   (``wasmtime run -g``), ``SBThread.StepOver`` N times in lldb's Python, the
   same difference of two counts.
@@ -142,18 +143,38 @@ def run_lldb_side(work: Path, *, ours: bool, n1: int, n2: int, reps: int) -> dic
     return {"s_per_next": median(per_next), "each": per_next}
 
 
+def merged_runs(runs: list[dict]) -> dict:
+    """One side's figures over several sessions: the median of every
+    session's seconds per next (and CPU), packets and range steps of the
+    first (every session checks it stepped the same lines)."""
+    merged = dict(runs[0])
+    merged["each"] = [value for run in runs for value in run["each"]]
+    merged["s_per_next"] = median(merged["each"])
+    for key in ("gdb_cpu_per_next", "server_cpu_per_next"):
+        if key in merged:
+            merged[key] = median([run[key] for run in runs])
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n1", type=int, default=20)
     parser.add_argument("--n2", type=int, default=120)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5, help="sessions per side, alternating")
     parser.add_argument("--verify", type=int, default=10, help="nexts with packet logging")
     parser.add_argument("--keep", type=Path)
     parser.add_argument("--gdb-only", action="store_true", help="skip the lldb pair (no JSON line)")
     args = parser.parse_args(argv)
     with work_directory(args.keep) as work:
-        ours = run_gdb_side(work, ours=True, n1=args.n1, n2=args.n2, reps=args.reps, verify=args.verify)
-        reference = run_gdb_side(work, ours=False, n1=args.n1, n2=args.n2, reps=args.reps, verify=args.verify)
+        # One session per side and rep, the sides alternating: on a shared
+        # machine the load moves within seconds, and a side measured whole
+        # before the other can get a quiet minute the other did not.
+        ours_runs, reference_runs = [], []
+        for _ in range(args.reps):
+            ours_runs.append(run_gdb_side(work, ours=True, n1=args.n1, n2=args.n2, reps=1, verify=args.verify))
+            reference_runs.append(run_gdb_side(work, ours=False, n1=args.n1, n2=args.n2, reps=1,
+                                               verify=args.verify))
+        ours, reference = merged_runs(ours_runs), merged_runs(reference_runs)
         if args.gdb_only:
             for name, side in (("gdb + stub", ours), ("gdb + gdbserver", reference)):
                 print(f"{name:16s} {1000 * side['s_per_next']:8.3f} ms per next, "
@@ -161,8 +182,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"cpu ms: gdb {1000 * side['gdb_cpu_per_next']:.3f} server "
                       f"{1000 * side['server_cpu_per_next']:.3f}")
             return 0
-        lldb_ours = run_lldb_side(work, ours=True, n1=args.n1, n2=args.n2, reps=args.reps)
-        lldb_wasmtime = run_lldb_side(work, ours=False, n1=args.n1, n2=args.n2, reps=args.reps)
+        lldb_ours_runs, lldb_wasmtime_runs = [], []
+        for _ in range(args.reps):
+            lldb_ours_runs.append(run_lldb_side(work, ours=True, n1=args.n1, n2=args.n2, reps=1))
+            lldb_wasmtime_runs.append(run_lldb_side(work, ours=False, n1=args.n1, n2=args.n2, reps=1))
+        lldb_ours, lldb_wasmtime = merged_runs(lldb_ours_runs), merged_runs(lldb_wasmtime_runs)
     for name, side in (("gdb + stub", ours), ("gdb + gdbserver", reference), ("lldb + stub", lldb_ours),
                        ("lldb + wasmtime", lldb_wasmtime)):
         extra = (f", {side['packets_per_next']:.1f} packets and {side['range_steps_per_next']:.1f} range steps "
