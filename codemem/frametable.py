@@ -880,27 +880,12 @@ class PackedPoints:
     mirror lists final but each stack_types field an index into ``types``
     (the function's distinct stacks in order of first occurrence):
     FrameTableBuilder interns them into its types pool when it packs the
-    function, in function order like every other function's."""
+    function, in function order like every other function's.  With no
+    ``types`` the records are final (the C compiler's: it interns into the
+    builder's ``pools`` itself)."""
 
     records: bytes
     types: list[tuple[int, ...]]
-
-    @classmethod
-    def rebased(cls, records: bytes, code_base: int, types: list[tuple[int, ...]],
-                mirror_firsts: list[int]) -> "PackedPoints":
-        """``records`` made relative to their function (native offsets from
-        its start, first_mirror fields indexes into the function's mirror
-        lists, whose places in the builder's pool are ``mirror_firsts``)
-        moved to ``code_base`` and pointed at the pool.  Column-wise (the
-        per-record work runs in C)."""
-        n = len(records) // SEQPOINT_SIZE
-        words = array("I", records)  # 5 per record (_SEQPOINT_STRUCT)
-        words[0::5] = array("I", map(code_base.__add__, words[0::5]))
-        if mirror_firsts:
-            words[4::5] = array("I", map(mul, map(mirror_firsts.__getitem__, words[4::5]),
-                                         map(bool, records[9::SEQPOINT_SIZE])))
-        assert len(words) == 5 * n
-        return cls(words.tobytes(), types)
 
 
 class MirrorList(NamedTuple):
@@ -911,7 +896,6 @@ class MirrorList(NamedTuple):
 
 
 _NO_MIRRORS = MirrorList(0, 0)
-_FIRST = itemgetter(1)  # MirrorList.first
 
 
 def pack_mirror(register: int, source: int, frame_offset: int) -> bytes:
@@ -1078,24 +1062,6 @@ class FrameTableBuilder:
                 len(packed) // MIRROR_SIZE, len(self._mirror_pool) // MIRROR_SIZE)
             self._mirror_pool += packed
         return found
-
-    def intern_mirror_firsts(self, lists: list[bytes]) -> list[int]:
-        """``intern_mirrors(packed).first`` for each of ``lists`` (packed,
-        non-empty mirror lists), in order; the lookups run in C (``map``):
-        the C compiler hands over a function's distinct lists at once."""
-        if self._unindexed_mirrors is not None:
-            self._index_mirrors()
-        index = self._mirror_index
-        found = list(map(index.get, lists))
-        pool = self._mirror_pool
-        for k in _indices_of_none(found):  # intern_mirrors, inlined: a module has 100,000s
-            packed = lists[k]
-            mirrors = index.get(packed)  # an earlier one of these lists
-            if mirrors is None:
-                mirrors = index[packed] = MirrorList(len(packed) // MIRROR_SIZE, len(pool) // MIRROR_SIZE)
-                pool += packed
-            found[k] = mirrors
-        return list(map(_FIRST, found))
 
     def _seqpoint_records(self, points: list[tuple]) -> bytes:
         """The SequencePoint records of one function's ``points``
