@@ -693,14 +693,20 @@ class _ModuleCompiler:
         if t is None:
             t = self._template(key, build, *args)
         if at >= 0:
-            variant = self.templates.get((key, at))
-            if variant is None:
-                variant = _padded_template(t, at)
-                if variant is None:  # a short jump out of range: build it padded
-                    variant = self._template((key, at), build, *args, origin=at)
-                self.templates[(key, at)] = variant
-            t = variant
+            t = self._template_padded_for(key, build, args, t, at)
         return t[0], t[1], t[2]
+
+    def _template_padded_for(self, key, build, args: tuple, t, at: int):
+        """Template ``t`` (built for ``key``) padded so that no branch in it
+        crosses or ends at a 32-byte boundary when it starts at offset ``at``
+        mod 32; cached under ``(key, at)``."""
+        variant = self.templates.get((key, at))
+        if variant is None:
+            variant = _padded_template(t, at)
+            if variant is None:  # a short jump out of range: build it padded
+                variant = self._template((key, at), build, *args, origin=at)
+            self.templates[(key, at)] = variant
+        return variant
 
     def _c_template_key(self, fields: list[int]) -> tuple[tuple, object, tuple]:
         """``_emit``'s (key, builder, builder arguments) for a C template request."""
@@ -844,13 +850,7 @@ class _ModuleCompiler:
         code = self.asm.code
         base = len(code)
         if hazards >> (base & (_BRANCH_BOUNDARY - 1)) & 1:
-            at = base & (_BRANCH_BOUNDARY - 1)
-            variant = self.templates.get((key, at))
-            if variant is None:
-                variant = _padded_template(t, at)
-                if variant is None:  # a short jump out of range: build it padded
-                    variant = self._template((key, at), build, *args, origin=at)
-                self.templates[(key, at)] = variant
+            variant = self._template_padded_for(key, build, args, t, base & (_BRANCH_BOUNDARY - 1))
             code_bytes, traps = variant[0], variant[1]
         if traps:
             seq = self.seq
