@@ -110,7 +110,11 @@ class StubServer:
             return
         client = self._client_for(target)
         if client is None or not self._answer_on_guest_thread(client):
-            loop.call_soon_threadsafe(self._on_target_event)
+            try:
+                loop.call_soon_threadsafe(self._on_target_event)
+            except RuntimeError:  # the loop closed since the check: the server has stopped
+                if not loop.is_closed():
+                    raise
 
     def _client_for(self, target: StoreTarget | None) -> _Client | None:
         with self._lock:
