@@ -55,6 +55,7 @@ from ..guest_lines import (
 )
 from .codemap import CodeMap, merge_ranges
 from .expr import ExprContext, UntranslatableExpression, translate_expression
+from .reader import DwarfFormatError, GuestDieReader
 from .writer import (
     DW_FORM_addr, DW_FORM_block, DW_FORM_data1, DW_FORM_data2, DW_FORM_data4, DW_FORM_data8,
     DW_FORM_exprloc, DW_FORM_flag_present, DW_FORM_ref4, DW_FORM_ref_addr, DW_FORM_sdata, DW_FORM_sec_offset,
@@ -158,7 +159,7 @@ def translate_guest_dwarf(info, frame_table: FrameTable, *, code_address: int = 
         return None
     try:
         return _Translator(info, frame_table, code_address, address_size).run()
-    except (GuestLinesError, DebugImageError) as e:
+    except (GuestLinesError, DebugImageError, DwarfFormatError) as e:
         raise GuestDwarfError(str(e)) from e
     except PYELFTOOLS_ERRORS as e:
         raise GuestDwarfError(f"malformed DWARF ({type(e).__name__}: {e})") from e
@@ -180,6 +181,7 @@ class _Translator:
         self.address_size = address_size
         self.code_end = code_address + frame_table.header.code_size
         self.dwarf = guest_dwarf_info(info.dwarf)
+        self.reader = GuestDieReader(info.dwarf, self.dwarf)
         self.line_mapper = LineMapper(info, frame_table)
         self.codemap = CodeMap(info, frame_table, self.line_mapper)
         self.layout = VMContextLayout.for_module(info)
@@ -242,7 +244,7 @@ class _Translator:
         return self.result
 
     def _unit(self, cu, line_sections: bytearray) -> None:
-        top = cu.get_top_DIE()
+        top = self.reader.top_die(cu)
         self.result.units += 1
         self._cu = cu
         self._cu_range = (cu.cu_offset, cu.cu_offset + cu.size)
