@@ -105,6 +105,53 @@ _C_LANGUAGES = {0x0001, 0x0002, 0x000C, 0x001D, 0x002C}
 TOMBSTONE = 0xFFFFFFFF
 
 
+#: Location attributes whose DW_FORM_exprloc value pyelftools'
+#: LocationParser returns as a LocationExpr as it is (its "loclistptr class").
+_EXPRLOC_LOCATIONS = {"DW_AT_location", "DW_AT_frame_base", "DW_AT_data_member_location", "DW_AT_string_length",
+                      "DW_AT_use_location", "DW_AT_vtable_elem_location"}
+#: Operations whose translation depends on the function or the unit (its
+#: wasm locals and globals, its .debug_addr): WASM_location, addrx, constx,
+#: GNU_addr_index, GNU_const_index.
+_CONTEXT_OPS = {0xED, 0xA1, 0xA2, 0xFB, 0xFC}
+
+# What _copy_attribute does with an attribute, decided once per (name, form)
+# (_attribute_action): (action, attribute number, output form).
+_SKIP, _COPY_DATA, _COPY_STRING, _COPY_REF, _COPY_LOCATION, _COPY_FLAG, _COPY_BLOCK, _COPY_LINKAGE_NAME, \
+    _NOT_COPIED = range(9)
+
+
+def _attribute_action(name, form: str) -> tuple:
+    """How an attribute ``name`` in ``form`` is copied (see _Translator._copy_attribute)."""
+    if name in _SKIPPED_ATTRIBUTES or not isinstance(name, str):
+        return _SKIP, 0, 0
+    number = _AT.get(name)
+    if number is None:
+        return _SKIP, 0, 0
+    if name in ("DW_AT_linkage_name", "DW_AT_MIPS_linkage_name"):
+        return _COPY_LINKAGE_NAME, number, _copy_action(name, form, number)
+    return _copy_action(name, form, number)
+
+
+def _copy_action(name: str, form: str, number: int) -> tuple[int, int, int]:
+    if name in _LOCATION_ATTRIBUTES and (form in _BLOCK_FORMS or
+                                         (form in _LOCLIST_FORMS and name in ("DW_AT_location",
+                                                                              "DW_AT_frame_base"))):
+        return _COPY_LOCATION, number, 0
+    if form in _REF_FORMS:
+        return _COPY_REF, number, 0
+    if form in _STRING_FORMS:
+        return _COPY_STRING, number, DW_FORM_string
+    if form in ("DW_FORM_flag", "DW_FORM_flag_present"):
+        return _COPY_FLAG, number, DW_FORM_flag_present
+    if form in _DATA_FORMS:
+        return _COPY_DATA, number, _DATA_FORMS[form]
+    if form == "DW_FORM_implicit_const":
+        return _COPY_DATA, number, DW_FORM_sdata
+    if form in _BLOCK_FORMS:
+        return _COPY_BLOCK, number, DW_FORM_block
+    return _NOT_COPIED, number, 0
+
+
 class _CachedExprParser:
     """pyelftools' DWARFExprParser with its results kept by expression bytes:
     a unit repeats a handful of expressions thousands of times (``DW_OP_fbreg
@@ -115,7 +162,7 @@ class _CachedExprParser:
         self._parsed: dict[bytes, tuple] = {}
 
     def parse_expr(self, expr) -> tuple:
-        key = bytes(expr)
+        key = expr if type(expr) is bytes else bytes(expr)
         ops = self._parsed.get(key)
         if ops is None:
             ops = self._parsed[key] = tuple(self._parser.parse_expr(list(key)))
@@ -195,6 +242,8 @@ class _Translator:
         self._contexts: dict[int, ExprContext] = {}
         self._function_names: dict[int, str] = {}
         self._units: list[tuple[Die, list[tuple[int, int]]]] = []  # (unit DIE, its functions' ranges)
+        self._actions: dict[tuple, tuple[int, int, int]] = {}
+        self._context_free: dict[tuple[bytes, bool], bytes] = {}
         self._unit_context = ExprContext(address_size, self._global_cell, indexed_address=self._indexed_address)
 
     # -- contexts ------------------------------------------------------------
@@ -356,7 +405,7 @@ class _Translator:
         name = die.attributes.get("DW_AT_name")
         if location is None or name is None or location.form not in ("DW_FORM_exprloc", "DW_FORM_block1"):
             return
-        ops = self._parser.parse_expr(list(location.value))
+        ops = self._parser.parse_expr(location.value)
         if len(ops) != 1 or ops[0].op_name not in ("DW_OP_addr", "DW_OP_addrx", "DW_OP_GNU_addr_index"):
             return
         address = ops[0].args[0] if ops[0].op_name == "DW_OP_addr" else self._indexed_address(ops[0].args[0])
@@ -455,44 +504,43 @@ class _Translator:
 
     def _copy_attribute(self, die, attribute, out: Die, context: ExprContext) -> None:
         name, form = attribute.name, attribute.form
-        if name in _SKIPPED_ATTRIBUTES or not isinstance(name, str):
-            return
-        if name in ("DW_AT_linkage_name", "DW_AT_MIPS_linkage_name") and self._c_unit:
+        action = self._actions.get((name, form))
+        if action is None:
+            action = self._actions[(name, form)] = _attribute_action(name, form)
+        kind, number, out_form = action
+        if kind == _COPY_LINKAGE_NAME:
             # C has no linkage names, but wasm32 clang gives `main (argc, argv)`
             # the symbol __main_argc_argv; gdb names a C function by its linkage
             # name when it has one (dwarf2/read.c dwarf2_physname), so `bt` would
             # say __main_argc_argv where natively it says main.
-            return
-        number = _AT.get(name)
-        if number is None:
-            return
-        if name in _LOCATION_ATTRIBUTES and (form in _BLOCK_FORMS or
-                                             (form in _LOCLIST_FORMS and name in ("DW_AT_location",
-                                                                                  "DW_AT_frame_base"))):
-            self._location(die, attribute, out, number, context)
-            return
-        if form in _REF_FORMS:
+            if self._c_unit:
+                return
+            kind, number, out_form = out_form
+        if kind == _COPY_DATA:
+            out.attributes.append((number, out_form, int(attribute.value)))
+        elif kind == _COPY_STRING:
+            out.attributes.append((number, DW_FORM_string, _text(attribute.value)))
+        elif kind == _COPY_REF:
             target = attribute.value if form == "DW_FORM_ref_addr" else attribute.value + self._cu.cu_offset
             inside = self._cu_range[0] <= target < self._cu_range[1]
             out.attributes.append((number, DW_FORM_ref4 if inside else DW_FORM_ref_addr, Ref(None)))
             self._refs.append((out, len(out.attributes) - 1, target))
-        elif form in _STRING_FORMS:
-            out.attributes.append((number, DW_FORM_string, _text(attribute.value)))
-        elif form in ("DW_FORM_flag", "DW_FORM_flag_present"):
+        elif kind == _COPY_LOCATION:
+            self._location(die, attribute, out, number, context)
+        elif kind == _COPY_FLAG:
             if attribute.value:
                 out.attributes.append((number, DW_FORM_flag_present, None))
-        elif form in _DATA_FORMS:
-            out.attributes.append((number, _DATA_FORMS[form], int(attribute.value)))
-        elif form == "DW_FORM_implicit_const":
-            out.attributes.append((number, DW_FORM_sdata, int(attribute.value)))
-        elif form in _BLOCK_FORMS:
+        elif kind == _COPY_BLOCK:
             out.attributes.append((number, DW_FORM_block, bytes(attribute.value)))
-        else:
+        elif kind == _NOT_COPIED:
             log.debug("DIE at %#x: attribute %s in form %s not copied", die.offset, name, form)
 
     def _location(self, die, attribute, out: Die, number: int, context: ExprContext) -> None:
         frame_base = attribute.name == "DW_AT_frame_base"
-        parsed = self._location_parser.parse_from_attribute(attribute, self._cu_version, die=die)
+        if attribute.form == "DW_FORM_exprloc" and attribute.name in _EXPRLOC_LOCATIONS:
+            parsed = LocationExpr(attribute.value)  # what parse_from_attribute gives, without its checks
+        else:
+            parsed = self._location_parser.parse_from_attribute(attribute, self._cu_version, die=die)
         if isinstance(parsed, LocationExpr) and frame_base and context.function is not None:
             expr = self._expression(bytes(parsed.loc_expr), context, frame_base)
             if expr is None:
@@ -562,7 +610,7 @@ class _Translator:
         """The rbp offset of the local a frame base ``expr`` names, if it is
         one (``DW_OP_WASM_location 0 N``)."""
         try:
-            ops = self._parser.parse_expr(list(expr))
+            ops = self._parser.parse_expr(expr)
         except PYELFTOOLS_ERRORS:
             return None
         if not ops or ops[0].op_name != "DW_OP_WASM_location" or ops[0].args[0] != 0 or context.local_slot is None:
@@ -580,7 +628,7 @@ class _Translator:
         prints ``<synthetic pointer>`` for ints, where DWARF means "not
         available": the explicit empty piece makes it ``<optimized out>``."""
         try:
-            ops = self._parser.parse_expr(list(expr))
+            ops = self._parser.parse_expr(expr)
         except PYELFTOOLS_ERRORS:
             return expr
         pieces = [op for op in ops if op.op_name in ("DW_OP_piece", "DW_OP_bit_piece")]
@@ -596,10 +644,20 @@ class _Translator:
         return expr + bytes([0x93]) + uleb128(missing // 8)  # DW_OP_piece SIZE
 
     def _expression(self, expr: bytes, context: ExprContext, frame_base: bool) -> bytes | None:
+        key = (expr, frame_base)
+        translated = self._context_free.get(key)
+        if translated is not None:
+            return translated
         try:
-            return translate_expression(expr, context, self._parser, frame_base=frame_base)
+            translated = translate_expression(expr, context, self._parser, frame_base=frame_base)
         except UntranslatableExpression as e:
             self.result.dropped_locations += 1
             log.debug("location %s not translated: %s", expr.hex(), e)
             return None
+        # Most expressions name no wasm location (a unit repeats `DW_OP_fbreg
+        # N` thousands of times): their translation is the same in every
+        # function, so it is made once.
+        if not any(op.op in _CONTEXT_OPS for op in self._parser.parse_expr(expr)):
+            self._context_free[key] = translated
+        return translated
 
