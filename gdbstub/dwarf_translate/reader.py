@@ -84,17 +84,31 @@ class GuestAttribute(NamedTuple):
 
 
 class GuestDie:
-    """One DIE (see the module docstring for what it offers)."""
+    """One DIE (see the module docstring for what it offers). ``specs`` and
+    ``values`` are its attributes as read: ``specs[k]`` is ``(name, form,
+    decoder, argument)`` of ``values[k]``; ``attributes`` is the same as a
+    dict of :class:`GuestAttribute`, made on first use (the translator walks
+    ``specs`` and ``values`` and asks few DIEs for it)."""
 
-    __slots__ = ("offset", "tag", "attributes", "children", "cu", "_reader")
+    __slots__ = ("offset", "tag", "specs", "values", "children", "cu", "_reader", "_attributes")
 
-    def __init__(self, offset: int, tag, attributes: dict, cu, reader: "GuestDieReader"):
+    def __init__(self, offset: int, tag, specs: tuple, values: list, cu, reader: "GuestDieReader"):
         self.offset = offset
         self.tag = tag
-        self.attributes = attributes
+        self.specs = specs
+        self.values = values
         self.children: list[GuestDie] = []
         self.cu = cu
         self._reader = reader
+        self._attributes = None
+
+    @property
+    def attributes(self) -> dict:
+        attributes = self._attributes
+        if attributes is None:
+            attributes = self._attributes = {spec[0]: GuestAttribute(spec[0], spec[1], value)
+                                             for spec, value in zip(self.specs, self.values)}
+        return attributes
 
     @property
     def has_children(self) -> bool:
@@ -245,7 +259,8 @@ class GuestDieReader:
                 raise DwarfFormatError(f"DIE at .debug_info {offset:#x} has abbreviation code {code}, "
                                        f"which its table does not define")
             tag, has_children, specs = entry
-            attributes = {}
+            values = []
+            indirect = False
             for name, form, decoder, arg in specs:
                 if decoder == _FIXED:
                     value = int.from_bytes(data[pos:pos + arg], "little")
@@ -261,11 +276,19 @@ class GuestDieReader:
                 elif decoder == _PRESENT:
                     value = True
                 else:
-                    value, pos, form = decode(data, pos, form, decoder, arg, unit, offset)
-                attributes[name] = GuestAttribute(name, form, value)
+                    value, pos, real_form = decode(data, pos, form, decoder, arg, unit, offset)
+                    if real_form is not form:  # DW_FORM_indirect: this DIE's own form
+                        indirect = True
+                        value = (real_form, value)
+                values.append(value)
             if pos > end:
                 raise DwarfFormatError(f"DIE at .debug_info {offset:#x} runs past the end of its unit")
-            die = GuestDie(offset, tag, attributes, cu, self)
+            if indirect:  # specs of this DIE alone, with the forms it names
+                specs = tuple((name, value[0], decoder, arg) if form == "DW_FORM_indirect" else (name, form, decoder, arg)
+                              for (name, form, decoder, arg), value in zip(specs, values))
+                values = [value[1] if spec_form == "DW_FORM_indirect" else value
+                          for (_, spec_form, _, _), value in zip(entry[2], values)]
+            die = GuestDie(offset, tag, specs, values, cu, self)
             dies[offset] = die
             if stack:
                 stack[-1].children.append(die)
@@ -348,12 +371,12 @@ class GuestDieReader:
 
     def _bases(self, unit: _Unit, top: GuestDie) -> None:
         """The unit's DWARF 5 index bases, from its top DIE (section 7.5.1)."""
-        for name, slot in (("DW_AT_str_offsets_base", "str_offsets_base"), ("DW_AT_addr_base", "addr_base"),
-                           ("DW_AT_GNU_addr_base", "addr_base"), ("DW_AT_loclists_base", "loclists_base"),
-                           ("DW_AT_rnglists_base", "rnglists_base")):
-            attribute = top.attributes.get(name)
-            if attribute is not None and isinstance(attribute.value, int):
-                setattr(unit, slot, attribute.value)
+        bases = {"DW_AT_str_offsets_base": "str_offsets_base", "DW_AT_addr_base": "addr_base",
+                 "DW_AT_GNU_addr_base": "addr_base", "DW_AT_loclists_base": "loclists_base",
+                 "DW_AT_rnglists_base": "rnglists_base"}
+        for (name, _, _, _), value in zip(top.specs, top.values):
+            if name in bases and isinstance(value, int) and not isinstance(value, bool):
+                setattr(unit, bases[name], value)
 
     def _resolve_indexed(self, unit: _Unit, top: GuestDie) -> None:
         """Replaces every indexed value of the unit by what it indexes."""
@@ -361,9 +384,10 @@ class GuestDieReader:
         while pending:
             die = pending.pop()
             pending.extend(die.children)
-            for name, attribute in die.attributes.items():
-                if isinstance(attribute.value, _Indexed):
-                    die.attributes[name] = attribute._replace(value=self._indexed(unit, attribute.value, die))
+            values = die.values
+            for k, value in enumerate(values):
+                if isinstance(value, _Indexed):
+                    values[k] = self._indexed(unit, value, die)
 
     def _indexed(self, unit: _Unit, indexed: "_Indexed", die: GuestDie):
         size = unit.offset_size

@@ -55,7 +55,7 @@ from ..guest_lines import (
 )
 from .codemap import CodeMap, merge_ranges
 from .expr import ExprContext, UntranslatableExpression, translate_expression
-from .reader import DwarfFormatError, GuestDieReader
+from .reader import DwarfFormatError, GuestAttribute, GuestDieReader
 from .writer import (
     DW_FORM_addr, DW_FORM_block, DW_FORM_data1, DW_FORM_data2, DW_FORM_data4, DW_FORM_data8,
     DW_FORM_exprloc, DW_FORM_flag_present, DW_FORM_ref4, DW_FORM_ref_addr, DW_FORM_sdata, DW_FORM_sec_offset,
@@ -243,6 +243,7 @@ class _Translator:
         self._function_names: dict[int, str] = {}
         self._units: list[tuple[Die, list[tuple[int, int]]]] = []  # (unit DIE, its functions' ranges)
         self._actions: dict[tuple, tuple[int, int, int]] = {}
+        self._spec_actions: dict[int, tuple] = {}
         self._context_free: dict[tuple[bytes, bool], bytes] = {}
         self._unit_context = ExprContext(address_size, self._global_cell, indexed_address=self._indexed_address)
 
@@ -393,8 +394,7 @@ class _Translator:
             context = self._subprogram_pc(die, out, context)
         elif die.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine", "DW_TAG_label"):
             self._scope_pc(die, out, context)
-        for attribute in die.attributes.values():
-            self._copy_attribute(die, attribute, out, context)
+        self._copy_attributes(die, out, context)
         if die.tag == "DW_TAG_variable":
             self._data_symbol(die, context)
         out.children = self._children(die, context)
@@ -502,11 +502,25 @@ class _Translator:
 
     # -- attributes -----------------------------------------------------------
 
+    def _copy_attributes(self, die, out: Die, context: ExprContext) -> None:
+        """Copies every attribute of ``die`` into ``out`` (_copy_attribute),
+        with the rules of its abbreviation decided once."""
+        specs = die.specs
+        found = self._spec_actions.get(id(specs))
+        if found is None:  # the specs are kept with their actions, so their id is never reused
+            found = self._spec_actions[id(specs)] = (specs, tuple(
+                (_attribute_action(name, form), name, form) for name, form, _, _ in specs))
+        for (action, name, form), value in zip(found[1], die.values):
+            self._copy_value(die, name, form, value, action, out, context)
+
     def _copy_attribute(self, die, attribute, out: Die, context: ExprContext) -> None:
         name, form = attribute.name, attribute.form
         action = self._actions.get((name, form))
         if action is None:
             action = self._actions[(name, form)] = _attribute_action(name, form)
+        self._copy_value(die, name, form, attribute.value, action, out, context)
+
+    def _copy_value(self, die, name, form: str, value, action: tuple, out: Die, context: ExprContext) -> None:
         kind, number, out_form = action
         if kind == _COPY_LINKAGE_NAME:
             # C has no linkage names, but wasm32 clang gives `main (argc, argv)`
@@ -517,21 +531,21 @@ class _Translator:
                 return
             kind, number, out_form = out_form
         if kind == _COPY_DATA:
-            out.attributes.append((number, out_form, int(attribute.value)))
+            out.attributes.append((number, out_form, int(value)))
         elif kind == _COPY_STRING:
-            out.attributes.append((number, DW_FORM_string, _text(attribute.value)))
+            out.attributes.append((number, DW_FORM_string, _text(value)))
         elif kind == _COPY_REF:
-            target = attribute.value if form == "DW_FORM_ref_addr" else attribute.value + self._cu.cu_offset
+            target = value if form == "DW_FORM_ref_addr" else value + self._cu.cu_offset
             inside = self._cu_range[0] <= target < self._cu_range[1]
             out.attributes.append((number, DW_FORM_ref4 if inside else DW_FORM_ref_addr, Ref(None)))
             self._refs.append((out, len(out.attributes) - 1, target))
         elif kind == _COPY_LOCATION:
-            self._location(die, attribute, out, number, context)
+            self._location(die, GuestAttribute(name, form, value), out, number, context)
         elif kind == _COPY_FLAG:
-            if attribute.value:
+            if value:
                 out.attributes.append((number, DW_FORM_flag_present, None))
         elif kind == _COPY_BLOCK:
-            out.attributes.append((number, DW_FORM_block, bytes(attribute.value)))
+            out.attributes.append((number, DW_FORM_block, bytes(value)))
         elif kind == _NOT_COPIED:
             log.debug("DIE at %#x: attribute %s in form %s not copied", die.offset, name, form)
 

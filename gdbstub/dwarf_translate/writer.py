@@ -35,6 +35,10 @@ DW_FORM_exprloc = 0x18
 DW_FORM_flag_present = 0x19
 
 
+#: ULEB128 of 0..127: the byte itself.
+_SMALL = [bytes([n]) for n in range(0x80)]
+
+
 @dataclass(eq=False)
 class Die:
     tag: int
@@ -77,7 +81,7 @@ class DwarfWriter:
         self._unit = 0
 
     def _abbrev(self, die: Die) -> int:
-        key = (die.tag, bool(die.children), tuple((a, f) for a, f, _ in die.attributes))
+        key = (die.tag, bool(die.children), tuple([(a, f) for a, f, _ in die.attributes]))
         code = self._abbrevs.get(key)
         if code is None:
             code = self._abbrevs[key] = len(self._abbrevs) + 1
@@ -145,15 +149,29 @@ class DwarfWriter:
         raise DebugImageError(f"the writer has no encoding for form {form:#x}")
 
     def _write_die(self, die: Die, unit_offset: int) -> None:
-        die.offset, die.unit_offset = len(self.info), unit_offset
-        self.info += uleb128(self._abbrev(die))
+        info = self.info
+        die.offset, die.unit_offset = len(info), unit_offset
+        code = self._abbrev(die)
+        info += uleb128(code) if code >= 0x80 else _SMALL[code]
         for _, form, value in die.attributes:
-            encoded = self._value(form, value, die)
-            self.info += encoded
+            # The forms of most attributes, inline; the rest through _value.
+            if form == DW_FORM_data1:
+                info.append(value & 0xFF)
+            elif form == DW_FORM_ref4 or form == DW_FORM_ref_addr:
+                self._fixups.append((len(info), form, value, self._unit))
+                info += b"\0\0\0\0"
+            elif form == DW_FORM_string and value.isascii() and "\0" not in value:
+                info += value.encode("ascii")
+                info.append(0)
+            elif form == DW_FORM_exprloc and len(value) < 0x80:
+                info.append(len(value))
+                info += value
+            else:
+                info += self._value(form, value, die)
         if die.children:
             for child in die.children:
                 self._write_die(child, unit_offset)
-            self.info += b"\0"
+            info.append(0)
 
     def add_unit(self, root: Die) -> None:
         """Appends one DWARF 4 compile unit (section 7.5.1.1) rooted at ``root``."""
