@@ -50,6 +50,8 @@ The library-list documents follow the GDB manual, "Library List Format" and
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import logging
 import mmap
@@ -475,6 +477,13 @@ def build_engine_image(module, engine_code, *, source_lines: bool = True,
     (variables, types: gdbstub.dwarf_translate, at link addresses; its static
     data symbols in :data:`DATA_SYMBOLS_SECTION`); else an ELF64 image with
     source lines only (gdb would read C pointers as 8 bytes, docs/cvars.md)."""
+    with collector_paused():
+        return _build_engine_image(module, engine_code, source_lines=source_lines,
+                                   section_builders=section_builders, link_address=link_address, x32=x32)
+
+
+def _build_engine_image(module, engine_code, *, source_lines: bool, section_builders: tuple,
+                        link_address: int, x32: bool | None) -> bytes:
     # Only a cache miss builds an image: the DWARF translation and the line
     # mapping (pyelftools) are imported here, not at every start.
     from .guest_lines import ImageLines, image_lines
@@ -575,6 +584,38 @@ def entry_thunk_image_parts() -> tuple[int, bytes, list[Symbol], list[Fde]]:
     return start, code, symbols, fdes
 
 
+_collector_lock = threading.Lock()
+_collector_pauses = 0
+_collector_was_enabled = False
+
+
+@contextlib.contextmanager
+def collector_paused():
+    """Python's cyclic garbage collector off while the block runs (nested and
+    concurrent uses share one pause; the state before the first is restored
+    after the last).
+
+    Building a debug image allocates some hundred thousand small objects
+    (DIEs, attribute tuples, line rows) that stay alive until it ends; every
+    few hundred allocations the collector scans the young ones and every few
+    thousand all of them, which took half of the DWARF translation's time on
+    the real-size module (scripts/bench/inspect_latency.py). What the build
+    leaves as cyclic garbage is collected after it."""
+    global _collector_pauses, _collector_was_enabled
+    with _collector_lock:
+        if _collector_pauses == 0:
+            _collector_was_enabled = gc.isenabled()
+            gc.disable()
+        _collector_pauses += 1
+    try:
+        yield
+    finally:
+        with _collector_lock:
+            _collector_pauses -= 1
+            if _collector_pauses == 0 and _collector_was_enabled:
+                gc.enable()
+
+
 _translations: "weakref.WeakKeyDictionary[object, dict[tuple[int, int], TranslatedDwarf | None]]" = \
     weakref.WeakKeyDictionary()
 _translations_lock = threading.Lock()
@@ -596,8 +637,9 @@ def guest_debug_sections(module, engine_code, code_address: int, address_size: i
     translated = None
     if info is not None:
         try:
-            translated = translate_guest_dwarf(info, engine_code.frame_table, code_address=code_address,
-                                               address_size=address_size)
+            with collector_paused():
+                translated = translate_guest_dwarf(info, engine_code.frame_table, code_address=code_address,
+                                                   address_size=address_size)
         except GuestDwarfError as e:
             log.warning("module %s: its DWARF cannot be translated, so no variables or types: %s",
                         getattr(module, "name", "?"), e)

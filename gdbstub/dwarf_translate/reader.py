@@ -110,6 +110,13 @@ class GuestDie:
                                              for spec, value in zip(self.specs, self.values)}
         return attributes
 
+    def find(self, name: str) -> GuestAttribute | None:
+        """``attributes.get(name)`` without making the dict."""
+        for spec, value in zip(self.specs, self.values):
+            if spec[0] == name:
+                return GuestAttribute(name, spec[1], value)
+        return None
+
     @property
     def has_children(self) -> bool:
         return bool(self.children)
@@ -186,6 +193,12 @@ class GuestDieReader:
             if die is None:
                 raise DwarfFormatError(f"a reference to .debug_info {offset:#x}, where no DIE starts")
         return die
+
+    def release(self) -> None:
+        """Forgets every DIE read (they refer to the reader: a cycle that
+        reference counting alone then frees)."""
+        self._dies.clear()
+        self._tops.clear()
 
     # -- units --------------------------------------------------------------------
 

@@ -114,6 +114,10 @@ _EXPRLOC_LOCATIONS = {"DW_AT_location", "DW_AT_frame_base", "DW_AT_data_member_l
 #: GNU_addr_index, GNU_const_index.
 _CONTEXT_OPS = {0xED, 0xA1, 0xA2, 0xFB, 0xFC}
 
+#: The first byte of a location that is a static's address: DW_OP_addr,
+#: DW_OP_addrx, DW_OP_GNU_addr_index.
+_ADDRESS_OPS = {b"\x03", b"\xa1", b"\xfb"}
+
 # What _copy_attribute does with an attribute, decided once per (name, form)
 # (_attribute_action): (action, attribute number, output form).
 _SKIP, _COPY_DATA, _COPY_STRING, _COPY_REF, _COPY_LOCATION, _COPY_FLAG, _COPY_BLOCK, _COPY_LINKAGE_NAME, \
@@ -205,7 +209,11 @@ def translate_guest_dwarf(info, frame_table: FrameTable, *, code_address: int = 
     if ".debug_info" not in sections or getattr(info, "code_section_offset", None) is None:
         return None
     try:
-        return _Translator(info, frame_table, code_address, address_size).run()
+        translator = _Translator(info, frame_table, code_address, address_size)
+        try:
+            return translator.run()
+        finally:
+            translator.release()
     except (GuestLinesError, DebugImageError, DwarfFormatError) as e:
         raise GuestDwarfError(str(e)) from e
     except PYELFTOOLS_ERRORS as e:
@@ -236,7 +244,6 @@ class _Translator:
         self.writer = DwarfWriter(address_size)
         self.result = TranslatedDwarf({})
         self._dies: dict[int, Die] = {}  # input DIE offset -> output DIE
-        self._all_dies: list[Die] = []
         self._refs: list[tuple[Die, int, int]] = []  # (DIE, attribute index, target input offset)
         self._location_parser = LocationParser(self.dwarf.location_lists())
         self._contexts: dict[int, ExprContext] = {}
@@ -246,6 +253,17 @@ class _Translator:
         self._spec_actions: dict[int, tuple] = {}
         self._context_free: dict[tuple[bytes, bool], bytes] = {}
         self._unit_context = ExprContext(address_size, self._global_cell, indexed_address=self._indexed_address)
+
+    def release(self) -> None:
+        """Drops what refers back to the translator or between DIEs (the
+        contexts' slot functions, the reader's index), so that reference
+        counting frees a translation's hundred thousand objects at once
+        instead of leaving them to the cyclic collector."""
+        self._contexts.clear()
+        self._unit_context = None
+        self.reader.release()
+        self._dies.clear()
+        self._refs.clear()
 
     # -- contexts ------------------------------------------------------------
 
@@ -275,19 +293,23 @@ class _Translator:
         line_sections = bytearray()
         for cu in self.dwarf.iter_CUs():
             self._unit(cu, line_sections)
+        # References are resolved before the units are written: one to a DIE
+        # left out (a call site) is dropped with its attribute.
+        losing = {}
+        for die, index, target in self._refs:
+            attribute, form, ref = die.attributes[index]
+            out = self._dies.get(target)
+            if out is None:
+                die.attributes[index] = None
+                losing[id(die)] = die
+            else:
+                ref.target = out
+        for die in losing.values():
+            die.attributes = [a for a in die.attributes if a is not None]
         starts = sorted((start, unit) for unit, (_, ranges) in enumerate(self._units) for start, _ in ranges)
         for unit, (root, ranges) in enumerate(self._units):
             self._unit_range(root, ranges, unit, starts)
             self.writer.add_unit(root)
-        for die, index, target in self._refs:
-            attribute, form, ref = die.attributes[index]
-            out = self._dies.get(target)
-            if out is None:  # a DIE left out (a call site): drop the reference
-                die.attributes[index] = None
-            else:
-                ref.target = out
-        for die in self._all_dies:
-            die.attributes = [a for a in die.attributes if a is not None]
         self.result.sections = self.writer.sections()
         if line_sections:
             self.result.sections[".debug_line"] = bytes(line_sections)
@@ -308,7 +330,6 @@ class _Translator:
 
         root = Die(_TAG["DW_TAG_compile_unit"])
         self._dies[top.offset] = root
-        self._all_dies.append(root)
         comp_dir = "."
         name = ""
         for attribute in top.attributes.values():
@@ -389,7 +410,6 @@ class _Translator:
         if die.offset in self._dies:
             raise GuestDwarfError(f"two DIEs at .debug_info offset {die.offset:#x}")
         self._dies[die.offset] = out
-        self._all_dies.append(out)
         if die.tag == "DW_TAG_subprogram":
             context = self._subprogram_pc(die, out, context)
         elif die.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine", "DW_TAG_label"):
@@ -401,9 +421,12 @@ class _Translator:
         return out
 
     def _data_symbol(self, die, context: ExprContext) -> None:
-        location = die.attributes.get("DW_AT_location")
-        name = die.attributes.get("DW_AT_name")
-        if location is None or name is None or location.form not in ("DW_FORM_exprloc", "DW_FORM_block1"):
+        location = die.find("DW_AT_location")
+        if location is None or location.form not in ("DW_FORM_exprloc", "DW_FORM_block1") or \
+                location.value[:1] not in _ADDRESS_OPS:  # a local's DW_OP_fbreg, most often
+            return
+        name = die.find("DW_AT_name")
+        if name is None:
             return
         ops = self._parser.parse_expr(location.value)
         if len(ops) != 1 or ops[0].op_name not in ("DW_OP_addr", "DW_OP_addrx", "DW_OP_GNU_addr_index"):
@@ -503,15 +526,23 @@ class _Translator:
     # -- attributes -----------------------------------------------------------
 
     def _copy_attributes(self, die, out: Die, context: ExprContext) -> None:
-        """Copies every attribute of ``die`` into ``out`` (_copy_attribute),
-        with the rules of its abbreviation decided once."""
+        """Copies every attribute of ``die`` into ``out`` (as _copy_value
+        does), with the rules of its abbreviation decided once."""
         specs = die.specs
         found = self._spec_actions.get(id(specs))
         if found is None:  # the specs are kept with their actions, so their id is never reused
             found = self._spec_actions[id(specs)] = (specs, tuple(
                 (_attribute_action(name, form), name, form) for name, form, _, _ in specs))
+        attributes = out.attributes
         for (action, name, form), value in zip(found[1], die.values):
-            self._copy_value(die, name, form, value, action, out, context)
+            kind = action[0]
+            # The common cases inline (a unit has tens of thousands); the same as _copy_value.
+            if kind == _COPY_DATA:
+                attributes.append((action[1], action[2], int(value)))
+            elif kind == _COPY_STRING:
+                attributes.append((action[1], DW_FORM_string, _text(value)))
+            elif kind != _SKIP:
+                self._copy_value(die, name, form, value, action, out, context)
 
     def _copy_attribute(self, die, attribute, out: Die, context: ExprContext) -> None:
         name, form = attribute.name, attribute.form
