@@ -257,6 +257,7 @@ class GuestDieReader:
         top = None
         stack: list[GuestDie] = []
         decode = self._decode
+        strings = self._str
         while pos < end:
             offset = pos
             code, pos = _uleb(data, pos)
@@ -283,6 +284,21 @@ class GuestDieReader:
                     pos += 1
                     if value >= 0x80:
                         value, pos = _uleb(data, pos - 1)
+                elif decoder == _STRP:
+                    at = int.from_bytes(data[pos:pos + arg], "little")
+                    pos += arg
+                    stop = strings.find(b"\0", at)
+                    if stop < 0 or at >= len(strings):
+                        raise DwarfFormatError(f"DIE at .debug_info {offset:#x}: a string at .debug_str "
+                                               f"offset {at:#x}, outside the section or unterminated")
+                    value = strings[at:stop]
+                elif decoder == _BLOCK_ULEB:
+                    length = data[pos]
+                    pos += 1
+                    if length >= 0x80:
+                        length, pos = _uleb(data, pos - 1)
+                    value = data[pos:pos + length]
+                    pos += length
                 elif decoder == _FLAG:
                     value = data[pos] != 0
                     pos += 1

@@ -252,6 +252,9 @@ class _Translator:
         self._actions: dict[tuple, tuple[int, int, int]] = {}
         self._spec_actions: dict[int, tuple] = {}
         self._context_free: dict[tuple[bytes, bool], bytes] = {}
+        #: DW_AT_location exprloc value -> its translation, for expressions
+        #: that are the same in every function and need no padding (_padded).
+        self._plain_locations: dict[bytes, bytes] = {}
         self._unit_context = ExprContext(address_size, self._global_cell, indexed_address=self._indexed_address)
 
     def release(self) -> None:
@@ -534,6 +537,10 @@ class _Translator:
             found = self._spec_actions[id(specs)] = (specs, tuple(
                 (_attribute_action(name, form), name, form) for name, form, _, _ in specs))
         attributes = out.attributes
+        cu_offset = self._cu.cu_offset
+        low, high = self._cu_range
+        refs = self._refs
+        plain_locations = self._plain_locations
         for (action, name, form), value in zip(found[1], die.values):
             kind = action[0]
             # The common cases inline (a unit has tens of thousands); the same as _copy_value.
@@ -541,6 +548,13 @@ class _Translator:
                 attributes.append((action[1], action[2], int(value)))
             elif kind == _COPY_STRING:
                 attributes.append((action[1], DW_FORM_string, _text(value)))
+            elif kind == _COPY_REF:
+                target = value if form == "DW_FORM_ref_addr" else value + cu_offset
+                attributes.append((action[1], DW_FORM_ref4 if low <= target < high else DW_FORM_ref_addr, Ref(None)))
+                refs.append((out, len(attributes) - 1, target))
+            elif kind == _COPY_LOCATION and name == "DW_AT_location" and form == "DW_FORM_exprloc" and \
+                    value in plain_locations:
+                attributes.append((action[1], DW_FORM_exprloc, plain_locations[value]))
             elif kind != _SKIP:
                 self._copy_value(die, name, form, value, action, out, context)
 
@@ -602,7 +616,14 @@ class _Translator:
                 out.attributes.append((number, DW_FORM_sec_offset, self._frame_base_list(context.function, expr)))
             return
         if isinstance(parsed, LocationExpr):
-            expr = self._expression(self._padded(die, bytes(parsed.loc_expr)), context, frame_base)
+            guest = bytes(parsed.loc_expr)
+            padded = self._padded(die, guest)
+            expr = self._expression(padded, context, frame_base)
+            if padded is guest and expr is not None and attribute.name == "DW_AT_location" and \
+                    attribute.form == "DW_FORM_exprloc" and (guest, False) in self._context_free and \
+                    not any(op.op in (0x93, 0x9D) for op in self._parser.parse_expr(guest)):  # no piece
+                # The same for every variable located so: _copy_attributes copies it.
+                self._plain_locations[guest] = expr
             # An empty expression says "no location" (DWARF 5 section 2.6.1.1.4:
             # optimized out); leaving the attribute out would make an external
             # variable a declaration that gdb looks up as an ELF symbol.
