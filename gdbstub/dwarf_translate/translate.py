@@ -601,10 +601,15 @@ class _Translator:
         else:
             parsed = self._location_parser.parse_from_attribute(attribute, self._cu_version, die=die)
         if isinstance(parsed, LocationExpr) and frame_base and context.function is not None:
-            expr = self._expression(bytes(parsed.loc_expr), context, frame_base)
-            if expr is None:
+            guest = bytes(parsed.loc_expr)
+            slot = self._frame_base_slot(guest, context)
+            # A frame base that is a local's whole value translates whenever
+            # the local has a slot (expr.translate_expression); es needs no
+            # more, so the translation is only made when it is used.
+            whole = slot is not None and self._is_whole_local(guest)
+            expr = None if whole and self.address_size == 4 else self._expression(guest, context, frame_base)
+            if expr is None and not (whole and self.address_size == 4):
                 return
-            slot = self._frame_base_slot(bytes(parsed.loc_expr), context)
             if slot is not None and self.address_size == 4:
                 # A wasm local: es in every frame (gdbstub.frame_bases), which
                 # the stub reports for the innermost frame and the callee's
@@ -671,6 +676,11 @@ class _Translator:
         if start > func.native_start:
             pieces.insert(0, (func.native_start, start, bytes([DW_OP_lit0])))
         return LocList(tuple((base + s, base + e, x) for s, e, x in pieces))
+
+    def _is_whole_local(self, expr: bytes) -> bool:
+        """``expr`` is ``DW_OP_WASM_location 0 N`` alone or with ``DW_OP_stack_value``."""
+        ops = self._parser.parse_expr(expr)
+        return len(ops) == 1 or (len(ops) == 2 and ops[1].op == 0x9F)
 
     def _frame_base_slot(self, expr: bytes, context: ExprContext) -> int | None:
         """The rbp offset of the local a frame base ``expr`` names, if it is
