@@ -53,6 +53,7 @@ from codemem.frametable import FrameTable, SequencePointKind
 
 from .debugimage import LineRow
 from .debugimage.dwarf import PRODUCER as DEFAULT_PRODUCER
+from .debugimage.dwarf import read_sleb128, read_uleb128
 
 log = logging.getLogger(__name__)
 
@@ -218,25 +219,13 @@ def decode_line_program(section: bytes, program) -> list[tuple]:
 
     def uleb() -> int:
         nonlocal at
-        result = shift = 0
-        while True:
-            byte = data[at]
-            at += 1
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return result
-            shift += 7
+        value, at = read_uleb128(data, at)
+        return value
 
     def sleb() -> int:
         nonlocal at
-        result = shift = 0
-        while True:
-            byte = data[at]
-            at += 1
-            result |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return result - (1 << shift) if byte & 0x40 else result
+        value, at = read_sleb128(data, at)
+        return value
 
     address, file, line, column = 0, 1, 1, 0
     is_stmt, prologue_end, epilogue_begin = default_is_stmt, False, False

@@ -73,6 +73,31 @@ def sleb128(value: int) -> bytes:
             return bytes(out)
 
 
+def read_uleb128(data, pos: int) -> tuple[int, int]:
+    """(unsigned LEB128 value at ``data[pos]``, the position after it);
+    IndexError when it runs past the end of ``data`` (bytes or memoryview)."""
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def read_sleb128(data, pos: int) -> tuple[int, int]:
+    """(signed LEB128 value at ``data[pos]``, the position after it)."""
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return (value - (1 << shift) if byte & 0x40 else value), pos
+
+
 # ---------------------------------------------------------------- constants (sec. 7)
 DW_CFA_advance_loc = 0x40
 DW_CFA_offset = 0x80

@@ -33,6 +33,9 @@ from typing import NamedTuple
 
 from elftools.dwarf.enums import ENUM_DW_AT, ENUM_DW_FORM, ENUM_DW_TAG
 
+from ..debugimage.dwarf import read_sleb128 as _sleb
+from ..debugimage.dwarf import read_uleb128 as _uleb
+
 __all__ = ["DwarfFormatError", "GuestAttribute", "GuestDie", "GuestDieReader"]
 
 
@@ -468,29 +471,6 @@ def _decoder(form: int, unit: _Unit, implicit) -> tuple[int, object]:
     if found is None:
         raise DwarfFormatError(f"form {form:#x} cannot be read")
     return found
-
-
-def _uleb(data: bytes, pos: int) -> tuple[int, int]:
-    """(ULEB128 value at ``pos``, position after it); IndexError past the end."""
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
-def _sleb(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return (value - (1 << shift) if byte & 0x40 else value), pos
 
 
 def _string_at(section: bytes, at: int, name: str) -> bytes:
