@@ -833,3 +833,39 @@ def test_an_image_that_cannot_be_made_is_a_file_io_error_not_a_crash(tmp_path, d
         with pytest.raises(FileServerError) as error:
             call()
         assert error.value.errno == FileIOErrno.EUNKNOWN and "reserved" in str(error.value)
+
+
+def test_the_collector_is_paused_while_images_are_built_and_restored_after_the_last_pause():
+    import gc
+    import threading
+
+    from gdbstub.images import collector_paused
+
+    assert gc.isenabled()
+    inner_started, release = threading.Event(), threading.Event()
+
+    def other_build():
+        with collector_paused():
+            inner_started.set()
+            release.wait(10)
+
+    with collector_paused():
+        assert not gc.isenabled()
+        worker = threading.Thread(target=other_build)
+        worker.start()
+        assert inner_started.wait(10)
+    assert not gc.isenabled()  # the other build still runs
+    release.set()
+    worker.join(10)
+    assert gc.isenabled()
+
+    gc.disable()  # a pause leaves a collector its caller turned off as it was
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError), collector_paused():
+        raise RuntimeError("a failed build")
+    assert gc.isenabled()
