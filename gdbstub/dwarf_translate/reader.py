@@ -282,11 +282,6 @@ class GuestDieReader:
                 if decoder == _FIXED:
                     value = int.from_bytes(data[pos:pos + arg], "little")
                     pos += arg
-                elif decoder == _ULEB:
-                    value = data[pos]
-                    pos += 1
-                    if value >= 0x80:
-                        value, pos = _uleb(data, pos - 1)
                 elif decoder == _STRP:
                     at = int.from_bytes(data[pos:pos + arg], "little")
                     pos += arg
@@ -302,6 +297,11 @@ class GuestDieReader:
                         length, pos = _uleb(data, pos - 1)
                     value = data[pos:pos + length]
                     pos += length
+                elif decoder == _ULEB:
+                    value = data[pos]
+                    pos += 1
+                    if value >= 0x80:
+                        value, pos = _uleb(data, pos - 1)
                 elif decoder == _FLAG:
                     value = data[pos] != 0
                     pos += 1

@@ -39,7 +39,7 @@ DW_FORM_flag_present = 0x19
 _SMALL = [bytes([n]) for n in range(0x80)]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Die:
     tag: int
     #: (attribute, form, value); value types by form: int (addr, data*, sdata,
@@ -52,7 +52,7 @@ class Die:
     unit_offset: int = -1
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Ref:
     target: Die
 
