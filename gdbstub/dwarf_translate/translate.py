@@ -535,26 +535,27 @@ class _Translator:
         found = self._spec_actions.get(id(specs))
         if found is None:  # the specs are kept with their actions, so their id is never reused
             found = self._spec_actions[id(specs)] = (specs, tuple(
-                (_attribute_action(name, form), name, form) for name, form, _, _ in specs))
+                _attribute_action(name, form)[:3] + (_attribute_action(name, form), name, form)
+                for name, form, _, _ in specs))
         attributes = out.attributes
         cu_offset = self._cu.cu_offset
         low, high = self._cu_range
         refs = self._refs
         plain_locations = self._plain_locations
-        for (action, name, form), value in zip(found[1], die.values):
-            kind = action[0]
+        for (kind, number, out_form, action, name, form), value in zip(found[1], die.values):
             # The common cases inline (a unit has tens of thousands); the same as _copy_value.
-            if kind == _COPY_DATA:
-                attributes.append((action[1], action[2], int(value)))
+            if kind == _COPY_DATA:  # the reader gives data forms as ints
+                attributes.append((number, out_form, value))
             elif kind == _COPY_STRING:
-                attributes.append((action[1], DW_FORM_string, _text(value)))
+                attributes.append((number, DW_FORM_string,
+                                   value.decode("utf-8", "replace") if type(value) is bytes else _text(value)))
             elif kind == _COPY_REF:
                 target = value if form == "DW_FORM_ref_addr" else value + cu_offset
-                attributes.append((action[1], DW_FORM_ref4 if low <= target < high else DW_FORM_ref_addr, Ref(None)))
+                attributes.append((number, DW_FORM_ref4 if low <= target < high else DW_FORM_ref_addr, Ref(None)))
                 refs.append((out, len(attributes) - 1, target))
             elif kind == _COPY_LOCATION and name == "DW_AT_location" and form == "DW_FORM_exprloc" and \
                     value in plain_locations:
-                attributes.append((action[1], DW_FORM_exprloc, plain_locations[value]))
+                attributes.append((number, DW_FORM_exprloc, plain_locations[value]))
             elif kind != _SKIP:
                 self._copy_value(die, name, form, value, action, out, context)
 
