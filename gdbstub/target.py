@@ -321,7 +321,7 @@ class StoreTarget:
         # (EngineCode, function, range) -> what its instructions may do: a
         # loop's `next`s ask the same few again and again.
         self._calls_and_exits_memo: dict[tuple, tuple[list | None, bool]] = {}
-        self._regions_memo: tuple[tuple, list] | None = None
+        self._regions_memo: tuple[tuple, list, list | None] | None = None
         self._range: tuple[int, int] | None = None
         # The word a stopped guest waits on (see _GuestStop); one per target,
         # as the target has one guest thread, and alive as long as it is.
@@ -1570,12 +1570,21 @@ class StoreTarget:
     def memory_regions(self) -> list[MemoryRegion]:
         """Everything a client may see, sorted by start address (memoized until
         a memory grows or code or instances come and go)."""
+        return self._regions_index()[0]
+
+    def _regions_index(self) -> tuple[list[MemoryRegion], list[int] | None]:
+        """(:meth:`memory_regions`, their start addresses for a bisect, or
+        None when two regions overlap and the first of them must win)."""
         self.require_open()
-        key = (tuple(memory.data_len for memory in self.store.memories), len(self.store.instances),
-               tuple(entry.store_code.base for entry in self.store.registry.entries()))
-        if self._regions_memo is None or self._regions_memo[0] != key:
-            self._regions_memo = (key, self._build_memory_regions())
-        return self._regions_memo[1]
+        store = self.store
+        key = (tuple([memory.data_len for memory in store.memories]), len(store.instances),
+               tuple([entry.store_code.base for entry in store.registry.entries()]))
+        memo = self._regions_memo
+        if memo is None or memo[0] != key:
+            regions = self._build_memory_regions()
+            disjoint = all(a.end <= b.start for a, b in zip(regions, regions[1:]))
+            memo = self._regions_memo = (key, regions, [r.start for r in regions] if disjoint else None)
+        return memo[1], memo[2]
 
     def _build_memory_regions(self) -> list[MemoryRegion]:
         regions: list[MemoryRegion] = []
@@ -1637,9 +1646,16 @@ class StoreTarget:
         in non-stop clients; values may be torn, as with any live process)."""
         if length == 0:
             return b""
-        self.require_open()
+        regions, starts = self._regions_index()
+        if starts is not None:
+            # One region holds it all (a debugger's reads almost always):
+            # found by a bisect over the disjoint regions' starts.
+            index = bisect.bisect_right(starts, address) - 1
+            if index >= 0:
+                region = regions[index]
+                if address + length <= region.end:
+                    return bytes(region.read(address, length))
         out = bytearray()
-        regions = self.memory_regions()
         while len(out) < length:
             at = address + len(out)
             region = next((r for r in regions if r.contains(at)), None)
