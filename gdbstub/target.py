@@ -214,6 +214,27 @@ class MemoryRegion:
         return self.start <= address < self.end
 
 
+def _merged_plan(plan: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """``plan`` (StoreCode, site indexes) pairs without empty ones, and with
+    the lists of each StoreCode joined into one (a step's callee entry and
+    return sites: one bulk edit instead of one each); ranges stay ranges, so
+    a large function's sites never become a Python list.  A site listed twice
+    still gets two references."""
+    merged: list[tuple[Any, Any]] = []
+    lists: dict[Any, list[int]] = {}
+    for store_code, indexes in plan:
+        if not len(indexes):
+            continue
+        if isinstance(indexes, range):
+            merged.append((store_code, indexes))
+        elif store_code in lists:
+            lists[store_code].extend(indexes)
+        else:
+            lists[store_code] = joined = list(indexes)
+            merged.append((store_code, joined))
+    return merged
+
+
 def _read_u64(address: int) -> int:
     return ffi.cast("uint64_t *", address)[0]
 
@@ -908,7 +929,7 @@ class StoreTarget:
         a kill).  Each pair is one bulk edit (codemem PatchEdit.enable_sites):
         arming every site of a real-size module is one C call."""
         assert self._plan is None, "arming over an armed plan"
-        plan = [(store_code, indexes) for store_code, indexes in plan if len(indexes)]
+        plan = _merged_plan(plan)
         with self._patch_edit() as edit:
             for store_code, indexes in plan:
                 edit.enable_sites(store_code, indexes)
