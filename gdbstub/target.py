@@ -1113,7 +1113,7 @@ class StoreTarget:
         """(StoreCode, site indexes) of every function's entry site, per
         registered image (memoized per set of registered images)."""
         entries = self.store.registry.entries()
-        key = tuple(entry.store_code.base for entry in entries)
+        key = self.store.registry.code_bases()
         if self._entry_sites_memo is None or self._entry_sites_memo[0] != key:
             plan = []
             for entry in entries:
@@ -1599,7 +1599,7 @@ class StoreTarget:
         self.require_open()
         store = self.store
         key = (tuple([memory.data_len for memory in store.memories]), len(store.instances),
-               tuple([entry.store_code.base for entry in store.registry.entries()]))
+               store.registry.code_bases())
         memo = self._regions_memo
         if memo is None or memo[0] != key:
             regions = self._build_memory_regions()
