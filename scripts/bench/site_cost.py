@@ -56,12 +56,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import cpu_model  # noqa: E402
+from debug_overhead import EXAMPLE, EXPORT, PASSES, ROUNDS, codemem_runner  # noqa: E402
 
-EXAMPLE = ROOT / "examples" / "build" / "bench_loop.O2.wasm"
-EXPORT = "cpu_kernel"
-PASSES = 10000
-ROUNDS = 15
-EXPECTED = {1000: 1710708557}  # examples/exports.json
 SHAPES = ("shipped", "no_padding", "two_byte", "carrier_aligned", "carrier_all")
 
 
@@ -163,28 +159,19 @@ def _install(shape: str) -> None:
     compiler._SITE_PAD, compiler._SITE_BYTES = Pad(shipped_pad), Bytes(shipped_bytes)
 
 
-def _runner(debug: bool, keep: list):
-    import codemem
-
-    engine = codemem.Engine(debug=debug)
-    store = codemem.Store(engine)
-    keep.append(store)
-    func = codemem.Instance(store, codemem.Module.from_file(engine, EXAMPLE), []).exports[EXPORT]
-    for n, expected in EXPECTED.items():
-        assert func(n) == expected, f"debug={debug}: {EXPORT}({n}) = {func(n)}, expected {expected}"
-    return func
-
-
 def measure(shape: str) -> dict:
     """One process: nodebug, the shipped debug code and ``shape``'s debug code,
     interleaved, best of ROUNDS each (CPU time)."""
     os.environ["WASM_GDBSTUB_C_COMPILER"] = "0"  # _install replaces the Python compiler's tables
     import branch_alignment
 
-    keep: list = []
-    runners = {"nodebug": _runner(False, keep), "shipped": _runner(True, keep)}
-    _install(shape)
-    runners["shape"] = _runner(True, keep)
+    runners, keep = {}, []
+    for name, debug in (("nodebug", False), ("shipped", True), ("shape", True)):
+        if name == "shape":
+            _install(shape)
+        func, store = codemem_runner(EXAMPLE, debug)
+        runners[name] = func
+        keep.append(store)
     best = {name: float("inf") for name in runners}
     for _ in range(ROUNDS):
         for name, func in runners.items():
