@@ -1404,6 +1404,10 @@ class StoreTarget:
         origin = stopped.origin
         regfile = stopped.regfile
         regfile.rip, regfile.gpr[7], regfile.gpr[6], regfile.gpr[15] = origin.rip, origin.rsp, origin.rbp, origin.r15
+        if any(call.return_address == origin.rip for call in self._calls):
+            # Stopped where a call returned, shown at gdb's dummy breakpoint
+            # (on the stack): the guest itself waits at the landing.
+            regfile.rip = self.call_landing
         stopped.settled = True
 
     def _settle_registers(self, stopped: _GuestStop) -> None:
@@ -1440,7 +1444,8 @@ class StoreTarget:
                     raise TargetError(ErrorCode.EPERM, "the guest is at an inferior call's landing: only the "
                                                        "registers before the call can be restored")
                 self._check_new_rip(origin.rip, state.rip)
-        elif not self._start_call(stopped, state) and not self._is_unwound_state(origin, state):
+        elif not self._start_call(stopped, state, after=self._returned_call(origin)) \
+                and not self._is_unwound_state(origin, state):
             raise TargetError(ErrorCode.EPERM, f"the registers (rip {state.rip:#x}, rsp {state.rsp:#x}, rbp "
                                                f"{state.rbp:#x}, r15 {state.r15:#x}) are neither this frame, a "
                                                f"frame above it, an inferior call nor the state before one")
@@ -1489,9 +1494,20 @@ class StoreTarget:
                 return True
         return False
 
-    def _start_call(self, stopped: _GuestStop, state: RegisterState) -> bool:
+    def _returned_call(self, origin: RegisterState) -> InferiorCall | None:
+        """The innermost inferior call when the guest stopped where it
+        returned (at the landing, shown at gdb's dummy breakpoint)."""
+        if self._calls and origin.rip == self._calls[-1].return_address:
+            return self._calls[-1]
+        return None
+
+    def _start_call(self, stopped: _GuestStop, state: RegisterState, after: InferiorCall | None = None) -> bool:
         """Sets up the inferior call the registers describe; False when they
-        describe none (gdbstub.inferior_calls)."""
+        describe none (gdbstub.inferior_calls).  ``after``: a call that has
+        returned and that gdb follows with this one without resuming in
+        between (``print f("abc")`` calls ``malloc`` for the string first,
+        then ``f``): it is over, and this call returns to the state before
+        it."""
         entry = self.store.registry.lookup(state.rip)
         if entry is None or not self._on_stack(state.rsp):
             return False
@@ -1527,14 +1543,22 @@ class StoreTarget:
                      instances[0].vmctx_address)
         assert stack.contains(plan.rsp)
         instance = next((i for i in instances if i.vmctx_address == vmctx), instances[0])
+        if after is not None:
+            assert self._calls[-1] is after
+            self._calls.pop()
+            self._end_call(after)
+            log.debug("inferior call of %s done: another follows", after.function)
+            before, displaced, saved_regfile = after.saved, after.displaced_pc, after.saved_regfile
+        else:
+            saved = bytearray(self.read_registers())
+            struct.pack_into("<Q", saved, arch_amd64.REGFILE_RIP_OFFSET, stopped.origin.rip)
+            for index, value in ((7, stopped.origin.rsp), (6, stopped.origin.rbp), (15, stopped.origin.r15)):
+                struct.pack_into("<Q", saved, 8 * index, value)
+            before, displaced, saved_regfile = stopped.origin, self._displaced_stop, bytes(saved)
         sp_cell, sp_value = self._lower_stack_pointer(instance)
         _raw_write(plan.rsp, pack_plan(plan, self.call_landing))
-        saved = bytearray(self.read_registers())
-        struct.pack_into("<Q", saved, arch_amd64.REGFILE_RIP_OFFSET, stopped.origin.rip)
-        for index, value in ((7, stopped.origin.rsp), (6, stopped.origin.rbp), (15, stopped.origin.r15)):
-            struct.pack_into("<Q", saved, 8 * index, value)
-        self._calls.append(InferiorCall(stopped.origin, self._displaced_stop, module.func_name(func.wasm_index),
-                                        return_address=return_address, slot=plan.rsp, saved_regfile=bytes(saved),
+        self._calls.append(InferiorCall(before, displaced, module.func_name(func.wasm_index),
+                                        return_address=return_address, slot=plan.rsp, saved_regfile=saved_regfile,
                                         stack_pointer_cell=sp_cell, stack_pointer=sp_value))
         regfile.gpr[7] = plan.rsp
         regfile.gpr[4] = plan.array
