@@ -20,7 +20,8 @@ For comparison with another debuggable runtime: if the ``wasmtime`` CLI is on
 PATH (or in .venv/bin), ``wasmtime run -D guest-debug=y --invoke cpu_kernel``
 is timed (process start-up and compilation subtracted by timing a 1-pass run;
 the kernel runs WASMTIME_SCALE times the passes so that the start-up's own
-spread, 0.04-0.1 s of CPU here, is a small part of the difference) and ``debug_over_wasmtime_guest_debug`` is our debug time over it; otherwise the
+spread, 0.04-0.1 s of CPU here, is a small part of the difference) and
+``debug_over_wasmtime_guest_debug`` is our debug time over it; otherwise the
 reason is printed and the key is null.  In-process Wasmtime (the ``wasmtime``
 PyPI package, Cranelift, no debugging) is timed as context.
 
