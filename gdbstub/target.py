@@ -1572,7 +1572,8 @@ class StoreTarget:
         a memory grows or code or instances come and go)."""
         self.require_open()
         key = (tuple(memory.data_len for memory in self.store.memories), len(self.store.instances),
-               tuple(entry.store_code.base for entry in self.store.registry.entries()))
+               tuple(entry.store_code.base for entry in self.store.registry.entries()),
+               tuple(self.store.entry_arguments))
         if self._regions_memo is None or self._regions_memo[0] != key:
             self._regions_memo = (key, self._build_memory_regions())
         return self._regions_memo[1]
@@ -1589,6 +1590,12 @@ class StoreTarget:
         if thunk:
             regions.append(MemoryRegion("code:entry-thunk", thunk, thunk + ENTRY_THUNK_PAGE_CODE_SIZE, _raw_read, None,
                                         executable=True))
+        # The argument arrays of the host's calls into the guest: a function
+        # entered from the host reads its arguments there (rsi) until its
+        # prologue has copied them, and so does the translated DWARF of its
+        # parameters at its first instruction (docs/calls.md).
+        for k, (address, size) in enumerate(self.store.entry_arguments):
+            regions.append(MemoryRegion(f"arguments{k}", address, address + size, _raw_read, _raw_write))
         stack = self.store.ctx.stack
         regions.append(MemoryRegion("stack", stack.base + stack.guard, stack.top, self._read_stack, self._write_stack))
         for index, memory in enumerate(self.store.memories):

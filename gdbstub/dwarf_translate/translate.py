@@ -54,7 +54,8 @@ from ..guest_lines import (
     PYELFTOOLS_ERRORS, GuestLinesError, LineMapper, cu_line_rows, guest_dwarf_info, image_producer,
 )
 from .codemap import CodeMap, merge_ranges
-from .expr import ExprContext, UntranslatableExpression, translate_expression
+from .expr import RSI, ExprContext, UntranslatableExpression, translate_expression
+from .prologue import ArgumentStore, argument_stores
 from .writer import (
     DW_FORM_addr, DW_FORM_block, DW_FORM_data1, DW_FORM_data2, DW_FORM_data4, DW_FORM_data8,
     DW_FORM_exprloc, DW_FORM_flag_present, DW_FORM_ref4, DW_FORM_ref_addr, DW_FORM_sdata, DW_FORM_sec_offset,
@@ -191,6 +192,13 @@ class _Translator:
         self._refs: list[tuple[Die, int, int]] = []  # (DIE, attribute index, target input offset)
         self._location_parser = LocationParser(self.dwarf.location_lists())
         self._contexts: dict[int, ExprContext] = {}
+        self._entry_contexts: dict[int, ExprContext] = {}
+        self._frame_base_locals: dict[int, int] = {}  # function position -> wasm local of its frame base
+        self._argument_stores: dict[int, dict[int, ArgumentStore]] = {}
+        self._first_instructions: dict[int, int | None] = {}
+        #: The DIE whose attributes are being copied is a parameter of the
+        #: function itself (not of a call inlined into it).
+        self._own_parameter = False
         self._function_names: dict[int, str] = {}
         self._units: list[tuple[Die, list[tuple[int, int]]]] = []  # (unit DIE, its functions' ranges)
         self._unit_context = ExprContext(address_size, self._global_cell, indexed_address=self._indexed_address)
@@ -216,6 +224,32 @@ class _Translator:
                 self.address_size, self._global_cell, local_slot=local_slot,
                 operand_slot=func.operand_slot_offset, function=func, indexed_address=self._indexed_address)
         return context
+
+    def _entry_context(self, func) -> ExprContext:
+        """Where the wasm parameters are before ``func``'s prologue: local N
+        (N below the parameter count) is entry N of the argument array at
+        rsi (codemem/abi.py "Registers"); the other locals do not exist yet."""
+        context = self._entry_contexts.get(func.position)
+        if context is None:
+            params = self.info.func_type(func.wasm_index).params
+
+            def argument(n: int):
+                return (8 * n, int(params[n])) if n < len(params) else None
+
+            context = self._entry_contexts[func.position] = ExprContext(
+                self.address_size, self._global_cell, local_slot=argument, function=func,
+                indexed_address=self._indexed_address, locals_register=RSI)
+        return context
+
+    def _first_instruction(self, func) -> int | None:
+        """Image offset of ``func``'s first INSTRUCTION sequence point (the
+        end of its native prologue), None if it has none."""
+        if func.position not in self._first_instructions:
+            kinds = self.frame_table.sequence_point_column(func, 8, "<B")
+            first = next((k for k in range(len(kinds)) if kinds[k] == SequencePointKind.INSTRUCTION), None)
+            self._first_instructions[func.position] = (
+                None if first is None else self.frame_table.sequence_point_offsets(func)[first])
+        return self._first_instructions[func.position]
 
     # -- driver ----------------------------------------------------------------
 
@@ -321,13 +355,14 @@ class _Translator:
 
     def _children(self, die, context: ExprContext) -> list[Die]:
         out = []
+        own = die.tag == "DW_TAG_subprogram" and context.function is not None
         for child in die.iter_children():
-            translated = self._die(child, context)
+            translated = self._die(child, context, own_parameter=own and child.tag == "DW_TAG_formal_parameter")
             if translated is not None:
                 out.append(translated)
         return out
 
-    def _die(self, die, context: ExprContext) -> Die | None:
+    def _die(self, die, context: ExprContext, *, own_parameter: bool = False) -> Die | None:
         if die.tag in _DROPPED_TAGS or not isinstance(die.tag, str):
             return None
         tag = _TAG.get(die.tag)
@@ -342,8 +377,10 @@ class _Translator:
             context = self._subprogram_pc(die, out, context)
         elif die.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine", "DW_TAG_label"):
             self._scope_pc(die, out, context)
+        self._own_parameter = own_parameter
         for attribute in die.attributes.values():
             self._copy_attribute(die, attribute, out, context)
+        self._own_parameter = False
         if die.tag == "DW_TAG_variable":
             self._data_symbol(die, context)
         out.children = self._children(die, context)
@@ -496,6 +533,9 @@ class _Translator:
             if expr is None:
                 return
             slot = self._frame_base_slot(bytes(parsed.loc_expr), context)
+            local = self._frame_base_local(bytes(parsed.loc_expr))
+            if local is not None:
+                self._frame_base_locals[context.function.position] = local
             if slot is not None and self.address_size == 4:
                 # A wasm local: es in every frame (gdbstub.frame_bases), which
                 # the stub reports for the innermost frame and the callee's
@@ -507,7 +547,16 @@ class _Translator:
                 out.attributes.append((number, DW_FORM_sec_offset, self._frame_base_list(context.function, expr)))
             return
         if isinstance(parsed, LocationExpr):
-            expr = self._expression(self._padded(die, bytes(parsed.loc_expr)), context, frame_base)
+            guest = self._padded(die, bytes(parsed.loc_expr))
+            expr = self._expression(guest, context, frame_base)
+            before = self._before_location(guest, context) if expr and self._own_parameter else None
+            if before is not None:
+                pieces, ready = before
+                pieces.append((ready, context.function.native_end, expr))
+                base = self.code_address
+                out.attributes.append((number, DW_FORM_sec_offset,
+                                       LocList(tuple((base + s, base + e, x) for s, e, x in pieces if e > s))))
+                return
             # An empty expression says "no location" (DWARF 5 section 2.6.1.1.4:
             # optimized out); leaving the attribute out would make an external
             # variable a declaration that gdb looks up as an ELF symbol.
@@ -515,6 +564,8 @@ class _Translator:
             return
         func = context.function
         entries = []
+        at_first_instruction = None  # the guest expression of the entry starting the function's body
+        first = self._first_instruction(func) if self._own_parameter and func is not None else None
         base = self._cu_base
         for entry in parsed:
             if isinstance(entry, BaseAddressEntry):
@@ -532,6 +583,12 @@ class _Translator:
                 continue
             for start, end in self.codemap.native_ranges(low, high, self.codemap.function_at(low) or func):
                 entries.append((self.code_address + start, self.code_address + end, expr))
+                if start == first:
+                    at_first_instruction = guest
+        if at_first_instruction is not None:
+            before = self._before_location(at_first_instruction, context)
+            if before is not None and before[1] == first:
+                entries += [(self.code_address + s, self.code_address + e, x) for s, e, x in before[0]]
         if entries:
             out.attributes.append((number, DW_FORM_sec_offset, LocList(tuple(sorted(entries)))))
         else:
@@ -546,15 +603,82 @@ class _Translator:
         0 they read linear memory, as natively arguments read stack garbage
         before the prologue), ``expr`` from there on."""
         base = self.code_address
-        kinds = self.frame_table.sequence_point_column(func, 8, "<B")
-        first = next((k for k in range(len(kinds)) if kinds[k] == SequencePointKind.INSTRUCTION), None)
-        if first is None:
+        start = self._first_instruction(func)
+        if start is None:
             return LocList(((base + func.native_start, base + func.native_end, bytes([DW_OP_lit0])),))
-        start = self.frame_table.sequence_point_offsets(func)[first]
         pieces = [(start, func.native_end, expr)]
         if start > func.native_start:
             pieces.insert(0, (func.native_start, start, bytes([DW_OP_lit0])))
         return LocList(tuple((base + s, base + e, x) for s, e, x in pieces))
+
+    def _before_location(self, guest: bytes, context: ExprContext):
+        """For a parameter of ``context.function`` located by ``guest`` from
+        the function's first instruction on: ``(pieces, ready)``, the image
+        ranges before ``ready`` where its value is not yet where ``guest``
+        says, each with an expression reading it where it is, and the image
+        offset from which ``guest`` holds; None when that is not known.
+
+        A breakpoint at the function's first byte (``break *f``, the stop a
+        session starts at, a caller's view of a callee it just entered)
+        would otherwise read the frame slots the prologue has not filled
+        (an -O2 parameter in a wasm local) or the C frame before the code
+        stored the argument there (-O0, ``DW_OP_fbreg``): 0 or stale stack.
+        Natively, gcc -O0 code shows stale stack there too (its locations
+        are frame-based); here the value is known, so it is shown:
+
+        * before the native prologue (the ENTRY site up to the first
+          INSTRUCTION point): parameter K is entry K of the argument array
+          at rsi (``DW_OP_breg4 8K``, codemem/abi.py "Registers");
+        * -O0, from there to the end of the store that puts local K at
+          frame base + X (:mod:`.prologue`): local K's slot."""
+        func = context.function
+        first = self._first_instruction(func)
+        if first is None or first <= func.native_start:
+            return None
+        try:
+            ops = self._parser.parse_expr(list(guest))
+        except PYELFTOOLS_ERRORS:
+            return None
+        if not ops:
+            return None
+        params = self.info.func_type(func.wasm_index).params
+        if ops[0].op_name == "DW_OP_WASM_location" and ops[0].args[0] == 0 and ops[0].args[1] < len(params):
+            entry = self._expression(guest, self._entry_context(func), False)
+            return ([(func.native_start, first, entry)], first) if entry else None
+        if len(ops) != 1 or ops[0].op_name != "DW_OP_fbreg":
+            return None
+        store = self._prologue_stores(func, len(params)).get(ops[0].args[0])
+        if store is None:
+            return None
+        local = bytes([0xED, 0]) + uleb128(store.local) + bytes([0x9F])  # WASM_location local K; stack_value
+        entry = self._expression(local, self._entry_context(func), False)
+        in_local = self._expression(local, context, False)
+        if not entry or not in_local:
+            return None
+        points = self.line_mapper.points(func)
+        after = bisect.bisect_left(points, (store.end, -1))
+        ready = points[after][1] if after < len(points) else func.native_end
+        return [(func.native_start, first, entry), (first, ready, in_local)], ready
+
+    def _prologue_stores(self, func, param_count: int) -> dict[int, ArgumentStore]:
+        stores = self._argument_stores.get(func.position)
+        if stores is None:
+            frame_base = self._frame_base_locals.get(func.position)
+            stores = {} if frame_base is None else argument_stores(
+                self.info.data, func.body_wasm_offset, self.info.code_section_end or len(self.info.data), frame_base,
+                param_count)
+            self._argument_stores[func.position] = stores
+        return stores
+
+    def _frame_base_local(self, expr: bytes) -> int | None:
+        """The wasm local a frame base ``expr`` names, if it is one."""
+        try:
+            ops = self._parser.parse_expr(list(expr))
+        except PYELFTOOLS_ERRORS:
+            return None
+        if ops and ops[0].op_name == "DW_OP_WASM_location" and ops[0].args[0] == 0:
+            return ops[0].args[1]
+        return None
 
     def _frame_base_slot(self, expr: bytes, context: ExprContext) -> int | None:
         """The rbp offset of the local a frame base ``expr`` names, if it is
