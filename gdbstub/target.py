@@ -73,8 +73,9 @@ from codemem.runtime import trap_for_code
 
 from . import arch_amd64, guest_output
 from .agent import SiteAgent, WatchPlace
-from .inferior_calls import (CallSetupError, InferiorCall, RegisterState, lowered_stack_pointer, pack_plan,
-                             plan_call)
+from .c_abi import return_registers
+from .inferior_calls import (LINEAR_RED_ZONE, CallSetupError, InferiorCall, RegisterState, linear_area_size,
+                             lowered_stack_pointer, pack_plan, plan_call)
 from .protocol.replies import ErrorCode, Signal
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,33 @@ def _raw_write(address: int, data: bytes) -> None:
     ffi.memmove(ffi.cast("char *", address), data, len(data))
 
 
+def _put_return_registers(regfile, values: dict[str, int]) -> None:
+    """Writes gdbstub.c_abi.return_registers' values (rax, rdx: whole
+    registers; xmm0, xmm1: their low 64 bits) into ``regfile``."""
+    for name, value in values.items():
+        if name.startswith("xmm"):
+            regfile.xmm[int(name[3:])][0:8] = value.to_bytes(8, "little")
+        else:
+            regfile.gpr[_GPR_INDEX[name]] = value
+
+
+def _direct_callee(entry, table, wasm_offset: int):
+    """The FunctionInfo of the function a ``call N`` at module offset
+    ``wasm_offset`` calls (None for another instruction or an import)."""
+    data = entry.module.info.data
+    if wasm_offset >= len(data) or data[wasm_offset] != 0x10:  # call (wasm spec 5.4.1)
+        return None
+    index, shift, pos = 0, 0, wasm_offset + 1
+    while pos < len(data) and shift < 35:
+        byte = data[pos]
+        index |= (byte & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not byte & 0x80:
+            return table.function_by_wasm_index(index)
+    return None
+
+
 #: Wasm opcodes after which control may go anywhere but the next instruction
 #: (wasm spec 5.4.1 "Control Instructions"): unreachable, if, else, end, br,
 #: br_if, br_table, return, call, call_indirect, return_call(_indirect).
@@ -312,6 +340,11 @@ class StoreTarget:
         #: and the calls in progress, innermost last.
         self.call_landing = call_landing_address(low=bool(store.ctx.entry_thunk))
         self._calls: list[InferiorCall] = []
+        #: ``(ModuleWithCode, FunctionInfo) -> gdbstub.c_abi.FunctionAbi |
+        #: None``: how a function passes C aggregates, from its debug image
+        #: (set by the native dialect, which has the images; None: unknown).
+        self.function_abi: Callable[[Any, Any], Any] | None = None
+        self._aggregate_return_shown: Stop | None = None
         #: Breakpoints the client inserted on the stack (gdb's dummy
         #: breakpoints) or at the landing: the return addresses a call may use.
         self._stack_breakpoints: set[int] = set()
@@ -587,6 +620,7 @@ class StoreTarget:
                 # An inferior call returned: always a stop (the landing is a
                 # permanent breakpoint), shown where gdb's dummy breakpoint is.
                 if self._calls:
+                    self._deliver_aggregate_result(self._calls[-1], raw.regfile)
                     pc = raw.regfile.rip = self._calls[-1].return_address
                     raw.origin = RegisterState(pc, raw.origin.rsp, raw.origin.rbp, raw.origin.r15)
                 stop = Stop(StopReason.BREAKPOINT, pc, Signal.SIGTRAP)
@@ -1428,6 +1462,19 @@ class StoreTarget:
         regfile = stopped.regfile
         state = RegisterState(regfile.rip, regfile.gpr[7], regfile.gpr[6], regfile.gpr[15])
         origin = stopped.origin
+        if self._calls and state != origin and origin.rip == self._calls[-1].return_address \
+                and state != self._calls[-1].saved:
+            # At a call's landing gdb is done with the call (it pops its dummy
+            # frame) whatever it resumes: here it wrote the next call's
+            # registers over the restored ones at once (``p f(1)`` then
+            # ``p g(2)``), so the resume never shows the state before the
+            # call. The call ends now (its return-address slot no longer
+            # shows gdb's address, the C stack pointer is restored), and the
+            # new state is judged from the state before it.
+            call = self._calls.pop()
+            self._end_call(call)
+            log.debug("inferior call of %s done; another follows", call.function)
+            origin = stopped.origin = call.saved
         if self._calls and state == self._calls[-1].saved and state != origin:
             call = self._calls.pop()
             self._end_call(call)
@@ -1451,21 +1498,100 @@ class StoreTarget:
         stopped.settled = True
 
     @staticmethod
-    def _lower_stack_pointer(instance) -> tuple[int, int]:
-        """Moves the instance's C stack pointer below its red zone for an
-        inferior call (gdbstub.inferior_calls, LINEAR_RED_ZONE): (its cell,
-        the value to restore), or (0, 0) when the module has none."""
+    def _lower_stack_pointer(instance, area: int = 0) -> tuple[int, int, int]:
+        """Moves the instance's C stack pointer below its red zone and
+        ``area`` more bytes for an inferior call (gdbstub.inferior_calls,
+        LINEAR_RED_ZONE): (its cell, the value to restore, the new value,
+        where the area starts), or (0, 0, 0) when the module has none."""
         names = instance.module.info.names.globals
         index = next((k for k, name in names.items() if name == "__stack_pointer"), None)
         if index is None or index >= len(instance.globals):
-            return 0, 0
+            return 0, 0, 0
         cell = instance.globals[index].cell_address
         value = _read_u64(cell) & 0xFFFFFFFF
-        lowered = lowered_stack_pointer(value)
+        lowered = lowered_stack_pointer(value - area) if value > area else None
         if lowered is None:
-            return 0, 0
+            return 0, 0, 0
         _raw_write(cell, struct.pack("<Q", lowered))
-        return cell, value
+        return cell, value, lowered
+
+    @staticmethod
+    def _linear_memory(instance, address: int, length: int) -> int:
+        """The native address of ``instance``'s linear memory 0 at
+        ``address`` (TargetError if ``length`` bytes there are out of it)."""
+        if not instance.memories:
+            raise TargetError(ErrorCode.EPERM, f"{instance.module.name} has no linear memory for C aggregates")
+        memory = instance.memories[0]
+        if address < 0 or address + length > memory.data_len:
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"linear memory {address:#x}+{length:#x} is out of "
+                                                      f"{instance.module.name}'s memory ({memory.data_len:#x} bytes)")
+        return memory.base + address
+
+    def _instance_at(self, vmctx: int):
+        return next((i for i in self.store.instances if i.vmctx_address == vmctx), None)
+
+    def _deliver_aggregate_result(self, call: InferiorCall, regfile) -> None:
+        """At the landing of a call of a function returning a C aggregate
+        through memory (wasm32), put it where System V returns it for gdb to
+        read (gdbstub.c_abi): its eightbytes in rax, rdx / xmm0, xmm1, or,
+        for class MEMORY, copied into gdb's buffer whose address is rax."""
+        if call.result is None:
+            return
+        instance = self._instance_at(regfile.gpr[15])
+        try:
+            if instance is None:
+                raise TargetError(ErrorCode.EPERM, "the call returned into no instance")
+            data = _raw_read(self._linear_memory(instance, call.result_address, call.result.size), call.result.size)
+        except TargetError as e:
+            log.warning("the aggregate %s returned cannot be shown: %s", call.function, e)
+            return
+        if call.result.in_memory:
+            if self._on_stack(call.gdb_result_address) and self._on_stack(call.gdb_result_address + len(data) - 1):
+                _raw_write(call.gdb_result_address, data)
+            regfile.gpr[0] = call.gdb_result_address
+            return
+        _put_return_registers(regfile, return_registers(call.result, data))
+
+    def present_aggregate_return(self) -> None:
+        """At a stop on the return point of a call of a function that returns
+        a C aggregate of 16 bytes or less (wasm32: through memory, at the
+        address the callee leaves in rax, codemem/abi.py "Results"), put its
+        bytes where System V returns it (rax, rdx / xmm0, xmm1, gdbstub.c_abi),
+        where gdb's and lldb's ``finish`` read it.  Those registers are dead
+        at a return point after a call without a wasm result (the caller
+        reads no register there), so the guest runs on unchanged.  Once per
+        stop; only direct calls (``call N``): after a ``call_indirect`` the
+        callee is not known any more."""
+        stop = self._current
+        stopped = self._stopped
+        if stop is None or stopped is None or self.function_abi is None or self._aggregate_return_shown is stop \
+                or stopped.kind != native.EVENT_BREAKPOINT:
+            return
+        self._aggregate_return_shown = stop
+        regfile = stopped.regfile
+        entry = self.store.registry.lookup(regfile.rip)
+        if entry is None:
+            return
+        code = entry.store_code
+        table = code.frame_table
+        point = table.sequence_point_at_or_before(code.offset_of(regfile.rip))
+        if point is None or point.kind is not SequencePointKind.RETURN_POINT \
+                or code.base + point.native_offset != regfile.rip:
+            return
+        callee = _direct_callee(entry, table, point.wasm_offset)
+        abi = self.function_abi(entry, callee) if callee is not None else None
+        if abi is None or abi.result is None or abi.result.in_memory:
+            return  # MEMORY class: rax already holds the address, as System V returns it
+        instance = self._instance_at(regfile.gpr[15])
+        if instance is None:
+            return
+        try:
+            data = _raw_read(self._linear_memory(instance, regfile.gpr[0] & 0xFFFFFFFF, abi.result.size),
+                             abi.result.size)
+        except TargetError as e:
+            log.debug("no aggregate shown at %#x: %s", regfile.rip, e)
+            return
+        _put_return_registers(regfile, return_registers(abi.result, data))
 
     @staticmethod
     def _end_call(call: InferiorCall) -> None:
@@ -1513,11 +1639,6 @@ class StoreTarget:
                 raise TargetError(ErrorCode.EPERM, f"argument {k} on the stack at {address:#x} is off the stack")
             return _read_u64(address)
 
-        try:
-            plan = plan_call(func_type, state.rsp, self._resume_floor(stopped), list(regfile.gpr),
-                             lambda k: struct.unpack_from("<Q", bytes(regfile.xmm[k]))[0], stack_word)
-        except CallSetupError as e:
-            raise TargetError(ErrorCode.EPERM, str(e)) from None
         instances = [i for i in self.store.instances if i.entry.store_code is code]
         if not instances:
             raise TargetError(ErrorCode.EPERM, f"no instance of {module.name} runs the code at {state.rip:#x}")
@@ -1525,9 +1646,36 @@ class StoreTarget:
         # is into the same instance; the function's own instance otherwise.
         vmctx = next((i.vmctx_address for i in instances if i.vmctx_address == state.r15),
                      instances[0].vmctx_address)
-        assert stack.contains(plan.rsp)
         instance = next((i for i in instances if i.vmctx_address == vmctx), instances[0])
-        sp_cell, sp_value = self._lower_stack_pointer(instance)
+        abi = self.function_abi(entry, func) if self.function_abi is not None else None
+        area = linear_area_size(abi)
+
+        def plan_at(linear_area: int):
+            return plan_call(func_type, state.rsp, self._resume_floor(stopped), list(regfile.gpr),
+                             lambda k: struct.unpack_from("<Q", bytes(regfile.xmm[k]))[0], stack_word,
+                             abi=abi, linear_area=linear_area)
+
+        try:
+            plan = plan_at(0)  # everything checked before anything is written
+        except CallSetupError as e:
+            raise TargetError(ErrorCode.EPERM, str(e)) from None
+        assert stack.contains(plan.rsp)
+        sp_cell, sp_value, lowered = self._lower_stack_pointer(instance, area)
+        if area:
+            # Aggregate copies and the result's place go from the lowered C
+            # stack pointer up, below its old red zone (gdbstub.c_abi).
+            try:
+                if not sp_cell:
+                    raise TargetError(ErrorCode.EPERM, f"{module.func_name(func.wasm_index)} passes C aggregates "
+                                                       f"through linear memory, and {module.name} has no C stack "
+                                                       f"pointer with {area + LINEAR_RED_ZONE} bytes below it")
+                plan = plan_at(lowered)
+                for address, data in plan.copies:
+                    _raw_write(self._linear_memory(instance, address, len(data)), data)
+            except TargetError:
+                if sp_cell:
+                    _raw_write(sp_cell, struct.pack("<Q", sp_value))
+                raise
         _raw_write(plan.rsp, pack_plan(plan, self.call_landing))
         saved = bytearray(self.read_registers())
         struct.pack_into("<Q", saved, arch_amd64.REGFILE_RIP_OFFSET, stopped.origin.rip)
@@ -1535,7 +1683,10 @@ class StoreTarget:
             struct.pack_into("<Q", saved, 8 * index, value)
         self._calls.append(InferiorCall(stopped.origin, self._displaced_stop, module.func_name(func.wasm_index),
                                         return_address=return_address, slot=plan.rsp, saved_regfile=bytes(saved),
-                                        stack_pointer_cell=sp_cell, stack_pointer=sp_value))
+                                        stack_pointer_cell=sp_cell, stack_pointer=sp_value,
+                                        result=abi.result if abi is not None else None,
+                                        result_address=plan.result_address,
+                                        gdb_result_address=plan.gdb_result_address))
         regfile.gpr[7] = plan.rsp
         regfile.gpr[4] = plan.array
         regfile.gpr[15] = vmctx

@@ -46,6 +46,7 @@ from elftools.dwarf.ranges import RangeEntry
 from codemem.abi import VMContextLayout
 from codemem.frametable import FrameTable, SequencePointKind
 
+from ..c_abi import Aggregate, FunctionAbi, classify
 from ..debugimage import dwarf as image_dwarf
 from ..debugimage.dwarf import uleb128
 from ..debugimage.model import DebugImageError
@@ -146,6 +147,10 @@ class TranslatedDwarf:
     #: its frame-base local, for every function whose frame base is a local
     #: (gdbstub.frame_bases: the stub serves caller frames' frame bases).
     frame_base_slots: dict[int, int] = field(default_factory=dict)
+    #: image offset of a function's first byte -> how its C aggregates are
+    #: passed (gdbstub.c_abi), for every function with an aggregate parameter
+    #: or result that System V and wasm32 pass differently.
+    function_abis: dict[int, FunctionAbi] = field(default_factory=dict)
 
 
 def translate_guest_dwarf(info, frame_table: FrameTable, *, code_address: int = 0,
@@ -465,7 +470,136 @@ class _Translator:
         self._function_names[func.position] = _text(name.value) if name is not None else "function"
         self.result.functions.append((_text(name.value) if name is not None else "", func.native_start,
                                       func.native_end))
+        abi = self._function_abi(die)
+        if abi is not None and abi.wasm_param_count == len(self.info.func_type(func.wasm_index).params):
+            self.result.function_abis[func.native_start] = abi
         return self._function_context(func)
+
+    # -- calling convention (gdbstub.c_abi) -----------------------------------
+
+    def _function_abi(self, die) -> FunctionAbi | None:
+        """How the function ``die`` describes passes its C aggregates, when
+        one of them is passed differently by System V and wasm32; None when
+        none is, or when a type is one the record cannot describe (long
+        double, _Complex, an empty struct, variadic)."""
+        origin = die
+        for _ in range(4):  # an out-of-line copy of an inline function: its abstract origin has the types
+            if "DW_AT_abstract_origin" not in origin.attributes:
+                break
+            origin = origin.get_DIE_from_attribute("DW_AT_abstract_origin")
+        unsupported = object()
+        result = None
+        if "DW_AT_type" in origin.attributes:
+            result = self._passed_as(origin.get_DIE_from_attribute("DW_AT_type"), unsupported)
+            if result is unsupported:
+                return None
+        params = []
+        for child in origin.iter_children():
+            if child.tag == "DW_TAG_unspecified_parameters":
+                return None
+            if child.tag != "DW_TAG_formal_parameter":
+                continue
+            if "DW_AT_type" not in child.attributes:
+                return None
+            passed = self._passed_as(child.get_DIE_from_attribute("DW_AT_type"), unsupported)
+            if passed is unsupported:
+                return None
+            params.append(passed)
+        if result is None and not any(params):
+            return None
+        return FunctionAbi(result, tuple(params))
+
+    def _passed_as(self, type_die, unsupported):
+        """None for a type both conventions pass as a scalar (a scalar, a
+        single-element aggregate), its Aggregate for a struct or union
+        wasm32 passes through memory, ``unsupported`` otherwise."""
+        type_die = self._underlying(type_die)
+        if type_die is None:
+            return unsupported
+        if type_die.tag == "DW_TAG_base_type":
+            size = type_die.attributes.get("DW_AT_byte_size")
+            encoding = type_die.attributes.get("DW_AT_encoding")
+            # long double, __int128 (two wasm i64s) and _Complex (an aggregate in wasm32).
+            if size is None or size.value > 8 or (encoding is not None and encoding.value == 0x03):
+                return unsupported
+            return None
+        if type_die.tag not in ("DW_TAG_structure_type", "DW_TAG_union_type", "DW_TAG_class_type"):
+            return None  # pointers, enums
+        size = type_die.attributes.get("DW_AT_byte_size")
+        if size is None or not isinstance(size.value, int) or size.value == 0:
+            return unsupported
+        fields: list[tuple[int, int, bool]] = []
+        if not self._flatten(type_die, 0, fields, 0):
+            return unsupported
+        if not fields:
+            return unsupported
+        if len(fields) == 1 and fields[0][1] == size.value:
+            return None  # a single element, passed as that scalar (WebAssemblyABIInfo)
+        return Aggregate(size.value, classify(size.value, fields))
+
+    def _underlying(self, type_die):
+        """``type_die`` without typedefs and qualifiers."""
+        for _ in range(64):
+            if type_die.tag not in ("DW_TAG_typedef", "DW_TAG_const_type", "DW_TAG_volatile_type",
+                                    "DW_TAG_restrict_type", "DW_TAG_atomic_type"):
+                return type_die
+            if "DW_AT_type" not in type_die.attributes:
+                return None  # const void
+            type_die = type_die.get_DIE_from_attribute("DW_AT_type")
+        return None
+
+    def _flatten(self, type_die, base: int, fields: list, depth: int) -> bool:
+        """Appends the scalar fields of ``type_die`` at byte ``base`` as
+        (offset, size, floating point?); False when a layout is unknown."""
+        if depth > 16 or len(fields) > 64:
+            return False
+        type_die = self._underlying(type_die)
+        if type_die is None:
+            return False
+        tag = type_die.tag
+        size = type_die.attributes.get("DW_AT_byte_size")
+        if tag in ("DW_TAG_structure_type", "DW_TAG_union_type", "DW_TAG_class_type"):
+            for member in type_die.iter_children():
+                if member.tag != "DW_TAG_member" or "DW_AT_type" not in member.attributes:
+                    continue
+                attributes = member.attributes
+                offset = 0
+                if "DW_AT_data_member_location" in attributes:
+                    offset = attributes["DW_AT_data_member_location"].value
+                    if not isinstance(offset, int):
+                        return False
+                if "DW_AT_bit_size" in attributes:  # a bitfield: integer class where its bits are
+                    bit = attributes["DW_AT_data_bit_offset"].value if "DW_AT_data_bit_offset" in attributes else                         8 * offset
+                    fields.append((bit // 8, 1, False))
+                    continue
+                if not self._flatten(member.get_DIE_from_attribute("DW_AT_type"), base + offset, fields, depth + 1):
+                    return False
+            return True
+        if tag == "DW_TAG_array_type":
+            element = type_die.get_DIE_from_attribute("DW_AT_type") if "DW_AT_type" in type_die.attributes else None
+            element_size = self._type_size(element, 0) if element is not None else 0
+            count = 1
+            for subrange in type_die.iter_children():
+                sub = subrange.attributes
+                if "DW_AT_count" in sub and isinstance(sub["DW_AT_count"].value, int):
+                    count *= sub["DW_AT_count"].value
+                elif "DW_AT_upper_bound" in sub and isinstance(sub["DW_AT_upper_bound"].value, int):
+                    count *= sub["DW_AT_upper_bound"].value + 1
+                else:
+                    return False
+            if element is None or element_size <= 0 or count > 64:
+                return False
+            return all(self._flatten(element, base + k * element_size, fields, depth + 1) for k in range(count))
+        if size is None or not isinstance(size.value, int):
+            return False
+        if tag == "DW_TAG_base_type":
+            encoding = type_die.attributes.get("DW_AT_encoding")
+            if size.value > 8 or (encoding is not None and encoding.value == 0x03):
+                return False
+            fields.append((base, size.value, encoding is not None and encoding.value == 0x04))  # DW_ATE_float
+            return True
+        fields.append((base, size.value, False))  # pointer, enum
+        return True
 
     def _scope_pc(self, die, out: Die, context: ExprContext) -> None:
         native = []
