@@ -576,6 +576,19 @@ class Store:
 
     # -- running guest code ------------------------------------------------
 
+    def argument_regions(self) -> list[tuple[int, int]]:
+        """(address, bytes) of the memory holding the argument arrays of
+        the calls from the host in progress: the whole low argument area
+        (a debugger reads it in cache lines) and any array outside it."""
+        regions = []
+        area = self._low_arguments
+        if area is not None:
+            regions.append((area, LOW_ARGUMENT_AREA_BYTES))
+        for address, size in self.entry_arguments:
+            if area is None or not area <= address < area + LOW_ARGUMENT_AREA_BYTES:
+                regions.append((address, size))
+        return regions
+
     @contextlib.contextmanager
     def _argument_array(self, count: int):
         """A zeroed array of ``count`` 8-byte slots for a call into guest
@@ -586,7 +599,7 @@ class Store:
         nbytes = 8 * count
         if self.low_heap is not None and self._low_arguments_used + nbytes <= LOW_ARGUMENT_AREA_BYTES:
             if self._low_arguments is None:
-                self._low_arguments = self.low_heap.alloc(LOW_ARGUMENT_AREA_BYTES, what="call arguments")[1]
+                self._low_arguments = self.low_heap.alloc_pages(LOW_ARGUMENT_AREA_BYTES, what="call arguments")[1]
             address = self._low_arguments + self._low_arguments_used
             self._low_arguments_used += nbytes
             try:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["INTEGER", "SSE", "SECTION", "Aggregate", "FunctionAbi", "classify", "pack_abis", "return_registers",
+__all__ = ["INTEGER", "SSE", "SECTION", "Aggregate", "FunctionAbi", "classify", "pack_abis", "return_registers", "returned_bytes",
            "unpack_abis"]
 
 #: The image section holding the records.
@@ -115,6 +115,15 @@ def return_registers(aggregate: Aggregate, data: bytes) -> dict[str, int]:
     for k, cls in enumerate(aggregate.classes):
         out[next(integer) if cls == INTEGER else next(sse)] = struct.unpack_from("<Q", data, 8 * k)[0]
     return out
+
+
+def returned_bytes(aggregate: Aggregate, registers: dict[str, int]) -> bytes:
+    """The inverse of :func:`return_registers`: the ``aggregate`` whose
+    eightbytes System V returns in ``registers`` (rax, rdx, xmm0, xmm1 ->
+    their low 64 bits), as gdb's ``return VALUE`` leaves them."""
+    integer, sse = iter(("rax", "rdx")), iter(("xmm0", "xmm1"))
+    words = [registers[next(integer) if cls == INTEGER else next(sse)] for cls in aggregate.classes]
+    return struct.pack(f"<{len(words)}Q", *[w & (2 ** 64 - 1) for w in words])[:aggregate.size]
 
 
 def _pack_aggregate(aggregate: Aggregate) -> bytes:

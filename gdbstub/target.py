@@ -73,7 +73,7 @@ from codemem.runtime import trap_for_code
 
 from . import arch_amd64, guest_output
 from .agent import SiteAgent, WatchPlace
-from .c_abi import return_registers
+from .c_abi import return_registers, returned_bytes
 from .inferior_calls import (LINEAR_RED_ZONE, CallSetupError, InferiorCall, RegisterState, linear_area_size,
                              lowered_stack_pointer, pack_plan, plan_call)
 from .protocol.replies import ErrorCode, Signal
@@ -1487,10 +1487,12 @@ class StoreTarget:
                     raise TargetError(ErrorCode.EPERM, "the guest is at an inferior call's landing: only the "
                                                        "registers before the call can be restored")
                 self._check_new_rip(origin.rip, state.rip)
-        elif not self._start_call(stopped, state) and not self._is_unwound_state(origin, state):
-            raise TargetError(ErrorCode.EPERM, f"the registers (rip {state.rip:#x}, rsp {state.rsp:#x}, rbp "
-                                               f"{state.rbp:#x}, r15 {state.r15:#x}) are neither this frame, a "
-                                               f"frame above it, an inferior call nor the state before one")
+        elif not self._start_call(stopped, state):
+            if not self._is_unwound_state(origin, state):
+                raise TargetError(ErrorCode.EPERM, f"the registers (rip {state.rip:#x}, rsp {state.rsp:#x}, rbp "
+                                                   f"{state.rbp:#x}, r15 {state.r15:#x}) are neither this frame, a "
+                                                   f"frame above it, an inferior call nor the state before one")
+            self._store_aggregate_return(origin, state, regfile)
         if any(call.return_address == regfile.rip for call in self._calls):
             # At gdb's dummy breakpoint (on the stack): the guest waits at
             # the landing, which stops again at once.
@@ -1597,6 +1599,44 @@ class StoreTarget:
     def _end_call(call: InferiorCall) -> None:
         if call.stack_pointer_cell:
             _raw_write(call.stack_pointer_cell, struct.pack("<Q", call.stack_pointer))
+
+    def _store_aggregate_return(self, origin: RegisterState, state: RegisterState, regfile) -> None:
+        """gdb's ``return VALUE`` out of a function returning a C aggregate of
+        16 bytes or less: gdb wrote it where System V returns it (rax, rdx /
+        xmm0, xmm1) and popped the frames up to ``state``; wasm32's caller
+        reads it from the memory whose address it passed as the hidden first
+        argument (gdbstub.c_abi), so it is stored there."""
+        if self.function_abi is None:
+            return
+        registry, stack = self.store.registry, self.store.ctx.stack
+        frames = walker.walk(registry, stack, origin.rip, origin.rbp, origin.rsp)
+        unwound = walker.unwound_states(registry, stack, origin.rip, origin.rbp, origin.rsp)
+        shown = {call.slot: call.return_address for call in self._calls}
+        for frame, (pc, rsp, rbp) in zip(frames, unwound):
+            if (shown.get(rsp - 8, pc), rsp, rbp) == (state.rip, state.rsp, state.rbp):
+                break
+        else:
+            return
+        convention = self.function_abi(frame.entry, frame.func)
+        if convention is None or convention.result is None or convention.result.in_memory:
+            return  # MEMORY class: gdb stores nothing either ("the return value ... will be ignored")
+        # The hidden first argument: entry 0 of the frame's argument array
+        # (rsi at an ENTRY site, saved at rbp-8 after the prologue, abi.py).
+        array = regfile.gpr[4] if frame.at_entry and frame.index == 0 else \
+            None if frame.at_entry else _read_u64(frame.rbp + abi.FRAME_ARGS_PTR)
+        instance = self._instance_at(regfile.gpr[15])
+        if array is None or instance is None or self.region_at(array) is None:
+            log.warning("return from %s: its result's memory is unknown, the caller reads it unchanged",
+                        frame.func_name)
+            return
+        values = {"rax": regfile.gpr[0], "rdx": regfile.gpr[3],
+                  "xmm0": struct.unpack_from("<Q", bytes(regfile.xmm[0]))[0],
+                  "xmm1": struct.unpack_from("<Q", bytes(regfile.xmm[1]))[0]}
+        data = returned_bytes(convention.result, values)
+        try:
+            _raw_write(self._linear_memory(instance, _read_u64(array) & 0xFFFFFFFF, len(data)), data)
+        except TargetError as e:
+            log.warning("return from %s: its result cannot be stored: %s", frame.func_name, e)
 
     def _is_unwound_state(self, origin: RegisterState, state: RegisterState) -> bool:
         if state.r15 != origin.r15:
@@ -1724,7 +1764,7 @@ class StoreTarget:
         self.require_open()
         key = (tuple(memory.data_len for memory in self.store.memories), len(self.store.instances),
                tuple(entry.store_code.base for entry in self.store.registry.entries()),
-               tuple(self.store.entry_arguments))
+               tuple(self.store.argument_regions()))
         if self._regions_memo is None or self._regions_memo[0] != key:
             self._regions_memo = (key, self._build_memory_regions())
         return self._regions_memo[1]
@@ -1745,7 +1785,7 @@ class StoreTarget:
         # entered from the host reads its arguments there (rsi) until its
         # prologue has copied them, and so does the translated DWARF of its
         # parameters at its first instruction (docs/calls.md).
-        for k, (address, size) in enumerate(self.store.entry_arguments):
+        for k, (address, size) in enumerate(self.store.argument_regions()):
             regions.append(MemoryRegion(f"arguments{k}", address, address + size, _raw_read, _raw_write))
         stack = self.store.ctx.stack
         regions.append(MemoryRegion("stack", stack.base + stack.guard, stack.top, self._read_stack, self._write_stack))
