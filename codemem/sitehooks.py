@@ -65,7 +65,7 @@ import logging
 import struct
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from . import abi, native
 from .errors import CodeMemoryError, CompileError
@@ -850,7 +850,7 @@ class AccessCheck:
         first, end, row = free[:3]
         a = e.a
         kind = WATCH_WRITE if access.writes else WATCH_READ
-        loop, nxt, done, hit = a.new_label(), a.new_label(), a.new_label(), a.new_label()
+        done = a.new_label()
         a.mov(first, Mem(Reg.R15, abi.VMCTX_MEMORY_DEF), 64)    # this instance's memory 0...
         a.cmp(first, e.data(DATA_WATCH_MEMDEF), 64)             # ...is the one watched?
         a.jcc(Cond.NE, done)
@@ -862,37 +862,7 @@ class AccessCheck:
                 a.mov(end, access.static_offset, 64)
                 a.add(first, end, 64)
         a.lea(end, Mem(first, access.size))
-        a.lea(row, e.data(DATA_WATCHES + 8))
-        a.bind(loop)
-        a.cmp(row, e.data(_WATCH_TABLE_END_POINTER), 64)
-        a.jcc(Cond.AE, done)
-        a.cmp(first, Mem(row, 8), 64)                           # first < hi
-        a.jcc(Cond.AE, nxt)
-        a.cmp(end, Mem(row, 0), 64)                             # end > lo
-        a.jcc(Cond.BE, nxt)
-        a.test(Mem(row, 16), kind, 32)
-        a.jcc(Cond.NE, hit)
-        a.bind(nxt)
-        a.add(row, WATCH_ENTRY, 64)
-        a.jmp(loop)
-        a.bind(done)
-        a.ret()
-        a.bind(hit)
-        # Rare: record (index, first watched byte, size) and stop.
-        a.mov(e.data(DATA_HIT_KIND), HIT_ACCESS, 64)
-        lo = a.new_label()
-        a.cmp(first, Mem(row, 0), 64)
-        a.jcc(Cond.AE, lo)
-        a.mov(first, Mem(row, 0), 64)
-        a.bind(lo)
-        a.mov(e.data(DATA_HIT_ADDRESS), first, 64)
-        a.sub(end, first, 64)
-        a.mov(e.data(DATA_HIT_SIZE), end, 64)
-        a.lea(first, e.data(DATA_WATCHES + 8))
-        a.sub(row, first, 64)
-        a.mov(e.data(DATA_HIT_INDEX), row, 64)                  # a byte offset; take_hit divides
-        a.mov(e.data(DATA_HIT_ERROR), _INDEX_IS_BYTE_OFFSET, 64)
-        a.jmp_mem(e.code(e.area.bp_slot_address))
+        _emit_watch_table_scan(a, e.data, first, end, row, kind, done, e.code(e.area.bp_slot_address))
         return True
 
     @staticmethod
@@ -967,7 +937,7 @@ def _emit_access_routine(a: Assembler, start: Label, base: int, data_address: in
     def data(offset: int) -> Mem:
         return Mem.rip(start, data_address + offset - base)
 
-    loop, nxt, done, hit, lo = a.new_label(), a.new_label(), a.new_label(), a.new_label(), a.new_label()
+    done = a.new_label()
     a.mov(B, Mem(Reg.R15, abi.VMCTX_MEMORY_DEF), 64)
     a.cmp(B, data(DATA_WATCH_MEMDEF), 64)
     a.jcc(Cond.NE, done)                            # another instance's memory
@@ -976,35 +946,49 @@ def _emit_access_routine(a: Assembler, start: Label, base: int, data_address: in
     a.add(B, Mem(A, 4), 64)                         # + the static offset: first byte
     a.movzx(C, Mem(A, 12), 32, 8)
     a.add(C, B, 64)                                 # one past the last byte
-    a.lea(A, data(DATA_WATCHES + 8))
+    _emit_watch_table_scan(a, data, B, C, A, kind, done, Mem.rip(start, 0))  # bp_slot: the area's first quadword
+
+
+def _emit_watch_table_scan(a: Assembler, data: Callable[[int], Mem], first: Reg, end: Reg, row: Reg, kind: int,
+                           done: Label, stop_slot: Mem) -> None:
+    """The watch-table scan of a load/store check, shared by the standalone
+    veneer and the shared access routines: with [first, end) the bytes the
+    access touches, a row overlapping them whose kinds include ``kind``
+    records (byte offset of the row, first watched byte, size) and jumps
+    through ``stop_slot`` (the breakpoint trampoline's slot); otherwise
+    binds ``done`` (the callers' early exits jump there too) and returns to
+    the guest.  Clobbers ``row`` and the flags; ``first``/``end`` on a hit."""
+    loop, nxt, hit, lo = a.new_label(), a.new_label(), a.new_label(), a.new_label()
+    a.lea(row, data(DATA_WATCHES + 8))
     a.bind(loop)
-    a.cmp(A, data(_WATCH_TABLE_END_POINTER), 64)
+    a.cmp(row, data(_WATCH_TABLE_END_POINTER), 64)
     a.jcc(Cond.AE, done)
-    a.cmp(B, Mem(A, 8), 64)                         # first < hi
+    a.cmp(first, Mem(row, 8), 64)                   # first < hi
     a.jcc(Cond.AE, nxt)
-    a.cmp(C, Mem(A, 0), 64)                         # end > lo
+    a.cmp(end, Mem(row, 0), 64)                     # end > lo
     a.jcc(Cond.BE, nxt)
-    a.test(Mem(A, 16), kind, 32)
+    a.test(Mem(row, 16), kind, 32)
     a.jcc(Cond.NE, hit)
     a.bind(nxt)
-    a.add(A, WATCH_ENTRY, 64)
+    a.add(row, WATCH_ENTRY, 64)
     a.jmp(loop)
     a.bind(done)
     a.ret()
     a.bind(hit)
+    # Rare: the hit's address is max(first, lo), its size end - address.
     a.mov(data(DATA_HIT_KIND), HIT_ACCESS, 64)
-    a.cmp(B, Mem(A, 0), 64)
+    a.cmp(first, Mem(row, 0), 64)
     a.jcc(Cond.AE, lo)
-    a.mov(B, Mem(A, 0), 64)
+    a.mov(first, Mem(row, 0), 64)
     a.bind(lo)
-    a.mov(data(DATA_HIT_ADDRESS), B, 64)
-    a.sub(C, B, 64)
-    a.mov(data(DATA_HIT_SIZE), C, 64)
-    a.lea(B, data(DATA_WATCHES + 8))
-    a.sub(A, B, 64)
-    a.mov(data(DATA_HIT_INDEX), A, 64)              # a byte offset; take_hit divides
+    a.mov(data(DATA_HIT_ADDRESS), first, 64)
+    a.sub(end, first, 64)
+    a.mov(data(DATA_HIT_SIZE), end, 64)
+    a.lea(first, data(DATA_WATCHES + 8))
+    a.sub(row, first, 64)
+    a.mov(data(DATA_HIT_INDEX), row, 64)            # a byte offset; take_hit divides
     a.mov(data(DATA_HIT_ERROR), _INDEX_IS_BYTE_OFFSET, 64)
-    a.jmp_mem(Mem.rip(start, 0))                    # bp_slot is the area's first quadword
+    a.jmp_mem(stop_slot)
 
 
 class GlobalCheck:

@@ -222,17 +222,11 @@ def _compile(expr: AgentExpr, index: int, e: VeneerEmitter, *, on_true=None, on_
             a.push(Reg.RAX)
         elif op is Op.BIT_NOT:
             a.not_(Mem(Reg.RSP), 64)
-        elif op is Op.EXT:
-            if ins.operand < 64:
+        elif op in (Op.EXT, Op.ZERO_EXT):
+            if ins.operand < 64:  # keep the low `operand` bits, sign- or zero-extended
                 a.pop(Reg.RAX)
                 a.shl(Reg.RAX, 64 - ins.operand, 64)
-                a.sar(Reg.RAX, 64 - ins.operand, 64)
-                a.push(Reg.RAX)
-        elif op is Op.ZERO_EXT:
-            if ins.operand < 64:
-                a.pop(Reg.RAX)
-                a.shl(Reg.RAX, 64 - ins.operand, 64)
-                a.shr(Reg.RAX, 64 - ins.operand, 64)
+                (a.sar if op is Op.EXT else a.shr)(Reg.RAX, 64 - ins.operand, 64)
                 a.push(Reg.RAX)
         elif op is Op.DUP:
             a.push(Mem(Reg.RSP))

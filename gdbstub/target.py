@@ -1438,6 +1438,10 @@ class StoreTarget:
         origin = stopped.origin
         regfile = stopped.regfile
         regfile.rip, regfile.gpr[7], regfile.gpr[6], regfile.gpr[15] = origin.rip, origin.rsp, origin.rbp, origin.r15
+        if any(call.return_address == origin.rip for call in self._calls):
+            # Stopped where a call returned, shown at gdb's dummy breakpoint
+            # (on the stack): the guest itself waits at the landing.
+            regfile.rip = self.call_landing
         stopped.settled = True
 
     def _settle_registers(self, stopped: _GuestStop) -> None:
@@ -1462,19 +1466,6 @@ class StoreTarget:
         regfile = stopped.regfile
         state = RegisterState(regfile.rip, regfile.gpr[7], regfile.gpr[6], regfile.gpr[15])
         origin = stopped.origin
-        if self._calls and state != origin and origin.rip == self._calls[-1].return_address \
-                and state != self._calls[-1].saved:
-            # At a call's landing gdb is done with the call (it pops its dummy
-            # frame) whatever it resumes: here it wrote the next call's
-            # registers over the restored ones at once (``p f(1)`` then
-            # ``p g(2)``), so the resume never shows the state before the
-            # call. The call ends now (its return-address slot no longer
-            # shows gdb's address, the C stack pointer is restored), and the
-            # new state is judged from the state before it.
-            call = self._calls.pop()
-            self._end_call(call)
-            log.debug("inferior call of %s done; another follows", call.function)
-            origin = stopped.origin = call.saved
         if self._calls and state == self._calls[-1].saved and state != origin:
             call = self._calls.pop()
             self._end_call(call)
@@ -1487,7 +1478,7 @@ class StoreTarget:
                     raise TargetError(ErrorCode.EPERM, "the guest is at an inferior call's landing: only the "
                                                        "registers before the call can be restored")
                 self._check_new_rip(origin.rip, state.rip)
-        elif not self._start_call(stopped, state):
+        elif not self._start_call(stopped, state, after=self._returned_call(origin)):
             if not self._is_unwound_state(origin, state):
                 raise TargetError(ErrorCode.EPERM, f"the registers (rip {state.rip:#x}, rsp {state.rsp:#x}, rbp "
                                                    f"{state.rbp:#x}, r15 {state.r15:#x}) are neither this frame, a "
@@ -1655,9 +1646,20 @@ class StoreTarget:
                 return True
         return False
 
-    def _start_call(self, stopped: _GuestStop, state: RegisterState) -> bool:
+    def _returned_call(self, origin: RegisterState) -> InferiorCall | None:
+        """The innermost inferior call when the guest stopped where it
+        returned (at the landing, shown at gdb's dummy breakpoint)."""
+        if self._calls and origin.rip == self._calls[-1].return_address:
+            return self._calls[-1]
+        return None
+
+    def _start_call(self, stopped: _GuestStop, state: RegisterState, after: InferiorCall | None = None) -> bool:
         """Sets up the inferior call the registers describe; False when they
-        describe none (gdbstub.inferior_calls)."""
+        describe none (gdbstub.inferior_calls).  ``after``: a call that has
+        returned and that gdb follows with this one without resuming in
+        between (``print f("abc")`` calls ``malloc`` for the string first,
+        then ``f``): it is over, and this call returns to the state before
+        it."""
         entry = self.store.registry.lookup(state.rip)
         if entry is None or not self._on_stack(state.rsp):
             return False
@@ -1700,6 +1702,18 @@ class StoreTarget:
         except CallSetupError as e:
             raise TargetError(ErrorCode.EPERM, str(e)) from None
         assert stack.contains(plan.rsp)
+        if after is not None:
+            assert self._calls[-1] is after
+            self._calls.pop()
+            self._end_call(after)  # restores the C stack pointer this call lowers again
+            log.debug("inferior call of %s done: another follows", after.function)
+            before, displaced, saved_regfile = after.saved, after.displaced_pc, after.saved_regfile
+        else:
+            saved = bytearray(self.read_registers())
+            struct.pack_into("<Q", saved, arch_amd64.REGFILE_RIP_OFFSET, stopped.origin.rip)
+            for index, value in ((7, stopped.origin.rsp), (6, stopped.origin.rbp), (15, stopped.origin.r15)):
+                struct.pack_into("<Q", saved, 8 * index, value)
+            before, displaced, saved_regfile = stopped.origin, self._displaced_stop, bytes(saved)
         sp_cell, sp_value, lowered = self._lower_stack_pointer(instance, area)
         if area:
             # Aggregate copies and the result's place go from the lowered C
@@ -1717,12 +1731,8 @@ class StoreTarget:
                     _raw_write(sp_cell, struct.pack("<Q", sp_value))
                 raise
         _raw_write(plan.rsp, pack_plan(plan, self.call_landing))
-        saved = bytearray(self.read_registers())
-        struct.pack_into("<Q", saved, arch_amd64.REGFILE_RIP_OFFSET, stopped.origin.rip)
-        for index, value in ((7, stopped.origin.rsp), (6, stopped.origin.rbp), (15, stopped.origin.r15)):
-            struct.pack_into("<Q", saved, 8 * index, value)
-        self._calls.append(InferiorCall(stopped.origin, self._displaced_stop, module.func_name(func.wasm_index),
-                                        return_address=return_address, slot=plan.rsp, saved_regfile=bytes(saved),
+        self._calls.append(InferiorCall(before, displaced, module.func_name(func.wasm_index),
+                                        return_address=return_address, slot=plan.rsp, saved_regfile=saved_regfile,
                                         stack_pointer_cell=sp_cell, stack_pointer=sp_value,
                                         result=abi.result if abi is not None else None,
                                         result_address=plan.result_address,

@@ -148,6 +148,37 @@ def test_lldb_native_view_finish_stops_in_the_caller_and_shows_the_value_returne
     assert callers == ["calls_run"] * 3, run
 
 
+@pytest.mark.timeout(240)
+def test_calls_with_string_literals_go_through_the_guests_malloc_and_the_program_then_runs_on(tmp_path):
+    """gdb copies a string literal argument into the inferior with a call of
+    its ``malloc`` first (valops.c ``value_coerce_to_target``), then makes the
+    call, restoring the registers only after both: the stub takes the second
+    call as following the first (they return to the same state), and the
+    guest then steps and runs to its end.  examples/wasi_tour.c with
+    wasi-libc (its malloc, strlen, strcmp, printf)."""
+    import subprocess
+
+    wasm = tmp_path / "wasi_tour.wasm"
+    subprocess.run(["clang-19", "--target=wasm32-wasi", "-g", "-O0", "-fdebug-compilation-dir=.",
+                    "examples/wasi_tour.c", "-o", str(wasm)], cwd=ROOT, check=True, capture_output=True, timeout=120)
+    commands = ["break report", "continue", 'p (int)strlen("banana")', "delete", 'call report("from gdb", 1)',
+                'p (int)strcmp("abc", "abd") < 0', "info args", "next", "continue"]
+    stub = StubProcess.start(tmp_path / "stub", wasm, args=["--", "escape", "/nonexistent"])
+    try:
+        run = run_gdb_on_stub(stub, commands)
+        stub.wait(30)
+    finally:
+        stub.kill()
+    outputs = dict(command_outputs(run, commands))
+    assert outputs['p (int)strlen("banana")'].strip().endswith("= 6"), run
+    assert outputs['p (int)strcmp("abc", "abd") < 0'].strip().endswith("= 1"), run
+    assert re.search(r'what = 0x[0-9a-f]+ "mkdir \.\./created_outside"\nresult = -1', outputs["info args"]), run
+    assert "Remote failure" not in run.output and re.match(r"\s*74\t", outputs["next"]), run
+    assert re.search(r"\[Inferior 1 \(process \d+\) exited (normally|with code)", outputs["continue"]), run
+    printed = "\n".join(stub.output_after_banner)
+    assert "from gdb: ok" in printed and "mkdir ../created_outside: error 76" in printed, printed
+
+
 def printed(text: str) -> str:
     found = re.findall(r"^\$\d+ = (.*)$", text, re.M)
     assert len(found) == 1, text
