@@ -170,6 +170,12 @@ def translate_guest_dwarf(info, frame_table: FrameTable, *, code_address: int = 
         raise GuestDwarfError(f"malformed DWARF ({type(e).__name__}: {e})") from e
 
 
+def _is_slot_home(expr: bytes) -> bool:
+    """Whether a translated expression is exactly a frame slot's location
+    (``call_frame_cfa; consts N; plus``, gdbstub.dwarf_translate.expr)."""
+    return len(expr) <= 8 and expr[:2] == b"\x9c\x11" and expr[-1:] == b"\x22"
+
+
 def _text(value) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
@@ -201,6 +207,9 @@ class _Translator:
         self._frame_base_locals: dict[int, int] = {}  # function position -> wasm local of its frame base
         self._argument_stores: dict[int, dict[int, ArgumentStore]] = {}
         self._first_instructions: dict[int, int | None] = {}
+        #: function position -> (DIE, attribute index) of each location list
+        #: of its variables, for _clip_shared_homes.
+        self._function_loclists: dict[int, list[tuple[Die, int]]] = {}
         #: The DIE whose attributes are being copied is a parameter of the
         #: function itself (not of a call inlined into it).
         self._own_parameter = False
@@ -389,7 +398,39 @@ class _Translator:
         if die.tag == "DW_TAG_variable":
             self._data_symbol(die, context)
         out.children = self._children(die, context)
+        if die.tag == "DW_TAG_subprogram" and context.function is not None:
+            self._clip_shared_homes(context.function)
         return out
+
+    def _clip_shared_homes(self, func) -> None:
+        """Ends a variable's location-list entry where another variable's
+        entry in the same wasm local starts inside it.
+
+        clang -O2 reuses a wasm local for a later variable without always
+        ending the earlier one's range (examples/aggregates.c at -O2: ``n``
+        in local 0 over the whole body, ``o`` in local 0 from its
+        assignment on), and gdb would show the later value for both
+        (``aggregates_run (n=21)``). A local holds one value at a time, so
+        from the later variable's start the earlier one is not there any
+        more: it shows ``<optimized out>``, as natively when a register is
+        reused."""
+        lists = self._function_loclists.pop(func.position, [])
+        if len(lists) < 2:
+            return
+        starts: dict[bytes, list[tuple[int, int]]] = {}  # slot expression -> (entry start, list number)
+        for number, (die, index) in enumerate(lists):
+            for start, _, expr in die.attributes[index][2].entries:
+                if _is_slot_home(expr):
+                    starts.setdefault(expr, []).append((start, number))
+        for number, (die, index) in enumerate(lists):
+            attribute, form, loclist = die.attributes[index]
+            clipped = []
+            for start, end, expr in loclist.entries:
+                others = [s for s, n in starts.get(expr, ()) if n != number and start < s < end] \
+                    if _is_slot_home(expr) else []
+                clipped.append((start, min(others), expr) if others else (start, end, expr))
+            if clipped != list(loclist.entries):
+                die.attributes[index] = (attribute, form, LocList(tuple(clipped)))
 
     def _data_symbol(self, die, context: ExprContext) -> None:
         location = die.attributes.get("DW_AT_location")
@@ -725,6 +766,8 @@ class _Translator:
                 entries += [(self.code_address + s, self.code_address + e, x) for s, e, x in before[0]]
         if entries:
             out.attributes.append((number, DW_FORM_sec_offset, LocList(tuple(sorted(entries)))))
+            if func is not None and not frame_base:
+                self._function_loclists.setdefault(func.position, []).append((out, len(out.attributes) - 1))
         else:
             out.attributes.append((number, DW_FORM_exprloc, b""))
 
