@@ -141,6 +141,45 @@ def lowered_stack_pointer(value: int) -> int | None:
     return lowered if lowered > 0 else None
 
 
+class _SysvArguments:
+    """Where gdb put each next argument by the System V convention: the
+    registers and stack words of one call, taken in order."""
+
+    def __init__(self, gpr, xmm_low64, stack_word, first_gpr: int = 0):
+        self.gpr, self.xmm_low64, self.stack_word = gpr, xmm_low64, stack_word
+        self.next_gpr, self.next_sse, self.next_stack = first_gpr, 0, 0
+
+    def scalar(self, valtype) -> int:
+        """An integer-class value (i32, i64, references) from the next of
+        rdi, rsi, rdx, rcx, r8, r9, an f32/f64 from the next of xmm0-7 (its
+        low 64 bits), else the next stack word."""
+        if valtype in _FLOAT_TYPES and self.next_sse < SSE_ARGUMENT_REGISTERS:
+            self.next_sse += 1
+            return self.xmm_low64(self.next_sse - 1)
+        if valtype not in _FLOAT_TYPES and self.next_gpr < len(INTEGER_ARGUMENT_GPRS):
+            self.next_gpr += 1
+            return self.gpr[INTEGER_ARGUMENT_GPRS[self.next_gpr - 1]]
+        self.next_stack += 1
+        return self.stack_word(self.next_stack - 1)
+
+    def aggregate(self, aggregate: Aggregate) -> bytes:
+        """A struct's bytes: eightbyte by eightbyte from the next register of
+        its class when all of them fit in the registers left, else (and for
+        class MEMORY) whole from the next stack words (psABI 3.2.3)."""
+        integers = sum(1 for c in aggregate.classes if c == INTEGER)
+        sses = len(aggregate.classes) - integers
+        words = []
+        if aggregate.classes and self.next_gpr + integers <= len(INTEGER_ARGUMENT_GPRS) \
+                and self.next_sse + sses <= SSE_ARGUMENT_REGISTERS:
+            for cls in aggregate.classes:
+                words.append(self.scalar(ValType.I64 if cls == INTEGER else ValType.F64))
+        else:
+            for _ in range((aggregate.size + 7) // 8):
+                self.next_stack += 1
+                words.append(self.stack_word(self.next_stack - 1))
+        return struct.pack(f"<{len(words)}Q", *[w & (2 ** 64 - 1) for w in words])[:aggregate.size]
+
+
 def sysv_argument_values(params, gpr, xmm_low64, stack_word) -> list[int]:
     """The wasm arguments of a function with parameter types ``params`` as
     gdb passed them by the System V convention: each integer-class parameter
@@ -149,19 +188,8 @@ def sysv_argument_values(params, gpr, xmm_low64, stack_word) -> list[int]:
     stack in order (``stack_word(k)``: the k-th 8-byte word above the return
     address).  Values are 8-byte slot values (abi.py "Values in 8-byte
     slots": an i32 or f32 reader takes the low 32 bits)."""
-    values = []
-    next_gpr = next_sse = next_stack = 0
-    for valtype in params:
-        if valtype in _FLOAT_TYPES and next_sse < SSE_ARGUMENT_REGISTERS:
-            values.append(xmm_low64(next_sse))
-            next_sse += 1
-        elif valtype not in _FLOAT_TYPES and next_gpr < len(INTEGER_ARGUMENT_GPRS):
-            values.append(gpr[INTEGER_ARGUMENT_GPRS[next_gpr]])
-            next_gpr += 1
-        else:
-            values.append(stack_word(next_stack))
-            next_stack += 1
-    return values
+    arguments = _SysvArguments(gpr, xmm_low64, stack_word)
+    return [arguments.scalar(valtype) for valtype in params]
 
 
 def linear_area_size(abi: FunctionAbi | None) -> int:
@@ -206,48 +234,23 @@ def _plan_aggregate_call(func_type, abi: FunctionAbi, new_rsp: int, entries: int
                          linear_area: int) -> CallPlan:
     """plan_call for a function with aggregates (System V AMD64 psABI 3.2.3,
     as gdb's amd64_push_dummy_call places them)."""
-    next_gpr = next_sse = next_stack = 0
     values: list[int] = []
     copies: list[tuple[int, bytes]] = []
     area = linear_area
     result_address = gdb_result_address = 0
+    first_gpr = 0
     if abi.result is not None:
         result_address, area = area, area + ((abi.result.size + 15) & ~15)
         if abi.result.in_memory:  # gdb passes its own buffer as the hidden first argument (rdi)
             gdb_result_address = gpr[INTEGER_ARGUMENT_GPRS[0]]
-            next_gpr = 1
+            first_gpr = 1
         values.append(result_address)
-    wasm_params = func_type.params[len(values):]
-    for param, valtype in zip(abi.params, wasm_params):
+    arguments = _SysvArguments(gpr, xmm_low64, stack_word, first_gpr)
+    for param, valtype in zip(abi.params, func_type.params[len(values):]):
         if param is None:  # a scalar: where System V puts one of its wasm type
-            if valtype in _FLOAT_TYPES and next_sse < SSE_ARGUMENT_REGISTERS:
-                values.append(xmm_low64(next_sse))
-                next_sse += 1
-            elif valtype not in _FLOAT_TYPES and next_gpr < len(INTEGER_ARGUMENT_GPRS):
-                values.append(gpr[INTEGER_ARGUMENT_GPRS[next_gpr]])
-                next_gpr += 1
-            else:
-                values.append(stack_word(next_stack))
-                next_stack += 1
+            values.append(arguments.scalar(valtype))
             continue
-        integers = sum(1 for c in param.classes if c == INTEGER)
-        sses = len(param.classes) - integers
-        words = []
-        if param.classes and next_gpr + integers <= len(INTEGER_ARGUMENT_GPRS) \
-                and next_sse + sses <= SSE_ARGUMENT_REGISTERS:
-            for cls in param.classes:  # eightbyte by eightbyte, each in the next register of its class
-                if cls == INTEGER:
-                    words.append(gpr[INTEGER_ARGUMENT_GPRS[next_gpr]])
-                    next_gpr += 1
-                else:
-                    words.append(xmm_low64(next_sse))
-                    next_sse += 1
-        else:  # MEMORY, or its registers ran out: the whole aggregate on the stack
-            for _ in range((param.size + 7) // 8):
-                words.append(stack_word(next_stack))
-                next_stack += 1
-        data = struct.pack(f"<{len(words)}Q", *[w & (2 ** 64 - 1) for w in words])[:param.size]
-        copies.append((area, data))
+        copies.append((area, arguments.aggregate(param)))
         values.append(area)
         area += (param.size + 15) & ~15
     values += [0] * (entries - len(values))
