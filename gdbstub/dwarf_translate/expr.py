@@ -59,7 +59,7 @@ from elftools.dwarf.dwarf_expr import DWARFExprParser
 
 from ..debugimage.dwarf import sleb128, uleb128
 
-__all__ = ["ExprContext", "UntranslatableExpression", "WasmLocationKind", "translate_expression"]
+__all__ = ["ExprContext", "UntranslatableExpression", "WasmLocationKind", "local_location", "translate_expression"]
 
 DW_OP_addr = 0x03
 DW_OP_deref = 0x06
@@ -189,6 +189,12 @@ def _location_of(kind: int, index: int, context: ExprContext) -> bytes:
     if register == R15:
         return _breg(R15, offset) + bytes([DW_OP_deref])
     return _breg(register, offset)
+
+
+def local_location(index: int, context: ExprContext) -> bytes:
+    """What ``WASM_location local INDEX; stack_value`` translates to: the
+    memory location of the local's home (UntranslatableExpression if none)."""
+    return _location_of(WasmLocationKind.LOCAL, index, context)
 
 
 def _push_value(kind: int, index: int, context: ExprContext) -> bytes:

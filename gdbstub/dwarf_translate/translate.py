@@ -55,7 +55,7 @@ from ..guest_lines import (
     PYELFTOOLS_ERRORS, GuestLinesError, LineMapper, cu_line_rows, guest_dwarf_info, image_producer,
 )
 from .codemap import CodeMap, merge_ranges
-from .expr import RSI, ExprContext, UntranslatableExpression, translate_expression
+from .expr import RSI, ExprContext, UntranslatableExpression, local_location, translate_expression
 from .prologue import ArgumentStore, argument_stores
 from .writer import (
     DW_FORM_addr, DW_FORM_block, DW_FORM_data1, DW_FORM_data2, DW_FORM_data4, DW_FORM_data8,
@@ -170,6 +170,11 @@ def translate_guest_dwarf(info, frame_table: FrameTable, *, code_address: int = 
         raise GuestDwarfError(f"malformed DWARF ({type(e).__name__}: {e})") from e
 
 
+#: _passed_as's answer for a type no calling-convention record describes.
+_UNSUPPORTED = object()
+_MISSING = object()
+
+
 def _is_slot_home(expr: bytes) -> bool:
     """Whether a translated expression is exactly a frame slot's location
     (``call_frame_cfa; consts N; plus``, gdbstub.dwarf_translate.expr)."""
@@ -210,6 +215,7 @@ class _Translator:
         #: function position -> (DIE, attribute index) of each location list
         #: of its variables, for _clip_shared_homes.
         self._function_loclists: dict[int, list[tuple[Die, int]]] = {}
+        self._passed_as_memo: dict[int, object] = {}  # type DIE offset -> _passed_as (gdbstub.c_abi)
         #: The DIE whose attributes are being copied is a parameter of the
         #: function itself (not of a call inlined into it).
         self._own_parameter = False
@@ -370,10 +376,15 @@ class _Translator:
     def _children(self, die, context: ExprContext) -> list[Die]:
         out = []
         own = die.tag == "DW_TAG_subprogram" and context.function is not None
+        parameters = []
         for child in die.iter_children():
+            if own and child.tag in ("DW_TAG_formal_parameter", "DW_TAG_unspecified_parameters"):
+                parameters.append(child)
             translated = self._die(child, context, own_parameter=own and child.tag == "DW_TAG_formal_parameter")
             if translated is not None:
                 out.append(translated)
+        if own:
+            self._record_function_abi(die, context.function, parameters)
         return out
 
     def _die(self, die, context: ExprContext, *, own_parameter: bool = False) -> Die | None:
@@ -511,44 +522,56 @@ class _Translator:
         self._function_names[func.position] = _text(name.value) if name is not None else "function"
         self.result.functions.append((_text(name.value) if name is not None else "", func.native_start,
                                       func.native_end))
-        abi = self._function_abi(die)
-        if abi is not None and abi.wasm_param_count == len(self.info.func_type(func.wasm_index).params):
-            self.result.function_abis[func.native_start] = abi
         return self._function_context(func)
 
     # -- calling convention (gdbstub.c_abi) -----------------------------------
 
-    def _function_abi(self, die) -> FunctionAbi | None:
-        """How the function ``die`` describes passes its C aggregates, when
-        one of them is passed differently by System V and wasm32; None when
-        none is, or when a type is one the record cannot describe (long
-        double, _Complex, an empty struct, variadic)."""
-        origin = die
-        for _ in range(4):  # an out-of-line copy of an inline function: its abstract origin has the types
-            if "DW_AT_abstract_origin" not in origin.attributes:
-                break
-            origin = origin.get_DIE_from_attribute("DW_AT_abstract_origin")
-        unsupported = object()
-        result = None
-        if "DW_AT_type" in origin.attributes:
-            result = self._passed_as(origin.get_DIE_from_attribute("DW_AT_type"), unsupported)
-            if result is unsupported:
-                return None
+    def _record_function_abi(self, die, func, children: list) -> None:
+        """Records how the function ``die`` describes (its parameter DIEs
+        ``children``, as the translation met them) passes its C aggregates,
+        when System V and wasm32 pass one of them differently
+        (TranslatedDwarf.function_abis)."""
+        abi = self._function_abi(die, children)
+        if abi is not None and abi.wasm_param_count == len(self.info.func_type(func.wasm_index).params):
+            self.result.function_abis[func.native_start] = abi
+
+    def _function_abi(self, die, children: list) -> FunctionAbi | None:
+        """None when no aggregate is passed differently, or when a type is
+        one the record cannot describe (long double, _Complex, an empty
+        struct, variadic)."""
+        if "DW_AT_abstract_origin" in die.attributes:
+            # An out-of-line copy of an inline function: the types are its abstract origin's.
+            origin = die.get_DIE_from_attribute("DW_AT_abstract_origin")
+            return self._function_abi(origin, list(origin.iter_children())) if origin is not die else None
+        result = self._passed_as_type_of(die) if "DW_AT_type" in die.attributes else None
+        if result is _UNSUPPORTED:
+            return None
         params = []
-        for child in origin.iter_children():
+        for child in children:
             if child.tag == "DW_TAG_unspecified_parameters":
                 return None
             if child.tag != "DW_TAG_formal_parameter":
                 continue
             if "DW_AT_type" not in child.attributes:
                 return None
-            passed = self._passed_as(child.get_DIE_from_attribute("DW_AT_type"), unsupported)
-            if passed is unsupported:
+            passed = self._passed_as_type_of(child)
+            if passed is _UNSUPPORTED:
                 return None
             params.append(passed)
         if result is None and not any(params):
             return None
         return FunctionAbi(result, tuple(params))
+
+    def _passed_as_type_of(self, die):
+        """:meth:`_passed_as` of ``die``'s DW_AT_type, memoized by the type's
+        offset (a unit's functions share a few types)."""
+        attribute = die.attributes["DW_AT_type"]
+        key = attribute.value if attribute.form == "DW_FORM_ref_addr" else attribute.value + self._cu.cu_offset
+        passed = self._passed_as_memo.get(key, _MISSING)
+        if passed is _MISSING:
+            passed = self._passed_as_memo[key] = self._passed_as(die.get_DIE_from_attribute("DW_AT_type"),
+                                                                 _UNSUPPORTED)
+        return passed
 
     def _passed_as(self, type_die, unsupported):
         """None for a type both conventions pass as a scalar (a scalar, a
@@ -827,10 +850,10 @@ class _Translator:
         store = self._prologue_stores(func, len(params)).get(ops[0].args[0])
         if store is None:
             return None
-        local = bytes([0xED, 0]) + uleb128(store.local) + bytes([0x9F])  # WASM_location local K; stack_value
-        entry = self._expression(local, self._entry_context(func), False)
-        in_local = self._expression(local, context, False)
-        if not entry or not in_local:
+        try:
+            entry = local_location(store.local, self._entry_context(func))
+            in_local = local_location(store.local, context)
+        except UntranslatableExpression:
             return None
         points = self.line_mapper.points(func)
         after = bisect.bisect_left(points, (store.end, -1))
