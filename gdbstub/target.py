@@ -1495,7 +1495,8 @@ class StoreTarget:
         """Moves the instance's C stack pointer below its red zone and
         ``area`` more bytes for an inferior call (gdbstub.inferior_calls,
         LINEAR_RED_ZONE): (its cell, the value to restore, the new value,
-        where the area starts), or (0, 0, 0) when the module has none."""
+        where the area starts), or (0, 0, 0) when the module has none or
+        its stack has no room."""
         names = instance.module.info.names.globals
         index = next((k for k, name in names.items() if name == "__stack_pointer"), None)
         if index is None or index >= len(instance.globals):
@@ -1541,6 +1542,9 @@ class StoreTarget:
         if call.result.in_memory:
             if self._on_stack(call.gdb_result_address) and self._on_stack(call.gdb_result_address + len(data) - 1):
                 _raw_write(call.gdb_result_address, data)
+            else:
+                log.warning("the aggregate %s returned is not copied: gdb's buffer at %#x is off the stack",
+                            call.function, call.gdb_result_address)
             regfile.gpr[0] = call.gdb_result_address
             return
         _put_return_registers(regfile, return_registers(call.result, data))

@@ -261,3 +261,21 @@ def test_at_o2_an_inlined_function_finishes_and_refuses_return_as_gdb_defines_it
     assert "#0  score (" in text["bt 1"], run
     assert re.search(r"inventory_run \(n=3\).*\n.*\nValue returned is \$\d+ = \d+", finishes[2]), run
     assert [line.strip() for line in stub.output_after_banner if line.strip()] == ["1462"]
+
+
+@pytest.mark.timeout(120)
+def test_lldb_native_view_shows_the_arguments_at_a_functions_first_instruction(tmp_path):
+    """lldb-22 reads the same parameter locations: at the session's first
+    stop (calls_run's first byte, its argument array passed by the host) and
+    at ``breakpoint set --address mix`` (before mix's prologue)."""
+    stub = StubProcess.start(tmp_path / "stub", example("calls.O0"), invoke="calls_run", args=["3"])
+    try:
+        run = run_lldb(stub, ["frame variable n", "breakpoint set --address mix", "process continue",
+                              "frame variable a b c d e", "process detach"])
+    finally:
+        stub.kill()
+    assert not run.timed_out, run
+    assert "(int) n = 3" in run.output, run
+    values = re.findall(r"\((int|long long|float|double)\) ([a-e]) = (\S+)", run.output)
+    assert values[-5:] == [("int", "a", "3"), ("long long", "b", "25769803781"), ("float", "c", "1.5"),
+                           ("double", "d", "4.5"), ("int", "e", "6")], run
