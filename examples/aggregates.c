@@ -6,7 +6,8 @@
  * memory; wasm32 passes every struct with more than one element by pointer
  * and returns it through a hidden pointer (gdbstub/c_abi.py). One function
  * per shape: INTEGER (pair, trio), SSE (vec2), SSE + INTEGER (mixed), MEMORY
- * (big), a single element (one, passed as its scalar by both). No libc:
+ * (big), a single element (one, passed as its scalar by both), and one
+ * called through a function pointer (call_indirect in wasm). No libc:
  * the host calls aggregates_run directly, and
  * tests/data/twins/aggregates_twin.c runs the same code natively.
  *
@@ -107,6 +108,15 @@ __attribute__((noinline)) struct pair pair_swap(struct pair p) {
     return q;
 }
 
+__attribute__((noinline)) struct pair pair_of(int a, int b) {
+    struct pair p = {a, b};
+    return p;
+}
+
+/* Not static and written nowhere else in this file, but the compiler cannot
+ * know that: the call below stays indirect at -O2. */
+struct pair (*pair_maker)(int, int) = pair_of;
+
 int aggregates_run(int n) {
     struct pair p = make_pair(n);
     struct trio t = make_trio(n);
@@ -115,6 +125,7 @@ int aggregates_run(int n) {
     struct big b = make_big(n);
     struct one o = make_one(n);
     struct pair q = pair_swap(p);
+    struct pair r = pair_maker(n, 2 * n);
     int total = pair_sum(q, 2) + trio_sum(t) + (int)vec2_dot(v, v) + (int)mixed_scale(m, 2.0) + big_sum(b, 1);
-    return total + o.only;
+    return total + o.only + r.a + r.b;
 }

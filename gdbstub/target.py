@@ -245,21 +245,26 @@ def _put_return_registers(regfile, values: dict[str, int]) -> None:
             regfile.gpr[_GPR_INDEX[name]] = value
 
 
-def _direct_callee(entry, table, wasm_offset: int):
-    """The FunctionInfo of the function a ``call N`` at module offset
-    ``wasm_offset`` calls (None for another instruction or an import)."""
-    data = entry.module.info.data
-    if wasm_offset >= len(data) or data[wasm_offset] != 0x10:  # call (wasm spec 5.4.1)
+def _call_immediates(data: bytes, wasm_offset: int) -> tuple[int, list[int]] | None:
+    """(opcode, its u32 immediates) of a ``call`` (0x10: function index) or
+    ``call_indirect`` (0x11: type index, table index) at ``wasm_offset``
+    (wasm spec 5.4.1); None for another instruction or malformed bytes."""
+    if wasm_offset >= len(data) or data[wasm_offset] not in (0x10, 0x11):
         return None
-    index, shift, pos = 0, 0, wasm_offset + 1
-    while pos < len(data) and shift < 35:
-        byte = data[pos]
-        index |= (byte & 0x7F) << shift
-        pos += 1
-        shift += 7
-        if not byte & 0x80:
-            return table.function_by_wasm_index(index)
-    return None
+    opcode, pos, immediates = data[wasm_offset], wasm_offset + 1, []
+    for _ in range(1 if opcode == 0x10 else 2):
+        value, shift = 0, 0
+        while True:
+            if pos >= len(data) or shift >= 35:
+                return None
+            byte = data[pos]
+            value |= (byte & 0x7F) << shift
+            pos += 1
+            shift += 7
+            if not byte & 0x80:
+                break
+        immediates.append(value)
+    return opcode, immediates
 
 
 #: Wasm opcodes after which control may go anywhere but the next instruction
@@ -1575,13 +1580,11 @@ class StoreTarget:
         if point is None or point.kind is not SequencePointKind.RETURN_POINT \
                 or code.base + point.native_offset != regfile.rip:
             return
-        callee = _direct_callee(entry, table, point.wasm_offset)
-        abi = self.function_abi(entry, callee) if callee is not None else None
+        instance = self._instance_at(regfile.gpr[15])
+        callee = self._callee_at_return_point(entry, point, regfile, instance) if instance is not None else None
+        abi = self.function_abi(*callee) if callee is not None else None
         if abi is None or abi.result is None or abi.result.in_memory:
             return  # MEMORY class: rax already holds the address, as System V returns it
-        instance = self._instance_at(regfile.gpr[15])
-        if instance is None:
-            return
         try:
             data = _raw_read(self._linear_memory(instance, regfile.gpr[0] & 0xFFFFFFFF, abi.result.size),
                              abi.result.size)
@@ -1589,6 +1592,39 @@ class StoreTarget:
             log.debug("no aggregate shown at %#x: %s", regfile.rip, e)
             return
         _put_return_registers(regfile, return_registers(abi.result, data))
+
+    def _callee_at_return_point(self, entry, point, regfile, instance):
+        """(ModuleWithCode, FunctionInfo) of the function whose call returned
+        to ``point`` (a RETURN_POINT of ``entry``'s code): a ``call N``
+        names it; after a ``call_indirect`` the table index the caller used is
+        still in its operand slot (above the arguments, which the callee's
+        results do not reach when it has none, codemem/abi.py), and the table
+        entry names it.  None when unknown (an import, a changed table)."""
+        code = entry.store_code
+        decoded = _call_immediates(entry.module.info.data, point.wasm_offset)
+        if decoded is None:
+            return None
+        opcode, immediates = decoded
+        if opcode == 0x10:
+            func = code.frame_table.function_by_wasm_index(immediates[0])
+            return (entry, func) if func is not None else None
+        type_index, table_index = immediates
+        types = entry.module.info.types
+        caller = code.frame_table.function_at(point.native_offset)
+        if type_index >= len(types) or types[type_index].results or caller is None \
+                or table_index >= len(instance.tables):
+            return None  # only functions without a wasm result return aggregates through memory
+        slot = regfile.gpr[6] + caller.operand_slot_offset(len(point.stack_types) + len(types[type_index].params))
+        if not self._on_stack(slot):
+            return None
+        index = _read_u64(slot) & 0xFFFFFFFF
+        elements, size = instance.tables[table_index].definition[0], instance.tables[table_index].definition[1]
+        funcref = _read_u64(elements + 8 * index) if index < size and elements else 0
+        target = _read_u64(funcref + abi.FUNCREF_CODE) if funcref else 0
+        callee_entry = self.store.registry.lookup(target) if target else None
+        func = callee_entry.function_at(target) if callee_entry is not None else None
+        return (callee_entry, func) if func is not None and callee_entry.store_code.base + func.native_start \
+            == target else None
 
     @staticmethod
     def _end_call(call: InferiorCall) -> None:

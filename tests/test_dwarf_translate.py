@@ -588,28 +588,19 @@ def test_functions_passing_structs_by_value_get_their_calling_convention_recorde
         "trio_sum": FunctionAbi(None, (Aggregate(12, (INTEGER, INTEGER)),)),
         "vec2_dot": FunctionAbi(None, (Aggregate(8, (SSE,)), Aggregate(8, (SSE,)))),
         "mixed_scale": FunctionAbi(None, (Aggregate(16, (SSE, INTEGER)), None)),
-        "big_sum": FunctionAbi(None, (big, None)), "pair_swap": FunctionAbi(pair, (pair,))}
+        "big_sum": FunctionAbi(None, (big, None)), "pair_swap": FunctionAbi(pair, (pair,)),
+        "pair_of": FunctionAbi(pair, (None, None))}
     # make_one returns struct { int only; }: a single element, passed as its int by both conventions.
 
 
 def test_a_variable_ends_where_a_later_one_takes_over_its_wasm_local():
-    # clang -O2 puts aggregates_run's n and, later, o in local 0, and leaves
-    # n's range running over the whole body.
-    module = _module("aggregates.O2")
-    result = translate_guest_dwarf(module.info, module.engine_code.frame_table, code_address=0, address_size=4)
-    dwarf = _dwarf(result.sections)
-    parser = LocationParser(dwarf.location_lists())
-    lists = {}
-    for unit in dwarf.iter_CUs():
-        for sub in unit.get_top_DIE().iter_children():
-            if sub.tag == "DW_TAG_subprogram" and sub.attributes["DW_AT_name"].value == b"aggregates_run":
-                for die in sub.iter_children():
-                    if die.attributes.get("DW_AT_name") and "DW_AT_location" in die.attributes:
-                        parsed = parser.parse_from_attribute(die.attributes["DW_AT_location"], 4, die=die)
-                        if not isinstance(parsed, LocationExpr):
-                            lists[die.attributes["DW_AT_name"].value.decode()] = [
-                                (e.begin_offset, e.end_offset, bytes(e.loc_expr)) for e in parsed
-                                if isinstance(e, LocationEntry)]
-    o_start, _, o_home = lists["o"][0]
-    n_in_local = [(s, e) for s, e, x in lists["n"] if x == o_home]
-    assert n_in_local and all(e <= o_start for _, e in n_in_local), (lists["n"], lists["o"])
+    # clang -O2 can put a parameter n and, later, a variable o in one wasm
+    # local and leave n's range running over the whole body.
+    from gdbstub.dwarf_translate.translate import clip_shared_homes
+    slot0, slot1 = cfa_plus(-80), cfa_plus(-88)
+    n = LocList(((0x10, 0x20, b"\x74\x00"), (0x20, 0x400, slot0)))
+    o = LocList(((0x180, 0x480, slot0),))
+    other = LocList(((0x20, 0x400, slot1),))  # another local: untouched
+    same_start = LocList(((0x180, 0x300, slot0),))  # starts with o: both keep their ranges
+    assert clip_shared_homes([n, o, other, same_start]) == [
+        LocList(((0x10, 0x20, b"\x74\x00"), (0x20, 0x180, slot0))), o, other, same_start]

@@ -175,6 +175,26 @@ _UNSUPPORTED = object()
 _MISSING = object()
 
 
+def clip_shared_homes(lists: list[LocList]) -> list[LocList]:
+    """``lists`` (the location lists of one function's variables) with each
+    entry whose expression is a frame slot ended where another list's entry
+    with the same slot starts strictly inside it (see
+    _Translator._clip_shared_homes)."""
+    starts: dict[bytes, list[tuple[int, int]]] = {}  # slot expression -> (entry start, list number)
+    for number, loclist in enumerate(lists):
+        for start, _, expr in loclist.entries:
+            if _is_slot_home(expr):
+                starts.setdefault(expr, []).append((start, number))
+    out = []
+    for number, loclist in enumerate(lists):
+        entries = []
+        for start, end, expr in loclist.entries:
+            others = [s for s, n in starts.get(expr, ()) if n != number and start < s < end]
+            entries.append((start, min(others), expr) if others else (start, end, expr))
+        out.append(loclist if entries == list(loclist.entries) else LocList(tuple(entries)))
+    return out
+
+
 def _is_slot_home(expr: bytes) -> bool:
     """Whether a translated expression is exactly a frame slot's location
     (``call_frame_cfa; consts N; plus``, gdbstub.dwarf_translate.expr)."""
@@ -418,30 +438,20 @@ class _Translator:
         entry in the same wasm local starts inside it.
 
         clang -O2 reuses a wasm local for a later variable without always
-        ending the earlier one's range (examples/aggregates.c at -O2: ``n``
-        in local 0 over the whole body, ``o`` in local 0 from its
-        assignment on), and gdb would show the later value for both
-        (``aggregates_run (n=21)``). A local holds one value at a time, so
+        ending the earlier one's range (seen with clang-19: a parameter
+        ``n`` in local 0 over the whole body, a struct member's copy ``o``
+        in local 0 from its assignment on), and gdb would show the later
+        value for both (``aggregates_run (n=21)``). A local holds one value at a time, so
         from the later variable's start the earlier one is not there any
         more: it shows ``<optimized out>``, as natively when a register is
         reused."""
         lists = self._function_loclists.pop(func.position, [])
         if len(lists) < 2:
             return
-        starts: dict[bytes, list[tuple[int, int]]] = {}  # slot expression -> (entry start, list number)
-        for number, (die, index) in enumerate(lists):
-            for start, _, expr in die.attributes[index][2].entries:
-                if _is_slot_home(expr):
-                    starts.setdefault(expr, []).append((start, number))
-        for number, (die, index) in enumerate(lists):
-            attribute, form, loclist = die.attributes[index]
-            clipped = []
-            for start, end, expr in loclist.entries:
-                others = [s for s, n in starts.get(expr, ()) if n != number and start < s < end] \
-                    if _is_slot_home(expr) else []
-                clipped.append((start, min(others), expr) if others else (start, end, expr))
-            if clipped != list(loclist.entries):
-                die.attributes[index] = (attribute, form, LocList(tuple(clipped)))
+        clipped = clip_shared_homes([die.attributes[index][2] for die, index in lists])
+        for (die, index), loclist in zip(lists, clipped):
+            attribute, form, _ = die.attributes[index]
+            die.attributes[index] = (attribute, form, loclist)
 
     def _data_symbol(self, die, context: ExprContext) -> None:
         location = die.attributes.get("DW_AT_location")
