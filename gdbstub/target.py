@@ -1369,6 +1369,18 @@ class StoreTarget:
             raise TargetError(ErrorCode.EPERM, f"r15 {new_gpr[15]:#x} is not an instance context of this Store "
                                                f"(the runtime's register)")
         if old_rip != new_rip:
+            # gdb has written the call's stack (its return address, on the
+            # stack itself) and rsp before rip.
+            in_call = self._on_stack(new_gpr[7]) and new_gpr[7] != stopped.origin.rsp \
+                and self._on_stack(_read_u64(new_gpr[7]))
+            entry_pc = self._function_pointer_target(new_rip, new_gpr[15]) if in_call else None
+            if entry_pc is not None:
+                # A call through a C function pointer (below): the call goes
+                # to the function's entry, as a wasm call_indirect would.
+                new_regfile = bytearray(new_regfile)
+                struct.pack_into("<Q", new_regfile, arch_amd64.REGFILE_RIP_OFFSET, entry_pc)
+                new_regfile = bytes(new_regfile)
+                new_rip = entry_pc
             self._check_possible_rip(new_rip)
         if (old_gpr[17] ^ new_gpr[17]) & ~_RFLAGS_WRITABLE:
             raise TargetError(ErrorCode.EPERM, "only the arithmetic flags of rflags can be written")
@@ -1424,6 +1436,25 @@ class StoreTarget:
             raise TargetError(ErrorCode.EPERM, f"rsp {rsp:#x} is not a place the guest can resume from (8-byte "
                                                f"aligned, at most {lib.CM_RESUME_GAP_BYTES - 16} bytes below the "
                                                f"stop's rsp {self._resume_floor(stopped) + lib.CM_RESUME_GAP_BYTES - 16:#x})")
+
+    def _function_pointer_target(self, value: int, vmctx: int) -> int | None:
+        """The entry pc of the function a wasm32 C function pointer ``value``
+        names, or None.  A C function pointer is an index into the module's
+        indirect function table (table 0; clang's ``__indirect_function_table``,
+        tool-conventions BasicCABI.md), not a code address, so gdb's ``print
+        fp(3)`` writes that index into rip (after rsp and rbp, with the
+        return address on the stack, infcall.c); it is taken as the function's
+        entry, which is what a ``call_indirect`` of it runs."""
+        instance = self._instance_at(vmctx) or self.instance
+        if instance is None or not instance.tables or value >= instance.tables[0].definition[1]:
+            return None
+        funcref = _read_u64(instance.tables[0].definition[0] + 8 * value)
+        target = _read_u64(funcref + abi.FUNCREF_CODE) if funcref else 0
+        entry = self.store.registry.lookup(target) if target else None
+        func = entry.function_at(target) if entry is not None else None
+        if func is None or entry.store_code.base + func.native_start != target:
+            return None  # null, or a host function
+        return target
 
     def _check_possible_rip(self, rip: int) -> None:
         """A pc the guest may resume at in some state: a site of this

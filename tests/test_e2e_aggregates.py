@@ -43,6 +43,9 @@ CALLS = {
     "p make_pair(1).b + make_trio(2).c": "8",
     "p vec2_dot(make_vec2(2), v)": "7.5",
     "p pair_of(7, 8)": "{a = 7, b = 8}",
+    # Through a C function pointer: a wasm table index gdb writes into rip.
+    "p pair_maker(7, 8)": "{a = 7, b = 8}",
+    "p pair_sum(pair_maker(1, 2), 3)": "7",
 }
 
 
@@ -95,9 +98,9 @@ def test_finish_prints_each_struct_returned_as_natively_in_registers_or_memory(t
 def test_inferior_calls_pass_and_return_structs_by_value_as_natively(tmp_path):
     """From aggregates_run's frame with every struct built: structs in
     registers (INTEGER, SSE, both), in memory (24 bytes) and single-element
-    ones, passed and returned, nested in one expression. (pair_of, called
-    through the function pointer pair_maker, is left out: a wasm function
-    pointer is a table index, not an address gdb can call.)"""
+    ones, passed and returned, nested in one expression, and through the
+    C function pointer pair_maker (a wasm table index, which the stub takes
+    as the function's entry when gdb writes it into rip for a call)."""
     commands = ["break big_sum", "continue", "up", "delete", *CALLS, "info locals", "continue"]
     ours, theirs, sessions = both(tmp_path, "O0", commands)
     differing = [(c, a, b) for (c, a), (_, b) in zip(ours, theirs) if a != b]
