@@ -318,6 +318,9 @@ class StoreCode:
         # written by C (cm_sites_update) so that enabling every site of a
         # real-size module (an interrupt: hundreds of thousands) is one call.
         self._refcounts = None
+        # The frame table's site records as the cdata cm_sites_update reads
+        # (a view of the table, which this code keeps alive): made once.
+        self._site_records = None
         self._enabled = 0  # sites whose count is > 0
         # Sites whose call goes to a per-site hook (codemem.sitehooks) instead
         # of the breakpoint veneer: image offset -> absolute target address.
@@ -414,27 +417,26 @@ class StoreCode:
         if not count:
             return 0
         table = self.frame_table
+        num_sites = table.num_sites
         if self._refcounts is None:
-            self._refcounts = ffi.new("uint32_t[]", max(table.num_sites, 1))
-        if isinstance(indexes, range) and indexes.step == 1:
-            if indexes.start < 0 or indexes.stop > table.num_sites:
-                raise CodeMemoryError(f"{self.engine_code.name}: sites {indexes.start}..{indexes.stop - 1} are not "
-                                      f"all among its {table.num_sites} patch sites")
-            index_array, first = ffi.NULL, indexes.start
-        else:
-            index_array, first = ffi.new("uint32_t[]", [i if 0 <= i < 1 << 32 else table.num_sites
-                                                       for i in indexes]), 0
+            self._refcounts = ffi.new("uint32_t[]", max(num_sites, 1))
+            self._site_records = ffi.from_buffer("uint8_t[]", table.site_records())
         columns = table.site_offset_column.searchable
-        if index_array == ffi.NULL:
+        if isinstance(indexes, range) and indexes.step == 1:
+            if indexes.start < 0 or indexes.stop > num_sites:
+                raise CodeMemoryError(f"{self.engine_code.name}: sites {indexes.start}..{indexes.stop - 1} are not "
+                                      f"all among its {num_sites} patch sites")
+            index_array, first = ffi.NULL, indexes.start
             span = (columns[first], columns[first + count - 1] + SITE_SIZE)
         else:
-            valid = [columns[i] for i in indexes if 0 <= i < table.num_sites]
+            index_array, first = ffi.new("uint32_t[]", [i if 0 <= i < 1 << 32 else num_sites
+                                                       for i in indexes]), 0
+            valid = [columns[i] for i in indexes if 0 <= i < num_sites]
             span = (min(valid), max(valid) + SITE_SIZE) if valid else (0, SITE_SIZE)
         edit._touch(self, *span)
         memory = self.memory
-        records = ffi.from_buffer("uint8_t[]", table.site_records())  # alive for the call
         written = lib.cm_sites_update(ffi.cast("uint8_t *", memory.base), self.engine_code.code_size,
-                                      records, table.num_sites, self._refcounts,
+                                      self._site_records, num_sites, self._refcounts,
                                       index_array, first, count, 1 if enable else -1,
                                       1 if memory.live_writable else 0)
         if written < 0:
@@ -531,7 +533,7 @@ class StoreCode:
         instead of reaching a mapping that may belong to another Store."""
         with self._lock:
             memory, self._memory = self._memory, None
-            self._refcounts, self._enabled = None, 0
+            self._refcounts, self._site_records, self._enabled = None, None, 0
             self._site_redirect.clear()
         if memory is not None and memory is not self.engine_code._mapping_for_store_code():
             self.engine_code._give_back_private_copy(memory)

@@ -112,6 +112,11 @@ class ModuleRegistry:
     def entries(self) -> list[ModuleWithCode]:
         return list(self._entries)
 
+    def code_bases(self) -> tuple[int, ...]:
+        """Where each registered StoreCode starts, ascending: equal tuples,
+        equal registrations (a key for what is derived from them)."""
+        return tuple(self._starts)
+
     def patch_edit(self, *, live: bool = False) -> PatchEdit:
         """A batched edit over this Store's images (see :class:`PatchEdit`)."""
         return PatchEdit(live=live)

@@ -215,6 +215,27 @@ class MemoryRegion:
         return self.start <= address < self.end
 
 
+def _merged_plan(plan: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """``plan`` (StoreCode, site indexes) pairs without empty ones, and with
+    the lists of each StoreCode joined into one (a step's callee entry and
+    return sites: one bulk edit instead of one each); ranges stay ranges, so
+    a large function's sites never become a Python list.  A site listed twice
+    still gets two references."""
+    merged: list[tuple[Any, Any]] = []
+    lists: dict[Any, list[int]] = {}
+    for store_code, indexes in plan:
+        if not len(indexes):
+            continue
+        if isinstance(indexes, range):
+            merged.append((store_code, indexes))
+        elif store_code in lists:
+            lists[store_code].extend(indexes)
+        else:
+            lists[store_code] = joined = list(indexes)
+            merged.append((store_code, joined))
+    return merged
+
+
 def _read_u64(address: int) -> int:
     return ffi.cast("uint64_t *", address)[0]
 
@@ -359,7 +380,7 @@ class StoreTarget:
         # (EngineCode, function, range) -> what its instructions may do: a
         # loop's `next`s ask the same few again and again.
         self._calls_and_exits_memo: dict[tuple, tuple[list | None, bool]] = {}
-        self._regions_memo: tuple[tuple, list] | None = None
+        self._regions_memo: tuple[tuple, list, list | None] | None = None
         self._range: tuple[int, int] | None = None
         # The word a stopped guest waits on (see _GuestStop); one per target,
         # as the target has one guest thread, and alive as long as it is.
@@ -947,7 +968,7 @@ class StoreTarget:
         a kill).  Each pair is one bulk edit (codemem PatchEdit.enable_sites):
         arming every site of a real-size module is one C call."""
         assert self._plan is None, "arming over an armed plan"
-        plan = [(store_code, indexes) for store_code, indexes in plan if len(indexes)]
+        plan = _merged_plan(plan)
         with self._patch_edit() as edit:
             for store_code, indexes in plan:
                 edit.enable_sites(store_code, indexes)
@@ -1131,7 +1152,7 @@ class StoreTarget:
         """(StoreCode, site indexes) of every function's entry site, per
         registered image (memoized per set of registered images)."""
         entries = self.store.registry.entries()
-        key = tuple(entry.store_code.base for entry in entries)
+        key = self.store.registry.code_bases()
         if self._entry_sites_memo is None or self._entry_sites_memo[0] != key:
             plan = []
             for entry in entries:
@@ -1842,13 +1863,21 @@ class StoreTarget:
     def memory_regions(self) -> list[MemoryRegion]:
         """Everything a client may see, sorted by start address (memoized until
         a memory grows or code or instances come and go)."""
+        return self._regions_index()[0]
+
+    def _regions_index(self) -> tuple[list[MemoryRegion], list[int] | None]:
+        """(:meth:`memory_regions`, their start addresses for a bisect, or
+        None when two regions overlap and the first of them must win)."""
         self.require_open()
-        key = (tuple(memory.data_len for memory in self.store.memories), len(self.store.instances),
-               tuple(entry.store_code.base for entry in self.store.registry.entries()),
-               tuple(self.store.argument_regions()))
-        if self._regions_memo is None or self._regions_memo[0] != key:
-            self._regions_memo = (key, self._build_memory_regions())
-        return self._regions_memo[1]
+        store = self.store
+        key = (tuple([memory.data_len for memory in store.memories]), len(store.instances),
+               store.registry.code_bases())
+        memo = self._regions_memo
+        if memo is None or memo[0] != key:
+            regions = self._build_memory_regions()
+            disjoint = all(a.end <= b.start for a, b in zip(regions, regions[1:]))
+            memo = self._regions_memo = (key, regions, [r.start for r in regions] if disjoint else None)
+        return memo[1], memo[2]
 
     def _build_memory_regions(self) -> list[MemoryRegion]:
         regions: list[MemoryRegion] = []
@@ -1916,9 +1945,16 @@ class StoreTarget:
         in non-stop clients; values may be torn, as with any live process)."""
         if length == 0:
             return b""
-        self.require_open()
+        regions, starts = self._regions_index()
+        if starts is not None:
+            # One region holds it all (a debugger's reads almost always):
+            # found by a bisect over the disjoint regions' starts.
+            index = bisect.bisect_right(starts, address) - 1
+            if index >= 0:
+                region = regions[index]
+                if address + length <= region.end:
+                    return bytes(region.read(address, length))
         out = bytearray()
-        regions = self.memory_regions()
         while len(out) < length:
             at = address + len(out)
             region = next((r for r in regions if r.contains(at)), None)

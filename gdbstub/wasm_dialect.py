@@ -49,6 +49,7 @@ from typing import Callable
 from .protocol.xmltext import quoteattr
 
 from codemem.errors import CompileError
+from codemem.frames import MAX_FRAMES
 from codemem.frametable import FunctionInfo, SequencePoint, SequencePointKind
 from codemem.wasm.binary import read_uleb
 from codemem.wasm.types import ValType
@@ -299,12 +300,13 @@ class WasmDialect(Dialect):
 
     # ------------------------------------------------------------ frames
 
-    def frames(self, target: StoreTarget) -> list[WasmFrame]:
-        """The stopped guest's wasm frames, innermost first (codemem.frames.walk).
-        A caller frame's pc is the instruction after its call (the frame's
-        ``resume_wasm_offset``): lldb symbolicates a caller's pc at pc - 1."""
+    def frames(self, target: StoreTarget, limit: int = MAX_FRAMES) -> list[WasmFrame]:
+        """The stopped guest's wasm frames, innermost first (codemem.frames.walk),
+        at most ``limit``.  A caller frame's pc is the instruction after its
+        call (the frame's ``resume_wasm_offset``): lldb symbolicates a
+        caller's pc at pc - 1."""
         frames: list[WasmFrame] = []
-        for frame in target.frames():  # raises unless stopped
+        for frame in target.frames(limit):  # raises unless stopped
             view = self.view_at(target, frame.pc)
             if view is None:
                 break
@@ -321,13 +323,18 @@ class WasmDialect(Dialect):
         return frames
 
     def frame(self, target: StoreTarget, index: int) -> WasmFrame:
-        frames = self.frames(target)
-        if not 0 <= index < len(frames):
+        if index < 0:
+            raise TargetError(ErrorCode.EINVAL, f"frame {index} does not exist")
+        # Walked up to the frame asked for: a shorter list is the whole stack.
+        frames = self.frames(target, index + 1)
+        if index >= len(frames):
             raise TargetError(ErrorCode.EINVAL, f"frame {index} does not exist (the call stack has {len(frames)})")
         return frames[index]
 
     def current_pc(self, target: StoreTarget) -> int:
-        frames = self.frames(target)
+        # The innermost frame only: asked twice for every stop reply, where
+        # walking the whole stack would cost a frame per level of the guest.
+        frames = self.frames(target, 1)
         if not frames:
             raise TargetError(ErrorCode.ENOENT, "the guest is not stopped in wasm code")
         return frames[0].pc

@@ -396,6 +396,40 @@ def test_connection_no_ack_negotiation():
     assert conn.pending_output() == b""
 
 
+def test_a_repeated_packet_in_no_ack_mode_gives_the_same_request_and_nothing_to_send():
+    conn = ProtocolConnection()
+    conn.enable_no_ack()
+    packet = encode_packet(b"m808104a0,1")
+    first = conn.receive(packet)
+    assert first == [ReadMemory(0x808104A0, 1)]
+    # The second time the whole chunk is recognised without framing it again.
+    assert conn.receive(packet) == first
+    assert conn.receive(packet) == first
+    assert conn.pending_output() == b""
+    # A chunk that is more than the packet, or a different checksum, is framed.
+    assert conn.receive(packet + b"\x03") == [ReadMemory(0x808104A0, 1), Interrupt()]
+    assert conn.receive(frame(b"m808104a0,1", 0x00)) == [ReadMemory(0x808104A0, 1)]
+
+
+def test_a_repeated_packet_split_across_chunks_is_still_framed_from_its_parts():
+    conn = ProtocolConnection()
+    conn.enable_no_ack()
+    packet = encode_packet(b"qC")
+    assert conn.receive(packet) == [QueryCurrentThread()]
+    # A packet begun in one chunk: the next chunk is not a whole packet of its own.
+    assert conn.receive(packet[:3]) == []
+    assert conn.receive(packet[3:] + packet) == [QueryCurrentThread(), QueryCurrentThread()]
+    assert conn.receive(packet) == [QueryCurrentThread()]
+
+
+def test_in_ack_mode_every_packet_is_acknowledged_even_when_repeated():
+    conn = ProtocolConnection()
+    packet = encode_packet(b"qC")
+    for _ in range(3):
+        assert conn.receive(packet) == [QueryCurrentThread()]
+        assert conn.pending_output() == b"+"
+
+
 def test_connection_no_ack_accepts_bad_checksum():
     conn = ProtocolConnection()
     conn.enable_no_ack()

@@ -335,6 +335,21 @@ def test_code_reads_show_nops_at_enabled_sites(guest):
     assert guest.code.read_raw(fact, 5) == SITE_DISABLED
 
 
+def test_every_region_reads_at_its_edges_what_the_region_itself_reads(guest):
+    # Sweep: a read inside one region is found by a bisect over the region
+    # starts (StoreTarget._regions_index); it must agree with the region's
+    # own reader at each region's first, middle and last byte, and stop short
+    # at its end unless the next region starts right there.
+    regions = guest.target.memory_regions()
+    assert len(regions) > 3
+    for region in regions:
+        for address in (region.start, (region.start + region.end) // 2, region.end - 1):
+            first = next(r for r in regions if r.contains(address))
+            assert guest.target.read_memory(address, 1) == first.read(address, 1), (region.name, hex(address))
+        tail = guest.target.read_memory(region.end - 1, 2)
+        assert len(tail) == (2 if any(r.contains(region.end) for r in regions) else 1), region.name
+
+
 def test_unmapped_memory_is_an_error_reply(guest):
     guest.handshake()
     assert guest.ask(b"mffffffffffff0000,4") == b"E14"  # EFAULT

@@ -225,6 +225,19 @@ def test_bad_qwasm_arguments_are_error_replies(guest):
     assert guest.value(b"qWasmLocal:0;0") == 1  # the session is fine
 
 
+def test_a_frame_past_the_stack_names_the_stacks_real_depth(guest):
+    # Frames are walked only up to the one asked for; a shorter walk is the
+    # whole stack, so the error still counts every frame.
+    guest.run_to(SQUARE_STORE_X)
+    assert guest.ask(b"QEnableErrorStrings") == b"OK"
+    for index in (3, 4, 1000):
+        reply = guest.ask(b"qWasmLocal:%d;0" % index)
+        assert ERROR_RE.fullmatch(reply) and b";" in reply, reply
+        message = bytes.fromhex(reply.split(b";", 1)[1].decode()).decode()
+        assert f"frame {index} does not exist (the call stack has 3)" in message
+    assert guest.value(b"qWasmLocal:2;0") is not None  # the outermost frame is there
+
+
 def test_breakpoints_only_at_instruction_boundaries_in_code(guest):
     assert guest.ask(b"Z0,%x,1" % wasm_pc(SQUARE_BODY + 1)).startswith(b"E16")  # inside global.get
     assert guest.ask(b"Z0,%x,1" % wasm_pc(0x10)).startswith(b"E16")              # a section header

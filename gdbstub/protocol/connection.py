@@ -71,6 +71,10 @@ class ProtocolConnection:
         # one address, vCont;s / vCont;c for one thread): requests are frozen,
         # so a parsed one can be handed out again.
         self._parsed: dict[bytes, Request] = {}
+        # In no-ack mode a chunk of received bytes that is exactly one short
+        # packet (``$m...#cs``: what gdb sends on every stop) is looked up
+        # whole: the same bytes, checksum included, frame and parse the same.
+        self._whole_packets: dict[bytes, Request] = {}
         self._output = bytearray()
         self._last_packet: bytes | None = None
         self._retransmit_queued = False
@@ -104,13 +108,26 @@ class ProtocolConnection:
         """Consume received bytes; return the requests they complete, in order.
         Acknowledgments and retransmissions are queued for :meth:`pending_output`.
         Never raises on input."""
+        framer = self.framer
+        known = self._whole_packets.get(data) if framer.no_ack and not framer.in_packet else None
+        if known is not None:
+            if trace.isEnabledFor(logging.DEBUG):
+                trace.debug("<- %r", _shorten(data[1:-3]))
+            return [known]
         requests: list[Request] = []
-        for event in self.framer.feed(data):
+        events = framer.feed(data)
+        for event in events:
             if isinstance(event, PacketReceived):
                 self._acknowledge(b"+")
                 if trace.isEnabledFor(logging.DEBUG):
                     trace.debug("<- %r", _shorten(event.payload))
-                requests.append(self._parse(event.payload))
+                request = self._parse(event.payload)
+                requests.append(request)
+                if (len(events) == 1 and event.checksum_ok and framer.no_ack and not framer.in_packet
+                        and data[:1] == b"$" and len(data) == len(event.payload) + 4
+                        and len(data) <= _MEMO_PAYLOAD_MAX and len(self._whole_packets) < _MEMO_ENTRIES_MAX):
+                    # Exactly ``$payload#cs``, unescaped and checked.
+                    self._whole_packets[data] = request
             elif isinstance(event, InterruptReceived):
                 trace.debug("<- ^C")
                 requests.append(Interrupt())

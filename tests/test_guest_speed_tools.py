@@ -1,0 +1,85 @@
+"""The static half of the debug-mode guest speed benchmarks (scripts/bench/
+branch_alignment.py, debug_overhead.py, site_cost.py), and what it found.
+
+* Unit tests on byte literals: which instructions of a loop are patch sites and
+  which are padding, which branch units sit on a 32-byte boundary, which CPUs
+  have Intel's JCC erratum, which bytes are a frame-slot store.
+* The finding the benchmarks rest on (docs/compiler-speed.md "Guest speed with
+  debugging on"): debugging adds nothing to the -O2 kernel's hot loop but patch
+  sites and padding NOPs, and no branch unit on a 32-byte boundary.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import capstone
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+
+from _common import jcc_erratum_cpu  # noqa: E402
+from branch_alignment import EXAMPLE, EXPORT, analyse, branch_hazards, loop_nops  # noqa: E402
+from site_cost import _slot_store  # noqa: E402
+
+MD = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+
+
+def _listing(code: bytes, base: int = 0) -> list:
+    return list(MD.disasm_lite(code, base))
+
+
+def test_a_prefixed_site_counts_as_a_site_and_other_nops_as_padding():
+    code = bytes.fromhex(
+        "3e3e0f1f440000"  # 0: site at 2, after two DS prefixes
+        "4c89542408"  # 7: mov [rsp+8], r10
+        "0f1f4000"  # 12: a 4-byte alignment NOP
+        "0f1f440000"  # 16: site at 16
+        "90"  # 21: a 1-byte NOP
+    )
+    assert loop_nops(_listing(code), [2, 16]) == (2, 2)
+    assert loop_nops(_listing(code), []) == (0, 4)
+
+
+def test_a_jcc_ending_on_a_32_byte_boundary_is_a_hazard_and_one_before_it_is_not():
+    before = b"\x90" * 26 + bytes.fromhex("0f8500000000")  # jne rel32 ends at 32
+    hits = branch_hazards(_listing(before))
+    assert [address for address, _ in hits] == [26]
+    clear = b"\x90" * 25 + bytes.fromhex("0f8500000000" "90")  # ends at 31
+    assert branch_hazards(_listing(clear)) == []
+
+
+def test_a_cmp_fused_with_its_jcc_is_one_unit_across_the_boundary():
+    code = b"\x90" * 29 + bytes.fromhex("4c39c2" "7700")  # cmp rdx, r8 at 29..32, ja at 32
+    hits = branch_hazards(_listing(code))
+    assert [address for address, _ in hits] == [29] and "cmp + ja" in hits[0][1]
+
+
+def test_only_skylake_derived_intel_cores_have_the_jcc_erratum():
+    assert jcc_erratum_cpu({"vendor": "GenuineIntel", "family": 6, "model": 0x55})  # Skylake-SP, Cascade Lake
+    assert jcc_erratum_cpu({"vendor": "GenuineIntel", "family": 6, "model": 0x9E})  # Coffee Lake
+    assert not jcc_erratum_cpu({"vendor": "GenuineIntel", "family": 6, "model": 0x8F})  # Sapphire Rapids
+    assert not jcc_erratum_cpu({"vendor": "AuthenticAMD", "family": 25, "model": 1})  # Zen 3
+    assert not jcc_erratum_cpu({"vendor": "unknown", "family": None, "model": None})
+
+
+def test_frame_slot_stores_are_recognised_by_their_encoding():
+    assert _slot_store(bytearray.fromhex("4c89542408"), 5) == (5, False)  # mov [rsp+8], r10
+    assert _slot_store(bytearray.fromhex("48893c24"), 4) == (4, True)  # mov [rsp], rdi
+    assert _slot_store(bytearray.fromhex("48897d80"), 4) == (4, True)  # mov [rbp-0x80], rdi
+    assert _slot_store(bytearray.fromhex("4889bd78ffffff"), 7) is None  # [rbp+disp32]: too long
+    assert _slot_store(bytearray.fromhex("44891c03"), 4) is None  # a 32-bit store to linear memory
+    assert _slot_store(bytearray.fromhex("0f1f440000"), 5) is None
+
+
+def test_debugging_adds_only_sites_and_padding_to_the_O2_kernels_hot_loop():
+    wasm = EXAMPLE.read_bytes()
+    plain, sited = analyse(wasm, EXPORT, False), analyse(wasm, EXPORT, True)
+    assert plain["loop_sites"] == 0 and sited["loop_sites"] > 0
+    # The code between the NOPs is the same instruction for instruction: no
+    # spill, reload or move is added for the debugger (the frame-slot contract
+    # holds in both modes).
+    assert (sited["loop_instructions"] - sited["loop_sites"] - sited["loop_padding_nops"]
+            == plain["loop_instructions"] - plain["loop_padding_nops"])
+    assert plain["loop_hazards"] == [] and sited["loop_hazards"] == []
+    assert plain["code_hazards"] == 0 and sited["code_hazards"] == 0
