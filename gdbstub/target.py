@@ -1871,7 +1871,7 @@ class StoreTarget:
         self.require_open()
         store = self.store
         key = (tuple([memory.data_len for memory in store.memories]), len(store.instances),
-               store.registry.code_bases())
+               store.registry.code_bases(), tuple(store.argument_regions()))
         memo = self._regions_memo
         if memo is None or memo[0] != key:
             regions = self._build_memory_regions()
