@@ -88,6 +88,12 @@ class TargetError(Exception):
         self.code = code
 
 
+class ResumeRefused(TargetError):
+    """The registers a debugger wrote describe no state the guest can go on
+    from (gdbstub.target ``_settle_registers``): the guest stays stopped,
+    nothing changed."""
+
+
 class StopReason(enum.Enum):
     ENTRY = "entry"            # stopped before the first instruction of the invoked function
     BREAKPOINT = "breakpoint"  # a user breakpoint
@@ -824,10 +830,19 @@ class StoreTarget:
             return contextlib.nullcontext(self._stop_edit)
         return self.store.registry.patch_edit(live=self.is_running)
 
+    def _settle_for_resume(self, stopped: _GuestStop) -> None:
+        try:
+            self._settle_registers(stopped)
+        except ResumeRefused:
+            raise
+        except TargetError as e:
+            raise ResumeRefused(e.code, str(e)) from None
+
     def resume(self) -> None:
-        """Continue until a breakpoint, a trap or the end."""
+        """Continue until a breakpoint, a trap or the end.  ResumeRefused when
+        the registers are no state to continue from."""
         stopped = self.require_stopped()
-        self._settle_registers(stopped)
+        self._settle_for_resume(stopped)
         self._range = None
         if self._watch_on_resume(stopped):
             self._resume_step()
@@ -857,7 +872,7 @@ class StoreTarget:
             # Back in the host, the next thing is the end of the invocation.
             self._release()
             return
-        self._settle_registers(stopped)
+        self._settle_for_resume(stopped)
         self._range = None if self._watch_on_resume(stopped) else range_
         self._resume_step()
 
