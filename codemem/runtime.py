@@ -18,6 +18,7 @@ TableDefinition, HostContext, global cells) and keeps them alive.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 WASM_PAGE = 65536
 MAX_PAGES = 65536
+#: Bytes of a low-address Store's area for the argument arrays of calls into
+#: guest code (Store._argument_array); deeper nesting falls back to the heap.
+LOW_ARGUMENT_AREA_BYTES = 4096
 MASK32 = (1 << 32) - 1
 MASK64 = (1 << 64) - 1
 #: The compiler's identity in the image cache key.  It is derived from the
@@ -502,6 +506,13 @@ class Store:
         self._extern_ids: dict[int, int] = {}
         self._keepalive: list[Any] = []
         self._pending_frames: list[FrameInfo] | None = None
+        #: (address, bytes) of the argument array of each call from the host
+        #: into guest code in progress, outermost first: where a function
+        #: called so finds its arguments (rsi, abi.py "Registers") until its
+        #: prologue has copied them, and a debugger reads them there.
+        self.entry_arguments: list[tuple[int, int]] = []
+        self._low_arguments: int | None = None  # address of the low argument area (low_heap)
+        self._low_arguments_used = 0
         self._pending_exception: BaseException | None = None
         self._modules_by_engine_code: dict[int, Module] = {}
         self.memories: list[Memory] = []
@@ -565,12 +576,53 @@ class Store:
 
     # -- running guest code ------------------------------------------------
 
-    def _enter(self, code_pc: int, vmctx: int, args) -> None:
-        """Runs guest code; raises Trap (or a host function's exception)."""
+    def argument_regions(self) -> list[tuple[int, int]]:
+        """(address, bytes) of the memory holding the argument arrays of
+        the calls from the host in progress: the whole low argument area
+        (a debugger reads it in cache lines) and any array outside it."""
+        regions = []
+        area = self._low_arguments
+        if area is not None:
+            regions.append((area, LOW_ARGUMENT_AREA_BYTES))
+        for address, size in self.entry_arguments:
+            if area is None or not area <= address < area + LOW_ARGUMENT_AREA_BYTES:
+                regions.append((address, size))
+        return regions
+
+    @contextlib.contextmanager
+    def _argument_array(self, count: int):
+        """A zeroed array of ``count`` 8-byte slots for a call into guest
+        code, as (``uint64_t *`` cdata, address): in a low-address Engine
+        below 4 GiB (a debugger's x32 view reads a function's arguments
+        there at its first instruction, docs/calls.md), taken from a
+        per-Store area used as a stack (calls nest through host functions)."""
+        nbytes = 8 * count
+        if self.low_heap is not None and self._low_arguments_used + nbytes <= LOW_ARGUMENT_AREA_BYTES:
+            if self._low_arguments is None:
+                self._low_arguments = self.low_heap.alloc_pages(LOW_ARGUMENT_AREA_BYTES, what="call arguments")[1]
+            address = self._low_arguments + self._low_arguments_used
+            self._low_arguments_used += nbytes
+            try:
+                array = ffi.cast("uint64_t *", address)
+                ffi.memmove(array, bytes(nbytes), nbytes)
+                yield array, address
+            finally:
+                self._low_arguments_used -= nbytes
+            return
+        array = ffi.new("uint64_t[]", count)
+        yield array, int(ffi.cast("uintptr_t", array))
+
+    def _enter(self, code_pc: int, vmctx: int, address: int, size: int) -> None:
+        """Runs guest code with its ``size``-byte argument array at
+        ``address``; raises Trap (or a host function's exception)."""
         if self.ctx.depth == 0:
             self._pending_frames = None
             self._pending_exception = None
-        code = self.ctx.enter(code_pc, vmctx, int(ffi.cast("uintptr_t", args)))
+        self.entry_arguments.append((address, size))
+        try:
+            code = self.ctx.enter(code_pc, vmctx, address)
+        finally:
+            self.entry_arguments.pop()
         if code:
             frames, self._pending_frames = self._pending_frames or [], None
             if code == TrapCode.HOST_ERROR and self._pending_exception is not None:
@@ -708,11 +760,11 @@ class Func:
         if self._instance is None:
             out = self._invoke_host([Val.from_python(t, a) for t, a in zip(params, args)])
             return out
-        array = ffi.new("uint64_t[]", max(len(params), len(results), 1))
-        for i, (t, a) in enumerate(zip(params, args)):
-            array[i] = store.to_bits(t, a)
-        store._enter(self._funcref[0], self._funcref[1], array)
-        return [store.to_val(t, array[i]) for i, t in enumerate(results)]
+        with store._argument_array(max(len(params), len(results), 1)) as (array, address):
+            for i, (t, a) in enumerate(zip(params, args)):
+                array[i] = store.to_bits(t, a)
+            store._enter(self._funcref[0], self._funcref[1], address, 8 * max(len(params), len(results), 1))
+            return [store.to_val(t, array[i]) for i, t in enumerate(results)]
 
     def __call__(self, *args: Any) -> Any:
         out = [v.value for v in self.call_vals(args)]

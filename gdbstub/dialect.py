@@ -212,7 +212,18 @@ class NativeDialect(Dialect):
     def read_registers(self, target: "StoreTarget") -> bytes:
         return arch_amd64.regfile_to_g(target.read_registers(), self._synthesized(target))
 
+    def _bind(self, target: "StoreTarget") -> None:
+        """Gives ``target`` the C calling-convention records of its
+        functions (gdbstub.c_abi, in the images): a ``finish`` out of a
+        function returning a C aggregate and inferior calls passing them
+        convert between System V and wasm32 with them."""
+        if self.images is not None and target.function_abi is None and self._has_window(target):
+            images = self.images
+            target.function_abi = lambda entry, func: images.function_abis(
+                entry.module, entry.engine_code).get(func.native_start)
+
     def write_registers(self, target: "StoreTarget", data: bytes) -> None:
+        self._bind(target)
         regfile = bytearray(target.read_registers())
         arch_amd64.g_to_regfile(data, regfile, self._synthesized(target))
         self._writes += 1
@@ -222,6 +233,7 @@ class NativeDialect(Dialect):
         return arch_amd64.read_register(target.read_registers(), regnum, self._synthesized(target))
 
     def write_register(self, target: "StoreTarget", regnum: int, value: bytes) -> None:
+        self._bind(target)
         regfile = bytearray(target.read_registers())
         arch_amd64.write_register(regfile, regnum, value, self._synthesized(target))
         self._writes += 1
@@ -305,6 +317,8 @@ class NativeDialect(Dialect):
 
     # -- stops
     def stop_registers(self, target: "StoreTarget", stop: Stop) -> tuple[dict[int, bytes], int]:
+        self._bind(target)
+        target.present_aggregate_return()
         regfile = target.read_registers()
         registers = {regnum: arch_amd64.read_register(regfile, regnum)
                      for regnum in (arch_amd64.RBP_REGNUM, arch_amd64.RSP_REGNUM, arch_amd64.RIP_REGNUM)}

@@ -71,7 +71,7 @@ from codemem.lowmem import (CALL_LANDING_OFFSET, ENTRY_THUNK_CODE, ENTRY_THUNK_P
                              entry_thunk_address)
 from codemem.native import ffi, lib
 
-from . import frame_bases
+from . import c_abi, frame_bases
 from .debugimage import CfiRow, DebugImageError, Fde, Symbol, build_debug_image
 from .debugimage.elf import ELF32, ELF64, section_by_name
 from .debugimage.image import build_id_is_intact
@@ -132,10 +132,10 @@ GUEST_CLOBBERED = ("rax", "rdx", "rcx", "rbx", "rsi", "rdi", "r8", "r9", "r10", 
 
 #: The sources whose code decides an engine image's bytes (the builder's
 #: part of the cache key), relative to the gdbstub package.
-_BUILDER_SOURCES = ("images.py", "guest_lines.py", "frame_bases.py", "debugimage/__init__.py", "debugimage/dwarf.py",
+_BUILDER_SOURCES = ("images.py", "guest_lines.py", "frame_bases.py", "c_abi.py", "debugimage/__init__.py", "debugimage/dwarf.py",
                     "debugimage/elf.py", "debugimage/image.py", "debugimage/model.py",
                     *(f"dwarf_translate/{name}" for name in ("__init__.py", "builder.py", "codemap.py", "expr.py",
-                                                             "translate.py", "writer.py")))
+                                                             "translate.py", "writer.py", "prologue.py")))
 #: A section of our own in x32 engine images: the translation's static data
 #: symbols (linear-memory addresses, which a load bias must not move), records
 #: of u32 address, u32 size, NUL-terminated name.  The Store's executable image
@@ -503,6 +503,8 @@ def _build_engine_image(module, engine_code, *, source_lines: bool, section_buil
                 for name, address, size in translated.data_symbols)
             if translated.frame_base_slots:
                 extra[frame_bases.SECTION] = frame_bases.pack_slots(translated.frame_base_slots)
+            if translated.function_abis:
+                extra[c_abi.SECTION] = c_abi.pack_abis(translated.function_abis)
     lines = image_lines(module, table, link_address) if source_lines and debug_sections is None \
         else ImageLines([])
     if section_builders:
@@ -774,6 +776,8 @@ class DebugImageSet:
         self._runtimes_x32: dict[tuple[str, ...], LoadedImage] = {}
         # image name -> frame-base slots of its functions (frame_base_slots_of)
         self._frame_base_slots: dict[str, dict[int, int]] = {}
+        # image name -> C calling-convention records of its functions (function_abis)
+        self._function_abis: dict[str, dict[int, c_abi.FunctionAbi]] = {}
 
     # ------------------------------------------------------------ engine images
     def image_key(self, module) -> str:
@@ -829,6 +833,24 @@ class DebugImageSet:
             with self._lock:
                 self._frame_base_slots[image.name] = slots
         return slots
+
+    def function_abis(self, module, engine_code=None) -> dict[int, "c_abi.FunctionAbi"]:
+        """``{function image offset: FunctionAbi}`` of ``module``'s image:
+        the functions whose C aggregates the System V and wasm32 conventions
+        pass differently (gdbstub.c_abi; read once, empty without)."""
+        image = self.image_for(module, engine_code)
+        with self._lock:
+            abis = self._function_abis.get(image.name)
+        if abis is None:
+            section = image.cached_section(c_abi.SECTION)
+            try:
+                abis = c_abi.unpack_abis(section) if section is not None else {}
+            except c_abi.AbiSectionError as e:
+                log.warning("%s: %s; aggregates in finish and calls are shown as wasm32 passes them", image.name, e)
+                abis = {}
+            with self._lock:
+                self._function_abis[image.name] = abis
+        return abis
 
     # ------------------------------------------------------------ per Store
     def for_store(self, store) -> list[LoadedImage]:

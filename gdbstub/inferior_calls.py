@@ -54,6 +54,8 @@ from dataclasses import dataclass
 
 from codemem.wasm.types import ValType
 
+from .c_abi import INTEGER, Aggregate, FunctionAbi
+
 #: The System V integer argument registers, in order, as indexes into the
 #: regfile's ``gpr`` array (gdbstub.arch_amd64.GPR_NAMES order).
 INTEGER_ARGUMENT_GPRS = (5, 4, 3, 2, 8, 9)  # rdi, rsi, rdx, rcx, r8, r9
@@ -99,6 +101,12 @@ class InferiorCall:
     #: The whole regfile to resume from should the debugger leave before
     #: the call returns (its argument registers as gdb set them).
     saved_regfile: bytes = b""
+    #: A C aggregate the function returns through memory (gdbstub.c_abi):
+    #: where in linear memory the callee writes it, and, when System V
+    #: returns it in memory too, gdb's buffer (its hidden rdi) to copy it to.
+    result: Aggregate | None = None
+    result_address: int = 0
+    gdb_result_address: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,14 @@ class CallPlan:
     rsp: int  # the new rsp: the landing is written there
     array: int  # the argument array's address (rsi)
     values: tuple[int, ...]  # the array's entries, as 8-byte slot values
+    #: (linear-memory address, bytes): the copies of aggregate arguments
+    #: wasm32 passes by pointer (gdbstub.c_abi), written before the call.
+    copies: tuple[tuple[int, bytes], ...] = ()
+    #: Where the callee writes an aggregate it returns through memory
+    #: (linear memory, 0: none) and gdb's buffer for it (System V MEMORY
+    #: class: gdb's hidden first argument; 0 otherwise).
+    result_address: int = 0
+    gdb_result_address: int = 0
 
 
 #: Bytes of linear memory below the C stack pointer a called function must
@@ -125,6 +141,45 @@ def lowered_stack_pointer(value: int) -> int | None:
     return lowered if lowered > 0 else None
 
 
+class _SysvArguments:
+    """Where gdb put each next argument by the System V convention: the
+    registers and stack words of one call, taken in order."""
+
+    def __init__(self, gpr, xmm_low64, stack_word, first_gpr: int = 0):
+        self.gpr, self.xmm_low64, self.stack_word = gpr, xmm_low64, stack_word
+        self.next_gpr, self.next_sse, self.next_stack = first_gpr, 0, 0
+
+    def scalar(self, valtype) -> int:
+        """An integer-class value (i32, i64, references) from the next of
+        rdi, rsi, rdx, rcx, r8, r9, an f32/f64 from the next of xmm0-7 (its
+        low 64 bits), else the next stack word."""
+        if valtype in _FLOAT_TYPES and self.next_sse < SSE_ARGUMENT_REGISTERS:
+            self.next_sse += 1
+            return self.xmm_low64(self.next_sse - 1)
+        if valtype not in _FLOAT_TYPES and self.next_gpr < len(INTEGER_ARGUMENT_GPRS):
+            self.next_gpr += 1
+            return self.gpr[INTEGER_ARGUMENT_GPRS[self.next_gpr - 1]]
+        self.next_stack += 1
+        return self.stack_word(self.next_stack - 1)
+
+    def aggregate(self, aggregate: Aggregate) -> bytes:
+        """A struct's bytes: eightbyte by eightbyte from the next register of
+        its class when all of them fit in the registers left, else (and for
+        class MEMORY) whole from the next stack words (psABI 3.2.3)."""
+        integers = sum(1 for c in aggregate.classes if c == INTEGER)
+        sses = len(aggregate.classes) - integers
+        words = []
+        if aggregate.classes and self.next_gpr + integers <= len(INTEGER_ARGUMENT_GPRS) \
+                and self.next_sse + sses <= SSE_ARGUMENT_REGISTERS:
+            for cls in aggregate.classes:
+                words.append(self.scalar(ValType.I64 if cls == INTEGER else ValType.F64))
+        else:
+            for _ in range((aggregate.size + 7) // 8):
+                self.next_stack += 1
+                words.append(self.stack_word(self.next_stack - 1))
+        return struct.pack(f"<{len(words)}Q", *[w & (2 ** 64 - 1) for w in words])[:aggregate.size]
+
+
 def sysv_argument_values(params, gpr, xmm_low64, stack_word) -> list[int]:
     """The wasm arguments of a function with parameter types ``params`` as
     gdb passed them by the System V convention: each integer-class parameter
@@ -133,34 +188,73 @@ def sysv_argument_values(params, gpr, xmm_low64, stack_word) -> list[int]:
     stack in order (``stack_word(k)``: the k-th 8-byte word above the return
     address).  Values are 8-byte slot values (abi.py "Values in 8-byte
     slots": an i32 or f32 reader takes the low 32 bits)."""
-    values = []
-    next_gpr = next_sse = next_stack = 0
-    for valtype in params:
-        if valtype in _FLOAT_TYPES and next_sse < SSE_ARGUMENT_REGISTERS:
-            values.append(xmm_low64(next_sse))
-            next_sse += 1
-        elif valtype not in _FLOAT_TYPES and next_gpr < len(INTEGER_ARGUMENT_GPRS):
-            values.append(gpr[INTEGER_ARGUMENT_GPRS[next_gpr]])
-            next_gpr += 1
-        else:
-            values.append(stack_word(next_stack))
-            next_stack += 1
-    return values
+    arguments = _SysvArguments(gpr, xmm_low64, stack_word)
+    return [arguments.scalar(valtype) for valtype in params]
 
 
-def plan_call(func_type, rsp: int, lowest_rsp: int, gpr, xmm_low64, stack_word) -> CallPlan:
+def linear_area_size(abi: FunctionAbi | None) -> int:
+    """Bytes of linear memory a call of a function with ``abi`` needs below
+    the C stack pointer: a 16-byte aligned place per aggregate argument
+    copy and for an aggregate result."""
+    if abi is None:
+        return 0
+    aggregates = [a for a in abi.params if a is not None] + ([abi.result] if abi.result is not None else [])
+    return sum((a.size + 15) & ~15 for a in aggregates)
+
+
+def plan_call(func_type, rsp: int, lowest_rsp: int, gpr, xmm_low64, stack_word, *,
+              abi: FunctionAbi | None = None, linear_area: int = 0) -> CallPlan:
     """The argument array for a call of a function of type ``func_type``
     whose return address gdb wrote at ``rsp``; the new rsp must stay at or
-    above ``lowest_rsp`` (the stop's resume gap)."""
+    above ``lowest_rsp`` (the stop's resume gap).
+
+    With ``abi`` (gdbstub.c_abi: the function passes or returns a C
+    aggregate), gdb's System V placement of each aggregate is read and
+    turned into wasm32's: a copy in linear memory at ``linear_area``
+    onwards (:func:`linear_area_size` bytes, below the C stack pointer)
+    passed by its address, and the address of the result's place as the
+    hidden first argument."""
     entries = max(len(func_type.params), len(func_type.results))
     entries += entries & 1
     new_rsp = rsp - 8 * entries
     if new_rsp < lowest_rsp:
         raise CallSetupError(f"the call's stack at {rsp:#x} leaves no room for its {entries} arguments above "
                              f"{lowest_rsp:#x}, the lowest address the stopped guest can resume from")
-    values = sysv_argument_values(func_type.params, gpr, xmm_low64, stack_word)
+    if abi is None:
+        values = sysv_argument_values(func_type.params, gpr, xmm_low64, stack_word)
+        values += [0] * (entries - len(values))
+        return CallPlan(new_rsp, new_rsp + 8, tuple(values))
+    if abi.wasm_param_count != len(func_type.params):
+        raise CallSetupError(f"the function's C parameters ({abi.wasm_param_count} wasm values) do not match its "
+                             f"wasm type ({len(func_type.params)} parameters)")
+    return _plan_aggregate_call(func_type, abi, new_rsp, entries, gpr, xmm_low64, stack_word, linear_area)
+
+
+def _plan_aggregate_call(func_type, abi: FunctionAbi, new_rsp: int, entries: int, gpr, xmm_low64, stack_word,
+                         linear_area: int) -> CallPlan:
+    """plan_call for a function with aggregates (System V AMD64 psABI 3.2.3,
+    as gdb's amd64_push_dummy_call places them)."""
+    values: list[int] = []
+    copies: list[tuple[int, bytes]] = []
+    area = linear_area
+    result_address = gdb_result_address = 0
+    first_gpr = 0
+    if abi.result is not None:
+        result_address, area = area, area + ((abi.result.size + 15) & ~15)
+        if abi.result.in_memory:  # gdb passes its own buffer as the hidden first argument (rdi)
+            gdb_result_address = gpr[INTEGER_ARGUMENT_GPRS[0]]
+            first_gpr = 1
+        values.append(result_address)
+    arguments = _SysvArguments(gpr, xmm_low64, stack_word, first_gpr)
+    for param, valtype in zip(abi.params, func_type.params[len(values):]):
+        if param is None:  # a scalar: where System V puts one of its wasm type
+            values.append(arguments.scalar(valtype))
+            continue
+        copies.append((area, arguments.aggregate(param)))
+        values.append(area)
+        area += (param.size + 15) & ~15
     values += [0] * (entries - len(values))
-    return CallPlan(new_rsp, new_rsp + 8, tuple(values))
+    return CallPlan(new_rsp, new_rsp + 8, tuple(values), tuple(copies), result_address, gdb_result_address)
 
 
 def pack_plan(plan: CallPlan, landing: int) -> bytes:

@@ -57,7 +57,7 @@ from .protocol.connection import ProtocolConnection
 from .protocol.encoding import ProtocolError, hex_encode
 from .protocol.replies import ErrorCode, Signal
 from .protocol.xmltext import escape
-from .target import Exited, Stop, StopReason, StopReport, StoreTarget, TargetError
+from .target import Exited, ResumeRefused, Stop, StopReason, StopReport, StoreTarget, TargetError
 from .targets import SingleStoreHost, TargetHost
 
 log = logging.getLogger(__name__)
@@ -777,9 +777,30 @@ class GdbSession:
                 return self._exit_reply(attached.target, attached.target.exited)
         for attached, action in plan:
             attached.resumed = True
-            action(attached.target)
+            try:
+                action(attached.target)
+            except ResumeRefused as e:
+                attached.resumed = False
+                return self._refused_resume_reply(attached, e)
         self.waiting_for_stop = True
         return None
+
+    def _refused_resume_reply(self, attached: Attached, refusal: ResumeRefused) -> bytes:
+        """A resume from registers the guest cannot continue from (a pc
+        outside its code, a stack pointer off its stack) is answered as the
+        fault it would be natively, a SIGSEGV stop where the guest is, with
+        the reason as console output: an error reply instead makes gdb 13
+        retry its step for ever.  The guest stays stopped as it was; the
+        debugger can write other registers, or kill."""
+        target = attached.target
+        log.warning("resume refused, reported as SIGSEGV: %s", refusal)
+        self.conn.reply(R.console_output(f"wasm-gdbstub: the guest cannot resume: {refusal}\n".encode()))
+        self._current_g = self._current_c = target.pid
+        self._stop_others(attached)
+        stop = target.current_stop
+        assert stop is not None, "a refused resume leaves the guest stopped"
+        return self._stop_reply(target, replace(stop, reason=StopReason.TRAP, signal=Signal.SIGSEGV,
+                                                trap_message=f"cannot resume: {refusal}"))
 
     def _check_resume_address(self, target: StoreTarget, addr: int | None) -> None:
         if addr is not None and target.current_stop is not None and addr != self.dialect.current_pc(target):

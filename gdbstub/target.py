@@ -73,8 +73,9 @@ from codemem.runtime import trap_for_code
 
 from . import arch_amd64, guest_output
 from .agent import SiteAgent, WatchPlace
-from .inferior_calls import (CallSetupError, InferiorCall, RegisterState, lowered_stack_pointer, pack_plan,
-                             plan_call)
+from .c_abi import return_registers, returned_bytes
+from .inferior_calls import (LINEAR_RED_ZONE, CallSetupError, InferiorCall, RegisterState, linear_area_size,
+                             lowered_stack_pointer, pack_plan, plan_call)
 from .protocol.replies import ErrorCode, Signal
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,12 @@ class TargetError(Exception):
     def __init__(self, code: ErrorCode, message: str):
         super().__init__(message)
         self.code = code
+
+
+class ResumeRefused(TargetError):
+    """The registers a debugger wrote describe no state the guest can go on
+    from (gdbstub.target ``_settle_registers``): the guest stays stopped,
+    nothing changed."""
 
 
 class StopReason(enum.Enum):
@@ -255,6 +262,38 @@ def _raw_write(address: int, data: bytes) -> None:
     ffi.memmove(ffi.cast("char *", address), data, len(data))
 
 
+def _put_return_registers(regfile, values: dict[str, int]) -> None:
+    """Writes gdbstub.c_abi.return_registers' values (rax, rdx: whole
+    registers; xmm0, xmm1: their low 64 bits) into ``regfile``."""
+    for name, value in values.items():
+        if name.startswith("xmm"):
+            regfile.xmm[int(name[3:])][0:8] = value.to_bytes(8, "little")
+        else:
+            regfile.gpr[_GPR_INDEX[name]] = value
+
+
+def _call_immediates(data: bytes, wasm_offset: int) -> tuple[int, list[int]] | None:
+    """(opcode, its u32 immediates) of a ``call`` (0x10: function index) or
+    ``call_indirect`` (0x11: type index, table index) at ``wasm_offset``
+    (wasm spec 5.4.1); None for another instruction or malformed bytes."""
+    if wasm_offset >= len(data) or data[wasm_offset] not in (0x10, 0x11):
+        return None
+    opcode, pos, immediates = data[wasm_offset], wasm_offset + 1, []
+    for _ in range(1 if opcode == 0x10 else 2):
+        value, shift = 0, 0
+        while True:
+            if pos >= len(data) or shift >= 35:
+                return None
+            byte = data[pos]
+            value |= (byte & 0x7F) << shift
+            pos += 1
+            shift += 7
+            if not byte & 0x80:
+                break
+        immediates.append(value)
+    return opcode, immediates
+
+
 #: Wasm opcodes after which control may go anywhere but the next instruction
 #: (wasm spec 5.4.1 "Control Instructions"): unreachable, if, else, end, br,
 #: br_if, br_table, return, call, call_indirect, return_call(_indirect).
@@ -333,6 +372,11 @@ class StoreTarget:
         #: and the calls in progress, innermost last.
         self.call_landing = call_landing_address(low=bool(store.ctx.entry_thunk))
         self._calls: list[InferiorCall] = []
+        #: ``(ModuleWithCode, FunctionInfo) -> gdbstub.c_abi.FunctionAbi |
+        #: None``: how a function passes C aggregates, from its debug image
+        #: (set by the native dialect, which has the images; None: unknown).
+        self.function_abi: Callable[[Any, Any], Any] | None = None
+        self._aggregate_return_shown: Stop | None = None
         #: Breakpoints the client inserted on the stack (gdb's dummy
         #: breakpoints) or at the landing: the return addresses a call may use.
         self._stack_breakpoints: set[int] = set()
@@ -608,6 +652,7 @@ class StoreTarget:
                 # An inferior call returned: always a stop (the landing is a
                 # permanent breakpoint), shown where gdb's dummy breakpoint is.
                 if self._calls:
+                    self._deliver_aggregate_result(self._calls[-1], raw.regfile)
                     pc = raw.regfile.rip = self._calls[-1].return_address
                     raw.origin = RegisterState(pc, raw.origin.rsp, raw.origin.rbp, raw.origin.r15)
                 stop = Stop(StopReason.BREAKPOINT, pc, Signal.SIGTRAP)
@@ -785,10 +830,19 @@ class StoreTarget:
             return contextlib.nullcontext(self._stop_edit)
         return self.store.registry.patch_edit(live=self.is_running)
 
+    def _settle_for_resume(self, stopped: _GuestStop) -> None:
+        try:
+            self._settle_registers(stopped)
+        except ResumeRefused:
+            raise
+        except TargetError as e:
+            raise ResumeRefused(e.code, str(e)) from None
+
     def resume(self) -> None:
-        """Continue until a breakpoint, a trap or the end."""
+        """Continue until a breakpoint, a trap or the end.  ResumeRefused when
+        the registers are no state to continue from."""
         stopped = self.require_stopped()
-        self._settle_registers(stopped)
+        self._settle_for_resume(stopped)
         self._range = None
         if self._watch_on_resume(stopped):
             self._resume_step()
@@ -818,7 +872,7 @@ class StoreTarget:
             # Back in the host, the next thing is the end of the invocation.
             self._release()
             return
-        self._settle_registers(stopped)
+        self._settle_for_resume(stopped)
         self._range = None if self._watch_on_resume(stopped) else range_
         self._resume_step()
 
@@ -1351,6 +1405,18 @@ class StoreTarget:
             raise TargetError(ErrorCode.EPERM, f"r15 {new_gpr[15]:#x} is not an instance context of this Store "
                                                f"(the runtime's register)")
         if old_rip != new_rip:
+            # gdb has written the call's stack (its return address, on the
+            # stack itself) and rsp before rip.
+            in_call = self._on_stack(new_gpr[7]) and new_gpr[7] != stopped.origin.rsp \
+                and self._on_stack(_read_u64(new_gpr[7]))
+            entry_pc = self._function_pointer_target(new_rip, new_gpr[15]) if in_call else None
+            if entry_pc is not None:
+                # A call through a C function pointer (below): the call goes
+                # to the function's entry, as a wasm call_indirect would.
+                new_regfile = bytearray(new_regfile)
+                struct.pack_into("<Q", new_regfile, arch_amd64.REGFILE_RIP_OFFSET, entry_pc)
+                new_regfile = bytes(new_regfile)
+                new_rip = entry_pc
             self._check_possible_rip(new_rip)
         if (old_gpr[17] ^ new_gpr[17]) & ~_RFLAGS_WRITABLE:
             raise TargetError(ErrorCode.EPERM, "only the arithmetic flags of rflags can be written")
@@ -1406,6 +1472,25 @@ class StoreTarget:
             raise TargetError(ErrorCode.EPERM, f"rsp {rsp:#x} is not a place the guest can resume from (8-byte "
                                                f"aligned, at most {lib.CM_RESUME_GAP_BYTES - 16} bytes below the "
                                                f"stop's rsp {self._resume_floor(stopped) + lib.CM_RESUME_GAP_BYTES - 16:#x})")
+
+    def _function_pointer_target(self, value: int, vmctx: int) -> int | None:
+        """The entry pc of the function a wasm32 C function pointer ``value``
+        names, or None.  A C function pointer is an index into the module's
+        indirect function table (table 0; clang's ``__indirect_function_table``,
+        tool-conventions BasicCABI.md), not a code address, so gdb's ``print
+        fp(3)`` writes that index into rip (after rsp and rbp, with the
+        return address on the stack, infcall.c); it is taken as the function's
+        entry, which is what a ``call_indirect`` of it runs."""
+        instance = self._instance_at(vmctx) or self.instance
+        if instance is None or not instance.tables or value >= instance.tables[0].definition[1]:
+            return None
+        funcref = _read_u64(instance.tables[0].definition[0] + 8 * value)
+        target = _read_u64(funcref + abi.FUNCREF_CODE) if funcref else 0
+        entry = self.store.registry.lookup(target) if target else None
+        func = entry.function_at(target) if entry is not None else None
+        if func is None or entry.store_code.base + func.native_start != target:
+            return None  # null, or a host function
+        return target
 
     def _check_possible_rip(self, rip: int) -> None:
         """A pc the guest may resume at in some state: a site of this
@@ -1465,11 +1550,12 @@ class StoreTarget:
                     raise TargetError(ErrorCode.EPERM, "the guest is at an inferior call's landing: only the "
                                                        "registers before the call can be restored")
                 self._check_new_rip(origin.rip, state.rip)
-        elif not self._start_call(stopped, state, after=self._returned_call(origin)) \
-                and not self._is_unwound_state(origin, state):
-            raise TargetError(ErrorCode.EPERM, f"the registers (rip {state.rip:#x}, rsp {state.rsp:#x}, rbp "
-                                               f"{state.rbp:#x}, r15 {state.r15:#x}) are neither this frame, a "
-                                               f"frame above it, an inferior call nor the state before one")
+        elif not self._start_call(stopped, state, after=self._returned_call(origin)):
+            if not self._is_unwound_state(origin, state):
+                raise TargetError(ErrorCode.EPERM, f"the registers (rip {state.rip:#x}, rsp {state.rsp:#x}, rbp "
+                                                   f"{state.rbp:#x}, r15 {state.r15:#x}) are neither this frame, a "
+                                                   f"frame above it, an inferior call nor the state before one")
+            self._store_aggregate_return(origin, state, regfile)
         if any(call.return_address == regfile.rip for call in self._calls):
             # At gdb's dummy breakpoint (on the stack): the guest waits at
             # the landing, which stops again at once.
@@ -1477,26 +1563,178 @@ class StoreTarget:
         stopped.settled = True
 
     @staticmethod
-    def _lower_stack_pointer(instance) -> tuple[int, int]:
-        """Moves the instance's C stack pointer below its red zone for an
-        inferior call (gdbstub.inferior_calls, LINEAR_RED_ZONE): (its cell,
-        the value to restore), or (0, 0) when the module has none."""
+    def _lower_stack_pointer(instance, area: int = 0) -> tuple[int, int, int]:
+        """Moves the instance's C stack pointer below its red zone and
+        ``area`` more bytes for an inferior call (gdbstub.inferior_calls,
+        LINEAR_RED_ZONE): (its cell, the value to restore, the new value,
+        where the area starts), or (0, 0, 0) when the module has none or
+        its stack has no room."""
         names = instance.module.info.names.globals
         index = next((k for k, name in names.items() if name == "__stack_pointer"), None)
         if index is None or index >= len(instance.globals):
-            return 0, 0
+            return 0, 0, 0
         cell = instance.globals[index].cell_address
         value = _read_u64(cell) & 0xFFFFFFFF
-        lowered = lowered_stack_pointer(value)
+        lowered = lowered_stack_pointer(value - area) if value > area else None
         if lowered is None:
-            return 0, 0
+            return 0, 0, 0
         _raw_write(cell, struct.pack("<Q", lowered))
-        return cell, value
+        return cell, value, lowered
+
+    @staticmethod
+    def _linear_memory(instance, address: int, length: int) -> int:
+        """The native address of ``instance``'s linear memory 0 at
+        ``address`` (TargetError if ``length`` bytes there are out of it)."""
+        if not instance.memories:
+            raise TargetError(ErrorCode.EPERM, f"{instance.module.name} has no linear memory for C aggregates")
+        memory = instance.memories[0]
+        if address < 0 or address + length > memory.data_len:
+            raise TargetError(ErrorCode.MEMORY_FAULT, f"linear memory {address:#x}+{length:#x} is out of "
+                                                      f"{instance.module.name}'s memory ({memory.data_len:#x} bytes)")
+        return memory.base + address
+
+    def _instance_at(self, vmctx: int):
+        return next((i for i in self.store.instances if i.vmctx_address == vmctx), None)
+
+    def _deliver_aggregate_result(self, call: InferiorCall, regfile) -> None:
+        """At the landing of a call of a function returning a C aggregate
+        through memory (wasm32), put it where System V returns it for gdb to
+        read (gdbstub.c_abi): its eightbytes in rax, rdx / xmm0, xmm1, or,
+        for class MEMORY, copied into gdb's buffer whose address is rax."""
+        if call.result is None:
+            return
+        instance = self._instance_at(regfile.gpr[15])
+        try:
+            if instance is None:
+                raise TargetError(ErrorCode.EPERM, "the call returned into no instance")
+            data = _raw_read(self._linear_memory(instance, call.result_address, call.result.size), call.result.size)
+        except TargetError as e:
+            log.warning("the aggregate %s returned cannot be shown: %s", call.function, e)
+            return
+        if call.result.in_memory:
+            if self._on_stack(call.gdb_result_address) and self._on_stack(call.gdb_result_address + len(data) - 1):
+                _raw_write(call.gdb_result_address, data)
+            else:
+                log.warning("the aggregate %s returned is not copied: gdb's buffer at %#x is off the stack",
+                            call.function, call.gdb_result_address)
+            regfile.gpr[0] = call.gdb_result_address
+            return
+        _put_return_registers(regfile, return_registers(call.result, data))
+
+    def present_aggregate_return(self) -> None:
+        """At a stop on the return point of a call of a function that returns
+        a C aggregate of 16 bytes or less (wasm32: through memory, at the
+        address the callee leaves in rax, codemem/abi.py "Results"), put its
+        bytes where System V returns it (rax, rdx / xmm0, xmm1, gdbstub.c_abi),
+        where gdb's and lldb's ``finish`` read it.  Those registers are dead
+        at a return point after a call without a wasm result (the caller
+        reads no register there), so the guest runs on unchanged.  Once per
+        stop; only direct calls (``call N``): after a ``call_indirect`` the
+        callee is not known any more."""
+        stop = self._current
+        stopped = self._stopped
+        if stop is None or stopped is None or self.function_abi is None or self._aggregate_return_shown is stop \
+                or stopped.kind != native.EVENT_BREAKPOINT:
+            return
+        self._aggregate_return_shown = stop
+        regfile = stopped.regfile
+        entry = self.store.registry.lookup(regfile.rip)
+        if entry is None:
+            return
+        code = entry.store_code
+        table = code.frame_table
+        point = table.sequence_point_at_or_before(code.offset_of(regfile.rip))
+        if point is None or point.kind is not SequencePointKind.RETURN_POINT \
+                or code.base + point.native_offset != regfile.rip:
+            return
+        instance = self._instance_at(regfile.gpr[15])
+        callee = self._callee_at_return_point(entry, point, regfile, instance) if instance is not None else None
+        abi = self.function_abi(*callee) if callee is not None else None
+        if abi is None or abi.result is None or abi.result.in_memory:
+            return  # MEMORY class: rax already holds the address, as System V returns it
+        try:
+            data = _raw_read(self._linear_memory(instance, regfile.gpr[0] & 0xFFFFFFFF, abi.result.size),
+                             abi.result.size)
+        except TargetError as e:
+            log.debug("no aggregate shown at %#x: %s", regfile.rip, e)
+            return
+        _put_return_registers(regfile, return_registers(abi.result, data))
+
+    def _callee_at_return_point(self, entry, point, regfile, instance):
+        """(ModuleWithCode, FunctionInfo) of the function whose call returned
+        to ``point`` (a RETURN_POINT of ``entry``'s code): a ``call N``
+        names it; after a ``call_indirect`` the table index the caller used is
+        still in its operand slot (above the arguments, which the callee's
+        results do not reach when it has none, codemem/abi.py), and the table
+        entry names it.  None when unknown (an import, a changed table)."""
+        code = entry.store_code
+        decoded = _call_immediates(entry.module.info.data, point.wasm_offset)
+        if decoded is None:
+            return None
+        opcode, immediates = decoded
+        if opcode == 0x10:
+            func = code.frame_table.function_by_wasm_index(immediates[0])
+            return (entry, func) if func is not None else None
+        type_index, table_index = immediates
+        types = entry.module.info.types
+        caller = code.frame_table.function_at(point.native_offset)
+        if type_index >= len(types) or types[type_index].results or caller is None \
+                or table_index >= len(instance.tables):
+            return None  # only functions without a wasm result return aggregates through memory
+        slot = regfile.gpr[6] + caller.operand_slot_offset(len(point.stack_types) + len(types[type_index].params))
+        if not self._on_stack(slot):
+            return None
+        index = _read_u64(slot) & 0xFFFFFFFF
+        elements, size = instance.tables[table_index].definition[0], instance.tables[table_index].definition[1]
+        funcref = _read_u64(elements + 8 * index) if index < size and elements else 0
+        target = _read_u64(funcref + abi.FUNCREF_CODE) if funcref else 0
+        callee_entry = self.store.registry.lookup(target) if target else None
+        func = callee_entry.function_at(target) if callee_entry is not None else None
+        return (callee_entry, func) if func is not None and callee_entry.store_code.base + func.native_start \
+            == target else None
 
     @staticmethod
     def _end_call(call: InferiorCall) -> None:
         if call.stack_pointer_cell:
             _raw_write(call.stack_pointer_cell, struct.pack("<Q", call.stack_pointer))
+
+    def _store_aggregate_return(self, origin: RegisterState, state: RegisterState, regfile) -> None:
+        """gdb's ``return VALUE`` out of a function returning a C aggregate of
+        16 bytes or less: gdb wrote it where System V returns it (rax, rdx /
+        xmm0, xmm1) and popped the frames up to ``state``; wasm32's caller
+        reads it from the memory whose address it passed as the hidden first
+        argument (gdbstub.c_abi), so it is stored there."""
+        if self.function_abi is None:
+            return
+        registry, stack = self.store.registry, self.store.ctx.stack
+        frames = walker.walk(registry, stack, origin.rip, origin.rbp, origin.rsp)
+        unwound = walker.unwound_states(registry, stack, origin.rip, origin.rbp, origin.rsp)
+        shown = {call.slot: call.return_address for call in self._calls}
+        for frame, (pc, rsp, rbp) in zip(frames, unwound):
+            if (shown.get(rsp - 8, pc), rsp, rbp) == (state.rip, state.rsp, state.rbp):
+                break
+        else:
+            return
+        convention = self.function_abi(frame.entry, frame.func)
+        if convention is None or convention.result is None or convention.result.in_memory:
+            return  # MEMORY class: gdb stores nothing either ("the return value ... will be ignored")
+        # The hidden first argument: entry 0 of the frame's argument array
+        # (rsi at an ENTRY site, saved at rbp-8 after the prologue, abi.py).
+        array = regfile.gpr[4] if frame.at_entry and frame.index == 0 else \
+            None if frame.at_entry else _read_u64(frame.rbp + abi.FRAME_ARGS_PTR)
+        instance = self._instance_at(regfile.gpr[15])
+        if array is None or instance is None or self.region_at(array) is None:
+            log.warning("return from %s: its result's memory is unknown, the caller reads it unchanged",
+                        frame.func_name)
+            return
+        values = {"rax": regfile.gpr[0], "rdx": regfile.gpr[3],
+                  "xmm0": struct.unpack_from("<Q", bytes(regfile.xmm[0]))[0],
+                  "xmm1": struct.unpack_from("<Q", bytes(regfile.xmm[1]))[0]}
+        data = returned_bytes(convention.result, values)
+        try:
+            _raw_write(self._linear_memory(instance, _read_u64(array) & 0xFFFFFFFF, len(data)), data)
+        except TargetError as e:
+            log.warning("return from %s: its result cannot be stored: %s", frame.func_name, e)
 
     def _is_unwound_state(self, origin: RegisterState, state: RegisterState) -> bool:
         if state.r15 != origin.r15:
@@ -1550,11 +1788,6 @@ class StoreTarget:
                 raise TargetError(ErrorCode.EPERM, f"argument {k} on the stack at {address:#x} is off the stack")
             return _read_u64(address)
 
-        try:
-            plan = plan_call(func_type, state.rsp, self._resume_floor(stopped), list(regfile.gpr),
-                             lambda k: struct.unpack_from("<Q", bytes(regfile.xmm[k]))[0], stack_word)
-        except CallSetupError as e:
-            raise TargetError(ErrorCode.EPERM, str(e)) from None
         instances = [i for i in self.store.instances if i.entry.store_code is code]
         if not instances:
             raise TargetError(ErrorCode.EPERM, f"no instance of {module.name} runs the code at {state.rip:#x}")
@@ -1562,12 +1795,24 @@ class StoreTarget:
         # is into the same instance; the function's own instance otherwise.
         vmctx = next((i.vmctx_address for i in instances if i.vmctx_address == state.r15),
                      instances[0].vmctx_address)
-        assert stack.contains(plan.rsp)
         instance = next((i for i in instances if i.vmctx_address == vmctx), instances[0])
+        abi = self.function_abi(entry, func) if self.function_abi is not None else None
+        area = linear_area_size(abi)
+
+        def plan_at(linear_area: int):
+            return plan_call(func_type, state.rsp, self._resume_floor(stopped), list(regfile.gpr),
+                             lambda k: struct.unpack_from("<Q", bytes(regfile.xmm[k]))[0], stack_word,
+                             abi=abi, linear_area=linear_area)
+
+        try:
+            plan = plan_at(0)  # everything checked before anything is written
+        except CallSetupError as e:
+            raise TargetError(ErrorCode.EPERM, str(e)) from None
+        assert stack.contains(plan.rsp)
         if after is not None:
             assert self._calls[-1] is after
             self._calls.pop()
-            self._end_call(after)
+            self._end_call(after)  # restores the C stack pointer this call lowers again
             log.debug("inferior call of %s done: another follows", after.function)
             before, displaced, saved_regfile = after.saved, after.displaced_pc, after.saved_regfile
         else:
@@ -1576,11 +1821,29 @@ class StoreTarget:
             for index, value in ((7, stopped.origin.rsp), (6, stopped.origin.rbp), (15, stopped.origin.r15)):
                 struct.pack_into("<Q", saved, 8 * index, value)
             before, displaced, saved_regfile = stopped.origin, self._displaced_stop, bytes(saved)
-        sp_cell, sp_value = self._lower_stack_pointer(instance)
+        sp_cell, sp_value, lowered = self._lower_stack_pointer(instance, area)
+        if area:
+            # Aggregate copies and the result's place go from the lowered C
+            # stack pointer up, below its old red zone (gdbstub.c_abi).
+            try:
+                if not sp_cell:
+                    raise TargetError(ErrorCode.EPERM, f"{module.func_name(func.wasm_index)} passes C aggregates "
+                                                       f"through linear memory, and {module.name} has no C stack "
+                                                       f"pointer with {area + LINEAR_RED_ZONE} bytes below it")
+                plan = plan_at(lowered)
+                for address, data in plan.copies:
+                    _raw_write(self._linear_memory(instance, address, len(data)), data)
+            except TargetError:
+                if sp_cell:
+                    _raw_write(sp_cell, struct.pack("<Q", sp_value))
+                raise
         _raw_write(plan.rsp, pack_plan(plan, self.call_landing))
         self._calls.append(InferiorCall(before, displaced, module.func_name(func.wasm_index),
                                         return_address=return_address, slot=plan.rsp, saved_regfile=saved_regfile,
-                                        stack_pointer_cell=sp_cell, stack_pointer=sp_value))
+                                        stack_pointer_cell=sp_cell, stack_pointer=sp_value,
+                                        result=abi.result if abi is not None else None,
+                                        result_address=plan.result_address,
+                                        gdb_result_address=plan.gdb_result_address))
         regfile.gpr[7] = plan.rsp
         regfile.gpr[4] = plan.array
         regfile.gpr[15] = vmctx
@@ -1623,7 +1886,7 @@ class StoreTarget:
         self.require_open()
         store = self.store
         key = (tuple([memory.data_len for memory in store.memories]), len(store.instances),
-               store.registry.code_bases())
+               store.registry.code_bases(), tuple(store.argument_regions()))
         memo = self._regions_memo
         if memo is None or memo[0] != key:
             regions = self._build_memory_regions()
@@ -1643,6 +1906,12 @@ class StoreTarget:
         if thunk:
             regions.append(MemoryRegion("code:entry-thunk", thunk, thunk + ENTRY_THUNK_PAGE_CODE_SIZE, _raw_read, None,
                                         executable=True))
+        # The argument arrays of the host's calls into the guest: a function
+        # entered from the host reads its arguments there (rsi) until its
+        # prologue has copied them, and so does the translated DWARF of its
+        # parameters at its first instruction (docs/calls.md).
+        for k, (address, size) in enumerate(self.store.argument_regions()):
+            regions.append(MemoryRegion(f"arguments{k}", address, address + size, _raw_read, _raw_write))
         stack = self.store.ctx.stack
         regions.append(MemoryRegion("stack", stack.base + stack.guard, stack.top, self._read_stack, self._write_stack))
         for index, memory in enumerate(self.store.memories):

@@ -511,3 +511,96 @@ def test_an_x32_image_carries_the_frame_base_slots_and_every_guest_fde_recovers_
             rule = row[frame_bases.REGISTER_DWARF]
             assert rule.type == "EXPRESSION" and bytes(rule.arg) == frame_bases.CFI_RULE[1], fde
     assert frame_base_slots_of(build_engine_image(module, module.engine_code, x32=False)) == {}
+
+
+# ------------------------------------------------ arguments at entry, C aggregates
+def test_the_prologue_scan_finds_each_argument_store_and_stops_at_other_code():
+    from gdbstub.dwarf_translate.prologue import ArgumentStore, argument_stores
+    # global.get 0; i32.const 16; i32.sub; local.set 4;
+    # local.get 4; local.get 1; i32.store offset=12; local.get 4; local.get 0; f64.store offset=0;
+    # local.get 4; local.get 9; i32.store offset=8   (local 9 is no parameter)
+    # i32.load ...                                    (ends the prologue)
+    code = bytes([0x23, 0, 0x41, 16, 0x6B, 0x21, 4,
+                  0x20, 4, 0x20, 1, 0x36, 2, 12, 0x20, 4, 0x20, 0, 0x39, 3, 0,
+                  0x20, 4, 0x20, 9, 0x36, 2, 8,
+                  0x28, 2, 0, 0x20, 4, 0x20, 1, 0x36, 2, 4])
+    stores = argument_stores(code, 0, len(code), frame_base_local=4, param_count=2)
+    assert stores == {12: ArgumentStore(1, 12, 14), 0: ArgumentStore(0, 0, 21)}
+    # Malformed bytes end the scan; what was found stands.
+    assert argument_stores(code[:12] + bytes([0x36, 0x80]), 0, 14, 4, 2) == {}
+
+
+def _parameter_locations(name: str, function: str):
+    module = _module(name)
+    table = module.engine_code.frame_table
+    result = translate_guest_dwarf(module.info, table, code_address=0, address_size=4)
+    dwarf = _dwarf(result.sections)
+    parser = LocationParser(dwarf.location_lists())
+    for unit in dwarf.iter_CUs():
+        for sub in unit.get_top_DIE().iter_children():
+            if sub.tag == "DW_TAG_subprogram" and sub.attributes["DW_AT_name"].value == function.encode():
+                func = table.function_at(sub.attributes["DW_AT_low_pc"].value)
+                params = {}
+                for die in sub.iter_children():
+                    if die.tag == "DW_TAG_formal_parameter" and "DW_AT_location" in die.attributes:
+                        entries = parser.parse_from_attribute(die.attributes["DW_AT_location"], 4, die=die)
+                        params[die.attributes["DW_AT_name"].value.decode()] = [
+                            (e.begin_offset, e.end_offset, PARSER.parse_expr(e.loc_expr))
+                            for e in entries if isinstance(e, LocationEntry)]
+                return table, func, params
+    raise AssertionError(f"{function} not in {name}")
+
+
+def test_o0_parameters_read_the_argument_array_then_their_local_until_the_prologue_stores_them():
+    table, func, params = _parameter_locations("calls.O0", "mix")
+    first = next(native for native, wasm, kind in table.point_offsets(func) if kind is SequencePointKind.INSTRUCTION)
+    assert list(params) == ["a", "b", "c", "d", "e"]
+    for k, entries in enumerate(params.values()):
+        (s0, e0, entry), (s1, e1, local), (s2, e2, stored) = entries
+        assert (s0, e0, s1, e2) == (func.native_start, first, first, func.native_end) and e1 == s2 > s1
+        assert [(op.op_name, op.args) for op in entry] == [("DW_OP_breg4", [8 * k])]  # rsi + 8k
+        assert [op.op_name for op in local] == ["DW_OP_call_frame_cfa", "DW_OP_consts", "DW_OP_plus"]
+        assert [op.op_name for op in stored] == ["DW_OP_fbreg"]
+
+
+def test_o2_parameters_in_wasm_locals_read_the_argument_array_before_the_prologue():
+    table, func, params = _parameter_locations("calls.O2", "mix")
+    first = next(native for native, wasm, kind in table.point_offsets(func) if kind is SequencePointKind.INSTRUCTION)
+    for k, name in enumerate(["a", "b", "c"]):
+        start, end, expr = params[name][0]
+        assert (start, end) == (func.native_start, first)
+        assert [(op.op_name, op.args) for op in expr] == [("DW_OP_breg4", [8 * k])]
+        assert params[name][1][0] == first
+
+
+def test_functions_passing_structs_by_value_get_their_calling_convention_recorded():
+    from gdbstub.c_abi import INTEGER, SSE, Aggregate, FunctionAbi
+    module = _module("aggregates.O0")
+    result = translate_guest_dwarf(module.info, module.engine_code.frame_table, code_address=0, address_size=4)
+    names = {start: name for name, start, _ in result.functions}
+    abis = {names[start]: abi for start, abi in result.function_abis.items()}
+    pair, big = Aggregate(8, (INTEGER,)), Aggregate(24)
+    assert abis == {
+        "make_pair": FunctionAbi(pair, (None,)), "make_trio": FunctionAbi(Aggregate(12, (INTEGER, INTEGER)), (None,)),
+        "make_vec2": FunctionAbi(Aggregate(8, (SSE,)), (None,)),
+        "make_mixed": FunctionAbi(Aggregate(16, (SSE, INTEGER)), (None, None)),
+        "make_big": FunctionAbi(big, (None,)), "pair_sum": FunctionAbi(None, (pair, None)),
+        "trio_sum": FunctionAbi(None, (Aggregate(12, (INTEGER, INTEGER)),)),
+        "vec2_dot": FunctionAbi(None, (Aggregate(8, (SSE,)), Aggregate(8, (SSE,)))),
+        "mixed_scale": FunctionAbi(None, (Aggregate(16, (SSE, INTEGER)), None)),
+        "big_sum": FunctionAbi(None, (big, None)), "pair_swap": FunctionAbi(pair, (pair,)),
+        "pair_of": FunctionAbi(pair, (None, None))}
+    # make_one returns struct { int only; }: a single element, passed as its int by both conventions.
+
+
+def test_a_variable_ends_where_a_later_one_takes_over_its_wasm_local():
+    # clang -O2 can put a parameter n and, later, a variable o in one wasm
+    # local and leave n's range running over the whole body.
+    from gdbstub.dwarf_translate.translate import clip_shared_homes
+    slot0, slot1 = cfa_plus(-80), cfa_plus(-88)
+    n = LocList(((0x10, 0x20, b"\x74\x00"), (0x20, 0x400, slot0)))
+    o = LocList(((0x180, 0x480, slot0),))
+    other = LocList(((0x20, 0x400, slot1),))  # another local: untouched
+    same_start = LocList(((0x180, 0x300, slot0),))  # starts with o: both keep their ranges
+    assert clip_shared_homes([n, o, other, same_start]) == [
+        LocList(((0x10, 0x20, b"\x74\x00"), (0x20, 0x180, slot0))), o, other, same_start]

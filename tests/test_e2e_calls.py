@@ -17,30 +17,33 @@ from pathlib import Path
 import pytest
 
 from stubproc import ROOT, StubProcess, example, run_lldb
-from twinkit import build_twin, command_outputs, normalize, run_gdb_on_stub, run_gdb_on_twin, start_gdbserver
+from twinkit import (build_twin, command_outputs, frames, normalize, run_gdb_on_stub, run_gdb_on_twin,
+                     start_gdbserver)
 
 SOURCE = ROOT / "examples" / "calls.c"
 
 
-def run_both(tmp_path: Path, commands: list[str], arg: str = "3"):
+def run_both(tmp_path: Path, commands: list[str], arg: str = "3", *, level: str = "O0",
+             twin_commands: list[str] | None = None):
     """(stub outputs, twin outputs, stub's printed result, twin's printed result, raw stub run)."""
-    stub = StubProcess.start(tmp_path / "stub", example("calls.O0"), invoke="calls_run", args=[arg])
+    stub = StubProcess.start(tmp_path / "stub", example(f"calls.{level}"), invoke="calls_run", args=[arg])
     try:
         ours = run_gdb_on_stub(stub, commands)
         stub.wait(30)
     finally:
         stub.kill()
-    twin = build_twin("calls", "O0", tmp_path)
+    twin = build_twin("calls", level, tmp_path)
     server = start_gdbserver(twin, (arg,))
     try:
-        theirs = run_gdb_on_twin(twin, server, commands)
+        theirs = run_gdb_on_twin(twin, server, commands if twin_commands is None else twin_commands)
         twin_output = server.output()
     finally:
         server.kill()
     assert not ours.timed_out and not theirs.timed_out, (ours, theirs)
     stub_result = [line.strip() for line in stub.output_after_banner if line.strip()]
     twin_result = [line.strip() for line in twin_output.splitlines() if re.fullmatch(r"-?\d+", line.strip())]
-    return command_outputs(ours, commands), command_outputs(theirs, commands), stub_result, twin_result, ours
+    return (command_outputs(ours, commands), command_outputs(theirs, commands if twin_commands is None else
+                                                            twin_commands), stub_result, twin_result, ours)
 
 
 def differences(ours, theirs, skip=()) -> list[str]:
@@ -174,3 +177,105 @@ def test_calls_with_string_literals_go_through_the_guests_malloc_and_the_program
     assert re.search(r"\[Inferior 1 \(process \d+\) exited (normally|with code)", outputs["continue"]), run
     printed = "\n".join(stub.output_after_banner)
     assert "from gdb: ok" in printed and "mkdir ../created_outside: error 76" in printed, printed
+
+
+def printed(text: str) -> str:
+    found = re.findall(r"^\$\d+ = (.*)$", text, re.M)
+    assert len(found) == 1, text
+    return found[0]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("level", ["O0", "O2"])
+def test_arguments_at_a_functions_first_instruction_are_the_values_passed(tmp_path, level):
+    """``break *f`` stops before the prologue: the stub shows the arguments
+    (from the argument array, then the parameter locals, docs/calls.md)
+    that the native twin shows once its prologue has stored them (natively,
+    gcc -O0 code shows stale stack at ``break *f``; gcc -O2 code entry
+    values). The session's first stop, at calls_run's first byte, too."""
+    ours_commands = ["info args", "bt", "break *twice", "break *mix", "continue", "info args", "continue",
+                     "info args", "bt 1", "stepi", "info args", "delete", "continue"]
+    twin_commands = ["info args", "bt", "break twice", "break mix", "continue", "info args", "continue",
+                     "info args", "bt 1", "stepi", "info args", "delete", "continue"]
+    ours, theirs, stub_result, twin_result, raw = run_both(tmp_path, ours_commands, level=level,
+                                                           twin_commands=twin_commands)
+    assert stub_result == twin_result == ["159"]
+    first = dict(ours[:2])
+    assert normalize(first["info args"]) == "n = 3", raw
+    assert frames(first["bt"]) == ["#0 calls_run (n=3) at calls.c:75"], raw
+    args = [(normalize(a), normalize(b)) for (c, a), (_, b) in zip(ours[2:], theirs[2:]) if c == "info args"]
+    assert args[0] == ("x = 3", "x = 3"), args
+    mix = "a = 3\nb = 25769803781\nc = 1.5"
+    if level == "O0":
+        mix += "\nd = 4.5\ne = 6"  # -O2: clang describes no location for d and e at all
+    for ours_args, twin_args in args[1:]:
+        assert ours_args.startswith(mix) and twin_args.startswith(mix), args
+    assert "mix (a=3, b=25769803781, c=1.5" in normalize(dict(ours[2:])["bt 1"]), raw
+
+
+@pytest.mark.timeout(240)
+def test_at_o2_finish_return_and_calls_show_the_native_values(tmp_path):
+    commands = ["break twice", "break scale", "break mix", "continue", "finish", "continue", "return 7.5",
+                "continue", "finish", "delete", "p twice(21)", "p widen(2)", "p halve(5)", "p scale(2.5, 3)",
+                "p *slot_of(2)", "p mix(1, 4294967296, 2.5, 1.25, 7)", "p make_pair(4)", "p make_big(2)",
+                "continue"]
+    ours, theirs, stub_result, twin_result, raw = run_both(tmp_path, commands, level="O2")
+    finishes = [(value_returned(normalize(a)), value_returned(normalize(b)))
+                for (c, a), (_, b) in zip(ours, theirs) if c == "finish"]
+    # return 7.5 from scale makes s 7.5 and so mix's result 81.
+    assert finishes == [("6", "6"), ("81", "81")], raw
+    calls = [(c, printed(normalize(a)), printed(normalize(b))) for (c, a), (_, b) in zip(ours, theirs)
+             if c.startswith("p ")]
+    assert [(c, a) for c, a, b in calls if a != b] == [], calls
+    assert dict((c, a) for c, a, _ in calls) == {
+        "p twice(21)": "42", "p widen(2)": "17179869189", "p halve(5)": "2.5", "p scale(2.5, 3)": "7.5",
+        "p *slot_of(2)": "30", "p mix(1, 4294967296, 2.5, 1.25, 7)": "29", "p make_pair(4)": "{a = 4, b = 5}",
+        "p make_big(2)": "{v = {2, 3, 4, 5, 6, 7}}"}, calls
+    assert stub_result == twin_result and stub_result != ["159"], (stub_result, twin_result)
+
+
+@pytest.mark.timeout(240)
+def test_at_o2_an_inlined_function_finishes_and_refuses_return_as_gdb_defines_it(tmp_path):
+    """clang -O2 inlines inventory.c's score into walk (gcc keeps it out of
+    line, so there is no twin to compare): gdb's ``finish`` out of an inline
+    frame runs to the end of the inlined code and prints no value, ``return``
+    is refused, as gdb does natively for gcc's inlined code; ``finish`` out
+    of walk itself prints its value."""
+    stub = StubProcess.start(tmp_path / "stub", example("inventory.O2"), invoke="inventory_run", args=["3"])
+    try:
+        commands = ["break score", "continue", "bt 2", "finish", "continue", "return 5", "bt 1", "delete",
+                    "finish", "finish", "continue"]
+        run = run_gdb_on_stub(stub, commands)
+        stub.wait(30)
+    finally:
+        stub.kill()
+    assert not run.timed_out, run
+    outputs = command_outputs(run, commands)
+    text = {command: body for command, body in outputs}  # the commands given once
+    assert "#0  score (" in text["bt 2"] and "#1  walk (" in text["bt 2"], run
+    finishes = [body for command, body in outputs if command == "finish"]
+    # Out of the inline frame: in walk, at the same pc's caller line, no value.
+    assert re.search(r"^(Run till exit.*\n)?walk \(", finishes[0].strip(), re.M), run
+    assert "Value returned" not in finishes[0] and "Value returned" not in finishes[1], run
+    assert "Can not force return from an inlined function." in text["return 5"], run
+    assert "#0  score (" in text["bt 1"], run
+    assert re.search(r"inventory_run \(n=3\).*\n.*\nValue returned is \$\d+ = \d+", finishes[2]), run
+    assert [line.strip() for line in stub.output_after_banner if line.strip()] == ["1462"]
+
+
+@pytest.mark.timeout(120)
+def test_lldb_native_view_shows_the_arguments_at_a_functions_first_instruction(tmp_path):
+    """lldb-22 reads the same parameter locations: at the session's first
+    stop (calls_run's first byte, its argument array passed by the host) and
+    at ``breakpoint set --address mix`` (before mix's prologue)."""
+    stub = StubProcess.start(tmp_path / "stub", example("calls.O0"), invoke="calls_run", args=["3"])
+    try:
+        run = run_lldb(stub, ["frame variable n", "breakpoint set --address mix", "process continue",
+                              "frame variable a b c d e", "process detach"])
+    finally:
+        stub.kill()
+    assert not run.timed_out, run
+    assert "(int) n = 3" in run.output, run
+    values = re.findall(r"\((int|long long|float|double)\) ([a-e]) = (\S+)", run.output)
+    assert values[-5:] == [("int", "a", "3"), ("long long", "b", "25769803781"), ("float", "c", "1.5"),
+                           ("double", "d", "4.5"), ("int", "e", "6")], run

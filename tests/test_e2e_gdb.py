@@ -363,3 +363,20 @@ def test_gdb_gets_the_debug_images_from_this_file_system_or_over_vfile(stub, tra
         assert preads and not local_warning, detail(run, demo)
     else:
         assert not preads and local_warning, detail(run, demo)
+
+
+def test_a_resume_the_guest_cannot_make_is_a_sigsegv_stop_with_its_reason_not_an_endless_retry(stub):
+    """gdb 13 retries a refused `vCont;s` for ever; natively a pc that is no
+    place to run faults.  Moving the pc of a stopped frame onto its
+    function's entry site (``set var $pc = square``, allowed as a write)
+    makes the next ``next`` a SIGSEGV stop whose reason gdb prints; the
+    pc written back, the guest goes on and ends as it should."""
+    demo = stub()
+    run = run_gdb(demo, ["break square", "continue", "set var $saved = $pc", "set var $pc = square",
+                         mark("refused"), "next", mark("again"), "set var $pc = $saved", "delete", "continue"])
+    assert not run.timed_out, detail(run, demo)
+    refused = section(run, "refused")
+    assert "the guest cannot resume" in refused and "Program received signal SIGSEGV" in refused, \
+        detail(run, demo)
+    assert run.output.count("Remote failure reply") == 0, detail(run, demo)
+    assert re.search(r"\[Inferior 1 \(process \d+\) exited normally\]", section(run, "again")), detail(run, demo)

@@ -59,7 +59,7 @@ from elftools.dwarf.dwarf_expr import DWARFExprParser
 
 from ..debugimage.dwarf import sleb128, uleb128
 
-__all__ = ["ExprContext", "UntranslatableExpression", "WasmLocationKind", "translate_expression"]
+__all__ = ["ExprContext", "UntranslatableExpression", "WasmLocationKind", "local_location", "translate_expression"]
 
 DW_OP_addr = 0x03
 DW_OP_deref = 0x06
@@ -98,7 +98,8 @@ _REGISTER_OPS = set(range(DW_OP_reg0, DW_OP_reg31 + 1)) | set(range(DW_OP_breg0,
 #: wasm-ld's address for removed code or data.
 TOMBSTONE = 0xFFFFFFFF
 
-RBP = 6  # x86-64 psABI DWARF register numbers
+RSI = 4  # x86-64 psABI DWARF register numbers
+RBP = 6
 R15 = 15
 
 # wasm value types (binary encoding)
@@ -137,6 +138,10 @@ class ExprContext:
     #: DWARF 5 ``DW_OP_addrx``/``DW_OP_constx`` operand -> the value in the
     #: unit's ``.debug_addr`` table (None: such operations are refused).
     indexed_address: Callable[[int], int] | None = None
+    #: The register ``local_slot`` offsets are relative to: rbp in a
+    #: function's body; rsi before its prologue, where the arguments are
+    #: still in the caller's argument array (codemem/abi.py "Registers").
+    locals_register: int = RBP
 
 
 def _parse(expr: bytes, parser: DWARFExprParser):
@@ -154,7 +159,7 @@ def _home(kind: int, index: int, context: ExprContext) -> tuple[int, int, int]:
         if slot is None:
             raise UntranslatableExpression(f"wasm local {index} does not exist here")
         offset, valtype = slot
-        return RBP, offset, _VALTYPE_SIZE.get(valtype, 8)
+        return context.locals_register, offset, _VALTYPE_SIZE.get(valtype, 8)
     if kind == WasmLocationKind.OPERAND_STACK:
         if context.operand_slot is None:
             raise UntranslatableExpression("an operand-stack location outside a function")
@@ -184,6 +189,12 @@ def _location_of(kind: int, index: int, context: ExprContext) -> bytes:
     if register == R15:
         return _breg(R15, offset) + bytes([DW_OP_deref])
     return _breg(register, offset)
+
+
+def local_location(index: int, context: ExprContext) -> bytes:
+    """What ``WASM_location local INDEX; stack_value`` translates to: the
+    memory location of the local's home (UntranslatableExpression if none)."""
+    return _location_of(WasmLocationKind.LOCAL, index, context)
 
 
 def _push_value(kind: int, index: int, context: ExprContext) -> bytes:

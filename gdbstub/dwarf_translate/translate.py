@@ -46,6 +46,7 @@ from elftools.dwarf.ranges import RangeEntry
 from codemem.abi import VMContextLayout
 from codemem.frametable import FrameTable, SequencePointKind
 
+from ..c_abi import Aggregate, FunctionAbi, classify
 from ..debugimage import dwarf as image_dwarf
 from ..debugimage.dwarf import uleb128
 from ..debugimage.model import DebugImageError
@@ -54,7 +55,8 @@ from ..guest_lines import (
     PYELFTOOLS_ERRORS, GuestLinesError, LineMapper, cu_line_rows, guest_dwarf_info, image_producer,
 )
 from .codemap import CodeMap, merge_ranges
-from .expr import ExprContext, UntranslatableExpression, translate_expression
+from .expr import RSI, ExprContext, UntranslatableExpression, local_location, translate_expression
+from .prologue import ArgumentStore, argument_stores
 from .reader import DwarfFormatError, GuestAttribute, GuestDieReader
 from .writer import (
     DW_FORM_addr, DW_FORM_block, DW_FORM_data1, DW_FORM_data2, DW_FORM_data4, DW_FORM_data8,
@@ -197,6 +199,10 @@ class TranslatedDwarf:
     #: its frame-base local, for every function whose frame base is a local
     #: (gdbstub.frame_bases: the stub serves caller frames' frame bases).
     frame_base_slots: dict[int, int] = field(default_factory=dict)
+    #: image offset of a function's first byte -> how its C aggregates are
+    #: passed (gdbstub.c_abi), for every function with an aggregate parameter
+    #: or result that System V and wasm32 pass differently.
+    function_abis: dict[int, FunctionAbi] = field(default_factory=dict)
 
 
 def translate_guest_dwarf(info, frame_table: FrameTable, *, code_address: int = 0,
@@ -218,6 +224,37 @@ def translate_guest_dwarf(info, frame_table: FrameTable, *, code_address: int = 
         raise GuestDwarfError(str(e)) from e
     except PYELFTOOLS_ERRORS as e:
         raise GuestDwarfError(f"malformed DWARF ({type(e).__name__}: {e})") from e
+
+
+#: _passed_as's answer for a type no calling-convention record describes.
+_UNSUPPORTED = object()
+_MISSING = object()
+
+
+def clip_shared_homes(lists: list[LocList]) -> list[LocList]:
+    """``lists`` (the location lists of one function's variables) with each
+    entry whose expression is a frame slot ended where another list's entry
+    with the same slot starts strictly inside it (see
+    _Translator._clip_shared_homes)."""
+    starts: dict[bytes, list[tuple[int, int]]] = {}  # slot expression -> (entry start, list number)
+    for number, loclist in enumerate(lists):
+        for start, _, expr in loclist.entries:
+            if _is_slot_home(expr):
+                starts.setdefault(expr, []).append((start, number))
+    out = []
+    for number, loclist in enumerate(lists):
+        entries = []
+        for start, end, expr in loclist.entries:
+            others = [s for s, n in starts.get(expr, ()) if n != number and start < s < end]
+            entries.append((start, min(others), expr) if others else (start, end, expr))
+        out.append(loclist if entries == list(loclist.entries) else LocList(tuple(entries)))
+    return out
+
+
+def _is_slot_home(expr: bytes) -> bool:
+    """Whether a translated expression is exactly a frame slot's location
+    (``call_frame_cfa; consts N; plus``, gdbstub.dwarf_translate.expr)."""
+    return len(expr) <= 8 and expr[:2] == b"\x9c\x11" and expr[-1:] == b"\x22"
 
 
 def _text(value) -> str:
@@ -247,6 +284,17 @@ class _Translator:
         self._refs: list[tuple[Die, int, int]] = []  # (DIE, attribute index, target input offset)
         self._location_parser = LocationParser(self.dwarf.location_lists())
         self._contexts: dict[int, ExprContext] = {}
+        self._entry_contexts: dict[int, ExprContext] = {}
+        self._frame_base_locals: dict[int, int] = {}  # function position -> wasm local of its frame base
+        self._argument_stores: dict[int, dict[int, ArgumentStore]] = {}
+        self._first_instructions: dict[int, int | None] = {}
+        #: function position -> (DIE, attribute index) of each location list
+        #: of its variables, for _clip_shared_homes.
+        self._function_loclists: dict[int, list[tuple[Die, int]]] = {}
+        self._passed_as_memo: dict[int, object] = {}  # type DIE offset -> _passed_as (gdbstub.c_abi)
+        #: The DIE whose attributes are being copied is a parameter of the
+        #: function itself (not of a call inlined into it).
+        self._own_parameter = False
         self._function_names: dict[int, str] = {}
         self._units: list[tuple[Die, list[tuple[int, int]]]] = []  # (unit DIE, its functions' ranges)
         self._actions: dict[tuple, tuple[int, int, int]] = {}
@@ -289,6 +337,32 @@ class _Translator:
                 self.address_size, self._global_cell, local_slot=local_slot,
                 operand_slot=func.operand_slot_offset, function=func, indexed_address=self._indexed_address)
         return context
+
+    def _entry_context(self, func) -> ExprContext:
+        """Where the wasm parameters are before ``func``'s prologue: local N
+        (N below the parameter count) is entry N of the argument array at
+        rsi (codemem/abi.py "Registers"); the other locals do not exist yet."""
+        context = self._entry_contexts.get(func.position)
+        if context is None:
+            params = self.info.func_type(func.wasm_index).params
+
+            def argument(n: int):
+                return (8 * n, int(params[n])) if n < len(params) else None
+
+            context = self._entry_contexts[func.position] = ExprContext(
+                self.address_size, self._global_cell, local_slot=argument, function=func,
+                indexed_address=self._indexed_address, locals_register=RSI)
+        return context
+
+    def _first_instruction(self, func) -> int | None:
+        """Image offset of ``func``'s first INSTRUCTION sequence point (the
+        end of its native prologue), None if it has none."""
+        if func.position not in self._first_instructions:
+            kinds = self.frame_table.sequence_point_column(func, 8, "<B")
+            first = next((k for k in range(len(kinds)) if kinds[k] == SequencePointKind.INSTRUCTION), None)
+            self._first_instructions[func.position] = (
+                None if first is None else self.frame_table.sequence_point_offsets(func)[first])
+        return self._first_instructions[func.position]
 
     # -- driver ----------------------------------------------------------------
 
@@ -397,13 +471,19 @@ class _Translator:
 
     def _children(self, die, context: ExprContext) -> list[Die]:
         out = []
+        own = die.tag == "DW_TAG_subprogram" and context.function is not None
+        parameters = []
         for child in die.iter_children():
-            translated = self._die(child, context)
+            if own and child.tag in ("DW_TAG_formal_parameter", "DW_TAG_unspecified_parameters"):
+                parameters.append(child)
+            translated = self._die(child, context, own_parameter=own and child.tag == "DW_TAG_formal_parameter")
             if translated is not None:
                 out.append(translated)
+        if own:
+            self._record_function_abi(die, context.function, parameters)
         return out
 
-    def _die(self, die, context: ExprContext) -> Die | None:
+    def _die(self, die, context: ExprContext, *, own_parameter: bool = False) -> Die | None:
         if die.tag in _DROPPED_TAGS or not isinstance(die.tag, str):
             return None
         tag = _TAG.get(die.tag)
@@ -417,11 +497,35 @@ class _Translator:
             context = self._subprogram_pc(die, out, context)
         elif die.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine", "DW_TAG_label"):
             self._scope_pc(die, out, context)
+        self._own_parameter = own_parameter
         self._copy_attributes(die, out, context)
+        self._own_parameter = False
         if die.tag == "DW_TAG_variable":
             self._data_symbol(die, context)
         out.children = self._children(die, context)
+        if die.tag == "DW_TAG_subprogram" and context.function is not None:
+            self._clip_shared_homes(context.function)
         return out
+
+    def _clip_shared_homes(self, func) -> None:
+        """Ends a variable's location-list entry where another variable's
+        entry in the same wasm local starts inside it.
+
+        clang -O2 reuses a wasm local for a later variable without always
+        ending the earlier one's range (seen with clang-19: a parameter
+        ``n`` in local 0 over the whole body, a struct member's copy ``o``
+        in local 0 from its assignment on), and gdb would show the later
+        value for both (``aggregates_run (n=21)``). A local holds one value at a time, so
+        from the later variable's start the earlier one is not there any
+        more: it shows ``<optimized out>``, as natively when a register is
+        reused."""
+        lists = self._function_loclists.pop(func.position, [])
+        if len(lists) < 2:
+            return
+        clipped = clip_shared_homes([die.attributes[index][2] for die, index in lists])
+        for (die, index), loclist in zip(lists, clipped):
+            attribute, form, _ = die.attributes[index]
+            die.attributes[index] = (attribute, form, loclist)
 
     def _data_symbol(self, die, context: ExprContext) -> None:
         location = die.find("DW_AT_location")
@@ -507,6 +611,147 @@ class _Translator:
                                       func.native_end))
         return self._function_context(func)
 
+    # -- calling convention (gdbstub.c_abi) -----------------------------------
+
+    def _record_function_abi(self, die, func, children: list) -> None:
+        """Records how the function ``die`` describes (its parameter DIEs
+        ``children``, as the translation met them) passes its C aggregates,
+        when System V and wasm32 pass one of them differently
+        (TranslatedDwarf.function_abis)."""
+        abi = self._function_abi(die, children)
+        if abi is not None and abi.wasm_param_count == len(self.info.func_type(func.wasm_index).params):
+            self.result.function_abis[func.native_start] = abi
+
+    def _function_abi(self, die, children: list) -> FunctionAbi | None:
+        """None when no aggregate is passed differently, or when a type is
+        one the record cannot describe (long double, _Complex, an empty
+        struct, variadic)."""
+        if "DW_AT_abstract_origin" in die.attributes:
+            # An out-of-line copy of an inline function: the types are its abstract origin's.
+            origin = die.get_DIE_from_attribute("DW_AT_abstract_origin")
+            return self._function_abi(origin, list(origin.iter_children())) if origin is not die else None
+        result = self._passed_as_type_of(die) if "DW_AT_type" in die.attributes else None
+        if result is _UNSUPPORTED:
+            return None
+        params = []
+        for child in children:
+            if child.tag == "DW_TAG_unspecified_parameters":
+                return None
+            if child.tag != "DW_TAG_formal_parameter":
+                continue
+            if "DW_AT_type" not in child.attributes:
+                return None
+            passed = self._passed_as_type_of(child)
+            if passed is _UNSUPPORTED:
+                return None
+            params.append(passed)
+        if result is None and not any(params):
+            return None
+        return FunctionAbi(result, tuple(params))
+
+    def _passed_as_type_of(self, die):
+        """:meth:`_passed_as` of ``die``'s DW_AT_type, memoized by the type's
+        offset (a unit's functions share a few types)."""
+        attribute = die.attributes["DW_AT_type"]
+        key = attribute.value if attribute.form == "DW_FORM_ref_addr" else attribute.value + self._cu.cu_offset
+        passed = self._passed_as_memo.get(key, _MISSING)
+        if passed is _MISSING:
+            passed = self._passed_as_memo[key] = self._passed_as(die.get_DIE_from_attribute("DW_AT_type"),
+                                                                 _UNSUPPORTED)
+        return passed
+
+    def _passed_as(self, type_die, unsupported):
+        """None for a type both conventions pass as a scalar (a scalar, a
+        single-element aggregate), its Aggregate for a struct or union
+        wasm32 passes through memory, ``unsupported`` otherwise."""
+        type_die = self._underlying(type_die)
+        if type_die is None:
+            return unsupported
+        if type_die.tag == "DW_TAG_base_type":
+            size = type_die.attributes.get("DW_AT_byte_size")
+            encoding = type_die.attributes.get("DW_AT_encoding")
+            # long double, __int128 (two wasm i64s) and _Complex (an aggregate in wasm32).
+            if size is None or size.value > 8 or (encoding is not None and encoding.value == 0x03):
+                return unsupported
+            return None
+        if type_die.tag not in ("DW_TAG_structure_type", "DW_TAG_union_type", "DW_TAG_class_type"):
+            return None  # pointers, enums
+        size = type_die.attributes.get("DW_AT_byte_size")
+        if size is None or not isinstance(size.value, int) or size.value == 0:
+            return unsupported
+        fields: list[tuple[int, int, bool]] = []
+        if not self._flatten(type_die, 0, fields, 0):
+            return unsupported
+        if not fields:
+            return unsupported
+        if len(fields) == 1 and fields[0][1] == size.value:
+            return None  # a single element, passed as that scalar (WebAssemblyABIInfo)
+        return Aggregate(size.value, classify(size.value, fields))
+
+    def _underlying(self, type_die):
+        """``type_die`` without typedefs and qualifiers."""
+        for _ in range(64):
+            if type_die.tag not in ("DW_TAG_typedef", "DW_TAG_const_type", "DW_TAG_volatile_type",
+                                    "DW_TAG_restrict_type", "DW_TAG_atomic_type"):
+                return type_die
+            if "DW_AT_type" not in type_die.attributes:
+                return None  # const void
+            type_die = type_die.get_DIE_from_attribute("DW_AT_type")
+        return None
+
+    def _flatten(self, type_die, base: int, fields: list, depth: int) -> bool:
+        """Appends the scalar fields of ``type_die`` at byte ``base`` as
+        (offset, size, floating point?); False when a layout is unknown."""
+        if depth > 16 or len(fields) > 64:
+            return False
+        type_die = self._underlying(type_die)
+        if type_die is None:
+            return False
+        tag = type_die.tag
+        size = type_die.attributes.get("DW_AT_byte_size")
+        if tag in ("DW_TAG_structure_type", "DW_TAG_union_type", "DW_TAG_class_type"):
+            for member in type_die.iter_children():
+                if member.tag != "DW_TAG_member" or "DW_AT_type" not in member.attributes:
+                    continue
+                attributes = member.attributes
+                offset = 0
+                if "DW_AT_data_member_location" in attributes:
+                    offset = attributes["DW_AT_data_member_location"].value
+                    if not isinstance(offset, int):
+                        return False
+                if "DW_AT_bit_size" in attributes:  # a bitfield: integer class where its bits are
+                    bit = attributes["DW_AT_data_bit_offset"].value if "DW_AT_data_bit_offset" in attributes else                         8 * offset
+                    fields.append((bit // 8, 1, False))
+                    continue
+                if not self._flatten(member.get_DIE_from_attribute("DW_AT_type"), base + offset, fields, depth + 1):
+                    return False
+            return True
+        if tag == "DW_TAG_array_type":
+            element = type_die.get_DIE_from_attribute("DW_AT_type") if "DW_AT_type" in type_die.attributes else None
+            element_size = self._type_size(element, 0) if element is not None else 0
+            count = 1
+            for subrange in type_die.iter_children():
+                sub = subrange.attributes
+                if "DW_AT_count" in sub and isinstance(sub["DW_AT_count"].value, int):
+                    count *= sub["DW_AT_count"].value
+                elif "DW_AT_upper_bound" in sub and isinstance(sub["DW_AT_upper_bound"].value, int):
+                    count *= sub["DW_AT_upper_bound"].value + 1
+                else:
+                    return False
+            if element is None or element_size <= 0 or count > 64:
+                return False
+            return all(self._flatten(element, base + k * element_size, fields, depth + 1) for k in range(count))
+        if size is None or not isinstance(size.value, int):
+            return False
+        if tag == "DW_TAG_base_type":
+            encoding = type_die.attributes.get("DW_AT_encoding")
+            if size.value > 8 or (encoding is not None and encoding.value == 0x03):
+                return False
+            fields.append((base, size.value, encoding is not None and encoding.value == 0x04))  # DW_ATE_float
+            return True
+        fields.append((base, size.value, False))  # pointer, enum
+        return True
+
     def _scope_pc(self, die, out: Die, context: ExprContext) -> None:
         native = []
         for low, high in self._guest_ranges(die):
@@ -542,6 +787,7 @@ class _Translator:
         low, high = self._cu_range
         refs = self._refs
         plain_locations = self._plain_locations
+        own_parameter = self._own_parameter  # its location may start with where the argument arrives
         for (kind, number, out_form, action, name, form), value in zip(found[1], die.values):
             # The common cases inline (a unit has tens of thousands); the same as _copy_value.
             if kind == _COPY_DATA:  # the reader gives data forms as ints
@@ -554,7 +800,7 @@ class _Translator:
                 attributes.append((number, DW_FORM_ref4 if low <= target < high else DW_FORM_ref_addr, Ref(None)))
                 refs.append((out, len(attributes) - 1, target))
             elif kind == _COPY_LOCATION and name == "DW_AT_location" and form == "DW_FORM_exprloc" and \
-                    value in plain_locations:
+                    value in plain_locations and not own_parameter:
                 attributes.append((number, DW_FORM_exprloc, plain_locations[value]))
             elif kind != _SKIP:
                 self._copy_value(die, name, form, value, action, out, context)
@@ -611,6 +857,9 @@ class _Translator:
             expr = None if whole and self.address_size == 4 else self._expression(guest, context, frame_base)
             if expr is None and not (whole and self.address_size == 4):
                 return
+            local = self._frame_base_local(guest)
+            if local is not None:
+                self._frame_base_locals[context.function.position] = local
             if slot is not None and self.address_size == 4:
                 # A wasm local: es in every frame (gdbstub.frame_bases), which
                 # the stub reports for the innermost frame and the callee's
@@ -625,10 +874,19 @@ class _Translator:
             guest = bytes(parsed.loc_expr)
             padded = self._padded(die, guest)
             expr = self._expression(padded, context, frame_base)
+            before = self._before_location(padded, context) if expr and self._own_parameter else None
+            if before is not None:
+                pieces, ready = before
+                pieces.append((ready, context.function.native_end, expr))
+                base = self.code_address
+                out.attributes.append((number, DW_FORM_sec_offset,
+                                       LocList(tuple((base + s, base + e, x) for s, e, x in pieces if e > s))))
+                return
             if padded is guest and expr is not None and attribute.name == "DW_AT_location" and \
                     attribute.form == "DW_FORM_exprloc" and (guest, False) in self._context_free and \
                     not any(op.op in (0x93, 0x9D) for op in self._parser.parse_expr(guest)):  # no piece
-                # The same for every variable located so: _copy_attributes copies it.
+                # The same for every variable located so but the function's own
+                # parameters (_before_location): _copy_attributes copies it.
                 self._plain_locations[guest] = expr
             # An empty expression says "no location" (DWARF 5 section 2.6.1.1.4:
             # optimized out); leaving the attribute out would make an external
@@ -637,6 +895,8 @@ class _Translator:
             return
         func = context.function
         entries = []
+        at_first_instruction = None  # the guest expression of the entry starting the function's body
+        first = self._first_instruction(func) if self._own_parameter and func is not None else None
         base = self._cu_base
         for entry in parsed:
             if isinstance(entry, BaseAddressEntry):
@@ -654,8 +914,16 @@ class _Translator:
                 continue
             for start, end in self.codemap.native_ranges(low, high, self.codemap.function_at(low) or func):
                 entries.append((self.code_address + start, self.code_address + end, expr))
+                if start == first:
+                    at_first_instruction = guest
+        if at_first_instruction is not None:
+            before = self._before_location(at_first_instruction, context)
+            if before is not None and before[1] == first:
+                entries += [(self.code_address + s, self.code_address + e, x) for s, e, x in before[0]]
         if entries:
             out.attributes.append((number, DW_FORM_sec_offset, LocList(tuple(sorted(entries)))))
+            if func is not None and not frame_base:
+                self._function_loclists.setdefault(func.position, []).append((out, len(out.attributes) - 1))
         else:
             out.attributes.append((number, DW_FORM_exprloc, b""))
 
@@ -668,11 +936,9 @@ class _Translator:
         0 they read linear memory, as natively arguments read stack garbage
         before the prologue), ``expr`` from there on."""
         base = self.code_address
-        kinds = self.frame_table.sequence_point_column(func, 8, "<B")
-        first = next((k for k in range(len(kinds)) if kinds[k] == SequencePointKind.INSTRUCTION), None)
-        if first is None:
+        start = self._first_instruction(func)
+        if start is None:
             return LocList(((base + func.native_start, base + func.native_end, bytes([DW_OP_lit0])),))
-        start = self.frame_table.sequence_point_offsets(func)[first]
         pieces = [(start, func.native_end, expr)]
         if start > func.native_start:
             pieces.insert(0, (func.native_start, start, bytes([DW_OP_lit0])))
@@ -682,6 +948,75 @@ class _Translator:
         """``expr`` is ``DW_OP_WASM_location 0 N`` alone or with ``DW_OP_stack_value``."""
         ops = self._parser.parse_expr(expr)
         return len(ops) == 1 or (len(ops) == 2 and ops[1].op == 0x9F)
+
+    def _before_location(self, guest: bytes, context: ExprContext):
+        """For a parameter of ``context.function`` located by ``guest`` from
+        the function's first instruction on: ``(pieces, ready)``, the image
+        ranges before ``ready`` where its value is not yet where ``guest``
+        says, each with an expression reading it where it is, and the image
+        offset from which ``guest`` holds; None when that is not known.
+
+        A breakpoint at the function's first byte (``break *f``, the stop a
+        session starts at, a caller's view of a callee it just entered)
+        would otherwise read the frame slots the prologue has not filled
+        (an -O2 parameter in a wasm local) or the C frame before the code
+        stored the argument there (-O0, ``DW_OP_fbreg``): 0 or stale stack.
+        Natively, gcc -O0 code shows stale stack there too (its locations
+        are frame-based); here the value is known, so it is shown:
+
+        * before the native prologue (the ENTRY site up to the first
+          INSTRUCTION point): parameter K is entry K of the argument array
+          at rsi (``DW_OP_breg4 8K``, codemem/abi.py "Registers");
+        * -O0, from there to the end of the store that puts local K at
+          frame base + X (:mod:`.prologue`): local K's slot."""
+        func = context.function
+        first = self._first_instruction(func)
+        if first is None or first <= func.native_start:
+            return None
+        try:
+            ops = self._parser.parse_expr(list(guest))
+        except PYELFTOOLS_ERRORS:
+            return None
+        if not ops:
+            return None
+        params = self.info.func_type(func.wasm_index).params
+        if ops[0].op_name == "DW_OP_WASM_location" and ops[0].args[0] == 0 and ops[0].args[1] < len(params):
+            entry = self._expression(guest, self._entry_context(func), False)
+            return ([(func.native_start, first, entry)], first) if entry else None
+        if len(ops) != 1 or ops[0].op_name != "DW_OP_fbreg":
+            return None
+        store = self._prologue_stores(func, len(params)).get(ops[0].args[0])
+        if store is None:
+            return None
+        try:
+            entry = local_location(store.local, self._entry_context(func))
+            in_local = local_location(store.local, context)
+        except UntranslatableExpression:
+            return None
+        points = self.line_mapper.points(func)
+        after = bisect.bisect_left(points, (store.end, -1))
+        ready = points[after][1] if after < len(points) else func.native_end
+        return [(func.native_start, first, entry), (first, ready, in_local)], ready
+
+    def _prologue_stores(self, func, param_count: int) -> dict[int, ArgumentStore]:
+        stores = self._argument_stores.get(func.position)
+        if stores is None:
+            frame_base = self._frame_base_locals.get(func.position)
+            stores = {} if frame_base is None else argument_stores(
+                self.info.data, func.body_wasm_offset, self.info.code_section_end or len(self.info.data), frame_base,
+                param_count)
+            self._argument_stores[func.position] = stores
+        return stores
+
+    def _frame_base_local(self, expr: bytes) -> int | None:
+        """The wasm local a frame base ``expr`` names, if it is one."""
+        try:
+            ops = self._parser.parse_expr(list(expr))
+        except PYELFTOOLS_ERRORS:
+            return None
+        if ops and ops[0].op_name == "DW_OP_WASM_location" and ops[0].args[0] == 0:
+            return ops[0].args[1]
+        return None
 
     def _frame_base_slot(self, expr: bytes, context: ExprContext) -> int | None:
         """The rbp offset of the local a frame base ``expr`` names, if it is

@@ -1,0 +1,86 @@
+"""Where clang's unoptimized wasm32 code stores each argument in its frame.
+
+At -O0 clang describes a parameter by its home in the C stack frame
+(``DW_OP_fbreg X``), which the function's first instructions fill from the
+wasm parameter locals::
+
+    global.get __stack_pointer      ; the frame base is computed ...
+    i32.const 16
+    i32.sub
+    local.set FB                    ; ... into local FB (DW_AT_frame_base)
+    local.get FB
+    local.get K                     ; parameter K (a wasm local below the
+    i32.store offset=X              ;   function type's parameter count)
+
+Before that store the ``fbreg X`` location reads memory the function has
+not written yet; the argument is in local K (and before the native
+prologue, in the caller's argument array).  :func:`argument_stores` finds
+those stores by decoding only the leading run of instructions such a
+prologue is made of (no whole-body decode: a module has thousands of
+functions and the translation is part of a cold start).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from codemem.wasm.binary import read_sleb, read_uleb
+from codemem.errors import CompileError
+
+_LOCAL_GET, _LOCAL_SET, _LOCAL_TEE = 0x20, 0x21, 0x22
+_GLOBAL_GET, _GLOBAL_SET = 0x23, 0x24
+_I32_CONST, _I64_CONST = 0x41, 0x42
+#: Operators without immediates a frame computation uses (i32.add, i32.sub, i32.and).
+_PLAIN = {0x6A, 0x6B, 0x71}
+#: i32.store .. i64.store32 (wasm spec 5.4.6): a memarg follows.
+_STORES = range(0x36, 0x3F)
+#: Instructions scanned at most: a prologue stores each argument with three.
+MAX_PROLOGUE_INSTRUCTIONS = 3 * 64 + 16
+
+
+@dataclass(frozen=True)
+class ArgumentStore:
+    """``local.get FB; local.get local; STORE offset=frame_offset``, the
+    store ending at module offset ``end`` (the next instruction's start)."""
+
+    local: int
+    frame_offset: int
+    end: int
+
+
+def argument_stores(code: bytes, start: int, limit: int, frame_base_local: int,
+                    param_count: int) -> dict[int, ArgumentStore]:
+    """The stores of parameter locals to ``frame_base_local`` + offset in
+    the prologue starting at module offset ``start`` (the body's first
+    instruction) of ``code`` (the module's bytes), keyed by frame offset;
+    the scan ends at the first instruction such a prologue does not use,
+    at ``limit``, or at malformed bytes (what was found so far stands)."""
+    found: dict[int, ArgumentStore] = {}
+    previous: list[tuple[int, int]] = []  # (opcode, immediate) of the instructions before
+    pos = start
+    try:
+        for _ in range(MAX_PROLOGUE_INSTRUCTIONS):
+            if pos >= limit:
+                break
+            op = code[pos]
+            pos += 1
+            immediate = 0
+            if op in (_LOCAL_GET, _LOCAL_SET, _LOCAL_TEE, _GLOBAL_GET, _GLOBAL_SET):
+                immediate, pos = read_uleb(code, pos, limit, 32)
+            elif op == _I32_CONST:
+                immediate, pos = read_sleb(code, pos, limit, 32)
+            elif op == _I64_CONST:
+                immediate, pos = read_sleb(code, pos, limit, 64)
+            elif op in _STORES:
+                flags, pos = read_uleb(code, pos, limit, 32)
+                if flags & 0x40:  # multi-memory: a memory index follows (not memory 0's frame)
+                    break
+                immediate, pos = read_uleb(code, pos, limit, 32)
+                if (len(previous) >= 2 and previous[-2] == (_LOCAL_GET, frame_base_local)
+                        and previous[-1][0] == _LOCAL_GET and previous[-1][1] < param_count):
+                    found.setdefault(immediate, ArgumentStore(previous[-1][1], immediate, pos))
+            elif op not in _PLAIN:
+                break
+            previous = previous[-1:] + [(op, immediate)]
+    except (CompileError, IndexError):
+        pass
+    return found
