@@ -311,6 +311,7 @@ class _Translator:
         counting frees a translation's hundred thousand objects at once
         instead of leaving them to the cyclic collector."""
         self._contexts.clear()
+        self._entry_contexts.clear()
         self._unit_context = None
         self.reader.release()
         self._dies.clear()
