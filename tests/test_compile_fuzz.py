@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 
 import codemem
 from codemem.errors import CompileError, Trap
+from gdbstub.debugimage.dwarf import read_uleb128
 from test_wasm_fuzz import REFERENCE
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "build"
@@ -182,20 +183,10 @@ def mutation_points(wasm: bytes) -> list[tuple]:
             elif ins.name in ("local.get", "local.set", "local.tee", "br_if", "br"):
                 points.append(("uleb", ins.offset + 1, following.offset - ins.offset - 1))
             elif ".load" in ins.name or ".store" in ins.name:
-                _, offset_at = read_leb(wasm, ins.offset + 1)  # skip the alignment
+                _, offset_at = read_uleb128(wasm, ins.offset + 1)  # skip the alignment
                 points.append(("uleb", offset_at, following.offset - offset_at))
     return points
 
-
-def read_leb(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, at
 
 
 def code_section_range(wasm: bytes) -> tuple[int, int]:
@@ -204,7 +195,7 @@ def code_section_range(wasm: bytes) -> tuple[int, int]:
     at = 8
     while at < len(wasm):
         section_id = wasm[at]
-        size, payload = read_leb(wasm, at + 1)
+        size, payload = read_uleb128(wasm, at + 1)
         if section_id == 10:
             return payload, payload + size
         at = payload + size
