@@ -200,6 +200,7 @@ class NativeDialect(Dialect):
         # The innermost frame's es (_synthesized) at the last stop read:
         # ((target, stop, writes), value); any write starts over.
         self._innermost_memo: tuple[tuple, arch_amd64.Synthesized] | None = None
+        self._innermost_stop = None  # the stop the memo is of (kept alive, so its id is not reused)
         self._writes = 0
 
     def capabilities(self, capabilities: R.Capabilities) -> R.Capabilities:
@@ -244,12 +245,16 @@ class NativeDialect(Dialect):
         through x32 images (gdbstub.frame_bases), else nothing."""
         if not self._has_window(target):
             return None
-        key = (target, target.current_stop, self._writes)
-        if self._innermost_memo is None or self._innermost_memo[0] != key:
+        # The stop by identity: two stops at one pc (a recursive function's
+        # breakpoint hit again) are equal Stop values, not the same stop.
+        stop = target.current_stop
+        key = (target, id(stop), self._writes)
+        if self._innermost_memo is None or self._innermost_memo[0] != key or self._innermost_stop is not stop:
             frames = target.frames(limit=1)
             value = frame_bases.innermost_frame_base(frames[0], self._frame_base_slot, _stack_reader(target)) \
                 if frames else 0
             self._innermost_memo = (key, {arch_amd64.ES_REGNUM: value.to_bytes(4, "little")})
+            self._innermost_stop = stop
         return self._innermost_memo[1]
 
     def agent_registers(self, target: "StoreTarget", pc: int) -> dict | None:

@@ -380,3 +380,16 @@ def test_a_resume_the_guest_cannot_make_is_a_sigsegv_stop_with_its_reason_not_an
         detail(run, demo)
     assert run.output.count("Remote failure reply") == 0, detail(run, demo)
     assert re.search(r"\[Inferior 1 \(process \d+\) exited normally\]", section(run, "again")), detail(run, demo)
+
+
+def test_a_recursive_functions_breakpoint_hit_again_shows_the_new_frames_values(stub):
+    """Two stops at one pc (fact's breakpoint, hit by fact(5) and then by
+    fact(4)) are two stops: the inner frame's C frame base (es) and so its
+    arguments are its own, not the previous stop's."""
+    demo = stub()
+    run = run_gdb(demo, ["break fact", "continue", "continue", mark("inner"), "p n", "bt", "detach"])
+    assert not run.timed_out, detail(run, demo)
+    inner = section(run, "inner")
+    assert re.search(r"^\$\d+ = 4$", inner, re.M), detail(run, demo)
+    assert re.search(r"^#0 +fact \(n=4\)", inner, re.M) and re.search(r"^#1 +0x[0-9a-f]+ in fact \(n=5\)", inner, re.M), \
+        detail(run, demo)
