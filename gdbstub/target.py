@@ -64,12 +64,13 @@ from codemem import abi, native, sitehooks
 from codemem import frames as walker
 from codemem import displaced
 from codemem.code import PatchEdit
-from codemem.errors import CodeMemoryError, Trap
+from codemem.errors import CodeMemoryError, CompileError, Trap
 from codemem.frametable import MirrorSource, SequencePointKind
 from codemem.lowmem import ENTRY_THUNK_CODE, ENTRY_THUNK_PAGE_CODE_SIZE, LOW_FLOOR, call_landing_address
 from codemem.native import ffi, lib
 from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
+from codemem.wasm.binary import read_uleb
 
 from . import arch_amd64, guest_output
 from .agent import SiteAgent, WatchPlace
@@ -279,18 +280,12 @@ def _call_immediates(data: bytes, wasm_offset: int) -> tuple[int, list[int]] | N
     if wasm_offset >= len(data) or data[wasm_offset] not in (0x10, 0x11):
         return None
     opcode, pos, immediates = data[wasm_offset], wasm_offset + 1, []
-    for _ in range(1 if opcode == 0x10 else 2):
-        value, shift = 0, 0
-        while True:
-            if pos >= len(data) or shift >= 35:
-                return None
-            byte = data[pos]
-            value |= (byte & 0x7F) << shift
-            pos += 1
-            shift += 7
-            if not byte & 0x80:
-                break
-        immediates.append(value)
+    try:
+        for _ in range(1 if opcode == 0x10 else 2):
+            value, pos = read_uleb(data, pos, len(data), 32)
+            immediates.append(value)
+    except CompileError:
+        return None
     return opcode, immediates
 
 
@@ -1811,9 +1806,11 @@ class StoreTarget:
         assert stack.contains(plan.rsp)
         if after is not None:
             assert self._calls[-1] is after
-            self._calls.pop()
-            self._end_call(after)  # restores the C stack pointer this call lowers again
-            log.debug("inferior call of %s done: another follows", after.function)
+            # Its C stack pointer back before this call lowers it again; the
+            # call itself stays until this one is set up (a refusal below
+            # changes nothing).
+            after_lowered = _read_u64(after.stack_pointer_cell) if after.stack_pointer_cell else 0
+            self._end_call(after)
             before, displaced, saved_regfile = after.saved, after.displaced_pc, after.saved_regfile
         else:
             saved = bytearray(self.read_registers())
@@ -1836,7 +1833,12 @@ class StoreTarget:
             except TargetError:
                 if sp_cell:
                     _raw_write(sp_cell, struct.pack("<Q", sp_value))
+                if after is not None and after.stack_pointer_cell:
+                    _raw_write(after.stack_pointer_cell, struct.pack("<Q", after_lowered))
                 raise
+        if after is not None:
+            self._calls.pop()
+            log.debug("inferior call of %s done: another follows", after.function)
         _raw_write(plan.rsp, pack_plan(plan, self.call_landing))
         self._calls.append(InferiorCall(before, displaced, module.func_name(func.wasm_index),
                                         return_address=return_address, slot=plan.rsp, saved_regfile=saved_regfile,
