@@ -198,9 +198,10 @@ class NativeDialect(Dialect):
     def __init__(self, images=None):
         self.images = images  # gdbstub.images.DebugImageSet, or None (no libraries)
         # The innermost frame's es (_synthesized) at the last stop read:
-        # ((target, stop, writes), value); any write starts over.
-        self._innermost_memo: tuple[tuple, arch_amd64.Synthesized] | None = None
-        self._innermost_stop = None  # the stop the memo is of (kept alive, so its id is not reused)
+        # (target, stop, writes, value), the target and stop by identity (two
+        # stops at one pc, a recursive function's breakpoint hit again, are
+        # equal Stop values); any write starts over.
+        self._innermost_memo: tuple | None = None
         self._writes = 0
 
     def capabilities(self, capabilities: R.Capabilities) -> R.Capabilities:
@@ -245,17 +246,15 @@ class NativeDialect(Dialect):
         through x32 images (gdbstub.frame_bases), else nothing."""
         if not self._has_window(target):
             return None
-        # The stop by identity: two stops at one pc (a recursive function's
-        # breakpoint hit again) are equal Stop values, not the same stop.
         stop = target.current_stop
-        key = (target, id(stop), self._writes)
-        if self._innermost_memo is None or self._innermost_memo[0] != key or self._innermost_stop is not stop:
+        memo = self._innermost_memo
+        if memo is None or memo[0] is not target or memo[1] is not stop or memo[2] != self._writes:
             frames = target.frames(limit=1)
             value = frame_bases.innermost_frame_base(frames[0], self._frame_base_slot, _stack_reader(target)) \
                 if frames else 0
-            self._innermost_memo = (key, {arch_amd64.ES_REGNUM: value.to_bytes(4, "little")})
-            self._innermost_stop = stop
-        return self._innermost_memo[1]
+            memo = self._innermost_memo = (target, stop, self._writes,
+                                           {arch_amd64.ES_REGNUM: value.to_bytes(4, "little")})
+        return memo[3]
 
     def agent_registers(self, target: "StoreTarget", pc: int) -> dict | None:
         """es at a breakpoint's site: its function's frame-base slot (0
