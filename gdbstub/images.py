@@ -824,33 +824,35 @@ class DebugImageSet:
     def frame_base_slots(self, module, engine_code=None) -> dict[int, int]:
         """``{function image offset: rbp offset of its frame-base slot}`` of
         ``module``'s image (:func:`frame_base_slots_of`, read once)."""
-        image = self.image_for(module, engine_code)
-        with self._lock:
-            slots = self._frame_base_slots.get(image.name)
-        if slots is None:
-            section = image.cached_section(frame_bases.SECTION)  # in place: not the whole image
-            slots = frame_bases.unpack_slots(section) if section is not None else {}
-            with self._lock:
-                self._frame_base_slots[image.name] = slots
-        return slots
+        return self._section_records(module, engine_code, self._frame_base_slots, frame_bases.SECTION,
+                                     lambda image, section: frame_bases.unpack_slots(section))
 
     def function_abis(self, module, engine_code=None) -> dict[int, "c_abi.FunctionAbi"]:
         """``{function image offset: FunctionAbi}`` of ``module``'s image:
         the functions whose C aggregates the System V and wasm32 conventions
         pass differently (gdbstub.c_abi; read once, empty without)."""
-        image = self.image_for(module, engine_code)
-        with self._lock:
-            abis = self._function_abis.get(image.name)
-        if abis is None:
-            section = image.cached_section(c_abi.SECTION)
+        def parse(image, section: bytes) -> dict[int, "c_abi.FunctionAbi"]:
             try:
-                abis = c_abi.unpack_abis(section) if section is not None else {}
+                return c_abi.unpack_abis(section)
             except c_abi.AbiSectionError as e:
                 log.warning("%s: %s; aggregates in finish and calls are shown as wasm32 passes them", image.name, e)
-                abis = {}
+                return {}
+
+        return self._section_records(module, engine_code, self._function_abis, c_abi.SECTION, parse)
+
+    def _section_records(self, module, engine_code, memo: dict, section_name: str, parse: Callable) -> dict:
+        """``parse(image, section)`` of section ``section_name`` of
+        ``module``'s image (empty without it), read in place (not the whole
+        image) once per image and kept in ``memo``."""
+        image = self.image_for(module, engine_code)
+        with self._lock:
+            records = memo.get(image.name)
+        if records is None:
+            section = image.cached_section(section_name)
+            records = parse(image, section) if section is not None else {}
             with self._lock:
-                self._function_abis[image.name] = abis
-        return abis
+                memo[image.name] = records
+        return records
 
     # ------------------------------------------------------------ per Store
     def for_store(self, store) -> list[LoadedImage]:
