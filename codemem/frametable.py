@@ -86,6 +86,53 @@ FLAG_DEBUG = 1
 SITE_DISABLED = bytes.fromhex("0f1f440000")
 SITE_SIZE = 5
 
+#: x86 register numbers (rax 0 .. r15 15) in the order of the breakpoint
+#: regfile's ``gpr[]`` (csrc/codemem_rt.h: rax rbx rcx rdx rsi rdi rbp rsp r8..r15).
+_REGFILE_GPR_INDEX = (0, 2, 3, 1, 7, 6, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15)
+
+
+@dataclass(frozen=True)
+class CarrierStore:
+    """A *carrier-store site*'s store (docs/compiler-speed.md): the site's
+    disabled bytes are not the NOP but the 64-bit store of the previous
+    instruction's result to its operand-stack slot, ``mov [rsp+disp8], r64``::
+
+        REX.W(+R)  89  ModRM          SIB   disp8
+        48 | 4c    89  01 reg 100     24    0..127     (mod=01 rm=100: [SIB+disp8],
+                                                        SIB base=rsp, no index)
+
+    Enabled, the site's ``call`` replaces the store, so whoever takes the call
+    performs it first (the breakpoint path, every hook veneer): then every
+    value is in its slot at every stop, as the frame table says."""
+
+    register: int  # x86 register number of the stored value (0 = rax .. 15 = r15)
+    disp: int  # the slot's offset from the guest's rsp at the site
+
+    @property
+    def regfile_index(self) -> int:
+        """The register's index in the breakpoint regfile's ``gpr[]``."""
+        return _REGFILE_GPR_INDEX[self.register]
+
+    @property
+    def slot(self) -> int:
+        """The operand-stack slot stored (``disp / 8``, slot 0 at the rsp)."""
+        return self.disp // 8
+
+
+def carrier_store(disable: bytes) -> CarrierStore | None:
+    """The store a site's disabled bytes ``disable`` are, or None when they
+    are SITE_DISABLED (or anything else)."""
+    if (len(disable) == SITE_SIZE and disable[0] in (0x48, 0x4C) and disable[1] == 0x89
+            and disable[2] & 0xC7 == 0x44 and disable[3] == 0x24 and disable[4] < 0x80 and disable[4] % 8 == 0):
+        return CarrierStore(((disable[0] & 4) << 1) | (disable[2] >> 3 & 7), disable[4])
+    return None
+
+
+def valid_site_disable(disable: bytes) -> bool:
+    """Whether ``disable`` is a patch site's disabled form: SITE_DISABLED or a
+    carrier store."""
+    return disable == SITE_DISABLED or carrier_store(disable) is not None
+
 
 class MirrorSource(enum.IntEnum):
     """What a mirror register holds (see "Register mirrors" above)."""
@@ -342,7 +389,12 @@ class SequencePoint:
 class PatchSite:
     offset: int
     enable: bytes
-    disable: bytes
+    disable: bytes  # SITE_DISABLED, or a carrier store (CarrierStore)
+
+    @property
+    def carrier(self) -> CarrierStore | None:
+        """The store this site carries, if its disabled bytes are one."""
+        return carrier_store(self.disable)
 
 
 @dataclass(frozen=True)
@@ -987,25 +1039,30 @@ class FrameTableBuilder:
         return fb
 
     def add_site(self, offset: int, enable: bytes, disable: bytes = SITE_DISABLED) -> None:
-        assert len(enable) == SITE_SIZE and len(disable) == SITE_SIZE
+        assert len(enable) == SITE_SIZE and valid_site_disable(disable), f"site {offset:#x}: disabled {disable.hex()}"
         assert offset % 8 <= 8 - SITE_SIZE, f"site {offset:#x} straddles an 8-byte boundary"
         # Kept as (offset, PatchSite record): build() sorts by offset, and an
         # equal offset compares the records, i.e. enable then disable bytes.
         self.sites.append((offset, _SITE_STRUCT.pack(offset, enable, disable)))
 
-    def add_call_sites(self, offsets: Iterable[int], target: int) -> None:
+    def add_call_sites(self, offsets: Iterable[int], target: int, code: bytes | bytearray | None = None) -> None:
         """``add_site`` for each of ``offsets`` with the enabled form ``call
         target`` (``e8 rel32``, image offsets: codemem.veneer.site_enable_bytes)
-        and the disabled form SITE_DISABLED, in one call: a debug image has a
-        site per wasm instruction."""
+        and as the disabled form the 5 bytes of ``code`` (the image) at the
+        site, each SITE_DISABLED or a carrier store (:func:`carrier_store`),
+        or SITE_DISABLED for all when ``code`` is None, in one call: a debug
+        image has a site per wasm instruction."""
         offsets = array("I", offsets)
         n = len(offsets)
         if not n:
             return
         # In C (csrc/codemem_compile.c): a real-size module has half a million.
         out = bytearray(n * SITE_RECORD_SIZE)
-        ascending = lib.cm_call_site_records(ffi.from_buffer("uint32_t[]", offsets), n, target, ffi.from_buffer(out))
-        assert ascending >= 0, "a site straddles an 8-byte boundary"
+        image = ffi.NULL if code is None else ffi.from_buffer(code)
+        ascending = lib.cm_call_site_records(ffi.from_buffer("uint32_t[]", offsets), n, target, image,
+                                             0 if code is None else len(code), ffi.from_buffer(out))
+        assert ascending != -1, "a site straddles an 8-byte boundary"
+        assert ascending != -2, "a site's code is neither the disabled NOP nor a carrier store"
         records = bytes(out)
         if ascending:
             self._site_runs.append((offsets[0], offsets[-1], records))  # ascending: stays one blob

@@ -186,6 +186,7 @@ typedef struct {
     uint64_t hash;
     uint8_t *code;
     uint32_t code_size, ntraps, hazards;
+    int carrier; /* ends with a carrier store (cm_cc_store_template) */
     uint32_t *trap_pos;
     int32_t *trap_codes;
 } template_t;
@@ -271,6 +272,11 @@ struct cm_cc_module {
     uint32_t nlocals, nsave;
     buf code;
     int fusible_at, fusible_end;
+    /* Where the last carrier store (`mov [rsp+disp8], r64`, disp8 > 0) ends,
+     * -1 after a label is bound: the next INSTRUCTION site may be that store
+     * when it is still the last thing emitted (carrier_site; asm.py
+     * Assembler.carrier_end). */
+    int64_t carrier_end;
     VEC(int64_t) labels;
     VEC(fixup) fixups;
     VEC(trapfield) traps;
@@ -493,7 +499,7 @@ static int tmpl_grow(cm_cc_module *m)
 
 int cm_cc_store_template(cm_cc_module *m, const int64_t *key, uint32_t nkey, int32_t at, const uint8_t *code,
                          uint32_t code_size, const uint32_t *trap_pos, const int32_t *trap_codes,
-                         uint32_t ntraps, uint32_t hazards)
+                         uint32_t ntraps, uint32_t hazards, int carrier)
 {
     if (nkey > MAXK)
         return 0;
@@ -519,6 +525,7 @@ int cm_cc_store_template(cm_cc_module *m, const int64_t *key, uint32_t nkey, int
     t->code_size = code_size;
     t->ntraps = ntraps;
     t->hazards = hazards;
+    t->carrier = carrier;
     t->hash = h;
     m->tmpl_n++;
     return 1;
@@ -651,6 +658,8 @@ static void mov_rm(cm_cc_module *m, int dst, int base, int32_t disp, int size64)
 static void mov_mr(cm_cc_module *m, int base, int32_t disp, int src)
 {
     enc_rm(m, 8, OP_MOV_STORE, 1, src, 1, base, disp, 0);
+    if (base == RSP && disp > 0 && disp < 128)
+        m->carrier_end = (int64_t)m->code.n;
 }
 static void lea(cm_cc_module *m, int dst, int base, int32_t disp) { enc_rm(m, 8, OP_LEA, 1, dst, 1, base, disp, 0); }
 
@@ -694,6 +703,7 @@ static void bind(cm_cc_module *m, int label)
 {
     m->labels.p[label] = (int64_t)m->code.n;
     m->fusible_end = -1;
+    m->carrier_end = -1; /* a branch to here would skip a site on the store before */
 }
 static void ref32(cm_cc_module *m, uint32_t pos, int label, int anchor_label)
 {
@@ -929,6 +939,8 @@ static void emit(cm_cc_module *m, const int64_t *key, uint32_t nkey)
         VEC_PUSH(m->traps, f, &m->fail);
     }
     put(m, t->code, t->code_size);
+    if (t->carrier)
+        m->carrier_end = (int64_t)m->code.n;
 }
 #define EMIT(m, ...)                                                       \
     do {                                                                   \
@@ -1275,6 +1287,21 @@ static uint32_t site(cm_cc_module *m)
     return off;
 }
 
+/* The site of an INSTRUCTION sequence point (compiler.py _instruction_site):
+ * the carrier store just emitted when it is the last instruction, no label
+ * is bound after it and it does not straddle an 8-byte boundary; else a
+ * disabled NOP site (site()). */
+static uint32_t instruction_site(cm_cc_module *m)
+{
+    uint32_t here = HERE(m);
+    if (m->carrier_end == (int64_t)here && ((here - 5) & 7) <= 3) {
+        m->carrier_end = -1;
+        VEC_PUSH(m->sites, here - 5, &m->fail);
+        return here - 5;
+    }
+    return site(m);
+}
+
 static int32_t current_state(cm_cc_module *m)
 {
     if (!m->cache.n)
@@ -1300,7 +1327,7 @@ static void add_point(cm_cc_module *m, uint32_t off, uint32_t wasm_offset, int k
 /* _instruction_point */
 static void instruction_point(cm_cc_module *m, const instr *in, const uint8_t *types, uint32_t ntypes)
 {
-    uint32_t off = m->debug ? site(m) : HERE(m);
+    uint32_t off = m->debug ? instruction_site(m) : HERE(m);
     m->seq = off;
     add_point(m, off, in->offset, KIND_INSTRUCTION, types, ntypes, 1);
 }
@@ -1995,6 +2022,8 @@ static void mov_store(cm_cc_module *m, opnd dst, int src, int size)
         ENC(m, 0, 0, "\x88", src, dst, BYTE_REX(src) || (!dst.is_mem && BYTE_REX(dst.base)));
     else
         ENC(m, size == 16 ? 0x66 : 0, size == 64 ? 8 : 0, "\x89", src, dst, 0);
+    if (size == 64 && dst.is_mem && dst.base == RSP && dst.index < 0 && dst.disp > 0 && dst.disp < 128)
+        m->carrier_end = (int64_t)m->code.n; /* mov_mr's carrier store */
 }
 /* The ALU group with a register source (asm.py _alu): add (0), and (4), sub (5),
  * cmp (7) can fuse with a following jcc. */
@@ -3126,6 +3155,7 @@ int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, ui
     m->nsave = 0;
     m->code.n = 0;
     m->fusible_at = m->fusible_end = -1;
+    m->carrier_end = -1;
     m->labels.n = m->fixups.n = m->traps.n = m->jtables.n = m->jlabels.n = 0;
     m->frames.n = 0;
     m->vals.n = 0;
@@ -3209,7 +3239,7 @@ int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, ui
         } else {
             uint32_t off = HERE(m);
             if (m->debug)
-                off = site(m);
+                off = instruction_site(m);
             m->seq = off;
             add_point(m, off, in->offset, KIND_INSTRUCTION, VALS(m), NVALS(m), 1);
             v_step(m, in, i);
@@ -3266,13 +3296,30 @@ void cm_cc_pools(cm_cc_module *m, int which, const uint8_t **pool, uint32_t *siz
 /* Patch-site records of the call sites (frametable.py add_call_sites)       */
 /* ------------------------------------------------------------------------ */
 
-int cm_call_site_records(const uint32_t *offsets, size_t n, uint32_t target, uint8_t *out)
+/* frametable.py carrier_store: `mov [rsp+disp8], r64`, REX.W(+R) 89 ModRM(mod=01 rm=100) SIB(24) disp8,
+ * a non-negative disp8 that is a multiple of 8 (an operand-stack slot). */
+static int is_carrier_store(const uint8_t *b)
+{
+    return (b[0] == 0x48 || b[0] == 0x4C) && b[1] == 0x89 && (b[2] & 0xC7) == 0x44 && b[3] == 0x24 && b[4] < 0x80 &&
+           (b[4] & 7) == 0;
+}
+
+int cm_call_site_records(const uint32_t *offsets, size_t n, uint32_t target, const uint8_t *code,
+                         size_t code_size, uint8_t *out)
 {
     int ascending = 1;
     for (size_t i = 0; i < n; i++) {
         uint32_t off = offsets[i];
         if ((off & 7) > 8 - sizeof(SITE_DISABLED))
             return -1;
+        const uint8_t *disable = SITE_DISABLED;
+        if (code) {
+            if ((size_t)off + sizeof(SITE_DISABLED) > code_size)
+                return -2;
+            disable = code + off;
+            if (memcmp(disable, SITE_DISABLED, sizeof(SITE_DISABLED)) && !is_carrier_store(disable))
+                return -2;
+        }
         if (i && offsets[i - 1] >= off)
             ascending = 0;
         /* PatchSite: u32 offset, enable[5] = e8 rel32, disable[5], 2 bytes of padding */
@@ -3281,7 +3328,7 @@ int cm_call_site_records(const uint32_t *offsets, size_t n, uint32_t target, uin
         memcpy(r, &off, 4);
         r[4] = 0xE8;
         memcpy(r + 5, &rel, 4);
-        memcpy(r + 9, SITE_DISABLED, sizeof(SITE_DISABLED));
+        memcpy(r + 9, disable, sizeof(SITE_DISABLED));
         r[14] = r[15] = 0;
     }
     return ascending;

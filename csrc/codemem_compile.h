@@ -61,10 +61,12 @@ int cm_cc_set_globals(cm_cc_module *m, const uint8_t *valtypes, const uint8_t *m
                       const int32_t *cells, uint32_t nglobals);
 int cm_cc_set_tables(cm_cc_module *m, const uint8_t *elem_types, uint32_t ntables, uint32_t nmemories);
 
-/* A template the caller built for cm_py_template's request. */
+/* A template the caller built for cm_py_template's request.  carrier: its
+ * last instruction is a carrier store (`mov [rsp+disp8], r64`, disp8 > 0)
+ * that no label of the template is bound after (compiler.py _template). */
 int cm_cc_store_template(cm_cc_module *m, const int64_t *key, uint32_t nkey, int32_t at, const uint8_t *code,
                          uint32_t code_size, const uint32_t *trap_pos, const int32_t *trap_codes,
-                         uint32_t ntraps, uint32_t hazards);
+                         uint32_t ntraps, uint32_t hazards, int carrier);
 
 /* Compile defined function `defined_index`, whose body (instructions, final
  * end included) is data[body_offset:end_offset], locals (params first) the
@@ -89,6 +91,9 @@ void cm_cc_pools(cm_cc_module *m, int which, const uint8_t **pool, uint32_t *siz
 
 /* The frame table's PatchSite records (16 bytes each, into out) of n sites
  * whose enabled form is `call target` (e8 rel32, image offsets) and whose
- * disabled form is the 5-byte NOP: 1 if the offsets ascend, 0 if not, -1 if
- * a site straddles an 8-byte boundary (out then partly written). */
-int cm_call_site_records(const uint32_t *offsets, size_t n, uint32_t target, uint8_t *out);
+ * disabled form is the code's own 5 bytes at the site (the NOP, or a carrier
+ * store: frametable.py carrier_store), or the 5-byte NOP when code is NULL:
+ * 1 if the offsets ascend, 0 if not, -1 if a site straddles an 8-byte
+ * boundary, -2 if a site's bytes are neither (out then partly written). */
+int cm_call_site_records(const uint32_t *offsets, size_t n, uint32_t target, const uint8_t *code,
+                         size_t code_size, uint8_t *out);

@@ -333,7 +333,7 @@ class Assembler:
     """
 
     __slots__ = ("code", "_fixups", "_labels", "branch_boundary", "origin", "branch_units", "_fusible_at",
-                 "_fusible_end")
+                 "_fusible_end", "carrier_end")
 
     def __init__(self) -> None:
         self.code = bytearray()
@@ -354,6 +354,13 @@ class Assembler:
         # The last instruction that can macro-fuse with a following jcc
         # (cmp/test/add/sub/and/inc/dec): its start and end offsets.
         self._fusible_at = self._fusible_end = -1
+        #: Where the last *carrier store* ends: a 64-bit register store to an
+        #: operand-stack slot, ``mov [rsp+disp8], r64`` with 0 < disp8 < 128
+        #: (5 bytes, codemem.frametable.carrier_store); -1 after a label is
+        #: bound (a branch there would skip a site made of that store).  While
+        #: it equals :attr:`offset` the store is the last instruction and may
+        #: be the next sequence point's patch site (compiler.py).
+        self.carrier_end = -1
 
     # ------------------------------------------------------------------ labels
 
@@ -373,6 +380,7 @@ class Assembler:
             raise EncodingError(f"{label!r} is already bound")
         label._offset = len(self.code)
         self._fusible_end = -1  # a jump target between a cmp and its jcc: they are no unit
+        self.carrier_end = -1
 
     def label_offset(self, label: Label) -> int:
         self._own(label)
@@ -571,6 +579,8 @@ class Assembler:
             _need_reg_or_mem(dst, "mov destination")
             force = size == 8 and (_is_byte_rex_reg(src) or _is_byte_rex_reg(dst))
             self._rm(prefix, w, b"\x88" if size == 8 else b"\x89", src, dst, force)
+            if w and type(dst) is Mem and dst.base is Reg.RSP and dst.index is None and 0 < dst.disp < 128:
+                self.carrier_end = len(self.code)
         elif isinstance(src, Mem):
             _need_reg(dst, "mov destination with a memory source")
             force = size == 8 and _is_byte_rex_reg(dst)

@@ -274,13 +274,13 @@ class CFunctionCompiler:
     def _store(self, key, nkey: int, at: int) -> bool:
         """Build the template C asked for (key: a K_* kind and its fields) and store it in C."""
         fields = [key[k] for k in range(nkey)]
-        code, traps, hazards = self._templates._template_for_c(fields, at)
+        code, traps, hazards, carrier = self._templates._template_for_c(fields, at)
         trap_pos = array("I", (pos for pos, _ in traps))
         trap_codes = array("i", (-1 if c is None else int(c) for _, c in traps))
         return bool(lib.cm_cc_store_template(
             self._module, key, nkey, at, code, len(code),
             ffi.from_buffer("uint32_t[]", trap_pos) if traps else ffi.NULL,
-            ffi.from_buffer("int32_t[]", trap_codes) if traps else ffi.NULL, len(traps), hazards))
+            ffi.from_buffer("int32_t[]", trap_codes) if traps else ffi.NULL, len(traps), hazards, int(carrier)))
 
 
 @ffi.def_extern()

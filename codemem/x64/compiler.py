@@ -84,6 +84,7 @@ from ..abi import (
 from ..errors import CompileError
 from ..frametable import (
     SITE_DISABLED,
+    SITE_SIZE,
     FrameTableBuilder,
     PackedFunctions,
     PackedPoints,
@@ -281,7 +282,7 @@ def _link(info: ModuleInfo, debug: bool, chunks: list[_Chunk]) -> CompiledModule
     veneers = append_veneers(code)
     for pos in trap_calls:
         struct.pack_into("<i", code, pos, veneers.trap_veneer - (pos + 4))
-    builder.add_call_sites(sites, veneers.bp_veneer)  # site_enable_bytes, in bulk
+    builder.add_call_sites(sites, veneers.bp_veneer, code)  # site_enable_bytes, in bulk; disabled: the code's
     builder.code_size = len(code)
     builder.bp_veneer, builder.trap_veneer = veneers.bp_veneer, veneers.trap_veneer
     builder.bp_slot, builder.trap_slot = veneers.bp_slot, veneers.trap_slot
@@ -514,7 +515,7 @@ def _padded_template(t: tuple, origin: int) -> tuple | None:
     Padding inserted at ``p`` moves the bytes from ``p`` on, but a label bound
     at ``p`` stays (it was bound before the unit's first instruction), and so
     does an anchor there (the end of an instruction before ``p``)."""
-    code, traps, _, relocations, units = t
+    code, traps, _, relocations, units, carrier = t
     inserts: list[tuple[int, int]] = []
     moved_units = []
     shift = 0
@@ -546,8 +547,10 @@ def _padded_template(t: tuple, origin: int) -> tuple | None:
         out[pos : pos + nbytes] = value.to_bytes(nbytes, "little", signed=True)
         moved_relocations.append((pos, nbytes, target, anchor))
     moved_units = tuple(moved_units)
+    # Padding goes before branch units, never after the last instruction: a
+    # carrier store that ended the template still does.
     return (bytes(out), tuple((moved(pos), code) for pos, code in traps), _hazard_mask(moved_units),
-            tuple(moved_relocations), moved_units)
+            tuple(moved_relocations), moved_units, carrier)
 
 
 def _align16(n: int) -> int:
@@ -682,8 +685,8 @@ class _ModuleCompiler:
         self.c_body_bytes += body.end_offset - body.body_offset
         return True
 
-    def _template_for_c(self, fields: list[int], at: int) -> tuple[bytes, tuple, int]:
-        """``(code, traps, hazard mask)`` of the template the C core asks for
+    def _template_for_c(self, fields: list[int], at: int) -> tuple[bytes, tuple, int, bool]:
+        """``(code, traps, hazard mask, ends with a carrier store)`` of the template the C core asks for
         (ccore.py): ``fields`` its kind (csrc/codemem_compile.c K_*) and
         numbers, ``at`` -1 for the template as made, else the code offset mod
         32 it is padded for (``_emit``'s variant).  The keys, builders and
@@ -694,7 +697,7 @@ class _ModuleCompiler:
             t = self._template(key, build, *args)
         if at >= 0:
             t = self._template_padded_for(key, build, args, t, at)
-        return t[0], t[1], t[2]
+        return t[0], t[1], t[2], t[5]
 
     def _template_padded_for(self, key, build, args: tuple, t, at: int):
         """Template ``t`` (built for ``key``) padded so that no branch in it
@@ -788,6 +791,22 @@ class _ModuleCompiler:
         self.site_offsets.append(off)
         return off
 
+    def _instruction_site(self) -> int:
+        """The patch site of an INSTRUCTION sequence point: the carrier store
+        just emitted (Assembler.carrier_end) when it is still the last
+        instruction, no label is bound after it and it does not straddle an 8-byte
+        boundary (its bytes are the site's disabled form, and whoever takes
+        the site's call performs the store: docs/compiler-speed.md); else a
+        disabled NOP (:meth:`_site`).  (The compile loop inlines the same;
+        csrc/codemem_compile.c instruction_site decides alike.)"""
+        asm = self.asm
+        end = len(asm.code)
+        if asm.carrier_end == end and ((end - SITE_SIZE) & 7) <= 8 - SITE_SIZE:
+            asm.carrier_end = -1
+            self.site_offsets.append(end - SITE_SIZE)
+            return end - SITE_SIZE
+        return self._site()
+
     def _pad_for_return_site(self, call_length: int) -> None:
         """Debug only: NOPs before a call so that its return address (where the
         RETURN_POINT site goes) is a valid site offset, and the call stays off
@@ -803,7 +822,7 @@ class _ModuleCompiler:
         """The INSTRUCTION sequence point (and site) of ``ins`` with operand
         ``types``, recording the register cache state the code after it relies
         on.  (The compile loop inlines the same for ordinary instructions.)"""
-        off = self._site() if self.debug else len(self.asm.code)
+        off = self._instruction_site() if self.debug else len(self.asm.code)
         self.seq = off
         state = self.cache.state()
         if state:
@@ -821,7 +840,10 @@ class _ModuleCompiler:
     def _template(self, key, build, *args, origin: int | None = None):
         """The cached template ``key``; ``build(a, *args)`` makes it on a miss.
         A template is ``(code, trap fields, hazard mask (_hazard_mask),
-        relocations, branch units)``, positions relative to its start.  ``origin``: the code offset (mod 32)
+        relocations, branch units, carrier)``, positions relative to its
+        start; ``carrier``: its last instruction is a carrier store no label
+        of it is bound after (Assembler.carrier_end), which the next
+        INSTRUCTION site may be.  ``origin``: the code offset (mod 32)
         it is made for, its branches padded off 32-byte boundaries there
         (Assembler.pad_for_branch); None: not padded, units only recorded."""
         t = self.templates.get(key)
@@ -832,7 +854,8 @@ class _ModuleCompiler:
             a.branch_units = []
             build(a, *args)
             units = tuple(a.branch_units)
-            t = (a.finish(), tuple(a.traps), _hazard_mask(units), a.relocations() if units else (), units)
+            t = (a.finish(), tuple(a.traps), _hazard_mask(units), a.relocations() if units else (), units,
+                 a.carrier_end == len(a.code))
             self.templates[key] = t
         return t
 
@@ -857,6 +880,8 @@ class _ModuleCompiler:
             for pos, trap_code in traps:
                 self.trap_fields.append((base + pos, seq, trap_code))
         code += code_bytes
+        if t[5]:
+            self.asm.carrier_end = len(code)
 
     def _trap_stubs(self) -> None:
         """Out-of-line trap stubs of the current function, one per (sequence
@@ -969,9 +994,13 @@ class _ModuleCompiler:
             else:
                 off = len(code)
                 if debug:
-                    r = off & 7
-                    off += site_pad[r]
-                    code += site_bytes[r]
+                    if asm.carrier_end == off and ((off - 5) & 7) <= 3:  # _instruction_site
+                        asm.carrier_end = -1
+                        off -= 5
+                    else:
+                        r = off & 7
+                        off += site_pad[r]
+                        code += site_bytes[r]
                     add_site(off)
                 self.seq = off
                 state = cache.state()
