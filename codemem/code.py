@@ -33,7 +33,7 @@ from typing import NewType
 
 from . import native
 from .errors import CodeMemoryError
-from .frametable import SITE_DISABLED, SITE_SIZE, FrameTable
+from .frametable import SITE_DISABLED, SITE_SIZE, CarrierStore, FrameTable
 from .native import PROT_EXEC, PROT_READ, PROT_WRITE, ffi, lib
 
 log = logging.getLogger(__name__)
@@ -370,6 +370,14 @@ class StoreCode:
         if index is None:
             raise CodeMemoryError(f"{pc:#x} ({self.engine_code.name}+{offset:#x}) is not a patch site")
         return index
+
+    def carrier_store_at(self, pc: int) -> CarrierStore | None:
+        """The carrier store of the patch site at ``pc`` (frametable.carrier_store):
+        None when ``pc`` is no site of this code or its disabled form is the NOP."""
+        if not self.contains(pc):
+            return None
+        index = self.frame_table.site_index(pc - self.base)
+        return None if index is None else self.frame_table.site(index).carrier
 
     def is_site_enabled(self, pc: int) -> bool:
         return self.site_refcount(self.offset_of(pc)) > 0

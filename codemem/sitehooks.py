@@ -69,7 +69,7 @@ from typing import Callable, Iterable, Protocol
 
 from . import abi, native
 from .errors import CodeMemoryError, CompileError
-from .frametable import SequencePointKind
+from .frametable import CarrierStore, SequencePointKind
 from .placement import map_near_code
 from .native import PROT_EXEC, PROT_READ, PROT_WRITE, ffi, lib
 from .wasm.binary import read_uleb
@@ -147,6 +147,14 @@ SAVE_GUEST_RSP_OFFSET = SAVE_RETURN_OFFSET + 8
 VENEER_STACK_BYTES = 1024
 
 
+def carrier_store_bytes(carrier: CarrierStore) -> bytes:
+    """The carrier store as a veneer (entered by the site's ``call``) runs it:
+    ``mov [rsp + disp + 8], reg``."""
+    a = Assembler()
+    a.mov(Mem(Reg.RSP, carrier.disp + 8), Reg(carrier.register), 64)
+    return a.finish()
+
+
 def saved_offset(reg: Reg) -> int | None:
     """Offset of ``reg``'s guest value from r10 in the save area, None for a
     register the veneer never writes (read it live)."""
@@ -163,7 +171,7 @@ class Check(Protocol):
     leave rsp = r10 when it falls through.  ``cache_key`` (optional): equal
     keys at one site mean equal code, so HookArea reuses the veneer.
 
-    A site whose only check offers ``stub(area, address) -> bytes | None``
+    A site whose only check offers ``stub(area, address, carrier) -> bytes | None``
     or ``emit_standalone(emitter) -> bool`` gets that instead of the generic
     veneer (AccessCheck: the watchpoint hot path, see HookArea._build)."""
 
@@ -172,7 +180,13 @@ class Check(Protocol):
 
 class VeneerEmitter:
     """What a Check's code generator needs: the assembler, the site's pc,
-    rip-relative operands for the hook area's data, and the ways out."""
+    rip-relative operands for the hook area's data, and the ways out.
+
+    At a carrier-store site (codemem.frametable.CarrierStore) the veneer's
+    first instruction is the store the site's ``call`` replaced, ``mov
+    [rsp+disp+8], reg`` (8: the return address the call pushed), before any
+    check reads a frame slot: a check that falls through returns to the guest
+    at site + 5, after the store's place."""
 
     def __init__(self, area: "HookArea", address: int, site_pc: int):
         self.area = area
@@ -182,6 +196,10 @@ class VeneerEmitter:
         self.start = self.a.new_label()
         self.a.bind(self.start)
         self.stop = self.a.new_label()
+        #: The site's carrier store, or None (a NOP site).
+        self.carrier = area.store_code.carrier_store_at(site_pc)
+        if self.carrier is not None:
+            self.a.emit_bytes(carrier_store_bytes(self.carrier))
 
     def data(self, offset: int) -> Mem:
         """[rip + the data area's byte ``offset``]."""
@@ -578,7 +596,7 @@ class HookArea:
         emitter = VeneerEmitter(self, address, site_pc)
         a = emitter.a
         stub = getattr(checks[0], "stub", None) if len(checks) == 1 else None
-        data = stub(self, address) if stub is not None else None
+        data = stub(self, address, emitter.carrier) if stub is not None else None
         if data is not None:
             return self._place(site_pc, checks, address, data)
         standalone = getattr(checks[0], "emit_standalone", None) if len(checks) == 1 else None
@@ -806,9 +824,11 @@ class AccessCheck:
             self._scan(e, WATCH_READ)
         a.bind(other)
 
-    def stub(self, area: "HookArea", address: int) -> bytes | None:
+    def stub(self, area: "HookArea", address: int, carrier: CarrierStore | None = None) -> bytes | None:
         """The veneer of a site whose only check is a load or store, as a
-        25-byte stub::
+        25-byte stub (after the ``carrier`` store when the site is one:
+        VeneerEmitter; its register is then not a scratch register, since a
+        stop performs the store again from it)::
 
             lea A, [rip + operands]     ; A: the routine's first scratch register
             jmp ROUTINE                 ; shared by every such site (_emit_access_routine)
@@ -822,15 +842,18 @@ class AccessCheck:
         access = self.access
         if access.length_slot is not None or access.address_slot is None:
             return None
-        triple = next((t for t in ACCESS_ROUTINE_REGISTERS if not any(access.is_live(r) for r in t)), None)
+        kept = -1 if carrier is None else carrier.register
+        triple = next((t for t in ACCESS_ROUTINE_REGISTERS
+                       if not any(access.is_live(r) or r == kept for r in t)), None)
         if triple is None:
             return None
         routine = area.access_routines[(triple, WATCH_WRITE if access.writes else WATCH_READ)]
         first = triple[0]
+        store = b"" if carrier is None else carrier_store_bytes(carrier)
         # lea r64, [rip + 5]: REX.W (+REX.R for r8-r15), 8D, ModRM mod=00 reg=r rm=101, disp32
         lea = bytes((0x48 | (0x04 if first >= 8 else 0), 0x8D, 0x05 | (first & 7) << 3)) + (5).to_bytes(4, "little")
-        jmp = b"\xe9" + (routine - (address + len(lea) + 5)).to_bytes(4, "little", signed=True)
-        return lea + jmp + _STUB_OPERANDS.pack(access.address_slot, access.static_offset, access.size)
+        jmp = b"\xe9" + (routine - (address + len(store) + len(lea) + 5)).to_bytes(4, "little", signed=True)
+        return store + lea + jmp + _STUB_OPERANDS.pack(access.address_slot, access.static_offset, access.size)
 
     def emit_standalone(self, e: VeneerEmitter) -> bool:
         """The whole veneer of a site whose only check is a load or store
@@ -844,7 +867,8 @@ class AccessCheck:
         access = self.access
         if access.length_slot is not None or access.address_slot is None:
             return False
-        free = [r for r in _SCRATCH_ORDER if not access.is_live(r)]
+        kept = -1 if e.carrier is None else e.carrier.register  # a stop stores it again (stub)
+        free = [r for r in _SCRATCH_ORDER if not access.is_live(r) and r != kept]
         if len(free) < 3:
             return False
         first, end, row = free[:3]
