@@ -12,9 +12,14 @@ the two remaining gaps:
 
 For every function of every ``examples/build/*.wasm``, debug on and off:
 
-* debug: every patch site reads ``0f 1f 44 00 00`` in EngineCode and in the
-  StoreCode, and capstone decodes it as one 5-byte ``nop`` at a boundary of a
-  linear sweep of its function; the function's first byte is a site;
+* debug: every patch site reads its PatchSite record's disabled bytes in
+  EngineCode and in the StoreCode, and those are either ``0f 1f 44 00 00``,
+  which capstone decodes as one ``nop`` (after its DS prefixes) at a boundary
+  of a linear sweep of its function, or a *carrier store*
+  (codemem.frametable.carrier_store): one 5-byte ``mov qword ptr [rsp + d],
+  reg`` at such a boundary, at an INSTRUCTION point whose top operand-stack
+  slot is the one it stores (``d / 8 == depth - 1``); the function's first
+  byte is a (NOP) site;
 * every sequence point's wasm offset is an instruction boundary of that
   function per wasm-objdump;
 * every native ``call`` (except the trap veneer, which never returns, and
@@ -35,12 +40,13 @@ import pytest
 
 import codemem
 from codemem.abi import VMCTX_LIBCALL_CTX
-from codemem.frametable import SITE_DISABLED, SITE_SIZE, SequencePointKind
+from codemem.frametable import SITE_DISABLED, SITE_SIZE, SequencePointKind, carrier_store
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "build").glob("*.wasm"))
 DISASSEMBLER = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 LIBCALL_LOAD = f"r15, qword ptr [r15 + {VMCTX_LIBCALL_CTX:#x}]"
 
+_GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", *(f"r{k}" for k in range(8, 16)))
 _FUNCTION_LINE = re.compile(r"^[0-9a-f]+ func\[(\d+)\]")
 _INSTRUCTION_LINE = re.compile(r"^\s*([0-9a-f]+):\s[0-9a-f ]*\|\s*(\S+)")
 
@@ -82,6 +88,7 @@ def test_sweep(path: Path, debug: bool):
         if not debug:
             assert sites == []
         swept_sites = set()
+        carriers = 0
         trap_veneer = table.header.trap_veneer
         assert table.num_functions == len(module.info.codes)
         for func in table.functions():
@@ -101,6 +108,7 @@ def test_sweep(path: Path, debug: bool):
                     f"{where}: sequence point at wasm {point.wasm_offset:#x} is not an instruction (wasm-objdump)"
                 assert point.native_offset in native_boundaries or point.native_offset == func.native_end
             return_points = {p.native_offset: p for p in points if p.kind == SequencePointKind.RETURN_POINT}
+            points_at = {p.native_offset: p for p in points}
 
             if debug:
                 assert func.native_start in site_set, f"{where}: no site at the function's first byte"
@@ -109,10 +117,25 @@ def test_sweep(path: Path, debug: bool):
             for address, size, mnemonic, operands in listing:
                 site = address + size - SITE_SIZE
                 if site in site_set:
-                    assert mnemonic == "nop" and code[address:site] == b"\x3e" * (site - address), \
-                        f"{where}: site {site:#x} is in {mnemonic} at {address:#x}"
-                    assert code[site:site + SITE_SIZE] == SITE_DISABLED
-                    assert store_code.read_raw(store_code.pc_of(site), SITE_SIZE) == SITE_DISABLED
+                    record = table.site(table.site_index(site))
+                    assert code[site:site + SITE_SIZE] == record.disable
+                    assert store_code.read_raw(store_code.pc_of(site), SITE_SIZE) == record.disable
+                    carried = carrier_store(record.disable)
+                    if carried is None:
+                        assert mnemonic == "nop" and code[address:site] == b"\x3e" * (site - address), \
+                            f"{where}: site {site:#x} is in {mnemonic} at {address:#x}"
+                        assert record.disable == SITE_DISABLED
+                    else:
+                        point = points_at[site]
+                        assert (address, mnemonic) == (site, "mov"), f"{where}: carrier site {site:#x} is in {mnemonic}"
+                        assert size == SITE_SIZE and operands.startswith("qword ptr [rsp + ") \
+                            and operands.endswith(f"], {_GPR_NAMES[carried.register]}"), operands
+                        assert int(operands[len("qword ptr [rsp + "):operands.index("]")], 0) == carried.disp
+                        assert point.kind == SequencePointKind.INSTRUCTION, f"{where}: carrier site {site:#x}"
+                        assert carried.slot == point.stack_depth - 1, \
+                            f"{where}: the carrier store at {site:#x} writes slot {carried.slot}, not the top of " \
+                            f"the operand stack ({point.stack_depth} values)"
+                        carriers += 1
                     swept_sites.add(site)
                 if mnemonic == "call":
                     libcall = operands == "rax" and previous is not None and previous[2:] == ("mov", LIBCALL_LOAD)
@@ -130,6 +153,9 @@ def test_sweep(path: Path, debug: bool):
         if debug:
             assert swept_sites == site_set, f"{len(site_set - swept_sites)} sites are not at instruction boundaries"
             assert len(site_set) >= sum(f.num_seqpoints for f in table.functions()) > 0
+            # Most wasm instructions end with their result's store: every
+            # example has carrier sites (docs/compiler-speed.md).
+            assert carriers > 0, f"{path.name}: no carrier-store site"
     finally:
         store.close()
         engine_code.close()
