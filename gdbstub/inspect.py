@@ -272,7 +272,10 @@ class _Printer:
             site = table.site_index(anchor)
             pending_watch = None
             if site is not None:
-                self.line(f"    ; patch site #{site}")
+                # A carrier site is the store itself (codemem.frametable.CarrierStore).
+                carrier = " (a carrier store: the call replaces it and performs it)" \
+                    if table.site(site).carrier is not None else ""
+                self.line(f"    ; patch site #{site}{carrier}")
                 access = self._accesses.get(anchor)
                 if access is not None:
                     pending_watch = f"    ; watch check: {access.describe()}"

@@ -37,8 +37,10 @@ def test_a_prefixed_site_counts_as_a_site_and_other_nops_as_padding():
         "0f1f440000"  # 16: site at 16
         "90"  # 21: a 1-byte NOP
     )
-    assert loop_nops(_listing(code), [2, 16]) == (2, 2)
-    assert loop_nops(_listing(code), []) == (0, 4)
+    assert loop_nops(_listing(code), [2, 16]) == (2, 2, 0)
+    assert loop_nops(_listing(code), []) == (0, 4, 0)
+    # The store at 7 as a carrier-store site: a site, not an added instruction.
+    assert loop_nops(_listing(code), [2, 7, 16]) == (3, 2, 1)
 
 
 def test_a_jcc_ending_on_a_32_byte_boundary_is_a_hazard_and_one_before_it_is_not():
@@ -79,7 +81,10 @@ def test_debugging_adds_only_sites_and_padding_to_the_O2_kernels_hot_loop():
     # The code between the NOPs is the same instruction for instruction: no
     # spill, reload or move is added for the debugger (the frame-slot contract
     # holds in both modes).
-    assert (sited["loop_instructions"] - sited["loop_sites"] - sited["loop_padding_nops"]
-            == plain["loop_instructions"] - plain["loop_padding_nops"])
+    # Carrier-store sites are instructions of both modes (the store of a
+    # result): only the NOP sites and padding are added.
+    assert 0 < sited["loop_carrier_sites"] < sited["loop_sites"]
+    assert (sited["loop_instructions"] - (sited["loop_sites"] - sited["loop_carrier_sites"])
+            - sited["loop_padding_nops"] == plain["loop_instructions"] - plain["loop_padding_nops"])
     assert plain["loop_hazards"] == [] and sited["loop_hazards"] == []
     assert plain["code_hazards"] == 0 and sited["code_hazards"] == 0

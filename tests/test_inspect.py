@@ -11,7 +11,7 @@ import pytest
 import wasmtime
 
 import codemem
-from codemem.frametable import SITE_DISABLED
+from codemem.frametable import SITE_DISABLED, carrier_store
 from gdbstub.inspect import inspect_module, instruction_text, resolve_function
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ DEMO_O2 = ROOT / "examples" / "build" / "demo.O2.wasm"
 
 LINE_RE = re.compile(r"^\s+0x([0-9a-f]+):  ((?:[0-9a-f]{2} )*[0-9a-f]{2})\s+(\S.*)$")
 SEQ_RE = re.compile(r"^\s+; wasm @0x([0-9a-f]+)  (.+)  \[(instruction|return point|entry), depth (\d+)(?::[ a-z0-9]+)?\]$")
-SITE_RE = re.compile(r"^\s+; patch site #(\d+)$")
+SITE_RE = re.compile(r"^\s+; patch site #(\d+)(?: \(a carrier store: [^)]*\))?$")
 
 
 def inspect(path, func=None):
@@ -48,6 +48,7 @@ def test_square_sites_before_every_wasm_instruction():
     points = table.sequence_points(record)
     seq_lines = [k for k, line in enumerate(lines) if SEQ_RE.match(line)]
     assert len(seq_lines) == len(points) > 10
+    carriers = 0
     for k, point in zip(seq_lines, points):
         m = SEQ_RE.match(lines[k])
         assert int(m.group(1), 16) == point.wasm_offset
@@ -60,13 +61,22 @@ def test_square_sites_before_every_wasm_instruction():
         insn = LINE_RE.match(lines[k + 2])
         pad = point.native_offset - int(insn.group(1), 16)
         assert 0 <= pad <= 4
-        assert insn.group(2) == "3e " * pad + "0f 1f 44 00 00"
-        assert insn.group(3) == ("nop dword ptr ds:[rax + rax]" if pad else "nop dword ptr [rax + rax]")
+        disabled = table.site(table.site_index(point.native_offset)).disable
+        if disabled == SITE_DISABLED:
+            assert insn.group(2) == "3e " * pad + "0f 1f 44 00 00"
+            assert insn.group(3) == ("nop dword ptr ds:[rax + rax]" if pad else "nop dword ptr [rax + rax]")
+        else:  # a carrier store: the site is the store of the previous instruction's result
+            carrier = carrier_store(disabled)
+            assert carrier is not None and carrier.slot == point.stack_depth - 1
+            assert "(a carrier store" in lines[k + 1]
+            assert pad == 0 and insn.group(2) == disabled.hex(" ") and insn.group(3).startswith("mov qword ptr [rsp + ")
+            carriers += 1
     # The wasm instructions of square (x * x at -O0, through the shadow stack).
     texts = [SEQ_RE.match(lines[k]).group(2) for k in seq_lines]
     for name in ("global.get 0", "local.get 0", "i32.mul", "i32.store offset=12 align=4", "return", "end"):
         assert name in texts, name
     assert texts[0] == "(function entry)"
+    assert carriers > 0
 
 
 def test_square_header():
@@ -103,8 +113,10 @@ def test_listing_covers_each_function_exactly(path):
     marked_sites = [int(m.group(1)) for m in map(SITE_RE.match, out.splitlines()) if m]
     function_sites = [i for i, off in enumerate(table.site_offsets) if table.function_at(off) is not None]
     assert marked_sites == function_sites
-    for off in table.site_offsets:
-        assert module.engine_code.read(off, 5) == SITE_DISABLED
+    for index, off in enumerate(table.site_offsets):
+        disabled = table.site(index).disable
+        assert module.engine_code.read(off, 5) == disabled
+        assert disabled == SITE_DISABLED or carrier_store(disabled) is not None
     n_points = sum(f.num_seqpoints for f in table.functions())
     assert sum(1 for line in out.splitlines() if SEQ_RE.match(line)) == n_points
 

@@ -85,6 +85,7 @@ from ..errors import CompileError
 from ..frametable import (
     SITE_DISABLED,
     SITE_SIZE,
+    carrier_store,
     FrameTableBuilder,
     PackedFunctions,
     PackedPoints,
@@ -478,11 +479,14 @@ def _site_bytes(r: int) -> bytes:
 
 def site_in_instruction(raw: bytes) -> int | None:
     """Where the patch site is in the disabled site instruction ``raw`` (the
-    bytes of one disassembled instruction): after its padding prefixes; None
-    if ``raw`` is not a site instruction."""
+    bytes of one disassembled instruction): after its padding prefixes, or
+    at 0 for a carrier store (frametable.carrier_store: the store is the
+    site); None if ``raw`` is not a site instruction."""
     pad = len(raw) - len(SITE_DISABLED)
     if 0 <= pad <= 4 and raw.endswith(SITE_DISABLED) and raw[:pad] == bytes([SITE_PAD_PREFIX]) * pad:
         return pad
+    if carrier_store(raw) is not None:
+        return 0
     return None
 
 

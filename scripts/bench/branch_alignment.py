@@ -82,26 +82,30 @@ def analyse(wasm: bytes, export: str, debug: bool) -> dict:
     head, end = min(nested or loops, key=lambda loop: loop[1] - loop[0])
     body = [ins for ins in listing if head <= ins[0] < end]
     hazards = branch_hazards(body)
-    sites, padding = loop_nops(body, table.site_offsets if debug else [])
+    sites, padding, carriers = loop_nops(body, table.site_offsets if debug else [])
     return {"loop": (head, end), "loop_bytes": end - head, "loop_instructions": len(body),
-            "loop_sites": sites, "loop_padding_nops": padding,
+            "loop_sites": sites, "loop_carrier_sites": carriers, "loop_padding_nops": padding,
             "loop_hazards": [text for _, text in hazards], "code_hazards": total}
 
 
-def loop_nops(body, site_offsets: list[int]) -> tuple[int, int]:
-    """``(sites, padding)``: how many instructions of ``body`` (capstone
-    ``disasm_lite`` tuples) are patch sites (the instruction holds a site
-    offset: a site's DS prefixes come before it) and how many other NOPs
-    there are (branch and loop alignment, return-site padding).  Together
-    with the instruction counts they say what debugging adds to a loop."""
-    sites = padding = 0
+def loop_nops(body, site_offsets: list[int]) -> tuple[int, int, int]:
+    """``(sites, padding, carriers)``: how many instructions of ``body``
+    (capstone ``disasm_lite`` tuples) are patch sites (the instruction holds
+    a site offset: a site's DS prefixes come before it), how many other NOPs
+    there are (branch and loop alignment, return-site padding), and how many
+    of the sites are carrier stores (a site that is the store of the previous
+    instruction's result, not a NOP: docs/compiler-speed.md; it is in the
+    code without debugging too).  Together with the instruction counts they
+    say what debugging adds to a loop: ``sites - carriers + padding``."""
+    sites = padding = carriers = 0
     for address, size, mnemonic, _ in body:
         k = bisect.bisect_left(site_offsets, address)
         if k < len(site_offsets) and site_offsets[k] < address + size:
             sites += 1
+            carriers += mnemonic != "nop"
         elif mnemonic == "nop":
             padding += 1
-    return sites, padding
+    return sites, padding, carriers
 
 
 def main(argv: list[str]) -> None:
@@ -113,7 +117,8 @@ def main(argv: list[str]) -> None:
         mode = "debug" if debug else "nodebug"
         a = analyse(wasm, export, debug)
         print(f"{mode}: hot loop {a['loop'][0]:#x}..{a['loop'][1]:#x} ({a['loop_bytes']} bytes, "
-              f"{a['loop_instructions']} instructions: {a['loop_sites']} patch sites, {a['loop_padding_nops']} "
+              f"{a['loop_instructions']} instructions: {a['loop_sites']} patch sites ({a['loop_carrier_sites']} of "
+              f"them carrier stores), {a['loop_padding_nops']} "
               f"padding NOPs): {len(a['loop_hazards'])} branch units on a 32-byte boundary; whole code: "
               f"{a['code_hazards']}")
         for text in a["loop_hazards"]:
@@ -122,6 +127,7 @@ def main(argv: list[str]) -> None:
         result[f"code_hazards_{mode}"] = a["code_hazards"]
         result[f"hot_loop_instructions_{mode}"] = a["loop_instructions"]
         result[f"hot_loop_sites_{mode}"] = a["loop_sites"]
+        result[f"hot_loop_carrier_sites_{mode}"] = a["loop_carrier_sites"]
         result[f"hot_loop_padding_nops_{mode}"] = a["loop_padding_nops"]
     print(json.dumps(result))
 
