@@ -1,0 +1,122 @@
+"""End-to-end: a breakpoint at a carrier-store site (docs/compiler-speed.md).
+
+A carrier site's disabled bytes are the store of the previous instruction's
+result to its operand-stack slot (``mov [rsp+disp8], r64``); enabled, the
+site's ``call`` replaces that store, and the breakpoint path performs it
+before the debugger sees the stop (codemem.runtime.Store._perform_carrier_store).
+These sessions check, on the clients' output, that at such a stop the slot
+holds the value just computed, that the code reads back as the store while
+the breakpoint is inserted, and that the guest still computes its result.
+
+The sites are found from the frame table of the same module compiled in
+this process (the compiler is deterministic): square in examples/demo.c at
+-O0 (its shadow-stack prologue ``global.get 0; i32.const 16; i32.sub``).
+"""
+from __future__ import annotations
+
+import re
+
+import codemem
+from codemem.frametable import SequencePointKind
+from gdbstub.inspect import resolve_function
+from stubproc import example, run_gdb, run_lldb, section, stub  # noqa: F401  (stub is a fixture)
+
+DEMO_RESULT = "505"
+I32_SUB = 0x6B
+#: gdb's names of the x86 registers by number (codemem.frametable.CarrierStore.register).
+GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", *(f"r{k}" for k in range(8, 16)))
+POISON = 0x5EED5EED5EED5EED
+
+
+def square_carrier_sites():
+    """``(site offset from square's start, CarrierStore, SequencePoint, the
+    previous site's offset from square's start)`` of each carrier site of
+    demo.O0's square, and the module's wasm bytes."""
+    path = example("demo.O0")
+    module = codemem.Module.from_file(codemem.Engine(debug=True), path)
+    table = module.engine_code.frame_table
+    func = table.function_by_wasm_index(resolve_function(module, "square"))
+    points = {p.native_offset: p for p in table.sequence_points(func)}
+    found = []
+    previous = None
+    for index in table.site_indexes_in(func.native_start, func.native_end):
+        site = table.site(index)
+        if site.carrier is not None and previous is not None:
+            found.append((site.offset - func.native_start, site.carrier, points[site.offset],
+                          previous - func.native_start))
+        previous = site.offset
+    module.engine_code.close()
+    assert found, "square has no carrier-store site"
+    return found, path.read_bytes()
+
+
+def detail(run, stub_process) -> str:
+    return f"{run}\n---\n{stub_process.describe()}"
+
+
+def gdb_mark(name: str) -> str:
+    return f"echo =={name}==\\n"
+
+
+def test_gdb_at_a_carrier_site_sees_the_stored_value_in_its_slot_and_the_store_in_the_code(stub):
+    """Stopped at the site before it, the slot is overwritten with a poison
+    value; at the carrier site the slot holds the register's value again
+    (the store the breakpoint's call replaced was performed), ``x/5xb $pc``
+    shows the store (the patch is hidden), and the guest's result is right."""
+    sites, _ = square_carrier_sites()
+    offset, carrier, point, previous = sites[0]
+    assert point.kind == SequencePointKind.INSTRUCTION and carrier.slot == point.stack_depth - 1
+    register = GPR_NAMES[carrier.register]
+    demo = stub()
+    run = run_gdb(demo, [
+        f"break *((char *) &square + {previous})", f"break *((char *) &square + {offset})",
+        "continue", gdb_mark("before"), "p/x $pc",
+        f"set var *(unsigned long long *) ($rsp + {carrier.disp}) = {POISON:#x}",
+        f"x/1gx $rsp + {carrier.disp}",
+        "continue", gdb_mark("carrier"), "p/x $pc", f"p/x ${register}", f"x/1gx $rsp + {carrier.disp}",
+        gdb_mark("code"), "x/5xb $pc",
+        "delete", gdb_mark("end"), "continue",
+    ], before_connect=("set breakpoint always-inserted on",))
+    out = detail(run, demo)
+    assert not run.timed_out, out
+    before = section(run, "before")
+    assert re.search(rf":\s+{POISON:#x}\s*$", before, re.M), out  # the poison is in the slot
+    carrier_text = section(run, "carrier")
+    pcs = [int(v, 16) for v in re.findall(r"^\$\d+ = (0x[0-9a-f]+)\s*$", before + carrier_text, re.M)]
+    assert len(pcs) == 3 and pcs[1] - pcs[0] == offset - previous, out
+    value = pcs[2]
+    slot = re.search(r"^0x[0-9a-f]+:\s+(0x[0-9a-f]+)\s*$", carrier_text, re.M)
+    assert slot and int(slot.group(1), 16) == value != POISON, out
+    code = re.search(r"^0x[0-9a-f]+ <square\+\d+>:((?:\s+0x[0-9a-f]{2}){5})\s*$", section(run, "code"), re.M)
+    store = code and bytes(int(b, 16) for b in code.group(1).split())
+    assert store and codemem.frametable.carrier_store(store) == carrier, out
+    assert re.search(r"\[Inferior 1 \(process \d+\) exited normally\]", section(run, "end")), out
+    assert demo.wait() == 0, out
+    assert demo.output_after_banner[:1] == [DEMO_RESULT], out
+
+
+def test_lldb_wasm_dialect_reads_the_value_just_computed_at_a_carrier_site(stub):
+    """lldb-22 (``--plugin wasm``) stopped at the carrier site of square's
+    ``i32.sub`` (on its second call: the slot then still holds the first
+    call's older value) reads the top of the operand stack with
+    ``qWasmStackValue``: the 16 of ``i32.const 16``, stored by the breakpoint
+    path."""
+    sites, wasm = square_carrier_sites()
+    at_sub = [(o, c, p) for o, c, p, _ in sites if wasm[p.wasm_offset] == I32_SUB]
+    assert at_sub, "no carrier site before square's i32.sub"
+    _, carrier, point = at_sub[0]
+    s = stub(example("demo.O0"), invoke="run", args=("--dialect", "wasm"))
+    address = 0x4000000000000000 | point.wasm_offset
+    top = point.stack_depth - 1
+    run = run_lldb(s, [
+        f"breakpoint set -a {address:#x}",
+        "c", "c",
+        'script print("==stopped==")', "register read pc",
+        f"process plugin packet send 'qWasmStackValue:0;{top}'",
+        'script print("==end==")', "detach",
+    ])
+    out = detail(run, s)
+    assert not run.timed_out, out
+    stopped = section(run, "stopped")
+    assert f"pc = {address:#018x}" in stopped, out
+    assert re.search(r"response: 10000000\s*$", stopped, re.M), out
