@@ -247,6 +247,64 @@ def test_every_form_of_an_access_check_sees_a_hit_and_leaves_the_guest_intact(fo
     store.close()
 
 
+CARRIER_LOAD_WAT = """(module (memory (export "memory") 1)
+  (func (export "f") (param $p i32) (param $v i32) (result i32)
+    (i32.store offset=4 (local.get $p) (local.get $v))
+    (i32.add (local.get $v) (i32.load (i32.add (local.get $p) (i32.const 4))))))"""
+
+
+@pytest.mark.parametrize("form", ["stub", "standalone", "generic"])
+def test_every_form_of_an_access_check_at_a_carrier_site_performs_the_store_before_reading_the_address(form):
+    """At a carrier-store site (codemem.frametable.CarrierStore) the site's
+    call replaced the store of the ``i32.add`` result, the load's address, to
+    its slot (which held ``$p`` before it): each veneer form stores it first
+    (``mov [rsp+disp+8], reg``), so the watch check reads the address, not
+    ``$p``, and the guest still computes its result."""
+    import dataclasses
+
+    import wasmtime
+
+    from codemem.sitehooks import AccessCheck, carrier_store_bytes, hook_area_for
+
+    engine = codemem.Engine(debug=True)
+    store = codemem.Store(engine)
+    instance = codemem.Instance(store, codemem.Module(engine, bytes(wasmtime.wat2wasm(CARRIER_LOAD_WAT))), [])
+    code = instance.store_code
+    access = next(a for a in access_sites(code.engine_code, instance.module.wasm).values() if a.reads)
+    site = code.base + access.native_offset
+    carrier = code.carrier_store_at(site)
+    assert carrier is not None and carrier.slot == 1, "the load's site is no longer a carrier store (codegen changed)"
+    assert carrier_store_bytes(carrier) == bytes((0x48 | (carrier.register >> 3) << 2, 0x89,
+                                                  0x44 | (carrier.register & 7) << 3, 0x24, carrier.disp + 8))
+    if form == "standalone":
+        blocked = access.live_mask
+        for triple in sitehooks.ACCESS_ROUTINE_REGISTERS:
+            if not any(blocked >> r & 1 for r in triple):
+                blocked |= 1 << next(r for r in triple if r not in (Reg.RDX, Reg.R9, Reg.R10))
+        access = dataclasses.replace(access, live_mask=blocked)
+    check = AccessCheck(access)
+    if form == "generic":
+        check.stub = None
+        check.emit_standalone = lambda e: False
+    area = hook_area_for(code)
+    area.set_watches([(0x104, 0x108, sitehooks.WATCH_READ)], instance.memories[0].definition_address)
+    stops = []
+    store.debug_handler = lambda kind, c, regfile, vmctx: stops.append(area.take_hit())
+    moved = area.build(site, [check], compact_ok=True)
+    address, size = area.veneers[site]
+    # Every form starts with the store.
+    assert bytes(ffi.buffer(ffi.cast("char *", address), 5)) == carrier_store_bytes(carrier)
+    with store.registry.patch_edit() as edit:
+        for pc, where in moved.items():
+            edit.redirect_site(code, pc, where)
+    f = instance.exports["f"]
+    assert f(0x100, 7) == 14 and stops == [(sitehooks.HIT_ACCESS, 0, 0x104, 4, 0)]  # reads [0x104, 0x108)
+    assert f(0x200, 5) == 10 and len(stops) == 1
+    assert f(0x101, 1) == 2 and len(stops) == 2 and stops[1][:4] == (sitehooks.HIT_ACCESS, 0, 0x105, 4)
+    assert f(0x104, 3) == 6 and len(stops) == 2   # reads [0x108, 0x10c): $p alone would be a hit
+    store.close()
+
+
 def test_a_full_hook_arena_is_compacted_while_the_guest_is_stopped(monkeypatch):
     """New veneers go to fresh bytes; when the arena is full, a build that is
     allowed to compact (the guest is stopped) rebuilds every live veneer from
