@@ -15,6 +15,7 @@ from codemem.frametable import (
     FunctionBuild,
     Header,
     SequencePointKind,
+    carrier_store,
 )
 
 
@@ -74,6 +75,54 @@ def test_sites_added_one_by_one_and_in_bulk_in_any_order_come_out_sorted():
     bulk.add_call_sites([0x40, 0x48], 0x1E0)
     bulk.add_call_sites([0x8, 0x10], 0x1E0)  # ascending runs, out of order
     assert FrameTable(bulk.build()).site_offsets == [0x8, 0x10, 0x40, 0x48]
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("4c89442408", (8, 8)),      # mov [rsp+8], r8
+    ("4889442478", (0, 0x78)),   # mov [rsp+0x78], rax
+    ("48897c2410", (7, 0x10)),   # mov [rsp+0x10], rdi
+    ("4c897c2400", (15, 0)),     # mov [rsp+0], r15 (a disp8 of 0)
+])
+def test_a_carrier_store_decodes_to_its_register_and_slot(raw, expected):
+    store = carrier_store(bytes.fromhex(raw))
+    assert (store.register, store.disp) == expected and store.slot == expected[1] // 8
+    # regfile gpr[] order (csrc/codemem_rt.h): rax rbx rcx rdx rsi rdi rbp rsp r8..r15
+    assert store.regfile_index == {0: 0, 7: 5, 8: 8, 15: 15}[store.register]
+
+
+@pytest.mark.parametrize("raw", [
+    "0f1f440000",  # the NOP
+    "4889042490",  # mov [rsp], rax (4 bytes) + a nop
+    "4889442480",  # mov [rsp-0x80], rax: below the operand stack
+    "488944240c",  # mov [rsp+0xc], rax: not a slot (slots are 8 bytes)
+    "4989442408",  # REX.B: [r12+8], not [rsp+8]
+    "4889452408",  # ModRM rm=101: [rbp+0x24], then a stray byte
+    "4189442408",  # no REX.W: a 32-bit store
+    "48894c2508",  # SIB with an index (rsp + 4*...)
+    "488b442408",  # a load, not a store
+    "4c894424",    # too short
+])
+def test_anything_but_a_64_bit_store_to_an_rsp_slot_is_no_carrier_store(raw):
+    assert carrier_store(bytes.fromhex(raw)) is None
+
+
+def test_call_site_records_take_the_disabled_bytes_from_the_code_and_refuse_anything_else():
+    code = bytearray(b"\xcc" * 0x40)
+    code[0x00:0x05] = SITE_DISABLED
+    code[0x08:0x0D] = bytes.fromhex("4c89442408")  # a carrier store as the site
+    b = FrameTableBuilder(debug=True)
+    b.code_size = len(code)
+    b.add_call_sites([0x00, 0x08], 0x30, code)
+    table = FrameTable(b.build())
+    assert [table.site(k).disable for k in range(2)] == [SITE_DISABLED, bytes.fromhex("4c89442408")]
+    assert table.site(0).carrier is None and table.site(1).carrier == carrier_store(bytes.fromhex("4c89442408"))
+    assert [table.site(k).enable for k in range(2)] == [b"\xe8" + struct.pack("<i", 0x30 - off - 5) for off in (0, 8)]
+    with pytest.raises(AssertionError, match="neither the disabled NOP nor a carrier store"):
+        FrameTableBuilder(debug=True).add_call_sites([0x10], 0x30, code)  # int3s
+    with pytest.raises(AssertionError, match="neither"):
+        FrameTableBuilder(debug=True).add_call_sites([0x38], 0x30, code[:0x3C])  # past the end of the code
+    with pytest.raises(AssertionError):
+        FrameTableBuilder(debug=True).add_site(0x10, b"\xe8\0\0\0\0", b"\xcc" * 5)
 
 
 def patched(data: bytes, at: int, fmt: str, value) -> bytes:
