@@ -272,7 +272,7 @@ struct cm_cc_module {
     uint32_t nlocals, nsave;
     buf code;
     int fusible_at, fusible_end;
-    /* Where the last carrier store (`mov [rsp+disp8], r64`, disp8 > 0) ends,
+    /* Where the last carrier store (`mov [rsp+disp8], r64` or `mov [rsp], r64`) ends,
      * -1 after a label is bound: the next INSTRUCTION site may be that store
      * when it is still the last thing emitted (carrier_site; asm.py
      * Assembler.carrier_end). */
@@ -658,7 +658,7 @@ static void mov_rm(cm_cc_module *m, int dst, int base, int32_t disp, int size64)
 static void mov_mr(cm_cc_module *m, int base, int32_t disp, int src)
 {
     enc_rm(m, 8, OP_MOV_STORE, 1, src, 1, base, disp, 0);
-    if (base == RSP && disp > 0 && disp < 128)
+    if (base == RSP && disp >= 0 && disp < 128)
         m->carrier_end = (int64_t)m->code.n;
 }
 static void lea(cm_cc_module *m, int dst, int base, int32_t disp) { enc_rm(m, 8, OP_LEA, 1, dst, 1, base, disp, 0); }
@@ -1287,19 +1287,35 @@ static uint32_t site(cm_cc_module *m)
     return off;
 }
 
-/* The site of an INSTRUCTION sequence point (compiler.py _instruction_site):
- * the carrier store just emitted when it is the last instruction, no label
- * is bound after it and it does not straddle an 8-byte boundary; else a
- * disabled NOP site (site()). */
+/* The site of an INSTRUCTION sequence point (compiler.py _instruction_site
+ * and _carrier_site): the carrier store just emitted when it is the last
+ * instruction and no label is bound after it; else a disabled NOP site
+ * (site()).  The store may still change: `mov [rsp], r64` becomes its disp8
+ * form (disp8 0), and DS prefixes go before a store that would straddle an
+ * 8-byte boundary. */
 static uint32_t instruction_site(cm_cc_module *m)
 {
-    uint32_t here = HERE(m);
-    if (m->carrier_end == (int64_t)here && ((here - 5) & 7) <= 3) {
-        m->carrier_end = -1;
-        VEC_PUSH(m->sites, here - 5, &m->fail);
-        return here - 5;
+    uint32_t end = HERE(m);
+    if (m->carrier_end != (int64_t)end)
+        return site(m);
+    m->carrier_end = -1;
+    if (m->code.p[end - 1] == 0x24) { /* [rsp]: REX 89 04|r 24 -> REX 89 44|r 24 00 */
+        m->code.p[end - 2] |= 0x40;
+        put1(m, 0);
+        end++;
     }
-    return site(m);
+    uint32_t start = end - 5;
+    uint32_t r = start & 7;
+    if (r > 3) {
+        uint32_t pad = 8 - r;
+        buf_reserve(&m->code, pad, &m->fail);
+        memmove(m->code.p + start + pad, m->code.p + start, 5);
+        memset(m->code.p + start, 0x3E, pad);
+        m->code.n += pad;
+        start += pad;
+    }
+    VEC_PUSH(m->sites, start, &m->fail);
+    return start;
 }
 
 static int32_t current_state(cm_cc_module *m)
@@ -2022,7 +2038,7 @@ static void mov_store(cm_cc_module *m, opnd dst, int src, int size)
         ENC(m, 0, 0, "\x88", src, dst, BYTE_REX(src) || (!dst.is_mem && BYTE_REX(dst.base)));
     else
         ENC(m, size == 16 ? 0x66 : 0, size == 64 ? 8 : 0, "\x89", src, dst, 0);
-    if (size == 64 && dst.is_mem && dst.base == RSP && dst.index < 0 && dst.disp > 0 && dst.disp < 128)
+    if (size == 64 && dst.is_mem && dst.base == RSP && dst.index < 0 && dst.disp >= 0 && dst.disp < 128)
         m->carrier_end = (int64_t)m->code.n; /* mov_mr's carrier store */
 }
 /* The ALU group with a register source (asm.py _alu): add (0), and (4), sub (5),

@@ -62,7 +62,7 @@ int cm_cc_set_globals(cm_cc_module *m, const uint8_t *valtypes, const uint8_t *m
 int cm_cc_set_tables(cm_cc_module *m, const uint8_t *elem_types, uint32_t ntables, uint32_t nmemories);
 
 /* A template the caller built for cm_py_template's request.  carrier: its
- * last instruction is a carrier store (`mov [rsp+disp8], r64`, disp8 > 0)
+ * last instruction is a carrier store (`mov [rsp+disp8], r64` or `mov [rsp], r64`)
  * that no label of the template is bound after (compiler.py _template). */
 int cm_cc_store_template(cm_cc_module *m, const int64_t *key, uint32_t nkey, int32_t at, const uint8_t *code,
                          uint32_t code_size, const uint32_t *trap_pos, const int32_t *trap_codes,

@@ -16,10 +16,10 @@ For every function of every ``examples/build/*.wasm``, debug on and off:
   EngineCode and in the StoreCode, and those are either ``0f 1f 44 00 00``,
   which capstone decodes as one ``nop`` (after its DS prefixes) at a boundary
   of a linear sweep of its function, or a *carrier store*
-  (codemem.frametable.carrier_store): one 5-byte ``mov qword ptr [rsp + d],
-  reg`` at such a boundary, at an INSTRUCTION point whose top operand-stack
-  slot is the one it stores (``d / 8 == depth - 1``); the function's first
-  byte is a (NOP) site;
+  (codemem.frametable.carrier_store): one ``mov qword ptr [rsp + d], reg``
+  (after its DS prefixes) at such a boundary, at an INSTRUCTION point whose
+  top operand-stack slot is the one it stores (``d / 8 == depth - 1``); the
+  function's first byte is a (NOP) site;
 * every sequence point's wasm offset is an instruction boundary of that
   function per wasm-objdump;
 * every native ``call`` (except the trap veneer, which never returns, and
@@ -99,9 +99,10 @@ def test_sweep(path: Path, debug: bool):
             native_boundaries = {address for address, _, _, _ in listing}
             # A site padded to its 8-byte rule is one instruction with its DS
             # prefixes (compiler._site_bytes): the site starts after them.
+            # So is a carrier store with its DS prefixes.
             native_boundaries |= {address + size - SITE_SIZE for address, size, mnemonic, _ in listing
-                                  if mnemonic == "nop" and size > SITE_SIZE
-                                  and code[address:address + size] == b"\x3e" * (size - SITE_SIZE) + SITE_DISABLED}
+                                  if mnemonic in ("nop", "mov") and size > SITE_SIZE
+                                  and code[address:address + size - SITE_SIZE] == b"\x3e" * (size - SITE_SIZE)}
             points = table.sequence_points(func)
             for point in points:
                 assert point.wasm_offset in boundaries, \
@@ -127,10 +128,12 @@ def test_sweep(path: Path, debug: bool):
                         assert record.disable == SITE_DISABLED
                     else:
                         point = points_at[site]
-                        assert (address, mnemonic) == (site, "mov"), f"{where}: carrier site {site:#x} is in {mnemonic}"
-                        assert size == SITE_SIZE and operands.startswith("qword ptr [rsp + ") \
-                            and operands.endswith(f"], {_GPR_NAMES[carried.register]}"), operands
-                        assert int(operands[len("qword ptr [rsp + "):operands.index("]")], 0) == carried.disp
+                        assert mnemonic == "mov" and code[address:site] == b"\x3e" * (site - address) \
+                            and site - address <= 4, f"{where}: carrier site {site:#x} is in {mnemonic}"
+                        # capstone: "qword ptr [rsp + 8], r8" (DS-prefixed: "ds:[...]"; [rsp + 0]: "[rsp]")
+                        shown = re.fullmatch(r"qword ptr (?:ds:)?\[rsp(?: \+ (\w+))?\], (\w+)", operands)
+                        assert shown and int(shown.group(1) or "0", 0) == carried.disp \
+                            and shown.group(2) == _GPR_NAMES[carried.register], operands
                         assert point.kind == SequencePointKind.INSTRUCTION, f"{where}: carrier site {site:#x}"
                         assert carried.slot == point.stack_depth - 1, \
                             f"{where}: the carrier store at {site:#x} writes slot {carried.slot}, not the top of " \

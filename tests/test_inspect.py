@@ -69,7 +69,8 @@ def test_square_sites_before_every_wasm_instruction():
             carrier = carrier_store(disabled)
             assert carrier is not None and carrier.slot == point.stack_depth - 1
             assert "(a carrier store" in lines[k + 1]
-            assert pad == 0 and insn.group(2) == disabled.hex(" ") and insn.group(3).startswith("mov qword ptr [rsp + ")
+            assert insn.group(2) == "3e " * pad + disabled.hex(" ")
+            assert insn.group(3).startswith("mov qword ptr ds:[rsp" if pad else "mov qword ptr [rsp")
             carriers += 1
     # The wasm instructions of square (x * x at -O0, through the shadow stack).
     texts = [SEQ_RE.match(lines[k]).group(2) for k in seq_lines]

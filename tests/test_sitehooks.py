@@ -232,7 +232,9 @@ def test_every_form_of_an_access_check_sees_a_hit_and_leaves_the_guest_intact(fo
     store.debug_handler = lambda kind, c, regfile, vmctx: stops.append(area.take_hit())
     moved = area.build(site, [check], compact_ok=True)
     address, size = area.veneers[site]
-    first = bytes(ffi.buffer(ffi.cast("char *", address), 1))
+    carrier = code.carrier_store_at(site)  # a carrier site's veneer stores it first (VeneerEmitter)
+    skip = 0 if carrier is None else len(sitehooks.carrier_store_bytes(carrier))
+    first = bytes(ffi.buffer(ffi.cast("char *", address + skip), 1))
     assert (size == 32) == (form == "stub"), size
     assert (first == b"\x9c") == (form == "generic"), first  # only the generic veneer saves (pushfq first)
     with store.registry.patch_edit() as edit:

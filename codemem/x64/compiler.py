@@ -479,14 +479,13 @@ def _site_bytes(r: int) -> bytes:
 
 def site_in_instruction(raw: bytes) -> int | None:
     """Where the patch site is in the disabled site instruction ``raw`` (the
-    bytes of one disassembled instruction): after its padding prefixes, or
-    at 0 for a carrier store (frametable.carrier_store: the store is the
-    site); None if ``raw`` is not a site instruction."""
+    bytes of one disassembled instruction): after its padding prefixes, for
+    the NOP and for a carrier store alike (frametable.carrier_store: the
+    store is the site); None if ``raw`` is not a site instruction."""
     pad = len(raw) - len(SITE_DISABLED)
-    if 0 <= pad <= 4 and raw.endswith(SITE_DISABLED) and raw[:pad] == bytes([SITE_PAD_PREFIX]) * pad:
+    if 0 <= pad <= 4 and raw[:pad] == bytes([SITE_PAD_PREFIX]) * pad and (
+            raw.endswith(SITE_DISABLED) or carrier_store(raw[pad:]) is not None):
         return pad
-    if carrier_store(raw) is not None:
-        return 0
     return None
 
 
@@ -798,18 +797,43 @@ class _ModuleCompiler:
     def _instruction_site(self) -> int:
         """The patch site of an INSTRUCTION sequence point: the carrier store
         just emitted (Assembler.carrier_end) when it is still the last
-        instruction, no label is bound after it and it does not straddle an 8-byte
-        boundary (its bytes are the site's disabled form, and whoever takes
-        the site's call performs the store: docs/compiler-speed.md); else a
-        disabled NOP (:meth:`_site`).  (The compile loop inlines the same;
-        csrc/codemem_compile.c instruction_site decides alike.)"""
-        asm = self.asm
-        end = len(asm.code)
-        if asm.carrier_end == end and ((end - SITE_SIZE) & 7) <= 8 - SITE_SIZE:
-            asm.carrier_end = -1
-            self.site_offsets.append(end - SITE_SIZE)
-            return end - SITE_SIZE
+        instruction and no label is bound after it (its bytes are the site's
+        disabled form, and whoever takes the site's call performs the store:
+        docs/compiler-speed.md), else a disabled NOP (:meth:`_site`).
+        (The compile loop inlines the test; csrc/codemem_compile.c
+        instruction_site decides alike.)"""
+        if self.asm.carrier_end == len(self.asm.code):
+            return self._carrier_site()
         return self._site()
+
+    def _carrier_site(self) -> int:
+        """Makes the carrier store that ends the code (Assembler.carrier_end)
+        the patch site, and returns its offset.  The store is the last
+        instruction, so its bytes may still change (nothing refers to them or
+        to anything after them):
+
+        * ``mov [rsp], r64`` (4 bytes, ModRM mod=00) becomes its disp8 form
+          with a disp8 of 0 (5 bytes): ``REX 89 04|r 24`` -> ``REX 89 44|r 24 00``;
+        * a store starting at 4-7 mod 8 would straddle an 8-byte boundary:
+          DS prefixes go before it, as before a NOP site (_site_bytes), so the
+          5 bytes of the store proper start on a valid site offset and the
+          prefixes stay part of its instruction, enabled (``3e .. e8 rel32``)
+          or not."""
+        asm = self.asm
+        code = asm.code
+        end = len(code)
+        asm.carrier_end = -1
+        if code[end - 1] == 0x24:  # [rsp]: the SIB byte ends it (a slot disp8 is never 0x24)
+            code[end - 2] |= 0x40
+            code.append(0)
+            end += 1
+        start = end - SITE_SIZE
+        r = start & 7
+        if r > 8 - SITE_SIZE:
+            code[start:start] = bytes([SITE_PAD_PREFIX]) * (8 - r)
+            start += 8 - r
+        self.site_offsets.append(start)
+        return start
 
     def _pad_for_return_site(self, call_length: int) -> None:
         """Debug only: NOPs before a call so that its return address (where the
@@ -998,14 +1022,13 @@ class _ModuleCompiler:
             else:
                 off = len(code)
                 if debug:
-                    if asm.carrier_end == off and ((off - 5) & 7) <= 3:  # _instruction_site
-                        asm.carrier_end = -1
-                        off -= 5
+                    if asm.carrier_end == off:  # _instruction_site
+                        off = self._carrier_site()
                     else:
                         r = off & 7
                         off += site_pad[r]
                         code += site_bytes[r]
-                    add_site(off)
+                        add_site(off)
                 self.seq = off
                 state = cache.state()
                 if state:
