@@ -13,21 +13,19 @@ one-process Python compiler (``WASM_GDBSTUB_C_COMPILER=0``) in a child process.
 
 Shapes (``--shape``):
 
-* ``shipped``: what the compiler emits (``0f 1f 44 00 00``, DS prefixes so it
-  does not straddle 8 bytes).
-* ``no_padding``: the same NOP without its DS prefixes (fewer bytes, the same
-  instructions).
-* ``two_byte``: ``66 90`` instead (far fewer bytes, the same instructions).
-* ``carrier_aligned``: no NOP where the code just before the site ends with a
-  64-bit store of a register to an operand-stack slot, ``mov [rsp+disp8], r64``
-  (5 bytes), starting at an offset that is 3 or less mod 8: the store itself
-  is the site, as it would be with *carrier-store sites* (docs/compiler-speed.md):
-  enabled, the ``call`` replaces the store and whoever takes the call performs it.
-  What a first implementation without re-encoding would remove.
-* ``carrier_all``: the same for every 64-bit slot store that ends the code
-  before a site and is not a jump target (``[rsp]`` and ``[rbp+disp8]`` stores,
-  4 bytes, made 5 with a ``disp8`` of 0 or a DS prefix), at any offset: the
-  upper bound of that design.
+* ``shipped``: what the compiler emits: carrier-store sites (the store of the
+  previous instruction's result to its slot *is* the site wherever the code
+  before a point ends with one, docs/compiler-speed.md), else the NOP
+  ``0f 1f 44 00 00`` with DS prefixes so it does not straddle 8 bytes.
+* ``carrier_aligned``: carrier stores only where the 5-byte
+  ``mov [rsp+disp8], r64`` already starts at 0-3 mod 8 (no DS prefixes, no
+  re-encoding of ``mov [rsp], r64``): the first version of this design.
+* ``nop_sites``: no carrier stores, a NOP at every sequence point (what the
+  compiler shipped before carrier-store sites).
+* ``no_padding``: ``nop_sites`` without the NOP's DS prefixes (fewer bytes, the
+  same instructions; not patchable atomically).
+* ``two_byte``: ``nop_sites`` with ``66 90`` instead (far fewer bytes, the same
+  instructions; cannot hold a call).
 
 Each shape is measured in ``--processes`` fresh processes (the same code runs at
 different speeds from one process to the next: where code, stacks and memory
@@ -58,37 +56,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_model  # noqa: E402
 from debug_overhead import EXAMPLE, EXPORT, PASSES, ROUNDS, codemem_runner  # noqa: E402
 
-SHAPES = ("shipped", "no_padding", "two_byte", "carrier_aligned", "carrier_all")
-
-
-def _slot_store(code: bytearray, end: int) -> tuple[int, bool] | None:
-    """``(length, needs_reencoding)`` if the bytes before ``end`` are a 64-bit
-    register store to a frame slot as the compiler encodes it: ``REX.W 89 /r``
-    with ``[rsp+disp8]`` (5 bytes), ``[rsp]`` or ``[rbp+disp8]`` (4 bytes)."""
-    for n in (5, 4):
-        b = code[end - n : end]
-        if len(b) < n or b[0] not in (0x48, 0x4C) or b[1] != 0x89:
-            continue
-        mod, rm = b[2] >> 6, b[2] & 7
-        if n == 5 and mod == 1 and rm == 4 and b[3] == 0x24:
-            return 5, False
-        if n == 4 and ((mod == 0 and rm == 4 and b[3] == 0x24) or (mod == 1 and rm == 5)):
-            return 4, True
-    return None
+SHAPES = ("shipped", "carrier_aligned", "nop_sites", "no_padding", "two_byte")
 
 
 def _install(shape: str) -> None:
-    """Replaces the Python compiler's site table by one that makes ``shape``
+    """Replaces the Python compiler's site choice by one that makes ``shape``
     (this process only), and lifts the checks those shapes break."""
     os.environ["WASM_GDBSTUB_C_COMPILER"] = "0"
     from codemem import frametable
-    from codemem.x64 import asm as asm_module
     from codemem.x64 import compiler
 
     if shape == "shipped":
         return
+    carrier_site = compiler._ModuleCompiler._carrier_site
+    if shape == "carrier_aligned":
+        def aligned_only(self) -> int:
+            code = self.asm.code
+            end = len(code)
+            if code[end - 1] != 0x24 and ((end - 5) & 7) <= 3:  # 5 bytes, placed well: no change
+                return carrier_site(self)
+            self.asm.carrier_end = -1
+            return self._site()
 
-    def add_call_sites(self, offsets, target):
+        compiler._ModuleCompiler._carrier_site = aligned_only
+        return
+    compiler._ModuleCompiler._carrier_site = compiler._ModuleCompiler._site
+    if shape == "nop_sites":
+        return
+
+    def add_call_sites(self, offsets, target, code=None):
         for off in offsets:
             enable = b"\xe8" + (target - off - 5).to_bytes(4, "little", signed=True)
             self.sites.append((off, frametable._SITE_STRUCT.pack(off, enable, frametable.SITE_DISABLED)))
@@ -99,64 +95,8 @@ def _install(shape: str) -> None:
         int.from_bytes(self._data[at : at + 4], "little")
         for at in range(self.header.sites_offset, self.header.sites_offset + self.num_sites
                         * frametable.SITE_RECORD_SIZE, frametable.SITE_RECORD_SIZE)])
-
-    shipped_bytes, shipped_pad = compiler._SITE_BYTES, compiler._SITE_PAD
-    if shape in ("no_padding", "two_byte"):
-        site = compiler.SITE_DISABLED if shape == "no_padding" else b"\x66\x90"
-        compiler._SITE_BYTES, compiler._SITE_PAD = (site,) * 8, (0,) * 8
-        return
-
-    # carrier_*: the inlined site code reads _SITE_PAD[r] (the site's offset
-    # from the current end) then appends _SITE_BYTES[r]; both tables look at
-    # the code being compiled.
-    current = {}
-    bound_at = {}
-    original_compile = compiler._ModuleCompiler._compile_function
-    original_bind = asm_module.Assembler.bind
-
-    def compile_function(self, index, instrs):
-        current["asm"] = self.asm
-        return original_compile(self, index, instrs)
-
-    def bind(self, label):
-        bound_at[id(self)] = len(self.code)
-        return original_bind(self, label)
-
-    compiler._ModuleCompiler._compile_function = compile_function
-    asm_module.Assembler.bind = bind
-    decision = {}
-
-    def carrier() -> int | None:
-        """The site's offset from the end of the code if the store before it
-        is the site (re-encoded in place for carrier_all), else None."""
-        asm = current["asm"]
-        code = asm.code
-        end = len(code)
-        found = _slot_store(code, end)
-        if found is None or bound_at.get(id(asm)) == end:
-            return None
-        length, reencode = found
-        if shape == "carrier_aligned":
-            return -5 if not reencode and (end - 5) % 8 <= 3 else None
-        if reencode:
-            store = bytes(code[end - 4 :])
-            if store[2] >> 6 == 0:  # [rsp] -> [rsp+0] (disp8)
-                code[end - 4 :] = store[:2] + bytes([store[2] | 0x40, 0x24, 0])
-            else:  # [rbp+disp8]: a DS prefix
-                code[end - 4 :] = b"\x3e" + store
-            return -4  # the code grew by one byte: the site starts 4 before the old end
-        return -5
-
-    class Pad(tuple):
-        def __getitem__(self, r):
-            decision["at"] = carrier()
-            return shipped_pad[r] if decision["at"] is None else decision["at"]
-
-    class Bytes(tuple):
-        def __getitem__(self, r):
-            return shipped_bytes[r] if decision.get("at") is None else b""
-
-    compiler._SITE_PAD, compiler._SITE_BYTES = Pad(shipped_pad), Bytes(shipped_bytes)
+    site = compiler.SITE_DISABLED if shape == "no_padding" else b"\x66\x90"
+    compiler._SITE_BYTES, compiler._SITE_PAD = (site,) * 8, (0,) * 8
 
 
 def measure(shape: str) -> dict:
