@@ -71,6 +71,7 @@ from codemem.native import ffi, lib
 from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
 from codemem.wasm.binary import read_uleb
+from codemem.wasm.types import ValType
 
 from . import arch_amd64, guest_output
 from .agent import SiteAgent, WatchPlace
@@ -441,7 +442,7 @@ class StoreTarget:
     def _run_guest(self) -> Exited:
         try:
             vals = self.func.call_vals(self.args)
-            self._stop_at_host_return()
+            self._stop_at_host_return(vals)
             exited = Exited(status=0, results=[v.value for v in vals])
         except Trap as trap:
             signal = _trap_signal(trap.code) if trap.code is not None else int(Signal.SIGILL)
@@ -462,7 +463,7 @@ class StoreTarget:
         thunk = self.store.ctx.entry_thunk
         return thunk + ENTRY_THUNK_RETURN_OFFSET if thunk else None
 
-    def _stop_at_host_return(self) -> None:
+    def _stop_at_host_return(self, results: list) -> None:
         """On the guest thread, after the invoked function returned normally:
         with a breakpoint at :attr:`host_return_pc` (gdb puts one there to
         watch a local of the outermost frame go out of scope, lldb-22 for any
@@ -470,7 +471,9 @@ class StoreTarget:
         and wait for the controller.  The registers are what the guest left
         there (csrc cm_enter: rsp 16-aligned below the stack top, minus the
         return address ``call r9`` pushed; rbp 0, which ends the rbp chain;
-        r15 the instance context); the rest is zero."""
+        r15 the instance context; result 0 (the Vals ``results``) in rax or
+        xmm0, where every guest function leaves it (abi.py "Results") and a
+        debugger's ``finish`` reads it); the rest is zero."""
         pc = self.host_return_pc
         with self._lock:
             if pc is None or pc not in self.breakpoints or not self.debugging or self._kill_requested:
@@ -481,6 +484,10 @@ class StoreTarget:
             regfile.gpr[_GPR_INDEX["r15"]] = self.instance.vmctx_address
             regfile.rflags = 0x202  # IF, and bit 1 (always set)
             regfile.mxcsr = 0x1F80  # the default (all exceptions masked)
+            if results and results[0].type in (ValType.F32, ValType.F64):
+                ffi.memmove(regfile.xmm[0], struct.pack("<Q", results[0].bits), 8)
+            elif results and results[0].ref is None:
+                regfile.gpr[_GPR_INDEX["rax"]] = results[0].bits
             stop = _HostReturnStop(regfile)
             self._pending.append(stop)
         self._notify()
