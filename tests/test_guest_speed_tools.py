@@ -20,7 +20,6 @@ sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
 from _common import jcc_erratum_cpu  # noqa: E402
 from branch_alignment import EXAMPLE, EXPORT, analyse, branch_hazards, loop_nops  # noqa: E402
-from site_cost import _slot_store  # noqa: E402
 
 MD = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 
@@ -63,15 +62,6 @@ def test_only_skylake_derived_intel_cores_have_the_jcc_erratum():
     assert not jcc_erratum_cpu({"vendor": "GenuineIntel", "family": 6, "model": 0x8F})  # Sapphire Rapids
     assert not jcc_erratum_cpu({"vendor": "AuthenticAMD", "family": 25, "model": 1})  # Zen 3
     assert not jcc_erratum_cpu({"vendor": "unknown", "family": None, "model": None})
-
-
-def test_frame_slot_stores_are_recognised_by_their_encoding():
-    assert _slot_store(bytearray.fromhex("4c89542408"), 5) == (5, False)  # mov [rsp+8], r10
-    assert _slot_store(bytearray.fromhex("48893c24"), 4) == (4, True)  # mov [rsp], rdi
-    assert _slot_store(bytearray.fromhex("48897d80"), 4) == (4, True)  # mov [rbp-0x80], rdi
-    assert _slot_store(bytearray.fromhex("4889bd78ffffff"), 7) is None  # [rbp+disp32]: too long
-    assert _slot_store(bytearray.fromhex("44891c03"), 4) is None  # a 32-bit store to linear memory
-    assert _slot_store(bytearray.fromhex("0f1f440000"), 5) is None
 
 
 def test_debugging_adds_only_sites_and_padding_to_the_O2_kernels_hot_loop():
