@@ -199,22 +199,14 @@ STORE_WAT = """(module (memory (export "memory") 1)
     (i32.add (i32.load offset=4 (local.get $p)) (local.get $v))))"""
 
 
-@pytest.mark.parametrize("form", ["stub", "standalone", "generic"])
-def test_every_form_of_an_access_check_sees_a_hit_and_leaves_the_guest_intact(form):
-    """The stub, the standalone veneer (when no shared routine's registers are
-    free: forced here by marking one register of each routine live) and the
-    generic veneer, at a real store site, with the watch table in front."""
+def access_check_in_form(access, form: str):
+    """An AccessCheck of ``access`` that HookArea builds as ``form``: the
+    stub, the standalone veneer (forced by marking one register of each
+    shared routine live) or the generic veneer (neither offered)."""
     import dataclasses
 
-    import wasmtime
+    from codemem.sitehooks import AccessCheck
 
-    from codemem.sitehooks import AccessCheck, hook_area_for
-
-    engine = codemem.Engine(debug=True)
-    store = codemem.Store(engine)
-    instance = codemem.Instance(store, codemem.Module(engine, bytes(wasmtime.wat2wasm(STORE_WAT))), [])
-    code = instance.store_code
-    access = next(a for a in access_sites(code.engine_code, instance.module.wasm).values() if a.writes)
     if form == "standalone":
         blocked = access.live_mask
         for triple in sitehooks.ACCESS_ROUTINE_REGISTERS:
@@ -225,6 +217,24 @@ def test_every_form_of_an_access_check_sees_a_hit_and_leaves_the_guest_intact(fo
     if form == "generic":
         check.stub = None  # the instance attribute hides the method: neither a stub...
         check.emit_standalone = lambda e: False  # ...nor the standalone veneer
+    return check
+
+
+@pytest.mark.parametrize("form", ["stub", "standalone", "generic"])
+def test_every_form_of_an_access_check_sees_a_hit_and_leaves_the_guest_intact(form):
+    """The stub, the standalone veneer (when no shared routine's registers are
+    free: forced here by marking one register of each routine live) and the
+    generic veneer, at a real store site, with the watch table in front."""
+    import wasmtime
+
+    from codemem.sitehooks import hook_area_for
+
+    engine = codemem.Engine(debug=True)
+    store = codemem.Store(engine)
+    instance = codemem.Instance(store, codemem.Module(engine, bytes(wasmtime.wat2wasm(STORE_WAT))), [])
+    code = instance.store_code
+    access = next(a for a in access_sites(code.engine_code, instance.module.wasm).values() if a.writes)
+    check = access_check_in_form(access, form)
     area = hook_area_for(code)
     area.set_watches([(0x104, 0x108, sitehooks.WATCH_WRITE)], instance.memories[0].definition_address)
     site = code.base + access.native_offset
@@ -262,11 +272,10 @@ def test_every_form_of_an_access_check_at_a_carrier_site_performs_the_store_befo
     its slot (which held ``$p`` before it): each veneer form stores it first
     (``mov [rsp+disp+8], reg``), so the watch check reads the address, not
     ``$p``, and the guest still computes its result."""
-    import dataclasses
 
     import wasmtime
 
-    from codemem.sitehooks import AccessCheck, carrier_store_bytes, hook_area_for
+    from codemem.sitehooks import carrier_store_bytes, hook_area_for
 
     engine = codemem.Engine(debug=True)
     store = codemem.Store(engine)
@@ -278,16 +287,7 @@ def test_every_form_of_an_access_check_at_a_carrier_site_performs_the_store_befo
     assert carrier is not None and carrier.slot == 1, "the load's site is no longer a carrier store (codegen changed)"
     assert carrier_store_bytes(carrier) == bytes((0x48 | (carrier.register >> 3) << 2, 0x89,
                                                   0x44 | (carrier.register & 7) << 3, 0x24, carrier.disp + 8))
-    if form == "standalone":
-        blocked = access.live_mask
-        for triple in sitehooks.ACCESS_ROUTINE_REGISTERS:
-            if not any(blocked >> r & 1 for r in triple):
-                blocked |= 1 << next(r for r in triple if r not in (Reg.RDX, Reg.R9, Reg.R10))
-        access = dataclasses.replace(access, live_mask=blocked)
-    check = AccessCheck(access)
-    if form == "generic":
-        check.stub = None
-        check.emit_standalone = lambda e: False
+    check = access_check_in_form(access, form)
     area = hook_area_for(code)
     area.set_watches([(0x104, 0x108, sitehooks.WATCH_READ)], instance.memories[0].definition_address)
     stops = []
