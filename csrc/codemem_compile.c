@@ -274,7 +274,7 @@ struct cm_cc_module {
     int fusible_at, fusible_end;
     /* Where the last carrier store (`mov [rsp+disp8], r64` or `mov [rsp], r64`) ends,
      * -1 after a label is bound: the next INSTRUCTION site may be that store
-     * when it is still the last thing emitted (carrier_site; asm.py
+     * when it is still the last thing emitted (instruction_site; asm.py
      * Assembler.carrier_end). */
     int64_t carrier_end;
     VEC(int64_t) labels;
@@ -658,7 +658,7 @@ static void mov_rm(cm_cc_module *m, int dst, int base, int32_t disp, int size64)
 static void mov_mr(cm_cc_module *m, int base, int32_t disp, int src)
 {
     enc_rm(m, 8, OP_MOV_STORE, 1, src, 1, base, disp, 0);
-    if (base == RSP && disp >= 0 && disp < 128)
+    if (base == RSP && disp >= 0 && disp < 128 && !(disp & 7))
         m->carrier_end = (int64_t)m->code.n;
 }
 static void lea(cm_cc_module *m, int dst, int base, int32_t disp) { enc_rm(m, 8, OP_LEA, 1, dst, 1, base, disp, 0); }
@@ -2038,7 +2038,7 @@ static void mov_store(cm_cc_module *m, opnd dst, int src, int size)
         ENC(m, 0, 0, "\x88", src, dst, BYTE_REX(src) || (!dst.is_mem && BYTE_REX(dst.base)));
     else
         ENC(m, size == 16 ? 0x66 : 0, size == 64 ? 8 : 0, "\x89", src, dst, 0);
-    if (size == 64 && dst.is_mem && dst.base == RSP && dst.index < 0 && dst.disp >= 0 && dst.disp < 128)
+    if (size == 64 && dst.is_mem && dst.base == RSP && dst.index < 0 && dst.disp >= 0 && dst.disp < 128 && !(dst.disp & 7))
         m->carrier_end = (int64_t)m->code.n; /* mov_mr's carrier store */
 }
 /* The ALU group with a register source (asm.py _alu): add (0), and (4), sub (5),

@@ -923,6 +923,7 @@ def test_carrier_end_marks_a_64_bit_register_store_to_an_rsp_slot_until_a_label_
                         lambda: a.mov(Mem(Reg.RSP, 8), Reg.RAX, 32),     # 32-bit
                         lambda: a.mov(Mem(Reg.RBP, 8), Reg.RAX, 64),     # not rsp
                         lambda: a.mov(Mem(Reg.RSP, 128), Reg.RAX, 64),   # disp32
+                        lambda: a.mov(Mem(Reg.RSP, 12), Reg.RAX, 64),    # not an 8-byte slot
                         lambda: a.mov(Mem(Reg.RSP, 8, Reg.RCX), Reg.RAX, 64),  # an index
                         lambda: a.mov(Mem(Reg.RSP, 8), 5, 64)):          # an immediate
         before = a.carrier_end

@@ -355,8 +355,8 @@ class Assembler:
         # (cmp/test/add/sub/and/inc/dec): its start and end offsets.
         self._fusible_at = self._fusible_end = -1
         #: Where the last *carrier store* ends: a 64-bit register store to an
-        #: operand-stack slot, ``mov [rsp+disp8], r64`` with 0 < disp8 < 128
-        #: (5 bytes, codemem.frametable.carrier_store) or ``mov [rsp], r64``
+        #: operand-stack slot, ``mov [rsp+disp8], r64`` with 0 < disp8 < 128 a
+        #: multiple of 8 (5 bytes, codemem.frametable.carrier_store) or ``mov [rsp], r64``
         #: (4 bytes, whose disp8 form is 5); -1 after a label is bound (a
         #: branch there would skip a site made of that store).  While it
         #: equals :attr:`offset` the store is the last instruction and may be
@@ -580,7 +580,8 @@ class Assembler:
             _need_reg_or_mem(dst, "mov destination")
             force = size == 8 and (_is_byte_rex_reg(src) or _is_byte_rex_reg(dst))
             self._rm(prefix, w, b"\x88" if size == 8 else b"\x89", src, dst, force)
-            if w and type(dst) is Mem and dst.base is Reg.RSP and dst.index is None and 0 <= dst.disp < 128:
+            if w and type(dst) is Mem and dst.base is Reg.RSP and dst.index is None \
+                    and 0 <= dst.disp < 128 and not dst.disp & 7:  # an operand-stack slot
                 self.carrier_end = len(self.code)
         elif isinstance(src, Mem):
             _need_reg(dst, "mov destination with a memory source")
