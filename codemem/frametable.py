@@ -98,9 +98,13 @@ class CarrierStore:
     instruction's result to its operand-stack slot, ``mov [rsp+disp8], r64``::
 
         REX.W(+R)  89  ModRM          SIB   disp8
-        48 | 4c    89  01 reg 100     24    0..127     (mod=01 rm=100: [SIB+disp8],
-                                                        SIB base=rsp, no index)
+        48 | 4c    89  01 reg 100     24    0..120     (mod=01 rm=100: [SIB+disp8],
+                                                        SIB base=rsp, no index;
+                                                        a multiple of 8: a slot)
 
+    (``mov [rsp], r64`` is compiled to its disp8 form with a disp8 of 0 to be
+    one; DS prefixes before the store, part of its instruction but not of the
+    site, keep the 5 bytes off 8-byte boundaries, as for a NOP site.)
     Enabled, the site's ``call`` replaces the store, so whoever takes the call
     performs it first (the breakpoint path, every hook veneer): then every
     value is in its slot at every stop, as the frame table says."""
