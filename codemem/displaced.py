@@ -29,7 +29,7 @@ site at or before X in X's function.  X is honoured like this:
 S may be a *carrier-store site* (codemem.frametable.CarrierStore; a different
 "carrier" from S here): its 5 bytes are the store of the previous
 instruction's result to its slot, which S's ``call`` replaces.  The stop at S
-performs that store (codemem.runtime.Store._perform_carrier_store) before
+performs that store (codemem.registry.ModuleRegistry.perform_carrier_store) before
 anything reads the frame, so a block still starts at S + 5: the store is
 never copied, nor run twice.
 

@@ -6,7 +6,9 @@ switching back to that thread's own stack:
 * ``cm_py_event(kind, code, regfile, vmctx)``: a breakpoint (patched site) or a
   trap.  It is routed to the handler registered for the Store whose stack
   context ``vmctx`` points at; the handler may block (the guest is stopped) and
-  may modify the register file, which the trampoline restores.
+  may modify the register file, which the trampoline restores.  A breakpoint
+  first runs the Store's *prelude*, handler or not (register_breakpoint_prelude:
+  a carrier-store site's store).
 * ``cm_py_host_call(hostctx, args)``: an import implemented in Python.  Routed
   by the host-function id stored in the host context.
 
@@ -47,6 +49,7 @@ EventHandler = Callable[[int, int, object, int], None]
 HostCallHandler = Callable[[int, object], int]
 
 _event_handlers: dict[int, EventHandler] = {}
+_breakpoint_preludes: dict[int, Callable[[object], None]] = {}
 _host_call_handlers: dict[int, HostCallHandler] = {}
 
 
@@ -74,6 +77,20 @@ def unregister_event_handler(store_id: int) -> None:
     _event_handlers.pop(store_id, None)
 
 
+def register_breakpoint_prelude(store_id: int, prelude: Callable[[object], None]) -> None:
+    """``prelude(regfile)`` runs first on every breakpoint event of the Store,
+    before its event handler and whether it has one or not: what the site's
+    ``call`` replaced must be done before anything reads the guest's frame
+    (codemem.registry.ModuleRegistry.perform_carrier_store, a carrier-store site's
+    store).  It must not block and must be idempotent."""
+    assert store_id not in _breakpoint_preludes, f"store {store_id} already has a breakpoint prelude"
+    _breakpoint_preludes[store_id] = prelude
+
+
+def unregister_breakpoint_prelude(store_id: int) -> None:
+    _breakpoint_preludes.pop(store_id, None)
+
+
 def register_host_call_handler(store_id: int, handler: HostCallHandler) -> None:
     assert store_id not in _host_call_handlers, f"store {store_id} already has a host-call handler"
     _host_call_handlers[store_id] = handler
@@ -87,6 +104,10 @@ def unregister_host_call_handler(store_id: int) -> None:
 def cm_py_event(kind, code, regfile, vmctx):
     try:
         store_id = store_id_of_context(vmctx)
+        if kind == EVENT_BREAKPOINT:
+            prelude = _breakpoint_preludes.get(store_id)
+            if prelude is not None:
+                prelude(regfile)
         handler = _event_handlers.get(store_id)
         if handler is None:
             # No handler (no debugger machinery for this Store): resume at once.

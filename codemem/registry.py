@@ -16,6 +16,7 @@ from typing import Any
 from .code import EngineCode, PatchEdit, StoreCode
 from .errors import CodeMemoryError
 from .frametable import FunctionInfo
+from .native import ffi
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,27 @@ class ModuleRegistry:
             return None
         entry = self._entries[i]
         return entry if entry.store_code.contains(pc) else None
+
+    def perform_carrier_store(self, regfile) -> None:
+        """A Store's breakpoint prelude (native.register_breakpoint_prelude:
+        it runs on every breakpoint before the event handler, whichever is
+        registered, or none).  At a carrier-store site
+        (codemem.frametable.CarrierStore) the site's ``call`` replaced the
+        store of the previous instruction's result to its slot, so it is done
+        here, before anything (a debugger, a frame walk) reads the frame,
+        whether or not a debugger is attached (the guest resumes at site + 5,
+        after the store): slot = the regfile's rsp + disp, value = the
+        regfile's register.  Idempotent: a hook veneer that already stored it
+        and jumped to the trampoline left the register unchanged.  Anything
+        that is not a site of this registry's code (a displaced block's stop
+        call, the inferior-call landing) has no store."""
+        pc = regfile.rip
+        entry = self.lookup(pc)
+        if entry is None:
+            return
+        store = entry.store_code.carrier_store_at(pc)
+        if store is not None:
+            ffi.cast("uint64_t *", regfile.gpr[7] + store.disp)[0] = regfile.gpr[store.regfile_index]
 
     def lookup_or_raise(self, pc: int) -> ModuleWithCode:
         entry = self.lookup(pc)

@@ -519,6 +519,7 @@ class Store:
         self.instances: list[Instance] = []
         self._closed = False
         native.register_event_handler(self.id, self._on_event)
+        native.register_breakpoint_prelude(self.id, self.registry.perform_carrier_store)
         native.register_host_call_handler(self.id, self._on_host_call)
 
     # -- handles -------------------------------------------------------------
@@ -631,35 +632,12 @@ class Store:
             raise trap_for_code(code, frames)
 
     def _on_event(self, kind: int, code: int, regfile, vmctx: int) -> None:
-        if kind == native.EVENT_BREAKPOINT:
-            self._perform_carrier_store(regfile)
         if kind == native.EVENT_TRAP:
             # The guest stack is intact until the trampoline unwinds: take the
             # backtrace now.  rsi holds the trapping instruction's sequence point.
             self._pending_frames = self.backtrace(regfile.gpr[4], regfile.gpr[6], regfile.gpr[7])
         if self.debug_handler is not None:
             self.debug_handler(kind, code, regfile, vmctx)
-
-    def _perform_carrier_store(self, regfile) -> None:
-        """A breakpoint at a carrier-store site (codemem.frametable.CarrierStore):
-        the site's ``call`` replaced the store of the previous instruction's
-        result to its slot, so it is done here, before anything (the
-        debugger, a frame walk) reads the frame, and whether or not a
-        debugger is attached (the guest resumes at site + 5, after the
-        store).  Idempotent: a hook veneer that already stored it and jumped
-        to the trampoline left the register unchanged.  Anything that is not
-        a site of this Store's code (a displaced block's stop call, the
-        inferior-call landing) has no store.  Every live Store has this
-        handler (native.register_event_handler in __init__, removed only by
-        close, after which no guest code of it runs), so no breakpoint
-        misses it."""
-        pc = regfile.rip
-        entry = self.registry.lookup(pc)
-        if entry is None:
-            return
-        store = entry.store_code.carrier_store_at(pc)
-        if store is not None:
-            ffi.cast("uint64_t *", regfile.gpr[7] + store.disp)[0] = regfile.gpr[store.regfile_index]
 
     def backtrace(self, pc: int, rbp: int, rsp: int, limit: int = 10000) -> list[FrameInfo]:
         """Wasm frames of this Store's guest stopped at ``pc`` (a sequence
@@ -694,6 +672,7 @@ class Store:
             return
         self._closed = True
         native.unregister_event_handler(self.id)
+        native.unregister_breakpoint_prelude(self.id)
         native.unregister_host_call_handler(self.id)
         for entry in self.registry.entries():
             self.registry.unregister(entry.engine_code)

@@ -41,8 +41,10 @@ from codemem.native import (
     check,
     ffi,
     lib,
+    register_breakpoint_prelude,
     register_event_handler,
     register_host_call_handler,
+    unregister_breakpoint_prelude,
     unregister_event_handler,
     unregister_host_call_handler,
 )
@@ -149,6 +151,8 @@ class MiniStore:
         self.memories: list[MemoryObj] = []
         register_host_call_handler(self.ctx.store_id, self._host_call)
         register_event_handler(self.ctx.store_id, self._event)
+        # As codemem.Store does: a carrier-store site's store before any event handler.
+        register_breakpoint_prelude(self.ctx.store_id, self.registry.perform_carrier_store)
 
     def type_id(self, ft) -> int:
         return self.type_ids.setdefault(ft, len(self.type_ids) + 1)
@@ -196,6 +200,7 @@ class MiniStore:
     def close(self):
         unregister_host_call_handler(self.ctx.store_id)
         unregister_event_handler(self.ctx.store_id)
+        unregister_breakpoint_prelude(self.ctx.store_id)
         for engine_code in self.engine_codes:
             self.registry.unregister(engine_code)
         for memory in self.memories:

@@ -3,7 +3,7 @@
 A carrier site's disabled bytes are the store of the previous instruction's
 result to its operand-stack slot (``mov [rsp+disp8], r64``); enabled, the
 site's ``call`` replaces that store, and the breakpoint path performs it
-before the debugger sees the stop (codemem.runtime.Store._perform_carrier_store).
+before the debugger sees the stop (codemem.registry.ModuleRegistry.perform_carrier_store).
 These sessions check, on the clients' output, that at such a stop the slot
 holds the value just computed, that the code reads back as the store while
 the breakpoint is inserted, and that the guest still computes its result.

@@ -912,15 +912,15 @@ def test_unencodable_requests_raise(emit):
 
 def test_carrier_end_marks_a_64_bit_register_store_to_an_rsp_slot_until_a_label_is_bound():
     """Assembler.carrier_end (compiler.py: a carrier store may be the next
-    INSTRUCTION site): set by ``mov [rsp+disp8], r64`` with 0 < disp8 < 128
-    and by nothing else; a label bound at the end takes it back."""
+    INSTRUCTION site): set by ``mov [rsp+disp8], r64`` with a slot's disp8
+    (0..120, a multiple of 8) and by nothing else; a label bound at the end
+    takes it back."""
     a = Assembler()
     a.mov(Mem(Reg.RSP, 8), Reg.R8, 64)
     assert bytes(a.code) == bytes.fromhex("4c89442408") and a.carrier_end == 5
     a.mov(Reg.RAX, Mem(Reg.RSP, 8), 64)  # a load: the store is no longer last
     assert a.carrier_end == 5 != a.offset
-    for not_carrier in (lambda: a.mov(Mem(Reg.RSP, 0), Reg.RAX, 64),     # [rsp]: 4 bytes
-                        lambda: a.mov(Mem(Reg.RSP, 8), Reg.RAX, 32),     # 32-bit
+    for not_carrier in (lambda: a.mov(Mem(Reg.RSP, 8), Reg.RAX, 32),     # 32-bit
                         lambda: a.mov(Mem(Reg.RBP, 8), Reg.RAX, 64),     # not rsp
                         lambda: a.mov(Mem(Reg.RSP, 128), Reg.RAX, 64),   # disp32
                         lambda: a.mov(Mem(Reg.RSP, 12), Reg.RAX, 64),    # not an 8-byte slot
@@ -931,6 +931,8 @@ def test_carrier_end_marks_a_64_bit_register_store_to_an_rsp_slot_until_a_label_
         assert a.carrier_end == before != a.offset
     a.mov(Mem(Reg.RSP, 0x78), Reg.R15, 64)
     assert bytes(a.code[-5:]) == bytes.fromhex("4c897c2478") and a.carrier_end == a.offset
+    a.mov(Mem(Reg.RSP, 0), Reg.RDI, 64)  # [rsp]: 4 bytes, whose disp8 form (disp8 0) the compiler makes the site
+    assert bytes(a.code[-4:]) == bytes.fromhex("48893c24") and a.carrier_end == a.offset
     label = a.new_label()
     a.bind(label)  # a branch to here would skip a site made of the store
     assert a.carrier_end == -1
