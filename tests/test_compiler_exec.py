@@ -1214,3 +1214,22 @@ def test_single_step_sees_every_value_in_its_slot():
         assert stops == []
     finally:
         inst.close()
+
+
+def test_a_store_without_an_event_handler_still_performs_every_carrier_store():
+    """With every site enabled and no event handler at all, each breakpoint
+    resumes at once, and the carrier-store sites' stores are still made (the
+    breakpoint prelude, codemem.native): the guest computes what it computes
+    with the sites off."""
+    inst = SoloInstance(wat(STEPPED), debug=True)
+    store = inst.store
+    table = inst.table
+    assert any(table.site(k).carrier is not None for k in range(table.num_sites)), "no carrier site to test"
+    unregister_event_handler(store.ctx.store_id)
+    try:
+        with store.registry.patch_edit() as edit:
+            for off in table.site_offsets:
+                edit.enable_site(inst.store_code, inst.store_code.pc_of(off))
+        assert [inst.call("f", n) for n in (3, 5, 0)] == [[20], [34], [0xFFFF_FFFF]]
+    finally:
+        inst.close()
