@@ -117,9 +117,9 @@ class ModuleRegistry:
         entry = self.lookup(pc)
         if entry is None:
             return
-        store = entry.store_code.carrier_store_at(pc)
-        if store is not None:
-            ffi.cast("uint64_t *", regfile.gpr[7] + store.disp)[0] = regfile.gpr[store.regfile_index]
+        carried = entry.store_code.carrier_store_at(pc)
+        if carried is not None:
+            ffi.cast("uint64_t *", regfile.gpr[7] + carried.disp)[0] = regfile.gpr[carried.regfile_index]
 
     def lookup_or_raise(self, pc: int) -> ModuleWithCode:
         entry = self.lookup(pc)
