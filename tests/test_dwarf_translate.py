@@ -530,6 +530,22 @@ def test_the_prologue_scan_finds_each_argument_store_and_stops_at_other_code():
     assert argument_stores(code[:12] + bytes([0x36, 0x80]), 0, 14, 4, 2) == {}
 
 
+def test_the_prologue_scan_reads_multi_byte_immediates_as_the_checked_reader_does():
+    from gdbstub.dwarf_translate.prologue import ArgumentStore, argument_stores
+    # global.get 0; i32.const -200 (2 bytes); i32.sub; local.set 130 (2 bytes);
+    # local.get 130; local.get 129; i32.store align=2 offset=300 (2 bytes);
+    # local.get 130; local.get 1; i32.store offset=-16 as i32.const would say (0x70 is 112 unsigned)
+    code = bytes([0x23, 0, 0x41, 0xB8, 0x7E, 0x6B, 0x21, 0x82, 0x01,
+                  0x20, 0x82, 0x01, 0x20, 0x81, 0x01, 0x36, 2, 0xAC, 0x02,
+                  0x20, 0x82, 0x01, 0x20, 1, 0x36, 2, 0x70])
+    stores = argument_stores(code, 0, len(code), frame_base_local=130, param_count=200)
+    assert stores == {300: ArgumentStore(129, 300, 19), 112: ArgumentStore(1, 112, 27)}
+    # A LEB128 cut by the limit, or too long for 32 bits, ends the scan there.
+    assert argument_stores(code, 0, 18, 130, 200) == {}
+    too_long = bytes([0x20, 0x82, 0x01, 0x20, 0x81, 0x81, 0x81, 0x81, 0x81, 0x00, 0x36, 2, 0])
+    assert argument_stores(too_long, 0, len(too_long), 130, 200) == {}
+
+
 def _parameter_locations(name: str, function: str):
     module = _module(name)
     table = module.engine_code.frame_table
