@@ -71,6 +71,8 @@ __all__ = ["GuestDwarfError", "TranslatedDwarf", "translate_guest_dwarf"]
 _AT = ENUM_DW_AT
 _TAG = ENUM_DW_TAG
 
+#: DIEs whose code ranges are translated (_scope_pc).
+_SCOPE_TAGS = frozenset(("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine", "DW_TAG_label"))
 #: DIEs left out with their children (see the module docstring).
 _DROPPED_TAGS = {"DW_TAG_call_site", "DW_TAG_GNU_call_site", "DW_TAG_call_site_parameter",
                  "DW_TAG_GNU_call_site_parameter"}
@@ -533,27 +535,32 @@ class _Translator:
         return out
 
     def _die(self, die, context: ExprContext, *, own_parameter: bool = False) -> Die | None:
-        if die.tag in _DROPPED_TAGS or not isinstance(die.tag, str):
-            return None
-        tag = _TAG.get(die.tag)
+        name = die.tag
+        tag = _TAG.get(name) if type(name) is str and name not in _DROPPED_TAGS else None
         if tag is None:
             return None
-        out = Die(tag)
-        if die.offset in self._dies:
+        dies = self._dies
+        if die.offset in dies:
             raise GuestDwarfError(f"two DIEs at .debug_info offset {die.offset:#x}")
-        self._dies[die.offset] = out
-        if die.tag == "DW_TAG_subprogram":
+        out = dies[die.offset] = Die(tag)
+        subprogram = name == "DW_TAG_subprogram"
+        if subprogram:
             context = self._subprogram_pc(die, out, context)
-        elif die.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine", "DW_TAG_label"):
+        elif name in _SCOPE_TAGS:
             self._scope_pc(die, out, context)
-        self._own_parameter = own_parameter
-        self._copy_attributes(die, out, context)
-        self._own_parameter = False
-        if die.tag == "DW_TAG_variable":
-            self._data_symbol(die, context)
-        if die.children or die.tag == "DW_TAG_subprogram":  # a leaf has nothing more to translate
+        if own_parameter:
+            self._own_parameter = True
+            self._copy_attributes(die, out, context)
+            self._own_parameter = False
+        else:
+            self._copy_attributes(die, out, context)
+        if name == "DW_TAG_variable":
+            at = self._spec_actions[id(die.specs)][3]
+            if at >= 0 and die.values[at][:1] in _ADDRESS_OPS:  # not a local's DW_OP_fbreg, most often
+                self._data_symbol(die, context)
+        if die.children or subprogram:  # a leaf has nothing more to translate
             out.children = self._children(die, context)
-        if die.tag == "DW_TAG_subprogram" and context.function is not None:
+        if subprogram and context.function is not None:
             self._clip_shared_homes(context.function)
         return out
 
@@ -831,7 +838,10 @@ class _Translator:
         if found is None:  # the specs are kept with their actions, so their id is never reused
             actions = tuple(_attribute_action(name, form)[:3] + (_attribute_action(name, form), name, form)
                             for name, form, _, _ in specs)
-            found = self._spec_actions[id(specs)] = (specs, actions, _encoding_steps(actions))
+            # The static-address check of _data_symbol looks at the location's first byte.
+            location = next((k for k, (name, form, _, _) in enumerate(specs) if name == "DW_AT_location" and
+                             form in ("DW_FORM_exprloc", "DW_FORM_block1")), -1)
+            found = self._spec_actions[id(specs)] = (specs, actions, _encoding_steps(actions), location)
         if found[2] is not None and not out.attributes and not self._own_parameter and \
                 self._encode_attributes(die, out, found[2]):
             return
@@ -883,26 +893,27 @@ class _Translator:
         low, high = self._cu_range
         plain_locations = self._plain_locations
         for (step, _), value in zip(steps, die.values):
-            if step == DW_FORM_data1:
-                encoded.append(value & 0xFF)
+            # The most frequent first: a variable is location, name, file, line, type.
+            if step == _ENCODE_LOCATION:
+                expr = plain_locations.get(value)
+                if expr is None:
+                    return False
+                encoded += uleb128(len(expr)) + expr
             elif step == _ENCODE_STRING:
                 if type(value) is not bytes or not value.isascii():
                     return False
                 encoded += value
                 encoded.append(0)
+            elif step == DW_FORM_data1:
+                encoded.append(value & 0xFF)
+            elif step == DW_FORM_data2:
+                encoded += (value & 0xFFFF).to_bytes(2, "little")
             elif step == _ENCODE_REF:
                 target = value + cu_offset
                 if not low <= target < high:
                     return False
                 refs.append((len(encoded), target))
                 encoded += b"\0\0\0\0"
-            elif step == _ENCODE_LOCATION:
-                expr = plain_locations.get(value)
-                if expr is None:
-                    return False
-                encoded += uleb128(len(expr)) + expr
-            elif step == DW_FORM_data2:
-                encoded += (value & 0xFFFF).to_bytes(2, "little")
             elif step == DW_FORM_data4:
                 encoded += (value & 0xFFFFFFFF).to_bytes(4, "little")
             elif step == DW_FORM_data8:
