@@ -405,12 +405,12 @@ class _Translator:
         """Image offset of ``func``'s first INSTRUCTION sequence point (the
         end of its native prologue), None if it has none."""
         if func.position not in self._first_instructions:
-            kinds = self.frame_table.sequence_point_column(func, 8, "<B").searchable
-            # The kinds as bytes, searched in C (a column of a few hundred points).
-            first = bytes(kinds).find(int(SequencePointKind.INSTRUCTION)) if isinstance(kinds, memoryview) else \
-                next((k for k in range(len(kinds)) if kinds[k] == SequencePointKind.INSTRUCTION), -1)
+            kinds = self.frame_table.sequence_point_column(func, 8, "<B")
+            count, first = len(kinds), 0
+            while first < count and kinds[first] != SequencePointKind.INSTRUCTION:  # most often the second point
+                first += 1
             self._first_instructions[func.position] = (
-                None if first < 0 else self.frame_table.sequence_point_offsets(func)[first])
+                self.frame_table.sequence_point_offsets(func)[first] if first < count else None)
         return self._first_instructions[func.position]
 
     # -- driver ----------------------------------------------------------------
