@@ -524,10 +524,12 @@ class _Translator:
         out = []
         own = die.tag == "DW_TAG_subprogram" and context.function is not None
         parameters = []
-        for child in die.iter_children():
-            if own and child.tag in ("DW_TAG_formal_parameter", "DW_TAG_unspecified_parameters"):
+        translate = self._die
+        for child in die.children:
+            parameter = own and child.tag == "DW_TAG_formal_parameter"
+            if parameter or (own and child.tag == "DW_TAG_unspecified_parameters"):
                 parameters.append(child)
-            translated = self._die(child, context, own_parameter=own and child.tag == "DW_TAG_formal_parameter")
+            translated = translate(child, context, own_parameter=parameter)
             if translated is not None:
                 out.append(translated)
         if own:
