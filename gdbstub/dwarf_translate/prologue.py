@@ -49,6 +49,15 @@ class ArgumentStore:
     end: int
 
 
+def _u32(code: bytes, pos: int, limit: int) -> tuple[int, int]:
+    """``read_uleb(code, pos, limit, 32)``, with a one-byte LEB128 (an index
+    or offset below 128, nearly every one in a prologue) read inline."""
+    byte = code[pos] if pos < limit else 0x80
+    if byte < 0x80:
+        return byte, pos + 1
+    return read_uleb(code, pos, limit, 32)
+
+
 def argument_stores(code: bytes, start: int, limit: int, frame_base_local: int,
                     param_count: int) -> dict[int, ArgumentStore]:
     """The stores of parameter locals to ``frame_base_local`` + offset in
@@ -68,13 +77,7 @@ def argument_stores(code: bytes, start: int, limit: int, frame_base_local: int,
             pos += 1
             immediate = 0
             if op in _INDEXED:
-                # A one-byte LEB128 (an index below 128, nearly every one) is
-                # its own value; longer ones go through the checked reader.
-                immediate = code[pos] if pos < limit else 0x80
-                if immediate < 0x80:
-                    pos += 1
-                else:
-                    immediate, pos = read_uleb(code, pos, limit, 32)
+                immediate, pos = _u32(code, pos, limit)
             elif op == _I32_CONST:
                 immediate = code[pos] if pos < limit else 0x80
                 if immediate < 0x80:  # one byte: bit 6 is the sign (wasm spec 5.2.2)
@@ -85,18 +88,10 @@ def argument_stores(code: bytes, start: int, limit: int, frame_base_local: int,
             elif op == _I64_CONST:
                 immediate, pos = read_sleb(code, pos, limit, 64)
             elif op in _STORES:
-                flags = code[pos] if pos < limit else 0x80
-                if flags < 0x80:
-                    pos += 1
-                else:
-                    flags, pos = read_uleb(code, pos, limit, 32)
+                flags, pos = _u32(code, pos, limit)
                 if flags & 0x40:  # multi-memory: a memory index follows (not memory 0's frame)
                     break
-                immediate = code[pos] if pos < limit else 0x80
-                if immediate < 0x80:
-                    pos += 1
-                else:
-                    immediate, pos = read_uleb(code, pos, limit, 32)
+                immediate, pos = _u32(code, pos, limit)
                 if (before_op == _LOCAL_GET and before_immediate == frame_base_local
                         and last_op == _LOCAL_GET and last_immediate < param_count):
                     found.setdefault(immediate, ArgumentStore(last_immediate, immediate, pos))
