@@ -530,6 +530,22 @@ def test_the_prologue_scan_finds_each_argument_store_and_stops_at_other_code():
     assert argument_stores(code[:12] + bytes([0x36, 0x80]), 0, 14, 4, 2) == {}
 
 
+def test_the_prologue_scan_reads_multi_byte_immediates_as_the_checked_reader_does():
+    from gdbstub.dwarf_translate.prologue import ArgumentStore, argument_stores
+    # global.get 0; i32.const -200 (2 bytes); i32.sub; local.set 130 (2 bytes);
+    # local.get 130; local.get 129; i32.store align=2 offset=300 (2 bytes);
+    # local.get 130; local.get 1; i32.store offset=-16 as i32.const would say (0x70 is 112 unsigned)
+    code = bytes([0x23, 0, 0x41, 0xB8, 0x7E, 0x6B, 0x21, 0x82, 0x01,
+                  0x20, 0x82, 0x01, 0x20, 0x81, 0x01, 0x36, 2, 0xAC, 0x02,
+                  0x20, 0x82, 0x01, 0x20, 1, 0x36, 2, 0x70])
+    stores = argument_stores(code, 0, len(code), frame_base_local=130, param_count=200)
+    assert stores == {300: ArgumentStore(129, 300, 19), 112: ArgumentStore(1, 112, 27)}
+    # A LEB128 cut by the limit, or too long for 32 bits, ends the scan there.
+    assert argument_stores(code, 0, 18, 130, 200) == {}
+    too_long = bytes([0x20, 0x82, 0x01, 0x20, 0x81, 0x81, 0x81, 0x81, 0x81, 0x00, 0x36, 2, 0])
+    assert argument_stores(too_long, 0, len(too_long), 130, 200) == {}
+
+
 def _parameter_locations(name: str, function: str):
     module = _module(name)
     table = module.engine_code.frame_table
@@ -604,3 +620,79 @@ def test_a_variable_ends_where_a_later_one_takes_over_its_wasm_local():
     same_start = LocList(((0x180, 0x300, slot0),))  # starts with o: both keep their ranges
     assert clip_shared_homes([n, o, other, same_start]) == [
         LocList(((0x10, 0x20, b"\x74\x00"), (0x20, 0x180, slot0))), o, other, same_start]
+
+
+# ------------------------------------------------ the encoded copy of plain DIEs
+def _translation_or_refusal(module, table):
+    try:
+        result = translate_guest_dwarf(module.info, table, code_address=0x1000, address_size=4)
+    except GuestDwarfError as e:
+        return "refused", str(e)
+    return "translated", None if result is None else (result.sections, result.dropped_locations)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", ["inventory.O0", "inventory.O2", "aggregates.O0"])
+def test_dies_written_straight_to_bytes_are_what_the_general_copy_writes_even_from_damaged_dwarf(
+        name, monkeypatch):
+    """_encode_attributes (most DIEs: their attributes encoded as the writer
+    would, no attribute tuples) against the general copy it short-cuts, on the
+    module's own DWARF and on .debug_info/.debug_str with flipped bytes, where
+    strings stop being ASCII, flags turn false and references leave the unit
+    or land on DIEs that are left out: the same sections, or the same refusal."""
+    import random
+
+    from gdbstub.dwarf_translate import translate as translate_module
+
+    module = _module(name)
+    pristine = dict(module.info.dwarf)
+    table = module.engine_code.frame_table
+    general = translate_module._Translator._encode_attributes
+    rng = random.Random(5)
+    variants = [pristine]
+    for section in (".debug_info", ".debug_str"):
+        for _ in range(12):
+            damaged = bytearray(pristine[section])
+            for _ in range(rng.randint(1, 6)):
+                damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+            variants.append(dict(pristine, **{section: bytes(damaged)}))
+    encoded_used = 0
+    try:
+        for sections in variants:
+            module.info.dwarf = sections
+            calls = []
+
+            def counting(self, die, out, encoding, calls=calls):
+                done = general(self, die, out, encoding)
+                calls.append(done)
+                return done
+
+            monkeypatch.setattr(translate_module._Translator, "_encode_attributes", counting)
+            fast = _translation_or_refusal(module, table)
+            monkeypatch.setattr(translate_module._Translator, "_encode_attributes", lambda *args: False)
+            slow = _translation_or_refusal(module, table)
+            assert fast == slow
+            encoded_used += sum(calls)
+    finally:
+        module.info.dwarf = pristine
+    assert encoded_used > 0
+
+
+def test_an_encoded_die_referring_to_a_die_left_out_is_copied_again_without_that_reference(monkeypatch):
+    """Left-out DIEs are call sites, which nothing clang emits refers to; with
+    base types left out too (patched), every variable of an int type refers
+    to a DIE that is not there: the result is the general copy's, which drops
+    the attribute."""
+    from gdbstub.dwarf_translate import translate as translate_module
+
+    module = _module("inventory.O0")
+    table = module.engine_code.frame_table
+    monkeypatch.setattr(translate_module, "_DROPPED_TAGS", translate_module._DROPPED_TAGS | {"DW_TAG_base_type"})
+    again = []
+    general_copy = translate_module._Translator._copy_attributes_generally
+    monkeypatch.setattr(translate_module._Translator, "_copy_attributes_generally",
+                        lambda self, *args: again.append(1) or general_copy(self, *args))
+    fast = _translation_or_refusal(module, table)
+    monkeypatch.setattr(translate_module._Translator, "_encode_attributes", lambda *args: False)
+    assert fast == _translation_or_refusal(module, table) and fast[0] == "translated"
+    assert again

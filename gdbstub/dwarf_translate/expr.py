@@ -50,6 +50,7 @@ Branches (``bra``/``skip``) are re-targeted after ops change length.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -173,7 +174,10 @@ def _home(kind: int, index: int, context: ExprContext) -> tuple[int, int, int]:
     raise UntranslatableExpression(f"unknown DW_OP_WASM_location kind {kind}")
 
 
+@functools.lru_cache(maxsize=4096)
 def _breg(register: int, offset: int) -> bytes:
+    # Memoized: a module's functions use a few dozen distinct slot offsets,
+    # and every parameter's location at entry asks for two of them.
     if register == RBP:
         # rbp + offset, written CFA-relative (the body's CFI rule is CFA =
         # rbp + 16): right at every pc of the frame, and before the prologue

@@ -28,6 +28,8 @@ from codemem.errors import CompileError
 
 _LOCAL_GET, _LOCAL_SET, _LOCAL_TEE = 0x20, 0x21, 0x22
 _GLOBAL_GET, _GLOBAL_SET = 0x23, 0x24
+#: Instructions whose immediate is one index (ULEB128).
+_INDEXED = frozenset((_LOCAL_GET, _LOCAL_SET, _LOCAL_TEE, _GLOBAL_GET, _GLOBAL_SET))
 _I32_CONST, _I64_CONST = 0x41, 0x42
 #: Operators without immediates a frame computation uses (i32.add, i32.sub, i32.and).
 _PLAIN = {0x6A, 0x6B, 0x71}
@@ -47,6 +49,15 @@ class ArgumentStore:
     end: int
 
 
+def _u32(code: bytes, pos: int, limit: int) -> tuple[int, int]:
+    """``read_uleb(code, pos, limit, 32)``, with a one-byte LEB128 (an index
+    or offset below 128, nearly every one in a prologue) read inline."""
+    byte = code[pos] if pos < limit else 0x80
+    if byte < 0x80:
+        return byte, pos + 1
+    return read_uleb(code, pos, limit, 32)
+
+
 def argument_stores(code: bytes, start: int, limit: int, frame_base_local: int,
                     param_count: int) -> dict[int, ArgumentStore]:
     """The stores of parameter locals to ``frame_base_local`` + offset in
@@ -55,7 +66,8 @@ def argument_stores(code: bytes, start: int, limit: int, frame_base_local: int,
     the scan ends at the first instruction such a prologue does not use,
     at ``limit``, or at malformed bytes (what was found so far stands)."""
     found: dict[int, ArgumentStore] = {}
-    previous: list[tuple[int, int]] = []  # (opcode, immediate) of the instructions before
+    # (opcode, immediate) of the two instructions before (-1: none yet)
+    last_op = last_immediate = before_op = before_immediate = -1
     pos = start
     try:
         for _ in range(MAX_PROLOGUE_INSTRUCTIONS):
@@ -64,23 +76,28 @@ def argument_stores(code: bytes, start: int, limit: int, frame_base_local: int,
             op = code[pos]
             pos += 1
             immediate = 0
-            if op in (_LOCAL_GET, _LOCAL_SET, _LOCAL_TEE, _GLOBAL_GET, _GLOBAL_SET):
-                immediate, pos = read_uleb(code, pos, limit, 32)
+            if op in _INDEXED:
+                immediate, pos = _u32(code, pos, limit)
             elif op == _I32_CONST:
-                immediate, pos = read_sleb(code, pos, limit, 32)
+                immediate = code[pos] if pos < limit else 0x80
+                if immediate < 0x80:  # one byte: bit 6 is the sign (wasm spec 5.2.2)
+                    immediate = immediate - 0x80 if immediate & 0x40 else immediate
+                    pos += 1
+                else:
+                    immediate, pos = read_sleb(code, pos, limit, 32)
             elif op == _I64_CONST:
                 immediate, pos = read_sleb(code, pos, limit, 64)
             elif op in _STORES:
-                flags, pos = read_uleb(code, pos, limit, 32)
+                flags, pos = _u32(code, pos, limit)
                 if flags & 0x40:  # multi-memory: a memory index follows (not memory 0's frame)
                     break
-                immediate, pos = read_uleb(code, pos, limit, 32)
-                if (len(previous) >= 2 and previous[-2] == (_LOCAL_GET, frame_base_local)
-                        and previous[-1][0] == _LOCAL_GET and previous[-1][1] < param_count):
-                    found.setdefault(immediate, ArgumentStore(previous[-1][1], immediate, pos))
+                immediate, pos = _u32(code, pos, limit)
+                if (before_op == _LOCAL_GET and before_immediate == frame_base_local
+                        and last_op == _LOCAL_GET and last_immediate < param_count):
+                    found.setdefault(immediate, ArgumentStore(last_immediate, immediate, pos))
             elif op not in _PLAIN:
                 break
-            previous = previous[-1:] + [(op, immediate)]
+            before_op, before_immediate, last_op, last_immediate = last_op, last_immediate, op, immediate
     except (CompileError, IndexError):
         pass
     return found

@@ -263,7 +263,11 @@ class GuestDieReader:
         strings = self._str
         while pos < end:
             offset = pos
-            code, pos = _uleb(data, pos)
+            code = data[pos]
+            if code < 0x80:  # a one-byte ULEB128: the first 127 abbreviations, nearly every DIE
+                pos += 1
+            else:
+                code, pos = _uleb(data, pos)
             if code == 0:  # the end of a sibling list
                 if not stack:
                     raise DwarfFormatError(f"a null entry at .debug_info {offset:#x} where a DIE should start")

@@ -48,7 +48,7 @@ from codemem.frametable import FrameTable, SequencePointKind
 
 from ..c_abi import Aggregate, FunctionAbi, classify
 from ..debugimage import dwarf as image_dwarf
-from ..debugimage.dwarf import uleb128
+from ..debugimage.dwarf import sleb128, uleb128
 from ..debugimage.model import DebugImageError
 from ..frame_bases import FRAME_BASE_IN_REGISTER
 from ..guest_lines import (
@@ -71,6 +71,8 @@ __all__ = ["GuestDwarfError", "TranslatedDwarf", "translate_guest_dwarf"]
 _AT = ENUM_DW_AT
 _TAG = ENUM_DW_TAG
 
+#: DIEs whose code ranges are translated (_scope_pc).
+_SCOPE_TAGS = frozenset(("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine", "DW_TAG_label"))
 #: DIEs left out with their children (see the module docstring).
 _DROPPED_TAGS = {"DW_TAG_call_site", "DW_TAG_GNU_call_site", "DW_TAG_call_site_parameter",
                  "DW_TAG_GNU_call_site_parameter"}
@@ -156,6 +158,44 @@ def _copy_action(name: str, form: str, number: int) -> tuple[int, int, int]:
     if form in _BLOCK_FORMS:
         return _COPY_BLOCK, number, DW_FORM_block
     return _NOT_COPIED, number, 0
+
+
+#: How _Translator._encode_attributes writes an attribute (one step per
+#: attribute of an abbreviation, _encoding_steps): the output form's number for
+#: data forms, or one of these.
+_ENCODE_SKIP, _ENCODE_STRING, _ENCODE_REF, _ENCODE_LOCATION, _ENCODE_FLAG, _ENCODE_BLOCK = -1, -2, -3, -4, -5, -6
+
+
+def _encoding_steps(actions: tuple) -> tuple[tuple, tuple] | None:
+    """``(steps, shape)`` for an abbreviation whose attributes, copied by
+    ``actions`` (_attribute_action's, one per attribute), need nothing but
+    their own values: data, strings, unit-relative references, flags, blocks
+    and ``DW_AT_location`` expressions; None when one needs more (a frame
+    base, a location list, a linkage name, a cross-unit reference, an
+    attribute not copied). ``shape`` is the output's (attribute, form) pairs,
+    what the writer's abbreviation is made of."""
+    steps, shape = [], []
+    for kind, number, out_form, _, name, form in actions:
+        if kind == _SKIP:
+            steps.append((_ENCODE_SKIP, number))
+            continue
+        if kind == _COPY_DATA:
+            step, out = out_form, out_form
+        elif kind == _COPY_STRING:
+            step, out = _ENCODE_STRING, DW_FORM_string
+        elif kind == _COPY_REF and form != "DW_FORM_ref_addr":
+            step, out = _ENCODE_REF, DW_FORM_ref4
+        elif kind == _COPY_LOCATION and name == "DW_AT_location" and form == "DW_FORM_exprloc":
+            step, out = _ENCODE_LOCATION, DW_FORM_exprloc
+        elif kind == _COPY_FLAG:
+            step, out = _ENCODE_FLAG, DW_FORM_flag_present
+        elif kind == _COPY_BLOCK:
+            step, out = _ENCODE_BLOCK, DW_FORM_block
+        else:
+            return None
+        steps.append((step, number))
+        shape.append((number, out))
+    return tuple(steps), tuple(shape)
 
 
 class _CachedExprParser:
@@ -282,6 +322,9 @@ class _Translator:
         self.result = TranslatedDwarf({})
         self._dies: dict[int, Die] = {}  # input DIE offset -> output DIE
         self._refs: list[tuple[Die, int, int]] = []  # (DIE, attribute index, target input offset)
+        #: (output DIE, its input DIE, Ref, target input offset) of the
+        #: references of the current unit's encoded DIEs (_encode_attributes).
+        self._encoded_refs: list[tuple[Die, object, Ref, int]] = []
         self._location_parser = LocationParser(self.dwarf.location_lists())
         self._contexts: dict[int, ExprContext] = {}
         self._entry_contexts: dict[int, ExprContext] = {}
@@ -303,6 +346,8 @@ class _Translator:
         #: DW_AT_location exprloc value -> its translation, for expressions
         #: that are the same in every function and need no padding (_padded).
         self._plain_locations: dict[bytes, bytes] = {}
+        #: Expressions that do not end in a piece (_padded leaves them as they are).
+        self._not_composite: set[bytes] = set()
         self._unit_context = ExprContext(address_size, self._global_cell, indexed_address=self._indexed_address)
 
     def release(self) -> None:
@@ -316,6 +361,7 @@ class _Translator:
         self.reader.release()
         self._dies.clear()
         self._refs.clear()
+        self._encoded_refs.clear()
 
     # -- contexts ------------------------------------------------------------
 
@@ -360,9 +406,11 @@ class _Translator:
         end of its native prologue), None if it has none."""
         if func.position not in self._first_instructions:
             kinds = self.frame_table.sequence_point_column(func, 8, "<B")
-            first = next((k for k in range(len(kinds)) if kinds[k] == SequencePointKind.INSTRUCTION), None)
+            count, first = len(kinds), 0
+            while first < count and kinds[first] != SequencePointKind.INSTRUCTION:  # most often the second point
+                first += 1
             self._first_instructions[func.position] = (
-                None if first is None else self.frame_table.sequence_point_offsets(func)[first])
+                self.frame_table.sequence_point_offsets(func)[first] if first < count else None)
         return self._first_instructions[func.position]
 
     # -- driver ----------------------------------------------------------------
@@ -399,6 +447,7 @@ class _Translator:
         self._cu = cu
         self._cu_range = (cu.cu_offset, cu.cu_offset + cu.size)
         self._parser = _CachedExprParser(cu.structs)
+        self._not_composite = set()  # parsed with this unit's address size
         self._cu_version = cu["version"]
         language = top.attributes.get("DW_AT_language")
         self._c_unit = language is not None and language.value in _C_LANGUAGES
@@ -424,6 +473,7 @@ class _Translator:
         if line_offset is not None:
             root.attributes.append((_AT["DW_AT_stmt_list"], DW_FORM_sec_offset, line_offset))
         root.children = self._children(top, self._unit_context)
+        self._resolve_encoded_refs()
         self._units.append((root, merge_ranges(self._unit_functions)))
 
     def _line_program(self, cu, comp_dir: str, name: str, line_sections: bytearray) -> int | None:
@@ -474,10 +524,12 @@ class _Translator:
         out = []
         own = die.tag == "DW_TAG_subprogram" and context.function is not None
         parameters = []
-        for child in die.iter_children():
-            if own and child.tag in ("DW_TAG_formal_parameter", "DW_TAG_unspecified_parameters"):
+        translate = self._die
+        for child in die.children:
+            parameter = own and child.tag == "DW_TAG_formal_parameter"
+            if parameter or (own and child.tag == "DW_TAG_unspecified_parameters"):
                 parameters.append(child)
-            translated = self._die(child, context, own_parameter=own and child.tag == "DW_TAG_formal_parameter")
+            translated = translate(child, context, own_parameter=parameter)
             if translated is not None:
                 out.append(translated)
         if own:
@@ -485,26 +537,32 @@ class _Translator:
         return out
 
     def _die(self, die, context: ExprContext, *, own_parameter: bool = False) -> Die | None:
-        if die.tag in _DROPPED_TAGS or not isinstance(die.tag, str):
-            return None
-        tag = _TAG.get(die.tag)
+        name = die.tag
+        tag = _TAG.get(name) if type(name) is str and name not in _DROPPED_TAGS else None
         if tag is None:
             return None
-        out = Die(tag)
-        if die.offset in self._dies:
+        dies = self._dies
+        if die.offset in dies:
             raise GuestDwarfError(f"two DIEs at .debug_info offset {die.offset:#x}")
-        self._dies[die.offset] = out
-        if die.tag == "DW_TAG_subprogram":
+        out = dies[die.offset] = Die(tag)
+        subprogram = name == "DW_TAG_subprogram"
+        if subprogram:
             context = self._subprogram_pc(die, out, context)
-        elif die.tag in ("DW_TAG_lexical_block", "DW_TAG_inlined_subroutine", "DW_TAG_label"):
+        elif name in _SCOPE_TAGS:
             self._scope_pc(die, out, context)
-        self._own_parameter = own_parameter
-        self._copy_attributes(die, out, context)
-        self._own_parameter = False
-        if die.tag == "DW_TAG_variable":
-            self._data_symbol(die, context)
-        out.children = self._children(die, context)
-        if die.tag == "DW_TAG_subprogram" and context.function is not None:
+        if own_parameter:
+            self._own_parameter = True
+            self._copy_attributes(die, out, context)
+            self._own_parameter = False
+        else:
+            self._copy_attributes(die, out, context)
+        if name == "DW_TAG_variable":
+            at = self._spec_actions[id(die.specs)][3]
+            if at >= 0 and die.values[at][:1] in _ADDRESS_OPS:  # not a local's DW_OP_fbreg, most often
+                self._data_symbol(die, context)
+        if die.children or subprogram:  # a leaf has nothing more to translate
+            out.children = self._children(die, context)
+        if subprogram and context.function is not None:
             self._clip_shared_homes(context.function)
         return out
 
@@ -780,16 +838,29 @@ class _Translator:
         specs = die.specs
         found = self._spec_actions.get(id(specs))
         if found is None:  # the specs are kept with their actions, so their id is never reused
-            found = self._spec_actions[id(specs)] = (specs, tuple(
-                _attribute_action(name, form)[:3] + (_attribute_action(name, form), name, form)
-                for name, form, _, _ in specs))
+            actions = tuple(_attribute_action(name, form)[:3] + (_attribute_action(name, form), name, form)
+                            for name, form, _, _ in specs)
+            # The static-address check of _data_symbol looks at the location's first byte.
+            location = next((k for k, (name, form, _, _) in enumerate(specs) if name == "DW_AT_location" and
+                             form in ("DW_FORM_exprloc", "DW_FORM_block1")), -1)
+            found = self._spec_actions[id(specs)] = (specs, actions, _encoding_steps(actions), location)
+        if found[2] is not None and not out.attributes and not self._own_parameter and \
+                self._encode_attributes(die, out, found[2]):
+            return
+        self._copy_actions(die, out, context, found[1])
+
+    def _copy_attributes_generally(self, die, out: Die, context: ExprContext) -> None:
+        """_copy_attributes without the encoded form (the rules are decided already)."""
+        self._copy_actions(die, out, context, self._spec_actions[id(die.specs)][1])
+
+    def _copy_actions(self, die, out: Die, context: ExprContext, actions: tuple) -> None:
         attributes = out.attributes
         cu_offset = self._cu.cu_offset
         low, high = self._cu_range
         refs = self._refs
         plain_locations = self._plain_locations
         own_parameter = self._own_parameter  # its location may start with where the argument arrives
-        for (kind, number, out_form, action, name, form), value in zip(found[1], die.values):
+        for (kind, number, out_form, action, name, form), value in zip(actions, die.values):
             # The common cases inline (a unit has tens of thousands); the same as _copy_value.
             if kind == _COPY_DATA:  # the reader gives data forms as ints
                 attributes.append((number, out_form, value))
@@ -805,6 +876,85 @@ class _Translator:
                 attributes.append((number, DW_FORM_exprloc, plain_locations[value]))
             elif kind != _SKIP:
                 self._copy_value(die, name, form, value, action, out, context)
+
+    def _encode_attributes(self, die, out: Die, encoding: tuple[tuple, tuple]) -> bool:
+        """Writes the attributes of ``die`` straight into ``out.encoded``, the
+        bytes :class:`DwarfWriter` would make of the attributes
+        _copy_attributes gives (``encoding``: _encoding_steps' of its
+        abbreviation); False, with ``out`` unchanged, when a value needs the
+        general path (a string that is not ASCII, a false flag, which leaves
+        its attribute out, a reference outside the unit, a location that is not
+        the same in every function).
+
+        Most DIEs of a unit (variables, parameters' types, members) are copied
+        so: no attribute tuples, no second pass over them in the writer."""
+        steps, shape = encoding
+        encoded = bytearray()
+        refs = []
+        cu_offset = self._cu.cu_offset
+        low, high = self._cu_range
+        plain_locations = self._plain_locations
+        for (step, _), value in zip(steps, die.values):
+            # The most frequent first: a variable is location, name, file, line, type.
+            if step == _ENCODE_LOCATION:
+                expr = plain_locations.get(value)
+                if expr is None:
+                    return False
+                encoded += uleb128(len(expr)) + expr
+            elif step == _ENCODE_STRING:
+                if type(value) is not bytes or not value.isascii():
+                    return False
+                encoded += value
+                encoded.append(0)
+            elif step == DW_FORM_data1:
+                encoded.append(value & 0xFF)
+            elif step == DW_FORM_data2:
+                encoded += (value & 0xFFFF).to_bytes(2, "little")
+            elif step == _ENCODE_REF:
+                target = value + cu_offset
+                if not low <= target < high:
+                    return False
+                refs.append((len(encoded), target))
+                encoded += b"\0\0\0\0"
+            elif step == DW_FORM_data4:
+                encoded += (value & 0xFFFFFFFF).to_bytes(4, "little")
+            elif step == DW_FORM_data8:
+                encoded += (value & (1 << 64) - 1).to_bytes(8, "little")
+            elif step == DW_FORM_sdata:
+                encoded += sleb128(value)
+            elif step == DW_FORM_udata:
+                encoded += uleb128(value)
+            elif step == _ENCODE_FLAG:
+                if not value:
+                    return False
+            elif step == _ENCODE_BLOCK:
+                encoded += uleb128(len(value)) + bytes(value)
+        out.encoded = bytes(encoded)
+        out.shape = shape
+        out_refs = []
+        for position, target in refs:
+            ref = Ref(None)
+            out_refs.append((position, DW_FORM_ref4, ref))
+            self._encoded_refs.append((out, die, ref, target))
+        out.encoded_refs = tuple(out_refs)
+        return True
+
+    def _resolve_encoded_refs(self) -> None:
+        """Points the references of the unit's encoded DIEs (all inside the
+        unit, whose DIEs are all translated now) at their targets; a DIE
+        with a reference to a DIE left out is copied again the general way,
+        which drops that attribute (as run() does for the others)."""
+        pending, self._encoded_refs = self._encoded_refs, []
+        again = {}
+        for out, die, ref, target in pending:
+            found = self._dies.get(target)
+            if found is None:
+                again[id(out)] = (out, die)
+            else:
+                ref.target = found
+        for out, die in again.values():
+            out.encoded, out.shape, out.encoded_refs = None, (), ()
+            self._copy_attributes_generally(die, out, self._unit_context)
 
     def _copy_attribute(self, die, attribute, out: Die, context: ExprContext) -> None:
         name, form = attribute.name, attribute.form
@@ -1040,12 +1190,15 @@ class _Translator:
         implicit pointer (dwarf2/loc.c check_pieced_synthetic_pointer) and
         prints ``<synthetic pointer>`` for ints, where DWARF means "not
         available": the explicit empty piece makes it ``<optimized out>``."""
+        if expr in self._not_composite:
+            return expr
         try:
             ops = self._parser.parse_expr(expr)
         except PYELFTOOLS_ERRORS:
             return expr
         pieces = [op for op in ops if op.op_name in ("DW_OP_piece", "DW_OP_bit_piece")]
         if not pieces or ops[-1].op_name not in ("DW_OP_piece", "DW_OP_bit_piece"):
+            self._not_composite.add(expr)
             return expr
         described = sum(op.args[0] * 8 if op.op_name == "DW_OP_piece" else op.args[0] for op in pieces)
         size = self._type_size(die, 0) if "DW_AT_type" in die.attributes else 0

@@ -50,6 +50,13 @@ class Die:
     #: Set by the writer: offset in .debug_info, and the unit's offset.
     offset: int = -1
     unit_offset: int = -1
+    #: Instead of ``attributes``: the attributes' bytes as .debug_info holds
+    #: them, already encoded (the translator's copy of a DIE whose every
+    #: attribute is copied as it is), their (attribute, form) pairs, and
+    #: (position in ``encoded``, form, Ref) of the references among them.
+    encoded: bytes | None = None
+    shape: tuple[tuple[int, int], ...] = ()
+    encoded_refs: tuple[tuple[int, int, "Ref"], ...] = ()
 
 
 @dataclass(eq=False, slots=True)
@@ -81,7 +88,8 @@ class DwarfWriter:
         self._unit = 0
 
     def _abbrev(self, die: Die) -> int:
-        key = (die.tag, bool(die.children), tuple([(a, f) for a, f, _ in die.attributes]))
+        shape = die.shape if die.encoded is not None else tuple([(a, f) for a, f, _ in die.attributes])
+        key = (die.tag, bool(die.children), shape)
         code = self._abbrevs.get(key)
         if code is None:
             code = self._abbrevs[key] = len(self._abbrevs) + 1
@@ -153,6 +161,11 @@ class DwarfWriter:
         die.offset, die.unit_offset = len(info), unit_offset
         code = self._abbrev(die)
         info += uleb128(code) if code >= 0x80 else _SMALL[code]
+        if die.encoded is not None:
+            base = len(info)
+            info += die.encoded
+            for position, form, ref in die.encoded_refs:
+                self._fixups.append((base + position, form, ref, self._unit))
         for _, form, value in die.attributes:
             # The forms of most attributes, inline; the rest through _value.
             if form == DW_FORM_data1:
