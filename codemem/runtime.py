@@ -53,23 +53,31 @@ LOW_ARGUMENT_AREA_BYTES = 4096
 MASK32 = (1 << 32) - 1
 MASK64 = (1 << 64) - 1
 #: The compiler's identity in the image cache key.  It is derived from the
-#: sources of every codemem module (see :func:`_compiler_version`), so a change
+#: sources of every codemem module and its C extension (see
+#: :func:`_compiler_version`), so a change
 #: to code generation, the frame-table format or the ABI can never load an image
 #: an older compiler made, even if nobody remembers to bump a number.
 COMPILER_VERSION: str | None = None
 
 
 def _compiler_version() -> str:
-    """A short digest of the codemem package's Python sources (computed once)."""
+    """A short digest of the codemem package's Python sources and of its
+    built C extension, which holds the C compiler core (computed once): a
+    change to csrc/ code generation alone changes it too."""
     global COMPILER_VERSION
     if COMPILER_VERSION is None:
-        digest = hashlib.sha256()
-        package = Path(__file__).resolve().parent
-        for source in sorted(package.rglob("*.py")):
-            digest.update(source.relative_to(package).as_posix().encode() + b"\0")
-            digest.update(source.read_bytes())
-        COMPILER_VERSION = digest.hexdigest()[:16]
+        COMPILER_VERSION = _package_digest(Path(__file__).resolve().parent)
     return COMPILER_VERSION
+
+
+def _package_digest(package: Path) -> str:
+    """A short digest of ``package``'s Python sources and built ``_native``
+    extension (names and bytes)."""
+    digest = hashlib.sha256()
+    for source in sorted([*package.rglob("*.py"), *package.glob("_native*.so")]):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
 
 __all__ = [
     "Engine", "Module", "Store", "Instance", "Func", "Memory", "Global", "Table", "Val",

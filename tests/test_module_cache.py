@@ -210,3 +210,15 @@ def test_a_warm_load_reads_the_frame_table_in_place_from_the_entry(tmp_path):
     (entry,) = entries(tmp_path)
     assert entry.read_bytes().endswith(table.data)
     assert table.function(0).num_seqpoints > 0 and table.sequence_point(0).native_offset == table.function(0).native_start
+
+
+def test_the_compiler_version_changes_with_the_c_extension_alone(tmp_path):
+    """The C compiler core lives in the built extension: a change to csrc/
+    code generation alone must not load images the old one made."""
+    (tmp_path / "compiler.py").write_text("x = 1\n")
+    (tmp_path / "_native.abi3.so").write_bytes(b"\x7fELF one")
+    before = runtime._package_digest(tmp_path)
+    (tmp_path / "_native.abi3.so").write_bytes(b"\x7fELF two")
+    assert runtime._package_digest(tmp_path) != before
+    (tmp_path / "compiler.py").write_text("x = 2\n")
+    assert len({before, runtime._package_digest(tmp_path)}) == 2
