@@ -170,7 +170,7 @@ def compile_module(info: ModuleInfo, *, debug: bool, jobs: int | None = None) ->
     in forked children while this process compiles the first run, and the
     parts are linked here; the image is byte for byte the one a single
     process makes (each function's code depends only on the function: it
-    starts on 32 bytes, and calls between functions are linked last).  Any
+    starts at 28 mod 32, FUNCTION_START_PHASE, and calls between functions are linked last).  Any
     CompileError, or a child that fails, falls back to the one-process
     compile, which reports errors in the spec's order."""
     with _gc_paused():
@@ -564,6 +564,25 @@ def _fits_simm32(value: int) -> bool:
 _BRANCH_BOUNDARY = 32
 _LOOP_ALIGN = 32
 
+#: The frame setup every function starts with (abi.py "Function layout"):
+#: ``push rbp; mov rbp, rsp``, before the ENTRY point, so that a debugger's
+#: prologue analyser (gdb 13 amd64_analyze_prologue) sees a standard frame
+#: and the frame already exists at the ENTRY site (docs/stepping.md
+#: "Function layout").
+FRAME_SETUP = b"\x55\x48\x89\xe5"
+
+#: Functions start at this offset mod 32, so that their ENTRY point, right
+#: after FRAME_SETUP, is on a 32-byte boundary: a patch site there needs no
+#: padding prefix, and the code from the ENTRY point on does not depend on
+#: where the previous function ended.
+FUNCTION_START_PHASE = -len(FRAME_SETUP) & (_BRANCH_BOUNDARY - 1)
+
+
+def _function_start_padding(length: int) -> int:
+    """How many bytes to pad code of ``length`` bytes with so that the next
+    function starts at FUNCTION_START_PHASE mod 32."""
+    return (FUNCTION_START_PHASE - length) & (_BRANCH_BOUNDARY - 1)
+
 
 class _ModuleCompiler:
     """Compiles the defined functions ``first`` .. ``last - 1`` of a module
@@ -657,12 +676,11 @@ class _ModuleCompiler:
         local_types = ft.params + body.locals
         asm = self.asm
         code = asm.code
-        start = (len(code) + _BRANCH_BOUNDARY - 1) & -_BRANCH_BOUNDARY  # where align() puts the function
+        start = len(code) + _function_start_padding(len(code))
         fn = self.ccore.compile(index, local_types, start)
         if fn is None:
             return False
-        asm.align(_BRANCH_BOUNDARY, 0xCC)
-        assert len(code) == start
+        code += b"\xcc" * (start - len(code))
         asm.bind(self.func_labels[index])
         code += fn.code
         self.site_offsets += fn.sites
@@ -902,26 +920,25 @@ class _ModuleCompiler:
         self.instrs = instrs
         seqpoints = self.seqpoints = []
 
-        asm.align(_BRANCH_BOUNDARY, 0xCC)
+        code += b"\xcc" * _function_start_padding(len(code))
         start = len(code)
         asm.bind(self.func_labels[index])
-        if debug:
-            self._site()
-        seqpoints.append((start, body.body_offset, _ENTRY, ()))
-        self.seq = start
-
-        # Prologue (abi.py "Function layout").  The stack check comes before the
-        # frame is allocated, so a huge frame never moves rsp into the guard
-        # page; frame_size is patched in once the body is compiled.
-        asm.push(RBP)
-        asm.mov(RBP, RSP, 64)
+        # Prologue (abi.py "Function layout"): the frame setup, then the ENTRY
+        # point (its patch site on 32 bytes, no padding: FUNCTION_START_PHASE).
+        # The stack check comes before the frame is allocated, so a huge frame
+        # never moves rsp into the guard page; frame_size is patched in once
+        # the body is compiled.
+        code += FRAME_SETUP
+        entry = self._site() if debug else len(code)
+        seqpoints.append((entry, body.body_offset, _ENTRY, ()))
+        self.seq = entry
         code += b"\x48\x8d\x84\x24\0\0\0\0"  # lea rax, [rsp - (frame_size + extra)]
         check_field = len(code) - 4
         asm.mov(RCX, Mem(R15, VMCTX_STACK_CTX), 64)
         asm.cmp(RAX, Mem(RCX, STACK_CTX_STACK_LIMIT), 64)
         asm.pad_for_branch(6, True)
         code += b"\x0f\x82\0\0\0\0"  # jb <stack exhausted>
-        self.trap_fields.append((len(code) - 4, start, TrapCode.STACK_EXHAUSTED))
+        self.trap_fields.append((len(code) - 4, entry, TrapCode.STACK_EXHAUSTED))  # frame set up: reported at ENTRY
         code += b"\x48\x81\xec\0\0\0\0"  # sub rsp, frame_size
         frame_field = len(code) - 4
         asm.mov(_ARGS_PTR, RSI, 64)
