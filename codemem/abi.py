@@ -160,6 +160,14 @@ TRAP_SIGNALS = {
 # Frames
 # --------------------------------------------------------------------------
 
+#: Every function's first bytes, before its ENTRY point ("Function layout"):
+#: ``push rbp; mov rbp, rsp``.  At the function's first byte the return
+#: address is at [rsp] (CFA = rsp+8), after the push at [rsp+8] (CFA =
+#: rsp+16), and from the ENTRY point on at [rbp+8] (CFA = rbp+16).
+FRAME_SETUP = b"\x55\x48\x89\xe5"
+#: Offset of the ``mov rbp, rsp`` in FRAME_SETUP (the push is at 0).
+FRAME_SETUP_MOV = 1
+
 FRAME_ARGS_PTR = -8
 FRAME_SAVED_CTX = -16
 LIBCALL_AREA_SLOTS = 7

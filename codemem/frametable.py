@@ -836,6 +836,30 @@ class FrameTable:
             return i
         return None
 
+    def entry_offset(self, func: FunctionInfo) -> int:
+        """Image offset of ``func``'s ENTRY point: its first sequence point,
+        after the frame setup (abi.py "Function layout": ``push rbp; mov rbp,
+        rsp`` at ``native_start``, so the ENTRY point is ``native_start + 4``).
+        In debug mode the ENTRY site is there.  Everything that means "where
+        the function's body begins, frame set up" asks this, never
+        ``native_start``."""
+        if not func.num_seqpoints:
+            raise FrameTableError(f"function at {func.native_start:#x} has no sequence point (no ENTRY point)")
+        return self.sequence_point_column(func, 0)[0]
+
+    def entry_site_index(self, func: FunctionInfo) -> int | None:
+        """Index of ``func``'s ENTRY patch site (:meth:`entry_offset`), or
+        None (debug off)."""
+        if not func.num_seqpoints:
+            return None
+        return self.site_index(self.entry_offset(func))
+
+    def function_starting_at(self, offset: int) -> FunctionInfo | None:
+        """The function whose first byte (``native_start``: its ``push rbp``)
+        is at image offset ``offset``, or None."""
+        func = self.function_at(offset)
+        return func if func is not None and func.native_start == offset else None
+
     def site_indexes_in(self, start: int, end: int) -> range:
         """Indexes of the patch sites at image offsets in [start, end)."""
         offsets = self.site_offset_column.searchable

@@ -62,6 +62,7 @@ from ..abi import (
     FRAME_FIXED_SIZE,
     FRAME_LIBCALL_AREA,
     FRAME_SAVED_CTX,
+    FRAME_SETUP,
     FUNCREF_CODE,
     FUNCREF_CTX,
     FUNCREF_TYPE_ID,
@@ -564,13 +565,6 @@ def _fits_simm32(value: int) -> bool:
 _BRANCH_BOUNDARY = 32
 _LOOP_ALIGN = 32
 
-#: The frame setup every function starts with (abi.py "Function layout"):
-#: ``push rbp; mov rbp, rsp``, before the ENTRY point, so that a debugger's
-#: prologue analyser (gdb 13 amd64_analyze_prologue) sees a standard frame
-#: and the frame already exists at the ENTRY site (docs/stepping.md
-#: "Function layout").
-FRAME_SETUP = b"\x55\x48\x89\xe5"
-
 #: Functions start at this offset mod 32, so that their ENTRY point, right
 #: after FRAME_SETUP, is on a 32-byte boundary: a patch site there needs no
 #: padding prefix, and the code from the ENTRY point on does not depend on
@@ -925,6 +919,10 @@ class _ModuleCompiler:
         asm.bind(self.func_labels[index])
         # Prologue (abi.py "Function layout"): the frame setup, then the ENTRY
         # point (its patch site on 32 bytes, no padding: FUNCTION_START_PHASE).
+        # The frame is set up first so that a debugger's prologue analyser
+        # (gdb 13 amd64_analyze_prologue) sees a standard `push %rbp; mov
+        # %rsp,%rbp` at the function's first byte, and the frame exists at the
+        # ENTRY site (docs/stepping.md "Function layout").
         # The stack check comes before the frame is allocated, so a huge frame
         # never moves rsp into the guard page; frame_size is patched in once
         # the body is compiled.
