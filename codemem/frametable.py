@@ -130,7 +130,7 @@ Header = cs.Struct(
 )
 
 FunctionRecord = cs.Struct(
-    "native_start" / cs.Int32ul,  # image offset of the first byte (an ENTRY site in debug code)
+    "native_start" / cs.Int32ul,  # image offset of the first byte (`push rbp`; the ENTRY point follows the frame setup)
     "native_size" / cs.Int32ul,
     "wasm_index" / cs.Int32ul,  # index in the module's function index space
     "frame_size" / cs.Int32ul,  # bytes below rbp reserved by the prologue
@@ -414,6 +414,8 @@ class FrameTable:
         self.function_starts = RecordColumn(data, h.functions_offset, FUNCTION_SIZE, h.num_functions, 0)
         self._function_wasm_indexes = RecordColumn(data, h.functions_offset, FUNCTION_SIZE, h.num_functions, 8)
         self._function_bodies = RecordColumn(data, h.functions_offset, FUNCTION_SIZE, h.num_functions, 16)
+        self._function_first_points = RecordColumn(data, h.functions_offset, FUNCTION_SIZE, h.num_functions, 28)
+        self._function_point_counts = RecordColumn(data, h.functions_offset, FUNCTION_SIZE, h.num_functions, 32)
         self.site_offset_column = RecordColumn(data, h.sites_offset, SITE_RECORD_SIZE, h.num_sites, 0)
         self._sites: dict[int, PatchSite] = {}
         self._seqpoints: dict[int, SequencePoint] = {}
@@ -853,6 +855,24 @@ class FrameTable:
         if not func.num_seqpoints:
             return None
         return self.site_index(self.entry_offset(func))
+
+    def entry_site_indexes(self) -> list[int]:
+        """The site index of every function's ENTRY site (debug code; empty
+        otherwise), read from the packed records in place: what a step that
+        may enter any function arms."""
+        if not self.debug:
+            return []
+        h = self.header
+        seqpoints = RecordColumn(self._data, h.seqpoints_offset, SEQPOINT_SIZE, h.num_seqpoints, 0)
+        sites = self.site_offset_column.searchable
+        out = []
+        for first, count in zip(self._function_first_points, self._function_point_counts):
+            if count:
+                offset = seqpoints[first]
+                i = bisect.bisect_left(sites, offset)
+                if i < len(sites) and sites[i] == offset:
+                    out.append(i)
+        return out
 
     def function_starting_at(self, offset: int) -> FunctionInfo | None:
         """The function whose first byte (``native_start``: its ``push rbp``)

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import struct
 
-from codemem.frametable import SequencePointKind
 from codemem.lowmem import FRAME_BASE_WINDOW, FRAME_BASE_WINDOW_START
 
 from .debugimage.dwarf import uleb128
@@ -113,7 +112,7 @@ def innermost_frame_base(frame, frame_base_slot, read_u32) -> int:
     run its first wasm instruction (at its ENTRY site and in its prologue the
     slot is stale stack; 0 makes arguments read linear memory, as natively
     they read stack garbage there)."""
-    if frame.rbp is None or frame.point is None or frame.point.kind is SequencePointKind.ENTRY:
+    if frame.rbp is None or frame.before_body:
         return 0
     slot = frame_base_slot(frame)
     return read_u32(frame.rbp + slot) if slot is not None else 0

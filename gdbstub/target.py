@@ -178,6 +178,9 @@ class _GuestStop:
     origin: RegisterState | None = None
     #: The registers were checked for the resume (see StoreTarget._settle_registers)
     settled: bool = False
+    #: Set when the stub reports this stop again at another pc without
+    #: running the guest (StoreTarget._stop_without_running): the reason.
+    virtual: Any = None
 
     def resume(self) -> None:
         """Opens the gate (once: the next stop closes the same gate again)."""
@@ -378,6 +381,12 @@ class StoreTarget:
         self._interrupt_requested = False
         self._kill_requested = False
         self._entry_sites_memo: tuple[tuple, list] | None = None
+        #: ENTRY site pc -> the first byte of its function, for the user
+        #: breakpoints at a function's first byte (``break *f``): there is no
+        #: patch site before ``push rbp; mov rbp, rsp``, so such a breakpoint
+        #: arms the ENTRY site after them and its stop is shown at the first
+        #: byte with the two undone (_process, _show_frame_setup).
+        self._start_aliases: dict[int, int] = {}
         # (EngineCode, function, range) -> what its instructions may do: a
         # loop's `next`s ask the same few again and again.
         self._calls_and_exits_memo: dict[tuple, tuple[list | None, bool]] = {}
@@ -533,7 +542,6 @@ class StoreTarget:
                 # rsi carries the trapping instruction's sequence point
                 # (codemem.abi): that is where the debugger should see the stop.
                 regfile.rip = regfile.gpr[4]
-                self._present_trap_at_entry_site(regfile)
             self._pending.append(stop)
         lib.cm_defer_resume(self._resume_gate)
         self._notify()
@@ -556,15 +564,6 @@ class StoreTarget:
         listener = self.output_listener
         if listener is not None and self.debugging:
             listener(self, fd, data)
-
-    def _present_trap_at_entry_site(self, regfile) -> None:
-        """A trap in a prologue is reported at the function's entry site:
-        show the registers as they were there (codemem.frames,
-        prologue_trap_registers) so unwinders agree with the CFI
-        (gdbstub.images, _AT_ENTRY).  The trap trampoline unwinds from its
-        own saved rsp, never from this regfile."""
-        regfile.gpr[6], regfile.gpr[7] = walker.prologue_trap_registers(
-            self.store.registry, self.store.ctx.stack, regfile.rip, regfile.gpr[6], regfile.gpr[7])
 
     # ----------------------------------------------------- controller side
 
@@ -606,6 +605,15 @@ class StoreTarget:
         assert self._stopped is None, "guest stopped twice without a resume"
         self._stopped = raw
         self._displaced_stop = None
+        if isinstance(raw, _GuestStop) and raw.virtual is not None:
+            # A step through a frame setup, or the breakpoint after one
+            # (_stop_without_running): the guest has not run.
+            reason, raw.virtual = raw.virtual, None
+            pc = raw.regfile.rip
+            raw.origin = RegisterState(pc, raw.regfile.gpr[7], raw.regfile.gpr[6], raw.regfile.gpr[15])
+            self._range = None
+            self._current = Stop(reason, pc, Signal.SIGTRAP)
+            return self._current
         if isinstance(raw, _HostReturnStop):
             self._disarm()  # a step that left the outermost frame ends here
             self._range = None
@@ -660,6 +668,17 @@ class StoreTarget:
                 stop = Stop(StopReason.ENTRY, pc, Signal.SIGTRAP)
             elif was_interrupt:
                 stop = Stop(StopReason.INTERRUPT, pc, Signal.SIGINT)
+            elif self._start_aliases.get(pc) in self.breakpoints and raw.regfile.gpr[6] == raw.regfile.gpr[7]:
+                # A breakpoint at the function's first byte (its ENTRY site
+                # carries it): shown there, before `push rbp; mov rbp, rsp`,
+                # as a native breakpoint there stops.  rsp == rbp at the ENTRY
+                # site; [rbp] is the caller's rbp.  A resume runs the two
+                # again (_route_resume).
+                regs = raw.regfile.gpr
+                regs[6], regs[7] = _read_u64(regs[7]), regs[7] + 8
+                pc = raw.regfile.rip = self._start_aliases[pc]
+                raw.origin = RegisterState(pc, regs[7], regs[6], regs[15])
+                stop = Stop(StopReason.BREAKPOINT, pc, Signal.SIGTRAP)
             elif was_stepping and self._range is not None and self._range[0] <= pc < self._range[1] \
                     and pc not in self.breakpoints:
                 self._resume_step()  # vCont;r: keep stepping while inside the range
@@ -741,6 +760,18 @@ class StoreTarget:
         if stopped.kind != native.EVENT_BREAKPOINT or regfile.rip == 0:
             return  # a trap unwinds; rip 0 is the kill path
         rip = regfile.rip
+        setup = self._frame_setup_at(rip)
+        if setup is not None:
+            # A function's first byte (a breakpoint there, an inferior call,
+            # a detach) or the one after its push: run the frame setup here
+            # and resume after the ENTRY site (the trampoline resumes at
+            # rip + 5).
+            try:
+                self._run_frame_setup(regfile, *setup)
+            except TargetError as e:
+                log.error("cannot resume at %#x: %s; the guest is ended", rip, e)
+                regfile.rip = 0  # the kill path: better than running push-less code
+            return
         if displaced_pc is not None and rip == displaced_pc:
             # Resume at this instruction: in the block of its carrier while
             # a later armed instruction needs one, else the real code.
@@ -839,6 +870,8 @@ class StoreTarget:
         stopped = self.require_stopped()
         self._settle_for_resume(stopped)
         self._range = None
+        if self._through_frame_setup(stopped, False, None):
+            return
         if self._watch_on_resume(stopped):
             self._resume_step()
             return
@@ -868,8 +901,52 @@ class StoreTarget:
             self._release()
             return
         self._settle_for_resume(stopped)
+        if self._through_frame_setup(stopped, True, range_):
+            return
         self._range = None if self._watch_on_resume(stopped) else range_
         self._resume_step()
+
+    def _through_frame_setup(self, stopped: _GuestStop, stepping: bool, range_: tuple[int, int] | None) -> bool:
+        """A resume from a function's frame setup (its first byte, where a
+        breakpoint there or an inferior call put the pc, or the byte after
+        the push): its instructions are run here (_run_frame_setup), since
+        the guest waits at a site.  True when that already ends the resume
+        with a stop reported without running the guest: a single step stops
+        after each of them (``stepi`` from the first byte: after the push,
+        then at the ENTRY site, as natively), a range step at the ENTRY site
+        when it leaves the range, and any resume there when a user
+        breakpoint is at the ENTRY site itself.  False: resume as usual
+        (from the ENTRY site when the setup was run)."""
+        if stopped.kind != native.EVENT_BREAKPOINT or isinstance(stopped, _HostReturnStop):
+            return False
+        regfile = stopped.regfile
+        setup = self._frame_setup_at(regfile.rip)
+        if setup is None:
+            return False
+        start, entry_pc = setup
+        if stepping and range_ is None and regfile.rip == start:
+            self._run_frame_setup(regfile, start, start + abi.FRAME_SETUP_MOV)
+            self._stop_without_running(stopped, StopReason.STEP)
+            return True
+        self._run_frame_setup(regfile, start, entry_pc)
+        if entry_pc in self.breakpoints:
+            self._stop_without_running(stopped, StopReason.BREAKPOINT)
+            return True
+        if stepping and (range_ is None or not range_[0] <= entry_pc < range_[1]):
+            self._stop_without_running(stopped, StopReason.STEP)
+            return True
+        return False
+
+    def _stop_without_running(self, stopped: _GuestStop, reason: StopReason) -> None:
+        """Reports ``stopped`` again at its (changed) registers' pc with
+        ``reason``, without releasing the guest: it is queued as the next
+        event, as the guest thread would queue a new stop."""
+        stopped.virtual = reason
+        stopped.settled = False
+        self._stopped, self._current = None, None
+        with self._lock:
+            self._pending.insert(0, stopped)
+        self._notify()
 
     def _resume_step(self) -> None:
         stopped = self._stopped
@@ -941,6 +1018,60 @@ class StoreTarget:
 
     # ------------------------------------------------------ site plumbing
 
+    def _function_starting_at(self, pc: int):
+        """(ModuleWithCode, FunctionInfo) of the function whose first byte
+        (``push rbp``) is ``pc``, or None."""
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            return None
+        func = entry.store_code.frame_table.function_starting_at(entry.store_code.offset_of(pc))
+        return (entry, func) if func is not None and func.num_seqpoints else None
+
+    def _entry_site_of_start(self, pc: int) -> int | None:
+        """The ENTRY site pc of the function whose first byte is ``pc``
+        (after its ``push rbp; mov rbp, rsp``, codemem.abi "Function
+        layout"), or None when ``pc`` is no function's first byte or the code
+        has no sites."""
+        found = self._function_starting_at(pc)
+        if found is None:
+            return None
+        entry, func = found
+        table = entry.store_code.frame_table
+        return entry.store_code.base + table.entry_offset(func) if table.entry_site_index(func) is not None else None
+
+    def _frame_setup_at(self, pc: int) -> tuple[int, int] | None:
+        """(function start pc, ENTRY site pc) when ``pc`` is on a function's
+        frame setup (its ``push rbp`` or ``mov rbp, rsp``, before its ENTRY
+        site), else None."""
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            return None
+        code = entry.store_code
+        func = code.frame_table.function_at(code.offset_of(pc))
+        if func is None or walker.return_slot_above_rsp(func, code.offset_of(pc)) is None \
+                or code.frame_table.entry_site_index(func) is None:
+            return None
+        return code.base + func.native_start, code.base + code.frame_table.entry_offset(func)
+
+    def _run_frame_setup(self, regfile, start: int, until: int) -> None:
+        """Runs the frame setup instructions from the one at ``regfile.rip``
+        (``start`` or ``start + 1``) up to ``until`` (``start + 1``: the push
+        only; the ENTRY site pc: both) on the saved registers and the guest
+        stack, as the CPU would: ``push rbp`` writes rbp below rsp, ``mov
+        rbp, rsp`` copies rsp.  A stop there is virtual: the guest itself
+        waits at a site (its trampoline resumes at the registers' rip + 5),
+        so a resume from a frame setup pc always runs it here first."""
+        if regfile.rip == start:
+            rsp = regfile.gpr[7] - 8
+            if not self._on_stack(rsp):
+                raise TargetError(ErrorCode.EPERM, f"push rbp at {start:#x}: rsp {rsp:#x} is off the guest stack")
+            ffi.cast("uint64_t *", rsp)[0] = regfile.gpr[6]
+            regfile.gpr[7] = rsp
+            regfile.rip = start + abi.FRAME_SETUP_MOV
+        if regfile.rip == start + abi.FRAME_SETUP_MOV and until != regfile.rip:
+            regfile.gpr[6] = regfile.gpr[7]
+            regfile.rip = until
+
     def _site_for(self, pc: int) -> tuple[Any, int]:
         entry = self.store.registry.lookup(pc)
         if entry is None:
@@ -996,6 +1127,9 @@ class StoreTarget:
                 edit.disable_sites(store_code, indexes)
 
     def _arm_entry(self, pc: int) -> None:
+        """Arms the ENTRY site of the function starting at ``pc`` (its
+        first byte): the stop a session starts at, frame set up."""
+        pc = self._entry_site_of_start(pc) or pc
         site = self._site_for(pc)
         with self._patch_edit() as edit:
             edit.enable_site(*site)
@@ -1063,7 +1197,7 @@ class StoreTarget:
             plan += self._entry_sites()
         else:
             for callee in callees:
-                index = table.site_index(callee.native_start)
+                index = table.entry_site_index(callee)
                 if index is not None:
                     plan.append((code, [index]))
         if leaves:
@@ -1071,7 +1205,7 @@ class StoreTarget:
                 # In the epilogue after `pop rbp`: the return address is at rsp.
                 return_address = _read_u64(regfile.gpr[7])
             else:
-                return_address = self._return_address(regfile, code.base + func.native_start)
+                return_address = self._return_address(regfile, func, offset)
             caller = self.store.registry.lookup(return_address) if return_address else None
             if caller is None:
                 if self.store.ctx.depth > 1:
@@ -1167,8 +1301,7 @@ class StoreTarget:
             plan = []
             for entry in entries:
                 table = entry.store_code.frame_table
-                indexes = [table.site_index(start) for start in table.function_starts]
-                plan.append((entry.store_code, [index for index in indexes if index is not None]))
+                plan.append((entry.store_code, table.entry_site_indexes()))
             self._entry_sites_memo = (key, plan)
         return self._entry_sites_memo[1]
 
@@ -1177,9 +1310,10 @@ class StoreTarget:
         return [(entry.store_code, range(entry.store_code.frame_table.num_sites))
                 for entry in self.store.registry.entries()]
 
-    def _return_address(self, regfile, function_start: int) -> int | None:
-        """The current frame's return address (codemem.frames)."""
-        return walker.return_address(self.store.ctx.stack, at_entry=regfile.rip == function_start,
+    def _return_address(self, regfile, func, offset: int) -> int | None:
+        """The return address of the current frame, at image offset
+        ``offset`` of ``func`` (codemem.frames)."""
+        return walker.return_address(self.store.ctx.stack, rsp_slot=walker.return_slot_above_rsp(func, offset),
                                      rbp=regfile.gpr[6], rsp=regfile.gpr[7])
 
     def frames(self, limit: int = walker.MAX_FRAMES) -> list[walker.Frame]:
@@ -1231,27 +1365,57 @@ class StoreTarget:
             # gdbstub.inferior_calls): the call's landing stops there.
             self._stack_breakpoints.add(pc)
             return
+        entry_pc = self._entry_site_of_start(pc)
+        if entry_pc is not None:
+            # The function's first byte: no site before its frame setup, so
+            # its ENTRY site carries the breakpoint (conditions and commands
+            # included: they run there, _process shows the stop at pc).
+            self._check_shared_entry_site(entry_pc, pc, conditions, commands)
+            self._insert_at_site(pc, self._site_for(entry_pc), conditions, commands, registers)
+            self._start_aliases[entry_pc] = pc
+            return
         site, carried = self._breakpoint_site(pc)
         if carried:
             self._insert_displaced(pc, site, bool(conditions or commands))
             return
+        if pc in self._start_aliases:
+            self._check_shared_entry_site(pc, pc, conditions, commands)
+        self._insert_at_site(pc, site, conditions, commands, registers)
+
+    def _check_shared_entry_site(self, entry_pc: int, pc: int, conditions: tuple, commands: tuple) -> None:
+        """A breakpoint at a function's first byte and one at its ENTRY
+        site share the site: both may be plain, but one site runs one
+        program, so neither may have conditions or commands then."""
+        other = entry_pc if pc != entry_pc else self._start_aliases[entry_pc]
+        if other not in self.breakpoints:
+            return
+        if conditions or commands or self._is_hooked(entry_pc):
+            raise TargetError(ErrorCode.EBUSY, f"{pc:#x} and {other:#x} (a function's first byte and its ENTRY "
+                                               f"site) share one patch site: a breakpoint with conditions or "
+                                               f"commands can be at only one of them")
+
+    def _insert_at_site(self, pc: int, site: tuple[Any, int], conditions: tuple, commands: tuple,
+                        registers: dict | None) -> None:
+        """The user breakpoint ``pc`` on patch site ``site`` (its own, or
+        for a function's first byte its ENTRY site)."""
+        site_pc = site[1]
         if conditions or commands:
-            if pc in self._carried:
-                raise TargetError(ErrorCode.EBUSY, f"{pc:#x} carries breakpoints at instructions after it "
-                                                   f"({', '.join(f'{x:#x}' for x in sorted(self._carried[pc]))}): "
-                                                   f"its conditions could not be evaluated there")
-            if pc in self.breakpoints and not self._is_hooked(pc):
+            if site_pc in self._carried:
+                raise TargetError(ErrorCode.EBUSY, f"{site_pc:#x} carries breakpoints at instructions after it "
+                                                   f"({', '.join(f'{x:#x}' for x in sorted(self._carried[site_pc]))}):"
+                                                   f" its conditions could not be evaluated there")
+            if pc in self.breakpoints and not self._is_hooked(site_pc):
                 with self._patch_edit() as edit:
                     edit.disable_site(*site)
             try:
-                self.agent.set_breakpoint_program(site[0], pc, tuple(conditions), tuple(commands), registers)
+                self.agent.set_breakpoint_program(site[0], site_pc, tuple(conditions), tuple(commands), registers)
             except CodeMemoryError as e:
                 raise TargetError(ErrorCode.EBUSY, str(e)) from None
             self.breakpoints.add(pc)
             return
         if pc in self.breakpoints:
-            if self._is_hooked(pc):
-                self.agent.set_breakpoint_program(site[0], pc, (), ())
+            if self._is_hooked(site_pc):
+                self.agent.set_breakpoint_program(site[0], site_pc, (), ())
                 with self._patch_edit() as edit:
                     edit.enable_site(*site)
             return
@@ -1284,7 +1448,7 @@ class StoreTarget:
             self._stack_breakpoints.discard(pc)
             return
         if pc not in self.breakpoints:
-            if pc != self.host_return_pc:
+            if pc != self.host_return_pc and self._entry_site_of_start(pc) is None:
                 self._breakpoint_site(pc)  # still name a bad address as such
             return
         if pc == self.host_return_pc:
@@ -1300,13 +1464,16 @@ class StoreTarget:
                 edit.disable_site(*site)
             self.breakpoints.discard(pc)
             return
-        site = self._site_for(pc)
-        if self._is_hooked(pc):
-            self.agent.set_breakpoint_program(site[0], pc, (), ())
+        entry_pc = self._entry_site_of_start(pc)
+        site = self._site_for(pc if entry_pc is None else entry_pc)
+        if self._is_hooked(site[1]):
+            self.agent.set_breakpoint_program(site[0], site[1], (), ())
         else:
             with self._patch_edit() as edit:
                 edit.disable_site(*site)
         self.breakpoints.discard(pc)
+        if entry_pc is not None and self._start_aliases.get(entry_pc) == pc:
+            del self._start_aliases[entry_pc]
 
     # ------------------------------------------------------- watchpoints
 
@@ -1495,6 +1662,8 @@ class StoreTarget:
         entry = self.store.registry.lookup(rip)
         if entry is None:
             raise TargetError(ErrorCode.EPERM, f"rip {rip:#x} is not in this Store's code")
+        if self._entry_site_of_start(rip) is not None:
+            return  # a function's first byte (gdb's inferior calls): _route_resume runs its frame setup
         code = entry.store_code
         offset = code.offset_of(rip)
         point = code.frame_table.sequence_point_at_or_before(offset)
@@ -1714,9 +1883,9 @@ class StoreTarget:
         if convention is None or convention.result is None or convention.result.in_memory:
             return  # MEMORY class: gdb stores nothing either ("the return value ... will be ignored")
         # The hidden first argument: entry 0 of the frame's argument array
-        # (rsi at an ENTRY site, saved at rbp-8 after the prologue, abi.py).
-        array = regfile.gpr[4] if frame.at_entry and frame.index == 0 else \
-            None if frame.at_entry else _read_u64(frame.rbp + abi.FRAME_ARGS_PTR)
+        # (rsi until the end of the prologue, saved at rbp-8 from then on, abi.py).
+        array = regfile.gpr[4] if frame.before_body else \
+            None if frame.rbp is None else _read_u64(frame.rbp + abi.FRAME_ARGS_PTR)
         instance = self._instance_at(regfile.gpr[15])
         if array is None or instance is None or self.region_at(array) is None:
             log.warning("return from %s: its result's memory is unknown, the caller reads it unchanged",
@@ -1867,13 +2036,15 @@ class StoreTarget:
         point = table.sequence_point_at_or_before(new_offset)
         if point is None or point.native_offset != new_offset or table.site_index(new_offset) is None:
             raise TargetError(ErrorCode.EPERM, f"rip {new_rip:#x} is not a sequence point")
-        # The entry site is before the prologue, where this function's frame
-        # does not exist yet: moving there would build a second frame over
-        # this one (and return through one of its slots); moving away from it
-        # would run the body on the caller's frame.
-        if new_offset == new_func.native_start or code.offset_of(old_rip) == old_func.native_start:
-            raise TargetError(ErrorCode.EPERM, "rip cannot move into or out of a function's entry site "
-                                     "(before its prologue); step once first")
+        # Up to the ENTRY site the prologue has not run: rsp is still rbp
+        # (no frame allocated), the locals are not in their slots.  Moving
+        # there would allocate a second frame below this one and copy
+        # arguments from a stale rsi; moving away from there (or from the
+        # frame setup before it) would run the body on an unallocated frame.
+        entry_offset = table.entry_offset(new_func)
+        if new_offset <= entry_offset or code.offset_of(old_rip) <= entry_offset:
+            raise TargetError(ErrorCode.EPERM, "rip cannot move into or out of a function's frame setup or "
+                                     "ENTRY site (before its prologue); step once first")
 
     # ----------------------------------------------------------- memory
 
