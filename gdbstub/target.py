@@ -381,12 +381,13 @@ class StoreTarget:
         self._interrupt_requested = False
         self._kill_requested = False
         self._entry_sites_memo: tuple[tuple, list] | None = None
-        #: ENTRY site pc -> the first byte of its function, for the user
-        #: breakpoints at a function's first byte (``break *f``): there is no
-        #: patch site before ``push rbp; mov rbp, rsp``, so such a breakpoint
-        #: arms the ENTRY site after them and its stop is shown at the first
-        #: byte with the two undone (_process, _show_frame_setup).
-        self._start_aliases: dict[int, int] = {}
+        #: ENTRY site pc -> the user breakpoints in its function's frame
+        #: setup (``break *f`` at its first byte, or one at the ``mov rbp,
+        #: rsp`` after the push): there is no patch site before the ENTRY
+        #: site, so it carries them, and its stop is shown at the first of
+        #: them with the setup undone (_process); a resume runs the setup in
+        #: the stub (_through_frame_setup, _route_resume).
+        self._start_aliases: dict[int, set[int]] = {}
         # (EngineCode, function, range) -> what its instructions may do: a
         # loop's `next`s ask the same few again and again.
         self._calls_and_exits_memo: dict[tuple, tuple[list | None, bool]] = {}
@@ -668,15 +669,16 @@ class StoreTarget:
                 stop = Stop(StopReason.ENTRY, pc, Signal.SIGTRAP)
             elif was_interrupt:
                 stop = Stop(StopReason.INTERRUPT, pc, Signal.SIGINT)
-            elif self._start_aliases.get(pc) in self.breakpoints and raw.regfile.gpr[6] == raw.regfile.gpr[7]:
-                # A breakpoint at the function's first byte (its ENTRY site
-                # carries it): shown there, before `push rbp; mov rbp, rsp`,
-                # as a native breakpoint there stops.  rsp == rbp at the ENTRY
-                # site; [rbp] is the caller's rbp.  A resume runs the two
-                # again (_route_resume).
+            elif self._start_aliases.get(pc) and raw.regfile.gpr[6] == raw.regfile.gpr[7]:
+                # A breakpoint in the function's frame setup (its ENTRY site
+                # carries it): shown at the first one, before `push rbp` (or
+                # before `mov rbp, rsp`), as a native breakpoint there stops.
+                # rsp == rbp at the ENTRY site, [rbp] the caller's rbp.
+                setup_pc = min(self._start_aliases[pc])
                 regs = raw.regfile.gpr
-                regs[6], regs[7] = _read_u64(regs[7]), regs[7] + 8
-                pc = raw.regfile.rip = self._start_aliases[pc]
+                before_push = setup_pc == self._frame_setup_at(setup_pc)[0]
+                regs[6], regs[7] = _read_u64(regs[7]), regs[7] + (8 if before_push else 0)
+                pc = raw.regfile.rip = setup_pc
                 raw.origin = RegisterState(pc, regs[7], regs[6], regs[15])
                 stop = Stop(StopReason.BREAKPOINT, pc, Signal.SIGTRAP)
             elif was_stepping and self._range is not None and self._range[0] <= pc < self._range[1] \
@@ -924,17 +926,15 @@ class StoreTarget:
         if setup is None:
             return False
         start, entry_pc = setup
-        if stepping and range_ is None and regfile.rip == start:
-            self._run_frame_setup(regfile, start, start + abi.FRAME_SETUP_MOV)
-            self._stop_without_running(stopped, StopReason.STEP)
-            return True
-        self._run_frame_setup(regfile, start, entry_pc)
-        if entry_pc in self.breakpoints:
-            self._stop_without_running(stopped, StopReason.BREAKPOINT)
-            return True
-        if stepping and (range_ is None or not range_[0] <= entry_pc < range_[1]):
-            self._stop_without_running(stopped, StopReason.STEP)
-            return True
+        while regfile.rip != entry_pc:
+            self._run_frame_setup(regfile, start, regfile.rip + 1 if regfile.rip == start else entry_pc)
+            pc = regfile.rip
+            if pc in self.breakpoints:
+                self._stop_without_running(stopped, StopReason.BREAKPOINT)
+                return True
+            if stepping and (range_ is None or not range_[0] <= pc < range_[1]):
+                self._stop_without_running(stopped, StopReason.STEP)
+                return True
         return False
 
     def _stop_without_running(self, stopped: _GuestStop, reason: StopReason) -> None:
@@ -1365,14 +1365,16 @@ class StoreTarget:
             # gdbstub.inferior_calls): the call's landing stops there.
             self._stack_breakpoints.add(pc)
             return
-        entry_pc = self._entry_site_of_start(pc)
-        if entry_pc is not None:
-            # The function's first byte: no site before its frame setup, so
-            # its ENTRY site carries the breakpoint (conditions and commands
-            # included: they run there, _process shows the stop at pc).
+        setup = self._frame_setup_at(pc)
+        if setup is not None:
+            # The function's first byte (or its `mov rbp, rsp`): no site runs
+            # before its frame setup, so its ENTRY site carries the
+            # breakpoint (conditions and commands included: they run there;
+            # _process shows the stop at pc).
+            entry_pc = setup[1]
             self._check_shared_entry_site(entry_pc, pc, conditions, commands)
             self._insert_at_site(pc, self._site_for(entry_pc), conditions, commands, registers)
-            self._start_aliases[entry_pc] = pc
+            self._start_aliases.setdefault(entry_pc, set()).add(pc)
             return
         site, carried = self._breakpoint_site(pc)
         if carried:
@@ -1383,16 +1385,16 @@ class StoreTarget:
         self._insert_at_site(pc, site, conditions, commands, registers)
 
     def _check_shared_entry_site(self, entry_pc: int, pc: int, conditions: tuple, commands: tuple) -> None:
-        """A breakpoint at a function's first byte and one at its ENTRY
-        site share the site: both may be plain, but one site runs one
-        program, so neither may have conditions or commands then."""
-        other = entry_pc if pc != entry_pc else self._start_aliases[entry_pc]
-        if other not in self.breakpoints:
-            return
-        if conditions or commands or self._is_hooked(entry_pc):
-            raise TargetError(ErrorCode.EBUSY, f"{pc:#x} and {other:#x} (a function's first byte and its ENTRY "
-                                               f"site) share one patch site: a breakpoint with conditions or "
-                                               f"commands can be at only one of them")
+        """Breakpoints in a function's frame setup and at its ENTRY site
+        share the site: all may be plain, but one site runs one program, so
+        none may have conditions or commands then."""
+        sharing = (self._start_aliases.get(entry_pc, set()) | {entry_pc}) & self.breakpoints
+        others = sorted(sharing - {pc})
+        if others and (conditions or commands or self._is_hooked(entry_pc)):
+            raise TargetError(ErrorCode.EBUSY, f"{pc:#x} shares the ENTRY site {entry_pc:#x} with the breakpoint "
+                                               f"at {others[0]:#x} (one patch site carries breakpoints at a "
+                                               f"function's frame setup and ENTRY site): a breakpoint with "
+                                               f"conditions or commands can be only one of them")
 
     def _insert_at_site(self, pc: int, site: tuple[Any, int], conditions: tuple, commands: tuple,
                         registers: dict | None) -> None:
@@ -1448,7 +1450,7 @@ class StoreTarget:
             self._stack_breakpoints.discard(pc)
             return
         if pc not in self.breakpoints:
-            if pc != self.host_return_pc and self._entry_site_of_start(pc) is None:
+            if pc != self.host_return_pc and self._frame_setup_at(pc) is None:
                 self._breakpoint_site(pc)  # still name a bad address as such
             return
         if pc == self.host_return_pc:
@@ -1464,16 +1466,19 @@ class StoreTarget:
                 edit.disable_site(*site)
             self.breakpoints.discard(pc)
             return
-        entry_pc = self._entry_site_of_start(pc)
-        site = self._site_for(pc if entry_pc is None else entry_pc)
+        setup = self._frame_setup_at(pc)
+        site = self._site_for(pc if setup is None else setup[1])
         if self._is_hooked(site[1]):
             self.agent.set_breakpoint_program(site[0], site[1], (), ())
         else:
             with self._patch_edit() as edit:
                 edit.disable_site(*site)
         self.breakpoints.discard(pc)
-        if entry_pc is not None and self._start_aliases.get(entry_pc) == pc:
-            del self._start_aliases[entry_pc]
+        if setup is not None:
+            aliases = self._start_aliases.get(setup[1], set())
+            aliases.discard(pc)
+            if not aliases:
+                self._start_aliases.pop(setup[1], None)
 
     # ------------------------------------------------------- watchpoints
 

@@ -206,6 +206,11 @@ class GuestHarness:
         return [(self.code.base + p.native_offset, p) for p in self.table.sequence_points(self.function(name))]
 
     def entry_pc(self, name: str) -> int:
+        """The pc of ``name``'s ENTRY site (after its frame setup)."""
+        return self.code.base + self.table.entry_offset(self.function(name))
+
+    def start_pc(self, name: str) -> int:
+        """The pc of ``name``'s first byte (its ``push rbp``)."""
         return self.code.base + self.function(name).native_start
 
     def point_pc(self, name: str, wasm_offset: int, kind=SequencePointKind.INSTRUCTION) -> int:
