@@ -305,7 +305,9 @@ def test_halt_reason_at_entry_expedites_frame_registers(guest):
     assert (kind, signal) == ("T", 5)
     assert pairs["thread"] == "p%x.1" % guest.target.pid
     regs = guest.registers()
-    assert reg_value(pairs["10"]) == guest.func.code_pc == guest.entry_pc("run")
+    # The invoked function's ENTRY site, after its frame setup (its first byte is code_pc).
+    assert reg_value(pairs["10"]) == guest.entry_pc("run")
+    assert guest.func.code_pc == guest.start_pc("run")
     assert pairs["06"] == regs[G_RBP:G_RBP + 8].hex()
     assert pairs["07"] == regs[G_RSP:G_RSP + 8].hex()
     assert "swbreak" not in pairs  # the entry stop is not a breakpoint of the client's
@@ -843,7 +845,7 @@ def test_monitor_commands(guest):
     assert patches.strip() == f"{square:#x} demo.O0!square refs=1 breakpoint"
     table = monitor(guest, "frame-table fact")
     fact = guest.function("fact")
-    assert table.splitlines()[0].startswith(f"fact (wasm function {fact.wasm_index}): {guest.entry_pc('fact'):#x}-")
+    assert table.splitlines()[0].startswith(f"fact (wasm function {fact.wasm_index}): {guest.start_pc('fact'):#x}-")
     point_lines = [line for line in table.splitlines() if " wasm@" in line]
     assert len(point_lines) == len(guest.points("fact"))
     assert all(line.endswith(" site") for line in point_lines)
