@@ -940,13 +940,15 @@ class StoreTarget:
     def _stop_without_running(self, stopped: _GuestStop, reason: StopReason) -> None:
         """Reports ``stopped`` again at its (changed) registers' pc with
         ``reason``, without releasing the guest: it is queued as the next
-        event, as the guest thread would queue a new stop."""
+        event, and announced from another thread, as the guest thread
+        announces a stop (the owner's ``notify`` may answer the client on
+        the announcing thread, under the lock the caller may hold now)."""
         stopped.virtual = reason
         stopped.settled = False
         self._stopped, self._current = None, None
         with self._lock:
             self._pending.insert(0, stopped)
-        self._notify()
+        threading.Thread(target=self._notify, name=f"stop-store{self.pid}", daemon=True).start()
 
     def _resume_step(self) -> None:
         stopped = self._stopped

@@ -556,7 +556,9 @@ def _parameter_locations(name: str, function: str):
                         attribute = die.attributes["DW_AT_location"]
                         PARAMETER_FORMS.add(attribute.form)
                         if attribute.form == "DW_FORM_exprloc":
-                            entries = pieces_by_pc(bytes(attribute.value), func.native_start, func.native_end)
+                            first = next(native for native, wasm, kind in table.point_offsets(func)
+                                         if kind is SequencePointKind.INSTRUCTION)
+                            entries = pieces_by_pc(bytes(attribute.value), func.native_start, func.native_end, first)
                         else:
                             entries = [(e.begin_offset, e.end_offset, bytes(e.loc_expr))
                                        for e in parser.parse_from_attribute(attribute, 4, die=die)
@@ -567,12 +569,25 @@ def _parameter_locations(name: str, function: str):
     raise AssertionError(f"{function} not in {name}")
 
 
-def chosen_at(expr: bytes, pc: int, address_size: int = 4) -> bytes:
+def chosen_at(expr: bytes, pc: int, es: int = 1, address_size: int = 4) -> bytes:
     """The part of a translate.choose_by_pc expression that the pc selects:
     its tests (DW_OP_breg16 0; DW_OP_addr A; DW_OP_lt; DW_OP_bra) run as a
     DWARF evaluator would, then the piece up to its DW_OP_skip (or the end).
-    An expression without tests is its own piece."""
+    An expression without tests is its own piece.  A leading es test
+    (``DW_OP_bregx 50 0; DW_OP_bra``, _Translator._parameter_by_pc) runs with
+    ``es``."""
     at = 0
+    if expr.startswith(FRAME_BASE_IN_REGISTER + b"\x28"):
+        at = len(FRAME_BASE_IN_REGISTER) + 3
+        branch = int.from_bytes(expr[at - 2:at], "little", signed=True)
+        if es:
+            at += branch
+        else:
+            skip_at = at + branch - 3
+            assert expr[skip_at] == 0x2F
+            return expr[at:skip_at]
+        expr = expr[at:]
+        at = 0
     while expr[at:at + 3] == bytes([0x80, 0, 0x03]):
         boundary = int.from_bytes(expr[at + 3:at + 3 + address_size], "little")
         at += 3 + address_size
@@ -592,12 +607,13 @@ def chosen_at(expr: bytes, pc: int, address_size: int = 4) -> bytes:
     return expr[at:end]
 
 
-def pieces_by_pc(expr: bytes, start: int, end: int) -> list[tuple[int, int, bytes]]:
+def pieces_by_pc(expr: bytes, start: int, end: int, first: int | None = None) -> list[tuple[int, int, bytes]]:
     """``(start, end, piece)`` for every pc of [start, end), merged: the
-    location list a choose_by_pc expression stands for."""
+    location list a choose_by_pc expression stands for (es 0 before
+    ``first``, the first wasm instruction, as the stub reports it)."""
     out: list[tuple[int, int, bytes]] = []
     for pc in range(start, end):
-        piece = chosen_at(expr, pc)
+        piece = chosen_at(expr, pc, es=int(first is None or pc >= first))
         if out and out[-1][2] == piece:
             out[-1] = (out[-1][0], pc + 1, piece)
         else:

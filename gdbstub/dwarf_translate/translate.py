@@ -963,7 +963,7 @@ class _Translator:
                 pieces, ready = before
                 pieces.append((ready, context.function.native_end, expr))
                 pieces = [(s, e, x) for s, e, x in pieces if e > s]
-                chosen = choose_by_pc(pieces, self.code_address, self.address_size) \
+                chosen = self._parameter_by_pc(context.function, pieces) \
                     if all(self._is_memory_location(x) for _, _, x in pieces) else None
                 if chosen is not None:
                     out.attributes.append((number, DW_FORM_exprloc, chosen))
@@ -1044,6 +1044,37 @@ class _Translator:
         base = self.code_address
         out.attributes.append((number, DW_FORM_sec_offset, LocList(tuple((base + s, base + e, x) for s, e, x in pieces))))
         self._unit_loclists += 1
+
+    def _parameter_by_pc(self, func, pieces: list[tuple[int, int, bytes]]) -> bytes | None:
+        """One expression for a parameter's ``pieces`` (_before_location:
+        the argument array up to the first wasm instruction, then maybe its
+        wasm local, then its own location).
+
+        Where the function's frame base is es (x32 images, gdbstub
+        .frame_bases), the first boundary is tested on es, not on the pc:
+        the stub reports es 0 exactly until the first wasm instruction
+        (frame_bases.innermost_frame_base), and a caller frame (always past
+        it) has its es from the CFI.  That test holds in lldb too, which
+        leaves DW_OP_addr a file address (lldb DWARFExpression.cpp: only a
+        dereference converts it to a load address), so its DW_OP_lt against
+        rip picks the last piece: right from the parameter's store on,
+        stale between the first wasm instruction and that store (lldb's
+        ``b FUNC`` stops after it, at prologue_end).  gdb relocates
+        DW_OP_addr and reads every piece right.  Elsewhere: choose_by_pc."""
+        first = self._first_instruction(func)
+        es_known = self.address_size == 4 and func.native_start in self.result.frame_base_slots
+        if not es_known or len(pieces) < 2 or pieces[0][0] != func.native_start or pieces[0][1] != first:
+            return choose_by_pc(pieces, self.code_address, self.address_size)
+        rest = choose_by_pc(pieces[1:], self.code_address, self.address_size)
+        if rest is None:
+            return None
+        before = pieces[0][2]
+        skip = bytes([_OP_SKIP]) + len(rest).to_bytes(2, "little", signed=True)
+        branch = bytes([_OP_BRA]) + (len(before) + len(skip)).to_bytes(2, "little", signed=True)
+        if len(rest) >= 0x8000 or len(before) + len(skip) >= 0x8000:
+            return None
+        # es != 0: past the first wasm instruction, the rest; else the argument array.
+        return FRAME_BASE_IN_REGISTER + branch + before + skip + rest
 
     def _is_memory_location(self, expr: bytes) -> bool:
         """``expr`` (a translated expression) is a memory location
