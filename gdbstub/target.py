@@ -669,27 +669,15 @@ class StoreTarget:
                 stop = Stop(StopReason.ENTRY, pc, Signal.SIGTRAP)
             elif was_interrupt:
                 stop = Stop(StopReason.INTERRUPT, pc, Signal.SIGINT)
-            elif self._start_aliases.get(pc) and raw.regfile.gpr[6] == raw.regfile.gpr[7]:
-                # A breakpoint in the function's frame setup (its ENTRY site
-                # carries it): shown at the first one, before `push rbp` (or
-                # before `mov rbp, rsp`), as a native breakpoint there stops.
-                # rsp == rbp at the ENTRY site, [rbp] the caller's rbp.
-                setup_pc = min(self._start_aliases[pc])
-                regs = raw.regfile.gpr
-                before_push = setup_pc == self._frame_setup_at(setup_pc)[0]
-                regs[6], regs[7] = _read_u64(regs[7]), regs[7] + (8 if before_push else 0)
-                pc = raw.regfile.rip = setup_pc
-                raw.origin = RegisterState(pc, regs[7], regs[6], regs[15])
-                stop = Stop(StopReason.BREAKPOINT, pc, Signal.SIGTRAP)
             elif was_stepping and self._range is not None and self._range[0] <= pc < self._range[1] \
-                    and pc not in self.breakpoints:
+                    and pc not in self.breakpoints and not self._start_aliases.get(pc):
                 self._resume_step()  # vCont;r: keep stepping while inside the range
                 return None
-            elif pc in self.breakpoints and not was_stepping:
+            elif (pc in self.breakpoints or self._start_aliases.get(pc)) and not was_stepping:
                 stop = Stop(StopReason.BREAKPOINT, pc, Signal.SIGTRAP)
             elif was_stepping:
                 stop = Stop(StopReason.STEP, pc, Signal.SIGTRAP)
-            elif pc in self.breakpoints:
+            elif pc in self.breakpoints or self._start_aliases.get(pc):
                 stop = Stop(StopReason.BREAKPOINT, pc, Signal.SIGTRAP)
             else:
                 if pc in self._carried and self._watch_on_resume(raw):
@@ -705,11 +693,43 @@ class StoreTarget:
                 log.debug("stop at %#x not reported", pc)
                 self._release()
                 return None
+            self._show_before_frame_setup(raw, stop)
         if hit is not None and stop.reason == StopReason.BREAKPOINT:
             stop.note = hit.condition_note()
         self._range = None
         self._current = stop
         return stop
+
+    def _show_before_frame_setup(self, raw: _GuestStop, stop: Stop) -> None:
+        """A stop at an ENTRY site that stands for the function's first byte
+        is shown there, before its `push rbp; mov rbp, rsp` (codemem.abi
+        "Function layout"), as natively: a step into the function and the
+        session's first stop (a function is entered at its first byte), and
+        a breakpoint in the frame setup (``break *f``, carried by the ENTRY
+        site: shown at the first of them).  Only a breakpoint at the ENTRY
+        site itself, a watch hit and a call's return stay where they are.
+        The registers are rewritten as before the setup (at the ENTRY site
+        rsp == rbp and [rbp] is the caller's rbp); a resume runs it again
+        (_through_frame_setup, _route_resume)."""
+        if stop.reason not in (StopReason.BREAKPOINT, StopReason.STEP, StopReason.ENTRY, StopReason.INTERRUPT):
+            return
+        pc = stop.pc
+        aliases = self._start_aliases.get(pc)
+        if stop.reason is StopReason.BREAKPOINT and not aliases:
+            return
+        regs = raw.regfile.gpr
+        if regs[6] != regs[7]:
+            return
+        entry = self.store.registry.lookup(pc)
+        func = entry.function_at(pc) if entry is not None else None
+        if func is None or entry.store_code.base + entry.store_code.frame_table.entry_offset(func) != pc:
+            return
+        start = entry.store_code.base + func.native_start
+        shown = min(aliases) if stop.reason is StopReason.BREAKPOINT else start
+        saved_rbp = _read_u64(regs[7])
+        regs[6], regs[7] = saved_rbp, regs[7] + (8 if shown == start else 0)
+        raw.regfile.rip = stop.pc = shown
+        raw.origin = RegisterState(shown, regs[7], regs[6], regs[15])
 
     def _show_displaced_stop(self, regfile) -> None:
         """A stop at a displaced block's stop call is shown at the instruction
@@ -943,6 +963,9 @@ class StoreTarget:
         event, and announced from another thread, as the guest thread
         announces a stop (the owner's ``notify`` may answer the client on
         the announcing thread, under the lock the caller may hold now)."""
+        if self._agent is not None:
+            self._agent.before_resume()  # as a resume would: the access sites are hooked from here on
+        self._finish_stop_edit()
         stopped.virtual = reason
         stopped.settled = False
         self._stopped, self._current = None, None

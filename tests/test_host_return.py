@@ -67,9 +67,9 @@ def test_the_host_return_pc_is_the_entry_thunks_ret(low):
     thunk = low.store.ctx.entry_thunk
     assert low.target.host_return_pc == thunk + 2 and ENTRY_THUNK_CODE[2] == 0xC3
     # It is the outermost frame's return address, as a debugger unwinds it
-    # (stopped at the ENTRY site: the frame is set up, the address at rbp+8).
-    rbp = low.registers()["rbp"]
-    assert struct.unpack("<Q", low.target.read_memory(rbp + 8, 8))[0] == low.target.host_return_pc
+    # (shown at the function's first byte: the address at rsp).
+    rsp = low.registers()["rsp"]
+    assert struct.unpack("<Q", low.target.read_memory(rsp, 8))[0] == low.target.host_return_pc
 
 
 def test_a_breakpoint_at_the_host_return_stops_there_before_the_exit(low):
