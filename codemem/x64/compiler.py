@@ -262,16 +262,26 @@ class _Chunk:
 
 def _link(info: ModuleInfo, debug: bool, chunks: list[_Chunk]) -> CompiledModule:
     """The image and frame table of ``chunks`` (runs in function order):
-    their code one after the other (each on 32 bytes, as a function starts),
-    calls between runs resolved, then the veneers."""
+    their code one after the other, calls between runs resolved, then the
+    veneers.  A chunk was compiled from offset 0, so its first function is
+    at FUNCTION_START_PHASE after 0xCC padding: it goes at the 32-byte
+    multiple ``base`` that puts that function where one process would have
+    (the next FUNCTION_START_PHASE offset), and the part of its padding
+    before the previous chunk's end is left out."""
     code = bytearray()
     builder = FrameTableBuilder(debug=debug)
     bases, starts, sites, trap_calls = [], [], array("I"), array("I")
     for chunk in chunks:
-        code += b"\xcc" * (-len(code) & (_BRANCH_BOUNDARY - 1))
-        base = len(code)
+        base = (len(code) + _function_start_padding(len(code))) - FUNCTION_START_PHASE
+        if base >= len(code):
+            code += b"\xcc" * (base - len(code))
+            code += chunk.code
+        else:
+            overlap = len(code) - base  # padding of the chunk's already in place
+            assert chunk.code[:overlap] == b"\xcc" * overlap
+            code += chunk.code[overlap:]
+        assert base % _BRANCH_BOUNDARY == 0
         bases.append(base)
-        code += chunk.code
         starts += map(base.__add__, chunk.starts)
         sites += array("I", map(base.__add__, chunk.sites)) if base else chunk.sites
         trap_calls += array("I", map(base.__add__, chunk.trap_calls)) if base else chunk.trap_calls
