@@ -586,6 +586,8 @@ def chosen_at(expr: bytes, pc: int, es: int = 1, address_size: int = 4) -> bytes
             skip_at = at + branch - 3
             assert expr[skip_at] == 0x2F
             return expr[at:skip_at]
+    if expr.endswith(b"\x96") and len(expr) > 1:
+        expr = expr[:-1]  # the DW_OP_nop choose_by_pc ends with (the skips' target)
         expr = expr[at:]
         at = 0
     while expr[at:at + 3] == bytes([0x80, 0, 0x03]):
@@ -601,7 +603,7 @@ def chosen_at(expr: bytes, pc: int, es: int = 1, address_size: int = 4) -> bytes
     # A piece ends at its DW_OP_skip (the last piece has none).
     for candidate in range(at, len(expr) - 2):
         if expr[candidate] == 0x2F and candidate + 3 + int.from_bytes(expr[candidate + 1:candidate + 3], "little",
-                                                                      signed=True) == len(expr):
+                                                                      signed=True) in (len(expr), len(expr) + 1):
             end = candidate
             break
     return expr[at:end]

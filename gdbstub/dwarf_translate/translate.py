@@ -253,7 +253,7 @@ def clip_shared_homes(lists: list[LocList]) -> list[LocList]:
 
 
 #: DWARF 5 section 7.7.1 opcodes choose_by_pc writes or must not embed.
-_OP_ADDR, _OP_LT, _OP_SKIP, _OP_BRA, _OP_BREG16 = 0x03, 0x2D, 0x2F, 0x28, 0x80
+_OP_ADDR, _OP_LT, _OP_SKIP, _OP_BRA, _OP_BREG16, _OP_NOP = 0x03, 0x2D, 0x2F, 0x28, 0x80, 0x96
 #: Operations that make an expression something other than a memory
 #: location description (DWARF 5 section 2.6.1.1): a register (DW_OP_reg0..31,
 #: DW_OP_regx), an implicit value or pointer, a composite.  Such a location
@@ -273,7 +273,13 @@ def choose_by_pc(pieces: list[tuple[int, int, bytes]], code_address: int, addres
         ...
         PIECE_1;    DW_OP_skip -> END
         PIECE_0
-        END:
+        END: DW_OP_nop
+
+    (The final DW_OP_nop gives the skips a target that is an operation:
+    gdb 13's agent-expression compiler, which compiles a breakpoint
+    condition's variable reads, maps branch targets through the operations'
+    offsets only, dwarf2/loc.c compile_dwarf_to_ax, and a branch to the very
+    end became a goto to an arbitrary offset.)
 
     (register 16 is the return address column, rip, System V AMD64 psABI
     3.6.2; DW_OP_lt compares signed, DWARF 5 section 2.5.1.4, and a
@@ -326,7 +332,7 @@ def choose_by_pc(pieces: list[tuple[int, int, bytes]], code_address: int, addres
                 return None
             out += bytes([_OP_SKIP]) + offset.to_bytes(2, "little", signed=True)
     assert len(out) == end
-    return bytes(out)
+    return bytes(out) + bytes([_OP_NOP])
 
 
 def _is_slot_home(expr: bytes) -> bool:
@@ -1073,7 +1079,11 @@ class _Translator:
         branch = bytes([_OP_BRA]) + (len(before) + len(skip)).to_bytes(2, "little", signed=True)
         if len(rest) >= 0x8000 or len(before) + len(skip) >= 0x8000:
             return None
-        # es != 0: past the first wasm instruction, the rest; else the argument array.
+        # es != 0: past the first wasm instruction, the rest; else the
+        # argument array.  The skip's target is an operation (choose_by_pc).
+        if not rest.endswith(bytes([_OP_NOP])):
+            rest += bytes([_OP_NOP])
+        skip = bytes([_OP_SKIP]) + (len(rest) - 1).to_bytes(2, "little", signed=True)
         return FRAME_BASE_IN_REGISTER + branch + before + skip + rest
 
     def _is_memory_location(self, expr: bytes) -> bool:
