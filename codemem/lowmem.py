@@ -39,7 +39,7 @@ from .native import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, ffi, lib
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CALL_LANDING_OFFSET", "ENTRY_THUNK_CODE", "ENTRY_THUNK_PAGE_CODE_SIZE", "FRAME_BASE_WINDOW",
+__all__ = ["CALL_LANDING_OFFSET", "ENTRY_THUNK_CODE", "ENTRY_THUNK_RETURN_OFFSET", "ENTRY_THUNK_PAGE_CODE_SIZE", "FRAME_BASE_WINDOW",
            "FRAME_BASE_WINDOW_START", "LOW_CEILING", "LOW_FLOOR", "LowAddressSpace", "LowHeap", "LowMemoryExhausted",
            "call_landing_address", "entry_thunk_address", "low_address_space"]
 
@@ -228,19 +228,26 @@ def low_address_space() -> LowAddressSpace:
         return _process_space
 
 
-#: The entry thunk (csrc cm_enter's ``entry_thunk``): ``call rdi; ret``. The
-#: outermost guest frame returns to its ``ret``, below 4 GiB, where an x32
+#: The entry thunk (csrc cm_enter's ``entry_thunk``): ``call rdi; nop; ret``.
+#: The outermost guest frame returns to its ``nop``, below 4 GiB, where an x32
 #: debug image can describe it (an FDE with an undefined return address ends
-#: the backtrace there, as the runtime image's does for cm_enter).
-ENTRY_THUNK_CODE = b"\xff\xd7\xc3"
+#: the backtrace there, as the runtime image's does for cm_enter).  The
+#: ``nop`` is for gdb: in a frame 0 whose pc is a ``ret`` of code without a
+#: GCC compile unit, amd64's epilogue unwinder (amd64-tdep.c
+#: ``amd64_stack_frame_destroyed_p``) takes precedence over the FDE and
+#: unwinds into the host's stack (seen when gdb stops there after a
+#: ``return`` out of the outermost frame).
+ENTRY_THUNK_CODE = b"\xff\xd7\x90\xc3"
+#: Offset in the thunk of the outermost guest frame's return address.
+ENTRY_THUNK_RETURN_OFFSET = 2
 
 #: Offset in the thunk page of the inferior-call landing (csrc
 #: cm_call_landing_address has the same for Stores placed anywhere): the
 #: return address a debugger pushes for an inferior call, a permanent
 #: breakpoint.  Layout of the page's code::
 #:
-#:     0   ff d7 c3               call rdi; ret            (the entry thunk)
-#:     3   cc x5
+#:     0   ff d7 90 c3            call rdi; nop; ret       (the entry thunk)
+#:     4   cc x4
 #:     8   e8 <rel32 to 16>       call veneer              (the landing: a
 #:    13   eb f9                  jmp 8                     5-byte call, so the
 #:    15   cc                                               trampoline's stop pc

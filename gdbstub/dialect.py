@@ -249,9 +249,15 @@ class NativeDialect(Dialect):
         stop = target.current_stop
         memo = self._innermost_memo
         if memo is None or memo[0] is not target or memo[1] is not stop or memo[2] != self._writes:
-            frames = target.frames(limit=1)
-            value = frame_bases.innermost_frame_base(frames[0], self._frame_base_slot, _stack_reader(target)) \
-                if frames else 0
+            try:
+                frames = target.frames(limit=1)
+                value = frame_bases.innermost_frame_base(frames[0], self._frame_base_slot, _stack_reader(target)) \
+                    if frames else 0
+            except TargetError:
+                # Registers a debugger is rewriting one by one (gdb's `return`
+                # writes rbp, then rsp, then rip) need not describe a frame
+                # until the last write: no frame, no frame base.
+                value = 0
             memo = self._innermost_memo = (target, stop, self._writes,
                                            {arch_amd64.ES_REGNUM: value.to_bytes(4, "little")})
         return memo[3]

@@ -192,6 +192,14 @@ def sysv_argument_values(params, gpr, xmm_low64, stack_word) -> list[int]:
     return [arguments.scalar(valtype) for valtype in params]
 
 
+def sysv_result_value(valtype, gpr, xmm_low64) -> int:
+    """Result 0 of a function as System V returns it, where gdb's ``return
+    VALUE`` writes it (amd64-tdep.c ``amd64_return_value``): an
+    integer-class value (i32, i64, references) in rax, an f32/f64 in xmm0
+    (its low 64 bits); as an 8-byte slot value (abi.py)."""
+    return xmm_low64(0) if valtype in _FLOAT_TYPES else gpr[0]
+
+
 def linear_area_size(abi: FunctionAbi | None) -> int:
     """Bytes of linear memory a call of a function with ``abi`` needs below
     the C stack pointer: a 16-byte aligned place per aggregate argument

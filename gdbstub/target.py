@@ -66,17 +66,18 @@ from codemem import displaced
 from codemem.code import PatchEdit
 from codemem.errors import CodeMemoryError, CompileError, Trap
 from codemem.frametable import MirrorSource, SequencePointKind
-from codemem.lowmem import ENTRY_THUNK_CODE, ENTRY_THUNK_PAGE_CODE_SIZE, LOW_FLOOR, call_landing_address
+from codemem.lowmem import ENTRY_THUNK_PAGE_CODE_SIZE, ENTRY_THUNK_RETURN_OFFSET, LOW_FLOOR, call_landing_address
 from codemem.native import ffi, lib
 from codemem.registry import ModuleWithCode
 from codemem.runtime import trap_for_code
 from codemem.wasm.binary import read_uleb
+from codemem.wasm.types import ValType
 
 from . import arch_amd64, guest_output
 from .agent import SiteAgent, WatchPlace
 from .c_abi import return_registers, returned_bytes
 from .inferior_calls import (LINEAR_RED_ZONE, CallSetupError, InferiorCall, RegisterState, linear_area_size,
-                             lowered_stack_pointer, pack_plan, plan_call)
+                             lowered_stack_pointer, pack_plan, plan_call, sysv_result_value)
 from .protocol.replies import ErrorCode, Signal
 
 log = logging.getLogger(__name__)
@@ -451,7 +452,7 @@ class StoreTarget:
     def _run_guest(self) -> Exited:
         try:
             vals = self.func.call_vals(self.args)
-            self._stop_at_host_return()
+            self._stop_at_host_return(vals)
             exited = Exited(status=0, results=[v.value for v in vals])
         except Trap as trap:
             signal = _trap_signal(trap.code) if trap.code is not None else int(Signal.SIGILL)
@@ -465,14 +466,14 @@ class StoreTarget:
 
     @property
     def host_return_pc(self) -> int | None:
-        """Where the invoked function returns to the host: the ``ret`` after
-        the low entry thunk's ``call rdi`` (codemem.lowmem), which a debugger
+        """Where the invoked function returns to the host: after the low
+        entry thunk's ``call rdi`` (codemem.lowmem), which a debugger
         sees as the return address of the outermost frame; None for a Store
         placed anywhere (its outermost frame returns into cm_enter)."""
         thunk = self.store.ctx.entry_thunk
-        return thunk + ENTRY_THUNK_CODE.index(0xC3) if thunk else None
+        return thunk + ENTRY_THUNK_RETURN_OFFSET if thunk else None
 
-    def _stop_at_host_return(self) -> None:
+    def _stop_at_host_return(self, results: list) -> None:
         """On the guest thread, after the invoked function returned normally:
         with a breakpoint at :attr:`host_return_pc` (gdb puts one there to
         watch a local of the outermost frame go out of scope, lldb-22 for any
@@ -480,7 +481,9 @@ class StoreTarget:
         and wait for the controller.  The registers are what the guest left
         there (csrc cm_enter: rsp 16-aligned below the stack top, minus the
         return address ``call r9`` pushed; rbp 0, which ends the rbp chain;
-        r15 the instance context); the rest is zero."""
+        r15 the instance context; result 0 (the Vals ``results``) in rax or
+        xmm0, where every guest function leaves it (abi.py "Results") and a
+        debugger's ``finish`` reads it); the rest is zero."""
         pc = self.host_return_pc
         with self._lock:
             if pc is None or pc not in self.breakpoints or not self.debugging or self._kill_requested:
@@ -491,6 +494,10 @@ class StoreTarget:
             regfile.gpr[_GPR_INDEX["r15"]] = self.instance.vmctx_address
             regfile.rflags = 0x202  # IF, and bit 1 (always set)
             regfile.mxcsr = 0x1F80  # the default (all exceptions masked)
+            if results and results[0].type in (ValType.F32, ValType.F64):
+                ffi.memmove(regfile.xmm[0], struct.pack("<Q", results[0].bits), 8)
+            elif results and results[0].ref is None:
+                regfile.gpr[_GPR_INDEX["rax"]] = results[0].bits
             stop = _HostReturnStop(regfile)
             self._pending.append(stop)
         self._notify()
@@ -1590,7 +1597,11 @@ class StoreTarget:
                                                        f"after a trap")
         if new_gpr[7] != old_gpr[7]:
             self._check_new_rsp(stopped, new_gpr[7])
-        if new_gpr[6] != old_gpr[6] and not self._on_stack(new_gpr[6]):
+        # rbp 0 ends the rbp chain where the outermost frame returns to the
+        # host (cm_enter clears it): gdb's `return` out of that frame writes
+        # it; _settle_registers checks the whole state before a resume.
+        if new_gpr[6] != old_gpr[6] and not self._on_stack(new_gpr[6]) \
+                and not (new_gpr[6] == 0 and self.host_return_pc is not None):
             raise TargetError(ErrorCode.EPERM, f"rbp {new_gpr[6]:#x} is not on the guest's stack")
         if new_gpr[15] != old_gpr[15] and not any(
                 instance.vmctx_address == new_gpr[15] for instance in self.store.instances):
@@ -1609,7 +1620,7 @@ class StoreTarget:
                 struct.pack_into("<Q", new_regfile, arch_amd64.REGFILE_RIP_OFFSET, entry_pc)
                 new_regfile = bytes(new_regfile)
                 new_rip = entry_pc
-            self._check_possible_rip(new_rip)
+            self._check_possible_rip(new_rip, stopped)
         if (old_gpr[17] ^ new_gpr[17]) & ~_RFLAGS_WRITABLE:
             raise TargetError(ErrorCode.EPERM, "only the arithmetic flags of rflags can be written")
         mxcsr = struct.unpack_from("<I", new_regfile, arch_amd64.REGFILE_MXCSR_OFFSET)[0]
@@ -1684,10 +1695,15 @@ class StoreTarget:
             return None  # null, or a host function
         return target
 
-    def _check_possible_rip(self, rip: int) -> None:
+    def _check_possible_rip(self, rip: int, stopped: _GuestStop) -> None:
         """A pc the guest may resume at in some state: a site of this
-        Store's code, the current stop's non-site pc, or the call landing."""
+        Store's code, the current stop's non-site pc, the call landing, or
+        the host's return address of the outermost guest frame (gdb's
+        ``return`` out of it)."""
         if rip in (self.call_landing, self._displaced_stop) or any(call.return_address == rip for call in self._calls):
+            return
+        host = self._host_return(stopped.origin)
+        if host is not None and host[1][0] == rip:
             return
         entry = self.store.registry.lookup(rip)
         if entry is None:
@@ -1750,6 +1766,9 @@ class StoreTarget:
                                                    f"{state.rbp:#x}, r15 {state.r15:#x}) are neither this frame, a "
                                                    f"frame above it, an inferior call nor the state before one")
             self._store_aggregate_return(origin, state, regfile)
+            host = self._host_return(origin)
+            if host is not None and host[1] == (state.rip, state.rsp, state.rbp):
+                self._return_to_host(host[0], regfile)
         if any(call.return_address == regfile.rip for call in self._calls):
             # At gdb's dummy breakpoint (on the stack): the guest waits at
             # the landing, which stops again at once.
@@ -1912,10 +1931,8 @@ class StoreTarget:
         convention = self.function_abi(frame.entry, frame.func)
         if convention is None or convention.result is None or convention.result.in_memory:
             return  # MEMORY class: gdb stores nothing either ("the return value ... will be ignored")
-        # The hidden first argument: entry 0 of the frame's argument array
-        # (rsi until the end of the prologue, saved at rbp-8 from then on, abi.py).
-        array = regfile.gpr[4] if frame.before_body else \
-            None if frame.rbp is None else _read_u64(frame.rbp + abi.FRAME_ARGS_PTR)
+        # The hidden first argument: entry 0 of the frame's argument array.
+        array = self._argument_array(frame, regfile)
         instance = self._instance_at(regfile.gpr[15])
         if array is None or instance is None or self.region_at(array) is None:
             log.warning("return from %s: its result's memory is unknown, the caller reads it unchanged",
@@ -1929,6 +1946,58 @@ class StoreTarget:
             _raw_write(self._linear_memory(instance, _read_u64(array) & 0xFFFFFFFF, len(data)), data)
         except TargetError as e:
             log.warning("return from %s: its result cannot be stored: %s", frame.func_name, e)
+
+    @staticmethod
+    def _argument_array(frame: walker.Frame, regfile) -> int | None:
+        """The address of ``frame``'s argument (and result) array: rsi until
+        the end of the prologue (an innermost frame before its first wasm
+        instruction, frame setup included), saved at rbp-8 from then on
+        (abi.py); None when it is unknown."""
+        if frame.before_body:
+            return regfile.gpr[4]
+        if frame.rbp is None:
+            return None
+        return _read_u64(frame.rbp + abi.FRAME_ARGS_PTR)
+
+    def _host_return(self, origin: RegisterState | None) -> tuple[walker.Frame, tuple[int, int, int]] | None:
+        """The outermost guest frame of the stop at ``origin`` and the state
+        (pc, rsp, rbp) in which it returns to the host, at the entry thunk's
+        ``ret`` (:attr:`host_return_pc`); None when it returns elsewhere (a
+        debugger's inferior-call landing) or the Store has no entry thunk."""
+        if origin is None or self.host_return_pc is None:
+            return None
+        registry, stack = self.store.registry, self.store.ctx.stack
+        frames = walker.walk(registry, stack, origin.rip, origin.rbp, origin.rsp)
+        unwound = walker.unwound_states(registry, stack, origin.rip, origin.rbp, origin.rsp)
+        if not frames or len(unwound) != len(frames) or unwound[-1][0] != self.host_return_pc:
+            return None
+        return frames[-1], unwound[-1]
+
+    def _return_to_host(self, frame: walker.Frame, regfile) -> None:
+        """gdb's ``return`` (or ``return VALUE``) out of the outermost guest
+        frame, settled before the resume: the invocation ends there with
+        the value gdb wrote where System V returns it.  The host reads the
+        results from the frame's argument array (abi.py, cm_enter), so
+        result 0 is stored there; a function with more results keeps the
+        others as they are.  The trampolines resume at rip + 5 (rip is a
+        patch site, which is a no-op: csrc/codemem_rt.c cm_resume_regfile),
+        so rip is set 5 bytes before the thunk's ``ret``, which then returns
+        to cm_enter with rsp as gdb popped it."""
+        func_type = frame.entry.module.info.all_func_types[frame.func.wasm_index]
+        if func_type.results:
+            array = self._argument_array(frame, regfile)
+            value = sysv_result_value(func_type.results[0], list(regfile.gpr),
+                                      lambda k: struct.unpack_from("<Q", bytes(regfile.xmm[k]))[0])
+            if array is None or not (self._on_stack(array) or any(
+                    start <= array <= start + size - 8 for start, size in self.store.argument_regions())):
+                log.warning("return from %s: its result array is unknown, the host reads it unchanged",
+                            frame.func_name)
+            else:
+                _raw_write(array, struct.pack("<Q", value))
+            if len(func_type.results) > 1:
+                log.warning("return from %s: only its first result is set (System V returns one)",
+                            frame.func_name)
+        regfile.rip -= 5
 
     def _is_unwound_state(self, origin: RegisterState, state: RegisterState) -> bool:
         if state.r15 != origin.r15:
@@ -1944,6 +2013,10 @@ class StoreTarget:
             # A return point of a guest frame, or the landing the outermost
             # frame returns to (gdb's `return` out of a called function).
             if pc in shown.values() or pc == self.call_landing or self.store.registry.lookup(pc) is not None:
+                return True
+            # The host's return address of the outermost frame (gdb's
+            # `return` out of the invoked function): the invocation ends.
+            if k == len(unwound) - 1 and pc == self.host_return_pc:
                 return True
         return False
 

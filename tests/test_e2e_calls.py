@@ -279,3 +279,41 @@ def test_lldb_native_view_shows_the_arguments_at_a_functions_first_instruction(t
     values = re.findall(r"\((int|long long|float|double)\) ([a-e]) = (\S+)", run.output)
     assert values[-5:] == [("int", "a", "3"), ("long long", "b", "25769803781"), ("float", "c", "1.5"),
                            ("double", "d", "4.5"), ("int", "e", "6")], run
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("from_frame", ["outermost", "a frame below it"])
+def test_return_out_of_the_invoked_function_ends_the_invocation_with_the_value(tmp_path, from_frame):
+    """gdb's ``return VALUE`` out of the outermost guest frame (at the first
+    stop, or after ``up`` from a breakpoint in a callee: gdb pops every frame
+    up to the host's): the backtrace ends at the entry thunk (``cm_enter``,
+    not frames of the host's stack), and the host gets the value as the
+    invoked function's result."""
+    setup = [] if from_frame == "outermost" else ["break twice", "continue", "up"]
+    commands = setup + ["return 42", "bt", "continue"]
+    stub = StubProcess.start(tmp_path / "stub", example("calls.O0"), invoke="calls_run", args=["3"])
+    try:
+        run = run_gdb_on_stub(stub, commands)
+        stub.wait(30)
+    finally:
+        stub.kill()
+    assert not run.timed_out, run
+    text = dict(command_outputs(run, commands))
+    assert normalize(text["bt"]).strip() == "#0 ADDR in cm_enter ()", run
+    assert "exited normally" in run.output, run
+    assert "Could not write" not in run.output and "SIGSEGV" not in run.output, run
+    assert [line.strip() for line in stub.output_after_banner if line.strip()] == ["42"], run
+
+
+@pytest.mark.timeout(120)
+def test_lldb_thread_return_out_of_the_invoked_function_ends_the_invocation_with_the_value(tmp_path):
+    stub = StubProcess.start(tmp_path / "stub", example("calls.O0"), invoke="calls_run", args=["3"])
+    try:
+        run = run_lldb(stub, ["thread return 9", "bt", "process continue"])
+        stub.wait(30)
+    finally:
+        stub.kill()
+    assert not run.timed_out, run
+    assert re.search(r"frame #0: 0x[0-9a-f]+ codemem-runtime\.elf`cm_enter \+ 2\n", run.output), run
+    assert "exited with status = 0" in run.output, run
+    assert [line.strip() for line in stub.output_after_banner if line.strip()] == ["9"], run

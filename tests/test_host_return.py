@@ -1,12 +1,13 @@
 """StoreTarget: a breakpoint where the invoked function returns to the host.
 
 The outermost guest frame of a low Store returns into the entry thunk
-(codemem.lowmem: ``call rdi; ret``), so a debugger takes the thunk's ``ret``
+(codemem.lowmem: ``call rdi; nop; ret``), so a debugger takes the thunk's ``ret``
 for that frame's caller resume address.  gdb inserts a breakpoint there to see
 a watched local of the outermost frame go out of scope, lldb-22 for every
 variable watchpoint set in it.  The target honours it: the return stops
 there, with the registers the guest left (rsp just above the stack top's
-return address, rbp 0, r15 the instance context), before the exit.
+return address, rbp 0, r15 the instance context, the result in rax), before
+the exit.
 """
 from __future__ import annotations
 
@@ -63,9 +64,11 @@ def low():
     t.close()
 
 
-def test_the_host_return_pc_is_the_entry_thunks_ret(low):
+def test_the_host_return_pc_is_after_the_entry_thunks_call_and_no_ret(low):
     thunk = low.store.ctx.entry_thunk
-    assert low.target.host_return_pc == thunk + 2 and ENTRY_THUNK_CODE[2] == 0xC3
+    assert low.target.host_return_pc == thunk + 2 and ENTRY_THUNK_CODE[:2] == b"\xff\xd7"
+    # Not a `ret`: gdb's amd64 epilogue unwinder would take that frame over.
+    assert ENTRY_THUNK_CODE[2] != 0xC3
     # It is the outermost frame's return address, as a debugger unwinds it
     # (shown at the function's first byte: the address at rsp).
     rsp = low.registers()["rsp"]
@@ -82,6 +85,7 @@ def test_a_breakpoint_at_the_host_return_stops_there_before_the_exit(low):
     top = low.store.ctx.stack.top
     assert regs["rip"] == pc and regs["rbp"] == 0 and regs["rsp"] == (top & ~15) - 8
     assert regs["r15"] == low.instance.vmctx_address
+    assert regs["rax"] == 505  # result 0, where gdb's and lldb's `finish` read it
     assert low.target.frames() == []  # no wasm frame is left
     low.target.remove_breakpoint(pc)
     low.target.resume()
