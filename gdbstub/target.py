@@ -954,7 +954,10 @@ class StoreTarget:
             return False
         start, entry_pc = setup
         while regfile.rip != entry_pc:
-            self._run_frame_setup(regfile, start, regfile.rip + 1 if regfile.rip == start else entry_pc)
+            try:
+                self._run_frame_setup(regfile, start, regfile.rip + 1 if regfile.rip == start else entry_pc)
+            except TargetError as e:
+                raise ResumeRefused(e.code, str(e)) from None
             pc = regfile.rip
             if pc in self.breakpoints:
                 self._stop_without_running(stopped, StopReason.BREAKPOINT)
