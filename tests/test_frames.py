@@ -11,6 +11,8 @@ import struct
 import pytest
 
 from codemem import frames as walker
+from gdbstub.protocol.agentexpr import parse_agent_expr
+from gdbstub.target import TargetError
 from test_session import GuestHarness, demo_module  # noqa: F401 (fixture)
 
 SUM_CALL_SQUARE = 0x107      # sum_of_squares: call $square (6 bytes: padded LEB)
@@ -145,3 +147,24 @@ def test_monitor_backtrace_shows_the_calls(guest):
     assert lines[0].startswith("#0 ") and "square" in lines[0]
     assert lines[1].startswith("#1 ") and "sum_of_squares" in lines[1] and f"wasm@{SUM_CALL_SQUARE:#x}" in lines[1]
     assert lines[2].startswith("#2 ") and "run" in lines[2] and f"wasm@{RUN_CALL_SUM:#x}" in lines[2]
+
+
+def test_breakpoints_at_a_first_byte_and_its_entry_site_share_one_site_and_one_program(guest):
+    """The ENTRY site carries breakpoints at the function's first byte and
+    `mov rbp, rsp` as well as its own: plain ones all stop (first byte
+    first, then each on the way), but the site runs one program, so a
+    condition is refused while another of them is set (EBUSY naming it)."""
+    start, entry = guest.start_pc("square"), guest.entry_pc("square")
+    for pc in (start, start + 1, entry):
+        assert guest.ask(b"Z0,%x,1" % pc) == b"OK"
+    for expected in (start, start + 1, entry):
+        guest.resume(b"c")
+        assert registers(guest)[0] == expected
+    true = parse_agent_expr(b"\x22\x01\x27")
+    with pytest.raises(TargetError, match=f"shares the ENTRY site {entry:#x}"):
+        guest.target.insert_breakpoint(start, conditions=(true,))
+    for pc in (start + 1, entry):
+        assert guest.ask(b"z0,%x,1" % pc) == b"OK"
+    guest.target.insert_breakpoint(start, conditions=(true,))  # alone now: accepted
+    assert guest.ask(b"z0,%x,1" % start) == b"OK"
+    assert guest.code.enabled_site_offsets() == []
