@@ -98,7 +98,7 @@ class MirrorSource(enum.IntEnum):
 class SequencePointKind(enum.IntEnum):
     INSTRUCTION = 0  # before a wasm instruction
     RETURN_POINT = 1  # right after a call returns
-    ENTRY = 2  # the function's first byte, before the prologue
+    ENTRY = 2  # after the frame setup (push rbp; mov rbp, rsp), before the prologue
 
 
 _KINDS = tuple(SequencePointKind)  # kind number -> member, by index

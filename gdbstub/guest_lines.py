@@ -18,9 +18,9 @@ rows that are not statement starts add none, and a row of the same line as the
 one before it is merged into it (every row boundary ends a debugger's step
 range). Plus, per function:
 
-* its ENTRY site (first byte, before the native prologue) carries the
-  function's first line, so ``break FUNC`` and a pc stopped at the entry have a
-  line;
+* its first byte (``push rbp; mov rbp, rsp``, then the ENTRY site, before
+  the native prologue; codemem.abi "Function layout") carries the function's
+  first line, so ``break FUNC`` and a pc stopped at the entry have a line;
 * a row at a ``loop`` instruction goes to the next point (:func:`is_loop_entry`);
 * the guest's ``prologue_end`` flag is kept: gdb 13 places ``break FUNC`` at
   the first row so flagged (symtab.c ``skip_prologue_using_linetable``), which
