@@ -53,8 +53,11 @@ Frames (what the frame table describes)
 
 Function layout (debug)::
 
-    f:   0f 1f 44 00 00      ENTRY site (first byte of the function)
-         push rbp; mov rbp, rsp
+    f:   55                  push rbp             (f = 28 mod 32)
+    f+1: 48 89 e5            mov rbp, rsp
+    f+4: 0f 1f 44 00 00      ENTRY site, on 32 bytes: the frame exists here
+                             (return address at [rbp+8]); debug off: the ENTRY
+                             point, no site
          stack check BEFORE allocating: rsp-(frame_size+STACK_CHECK_EXTRA) vs
            [cm_stack_ctx.stack_limit] -> TRAP_STACK_EXHAUSTED (a huge frame must
            not move rsp past the guard margin before the trap trampoline pushes)
@@ -156,6 +159,14 @@ TRAP_SIGNALS = {
 # --------------------------------------------------------------------------
 # Frames
 # --------------------------------------------------------------------------
+
+#: Every function's first bytes, before its ENTRY point ("Function layout"):
+#: ``push rbp; mov rbp, rsp``.  At the function's first byte the return
+#: address is at [rsp] (CFA = rsp+8), after the push at [rsp+8] (CFA =
+#: rsp+16), and from the ENTRY point on at [rbp+8] (CFA = rbp+16).
+FRAME_SETUP = b"\x55\x48\x89\xe5"
+#: Offset of the ``mov rbp, rsp`` in FRAME_SETUP (the push is at 0).
+FRAME_SETUP_MOV = 1
 
 FRAME_ARGS_PTR = -8
 FRAME_SAVED_CTX = -16

@@ -295,6 +295,10 @@ def check_displaceable(engine_code, offset: int) -> tuple[FunctionCode, int]:
     func = engine_code.frame_table.function_at(offset)
     if func is None:
         raise DisplacedError(f"offset {offset:#x} is not inside a compiled function")
+    if offset < engine_code.frame_table.entry_offset(func):
+        raise DisplacedError(f"offset {offset:#x} is in the frame setup (`push rbp; mov rbp, rsp`) of the function "
+                             f"at {func.native_start:#x}, before its ENTRY site: no site runs before it (a "
+                             f"breakpoint at the function's first byte is its ENTRY site's)")
     fn = function_code(engine_code, func.native_start)
     return fn, fn.check(offset)
 

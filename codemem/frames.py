@@ -10,16 +10,20 @@ layout is written down once, here and in codemem.abi ("Function layout")::
         +--------------------------+
         | caller's frame ...       |
         +--------------------------+
-        | return address           |  <- [rbp+8]  (at an ENTRY point: [rsp])
+        | return address           |  <- [rbp+8]
         +--------------------------+
         | caller's rbp             |  <- [rbp]
         +--------------------------+  <- rbp of this frame
         | locals, operand slots    |     rbp-relative slots (frame table)
         +--------------------------+  <- rsp (rbp - frame_size)
 
-A frame stopped at its function's ENTRY point (the first byte, before
-``push rbp; mov rbp, rsp``) has no frame of its own yet: its return address is
-at [rsp] and rbp is still the caller's.
+Every function starts with ``push rbp; mov rbp, rsp`` and its ENTRY point
+follows (codemem.abi "Function layout").  Only a pc on those two
+instructions has no frame of its own yet (:attr:`Frame.rbp` None): at the
+first byte the return address is at [rsp], after the push at [rsp+8], and rbp
+is still the caller's.  From the ENTRY point on rbp is the frame's; the
+locals reach their slots only at the end of the prologue, at the first
+INSTRUCTION point (:attr:`Frame.before_body`).
 
 Where a caller frame is
 -----------------------
@@ -45,6 +49,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Iterator
 
+from .abi import FRAME_SETUP_MOV
 from .frametable import FunctionInfo, SequencePoint, SequencePointKind
 from .native import ffi
 
@@ -59,10 +64,14 @@ class Frame:
 
     ``entry`` is the module with this Store's code (registry.ModuleWithCode);
     ``pc`` the native pc (the stop pc for frame 0, the return address for a
-    caller); ``rbp`` the frame's own rbp, or None at an ENTRY point (its
-    locals have no slots yet); ``point`` the sequence point whose operand
-    stack describes the frame (the stop's point for frame 0, the call's
-    INSTRUCTION point for a caller)."""
+    caller); ``rbp`` the frame's own rbp, or None before ``mov rbp, rsp``
+    has run (a pc at the function's first two instructions); ``point`` the
+    sequence point whose operand stack describes the frame (the stop's point
+    for frame 0, the call's INSTRUCTION point for a caller);
+    ``before_body`` True for an innermost frame stopped before its first
+    INSTRUCTION point (in the prologue, the ENTRY point included): its
+    locals and saved argument pointer are not in their slots yet, the
+    argument array is at rsi (codemem.abi "Registers")."""
 
     index: int
     entry: object
@@ -72,9 +81,11 @@ class Frame:
     point: SequencePoint | None
     wasm_offset: int
     resume_wasm_offset: int
+    before_body: bool = False
 
     @property
-    def at_entry(self) -> bool:
+    def before_frame_setup(self) -> bool:
+        """rbp is not this frame's yet (pc at ``push rbp`` or ``mov rbp, rsp``)."""
         return self.rbp is None
 
     @property
@@ -113,31 +124,25 @@ def rbp_chain(stack, rbp: int, limit: int = MAX_FRAMES) -> Iterator[int]:
         rbp = reader.u64(rbp)
 
 
-def return_address(stack, *, at_entry: bool, rbp: int, rsp: int) -> int | None:
-    """A frame's return address: [rsp] at an ENTRY point, else [rbp+8];
-    None when that slot is not on the stack."""
-    return StackReader(stack).u64(rsp if at_entry else rbp + 8)
+def return_slot_above_rsp(func: FunctionInfo, offset: int) -> int | None:
+    """Where a frame at image offset ``offset`` in ``func`` keeps its return
+    address while rbp is not yet its own: at rsp + 0 on the function's first
+    byte (``push rbp`` not run), at rsp + 8 after the push (``mov rbp, rsp``
+    not run); None from the ENTRY point on (then at [rbp+8]).  These are the
+    CFI rows CFA = rsp+8 and rsp+16 (gdbstub.images.function_cfi_rows)."""
+    setup = offset - func.native_start
+    if setup == 0:
+        return 0
+    if setup == FRAME_SETUP_MOV:
+        return 8
+    return None
 
 
-def prologue_trap_registers(registry, stack, pc: int, rbp: int, rsp: int) -> tuple[int, int]:
-    """(rbp, rsp) to show for a trap reported at a function's ENTRY point.
-
-    The prologue's stack check traps after ``push rbp; mov rbp, rsp``
-    (codemem.abi "Function layout") but the trap names the function's entry
-    sequence point, where the frame does not exist yet.  Undo the two
-    instructions so every unwinder sees the ENTRY layout: rsp at the return
-    address, rbp the caller's.  Anything else is returned unchanged."""
-    entry = registry.lookup(pc)
-    if entry is None:
-        return rbp, rsp
-    code = entry.store_code
-    func = code.frame_table.function_at(code.offset_of(pc))
-    if func is None or code.base + func.native_start != pc or rsp != rbp:
-        return rbp, rsp
-    saved = StackReader(stack).u64(rbp)
-    if saved is None:
-        return rbp, rsp
-    return saved, rbp + 8
+def return_address(stack, *, rsp_slot: int | None, rbp: int, rsp: int) -> int | None:
+    """A frame's return address: [rsp + rsp_slot] before its frame setup
+    (:func:`return_slot_above_rsp`), else [rbp+8]; None when that slot is
+    not on the stack."""
+    return StackReader(stack).u64(rbp + 8 if rsp_slot is None else rsp + rsp_slot)
 
 
 def _point_at(table, offset: int) -> SequencePoint | None:
@@ -168,7 +173,10 @@ def _innermost(entry, func: FunctionInfo, pc: int, index: int, rbp: int | None) 
         # Stopped on a call's return: the frame is at the instruction after it.
         after = _next_instruction_offset(table, func, point.native_offset)
         offset = after if after is not None else offset
-    return Frame(index, entry, func, pc, rbp, point, offset, offset)
+    # Before the ENTRY point (the frame setup) or from it to the first
+    # INSTRUCTION point (the prologue): the locals are not in their slots.
+    before_body = point is None or point.kind is SequencePointKind.ENTRY
+    return Frame(index, entry, func, pc, rbp, point, offset, offset, before_body)
 
 
 def _caller(entry, func: FunctionInfo, return_pc: int, index: int, rbp: int) -> Frame:
@@ -199,22 +207,24 @@ def walk(registry, stack, pc: int, rbp: int, rsp: int, limit: int = MAX_FRAMES) 
         func = code.frame_table.function_at(code.offset_of(pc))
         if func is None:
             break
-        at_entry = code.offset_of(pc) == func.native_start
-        frame_rbp = None if at_entry else rbp
+        # Only the innermost frame can be in its frame setup: a caller's pc
+        # is a return address.
+        rsp_slot = return_slot_above_rsp(func, code.offset_of(pc)) if not frames else None
+        frame_rbp = rbp if rsp_slot is None else None
         if not frames:
             frames.append(_innermost(entry, func, pc, 0, frame_rbp))
         else:
             frames.append(_caller(entry, func, pc, len(frames), frame_rbp))
-        next_pc = reader.u64(rsp if at_entry else rbp + 8)
+        next_pc = reader.u64(rbp + 8 if rsp_slot is None else rsp + rsp_slot)
         if next_pc is None:
             break
-        if not at_entry:
+        if rsp_slot is None:
             caller_rbp = reader.u64(rbp)
             if caller_rbp is None:
                 break
             rsp, rbp = rbp + 16, caller_rbp
         else:
-            rsp += 8
+            rsp += rsp_slot + 8  # rbp is still the caller's
         pc = next_pc
     return frames
 
@@ -223,14 +233,16 @@ def unwound_states(registry, stack, pc: int, rbp: int, rsp: int, limit: int = MA
     """(pc, rsp, rbp) of every frame a debugger's unwinder finds above the
     innermost one of a guest stopped at ``pc``/``rbp``/``rsp``: what popping
     frames (gdb's ``return``) writes.  Each is the return address, the CFA
-    of the frame below (its rbp + 16, or its rsp + 8 at an ENTRY point) and
-    the rbp saved there.  The last is where the outermost guest frame
+    of the frame below (its rbp + 16, or before its frame setup rsp + 8 at
+    the first byte, rsp + 16 after the push) and the rbp saved there (before
+    the frame setup: rbp unchanged).  The last is where the outermost guest frame
     returns to (the entry thunk, or a debugger's inferior-call landing)."""
     reader = StackReader(stack)
     states = []
     for frame in walk(registry, stack, pc, rbp, rsp, limit):
-        if frame.at_entry:
-            return_pc, rsp = reader.u64(rsp), rsp + 8
+        if frame.before_frame_setup:
+            rsp_slot = return_slot_above_rsp(frame.func, frame.entry.store_code.offset_of(frame.pc))
+            return_pc, rsp = reader.u64(rsp + rsp_slot), rsp + rsp_slot + 8
         else:
             return_pc, saved_rbp = reader.u64(rbp + 8), reader.u64(rbp)
             if saved_rbp is None:

@@ -149,7 +149,7 @@ class MirrorSource(enum.IntEnum):
 class SequencePointKind(enum.IntEnum):
     INSTRUCTION = 0  # before a wasm instruction
     RETURN_POINT = 1  # right after a call returns
-    ENTRY = 2  # the function's first byte, before the prologue
+    ENTRY = 2  # after the frame setup (push rbp; mov rbp, rsp), before the prologue
 
 
 _KINDS = tuple(SequencePointKind)  # kind number -> member, by index
@@ -181,7 +181,7 @@ Header = cs.Struct(
 )
 
 FunctionRecord = cs.Struct(
-    "native_start" / cs.Int32ul,  # image offset of the first byte (an ENTRY site in debug code)
+    "native_start" / cs.Int32ul,  # image offset of the first byte (`push rbp`; the ENTRY point follows the frame setup)
     "native_size" / cs.Int32ul,
     "wasm_index" / cs.Int32ul,  # index in the module's function index space
     "frame_size" / cs.Int32ul,  # bytes below rbp reserved by the prologue
@@ -470,6 +470,8 @@ class FrameTable:
         self.function_starts = RecordColumn(data, h.functions_offset, FUNCTION_SIZE, h.num_functions, 0)
         self._function_wasm_indexes = RecordColumn(data, h.functions_offset, FUNCTION_SIZE, h.num_functions, 8)
         self._function_bodies = RecordColumn(data, h.functions_offset, FUNCTION_SIZE, h.num_functions, 16)
+        self._function_first_points = RecordColumn(data, h.functions_offset, FUNCTION_SIZE, h.num_functions, 28)
+        self._function_point_counts = RecordColumn(data, h.functions_offset, FUNCTION_SIZE, h.num_functions, 32)
         self.site_offset_column = RecordColumn(data, h.sites_offset, SITE_RECORD_SIZE, h.num_sites, 0)
         self._sites: dict[int, PatchSite] = {}
         self._seqpoints: dict[int, SequencePoint] = {}
@@ -891,6 +893,48 @@ class FrameTable:
             self._check_site(i, offset)
             return i
         return None
+
+    def entry_offset(self, func: FunctionInfo) -> int:
+        """Image offset of ``func``'s ENTRY point: its first sequence point,
+        after the frame setup (abi.py "Function layout": ``push rbp; mov rbp,
+        rsp`` at ``native_start``, so the ENTRY point is ``native_start + 4``).
+        In debug mode the ENTRY site is there.  Everything that means "where
+        the function's body begins, frame set up" asks this, never
+        ``native_start``."""
+        if not func.num_seqpoints:
+            raise FrameTableError(f"function at {func.native_start:#x} has no sequence point (no ENTRY point)")
+        return self.sequence_point_column(func, 0)[0]
+
+    def entry_site_index(self, func: FunctionInfo) -> int | None:
+        """Index of ``func``'s ENTRY patch site (:meth:`entry_offset`), or
+        None (debug off)."""
+        if not func.num_seqpoints:
+            return None
+        return self.site_index(self.entry_offset(func))
+
+    def entry_site_indexes(self) -> list[int]:
+        """The site index of every function's ENTRY site (debug code; empty
+        otherwise), read from the packed records in place: what a step that
+        may enter any function arms."""
+        if not self.debug:
+            return []
+        h = self.header
+        seqpoints = RecordColumn(self._data, h.seqpoints_offset, SEQPOINT_SIZE, h.num_seqpoints, 0)
+        sites = self.site_offset_column.searchable
+        out = []
+        for first, count in zip(self._function_first_points, self._function_point_counts):
+            if count:
+                offset = seqpoints[first]
+                i = bisect.bisect_left(sites, offset)
+                if i < len(sites) and sites[i] == offset:
+                    out.append(i)
+        return out
+
+    def function_starting_at(self, offset: int) -> FunctionInfo | None:
+        """The function whose first byte (``native_start``: its ``push rbp``)
+        is at image offset ``offset``, or None."""
+        func = self.function_at(offset)
+        return func if func is not None and func.native_start == offset else None
 
     def site_indexes_in(self, start: int, end: int) -> range:
         """Indexes of the patch sites at image offsets in [start, end)."""

@@ -37,7 +37,7 @@ from .code import EngineCode
 from .errors import CompileError, LinkError, Trap
 from .execution import ExecutionContext
 from .lowmem import LowHeap, low_address_space
-from .frames import prologue_trap_registers, walk
+from .frames import walk
 from .native import PROT_NONE, PROT_READ, PROT_WRITE, ffi, lib
 from .registry import ModuleRegistry
 from .wasm.module import ModuleInfo, SegmentMode
@@ -651,7 +651,6 @@ class Store:
         """Wasm frames of this Store's guest stopped at ``pc`` (a sequence
         point) with ``rbp``/``rsp``, innermost first (codemem.frames.walk; a
         caller frame is at its call instruction)."""
-        rbp, rsp = prologue_trap_registers(self.registry, self.ctx.stack, pc, rbp, rsp)
         return [FrameInfo(func_index=frame.func.wasm_index, func_name=frame.func_name,
                           module_name=frame.module_name, module_offset=frame.wasm_offset, pc=frame.pc)
                 for frame in walk(self.registry, self.ctx.stack, pc, rbp, rsp, limit)]

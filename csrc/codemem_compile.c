@@ -277,6 +277,10 @@ struct cm_cc_module {
      * when it is still the last thing emitted (instruction_site; asm.py
      * Assembler.carrier_end). */
     int64_t carrier_end;
+    /* code_base mod 32: where offset 0 of m->code falls in a 32-byte block
+     * (functions start at 28 mod 32, compiler.py FUNCTION_START_PHASE), so
+     * every alignment rule below looks at PHASE(m, offset), not the offset */
+    uint32_t origin;
     VEC(int64_t) labels;
     VEC(fixup) fixups;
     VEC(trapfield) traps;
@@ -575,6 +579,8 @@ static inline void store32(cm_cc_module *m, size_t pos, int32_t v)
     m->code.p[pos + 3] = (uint8_t)(u >> 24);
 }
 #define HERE(m) ((uint32_t)(m)->code.n)
+/* Where function offset x falls mod 32 (and so mod 8) in the image. */
+#define PHASE(m, x) ((uint32_t)(x) + (m)->origin)
 
 static void nops(cm_cc_module *m, int length)
 {
@@ -585,12 +591,12 @@ static void nops(cm_cc_module *m, int length)
     }
 }
 
-/* Assembler.pad_for_branch with branch_boundary 32 and origin 0. */
+/* Assembler.pad_for_branch with branch_boundary 32 (positions in the image: PHASE). */
 static void pad_for_branch(cm_cc_module *m, int length, int conditional)
 {
     int end = (int)m->code.n;
     int start = conditional && m->fusible_end == end ? m->fusible_at : end;
-    int at = start & (BOUNDARY - 1);
+    int at = (int)(PHASE(m, start) & (BOUNDARY - 1));
     int pad = at + (end - start) + length < BOUNDARY ? 0 : BOUNDARY - at;
     if (pad) {
         buf_reserve(&m->code, (size_t)pad, &m->fail);
@@ -931,7 +937,7 @@ static void emit(cm_cc_module *m, const int64_t *key, uint32_t nkey)
 {
     template_t *t = get_template(m, key, nkey, -1);
     uint32_t base = HERE(m);
-    uint32_t at = base & (BOUNDARY - 1);
+    uint32_t at = PHASE(m, base) & (BOUNDARY - 1);
     if (t->hazards >> at & 1)
         t = get_template(m, key, nkey, (int32_t)at);
     for (uint32_t i = 0; i < t->ntraps; i++) {
@@ -1277,7 +1283,7 @@ static void v_pop_ctrl_check(cm_cc_module *m, const instr *in)
 static uint32_t site(cm_cc_module *m)
 {
     uint32_t here = HERE(m);
-    uint32_t r = here & 7;
+    uint32_t r = PHASE(m, here) & 7;
     uint32_t pad = r > 3 ? 8 - r : 0;
     for (uint32_t i = 0; i < pad; i++)
         put1(m, 0x3E);
@@ -1305,7 +1311,7 @@ static uint32_t instruction_site(cm_cc_module *m)
         end++;
     }
     uint32_t start = end - 5;
-    uint32_t r = start & 7;
+    uint32_t r = PHASE(m, start) & 7;
     if (r > 3) {
         uint32_t pad = 8 - r;
         buf_reserve(&m->code, pad, &m->fail);
@@ -1357,7 +1363,7 @@ static void return_point(cm_cc_module *m, const instr *in)
 static void pad_for_return_site(cm_cc_module *m, uint32_t call_length)
 {
     if (m->debug) {
-        uint32_t here = HERE(m), pad = 0;
+        uint32_t here = PHASE(m, HERE(m)), pad = 0;
         while (((here + pad + call_length) & 7) > 3 || ((here + pad) & 31) + call_length >= 32)
             pad++;
         nops(m, (int)pad);
@@ -2670,7 +2676,7 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
             cache_restore(m, &header);
             xmm_clear(m);
             int label = new_label(m);
-            int pad = -(int)m->code.n & 31;
+            int pad = -(int)PHASE(m, m->code.n) & 31;
             nops(m, pad);
             bind(m, label);
             f->ckind = C_LOOP;
@@ -2831,14 +2837,17 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
     bail(m, op, in->offset);
 }
 
+/* compiler.py _compile_function: `push rbp; mov rbp, rsp` at the function's
+ * first byte, then the ENTRY point (its patch site in debug mode), so a
+ * debugger's prologue analyser sees a standard frame setup and the frame
+ * exists at the ENTRY site (docs/stepping.md "Function layout"). */
 static void prologue(cm_cc_module *m, uint32_t body_offset, uint32_t nparams)
 {
-    if (m->debug)
-        site(m);
-    add_point(m, 0, body_offset, KIND_ENTRY, NULL, 0, 0);
-    m->seq = 0;
     put1(m, 0x55);           /* push rbp */
     mov_rr(m, RBP, RSP);     /* mov rbp, rsp */
+    uint32_t entry = m->debug ? site(m) : HERE(m);
+    add_point(m, entry, body_offset, KIND_ENTRY, NULL, 0, 0);
+    m->seq = entry;
     static const uint8_t lea_rax[4] = {0x48, 0x8d, 0x84, 0x24};
     put(m, lea_rax, 4);
     put32(m, 0);
@@ -2850,7 +2859,7 @@ static void prologue(cm_cc_module *m, uint32_t body_offset, uint32_t nparams)
     put1(m, 0x0F);
     put1(m, 0x82);
     put32(m, 0);
-    trapfield tf = {HERE(m) - 4, 0, TRAP_STACK_EXHAUSTED};
+    trapfield tf = {HERE(m) - 4, entry, TRAP_STACK_EXHAUSTED}; /* reported at the ENTRY point */
     VEC_PUSH(m->traps, tf, &m->fail);
     static const uint8_t sub_rsp[3] = {0x48, 0x81, 0xec};
     put(m, sub_rsp, 3);
@@ -2986,7 +2995,7 @@ static void finish(cm_cc_module *m, uint32_t frame_size, uint32_t code_base, cm_
 #undef stubs
     out->native_size = HERE(m);
     if (m->jtables.n) {
-        while (m->code.n & 3)
+        while (PHASE(m, m->code.n) & 3)
             put1(m, 0xCC);
         for (size_t t = 0; t < m->jtables.n; t++) {
             jtable *jt = &m->jtables.p[t];
@@ -3181,6 +3190,7 @@ int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, ui
     m->sites.n = m->trap_calls.n = m->calls.n = 0;
     m->recorded_state = -1;
     m->cache_version++;
+    m->origin = code_base & (BOUNDARY - 1);
 
     decode_body(m, data, body_offset, end_offset);
 

@@ -7,7 +7,8 @@ typedef struct cm_cc_module cm_cc_module;
 
 /* What one compiled function is, valid until the next cm_cc_compile on the
  * same module.  Offsets are relative to the function's first byte (which the
- * caller places on 32 bytes, at code_base).  seqpoints: num_seqpoints 20-byte
+ * caller places at code_base, 28 mod 32: its 4-byte `push rbp; mov rbp, rsp`
+ * ends on 32 bytes, where the ENTRY point is).  seqpoints: num_seqpoints 20-byte
  * frame-table SequencePoint records, final: native offsets from code_base on,
  * stack_types and first_mirror pointing into the module-wide pools
  * (cm_cc_pools).  sites, trap_calls: image offsets too (code_base on).

@@ -45,7 +45,9 @@ _GPR = {
 
 #: What a synthesized register holds at one site, by gdb register number:
 #: ``("const", value)`` or ``("rbp_u32", offset)`` (the 4 bytes at the guest's
-#: rbp + offset, zero-extended: a frame slot).
+#: rbp + offset, zero-extended: a frame slot; 0 reads as 1, as the stub shows
+#: a frame base not yet set past the first wasm instruction,
+#: gdbstub.frame_bases.NOT_YET_SET).
 SiteRegisters = dict[int, tuple[str, int]]
 
 
@@ -361,5 +363,6 @@ def _load_register(e: VeneerEmitter, regnum: int, registers: SiteRegisters | Non
     elif kind == "rbp_u32":
         e.load_guest_register(Reg.RAX, Reg.RBP)
         a.mov(Reg.RAX, Mem(Reg.RAX, value), 32)  # a frame slot of the site's frame (zero-extends)
+        a.emit_bytes(b"\x83\xf8\x01\x83\xd0\x00")  # cmp eax, 1; adc eax, 0: 0 -> 1 (NOT_YET_SET)
     else:
         a.mov(Reg.RAX, value, 64)

@@ -274,7 +274,11 @@ class NativeDialect(Dialect):
         table = entry.store_code.frame_table
         point = table.sequence_point_at_or_before(entry.store_code.offset_of(pc))
         slot = self.images.frame_base_slots(entry.module, entry.engine_code).get(func.native_start)
-        if slot is None or point is None or point.kind is SequencePointKind.ENTRY:
+        if slot is None or point is None or point.native_offset < func.native_start \
+                or point.kind is SequencePointKind.ENTRY:
+            # Up to the first wasm instruction (the frame setup, the ENTRY
+            # site, the prologue; a breakpoint at the first byte runs at the
+            # ENTRY site) the slot is stale stack: innermost_frame_base's 0.
             return {arch_amd64.ES_REGNUM: ("const", 0)}
         return {arch_amd64.ES_REGNUM: ("rbp_u32", slot)}
 

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import struct
 
-from codemem.frametable import SequencePointKind
 from codemem.lowmem import FRAME_BASE_WINDOW, FRAME_BASE_WINDOW_START
 
 from .debugimage.dwarf import uleb128
@@ -107,16 +106,30 @@ def unpack_slots(data: bytes) -> dict[int, int]:
     return dict(_RECORD.iter_unpack(data[:usable]))
 
 
+#: es past the first wasm instruction while the frame-base local still
+#: holds its initial 0 (the guest's own prologue sets it a few instructions
+#: on): not 0, which means "before the first wasm instruction".
+NOT_YET_SET = 1
+
+
 def innermost_frame_base(frame, frame_base_slot, read_u32) -> int:
     """The innermost frame's frame base, the stub's value of es: its
     frame-base slot's value, or 0 where the function has none or has not yet
-    run its first wasm instruction (at its ENTRY site and in its prologue the
-    slot is stale stack; 0 makes arguments read linear memory, as natively
-    they read stack garbage there)."""
-    if frame.rbp is None or frame.point is None or frame.point.kind is SequencePointKind.ENTRY:
+    run its first wasm instruction (at its frame setup, its ENTRY site and
+    in its prologue the slot is stale stack; 0 makes arguments read linear
+    memory, as natively they read stack garbage there).
+
+    A function whose frame base is es is told apart by es alone before its
+    first wasm instruction (0) and after it (not 0: :data:`NOT_YET_SET`
+    until the guest sets the local): its parameters' locations test es
+    first (gdbstub.dwarf_translate _parameter_by_pc), which lldb evaluates
+    right too."""
+    if frame.rbp is None or frame.before_body:
         return 0
     slot = frame_base_slot(frame)
-    return read_u32(frame.rbp + slot) if slot is not None else 0
+    if slot is None:
+        return 0
+    return read_u32(frame.rbp + slot) or NOT_YET_SET
 
 
 def cfa_of(address: int, stack_start: int, stack_end: int) -> int | None:

@@ -18,9 +18,9 @@ rows that are not statement starts add none, and a row of the same line as the
 one before it is merged into it (every row boundary ends a debugger's step
 range). Plus, per function:
 
-* its ENTRY site (first byte, before the native prologue) carries the
-  function's first line, so ``break FUNC`` and a pc stopped at the entry have a
-  line;
+* its first byte (``push rbp; mov rbp, rsp``, then the ENTRY site, before
+  the native prologue; codemem.abi "Function layout") carries the function's
+  first line, so ``break FUNC`` and a pc stopped at the entry have a line;
 * a row at a ``loop`` instruction goes to the next point (:func:`is_loop_entry`);
 * the guest's ``prologue_end`` flag is kept: gdb 13 places ``break FUNC`` at
   the first row so flagged (symtab.c ``skip_prologue_using_linetable``), which
@@ -504,18 +504,36 @@ def _mark_epilogue(function_lines: list[LineRow], epilogue: int) -> None:
                                              is_stmt=False, epilogue_begin=True))
 
 
-def image_producer(guest_producer: str) -> str:
-    """DW_AT_producer of an image whose lines come from a guest compiled by
-    ``guest_producer``.
+#: The GNU producer a compile unit without location lists is named by
+#: (image_producer): gdb 13 takes any "GNU " producer of GCC >= 4.5 for one.
+GNU_PRODUCER = "GNU C17 12.2.0 -mtune=generic -g -O0"
 
-    gdb 13 trusts the line table for the end of a prologue only when the
-    producer starts with ``clang `` (amd64-tdep.c ``amd64_skip_prologue``,
-    utils ``producer_is_llvm``: "LLVM backend always emits a line note before
-    the prologue and another one after"), which is what our rows keep; it
-    otherwise disassembles the native code, sees the ENTRY patch site instead
-    of ``push rbp``, and ``step`` into a function would stop before its
-    prologue. Vendor-prefixed clang strings ("Debian clang version ...") are
-    rewritten to that form, with the original kept in parentheses."""
+
+def image_producer(guest_producer: str, *, has_location_lists: bool = False) -> str:
+    """DW_AT_producer of a compile unit of an image whose lines (and
+    variables) come from a guest compiled by ``guest_producer``.
+
+    A unit WITHOUT location lists is named a GCC >= 4.5 unit
+    (:data:`GNU_PRODUCER`, the guest's producer kept in parentheses): gdb 13
+    then sets the unit's ``epilogue_unwind_valid`` (dwarf2/read.c
+    process_full_comp_unit) and skips its epilogue unwinders' two ``m PC,1``
+    reads at every stop, which were half of the packets of a ``next``
+    (docs/stepping.md).  Its prologues are found by amd64_analyze_prologue,
+    which recognises the ``push rbp; mov rbp, rsp`` every function starts
+    with (codemem.abi "Function layout") and returns the ENTRY site after
+    them; ``break FUNC`` then moves to the next line-table row (symtab.c
+    skip_prologue_sal, mid-line), as for gcc code.
+
+    A unit WITH location lists keeps a ``clang version`` producer: for a GCC
+    unit with any location list gdb also sets ``locations_valid``, and then
+    puts ``break FUNC`` at the function's first byte instead of after its
+    prologue; for clang units gdb trusts the line table for prologue ends
+    (amd64-tdep.c ``amd64_skip_prologue``, ``producer_is_llvm``), which is
+    what our rows keep.  Vendor-prefixed clang strings ("Debian clang
+    version ...") are rewritten to that form, with the original kept in
+    parentheses."""
+    if not has_location_lists:
+        return f"{GNU_PRODUCER} (guest: {guest_producer or 'unknown'}; native code by {DEFAULT_PRODUCER})"
     marker = "clang version "
     at = guest_producer.find(marker)
     if at < 0:

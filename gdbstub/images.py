@@ -66,7 +66,8 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from codemem.frametable import SITE_SIZE, FrameTable, FunctionInfo
+from codemem.abi import FRAME_SETUP, FRAME_SETUP_MOV
+from codemem.frametable import FrameTable, FunctionInfo
 from codemem.lowmem import (CALL_LANDING_OFFSET, ENTRY_THUNK_CODE, ENTRY_THUNK_PAGE_CODE_SIZE, call_landing_address,
                              entry_thunk_address)
 from codemem.native import ffi, lib
@@ -109,9 +110,6 @@ RUNTIME_SYMBOLS = ("cm_enter", "cm_breakpoint_trampoline", "cm_trap_trampoline",
 _VENEER_SIZE = 6  # ff 25 rel32: jmp qword ptr [rip + slot]
 _VENEER_OPCODE = b"\xff\x25"
 _SLOT_SIZE = 8
-_PUSH_RBP = b"\x55"
-# `mov rbp, rsp` has two encodings (MOV r/m64,r64 and MOV r64,r/m64); accept both.
-_MOV_RBP_RSP = (b"\x48\x89\xe5", b"\x48\x8b\xec")
 # The epilogue's last three instructions, `mov rsp, rbp; pop rbp; ret`
 # (x64/compiler.py _build_epilogue), in both encodings of the mov.
 _EPILOGUE_TAILS = (b"\x48\x89\xec\x5d\xc3", b"\x48\x8b\xe5\x5d\xc3")
@@ -334,31 +332,28 @@ def function_cfi_rows(code: bytes, table: FrameTable, func: FunctionInfo) -> tup
     The compiler's frame (codemem/abi.py "Function layout"; x64/compiler.py
     ``_compile_function`` and ``_build_epilogue``)::
 
-        [start, +5)   ENTRY patch site (debug code only)       CFA = rsp+8
-        p             push rbp                   (1 byte)      CFA = rsp+8
-        p+1           mov rbp, rsp               (3 bytes)     CFA = rsp+16, rbp at CFA-16
-        p+4 ...       body, one epilogue:                      CFA = rbp+16, rbp at CFA-16
+        start         push rbp                   (1 byte)      CFA = rsp+8
+        start+1       mov rbp, rsp               (3 bytes)     CFA = rsp+16, rbp at CFA-16
+        start+4 ...   ENTRY point (its patch site in debug     CFA = rbp+16, rbp at CFA-16
+                      code), prologue, body, one epilogue:
                       mov rsp, rbp; pop rbp
         ret           ret                                      CFA = rsp+8 (rbp restored)
         after ret     out-of-line trap stubs (jumped to        CFA = rbp+16, rbp at CFA-16
                       from the body, frame still set up)
 
-    where ``p`` is ``start + 5`` when the function begins with a patch site and
-    ``start`` otherwise. The epilogue is the first ``mov rsp, rbp; pop rbp; ret``
-    after the function's last sequence point (the final ``end``, whose code the
+    The epilogue is the first ``mov rsp, rbp; pop rbp; ret`` after the
+    function's last sequence point (the final ``end``, whose code the
     epilogue follows; tests/test_images.py checks this against capstone); if
     there is none, the body rule simply extends to the end (only the ``ret``
     itself is then described wrongly).
     """
     start, end = func.native_start, func.native_end
-    prologue = start + SITE_SIZE if table.site_index(start) is not None else start
-    if code[prologue:prologue + 1] != _PUSH_RBP or code[prologue + 1:prologue + 4] not in _MOV_RBP_RSP:
-        log.warning("function at image offset %#x: no `push rbp; mov rbp, rsp` at %#x, no CFI",
-                    start, prologue)
+    if code[start:start + len(FRAME_SETUP)] != FRAME_SETUP:
+        log.warning("function at image offset %#x: no `push rbp; mov rbp, rsp` at its first byte, no CFI", start)
         return None
     rows = [CfiRow(0, *_AT_ENTRY)]
-    rows.append(CfiRow(prologue + 1 - start, *_AFTER_PUSH))
-    rows.append(CfiRow(prologue + 4 - start, *_FRAME_SET))
+    rows.append(CfiRow(FRAME_SETUP_MOV, *_AFTER_PUSH))
+    rows.append(CfiRow(len(FRAME_SETUP), *_FRAME_SET))
     epilogue = find_epilogue(code, table, func)
     if epilogue is not None:
         pop_at, ret_at = epilogue

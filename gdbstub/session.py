@@ -1049,7 +1049,8 @@ class GdbSession:
         if target.current_stop is None:
             return "the guest is not stopped\n"
         lines = [f"#{frame.index} {frame.pc:#x} {frame.module_name}!{frame.func_name} wasm@{frame.wasm_offset:#x}"
-                 + (" (entry, before the prologue)" if frame.at_entry else "")
+                 + (" (frame setup: rbp is the caller's)" if frame.before_frame_setup
+                    else " (prologue: locals not yet in their slots)" if frame.before_body else "")
                  for frame in target.frames()]
         return "\n".join(lines) + "\n" if lines else "no wasm frames\n"
 

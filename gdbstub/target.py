@@ -179,6 +179,9 @@ class _GuestStop:
     origin: RegisterState | None = None
     #: The registers were checked for the resume (see StoreTarget._settle_registers)
     settled: bool = False
+    #: Set when the stub reports this stop again at another pc without
+    #: running the guest (StoreTarget._stop_without_running): the reason.
+    virtual: Any = None
 
     def resume(self) -> None:
         """Opens the gate (once: the next stop closes the same gate again)."""
@@ -379,6 +382,13 @@ class StoreTarget:
         self._interrupt_requested = False
         self._kill_requested = False
         self._entry_sites_memo: tuple[tuple, list] | None = None
+        #: ENTRY site pc -> the user breakpoints in its function's frame
+        #: setup (``break *f`` at its first byte, or one at the ``mov rbp,
+        #: rsp`` after the push): there is no patch site before the ENTRY
+        #: site, so it carries them, and its stop is shown at the first of
+        #: them with the setup undone (_process); a resume runs the setup in
+        #: the stub (_through_frame_setup, _route_resume).
+        self._start_aliases: dict[int, set[int]] = {}
         # (EngineCode, function, range) -> what its instructions may do: a
         # loop's `next`s ask the same few again and again.
         self._calls_and_exits_memo: dict[tuple, tuple[list | None, bool]] = {}
@@ -540,7 +550,6 @@ class StoreTarget:
                 # rsi carries the trapping instruction's sequence point
                 # (codemem.abi): that is where the debugger should see the stop.
                 regfile.rip = regfile.gpr[4]
-                self._present_trap_at_entry_site(regfile)
             self._pending.append(stop)
         lib.cm_defer_resume(self._resume_gate)
         self._notify()
@@ -563,15 +572,6 @@ class StoreTarget:
         listener = self.output_listener
         if listener is not None and self.debugging:
             listener(self, fd, data)
-
-    def _present_trap_at_entry_site(self, regfile) -> None:
-        """A trap in a prologue is reported at the function's entry site:
-        show the registers as they were there (codemem.frames,
-        prologue_trap_registers) so unwinders agree with the CFI
-        (gdbstub.images, _AT_ENTRY).  The trap trampoline unwinds from its
-        own saved rsp, never from this regfile."""
-        regfile.gpr[6], regfile.gpr[7] = walker.prologue_trap_registers(
-            self.store.registry, self.store.ctx.stack, regfile.rip, regfile.gpr[6], regfile.gpr[7])
 
     # ----------------------------------------------------- controller side
 
@@ -613,6 +613,15 @@ class StoreTarget:
         assert self._stopped is None, "guest stopped twice without a resume"
         self._stopped = raw
         self._displaced_stop = None
+        if isinstance(raw, _GuestStop) and raw.virtual is not None:
+            # A step through a frame setup, or the breakpoint after one
+            # (_stop_without_running): the guest has not run.
+            reason, raw.virtual = raw.virtual, None
+            pc = raw.regfile.rip
+            raw.origin = RegisterState(pc, raw.regfile.gpr[7], raw.regfile.gpr[6], raw.regfile.gpr[15])
+            self._range = None
+            self._current = Stop(reason, pc, Signal.SIGTRAP)
+            return self._current
         if isinstance(raw, _HostReturnStop):
             self._disarm()  # a step that left the outermost frame ends here
             self._range = None
@@ -668,14 +677,14 @@ class StoreTarget:
             elif was_interrupt:
                 stop = Stop(StopReason.INTERRUPT, pc, Signal.SIGINT)
             elif was_stepping and self._range is not None and self._range[0] <= pc < self._range[1] \
-                    and pc not in self.breakpoints:
+                    and pc not in self.breakpoints and not self._start_aliases.get(pc):
                 self._resume_step()  # vCont;r: keep stepping while inside the range
                 return None
-            elif pc in self.breakpoints and not was_stepping:
+            elif (pc in self.breakpoints or self._start_aliases.get(pc)) and not was_stepping:
                 stop = Stop(StopReason.BREAKPOINT, pc, Signal.SIGTRAP)
             elif was_stepping:
                 stop = Stop(StopReason.STEP, pc, Signal.SIGTRAP)
-            elif pc in self.breakpoints:
+            elif pc in self.breakpoints or self._start_aliases.get(pc):
                 stop = Stop(StopReason.BREAKPOINT, pc, Signal.SIGTRAP)
             else:
                 if pc in self._carried and self._watch_on_resume(raw):
@@ -691,11 +700,43 @@ class StoreTarget:
                 log.debug("stop at %#x not reported", pc)
                 self._release()
                 return None
+            self._show_before_frame_setup(raw, stop)
         if hit is not None and stop.reason == StopReason.BREAKPOINT:
             stop.note = hit.condition_note()
         self._range = None
         self._current = stop
         return stop
+
+    def _show_before_frame_setup(self, raw: _GuestStop, stop: Stop) -> None:
+        """A stop at an ENTRY site that stands for the function's first byte
+        is shown there, before its `push rbp; mov rbp, rsp` (codemem.abi
+        "Function layout"), as natively: a step into the function and the
+        session's first stop (a function is entered at its first byte), and
+        a breakpoint in the frame setup (``break *f``, carried by the ENTRY
+        site: shown at the first of them).  Only a breakpoint at the ENTRY
+        site itself, a watch hit and a call's return stay where they are.
+        The registers are rewritten as before the setup (at the ENTRY site
+        rsp == rbp and [rbp] is the caller's rbp); a resume runs it again
+        (_through_frame_setup, _route_resume)."""
+        if stop.reason not in (StopReason.BREAKPOINT, StopReason.STEP, StopReason.ENTRY, StopReason.INTERRUPT):
+            return
+        pc = stop.pc
+        aliases = self._start_aliases.get(pc)
+        if stop.reason is StopReason.BREAKPOINT and not aliases:
+            return
+        regs = raw.regfile.gpr
+        if regs[6] != regs[7]:
+            return
+        entry = self.store.registry.lookup(pc)
+        func = entry.function_at(pc) if entry is not None else None
+        if func is None or entry.store_code.base + entry.store_code.frame_table.entry_offset(func) != pc:
+            return
+        start = entry.store_code.base + func.native_start
+        shown = min(aliases) if stop.reason is StopReason.BREAKPOINT else start
+        saved_rbp = _read_u64(regs[7])
+        regs[6], regs[7] = saved_rbp, regs[7] + (8 if shown == start else 0)
+        raw.regfile.rip = stop.pc = shown
+        raw.origin = RegisterState(shown, regs[7], regs[6], regs[15])
 
     def _show_displaced_stop(self, regfile) -> None:
         """A stop at a displaced block's stop call is shown at the instruction
@@ -748,6 +789,18 @@ class StoreTarget:
         if stopped.kind != native.EVENT_BREAKPOINT or regfile.rip == 0:
             return  # a trap unwinds; rip 0 is the kill path
         rip = regfile.rip
+        setup = self._frame_setup_at(rip)
+        if setup is not None:
+            # A function's first byte (a breakpoint there, an inferior call,
+            # a detach) or the one after its push: run the frame setup here
+            # and resume after the ENTRY site (the trampoline resumes at
+            # rip + 5).
+            try:
+                self._run_frame_setup(regfile, *setup)
+            except TargetError as e:
+                log.error("cannot resume at %#x: %s; the guest is ended", rip, e)
+                regfile.rip = 0  # the kill path: better than running push-less code
+            return
         if displaced_pc is not None and rip == displaced_pc:
             # Resume at this instruction: in the block of its carrier while
             # a later armed instruction needs one, else the real code.
@@ -846,6 +899,8 @@ class StoreTarget:
         stopped = self.require_stopped()
         self._settle_for_resume(stopped)
         self._range = None
+        if self._through_frame_setup(stopped, False, None):
+            return
         if self._watch_on_resume(stopped):
             self._resume_step()
             return
@@ -875,8 +930,58 @@ class StoreTarget:
             self._release()
             return
         self._settle_for_resume(stopped)
+        if self._through_frame_setup(stopped, True, range_):
+            return
         self._range = None if self._watch_on_resume(stopped) else range_
         self._resume_step()
+
+    def _through_frame_setup(self, stopped: _GuestStop, stepping: bool, range_: tuple[int, int] | None) -> bool:
+        """A resume from a function's frame setup (its first byte, where a
+        breakpoint there or an inferior call put the pc, or the byte after
+        the push): its instructions are run here (_run_frame_setup), since
+        the guest waits at a site.  True when that already ends the resume
+        with a stop reported without running the guest: a single step stops
+        after each of them (``stepi`` from the first byte: after the push,
+        then at the ENTRY site, as natively), a range step at the ENTRY site
+        when it leaves the range, and any resume there when a user
+        breakpoint is at the ENTRY site itself.  False: resume as usual
+        (from the ENTRY site when the setup was run)."""
+        if stopped.kind != native.EVENT_BREAKPOINT or isinstance(stopped, _HostReturnStop):
+            return False
+        regfile = stopped.regfile
+        setup = self._frame_setup_at(regfile.rip)
+        if setup is None:
+            return False
+        start, entry_pc = setup
+        while regfile.rip != entry_pc:
+            try:
+                self._run_frame_setup(regfile, start, regfile.rip + 1 if regfile.rip == start else entry_pc)
+            except TargetError as e:
+                raise ResumeRefused(e.code, str(e)) from None
+            pc = regfile.rip
+            if pc in self.breakpoints:
+                self._stop_without_running(stopped, StopReason.BREAKPOINT)
+                return True
+            if stepping and (range_ is None or not range_[0] <= pc < range_[1]):
+                self._stop_without_running(stopped, StopReason.STEP)
+                return True
+        return False
+
+    def _stop_without_running(self, stopped: _GuestStop, reason: StopReason) -> None:
+        """Reports ``stopped`` again at its (changed) registers' pc with
+        ``reason``, without releasing the guest: it is queued as the next
+        event, and announced from another thread, as the guest thread
+        announces a stop (the owner's ``notify`` may answer the client on
+        the announcing thread, under the lock the caller may hold now)."""
+        if self._agent is not None:
+            self._agent.before_resume()  # as a resume would: the access sites are hooked from here on
+        self._finish_stop_edit()
+        stopped.virtual = reason
+        stopped.settled = False
+        self._stopped, self._current = None, None
+        with self._lock:
+            self._pending.insert(0, stopped)
+        threading.Thread(target=self._notify, name=f"stop-store{self.pid}", daemon=True).start()
 
     def _resume_step(self) -> None:
         stopped = self._stopped
@@ -948,6 +1053,60 @@ class StoreTarget:
 
     # ------------------------------------------------------ site plumbing
 
+    def _function_starting_at(self, pc: int):
+        """(ModuleWithCode, FunctionInfo) of the function whose first byte
+        (``push rbp``) is ``pc``, or None."""
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            return None
+        func = entry.store_code.frame_table.function_starting_at(entry.store_code.offset_of(pc))
+        return (entry, func) if func is not None and func.num_seqpoints else None
+
+    def _entry_site_of_start(self, pc: int) -> int | None:
+        """The ENTRY site pc of the function whose first byte is ``pc``
+        (after its ``push rbp; mov rbp, rsp``, codemem.abi "Function
+        layout"), or None when ``pc`` is no function's first byte or the code
+        has no sites."""
+        found = self._function_starting_at(pc)
+        if found is None:
+            return None
+        entry, func = found
+        table = entry.store_code.frame_table
+        return entry.store_code.base + table.entry_offset(func) if table.entry_site_index(func) is not None else None
+
+    def _frame_setup_at(self, pc: int) -> tuple[int, int] | None:
+        """(function start pc, ENTRY site pc) when ``pc`` is on a function's
+        frame setup (its ``push rbp`` or ``mov rbp, rsp``, before its ENTRY
+        site), else None."""
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            return None
+        code = entry.store_code
+        func = code.frame_table.function_at(code.offset_of(pc))
+        if func is None or walker.return_slot_above_rsp(func, code.offset_of(pc)) is None \
+                or code.frame_table.entry_site_index(func) is None:
+            return None
+        return code.base + func.native_start, code.base + code.frame_table.entry_offset(func)
+
+    def _run_frame_setup(self, regfile, start: int, until: int) -> None:
+        """Runs the frame setup instructions from the one at ``regfile.rip``
+        (``start`` or ``start + 1``) up to ``until`` (``start + 1``: the push
+        only; the ENTRY site pc: both) on the saved registers and the guest
+        stack, as the CPU would: ``push rbp`` writes rbp below rsp, ``mov
+        rbp, rsp`` copies rsp.  A stop there is virtual: the guest itself
+        waits at a site (its trampoline resumes at the registers' rip + 5),
+        so a resume from a frame setup pc always runs it here first."""
+        if regfile.rip == start:
+            rsp = regfile.gpr[7] - 8
+            if not self._on_stack(rsp):
+                raise TargetError(ErrorCode.EPERM, f"push rbp at {start:#x}: rsp {rsp:#x} is off the guest stack")
+            ffi.cast("uint64_t *", rsp)[0] = regfile.gpr[6]
+            regfile.gpr[7] = rsp
+            regfile.rip = start + abi.FRAME_SETUP_MOV
+        if regfile.rip == start + abi.FRAME_SETUP_MOV and until != regfile.rip:
+            regfile.gpr[6] = regfile.gpr[7]
+            regfile.rip = until
+
     def _site_for(self, pc: int) -> tuple[Any, int]:
         entry = self.store.registry.lookup(pc)
         if entry is None:
@@ -1003,6 +1162,9 @@ class StoreTarget:
                 edit.disable_sites(store_code, indexes)
 
     def _arm_entry(self, pc: int) -> None:
+        """Arms the ENTRY site of the function starting at ``pc`` (its
+        first byte): the stop a session starts at, frame set up."""
+        pc = self._entry_site_of_start(pc) or pc
         site = self._site_for(pc)
         with self._patch_edit() as edit:
             edit.enable_site(*site)
@@ -1070,7 +1232,7 @@ class StoreTarget:
             plan += self._entry_sites()
         else:
             for callee in callees:
-                index = table.site_index(callee.native_start)
+                index = table.entry_site_index(callee)
                 if index is not None:
                     plan.append((code, [index]))
         if leaves:
@@ -1078,7 +1240,7 @@ class StoreTarget:
                 # In the epilogue after `pop rbp`: the return address is at rsp.
                 return_address = _read_u64(regfile.gpr[7])
             else:
-                return_address = self._return_address(regfile, code.base + func.native_start)
+                return_address = self._return_address(regfile, func, offset)
             caller = self.store.registry.lookup(return_address) if return_address else None
             if caller is None:
                 if self.store.ctx.depth > 1:
@@ -1174,8 +1336,7 @@ class StoreTarget:
             plan = []
             for entry in entries:
                 table = entry.store_code.frame_table
-                indexes = [table.site_index(start) for start in table.function_starts]
-                plan.append((entry.store_code, [index for index in indexes if index is not None]))
+                plan.append((entry.store_code, table.entry_site_indexes()))
             self._entry_sites_memo = (key, plan)
         return self._entry_sites_memo[1]
 
@@ -1184,9 +1345,10 @@ class StoreTarget:
         return [(entry.store_code, range(entry.store_code.frame_table.num_sites))
                 for entry in self.store.registry.entries()]
 
-    def _return_address(self, regfile, function_start: int) -> int | None:
-        """The current frame's return address (codemem.frames)."""
-        return walker.return_address(self.store.ctx.stack, at_entry=regfile.rip == function_start,
+    def _return_address(self, regfile, func, offset: int) -> int | None:
+        """The return address of the current frame, at image offset
+        ``offset`` of ``func`` (codemem.frames)."""
+        return walker.return_address(self.store.ctx.stack, rsp_slot=walker.return_slot_above_rsp(func, offset),
                                      rbp=regfile.gpr[6], rsp=regfile.gpr[7])
 
     def frames(self, limit: int = walker.MAX_FRAMES) -> list[walker.Frame]:
@@ -1238,27 +1400,59 @@ class StoreTarget:
             # gdbstub.inferior_calls): the call's landing stops there.
             self._stack_breakpoints.add(pc)
             return
+        setup = self._frame_setup_at(pc)
+        if setup is not None:
+            # The function's first byte (or its `mov rbp, rsp`): no site runs
+            # before its frame setup, so its ENTRY site carries the
+            # breakpoint (conditions and commands included: they run there;
+            # _process shows the stop at pc).
+            entry_pc = setup[1]
+            self._check_shared_entry_site(entry_pc, pc, conditions, commands)
+            self._insert_at_site(pc, self._site_for(entry_pc), conditions, commands, registers)
+            self._start_aliases.setdefault(entry_pc, set()).add(pc)
+            return
         site, carried = self._breakpoint_site(pc)
         if carried:
             self._insert_displaced(pc, site, bool(conditions or commands))
             return
+        if pc in self._start_aliases:
+            self._check_shared_entry_site(pc, pc, conditions, commands)
+        self._insert_at_site(pc, site, conditions, commands, registers)
+
+    def _check_shared_entry_site(self, entry_pc: int, pc: int, conditions: tuple, commands: tuple) -> None:
+        """Breakpoints in a function's frame setup and at its ENTRY site
+        share the site: all may be plain, but one site runs one program, so
+        none may have conditions or commands then."""
+        sharing = (self._start_aliases.get(entry_pc, set()) | {entry_pc}) & self.breakpoints
+        others = sorted(sharing - {pc})
+        if others and (conditions or commands or self._is_hooked(entry_pc)):
+            raise TargetError(ErrorCode.EBUSY, f"{pc:#x} shares the ENTRY site {entry_pc:#x} with the breakpoint "
+                                               f"at {others[0]:#x} (one patch site carries breakpoints at a "
+                                               f"function's frame setup and ENTRY site): a breakpoint with "
+                                               f"conditions or commands can be only one of them")
+
+    def _insert_at_site(self, pc: int, site: tuple[Any, int], conditions: tuple, commands: tuple,
+                        registers: dict | None) -> None:
+        """The user breakpoint ``pc`` on patch site ``site`` (its own, or
+        for a function's first byte its ENTRY site)."""
+        site_pc = site[1]
         if conditions or commands:
-            if pc in self._carried:
-                raise TargetError(ErrorCode.EBUSY, f"{pc:#x} carries breakpoints at instructions after it "
-                                                   f"({', '.join(f'{x:#x}' for x in sorted(self._carried[pc]))}): "
-                                                   f"its conditions could not be evaluated there")
-            if pc in self.breakpoints and not self._is_hooked(pc):
+            if site_pc in self._carried:
+                raise TargetError(ErrorCode.EBUSY, f"{site_pc:#x} carries breakpoints at instructions after it "
+                                                   f"({', '.join(f'{x:#x}' for x in sorted(self._carried[site_pc]))}):"
+                                                   f" its conditions could not be evaluated there")
+            if pc in self.breakpoints and not self._is_hooked(site_pc):
                 with self._patch_edit() as edit:
                     edit.disable_site(*site)
             try:
-                self.agent.set_breakpoint_program(site[0], pc, tuple(conditions), tuple(commands), registers)
+                self.agent.set_breakpoint_program(site[0], site_pc, tuple(conditions), tuple(commands), registers)
             except CodeMemoryError as e:
                 raise TargetError(ErrorCode.EBUSY, str(e)) from None
             self.breakpoints.add(pc)
             return
         if pc in self.breakpoints:
-            if self._is_hooked(pc):
-                self.agent.set_breakpoint_program(site[0], pc, (), ())
+            if self._is_hooked(site_pc):
+                self.agent.set_breakpoint_program(site[0], site_pc, (), ())
                 with self._patch_edit() as edit:
                     edit.enable_site(*site)
             return
@@ -1291,7 +1485,7 @@ class StoreTarget:
             self._stack_breakpoints.discard(pc)
             return
         if pc not in self.breakpoints:
-            if pc != self.host_return_pc:
+            if pc != self.host_return_pc and self._frame_setup_at(pc) is None:
                 self._breakpoint_site(pc)  # still name a bad address as such
             return
         if pc == self.host_return_pc:
@@ -1307,13 +1501,19 @@ class StoreTarget:
                 edit.disable_site(*site)
             self.breakpoints.discard(pc)
             return
-        site = self._site_for(pc)
-        if self._is_hooked(pc):
-            self.agent.set_breakpoint_program(site[0], pc, (), ())
+        setup = self._frame_setup_at(pc)
+        site = self._site_for(pc if setup is None else setup[1])
+        if self._is_hooked(site[1]):
+            self.agent.set_breakpoint_program(site[0], site[1], (), ())
         else:
             with self._patch_edit() as edit:
                 edit.disable_site(*site)
         self.breakpoints.discard(pc)
+        if setup is not None:
+            aliases = self._start_aliases.get(setup[1], set())
+            aliases.discard(pc)
+            if not aliases:
+                self._start_aliases.pop(setup[1], None)
 
     # ------------------------------------------------------- watchpoints
 
@@ -1511,6 +1711,8 @@ class StoreTarget:
         entry = self.store.registry.lookup(rip)
         if entry is None:
             raise TargetError(ErrorCode.EPERM, f"rip {rip:#x} is not in this Store's code")
+        if self._entry_site_of_start(rip) is not None:
+            return  # a function's first byte (gdb's inferior calls): _route_resume runs its frame setup
         code = entry.store_code
         offset = code.offset_of(rip)
         point = code.frame_table.sequence_point_at_or_before(offset)
@@ -1750,11 +1952,14 @@ class StoreTarget:
 
     @staticmethod
     def _argument_array(frame: walker.Frame, regfile) -> int | None:
-        """The address of ``frame``'s argument (and result) array: rsi at an
-        ENTRY site, saved at rbp-8 after the prologue (abi.py); None when
-        it is unknown (a caller frame at its entry cannot be)."""
-        if frame.at_entry:
-            return regfile.gpr[4] if frame.index == 0 else None
+        """The address of ``frame``'s argument (and result) array: rsi until
+        the end of the prologue (an innermost frame before its first wasm
+        instruction, frame setup included), saved at rbp-8 from then on
+        (abi.py); None when it is unknown."""
+        if frame.before_body:
+            return regfile.gpr[4]
+        if frame.rbp is None:
+            return None
         return _read_u64(frame.rbp + abi.FRAME_ARGS_PTR)
 
     def _host_return(self, origin: RegisterState | None) -> tuple[walker.Frame, tuple[int, int, int]] | None:
@@ -1937,13 +2142,15 @@ class StoreTarget:
         point = table.sequence_point_at_or_before(new_offset)
         if point is None or point.native_offset != new_offset or table.site_index(new_offset) is None:
             raise TargetError(ErrorCode.EPERM, f"rip {new_rip:#x} is not a sequence point")
-        # The entry site is before the prologue, where this function's frame
-        # does not exist yet: moving there would build a second frame over
-        # this one (and return through one of its slots); moving away from it
-        # would run the body on the caller's frame.
-        if new_offset == new_func.native_start or code.offset_of(old_rip) == old_func.native_start:
-            raise TargetError(ErrorCode.EPERM, "rip cannot move into or out of a function's entry site "
-                                     "(before its prologue); step once first")
+        # Up to the ENTRY site the prologue has not run: rsp is still rbp
+        # (no frame allocated), the locals are not in their slots.  Moving
+        # there would allocate a second frame below this one and copy
+        # arguments from a stale rsi; moving away from there (or from the
+        # frame setup before it) would run the body on an unallocated frame.
+        entry_offset = table.entry_offset(new_func)
+        if new_offset <= entry_offset or code.offset_of(old_rip) <= entry_offset:
+            raise TargetError(ErrorCode.EPERM, "rip cannot move into or out of a function's frame setup or "
+                                     "ENTRY site (before its prologue); step once first")
 
     # ----------------------------------------------------------- memory
 

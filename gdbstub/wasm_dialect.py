@@ -24,8 +24,10 @@ site), a stop's native pc back to that point's wasm offset, and a frame's
 locals and operand-stack values are its rbp-relative slots.  Frames are walked
 along the rbp chain (codemem.abi "Function layout").
 
-Stops are only ever shown at INSTRUCTION sequence points: a stop at a
-function's ENTRY point (before its prologue: no frame yet) or at a call's
+Stops are only ever shown at INSTRUCTION sequence points: a stop in a
+function's frame setup (its first byte, where the target shows a step into
+it and the session's first stop, codemem.abi "Function layout"), at its
+ENTRY point (before its prologue: locals not in their slots yet) or at a call's
 RETURN_POINT (which shares its wasm position with the next instruction) is
 stepped on, inside the stub, to the next INSTRUCTION point.  So every wasm PC
 lldb sees has one native place, every frame it sees has its slots, and a
@@ -342,12 +344,18 @@ class WasmDialect(Dialect):
     # ------------------------------------------------------------ stops
 
     def hides_stop(self, target: StoreTarget, stop: Stop) -> bool:
-        """True for a stop at an ENTRY or RETURN_POINT sequence point (see the
-        module docstring); a trap is never stepped on (it unwinds)."""
+        """True for a stop in a function's frame setup or at an ENTRY or
+        RETURN_POINT sequence point (see the module docstring); a trap is
+        never stepped on (it unwinds)."""
         if stop.reason is StopReason.TRAP:
             return False
         view = self.view_at(target, stop.pc)
-        point = view.point_at(stop.pc) if view is not None else None
+        if view is None:
+            return False
+        func = view.function_at(stop.pc)
+        if func is not None and view.code.offset_of(stop.pc) < view.table.entry_offset(func):
+            return True  # push rbp / mov rbp, rsp: the step goes on through them
+        point = view.point_at(stop.pc)
         return point is not None and point.kind is not SequencePointKind.INSTRUCTION
 
     def stop_registers(self, target: StoreTarget, stop: Stop) -> tuple[dict[int, bytes], int]:

@@ -126,7 +126,7 @@ class LoopHost:
             table = entry.store_code.frame_table
             for func in table.functions():
                 if entry.module.func_name(func.wasm_index) == func_name:
-                    return entry.store_code.base + func.native_start
+                    return entry.store_code.base + table.entry_offset(func)  # after `push rbp; mov rbp, rsp`
             raise KeyError(func_name)
         return self._with_store(store_id, find)
 
@@ -153,7 +153,7 @@ class LoopHost:
                     table = entry.store_code.frame_table
                     for func in table.functions():
                         if entry.module.func_name(func.wasm_index) == "tick":
-                            pc = entry.store_code.base + func.native_start
+                            pc = entry.store_code.base + table.entry_offset(func)
                             return pc, entry.store_code.read_raw(pc, 5)
                     raise KeyError("tick")
                 found = self._with_store(store_id, read)

@@ -214,7 +214,7 @@ class VeneerRig:
         self.instance = codemem.Instance(self.store, codemem.Module(engine, bytes(wasmtime.wat2wasm(WAT))), [])
         self.code = self.instance.store_code
         func = next(iter(self.code.frame_table.functions()))
-        self.site = self.code.base + func.native_start
+        self.site = self.code.base + self.code.frame_table.entry_offset(func)  # the ENTRY site
         self.area = sitehooks.hook_area_for(self.code)
         self.memory = self.instance.memories[0]
         self.area.set_regions([(sitehooks.REGION_MEMORY, 0, 0, self.memory.definition_address),
@@ -222,16 +222,22 @@ class VeneerRig:
         rng = random.Random(7)
         self.memory.write(0, bytes(rng.randrange(256) for _ in range(4096)))
         self.stops = 0
+        self.rbp = None
         self.store.debug_handler = self._on_stop
         self.f = self.instance.exports["f"]
+        # rbp at the ENTRY site is f's own frame (codemem.abi "Function
+        # layout"): seen at a stop there (a condition that is always true).
+        self.run(parse_agent_expr(b"\x22\x01\x27"))
+        assert self.rbp
 
     def _on_stop(self, kind, code, regfile, vmctx):
         self.stops += 1
+        self.rbp = regfile.gpr[6]
 
     def registers(self) -> dict[int, int]:
-        # At f's entry site, called from the host: rbp is 0 (cm_enter clears
-        # it), r15 the instance context, rip the site.
-        return {6: 0, 15: self.instance.vmctx_address, 16: self.site}
+        # At f's entry site, called from the host: rbp is f's frame (the same
+        # at every call from the host), r15 the instance context, rip the site.
+        return {6: self.rbp, 15: self.instance.vmctx_address, 16: self.site}
 
     def read(self, address: int, size: int) -> int | None:
         base, length = self.memory.base, self.memory.data_len

@@ -90,7 +90,10 @@ def check_invariants(wasm: bytes, debug: bool):
     for position, f in enumerate(table.functions()):
         defined = f.wasm_index - info.num_imported_funcs
         assert defined == position
-        assert f.native_start % 32 == 0
+        # Layout: `push rbp; mov rbp, rsp` at the first byte (28 mod 32), the
+        # ENTRY point right after it, on 32 bytes (compiler.FUNCTION_START_PHASE).
+        assert f.native_start % 32 == 28
+        assert code[f.native_start:f.native_start + 4] == b"\x55\x48\x89\xe5"
         body = info.codes[defined]
         boundaries = {ins.offset for ins in info.read_body(defined)}
         assert f.body_wasm_offset == body.body_offset
@@ -107,7 +110,11 @@ def check_invariants(wasm: bytes, debug: bool):
         # Sequence points.
         points = table.sequence_points(f)
         all_points.append(points)
-        assert points[0].kind == SequencePointKind.ENTRY and points[0].native_offset == f.native_start
+        assert points[0].kind == SequencePointKind.ENTRY and points[0].native_offset == f.native_start + 4
+        assert points[0].native_offset % 32 == 0
+        assert table.entry_offset(f) == f.native_start + 4
+        if debug:
+            assert code[f.native_start + 4:f.native_start + 9] == SITE_DISABLED
         assert points[0].wasm_offset == body.body_offset
         for p in points:
             assert f.contains(p.native_offset)

@@ -45,7 +45,8 @@ EVENT_TIMEOUT = 20.0
 REASONS = ("is padding the compiler put before a patch site",
            "is not reached by falling through from the sequence point",
            "can be reached from the branch at",
-           "follows the indirect jump at")
+           "follows the indirect jump at",
+           "is in the frame setup")
 
 CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 CS.detail = True
@@ -149,8 +150,17 @@ def test_every_non_site_instruction_of_every_example_is_accepted_or_refused_with
     for func in table.functions():
         fn = displaced.function_code(engine_code, func.native_start)
         assert fn is displaced.function_code(engine_code, func.native_start), "decoded once per EngineCode"
+        entry = table.entry_offset(func)
         for ins in fn.insns:
             if ins.offset in fn.site_set:
+                continue
+            if ins.offset < entry:
+                # push rbp; mov rbp, rsp: before any site.  No displaced
+                # block can carry them; the target lets the ENTRY site carry
+                # breakpoints there (test_frames).
+                assert ins.offset in (func.native_start, func.native_start + 1), hex(ins.offset)
+                with pytest.raises(DisplacedError, match="is in the frame setup"):
+                    displaced.check_displaceable(engine_code, ins.offset)
                 continue
             try:
                 carrier = fn.check(ins.offset)

@@ -477,13 +477,19 @@ def test_a_frame_base_that_is_a_local_is_es_in_every_frame_and_the_image_says_wh
                 assert result.frame_base_slots[func.native_start] in {s.frame_offset for s in table.locals(func)}
                 in_es += 1
                 continue
-            entries = [e for e in parsed if isinstance(e, LocationEntry)]
-            assert entries[0].begin_offset == func.native_start and entries[-1].end_offset == func.native_end
-            assert all(a.end_offset == b.begin_offset for a, b in zip(entries, entries[1:])), name
+            # One expression choosing by pc (translate.choose_by_pc), or a
+            # location list where a piece is no plain address computation.
+            if isinstance(parsed, LocationExpr):
+                entries = pieces_by_pc(bytes(parsed.loc_expr), func.native_start, func.native_end)
+            else:
+                entries = [(e.begin_offset, e.end_offset, bytes(e.loc_expr))
+                           for e in parsed if isinstance(e, LocationEntry)]
+            assert entries[0][0] == func.native_start and entries[-1][1] == func.native_end
+            assert all(a[1] == b[0] for a, b in zip(entries, entries[1:])), name
             first = next(native for native, _, kind in table.point_offsets(func)
                          if kind is SequencePointKind.INSTRUCTION)
-            assert [e.begin_offset for e in entries] == sorted({func.native_start, first}), name
-            assert bytes(entries[0].loc_expr) == bytes([0x30]) or first == func.native_start  # DW_OP_lit0
+            assert [e[0] for e in entries] == sorted({func.native_start, first}), name
+            assert entries[0][2] == bytes([0x30]) or first == func.native_start  # DW_OP_lit0
     if name in ("inventory.O0", "deep.O0"):  # at -O2 clang's frame bases are mostly __stack_pointer
         assert in_es > 0, name
 
@@ -546,7 +552,11 @@ def test_the_prologue_scan_reads_multi_byte_immediates_as_the_checked_reader_doe
     assert argument_stores(too_long, 0, len(too_long), 130, 200) == {}
 
 
+PARAMETER_FORMS: set[str] = set()  # the forms _parameter_locations last saw
+
+
 def _parameter_locations(name: str, function: str):
+    PARAMETER_FORMS.clear()
     module = _module(name)
     table = module.engine_code.frame_table
     result = translate_guest_dwarf(module.info, table, code_address=0, address_size=4)
@@ -559,18 +569,106 @@ def _parameter_locations(name: str, function: str):
                 params = {}
                 for die in sub.iter_children():
                     if die.tag == "DW_TAG_formal_parameter" and "DW_AT_location" in die.attributes:
-                        entries = parser.parse_from_attribute(die.attributes["DW_AT_location"], 4, die=die)
+                        attribute = die.attributes["DW_AT_location"]
+                        PARAMETER_FORMS.add(attribute.form)
+                        if attribute.form == "DW_FORM_exprloc":
+                            first = next(native for native, wasm, kind in table.point_offsets(func)
+                                         if kind is SequencePointKind.INSTRUCTION)
+                            entries = pieces_by_pc(bytes(attribute.value), func.native_start, func.native_end, first)
+                        else:
+                            entries = [(e.begin_offset, e.end_offset, bytes(e.loc_expr))
+                                       for e in parser.parse_from_attribute(attribute, 4, die=die)
+                                       if isinstance(e, LocationEntry)]
                         params[die.attributes["DW_AT_name"].value.decode()] = [
-                            (e.begin_offset, e.end_offset, PARSER.parse_expr(e.loc_expr))
-                            for e in entries if isinstance(e, LocationEntry)]
+                            (s, e, PARSER.parse_expr(x)) for s, e, x in entries]
                 return table, func, params
     raise AssertionError(f"{function} not in {name}")
 
 
+def chosen_at(expr: bytes, pc: int, es: int = 1, address_size: int = 4) -> bytes:
+    """The part of a translate.choose_by_pc expression that the pc selects:
+    its tests (DW_OP_breg16 0; DW_OP_addr A; DW_OP_lt; DW_OP_bra) run as a
+    DWARF evaluator would, then the piece up to its DW_OP_skip (or the end).
+    An expression without tests is its own piece.  A leading es test
+    (``DW_OP_bregx 50 0; DW_OP_bra``, _Translator._parameter_by_pc) runs with
+    ``es``."""
+    at = 0
+    if expr.startswith(FRAME_BASE_IN_REGISTER + b"\x28"):
+        at = len(FRAME_BASE_IN_REGISTER) + 3
+        branch = int.from_bytes(expr[at - 2:at], "little", signed=True)
+        if es:
+            at += branch
+        else:
+            skip_at = at + branch - 3
+            assert expr[skip_at] == 0x2F
+            return expr[at:skip_at]
+    if expr.endswith(b"\x96") and len(expr) > 1:
+        expr = expr[:-1]  # the DW_OP_nop choose_by_pc ends with (the skips' target)
+        expr = expr[at:]
+        at = 0
+    while expr[at:at + 3] == bytes([0x80, 0, 0x03]):
+        boundary = int.from_bytes(expr[at + 3:at + 3 + address_size], "little")
+        at += 3 + address_size
+        assert expr[at:at + 2] == bytes([0x2D, 0x28])  # lt, bra
+        offset = int.from_bytes(expr[at + 2:at + 4], "little", signed=True)
+        at += 4
+        if pc < boundary:
+            at += offset
+            break
+    end = len(expr)
+    # A piece ends at its DW_OP_skip (the last piece has none).
+    for candidate in range(at, len(expr) - 2):
+        if expr[candidate] == 0x2F and candidate + 3 + int.from_bytes(expr[candidate + 1:candidate + 3], "little",
+                                                                      signed=True) in (len(expr), len(expr) + 1):
+            end = candidate
+            break
+    return expr[at:end]
+
+
+def pieces_by_pc(expr: bytes, start: int, end: int, first: int | None = None) -> list[tuple[int, int, bytes]]:
+    """``(start, end, piece)`` for every pc of [start, end), merged: the
+    location list a choose_by_pc expression stands for (es 0 before
+    ``first``, the first wasm instruction, as the stub reports it)."""
+    out: list[tuple[int, int, bytes]] = []
+    for pc in range(start, end):
+        piece = chosen_at(expr, pc, es=int(first is None or pc >= first))
+        if out and out[-1][2] == piece:
+            out[-1] = (out[-1][0], pc + 1, piece)
+        else:
+            out.append((pc, pc + 1, piece))
+    return out
+
+
+@pytest.mark.parametrize("name, producer", [("calls.O0", "GNU C17 "), ("structs.O0", "GNU C17 "),
+                                            ("aggregates.O0", "GNU C17 "), ("calls.O2", "clang version ")])
+def test_units_without_location_lists_are_named_gcc_units(name, producer):
+    """-O0 units end with no location list at all (parameters and frame
+    bases choose by pc in one expression), so they get a GCC producer; -O2
+    units have the guest's own location lists and keep a clang one."""
+    module = _module(name)
+    result = translate_guest_dwarf(module.info, module.engine_code.frame_table, code_address=0, address_size=4)
+    has_lists = bool(result.sections.get(".debug_loclists") or result.sections.get(".debug_loc"))
+    assert has_lists == (producer != "GNU C17 ")
+    for unit in _dwarf(result.sections).iter_CUs():
+        assert unit.get_top_DIE().attributes["DW_AT_producer"].value.decode().startswith(producer)
+
+
+def test_a_pc_chooser_is_a_location_list_in_one_expression():
+    from gdbstub.dwarf_translate.translate import choose_by_pc
+    pieces = [(0x10, 0x14, b"\x74\x08"), (0x14, 0x30, b"\x9c\x11\x50\x22"), (0x30, 0x90, b"\x91\x68")]
+    expr = choose_by_pc(pieces, 0x1000, 4)
+    assert pieces_by_pc(expr, 0x1010, 0x1090) == [(0x1000 + s, 0x1000 + e, x) for s, e, x in pieces]
+    assert choose_by_pc(pieces[:1], 0x1000, 4) == b"\x74\x08"  # one piece: itself
+    assert choose_by_pc([pieces[0], pieces[2]], 0x1000, 4) is None  # not contiguous
+
+
 def test_o0_parameters_read_the_argument_array_then_their_local_until_the_prologue_stores_them():
+    """One location expression each, choosing by pc (no location list: a GNU
+    producer's unit must have none, guest_lines.image_producer)."""
     table, func, params = _parameter_locations("calls.O0", "mix")
     first = next(native for native, wasm, kind in table.point_offsets(func) if kind is SequencePointKind.INSTRUCTION)
     assert list(params) == ["a", "b", "c", "d", "e"]
+    assert PARAMETER_FORMS == {"DW_FORM_exprloc"}
     for k, entries in enumerate(params.values()):
         (s0, e0, entry), (s1, e1, local), (s2, e2, stored) = entries
         assert (s0, e0, s1, e2) == (func.native_start, first, first, func.native_end) and e1 == s2 > s1

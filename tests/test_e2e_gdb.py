@@ -87,10 +87,11 @@ def detail(run: ClientRun, stub_process) -> str:
 # ---------------------------------------------------------------- tests
 
 def test_break_by_name_stops_at_the_functions_entry_site(stub):
-    """``break *square`` (square's address) stops at its entry site, before
-    the prologue; ``break square`` (by name: gdb skips the prologue by the
-    line table) stops in the same call on square's first body line, at a
-    patch site past the prologue, with the frame set up."""
+    """``break *square`` (square's address) stops at its first byte, before
+    `push rbp; mov rbp, rsp` (its ENTRY site right after them carries the
+    breakpoint; the stop is shown with the two undone); ``break square`` (by
+    name: gdb skips the prologue) stops in the same call on square's first
+    body line, at a patch site past the prologue, with the frame set up."""
     demo = stub()
     run = run_gdb(demo, ["break *square", "break square", mark("entry"), "continue", "p/x $pc", "p/x $rsp",
                          "info symbol $pc", mark("body"), "continue", "p/x $pc", "p/x $rsp", "p/x $rbp",
@@ -111,7 +112,7 @@ def test_break_by_name_stops_at_the_functions_entry_site(stub):
         detail(run, demo)
     entry_pc, entry_rsp = values(entry)
     assert entry_pc == start == int(entry_bp.group(1), 16), detail(run, demo)
-    assert sites.get(entry_pc) == "entry", f"stop pc {entry_pc:#x} is not square's entry site:\n{table}"
+    assert sites.get(entry_pc + 4) == "entry", f"{entry_pc + 4:#x} is not square's ENTRY site:\n{table}"
     assert re.search(r"^square in section \.text", entry, re.M), detail(run, demo)
 
     body = section(run, "body")

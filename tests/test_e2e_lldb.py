@@ -84,8 +84,8 @@ def run_lldb_with_crash_commands(stub_process, commands: list[str], on_crash: li
 # ---------------------------------------------------------------- tests
 
 def test_break_by_name_stops_at_the_functions_entry_site(stub):
-    """``--skip-prologue false`` stops at square's entry site (its first
-    byte); plain ``breakpoint set --name`` (lldb skips the prologue by the
+    """``--skip-prologue false`` stops at square's first byte, before `push
+    rbp; mov rbp, rsp` (carried by its ENTRY site right after them); plain ``breakpoint set --name`` (lldb skips the prologue by the
     demo's line table) stops in the same call on square's first body line, at
     a patch site past the prologue, with the frame set up."""
     body_line = demo_line("return x * x;")
@@ -108,7 +108,7 @@ def test_break_by_name_stops_at_the_functions_entry_site(stub):
     assert re.search(r"stop reason = breakpoint 2\.1", entry), detail(run, demo)
     pc = pc_of(entry, run)
     entry_rsp = int(re.search(r"^\s+rsp = (0x[0-9a-f]+)", entry, re.M).group(1), 16)
-    assert sites.get(pc) == "entry", f"stop pc {pc:#x} is not square's entry site\n{run}"
+    assert sites.get(pc + 4) == "entry", f"{pc + 4:#x} is not square's ENTRY site\n{run}"
     assert pc == start == int(entry_bp.group(1), 16), detail(run, demo)
 
     body = section(run, "body")

@@ -120,3 +120,33 @@ def test_a_condition_on_a_variable_in_linear_memory_is_evaluated_at_the_site_wit
     assert "breakpoint already hit 1 time" in output, run
     stub.wait(30)
     assert "bottom 100" in stub.output_after_banner, (run, stub.describe())
+
+
+@pytest.mark.timeout(240)
+def test_a_condition_and_a_dprintf_at_a_functions_first_byte_run_at_its_entry_site(tmp_path):
+    """``break *descend if depth == 50``: no site runs before `push rbp; mov
+    rbp, rsp`, so the ENTRY site after them carries the breakpoint and its
+    condition (compiled by gdb for the first byte: es is 0 there, the
+    parameter is read from the argument array); the stop is shown at the
+    first byte, and `stepi` runs the push, then the mov, then reaches the
+    ENTRY site.  An agent dprintf at the first byte prints every call's
+    argument without stopping."""
+    stub = StubProcess.start(tmp_path / "stub", example("deep.O0"), invoke="deep_run", args=["100"])
+    try:
+        run = run_gdb(stub, ["set breakpoint condition-evaluation target", "break *descend if depth == 50",
+                             "continue", "p depth", "p/x $pc", "p &descend", "bt 2", "stepi", "p/x $pc", "p depth",
+                             "stepi", "p/x $pc", "p depth", "delete", "set dprintf-style agent",
+                             "dprintf *descend,\"enter %d\\n\", depth", "continue"], timeout=180)
+    finally:
+        stub.kill()
+    output = run.output
+    assert re.search(r"Breakpoint 1, descend \(depth=50, limit=100\) at examples/deep\.c:\d+", output), run
+    start = int(re.search(r"^\$3 = \(int \(\*\)\(int, int\)\) (0x[0-9a-f]+) <descend>$", output, re.M).group(1), 16)
+    pcs = [int(v, 16) for v in re.findall(r"^\$\d+ = (0x[0-9a-f]+)$", output, re.M)]
+    assert pcs == [start, start + 1, start + 4], run
+    assert re.findall(r"^\$\d+ = (\d+)$", output, re.M) == ["50", "50", "50"], run
+    assert re.search(r"^#1 .* in descend \(depth=49, limit=100\)", output, re.M), run
+    stub.wait(30)
+    # The dprintf was inserted at descend's 51st call (depth 50 stopped inside it).
+    entered = [line[len("enter "):] for line in stub.output_after_banner if line.startswith("enter ")]
+    assert entered == [str(d) for d in range(51, 101)], (run, stub.describe())

@@ -111,8 +111,13 @@ def test_sweep(path: Path, debug: bool):
             return_points = {p.native_offset: p for p in points if p.kind == SequencePointKind.RETURN_POINT}
             points_at = {p.native_offset: p for p in points}
 
+            # codemem.abi "Function layout": push rbp; mov rbp, rsp, then
+            # the ENTRY point (its site in debug code).
+            assert code[func.native_start:func.native_start + 4] == b"\x55\x48\x89\xe5", \
+                f"{where}: no `push rbp; mov rbp, rsp` at the function's first byte"
+            assert points[0].kind == SequencePointKind.ENTRY and points[0].native_offset == func.native_start + 4
             if debug:
-                assert func.native_start in site_set, f"{where}: no site at the function's first byte"
+                assert func.native_start + 4 in site_set, f"{where}: no site after the function's frame setup"
             previous = None
             call_returns = set()
             for address, size, mnemonic, operands in listing:

@@ -108,7 +108,10 @@ def test_the_lines_build_an_image_that_pyelftools_reads_back(demo):
                              lines=found.rows, comp_dir=found.comp_dir, producer=found.producer)
     dwarf = ELFFile(io.BytesIO(data)).get_dwarf_info()
     (cu,) = dwarf.iter_CUs()
-    assert cu.get_top_DIE().attributes["DW_AT_producer"].value.decode().startswith("clang version 19")
+    # A lines-only image has no location lists: a GCC producer
+    # (guest_lines.image_producer), the guest's kept in parentheses.
+    producer = cu.get_top_DIE().attributes["DW_AT_producer"].value.decode()
+    assert producer.startswith("GNU C17 ") and "(guest: " in producer and "clang version 19" in producer
     states = [e.state for e in dwarf.line_program_for_CU(cu).get_entries() if e.state]
     assert sum(bool(s.prologue_end) for s in states) == len(DEMO_FUNCTIONS)
     assert [s.line for s in states if not s.end_sequence] == [row.line for row in found.rows]
@@ -120,8 +123,17 @@ def test_the_lines_build_an_image_that_pyelftools_reads_back(demo):
     ("rustc version 1.80", "wasm-gdbstub"),
     ("", "wasm-gdbstub"),
 ])
-def test_image_producer_starts_with_clang_only_for_clang(producer, expected):
-    assert image_producer(producer).startswith(expected)
+def test_a_unit_with_location_lists_is_named_clang_only_for_clang(producer, expected):
+    assert image_producer(producer, has_location_lists=True).startswith(expected)
+
+
+@pytest.mark.parametrize("producer", ["Debian clang version 19.1.7 (3~deb12u1)", "rustc version 1.80", ""])
+def test_a_unit_without_location_lists_is_named_a_gcc_unit(producer):
+    """gdb 13 sets epilogue_unwind_valid for GCC >= 4.5 units (no `m PC,1`
+    epilogue-sniffer reads at every stop); the guest's producer is kept."""
+    named = image_producer(producer)
+    assert named.startswith("GNU C17 12.2.0 ")
+    assert f"(guest: {producer or 'unknown'};" in named
 
 
 def corrupted(info, name: str, data: bytes):

@@ -69,7 +69,8 @@ def test_the_host_return_pc_is_after_the_entry_thunks_call_and_no_ret(low):
     assert low.target.host_return_pc == thunk + 2 and ENTRY_THUNK_CODE[:2] == b"\xff\xd7"
     # Not a `ret`: gdb's amd64 epilogue unwinder would take that frame over.
     assert ENTRY_THUNK_CODE[2] != 0xC3
-    # It is the outermost frame's return address, as a debugger unwinds it.
+    # It is the outermost frame's return address, as a debugger unwinds it
+    # (shown at the function's first byte: the address at rsp).
     rsp = low.registers()["rsp"]
     assert struct.unpack("<Q", low.target.read_memory(rsp, 8))[0] == low.target.host_return_pc
 

@@ -111,8 +111,10 @@ def rule_at(table, pc: int):
 # ------------------------------------------------------------ prologue bytes
 @MODES
 def test_prologue_byte_counts_are_what_the_cfi_assumes(demo, debug):
-    """What the brief says about the prologue, checked on compiled code: a 5-byte
-    patch site (debug only), `push rbp` (1 byte), `mov rbp, rsp` (3 bytes)."""
+    """The frame setup the CFI rows assume, checked on compiled code: `push
+    rbp` (1 byte), `mov rbp, rsp` (3 bytes) at the function's first byte, then
+    the ENTRY point, a 5-byte patch site in debug code (codemem.abi "Function
+    layout")."""
     loaded = demo[debug]
     (entry,) = loaded.store.registry.entries()
     code = entry.store_code
@@ -120,12 +122,12 @@ def test_prologue_byte_counts_are_what_the_cfi_assumes(demo, debug):
     for func in code.frame_table.functions():
         data = code.read_for_debugger(code.base + func.native_start, 16)
         first = [(i.address, i.size, i.mnemonic, i.op_str) for i in disassembler.disasm(data, 0)][:3]
+        assert first[:2] == [(0, 1, "push", "rbp"), (1, 3, "mov", "rbp, rsp")]
+        assert code.frame_table.entry_offset(func) == func.native_start + 4
         if debug:
-            assert data[:SITE_SIZE] == SITE_DISABLED
-            assert first == [(0, 5, "nop", "dword ptr [rax + rax]"), (5, 1, "push", "rbp"),
-                             (6, 3, "mov", "rbp, rsp")]
-        else:
-            assert first[:2] == [(0, 1, "push", "rbp"), (1, 3, "mov", "rbp, rsp")]
+            assert data[4:4 + SITE_SIZE] == SITE_DISABLED
+            assert first[2] == (4, 5, "nop", "dword ptr [rax + rax]")
+            assert code.frame_table.site_index(func.native_start + 4) is not None
 
 
 # ------------------------------------------------------------ store images
@@ -246,8 +248,8 @@ def test_cfi_equals_capstone_simulation_at_every_instruction(image_set, name, de
         simulated = simulate_frame_rules(data, LINK, func.native_start, func.native_end)
         for address, expected in simulated.items():
             assert rule_at(table, address) == expected, (name, hex(address - LINK))
-        prologue = func.native_start + (SITE_SIZE if debug else 0)
-        assert [row[0] - LINK for row in table][:3] == [func.native_start, prologue + 1, prologue + 4]
+        start = func.native_start
+        assert [row[0] - LINK for row in table][:3] == [start, start + 1, start + 4]
 
 
 # ------------------------------------------------------------ runtime image
@@ -746,7 +748,7 @@ def test_lldb_uses_the_images_cfi_to_unwind_a_remote_stop(image_set):
     commands = [f"gdb-remote {stub.port}"]
     commands += [f"target modules add {image.name}" for image in images]
     commands += [f"target modules load -f {image.name} -s {image.load_bias:#x}" for image in images]
-    commands += ["bt", f"image show-unwind -a {code.base + sum_of_squares.native_start + 9:#x}",
+    commands += ["bt", f"image show-unwind -a {code.base + sum_of_squares.native_start + 4:#x}",
                  f"image show-unwind -a {images[-1].start + 1:#x}", "process detach"]
     arguments = ["lldb-22", "-b", "--no-lldbinit"]
     for command in commands:
@@ -763,7 +765,7 @@ def test_lldb_uses_the_images_cfi_to_unwind_a_remote_stop(image_set):
     assert "Asynchronous (not restricted to call-sites) UnwindPlan is 'DWARF CFI'" in function_plan
     debug_frame = function_plan.split("debug_frame UnwindPlan:")[1].split("\n\n")[0]
     rows = re.findall(r"row\[\d+\]:\s+(\d+): CFA=(\w+) ?\+(\d+) => (.*)", debug_frame)
-    assert [(int(o), r, int(n)) for o, r, n, _ in rows][:3] == [(0, "rsp", 8), (6, "rsp", 16), (9, "rbp", 16)]
+    assert [(int(o), r, int(n)) for o, r, n, _ in rows][:3] == [(0, "rsp", 8), (1, "rsp", 16), (4, "rbp", 16)]
     assert runtime_plan.startswith(f"{Path(images[-1].name).name}`cm_enter"), runtime_plan[:200]
     runtime_rows = runtime_plan.split("debug_frame UnwindPlan:")[1].split("\n\n")[0]
     assert re.search(r"row\[0\]:\s+0: CFA=rsp \+8 => rip=\?", runtime_rows), runtime_rows

@@ -209,7 +209,7 @@ def test_a_warm_load_reads_the_frame_table_in_place_from_the_entry(tmp_path):
     assert isinstance(table._data, mmap.mmap), "the warm table was copied out of the cache entry"
     (entry,) = entries(tmp_path)
     assert entry.read_bytes().endswith(table.data)
-    assert table.function(0).num_seqpoints > 0 and table.sequence_point(0).native_offset == table.function(0).native_start
+    assert table.function(0).num_seqpoints > 0 and table.sequence_point(0).native_offset == table.entry_offset(table.function(0))
 
 
 def test_the_compiler_version_changes_with_the_c_extension_alone(tmp_path):

@@ -206,6 +206,11 @@ class GuestHarness:
         return [(self.code.base + p.native_offset, p) for p in self.table.sequence_points(self.function(name))]
 
     def entry_pc(self, name: str) -> int:
+        """The pc of ``name``'s ENTRY site (after its frame setup)."""
+        return self.code.base + self.table.entry_offset(self.function(name))
+
+    def start_pc(self, name: str) -> int:
+        """The pc of ``name``'s first byte (its ``push rbp``)."""
         return self.code.base + self.function(name).native_start
 
     def point_pc(self, name: str, wasm_offset: int, kind=SequencePointKind.INSTRUCTION) -> int:
@@ -300,7 +305,9 @@ def test_halt_reason_at_entry_expedites_frame_registers(guest):
     assert (kind, signal) == ("T", 5)
     assert pairs["thread"] == "p%x.1" % guest.target.pid
     regs = guest.registers()
-    assert reg_value(pairs["10"]) == guest.func.code_pc == guest.entry_pc("run")
+    # Shown at the invoked function's first byte (code_pc), before its frame
+    # setup; the guest waits at the ENTRY site after it.
+    assert reg_value(pairs["10"]) == guest.func.code_pc == guest.start_pc("run")
     assert pairs["06"] == regs[G_RBP:G_RBP + 8].hex()
     assert pairs["07"] == regs[G_RSP:G_RSP + 8].hex()
     assert "swbreak" not in pairs  # the entry stop is not a breakpoint of the client's
@@ -310,7 +317,7 @@ def test_g_and_p_agree(guest):
     guest.handshake()
     regs = guest.registers()
     assert len(regs) == arch_amd64.G_PACKET_SIZE
-    assert int.from_bytes(regs[G_RIP:G_RIP + 8], "little") == guest.entry_pc("run")
+    assert int.from_bytes(regs[G_RIP:G_RIP + 8], "little") == guest.start_pc("run")
     for regnum in (0, 6, 7, 15, 16, 17):
         value = bytes.fromhex(guest.ask(b"p%x" % regnum).decode())
         offset = sum(r.size for r in arch_amd64.REGISTERS[:regnum])
@@ -488,9 +495,17 @@ def test_breakpoints_and_stops_without_multiprocess(guest):
 # ---------------------------------------------------------------- stepping
 
 def test_step_stops_at_the_next_sequence_point(guest):
+    """From the invoked function's first byte a step runs `push rbp`, then
+    `mov rbp, rsp` (each a stop, the stub runs them), then reaches the ENTRY
+    site and each sequence point in order; a call is entered at the callee's
+    first byte."""
     guest.handshake()
     run_sites = [pc for pc, p in guest.points("run")]
-    callee = guest.entry_pc("sum_of_squares")
+    callee = guest.start_pc("sum_of_squares")
+    start = guest.start_pc("run")
+    for expected in (start + 1, guest.entry_pc("run")):
+        kind, signal, pairs = parse_stop(guest.resume(b"s"))
+        assert (kind, signal) == ("T", 5) and reg_value(pairs["10"]) == expected
     pcs = [guest.entry_pc("run")]
     for _ in range(len(run_sites)):
         kind, signal, pairs = parse_stop(guest.resume(b"s"))
@@ -537,9 +552,10 @@ def test_vcont_range_step_runs_until_it_leaves_the_range(guest):
     _, _, pairs = parse_stop(guest.resume(b"vCont;r%x,%x:%s" % (start, end, thread)))
     assert reg_value(pairs["10"]) == inside
     guest.ask(b"z0,%x,1" % inside)
-    # Otherwise it runs until the pc leaves [start, end): the call into sum_of_squares.
+    # Otherwise it runs until the pc leaves [start, end): the call into
+    # sum_of_squares, shown at its first byte.
     _, _, pairs = parse_stop(guest.resume(b"vCont;r%x,%x:%s;c" % (start, end, thread)))
-    assert reg_value(pairs["10"]) == guest.entry_pc("sum_of_squares")
+    assert reg_value(pairs["10"]) == guest.start_pc("sum_of_squares")
     assert guest.code.enabled_site_offsets() == []
     # Leftmost matching action wins; an action for another thread is skipped.
     assert parse_stop(guest.resume(b"vCont;s:p%x.7;c" % guest.target.pid))[:2] == ("W", 0)
@@ -566,7 +582,7 @@ def test_a_range_step_runs_the_range_at_full_speed_and_stops_once_where_it_leave
     original = guest.target._resume_step
     monkeypatch.setattr(guest.target, "_resume_step", lambda: (steps.append(1), original())[1])
     _, _, pairs = parse_stop(guest.resume(b"vCont;r%x,%x:%s" % (start, end, thread)))
-    assert reg_value(pairs["10"]) == guest.entry_pc("square")
+    assert reg_value(pairs["10"]) == guest.start_pc("square")  # entered: shown at its first byte
     assert len(steps) == 1, f"{len(steps)} stops inside the range"
     assert guest.code.enabled_site_offsets() == []
 
@@ -670,13 +686,13 @@ def _entry_rip_scenario(case: str) -> None:
         guest.resume(b"c")
         guest.ask(b"z0,%x,1" % body)
         reply = guest.ask(b"P10=" + le64(guest.entry_pc("run")))
-    else:  # "entry-to-body": still at the entry stop, before run's prologue
+    else:  # "entry-to-body": still at the entry stop (run's first byte), before its prologue
         reply = guest.ask(b"P10=" + le64(body))
     # Accepted as one register of a state to come; refused as the state the
     # guest would resume from (reported as a SIGSEGV stop).
     print("write", reply.decode(), flush=True)
     print("reply", guest.send(b"c")[-1].decode(), flush=True)
-    guest.ask(b"P10=" + le64(body if case == "body-to-entry" else guest.entry_pc("run")))
+    guest.ask(b"P10=" + le64(body if case == "body-to-entry" else guest.start_pc("run")))
     print("end", guest.resume(b"c").decode(), guest.target.results, flush=True)
 
 
@@ -838,7 +854,7 @@ def test_monitor_commands(guest):
     assert patches.strip() == f"{square:#x} demo.O0!square refs=1 breakpoint"
     table = monitor(guest, "frame-table fact")
     fact = guest.function("fact")
-    assert table.splitlines()[0].startswith(f"fact (wasm function {fact.wasm_index}): {guest.entry_pc('fact'):#x}-")
+    assert table.splitlines()[0].startswith(f"fact (wasm function {fact.wasm_index}): {guest.start_pc('fact'):#x}-")
     point_lines = [line for line in table.splitlines() if " wasm@" in line]
     assert len(point_lines) == len(guest.points("fact"))
     assert all(line.endswith(" site") for line in point_lines)

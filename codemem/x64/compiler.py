@@ -62,6 +62,7 @@ from ..abi import (
     FRAME_FIXED_SIZE,
     FRAME_LIBCALL_AREA,
     FRAME_SAVED_CTX,
+    FRAME_SETUP,
     FUNCREF_CODE,
     FUNCREF_CTX,
     FUNCREF_TYPE_ID,
@@ -172,7 +173,7 @@ def compile_module(info: ModuleInfo, *, debug: bool, jobs: int | None = None) ->
     in forked children while this process compiles the first run, and the
     parts are linked here; the image is byte for byte the one a single
     process makes (each function's code depends only on the function: it
-    starts on 32 bytes, and calls between functions are linked last).  Any
+    starts at 28 mod 32, FUNCTION_START_PHASE, and calls between functions are linked last).  Any
     CompileError, or a child that fails, falls back to the one-process
     compile, which reports errors in the spec's order."""
     with _gc_paused():
@@ -263,16 +264,26 @@ class _Chunk:
 
 def _link(info: ModuleInfo, debug: bool, chunks: list[_Chunk]) -> CompiledModule:
     """The image and frame table of ``chunks`` (runs in function order):
-    their code one after the other (each on 32 bytes, as a function starts),
-    calls between runs resolved, then the veneers."""
+    their code one after the other, calls between runs resolved, then the
+    veneers.  A chunk was compiled from offset 0, so its first function is
+    at FUNCTION_START_PHASE after 0xCC padding: it goes at the 32-byte
+    multiple ``base`` that puts that function where one process would have
+    (the next FUNCTION_START_PHASE offset), and the part of its padding
+    before the previous chunk's end is left out."""
     code = bytearray()
     builder = FrameTableBuilder(debug=debug)
     bases, starts, sites, trap_calls = [], [], array("I"), array("I")
     for chunk in chunks:
-        code += b"\xcc" * (-len(code) & (_BRANCH_BOUNDARY - 1))
-        base = len(code)
+        base = (len(code) + _function_start_padding(len(code))) - FUNCTION_START_PHASE
+        if base >= len(code):
+            code += b"\xcc" * (base - len(code))
+            code += chunk.code
+        else:
+            overlap = len(code) - base  # padding of the chunk's already in place
+            assert chunk.code[:overlap] == b"\xcc" * overlap
+            code += chunk.code[overlap:]
+        assert base % _BRANCH_BOUNDARY == 0
         bases.append(base)
-        code += chunk.code
         starts += map(base.__add__, chunk.starts)
         sites += array("I", map(base.__add__, chunk.sites)) if base else chunk.sites
         trap_calls += array("I", map(base.__add__, chunk.trap_calls)) if base else chunk.trap_calls
@@ -570,6 +581,18 @@ def _fits_simm32(value: int) -> bool:
 _BRANCH_BOUNDARY = 32
 _LOOP_ALIGN = 32
 
+#: Functions start at this offset mod 32, so that their ENTRY point, right
+#: after FRAME_SETUP, is on a 32-byte boundary: a patch site there needs no
+#: padding prefix, and the code from the ENTRY point on does not depend on
+#: where the previous function ended.
+FUNCTION_START_PHASE = -len(FRAME_SETUP) & (_BRANCH_BOUNDARY - 1)
+
+
+def _function_start_padding(length: int) -> int:
+    """How many bytes to pad code of ``length`` bytes with so that the next
+    function starts at FUNCTION_START_PHASE mod 32."""
+    return (FUNCTION_START_PHASE - length) & (_BRANCH_BOUNDARY - 1)
+
 
 class _ModuleCompiler:
     """Compiles the defined functions ``first`` .. ``last - 1`` of a module
@@ -663,12 +686,11 @@ class _ModuleCompiler:
         local_types = ft.params + body.locals
         asm = self.asm
         code = asm.code
-        start = (len(code) + _BRANCH_BOUNDARY - 1) & -_BRANCH_BOUNDARY  # where align() puts the function
+        start = len(code) + _function_start_padding(len(code))
         fn = self.ccore.compile(index, local_types, start)
         if fn is None:
             return False
-        asm.align(_BRANCH_BOUNDARY, 0xCC)
-        assert len(code) == start
+        code += b"\xcc" * (start - len(code))
         asm.bind(self.func_labels[index])
         code += fn.code
         self.site_offsets += fn.sites
@@ -955,26 +977,29 @@ class _ModuleCompiler:
         self.instrs = instrs
         seqpoints = self.seqpoints = []
 
-        asm.align(_BRANCH_BOUNDARY, 0xCC)
+        code += b"\xcc" * _function_start_padding(len(code))
         start = len(code)
         asm.bind(self.func_labels[index])
-        if debug:
-            self._site()
-        seqpoints.append((start, body.body_offset, _ENTRY, ()))
-        self.seq = start
-
-        # Prologue (abi.py "Function layout").  The stack check comes before the
-        # frame is allocated, so a huge frame never moves rsp into the guard
-        # page; frame_size is patched in once the body is compiled.
-        asm.push(RBP)
-        asm.mov(RBP, RSP, 64)
+        # Prologue (abi.py "Function layout"): the frame setup, then the ENTRY
+        # point (its patch site on 32 bytes, no padding: FUNCTION_START_PHASE).
+        # The frame is set up first so that a debugger's prologue analyser
+        # (gdb 13 amd64_analyze_prologue) sees a standard `push %rbp; mov
+        # %rsp,%rbp` at the function's first byte, and the frame exists at the
+        # ENTRY site (docs/stepping.md "Function layout").
+        # The stack check comes before the frame is allocated, so a huge frame
+        # never moves rsp into the guard page; frame_size is patched in once
+        # the body is compiled.
+        code += FRAME_SETUP
+        entry = self._site() if debug else len(code)
+        seqpoints.append((entry, body.body_offset, _ENTRY, ()))
+        self.seq = entry
         code += b"\x48\x8d\x84\x24\0\0\0\0"  # lea rax, [rsp - (frame_size + extra)]
         check_field = len(code) - 4
         asm.mov(RCX, Mem(R15, VMCTX_STACK_CTX), 64)
         asm.cmp(RAX, Mem(RCX, STACK_CTX_STACK_LIMIT), 64)
         asm.pad_for_branch(6, True)
         code += b"\x0f\x82\0\0\0\0"  # jb <stack exhausted>
-        self.trap_fields.append((len(code) - 4, start, TrapCode.STACK_EXHAUSTED))
+        self.trap_fields.append((len(code) - 4, entry, TrapCode.STACK_EXHAUSTED))  # frame set up: reported at ENTRY
         code += b"\x48\x81\xec\0\0\0\0"  # sub rsp, frame_size
         frame_field = len(code) - 4
         asm.mov(_ARGS_PTR, RSI, 64)

@@ -24,8 +24,9 @@ lists the same files under the same numbers), except:
 * call-site DIEs (``DW_TAG_call_site``, ``DW_TAG_GNU_call_site`` and their
   parameters) are left out: their return pcs would need the same mapping and
   gdb only uses them for entry values, which nothing here provides;
-* ``DW_AT_producer`` gets the ``clang version`` prefix gdb checks before it
-  trusts the line table for prologue ends (guest_lines.image_producer).
+* ``DW_AT_producer``: a GCC one for a unit without location lists, the
+  ``clang version`` prefix gdb checks before it trusts the line table for
+  prologue ends otherwise (guest_lines.image_producer).
 
 Addresses are ``code_address`` + image offset; with ``code_address`` 0 the
 output depends only on the module and its frame table, so it can be cached per
@@ -291,6 +292,89 @@ def clip_shared_homes(lists: list[LocList]) -> list[LocList]:
     return out
 
 
+#: DWARF 5 section 7.7.1 opcodes choose_by_pc writes or must not embed.
+_OP_ADDR, _OP_LT, _OP_SKIP, _OP_BRA, _OP_BREG16, _OP_NOP = 0x03, 0x2D, 0x2F, 0x28, 0x80, 0x96
+#: Operations that make an expression something other than a memory
+#: location description (DWARF 5 section 2.6.1.1): a register (DW_OP_reg0..31,
+#: DW_OP_regx), an implicit value or pointer, a composite.  Such a location
+#: must end its expression, so it cannot be one branch of choose_by_pc's.
+_NOT_A_MEMORY_LOCATION = frozenset(range(0x50, 0x70)) | {0x90, 0x93, 0x9D, 0x9E, 0x9F, 0xA0, 0xF2}
+
+
+def choose_by_pc(pieces: list[tuple[int, int, bytes]], code_address: int, address_size: int) -> bytes | None:
+    """ONE location expression for contiguous ``pieces`` ``(start, end,
+    expression)`` (image offsets, ascending, each expression a memory
+    location description), choosing by the pc what a location list would::
+
+        DW_OP_breg16 0; DW_OP_addr END_0; DW_OP_lt; DW_OP_bra -> PIECE_0
+        DW_OP_breg16 0; DW_OP_addr END_1; DW_OP_lt; DW_OP_bra -> PIECE_1
+        ...
+        PIECE_last; DW_OP_skip -> END
+        ...
+        PIECE_1;    DW_OP_skip -> END
+        PIECE_0
+        END: DW_OP_nop
+
+    (The final DW_OP_nop gives the skips a target that is an operation:
+    gdb 13's agent-expression compiler, which compiles a breakpoint
+    condition's variable reads, maps branch targets through the operations'
+    offsets only, dwarf2/loc.c compile_dwarf_to_ax, and a branch to the very
+    end became a goto to an arbitrary offset.)
+
+    (register 16 is the return address column, rip, System V AMD64 psABI
+    3.6.2; DW_OP_lt compares signed, DWARF 5 section 2.5.1.4, and a
+    function's addresses never straddle the sign bit's change.)  Why: with
+    a GCC producer, gdb 13 sets a compile unit's ``locations_valid`` when
+    it has any location list (dwarf2/read.c process_full_comp_unit, the
+    ``has_loclist`` test) and then puts ``break FUNC`` at a function's
+    first byte; these expressions keep such units free of them
+    (guest_lines.image_producer).  gdb relocates DW_OP_addr by the
+    objfile's offset (dwarf2/expr.c, and in agent expressions
+    dwarf2/loc.c compile_dwarf_to_ax), lldb converts it to a load address,
+    so the expression works in the position-independent image.  The caller
+    checks that every piece is a memory location (_Translator
+    ._is_memory_location: a register must end an expression, so such a
+    variable keeps a location list).  None when the pieces are not
+    contiguous or a branch would not fit DW_OP_bra's 2 bytes."""
+    if not pieces:
+        return None
+    if any(pieces[k][1] != pieces[k + 1][0] for k in range(len(pieces) - 1)):
+        return None
+    if len(pieces) == 1:
+        return pieces[0][2]
+    tests = []
+    for _, end, _ in pieces[:-1]:
+        tests.append(bytes([_OP_BREG16, 0, _OP_ADDR]) + (code_address + end).to_bytes(address_size, "little")
+                     + bytes([_OP_LT, _OP_BRA]))  # the 2-byte branch offset follows
+    bodies = [expr for _, _, expr in reversed(pieces)]  # last piece first, piece 0 at the end
+    skip = 3
+    # Body k (k-th from the default) is followed by a skip to END except the last one (piece 0).
+    body_sizes = [len(body) + (skip if k < len(bodies) - 1 else 0) for k, body in enumerate(bodies)]
+    test_size = len(tests[0]) + 2
+    total_tests = test_size * len(tests)
+    body_starts, at = [], total_tests
+    for size in body_sizes:
+        body_starts.append(at)
+        at += size
+    end = at
+    out = bytearray()
+    for k, test in enumerate(tests):
+        target = body_starts[len(bodies) - 1 - k]  # piece k's body
+        offset = target - (len(out) + test_size)
+        if not -0x8000 <= offset < 0x8000:
+            return None
+        out += test + offset.to_bytes(2, "little", signed=True)
+    for k, body in enumerate(bodies):
+        out += body
+        if k < len(bodies) - 1:
+            offset = end - (len(out) + skip)
+            if not -0x8000 <= offset < 0x8000:
+                return None
+            out += bytes([_OP_SKIP]) + offset.to_bytes(2, "little", signed=True)
+    assert len(out) == end
+    return bytes(out) + bytes([_OP_NOP])
+
+
 def _is_slot_home(expr: bytes) -> bool:
     """Whether a translated expression is exactly a frame slot's location
     (``call_frame_cfa; consts N; plus``, gdbstub.dwarf_translate.expr)."""
@@ -459,10 +543,11 @@ class _Translator:
         self._dies[top.offset] = root
         comp_dir = "."
         name = ""
+        guest_producer = ""
+        self._unit_loclists = 0
         for attribute in top.attributes.values():
             if attribute.name == "DW_AT_producer":
-                root.attributes.append((_AT["DW_AT_producer"], DW_FORM_string,
-                                        image_producer(_text(attribute.value))))
+                guest_producer = _text(attribute.value)
                 continue
             if attribute.name == "DW_AT_comp_dir":
                 comp_dir = _text(attribute.value)
@@ -474,6 +559,10 @@ class _Translator:
             root.attributes.append((_AT["DW_AT_stmt_list"], DW_FORM_sec_offset, line_offset))
         root.children = self._children(top, self._unit_context)
         self._resolve_encoded_refs()
+        # Chosen once the unit's locations are translated: a GNU producer
+        # only for a unit without location lists (guest_lines.image_producer).
+        root.attributes.insert(0, (_AT["DW_AT_producer"], DW_FORM_string,
+                                   image_producer(guest_producer, has_location_lists=self._unit_loclists > 0)))
         self._units.append((root, merge_ranges(self._unit_functions)))
 
     def _line_program(self, cu, comp_dir: str, name: str, line_sections: bytearray) -> int | None:
@@ -1019,7 +1108,7 @@ class _Translator:
                 self.result.frame_base_slots[context.function.native_start] = slot
                 out.attributes.append((number, DW_FORM_exprloc, FRAME_BASE_IN_REGISTER))
             else:
-                out.attributes.append((number, DW_FORM_sec_offset, self._frame_base_list(context.function, expr)))
+                self._frame_base_by_pc(out, number, context.function, expr)
             return
         if isinstance(parsed, LocationExpr):
             guest = bytes(parsed.loc_expr)
@@ -1029,9 +1118,16 @@ class _Translator:
             if before is not None:
                 pieces, ready = before
                 pieces.append((ready, context.function.native_end, expr))
+                pieces = [(s, e, x) for s, e, x in pieces if e > s]
+                chosen = self._parameter_by_pc(context.function, pieces) \
+                    if all(self._is_memory_location(x) for _, _, x in pieces) else None
+                if chosen is not None:
+                    out.attributes.append((number, DW_FORM_exprloc, chosen))
+                    return
                 base = self.code_address
                 out.attributes.append((number, DW_FORM_sec_offset,
-                                       LocList(tuple((base + s, base + e, x) for s, e, x in pieces if e > s))))
+                                       LocList(tuple((base + s, base + e, x) for s, e, x in pieces))))
+                self._unit_loclists += 1
                 return
             if padded is guest and expr is not None and attribute.name == "DW_AT_location" and \
                     attribute.form == "DW_FORM_exprloc" and (guest, False) in self._context_free and \
@@ -1073,27 +1169,81 @@ class _Translator:
                 entries += [(self.code_address + s, self.code_address + e, x) for s, e, x in before[0]]
         if entries:
             out.attributes.append((number, DW_FORM_sec_offset, LocList(tuple(sorted(entries)))))
+            self._unit_loclists += 1
             if func is not None and not frame_base:
                 self._function_loclists.setdefault(func.position, []).append((out, len(out.attributes) - 1))
         else:
             out.attributes.append((number, DW_FORM_exprloc, b""))
 
-    def _frame_base_list(self, func, expr: bytes) -> LocList:
+    def _frame_base_by_pc(self, out: Die, number: int, func, expr: bytes) -> None:
         """The frame base of ``func`` when it is not es: linear-memory
         address 0 before the function's first wasm instruction (at the ENTRY
         site and in the prologue the frame-base local's slot is still stale
         stack, and a frame base read from it sent argument reads to arbitrary
         addresses, "Cannot access memory" in the first frame gdb prints; from
         0 they read linear memory, as natively arguments read stack garbage
-        before the prologue), ``expr`` from there on."""
-        base = self.code_address
+        before the prologue), ``expr`` from there on: one expression choosing
+        by pc (choose_by_pc), or a location list when ``expr`` is no plain
+        address computation."""
         start = self._first_instruction(func)
         if start is None:
-            return LocList(((base + func.native_start, base + func.native_end, bytes([DW_OP_lit0])),))
-        pieces = [(start, func.native_end, expr)]
-        if start > func.native_start:
-            pieces.insert(0, (func.native_start, start, bytes([DW_OP_lit0])))
-        return LocList(tuple((base + s, base + e, x) for s, e, x in pieces))
+            pieces = [(func.native_start, func.native_end, bytes([DW_OP_lit0]))]
+        else:
+            pieces = [(start, func.native_end, expr)]
+            if start > func.native_start:
+                pieces.insert(0, (func.native_start, start, bytes([DW_OP_lit0])))
+        chosen = choose_by_pc(pieces, self.code_address, self.address_size) \
+            if all(self._is_memory_location(x) for _, _, x in pieces) else None
+        if chosen is not None:
+            out.attributes.append((number, DW_FORM_exprloc, chosen))
+            return
+        base = self.code_address
+        out.attributes.append((number, DW_FORM_sec_offset, LocList(tuple((base + s, base + e, x) for s, e, x in pieces))))
+        self._unit_loclists += 1
+
+    def _parameter_by_pc(self, func, pieces: list[tuple[int, int, bytes]]) -> bytes | None:
+        """One expression for a parameter's ``pieces`` (_before_location:
+        the argument array up to the first wasm instruction, then maybe its
+        wasm local, then its own location).
+
+        Where the function's frame base is es (x32 images, gdbstub
+        .frame_bases), the first boundary is tested on es, not on the pc:
+        the stub reports es 0 exactly until the first wasm instruction
+        (frame_bases.innermost_frame_base), and a caller frame (always past
+        it) has its es from the CFI.  That test holds in lldb too, which
+        leaves DW_OP_addr a file address (lldb DWARFExpression.cpp: only a
+        dereference converts it to a load address), so its DW_OP_lt against
+        rip picks the last piece: right from the parameter's store on,
+        stale between the first wasm instruction and that store (lldb's
+        ``b FUNC`` stops after it, at prologue_end).  gdb relocates
+        DW_OP_addr and reads every piece right.  Elsewhere: choose_by_pc."""
+        first = self._first_instruction(func)
+        es_known = self.address_size == 4 and func.native_start in self.result.frame_base_slots
+        if not es_known or len(pieces) < 2 or pieces[0][0] != func.native_start or pieces[0][1] != first:
+            return choose_by_pc(pieces, self.code_address, self.address_size)
+        rest = choose_by_pc(pieces[1:], self.code_address, self.address_size)
+        if rest is None:
+            return None
+        before = pieces[0][2]
+        skip = bytes([_OP_SKIP]) + len(rest).to_bytes(2, "little", signed=True)
+        branch = bytes([_OP_BRA]) + (len(before) + len(skip)).to_bytes(2, "little", signed=True)
+        if len(rest) >= 0x8000 or len(before) + len(skip) >= 0x8000:
+            return None
+        # es != 0: past the first wasm instruction, the rest; else the
+        # argument array.  The skip's target is an operation (choose_by_pc).
+        if not rest.endswith(bytes([_OP_NOP])):
+            rest += bytes([_OP_NOP])
+        skip = bytes([_OP_SKIP]) + (len(rest) - 1).to_bytes(2, "little", signed=True)
+        return FRAME_BASE_IN_REGISTER + branch + before + skip + rest
+
+    def _is_memory_location(self, expr: bytes) -> bool:
+        """``expr`` (a translated expression) is a memory location
+        description: non-empty, no operation of _NOT_A_MEMORY_LOCATION."""
+        try:
+            ops = self._parser.parse_expr(expr)
+        except PYELFTOOLS_ERRORS:
+            return False
+        return bool(ops) and not any(op.op in _NOT_A_MEMORY_LOCATION for op in ops)
 
     def _is_whole_local(self, expr: bytes) -> bool:
         """``expr`` is ``DW_OP_WASM_location 0 N`` alone or with ``DW_OP_stack_value``."""
