@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from stubproc import ROOT, StubProcess, example, run_lldb
-from twinkit import (build_twin, command_outputs, frames, normalize, run_gdb_on_stub, run_gdb_on_twin,
-                     start_gdbserver)
+from twinkit import (build_twin, command_outputs, frames, normalize, run_gdb_on_new_stub, run_gdb_on_stub,
+                     run_gdb_on_twin, start_gdbserver)
 
 SOURCE = ROOT / "examples" / "calls.c"
 
@@ -163,12 +163,7 @@ def test_calls_with_string_literals_go_through_the_guests_malloc_and_the_program
                     "examples/wasi_tour.c", "-o", str(wasm)], cwd=ROOT, check=True, capture_output=True, timeout=120)
     commands = ["break report", "continue", 'p (int)strlen("banana")', "delete", 'call report("from gdb", 1)',
                 'p (int)strcmp("abc", "abd") < 0', "info args", "next", "continue"]
-    stub = StubProcess.start(tmp_path / "stub", wasm, args=["--", "escape", "/nonexistent"])
-    try:
-        run = run_gdb_on_stub(stub, commands)
-        stub.wait(30)
-    finally:
-        stub.kill()
+    run, stub = run_gdb_on_new_stub(tmp_path / "stub", wasm, commands, args=["--", "escape", "/nonexistent"])
     outputs = dict(command_outputs(run, commands))
     assert outputs['p (int)strlen("banana")'].strip().endswith("= 6"), run
     assert outputs['p (int)strcmp("abc", "abd") < 0'].strip().endswith("= 1"), run
@@ -291,12 +286,8 @@ def test_return_out_of_the_invoked_function_ends_the_invocation_with_the_value(t
     invoked function's result."""
     setup = [] if from_frame == "outermost" else ["break twice", "continue", "up"]
     commands = setup + ["return 42", "bt", "continue"]
-    stub = StubProcess.start(tmp_path / "stub", example("calls.O0"), invoke="calls_run", args=["3"])
-    try:
-        run = run_gdb_on_stub(stub, commands)
-        stub.wait(30)
-    finally:
-        stub.kill()
+    run, stub = run_gdb_on_new_stub(tmp_path / "stub", example("calls.O0"), commands, invoke="calls_run",
+                                    args=["3"])
     assert not run.timed_out, run
     text = dict(command_outputs(run, commands))
     assert normalize(text["bt"]).strip() == "#0 ADDR in cm_enter ()", run

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from stubproc import ROOT, StubProcess, example
-from twinkit import command_outputs, frames, normalize, run_gdb_on_stub, run_gdb_on_stub_and_twin
+from twinkit import command_outputs, frames, normalize, run_gdb_on_new_stub, run_gdb_on_stub, run_gdb_on_stub_and_twin
 
 SOURCES = ROOT / "examples"
 
@@ -200,12 +200,7 @@ def test_every_value_shown_in_every_recursive_frame_at_O2_is_the_programs(tmp_pa
     for k in range(7):
         commands += [f"frame {k}", "info args", "info locals"]
     commands += ["delete", "continue"]
-    stub = StubProcess.start(tmp_path / "stub", example("deep.O2"), invoke="deep_run", args=["5"])
-    try:
-        run = run_gdb_on_stub(stub, commands)
-        stub.wait(30)
-    finally:
-        stub.kill()
+    run, _ = run_gdb_on_new_stub(tmp_path / "stub", example("deep.O2"), commands, invoke="deep_run", args=["5"])
     outputs = command_outputs(run, commands)
     assert "synthetic pointer" not in run.output, run
     seen = 0

@@ -81,6 +81,19 @@ def run_gdb_on_stub(stub: StubProcess, commands: list[str], timeout: float = 90)
     return _run_client(gdb_command(stub, marked(commands)), timeout)
 
 
+def run_gdb_on_new_stub(workdir: Path, module: Path, commands: list[str], **start) -> tuple[ClientRun, StubProcess]:
+    """``commands`` in gdb against a stub started for them
+    (``StubProcess.start(workdir, module, **start)``), which is waited for
+    (the guest ends) and then killed: (gdb's run, the stub, for its output)."""
+    stub = StubProcess.start(workdir, module, **start)
+    try:
+        run = run_gdb_on_stub(stub, commands)
+        stub.wait(30)
+    finally:
+        stub.kill()
+    return run, stub
+
+
 def run_gdb_on_twin(program: Path, server: Gdbserver, commands: list[str], timeout: float = 90) -> ClientRun:
     argv = [GDB, "-nx", "-batch", "-ex", "set pagination off", "-ex", "set confirm off", str(program),
             "-ex", f"target remote 127.0.0.1:{server.port}"]
