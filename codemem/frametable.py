@@ -86,9 +86,14 @@ FLAG_DEBUG = 1
 SITE_DISABLED = bytes.fromhex("0f1f440000")
 SITE_SIZE = 5
 
-#: x86 register numbers (rax 0 .. r15 15) in the order of the breakpoint
-#: regfile's ``gpr[]`` (csrc/codemem_rt.h: rax rbx rcx rdx rsi rdi rbp rsp r8..r15).
-_REGFILE_GPR_INDEX = (0, 2, 3, 1, 7, 6, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15)
+#: Hardware GPR number (ModRM/REX encoding) -> name.
+HARDWARE_GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+                      "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+#: The breakpoint regfile's ``gpr[]`` order (csrc/codemem_rt.h; gdbstub/arch_amd64.py GPR_NAMES).
+REGFILE_GPR_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
+                     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+#: Hardware GPR number -> index in the regfile's ``gpr[]``.
+_REGFILE_GPR_INDEX = tuple(REGFILE_GPR_NAMES.index(name) for name in HARDWARE_GPR_NAMES)
 
 
 @dataclass(frozen=True)
@@ -247,10 +252,8 @@ assert (_FUNCTION_STRUCT.size, _SEQPOINT_STRUCT.size, _LOCAL_STRUCT.size, _SITE_
 
 #: Hardware GPR number -> name, as gdbstub/arch_amd64.py (the regfile) names
 #: them; only these may be mirrors (rsp, rbp and r15 never are: frame and context).
-MIRROR_REGISTER_NAMES = {
-    0: "rax", 1: "rcx", 2: "rdx", 3: "rbx", 6: "rsi", 7: "rdi",
-    8: "r8", 9: "r9", 10: "r10", 11: "r11", 12: "r12", 13: "r13", 14: "r14",
-}
+MIRROR_REGISTER_NAMES = {number: name for number, name in enumerate(HARDWARE_GPR_NAMES)
+                         if name not in ("rsp", "rbp", "r15")}
 
 
 
