@@ -1053,26 +1053,13 @@ class StoreTarget:
 
     # ------------------------------------------------------ site plumbing
 
-    def _function_starting_at(self, pc: int):
-        """(ModuleWithCode, FunctionInfo) of the function whose first byte
-        (``push rbp``) is ``pc``, or None."""
-        entry = self.store.registry.lookup(pc)
-        if entry is None:
-            return None
-        func = entry.store_code.frame_table.function_starting_at(entry.store_code.offset_of(pc))
-        return (entry, func) if func is not None and func.num_seqpoints else None
-
     def _entry_site_of_start(self, pc: int) -> int | None:
         """The ENTRY site pc of the function whose first byte is ``pc``
         (after its ``push rbp; mov rbp, rsp``, codemem.abi "Function
         layout"), or None when ``pc`` is no function's first byte or the code
         has no sites."""
-        found = self._function_starting_at(pc)
-        if found is None:
-            return None
-        entry, func = found
-        table = entry.store_code.frame_table
-        return entry.store_code.base + table.entry_offset(func) if table.entry_site_index(func) is not None else None
+        setup = self._frame_setup_at(pc)
+        return setup[1] if setup is not None and setup[0] == pc else None
 
     def _frame_setup_at(self, pc: int) -> tuple[int, int] | None:
         """(function start pc, ENTRY site pc) when ``pc`` is on a function's
