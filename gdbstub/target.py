@@ -195,7 +195,7 @@ class _HostReturnStop(_GuestStop):
     where it returns (:attr:`StoreTarget.host_return_pc`).  The guest thread
     has left guest code, so there is no trampoline frame and no gate: it waits
     in Python (it holds no guest state, so the GIL does not matter) and the
-    registers are those at the entry thunk's ``ret``, rebuilt
+    registers are those at the entry thunk's return address, rebuilt
     (:meth:`StoreTarget._stop_at_host_return`)."""
 
     def __init__(self, regfile):
@@ -477,7 +477,7 @@ class StoreTarget:
         """On the guest thread, after the invoked function returned normally:
         with a breakpoint at :attr:`host_return_pc` (gdb puts one there to
         watch a local of the outermost frame go out of scope, lldb-22 for any
-        variable watchpoint set there), stop as if at the thunk's ``ret``
+        variable watchpoint set there), stop as if at the thunk's return address
         and wait for the controller.  The registers are what the guest left
         there (csrc cm_enter: rsp 16-aligned below the stack top, minus the
         return address ``call r9`` pushed; rbp 0, which ends the rbp chain;
@@ -1951,8 +1951,8 @@ class StoreTarget:
 
     def _host_return(self, origin: RegisterState | None) -> tuple[walker.Frame, tuple[int, int, int]] | None:
         """The outermost guest frame of the stop at ``origin`` and the state
-        (pc, rsp, rbp) in which it returns to the host, at the entry thunk's
-        ``ret`` (:attr:`host_return_pc`); None when it returns elsewhere (a
+        (pc, rsp, rbp) in which it returns to the host, after the entry
+        thunk's call (:attr:`host_return_pc`); None when it returns elsewhere (a
         debugger's inferior-call landing) or the Store has no entry thunk."""
         if origin is None or self.host_return_pc is None:
             return None
@@ -1971,8 +1971,8 @@ class StoreTarget:
         result 0 is stored there; a function with more results keeps the
         others as they are.  The trampolines resume at rip + 5 (rip is a
         patch site, which is a no-op: csrc/codemem_rt.c cm_resume_regfile),
-        so rip is set 5 bytes before the thunk's ``ret``, which then returns
-        to cm_enter with rsp as gdb popped it."""
+        so rip is set 5 bytes before the thunk's return address, whose
+        ``nop; ret`` then returns to cm_enter with rsp as gdb popped it."""
         func_type = frame.entry.module.info.all_func_types[frame.func.wasm_index]
         if func_type.results:
             array = self._argument_array(frame, regfile)

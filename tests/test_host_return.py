@@ -1,7 +1,7 @@
 """StoreTarget: a breakpoint where the invoked function returns to the host.
 
 The outermost guest frame of a low Store returns into the entry thunk
-(codemem.lowmem: ``call rdi; nop; ret``), so a debugger takes the thunk's ``ret``
+(codemem.lowmem: ``call rdi; nop; ret``), so a debugger takes the thunk's return address (its ``nop``)
 for that frame's caller resume address.  gdb inserts a breakpoint there to see
 a watched local of the outermost frame go out of scope, lldb-22 for every
 variable watchpoint set in it.  The target honours it: the return stops
