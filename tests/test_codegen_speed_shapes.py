@@ -313,3 +313,52 @@ def test_memory_length_is_reloaded_after_memory_grow_in_a_loop():
         with pytest.raises(codemem.Trap):
             instance.exports["oob"]()  # 6 pages: the 4 bytes at 393214 cross the end
         store.close()
+
+
+TRUNC_SIGNED = """
+(module
+  (func (export "f32_i32") (param f32) (result i32) local.get 0 i32.trunc_f32_s)
+  (func (export "f64_i32") (param f64) (result i32) local.get 0 i32.trunc_f64_s)
+  (func (export "f32_i64") (param f32) (result i64) local.get 0 i64.trunc_f32_s)
+  (func (export "f64_i64") (param f64) (result i64) local.get 0 i64.trunc_f64_s))
+"""
+
+
+def test_a_signed_trunc_converts_first_and_checks_only_the_indefinite_result():
+    text = _disassemble(TRUNC_SIGNED)
+    at = next(i for i, t in enumerate(text) if t.startswith("cvttss2si eax, xmm0"))
+    # In range: the conversion, one compare, one branch over the range checks.
+    assert text[at + 1] == "cmp eax, 1" and text[at + 2].startswith("jno ")
+    assert text[at + 3] == "ucomiss xmm0, xmm0"  # only for 0x80000000: NaN, overflow or the minimum
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_signed_trunc_tells_the_minimum_from_nan_and_overflow(debug):
+    # Each of these inputs makes cvtt* return the "integer indefinite" value
+    # 0x80..0; only the first of each group is a valid truncation.
+    engine = codemem.Engine(debug=debug)
+    store = codemem.Store(engine)
+    f = codemem.Instance(store, codemem.Module(engine, wasmtime.wat2wasm(TRUNC_SIGNED)), []).exports
+    nan, inf = float("nan"), float("inf")
+    cases = [
+        ("f32_i32", -2147483648.0, -2**31), ("f32_i32", 2147483648.0, "overflow"),
+        ("f32_i32", -2147483904.0, "overflow"), ("f32_i32", nan, "invalid"), ("f32_i32", -inf, "overflow"),
+        ("f32_i32", 2147483520.0, 2147483520), ("f32_i32", -1.75, -1),
+        ("f64_i32", -2147483648.9, -2**31), ("f64_i32", -2147483649.0, "overflow"),
+        ("f64_i32", 2147483647.9, 2**31 - 1), ("f64_i32", 2147483648.0, "overflow"), ("f64_i32", nan, "invalid"),
+        ("f32_i64", -9223372036854775808.0, -2**63), ("f32_i64", 9223372036854775808.0, "overflow"),
+        ("f32_i64", nan, "invalid"), ("f64_i64", -9223372036854775808.0, -2**63),
+        ("f64_i64", -9223372036854777856.0, "overflow"), ("f64_i64", 9223372036854774784.0, 9223372036854774784),
+        ("f64_i64", inf, "overflow"),
+    ]
+    try:
+        for name, value, expected in cases:
+            if isinstance(expected, int):
+                assert f[name](value) == expected, (name, value)
+                continue
+            with pytest.raises(codemem.Trap) as raised:
+                f[name](value)
+            message = "integer overflow" if expected == "overflow" else "invalid conversion to integer"
+            assert raised.value.message == message, (name, value)
+    finally:
+        store.close()

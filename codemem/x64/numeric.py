@@ -585,25 +585,48 @@ def _convert_in_range(a: TemplateAssembler, fsize: int, isize: int, signed: bool
 
 def _trunc(fsize: int, isize: int, signed: bool) -> Builder:
     """Trapping float->int truncation: NaN -> "invalid conversion to integer",
-    out of range -> "integer overflow" (conversions.wast)."""
+    out of range -> "integer overflow" (conversions.wast).
+
+    Signed: convert first, check only when the result is the "integer
+    indefinite" value 0x80..0 (SDM Vol. 2A CVTTSS2SI: what a NaN or an
+    out-of-range input gives).  ``cmp r, 1`` overflows exactly for that value
+    (INT_MIN - 1), so an in-range input costs the conversion, the compare and
+    one predicted branch instead of three comparisons against constants.  An
+    input that truncates to the minimum itself (-2^(N-1), and for f64 -> i32
+    everything in (-2^31-1, -2^31]) also gives 0x80..0: the full range check
+    below tells it from a NaN or an overflow, and leaves the result as is."""
     low, high = _trunc_bounds(fsize, isize, signed)
     f32 = fsize == 32
 
     def build(a: TemplateAssembler, x, y) -> None:
         ucomi = a.ucomiss if f32 else a.ucomisd
         _fload_x(a, x, fsize)
-        ucomi(XMM0, XMM0)
-        a.trap_if(Cond.P, TrapCode.INVALID_CONVERSION)
-        _fconst(a, XMM1, low, fsize)
-        ucomi(XMM0, XMM1)
-        a.trap_if(Cond.BE, TrapCode.INTEGER_OVERFLOW)
-        _fconst(a, XMM1, high, fsize)
-        ucomi(XMM0, XMM1)
-        a.trap_if(Cond.AE, TrapCode.INTEGER_OVERFLOW)
-        _convert_in_range(a, fsize, isize, signed)
+        if signed:
+            done = a.new_label()
+            _convert_in_range(a, fsize, isize, signed)
+            a.cmp(RAX, 1, isize)
+            a.jcc(Cond.NO, done, short=True)
+            _check_trunc_range(a, ucomi, low, high, fsize)
+            a.bind(done)
+        else:
+            _check_trunc_range(a, ucomi, low, high, fsize)
+            _convert_in_range(a, fsize, isize, signed)
         a.mov(x, RAX, 64)
 
     return build
+
+
+def _check_trunc_range(a: TemplateAssembler, ucomi, low: int, high: int, fsize: int) -> None:
+    """Trap unless ``low < xmm0 < high`` (``_trunc_bounds``); a NaN traps as an
+    invalid conversion, anything else out of range as an overflow.  Uses xmm1, rcx."""
+    ucomi(XMM0, XMM0)
+    a.trap_if(Cond.P, TrapCode.INVALID_CONVERSION)
+    _fconst(a, XMM1, low, fsize)
+    ucomi(XMM0, XMM1)
+    a.trap_if(Cond.BE, TrapCode.INTEGER_OVERFLOW)
+    _fconst(a, XMM1, high, fsize)
+    ucomi(XMM0, XMM1)
+    a.trap_if(Cond.AE, TrapCode.INTEGER_OVERFLOW)
 
 
 def _trunc_sat(fsize: int, isize: int, signed: bool) -> Builder:
