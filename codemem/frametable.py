@@ -129,12 +129,41 @@ class CarrierStore:
 
 
 def carrier_store(disable: bytes) -> CarrierStore | None:
-    """The store a site's disabled bytes ``disable`` are, or None when they
-    are SITE_DISABLED (or anything else)."""
-    if (len(disable) == SITE_SIZE and disable[0] in (0x48, 0x4C) and disable[1] == 0x89
-            and disable[2] & 0xC7 == 0x44 and disable[3] == 0x24 and disable[4] < 0x80 and disable[4] % 8 == 0):
+    """The store a site's disabled bytes ``disable`` are, or stand for (a
+    deferred carrier, :func:`deferred_carrier_bytes`), or None when they are
+    SITE_DISABLED (or anything else)."""
+    if len(disable) != SITE_SIZE or disable[4] >= 0x80 or disable[4] % 8:
+        return None
+    if disable[0] in (0x48, 0x4C) and disable[1] == 0x89 and disable[2] & 0xC7 == 0x44 and disable[3] == 0x24:
         return CarrierStore(((disable[0] & 4) << 1) | (disable[2] >> 3 & 7), disable[4])
+    if disable[:3] == _NOPL_DISP8 and disable[3] & 0x87 == 0x04:
+        return CarrierStore((disable[3] >> 3 & 8) | (disable[3] >> 3 & 7), disable[4])
     return None
+
+
+#: ``nopl [SIB + disp8]``: 0F 1F /0 with ModRM mod=01 rm=100 (a SIB byte follows).
+_NOPL_DISP8 = b"\x0f\x1f\x44"
+
+
+def deferred_carrier_bytes(store: CarrierStore) -> bytes:
+    """The disabled bytes of a *deferred carrier* site: a 5-byte NOP that
+    names the store it stands for instead of performing it
+    (docs/compiler-speed.md "Deferred carrier stores").  Where the value
+    stored is consumed by the very next instruction, from its register, and
+    that instruction cannot trap, only a stop at the site can observe the
+    slot, and every stop performs the store (the breakpoint prelude, the
+    hook veneers: the same as for a carrier store), so the store itself is
+    left out of the code.  The NOP's SIB byte and disp8 are never used by
+    the CPU (a hint NOP does not access memory, SDM Vol. 2B NOP), so they
+    hold the register and the slot's disp::
+
+        0F 1F 44      SIB                   disp8
+        nopl [..]     0 r3 r2r1r0 100       the slot's disp (0..120, a multiple of 8)
+                      (scale bit 6 = register bit 3, index = register bits 0-2,
+                       base = 100: never SITE_DISABLED's SIB of 00)
+    """
+    reg = store.register
+    return _NOPL_DISP8 + bytes(((reg & 8) << 3 | (reg & 7) << 3 | 4, store.disp))
 
 
 def valid_site_disable(disable: bytes) -> bool:

@@ -65,6 +65,7 @@ static inline int is_float_type(uint8_t t) { return t == F32_T || t == F64_T; }
 #define CM_CC_XMM_X_INPUT 128u
 #define CM_CC_XMM_Y_INPUT 256u
 #define CM_CC_MEMARG 512u
+#define CM_CC_DEFERRING 1024u /* compiler.py _DEFERRING */
 
 /* Template kinds: the key's first element (codemem/ccompile.py maps each to
  * compiler.py's key and builder). */
@@ -1322,6 +1323,44 @@ static uint32_t instruction_site(cm_cc_module *m)
     }
     VEC_PUSH(m->sites, start, &m->fail);
     return start;
+}
+
+/* compiler.py _store_deferrable: may the carrier store that ends the code (m->carrier_end == HERE) be left
+ * out at the point of `op` (CM_CC_DEFERRING) with d values on the stack: the previous sequence point is not
+ * after the store's start (else the value is live there too), it stores slot d-1 from the register
+ * that mirrors it, and op's code reads that register (unary: its operand; binary: the first operand is
+ * mirrored or gets a free register, so nothing evicts the entry first). */
+static int store_deferrable(cm_cc_module *m, uint32_t op, int64_t d)
+{
+    uint32_t end = HERE(m);
+    const uint8_t *p = m->code.p;
+    uint32_t start = p[end - 1] == 0x24 ? end - 4 : end - 5;
+    int64_t disp = p[end - 1] == 0x24 ? 0 : p[end - 1];
+    int reg = (p[start] & 4) << 1 | (p[start + 2] >> 3 & 7);
+    if (m->points.p[m->points.n - 1].off > start || disp != 8 * (d - 1) || cache_peek(m, d - 1) != reg)
+        return 0;
+    return OPS[op].arity == 1 || cache_peek(m, d - 2) >= 0 || cache_free_register(m, 0) >= 0;
+}
+
+/* compiler.py _defer_carrier_store: debug, the point's site becomes a deferred carrier (0F 1F 44 SIB disp8
+ * naming the store, frametable.py deferred_carrier_bytes); without debugging the store is dropped. */
+static uint32_t defer_carrier_store(cm_cc_module *m)
+{
+    if (m->debug) {
+        uint32_t start = instruction_site(m);
+        uint8_t *b = m->code.p + start;
+        int reg = (b[0] & 4) << 1 | (b[2] >> 3 & 7);
+        uint8_t disp = b[4];
+        b[0] = 0x0F;
+        b[1] = 0x1F;
+        b[2] = 0x44;
+        b[3] = (uint8_t)((reg & 8) << 3 | (reg & 7) << 3 | 4);
+        b[4] = disp;
+        return start;
+    }
+    m->code.n -= m->code.p[m->code.n - 1] == 0x24 ? 4 : 5;
+    m->carrier_end = -1;
+    return HERE(m);
 }
 
 static int32_t current_state(cm_cc_module *m)
@@ -3264,7 +3303,9 @@ int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, ui
             do_else(m, in, 1);
         } else {
             uint32_t off = HERE(m);
-            if (m->debug)
+            if (m->carrier_end == (int64_t)off && (OPS[op].flags & CM_CC_DEFERRING) && store_deferrable(m, op, d))
+                off = defer_carrier_store(m);
+            else if (m->debug)
                 off = instruction_site(m);
             m->seq = off;
             add_point(m, off, in->offset, KIND_INSTRUCTION, VALS(m), NVALS(m), 1);
@@ -3323,11 +3364,15 @@ void cm_cc_pools(cm_cc_module *m, int which, const uint8_t **pool, uint32_t *siz
 /* ------------------------------------------------------------------------ */
 
 /* frametable.py carrier_store: `mov [rsp+disp8], r64`, REX.W(+R) 89 ModRM(mod=01 rm=100) SIB(24) disp8,
- * a non-negative disp8 that is a multiple of 8 (an operand-stack slot). */
+ * or a deferred carrier (deferred_carrier_bytes: 0F 1F 44 SIB disp8, SIB base 100, bit 7 clear), with a
+ * non-negative disp8 that is a multiple of 8 (an operand-stack slot). */
 static int is_carrier_store(const uint8_t *b)
 {
-    return (b[0] == 0x48 || b[0] == 0x4C) && b[1] == 0x89 && (b[2] & 0xC7) == 0x44 && b[3] == 0x24 && b[4] < 0x80 &&
-           (b[4] & 7) == 0;
+    if (b[4] >= 0x80 || (b[4] & 7))
+        return 0;
+    if ((b[0] == 0x48 || b[0] == 0x4C) && b[1] == 0x89 && (b[2] & 0xC7) == 0x44 && b[3] == 0x24)
+        return 1;
+    return b[0] == 0x0F && b[1] == 0x1F && b[2] == 0x44 && (b[3] & 0x87) == 0x04;
 }
 
 int cm_call_site_records(const uint32_t *offsets, size_t n, uint32_t target, const uint8_t *code,

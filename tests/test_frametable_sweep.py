@@ -40,7 +40,9 @@ import pytest
 
 import codemem
 from codemem.abi import VMCTX_LIBCALL_CTX
-from codemem.frametable import SITE_DISABLED, SITE_SIZE, SequencePointKind, carrier_store
+from codemem.frametable import SITE_DISABLED, SITE_SIZE, SequencePointKind, carrier_store, deferred_carrier_bytes
+from codemem.wasm.opcodes import OP_BY_NAME
+from codemem.x64.compiler import _DEFERRING
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "build").glob("*.wasm"))
 DISASSEMBLER = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
@@ -88,7 +90,7 @@ def test_sweep(path: Path, debug: bool):
         if not debug:
             assert sites == []
         swept_sites = set()
-        carriers = 0
+        carriers = deferred = 0
         trap_veneer = table.header.trap_veneer
         assert table.num_functions == len(module.info.codes)
         for func in table.functions():
@@ -131,6 +133,21 @@ def test_sweep(path: Path, debug: bool):
                         assert mnemonic == "nop" and code[address:site] == b"\x3e" * (site - address), \
                             f"{where}: site {site:#x} is in {mnemonic} at {address:#x}"
                         assert record.disable == SITE_DISABLED
+                    elif record.disable == deferred_carrier_bytes(carried):
+                        # A deferred carrier: a NOP standing for the store, which
+                        # only a stop performs.  Sound only where the instruction
+                        # at the point reads the value from the register that
+                        # mirrors the slot there and cannot trap (compiler._DEFERRING).
+                        point = points_at[site]
+                        assert mnemonic == "nop" and code[address:site] == b"\x3e" * (site - address) \
+                            and site - address <= 4, f"{where}: deferred carrier {site:#x} is in {mnemonic}"
+                        assert OP_BY_NAME[boundaries[point.wasm_offset]] in _DEFERRING, \
+                            f"{where}: deferred carrier {site:#x} before {boundaries[point.wasm_offset]}"
+                        assert (_GPR_NAMES[carried.register], func.operand_slot_offset(carried.slot)) in point.mirrors, \
+                            f"{where}: the register of the deferred carrier {site:#x} does not mirror its slot"
+                        assert carried.slot == point.stack_depth - 1, f"{where}: deferred carrier {site:#x}"
+                        carriers += 1
+                        deferred += 1
                     else:
                         point = points_at[site]
                         assert mnemonic == "mov" and code[address:site] == b"\x3e" * (site - address) \
@@ -164,6 +181,7 @@ def test_sweep(path: Path, debug: bool):
             # Most wasm instructions end with their result's store: every
             # example has carrier sites (docs/compiler-speed.md).
             assert carriers > 0, f"{path.name}: no carrier-store site"
+            assert deferred > 0, f"{path.name}: no deferred carrier"
     finally:
         store.close()
         engine_code.close()

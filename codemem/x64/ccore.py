@@ -73,6 +73,7 @@ C_OPCODES = frozenset(
 # Flag bits: the CM_CC_* of csrc/codemem_compile.c.
 _F_SUPPORTED, _F_SIMPLE, _F_NUMERIC, _F_CACHE_AWARE, _F_SCRATCH_ONLY = 1, 2, 4, 8, 16
 _F_XMM_RESULT_ONLY, _F_XMM_UNTOUCHED, _F_XMM_X_INPUT, _F_XMM_Y_INPUT, _F_MEMARG = 32, 64, 128, 256, 512
+_F_DEFERRING = 1024  # compiler._DEFERRING (csrc CM_CC_DEFERRING)
 _AFTER = {"clobber": 0, "result": 1, "x": 2, "keep": 3}
 
 _tables_loaded = False
@@ -85,12 +86,12 @@ def _load_opcode_tables() -> None:
     global _tables_loaded
     if _tables_loaded:
         return
-    from .compiler import _CACHE_AWARE, _SCRATCH_ONLY, _XMM_RESULT_ONLY, _XMM_UNTOUCHED
+    from .compiler import _CACHE_AWARE, _DEFERRING, _SCRATCH_ONLY, _XMM_RESULT_ONLY, _XMM_UNTOUCHED
 
     classes = ((C_OPCODES, _F_SUPPORTED), (_SIMPLE, _F_SIMPLE), (NUMERIC, _F_NUMERIC),
                (_CACHE_AWARE, _F_CACHE_AWARE), (_SCRATCH_ONLY, _F_SCRATCH_ONLY),
                (_XMM_RESULT_ONLY, _F_XMM_RESULT_ONLY), (_XMM_UNTOUCHED, _F_XMM_UNTOUCHED),
-               (XMM_X_INPUT, _F_XMM_X_INPUT), (XMM_Y_INPUT, _F_XMM_Y_INPUT))
+               (XMM_X_INPUT, _F_XMM_X_INPUT), (XMM_Y_INPUT, _F_XMM_Y_INPUT), (_DEFERRING, _F_DEFERRING))
     for op, info in OPCODES.items():
         flags = sum(bit for members, bit in classes if op in members)
         if info.imm is Imm.MEMARG:

@@ -87,6 +87,7 @@ from ..frametable import (
     SITE_DISABLED,
     SITE_SIZE,
     carrier_store,
+    deferred_carrier_bytes,
     FrameTableBuilder,
     PackedFunctions,
     PackedPoints,
@@ -857,6 +858,45 @@ class _ModuleCompiler:
         self.site_offsets.append(start)
         return start
 
+    def _store_deferrable(self, op: int, d: int, last_point: int) -> bool:
+        """Whether the carrier store that ends the code (Assembler.carrier_end)
+        may become a deferred carrier (:meth:`_defer_carrier_store`) at the
+        point of ``op`` (one of _DEFERRING) with ``d`` values on the stack:
+        the previous sequence point (at ``last_point``) is not after the
+        store's start (else the value is on the stack there too: an
+        instruction between them emitted no code, and no site without
+        debugging), it stores slot d-1 from the register that mirrors it, and ``op``'s
+        code will read that register, never the slot (a unary operation's
+        operand is that entry; a binary one's first operand is mirrored or
+        gets a free register, so nothing evicts the entry first)."""
+        code = self.asm.code
+        end = len(code)
+        start = end - 4 if code[end - 1] == 0x24 else end - 5
+        disp = 0 if code[end - 1] == 0x24 else code[end - 1]
+        register = (code[start] & 4) << 1 | (code[start + 2] >> 3 & 7)
+        cache = self.cache
+        if last_point > start or disp != 8 * (d - 1) or cache.peek(d - 1) != register:
+            return False
+        return NUMERIC_ARITY[op] == 1 or cache.peek(d - 2) is not None or cache.free_register() is not None
+
+    def _defer_carrier_store(self) -> int:
+        """Leaves the carrier store that ends the code out (checked by
+        :meth:`_store_deferrable`) and returns the point's offset.  Debug: the
+        point's site is a *deferred carrier* (frametable.deferred_carrier_bytes:
+        a NOP naming the store, which every stop there performs, as for a
+        carrier store); without debugging there are no stops, so nothing is
+        left.  The store is the last instruction: nothing refers to its bytes."""
+        asm = self.asm
+        if self.debug:
+            start = self._carrier_site()
+            store = carrier_store(bytes(asm.code[start:start + SITE_SIZE]))
+            asm.code[start:start + SITE_SIZE] = deferred_carrier_bytes(store)
+            return start
+        code = asm.code
+        del code[len(code) - (4 if code[-1] == 0x24 else 5):]
+        asm.carrier_end = -1
+        return len(code)
+
     def _pad_for_return_site(self, call_length: int) -> None:
         """Debug only: NOPs before a call so that its return address (where the
         RETURN_POINT site goes) is a valid site offset, and the call stays off
@@ -1026,6 +1066,7 @@ class _ModuleCompiler:
         xmm0_locs = self.xmm0_locs
         xmm0_locs.clear()
         xmm_result_only, xmm_untouched = self.xmm_result_only, self.xmm_untouched
+        deferring = _DEFERRING
         step = v.step
         control = v.control
         vals = v.operand_types  # the validator mutates this one list in place
@@ -1046,7 +1087,9 @@ class _ModuleCompiler:
                 self._else(ins, True)
             else:
                 off = len(code)
-                if debug:
+                if asm.carrier_end == off and op in deferring and self._store_deferrable(op, d, seqpoints[-1][0]):
+                    off = self._defer_carrier_store()
+                elif debug:
                     if asm.carrier_end == off:  # _instruction_site
                         off = self._carrier_site()
                     else:
@@ -1765,6 +1808,11 @@ def _c_reg(number: int) -> Reg | None:
 
 
 _HANDLERS = _ModuleCompiler._make_handlers()
+#: Instructions whose point may defer the store of their last operand
+#: (_ModuleCompiler._store_deferrable): numeric ones that cannot trap (a trap
+#: stop there would see the slot without a site's call having stored it).
+_DEFERRING = frozenset(NUMERIC) - frozenset(OP_BY_NAME[f"{t}.{name}"] for t in ("i32", "i64") for name in (
+    "div_s", "div_u", "rem_s", "rem_u", "trunc_f32_s", "trunc_f32_u", "trunc_f64_s", "trunc_f64_u"))
 _CACHE_AWARE, _SCRATCH_ONLY = _ModuleCompiler._cache_classes()
 _XMM_RESULT_ONLY, _XMM_UNTOUCHED = _ModuleCompiler._xmm0_classes()
 

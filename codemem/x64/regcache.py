@@ -124,6 +124,10 @@ class RegCache:
             self._stamp[reg] = clock
         return reg
 
+    def peek(self, loc: int) -> Reg | None:
+        """The register mirroring ``loc``, if any, without marking it used."""
+        return self._reg_of.get(loc)
+
     def bind(self, reg: Reg, loc: int) -> None:
         """From now on ``reg`` mirrors ``loc`` (and nothing else does)."""
         # release(reg) and forget(loc), inlined (this runs for most instructions).
