@@ -19,7 +19,7 @@ import wasmtime
 
 import codemem
 from stepkit import GPR_INDEX, INSTRUCTION, check_mirrors, debug_instance, step_everything, u64
-from codemem.frametable import FrameTable
+from codemem.frametable import SITE_DISABLED, CarrierStore, FrameTable, carrier_store, deferred_carrier_bytes
 from codemem.native import ffi
 from codemem.wasm.decoder import decode_module
 from codemem.x64.compiler import compile_module
@@ -362,3 +362,65 @@ def test_a_signed_trunc_tells_the_minimum_from_nan_and_overflow(debug):
             assert raised.value.message == message, (name, value)
     finally:
         store.close()
+
+
+DEFERRED = """
+(module
+  (func (export "f") (param i32) (result i32)
+    local.get 0
+    i32.const 7
+    i32.add))
+"""
+_I32_ADD = 0x6A
+
+
+def test_a_constant_the_next_instruction_consumes_is_never_stored_without_debugging():
+    # The const's slot is live only at the add's point (the add pops it and
+    # reads it from its register), and without debugging nothing stops there.
+    cm = compile_module(decode_module(wasmtime.wat2wasm(DEFERRED)), debug=False)
+    func = FrameTable(cm.frame_table).function(0)
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    text = [f"{i.mnemonic} {i.op_str}" for i in md.disasm(cm.code[func.native_start:func.native_end], 0)]
+    at = next(i for i, t in enumerate(text) if t.endswith(", 7"))
+    assert text[at + 1].startswith("add ")  # not `mov qword ptr [rsp + 8], ...`
+
+
+def test_a_deferred_carrier_site_names_the_store_and_a_stop_there_performs_it():
+    cm = compile_module(decode_module(wasmtime.wat2wasm(DEFERRED)), debug=True)
+    table = FrameTable(cm.frame_table)
+    deferred = [table.site(k) for k in range(table.num_sites)
+                if table.site(k).disable[:3] == b"\x0f\x1f\x44" and table.site(k).carrier is not None]
+    assert len(deferred) == 1 and deferred[0].carrier.slot == 1  # slot 1: the constant, before the add
+    assert deferred_carrier_bytes(deferred[0].carrier) == deferred[0].disable
+    # Stop at the add (every site enabled): the breakpoint prelude stored the
+    # constant from its register, so the slot a debugger reads holds 7.
+    seen = []
+    store, instance = debug_instance(wasmtime.wat2wasm(DEFERRED))
+
+    def on_stop(point, regfile, f):
+        if point.native_offset == deferred[0].offset:
+            seen.append(ffi.cast("uint64_t *", regfile.gpr[GPR_INDEX["rbp"]]
+                                 + f.operand_slot_offset(point.stack_depth - 1))[0])
+
+    step_everything(store, instance, on_stop)
+    assert instance.exports["f"](5) == 12
+    store.close()
+    assert seen == [7]
+
+
+def test_a_debugger_write_to_a_deferred_slot_is_honoured():
+    # At the add's stop the slot is the truth: the mirror is reloaded from it.
+    y_slot = lambda point, func: func.operand_slot_offset(point.stack_depth - 1)  # noqa: E731
+    assert _write_at_stop(DEFERRED, _I32_ADD, 0, y_slot, 100, reload=True, args=(5,)) == 105
+
+
+def test_deferred_carrier_bytes_decode_for_every_cache_register_and_slot():
+    for register in (3, 6, 7, 8, 9, 10, 11, 12, 13, 14):
+        for disp in range(0, 128, 8):
+            carried = CarrierStore(register, disp)
+            raw = deferred_carrier_bytes(carried)
+            assert raw[:3] == b"\x0f\x1f\x44" and raw != SITE_DISABLED and carrier_store(raw) == carried
+            # One 5-byte NOP (SDM Vol. 2B NOP: 0F 1F /0), whatever it names.
+            (only,) = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64).disasm(raw, 0)
+            assert only.mnemonic == "nop" and only.size == 5
+    assert deferred_carrier_bytes(CarrierStore(10, 8)) == bytes.fromhex("0f1f445408")
