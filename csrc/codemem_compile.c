@@ -1328,8 +1328,8 @@ static uint32_t instruction_site(cm_cc_module *m)
 /* compiler.py _store_deferrable: may the carrier store that ends the code (m->carrier_end == HERE) be left
  * out at the point of `op` (CM_CC_DEFERRING) with d values on the stack: the previous sequence point is not
  * after the store's start (else the value is live there too), it stores slot d-1 from the register
- * that mirrors it, and op's code reads that register (unary: its operand; binary: the first operand is
- * mirrored or gets a free register, so nothing evicts the entry first). */
+ * that mirrors it, and op's code reads that register (unary and local.set: that entry; binary: the first
+ * operand is mirrored or gets a free register, so nothing evicts the entry first). */
 static int store_deferrable(cm_cc_module *m, uint32_t op, int64_t d)
 {
     uint32_t end = HERE(m);
@@ -1339,7 +1339,7 @@ static int store_deferrable(cm_cc_module *m, uint32_t op, int64_t d)
     int reg = (p[start] & 4) << 1 | (p[start + 2] >> 3 & 7);
     if (m->points.p[m->points.n - 1].off > start || disp != 8 * (d - 1) || cache_peek(m, d - 1) != reg)
         return 0;
-    return OPS[op].arity == 1 || cache_peek(m, d - 2) >= 0 || cache_free_register(m, 0) >= 0;
+    return OPS[op].arity != 2 || cache_peek(m, d - 2) >= 0 || cache_free_register(m, 0) >= 0;
 }
 
 /* compiler.py _defer_carrier_store: debug, the point's site becomes a deferred carrier (0F 1F 44 SIB disp8

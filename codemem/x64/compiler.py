@@ -867,8 +867,9 @@ class _ModuleCompiler:
         instruction between them emitted no code, and no site without
         debugging), it stores slot d-1 from the register that mirrors it, and ``op``'s
         code will read that register, never the slot (a unary operation's
-        operand is that entry; a binary one's first operand is mirrored or
-        gets a free register, so nothing evicts the entry first)."""
+        operand, or local.set's value, is that entry; a binary one's first
+        operand is mirrored or gets a free register, so nothing evicts the
+        entry first)."""
         code = self.asm.code
         end = len(code)
         start = end - 4 if code[end - 1] == 0x24 else end - 5
@@ -877,7 +878,7 @@ class _ModuleCompiler:
         cache = self.cache
         if last_point > start or disp != 8 * (d - 1) or cache.peek(d - 1) != register:
             return False
-        return NUMERIC_ARITY[op] == 1 or cache.peek(d - 2) is not None or cache.free_register() is not None
+        return NUMERIC_ARITY.get(op) != 2 or cache.peek(d - 2) is not None or cache.free_register() is not None
 
     def _defer_carrier_store(self) -> int:
         """Leaves the carrier store that ends the code out (checked by
@@ -1809,10 +1810,13 @@ def _c_reg(number: int) -> Reg | None:
 
 _HANDLERS = _ModuleCompiler._make_handlers()
 #: Instructions whose point may defer the store of their last operand
-#: (_ModuleCompiler._store_deferrable): numeric ones that cannot trap (a trap
-#: stop there would see the slot without a site's call having stored it).
+#: (_ModuleCompiler._store_deferrable): they pop it, read it from its mirror
+#: register, and cannot trap (a trap stop there would see the slot without a
+#: site's call having stored it): numeric instructions but divisions and
+#: trapping truncations, and local.set (not local.tee: its value stays).
 _DEFERRING = frozenset(NUMERIC) - frozenset(OP_BY_NAME[f"{t}.{name}"] for t in ("i32", "i64") for name in (
-    "div_s", "div_u", "rem_s", "rem_u", "trunc_f32_s", "trunc_f32_u", "trunc_f64_s", "trunc_f64_u"))
+    "div_s", "div_u", "rem_s", "rem_u", "trunc_f32_s", "trunc_f32_u", "trunc_f64_s", "trunc_f64_u")) | {
+    OP_BY_NAME["local.set"]}
 _CACHE_AWARE, _SCRATCH_ONLY = _ModuleCompiler._cache_classes()
 _XMM_RESULT_ONLY, _XMM_UNTOUCHED = _ModuleCompiler._xmm0_classes()
 

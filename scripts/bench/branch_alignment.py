@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import capstone  # noqa: E402
 
 from _common import cpu_model  # noqa: E402
-from codemem.frametable import FrameTable  # noqa: E402
+from codemem.frametable import FrameTable, deferred_carrier_bytes  # noqa: E402
 from codemem.wasm.decoder import decode_module  # noqa: E402
 from codemem.x64.compiler import compile_module  # noqa: E402
 
@@ -82,10 +82,19 @@ def analyse(wasm: bytes, export: str, debug: bool) -> dict:
     head, end = min(nested or loops, key=lambda loop: loop[1] - loop[0])
     body = [ins for ins in listing if head <= ins[0] < end]
     hazards = branch_hazards(body)
-    sites, padding, carriers = loop_nops(body, table.site_offsets if debug else [])
+    site_offsets = table.site_offsets if debug else []
+    sites, padding, carriers = loop_nops(body, site_offsets)
+    deferred = sum(1 for k, off in enumerate(site_offsets) if head <= off < end and is_deferred(table.site(k)))
     return {"loop": (head, end), "loop_bytes": end - head, "loop_instructions": len(body),
-            "loop_sites": sites, "loop_carrier_sites": carriers, "loop_padding_nops": padding,
+            "loop_sites": sites, "loop_carrier_sites": carriers, "loop_deferred_sites": deferred,
+            "loop_padding_nops": padding,
             "loop_hazards": [text for _, text in hazards], "code_hazards": total}
+
+
+def is_deferred(site) -> bool:
+    """Whether ``site`` (a PatchSite) is a deferred carrier: a NOP standing for
+    a store that is in neither mode's code (frametable.deferred_carrier_bytes)."""
+    return site.carrier is not None and site.disable == deferred_carrier_bytes(site.carrier)
 
 
 def loop_nops(body, site_offsets: list[int]) -> tuple[int, int, int]:
@@ -118,7 +127,7 @@ def main(argv: list[str]) -> None:
         a = analyse(wasm, export, debug)
         print(f"{mode}: hot loop {a['loop'][0]:#x}..{a['loop'][1]:#x} ({a['loop_bytes']} bytes, "
               f"{a['loop_instructions']} instructions: {a['loop_sites']} patch sites ({a['loop_carrier_sites']} of "
-              f"them carrier stores), {a['loop_padding_nops']} "
+              f"them carrier stores, {a['loop_deferred_sites']} deferred carriers), {a['loop_padding_nops']} "
               f"padding NOPs): {len(a['loop_hazards'])} branch units on a 32-byte boundary; whole code: "
               f"{a['code_hazards']}")
         for text in a["loop_hazards"]:
@@ -128,6 +137,7 @@ def main(argv: list[str]) -> None:
         result[f"hot_loop_instructions_{mode}"] = a["loop_instructions"]
         result[f"hot_loop_sites_{mode}"] = a["loop_sites"]
         result[f"hot_loop_carrier_sites_{mode}"] = a["loop_carrier_sites"]
+        result[f"hot_loop_deferred_sites_{mode}"] = a["loop_deferred_sites"]
         result[f"hot_loop_padding_nops_{mode}"] = a["loop_padding_nops"]
     print(json.dumps(result))
 

@@ -180,7 +180,8 @@ def measure() -> dict:
     plain, sited = alignment[False], alignment[True]
     print(f"  hot loop: {plain['loop_instructions']} instructions nodebug ({plain['loop_padding_nops']} padding "
           f"NOPs), {sited['loop_instructions']} debug ({sited['loop_sites']} patch sites, "
-          f"{sited['loop_carrier_sites']} of them carrier stores, "
+          f"{sited['loop_carrier_sites']} of them carrier stores, {sited['loop_deferred_sites']} deferred "
+          f"carriers, "
           f"{sited['loop_padding_nops']} padding NOPs)")
     signature = cpu_signature()
     erratum = jcc_erratum_cpu(signature)
@@ -208,6 +209,7 @@ def measure() -> dict:
         "hot_loop_instructions_debug": sited["loop_instructions"],
         "hot_loop_sites_debug": sited["loop_sites"],
         "hot_loop_carrier_sites_debug": sited["loop_carrier_sites"],
+        "hot_loop_deferred_sites_debug": sited["loop_deferred_sites"],
         "hot_loop_padding_nops_nodebug": plain["loop_padding_nops"],
         "hot_loop_padding_nops_debug": sited["loop_padding_nops"],
         "hot_loop_branch_hazards_nodebug": len(plain["loop_hazards"]),
