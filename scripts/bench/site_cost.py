@@ -15,8 +15,13 @@ Shapes (``--shape``):
 
 * ``shipped``: what the compiler emits: carrier-store sites (the store of the
   previous instruction's result to its slot *is* the site wherever the code
-  before a point ends with one, docs/compiler-speed.md), else the NOP
-  ``0f 1f 44 00 00`` with DS prefixes so it does not straddle 8 bytes.
+  before a point ends with one, docs/compiler-speed.md), deferred carriers
+  (a NOP naming that store, where the instruction at the point consumes the
+  value from its register and cannot trap: the store is left out), else the
+  NOP ``0f 1f 44 00 00``, each with DS prefixes so it does not straddle 8 bytes.
+* ``stored_carriers``: no deferred carriers (docs/compiler-speed.md "Deferred
+  carrier stores"): every carrier-store site is the store itself, as before
+  deferral; the shapes below have no deferred carriers either.
 * ``carrier_aligned``: carrier stores only where the 5-byte
   ``mov [rsp+disp8], r64`` already starts at 0-3 mod 8 (no DS prefixes, no
   re-encoding of ``mov [rsp], r64``): the first version of this design.
@@ -56,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_model  # noqa: E402
 from debug_overhead import EXAMPLE, EXPORT, PASSES, ROUNDS, codemem_runner  # noqa: E402
 
-SHAPES = ("shipped", "carrier_aligned", "nop_sites", "no_padding", "two_byte")
+SHAPES = ("shipped", "stored_carriers", "carrier_aligned", "nop_sites", "no_padding", "two_byte")
 
 
 def _install(shape: str) -> None:
@@ -67,6 +72,12 @@ def _install(shape: str) -> None:
     from codemem.x64 import compiler
 
     if shape == "shipped":
+        return
+    # Every other shape is one without deferred carriers: each carrier store
+    # stays a store (debug code only; the nodebug code timed beside it is the
+    # shipped one, which has no deferred stores at all).
+    compiler._ModuleCompiler._store_deferrable = lambda self, op, d, last_point: False
+    if shape == "stored_carriers":
         return
     carrier_site = compiler._ModuleCompiler._carrier_site
     if shape == "carrier_aligned":
