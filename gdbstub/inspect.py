@@ -28,7 +28,7 @@ import capstone
 import codemem
 from codemem import CompileError
 from codemem.abi import TRAP_MESSAGES, TrapCode
-from codemem.frametable import MirrorSource, SequencePointKind
+from codemem.frametable import MirrorSource, SequencePointKind, deferred_carrier_bytes
 from codemem.sitehooks import access_sites
 from codemem.wasm.instructions import Instr
 from codemem.wasm.opcodes import OPCODES, Imm
@@ -272,9 +272,16 @@ class _Printer:
             site = table.site_index(anchor)
             pending_watch = None
             if site is not None:
-                # A carrier site is the store itself (codemem.frametable.CarrierStore).
-                carrier = " (a carrier store: the call replaces it and performs it)" \
-                    if table.site(site).carrier is not None else ""
+                # A carrier site is the store itself (codemem.frametable.CarrierStore),
+                # or a NOP naming the store when it is deferred (deferred_carrier_bytes).
+                patch = table.site(site)
+                if patch.carrier is None:
+                    carrier = ""
+                elif patch.disable == deferred_carrier_bytes(patch.carrier):
+                    carrier = (f" (a deferred carrier: the store to slot {patch.carrier.slot} it names is left out; "
+                               "the call performs it)")
+                else:
+                    carrier = " (a carrier store: the call replaces it and performs it)"
                 self.line(f"    ; patch site #{site}{carrier}")
                 access = self._accesses.get(anchor)
                 if access is not None:

@@ -1,7 +1,9 @@
 """End-to-end: a breakpoint at a carrier-store site (docs/compiler-speed.md).
 
 A carrier site's disabled bytes are the store of the previous instruction's
-result to its operand-stack slot (``mov [rsp+disp8], r64``); enabled, the
+result to its operand-stack slot (``mov [rsp+disp8], r64``), or a NOP naming
+that store where the store is deferred (the next instruction consumes the
+value from its register: frametable.deferred_carrier_bytes); enabled, the
 site's ``call`` replaces that store, and the breakpoint path performs it
 before the debugger sees the stop (codemem.registry.ModuleRegistry.perform_carrier_store).
 These sessions check, on the clients' output, that at such a stop the slot
@@ -15,6 +17,8 @@ this process (the compiler is deterministic): square in examples/demo.c at
 from __future__ import annotations
 
 import re
+
+import pytest
 
 import codemem
 from codemem.frametable import SequencePointKind
@@ -30,8 +34,8 @@ POISON = 0x5EED5EED5EED5EED
 
 def square_carrier_sites():
     """``(site offset from square's start, CarrierStore, SequencePoint, the
-    previous site's offset from square's start)`` of each carrier site of
-    demo.O0's square, and the module's wasm bytes."""
+    previous site's offset from square's start, the site's disabled bytes)``
+    of each carrier site of demo.O0's square, and the module's wasm bytes."""
     path = example("demo.O0")
     module = codemem.Module.from_file(codemem.Engine(debug=True), path)
     table = module.engine_code.frame_table
@@ -43,7 +47,7 @@ def square_carrier_sites():
         site = table.site(index)
         if site.carrier is not None and previous is not None:
             found.append((site.offset - func.native_start, site.carrier, points[site.offset],
-                          previous - func.native_start))
+                          previous - func.native_start, site.disable))
         previous = site.offset
     module.engine_code.close()
     assert found, "square has no carrier-store site"
@@ -58,13 +62,16 @@ def gdb_mark(name: str) -> str:
     return f"echo =={name}==\\n"
 
 
-def test_gdb_at_a_carrier_site_sees_the_stored_value_in_its_slot_and_the_store_in_the_code(stub):
+@pytest.mark.parametrize("deferred", [False, True], ids=["stored", "deferred"])
+def test_gdb_at_a_carrier_site_sees_the_stored_value_in_its_slot_and_the_store_in_the_code(stub, deferred):
     """Stopped at the site before it, the slot is overwritten with a poison
     value; at the carrier site the slot holds the register's value again
-    (the store the breakpoint's call replaced was performed), ``x/5xb $pc``
-    shows the store (the patch is hidden), and the guest's result is right."""
+    (the store the breakpoint's call replaced, or the deferred store the
+    site's NOP names, was performed), ``x/5xb $pc`` shows the site's
+    disabled bytes (the patch is hidden), and the guest's result is right."""
     sites, _ = square_carrier_sites()
-    offset, carrier, point, previous = sites[0]
+    offset, carrier, point, previous, _ = next(
+        site for site in sites if (site[4] == codemem.frametable.deferred_carrier_bytes(site[1])) == deferred)
     assert point.kind == SequencePointKind.INSTRUCTION and carrier.slot == point.stack_depth - 1
     register = GPR_NAMES[carrier.register]
     demo = stub()
@@ -100,11 +107,15 @@ def test_lldb_wasm_dialect_reads_the_value_just_computed_at_a_carrier_site(stub)
     ``i32.sub`` (on its second call: the slot then still holds the first
     call's older value) reads the top of the operand stack with
     ``qWasmStackValue``: the 16 of ``i32.const 16``, stored by the breakpoint
-    path."""
+    path (the site is a deferred carrier: no code stores it)."""
     sites, wasm = square_carrier_sites()
-    at_sub = [(o, c, p) for o, c, p, _ in sites if wasm[p.wasm_offset] == I32_SUB]
+    at_sub = [(o, c, p, disable) for o, c, p, _, disable in sites if wasm[p.wasm_offset] == I32_SUB]
     assert at_sub, "no carrier site before square's i32.sub"
-    _, carrier, point = at_sub[0]
+    _, carrier, point, disable = at_sub[0]
+    # The constant is consumed by the i32.sub from its register: a deferred
+    # carrier (a NOP naming the store; the code never stores it), so the 16
+    # read below is in the slot only because the stop performed the store.
+    assert disable == codemem.frametable.deferred_carrier_bytes(carrier)
     s = stub(example("demo.O0"), invoke="run", args=("--dialect", "wasm"))
     address = 0x4000000000000000 | point.wasm_offset
     top = point.stack_depth - 1
