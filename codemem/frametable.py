@@ -112,7 +112,9 @@ class CarrierStore:
     site, keep the 5 bytes off 8-byte boundaries, as for a NOP site.)
     Enabled, the site's ``call`` replaces the store, so whoever takes the call
     performs it first (the breakpoint path, every hook veneer): then every
-    value is in its slot at every stop, as the frame table says."""
+    value is in its slot at every stop, as the frame table says.  A *deferred*
+    carrier's disabled bytes are a NOP naming the same store
+    (:func:`deferred_carrier_bytes`): the code never performs it, only a stop."""
 
     register: int  # x86 register number of the stored value (0 = rax .. 15 = r15)
     disp: int  # the slot's offset from the guest's rsp at the site
@@ -425,7 +427,7 @@ class SequencePoint:
 class PatchSite:
     offset: int
     enable: bytes
-    disable: bytes  # SITE_DISABLED, or a carrier store (CarrierStore)
+    disable: bytes  # SITE_DISABLED, a carrier store (CarrierStore), or a deferred carrier naming one
 
     @property
     def carrier(self) -> CarrierStore | None:

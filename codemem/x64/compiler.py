@@ -14,7 +14,11 @@ speed):
   so a slot's address never depends on frame_size, which is known only at the end
   and patched into the prologue).  Every instruction loads its operands into
   scratch registers and stores its result back, so at every sequence point every
-  wasm value is in its slot.
+  wasm value is in its slot.  One exception, invisible to a debugger: a value
+  the very next instruction pops from its register (and which cannot trap)
+  is not stored (a *deferred carrier*, ``_store_deferrable``): it is on the
+  stack at that one point only, whose site (debug) names the store, and
+  every stop at a site performs it (docs/compiler-speed.md).
 * Below the locals and above the operand stack: save slots for the params of an
   ``if`` with block parameters (the then-branch may overwrite them before the
   else-branch needs them).
@@ -39,7 +43,8 @@ speed):
   (``lea rsi, [rip + sequence point]; mov edi, CODE; call trap_veneer``).
 * debug=True adds patch sites (5-byte NOPs, never straddling an 8-byte boundary)
   at the function entry, before every reachable instruction and at every call's
-  return address; everything else is identical between the two modes.
+  return address (a carrier store or a deferred carrier's NOP is the site where
+  it can be); everything else is identical between the two modes.
 
 Dead code (after ``br``/``return``/``unreachable``/``br_table`` until the end of
 the enclosing frame) is validated but emits nothing and has no sequence points.

@@ -9,7 +9,11 @@ out of the dependency chains, and evicting an entry costs nothing (the slot is
 already up to date).
 
 Invariant (whenever code is emitted): for each ``(register, location)`` entry,
-the register's 64 bits equal the 64 bits stored in the location's slot.  A
+the register's 64 bits equal the 64 bits stored in the location's slot, but
+for the operand-stack slot of a deferred carrier (compiler.py
+``_store_deferrable``) at its one sequence point: its store is left out, the
+instruction there reads the register, and any stop there performs the store
+before anything reads the slot or reloads the mirror.  A
 register mirrors at most one location and a location is mirrored by at most one
 register.  Locations are ints: operand-stack slot ``i`` is ``i`` (>= 0), local
 ``j`` is ``-(j + 1)``.
