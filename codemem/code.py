@@ -36,6 +36,9 @@ from .errors import CodeMemoryError
 from .frametable import SITE_DISABLED, SITE_SIZE, CarrierStore, FrameTable
 from .native import PROT_EXEC, PROT_READ, PROT_WRITE, ffi, lib
 
+#: Most pcs StoreCode.carrier_store_at remembers (a loop's stops ask a few).
+_CARRIER_MEMO_LIMIT = 4096
+
 log = logging.getLogger(__name__)
 
 ImageOffset = NewType("ImageOffset", int)
@@ -325,6 +328,8 @@ class StoreCode:
         # Sites whose call goes to a per-site hook (codemem.sitehooks) instead
         # of the breakpoint veneer: image offset -> absolute target address.
         self._site_redirect: dict[int, int] = {}
+        # pc -> carrier_store_at(pc): the breakpoint prelude asks at every stop.
+        self._carrier_stores: dict[int, CarrierStore | None] = {}
         self._lock = threading.RLock()
 
     # -- addresses ----------------------------------------------------------
@@ -374,10 +379,18 @@ class StoreCode:
     def carrier_store_at(self, pc: int) -> CarrierStore | None:
         """The carrier store of the patch site at ``pc`` (frametable.carrier_store):
         None when ``pc`` is no site of this code or its disabled form is the NOP."""
+        try:
+            return self._carrier_stores[pc]
+        except KeyError:
+            pass
         if not self.contains(pc):
             return None
         index = self.frame_table.site_index(pc - self.base)
-        return None if index is None else self.frame_table.site(index).carrier
+        found = None if index is None else self.frame_table.site(index).carrier
+        if len(self._carrier_stores) >= _CARRIER_MEMO_LIMIT:
+            self._carrier_stores.clear()
+        self._carrier_stores[pc] = found  # asked at every breakpoint stop (the prelude); the code never changes
+        return found
 
     def is_site_enabled(self, pc: int) -> bool:
         return self.site_refcount(self.offset_of(pc)) > 0

@@ -392,6 +392,11 @@ class StoreTarget:
         # (EngineCode, function, range) -> what its instructions may do: a
         # loop's `next`s ask the same few again and again.
         self._calls_and_exits_memo: dict[tuple, tuple[list | None, bool]] = {}
+        # (question, pc) -> its answer, for questions about a pc whose answer
+        # the registered code alone decides (_code_fact): every stop of a
+        # loop asks the same few again.  Emptied when the registry changes.
+        self._code_facts: dict[tuple[str, int], Any] = {}
+        self._code_facts_generation = -1
         self._regions_memo: tuple[tuple, list, list | None] | None = None
         self._range: tuple[int, int] | None = None
         # The word a stopped guest waits on (see _GuestStop); one per target,
@@ -840,7 +845,11 @@ class StoreTarget:
     def _register_mirrors(self, pc: int) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, MirrorSource], ...]]:
         """(slot mirrors, context mirrors): the registers the code after the
         sequence point at ``pc`` relies on (codemem.frametable, "Register
-        mirrors")."""
+        mirrors"); memoized, asked at every resume."""
+        return self._code_fact("register mirrors", pc, self._find_register_mirrors)
+
+    def _find_register_mirrors(self, pc: int) -> tuple[tuple[tuple[str, int], ...],
+                                                       tuple[tuple[str, MirrorSource], ...]]:
         entry = self.store.registry.lookup(pc)
         if entry is None:
             return (), ()
@@ -1061,10 +1070,29 @@ class StoreTarget:
         setup = self._frame_setup_at(pc)
         return setup[1] if setup is not None and setup[0] == pc else None
 
+    def _code_fact(self, question: str, pc: int, answer: Callable[[int], Any]) -> Any:
+        """``answer(pc)``, memoized per ``(question, pc)`` for as long as the
+        registry's images are the same (ModuleRegistry.generation): only for
+        questions the code alone answers, never the registers or memory."""
+        registry = self.store.registry
+        facts = self._code_facts
+        if self._code_facts_generation != registry.generation or len(facts) >= _MEMO_LIMIT:
+            facts.clear()
+            self._code_facts_generation = registry.generation
+        key = (question, pc)
+        try:
+            return facts[key]
+        except KeyError:
+            found = facts[key] = answer(pc)
+            return found
+
     def _frame_setup_at(self, pc: int) -> tuple[int, int] | None:
         """(function start pc, ENTRY site pc) when ``pc`` is on a function's
         frame setup (its ``push rbp`` or ``mov rbp, rsp``, before its ENTRY
-        site), else None."""
+        site), else None.  Asked several times per resume: memoized."""
+        return self._code_fact("frame setup", pc, self._find_frame_setup)
+
+    def _find_frame_setup(self, pc: int) -> tuple[int, int] | None:
         entry = self.store.registry.lookup(pc)
         if entry is None:
             return None
@@ -1841,15 +1869,10 @@ class StoreTarget:
             return
         self._aggregate_return_shown = stop
         regfile = stopped.regfile
-        entry = self.store.registry.lookup(regfile.rip)
-        if entry is None:
+        found = self._code_fact("return point", regfile.rip, self._find_return_point)
+        if found is None:
             return
-        code = entry.store_code
-        table = code.frame_table
-        point = table.sequence_point_at_or_before(code.offset_of(regfile.rip))
-        if point is None or point.kind is not SequencePointKind.RETURN_POINT \
-                or code.base + point.native_offset != regfile.rip:
-            return
+        entry, point = found
         instance = self._instance_at(regfile.gpr[15])
         callee = self._callee_at_return_point(entry, point, regfile, instance) if instance is not None else None
         abi = self.function_abi(*callee) if callee is not None else None
@@ -1862,6 +1885,18 @@ class StoreTarget:
             log.debug("no aggregate shown at %#x: %s", regfile.rip, e)
             return
         _put_return_registers(regfile, return_registers(abi.result, data))
+
+    def _find_return_point(self, pc: int):
+        """(ModuleWithCode, SequencePoint) of the RETURN_POINT at exactly
+        ``pc``, or None."""
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            return None
+        code = entry.store_code
+        point = code.frame_table.sequence_point_at_or_before(code.offset_of(pc))
+        if point is None or point.kind is not SequencePointKind.RETURN_POINT or code.base + point.native_offset != pc:
+            return None
+        return entry, point
 
     def _callee_at_return_point(self, entry, point, regfile, instance):
         """(ModuleWithCode, FunctionInfo) of the function whose call returned
