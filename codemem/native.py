@@ -18,12 +18,10 @@ everything, log it, and turn it into a trap code.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import mmap
 from typing import Callable
 
-from . import _native
 from ._native import ffi, lib
 
 log = logging.getLogger(__name__)
@@ -32,30 +30,6 @@ PROT_NONE = mmap.PROT_READ & 0  # 0
 PROT_READ = mmap.PROT_READ
 PROT_WRITE = mmap.PROT_WRITE
 PROT_EXEC = mmap.PROT_EXEC
-
-# cm_defer_resume through ctypes.PyDLL, which keeps the GIL across the call
-# (cffi releases it around every call).  The guest thread calls it at the
-# start of every stop, just after the gate opener (the asyncio thread, whose
-# cffi call to cm_gate_open released the GIL) went back to waiting for the
-# GIL: a release here handed it over, and the stop's processing and reply
-# waited for the opener's thread to finish its loop iteration and give it
-# back (two futex round trips on the way to every stop reply).
-_defer_resume_holding_gil = ctypes.PyDLL(_native.__file__).cm_defer_resume
-_defer_resume_holding_gil.argtypes = [ctypes.c_void_p]
-_defer_resume_holding_gil.restype = None
-
-
-def defer_resume(gate_address: int) -> None:
-    """csrc cm_defer_resume on the gate word at ``gate_address`` (an int, see
-    :func:`address_of`), without releasing the GIL: it only records the gate
-    in a thread-local."""
-    _defer_resume_holding_gil(gate_address)
-
-
-def address_of(cdata) -> int:
-    """The address a cdata pointer holds, as an int."""
-    return int(ffi.cast("uintptr_t", cdata))
-
 
 EVENT_BREAKPOINT = lib.CM_EVENT_BREAKPOINT
 EVENT_TRAP = lib.CM_EVENT_TRAP

@@ -399,7 +399,6 @@ class StoreTarget:
         # The word a stopped guest waits on (see _GuestStop); one per target,
         # as the target has one guest thread, and alive as long as it is.
         self._resume_gate = ffi.new("uint32_t *", 0)
-        self._resume_gate_address = native.address_of(self._resume_gate)
         #: How a resume is carried out: ``schedule_resume(open_gate)``.  At once
         #: by default; an owner may postpone it to the end of what its thread
         #: is doing (gdbstub.server: the loop thread opens the gate just before
@@ -554,7 +553,7 @@ class StoreTarget:
                 # (codemem.abi): that is where the debugger should see the stop.
                 regfile.rip = regfile.gpr[4]
             self._pending.append(stop)
-        native.defer_resume(self._resume_gate_address)
+        lib.cm_defer_resume(self._resume_gate)
         self._notify()
 
     def _abandon_call(self, regfile) -> None:
