@@ -132,7 +132,6 @@ class StubServer:
                 return False
             client.session.target_event()
             self._write_from_guest(client, fd, client.session.take_output())
-            client.session.output_sent()
         return True
 
     def output_from_guest(self, target: StoreTarget, fd: int, data: bytes) -> None:
@@ -227,7 +226,6 @@ class StubServer:
             for client in list(self.clients):
                 client.session.target_event()
                 self._flush(client)
-                client.session.output_sent()
             # Nobody debugs the rest: the host records their events (an exit).
             self.targets.take_unowned_events()
         self._check_done()

@@ -198,13 +198,6 @@ class GdbSession:
     def take_output(self) -> bytes:
         return self.conn.pending_output()
 
-    def output_sent(self) -> None:
-        """The transport wrote what :meth:`take_output` gave after a target
-        event (a stop reply): the targets do what their stops leave for
-        after the reply (StoreTarget.finish_stop), while the client reads it."""
-        for attached in self.attached.values():
-            attached.target.finish_stop()
-
     def target_event(self) -> None:
         """Attached targets have something pending: take it, and answer a
         waiting resume with the stop reply."""

@@ -357,10 +357,6 @@ class StoreTarget:
         # The sites the last resume armed (a step or an interrupt), each held
         # once; the next stop releases them.
         self._plan: tuple[PreparedSites, ...] | None = None  # what _arm enabled, one per StoreCode
-        #: The plan of the step that just stopped, still enabled: disarmed
-        #: after the stop reply is written (finish_stop), or before anything
-        #: else that needs it gone (the next resume, a detach).
-        self._spent_plan: tuple[PreparedSites, ...] | None = None
         # The edit the current stop's changes share (see the module docstring).
         self._stop_edit: PatchEdit | None = None
         self._entry_site: int | None = None
@@ -642,14 +638,7 @@ class StoreTarget:
         else:
             was_stepping = self._plan is not None
             was_interrupt = self._interrupt_requested
-            # The step plan's sites are disabled after the reply is on its
-            # way (finish_stop), not before: the client reads the reply while
-            # this thread does that.  Until then they stay enabled, which no
-            # one sees: the guest waits here, reads show disabled bytes, and
-            # the sites are refcounted.
-            self._disarm_spent()
-            self._spent_plan, self._plan = self._plan, None
-            self._interrupt_requested = False
+            self._disarm()
             if hit is not None and hit.kind == sitehooks.HIT_HOST_WRITE:
                 # A host function (e.g. WASI fd_read) wrote a watched range:
                 # this is the return point after its call, after the write.
@@ -773,7 +762,6 @@ class StoreTarget:
     def _release(self) -> None:
         if self._agent is not None:
             self._agent.before_resume()  # regions (instances come and go), access sites
-        self._disarm_spent()  # after the next plan was armed: the sites both enable are not rewritten
         self._finish_stop_edit()
         if self._stopped is not None:
             try:
@@ -1170,22 +1158,7 @@ class StoreTarget:
                 edit.enable_prepared(prepared)
         self._plan = plan
 
-    def finish_stop(self) -> None:
-        """What a stop leaves for after its reply: the sites of the step
-        plan that ended are disabled.  The owner calls it once the reply is
-        written, before it handles the client's next request (a resume does
-        it anyway); idempotent."""
-        self._disarm_spent()
-
-    def _disarm_spent(self) -> None:
-        plan, self._spent_plan = self._spent_plan, None
-        if plan:
-            with self._patch_edit() as edit:
-                for prepared in plan:
-                    edit.disable_prepared(prepared)
-
     def _disarm(self) -> None:
-        self._disarm_spent()
         plan, self._plan = self._plan, None
         self._interrupt_requested = False
         if not plan:
