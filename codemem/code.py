@@ -38,6 +38,9 @@ from .native import PROT_EXEC, PROT_READ, PROT_WRITE, ffi, lib
 
 #: Most pcs StoreCode.carrier_store_at remembers (a loop's stops ask a few).
 _CARRIER_MEMO_LIMIT = 4096
+#: PreparedSites lists a plan of at most this many sites in one C array (a
+#: step plan in a function of ordinary size); a larger one keeps its ranges.
+PREPARED_ARRAY_LIMIT = 4096
 
 log = logging.getLogger(__name__)
 
@@ -607,9 +610,10 @@ class PreparedSites:
     (StoreCode.prepare_sites): a step plan is armed and disarmed at every
     stop of a loop, so what each edit would otherwise rebuild (the C index
     array, the span of pages to make writable) is made once.  ``parts`` are
-    ``(indexes, C index array or NULL, first, count)``: each range stays a
-    range (a large function's sites never become a list), the sequences are
-    joined into one array."""
+    ``(indexes, C index array or NULL, first, count)``: a plan of at most
+    :data:`PREPARED_ARRAY_LIMIT` sites is one array (one C call per edit);
+    in a larger one each range stays a range (a large function's sites never
+    become a list) and the sequences are joined into one array."""
 
     __slots__ = ("store_code", "parts", "span", "count")
 
@@ -637,6 +641,10 @@ class PreparedSites:
                 first, last = min(offsets[i] for i in indexes), max(offsets[i] for i in indexes)
             lo = first if lo is None else min(lo, first)
             hi = last if hi is None else max(hi, last)
+        if sum(part[3] for part in parts) + len(listed) <= PREPARED_ARRAY_LIMIT:
+            # Few enough to list: everything in one array, one C call per edit.
+            listed = [index for part in parts for index in part[0]] + listed
+            parts = []
         if listed:
             parts.append((listed, ffi.new("uint32_t[]", listed), 0, len(listed)))
         self.store_code = store_code

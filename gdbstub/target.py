@@ -299,6 +299,8 @@ _LEAVING_OPCODES = frozenset({0x0C, 0x0D, 0x0E, 0x0F, 0x12, 0x13})
 _CALL = 0x10
 #: Entries of a target's per-range memo before it starts over.
 _MEMO_LIMIT = 4096
+#: StoreTarget._direct_call_result: the call is a call_indirect.
+_NOT_DIRECT = object()
 #: call_indirect, return_call, return_call_indirect: any function may be next
 #: (return_call's callee is known, but it is reached without a return point).
 _INDIRECT_CALLS = frozenset({0x11, 0x12, 0x13})
@@ -1893,18 +1895,39 @@ class StoreTarget:
         if found is None:
             return
         entry, point = found
-        instance = self._instance_at(regfile.gpr[15])
-        callee = self._callee_at_return_point(entry, point, regfile, instance) if instance is not None else None
-        abi = self.function_abi(*callee) if callee is not None else None
-        if abi is None or abi.result is None or abi.result.in_memory:
+        direct = self._code_fact("direct call's result", (regfile.rip, self.function_abi), self._direct_call_result)
+        if direct is _NOT_DIRECT:
+            instance = self._instance_at(regfile.gpr[15])
+            callee = self._callee_at_return_point(entry, point, regfile, instance) if instance is not None else None
+            abi = self.function_abi(*callee) if callee is not None else None
+            result = abi.result if abi is not None else None
+        else:
+            result = direct  # known without the registers: most stops at a return point end here
+            instance = self._instance_at(regfile.gpr[15]) if result is not None and not result.in_memory else None
+        if result is None or result.in_memory or instance is None:
             return  # MEMORY class: rax already holds the address, as System V returns it
+        abi_result = result
         try:
-            data = _raw_read(self._linear_memory(instance, regfile.gpr[0] & 0xFFFFFFFF, abi.result.size),
-                             abi.result.size)
+            data = _raw_read(self._linear_memory(instance, regfile.gpr[0] & 0xFFFFFFFF, abi_result.size),
+                             abi_result.size)
         except TargetError as e:
             log.debug("no aggregate shown at %#x: %s", regfile.rip, e)
             return
-        _put_return_registers(regfile, return_registers(abi.result, data))
+        _put_return_registers(regfile, return_registers(abi_result, data))
+
+    def _direct_call_result(self, key):
+        """The C result (function_abi's ``result``) of the callee of the
+        direct call (``call N``) whose return point is at ``key[0]``, or None
+        (no aggregate, an import, no ABI known); _NOT_DIRECT when that call
+        is a ``call_indirect``, whose callee only the registers tell."""
+        pc, function_abi = key
+        entry, point = self._find_return_point(pc)
+        decoded = _call_immediates(entry.module.info.data, point.wasm_offset)
+        if decoded is None or decoded[0] != 0x10:
+            return _NOT_DIRECT if decoded is not None else None
+        func = entry.store_code.frame_table.function_by_wasm_index(decoded[1][0])
+        abi = function_abi(entry, func) if func is not None else None
+        return abi.result if abi is not None else None
 
     def _find_return_point(self, pc: int):
         """(ModuleWithCode, SequencePoint) of the RETURN_POINT at exactly
