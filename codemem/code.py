@@ -615,7 +615,7 @@ class PreparedSites:
     in a larger one each range stays a range (a large function's sites never
     become a list) and the sequences are joined into one array."""
 
-    __slots__ = ("store_code", "parts", "span", "count")
+    __slots__ = ("store_code", "parts", "span")
 
     def __init__(self, store_code: StoreCode, groups):
         table = store_code.frame_table
@@ -650,7 +650,6 @@ class PreparedSites:
         self.store_code = store_code
         self.parts = tuple(parts)
         self.span = (lo, hi + SITE_SIZE) if parts else (0, SITE_SIZE)
-        self.count = sum(part[3] for part in parts)
 
 
 class PatchEdit:

@@ -390,7 +390,7 @@ class StoreTarget:
         # (question, pc) -> its answer, for questions about a pc whose answer
         # the registered code alone decides (_code_fact): every stop of a
         # loop asks the same few again.  Emptied when the registry changes.
-        self._code_facts: dict[tuple[str, int], Any] = {}
+        self._code_facts: dict[tuple[str, Any], Any] = {}
         self._code_facts_generation = -1
         self._regions_memo: tuple[tuple, list, list | None] | None = None
         self._range: tuple[int, int] | None = None
