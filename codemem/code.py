@@ -36,6 +36,12 @@ from .errors import CodeMemoryError
 from .frametable import SITE_DISABLED, SITE_SIZE, CarrierStore, FrameTable
 from .native import PROT_EXEC, PROT_READ, PROT_WRITE, ffi, lib
 
+#: Most pcs StoreCode.carrier_store_at remembers (a loop's stops ask a few).
+_CARRIER_MEMO_LIMIT = 4096
+#: PreparedSites lists a plan of at most this many sites in one C array (a
+#: step plan in a function of ordinary size); a larger one keeps its ranges.
+PREPARED_ARRAY_LIMIT = 4096
+
 log = logging.getLogger(__name__)
 
 ImageOffset = NewType("ImageOffset", int)
@@ -325,6 +331,8 @@ class StoreCode:
         # Sites whose call goes to a per-site hook (codemem.sitehooks) instead
         # of the breakpoint veneer: image offset -> absolute target address.
         self._site_redirect: dict[int, int] = {}
+        # pc -> carrier_store_at(pc): the breakpoint prelude asks at every stop.
+        self._carrier_stores: dict[int, CarrierStore | None] = {}
         self._lock = threading.RLock()
 
     # -- addresses ----------------------------------------------------------
@@ -374,10 +382,18 @@ class StoreCode:
     def carrier_store_at(self, pc: int) -> CarrierStore | None:
         """The carrier store of the patch site at ``pc`` (frametable.carrier_store):
         None when ``pc`` is no site of this code or its disabled form is the NOP."""
+        try:
+            return self._carrier_stores[pc]
+        except KeyError:
+            pass
         if not self.contains(pc):
             return None
         index = self.frame_table.site_index(pc - self.base)
-        return None if index is None else self.frame_table.site(index).carrier
+        found = None if index is None else self.frame_table.site(index).carrier
+        if len(self._carrier_stores) >= _CARRIER_MEMO_LIMIT:
+            self._carrier_stores.clear()
+        self._carrier_stores[pc] = found  # asked at every breakpoint stop (the prelude); the code never changes
+        return found
 
     def is_site_enabled(self, pc: int) -> bool:
         return self.site_refcount(self.offset_of(pc)) > 0
@@ -442,12 +458,20 @@ class StoreCode:
             valid = [columns[i] for i in indexes if 0 <= i < num_sites]
             span = (min(valid), max(valid) + SITE_SIZE) if valid else (0, SITE_SIZE)
         edit._touch(self, *span)
+        return self._update_sites(edit, indexes, index_array, first, count, enable)
+
+    def _update_sites(self, edit: "PatchEdit", indexes, index_array, first: int, count: int, enable: bool) -> int:
+        """The C bulk edit of :meth:`_change_sites` over pages already made
+        writable (``index_array`` NULL: the sites first .. first+count-1),
+        all or nothing; CodeMemoryError names the first bad site of
+        ``indexes``."""
         memory = self.memory
         written = lib.cm_sites_update(ffi.cast("uint8_t *", memory.base), self.engine_code.code_size,
-                                      self._site_records, num_sites, self._refcounts,
+                                      self._site_records, self.frame_table.num_sites, self._refcounts,
                                       index_array, first, count, 1 if enable else -1,
                                       1 if memory.live_writable else 0)
         if written < 0:
+            table = self.frame_table
             bad = indexes[-written - 1]
             if not 0 <= bad < table.num_sites:
                 raise CodeMemoryError(f"{self.engine_code.name}: no patch site {bad}")
@@ -458,6 +482,40 @@ class StoreCode:
         self._enabled += written if enable else -written
         if not enable and written and self._site_redirect:
             self._rewrite_hooks(edit, indexes)
+        return written
+
+    def prepare_sites(self, groups) -> "PreparedSites":
+        """``groups`` (ranges or sequences of this code's site indexes, as
+        :meth:`PatchEdit.enable_sites` takes them) made ready for repeated
+        bulk edits (PatchEdit.enable_prepared): the sequences joined into one
+        C index array, the span of image offsets every group touches
+        computed, once.  CodeMemoryError names a site index this code does
+        not have."""
+        return PreparedSites(self, groups)
+
+    def _change_prepared(self, edit: "PatchEdit", prepared: "PreparedSites", enable: bool) -> int:
+        """:meth:`_change_sites` over each part of ``prepared``, the pages
+        made writable once; all or nothing (a part that fails undoes the
+        parts before it).  Called by PatchEdit only, with the lock held."""
+        if prepared.store_code is not self:
+            raise CodeMemoryError(f"sites prepared for {prepared.store_code.engine_code.name} edited through "
+                                  f"{self.engine_code.name}")
+        if not prepared.parts:
+            return 0
+        if self._refcounts is None:
+            self._refcounts = ffi.new("uint32_t[]", max(self.frame_table.num_sites, 1))
+            self._site_records = ffi.from_buffer("uint8_t[]", self.frame_table.site_records())
+        edit._touch(self, *prepared.span)
+        written = 0
+        done = []
+        try:
+            for part in prepared.parts:
+                written += self._update_sites(edit, *part, enable)
+                done.append(part)
+        except CodeMemoryError:
+            for part in reversed(done):
+                self._update_sites(edit, *part, not enable)
+            raise
         return written
 
     def _rewrite_hooks(self, edit: "PatchEdit", indexes) -> None:
@@ -547,6 +605,53 @@ class StoreCode:
             self.engine_code._give_back_private_copy(memory)
 
 
+class PreparedSites:
+    """Site indexes of one StoreCode made ready for repeated bulk edits
+    (StoreCode.prepare_sites): a step plan is armed and disarmed at every
+    stop of a loop, so what each edit would otherwise rebuild (the C index
+    array, the span of pages to make writable) is made once.  ``parts`` are
+    ``(indexes, C index array or NULL, first, count)``: a plan of at most
+    :data:`PREPARED_ARRAY_LIMIT` sites is one array (one C call per edit);
+    in a larger one each range stays a range (a large function's sites never
+    become a list) and the sequences are joined into one array."""
+
+    __slots__ = ("store_code", "parts", "span")
+
+    def __init__(self, store_code: StoreCode, groups):
+        table = store_code.frame_table
+        num_sites = table.num_sites
+        offsets = table.site_offset_column.searchable
+        parts = []
+        listed: list[int] = []
+        lo, hi = None, None
+        for indexes in groups:
+            if not len(indexes):
+                continue
+            if isinstance(indexes, range) and indexes.step == 1:
+                if indexes.start < 0 or indexes.stop > num_sites:
+                    raise CodeMemoryError(f"{store_code.engine_code.name}: sites {indexes.start}..{indexes.stop - 1} "
+                                          f"are not all among its {num_sites} patch sites")
+                parts.append((indexes, ffi.NULL, indexes.start, len(indexes)))
+                first, last = offsets[indexes.start], offsets[indexes.stop - 1]
+            else:
+                bad = next((i for i in indexes if not 0 <= i < num_sites), None)
+                if bad is not None:
+                    raise CodeMemoryError(f"{store_code.engine_code.name}: no patch site {bad}")
+                listed.extend(indexes)
+                first, last = min(offsets[i] for i in indexes), max(offsets[i] for i in indexes)
+            lo = first if lo is None else min(lo, first)
+            hi = last if hi is None else max(hi, last)
+        if sum(part[3] for part in parts) + len(listed) <= PREPARED_ARRAY_LIMIT:
+            # Few enough to list: everything in one array, one C call per edit.
+            listed = [index for part in parts for index in part[0]] + listed
+            parts = []
+        if listed:
+            parts.append((listed, ffi.new("uint32_t[]", listed), 0, len(listed)))
+        self.store_code = store_code
+        self.parts = tuple(parts)
+        self.span = (lo, hi + SITE_SIZE) if parts else (0, SITE_SIZE)
+
+
 class PatchEdit:
     """A batch of site changes across images.
 
@@ -597,6 +702,23 @@ class PatchEdit:
         :meth:`enable_sites`); a site that is not enabled is an error."""
         with store_code._lock:
             changed = store_code._change_sites(self, indexes, False)
+        self.changed += changed
+        return changed
+
+    def enable_prepared(self, prepared: PreparedSites) -> int:
+        """:meth:`enable_sites` of sites prepared once (StoreCode.prepare_sites),
+        all or nothing; returns the number of sites whose bytes changed."""
+        store_code = prepared.store_code
+        with store_code._lock:
+            changed = store_code._change_prepared(self, prepared, True)
+        self.changed += changed
+        return changed
+
+    def disable_prepared(self, prepared: PreparedSites) -> int:
+        """:meth:`disable_sites` of sites prepared once, all or nothing."""
+        store_code = prepared.store_code
+        with store_code._lock:
+            changed = store_code._change_prepared(self, prepared, False)
         self.changed += changed
         return changed
 

@@ -48,6 +48,10 @@ class ModuleRegistry:
         self._by_engine_code: dict[int, ModuleWithCode] = {}
         self._refcounts: dict[int, int] = {}
         self._lock = threading.RLock()
+        #: Bumped whenever an image is registered or unregistered: what is
+        #: derived from the registered code alone (a pc's function, its frame
+        #: setup, a step plan) stays valid while it is unchanged.
+        self.generation = 0
 
     def register(self, module: Any, engine_code: EngineCode) -> ModuleWithCode:
         """This Store's code for ``engine_code``, creating it on first use."""
@@ -76,6 +80,7 @@ class ModuleRegistry:
             raise CodeMemoryError(f"image [{start:#x}, {end:#x}) overlaps {following.engine_code.name} at {following.base:#x}")
         self._starts.insert(i, start)
         self._entries.insert(i, entry)
+        self.generation += 1
 
     def unregister(self, engine_code: EngineCode) -> None:
         with self._lock:
@@ -90,6 +95,7 @@ class ModuleRegistry:
             i = self._entries.index(entry)
             del self._entries[i]
             del self._starts[i]
+            self.generation += 1
             entry.store_code.close()
 
     def lookup(self, pc: int) -> ModuleWithCode | None:

@@ -63,7 +63,7 @@ from typing import Any, Callable
 from codemem import abi, native, sitehooks
 from codemem import frames as walker
 from codemem import displaced
-from codemem.code import PatchEdit
+from codemem.code import PatchEdit, PreparedSites
 from codemem.errors import CodeMemoryError, CompileError, Trap
 from codemem.frametable import MirrorSource, SequencePointKind
 from codemem.lowmem import ENTRY_THUNK_PAGE_CODE_SIZE, ENTRY_THUNK_RETURN_OFFSET, LOW_FLOOR, call_landing_address
@@ -226,25 +226,18 @@ class MemoryRegion:
         return self.start <= address < self.end
 
 
-def _merged_plan(plan: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-    """``plan`` (StoreCode, site indexes) pairs without empty ones, and with
-    the lists of each StoreCode joined into one (a step's callee entry and
-    return sites: one bulk edit instead of one each); ranges stay ranges, so
-    a large function's sites never become a Python list.  A site listed twice
-    still gets two references."""
-    merged: list[tuple[Any, Any]] = []
-    lists: dict[Any, list[int]] = {}
+def _prepared_plan(plan: list[tuple[Any, Any]]) -> tuple[PreparedSites, ...]:
+    """``plan`` (StoreCode, site indexes) pairs as one PreparedSites per
+    StoreCode (codemem StoreCode.prepare_sites): its lists joined into one
+    C index array (a step's callee entry and return sites), its ranges kept
+    ranges, so a large function's sites never become a Python list, and the
+    pages to make writable computed once.  A site listed twice still gets
+    two references."""
+    groups: dict[Any, list] = {}
     for store_code, indexes in plan:
-        if not len(indexes):
-            continue
-        if isinstance(indexes, range):
-            merged.append((store_code, indexes))
-        elif store_code in lists:
-            lists[store_code].extend(indexes)
-        else:
-            lists[store_code] = joined = list(indexes)
-            merged.append((store_code, joined))
-    return merged
+        if len(indexes):
+            groups.setdefault(store_code, []).append(indexes)
+    return tuple(store_code.prepare_sites(parts) for store_code, parts in groups.items())
 
 
 def _read_u64(address: int) -> int:
@@ -306,6 +299,8 @@ _LEAVING_OPCODES = frozenset({0x0C, 0x0D, 0x0E, 0x0F, 0x12, 0x13})
 _CALL = 0x10
 #: Entries of a target's per-range memo before it starts over.
 _MEMO_LIMIT = 4096
+#: StoreTarget._direct_call_result: the call is a call_indirect.
+_NOT_DIRECT = object()
 #: call_indirect, return_call, return_call_indirect: any function may be next
 #: (return_call's callee is known, but it is reached without a return point).
 _INDIRECT_CALLS = frozenset({0x11, 0x12, 0x13})
@@ -363,7 +358,7 @@ class StoreTarget:
         self._areas: list[displaced.DisplacedArea] = []
         # The sites the last resume armed (a step or an interrupt), each held
         # once; the next stop releases them.
-        self._plan: list[tuple[Any, Any]] | None = None  # (StoreCode, site indexes), see _arm
+        self._plan: tuple[PreparedSites, ...] | None = None  # what _arm enabled, one per StoreCode
         # The edit the current stop's changes share (see the module docstring).
         self._stop_edit: PatchEdit | None = None
         self._entry_site: int | None = None
@@ -392,6 +387,11 @@ class StoreTarget:
         # (EngineCode, function, range) -> what its instructions may do: a
         # loop's `next`s ask the same few again and again.
         self._calls_and_exits_memo: dict[tuple, tuple[list | None, bool]] = {}
+        # (question, pc) -> its answer, for questions about a pc whose answer
+        # the registered code alone decides (_code_fact): every stop of a
+        # loop asks the same few again.  Emptied when the registry changes.
+        self._code_facts: dict[tuple[str, Any], Any] = {}
+        self._code_facts_generation = -1
         self._regions_memo: tuple[tuple, list, list | None] | None = None
         self._range: tuple[int, int] | None = None
         # The word a stopped guest waits on (see _GuestStop); one per target,
@@ -840,7 +840,11 @@ class StoreTarget:
     def _register_mirrors(self, pc: int) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, MirrorSource], ...]]:
         """(slot mirrors, context mirrors): the registers the code after the
         sequence point at ``pc`` relies on (codemem.frametable, "Register
-        mirrors")."""
+        mirrors"); memoized, asked at every resume."""
+        return self._code_fact("register mirrors", pc, self._find_register_mirrors)
+
+    def _find_register_mirrors(self, pc: int) -> tuple[tuple[tuple[str, int], ...],
+                                                       tuple[tuple[str, MirrorSource], ...]]:
         entry = self.store.registry.lookup(pc)
         if entry is None:
             return (), ()
@@ -986,7 +990,7 @@ class StoreTarget:
     def _resume_step(self) -> None:
         stopped = self._stopped
         assert stopped is not None
-        self._arm(self._step_sites(stopped.regfile))
+        self._arm(self._step_plan(stopped.regfile))
         self._release()
 
     def interrupt(self) -> None:
@@ -995,7 +999,7 @@ class StoreTarget:
         if self.closed or not self.is_running or self._interrupt_requested:
             return
         self._disarm()  # a step in flight: the interrupt plan replaces it
-        self._arm(self._all_sites())
+        self._arm(_prepared_plan(self._all_sites()))
         self._interrupt_requested = True
 
     def detach(self) -> None:
@@ -1029,7 +1033,7 @@ class StoreTarget:
             # released from a stop unwinds at once (above) and needs none of
             # this: arming every site of a real-size module cost gdb's `run`
             # (vKill, then vRun) 50 ms.
-            self._arm(self._all_sites())
+            self._arm(_prepared_plan(self._all_sites()))
 
     def _drop_debug_state(self) -> None:
         self._disarm()
@@ -1061,10 +1065,30 @@ class StoreTarget:
         setup = self._frame_setup_at(pc)
         return setup[1] if setup is not None and setup[0] == pc else None
 
+    def _code_fact(self, question: str, pc: Any, answer: Callable[[Any], Any]) -> Any:
+        """``answer(pc)``, memoized per ``(question, pc)`` for as long as the
+        registry's images are the same (ModuleRegistry.generation): only for
+        questions the code alone answers (``pc`` may be a tuple that holds
+        whatever else the answer depends on), never the registers or memory."""
+        registry = self.store.registry
+        facts = self._code_facts
+        if self._code_facts_generation != registry.generation or len(facts) >= _MEMO_LIMIT:
+            facts.clear()
+            self._code_facts_generation = registry.generation
+        key = (question, pc)
+        try:
+            return facts[key]
+        except KeyError:
+            found = facts[key] = answer(pc)
+            return found
+
     def _frame_setup_at(self, pc: int) -> tuple[int, int] | None:
         """(function start pc, ENTRY site pc) when ``pc`` is on a function's
         frame setup (its ``push rbp`` or ``mov rbp, rsp``, before its ENTRY
-        site), else None."""
+        site), else None.  Asked several times per resume: memoized."""
+        return self._code_fact("frame setup", pc, self._find_frame_setup)
+
+    def _find_frame_setup(self, pc: int) -> tuple[int, int] | None:
         entry = self.store.registry.lookup(pc)
         if entry is None:
             return None
@@ -1124,17 +1148,16 @@ class StoreTarget:
                                                 f"{e}") from None
         return (code, code.base + carrier), True
 
-    def _arm(self, plan: list[tuple[Any, Any]]) -> None:
-        """Enables ``plan``, ``(StoreCode, site indexes)`` pairs (a range or a
-        list of the code's frame-table site indexes), as the plan the next
-        stop releases (a live edit when the guest is running: an interrupt or
-        a kill).  Each pair is one bulk edit (codemem PatchEdit.enable_sites):
+    def _arm(self, plan: tuple[PreparedSites, ...]) -> None:
+        """Enables ``plan`` (:func:`_prepared_plan`: the sites of each
+        StoreCode prepared for bulk edits) as the plan the next stop releases
+        (a live edit when the guest is running: an interrupt or a kill).
+        Each StoreCode's sites are one edit (codemem PatchEdit.enable_prepared):
         arming every site of a real-size module is one C call."""
         assert self._plan is None, "arming over an armed plan"
-        plan = _merged_plan(plan)
         with self._patch_edit() as edit:
-            for store_code, indexes in plan:
-                edit.enable_sites(store_code, indexes)
+            for prepared in plan:
+                edit.enable_prepared(prepared)
         self._plan = plan
 
     def _disarm(self) -> None:
@@ -1145,8 +1168,8 @@ class StoreTarget:
         # Live while the guest may be executing the image (an interrupt or a
         # kill racing a step); a stopped guest allows the cheaper edit.
         with self._patch_edit() as edit:
-            for store_code, indexes in plan:
-                edit.disable_sites(store_code, indexes)
+            for prepared in plan:
+                edit.disable_prepared(prepared)
 
     def _arm_entry(self, pc: int) -> None:
         """Arms the ENTRY site of the function starting at ``pc`` (its
@@ -1163,6 +1186,33 @@ class StoreTarget:
             return
         with self._patch_edit() as edit:
             edit.disable_site(*self._site_for(pc))
+
+    def _step_plan(self, regfile) -> tuple[PreparedSites, ...]:
+        """:meth:`_step_sites`, prepared (:func:`_prepared_plan`) and
+        memoized: a loop's `next`s arm the same few plans at every stop.  The
+        plan depends only on the pc, the step's range, the frame's return
+        address, whether the host was itself called by wasm, and the
+        registered code (the memo's lifetime, _code_fact); a stop between
+        sequence points (a displaced instruction) is planned afresh."""
+        pc = regfile.rip
+        if self._displaced_stop == pc:
+            return _prepared_plan(self._step_sites(regfile))
+        place = self._code_fact("function", pc, self._function_place)
+        return_address = None
+        if place is not None:
+            func, offset = place
+            return_address = self._return_address(regfile, func, offset)
+        key = (pc, self._range, return_address, self.store.ctx.depth > 1)
+        return self._code_fact("step plan", key, lambda _: _prepared_plan(self._step_sites(regfile)))
+
+    def _function_place(self, pc: int):
+        """(FunctionInfo, image offset) of ``pc``, or None outside every function."""
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            return None
+        offset = entry.store_code.offset_of(pc)
+        func = entry.store_code.frame_table.function_at(offset)
+        return None if func is None else (func, offset)
 
     def _step_sites(self, regfile) -> list[tuple[Any, Any]]:
         """The sites a step must arm (a plan for :meth:`_arm`) to catch the next
@@ -1841,27 +1891,55 @@ class StoreTarget:
             return
         self._aggregate_return_shown = stop
         regfile = stopped.regfile
-        entry = self.store.registry.lookup(regfile.rip)
-        if entry is None:
+        found = self._code_fact("return point", regfile.rip, self._find_return_point)
+        if found is None:
             return
-        code = entry.store_code
-        table = code.frame_table
-        point = table.sequence_point_at_or_before(code.offset_of(regfile.rip))
-        if point is None or point.kind is not SequencePointKind.RETURN_POINT \
-                or code.base + point.native_offset != regfile.rip:
-            return
-        instance = self._instance_at(regfile.gpr[15])
-        callee = self._callee_at_return_point(entry, point, regfile, instance) if instance is not None else None
-        abi = self.function_abi(*callee) if callee is not None else None
-        if abi is None or abi.result is None or abi.result.in_memory:
+        entry, point = found
+        direct = self._code_fact("direct call's result", (regfile.rip, self.function_abi), self._direct_call_result)
+        if direct is _NOT_DIRECT:
+            instance = self._instance_at(regfile.gpr[15])
+            callee = self._callee_at_return_point(entry, point, regfile, instance) if instance is not None else None
+            abi = self.function_abi(*callee) if callee is not None else None
+            result = abi.result if abi is not None else None
+        else:
+            result = direct  # known without the registers: most stops at a return point end here
+            instance = self._instance_at(regfile.gpr[15]) if result is not None and not result.in_memory else None
+        if result is None or result.in_memory or instance is None:
             return  # MEMORY class: rax already holds the address, as System V returns it
+        abi_result = result
         try:
-            data = _raw_read(self._linear_memory(instance, regfile.gpr[0] & 0xFFFFFFFF, abi.result.size),
-                             abi.result.size)
+            data = _raw_read(self._linear_memory(instance, regfile.gpr[0] & 0xFFFFFFFF, abi_result.size),
+                             abi_result.size)
         except TargetError as e:
             log.debug("no aggregate shown at %#x: %s", regfile.rip, e)
             return
-        _put_return_registers(regfile, return_registers(abi.result, data))
+        _put_return_registers(regfile, return_registers(abi_result, data))
+
+    def _direct_call_result(self, key):
+        """The C result (function_abi's ``result``) of the callee of the
+        direct call (``call N``) whose return point is at ``key[0]``, or None
+        (no aggregate, an import, no ABI known); _NOT_DIRECT when that call
+        is a ``call_indirect``, whose callee only the registers tell."""
+        pc, function_abi = key
+        entry, point = self._find_return_point(pc)
+        decoded = _call_immediates(entry.module.info.data, point.wasm_offset)
+        if decoded is None or decoded[0] != 0x10:
+            return _NOT_DIRECT if decoded is not None else None
+        func = entry.store_code.frame_table.function_by_wasm_index(decoded[1][0])
+        abi = function_abi(entry, func) if func is not None else None
+        return abi.result if abi is not None else None
+
+    def _find_return_point(self, pc: int):
+        """(ModuleWithCode, SequencePoint) of the RETURN_POINT at exactly
+        ``pc``, or None."""
+        entry = self.store.registry.lookup(pc)
+        if entry is None:
+            return None
+        code = entry.store_code
+        point = code.frame_table.sequence_point_at_or_before(code.offset_of(pc))
+        if point is None or point.kind is not SequencePointKind.RETURN_POINT or code.base + point.native_offset != pc:
+            return None
+        return entry, point
 
     def _callee_at_return_point(self, entry, point, regfile, instance):
         """(ModuleWithCode, FunctionInfo) of the function whose call returned

@@ -288,6 +288,58 @@ def test_bulk_enable_and_disable_keep_the_refcounts_of_single_edits(engine, live
         s.close()
 
 
+def test_prepared_sites_edit_as_their_groups_would_one_by_one_and_a_bad_part_undoes_the_parts_before_it(
+        engine, monkeypatch):
+    """PreparedSites (a step plan's sites, made ready once): ranges and lists
+    of one StoreCode enabled and disabled together, with the refcounts of
+    single edits, as one array or (over the array limit) range by range;
+    a part that fails undoes the ones before it and names the site."""
+    from codemem import code as code_module
+
+    s = new_store(engine)
+    table = engine.frame_table
+    assert table.num_sites >= 4
+    try:
+        with s.registry.patch_edit() as edit:
+            edit.enable_sites(s.code, [1])  # a user's breakpoint, shared by the plan
+        for limit in (code_module.PREPARED_ARRAY_LIMIT, 1):
+            monkeypatch.setattr(code_module, "PREPARED_ARRAY_LIMIT", limit)
+            prepared = s.code.prepare_sites([range(0, 2), [3, 2], range(0)])
+            assert len(prepared.parts) == (1 if limit > 1 else 2)
+            with s.registry.patch_edit() as edit:
+                assert edit.enable_prepared(prepared) == 3  # site 1 was already written
+            assert [s.code.site_refcount(table.site(i).offset) for i in range(4)] == [1, 2, 1, 1]
+            assert mapping_perms(s.code.base) == "r-xp"
+            with s.registry.patch_edit() as edit:
+                assert edit.disable_prepared(prepared) == 3
+            assert s.code.enabled_site_offsets() == [table.site(1).offset]
+        # Disabling what is not enabled (limit 1: a range part, then a list
+        # part): the range part is undone, the list part names its site.
+        prepared = s.code.prepare_sites([range(0, 2), [3]])
+        snapshot = s.code.read_raw(s.code.base, s.code.size)
+        with pytest.raises(CodeMemoryError, match="not enabled"):
+            with s.registry.patch_edit() as edit:
+                edit.disable_prepared(s.code.prepare_sites([range(1, 2), [3]]))
+        assert s.code.read_raw(s.code.base, s.code.size) == snapshot
+        assert s.code.enabled_site_offsets() == [table.site(1).offset]
+        with pytest.raises(CodeMemoryError, match=f"no patch site {table.num_sites}"):
+            s.code.prepare_sites([[0, table.num_sites]])
+        with pytest.raises(CodeMemoryError, match="not all among its"):
+            s.code.prepare_sites([range(1, table.num_sites + 1)])
+        other = new_store(engine)
+        try:
+            with pytest.raises(CodeMemoryError, match="prepared for"):
+                with other.registry.patch_edit() as edit:
+                    other.code._change_prepared(edit, prepared, True)
+        finally:
+            other.close()
+        with s.registry.patch_edit() as edit:
+            edit.disable_sites(s.code, [1])
+        assert s.code.read_raw(s.code.base, s.code.size) == engine.read(0, engine.size)
+    finally:
+        s.close()
+
+
 def test_a_bad_bulk_edit_names_the_site_and_changes_nothing(engine):
     s = new_store(engine)
     table = engine.frame_table
