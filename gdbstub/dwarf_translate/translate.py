@@ -1111,7 +1111,7 @@ class _Translator:
             out.attributes.append((number, DW_FORM_ref4 if inside else DW_FORM_ref_addr, Ref(None)))
             self._refs.append((out, len(out.attributes) - 1, target))
         elif kind == _COPY_LOCATION:
-            self._location(die, GuestAttribute(name, form, value), out, number, context)
+            self._location(die, name, form, value, out, number, context)
         elif kind == _COPY_FLAG:
             if value:
                 out.attributes.append((number, DW_FORM_flag_present, None))
@@ -1120,14 +1120,19 @@ class _Translator:
         elif kind == _NOT_COPIED:
             log.debug("DIE at %#x: attribute %s in form %s not copied", die.offset, name, form)
 
-    def _location(self, die, attribute, out: Die, number: int, context: ExprContext) -> None:
-        frame_base = attribute.name == "DW_AT_frame_base"
-        if attribute.form == "DW_FORM_exprloc" and attribute.name in _EXPRLOC_LOCATIONS:
-            parsed = LocationExpr(attribute.value)  # what parse_from_attribute gives, without its checks
+    def _location(self, die, name, form: str, value, out: Die, number: int, context: ExprContext) -> None:
+        """Copies location attribute ``name`` in ``form`` (an expression or
+        a location list) rewritten over the native frame (module docstring)."""
+        frame_base = name == "DW_AT_frame_base"
+        if form == "DW_FORM_exprloc" and name in _EXPRLOC_LOCATIONS:
+            # What parse_from_attribute gives (a LocationExpr of the bytes), without its checks.
+            guest, parsed = bytes(value), None
         else:
-            parsed = self._location_parser.parse_from_attribute(attribute, self._cu_version, die=die)
-        if isinstance(parsed, LocationExpr) and frame_base and context.function is not None:
-            guest = bytes(parsed.loc_expr)
+            parsed = self._location_parser.parse_from_attribute(GuestAttribute(name, form, value), self._cu_version,
+                                                                die=die)
+            if isinstance(parsed, LocationExpr):
+                guest, parsed = bytes(parsed.loc_expr), None
+        if parsed is None and frame_base and context.function is not None:
             slot = self._frame_base_slot(guest, context)
             # A frame base that is a local's whole value translates whenever
             # the local has a slot (expr.translate_expression); es needs no
@@ -1149,8 +1154,7 @@ class _Translator:
             else:
                 self._frame_base_by_pc(out, number, context.function, expr)
             return
-        if isinstance(parsed, LocationExpr):
-            guest = bytes(parsed.loc_expr)
+        if parsed is None:
             padded = self._padded(die, guest)
             expr = self._expression(padded, context, frame_base)
             before = self._before_location(padded, context) if expr and self._own_parameter else None
@@ -1168,8 +1172,8 @@ class _Translator:
                                        LocList(tuple((base + s, base + e, x) for s, e, x in pieces))))
                 self._unit_loclists += 1
                 return
-            if padded is guest and expr is not None and attribute.name == "DW_AT_location" and \
-                    attribute.form == "DW_FORM_exprloc" and (guest, False) in self._context_free and \
+            if padded is guest and expr is not None and name == "DW_AT_location" and \
+                    form == "DW_FORM_exprloc" and (guest, False) in self._context_free and \
                     not any(op.op in (0x93, 0x9D) for op in self._parser.parse_expr(guest)):  # no piece
                 # The same for every variable located so but the function's own
                 # parameters (_before_location): _copy_attributes copies it.
@@ -1362,9 +1366,13 @@ class _Translator:
             in_local = local_location(store.local, context)
         except UntranslatableExpression:
             return None
+        # The first point at or after the store (bisect_left by wasm offset):
+        # the stores are the function's first instructions, so a few steps.
         points = self.line_mapper.points(func)
-        after = bisect.bisect_left(points, (store.end, -1))
-        ready = points[after][1] if after < len(points) else func.native_end
+        after, count = 0, len(points)
+        while after < count and points[after][0] < store.end:
+            after += 1
+        ready = points[after][1] if after < count else func.native_end
         return [(func.native_start, first, entry), (first, ready, in_local)], ready
 
     def _parameter_home(self, guest: bytes) -> tuple[bool, int] | None:
