@@ -779,6 +779,19 @@ class FrameTable:
         kinds = tuple(SequencePointKind)
         return [(native, wasm, kinds[kind]) for native, wasm, kind, _, _, _, _ in _SEQPOINT_STRUCT.iter_unpack(records)]
 
+    def first_point_offset(self, func: FunctionInfo, kind: SequencePointKind) -> int | None:
+        """Native offset of ``func``'s first sequence point (in native order)
+        of ``kind``, None if it has none: records read in place from the
+        first on, for a question whose answer is near the start (the end of
+        a function's prologue is its second point)."""
+        data, at = self._data, self.header.seqpoints_offset + func.first_seqpoint * SEQPOINT_SIZE
+        for _ in range(func.num_seqpoints):
+            native, _, point_kind = _POINT_PREFIX.unpack_from(data, at)
+            if point_kind == kind:
+                return native
+            at += SEQPOINT_SIZE
+        return None
+
     def sequence_point_offsets(self, func: FunctionInfo) -> "RecordColumn":
         """Native offsets of ``func``'s sequence points, ascending: a read-only
         sequence over the records in place (index it, bisect it; ``list()`` it

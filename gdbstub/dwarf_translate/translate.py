@@ -522,13 +522,9 @@ class _Translator:
         """Image offset of ``func``'s first INSTRUCTION sequence point (the
         end of its native prologue), None if it has none."""
         found = self._first_instructions.get(func.position, _MISSING)
-        if found is _MISSING:
-            kinds = self.frame_table.sequence_point_column(func, 8, "<B")
-            count, first = len(kinds), 0
-            while first < count and kinds[first] != SequencePointKind.INSTRUCTION:  # most often the second point
-                first += 1
-            found = self._first_instructions[func.position] = (
-                self.frame_table.sequence_point_offsets(func)[first] if first < count else None)
+        if found is _MISSING:  # most often the second point
+            found = self._first_instructions[func.position] = self.frame_table.first_point_offset(
+                func, SequencePointKind.INSTRUCTION)
         return found
 
     # -- driver ----------------------------------------------------------------
@@ -1161,9 +1157,14 @@ class _Translator:
             if before is not None:
                 pieces, ready = before
                 pieces.append((ready, context.function.native_end, expr))
-                pieces = [(s, e, x) for s, e, x in pieces if e > s]
-                chosen = self._parameter_by_pc(context.function, pieces) \
-                    if all(self._is_memory_location(x) for _, _, x in pieces) else None
+                pieces = [piece for piece in pieces if piece[1] > piece[0]]
+                chosen = None
+                memory = self._memory_locations
+                for _, _, x in pieces:  # a register must end an expression (choose_by_pc)
+                    if not memory.get(x) and not self._is_memory_location(x):
+                        break
+                else:
+                    chosen = self._parameter_by_pc(context.function, pieces)
                 if chosen is not None:
                     out.attributes.append((number, DW_FORM_exprloc, chosen))
                     return
@@ -1264,8 +1265,11 @@ class _Translator:
         es = (self.address_size == 4 and func.native_start in self.result.frame_base_slots and len(pieces) >= 2
               and pieces[0][0] == func.native_start and pieces[0][1] == first)
         chosen = pieces[1:] if es else pieces  # the pieces choose_by_pc chooses between
-        if not chosen or any(chosen[k][1] != chosen[k + 1][0] for k in range(len(chosen) - 1)):
+        if not chosen:
             return None
+        for k in range(len(chosen) - 1):
+            if chosen[k][1] != chosen[k + 1][0]:
+                return None
         # The expression's layout depends on the pieces' expressions alone
         # (most parameters share a handful): made once, its addresses patched.
         key = (es, tuple([expr for _, _, expr in pieces]))
@@ -1369,8 +1373,8 @@ class _Translator:
         # The first point at or after the store (bisect_left by wasm offset):
         # the stores are the function's first instructions, so a few steps.
         points = self.line_mapper.points(func)
-        after, count = 0, len(points)
-        while after < count and points[after][0] < store.end:
+        after, count, end = 0, len(points), store.end
+        while after < count and points[after][0] < end:
             after += 1
         ready = points[after][1] if after < count else func.native_end
         return [(func.native_start, first, entry), (first, ready, in_local)], ready
