@@ -109,7 +109,8 @@ class GuestDie:
     def attributes(self) -> dict:
         attributes = self._attributes
         if attributes is None:
-            attributes = self._attributes = {spec[0]: GuestAttribute(spec[0], spec[1], value)
+            new = tuple.__new__  # GuestAttribute(...) without its Python-level __new__
+            attributes = self._attributes = {spec[0]: new(GuestAttribute, (spec[0], spec[1], value))
                                              for spec, value in zip(self.specs, self.values)}
         return attributes
 

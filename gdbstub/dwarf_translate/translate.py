@@ -457,6 +457,8 @@ class _Translator:
         #: DW_AT_location exprloc value -> its translation, for expressions
         #: that are the same in every function and need no padding (_padded).
         self._plain_locations: dict[bytes, bytes] = {}
+        #: The same translations as .debug_info holds them (ULEB128 length first), for _encode_attributes.
+        self._encoded_plain_locations: dict[bytes, bytes] = {}
         #: Expressions that do not end in a piece (_padded leaves them as they are).
         self._not_composite: set[bytes] = set()
         #: _parameter_by_pc's templates by (es?, the pieces' expressions).
@@ -1017,14 +1019,14 @@ class _Translator:
         refs = []
         cu_offset = self._cu.cu_offset
         low, high = self._cu_range
-        plain_locations = self._plain_locations
+        plain_locations = self._encoded_plain_locations
         for (step, _), value in zip(steps, die.values):
             # The most frequent first: a variable is location, name, file, line, type.
             if step == _ENCODE_LOCATION:
                 expr = plain_locations.get(value)
                 if expr is None:
                     return False
-                encoded += uleb128(len(expr)) + expr
+                encoded += expr
             elif step == _ENCODE_STRING:
                 if type(value) is not bytes or not value.isascii():
                     return False
@@ -1179,6 +1181,7 @@ class _Translator:
                 # The same for every variable located so but the function's own
                 # parameters (_before_location): _copy_attributes copies it.
                 self._plain_locations[guest] = expr
+                self._encoded_plain_locations[guest] = uleb128(len(expr)) + expr
             # An empty expression says "no location" (DWARF 5 section 2.6.1.1.4:
             # optimized out); leaving the attribute out would make an external
             # variable a declaration that gdb looks up as an ELF symbol.
