@@ -1347,9 +1347,7 @@ class _Translator:
         first = self._first_instruction(func)
         if first is None or first <= func.native_start:
             return None
-        home = self._parameter_homes.get(guest, _MISSING)
-        if home is _MISSING:
-            home = self._parameter_homes[guest] = self._parameter_home(guest)
+        home = self._home(guest)
         if home is None:
             return None
         in_wasm_local, operand = home
@@ -1408,26 +1406,26 @@ class _Translator:
             self._argument_stores[func.position] = stores
         return stores
 
+    def _home(self, guest: bytes) -> tuple[bool, int] | None:
+        """_parameter_home of ``guest``, memoized (a unit's functions share
+        a few frame bases and parameter locations)."""
+        home = self._parameter_homes.get(guest, _MISSING)
+        if home is _MISSING:
+            home = self._parameter_homes[guest] = self._parameter_home(guest)
+        return home
+
     def _frame_base_local(self, expr: bytes) -> int | None:
         """The wasm local a frame base ``expr`` names, if it is one."""
-        try:
-            ops = self._parser.parse_expr(list(expr))
-        except PYELFTOOLS_ERRORS:
-            return None
-        if ops and ops[0].op_name == "DW_OP_WASM_location" and ops[0].args[0] == 0:
-            return ops[0].args[1]
-        return None
+        home = self._home(expr)
+        return home[1] if home is not None and home[0] else None
 
     def _frame_base_slot(self, expr: bytes, context: ExprContext) -> int | None:
         """The rbp offset of the local a frame base ``expr`` names, if it is
         one (``DW_OP_WASM_location 0 N``)."""
-        try:
-            ops = self._parser.parse_expr(expr)
-        except PYELFTOOLS_ERRORS:
+        local = self._frame_base_local(expr)
+        if local is None or context.local_slot is None:
             return None
-        if not ops or ops[0].op_name != "DW_OP_WASM_location" or ops[0].args[0] != 0 or context.local_slot is None:
-            return None
-        slot = context.local_slot(ops[0].args[1])
+        slot = context.local_slot(local)
         return slot[0] if slot is not None else None
 
     def _padded(self, die, expr: bytes) -> bytes:
