@@ -285,7 +285,8 @@ class GuestDieReader:
             indirect = False
             for name, form, decoder, arg in specs:
                 if decoder == _FIXED:
-                    value = int.from_bytes(data[pos:pos + arg], "little")
+                    # data1/ref1/flag-sized values are most of them: no slice for one byte.
+                    value = data[pos] if arg == 1 else int.from_bytes(data[pos:pos + arg], "little")
                     pos += arg
                 elif decoder == _STRP:
                     at = int.from_bytes(data[pos:pos + arg], "little")

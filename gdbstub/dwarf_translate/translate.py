@@ -396,6 +396,9 @@ def patch_addresses(template: ByPcTemplate, addresses: list[int], address_size: 
     expr, positions = template
     if not positions:
         return expr
+    if len(positions) == 1:  # two pieces, the common case
+        at = positions[0]
+        return expr[:at] + addresses[0].to_bytes(address_size, "little") + expr[at + address_size:]
     out = bytearray(expr)
     for position, address in zip(positions, addresses):
         out[position:position + address_size] = address.to_bytes(address_size, "little")
@@ -464,6 +467,8 @@ class _Translator:
         #: _parameter_by_pc's templates by (es?, the pieces' expressions).
         self._parameter_templates: dict[tuple, ByPcTemplate | None] = {}
         self._memory_locations: dict[bytes, bool] = {}  # translated expression -> _is_memory_location
+        #: _location's fast path: (three expressions) -> _parameter_template(True, ...), None when not usable.
+        self._es_parameter_templates: dict[tuple[bytes, bytes, bytes], ByPcTemplate | None] = {}
         self._parameter_homes: dict[bytes, tuple[bool, int] | None] = {}  # guest expression -> _parameter_home
         self._param_counts: dict[int, int] = {}  # function position -> its wasm parameter count
         self._entry_locations: dict[int, bytes] = {}  # parameter K -> its argument-array entry's location
@@ -565,6 +570,7 @@ class _Translator:
         self._parser = _CachedExprParser(cu.structs)
         self._not_composite = set()  # parsed with this unit's address size
         self._memory_locations = {}  # likewise
+        self._es_parameter_templates = {}  # made after _is_memory_location's test, likewise
         self._parameter_homes = {}
         self._cu_version = cu["version"]
         language = top.attributes.get("DW_AT_language")
@@ -1158,7 +1164,23 @@ class _Translator:
             before = self._before_location(padded, context) if expr and self._own_parameter else None
             if before is not None:
                 pieces, ready = before
-                pieces.append((ready, context.function.native_end, expr))
+                func = context.function
+                if len(pieces) == 2 and pieces[0][1] < ready < func.native_end and self.address_size == 4 and \
+                        func.native_start in self.result.frame_base_slots:
+                    # The -O0 shape: argument array, wasm local, frame slot,
+                    # each over a non-empty range, es known: what
+                    # _parameter_by_pc makes of these pieces, from a template
+                    # per three expressions.
+                    key = (pieces[0][2], pieces[1][2], expr)
+                    template = self._es_parameter_templates.get(key, _MISSING)
+                    if template is _MISSING:
+                        template = self._es_parameter_templates[key] = self._parameter_template(True, key) \
+                            if all(self._is_memory_location(x) for x in key) else None
+                    if template is not None:
+                        out.attributes.append((number, DW_FORM_exprloc,
+                                               patch_addresses(template, (self.code_address + ready,), 4)))
+                        return
+                pieces.append((ready, func.native_end, expr))
                 pieces = [piece for piece in pieces if piece[1] > piece[0]]
                 chosen = None
                 memory = self._memory_locations
