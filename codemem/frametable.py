@@ -644,6 +644,15 @@ class FrameTable:
             self._data, self.header.locals_offset + (func.first_local + index) * LOCAL_SIZE)
         return LocalSlot(index, frame_offset, valtype)
 
+    def local_home(self, func: FunctionInfo, index: int) -> tuple[int, int] | None:
+        """(frame offset, valtype) of local ``index`` of ``func`` (None if it
+        has no such local): :meth:`local` without its record object, for
+        callers that ask for thousands (a DWARF translation's frame bases
+        and parameters)."""
+        if not 0 <= index < func.num_locals:
+            return None
+        return _LOCAL_STRUCT.unpack_from(self._data, self.header.locals_offset + (func.first_local + index) * LOCAL_SIZE)
+
     # -- sequence points --------------------------------------------------
 
     def _types(self, at: int, depth: int) -> tuple[int, ...]:

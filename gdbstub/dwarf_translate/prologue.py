@@ -77,8 +77,12 @@ def argument_stores(code: bytes, start: int, limit: int, frame_base_local: int,
             op = code[pos]
             pos += 1
             immediate = 0
-            if op in _INDEXED:
-                immediate, pos = _u32(code, pos, limit)
+            if op in _INDEXED:  # _u32, inline: nearly every index is one byte
+                immediate = code[pos] if pos < limit else 0x80
+                if immediate < 0x80:
+                    pos += 1
+                else:
+                    immediate, pos = read_uleb(code, pos, limit, 32)
             elif op == _I32_CONST:
                 immediate = code[pos] if pos < limit else 0x80
                 if immediate < 0x80:  # one byte: bit 6 is the sign (wasm spec 5.2.2)

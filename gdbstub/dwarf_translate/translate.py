@@ -35,6 +35,7 @@ EngineCode and relocated by a debugger's load bias.
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -500,10 +501,8 @@ class _Translator:
     def _function_context(self, func) -> ExprContext:
         context = self._contexts.get(func.position)
         if context is None:
-            def local_slot(n: int, func=func):
-                slot = self.frame_table.local(func, n)  # -O0 code names few of its locals (the frame base)
-                return (slot.frame_offset, slot.valtype) if slot is not None else None
-
+            # -O0 code names few of its locals (the frame base): each read in place.
+            local_slot = functools.partial(self.frame_table.local_home, func)
             context = self._contexts[func.position] = ExprContext(
                 self.address_size, self._global_cell, local_slot=local_slot,
                 operand_slot=func.operand_slot_offset, function=func, indexed_address=self._indexed_address)
