@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="sessions per side, alternating (default 2)")
     parser.add_argument("--work-dir", type=Path, help="keep builds and logs here (default: a temp dir)")
     parser.add_argument("--cold-rounds", type=int, default=5,
-                        help="pairs of cold starts for the translation's share; the median is reported (default 3)")
+                        help="pairs of cold starts for the translation's share; the median is reported (default 5)")
     parser.add_argument("--skip-cold-share", action="store_true",
                         help="do not measure the DWARF translation's share of a cold start (about a minute)")
     args = parser.parse_args(argv)
