@@ -675,6 +675,15 @@ class FrameTable:
             self._data, self.header.locals_offset + (func.first_local + index) * LOCAL_SIZE)
         return LocalSlot(index, frame_offset, valtype)
 
+    def local_home(self, func: FunctionInfo, index: int) -> tuple[int, int] | None:
+        """(frame offset, valtype) of local ``index`` of ``func`` (None if it
+        has no such local): :meth:`local` without its record object, for
+        callers that ask for thousands (a DWARF translation's frame bases
+        and parameters)."""
+        if not 0 <= index < func.num_locals:
+            return None
+        return _LOCAL_STRUCT.unpack_from(self._data, self.header.locals_offset + (func.first_local + index) * LOCAL_SIZE)
+
     # -- sequence points --------------------------------------------------
 
     def _types(self, at: int, depth: int) -> tuple[int, ...]:
@@ -809,6 +818,19 @@ class FrameTable:
         records = memoryview(self._data)[base:base + func.num_seqpoints * SEQPOINT_SIZE]
         kinds = tuple(SequencePointKind)
         return [(native, wasm, kinds[kind]) for native, wasm, kind, _, _, _, _ in _SEQPOINT_STRUCT.iter_unpack(records)]
+
+    def first_point_offset(self, func: FunctionInfo, kind: SequencePointKind) -> int | None:
+        """Native offset of ``func``'s first sequence point (in native order)
+        of ``kind``, None if it has none: records read in place from the
+        first on, for a question whose answer is near the start (the end of
+        a function's prologue is its second point)."""
+        data, at = self._data, self.header.seqpoints_offset + func.first_seqpoint * SEQPOINT_SIZE
+        for _ in range(func.num_seqpoints):
+            native, _, point_kind = _POINT_PREFIX.unpack_from(data, at)
+            if point_kind == kind:
+                return native
+            at += SEQPOINT_SIZE
+        return None
 
     def sequence_point_offsets(self, func: FunctionInfo) -> "RecordColumn":
         """Native offsets of ``func``'s sequence points, ascending: a read-only

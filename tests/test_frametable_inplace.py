@@ -100,6 +100,12 @@ def test_function_and_site_lookups_agree_with_a_full_parse_everywhere(generated,
         expected = full.points[f.first_seqpoint:f.first_seqpoint + f.num_seqpoints]
         assert records == [(p.native_offset, p.wasm_offset, p.kind) for p in expected]
         assert list(table.sequence_point_offsets(info)) == [p.native_offset for p in expected]
+        for index in range(info.num_locals + 1):  # local_home is local() without its record (None past the end)
+            slot = table.local(info, index)
+            assert table.local_home(info, index) == ((slot.frame_offset, slot.valtype) if slot else None)
+        for kind in SequencePointKind:  # the first of each kind in native order, None when there is none
+            assert table.first_point_offset(info, kind) == next(
+                (p.native_offset for p in expected if p.kind == kind), None)
     assert table.function_by_wasm_index(module.info.num_funcs + 5) is None
 
     site_offsets = [s.offset for s in full.sites]

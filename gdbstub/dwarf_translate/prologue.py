@@ -21,7 +21,7 @@ functions and the translation is part of a cold start).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from codemem.wasm.binary import read_sleb, read_uleb
 from codemem.errors import CompileError
@@ -39,10 +39,11 @@ _STORES = range(0x36, 0x3F)
 MAX_PROLOGUE_INSTRUCTIONS = 3 * 64 + 16
 
 
-@dataclass(frozen=True)
-class ArgumentStore:
+class ArgumentStore(NamedTuple):
     """``local.get FB; local.get local; STORE offset=frame_offset``, the
-    store ending at module offset ``end`` (the next instruction's start)."""
+    store ending at module offset ``end`` (the next instruction's start).
+    (A NamedTuple: made for every parameter of every function in a cold
+    start, where a frozen dataclass's construction cost twice as much.)"""
 
     local: int
     frame_offset: int
@@ -76,8 +77,12 @@ def argument_stores(code: bytes, start: int, limit: int, frame_base_local: int,
             op = code[pos]
             pos += 1
             immediate = 0
-            if op in _INDEXED:
-                immediate, pos = _u32(code, pos, limit)
+            if op in _INDEXED:  # _u32, inline: nearly every index is one byte
+                immediate = code[pos] if pos < limit else 0x80
+                if immediate < 0x80:
+                    pos += 1
+                else:
+                    immediate, pos = read_uleb(code, pos, limit, 32)
             elif op == _I32_CONST:
                 immediate = code[pos] if pos < limit else 0x80
                 if immediate < 0x80:  # one byte: bit 6 is the sign (wasm spec 5.2.2)
@@ -94,7 +99,8 @@ def argument_stores(code: bytes, start: int, limit: int, frame_base_local: int,
                 immediate, pos = _u32(code, pos, limit)
                 if (before_op == _LOCAL_GET and before_immediate == frame_base_local
                         and last_op == _LOCAL_GET and last_immediate < param_count):
-                    found.setdefault(immediate, ArgumentStore(last_immediate, immediate, pos))
+                    if immediate not in found:  # the first store to a slot
+                        found[immediate] = ArgumentStore(last_immediate, immediate, pos)
             elif op not in _PLAIN:
                 break
             before_op, before_immediate, last_op, last_immediate = last_op, last_immediate, op, immediate

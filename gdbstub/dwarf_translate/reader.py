@@ -109,7 +109,8 @@ class GuestDie:
     def attributes(self) -> dict:
         attributes = self._attributes
         if attributes is None:
-            attributes = self._attributes = {spec[0]: GuestAttribute(spec[0], spec[1], value)
+            new = tuple.__new__  # GuestAttribute(...) without its Python-level __new__
+            attributes = self._attributes = {spec[0]: new(GuestAttribute, (spec[0], spec[1], value))
                                              for spec, value in zip(self.specs, self.values)}
         return attributes
 
@@ -284,7 +285,8 @@ class GuestDieReader:
             indirect = False
             for name, form, decoder, arg in specs:
                 if decoder == _FIXED:
-                    value = int.from_bytes(data[pos:pos + arg], "little")
+                    # data1/ref1/flag-sized values are most of them: no slice for one byte.
+                    value = data[pos] if arg == 1 else int.from_bytes(data[pos:pos + arg], "little")
                     pos += arg
                 elif decoder == _STRP:
                     at = int.from_bytes(data[pos:pos + arg], "little")

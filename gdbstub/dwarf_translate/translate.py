@@ -35,6 +35,7 @@ EngineCode and relocated by a debugger's load bias.
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -340,29 +341,44 @@ def choose_by_pc(pieces: list[tuple[int, int, bytes]], code_address: int, addres
         return None
     if any(pieces[k][1] != pieces[k + 1][0] for k in range(len(pieces) - 1)):
         return None
-    if len(pieces) == 1:
-        return pieces[0][2]
-    tests = []
-    for _, end, _ in pieces[:-1]:
-        tests.append(bytes([_OP_BREG16, 0, _OP_ADDR]) + (code_address + end).to_bytes(address_size, "little")
-                     + bytes([_OP_LT, _OP_BRA]))  # the 2-byte branch offset follows
-    bodies = [expr for _, _, expr in reversed(pieces)]  # last piece first, piece 0 at the end
+    template = by_pc_template(tuple([expr for _, _, expr in pieces]), address_size)
+    if template is None:
+        return None
+    return patch_addresses(template, [code_address + end for _, end, _ in pieces[:-1]], address_size)
+
+
+#: choose_by_pc's expression with its address operands zero, and where they
+#: are: (bytes, offsets of the DW_OP_addr operands, one per piece but the last).
+ByPcTemplate = tuple[bytes, tuple[int, ...]]
+
+
+def by_pc_template(expressions: tuple[bytes, ...], address_size: int) -> ByPcTemplate | None:
+    """choose_by_pc's expression for pieces with ``expressions``, their end
+    addresses left zero (its layout depends on the expressions' lengths
+    alone, so a translator makes it once per distinct ``expressions`` and
+    patches the addresses in: patch_addresses); None when a branch would not
+    fit DW_OP_bra's 2 bytes."""
+    if len(expressions) == 1:
+        return expressions[0], ()
+    test = bytes([_OP_BREG16, 0, _OP_ADDR]) + bytes(address_size) + bytes([_OP_LT, _OP_BRA])
+    bodies = expressions[::-1]  # last piece first, piece 0 at the end
     skip = 3
     # Body k (k-th from the default) is followed by a skip to END except the last one (piece 0).
     body_sizes = [len(body) + (skip if k < len(bodies) - 1 else 0) for k, body in enumerate(bodies)]
-    test_size = len(tests[0]) + 2
-    total_tests = test_size * len(tests)
-    body_starts, at = [], total_tests
+    test_size = len(test) + 2
+    body_starts, at = [], test_size * (len(expressions) - 1)
     for size in body_sizes:
         body_starts.append(at)
         at += size
     end = at
     out = bytearray()
-    for k, test in enumerate(tests):
+    positions = []
+    for k in range(len(expressions) - 1):
         target = body_starts[len(bodies) - 1 - k]  # piece k's body
         offset = target - (len(out) + test_size)
         if not -0x8000 <= offset < 0x8000:
             return None
+        positions.append(len(out) + 3)  # after DW_OP_breg16 0; DW_OP_addr
         out += test + offset.to_bytes(2, "little", signed=True)
     for k, body in enumerate(bodies):
         out += body
@@ -372,7 +388,22 @@ def choose_by_pc(pieces: list[tuple[int, int, bytes]], code_address: int, addres
                 return None
             out += bytes([_OP_SKIP]) + offset.to_bytes(2, "little", signed=True)
     assert len(out) == end
-    return bytes(out) + bytes([_OP_NOP])
+    return bytes(out) + bytes([_OP_NOP]), tuple(positions)
+
+
+def patch_addresses(template: ByPcTemplate, addresses: list[int], address_size: int) -> bytes:
+    """``template``'s expression with ``addresses`` (one per position, each
+    ``address_size`` bytes little-endian) written at its positions."""
+    expr, positions = template
+    if not positions:
+        return expr
+    if len(positions) == 1:  # two pieces, the common case
+        at = positions[0]
+        return expr[:at] + addresses[0].to_bytes(address_size, "little") + expr[at + address_size:]
+    out = bytearray(expr)
+    for position, address in zip(positions, addresses):
+        out[position:position + address_size] = address.to_bytes(address_size, "little")
+    return bytes(out)
 
 
 def _is_slot_home(expr: bytes) -> bool:
@@ -430,8 +461,18 @@ class _Translator:
         #: DW_AT_location exprloc value -> its translation, for expressions
         #: that are the same in every function and need no padding (_padded).
         self._plain_locations: dict[bytes, bytes] = {}
+        #: The same translations as .debug_info holds them (ULEB128 length first), for _encode_attributes.
+        self._encoded_plain_locations: dict[bytes, bytes] = {}
         #: Expressions that do not end in a piece (_padded leaves them as they are).
         self._not_composite: set[bytes] = set()
+        #: _parameter_by_pc's templates by (es?, the pieces' expressions).
+        self._parameter_templates: dict[tuple, ByPcTemplate | None] = {}
+        self._memory_locations: dict[bytes, bool] = {}  # translated expression -> _is_memory_location
+        #: _location's fast path: (three expressions) -> _parameter_template(True, ...), None when not usable.
+        self._es_parameter_templates: dict[tuple[bytes, bytes, bytes], ByPcTemplate | None] = {}
+        self._parameter_homes: dict[bytes, tuple[bool, int] | None] = {}  # guest expression -> _parameter_home
+        self._param_counts: dict[int, int] = {}  # function position -> its wasm parameter count
+        self._entry_locations: dict[int, bytes] = {}  # parameter K -> its argument-array entry's location
         self._unit_context = ExprContext(address_size, self._global_cell, indexed_address=self._indexed_address)
 
     def release(self) -> None:
@@ -460,10 +501,8 @@ class _Translator:
     def _function_context(self, func) -> ExprContext:
         context = self._contexts.get(func.position)
         if context is None:
-            def local_slot(n: int, func=func):
-                slot = self.frame_table.local(func, n)  # -O0 code names few of its locals (the frame base)
-                return (slot.frame_offset, slot.valtype) if slot is not None else None
-
+            # -O0 code names few of its locals (the frame base): each read in place.
+            local_slot = functools.partial(self.frame_table.local_home, func)
             context = self._contexts[func.position] = ExprContext(
                 self.address_size, self._global_cell, local_slot=local_slot,
                 operand_slot=func.operand_slot_offset, function=func, indexed_address=self._indexed_address)
@@ -488,14 +527,11 @@ class _Translator:
     def _first_instruction(self, func) -> int | None:
         """Image offset of ``func``'s first INSTRUCTION sequence point (the
         end of its native prologue), None if it has none."""
-        if func.position not in self._first_instructions:
-            kinds = self.frame_table.sequence_point_column(func, 8, "<B")
-            count, first = len(kinds), 0
-            while first < count and kinds[first] != SequencePointKind.INSTRUCTION:  # most often the second point
-                first += 1
-            self._first_instructions[func.position] = (
-                self.frame_table.sequence_point_offsets(func)[first] if first < count else None)
-        return self._first_instructions[func.position]
+        found = self._first_instructions.get(func.position, _MISSING)
+        if found is _MISSING:  # most often the second point
+            found = self._first_instructions[func.position] = self.frame_table.first_point_offset(
+                func, SequencePointKind.INSTRUCTION)
+        return found
 
     # -- driver ----------------------------------------------------------------
 
@@ -532,6 +568,9 @@ class _Translator:
         self._cu_range = (cu.cu_offset, cu.cu_offset + cu.size)
         self._parser = _CachedExprParser(cu.structs)
         self._not_composite = set()  # parsed with this unit's address size
+        self._memory_locations = {}  # likewise
+        self._es_parameter_templates = {}  # made after _is_memory_location's test, likewise
+        self._parameter_homes = {}
         self._cu_version = cu["version"]
         language = top.attributes.get("DW_AT_language")
         self._c_unit = language is not None and language.value in _C_LANGUAGES
@@ -787,9 +826,10 @@ class _Translator:
                 return None
             if child.tag != "DW_TAG_formal_parameter":
                 continue
-            if "DW_AT_type" not in child.attributes:
+            type_attribute = child.find("DW_AT_type")  # no attribute dict for each parameter
+            if type_attribute is None:
                 return None
-            passed = self._passed_as_type_of(child)
+            passed = self._passed_as_type_of(child, type_attribute)
             if passed is _UNSUPPORTED:
                 return None
             params.append(passed)
@@ -797,10 +837,12 @@ class _Translator:
             return None
         return FunctionAbi(result, tuple(params))
 
-    def _passed_as_type_of(self, die):
-        """:meth:`_passed_as` of ``die``'s DW_AT_type, memoized by the type's
-        offset (a unit's functions share a few types)."""
-        attribute = die.attributes["DW_AT_type"]
+    def _passed_as_type_of(self, die, attribute: GuestAttribute | None = None):
+        """:meth:`_passed_as` of ``die``'s DW_AT_type (``attribute``, when
+        the caller has it), memoized by the type's offset (a unit's
+        functions share a few types)."""
+        if attribute is None:
+            attribute = die.attributes["DW_AT_type"]
         key = attribute.value if attribute.form == "DW_FORM_ref_addr" else attribute.value + self._cu.cu_offset
         passed = self._passed_as_memo.get(key, _MISSING)
         if passed is _MISSING:
@@ -982,14 +1024,14 @@ class _Translator:
         refs = []
         cu_offset = self._cu.cu_offset
         low, high = self._cu_range
-        plain_locations = self._plain_locations
+        plain_locations = self._encoded_plain_locations
         for (step, _), value in zip(steps, die.values):
             # The most frequent first: a variable is location, name, file, line, type.
             if step == _ENCODE_LOCATION:
                 expr = plain_locations.get(value)
                 if expr is None:
                     return False
-                encoded += uleb128(len(expr)) + expr
+                encoded += expr
             elif step == _ENCODE_STRING:
                 if type(value) is not bytes or not value.isascii():
                     return False
@@ -1072,7 +1114,7 @@ class _Translator:
             out.attributes.append((number, DW_FORM_ref4 if inside else DW_FORM_ref_addr, Ref(None)))
             self._refs.append((out, len(out.attributes) - 1, target))
         elif kind == _COPY_LOCATION:
-            self._location(die, GuestAttribute(name, form, value), out, number, context)
+            self._location(die, name, form, value, out, number, context)
         elif kind == _COPY_FLAG:
             if value:
                 out.attributes.append((number, DW_FORM_flag_present, None))
@@ -1081,14 +1123,19 @@ class _Translator:
         elif kind == _NOT_COPIED:
             log.debug("DIE at %#x: attribute %s in form %s not copied", die.offset, name, form)
 
-    def _location(self, die, attribute, out: Die, number: int, context: ExprContext) -> None:
-        frame_base = attribute.name == "DW_AT_frame_base"
-        if attribute.form == "DW_FORM_exprloc" and attribute.name in _EXPRLOC_LOCATIONS:
-            parsed = LocationExpr(attribute.value)  # what parse_from_attribute gives, without its checks
+    def _location(self, die, name, form: str, value, out: Die, number: int, context: ExprContext) -> None:
+        """Copies location attribute ``name`` in ``form`` (an expression or
+        a location list) rewritten over the native frame (module docstring)."""
+        frame_base = name == "DW_AT_frame_base"
+        if form == "DW_FORM_exprloc" and name in _EXPRLOC_LOCATIONS:
+            # What parse_from_attribute gives (a LocationExpr of the bytes), without its checks.
+            guest, parsed = bytes(value), None
         else:
-            parsed = self._location_parser.parse_from_attribute(attribute, self._cu_version, die=die)
-        if isinstance(parsed, LocationExpr) and frame_base and context.function is not None:
-            guest = bytes(parsed.loc_expr)
+            parsed = self._location_parser.parse_from_attribute(GuestAttribute(name, form, value), self._cu_version,
+                                                                die=die)
+            if isinstance(parsed, LocationExpr):
+                guest, parsed = bytes(parsed.loc_expr), None
+        if parsed is None and frame_base and context.function is not None:
             slot = self._frame_base_slot(guest, context)
             # A frame base that is a local's whole value translates whenever
             # the local has a slot (expr.translate_expression); es needs no
@@ -1110,17 +1157,37 @@ class _Translator:
             else:
                 self._frame_base_by_pc(out, number, context.function, expr)
             return
-        if isinstance(parsed, LocationExpr):
-            guest = bytes(parsed.loc_expr)
+        if parsed is None:
             padded = self._padded(die, guest)
             expr = self._expression(padded, context, frame_base)
             before = self._before_location(padded, context) if expr and self._own_parameter else None
             if before is not None:
                 pieces, ready = before
-                pieces.append((ready, context.function.native_end, expr))
-                pieces = [(s, e, x) for s, e, x in pieces if e > s]
-                chosen = self._parameter_by_pc(context.function, pieces) \
-                    if all(self._is_memory_location(x) for _, _, x in pieces) else None
+                func = context.function
+                if len(pieces) == 2 and pieces[0][1] < ready < func.native_end and self.address_size == 4 and \
+                        func.native_start in self.result.frame_base_slots:
+                    # The -O0 shape: argument array, wasm local, frame slot,
+                    # each over a non-empty range, es known: what
+                    # _parameter_by_pc makes of these pieces, from a template
+                    # per three expressions.
+                    key = (pieces[0][2], pieces[1][2], expr)
+                    template = self._es_parameter_templates.get(key, _MISSING)
+                    if template is _MISSING:
+                        template = self._es_parameter_templates[key] = self._parameter_template(True, key) \
+                            if all(self._is_memory_location(x) for x in key) else None
+                    if template is not None:
+                        out.attributes.append((number, DW_FORM_exprloc,
+                                               patch_addresses(template, (self.code_address + ready,), 4)))
+                        return
+                pieces.append((ready, func.native_end, expr))
+                pieces = [piece for piece in pieces if piece[1] > piece[0]]
+                chosen = None
+                memory = self._memory_locations
+                for _, _, x in pieces:  # a register must end an expression (choose_by_pc)
+                    if not memory.get(x) and not self._is_memory_location(x):
+                        break
+                else:
+                    chosen = self._parameter_by_pc(context.function, pieces)
                 if chosen is not None:
                     out.attributes.append((number, DW_FORM_exprloc, chosen))
                     return
@@ -1129,12 +1196,13 @@ class _Translator:
                                        LocList(tuple((base + s, base + e, x) for s, e, x in pieces))))
                 self._unit_loclists += 1
                 return
-            if padded is guest and expr is not None and attribute.name == "DW_AT_location" and \
-                    attribute.form == "DW_FORM_exprloc" and (guest, False) in self._context_free and \
+            if padded is guest and expr is not None and name == "DW_AT_location" and \
+                    form == "DW_FORM_exprloc" and (guest, False) in self._context_free and \
                     not any(op.op in (0x93, 0x9D) for op in self._parser.parse_expr(guest)):  # no piece
                 # The same for every variable located so but the function's own
                 # parameters (_before_location): _copy_attributes copies it.
                 self._plain_locations[guest] = expr
+                self._encoded_plain_locations[guest] = uleb128(len(expr)) + expr
             # An empty expression says "no location" (DWARF 5 section 2.6.1.1.4:
             # optimized out); leaving the attribute out would make an external
             # variable a declaration that gdb looks up as an ELF symbol.
@@ -1218,13 +1286,34 @@ class _Translator:
         ``b FUNC`` stops after it, at prologue_end).  gdb relocates
         DW_OP_addr and reads every piece right.  Elsewhere: choose_by_pc."""
         first = self._first_instruction(func)
-        es_known = self.address_size == 4 and func.native_start in self.result.frame_base_slots
-        if not es_known or len(pieces) < 2 or pieces[0][0] != func.native_start or pieces[0][1] != first:
-            return choose_by_pc(pieces, self.code_address, self.address_size)
-        rest = choose_by_pc(pieces[1:], self.code_address, self.address_size)
-        if rest is None:
+        es = (self.address_size == 4 and func.native_start in self.result.frame_base_slots and len(pieces) >= 2
+              and pieces[0][0] == func.native_start and pieces[0][1] == first)
+        chosen = pieces[1:] if es else pieces  # the pieces choose_by_pc chooses between
+        if not chosen:
             return None
-        before = pieces[0][2]
+        for k in range(len(chosen) - 1):
+            if chosen[k][1] != chosen[k + 1][0]:
+                return None
+        # The expression's layout depends on the pieces' expressions alone
+        # (most parameters share a handful): made once, its addresses patched.
+        key = (es, tuple([expr for _, _, expr in pieces]))
+        template = self._parameter_templates.get(key, _MISSING)
+        if template is _MISSING:
+            template = self._parameter_templates[key] = self._parameter_template(es, key[1])
+        if template is None:
+            return None
+        return patch_addresses(template, [self.code_address + end for _, end, _ in chosen[:-1]], self.address_size)
+
+    def _parameter_template(self, es: bool, expressions: tuple[bytes, ...]) -> ByPcTemplate | None:
+        """_parameter_by_pc's expression for pieces with ``expressions``,
+        its addresses left zero (by_pc_template)."""
+        if not es:
+            return by_pc_template(expressions, self.address_size)
+        rest_template = by_pc_template(expressions[1:], self.address_size)
+        if rest_template is None:
+            return None
+        rest, positions = rest_template
+        before = expressions[0]
         skip = bytes([_OP_SKIP]) + len(rest).to_bytes(2, "little", signed=True)
         branch = bytes([_OP_BRA]) + (len(before) + len(skip)).to_bytes(2, "little", signed=True)
         if len(rest) >= 0x8000 or len(before) + len(skip) >= 0x8000:
@@ -1234,16 +1323,21 @@ class _Translator:
         if not rest.endswith(bytes([_OP_NOP])):
             rest += bytes([_OP_NOP])
         skip = bytes([_OP_SKIP]) + (len(rest) - 1).to_bytes(2, "little", signed=True)
-        return FRAME_BASE_IN_REGISTER + branch + before + skip + rest
+        prefix = FRAME_BASE_IN_REGISTER + branch + before + skip
+        return prefix + rest, tuple(len(prefix) + position for position in positions)
 
     def _is_memory_location(self, expr: bytes) -> bool:
         """``expr`` (a translated expression) is a memory location
         description: non-empty, no operation of _NOT_A_MEMORY_LOCATION."""
-        try:
-            ops = self._parser.parse_expr(expr)
-        except PYELFTOOLS_ERRORS:
-            return False
-        return bool(ops) and not any(op.op in _NOT_A_MEMORY_LOCATION for op in ops)
+        known = self._memory_locations.get(expr)
+        if known is None:
+            try:
+                ops = self._parser.parse_expr(expr)
+            except PYELFTOOLS_ERRORS:
+                ops = ()
+            known = self._memory_locations[expr] = bool(ops) and not any(op.op in _NOT_A_MEMORY_LOCATION
+                                                                         for op in ops)
+        return known
 
     def _is_whole_local(self, expr: bytes) -> bool:
         """``expr`` is ``DW_OP_WASM_location 0 N`` alone or with ``DW_OP_stack_value``."""
@@ -1274,30 +1368,54 @@ class _Translator:
         first = self._first_instruction(func)
         if first is None or first <= func.native_start:
             return None
+        home = self._home(guest)
+        if home is None:
+            return None
+        in_wasm_local, operand = home
+        param_count = self._param_counts.get(func.position)
+        if param_count is None:
+            param_count = self._param_counts[func.position] = len(self.info.func_type(func.wasm_index).params)
+        if in_wasm_local:
+            if operand >= param_count:
+                return None
+            entry = self._expression(guest, self._entry_context(func), False)
+            return ([(func.native_start, first, entry)], first) if entry else None
+        store = self._prologue_stores(func, param_count).get(operand)
+        if store is None:
+            return None
         try:
-            ops = self._parser.parse_expr(list(guest))
+            # Entry K of the argument array is at rsi + 8K in every function
+            # (the store's local is a parameter: argument_stores checks it).
+            entry = self._entry_locations.get(store.local)
+            if entry is None:
+                entry = self._entry_locations[store.local] = local_location(store.local, self._entry_context(func))
+            in_local = local_location(store.local, context)
+        except UntranslatableExpression:
+            return None
+        # The first point at or after the store (bisect_left by wasm offset):
+        # the stores are the function's first instructions, so a few steps.
+        points = self.line_mapper.points(func)
+        after, count, end = 0, len(points), store.end
+        while after < count and points[after][0] < end:
+            after += 1
+        ready = points[after][1] if after < count else func.native_end
+        return [(func.native_start, first, entry), (first, ready, in_local)], ready
+
+    def _parameter_home(self, guest: bytes) -> tuple[bool, int] | None:
+        """What _before_location needs of a parameter's location ``guest``:
+        (True, K) for ``DW_OP_WASM_location 0 K ...`` (a wasm local), (False,
+        X) for a lone ``DW_OP_fbreg X``, None for anything else."""
+        try:
+            ops = self._parser.parse_expr(guest)
         except PYELFTOOLS_ERRORS:
             return None
         if not ops:
             return None
-        params = self.info.func_type(func.wasm_index).params
-        if ops[0].op_name == "DW_OP_WASM_location" and ops[0].args[0] == 0 and ops[0].args[1] < len(params):
-            entry = self._expression(guest, self._entry_context(func), False)
-            return ([(func.native_start, first, entry)], first) if entry else None
+        if ops[0].op_name == "DW_OP_WASM_location" and ops[0].args[0] == 0:
+            return True, ops[0].args[1]
         if len(ops) != 1 or ops[0].op_name != "DW_OP_fbreg":
             return None
-        store = self._prologue_stores(func, len(params)).get(ops[0].args[0])
-        if store is None:
-            return None
-        try:
-            entry = local_location(store.local, self._entry_context(func))
-            in_local = local_location(store.local, context)
-        except UntranslatableExpression:
-            return None
-        points = self.line_mapper.points(func)
-        after = bisect.bisect_left(points, (store.end, -1))
-        ready = points[after][1] if after < len(points) else func.native_end
-        return [(func.native_start, first, entry), (first, ready, in_local)], ready
+        return False, ops[0].args[0]
 
     def _prologue_stores(self, func, param_count: int) -> dict[int, ArgumentStore]:
         stores = self._argument_stores.get(func.position)
@@ -1309,26 +1427,26 @@ class _Translator:
             self._argument_stores[func.position] = stores
         return stores
 
+    def _home(self, guest: bytes) -> tuple[bool, int] | None:
+        """_parameter_home of ``guest``, memoized (a unit's functions share
+        a few frame bases and parameter locations)."""
+        home = self._parameter_homes.get(guest, _MISSING)
+        if home is _MISSING:
+            home = self._parameter_homes[guest] = self._parameter_home(guest)
+        return home
+
     def _frame_base_local(self, expr: bytes) -> int | None:
         """The wasm local a frame base ``expr`` names, if it is one."""
-        try:
-            ops = self._parser.parse_expr(list(expr))
-        except PYELFTOOLS_ERRORS:
-            return None
-        if ops and ops[0].op_name == "DW_OP_WASM_location" and ops[0].args[0] == 0:
-            return ops[0].args[1]
-        return None
+        home = self._home(expr)
+        return home[1] if home is not None and home[0] else None
 
     def _frame_base_slot(self, expr: bytes, context: ExprContext) -> int | None:
         """The rbp offset of the local a frame base ``expr`` names, if it is
         one (``DW_OP_WASM_location 0 N``)."""
-        try:
-            ops = self._parser.parse_expr(expr)
-        except PYELFTOOLS_ERRORS:
+        local = self._frame_base_local(expr)
+        if local is None or context.local_slot is None:
             return None
-        if not ops or ops[0].op_name != "DW_OP_WASM_location" or ops[0].args[0] != 0 or context.local_slot is None:
-            return None
-        slot = context.local_slot(ops[0].args[1])
+        slot = context.local_slot(local)
         return slot[0] if slot is not None else None
 
     def _padded(self, die, expr: bytes) -> bytes:

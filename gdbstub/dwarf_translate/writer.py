@@ -80,6 +80,7 @@ class DwarfWriter:
     def __init__(self, address_size: int):
         self.address_size = address_size
         self._abbrevs: dict[tuple, int] = {}
+        self._shape_codes: dict[tuple[int, bool, int], tuple[int, tuple]] = {}  # (tag, children, id(shape)) -> code
         self._abbrev_bytes = bytearray()
         self.info = bytearray()
         self.loc = bytearray()
@@ -88,12 +89,26 @@ class DwarfWriter:
         self._unit = 0
 
     def _abbrev(self, die: Die) -> int:
-        shape = die.shape if die.encoded is not None else tuple([(a, f) for a, f, _ in die.attributes])
-        key = (die.tag, bool(die.children), shape)
+        if die.encoded is not None:
+            # Encoded DIEs of one guest abbreviation share their shape object:
+            # found by its identity (the entry keeps it alive), without
+            # hashing the whole shape again.
+            known = self._shape_codes.get((die.tag, bool(die.children), id(die.shape)))
+            if known is not None and known[1] is die.shape:
+                return known[0]
+            code = self._abbrev_of(die.tag, bool(die.children), die.shape)
+            self._shape_codes[(die.tag, bool(die.children), id(die.shape))] = (code, die.shape)
+            return code
+        return self._abbrev_of(die.tag, bool(die.children), tuple([(a, f) for a, f, _ in die.attributes]))
+
+    def _abbrev_of(self, tag: int, children: bool, shape: tuple) -> int:
+        """The abbreviation code of DIEs with ``tag``, ``children`` and
+        attributes of ``shape`` ((attribute, form) pairs), added when new."""
+        key = (tag, children, shape)
         code = self._abbrevs.get(key)
         if code is None:
             code = self._abbrevs[key] = len(self._abbrevs) + 1
-            self._abbrev_bytes += uleb128(code) + uleb128(die.tag) + bytes([1 if die.children else 0])
+            self._abbrev_bytes += uleb128(code) + uleb128(tag) + bytes([1 if children else 0])
             for attribute, form in key[2]:
                 self._abbrev_bytes += uleb128(attribute) + uleb128(form)
             self._abbrev_bytes += b"\0\0"

@@ -137,11 +137,12 @@ print("COLD", *(b[k] - a[k] for k in (0, 1) for a, b in ((t0, t1), (t1, t3), (t1
 """
 
 
-def cold_start(wasm: Path, kind: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """(compile, debug image, translation alone) seconds of one cold start:
-    wall-clock, then the process's CPU time."""
+def cold_start(wasm: Path, kind: str, root: Path = ROOT) -> tuple[tuple[float, float, float],
+                                                                  tuple[float, float, float]]:
+    """(compile, debug image, translation alone) seconds of one cold start
+    of the checkout at ``root``: wall-clock, then the process's CPU time."""
     env = {"PATH": "/usr/bin:/bin", "WASM_GDBSTUB_CACHE": ""}
-    result = subprocess.run([python_executable(), "-c", _COLD_START, str(ROOT), str(wasm), kind],
+    result = subprocess.run([python_executable(), "-c", _COLD_START, str(root), str(wasm), kind],
                             capture_output=True, text=True, env=env, timeout=900)
     match = re.search(r"^COLD" + r" (\S+)" * 6 + "$", result.stdout, re.M)
     if result.returncode != 0 or match is None:
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="sessions per side, alternating (default 2)")
     parser.add_argument("--work-dir", type=Path, help="keep builds and logs here (default: a temp dir)")
     parser.add_argument("--cold-rounds", type=int, default=5,
-                        help="pairs of cold starts for the translation's share; the median is reported (default 3)")
+                        help="pairs of cold starts for the translation's share; the median is reported (default 5)")
     parser.add_argument("--skip-cold-share", action="store_true",
                         help="do not measure the DWARF translation's share of a cold start (about a minute)")
     args = parser.parse_args(argv)
