@@ -182,6 +182,10 @@ class _GuestStop:
     #: Set when the stub reports this stop again at another pc without
     #: running the guest (StoreTarget._stop_without_running): the reason.
     virtual: Any = None
+    #: The resume runs the patch site at the registers' rip instead of
+    #: resuming after it (StoreTarget._through_frame_setup: a conditional
+    #: breakpoint's program at the ENTRY site reached through the frame setup).
+    run_site: bool = False
 
     def resume(self) -> None:
         """Opens the gate (once: the next stop closes the same gate again)."""
@@ -788,6 +792,12 @@ class StoreTarget:
         regfile = stopped.regfile
         if stopped.kind != native.EVENT_BREAKPOINT or regfile.rip == 0:
             return  # a trap unwinds; rip 0 is the kill path
+        if stopped.run_site:
+            # The trampoline resumes at rip + 5: 5 bytes before the site, it
+            # resumes at the site's call (its frame setup was run here).
+            stopped.run_site = False
+            regfile.rip -= 5
+            return
         rip = regfile.rip
         setup = self._frame_setup_at(rip)
         if setup is not None:
@@ -915,7 +925,8 @@ class StoreTarget:
         the site's own access check must be made here: True when the access
         the guest is about to make hits a watchpoint (then it is pending,
         reported at the next sequence point)."""
-        if self._agent is None or stopped.kind != native.EVENT_BREAKPOINT or self._pending_watch is not None:
+        if (self._agent is None or stopped.kind != native.EVENT_BREAKPOINT or self._pending_watch is not None
+                or stopped.run_site):  # the site runs: its own program makes the check
             return False
         found = self._agent.access_at(stopped.regfile.rip, stopped.regfile)
         if found is None:
@@ -963,10 +974,17 @@ class StoreTarget:
             except TargetError as e:
                 raise ResumeRefused(e.code, str(e)) from None
             pc = regfile.rip
+            leaves_range = stepping and (range_ is None or not range_[0] <= pc < range_[1])
+            if pc in self.breakpoints and self._is_hooked(pc) and not leaves_range:
+                # Its conditions (or commands) are the site's program: the
+                # guest runs the site itself (_route_resume), which stops
+                # only when a condition holds.
+                stopped.run_site = True
+                return False
             if pc in self.breakpoints:
                 self._stop_without_running(stopped, StopReason.BREAKPOINT)
                 return True
-            if stepping and (range_ is None or not range_[0] <= pc < range_[1]):
+            if leaves_range:
                 self._stop_without_running(stopped, StopReason.STEP)
                 return True
         return False

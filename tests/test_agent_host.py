@@ -82,6 +82,7 @@ def test_a_condition_and_a_watchpoint_on_store_a_leave_store_b_running_the_same_
         # false condition), after the write.
         kind, signal, pairs = parse_stop(client.ask(b"vCont;c:p%x.-1" % a))
         assert (kind, signal, pairs["thread"]) == ("T", 0x05, "p%x.1" % a)
+        assert "watch" in pairs, pairs
         assert watched <= int(pairs["watch"], 16) < watched + 0x80
 
         assert client.ask(b"Hgp%x.1" % a) == b"OK"

@@ -297,3 +297,27 @@ def test_bulk_memory_is_checked_as_a_read_of_its_source_and_a_write_of_its_desti
         assert harness.entry.module.wasm[before.wasm_offset] == 0xFC and name == expected_pc_after
     finally:
         harness.close()
+
+
+CONSTANT_CONDITION = lambda value: bytes([0x22, value, 0x27])  # noqa: E731  const8 VALUE; end
+
+
+@pytest.mark.parametrize("holds", [False, True])
+def test_a_condition_at_the_entry_site_of_the_function_stopped_at_its_first_byte_is_evaluated(guest, holds):
+    # The session's first stop is shown at run's first byte (push rbp), before
+    # its ENTRY site: the resume runs the frame setup in the stub, then the
+    # guest must run the site's program (it stopped there whatever the
+    # condition said, once: the flaky test_agent_host watch test).
+    entry = guest.entry_pc("run")
+    rip = int.from_bytes(bytes.fromhex(guest.ask(b"p10").decode()), "little")
+    assert rip < entry and guest.target._frame_setup_at(rip) == (rip, entry)
+    assert guest.ask(condition_packet(entry, CONSTANT_CONDITION(int(holds)))) == b"OK"
+    reply = guest.resume(b"c")
+    if not holds:
+        assert parse_stop(reply)[0] == "W", reply
+        return
+    kind, _, pairs = parse_stop(reply)
+    assert kind == "T" and pairs.get("swbreak") == "", reply
+    assert int.from_bytes(bytes.fromhex(guest.ask(b"p10").decode()), "little") == entry
+    assert guest.ask(b"z0,%x,1" % entry) == b"OK"
+    assert parse_stop(guest.resume(b"c"))[0] == "W"
