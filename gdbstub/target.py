@@ -1924,14 +1924,12 @@ class StoreTarget:
             instance = self._instance_at(regfile.gpr[15]) if result is not None and not result.in_memory else None
         if result is None or result.in_memory or instance is None:
             return  # MEMORY class: rax already holds the address, as System V returns it
-        abi_result = result
         try:
-            data = _raw_read(self._linear_memory(instance, regfile.gpr[0] & 0xFFFFFFFF, abi_result.size),
-                             abi_result.size)
+            data = _raw_read(self._linear_memory(instance, regfile.gpr[0] & 0xFFFFFFFF, result.size), result.size)
         except TargetError as e:
             log.debug("no aggregate shown at %#x: %s", regfile.rip, e)
             return
-        _put_return_registers(regfile, return_registers(abi_result, data))
+        _put_return_registers(regfile, return_registers(result, data))
 
     def _direct_call_result(self, key):
         """The C result (function_abi's ``result``) of the callee of the

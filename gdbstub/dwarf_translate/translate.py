@@ -339,12 +339,20 @@ def choose_by_pc(pieces: list[tuple[int, int, bytes]], code_address: int, addres
     contiguous or a branch would not fit DW_OP_bra's 2 bytes."""
     if not pieces:
         return None
-    if any(pieces[k][1] != pieces[k + 1][0] for k in range(len(pieces) - 1)):
+    if not contiguous(pieces):
         return None
     template = by_pc_template(tuple([expr for _, _, expr in pieces]), address_size)
     if template is None:
         return None
     return patch_addresses(template, [code_address + end for _, end, _ in pieces[:-1]], address_size)
+
+
+def contiguous(pieces: list[tuple[int, int, bytes]]) -> bool:
+    """Each of ``pieces`` ``(start, end, expression)`` ends where the next starts."""
+    for k in range(len(pieces) - 1):
+        if pieces[k][1] != pieces[k + 1][0]:
+            return False
+    return True
 
 
 #: choose_by_pc's expression with its address operands zero, and where they
@@ -1291,9 +1299,8 @@ class _Translator:
         chosen = pieces[1:] if es else pieces  # the pieces choose_by_pc chooses between
         if not chosen:
             return None
-        for k in range(len(chosen) - 1):
-            if chosen[k][1] != chosen[k + 1][0]:
-                return None
+        if not contiguous(chosen):
+            return None
         # The expression's layout depends on the pieces' expressions alone
         # (most parameters share a handful): made once, its addresses patched.
         key = (es, tuple([expr for _, _, expr in pieces]))
