@@ -57,7 +57,7 @@ __all__ = [
     "TARGET_TRIPLE", "LLDB_SET_GPR", "LLDB_SET_FPR",
     "register_by_name", "regnum_by_name", "make_regfile",
     "target_xml", "feature_document", "register_info_reply", "host_info_reply",
-    "process_info_reply", "regfile_to_g", "g_to_regfile", "read_register",
+    "process_info_reply", "regfile_to_g", "g_to_regfile", "read_register", "read_registers",
     "write_register",
 ]
 
@@ -463,6 +463,17 @@ def read_register(regfile: bytes | bytearray, regnum: int, synthesized: Synthesi
     before hex encoding)."""
     _check_regfile(regfile)
     return _current(regfile, _register(regnum), synthesized)
+
+
+def read_registers(regfile: bytes | bytearray, regnums: tuple[int, ...]) -> dict[int, bytes]:
+    """``{regnum: raw bytes}`` of several registers that the regfile holds
+    (a stop reply's expedited ones); their defaults for synthesized ones."""
+    _check_regfile(regfile)
+    values = {}
+    for regnum in regnums:
+        reg = _register(regnum)
+        values[regnum] = reg.default if reg.source is None else bytes(regfile[reg.source:reg.source + reg.size])
+    return values
 
 
 def regfile_to_g(regfile: bytes | bytearray, synthesized: Synthesized | None = None) -> bytes:

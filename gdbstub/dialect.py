@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from .target import StoreTarget
 
 Handler = Callable[[object], "bytes | None"]
+#: The registers a native stop reply carries (gdb needs no `g` to build frame 0).
+_EXPEDITED = (arch_amd64.RBP_REGNUM, arch_amd64.RSP_REGNUM, arch_amd64.RIP_REGNUM)
 
 
 class SessionExtension:
@@ -334,9 +336,7 @@ class NativeDialect(Dialect):
         self._bind(target)
         target.present_aggregate_return()
         regfile = target.read_registers()
-        registers = {regnum: arch_amd64.read_register(regfile, regnum)
-                     for regnum in (arch_amd64.RBP_REGNUM, arch_amd64.RSP_REGNUM, arch_amd64.RIP_REGNUM)}
-        return registers, stop.pc
+        return arch_amd64.read_registers(regfile, _EXPEDITED), stop.pc
 
     def current_pc(self, target: "StoreTarget") -> int:
         stop = target.current_stop

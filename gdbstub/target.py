@@ -731,16 +731,23 @@ class StoreTarget:
         regs = raw.regfile.gpr
         if regs[6] != regs[7]:
             return
-        entry = self.store.registry.lookup(pc)
-        func = entry.function_at(pc) if entry is not None else None
-        if func is None or entry.store_code.base + entry.store_code.frame_table.entry_offset(func) != pc:
+        start = self._code_fact("start of ENTRY site", pc, self._start_of_entry_site)
+        if start is None:
             return
-        start = entry.store_code.base + func.native_start
         shown = min(aliases) if stop.reason is StopReason.BREAKPOINT else start
         saved_rbp = _read_u64(regs[7])
         regs[6], regs[7] = saved_rbp, regs[7] + (8 if shown == start else 0)
         raw.regfile.rip = stop.pc = shown
         raw.origin = RegisterState(shown, regs[7], regs[6], regs[15])
+
+    def _start_of_entry_site(self, pc: int) -> int | None:
+        """The first byte of the function whose ENTRY site is at ``pc``, or
+        None when ``pc`` is no function's ENTRY site."""
+        entry = self.store.registry.lookup(pc)
+        func = entry.function_at(pc) if entry is not None else None
+        if func is None or entry.store_code.base + entry.store_code.frame_table.entry_offset(func) != pc:
+            return None
+        return entry.store_code.base + func.native_start
 
     def _show_displaced_stop(self, regfile) -> None:
         """A stop at a displaced block's stop call is shown at the instruction

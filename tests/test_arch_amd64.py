@@ -106,6 +106,18 @@ def test_g_packet_places_every_register():
         assert arch.read_register(KNOWN_REGFILE, reg.regnum) == g[reg.offset:reg.offset + reg.size]
 
 
+def test_read_registers_gives_each_as_read_register_does():
+    every = tuple(reg.regnum for reg in arch.REGISTERS)
+    assert arch.read_registers(KNOWN_REGFILE, every) == {n: arch.read_register(KNOWN_REGFILE, n) for n in every}
+    expedited = arch.read_registers(KNOWN_REGFILE, (arch.RBP_REGNUM, arch.RSP_REGNUM, arch.RIP_REGNUM))
+    assert list(expedited) == [arch.RBP_REGNUM, arch.RSP_REGNUM, arch.RIP_REGNUM]
+    assert u64(expedited[arch.RIP_REGNUM]) == RIP
+    with pytest.raises(arch.RegisterError):
+        arch.read_registers(KNOWN_REGFILE, (len(arch.REGISTERS),))
+    with pytest.raises(arch.RegisterError):
+        arch.read_registers(KNOWN_REGFILE[:-1], (arch.RIP_REGNUM,))
+
+
 def test_write_register_updates_the_regfile():
     rf = bytearray(KNOWN_REGFILE)
     arch.write_register(rf, arch.regnum_by_name("r9"), (0xABCD).to_bytes(8, "little"))

@@ -336,6 +336,25 @@ def test_connection_reply_is_framed_and_escaped():
     assert conn.last_packet == encode_packet(b"l<x>#</x>")
 
 
+def test_connection_repeated_replies_are_framed_the_same_however_many_replies_came_between():
+    # Short replies are kept framed (a stop reply, OK, the same stack words
+    # come back on every stop); one-off replies beyond the memo's bound must
+    # not change what is sent, nor keep a repeated reply from being framed.
+    from gdbstub.protocol import connection
+
+    conn = ProtocolConnection()
+    stop = b"T05thread:p1.1;06:e8ff7f8000000000;07:e8fe7f8000000000;10:4805818000000000;swbreak:;"
+    escaped = b"O}#$*" * 10
+    big = b"l" + b"x" * (connection._MEMO_REPLY_MAX + 1)
+    for k in range(3 * connection._MEMO_ENTRIES_MAX):
+        for payload in (stop, b"OK", escaped, b"%064x" % k, big):
+            conn.reply(payload)
+            assert conn.pending_output() == encode_packet(payload)
+            assert conn.last_packet == encode_packet(payload)
+    assert len(conn._framed) <= connection._MEMO_ENTRIES_MAX
+    assert big not in conn._framed
+
+
 def test_connection_bad_checksum_sends_minus_and_no_request():
     conn = ProtocolConnection()
     assert conn.receive(frame(b"qC", 0x00)) == []

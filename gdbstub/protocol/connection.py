@@ -51,6 +51,8 @@ _TRACE_LIMIT = 200
 #: Parsed-request memo bounds: short packets only, and not too many of them.
 _MEMO_PAYLOAD_MAX = 64
 _MEMO_ENTRIES_MAX = 256
+#: Replies up to this size are kept framed (a stop reply, `m SP,40`'s 128 hex digits).
+_MEMO_REPLY_MAX = 160
 
 
 def _shorten(data: bytes) -> bytes:
@@ -75,6 +77,9 @@ class ProtocolConnection:
         # packet (``$m...#cs``: what gdb sends on every stop) is looked up
         # whole: the same bytes, checksum included, frame and parse the same.
         self._whole_packets: dict[bytes, Request] = {}
+        # The same short replies come back as often (OK, a stop reply at the
+        # same pc, the same stack words): their framed bytes are kept.
+        self._framed: dict[bytes, bytes] = {}
         self._output = bytearray()
         self._last_packet: bytes | None = None
         self._retransmit_queued = False
@@ -154,7 +159,13 @@ class ProtocolConnection:
 
     def reply(self, payload: bytes) -> None:
         """Queue one reply packet (``payload`` unescaped; framing escapes it)."""
-        packet = Framer.encode(payload)
+        packet = self._framed.get(payload)
+        if packet is None:
+            packet = Framer.encode(payload)
+            if len(payload) <= _MEMO_REPLY_MAX:
+                if len(self._framed) >= _MEMO_ENTRIES_MAX:
+                    self._framed.clear()  # one-off replies filled it: start over with what repeats
+                self._framed[payload] = packet
         if trace.isEnabledFor(logging.DEBUG):
             trace.debug("-> %r", _shorten(payload))
         self._last_packet = packet
