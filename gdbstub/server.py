@@ -108,8 +108,7 @@ class StubServer:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        client = self._client_for(target)
-        if client is None or not self._answer_on_guest_thread(client):
+        if not self._answer_on_guest_thread(target):
             try:
                 loop.call_soon_threadsafe(self._on_target_event)
             except RuntimeError:  # the loop closed since the check: the server has stopped
@@ -123,12 +122,16 @@ class StubServer:
             owner = self.targets.owner_of(target.pid)
             return next((c for c in self.clients if c.session is owner), None)
 
-    def _answer_on_guest_thread(self, client: _Client) -> bool:
-        """Hands the event to the client's session and writes the reply from
-        this (the guest) thread; False when the loop must do it instead."""
+    def _answer_on_guest_thread(self, target: StoreTarget | None) -> bool:
+        """Hands the event to the session of the client debugging ``target``
+        and writes the reply from this (the guest) thread; False when the
+        loop must do it instead (no such client, or its transport still has
+        data to send).  One hold of the lock: who the client is cannot
+        change before the reply is out."""
         with self._lock:
-            fd = client.guest_write_fd
-            if client not in self.clients or fd is None or client.transport.get_write_buffer_size():
+            client = self._client_for(target)
+            fd = client.guest_write_fd if client is not None else None
+            if fd is None or client.transport.get_write_buffer_size():
                 return False
             client.session.target_event()
             self._write_from_guest(client, fd, client.session.take_output())
@@ -270,8 +273,11 @@ class StubServer:
             if client not in self.clients:
                 return
             try:
-                client.session.receive(data)
-                self._flush(client)
+                session = client.session
+                session.receive(data)
+                reply = session.take_output()
+                if reply:
+                    client.transport.write(reply)
             except Exception:  # the outermost guard of a connection: log, detach, go on serving
                 log.exception("session failed; detaching")
                 self._close_transport(client)

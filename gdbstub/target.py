@@ -882,9 +882,10 @@ class StoreTarget:
         if stopped.kind != native.EVENT_BREAKPOINT or regfile.rip == 0:
             return  # a trap unwinds; rip 0 is the kill path
         slot_mirrors, context_mirrors = self._register_mirrors(regfile.rip)
-        rbp = regfile.gpr[_GPR_INDEX["rbp"]]
+        gpr = regfile.gpr
+        rbp = gpr[_GPR_INDEX["rbp"]]
         for name, offset in slot_mirrors:
-            regfile.gpr[_GPR_INDEX[name]] = _read_u64(rbp + offset)
+            gpr[_GPR_INDEX[name]] = ffi.cast("uint64_t *", rbp + offset)[0]
         if context_mirrors:
             vmctx = regfile.gpr[_GPR_INDEX["r15"]]
             for name, source in context_mirrors:
@@ -2253,7 +2254,7 @@ class StoreTarget:
         self.require_open()
         store = self.store
         key = (tuple([memory.data_len for memory in store.memories]), len(store.instances),
-               store.registry.code_bases(), tuple(store.argument_regions()))
+               store.registry.generation, tuple(store.argument_regions()))
         memo = self._regions_memo
         if memo is None or memo[0] != key:
             regions = self._build_memory_regions()

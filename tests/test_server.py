@@ -288,8 +288,8 @@ def test_stop_replies_come_from_the_guest_thread_unless_the_transport_is_busy(se
     answered = []
     original = StubServer._answer_on_guest_thread
 
-    def recording(self, client):
-        result = original(self, client)
+    def recording(self, target):
+        result = original(self, target)
         answered.append((threading.current_thread().name, result))
         return result
 

@@ -272,7 +272,7 @@ def stop_reply(
     if thread is not None:
         parts.append(b"thread:" + thread.encode(multiprocess) + b";")
     for regnum in sorted(registers or {}):
-        parts.append(b"%02x:%s;" % (regnum, hex_encode(registers[regnum])))
+        parts.append(b"%02x:%s;" % (regnum, registers[regnum].hex().encode()))
     if reason:
         parts.append(reason.encode("ascii") + b":;")
     if extra:
