@@ -1835,7 +1835,7 @@ class StoreTarget:
             host = self._host_return(origin)
             if host is not None and host[1] == (state.rip, state.rsp, state.rbp):
                 self._return_to_host(host[0], regfile)
-        if any(call.return_address == regfile.rip for call in self._calls):
+        if self._calls and any(call.return_address == regfile.rip for call in self._calls):
             # At gdb's dummy breakpoint (on the stack): the guest waits at
             # the landing, which stops again at once.
             regfile.rip = self.call_landing
