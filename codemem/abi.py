@@ -76,7 +76,11 @@ Generated code reaches the trap trampoline as::
 
 so the runtime finds the trapping wasm instruction from the saved rsi (an
 address in StoreCode) whatever layout the check code has (out-of-line stubs
-included).  The trap trampoline reports a CM_EVENT_TRAP (the debugger may
+included).  The stack check's stub (TRAP_STACK_EXHAUSTED, at the ENTRY point,
+before the prologue has copied the parameters) starts with ``mov rax, rsi``:
+there rsi is still the caller's argument array, which a debugger reads the
+arguments from (rax holds nothing at that point), so the host puts it back
+into the reported rsi.  The trap trampoline reports a CM_EVENT_TRAP (the debugger may
 inspect), then unwinds to the entry trampoline, which returns the code.
 
 Libcalls

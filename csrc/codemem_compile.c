@@ -3014,10 +3014,15 @@ static void finish(cm_cc_module *m, uint32_t frame_size, uint32_t code_base, cm_
             stub = HERE(m);
             stubkey sk = {f->seq, f->code, stub};
             VEC_PUSH(stubs, sk, &m->fail);
+            if (f->code == TRAP_STACK_EXHAUSTED) { /* mov rax, rsi: keeps the argument array */
+                put1(m, 0x48);
+                put1(m, 0x89);
+                put1(m, 0xF0);
+            }
             put1(m, 0x48);
             put1(m, 0x8d);
             put1(m, 0x35);
-            put32(m, (int32_t)(f->seq - (stub + 7)));
+            put32(m, (int32_t)(f->seq - (HERE(m) + 4)));
             if (f->code < 0) { /* a libcall's: mov edi, [rbp + trap slot] */
                 enc(m, 0, 0, "\x8b", 1, RDI, M(RBP, LIBCALL_TRAP_DISP), 0);
             } else {

@@ -380,10 +380,14 @@ def main(argv: list[str] | None = None) -> int:
         split = argv.index("--")
         argv, guest_args = argv[:split], argv[split + 1:]
     args, extra = parser.parse_known_args(argv)
-    # Arguments after the module that look like options (negative numbers)
-    # belong to the guest function.
+    # Arguments after the module that argparse left over belong to the guest
+    # function: ones that look like options (negative numbers), and plain
+    # words after an option (`serve M.wasm --invoke f --once 3`: argparse
+    # fills the positionals once, before --once).  Its argument check then
+    # names a bad one; an unknown option is still refused here.
     if extra:
-        if args.command in ("serve", "run", "host") and all(_looks_numeric(x) for x in extra):
+        if args.command in ("serve", "run", "host") and all(
+                _looks_numeric(x) or not x.startswith("-") for x in extra):
             args.args = list(args.args) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

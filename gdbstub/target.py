@@ -554,6 +554,10 @@ class StoreTarget:
                 # rsi carries the trapping instruction's sequence point
                 # (codemem.abi): that is where the debugger should see the stop.
                 regfile.rip = regfile.gpr[4]
+                if code == abi.TrapCode.STACK_EXHAUSTED:
+                    # Its stub kept the argument array in rax (codemem.abi
+                    # "Traps"): the arguments read as at the ENTRY point.
+                    regfile.gpr[4] = regfile.gpr[0]
             self._pending.append(stop)
         lib.cm_defer_resume(self._resume_gate)
         self._notify()
@@ -1420,6 +1424,12 @@ class StoreTarget:
         regfile = self.require_stopped().regfile
         return walker.walk(self.store.registry, self.store.ctx.stack, regfile.rip, regfile.gpr[6], regfile.gpr[7],
                            limit)
+
+    def argument_array(self, frame: walker.Frame) -> int | None:
+        """The address of ``frame``'s argument array (parameter k at +8k,
+        codemem.abi), one of :meth:`frames` of the current stop; None when it
+        is unknown."""
+        return self._argument_array(frame, self.require_stopped().regfile)
 
     # ------------------------------------------------------- breakpoints
 

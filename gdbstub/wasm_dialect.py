@@ -51,7 +51,7 @@ from typing import Callable
 from .protocol.xmltext import quoteattr
 
 from codemem.errors import CompileError
-from codemem.frames import MAX_FRAMES
+from codemem.frames import MAX_FRAMES, Frame
 from codemem.frametable import FunctionInfo, SequencePoint, SequencePointKind
 from codemem.wasm.binary import read_uleb
 from codemem.wasm.types import ValType
@@ -224,10 +224,10 @@ class WasmModuleView:
 class WasmFrame:
     """One wasm frame of a stopped guest, innermost first.
 
-    ``rbp`` is None for a frame stopped at its function's ENTRY point (before
-    the prologue: its locals have no slots yet).  ``point`` is the sequence
-    point whose operand stack describes the frame: the stop's own point for
-    frame 0, the call's INSTRUCTION point for a caller."""
+    ``rbp`` is None for a frame stopped in its function's frame setup.
+    ``point`` is the sequence point whose operand stack describes the frame:
+    the stop's own point for frame 0, the call's INSTRUCTION point for a
+    caller.  ``walked`` is the target's frame it was made from."""
 
     view: WasmModuleView
     func: FunctionInfo
@@ -235,6 +235,7 @@ class WasmFrame:
     wasm_offset: int
     rbp: int | None
     point: SequencePoint | None
+    walked: Frame
 
     @property
     def pc(self) -> int:
@@ -312,7 +313,8 @@ class WasmDialect(Dialect):
             view = self.view_at(target, frame.pc)
             if view is None:
                 break
-            frames.append(WasmFrame(view, frame.func, frame.pc, frame.resume_wasm_offset, frame.rbp, frame.point))
+            frames.append(WasmFrame(view, frame.func, frame.pc, frame.resume_wasm_offset, frame.rbp, frame.point,
+                                    frame))
         headers = self._header_breakpoints.get(target.pid)
         stop = target.current_stop
         if frames and headers and stop is not None and stop.reason is StopReason.BREAKPOINT:
@@ -536,7 +538,26 @@ class WasmDialect(Dialect):
         if slot is None:
             raise TargetError(ErrorCode.EINVAL, f"frame {request.frame} has {frame.func.num_locals} locals, "
                                                 f"not {request.index + 1}")
+        if frame.walked.before_body:
+            return hex_encode(self._local_before_body(target, frame, slot))
         return hex_encode(self._slot(target, rbp, slot.frame_offset, slot.valtype))
+
+    def _local_before_body(self, target: StoreTarget, frame: WasmFrame, slot) -> bytes:
+        """A local of a frame stopped at its ENTRY point, which only a trap
+        shows (the stack check's; other stops there are stepped on): the
+        prologue has not run, so the slots are stale stack.  A parameter is
+        still in the caller's argument array (codemem.abi), a declared local
+        is zero (wasm spec 4.5.5, function invocation: locals start at their
+        type's default value)."""
+        func_type = frame.view.module.info.all_func_types[frame.func.wasm_index]
+        if slot.index >= len(func_type.params):
+            return value_bytes(slot.valtype, 0)
+        array = target.argument_array(frame.walked)
+        if array is None:
+            raise TargetError(ErrorCode.EINVAL, f"the arguments of {frame.view.name}'s function "
+                                                f"{frame.func.wasm_index} are not known at this stop")
+        bits = struct.unpack("<Q", target.read_memory(array + 8 * slot.index, 8))[0]
+        return value_bytes(slot.valtype, bits)
 
     def _wasm_stack_value(self, target: StoreTarget, request: P.WasmStackValue) -> bytes:
         frame, rbp = self._frame_with_slots(target, request.frame)

@@ -6,6 +6,7 @@ run_module and its printed output is compared with the expectations.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -483,3 +484,19 @@ def test_wasi_call_from_start_function(tmp_path):
                            '(i32.const 0) (i32.const 2) (i32.const 200)))) (func (export "write")')
     path = write_wat(tmp_path, "starter", wat)
     assert run(path, "written") == (0, "hé!\n5\n", "")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    # A word after an option is the guest's too (argparse fills the
+    # positionals once, before the option), so the argument check names it.
+    (["run", "{path}", "1", "--invoke", "f", "zz"], "argument 1 ('zz') is not a valid f64"),
+    (["run", "{path}", "--invoke", "f", "--env", "A=1", "1"], "takes 2 arguments"),
+    (["run", "{path}", "--invoke", "f", "--no-such-option", "1"], "unrecognized arguments: --no-such-option"),
+])
+def test_cli_guest_arguments_after_an_option_are_checked_as_the_guests(tmp_path, capsys, argv, expected):
+    from gdbstub import cli
+
+    path = write_wat(tmp_path, "ok", '(module (func (export "f") (param i32 f64)))')
+    with contextlib.suppress(SystemExit):
+        assert cli.main([str(path) if a == "{path}" else a for a in argv]) == 2
+    assert expected in capsys.readouterr().err

@@ -37,7 +37,7 @@ DEMO_RESULT = 505
 EVENT_TIMEOUT = 10.0
 
 # The g packet: gdb's amd64 order, 8 bytes per general register, rip 17th.
-G_RBP, G_RSP, G_RIP = 6 * 8, 7 * 8, 16 * 8
+G_RSI, G_RBP, G_RSP, G_RIP = 4 * 8, 6 * 8, 7 * 8, 16 * 8
 
 # demo.O0's run(), from `wasm-objdump -d examples/build/demo.O0.wasm`: module
 # file offsets of the instructions around `call $fact`.
@@ -592,6 +592,38 @@ def test_vcont_for_no_thread_of_ours_is_refused(guest):
     assert guest.ask(b"vCont;c:p%x.1" % (guest.target.pid + 1)) == b"E02"
     assert guest.ask(b"vCont;t") == b"OK"
     assert guest.target.current_stop is not None
+
+
+# ---------------------------------------------------------------- traps
+
+RUNAWAY_WAT = """
+(module
+  (func $f (export "f") (param $depth i32) (param $magic i32) (result i32)
+    (call $f (i32.add (local.get $depth) (i32.const 1)) (local.get $magic))))
+"""
+
+
+@pytest.fixture
+def runaway():
+    yield from _wat_guest(RUNAWAY_WAT, "runaway", (0, 0x5EED))
+
+
+def test_at_a_stack_exhaustion_trap_rsi_is_the_argument_array_the_arguments_read_from(runaway):
+    """The stack check traps at the ENTRY point, before the prologue copies
+    the parameters into their slots: a debugger reads the arguments from the
+    argument array in rsi there (dwarf_translate's entry locations, the wasm
+    dialect's locals at ENTRY).  The trap stub's own ``lea rsi`` must not
+    show: the stop reports the array (codemem.abi "Traps")."""
+    runaway.handshake()
+    stop = runaway.resume(b"c")
+    assert stop.startswith(b"T0b"), stop
+    regs = runaway.registers()
+    rip, rbp, rsp, rsi = (struct.unpack_from("<Q", regs, at)[0] for at in (G_RIP, G_RBP, G_RSP, G_RSI))
+    assert rip == runaway.entry_pc("f")
+    frames = runaway.store.backtrace(rip, rbp, rsp, limit=1 << 20)
+    assert len(frames) > 1000 and {frame.func_name for frame in frames} == {"f"}, len(frames)
+    depth, magic = struct.unpack("<2Q", bytes.fromhex(runaway.ask(b"m%x,10" % rsi).decode()))
+    assert (depth, magic) == (len(frames) - 1, 0x5EED)
 
 
 # ---------------------------------------------------------------- register writes

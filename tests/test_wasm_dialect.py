@@ -10,12 +10,14 @@ from __future__ import annotations
 import struct
 
 import pytest
+import wasmtime
 
+import codemem
 from codemem.frametable import SequencePointKind
 from gdbstub.protocol import packets as P
 from gdbstub.target import TargetError
 from gdbstub.wasm_dialect import CODE_SPACE, WasmSession, code_address, split_address, value_bytes
-from test_session import DEMO_RESULT, ERROR_RE, GuestHarness, demo_module, parse_stop  # noqa: F401
+from test_session import DEMO_RESULT, ERROR_RE, RUNAWAY_WAT, GuestHarness, demo_module, parse_stop  # noqa: F401
 
 RUN_BODY = 0x20F             # run's first instruction (global.get __stack_pointer)
 RUN_CALL_SUM = 0x230         # call $sum_of_squares
@@ -206,6 +208,25 @@ def test_breakpoint_by_wasm_offset_then_frames_and_values(guest):
     # The frames' values in linear memory agree: sum_of_squares stored n at [frame+12].
     sum_frame = guest.value(b"qWasmLocal:1;3")
     assert int.from_bytes(bytes.fromhex(guest.ask(b"m%x,4" % (sum_frame + 12)).decode()), "little") == 10
+
+
+def test_locals_at_a_stack_exhaustion_trap_are_the_arguments_passed():
+    """The stack check traps at the ENTRY point, before the prologue copies
+    the parameters to their slots, and a trap is not stepped on: qWasmLocal
+    reads a parameter from the argument array there, not the stale slot."""
+    module = codemem.Module(codemem.Engine(debug=True), wasmtime.wat2wasm(RUNAWAY_WAT), name="runaway")
+    guest = WasmHarness(module, "f", (0, 0x5EED))
+    try:
+        guest.handshake("multiprocess+", "swbreak+")
+        stop = guest.resume(b"vCont;c:p%x.-1" % guest.target.pid)
+        assert stop.startswith(b"T0b"), stop
+        depth = len(guest.target.frames(1 << 20))
+        assert depth > 1000
+        assert guest.value(b"qWasmLocal:0;0") == depth - 1
+        assert guest.value(b"qWasmLocal:0;1") == 0x5EED
+        assert guest.value(b"qWasmLocal:1;0") == depth - 2   # a caller's slots are filled
+    finally:
+        guest.close()
 
 
 def test_bad_qwasm_arguments_are_error_replies(guest):

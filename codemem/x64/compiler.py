@@ -991,8 +991,12 @@ class _ModuleCompiler:
             if stub is None:
                 stub = len(code)
                 stubs[key] = stub
+                if trap_code == TrapCode.STACK_EXHAUSTED:
+                    # mov rax, rsi: the argument array survives the lea below
+                    # (abi.py "Traps": the stop at the ENTRY point shows it)
+                    code += b"\x48\x89\xf0"
                 # lea rsi, [rip + sequence point]  (abi.py "Traps")
-                code += b"\x48\x8d\x35" + struct.pack("<i", seq - (stub + 7))
+                code += b"\x48\x8d\x35" + struct.pack("<i", seq - (len(code) + 7))
                 if trap_code is None:
                     # mov edi, [rbp + libcall trap slot]: the runtime's code
                     asm.mov(RDI, _LIBCALL_TRAP, 32)
