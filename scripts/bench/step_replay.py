@@ -58,9 +58,16 @@ def record(work: Path) -> tuple[list[bytes], list[bytes]]:
                     *["next"] * 7, "kill"]
         argv = ["gdb", "-nx", "-batch", *[a for c in commands for a in ("-ex", c)]]
         subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=work)
-    lines = log_path.read_text(errors="replace").splitlines()
+    return loop_packets(log_path.read_text(errors="replace"))
+
+
+def loop_packets(remote_log: str) -> tuple[list[bytes], list[bytes]]:
+    """Splits gdb's remote log (``set remotelogfile``) of a session that
+    connected, ran to ``call_loop`` and took 7 ``next``s: (every packet gdb
+    wrote before the 4th ``next``, the packets of the 4th and 5th), checked
+    to repeat in the 6th and 7th."""
     chunks: list[list[bytes]] = [[]]
-    for line in lines:
+    for line in remote_log.splitlines():
         if line == _COMMAND_NEXT:
             chunks.append([])
         elif line.startswith("w "):
