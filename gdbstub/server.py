@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import socket
 import threading
 from dataclasses import dataclass
@@ -39,10 +40,19 @@ from .listen import is_loopback
 from .protocol import replies as R
 from .protocol.framing import Framer
 from .session import GdbSession, SessionConfig
-from .target import Exited, StoreTarget
+from .target import Exited, StoreTarget, stop_announced_on_this_thread
 from .targets import SingleStoreHost, TargetHost
 
 log = logging.getLogger(__name__)
+
+#: While a guest thread has a client's socket to read and its guest runs,
+#: the loop looks this often for a run that read nothing since its last look
+#: (a continue that lasts) and takes the socket back, so that gdb's ^C and a
+#: disconnect are read within two periods.
+_READ_BACK_PERIOD_S = 0.02
+#: How long a serving guest thread waits for a packet before it looks again
+#: whether its client is still there (the loop may have dropped it).
+_SERVE_POLL_MS = 100
 
 
 @dataclass
@@ -54,6 +64,16 @@ class _Client:
     session: GdbSession
     transport: asyncio.Transport
     guest_write_fd: int | None
+    #: The loop does not read this socket (its transport's reading is
+    #: paused): guest threads do, while one of them is stopped and serving.
+    guest_reads: bool = False
+    #: A guest thread is serving the client now (reading guest_write_fd).
+    serving: bool = False
+    #: Reads by guest threads, and the count at the loop's last look.
+    guest_read_count: int = 0
+    read_count_at_look: int | None = None
+    #: guest_write_fd is to be closed by the serving thread when it is done.
+    close_fd_after_serving: bool = False
 
 
 class StubServer:
@@ -83,6 +103,7 @@ class StubServer:
         self._clients_served = 0
         self._lock = self.targets.lock
         self._loop_thread: int | None = None
+        self._read_back_timer: asyncio.TimerHandle | None = None
         self.targets.schedule_resume = self._schedule_resume
         self.targets.notify_server = self.notify_from_guest
         self.targets.output_server = self.output_from_guest
@@ -127,15 +148,137 @@ class StubServer:
         and writes the reply from this (the guest) thread; False when the
         loop must do it instead (no such client, or its transport still has
         data to send).  One hold of the lock: who the client is cannot
-        change before the reply is out."""
+        change before the reply is out.
+
+        When the loop has left the client's socket to guest threads
+        (:meth:`_hand_reading_to_guests`) and this thread is a guest's, now
+        stopped at its gate, it serves the client's packets itself until
+        its stop is resumed (:meth:`_serve_on_guest_thread`): a stop, the
+        client's packets and the resume then wake no other thread."""
         with self._lock:
             client = self._client_for(target)
             fd = client.guest_write_fd if client is not None else None
             if fd is None or client.transport.get_write_buffer_size():
                 return False
-            client.session.target_event()
-            self._write_from_guest(client, fd, client.session.take_output())
+            session = client.session
+            session.target_event()
+            self._write_from_guest(client, fd, session.take_output())
+            if not client.guest_reads or client.serving or session.waiting_for_stop:
+                return True
+            stop = stop_announced_on_this_thread()
+            if stop is None or stop.resumed:
+                # An exit, or a stop shown from another thread: this thread
+                # cannot wait for the client's next packet.
+                self._return_reading_to_loop(client)
+                return True
+            client.serving = True
+        self._serve_on_guest_thread(client, fd, stop)
         return True
+
+    def _serve_on_guest_thread(self, client: _Client, fd: int, stop) -> None:
+        """Reads and answers ``client``'s packets on this guest thread,
+        stopped at ``stop``, until that stop is resumed (the thread then
+        returns into its guest, and the socket stays with guest threads),
+        the client goes, or the loop must take over (end of file, a session
+        failure, a detach or kill: the loop reads the end and cleans up)."""
+        session = client.session
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        try:
+            while True:
+                ready = poller.poll(_SERVE_POLL_MS)
+                with self._lock:
+                    if client not in self.clients or stop.resumed:
+                        return
+                    if not ready:
+                        continue
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError as e:
+                        log.info("client read failed on a guest thread: %s", e)
+                        data = b""
+                    if not data:
+                        self._return_reading_to_loop(client)
+                        return
+                    client.guest_read_count += 1
+                    try:
+                        session.receive(data)
+                        reply = session.take_output()
+                    except Exception:  # as the loop's guard in _received: log, detach, go on serving
+                        log.exception("session failed; detaching")
+                        self._return_reading_to_loop(client, close=True)
+                        return
+                    if reply:
+                        self._write_from_guest(client, fd, reply)
+                    if session.finished:
+                        self._return_reading_to_loop(client, close=True)
+                        return
+                    if stop.resumed:
+                        return
+        finally:
+            with self._lock:
+                client.serving = False
+                if client.close_fd_after_serving:
+                    client.close_fd_after_serving = False
+                    self._close_guest_write_fd(client)
+                elif client in self.clients and client.guest_reads and not session.waiting_for_stop:
+                    # Resumed by something that shows no stop (vKill of
+                    # this Store, say): the next packet needs a reader.
+                    self._return_reading_to_loop(client)
+
+    def _hand_reading_to_guests(self, client: _Client) -> None:
+        """On the loop thread, under the lock, after a packet that resumed
+        ``client``'s Stores: the loop stops reading its socket, and the
+        guest thread that shows the next stop serves it.  The loop looks
+        every _READ_BACK_PERIOD_S for a run that lasts (:meth:`_look_at_guest_reading`)."""
+        client.transport.pause_reading()
+        client.guest_reads = True
+        client.read_count_at_look = None
+        if self._read_back_timer is None:
+            self._read_back_timer = self._loop.call_later(_READ_BACK_PERIOD_S, self._look_at_guest_reading)
+
+    def _return_reading_to_loop(self, client: _Client, *, close: bool = False) -> None:
+        """Under the lock, on any thread: the loop reads ``client``'s socket
+        again (and with ``close``, closes the connection, as after a
+        detach)."""
+        client.guest_reads = False
+        if threading.get_ident() == self._loop_thread:
+            self._resume_reading(client, close)
+        else:
+            self._loop.call_soon_threadsafe(self._resume_reading_locked, client, close)
+
+    def _resume_reading_locked(self, client: _Client, close: bool) -> None:
+        with self._lock:
+            self._resume_reading(client, close)
+
+    def _resume_reading(self, client: _Client, close: bool) -> None:
+        if client not in self.clients:
+            return
+        if close:
+            self._close_transport(client)
+        elif not client.guest_reads and not client.transport.is_closing():
+            client.transport.resume_reading()
+
+    def _look_at_guest_reading(self) -> None:
+        """The loop's periodic look (while guest threads read some socket):
+        a client whose guest runs and read nothing since the last look gets
+        its socket read by the loop again, so a long continue still sees
+        ^C and a disconnect."""
+        self._read_back_timer = None
+        with self._lock:
+            looking = False
+            for client in self.clients:
+                if not client.guest_reads:
+                    continue
+                if not client.serving and client.guest_read_count == client.read_count_at_look:
+                    self._return_reading_to_loop(client)
+                    continue
+                client.read_count_at_look = client.guest_read_count
+                looking = True
+            if looking and self._loop is not None and not self._loop.is_closed():
+                self._read_back_timer = self._loop.call_later(_READ_BACK_PERIOD_S, self._look_at_guest_reading)
 
     def output_from_guest(self, target: StoreTarget, fd: int, data: bytes) -> None:
         """The targets' output server: on ``target``'s guest thread, which
@@ -229,6 +372,8 @@ class StubServer:
             for client in list(self.clients):
                 client.session.target_event()
                 self._flush(client)
+                if client.guest_reads and not client.serving and not client.session.waiting_for_stop:
+                    self._return_reading_to_loop(client)  # this stop's client waits for a reply
             # Nobody debugs the rest: the host records their events (an exit).
             self.targets.take_unowned_events()
         self._check_done()
@@ -284,6 +429,8 @@ class StubServer:
                 return
             if client.session.finished:
                 self._close_transport(client)
+            elif session.waiting_for_stop and client.guest_write_fd is not None:
+                self._hand_reading_to_guests(client)
 
     def _close_transport(self, client: _Client) -> None:
         """Closes the connection; the guest threads' descriptor first, so
@@ -293,6 +440,9 @@ class StubServer:
 
     @staticmethod
     def _close_guest_write_fd(client: _Client) -> None:
+        if client.serving:  # a guest thread polls it: that thread closes it
+            client.close_fd_after_serving = True
+            return
         fd, client.guest_write_fd = client.guest_write_fd, None
         if fd is not None:
             os.close(fd)

@@ -303,6 +303,18 @@ _LEAVING_OPCODES = frozenset({0x0C, 0x0D, 0x0E, 0x0F, 0x12, 0x13})
 _CALL = 0x10
 #: Entries of a target's per-range memo before it starts over.
 _MEMO_LIMIT = 4096
+
+#: Per thread: the stop a guest thread is announcing (set for the duration of
+#: its ``notify`` in StoreTarget._on_guest_event), so that the server may let
+#: that thread serve its client until the stop is resumed (gdbstub.server).
+_announcing = threading.local()
+
+
+def stop_announced_on_this_thread() -> "_GuestStop | None":
+    """The stop this thread will wait for at its resume gate once its
+    ``notify`` returns (only a guest thread announcing a stop has one); its
+    ``resumed`` turns True when a resume opens that gate."""
+    return getattr(_announcing, "stop", None)
 #: StoreTarget._direct_call_result: the call is a call_indirect.
 _NOT_DIRECT = object()
 #: call_indirect, return_call, return_call_indirect: any function may be next
@@ -560,7 +572,11 @@ class StoreTarget:
                     regfile.gpr[4] = regfile.gpr[0]
             self._pending.append(stop)
         lib.cm_defer_resume(self._resume_gate)
-        self._notify()
+        _announcing.stop = stop
+        try:
+            self._notify()
+        finally:
+            _announcing.stop = None
 
     def _abandon_call(self, regfile) -> None:
         """An inferior call returned after the debugger left (under the

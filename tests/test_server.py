@@ -280,17 +280,20 @@ def test_the_guest_runs_to_its_result_under_a_client(served):
 
 
 def test_stop_replies_come_from_the_guest_thread_unless_the_transport_is_busy(served, monkeypatch):
-    """A stop's reply is written by the guest thread itself (no loop wake-up);
-    when that path is not open (unsent data in the transport) the loop writes
-    it, in order, and the session sees the same conversation."""
+    """A stop's reply is written by the guest thread itself (no loop wake-up),
+    which then serves the client's packets until a resume; when that path is
+    not open (unsent data in the transport) the loop writes it, in order,
+    takes the client's socket back, and the session sees the same
+    conversation."""
     guest = served(open_gates=(1, 2))
     server = guest.server
-    answered = []
+    announced, answered = [], []
     original = StubServer._answer_on_guest_thread
 
     def recording(self, target):
+        announced.append(threading.current_thread().name)
         result = original(self, target)
-        answered.append((threading.current_thread().name, result))
+        answered.append(result)
         return result
 
     monkeypatch.setattr(StubServer, "_answer_on_guest_thread", recording)
@@ -300,14 +303,18 @@ def test_stop_replies_come_from_the_guest_thread_unless_the_transport_is_busy(se
     assert client.ask(b"Z0,%x,1" % square) == b"OK"
     assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square
     # (The reply may reach us before the recorder has appended.)
-    wait_until(lambda: answered, what="the guest thread's answer")
-    assert answered == [(guest.target._thread.name, True)]
-    # The transport reports unsent data: the guest thread hands over to the loop.
+    wait_until(lambda: announced, what="the guest thread's answer")
+    assert announced == [guest.target._thread.name]
     connection = server.clients[0]
+    # The guest thread reads the next packet (it sets that right after its reply).
+    wait_until(lambda: connection.guest_reads and connection.serving, what="the guest thread serving")
+    # The transport reports unsent data: the guest thread hands over to the loop.
     monkeypatch.setattr(connection, "transport", _BusyTransport(connection.transport))
     assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square
     wait_until(lambda: len(answered) == 2, what="the guest thread's hand-over")
-    assert answered[-1] == (guest.target._thread.name, False)
+    assert announced == [guest.target._thread.name] * 2
+    assert answered == [True, False]  # served the `c`, then left the stop to the loop
+    wait_until(lambda: not connection.guest_reads, what="the loop reading again")
     monkeypatch.setattr(connection, "transport", connection.transport.inner)
     assert client.ask(b"c") == b"W00;process:%x" % guest.target.pid
     client.close()
