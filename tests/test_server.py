@@ -321,6 +321,102 @@ def test_stop_replies_come_from_the_guest_thread_unless_the_transport_is_busy(se
     guest.finish()
 
 
+def test_a_stopped_guest_thread_serves_the_packets_up_to_the_next_resume(served, monkeypatch):
+    """After the first resume the loop reads nothing of the client's while
+    the guest only stops and resumes: the stopped guest's thread reads and
+    answers every packet (registers, memory, breakpoints, the resume)."""
+    guest = served(open_gates=(1, 2))
+    loop_reads = []
+    original = StubServer._received
+
+    def counting(self, client, data):
+        loop_reads.append(data)
+        return original(self, client, data)
+
+    monkeypatch.setattr(StubServer, "_received", counting)
+    client = guest.connect()
+    client.handshake()
+    square = guest.func_pc("square")
+    assert client.ask(b"Z0,%x,1" % square) == b"OK"
+    assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square
+    connection = guest.server.clients[0]
+    wait_until(lambda: connection.serving, what="the guest thread serving")
+    read_by_loop = len(loop_reads)
+    registers = client.ask(b"g")
+    assert client.ask(b"g") == registers
+    assert client.ask(b"m%x,4" % square) != b""
+    assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square  # square(2)
+    assert client.ask(b"z0,%x,1" % square) == b"OK"
+    assert client.ask(b"c") == b"W00;process:%x" % guest.target.pid
+    assert len(loop_reads) == read_by_loop
+    assert connection.guest_read_count == 6
+    client.close()
+    guest.finish()
+
+
+def test_a_continue_that_lasts_gives_the_socket_back_to_the_loop_for_an_interrupt(served):
+    """A resume served by the guest thread into a long run: the loop takes
+    the socket back (within two of its looks) and reads gdb's ^C."""
+    guest = served(open_gates=(1,))
+    client = guest.connect()
+    client.handshake()
+    square = guest.func_pc("square")
+    assert client.ask(b"Z0,%x,1" % square) == b"OK"
+    assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square
+    connection = guest.server.clients[0]
+    wait_until(lambda: connection.serving, what="the guest thread serving")
+    assert client.ask(b"z0,%x,1" % square) == b"OK"
+    client.send(b"c")  # read by the guest thread; the guest blocks in gate 2
+    assert guest.reached[2].wait(TIMEOUT)
+    wait_until(lambda: not connection.guest_reads, what="the loop taking the socket back")
+    client.send_raw(b"\x03")
+    guest.wait_interrupt_armed()
+    guest.gates[2].set()
+    assert parse_stop(client.packet())[:2] == ("T", 2)
+    assert client.ask(b"D") == b"OK"
+    assert client.closed_by_peer() == b""
+    guest.finish()
+
+
+def test_a_client_gone_while_its_guest_thread_serves_it(served):
+    """The client vanishes while the stopped guest's thread waits for its
+    next packet: the end of file goes to the loop, which detaches; the guest
+    runs on, and the next client is served."""
+    guest = served(open_gates=(1, 2))
+    first = guest.connect()
+    first.handshake()
+    square = guest.func_pc("square")
+    assert first.ask(b"Z0,%x,1" % square) == b"OK"
+    assert reg_value(parse_stop(first.ask(b"c"))[2]["10"]) == square
+    connection = guest.server.clients[0]
+    wait_until(lambda: connection.serving, what="the guest thread serving")
+    first.close()
+    guest.wait_detached()
+    wait_until(lambda: not connection.serving and connection.guest_write_fd is None,
+               what="the guest thread to let go")
+    guest.finish()
+
+
+def test_the_server_closes_while_a_guest_thread_serves_a_client(served):
+    """close() with a stopped guest's thread serving its client: the
+    connection ends, the Store is detached and runs to its end, and the
+    guest thread closes the descriptor it was reading."""
+    guest = served(open_gates=(1, 2))
+    client = guest.connect()
+    client.handshake()
+    square = guest.func_pc("square")
+    assert client.ask(b"Z0,%x,1" % square) == b"OK"
+    assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square
+    connection = guest.server.clients[0]
+    wait_until(lambda: connection.serving, what="the guest thread serving")
+    guest.server.close()
+    client.closed_by_peer()
+    wait_until(lambda: not connection.serving and connection.guest_write_fd is None,
+               what="the guest thread to let go")
+    assert guest.target.join(TIMEOUT), "the guest did not run on"
+    assert guest.pristine()
+
+
 class _BusyTransport:
     """A transport that claims to hold unsent bytes (and writes through)."""
 
