@@ -47,7 +47,7 @@ import bisect
 import logging
 import struct
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Any, Callable
 from .protocol.xmltext import quoteattr
 
 from codemem.errors import CompileError
@@ -258,6 +258,11 @@ class WasmDialect(Dialect):
         #: pid -> {native pc: wasm addresses of breakpoints lldb placed at a
         #: locals header and that stop there} (see breakpoint_inserted)
         self._header_breakpoints: dict[int, dict[int, set[int]]] = {}
+        #: pid -> (the stop, the limit walked to, its native frames): a stop
+        #: reply asks for the innermost frame twice and qWasmCallStack for all
+        #: of them, at the same stop.  The wasm dialect cannot write registers
+        #: or the native stack, so a stop's frames stay what they were.
+        self._walks: dict[int, tuple[Any, int, list]] = {}
 
     def capabilities(self, capabilities: R.Capabilities) -> R.Capabilities:
         # No target.xml (lldb then asks qRegisterInfo), no ELF images, no svr4.
@@ -276,6 +281,7 @@ class WasmDialect(Dialect):
     def forget(self, target: StoreTarget) -> None:
         self._views.pop(target.pid, None)
         self._header_breakpoints.pop(target.pid, None)
+        self._walks.pop(target.pid, None)
 
     # ------------------------------------------------------------ modules
 
@@ -309,7 +315,7 @@ class WasmDialect(Dialect):
         call (the frame's ``resume_wasm_offset``): lldb symbolicates a
         caller's pc at pc - 1."""
         frames: list[WasmFrame] = []
-        for frame in target.frames(limit):  # raises unless stopped
+        for frame in self._native_frames(target, limit):
             view = self.view_at(target, frame.pc)
             if view is None:
                 break
@@ -325,6 +331,21 @@ class WasmDialect(Dialect):
                 _, _, offset = split_address(min(addresses))
                 frames[0] = replace(frames[0], wasm_offset=offset)
         return frames
+
+    def _native_frames(self, target: StoreTarget, limit: int) -> list:
+        """``target.frames(limit)`` (raises unless stopped), walked once per
+        stop: a walk to a higher limit, or one that reached the outermost
+        frame, answers a lower limit too."""
+        stop = target.current_stop
+        walked = self._walks.get(target.pid)
+        if walked is not None and stop is not None and walked[0] is stop:
+            _, walked_limit, native = walked
+            if limit <= walked_limit or len(native) < walked_limit:
+                return native[:limit]
+        native = target.frames(limit)
+        if stop is not None:
+            self._walks[target.pid] = (stop, limit, native)
+        return native
 
     def frame(self, target: StoreTarget, index: int) -> WasmFrame:
         if index < 0:

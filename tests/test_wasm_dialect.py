@@ -14,6 +14,7 @@ import wasmtime
 
 import codemem
 from codemem.frametable import SequencePointKind
+from codemem import frames as walker
 from gdbstub.protocol import packets as P
 from gdbstub.target import TargetError
 from gdbstub.wasm_dialect import CODE_SPACE, WasmSession, code_address, split_address, value_bytes
@@ -227,6 +228,31 @@ def test_locals_at_a_stack_exhaustion_trap_are_the_arguments_passed():
         assert guest.value(b"qWasmLocal:1;0") == depth - 2   # a caller's slots are filled
     finally:
         guest.close()
+
+
+def test_a_stop_is_walked_once_and_the_next_stop_again(guest, monkeypatch):
+    """The stop reply's pc (asked twice), qWasmCallStack and the per-frame
+    packets of one stop share one walk of the native stack (a deeper walk
+    answers a shallower one); the next stop is walked afresh."""
+    walks = []
+    original = type(guest.target).frames
+
+    def counting(target, limit=walker.MAX_FRAMES):
+        walks.append(limit)
+        return original(target, limit)
+
+    monkeypatch.setattr(type(guest.target), "frames", counting)
+    guest.run_to(SQUARE_STORE_X)
+    assert walks == [1]  # the stop reply: the innermost frame
+    assert guest.call_stack() == [wasm_pc(SQUARE_STORE_X), wasm_pc(SUM_AFTER_SQUARE), wasm_pc(RUN_AFTER_SUM)]
+    assert guest.value(b"qWasmLocal:0;0") == 1
+    assert guest.value(b"qWasmLocal:1;0") == 10
+    assert guest.call_stack()[0] == wasm_pc(SQUARE_STORE_X)
+    assert walks == [1, walker.MAX_FRAMES]
+    reply = guest.run_to(SQUARE_STORE_X)  # square(2)
+    assert guest.stop_pc(reply) == wasm_pc(SQUARE_STORE_X)
+    assert guest.value(b"qWasmLocal:0;0") == 2
+    assert walks == [1, walker.MAX_FRAMES, 1]
 
 
 def test_bad_qwasm_arguments_are_error_replies(guest):
