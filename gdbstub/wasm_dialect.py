@@ -117,6 +117,10 @@ def value_bytes(valtype: int, bits: int) -> bytes:
     return (bits & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
 
+#: Entries of a module view's memo of instruction sites by wasm offset.
+_SITE_MEMO_ENTRIES = 4096
+
+
 class WasmModuleView:
     """One instance of the Store as lldb sees it: module ``module_id``, its
     file bytes at ``code_address(module_id, 0)``, its memory 0, its globals,
@@ -129,6 +133,19 @@ class WasmModuleView:
         self.wasm: bytes = bytes(instance.module.wasm)
         self.code = instance.store_code
         self.table = self.code.frame_table
+        #: wasm offset -> instruction_site (the table does not change): lldb
+        #: sets and removes a breakpoint at the same few offsets every step.
+        self._instruction_sites: dict[int, int | None] = {}
+
+    def instruction_site(self, wasm_offset: int) -> int | None:
+        """The frame table's ``instruction_site_at_wasm_offset``, memoized."""
+        sites = self._instruction_sites
+        if wasm_offset in sites:
+            return sites[wasm_offset]
+        if len(sites) >= _SITE_MEMO_ENTRIES:
+            sites.clear()  # one-off lookups filled it: start over with what repeats
+        offset = sites[wasm_offset] = self.table.instruction_site_at_wasm_offset(wasm_offset)
+        return offset
 
     @property
     def name(self) -> str:
@@ -145,7 +162,7 @@ class WasmModuleView:
         (looked up in the frame table in place: lldb's first ``Z0`` on a module
         of any size costs a few bisects); at a function body's locals header,
         its first instruction's (see :meth:`body_at_locals_header`)."""
-        offset = self.table.instruction_site_at_wasm_offset(wasm_offset)
+        offset = self.instruction_site(wasm_offset)
         if offset is None:
             func = self.body_at_locals_header(wasm_offset)
             if func is not None:
@@ -503,7 +520,7 @@ class WasmDialect(Dialect):
         its batch mode stops running commands."""
         _, module_id, offset = split_address(address)
         view = self.view(target, module_id)
-        if view.table.instruction_site_at_wasm_offset(offset) is None:
+        if view.instruction_site(offset) is None:
             self._header_breakpoints.setdefault(target.pid, {}).setdefault(pc, set()).add(address)
 
     def breakpoint_removed(self, target: StoreTarget, address: int, pc: int) -> None:

@@ -255,6 +255,27 @@ def test_a_stop_is_walked_once_and_the_next_stop_again(guest, monkeypatch):
     assert walks == [1, walker.MAX_FRAMES, 1]
 
 
+def test_a_breakpoint_offset_is_looked_up_in_the_frame_table_once(guest, monkeypatch):
+    """lldb sets and removes its step breakpoints at the same offsets every
+    step: each offset's site is looked up once per module view, hits and
+    misses alike."""
+    table = guest.table
+    lookups = []
+    original = type(table).instruction_site_at_wasm_offset
+
+    def counting(self, wasm_offset):
+        lookups.append(wasm_offset)
+        return original(self, wasm_offset)
+
+    monkeypatch.setattr(type(table), "instruction_site_at_wasm_offset", counting)
+    for _ in range(3):
+        assert guest.ask(b"Z0,%x,1" % wasm_pc(SQUARE_STORE_X)) == b"OK"
+        assert guest.ask(b"z0,%x,1" % wasm_pc(SQUARE_STORE_X)) == b"OK"
+        assert ERROR_RE.fullmatch(guest.ask(b"Z0,%x,1" % wasm_pc(SQUARE_STORE_X + 1)))  # inside an instruction
+    assert sorted(set(lookups)) == sorted(lookups)
+    assert SQUARE_STORE_X in lookups and SQUARE_STORE_X + 1 in lookups
+
+
 def test_bad_qwasm_arguments_are_error_replies(guest):
     guest.run_to(SQUARE_STORE_X)
     for packet in (b"qWasmLocal:3;0",          # only frames 0..2
