@@ -20,6 +20,19 @@ to the loop with ``loop.call_soon_threadsafe``; the loop keeps the targets
 moving: events of Stores nobody debugs are taken (and an ended Store
 forgotten) by the host.
 
+Once a client has resumed its Stores (a packet read by the loop left its
+session waiting for a stop), the loop stops reading that client's socket
+and the guest thread that answers the next stop goes on serving the client
+itself: it reads the packets, answers them under the lock, and on the
+resume of its own stop simply returns into its guest, which runs at once
+(its gate was opened from its own thread).  A stop -> packets -> resume
+cycle then has no gate wake-up and no GIL hand-over between threads.  The
+loop takes the socket back whenever no guest thread can read it: a stop it
+answers itself, an exit, a run that read nothing for a whole
+_READ_BACK_PERIOD_S (a continue that lasts: gdb's ^C and a disconnect are
+read by the loop, as before), an end of file, a detach or kill, or a
+session failure.
+
 A client that goes away for any reason (detach, kill, dropped connection, a
 protocol error) leaves every Store it debugged running with every site
 disabled; ``serve``'s server then waits for the next client, or with
