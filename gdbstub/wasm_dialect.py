@@ -351,18 +351,23 @@ class WasmDialect(Dialect):
 
     def _native_frames(self, target: StoreTarget, limit: int) -> list:
         """``target.frames(limit)`` (raises unless stopped), walked once per
-        stop: a walk to a higher limit, or one that reached the outermost
-        frame, answers a lower limit too."""
+        stop, and then to the outermost frame: lldb asks for the whole call
+        stack (qWasmCallStack) right after every stop reply it gets, which
+        asks for the innermost frame, so the first ask walks for both.  A
+        walk to a higher limit, or one that reached the outermost frame,
+        answers a lower limit too."""
         stop = target.current_stop
         walked = self._walks.get(target.pid)
         if walked is not None and stop is not None and walked[0] is stop:
             _, walked_limit, native = walked
             if limit <= walked_limit or len(native) < walked_limit:
                 return native[:limit]
-        native = target.frames(limit)
-        if stop is not None:
-            self._walks[target.pid] = (stop, limit, native)
-        return native
+        if stop is None:
+            return target.frames(limit)
+        walked_limit = max(limit, MAX_FRAMES)
+        native = target.frames(walked_limit)
+        self._walks[target.pid] = (stop, walked_limit, native)
+        return native[:limit]
 
     def frame(self, target: StoreTarget, index: int) -> WasmFrame:
         if index < 0:
@@ -374,8 +379,8 @@ class WasmDialect(Dialect):
         return frames[index]
 
     def current_pc(self, target: StoreTarget) -> int:
-        # The innermost frame only: asked twice for every stop reply, where
-        # walking the whole stack would cost a frame per level of the guest.
+        # Asked twice for every stop reply: the stop's one walk answers both
+        # (and the qWasmCallStack that follows, _native_frames).
         frames = self.frames(target, 1)
         if not frames:
             raise TargetError(ErrorCode.ENOENT, "the guest is not stopped in wasm code")

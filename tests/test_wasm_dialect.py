@@ -232,8 +232,8 @@ def test_locals_at_a_stack_exhaustion_trap_are_the_arguments_passed():
 
 def test_a_stop_is_walked_once_and_the_next_stop_again(guest, monkeypatch):
     """The stop reply's pc (asked twice), qWasmCallStack and the per-frame
-    packets of one stop share one walk of the native stack (a deeper walk
-    answers a shallower one); the next stop is walked afresh."""
+    packets of one stop share one walk of the native stack, to its outermost
+    frame; the next stop is walked afresh."""
     walks = []
     original = type(guest.target).frames
 
@@ -243,16 +243,16 @@ def test_a_stop_is_walked_once_and_the_next_stop_again(guest, monkeypatch):
 
     monkeypatch.setattr(type(guest.target), "frames", counting)
     guest.run_to(SQUARE_STORE_X)
-    assert walks == [1]  # the stop reply: the innermost frame
+    assert walks == [walker.MAX_FRAMES]  # the stop reply's, for everything asked at this stop
     assert guest.call_stack() == [wasm_pc(SQUARE_STORE_X), wasm_pc(SUM_AFTER_SQUARE), wasm_pc(RUN_AFTER_SUM)]
     assert guest.value(b"qWasmLocal:0;0") == 1
     assert guest.value(b"qWasmLocal:1;0") == 10
     assert guest.call_stack()[0] == wasm_pc(SQUARE_STORE_X)
-    assert walks == [1, walker.MAX_FRAMES]
+    assert walks == [walker.MAX_FRAMES]
     reply = guest.run_to(SQUARE_STORE_X)  # square(2)
     assert guest.stop_pc(reply) == wasm_pc(SQUARE_STORE_X)
     assert guest.value(b"qWasmLocal:0;0") == 2
-    assert walks == [1, walker.MAX_FRAMES, 1]
+    assert walks == [walker.MAX_FRAMES] * 2
 
 
 def test_a_breakpoint_offset_is_looked_up_in_the_frame_table_once(guest, monkeypatch):
