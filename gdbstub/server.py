@@ -201,7 +201,7 @@ class StubServer:
             while True:
                 ready = poller.poll(_SERVE_POLL_MS)
                 with self._lock:
-                    if client not in self.clients or stop.resumed:
+                    if client not in self.clients or stop.resumed or self._loop.is_closed():
                         return
                     if not ready:
                         continue
@@ -257,10 +257,15 @@ class StubServer:
         again (and with ``close``, closes the connection, as after a
         detach)."""
         client.guest_reads = False
+        loop = self._loop
         if threading.get_ident() == self._loop_thread:
             self._resume_reading(client, close)
-        else:
-            self._loop.call_soon_threadsafe(self._resume_reading_locked, client, close)
+        elif loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._resume_reading_locked, client, close)
+            except RuntimeError:  # the loop closed since the check: the server has stopped
+                if not loop.is_closed():
+                    raise
 
     def _resume_reading_locked(self, client: _Client, close: bool) -> None:
         with self._lock:

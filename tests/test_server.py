@@ -26,7 +26,7 @@ import pytest
 import wasmtime
 
 import codemem
-from gdbstub.server import StubServer
+from gdbstub.server import StubServer, _Client
 from gdbstub.session import SessionConfig
 from gdbstub.target import StoreTarget
 
@@ -657,3 +657,46 @@ def test_resumes_from_the_loop_thread_wait_for_the_end_of_its_callback():
 
     asyncio.run(scenario())
     assert order == ["callback continues", "other-thread open", "callback ends", "loop-thread open"]
+
+
+def test_a_guest_thread_gives_the_socket_back_quietly_once_the_loop_has_closed():
+    """A serving guest thread that must give its client's socket back after
+    the server's loop has closed (the server stopped under it) does not
+    raise into its guest's event callback: there is no loop left to read."""
+
+    class FakeTarget:
+        schedule_resume = None
+
+    class FakeTransport:
+        resumed = False
+
+        def is_closing(self) -> bool:
+            return False
+
+        def resume_reading(self) -> None:
+            self.resumed = True
+
+    server = StubServer(FakeTarget())  # type: ignore[arg-type]
+
+    async def scenario():
+        server._loop = asyncio.get_running_loop()
+        server._loop_thread = threading.get_ident()
+
+    asyncio.run(scenario())
+    assert server._loop.is_closed()
+    transport = FakeTransport()
+    client = _Client(None, transport, None, guest_reads=True)  # type: ignore[arg-type]
+    server.clients.append(client)
+    errors: list[BaseException] = []
+
+    def give_back() -> None:
+        try:
+            server._return_reading_to_loop(client)
+        except BaseException as e:  # reported by the test
+            errors.append(e)
+
+    other = threading.Thread(target=give_back)
+    other.start()
+    other.join()
+    assert errors == []
+    assert not client.guest_reads and not transport.resumed
