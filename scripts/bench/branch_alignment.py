@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import capstone  # noqa: E402
 
 from _common import cpu_model  # noqa: E402
-from codemem.frametable import FrameTable, deferred_carrier_bytes  # noqa: E402
+from codemem.frametable import FrameTable  # noqa: E402
 from codemem.wasm.decoder import decode_module  # noqa: E402
 from codemem.x64.compiler import compile_module  # noqa: E402
 
@@ -94,7 +94,7 @@ def analyse(wasm: bytes, export: str, debug: bool) -> dict:
 def is_deferred(site) -> bool:
     """Whether ``site`` (a PatchSite) is a deferred carrier: a NOP standing for
     a store that is in neither mode's code (frametable.deferred_carrier_bytes)."""
-    return site.carrier is not None and site.disable == deferred_carrier_bytes(site.carrier)
+    return site.deferred
 
 
 def loop_nops(body, site_offsets: list[int]) -> tuple[int, int, int]:
