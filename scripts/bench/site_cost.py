@@ -19,6 +19,10 @@ Shapes (``--shape``):
   (a NOP naming that store, where the instruction at the point consumes the
   value from its register and cannot trap: the store is left out), else the
   NOP ``0f 1f 44 00 00``, each with DS prefixes so it does not straddle 8 bytes.
+* ``slot_carriers``: no local or move carriers (docs/compiler-speed.md
+  "Local and move carriers"): a NOP site after a ``local.set``/``local.tee``,
+  as before them (the shipped code of the previous step; the tee's copy to
+  its mirror still goes first, which changes no instruction count).
 * ``stored_carriers``: no deferred carriers (docs/compiler-speed.md "Deferred
   carrier stores"): every carrier-store site is the store itself, as before
   deferral; the shapes below have no deferred carriers either.
@@ -61,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_model  # noqa: E402
 from debug_overhead import EXAMPLE, EXPORT, PASSES, ROUNDS, codemem_runner  # noqa: E402
 
-SHAPES = ("shipped", "stored_carriers", "carrier_aligned", "nop_sites", "no_padding", "two_byte")
+SHAPES = ("shipped", "slot_carriers", "stored_carriers", "carrier_aligned", "nop_sites", "no_padding", "two_byte")
 
 
 def _install(shape: str) -> None:
@@ -72,6 +76,17 @@ def _install(shape: str) -> None:
     from codemem.x64 import compiler
 
     if shape == "shipped":
+        return
+    if shape == "slot_carriers":
+        carrier_site = compiler._ModuleCompiler._carrier_site
+
+        def slot_stores_only(self) -> int:
+            if compiler._carrier_kind(self.asm.code) in (compiler._SLOT_STORE, compiler._SLOT_STORE_RSP):
+                return carrier_site(self)
+            self.asm.carrier_end = -1
+            return self._site()
+
+        compiler._ModuleCompiler._carrier_site = slot_stores_only
         return
     # Every other shape is one without deferred carriers: each carrier store
     # stays a store (debug code only; the nodebug code timed beside it is the
