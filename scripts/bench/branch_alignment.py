@@ -102,9 +102,10 @@ def loop_nops(body, site_offsets: list[int]) -> tuple[int, int, int]:
     (capstone ``disasm_lite`` tuples) are patch sites (the instruction holds
     a site offset: a site's DS prefixes come before it), how many other NOPs
     there are (branch and loop alignment, return-site padding), and how many
-    of the sites are carrier stores (a site that is the store of the previous
-    instruction's result, not a NOP: docs/compiler-speed.md; it is in the
-    code without debugging too).  Together with the instruction counts they
+    of the sites are carriers (a site that is the previous instruction's last
+    one, not a NOP: the store of its result to its slot, a local.set's store
+    to the local's home, a tee's copy to the local's mirror;
+    docs/compiler-speed.md; it is in the code without debugging too).  Together with the instruction counts they
     say what debugging adds to a loop: ``sites - carriers + padding``."""
     sites = padding = carriers = 0
     for address, size, mnemonic, _ in body:
