@@ -380,8 +380,9 @@ class StoreCode:
         return index
 
     def carrier_store_at(self, pc: int) -> CarrierStore | None:
-        """The carrier store of the patch site at ``pc`` (frametable.carrier_store):
-        None when ``pc`` is no site of this code or its disabled form is the NOP."""
+        """The carrier of the patch site at ``pc`` (frametable.carrier_store: a
+        slot store, a deferred one, a local store or a move): None when ``pc``
+        is no site of this code or its disabled form is the NOP."""
         try:
             return self._carrier_stores[pc]
         except KeyError:

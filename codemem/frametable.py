@@ -85,6 +85,8 @@ FLAG_DEBUG = 1
 #: The disabled form of every patch site: ``nopl 0x0(%rax,%rax,1)``.
 SITE_DISABLED = bytes.fromhex("0f1f440000")
 SITE_SIZE = 5
+#: The DS segment prefix: pads a site's instruction (ignored on a NOP, a call, a mov).
+SITE_PAD_PREFIX = 0x3E
 
 #: Hardware GPR number (ModRM/REX encoding) -> name.
 HARDWARE_GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
@@ -96,51 +98,119 @@ REGFILE_GPR_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp",
 _REGFILE_GPR_INDEX = tuple(REGFILE_GPR_NAMES.index(name) for name in HARDWARE_GPR_NAMES)
 
 
+#: Hardware register numbers of the two bases a carrier store writes through.
+RSP_REGISTER, RBP_REGISTER = 4, 5
+
+
 @dataclass(frozen=True)
 class CarrierStore:
-    """A *carrier-store site*'s store (docs/compiler-speed.md): the site's
-    disabled bytes are not the NOP but the 64-bit store of the previous
-    instruction's result to its operand-stack slot, ``mov [rsp+disp8], r64``::
+    """A *carrier site*'s instruction (docs/compiler-speed.md): the site's
+    disabled bytes are not the NOP but the last instruction of the previous
+    sequence point's code, which the code has without debugging too.  Three
+    kinds, each exactly 5 bytes (DS prefixes before the first, part of its
+    instruction but not of the site, keep the 5 bytes off 8-byte boundaries,
+    as for a NOP site):
 
-        REX.W(+R)  89  ModRM          SIB   disp8
-        48 | 4c    89  01 reg 100     24    0..120     (mod=01 rm=100: [SIB+disp8],
-                                                        SIB base=rsp, no index;
-                                                        a multiple of 8: a slot)
+    * a *slot store*, the previous instruction's result to its operand-stack
+      slot, ``mov [rsp+disp8], r64`` (``base`` RSP_REGISTER)::
 
-    (``mov [rsp], r64`` is compiled to its disp8 form with a disp8 of 0 to be
-    one; DS prefixes before the store, part of its instruction but not of the
-    site, keep the 5 bytes off 8-byte boundaries, as for a NOP site.)
-    Enabled, the site's ``call`` replaces the store, so whoever takes the call
-    performs it first (the breakpoint path, every hook veneer): then every
-    value is in its slot at every stop, as the frame table says.  A *deferred*
-    carrier's disabled bytes are a NOP naming the same store
+          REX.W(+R)  89  ModRM          SIB   disp8
+          48 | 4c    89  01 reg 100     24    0..120     (mod=01 rm=100: [SIB+disp8],
+                                                          SIB base=rsp, no index;
+                                                          a multiple of 8: a slot)
+
+      (``mov [rsp], r64`` is compiled to its disp8 form with a disp8 of 0);
+    * a *local store*, a ``local.set``/``local.tee``'s value to the local's
+      home, ``mov [rbp+disp8], r64`` with one DS prefix (``base``
+      RBP_REGISTER; without debugging the same store has no prefix)::
+
+          DS   REX.W(+R)  89  ModRM          disp8
+          3e   48 | 4c    89  01 reg 101     -128..-8    (mod=01 rm=101: [rbp+disp8],
+                                                          a multiple of 8: a home)
+
+    * a *move*, a ``local.tee``'s value copied to the register that mirrors the
+      local, ``mov r64, r64`` with two DS prefixes (``base`` None, ``target``
+      the destination register, ``disp`` 0)::
+
+          DS   DS   REX.W(+R+B)       89   ModRM
+          3e   3e   48 | 49 | 4c | 4d 89   11 reg rm       (reg: the source, rm: the target)
+
+    Enabled, the site's ``call`` replaces the instruction, so whoever takes the
+    call performs it first (the breakpoint prelude, every hook veneer): then
+    every value is where the frame table says at every stop.  A *deferred*
+    carrier's disabled bytes are a NOP naming a slot store
     (:func:`deferred_carrier_bytes`): the code never performs it, only a stop."""
 
-    register: int  # x86 register number of the stored value (0 = rax .. 15 = r15)
-    disp: int  # the slot's offset from the guest's rsp at the site
+    register: int  # x86 register number of the value (0 = rax .. 15 = r15): the store's or move's source
+    disp: int  # the destination's offset from ``base`` at the site (0 for a move)
+    base: int | None = RSP_REGISTER  # RSP_REGISTER (a slot), RBP_REGISTER (a local's home), None (a move)
+    target: int | None = None  # a move's destination register (x86 number), else None
 
     @property
     def regfile_index(self) -> int:
-        """The register's index in the breakpoint regfile's ``gpr[]``."""
+        """The source register's index in the breakpoint regfile's ``gpr[]``."""
         return _REGFILE_GPR_INDEX[self.register]
 
     @property
-    def slot(self) -> int:
-        """The operand-stack slot stored (``disp / 8``, slot 0 at the rsp)."""
-        return self.disp // 8
+    def base_regfile_index(self) -> int | None:
+        """The base register's index in the regfile's ``gpr[]`` (None: a move)."""
+        return None if self.base is None else _REGFILE_GPR_INDEX[self.base]
+
+    @property
+    def target_regfile_index(self) -> int | None:
+        """A move's destination register's index in the regfile's ``gpr[]``."""
+        return None if self.target is None else _REGFILE_GPR_INDEX[self.target]
+
+    @property
+    def slot(self) -> int | None:
+        """The operand-stack slot a slot store writes (``disp / 8``, slot 0 at
+        the rsp); None for a local store or a move."""
+        return self.disp // 8 if self.base == RSP_REGISTER else None
+
+    @property
+    def kind(self) -> str:
+        """"slot", "local" or "move"."""
+        return "slot" if self.base == RSP_REGISTER else "local" if self.base == RBP_REGISTER else "move"
+
+    def registers(self) -> frozenset[int]:
+        """The registers a stop reads or writes to perform it (besides the
+        bases rsp and rbp): no veneer may use them as scratch before it."""
+        return frozenset((self.register,) if self.target is None else (self.register, self.target))
 
 
 def carrier_store(disable: bytes) -> CarrierStore | None:
-    """The store a site's disabled bytes ``disable`` are, or stand for (a
+    """The instruction a site's disabled bytes ``disable`` are, or stand for (a
     deferred carrier, :func:`deferred_carrier_bytes`), or None when they are
     SITE_DISABLED (or anything else)."""
-    if len(disable) != SITE_SIZE or disable[4] >= 0x80 or disable[4] % 8:
+    if len(disable) != SITE_SIZE:
         return None
-    if disable[0] in (0x48, 0x4C) and disable[1] == 0x89 and disable[2] & 0xC7 == 0x44 and disable[3] == 0x24:
-        return CarrierStore(((disable[0] & 4) << 1) | (disable[2] >> 3 & 7), disable[4])
-    if disable[:3] == _NOPL_DISP8 and disable[3] & 0x87 == 0x04:
-        return CarrierStore((disable[3] >> 3 & 8) | (disable[3] >> 3 & 7), disable[4])
+    b0, b1, b2, b3, b4 = disable
+    if b0 in (0x48, 0x4C) and b1 == 0x89 and b2 & 0xC7 == 0x44 and b3 == 0x24 and b4 < 0x80 and not b4 % 8:
+        return CarrierStore(((b0 & 4) << 1) | (b2 >> 3 & 7), b4)
+    if disable[:3] == _NOPL_DISP8 and b3 & 0x87 == 0x04 and b4 < 0x80 and not b4 % 8:
+        return CarrierStore((b3 >> 3 & 8) | (b3 >> 3 & 7), b4)
+    if b0 == SITE_PAD_PREFIX and b1 in (0x48, 0x4C) and b2 == 0x89 and b3 & 0xC7 == 0x45 and b4 >= 0x80 \
+            and not b4 % 8:
+        return CarrierStore(((b1 & 4) << 1) | (b3 >> 3 & 7), b4 - 0x100, RBP_REGISTER)
+    if b0 == b1 == SITE_PAD_PREFIX and b2 & 0xFA == 0x48 and b3 == 0x89 and b4 >= 0xC0:
+        source, target = ((b2 & 4) << 1) | (b4 >> 3 & 7), ((b2 & 1) << 3) | (b4 & 7)
+        if source != target and RSP_REGISTER not in (source, target) and RBP_REGISTER not in (source, target):
+            return CarrierStore(source, 0, None, target)
     return None
+
+
+def carrier_bytes(carrier: CarrierStore) -> bytes:
+    """The 5 site bytes of a carrier (the inverse of :func:`carrier_store` for
+    the three instruction kinds; a deferred carrier's are
+    :func:`deferred_carrier_bytes`)."""
+    reg = carrier.register
+    if carrier.base == RSP_REGISTER:
+        return bytes((0x48 | (reg & 8) >> 1, 0x89, 0x44 | (reg & 7) << 3, 0x24, carrier.disp))
+    if carrier.base == RBP_REGISTER:
+        return bytes((SITE_PAD_PREFIX, 0x48 | (reg & 8) >> 1, 0x89, 0x45 | (reg & 7) << 3, carrier.disp & 0xFF))
+    target = carrier.target
+    return bytes((SITE_PAD_PREFIX, SITE_PAD_PREFIX, 0x48 | (reg & 8) >> 1 | target >> 3, 0x89,
+                  0xC0 | (reg & 7) << 3 | target & 7))
 
 
 #: ``nopl [SIB + disp8]``: 0F 1F /0 with ModRM mod=01 rm=100 (a SIB byte follows).
@@ -164,8 +234,15 @@ def deferred_carrier_bytes(store: CarrierStore) -> bytes:
                       (scale bit 6 = register bit 3, index = register bits 0-2,
                        base = 100: never SITE_DISABLED's SIB of 00)
     """
+    assert store.base == RSP_REGISTER, "only a slot store is ever deferred"
     reg = store.register
     return _NOPL_DISP8 + bytes(((reg & 8) << 3 | (reg & 7) << 3 | 4, store.disp))
+
+
+def is_deferred_carrier(disable: bytes) -> bool:
+    """Whether a site's disabled bytes are a deferred carrier
+    (:func:`deferred_carrier_bytes`): a NOP naming a slot store."""
+    return disable[:3] == _NOPL_DISP8 and carrier_store(disable) is not None
 
 
 def valid_site_disable(disable: bytes) -> bool:
@@ -427,12 +504,17 @@ class SequencePoint:
 class PatchSite:
     offset: int
     enable: bytes
-    disable: bytes  # SITE_DISABLED, a carrier store (CarrierStore), or a deferred carrier naming one
+    disable: bytes  # SITE_DISABLED, a carrier (CarrierStore), or a deferred carrier naming a slot store
 
     @property
     def carrier(self) -> CarrierStore | None:
-        """The store this site carries, if its disabled bytes are one."""
+        """The instruction this site carries, if its disabled bytes are one."""
         return carrier_store(self.disable)
+
+    @property
+    def deferred(self) -> bool:
+        """Whether the site is a deferred carrier (a NOP naming a slot store)."""
+        return is_deferred_carrier(self.disable)
 
 
 @dataclass(frozen=True)

@@ -81,8 +81,8 @@ def register_breakpoint_prelude(store_id: int, prelude: Callable[[object], None]
     """``prelude(regfile)`` runs first on every breakpoint event of the Store,
     before its event handler and whether it has one or not: what the site's
     ``call`` replaced must be done before anything reads the guest's frame
-    (codemem.registry.ModuleRegistry.perform_carrier_store, a carrier-store site's
-    store).  It must not block and must be idempotent."""
+    or registers (codemem.registry.ModuleRegistry.perform_carrier_store: a
+    carrier site's store or move).  It must not block and must be idempotent."""
     assert store_id not in _breakpoint_preludes, f"store {store_id} already has a breakpoint prelude"
     _breakpoint_preludes[store_id] = prelude
 

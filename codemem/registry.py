@@ -109,23 +109,32 @@ class ModuleRegistry:
     def perform_carrier_store(self, regfile) -> None:
         """A Store's breakpoint prelude (native.register_breakpoint_prelude:
         it runs on every breakpoint before the event handler, whichever is
-        registered, or none).  At a carrier-store site
+        registered, or none).  At a carrier site
         (codemem.frametable.CarrierStore) the site's ``call`` replaced the
-        store of the previous instruction's result to its slot, so it is done
-        here, before anything (a debugger, a frame walk) reads the frame,
-        whether or not a debugger is attached (the guest resumes at site + 5,
-        after the store): slot = the regfile's rsp + disp, value = the
-        regfile's register.  Idempotent: a hook veneer that already stored it
-        and jumped to the trampoline left the register unchanged.  Anything
-        that is not a site of this registry's code (a displaced block's stop
-        call, the inferior-call landing) has no store."""
+        previous instruction's last one, so it is done here, before anything
+        (a debugger, a frame walk) reads the frame or the registers, whether
+        or not a debugger is attached (the guest resumes at site + 5, after
+        it): a slot or local store writes the regfile's source register to
+        the regfile's rsp or rbp + disp, a move copies it to the regfile's
+        target register (which the resume loads).  Idempotent: a hook veneer
+        that already performed it and jumped to the trampoline left the source
+        register unchanged.  Anything that is not a site of this registry's
+        code (a displaced block's stop call, the inferior-call landing) has
+        none."""
         pc = regfile.rip
         entry = self.lookup(pc)
         if entry is None:
             return
         carried = entry.store_code.carrier_store_at(pc)
-        if carried is not None:
-            ffi.cast("uint64_t *", regfile.gpr[7] + carried.disp)[0] = regfile.gpr[carried.regfile_index]
+        if carried is None:
+            return
+        gpr = regfile.gpr
+        value = gpr[carried.regfile_index]
+        base = carried.base_regfile_index
+        if base is None:
+            gpr[carried.target_regfile_index] = value
+        else:
+            ffi.cast("uint64_t *", gpr[base] + carried.disp)[0] = value
 
     def lookup_or_raise(self, pc: int) -> ModuleWithCode:
         entry = self.lookup(pc)

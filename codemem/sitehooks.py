@@ -148,10 +148,19 @@ VENEER_STACK_BYTES = 1024
 
 
 def carrier_store_bytes(carrier: CarrierStore) -> bytes:
-    """The carrier store as a veneer (entered by the site's ``call``) runs it:
-    ``mov [rsp + disp + 8], reg``."""
+    """The carrier as a veneer (entered by the site's ``call``) runs it: a
+    slot store ``mov [rsp + disp + 8], reg`` (8: the return address the call
+    pushed), a local store ``mov [rbp + disp], reg`` (the call leaves rbp
+    alone), a move ``mov target, reg``."""
     a = Assembler()
-    a.mov(Mem(Reg.RSP, carrier.disp + 8), Reg(carrier.register), 64)
+    source = Reg(carrier.register)
+    if carrier.base is None:
+        a.mov(Reg(carrier.target), source, 64)
+    elif carrier.base == Reg.RSP:
+        a.mov(Mem(Reg.RSP, carrier.disp + 8), source, 64)
+    else:
+        assert carrier.base == Reg.RBP, carrier
+        a.mov(Mem(Reg.RBP, carrier.disp), source, 64)
     return a.finish()
 
 
@@ -182,11 +191,12 @@ class VeneerEmitter:
     """What a Check's code generator needs: the assembler, the site's pc,
     rip-relative operands for the hook area's data, and the ways out.
 
-    At a carrier-store site (codemem.frametable.CarrierStore) the veneer's
-    first instruction is the store the site's ``call`` replaced, ``mov
-    [rsp+disp+8], reg`` (8: the return address the call pushed), before any
-    check reads a frame slot: a check that falls through returns to the guest
-    at site + 5, after the store's place."""
+    At a carrier site (codemem.frametable.CarrierStore) the veneer's first
+    instruction is the one the site's ``call`` replaced (carrier_store_bytes:
+    a slot store ``mov [rsp+disp+8], reg``, 8 for the return address the call
+    pushed; a local store ``mov [rbp+disp], reg``; a move ``mov target,
+    reg``), before any check reads a frame slot or a register: a check that
+    falls through returns to the guest at site + 5, after the carrier's place."""
 
     def __init__(self, area: "HookArea", address: int, site_pc: int):
         self.area = area
@@ -826,9 +836,9 @@ class AccessCheck:
 
     def stub(self, area: "HookArea", address: int, carrier: CarrierStore | None = None) -> bytes | None:
         """The veneer of a site whose only check is a load or store, as a
-        25-byte stub (after the ``carrier`` store when the site is one:
-        VeneerEmitter; its register is then not a scratch register, since a
-        stop performs the store again from it)::
+        25-byte stub (after the ``carrier`` when the site is one:
+        VeneerEmitter; its registers are then not scratch registers, since a
+        stop performs it again from them)::
 
             lea A, [rip + operands]     ; A: the routine's first scratch register
             jmp ROUTINE                 ; shared by every such site (_emit_access_routine)
@@ -842,9 +852,9 @@ class AccessCheck:
         access = self.access
         if access.length_slot is not None or access.address_slot is None:
             return None
-        kept = -1 if carrier is None else carrier.register
+        kept = frozenset() if carrier is None else carrier.registers()
         triple = next((t for t in ACCESS_ROUTINE_REGISTERS
-                       if not any(access.is_live(r) or r == kept for r in t)), None)
+                       if not any(access.is_live(r) or r in kept for r in t)), None)
         if triple is None:
             return None
         routine = area.access_routines[(triple, WATCH_WRITE if access.writes else WATCH_READ)]
@@ -867,8 +877,8 @@ class AccessCheck:
         access = self.access
         if access.length_slot is not None or access.address_slot is None:
             return False
-        kept = -1 if e.carrier is None else e.carrier.register  # a stop stores it again (stub)
-        free = [r for r in _SCRATCH_ORDER if not access.is_live(r) and r != kept]
+        kept = frozenset() if e.carrier is None else e.carrier.registers()  # a stop performs it again (stub)
+        free = [r for r in _SCRATCH_ORDER if not access.is_live(r) and r not in kept]
         if len(free) < 3:
             return False
         first, end, row = free[:3]

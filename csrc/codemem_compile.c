@@ -81,6 +81,7 @@ static const uint8_t NOPS[10][9] = {
     {0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00}, {0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},
 };
 static const uint8_t SITE_DISABLED[5] = {0x0f, 0x1f, 0x44, 0x00, 0x00};
+#define SITE_PAD_PREFIX 0x3E /* frametable.py SITE_PAD_PREFIX: a DS segment override */
 static const int CACHE_REGS[10] = {RSI, RDI, 8, 9, 10, 11, RBX, 12, 13, 14};
 static const int MIRROR_ORDER[10] = {RBX, RSI, RDI, 8, 9, 10, 11, 12, 13, 14};
 
@@ -1294,22 +1295,45 @@ static uint32_t site(cm_cc_module *m)
     return off;
 }
 
+/* compiler.py _carrier_kind: what the carrier that ends the code is; the low byte is its length. */
+enum { SLOT_STORE = 5, SLOT_STORE_RSP = 4, LOCAL_STORE = 4 + 0x100, REGISTER_MOVE = 3 };
+static int carrier_kind(const cm_cc_module *m)
+{
+    const uint8_t *e = m->code.p + m->code.n;
+    if (e[-1] == 0x24)
+        return SLOT_STORE_RSP;
+    if (e[-2] == 0x24)
+        return SLOT_STORE;
+    if (e[-2] == 0x89 && e[-1] >= 0xC0)
+        return REGISTER_MOVE;
+    return LOCAL_STORE;
+}
+
 /* The site of an INSTRUCTION sequence point (compiler.py _instruction_site
- * and _carrier_site): the carrier store just emitted when it is the last
+ * and _carrier_site): the carrier just emitted when it is the last
  * instruction and no label is bound after it; else a disabled NOP site
- * (site()).  The store may still change: `mov [rsp], r64` becomes its disp8
- * form (disp8 0), and DS prefixes go before a store that would straddle an
- * 8-byte boundary. */
+ * (site()).  The carrier may still change: `mov [rsp], r64` becomes its disp8
+ * form (disp8 0), a local's store gets one DS prefix and a move two (5 bytes
+ * each), and DS prefixes go before a carrier that would straddle an 8-byte
+ * boundary. */
 static uint32_t instruction_site(cm_cc_module *m)
 {
     uint32_t end = HERE(m);
     if (m->carrier_end != (int64_t)end)
         return site(m);
     m->carrier_end = -1;
-    if (m->code.p[end - 1] == 0x24) { /* [rsp]: REX 89 04|r 24 -> REX 89 44|r 24 00 */
+    int kind = carrier_kind(m);
+    if (kind == SLOT_STORE_RSP) { /* [rsp]: REX 89 04|r 24 -> REX 89 44|r 24 00 */
         m->code.p[end - 2] |= 0x40;
         put1(m, 0);
         end++;
+    } else if (kind != SLOT_STORE) {
+        uint32_t length = (uint32_t)kind & 0xFF, own = 5 - length;
+        buf_reserve(&m->code, own, &m->fail);
+        memmove(m->code.p + end - length + own, m->code.p + end - length, length);
+        memset(m->code.p + end - length, SITE_PAD_PREFIX, own);
+        m->code.n += own;
+        end += own;
     }
     uint32_t start = end - 5;
     uint32_t r = PHASE(m, start) & 7;
@@ -1317,7 +1341,7 @@ static uint32_t instruction_site(cm_cc_module *m)
         uint32_t pad = 8 - r;
         buf_reserve(&m->code, pad, &m->fail);
         memmove(m->code.p + start + pad, m->code.p + start, 5);
-        memset(m->code.p + start, 0x3E, pad);
+        memset(m->code.p + start, SITE_PAD_PREFIX, pad);
         m->code.n += pad;
         start += pad;
     }
@@ -1326,16 +1350,20 @@ static uint32_t instruction_site(cm_cc_module *m)
 }
 
 /* compiler.py _store_deferrable: may the carrier store that ends the code (m->carrier_end == HERE) be left
- * out at the point of `op` (CM_CC_DEFERRING) with d values on the stack: the previous sequence point is not
+ * out at the point of `op` (CM_CC_DEFERRING) with d values on the stack: it is a slot store (not a local's
+ * store or a move), the previous sequence point is not
  * after the store's start (else the value is live there too), it stores slot d-1 from the register
  * that mirrors it, and op's code reads that register (unary and local.set: that entry; binary: the first
  * operand is mirrored or gets a free register, so nothing evicts the entry first). */
 static int store_deferrable(cm_cc_module *m, uint32_t op, int64_t d)
 {
+    int kind = carrier_kind(m);
+    if (kind != SLOT_STORE && kind != SLOT_STORE_RSP)
+        return 0;
     uint32_t end = HERE(m);
     const uint8_t *p = m->code.p;
-    uint32_t start = p[end - 1] == 0x24 ? end - 4 : end - 5;
-    int64_t disp = p[end - 1] == 0x24 ? 0 : p[end - 1];
+    uint32_t start = end - (uint32_t)kind;
+    int64_t disp = kind == SLOT_STORE_RSP ? 0 : p[end - 1];
     int reg = (p[start] & 4) << 1 | (p[start + 2] >> 3 & 7);
     if (m->points.p[m->points.n - 1].off > start || disp != 8 * (d - 1) || cache_peek(m, d - 1) != reg)
         return 0;
@@ -1984,13 +2012,21 @@ static void t_local_get(cm_cc_module *m, int64_t d, int64_t index, int local_reg
     }
     mov_mr(m, RSP, (int32_t)slot_disp(d), value);
 }
+/* The last instruction is a carrier where it can be one (compiler.py _build_local_set_reg): the store to a
+ * home within disp8 of rbp (a tee's copy to keep goes first), else a tee's copy to keep. */
 static void t_local_set(cm_cc_module *m, int64_t d, int64_t index, int value, int load, int keep)
 {
+    int32_t home = local_offset(index);
+    int near = home >= -128;
     if (load)
         mov_rm(m, value, RSP, (int32_t)slot_disp(d - 1), 1);
-    mov_mr(m, RBP, local_offset(index), value);
-    if (keep >= 0)
+    if (keep >= 0 && near)
         mov_rr(m, keep, value);
+    mov_mr(m, RBP, home, value);
+    if (keep >= 0 && !near)
+        mov_rr(m, keep, value);
+    if (near || keep >= 0)
+        m->carrier_end = (int64_t)m->code.n;
 }
 static void t_global_get(cm_cc_module *m, int64_t d, int32_t cell, int value)
 {
@@ -3368,16 +3404,26 @@ void cm_cc_pools(cm_cc_module *m, int which, const uint8_t **pool, uint32_t *siz
 /* Patch-site records of the call sites (frametable.py add_call_sites)       */
 /* ------------------------------------------------------------------------ */
 
-/* frametable.py carrier_store: `mov [rsp+disp8], r64`, REX.W(+R) 89 ModRM(mod=01 rm=100) SIB(24) disp8,
- * or a deferred carrier (deferred_carrier_bytes: 0F 1F 44 SIB disp8, SIB base 100, bit 7 clear), with a
- * non-negative disp8 that is a multiple of 8 (an operand-stack slot). */
+/* frametable.py carrier_store: a slot store `mov [rsp+disp8], r64`, REX.W(+R) 89 ModRM(mod=01 rm=100)
+ * SIB(24) disp8, or a deferred carrier (deferred_carrier_bytes: 0F 1F 44 SIB disp8, SIB base 100, bit 7
+ * clear), each with a non-negative disp8 that is a multiple of 8 (an operand-stack slot); a local store
+ * `mov [rbp+disp8], r64` after one DS prefix, 3E REX.W(+R) 89 ModRM(mod=01 rm=101) disp8, with a negative
+ * disp8 that is a multiple of 8 (a local's home); or a move `mov r64, r64` after two DS prefixes,
+ * 3E 3E REX.W(+R+B) 89 ModRM(mod=11), between two registers other than rsp and rbp. */
 static int is_carrier_store(const uint8_t *b)
 {
-    if (b[4] >= 0x80 || (b[4] & 7))
-        return 0;
-    if ((b[0] == 0x48 || b[0] == 0x4C) && b[1] == 0x89 && (b[2] & 0xC7) == 0x44 && b[3] == 0x24)
-        return 1;
-    return b[0] == 0x0F && b[1] == 0x1F && b[2] == 0x44 && (b[3] & 0x87) == 0x04;
+    if (b[4] < 0x80 && !(b[4] & 7)) {
+        if ((b[0] == 0x48 || b[0] == 0x4C) && b[1] == 0x89 && (b[2] & 0xC7) == 0x44 && b[3] == 0x24)
+            return 1;
+        return b[0] == 0x0F && b[1] == 0x1F && b[2] == 0x44 && (b[3] & 0x87) == 0x04;
+    }
+    if (b[0] == SITE_PAD_PREFIX && (b[1] == 0x48 || b[1] == 0x4C) && b[2] == 0x89 && (b[3] & 0xC7) == 0x45)
+        return !(b[4] & 7);
+    if (b[0] == SITE_PAD_PREFIX && b[1] == SITE_PAD_PREFIX && (b[2] & 0xFA) == 0x48 && b[3] == 0x89 && b[4] >= 0xC0) {
+        int source = ((b[2] & 4) << 1) | (b[4] >> 3 & 7), target = ((b[2] & 1) << 3) | (b[4] & 7);
+        return source != target && source != RSP && source != RBP && target != RSP && target != RBP;
+    }
+    return 0;
 }
 
 int cm_call_site_records(const uint32_t *offsets, size_t n, uint32_t target, const uint8_t *code,

@@ -28,7 +28,7 @@ import capstone
 import codemem
 from codemem import CompileError
 from codemem.abi import TRAP_MESSAGES, TrapCode
-from codemem.frametable import MirrorSource, SequencePointKind, deferred_carrier_bytes
+from codemem.frametable import HARDWARE_GPR_NAMES, MirrorSource, SequencePointKind
 from codemem.sitehooks import access_sites
 from codemem.wasm.instructions import Instr
 from codemem.wasm.opcodes import OPCODES, Imm
@@ -272,16 +272,24 @@ class _Printer:
             site = table.site_index(anchor)
             pending_watch = None
             if site is not None:
-                # A carrier site is the store itself (codemem.frametable.CarrierStore),
-                # or a NOP naming the store when it is deferred (deferred_carrier_bytes).
+                # A carrier site is the instruction itself (codemem.frametable.CarrierStore:
+                # a slot store, a local's store or a move), or a NOP naming a slot
+                # store when it is deferred (deferred_carrier_bytes).
                 patch = table.site(site)
-                if patch.carrier is None:
+                carried = patch.carrier
+                if carried is None:
                     carrier = ""
-                elif patch.disable == deferred_carrier_bytes(patch.carrier):
-                    carrier = (f" (a deferred carrier: the store to slot {patch.carrier.slot} it names is left out; "
+                elif patch.deferred:
+                    carrier = (f" (a deferred carrier: the store to slot {carried.slot} it names is left out; "
                                "the call performs it)")
-                else:
+                elif carried.kind == "slot":
                     carrier = " (a carrier store: the call replaces it and performs it)"
+                elif carried.kind == "local":
+                    carrier = (f" (a local carrier: the store to the local at [rbp{carried.disp:+d}]; "
+                               "the call replaces it and performs it)")
+                else:
+                    carrier = (f" (a move carrier: {HARDWARE_GPR_NAMES[carried.target]} = "
+                               f"{HARDWARE_GPR_NAMES[carried.register]}; the call replaces it and performs it)")
                 self.line(f"    ; patch site #{site}{carrier}")
                 access = self._accesses.get(anchor)
                 if access is not None:

@@ -8,6 +8,11 @@ regcache.py, numeric.py) and the debugger contract they must keep.
   re-establish the loop header's entries.
 * Memory 0's base and length live in cache registers (recorded as context
   mirrors) and are reloaded after memory.grow.
+* Carriers (docs/compiler-speed.md): a deferred carrier names a slot store
+  the code leaves out; a local carrier (a local.set's store to a home within
+  disp8 of rbp) and a move carrier (a far local.tee's copy to the local's
+  mirror) are the site; a stop at any of them performs it, and a debugger's
+  write at the stop wins.
 """
 from __future__ import annotations
 
@@ -19,10 +24,11 @@ import wasmtime
 
 import codemem
 from stepkit import GPR_INDEX, INSTRUCTION, check_mirrors, debug_instance, step_everything, u64
-from codemem.frametable import SITE_DISABLED, CarrierStore, FrameTable, carrier_store, deferred_carrier_bytes
+from codemem.frametable import (RBP_REGISTER, SITE_DISABLED, CarrierStore, FrameTable, carrier_bytes,
+                                carrier_store, deferred_carrier_bytes)
 from codemem.native import ffi
 from codemem.wasm.decoder import decode_module
-from codemem.x64.compiler import compile_module
+from codemem.x64.compiler import compile_module, local_offset
 
 
 def _f32_bits(value: float) -> int:
@@ -424,3 +430,143 @@ def test_deferred_carrier_bytes_decode_for_every_cache_register_and_slot():
             (only,) = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64).disasm(raw, 0)
             assert only.mnemonic == "nop" and only.size == 5
     assert deferred_carrier_bytes(CarrierStore(10, 8)) == bytes.fromhex("0f1f445408")
+
+
+LOCAL_CARRIER = """
+(module
+  (func (export "f") (param i32) (result i32) (local i32)
+    local.get 0
+    i32.const 3
+    i32.mul
+    local.set 1
+    local.get 1
+    i32.const 1
+    i32.add))
+"""
+#: Local 8 is past disp8 of rbp (locals 0-6 are within it): its tee's copy to
+#: the local's mirror register is the carrier.
+MOVE_CARRIER = """
+(module
+  (func (export "f") (param i32) (result i32) (local i32 i32 i32 i32 i32 i32 i32 i32)
+    local.get 0
+    i32.const 3
+    i32.mul
+    local.tee 8
+    local.get 8
+    i32.add))
+"""
+_LOCAL_GET = 0x20
+
+
+def _sites_of_kind(wat: str, kind: str) -> list:
+    cm = compile_module(decode_module(wasmtime.wat2wasm(wat)), debug=True)
+    table = FrameTable(cm.frame_table)
+    return [table.site(k) for k in range(table.num_sites)
+            if table.site(k).carrier is not None and table.site(k).carrier.kind == kind]
+
+
+def test_a_local_set_to_a_near_home_is_the_next_points_site():
+    (site,) = _sites_of_kind(LOCAL_CARRIER, "local")
+    assert site.carrier == CarrierStore(site.carrier.register, local_offset(1), RBP_REGISTER)
+    assert site.disable[0] == 0x3E and site.disable[2] == 0x89  # ds mov [rbp+disp8], r64
+    # Without debugging: the same store without its DS prefix, no NOP instead.
+    cm = compile_module(decode_module(wasmtime.wat2wasm(LOCAL_CARRIER)), debug=False)
+    assert site.disable[1:] in cm.code and site.disable not in cm.code
+
+
+def test_a_stop_at_a_local_carrier_finds_the_local_stored():
+    (site,) = _sites_of_kind(LOCAL_CARRIER, "local")
+    seen = []
+    store, instance = debug_instance(wasmtime.wat2wasm(LOCAL_CARRIER))
+
+    def on_stop(point, regfile, func):
+        if point.native_offset == site.offset:
+            home = instance.store_code.frame_table.locals(func)[1].frame_offset
+            seen.append(u64(regfile.gpr[GPR_INDEX["rbp"]] + home))
+            check_mirrors(instance, point, regfile, func)
+
+    step_everything(store, instance, on_stop)
+    assert instance.exports["f"](5) == 16
+    store.close()
+    assert seen == [15]  # the call replaced the store; the prelude performed it
+
+
+def test_a_debugger_write_to_the_local_at_its_carrier_wins():
+    home = lambda point, func: local_offset(1)  # noqa: E731
+    # The second local.get's stop (local.get 1) is the carrier site.
+    assert _write_at_stop(LOCAL_CARRIER, _LOCAL_GET, 1, home, 100, reload=True, args=(5,)) == 101
+
+
+def test_a_far_local_tee_copy_to_its_mirror_is_the_next_points_site():
+    (site,) = _sites_of_kind(MOVE_CARRIER, "move")
+    carried = site.carrier
+    assert site.disable[:2] == b"\x3e\x3e" and carried.target not in (carried.register, 4, 5)
+    assert not _sites_of_kind(MOVE_CARRIER, "local")  # local 8's home is beyond disp8
+    seen = []
+    store, instance = debug_instance(wasmtime.wat2wasm(MOVE_CARRIER))
+
+    def on_stop(point, regfile, func):
+        if point.native_offset == site.offset:
+            home = instance.store_code.frame_table.locals(func)[8].frame_offset
+            # The frame table says the move's target mirrors local 8 here, and
+            # the prelude made it so in the regfile the resume loads.
+            assert (GPR_NAMES[carried.target], home) in point.mirrors
+            seen.append(regfile.gpr[GPR_INDEX[GPR_NAMES[carried.target]]])
+            check_mirrors(instance, point, regfile, func)
+
+    step_everything(store, instance, on_stop)
+    assert instance.exports["f"](5) == 30
+    store.close()
+    assert seen == [15]
+
+
+def test_a_debugger_write_to_the_local_at_a_move_carrier_wins():
+    home = lambda point, func: local_offset(8)  # noqa: E731
+    # local.get 8 reads the mirror the move loaded, reloaded from the home on resume.
+    assert _write_at_stop(MOVE_CARRIER, _LOCAL_GET, 1, home, 100, reload=True, args=(5,)) == 115
+
+
+def test_locals_0_to_6_get_local_carriers_and_7_does_not():
+    sets = "".join(f"local.get 0 i32.const {k} i32.add local.set {k + 1} " for k in range(8))
+    wat = f'(module (func (export "f") (param i32) (result i32) (local {"i32 " * 8}) {sets} local.get 8))'
+    homes = sorted(site.carrier.disp for site in _sites_of_kind(wat, "local"))
+    assert homes == sorted(local_offset(k) for k in range(1, 7))  # local 7's home is at rbp-136
+    assert local_offset(6) >= -128 > local_offset(7)
+    for debug in (False, True):
+        engine = codemem.Engine(debug=debug)
+        store = codemem.Store(engine)
+        assert codemem.Instance(store, codemem.Module(engine, wasmtime.wat2wasm(wat)), []).exports["f"](1) == 8
+        store.close()
+
+
+GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", *(f"r{k}" for k in range(8, 16)))
+
+
+def test_local_and_move_carrier_bytes_decode_for_every_register_and_home():
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    for register in range(16):
+        if register in (4, 5):
+            continue
+        for disp in range(-128, 0, 8):
+            carried = CarrierStore(register, disp, RBP_REGISTER)
+            raw = carrier_bytes(carried)
+            assert carrier_store(raw) == carried and carried.kind == "local" and carried.slot is None
+            (only,) = md.disasm(raw, 0)
+            shown = f"{-disp:#x}" if -disp > 9 else str(-disp)  # capstone writes 8, 0x10
+            assert (only.mnemonic, only.op_str) == ("mov", f"qword ptr ds:[rbp - {shown}], {GPR_NAMES[register]}")
+        for target in range(16):
+            if target in (4, 5, register):
+                continue
+            carried = CarrierStore(register, 0, None, target)
+            raw = carrier_bytes(carried)
+            assert carrier_store(raw) == carried and carried.kind == "move"
+            (only,) = md.disasm(raw, 0)
+            assert (only.mnemonic, only.op_str, only.size) == ("mov", f"{GPR_NAMES[target]}, {GPR_NAMES[register]}", 5)
+    # Not carriers: a home that is no multiple of 8, rsp or rbp as a move's
+    # source or target (a stop cannot replay those), and a move to itself.
+    assert carrier_store(bytes.fromhex("3e48897d84")) is None
+    assert carrier_store(bytes.fromhex("3e3e4889e7")) is None  # mov rdi, rsp
+    assert carrier_store(bytes.fromhex("3e3e4889ef")) is None  # mov rdi, rbp
+    assert carrier_store(bytes.fromhex("3e3e4889ff")) is None  # mov rdi, rdi
+    assert carrier_store(bytes.fromhex("3e48897d80")) == CarrierStore(7, -128, RBP_REGISTER)
+    assert carrier_store(bytes.fromhex("3e3e4d89c3")) == CarrierStore(8, 0, None, 11)  # mov r11, r8

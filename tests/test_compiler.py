@@ -30,7 +30,7 @@ from codemem.frametable import (
     FrameTable,
     SequencePointKind,
     carrier_store,
-    deferred_carrier_bytes,
+    is_deferred_carrier,
 )
 from codemem.wasm.decoder import decode_module
 from codemem.wasm.types import ValType
@@ -151,7 +151,7 @@ def check_invariants(wasm: bytes, debug: bool):
                 assert disabled == SITE_DISABLED or carrier_store(disabled) is not None
                 assert code[address:site_at] == bytes([SITE_PAD_PREFIX]) * (site_at - address)
                 # A deferred carrier (frametable.deferred_carrier_bytes) is a NOP too.
-                stays_nop = disabled == SITE_DISABLED or disabled == deferred_carrier_bytes(carrier_store(disabled))
+                stays_nop = disabled == SITE_DISABLED or is_deferred_carrier(disabled)
                 assert site_at - address <= 4 and mnemonic == ("nop" if stays_nop else "mov"), \
                     (hex(address), mnemonic)
                 boundaries_native.add(site_at)

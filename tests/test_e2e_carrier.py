@@ -3,7 +3,8 @@
 A carrier site's disabled bytes are the store of the previous instruction's
 result to its operand-stack slot (``mov [rsp+disp8], r64``), or a NOP naming
 that store where the store is deferred (the next instruction consumes the
-value from its register: frametable.deferred_carrier_bytes); enabled, the
+value from its register: frametable.deferred_carrier_bytes), or a
+local.set's store to the local's home (``ds mov [rbp+disp8], r64``); enabled, the
 site's ``call`` replaces that store, and the breakpoint path performs it
 before the debugger sees the stop (codemem.registry.ModuleRegistry.perform_carrier_store).
 These sessions check, on the clients' output, that at such a stop the slot
@@ -62,25 +63,39 @@ def gdb_mark(name: str) -> str:
     return f"echo =={name}==\\n"
 
 
-@pytest.mark.parametrize("deferred", [False, True], ids=["stored", "deferred"])
-def test_gdb_at_a_carrier_site_sees_the_stored_value_in_its_slot_and_the_store_in_the_code(stub, deferred):
-    """Stopped at the site before it, the slot is overwritten with a poison
-    value; at the carrier site the slot holds the register's value again
-    (the store the breakpoint's call replaced, or the deferred store the
-    site's NOP names, was performed), ``x/5xb $pc`` shows the site's
-    disabled bytes (the patch is hidden), and the guest's result is right."""
+def _carrier_form(disable: bytes) -> str:
+    """"stored" (a slot store), "deferred" (a NOP naming one), "local" (a
+    local.set's store to the local's home) or "move"."""
+    if codemem.frametable.is_deferred_carrier(disable):
+        return "deferred"
+    kind = codemem.frametable.carrier_store(disable).kind
+    return "stored" if kind == "slot" else kind
+
+
+@pytest.mark.parametrize("form", ["stored", "deferred", "local"])
+def test_gdb_at_a_carrier_site_sees_the_stored_value_in_its_slot_and_the_store_in_the_code(stub, form):
+    """Stopped at the site before it, the slot (or, for a local carrier, the
+    local's home) is overwritten with a poison value; at the carrier site it
+    holds the register's value again (the store the breakpoint's call
+    replaced, or the deferred store the site's NOP names, was performed),
+    ``x/5xb $pc`` shows the site's disabled bytes (the patch is hidden), and
+    the guest's result is right."""
     sites, _ = square_carrier_sites()
-    offset, carrier, point, previous, _ = next(
-        site for site in sites if (site[4] == codemem.frametable.deferred_carrier_bytes(site[1])) == deferred)
-    assert point.kind == SequencePointKind.INSTRUCTION and carrier.slot == point.stack_depth - 1
+    offset, carrier, point, previous, _ = next(site for site in sites if _carrier_form(site[4]) == form)
+    assert point.kind == SequencePointKind.INSTRUCTION
+    if form == "local":
+        base = "$rbp"  # the local's home, [rbp + disp] (disp < 0)
+    else:
+        base = "$rsp"
+        assert carrier.slot == point.stack_depth - 1
     register = GPR_NAMES[carrier.register]
     demo = stub()
     run = run_gdb(demo, [
         f"break *((char *) &square + {previous})", f"break *((char *) &square + {offset})",
         "continue", gdb_mark("before"), "p/x $pc",
-        f"set var *(unsigned long long *) ($rsp + {carrier.disp}) = {POISON:#x}",
-        f"x/1gx $rsp + {carrier.disp}",
-        "continue", gdb_mark("carrier"), "p/x $pc", f"p/x ${register}", f"x/1gx $rsp + {carrier.disp}",
+        f"set var *(unsigned long long *) ({base} + {carrier.disp}) = {POISON:#x}",
+        f"x/1gx {base} + {carrier.disp}",
+        "continue", gdb_mark("carrier"), "p/x $pc", f"p/x ${register}", f"x/1gx {base} + {carrier.disp}",
         gdb_mark("code"), "x/5xb $pc",
         "delete", gdb_mark("end"), "continue",
     ], before_connect=("set breakpoint always-inserted on",))

@@ -209,3 +209,31 @@ def test_mutated_tables_raise_only_frame_table_error(data):
         read_everything(FrameTable(bytes(table)))
     except FrameTableError:
         pass
+
+
+@pytest.mark.parametrize("raw, valid", [
+    ("3e48897d80", True),    # ds mov [rbp-0x80], rdi: a local carrier (local 6's home)
+    ("3e4c8975b8", True),    # ds mov [rbp-0x48], r14
+    ("3e3e4d89c3", True),    # ds ds mov r11, r8: a move carrier
+    ("3e3e4889c7", True),    # ds ds mov rdi, rax
+    ("3e48897d84", False),   # [rbp-0x7c]: no home (homes are 8 bytes)
+    ("3e48897d08", False),   # [rbp+8]: above the frame, no home
+    ("3e3e4889e7", False),   # mov rdi, rsp: a stop cannot replay rsp
+    ("3e3e4889ef", False),   # mov rdi, rbp
+    ("3e3e4889ff", False),   # mov rdi, rdi
+    ("48897d8000", False),   # no DS prefix: a 4-byte store and a stray byte
+    ("3e3e3e89c7", False),   # no REX.W: a 32-bit move
+])
+def test_call_site_records_take_local_and_move_carriers_as_python_decodes_them(raw, valid):
+    """C's is_carrier_store (cm_call_site_records) and frametable.carrier_store agree."""
+    code = bytearray(b"\xcc" * 0x10)
+    code[0x08:0x0D] = bytes.fromhex(raw)
+    assert (carrier_store(bytes.fromhex(raw)) is not None) is valid
+    if valid:
+        b = FrameTableBuilder(debug=True)
+        b.code_size = len(code)
+        b.add_call_sites([0x08], 0x30, code)
+        assert FrameTable(b.build()).site(0).carrier == carrier_store(bytes.fromhex(raw))
+    else:
+        with pytest.raises(AssertionError, match="neither"):
+            FrameTableBuilder(debug=True).add_call_sites([0x08], 0x30, code)

@@ -19,7 +19,10 @@ For every function of every ``examples/build/*.wasm``, debug on and off:
   (codemem.frametable.carrier_store): one ``mov qword ptr [rsp + d], reg``
   (after its DS prefixes) at such a boundary, at an INSTRUCTION point whose
   top operand-stack slot is the one it stores (``d / 8 == depth - 1``); the
-  function's first byte is a (NOP) site;
+  function's first byte is a (NOP) site; or a *local carrier* (``ds mov
+  qword ptr [rbp - d], reg``) or a *move carrier* (``ds ds mov r, r``) right
+  after a ``local.set``/``local.tee``'s point, whose destination is that
+  local's home (LocalSlot) or a register that mirrors it at the site's point;
 * every sequence point's wasm offset is an instruction boundary of that
   function per wasm-objdump;
 * every native ``call`` (except the trap veneer, which never returns, and
@@ -40,7 +43,7 @@ import pytest
 
 import codemem
 from codemem.abi import VMCTX_LIBCALL_CTX
-from codemem.frametable import SITE_DISABLED, SITE_SIZE, SequencePointKind, carrier_store, deferred_carrier_bytes
+from codemem.frametable import SITE_DISABLED, SITE_SIZE, SequencePointKind, carrier_store
 from codemem.wasm.opcodes import OP_BY_NAME
 from codemem.x64.compiler import _DEFERRING
 
@@ -68,6 +71,18 @@ def objdump_instructions(path: Path) -> dict[int, dict[int, str]]:
     return functions
 
 
+def _leb_u32(data: bytes, at: int) -> int:
+    """The unsigned LEB128 at ``data[at:]`` (a local.set's local index)."""
+    value = shift = 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value
+        at += 1
+        shift += 7
+
+
 def test_every_example_is_swept():
     assert len(EXAMPLES) >= 10
 
@@ -90,7 +105,8 @@ def test_sweep(path: Path, debug: bool):
         if not debug:
             assert sites == []
         swept_sites = set()
-        carriers = deferred = 0
+        carriers = deferred = local_carriers = move_carriers = 0
+        wasm = path.read_bytes()
         trap_veneer = table.header.trap_veneer
         assert table.num_functions == len(module.info.codes)
         for func in table.functions():
@@ -112,6 +128,8 @@ def test_sweep(path: Path, debug: bool):
                 assert point.native_offset in native_boundaries or point.native_offset == func.native_end
             return_points = {p.native_offset: p for p in points if p.kind == SequencePointKind.RETURN_POINT}
             points_at = {p.native_offset: p for p in points}
+            point_before = {p.native_offset: q for q, p in zip(points, points[1:])}
+            homes = [slot.frame_offset for slot in table.locals(func)]
 
             # codemem.abi "Function layout": push rbp; mov rbp, rsp, then
             # the ENTRY point (its site in debug code).
@@ -133,7 +151,35 @@ def test_sweep(path: Path, debug: bool):
                         assert mnemonic == "nop" and code[address:site] == b"\x3e" * (site - address), \
                             f"{where}: site {site:#x} is in {mnemonic} at {address:#x}"
                         assert record.disable == SITE_DISABLED
-                    elif record.disable == deferred_carrier_bytes(carried):
+                    elif carried.kind != "slot":
+                        # A local carrier (the store to a local's home) or a move
+                        # carrier (the copy to the register that mirrors it): the
+                        # last instruction of the local.set/local.tee at the
+                        # point before, with its own DS prefixes.
+                        point = points_at[site]
+                        before = point_before[site]
+                        setter = boundaries[before.wasm_offset]
+                        assert setter in ("local.set", "local.tee"), f"{where}: carrier {site:#x} after {setter}"
+                        home = homes[_leb_u32(wasm, before.wasm_offset + 1)]
+                        assert mnemonic == "mov" and set(code[address:site]) <= {0x3E} and site - address <= 4, \
+                            f"{where}: carrier site {site:#x} is in {mnemonic}"
+                        assert point.kind == SequencePointKind.INSTRUCTION, f"{where}: carrier site {site:#x}"
+                        if carried.kind == "local":
+                            # capstone: "qword ptr ds:[rbp - 0x58], rdi"
+                            shown = re.fullmatch(r"qword ptr ds:\[rbp - (\w+)\], (\w+)", operands)
+                            assert shown and -int(shown.group(1), 0) == carried.disp == home \
+                                and shown.group(2) == _GPR_NAMES[carried.register], (where, operands, home)
+                            assert any(offset == home for _, offset in point.mirrors) or setter == "local.tee", \
+                                f"{where}: no register mirrors the local stored at {site:#x}"
+                            local_carriers += 1
+                        else:
+                            assert setter == "local.tee", f"{where}: move carrier {site:#x} after {setter}"
+                            assert operands == f"{_GPR_NAMES[carried.target]}, {_GPR_NAMES[carried.register]}"
+                            assert (_GPR_NAMES[carried.target], home) in point.mirrors, \
+                                f"{where}: the move carrier {site:#x} does not load the local's mirror"
+                            move_carriers += 1
+                        carriers += 1
+                    elif record.deferred:
                         # A deferred carrier: a NOP standing for the store, which
                         # only a stop performs.  Sound only where the instruction
                         # at the point reads the value from the register that
@@ -182,6 +228,9 @@ def test_sweep(path: Path, debug: bool):
             # example has carrier sites (docs/compiler-speed.md).
             assert carriers > 0, f"{path.name}: no carrier-store site"
             assert deferred > 0, f"{path.name}: no deferred carrier"
+            assert local_carriers > 0, f"{path.name}: no local carrier"
+            if path.name == "bench_loop.O2.wasm":  # far locals tee'd into a mirror (docs/compiler-speed.md)
+                assert move_carriers > 0, f"{path.name}: no move carrier"
     finally:
         store.close()
         engine_code.close()

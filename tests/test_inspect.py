@@ -20,7 +20,8 @@ DEMO_O2 = ROOT / "examples" / "build" / "demo.O2.wasm"
 
 LINE_RE = re.compile(r"^\s+0x([0-9a-f]+):  ((?:[0-9a-f]{2} )*[0-9a-f]{2})\s+(\S.*)$")
 SEQ_RE = re.compile(r"^\s+; wasm @0x([0-9a-f]+)  (.+)  \[(instruction|return point|entry), depth (\d+)(?::[ a-z0-9]+)?\]$")
-SITE_RE = re.compile(r"^\s+; patch site #(\d+)(?: \(a (?:carrier store|deferred carrier): [^)]*\))?$")
+SITE_RE = re.compile(r"^\s+; patch site #(\d+)(?: \(a (?:carrier store|deferred carrier|local carrier|move carrier): "
+                     r"[^)]*\))?$")
 
 
 def inspect(path, func=None):
@@ -48,7 +49,7 @@ def test_square_sites_before_every_wasm_instruction():
     points = table.sequence_points(record)
     seq_lines = [k for k, line in enumerate(lines) if SEQ_RE.match(line)]
     assert len(seq_lines) == len(points) > 10
-    carriers = deferred = 0
+    carriers = deferred = locals_ = 0
     for k, point in zip(seq_lines, points):
         m = SEQ_RE.match(lines[k])
         assert int(m.group(1), 16) == point.wasm_offset
@@ -65,6 +66,13 @@ def test_square_sites_before_every_wasm_instruction():
         if disabled == SITE_DISABLED:
             assert insn.group(2) == "3e " * pad + "0f 1f 44 00 00"
             assert insn.group(3) == ("nop dword ptr ds:[rax + rax]" if pad else "nop dword ptr [rax + rax]")
+        elif carrier_store(disabled).kind == "local":  # the store of a local.set/tee: one own DS prefix
+            carrier = carrier_store(disabled)
+            assert any(slot.frame_offset == carrier.disp for slot in table.locals(record))
+            assert insn.group(2) == "3e " * pad + disabled.hex(" ")
+            assert f"(a local carrier: the store to the local at [rbp{carrier.disp:+d}]" in lines[k + 1]
+            assert insn.group(3).startswith(f"mov qword ptr ds:[rbp - {-carrier.disp:#x}]")
+            locals_ += 1
         else:  # a carrier: the site is the store of the previous instruction's result, or names it
             carrier = carrier_store(disabled)
             assert carrier is not None and carrier.slot == point.stack_depth - 1
@@ -82,7 +90,7 @@ def test_square_sites_before_every_wasm_instruction():
     for name in ("global.get 0", "local.get 0", "i32.mul", "i32.store offset=12 align=4", "return", "end"):
         assert name in texts, name
     assert texts[0] == "(function entry)"
-    assert carriers > deferred > 0
+    assert carriers > deferred > 0 and locals_ > 0
 
 
 def test_square_header():

@@ -307,6 +307,78 @@ def test_every_form_of_an_access_check_at_a_carrier_site_performs_the_store_befo
     store.close()
 
 
+#: The load's site carries local 2's store (a near local.set); the call after
+#: it clears the register cache, so ``local.get 2`` reads the home: the result
+#: is $v only if whoever took the site's call stored it.
+LOCAL_CARRIER_LOAD_WAT = """(module (memory (export "memory") 1)
+  (func $id (param i32) (result i32) local.get 0)
+  (func (export "f") (param $p i32) (param $v i32) (result i32) (local i32)
+    local.get $p
+    local.get $v
+    local.set 2
+    i32.load
+    i32.const 0
+    call $id
+    drop
+    local.get 2
+    i32.add))"""
+#: The load's site carries a far local.tee's copy to local 9's mirror, which
+#: ``local.get 9`` reads: the result is mem[$v] + $v only if the copy was made.
+MOVE_CARRIER_LOAD_WAT = """(module (memory (export "memory") 1)
+  (func (export "f") (param $p i32) (param $v i32) (result i32) (local i32 i32 i32 i32 i32 i32 i32 i32)
+    local.get $v
+    local.tee 9
+    i32.load
+    local.get 9
+    i32.add))"""
+
+
+@pytest.mark.parametrize("form", ["stub", "standalone", "generic"])
+@pytest.mark.parametrize("kind", ["local", "move"])
+def test_every_form_of_an_access_check_at_a_local_or_move_carrier_performs_it(kind, form):
+    """At a local or move carrier (codemem.frametable.CarrierStore) the
+    site's call replaced a local.set's store to the local's home or a tee's
+    copy to the local's mirror: each veneer form performs it first, so the
+    guest computes its result whether the check falls through or hits."""
+    import wasmtime
+
+    from codemem.sitehooks import carrier_store_bytes, hook_area_for
+
+    wat = LOCAL_CARRIER_LOAD_WAT if kind == "local" else MOVE_CARRIER_LOAD_WAT
+    engine = codemem.Engine(debug=True)
+    store = codemem.Store(engine)
+    instance = codemem.Instance(store, codemem.Module(engine, bytes(wasmtime.wat2wasm(wat))), [])
+    code = instance.store_code
+    access = next(a for a in access_sites(code.engine_code, instance.module.wasm).values() if a.reads)
+    site = code.base + access.native_offset
+    carrier = code.carrier_store_at(site)
+    assert carrier is not None and carrier.kind == kind, "the load's site is no longer that carrier (codegen changed)"
+    check = access_check_in_form(access, form)
+    area = hook_area_for(code)
+    area.set_watches([(0x104, 0x108, sitehooks.WATCH_READ)], instance.memories[0].definition_address)
+    stops = []
+    store.debug_handler = lambda kind, c, regfile, vmctx: stops.append(area.take_hit())
+    moved = area.build(site, [check], compact_ok=True)
+    address, size = area.veneers[site]
+    performed = carrier_store_bytes(carrier)  # mov [rbp+disp], reg / mov target, reg
+    assert bytes(ffi.buffer(ffi.cast("char *", address), len(performed))) == performed
+    with store.registry.patch_edit() as edit:
+        for pc, where in moved.items():
+            edit.redirect_site(code, pc, where)
+    f = instance.exports["f"]
+    memory = instance.memories[0]
+    ffi.cast("uint32_t *", memory.base + 0x200)[0] = 1000
+    ffi.cast("uint32_t *", memory.base + 0x104)[0] = 2000
+    if kind == "local":
+        assert f(0x200, 5) == 1005 and not stops  # falls through: the veneer's store alone
+        assert f(0x104, 7) == 2007 and len(stops) == 1  # a hit: the veneer's and the prelude's
+    else:
+        assert f(0, 0x200) == 1000 + 0x200 and not stops
+        assert f(0, 0x104) == 2000 + 0x104 and len(stops) == 1
+    assert stops[0][:4] == (sitehooks.HIT_ACCESS, 0, 0x104, 4)
+    store.close()
+
+
 def test_a_full_hook_arena_is_compacted_while_the_guest_is_stopped(monkeypatch):
     """New veneers go to fresh bytes; when the arena is full, a build that is
     allowed to compact (the guest is stopped) rebuilds every live veneer from

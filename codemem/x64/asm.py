@@ -357,7 +357,9 @@ class Assembler:
         #: Where the last *carrier store* ends: a 64-bit register store to an
         #: operand-stack slot, ``mov [rsp+disp8], r64`` with 0 < disp8 < 128 a
         #: multiple of 8 (5 bytes, codemem.frametable.carrier_store) or ``mov [rsp], r64``
-        #: (4 bytes, whose disp8 form is 5); -1 after a label is bound (a
+        #: (4 bytes, whose disp8 form is 5); or, set by the compiler's
+        #: local.set template, a local's store ``mov [rbp+disp8], r64`` (4
+        #: bytes) or a ``mov r64, r64`` (3); -1 after a label is bound (a
         #: branch there would skip a site made of that store).  While it
         #: equals :attr:`offset` the store is the last instruction and may be
         #: the next sequence point's patch site (compiler.py _instruction_site).

@@ -90,6 +90,7 @@ from ..abi import (
 from ..errors import CompileError
 from ..frametable import (
     SITE_DISABLED,
+    SITE_PAD_PREFIX,  # a DS segment override: changes nothing for ``nopl``, ``call rel32`` or a ``mov``
     SITE_SIZE,
     carrier_store,
     deferred_carrier_bytes,
@@ -472,9 +473,26 @@ def _new_mirror_list(memo: tuple[dict, list], builder: FrameTableBuilder, frame_
 _CACHE_REGISTER_NUMBERS = tuple(sorted(int(reg) for reg in CACHE_REGISTERS))
 
 
-#: The prefix that pads a patch site: a DS segment override, which changes
-#: nothing for ``nopl`` (its operand is never accessed) nor for ``call rel32``.
-SITE_PAD_PREFIX = 0x3E
+#: _carrier_kind's answers: the carrier's length in bytes as compiled.
+_SLOT_STORE, _SLOT_STORE_RSP, _LOCAL_STORE, _REGISTER_MOVE = 5, 4, 4 + 0x100, 3
+
+
+def _carrier_kind(code: bytearray) -> int:
+    """What the carrier that ends ``code`` (Assembler.carrier_end) is:
+    _SLOT_STORE ``mov [rsp+disp8], r64`` (its disp8 is 0..120: the SIB byte 24
+    is second to last), _SLOT_STORE_RSP ``mov [rsp], r64`` (SIB 24 last),
+    _REGISTER_MOVE ``REX 89 ModRM(mod=11)``, or _LOCAL_STORE ``REX 89
+    ModRM(mod=01 rm=101) disp8`` (its disp8 is negative, 0x80..0xF8: never
+    24 nor a mod=11 ModRM).  The low byte of the answer is its length."""
+    last = code[-1]
+    if last == 0x24:
+        return _SLOT_STORE_RSP
+    if code[-2] == 0x24:
+        return _SLOT_STORE
+    if code[-2] == 0x89 and last >= 0xC0:
+        return _REGISTER_MOVE
+    assert code[-3] == 0x89 and code[-2] & 0xC7 == 0x45 and last >= 0x80, "not a carrier"
+    return _LOCAL_STORE
 
 
 def _site_bytes(r: int) -> bytes:
@@ -835,26 +853,35 @@ class _ModuleCompiler:
         return self._site()
 
     def _carrier_site(self) -> int:
-        """Makes the carrier store that ends the code (Assembler.carrier_end)
-        the patch site, and returns its offset.  The store is the last
+        """Makes the carrier that ends the code (Assembler.carrier_end) the
+        patch site, and returns its offset.  The carrier is the last
         instruction, so its bytes may still change (nothing refers to them or
         to anything after them):
 
         * ``mov [rsp], r64`` (4 bytes, ModRM mod=00) becomes its disp8 form
           with a disp8 of 0 (5 bytes): ``REX 89 04|r 24`` -> ``REX 89 44|r 24 00``;
-        * a store starting at 4-7 mod 8 would straddle an 8-byte boundary:
+        * a local's store ``mov [rbp+disp8], r64`` (4 bytes) gets one DS
+          prefix, a ``mov r64, r64`` (3 bytes) two: 5 bytes each
+          (frametable.CarrierStore);
+        * a carrier starting at 4-7 mod 8 would straddle an 8-byte boundary:
           DS prefixes go before it, as before a NOP site (_site_bytes), so the
-          5 bytes of the store proper start on a valid site offset and the
+          5 bytes of the carrier proper start on a valid site offset and the
           prefixes stay part of its instruction, enabled (``3e .. e8 rel32``)
           or not."""
         asm = self.asm
         code = asm.code
         end = len(code)
         asm.carrier_end = -1
-        if code[end - 1] == 0x24:  # [rsp]: the SIB byte ends it (a slot disp8 is never 0x24)
+        kind = _carrier_kind(code)
+        if kind == _SLOT_STORE_RSP:  # [rsp]: the SIB byte ends it
             code[end - 2] |= 0x40
             code.append(0)
             end += 1
+        elif kind != _SLOT_STORE:
+            length = kind & 0xFF
+            own = SITE_SIZE - length  # the local store's or move's own DS prefixes
+            code[end - length:end - length] = bytes([SITE_PAD_PREFIX]) * own
+            end += own
         start = end - SITE_SIZE
         r = start & 7
         if r > 8 - SITE_SIZE:
@@ -867,7 +894,8 @@ class _ModuleCompiler:
         """Whether the carrier store that ends the code (Assembler.carrier_end)
         may become a deferred carrier (:meth:`_defer_carrier_store`) at the
         point of ``op`` (one of _DEFERRING) with ``d`` values on the stack:
-        the previous sequence point (at ``last_point``) is not after the
+        it is a slot store (not a local's store or a move), the previous
+        sequence point (at ``last_point``) is not after the
         store's start (else the value is on the stack there too: an
         instruction between them emitted no code, and no site without
         debugging), it stores slot d-1 from the register that mirrors it, and ``op``'s
@@ -876,9 +904,12 @@ class _ModuleCompiler:
         operand is mirrored or gets a free register, so nothing evicts the
         entry first)."""
         code = self.asm.code
+        kind = _carrier_kind(code)
+        if kind != _SLOT_STORE and kind != _SLOT_STORE_RSP:
+            return False
         end = len(code)
-        start = end - 4 if code[end - 1] == 0x24 else end - 5
-        disp = 0 if code[end - 1] == 0x24 else code[end - 1]
+        start = end - kind
+        disp = 0 if kind == _SLOT_STORE_RSP else code[end - 1]
         register = (code[start] & 4) << 1 | (code[start + 2] >> 3 & 7)
         cache = self.cache
         if last_point > start or disp != 8 * (d - 1) or cache.peek(d - 1) != register:
@@ -899,7 +930,7 @@ class _ModuleCompiler:
             asm.code[start:start + SITE_SIZE] = deferred_carrier_bytes(store)
             return start
         code = asm.code
-        del code[len(code) - (4 if code[-1] == 0x24 else 5):]
+        del code[len(code) - _carrier_kind(code):]
         asm.carrier_end = -1
         return len(code)
 
@@ -1941,11 +1972,23 @@ def _build_local_get_reg(a: TemplateAssembler, d: int, index: int, local_reg, va
 
 
 def _build_local_set_reg(a: TemplateAssembler, d: int, index: int, value: Reg, load: bool, keep) -> None:
+    """local.set/local.tee of ``value`` (loaded from slot d-1 first when
+    ``load``); ``keep``: a tee's free register that will mirror the local.
+    The last instruction is a carrier for the next point's site where it can
+    be one (frametable.CarrierStore, docs/compiler-speed.md "Local and move
+    carriers"): the store to a home within disp8 of rbp (a tee's copy to
+    ``keep`` goes first), else a tee's copy to ``keep``."""
     if load:
         a.mov(value, slot(d - 1), 64)
-    a.mov(Mem(RBP, local_offset(index)), value, 64)
-    if keep is not None:
+    home = local_offset(index)
+    near = home >= -128
+    if keep is not None and near:
         a.mov(keep, value, 64)
+    a.mov(Mem(RBP, home), value, 64)
+    if keep is not None and not near:
+        a.mov(keep, value, 64)
+    if near or keep is not None:
+        a.carrier_end = len(a.code)
 
 
 def _build_store_slot(a: TemplateAssembler, d: int, value: Reg) -> None:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import capstone  # noqa: E402
 
 from _common import cpu_model  # noqa: E402
-from codemem.frametable import FrameTable, deferred_carrier_bytes  # noqa: E402
+from codemem.frametable import FrameTable  # noqa: E402
 from codemem.wasm.decoder import decode_module  # noqa: E402
 from codemem.x64.compiler import compile_module  # noqa: E402
 
@@ -94,7 +94,7 @@ def analyse(wasm: bytes, export: str, debug: bool) -> dict:
 def is_deferred(site) -> bool:
     """Whether ``site`` (a PatchSite) is a deferred carrier: a NOP standing for
     a store that is in neither mode's code (frametable.deferred_carrier_bytes)."""
-    return site.carrier is not None and site.disable == deferred_carrier_bytes(site.carrier)
+    return site.deferred
 
 
 def loop_nops(body, site_offsets: list[int]) -> tuple[int, int, int]:
@@ -102,9 +102,10 @@ def loop_nops(body, site_offsets: list[int]) -> tuple[int, int, int]:
     (capstone ``disasm_lite`` tuples) are patch sites (the instruction holds
     a site offset: a site's DS prefixes come before it), how many other NOPs
     there are (branch and loop alignment, return-site padding), and how many
-    of the sites are carrier stores (a site that is the store of the previous
-    instruction's result, not a NOP: docs/compiler-speed.md; it is in the
-    code without debugging too).  Together with the instruction counts they
+    of the sites are carriers (a site that is the previous instruction's last
+    one, not a NOP: the store of its result to its slot, a local.set's store
+    to the local's home, a tee's copy to the local's mirror;
+    docs/compiler-speed.md; it is in the code without debugging too).  Together with the instruction counts they
     say what debugging adds to a loop: ``sites - carriers + padding``."""
     sites = padding = carriers = 0
     for address, size, mnemonic, _ in body:

@@ -19,6 +19,15 @@ Shapes (``--shape``):
   (a NOP naming that store, where the instruction at the point consumes the
   value from its register and cannot trap: the store is left out), else the
   NOP ``0f 1f 44 00 00``, each with DS prefixes so it does not straddle 8 bytes.
+* ``slot_carriers``: no local or move carriers (docs/compiler-speed.md
+  "Local and move carriers"): a NOP site after a ``local.set``/``local.tee``,
+  as before them (the shipped code of the previous step; the tee's copy to
+  its mirror still goes first, which changes no instruction count).
+* ``no_nop_sites`` and ``no_nops``: upper bounds, not debuggable: the NOP
+  sites left out (nothing at those points), and for ``no_nops`` the deferred
+  carriers' NOPs too (the store dropped, as without debugging): what is left
+  of the debug code's cost is the carriers' DS prefixes and where the code
+  lands (a Store's private copy, other offsets).
 * ``stored_carriers``: no deferred carriers (docs/compiler-speed.md "Deferred
   carrier stores"): every carrier-store site is the store itself, as before
   deferral; the shapes below have no deferred carriers either.
@@ -61,7 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_model  # noqa: E402
 from debug_overhead import EXAMPLE, EXPORT, PASSES, ROUNDS, codemem_runner  # noqa: E402
 
-SHAPES = ("shipped", "stored_carriers", "carrier_aligned", "nop_sites", "no_padding", "two_byte")
+SHAPES = ("shipped", "slot_carriers", "no_nop_sites", "no_nops", "stored_carriers", "carrier_aligned", "nop_sites", "no_padding", "two_byte")
 
 
 def _install(shape: str) -> None:
@@ -72,6 +81,42 @@ def _install(shape: str) -> None:
     from codemem.x64 import compiler
 
     if shape == "shipped":
+        return
+    if shape == "slot_carriers":
+        carrier_site = compiler._ModuleCompiler._carrier_site
+
+        def slot_stores_only(self) -> int:
+            if compiler._carrier_kind(self.asm.code) in (compiler._SLOT_STORE, compiler._SLOT_STORE_RSP):
+                return carrier_site(self)
+            self.asm.carrier_end = -1
+            return self._site()
+
+        compiler._ModuleCompiler._carrier_site = slot_stores_only
+        return
+    if shape in ("no_nop_sites", "no_nops"):
+        # Upper bounds, not debuggable: NOP sites emit nothing and no site is
+        # recorded (the carriers stay the instructions they are, prefixes and all).
+        compiler._SITE_BYTES, compiler._SITE_PAD = (b"",) * 8, (0,) * 8
+        compiler._ModuleCompiler._site = lambda self: len(self.asm.code)
+        recorded = []
+
+        def one_record(self, offsets, target, code=None):  # debug code has sites: keep one, unchecked
+            if offsets and not recorded:
+                recorded.append(offsets[0])
+                enable = b"\xe8" + (target - offsets[0] - 5).to_bytes(4, "little", signed=True)
+                self.sites.append((offsets[0], frametable._SITE_STRUCT.pack(offsets[0], enable,
+                                                                            frametable.SITE_DISABLED)))
+
+        frametable.FrameTableBuilder.add_call_sites = one_record
+        frametable.FrameTable._check_site = lambda self, index, offset: None
+        if shape == "no_nops":
+            def drop_store(self) -> int:  # what nodebug does with a deferrable store
+                code = self.asm.code
+                del code[len(code) - compiler._carrier_kind(code):]
+                self.asm.carrier_end = -1
+                return len(code)
+
+            compiler._ModuleCompiler._defer_carrier_store = drop_store
         return
     # Every other shape is one without deferred carriers: each carrier store
     # stays a store (debug code only; the nodebug code timed beside it is the
