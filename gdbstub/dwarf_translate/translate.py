@@ -37,6 +37,8 @@ from __future__ import annotations
 import bisect
 import functools
 import logging
+import operator
+import struct
 from dataclasses import dataclass, field
 
 from elftools.dwarf.dwarf_expr import DWARFExprParser
@@ -165,7 +167,17 @@ def _copy_action(name: str, form: str, number: int) -> tuple[int, int, int]:
 #: How _Translator._encode_attributes writes an attribute (one step per
 #: attribute of an abbreviation, _encoding_steps): the output form's number for
 #: data forms, or one of these.
-_ENCODE_SKIP, _ENCODE_STRING, _ENCODE_REF, _ENCODE_LOCATION, _ENCODE_FLAG, _ENCODE_BLOCK = -1, -2, -3, -4, -5, -6
+_ENCODE_STRING, _ENCODE_LOCATION, _ENCODE_FLAG, _ENCODE_BLOCK = -2, -4, -5, -6
+
+
+#: _encoding_steps' run of fixed-size values: (_ENCODE_RUN, struct, getter of
+#: its values, whether the getter gives one value, ((value index, offset in
+#: the run), ...) of its references).
+_ENCODE_RUN = -7
+#: struct codes of the fixed-size output forms (a unit-local reference is 4
+#: zero bytes, patched by the writer).
+_RUN_CODES = {DW_FORM_data1: "B", DW_FORM_data2: "H", DW_FORM_data4: "I", DW_FORM_data8: "Q"}
+_RUN_SIZES = {"B": 1, "H": 2, "I": 4, "Q": 8, "4x": 4}
 
 
 def _encoding_steps(actions: tuple) -> tuple[tuple, tuple] | None:
@@ -175,28 +187,52 @@ def _encoding_steps(actions: tuple) -> tuple[tuple, tuple] | None:
     and ``DW_AT_location`` expressions; None when one needs more (a frame
     base, a location list, a linkage name, a cross-unit reference, an
     attribute not copied). ``shape`` is the output's (attribute, form) pairs,
-    what the writer's abbreviation is made of."""
+    what the writer's abbreviation is made of; ``steps`` say how
+    _encode_attributes makes the bytes: (step, value index) per attribute of
+    variable size or needing a test, and an _ENCODE_RUN per run of
+    fixed-size data and references (one struct pack each).
+
+    The data forms are the guest's own (a data2 is copied as a data2), so a
+    value always fits its struct code."""
     steps, shape = [], []
-    for kind, number, out_form, _, name, form in actions:
+    run, getters, references = "", [], []
+
+    def end_run():
+        nonlocal run, getters, references
+        if run:
+            steps.append((_ENCODE_RUN, struct.Struct("<" + run), operator.itemgetter(*getters) if getters else None,
+                          len(getters) == 1, tuple(references)))
+        run, getters, references = "", [], []
+
+    for index, (kind, number, out_form, _, name, form) in enumerate(actions):
         if kind == _SKIP:
-            steps.append((_ENCODE_SKIP, number))
             continue
-        if kind == _COPY_DATA:
-            step, out = out_form, out_form
-        elif kind == _COPY_STRING:
-            step, out = _ENCODE_STRING, DW_FORM_string
+        if kind == _COPY_DATA and out_form in _RUN_CODES:
+            code, out = _RUN_CODES[out_form], out_form
+            run += code
+            getters.append(index)
         elif kind == _COPY_REF and form != "DW_FORM_ref_addr":
-            step, out = _ENCODE_REF, DW_FORM_ref4
-        elif kind == _COPY_LOCATION and name == "DW_AT_location" and form == "DW_FORM_exprloc":
-            step, out = _ENCODE_LOCATION, DW_FORM_exprloc
-        elif kind == _COPY_FLAG:
-            step, out = _ENCODE_FLAG, DW_FORM_flag_present
-        elif kind == _COPY_BLOCK:
-            step, out = _ENCODE_BLOCK, DW_FORM_block
+            references.append((index, struct.calcsize("<" + run)))
+            run += "4x"
+            out = DW_FORM_ref4
         else:
-            return None
-        steps.append((step, number))
+            if kind == _COPY_DATA:
+                step, out = out_form, out_form  # sdata, udata
+            elif kind == _COPY_STRING:
+                step, out = _ENCODE_STRING, DW_FORM_string
+            elif kind == _COPY_LOCATION and name == "DW_AT_location" and form == "DW_FORM_exprloc":
+                step, out = _ENCODE_LOCATION, DW_FORM_exprloc
+            elif kind == _COPY_FLAG:
+                step, out = _ENCODE_FLAG, DW_FORM_flag_present
+            elif kind == _COPY_BLOCK:
+                step, out = _ENCODE_BLOCK, DW_FORM_block
+            else:
+                return None
+            if step != _ENCODE_FLAG:  # a flag_present has no bytes: the run goes on
+                end_run()
+            steps.append((step, index))
         shape.append((number, out))
+    end_run()
     return tuple(steps), tuple(shape)
 
 
@@ -1028,47 +1064,48 @@ class _Translator:
         Most DIEs of a unit (variables, parameters' types, members) are copied
         so: no attribute tuples, no second pass over them in the writer."""
         steps, shape = encoding
-        encoded = bytearray()
+        parts = []
+        size = 0
         refs = []
-        cu_offset = self._cu.cu_offset
-        low, high = self._cu_range
-        plain_locations = self._encoded_plain_locations
-        for (step, _), value in zip(steps, die.values):
-            # The most frequent first: a variable is location, name, file, line, type.
-            if step == _ENCODE_LOCATION:
-                expr = plain_locations.get(value)
-                if expr is None:
-                    return False
-                encoded += expr
-            elif step == _ENCODE_STRING:
-                if type(value) is not bytes or not value.isascii():
-                    return False
-                encoded += value
-                encoded.append(0)
-            elif step == DW_FORM_data1:
-                encoded.append(value & 0xFF)
-            elif step == DW_FORM_data2:
-                encoded += (value & 0xFFFF).to_bytes(2, "little")
-            elif step == _ENCODE_REF:
-                target = value + cu_offset
-                if not low <= target < high:
-                    return False
-                refs.append((len(encoded), target))
-                encoded += b"\0\0\0\0"
-            elif step == DW_FORM_data4:
-                encoded += (value & 0xFFFFFFFF).to_bytes(4, "little")
-            elif step == DW_FORM_data8:
-                encoded += (value & (1 << 64) - 1).to_bytes(8, "little")
-            elif step == DW_FORM_sdata:
-                encoded += sleb128(value)
-            elif step == DW_FORM_udata:
-                encoded += uleb128(value)
-            elif step == _ENCODE_FLAG:
-                if not value:
-                    return False
-            elif step == _ENCODE_BLOCK:
-                encoded += uleb128(len(value)) + bytes(value)
-        out.encoded = bytes(encoded)
+        values = die.values
+        for step in steps:
+            kind = step[0]
+            if kind == _ENCODE_RUN:
+                _, packer, getter, single, run_refs = step
+                if run_refs:
+                    cu_offset = self._cu.cu_offset
+                    low, high = self._cu_range
+                    for index, at in run_refs:
+                        target = values[index] + cu_offset
+                        if not low <= target < high:
+                            return False
+                        refs.append((size + at, target))
+                part = packer.pack() if getter is None else \
+                    packer.pack(getter(values)) if single else packer.pack(*getter(values))
+            else:
+                value = values[step[1]]
+                if kind == _ENCODE_LOCATION:
+                    part = self._encoded_plain_locations.get(value)
+                    if part is None:
+                        return False
+                elif kind == _ENCODE_STRING:
+                    if type(value) is not bytes or not value.isascii():
+                        return False
+                    part = value + b"\0"
+                elif kind == _ENCODE_FLAG:
+                    if not value:
+                        return False
+                    continue
+                elif kind == DW_FORM_sdata:
+                    part = sleb128(value)
+                elif kind == DW_FORM_udata:
+                    part = uleb128(value)
+                else:
+                    assert kind == _ENCODE_BLOCK, kind
+                    part = uleb128(len(value)) + bytes(value)
+            parts.append(part)
+            size += len(part)
+        out.encoded = b"".join(parts)
         out.shape = shape
         out_refs = []
         for position, target in refs:
