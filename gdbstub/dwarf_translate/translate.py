@@ -501,6 +501,11 @@ class _Translator:
         self._units: list[tuple[Die, list[tuple[int, int]]]] = []  # (unit DIE, its functions' ranges)
         self._actions: dict[tuple, tuple[int, int, int]] = {}
         self._spec_actions: dict[int, tuple] = {}
+        #: id(specs) -> (tag name, tag, _spec_actions' entry) of the leaves
+        #: _children translates inline: neither subprograms nor scopes (their
+        #: pcs), nor parameters of the function itself (their locations), of
+        #: abbreviations with an encoding (_encoding_steps).
+        self._plain_leaves: dict[int, tuple] = {}
         self._context_free: dict[tuple[bytes, bool], bytes] = {}
         #: DW_AT_location exprloc value -> its translation, for expressions
         #: that are the same in every function and need no padding (_padded).
@@ -697,10 +702,28 @@ class _Translator:
         own = die.tag == "DW_TAG_subprogram" and context.function is not None
         parameters = []
         translate = self._die
+        leaves = self._plain_leaves
+        dies = self._dies
         for child in die.children:
             parameter = own and child.tag == "DW_TAG_formal_parameter"
             if parameter or (own and child.tag == "DW_TAG_unspecified_parameters"):
                 parameters.append(child)
+            elif not child.children:
+                # What _die does with a leaf of a plain kind (a variable, a
+                # member, a type), inline: most DIEs of a unit.
+                leaf = leaves.get(id(child.specs))
+                if leaf is not None and leaf[0] == child.tag:
+                    _, tag, found = leaf
+                    if child.offset in dies:
+                        raise GuestDwarfError(f"two DIEs at .debug_info offset {child.offset:#x}")
+                    translated = dies[child.offset] = Die(tag)
+                    if not self._encode_attributes(child, translated, found[2]):
+                        self._copy_actions(child, translated, context, found[1])
+                    at = found[3]
+                    if at >= 0 and child.values[at][:1] in _ADDRESS_OPS and child.tag == "DW_TAG_variable":
+                        self._data_symbol(child, context)
+                    out.append(translated)
+                    continue
             translated = translate(child, context, own_parameter=parameter)
             if translated is not None:
                 out.append(translated)
@@ -728,12 +751,17 @@ class _Translator:
             self._own_parameter = False
         else:
             self._copy_attributes(die, out, context)
+        found = self._spec_actions[id(die.specs)]
         if name == "DW_TAG_variable":
-            at = self._spec_actions[id(die.specs)][3]
+            at = found[3]
             if at >= 0 and die.values[at][:1] in _ADDRESS_OPS:  # not a local's DW_OP_fbreg, most often
                 self._data_symbol(die, context)
         if die.children or subprogram:  # a leaf has nothing more to translate
             out.children = self._children(die, context)
+        elif found[2] is not None and not own_parameter and name not in _SCOPE_TAGS and \
+                id(die.specs) not in self._plain_leaves:
+            # The next leaf of this abbreviation takes _children's inline path.
+            self._plain_leaves[id(die.specs)] = (name, tag, found)
         if subprogram and context.function is not None:
             self._clip_shared_homes(context.function)
         return out
