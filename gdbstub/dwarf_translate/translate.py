@@ -521,6 +521,7 @@ class _Translator:
         self._es_parameter_templates: dict[tuple[bytes, bytes, bytes], ByPcTemplate | None] = {}
         self._parameter_homes: dict[bytes, tuple[bool, int] | None] = {}  # guest expression -> _parameter_home
         self._param_counts: dict[int, int] = {}  # function position -> its wasm parameter count
+        self._o0_prologues: dict[int, tuple | None] = {}  # function position -> _o0_prologue
         self._entry_locations: dict[int, bytes] = {}  # parameter K -> its argument-array entry's location
         self._unit_context = ExprContext(address_size, self._global_cell, indexed_address=self._indexed_address)
 
@@ -1077,6 +1078,9 @@ class _Translator:
             elif kind == _COPY_LOCATION and name == "DW_AT_location" and form == "DW_FORM_exprloc" and \
                     value in plain_locations and not own_parameter:
                 attributes.append((number, DW_FORM_exprloc, plain_locations[value]))
+            elif kind == _COPY_LOCATION and own_parameter and name == "DW_AT_location" and \
+                    form == "DW_FORM_exprloc" and (by_pc := self._o0_parameter(value, context)) is not None:
+                attributes.append((number, DW_FORM_exprloc, by_pc))
             elif kind != _SKIP:
                 self._copy_value(die, name, form, value, action, out, context)
 
@@ -1315,6 +1319,69 @@ class _Translator:
                 self._function_loclists.setdefault(func.position, []).append((out, len(out.attributes) - 1))
         else:
             out.attributes.append((number, DW_FORM_exprloc, b""))
+
+    def _o0_parameter(self, guest: bytes, context: ExprContext) -> bytes | None:
+        """What _location makes of the function's own parameter located by
+        ``guest`` in clang's -O0 shape, straight from the prologue's stores:
+        a ``DW_OP_fbreg X`` (its translation made already, the same in every
+        function) that a store of parameter local K fills, in a function
+        whose frame base is es; one expression (_parameter_template with es)
+        choosing the argument array before the native prologue's end, local
+        K's slot up to the store and the frame slot from there. None when
+        anything differs from that shape, for _location's general path,
+        which gives the same expression in this shape (tests/test_dwarf_translate.py)."""
+        expr = self._context_free.get((guest, False))
+        if not expr or guest not in self._not_composite:  # _location has not met it yet, or it has pieces
+            return None
+        home = self._home(guest)
+        if home is None or home[0]:
+            return None
+        func = context.function
+        prologue = self._o0_prologues.get(func.position, _MISSING)
+        if prologue is _MISSING:
+            prologue = self._o0_prologues[func.position] = self._o0_prologue(func)
+        if prologue is None:
+            return None
+        first, stores = prologue
+        store = stores.get(home[1])
+        if store is None:
+            return None
+        try:
+            entry = self._entry_locations.get(store.local)
+            if entry is None:
+                entry = self._entry_locations[store.local] = local_location(store.local, self._entry_context(func))
+            in_local = local_location(store.local, context)
+        except UntranslatableExpression:
+            return None
+        points = self.line_mapper.points(func)  # the first point at or after the store (_before_location)
+        after, count, end = 0, len(points), store.end
+        while after < count and points[after][0] < end:
+            after += 1
+        ready = points[after][1] if after < count else func.native_end
+        if not first < ready < func.native_end:
+            return None
+        key = (entry, in_local, expr)
+        template = self._es_parameter_templates.get(key, _MISSING)
+        if template is _MISSING:
+            template = self._es_parameter_templates[key] = self._parameter_template(True, key) \
+                if all(self._is_memory_location(x) for x in key) else None
+        if template is None:
+            return None
+        return patch_addresses(template, (self.code_address + ready,), 4)
+
+    def _o0_prologue(self, func) -> tuple[int, dict[int, ArgumentStore]] | None:
+        """(first INSTRUCTION point, the prologue's argument stores) of
+        ``func`` for _o0_parameter; None when its parameters cannot take that
+        path (no native prologue before its first point, a frame base that
+        is not es, an image that is not x32)."""
+        first = self._first_instruction(func)
+        if first is None or first <= func.native_start or self.address_size != 4 or \
+                func.native_start not in self.result.frame_base_slots:
+            return None
+        param_count = self._param_counts.get(func.position)
+        if param_count is None:
+            param_count = self._param_counts[func.position] = len(self.info.func_type(func.wasm_index).params)
+        return first, self._prologue_stores(func, param_count)
 
     def _frame_base_by_pc(self, out: Die, number: int, func, expr: bytes) -> None:
         """The frame base of ``func`` when it is not es: linear-memory
