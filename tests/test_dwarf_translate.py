@@ -776,6 +776,30 @@ def test_dies_written_straight_to_bytes_are_what_the_general_copy_writes_even_fr
     assert encoded_used > 0
 
 
+@pytest.mark.parametrize("name", ["inventory.O0", "aggregates.O0", "inventory.O2"])
+def test_own_parameters_taken_straight_from_the_prologue_are_what_the_general_location_path_makes(
+        name, monkeypatch):
+    """_o0_parameter (the function's own -O0 parameters: fbreg X filled by
+    a store of local K, es known) against _location's general path, which
+    it short-cuts: the same sections, and at -O0 parameters take it (all but
+    the first of each frame offset, whose translation _location makes)."""
+    from gdbstub.dwarf_translate import translate as translate_module
+
+    module = _module(name)
+    table = module.engine_code.frame_table
+    general = translate_module._Translator._o0_parameter
+    taken = []
+    monkeypatch.setattr(translate_module._Translator, "_o0_parameter",
+                        lambda self, *args: taken.append(general(self, *args)) or taken[-1])
+    fast = _translation_or_refusal(module, table)
+    monkeypatch.setattr(translate_module._Translator, "_o0_parameter", lambda *args: None)
+    assert fast == _translation_or_refusal(module, table) and fast[0] == "translated"
+    if name.endswith("O0"):
+        assert any(by_pc is not None for by_pc in taken)
+    else:  # -O2 parameters live in wasm locals: none is a frame slot
+        assert not any(by_pc is not None for by_pc in taken)
+
+
 def test_an_encoded_die_referring_to_a_die_left_out_is_copied_again_without_that_reference(monkeypatch):
     """Left-out DIEs are call sites, which nothing clang emits refers to; with
     base types left out too (patched), every variable of an int type refers
