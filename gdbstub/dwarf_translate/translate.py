@@ -484,6 +484,9 @@ class _Translator:
         #: (output DIE, its input DIE, Ref, target input offset) of the
         #: references of the current unit's encoded DIEs (_encode_attributes).
         self._encoded_refs: list[tuple[Die, object, Ref, int]] = []
+        #: id(output DIE) -> its function's context, of the current unit's
+        #: encoded own parameters (_resolve_encoded_refs copies them again there).
+        self._own_parameter_contexts: dict[int, ExprContext] = {}
         self._location_parser = LocationParser(self.dwarf.location_lists())
         self._contexts: dict[int, ExprContext] = {}
         self._entry_contexts: dict[int, ExprContext] = {}
@@ -537,6 +540,7 @@ class _Translator:
         self._dies.clear()
         self._refs.clear()
         self._encoded_refs.clear()
+        self._own_parameter_contexts.clear()
 
     # -- contexts ------------------------------------------------------------
 
@@ -1048,9 +1052,17 @@ class _Translator:
             location = next((k for k, (name, form, _, _) in enumerate(specs) if name == "DW_AT_location" and
                              form in ("DW_FORM_exprloc", "DW_FORM_block1")), -1)
             found = self._spec_actions[id(specs)] = (specs, actions, _encoding_steps(actions), location)
-        if found[2] is not None and not out.attributes and not self._own_parameter and \
-                self._encode_attributes(die, out, found[2]):
-            return
+        if found[2] is not None and not out.attributes:
+            if not self._own_parameter:
+                if self._encode_attributes(die, out, found[2]):
+                    return
+            elif found[3] >= 0 and specs[found[3]][1] == "DW_FORM_exprloc":
+                # The function's own parameter: encoded too when its location
+                # takes the -O0 path (the rest of it is plain).
+                by_pc = self._o0_parameter(die.values[found[3]], context)
+                if by_pc is not None and self._encode_attributes(die, out, found[2], by_pc):
+                    self._own_parameter_contexts[id(out)] = context
+                    return
         self._copy_actions(die, out, context, found[1])
 
     def _copy_attributes_generally(self, die, out: Die, context: ExprContext) -> None:
@@ -1084,14 +1096,16 @@ class _Translator:
             elif kind != _SKIP:
                 self._copy_value(die, name, form, value, action, out, context)
 
-    def _encode_attributes(self, die, out: Die, encoding: tuple[tuple, tuple]) -> bool:
+    def _encode_attributes(self, die, out: Die, encoding: tuple[tuple, tuple], location: bytes | None = None) -> bool:
         """Writes the attributes of ``die`` straight into ``out.encoded``, the
         bytes :class:`DwarfWriter` would make of the attributes
         _copy_attributes gives (``encoding``: _encoding_steps' of its
         abbreviation); False, with ``out`` unchanged, when a value needs the
         general path (a string that is not ASCII, a false flag, which leaves
         its attribute out, a reference outside the unit, a location that is not
-        the same in every function).
+        the same in every function). ``location``: the translated
+        ``DW_AT_location`` expression, when the caller made it (a parameter
+        of the function itself, _o0_parameter).
 
         Most DIEs of a unit (variables, parameters' types, members) are copied
         so: no attribute tuples, no second pass over them in the writer."""
@@ -1117,7 +1131,8 @@ class _Translator:
             else:
                 value = values[step[1]]
                 if kind == _ENCODE_LOCATION:
-                    part = self._encoded_plain_locations.get(value)
+                    part = self._encoded_plain_locations.get(value) if location is None else \
+                        uleb128(len(location)) + location
                     if part is None:
                         return False
                 elif kind == _ENCODE_STRING:
@@ -1160,9 +1175,18 @@ class _Translator:
                 again[id(out)] = (out, die)
             else:
                 ref.target = found
+        own_contexts, self._own_parameter_contexts = self._own_parameter_contexts, {}
         for out, die in again.values():
             out.encoded, out.shape, out.encoded_refs = None, (), ()
-            self._copy_attributes_generally(die, out, self._unit_context)
+            context = own_contexts.get(id(out))
+            if context is None:
+                self._copy_attributes_generally(die, out, self._unit_context)
+            else:  # the function's own parameter, in its function
+                self._own_parameter = True
+                try:
+                    self._copy_attributes_generally(die, out, context)
+                finally:
+                    self._own_parameter = False
 
     def _copy_attribute(self, die, attribute, out: Die, context: ExprContext) -> None:
         name, form = attribute.name, attribute.form
