@@ -504,6 +504,7 @@ class _Translator:
         self._units: list[tuple[Die, list[tuple[int, int]]]] = []  # (unit DIE, its functions' ranges)
         self._actions: dict[tuple, tuple[int, int, int]] = {}
         self._spec_actions: dict[int, tuple] = {}
+        self._indexes: dict[int, tuple[tuple, dict]] = {}  # id(specs) -> (specs, _index's dict)
         #: id(specs) -> (tag name, tag, _spec_actions' entry) of the leaves
         #: _children translates inline: neither subprograms nor scopes (their
         #: pcs), nor parameters of the function itself (their locations), of
@@ -835,23 +836,33 @@ class _Translator:
                     return 0
         return size
 
+    def _index(self, die) -> dict:
+        """Attribute name -> its index in ``die.values`` (the last one of a
+        name, as ``die.attributes`` keeps it), made once per abbreviation:
+        a few attributes of a DIE read without its attribute dict."""
+        found = self._indexes.get(id(die.specs))
+        if found is None or found[0] is not die.specs:
+            found = self._indexes[id(die.specs)] = (die.specs, {spec[0]: k for k, spec in enumerate(die.specs)})
+        return found[1]
+
     def _guest_ranges(self, die) -> list[tuple[int, int]]:
         """The DIE's guest code ranges (low/high pc or DW_AT_ranges)."""
-        attributes = die.attributes
-        low = attributes.get("DW_AT_low_pc")
-        if low is not None and isinstance(low.value, int):
-            high = attributes.get("DW_AT_high_pc")
-            if high is None:
-                return [(low.value, low.value + 1)]
-            end = high.value if high.form == "DW_FORM_addr" else low.value + high.value
-            return [(low.value, end)]
-        ranges = attributes.get("DW_AT_ranges")
+        index, specs, values = self._index(die), die.specs, die.values
+        at = index.get("DW_AT_low_pc")
+        if at is not None and isinstance(values[at], int):
+            low = values[at]
+            at = index.get("DW_AT_high_pc")
+            if at is None:
+                return [(low, low + 1)]
+            end = values[at] if specs[at][1] == "DW_FORM_addr" else low + values[at]
+            return [(low, end)]
+        at = index.get("DW_AT_ranges")
         # pyelftools gives a DW_FORM_rnglistx value already as a section offset.
-        if ranges is None or ranges.form not in ("DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_rnglistx"):
+        if at is None or specs[at][1] not in ("DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_rnglistx"):
             return []
         base = self._cu_base
         out = []
-        for entry in self.dwarf.range_lists().get_range_list_at_offset(ranges.value, cu=self._cu):
+        for entry in self.dwarf.range_lists().get_range_list_at_offset(values[at], cu=self._cu):
             if isinstance(entry, RangeBaseAddressEntry):
                 base = entry.base_address
             elif isinstance(entry, RangeEntry):
@@ -869,10 +880,10 @@ class _Translator:
         out.attributes.append((_AT["DW_AT_high_pc"], DW_FORM_data4, func.native_size))
         self._unit_functions.append((address, address + func.native_size))
         self.result.subprograms += 1
-        name = die.attributes.get("DW_AT_name")
-        self._function_names[func.position] = _text(name.value) if name is not None else "function"
-        self.result.functions.append((_text(name.value) if name is not None else "", func.native_start,
-                                      func.native_end))
+        at = self._index(die).get("DW_AT_name")
+        name = _text(die.values[at]) if at is not None else None
+        self._function_names[func.position] = name if name is not None else "function"
+        self.result.functions.append((name if name is not None else "", func.native_start, func.native_end))
         return self._function_context(func)
 
     # -- calling convention (gdbstub.c_abi) -----------------------------------
@@ -890,11 +901,14 @@ class _Translator:
         """None when no aggregate is passed differently, or when a type is
         one the record cannot describe (long double, _Complex, an empty
         struct, variadic)."""
-        if "DW_AT_abstract_origin" in die.attributes:
+        index = self._index(die)
+        if "DW_AT_abstract_origin" in index:
             # An out-of-line copy of an inline function: the types are its abstract origin's.
             origin = die.get_DIE_from_attribute("DW_AT_abstract_origin")
             return self._function_abi(origin, list(origin.iter_children())) if origin is not die else None
-        result = self._passed_as_type_of(die) if "DW_AT_type" in die.attributes else None
+        at = index.get("DW_AT_type")
+        result = self._passed_as_type_of(die, GuestAttribute("DW_AT_type", die.specs[at][1], die.values[at])) \
+            if at is not None else None
         if result is _UNSUPPORTED:
             return None
         params = []
