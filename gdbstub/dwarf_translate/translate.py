@@ -907,8 +907,7 @@ class _Translator:
             origin = die.get_DIE_from_attribute("DW_AT_abstract_origin")
             return self._function_abi(origin, list(origin.iter_children())) if origin is not die else None
         at = index.get("DW_AT_type")
-        result = self._passed_as_type_of(die, GuestAttribute("DW_AT_type", die.specs[at][1], die.values[at])) \
-            if at is not None else None
+        result = self._passed_as_type_of(die, die.specs[at][1], die.values[at]) if at is not None else None
         if result is _UNSUPPORTED:
             return None
         params = []
@@ -917,10 +916,10 @@ class _Translator:
                 return None
             if child.tag != "DW_TAG_formal_parameter":
                 continue
-            type_attribute = child.find("DW_AT_type")  # no attribute dict for each parameter
-            if type_attribute is None:
+            at = self._index(child).get("DW_AT_type")  # no attribute dict for each parameter
+            if at is None:
                 return None
-            passed = self._passed_as_type_of(child, type_attribute)
+            passed = self._passed_as_type_of(child, child.specs[at][1], child.values[at])
             if passed is _UNSUPPORTED:
                 return None
             params.append(passed)
@@ -928,13 +927,11 @@ class _Translator:
             return None
         return FunctionAbi(result, tuple(params))
 
-    def _passed_as_type_of(self, die, attribute: GuestAttribute | None = None):
-        """:meth:`_passed_as` of ``die``'s DW_AT_type (``attribute``, when
-        the caller has it), memoized by the type's offset (a unit's
-        functions share a few types)."""
-        if attribute is None:
-            attribute = die.attributes["DW_AT_type"]
-        key = attribute.value if attribute.form == "DW_FORM_ref_addr" else attribute.value + self._cu.cu_offset
+    def _passed_as_type_of(self, die, form: str, value):
+        """:meth:`_passed_as` of ``die``'s DW_AT_type (in ``form``, of
+        ``value``), memoized by the type's offset (a unit's functions share
+        a few types)."""
+        key = value if form == "DW_FORM_ref_addr" else value + self._cu.cu_offset
         passed = self._passed_as_memo.get(key, _MISSING)
         if passed is _MISSING:
             passed = self._passed_as_memo[key] = self._passed_as(die.get_DIE_from_attribute("DW_AT_type"),
