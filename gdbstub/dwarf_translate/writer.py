@@ -196,6 +196,12 @@ class DwarfWriter:
             elif form == DW_FORM_exprloc and len(value) < 0x80:
                 info.append(len(value))
                 info += value
+            elif form == DW_FORM_data2:
+                info += (value & 0xFFFF).to_bytes(2, "little")
+            elif form == DW_FORM_data4:
+                info += (value & 0xFFFFFFFF).to_bytes(4, "little")
+            elif form == DW_FORM_flag_present:
+                pass
             else:
                 info += self._value(form, value, die)
         if die.children:
