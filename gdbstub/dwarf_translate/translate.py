@@ -524,6 +524,8 @@ class _Translator:
         #: _location's fast path: (three expressions) -> _parameter_template(True, ...), None when not usable.
         self._es_parameter_templates: dict[tuple[bytes, bytes, bytes], ByPcTemplate | None] = {}
         self._parameter_homes: dict[bytes, tuple[bool, int] | None] = {}  # guest expression -> _parameter_home
+        #: fbreg X (a guest location) -> (its translation, X), for _o0_parameter; per unit.
+        self._o0_guests: dict[bytes, tuple[bytes, int]] = {}
         self._param_counts: dict[int, int] = {}  # function position -> its wasm parameter count
         self._o0_prologues: dict[int, tuple | None] = {}  # function position -> _o0_prologue
         self._entry_locations: dict[int, bytes] = {}  # parameter K -> its argument-array entry's location
@@ -626,6 +628,7 @@ class _Translator:
         self._memory_locations = {}  # likewise
         self._es_parameter_templates = {}  # made after _is_memory_location's test, likewise
         self._parameter_homes = {}
+        self._o0_guests = {}  # likewise
         self._cu_version = cu["version"]
         language = top.attributes.get("DW_AT_language")
         self._c_unit = language is not None and language.value in _C_LANGUAGES
@@ -1365,12 +1368,16 @@ class _Translator:
         K's slot up to the store and the frame slot from there. None when
         anything differs from that shape, for _location's general path,
         which gives the same expression in this shape (tests/test_dwarf_translate.py)."""
-        expr = self._context_free.get((guest, False))
-        if not expr or guest not in self._not_composite:  # _location has not met it yet, or it has pieces
-            return None
-        home = self._home(guest)
-        if home is None or home[0]:
-            return None
+        known = self._o0_guests.get(guest)
+        if known is None:
+            expr = self._context_free.get((guest, False))
+            if not expr or guest not in self._not_composite:  # _location has not met it yet, or it has pieces
+                return None
+            home = self._home(guest)
+            if home is None or home[0]:
+                return None
+            known = self._o0_guests[guest] = (expr, home[1])
+        expr, frame_offset = known
         func = context.function
         prologue = self._o0_prologues.get(func.position, _MISSING)
         if prologue is _MISSING:
@@ -1378,7 +1385,7 @@ class _Translator:
         if prologue is None:
             return None
         first, stores = prologue
-        store = stores.get(home[1])
+        store = stores.get(frame_offset)
         if store is None:
             return None
         try:
@@ -1388,11 +1395,10 @@ class _Translator:
             in_local = local_location(store.local, context)
         except UntranslatableExpression:
             return None
-        points = self.line_mapper.points(func)  # the first point at or after the store (_before_location)
-        after, count, end = 0, len(points), store.end
-        while after < count and points[after][0] < end:
-            after += 1
-        ready = points[after][1] if after < count else func.native_end
+        # The first point at or after the store (as _before_location finds it).
+        points = self.line_mapper.points(func)
+        after = bisect.bisect_left(points, (store.end,))
+        ready = points[after][1] if after < len(points) else func.native_end
         if not first < ready < func.native_end:
             return None
         key = (entry, in_local, expr)
