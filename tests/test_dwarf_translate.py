@@ -552,6 +552,87 @@ def test_the_prologue_scan_reads_multi_byte_immediates_as_the_checked_reader_doe
     assert argument_stores(too_long, 0, len(too_long), 130, 200) == {}
 
 
+def _argument_stores_by_window(code: bytes, start: int, limit: int, frame_base_local: int, param_count: int):
+    """The prologue scan's rule, plainly: every instruction decoded by the
+    checked readers, a store recorded when the two instructions before it
+    are ``local.get FB; local.get K`` (K a parameter)."""
+    from codemem.errors import CompileError
+    from codemem.wasm.binary import read_sleb, read_uleb
+    from gdbstub.dwarf_translate.prologue import MAX_PROLOGUE_INSTRUCTIONS, ArgumentStore
+
+    found, window, pos = {}, [(-1, -1), (-1, -1)], start
+    try:
+        for _ in range(MAX_PROLOGUE_INSTRUCTIONS):
+            if pos >= limit:
+                break
+            op, pos, immediate = code[pos], pos + 1, 0
+            if 0x20 <= op <= 0x24:
+                immediate, pos = read_uleb(code, pos, limit, 32)
+            elif op in (0x41, 0x42):
+                immediate, pos = read_sleb(code, pos, limit, 32 if op == 0x41 else 64)
+            elif 0x36 <= op <= 0x3E:
+                flags, pos = read_uleb(code, pos, limit, 32)
+                if flags & 0x40:
+                    break
+                immediate, pos = read_uleb(code, pos, limit, 32)
+                (before_op, base), (last_op, local) = window
+                if before_op == 0x20 and base == frame_base_local and last_op == 0x20 and local < param_count:
+                    found.setdefault(immediate, ArgumentStore(local, immediate, pos))
+            elif op not in (0x6A, 0x6B, 0x71):
+                break
+            window = [window[1], (op, immediate)]
+    except (CompileError, IndexError):
+        pass
+    return found
+
+
+def test_the_prologue_scan_follows_its_rule_on_random_instruction_runs():
+    """Runs of the instructions a prologue is made of (LEB128s of every
+    length, some overlong, too large or cut off, memargs with a memory index,
+    an instruction that ends the scan) against the rule read plainly."""
+    import random
+
+    from gdbstub.dwarf_translate.prologue import argument_stores
+
+    rng = random.Random(11)
+
+    def leb(value: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, value = value & 0x7F, value >> 7
+            out.append(byte | (0x80 if value or rng.random() < 0.05 else 0))  # sometimes padded
+            if not out[-1] & 0x80:
+                return bytes(out)
+            if len(out) > 6:
+                return bytes(out[:-1]) + bytes([out[-1] & 0x7F])
+
+    def instruction() -> bytes:
+        choice = rng.random()
+        if choice < 0.15:  # a store's window, often of a parameter to the frame
+            window = bytes([0x20]) + leb(rng.choice([4, 4, 3])) + bytes([0x20]) + leb(rng.randrange(5))
+            return window + (bytes([0x36, 2]) + leb(rng.randrange(64)) if rng.random() < 0.7 else b"")
+        if choice < 0.45:
+            return bytes([0x20]) + leb(rng.choice([0, 1, 2, 3, 4, 4, 4, 130, 2 ** 32 - 1, 2 ** 32]))
+        if choice < 0.55:
+            return bytes([rng.choice([0x21, 0x22, 0x23, 0x24])]) + leb(rng.randrange(200))
+        if choice < 0.75:
+            return bytes([rng.randrange(0x36, 0x3F)]) + leb(rng.choice([2, 2, 3, 0x40])) + leb(rng.randrange(300))
+        if choice < 0.85:
+            return bytes([rng.choice([0x41, 0x42])]) + leb(rng.randrange(2 ** 35))
+        if choice < 0.97:
+            return bytes([rng.choice([0x6A, 0x6B, 0x71])])
+        return bytes([rng.choice([0x28, 0x10, 0x0B, 0xFF])])
+
+    stores = 0
+    for _ in range(3000):
+        code = b"".join(instruction() for _ in range(rng.randrange(1, 40)))
+        limit = len(code) if rng.random() < 0.8 else rng.randrange(len(code) + 1)
+        expected = _argument_stores_by_window(code, 0, limit, 4, 3)
+        assert argument_stores(code, 0, limit, 4, 3) == expected, code.hex()
+        stores += len(expected)
+    assert stores > 500
+
+
 PARAMETER_FORMS: set[str] = set()  # the forms _parameter_locations last saw
 
 
