@@ -177,7 +177,6 @@ _ENCODE_RUN = -7
 #: struct codes of the fixed-size output forms (a unit-local reference is 4
 #: zero bytes, patched by the writer).
 _RUN_CODES = {DW_FORM_data1: "B", DW_FORM_data2: "H", DW_FORM_data4: "I", DW_FORM_data8: "Q"}
-_RUN_SIZES = {"B": 1, "H": 2, "I": 4, "Q": 8, "4x": 4}
 
 
 def _encoding_steps(actions: tuple) -> tuple[tuple, tuple] | None:
