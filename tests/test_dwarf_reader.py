@@ -120,6 +120,31 @@ def test_forms_clang_does_not_emit_read_as_pyelftools_reads_them():
     assert variable_die.get_DIE_from_attribute("DW_AT_type") is top
 
 
+def test_dies_of_fixed_size_forms_and_blocks_read_in_runs_as_pyelftools_reads_them():
+    # Abbreviations the reader reads by struct runs (reader._layout): a run,
+    # an exprloc, a run; strp, flag (false and true), flag_present and
+    # implicit_const are what the runs give raw.
+    DW_FORM_flag_present, DW_FORM_exprloc = 0x19, 0x18
+    abbrevs = (_abbrev(1, DW_TAG_compile_unit, True, [(DW_AT_name, 0x0E)])
+               + _abbrev(2, DW_TAG_variable, False, [(DW_AT_name, 0x0E), (DW_AT_decl_line, 0x21, -7),
+                                                     (DW_AT_external, 0x0C), (DW_AT_location, DW_FORM_exprloc),
+                                                     (DW_AT_byte_size, 0x05), (DW_AT_const_value, 0x07),
+                                                     (DW_AT_type, 0x13)])
+               + _abbrev(3, DW_TAG_base_type, False, [(DW_AT_location, DW_FORM_exprloc), (DW_AT_name, 0x0E),
+                                                      (DW_AT_external, DW_FORM_flag_present)]))
+    cu_die = b"\x01" + (1).to_bytes(4, "little")
+    variables = b"".join(b"\x02" + (1).to_bytes(4, "little") + flag + b"\x02\x91\x08" + (300).to_bytes(2, "little")
+                         + (2**63 + 5).to_bytes(8, "little") + (11).to_bytes(4, "little") for flag in (b"\0", b"\x01"))
+    base = b"\x03" + b"\x01\x9f" + (6).to_bytes(4, "little")
+    sections = _sections(abbrevs, cu_die + variables + base + b"\0")
+    assert _same_as_pyelftools(sections) == 1
+    top = _read(sections)
+    first, second, base_die = top.children
+    assert first.values == [b"strp name", -7, False, b"\x91\x08", 300, 2**63 + 5, 11]
+    assert second.values[2] is True and second.values[0] == b"strp name"
+    assert base_die.values == [b"\x9f", b"name", True]
+
+
 @pytest.mark.parametrize("damage, why", [
     (lambda info: info[:-3], "truncated|past the end|ends inside"),
     (lambda info: info[:11] + b"\x09" + info[12:], "abbreviation code 9"),

@@ -552,6 +552,87 @@ def test_the_prologue_scan_reads_multi_byte_immediates_as_the_checked_reader_doe
     assert argument_stores(too_long, 0, len(too_long), 130, 200) == {}
 
 
+def _argument_stores_by_window(code: bytes, start: int, limit: int, frame_base_local: int, param_count: int):
+    """The prologue scan's rule, plainly: every instruction decoded by the
+    checked readers, a store recorded when the two instructions before it
+    are ``local.get FB; local.get K`` (K a parameter)."""
+    from codemem.errors import CompileError
+    from codemem.wasm.binary import read_sleb, read_uleb
+    from gdbstub.dwarf_translate.prologue import MAX_PROLOGUE_INSTRUCTIONS, ArgumentStore
+
+    found, window, pos = {}, [(-1, -1), (-1, -1)], start
+    try:
+        for _ in range(MAX_PROLOGUE_INSTRUCTIONS):
+            if pos >= limit:
+                break
+            op, pos, immediate = code[pos], pos + 1, 0
+            if 0x20 <= op <= 0x24:
+                immediate, pos = read_uleb(code, pos, limit, 32)
+            elif op in (0x41, 0x42):
+                immediate, pos = read_sleb(code, pos, limit, 32 if op == 0x41 else 64)
+            elif 0x36 <= op <= 0x3E:
+                flags, pos = read_uleb(code, pos, limit, 32)
+                if flags & 0x40:
+                    break
+                immediate, pos = read_uleb(code, pos, limit, 32)
+                (before_op, base), (last_op, local) = window
+                if before_op == 0x20 and base == frame_base_local and last_op == 0x20 and local < param_count:
+                    found.setdefault(immediate, ArgumentStore(local, immediate, pos))
+            elif op not in (0x6A, 0x6B, 0x71):
+                break
+            window = [window[1], (op, immediate)]
+    except (CompileError, IndexError):
+        pass
+    return found
+
+
+def test_the_prologue_scan_follows_its_rule_on_random_instruction_runs():
+    """Runs of the instructions a prologue is made of (LEB128s of every
+    length, some overlong, too large or cut off, memargs with a memory index,
+    an instruction that ends the scan) against the rule read plainly."""
+    import random
+
+    from gdbstub.dwarf_translate.prologue import argument_stores
+
+    rng = random.Random(11)
+
+    def leb(value: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte, value = value & 0x7F, value >> 7
+            out.append(byte | (0x80 if value or rng.random() < 0.05 else 0))  # sometimes padded
+            if not out[-1] & 0x80:
+                return bytes(out)
+            if len(out) > 6:
+                return bytes(out[:-1]) + bytes([out[-1] & 0x7F])
+
+    def instruction() -> bytes:
+        choice = rng.random()
+        if choice < 0.15:  # a store's window, often of a parameter to the frame
+            window = bytes([0x20]) + leb(rng.choice([4, 4, 3])) + bytes([0x20]) + leb(rng.randrange(5))
+            return window + (bytes([0x36, 2]) + leb(rng.randrange(64)) if rng.random() < 0.7 else b"")
+        if choice < 0.45:
+            return bytes([0x20]) + leb(rng.choice([0, 1, 2, 3, 4, 4, 4, 130, 2 ** 32 - 1, 2 ** 32]))
+        if choice < 0.55:
+            return bytes([rng.choice([0x21, 0x22, 0x23, 0x24])]) + leb(rng.randrange(200))
+        if choice < 0.75:
+            return bytes([rng.randrange(0x36, 0x3F)]) + leb(rng.choice([2, 2, 3, 0x40])) + leb(rng.randrange(300))
+        if choice < 0.85:
+            return bytes([rng.choice([0x41, 0x42])]) + leb(rng.randrange(2 ** 35))
+        if choice < 0.97:
+            return bytes([rng.choice([0x6A, 0x6B, 0x71])])
+        return bytes([rng.choice([0x28, 0x10, 0x0B, 0xFF])])
+
+    stores = 0
+    for _ in range(3000):
+        code = b"".join(instruction() for _ in range(rng.randrange(1, 40)))
+        limit = len(code) if rng.random() < 0.8 else rng.randrange(len(code) + 1)
+        expected = _argument_stores_by_window(code, 0, limit, 4, 3)
+        assert argument_stores(code, 0, limit, 4, 3) == expected, code.hex()
+        stores += len(expected)
+    assert stores > 500
+
+
 PARAMETER_FORMS: set[str] = set()  # the forms _parameter_locations last saw
 
 
@@ -760,8 +841,8 @@ def test_dies_written_straight_to_bytes_are_what_the_general_copy_writes_even_fr
             module.info.dwarf = sections
             calls = []
 
-            def counting(self, die, out, encoding, calls=calls):
-                done = general(self, die, out, encoding)
+            def counting(self, die, out, encoding, *location, calls=calls):
+                done = general(self, die, out, encoding, *location)
                 calls.append(done)
                 return done
 
@@ -774,6 +855,30 @@ def test_dies_written_straight_to_bytes_are_what_the_general_copy_writes_even_fr
     finally:
         module.info.dwarf = pristine
     assert encoded_used > 0
+
+
+@pytest.mark.parametrize("name", ["inventory.O0", "aggregates.O0", "inventory.O2"])
+def test_own_parameters_taken_straight_from_the_prologue_are_what_the_general_location_path_makes(
+        name, monkeypatch):
+    """_o0_parameter (the function's own -O0 parameters: fbreg X filled by
+    a store of local K, es known) against _location's general path, which
+    it short-cuts: the same sections, and at -O0 parameters take it (all but
+    the first of each frame offset, whose translation _location makes)."""
+    from gdbstub.dwarf_translate import translate as translate_module
+
+    module = _module(name)
+    table = module.engine_code.frame_table
+    general = translate_module._Translator._o0_parameter
+    taken = []
+    monkeypatch.setattr(translate_module._Translator, "_o0_parameter",
+                        lambda self, *args: taken.append(general(self, *args)) or taken[-1])
+    fast = _translation_or_refusal(module, table)
+    monkeypatch.setattr(translate_module._Translator, "_o0_parameter", lambda *args: None)
+    assert fast == _translation_or_refusal(module, table) and fast[0] == "translated"
+    if name.endswith("O0"):
+        assert any(by_pc is not None for by_pc in taken)
+    else:  # -O2 parameters live in wasm locals: none is a frame slot
+        assert not any(by_pc is not None for by_pc in taken)
 
 
 def test_an_encoded_die_referring_to_a_die_left_out_is_copied_again_without_that_reference(monkeypatch):
@@ -789,8 +894,8 @@ def test_an_encoded_die_referring_to_a_die_left_out_is_copied_again_without_that
     again = []
     general_copy = translate_module._Translator._copy_attributes_generally
     monkeypatch.setattr(translate_module._Translator, "_copy_attributes_generally",
-                        lambda self, *args: again.append(1) or general_copy(self, *args))
+                        lambda self, *args: again.append(self._own_parameter) or general_copy(self, *args))
     fast = _translation_or_refusal(module, table)
     monkeypatch.setattr(translate_module._Translator, "_encode_attributes", lambda *args: False)
     assert fast == _translation_or_refusal(module, table) and fast[0] == "translated"
-    assert again
+    assert again and any(again)  # among them parameters of the function itself, encoded by _o0_parameter

@@ -59,6 +59,14 @@ def _u32(code: bytes, pos: int, limit: int) -> tuple[int, int]:
     return read_uleb(code, pos, limit, 32)
 
 
+#: What argument_stores does at each opcode: stop, or read an instruction of
+#: one of these kinds.
+_STOP, _GET, _INDEX, _CONST32, _CONST64, _STORE, _NO_IMMEDIATE = range(7)
+_KINDS = bytes(_GET if op == _LOCAL_GET else _INDEX if op in _INDEXED else _CONST32 if op == _I32_CONST else
+               _CONST64 if op == _I64_CONST else _STORE if op in _STORES else _NO_IMMEDIATE if op in _PLAIN else
+               _STOP for op in range(256))
+
+
 def argument_stores(code: bytes, start: int, limit: int, frame_base_local: int,
                     param_count: int) -> dict[int, ArgumentStore]:
     """The stores of parameter locals to ``frame_base_local`` + offset in
@@ -67,43 +75,47 @@ def argument_stores(code: bytes, start: int, limit: int, frame_base_local: int,
     the scan ends at the first instruction such a prologue does not use,
     at ``limit``, or at malformed bytes (what was found so far stands)."""
     found: dict[int, ArgumentStore] = {}
-    # (opcode, immediate) of the two instructions before (-1: none yet)
-    last_op = last_immediate = before_op = before_immediate = -1
+    # The window of the two instructions before a store, as a state: the
+    # last one was ``local.get FB`` (after_base), or it was ``local.get K``
+    # of a parameter K right after one (stored: K, else -1).
+    after_base = False
+    stored = -1
+    kinds = _KINDS
     pos = start
     try:
         for _ in range(MAX_PROLOGUE_INSTRUCTIONS):
             if pos >= limit:
                 break
-            op = code[pos]
+            kind = kinds[code[pos]]
             pos += 1
-            immediate = 0
-            if op in _INDEXED:  # _u32, inline: nearly every index is one byte
-                immediate = code[pos] if pos < limit else 0x80
-                if immediate < 0x80:
+            if kind == _GET or kind == _INDEX:  # _u32, inline: nearly every index is one byte
+                index = code[pos] if pos < limit else 0x80
+                if index < 0x80:
                     pos += 1
                 else:
-                    immediate, pos = read_uleb(code, pos, limit, 32)
-            elif op == _I32_CONST:
-                immediate = code[pos] if pos < limit else 0x80
-                if immediate < 0x80:  # one byte: bit 6 is the sign (wasm spec 5.2.2)
-                    immediate = immediate - 0x80 if immediate & 0x40 else immediate
+                    index, pos = read_uleb(code, pos, limit, 32)
+                if kind == _GET:
+                    stored = index if after_base and index < param_count else -1
+                    after_base = index == frame_base_local
+                    continue
+            elif kind == _CONST32:
+                if pos < limit and code[pos] < 0x80:  # one byte
                     pos += 1
                 else:
-                    immediate, pos = read_sleb(code, pos, limit, 32)
-            elif op == _I64_CONST:
-                immediate, pos = read_sleb(code, pos, limit, 64)
-            elif op in _STORES:
+                    _, pos = read_sleb(code, pos, limit, 32)
+            elif kind == _STORE:
                 flags, pos = _u32(code, pos, limit)
                 if flags & 0x40:  # multi-memory: a memory index follows (not memory 0's frame)
                     break
-                immediate, pos = _u32(code, pos, limit)
-                if (before_op == _LOCAL_GET and before_immediate == frame_base_local
-                        and last_op == _LOCAL_GET and last_immediate < param_count):
-                    if immediate not in found:  # the first store to a slot
-                        found[immediate] = ArgumentStore(last_immediate, immediate, pos)
-            elif op not in _PLAIN:
+                offset, pos = _u32(code, pos, limit)
+                if stored >= 0 and offset not in found:  # the first store to a slot
+                    found[offset] = ArgumentStore(stored, offset, pos)
+            elif kind == _CONST64:
+                _, pos = read_sleb(code, pos, limit, 64)
+            elif kind == _STOP:
                 break
-            before_op, before_immediate, last_op, last_immediate = last_op, last_immediate, op, immediate
+            after_base = False
+            stored = -1
     except (CompileError, IndexError):
         pass
     return found

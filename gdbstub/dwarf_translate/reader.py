@@ -11,6 +11,12 @@ time, into a tree:
     .debug_info   unit header | code attr attr ... | code attr ... | 0 | ...
                                  \\_ plan[code]: ((name, form, decoder, arg), ...)
 
+A DIE whose attributes are all fixed-size (data, references, addresses,
+``strp`` offsets, flags) or exprloc blocks is read by its abbreviation's
+*layout* (:func:`_layout`): one ``struct`` unpack per run of fixed-size
+values, a slice per block, then the few values a run gives raw (strings by
+their ``.debug_str`` offset, memoized per unit; flags as bools).
+
 It yields what pyelftools yields, so the translator reads DIEs the same way
 from either: a DIE has ``offset``, ``tag`` (the ``DW_TAG_*`` name, or the
 number when unknown), ``attributes`` (``DW_AT_*`` name -> :class:`GuestAttribute`
@@ -73,6 +79,8 @@ _BYTES = 15       # ARG bytes as they are (data16)
 _INDIRECT = 16    # ULEB128 form code, then a value in that form
 
 _STRUCTS = {1: struct.Struct("<B"), 2: struct.Struct("<H"), 4: struct.Struct("<I"), 8: struct.Struct("<Q")}
+#: struct codes of the fixed-size values _layout reads in runs (by their size in bytes).
+_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
 class DwarfFormatError(ValueError):
@@ -213,8 +221,9 @@ class GuestDieReader:
         return None
 
     def _plan(self, abbrev_offset: int, unit: _Unit) -> dict[int, tuple]:
-        """Abbreviation code -> (tag, has_children, ((name, form, decoder, arg), ...))
-        for the table at ``abbrev_offset`` (DWARF 5 section 7.5.3)."""
+        """Abbreviation code -> (tag, has_children, ((name, form, decoder, arg), ...),
+        layout) for the table at ``abbrev_offset`` (DWARF 5 section 7.5.3);
+        ``layout`` is :func:`_layout`'s of the specs."""
         key = (abbrev_offset, unit.offset_size, unit.address_size if unit.version > 2 else -unit.address_size)
         plan = self._plans.get(key)
         if plan is not None:
@@ -245,7 +254,7 @@ class GuestDieReader:
                                                f"uses unknown form {form:#x}")
                     decoder, arg = _decoder(form, unit, implicit)
                     specs.append((_AT_NAMES.get(attribute, attribute), form_name, decoder, arg))
-                plan[code] = (_TAG_NAMES.get(tag, tag), children != 0, tuple(specs))
+                plan[code] = (_TAG_NAMES.get(tag, tag), children != 0, tuple(specs), _layout(specs))
         except IndexError as e:
             raise DwarfFormatError(f"the abbreviation table at .debug_abbrev {abbrev_offset:#x} is truncated") from e
         self._plans[key] = plan
@@ -262,6 +271,7 @@ class GuestDieReader:
         stack: list[GuestDie] = []
         decode = self._decode
         strings = self._str
+        string_memo: dict[int, bytes] = {}  # .debug_str offset -> the string (names repeat)
         while pos < end:
             offset = pos
             code = data[pos]
@@ -280,45 +290,77 @@ class GuestDieReader:
             if entry is None:
                 raise DwarfFormatError(f"DIE at .debug_info {offset:#x} has abbreviation code {code}, "
                                        f"which its table does not define")
-            tag, has_children, specs = entry
-            values = []
+            tag, has_children, specs, layout = entry
             indirect = False
-            for name, form, decoder, arg in specs:
-                if decoder == _FIXED:
-                    # data1/ref1/flag-sized values are most of them: no slice for one byte.
-                    value = data[pos] if arg == 1 else int.from_bytes(data[pos:pos + arg], "little")
-                    pos += arg
-                elif decoder == _STRP:
-                    at = int.from_bytes(data[pos:pos + arg], "little")
-                    pos += arg
-                    stop = strings.find(b"\0", at)
-                    if stop < 0 or at >= len(strings):
-                        raise DwarfFormatError(f"DIE at .debug_info {offset:#x}: a string at .debug_str "
-                                               f"offset {at:#x}, outside the section or unterminated")
-                    value = strings[at:stop]
-                elif decoder == _BLOCK_ULEB:
-                    length = data[pos]
-                    pos += 1
-                    if length >= 0x80:
-                        length, pos = _uleb(data, pos - 1)
-                    value = data[pos:pos + length]
-                    pos += length
-                elif decoder == _ULEB:
-                    value = data[pos]
-                    pos += 1
-                    if value >= 0x80:
-                        value, pos = _uleb(data, pos - 1)
-                elif decoder == _FLAG:
-                    value = data[pos] != 0
-                    pos += 1
-                elif decoder == _PRESENT:
-                    value = True
-                else:
-                    value, pos, real_form = decode(data, pos, form, decoder, arg, unit, offset)
-                    if real_form is not form:  # DW_FORM_indirect: this DIE's own form
-                        indirect = True
-                        value = (real_form, value)
-                values.append(value)
+            if layout is not None:
+                # Runs of fixed-size values in one unpack each, blocks between
+                # them; then the values the runs give as raw numbers.
+                segments, fixes = layout
+                values = []
+                for segment in segments:
+                    if segment is None:  # exprloc/block: ULEB128 length, then the bytes
+                        length = data[pos]
+                        pos += 1
+                        if length >= 0x80:
+                            length, pos = _uleb(data, pos - 1)
+                        values.append(data[pos:pos + length])
+                        pos += length
+                    else:
+                        values += segment.unpack_from(data, pos)
+                        pos += segment.size
+                for index, decoder, arg in fixes:
+                    if decoder == _STRP:
+                        at = values[index]
+                        value = string_memo.get(at)
+                        if value is None:
+                            stop = strings.find(b"\0", at)
+                            if stop < 0 or at >= len(strings):
+                                raise DwarfFormatError(f"DIE at .debug_info {offset:#x}: a string at .debug_str "
+                                                       f"offset {at:#x}, outside the section or unterminated")
+                            value = string_memo[at] = strings[at:stop]
+                        values[index] = value
+                    elif decoder == _FLAG:
+                        values[index] = values[index] != 0
+                    else:  # _PRESENT, _IMPLICIT: nothing was read
+                        values[index] = arg
+            else:
+                values = []
+                for name, form, decoder, arg in specs:
+                    if decoder == _FIXED:
+                        # data1/ref1/flag-sized values are most of them: no slice for one byte.
+                        value = data[pos] if arg == 1 else int.from_bytes(data[pos:pos + arg], "little")
+                        pos += arg
+                    elif decoder == _STRP:
+                        at = int.from_bytes(data[pos:pos + arg], "little")
+                        pos += arg
+                        stop = strings.find(b"\0", at)
+                        if stop < 0 or at >= len(strings):
+                            raise DwarfFormatError(f"DIE at .debug_info {offset:#x}: a string at .debug_str "
+                                                   f"offset {at:#x}, outside the section or unterminated")
+                        value = strings[at:stop]
+                    elif decoder == _BLOCK_ULEB:
+                        length = data[pos]
+                        pos += 1
+                        if length >= 0x80:
+                            length, pos = _uleb(data, pos - 1)
+                        value = data[pos:pos + length]
+                        pos += length
+                    elif decoder == _ULEB:
+                        value = data[pos]
+                        pos += 1
+                        if value >= 0x80:
+                            value, pos = _uleb(data, pos - 1)
+                    elif decoder == _FLAG:
+                        value = data[pos] != 0
+                        pos += 1
+                    elif decoder == _PRESENT:
+                        value = True
+                    else:
+                        value, pos, real_form = decode(data, pos, form, decoder, arg, unit, offset)
+                        if real_form is not form:  # DW_FORM_indirect: this DIE's own form
+                            indirect = True
+                            value = (real_form, value)
+                    values.append(value)
             if pos > end:
                 raise DwarfFormatError(f"DIE at .debug_info {offset:#x} runs past the end of its unit")
             if indirect:  # specs of this DIE alone, with the forms it names
@@ -405,7 +447,7 @@ class GuestDieReader:
     @staticmethod
     def _has_indexed_forms(plan: dict[int, tuple]) -> bool:
         return any(decoder in (_STRX, _ADDRX, _LOCLISTX, _RNGLISTX, _INDIRECT)
-                   for _, _, specs in plan.values() for _, _, decoder, _ in specs)
+                   for _, _, specs, _ in plan.values() for _, _, decoder, _ in specs)
 
     def _bases(self, unit: _Unit, top: GuestDie) -> None:
         """The unit's DWARF 5 index bases, from its top DIE (section 7.5.1)."""
@@ -449,6 +491,42 @@ class GuestDieReader:
         if value is None:
             raise DwarfFormatError(f"DIE at .debug_info {die.offset:#x} uses an index, but its unit has no {name}")
         return value
+
+
+def _layout(specs: list[tuple]) -> tuple[tuple, tuple] | None:
+    """How _read_unit reads a DIE of ``specs`` ((name, form, decoder, arg), ...)
+    in few steps: ``(segments, fixes)``, ``segments`` a struct.Struct per run
+    of fixed-size values (data, references, addresses, ``strp`` offsets,
+    flags; an implicit value takes a ``0s``) or None for an exprloc/block
+    with a ULEB128 length between them, and ``fixes`` (index, decoder,
+    value) of the values a run gives raw (``strp``: the string at that
+    offset; flag: a bool; present/implicit: ``value``). None when a spec
+    needs more (LEB128 data, inline strings, indexed forms): the general loop."""
+    segments: list = []
+    fixes = []
+    run = ""
+    for index, (_, _, decoder, arg) in enumerate(specs):
+        if decoder == _BLOCK_ULEB:
+            if run:
+                segments.append(struct.Struct("<" + run))
+                run = ""
+            segments.append(None)
+            continue
+        if decoder in (_FIXED, _STRP) and arg in _CODES:
+            run += _CODES[arg]
+            if decoder == _STRP:
+                fixes.append((index, _STRP, None))
+        elif decoder == _FLAG:
+            run += "B"
+            fixes.append((index, _FLAG, None))
+        elif decoder in (_PRESENT, _IMPLICIT):
+            run += "0s"
+            fixes.append((index, decoder, True if decoder == _PRESENT else arg))
+        else:
+            return None
+    if run:
+        segments.append(struct.Struct("<" + run))
+    return tuple(segments), tuple(fixes)
 
 
 class _Indexed(NamedTuple):

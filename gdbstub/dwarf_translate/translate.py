@@ -37,6 +37,8 @@ from __future__ import annotations
 import bisect
 import functools
 import logging
+import operator
+import struct
 from dataclasses import dataclass, field
 
 from elftools.dwarf.dwarf_expr import DWARFExprParser
@@ -165,7 +167,16 @@ def _copy_action(name: str, form: str, number: int) -> tuple[int, int, int]:
 #: How _Translator._encode_attributes writes an attribute (one step per
 #: attribute of an abbreviation, _encoding_steps): the output form's number for
 #: data forms, or one of these.
-_ENCODE_SKIP, _ENCODE_STRING, _ENCODE_REF, _ENCODE_LOCATION, _ENCODE_FLAG, _ENCODE_BLOCK = -1, -2, -3, -4, -5, -6
+_ENCODE_STRING, _ENCODE_LOCATION, _ENCODE_FLAG, _ENCODE_BLOCK = -2, -4, -5, -6
+
+
+#: _encoding_steps' run of fixed-size values: (_ENCODE_RUN, struct, getter of
+#: its values, whether the getter gives one value, ((value index, offset in
+#: the run), ...) of its references).
+_ENCODE_RUN = -7
+#: struct codes of the fixed-size output forms (a unit-local reference is 4
+#: zero bytes, patched by the writer).
+_RUN_CODES = {DW_FORM_data1: "B", DW_FORM_data2: "H", DW_FORM_data4: "I", DW_FORM_data8: "Q"}
 
 
 def _encoding_steps(actions: tuple) -> tuple[tuple, tuple] | None:
@@ -175,28 +186,52 @@ def _encoding_steps(actions: tuple) -> tuple[tuple, tuple] | None:
     and ``DW_AT_location`` expressions; None when one needs more (a frame
     base, a location list, a linkage name, a cross-unit reference, an
     attribute not copied). ``shape`` is the output's (attribute, form) pairs,
-    what the writer's abbreviation is made of."""
+    what the writer's abbreviation is made of; ``steps`` say how
+    _encode_attributes makes the bytes: (step, value index) per attribute of
+    variable size or needing a test, and an _ENCODE_RUN per run of
+    fixed-size data and references (one struct pack each).
+
+    The data forms are the guest's own (a data2 is copied as a data2), so a
+    value always fits its struct code."""
     steps, shape = [], []
-    for kind, number, out_form, _, name, form in actions:
+    run, getters, references = "", [], []
+
+    def end_run():
+        nonlocal run, getters, references
+        if run:
+            steps.append((_ENCODE_RUN, struct.Struct("<" + run), operator.itemgetter(*getters) if getters else None,
+                          len(getters) == 1, tuple(references)))
+        run, getters, references = "", [], []
+
+    for index, (kind, number, out_form, _, name, form) in enumerate(actions):
         if kind == _SKIP:
-            steps.append((_ENCODE_SKIP, number))
             continue
-        if kind == _COPY_DATA:
-            step, out = out_form, out_form
-        elif kind == _COPY_STRING:
-            step, out = _ENCODE_STRING, DW_FORM_string
+        if kind == _COPY_DATA and out_form in _RUN_CODES:
+            code, out = _RUN_CODES[out_form], out_form
+            run += code
+            getters.append(index)
         elif kind == _COPY_REF and form != "DW_FORM_ref_addr":
-            step, out = _ENCODE_REF, DW_FORM_ref4
-        elif kind == _COPY_LOCATION and name == "DW_AT_location" and form == "DW_FORM_exprloc":
-            step, out = _ENCODE_LOCATION, DW_FORM_exprloc
-        elif kind == _COPY_FLAG:
-            step, out = _ENCODE_FLAG, DW_FORM_flag_present
-        elif kind == _COPY_BLOCK:
-            step, out = _ENCODE_BLOCK, DW_FORM_block
+            references.append((index, struct.calcsize("<" + run)))
+            run += "4x"
+            out = DW_FORM_ref4
         else:
-            return None
-        steps.append((step, number))
+            if kind == _COPY_DATA:
+                step, out = out_form, out_form  # sdata, udata
+            elif kind == _COPY_STRING:
+                step, out = _ENCODE_STRING, DW_FORM_string
+            elif kind == _COPY_LOCATION and name == "DW_AT_location" and form == "DW_FORM_exprloc":
+                step, out = _ENCODE_LOCATION, DW_FORM_exprloc
+            elif kind == _COPY_FLAG:
+                step, out = _ENCODE_FLAG, DW_FORM_flag_present
+            elif kind == _COPY_BLOCK:
+                step, out = _ENCODE_BLOCK, DW_FORM_block
+            else:
+                return None
+            if step != _ENCODE_FLAG:  # a flag_present has no bytes: the run goes on
+                end_run()
+            steps.append((step, index))
         shape.append((number, out))
+    end_run()
     return tuple(steps), tuple(shape)
 
 
@@ -448,6 +483,9 @@ class _Translator:
         #: (output DIE, its input DIE, Ref, target input offset) of the
         #: references of the current unit's encoded DIEs (_encode_attributes).
         self._encoded_refs: list[tuple[Die, object, Ref, int]] = []
+        #: id(output DIE) -> its function's context, of the current unit's
+        #: encoded own parameters (_resolve_encoded_refs copies them again there).
+        self._own_parameter_contexts: dict[int, ExprContext] = {}
         self._location_parser = LocationParser(self.dwarf.location_lists())
         self._contexts: dict[int, ExprContext] = {}
         self._entry_contexts: dict[int, ExprContext] = {}
@@ -465,6 +503,12 @@ class _Translator:
         self._units: list[tuple[Die, list[tuple[int, int]]]] = []  # (unit DIE, its functions' ranges)
         self._actions: dict[tuple, tuple[int, int, int]] = {}
         self._spec_actions: dict[int, tuple] = {}
+        self._indexes: dict[int, tuple[tuple, dict]] = {}  # id(specs) -> (specs, _index's dict)
+        #: id(specs) -> (tag name, tag, _spec_actions' entry) of the leaves
+        #: _children translates inline: neither subprograms nor scopes (their
+        #: pcs), nor parameters of the function itself (their locations), of
+        #: abbreviations with an encoding (_encoding_steps).
+        self._plain_leaves: dict[int, tuple] = {}
         self._context_free: dict[tuple[bytes, bool], bytes] = {}
         #: DW_AT_location exprloc value -> its translation, for expressions
         #: that are the same in every function and need no padding (_padded).
@@ -479,7 +523,10 @@ class _Translator:
         #: _location's fast path: (three expressions) -> _parameter_template(True, ...), None when not usable.
         self._es_parameter_templates: dict[tuple[bytes, bytes, bytes], ByPcTemplate | None] = {}
         self._parameter_homes: dict[bytes, tuple[bool, int] | None] = {}  # guest expression -> _parameter_home
+        #: fbreg X (a guest location) -> (its translation, X), for _o0_parameter; per unit.
+        self._o0_guests: dict[bytes, tuple[bytes, int]] = {}
         self._param_counts: dict[int, int] = {}  # function position -> its wasm parameter count
+        self._o0_prologues: dict[int, tuple | None] = {}  # function position -> _o0_prologue
         self._entry_locations: dict[int, bytes] = {}  # parameter K -> its argument-array entry's location
         self._unit_context = ExprContext(address_size, self._global_cell, indexed_address=self._indexed_address)
 
@@ -495,6 +542,7 @@ class _Translator:
         self._dies.clear()
         self._refs.clear()
         self._encoded_refs.clear()
+        self._own_parameter_contexts.clear()
 
     # -- contexts ------------------------------------------------------------
 
@@ -579,6 +627,7 @@ class _Translator:
         self._memory_locations = {}  # likewise
         self._es_parameter_templates = {}  # made after _is_memory_location's test, likewise
         self._parameter_homes = {}
+        self._o0_guests = {}  # likewise
         self._cu_version = cu["version"]
         language = top.attributes.get("DW_AT_language")
         self._c_unit = language is not None and language.value in _C_LANGUAGES
@@ -661,10 +710,28 @@ class _Translator:
         own = die.tag == "DW_TAG_subprogram" and context.function is not None
         parameters = []
         translate = self._die
+        leaves = self._plain_leaves
+        dies = self._dies
         for child in die.children:
             parameter = own and child.tag == "DW_TAG_formal_parameter"
             if parameter or (own and child.tag == "DW_TAG_unspecified_parameters"):
                 parameters.append(child)
+            elif not child.children:
+                # What _die does with a leaf of a plain kind (a variable, a
+                # member, a type), inline: most DIEs of a unit.
+                leaf = leaves.get(id(child.specs))
+                if leaf is not None and leaf[0] == child.tag:
+                    _, tag, found = leaf
+                    if child.offset in dies:
+                        raise GuestDwarfError(f"two DIEs at .debug_info offset {child.offset:#x}")
+                    translated = dies[child.offset] = Die(tag)
+                    if not self._encode_attributes(child, translated, found[2]):
+                        self._copy_actions(child, translated, context, found[1])
+                    at = found[3]
+                    if at >= 0 and child.values[at][:1] in _ADDRESS_OPS and child.tag == "DW_TAG_variable":
+                        self._data_symbol(child, context)
+                    out.append(translated)
+                    continue
             translated = translate(child, context, own_parameter=parameter)
             if translated is not None:
                 out.append(translated)
@@ -692,12 +759,17 @@ class _Translator:
             self._own_parameter = False
         else:
             self._copy_attributes(die, out, context)
+        found = self._spec_actions[id(die.specs)]
         if name == "DW_TAG_variable":
-            at = self._spec_actions[id(die.specs)][3]
+            at = found[3]
             if at >= 0 and die.values[at][:1] in _ADDRESS_OPS:  # not a local's DW_OP_fbreg, most often
                 self._data_symbol(die, context)
         if die.children or subprogram:  # a leaf has nothing more to translate
             out.children = self._children(die, context)
+        elif found[2] is not None and not own_parameter and name not in _SCOPE_TAGS and \
+                id(die.specs) not in self._plain_leaves:
+            # The next leaf of this abbreviation takes _children's inline path.
+            self._plain_leaves[id(die.specs)] = (name, tag, found)
         if subprogram and context.function is not None:
             self._clip_shared_homes(context.function)
         return out
@@ -766,23 +838,33 @@ class _Translator:
                     return 0
         return size
 
+    def _index(self, die) -> dict:
+        """Attribute name -> its index in ``die.values`` (the last one of a
+        name, as ``die.attributes`` keeps it), made once per abbreviation:
+        a few attributes of a DIE read without its attribute dict."""
+        found = self._indexes.get(id(die.specs))
+        if found is None or found[0] is not die.specs:
+            found = self._indexes[id(die.specs)] = (die.specs, {spec[0]: k for k, spec in enumerate(die.specs)})
+        return found[1]
+
     def _guest_ranges(self, die) -> list[tuple[int, int]]:
         """The DIE's guest code ranges (low/high pc or DW_AT_ranges)."""
-        attributes = die.attributes
-        low = attributes.get("DW_AT_low_pc")
-        if low is not None and isinstance(low.value, int):
-            high = attributes.get("DW_AT_high_pc")
-            if high is None:
-                return [(low.value, low.value + 1)]
-            end = high.value if high.form == "DW_FORM_addr" else low.value + high.value
-            return [(low.value, end)]
-        ranges = attributes.get("DW_AT_ranges")
+        index, specs, values = self._index(die), die.specs, die.values
+        at = index.get("DW_AT_low_pc")
+        if at is not None and isinstance(values[at], int):
+            low = values[at]
+            at = index.get("DW_AT_high_pc")
+            if at is None:
+                return [(low, low + 1)]
+            end = values[at] if specs[at][1] == "DW_FORM_addr" else low + values[at]
+            return [(low, end)]
+        at = index.get("DW_AT_ranges")
         # pyelftools gives a DW_FORM_rnglistx value already as a section offset.
-        if ranges is None or ranges.form not in ("DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_rnglistx"):
+        if at is None or specs[at][1] not in ("DW_FORM_sec_offset", "DW_FORM_data4", "DW_FORM_rnglistx"):
             return []
         base = self._cu_base
         out = []
-        for entry in self.dwarf.range_lists().get_range_list_at_offset(ranges.value, cu=self._cu):
+        for entry in self.dwarf.range_lists().get_range_list_at_offset(values[at], cu=self._cu):
             if isinstance(entry, RangeBaseAddressEntry):
                 base = entry.base_address
             elif isinstance(entry, RangeEntry):
@@ -800,10 +882,10 @@ class _Translator:
         out.attributes.append((_AT["DW_AT_high_pc"], DW_FORM_data4, func.native_size))
         self._unit_functions.append((address, address + func.native_size))
         self.result.subprograms += 1
-        name = die.attributes.get("DW_AT_name")
-        self._function_names[func.position] = _text(name.value) if name is not None else "function"
-        self.result.functions.append((_text(name.value) if name is not None else "", func.native_start,
-                                      func.native_end))
+        at = self._index(die).get("DW_AT_name")
+        name = _text(die.values[at]) if at is not None else None
+        self._function_names[func.position] = name if name is not None else "function"
+        self.result.functions.append((name if name is not None else "", func.native_start, func.native_end))
         return self._function_context(func)
 
     # -- calling convention (gdbstub.c_abi) -----------------------------------
@@ -821,11 +903,13 @@ class _Translator:
         """None when no aggregate is passed differently, or when a type is
         one the record cannot describe (long double, _Complex, an empty
         struct, variadic)."""
-        if "DW_AT_abstract_origin" in die.attributes:
+        index = self._index(die)
+        if "DW_AT_abstract_origin" in index:
             # An out-of-line copy of an inline function: the types are its abstract origin's.
             origin = die.get_DIE_from_attribute("DW_AT_abstract_origin")
             return self._function_abi(origin, list(origin.iter_children())) if origin is not die else None
-        result = self._passed_as_type_of(die) if "DW_AT_type" in die.attributes else None
+        at = index.get("DW_AT_type")
+        result = self._passed_as_type_of(die, die.specs[at][1], die.values[at]) if at is not None else None
         if result is _UNSUPPORTED:
             return None
         params = []
@@ -834,10 +918,10 @@ class _Translator:
                 return None
             if child.tag != "DW_TAG_formal_parameter":
                 continue
-            type_attribute = child.find("DW_AT_type")  # no attribute dict for each parameter
-            if type_attribute is None:
+            at = self._index(child).get("DW_AT_type")  # no attribute dict for each parameter
+            if at is None:
                 return None
-            passed = self._passed_as_type_of(child, type_attribute)
+            passed = self._passed_as_type_of(child, child.specs[at][1], child.values[at])
             if passed is _UNSUPPORTED:
                 return None
             params.append(passed)
@@ -845,13 +929,11 @@ class _Translator:
             return None
         return FunctionAbi(result, tuple(params))
 
-    def _passed_as_type_of(self, die, attribute: GuestAttribute | None = None):
-        """:meth:`_passed_as` of ``die``'s DW_AT_type (``attribute``, when
-        the caller has it), memoized by the type's offset (a unit's
-        functions share a few types)."""
-        if attribute is None:
-            attribute = die.attributes["DW_AT_type"]
-        key = attribute.value if attribute.form == "DW_FORM_ref_addr" else attribute.value + self._cu.cu_offset
+    def _passed_as_type_of(self, die, form: str, value):
+        """:meth:`_passed_as` of ``die``'s DW_AT_type (in ``form``, of
+        ``value``), memoized by the type's offset (a unit's functions share
+        a few types)."""
+        key = value if form == "DW_FORM_ref_addr" else value + self._cu.cu_offset
         passed = self._passed_as_memo.get(key, _MISSING)
         if passed is _MISSING:
             passed = self._passed_as_memo[key] = self._passed_as(die.get_DIE_from_attribute("DW_AT_type"),
@@ -983,9 +1065,17 @@ class _Translator:
             location = next((k for k, (name, form, _, _) in enumerate(specs) if name == "DW_AT_location" and
                              form in ("DW_FORM_exprloc", "DW_FORM_block1")), -1)
             found = self._spec_actions[id(specs)] = (specs, actions, _encoding_steps(actions), location)
-        if found[2] is not None and not out.attributes and not self._own_parameter and \
-                self._encode_attributes(die, out, found[2]):
-            return
+        if found[2] is not None and not out.attributes:
+            if not self._own_parameter:
+                if self._encode_attributes(die, out, found[2]):
+                    return
+            elif found[3] >= 0 and specs[found[3]][1] == "DW_FORM_exprloc":
+                # The function's own parameter: encoded too when its location
+                # takes the -O0 path (the rest of it is plain).
+                by_pc = self._o0_parameter(die.values[found[3]], context)
+                if by_pc is not None and self._encode_attributes(die, out, found[2], by_pc):
+                    self._own_parameter_contexts[id(out)] = context
+                    return
         self._copy_actions(die, out, context, found[1])
 
     def _copy_attributes_generally(self, die, out: Die, context: ExprContext) -> None:
@@ -1013,62 +1103,69 @@ class _Translator:
             elif kind == _COPY_LOCATION and name == "DW_AT_location" and form == "DW_FORM_exprloc" and \
                     value in plain_locations and not own_parameter:
                 attributes.append((number, DW_FORM_exprloc, plain_locations[value]))
+            elif kind == _COPY_LOCATION and own_parameter and name == "DW_AT_location" and \
+                    form == "DW_FORM_exprloc" and (by_pc := self._o0_parameter(value, context)) is not None:
+                attributes.append((number, DW_FORM_exprloc, by_pc))
             elif kind != _SKIP:
                 self._copy_value(die, name, form, value, action, out, context)
 
-    def _encode_attributes(self, die, out: Die, encoding: tuple[tuple, tuple]) -> bool:
+    def _encode_attributes(self, die, out: Die, encoding: tuple[tuple, tuple], location: bytes | None = None) -> bool:
         """Writes the attributes of ``die`` straight into ``out.encoded``, the
         bytes :class:`DwarfWriter` would make of the attributes
         _copy_attributes gives (``encoding``: _encoding_steps' of its
         abbreviation); False, with ``out`` unchanged, when a value needs the
         general path (a string that is not ASCII, a false flag, which leaves
         its attribute out, a reference outside the unit, a location that is not
-        the same in every function).
+        the same in every function). ``location``: the translated
+        ``DW_AT_location`` expression, when the caller made it (a parameter
+        of the function itself, _o0_parameter).
 
         Most DIEs of a unit (variables, parameters' types, members) are copied
         so: no attribute tuples, no second pass over them in the writer."""
         steps, shape = encoding
-        encoded = bytearray()
+        parts = []
+        size = 0
         refs = []
-        cu_offset = self._cu.cu_offset
-        low, high = self._cu_range
-        plain_locations = self._encoded_plain_locations
-        for (step, _), value in zip(steps, die.values):
-            # The most frequent first: a variable is location, name, file, line, type.
-            if step == _ENCODE_LOCATION:
-                expr = plain_locations.get(value)
-                if expr is None:
-                    return False
-                encoded += expr
-            elif step == _ENCODE_STRING:
-                if type(value) is not bytes or not value.isascii():
-                    return False
-                encoded += value
-                encoded.append(0)
-            elif step == DW_FORM_data1:
-                encoded.append(value & 0xFF)
-            elif step == DW_FORM_data2:
-                encoded += (value & 0xFFFF).to_bytes(2, "little")
-            elif step == _ENCODE_REF:
-                target = value + cu_offset
-                if not low <= target < high:
-                    return False
-                refs.append((len(encoded), target))
-                encoded += b"\0\0\0\0"
-            elif step == DW_FORM_data4:
-                encoded += (value & 0xFFFFFFFF).to_bytes(4, "little")
-            elif step == DW_FORM_data8:
-                encoded += (value & (1 << 64) - 1).to_bytes(8, "little")
-            elif step == DW_FORM_sdata:
-                encoded += sleb128(value)
-            elif step == DW_FORM_udata:
-                encoded += uleb128(value)
-            elif step == _ENCODE_FLAG:
-                if not value:
-                    return False
-            elif step == _ENCODE_BLOCK:
-                encoded += uleb128(len(value)) + bytes(value)
-        out.encoded = bytes(encoded)
+        values = die.values
+        for step in steps:
+            kind = step[0]
+            if kind == _ENCODE_RUN:
+                _, packer, getter, single, run_refs = step
+                if run_refs:
+                    cu_offset = self._cu.cu_offset
+                    low, high = self._cu_range
+                    for index, at in run_refs:
+                        target = values[index] + cu_offset
+                        if not low <= target < high:
+                            return False
+                        refs.append((size + at, target))
+                part = packer.pack() if getter is None else \
+                    packer.pack(getter(values)) if single else packer.pack(*getter(values))
+            else:
+                value = values[step[1]]
+                if kind == _ENCODE_LOCATION:
+                    part = self._encoded_plain_locations.get(value) if location is None else \
+                        uleb128(len(location)) + location
+                    if part is None:
+                        return False
+                elif kind == _ENCODE_STRING:
+                    if type(value) is not bytes or not value.isascii():
+                        return False
+                    part = value + b"\0"
+                elif kind == _ENCODE_FLAG:
+                    if not value:
+                        return False
+                    continue
+                elif kind == DW_FORM_sdata:
+                    part = sleb128(value)
+                elif kind == DW_FORM_udata:
+                    part = uleb128(value)
+                else:
+                    assert kind == _ENCODE_BLOCK, kind
+                    part = uleb128(len(value)) + bytes(value)
+            parts.append(part)
+            size += len(part)
+        out.encoded = b"".join(parts)
         out.shape = shape
         out_refs = []
         for position, target in refs:
@@ -1091,9 +1188,18 @@ class _Translator:
                 again[id(out)] = (out, die)
             else:
                 ref.target = found
+        own_contexts, self._own_parameter_contexts = self._own_parameter_contexts, {}
         for out, die in again.values():
             out.encoded, out.shape, out.encoded_refs = None, (), ()
-            self._copy_attributes_generally(die, out, self._unit_context)
+            context = own_contexts.get(id(out))
+            if context is None:
+                self._copy_attributes_generally(die, out, self._unit_context)
+            else:  # the function's own parameter, in its function
+                self._own_parameter = True
+                try:
+                    self._copy_attributes_generally(die, out, context)
+                finally:
+                    self._own_parameter = False
 
     def _copy_attribute(self, die, attribute, out: Die, context: ExprContext) -> None:
         name, form = attribute.name, attribute.form
@@ -1250,6 +1356,72 @@ class _Translator:
                 self._function_loclists.setdefault(func.position, []).append((out, len(out.attributes) - 1))
         else:
             out.attributes.append((number, DW_FORM_exprloc, b""))
+
+    def _o0_parameter(self, guest: bytes, context: ExprContext) -> bytes | None:
+        """What _location makes of the function's own parameter located by
+        ``guest`` in clang's -O0 shape, straight from the prologue's stores:
+        a ``DW_OP_fbreg X`` (its translation made already, the same in every
+        function) that a store of parameter local K fills, in a function
+        whose frame base is es; one expression (_parameter_template with es)
+        choosing the argument array before the native prologue's end, local
+        K's slot up to the store and the frame slot from there. None when
+        anything differs from that shape, for _location's general path,
+        which gives the same expression in this shape (tests/test_dwarf_translate.py)."""
+        known = self._o0_guests.get(guest)
+        if known is None:
+            expr = self._context_free.get((guest, False))
+            if not expr or guest not in self._not_composite:  # _location has not met it yet, or it has pieces
+                return None
+            home = self._home(guest)
+            if home is None or home[0]:
+                return None
+            known = self._o0_guests[guest] = (expr, home[1])
+        expr, frame_offset = known
+        func = context.function
+        prologue = self._o0_prologues.get(func.position, _MISSING)
+        if prologue is _MISSING:
+            prologue = self._o0_prologues[func.position] = self._o0_prologue(func)
+        if prologue is None:
+            return None
+        first, stores = prologue
+        store = stores.get(frame_offset)
+        if store is None:
+            return None
+        try:
+            entry = self._entry_locations.get(store.local)
+            if entry is None:
+                entry = self._entry_locations[store.local] = local_location(store.local, self._entry_context(func))
+            in_local = local_location(store.local, context)
+        except UntranslatableExpression:
+            return None
+        # The first point at or after the store (as _before_location finds it).
+        points = self.line_mapper.points(func)
+        after = bisect.bisect_left(points, (store.end,))
+        ready = points[after][1] if after < len(points) else func.native_end
+        if not first < ready < func.native_end:
+            return None
+        key = (entry, in_local, expr)
+        template = self._es_parameter_templates.get(key, _MISSING)
+        if template is _MISSING:
+            template = self._es_parameter_templates[key] = self._parameter_template(True, key) \
+                if all(self._is_memory_location(x) for x in key) else None
+        if template is None:
+            return None
+        return patch_addresses(template, (self.code_address + ready,), 4)
+
+    def _o0_prologue(self, func) -> tuple[int, dict[int, ArgumentStore]] | None:
+        """(first INSTRUCTION point, the prologue's argument stores) of
+        ``func`` for _o0_parameter; None when its parameters cannot take that
+        path (no native prologue before its first point, a frame base that
+        is not es, an image that is not x32)."""
+        first = self._first_instruction(func)
+        if first is None or first <= func.native_start or self.address_size != 4 or \
+                func.native_start not in self.result.frame_base_slots:
+            return None
+        param_count = self._param_counts.get(func.position)
+        if param_count is None:
+            param_count = self._param_counts[func.position] = len(self.info.func_type(func.wasm_index).params)
+        return first, self._prologue_stores(func, param_count)
 
     def _frame_base_by_pc(self, out: Die, number: int, func, expr: bytes) -> None:
         """The frame base of ``func`` when it is not es: linear-memory

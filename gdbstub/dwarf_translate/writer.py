@@ -81,6 +81,8 @@ class DwarfWriter:
         self.address_size = address_size
         self._abbrevs: dict[tuple, int] = {}
         self._shape_codes: dict[tuple[int, bool, int], tuple[int, tuple]] = {}  # (tag, children, id(shape)) -> code
+        #: (tag, id(shape)) -> (ULEB128 of the code, shape) of encoded leaves (_write_die).
+        self._leaf_codes: dict[tuple[int, int], tuple[bytes, tuple]] = {}
         self._abbrev_bytes = bytearray()
         self.info = bytearray()
         self.loc = bytearray()
@@ -194,11 +196,33 @@ class DwarfWriter:
             elif form == DW_FORM_exprloc and len(value) < 0x80:
                 info.append(len(value))
                 info += value
+            elif form == DW_FORM_data2:
+                info += (value & 0xFFFF).to_bytes(2, "little")
+            elif form == DW_FORM_data4:
+                info += (value & 0xFFFFFFFF).to_bytes(4, "little")
+            elif form == DW_FORM_flag_present:
+                pass
             else:
                 info += self._value(form, value, die)
         if die.children:
+            fixups, leaf_codes = self._fixups, self._leaf_codes
             for child in die.children:
-                self._write_die(child, unit_offset)
+                if child.encoded is None or child.children or child.attributes:
+                    self._write_die(child, unit_offset)
+                    continue
+                # An encoded leaf (most DIEs), inline: its abbreviation code's
+                # bytes found by its tag and its shape's identity.
+                known = leaf_codes.get((child.tag, id(child.shape)))
+                if known is None or known[1] is not child.shape:
+                    code = self._abbrev_of(child.tag, False, child.shape)
+                    known = leaf_codes[(child.tag, id(child.shape))] = (uleb128(code), child.shape)
+                child.offset, child.unit_offset = len(info), unit_offset
+                info += known[0]
+                if child.encoded_refs:
+                    base = len(info)
+                    for position, form, ref in child.encoded_refs:
+                        fixups.append((base + position, form, ref, unit_offset))
+                info += child.encoded
             info.append(0)
 
     def add_unit(self, root: Die) -> None:

@@ -21,8 +21,10 @@ extension built) and ``gdbstub``, e.g. a worktree of main after
     python scripts/bench/cold_share_ab.py --reference /tmp/ref --pairs 8
 
 Prints each pair's figures; the LAST line is one JSON object with
-``dwarf_translate_cold_share`` (this checkout's median), ``reference_cold_share``,
-both sides' pairs and ``cpu``.
+``dwarf_translate_cold_share`` and ``reference_cold_share``, each side's
+share of its parts' least CPU time over its starts (inspect_latency's
+estimator), their pairs' medians (``*_median``), both sides' pairs and
+seconds (compile, line-only image, x32 image) and ``cpu``.
 """
 from __future__ import annotations
 
@@ -41,11 +43,22 @@ from inspect_latency import cold_start  # noqa: E402
 _CPU = 1
 
 
-def share(wasm: Path, root: Path) -> float:
-    """One pair's share: (x32 image - line-only image) / (compile + line-only image), CPU seconds."""
+def pair(wasm: Path, root: Path) -> tuple[float, float, float]:
+    """One pair of cold starts: (compile, line-only image, x32 image), CPU seconds."""
     lines_compile, lines_image, _ = cold_start(wasm, "lines", root)[_CPU]
     _, x32_image, _ = cold_start(wasm, "x32", root)[_CPU]
-    return (x32_image - lines_image) / (lines_compile + lines_image)
+    return lines_compile, lines_image, x32_image
+
+
+def share(compile_s: float, lines_image: float, x32_image: float) -> float:
+    """(x32 image - line-only image) / (compile + line-only image)."""
+    return (x32_image - lines_image) / (compile_s + lines_image)
+
+
+def best_share(pairs: list[tuple[float, float, float]]) -> float:
+    """inspect_latency's estimator: the share of each part's least CPU time
+    over the starts (a neighbour's load only ever adds CPU time)."""
+    return share(*(min(p[k] for p in pairs) for k in range(3)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,23 +72,28 @@ def main(argv: list[str] | None = None) -> int:
     if not (reference / "codemem").is_dir() or not (reference / "gdbstub").is_dir():
         print(f"cold_share_ab: {reference} holds no codemem/ and gdbstub/", file=sys.stderr)
         return 2
-    shares: dict[str, list[float]] = {"ours": [], "reference": []}
+    pairs: dict[str, list[tuple[float, float, float]]] = {"ours": [], "reference": []}
     with work_directory(args.work_dir) as work:
         try:
             wasm, _ = bigmodule.build(work / "bigmodule")
             for k in range(max(1, args.pairs)):
                 for side, root in (("ours", ROOT), ("reference", reference)):
-                    shares[side].append(share(wasm, root))
-                    print(f"pair {k + 1} {side:9s}: the translation adds {100 * shares[side][-1]:.1f} % "
+                    pairs[side].append(pair(wasm, root))
+                    print(f"pair {k + 1} {side:9s}: the translation adds {100 * share(*pairs[side][-1]):.1f} % "
                           f"of the CPU time", flush=True)
         except BenchError as e:
             print(f"cold_share_ab: {e}", file=sys.stderr)
             return 1
-    ours, theirs = median(shares["ours"]), median(shares["reference"])
-    print(f"median over {len(shares['ours'])} pairs: ours {100 * ours:.1f} %, reference {100 * theirs:.1f} % "
-          f"(target <= 20 %)")
+    shares = {side: [share(*p) for p in found] for side, found in pairs.items()}
+    ours, theirs = best_share(pairs["ours"]), best_share(pairs["reference"])
+    print(f"best of {len(shares['ours'])} starts each (CPU): ours {100 * ours:.1f} %, reference {100 * theirs:.1f} % "
+          f"(target <= 20 %); median of the pairs: ours {100 * median(shares['ours']):.1f} %, "
+          f"reference {100 * median(shares['reference']):.1f} %")
     print(json.dumps({"dwarf_translate_cold_share": ours, "reference_cold_share": theirs,
+                      "dwarf_translate_cold_share_median": median(shares["ours"]),
+                      "reference_cold_share_median": median(shares["reference"]),
                       "cold_share_pairs": shares["ours"], "reference_pairs": shares["reference"],
+                      "cold_seconds": pairs["ours"], "reference_seconds": pairs["reference"],
                       "reference": str(reference), "cpu": cpu_model()}))
     return 0
 
