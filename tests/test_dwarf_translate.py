@@ -899,3 +899,47 @@ def test_an_encoded_die_referring_to_a_die_left_out_is_copied_again_without_that
     monkeypatch.setattr(translate_module._Translator, "_encode_attributes", lambda *args: False)
     assert fast == _translation_or_refusal(module, table) and fast[0] == "translated"
     assert again and any(again)  # among them parameters of the function itself, encoded by _o0_parameter
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", ["inventory.O0", "aggregates.O0"])
+def test_the_fused_step_of_the_o0_variable_shape_writes_what_its_three_steps_write_even_from_damaged_dwarf(
+        name, monkeypatch):
+    """_ENCODE_DECLARED (location, name, a run with the type reference: one
+    step, _fuse_declared) against the three steps it fuses, on the module's
+    own DWARF and on .debug_info/.debug_str with flipped bytes (non-ASCII
+    names, types outside the unit, locations of another shape): the same
+    sections or the same refusal, and the fused step is taken."""
+    import random
+
+    from gdbstub.dwarf_translate import translate as translate_module
+
+    module = _module(name)
+    pristine = dict(module.info.dwarf)
+    table = module.engine_code.frame_table
+    rng = random.Random(11)
+    variants = [pristine]
+    for section in (".debug_info", ".debug_str"):
+        for _ in range(8):
+            damaged = bytearray(pristine[section])
+            for _ in range(rng.randint(1, 6)):
+                damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+            variants.append(dict(pristine, **{section: bytes(damaged)}))
+    fuse = translate_module._fuse_declared
+    fused = []
+
+    def fuse_counting(steps):
+        out = fuse(steps)
+        fused.extend(step[0] for step in out)
+        return out
+
+    try:
+        for sections in variants:
+            module.info.dwarf = sections
+            monkeypatch.setattr(translate_module, "_fuse_declared", fuse_counting)
+            fast = _translation_or_refusal(module, table)
+            monkeypatch.setattr(translate_module, "_fuse_declared", lambda steps: steps)
+            assert fast == _translation_or_refusal(module, table)
+    finally:
+        module.info.dwarf = pristine
+    assert translate_module._ENCODE_DECLARED in fused

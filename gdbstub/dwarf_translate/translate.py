@@ -177,6 +177,13 @@ _ENCODE_RUN = -7
 #: struct codes of the fixed-size output forms (a unit-local reference is 4
 #: zero bytes, patched by the writer).
 _RUN_CODES = {DW_FORM_data1: "B", DW_FORM_data2: "H", DW_FORM_data4: "I", DW_FORM_data8: "Q"}
+#: _encoding_steps' one step for the shape of clang's -O0 variables and
+#: parameters, nearly every DIE of a unit: a ``DW_AT_location`` exprloc, a
+#: name, then one run of data with exactly one reference (the type), as
+#: (_ENCODE_DECLARED, location index, name index, struct, getter, whether the
+#: getter gives one value, (reference's value index, offset in the run)).
+#: The same bytes as its three steps, without their loop (_fuse_declared).
+_ENCODE_DECLARED = -8
 
 
 def _encoding_steps(actions: tuple) -> tuple[tuple, tuple] | None:
@@ -232,7 +239,20 @@ def _encoding_steps(actions: tuple) -> tuple[tuple, tuple] | None:
             steps.append((step, index))
         shape.append((number, out))
     end_run()
-    return tuple(steps), tuple(shape)
+    return _fuse_declared(tuple(steps)), tuple(shape)
+
+
+def _fuse_declared(steps: tuple) -> tuple:
+    """``steps`` as one _ENCODE_DECLARED step when they are a location, a
+    name and a run with one reference and values (the -O0 variable's shape);
+    otherwise ``steps`` themselves."""
+    if len(steps) != 3 or steps[0][0] != _ENCODE_LOCATION or steps[1][0] != _ENCODE_STRING or \
+            steps[2][0] != _ENCODE_RUN:
+        return steps
+    _, packer, getter, single, references = steps[2]
+    if getter is None or len(references) != 1:
+        return steps
+    return ((_ENCODE_DECLARED, steps[0][1], steps[1][1], packer, getter, single, references[0]),)
 
 
 class _CachedExprParser:
@@ -1123,6 +1143,27 @@ class _Translator:
         Most DIEs of a unit (variables, parameters' types, members) are copied
         so: no attribute tuples, no second pass over them in the writer."""
         steps, shape = encoding
+        first = steps[0] if steps else None
+        if first is not None and first[0] == _ENCODE_DECLARED:
+            # The -O0 variable's shape (most DIEs), its three steps inline.
+            _, location_index, name_index, packer, getter, single, (type_index, type_at) = first
+            values = die.values
+            part = self._encoded_plain_locations.get(values[location_index]) if location is None else \
+                uleb128(len(location)) + location
+            name = values[name_index]
+            if part is None or type(name) is not bytes or not name.isascii():
+                return False
+            low, high = self._cu_range
+            target = values[type_index] + low
+            if not low <= target < high:
+                return False
+            out.encoded = b"".join((part, name, b"\0", packer.pack(getter(values)) if single else
+                                    packer.pack(*getter(values))))
+            out.shape = shape
+            ref = Ref(None)
+            out.encoded_refs = ((len(part) + len(name) + 1 + type_at, DW_FORM_ref4, ref),)
+            self._encoded_refs.append((out, die, ref, target))
+            return True
         parts = []
         size = 0
         refs = []
