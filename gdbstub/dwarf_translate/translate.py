@@ -1428,17 +1428,10 @@ class _Translator:
         store = stores.get(frame_offset)
         if store is None:
             return None
-        try:
-            entry = self._entry_locations.get(store.local)
-            if entry is None:
-                entry = self._entry_locations[store.local] = local_location(store.local, self._entry_context(func))
-            in_local = local_location(store.local, context)
-        except UntranslatableExpression:
+        homes = self._argument_store_homes(store, context)
+        if homes is None:
             return None
-        # The first point at or after the store (as _before_location finds it).
-        points = self.line_mapper.points(func)
-        after = bisect.bisect_left(points, (store.end,))
-        ready = points[after][1] if after < len(points) else func.native_end
+        entry, in_local, ready = homes
         if not first < ready < func.native_end:
             return None
         key = (entry, in_local, expr)
@@ -1603,6 +1596,19 @@ class _Translator:
         store = self._prologue_stores(func, param_count).get(operand)
         if store is None:
             return None
+        homes = self._argument_store_homes(store, context)
+        if homes is None:
+            return None
+        entry, in_local, ready = homes
+        return [(func.native_start, first, entry), (first, ready, in_local)], ready
+
+    def _argument_store_homes(self, store: ArgumentStore, context) -> tuple[bytes, bytes, int] | None:
+        """Where the parameter that the prologue's ``store`` saves lives in
+        ``context.function``: (its argument-array entry's location, its wasm
+        local's location, the native pc of the first point at or after the
+        store, from which the frame slot holds it); None when a location
+        cannot be translated."""
+        func = context.function
         try:
             # Entry K of the argument array is at rsi + 8K in every function
             # (the store's local is a parameter: argument_stores checks it).
@@ -1612,14 +1618,11 @@ class _Translator:
             in_local = local_location(store.local, context)
         except UntranslatableExpression:
             return None
-        # The first point at or after the store (bisect_left by wasm offset):
-        # the stores are the function's first instructions, so a few steps.
+        # The first point at or after the store (points are sorted by wasm offset).
         points = self.line_mapper.points(func)
-        after, count, end = 0, len(points), store.end
-        while after < count and points[after][0] < end:
-            after += 1
-        ready = points[after][1] if after < count else func.native_end
-        return [(func.native_start, first, entry), (first, ready, in_local)], ready
+        after = bisect.bisect_left(points, (store.end,))
+        ready = points[after][1] if after < len(points) else func.native_end
+        return entry, in_local, ready
 
     def _parameter_home(self, guest: bytes) -> tuple[bool, int] | None:
         """What _before_location needs of a parameter's location ``guest``:
