@@ -61,6 +61,12 @@ per-process ratios.  The last line is one JSON object: for each shape
 ``{shape}_loop_instructions`` (debug hot loop), and ``cpu``.
 
     python scripts/bench/site_cost.py [--processes N] [--shape NAME ...]
+    python scripts/bench/site_cost.py --producers [MODULE.wasm ...]
+
+``--producers`` times nothing: it compiles the modules (default: every
+examples/build module) with debugging and counts their deferred carriers and
+those with a producer a stop could replay, by kind (``constant_low``: already
+in eax..edi, 5 bytes; ``constant_rex``: r8-r15, a REX before the 5 bytes).
 """
 from __future__ import annotations
 
@@ -248,6 +254,41 @@ def _install_producer_carriers(compiler, frametable, loads: bool) -> None:
     frametable.FrameTable._check_site = lambda self, index, offset: None
 
 
+def count_producers(paths: list[Path]) -> dict[str, int]:
+    """The ``--producers`` counts (module docstring) over ``paths``, from the
+    one-process Python compiler (this process's compiler is wrapped: call it
+    in a process of its own); the code compiled is the shipped code."""
+    os.environ["WASM_GDBSTUB_C_COMPILER"] = "0"
+    from codemem.wasm.decoder import decode_module
+    from codemem.x64 import compiler
+
+    store_deferrable = compiler._ModuleCompiler._store_deferrable
+    defer = compiler._ModuleCompiler._defer_carrier_store
+    counts = dict.fromkeys(("deferred", *PRODUCER_KINDS, "constant_low", "constant_rex"), 0)
+
+    def remember_point(self, op, d, last_point):
+        self._last_point_seen = last_point
+        return store_deferrable(self, op, d, last_point)
+
+    def count(self) -> int:
+        code = self.asm.code
+        start = len(code) - compiler._carrier_kind(code)
+        register = (code[start] & 4) << 1 | (code[start + 2] >> 3 & 7)
+        producer = _producer(bytes(code), self._last_point_seen, start, register)
+        counts["deferred"] += 1
+        if producer is not None:
+            counts[producer[0]] += 1
+            if producer[0] == "constant":
+                counts["constant_low" if code[producer[1]] & 0xF8 == 0xB8 else "constant_rex"] += 1
+        return defer(self)
+
+    compiler._ModuleCompiler._store_deferrable = remember_point
+    compiler._ModuleCompiler._defer_carrier_store = count
+    for path in paths:
+        compiler.compile_module(decode_module(path.read_bytes()), debug=True)
+    return counts
+
+
 #: How many deferred carriers the producer shapes turned into producers, by kind (this process).
 PRODUCERS_FOUND = dict.fromkeys(PRODUCER_KINDS, 0)
 
@@ -285,7 +326,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--processes", type=int, default=5)
     parser.add_argument("--shape", action="append", choices=SHAPES)
     parser.add_argument("--one", choices=SHAPES, help=argparse.SUPPRESS)
+    parser.add_argument("--producers", nargs="*", type=Path, metavar="MODULE")
     args = parser.parse_args(argv)
+    if args.producers is not None:
+        paths = args.producers or sorted((ROOT / "examples" / "build").glob("*.wasm"))
+        counts = count_producers(paths)
+        print(f"{len(paths)} modules: {counts['deferred']} deferred carriers; producers a stop could replay: "
+              f"{counts['constant']} constants ({counts['constant_low']} in eax..edi, {counts['constant_rex']} "
+              f"in r8-r15), {counts['move']} register moves, {counts['load']} local home loads")
+        print(json.dumps(counts))
+        return
     if args.one:
         print(json.dumps(measure(args.one)))
         return
