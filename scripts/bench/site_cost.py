@@ -19,6 +19,9 @@ Shapes (``--shape``):
   (a NOP naming that store, where the instruction at the point consumes the
   value from its register and cannot trap: the store is left out), else the
   NOP ``0f 1f 44 00 00``, each with DS prefixes so it does not straddle 8 bytes.
+* ``deferred_constants``: no producer carriers (docs/compiler-speed.md
+  "Producer carriers (built)"): a constant the next instruction consumes is
+  a deferred carrier, a NOP naming its store, as before them.
 * ``slot_carriers``: no local or move carriers (docs/compiler-speed.md
   "Local and move carriers"): a NOP site after a ``local.set``/``local.tee``,
   as before them (the shipped code of the previous step; the tee's copy to
@@ -86,7 +89,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_model  # noqa: E402
 from debug_overhead import EXAMPLE, EXPORT, PASSES, ROUNDS, codemem_runner  # noqa: E402
 
-SHAPES = ("shipped", "slot_carriers", "no_nop_sites", "no_nops", "producer_carriers", "producer_loads",
+SHAPES = ("shipped", "deferred_constants", "slot_carriers", "no_nop_sites", "no_nops", "producer_carriers",
+          "producer_loads",
           "stored_carriers", "carrier_aligned", "nop_sites", "no_padding", "two_byte")
 
 
@@ -98,6 +102,15 @@ def _install(shape: str) -> None:
     from codemem.x64 import compiler
 
     if shape == "shipped":
+        return
+    if shape == "deferred_constants":
+        defer = compiler._ModuleCompiler._defer_carrier_store
+
+        def no_producer(self) -> int:
+            self.producer_end = -1
+            return defer(self)
+
+        compiler._ModuleCompiler._defer_carrier_store = no_producer
         return
     if shape == "slot_carriers":
         carrier_site = compiler._ModuleCompiler._carrier_site
