@@ -67,8 +67,9 @@ per-process ratios.  The last line is one JSON object: for each shape
     python scripts/bench/site_cost.py --producers [MODULE.wasm ...]
 
 ``--producers`` times nothing: it compiles the modules (default: every
-examples/build module) with debugging and counts their deferred carriers and
-those with a producer a stop could replay, by kind (``constant_low``: already
+examples/build module) with debugging and counts their deferrable slot stores
+(each a producer carrier where a constant produced the value, else a deferred
+carrier) and those with a producer a stop could replay, by kind (``constant_low``: already
 in eax..edi, 5 bytes; ``constant_rex``: r8-r15, a REX before the 5 bytes).
 """
 from __future__ import annotations
@@ -344,7 +345,7 @@ def main(argv: list[str]) -> None:
     if args.producers is not None:
         paths = args.producers or sorted((ROOT / "examples" / "build").glob("*.wasm"))
         counts = count_producers(paths)
-        print(f"{len(paths)} modules: {counts['deferred']} deferred carriers; producers a stop could replay: "
+        print(f"{len(paths)} modules: {counts['deferred']} deferrable slot stores; producers a stop could replay: "
               f"{counts['constant']} constants ({counts['constant_low']} in eax..edi, {counts['constant_rex']} "
               f"in r8-r15), {counts['move']} register moves, {counts['load']} local home loads")
         print(json.dumps(counts))
