@@ -106,7 +106,7 @@ RSP_REGISTER, RBP_REGISTER = 4, 5
 class CarrierStore:
     """A *carrier site*'s instruction (docs/compiler-speed.md): the site's
     disabled bytes are not the NOP but the last instruction of the previous
-    sequence point's code, which the code has without debugging too.  Three
+    sequence point's code, which the code has without debugging too.  Four
     kinds, each exactly 5 bytes (DS prefixes before the first, part of its
     instruction but not of the site, keep the 5 bytes off 8-byte boundaries,
     as for a NOP site):
