@@ -1142,6 +1142,7 @@ class _ModuleCompiler:
         handlers = self.handlers
         cache = self.cache
         cache.clear()
+        self.producer_end = -1  # per function, as C's (offsets only grow, but a fallback starts afresh)
         cache_aware, scratch_only = self.cache_aware, self.scratch_only
         xmm0_locs = self.xmm0_locs
         xmm0_locs.clear()
