@@ -381,7 +381,8 @@ class StoreCode:
 
     def carrier_store_at(self, pc: int) -> CarrierStore | None:
         """The carrier of the patch site at ``pc`` (frametable.carrier_store: a
-        slot store, a deferred one, a local store or a move): None when ``pc``
+        slot store, a deferred one, a local store, a move or a producer,
+        FrameTable.site_carrier): None when ``pc``
         is no site of this code or its disabled form is the NOP."""
         try:
             return self._carrier_stores[pc]
@@ -390,7 +391,7 @@ class StoreCode:
         if not self.contains(pc):
             return None
         index = self.frame_table.site_index(pc - self.base)
-        found = None if index is None else self.frame_table.site(index).carrier
+        found = None if index is None else self.frame_table.site_carrier(index)
         if len(self._carrier_stores) >= _CARRIER_MEMO_LIMIT:
             self._carrier_stores.clear()
         self._carrier_stores[pc] = found  # asked at every breakpoint stop (the prelude); the code never changes

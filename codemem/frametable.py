@@ -106,7 +106,7 @@ RSP_REGISTER, RBP_REGISTER = 4, 5
 class CarrierStore:
     """A *carrier site*'s instruction (docs/compiler-speed.md): the site's
     disabled bytes are not the NOP but the last instruction of the previous
-    sequence point's code, which the code has without debugging too.  Three
+    sequence point's code, which the code has without debugging too.  Four
     kinds, each exactly 5 bytes (DS prefixes before the first, part of its
     instruction but not of the site, keep the 5 bytes off 8-byte boundaries,
     as for a NOP site):
@@ -135,6 +135,18 @@ class CarrierStore:
           DS   DS   REX.W(+R+B)       89   ModRM
           3e   3e   48 | 49 | 4c | 4d 89   11 reg rm       (reg: the source, rm: the target)
 
+    * a *producer* (``immediate`` set), a constant's ``mov r32, imm32``
+      whose slot store was left out (a deferred store, as for
+      :func:`deferred_carrier_bytes`): a stop loads the constant (zero-extended)
+      and stores the register to the point's top slot.  A REX.B before the 5
+      bytes stays a prefix of the site's instruction (``41 e8 rel32`` is a
+      call), so the bytes name only the register's low 3 bits and no slot:
+      :func:`carrier_store` gives ``disp`` -1 and the low bits, and
+      :meth:`FrameTable.site_carrier` completes it from the site's point (its
+      top slot and the register mirroring it)::
+
+          [41]   b8+r   imm32
+
     Enabled, the site's ``call`` replaces the instruction, so whoever takes the
     call performs it first (the breakpoint prelude, every hook veneer): then
     every value is where the frame table says at every stop.  A *deferred*
@@ -145,6 +157,7 @@ class CarrierStore:
     disp: int  # the destination's offset from ``base`` at the site (0 for a move)
     base: int | None = RSP_REGISTER  # RSP_REGISTER (a slot), RBP_REGISTER (a local's home), None (a move)
     target: int | None = None  # a move's destination register (x86 number), else None
+    immediate: int | None = None  # a producer's constant (u32), else None
 
     @property
     def regfile_index(self) -> int:
@@ -169,7 +182,9 @@ class CarrierStore:
 
     @property
     def kind(self) -> str:
-        """"slot", "local" or "move"."""
+        """"slot", "local", "move" or "producer"."""
+        if self.immediate is not None:
+            return "producer"
         return "slot" if self.base == RSP_REGISTER else "local" if self.base == RBP_REGISTER else "move"
 
     def registers(self) -> frozenset[int]:
@@ -192,6 +207,8 @@ def carrier_store(disable: bytes) -> CarrierStore | None:
     if b0 == SITE_PAD_PREFIX and b1 in (0x48, 0x4C) and b2 == 0x89 and b3 & 0xC7 == 0x45 and b4 >= 0x80 \
             and not b4 % 8:
         return CarrierStore(((b1 & 4) << 1) | (b3 >> 3 & 7), b4 - 0x100, RBP_REGISTER)
+    if b0 & 0xF8 == 0xB8:
+        return CarrierStore(b0 & 7, -1, RSP_REGISTER, None, int.from_bytes(disable[1:], "little"))
     if b0 == b1 == SITE_PAD_PREFIX and b2 & 0xFA == 0x48 and b3 == 0x89 and b4 >= 0xC0:
         source, target = ((b2 & 4) << 1) | (b4 >> 3 & 7), ((b2 & 1) << 3) | (b4 & 7)
         if source != target and RSP_REGISTER not in (source, target) and RBP_REGISTER not in (source, target):
@@ -201,9 +218,11 @@ def carrier_store(disable: bytes) -> CarrierStore | None:
 
 def carrier_bytes(carrier: CarrierStore) -> bytes:
     """The 5 site bytes of a carrier (the inverse of :func:`carrier_store` for
-    the three instruction kinds; a deferred carrier's are
+    the four instruction kinds; a deferred carrier's are
     :func:`deferred_carrier_bytes`)."""
     reg = carrier.register
+    if carrier.immediate is not None:
+        return bytes((0xB8 | reg & 7,)) + carrier.immediate.to_bytes(4, "little")
     if carrier.base == RSP_REGISTER:
         return bytes((0x48 | (reg & 8) >> 1, 0x89, 0x44 | (reg & 7) << 3, 0x24, carrier.disp))
     if carrier.base == RBP_REGISTER:
@@ -994,6 +1013,22 @@ class FrameTable:
             self._check_site(index, offset)
             site = self._sites[index] = PatchSite(offset, enable, disable)
         return site
+
+    def site_carrier(self, index: int) -> CarrierStore | None:
+        """The carrier of site ``index`` (:attr:`PatchSite.carrier`), a
+        producer's completed from the site's sequence point: its slot is the
+        point's top one and its register the one mirroring that slot."""
+        site = self.site(index)
+        carried = site.carrier
+        if carried is None or carried.immediate is None:
+            return carried
+        point = self.sequence_point_at_or_before(site.offset)
+        assert point is not None and point.native_offset == site.offset and point.stack_depth, site
+        slot = point.stack_depth - 1
+        frame_offset = self.function_at(site.offset).operand_slot_offset(slot)
+        register = next(HARDWARE_GPR_NAMES.index(name) for name, at in point.mirrors if at == frame_offset)
+        assert register & 7 == carried.register, (site, register)
+        return CarrierStore(register, 8 * slot, RSP_REGISTER, None, carried.immediate)
 
     @cached_property
     def site_offsets(self) -> list[int]:

@@ -116,7 +116,8 @@ class ModuleRegistry:
         or not a debugger is attached (the guest resumes at site + 5, after
         it): a slot or local store writes the regfile's source register to
         the regfile's rsp or rbp + disp, a move copies it to the regfile's
-        target register (which the resume loads).  Idempotent: a hook veneer
+        target register (which the resume loads), a producer loads its
+        constant into the regfile's register and stores it as a slot store.  Idempotent: a hook veneer
         that already performed it and jumped to the trampoline left the source
         register unchanged.  Anything that is not a site of this registry's
         code (a displaced block's stop call, the inferior-call landing) has
@@ -129,6 +130,8 @@ class ModuleRegistry:
         if carried is None:
             return
         gpr = regfile.gpr
+        if carried.immediate is not None:  # a producer: the constant's load first, then its slot store
+            gpr[carried.regfile_index] = carried.immediate
         value = gpr[carried.regfile_index]
         base = carried.base_regfile_index
         if base is None:

@@ -151,9 +151,12 @@ def carrier_store_bytes(carrier: CarrierStore) -> bytes:
     """The carrier as a veneer (entered by the site's ``call``) runs it: a
     slot store ``mov [rsp + disp + 8], reg`` (8: the return address the call
     pushed), a local store ``mov [rbp + disp], reg`` (the call leaves rbp
-    alone), a move ``mov target, reg``."""
+    alone), a move ``mov target, reg``; a producer ``mov reg32, imm32``
+    before its slot store."""
     a = Assembler()
     source = Reg(carrier.register)
+    if carrier.immediate is not None:  # a producer: its constant, then the slot store
+        a.mov(source, carrier.immediate, 32)
     if carrier.base is None:
         a.mov(Reg(carrier.target), source, 64)
     elif carrier.base == Reg.RSP:

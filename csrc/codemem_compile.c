@@ -279,6 +279,9 @@ struct cm_cc_module {
      * when it is still the last thing emitted (instruction_site; asm.py
      * Assembler.carrier_end). */
     int64_t carrier_end;
+    /* Where the last constant's `mov r32, imm32` ends (its slot store starts there), or -1: a producer
+     * carrier may be made of it (defer_carrier_store; compiler.py producer_end). */
+    int64_t producer_end;
     /* code_base mod 32: where offset 0 of m->code falls in a 32-byte block
      * (functions start at 28 mod 32, compiler.py FUNCTION_START_PHASE), so
      * every alignment rule below looks at PHASE(m, offset), not the offset */
@@ -1372,9 +1375,38 @@ static int store_deferrable(cm_cc_module *m, uint32_t op, int64_t d)
 
 /* compiler.py _defer_carrier_store: debug, the point's site becomes a deferred carrier (0F 1F 44 SIB disp8
  * naming the store, frametable.py deferred_carrier_bytes); without debugging the store is dropped. */
+/* compiler.py _producer_site: debug, the deferrable slot store at store_start stores the constant loaded
+ * right before it: the store is left out and the constant's `mov r32, imm32` (b8+r imm32, a REX.B before it
+ * staying a prefix) is the point's site, DS prefixes before both when it would straddle 8 bytes. */
+static uint32_t producer_site(cm_cc_module *m, uint32_t store_start)
+{
+    const uint8_t *p = m->code.p;
+    int reg = (p[store_start] & 4) << 1 | (p[store_start + 2] >> 3 & 7);
+    m->code.n = store_start;
+    m->carrier_end = -1;
+    uint32_t site = store_start - 5;
+    uint32_t r = PHASE(m, site) & 7;
+    if (r > 3) {
+        uint32_t pad = 8 - r, at = site - (uint32_t)(reg >> 3);
+        buf_reserve(&m->code, pad, &m->fail);
+        memmove(m->code.p + at + pad, m->code.p + at, store_start - at);
+        memset(m->code.p + at, SITE_PAD_PREFIX, pad);
+        m->code.n += pad;
+        site += pad;
+    }
+    VEC_PUSH(m->sites, site, &m->fail);
+    return site;
+}
+
 static uint32_t defer_carrier_store(cm_cc_module *m)
 {
     if (m->debug) {
+        uint32_t end = HERE(m);
+        uint32_t store_start = end - (m->code.p[end - 1] == 0x24 ? 4 : 5);
+        int64_t producer_end = m->producer_end;
+        m->producer_end = -1;
+        if (producer_end == (int64_t)store_start)
+            return producer_site(m, store_start);
         uint32_t start = instruction_site(m);
         uint8_t *b = m->code.p + start;
         int reg = (b[0] & 4) << 1 | (b[2] >> 3 & 7);
@@ -2904,6 +2936,8 @@ static void handle(cm_cc_module *m, const instr *in, size_t index, int64_t d)
             bits &= 0xFFFFFFFFull;
         int value = cache_alloc(m, 0);
         mov_imm64(m, value, bits);
+        if (bits <= 0xFFFFFFFFull) /* [REX.B] b8+r imm32: a producer carrier's form */
+            m->producer_end = (int64_t)HERE(m);
         mov_mr(m, RSP, (int32_t)slot_disp(d), value); /* _build_store_slot */
         cache_bind(m, value, d);
         return;
@@ -3261,6 +3295,7 @@ int cm_cc_compile(cm_cc_module *m, const uint8_t *data, uint32_t body_offset, ui
     m->code.n = 0;
     m->fusible_at = m->fusible_end = -1;
     m->carrier_end = -1;
+    m->producer_end = -1;
     m->labels.n = m->fixups.n = m->traps.n = m->jtables.n = m->jlabels.n = 0;
     m->frames.n = 0;
     m->vals.n = 0;
@@ -3409,9 +3444,12 @@ void cm_cc_pools(cm_cc_module *m, int which, const uint8_t **pool, uint32_t *siz
  * clear), each with a non-negative disp8 that is a multiple of 8 (an operand-stack slot); a local store
  * `mov [rbp+disp8], r64` after one DS prefix, 3E REX.W(+R) 89 ModRM(mod=01 rm=101) disp8, with a negative
  * disp8 that is a multiple of 8 (a local's home); or a move `mov r64, r64` after two DS prefixes,
- * 3E 3E REX.W(+R+B) 89 ModRM(mod=11), between two registers other than rsp and rbp. */
+ * 3E 3E REX.W(+R+B) 89 ModRM(mod=11), between two registers other than rsp and rbp; or a producer
+ * `mov r32, imm32`, B8+r imm32 (its REX.B, if any, is before the site). */
 static int is_carrier_store(const uint8_t *b)
 {
+    if ((b[0] & 0xF8) == 0xB8) /* a producer: mov r32, imm32 (any immediate) */
+        return 1;
     if (b[4] < 0x80 && !(b[4] & 7)) {
         if ((b[0] == 0x48 || b[0] == 0x4C) && b[1] == 0x89 && (b[2] & 0xC7) == 0x44 && b[3] == 0x24)
             return 1;

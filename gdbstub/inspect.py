@@ -273,10 +273,11 @@ class _Printer:
             pending_watch = None
             if site is not None:
                 # A carrier site is the instruction itself (codemem.frametable.CarrierStore:
-                # a slot store, a local's store or a move), or a NOP naming a slot
+                # a slot store, a local's store, a move or a constant's load whose
+                # store is left out), or a NOP naming a slot
                 # store when it is deferred (deferred_carrier_bytes).
                 patch = table.site(site)
-                carried = patch.carrier
+                carried = table.site_carrier(site)
                 if carried is None:
                     carrier = ""
                 elif patch.deferred:
@@ -284,6 +285,10 @@ class _Printer:
                                "the call performs it)")
                 elif carried.kind == "slot":
                     carrier = " (a carrier store: the call replaces it and performs it)"
+                elif carried.kind == "producer":
+                    carrier = (f" (a producer carrier: {HARDWARE_GPR_NAMES[carried.register]} = "
+                               f"{carried.immediate:#x}, then its store to slot {carried.slot}, left out; "
+                               "the call replaces it and performs both)")
                 elif carried.kind == "local":
                     carrier = (f" (a local carrier: the store to the local at [rbp{carried.disp:+d}]; "
                                "the call replaces it and performs it)")

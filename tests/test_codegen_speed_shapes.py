@@ -370,11 +370,22 @@ def test_a_signed_trunc_tells_the_minimum_from_nan_and_overflow(debug):
         store.close()
 
 
-DEFERRED = """
+#: A constant the next instruction consumes: a producer carrier (its load is the add's site).
+PRODUCER = """
 (module
   (func (export "f") (param i32) (result i32)
     local.get 0
     i32.const 7
+    i32.add))
+"""
+#: A product the next instruction consumes: a deferred carrier (a NOP naming its store).
+DEFERRED = """
+(module
+  (func (export "f") (param i32) (result i32)
+    local.get 0
+    local.get 0
+    i32.const 7
+    i32.mul
     i32.add))
 """
 _I32_ADD = 0x6A
@@ -383,7 +394,7 @@ _I32_ADD = 0x6A
 def test_a_constant_the_next_instruction_consumes_is_never_stored_without_debugging():
     # The const's slot is live only at the add's point (the add pops it and
     # reads it from its register), and without debugging nothing stops there.
-    cm = compile_module(decode_module(wasmtime.wat2wasm(DEFERRED)), debug=False)
+    cm = compile_module(decode_module(wasmtime.wat2wasm(PRODUCER)), debug=False)
     func = FrameTable(cm.frame_table).function(0)
     md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
     text = [f"{i.mnemonic} {i.op_str}" for i in md.disasm(cm.code[func.native_start:func.native_end], 0)]
@@ -396,10 +407,10 @@ def test_a_deferred_carrier_site_names_the_store_and_a_stop_there_performs_it():
     table = FrameTable(cm.frame_table)
     deferred = [table.site(k) for k in range(table.num_sites)
                 if table.site(k).disable[:3] == b"\x0f\x1f\x44" and table.site(k).carrier is not None]
-    assert len(deferred) == 1 and deferred[0].carrier.slot == 1  # slot 1: the constant, before the add
+    assert len(deferred) == 1 and deferred[0].carrier.slot == 1  # slot 1: the product, before the add
     assert deferred_carrier_bytes(deferred[0].carrier) == deferred[0].disable
     # Stop at the add (every site enabled): the breakpoint prelude stored the
-    # constant from its register, so the slot a debugger reads holds 7.
+    # product from its register, so the slot a debugger reads holds 5 * 7.
     seen = []
     store, instance = debug_instance(wasmtime.wat2wasm(DEFERRED))
 
@@ -409,9 +420,58 @@ def test_a_deferred_carrier_site_names_the_store_and_a_stop_there_performs_it():
                                  + f.operand_slot_offset(point.stack_depth - 1))[0])
 
     step_everything(store, instance, on_stop)
+    assert instance.exports["f"](5) == 40
+    store.close()
+    assert seen == [35]
+
+
+def test_a_constant_the_next_instruction_consumes_is_its_load_as_the_site_and_a_stop_there_stores_it():
+    cm = compile_module(decode_module(wasmtime.wat2wasm(PRODUCER)), debug=True)
+    table = FrameTable(cm.frame_table)
+    (site,) = [k for k in range(table.num_sites) if table.site(k).disable[0] & 0xF8 == 0xB8]
+    carried = table.site_carrier(site)
+    assert carried.kind == "producer" and carried.immediate == 7 and carried.slot == 1
+    offset = table.site(site).offset
+    assert cm.code[offset:offset + 5] == bytes((0xB8 | carried.register & 7,)) + (7).to_bytes(4, "little")
+    assert carried.register < 8 or cm.code[offset - 1] == 0x41  # a REX.B stays before the site
+    # Nothing stores the constant in the code: only a stop at the add does.
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    after = next(md.disasm(cm.code[offset + 5:offset + 20], 0))
+    assert after.mnemonic == "add", after
+    # Stop at the add (every site enabled): the breakpoint prelude loaded the
+    # constant and stored it, so the slot and the register hold 7.
+    seen = []
+    store, instance = debug_instance(wasmtime.wat2wasm(PRODUCER))
+
+    def on_stop(point, regfile, f):
+        if point.native_offset == offset:
+            slot = ffi.cast("uint64_t *", regfile.gpr[GPR_INDEX["rbp"]] + f.operand_slot_offset(point.stack_depth - 1))
+            seen.append((slot[0], regfile.gpr[carried.regfile_index]))
+
+    step_everything(store, instance, on_stop)
     assert instance.exports["f"](5) == 12
     store.close()
-    assert seen == [7]
+    assert seen == [(7, 7)]
+
+
+def test_a_debugger_write_to_a_producers_slot_is_honoured():
+    # At the add's stop the slot is the truth: the mirror is reloaded from it.
+    y_slot = lambda point, func: func.operand_slot_offset(point.stack_depth - 1)  # noqa: E731
+    assert _write_at_stop(PRODUCER, _I32_ADD, 0, y_slot, 100, reload=True, args=(5,)) == 105
+
+
+def test_producer_bytes_decode_for_every_register_and_constant():
+    for register in range(8):
+        for immediate in (0, 7, 0x8000_0000, 0xFFFF_FFFF):
+            raw = carrier_bytes(CarrierStore(register, 8, immediate=immediate))
+            assert raw[0] == 0xB8 | register and raw != SITE_DISABLED
+            decoded = carrier_store(raw)  # the bytes alone: the low bits, no slot (FrameTable.site_carrier)
+            assert decoded == CarrierStore(register, -1, immediate=immediate) and decoded.kind == "producer"
+            (only,) = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64).disasm(raw, 0)
+            assert only.mnemonic == "mov" and only.size == 5
+    # Enabled behind a REX.B, the site is still one call to site + 5 + rel32.
+    (call,) = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64).disasm(b"\x41\xe8\x10\x00\x00\x00", 0)
+    assert call.mnemonic == "call" and call.size == 6 and call.op_str == "0x16"
 
 
 def test_a_debugger_write_to_a_deferred_slot_is_honoured():

@@ -3,7 +3,8 @@
 A carrier site's disabled bytes are the store of the previous instruction's
 result to its operand-stack slot (``mov [rsp+disp8], r64``), or a NOP naming
 that store where the store is deferred (the next instruction consumes the
-value from its register: frametable.deferred_carrier_bytes), or a
+value from its register: frametable.deferred_carrier_bytes), or the
+constant's load that produced such a value (a producer carrier), or a
 local.set's store to the local's home (``ds mov [rbp+disp8], r64``); enabled, the
 site's ``call`` replaces that store, and the breakpoint path performs it
 before the debugger sees the stop (codemem.registry.ModuleRegistry.perform_carrier_store).
@@ -46,8 +47,8 @@ def square_carrier_sites():
     previous = None
     for index in table.site_indexes_in(func.native_start, func.native_end):
         site = table.site(index)
-        if site.carrier is not None and previous is not None:
-            found.append((site.offset - func.native_start, site.carrier, points[site.offset],
+        if site.carrier is not None and previous is not None:  # a producer's completed from its point
+            found.append((site.offset - func.native_start, table.site_carrier(index), points[site.offset],
                           previous - func.native_start, site.disable))
         previous = site.offset
     module.engine_code.close()
@@ -65,23 +66,25 @@ def gdb_mark(name: str) -> str:
 
 def _carrier_form(disable: bytes) -> str:
     """"stored" (a slot store), "deferred" (a NOP naming one), "local" (a
-    local.set's store to the local's home) or "move"."""
+    local.set's store to the local's home), "move" or "producer" (a
+    constant's load whose slot store is left out)."""
     if codemem.frametable.is_deferred_carrier(disable):
         return "deferred"
     kind = codemem.frametable.carrier_store(disable).kind
     return "stored" if kind == "slot" else kind
 
 
-@pytest.mark.parametrize("form", ["stored", "deferred", "local"])
+@pytest.mark.parametrize("form", ["stored", "deferred", "local", "producer"])
 def test_gdb_at_a_carrier_site_sees_the_stored_value_in_its_slot_and_the_store_in_the_code(stub, form):
     """Stopped at the site before it, the slot (or, for a local carrier, the
     local's home) is overwritten with a poison value; at the carrier site it
     holds the register's value again (the store the breakpoint's call
-    replaced, or the deferred store the site's NOP names, was performed),
+    replaced, or the deferred store the site's NOP names, or a producer's
+    load of its constant and then its store, was performed),
     ``x/5xb $pc`` shows the site's disabled bytes (the patch is hidden), and
     the guest's result is right."""
     sites, _ = square_carrier_sites()
-    offset, carrier, point, previous, _ = next(site for site in sites if _carrier_form(site[4]) == form)
+    offset, carrier, point, previous, disable = next(site for site in sites if _carrier_form(site[4]) == form)
     assert point.kind == SequencePointKind.INSTRUCTION
     if form == "local":
         base = "$rbp"  # the local's home, [rbp + disp] (disp < 0)
@@ -111,7 +114,9 @@ def test_gdb_at_a_carrier_site_sees_the_stored_value_in_its_slot_and_the_store_i
     assert slot and int(slot.group(1), 16) == value != POISON, out
     code = re.search(r"^0x[0-9a-f]+ <square\+\d+>:((?:\s+0x[0-9a-f]{2}){5})\s*$", section(run, "code"), re.M)
     store = code and bytes(int(b, 16) for b in code.group(1).split())
-    assert store and codemem.frametable.carrier_store(store) == carrier, out
+    assert store == disable, out  # the store (or the NOP naming it, or the producer) the call replaced
+    if form == "producer":
+        assert value == carrier.immediate, out
     assert re.search(r"\[Inferior 1 \(process \d+\) exited normally\]", section(run, "end")), out
     assert demo.wait() == 0, out
     assert demo.output_after_banner[:1] == [DEMO_RESULT], out

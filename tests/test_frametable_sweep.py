@@ -43,7 +43,7 @@ import pytest
 
 import codemem
 from codemem.abi import VMCTX_LIBCALL_CTX
-from codemem.frametable import SITE_DISABLED, SITE_SIZE, SequencePointKind, carrier_store
+from codemem.frametable import SITE_DISABLED, SITE_SIZE, SequencePointKind, carrier_bytes, carrier_store
 from codemem.wasm.opcodes import OP_BY_NAME
 from codemem.x64.compiler import _DEFERRING
 
@@ -105,7 +105,7 @@ def test_sweep(path: Path, debug: bool):
         if not debug:
             assert sites == []
         swept_sites = set()
-        carriers = deferred = local_carriers = move_carriers = 0
+        carriers = deferred = local_carriers = move_carriers = producers = 0
         wasm = path.read_bytes()
         trap_veneer = table.header.trap_veneer
         assert table.num_functions == len(module.info.codes)
@@ -121,6 +121,12 @@ def test_sweep(path: Path, debug: bool):
             native_boundaries |= {address + size - SITE_SIZE for address, size, mnemonic, _ in listing
                                   if mnemonic in ("nop", "mov") and size > SITE_SIZE
                                   and code[address:address + size - SITE_SIZE] == b"\x3e" * (size - SITE_SIZE)}
+            # So is a producer carrier with a REX.B before it (and DS prefixes before that).
+            native_boundaries |= {address + size - SITE_SIZE for address, size, mnemonic, _ in listing
+                                  if mnemonic == "mov" and size > SITE_SIZE
+                                  and code[address + size - SITE_SIZE - 1] == 0x41
+                                  and code[address + size - SITE_SIZE] & 0xF8 == 0xB8
+                                  and code[address:address + size - SITE_SIZE - 1] == b"\x3e" * (size - SITE_SIZE - 1)}
             points = table.sequence_points(func)
             for point in points:
                 assert point.wasm_offset in boundaries, \
@@ -151,6 +157,26 @@ def test_sweep(path: Path, debug: bool):
                         assert mnemonic == "nop" and code[address:site] == b"\x3e" * (site - address), \
                             f"{where}: site {site:#x} is in {mnemonic} at {address:#x}"
                         assert record.disable == SITE_DISABLED
+                    elif carried.kind == "producer":
+                        # A producer carrier: a constant's load (its slot store
+                        # left out, as for a deferred carrier), completed from
+                        # the point: its top slot and the register mirroring it.
+                        point = points_at[site]
+                        full = table.site_carrier(table.site_index(site))
+                        prefixes = code[address:site]
+                        rex = full.register >= 8
+                        assert mnemonic == "mov" and set(prefixes[:len(prefixes) - rex]) <= {0x3E} \
+                            and prefixes[len(prefixes) - rex:] == (b"\x41" if rex else b"") \
+                            and len(prefixes) - rex <= 4, f"{where}: producer carrier {site:#x} is in {mnemonic}"
+                        assert boundaries[point_before[site].wasm_offset] in ("i32.const", "i64.const", "f32.const",
+                                                                              "f64.const"), f"{where}: {site:#x}"
+                        assert OP_BY_NAME[boundaries[point.wasm_offset]] in _DEFERRING, \
+                            f"{where}: producer carrier {site:#x} before {boundaries[point.wasm_offset]}"
+                        assert (_GPR_NAMES[full.register], func.operand_slot_offset(full.slot)) in point.mirrors, \
+                            f"{where}: the register of the producer carrier {site:#x} does not mirror its slot"
+                        assert full.slot == point.stack_depth - 1 and carrier_bytes(full) == record.disable
+                        carriers += 1
+                        producers += 1
                     elif carried.kind != "slot":
                         # A local carrier (the store to a local's home) or a move
                         # carrier (the copy to the register that mirrors it): the
@@ -229,6 +255,7 @@ def test_sweep(path: Path, debug: bool):
             assert carriers > 0, f"{path.name}: no carrier-store site"
             assert deferred > 0, f"{path.name}: no deferred carrier"
             assert local_carriers > 0, f"{path.name}: no local carrier"
+            assert producers > 0, f"{path.name}: no producer carrier"
             if path.name == "bench_loop.O2.wasm":  # far locals tee'd into a mirror (docs/compiler-speed.md)
                 assert move_carriers > 0, f"{path.name}: no move carrier"
     finally:

@@ -3,7 +3,9 @@ branch_alignment.py, debug_overhead.py, site_cost.py), and what it found.
 
 * Unit tests on byte literals: which instructions of a loop are patch sites and
   which are padding, which branch units sit on a 32-byte boundary, which CPUs
-  have Intel's JCC erratum, which bytes are a frame-slot store.
+  have Intel's JCC erratum, which bytes are a frame-slot store, which
+  instruction before a deferred store a stop could replay (site_cost.py's
+  producer shapes).
 * The finding the benchmarks rest on (docs/compiler-speed.md "Guest speed with
   debugging on"): debugging adds nothing to the -O2 kernel's hot loop but patch
   sites and padding NOPs, and no branch unit on a 32-byte boundary.
@@ -20,6 +22,7 @@ sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
 from _common import jcc_erratum_cpu  # noqa: E402
 from branch_alignment import EXAMPLE, EXPORT, analyse, branch_hazards, loop_nops  # noqa: E402
+from site_cost import _producer  # noqa: E402
 
 MD = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 
@@ -78,3 +81,32 @@ def test_debugging_adds_only_sites_and_padding_to_the_O2_kernels_hot_loop():
             - sited["loop_padding_nops"] == plain["loop_instructions"] - plain["loop_padding_nops"])
     assert plain["loop_hazards"] == [] and sited["loop_hazards"] == []
     assert plain["code_hazards"] == 0 and sited["code_hazards"] == 0
+
+
+#: A NOP site (the previous point's), then a producer, then the store ``mov [rsp+8], r`` it feeds.
+_SITE = bytes.fromhex("0f1f440000")
+
+
+def _store(register: int) -> bytes:
+    return bytes((0x48 | (register & 8) >> 1, 0x89, 0x44 | (register & 7) << 3, 0x24, 8))
+
+
+def _producer_of(producer_hex: str, register: int, last_point: int = 0):
+    code = _SITE + bytes.fromhex(producer_hex) + _store(register)
+    return _producer(code, last_point, len(code) - 5, register)
+
+
+def test_a_constant_a_register_move_or_a_home_load_of_the_stored_register_is_a_producer():
+    assert _producer_of("bf00000080", 7) == ("constant", 5)  # mov edi, 0x80000000: 5 bytes
+    assert _producer_of("41ba00140000", 10) == ("constant", 5)  # mov r10d, 0x1400: REX + 5 bytes
+    assert _producer_of("4c89e7", 7) == ("move", 5)  # mov rdi, r12
+    assert _producer_of("4c8b6590", 12) == ("load", 5)  # mov r12, [rbp-0x70]
+
+
+def test_another_register_a_narrow_move_arithmetic_or_no_code_since_the_point_is_no_producer():
+    assert _producer_of("bf00000080", 6) is None  # the store is of rsi
+    assert _producer_of("4489e7", 7) is None  # mov edi, r12d (a 32-bit move)
+    assert _producer_of("4501f4", 12) is None  # add r12d, r14d
+    assert _producer_of("48c7c701000000", 7) is None  # mov rdi, 1: 7 bytes
+    assert _producer_of("4c8ba588000000", 12) is None  # mov r12, [rbp+0x88]: disp32
+    assert _producer_of("bf00000080", 7, last_point=10) is None  # the point is after it: nothing between

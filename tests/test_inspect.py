@@ -11,7 +11,7 @@ import pytest
 import wasmtime
 
 import codemem
-from codemem.frametable import SITE_DISABLED, carrier_store, deferred_carrier_bytes
+from codemem.frametable import HARDWARE_GPR_NAMES, SITE_DISABLED, carrier_store, deferred_carrier_bytes
 from gdbstub.inspect import inspect_module, instruction_text, resolve_function
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ DEMO_O2 = ROOT / "examples" / "build" / "demo.O2.wasm"
 
 LINE_RE = re.compile(r"^\s+0x([0-9a-f]+):  ((?:[0-9a-f]{2} )*[0-9a-f]{2})\s+(\S.*)$")
 SEQ_RE = re.compile(r"^\s+; wasm @0x([0-9a-f]+)  (.+)  \[(instruction|return point|entry), depth (\d+)(?::[ a-z0-9]+)?\]$")
-SITE_RE = re.compile(r"^\s+; patch site #(\d+)(?: \(a (?:carrier store|deferred carrier|local carrier|move carrier): "
+SITE_RE = re.compile(r"^\s+; patch site #(\d+)(?: \(a (?:carrier store|deferred carrier|local carrier|move carrier|producer carrier): "
                      r"[^)]*\))?$")
 
 
@@ -49,7 +49,7 @@ def test_square_sites_before_every_wasm_instruction():
     points = table.sequence_points(record)
     seq_lines = [k for k, line in enumerate(lines) if SEQ_RE.match(line)]
     assert len(seq_lines) == len(points) > 10
-    carriers = deferred = locals_ = 0
+    carriers = deferred = locals_ = producers = 0
     for k, point in zip(seq_lines, points):
         m = SEQ_RE.match(lines[k])
         assert int(m.group(1), 16) == point.wasm_offset
@@ -61,11 +61,20 @@ def test_square_sites_before_every_wasm_instruction():
         assert int(site.group(1)) == table.site_index(point.native_offset)
         insn = LINE_RE.match(lines[k + 2])
         pad = point.native_offset - int(insn.group(1), 16)
-        assert 0 <= pad <= 4
+        assert 0 <= pad <= 5  # DS prefixes (at most 4), and a producer's REX.B
         disabled = table.site(table.site_index(point.native_offset)).disable
         if disabled == SITE_DISABLED:
             assert insn.group(2) == "3e " * pad + "0f 1f 44 00 00"
             assert insn.group(3) == ("nop dword ptr ds:[rax + rax]" if pad else "nop dword ptr [rax + rax]")
+        elif carrier_store(disabled).kind == "producer":  # a constant's load, its REX.B before the site
+            carrier = table.site_carrier(table.site_index(point.native_offset))
+            assert carrier.slot == point.stack_depth - 1
+            rex = "41 " if carrier.register >= 8 else ""
+            assert insn.group(2) == ("3e " * (pad - len(rex) // 3)) + rex + disabled.hex(" ")
+            assert f"(a producer carrier: {HARDWARE_GPR_NAMES[carrier.register]} = {carrier.immediate:#x}, " \
+                   f"then its store to slot {carrier.slot}" in lines[k + 1]
+            assert insn.group(3).startswith("mov ")
+            producers += 1
         elif carrier_store(disabled).kind == "local":  # the store of a local.set/tee: one own DS prefix
             carrier = carrier_store(disabled)
             assert any(slot.frame_offset == carrier.disp for slot in table.locals(record))
@@ -90,7 +99,7 @@ def test_square_sites_before_every_wasm_instruction():
     for name in ("global.get 0", "local.get 0", "i32.mul", "i32.store offset=12 align=4", "return", "end"):
         assert name in texts, name
     assert texts[0] == "(function entry)"
-    assert carriers > deferred > 0 and locals_ > 0
+    assert carriers > deferred > 0 and locals_ > 0 and producers > 0
 
 
 def test_square_header():

@@ -428,3 +428,51 @@ def test_a_full_hook_arena_is_compacted_while_the_guest_is_stopped(monkeypatch):
             assert "full" in str(e)
             break
     store.close()
+
+
+#: The add's site is a producer carrier (the constant's load, its slot store
+#: left out): the result is $x + 7 only if whoever took the site's call loaded it.
+PRODUCER_WAT = """(module
+  (func (export "f") (param $x i32) (result i32)
+    local.get $x
+    i32.const 7
+    i32.add))"""
+
+
+@pytest.mark.parametrize("hit", [False, True])
+def test_a_condition_check_at_a_producer_carrier_performs_it(hit):
+    """At a producer carrier (codemem.frametable.CarrierStore) the site's call
+    replaced a constant's load: the veneer loads it and stores it to the top
+    slot first, so the guest computes its result whether the condition is
+    false (falls through) or true (a stop, whose prelude performs it again)."""
+    import wasmtime
+
+    from codemem.sitehooks import carrier_store_bytes, hook_area_for
+    from gdbstub.agent_x64 import ConditionCheck
+    from gdbstub.protocol.agentexpr import parse_agent_expr
+
+    engine = codemem.Engine(debug=True)
+    store = codemem.Store(engine)
+    instance = codemem.Instance(store, codemem.Module(engine, bytes(wasmtime.wat2wasm(PRODUCER_WAT))), [])
+    code = instance.store_code
+    table = code.frame_table
+    (index,) = [k for k in range(table.num_sites) if table.site(k).disable[0] & 0xF8 == 0xB8]
+    site = code.base + table.site(index).offset
+    carrier = code.carrier_store_at(site)
+    assert carrier is not None and carrier.kind == "producer" and carrier.immediate == 7
+    area = hook_area_for(code)
+    stops = []
+    store.debug_handler = lambda kind, c, regfile, vmctx: stops.append(area.take_hit()[0])
+    value = 7 if hit else 8  # `value == 7`
+    check = ConditionCheck(parse_agent_expr(bytes([0x24]) + value.to_bytes(4, "big") + b"\x22\x07\x13\x27"), 0)
+    moved = area.build(site, [check], compact_ok=True)
+    address, _ = area.veneers[site]
+    performed = carrier_store_bytes(carrier)  # mov r32, imm32; mov [rsp+disp+8], r64
+    assert bytes(ffi.buffer(ffi.cast("char *", address), len(performed))) == performed
+    with store.registry.patch_edit() as edit:
+        for pc, where in moved.items():
+            edit.redirect_site(code, pc, where)
+    assert instance.exports["f"](5) == 12
+    assert instance.exports["f"](100) == 107
+    assert stops == ([sitehooks.HIT_CONDITION] * 2 if hit else [])
+    store.close()

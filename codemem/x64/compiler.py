@@ -516,9 +516,13 @@ def site_in_instruction(raw: bytes) -> int | None:
     """Where the patch site is in the disabled site instruction ``raw`` (the
     bytes of one disassembled instruction): after its padding prefixes, for
     the NOP and for a carrier store alike (frametable.carrier_store: the
-    store is the site); None if ``raw`` is not a site instruction."""
+    store is the site), and after a producer's REX.B; None if ``raw`` is not
+    a site instruction."""
     pad = len(raw) - len(SITE_DISABLED)
-    if 0 <= pad <= 4 and raw[:pad] == bytes([SITE_PAD_PREFIX]) * pad and (
+    prefixes = pad
+    if pad > 0 and raw[pad] & 0xF8 == 0xB8 and raw[pad - 1] == 0x41:  # a producer's REX.B stays before its site
+        prefixes -= 1
+    if 0 <= prefixes <= 4 and raw[:prefixes] == bytes([SITE_PAD_PREFIX]) * prefixes and (
             raw.endswith(SITE_DISABLED) or carrier_store(raw[pad:]) is not None):
         return pad
     return None
@@ -650,6 +654,10 @@ class _ModuleCompiler:
         self.validator: FuncValidator | None = None
         self.instrs: list[Instr] = []
         self.cache = RegCache()
+        #: Where the last constant's ``mov r32, imm32`` ends (its slot store
+        #: starts there), or -1: a *producer carrier* may be made of it
+        #: (_defer_carrier_store).  Taken by the next deferral either way.
+        self.producer_end = -1
         #: Cache locations whose slot holds xmm0's value (numeric.py "xmm0
         #: reuse"): a guess the float templates verify, so it may be stale.
         self.xmm0_locs: set[int] = set()
@@ -925,6 +933,11 @@ class _ModuleCompiler:
         left.  The store is the last instruction: nothing refers to its bytes."""
         asm = self.asm
         if self.debug:
+            code = asm.code
+            store_start = len(code) - _carrier_kind(code)
+            producer_end, self.producer_end = self.producer_end, -1
+            if producer_end == store_start:
+                return self._producer_site(store_start)
             start = self._carrier_site()
             store = carrier_store(bytes(asm.code[start:start + SITE_SIZE]))
             asm.code[start:start + SITE_SIZE] = deferred_carrier_bytes(store)
@@ -933,6 +946,32 @@ class _ModuleCompiler:
         del code[len(code) - _carrier_kind(code):]
         asm.carrier_end = -1
         return len(code)
+
+    def _producer_site(self, store_start: int) -> int:
+        """Debug: the deferrable slot store at ``store_start`` (the code's
+        last instruction) stores the constant loaded right before it: the
+        store is left out (as without debugging) and the constant's ``mov
+        r32, imm32`` becomes the point's site, a *producer carrier*
+        (frametable.CarrierStore): its 5 bytes ``b8+r imm32`` are the site, a
+        REX.B before them stays a prefix of the site's instruction (enabled,
+        ``41 e8 rel32`` is a call, REX.B ignored), and DS prefixes go before
+        both when the 5 bytes would straddle 8 bytes.  A stop there loads the
+        constant and stores it to the point's top slot (the frame table names
+        slot and register).  Returns the site's offset."""
+        asm = self.asm
+        code = asm.code
+        register = (code[store_start] & 4) << 1 | (code[store_start + 2] >> 3 & 7)
+        del code[store_start:]
+        asm.carrier_end = -1
+        site = store_start - SITE_SIZE
+        assert code[site] == 0xB8 | (register & 7) and (register < 8 or code[site - 1] == 0x41), "not the constant"
+        r = site & 7
+        if r > 8 - SITE_SIZE:
+            at = site - (register >> 3)
+            code[at:at] = bytes([SITE_PAD_PREFIX]) * (8 - r)
+            site += 8 - r
+        self.site_offsets.append(site)
+        return site
 
     def _pad_for_return_site(self, call_length: int) -> None:
         """Debug only: NOPs before a call so that its return address (where the
@@ -1103,6 +1142,7 @@ class _ModuleCompiler:
         handlers = self.handlers
         cache = self.cache
         cache.clear()
+        self.producer_end = -1  # per function, as C's (offsets only grow, but a fallback starts afresh)
         cache_aware, scratch_only = self.cache_aware, self.scratch_only
         xmm0_locs = self.xmm0_locs
         xmm0_locs.clear()
@@ -1613,6 +1653,8 @@ class _ModuleCompiler:
         imm`` is encoded in place and only the store to the slot is cached."""
         value = self.cache.alloc()
         self.asm.mov(value, bits, 64)
+        if bits <= 0xFFFF_FFFF:  # ``[REX.B] b8+r imm32`` (asm._mov_reg_imm): a producer carrier's form
+            self.producer_end = len(self.asm.code)
         self._emit(("to_slot", d, value), _build_store_slot, d, value)
         self.cache.bind(value, d)
 
