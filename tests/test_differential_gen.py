@@ -346,14 +346,35 @@ def same_float_bits(ours: int, theirs: int, width: int) -> bool:
     return is_nan(ours, width) and is_nan(theirs, width) and (ours & quiet) == (theirs & quiet)
 
 
-def assert_same(wat: str, args, ours, reference, debug: bool) -> None:
+def _uleb128_end(data: bytes, at: int) -> int:
+    while data[at] & 0x80:
+        at += 1
+    return at + 1
+
+
+def load_sunk_into_its_consumer(wasm: bytes, ours: int | None, theirs: int | None) -> bool:
+    """True when ``ours`` is the offset of a load instruction (opcodes 0x28-0x35,
+    wasm spec 5.4.6: opcode, memarg = align u32, offset u32) and ``theirs`` the
+    offset of the very next instruction.  Cranelift folds a load into the
+    instruction that consumes it (`f64.load` + `f32.demote_f64` becomes one
+    `cvtsd2ss xmm, [mem]`) and reports the fused instruction's trap at the
+    consumer's offset; the load is the instruction that traps, as this
+    engine reports it."""
+    if ours is None or theirs is None or not 0x28 <= wasm[ours] <= 0x35:
+        return False
+    return theirs == _uleb128_end(wasm, _uleb128_end(wasm, ours + 1))
+
+
+def assert_same(wat: str, wasm: bytes, args, ours, reference, debug: bool) -> None:
     (outcome, memory), (ref_outcome, ref_memory) = ours, reference
     where = f"debug={debug} args={args}\n{wat}"
     assert outcome[0] == ref_outcome[0], f"codemem {outcome}, wasmtime {ref_outcome}; {where}"
     if outcome[0] == "trap":
         assert outcome[1] == ref_outcome[1], \
             f"trap message: codemem {outcome[1]!r}, wasmtime {ref_outcome[1]!r}; {where}"
-        assert outcome[2] == ref_outcome[2], \
+        assert outcome[2] == ref_outcome[2] or (
+            outcome[1] == "out of bounds memory access"
+            and load_sunk_into_its_consumer(wasm, outcome[2], ref_outcome[2])), \
             f"trap offset: codemem {outcome[2]}, wasmtime {ref_outcome[2]:#x}; {where}"
     else:
         i32, i64, f32_bits, f64_bits = outcome[1]
@@ -379,13 +400,44 @@ def test_generated_programs_match_wasmtime():
         wasm = wasmtime.wat2wasm(wat)
         reference = run_wasmtime(wasm, args)
         for debug in (False, True):
-            assert_same(wat, args, run_codemem(wasm, args, debug), reference, debug)
+            assert_same(wat, wasm, args, run_codemem(wasm, args, debug), reference, debug)
         outcomes[reference[0][0]] += 1
 
     same_as_wasmtime()
     # A generator that mostly trapped would compare little but trap messages.
     total = outcomes["ok"] + outcomes["trap"]
     assert outcomes["ok"] >= 0.3 * total and outcomes["trap"] >= 0.05 * total, outcomes
+
+
+def test_a_load_sunk_into_its_consumer_is_recognised_by_its_encoding():
+    # f64.load align=3 offset=63 at 1, then f32.demote_f64 at 4; i32.const 7 at 5.
+    code = bytes([0x01, 0x2B, 0x03, 0x3F, 0xB6, 0x41, 0x07])
+    assert load_sunk_into_its_consumer(code, 1, 4)
+    assert not load_sunk_into_its_consumer(code, 1, 5)  # not the next instruction
+    assert not load_sunk_into_its_consumer(code, 4, 5)  # not a load
+    # A memarg offset of two LEB128 bytes (0x80 0x01 = 128).
+    assert load_sunk_into_its_consumer(bytes([0x28, 0x02, 0x80, 0x01, 0x6A]), 0, 4)
+    assert not load_sunk_into_its_consumer(code, None, 4)
+
+
+def test_a_trap_in_a_load_wasmtime_reports_at_its_consumer_is_the_loads_here():
+    """The shape hypothesis found (in a run after other test modules, which
+    gave it other constants to draw): an out-of-bounds `f64.load` whose
+    result feeds `f32.demote_f64`; this engine traps at the load in both
+    modes, Wasmtime reports the demotion."""
+    wat = """(module (memory (export "memory") 1 1)
+      (func (export "run") (param $a i32) (param $b i32) (param $c i64) (param $e i64) (result i32 i64 i32 i64)
+        (f32.store (i32.const 0) (f32.demote_f64 (f64.load offset=63 (local.get $b))))
+        (i32.const 0) (i64.const 0) (i32.const 0) (i64.const 0)))"""
+    wasm = wasmtime.wat2wasm(wat)
+    args = (0, -734272837, 0, 0)
+    reference = run_wasmtime(wasm, args)
+    for debug in (False, True):
+        ours = run_codemem(wasm, args, debug)
+        assert ours[0][:2] == reference[0][:2] == ("trap", "out of bounds memory access")
+        assert wasm[ours[0][2]] == 0x2B  # f64.load
+        assert wasm[reference[0][2]] == 0xB6  # f32.demote_f64: Cranelift's fused cvtsd2ss
+        assert_same(wat, wasm, args, ours, reference, debug)
 
 
 @pytest.mark.parametrize("bits", [0x7FC00000, 0xFFC00000, 0x7FA00001, 0x7F800001, 0x00000001, 0x80000000])
