@@ -30,7 +30,7 @@ import struct
 
 import pytest
 import wasmtime
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import codemem
@@ -393,7 +393,14 @@ def assert_same(wat: str, wasm: bytes, args, ours, reference, debug: bool) -> No
 def test_generated_programs_match_wasmtime():
     outcomes = {"ok": 0, "trap": 0}
 
-    @settings(max_examples=450, deadline=5000, derandomize=True, database=None,
+    # No deadline: an example's time (a cold cache, a loaded CI core) is not
+    # what this test checks, and a deadline miss is a failure whose re-runs
+    # time differently (hypothesis then reports "Flaky").  No explain phase:
+    # on Python < 3.12 it traces every line (sys.settrace), so a real
+    # mismatch ran into the 120 s pytest timeout before its program was
+    # printed; shrinking still reports the smallest failing program.
+    @settings(max_examples=450, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(wat=programs(), args=ARGS)
     def same_as_wasmtime(wat, args):
