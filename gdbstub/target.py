@@ -315,6 +315,8 @@ def stop_announced_on_this_thread() -> "_GuestStop | None":
     ``notify`` returns (only a guest thread announcing a stop has one); its
     ``resumed`` turns True when a resume opens that gate."""
     return getattr(_announcing, "stop", None)
+
+
 #: StoreTarget._direct_call_result: the call is a call_indirect.
 _NOT_DIRECT = object()
 #: call_indirect, return_call, return_call_indirect: any function may be next
