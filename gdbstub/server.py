@@ -217,8 +217,7 @@ class StubServer:
                         return
                     client.guest_read_count += 1
                     try:
-                        session.receive(data)
-                        reply = session.take_output()
+                        reply = session.answer(data)
                     except Exception:  # as the loop's guard in _received: log, detach, go on serving
                         log.exception("session failed; detaching")
                         self._return_reading_to_loop(client, close=True)

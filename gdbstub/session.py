@@ -198,6 +198,13 @@ class GdbSession:
     def take_output(self) -> bytes:
         return self.conn.pending_output()
 
+    def answer(self, data: bytes) -> bytes:
+        """:meth:`receive` of ``data``, then :meth:`take_output`, in one
+        call (what a transport that writes each reply at once wants): the
+        connection answers a repeated short packet without framing, parsing
+        or an output buffer (ProtocolConnection.answer)."""
+        return self.conn.answer(data, self._dispatch)
+
     def target_event(self) -> None:
         """Attached targets have something pending: take it, and answer a
         waiting resume with the stop reply."""

@@ -512,3 +512,104 @@ def test_repeated_short_packets_are_parsed_once():
     assert first[0] is second[0] and first[0] == parse_packet(step)
     assert first[1] == second[1] and first[1] is not second[1], "long packets are not kept"
     assert calls == [step, long_write, long_write]
+
+
+class _Answerer:
+    """A stand-in session for ProtocolConnection.answer: a reply per request
+    type (None for a resume), QStartNoAckMode queued by hand as the session
+    does, and every dispatched request recorded."""
+
+    def __init__(self, conn: ProtocolConnection):
+        self.conn = conn
+        self.seen: list = []
+
+    def __call__(self, request):
+        self.seen.append(request)
+        if isinstance(request, StartNoAckMode):
+            self.conn.reply(b"OK")
+            self.conn.enable_no_ack()
+            return None
+        if isinstance(request, ReadMemory):
+            return b"%02x" % (request.addr & 0xFF) * request.length
+        if isinstance(request, QueryCurrentThread):
+            return b"QCp1.1"
+        if isinstance(request, Interrupt):
+            return None
+        return b"E16" if isinstance(request, MalformedPacket) else b""
+
+
+def _by_receive(conn: ProtocolConnection, dispatch, data: bytes) -> bytes:
+    for request in conn.receive(data):
+        payload = dispatch(request)
+        if payload is not None:
+            conn.reply(payload)
+    return conn.pending_output()
+
+
+_ANSWER_STREAM = [
+    encode_packet(b"m10,4"), b"+", encode_packet(b"QStartNoAckMode"), b"+",
+    encode_packet(b"m10,4"), encode_packet(b"m10,4"), encode_packet(b"qC"), encode_packet(b"qC"),
+    encode_packet(b"vCont;c:p1.-1"), encode_packet(b"vCont;c:p1.-1"), b"\x03", encode_packet(b"m10,4"),
+    # A packet split across chunks: the chunk after its start is no packet of its own.
+    encode_packet(b"qC")[:4], encode_packet(b"qC"), encode_packet(b"qC"),
+    encode_packet(b"m20,2")[:2], encode_packet(b"m20,2")[2:] + encode_packet(b"m10,4"), encode_packet(b"m10,4"),
+    frame(b"m10,4", 0x00), encode_packet(b"m10,4") + b"\x03", b"-", encode_packet(b"m10,4"),
+]
+
+
+def test_answer_gives_what_receive_reply_and_pending_output_give():
+    reference, fused = ProtocolConnection(), ProtocolConnection()
+    by_receive, by_answer = _Answerer(reference), _Answerer(fused)
+    for chunk in _ANSWER_STREAM:
+        expected = _by_receive(reference, by_receive, chunk)
+        assert fused.answer(chunk, by_answer) == expected, chunk
+        assert fused.last_packet == reference.last_packet
+        assert fused.pending_output() == reference.pending_output() == b""
+    assert by_answer.seen == by_receive.seen
+    assert len(by_answer.seen) == 20
+
+
+def test_answer_of_a_known_packet_neither_frames_nor_parses_it():
+    calls = []
+
+    def counting_parse(payload):
+        calls.append(payload)
+        return parse_packet(payload)
+
+    conn = ProtocolConnection(parse=counting_parse)
+    conn.enable_no_ack()
+    answerer = _Answerer(conn)
+    packet = encode_packet(b"m10,4")
+    assert conn.answer(packet, answerer) == encode_packet(b"10" * 4)
+    conn.framer.feed = None  # the framer is not asked again
+    for _ in range(3):
+        assert conn.answer(packet, answerer) == encode_packet(b"10" * 4)
+    assert calls == [b"m10,4"] and len(answerer.seen) == 4
+    assert conn.last_packet == encode_packet(b"10" * 4)
+
+
+def test_answer_inside_a_begun_packet_frames_the_chunk():
+    conn = ProtocolConnection()
+    conn.enable_no_ack()
+    answerer = _Answerer(conn)
+    packet = encode_packet(b"qC")
+    assert conn.answer(packet, answerer) == encode_packet(b"QCp1.1")
+    # "$qC#" leaves the framer waiting for checksum digits: the whole known
+    # packet after it ends that one (truncated) and is a packet again.
+    assert conn.answer(packet[:4], answerer) == b""
+    assert conn.answer(packet, answerer) == encode_packet(b"E16") + encode_packet(b"QCp1.1")
+    assert isinstance(answerer.seen[-2], MalformedPacket)
+
+
+def test_answer_when_dispatch_queues_its_own_reply_keeps_the_order():
+    conn = ProtocolConnection()
+    conn.enable_no_ack()
+    packet = encode_packet(b"qC")
+
+    def dispatch(request):
+        conn.reply(b"O6869")  # console output queued before the reply
+        return b"QCp1.1"
+
+    assert conn.answer(packet, dispatch) == encode_packet(b"O6869") + encode_packet(b"QCp1.1")
+    assert conn.answer(packet, dispatch) == encode_packet(b"O6869") + encode_packet(b"QCp1.1")
+    assert conn.last_packet == encode_packet(b"QCp1.1")

@@ -83,6 +83,11 @@ class ProtocolConnection:
         self._output = bytearray()
         self._last_packet: bytes | None = None
         self._retransmit_queued = False
+        # True only while the framer is idle in no-ack mode (kept by
+        # :meth:`receive` and :meth:`enable_no_ack`, the only ways its state
+        # changes): then a chunk may be looked up whole, without asking the
+        # framer first.
+        self._whole_lookup = False
 
     @property
     def no_ack(self) -> bool:
@@ -100,6 +105,7 @@ class ProtocolConnection:
     def enable_no_ack(self) -> None:
         """Switch to no-ack mode (call after queueing the OK for QStartNoAckMode)."""
         self.framer.no_ack = True
+        self._whole_lookup = not self.framer.in_packet
 
     def _parse(self, payload: bytes) -> Request:
         request = self._parsed.get(payload)
@@ -114,13 +120,14 @@ class ProtocolConnection:
         Acknowledgments and retransmissions are queued for :meth:`pending_output`.
         Never raises on input."""
         framer = self.framer
-        known = self._whole_packets.get(data) if framer.no_ack and not framer.in_packet else None
+        known = self._whole_packets.get(data) if self._whole_lookup else None
         if known is not None:
             if trace.isEnabledFor(logging.DEBUG):
                 trace.debug("<- %r", _shorten(data[1:-3]))
             return [known]
         requests: list[Request] = []
         events = framer.feed(data)
+        self._whole_lookup = framer.no_ack and not framer.in_packet
         for event in events:
             if isinstance(event, PacketReceived):
                 self._acknowledge(b"+")
@@ -156,6 +163,44 @@ class ProtocolConnection:
             elif isinstance(event, AckReceived):
                 pass
         return requests
+
+    def answer(self, data: bytes, dispatch: Callable[[Request], bytes | None]) -> bytes:
+        """:meth:`receive` of ``data``, each request's reply (``dispatch``'s
+        answer, None for none) queued with :meth:`reply`, then
+        :meth:`pending_output`, in one call: the bytes for the client.
+        ``dispatch`` may queue replies of its own (:meth:`reply`) too.
+
+        The common case of a client that waits for each reply in no-ack
+        mode (one short packet already seen, nothing queued before it) takes
+        a short path with the same result: the request from the whole-packet
+        memo, its reply framed from the reply memo, no output buffer."""
+        known = self._whole_packets.get(data) if self._whole_lookup and not self._output else None
+        if known is None:
+            for request in self.receive(data):
+                payload = dispatch(request)
+                if payload is not None:
+                    self.reply(payload)
+            return self.pending_output()
+        tracing = trace.isEnabledFor(logging.DEBUG)
+        if tracing:
+            trace.debug("<- %r", _shorten(data[1:-3]))
+        payload = dispatch(known)
+        if self._output:  # dispatch queued a reply of its own: the general way
+            if payload is not None:
+                self.reply(payload)
+            return self.pending_output()
+        if payload is None:
+            self._retransmit_queued = False
+            return b""
+        packet = self._framed.get(payload)
+        if packet is None:
+            self.reply(payload)
+            return self.pending_output()
+        if tracing:
+            trace.debug("-> %r", _shorten(payload))
+        self._last_packet = packet
+        self._retransmit_queued = False  # taken at once, as by pending_output
+        return packet
 
     def reply(self, payload: bytes) -> None:
         """Queue one reply packet (``payload`` unescaped; framing escapes it)."""
