@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from .target import StoreTarget
 
 Handler = Callable[[object], "bytes | None"]
+#: The end of frame_bases' window: read_memory asks frame_bases.in_window's
+#: question of every `m` read without the call.
+_WINDOW_END = frame_bases.WINDOW_START + frame_bases.WINDOW
 #: The registers a native stop reply carries (gdb needs no `g` to build frame 0).
 _EXPEDITED = (arch_amd64.RBP_REGNUM, arch_amd64.RSP_REGNUM, arch_amd64.RIP_REGNUM)
 
@@ -346,7 +349,7 @@ class NativeDialect(Dialect):
 
     # -- memory and breakpoints
     def read_memory(self, target: "StoreTarget", address: int, length: int) -> bytes:
-        if frame_bases.in_window(address) and self._has_window(target):
+        if frame_bases.WINDOW_START <= address < _WINDOW_END and self._has_window(target):
             target.require_stopped()
             stack = target.store.ctx.stack
             if stack.size > frame_bases.WINDOW:
@@ -391,7 +394,7 @@ class NativeDialect(Dialect):
     def memory_region_info(self, target: "StoreTarget", address: int) -> list[tuple[str, str]]:
         """The region holding ``address``, or the unmapped gap up to the next
         region (no permissions)."""
-        if frame_bases.in_window(address) and self._has_window(target):
+        if frame_bases.WINDOW_START <= address < _WINDOW_END and self._has_window(target):
             return [("start", "%x" % frame_bases.WINDOW_START), ("size", "%x" % frame_bases.WINDOW),
                     ("permissions", "r"), ("name", hex_encode(b"frame-bases").decode())]
         regions = target.memory_regions()

@@ -231,7 +231,10 @@ class GdbSession:
     @property
     def target(self) -> StoreTarget:
         """The target of the thread ``Hg`` selected (registers, memory)."""
-        return self._current().target
+        try:
+            return self.attached[self._current_g].target  # every packet of a stop asks: no call
+        except KeyError:
+            return self._current().target
 
     # ------------------------------------------------------------ dispatch
 
@@ -727,7 +730,7 @@ class GdbSession:
     def _read_memory(self, request: P.ReadMemory) -> bytes:
         # The hex payload fills at most PacketSize (framing is not counted,
         # as in gdbserver), so gdb's PacketSize/2 requests are answered whole.
-        length = min(request.length, PACKET_SIZE // 2)
+        length = request.length if request.length <= PACKET_SIZE // 2 else PACKET_SIZE // 2
         return hex_encode(self.dialect.read_memory(self.target, request.addr, length)) if length else b""
 
     def _read_memory_binary(self, request: P.ReadMemoryBinary) -> bytes:

@@ -69,7 +69,7 @@ from codemem.frametable import MirrorSource, SequencePointKind
 from codemem.lowmem import ENTRY_THUNK_PAGE_CODE_SIZE, ENTRY_THUNK_RETURN_OFFSET, LOW_FLOOR, call_landing_address
 from codemem.native import ffi, lib
 from codemem.registry import ModuleWithCode
-from codemem.runtime import trap_for_code
+from codemem.runtime import WASM_PAGE, trap_for_code
 from codemem.wasm.binary import read_uleb
 from codemem.wasm.types import ValType
 
@@ -411,6 +411,7 @@ class StoreTarget:
         self._code_facts: dict[tuple[str, Any], Any] = {}
         self._code_facts_generation = -1
         self._regions_memo: tuple[tuple, list, list | None] | None = None
+        self._stack_window: tuple[int, int] | None = None  # _direct_stack_window, made on first use
         self._range: tuple[int, int] | None = None
         # The word a stopped guest waits on (see _GuestStop); one per target,
         # as the target has one guest thread, and alive as long as it is.
@@ -2356,6 +2357,14 @@ class StoreTarget:
         in non-stop clients; values may be torn, as with any live process)."""
         if length == 0:
             return b""
+        window = self._stack_window
+        if window is None:
+            window = self._stack_window = self._direct_stack_window()
+        if window[0] <= address and address + length <= window[1] and not self._calls and not self.closed:
+            # The guest stack (a debugger reads the frame at every stop): no
+            # other region covers it, and no inferior call's slot is shown
+            # otherwise (_read_stack), so the bytes are what the regions give.
+            return _raw_read(address, length)
         regions, starts = self._regions_index()
         if starts is not None:
             # One region holds it all (a debugger's reads almost always):
@@ -2376,6 +2385,22 @@ class StoreTarget:
         if not out:
             raise TargetError(ErrorCode.MEMORY_FAULT, f"cannot access memory at {address:#x}")
         return bytes(out)
+
+    def _direct_stack_window(self) -> tuple[int, int]:
+        """[start, end): the part of the guest stack that no other region of
+        :meth:`memory_regions` can ever cover, whatever grows or comes and
+        goes (the stack never moves).  Every region is a mapping or an
+        allocation of its own except memory 0's mirror at [0, its length),
+        and that length never passes memory 0's maximum (nor LOW_FLOOR in a
+        low Store): the window starts above it."""
+        stack = self.store.ctx.stack
+        start, end = stack.base + stack.guard, stack.top
+        if self.instance.memories:
+            mirror_end = self.instance.memories[0].max_pages * WASM_PAGE
+            if self.store.low_heap is not None:
+                mirror_end = min(mirror_end, LOW_FLOOR)
+            start = max(start, mirror_end)
+        return start, max(start, end)
 
     def write_memory(self, address: int, data: bytes) -> None:
         """All or nothing: every byte must lie in one writable region."""

@@ -357,6 +357,56 @@ def test_every_region_reads_at_its_edges_what_the_region_itself_reads(guest):
         assert len(tail) == (2 if any(r.contains(region.end) for r in regions) else 1), region.name
 
 
+def test_the_guest_stack_is_read_directly_only_where_no_other_region_can_cover_it(guest, monkeypatch):
+    # StoreTarget.read_memory reads the guest stack without the region
+    # index (gdb reads the frame at every stop): the same bytes the stack
+    # region gives, and the general path everywhere else.
+    target = guest.target
+    stack = next(r for r in target.memory_regions() if r.name == "stack")
+    start, end = target._direct_stack_window()
+    assert stack.start <= start < end == stack.end
+    assert not any(r.start < end and start < r.end for r in target.memory_regions() if r is not stack)
+    rsp = target.require_stopped().regfile.gpr[7]
+    expected = {address: stack.read(address, 0x40) for address in (start, rsp - 0x40, end - 0x40)}
+    index = StoreTarget._regions_index
+
+    def refuse(self):
+        raise LookupError("the read asked the regions")
+
+    monkeypatch.setattr(StoreTarget, "_regions_index", refuse)
+    for address, data in expected.items():
+        assert target.read_memory(address, 0x40) == data
+    with pytest.raises(LookupError):
+        target.read_memory(end - 0x20, 0x40)  # runs past the stack: the general path
+    monkeypatch.setattr(StoreTarget, "_regions_index", index)
+    assert target.read_memory(end - 0x20, 0x40).startswith(expected[end - 0x40][0x20:])
+
+
+def test_a_stack_read_during_an_inferior_call_shows_the_debuggers_return_address(guest, monkeypatch):
+    # The slot of a call in progress shows gdb's return address
+    # (StoreTarget._read_stack), not the landing: never the direct read.
+    target = guest.target
+    rsp = target.require_stopped().regfile.gpr[7]
+    raw = target.read_memory(rsp, 0x10)
+    call = type("Call", (), {"slot": rsp + 8, "return_address": 0x1122334455667788})()
+    monkeypatch.setattr(target, "_calls", [call])
+    assert target.read_memory(rsp, 0x10) == raw[:8] + struct.pack("<Q", 0x1122334455667788)
+
+
+def test_the_direct_stack_window_starts_above_whatever_memory_0_can_mirror():
+    def fake(max_pages: int | None, low: bool):
+        stack = type("Stack", (), {"base": 0x8000_0000, "guard": 0x1000, "top": 0x8080_0000})()
+        memories = [type("Memory", (), {"max_pages": max_pages})()] if max_pages is not None else []
+        store = type("Store", (), {"ctx": type("Ctx", (), {"stack": stack})(), "low_heap": object() if low else None})()
+        return type("Target", (), {"store": store, "instance": type("Instance", (), {"memories": memories})()})()
+
+    window = StoreTarget._direct_stack_window
+    assert window(fake(None, False)) == (0x8000_1000, 0x8080_0000)
+    assert window(fake(65536, True)) == (0x8000_1000, 0x8080_0000)  # a low Store mirrors up to 2 GiB only
+    assert window(fake(0x8040, False)) == (0x8040_0000, 0x8080_0000)  # the mirror may reach into the stack
+    assert window(fake(65536, False)) == (1 << 32, 1 << 32)  # ... or past it: no direct reads
+
+
 def test_unmapped_memory_is_an_error_reply(guest):
     guest.handshake()
     assert guest.ask(b"mffffffffffff0000,4") == b"E14"  # EFAULT
