@@ -89,8 +89,10 @@ class AgentExtension(SessionExtension):
                                                 "expressions: not in this dialect (the client evaluates them)")
         # Every expression is verified before anything is installed: one bad
         # bytecode refuses the whole packet (E16 with the parser's message).
-        conditions = tuple(parse_agent_expr(code, register_ok=register_readable) for code in request.conditions)
-        commands = tuple(parse_agent_expr(code, register_ok=register_readable) for code in request.commands)
+        conditions = tuple(parse_agent_expr(code, register_ok=register_readable)
+                           for code in request.conditions) if request.conditions else ()
+        commands = tuple(parse_agent_expr(code, register_ok=register_readable)
+                         for code in request.commands) if request.commands else ()
         registers = dialect.agent_registers(target, pc) if conditions or commands else None
         target.insert_breakpoint(pc, conditions, commands, registers)
         dialect.breakpoint_inserted(target, request.addr, pc)

@@ -244,6 +244,12 @@ def _prepared_plan(plan: list[tuple[Any, Any]]) -> tuple[PreparedSites, ...]:
     return tuple(store_code.prepare_sites(parts) for store_code, parts in groups.items())
 
 
+def _prepare_one_site(site: tuple[Any, int]) -> PreparedSites:
+    store_code, pc = site
+    index = store_code.site_index_at(pc)
+    return store_code.prepare_sites([range(index, index + 1)])
+
+
 def _read_u64(address: int) -> int:
     return ffi.cast("uint64_t *", address)[0]
 
@@ -1500,10 +1506,13 @@ class StoreTarget:
             # _process shows the stop at pc).
             entry_pc = setup[1]
             self._check_shared_entry_site(entry_pc, pc, conditions, commands)
-            self._insert_at_site(pc, self._site_for(entry_pc), conditions, commands, registers)
+            self._insert_at_site(pc, self._code_fact("site", entry_pc, self._site_for), conditions, commands,
+                                 registers)
             self._start_aliases.setdefault(entry_pc, set()).add(pc)
             return
-        site, carried = self._breakpoint_site(pc)
+        # gdb inserts and removes the same few (its `next`'s at the return
+        # address, every time): where is a question of the code alone.
+        site, carried = self._code_fact("breakpoint site", pc, self._breakpoint_site)
         if carried:
             self._insert_displaced(pc, site, bool(conditions or commands))
             return
@@ -1549,8 +1558,16 @@ class StoreTarget:
                     edit.enable_site(*site)
             return
         with self._patch_edit() as edit:
-            edit.enable_site(*site)
+            edit.enable_prepared(self._one_site(site))
         self.breakpoints.add(pc)
+
+    def _one_site(self, site: tuple[Any, int]) -> PreparedSites:
+        """The patch site ``site`` (:meth:`_site_for`'s (StoreCode, pc))
+        prepared for PatchEdit.enable_prepared / disable_prepared, the same
+        edit as enable_site / disable_site without finding its index again:
+        memoized with the code (a breakpoint a client inserts and removes at
+        every stop)."""
+        return self._code_fact("one site", site, _prepare_one_site)
 
     def _insert_displaced(self, pc: int, site: tuple[Any, int], programmed: bool) -> None:
         """A breakpoint at a non-site instruction, carried by ``site``."""
@@ -1594,12 +1611,12 @@ class StoreTarget:
             self.breakpoints.discard(pc)
             return
         setup = self._frame_setup_at(pc)
-        site = self._site_for(pc if setup is None else setup[1])
+        site = self._code_fact("site", pc if setup is None else setup[1], self._site_for)
         if self._is_hooked(site[1]):
             self.agent.set_breakpoint_program(site[0], site[1], (), ())
         else:
             with self._patch_edit() as edit:
-                edit.disable_site(*site)
+                edit.disable_prepared(self._one_site(site))
         self.breakpoints.discard(pc)
         if setup is not None:
             aliases = self._start_aliases.get(setup[1], set())

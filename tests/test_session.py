@@ -433,6 +433,31 @@ def test_code_is_read_only(guest):
 
 # ---------------------------------------------------------------- breakpoints
 
+def test_breakpoints_inserted_and_removed_again_and_again_edit_their_sites_each_time(guest):
+    # gdb's `next` inserts and removes its breakpoint at the return address
+    # at every stop: where each goes is memoized with the code
+    # (StoreTarget._code_fact, _one_site), the edit is made every time, and
+    # errors are not memoized.
+    guest.handshake()
+    square, fact = guest.entry_pc("square"), guest.entry_pc("fact")
+    offsets = [guest.code.offset_of(square)]
+    for _ in range(3):
+        assert guest.ask(b"Z0,%x,1" % square) == b"OK"
+        assert guest.ask(b"Z0,%x,1" % square) == b"OK"  # idempotent: one reference
+        assert guest.code.read_raw(square, 1) == b"\xe8" and guest.code.enabled_site_offsets() == offsets
+        assert guest.ask(b"Z0,%x,1" % (square + 5)) == b"OK"  # displaced, carried by the same site
+        assert guest.ask(b"z0,%x,1" % square) == b"OK"
+        assert guest.code.enabled_site_offsets() == offsets
+        assert guest.ask(b"z0,%x,1" % (square + 5)) == b"OK"
+        assert guest.code_is_pristine()
+        assert guest.ask(b"Z0,%x,1" % (square + 1)) == b"E16"
+        # A function's first byte: its ENTRY site carries it.
+        assert guest.ask(b"Z0,%x,1" % guest.start_pc("fact")) == b"OK"
+        assert guest.code.enabled_site_offsets() == [guest.code.offset_of(fact)]
+        assert guest.ask(b"z0,%x,1" % guest.start_pc("fact")) == b"OK"
+        assert guest.code_is_pristine()
+
+
 def test_breakpoint_at_patch_sites_and_instructions_between_them(guest):
     guest.handshake()
     square = guest.entry_pc("square")
