@@ -360,6 +360,9 @@ class StoreTarget:
     def __init__(self, store, instance, func, args: list, *, notify: Callable[[], None],
                  exit_status_of: Callable[[BaseException], int] | None = None):
         self.store = store
+        #: The process id a client sees: the Store's id, which never changes
+        #: (a plain attribute: every stop and packet about a thread asks it).
+        self.pid: int = store.id
         self.instance = instance
         self.func = func
         self.args = list(args)
@@ -446,16 +449,10 @@ class StoreTarget:
 
     # ------------------------------------------------------------ lifecycle
 
-    @property
-    def pid(self) -> int:
-        return self.store.id
-
     #: The one thread of every Store target (its guest thread).
     TID = 1
-
-    @property
-    def tid(self) -> int:
-        return self.TID
+    #: Its thread id (every packet about a thread asks it: no property).
+    tid = TID
 
     def start(self, *, stop_at_entry: bool = True) -> None:
         """Starts the guest thread; with ``stop_at_entry`` the guest stops at
@@ -1127,15 +1124,18 @@ class StoreTarget:
         whatever else the answer depends on), never the registers or memory."""
         registry = self.store.registry
         facts = self._code_facts
-        if self._code_facts_generation != registry.generation or len(facts) >= _MEMO_LIMIT:
+        if self._code_facts_generation != registry.generation:
             facts.clear()
             self._code_facts_generation = registry.generation
         key = (question, pc)
         try:
             return facts[key]
         except KeyError:
-            found = facts[key] = answer(pc)
-            return found
+            pass
+        if len(facts) >= _MEMO_LIMIT:  # bounded: checked when an answer is added, not at every question
+            facts.clear()
+        found = facts[key] = answer(pc)
+        return found
 
     def _frame_setup_at(self, pc: int) -> tuple[int, int] | None:
         """(function start pc, ENTRY site pc) when ``pc`` is on a function's
