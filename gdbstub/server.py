@@ -436,8 +436,7 @@ class StubServer:
                 return
             try:
                 session = client.session
-                session.receive(data)
-                reply = session.take_output()
+                reply = session.answer(data)
                 if reply:
                     client.transport.write(reply)
             except Exception:  # the outermost guard of a connection: log, detach, go on serving

@@ -180,6 +180,7 @@ class GdbSession:
         self._current_g: int | None = None
         self._current_c: int | None = None  # None: every attached target
         self._process_list: list = []  # lldb's qfProcessInfo answers still to give
+        self._threads_memo: tuple[tuple, bytes] | None = None  # _threads_document
         self._handlers: dict[type, Callable] = self._build_handlers()
         for extension in self.extensions:
             self._handlers.update(extension.handlers(self))
@@ -475,7 +476,7 @@ class GdbSession:
         elif request.object == "threads":
             if request.annex:
                 raise TargetError(ErrorCode.ENOENT, f"no threads document {request.annex!r} (its annex is empty)")
-            document = R.threads_document(self._live_threads(), self._multiprocess)
+            document = self._threads_document()
         else:
             target = self.target
             if request.object == "exec-file" and request.annex:
@@ -572,6 +573,16 @@ class GdbSession:
     def _live_threads(self) -> list[P.ThreadId]:
         """The guest thread of every attached Store that has not exited."""
         return [self._thread_id(a.target) for a in self.attached.values() if a.target.exited is None]
+
+    def _threads_document(self) -> bytes:
+        """R.threads_document of :meth:`_live_threads` (gdb reads it after
+        every range step of a `next`): kept for as long as the live Stores
+        and the multiprocess choice, all it depends on, are the same."""
+        key = (self.negotiated.multiprocess, [a.target.pid for a in self.attached.values() if a.target.exited is None])
+        memo = self._threads_memo
+        if memo is None or memo[0] != key:
+            memo = self._threads_memo = (key, R.threads_document(self._live_threads(), key[0]))
+        return memo[1]
 
     def _set_thread(self, request: P.SetThread) -> bytes:
         thread = request.thread

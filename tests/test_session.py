@@ -516,6 +516,13 @@ def test_the_threads_document_lists_the_guest_thread_as_qfthreadinfo_does_and_no
     first = guest.ask(b"qXfer:threads:read::0,10")
     assert first.startswith(b"m") and len(first) == 1 + 0x10
     assert guest.ask(b"qXfer:threads:read:main:0,1000").startswith(b"E")
+    # The document is kept, but follows what it depends on: the thread ids
+    # without multiprocess, the exit.
+    assert guest.ask(b"qSupported:swbreak+").startswith(b"PacketSize=")
+    assert guest.ask(b"qXfer:threads:read::0,1000") == b'l<?xml version="1.0"?>\n<threads><thread id="1"/></threads>\n'
+    assert guest.ask(b"qSupported:multiprocess+;swbreak+").startswith(b"PacketSize=")
+    assert guest.ask(b"qXfer:threads:read::0,1000") == (
+        b'l<?xml version="1.0"?>\n<threads><thread id="p%x.1"/></threads>\n' % pid)
     assert parse_stop(guest.resume(b"c"))[:2] == ("W", 0)
     assert guest.ask(b"qXfer:threads:read::0,1000") == b'l<?xml version="1.0"?>\n<threads></threads>\n'
 
