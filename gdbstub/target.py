@@ -257,9 +257,15 @@ def _read_u64(address: int) -> int:
 def _context_value(vmctx: int, source: MirrorSource) -> int:
     """Memory 0's base or byte length as the instance context at ``vmctx``
     gives them (codemem.abi "VMContext"), the way compiled code loads them."""
+    # One cast per word read, no helper call: a resume that reloads the
+    # register mirrors asks this for each of them.
+    context = ffi.cast("uint64_t *", vmctx)
     if source is MirrorSource.MEMORY0_BASE:
-        return _read_u64(vmctx + abi.VMCTX_MEMORY_BASE)
-    return _read_u64(_read_u64(vmctx + abi.VMCTX_MEMORY_DEF) + abi.MEMDEF_LENGTH)
+        return context[abi.VMCTX_MEMORY_BASE // 8]
+    return ffi.cast("uint64_t *", context[abi.VMCTX_MEMORY_DEF // 8])[abi.MEMDEF_LENGTH // 8]
+
+
+assert abi.VMCTX_MEMORY_BASE % 8 == abi.VMCTX_MEMORY_DEF % 8 == abi.MEMDEF_LENGTH % 8 == 0, "words, read as such"
 
 
 def _raw_read(address: int, length: int) -> bytes:
