@@ -44,6 +44,7 @@ class ModuleRegistry:
         self.debug = debug
         self.store_name = store_name
         self._starts: list[int] = []
+        self._ends: list[int] = []  # each entry's StoreCode end, beside _starts (lookup asks no property)
         self._entries: list[ModuleWithCode] = []
         self._by_engine_code: dict[int, ModuleWithCode] = {}
         self._refcounts: dict[int, int] = {}
@@ -79,6 +80,7 @@ class ModuleRegistry:
             following = self._entries[i].store_code
             raise CodeMemoryError(f"image [{start:#x}, {end:#x}) overlaps {following.engine_code.name} at {following.base:#x}")
         self._starts.insert(i, start)
+        self._ends.insert(i, end)
         self._entries.insert(i, entry)
         self.generation += 1
 
@@ -95,16 +97,16 @@ class ModuleRegistry:
             i = self._entries.index(entry)
             del self._entries[i]
             del self._starts[i]
+            del self._ends[i]
             self.generation += 1
             entry.store_code.close()
 
     def lookup(self, pc: int) -> ModuleWithCode | None:
         """The entry whose StoreCode contains ``pc``, or None."""
         i = bisect.bisect_right(self._starts, pc) - 1
-        if i < 0:
+        if i < 0 or pc >= self._ends[i]:
             return None
-        entry = self._entries[i]
-        return entry if entry.store_code.contains(pc) else None
+        return self._entries[i]
 
     def perform_carrier_store(self, regfile) -> None:
         """A Store's breakpoint prelude (native.register_breakpoint_prelude:
