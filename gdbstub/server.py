@@ -150,11 +150,18 @@ class StubServer:
                     raise
 
     def _client_for(self, target: StoreTarget | None) -> _Client | None:
+        """The client whose session debugs ``target`` (None: the one client,
+        if there is exactly one); None when there is no such client.  Under
+        the lock: clients come and go, and sessions attach and detach."""
         with self._lock:
             if target is None:
                 return self.clients[0] if len(self.clients) == 1 else None
             owner = self.targets.owner_of(target.pid)
-            return next((c for c in self.clients if c.session is owner), None)
+            # A plain loop: this runs at every stop, and there is mostly one client.
+            for client in self.clients:
+                if client.session is owner:
+                    return client
+            return None
 
     def _answer_on_guest_thread(self, target: StoreTarget | None) -> bool:
         """Hands the event to the session of the client debugging ``target``
