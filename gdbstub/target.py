@@ -354,6 +354,9 @@ class StoreTarget:
     def __init__(self, store, instance, func, args: list, *, notify: Callable[[], None],
                  exit_status_of: Callable[[BaseException], int] | None = None):
         self.store = store
+        #: The Store's id, which names it to clients (a plain attribute: read
+        #: several times per packet, and a Store's id never changes).
+        self.pid: int = store.id
         self.instance = instance
         self.func = func
         self.args = list(args)
@@ -439,16 +442,10 @@ class StoreTarget:
 
     # ------------------------------------------------------------ lifecycle
 
-    @property
-    def pid(self) -> int:
-        return self.store.id
-
     #: The one thread of every Store target (its guest thread).
     TID = 1
-
-    @property
-    def tid(self) -> int:
-        return self.TID
+    #: Its thread id (a class constant, read as an attribute).
+    tid = TID
 
     def start(self, *, stop_at_entry: bool = True) -> None:
         """Starts the guest thread; with ``stop_at_entry`` the guest stops at
