@@ -597,7 +597,7 @@ class GdbSession:
 
     def _on_event(self, attached: Attached, event: Stop | Exited) -> None:
         target = attached.target
-        if isinstance(event, Exited):
+        if type(event) is not Stop and isinstance(event, Exited):
             # The Store is gone: the host may forget it.  The session keeps it
             # as its (exited) process until the client attaches another, so
             # `?`, a resume or `D` still get the answers gdb and lldb expect.
