@@ -136,6 +136,11 @@ class WasmModuleView:
         #: wasm offset -> instruction_site (the table does not change): lldb
         #: sets and removes a breakpoint at the same few offsets every step.
         self._instruction_sites: dict[int, int | None] = {}
+        #: native pc -> hides_pc (the code does not change either): a step
+        #: stops at the same few pcs again and again.
+        self._hidden_pcs: dict[int, bool] = {}
+        #: The stop reply's expedited module head (expedited_memory), made once.
+        self._expedited_memory: str | None = None
 
     def instruction_site(self, wasm_offset: int) -> int | None:
         """The frame table's ``instruction_site_at_wasm_offset``, memoized."""
@@ -206,6 +211,30 @@ class WasmModuleView:
 
     def function_at(self, pc: int) -> FunctionInfo | None:
         return self.table.function_at(self.code.offset_of(pc))
+
+    def hides_pc(self, pc: int) -> bool:
+        """Whether a stop at ``pc`` (in this view's code) is one lldb cannot
+        be shown: in a function's frame setup, or at an ENTRY or
+        RETURN_POINT sequence point (WasmDialect.hides_stop); memoized."""
+        hidden = self._hidden_pcs.get(pc)
+        if hidden is None:
+            if len(self._hidden_pcs) >= _SITE_MEMO_ENTRIES:
+                self._hidden_pcs.clear()
+            func = self.function_at(pc)
+            if func is not None and self.code.offset_of(pc) < self.table.entry_offset(func):
+                hidden = True  # push rbp / mov rbp, rsp: the step goes on through them
+            else:
+                point = self.point_at(pc)
+                hidden = point is not None and point.kind is not SequencePointKind.INSTRUCTION
+            self._hidden_pcs[pc] = hidden
+        return hidden
+
+    def expedited_memory(self) -> str:
+        """``0xADDR=HEX``: the first :data:`EXPEDITED_MODULE_BYTES` of the
+        module's file at its address, a stop reply's ``memory`` key."""
+        if self._expedited_memory is None:
+            self._expedited_memory = f"{self.base_address:#x}={self.wasm[:EXPEDITED_MODULE_BYTES].hex()}"
+        return self._expedited_memory
 
     def point_at(self, pc: int) -> SequencePoint | None:
         """The sequence point at exactly native ``pc``, if one is there."""
@@ -395,13 +424,7 @@ class WasmDialect(Dialect):
         if stop.reason is StopReason.TRAP:
             return False
         view = self.view_at(target, stop.pc)
-        if view is None:
-            return False
-        func = view.function_at(stop.pc)
-        if func is not None and view.code.offset_of(stop.pc) < view.table.entry_offset(func):
-            return True  # push rbp / mov rbp, rsp: the step goes on through them
-        point = view.point_at(stop.pc)
-        return point is not None and point.kind is not SequencePointKind.INSTRUCTION
+        return view is not None and view.hides_pc(stop.pc)
 
     def stop_registers(self, target: StoreTarget, stop: Stop) -> tuple[dict[int, bytes], int]:
         pc = self.current_pc(target)
@@ -415,12 +438,15 @@ class WasmDialect(Dialect):
         MODULE,200``) after every stop of a step, one round trip of the
         seven or so a ``next`` costs (docs/stepping.md)."""
         try:
-            _, module_id, _ = split_address(self.current_pc(target))
-            view = self.view(target, module_id)
+            # The module of current_pc (frame 0's): the view that holds the
+            # innermost native frame's pc (the stop's walk is memoized).
+            native = self._native_frames(target, 1)
+            view = self.view_at(target, native[0].pc) if native else None
         except TargetError:
             return []
-        head = view.wasm[:EXPEDITED_MODULE_BYTES]
-        return [("memory", f"{view.base_address:#x}={head.hex()}")]
+        if view is None:
+            return []
+        return [("memory", view.expedited_memory())]
 
     # ------------------------------------------------------------ info
 
