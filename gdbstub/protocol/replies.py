@@ -293,9 +293,11 @@ def stop_reply(
     if reason:
         parts.append(reason.encode("ascii") + b":;")
     if extra:
-        pairs = extra.items() if isinstance(extra, Mapping) else extra
+        # (a list of pairs is what sessions pass: no ABC check for it)
+        pairs = extra if type(extra) is list or not isinstance(extra, Mapping) else extra.items()
         for key, value in pairs:
-            parts.append(key.encode("ascii") + b":" + _format_value(value) + b";")
+            text = value.encode("ascii") if type(value) is str else _format_value(value)
+            parts.append(key.encode("ascii") + b":" + text + b";")
     return b"".join(parts)
 
 
