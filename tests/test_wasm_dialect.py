@@ -153,6 +153,24 @@ def test_stop_replies_carry_the_head_of_the_stopped_module_as_expedited_memory(g
     assert pairs["memory"] == f"{CODE_SPACE:#x}={wasm[:0x200].hex()}"
 
 
+def test_the_stops_lldb_is_not_shown_are_known_per_pc_once(guest, monkeypatch):
+    """WasmModuleView.hides_pc (hides_stop's memo): a function's frame setup
+    and its ENTRY and RETURN_POINT sequence points are hidden, an
+    INSTRUCTION point is not; asked again, the frame table is not."""
+    view = guest.session.dialect.view_at(guest.target, guest.entry_pc("run"))
+    expected = {}
+    for name in ("run", "sum_of_squares"):
+        start = guest.start_pc(name)
+        expected[start] = expected[start + 1] = True
+        for pc, point in guest.points(name):
+            expected[pc] = point.kind is not SequencePointKind.INSTRUCTION
+    assert True in expected.values() and False in expected.values()
+    assert {pc: view.hides_pc(pc) for pc in expected} == expected
+    monkeypatch.setattr(view.table, "sequence_point_at_or_before", None)  # any lookup now fails
+    monkeypatch.setattr(view.table, "function_at", None)
+    assert {pc: view.hides_pc(pc) for pc in expected} == expected
+
+
 # ---------------------------------------------------------------- memory
 
 def test_code_space_reads_the_module_file(guest):
