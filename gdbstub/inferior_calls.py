@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from codemem.wasm.types import ValType
 
@@ -69,11 +68,10 @@ class CallSetupError(Exception):
     """The registers describe an inferior call the stub cannot carry out."""
 
 
-class RegisterState(NamedTuple):
+@dataclass(frozen=True)
+class RegisterState:
     """The registers that say where a guest is: a resume must lead to one of
-    the shapes the runtime can continue from (see gdbstub.target).  A named
-    tuple (immutable, compared by value): one is made at every stop and
-    every resume, where a frozen dataclass's field-by-field set costs more."""
+    the shapes the runtime can continue from (see gdbstub.target)."""
 
     rip: int
     rsp: int
