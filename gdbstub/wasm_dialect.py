@@ -288,6 +288,14 @@ class WasmFrame:
         return code_address(self.view.module_id, self.wasm_offset)
 
 
+def _view_containing(views: list[WasmModuleView], pc: int) -> WasmModuleView | None:
+    """The view of ``views`` whose native code contains ``pc``."""
+    for view in views:
+        if view.code.contains(pc):
+            return view
+    return None
+
+
 class WasmDialect(Dialect):
     """LLDB's WebAssembly dialect as the session's dialect: the register file
     (the PC only), the address space (wasm code and memory spaces), the
@@ -348,10 +356,7 @@ class WasmDialect(Dialect):
 
     def view_at(self, target: StoreTarget, pc: int) -> WasmModuleView | None:
         """The view whose native code contains ``pc``."""
-        for view in self.views(target):
-            if view.code.contains(pc):
-                return view
-        return None
+        return _view_containing(self.views(target), pc)
 
     # ------------------------------------------------------------ frames
 
@@ -361,8 +366,9 @@ class WasmDialect(Dialect):
         call (the frame's ``resume_wasm_offset``): lldb symbolicates a
         caller's pc at pc - 1."""
         frames: list[WasmFrame] = []
+        views = self.views(target)  # (once for every frame: the stop's views do not change)
         for frame in self._native_frames(target, limit):
-            view = self.view_at(target, frame.pc)
+            view = _view_containing(views, frame.pc)
             if view is None:
                 break
             frames.append(WasmFrame(view, frame.func, frame.pc, frame.resume_wasm_offset, frame.rbp, frame.point,
