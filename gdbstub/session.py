@@ -396,8 +396,10 @@ class GdbSession:
         """Whether a thread-id (of a vCont action, say) names ``target``'s thread."""
         if thread is None:
             return True
-        pid_ok = thread.pid in (None, P.ThreadId.ALL, P.ThreadId.ANY, target.pid)
-        return pid_ok and (thread.is_all or thread.is_any or thread.tid == target.tid)
+        # (ALL and ANY tested by value: the is_all/is_any properties cost a call each, at every vCont)
+        tid = thread.tid
+        return thread.pid in (None, P.ThreadId.ALL, P.ThreadId.ANY, target.pid) \
+            and tid in (P.ThreadId.ALL, P.ThreadId.ANY, target.tid)
 
     def _thread_id(self, target: StoreTarget) -> P.ThreadId:
         return P.ThreadId(target.pid, target.tid)
