@@ -317,6 +317,9 @@ class WasmDialect(Dialect):
         #: of them, at the same stop.  The wasm dialect cannot write registers
         #: or the native stack, so a stop's frames stay what they were.
         self._walks: dict[int, tuple[Any, int, list]] = {}
+        #: pid -> (the stop, the limit, its wasm frames before the header
+        #: rule): made from the walk once per stop (_stop_frames).
+        self._stop_frame_lists: dict[int, tuple[Any, int, list[WasmFrame]]] = {}
 
     def capabilities(self, capabilities: R.Capabilities) -> R.Capabilities:
         # No target.xml (lldb then asks qRegisterInfo), no ELF images, no svr4.
@@ -336,6 +339,7 @@ class WasmDialect(Dialect):
         self._views.pop(target.pid, None)
         self._header_breakpoints.pop(target.pid, None)
         self._walks.pop(target.pid, None)
+        self._stop_frame_lists.pop(target.pid, None)
 
     # ------------------------------------------------------------ modules
 
@@ -365,14 +369,7 @@ class WasmDialect(Dialect):
         at most ``limit``.  A caller frame's pc is the instruction after its
         call (the frame's ``resume_wasm_offset``): lldb symbolicates a
         caller's pc at pc - 1."""
-        frames: list[WasmFrame] = []
-        views = self.views(target)  # (once for every frame: the stop's views do not change)
-        for frame in self._native_frames(target, limit):
-            view = _view_containing(views, frame.pc)
-            if view is None:
-                break
-            frames.append(WasmFrame(view, frame.func, frame.pc, frame.resume_wasm_offset, frame.rbp, frame.point,
-                                    frame))
+        frames = self._stop_frames(target, limit)
         headers = self._header_breakpoints.get(target.pid)
         stop = target.current_stop
         if frames and headers and stop is not None and stop.reason is StopReason.BREAKPOINT:
@@ -383,6 +380,33 @@ class WasmDialect(Dialect):
                 _, _, offset = split_address(min(addresses))
                 frames[0] = replace(frames[0], wasm_offset=offset)
         return frames
+
+    def _stop_frames(self, target: StoreTarget, limit: int) -> list[WasmFrame]:
+        """:meth:`frames` before the header rule (a new list, at most
+        ``limit``), made once per stop from its walk (:meth:`_native_frames`,
+        to the outermost frame): the stop reply asks for frame 0, and
+        qWasmCallStack right after it for all of them.  A list made to a
+        higher limit, or one that ended before its limit, answers a lower
+        limit too.  The header rule is not kept: lldb's breakpoints, which
+        it depends on, change while the guest is stopped."""
+        stop = target.current_stop
+        made = self._stop_frame_lists.get(target.pid)
+        if made is not None and stop is not None and made[0] is stop:
+            _, made_limit, frames = made
+            if limit <= made_limit or len(frames) < made_limit:
+                return frames[:limit]
+        made_limit = max(limit, MAX_FRAMES)
+        frames = []
+        views = self.views(target)  # (once for every frame: the stop's views do not change)
+        for frame in self._native_frames(target, made_limit):
+            view = _view_containing(views, frame.pc)
+            if view is None:
+                break
+            frames.append(WasmFrame(view, frame.func, frame.pc, frame.resume_wasm_offset, frame.rbp, frame.point,
+                                    frame))
+        if stop is not None:
+            self._stop_frame_lists[target.pid] = (stop, made_limit, frames)
+        return frames[:limit]
 
     def _native_frames(self, target: StoreTarget, limit: int) -> list:
         """``target.frames(limit)`` (raises unless stopped), walked once per
