@@ -1123,13 +1123,15 @@ class StoreTarget:
         whatever else the answer depends on), never the registers or memory."""
         registry = self.store.registry
         facts = self._code_facts
-        if self._code_facts_generation != registry.generation or len(facts) >= _MEMO_LIMIT:
+        if self._code_facts_generation != registry.generation:
             facts.clear()
             self._code_facts_generation = registry.generation
         key = (question, pc)
         try:
             return facts[key]
         except KeyError:
+            if len(facts) >= _MEMO_LIMIT:  # (tested when adding: a hit, asked ~16 times per `next`, needs no len)
+                facts.clear()
             found = facts[key] = answer(pc)
             return found
 
