@@ -354,6 +354,9 @@ class StoreTarget:
     def __init__(self, store, instance, func, args: list, *, notify: Callable[[], None],
                  exit_status_of: Callable[[BaseException], int] | None = None):
         self.store = store
+        #: The Store's id, which names it to clients (a plain attribute: read
+        #: several times per packet, and a Store's id never changes).
+        self.pid: int = store.id
         self.instance = instance
         self.func = func
         self.args = list(args)
@@ -439,16 +442,10 @@ class StoreTarget:
 
     # ------------------------------------------------------------ lifecycle
 
-    @property
-    def pid(self) -> int:
-        return self.store.id
-
     #: The one thread of every Store target (its guest thread).
     TID = 1
-
-    @property
-    def tid(self) -> int:
-        return self.TID
+    #: Its thread id (a class constant, read as an attribute).
+    tid = TID
 
     def start(self, *, stop_at_entry: bool = True) -> None:
         """Starts the guest thread; with ``stop_at_entry`` the guest stops at
@@ -627,7 +624,10 @@ class StoreTarget:
                 return event
 
     def _process(self, raw) -> Event | None:
-        if isinstance(raw, Exited):
+        # A plain guest stop is nearly every event: one type test keeps the
+        # exit's and the host return's tests off its path.
+        rare = type(raw) is not _GuestStop
+        if rare and isinstance(raw, Exited):
             self.exited = raw
             # The process is gone and no client removes breakpoints after a
             # W/X reply: put the code back to the EngineCode bytes here.
@@ -639,24 +639,26 @@ class StoreTarget:
         assert self._stopped is None, "guest stopped twice without a resume"
         self._stopped = raw
         self._displaced_stop = None
-        if isinstance(raw, _GuestStop) and raw.virtual is not None:
+        regfile = raw.regfile
+        gpr = regfile.gpr
+        if raw.virtual is not None:
             # A step through a frame setup, or the breakpoint after one
             # (_stop_without_running): the guest has not run.
             reason, raw.virtual = raw.virtual, None
-            pc = raw.regfile.rip
-            raw.origin = RegisterState(pc, raw.regfile.gpr[7], raw.regfile.gpr[6], raw.regfile.gpr[15])
+            pc = regfile.rip
+            raw.origin = RegisterState(pc, gpr[7], gpr[6], gpr[15])
             self._range = None
             self._current = Stop(reason, pc, Signal.SIGTRAP)
             return self._current
-        if isinstance(raw, _HostReturnStop):
+        if rare and isinstance(raw, _HostReturnStop):
             self._disarm()  # a step that left the outermost frame ends here
             self._range = None
-            self._current = Stop(StopReason.BREAKPOINT, raw.regfile.rip, Signal.SIGTRAP)
+            self._current = Stop(StopReason.BREAKPOINT, regfile.rip, Signal.SIGTRAP)
             return self._current
-        if raw.kind != native.EVENT_TRAP:
-            self._show_displaced_stop(raw.regfile)
-        pc = raw.regfile.rip
-        raw.origin = RegisterState(pc, raw.regfile.gpr[7], raw.regfile.gpr[6], raw.regfile.gpr[15])
+        if self._areas and raw.kind != native.EVENT_TRAP:
+            self._show_displaced_stop(regfile)
+        pc = regfile.rip
+        raw.origin = RegisterState(pc, gpr[7], gpr[6], gpr[15])
         hit = self._agent.take_hit(pc) if self._agent is not None else None
         if raw.kind == native.EVENT_TRAP:
             self._disarm()
@@ -726,7 +728,8 @@ class StoreTarget:
                 log.debug("stop at %#x not reported", pc)
                 self._release()
                 return None
-            self._show_before_frame_setup(raw, stop)
+            if gpr[6] == gpr[7]:  # rbp == rsp: the one case _show_before_frame_setup may move (the cheap test first)
+                self._show_before_frame_setup(raw, stop)
         if hit is not None and stop.reason == StopReason.BREAKPOINT:
             stop.note = hit.condition_note()
         self._range = None
@@ -1120,13 +1123,15 @@ class StoreTarget:
         whatever else the answer depends on), never the registers or memory."""
         registry = self.store.registry
         facts = self._code_facts
-        if self._code_facts_generation != registry.generation or len(facts) >= _MEMO_LIMIT:
+        if self._code_facts_generation != registry.generation:
             facts.clear()
             self._code_facts_generation = registry.generation
         key = (question, pc)
         try:
             return facts[key]
         except KeyError:
+            if len(facts) >= _MEMO_LIMIT:  # (tested when adding: a hit, asked ~16 times per `next`, needs no len)
+                facts.clear()
             found = facts[key] = answer(pc)
             return found
 
@@ -1658,8 +1663,11 @@ class StoreTarget:
     # -------------------------------------------------------- registers
 
     def read_registers(self) -> bytes:
-        """The regfile bytes of the stopped guest (``REGFILE_SIZE``)."""
-        stopped = self.require_stopped()
+        """The regfile bytes of the stopped guest (``REGFILE_SIZE``);
+        TargetError as :meth:`require_stopped` when it is not stopped."""
+        stopped = self._stopped
+        if stopped is None or self.closed:  # (read at every stop reply: the checks' calls only when they fail)
+            stopped = self.require_stopped()
         return bytes(ffi.buffer(stopped.regfile, arch_amd64.REGFILE_SIZE))
 
     def write_registers(self, new_regfile: bytes) -> None:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,12 @@ import pytest
 import codemem
 from codemem.frametable import SITE_DISABLED, MirrorSource, SequencePointKind
 from gdbstub import arch_amd64, runner
+from gdbstub.dialect import NativeDialect, SessionExtension
 from gdbstub.image_files import ImageFileServer
 from gdbstub.images import DebugImageSet
+from gdbstub.protocol.replies import ErrorCode
 from gdbstub.session import PACKET_SIZE, GdbSession, SessionConfig
-from gdbstub.target import StoreTarget, StopReason
+from gdbstub.target import StoreTarget, StopReason, TargetError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_WASM = ROOT / "examples" / "build" / "demo.O0.wasm"
@@ -311,6 +314,74 @@ def test_halt_reason_at_entry_expedites_frame_registers(guest):
     assert pairs["06"] == regs[G_RBP:G_RBP + 8].hex()
     assert pairs["07"] == regs[G_RSP:G_RSP + 8].hex()
     assert "swbreak" not in pairs  # the entry stop is not a breakpoint of the client's
+
+
+class _KeysAtStops(SessionExtension):
+    """Adds a ``seen`` key to every stop reply it is asked for (and console
+    text), recording the stops it was asked about."""
+
+    def __init__(self, need_details: bool):
+        self.stop_keys_need_details = need_details
+        self.asked: list[StopReason] = []
+
+    def stop_reply_keys(self, target, stop):
+        self.asked.append(stop.reason)
+        return [("seen%d" % self.stop_keys_need_details, "1")]
+
+    def stop_console_text(self, target, stop):
+        return None
+
+
+def test_a_stop_reply_asks_an_extension_that_needs_details_only_at_a_stop_with_a_note_or_a_watch(demo_module):
+    details, every = _KeysAtStops(True), _KeysAtStops(False)
+    guest = GuestHarness(demo_module, config=SessionConfig(extension_factories=[lambda: details, lambda: every]))
+    try:
+        guest.handshake()
+        pairs = parse_stop(guest.ask(b"?"))[2]
+        assert "seen0" in pairs and "seen1" not in pairs
+        assert details.asked == [] and every.asked == [StopReason.ENTRY]
+        stop = guest.target.current_stop
+        for shown in (replace(stop, note="why"), replace(stop, watch="watch", watch_address=0x40)):
+            pairs = parse_stop(guest.session._stop_reply(guest.target, shown))[2]
+            assert "seen0" in pairs and "seen1" in pairs
+        assert len(details.asked) == 2 and len(every.asked) == 3
+    finally:
+        guest.close()
+
+
+def test_the_session_asks_hides_stop_of_a_dialect_that_has_its_own(demo_module):
+    class Hiding(NativeDialect):
+        def hides_stop(self, target, stop):
+            return False
+
+    native = GuestHarness(demo_module)
+    hiding = GuestHarness(demo_module, config=SessionConfig(dialect_factory=Hiding))
+    try:
+        assert not native.session._dialect_hides_stops
+        assert hiding.session._dialect_hides_stops
+    finally:
+        native.close()
+        hiding.close()
+
+
+def test_register_reads_outside_a_stop_are_refused_as_before(guest):
+    """StoreTarget.read_registers checks only when its fast test fails:
+    running is EBUSY, closed is ENOENT (require_stopped's errors)."""
+    assert len(guest.target.read_registers()) == arch_amd64.REGFILE_SIZE
+    stopped, guest.target._stopped = guest.target._stopped, None
+    try:
+        with pytest.raises(TargetError) as running:
+            guest.target.read_registers()
+        assert running.value.code == ErrorCode.EBUSY
+    finally:
+        guest.target._stopped = stopped
+    guest.target.closed = True
+    try:
+        with pytest.raises(TargetError) as closed:
+            guest.target.read_registers()
+        assert closed.value.code == ErrorCode.ENOENT
+    finally:
+        guest.target.closed = False
 
 
 def test_g_and_p_agree(guest):
