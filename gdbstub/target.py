@@ -428,6 +428,8 @@ class StoreTarget:
         # loop asks the same few again.  Emptied when the registry changes.
         self._code_facts: dict[tuple[str, Any], Any] = {}
         self._code_facts_generation = -1
+        #: (pc, registry generation, _resume_facts(pc)) of the last resume.
+        self._last_resume_facts: tuple[int, int, _ResumeFacts] | None = None
         self._regions_memo: tuple[tuple, list, list | None] | None = None
         self._range: tuple[int, int] | None = None
         # The word a stopped guest waits on (see _GuestStop); one per target,
@@ -918,8 +920,16 @@ class StoreTarget:
         return table.register_mirrors_at(offset), table.context_mirrors_at(offset)
 
     def _resume_facts(self, pc: int) -> _ResumeFacts:
-        """What a resume at ``pc`` needs of the code there (memoized)."""
-        return self._code_fact("resume facts", pc, self._find_resume_facts)
+        """What a resume at ``pc`` needs of the code there (memoized; the
+        last answer kept apart: a resume asks it three times, a step plan,
+        the frame setup, the release)."""
+        last = self._last_resume_facts
+        generation = self.store.registry.generation
+        if last is not None and last[0] == pc and last[1] == generation:
+            return last[2]
+        facts = self._code_fact("resume facts", pc, self._find_resume_facts)
+        self._last_resume_facts = (pc, generation, facts)
+        return facts
 
     def _find_resume_facts(self, pc: int) -> _ResumeFacts:
         place = self._function_place(pc)
@@ -973,6 +983,17 @@ class StoreTarget:
         return edit
 
     def _settle_for_resume(self, stopped: _GuestStop) -> None:
+        """_settle_registers before a resume, its refusal a ResumeRefused.
+        Registers as they stopped (nothing written, no inferior call in
+        progress, which may redirect a stop at its return address) are
+        settled without the general check: a loop's every resume."""
+        origin = stopped.origin
+        if origin is not None and not self._calls and stopped.kind == native.EVENT_BREAKPOINT:
+            regfile = stopped.regfile
+            gpr = regfile.gpr
+            if regfile.rip == origin.rip and gpr[7] == origin.rsp and gpr[6] == origin.rbp and gpr[15] == origin.r15:
+                stopped.settled = True
+                return
         try:
             self._settle_registers(stopped)
         except ResumeRefused:
