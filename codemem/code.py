@@ -526,8 +526,8 @@ class StoreCode:
         if self._refcounts is None:
             self._make_refcounts()
         edit._touch(self, *prepared.span)
-        if len(parts) == 1:  # a step plan's one array: nothing to undo on failure
-            return self._update_sites(edit, *parts[0], enable)
+        if prepared.single is not None:  # a step plan's one array: nothing to undo on failure
+            return self._update_sites(edit, *prepared.single, enable)
         written = 0
         done = []
         try:
@@ -638,7 +638,7 @@ class PreparedSites:
     in a larger one each range stays a range (a large function's sites never
     become a list) and the sequences are joined into one array."""
 
-    __slots__ = ("store_code", "parts", "span")
+    __slots__ = ("store_code", "parts", "span", "single")
 
     def __init__(self, store_code: StoreCode, groups):
         table = store_code.frame_table
@@ -673,6 +673,8 @@ class PreparedSites:
         self.store_code = store_code
         self.parts = tuple(parts)
         self.span = (lo, hi + SITE_SIZE) if parts else (0, SITE_SIZE)
+        #: The one part of a plan that has just one (most: a step's), else None.
+        self.single = parts[0] if len(parts) == 1 else None
 
 
 class PatchEdit:
@@ -770,8 +772,11 @@ class PatchEdit:
             return
         errors = []
         for store_code in touched:
+            memory = store_code._memory
+            if memory is None:
+                memory = store_code.memory  # raises: the code of a closed Store
             try:
-                store_code.memory.publish()
+                memory.publish()
             except OSError as e:  # keep republishing the others
                 errors.append(e)
         touched.clear()

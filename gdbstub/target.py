@@ -817,8 +817,10 @@ class StoreTarget:
     def _release(self) -> None:
         if self._agent is not None:
             self._agent.before_resume()  # regions (instances come and go), access sites
-        if self._stop_edit is not None:
-            self._finish_stop_edit()
+        edit = self._stop_edit
+        if edit is not None:  # _finish_stop_edit, inline: at every resume
+            self._stop_edit = None
+            edit.finish()
         stopped = self._stopped
         if stopped is not None and not stopped.settled:
             try:
@@ -1041,7 +1043,8 @@ class StoreTarget:
             return
         if not stopped.settled:
             self._settle_for_resume(stopped)
-        if self._through_frame_setup(stopped, True, range_):
+        if self._resume_facts(stopped.regfile.rip).frame_setup is not None \
+                and self._through_frame_setup(stopped, True, range_):
             return
         self._range = None if self._agent is not None and self._watch_on_resume(stopped) else range_
         self._resume_step()
