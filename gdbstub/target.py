@@ -1189,13 +1189,15 @@ class StoreTarget:
         whatever else the answer depends on), never the registers or memory."""
         registry = self.store.registry
         facts = self._code_facts
-        if self._code_facts_generation != registry.generation or len(facts) >= _MEMO_LIMIT:
+        if self._code_facts_generation != registry.generation:
             facts.clear()
             self._code_facts_generation = registry.generation
         key = (question, pc)
         try:
             return facts[key]
         except KeyError:
+            if len(facts) >= _MEMO_LIMIT:  # bounded: counted when it grows, not at every hit
+                facts.clear()
             found = facts[key] = answer(pc)
             return found
 
