@@ -130,8 +130,13 @@ class CodeMemory:
         self._protect_writable(start, end)
 
     def _protect_writable(self, start: int, end: int) -> None:
-        start = start - start % native.PAGE_SIZE
-        end = min(native.page_round_up(max(end, start + 1)), self.size)
+        page = native.PAGE_SIZE
+        start -= start % page
+        if end <= start:
+            end = start + 1
+        end = -(-end // page) * page  # native.page_round_up, inline: at every stop of a step
+        if end > self.size:
+            end = self.size
         prot = PROT_READ | PROT_WRITE | (PROT_EXEC if self.live_writable else 0)
         result = lib.cm_protect(self.base + start, end - start, prot)
         if result < 0:

@@ -256,6 +256,15 @@ def _context_value(vmctx: int, source: MirrorSource) -> int:
     return _read_u64(_read_u64(vmctx + abi.VMCTX_MEMORY_DEF) + abi.MEMDEF_LENGTH)
 
 
+#: _context_value as the loads it makes: each source's 8-byte reads, the
+#: first at r15 + its offset, the next at the value read + its offset.  A
+#: resume's context mirrors are reloaded by walking these (no helper calls).
+_CONTEXT_LOADS: dict[MirrorSource, tuple[int, ...]] = {
+    MirrorSource.MEMORY0_BASE: (abi.VMCTX_MEMORY_BASE,),
+    MirrorSource.MEMORY0_LENGTH: (abi.VMCTX_MEMORY_DEF, abi.MEMDEF_LENGTH),
+}
+
+
 @dataclass(frozen=True)
 class _ResumeFacts:
     """What a resume from a stop at one pc needs to know of the code there,
@@ -269,9 +278,10 @@ class _ResumeFacts:
     #: Where that return address is (codemem.frames.return_slot_above_rsp).
     return_slot: int | None
     #: The register mirrors at ``pc`` (StoreTarget._register_mirrors) by
-    #: regfile gpr index: (index, rbp offset of the slot), (index, source).
+    #: regfile gpr index: (index, rbp offset of the slot), (index, the
+    #: source's _CONTEXT_LOADS).
     slot_mirrors: tuple[tuple[int, int], ...]
-    context_mirrors: tuple[tuple[int, MirrorSource], ...]
+    context_mirrors: tuple[tuple[int, tuple[int, ...]], ...]
 
 
 def _raw_read(address: int, length: int) -> bytes:
@@ -939,7 +949,8 @@ class StoreTarget:
         return _ResumeFacts(frame_setup=self._frame_setup_at(pc), in_function=place is not None,
                             return_slot=walker.return_slot_above_rsp(*place) if place is not None else None,
                             slot_mirrors=tuple((_GPR_INDEX[name], offset) for name, offset in slot_mirrors),
-                            context_mirrors=tuple((_GPR_INDEX[name], source) for name, source in context_mirrors))
+                            context_mirrors=tuple((_GPR_INDEX[name], _CONTEXT_LOADS[source])
+                                                  for name, source in context_mirrors))
 
     def _reload_register_mirrors(self, regfile, facts: _ResumeFacts) -> None:
         """The frame slots are the truth a debugger edits (locals, the operand
@@ -958,8 +969,11 @@ class StoreTarget:
                 gpr[index] = ffi.cast("uint64_t *", rbp + offset)[0]
         if facts.context_mirrors:
             vmctx = gpr[_GPR_INDEX["r15"]]
-            for index, source in facts.context_mirrors:
-                gpr[index] = _context_value(vmctx, source)
+            for index, loads in facts.context_mirrors:
+                value = vmctx
+                for offset in loads:  # _context_value's reads
+                    value = ffi.cast("uint64_t *", value + offset)[0]
+                gpr[index] = value
 
     def _finish_stop_edit(self) -> None:
         """Republishes what the current stop's edit touched; always before the
