@@ -1049,7 +1049,9 @@ class StoreTarget:
         """Run to the next sequence point reached (in this function, a callee,
         or the caller after a return).  With ``range_`` (vCont;r), keep going
         while the pc stays in [start, end)."""
-        stopped = self.require_stopped()
+        stopped = self._stopped
+        if stopped is None or self.closed:
+            stopped = self.require_stopped()  # raises: not stopped, or ended
         if stopped.kind == native.EVENT_TRAP or isinstance(stopped, _HostReturnStop):
             # A trap is fatal: the next thing that happens is the unwind.
             # Back in the host, the next thing is the end of the invocation.
@@ -1290,8 +1292,8 @@ class StoreTarget:
         assert self._plan is None, "arming over an armed plan"
         if self._stopped is not None:
             # The stop's edit (as _patch_edit gives it, without its context):
-            # a step's arm at every resume.
-            edit = self._edit_of_stop()
+            # a step's arm at every resume, mostly after the stop's disarm.
+            edit = self._stop_edit or self._edit_of_stop()
             for prepared in plan:
                 edit.enable_prepared(prepared)
         else:
