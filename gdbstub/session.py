@@ -854,8 +854,12 @@ class GdbSession:
             raise TargetError(ErrorCode.ENOENT, "no process is attached")
         plan: list[tuple[Attached, Callable[[StoreTarget], None]]] = []
         for attached in self.attached.values():
-            action = next((a for a in request.actions if self._matches(a.thread, attached.target)), None)
-            if action is None or attached.target.is_running:
+            for action in request.actions:  # a loop, not next(genexpr): gdb's every resume
+                if self._matches(action.thread, attached.target):
+                    break
+            else:
+                continue
+            if attached.target.is_running:
                 continue
             kind = action.action
             if kind in ("c", "C"):
