@@ -115,7 +115,7 @@ class CodeMemory:
         """Makes the pages of image offsets [start, end) (default: all)
         writable; the mapping is unpublished until :meth:`publish`."""
         assert not self.shared, f"{self.name}: a shared (EngineCode) mapping is never made writable"
-        assert self.published, f"{self.name}: already writable"
+        assert not self._writable, f"{self.name}: already writable"
         self.live_writable = live
         self._protect_writable(start, self.size if end is None else end)
         self.ever_unpublished = True
@@ -123,23 +123,33 @@ class CodeMemory:
     def extend_writable(self, start: int, end: int) -> None:
         """Makes the pages of [start, end) writable too, in the mode of the
         current :meth:`unpublish` (a later change of the same edit)."""
-        assert not self.published, f"{self.name}: extending the writable part of published code"
-        if not any(s <= start and end <= e for s, e in self._writable):
-            self._protect_writable(start, end)
+        assert self._writable, f"{self.name}: extending the writable part of published code"
+        for s, e in self._writable:  # a loop, not any(): asked at every resume of a step
+            if s <= start and end <= e:
+                return
+        self._protect_writable(start, end)
 
     def _protect_writable(self, start: int, end: int) -> None:
-        start = start - start % native.PAGE_SIZE
-        end = min(native.page_round_up(max(end, start + 1)), self.size)
+        page = native.PAGE_SIZE
+        start -= start % page
+        if end <= start:
+            end = start + 1
+        end = -(-end // page) * page  # native.page_round_up, inline: at every stop of a step
+        if end > self.size:
+            end = self.size
         prot = PROT_READ | PROT_WRITE | (PROT_EXEC if self.live_writable else 0)
-        native.check(lib.cm_protect(self.base + start, end - start, prot), f"unpublish {self.name}")
+        result = lib.cm_protect(self.base + start, end - start, prot)
+        if result < 0:
+            native.check(result, f"unpublish {self.name}")
         self._writable.append((start, end))
 
     def publish(self) -> None:
-        assert not self.published, f"{self.name}: already published"
+        assert self._writable, f"{self.name}: already published"
         for start, end in self._writable:
-            native.check(lib.cm_protect(self.base + start, end - start, PROT_READ | PROT_EXEC),
-                         f"publish {self.name}")
-        self._writable.clear()
+            result = lib.cm_protect(self.base + start, end - start, PROT_READ | PROT_EXEC)
+            if result < 0:
+                native.check(result, f"publish {self.name}")
+        self._writable = []  # a fresh list, not clear(): one call less at every resume
         self.live_writable = False
 
     def _is_writable(self, offset: int, length: int) -> bool:
@@ -327,6 +337,10 @@ class StoreCode:
         # The frame table's site records as the cdata cm_sites_update reads
         # (a view of the table, which this code keeps alive): made once.
         self._site_records = None
+        # The image's base as the cdata cm_sites_update takes and the table's
+        # site count: made with the refcounts (a step edits at every stop).
+        self._image_pointer = None
+        self._num_sites = 0
         self._enabled = 0  # sites whose count is > 0
         # Sites whose call goes to a per-site hook (codemem.sitehooks) instead
         # of the breakpoint veneer: image offset -> absolute target address.
@@ -445,8 +459,7 @@ class StoreCode:
         table = self.frame_table
         num_sites = table.num_sites
         if self._refcounts is None:
-            self._refcounts = ffi.new("uint32_t[]", max(num_sites, 1))
-            self._site_records = ffi.from_buffer("uint8_t[]", table.site_records())
+            self._make_refcounts()
         columns = table.site_offset_column.searchable
         if isinstance(indexes, range) and indexes.step == 1:
             if indexes.start < 0 or indexes.stop > num_sites:
@@ -462,14 +475,24 @@ class StoreCode:
         edit._touch(self, *span)
         return self._update_sites(edit, indexes, index_array, first, count, enable)
 
+    def _make_refcounts(self) -> None:
+        """The C state of site edits, made on the first edit (with the lock
+        held): the refcounts, the site records, the image pointer."""
+        table = self.frame_table
+        self._num_sites = table.num_sites
+        self._refcounts = ffi.new("uint32_t[]", max(self._num_sites, 1))
+        self._site_records = ffi.from_buffer("uint8_t[]", table.site_records())
+        self._image_pointer = ffi.cast("uint8_t *", self.memory.base)
+
     def _update_sites(self, edit: "PatchEdit", indexes, index_array, first: int, count: int, enable: bool) -> int:
         """The C bulk edit of :meth:`_change_sites` over pages already made
         writable (``index_array`` NULL: the sites first .. first+count-1),
         all or nothing; CodeMemoryError names the first bad site of
         ``indexes``."""
-        memory = self.memory
-        written = lib.cm_sites_update(ffi.cast("uint8_t *", memory.base), self.engine_code.code_size,
-                                      self._site_records, self.frame_table.num_sites, self._refcounts,
+        memory = self._memory
+        assert memory is not None and self._image_pointer is not None, "edit of a closed StoreCode (touched first)"
+        written = lib.cm_sites_update(self._image_pointer, self.engine_code.code_size,
+                                      self._site_records, self._num_sites, self._refcounts,
                                       index_array, first, count, 1 if enable else -1,
                                       1 if memory.live_writable else 0)
         if written < 0:
@@ -502,12 +525,14 @@ class StoreCode:
         if prepared.store_code is not self:
             raise CodeMemoryError(f"sites prepared for {prepared.store_code.engine_code.name} edited through "
                                   f"{self.engine_code.name}")
-        if not prepared.parts:
+        parts = prepared.parts
+        if not parts:
             return 0
         if self._refcounts is None:
-            self._refcounts = ffi.new("uint32_t[]", max(self.frame_table.num_sites, 1))
-            self._site_records = ffi.from_buffer("uint8_t[]", self.frame_table.site_records())
+            self._make_refcounts()
         edit._touch(self, *prepared.span)
+        if prepared.single is not None:  # a step plan's one array: nothing to undo on failure
+            return self._update_sites(edit, *prepared.single, enable)
         written = 0
         done = []
         try:
@@ -602,6 +627,7 @@ class StoreCode:
         with self._lock:
             memory, self._memory = self._memory, None
             self._refcounts, self._site_records, self._enabled = None, None, 0
+            self._image_pointer = None
             self._site_redirect.clear()
         if memory is not None and memory is not self.engine_code._mapping_for_store_code():
             self.engine_code._give_back_private_copy(memory)
@@ -617,7 +643,7 @@ class PreparedSites:
     in a larger one each range stays a range (a large function's sites never
     become a list) and the sequences are joined into one array."""
 
-    __slots__ = ("store_code", "parts", "span")
+    __slots__ = ("store_code", "parts", "span", "single")
 
     def __init__(self, store_code: StoreCode, groups):
         table = store_code.frame_table
@@ -652,6 +678,8 @@ class PreparedSites:
         self.store_code = store_code
         self.parts = tuple(parts)
         self.span = (lo, hi + SITE_SIZE) if parts else (0, SITE_SIZE)
+        #: The one part of a plan that has just one (most: a step's), else None.
+        self.single = parts[0] if len(parts) == 1 else None
 
 
 class PatchEdit:
@@ -673,7 +701,9 @@ class PatchEdit:
         """Makes the pages of image offsets [start, end) of ``store_code``
         writable for this edit: the first touch of an image unpublishes it,
         later ones extend its writable part."""
-        memory = store_code.memory
+        memory = store_code._memory
+        if memory is None:
+            memory = store_code.memory  # raises: the code of a closed Store
         if store_code not in self._touched:
             assert store_code.debug, "patching a StoreCode with debugging off"
             memory.unpublish(live=self.live, start=start, end=end)
@@ -742,12 +772,18 @@ class PatchEdit:
     def finish(self) -> None:
         """Republishes every touched image (idempotent).  For an edit that
         spans more than one ``with`` block, the owner calls this itself."""
+        touched = self._touched
+        if not touched:
+            return
         errors = []
-        for store_code in self._touched:
+        for store_code in touched:
+            memory = store_code._memory
+            if memory is None:
+                memory = store_code.memory  # raises: the code of a closed Store
             try:
-                store_code.memory.publish()
+                memory.publish()
             except OSError as e:  # keep republishing the others
                 errors.append(e)
-        self._touched.clear()
+        self._touched = []
         if errors:
             raise errors[0]

@@ -52,7 +52,8 @@ class GuestStack:
         return self.base + self.guard + LIMIT_MARGIN
 
     def contains(self, address: int) -> bool:
-        return self.base + self.guard <= address < self.top
+        base = self.base
+        return base + self.guard <= address < base + self.size  # top, without the property: asked per stack read
 
     def close(self) -> None:
         if self.base:

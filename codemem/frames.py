@@ -141,8 +141,12 @@ def return_slot_above_rsp(func: FunctionInfo, offset: int) -> int | None:
 def return_address(stack, *, rsp_slot: int | None, rbp: int, rsp: int) -> int | None:
     """A frame's return address: [rsp + rsp_slot] before its frame setup
     (:func:`return_slot_above_rsp`), else [rbp+8]; None when that slot is
-    not on the stack."""
-    return StackReader(stack).u64(rbp + 8 if rsp_slot is None else rsp + rsp_slot)
+    not on the stack.  (StackReader.u64's check, inline: asked at every
+    resume of a step.)"""
+    address = rbp + 8 if rsp_slot is None else rsp + rsp_slot
+    if not (stack.contains(address) and stack.contains(address + 7)):
+        return None
+    return ffi.cast("uint64_t *", address)[0]
 
 
 def _point_at(table, offset: int) -> SequencePoint | None:

@@ -103,7 +103,8 @@ def unregister_host_call_handler(store_id: int) -> None:
 @ffi.def_extern()
 def cm_py_event(kind, code, regfile, vmctx):
     try:
-        store_id = store_id_of_context(vmctx)
+        # store_id_of_context, inline: this runs at every stop.
+        store_id = ffi.cast("cm_stack_ctx *", ffi.cast("uint64_t *", vmctx)[0]).store_id
         if kind == EVENT_BREAKPOINT:
             prelude = _breakpoint_preludes.get(store_id)
             if prelude is not None:

@@ -58,6 +58,9 @@ MONITOR_HOOKED_SITES = 200
 class AgentExtension(SessionExtension):
     """Conditions, agent commands and watchpoints (see the module docstring)."""
 
+    #: Its stop keys and console note are the stop's watch and note.
+    stop_keys_need_details = True
+
     monitor_help = ("  globals              the wasm globals of each instance and the address of their cells\n"
                     "                       (what `watch *(long *)ADDR` names for a watchpoint on a global)\n")
 

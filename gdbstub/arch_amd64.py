@@ -465,14 +465,26 @@ def read_register(regfile: bytes | bytearray, regnum: int, synthesized: Synthesi
     return _current(regfile, _register(regnum), synthesized)
 
 
+#: regnum -> (start, end) of its bytes in the regfile, or its default bytes
+#: for a register the regfile does not hold (read_registers: one lookup each).
+_REGFILE_SPANS: dict[int, tuple[int, int] | bytes] = {
+    reg.regnum: reg.default if reg.source is None else (reg.source, reg.source + reg.size) for reg in REGISTERS}
+
+
 def read_registers(regfile: bytes | bytearray, regnums: tuple[int, ...]) -> dict[int, bytes]:
     """``{regnum: raw bytes}`` of several registers that the regfile holds
-    (a stop reply's expedited ones); their defaults for synthesized ones."""
-    _check_regfile(regfile)
+    (a stop reply's expedited ones, at every stop); their defaults for
+    synthesized ones.  RegisterError for a regfile of the wrong size or an
+    unknown register number."""
+    if len(regfile) != REGFILE_SIZE:
+        _check_regfile(regfile)
     values = {}
     for regnum in regnums:
-        reg = _register(regnum)
-        values[regnum] = reg.default if reg.source is None else bytes(regfile[reg.source:reg.source + reg.size])
+        try:
+            span = _REGFILE_SPANS[regnum]
+        except KeyError:
+            raise RegisterError(f"no register number {regnum}") from None
+        values[regnum] = span if type(span) is bytes else bytes(regfile[span[0]:span[1]])
     return values
 
 

@@ -67,6 +67,11 @@ class SessionExtension:
         """Request type -> handler; these replace the session's own."""
         return {}
 
+    #: True when :meth:`stop_reply_keys` and :meth:`stop_console_text` add
+    #: nothing to a stop without details (no ``watch``, no ``note``): the
+    #: session asks such an extension only at stops with them.
+    stop_keys_need_details: bool = False
+
     def stop_reply_keys(self, target: "StoreTarget", stop: Stop) -> list[tuple[str, object]]:
         """Keys this extension adds to ``stop``'s stop reply (GDB manual,
         "Stop Reply Packets": a client ignores keys it does not know)."""
@@ -336,10 +341,10 @@ class NativeDialect(Dialect):
 
     # -- stops
     def stop_registers(self, target: "StoreTarget", stop: Stop) -> tuple[dict[int, bytes], int]:
-        self._bind(target)
+        if target.function_abi is None:  # bound once (_bind): no call at the stops after
+            self._bind(target)
         target.present_aggregate_return()
-        regfile = target.read_registers()
-        return arch_amd64.read_registers(regfile, _EXPEDITED), stop.pc
+        return arch_amd64.read_registers(target.read_registers(), _EXPEDITED), stop.pc
 
     def current_pc(self, target: "StoreTarget") -> int:
         stop = target.current_stop

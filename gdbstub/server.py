@@ -150,11 +150,17 @@ class StubServer:
                     raise
 
     def _client_for(self, target: StoreTarget | None) -> _Client | None:
-        with self._lock:
-            if target is None:
-                return self.clients[0] if len(self.clients) == 1 else None
-            owner = self.targets.owner_of(target.pid)
-            return next((c for c in self.clients if c.session is owner), None)
+        """The client whose session debugs ``target`` (None: the one client,
+        if there is exactly one); None when there is no such client.  Call
+        it under the lock: clients come and go, sessions attach and detach."""
+        if target is None:
+            return self.clients[0] if len(self.clients) == 1 else None
+        owner = self.targets.owner_of(target.pid)
+        # A plain loop: this runs at every stop, and there is mostly one client.
+        for client in self.clients:
+            if client.session is owner:
+                return client
+        return None
 
     def _answer_on_guest_thread(self, target: StoreTarget | None) -> bool:
         """Hands the event to the session of the client debugging ``target``
@@ -306,11 +312,9 @@ class StubServer:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        client = self._client_for(target)
-        if client is None:
-            return
         with self._lock:
-            if client not in self.clients or not client.session.forward_output(target, data):
+            client = self._client_for(target)
+            if client is None or not client.session.forward_output(target, data):
                 return
             out = client.session.take_output()
             fd_out = client.guest_write_fd

@@ -158,6 +158,15 @@ class GdbSession:
         self.dialect: Dialect = self.config.make_dialect()
         self.extensions: list[SessionExtension] = [self.dialect] + [
             make() for make in self.config.extension_factories]
+        # Asked at every stop: only the extensions that add anything to a
+        # stop's reply, each at the stops it may add to (a stop with a watch
+        # or a note: every such extension; other stops: the ones that do not
+        # declare stop_keys_need_details).
+        self._stop_extensions_any = tuple(e for e in self.extensions if _adds_to_stops(e)
+                                          and not e.stop_keys_need_details)
+        self._stop_extensions_details = tuple(e for e in self.extensions if _adds_to_stops(e))
+        #: The dialect may hide stops (Dialect.hides_stop is overridden).
+        self._dialect_hides_stops = type(self.dialect).hides_stop is not Dialect.hides_stop
         self.conn = ProtocolConnection(max_packet_size=PACKET_SIZE)
         capabilities = R.Capabilities(packet_size=PACKET_SIZE, no_ack_mode=True, swbreak=True, vcont=True,
                                       multiprocess=True, qthread_events=True, xfer_osdata=self.host.extended,
@@ -398,8 +407,10 @@ class GdbSession:
         """Whether a thread-id (of a vCont action, say) names ``target``'s thread."""
         if thread is None:
             return True
-        pid_ok = thread.pid in (None, P.ThreadId.ALL, P.ThreadId.ANY, target.pid)
-        return pid_ok and (thread.is_all or thread.is_any or thread.tid == target.tid)
+        # (ALL and ANY tested by value: the is_all/is_any properties cost a call each, at every vCont)
+        tid = thread.tid
+        return thread.pid in (None, P.ThreadId.ALL, P.ThreadId.ANY, target.pid) \
+            and tid in (P.ThreadId.ALL, P.ThreadId.ANY, target.tid)
 
     def _thread_id(self, target: StoreTarget) -> P.ThreadId:
         return P.ThreadId(target.pid, target.tid)
@@ -609,7 +620,7 @@ class GdbSession:
 
     def _on_event(self, attached: Attached, event: Stop | Exited) -> None:
         target = attached.target
-        if isinstance(event, Exited):
+        if type(event) is not Stop and isinstance(event, Exited):
             # The Store is gone: the host may forget it.  The session keeps it
             # as its (exited) process until the client attaches another, so
             # `?`, a resume or `D` still get the answers gdb and lldb expect.
@@ -619,7 +630,7 @@ class GdbSession:
                 self.conn.reply(self._exit_reply(target, event))
                 self._stop_others(None)
             return
-        if self.dialect.hides_stop(target, event):
+        if self._dialect_hides_stops and self.dialect.hides_stop(target, event):
             # Stepped on only when a client waits for this stop; otherwise
             # `?` does it when the client asks (see _halt_reason).
             if self.waiting_for_stop:
@@ -636,12 +647,14 @@ class GdbSession:
         if self.waiting_for_stop:
             self.waiting_for_stop = False
             self._current_g = self._current_c = target.pid
-            for extension in self.extensions:
+            details = event.watch is not None or event.note
+            for extension in self._stop_extensions_details if details else self._stop_extensions_any:
                 text = extension.stop_console_text(target, event)
                 if text:
                     self.conn.reply(R.console_output(text.encode()))
             self.conn.reply(self._stop_reply(target, event))
-            self._stop_others(attached)
+            if len(self.attached) > 1:
+                self._stop_others(attached)
         elif resumed:
             # Another target's stop was reported first: keep this one for the
             # next resume that includes this target.
@@ -665,17 +678,19 @@ class GdbSession:
 
     def _stop_reply(self, target: StoreTarget, stop: Stop) -> bytes:
         registers, pc = self.dialect.stop_registers(target, stop)
-        reason = "swbreak" if stop.reason == StopReason.BREAKPOINT and self.negotiated.swbreak else None
+        reason = "swbreak" if stop.reason is StopReason.BREAKPOINT and self.negotiated.swbreak else None
         extra: list[tuple[str, object]] = []
         if self.list_threads_in_stop_reply:
             extra.append(("threads", "%x" % target.tid))
             extra.append(("thread-pcs", "%x" % pc))
-        if stop.reason == StopReason.TRAP and stop.trap_message:
+        if stop.reason is StopReason.TRAP and stop.trap_message:
             # LLDB shows a stop "description"; gdb ignores keys it does not know.
             extra.append(("description", hex_encode(f"wasm trap: {stop.trap_message}".encode())))
-        for extension in self.extensions:
+        details = stop.watch is not None or stop.note
+        for extension in self._stop_extensions_details if details else self._stop_extensions_any:
             extra += extension.stop_reply_keys(target, stop)
-        return R.stop_reply(stop.signal, self._thread_id(target), registers, reason, extra, self._multiprocess)
+        return R.stop_reply(stop.signal, self._thread_id(target), registers, reason, extra,
+                            self.negotiated.multiprocess)
 
     def _halt_reason(self, request) -> bytes | None:
         if not self.attached:
@@ -860,8 +875,12 @@ class GdbSession:
             raise TargetError(ErrorCode.ENOENT, "no process is attached")
         plan: list[tuple[Attached, Callable[[StoreTarget], None]]] = []
         for attached in self.attached.values():
-            action = next((a for a in request.actions if self._matches(a.thread, attached.target)), None)
-            if action is None or attached.target.is_running:
+            for action in request.actions:  # a loop, not next(genexpr): gdb's every resume
+                if self._matches(action.thread, attached.target):
+                    break
+            else:
+                continue
+            if attached.target.is_running:
                 continue
             kind = action.action
             if kind in ("c", "C"):
@@ -934,8 +953,10 @@ class GdbSession:
         target.detach()  # of an exited one too: whatever a late request patched goes
 
     def _take_events(self, attached: Attached) -> None:
-        while attached.target.pid in self.attached:
-            event = attached.target.take_event()
+        target = attached.target
+        pid = target.pid
+        while pid in self.attached:
+            event = target.take_event()
             if event is None:
                 return
             self._on_event(attached, event)
@@ -1134,6 +1155,13 @@ class GdbSession:
             return operation(self.config.file_server)
         except FileServerError as e:
             return R.vfile_result(-1, e.errno)
+
+
+def _adds_to_stops(extension: SessionExtension) -> bool:
+    """Whether ``extension`` has its own stop reply keys or stop console text."""
+    kind = type(extension)
+    return (kind.stop_reply_keys is not SessionExtension.stop_reply_keys
+            or kind.stop_console_text is not SessionExtension.stop_console_text)
 
 
 def _type_name(valtype: int) -> str:

@@ -257,15 +257,37 @@ def _read_u64(address: int) -> int:
 def _context_value(vmctx: int, source: MirrorSource) -> int:
     """Memory 0's base or byte length as the instance context at ``vmctx``
     gives them (codemem.abi "VMContext"), the way compiled code loads them."""
-    # One cast per word read, no helper call: a resume that reloads the
-    # register mirrors asks this for each of them.
-    context = ffi.cast("uint64_t *", vmctx)
     if source is MirrorSource.MEMORY0_BASE:
-        return context[abi.VMCTX_MEMORY_BASE // 8]
-    return ffi.cast("uint64_t *", context[abi.VMCTX_MEMORY_DEF // 8])[abi.MEMDEF_LENGTH // 8]
+        return _read_u64(vmctx + abi.VMCTX_MEMORY_BASE)
+    return _read_u64(_read_u64(vmctx + abi.VMCTX_MEMORY_DEF) + abi.MEMDEF_LENGTH)
 
 
-assert abi.VMCTX_MEMORY_BASE % 8 == abi.VMCTX_MEMORY_DEF % 8 == abi.MEMDEF_LENGTH % 8 == 0, "words, read as such"
+#: _context_value as the loads it makes: each source's 8-byte reads, the
+#: first at r15 + its offset, the next at the value read + its offset.  A
+#: resume's context mirrors are reloaded by walking these (no helper calls).
+_CONTEXT_LOADS: dict[MirrorSource, tuple[int, ...]] = {
+    MirrorSource.MEMORY0_BASE: (abi.VMCTX_MEMORY_BASE,),
+    MirrorSource.MEMORY0_LENGTH: (abi.VMCTX_MEMORY_DEF, abi.MEMDEF_LENGTH),
+}
+
+
+@dataclass(frozen=True)
+class _ResumeFacts:
+    """What a resume from a stop at one pc needs to know of the code there,
+    found once per pc and registry generation (StoreTarget._resume_facts): a
+    loop's resumes ask the same few pcs at every stop."""
+
+    #: StoreTarget._frame_setup_at(pc): (function start, ENTRY site pc) or None.
+    frame_setup: tuple[int, int] | None
+    #: Whether ``pc`` is in a function (then the frame has a return address).
+    in_function: bool
+    #: Where that return address is (codemem.frames.return_slot_above_rsp).
+    return_slot: int | None
+    #: The register mirrors at ``pc`` (StoreTarget._register_mirrors) by
+    #: regfile gpr index: (index, rbp offset of the slot), (index, the
+    #: source's _CONTEXT_LOADS).
+    slot_mirrors: tuple[tuple[int, int], ...]
+    context_mirrors: tuple[tuple[int, tuple[int, ...]], ...]
 
 
 def _raw_read(address: int, length: int) -> bytes:
@@ -366,8 +388,8 @@ class StoreTarget:
     def __init__(self, store, instance, func, args: list, *, notify: Callable[[], None],
                  exit_status_of: Callable[[BaseException], int] | None = None):
         self.store = store
-        #: The process id a client sees: the Store's id, which never changes
-        #: (a plain attribute: every stop and packet about a thread asks it).
+        #: The Store's id, which names it to clients (a plain attribute: read
+        #: several times per packet, and a Store's id never changes).
         self.pid: int = store.id
         self.instance = instance
         self.func = func
@@ -425,6 +447,8 @@ class StoreTarget:
         # loop asks the same few again.  Emptied when the registry changes.
         self._code_facts: dict[tuple[str, Any], Any] = {}
         self._code_facts_generation = -1
+        #: (pc, registry generation, _resume_facts(pc)) of the last resume.
+        self._last_resume_facts: tuple[int, int, _ResumeFacts] | None = None
         self._regions_memo: tuple[tuple, list, list | None] | None = None
         self._stack_window: tuple[int, int] | None = None  # _direct_stack_window, made on first use
         self._range: tuple[int, int] | None = None
@@ -457,7 +481,7 @@ class StoreTarget:
 
     #: The one thread of every Store target (its guest thread).
     TID = 1
-    #: Its thread id (every packet about a thread asks it: no property).
+    #: Its thread id (a class constant, read as an attribute).
     tid = TID
 
     def start(self, *, stop_at_entry: bool = True) -> None:
@@ -637,7 +661,10 @@ class StoreTarget:
                 return event
 
     def _process(self, raw) -> Event | None:
-        if isinstance(raw, Exited):
+        # A plain guest stop is nearly every event: one type test keeps the
+        # exit's and the host return's tests off its path.
+        rare = type(raw) is not _GuestStop
+        if rare and isinstance(raw, Exited):
             self.exited = raw
             # The process is gone and no client removes breakpoints after a
             # W/X reply: put the code back to the EngineCode bytes here.
@@ -649,24 +676,26 @@ class StoreTarget:
         assert self._stopped is None, "guest stopped twice without a resume"
         self._stopped = raw
         self._displaced_stop = None
-        if isinstance(raw, _GuestStop) and raw.virtual is not None:
+        regfile = raw.regfile
+        gpr = regfile.gpr
+        if raw.virtual is not None:
             # A step through a frame setup, or the breakpoint after one
             # (_stop_without_running): the guest has not run.
             reason, raw.virtual = raw.virtual, None
-            pc = raw.regfile.rip
-            raw.origin = RegisterState(pc, raw.regfile.gpr[7], raw.regfile.gpr[6], raw.regfile.gpr[15])
+            pc = regfile.rip
+            raw.origin = RegisterState(pc, gpr[7], gpr[6], gpr[15])
             self._range = None
             self._current = Stop(reason, pc, Signal.SIGTRAP)
             return self._current
-        if isinstance(raw, _HostReturnStop):
+        if rare and isinstance(raw, _HostReturnStop):
             self._disarm()  # a step that left the outermost frame ends here
             self._range = None
-            self._current = Stop(StopReason.BREAKPOINT, raw.regfile.rip, Signal.SIGTRAP)
+            self._current = Stop(StopReason.BREAKPOINT, regfile.rip, Signal.SIGTRAP)
             return self._current
-        if raw.kind != native.EVENT_TRAP:
-            self._show_displaced_stop(raw.regfile)
-        pc = raw.regfile.rip
-        raw.origin = RegisterState(pc, raw.regfile.gpr[7], raw.regfile.gpr[6], raw.regfile.gpr[15])
+        if self._areas and raw.kind != native.EVENT_TRAP:
+            self._show_displaced_stop(regfile)
+        pc = regfile.rip
+        raw.origin = RegisterState(pc, gpr[7], gpr[6], gpr[15])
         hit = self._agent.take_hit(pc) if self._agent is not None else None
         if raw.kind == native.EVENT_TRAP:
             self._disarm()
@@ -736,7 +765,8 @@ class StoreTarget:
                 log.debug("stop at %#x not reported", pc)
                 self._release()
                 return None
-            self._show_before_frame_setup(raw, stop)
+            if gpr[6] == gpr[7]:  # rbp == rsp: the one case _show_before_frame_setup may move (the cheap test first)
+                self._show_before_frame_setup(raw, stop)
         if hit is not None and stop.reason == StopReason.BREAKPOINT:
             stop.note = hit.condition_note()
         self._range = None
@@ -807,30 +837,40 @@ class StoreTarget:
     def _release(self) -> None:
         if self._agent is not None:
             self._agent.before_resume()  # regions (instances come and go), access sites
-        self._finish_stop_edit()
-        if self._stopped is not None:
+        edit = self._stop_edit
+        if edit is not None:  # _finish_stop_edit, inline: at every resume
+            self._stop_edit = None
+            edit.finish()
+        stopped = self._stopped
+        if stopped is not None and not stopped.settled:
             try:
-                self._settle_registers(self._stopped)
+                self._settle_registers(stopped)
             except TargetError as e:
                 log.warning("the guest resumes as it stopped: %s", e)
-                self._restore_origin(self._stopped)
-        stopped, self._stopped, self._current = self._stopped, None, None
+                self._restore_origin(stopped)
+        self._stopped, self._current = None, None
         displaced_pc, self._displaced_stop = self._displaced_stop, None
-        if stopped is not None:
-            if displaced_pc is None or stopped.regfile.rip != displaced_pc:
+        if stopped is None:
+            return
+        regfile = stopped.regfile
+        if stopped.kind == native.EVENT_BREAKPOINT and regfile.rip != 0:  # else a trap unwinds, or the kill path
+            facts = self._resume_facts(regfile.rip)
+            if displaced_pc is None or regfile.rip != displaced_pc:
                 # Registers are the truth between sequence points: nothing
                 # mirrors a slot there.
-                self._reload_register_mirrors(stopped)
-            self._route_resume(stopped, displaced_pc)
-            self.schedule_resume(stopped.resume)
+                self._reload_register_mirrors(regfile, facts)
+            if stopped.run_site or facts.frame_setup is not None or displaced_pc is not None or self._carried:
+                self._route_resume(stopped, displaced_pc, facts.frame_setup)
+        self.schedule_resume(stopped.resume)
 
-    def _route_resume(self, stopped: _GuestStop, displaced_pc: int | None) -> None:
+    def _route_resume(self, stopped: _GuestStop, displaced_pc: int | None, setup: tuple[int, int] | None) -> None:
         """Points the resume at a displaced block when breakpoints at
-        non-site instructions are armed on the way (codemem.displaced).  The
-        trampoline resumes at ``rip + 5``."""
+        non-site instructions are armed on the way (codemem.displaced), runs
+        the frame setup at ``setup`` (_frame_setup_at of the registers' rip).
+        The trampoline resumes at ``rip + 5``.  Only for a breakpoint stop
+        that is not on the kill path (rip 0)."""
         regfile = stopped.regfile
-        if stopped.kind != native.EVENT_BREAKPOINT or regfile.rip == 0:
-            return  # a trap unwinds; rip 0 is the kill path
+        assert stopped.kind == native.EVENT_BREAKPOINT and regfile.rip != 0, "a trap unwinds; rip 0 is the kill path"
         if stopped.run_site:
             # The trampoline resumes at rip + 5: 5 bytes before the site, it
             # resumes at the site's call (its frame setup was run here).
@@ -838,7 +878,6 @@ class StoreTarget:
             regfile.rip -= 5
             return
         rip = regfile.rip
-        setup = self._frame_setup_at(rip)
         if setup is not None:
             # A function's first byte (a breakpoint there, an inferior call,
             # a detach) or the one after its push: run the frame setup here
@@ -902,26 +941,49 @@ class StoreTarget:
         table = code.frame_table
         return table.register_mirrors_at(offset), table.context_mirrors_at(offset)
 
-    def _reload_register_mirrors(self, stopped: _GuestStop) -> None:
+    def _resume_facts(self, pc: int) -> _ResumeFacts:
+        """What a resume at ``pc`` needs of the code there (memoized; the
+        last answer kept apart: a resume asks it three times, a step plan,
+        the frame setup, the release)."""
+        last = self._last_resume_facts
+        generation = self.store.registry.generation
+        if last is not None and last[0] == pc and last[1] == generation:
+            return last[2]
+        facts = self._code_fact("resume facts", pc, self._find_resume_facts)
+        self._last_resume_facts = (pc, generation, facts)
+        return facts
+
+    def _find_resume_facts(self, pc: int) -> _ResumeFacts:
+        place = self._function_place(pc)
+        slot_mirrors, context_mirrors = self._register_mirrors(pc)
+        return _ResumeFacts(frame_setup=self._frame_setup_at(pc), in_function=place is not None,
+                            return_slot=walker.return_slot_above_rsp(*place) if place is not None else None,
+                            slot_mirrors=tuple((_GPR_INDEX[name], offset) for name, offset in slot_mirrors),
+                            context_mirrors=tuple((_GPR_INDEX[name], _CONTEXT_LOADS[source])
+                                                  for name, source in context_mirrors))
+
+    def _reload_register_mirrors(self, regfile, facts: _ResumeFacts) -> None:
         """The frame slots are the truth a debugger edits (locals, the operand
         stack): before the guest resumes at a sequence point, every register
         that mirrors a slot there is reloaded from it.  (A debugger's write to
         such a register went to the slot too, see write_registers.)  The
         registers holding memory 0's base and length, which the code's bounds
         checks trust, are reloaded from the instance context (r15), as the
-        code itself loads them."""
-        regfile = stopped.regfile
-        if stopped.kind != native.EVENT_BREAKPOINT or regfile.rip == 0:
-            return  # a trap unwinds; rip 0 is the kill path
-        slot_mirrors, context_mirrors = self._register_mirrors(regfile.rip)
+        code itself loads them.  ``facts``: _resume_facts of the registers'
+        rip, a breakpoint stop's."""
         gpr = regfile.gpr
-        rbp = gpr[_GPR_INDEX["rbp"]]
-        for name, offset in slot_mirrors:
-            gpr[_GPR_INDEX[name]] = ffi.cast("uint64_t *", rbp + offset)[0]
-        if context_mirrors:
-            vmctx = regfile.gpr[_GPR_INDEX["r15"]]
-            for name, source in context_mirrors:
-                regfile.gpr[_GPR_INDEX[name]] = _context_value(vmctx, source)
+        slot_mirrors = facts.slot_mirrors
+        if slot_mirrors:
+            rbp = gpr[_GPR_INDEX["rbp"]]
+            for index, offset in slot_mirrors:
+                gpr[index] = ffi.cast("uint64_t *", rbp + offset)[0]
+        if facts.context_mirrors:
+            vmctx = gpr[_GPR_INDEX["r15"]]
+            for index, loads in facts.context_mirrors:
+                value = vmctx
+                for offset in loads:  # _context_value's reads
+                    value = ffi.cast("uint64_t *", value + offset)[0]
+                gpr[index] = value
 
     def _finish_stop_edit(self) -> None:
         """Republishes what the current stop's edit touched; always before the
@@ -934,12 +996,30 @@ class StoreTarget:
         """The edit a change goes into: the stop's shared one while the guest
         is stopped, else an edit of its own (live while the guest runs)."""
         if self._stopped is not None:
-            if self._stop_edit is None:
-                self._stop_edit = self.store.registry.patch_edit()
-            return contextlib.nullcontext(self._stop_edit)
+            return contextlib.nullcontext(self._edit_of_stop())
         return self.store.registry.patch_edit(live=self.is_running)
 
+    def _edit_of_stop(self) -> PatchEdit:
+        """The stopped guest's shared edit (_patch_edit), made on first use;
+        republished by _finish_stop_edit before the guest runs."""
+        assert self._stopped is not None, "a stop edit without a stop"
+        edit = self._stop_edit
+        if edit is None:
+            edit = self._stop_edit = self.store.registry.patch_edit()
+        return edit
+
     def _settle_for_resume(self, stopped: _GuestStop) -> None:
+        """_settle_registers before a resume, its refusal a ResumeRefused.
+        Registers as they stopped (nothing written, no inferior call in
+        progress, which may redirect a stop at its return address) are
+        settled without the general check: a loop's every resume."""
+        origin = stopped.origin
+        if origin is not None and not self._calls and stopped.kind == native.EVENT_BREAKPOINT:
+            regfile = stopped.regfile
+            gpr = regfile.gpr
+            if regfile.rip == origin.rip and gpr[7] == origin.rsp and gpr[6] == origin.rbp and gpr[15] == origin.r15:
+                stopped.settled = True
+                return
         try:
             self._settle_registers(stopped)
         except ResumeRefused:
@@ -951,11 +1031,12 @@ class StoreTarget:
         """Continue until a breakpoint, a trap or the end.  ResumeRefused when
         the registers are no state to continue from."""
         stopped = self.require_stopped()
-        self._settle_for_resume(stopped)
+        if not stopped.settled:
+            self._settle_for_resume(stopped)
         self._range = None
         if self._through_frame_setup(stopped, False, None):
             return
-        if self._watch_on_resume(stopped):
+        if self._agent is not None and self._watch_on_resume(stopped):
             self._resume_step()
             return
         self._release()
@@ -978,16 +1059,20 @@ class StoreTarget:
         """Run to the next sequence point reached (in this function, a callee,
         or the caller after a return).  With ``range_`` (vCont;r), keep going
         while the pc stays in [start, end)."""
-        stopped = self.require_stopped()
+        stopped = self._stopped
+        if stopped is None or self.closed:
+            stopped = self.require_stopped()  # raises: not stopped, or ended
         if stopped.kind == native.EVENT_TRAP or isinstance(stopped, _HostReturnStop):
             # A trap is fatal: the next thing that happens is the unwind.
             # Back in the host, the next thing is the end of the invocation.
             self._release()
             return
-        self._settle_for_resume(stopped)
-        if self._through_frame_setup(stopped, True, range_):
+        if not stopped.settled:
+            self._settle_for_resume(stopped)
+        if self._resume_facts(stopped.regfile.rip).frame_setup is not None \
+                and self._through_frame_setup(stopped, True, range_):
             return
-        self._range = None if self._watch_on_resume(stopped) else range_
+        self._range = None if self._agent is not None and self._watch_on_resume(stopped) else range_
         self._resume_step()
 
     def _through_frame_setup(self, stopped: _GuestStop, stepping: bool, range_: tuple[int, int] | None) -> bool:
@@ -1004,7 +1089,7 @@ class StoreTarget:
         if stopped.kind != native.EVENT_BREAKPOINT or isinstance(stopped, _HostReturnStop):
             return False
         regfile = stopped.regfile
-        setup = self._frame_setup_at(regfile.rip)
+        setup = self._resume_facts(regfile.rip).frame_setup
         if setup is None:
             return False
         start, entry_pc = setup
@@ -1137,11 +1222,10 @@ class StoreTarget:
         try:
             return facts[key]
         except KeyError:
-            pass
-        if len(facts) >= _MEMO_LIMIT:  # bounded: checked when an answer is added, not at every question
-            facts.clear()
-        found = facts[key] = answer(pc)
-        return found
+            if len(facts) >= _MEMO_LIMIT:  # bounded: counted when it grows, not at every hit
+                facts.clear()
+            found = facts[key] = answer(pc)
+            return found
 
     def _frame_setup_at(self, pc: int) -> tuple[int, int] | None:
         """(function start pc, ENTRY site pc) when ``pc`` is on a function's
@@ -1216,9 +1300,16 @@ class StoreTarget:
         Each StoreCode's sites are one edit (codemem PatchEdit.enable_prepared):
         arming every site of a real-size module is one C call."""
         assert self._plan is None, "arming over an armed plan"
-        with self._patch_edit() as edit:
+        if self._stopped is not None:
+            # The stop's edit (as _patch_edit gives it, without its context):
+            # a step's arm at every resume, mostly after the stop's disarm.
+            edit = self._stop_edit or self._edit_of_stop()
             for prepared in plan:
                 edit.enable_prepared(prepared)
+        else:
+            with self._patch_edit() as edit:
+                for prepared in plan:
+                    edit.enable_prepared(prepared)
         self._plan = plan
 
     def _disarm(self) -> None:
@@ -1227,10 +1318,16 @@ class StoreTarget:
         if not plan:
             return
         # Live while the guest may be executing the image (an interrupt or a
-        # kill racing a step); a stopped guest allows the cheaper edit.
-        with self._patch_edit() as edit:
+        # kill racing a step); a stopped guest allows the cheaper edit, the
+        # stop's (as _patch_edit gives it: a step's disarm at every stop).
+        if self._stopped is not None:
+            edit = self._edit_of_stop()
             for prepared in plan:
                 edit.disable_prepared(prepared)
+        else:
+            with self._patch_edit() as edit:
+                for prepared in plan:
+                    edit.disable_prepared(prepared)
 
     def _arm_entry(self, pc: int) -> None:
         """Arms the ENTRY site of the function starting at ``pc`` (its
@@ -1258,12 +1355,13 @@ class StoreTarget:
         pc = regfile.rip
         if self._displaced_stop == pc:
             return _prepared_plan(self._step_sites(regfile))
-        place = self._code_fact("function", pc, self._function_place)
+        facts = self._resume_facts(pc)
         return_address = None
-        if place is not None:
-            func, offset = place
-            return_address = self._return_address(regfile, func, offset)
-        key = (pc, self._range, return_address, self.store.ctx.depth > 1)
+        ctx = self.store.ctx
+        if facts.in_function:
+            return_address = walker.return_address(ctx.stack, rsp_slot=facts.return_slot, rbp=regfile.gpr[6],
+                                                   rsp=regfile.gpr[7])
+        key = (pc, self._range, return_address, ctx.depth > 1)
         return self._code_fact("step plan", key, lambda _: _prepared_plan(self._step_sites(regfile)))
 
     def _function_place(self, pc: int):
@@ -1682,8 +1780,11 @@ class StoreTarget:
     # -------------------------------------------------------- registers
 
     def read_registers(self) -> bytes:
-        """The regfile bytes of the stopped guest (``REGFILE_SIZE``)."""
-        stopped = self.require_stopped()
+        """The regfile bytes of the stopped guest (``REGFILE_SIZE``);
+        TargetError as :meth:`require_stopped` when it is not stopped."""
+        stopped = self._stopped
+        if stopped is None or self.closed:  # (read at every stop reply: the checks' calls only when they fail)
+            stopped = self.require_stopped()
         return bytes(ffi.buffer(stopped.regfile, arch_amd64.REGFILE_SIZE))
 
     def write_registers(self, new_regfile: bytes) -> None:

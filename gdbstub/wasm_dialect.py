@@ -136,6 +136,11 @@ class WasmModuleView:
         #: wasm offset -> instruction_site (the table does not change): lldb
         #: sets and removes a breakpoint at the same few offsets every step.
         self._instruction_sites: dict[int, int | None] = {}
+        #: native pc -> hides_pc (the code does not change either): a step
+        #: stops at the same few pcs again and again.
+        self._hidden_pcs: dict[int, bool] = {}
+        #: The stop reply's expedited module head (expedited_memory), made once.
+        self._expedited_memory: str | None = None
 
     def instruction_site(self, wasm_offset: int) -> int | None:
         """The frame table's ``instruction_site_at_wasm_offset``, memoized."""
@@ -207,6 +212,30 @@ class WasmModuleView:
     def function_at(self, pc: int) -> FunctionInfo | None:
         return self.table.function_at(self.code.offset_of(pc))
 
+    def hides_pc(self, pc: int) -> bool:
+        """Whether a stop at ``pc`` (in this view's code) is one lldb cannot
+        be shown: in a function's frame setup, or at an ENTRY or
+        RETURN_POINT sequence point (WasmDialect.hides_stop); memoized."""
+        hidden = self._hidden_pcs.get(pc)
+        if hidden is None:
+            if len(self._hidden_pcs) >= _SITE_MEMO_ENTRIES:
+                self._hidden_pcs.clear()
+            func = self.function_at(pc)
+            if func is not None and self.code.offset_of(pc) < self.table.entry_offset(func):
+                hidden = True  # push rbp / mov rbp, rsp: the step goes on through them
+            else:
+                point = self.point_at(pc)
+                hidden = point is not None and point.kind is not SequencePointKind.INSTRUCTION
+            self._hidden_pcs[pc] = hidden
+        return hidden
+
+    def expedited_memory(self) -> str:
+        """``0xADDR=HEX``: the first :data:`EXPEDITED_MODULE_BYTES` of the
+        module's file at its address, a stop reply's ``memory`` key."""
+        if self._expedited_memory is None:
+            self._expedited_memory = f"{self.base_address:#x}={self.wasm[:EXPEDITED_MODULE_BYTES].hex()}"
+        return self._expedited_memory
+
     def point_at(self, pc: int) -> SequencePoint | None:
         """The sequence point at exactly native ``pc``, if one is there."""
         offset = self.code.offset_of(pc)
@@ -259,6 +288,14 @@ class WasmFrame:
         return code_address(self.view.module_id, self.wasm_offset)
 
 
+def _view_containing(views: list[WasmModuleView], pc: int) -> WasmModuleView | None:
+    """The view of ``views`` whose native code contains ``pc``."""
+    for view in views:
+        if view.code.contains(pc):
+            return view
+    return None
+
+
 class WasmDialect(Dialect):
     """LLDB's WebAssembly dialect as the session's dialect: the register file
     (the PC only), the address space (wasm code and memory spaces), the
@@ -280,6 +317,9 @@ class WasmDialect(Dialect):
         #: of them, at the same stop.  The wasm dialect cannot write registers
         #: or the native stack, so a stop's frames stay what they were.
         self._walks: dict[int, tuple[Any, int, list]] = {}
+        #: pid -> (the stop, the limit, its wasm frames before the header
+        #: rule): made from the walk once per stop (_stop_frames).
+        self._stop_frame_lists: dict[int, tuple[Any, int, list[WasmFrame]]] = {}
 
     def capabilities(self, capabilities: R.Capabilities) -> R.Capabilities:
         # No target.xml (lldb then asks qRegisterInfo), no ELF images, no svr4.
@@ -299,6 +339,7 @@ class WasmDialect(Dialect):
         self._views.pop(target.pid, None)
         self._header_breakpoints.pop(target.pid, None)
         self._walks.pop(target.pid, None)
+        self._stop_frame_lists.pop(target.pid, None)
 
     # ------------------------------------------------------------ modules
 
@@ -319,10 +360,7 @@ class WasmDialect(Dialect):
 
     def view_at(self, target: StoreTarget, pc: int) -> WasmModuleView | None:
         """The view whose native code contains ``pc``."""
-        for view in self.views(target):
-            if view.code.contains(pc):
-                return view
-        return None
+        return _view_containing(self.views(target), pc)
 
     # ------------------------------------------------------------ frames
 
@@ -331,13 +369,7 @@ class WasmDialect(Dialect):
         at most ``limit``.  A caller frame's pc is the instruction after its
         call (the frame's ``resume_wasm_offset``): lldb symbolicates a
         caller's pc at pc - 1."""
-        frames: list[WasmFrame] = []
-        for frame in self._native_frames(target, limit):
-            view = self.view_at(target, frame.pc)
-            if view is None:
-                break
-            frames.append(WasmFrame(view, frame.func, frame.pc, frame.resume_wasm_offset, frame.rbp, frame.point,
-                                    frame))
+        frames = self._stop_frames(target, limit)
         headers = self._header_breakpoints.get(target.pid)
         stop = target.current_stop
         if frames and headers and stop is not None and stop.reason is StopReason.BREAKPOINT:
@@ -348,6 +380,33 @@ class WasmDialect(Dialect):
                 _, _, offset = split_address(min(addresses))
                 frames[0] = replace(frames[0], wasm_offset=offset)
         return frames
+
+    def _stop_frames(self, target: StoreTarget, limit: int) -> list[WasmFrame]:
+        """:meth:`frames` before the header rule (a new list, at most
+        ``limit``), made once per stop from its walk (:meth:`_native_frames`,
+        to the outermost frame): the stop reply asks for frame 0, and
+        qWasmCallStack right after it for all of them.  A list made to a
+        higher limit, or one that ended before its limit, answers a lower
+        limit too.  The header rule is not kept: lldb's breakpoints, which
+        it depends on, change while the guest is stopped."""
+        stop = target.current_stop
+        made = self._stop_frame_lists.get(target.pid)
+        if made is not None and stop is not None and made[0] is stop:
+            _, made_limit, frames = made
+            if limit <= made_limit or len(frames) < made_limit:
+                return frames[:limit]
+        made_limit = max(limit, MAX_FRAMES)
+        frames = []
+        views = self.views(target)  # (once for every frame: the stop's views do not change)
+        for frame in self._native_frames(target, made_limit):
+            view = _view_containing(views, frame.pc)
+            if view is None:
+                break
+            frames.append(WasmFrame(view, frame.func, frame.pc, frame.resume_wasm_offset, frame.rbp, frame.point,
+                                    frame))
+        if stop is not None:
+            self._stop_frame_lists[target.pid] = (stop, made_limit, frames)
+        return frames[:limit]
 
     def _native_frames(self, target: StoreTarget, limit: int) -> list:
         """``target.frames(limit)`` (raises unless stopped), walked once per
@@ -395,13 +454,7 @@ class WasmDialect(Dialect):
         if stop.reason is StopReason.TRAP:
             return False
         view = self.view_at(target, stop.pc)
-        if view is None:
-            return False
-        func = view.function_at(stop.pc)
-        if func is not None and view.code.offset_of(stop.pc) < view.table.entry_offset(func):
-            return True  # push rbp / mov rbp, rsp: the step goes on through them
-        point = view.point_at(stop.pc)
-        return point is not None and point.kind is not SequencePointKind.INSTRUCTION
+        return view is not None and view.hides_pc(stop.pc)
 
     def stop_registers(self, target: StoreTarget, stop: Stop) -> tuple[dict[int, bytes], int]:
         pc = self.current_pc(target)
@@ -415,12 +468,15 @@ class WasmDialect(Dialect):
         MODULE,200``) after every stop of a step, one round trip of the
         seven or so a ``next`` costs (docs/stepping.md)."""
         try:
-            _, module_id, _ = split_address(self.current_pc(target))
-            view = self.view(target, module_id)
+            # The module of current_pc (frame 0's): the view that holds the
+            # innermost native frame's pc (the stop's walk is memoized).
+            native = self._native_frames(target, 1)
+            view = self.view_at(target, native[0].pc) if native else None
         except TargetError:
             return []
-        head = view.wasm[:EXPEDITED_MODULE_BYTES]
-        return [("memory", f"{view.base_address:#x}={head.hex()}")]
+        if view is None:
+            return []
+        return [("memory", view.expedited_memory())]
 
     # ------------------------------------------------------------ info
 

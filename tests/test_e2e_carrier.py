@@ -151,3 +151,58 @@ def test_lldb_wasm_dialect_reads_the_value_just_computed_at_a_carrier_site(stub)
     stopped = section(run, "stopped")
     assert f"pc = {address:#018x}" in stopped, out
     assert re.search(r"response: 10000000\s*$", stopped, re.M), out
+
+
+def rex_producer_instruction(function: str):
+    """``(instruction offset from the function's start, site offset from it,
+    CarrierStore)`` of the first producer carrier in demo.O0's ``function``
+    whose ``mov r32, imm32`` needs a REX (r8d-r15d) and has no other prefix:
+    the instruction starts at that REX byte, one byte before its site (the
+    ``b8+r imm32`` the call replaces, docs/compiler-speed.md "Producer
+    carriers")."""
+    module = codemem.Module.from_file(codemem.Engine(debug=True), example("demo.O0"))
+    code = module.engine_code
+    table = code.frame_table
+    func = table.function_by_wasm_index(resolve_function(module, function))
+    try:
+        for index in table.site_indexes_in(func.native_start, func.native_end):
+            site = table.site(index)
+            if site.carrier is None:
+                continue
+            carrier = table.site_carrier(index)
+            before = code.read(site.offset - 2, 2)
+            if carrier.kind == "producer" and carrier.register >= 8 and before[1] & 0xF0 == 0x40 \
+                    and before[0] != 0x3E:
+                return site.offset - 1 - func.native_start, site.offset - func.native_start, carrier
+    finally:
+        code.close()
+    raise AssertionError(f"{function} has no REX producer carrier without a ds prefix")
+
+
+def test_gdb_breaks_at_a_producers_rex_byte_and_then_at_its_site(stub):
+    """``break *ADDR`` at the first byte of a producer's instruction (its REX,
+    the address gdb's disassembly shows; not a patch site: a displaced
+    breakpoint) and at its site, one byte later: the first stop shows the
+    whole instruction (``mov $IMM,%r10d``) not yet executed, the second the
+    register loaded with the constant, and the guest computes its result."""
+    start, site, carrier = rex_producer_instruction("sum_of_squares")
+    register = GPR_NAMES[carrier.register]
+    demo = stub()
+    run = run_gdb(demo, [
+        f"break *((char *) &sum_of_squares + {start})", f"break *((char *) &sum_of_squares + {site})",
+        "continue", gdb_mark("instruction"), "p/x $pc", "x/i $pc", f"set var ${register} = {POISON:#x}",
+        "continue", gdb_mark("site"), "p/x $pc", f"p/x ${register}",
+        "delete", gdb_mark("end"), "continue",
+    ])
+    out = detail(run, demo)
+    assert not run.timed_out, out
+    at_instruction, at_site = section(run, "instruction"), section(run, "site")
+    pcs = [int(v, 16) for v in re.findall(r"^\$\d+ = (0x[0-9a-f]+)\s*$", at_instruction + at_site, re.M)]
+    assert len(pcs) == 3 and pcs[1] - pcs[0] == site - start == 1, out
+    register32 = f"%{register}d"  # r10 -> r10d: decoded from the REX, not the low register after it
+    assert re.search(rf"<sum_of_squares\+{start}>:\s+mov\s+\${carrier.immediate:#x},{register32}\s*$",
+                     at_instruction, re.M), out
+    assert pcs[2] == carrier.immediate != POISON, out  # the poison was overwritten by the constant
+    assert re.search(r"\[Inferior 1 \(process \d+\) exited normally\]", section(run, "end")), out
+    assert demo.wait() == 0, out
+    assert demo.output_after_banner[:1] == [DEMO_RESULT], out

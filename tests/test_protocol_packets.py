@@ -486,6 +486,21 @@ def test_stop_reply_plain_and_extra():
         replies.stop_reply(300)
 
 
+def test_stop_reply_thread_parts_are_made_per_thread_and_mode():
+    """The ``thread:`` part is made once per (pid, tid, multiprocess): the
+    same ids in the other mode, or another thread, get their own."""
+    assert replies.stop_reply(5, T(7, 1)) == b"T05thread:p7.1;"
+    assert replies.stop_reply(5, T(7, 1), multiprocess=False) == b"T05thread:1;"
+    assert replies.stop_reply(5, T(7, 2)) == b"T05thread:p7.2;"
+    assert replies.stop_reply(5, T(None, 1)) == b"T05thread:1;"
+    assert replies.stop_reply(5, T(7, -1)) == b"T05thread:p7.-1;"
+    for pid in range(replies._THREAD_PARTS_LIMIT + 5):  # the memo starts over instead of growing
+        assert replies.stop_reply(5, T(pid, 1)) == b"T05thread:p%x.1;" % pid
+    assert len(replies._THREAD_PARTS) <= replies._THREAD_PARTS_LIMIT
+    with pytest.raises(ValueError):
+        replies.stop_reply(-1, T(7, 1))
+
+
 def test_exit_replies():
     assert replies.exit_reply(0) == b"W00"
     assert replies.exit_reply(3, pid=0x1F) == b"W03;process:1f"

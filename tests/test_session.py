@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,10 +27,12 @@ import pytest
 import codemem
 from codemem.frametable import SITE_DISABLED, MirrorSource, SequencePointKind
 from gdbstub import arch_amd64, runner
+from gdbstub.dialect import NativeDialect, SessionExtension
 from gdbstub.image_files import ImageFileServer
 from gdbstub.images import DebugImageSet
+from gdbstub.protocol.replies import ErrorCode
 from gdbstub.session import PACKET_SIZE, GdbSession, SessionConfig
-from gdbstub.target import StoreTarget, StopReason
+from gdbstub.target import StoreTarget, StopReason, TargetError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_WASM = ROOT / "examples" / "build" / "demo.O0.wasm"
@@ -311,6 +314,74 @@ def test_halt_reason_at_entry_expedites_frame_registers(guest):
     assert pairs["06"] == regs[G_RBP:G_RBP + 8].hex()
     assert pairs["07"] == regs[G_RSP:G_RSP + 8].hex()
     assert "swbreak" not in pairs  # the entry stop is not a breakpoint of the client's
+
+
+class _KeysAtStops(SessionExtension):
+    """Adds a ``seen`` key to every stop reply it is asked for (and console
+    text), recording the stops it was asked about."""
+
+    def __init__(self, need_details: bool):
+        self.stop_keys_need_details = need_details
+        self.asked: list[StopReason] = []
+
+    def stop_reply_keys(self, target, stop):
+        self.asked.append(stop.reason)
+        return [("seen%d" % self.stop_keys_need_details, "1")]
+
+    def stop_console_text(self, target, stop):
+        return None
+
+
+def test_a_stop_reply_asks_an_extension_that_needs_details_only_at_a_stop_with_a_note_or_a_watch(demo_module):
+    details, every = _KeysAtStops(True), _KeysAtStops(False)
+    guest = GuestHarness(demo_module, config=SessionConfig(extension_factories=[lambda: details, lambda: every]))
+    try:
+        guest.handshake()
+        pairs = parse_stop(guest.ask(b"?"))[2]
+        assert "seen0" in pairs and "seen1" not in pairs
+        assert details.asked == [] and every.asked == [StopReason.ENTRY]
+        stop = guest.target.current_stop
+        for shown in (replace(stop, note="why"), replace(stop, watch="watch", watch_address=0x40)):
+            pairs = parse_stop(guest.session._stop_reply(guest.target, shown))[2]
+            assert "seen0" in pairs and "seen1" in pairs
+        assert len(details.asked) == 2 and len(every.asked) == 3
+    finally:
+        guest.close()
+
+
+def test_the_session_asks_hides_stop_of_a_dialect_that_has_its_own(demo_module):
+    class Hiding(NativeDialect):
+        def hides_stop(self, target, stop):
+            return False
+
+    native = GuestHarness(demo_module)
+    hiding = GuestHarness(demo_module, config=SessionConfig(dialect_factory=Hiding))
+    try:
+        assert not native.session._dialect_hides_stops
+        assert hiding.session._dialect_hides_stops
+    finally:
+        native.close()
+        hiding.close()
+
+
+def test_register_reads_outside_a_stop_are_refused_as_before(guest):
+    """StoreTarget.read_registers checks only when its fast test fails:
+    running is EBUSY, closed is ENOENT (require_stopped's errors)."""
+    assert len(guest.target.read_registers()) == arch_amd64.REGFILE_SIZE
+    stopped, guest.target._stopped = guest.target._stopped, None
+    try:
+        with pytest.raises(TargetError) as running:
+            guest.target.read_registers()
+        assert running.value.code == ErrorCode.EBUSY
+    finally:
+        guest.target._stopped = stopped
+    guest.target.closed = True
+    try:
+        with pytest.raises(TargetError) as closed:
+            guest.target.read_registers()
+        assert closed.value.code == ErrorCode.ENOENT
+    finally:
+        guest.target.closed = False
 
 
 def test_g_and_p_agree(guest):
@@ -943,6 +1014,76 @@ def test_moving_rip_to_a_point_that_trusts_memory_registers_reloads_them(memory_
     assert memory_guest.ask(b"z0,%x,1" % first_pc) == b"OK"
     assert parse_stop(memory_guest.resume(b"c"))[:2] == ("W", 0)
     assert memory_guest.target.results == [0], "the store was skipped: the load reads untouched memory"
+
+
+def test_a_resume_reloads_memory_registers_with_the_loads_the_code_makes(memory_guest):
+    """A resume's context mirrors are reloaded by walking _CONTEXT_LOADS (the
+    resume's fast path): they must read what _context_value, the compiled
+    code's own loads, reads, for memory 0's base and its length."""
+    from gdbstub import target as target_module
+
+    memory_guest.handshake()
+    pc, _ = _context_mirror_point(memory_guest)
+    assert memory_guest.ask(b"Z0,%x,1" % pc) == b"OK"
+    assert reg_value(parse_stop(memory_guest.resume(b"c"))[2]["10"]) == pc
+    vmctx = struct.unpack_from("<Q", memory_guest.registers(), arch_amd64.register_by_name("r15").offset)[0]
+    for source in (MirrorSource.MEMORY0_BASE, MirrorSource.MEMORY0_LENGTH):
+        value = vmctx
+        for offset in target_module._CONTEXT_LOADS[source]:
+            value = codemem.native.ffi.cast("uint64_t *", value + offset)[0]
+        assert value == target_module._context_value(vmctx, source), source
+    assert target_module._context_value(vmctx, MirrorSource.MEMORY0_LENGTH) == 65536
+    facts = memory_guest.target._resume_facts(pc)
+    assert {loads for _, loads in facts.context_mirrors} <= set(target_module._CONTEXT_LOADS.values())
+    assert facts.context_mirrors, "the point trusts memory 0's registers"
+    assert parse_stop(memory_guest.resume(b"c"))[:2] == ("W", 0)
+    assert memory_guest.target.results == [7]
+
+
+def test_a_resumes_code_facts_are_found_again_when_the_registered_code_changes(guest, monkeypatch):
+    """_resume_facts keeps its last answer apart from the code-fact memo:
+    it must not outlive a registry change (a module registered or dropped
+    may change what the pc is)."""
+    guest.handshake()
+    pc = guest.entry_pc("sum_of_squares")
+    assert guest.ask(b"Z0,%x,1" % pc) == b"OK"
+    assert reg_value(parse_stop(guest.resume(b"c"))[2]["10"]) == pc
+    target = guest.target
+    facts = target._resume_facts(pc)
+    assert target._resume_facts(pc) is facts
+    assert facts.in_function and facts.frame_setup is None and facts.return_slot is None
+    registry = target.store.registry
+    monkeypatch.setattr(registry, "generation", registry.generation + 1)
+    again = target._resume_facts(pc)
+    assert again is not facts and again == facts
+    assert target._resume_facts(guest.start_pc("sum_of_squares")).frame_setup == (
+        guest.start_pc("sum_of_squares"), pc)
+
+
+def test_registers_as_the_guest_stopped_resume_without_the_general_check_and_written_ones_with_it(
+        guest, monkeypatch):
+    """The resume's fast settle (rip, rsp, rbp and r15 as the guest
+    stopped, where the general check has nothing to check) leaves the
+    general check (_settle_registers) to every state that differs."""
+    guest.handshake()
+    pc = guest.entry_pc("sum_of_squares")
+    assert guest.ask(b"Z0,%x,1" % pc) == b"OK"
+    assert reg_value(parse_stop(guest.resume(b"c"))[2]["10"]) == pc
+    target = guest.target
+    checked = []
+    original = target._settle_registers
+    monkeypatch.setattr(target, "_settle_registers", lambda stopped: (checked.append(stopped), original(stopped))[1])
+    assert reg_value(parse_stop(guest.resume(b"s"))[2]["10"]) != pc
+    assert checked == [], "nothing written: no general check"
+    rbp = struct.unpack_from("<Q", guest.registers(), G_RBP)[0]
+    assert guest.ask(b"P%x=%s" % (arch_amd64.regnum_by_name("rbp"), le64(rbp + 8))) == b"OK"
+    replies = guest.send(b"s")
+    assert len(checked) == 1, "rbp written: the general check"
+    assert parse_stop(replies[-1])[:2] == ("T", 11), "an rbp off its frame is refused (SIGSEGV)"
+    assert guest.ask(b"P%x=%s" % (arch_amd64.regnum_by_name("rbp"), le64(rbp))) == b"OK"
+    assert parse_stop(guest.resume(b"c"))[:2] == ("W", 0)
+    assert len(checked) == 1, "written back as it stopped: nothing to check"
+    assert guest.target.results == [DEMO_RESULT]
 
 
 def monitor(guest, command: str) -> str:

@@ -15,6 +15,7 @@ import wasmtime
 import codemem
 from codemem.frametable import SequencePointKind
 from codemem import frames as walker
+from gdbstub import wasm_dialect
 from gdbstub.protocol import packets as P
 from gdbstub.target import TargetError
 from gdbstub.wasm_dialect import CODE_SPACE, WasmSession, code_address, split_address, value_bytes
@@ -153,6 +154,24 @@ def test_stop_replies_carry_the_head_of_the_stopped_module_as_expedited_memory(g
     assert pairs["memory"] == f"{CODE_SPACE:#x}={wasm[:0x200].hex()}"
 
 
+def test_the_stops_lldb_is_not_shown_are_known_per_pc_once(guest, monkeypatch):
+    """WasmModuleView.hides_pc (hides_stop's memo): a function's frame setup
+    and its ENTRY and RETURN_POINT sequence points are hidden, an
+    INSTRUCTION point is not; asked again, the frame table is not."""
+    view = guest.session.dialect.view_at(guest.target, guest.entry_pc("run"))
+    expected = {}
+    for name in ("run", "sum_of_squares"):
+        start = guest.start_pc(name)
+        expected[start] = expected[start + 1] = True
+        for pc, point in guest.points(name):
+            expected[pc] = point.kind is not SequencePointKind.INSTRUCTION
+    assert True in expected.values() and False in expected.values()
+    assert {pc: view.hides_pc(pc) for pc in expected} == expected
+    monkeypatch.setattr(view.table, "sequence_point_at_or_before", None)  # any lookup now fails
+    monkeypatch.setattr(view.table, "function_at", None)
+    assert {pc: view.hides_pc(pc) for pc in expected} == expected
+
+
 # ---------------------------------------------------------------- memory
 
 def test_code_space_reads_the_module_file(guest):
@@ -253,6 +272,31 @@ def test_a_stop_is_walked_once_and_the_next_stop_again(guest, monkeypatch):
     assert guest.stop_pc(reply) == wasm_pc(SQUARE_STORE_X)
     assert guest.value(b"qWasmLocal:0;0") == 2
     assert walks == [walker.MAX_FRAMES] * 2
+
+
+def test_a_stops_wasm_frames_are_made_once_and_the_header_rule_follows_lldbs_breakpoints(guest, monkeypatch):
+    """The stop reply's frame 0 and qWasmCallStack share one list of wasm
+    frames per stop; a breakpoint lldb places at a locals header while the
+    guest is stopped there still shows that stop at the header."""
+    made = []
+    original = wasm_dialect.WasmFrame
+
+    def counting(*args):
+        made.append(args[2])
+        return original(*args)
+
+    monkeypatch.setattr(wasm_dialect, "WasmFrame", counting)
+    func = guest.function("sum_of_squares")
+    first = func.body_wasm_offset
+    header = {body.body_offset: body for body in guest.entry.module.info.codes}[first].locals_offset
+    guest.run_to(first)
+    assert guest.call_stack() == [wasm_pc(first), wasm_pc(RUN_AFTER_SUM)]
+    assert len(made) == 2  # each frame once, for the stop reply and the call stack
+    assert guest.ask(b"Z0,%x,1" % wasm_pc(header)) == b"OK"
+    assert guest.call_stack() == [wasm_pc(header), wasm_pc(RUN_AFTER_SUM)]
+    assert guest.ask(b"z0,%x,1" % wasm_pc(header)) == b"OK"
+    assert guest.call_stack() == [wasm_pc(first), wasm_pc(RUN_AFTER_SUM)]
+    assert len(made) == 2
 
 
 def test_a_breakpoint_offset_is_looked_up_in_the_frame_table_once(guest, monkeypatch):

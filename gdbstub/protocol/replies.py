@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from binascii import hexlify
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterable, Mapping
 
@@ -252,6 +253,12 @@ def _format_value(value: bytes | str | int) -> bytes:
     raise TypeError(f"cannot format {type(value).__name__} in a reply")
 
 
+#: (pid, tid, multiprocess) -> a stop reply's ``thread:ID;`` part (stop_reply).
+_THREAD_PARTS: dict[tuple[int | None, int, bool], bytes] = {}
+#: Entries of _THREAD_PARTS before it starts over (thread ids come and go with Stores).
+_THREAD_PARTS_LIMIT = 256
+
+
 def stop_reply(
     signal: int,
     thread: ThreadId | None = None,
@@ -267,18 +274,30 @@ def stop_reply(
     only if the client offered it, see :meth:`Capabilities.negotiate`). ``extra``
     adds ``key:value`` pairs in order (ints in hex, str/bytes verbatim), e.g.
     ``watch`` with an address or LLDB's ``threads``/``thread-pcs``/``reason``."""
-    _check_byte(signal, "signal")
+    if not 0 <= signal <= 0xFF:
+        _check_byte(signal, "signal")
     parts = [b"T%02x" % signal]
     if thread is not None:
-        parts.append(b"thread:" + thread.encode(multiprocess) + b";")
-    for regnum in sorted(registers or {}):
-        parts.append(b"%02x:%s;" % (regnum, registers[regnum].hex().encode()))
+        # A stub names the same few threads in every stop reply: each one's
+        # `thread:` part is made once (ThreadId is frozen, so the part is too).
+        key = (thread.pid, thread.tid, multiprocess)
+        part = _THREAD_PARTS.get(key)
+        if part is None:
+            if len(_THREAD_PARTS) >= _THREAD_PARTS_LIMIT:
+                _THREAD_PARTS.clear()
+            part = _THREAD_PARTS[key] = b"thread:" + thread.encode(multiprocess) + b";"
+        parts.append(part)
+    if registers:
+        for regnum in sorted(registers):
+            parts.append(b"%02x:%s;" % (regnum, hexlify(registers[regnum])))
     if reason:
         parts.append(reason.encode("ascii") + b":;")
     if extra:
-        pairs = extra.items() if isinstance(extra, Mapping) else extra
+        # (a list of pairs is what sessions pass: no ABC check for it)
+        pairs = extra if type(extra) is list or not isinstance(extra, Mapping) else extra.items()
         for key, value in pairs:
-            parts.append(key.encode("ascii") + b":" + _format_value(value) + b";")
+            text = value.encode("ascii") if type(value) is str else _format_value(value)
+            parts.append(key.encode("ascii") + b":" + text + b";")
     return b"".join(parts)
 
 
