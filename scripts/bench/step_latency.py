@@ -11,8 +11,12 @@ alternates between the two lines for as long as the loop runs.
   around ``next`` N times); seconds per next = (t(N2) - t(N1)) / (N2 - N1),
   which cancels a command's fixed cost; the median over ``--reps`` sessions
   per side, the sides alternating session by session (the load of a shared
-  machine moves within seconds).  A last phase with ``set debug remote 1``
-  counts packets and range steps (``vCont;r``) per ``next``.
+  machine moves within seconds).  N1 = 20 and N2 = 420 by default: each
+  session times 400 `next`s (about 0.4-0.6 s), and 7 sessions a side.  With
+  100 `next`s (0.1 s) and 5 sessions, one slow moment of the virtual machine
+  moved a run's figure by 20 % (0.76-1.10 over one hour, the median 0.90).
+  A last phase with ``set debug remote 1`` counts packets and range steps
+  (``vCont;r``) per ``next``.
 * lldb-22 (wasm dialect, default settings): this stub against Wasmtime
   (``wasmtime run -g``), ``SBThread.StepOver`` N times in lldb's Python, the
   same difference of two counts.
@@ -159,8 +163,8 @@ def merged_runs(runs: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n1", type=int, default=20)
-    parser.add_argument("--n2", type=int, default=120)
-    parser.add_argument("--reps", type=int, default=5, help="sessions per side, alternating")
+    parser.add_argument("--n2", type=int, default=420)
+    parser.add_argument("--reps", type=int, default=7, help="sessions per side, alternating")
     parser.add_argument("--verify", type=int, default=10, help="nexts with packet logging")
     parser.add_argument("--keep", type=Path)
     parser.add_argument("--gdb-only", action="store_true", help="skip the lldb pair (no JSON line)")
