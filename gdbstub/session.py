@@ -41,6 +41,7 @@ that add handlers and the qSupported features they need (docs/sessions.md,
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -65,6 +66,11 @@ log = logging.getLogger(__name__)
 #: Guest output per ``O`` packet: hex doubles it, and it must fit the packet
 #: size the client was told.
 _CONSOLE_CHUNK = 1024
+#: How long the first request after an all-stop stop waits for the other
+#: Stores' stops (GdbSession._await_quiet_stops): a Store reaches its next
+#: sequence point within microseconds unless its thread is off the CPU or
+#: in a long host call.
+_QUIET_STOP_WAIT_S = 0.5
 
 #: The largest packet we accept (advertised as PacketSize).  gdb sizes its
 #: ``m`` requests from it (PacketSize/2 bytes, hex-encoded to PacketSize), so a
@@ -182,6 +188,8 @@ class GdbSession:
         #: different answers (`?` with no process), lldb's are given.
         self.client_is_lldb = False
         self.waiting_for_stop = False
+        #: Stores were told to stop for all-stop and may still run (_await_quiet_stops).
+        self._quieting = False
         self.extended_mode = False
         self.detached = False
         self.killed = False
@@ -249,6 +257,8 @@ class GdbSession:
     # ------------------------------------------------------------ dispatch
 
     def _dispatch(self, request: P.Request) -> bytes | None:
+        if self._quieting:
+            self._await_quiet_stops()
         handler = self._handlers.get(type(request))
         if handler is None:
             return R.empty()
@@ -661,11 +671,32 @@ class GdbSession:
             attached.unreported = event
 
     def _stop_others(self, reported: Attached | None) -> None:
-        """All-stop: once a stop is reported, no other attached target runs."""
+        """All-stop: once a stop is reported, no other attached target runs.
+        They stop at their next sequence point; the next request waits for
+        them (_await_quiet_stops)."""
         for attached in self.attached.values():
             if attached is not reported and attached.target.is_running:
                 attached.quiet = True
                 attached.target.interrupt()
+                self._quieting = True
+
+    def _await_quiet_stops(self) -> None:
+        """All-stop (GDB manual, "All-Stop Mode"): after a stop reply the
+        client may ask for any thread's registers at once (gdb's `info
+        threads` does), and the other Stores were only told to stop
+        (_stop_others).  So the first request after it waits up to
+        _QUIET_STOP_WAIT_S for their stops and takes them; a Store still
+        running then (blocked in a host call) answers as running, and later
+        requests do not wait again."""
+        self._quieting = False
+        deadline = time.monotonic() + _QUIET_STOP_WAIT_S
+        for attached in list(self.attached.values()):
+            target = attached.target
+            while attached.quiet and target.pid in self.attached and target.is_running:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not target.wait_for_event(remaining):
+                    break
+                self._take_events(attached)
 
     def _step_on(self, attached: Attached, stop: Stop) -> None:
         if attached.carried is None and stop.reason is not StopReason.STEP:

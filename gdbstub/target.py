@@ -398,6 +398,8 @@ class StoreTarget:
         self._exit_status_of = exit_status_of or (lambda exc: 1)
         self._lock = threading.Lock()
         self._pending: list[Any] = []  # _GuestStop | Exited, in arrival order
+        #: Set whenever an event is queued (wait_for_event).
+        self._event_queued = threading.Event()
         self._stopped: _GuestStop | None = None
         self._current: Stop | None = None
         self.exited: Exited | None = None
@@ -513,6 +515,7 @@ class StoreTarget:
             exited = Exited(status=self._exit_status_of(exc), error=exc)
         with self._lock:
             self._pending.append(exited)
+            self._event_queued.set()
         self._notify()
         return exited
 
@@ -552,6 +555,7 @@ class StoreTarget:
                 regfile.gpr[_GPR_INDEX["rax"]] = results[0].bits
             stop = _HostReturnStop(regfile)
             self._pending.append(stop)
+            self._event_queued.set()
         self._notify()
         stop.wait()
 
@@ -607,6 +611,7 @@ class StoreTarget:
                     # "Traps"): the arguments read as at the ENTRY point.
                     regfile.gpr[4] = regfile.gpr[0]
             self._pending.append(stop)
+            self._event_queued.set()
         lib.cm_defer_resume(self._resume_gate)
         _announcing.stop = stop
         try:
@@ -646,6 +651,18 @@ class StoreTarget:
     @property
     def current_stop(self) -> Stop | None:
         return self._current
+
+    def wait_for_event(self, timeout: float) -> bool:
+        """True as soon as an event is pending for :meth:`take_event` (at
+        once when one is), False after ``timeout`` seconds without one.  The
+        guest thread queues a stop before it announces it, so this sees a
+        stop whose announcement waits for a lock the caller holds (the
+        server's, while it answers a packet)."""
+        self._event_queued.clear()
+        with self._lock:
+            if self._pending:
+                return True
+        return self._event_queued.wait(timeout)
 
     def take_event(self) -> Event | None:
         """Processes what the guest thread reported.  Returns the event to show
@@ -1128,6 +1145,7 @@ class StoreTarget:
         self._stopped, self._current = None, None
         with self._lock:
             self._pending.insert(0, stopped)
+            self._event_queued.set()
         threading.Thread(target=self._notify, name=f"stop-store{self.pid}", daemon=True).start()
 
     def _resume_step(self) -> None:

@@ -9,6 +9,7 @@ lldb's ``qfProcessInfo``, error strings naming why an attach is refused,
 from __future__ import annotations
 
 import re
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -216,3 +217,41 @@ def test_a_trap_in_an_attached_store_stops_with_its_signal(tmp_path):
         assert re.search(r"must_be_positive \(x=0\) at examples/loops\.c:\d+", run.output), str(run)
     finally:
         process.stop()
+
+
+def test_after_an_all_stop_stop_the_next_request_waits_for_the_other_stores_stop(host):
+    """All-stop: A's stop reply goes out at once, and B, told to stop, stops
+    at its next sequence point.  gdb may ask for B's registers right away
+    (`info threads`): the answer waits for B's stop instead of refusing a
+    running Store.  B's stop is made late here (its guest thread sleeps 0.2 s
+    before it hands its stop over), as a loaded machine can make it."""
+    a, b = host.wait_for("a"), host.wait_for("b")
+    tick_a = host.site_pc(a, "tick")
+    client = connect(host)
+    try:
+        assert client.ask(b"vAttach;%x" % a).startswith(b"T11")
+        assert client.ask(b"vAttach;%x" % b).startswith(b"T11")
+        assert client.ask(b"Hgp%x.1" % a) == b"OK"
+        assert client.ask(b"Z0,%x,1" % tick_a) == b"OK"
+        target_b = host.host.target(b)
+        on_event = target_b.store.debug_handler
+        late = []
+
+        def late_event(*args):
+            late.append(time.monotonic())
+            time.sleep(0.2)
+            on_event(*args)
+
+        target_b.store.debug_handler = late_event
+        kind, _, pairs = parse_stop(client.ask(b"vCont;c"))
+        assert pairs["thread"] == "p%x.1" % a
+        registers = client.ask(b"p10;thread:p%x.1;" % b)
+        assert late, "B stopped only after A's stop was reported"
+        assert re.fullmatch(rb"[0-9a-f]{16}", registers), registers
+        target_b.store.debug_handler = on_event
+        assert client.ask(b"D;%x" % b) == b"OK"
+        assert client.ask(b"z0,%x,1" % tick_a) == b"OK"
+        assert client.ask(b"D;%x" % a) == b"OK"
+    finally:
+        client.close()
+    assert host.pristine(a) is True and host.pristine(b) is True
