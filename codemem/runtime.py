@@ -674,6 +674,13 @@ class Store:
             self._pending_exception = exc
             return TrapCode.HOST_ERROR
 
+    @property
+    def in_host_function(self) -> bool:
+        """True while the Store's guest thread runs a host function (an
+        import implemented in Python) that wasm called: it reaches no
+        sequence point before that returns."""
+        return self._in_host_function > 0
+
     def close(self) -> None:
         if self._closed:
             return

@@ -71,6 +71,9 @@ _CONSOLE_CHUNK = 1024
 #: sequence point within microseconds unless its thread is off the CPU or
 #: in a long host call.
 _QUIET_STOP_WAIT_S = 0.5
+#: The same wait for a Store inside a host function (which may block on
+#: input for as long as it likes): a quick one returns within it.
+_QUIET_STOP_WAIT_IN_HOST_S = 0.05
 
 #: The largest packet we accept (advertised as PacketSize).  gdb sizes its
 #: ``m`` requests from it (PacketSize/2 bytes, hex-encoded to PacketSize), so a
@@ -686,14 +689,16 @@ class GdbSession:
         threads` does), and the other Stores were only told to stop
         (_stop_others).  So the first request after it waits up to
         _QUIET_STOP_WAIT_S for their stops and takes them; a Store still
-        running then (blocked in a host call) answers as running, and later
+        running then (blocked in a host call: it is waited for
+        _QUIET_STOP_WAIT_IN_HOST_S at most) answers as running, and later
         requests do not wait again."""
         self._quieting = False
-        deadline = time.monotonic() + _QUIET_STOP_WAIT_S
+        start = time.monotonic()
         for attached in list(self.attached.values()):
             target = attached.target
             while attached.quiet and target.pid in self.attached and target.is_running:
-                remaining = deadline - time.monotonic()
+                wait = _QUIET_STOP_WAIT_IN_HOST_S if target.store.in_host_function else _QUIET_STOP_WAIT_S
+                remaining = start + wait - time.monotonic()
                 if remaining <= 0 or not target.wait_for_event(remaining):
                     break
                 self._take_events(attached)

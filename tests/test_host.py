@@ -255,3 +255,44 @@ def test_after_an_all_stop_stop_the_next_request_waits_for_the_other_stores_stop
     finally:
         client.close()
     assert host.pristine(a) is True and host.pristine(b) is True
+
+
+def test_a_store_in_a_host_function_is_waited_for_briefly_then_answers_as_running(host, monkeypatch):
+    """The same all-stop wait for a Store whose thread is in a host function
+    (which may block on input indefinitely): only _QUIET_STOP_WAIT_IN_HOST_S,
+    then the request is answered and the Store answers as running (here its
+    stop comes 2 s late, and the general wait is set far longer, so only the
+    host-function bound can answer first)."""
+    from gdbstub import session as session_module
+
+    monkeypatch.setattr(session_module, "_QUIET_STOP_WAIT_S", 30.0)
+    a, b = host.wait_for("a"), host.wait_for("b")
+    tick_a = host.site_pc(a, "tick")
+    client = connect(host)
+    try:
+        assert client.ask(b"vAttach;%x" % a).startswith(b"T11")
+        assert client.ask(b"vAttach;%x" % b).startswith(b"T11")
+        assert client.ask(b"Hgp%x.1" % a) == b"OK"
+        assert client.ask(b"Z0,%x,1" % tick_a) == b"OK"
+        target_b = host.host.target(b)
+        on_event = target_b.store.debug_handler
+
+        def late_event(*args):
+            time.sleep(2.0)
+            on_event(*args)
+
+        target_b.store.debug_handler = late_event
+        target_b.store._in_host_function += 1  # as if B's thread were in an import (it is in late_event)
+        try:
+            _, _, pairs = parse_stop(client.ask(b"vCont;c"))
+            assert pairs["thread"] == "p%x.1" % a
+            assert error_text(client.ask(b"p10;thread:p%x.1;" % b)) == "the guest is running"
+        finally:
+            target_b.store._in_host_function -= 1
+            target_b.store.debug_handler = on_event
+        assert client.ask(b"z0,%x,1" % tick_a) == b"OK"
+        assert client.ask(b"D;%x" % a) == b"OK"
+        assert client.ask(b"D;%x" % b) == b"OK"
+    finally:
+        client.close()
+    assert host.pristine(a) is True
