@@ -288,6 +288,16 @@ class WasmFrame:
         return code_address(self.view.module_id, self.wasm_offset)
 
 
+def _kept_for_stop(kept: tuple[Any, int, list] | None, stop, limit: int) -> list | None:
+    """The first ``limit`` items of ``kept`` (a memo ``(stop, limit it was
+    made to, items)``) when it was made at ``stop`` and answers ``limit``: made
+    to a higher limit, or ended before its own (the whole stack); else None."""
+    if kept is None or stop is None or kept[0] is not stop:
+        return None
+    _, made_limit, items = kept
+    return items[:limit] if limit <= made_limit or len(items) < made_limit else None
+
+
 def _view_containing(views: list[WasmModuleView], pc: int) -> WasmModuleView | None:
     """The view of ``views`` whose native code contains ``pc``."""
     for view in views:
@@ -390,11 +400,9 @@ class WasmDialect(Dialect):
         limit too.  The header rule is not kept: lldb's breakpoints, which
         it depends on, change while the guest is stopped."""
         stop = target.current_stop
-        made = self._stop_frame_lists.get(target.pid)
-        if made is not None and stop is not None and made[0] is stop:
-            _, made_limit, frames = made
-            if limit <= made_limit or len(frames) < made_limit:
-                return frames[:limit]
+        kept = _kept_for_stop(self._stop_frame_lists.get(target.pid), stop, limit)
+        if kept is not None:
+            return kept
         made_limit = max(limit, MAX_FRAMES)
         frames = []
         views = self.views(target)  # (once for every frame: the stop's views do not change)
@@ -416,11 +424,9 @@ class WasmDialect(Dialect):
         walk to a higher limit, or one that reached the outermost frame,
         answers a lower limit too."""
         stop = target.current_stop
-        walked = self._walks.get(target.pid)
-        if walked is not None and stop is not None and walked[0] is stop:
-            _, walked_limit, native = walked
-            if limit <= walked_limit or len(native) < walked_limit:
-                return native[:limit]
+        kept = _kept_for_stop(self._walks.get(target.pid), stop, limit)
+        if kept is not None:
+            return kept
         if stop is None:
             return target.frames(limit)
         walked_limit = max(limit, MAX_FRAMES)
