@@ -8,8 +8,8 @@ lldb's ``qfProcessInfo``, error strings naming why an attach is refused,
 """
 from __future__ import annotations
 
+import contextlib
 import re
-import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -219,15 +219,16 @@ def test_a_trap_in_an_attached_store_stops_with_its_signal(tmp_path):
         process.stop()
 
 
-def test_after_an_all_stop_stop_the_next_request_waits_for_the_other_stores_stop(host):
-    """All-stop: A's stop reply goes out at once, and B, told to stop, stops
-    at its next sequence point.  gdb may ask for B's registers right away
-    (`info threads`): the answer waits for B's stop instead of refusing a
-    running Store.  B's stop is made late here (its guest thread sleeps 0.2 s
-    before it hands its stop over), as a loaded machine can make it."""
+@contextlib.contextmanager
+def two_attached_with_b_late(host: LoopHost, delay: float):
+    """A client attached to Stores ``a`` and ``b``, a breakpoint at A's tick,
+    and B's guest thread made ``delay`` seconds late handing over its stops
+    (as a loaded machine can make it): yields (client, a, b, tick_a, B's
+    target, the times B's stops arrived)."""
     a, b = host.wait_for("a"), host.wait_for("b")
     tick_a = host.site_pc(a, "tick")
     client = connect(host)
+    target_b = None
     try:
         assert client.ask(b"vAttach;%x" % a).startswith(b"T11")
         assert client.ask(b"vAttach;%x" % b).startswith(b"T11")
@@ -239,21 +240,32 @@ def test_after_an_all_stop_stop_the_next_request_waits_for_the_other_stores_stop
 
         def late_event(*args):
             late.append(time.monotonic())
-            time.sleep(0.2)
+            time.sleep(delay)
             on_event(*args)
 
         target_b.store.debug_handler = late_event
-        kind, _, pairs = parse_stop(client.ask(b"vCont;c"))
+        try:
+            yield client, a, b, tick_a, target_b, late
+        finally:
+            target_b.store.debug_handler = on_event
+    finally:
+        client.close()
+
+
+def test_after_an_all_stop_stop_the_next_request_waits_for_the_other_stores_stop(host):
+    """All-stop: A's stop reply goes out at once, and B, told to stop, stops
+    at its next sequence point.  gdb may ask for B's registers right away
+    (`info threads`): the answer waits for B's stop instead of refusing a
+    running Store.  B's stop is made 0.2 s late here."""
+    with two_attached_with_b_late(host, 0.2) as (client, a, b, tick_a, target_b, late):
+        _, _, pairs = parse_stop(client.ask(b"vCont;c"))
         assert pairs["thread"] == "p%x.1" % a
         registers = client.ask(b"p10;thread:p%x.1;" % b)
         assert late, "B stopped only after A's stop was reported"
         assert re.fullmatch(rb"[0-9a-f]{16}", registers), registers
-        target_b.store.debug_handler = on_event
         assert client.ask(b"D;%x" % b) == b"OK"
         assert client.ask(b"z0,%x,1" % tick_a) == b"OK"
         assert client.ask(b"D;%x" % a) == b"OK"
-    finally:
-        client.close()
     assert host.pristine(a) is True and host.pristine(b) is True
 
 
@@ -266,22 +278,7 @@ def test_a_store_in_a_host_function_is_waited_for_briefly_then_answers_as_runnin
     from gdbstub import session as session_module
 
     monkeypatch.setattr(session_module, "_QUIET_STOP_WAIT_S", 30.0)
-    a, b = host.wait_for("a"), host.wait_for("b")
-    tick_a = host.site_pc(a, "tick")
-    client = connect(host)
-    try:
-        assert client.ask(b"vAttach;%x" % a).startswith(b"T11")
-        assert client.ask(b"vAttach;%x" % b).startswith(b"T11")
-        assert client.ask(b"Hgp%x.1" % a) == b"OK"
-        assert client.ask(b"Z0,%x,1" % tick_a) == b"OK"
-        target_b = host.host.target(b)
-        on_event = target_b.store.debug_handler
-
-        def late_event(*args):
-            time.sleep(2.0)
-            on_event(*args)
-
-        target_b.store.debug_handler = late_event
+    with two_attached_with_b_late(host, 2.0) as (client, a, b, tick_a, target_b, _):
         target_b.store._in_host_function += 1  # as if B's thread were in an import (it is in late_event)
         try:
             _, _, pairs = parse_stop(client.ask(b"vCont;c"))
@@ -289,10 +286,7 @@ def test_a_store_in_a_host_function_is_waited_for_briefly_then_answers_as_runnin
             assert error_text(client.ask(b"p10;thread:p%x.1;" % b)) == "the guest is running"
         finally:
             target_b.store._in_host_function -= 1
-            target_b.store.debug_handler = on_event
         assert client.ask(b"z0,%x,1" % tick_a) == b"OK"
         assert client.ask(b"D;%x" % a) == b"OK"
         assert client.ask(b"D;%x" % b) == b"OK"
-    finally:
-        client.close()
     assert host.pristine(a) is True
