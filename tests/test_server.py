@@ -196,6 +196,17 @@ class ServedGuest:
         wait_until(lambda: len(self.code.enabled_site_offsets()) == self.code.frame_table.num_sites,
                    what="the interrupt to arm every site")
 
+    def interrupt_at_gate(self, client, gate: int) -> dict:
+        """``client`` sends ^C while the guest is blocked in ``gate``; the
+        gate opens once the interrupt armed every site: the stop reply is
+        SIGINT, its pairs returned."""
+        client.send_raw(b"\x03")
+        self.wait_interrupt_armed()
+        self.gates[gate].set()
+        kind, signal, pairs = parse_stop(client.packet())
+        assert (kind, signal) == ("T", 2), (kind, signal)  # SIGINT
+        return pairs
+
     def finish(self) -> None:
         """Opens the gates and expects the server to end on its own with the
         guest's result."""
@@ -369,10 +380,7 @@ def test_a_continue_that_lasts_gives_the_socket_back_to_the_loop_for_an_interrup
     client.send(b"c")  # read by the guest thread; the guest blocks in gate 2
     assert guest.reached[2].wait(TIMEOUT)
     wait_until(lambda: not connection.guest_reads, what="the loop taking the socket back")
-    client.send_raw(b"\x03")
-    guest.wait_interrupt_armed()
-    guest.gates[2].set()
-    assert parse_stop(client.packet())[:2] == ("T", 2)
+    guest.interrupt_at_gate(client, 2)
     assert client.ask(b"D") == b"OK"
     assert client.closed_by_peer() == b""
     guest.finish()
@@ -452,10 +460,7 @@ def test_client_gone_while_the_guest_runs(served):
     # The breakpoint died with the first client: `c` runs into gate 2.
     second.send(b"c")
     assert guest.reached[2].wait(TIMEOUT)
-    second.send_raw(b"\x03")
-    guest.wait_interrupt_armed()
-    guest.gates[2].set()
-    assert parse_stop(second.packet())[:2] == ("T", 2)
+    guest.interrupt_at_gate(second, 2)
     assert second.ask(b"D") == b"OK"
     assert second.closed_by_peer() == b""
     guest.finish()
@@ -498,11 +503,7 @@ def test_a_new_client_interrupts_a_guest_left_running(served):
 
     second = guest.connect()
     second.handshake()
-    second.send_raw(b"\x03")
-    guest.wait_interrupt_armed()
-    guest.gates[1].set()
-    kind, signal, pairs = parse_stop(second.packet())
-    assert (kind, signal) == ("T", 2)
+    pairs = guest.interrupt_at_gate(second, 1)
     assert guest.is_main_site(reg_value(pairs["10"]))
     assert second.ask(b"D") == b"OK"
     second.close()
