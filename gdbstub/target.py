@@ -514,8 +514,7 @@ class StoreTarget:
         except BaseException as exc:  # a host function's own exception ends the guest
             exited = Exited(status=self._exit_status_of(exc), error=exc)
         with self._lock:
-            self._pending.append(exited)
-            self._event_queued.set()
+            self._queue_event(exited)
         self._notify()
         return exited
 
@@ -554,8 +553,7 @@ class StoreTarget:
             elif results and results[0].ref is None:
                 regfile.gpr[_GPR_INDEX["rax"]] = results[0].bits
             stop = _HostReturnStop(regfile)
-            self._pending.append(stop)
-            self._event_queued.set()
+            self._queue_event(stop)
         self._notify()
         stop.wait()
 
@@ -610,8 +608,7 @@ class StoreTarget:
                     # Its stub kept the argument array in rax (codemem.abi
                     # "Traps"): the arguments read as at the ENTRY point.
                     regfile.gpr[4] = regfile.gpr[0]
-            self._pending.append(stop)
-            self._event_queued.set()
+            self._queue_event(stop)
         lib.cm_defer_resume(self._resume_gate)
         _announcing.stop = stop
         try:
@@ -651,6 +648,15 @@ class StoreTarget:
     @property
     def current_stop(self) -> Stop | None:
         return self._current
+
+    def _queue_event(self, raw, *, first: bool = False) -> None:
+        """Queues ``raw`` (a _GuestStop or Exited; ``first``: ahead of the
+        others) for take_event, and wakes wait_for_event.  Under the lock."""
+        if first:
+            self._pending.insert(0, raw)
+        else:
+            self._pending.append(raw)
+        self._event_queued.set()
 
     def wait_for_event(self, timeout: float) -> bool:
         """True as soon as an event is pending for :meth:`take_event` (at
@@ -1144,8 +1150,7 @@ class StoreTarget:
         stopped.settled = False
         self._stopped, self._current = None, None
         with self._lock:
-            self._pending.insert(0, stopped)
-            self._event_queued.set()
+            self._queue_event(stopped, first=True)
         threading.Thread(target=self._notify, name=f"stop-store{self.pid}", daemon=True).start()
 
     def _resume_step(self) -> None:
