@@ -196,6 +196,19 @@ class ServedGuest:
         wait_until(lambda: len(self.code.enabled_site_offsets()) == self.code.frame_table.num_sites,
                    what="the interrupt to arm every site")
 
+    def stopped_at_square_and_served(self):
+        """A client that connected, set a breakpoint at square and continued
+        to it, and its connection, once the stopped guest's thread serves it:
+        (client, square's pc, connection)."""
+        client = self.connect()
+        client.handshake()
+        square = self.func_pc("square")
+        assert client.ask(b"Z0,%x,1" % square) == b"OK"
+        assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square
+        connection = self.server.clients[0]
+        wait_until(lambda: connection.serving, what="the guest thread serving")
+        return client, square, connection
+
     def interrupt_at_gate(self, client, gate: int) -> dict:
         """``client`` sends ^C while the guest is blocked in ``gate``; the
         gate opens once the interrupt armed every site: the stop reply is
@@ -345,13 +358,7 @@ def test_a_stopped_guest_thread_serves_the_packets_up_to_the_next_resume(served,
         return original(self, client, data)
 
     monkeypatch.setattr(StubServer, "_received", counting)
-    client = guest.connect()
-    client.handshake()
-    square = guest.func_pc("square")
-    assert client.ask(b"Z0,%x,1" % square) == b"OK"
-    assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square
-    connection = guest.server.clients[0]
-    wait_until(lambda: connection.serving, what="the guest thread serving")
+    client, square, connection = guest.stopped_at_square_and_served()
     read_by_loop = len(loop_reads)
     registers = client.ask(b"g")
     assert client.ask(b"g") == registers
@@ -369,13 +376,7 @@ def test_a_continue_that_lasts_gives_the_socket_back_to_the_loop_for_an_interrup
     """A resume served by the guest thread into a long run: the loop takes
     the socket back (within two of its looks) and reads gdb's ^C."""
     guest = served(open_gates=(1,))
-    client = guest.connect()
-    client.handshake()
-    square = guest.func_pc("square")
-    assert client.ask(b"Z0,%x,1" % square) == b"OK"
-    assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square
-    connection = guest.server.clients[0]
-    wait_until(lambda: connection.serving, what="the guest thread serving")
+    client, square, connection = guest.stopped_at_square_and_served()
     assert client.ask(b"z0,%x,1" % square) == b"OK"
     client.send(b"c")  # read by the guest thread; the guest blocks in gate 2
     assert guest.reached[2].wait(TIMEOUT)
@@ -391,13 +392,7 @@ def test_a_client_gone_while_its_guest_thread_serves_it(served):
     next packet: the end of file goes to the loop, which detaches; the guest
     runs on, and the next client is served."""
     guest = served(open_gates=(1, 2))
-    first = guest.connect()
-    first.handshake()
-    square = guest.func_pc("square")
-    assert first.ask(b"Z0,%x,1" % square) == b"OK"
-    assert reg_value(parse_stop(first.ask(b"c"))[2]["10"]) == square
-    connection = guest.server.clients[0]
-    wait_until(lambda: connection.serving, what="the guest thread serving")
+    first, _, connection = guest.stopped_at_square_and_served()
     first.close()
     guest.wait_detached()
     wait_until(lambda: not connection.serving and connection.guest_write_fd is None,
@@ -410,13 +405,7 @@ def test_the_server_closes_while_a_guest_thread_serves_a_client(served):
     connection ends, the Store is detached and runs to its end, and the
     guest thread closes the descriptor it was reading."""
     guest = served(open_gates=(1, 2))
-    client = guest.connect()
-    client.handshake()
-    square = guest.func_pc("square")
-    assert client.ask(b"Z0,%x,1" % square) == b"OK"
-    assert reg_value(parse_stop(client.ask(b"c"))[2]["10"]) == square
-    connection = guest.server.clients[0]
-    wait_until(lambda: connection.serving, what="the guest thread serving")
+    client, _, connection = guest.stopped_at_square_and_served()
     guest.server.close()
     client.closed_by_peer()
     wait_until(lambda: not connection.serving and connection.guest_write_fd is None,
